@@ -1,0 +1,1 @@
+//! Builders for every generated message (spec §2–§3).

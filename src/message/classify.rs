@@ -1,0 +1,1 @@
+//! What an incoming message is (spec §5.2, §10).

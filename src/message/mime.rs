@@ -1,0 +1,1 @@
+//! Small MIME helpers shared by the builders and the classifier.

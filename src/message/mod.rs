@@ -1,0 +1,10 @@
+//! The PEC message model: pure, no I/O (style rule 2).
+
+pub mod breve;
+pub mod build;
+pub mod classify;
+pub mod daticert;
+pub mod ids;
+pub mod kind;
+pub mod mime;
+pub mod time;
