@@ -53,4 +53,6 @@ pub trait Signer: Send + Sync {
     fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
+pub mod cms_sign;
+pub mod smime;
 pub mod verify_cmd;

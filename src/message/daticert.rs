@@ -56,3 +56,10 @@ pub struct Daticert {
     pub ricezione: Vec<String>,
     pub errore_esteso: Option<String>,
 }
+
+// TEMPORARY stub, replaced by the daticert-breve branch at merge.
+impl Daticert {
+    pub fn to_xml(&self) -> String {
+        format!("<postacert tipo=\"{}\"/>", self.tipo)
+    }
+}

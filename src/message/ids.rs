@@ -11,6 +11,43 @@ use rand::Rng;
 
 use super::time::Instant;
 
+/// Where builders get new message identifiers (a trait so tests can make them predictable).
+pub trait MsgIdSource: Send + Sync {
+    /// A new unique identifier, without angle brackets.
+    fn next_id(&self, at: Instant) -> String;
+}
+
+impl MsgIdSource for IdGenerator {
+    fn next_id(&self, at: Instant) -> String {
+        self.next(at)
+    }
+}
+
+/// Predictable identifiers `<prefix>.<n>@<domain>`, for golden tests and examples.
+#[derive(Debug)]
+pub struct SequentialIds {
+    prefix: String,
+    domain: String,
+    counter: AtomicU64,
+}
+
+impl SequentialIds {
+    pub fn new(prefix: &str, domain: &str) -> Self {
+        SequentialIds {
+            prefix: prefix.to_string(),
+            domain: domain.to_string(),
+            counter: AtomicU64::new(1),
+        }
+    }
+}
+
+impl MsgIdSource for SequentialIds {
+    fn next_id(&self, _at: Instant) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n}@{}", self.prefix, self.domain)
+    }
+}
+
 /// Generates PEC msgids for one service domain.
 #[derive(Debug)]
 pub struct IdGenerator {

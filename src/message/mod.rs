@@ -7,4 +7,5 @@ pub mod daticert;
 pub mod ids;
 pub mod kind;
 pub mod mime;
+pub mod sevenbit;
 pub mod time;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that pec's build and test suite need. Idempotent: packages
+# already present are not reinstalled, and apt-get update runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  # build
+  pkg-config libssl-dev
+  # signing and verification in tests: SoftHSM2 token, PKCS#11 tools, the openssl CLI
+  softhsm2 opensc gnutls-bin openssl ca-certificates
+  # time travel for certificate validity tests
+  faketime
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# No daemon may start during installation (the test suite starts private instances itself).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+fi
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,45 @@
+//! S/MIME assembly of generated messages (spec §2.1): the signed entity and its detached
+//! CMS signature as `multipart/signed`, in the layout real providers use.
+
+use super::{cms_sign, SignError, Signer};
+use crate::message::mime;
+use crate::message::time::Instant;
+
+/// Media type of the signature part. Aruba and Namirial write the `x-` form (spec §2.1).
+pub const SIGNATURE_TYPE: &str = "application/x-pkcs7-signature";
+
+/// Signs `entity` (the exact bytes of the `multipart/mixed` entity, CRLF) and returns the
+/// two top-level content header fields and the `multipart/signed` body.
+pub fn seal(
+    signer: &dyn Signer,
+    entity: &[u8],
+    at: Instant,
+) -> Result<(Vec<(String, String)>, Vec<u8>), SignError> {
+    let p7s = cms_sign::sign_detached(signer, entity, at)?;
+    let sig = mime::base64_lines(&p7s);
+    let b = mime::boundary(&[entity]);
+    let mut body = Vec::with_capacity(entity.len() + sig.len() + 512);
+    body.extend_from_slice(b"This is an S/MIME signed message\r\n\r\n");
+    body.extend_from_slice(format!("--{b}\r\n").as_bytes());
+    body.extend_from_slice(entity);
+    body.extend_from_slice(format!("\r\n--{b}\r\n").as_bytes());
+    body.extend_from_slice(
+        format!(
+            "Content-Type: {SIGNATURE_TYPE}; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&sig);
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let headers = vec![
+        ("MIME-Version".to_string(), "1.0".to_string()),
+        (
+            "Content-Type".to_string(),
+            format!(
+                "multipart/signed; protocol=\"{SIGNATURE_TYPE}\"; micalg={};\r\n boundary=\"{b}\"",
+                signer.digest().micalg()
+            ),
+        ),
+    ];
+    Ok((headers, body))
+}
