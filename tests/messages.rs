@@ -33,7 +33,7 @@ fn at() -> Instant {
 
 fn issuer() -> Issuer {
     Issuer {
-        provider_name: "Example PEC S.p.A.".into(),
+        provider_name: "PEC Example IT S.p.A.".into(),
         service_address: "posta-certificata@pec.example.it".into(),
         envelope_sender_header: true,
     }
@@ -143,7 +143,7 @@ fn scenarios() -> Vec<Scenario> {
                     at(),
                     "bob@pec.example.net",
                     Errore::NoDest,
-                    "5.1.1 - Example PEC S.p.A. - indirizzo non valido",
+                    "5.1.1 - PEC Example IT S.p.A. - indirizzo non valido",
                 )
                 .unwrap()
             },
@@ -157,7 +157,7 @@ fn scenarios() -> Vec<Scenario> {
                     &c(),
                     at(),
                     "bob@pec.example.net",
-                    "5.5.1 - Example PEC S.p.A. - presenza di un virus nel messaggio",
+                    "5.5.1 - PEC Example IT S.p.A. - presenza di un virus nel messaggio",
                 )
                 .unwrap()
             },
@@ -167,7 +167,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-12h",
             kind: MessageKind::Timeout(Timeout::Hours12),
             build: |b| {
-                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours12, "4.4.7 - Example PEC S.p.A. - messaggio non consegnato entro 12 ore")
+                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours12, "4.4.7 - PEC Example IT S.p.A. - messaggio non consegnato entro 12 ore")
                     .unwrap()
             },
             rcpt: "alice@pec.example.it",
@@ -176,7 +176,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-24h",
             kind: MessageKind::Timeout(Timeout::Hours24),
             build: |b| {
-                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours24, "5.4.1 - Example PEC S.p.A. - messaggio non consegnato entro 24 ore")
+                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours24, "5.4.1 - PEC Example IT S.p.A. - messaggio non consegnato entro 24 ore")
                     .unwrap()
             },
             rcpt: "alice@pec.example.it",
@@ -473,7 +473,7 @@ fn check_daticert(s: &Scenario, d: &Daticert) {
     );
     assert_eq!(d.risposte, "alice@pec.example.it");
     assert_eq!(d.oggetto.as_deref(), Some("Contratto di fornitura n° 42 — firma"));
-    assert_eq!(d.gestore_emittente, "Example PEC S.p.A.");
+    assert_eq!(d.gestore_emittente, "PEC Example IT S.p.A.");
     assert_eq!((d.data.giorno.as_str(), d.data.ora.as_str(), d.data.zona.as_str()), ("03/06/2025", "10:11:12", "+0200"));
     assert_eq!(d.identificativo, PEC_ID);
     assert_eq!(d.msgid.as_deref(), Some("<20250603101109.12345@client.example.it>"));

@@ -27,6 +27,23 @@ impl DigestAlg {
             _ => None,
         }
     }
+
+    /// The digest algorithm OID (`1.3.14.3.2.26` or `2.16.840.1.101.3.4.2.1`).
+    pub fn oid(self) -> const_oid::ObjectIdentifier {
+        match self {
+            DigestAlg::Sha1 => const_oid::db::rfc5912::ID_SHA_1,
+            DigestAlg::Sha256 => const_oid::db::rfc5912::ID_SHA_256,
+        }
+    }
+
+    /// Hashes `data` with this algorithm.
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            DigestAlg::Sha1 => sha1::Sha1::digest(data).to_vec(),
+            DigestAlg::Sha256 => sha2::Sha256::digest(data).to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -54,5 +71,27 @@ pub trait Signer: Send + Sync {
 }
 
 pub mod cms_sign;
+pub mod file_key;
+pub mod pkcs11;
 pub mod smime;
+pub mod testing;
 pub mod verify_cmd;
+
+pub use cms_sign::sign_detached;
+pub use file_key::PemSigner;
+pub use pkcs11::{Pkcs11Config, Pkcs11Signer};
+
+/// The RSA public key of a DER certificate.
+pub(crate) fn certificate_public_key(cert_der: &[u8]) -> Result<rsa::RsaPublicKey, SignError> {
+    use der::{Decode, Encode};
+    use rsa::pkcs8::DecodePublicKey;
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| SignError::Certificate(format!("cannot parse certificate: {e}")))?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| SignError::Certificate(format!("cannot encode public key: {e}")))?;
+    rsa::RsaPublicKey::from_public_key_der(&spki)
+        .map_err(|e| SignError::Certificate(format!("not an rsa public key: {e}")))
+}

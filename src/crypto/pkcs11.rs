@@ -1,0 +1,522 @@
+//! The provider key in a PKCS#11 token (SoftHSM2 in development and tests, a network HSM in
+//! production), through `cryptoki`.
+//!
+//! * One `Pkcs11` context per module path for the whole process: several
+//!   `C_Initialize` calls in one process crash SoftHSM (rust-cryptoki #260). An
+//!   already-initialised library (`CKR_CRYPTOKI_ALREADY_INITIALIZED`) is accepted.
+//! * The token is chosen by label, never by slot number (slot ids change when a token is
+//!   initialised or reinserted); the slot is looked up again whenever a session is reopened.
+//! * Login state is per token and application-wide, so `CKR_USER_ALREADY_LOGGED_IN` is
+//!   success. Consequence: while another open session of this process is logged in to the
+//!   token, a wrong PIN goes unnoticed.
+//! * A pool of sessions lets several threads sign at once (`Session` is `Send`, not `Sync`).
+//!   A session that fails with a session or device error is closed, reopened once and the
+//!   operation retried; a second failure is reported as [`SignError::Pkcs11`], which the
+//!   mail path turns into a temporary failure.
+//! * Calls block; async callers should use `spawn_blocking` or a signing thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use rsa::traits::PublicKeyParts;
+
+use super::{DigestAlg, SignError, Signer};
+
+/// Where the key is and how to use it. The caller resolves the PIN (configuration file,
+/// environment, credential store) before building this.
+#[derive(Clone)]
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// CKA_LABEL of the token (`CK_TOKEN_INFO.label`).
+    pub token_label: String,
+    /// CKA_LABEL of the private key.
+    pub key_label: String,
+    /// User PIN.
+    pub pin: String,
+    /// CKA_LABEL of the certificate object on the token; `None` = `key_label`.
+    pub cert_label: Option<String>,
+    /// Digest for CMS signatures.
+    pub digest: DigestAlg,
+    /// PEM file with the certificates to add to every CMS after the signer's (the issuing CA).
+    pub chain_pem: Option<PathBuf>,
+    /// Number of sessions in the pool, i.e. how many signatures may run at once (0 = 1).
+    pub sessions: usize,
+}
+
+impl Pkcs11Config {
+    /// A configuration with the default digest, the certificate under the key's label, no
+    /// chain and four sessions.
+    pub fn new(
+        module: impl Into<PathBuf>,
+        token_label: impl Into<String>,
+        key_label: impl Into<String>,
+        pin: impl Into<String>,
+    ) -> Self {
+        Pkcs11Config {
+            module: module.into(),
+            token_label: token_label.into(),
+            key_label: key_label.into(),
+            pin: pin.into(),
+            cert_label: None,
+            digest: DigestAlg::default(),
+            chain_pem: None,
+            sessions: 4,
+        }
+    }
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("key_label", &self.key_label)
+            .field("pin", &"<redacted>")
+            .field("cert_label", &self.cert_label)
+            .field("digest", &self.digest)
+            .field("chain_pem", &self.chain_pem)
+            .field("sessions", &self.sessions)
+            .finish()
+    }
+}
+
+/// The process-wide context for `module`, loaded and initialised on first use.
+fn context(module: &Path) -> Result<Pkcs11, SignError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let canonical = std::fs::canonicalize(module).map_err(|e| {
+        SignError::Pkcs11(format!("cannot load module \"{}\": {e}", module.display()))
+    })?;
+    let mut contexts = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(ctx) = contexts.get(&canonical) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(&canonical).map_err(|e| {
+        SignError::Pkcs11(format!("cannot load module \"{}\": {e}", module.display()))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(SignError::Pkcs11(format!(
+                "cannot initialise module \"{}\": {}",
+                module.display(),
+                describe(&e)
+            )))
+        }
+    }
+    contexts.insert(canonical, ctx.clone());
+    Ok(ctx)
+}
+
+/// `CKR_…` name of a return value (`PinIncorrect` → `CKR_PIN_INCORRECT`).
+fn ckr_name(rv: RvError) -> String {
+    let camel = format!("{rv:?}");
+    let mut out = String::from("CKR");
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn describe(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, _) => ckr_name(*rv),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+/// Errors after which a fresh session may succeed.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::UserNotLoggedIn
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+/// What is needed to (re)open a logged-in session with the key.
+struct Token {
+    ctx: Pkcs11,
+    module: PathBuf,
+    label: String,
+    key_label: String,
+    pin: AuthPin,
+}
+
+/// An open, logged-in session and the key handle found in it.
+struct Live {
+    session: Session,
+    key: ObjectHandle,
+}
+
+impl Token {
+    fn err(&self, what: String) -> SignError {
+        SignError::Pkcs11(what)
+    }
+
+    fn slot(&self) -> Result<Slot, SignError> {
+        let slots = self.ctx.get_slots_with_token().map_err(|e| {
+            self.err(format!(
+                "cannot list slots of module \"{}\": {}",
+                self.module.display(),
+                describe(&e)
+            ))
+        })?;
+        let mut seen = Vec::new();
+        for slot in slots {
+            let Ok(info) = self.ctx.get_token_info(slot) else {
+                continue;
+            };
+            if info.label() == self.label {
+                return Ok(slot);
+            }
+            seen.push(format!("\"{}\"", info.label()));
+        }
+        Err(self.err(format!(
+            "no token labelled \"{}\" in module \"{}\" (tokens present: {})",
+            self.label,
+            self.module.display(),
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
+        )))
+    }
+
+    fn open(&self) -> Result<Live, SignError> {
+        let slot = self.slot()?;
+        let session = self.ctx.open_ro_session(slot).map_err(|e| {
+            self.err(format!(
+                "cannot open a session on token \"{}\": {}",
+                self.label,
+                describe(&e)
+            ))
+        })?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(self.err(format!(
+                    "login to token \"{}\" failed: wrong pin (CKR_PIN_INCORRECT)",
+                    self.label
+                )))
+            }
+            Err(e) => {
+                return Err(self.err(format!(
+                    "login to token \"{}\" failed: {}",
+                    self.label,
+                    describe(&e)
+                )))
+            }
+        }
+        let key = self.find_one(
+            &session,
+            ObjectClass::PRIVATE_KEY,
+            &self.key_label,
+            "private key",
+        )?;
+        Ok(Live { session, key })
+    }
+
+    fn find_one(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+        label: &str,
+        what: &str,
+    ) -> Result<ObjectHandle, SignError> {
+        let found = session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| {
+                self.err(format!(
+                    "cannot search {what} \"{label}\" on token \"{}\": {}",
+                    self.label,
+                    describe(&e)
+                ))
+            })?;
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(self.err(format!(
+                "no {what} labelled \"{label}\" on token \"{}\"",
+                self.label
+            ))),
+            many => Err(self.err(format!(
+                "{} objects of type {what} labelled \"{label}\" on token \"{}\"; labels must be unique",
+                many.len(),
+                self.label
+            ))),
+        }
+    }
+
+    fn attribute(
+        &self,
+        session: &Session,
+        object: ObjectHandle,
+        ty: AttributeType,
+        what: &str,
+    ) -> Result<Vec<u8>, SignError> {
+        let attrs = session.get_attributes(object, &[ty]).map_err(|e| {
+            self.err(format!(
+                "cannot read {what} on token \"{}\": {}",
+                self.label,
+                describe(&e)
+            ))
+        })?;
+        for attr in attrs {
+            match attr {
+                Attribute::Value(v) | Attribute::Modulus(v) => return Ok(v),
+                _ => {}
+            }
+        }
+        Err(self.err(format!("{what} not available on token \"{}\"", self.label)))
+    }
+}
+
+/// A pool of sessions; `None` marks a session to reopen on next use.
+struct Pool {
+    idle: Mutex<Vec<Option<Live>>>,
+    available: Condvar,
+}
+
+struct Lease<'a> {
+    pool: &'a Pool,
+    live: Option<Live>,
+}
+
+impl Pool {
+    fn take(&self) -> Lease<'_> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(live) = idle.pop() {
+                return Lease { pool: self, live };
+            }
+            idle = self
+                .available
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut idle = self
+            .pool
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        idle.push(self.live.take());
+        self.pool.available.notify_one();
+    }
+}
+
+/// Signs with a private key kept in a PKCS#11 token.
+pub struct Pkcs11Signer {
+    token: Token,
+    digest: DigestAlg,
+    cert_der: Vec<u8>,
+    chain_der: Vec<Vec<u8>>,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Pkcs11Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Signer")
+            .field("module", &self.token.module)
+            .field("token_label", &self.token.label)
+            .field("key_label", &self.token.key_label)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Signer {
+    /// Loads the module (once per process), finds the token by label, logs in, finds the
+    /// private key and the certificate by label, checks that they match and opens the
+    /// session pool. Every failure names the module, token or object concerned.
+    pub fn open(config: &Pkcs11Config) -> Result<Self, SignError> {
+        let token = Token {
+            ctx: context(&config.module)?,
+            module: config.module.clone(),
+            label: config.token_label.clone(),
+            key_label: config.key_label.clone(),
+            pin: AuthPin::from(config.pin.clone()),
+        };
+        let first = token.open()?;
+
+        let cert_label = config.cert_label.as_deref().unwrap_or(&config.key_label);
+        let cert_handle = token.find_one(
+            &first.session,
+            ObjectClass::CERTIFICATE,
+            cert_label,
+            "certificate",
+        )?;
+        let cert_der = token.attribute(
+            &first.session,
+            cert_handle,
+            AttributeType::Value,
+            &format!("value of certificate \"{cert_label}\""),
+        )?;
+        let cert_modulus = super::certificate_public_key(&cert_der)
+            .map_err(|e| {
+                SignError::Certificate(format!(
+                    "certificate \"{cert_label}\" on token \"{}\": {e}",
+                    token.label
+                ))
+            })?
+            .n()
+            .to_bytes_be();
+        let key_modulus = token.attribute(
+            &first.session,
+            first.key,
+            AttributeType::Modulus,
+            &format!("modulus of private key \"{}\"", token.key_label),
+        )?;
+        if strip_zeros(&key_modulus) != strip_zeros(&cert_modulus) {
+            return Err(SignError::Key(format!(
+                "private key \"{}\" on token \"{}\" does not match the public key of certificate \"{cert_label}\"",
+                token.key_label, token.label
+            )));
+        }
+
+        let chain_der = match &config.chain_pem {
+            Some(path) => super::file_key::read_pem_certificates(path)?,
+            None => Vec::new(),
+        };
+
+        let mut sessions = vec![Some(first)];
+        for _ in 1..config.sessions.max(1) {
+            sessions.push(Some(token.open()?));
+        }
+        Ok(Pkcs11Signer {
+            token,
+            digest: config.digest,
+            cert_der,
+            chain_der,
+            pool: Pool {
+                idle: Mutex::new(sessions),
+                available: Condvar::new(),
+            },
+        })
+    }
+
+    /// One raw `CKM_SHA256_RSA_PKCS` signature over `data`, outside any CMS (the baseline
+    /// for benchmarks).
+    pub fn bare_sign(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.sign_with(&Mechanism::Sha256RsaPkcs, data)
+    }
+
+    fn sign_with(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mut lease = self.pool.take();
+        let mut reopened = false;
+        loop {
+            let live = match lease.live.take() {
+                Some(live) => live,
+                None => {
+                    reopened = true;
+                    self.token.open()?
+                }
+            };
+            match live.session.sign(mechanism, live.key, data) {
+                Ok(signature) => {
+                    lease.live = Some(live);
+                    return Ok(signature);
+                }
+                Err(e) if session_lost(&e) && !reopened => {
+                    tracing::warn!(
+                        token = %self.token.label,
+                        error = %describe(&e),
+                        "pkcs#11 session lost, reopening"
+                    );
+                    drop(live);
+                }
+                Err(e) => {
+                    if !session_lost(&e) {
+                        lease.live = Some(live);
+                    }
+                    return Err(SignError::Pkcs11(format!(
+                        "signature with key \"{}\" on token \"{}\" failed: {}",
+                        self.token.key_label,
+                        self.token.label,
+                        describe(&e)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn strip_zeros(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[start..]
+}
+
+impl Signer for Pkcs11Signer {
+    fn certificate_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    fn chain_der(&self) -> &[Vec<u8>] {
+        &self.chain_der
+    }
+
+    fn digest(&self) -> DigestAlg {
+        self.digest
+    }
+
+    fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        let mechanism = match digest {
+            DigestAlg::Sha1 => Mechanism::Sha1RsaPkcs,
+            DigestAlg::Sha256 => Mechanism::Sha256RsaPkcs,
+        };
+        self.sign_with(&mechanism, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ckr_names() {
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            ckr_name(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
+    }
+
+    #[test]
+    fn signer_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Pkcs11Signer>();
+    }
+}

@@ -1,0 +1,142 @@
+#!/bin/sh
+# Test PKI for pec (development and tests only; never use these keys for real mail).
+#
+# Usage: make-pki.sh OUTDIR
+#
+# Creates in OUTDIR, with openssl only:
+#   ca.key, ca.pem            "PEC Test CA": self-signed RSA-2048 root standing in for the
+#                             national PEC CA (AgID CA1). CA:TRUE, pathlen 0, and critical
+#                             nameConstraints permitting only the rfc822 domains
+#                             pec.example.it and pec.example.net (spec §2.2).
+#   chain.pem                 the CA certificate again, as the "chain" a provider puts in its CMS.
+#   it.key, it.pem            provider leaf for pec.example.it   (PKCS#8 key)
+#   it-pkcs1.key              the same key in PKCS#1 ("BEGIN RSA PRIVATE KEY") form
+#   net.key, net.pem          provider leaf for pec.example.net
+#   outsider.key, outsider.pem  self-signed leaf with the provider profile, not issued by the CA
+#   expired.key, expired.pem  leaf for pec.example.it issued by the CA, valid 2020-01-01..2021-01-01
+#
+# Leaves follow the provider certificate profile of spec §2.2 exactly:
+#   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
+#   subjectAltName rfc822Name posta-certificata@<domain>; keyUsage digitalSignature (critical);
+#   authorityKeyIdentifier; subjectKeyIdentifier; extendedKeyUsage emailProtection;
+#   no basicConstraints.
+#
+# Idempotent: when OUTDIR already holds a complete set it is left untouched (delete the
+# directory, or its .complete stamp, to regenerate). Nothing is written outside OUTDIR.
+set -eu
+
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+out=$1
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem"
+if [ -f "$out/.complete" ]; then
+    complete=yes
+    for f in $files; do
+        [ -f "$out/$f" ] || complete=no
+    done
+    if [ "$complete" = yes ]; then
+        echo "make-pki: $out already complete" >&2
+        exit 0
+    fi
+fi
+rm -f "$out/.complete"
+
+work=$(mktemp -d "$out/.work.XXXXXX")
+trap 'rm -rf "$work"' EXIT INT TERM
+
+key() {
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/$1.key" 2>/dev/null
+}
+
+# Extensions. OpenSSL reads the [ext] section of each file.
+cat > "$work/ca.ext" <<'EXT'
+[ext]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+nameConstraints = critical, permitted;email:pec.example.it, permitted;email:pec.example.net
+EXT
+
+leaf_ext() { # FILE DOMAIN AKI
+    cat > "$1" <<EXT
+[ext]
+keyUsage = critical, digitalSignature
+authorityKeyIdentifier = $3
+subjectKeyIdentifier = hash
+subjectAltName = email:posta-certificata@$2
+extendedKeyUsage = emailProtection
+EXT
+}
+
+subject() { # PROVIDER
+    printf '/C=IT/O=%s/CN=Posta Certificata %s' "$1" "$1"
+}
+
+# The CA (a root: OpenSSL needs a self-signed trust anchor for -CAfile).
+key ca
+openssl req -new -x509 -sha256 -days 7300 -key "$work/ca.key" -out "$work/ca.pem" \
+    -subj "/C=IT/O=PEC Test/CN=PEC Test CA" -set_serial 0x01 \
+    -config "$work/ca.ext" -extensions ext
+cp "$work/ca.pem" "$work/chain.pem"
+
+issue() { # NAME PROVIDER DOMAIN SERIAL
+    key "$1"
+    leaf_ext "$work/$1.ext" "$3" keyid:always
+    openssl req -new -key "$work/$1.key" -subj "$(subject "$2")" -out "$work/$1.csr"
+    openssl x509 -req -sha256 -days 1825 -in "$work/$1.csr" -CA "$work/ca.pem" \
+        -CAkey "$work/ca.key" -set_serial "$4" -extfile "$work/$1.ext" -extensions ext \
+        -out "$work/$1.pem" 2>/dev/null
+}
+
+issue it "PEC Example IT S.p.A." pec.example.it 0x1001
+issue net "PEC Example NET S.p.A." pec.example.net 0x1002
+openssl rsa -in "$work/it.key" -traditional -out "$work/it-pkcs1.key" 2>/dev/null
+
+# Outsider: the same profile, self-signed (AKI = own SKI), unknown to the test CA.
+key outsider
+leaf_ext "$work/outsider.ext" pec.example.it keyid:always
+openssl req -new -x509 -sha256 -days 1825 -key "$work/outsider.key" \
+    -subj "$(subject "PEC Outsider S.p.A.")" -set_serial 0x2001 \
+    -config "$work/outsider.ext" -extensions ext -out "$work/outsider.pem"
+
+# Expired leaf: openssl 3.0's x509 has no -not_before/-not_after, so use `openssl ca`, which
+# takes explicit -startdate/-enddate.
+key expired
+leaf_ext "$work/expired.ext" pec.example.it keyid:always
+openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A.")" \
+    -out "$work/expired.csr"
+mkdir -p "$work/db/new"
+: > "$work/db/index.txt"
+echo 1003 > "$work/db/serial"
+cat > "$work/db/ca.cnf" <<CNF
+[ca]
+default_ca = test
+[test]
+database = $work/db/index.txt
+new_certs_dir = $work/db/new
+serial = $work/db/serial
+default_md = sha256
+policy = anything
+unique_subject = no
+copy_extensions = none
+[anything]
+countryName = optional
+organizationName = optional
+commonName = supplied
+CNF
+openssl ca -batch -notext -config "$work/db/ca.cnf" -cert "$work/ca.pem" -keyfile "$work/ca.key" \
+    -in "$work/expired.csr" -out "$work/expired.pem" -preserveDN \
+    -startdate 20200101000000Z -enddate 20210101000000Z \
+    -extfile "$work/expired.ext" -extensions ext 2>/dev/null
+
+for f in $files; do
+    mv "$work/$f" "$out/$f"
+done
+chmod 600 "$out"/*.key
+touch "$out/.complete"
+echo "make-pki: test PKI written to $out" >&2
