@@ -69,25 +69,24 @@ struct Scenario {
 }
 
 fn scenarios() -> Vec<Scenario> {
-    let c = certification;
     vec![
         Scenario {
             name: "transport-envelope",
             kind: MessageKind::TransportEnvelope,
-            build: |b| b.transport_envelope(&original(), &c(), at()).unwrap(),
+            build: |b| b.transport_envelope(&original(), &certification(), at()).unwrap(),
             rcpt: "bob@pec.example.net carol@example.com dave@pec.example.net",
         },
         Scenario {
             name: "acceptance",
             kind: MessageKind::Acceptance,
-            build: |b| b.acceptance(&c(), at()).unwrap(),
+            build: |b| b.acceptance(&certification(), at()).unwrap(),
             rcpt: "alice@pec.example.it",
         },
         Scenario {
             name: "non-acceptance",
             kind: MessageKind::NonAcceptance,
             build: |b| {
-                b.non_acceptance(&c(), at(), "destinatario di busta non presente negli header To/Cc")
+                b.non_acceptance(&certification(), at(), "destinatario di busta non presente negli header To/Cc")
                     .unwrap()
             },
             rcpt: "alice@pec.example.it",
@@ -95,7 +94,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "non-acceptance-virus",
             kind: MessageKind::NonAcceptanceVirus,
-            build: |b| b.non_acceptance_virus(&c(), at(), "Eicar-Test-Signature").unwrap(),
+            build: |b| b.non_acceptance_virus(&certification(), at(), "Eicar-Test-Signature").unwrap(),
             rcpt: "alice@pec.example.it",
         },
         Scenario {
@@ -103,7 +102,7 @@ fn scenarios() -> Vec<Scenario> {
             kind: MessageKind::TakeCharge,
             build: |b| {
                 b.take_charge(
-                    &c(),
+                    &certification(),
                     at(),
                     &["bob@pec.example.net".into(), "dave@pec.example.net".into()],
                     "ricevute@pec.example.it",
@@ -116,7 +115,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "delivery-completa",
             kind: MessageKind::Delivery(ReceiptType::Completa),
             build: |b| {
-                let mut cert = c();
+                let mut cert = certification();
                 cert.requested = ReceiptType::Completa;
                 b.delivery(&cert, at(), "bob@pec.example.net", &postacert()).unwrap()
             },
@@ -125,13 +124,13 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "delivery-breve",
             kind: MessageKind::Delivery(ReceiptType::Breve),
-            build: |b| b.delivery(&c(), at(), "bob@pec.example.net", &postacert()).unwrap(),
+            build: |b| b.delivery(&certification(), at(), "bob@pec.example.net", &postacert()).unwrap(),
             rcpt: "alice@pec.example.it",
         },
         Scenario {
             name: "delivery-sintetica-cc",
             kind: MessageKind::Delivery(ReceiptType::Sintetica),
-            build: |b| b.delivery(&c(), at(), "dave@pec.example.net", &postacert()).unwrap(),
+            build: |b| b.delivery(&certification(), at(), "dave@pec.example.net", &postacert()).unwrap(),
             rcpt: "alice@pec.example.it",
         },
         Scenario {
@@ -139,7 +138,7 @@ fn scenarios() -> Vec<Scenario> {
             kind: MessageKind::NonDelivery,
             build: |b| {
                 b.non_delivery(
-                    &c(),
+                    &certification(),
                     at(),
                     "bob@pec.example.net",
                     Errore::NoDest,
@@ -154,7 +153,7 @@ fn scenarios() -> Vec<Scenario> {
             kind: MessageKind::NonDeliveryVirus,
             build: |b| {
                 b.non_delivery_virus(
-                    &c(),
+                    &certification(),
                     at(),
                     "bob@pec.example.net",
                     "5.5.1 - PEC Example IT S.p.A. - presenza di un virus nel messaggio",
@@ -167,7 +166,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-12h",
             kind: MessageKind::Timeout(Timeout::Hours12),
             build: |b| {
-                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours12, "4.4.7 - PEC Example IT S.p.A. - messaggio non consegnato entro 12 ore")
+                b.timeout(&certification(), at(), "bob@pec.example.net", Timeout::Hours12, "4.4.7 - PEC Example IT S.p.A. - messaggio non consegnato entro 12 ore")
                     .unwrap()
             },
             rcpt: "alice@pec.example.it",
@@ -176,7 +175,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-24h",
             kind: MessageKind::Timeout(Timeout::Hours24),
             build: |b| {
-                b.timeout(&c(), at(), "bob@pec.example.net", Timeout::Hours24, "5.4.1 - PEC Example IT S.p.A. - messaggio non consegnato entro 24 ore")
+                b.timeout(&certification(), at(), "bob@pec.example.net", Timeout::Hours24, "5.4.1 - PEC Example IT S.p.A. - messaggio non consegnato entro 24 ore")
                     .unwrap()
             },
             rcpt: "alice@pec.example.it",
@@ -185,7 +184,7 @@ fn scenarios() -> Vec<Scenario> {
             name: "virus-detection",
             kind: MessageKind::VirusDetection,
             build: |b| {
-                b.virus_detection(&c(), at(), "bob@pec.example.net", "Eicar-Test-Signature", "ricevute@pec.example.it")
+                b.virus_detection(&certification(), at(), "bob@pec.example.net", "Eicar-Test-Signature", "ricevute@pec.example.it")
                     .unwrap()
             },
             rcpt: "ricevute@pec.example.it",
