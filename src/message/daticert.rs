@@ -357,12 +357,13 @@ fn syntax_error(reader: &Reader<&[u8]>, e: quick_xml::Error) -> DaticertError {
     }
 }
 
-fn element_from(start: &BytesStart<'_>) -> Result<Element, DaticertError> {
+/// `position`: where the reader stands, for error messages.
+fn element_from(start: &BytesStart<'_>, position: u64) -> Result<Element, DaticertError> {
     let name = tag_name(start.name().as_ref());
     let mut attrs = Vec::new();
     for a in start.attributes() {
         let a = a.map_err(|e| DaticertError::Syntax {
-            position: 0,
+            position,
             reason: format!("attribute on <{name}>: {e}"),
         })?;
         let key = tag_name(a.key.as_ref());
@@ -504,8 +505,8 @@ fn build_tree(text: &str, all_ascii: bool) -> Result<Element, DaticertError> {
                 check_doctype(&t)?;
             }
             Event::PI(_) | Event::Comment(_) => {}
-            Event::Start(s) => b.open(element_from(&s)?, false)?,
-            Event::Empty(s) => b.open(element_from(&s)?, true)?,
+            Event::Start(s) => b.open(element_from(&s, reader.buffer_position())?, false)?,
+            Event::Empty(s) => b.open(element_from(&s, reader.buffer_position())?, true)?,
             Event::End(_) => {
                 // quick-xml has already checked that the name matches the open element.
                 if let Some(el) = b.stack.pop() {
@@ -1339,6 +1340,10 @@ mod tests {
             (minimal("&#1;"), "not an xml character"),
             (minimal("").replace("</dati>", "</data>"), "malformed xml"),
             (String::new(), "no root element"),
+            (
+                minimal("").replace("<data zona=\"+0100\"", "<data zona=\"a\" zona=\"b\""),
+                "duplicate",
+            ),
         ];
         for (x, want) in cases {
             let e = parse_str(&x).expect_err(&x);
