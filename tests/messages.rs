@@ -430,10 +430,14 @@ fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
         assert_eq!((ct.ctype(), ct.subtype()), ("message", Some("rfc822")), "{name}");
         assert_eq!(ct.attribute("name"), Some("postacert.eml"));
         let raw = &bytes[p.offset_body as usize..p.offset_end as usize];
-        let carried = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        let carried = raw;
         match s.kind {
             MessageKind::TransportEnvelope | MessageKind::Delivery(ReceiptType::Completa) => {
-                assert_eq!(carried, postacert().as_slice(), "{name}: postacert.eml is the original");
+                assert_eq!(
+                    String::from_utf8_lossy(carried),
+                    String::from_utf8_lossy(&postacert()),
+                    "{name}: postacert.eml is the original"
+                );
                 let o = std::str::from_utf8(carried).unwrap();
                 assert!(o.contains(&format!("\r\nMessage-ID: <{PEC_ID}>\r\n")));
                 assert!(o.contains("\r\nX-Riferimento-Message-ID: <20250603101109.12345@client.example.it>\r\n"));

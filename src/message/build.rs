@@ -439,7 +439,7 @@ fn inherited_fields(fields: &[RawField<'_>], with_message_id: bool) -> Vec<Vec<u
 
 impl Builder<'_> {
     fn subject(kind: MessageKind, original_subject: &str) -> String {
-        mime::encode_text_header("Subject", &format!("{}{}", kind.subject_prefix(), original_subject))
+        mime::encode_prefixed_subject(kind.subject_prefix(), original_subject)
     }
 
     /// `"Per conto di: <sender>" <service address>` (spec §2.3).

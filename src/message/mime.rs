@@ -166,9 +166,22 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Converts text to ISO-8859-1; characters outside Latin-1 become `?` (the readable part is
 /// informative only, spec §2.4; the exact data are in daticert.xml, in UTF-8).
 pub fn to_latin1(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| if (c as u32) < 256 { c as u32 as u8 } else { b'?' })
-        .collect()
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        match c as u32 {
+            0..=255 => out.push(c as u32 as u8),
+            // Common typographic characters outside Latin-1, written the way a person would.
+            _ => match c {
+                '\u{2013}' | '\u{2014}' | '\u{2212}' => out.push(b'-'),
+                '\u{2018}' | '\u{2019}' | '\u{201A}' => out.push(b'\''),
+                '\u{201C}' | '\u{201D}' | '\u{201E}' => out.push(b'"'),
+                '\u{2026}' => out.extend_from_slice(b"..."),
+                '\u{20AC}' => out.extend_from_slice(b"EUR"),
+                _ => out.push(b'?'),
+            },
+        }
+    }
+    out
 }
 
 /// Quoted-printable (RFC 2045 §6.7) of CRLF text: hard line breaks kept, soft breaks at 76
@@ -228,11 +241,27 @@ pub fn boundary(contents: &[&[u8]]) -> String {
 /// Encodes an unstructured header value (RFC 2047 when needed, folded), returning the value
 /// part only (no name, no final CRLF).
 pub fn encode_text_header(name: &str, value: &str) -> String {
+    encode_text_after(name.len() + 2, value)
+}
+
+/// Like [`encode_text_header`] for a value that starts at `column` of the first line.
+fn encode_text_after(column: usize, value: &str) -> String {
     use mail_builder::headers::{text::Text, Header};
     let mut buf: Vec<u8> = Vec::new();
-    Text::new(value).write_header(&mut buf, name.len() + 2);
+    Text::new(value).write_header(&mut buf, column);
     let s = String::from_utf8_lossy(&buf).into_owned();
     s.strip_suffix("\r\n").unwrap_or(&s).to_string()
+}
+
+/// A `Subject:` value made of an ASCII `prefix` written literally and a subject encoded
+/// only when it needs to be, so that the PEC prefix stays readable on the wire
+/// (`POSTA CERTIFICATA: =?utf-8?Q?...?=`).
+pub fn encode_prefixed_subject(prefix: &str, subject: &str) -> String {
+    if subject.is_ascii() {
+        return encode_text_header("Subject", &format!("{prefix}{subject}"));
+    }
+    let column = "Subject: ".len() + prefix.len();
+    format!("{prefix}{}", encode_text_after(column, subject))
 }
 
 /// A quoted-string (RFC 5322 §3.2.4), for display names such as `Per conto di: …`.
@@ -324,6 +353,9 @@ mod tests {
         let e = encode_text_header("Subject", "CONSEGNA: perché");
         assert!(e.starts_with("=?utf-8?") || e.starts_with("=?UTF-8?"), "{e}");
         assert_eq!(quoted_string("Per conto di: a\"b@x"), "\"Per conto di: a\\\"b@x\"");
+        let s = encode_prefixed_subject("CONSEGNA: ", "perché");
+        assert!(s.starts_with("CONSEGNA: =?utf-8?"), "{s}");
+        assert_eq!(to_latin1("a — b € “c”"), b"a - b EUR \"c\"");
     }
 }
 

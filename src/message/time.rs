@@ -103,7 +103,7 @@ impl Instant {
     pub fn rfc5322(self) -> String {
         self.0
             .with_timezone(&Rome)
-            .format("%a, %d %b %Y %H:%M:%S %z")
+            .format("%a, %-d %b %Y %H:%M:%S %z")
             .to_string()
     }
 
