@@ -53,4 +53,10 @@ pub trait Signer: Send + Sync {
     fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
+pub mod verify;
 pub mod verify_cmd;
+
+pub use verify::{
+    verify_smime, verify_smime_with, verify_smime_with_chain, ChainPolicy, ChainStatus, SmimeForm,
+    Verified, VerifyError, VerifyOptions,
+};
