@@ -138,7 +138,10 @@ fn signing(c: &mut Criterion) {
     let bare = median(200, || {
         signer.bare_sign(black_box(&attrs_sized)).expect("sign");
     });
-    println!("\nratios against the bare PKCS#11 RSA-2048 signature ({:.3} ms):", bare * 1e3);
+    println!(
+        "\nratios against the bare PKCS#11 RSA-2048 signature ({:.3} ms):",
+        bare * 1e3
+    );
     for (name, raw) in &originals {
         let runs = if raw.len() > 1_000_000 { 15 } else { 200 };
         let t = median(runs, || {

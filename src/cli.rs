@@ -28,6 +28,11 @@ pub struct VerifyArgs {
     pub files: Vec<PathBuf>,
     /// PEM file with one or more trusted provider certificates: the signer must be one of
     /// them, as if they were the provider index. Repeatable.
+    ///
+    /// Without --trust the signature and the certificate validity are still verified and
+    /// the message is classified, but the signer is not checked against a provider index:
+    /// the verdict is "signature valid, signer not checked against a provider index (use
+    /// --trust)" and the file counts as not valid (exit status 1).
     #[arg(long = "trust", value_name = "PEM")]
     pub trust: Vec<PathBuf>,
     /// Check certificate validity at this time instead of now: `YYYY-MM-DD` or an RFC 3339

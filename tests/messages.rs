@@ -73,7 +73,10 @@ fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "transport-envelope",
             kind: MessageKind::TransportEnvelope,
-            build: |b| b.transport_envelope(&original(), &certification(), at()).unwrap(),
+            build: |b| {
+                b.transport_envelope(&original(), &certification(), at())
+                    .unwrap()
+            },
             rcpt: "bob@pec.example.net carol@example.com dave@pec.example.net",
         },
         Scenario {
@@ -86,15 +89,22 @@ fn scenarios() -> Vec<Scenario> {
             name: "non-acceptance",
             kind: MessageKind::NonAcceptance,
             build: |b| {
-                b.non_acceptance(&certification(), at(), "destinatario di busta non presente negli header To/Cc")
-                    .unwrap()
+                b.non_acceptance(
+                    &certification(),
+                    at(),
+                    "destinatario di busta non presente negli header To/Cc",
+                )
+                .unwrap()
             },
             rcpt: "alice@pec.example.it",
         },
         Scenario {
             name: "non-acceptance-virus",
             kind: MessageKind::NonAcceptanceVirus,
-            build: |b| b.non_acceptance_virus(&certification(), at(), "Eicar-Test-Signature").unwrap(),
+            build: |b| {
+                b.non_acceptance_virus(&certification(), at(), "Eicar-Test-Signature")
+                    .unwrap()
+            },
             rcpt: "alice@pec.example.it",
         },
         Scenario {
@@ -117,20 +127,27 @@ fn scenarios() -> Vec<Scenario> {
             build: |b| {
                 let mut cert = certification();
                 cert.requested = ReceiptType::Completa;
-                b.delivery(&cert, at(), "bob@pec.example.net", &postacert()).unwrap()
+                b.delivery(&cert, at(), "bob@pec.example.net", &postacert())
+                    .unwrap()
             },
             rcpt: "alice@pec.example.it",
         },
         Scenario {
             name: "delivery-breve",
             kind: MessageKind::Delivery(ReceiptType::Breve),
-            build: |b| b.delivery(&certification(), at(), "bob@pec.example.net", &postacert()).unwrap(),
+            build: |b| {
+                b.delivery(&certification(), at(), "bob@pec.example.net", &postacert())
+                    .unwrap()
+            },
             rcpt: "alice@pec.example.it",
         },
         Scenario {
             name: "delivery-sintetica-cc",
             kind: MessageKind::Delivery(ReceiptType::Sintetica),
-            build: |b| b.delivery(&certification(), at(), "dave@pec.example.net", &postacert()).unwrap(),
+            build: |b| {
+                b.delivery(&certification(), at(), "dave@pec.example.net", &postacert())
+                    .unwrap()
+            },
             rcpt: "alice@pec.example.it",
         },
         Scenario {
@@ -166,8 +183,14 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-12h",
             kind: MessageKind::Timeout(Timeout::Hours12),
             build: |b| {
-                b.timeout(&certification(), at(), "bob@pec.example.net", Timeout::Hours12, "4.4.7 - PEC Example IT S.p.A. - messaggio non consegnato entro 12 ore")
-                    .unwrap()
+                b.timeout(
+                    &certification(),
+                    at(),
+                    "bob@pec.example.net",
+                    Timeout::Hours12,
+                    "4.4.7 - PEC Example IT S.p.A. - messaggio non consegnato entro 12 ore",
+                )
+                .unwrap()
             },
             rcpt: "alice@pec.example.it",
         },
@@ -175,8 +198,14 @@ fn scenarios() -> Vec<Scenario> {
             name: "timeout-24h",
             kind: MessageKind::Timeout(Timeout::Hours24),
             build: |b| {
-                b.timeout(&certification(), at(), "bob@pec.example.net", Timeout::Hours24, "5.4.1 - PEC Example IT S.p.A. - messaggio non consegnato entro 24 ore")
-                    .unwrap()
+                b.timeout(
+                    &certification(),
+                    at(),
+                    "bob@pec.example.net",
+                    Timeout::Hours24,
+                    "5.4.1 - PEC Example IT S.p.A. - messaggio non consegnato entro 24 ore",
+                )
+                .unwrap()
             },
             rcpt: "alice@pec.example.it",
         },
@@ -184,8 +213,14 @@ fn scenarios() -> Vec<Scenario> {
             name: "virus-detection",
             kind: MessageKind::VirusDetection,
             build: |b| {
-                b.virus_detection(&certification(), at(), "bob@pec.example.net", "Eicar-Test-Signature", "ricevute@pec.example.it")
-                    .unwrap()
+                b.virus_detection(
+                    &certification(),
+                    at(),
+                    "bob@pec.example.net",
+                    "Eicar-Test-Signature",
+                    "ricevute@pec.example.it",
+                )
+                .unwrap()
             },
             rcpt: "ricevute@pec.example.it",
         },
@@ -233,7 +268,11 @@ fn header_lines(bytes: &[u8]) -> String {
     let (header, _) = mime::split_header_body(bytes);
     let mut out = String::new();
     for f in mime::fields(header).unwrap() {
-        out.push_str(&format!("{}: {}\n", f.name, normalise_header(f.name, &String::from_utf8_lossy(f.value))));
+        out.push_str(&format!(
+            "{}: {}\n",
+            f.name,
+            normalise_header(f.name, &String::from_utf8_lossy(f.value))
+        ));
     }
     out
 }
@@ -245,9 +284,18 @@ fn golden(dir: &Path, file: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "{} differs from the golden file", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs from the golden file",
+        path.display()
+    );
 }
 
 #[test]
@@ -286,7 +334,12 @@ fn every_message_type_matches_its_golden_files_and_verifies() {
         if let Some(xml) = daticert_xml(&parsed) {
             golden(&dir, "expected-daticert.xml", &xml);
         }
-        assert_eq!(generated.rcpt_to.join(" "), s.rcpt, "{}: SMTP recipients", s.name);
+        assert_eq!(
+            generated.rcpt_to.join(" "),
+            s.rcpt,
+            "{}: SMTP recipients",
+            s.name
+        );
 
         // Independent check: the system openssl verifies the signature and the chain.
         let file = pki.dir().join(format!("{}.eml", s.name));
@@ -299,7 +352,12 @@ fn every_message_type_matches_its_golden_files_and_verifies() {
             .args(["-purpose", "any", "-out", "/dev/null"])
             .output()
             .expect("run openssl");
-        assert!(out.status.success(), "{}: openssl smime -verify: {}", s.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: openssl smime -verify: {}",
+            s.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = Command::new("openssl")
             .args(["cms", "-verify", "-in"])
             .arg(&file)
@@ -308,7 +366,12 @@ fn every_message_type_matches_its_golden_files_and_verifies() {
             .args(["-purpose", "any", "-out", "/dev/null"])
             .output()
             .expect("run openssl");
-        assert!(out.status.success(), "{}: openssl cms -verify: {}", s.name, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: openssl cms -verify: {}",
+            s.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // Our own verifier classifies it as what it is.
         match (s.kind, classify(&bytes, &trust, at())) {
@@ -317,7 +380,10 @@ fn every_message_type_matches_its_golden_files_and_verifies() {
                 assert_eq!(m.daticert.identificativo, PEC_ID);
             }
             (MessageKind::AnomalyEnvelope, Classification::SignedButWrong { reason, .. }) => {
-                assert!(reason.contains("errore") || reason.contains("anomal"), "{reason}");
+                assert!(
+                    reason.contains("errore") || reason.contains("anomal"),
+                    "{reason}"
+                );
             }
             (k, Classification::Receipt(r, m)) => {
                 assert_eq!(Some(r.tipo()), k.tipo(), "{}", s.name);
@@ -327,40 +393,80 @@ fn every_message_type_matches_its_golden_files_and_verifies() {
             (k, other) => panic!("{}: {k:?} classified as {other:?}", s.name),
         }
     }
-    assert_eq!(kinds_seen.len(), MessageKind::ALL.len(), "a scenario per message kind");
+    assert_eq!(
+        kinds_seen.len(),
+        MessageKind::ALL.len(),
+        "a scenario per message kind"
+    );
 }
 
 /// Structural checks on every header and part (spec §2–§3).
 fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
     let name = s.name;
     assert!(mime::is_seven_bit_safe(bytes), "{name}: not 7-bit safe");
-    assert!(matches!(mime::normalize_crlf(bytes), std::borrow::Cow::Borrowed(_)), "{name}: bare LF or CR");
+    assert!(
+        matches!(mime::normalize_crlf(bytes), std::borrow::Cow::Borrowed(_)),
+        "{name}: bare LF or CR"
+    );
     let m = MessageParser::default().parse(bytes).unwrap();
 
     // Subject prefix and class header.
     let subject = m.subject().unwrap();
-    assert!(subject.starts_with(s.kind.subject_prefix()), "{name}: subject {subject:?}");
-    assert!(subject.ends_with("Contratto di fornitura n° 42 — firma") || s.kind == MessageKind::AnomalyEnvelope, "{name}: {subject}");
+    assert!(
+        subject.starts_with(s.kind.subject_prefix()),
+        "{name}: subject {subject:?}"
+    );
+    assert!(
+        subject.ends_with("Contratto di fornitura n° 42 — firma")
+            || s.kind == MessageKind::AnomalyEnvelope,
+        "{name}: {subject}"
+    );
     let class = s.kind.class();
-    assert_eq!(g.header(class.header_name()), Some(class.header_value()), "{name}");
-    let other = if class.header_name() == "X-Trasporto" { "X-Ricevuta" } else { "X-Trasporto" };
+    assert_eq!(
+        g.header(class.header_name()),
+        Some(class.header_value()),
+        "{name}"
+    );
+    let other = if class.header_name() == "X-Trasporto" {
+        "X-Ricevuta"
+    } else {
+        "X-Trasporto"
+    };
     assert!(g.header(other).is_none(), "{name}: both class headers");
-    assert_eq!(g.header("X-VerificaSicurezza").is_some(), s.kind.security_flag(), "{name}");
-    assert_eq!(g.header("X-Mittente").is_some(), s.kind == MessageKind::VirusDetection, "{name}");
-    assert_eq!(m.date().unwrap().to_rfc3339(), "2025-06-03T10:11:12+02:00", "{name}");
+    assert_eq!(
+        g.header("X-VerificaSicurezza").is_some(),
+        s.kind.security_flag(),
+        "{name}"
+    );
+    assert_eq!(
+        g.header("X-Mittente").is_some(),
+        s.kind == MessageKind::VirusDetection,
+        "{name}"
+    );
+    assert_eq!(
+        m.date().unwrap().to_rfc3339(),
+        "2025-06-03T10:11:12+02:00",
+        "{name}"
+    );
 
     // From / To rules (spec §2.3).
     let from = g.header("From").unwrap();
     match s.kind {
         MessageKind::TransportEnvelope => {
-            assert_eq!(from, "\"Per conto di: alice@pec.example.it\" <posta-certificata@pec.example.it>");
+            assert_eq!(
+                from,
+                "\"Per conto di: alice@pec.example.it\" <posta-certificata@pec.example.it>"
+            );
             assert_eq!(g.header("Sender"), Some(from));
             assert_eq!(g.header("Message-ID"), Some(format!("<{PEC_ID}>").as_str()));
             assert_eq!(g.header("X-TipoRicevuta"), Some("breve"));
             assert_eq!(g.mail_from, "alice@pec.example.it");
         }
         MessageKind::AnomalyEnvelope => {
-            assert_eq!(from, "\"Per conto di: mario@example.org\" <posta-certificata@pec.example.it>");
+            assert_eq!(
+                from,
+                "\"Per conto di: mario@example.org\" <posta-certificata@pec.example.it>"
+            );
             // Keeps the received message's id (spec §3.11).
             assert_eq!(m.message_id(), Some("abc123@mail.example.org"));
             assert_eq!(g.mail_from, "mario@example.org");
@@ -373,33 +479,64 @@ fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
                 g.header("X-Riferimento-Message-ID"),
                 Some("<20250603101109.12345@client.example.it>")
             );
-            assert_ne!(g.message_id, PEC_ID, "{name}: a receipt has its own Message-ID");
+            assert_ne!(
+                g.message_id, PEC_ID,
+                "{name}: a receipt has its own Message-ID"
+            );
         }
     }
 
     // multipart/signed ( multipart/mixed , smime.p7s ).
     let root = &m.parts[0];
     let ct = root.content_type().unwrap();
-    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("signed")), "{name}");
-    assert_eq!(ct.attribute("protocol"), Some("application/x-pkcs7-signature"));
+    assert_eq!(
+        (ct.ctype(), ct.subtype()),
+        ("multipart", Some("signed")),
+        "{name}"
+    );
+    assert_eq!(
+        ct.attribute("protocol"),
+        Some("application/x-pkcs7-signature")
+    );
     assert_eq!(ct.attribute("micalg"), Some("sha-256"));
-    let PartType::Multipart(children) = &root.body else { panic!("{name}") };
+    let PartType::Multipart(children) = &root.body else {
+        panic!("{name}")
+    };
     assert_eq!(children.len(), 2, "{name}");
     let sig = &m.parts[children[1] as usize];
-    assert_eq!(sig.content_type().unwrap().subtype(), Some("x-pkcs7-signature"));
+    assert_eq!(
+        sig.content_type().unwrap().subtype(),
+        Some("x-pkcs7-signature")
+    );
     assert_eq!(sig.attachment_name(), Some("smime.p7s"));
     let mixed = &m.parts[children[0] as usize];
-    assert_eq!(mixed.content_type().unwrap().subtype(), Some("mixed"), "{name}");
-    let PartType::Multipart(inner) = &mixed.body else { panic!("{name}") };
+    assert_eq!(
+        mixed.content_type().unwrap().subtype(),
+        Some("mixed"),
+        "{name}"
+    );
+    let PartType::Multipart(inner) = &mixed.body else {
+        panic!("{name}")
+    };
     let expected_parts = match s.kind {
         MessageKind::AnomalyEnvelope => 2,
         k if k.carries_original() => 3,
         _ => 2,
     };
-    assert_eq!(inner.len(), expected_parts, "{name}: parts of multipart/mixed");
+    assert_eq!(
+        inner.len(),
+        expected_parts,
+        "{name}: parts of multipart/mixed"
+    );
     let alt = &m.parts[inner[0] as usize];
-    assert_eq!(alt.content_type().unwrap().subtype(), Some("alternative"), "{name}: readable part first");
-    let PartType::Multipart(alts) = &alt.body else { panic!("{name}") };
+    assert_eq!(
+        alt.content_type().unwrap().subtype(),
+        Some("alternative"),
+        "{name}: readable part first"
+    );
+    let PartType::Multipart(alts) = &alt.body else {
+        panic!("{name}")
+    };
     assert_eq!(alts.len(), 2);
     for (i, sub) in [(0, "plain"), (1, "html")] {
         let p = &m.parts[alts[i] as usize];
@@ -407,27 +544,44 @@ fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
         assert_eq!((ct.ctype(), ct.subtype()), ("text", Some(sub)), "{name}");
         assert_eq!(ct.attribute("charset"), Some("iso-8859-1"), "{name}");
     }
-    let html = m.parts[alts[1] as usize].text_contents().unwrap().to_ascii_lowercase();
-    for active in ["<script", "<img", "<link", "<style", "src=", "href=", "url(", "<iframe", "<object"] {
+    let html = m.parts[alts[1] as usize]
+        .text_contents()
+        .unwrap()
+        .to_ascii_lowercase();
+    for active in [
+        "<script", "<img", "<link", "<style", "src=", "href=", "url(", "<iframe", "<object",
+    ] {
         assert!(!html.contains(active), "{name}: html has {active}");
     }
     if s.kind != MessageKind::AnomalyEnvelope {
         let d = &m.parts[inner[1] as usize];
         let ct = d.content_type().unwrap();
-        assert_eq!((ct.ctype(), ct.subtype()), ("application", Some("xml")), "{name}");
+        assert_eq!(
+            (ct.ctype(), ct.subtype()),
+            ("application", Some("xml")),
+            "{name}"
+        );
         assert_eq!(ct.attribute("name"), Some("daticert.xml"));
-        assert_eq!(d.content_disposition().unwrap().attribute("filename"), Some("daticert.xml"));
+        assert_eq!(
+            d.content_disposition().unwrap().attribute("filename"),
+            Some("daticert.xml")
+        );
         assert_eq!(d.content_disposition().unwrap().ctype(), "inline");
         let xml = d.contents();
         let dc = Daticert::parse(xml).unwrap_or_else(|e| panic!("{name}: {e}"));
-        dc.check_for_tipo().unwrap_or_else(|e| panic!("{name}: {e}"));
+        dc.check_for_tipo()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(Some(dc.tipo), s.kind.tipo());
         check_daticert(s, &dc);
     }
     if expected_parts == 3 || s.kind == MessageKind::AnomalyEnvelope {
         let p = &m.parts[inner[inner.len() - 1] as usize];
         let ct = p.content_type().unwrap();
-        assert_eq!((ct.ctype(), ct.subtype()), ("message", Some("rfc822")), "{name}");
+        assert_eq!(
+            (ct.ctype(), ct.subtype()),
+            ("message", Some("rfc822")),
+            "{name}"
+        );
         assert_eq!(ct.attribute("name"), Some("postacert.eml"));
         let raw = &bytes[p.offset_body as usize..p.offset_end as usize];
         let carried = raw;
@@ -440,21 +594,40 @@ fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
                 );
                 let o = std::str::from_utf8(carried).unwrap();
                 assert!(o.contains(&format!("\r\nMessage-ID: <{PEC_ID}>\r\n")));
-                assert!(o.contains("\r\nX-Riferimento-Message-ID: <20250603101109.12345@client.example.it>\r\n"));
-                assert!(!o.contains("Message-ID: <20250603101109.12345@client.example.it>\r\nX-TipoRicevuta"));
+                assert!(o.contains(
+                    "\r\nX-Riferimento-Message-ID: <20250603101109.12345@client.example.it>\r\n"
+                ));
+                assert!(!o.contains(
+                    "Message-ID: <20250603101109.12345@client.example.it>\r\nX-TipoRicevuta"
+                ));
             }
             MessageKind::Delivery(ReceiptType::Breve) => {
                 let o = std::str::from_utf8(carried).unwrap();
                 assert!(o.contains("contratto.pdf.hash"), "{name}");
                 assert!(o.contains("fattura.txt.hash"), "{name}");
-                assert!(o.contains("in allegato il contratto e la fattura."), "{name}: text kept");
-                assert!(!o.contains("JVBER"), "{name}: attachment bytes must be gone");
+                assert!(
+                    o.contains("in allegato il contratto e la fattura."),
+                    "{name}: text kept"
+                );
+                assert!(
+                    !o.contains("JVBER"),
+                    "{name}: attachment bytes must be gone"
+                );
             }
             MessageKind::AnomalyEnvelope => {
                 let o = std::str::from_utf8(carried).unwrap();
-                assert!(o.starts_with("Return-Path: <mario@example.org>\r\n"), "{name}");
-                assert!(o.contains("X-Ricevuta: avvenuta-consegna"), "{name}: the whole message is carried");
-                assert!(o.contains("quoted-printable"), "{name}: 8-bit body made 7-bit");
+                assert!(
+                    o.starts_with("Return-Path: <mario@example.org>\r\n"),
+                    "{name}"
+                );
+                assert!(
+                    o.contains("X-Ricevuta: avvenuta-consegna"),
+                    "{name}: the whole message is carried"
+                );
+                assert!(
+                    o.contains("quoted-printable"),
+                    "{name}: 8-bit body made 7-bit"
+                );
             }
             k => panic!("{name}: {k:?} must not carry the original"),
         }
@@ -464,7 +637,11 @@ fn check_structure(s: &Scenario, g: &Generated, bytes: &[u8]) {
 fn check_daticert(s: &Scenario, d: &Daticert) {
     let name = s.name;
     assert_eq!(d.mittente, "alice@pec.example.it");
-    let dest: Vec<(&str, RecipientType)> = d.destinatari.iter().map(|x| (x.address.as_str(), x.tipo)).collect();
+    let dest: Vec<(&str, RecipientType)> = d
+        .destinatari
+        .iter()
+        .map(|x| (x.address.as_str(), x.tipo))
+        .collect();
     assert_eq!(
         dest,
         vec![
@@ -475,27 +652,49 @@ fn check_daticert(s: &Scenario, d: &Daticert) {
         "{name}"
     );
     assert_eq!(d.risposte, "alice@pec.example.it");
-    assert_eq!(d.oggetto.as_deref(), Some("Contratto di fornitura n° 42 — firma"));
+    assert_eq!(
+        d.oggetto.as_deref(),
+        Some("Contratto di fornitura n° 42 — firma")
+    );
     assert_eq!(d.gestore_emittente, "PEC Example IT S.p.A.");
-    assert_eq!((d.data.giorno.as_str(), d.data.ora.as_str(), d.data.zona.as_str()), ("03/06/2025", "10:11:12", "+0200"));
+    assert_eq!(
+        (
+            d.data.giorno.as_str(),
+            d.data.ora.as_str(),
+            d.data.zona.as_str()
+        ),
+        ("03/06/2025", "10:11:12", "+0200")
+    );
     assert_eq!(d.identificativo, PEC_ID);
-    assert_eq!(d.msgid.as_deref(), Some("<20250603101109.12345@client.example.it>"));
+    assert_eq!(
+        d.msgid.as_deref(),
+        Some("<20250603101109.12345@client.example.it>")
+    );
     let (ricevuta, consegna, errore) = match s.kind {
         MessageKind::TransportEnvelope => (Some(ReceiptType::Breve), None, Errore::Nessuno),
         MessageKind::Delivery(t) => (Some(t), Some("bob@pec.example.net"), Errore::Nessuno),
         MessageKind::NonAcceptance => (None, None, Errore::Altro),
         MessageKind::NonAcceptanceVirus => (None, None, Errore::Virus),
         MessageKind::NonDelivery => (None, Some("bob@pec.example.net"), Errore::NoDest),
-        MessageKind::NonDeliveryVirus | MessageKind::VirusDetection => (None, Some("bob@pec.example.net"), Errore::Virus),
+        MessageKind::NonDeliveryVirus | MessageKind::VirusDetection => {
+            (None, Some("bob@pec.example.net"), Errore::Virus)
+        }
         MessageKind::Timeout(_) => (None, Some("bob@pec.example.net"), Errore::Altro),
         _ => (None, None, Errore::Nessuno),
     };
-    let consegna = if s.name == "delivery-sintetica-cc" { Some("dave@pec.example.net") } else { consegna };
+    let consegna = if s.name == "delivery-sintetica-cc" {
+        Some("dave@pec.example.net")
+    } else {
+        consegna
+    };
     assert_eq!(d.ricevuta, ricevuta, "{name}");
     assert_eq!(d.consegna.as_deref(), consegna, "{name}");
     assert_eq!(d.errore, errore, "{name}");
     if s.kind == MessageKind::TakeCharge {
-        assert_eq!(d.ricezione, vec!["bob@pec.example.net", "dave@pec.example.net"]);
+        assert_eq!(
+            d.ricezione,
+            vec!["bob@pec.example.net", "dave@pec.example.net"]
+        );
     } else {
         assert!(d.ricezione.is_empty(), "{name}");
     }
@@ -504,7 +703,10 @@ fn check_daticert(s: &Scenario, d: &Daticert) {
 
 /// The decoded text/plain (Latin-1 decoded) of the readable part, and the HTML.
 fn readable_texts(m: &mail_parser::Message<'_>) -> (String, String) {
-    let plain = m.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
+    let plain = m
+        .body_text(0)
+        .map(|t| t.replace("\r\n", "\n"))
+        .unwrap_or_default();
     let html = m.body_html(0).map(|t| t.to_string()).unwrap_or_default();
     (plain, html)
 }

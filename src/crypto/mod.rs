@@ -75,6 +75,7 @@ pub mod file_key;
 pub mod pkcs11;
 pub mod smime;
 pub mod testing;
+pub mod verify;
 pub mod verify_cmd;
 
 pub use cms_sign::sign_detached;
@@ -95,3 +96,8 @@ pub(crate) fn certificate_public_key(cert_der: &[u8]) -> Result<rsa::RsaPublicKe
     rsa::RsaPublicKey::from_public_key_der(&spki)
         .map_err(|e| SignError::Certificate(format!("not an rsa public key: {e}")))
 }
+
+pub use verify::{
+    verify_smime, verify_smime_with, verify_smime_with_chain, ChainPolicy, ChainStatus, SmimeForm,
+    Verified, VerifyError, VerifyOptions,
+};

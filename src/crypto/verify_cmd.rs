@@ -1,8 +1,412 @@
-//! `pec verify`.
+//! `pec verify FILE…`: signature, signer, daticert and kind of each message, as text or
+//! JSON (one object per line).
+//!
+//! With `--trust PEM` the certificates of the PEM files stand in for the provider index (no
+//! provider records, so the managed-domain check is skipped and noted). Without `--trust`
+//! the signature and the validity period are still checked and the message is classified,
+//! but no trust decision can be made: the verdict is "signature valid, signer not checked
+//! against a provider index (use --trust)" and the file counts as not valid (exit 1).
+//!
+//! Exit status: 0 every file is a valid PEC message, 1 at least one is not, 2 usage or I/O
+//! error (unreadable file, bad `--at`, bad PEM).
+
+use std::io::Write;
+use std::path::Path;
+
+use openssl::x509::X509;
+use serde::Serialize;
 
 use crate::cli::VerifyArgs;
+use crate::crypto::verify::{ChainStatus, Verified, VerifyOptions};
+use crate::index::TrustSet;
+use crate::message::classify::{classify_with, Classification, PecMessage};
+use crate::message::daticert::Daticert;
+use crate::message::kind::Ricevuta;
+use crate::message::time::{Clock, Instant, SystemClock};
 
-pub fn run(_args: &VerifyArgs) -> i32 {
-    eprintln!("pec verify: not built yet");
-    2
+/// Verdict when the signature verifies but no provider index was given.
+pub const UNCHECKED_VERDICT: &str =
+    "signature valid, signer not checked against a provider index (use --trust)";
+
+pub fn run(args: &VerifyArgs) -> i32 {
+    let at = match &args.at {
+        Some(s) => match Instant::parse_cli(s) {
+            Some(i) => i,
+            None => {
+                eprintln!(
+                    "pec verify: --at: invalid date \"{s}\" (expected YYYY-MM-DD or an RFC 3339 instant)"
+                );
+                return 2;
+            }
+        },
+        None => SystemClock.now(),
+    };
+    let trust = match load_trust(&args.trust) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pec verify: {e}");
+            return 2;
+        }
+    };
+    let opts = if args.trust.is_empty() {
+        VerifyOptions::without_index(at)
+    } else {
+        VerifyOptions::new(&trust, at)
+    };
+
+    let mut status = 0;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (i, file) in args.files.iter().enumerate() {
+        let report = match std::fs::read(file) {
+            Ok(raw) => Report::new(file, &classify_with(&raw, &opts)),
+            Err(e) => {
+                status = 2;
+                let msg = format!("cannot read \"{}\": {e}", file.display());
+                eprintln!("pec verify: {msg}");
+                Report::io_error(file, msg)
+            }
+        };
+        if !report.valid && status == 0 {
+            status = 1;
+        }
+        let written = if args.json {
+            serde_json::to_string(&report)
+                .map_err(std::io::Error::other)
+                .and_then(|s| writeln!(out, "{s}"))
+        } else {
+            if i > 0 {
+                let _ = writeln!(out);
+            }
+            report.write_text(&mut out)
+        };
+        if let Err(e) = written {
+            eprintln!("pec verify: cannot write output: {e}");
+            return 2;
+        }
+    }
+    status
+}
+
+fn load_trust(files: &[std::path::PathBuf]) -> Result<TrustSet, String> {
+    let mut trust = TrustSet::new();
+    for f in files {
+        let pem = std::fs::read(f)
+            .map_err(|e| format!("--trust: cannot read \"{}\": {e}", f.display()))?;
+        let certs = X509::stack_from_pem(&pem).map_err(|e| {
+            format!(
+                "--trust: \"{}\" is not a PEM certificate file: {e}",
+                f.display()
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(format!("--trust: no certificate in \"{}\"", f.display()));
+        }
+        for c in certs {
+            let der = c
+                .to_der()
+                .map_err(|e| format!("--trust: \"{}\": {e}", f.display()))?;
+            trust.add(der, None);
+        }
+    }
+    Ok(trust)
+}
+
+/// Everything printed about one file; the JSON form is this struct.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub file: String,
+    /// e.g. `transport envelope (busta di trasporto)`, `receipt: avvenuta-consegna (completa)`.
+    pub kind: String,
+    pub valid: bool,
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub signer: Option<SignerReport>,
+    pub headers: Option<HeadersReport>,
+    pub daticert: Option<DaticertReport>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SignerReport {
+    pub subject: String,
+    pub sha1: String,
+    pub email: Option<String>,
+    pub provider: Option<String>,
+    pub in_index: bool,
+    pub not_before: String,
+    pub not_after: String,
+    pub signing_time: Option<String>,
+    pub digest: String,
+    pub chain: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeadersReport {
+    pub message_id: Option<String>,
+    pub riferimento_message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+    pub tipo_ricevuta: Option<String>,
+    pub x_mittente: Option<String>,
+    pub security_flag: bool,
+    pub has_postacert: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DestinatarioReport {
+    pub address: String,
+    pub tipo: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DaticertReport {
+    pub tipo: String,
+    pub errore: String,
+    pub mittente: String,
+    pub destinatari: Vec<DestinatarioReport>,
+    pub risposte: String,
+    pub oggetto: Option<String>,
+    pub gestore_emittente: String,
+    pub giorno: String,
+    pub ora: String,
+    pub zona: String,
+    pub identificativo: String,
+    pub msgid: Option<String>,
+    pub ricevuta: Option<String>,
+    pub consegna: Option<String>,
+    pub ricezione: Vec<String>,
+    pub errore_esteso: Option<String>,
+}
+
+impl Report {
+    pub fn new(file: &Path, c: &Classification) -> Report {
+        let file = file.display().to_string();
+        let signer = c.verified().map(SignerReport::new);
+        let trusted = c.verified().is_some_and(|v| v.trusted);
+        let (kind, valid, verdict, reason) = match c {
+            Classification::TransportEnvelope(m) | Classification::Receipt(_, m) => {
+                let kind = kind_text(c, m);
+                if trusted {
+                    (kind, true, "valid PEC message".to_string(), None)
+                } else {
+                    (kind, false, UNCHECKED_VERDICT.to_string(), None)
+                }
+            }
+            Classification::SignedButWrong { reason, .. } => (
+                "signed, not a correct PEC message".to_string(),
+                false,
+                if trusted {
+                    "invalid: signed by a PEC provider but not formally correct (busta di anomalia)"
+                        .to_string()
+                } else {
+                    format!("invalid: not formally correct; {UNCHECKED_VERDICT}")
+                },
+                Some(reason.clone()),
+            ),
+            Classification::NotPec { reason } => (
+                "not a PEC message".to_string(),
+                false,
+                "invalid: not a PEC message (ordinary mail)".to_string(),
+                Some(reason.clone()),
+            ),
+        };
+        let pec = c.pec();
+        Report {
+            file,
+            kind,
+            valid,
+            verdict,
+            reason,
+            signer,
+            headers: pec.map(HeadersReport::new),
+            daticert: pec.map(|m| DaticertReport::new(&m.daticert)),
+            notes: pec.map(|m| m.notes.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn io_error(file: &Path, msg: String) -> Report {
+        Report {
+            file: file.display().to_string(),
+            kind: "unreadable".into(),
+            valid: false,
+            verdict: "error".into(),
+            reason: Some(msg),
+            signer: None,
+            headers: None,
+            daticert: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn write_text(&self, w: &mut impl Write) -> std::io::Result<()> {
+        writeln!(w, "file: {}", self.file)?;
+        writeln!(w, "kind: {}", self.kind)?;
+        if let Some(s) = &self.signer {
+            writeln!(w, "signer: {}", s.subject)?;
+            writeln!(w, "signer sha1: {}", s.sha1)?;
+            writeln!(w, "signer email: {}", s.email.as_deref().unwrap_or("-"))?;
+            writeln!(
+                w,
+                "signer provider: {}",
+                match (&s.provider, s.in_index) {
+                    (Some(p), _) => p.as_str(),
+                    (None, true) => "in the trusted set (no provider record)",
+                    (None, false) => "not checked (no --trust)",
+                }
+            )?;
+            writeln!(w, "validity: {} .. {}", s.not_before, s.not_after)?;
+            writeln!(
+                w,
+                "signing time: {}",
+                s.signing_time.as_deref().unwrap_or("-")
+            )?;
+            writeln!(w, "digest: {}", s.digest)?;
+            if s.chain != "not checked" {
+                writeln!(w, "chain: {}", s.chain)?;
+            }
+        }
+        if let Some(h) = &self.headers {
+            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+            writeln!(w, "message-id: {}", opt(&h.message_id))?;
+            writeln!(
+                w,
+                "x-riferimento-message-id: {}",
+                opt(&h.riferimento_message_id)
+            )?;
+            writeln!(w, "subject: {}", opt(&h.subject))?;
+            writeln!(w, "from: {}", opt(&h.from))?;
+            if let Some(t) = &h.tipo_ricevuta {
+                writeln!(w, "x-tiporicevuta: {t}")?;
+            }
+            if let Some(m) = &h.x_mittente {
+                writeln!(w, "x-mittente: {m}")?;
+            }
+            if h.security_flag {
+                writeln!(w, "x-verificasicurezza: errore")?;
+            }
+            writeln!(
+                w,
+                "postacert.eml: {}",
+                if h.has_postacert { "yes" } else { "no" }
+            )?;
+        }
+        if let Some(d) = &self.daticert {
+            writeln!(w, "daticert:")?;
+            writeln!(w, "  tipo: {}", d.tipo)?;
+            writeln!(w, "  errore: {}", d.errore)?;
+            writeln!(w, "  mittente: {}", d.mittente)?;
+            for dest in &d.destinatari {
+                writeln!(w, "  destinatario: {} ({})", dest.address, dest.tipo)?;
+            }
+            writeln!(w, "  risposte: {}", d.risposte)?;
+            if let Some(o) = &d.oggetto {
+                writeln!(w, "  oggetto: {o}")?;
+            }
+            writeln!(w, "  gestore-emittente: {}", d.gestore_emittente)?;
+            writeln!(w, "  data: {} {} ({})", d.giorno, d.ora, d.zona)?;
+            writeln!(w, "  identificativo: {}", d.identificativo)?;
+            if let Some(m) = &d.msgid {
+                writeln!(w, "  msgid: {m}")?;
+            }
+            if let Some(r) = &d.ricevuta {
+                writeln!(w, "  ricevuta: {r}")?;
+            }
+            if let Some(c) = &d.consegna {
+                writeln!(w, "  consegna: {c}")?;
+            }
+            for r in &d.ricezione {
+                writeln!(w, "  ricezione: {r}")?;
+            }
+            if let Some(e) = &d.errore_esteso {
+                writeln!(w, "  errore-esteso: {e}")?;
+            }
+        }
+        for n in &self.notes {
+            writeln!(w, "note: {n}")?;
+        }
+        writeln!(w, "verdict: {}", self.verdict)?;
+        if let Some(r) = &self.reason {
+            writeln!(w, "reason: {r}")?;
+        }
+        Ok(())
+    }
+}
+
+fn kind_text(c: &Classification, m: &PecMessage) -> String {
+    match c {
+        Classification::TransportEnvelope(_) => "transport envelope (busta di trasporto)".into(),
+        Classification::Receipt(Ricevuta::AvvenutaConsegna, _) => format!(
+            "receipt: avvenuta-consegna ({})",
+            m.daticert.ricevuta.unwrap_or_default()
+        ),
+        Classification::Receipt(r, _) => format!("receipt: {}", r.as_str()),
+        _ => String::new(),
+    }
+}
+
+impl SignerReport {
+    fn new(v: &Verified) -> SignerReport {
+        SignerReport {
+            subject: v.signer_subject.clone(),
+            sha1: v.signer_sha1.clone(),
+            email: v.signer_email.clone(),
+            provider: v.provider.as_ref().map(|p| p.name.clone()),
+            in_index: v.trusted,
+            not_before: v.not_before.rfc3339(),
+            not_after: v.not_after.rfc3339(),
+            signing_time: v.signing_time.map(Instant::rfc3339),
+            digest: v.digest.clone(),
+            chain: match &v.chain {
+                ChainStatus::NotChecked => "not checked".into(),
+                ChainStatus::Valid => "valid".into(),
+                ChainStatus::Invalid(r) => format!("invalid: {r}"),
+            },
+        }
+    }
+}
+
+impl HeadersReport {
+    fn new(m: &PecMessage) -> HeadersReport {
+        HeadersReport {
+            message_id: m.message_id.clone(),
+            riferimento_message_id: m.riferimento_message_id.clone(),
+            subject: m.subject.clone(),
+            from: m.from.clone(),
+            tipo_ricevuta: m.tipo_ricevuta.map(|t| t.as_str().to_string()),
+            x_mittente: m.mittente_header.clone(),
+            security_flag: m.security_flag,
+            has_postacert: m.has_postacert,
+        }
+    }
+}
+
+impl DaticertReport {
+    fn new(d: &Daticert) -> DaticertReport {
+        DaticertReport {
+            tipo: d.tipo.as_str().into(),
+            errore: d.errore.as_str().into(),
+            mittente: d.mittente.clone(),
+            destinatari: d
+                .destinatari
+                .iter()
+                .map(|x| DestinatarioReport {
+                    address: x.address.clone(),
+                    tipo: x.tipo.as_str().into(),
+                })
+                .collect(),
+            risposte: d.risposte.clone(),
+            oggetto: d.oggetto.clone(),
+            gestore_emittente: d.gestore_emittente.clone(),
+            giorno: d.data.giorno.clone(),
+            ora: d.data.ora.clone(),
+            zona: d.data.zona.clone(),
+            identificativo: d.identificativo.clone(),
+            msgid: d.msgid.clone(),
+            ricevuta: d.ricevuta.map(|r| r.as_str().into()),
+            consegna: d.consegna.clone(),
+            ricezione: d.ricezione.clone(),
+            errore_esteso: d.errore_esteso.clone(),
+        }
+    }
 }

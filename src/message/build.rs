@@ -414,7 +414,11 @@ fn carried(raw: &[u8]) -> Vec<u8> {
 
 /// The original as it travels in `postacert.eml` (spec §3.1): its `Message-ID` replaced by
 /// the PEC msgid and `X-Riferimento-Message-ID` added, every other byte kept.
-pub fn postacert_original(raw: &[u8], pec_id: &str, riferimento: &str) -> Result<Vec<u8>, BuildError> {
+pub fn postacert_original(
+    raw: &[u8],
+    pec_id: &str,
+    riferimento: &str,
+) -> Result<Vec<u8>, BuildError> {
     let raw = carried(raw);
     let (header, body) = mime::split_header_body(&raw);
     let fields = mime::fields(header).map_err(BuildError::Original)?;
@@ -432,7 +436,9 @@ pub fn postacert_original(raw: &[u8], pec_id: &str, riferimento: &str) -> Result
 fn inherited_fields(fields: &[RawField<'_>], with_message_id: bool) -> Vec<Vec<u8>> {
     fields
         .iter()
-        .filter(|f| ENVELOPE_INHERITED.iter().any(|n| f.is(n)) || (with_message_id && f.is("Message-ID")))
+        .filter(|f| {
+            ENVELOPE_INHERITED.iter().any(|n| f.is(n)) || (with_message_id && f.is("Message-ID"))
+        })
         .map(|f| f.raw.to_vec())
         .collect()
 }
@@ -452,7 +458,11 @@ impl Builder<'_> {
     }
 
     /// Signs `entity` and returns the `multipart/signed` body with its two content headers.
-    fn seal(&self, entity: &[u8], at: Instant) -> Result<(Vec<(String, String)>, Vec<u8>), BuildError> {
+    fn seal(
+        &self,
+        entity: &[u8],
+        at: Instant,
+    ) -> Result<(Vec<(String, String)>, Vec<u8>), BuildError> {
         Ok(smime::seal(self.signer, entity, at)?)
     }
 
@@ -502,7 +512,10 @@ impl Builder<'_> {
 
         let mut text = Readable::new("Messaggio di posta certificata");
         text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!("\"{}\" è stato inviato da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" è stato inviato da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line("indirizzato a:");
         for dst in &cert.destinatari {
             text.line(dst.address.clone());
@@ -523,7 +536,10 @@ impl Builder<'_> {
         if !has_reply_to {
             headers.push(("Reply-To".to_string(), cert.mittente.clone()));
         }
-        headers.push(("X-Trasporto".to_string(), Trasporto::PostaCertificata.as_str().into()));
+        headers.push((
+            "X-Trasporto".to_string(),
+            Trasporto::PostaCertificata.as_str().into(),
+        ));
         headers.push(("From".to_string(), from.clone()));
         if self.issuer.envelope_sender_header {
             headers.push(("Sender".to_string(), from));
@@ -569,7 +585,10 @@ impl Builder<'_> {
             ("Message-ID".to_string(), bracketed(&message_id)),
             ("To".to_string(), to.to_string()),
             ("From".to_string(), self.issuer.service_address.clone()),
-            (class.header_name().to_string(), class.header_value().to_string()),
+            (
+                class.header_name().to_string(),
+                class.header_value().to_string(),
+            ),
         ];
         if kind.security_flag() {
             headers.push(("X-VerificaSicurezza".to_string(), "errore".to_string()));
@@ -605,7 +624,10 @@ impl Builder<'_> {
         let d = cert.daticert(Tipo::Accettazione, Errore::Nessuno, self.issuer, at);
         let mut text = Readable::new("Ricevuta di accettazione");
         text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line("ed indirizzato a:");
         Self::recipients_lines(&mut text, &cert.destinatari, true);
         text.line("è stato accettato dal sistema ed inoltrato.")
@@ -615,13 +637,21 @@ impl Builder<'_> {
 
     /// Avviso di non accettazione per eccezioni formali (spec §3.3), to the sender. The
     /// original is never attached; `reason` goes to `errore-esteso` and the text.
-    pub fn non_acceptance(&self, cert: &Certification, at: Instant, reason: &str) -> Result<Generated, BuildError> {
+    pub fn non_acceptance(
+        &self,
+        cert: &Certification,
+        at: Instant,
+        reason: &str,
+    ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonAcceptance;
         let mut d = cert.daticert(Tipo::NonAccettazione, Errore::Altro, self.issuer, at);
         d.errore_esteso = Some(reason.to_string());
         let mut text = Readable::new("Avviso di non accettazione");
         text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line("ed indirizzato a:");
         Self::recipients_lines(&mut text, &cert.destinatari, false);
         text.line("è stato rilevato un problema che ne impedisce l'accettazione")
@@ -633,18 +663,28 @@ impl Builder<'_> {
 
     /// Avviso di non accettazione per virus (spec §3.4), to the sender, with
     /// `X-VerificaSicurezza: errore`. `virus` names what the antivirus found.
-    pub fn non_acceptance_virus(&self, cert: &Certification, at: Instant, virus: &str) -> Result<Generated, BuildError> {
+    pub fn non_acceptance_virus(
+        &self,
+        cert: &Certification,
+        at: Instant,
+        virus: &str,
+    ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonAcceptanceVirus;
         let mut d = cert.daticert(Tipo::NonAccettazione, Errore::Virus, self.issuer, at);
         d.errore_esteso = Some(virus.to_string());
         let mut text = Readable::new("Avviso di non accettazione per virus");
         text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line("ed indirizzato a:");
         Self::recipients_lines(&mut text, &cert.destinatari, false);
-        text.line(format!("è stato rilevato un problema di sicurezza: {virus}"))
-            .line("Il messaggio non è stato accettato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
+        text.line(format!(
+            "è stato rilevato un problema di sicurezza: {virus}"
+        ))
+        .line("Il messaggio non è stato accettato.")
+        .line(format!("Identificativo messaggio: {}", cert.identificativo));
         self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
     }
 
@@ -662,7 +702,10 @@ impl Builder<'_> {
         d.ricezione = taken.to_vec();
         let mut text = Readable::new("Ricevuta di presa in carico");
         text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line("ed indirizzato a:");
         for t in taken {
             text.line(t.clone());
@@ -694,7 +737,10 @@ impl Builder<'_> {
         };
         let mut text = Readable::new(title);
         text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line(format!("ed indirizzato a \"{recipient}\""))
             .line("è stato consegnato nella casella di destinazione.")
             .line(format!("Identificativo messaggio: {}", cert.identificativo));
@@ -705,12 +751,22 @@ impl Builder<'_> {
             }
             ReceiptType::Breve => {
                 text.line("Il messaggio originale è incluso in allegato; i suoi allegati sono sostituiti dalla loro impronta SHA-1 (file .hash).");
-                let b = breve::breve_original(&carried(postacert)).map_err(|e| BuildError::Breve(e.to_string()))?;
+                let b = breve::breve_original(&carried(postacert))
+                    .map_err(|e| BuildError::Breve(e.to_string()))?;
                 Some(carried(&b.message))
             }
             ReceiptType::Sintetica => None,
         };
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, carried_original.as_deref())
+        self.notice(
+            kind,
+            cert,
+            at,
+            &cert.mittente,
+            Vec::new(),
+            d,
+            text,
+            carried_original.as_deref(),
+        )
     }
 
     /// Avviso di mancata consegna (spec §3.7) for one recipient, to the sender.
@@ -729,7 +785,10 @@ impl Builder<'_> {
         d.errore_esteso = Some(errore_esteso.to_string());
         let mut text = Readable::new("Avviso di mancata consegna");
         text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line(format!("ed indirizzato a \"{recipient}\""))
             .line(format!("è stato rilevato un errore: {errore_esteso}"))
             .line("Il messaggio è stato rifiutato dal sistema.")
@@ -752,9 +811,14 @@ impl Builder<'_> {
         d.errore_esteso = Some(errore_esteso.to_string());
         let mut text = Readable::new("Avviso di mancata consegna per virus");
         text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line(format!("ed indirizzato a \"{recipient}\""))
-            .line(format!("è stato rilevato un problema di sicurezza: {errore_esteso}"))
+            .line(format!(
+                "è stato rilevato un problema di sicurezza: {errore_esteso}"
+            ))
             .line("Il messaggio non è stato consegnato.")
             .line(format!("Identificativo messaggio: {}", cert.identificativo));
         self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
@@ -773,12 +837,21 @@ impl Builder<'_> {
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::Timeout(which);
         // [UNVERIFIED] spec §4.3: `errore="altro"` with the NOTA 12 code in errore-esteso.
-        let mut d = cert.daticert(Tipo::PreavvisoErroreConsegna, Errore::Altro, self.issuer, at);
+        let mut d = cert.daticert(
+            Tipo::PreavvisoErroreConsegna,
+            Errore::Altro,
+            self.issuer,
+            at,
+        );
         d.consegna = Some(recipient.to_string());
         d.errore_esteso = Some(errore_esteso.to_string());
-        let mut text = Readable::new("Avviso di mancata consegna per superamento dei tempi massimi");
+        let mut text =
+            Readable::new("Avviso di mancata consegna per superamento dei tempi massimi");
         text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line(format!("ed indirizzato a \"{recipient}\""));
         match which {
             Timeout::Hours12 => {
@@ -811,9 +884,14 @@ impl Builder<'_> {
         d.errore_esteso = Some(virus.to_string());
         let mut text = Readable::new("Avviso di rilevazione virus");
         text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!("\"{}\" proveniente da \"{}\"", cert.oggetto, cert.mittente))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ))
             .line(format!("ed indirizzato a \"{recipient}\""))
-            .line(format!("è stato rilevato un problema di sicurezza: {virus}"))
+            .line(format!(
+                "è stato rilevato un problema di sicurezza: {virus}"
+            ))
             .line("Il messaggio non è stato consegnato.")
             .line(format!("Identificativo messaggio: {}", cert.identificativo));
         let extra = vec![("X-Mittente".to_string(), cert.mittente.clone())];
@@ -850,7 +928,10 @@ impl Builder<'_> {
             .unwrap_or_else(|| mail_from.to_string());
         let mut text = Readable::new("Anomalia nel messaggio");
         text.line(format!("{} è stato ricevuto", Readable::when(at)))
-            .line(format!("il messaggio \"{}\" proveniente da \"{}\"", info.subject, sender))
+            .line(format!(
+                "il messaggio \"{}\" proveniente da \"{}\"",
+                info.subject, sender
+            ))
             .line("ed indirizzato a:");
         for r in rcpt_to {
             text.line(r.clone());

@@ -93,7 +93,9 @@ pub fn fields(header: &[u8]) -> Result<Vec<RawField<'_>>, String> {
         let line = &header[pos..end];
         if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
             let Some(last) = out.last_mut() else {
-                return Err(format!("line {line_no}: continuation line before any field"));
+                return Err(format!(
+                    "line {line_no}: continuation line before any field"
+                ));
             };
             // Extend the previous field to cover this continuation line.
             let start = last.raw.as_ptr() as usize - header.as_ptr() as usize;
@@ -108,7 +110,8 @@ pub fn fields(header: &[u8]) -> Result<Vec<RawField<'_>>, String> {
             if name.is_empty() || !name.iter().all(|b| (33..=126).contains(b) && *b != b':') {
                 return Err(format!("line {line_no}: invalid header field name"));
             }
-            let name = std::str::from_utf8(name).map_err(|_| format!("line {line_no}: bad name"))?;
+            let name =
+                std::str::from_utf8(name).map_err(|_| format!("line {line_no}: bad name"))?;
             out.push(RawField {
                 name,
                 raw: line,
@@ -341,7 +344,10 @@ mod tests {
         assert!(s.contains("s=EC=20\r\n"), "{s}");
         assert!(s.contains("\r\n=2Eriga"));
         let long = "x".repeat(300);
-        for line in String::from_utf8(quoted_printable(long.as_bytes())).unwrap().split("\r\n") {
+        for line in String::from_utf8(quoted_printable(long.as_bytes()))
+            .unwrap()
+            .split("\r\n")
+        {
             assert!(line.len() <= 76);
         }
         assert!(is_seven_bit_safe(&qp));
@@ -349,10 +355,19 @@ mod tests {
 
     #[test]
     fn encoded_headers() {
-        assert_eq!(encode_text_header("Subject", "ACCETTAZIONE: prova"), "ACCETTAZIONE: prova");
+        assert_eq!(
+            encode_text_header("Subject", "ACCETTAZIONE: prova"),
+            "ACCETTAZIONE: prova"
+        );
         let e = encode_text_header("Subject", "CONSEGNA: perché");
-        assert!(e.starts_with("=?utf-8?") || e.starts_with("=?UTF-8?"), "{e}");
-        assert_eq!(quoted_string("Per conto di: a\"b@x"), "\"Per conto di: a\\\"b@x\"");
+        assert!(
+            e.starts_with("=?utf-8?") || e.starts_with("=?UTF-8?"),
+            "{e}"
+        );
+        assert_eq!(
+            quoted_string("Per conto di: a\"b@x"),
+            "\"Per conto di: a\\\"b@x\""
+        );
         let s = encode_prefixed_subject("CONSEGNA: ", "perché");
         assert!(s.starts_with("CONSEGNA: =?utf-8?"), "{s}");
         assert_eq!(to_latin1("a — b € “c”"), b"a - b EUR \"c\"");
@@ -384,7 +399,9 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Multipart<'
     let mut lines = Vec::new();
     let mut pos = 0;
     while pos <= body.len() {
-        let end = find(&body[pos..], b"\r\n").map(|e| pos + e).unwrap_or(body.len());
+        let end = find(&body[pos..], b"\r\n")
+            .map(|e| pos + e)
+            .unwrap_or(body.len());
         let line = &body[pos..end];
         if let Some(rest) = line.strip_prefix(dash) {
             let closing = rest.starts_with(b"--");

@@ -46,7 +46,12 @@ fn entity(raw: &[u8], out: &mut Vec<u8>, depth: usize) {
         .unwrap_or_else(|| ("text".into(), "plain".into()));
     let cte = mime::fields(header)
         .ok()
-        .and_then(|f| f.iter().rev().find(|f| f.is("Content-Transfer-Encoding")).map(|f| f.unfolded().to_ascii_lowercase()))
+        .and_then(|f| {
+            f.iter()
+                .rev()
+                .find(|f| f.is("Content-Transfer-Encoding"))
+                .map(|f| f.unfolded().to_ascii_lowercase())
+        })
         .unwrap_or_else(|| "7bit".into());
 
     if ctype == "multipart" {
@@ -78,7 +83,15 @@ fn entity(raw: &[u8], out: &mut Vec<u8>, depth: usize) {
     if ctype == "message" && (csub == "rfc822" || csub == "global") {
         let mut inner = Vec::new();
         entity(body, &mut inner, depth + 1);
-        write_header_with_cte(header, if mime::is_seven_bit_safe(&inner) { "7bit" } else { "8bit" }, out);
+        write_header_with_cte(
+            header,
+            if mime::is_seven_bit_safe(&inner) {
+                "7bit"
+            } else {
+                "8bit"
+            },
+            out,
+        );
         out.extend_from_slice(&inner);
         return;
     }
@@ -121,7 +134,10 @@ mod tests {
         let m = "Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nperché\r\n".as_bytes();
         let out = make_seven_bit(m);
         let s = String::from_utf8(out.to_vec()).unwrap();
-        assert!(s.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nperch=C3=A9\r\n"), "{s}");
+        assert!(
+            s.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nperch=C3=A9\r\n"),
+            "{s}"
+        );
         assert!(!s.contains("8bit"));
         assert!(mime::is_seven_bit_safe(s.as_bytes()));
     }

@@ -57,10 +57,19 @@ pub mod pki {
             )
             .expect("softhsm token");
             std::env::set_var("SOFTHSM2_CONF", &token.softhsm2_conf);
-            let mut cfg = Pkcs11Config::new(testing::softhsm_module().expect("softhsm2 module"), "pec-golden", "pec-signer", "1234");
+            let mut cfg = Pkcs11Config::new(
+                testing::softhsm_module().expect("softhsm2 module"),
+                "pec-golden",
+                "pec-signer",
+                "1234",
+            );
             cfg.digest = DigestAlg::Sha256;
             let signer = Pkcs11Signer::open(&cfg).expect("open pkcs#11 signer");
-            Env { _dir: dir, pki, signer }
+            Env {
+                _dir: dir,
+                pki,
+                signer,
+            }
         })
     }
 }

@@ -77,42 +77,11 @@ subject() { # PROVIDER
     printf '/C=IT/O=%s/CN=Posta Certificata %s' "$1" "$1"
 }
 
-# The CA (a root: OpenSSL needs a self-signed trust anchor for -CAfile).
-key ca
-openssl req -new -x509 -sha256 -days 7300 -key "$work/ca.key" -out "$work/ca.pem" \
-    -subj "/C=IT/O=PEC Test/CN=PEC Test CA" -set_serial 0x01 \
-    -config "$work/ca.ext" -extensions ext
-cp "$work/ca.pem" "$work/chain.pem"
-
-issue() { # NAME PROVIDER DOMAIN SERIAL
-    key "$1"
-    leaf_ext "$work/$1.ext" "$3" keyid:always
-    openssl req -new -key "$work/$1.key" -subj "$(subject "$2")" -out "$work/$1.csr"
-    openssl x509 -req -sha256 -days 1825 -in "$work/$1.csr" -CA "$work/ca.pem" \
-        -CAkey "$work/ca.key" -set_serial "$4" -extfile "$work/$1.ext" -extensions ext \
-        -out "$work/$1.pem" 2>/dev/null
-}
-
-issue it "PEC Example IT S.p.A." pec.example.it 0x1001
-issue net "PEC Example NET S.p.A." pec.example.net 0x1002
-openssl rsa -in "$work/it.key" -traditional -out "$work/it-pkcs1.key" 2>/dev/null
-
-# Outsider: the same profile, self-signed (AKI = own SKI), unknown to the test CA.
-key outsider
-leaf_ext "$work/outsider.ext" pec.example.it keyid:always
-openssl req -new -x509 -sha256 -days 1825 -key "$work/outsider.key" \
-    -subj "$(subject "PEC Outsider S.p.A.")" -set_serial 0x2001 \
-    -config "$work/outsider.ext" -extensions ext -out "$work/outsider.pem"
-
-# Expired leaf: openssl 3.0's x509 has no -not_before/-not_after, so use `openssl ca`, which
-# takes explicit -startdate/-enddate.
-key expired
-leaf_ext "$work/expired.ext" pec.example.it keyid:always
-openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A.")" \
-    -out "$work/expired.csr"
+# Every certificate is issued with `openssl ca`, which takes explicit -startdate/-enddate
+# (openssl 3.0's x509 has no -not_before/-not_after): validity starts in 2020 so that tests
+# can sign and verify at fixed instants in the past (golden files use June 2025).
 mkdir -p "$work/db/new"
 : > "$work/db/index.txt"
-echo 1003 > "$work/db/serial"
 cat > "$work/db/ca.cnf" <<CNF
 [ca]
 default_ca = test
@@ -129,10 +98,48 @@ countryName = optional
 organizationName = optional
 commonName = supplied
 CNF
-openssl ca -batch -notext -config "$work/db/ca.cnf" -cert "$work/ca.pem" -keyfile "$work/ca.key" \
-    -in "$work/expired.csr" -out "$work/expired.pem" -preserveDN \
-    -startdate 20200101000000Z -enddate 20210101000000Z \
-    -extfile "$work/expired.ext" -extensions ext 2>/dev/null
+
+sign() { # CSR OUT SERIAL EXTFILE START END [extra openssl-ca arguments]
+    csr=$1 certout=$2 serial=$3 extfile=$4 start=$5 end=$6
+    shift 6
+    echo "$serial" | sed 's/^0x//' > "$work/db/serial"
+    openssl ca -batch -notext -config "$work/db/ca.cnf" -in "$csr" -out "$certout" -preserveDN \
+        -startdate "$start" -enddate "$end" -extfile "$extfile" -extensions ext "$@" 2>/dev/null
+}
+
+# The CA (a root: OpenSSL needs a self-signed trust anchor for -CAfile).
+key ca
+openssl req -new -key "$work/ca.key" -subj "/C=IT/O=PEC Test/CN=PEC Test CA" -out "$work/ca.csr"
+sign "$work/ca.csr" "$work/ca.pem" 01 "$work/ca.ext" 20200101000000Z 20450101000000Z \
+    -selfsign -keyfile "$work/ca.key"
+cp "$work/ca.pem" "$work/chain.pem"
+
+issue() { # NAME PROVIDER DOMAIN SERIAL
+    key "$1"
+    leaf_ext "$work/$1.ext" "$3" keyid:always
+    openssl req -new -key "$work/$1.key" -subj "$(subject "$2")" -out "$work/$1.csr"
+    sign "$work/$1.csr" "$work/$1.pem" "$4" "$work/$1.ext" 20200101000000Z 20400101000000Z \
+        -cert "$work/ca.pem" -keyfile "$work/ca.key"
+}
+
+issue it "PEC Example IT S.p.A." pec.example.it 0x1001
+issue net "PEC Example NET S.p.A." pec.example.net 0x1002
+openssl rsa -in "$work/it.key" -traditional -out "$work/it-pkcs1.key" 2>/dev/null
+
+# Outsider: the same profile, self-signed (AKI = own SKI), unknown to the test CA.
+key outsider
+leaf_ext "$work/outsider.ext" pec.example.it keyid:always
+openssl req -new -x509 -sha256 -days 1825 -key "$work/outsider.key" \
+    -subj "$(subject "PEC Outsider S.p.A.")" -set_serial 0x2001 \
+    -config "$work/outsider.ext" -extensions ext -out "$work/outsider.pem"
+
+# Expired leaf: valid 2020-01-01 .. 2021-01-01.
+key expired
+leaf_ext "$work/expired.ext" pec.example.it keyid:always
+openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A.")" \
+    -out "$work/expired.csr"
+sign "$work/expired.csr" "$work/expired.pem" 1003 "$work/expired.ext" 20200101000000Z 20210101000000Z \
+    -cert "$work/ca.pem" -keyfile "$work/ca.key"
 
 for f in $files; do
     mv "$work/$f" "$out/$f"
