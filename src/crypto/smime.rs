@@ -8,13 +8,18 @@ use crate::message::time::Instant;
 /// Media type of the signature part. Aruba and Namirial write the `x-` form (spec §2.1).
 pub const SIGNATURE_TYPE: &str = "application/x-pkcs7-signature";
 
+/// A signed body with the top-level header fields that describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// `MIME-Version` and `Content-Type` (name, value).
+    pub headers: Vec<(String, String)>,
+    /// The `multipart/signed` body.
+    pub body: Vec<u8>,
+}
+
 /// Signs `entity` (the exact bytes of the `multipart/mixed` entity, CRLF) and returns the
 /// two top-level content header fields and the `multipart/signed` body.
-pub fn seal(
-    signer: &dyn Signer,
-    entity: &[u8],
-    at: Instant,
-) -> Result<(Vec<(String, String)>, Vec<u8>), SignError> {
+pub fn seal(signer: &dyn Signer, entity: &[u8], at: Instant) -> Result<Sealed, SignError> {
     let p7s = cms_sign::sign_detached(signer, entity, at)?;
     let sig = mime::base64_lines(&p7s);
     let b = mime::boundary(&[entity]);
@@ -41,5 +46,5 @@ pub fn seal(
             ),
         ),
     ];
-    Ok((headers, body))
+    Ok(Sealed { headers, body })
 }

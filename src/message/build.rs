@@ -125,8 +125,8 @@ impl Certification {
     /// neither count as primary.
     pub fn placement(&self, recipient: &str) -> Placement {
         let r = recipient.to_ascii_lowercase();
-        let in_to = self.to.iter().any(|a| *a == r);
-        let in_cc = self.cc.iter().any(|a| *a == r);
+        let in_to = self.to.contains(&r);
+        let in_cc = self.cc.contains(&r);
         if in_cc && !in_to {
             Placement::CarbonCopy
         } else {
@@ -273,6 +273,17 @@ impl Generated {
 /// Header fields a transport or anomaly envelope keeps from the message it wraps
 /// (spec §3.1, §3.11). The anomaly envelope also keeps `Message-ID`.
 pub const ENVELOPE_INHERITED: [&str; 5] = ["Received", "Return-Path", "To", "Cc", "Reply-To"];
+
+/// A message before signing: everything but the signature.
+struct Draft {
+    kind: MessageKind,
+    message_id: String,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    inherited: Vec<Vec<u8>>,
+    headers: Vec<(String, String)>,
+    entity: Vec<u8>,
+}
 
 /// Builds and signs every message a provider issues.
 pub struct Builder<'a> {
@@ -457,36 +468,19 @@ impl Builder<'_> {
         )
     }
 
-    /// Signs `entity` and returns the `multipart/signed` body with its two content headers.
-    fn seal(
-        &self,
-        entity: &[u8],
-        at: Instant,
-    ) -> Result<(Vec<(String, String)>, Vec<u8>), BuildError> {
-        Ok(smime::seal(self.signer, entity, at)?)
-    }
-
-    fn finish(
-        &self,
-        kind: MessageKind,
-        message_id: String,
-        mail_from: String,
-        rcpt_to: Vec<String>,
-        inherited: Vec<Vec<u8>>,
-        mut headers: Vec<(String, String)>,
-        entity: Vec<u8>,
-        at: Instant,
-    ) -> Result<Generated, BuildError> {
-        let (content_headers, body) = self.seal(&entity, at)?;
-        headers.extend(content_headers);
+    /// Signs the draft's entity and completes the message.
+    fn finish(&self, d: Draft, at: Instant) -> Result<Generated, BuildError> {
+        let sealed = smime::seal(self.signer, &d.entity, at)?;
+        let mut headers = d.headers;
+        headers.extend(sealed.headers);
         Ok(Generated {
-            kind,
-            message_id,
-            mail_from,
-            rcpt_to,
-            inherited,
+            kind: d.kind,
+            message_id: d.message_id,
+            mail_from: d.mail_from,
+            rcpt_to: d.rcpt_to,
+            inherited: d.inherited,
             headers,
-            body,
+            body: sealed.body,
         })
     }
 
@@ -546,13 +540,15 @@ impl Builder<'_> {
         }
         headers.push(("X-TipoRicevuta".to_string(), cert.requested.as_str().into()));
         self.finish(
-            kind,
-            cert.identificativo.clone(),
-            cert.mittente.clone(),
-            cert.destinatari.iter().map(|d| d.address.clone()).collect(),
-            inherited,
-            headers,
-            entity,
+            Draft {
+                kind,
+                message_id: cert.identificativo.clone(),
+                mail_from: cert.mittente.clone(),
+                rcpt_to: cert.destinatari.iter().map(|d| d.address.clone()).collect(),
+                inherited,
+                headers,
+                entity,
+            },
             at,
         )
     }
@@ -595,13 +591,15 @@ impl Builder<'_> {
         }
         headers.extend(extra_headers);
         self.finish(
-            kind,
-            message_id,
-            self.issuer.service_address.clone(),
-            vec![to.to_string()],
-            Vec::new(),
-            headers,
-            entity,
+            Draft {
+                kind,
+                message_id,
+                mail_from: self.issuer.service_address.clone(),
+                rcpt_to: vec![to.to_string()],
+                inherited: Vec::new(),
+                headers,
+                entity,
+            },
             at,
         )
     }
@@ -954,13 +952,15 @@ impl Builder<'_> {
         headers.push(("X-Trasporto".to_string(), Trasporto::Errore.as_str().into()));
         headers.push(("From".to_string(), from));
         self.finish(
-            kind,
-            message_id,
-            mail_from.to_string(),
-            rcpt_to.to_vec(),
-            inherited,
-            headers,
-            entity,
+            Draft {
+                kind,
+                message_id,
+                mail_from: mail_from.to_string(),
+                rcpt_to: rcpt_to.to_vec(),
+                inherited,
+                headers,
+                entity,
+            },
             at,
         )
     }

@@ -421,7 +421,7 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Option<Multipart<'
     if lines.is_empty() {
         return None;
     }
-    let before = |start: usize| if start >= 2 { start - 2 } else { 0 };
+    let before = |start: usize| start.saturating_sub(2);
     let preamble = &body[..before(lines[0].0)];
     let mut parts = Vec::new();
     let mut delimiters = Vec::new();
