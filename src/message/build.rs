@@ -370,6 +370,102 @@ impl Readable {
     }
 }
 
+/// `il messaggio` or `nel messaggio` in the opening sentence.
+#[derive(Clone, Copy)]
+enum Preposition {
+    Il,
+    Nel,
+}
+
+/// Whom the opening sentence says the message was addressed to.
+enum Addressed<'a> {
+    /// Every recipient.
+    All(&'a [Destinatario]),
+    /// Every recipient, each followed by `("posta certificata")` / `("posta ordinaria")`.
+    AllTyped(&'a [Destinatario]),
+    /// The recipients taken in charge.
+    Taken(&'a [String]),
+    /// The one recipient this notice is about.
+    One(&'a str),
+}
+
+impl Readable {
+    /// Title plus the opening sentence every receipt and notice shares: day, time, zone,
+    /// subject, sender, recipients (spec §3).
+    fn about(
+        title: &str,
+        at: Instant,
+        cert: &Certification,
+        p: Preposition,
+        to: Addressed<'_>,
+    ) -> Self {
+        let mut t = Readable::new(title);
+        let p = match p {
+            Preposition::Il => "il",
+            Preposition::Nel => "nel",
+        };
+        t.line(format!("{} {p} messaggio", Readable::when(at)))
+            .line(format!(
+                "\"{}\" proveniente da \"{}\"",
+                cert.oggetto, cert.mittente
+            ));
+        match to {
+            Addressed::All(dest) => {
+                t.line("ed indirizzato a:");
+                for d in dest {
+                    t.line(d.address.clone());
+                }
+            }
+            Addressed::AllTyped(dest) => {
+                t.line("ed indirizzato a:");
+                for d in dest {
+                    t.line(format!("{} (\"{}\")", d.address, d.tipo.label()));
+                }
+            }
+            Addressed::Taken(taken) => {
+                t.line("ed indirizzato a:");
+                for a in taken {
+                    t.line(a.clone());
+                }
+            }
+            Addressed::One(r) => {
+                t.line(format!("ed indirizzato a \"{r}\""));
+            }
+        }
+        t
+    }
+}
+
+/// A receipt or notice before signing (see [`Builder::notice`]).
+struct Notice<'a> {
+    kind: MessageKind,
+    cert: &'a Certification,
+    to: &'a str,
+    extra_headers: Vec<(String, String)>,
+    daticert: Daticert,
+    text: Readable,
+    original: Option<Vec<u8>>,
+}
+
+impl<'a> Notice<'a> {
+    fn to_sender(
+        kind: MessageKind,
+        cert: &'a Certification,
+        daticert: Daticert,
+        text: Readable,
+    ) -> Self {
+        Notice {
+            kind,
+            cert,
+            to: &cert.mittente,
+            extra_headers: Vec::new(),
+            daticert,
+            text,
+            original: None,
+        }
+    }
+}
+
 fn html_escape(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -504,7 +600,7 @@ impl Builder<'_> {
         let mut d = cert.daticert(Tipo::PostaCertificata, Errore::Nessuno, self.issuer, at);
         d.ricevuta = Some(cert.requested);
 
-        let mut text = Readable::new("Messaggio di posta certificata");
+        let mut text = Readable::new(kind.title());
         text.line(format!("{} il messaggio", Readable::when(at)))
             .line(format!(
                 "\"{}\" è stato inviato da \"{}\"",
@@ -554,23 +650,23 @@ impl Builder<'_> {
     }
 
     /// Common shape of receipts and notices: `From: <service address>`, one recipient,
-    /// a new Message-ID, `X-Riferimento-Message-ID`, the class header (spec §2.3, §3).
-    #[allow(clippy::too_many_arguments)]
-    fn notice(
-        &self,
-        kind: MessageKind,
-        cert: &Certification,
-        at: Instant,
-        to: &str,
-        extra_headers: Vec<(String, String)>,
-        d: Daticert,
-        text: Readable,
-        carried_original: Option<&[u8]>,
-    ) -> Result<Generated, BuildError> {
+    /// a new Message-ID, `X-Riferimento-Message-ID`, the class header (spec §2.3, §3). The
+    /// readable text ends with the PEC identifier.
+    fn notice(&self, n: Notice<'_>, at: Instant) -> Result<Generated, BuildError> {
+        let Notice {
+            kind,
+            cert,
+            to,
+            extra_headers,
+            daticert,
+            mut text,
+            original,
+        } = n;
+        text.line(format!("Identificativo messaggio: {}", cert.identificativo));
         let message_id = self.ids.next_id(at);
-        let mut parts = vec![text.part(), daticert_part(&d)];
-        if let Some(o) = carried_original {
-            parts.push(postacert_part(o));
+        let mut parts = vec![text.part(), daticert_part(&daticert)];
+        if let Some(o) = original {
+            parts.push(postacert_part(&o));
         }
         let entity = mixed_entity(&parts);
         let class = kind.class();
@@ -604,33 +700,39 @@ impl Builder<'_> {
         )
     }
 
-    /// The sentence listing recipients, with `("posta certificata")` / `("posta
-    /// ordinaria")` when `with_type`.
-    fn recipients_lines(text: &mut Readable, dest: &[Destinatario], with_type: bool) {
-        for d in dest {
-            if with_type {
-                text.line(format!("{} (\"{}\")", d.address, d.tipo.label()));
-            } else {
-                text.line(d.address.clone());
-            }
-        }
+    /// A notice to the sender about one recipient (`consegna`), with `errore` and an
+    /// `errore-esteso` that the text repeats after `problem`.
+    fn about_recipient(
+        &self,
+        kind: MessageKind,
+        cert: &Certification,
+        at: Instant,
+        recipient: &str,
+        errore: Errore,
+        detail: &str,
+        p: Preposition,
+    ) -> (Daticert, Readable) {
+        let tipo = kind.tipo().unwrap_or(Tipo::ErroreConsegna);
+        let mut d = cert.daticert(tipo, errore, self.issuer, at);
+        d.consegna = Some(recipient.to_string());
+        d.errore_esteso = Some(detail.to_string());
+        let text = Readable::about(kind.title(), at, cert, p, Addressed::One(recipient));
+        (d, text)
     }
 
     /// Ricevuta di accettazione (spec §3.2), to the sender.
     pub fn acceptance(&self, cert: &Certification, at: Instant) -> Result<Generated, BuildError> {
         let kind = MessageKind::Acceptance;
-        let d = cert.daticert(Tipo::Accettazione, Errore::Nessuno, self.issuer, at);
-        let mut text = Readable::new("Ricevuta di accettazione");
-        text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line("ed indirizzato a:");
-        Self::recipients_lines(&mut text, &cert.destinatari, true);
-        text.line("è stato accettato dal sistema ed inoltrato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        let mut text = Readable::about(
+            kind.title(),
+            at,
+            cert,
+            Preposition::Il,
+            Addressed::AllTyped(&cert.destinatari),
+        );
+        text.line("è stato accettato dal sistema ed inoltrato.");
+        let daticert = cert.daticert(Tipo::Accettazione, Errore::Nessuno, self.issuer, at);
+        self.notice(Notice::to_sender(kind, cert, daticert, text), at)
     }
 
     /// Avviso di non accettazione per eccezioni formali (spec §3.3), to the sender. The
@@ -641,22 +743,7 @@ impl Builder<'_> {
         at: Instant,
         reason: &str,
     ) -> Result<Generated, BuildError> {
-        let kind = MessageKind::NonAcceptance;
-        let mut d = cert.daticert(Tipo::NonAccettazione, Errore::Altro, self.issuer, at);
-        d.errore_esteso = Some(reason.to_string());
-        let mut text = Readable::new("Avviso di non accettazione");
-        text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line("ed indirizzato a:");
-        Self::recipients_lines(&mut text, &cert.destinatari, false);
-        text.line("è stato rilevato un problema che ne impedisce l'accettazione")
-            .line(format!("a causa di: {reason}"))
-            .line("Il messaggio non è stato accettato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        self.refusal(MessageKind::NonAcceptance, Errore::Altro, cert, at, reason)
     }
 
     /// Avviso di non accettazione per virus (spec §3.4), to the sender, with
@@ -667,23 +754,42 @@ impl Builder<'_> {
         at: Instant,
         virus: &str,
     ) -> Result<Generated, BuildError> {
-        let kind = MessageKind::NonAcceptanceVirus;
-        let mut d = cert.daticert(Tipo::NonAccettazione, Errore::Virus, self.issuer, at);
-        d.errore_esteso = Some(virus.to_string());
-        let mut text = Readable::new("Avviso di non accettazione per virus");
-        text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line("ed indirizzato a:");
-        Self::recipients_lines(&mut text, &cert.destinatari, false);
-        text.line(format!(
-            "è stato rilevato un problema di sicurezza: {virus}"
-        ))
-        .line("Il messaggio non è stato accettato.")
-        .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        self.refusal(
+            MessageKind::NonAcceptanceVirus,
+            Errore::Virus,
+            cert,
+            at,
+            virus,
+        )
+    }
+
+    fn refusal(
+        &self,
+        kind: MessageKind,
+        errore: Errore,
+        cert: &Certification,
+        at: Instant,
+        detail: &str,
+    ) -> Result<Generated, BuildError> {
+        let mut daticert = cert.daticert(Tipo::NonAccettazione, errore, self.issuer, at);
+        daticert.errore_esteso = Some(detail.to_string());
+        let mut text = Readable::about(
+            kind.title(),
+            at,
+            cert,
+            Preposition::Nel,
+            Addressed::All(&cert.destinatari),
+        );
+        if errore == Errore::Virus {
+            text.line(format!(
+                "è stato rilevato un problema di sicurezza: {detail}"
+            ));
+        } else {
+            text.line("è stato rilevato un problema che ne impedisce l'accettazione")
+                .line(format!("a causa di: {detail}"));
+        }
+        text.line("Il messaggio non è stato accettato.");
+        self.notice(Notice::to_sender(kind, cert, daticert, text), at)
     }
 
     /// Ricevuta di presa in carico (spec §3.5): one per transaction, listing every local
@@ -696,21 +802,19 @@ impl Builder<'_> {
         mail_receipt: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::TakeCharge;
-        let mut d = cert.daticert(Tipo::PresaInCarico, Errore::Nessuno, self.issuer, at);
-        d.ricezione = taken.to_vec();
-        let mut text = Readable::new("Ricevuta di presa in carico");
-        text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line("ed indirizzato a:");
-        for t in taken {
-            text.line(t.clone());
-        }
-        text.line("è stato accettato dal sistema.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, mail_receipt, Vec::new(), d, text, None)
+        let mut daticert = cert.daticert(Tipo::PresaInCarico, Errore::Nessuno, self.issuer, at);
+        daticert.ricezione = taken.to_vec();
+        let mut text = Readable::about(
+            kind.title(),
+            at,
+            cert,
+            Preposition::Il,
+            Addressed::Taken(taken),
+        );
+        text.line("è stato accettato dal sistema.");
+        let mut n = Notice::to_sender(kind, cert, daticert, text);
+        n.to = mail_receipt;
+        self.notice(n, at)
     }
 
     /// Ricevuta di avvenuta consegna (spec §3.6) for one recipient, to the sender. The
@@ -725,24 +829,19 @@ impl Builder<'_> {
     ) -> Result<Generated, BuildError> {
         let issued = cert.requested.issued_for(cert.placement(recipient));
         let kind = MessageKind::Delivery(issued);
-        let mut d = cert.daticert(Tipo::AvvenutaConsegna, Errore::Nessuno, self.issuer, at);
-        d.ricevuta = Some(issued);
-        d.consegna = Some(recipient.to_string());
-        let title = match issued {
-            ReceiptType::Completa => "Ricevuta di avvenuta consegna",
-            ReceiptType::Breve => "Ricevuta breve di avvenuta consegna",
-            ReceiptType::Sintetica => "Ricevuta sintetica di avvenuta consegna",
-        };
-        let mut text = Readable::new(title);
-        text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line(format!("ed indirizzato a \"{recipient}\""))
-            .line("è stato consegnato nella casella di destinazione.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        let carried_original = match issued {
+        let (mut daticert, mut text) = self.about_recipient(
+            kind,
+            cert,
+            at,
+            recipient,
+            Errore::Nessuno,
+            "",
+            Preposition::Il,
+        );
+        daticert.errore_esteso = None;
+        daticert.ricevuta = Some(issued);
+        text.line("è stato consegnato nella casella di destinazione.");
+        let original = match issued {
             ReceiptType::Completa => {
                 text.line("Il messaggio originale è incluso in allegato.");
                 Some(carried(postacert))
@@ -755,16 +854,9 @@ impl Builder<'_> {
             }
             ReceiptType::Sintetica => None,
         };
-        self.notice(
-            kind,
-            cert,
-            at,
-            &cert.mittente,
-            Vec::new(),
-            d,
-            text,
-            carried_original.as_deref(),
-        )
+        let mut n = Notice::to_sender(kind, cert, daticert, text);
+        n.original = original;
+        self.notice(n, at)
     }
 
     /// Avviso di mancata consegna (spec §3.7) for one recipient, to the sender.
@@ -778,20 +870,18 @@ impl Builder<'_> {
         errore_esteso: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonDelivery;
-        let mut d = cert.daticert(Tipo::ErroreConsegna, errore, self.issuer, at);
-        d.consegna = Some(recipient.to_string());
-        d.errore_esteso = Some(errore_esteso.to_string());
-        let mut text = Readable::new("Avviso di mancata consegna");
-        text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line(format!("ed indirizzato a \"{recipient}\""))
-            .line(format!("è stato rilevato un errore: {errore_esteso}"))
-            .line("Il messaggio è stato rifiutato dal sistema.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        let (daticert, mut text) = self.about_recipient(
+            kind,
+            cert,
+            at,
+            recipient,
+            errore,
+            errore_esteso,
+            Preposition::Nel,
+        );
+        text.line(format!("è stato rilevato un errore: {errore_esteso}"))
+            .line("Il messaggio è stato rifiutato dal sistema.");
+        self.notice(Notice::to_sender(kind, cert, daticert, text), at)
     }
 
     /// Avviso di mancata consegna per virus (spec §3.9), issued by the sender's provider to
@@ -804,22 +894,20 @@ impl Builder<'_> {
         errore_esteso: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonDeliveryVirus;
-        let mut d = cert.daticert(Tipo::ErroreConsegna, Errore::Virus, self.issuer, at);
-        d.consegna = Some(recipient.to_string());
-        d.errore_esteso = Some(errore_esteso.to_string());
-        let mut text = Readable::new("Avviso di mancata consegna per virus");
-        text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line(format!("ed indirizzato a \"{recipient}\""))
-            .line(format!(
-                "è stato rilevato un problema di sicurezza: {errore_esteso}"
-            ))
-            .line("Il messaggio non è stato consegnato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        let (daticert, mut text) = self.about_recipient(
+            kind,
+            cert,
+            at,
+            recipient,
+            Errore::Virus,
+            errore_esteso,
+            Preposition::Nel,
+        );
+        text.line(format!(
+            "è stato rilevato un problema di sicurezza: {errore_esteso}"
+        ))
+        .line("Il messaggio non è stato consegnato.");
+        self.notice(Notice::to_sender(kind, cert, daticert, text), at)
     }
 
     /// Avviso di mancata consegna per superamento dei tempi massimi (spec §3.10), 12 h or
@@ -835,22 +923,15 @@ impl Builder<'_> {
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::Timeout(which);
         // [UNVERIFIED] spec §4.3: `errore="altro"` with the NOTA 12 code in errore-esteso.
-        let mut d = cert.daticert(
-            Tipo::PreavvisoErroreConsegna,
-            Errore::Altro,
-            self.issuer,
+        let (daticert, mut text) = self.about_recipient(
+            kind,
+            cert,
             at,
+            recipient,
+            Errore::Altro,
+            errore_esteso,
+            Preposition::Il,
         );
-        d.consegna = Some(recipient.to_string());
-        d.errore_esteso = Some(errore_esteso.to_string());
-        let mut text =
-            Readable::new("Avviso di mancata consegna per superamento dei tempi massimi");
-        text.line(format!("{} il messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line(format!("ed indirizzato a \"{recipient}\""));
         match which {
             Timeout::Hours12 => {
                 text.line("non è stato consegnato nelle prime 12 ore dal suo invio.")
@@ -862,8 +943,7 @@ impl Builder<'_> {
                     .line("La transazione è da considerarsi conclusa con esito negativo.");
             }
         }
-        text.line(format!("Identificativo messaggio: {}", cert.identificativo));
-        self.notice(kind, cert, at, &cert.mittente, Vec::new(), d, text, None)
+        self.notice(Notice::to_sender(kind, cert, daticert, text), at)
     }
 
     /// Avviso di rilevazione virus (spec §3.8): one per recipient, to the sending
@@ -877,23 +957,23 @@ impl Builder<'_> {
         mail_receipt: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::VirusDetection;
-        let mut d = cert.daticert(Tipo::RilevazioneVirus, Errore::Virus, self.issuer, at);
-        d.consegna = Some(recipient.to_string());
-        d.errore_esteso = Some(virus.to_string());
-        let mut text = Readable::new("Avviso di rilevazione virus");
-        text.line(format!("{} nel messaggio", Readable::when(at)))
-            .line(format!(
-                "\"{}\" proveniente da \"{}\"",
-                cert.oggetto, cert.mittente
-            ))
-            .line(format!("ed indirizzato a \"{recipient}\""))
-            .line(format!(
-                "è stato rilevato un problema di sicurezza: {virus}"
-            ))
-            .line("Il messaggio non è stato consegnato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
-        let extra = vec![("X-Mittente".to_string(), cert.mittente.clone())];
-        self.notice(kind, cert, at, mail_receipt, extra, d, text, None)
+        let (daticert, mut text) = self.about_recipient(
+            kind,
+            cert,
+            at,
+            recipient,
+            Errore::Virus,
+            virus,
+            Preposition::Nel,
+        );
+        text.line(format!(
+            "è stato rilevato un problema di sicurezza: {virus}"
+        ))
+        .line("Il messaggio non è stato consegnato.");
+        let mut n = Notice::to_sender(kind, cert, daticert, text);
+        n.to = mail_receipt;
+        n.extra_headers = vec![("X-Mittente".to_string(), cert.mittente.clone())];
+        self.notice(n, at)
     }
 
     /// Busta di anomalia (spec §3.11): wraps a received message that is not valid PEC for
@@ -924,7 +1004,7 @@ impl Builder<'_> {
             .first()
             .cloned()
             .unwrap_or_else(|| mail_from.to_string());
-        let mut text = Readable::new("Anomalia nel messaggio");
+        let mut text = Readable::new(kind.title());
         text.line(format!("{} è stato ricevuto", Readable::when(at)))
             .line(format!(
                 "il messaggio \"{}\" proveniente da \"{}\"",

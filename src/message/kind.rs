@@ -401,6 +401,29 @@ impl MessageKind {
         matches!(self, MessageKind::TakeCharge | MessageKind::VirusDetection)
     }
 
+    /// Title of the readable text part (spec §2.4: wording is free, the data are fixed).
+    pub fn title(self) -> &'static str {
+        match self {
+            MessageKind::TransportEnvelope => "Messaggio di posta certificata",
+            MessageKind::Acceptance => "Ricevuta di accettazione",
+            MessageKind::NonAcceptance => "Avviso di non accettazione",
+            MessageKind::NonAcceptanceVirus => "Avviso di non accettazione per virus",
+            MessageKind::TakeCharge => "Ricevuta di presa in carico",
+            MessageKind::Delivery(ReceiptType::Completa) => "Ricevuta di avvenuta consegna",
+            MessageKind::Delivery(ReceiptType::Breve) => "Ricevuta breve di avvenuta consegna",
+            MessageKind::Delivery(ReceiptType::Sintetica) => {
+                "Ricevuta sintetica di avvenuta consegna"
+            }
+            MessageKind::NonDelivery => "Avviso di mancata consegna",
+            MessageKind::NonDeliveryVirus => "Avviso di mancata consegna per virus",
+            MessageKind::Timeout(_) => {
+                "Avviso di mancata consegna per superamento dei tempi massimi"
+            }
+            MessageKind::VirusDetection => "Avviso di rilevazione virus",
+            MessageKind::AnomalyEnvelope => "Anomalia nel messaggio",
+        }
+    }
+
     /// Label used in the legal log, after the TMail `PEC_Milter` vocabulary (spec §8).
     pub fn log_label(self) -> &'static str {
         match self {
