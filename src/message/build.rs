@@ -710,8 +710,12 @@ impl Builder<'_> {
         recipient: &str,
         errore: Errore,
         detail: &str,
-        p: Preposition,
     ) -> (Daticert, Readable) {
+        // Receipts and timeouts speak of "il messaggio", error notices of "nel messaggio".
+        let p = match kind {
+            MessageKind::Delivery(_) | MessageKind::Timeout(_) => Preposition::Il,
+            _ => Preposition::Nel,
+        };
         let tipo = kind.tipo().unwrap_or(Tipo::ErroreConsegna);
         let mut d = cert.daticert(tipo, errore, self.issuer, at);
         d.consegna = Some(recipient.to_string());
@@ -829,15 +833,8 @@ impl Builder<'_> {
     ) -> Result<Generated, BuildError> {
         let issued = cert.requested.issued_for(cert.placement(recipient));
         let kind = MessageKind::Delivery(issued);
-        let (mut daticert, mut text) = self.about_recipient(
-            kind,
-            cert,
-            at,
-            recipient,
-            Errore::Nessuno,
-            "",
-            Preposition::Il,
-        );
+        let (mut daticert, mut text) =
+            self.about_recipient(kind, cert, at, recipient, Errore::Nessuno, "");
         daticert.errore_esteso = None;
         daticert.ricevuta = Some(issued);
         text.line("è stato consegnato nella casella di destinazione.");
@@ -870,15 +867,8 @@ impl Builder<'_> {
         errore_esteso: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonDelivery;
-        let (daticert, mut text) = self.about_recipient(
-            kind,
-            cert,
-            at,
-            recipient,
-            errore,
-            errore_esteso,
-            Preposition::Nel,
-        );
+        let (daticert, mut text) =
+            self.about_recipient(kind, cert, at, recipient, errore, errore_esteso);
         text.line(format!("è stato rilevato un errore: {errore_esteso}"))
             .line("Il messaggio è stato rifiutato dal sistema.");
         self.notice(Notice::to_sender(kind, cert, daticert, text), at)
@@ -894,15 +884,8 @@ impl Builder<'_> {
         errore_esteso: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::NonDeliveryVirus;
-        let (daticert, mut text) = self.about_recipient(
-            kind,
-            cert,
-            at,
-            recipient,
-            Errore::Virus,
-            errore_esteso,
-            Preposition::Nel,
-        );
+        let (daticert, mut text) =
+            self.about_recipient(kind, cert, at, recipient, Errore::Virus, errore_esteso);
         text.line(format!(
             "è stato rilevato un problema di sicurezza: {errore_esteso}"
         ))
@@ -923,15 +906,8 @@ impl Builder<'_> {
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::Timeout(which);
         // [UNVERIFIED] spec §4.3: `errore="altro"` with the NOTA 12 code in errore-esteso.
-        let (daticert, mut text) = self.about_recipient(
-            kind,
-            cert,
-            at,
-            recipient,
-            Errore::Altro,
-            errore_esteso,
-            Preposition::Il,
-        );
+        let (daticert, mut text) =
+            self.about_recipient(kind, cert, at, recipient, Errore::Altro, errore_esteso);
         match which {
             Timeout::Hours12 => {
                 text.line("non è stato consegnato nelle prime 12 ore dal suo invio.")
@@ -957,15 +933,8 @@ impl Builder<'_> {
         mail_receipt: &str,
     ) -> Result<Generated, BuildError> {
         let kind = MessageKind::VirusDetection;
-        let (daticert, mut text) = self.about_recipient(
-            kind,
-            cert,
-            at,
-            recipient,
-            Errore::Virus,
-            virus,
-            Preposition::Nel,
-        );
+        let (daticert, mut text) =
+            self.about_recipient(kind, cert, at, recipient, Errore::Virus, virus);
         text.line(format!(
             "è stato rilevato un problema di sicurezza: {virus}"
         ))
