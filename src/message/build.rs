@@ -161,6 +161,47 @@ impl Certification {
     }
 }
 
+/// The original carried in a signed entity (the `multipart/mixed` content of a verified
+/// envelope): the body of its `postacert.eml` part, byte-exact.
+pub fn carried_original(entity: &[u8]) -> Option<Vec<u8>> {
+    use mail_parser::MimeHeaders;
+    let entity = mime::normalize_crlf(entity);
+    let (header, body) = mime::split_header_body(&entity);
+    let parsed = MessageParser::default().parse_headers(header)?;
+    let boundary = parsed.content_type()?.attribute("boundary")?.to_string();
+    let parts = mime::split_multipart(body, &boundary)?;
+    parts.parts.iter().find_map(|part| {
+        let (h, b) = mime::split_header_body(part);
+        let p = MessageParser::default().parse_headers(h)?;
+        let ct = p.content_type()?;
+        let is_rfc822 = ct.ctype().eq_ignore_ascii_case("message")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"));
+        let named = ct.attribute("name") == Some("postacert.eml")
+            || p.content_disposition()
+                .and_then(|d| d.attribute("filename"))
+                == Some("postacert.eml");
+        (is_rfc822 && named).then(|| b.to_vec())
+    })
+}
+
+impl Certification {
+    /// Certification data of a verified transport envelope, with the original it carries
+    /// (`None` when the envelope carries no readable `postacert.eml`).
+    pub fn from_verified_envelope(
+        daticert: &Daticert,
+        entity: &[u8],
+    ) -> Option<(Certification, Vec<u8>)> {
+        let original = carried_original(entity)?;
+        let info = OriginalInfo::parse(&original).ok()?;
+        Some((
+            Certification::from_envelope(daticert, info.to, info.cc),
+            original,
+        ))
+    }
+}
+
 /// What the builders need from an original message's header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OriginalInfo {
