@@ -3,7 +3,18 @@
 //! protocol.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod antivirus;
 pub mod cli;
+pub mod config;
 pub mod crypto;
 pub mod index;
 pub mod message;
+pub mod reception;
+pub mod serve;
+pub mod smtp;
+pub mod store;
+
+/// A boxed, sendable future: the return type of the async methods of the traits that stand
+/// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -4,6 +4,10 @@
 
 use std::collections::HashMap;
 
+use crate::message::kind::RecipientType;
+
+pub mod ldif;
+
 /// One provider record of the index (spec §7.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProviderInfo {
@@ -80,4 +84,64 @@ impl TrustSet {
 pub fn sha1_hex_upper(der: &[u8]) -> String {
     use sha1::{Digest, Sha1};
     hex::encode_upper(Sha1::digest(der))
+}
+
+/// One provider of the index with its certificates (DER).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProviderRecord {
+    pub info: ProviderInfo,
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// The local copy of the provider index, used for every lookup (spec §7.2).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderIndex {
+    providers: Vec<ProviderInfo>,
+    /// lower-case domain → position in `providers`.
+    domains: HashMap<String, usize>,
+    trust: TrustSet,
+}
+
+impl ProviderIndex {
+    pub fn from_records(records: Vec<ProviderRecord>) -> Self {
+        let mut index = ProviderIndex::default();
+        for r in records {
+            let pos = index.providers.len();
+            for d in &r.info.managed_domains {
+                index.domains.insert(d.trim().to_ascii_lowercase(), pos);
+            }
+            for c in r.certificates {
+                index.trust.add(c, Some(r.info.clone()));
+            }
+            index.providers.push(r.info);
+        }
+        index
+    }
+
+    /// The provider managing `domain` (case-insensitive).
+    pub fn provider_for_domain(&self, domain: &str) -> Option<&ProviderInfo> {
+        self.domains
+            .get(&domain.trim().to_ascii_lowercase())
+            .map(|i| &self.providers[*i])
+    }
+
+    /// `certificato` when the address's domain is in any `managedDomains`, else `esterno`
+    /// (spec §5.1).
+    pub fn recipient_type(&self, address: &str) -> RecipientType {
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if self.provider_for_domain(domain).is_some() {
+            RecipientType::Certificato
+        } else {
+            RecipientType::Esterno
+        }
+    }
+
+    /// The trusted signer certificates.
+    pub fn trust(&self) -> &TrustSet {
+        &self.trust
+    }
+
+    pub fn providers(&self) -> &[ProviderInfo] {
+        &self.providers
+    }
 }

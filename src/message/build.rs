@@ -44,7 +44,7 @@ pub struct Issuer {
 
 /// What every message about one transport envelope certifies: the daticert `intestazione`,
 /// the PEC msgid and the client msgid.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Certification {
     /// Sender (SMTP reverse path).
     pub mittente: String,

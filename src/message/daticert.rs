@@ -19,7 +19,7 @@ use super::kind::{Errore, ReceiptType, RecipientType, Tipo};
 use super::time::Instant;
 
 /// One `<destinatari>` element.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Destinatario {
     pub address: String,
     pub tipo: RecipientType,

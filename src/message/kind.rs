@@ -180,7 +180,10 @@ impl fmt::Display for Errore {
 }
 
 /// Delivery receipt type: `X-TipoRicevuta` and daticert `ricevuta@tipo` (spec §3.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ReceiptType {
     /// Ricevuta completa: carries the whole original.
     #[default]
@@ -241,7 +244,10 @@ pub enum Placement {
 }
 
 /// daticert `destinatari@tipo`: whether a recipient's domain belongs to a PEC provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum RecipientType {
     /// `certificato`: the domain is in the provider index.
     #[default]

@@ -1,0 +1,1 @@
+//! `pec serve`: runs the enabled roles on one tokio runtime.

@@ -1,0 +1,27 @@
+//! The small SMTP pieces the roles share: a client that injects generated messages into
+//! Postfix's reinjection listener, and the server side of the after-queue content filter.
+
+use thiserror::Error;
+
+use crate::BoxFuture;
+
+#[derive(Debug, Error)]
+pub enum InjectError {
+    /// Connection, timeout or 4xx: try again later (the caller tempfails).
+    #[error("temporary failure injecting into {addr}: {reason}")]
+    Temporary { addr: String, reason: String },
+    /// 5xx from the listener: the message will never be accepted as is.
+    #[error("permanent failure injecting into {addr}: {reason}")]
+    Permanent { addr: String, reason: String },
+}
+
+/// Hands a message to the MTA for queueing and delivery. Returns only once the MTA has
+/// answered 250 to the end of data, i.e. has taken responsibility for the message.
+pub trait Injector: Send + Sync {
+    fn inject<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), InjectError>>;
+}
