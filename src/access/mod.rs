@@ -1,3 +1,343 @@
 //! Access point (punto di accesso, spec §5.1): formal checks, antivirus, and the decision to
 //! wrap the submission into the signed transport envelope or refuse it with a signed
-//! non-acceptance notice. `milter.rs` is the thin indymilter adapter.
+//! non-acceptance notice. `milter.rs` is the thin indymilter adapter; the PEC rules live
+//! here.
+//!
+//! Failure rule: every internal error (store, HSM, antivirus, index, injection) is a
+//! temporary failure, so the client retries and nothing unwrapped is ever accepted.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::antivirus::{Antivirus, ScanVerdict};
+use crate::crypto::Signer;
+use crate::index::ProviderIndex;
+use crate::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
+use crate::message::ids::MsgIdSource;
+use crate::message::kind::{MessageKind, RecipientType};
+use crate::message::time::{Clock, Instant};
+use crate::smtp::{InjectError, Injector};
+use crate::store::{Accepted, EventKind, LogEvent, Refused, Store};
+
+pub mod checks;
+pub mod milter;
+
+pub use checks::{Limits, Rule, Violation};
+
+/// Access-point policy beyond the formal limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub limits: Limits,
+    /// Above this size the message is rejected in SMTP, without a notice (spec §3.3).
+    pub hard_size_limit: u64,
+    /// Also reject a refused submission in SMTP (5.7.x) after its notice is queued, instead
+    /// of discarding it silently (the signed notice is the answer either way).
+    pub reject_in_smtp: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            limits: Limits::default(),
+            hard_size_limit: 150_000_000,
+            reject_in_smtp: false,
+        }
+    }
+}
+
+/// One submission as the milter saw it at end of message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// Postfix queue id (`{i}`).
+    pub queue_id: Option<String>,
+    /// SASL login (`{auth_authen}`).
+    pub login: Option<String>,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The message, CRLF, header and body.
+    pub message: Vec<u8>,
+    /// Its size as received (larger than `message` when the milter stopped collecting an
+    /// oversize body).
+    pub size: u64,
+}
+
+/// An SMTP reply for the milter to give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: &'static str,
+    pub xcode: &'static str,
+    pub text: String,
+}
+
+/// What to do with the submission.
+#[derive(Debug)]
+pub enum Decision {
+    /// Replace the queued message with this transport envelope (same SMTP envelope) and
+    /// accept it. The acceptance receipt follows after queue.
+    Wrap(Box<Generated>),
+    /// The non-acceptance notice is queued: discard the original, or reject it with this
+    /// reply when the policy says so.
+    Refused(Option<Reply>),
+    /// Reject in SMTP, no notice (far over the size limit, no authentication).
+    Reject(Reply),
+    /// Temporary failure: the client retries.
+    Tempfail(Reply),
+}
+
+/// Everything the access point depends on, each behind its trait.
+pub struct AccessPoint {
+    pub policy: Policy,
+    pub issuer: Issuer,
+    pub signer: Arc<dyn Signer>,
+    pub ids: Arc<dyn MsgIdSource>,
+    pub index: Arc<ProviderIndex>,
+    pub store: Arc<dyn Store>,
+    pub antivirus: Arc<dyn Antivirus>,
+    pub injector: Arc<dyn Injector>,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn tempfail(text: impl Into<String>) -> Decision {
+    Decision::Tempfail(Reply {
+        code: "451",
+        xcode: "4.3.0",
+        text: text.into(),
+    })
+}
+
+impl AccessPoint {
+    /// Decides what happens to one submission (spec §5.1).
+    pub async fn decide(self: &Arc<Self>, s: Submission) -> Decision {
+        let qid = s.queue_id.clone().unwrap_or_default();
+        if s.size > self.policy.hard_size_limit {
+            warn!(queue_id = %qid, size = s.size, "submission far over the size limit: rejected in smtp");
+            return Decision::Reject(Reply {
+                code: "552",
+                xcode: "5.3.4",
+                text: format!(
+                    "PEC: messaggio troppo grande (limite {} byte)",
+                    self.policy.hard_size_limit
+                ),
+            });
+        }
+        let Some(login) = s.login.clone().filter(|l| !l.is_empty()) else {
+            return Decision::Reject(Reply {
+                code: "530",
+                xcode: "5.7.0",
+                text: "PEC: autenticazione richiesta".into(),
+            });
+        };
+        let at = self.clock.now();
+        let pec_id = self.ids.next_id(at);
+
+        let this = Arc::clone(self);
+        let (login2, from2) = (login.clone(), s.mail_from.clone());
+        let authorised =
+            match tokio::task::spawn_blocking(move || this.store.sender_allowed(&login2, &from2))
+                .await
+            {
+                Ok(Ok(a)) => a,
+                Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
+                Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+            };
+
+        let input = checks::Input {
+            mail_from: &s.mail_from,
+            rcpt_to: &s.rcpt_to,
+            message: &s.message,
+            sender_authorised: authorised,
+        };
+        let checked = checks::check(&input, &self.policy.limits);
+        // Certification data: from the checked header, or as much of it as can be read
+        // when the header itself is what failed.
+        let info = match &checked {
+            Ok(info) => info.clone(),
+            Err(_) => OriginalInfo::parse(&s.message).unwrap_or_default(),
+        };
+        let recipients: Vec<(String, RecipientType)> = s
+            .rcpt_to
+            .iter()
+            .map(|r| (r.clone(), self.index.recipient_type(r)))
+            .collect();
+        let cert = Certification::for_submission(&info, &s.mail_from, &recipients, &pec_id);
+
+        if let Err(v) = checked {
+            if v.rule == Rule::SenderNotAuthorised {
+                // No certified sender exists to notify: the reverse path is not the
+                // user's. Reject in SMTP, as `reject_sender_login_mismatch` would.
+                info!(queue_id = %qid, pec_id = %pec_id, reason = %v.reason, "sender not authorised: rejected in smtp");
+                return Decision::Reject(Reply {
+                    code: "550",
+                    xcode: "5.7.1",
+                    text: format!("PEC: {}", v.reason),
+                });
+            }
+            info!(queue_id = %qid, pec_id = %pec_id, rule = ?v.rule, reason = %v.reason, "submission refused");
+            return self
+                .refuse(&s, cert, at, MessageKind::NonAcceptance, v.reason, None)
+                .await;
+        }
+
+        match self.antivirus.scan(&s.message).await {
+            Ok(ScanVerdict::Clean) => {}
+            Ok(ScanVerdict::Infected(name)) => {
+                info!(queue_id = %qid, pec_id = %pec_id, virus = %name, "submission infected");
+                return self
+                    .refuse(
+                        &s,
+                        cert,
+                        at,
+                        MessageKind::NonAcceptanceVirus,
+                        name,
+                        Some(s.message.clone()),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                warn!(queue_id = %qid, error = %e, "antivirus unavailable: tempfail");
+                return tempfail(format!("PEC: antivirus non disponibile ({e})"));
+            }
+        }
+
+        // Accepted: build and sign the envelope, then record it with one instant.
+        let this = Arc::clone(self);
+        let (message, cert2) = (s.message.clone(), cert.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let b = Builder {
+                issuer: &this.issuer,
+                signer: this.signer.as_ref(),
+                ids: this.ids.as_ref(),
+            };
+            b.transport_envelope(&message, &cert2, at)
+        })
+        .await;
+        let envelope = match built {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) => {
+                warn!(queue_id = %qid, pec_id = %pec_id, error = %e, "cannot build the envelope: tempfail");
+                return tempfail(format!("PEC: firma non disponibile ({e})"));
+            }
+            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        };
+        let accepted = Accepted {
+            pec_id: pec_id.clone(),
+            queue_id: s.queue_id.clone(),
+            at,
+            cert,
+            login,
+            provider: self.issuer.provider_name.clone(),
+        };
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.store.record_accepted(&accepted)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
+            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        }
+        info!(queue_id = %qid, pec_id = %pec_id, "submission accepted: wrapped in the transport envelope");
+        Decision::Wrap(Box::new(envelope))
+    }
+
+    /// Refusal: build and queue the signed notice, then record it (and the quarantined
+    /// message). The notice is queued before the record is written: after a crash in
+    /// between, the client's retry may produce a second notice, never a missing one.
+    async fn refuse(
+        self: &Arc<Self>,
+        s: &Submission,
+        cert: Certification,
+        at: Instant,
+        kind: MessageKind,
+        reason: String,
+        quarantine: Option<Vec<u8>>,
+    ) -> Decision {
+        let this = Arc::clone(self);
+        let (cert2, reason2) = (cert.clone(), reason.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let b = Builder {
+                issuer: &this.issuer,
+                signer: this.signer.as_ref(),
+                ids: this.ids.as_ref(),
+            };
+            if kind == MessageKind::NonAcceptanceVirus {
+                b.non_acceptance_virus(&cert2, at, &reason2)
+            } else {
+                b.non_acceptance(&cert2, at, &reason2)
+            }
+        })
+        .await;
+        let notice = match built {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) => return tempfail(format!("PEC: firma non disponibile ({e})")),
+            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        };
+        let bytes = notice.to_bytes();
+        match self
+            .injector
+            .inject(&notice.mail_from, &notice.rcpt_to, &bytes)
+            .await
+        {
+            Ok(()) => {}
+            Err(InjectError::Temporary { reason: r, .. })
+            | Err(InjectError::Permanent { reason: r, .. }) => {
+                return tempfail(format!("PEC: impossibile inviare l'avviso ({r})"));
+            }
+        }
+        let refused = Refused {
+            pec_id: cert.identificativo.clone(),
+            queue_id: s.queue_id.clone(),
+            at,
+            cert,
+            kind,
+            reason: reason.clone(),
+            notice_id: notice.message_id.clone(),
+            quarantine,
+            provider: self.issuer.provider_name.clone(),
+        };
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.store.record_refused(&refused)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
+            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        }
+        if self.policy.reject_in_smtp {
+            Decision::Refused(Some(Reply {
+                code: "550",
+                xcode: if kind == MessageKind::NonAcceptanceVirus {
+                    "5.7.1"
+                } else {
+                    "5.7.0"
+                },
+                text: format!("PEC: messaggio non accettato: {reason}"),
+            }))
+        } else {
+            Decision::Refused(None)
+        }
+    }
+
+    /// Logs a submission rejected in SMTP without a notice.
+    pub fn log_rejected(&self, s: &Submission, reply: &Reply) {
+        let at = self.clock.now();
+        let event = LogEvent {
+            pec_id: self.ids.next_id(at),
+            at,
+            kind: EventKind::RejectedInSmtp,
+            sender: s.mail_from.clone(),
+            recipients: s
+                .rcpt_to
+                .iter()
+                .map(|r| (r.clone(), self.index.recipient_type(r)))
+                .collect(),
+            subject: OriginalInfo::parse(&s.message)
+                .map(|i| i.subject)
+                .unwrap_or_default(),
+            related_ids: Vec::new(),
+            provider: self.issuer.provider_name.clone(),
+            queue_id: s.queue_id.clone(),
+            outcome: "rejected".into(),
+            reason: Some(format!("{} {} {}", reply.code, reply.xcode, reply.text)),
+        };
+        if let Err(e) = self.store.log(&event) {
+            warn!(error = %e, "cannot log an smtp rejection");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The indymilter adapter of the access point: one callback per milter stage, collecting
+//! the envelope, the header and the body; at end of message it asks
+//! [`AccessPoint::decide`] and applies the decision. No PEC rule here (style rule 1).
+
+use std::ffi::{CStr, CString};
+use std::future::Future;
+use std::sync::Arc;
+
+use indymilter::{
+    Actions, Callbacks, Config, ContextActions, EomContext, MacroStage, ProtoOpts, SetErrorReply,
+    Status,
+};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+use super::{AccessPoint, Decision, Reply, Submission};
+use crate::message::build::ENVELOPE_INHERITED;
+
+/// Per-message state.
+#[derive(Debug, Default)]
+pub struct Session {
+    login: Option<String>,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    /// Header fields as received: name and value (value with its leading white space and
+    /// CRLF folds).
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// The body grew past the hard limit: stop collecting, reject at end of message.
+    oversize: bool,
+}
+
+fn text(c: &CStr) -> String {
+    String::from_utf8_lossy(c.to_bytes()).into_owned()
+}
+
+/// `<addr>` → `addr`.
+fn path(arg: &CStr) -> String {
+    let s = text(arg);
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_string()
+}
+
+impl Session {
+    /// The message as the client sent it, CRLF (milter header values fold with bare LF).
+    fn message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 4096);
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.replace("\r\n", "\n").replace('\n', "\r\n").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn set_reply(reply: &mut indymilter::SmtpReply, r: &Reply) {
+    // The text is ours and ASCII-safe; a failure to set it leaves Postfix's default reply.
+    let _ = reply.set_error_reply(r.code, Some(r.xcode), [r.text.as_str()]);
+}
+
+/// The milter callbacks bound to one access point.
+pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
+    let hard_limit = ap.policy.hard_size_limit;
+    Callbacks::new()
+        .on_negotiate(|cx, _, _| {
+            Box::pin(async move {
+                cx.requested_actions |=
+                    Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY;
+                cx.requested_opts |= ProtoOpts::LEADING_SPACE;
+                if let Ok(m) = CString::new("{auth_authen}") {
+                    cx.requested_macros.insert(MacroStage::Mail, m);
+                }
+                if let Ok(m) = CString::new("i") {
+                    cx.requested_macros.insert(MacroStage::Eom, m);
+                }
+                Status::Continue
+            })
+        })
+        .on_mail(|cx, args| {
+            Box::pin(async move {
+                let login = cx
+                    .macros
+                    .get(c"{auth_authen}")
+                    .map(text)
+                    .filter(|s| !s.is_empty());
+                cx.data = Some(Session {
+                    login,
+                    mail_from: args.first().map(|a| path(a)).unwrap_or_default(),
+                    ..Session::default()
+                });
+                Status::Continue
+            })
+        })
+        .on_rcpt(|cx, args| {
+            Box::pin(async move {
+                if let (Some(s), Some(a)) = (cx.data.as_mut(), args.first()) {
+                    s.rcpt_to.push(path(a));
+                }
+                Status::Continue
+            })
+        })
+        .on_header(|cx, name, value| {
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    s.headers.push((text(&name), text(&value)));
+                }
+                Status::Continue
+            })
+        })
+        .on_body(move |cx, chunk| {
+            Box::pin(async move {
+                if let Some(s) = cx.data.as_mut() {
+                    if s.body.len() as u64 + chunk.len() as u64 > hard_limit {
+                        s.oversize = true;
+                    } else {
+                        s.body.extend_from_slice(&chunk);
+                    }
+                }
+                Status::Continue
+            })
+        })
+        .on_eom(move |cx| {
+            let ap = Arc::clone(&ap);
+            Box::pin(async move { eom(cx, ap).await })
+        })
+        .on_abort(|cx| {
+            Box::pin(async move {
+                cx.data = None;
+                Status::Continue
+            })
+        })
+}
+
+async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
+    let Some(session) = cx.data.take() else {
+        set_reply(
+            &mut cx.reply,
+            &Reply {
+                code: "451",
+                xcode: "4.3.0",
+                text: "PEC: stato del milter perso".into(),
+            },
+        );
+        return Status::Tempfail;
+    };
+    let queue_id = cx.macros.get(c"i").map(text);
+    let message = session.message();
+    let submission = Submission {
+        queue_id,
+        login: session.login.clone(),
+        mail_from: session.mail_from.clone(),
+        rcpt_to: session.rcpt_to.clone(),
+        // The body stopped being collected past the hard limit: say so in the size.
+        size: if session.oversize {
+            u64::MAX
+        } else {
+            message.len() as u64
+        },
+        message,
+    };
+    match ap.decide(submission.clone()).await {
+        Decision::Wrap(envelope) => match rewrite(cx, &session, &envelope).await {
+            Ok(()) => Status::Accept,
+            Err(e) => {
+                warn!(error = %e, "cannot rewrite the queued message: tempfail");
+                set_reply(
+                    &mut cx.reply,
+                    &Reply {
+                        code: "451",
+                        xcode: "4.3.0",
+                        text: "PEC: riscrittura del messaggio non riuscita".into(),
+                    },
+                );
+                Status::Tempfail
+            }
+        },
+        Decision::Refused(None) => Status::Discard,
+        Decision::Refused(Some(r)) => {
+            set_reply(&mut cx.reply, &r);
+            Status::Reject
+        }
+        Decision::Reject(r) => {
+            let (ap2, r2) = (Arc::clone(&ap), r.clone());
+            // Logged best effort: the rejection stands even if the log write fails.
+            let _ = tokio::task::spawn_blocking(move || ap2.log_rejected(&submission, &r2)).await;
+            set_reply(&mut cx.reply, &r);
+            Status::Reject
+        }
+        Decision::Tempfail(r) => {
+            set_reply(&mut cx.reply, &r);
+            Status::Tempfail
+        }
+    }
+}
+
+/// Turns the queued message into the transport envelope: deletes every header field the
+/// envelope does not inherit (in reverse order, so indexes stay valid), adds the new ones
+/// and replaces the body.
+async fn rewrite(
+    cx: &mut EomContext<Session>,
+    session: &Session,
+    envelope: &crate::message::build::Generated,
+) -> Result<(), indymilter::ActionError> {
+    let mut seen: std::collections::HashMap<String, i32> = std::collections::HashMap::new();
+    let mut positions = Vec::with_capacity(session.headers.len());
+    for (name, _) in &session.headers {
+        let n = seen.entry(name.to_ascii_lowercase()).or_insert(0);
+        *n += 1;
+        positions.push((name.clone(), *n));
+    }
+    for (name, nth) in positions.iter().rev() {
+        if !ENVELOPE_INHERITED
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(name))
+        {
+            cx.actions
+                .change_header(name.as_str(), *nth, None::<CString>)
+                .await?;
+        }
+    }
+    for (name, value) in &envelope.headers {
+        // LEADING_SPACE is negotiated: we write the space ourselves; folds as bare LF.
+        let v = format!(" {}", value.replace("\r\n", "\n"));
+        cx.actions.add_header(name.as_str(), v).await?;
+    }
+    cx.actions.replace_body(&envelope.body).await?;
+    Ok(())
+}
+
+/// Runs the milter on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    ap: Arc<AccessPoint>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let config = Config {
+        actions: Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY,
+        max_connections: 200,
+        ..Config::default()
+    };
+    indymilter::run(listener, callbacks(ap), config, shutdown).await
+}

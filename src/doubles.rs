@@ -1,0 +1,320 @@
+//! Test doubles for the outside systems (style rule 7): an in-memory store, a scripted
+//! antivirus and a recording injector. Tests inject them through constructors; nothing in
+//! the service uses them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::antivirus::{Antivirus, AvError, ScanVerdict};
+use crate::message::kind::{MessageKind, RecipientType};
+use crate::message::time::Instant;
+use crate::smtp::{InjectError, Injector};
+use crate::store::{
+    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
+};
+use crate::BoxFuture;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An in-memory [`Store`] with the same semantics as the SQLite one; `fail` makes every
+/// call fail, to test the fail-closed paths.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    inner: Mutex<Mem>,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    senders: Vec<(String, String)>,
+    events: Vec<LogEvent>,
+    pending: HashMap<String, (Accepted, bool)>,
+    tracking: Vec<Tracking>,
+    quarantine: Vec<(String, Vec<u8>)>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(StoreError::Database("test double set to fail".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Every event, oldest first.
+    pub fn all_events(&self) -> Vec<LogEvent> {
+        lock(&self.inner).events.clone()
+    }
+}
+
+fn event(a: &Accepted, kind: MessageKind, related: &str, at: Instant) -> LogEvent {
+    LogEvent {
+        pec_id: a.pec_id.clone(),
+        at,
+        kind: EventKind::Issued(kind),
+        sender: a.cert.mittente.clone(),
+        recipients: a
+            .cert
+            .destinatari
+            .iter()
+            .map(|d| (d.address.clone(), d.tipo))
+            .collect(),
+        subject: a.cert.oggetto.clone(),
+        related_ids: vec![related.to_string()],
+        provider: a.provider.clone(),
+        queue_id: a.queue_id.clone(),
+        outcome: "ok".into(),
+        reason: None,
+    }
+}
+
+impl Store for MemStore {
+    fn sender_allowed(&self, login: &str, address: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let m = lock(&self.inner);
+        let (login, address) = (login.to_ascii_lowercase(), address.to_ascii_lowercase());
+        let mapped: Vec<_> = m.senders.iter().filter(|(l, _)| *l == login).collect();
+        Ok(if mapped.is_empty() {
+            login == address
+        } else {
+            mapped.iter().any(|(_, a)| *a == address)
+        })
+    }
+
+    fn allow_sender(&self, login: &str, address: &str) -> Result<(), StoreError> {
+        self.check()?;
+        lock(&self.inner)
+            .senders
+            .push((login.to_ascii_lowercase(), address.to_ascii_lowercase()));
+        Ok(())
+    }
+
+    fn record_accepted(&self, a: &Accepted) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        if m.pending.contains_key(&a.pec_id) {
+            return Err(StoreError::Database(format!(
+                "duplicate pec id \"{}\"",
+                a.pec_id
+            )));
+        }
+        m.events
+            .push(event(a, MessageKind::TransportEnvelope, &a.pec_id, a.at));
+        for d in a
+            .cert
+            .destinatari
+            .iter()
+            .filter(|d| d.tipo == RecipientType::Certificato)
+        {
+            m.tracking.push(Tracking {
+                pec_id: a.pec_id.clone(),
+                recipient: d.address.clone(),
+                sent_at: a.at,
+                state: TrackingState::Sent,
+            });
+        }
+        m.pending.insert(a.pec_id.clone(), (a.clone(), false));
+        Ok(())
+    }
+
+    fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .pending
+            .get(pec_id)
+            .filter(|(_, emitted)| !emitted)
+            .map(|(a, _)| a.clone()))
+    }
+
+    fn acceptance_emitted(
+        &self,
+        pec_id: &str,
+        receipt_id: &str,
+        at: Instant,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let Some((a, emitted)) = m.pending.get_mut(pec_id) else {
+            return Ok(false);
+        };
+        if *emitted {
+            return Ok(false);
+        }
+        *emitted = true;
+        let e = event(a, MessageKind::Acceptance, receipt_id, at);
+        m.events.push(e);
+        Ok(true)
+    }
+
+    fn record_refused(&self, r: &Refused) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        m.events.push(LogEvent {
+            pec_id: r.pec_id.clone(),
+            at: r.at,
+            kind: EventKind::Issued(r.kind),
+            sender: r.cert.mittente.clone(),
+            recipients: r
+                .cert
+                .destinatari
+                .iter()
+                .map(|d| (d.address.clone(), d.tipo))
+                .collect(),
+            subject: r.cert.oggetto.clone(),
+            related_ids: vec![r.notice_id.clone()],
+            provider: r.provider.clone(),
+            queue_id: r.queue_id.clone(),
+            outcome: if r.kind == MessageKind::NonAcceptanceVirus {
+                "virus"
+            } else {
+                "refused"
+            }
+            .into(),
+            reason: Some(r.reason.clone()),
+        });
+        if let Some(q) = &r.quarantine {
+            m.quarantine.push((r.pec_id.clone(), q.clone()));
+            let mut e = m.events[m.events.len() - 1].clone();
+            e.kind = EventKind::Quarantined;
+            m.events.push(e);
+        }
+        Ok(())
+    }
+
+    fn log(&self, event: &LogEvent) -> Result<(), StoreError> {
+        self.check()?;
+        lock(&self.inner).events.push(event.clone());
+        Ok(())
+    }
+
+    fn events_for(&self, pec_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .events
+            .iter()
+            .filter(|e| e.pec_id == pec_id)
+            .cloned()
+            .collect())
+    }
+
+    fn tracking_for(&self, pec_id: &str) -> Result<Vec<Tracking>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .tracking
+            .iter()
+            .filter(|t| t.pec_id == pec_id)
+            .cloned()
+            .collect())
+    }
+
+    fn quarantined(&self, pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .quarantine
+            .iter()
+            .filter(|(id, _)| id == pec_id)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+}
+
+/// An antivirus that finds a virus wherever `marker` occurs, or is unreachable.
+#[derive(Debug, Clone)]
+pub struct MarkerAntivirus {
+    pub marker: Vec<u8>,
+    pub virus_name: String,
+    pub unreachable: bool,
+}
+
+impl MarkerAntivirus {
+    /// Finds `Eicar-Test-Signature` wherever the EICAR test string's start occurs.
+    pub fn eicar() -> Self {
+        MarkerAntivirus {
+            marker: b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR".to_vec(),
+            virus_name: "Eicar-Test-Signature".into(),
+            unreachable: false,
+        }
+    }
+}
+
+impl Antivirus for MarkerAntivirus {
+    fn scan<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<ScanVerdict, AvError>> {
+        Box::pin(async move {
+            if self.unreachable {
+                return Err(AvError::Unreachable {
+                    addr: "test".into(),
+                    reason: "test double set to fail".into(),
+                });
+            }
+            Ok(
+                if crate::message::mime::find(data, &self.marker).is_some() {
+                    ScanVerdict::Infected(self.virus_name.clone())
+                } else {
+                    ScanVerdict::Clean
+                },
+            )
+        })
+    }
+}
+
+/// One message handed to a [`RecordingInjector`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+/// Records every injection; `fail_with` makes it fail instead.
+#[derive(Debug, Default)]
+pub struct RecordingInjector {
+    pub sent: Mutex<Vec<Injected>>,
+    pub fail_with: Mutex<Option<InjectError>>,
+}
+
+impl RecordingInjector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn messages(&self) -> Vec<Injected> {
+        lock(&self.sent).clone()
+    }
+}
+
+impl Injector for RecordingInjector {
+    fn inject<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), InjectError>> {
+        Box::pin(async move {
+            if let Some(e) = lock(&self.fail_with).as_ref() {
+                return Err(match e {
+                    InjectError::Temporary { addr, reason } => InjectError::Temporary {
+                        addr: addr.clone(),
+                        reason: reason.clone(),
+                    },
+                    InjectError::Permanent { addr, reason } => InjectError::Permanent {
+                        addr: addr.clone(),
+                        reason: reason.clone(),
+                    },
+                });
+            }
+            lock(&self.sent).push(Injected {
+                mail_from: mail_from.to_string(),
+                rcpt_to: rcpt_to.to_vec(),
+                message: message.to_vec(),
+            });
+            Ok(())
+        })
+    }
+}

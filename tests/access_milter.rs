@@ -1,0 +1,512 @@
+//! The access-point milter in process, driven by `indymilter-test`: every check and outcome
+//! (accept and rewrite, each refusal, tempfail on each unavailable dependency), with test
+//! doubles for the store, the antivirus and the injection into Postfix.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use indymilter_test::{Actions, MacroStage, ProtoOpts, Status};
+use indymilter_test::{EomAction, TestConnection};
+use pec::access::{AccessPoint, Policy};
+use pec::crypto::testing::make_test_pki;
+use pec::crypto::{DigestAlg, PemSigner};
+use pec::doubles::{MarkerAntivirus, MemStore, RecordingInjector};
+use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
+use pec::message::build::Issuer;
+use pec::message::classify::{classify, Classification};
+use pec::message::ids::SequentialIds;
+use pec::message::kind::{MessageKind, Ricevuta, Tipo};
+use pec::message::time::{FixedClock, Instant};
+use pec::smtp::InjectError;
+use pec::store::{EventKind, Store, TrackingState};
+use tokio::net::TcpListener;
+
+const PEC_ID: &str = "opec1.test.1@pec.example.it";
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    store: Arc<MemStore>,
+    injector: Arc<RecordingInjector>,
+    index: Arc<ProviderIndex>,
+    cert_der: Vec<u8>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+fn at() -> Instant {
+    Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
+}
+
+/// One test PKI for the whole test binary (key generation is the slow part).
+fn pki() -> &'static pec::crypto::testing::TestPki {
+    static PKI: std::sync::OnceLock<(tempfile::TempDir, pec::crypto::testing::TestPki)> =
+        std::sync::OnceLock::new();
+    &PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = make_test_pki(dir.path()).unwrap();
+        (dir, pki)
+    })
+    .1
+}
+
+async fn harness(av: MarkerAntivirus, policy: Policy, store: MemStore) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let signer = PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
+    let cert_der = {
+        use pec::crypto::Signer;
+        signer.certificate_der().to_vec()
+    };
+    let index = Arc::new(ProviderIndex::from_records(vec![
+        ProviderRecord {
+            info: ProviderInfo {
+                name: "PEC Example IT S.p.A.".into(),
+                mail_receipt: "ricevute@pec.example.it".into(),
+                managed_domains: vec!["pec.example.it".into()],
+            },
+            certificates: vec![cert_der.clone()],
+        },
+        ProviderRecord {
+            info: ProviderInfo {
+                name: "PEC Example NET S.p.A.".into(),
+                mail_receipt: "ricevute@pec.example.net".into(),
+                managed_domains: vec!["pec.example.net".into()],
+            },
+            certificates: vec![],
+        },
+    ]));
+    let store = Arc::new(store);
+    let injector = Arc::new(RecordingInjector::new());
+    let ap = Arc::new(AccessPoint {
+        policy,
+        issuer: Issuer {
+            provider_name: "PEC Example IT S.p.A.".into(),
+            service_address: "posta-certificata@pec.example.it".into(),
+            envelope_sender_header: true,
+        },
+        signer: Arc::new(signer),
+        ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
+        index: index.clone(),
+        store: store.clone(),
+        antivirus: Arc::new(av),
+        injector: injector.clone(),
+        clock: Arc::new(FixedClock::new(at())),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(pec::access::milter::run(listener, ap, async {
+        let _ = rx.await;
+    }));
+    Harness {
+        _dir: dir,
+        addr,
+        store,
+        injector,
+        index,
+        cert_der,
+        _shutdown: tx,
+    }
+}
+
+/// Asserts a reject or tempfail reply starting with `prefix` (code and enhanced code).
+fn assert_reply(status: &Status, prefix: &str) {
+    let message = match status {
+        Status::Reject { message } | Status::Tempfail { message } => message.clone(),
+        other => panic!("expected a reply {prefix:?}, got {other:?}"),
+    };
+    let text = message
+        .map(|m| m.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(
+        text.starts_with(prefix),
+        "reply {text:?} should start with {prefix:?}"
+    );
+    assert!(text.contains("PEC: "), "{text}");
+}
+
+/// The submission: header fields (name, value as a client writes them) and body.
+struct Mail {
+    login: Option<&'static str>,
+    mail_from: &'static str,
+    rcpt: Vec<&'static str>,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn good_mail() -> Mail {
+    Mail {
+        login: Some("alice@pec.example.it"),
+        mail_from: "alice@pec.example.it",
+        rcpt: vec!["bob@pec.example.net", "carol@example.com"],
+        headers: vec![
+            (
+                "Received",
+                "from client (client [192.0.2.1])\n\tby mx.pec.example.it".into(),
+            ),
+            ("From", "Alice <alice@pec.example.it>".into()),
+            ("To", "bob@pec.example.net,\n carol@example.com".into()),
+            ("Subject", "Contratto".into()),
+            ("Date", "Tue, 3 Jun 2025 10:11:09 +0200".into()),
+            ("Message-ID", "<1@client.example.it>".into()),
+            ("MIME-Version", "1.0".into()),
+            ("Content-Type", "text/plain; charset=us-ascii".into()),
+        ],
+        body: "Buongiorno,\r\nin allegato il contratto.\r\n".into(),
+    }
+}
+
+/// The message as the client sent it (CRLF).
+fn original(m: &Mail) -> Vec<u8> {
+    let mut out = String::new();
+    for (n, v) in &m.headers {
+        out.push_str(&format!("{n}: {}\r\n", v.replace('\n', "\r\n")));
+    }
+    out.push_str("\r\n");
+    out.push_str(&m.body);
+    out.into_bytes()
+}
+
+async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
+    let mut conn = TestConnection::configure()
+        .available_actions(Actions::all())
+        .available_opts(ProtoOpts::all())
+        .exact_leading_space(true)
+        .open_tcp(h.addr)
+        .await
+        .unwrap();
+    if let Some(login) = m.login {
+        conn.macros(MacroStage::Mail, [("{auth_authen}", login)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        conn.mail([format!("<{}>", m.mail_from)]).await.unwrap(),
+        Status::Continue
+    );
+    for r in &m.rcpt {
+        assert_eq!(
+            conn.rcpt([format!("<{r}>")]).await.unwrap(),
+            Status::Continue
+        );
+    }
+    for (n, v) in &m.headers {
+        assert_eq!(
+            conn.header(*n, format!(" {v}")).await.unwrap(),
+            Status::Continue
+        );
+    }
+    // Body in two chunks, as Postfix sends large bodies.
+    let body = m.body.as_bytes();
+    let (a, b) = body.split_at(body.len() / 2);
+    conn.body(a.to_vec()).await.unwrap();
+    conn.body(b.to_vec()).await.unwrap();
+    conn.macros(MacroStage::Eom, [("i", "4F1A2B3C4D")])
+        .await
+        .unwrap();
+    let (actions, status) = conn.eom().await.unwrap();
+    conn.close().await.unwrap();
+    (actions.actions, status)
+}
+
+/// Applies the milter's actions to the submitted message, as Postfix does.
+fn apply(m: &Mail, actions: &[EomAction]) -> Vec<u8> {
+    let mut headers: Vec<(String, String)> = m
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), format!(" {v}")))
+        .collect();
+    let mut body: Option<Vec<u8>> = None;
+    for a in actions {
+        match a {
+            EomAction::DeleteHeader { name, index } => {
+                let name = name.to_str().unwrap();
+                let pos = headers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
+                    .nth(*index as usize - 1)
+                    .map(|(i, _)| i)
+                    .expect("deleted header exists");
+                headers.remove(pos);
+            }
+            EomAction::AddHeader { name, value } => headers.push((
+                name.to_str().unwrap().to_string(),
+                value.to_str().unwrap().to_string(),
+            )),
+            EomAction::ReplaceBody { chunk } => {
+                body.get_or_insert_with(Vec::new).extend_from_slice(chunk)
+            }
+            other => panic!("unexpected action {other:?}"),
+        }
+    }
+    let mut out = Vec::new();
+    for (n, v) in headers {
+        out.extend_from_slice(format!("{n}:{}\r\n", v.replace('\n', "\r\n")).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body.expect("body replaced"));
+    out
+}
+
+fn notices(h: &Harness) -> Vec<(Ricevuta, pec::message::classify::PecMessage, Vec<String>)> {
+    h.injector
+        .messages()
+        .into_iter()
+        .map(|i| match classify(&i.message, h.index.trust(), at()) {
+            Classification::Receipt(r, m) => (r, *Box::new(m), i.rcpt_to),
+            other => panic!("injected message is not a valid receipt: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn accepted_submission_becomes_the_signed_transport_envelope() {
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let m = good_mail();
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    // Every header the envelope does not inherit is deleted; Received and To stay.
+    for name in [
+        "From",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "Content-Type",
+    ] {
+        assert!(
+            actions.iter().any(|a| matches!(a, EomAction::DeleteHeader { name: n, index: 1 } if n.to_str().unwrap() == name)),
+            "{name} not deleted"
+        );
+    }
+    assert!(!actions.iter().any(|a| matches!(a, EomAction::DeleteHeader { name, .. } if ["Received", "To"].contains(&name.to_str().unwrap()))));
+    assert!(actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value } if name.as_c_str() == c"X-Trasporto" && value.as_c_str() == c" posta-certificata")));
+
+    let rewritten = apply(&m, &actions);
+    let env = match classify(&rewritten, h.index.trust(), at()) {
+        Classification::TransportEnvelope(e) => e,
+        other => panic!("rewritten message is not a valid envelope: {other:?}"),
+    };
+    assert_eq!(env.message_id.as_deref(), Some(PEC_ID));
+    assert_eq!(env.daticert.mittente, "alice@pec.example.it");
+    assert_eq!(env.daticert.msgid.as_deref(), Some("<1@client.example.it>"));
+    let dest: Vec<_> = env
+        .daticert
+        .destinatari
+        .iter()
+        .map(|d| (d.address.as_str(), d.tipo.as_str()))
+        .collect();
+    assert_eq!(
+        dest,
+        vec![
+            ("bob@pec.example.net", "certificato"),
+            ("carol@example.com", "esterno")
+        ]
+    );
+    // postacert.eml is the original with only the Message-ID substituted.
+    let (_, carried) = pec::message::build::Certification::from_verified_envelope(
+        &env.daticert,
+        &env.verified.content,
+    )
+    .unwrap();
+    let expected =
+        pec::message::build::postacert_original(&original(&m), PEC_ID, "<1@client.example.it>")
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&carried),
+        String::from_utf8_lossy(&expected)
+    );
+
+    // Recorded for the after-queue acceptance, one tracking row per certified recipient.
+    let pending = h
+        .store
+        .pending_acceptance(PEC_ID)
+        .unwrap()
+        .expect("pending acceptance");
+    assert_eq!(pending.at, at());
+    assert_eq!(pending.queue_id.as_deref(), Some("4F1A2B3C4D"));
+    let tracking = h.store.tracking_for(PEC_ID).unwrap();
+    assert_eq!(tracking.len(), 1);
+    assert_eq!(
+        (tracking[0].recipient.as_str(), tracking[0].state),
+        ("bob@pec.example.net", TrackingState::Sent)
+    );
+    let events = h.store.events_for(PEC_ID).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].kind,
+        EventKind::Issued(MessageKind::TransportEnvelope)
+    );
+    // No receipt before queue.
+    assert!(h.injector.messages().is_empty());
+    let _ = h.cert_der.len();
+}
+
+async fn refused(m: Mail, expect: &str) -> Harness {
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Discard, "{expect}");
+    assert!(actions.is_empty(), "a refused original is never rewritten");
+    let n = notices(&h);
+    assert_eq!(n.len(), 1, "{expect}: one notice");
+    let (kind, notice, rcpt) = &n[0];
+    assert_eq!(*kind, Ricevuta::NonAccettazione);
+    assert_eq!(
+        rcpt,
+        &vec![m.mail_from.to_string()],
+        "notice goes to the reverse path"
+    );
+    assert_eq!(notice.daticert.tipo, Tipo::NonAccettazione);
+    let reason = notice.daticert.errore_esteso.clone().unwrap_or_default();
+    assert!(
+        reason.contains(expect),
+        "reason {reason:?} should mention {expect:?}"
+    );
+    assert!(!notice.has_postacert, "the original must never be attached");
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    h
+}
+
+#[tokio::test]
+async fn each_formal_error_yields_a_signed_non_acceptance_and_no_envelope() {
+    let mut m = good_mail();
+    m.headers.push(("Bcc", "eve@pec.example.net".into()));
+    refused(m, "Bcc").await;
+
+    let mut m = good_mail();
+    m.rcpt.push("eve@pec.example.net");
+    refused(m, "eve@pec.example.net").await;
+
+    let mut m = good_mail();
+    m.headers.retain(|(n, _)| *n != "To");
+    m.headers
+        .push(("Cc", "bob@pec.example.net, carol@example.com".into()));
+    refused(m, "campo To").await;
+
+    let mut m = good_mail();
+    m.headers[1].1 = "Mallory <mallory@pec.example.it>".into();
+    let h = refused(m, "diverso dall'indirizzo del campo From").await;
+    let ev = h.store.events_for(PEC_ID).unwrap();
+    assert_eq!(ev[0].kind, EventKind::Issued(MessageKind::NonAcceptance));
+    assert_eq!(ev[0].outcome, "refused");
+}
+
+#[tokio::test]
+async fn virus_yields_the_virus_notice_and_quarantine() {
+    let mut m = good_mail();
+    m.body = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n".into();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let (_, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Discard);
+    let n = notices(&h);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].1.security_flag, "X-VerificaSicurezza: errore");
+    assert_eq!(n[0].1.daticert.errore.as_str(), "virus");
+    assert_eq!(
+        n[0].1.daticert.errore_esteso.as_deref(),
+        Some("Eicar-Test-Signature")
+    );
+    let q = h.store.quarantined(PEC_ID).unwrap();
+    assert_eq!(q.len(), 1);
+    assert!(String::from_utf8_lossy(&q[0]).contains("EICAR-STANDARD-ANTIVIRUS-TEST-FILE"));
+    let kinds: Vec<_> = h
+        .store
+        .events_for(PEC_ID)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Issued(MessageKind::NonAcceptanceVirus),
+            EventKind::Quarantined
+        ]
+    );
+}
+
+#[tokio::test]
+async fn reject_in_smtp_policy_also_rejects_after_the_notice() {
+    let policy = Policy {
+        reject_in_smtp: true,
+        ..Policy::default()
+    };
+    let h = harness(MarkerAntivirus::eicar(), policy, MemStore::new()).await;
+    let mut m = good_mail();
+    m.headers.push(("Bcc", "eve@pec.example.net".into()));
+    let (_, status) = submit(&h, &m).await;
+    assert_reply(&status, "550 5.7.0");
+    assert_eq!(
+        notices(&h).len(),
+        1,
+        "the signed notice is still the answer"
+    );
+}
+
+#[tokio::test]
+async fn unauthorised_sender_and_missing_login_are_rejected_without_notice() {
+    let store = MemStore::new();
+    store
+        .allow_sender("alice@pec.example.it", "alice.rossi@pec.example.it")
+        .unwrap();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    // alice may only send as alice.rossi now.
+    let (_, status) = submit(&h, &good_mail()).await;
+    assert_reply(&status, "550 5.7.1");
+    let mut m = good_mail();
+    m.login = None;
+    let (_, status) = submit(&h, &m).await;
+    assert_reply(&status, "530 5.7.0");
+    assert!(
+        h.injector.messages().is_empty(),
+        "no notice to an address the user does not own"
+    );
+}
+
+#[tokio::test]
+async fn far_over_the_size_limit_is_rejected_in_smtp() {
+    let policy = Policy {
+        hard_size_limit: 1000,
+        ..Policy::default()
+    };
+    let h = harness(MarkerAntivirus::eicar(), policy, MemStore::new()).await;
+    let mut m = good_mail();
+    m.body = "x".repeat(2000);
+    let (_, status) = submit(&h, &m).await;
+    assert_reply(&status, "552 5.3.4");
+    assert!(h.injector.messages().is_empty());
+    let all = h.store.all_events();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].kind, EventKind::RejectedInSmtp);
+}
+
+#[tokio::test]
+async fn every_unavailable_dependency_is_a_tempfail() {
+    // Antivirus down.
+    let mut av = MarkerAntivirus::eicar();
+    av.unreachable = true;
+    let h = harness(av, Policy::default(), MemStore::new()).await;
+    assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+
+    // Store down.
+    let store = MemStore::new();
+    store.fail.store(true, Ordering::SeqCst);
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+
+    // Postfix reinjection down while a notice must go out.
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    *h.injector.fail_with.lock().unwrap() = Some(InjectError::Temporary {
+        addr: "127.0.0.1:10027".into(),
+        reason: "connection refused".into(),
+    });
+    let mut m = good_mail();
+    m.headers.push(("Bcc", "eve@pec.example.net".into()));
+    assert_reply(&submit(&h, &m).await.1, "451 4.3.0");
+    assert!(
+        h.store.events_for(PEC_ID).unwrap().is_empty(),
+        "nothing recorded for a notice not queued"
+    );
+}
