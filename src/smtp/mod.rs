@@ -5,6 +5,12 @@ use thiserror::Error;
 
 use crate::BoxFuture;
 
+pub mod client;
+pub mod server;
+
+pub use client::{ClientTimeouts, SmtpInjector};
+pub use server::{serve, FilterHandler, FilterReply, ServerOptions, Transaction};
+
 #[derive(Debug, Error)]
 pub enum InjectError {
     /// Connection, timeout or 4xx: try again later (the caller tempfails).

@@ -1,0 +1,510 @@
+//! A small SMTP client that hands a message to Postfix's reinjection listener (one
+//! connection per message, no pipelining): greeting, EHLO (HELO when EHLO is refused),
+//! `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when advertised), one `RCPT TO` per
+//! recipient, `DATA`, the dot-stuffed message with CRLF line ends, and `QUIT`.
+//!
+//! Every step has a timeout, so a silent or stuck listener never hangs the caller. Failures
+//! are classified for the caller (who turns them into an SMTP answer to Postfix):
+//!
+//! * connection refused or lost, timeouts, malformed replies, a refused greeting or
+//!   EHLO/HELO, and every 4xx: [`InjectError::Temporary`];
+//! * a 5xx to `MAIL`, any `RCPT`, `DATA` or the end of data: [`InjectError::Permanent`]
+//!   (the listener will never take this message as it is). One refused recipient fails the
+//!   whole injection: the message is handed over for all recipients or for none.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::{InjectError, Injector};
+use crate::message::mime::normalize_crlf;
+use crate::BoxFuture;
+
+/// Longest reply line we read (RFC 5321 says 512; be lenient, but bounded).
+const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one multi-line reply.
+const MAX_REPLY_LINES: usize = 100;
+/// How long we wait for the answer to `QUIT` (the message is already handed over).
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-step timeouts of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// Establishing the TCP connection.
+    pub connect: Duration,
+    /// Each command and its reply, the greeting included.
+    pub command: Duration,
+    /// Sending the message and waiting for the reply to the final `.`.
+    pub data_end: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            connect: Duration::from_secs(10),
+            command: Duration::from_secs(60),
+            data_end: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Injects messages into an SMTP listener (Postfix's reinjection `smtpd`).
+#[derive(Debug, Clone)]
+pub struct SmtpInjector {
+    addr: String,
+    helo: String,
+    timeouts: ClientTimeouts,
+}
+
+impl SmtpInjector {
+    /// `addr` is `host:port` (e.g. `127.0.0.1:10027`), `helo` the name we greet with.
+    pub fn new(addr: String, helo: String) -> Self {
+        SmtpInjector {
+            addr,
+            helo,
+            timeouts: ClientTimeouts::default(),
+        }
+    }
+
+    /// Replaces the default timeouts (10 s connect, 60 s per command, 10 min data end).
+    pub fn with_timeouts(mut self, timeouts: ClientTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn timeouts(&self) -> ClientTimeouts {
+        self.timeouts
+    }
+
+    /// Sends `message` to `rcpt_to` with reverse path `mail_from` (empty for `<>`). Returns
+    /// the listener's reply to the end of data (Postfix puts its queue id there) once the
+    /// listener has answered 2xx, i.e. has taken responsibility for the message.
+    pub async fn send(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<String, InjectError> {
+        self.transaction(mail_from, rcpt_to, message)
+            .await
+            .map_err(|f| match f {
+                Failure::Temporary(reason) => InjectError::Temporary {
+                    addr: self.addr.clone(),
+                    reason,
+                },
+                Failure::Permanent(reason) => InjectError::Permanent {
+                    addr: self.addr.clone(),
+                    reason,
+                },
+            })
+    }
+
+    async fn transaction(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<String, Failure> {
+        check_address(mail_from)?;
+        if rcpt_to.is_empty() {
+            return Err(Failure::Permanent("no recipients".into()));
+        }
+        for r in rcpt_to {
+            if r.is_empty() {
+                return Err(Failure::Permanent("empty recipient address".into()));
+            }
+            check_address(r)?;
+        }
+
+        let stream = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| {
+                Failure::Temporary(format!(
+                    "connect timed out after {:?}",
+                    self.timeouts.connect
+                ))
+            })?
+            .map_err(|e| Failure::Temporary(format!("connect: {e}")))?;
+        let (r, w) = stream.into_split();
+        let mut conn = Conn {
+            reader: BufReader::new(r),
+            writer: w,
+            timeouts: self.timeouts,
+            usable: true,
+        };
+        let result = self.dialogue(&mut conn, mail_from, rcpt_to, message).await;
+        // After a reply we did not want, the dialogue is still in step: say goodbye.
+        if conn.usable {
+            conn.quit().await;
+        }
+        result
+    }
+
+    async fn dialogue(
+        &self,
+        conn: &mut Conn,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<String, Failure> {
+        let greeting = conn.read_reply(conn.timeouts.command, "greeting").await?;
+        if greeting.class() != 2 {
+            return Err(Failure::Temporary(format!(
+                "greeting refused: {}",
+                greeting.text()
+            )));
+        }
+
+        let ehlo = conn.command(&format!("EHLO {}", self.helo), "EHLO").await?;
+        let caps = match ehlo.class() {
+            2 => Capabilities::from_ehlo(&ehlo),
+            5 => {
+                let helo = conn.command(&format!("HELO {}", self.helo), "HELO").await?;
+                if helo.class() != 2 {
+                    return Err(Failure::Temporary(format!("HELO refused: {}", helo.text())));
+                }
+                Capabilities::default()
+            }
+            _ => return Err(Failure::Temporary(format!("EHLO refused: {}", ehlo.text()))),
+        };
+
+        let body = stuff(message);
+        let mut mail = format!("MAIL FROM:<{mail_from}>");
+        if caps.size {
+            mail.push_str(&format!(" SIZE={}", body.size));
+        }
+        if caps.eight_bit_mime && message.iter().any(|b| *b >= 0x80) {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        let reply = conn.command(&mail, "MAIL FROM").await?;
+        expect(&reply, 2, &format!("MAIL FROM:<{mail_from}>"))?;
+
+        for rcpt in rcpt_to {
+            let reply = conn
+                .command(&format!("RCPT TO:<{rcpt}>"), "RCPT TO")
+                .await?;
+            expect(&reply, 2, &format!("RCPT TO:<{rcpt}>"))?;
+        }
+
+        let reply = conn.command("DATA", "DATA").await?;
+        expect(&reply, 3, "DATA")?;
+
+        let limit = conn.timeouts.data_end;
+        conn.write(&body.bytes, limit, "the message").await?;
+
+        let reply = conn.read_reply(limit, "end of data").await?;
+        expect(&reply, 2, "end of data")?;
+        Ok(reply.text())
+    }
+}
+
+impl Injector for SmtpInjector {
+    fn inject<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), InjectError>> {
+        Box::pin(async move {
+            let reply = self.send(mail_from, rcpt_to, message).await?;
+            debug!(addr = %self.addr, %reply, "message injected");
+            Ok(())
+        })
+    }
+}
+
+/// Why an injection failed, before the listener's address is added.
+#[derive(Debug)]
+enum Failure {
+    Temporary(String),
+    Permanent(String),
+}
+
+/// Refuses addresses that would break the command line (CR, LF, angle brackets).
+fn check_address(addr: &str) -> Result<(), Failure> {
+    if addr
+        .bytes()
+        .any(|b| b == b'\r' || b == b'\n' || b == b'<' || b == b'>' || b == 0)
+    {
+        return Err(Failure::Permanent(format!(
+            "invalid address \"{}\"",
+            addr.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Maps an unexpected reply to a failure: 4xx temporary, 5xx permanent, anything else (a
+/// reply of the wrong kind) temporary.
+fn expect(reply: &Reply, class: u16, what: &str) -> Result<(), Failure> {
+    if reply.class() == class {
+        return Ok(());
+    }
+    let reason = format!("{what}: {}", reply.text());
+    match reply.class() {
+        5 => Err(Failure::Permanent(reason)),
+        _ => Err(Failure::Temporary(reason)),
+    }
+}
+
+/// One SMTP reply: the code and the text of every line.
+#[derive(Debug)]
+struct Reply {
+    code: u16,
+    lines: Vec<String>,
+}
+
+impl Reply {
+    fn class(&self) -> u16 {
+        self.code / 100
+    }
+
+    /// `code text`, the lines of a multi-line reply joined by " / ".
+    fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" / "))
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// What the listener advertised in its EHLO reply that we use.
+#[derive(Debug, Default)]
+struct Capabilities {
+    size: bool,
+    eight_bit_mime: bool,
+}
+
+impl Capabilities {
+    fn from_ehlo(reply: &Reply) -> Self {
+        let mut caps = Capabilities::default();
+        // The first line is the greeting name; the others are keywords.
+        for line in reply.lines.iter().skip(1) {
+            let keyword = line
+                .split_ascii_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            match keyword.as_str() {
+                "SIZE" => caps.size = true,
+                "8BITMIME" => caps.eight_bit_mime = true,
+                _ => {}
+            }
+        }
+        caps
+    }
+}
+
+/// The message as sent after `DATA`, and its size for `SIZE=` (RFC 1870: the message with
+/// CRLF line ends, before dot-stuffing).
+struct Stuffed {
+    bytes: Vec<u8>,
+    size: usize,
+}
+
+/// CRLF-normalises `message` (bare LF and bare CR become CRLF), doubles every dot that
+/// starts a line, makes sure the last line ends with CRLF and appends the final `.` line.
+fn stuff(message: &[u8]) -> Stuffed {
+    let crlf = normalize_crlf(message);
+    let mut bytes = Vec::with_capacity(crlf.len() + crlf.len() / 64 + 8);
+    let mut line_start = true;
+    for &b in crlf.iter() {
+        if line_start && b == b'.' {
+            bytes.push(b'.');
+        }
+        bytes.push(b);
+        line_start = b == b'\n';
+    }
+    let mut size = crlf.len();
+    if !crlf.is_empty() && !crlf.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+        size += 2;
+    }
+    bytes.extend_from_slice(b".\r\n");
+    Stuffed { bytes, size }
+}
+
+struct Conn {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    timeouts: ClientTimeouts,
+    /// False after an i/o error, a timeout or a malformed reply: the dialogue is out of
+    /// step and the connection is only good for closing.
+    usable: bool,
+}
+
+impl Conn {
+    /// Writes `bytes` within `limit`.
+    async fn write(&mut self, bytes: &[u8], limit: Duration, what: &str) -> Result<(), Failure> {
+        let sent = tokio::time::timeout(limit, async {
+            self.writer.write_all(bytes).await?;
+            self.writer.flush().await
+        })
+        .await;
+        let reason = match sent {
+            Ok(Ok(())) => return Ok(()),
+            Err(_) => format!("sending {what} timed out after {limit:?}"),
+            Ok(Err(e)) => format!("connection lost sending {what}: {e}"),
+        };
+        self.usable = false;
+        Err(Failure::Temporary(reason))
+    }
+
+    /// Sends one command line and reads its reply, within the command timeout.
+    async fn command(&mut self, line: &str, what: &str) -> Result<Reply, Failure> {
+        let limit = self.timeouts.command;
+        let mut out = Vec::with_capacity(line.len() + 2);
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.write(&out, limit, what).await?;
+        self.read_reply(limit, what).await
+    }
+
+    /// Reads one (possibly multi-line) reply within `limit`.
+    async fn read_reply(&mut self, limit: Duration, what: &str) -> Result<Reply, Failure> {
+        let reply = tokio::time::timeout(limit, self.read_reply_inner(what))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Temporary(format!(
+                    "no reply to {what} within {limit:?}"
+                )))
+            });
+        if reply.is_err() {
+            self.usable = false;
+        }
+        reply
+    }
+
+    async fn read_reply_inner(&mut self, what: &str) -> Result<Reply, Failure> {
+        let mut code = None;
+        let mut lines = Vec::new();
+        loop {
+            let line = read_line(&mut self.reader, MAX_REPLY_LINE)
+                .await
+                .map_err(|e| Failure::Temporary(format!("reading the reply to {what}: {e}")))?
+                .ok_or_else(|| {
+                    Failure::Temporary(format!("connection closed before the reply to {what}"))
+                })?;
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\r', '\n']);
+            let bad = || {
+                Failure::Temporary(format!(
+                    "malformed reply to {what}: \"{}\"",
+                    line.escape_debug()
+                ))
+            };
+            let digits = line.get(..3).ok_or_else(bad)?;
+            if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let this: u16 = digits.parse().map_err(|_| bad())?;
+            if !(200..600).contains(&this) {
+                return Err(bad());
+            }
+            if *code.get_or_insert(this) != this {
+                return Err(bad());
+            }
+            let (more, text) = match line.as_bytes().get(3) {
+                None => (false, ""),
+                Some(b' ') => (false, &line[4..]),
+                Some(b'-') => (true, &line[4..]),
+                Some(_) => return Err(bad()),
+            };
+            lines.push(text.to_string());
+            if !more {
+                return Ok(Reply { code: this, lines });
+            }
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(Failure::Temporary(format!(
+                    "reply to {what} longer than {MAX_REPLY_LINES} lines"
+                )));
+            }
+        }
+    }
+
+    /// Best-effort `QUIT`: the outcome is already decided.
+    async fn quit(&mut self) {
+        let r = tokio::time::timeout(QUIT_TIMEOUT, async {
+            self.writer.write_all(b"QUIT\r\n").await?;
+            self.writer.flush().await?;
+            read_line(&mut self.reader, MAX_REPLY_LINE).await
+        })
+        .await;
+        if let Ok(Err(e)) = r {
+            debug!("QUIT: {e}");
+        }
+    }
+}
+
+/// Reads one line (up to and including LF) of at most `max` bytes. `None` at a clean end
+/// of stream; an error for a longer line or a stream that ends inside a line.
+async fn read_line(
+    reader: &mut BufReader<OwnedReadHalf>,
+    max: usize,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let (found, used) = {
+            let buf = reader.fill_buf().await?;
+            if buf.is_empty() {
+                if line.is_empty() {
+                    return Ok(None);
+                }
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a reply line",
+                ));
+            }
+            match buf.iter().position(|b| *b == b'\n') {
+                Some(p) => {
+                    line.extend_from_slice(&buf[..=p]);
+                    (true, p + 1)
+                }
+                None => {
+                    line.extend_from_slice(buf);
+                    (false, buf.len())
+                }
+            }
+        };
+        reader.consume(used);
+        if line.len() > max {
+            warn!(len = line.len(), "SMTP reply line too long");
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("reply line longer than {max} bytes"),
+            ));
+        }
+        if found {
+            return Ok(Some(line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stuffing_and_line_ends() {
+        let s = stuff(b".a\nb\r\n..c\rd");
+        assert_eq!(s.bytes, b"..a\r\nb\r\n...c\r\nd\r\n.\r\n");
+        assert_eq!(s.size, b".a\r\nb\r\n..c\r\nd\r\n".len());
+        let s = stuff(b"");
+        assert_eq!(s.bytes, b".\r\n");
+        let s = stuff(b"x\r\n.\r\n");
+        assert_eq!(s.bytes, b"x\r\n..\r\n.\r\n");
+    }
+
+    #[test]
+    fn addresses_with_line_breaks_are_refused() {
+        assert!(check_address("a@b").is_ok());
+        assert!(check_address("").is_ok());
+        assert!(check_address("a@b>\r\nRCPT TO:<c@d").is_err());
+    }
+}
