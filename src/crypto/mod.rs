@@ -70,6 +70,7 @@ pub trait Signer: Send + Sync {
     fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
+mod asn1;
 pub mod cms_sign;
 pub mod file_key;
 pub mod pkcs11;

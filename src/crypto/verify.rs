@@ -4,9 +4,10 @@
 //! checks the signature over the signed attributes and the content digest. Everything
 //! around it is done here, so that each decision is explicit:
 //!
-//! * the MIME split of `multipart/signed` is our own line-based scan (delimiters only at the
-//!   start of a line), and the first body part is canonicalised to CRLF line ends exactly as
-//!   RFC 5751 prescribes before it is hashed;
+//! * the MIME split of `multipart/signed` is the crate's own line-based scan
+//!   ([`crate::message::mime`], delimiters only at the start of a line), and the first body
+//!   part is canonicalised to CRLF line ends exactly as RFC 5751 prescribes before it is
+//!   hashed;
 //! * the signer certificate is the one of the CMS certificates whose issuer and serial number
 //!   (or subject key identifier) match the single `SignerInfo`; OpenSSL is then told to use
 //!   that certificate and no other (`NOINTERN`), so what we check against the provider index
@@ -16,7 +17,7 @@
 //!   check (national PEC CA, name constraints) at the verification instant.
 //!
 //! Nothing here panics on hostile input; sizes are bounded ([`MAX_MESSAGE_BYTES`],
-//! [`MAX_SIGNATURE_BYTES`]) and the ASN.1 walker has a depth limit.
+//! [`MAX_SIGNATURE_BYTES`]) and the ASN.1 walker (`super::asn1`) has a depth limit.
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::error::ErrorStack;
@@ -28,7 +29,9 @@ use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509NameRef, X509PurposeId, X509Ref, X509StoreContext, X509};
 use thiserror::Error;
 
+use super::asn1;
 use crate::index::{sha1_hex_upper, ProviderInfo, TrustSet};
+use crate::message::mime::{self, clip, Entity};
 use crate::message::time::Instant;
 
 /// Largest message we try to verify (PEC's reference limit is 30 MB of content, spec §5.1;
@@ -384,63 +387,54 @@ fn is_pkcs7_signature(mime: &str) -> bool {
 }
 
 fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
-    let top = entity::split(raw);
-    let fields = entity::fields(top.header);
-    let Some(ct_value) = entity::first(&fields, "content-type") else {
+    let top = Entity::parse(raw);
+    let Some(ct_field) = mime::first(&top.fields, "content-type") else {
         return Err(VerifyError::NotSigned(
             "no content-type header at the top level".into(),
         ));
     };
-    let Some(ct) = entity::ContentType::parse(ct_value) else {
+    let Some(ct) = &top.content_type else {
         return Err(VerifyError::NotSigned(format!(
             "unreadable content-type \"{}\"",
-            entity::clip(ct_value)
+            clip(&ct_field.unfolded())
         )));
     };
     match ct.mime.as_str() {
         "multipart/signed" => {
             if let Some(p) = ct.param("protocol") {
-                if !is_pkcs7_signature(p) {
+                if !is_pkcs7_signature(&p) {
                     return Err(VerifyError::NotSigned(format!(
                         "multipart/signed with protocol \"{}\" is not s/mime",
-                        entity::clip(p)
+                        clip(&p)
                     )));
                 }
             }
             let boundary = ct
-                .param("boundary")
-                .filter(|b| entity::valid_boundary(b))
+                .boundary()
+                .filter(|b| mime::valid_boundary(b))
                 .ok_or_else(|| {
                     VerifyError::Malformed("multipart/signed without a valid boundary".into())
                 })?;
-            let mp = entity::multipart(top.body, boundary);
-            if !mp.closed {
+            let mp = mime::split_multipart(top.body, &boundary).filter(|m| m.is_closed());
+            let Some(mp) = mp else {
                 return Err(VerifyError::Malformed(
                     "multipart/signed has no closing delimiter (truncated message?)".into(),
                 ));
-            }
-            if mp.parts.len() != 2 {
+            };
+            let [content, signature] = mp.parts.as_slice() else {
                 return Err(VerifyError::Malformed(format!(
                     "multipart/signed has {} body parts, expected 2",
                     mp.parts.len()
                 )));
-            }
-            let sig = entity::split(mp.parts[1]);
-            let sig_fields = entity::fields(sig.header);
-            let sig_type = entity::first(&sig_fields, "content-type")
-                .and_then(entity::ContentType::parse)
-                .map(|c| c.mime)
-                .unwrap_or_else(|| "text/plain".into());
-            if !is_pkcs7_signature(&sig_type) {
+            };
+            let sig = Entity::parse(signature);
+            if !is_pkcs7_signature(sig.mime_type()) {
                 return Err(VerifyError::Malformed(format!(
                     "second part of multipart/signed is \"{}\", expected application/pkcs7-signature",
-                    entity::clip(&sig_type)
+                    clip(sig.mime_type())
                 )));
             }
-            let cms = decode_cms(
-                sig.body,
-                entity::first(&sig_fields, "content-transfer-encoding"),
-            )?;
+            let cms = decode_cms(sig.body, sig.value("content-transfer-encoding").as_deref())?;
             if cms.len() > MAX_SIGNATURE_BYTES {
                 return Err(VerifyError::TooLarge {
                     size: cms.len(),
@@ -449,7 +443,7 @@ fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
             }
             Ok(Extracted {
                 form: SmimeForm::MultipartSigned,
-                content: entity::canonical_crlf(mp.parts[0]),
+                content: mime::canonical_crlf(content).into_owned(),
                 cms,
             })
         }
@@ -459,14 +453,11 @@ fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
                     return Err(VerifyError::NotSigned(format!(
                         "{} with smime-type \"{}\" is not a signature",
                         ct.mime,
-                        entity::clip(t)
+                        clip(&t)
                     )));
                 }
             }
-            let cms = decode_cms(
-                top.body,
-                entity::first(&fields, "content-transfer-encoding"),
-            )?;
+            let cms = decode_cms(top.body, top.value("content-transfer-encoding").as_deref())?;
             Ok(Extracted {
                 form: SmimeForm::OpaqueSignedData,
                 content: Vec::new(),
@@ -475,7 +466,7 @@ fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
         }
         other => Err(VerifyError::NotSigned(format!(
             "top-level content type is \"{}\", not multipart/signed or application/pkcs7-mime",
-            entity::clip(other)
+            clip(other)
         ))),
     }
 }
@@ -485,12 +476,12 @@ fn decode_cms(body: &[u8], cte: Option<&str>) -> Result<Vec<u8>, VerifyError> {
     let cte = cte.map(|c| c.trim().to_ascii_lowercase());
     match cte.as_deref() {
         Some("binary") | Some("8bit") => Ok(body.to_vec()),
-        Some("base64") | Some("7bit") | None => entity::decode_base64(body).map_err(|e| {
+        Some("base64") | Some("7bit") | None => mime::decode_base64(body).map_err(|e| {
             VerifyError::Malformed(format!("signature part is not valid base64: {e}"))
         }),
         Some(other) => Err(VerifyError::Malformed(format!(
             "signature part has content-transfer-encoding \"{}\"",
-            entity::clip(other)
+            clip(other)
         ))),
     }
 }
@@ -712,891 +703,6 @@ fn internal(e: &ErrorStack) -> VerifyError {
     VerifyError::Internal(ossl(e))
 }
 
-/// Raw MIME entity scanning, no decoding of content: header/body split, header fields,
-/// Content-Type parameters, multipart delimiters at line starts, CRLF canonicalisation and
-/// transfer decodings. Used for the signature split and by the classifier, which needs the
-/// same exact, bug-free boundary handling (mail-parser #156 treats a mid-line `--boundary`
-/// as a delimiter).
-pub mod entity {
-    use base64::Engine;
-
-    /// An entity split at the first empty line.
-    #[derive(Debug, Clone, Copy)]
-    pub struct Entity<'a> {
-        /// Header lines, including the line end of the last one.
-        pub header: &'a [u8],
-        /// Everything after the empty line.
-        pub body: &'a [u8],
-    }
-
-    /// Splits at the first empty line (LF or CRLF). Without one, all is header.
-    pub fn split(raw: &[u8]) -> Entity<'_> {
-        let mut pos = 0;
-        while pos < raw.len() {
-            let end = raw[pos..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(raw.len(), |i| pos + i + 1);
-            let line = &raw[pos..end];
-            if line == b"\n" || line == b"\r\n" {
-                return Entity {
-                    header: &raw[..pos],
-                    body: &raw[end..],
-                };
-            }
-            pos = end;
-        }
-        Entity {
-            header: raw,
-            body: &[],
-        }
-    }
-
-    /// One header field, unfolded.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct Field {
-        pub name: String,
-        /// Unfolded value, line breaks removed, trimmed (lossy UTF-8).
-        pub value: String,
-    }
-
-    /// Header fields in order. Lines without a colon are ignored.
-    pub fn fields(header: &[u8]) -> Vec<Field> {
-        let mut out: Vec<Field> = Vec::new();
-        let mut current: Option<(String, Vec<u8>)> = None;
-        for line in header.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            if matches!(line[0], b' ' | b'\t') {
-                if let Some((_, v)) = current.as_mut() {
-                    v.extend_from_slice(line);
-                }
-                continue;
-            }
-            if let Some((n, v)) = current.take() {
-                out.push(finish(n, v));
-            }
-            if let Some(colon) = line.iter().position(|&b| b == b':') {
-                let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-                if !name.is_empty() && !name.contains(' ') {
-                    current = Some((name, line[colon + 1..].to_vec()));
-                }
-            }
-        }
-        if let Some((n, v)) = current.take() {
-            out.push(finish(n, v));
-        }
-        out
-    }
-
-    fn finish(name: String, value: Vec<u8>) -> Field {
-        Field {
-            name,
-            value: String::from_utf8_lossy(&value).trim().to_string(),
-        }
-    }
-
-    /// Value of the first field called `name` (case-insensitive).
-    pub fn first<'f>(fields: &'f [Field], name: &str) -> Option<&'f str> {
-        fields
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(name))
-            .map(|f| f.value.as_str())
-    }
-
-    /// Every field called `name` (case-insensitive).
-    pub fn all<'f>(fields: &'f [Field], name: &'f str) -> impl Iterator<Item = &'f Field> + 'f {
-        fields
-            .iter()
-            .filter(move |f| f.name.eq_ignore_ascii_case(name))
-    }
-
-    /// A value shortened for error messages.
-    pub fn clip(s: &str) -> String {
-        const MAX: usize = 80;
-        if s.chars().count() <= MAX {
-            s.to_string()
-        } else {
-            let mut t: String = s.chars().take(MAX).collect();
-            t.push('…');
-            t
-        }
-    }
-
-    /// `type/subtype; param=value; …` (RFC 2045; RFC 2231 extended values are decoded
-    /// when their charset is UTF-8 or US-ASCII, and continuations are joined).
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub struct ContentType {
-        /// Lower-case `type/subtype`.
-        pub mime: String,
-        /// Lower-case names, values as written (unquoted).
-        pub params: Vec<(String, String)>,
-    }
-
-    impl ContentType {
-        /// Also parses Content-Disposition values (`inline; filename=…`): `mime` is then
-        /// the disposition type.
-        pub fn parse(value: &str) -> Option<ContentType> {
-            let mut it = Tokens {
-                s: value.as_bytes(),
-                pos: 0,
-            };
-            it.skip_cfws();
-            let mime = it.token()?.to_ascii_lowercase();
-            let mime = if it.peek() == Some(b'/') {
-                it.pos += 1;
-                let sub = it.token()?.to_ascii_lowercase();
-                format!("{mime}/{sub}")
-            } else {
-                mime
-            };
-            let mut raw: Vec<(String, String)> = Vec::new();
-            loop {
-                it.skip_cfws();
-                match it.peek() {
-                    None => break,
-                    Some(b';') => it.pos += 1,
-                    Some(_) => {
-                        // Garbage between parameters: skip to the next ';'.
-                        while it.peek().is_some_and(|b| b != b';') {
-                            it.pos += 1;
-                        }
-                        continue;
-                    }
-                }
-                it.skip_cfws();
-                let Some(name) = it.token() else {
-                    continue;
-                };
-                it.skip_cfws();
-                if it.peek() != Some(b'=') {
-                    continue;
-                }
-                it.pos += 1;
-                it.skip_cfws();
-                let val = if it.peek() == Some(b'"') {
-                    it.quoted()
-                } else {
-                    it.token().unwrap_or_default()
-                };
-                raw.push((name.to_ascii_lowercase(), val));
-            }
-            Some(ContentType {
-                mime,
-                params: rfc2231(raw),
-            })
-        }
-
-        pub fn param(&self, name: &str) -> Option<&str> {
-            self.params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
-    /// Joins `name*0`, `name*1*`… continuations and decodes `name*=charset''%xx` values.
-    fn rfc2231(raw: Vec<(String, String)>) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        let mut ext: Vec<(String, u32, bool, String)> = Vec::new();
-        for (name, val) in raw {
-            let Some(star) = name.find('*') else {
-                out.push((name, val));
-                continue;
-            };
-            let base = name[..star].to_string();
-            let rest = &name[star + 1..];
-            let encoded = rest.ends_with('*') || rest.is_empty();
-            let idx = rest.trim_end_matches('*').parse::<u32>().unwrap_or(0);
-            ext.push((base, idx, encoded, val));
-        }
-        ext.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
-        let mut i = 0;
-        while i < ext.len() {
-            let base = ext[i].0.clone();
-            let mut bytes: Vec<u8> = Vec::new();
-            while i < ext.len() && ext[i].0 == base {
-                let (_, idx, encoded, val) = &ext[i];
-                let mut v = val.as_str();
-                if *encoded && *idx == 0 {
-                    // charset'language'value
-                    let mut q = v.splitn(3, '\'');
-                    if let (Some(_cs), Some(_lang), Some(value)) = (q.next(), q.next(), q.next()) {
-                        v = value;
-                    }
-                }
-                if *encoded {
-                    bytes.extend(percent_decode(v));
-                } else {
-                    bytes.extend_from_slice(v.as_bytes());
-                }
-                i += 1;
-            }
-            if !out.iter().any(|(n, _)| *n == base) {
-                out.push((base, String::from_utf8_lossy(&bytes).into_owned()));
-            }
-        }
-        out
-    }
-
-    fn percent_decode(s: &str) -> Vec<u8> {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        out
-    }
-
-    fn hexval(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-
-    struct Tokens<'a> {
-        s: &'a [u8],
-        pos: usize,
-    }
-
-    impl Tokens<'_> {
-        fn peek(&self) -> Option<u8> {
-            self.s.get(self.pos).copied()
-        }
-
-        /// White space and (nested) comments.
-        fn skip_cfws(&mut self) {
-            loop {
-                match self.peek() {
-                    Some(b' ' | b'\t' | b'\r' | b'\n') => self.pos += 1,
-                    Some(b'(') => {
-                        let mut depth = 0usize;
-                        while let Some(c) = self.peek() {
-                            self.pos += 1;
-                            match c {
-                                b'\\' => self.pos += 1,
-                                b'(' => depth += 1,
-                                b')' => {
-                                    depth = depth.saturating_sub(1);
-                                    if depth == 0 {
-                                        break;
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        }
-
-        /// RFC 2045 token (anything but tspecials, space and controls).
-        fn token(&mut self) -> Option<String> {
-            let start = self.pos;
-            while let Some(c) = self.peek() {
-                let tspecial = matches!(
-                    c,
-                    b'(' | b')'
-                        | b'<'
-                        | b'>'
-                        | b'@'
-                        | b','
-                        | b';'
-                        | b':'
-                        | b'\\'
-                        | b'"'
-                        | b'/'
-                        | b'['
-                        | b']'
-                        | b'?'
-                        | b'='
-                );
-                if tspecial || c <= b' ' || c == 0x7f {
-                    break;
-                }
-                self.pos += 1;
-            }
-            (self.pos > start)
-                .then(|| String::from_utf8_lossy(&self.s[start..self.pos]).into_owned())
-        }
-
-        fn quoted(&mut self) -> String {
-            self.pos += 1; // opening quote
-            let mut v = Vec::new();
-            while let Some(c) = self.peek() {
-                self.pos += 1;
-                match c {
-                    b'"' => break,
-                    b'\\' => {
-                        if let Some(n) = self.peek() {
-                            v.push(n);
-                            self.pos += 1;
-                        }
-                    }
-                    b'\r' | b'\n' => {}
-                    _ => v.push(c),
-                }
-            }
-            String::from_utf8_lossy(&v).into_owned()
-        }
-    }
-
-    /// RFC 2046: 1 to 70 characters.
-    pub fn valid_boundary(b: &str) -> bool {
-        !b.is_empty() && b.len() <= 70
-    }
-
-    /// Body parts of a multipart body.
-    #[derive(Debug, Clone)]
-    pub struct Multipart<'a> {
-        /// Each part from after its delimiter line to before the line break that precedes
-        /// the next delimiter (the break belongs to the delimiter, RFC 2046 §5.1.1).
-        pub parts: Vec<&'a [u8]>,
-        /// Whether the close delimiter was found.
-        pub closed: bool,
-    }
-
-    /// Splits a multipart body. A delimiter is a whole line `--boundary` (or `--boundary--`
-    /// for the close delimiter) optionally followed by white space; nothing else counts, in
-    /// particular not a `--boundary` in the middle of a line or followed by other text.
-    pub fn multipart<'a>(body: &'a [u8], boundary: &str) -> Multipart<'a> {
-        let b = boundary.as_bytes();
-        let mut parts = Vec::new();
-        let mut part_start: Option<usize> = None;
-        let mut pos = 0;
-        while pos < body.len() {
-            let nl = body[pos..].iter().position(|&c| c == b'\n');
-            let line_end = nl.map_or(body.len(), |i| pos + i);
-            let next = nl.map_or(body.len(), |i| pos + i + 1);
-            let line = &body[pos..line_end];
-            if let Some(close) = delimiter(line, b) {
-                if let Some(start) = part_start {
-                    let mut end = pos;
-                    if end > 0 && body[end - 1] == b'\n' {
-                        end -= 1;
-                        if end > 0 && body[end - 1] == b'\r' {
-                            end -= 1;
-                        }
-                    }
-                    parts.push(&body[start..end.max(start)]);
-                }
-                if close {
-                    return Multipart {
-                        parts,
-                        closed: true,
-                    };
-                }
-                part_start = Some(next);
-            }
-            pos = next;
-        }
-        if let Some(start) = part_start {
-            parts.push(&body[start.min(body.len())..]);
-        }
-        Multipart {
-            parts,
-            closed: false,
-        }
-    }
-
-    /// `Some(is_close)` when `line` (without its LF) is a delimiter line for `b`.
-    fn delimiter(line: &[u8], b: &[u8]) -> Option<bool> {
-        let rest = line.strip_prefix(b"--")?.strip_prefix(b)?;
-        let (close, rest) = match rest.strip_prefix(b"--") {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
-        rest.iter()
-            .all(|&c| matches!(c, b' ' | b'\t' | b'\r'))
-            .then_some(close)
-    }
-
-    /// Bare LF → CRLF; existing CRLF untouched (RFC 5751 §3.1.1 canonical form).
-    pub fn canonical_crlf(bytes: &[u8]) -> Vec<u8> {
-        let extra = bytes.iter().filter(|&&c| c == b'\n').count();
-        let mut out = Vec::with_capacity(bytes.len() + extra);
-        let mut prev = 0u8;
-        for &c in bytes {
-            if c == b'\n' && prev != b'\r' {
-                out.push(b'\r');
-            }
-            out.push(c);
-            prev = c;
-        }
-        out
-    }
-
-    /// Lenient base64: white space ignored, padding optional, anything else is an error.
-    pub fn decode_base64(body: &[u8]) -> Result<Vec<u8>, String> {
-        let clean: Vec<u8> = body
-            .iter()
-            .copied()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let engine = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new()
-                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-                .with_decode_allow_trailing_bits(true),
-        );
-        engine.decode(&clean).map_err(|e| e.to_string())
-    }
-
-    /// Quoted-printable (RFC 2045 §6.7), tolerant of bad escapes (kept literally).
-    pub fn decode_qp(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len());
-        let mut i = 0;
-        while i < body.len() {
-            let c = body[i];
-            if c != b'=' {
-                out.push(c);
-                i += 1;
-                continue;
-            }
-            // Soft line break: '=' then optional white space then (CR)LF.
-            let mut j = i + 1;
-            while j < body.len() && matches!(body[j], b' ' | b'\t') {
-                j += 1;
-            }
-            if body.get(j) == Some(&b'\n') {
-                i = j + 1;
-                continue;
-            }
-            if body.get(j) == Some(&b'\r') && body.get(j + 1) == Some(&b'\n') {
-                i = j + 2;
-                continue;
-            }
-            match (
-                body.get(i + 1).copied().and_then(hexval),
-                body.get(i + 2).copied().and_then(hexval),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                }
-                _ => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        out
-    }
-
-    /// Decodes a part body per its Content-Transfer-Encoding.
-    pub fn decode_transfer(body: &[u8], cte: Option<&str>) -> Result<Vec<u8>, String> {
-        match cte.map(|c| c.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("7bit") | Some("8bit") | Some("binary") => Ok(body.to_vec()),
-            Some("base64") => decode_base64(body),
-            Some("quoted-printable") => Ok(decode_qp(body)),
-            Some(other) => Err(format!(
-                "unknown content-transfer-encoding \"{}\"",
-                clip(other)
-            )),
-        }
-    }
-}
-
-/// A small, tolerant BER/DER reader for the parts of CMS SignedData that the `openssl`
-/// crate does not expose. Depth-limited; never panics.
-mod asn1 {
-    use openssl::x509::X509;
-
-    use super::VerifyError;
-    use crate::message::time::Instant;
-
-    const MAX_DEPTH: usize = 48;
-
-    #[derive(Debug, Clone, Copy)]
-    pub(super) struct Tlv<'a> {
-        /// Identifier octet (low tag numbers only; high-tag-number form is read and
-        /// reported as 0x1f with its class/constructed bits).
-        pub tag: u8,
-        /// Content octets (for indefinite length: the children, without the end marker).
-        pub value: &'a [u8],
-    }
-
-    impl Tlv<'_> {
-        fn constructed(&self) -> bool {
-            self.tag & 0x20 != 0
-        }
-    }
-
-    fn err(what: &str) -> VerifyError {
-        VerifyError::Malformed(format!("cms structure: {what}"))
-    }
-
-    /// Reads one TLV; returns it and the rest of the input.
-    pub(super) fn read(input: &[u8], depth: usize) -> Result<(Tlv<'_>, &[u8]), VerifyError> {
-        if depth > MAX_DEPTH {
-            return Err(err("nested too deeply"));
-        }
-        let (&tag, mut rest) = input.split_first().ok_or_else(|| err("truncated"))?;
-        if tag & 0x1f == 0x1f {
-            // High tag number: base-128 digits, last one without the top bit.
-            let n = rest
-                .iter()
-                .take(5)
-                .position(|&b| b & 0x80 == 0)
-                .ok_or_else(|| err("bad tag"))?;
-            rest = &rest[n + 1..];
-        }
-        let (&l0, after_len) = rest.split_first().ok_or_else(|| err("truncated"))?;
-        rest = after_len;
-        if l0 == 0x80 {
-            if tag & 0x20 == 0 {
-                return Err(err("indefinite length on a primitive"));
-            }
-            // Children until the end-of-contents marker.
-            let start = rest;
-            let mut cur = rest;
-            loop {
-                if cur.len() >= 2 && cur[0] == 0 && cur[1] == 0 {
-                    let used = start.len() - cur.len();
-                    return Ok((
-                        Tlv {
-                            tag,
-                            value: &start[..used],
-                        },
-                        &cur[2..],
-                    ));
-                }
-                let (_, next) = read(cur, depth + 1)?;
-                cur = next;
-            }
-        }
-        let len = if l0 & 0x80 == 0 {
-            usize::from(l0)
-        } else {
-            let n = usize::from(l0 & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return Err(err("bad length"));
-            }
-            let mut len = 0usize;
-            for &b in &rest[..n] {
-                len = (len << 8) | usize::from(b);
-            }
-            rest = &rest[n..];
-            len
-        };
-        if rest.len() < len {
-            return Err(err("truncated"));
-        }
-        Ok((
-            Tlv {
-                tag,
-                value: &rest[..len],
-            },
-            &rest[len..],
-        ))
-    }
-
-    /// The whole encoding of the first TLV of `input` (for certificates and names).
-    fn read_raw(input: &[u8], depth: usize) -> Result<(&[u8], Tlv<'_>, &[u8]), VerifyError> {
-        let (tlv, rest) = read(input, depth)?;
-        let used = input.len() - rest.len();
-        Ok((&input[..used], tlv, rest))
-    }
-
-    pub(super) fn children(value: &[u8], depth: usize) -> Result<Vec<Tlv<'_>>, VerifyError> {
-        let mut out = Vec::new();
-        let mut cur = value;
-        while !cur.is_empty() {
-            let (t, next) = read(cur, depth)?;
-            out.push(t);
-            cur = next;
-        }
-        Ok(out)
-    }
-
-    fn expect(t: &Tlv<'_>, tag: u8, what: &str) -> Result<(), VerifyError> {
-        if t.tag == tag {
-            Ok(())
-        } else {
-            Err(err(&format!("{what}: unexpected tag 0x{:02x}", t.tag)))
-        }
-    }
-
-    /// Dotted form of OID content octets.
-    pub(super) fn oid(content: &[u8]) -> String {
-        let mut arcs: Vec<u64> = Vec::new();
-        let mut acc: u64 = 0;
-        for &b in content {
-            acc = (acc << 7) | u64::from(b & 0x7f);
-            if b & 0x80 == 0 {
-                if arcs.is_empty() {
-                    let first = (acc / 40).min(2);
-                    arcs.push(first);
-                    arcs.push(acc - first * 40);
-                } else {
-                    arcs.push(acc);
-                }
-                acc = 0;
-            }
-            if acc > u64::MAX >> 8 {
-                return "invalid-oid".into();
-            }
-        }
-        arcs.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(".")
-    }
-
-    /// OCTET STRING content, primitive or constructed (BER).
-    fn octets(t: &Tlv<'_>, depth: usize) -> Result<Vec<u8>, VerifyError> {
-        if !t.constructed() {
-            return Ok(t.value.to_vec());
-        }
-        let mut out = Vec::new();
-        for c in children(t.value, depth + 1)? {
-            out.extend(octets(&c, depth + 1)?);
-        }
-        Ok(out)
-    }
-
-    #[derive(Debug, Clone)]
-    pub(super) enum SignerId {
-        IssuerSerial { issuer: Vec<u8>, serial: Vec<u8> },
-        KeyId(Vec<u8>),
-    }
-
-    #[derive(Debug, Clone)]
-    pub(super) struct SignerInfo {
-        pub sid: SignerId,
-        pub digest_oid: String,
-        pub has_signed_attrs: bool,
-        pub message_digest: Option<Vec<u8>>,
-        pub signing_time: Option<Instant>,
-    }
-
-    pub(super) struct SignedData {
-        pub econtent: Option<Vec<u8>>,
-        pub certificates: Vec<X509>,
-        pub signers: Vec<SignerInfo>,
-    }
-
-    const OID_SIGNED_DATA: &str = "1.2.840.113549.1.7.2";
-    const OID_MESSAGE_DIGEST: &str = "1.2.840.113549.1.9.4";
-    const OID_SIGNING_TIME: &str = "1.2.840.113549.1.9.5";
-
-    pub(super) fn signed_data(der: &[u8]) -> Result<SignedData, VerifyError> {
-        let (ci, _) = read(der, 0)?;
-        expect(&ci, 0x30, "contentinfo")?;
-        let ci = children(ci.value, 1)?;
-        let [ctype, content, ..] = ci.as_slice() else {
-            return Err(err("contentinfo too short"));
-        };
-        expect(ctype, 0x06, "contenttype")?;
-        let ct = oid(ctype.value);
-        if ct != OID_SIGNED_DATA {
-            return Err(VerifyError::NotSigned(format!(
-                "cms content type \"{ct}\" is not signed-data"
-            )));
-        }
-        expect(content, 0xa0, "content")?;
-        let (sd, _) = read(content.value, 2)?;
-        expect(&sd, 0x30, "signeddata")?;
-        let items = children(sd.value, 3)?;
-        let mut it = items.iter();
-        let version = it.next().ok_or_else(|| err("signeddata empty"))?;
-        expect(version, 0x02, "version")?;
-        let _digest_algs = it.next().ok_or_else(|| err("no digestalgorithms"))?;
-        let eci = it.next().ok_or_else(|| err("no encapcontentinfo"))?;
-        expect(eci, 0x30, "encapcontentinfo")?;
-        let eci_items = children(eci.value, 4)?;
-        let econtent = match eci_items.get(1) {
-            Some(t) if t.tag == 0xa0 => {
-                let (os, _) = read(t.value, 5)?;
-                Some(octets(&os, 5)?)
-            }
-            _ => None,
-        };
-        let mut certificates = Vec::new();
-        let mut signers_set = None;
-        for t in it {
-            match t.tag {
-                0xa0 => {
-                    let mut cur = t.value;
-                    while !cur.is_empty() {
-                        let (raw, tlv, next) = read_raw(cur, 4)?;
-                        if tlv.tag == 0x30 {
-                            // Unreadable certificates are skipped: they cannot be the
-                            // signer's, and OpenSSL already accepted the structure.
-                            if let Ok(c) = X509::from_der(raw) {
-                                certificates.push(c);
-                            }
-                        }
-                        cur = next;
-                    }
-                }
-                0xa1 => {}
-                0x31 => signers_set = Some(*t),
-                other => return Err(err(&format!("signeddata: unexpected tag 0x{other:02x}"))),
-            }
-        }
-        let signers_set = signers_set.ok_or_else(|| err("no signerinfos"))?;
-        let mut signers = Vec::new();
-        for si in children(signers_set.value, 4)? {
-            signers.push(signer_info(&si)?);
-        }
-        Ok(SignedData {
-            econtent,
-            certificates,
-            signers,
-        })
-    }
-
-    fn signer_info(si: &Tlv<'_>) -> Result<SignerInfo, VerifyError> {
-        expect(si, 0x30, "signerinfo")?;
-        let mut cur = si.value;
-        let (version, next) = read(cur, 5)?;
-        expect(&version, 0x02, "signerinfo version")?;
-        cur = next;
-        let (sid, next) = read(cur, 5)?;
-        cur = next;
-        let sid = match sid.tag {
-            0x30 => {
-                let mut c = sid.value;
-                let (issuer_raw, issuer, n) = read_raw(c, 6)?;
-                expect(&issuer, 0x30, "issuer")?;
-                c = n;
-                let (serial, _) = read(c, 6)?;
-                expect(&serial, 0x02, "serialnumber")?;
-                SignerId::IssuerSerial {
-                    issuer: issuer_raw.to_vec(),
-                    serial: serial.value.to_vec(),
-                }
-            }
-            0x80 => SignerId::KeyId(sid.value.to_vec()),
-            0xa0 => {
-                let (os, _) = read(sid.value, 6)?;
-                SignerId::KeyId(os.value.to_vec())
-            }
-            _ => {
-                return Err(err(&format!(
-                    "signer identifier: unexpected tag 0x{:02x}",
-                    sid.tag
-                )))
-            }
-        };
-        let (dalg, next) = read(cur, 5)?;
-        expect(&dalg, 0x30, "digestalgorithm")?;
-        cur = next;
-        let dalg_items = children(dalg.value, 6)?;
-        let digest_oid = match dalg_items.first() {
-            Some(t) if t.tag == 0x06 => oid(t.value),
-            _ => return Err(err("digestalgorithm without oid")),
-        };
-        let mut has_signed_attrs = false;
-        let mut message_digest = None;
-        let mut signing_time = None;
-        let (maybe_attrs, _) = read(cur, 5)?;
-        if maybe_attrs.tag == 0xa0 {
-            has_signed_attrs = true;
-            for attr in children(maybe_attrs.value, 6)? {
-                expect(&attr, 0x30, "attribute")?;
-                let parts = children(attr.value, 7)?;
-                let (Some(t), Some(vals)) = (parts.first(), parts.get(1)) else {
-                    return Err(err("attribute too short"));
-                };
-                let values = children(vals.value, 8)?;
-                match oid(t.value).as_str() {
-                    OID_MESSAGE_DIGEST => {
-                        if values.len() != 1 || message_digest.is_some() {
-                            return Err(err("messagedigest must have exactly one value"));
-                        }
-                        message_digest = Some(octets(&values[0], 8)?);
-                    }
-                    OID_SIGNING_TIME => {
-                        let v = values.first().ok_or_else(|| err("empty signingtime"))?;
-                        signing_time = Some(
-                            parse_time(v.tag, v.value)
-                                .ok_or_else(|| err("unreadable signingtime"))?,
-                        );
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(SignerInfo {
-            sid,
-            digest_oid,
-            has_signed_attrs,
-            message_digest,
-            signing_time,
-        })
-    }
-
-    fn digits(s: &[u8]) -> Option<u32> {
-        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(s).ok()?.parse().ok()
-    }
-
-    /// UTCTime (0x17, RFC 5280 century rule) or GeneralizedTime (0x18); `Z`, an offset, or
-    /// nothing (taken as UTC); seconds optional; fractions ignored.
-    pub(super) fn parse_time(tag: u8, s: &[u8]) -> Option<Instant> {
-        let (year, rest) = match tag {
-            0x17 => {
-                let yy = digits(s.get(0..2)?)? as i32;
-                (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
-            }
-            0x18 => (digits(s.get(0..4)?)? as i32, s.get(4..)?),
-            _ => return None,
-        };
-        let month = digits(rest.get(0..2)?)?;
-        let day = digits(rest.get(2..4)?)?;
-        let hour = digits(rest.get(4..6)?)?;
-        let minute = digits(rest.get(6..8)?)?;
-        let mut i = 8;
-        let mut second = 0;
-        if let Some(sec) = rest.get(8..10).and_then(digits) {
-            second = sec;
-            i = 10;
-        }
-        if rest.get(i) == Some(&b'.') || rest.get(i) == Some(&b',') {
-            i += 1;
-            while rest.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-        }
-        let offset: i64 = match rest.get(i) {
-            None | Some(b'Z') => 0,
-            Some(&sign @ (b'+' | b'-')) => {
-                let hh = i64::from(digits(rest.get(i + 1..i + 3)?)?);
-                let mm = i64::from(digits(rest.get(i + 3..i + 5)?)?);
-                let off = hh * 3600 + mm * 60;
-                if sign == b'+' {
-                    off
-                } else {
-                    -off
-                }
-            }
-            _ => return None,
-        };
-        let naive =
-            chrono::NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hour, minute, second)?;
-        Some(Instant::from_unix(naive.and_utc().timestamp() - offset))
-    }
-}
-
 /// Test support: a synthetic provider key and certificate, and a signer of whole messages.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -1662,8 +768,8 @@ pub(crate) mod testing {
     ) -> Vec<u8> {
         use openssl::cms::{CMSOptions, CmsContentInfo};
         // A correct signer signs the canonical (CRLF) form.
-        let content = super::entity::canonical_crlf(content);
-        let content = content.as_slice();
+        let content = crate::message::mime::canonical_crlf(content);
+        let content = &*content;
         let p7s = CmsContentInfo::sign(
             Some(cert),
             Some(key),
@@ -1690,88 +796,6 @@ mod tests {
 
     fn at(s: &str) -> Instant {
         Instant::parse_cli(s).unwrap()
-    }
-
-    #[test]
-    fn multipart_delimiters_only_at_line_start() {
-        let body = b"preamble\r\n--b\r\npart one --b not a delimiter\r\n--bx\r\nstill one\r\n--b  \r\npart two\n--b--\r\nepilogue\r\n--b\r\n";
-        let mp = entity::multipart(body, "b");
-        assert!(mp.closed);
-        assert_eq!(mp.parts.len(), 2);
-        assert_eq!(
-            mp.parts[0],
-            b"part one --b not a delimiter\r\n--bx\r\nstill one"
-        );
-        assert_eq!(mp.parts[1], b"part two");
-    }
-
-    #[test]
-    fn multipart_unclosed_and_empty() {
-        let mp = entity::multipart(b"--b\nonly\n", "b");
-        assert!(!mp.closed);
-        assert_eq!(mp.parts, vec![&b"only\n"[..]]);
-        let mp = entity::multipart(b"--b\n--b\n--b--\n", "b");
-        assert!(mp.closed);
-        assert_eq!(mp.parts, vec![&b""[..], &b""[..]]);
-        let mp = entity::multipart(b"no delimiters at all", "b");
-        assert!(!mp.closed && mp.parts.is_empty());
-    }
-
-    #[test]
-    fn canonicalisation_and_header_split() {
-        assert_eq!(entity::canonical_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
-        let e = entity::split(b"A: 1\n folded\nB: 2\n\nbody\n");
-        assert_eq!(e.body, b"body\n");
-        let f = entity::fields(e.header);
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0].value, "1 folded");
-        let e = entity::split(b"only: header");
-        assert!(e.body.is_empty());
-    }
-
-    #[test]
-    fn content_type_parameters() {
-        let ct = entity::ContentType::parse(
-            "Multipart/Signed; protocol=\"application/x-pkcs7-signature\"; micalg=sha1;\r\n boundary=\"----0E32\" (comment)",
-        )
-        .unwrap();
-        assert_eq!(ct.mime, "multipart/signed");
-        assert_eq!(ct.param("Boundary"), Some("----0E32"));
-        assert_eq!(ct.param("micalg"), Some("sha1"));
-        let cd = entity::ContentType::parse("inline;\n\tfilename*=UTF-8''daticert%2Exml").unwrap();
-        assert_eq!(cd.mime, "inline");
-        assert_eq!(cd.param("filename"), Some("daticert.xml"));
-        assert!(entity::ContentType::parse("").is_none());
-    }
-
-    #[test]
-    fn qp_and_base64() {
-        assert_eq!(
-            entity::decode_qp(b"=E8 stato=\r\n ok=3D"),
-            b"\xe8 stato ok="
-        );
-        assert_eq!(entity::decode_qp(b"bad =ZZ end="), b"bad =ZZ end=");
-        assert_eq!(entity::decode_base64(b"aGVs\r\nbG8=\n").unwrap(), b"hello");
-        assert!(entity::decode_base64(b"not base64 !").is_err());
-    }
-
-    #[test]
-    fn asn1_times() {
-        assert_eq!(
-            asn1::parse_time(0x17, b"141114172632Z").map(|i| i.rfc3339()),
-            Some("2014-11-14T17:26:32Z".into())
-        );
-        assert_eq!(
-            asn1::parse_time(0x18, b"20241204230210.5+0100").map(|i| i.rfc3339()),
-            Some("2024-12-04T22:02:10Z".into())
-        );
-        assert_eq!(
-            asn1::parse_time(0x17, b"991231235959Z").map(|i| i.rfc3339()),
-            Some("1999-12-31T23:59:59Z".into())
-        );
-        assert!(asn1::parse_time(0x17, b"14+114172632Z").is_none());
-        assert!(asn1::parse_time(0x17, b"").is_none());
-        assert_eq!(asn1::oid(&[0x2b, 0x0e, 0x03, 0x02, 0x1a]), "1.3.14.3.2.26");
     }
 
     /// Tiny deterministic PRNG (xorshift) for garbage inputs.

@@ -25,8 +25,8 @@ use mail_parser::MessageParser;
 
 use super::daticert::Daticert;
 use super::kind::{ReceiptType, Ricevuta, Trasporto};
+use super::mime::{self, clip, Entity, RawField};
 use super::time::Instant;
-use crate::crypto::verify::entity::{self, ContentType};
 use crate::crypto::verify::{verify_smime_with, Verified, VerifyOptions};
 use crate::index::TrustSet;
 
@@ -176,31 +176,21 @@ struct Formal {
 struct Part<'a> {
     /// Lower-case `type/subtype`; `text/plain` when absent (RFC 2045 default).
     mime: String,
-    ct: Option<ContentType>,
     /// `filename` of Content-Disposition, else `name` of Content-Type.
     name: Option<String>,
     cte: Option<String>,
+    boundary: Option<Vec<u8>>,
     body: &'a [u8],
 }
 
 impl<'a> Part<'a> {
     fn new(raw: &'a [u8]) -> Part<'a> {
-        let e = entity::split(raw);
-        let fields = entity::fields(e.header);
-        let ct = entity::first(&fields, "content-type").and_then(ContentType::parse);
-        let cd = entity::first(&fields, "content-disposition").and_then(ContentType::parse);
-        let name = cd
-            .as_ref()
-            .and_then(|d| d.param("filename"))
-            .or_else(|| ct.as_ref().and_then(|c| c.param("name")))
-            .map(|n| n.trim().to_string());
+        let e = Entity::parse(raw);
         Part {
-            mime: ct
-                .as_ref()
-                .map_or_else(|| "text/plain".to_string(), |c| c.mime.clone()),
-            ct,
-            name,
-            cte: entity::first(&fields, "content-transfer-encoding").map(str::to_string),
+            mime: e.mime_type().to_string(),
+            name: e.file_name().map(|n| n.trim().to_string()),
+            cte: e.value("content-transfer-encoding"),
+            boundary: e.boundary(),
             body: e.body,
         }
     }
@@ -214,30 +204,28 @@ impl<'a> Part<'a> {
     /// Sub-parts of a multipart part.
     fn children(&self) -> Result<Vec<Part<'a>>, String> {
         let boundary = self
-            .ct
+            .boundary
             .as_ref()
-            .and_then(|c| c.param("boundary"))
-            .filter(|b| entity::valid_boundary(b))
+            .filter(|b| mime::valid_boundary(b))
             .ok_or_else(|| format!("{} without a valid boundary", self.mime))?;
-        let mp = entity::multipart(self.body, boundary);
-        if !mp.closed {
-            return Err(format!("{} has no closing delimiter", self.mime));
+        match mime::split_multipart(self.body, boundary) {
+            Some(mp) if mp.is_closed() => Ok(mp.parts.into_iter().map(Part::new).collect()),
+            _ => Err(format!("{} has no closing delimiter", self.mime)),
         }
-        Ok(mp.parts.into_iter().map(Part::new).collect())
     }
 }
 
 fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
-    let top = entity::split(raw);
-    let fields = entity::fields(top.header);
+    let (header, _) = mime::split_header_body(raw);
+    let fields = mime::scan_fields(header);
     let class = header_class(&fields)?;
-    let headers = top_headers(top.header, &fields);
+    let headers = top_headers(header, &fields);
     let mut notes = Vec::new();
-    if let Some(value) = entity::first(&fields, "x-tiporicevuta") {
+    if let Some(value) = mime::first_value(&fields, "x-tiporicevuta") {
         if headers.tipo_ricevuta.is_none() {
             notes.push(format!(
                 "X-TipoRicevuta value \"{}\" is not completa/breve/sintetica: ignored",
-                entity::clip(value)
+                clip(&value)
             ));
         }
     }
@@ -247,7 +235,7 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
     if content.mime != "multipart/mixed" {
         return Err(format!(
             "signed content is \"{}\", expected multipart/mixed",
-            entity::clip(&content.mime)
+            clip(&content.mime)
         ));
     }
     let parts = content.children()?;
@@ -269,7 +257,7 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
         other => {
             return Err(format!(
                 "first part of the signed content is \"{}\", expected text/plain or multipart/alternative",
-                entity::clip(other)
+                clip(other)
             ))
         }
     }
@@ -288,10 +276,10 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
     if !matches!(dp.mime.as_str(), "application/xml" | "text/xml") {
         return Err(format!(
             "daticert.xml has content type \"{}\", expected application/xml",
-            entity::clip(&dp.mime)
+            clip(&dp.mime)
         ));
     }
-    let xml = entity::decode_transfer(dp.body, dp.cte.as_deref())
+    let xml = mime::decode_transfer(dp.body, dp.cte.as_deref())
         .map_err(|e| format!("daticert.xml: {e}"))?;
     let daticert = Daticert::parse(&xml).map_err(|e| format!("daticert.xml: {e}"))?;
     daticert
@@ -320,7 +308,7 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
         if p.mime != "message/rfc822" {
             return Err(format!(
                 "postacert.eml has content type \"{}\", expected message/rfc822",
-                entity::clip(&p.mime)
+                clip(&p.mime)
             ));
         }
     }
@@ -356,7 +344,7 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
                 let dom = domain_of(&daticert.mittente).ok_or_else(|| {
                     format!(
                         "daticert mittente \"{}\" has no domain",
-                        entity::clip(&daticert.mittente)
+                        clip(&daticert.mittente)
                     )
                 })?;
                 if !p.manages(&dom) {
@@ -397,12 +385,16 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
     })
 }
 
-fn header_class(fields: &[entity::Field]) -> Result<HeaderClass, String> {
-    let t: Vec<&entity::Field> = entity::all(fields, "x-trasporto").collect();
-    let r: Vec<&entity::Field> = entity::all(fields, "x-ricevuta").collect();
+fn header_class(fields: &[RawField<'_>]) -> Result<HeaderClass, String> {
+    let t: Vec<String> = mime::all(fields, "x-trasporto")
+        .map(RawField::unfolded)
+        .collect();
+    let r: Vec<String> = mime::all(fields, "x-ricevuta")
+        .map(RawField::unfolded)
+        .collect();
     match (t.as_slice(), r.as_slice()) {
         ([], []) => Err("neither X-Trasporto nor X-Ricevuta in the top-level header".into()),
-        ([t], []) => match Trasporto::parse(&t.value) {
+        ([t], []) => match Trasporto::parse(t) {
             Some(Trasporto::PostaCertificata) => Ok(HeaderClass::Envelope),
             Some(Trasporto::Errore) => Err(
                 "anomaly envelope (X-Trasporto: errore) from outside: only transport envelopes and receipts are accepted"
@@ -410,15 +402,15 @@ fn header_class(fields: &[entity::Field]) -> Result<HeaderClass, String> {
             ),
             None => Err(format!(
                 "X-Trasporto value \"{}\" is not posta-certificata",
-                entity::clip(&t.value)
+                clip(t)
             )),
         },
-        ([], [r]) => Ricevuta::parse(&r.value)
+        ([], [r]) => Ricevuta::parse(r)
             .map(HeaderClass::Receipt)
             .ok_or_else(|| {
                 format!(
                     "X-Ricevuta value \"{}\" is not one of the seven receipt types",
-                    entity::clip(&r.value)
+                    clip(r)
                 )
             }),
         (t, r) => Err(format!(
@@ -436,13 +428,14 @@ fn class_header_text(c: HeaderClass) -> String {
     }
 }
 
-fn top_headers(header: &[u8], fields: &[entity::Field]) -> TopHeaders {
+fn top_headers(header: &[u8], fields: &[RawField<'_>]) -> TopHeaders {
     let mut h = TopHeaders {
-        riferimento_message_id: entity::first(fields, "x-riferimento-message-id")
-            .map(str::to_string),
-        tipo_ricevuta: entity::first(fields, "x-tiporicevuta").and_then(ReceiptType::parse),
-        mittente: entity::first(fields, "x-mittente").map(str::to_string),
-        security_flag: entity::first(fields, "x-verificasicurezza")
+        riferimento_message_id: mime::first_value(fields, "x-riferimento-message-id"),
+        tipo_ricevuta: mime::first_value(fields, "x-tiporicevuta")
+            .as_deref()
+            .and_then(ReceiptType::parse),
+        mittente: mime::first_value(fields, "x-mittente"),
+        security_flag: mime::first_value(fields, "x-verificasicurezza")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("errore")),
         ..TopHeaders::default()
     };
@@ -492,7 +485,7 @@ mod tests {
 
     #[test]
     fn header_class_rules() {
-        let f = |s: &str| entity::fields(s.as_bytes());
+        let f = |s: &'static str| mime::scan_fields(s.as_bytes());
         assert_eq!(
             header_class(&f("x-trasporto: Posta-Certificata\n")),
             Ok(HeaderClass::Envelope)

@@ -5,12 +5,7 @@
 
 use std::borrow::Cow;
 
-use mail_parser::{MessageParser, MimeHeaders};
-
-use super::mime;
-
-/// Nesting beyond which parts are left as they are.
-const MAX_DEPTH: usize = 32;
+use super::mime::{self, MAX_DEPTH};
 
 /// Returns `raw` (CRLF) unchanged when it is already 7-bit safe, otherwise a copy with the
 /// offending leaf bodies quoted-printable encoded. Header fields are never changed, except
@@ -34,16 +29,17 @@ fn entity(raw: &[u8], out: &mut Vec<u8>, depth: usize) {
         out.extend_from_slice(raw);
         return;
     }
-    let parsed = MessageParser::default().parse_headers(header);
-    let ct = parsed.as_ref().and_then(|m| m.content_type());
+    // The last Content-Type and the last Content-Transfer-Encoding count, as for
+    // mail-parser, which read this header before.
+    let scanned = mime::scan_fields(header);
+    let ct = scanned
+        .iter()
+        .rev()
+        .find(|f| f.is("Content-Type"))
+        .and_then(|f| mime::ContentType::parse(f.value));
     let (ctype, csub) = ct
-        .map(|c| {
-            (
-                c.ctype().to_ascii_lowercase(),
-                c.subtype().unwrap_or_default().to_ascii_lowercase(),
-            )
-        })
-        .unwrap_or_else(|| ("text".into(), "plain".into()));
+        .as_ref()
+        .map_or(("text", "plain"), mime::ContentType::type_subtype);
     let cte = mime::fields(header)
         .ok()
         .and_then(|f| {
@@ -55,8 +51,8 @@ fn entity(raw: &[u8], out: &mut Vec<u8>, depth: usize) {
         .unwrap_or_else(|| "7bit".into());
 
     if ctype == "multipart" {
-        if let Some(b) = ct.and_then(|c| c.attribute("boundary")) {
-            if let Some(mp) = mime::split_multipart(body, b) {
+        if let Some(b) = ct.as_ref().and_then(mime::ContentType::boundary) {
+            if let Some(mp) = mime::split_multipart(body, &b) {
                 out.extend_from_slice(header);
                 out.extend_from_slice(b"\r\n");
                 out.extend_from_slice(mp.preamble);
@@ -158,5 +154,27 @@ mod tests {
         let m = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(2000));
         let out = make_seven_bit(m.as_bytes());
         assert!(mime::is_seven_bit_safe(&out));
+    }
+
+    #[test]
+    fn nesting_beyond_the_depth_limit_is_kept_as_is() {
+        let mut m = String::new();
+        for i in 0..=MAX_DEPTH + 2 {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        m.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\nperché\r\n");
+        let out = make_seven_bit(m.as_bytes());
+        // Every level up to the limit is walked; the deeper ones are copied unchanged.
+        assert_eq!(&*out, m.as_bytes());
+        let mut shallow = String::new();
+        for i in 0..MAX_DEPTH {
+            shallow.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        shallow.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\nperché\r\n");
+        assert!(mime::is_seven_bit_safe(&make_seven_bit(shallow.as_bytes())));
     }
 }
