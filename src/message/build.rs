@@ -164,25 +164,13 @@ impl Certification {
 /// The original carried in a signed entity (the `multipart/mixed` content of a verified
 /// envelope): the body of its `postacert.eml` part, byte-exact.
 pub fn carried_original(entity: &[u8]) -> Option<Vec<u8>> {
-    use mail_parser::MimeHeaders;
     let entity = mime::normalize_crlf(entity);
-    let (header, body) = mime::split_header_body(&entity);
-    let parsed = MessageParser::default().parse_headers(header)?;
-    let boundary = parsed.content_type()?.attribute("boundary")?.to_string();
-    let parts = mime::split_multipart(body, &boundary)?;
+    let top = mime::Entity::parse(&entity);
+    let parts = mime::split_multipart(top.body, &top.boundary()?)?;
     parts.parts.iter().find_map(|part| {
-        let (h, b) = mime::split_header_body(part);
-        let p = MessageParser::default().parse_headers(h)?;
-        let ct = p.content_type()?;
-        let is_rfc822 = ct.ctype().eq_ignore_ascii_case("message")
-            && ct
-                .subtype()
-                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"));
-        let named = ct.attribute("name") == Some("postacert.eml")
-            || p.content_disposition()
-                .and_then(|d| d.attribute("filename"))
-                == Some("postacert.eml");
-        (is_rfc822 && named).then(|| b.to_vec())
+        let p = mime::Entity::parse(part);
+        (p.mime_type() == "message/rfc822" && p.file_name().as_deref() == Some("postacert.eml"))
+            .then(|| p.body.to_vec())
     })
 }
 
