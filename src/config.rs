@@ -1,9 +1,33 @@
 //! Configuration: one TOML file (`/etc/pec/pec.toml`), checked at start. Unknown keys are
-//! errors; every error names the file, the line and the key (style rule 4).
+//! errors; every error names the file, the line and the key (style rule 4):
+//!
+//! ```text
+//! /etc/pec/pec.toml: line 12: key "access.max_total_size": invalid size "5x"
+//! ```
+//!
+//! [`load`] / [`parse`] read the file into [`Config`] (the values as written, with the PEC
+//! domains and blocked extensions lower-cased) and check every value; [`Config::settings`]
+//! gives the checked values in typed form ([`Settings`]: byte counts, durations, socket
+//! addresses, the digest, the PIN source).
+//!
+//! Value syntax:
+//! * sizes: a whole number and a unit, `B`, `KB` = 1 000, `MB` = 1 000 000, `GB` =
+//!   10⁹, or `KiB` = 1 024, `MiB` = 1 048 576, `GiB` = 2³⁰ (units case-insensitive);
+//!   decimal units because the regulatory limits are written that way (spec §5.1);
+//! * durations: a whole number and `s`, `m`, `h` or `d` (`30s`, `5m`, `2h`, `1d`);
+//! * socket addresses: `HOST:PORT`, `inet:HOST:PORT`, `tcp:HOST:PORT` (IPv6 as `[::1]:PORT`),
+//!   or `unix:/PATH` where a Unix socket makes sense.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::crypto::DigestAlg;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -40,9 +64,11 @@ pub struct ProviderConfig {
     pub envelope_sender_header: bool,
 }
 
-/// The signing key (spec §2.1).
+/// The signing key (spec §2.1). In the file, `backend = "pkcs11"` or `backend = "pem"`
+/// selects the variant. Read through [`RawSigning`] rather than serde's internally tagged
+/// enums, which buffer the table and lose the position of a wrongly typed value.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+#[serde(try_from = "RawSigning")]
 pub enum SigningConfig {
     /// Key on a PKCS#11 token (production: an HSM; tests: SoftHSM2).
     Pkcs11 {
@@ -174,4 +200,762 @@ fn default_sessions() -> usize {
 }
 fn default_av_timeout() -> String {
     "30s".into()
+}
+
+/// The `[signing]` table as written: the keys of both backends, checked against the chosen
+/// `backend` when converted into [`SigningConfig`]. A plain struct, so that serde reports a
+/// wrongly typed value at its own position.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    backend: Backend,
+    module: Option<PathBuf>,
+    token_label: Option<String>,
+    key_label: Option<String>,
+    cert_label: Option<String>,
+    pin: Option<String>,
+    pin_env: Option<String>,
+    chain_file: Option<PathBuf>,
+    digest: Option<String>,
+    sessions: Option<usize>,
+    key_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Backend {
+    Pkcs11,
+    Pem,
+}
+
+impl TryFrom<RawSigning> for SigningConfig {
+    /// Worded like serde's own errors, so that [`parse`] locates the key.
+    type Error = String;
+
+    fn try_from(raw: RawSigning) -> Result<Self, String> {
+        let name = match raw.backend {
+            Backend::Pkcs11 => "pkcs11",
+            Backend::Pem => "pem",
+        };
+        let foreign = |present: bool, key: &str| {
+            if present {
+                Err(format!("unknown field `{key}` for backend `{name}`"))
+            } else {
+                Ok(())
+            }
+        };
+        fn required<T>(value: Option<T>, key: &str) -> Result<T, String> {
+            value.ok_or_else(|| format!("missing field `{key}`"))
+        }
+        match raw.backend {
+            Backend::Pkcs11 => {
+                foreign(raw.key_file.is_some(), "key_file")?;
+                foreign(raw.cert_file.is_some(), "cert_file")?;
+                Ok(SigningConfig::Pkcs11 {
+                    module: required(raw.module, "module")?,
+                    token_label: required(raw.token_label, "token_label")?,
+                    key_label: required(raw.key_label, "key_label")?,
+                    cert_label: raw.cert_label,
+                    pin: raw.pin,
+                    pin_env: raw.pin_env,
+                    chain_file: raw.chain_file,
+                    digest: raw.digest.unwrap_or_else(default_digest),
+                    sessions: raw.sessions.unwrap_or_else(default_sessions),
+                })
+            }
+            Backend::Pem => {
+                foreign(raw.module.is_some(), "module")?;
+                foreign(raw.token_label.is_some(), "token_label")?;
+                foreign(raw.key_label.is_some(), "key_label")?;
+                foreign(raw.cert_label.is_some(), "cert_label")?;
+                foreign(raw.pin.is_some(), "pin")?;
+                foreign(raw.pin_env.is_some(), "pin_env")?;
+                foreign(raw.sessions.is_some(), "sessions")?;
+                Ok(SigningConfig::Pem {
+                    key_file: required(raw.key_file, "key_file")?,
+                    cert_file: required(raw.cert_file, "cert_file")?,
+                    chain_file: raw.chain_file,
+                    digest: raw.digest.unwrap_or_else(default_digest),
+                })
+            }
+        }
+    }
+}
+
+/// A configuration error: `FILE: line N: key "a.b": message`, the line and the key when
+/// known (a syntax error has no key; an unreadable file has neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `access.max_total_size`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "key \"{key}\": ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A value that does not pass the checks of [`Config::settings`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key \"{key}\": {message}")]
+pub struct InvalidValue {
+    /// Dotted key.
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> InvalidValue {
+    InvalidValue {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads and checks the configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &file)
+}
+
+/// Parses and checks a configuration; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let document = DeTable::parse(text).map_err(|e| {
+        let line = e.span().map(|s| line_at(text, s.start));
+        let mut message = e.message().to_string();
+        if message == "duplicate key" {
+            if let Some(key) = e.span().and_then(|s| text.get(s)) {
+                message = format!("duplicate key \"{key}\"");
+            }
+        }
+        ConfigError {
+            file: file.to_string(),
+            line,
+            key: None,
+            message,
+        }
+    })?;
+    let keys = KeyIndex::new(text, document.get_ref());
+    let mut config: Config = toml::from_str(text).map_err(|e| keys.serde_error(file, &e))?;
+    for domain in &mut config.provider.domains {
+        *domain = domain.to_ascii_lowercase();
+    }
+    for extension in &mut config.access.blocked_extensions {
+        *extension = extension.to_ascii_lowercase();
+    }
+    config.settings().map_err(|e| ConfigError {
+        file: file.to_string(),
+        line: keys.line_of(&e.key),
+        key: Some(e.key),
+        message: e.message,
+    })?;
+    Ok(config)
+}
+
+/// The commented sample configuration (`etc/pec.toml.sample`).
+pub fn example() -> &'static str {
+    include_str!("../etc/pec.toml.sample")
+}
+
+/// The checked values of a [`Config`], in typed form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `signing.digest`.
+    pub digest: DigestAlg,
+    /// Where the PKCS#11 user PIN comes from; `None` for the PEM backend.
+    pub pin: Option<PinSource>,
+    /// `antivirus.clamd`.
+    pub clamd: Endpoint,
+    /// `antivirus.timeout`.
+    pub antivirus_timeout: Duration,
+    pub access: AccessSettings,
+    pub filter: FilterSettings,
+}
+
+/// Typed `[access]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// Milter listener (TCP or Unix socket).
+    pub listen: Endpoint,
+    /// Limit on size × number of recipients, in bytes.
+    pub max_total_size: u64,
+    /// Larger messages are rejected in SMTP without a notice, in bytes.
+    pub hard_size_limit: u64,
+    /// Postfix's reinjection listener (TCP).
+    pub reinject: Endpoint,
+}
+
+/// Typed `[filter]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterSettings {
+    /// Content-filter SMTP listener (TCP).
+    pub listen: Endpoint,
+    /// Postfix's reinjection listener (TCP).
+    pub reinject: Endpoint,
+    /// Largest message accepted, in bytes.
+    pub max_size: u64,
+}
+
+/// Where the PKCS#11 user PIN comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// `signing.pin`: written in the file.
+    Literal(String),
+    /// `signing.pin_env`: the name of an environment variable.
+    Env(String),
+}
+
+impl fmt::Debug for PinSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PinSource::Literal(_) => f.write_str("Literal(<redacted>)"),
+            PinSource::Env(name) => f.debug_tuple("Env").field(name).finish(),
+        }
+    }
+}
+
+impl PinSource {
+    /// The PIN itself (reads the environment for [`PinSource::Env`]).
+    pub fn resolve(&self) -> Result<String, InvalidValue> {
+        match self {
+            PinSource::Literal(pin) => Ok(pin.clone()),
+            PinSource::Env(name) => std::env::var(name).map_err(|_| {
+                invalid(
+                    "signing.pin_env",
+                    format!("environment variable \"{name}\" is not set"),
+                )
+            }),
+        }
+    }
+}
+
+/// A socket address: TCP host and port, or a Unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `HOST:PORT`; `host` is a name or an IP address (IPv6 without brackets). Bind or
+    /// connect with `(host.as_str(), port)`.
+    Inet { host: String, port: u16 },
+    /// `unix:/PATH`.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Parses `HOST:PORT`, `inet:HOST:PORT`, `tcp:HOST:PORT` or `unix:/PATH` (absolute).
+    pub fn parse(value: &str) -> Option<Endpoint> {
+        if let Some(path) = value.strip_prefix("unix:") {
+            return (path.len() > 1 && path.starts_with('/'))
+                .then(|| Endpoint::Unix(PathBuf::from(path)));
+        }
+        let host_port = value
+            .strip_prefix("inet:")
+            .or_else(|| value.strip_prefix("tcp:"))
+            .unwrap_or(value);
+        let (host, port) = host_port.rsplit_once(':')?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => {
+                v6.parse::<Ipv6Addr>().ok()?;
+                v6
+            }
+            None => {
+                let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+                if host.is_empty() || !host.bytes().all(plain) {
+                    return None;
+                }
+                host
+            }
+        };
+        Some(Endpoint::Inet {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Inet { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Endpoint::Inet { host, port } => write!(f, "{host}:{port}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Splits `123 unit` (one optional space) into the number and the unit.
+fn number_and_unit(value: &str) -> Option<(u64, &str)> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let (number, unit) = value.split_at(digits);
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    Some((number.parse().ok()?, unit))
+}
+
+/// Parses a size (`100MB`, `10KB`, `512B`, `1MiB`; see the module documentation) into bytes.
+pub fn parse_size(value: &str) -> Option<u64> {
+    let (number, unit) = number_and_unit(value)?;
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// Parses a duration: a whole number and `s`, `m`, `h` or `d`.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let (number, unit) = number_and_unit(value)?;
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(seconds).map(Duration::from_secs)
+}
+
+/// A syntactically valid domain name: dot-separated labels of letters, digits and hyphens.
+fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A syntactically valid address `local@domain`, the local part a dot-atom (RFC 5322).
+fn valid_email(address: &str) -> bool {
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    local.len() <= 64
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(atext))
+        && valid_domain(domain)
+}
+
+fn size(key: &str, value: &str) -> Result<u64, InvalidValue> {
+    match parse_size(value) {
+        Some(0) => Err(invalid(
+            key,
+            format!("invalid size \"{value}\": must not be zero"),
+        )),
+        Some(n) => Ok(n),
+        None => Err(invalid(key, format!("invalid size \"{value}\""))),
+    }
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, InvalidValue> {
+    match parse_duration(value) {
+        Some(d) if d.is_zero() => Err(invalid(
+            key,
+            format!("invalid duration \"{value}\": must not be zero"),
+        )),
+        Some(d) => Ok(d),
+        None => Err(invalid(key, format!("invalid duration \"{value}\""))),
+    }
+}
+
+/// A socket address; `unix_ok` says whether a Unix socket is acceptable for this key.
+fn endpoint(key: &str, value: &str, unix_ok: bool) -> Result<Endpoint, InvalidValue> {
+    let expected = if unix_ok {
+        "expected HOST:PORT, inet:HOST:PORT, tcp:HOST:PORT or unix:/PATH"
+    } else {
+        "expected HOST:PORT"
+    };
+    match Endpoint::parse(value) {
+        Some(Endpoint::Unix(_)) if !unix_ok => Err(invalid(
+            key,
+            format!("invalid address \"{value}\": {expected} (TCP only)"),
+        )),
+        Some(e) => Ok(e),
+        None => Err(invalid(
+            key,
+            format!("invalid address \"{value}\": {expected}"),
+        )),
+    }
+}
+
+fn email(key: &str, value: &str) -> Result<(), InvalidValue> {
+    if valid_email(value) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("invalid email address \"{value}\"")))
+    }
+}
+
+fn not_empty(key: &str, value: &str) -> Result<(), InvalidValue> {
+    if value.trim().is_empty() {
+        Err(invalid(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn path_not_empty(key: &str, value: &Path) -> Result<(), InvalidValue> {
+    not_empty(key, &value.to_string_lossy())
+}
+
+fn digest(value: &str) -> Result<DigestAlg, InvalidValue> {
+    match value {
+        "sha256" => Ok(DigestAlg::Sha256),
+        "sha1" => Ok(DigestAlg::Sha1),
+        _ => Err(invalid(
+            "signing.digest",
+            format!("invalid digest \"{value}\": expected \"sha256\" or \"sha1\""),
+        )),
+    }
+}
+
+impl Config {
+    /// Checks every value and returns them in typed form. Always `Ok` for a configuration
+    /// returned by [`load`] or [`parse`], which run it and report the error's line.
+    ///
+    /// Beyond the syntax of each value: at least one PEC domain and no domain twice;
+    /// exactly one of `signing.pin` / `signing.pin_env` for PKCS#11; `access.hard_size_limit`
+    /// ≥ `access.max_total_size`; `access.max_recipients` ≥ 1; and `filter.max_size` ≥
+    /// `access.max_total_size`, since the content filter must take every submission the
+    /// access point accepts.
+    pub fn settings(&self) -> Result<Settings, InvalidValue> {
+        let p = &self.provider;
+        not_empty("provider.name", &p.name)?;
+        email("provider.service_address", &p.service_address)?;
+        email("provider.mail_receipt", &p.mail_receipt)?;
+        if p.domains.is_empty() {
+            return Err(invalid(
+                "provider.domains",
+                "no domain: list the PEC domains whose mailboxes live here",
+            ));
+        }
+        for (i, domain) in p.domains.iter().enumerate() {
+            if !valid_domain(domain) {
+                return Err(invalid(
+                    "provider.domains",
+                    format!("invalid domain \"{domain}\""),
+                ));
+            }
+            if p.domains[..i]
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+            {
+                return Err(invalid(
+                    "provider.domains",
+                    format!("domain \"{domain}\" is listed twice"),
+                ));
+            }
+        }
+
+        let (digest, pin) = match &self.signing {
+            SigningConfig::Pkcs11 {
+                module,
+                token_label,
+                key_label,
+                pin,
+                pin_env,
+                digest: d,
+                sessions,
+                ..
+            } => {
+                path_not_empty("signing.module", module)?;
+                not_empty("signing.token_label", token_label)?;
+                not_empty("signing.key_label", key_label)?;
+                let pin = match (pin, pin_env) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid("signing.pin", "set pin or pin_env, not both"))
+                    }
+                    (None, None) => {
+                        return Err(invalid("signing.pin", "missing: set pin or pin_env"))
+                    }
+                    (Some(pin), None) => PinSource::Literal(pin.clone()),
+                    (None, Some(name)) => {
+                        not_empty("signing.pin_env", name)?;
+                        PinSource::Env(name.clone())
+                    }
+                };
+                let digest = digest(d)?;
+                if *sessions == 0 {
+                    return Err(invalid("signing.sessions", "must be at least 1"));
+                }
+                (digest, Some(pin))
+            }
+            SigningConfig::Pem {
+                key_file,
+                cert_file,
+                digest: d,
+                ..
+            } => {
+                path_not_empty("signing.key_file", key_file)?;
+                path_not_empty("signing.cert_file", cert_file)?;
+                (digest(d)?, None)
+            }
+        };
+
+        path_not_empty("store.path", &self.store.path)?;
+        path_not_empty("index.ldif", &self.index.ldif)?;
+        let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
+        let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;
+
+        let a = &self.access;
+        let listen = endpoint("access.listen", &a.listen, true)?;
+        let max_total_size = size("access.max_total_size", &a.max_total_size)?;
+        let hard_size_limit = size("access.hard_size_limit", &a.hard_size_limit)?;
+        if hard_size_limit < max_total_size {
+            return Err(invalid(
+                "access.hard_size_limit",
+                format!(
+                    "\"{}\" is smaller than access.max_total_size \"{}\"",
+                    a.hard_size_limit, a.max_total_size
+                ),
+            ));
+        }
+        if a.max_recipients == 0 {
+            return Err(invalid("access.max_recipients", "must be at least 1"));
+        }
+        for extension in &a.blocked_extensions {
+            let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+            if extension.is_empty() || !extension.bytes().all(plain) {
+                let hint = if extension.starts_with('.') {
+                    ": write it without the dot"
+                } else {
+                    ""
+                };
+                return Err(invalid(
+                    "access.blocked_extensions",
+                    format!("invalid extension \"{extension}\"{hint}"),
+                ));
+            }
+        }
+        let reinject = endpoint("access.reinject", &a.reinject, false)?;
+
+        let f = &self.filter;
+        let filter_listen = endpoint("filter.listen", &f.listen, false)?;
+        let filter_reinject = endpoint("filter.reinject", &f.reinject, false)?;
+        let max_size = size("filter.max_size", &f.max_size)?;
+        if max_size < max_total_size {
+            return Err(invalid(
+                "filter.max_size",
+                format!(
+                    "\"{}\" is smaller than access.max_total_size \"{}\"",
+                    f.max_size, a.max_total_size
+                ),
+            ));
+        }
+
+        Ok(Settings {
+            digest,
+            pin,
+            clamd,
+            antivirus_timeout,
+            access: AccessSettings {
+                listen,
+                max_total_size,
+                hard_size_limit,
+                reinject,
+            },
+            filter: FilterSettings {
+                listen: filter_listen,
+                reinject: filter_reinject,
+                max_size,
+            },
+        })
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// One key of the document: its dotted path and where the key and its value are.
+struct Located {
+    path: String,
+    key: Range<usize>,
+    value: Range<usize>,
+    table: bool,
+}
+
+/// Where an error span falls.
+enum Hit<'a> {
+    /// On a key.
+    Key(&'a Located),
+    /// On (or inside) a value; for a `[table]` the span is its header.
+    Value(&'a Located),
+    /// Nowhere in particular: the document itself.
+    Root,
+}
+
+/// Every key of the document with its position, to put a line and a dotted key on errors.
+struct KeyIndex<'a> {
+    text: &'a str,
+    keys: Vec<Located>,
+}
+
+impl<'a> KeyIndex<'a> {
+    fn new(text: &'a str, document: &DeTable<'_>) -> Self {
+        fn walk(table: &DeTable<'_>, prefix: &str, out: &mut Vec<Located>) {
+            for (key, value) in table.iter() {
+                let path = if prefix.is_empty() {
+                    key.get_ref().to_string()
+                } else {
+                    format!("{prefix}.{}", key.get_ref())
+                };
+                out.push(Located {
+                    path: path.clone(),
+                    key: key.span(),
+                    value: value.span(),
+                    table: matches!(value.get_ref(), DeValue::Table(_)),
+                });
+                match value.get_ref() {
+                    DeValue::Table(t) => walk(t, &path, out),
+                    DeValue::Array(items) => {
+                        for item in items.iter() {
+                            if let DeValue::Table(t) = item.get_ref() {
+                                walk(t, &path, out);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk(document, "", &mut keys);
+        KeyIndex { text, keys }
+    }
+
+    /// Line of `key`, or of its nearest enclosing table present in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let mut path = key;
+        loop {
+            if let Some(k) = self.keys.iter().find(|k| k.path == path) {
+                return Some(line_at(self.text, k.key.start));
+            }
+            path = path.rsplit_once('.')?.0;
+        }
+    }
+
+    fn hit(&self, span: &Range<usize>) -> Hit<'_> {
+        if let Some(k) = self.keys.iter().find(|k| k.key == *span) {
+            return Hit::Key(k);
+        }
+        if let Some(k) = self.keys.iter().find(|k| k.value == *span) {
+            return Hit::Value(k);
+        }
+        if span.is_empty() {
+            return Hit::Root;
+        }
+        self.keys
+            .iter()
+            .filter(|k| k.value.start <= span.start && span.end <= k.value.end)
+            .min_by_key(|k| k.value.len())
+            .map_or(Hit::Root, Hit::Value)
+    }
+
+    /// A serde error as `line N: key "a.b": message`. serde names the key for unknown and
+    /// missing fields (reported on the key, or on the enclosing table); other errors are
+    /// reported on the offending value.
+    fn serde_error(&self, file: &str, e: &toml::de::Error) -> ConfigError {
+        let span = e.span();
+        let hit = span.as_ref().map_or(Hit::Root, |s| self.hit(s));
+        // The table whose field serde names (missing and unknown fields inside a table that
+        // serde only saw as a whole: its header, or the document).
+        let table = match hit {
+            Hit::Key(k) | Hit::Value(k) if k.table => k.path.as_str(),
+            _ => "",
+        };
+        let join = |table: &str, field: &str| {
+            if table.is_empty() {
+                field.to_string()
+            } else {
+                format!("{table}.{field}")
+            }
+        };
+        let raw = e.message();
+        let (key, message) = if let Some((field, rest)) = named_field(raw, "unknown field `") {
+            let key = match hit {
+                Hit::Key(k) => k.path.clone(),
+                _ => join(table, field),
+            };
+            let detail = if rest.starts_with(", expected") {
+                ""
+            } else {
+                rest
+            };
+            (Some(key), format!("unknown key{}", quoted(detail)))
+        } else if let Some((field, _)) = named_field(raw, "missing field `") {
+            let key = join(table, field);
+            (Some(key), "missing required key".to_string())
+        } else {
+            let key = match hit {
+                Hit::Key(k) | Hit::Value(k) => Some(k.path.clone()),
+                Hit::Root => None,
+            };
+            (key, quoted(raw))
+        };
+        let line = key
+            .as_deref()
+            .and_then(|k| self.keys.iter().find(|l| l.path == k))
+            .map(|l| line_at(self.text, l.key.start))
+            .or_else(|| span.map(|s| line_at(self.text, s.start)));
+        ConfigError {
+            file: file.to_string(),
+            line,
+            key,
+            message,
+        }
+    }
+}
+
+/// For `prefix` = "unknown field `": the field name and what follows it.
+fn named_field<'m>(message: &'m str, prefix: &str) -> Option<(&'m str, &'m str)> {
+    message.strip_prefix(prefix)?.split_once('`')
+}
+
+/// serde quotes with backticks; our messages quote values with double quotes.
+fn quoted(message: &str) -> String {
+    message.replace('`', "\"")
 }

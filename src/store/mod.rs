@@ -14,6 +14,12 @@ use crate::message::time::Instant;
 
 pub mod sqlite;
 
+pub use sqlite::SqliteStore;
+
+/// How long the legal log and the quarantine keep their records: 30 months (spec §8;
+/// DPR 68/2005).
+pub const RETENTION_MONTHS: u32 = 30;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("store: {0}")]

@@ -1,0 +1,574 @@
+//! Configuration loading and checking: every error names the file, the line and the key.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pec::config::{self, parse_duration, parse_size, Endpoint, PinSource, SigningConfig};
+use pec::crypto::DigestAlg;
+
+const FILE: &str = "/etc/pec/pec.toml";
+
+/// A minimal valid configuration; the tests below quote its line numbers.
+const BASE: &str = r#"[provider]
+name = "Example PEC"
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["PEC.Example.it", "pec2.example.it"]
+
+[signing]
+backend = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "pec"
+key_label = "k"
+pin = "1234"
+
+[store]
+path = "/var/lib/pec/pec.db"
+
+[index]
+ldif = "/var/lib/pec/index.ldif"
+
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+
+[access]
+max_total_size = "30MB"
+"#;
+
+/// `BASE` with `from` replaced by `to` (which must occur).
+fn with(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from:?} not in BASE");
+    BASE.replacen(from, to, 1)
+}
+
+fn error(text: &str) -> String {
+    match config::parse(text, FILE) {
+        Ok(c) => panic!("parsed: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_valid_configuration_parses_with_defaults_and_typed_values() {
+    let c = config::parse(BASE, FILE).unwrap();
+    assert_eq!(c.provider.name, "Example PEC");
+    assert_eq!(c.provider.domains, ["pec.example.it", "pec2.example.it"]);
+    assert_eq!(c.provider.node, 1);
+    assert!(c.provider.envelope_sender_header);
+    match &c.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            key_label,
+            cert_label,
+            digest,
+            sessions,
+            ..
+        } => {
+            assert_eq!(module, &PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+            assert_eq!(key_label, "k");
+            assert_eq!(cert_label, &None);
+            assert_eq!(digest, "sha256");
+            assert_eq!(*sessions, 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.access.max_recipients, 500);
+    assert_eq!(c.filter.max_size, "160MB");
+
+    let s = c.settings().unwrap();
+    assert_eq!(s.digest, DigestAlg::Sha256);
+    assert_eq!(s.pin, Some(PinSource::Literal("1234".into())));
+    assert_eq!(
+        s.clamd,
+        Endpoint::Inet {
+            host: "127.0.0.1".into(),
+            port: 3310
+        }
+    );
+    assert_eq!(s.antivirus_timeout, Duration::from_secs(30));
+    assert_eq!(s.access.max_total_size, 30_000_000);
+    assert_eq!(s.access.hard_size_limit, 150_000_000);
+    assert_eq!(s.access.listen.to_string(), "127.0.0.1:10030");
+    assert_eq!(s.access.reinject.to_string(), "127.0.0.1:10027");
+    assert_eq!(s.filter.listen.to_string(), "127.0.0.1:10026");
+    assert_eq!(s.filter.max_size, 160_000_000);
+}
+
+#[test]
+fn the_pem_backend_parses() {
+    let text = with(
+        "backend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"pec\"\nkey_label = \"k\"\npin = \"1234\"",
+        "backend = \"pem\"\nkey_file = \"/etc/pec/key.pem\"\ncert_file = \"/etc/pec/cert.pem\"\ndigest = \"sha1\"",
+    );
+    let c = config::parse(&text, FILE).unwrap();
+    assert_eq!(
+        c.signing,
+        SigningConfig::Pem {
+            key_file: "/etc/pec/key.pem".into(),
+            cert_file: "/etc/pec/cert.pem".into(),
+            chain_file: None,
+            digest: "sha1".into(),
+        }
+    );
+    let s = c.settings().unwrap();
+    assert_eq!((s.digest, s.pin), (DigestAlg::Sha1, None));
+}
+
+#[test]
+fn unknown_keys_are_errors_at_every_level() {
+    assert_eq!(
+        error(&format!("colour = \"blue\"\n{BASE}")),
+        r#"/etc/pec/pec.toml: line 1: key "colour": unknown key"#
+    );
+    assert_eq!(
+        error(&with("pec.db\"", "pec.db\"\nowner = \"pec\"")),
+        r#"/etc/pec/pec.toml: line 16: key "store.owner": unknown key"#
+    );
+    assert_eq!(
+        error(&with("pin = \"1234\"", "pin = \"1234\"\nslot = 0")),
+        r#"/etc/pec/pec.toml: line 13: key "signing.slot": unknown key"#
+    );
+    assert_eq!(
+        error(&with(
+            "pin = \"1234\"",
+            "pin = \"1234\"\nkey_file = \"/k.pem\""
+        )),
+        r#"/etc/pec/pec.toml: line 13: key "signing.key_file": unknown key for backend "pkcs11""#
+    );
+    assert_eq!(
+        error(&with("[access]", "[acess]")),
+        r#"/etc/pec/pec.toml: line 23: key "acess": unknown key"#
+    );
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    assert_eq!(
+        error(&with("name = \"Example PEC\"", "name = 3")),
+        r#"/etc/pec/pec.toml: line 2: key "provider.name": invalid type: integer "3", expected a string"#
+    );
+    assert_eq!(
+        error(&with(
+            "pin = \"1234\"",
+            "pin = \"1234\"\nsessions = \"four\""
+        )),
+        r#"/etc/pec/pec.toml: line 13: key "signing.sessions": invalid type: string "four", expected usize"#
+    );
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nmax_recipients = -1")),
+        r#"/etc/pec/pec.toml: line 25: key "access.max_recipients": invalid value: integer "-1", expected usize"#
+    );
+    assert_eq!(
+        error(&with("backend = \"pkcs11\"", "backend = \"hsm\"")),
+        r#"/etc/pec/pec.toml: line 8: key "signing.backend": unknown variant "hsm", expected "pkcs11" or "pem""#
+    );
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    assert_eq!(
+        error(&with("name = \"Example PEC\"\n", "")),
+        r#"/etc/pec/pec.toml: line 1: key "provider.name": missing required key"#
+    );
+    assert_eq!(
+        error(&with("key_label = \"k\"\n", "")),
+        r#"/etc/pec/pec.toml: line 7: key "signing.key_label": missing required key"#
+    );
+    assert_eq!(
+        error(&with("[index]\nldif = \"/var/lib/pec/index.ldif\"\n", "")),
+        r#"/etc/pec/pec.toml: line 1: key "index": missing required key"#
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    assert_eq!(
+        error(&with("name = \"Example PEC\"", "name = ")),
+        "/etc/pec/pec.toml: line 2: string values must be quoted, expected literal string"
+    );
+    assert_eq!(
+        error(&with(
+            "name = \"Example PEC\"",
+            "name = \"a\"\nname = \"b\""
+        )),
+        r#"/etc/pec/pec.toml: line 3: duplicate key "name""#
+    );
+}
+
+#[test]
+fn invalid_sizes_and_durations() {
+    assert_eq!(
+        error(&with("\"30MB\"", "\"5x\"")),
+        r#"/etc/pec/pec.toml: line 24: key "access.max_total_size": invalid size "5x""#
+    );
+    assert_eq!(
+        error(&with("\"30MB\"", "\"0MB\"")),
+        r#"/etc/pec/pec.toml: line 24: key "access.max_total_size": invalid size "0MB": must not be zero"#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[filter]\nmax_size = \"1.5GB\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "filter.max_size": invalid size "1.5GB""#
+    );
+    assert_eq!(
+        error(&with("3310\"", "3310\"\ntimeout = \"5x\"")),
+        r#"/etc/pec/pec.toml: line 22: key "antivirus.timeout": invalid duration "5x""#
+    );
+    // The default hard limit is below the configured total: the error points at [access].
+    assert_eq!(
+        error(&with("\"30MB\"", "\"200MB\"")),
+        r#"/etc/pec/pec.toml: line 23: key "access.hard_size_limit": "150MB" is smaller than access.max_total_size "200MB""#
+    );
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nmax_recipients = 0")),
+        r#"/etc/pec/pec.toml: line 25: key "access.max_recipients": must be at least 1"#
+    );
+}
+
+#[test]
+fn invalid_addresses() {
+    assert_eq!(
+        error(&with("tcp:127.0.0.1:3310", "tcp:localhost")),
+        r#"/etc/pec/pec.toml: line 21: key "antivirus.clamd": invalid address "tcp:localhost": expected HOST:PORT, inet:HOST:PORT, tcp:HOST:PORT or unix:/PATH"#
+    );
+    assert_eq!(
+        error(&with(
+            "\"30MB\"",
+            "\"30MB\"\nreinject = \"unix:/run/postfix.sock\""
+        )),
+        r#"/etc/pec/pec.toml: line 25: key "access.reinject": invalid address "unix:/run/postfix.sock": expected HOST:PORT (TCP only)"#
+    );
+    assert_eq!(
+        error(&with(
+            "\"30MB\"",
+            "\"30MB\"\nlisten = \"inet:127.0.0.1:99999\""
+        )),
+        r#"/etc/pec/pec.toml: line 25: key "access.listen": invalid address "inet:127.0.0.1:99999": expected HOST:PORT, inet:HOST:PORT, tcp:HOST:PORT or unix:/PATH"#
+    );
+    let unix = config::parse(
+        &with(
+            "\"30MB\"",
+            "\"30MB\"\nlisten = \"unix:/run/pec/milter.sock\"",
+        ),
+        FILE,
+    )
+    .unwrap()
+    .settings()
+    .unwrap();
+    assert_eq!(
+        unix.access.listen,
+        Endpoint::Unix("/run/pec/milter.sock".into())
+    );
+}
+
+#[test]
+fn invalid_email_addresses_and_domains() {
+    assert_eq!(
+        error(&with(
+            "\"posta-certificata@pec.example.it\"",
+            "\"posta-certificata\""
+        )),
+        r#"/etc/pec/pec.toml: line 3: key "provider.service_address": invalid email address "posta-certificata""#
+    );
+    assert_eq!(
+        error(&with(
+            "\"ricevute@pec.example.it\"",
+            "\"ricevute@pec..example.it\""
+        )),
+        r#"/etc/pec/pec.toml: line 4: key "provider.mail_receipt": invalid email address "ricevute@pec..example.it""#
+    );
+    assert_eq!(
+        error(&with("[\"PEC.Example.it\", \"pec2.example.it\"]", "[]")),
+        r#"/etc/pec/pec.toml: line 5: key "provider.domains": no domain: list the PEC domains whose mailboxes live here"#
+    );
+    assert_eq!(
+        error(&with("\"pec2.example.it\"", "\"pec.example.it\"")),
+        r#"/etc/pec/pec.toml: line 5: key "provider.domains": domain "pec.example.it" is listed twice"#
+    );
+    assert_eq!(
+        error(&with("\"pec2.example.it\"", "\"\"")),
+        r#"/etc/pec/pec.toml: line 5: key "provider.domains": invalid domain """#
+    );
+}
+
+#[test]
+fn the_pin_comes_from_exactly_one_place() {
+    assert_eq!(
+        error(&with(
+            "pin = \"1234\"",
+            "pin = \"1234\"\npin_env = \"PEC_PIN\""
+        )),
+        r#"/etc/pec/pec.toml: line 12: key "signing.pin": set pin or pin_env, not both"#
+    );
+    assert_eq!(
+        error(&with("pin = \"1234\"\n", "")),
+        r#"/etc/pec/pec.toml: line 7: key "signing.pin": missing: set pin or pin_env"#
+    );
+    let c = config::parse(
+        &with("pin = \"1234\"", "pin_env = \"PEC_TEST_PIN_UNSET\""),
+        FILE,
+    )
+    .unwrap();
+    let pin = c.settings().unwrap().pin.unwrap();
+    assert_eq!(pin, PinSource::Env("PEC_TEST_PIN_UNSET".into()));
+    assert_eq!(
+        pin.resolve().unwrap_err().to_string(),
+        r#"key "signing.pin_env": environment variable "PEC_TEST_PIN_UNSET" is not set"#
+    );
+    assert_eq!(
+        format!("{:?}", PinSource::Literal("1234".into())),
+        "Literal(<redacted>)"
+    );
+}
+
+#[test]
+fn other_semantic_checks() {
+    assert_eq!(
+        error(&with("pin = \"1234\"", "pin = \"1234\"\ndigest = \"md5\"")),
+        r#"/etc/pec/pec.toml: line 13: key "signing.digest": invalid digest "md5": expected "sha256" or "sha1""#
+    );
+    assert_eq!(
+        error(&with("pin = \"1234\"", "pin = \"1234\"\nsessions = 0")),
+        r#"/etc/pec/pec.toml: line 13: key "signing.sessions": must be at least 1"#
+    );
+    assert_eq!(
+        error(&with(
+            "\"30MB\"",
+            "\"30MB\"\nblocked_extensions = [\".exe\"]"
+        )),
+        r#"/etc/pec/pec.toml: line 25: key "access.blocked_extensions": invalid extension ".exe": write it without the dot"#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[filter]\nmax_size = \"20MB\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "filter.max_size": "20MB" is smaller than access.max_total_size "30MB""#
+    );
+    let c = config::parse(
+        &with(
+            "\"30MB\"",
+            "\"30MB\"\nblocked_extensions = [\"EXE\", \"scr\"]",
+        ),
+        FILE,
+    )
+    .unwrap();
+    assert_eq!(c.access.blocked_extensions, ["exe", "scr"]);
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.toml");
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(err.file, path.display().to_string());
+    assert!(err.to_string().contains(": cannot read: "), "{err}");
+
+    std::fs::write(&path, with("\"30MB\"", "\"5x\"")).unwrap();
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: line 24: key \"access.max_total_size\": invalid size \"5x\"",
+            path.display()
+        )
+    );
+    assert_eq!(
+        (err.line, err.key.as_deref()),
+        (Some(24), Some("access.max_total_size"))
+    );
+
+    std::fs::write(&path, BASE).unwrap();
+    assert_eq!(
+        config::load(&path).unwrap(),
+        config::parse(BASE, FILE).unwrap()
+    );
+}
+
+#[test]
+fn size_and_duration_syntax() {
+    let sizes = [
+        ("512B", Some(512)),
+        ("10KB", Some(10_000)),
+        ("100MB", Some(100_000_000)),
+        ("150 MB", Some(150_000_000)),
+        ("100mb", Some(100_000_000)),
+        ("2GB", Some(2_000_000_000)),
+        ("1KiB", Some(1_024)),
+        ("30MiB", Some(31_457_280)),
+        ("1GiB", Some(1_073_741_824)),
+        ("100", None),
+        ("MB", None),
+        ("1.5MB", None),
+        ("-1MB", None),
+        ("5x", None),
+        ("100  MB", None),
+        ("99999999999999999999B", None),
+        ("18446744073709551615KB", None),
+    ];
+    for (text, want) in sizes {
+        assert_eq!(parse_size(text), want, "{text}");
+    }
+    let durations = [
+        ("30s", Some(30)),
+        ("5m", Some(300)),
+        ("2h", Some(7_200)),
+        ("1d", Some(86_400)),
+        ("0s", Some(0)),
+        ("30", None),
+        ("5M", None),
+        ("1w", None),
+        ("1.5h", None),
+        ("18446744073709551615d", None),
+    ];
+    for (text, want) in durations {
+        assert_eq!(
+            parse_duration(text),
+            want.map(Duration::from_secs),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn endpoint_syntax() {
+    let inet = |host: &str, port| {
+        Some(Endpoint::Inet {
+            host: host.into(),
+            port,
+        })
+    };
+    assert_eq!(Endpoint::parse("127.0.0.1:10030"), inet("127.0.0.1", 10030));
+    assert_eq!(
+        Endpoint::parse("inet:localhost:10030"),
+        inet("localhost", 10030)
+    );
+    assert_eq!(
+        Endpoint::parse("tcp:clamd.lan:3310"),
+        inet("clamd.lan", 3310)
+    );
+    assert_eq!(Endpoint::parse("[::1]:25"), inet("::1", 25));
+    assert_eq!(
+        Endpoint::parse("unix:/run/clamav/clamd.ctl"),
+        Some(Endpoint::Unix("/run/clamav/clamd.ctl".into()))
+    );
+    for bad in [
+        "localhost",
+        "::1:25",
+        "[nothost]:25",
+        "host:0",
+        "host:65536",
+        "host:+25",
+        ":25",
+        "unix:relative.sock",
+        "unix:",
+        "inet:",
+        "ho st:25",
+    ] {
+        assert_eq!(Endpoint::parse(bad), None, "{bad}");
+    }
+    assert_eq!(inet("::1", 25).unwrap().to_string(), "[::1]:25");
+    assert_eq!(
+        Endpoint::Unix("/run/x.sock".into()).to_string(),
+        "unix:/run/x.sock"
+    );
+}
+
+#[test]
+fn the_sample_configuration_parses_and_matches_etc() {
+    let c = config::parse(config::example(), "etc/pec.toml.sample").unwrap();
+    let s = c.settings().unwrap();
+    assert_eq!(s.pin, Some(PinSource::Env("PEC_PKCS11_PIN".into())));
+    // The defaults written in the sample are the real defaults.
+    assert_eq!(c.access, pec::config::AccessConfig::default());
+    assert_eq!(c.filter, pec::config::FilterConfig::default());
+    let on_disk =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
+            .unwrap();
+    assert_eq!(on_disk, config::example());
+}
+
+/// Every key set in the sample has a comment on the line above (or on its own line), and
+/// every key the program knows appears in the sample, set or commented out.
+#[test]
+fn every_key_of_the_sample_is_documented() {
+    use toml::de::{DeTable, DeValue};
+
+    let text = config::example();
+    let lines: Vec<&str> = text.lines().collect();
+    let doc = DeTable::parse(text).unwrap();
+
+    fn walk(table: &DeTable<'_>, text: &str, lines: &[&str], prefix: &str, seen: &mut usize) {
+        for (key, value) in table.iter() {
+            let line = text[..key.span().start].matches('\n').count();
+            let name = format!("{prefix}{}", key.get_ref());
+            let above = line.checked_sub(1).map(|l| lines[l].trim_start());
+            assert!(
+                above.is_some_and(|l| l.starts_with('#')) || lines[line].contains(" # "),
+                "key {name:?} (line {}) has no comment",
+                line + 1
+            );
+            *seen += 1;
+            if let DeValue::Table(t) = value.get_ref() {
+                walk(t, text, lines, &format!("{name}."), seen);
+            }
+        }
+    }
+    let mut seen = 0;
+    walk(doc.get_ref(), text, &lines, "", &mut seen);
+    assert!(seen > 30, "only {seen} keys");
+
+    let known = [
+        (
+            "provider",
+            &[
+                "name",
+                "service_address",
+                "mail_receipt",
+                "domains",
+                "node",
+                "envelope_sender_header",
+            ][..],
+        ),
+        (
+            "signing",
+            &[
+                "backend",
+                "module",
+                "token_label",
+                "key_label",
+                "cert_label",
+                "pin",
+                "pin_env",
+                "chain_file",
+                "digest",
+                "sessions",
+                "key_file",
+                "cert_file",
+            ][..],
+        ),
+        ("store", &["path"][..]),
+        ("index", &["ldif"][..]),
+        ("antivirus", &["clamd", "timeout"][..]),
+        (
+            "access",
+            &[
+                "listen",
+                "max_total_size",
+                "hard_size_limit",
+                "max_recipients",
+                "blocked_extensions",
+                "reject_in_smtp",
+                "reinject",
+            ][..],
+        ),
+        ("filter", &["listen", "reinject", "max_size"][..]),
+    ];
+    for (table, keys) in known {
+        assert!(
+            text.contains(&format!("\n[{table}]\n")),
+            "[{table}] missing"
+        );
+        for key in keys {
+            let set = lines.iter().any(|l| l.starts_with(&format!("{key} = ")));
+            let commented = lines.iter().any(|l| l.starts_with(&format!("# {key} = ")));
+            assert!(set || commented, "{table}.{key} missing from the sample");
+        }
+    }
+}

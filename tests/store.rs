@@ -1,0 +1,488 @@
+//! The SQLite store through the `Store` trait: round trips, one transaction per method,
+//! exactly-once acceptance under concurrency, several connections on one file.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use pec::message::build::Certification;
+use pec::message::daticert::Destinatario;
+use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
+use pec::message::time::Instant;
+use pec::store::{
+    Accepted, EventKind, LogEvent, Refused, SqliteStore, Store, StoreError, TrackingState,
+};
+
+const PEC_ID: &str = "opec210312.20240115103005.12345.1.1@pec.example.it";
+
+/// A fresh database in its own temporary directory (kept alive by the returned guard).
+fn fresh() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.db");
+    let store = SqliteStore::open(&path).unwrap();
+    (dir, path, store)
+}
+
+fn cert(recipients: &[(&str, RecipientType)]) -> Certification {
+    Certification {
+        mittente: "mario.rossi@pec.example.it".into(),
+        destinatari: recipients
+            .iter()
+            .map(|(a, t)| Destinatario {
+                address: a.to_string(),
+                tipo: *t,
+            })
+            .collect(),
+        risposte: "mario.rossi@pec.example.it".into(),
+        oggetto: "Fattura n. 12 — è urgente".into(),
+        identificativo: PEC_ID.into(),
+        msgid: Some("<client.1@example.it>".into()),
+        requested: ReceiptType::Breve,
+        to: recipients.iter().map(|(a, _)| a.to_lowercase()).collect(),
+        cc: Vec::new(),
+    }
+}
+
+fn accepted(pec_id: &str) -> Accepted {
+    Accepted {
+        pec_id: pec_id.into(),
+        queue_id: Some("4XyZ1k2Q3".into()),
+        at: Instant::from_unix(1_705_314_605),
+        cert: cert(&[
+            ("anna.bianchi@pec.altro.it", RecipientType::Certificato),
+            ("luigi@gmail.com", RecipientType::Esterno),
+            ("ufficio@pec.example.it", RecipientType::Certificato),
+        ]),
+        login: "mario.rossi@pec.example.it".into(),
+        provider: "Example PEC S.p.A.".into(),
+    }
+}
+
+fn refused(kind: MessageKind, quarantine: Option<Vec<u8>>) -> Refused {
+    Refused {
+        pec_id: PEC_ID.into(),
+        queue_id: Some("5ABCDE".into()),
+        at: Instant::from_unix(1_705_314_700),
+        cert: cert(&[("anna.bianchi@pec.altro.it", RecipientType::Certificato)]),
+        kind,
+        reason: "Eicar-Test-Signature".into(),
+        notice_id: "notice.1@pec.example.it".into(),
+        quarantine,
+        provider: "Example PEC S.p.A.".into(),
+    }
+}
+
+fn kinds(events: &[LogEvent]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance() {
+    let (_dir, _path, store) = fresh();
+    let a = accepted(PEC_ID);
+    store.record_accepted(&a).unwrap();
+
+    let events = store.events_for(PEC_ID).unwrap();
+    assert_eq!(
+        events,
+        vec![LogEvent {
+            pec_id: PEC_ID.into(),
+            at: a.at,
+            kind: EventKind::Issued(MessageKind::TransportEnvelope),
+            sender: "mario.rossi@pec.example.it".into(),
+            recipients: vec![
+                (
+                    "anna.bianchi@pec.altro.it".into(),
+                    RecipientType::Certificato
+                ),
+                ("luigi@gmail.com".into(), RecipientType::Esterno),
+                ("ufficio@pec.example.it".into(), RecipientType::Certificato),
+            ],
+            subject: "Fattura n. 12 — è urgente".into(),
+            related_ids: vec![PEC_ID.into()],
+            provider: "Example PEC S.p.A.".into(),
+            queue_id: Some("4XyZ1k2Q3".into()),
+            outcome: "ok".into(),
+            reason: None,
+        }]
+    );
+
+    // External recipients are not tracked (spec §5.1): no receipts will come back.
+    let tracking = store.tracking_for(PEC_ID).unwrap();
+    let rows: Vec<(&str, i64, TrackingState)> = tracking
+        .iter()
+        .map(|t| (t.recipient.as_str(), t.sent_at.unix(), t.state))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "anna.bianchi@pec.altro.it",
+                a.at.unix(),
+                TrackingState::Sent
+            ),
+            ("ufficio@pec.example.it", a.at.unix(), TrackingState::Sent),
+        ]
+    );
+    assert!(tracking.iter().all(|t| t.pec_id == PEC_ID));
+
+    assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), Some(a));
+    assert_eq!(
+        store.pending_acceptance("other@pec.example.it").unwrap(),
+        None
+    );
+    assert!(store.quarantined(PEC_ID).unwrap().is_empty());
+}
+
+#[test]
+fn only_external_recipients_means_nothing_tracked() {
+    let (_dir, _path, store) = fresh();
+    let mut a = accepted(PEC_ID);
+    a.cert = cert(&[
+        ("luigi@gmail.com", RecipientType::Esterno),
+        ("carla@example.org", RecipientType::Esterno),
+    ]);
+    store.record_accepted(&a).unwrap();
+    assert!(store.tracking_for(PEC_ID).unwrap().is_empty());
+    assert_eq!(store.events_for(PEC_ID).unwrap()[0].recipients.len(), 2);
+}
+
+#[test]
+fn a_duplicate_record_accepted_is_an_error_and_writes_nothing() {
+    let (_dir, _path, store) = fresh();
+    let first = accepted(PEC_ID);
+    store.record_accepted(&first).unwrap();
+
+    // Same pec_id, another recipient and instant: the event and the tracking row are written
+    // before the duplicate is detected, and must be rolled back with it.
+    let mut second = accepted(PEC_ID);
+    second.at = Instant::from_unix(first.at.unix() + 60);
+    second.cert = cert(&[("nuovo@pec.altro.it", RecipientType::Certificato)]);
+    let err = store.record_accepted(&second).unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert!(err.to_string().contains("already recorded"), "{err}");
+
+    let events = store.events_for(PEC_ID).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].at, first.at);
+    let recipients: Vec<String> = store
+        .tracking_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.recipient)
+        .collect();
+    assert_eq!(
+        recipients,
+        ["anna.bianchi@pec.altro.it", "ufficio@pec.example.it"]
+    );
+    assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), Some(first));
+}
+
+#[test]
+fn acceptance_is_emitted_once_and_logged_with_the_stored_certification() {
+    let (_dir, _path, store) = fresh();
+    let a = accepted(PEC_ID);
+    store.record_accepted(&a).unwrap();
+    let at = Instant::from_unix(a.at.unix() + 2);
+
+    assert!(store
+        .acceptance_emitted(PEC_ID, "receipt.1@pec.example.it", at)
+        .unwrap());
+    assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), None);
+    assert!(!store
+        .acceptance_emitted(PEC_ID, "receipt.2@pec.example.it", at)
+        .unwrap());
+    assert!(!store
+        .acceptance_emitted("unknown@pec.example.it", "receipt.3@pec.example.it", at)
+        .unwrap());
+
+    let events = store.events_for(PEC_ID).unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::Issued(MessageKind::TransportEnvelope),
+            EventKind::Issued(MessageKind::Acceptance)
+        ]
+    );
+    let acceptance = &events[1];
+    assert_eq!(acceptance.at, at);
+    assert_eq!(acceptance.related_ids, ["receipt.1@pec.example.it"]);
+    assert_eq!(acceptance.sender, events[0].sender);
+    assert_eq!(acceptance.recipients, events[0].recipients);
+    assert_eq!(acceptance.subject, events[0].subject);
+    assert_eq!(acceptance.queue_id, a.queue_id);
+    assert_eq!(acceptance.provider, a.provider);
+    assert_eq!(acceptance.outcome, "ok");
+    assert!(store
+        .events_for("unknown@pec.example.it")
+        .unwrap()
+        .is_empty());
+}
+
+/// Runs `acceptance_emitted` from `threads` threads spread over `stores`, all released at
+/// once, and returns how many got `true`.
+fn race(stores: &[Arc<SqliteStore>], threads: usize) -> usize {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let store = Arc::clone(&stores[i % stores.len()]);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                store
+                    .acceptance_emitted(
+                        PEC_ID,
+                        &format!("receipt.{i}@pec.example.it"),
+                        Instant::from_unix(1_705_314_610),
+                    )
+                    .unwrap()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|won| *won)
+        .count()
+}
+
+#[test]
+fn eight_threads_racing_emit_the_acceptance_exactly_once() {
+    let (_dir, _path, store) = fresh();
+    store.record_accepted(&accepted(PEC_ID)).unwrap();
+    let store = Arc::new(store);
+    assert_eq!(race(&[Arc::clone(&store)], 8), 1);
+    let acceptances = store
+        .events_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Issued(MessageKind::Acceptance))
+        .count();
+    assert_eq!(acceptances, 1);
+}
+
+#[test]
+fn two_connections_racing_emit_the_acceptance_exactly_once() {
+    let (_dir, path, first) = fresh();
+    let second = SqliteStore::open(&path).unwrap();
+    first.record_accepted(&accepted(PEC_ID)).unwrap();
+    let stores = [Arc::new(first), Arc::new(second)];
+    assert_eq!(race(&stores, 8), 1);
+    for store in &stores {
+        assert_eq!(store.events_for(PEC_ID).unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn two_stores_on_one_file_see_each_others_writes() {
+    let (_dir, path, a) = fresh();
+    let b = SqliteStore::open(&path).unwrap();
+
+    a.record_accepted(&accepted(PEC_ID)).unwrap();
+    assert_eq!(b.events_for(PEC_ID).unwrap().len(), 1);
+    assert_eq!(b.tracking_for(PEC_ID).unwrap().len(), 2);
+    assert!(b.pending_acceptance(PEC_ID).unwrap().is_some());
+
+    assert!(b
+        .acceptance_emitted(
+            PEC_ID,
+            "r@pec.example.it",
+            Instant::from_unix(1_705_314_610)
+        )
+        .unwrap());
+    assert_eq!(a.pending_acceptance(PEC_ID).unwrap(), None);
+    assert_eq!(a.events_for(PEC_ID).unwrap().len(), 2);
+
+    b.allow_sender("segreteria", "info@pec.example.it").unwrap();
+    assert!(a
+        .sender_allowed("segreteria", "info@pec.example.it")
+        .unwrap());
+}
+
+#[test]
+fn data_survive_reopening() {
+    let (_dir, path, store) = fresh();
+    store.record_accepted(&accepted(PEC_ID)).unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.events_for(PEC_ID).unwrap().len(), 1);
+    assert_eq!(
+        store.pending_acceptance(PEC_ID).unwrap(),
+        Some(accepted(PEC_ID))
+    );
+}
+
+#[test]
+fn a_formal_refusal_logs_one_event_and_quarantines_nothing() {
+    let (_dir, _path, store) = fresh();
+    let r = refused(MessageKind::NonAcceptance, None);
+    store.record_refused(&r).unwrap();
+    let events = store.events_for(PEC_ID).unwrap();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.kind, EventKind::Issued(MessageKind::NonAcceptance));
+    assert_eq!(e.outcome, "refused");
+    assert_eq!(e.reason.as_deref(), Some("Eicar-Test-Signature"));
+    assert_eq!(e.related_ids, ["notice.1@pec.example.it"]);
+    assert_eq!(e.queue_id.as_deref(), Some("5ABCDE"));
+    assert_eq!(e.at, r.at);
+    assert!(store.quarantined(PEC_ID).unwrap().is_empty());
+    assert!(store.tracking_for(PEC_ID).unwrap().is_empty());
+    assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), None);
+}
+
+#[test]
+fn a_virus_refusal_quarantines_the_message_and_logs_it() {
+    let (_dir, _path, store) = fresh();
+    let message = b"From: a@pec.example.it\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}\r\n".to_vec();
+    store
+        .record_refused(&refused(
+            MessageKind::NonAcceptanceVirus,
+            Some(message.clone()),
+        ))
+        .unwrap();
+    let events = store.events_for(PEC_ID).unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::Issued(MessageKind::NonAcceptanceVirus),
+            EventKind::Quarantined
+        ]
+    );
+    assert_eq!(events[0].outcome, "virus");
+    assert_eq!(events[1].reason.as_deref(), Some("Eicar-Test-Signature"));
+    assert_eq!(store.quarantined(PEC_ID).unwrap(), vec![message]);
+}
+
+#[test]
+fn logged_events_read_back_oldest_first() {
+    let (_dir, _path, store) = fresh();
+    let event = |at: i64, kind: EventKind| LogEvent {
+        pec_id: PEC_ID.into(),
+        at: Instant::from_unix(at),
+        kind,
+        sender: "mario.rossi@pec.example.it".into(),
+        recipients: vec![(
+            "anna.bianchi@pec.altro.it".into(),
+            RecipientType::Certificato,
+        )],
+        subject: "s".into(),
+        related_ids: vec!["a@x".into(), "b@x".into()],
+        provider: "Altro PEC".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: Some("consegna=anna.bianchi@pec.altro.it".into()),
+    };
+    let later = event(
+        200,
+        EventKind::Issued(MessageKind::Delivery(ReceiptType::Breve)),
+    );
+    let earlier = event(100, EventKind::Issued(MessageKind::TakeCharge));
+    let rejected = event(300, EventKind::RejectedInSmtp);
+    store.log(&later).unwrap();
+    store.log(&earlier).unwrap();
+    store.log(&rejected).unwrap();
+    assert_eq!(
+        store.events_for(PEC_ID).unwrap(),
+        vec![earlier, later, rejected]
+    );
+}
+
+#[test]
+fn a_login_sends_as_itself_unless_it_has_mappings() {
+    let (_dir, _path, store) = fresh();
+    // Default rule: no mapping, the login is the address (case-insensitive).
+    assert!(store
+        .sender_allowed("mario.rossi@pec.example.it", "Mario.Rossi@PEC.example.it")
+        .unwrap());
+    assert!(!store
+        .sender_allowed("mario.rossi@pec.example.it", "other@pec.example.it")
+        .unwrap());
+    assert!(!store
+        .sender_allowed("mario", "mario@pec.example.it")
+        .unwrap());
+
+    // An explicit mapping replaces the default; stored and compared in lower case.
+    store
+        .allow_sender("mario.rossi@pec.example.it", "Ufficio@PEC.Example.it")
+        .unwrap();
+    store
+        .allow_sender("mario.rossi@pec.example.it", "ufficio@pec.example.it")
+        .unwrap();
+    assert!(store
+        .sender_allowed("mario.rossi@pec.example.it", "UFFICIO@pec.example.it")
+        .unwrap());
+    assert!(!store
+        .sender_allowed("mario.rossi@pec.example.it", "mario.rossi@pec.example.it")
+        .unwrap());
+
+    // A mapping for one login leaves the others on the default rule.
+    assert!(store
+        .sender_allowed("anna@pec.example.it", "anna@pec.example.it")
+        .unwrap());
+    store
+        .allow_sender("mario.rossi@pec.example.it", "mario.rossi@pec.example.it")
+        .unwrap();
+    assert!(store
+        .sender_allowed("mario.rossi@pec.example.it", "Mario.Rossi@pec.example.it")
+        .unwrap());
+}
+
+#[test]
+fn the_store_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SqliteStore>();
+    let (_dir, _path, store) = fresh();
+    let shared: Arc<dyn Store> = Arc::new(store);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let store = Arc::clone(&shared);
+            thread::spawn(move || {
+                store
+                    .record_accepted(&accepted(&format!("id.{i}@pec.example.it")))
+                    .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for i in 0..4 {
+        let id = format!("id.{i}@pec.example.it");
+        assert_eq!(shared.events_for(&id).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn opening_in_a_missing_directory_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("pec.db");
+    let err = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(err.starts_with("store: open \""), "{err}");
+    assert!(err.contains("missing/pec.db"), "{err}");
+}
+
+#[test]
+fn connections_opening_a_new_file_at_once_migrate_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("pec.db"));
+    let barrier = Arc::new(Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let path = Arc::clone(&path);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                SqliteStore::open(&path).unwrap()
+            })
+        })
+        .collect();
+    let stores: Vec<SqliteStore> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let versions: Vec<u32> = stores.iter().map(|s| s.schema_version().unwrap()).collect();
+    assert!(
+        versions.iter().all(|v| *v == versions[0] && *v >= 1),
+        "{versions:?}"
+    );
+    stores[0].record_accepted(&accepted(PEC_ID)).unwrap();
+    assert_eq!(stores[3].events_for(PEC_ID).unwrap().len(), 1);
+}
