@@ -19,6 +19,21 @@ pub enum Command {
     /// Exit status: 0 every file is a valid PEC message, 1 at least one is not, 2 usage or
     /// I/O error.
     Verify(VerifyArgs),
+    /// Run the provider: the access-point milter and the after-queue content filter.
+    ///
+    /// Logs go to standard error (`PEC_LOG` or `RUST_LOG` set the filter, default `info`);
+    /// SIGTERM or SIGINT stop it after the transactions in progress.
+    Serve(ConfigArgs),
+    /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
+    /// check`).
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// The configuration file.
+    #[arg(long, short = 'c', env = "PEC_CONFIG", default_value = "/etc/pec/pec.toml")]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,5 +70,65 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Verify(args) => crate::crypto::verify_cmd::run(&args),
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Serve(args) => serve(&args),
+    }
+}
+
+fn check_config(args: &ConfigArgs) -> i32 {
+    match crate::config::load(&args.config) {
+        Ok(_) => {
+            println!("{}: ok", args.config.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn serve(args: &ConfigArgs) -> i32 {
+    let filter = std::env::var("PEC_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = match crate::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec serve: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(crate::serve::run(config, async {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+    }));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pec serve: {e}");
+            1
+        }
     }
 }
