@@ -3,10 +3,42 @@
 //! verification code only needs [`TrustSet`].
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
 
 use crate::message::kind::RecipientType;
 
 pub mod ldif;
+
+/// Errors reading the provider index. Line numbers are those of the LDIF text (1-based, the
+/// first physical line of a folded line); a provider error carries the line of the entry's
+/// `dn:` or of the offending attribute.
+#[derive(Debug, Error)]
+pub enum IndexError {
+    #[error("cannot read provider index \"{}\": {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// An error in a file, with the file's name in front.
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: Box<IndexError>,
+    },
+    /// Malformed LDIF (RFC 2849).
+    #[error("line {line}: {message}")]
+    Syntax { line: usize, message: String },
+    /// A well-formed entry that is not a valid provider record (spec §7.1).
+    #[error("line {line}: provider \"{provider}\": {message}")]
+    Provider {
+        line: usize,
+        /// `providerName`, or the DN when the name itself is missing.
+        provider: String,
+        message: String,
+    },
+}
 
 /// One provider record of the index (spec §7.1).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -103,6 +135,21 @@ pub struct ProviderIndex {
 }
 
 impl ProviderIndex {
+    /// Reads the local copy of the index, an LDIF file in the shape of the national index
+    /// (spec §7.1), with [`ldif::parse_ldif`]. Errors name the file and the line.
+    pub fn load_ldif(path: impl AsRef<Path>) -> Result<ProviderIndex, IndexError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| IndexError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let records = ldif::parse_ldif(&text).map_err(|e| IndexError::File {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        Ok(ProviderIndex::from_records(records))
+    }
+
     pub fn from_records(records: Vec<ProviderRecord>) -> Self {
         let mut index = ProviderIndex::default();
         for r in records {
