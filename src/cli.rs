@@ -32,7 +32,12 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
     /// The configuration file.
-    #[arg(long, short = 'c', env = "PEC_CONFIG", default_value = "/etc/pec/pec.toml")]
+    #[arg(
+        long,
+        short = 'c',
+        env = "PEC_CONFIG",
+        default_value = "/etc/pec/pec.toml"
+    )]
     pub config: PathBuf,
 }
 
@@ -103,7 +108,10 @@ fn serve(args: &ConfigArgs) -> i32 {
             return 1;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("pec serve: cannot start the runtime: {e}");

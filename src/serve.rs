@@ -89,15 +89,19 @@ pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, ServeError> {
             chain_file,
             ..
         } => {
-            let signer = PemSigner::from_files(key_file, cert_file, chain_file.as_deref(), settings.digest)
-                .map_err(|e| ServeError::Signer(e.to_string()))?;
+            let signer =
+                PemSigner::from_files(key_file, cert_file, chain_file.as_deref(), settings.digest)
+                    .map_err(|e| ServeError::Signer(e.to_string()))?;
             Ok(Arc::new(signer))
         }
     }
 }
 
 /// Runs every role until `shutdown` completes; returns once they have stopped.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let settings = config
         .settings()
         .map_err(|e| ServeError::Config(e.to_string()))?;
@@ -134,8 +138,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         envelope_sender_header: config.provider.envelope_sender_header,
     };
     let helo = format!("pec.{domain}");
-    let access_injector = Arc::new(SmtpInjector::new(tcp(&settings.access.reinject, "access.reinject")?, helo.clone()));
-    let filter_injector = Arc::new(SmtpInjector::new(tcp(&settings.filter.reinject, "filter.reinject")?, helo.clone()));
+    let access_injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.access.reinject, "access.reinject")?,
+        helo.clone(),
+    ));
+    let filter_injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.filter.reinject, "filter.reinject")?,
+        helo.clone(),
+    ));
 
     let ap = Arc::new(AccessPoint {
         policy: Policy {
@@ -159,26 +169,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
 
     let milter_addr = tcp(&settings.access.listen, "access.listen")?;
-    let milter_listener = TcpListener::bind(&milter_addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr: milter_addr.clone(), source })?;
+    let milter_listener =
+        TcpListener::bind(&milter_addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: milter_addr.clone(),
+                source,
+            })?;
     let filter_addr = tcp(&settings.filter.listen, "filter.listen")?;
-    let filter_listener = TcpListener::bind(&filter_addr)
-        .await
-        .map_err(|source| ServeError::Listen { addr: filter_addr.clone(), source })?;
+    let filter_listener =
+        TcpListener::bind(&filter_addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: filter_addr.clone(),
+                source,
+            })?;
     info!(milter = %milter_addr, filter = %filter_addr, "pec serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let milter = tokio::spawn(crate::access::milter::run(milter_listener, ap, stopped(stop_rx.clone())));
+    let milter = tokio::spawn(crate::access::milter::run(
+        milter_listener,
+        ap,
+        stopped(stop_rx.clone()),
+    ));
     let options = ServerOptions {
         hostname: helo,
         max_message_size: usize::try_from(settings.filter.max_size).unwrap_or(usize::MAX),
         ..ServerOptions::default()
     };
-    let filter = tokio::spawn(server::serve(filter_listener, after_queue, options, stopped(stop_rx)));
+    let filter = tokio::spawn(server::serve(
+        filter_listener,
+        after_queue,
+        options,
+        stopped(stop_rx),
+    ));
 
     shutdown.await;
     info!("shutting down");
