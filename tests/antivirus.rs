@@ -268,7 +268,9 @@ async fn usable_as_a_trait_object() {
     assert_eq!(av.scan(b"ok").await.unwrap(), ScanVerdict::Clean);
 }
 
-/// The real clamd started by tests/e2e (lib.sh `clamd_start`), when its address is exported.
+/// The real clamd started by tests/e2e (lib.sh `clamd_start`), when its address is exported
+/// as `PEC_E2E_CLAMD`. With `PEC_E2E_CLAMD_STREAM_MAX` (bytes, clamd's `StreamMaxLength`)
+/// also checks that an oversized stream is a protocol error.
 #[tokio::test]
 async fn real_clamd_when_available() {
     let Ok(addr) = std::env::var("PEC_E2E_CLAMD") else {
@@ -277,6 +279,15 @@ async fn real_clamd_when_available() {
         );
         return;
     };
+    if let Ok(max) = std::env::var("PEC_E2E_CLAMD_STREAM_MAX") {
+        let max: usize = max.parse().unwrap();
+        let av = Clamd::new(&addr, Duration::from_secs(10)).unwrap();
+        let data = vec![b'a'; max + 4 * 1024 * 1024];
+        match av.scan(&data).await {
+            Err(AvError::Protocol(m)) => assert!(m.contains("size limit exceeded"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
     let av = Clamd::new(&addr, Duration::from_secs(10)).unwrap();
     av.ping().await.unwrap();
     assert_eq!(av.scan(b"clean text\n").await.unwrap(), ScanVerdict::Clean);

@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""Mail client for pec's end-to-end tests (standard library only; run with /usr/bin/python3).
+
+  pecmail.py send  --port N [--host H] [--user U --password P] --from ADDR --to ADDR [--to ...]
+                   [--expect-reject] [--timeout S] FILE.eml
+      Submits FILE (bytes as they are, CRLF or LF) with an explicit envelope, after AUTH PLAIN
+      when --user is given. Prints the server's answer to the end of data ("250 2.0.0 Ok:
+      queued as ..."). Exit 0 when accepted; with --expect-reject, exit 0 only when the server
+      refuses the message (MAIL, RCPT or DATA), printing the refusal.
+
+  pecmail.py fetch --port N [--host H] --user U --password P [--mailbox INBOX] --dir OUT
+                   --count N [--deadline S]
+      Polls IMAP until the mailbox holds at least N messages, then saves each one as
+      OUT/<uid>.eml and prints the paths. Exit 1 on timeout, or when more than N are there.
+
+  pecmail.py instream --port N [--host H] [--timeout S] FILE
+      Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
+      "stream: NAME FOUND", "... ERROR"). Exit 0 when clamd answered at all.
+
+Exit code 2 means a usage or connection error.
+"""
+
+import argparse
+import imaplib
+import os
+import smtplib
+import socket
+import struct
+import sys
+import time
+
+
+def die(msg, code=1):
+    print(f"pecmail: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def cmd_send(a):
+    data = open(a.file, "rb").read()
+    try:
+        smtp = smtplib.SMTP(a.host, a.port, timeout=a.timeout)
+    except OSError as e:
+        die(f"cannot connect to {a.host}:{a.port}: {e}", 2)
+    try:
+        smtp.ehlo("pecmail.test")
+        if a.user:
+            smtp.user, smtp.password = a.user, a.password
+            code, resp = smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
+            print(f"AUTH: {code} {resp.decode(errors='replace')}")
+        code, resp = smtp.mail(getattr(a, "from"))
+        if code != 250:
+            return refused(a, "MAIL FROM", code, resp)
+        for rcpt in a.to:
+            code, resp = smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                return refused(a, f"RCPT TO:<{rcpt}>", code, resp)
+        code, resp = smtp.data(data)
+        if code != 250:
+            return refused(a, "DATA", code, resp)
+        print(f"{code} {resp.decode(errors='replace')}")
+        smtp.quit()
+    except smtplib.SMTPAuthenticationError as e:
+        return refused(a, "AUTH", e.smtp_code, e.smtp_error)
+    except smtplib.SMTPResponseException as e:
+        return refused(a, "SMTP", e.smtp_code, e.smtp_error)
+    except (smtplib.SMTPException, OSError) as e:
+        die(f"SMTP session with {a.host}:{a.port} failed: {e}", 2)
+    if a.expect_reject:
+        die("the message was accepted, a refusal was expected")
+    return 0
+
+
+def refused(a, stage, code, resp):
+    text = resp.decode(errors="replace") if isinstance(resp, bytes) else str(resp)
+    print(f"refused at {stage}: {code} {text}")
+    if a.expect_reject:
+        return 0
+    die(f"refused at {stage}: {code} {text}")
+
+
+def imap_messages(a):
+    """(count, [(uid, bytes)]) of the mailbox, fetching bodies only when count >= a.count."""
+    imap = imaplib.IMAP4(a.host, a.port, timeout=a.timeout)
+    try:
+        imap.login(a.user, a.password)
+        typ, data = imap.select(a.mailbox, readonly=True)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"SELECT {a.mailbox}: {data}")
+        typ, data = imap.uid("SEARCH", None, "ALL")
+        uids = data[0].split() if typ == "OK" and data and data[0] else []
+        out = []
+        if len(uids) >= a.count:
+            for uid in uids:
+                typ, parts = imap.uid("FETCH", uid, "(BODY.PEEK[])")
+                body = next(p[1] for p in parts if isinstance(p, tuple))
+                out.append((uid.decode(), body))
+        return len(uids), out
+    finally:
+        try:
+            imap.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+
+
+def cmd_fetch(a):
+    end = time.monotonic() + a.deadline
+    last_err, count = None, 0
+    while True:
+        try:
+            count, msgs = imap_messages(a)
+            last_err = None
+            if count >= a.count:
+                break
+        except (imaplib.IMAP4.error, OSError) as e:
+            last_err = e
+        if time.monotonic() >= end:
+            why = f" (last error: {last_err})" if last_err else ""
+            die(f"{a.user} {a.mailbox}: {count} message(s) after {a.deadline}s, "
+                f"expected {a.count}{why}")
+        time.sleep(0.1)
+    os.makedirs(a.dir, exist_ok=True)
+    for uid, body in msgs:
+        path = os.path.join(a.dir, f"{uid}.eml")
+        with open(path, "wb") as f:
+            f.write(body)
+        print(path)
+    if count > a.count:
+        die(f"{a.user} {a.mailbox}: {count} messages, expected {a.count}")
+    return 0
+
+
+def cmd_instream(a):
+    data = open(a.file, "rb").read()
+    try:
+        s = socket.create_connection((a.host, a.port), timeout=a.timeout)
+    except OSError as e:
+        die(f"cannot connect to clamd at {a.host}:{a.port}: {e}", 2)
+    try:
+        s.sendall(b"zINSTREAM\0")
+        for i in range(0, len(data), 65536):
+            chunk = data[i:i + 65536]
+            s.sendall(struct.pack(">I", len(chunk)) + chunk)
+        s.sendall(struct.pack(">I", 0))
+        reply = b""
+        while not reply.endswith(b"\0"):
+            part = s.recv(4096)
+            if not part:
+                break
+            reply += part
+    except OSError as e:
+        die(f"clamd INSTREAM failed: {e}", 2)
+    finally:
+        s.close()
+    if not reply:
+        die("clamd closed the connection without a reply", 2)
+    print(reply.rstrip(b"\0").decode(errors="replace"))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description="mail client for pec's end-to-end tests")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("send", help="submit an .eml with an explicit envelope")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--user")
+    s.add_argument("--password", default="test")
+    s.add_argument("--from", required=True)
+    s.add_argument("--to", action="append", required=True)
+    s.add_argument("--expect-reject", action="store_true")
+    s.add_argument("--timeout", type=float, default=30)
+    s.add_argument("file")
+    s.set_defaults(func=cmd_send)
+
+    f = sub.add_parser("fetch", help="wait for and save the messages of an IMAP mailbox")
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, required=True)
+    f.add_argument("--user", required=True)
+    f.add_argument("--password", default="test")
+    f.add_argument("--mailbox", default="INBOX")
+    f.add_argument("--dir", required=True)
+    f.add_argument("--count", type=int, required=True)
+    f.add_argument("--deadline", type=float, default=30)
+    f.add_argument("--timeout", type=float, default=10)
+    f.set_defaults(func=cmd_fetch)
+
+    c = sub.add_parser("instream", help="scan a file with clamd INSTREAM")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--timeout", type=float, default=30)
+    c.add_argument("file")
+    c.set_defaults(func=cmd_instream)
+
+    a = p.parse_args()
+    sys.exit(a.func(a))
+
+
+if __name__ == "__main__":
+    main()
