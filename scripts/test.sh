@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what it needs, checks formatting and lints,
-# builds once, runs every test (unit, golden, PKCS#11 on SoftHSM2, CLI), and checks that
-# the benchmarks compile.
+# builds once, runs every test at its three depths (unit and golden; in-process protocol
+# tests; end to end with real Postfix, Dovecot, clamd and SoftHSM2), and checks that the
+# benchmarks compile. Run as root (the end-to-end tests start private Postfix instances).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+tests/e2e/install.sh
 
 # Real provider samples live beside the checkout (../shared/pec-samples); tests that need
 # them print SKIPPED loudly when they are absent.
@@ -22,5 +24,11 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
+
+echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2)"
+target=${CARGO_TARGET_DIR:-target}
+export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
+bash tests/e2e/smoke.sh
+bash tests/e2e/access_point.sh
 echo "== benches compile"
 cargo bench --locked --no-run

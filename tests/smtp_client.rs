@@ -82,6 +82,7 @@ async fn fake_server(script: Script) -> (String, JoinHandle<Transcript>) {
                 "RCPT" if line.contains("bad") => script.bad_rcpt,
                 "RCPT" => "250 2.1.5 Ok\r\n",
                 "DATA" => script.data,
+                "RSET" => "250 2.0.0 Ok\r\n",
                 "QUIT" => {
                     let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
                     return t;
@@ -145,12 +146,91 @@ async fn success_sends_the_whole_dialogue() {
             "RCPT TO:<b@example.it>".into(),
             "RCPT TO:<c@example.it>".into(),
             "DATA".into(),
-            "QUIT".into(),
-        ]
+        ],
+        "a successful connection is kept for the next message, not closed with QUIT"
     );
     let mut expected = MESSAGE.to_vec();
     expected.extend_from_slice(b".\r\n");
     assert_eq!(t.data, expected);
+}
+
+#[tokio::test]
+async fn a_kept_connection_is_reused_after_rset() {
+    let (addr, server) = fake_server(Script::default()).await;
+    let inj = injector(addr);
+    inj.send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    inj.send("a@example.it", &rcpts(&["c@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    drop(inj);
+    let t = server.await.unwrap();
+    let size = format!("MAIL FROM:<a@example.it> SIZE={}", MESSAGE.len());
+    assert_eq!(
+        t.commands,
+        vec![
+            "EHLO filter.example".to_string(),
+            size.clone(),
+            "RCPT TO:<b@example.it>".into(),
+            "DATA".into(),
+            "RSET".into(),
+            size,
+            "RCPT TO:<c@example.it>".into(),
+            "DATA".into(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_kept_connection_closed_by_the_listener_is_replaced() {
+    // The listener serves one transaction per connection and then hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let mut connections = 0;
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            connections += 1;
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 fake\r\n").await.unwrap();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250 fake\r\n",
+                    "DATA" => b"354 go\r\n",
+                    _ => b"250 Ok\r\n",
+                };
+                w.write_all(reply).await.unwrap();
+                if verb == "DATA" {
+                    loop {
+                        let mut buf = Vec::new();
+                        r.read_until(b'\n', &mut buf).await.unwrap();
+                        if buf == b".\r\n" {
+                            break;
+                        }
+                    }
+                    w.write_all(b"250 queued\r\n").await.unwrap();
+                    break; // hang up after the transaction
+                }
+            }
+        }
+        connections
+    });
+    let inj = injector(addr);
+    inj.send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    // The kept connection is dead: RSET fails, a fresh connection carries the message.
+    inj.send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(server.await.unwrap(), 2);
 }
 
 #[tokio::test]

@@ -180,7 +180,8 @@ pub fn check(input: &Input<'_>, limits: &Limits) -> Result<OriginalInfo, Violati
             format!("destinatario degli header To/Cc non presente nella busta: {missing}"),
         ));
     }
-    // 6. No Bcc.
+    // 6. No Bcc. Behind Postfix this rarely fires: cleanup(8) strips Bcc before milters see
+    // the header, and a blind recipient is then caught by rule 5 (it is in RCPT TO only).
     if fields
         .iter()
         .any(|f| f.is("Bcc") && !f.unfolded().is_empty())

@@ -1,7 +1,10 @@
-//! A small SMTP client that hands a message to Postfix's reinjection listener (one
-//! connection per message, no pipelining): greeting, EHLO (HELO when EHLO is refused),
-//! `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when advertised), one `RCPT TO` per
-//! recipient, `DATA`, the dot-stuffed message with CRLF line ends, and `QUIT`.
+//! A small SMTP client that hands a message to Postfix's reinjection listener (no
+//! pipelining): greeting, EHLO (HELO when EHLO is refused), `MAIL FROM` (with `SIZE=` and
+//! `BODY=8BITMIME` when advertised), one `RCPT TO` per recipient, `DATA`, the dot-stuffed
+//! message with CRLF line ends. After a successful transaction the connection is kept for
+//! the next message (a few idle connections, reset with `RSET` before reuse); a kept
+//! connection that turns out to be closed is replaced by a fresh one before anything of the
+//! new transaction was sent. Connections that failed are closed with `QUIT`.
 //!
 //! Every step has a timeout, so a silent or stuck listener never hangs the caller. Failures
 //! are classified for the caller (who turns them into an SMTP answer to Postfix):
@@ -51,12 +54,29 @@ impl Default for ClientTimeouts {
     }
 }
 
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 16;
+/// A kept connection idle longer than this is closed instead of reused (Postfix's smtpd
+/// drops idle clients after 300 s).
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+
 /// Injects messages into an SMTP listener (Postfix's reinjection `smtpd`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmtpInjector {
     addr: String,
     helo: String,
     timeouts: ClientTimeouts,
+    idle: std::sync::Arc<std::sync::Mutex<Vec<(Conn, Capabilities, std::time::Instant)>>>,
+}
+
+impl std::fmt::Debug for SmtpInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpInjector")
+            .field("addr", &self.addr)
+            .field("helo", &self.helo)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
 }
 
 impl SmtpInjector {
@@ -66,6 +86,7 @@ impl SmtpInjector {
             addr,
             helo,
             timeouts: ClientTimeouts::default(),
+            idle: Default::default(),
         }
     }
 
@@ -123,6 +144,39 @@ impl SmtpInjector {
             check_address(r)?;
         }
 
+        let (mut conn, caps) = self.connection().await?;
+        let result = self
+            .dialogue(&mut conn, &caps, mail_from, rcpt_to, message)
+            .await;
+        if result.is_ok() && conn.usable {
+            self.keep(conn, caps);
+        } else if conn.usable {
+            // After a reply we did not want, the dialogue is still in step: say goodbye.
+            conn.quit().await;
+        }
+        result
+    }
+
+    /// A kept connection that still answers `RSET`, or a new one past greeting and EHLO.
+    async fn connection(&self) -> Result<(Conn, Capabilities), Failure> {
+        loop {
+            let kept = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()
+            };
+            let Some((mut conn, caps, since)) = kept else {
+                break;
+            };
+            if since.elapsed() > MAX_IDLE_TIME {
+                conn.quit().await;
+                continue;
+            }
+            match conn.command("RSET", "RSET").await {
+                Ok(reply) if reply.class() == 2 => return Ok((conn, caps)),
+                Ok(_) => conn.quit().await,
+                Err(_) => {}
+            }
+        }
         let stream = tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.addr))
             .await
             .map_err(|_| {
@@ -139,21 +193,28 @@ impl SmtpInjector {
             timeouts: self.timeouts,
             usable: true,
         };
-        let result = self.dialogue(&mut conn, mail_from, rcpt_to, message).await;
-        // After a reply we did not want, the dialogue is still in step: say goodbye.
-        if conn.usable {
-            conn.quit().await;
+        match self.open(&mut conn).await {
+            Ok(caps) => Ok((conn, caps)),
+            Err(e) => {
+                if conn.usable {
+                    conn.quit().await;
+                }
+                Err(e)
+            }
         }
-        result
     }
 
-    async fn dialogue(
-        &self,
-        conn: &mut Conn,
-        mail_from: &str,
-        rcpt_to: &[String],
-        message: &[u8],
-    ) -> Result<String, Failure> {
+    /// Keeps a connection after a successful transaction, within the idle limit.
+    fn keep(&self, conn: Conn, caps: Capabilities) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, caps, std::time::Instant::now()));
+        }
+        // Otherwise the connection is dropped; the listener sees the client go away.
+    }
+
+    /// Greeting and EHLO (HELO when EHLO is refused) on a new connection.
+    async fn open(&self, conn: &mut Conn) -> Result<Capabilities, Failure> {
         let greeting = conn.read_reply(conn.timeouts.command, "greeting").await?;
         if greeting.class() != 2 {
             return Err(Failure::Temporary(format!(
@@ -163,18 +224,27 @@ impl SmtpInjector {
         }
 
         let ehlo = conn.command(&format!("EHLO {}", self.helo), "EHLO").await?;
-        let caps = match ehlo.class() {
-            2 => Capabilities::from_ehlo(&ehlo),
+        match ehlo.class() {
+            2 => Ok(Capabilities::from_ehlo(&ehlo)),
             5 => {
                 let helo = conn.command(&format!("HELO {}", self.helo), "HELO").await?;
                 if helo.class() != 2 {
                     return Err(Failure::Temporary(format!("HELO refused: {}", helo.text())));
                 }
-                Capabilities::default()
+                Ok(Capabilities::default())
             }
-            _ => return Err(Failure::Temporary(format!("EHLO refused: {}", ehlo.text()))),
-        };
+            _ => Err(Failure::Temporary(format!("EHLO refused: {}", ehlo.text()))),
+        }
+    }
 
+    async fn dialogue(
+        &self,
+        conn: &mut Conn,
+        caps: &Capabilities,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+    ) -> Result<String, Failure> {
         let body = stuff(message);
         let mut mail = format!("MAIL FROM:<{mail_from}>");
         if caps.size {

@@ -15,22 +15,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$here/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$here/provider.sh"
 
 pec=${PEC_BIN:-$root/target/debug/pec}
 [ -x "$pec" ] || { echo "access_point: $pec not built (cargo build)" >&2; exit 2; }
 mail=(/usr/bin/python3 "$here/pecmail.py")
 
 work=$(e2e_tmpdir)
-pec_pid=""
 cleanup() {
   status=$?
-  if [ -n "$pec_pid" ] && kill -0 "$pec_pid" 2>/dev/null; then
-    kill "$pec_pid" 2>/dev/null || true
-    wait "$pec_pid" 2>/dev/null || true
-  fi
-  postfix_stop "$work/postfix" >/dev/null 2>&1 || true
-  dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
-  clamd_stop "$work/clamd" >/dev/null 2>&1 || true
+  provider_down "$work"
   if [ "$status" -ne 0 ]; then
     echo "---- pec log" >&2; tail -n 40 "$work/pec.log" >&2 2>/dev/null || true
     echo "---- postfix log" >&2; tail -n 40 "$work/postfix/maillog" >&2 2>/dev/null || true
@@ -42,89 +37,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r submission smtp reinject filter milter lmtp imap clamd_port < <(e2e_free_ports 8 | tr '\n' ' ')
-
-e2e_log "test PKI and SoftHSM2 token"
-sh "$root/tests/pki/make-pki.sh" "$work/pki" >/dev/null 2>&1
-conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$work/pki/it.key" "$work/pki/it.pem" signer)
-chmod -R a+rX "$work/hsm"
-
-# The provider index: us (pec.example.it) and another provider (pec.example.net).
-cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
-cert_sha1() { openssl x509 -in "$1" -outform DER | sha1sum | cut -d' ' -f1 | tr a-f A-F; }
-cat > "$work/index.ldif" <<EOF
-version: 1
-
-dn: providerName=PEC Example IT S.p.A.,o=postacert
-objectclass: top
-objectclass: provider
-providerName: PEC Example IT S.p.A.
-providerCertificateHash: $(cert_sha1 "$work/pki/it.pem")
-providerCertificate;binary:: $(cert_b64 "$work/pki/it.pem")
-mailReceipt: ricevute@pec.example.it
-managedDomains: pec.example.it
-
-dn: providerName=PEC Example NET S.p.A.,o=postacert
-objectclass: top
-objectclass: provider
-providerName: PEC Example NET S.p.A.
-providerCertificateHash: $(cert_sha1 "$work/pki/net.pem")
-providerCertificate;binary:: $(cert_b64 "$work/pki/net.pem")
-mailReceipt: ricevute@pec.example.net
-managedDomains: pec.example.net
-EOF
-
-e2e_log "clamd, Dovecot, Postfix"
-clamd_start "$work/clamd" "$clamd_port"
-dovecot_start "$work/dovecot" "$lmtp" "$imap"
-# example.com stands for the Internet: delivered locally, but not a PEC domain.
-postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" pec-a \
-  "$submission" "$smtp" "$reinject" "$filter" "$milter" "$lmtp" pec.example.it example.com
-
-cat > "$work/pec.toml" <<EOF
-[provider]
-name = "PEC Example IT S.p.A."
-service_address = "posta-certificata@pec.example.it"
-mail_receipt = "ricevute@pec.example.it"
-domains = ["pec.example.it"]
-
-[signing]
-backend = "pkcs11"
-module = "$(ls /usr/lib/softhsm/libsofthsm2.so)"
-token_label = "pec-e2e"
-key_label = "signer"
-pin_env = "PEC_E2E_PIN"
-
-[store]
-path = "$work/pec.sqlite"
-
-[index]
-ldif = "$work/index.ldif"
-
-[antivirus]
-clamd = "tcp:127.0.0.1:$clamd_port"
-timeout = "30s"
-
-[access]
-listen = "inet:127.0.0.1:$milter"
-reinject = "127.0.0.1:$reinject"
-max_total_size = "1MB"
-hard_size_limit = "2MB"
-
-[filter]
-listen = "127.0.0.1:$filter"
-reinject = "127.0.0.1:$reinject"
-EOF
-"$pec" check-config -c "$work/pec.toml" >/dev/null
-
-e2e_log "pec serve"
-SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=info "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &
-pec_pid=$!
-wait_for_port 127.0.0.1 "$milter" 30
-wait_for_port 127.0.0.1 "$filter" 30
+PROVIDER_ACCESS_EXTRA=$'max_total_size = "1MB"\nhard_size_limit = "2MB"' provider_up "$work"
 
 msg() { # FILE FROM_HEADER EXTRA_HEADERS BODY
-  printf 'From: %s\r\nTo: bob@pec.example.it, carol@example.com\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@client.example.it>\r\n%sMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
+  printf 'From: %s\r\nTo: bob@pec.example.it, carol@example.com\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@client.example.it>\r\n%bMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
     "$2" "$(basename "$1" .eml)" "$(date -R)" "$(basename "$1" .eml)-$$" "$3" "$4" > "$1"
 }
 send() { # FILE [pecmail send options]
@@ -170,13 +86,19 @@ grep -q "diverso dall'indirizzo del campo From" "$(newest "$work/alice")" \
   || grep -q "campo From" "$(newest "$work/alice")" || e2e_fail "spoofed From: notice does not say why"
 
 e2e_log "3. Bcc: non-acceptance notice, no envelope"
+# As a real client does: the blind recipient is in RCPT TO and in a Bcc header. Postfix's
+# cleanup strips the Bcc header before any milter sees it, so the refusal comes from the
+# RCPT TO = To + Cc rule and names the blind recipient.
 msg "$work/bcc.eml" "alice@pec.example.it" "Bcc: eve@pec.example.it\r\n" "Copia nascosta."
-send "$work/bcc.eml"
+send "$work/bcc.eml" --to eve@pec.example.it
 fetch alice@pec.example.it 3 "$work/alice"
 verify "$(newest "$work/alice")" "receipt: non-accettazione"
+grep -q "eve@pec.example.it" "$(newest "$work/alice")" || e2e_fail "Bcc: the notice does not name the blind recipient"
 
 e2e_log "4. EICAR: non-acceptance for virus, quarantined"
-msg "$work/virus.eml" "alice@pec.example.it" "" "$(e2e_eicar)"
+# The EICAR file as an attachment (clamd decodes MIME and matches the decoded part).
+printf 'From: alice@pec.example.it\r\nTo: bob@pec.example.it, carol@example.com\r\nSubject: virus\r\nDate: %s\r\nMessage-ID: <virus-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nIn allegato.\r\n--b\r\nContent-Type: application/octet-stream; name="eicar.com"\r\nContent-Disposition: attachment; filename="eicar.com"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b--\r\n' \
+  "$(date -R)" "$$" "$(e2e_eicar | base64 -w0)" > "$work/virus.eml"
 send "$work/virus.eml"
 fetch alice@pec.example.it 4 "$work/alice"
 verify "$(newest "$work/alice")" "receipt: non-accettazione"
@@ -192,6 +114,8 @@ send "$work/big.eml" --expect-reject
 postfix_wait_queue_empty "$work/postfix" 60
 # Nothing else arrived: the refused messages produced no envelope and no further notice.
 [ "$(ls "$work/bob" | wc -l)" -eq 1 ] || e2e_fail "bob received more than the one envelope"
+"${mail[@]}" fetch --port "$imap" --user eve@pec.example.it --password test --count 0 --dir "$work/eve" --deadline 5
+[ -z "$(ls -A "$work/eve" 2>/dev/null)" ] || e2e_fail "the blind recipient received something"
 fetch bob@pec.example.it 1 "$work/bob-final"
 fetch carol@example.com 1 "$work/carol-final"
 fetch alice@pec.example.it 4 "$work/alice-final"

@@ -13,6 +13,12 @@
       Polls IMAP until the mailbox holds at least N messages, then saves each one as
       OUT/<uid>.eml and prints the paths. Exit 1 on timeout, or when more than N are there.
 
+  pecmail.py load --port N [--host H] --user U --password P --from ADDR --to ADDR
+                  --count N --concurrency C --size BYTES --maildir DIR --expect N [--deadline S]
+      Submits N messages of about BYTES bytes over C parallel authenticated connections, then
+      waits until DIR (a Maildir, new/ + cur/) holds N+… = --expect messages in all. Prints
+      "seconds=<time from the first submission until the last delivery>". Exit 1 on timeout.
+
   pecmail.py instream --port N [--host H] [--timeout S] FILE
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
       "stream: NAME FOUND", "... ERROR"). Exit 0 when clamd answered at all.
@@ -129,6 +135,57 @@ def cmd_fetch(a):
     return 0
 
 
+def maildir_count(paths):
+    n = 0
+    for d in paths:
+        for sub in ("new", "cur"):
+            try:
+                n += len(os.listdir(os.path.join(d, sub)))
+            except FileNotFoundError:
+                pass
+    return n
+
+
+def cmd_load(a):
+    import threading
+
+    body = ("x" * 75 + "\r\n") * max(1, a.size // 77)
+    errors = []
+    per = [a.count // a.concurrency + (1 if i < a.count % a.concurrency else 0) for i in range(a.concurrency)]
+
+    def worker(i, n):
+        try:
+            smtp = smtplib.SMTP(a.host, a.port, timeout=120)
+            smtp.ehlo("pecmail.load")
+            smtp.user, smtp.password = a.user, a.password
+            smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
+            for j in range(n):
+                msg = (
+                    f"From: {getattr(a, 'from')}\r\nTo: {', '.join(a.to)}\r\nSubject: load {i}.{j}\r\n"
+                    f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+                    f"Message-ID: <load.{i}.{j}.{os.getpid()}@pecmail.test>\r\n\r\n{body}"
+                )
+                smtp.sendmail(getattr(a, "from"), a.to, msg.encode())
+            smtp.quit()
+        except Exception as e:  # reported below; the count check fails too
+            errors.append(f"worker {i}: {e}")
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate(per)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        die("; ".join(errors[:3]))
+    deadline = t0 + a.deadline
+    while maildir_count(a.maildir) < a.expect:
+        if time.monotonic() > deadline:
+            die(f"only {maildir_count(a.maildir)} of {a.expect} messages delivered in {a.deadline} s")
+        time.sleep(0.02)
+    print(f"seconds={time.monotonic() - t0:.3f}")
+
+
 def cmd_instream(a):
     data = open(a.file, "rb").read()
     try:
@@ -185,6 +242,20 @@ def main():
     f.add_argument("--timeout", type=float, default=10)
     f.set_defaults(func=cmd_fetch)
 
+    l = sub.add_parser("load", help="submit many messages and time their delivery")
+    l.add_argument("--host", default="127.0.0.1")
+    l.add_argument("--port", type=int, required=True)
+    l.add_argument("--user", required=True)
+    l.add_argument("--password", default="test")
+    l.add_argument("--from", required=True)
+    l.add_argument("--to", action="append", required=True)
+    l.add_argument("--count", type=int, required=True)
+    l.add_argument("--concurrency", type=int, default=10)
+    l.add_argument("--size", type=int, default=10240)
+    l.add_argument("--maildir", action="append", required=True)
+    l.add_argument("--expect", type=int, required=True)
+    l.add_argument("--deadline", type=float, default=600)
+    l.set_defaults(func=cmd_load)
     c = sub.add_parser("instream", help="scan a file with clamd INSTREAM")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, required=True)
