@@ -543,9 +543,13 @@ fn mixed_entity(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Prepares a message to travel inside a generated one: CRLF line ends and 7-bit safe.
-fn carried(raw: &[u8]) -> Vec<u8> {
-    let crlf = mime::normalize_crlf(raw);
-    super::sevenbit::make_seven_bit(&crlf).into_owned()
+fn carried(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    // The common case, a canonical 7-bit message, is neither copied nor rewritten.
+    match mime::normalize_crlf(raw) {
+        Cow::Borrowed(b) => super::sevenbit::make_seven_bit(b),
+        Cow::Owned(v) => Cow::Owned(super::sevenbit::make_seven_bit(&v).into_owned()),
+    }
 }
 
 /// The original as it travels in `postacert.eml` (spec §3.1): its `Message-ID` replaced by
@@ -870,13 +874,13 @@ impl Builder<'_> {
         let original = match issued {
             ReceiptType::Completa => {
                 text.line("Il messaggio originale è incluso in allegato.");
-                Some(carried(postacert))
+                Some(carried(postacert).into_owned())
             }
             ReceiptType::Breve => {
                 text.line("Il messaggio originale è incluso in allegato; i suoi allegati sono sostituiti dalla loro impronta SHA-1 (file .hash).");
                 let b = breve::breve_original(&carried(postacert))
                     .map_err(|e| BuildError::Breve(e.to_string()))?;
-                Some(carried(&b.message))
+                Some(carried(&b.message).into_owned())
             }
             ReceiptType::Sintetica => None,
         };

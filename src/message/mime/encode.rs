@@ -126,21 +126,19 @@ pub fn quoted_string(s: &str) -> String {
 /// Whether every byte is 7-bit and no line is longer than 998 octets (RFC 5322 §2.1.1):
 /// the condition for relays never to re-encode, which would break signatures.
 pub fn is_seven_bit_safe(data: &[u8]) -> bool {
-    let mut col = 0usize;
-    for &b in data {
-        if b >= 0x80 || b == 0 {
+    if !data.is_ascii() || memchr::memchr(0, data).is_some() {
+        return false;
+    }
+    // Longest line, line break excluded (a CR before the LF counts as in the old loop:
+    // 999 octets of line content at most, CR included).
+    let mut start = 0;
+    for lf in memchr::memchr_iter(b'\n', data) {
+        if lf - start > 999 {
             return false;
         }
-        if b == b'\n' {
-            col = 0;
-        } else {
-            col += 1;
-            if col > 999 {
-                return false;
-            }
-        }
+        start = lf + 1;
     }
-    true
+    data.len() - start <= 999
 }
 
 /// RFC 2231 `attr-char`.

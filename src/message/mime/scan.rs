@@ -26,7 +26,9 @@ fn to_crlf(raw: &[u8], lone_cr: bool) -> Cow<'_, [u8]> {
         b'\r' => lone_cr && raw.get(i + 1) != Some(&b'\n'),
         _ => false,
     };
-    if !(0..raw.len()).any(is_bare) {
+    // Only line-break bytes can be bare: visit just those (memchr), the common case being
+    // a canonical message that is returned as it is.
+    if !memchr::memchr2_iter(b'\r', b'\n', raw).any(is_bare) {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
@@ -59,7 +61,7 @@ fn lines(buf: &[u8]) -> impl Iterator<Item = Line> + '_ {
             return None;
         }
         let start = pos;
-        let line = match buf[start..].iter().position(|&b| b == b'\n') {
+        let line = match memchr::memchr(b'\n', &buf[start..]) {
             Some(i) => {
                 let lf = start + i;
                 let end = if lf > start && buf[lf - 1] == b'\r' {
@@ -240,29 +242,12 @@ pub fn unfold(value: &[u8]) -> String {
     String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
-/// Position of `needle` in `hay`.
+/// Position of `needle` in `hay` (none for an empty needle).
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let first = needle[0];
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1]
-            .iter()
-            .position(|b| *b == first)
-        {
-            None => return None,
-            Some(off) => {
-                i += off;
-                if &hay[i..i + needle.len()] == needle {
-                    return Some(i);
-                }
-                i += 1;
-            }
-        }
-    }
-    None
+    memchr::memmem::find(hay, needle)
 }
 
 /// RFC 2046 §5.1.1: a boundary has 1 to 70 characters.
