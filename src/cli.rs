@@ -27,6 +27,12 @@ pub enum Command {
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
     /// check`).
     CheckConfig(ConfigArgs),
+    /// Write the man pages pec(8) and pec.toml(5) into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +83,61 @@ pub fn main() -> i32 {
         Command::Verify(args) => crate::crypto::verify_cmd::run(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(&args),
+        Command::GenerateMan { dir } => match generate_man(&dir) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("pec generate-man: {e}");
+                2
+            }
+        },
     }
+}
+
+/// pec(8) from the clap definitions (one page with every subcommand), and pec.toml(5) from
+/// the commented sample configuration.
+pub fn generate_man(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Cli::command().name("pec");
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .render(&mut page)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let heading = format!("pec {}", sub.get_name()).to_uppercase();
+        page.extend_from_slice(format!(".SH \"{heading}\"\n").as_bytes());
+        let mut desc = Vec::new();
+        clap_mangen::Man::new(sub.clone()).render_description_section(&mut desc)?;
+        let mut opts = Vec::new();
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut opts)?;
+        page.extend_from_slice(&strip_heading(&desc));
+        page.extend_from_slice(&strip_heading(&opts));
+    }
+    std::fs::write(dir.join("pec.8"), page)?;
+
+    let mut conf = String::from(
+        ".TH PEC.TOML 5 \"\" \"pec\" \"File formats\"\n.SH NAME\npec.toml \\- configuration of pec, the PEC provider for Postfix and Dovecot\n.SH DESCRIPTION\nOne TOML file, by default /etc/pec/pec.toml. Unknown keys are errors; every error names the file, the line and the key. \\fBpec check\\-config\\fR checks a file offline. The commented sample below documents every key and its default.\n.SH SAMPLE\n.nf\n",
+    );
+    for line in crate::config::example().lines() {
+        let escaped = line.replace('\\', "\\\\");
+        if escaped.starts_with('.') || escaped.starts_with('\'') {
+            conf.push_str("\\&");
+        }
+        conf.push_str(&escaped);
+        conf.push('\n');
+    }
+    conf.push_str(".fi\n.SH SEE ALSO\n\\fBpec\\fR(8)\n");
+    std::fs::write(dir.join("pec.toml.5"), conf)
+}
+
+/// Drops the `.SH` line clap_mangen puts before a section, so sections can be nested.
+fn strip_heading(roff: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(roff);
+    text.lines()
+        .filter(|l| !l.starts_with(".SH "))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn check_config(args: &ConfigArgs) -> i32 {
