@@ -107,6 +107,33 @@ fn tempfail(text: impl Into<String>) -> Decision {
 }
 
 impl AccessPoint {
+    /// Runs blocking work (store, HSM) off the async threads; any failure becomes the
+    /// tempfail to answer, `what` naming the unavailable part in the reply.
+    async fn blocking<T, E>(
+        self: &Arc<Self>,
+        what: &str,
+        f: impl FnOnce(&AccessPoint) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, Decision>
+    where
+        T: Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || f(&this)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(tempfail(format!("PEC: {what} non disponibile ({e})"))),
+            Err(e) => Err(tempfail(format!("PEC: errore interno ({e})"))),
+        }
+    }
+
+    fn builder(&self) -> Builder<'_> {
+        Builder {
+            issuer: &self.issuer,
+            signer: self.signer.as_ref(),
+            ids: self.ids.as_ref(),
+        }
+    }
+
     /// Decides what happens to one submission (spec §5.1).
     pub async fn decide(self: &Arc<Self>, s: Submission) -> Decision {
         let qid = s.queue_id.clone().unwrap_or_default();
@@ -131,16 +158,16 @@ impl AccessPoint {
         let at = self.clock.now();
         let pec_id = self.ids.next_id(at);
 
-        let this = Arc::clone(self);
         let (login2, from2) = (login.clone(), s.mail_from.clone());
-        let authorised =
-            match tokio::task::spawn_blocking(move || this.store.sender_allowed(&login2, &from2))
-                .await
-            {
-                Ok(Ok(a)) => a,
-                Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
-                Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
-            };
+        let authorised = match self
+            .blocking("archivio", move |ap| {
+                ap.store.sender_allowed(&login2, &from2)
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(d) => return d,
+        };
 
         let input = checks::Input {
             mail_from: &s.mail_from,
@@ -201,24 +228,18 @@ impl AccessPoint {
         }
 
         // Accepted: build and sign the envelope, then record it with one instant.
-        let this = Arc::clone(self);
         let (message, cert2) = (s.message.clone(), cert.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            let b = Builder {
-                issuer: &this.issuer,
-                signer: this.signer.as_ref(),
-                ids: this.ids.as_ref(),
-            };
-            b.transport_envelope(&message, &cert2, at)
-        })
-        .await;
-        let envelope = match built {
-            Ok(Ok(g)) => g,
-            Ok(Err(e)) => {
-                warn!(queue_id = %qid, pec_id = %pec_id, error = %e, "cannot build the envelope: tempfail");
-                return tempfail(format!("PEC: firma non disponibile ({e})"));
+        let envelope = match self
+            .blocking("firma", move |ap| {
+                ap.builder().transport_envelope(&message, &cert2, at)
+            })
+            .await
+        {
+            Ok(g) => g,
+            Err(d) => {
+                warn!(queue_id = %qid, pec_id = %pec_id, "cannot build the envelope: tempfail");
+                return d;
             }
-            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
         };
         let accepted = Accepted {
             pec_id: pec_id.clone(),
@@ -228,11 +249,11 @@ impl AccessPoint {
             login,
             provider: self.issuer.provider_name.clone(),
         };
-        let this = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || this.store.record_accepted(&accepted)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
-            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        if let Err(d) = self
+            .blocking("archivio", move |ap| ap.store.record_accepted(&accepted))
+            .await
+        {
+            return d;
         }
         info!(queue_id = %qid, pec_id = %pec_id, "submission accepted: wrapped in the transport envelope");
         Decision::Wrap(Box::new(envelope))
@@ -250,25 +271,19 @@ impl AccessPoint {
         reason: String,
         quarantine: Option<Vec<u8>>,
     ) -> Decision {
-        let this = Arc::clone(self);
         let (cert2, reason2) = (cert.clone(), reason.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            let b = Builder {
-                issuer: &this.issuer,
-                signer: this.signer.as_ref(),
-                ids: this.ids.as_ref(),
-            };
-            if kind == MessageKind::NonAcceptanceVirus {
-                b.non_acceptance_virus(&cert2, at, &reason2)
-            } else {
-                b.non_acceptance(&cert2, at, &reason2)
-            }
-        })
-        .await;
-        let notice = match built {
-            Ok(Ok(g)) => g,
-            Ok(Err(e)) => return tempfail(format!("PEC: firma non disponibile ({e})")),
-            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        let notice = match self
+            .blocking("firma", move |ap| {
+                if kind == MessageKind::NonAcceptanceVirus {
+                    ap.builder().non_acceptance_virus(&cert2, at, &reason2)
+                } else {
+                    ap.builder().non_acceptance(&cert2, at, &reason2)
+                }
+            })
+            .await
+        {
+            Ok(g) => g,
+            Err(d) => return d,
         };
         let bytes = notice.to_bytes();
         match self
@@ -293,11 +308,11 @@ impl AccessPoint {
             quarantine,
             provider: self.issuer.provider_name.clone(),
         };
-        let this = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || this.store.record_refused(&refused)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return tempfail(format!("PEC: archivio non disponibile ({e})")),
-            Err(e) => return tempfail(format!("PEC: errore interno ({e})")),
+        if let Err(d) = self
+            .blocking("archivio", move |ap| ap.store.record_refused(&refused))
+            .await
+        {
+            return d;
         }
         if self.policy.reject_in_smtp {
             Decision::Refused(Some(Reply {
