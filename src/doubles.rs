@@ -318,3 +318,30 @@ impl Injector for RecordingInjector {
         })
     }
 }
+
+/// A signer whose token is unavailable: it has a certificate but every signature fails,
+/// like a PKCS#11 token that was unplugged or a network HSM that is down.
+pub struct UnavailableSigner {
+    pub certificate: Vec<u8>,
+}
+
+impl crate::crypto::Signer for UnavailableSigner {
+    fn certificate_der(&self) -> &[u8] {
+        &self.certificate
+    }
+    fn chain_der(&self) -> &[Vec<u8>] {
+        &[]
+    }
+    fn digest(&self) -> crate::crypto::DigestAlg {
+        crate::crypto::DigestAlg::Sha256
+    }
+    fn sign_pkcs1(
+        &self,
+        _digest: crate::crypto::DigestAlg,
+        _data: &[u8],
+    ) -> Result<Vec<u8>, crate::crypto::SignError> {
+        Err(crate::crypto::SignError::Pkcs11(
+            "token not present (CKR_TOKEN_NOT_PRESENT)".into(),
+        ))
+    }
+}

@@ -50,6 +50,15 @@ fn pki() -> &'static pec::crypto::testing::TestPki {
 }
 
 async fn harness(av: MarkerAntivirus, policy: Policy, store: MemStore) -> Harness {
+    harness_with(av, policy, store, false).await
+}
+
+async fn harness_with(
+    av: MarkerAntivirus,
+    policy: Policy,
+    store: MemStore,
+    hsm_down: bool,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
     let signer = PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
@@ -84,7 +93,13 @@ async fn harness(av: MarkerAntivirus, policy: Policy, store: MemStore) -> Harnes
             service_address: "posta-certificata@pec.example.it".into(),
             envelope_sender_header: true,
         },
-        signer: Arc::new(signer),
+        signer: if hsm_down {
+            Arc::new(pec::doubles::UnavailableSigner {
+                certificate: cert_der.clone(),
+            })
+        } else {
+            Arc::new(signer)
+        },
         ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
         index: index.clone(),
         store: store.clone(),
@@ -495,6 +510,18 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     store.fail.store(true, Ordering::SeqCst);
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
     assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+
+    // Signing token unavailable: nothing can be wrapped, nothing is recorded.
+    let h = harness_with(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        MemStore::new(),
+        true,
+    )
+    .await;
+    assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    assert!(h.store.all_events().is_empty());
 
     // Postfix reinjection down while a notice must go out.
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
