@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the Debian package (target/debian/pec_*.deb) with cargo-deb: the release binary,
+# the systemd unit, the sample configuration, the Postfix and Dovecot snippets and the man
+# pages generated from the CLI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+cargo build --release --locked --bin pec
+target=${CARGO_TARGET_DIR:-target}
+mkdir -p target/man
+"$target/release/pec" generate-man target/man
+if [ "$target" != target ]; then
+  mkdir -p target/release && cp "$target/release/pec" target/release/pec
+fi
+cargo deb --no-build --locked
+ls -1 target/debian/*.deb
