@@ -22,13 +22,18 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== benches compile"
+cargo bench --locked --no-run
 echo "== cargo test"
 cargo test --locked
 
 echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2)"
 target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
-bash tests/e2e/smoke.sh
-bash tests/e2e/access_point.sh
-echo "== benches compile"
-cargo bench --locked --no-run
+e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh)
+passed=0 failed=0
+for t in "${e2e[@]}"; do
+  if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi
+done
+echo "end to end: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
