@@ -35,5 +35,5 @@ passed=0 failed=0
 for t in "${e2e[@]}"; do
   if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi
 done
-echo "end to end: $passed passed, $failed failed"
+echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
