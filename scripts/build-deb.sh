@@ -12,5 +12,5 @@ mkdir -p target/man
 if [ "$target" != target ]; then
   mkdir -p target/release && cp "$target/release/pec" target/release/pec
 fi
-cargo deb --no-build --locked
+cargo deb --no-build --locked --output target/debian/
 ls -1 target/debian/*.deb
