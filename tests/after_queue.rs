@@ -564,3 +564,28 @@ async fn envelope_refused_after_the_acceptance_is_a_reject() {
     );
     assert_eq!(c.store.emitted().len(), 1);
 }
+
+#[tokio::test]
+async fn local_ordinary_mail_comes_out_of_the_chain_as_an_anomaly_envelope_remote_unchanged() {
+    let c = chain(FilterReply::Accept, true).await;
+    let ordinary = fixture("ordinary.eml");
+    let rcpt = vec![
+        "ugo@pec.example.it".to_string(),
+        "x@example.org".to_string(),
+    ];
+    c.deliver("someone@example.org", &rcpt, &ordinary)
+        .await
+        .unwrap();
+    let got = c.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].rcpt_to, vec!["x@example.org"]);
+    assert_eq!(got[0].data, ordinary);
+    assert_eq!(got[1].rcpt_to, vec!["ugo@pec.example.it"]);
+    assert_eq!(got[1].mail_from, "someone@example.org");
+    let text = String::from_utf8_lossy(&got[1].data);
+    assert!(text.contains("X-Trasporto: errore"), "{text}");
+    // Signed by us.
+    assert!(classify(&got[1].data, &trust(), later())
+        .verified()
+        .is_some());
+}

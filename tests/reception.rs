@@ -719,8 +719,24 @@ async fn daticert_with_external_entities_is_an_anomaly_and_nothing_is_fetched() 
     let xxe = br#"<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE postacert [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <postacert tipo="posta-certificata" errore="nessuno"><intestazione><mittente>alice@pec.example.it</mittente><destinatari tipo="certificato">bob@pec.example.net</destinatari><risposte>alice@pec.example.it</risposte><oggetto>&xxe;</oggetto></intestazione><dati><gestore-emittente>PEC Example IT S.p.A.</gestore-emittente><data zona="+0200"><giorno>03/06/2025</giorno><ora>10:11:12</ora></data><identificativo>opec1.xxe@pec.example.it</identificativo><msgid>&lt;x@y&gt;</msgid><ricevuta tipo="completa"/></dati></postacert>"#;
-    let text = assert_anomaly(&r, "alice@pec.example.it", &signed_with_daticert(xxe)).await;
+    let data = signed_with_daticert(xxe);
+    let text = assert_anomaly(&r, "alice@pec.example.it", &data).await;
     assert!(!text.contains("root:x:0:0"));
+    // It is the daticert that is refused, not the signature.
+    let tx = Transaction {
+        mail_from: "alice@pec.example.it".into(),
+        rcpt_to: vec!["bob@pec.example.net".into()],
+        data,
+        queue_id: None,
+        client: None,
+    };
+    match r.aq.process(&tx, None).await.unwrap().local {
+        Some(Local::NotPec { reason, .. }) => {
+            assert!(reason.contains("daticert"), "{reason}");
+            eprintln!("xxe reason: {reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -1076,4 +1092,87 @@ async fn real_samples_as_incoming_mail() {
             other => panic!("{}: {other:?}", s.file),
         }
     }
+}
+
+#[tokio::test]
+async fn infected_ordinary_mail_is_refused_not_wrapped() {
+    let r = rx(Provider::B);
+    let mut data =
+        b"From: x@example.org\r\nTo: bob@pec.example.net\r\nSubject: hi\r\n\r\n".to_vec();
+    data.extend_from_slice(MARKER);
+    data.extend_from_slice(b"\r\n");
+    let reply = r
+        .run(
+            "x@example.org",
+            &["bob@pec.example.net", "y@example.org"],
+            &data,
+        )
+        .await;
+    assert!(
+        matches!(reply, FilterReply::Reject(ref t) if t.contains("PEC-Test-Virus")),
+        "{reply:?}"
+    );
+    assert!(r.sent().is_empty());
+}
+
+#[tokio::test]
+async fn same_provider_virus_is_handled_at_once_for_our_user() {
+    let r = rx(Provider::A);
+    let mut original = b"From: alice@pec.example.it\r\nTo: ugo@pec.example.it\r\nSubject: fattura\r\nMessage-ID: <v2@client>\r\n\r\nsee ".to_vec();
+    original.extend_from_slice(MARKER);
+    original.extend_from_slice(b"\r\n");
+    let info = OriginalInfo::parse(&original).unwrap();
+    let cert = Certification::for_submission(
+        &info,
+        "alice@pec.example.it",
+        &[("ugo@pec.example.it".into(), RecipientType::Certificato)],
+        A_ID,
+    );
+    let env = Provider::A.build(|b| b.transport_envelope(&original, &cert, at()).unwrap());
+    r.store
+        .record_accepted(&Accepted {
+            pec_id: A_ID.into(),
+            queue_id: None,
+            at: at(),
+            cert,
+            login: "alice@pec.example.it".into(),
+            provider: Provider::A.name().into(),
+        })
+        .unwrap();
+    assert_eq!(
+        r.run(
+            "alice@pec.example.it",
+            &["ugo@pec.example.it"],
+            &env.to_bytes()
+        )
+        .await,
+        FilterReply::Accept
+    );
+    let sent = r.sent();
+    let kinds: Vec<_> = sent
+        .iter()
+        .map(|m| (header(&m.message, "X-Ricevuta"), m.rcpt_to.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (
+                Some("accettazione".into()),
+                vec!["alice@pec.example.it".to_string()]
+            ),
+            (
+                Some("rilevazione-virus".into()),
+                vec!["ricevute@pec.example.it".to_string()]
+            ),
+            (
+                Some("errore-consegna".into()),
+                vec!["alice@pec.example.it".to_string()]
+            ),
+        ]
+    );
+    assert_eq!(
+        r.store.tracking_for(A_ID).unwrap()[0].state,
+        TrackingState::Failed
+    );
+    assert!(!r.store.is_verified(A_ID, "ugo@pec.example.it").unwrap());
 }

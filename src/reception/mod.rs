@@ -55,6 +55,9 @@ pub enum AfterQueueError {
     /// The mailbox policy refuses mail that is not valid PEC.
     #[error("refused by mailbox policy: {0}")]
     Refused(String),
+    /// Mail that is not valid PEC carries a virus: refused.
+    #[error("virus in mail that is not valid PEC: {0}")]
+    Infected(String),
     #[error("worker task: {0}")]
     Task(String),
 }
@@ -143,8 +146,9 @@ pub enum Local {
 /// 2. splits the RCPT TO list into local recipients (our domains) and remote ones;
 /// 3. classifies the message for the local recipients at `clock.now()` (the one instant of
 ///    this transaction) against the provider index; for mail that is not valid PEC, reads
-///    each local mailbox's policy; when one refuses, answers Reject for the whole
-///    transaction before anything is injected (one SMTP reply covers every recipient);
+///    each local mailbox's policy and scans it; when it is infected or one policy refuses,
+///    answers Reject for the whole transaction before anything is injected (one SMTP reply
+///    covers every recipient);
 /// 4. injects the message unchanged for the remote recipients;
 /// 5. acts for the local recipients (see [`Local`]): a valid envelope is scanned, then
 ///    either taken in charge (presa in carico to the sender's `mailReceipt`, recorded as
@@ -238,6 +242,15 @@ impl AfterQueue {
                 );
                 FilterReply::Reject(reason)
             }
+            Err(AfterQueueError::Infected(virus)) => {
+                warn!(
+                    queue_id,
+                    msgid = shown,
+                    virus = %virus,
+                    "reception: virus in mail that is not valid PEC: refused"
+                );
+                FilterReply::Reject(format!("Virus found: {}", one_line(&virus)))
+            }
             Err(AfterQueueError::Refused(reason)) => {
                 warn!(
                     queue_id,
@@ -300,6 +313,11 @@ impl AfterQueue {
             }
         };
         if let Plan::NotPec(reason, policies) = &plan {
+            // Infected ordinary mail is refused, as on the Internet (spec §5.2): never
+            // wrapped, forwarded or delivered.
+            if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+                return Err(AfterQueueError::Infected(virus));
+            }
             if policies.iter().any(|(_, p)| *p == MailboxPolicy::Refuse) {
                 return Err(AfterQueueError::Refused(reason.clone()));
             }
@@ -867,7 +885,9 @@ fn tempfail_text(e: &AfterQueueError) -> String {
         AfterQueueError::Store(_) => "Store unavailable, try again later".into(),
         AfterQueueError::Build(_) => "Cannot sign a receipt, try again later".into(),
         AfterQueueError::Antivirus(_) => "Antivirus unavailable, try again later".into(),
-        AfterQueueError::Refused(_) => "Refused, try again later".into(),
+        AfterQueueError::Refused(_) | AfterQueueError::Infected(_) => {
+            "Refused, try again later".into()
+        }
         AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => {
             "Reinjection failed, try again later".into()
         }
