@@ -299,6 +299,17 @@ impl Store for MemStore {
             .insert(mailbox.to_ascii_lowercase(), policy.clone());
         Ok(())
     }
+
+    fn envelope_certification(
+        &self,
+        pec_id: &str,
+    ) -> Result<Option<crate::message::build::Certification>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .pending
+            .get(pec_id)
+            .map(|(a, _)| a.cert.clone()))
+    }
 }
 
 /// An antivirus that finds a virus wherever `marker` occurs, or is unreachable.

@@ -218,6 +218,9 @@ impl Store for MemStore {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+    fn envelope_certification(&self, _pec_id: &str) -> Result<Option<Certification>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

@@ -1060,7 +1060,13 @@ async fn real_samples_as_incoming_mail() {
                     Arc::new(MarkerAntivirus::eicar()),
                     vec![domain],
                 );
-                let info = OriginalInfo::default();
+                let info = OriginalInfo {
+                    message_id: d
+                        .msgid
+                        .as_deref()
+                        .map(|m| m.trim_matches(['<', '>']).to_string()),
+                    ..OriginalInfo::default()
+                };
                 let consegna = d.consegna.clone().unwrap();
                 let cert = Certification::for_submission(
                     &info,
@@ -1175,4 +1181,51 @@ async fn same_provider_virus_is_handled_at_once_for_our_user() {
         TrackingState::Failed
     );
     assert!(!r.store.is_verified(A_ID, "ugo@pec.example.it").unwrap());
+}
+
+#[tokio::test]
+async fn receipt_with_another_riferimento_or_unknown_envelope_moves_nothing() {
+    let r = rx(Provider::B);
+    let mut cert = our_envelope_b_to_a(&r.store);
+    cert.msgid = Some("<someone.else@client>".into());
+    let delivered = Provider::A.build(|b| {
+        b.delivery(
+            &cert,
+            at(),
+            "alice@pec.example.it",
+            &fixture("ordinary.eml"),
+        )
+        .unwrap()
+    });
+    let rcpt = ["bob@pec.example.net"];
+    assert_eq!(
+        r.run(&delivered.mail_from, &rcpt, &delivered.to_bytes())
+            .await,
+        FilterReply::Accept
+    );
+    assert_eq!(r.sent().len(), 1, "still delivered to the user");
+    assert_eq!(state_of(&r, "alice@pec.example.it"), TrackingState::Sent);
+
+    // A rilevazione virus about an envelope we never sent: consumed, no notice.
+    cert.identificativo = "opec1.unknown@pec.example.net".into();
+    let notice = Provider::A.build(|b| {
+        b.virus_detection(
+            &cert,
+            at(),
+            "alice@pec.example.it",
+            "X",
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    assert_eq!(
+        r.run(
+            &notice.mail_from,
+            &[r.we.mail_receipt().as_str()],
+            &notice.to_bytes()
+        )
+        .await,
+        FilterReply::Accept
+    );
+    assert_eq!(r.sent().len(), 1);
 }

@@ -491,7 +491,24 @@ fn connections_opening_a_new_file_at_once_migrate_it_once() {
 
 /// The reception-point methods, with the same semantics in SQLite and in the double.
 fn reception_methods(store: &dyn Store) {
+    assert_eq!(store.envelope_certification(PEC_ID).unwrap(), None);
     store.record_accepted(&accepted(PEC_ID)).unwrap();
+    assert_eq!(
+        store.envelope_certification(PEC_ID).unwrap(),
+        Some(accepted(PEC_ID).cert)
+    );
+    // Still there once the acceptance was emitted.
+    store
+        .acceptance_emitted(
+            PEC_ID,
+            "r0@pec.example.it",
+            Instant::from_unix(1_705_314_606),
+        )
+        .unwrap();
+    assert_eq!(
+        store.envelope_certification(PEC_ID).unwrap(),
+        Some(accepted(PEC_ID).cert)
+    );
     let event = LogEvent {
         pec_id: "opec.other@pec.altro.it".into(),
         at: Instant::from_unix(1_705_314_700),

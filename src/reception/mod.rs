@@ -559,6 +559,27 @@ impl AfterQueue {
         if !unbound.is_empty() {
             warn!(queue_id, msgid = %pec_id, "reception: {} about {unbound:?}, not managed by the signer's provider: tracking left alone", kind.as_str());
         }
+        // Correlation: the envelope must be ours (identificativo = our PEC msgid) and the
+        // receipt's X-Riferimento-Message-ID must be the one of that envelope.
+        let store = self.store.clone();
+        let id = pec_id.clone();
+        let envelope = blocking(move || store.envelope_certification(&id)).await??;
+        let correlated = match (&envelope, &m.riferimento_message_id) {
+            (None, _) => false,
+            (Some(c), Some(r)) => unbracketed(r) == unbracketed(&c.riferimento()),
+            // A receipt without the header: the identificativo alone (logged).
+            (Some(_), None) => true,
+        };
+        if !correlated {
+            warn!(
+                queue_id,
+                msgid = %pec_id,
+                riferimento = m.riferimento_message_id.as_deref().unwrap_or("-"),
+                "reception: {} not about one of our envelopes (identificativo or X-Riferimento-Message-ID): tracking left alone",
+                kind.as_str()
+            );
+        }
+        let bound = if correlated { bound } else { Vec::new() };
         let mut tracking_updated = 0;
         if let Some(state) = state {
             let store = self.store.clone();

@@ -222,4 +222,9 @@ pub trait Store: Send + Sync {
     fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError>;
     /// Sets (replaces) the policy of `mailbox`.
     fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError>;
+    /// The certification data of our envelope `pec_id`, as recorded at acceptance
+    /// ([`Store::record_accepted`]), whether or not its acceptance receipt was emitted;
+    /// `None` when `pec_id` is not one of ours. The reception point correlates receipts
+    /// with it (`X-Riferimento-Message-ID`).
+    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError>;
 }

@@ -912,6 +912,26 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT rowid, cert FROM pending_acceptance WHERE pec_id = ?1",
+                params![pec_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(&format!("read certification of \"{pec_id}\"")))?;
+        row.map(|(rowid, cert)| {
+            serde_json::from_str(&cert).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "pending_acceptance row {rowid}: certification: {e}"
+                ))
+            })
+        })
+        .transpose()
+    }
 }
 
 #[cfg(test)]
