@@ -500,18 +500,23 @@ impl AfterQueue {
         );
         let store = self.store.clone();
         let (id, rcpts) = (pec_id.clone(), local.to_vec());
-        blocking(move || -> Result<(), StoreError> {
+        let moved = blocking(move || -> Result<usize, StoreError> {
             store.record_verified(&id, &rcpts, &event)?;
+            let mut moved = 0;
             if ours {
                 // Same provider: our presa in carico never passes the filter (it is
                 // injected on the no-filter port), so our tracking rows move here.
                 for r in &rcpts {
-                    store.update_tracking(&id, r, TrackingState::TakenInCharge)?;
+                    moved +=
+                        usize::from(store.update_tracking(&id, r, TrackingState::TakenInCharge)?);
                 }
             }
-            Ok(())
+            Ok(moved)
         })
         .await??;
+        if ours {
+            info!(queue_id, msgid = %pec_id, tracking_updated = moved, "reception: same provider: our presa in carico recorded directly");
+        }
         info!(queue_id, msgid = %pec_id, receipt = %receipt.message_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
         self.pass_on(tx, local).await?;
         passed_on.extend(local.iter().cloned());

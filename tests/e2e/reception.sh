@@ -15,7 +15,9 @@
 #      rilevazione virus to A's mailReceipt (consumed) → A gives alice the signed mancata
 #      consegna per virus; bob gets nothing;
 #   4. load: N envelopes (RECEPTION_LOAD_N, default 200) A → B; every one reaches bob, and
-#      every message B's Postfix handed to B's filter is accounted for in B's log.
+#      every message B's Postfix handed to B's filter is accounted for in B's log;
+#   5. same provider: A's alice → A's ugo: ugo holds the envelope, A's own presa in carico
+#      lands in A's ricevute mailbox and A's tracking row moved when it was issued.
 #
 # Usage: tests/e2e/reception.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -156,6 +158,20 @@ e2e_log "service mailboxes and stray messages"
 [ "$(count "$b_imap" ricevute@pec.example.net)" -eq 0 ] || e2e_fail "a receipt reached B's ricevute mailbox"
 [ "$(count "$a_imap" alice@pec.example.it)" -eq $((load_n + 3)) ] \
   || e2e_fail "alice holds $(count "$a_imap" alice@pec.example.it), expected $((load_n + 3))"
+
+e2e_log "5. same provider: alice → ugo@pec.example.it, full flow on A"
+printf 'From: alice@pec.example.it\r\nTo: ugo@pec.example.it\r\nSubject: interna\r\nDate: %s\r\nMessage-ID: <interna-%s@client.example.it>\r\n\r\nCiao Ugo.\r\n' \
+  "$(date -R)" "$$" > "$work/interna.eml"
+"${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
+  --from alice@pec.example.it --to ugo@pec.example.it "$work/interna.eml"
+fetch "$a_imap" ugo@pec.example.it 1 "$work/ugo"
+verify "$work/ugo/$(ls "$work/ugo" | head -n1)" "$work/pki/it.pem" "transport envelope"
+# Our own presa in carico goes to our mailReceipt on the no-filter port: it lands in the
+# service mailbox, and the tracking row moved when it was issued.
+fetch "$a_imap" ricevute@pec.example.it 1 "$work/ricevute-a"
+verify "$work/ricevute-a/$(ls "$work/ricevute-a" | head -n1)" "$work/pki/it.pem" "receipt: presa-in-carico"
+log_has "$work/a/pec.log" "same provider: our presa in carico recorded directly.*tracking_updated=1" \
+  || e2e_fail "A did not move its own tracking row"
 
 t_end=${EPOCHREALTIME}
 awk -v s="$t_start" -v u="$t_up" -v l="$t_load" -v d="$t_load_done" -v e="$t_end" -v n="$load_n" \
