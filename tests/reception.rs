@@ -934,7 +934,12 @@ struct RealSample {
     at: &'static str,
 }
 
-const REAL: [RealSample; 3] = [
+const REAL: [RealSample; 4] = [
+    RealSample {
+        file: NAMIRIAL,
+        pem: "namirial-2024-signer-chain.pem",
+        at: "2024-12-04T23:02:10Z",
+    },
     RealSample {
         file: "aruba-2014-busta-trasporto-1.eml",
         pem: "aruba-2014-signer-chain.pem",
@@ -951,6 +956,46 @@ const REAL: [RealSample; 3] = [
         at: "2014-11-14T17:26:32Z",
     },
 ];
+
+const NAMIRIAL: &str = "namirial-2024-busta-trasporto-signed-entity.eml";
+
+/// The Namirial envelope as it left Namirial: the header fields archived by Mailman in
+/// front of the signed entity (as in tests/verify_samples.rs).
+fn namirial_envelope(dir: &Path) -> Vec<u8> {
+    let outer = std::fs::read(dir.join("namirial-2024-busta-trasporto-via-mailman.eml")).unwrap();
+    let text = String::from_utf8_lossy(&outer);
+    let header = text.split("\n\n").next().unwrap_or_default();
+    let keep = [
+        "x-riferimento-message-id",
+        "date",
+        "message-id",
+        "to",
+        "x-trasporto",
+        "from",
+        "mime-version",
+    ];
+    let mut out = String::new();
+    let mut keeping = false;
+    for line in header.lines() {
+        if line.starts_with([' ', '\t']) {
+            if keeping {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        keeping = keep.contains(&name.as_str());
+        if keeping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("Subject: POSTA CERTIFICATA: Norah Colly\n");
+    let mut raw = out.into_bytes();
+    raw.extend(std::fs::read(dir.join(NAMIRIAL)).unwrap());
+    raw
+}
 
 fn sample_signer(dir: &Path, pem: &str) -> Vec<u8> {
     X509::stack_from_pem(&std::fs::read(dir.join(pem)).unwrap())
@@ -985,7 +1030,11 @@ async fn real_samples_as_incoming_mail() {
         return;
     };
     for s in &REAL {
-        let raw = std::fs::read(dir.join(s.file)).unwrap();
+        let raw = if s.file == NAMIRIAL {
+            namirial_envelope(&dir)
+        } else {
+            std::fs::read(dir.join(s.file)).unwrap()
+        };
         let when = Instant::parse_cli(s.at).unwrap();
         let (index, first) = sample_index(&dir, s, &raw);
         let m = first.pec().unwrap().clone();
