@@ -6,11 +6,13 @@
 #   pec       the same N through the same kind of instance with the pec milter and the
 #             after-queue filter (`pec serve`, signing on SoftHSM2, clamd scanning): each
 #             submission is wrapped into a signed transport envelope and produces a signed
-#             acceptance receipt, so 2N deliveries.
+#             acceptance receipt; the recipient is on the same provider, so the reception
+#             point also verifies the envelope and issues a signed presa in carico to our
+#             mailReceipt: 3N deliveries.
 #
 # Each run is timed from the first submission until the last message is in its Maildir.
-# ratio = (N / t_pec) / (N / t_baseline). Two deliveries per PEC submission put the ceiling
-# set by Postfix and Dovecot at 0.5; the target is 0.4.
+# ratio = (N / t_pec) / (N / t_baseline). Three deliveries per PEC submission put the
+# ceiling set by Postfix and Dovecot at 0.33 (the 0.4 target was set when there were two).
 #
 # Usage: benches/access_point.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
@@ -57,12 +59,13 @@ e2e_log "pec: $n submissions, concurrency $concurrency"
 pec_t=$("${mail[@]}" load --port "$submission" --user alice@pec.example.it --from alice@pec.example.it \
   --to bob@pec.example.it --count "$n" --concurrency "$concurrency" --size 10240 \
   --maildir "$work/pec/dovecot/mail/pec.example.it/bob" \
-  --maildir "$work/pec/dovecot/mail/pec.example.it/alice" --expect $((2 * n)) | sed 's/seconds=//')
+  --maildir "$work/pec/dovecot/mail/pec.example.it/alice" \
+  --maildir "$work/pec/dovecot/mail/pec.example.it/ricevute" --expect $((3 * n)) | sed 's/seconds=//')
 
 python3 - "$n" "$base" "$pec_t" <<'EOF'
 import sys
 n, base, pec = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 print(f"baseline (Postfix + Dovecot):          {n} messages in {base:.2f} s = {n / base:.1f} msg/s")
-print(f"pec (envelope + acceptance receipt):   {n} submissions in {pec:.2f} s = {n / pec:.1f} submissions/s")
-print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.5: two deliveries per submission; target 0.4)")
+print(f"pec (envelope, acceptance, presa in carico): {n} submissions in {pec:.2f} s = {n / pec:.1f} submissions/s")
+print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.33: three deliveries per submission; the 0.4 target was set for two)")
 EOF

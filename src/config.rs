@@ -28,6 +28,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 use crate::crypto::DigestAlg;
+use crate::store::MailboxPolicy;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -42,6 +43,8 @@ pub struct Config {
     pub access: AccessConfig,
     #[serde(default)]
     pub filter: FilterConfig,
+    #[serde(default)]
+    pub reception: ReceptionConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -182,6 +185,26 @@ impl Default for FilterConfig {
             listen: "127.0.0.1:10026".into(),
             reinject: "127.0.0.1:10027".into(),
             max_size: "160MB".into(),
+        }
+    }
+}
+
+/// Reception point (spec §5.2): what happens to mail that is not valid PEC.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceptionConfig {
+    /// Policy of a mailbox without its own: `anomaly` (wrap in a busta di anomalia and
+    /// deliver), `refuse` (refuse in SMTP) or `forward` (to `default_forward_to`).
+    pub default_policy: String,
+    /// Ordinary address for `default_policy = "forward"`.
+    pub default_forward_to: Option<String>,
+}
+
+impl Default for ReceptionConfig {
+    fn default() -> Self {
+        ReceptionConfig {
+            default_policy: "anomaly".into(),
+            default_forward_to: None,
         }
     }
 }
@@ -390,6 +413,8 @@ pub struct Settings {
     pub antivirus_timeout: Duration,
     pub access: AccessSettings,
     pub filter: FilterSettings,
+    /// `reception.default_policy` (with `reception.default_forward_to`).
+    pub default_policy: MailboxPolicy,
 }
 
 /// Typed `[access]` values.
@@ -780,7 +805,39 @@ impl Config {
             ));
         }
 
+        let r = &self.reception;
+        let default_policy = match (r.default_policy.as_str(), &r.default_forward_to) {
+            ("anomaly", None) => MailboxPolicy::Anomaly,
+            ("refuse", None) => MailboxPolicy::Refuse,
+            ("forward", Some(to)) => {
+                email("reception.default_forward_to", to)?;
+                MailboxPolicy::Forward(to.clone())
+            }
+            ("forward", None) => {
+                return Err(invalid(
+                    "reception.default_forward_to",
+                    "missing: default_policy \"forward\" needs an address",
+                ))
+            }
+            ("anomaly" | "refuse", Some(_)) => {
+                return Err(invalid(
+                    "reception.default_forward_to",
+                    format!(
+                        "only for default_policy \"forward\", not \"{}\"",
+                        r.default_policy
+                    ),
+                ))
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "reception.default_policy",
+                    format!("unknown policy \"{other}\": use anomaly, refuse or forward"),
+                ))
+            }
+        };
+
         Ok(Settings {
+            default_policy,
             digest,
             pin,
             clamd,

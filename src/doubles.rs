@@ -10,7 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
+    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking,
+    TrackingState,
 };
 use crate::BoxFuture;
 
@@ -33,6 +34,8 @@ struct Mem {
     pending: HashMap<String, (Accepted, bool)>,
     tracking: Vec<Tracking>,
     quarantine: Vec<(String, Vec<u8>)>,
+    verified: Vec<(String, String)>,
+    policies: HashMap<String, MailboxPolicy>,
 }
 
 impl MemStore {
@@ -222,6 +225,90 @@ impl Store for MemStore {
             .filter(|(id, _)| id == pec_id)
             .map(|(_, m)| m.clone())
             .collect())
+    }
+
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        event: &LogEvent,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        m.events.push(event.clone());
+        for r in recipients {
+            let row = (pec_id.to_string(), r.to_ascii_lowercase());
+            if !m.verified.contains(&row) {
+                m.verified.push(row);
+            }
+        }
+        Ok(())
+    }
+
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        let row = (pec_id.to_string(), recipient.to_ascii_lowercase());
+        Ok(lock(&self.inner).verified.contains(&row))
+    }
+
+    fn update_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let allowed = |from: TrackingState| match state {
+            TrackingState::Sent => false,
+            TrackingState::TakenInCharge => from == TrackingState::Sent,
+            TrackingState::Delivered | TrackingState::Failed => {
+                matches!(from, TrackingState::Sent | TrackingState::TakenInCharge)
+            }
+        };
+        let mut changed = false;
+        for t in lock(&self.inner).tracking.iter_mut() {
+            if t.pec_id == pec_id && t.recipient.eq_ignore_ascii_case(recipient) && allowed(t.state)
+            {
+                t.state = state;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        m.quarantine.push((event.pec_id.clone(), message.to_vec()));
+        m.events.push(event.clone());
+        Ok(())
+    }
+
+    fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .policies
+            .get(&mailbox.to_ascii_lowercase())
+            .cloned())
+    }
+
+    fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
+        self.check()?;
+        lock(&self.inner)
+            .policies
+            .insert(mailbox.to_ascii_lowercase(), policy.clone());
+        Ok(())
+    }
+
+    fn envelope_certification(
+        &self,
+        pec_id: &str,
+    ) -> Result<Option<crate::message::build::Certification>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .pending
+            .get(pec_id)
+            .map(|(a, _)| a.cert.clone()))
     }
 }
 

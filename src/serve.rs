@@ -11,14 +11,14 @@ use tokio::sync::watch;
 use tracing::{error, info};
 
 use crate::access::{AccessPoint, Limits, Policy};
-use crate::antivirus::Clamd;
+use crate::antivirus::{Antivirus, Clamd};
 use crate::config::{Config, Endpoint, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
 use crate::index::ProviderIndex;
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
 use crate::message::time::SystemClock;
-use crate::reception::AfterQueue;
+use crate::reception::{AfterQueue, Reception};
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
 use crate::store::SqliteStore;
@@ -118,12 +118,15 @@ pub async fn run(
     let index = ProviderIndex::load_ldif(&config.index.ldif)
         .map_err(|e| ServeError::Index(e.to_string()))?;
     info!(providers = index.providers().len(), file = %config.index.ldif.display(), "provider index loaded");
+    let index = Arc::new(index);
     let clamd_addr = match &settings.clamd {
         Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
         Endpoint::Unix(p) => format!("unix:{}", p.display()),
     };
-    let antivirus = Clamd::new(&clamd_addr, settings.antivirus_timeout)
-        .map_err(|e| ServeError::Antivirus(e.to_string()))?;
+    let antivirus: Arc<dyn Antivirus> = Arc::new(
+        Clamd::new(&clamd_addr, settings.antivirus_timeout)
+            .map_err(|e| ServeError::Antivirus(e.to_string()))?,
+    );
 
     let domain = config
         .provider
@@ -160,13 +163,27 @@ pub async fn run(
         issuer: issuer.clone(),
         signer: signer.clone(),
         ids: ids.clone(),
-        index: Arc::new(index),
+        index: index.clone(),
         store: store.clone(),
-        antivirus: Arc::new(antivirus),
+        antivirus: antivirus.clone(),
         injector: access_injector,
         clock: Arc::new(SystemClock),
     });
-    let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
+    let reception = Reception {
+        index,
+        antivirus,
+        domains: config.provider.domains.clone(),
+        mail_receipt: config.provider.mail_receipt.clone(),
+        default_policy: settings.default_policy.clone(),
+    };
+    let after_queue = Arc::new(AfterQueue::new(
+        store,
+        filter_injector,
+        issuer,
+        signer,
+        ids,
+        reception,
+    ));
 
     let milter_addr = tcp(&settings.access.listen, "access.listen")?;
     let milter_listener =

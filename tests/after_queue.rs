@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pec::doubles::MarkerAntivirus;
+use pec::index::{ProviderIndex, ProviderRecord};
 use pec::index::{ProviderInfo, TrustSet};
 use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -18,11 +20,14 @@ use pec::message::ids::SequentialIds;
 use pec::message::kind::{RecipientType, Ricevuta, Tipo};
 use pec::message::time::{FixedClock, Instant};
 use pec::reception::AfterQueue;
+use pec::reception::Reception;
 use pec::smtp::{
     serve, ClientTimeouts, FilterHandler, FilterReply, InjectError, ServerOptions, SmtpInjector,
     Transaction,
 };
-use pec::store::{Accepted, LogEvent, Refused, Store, StoreError, Tracking};
+use pec::store::{
+    Accepted, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking, TrackingState,
+};
 use pec::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -180,6 +185,42 @@ impl Store for MemStore {
     fn quarantined(&self, _pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(Vec::new())
     }
+    fn record_verified(
+        &self,
+        _pec_id: &str,
+        _recipients: &[String],
+        _event: &LogEvent,
+    ) -> Result<(), StoreError> {
+        self.check()
+    }
+    fn is_verified(&self, _pec_id: &str, _recipient: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn update_tracking(
+        &self,
+        _pec_id: &str,
+        _recipient: &str,
+        _state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn record_quarantine(&self, _event: &LogEvent, _message: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn mailbox_policy(&self, _mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
+        self.check()?;
+        Ok(None)
+    }
+    fn set_mailbox_policy(
+        &self,
+        _mailbox: &str,
+        _policy: &MailboxPolicy,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn envelope_certification(&self, _pec_id: &str) -> Result<Option<Certification>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told
@@ -260,6 +301,7 @@ async fn chain(listener_answer: FilterReply, listener_up: bool) -> Chain {
         issuer(),
         signer,
         Arc::new(SequentialIds::new("opec1.receipt", "pec.example.it")),
+        reception(),
     )
     .with_clock(Arc::new(FixedClock::new(later())));
     let filter = run(Arc::new(aq)).await;
@@ -283,6 +325,24 @@ impl Chain {
     }
     fn got(&self) -> Vec<Transaction> {
         self.listener.got.lock().unwrap().clone()
+    }
+}
+
+/// Reception settings: we are pec.example.it; the recipients of these tests are remote.
+fn reception() -> Reception {
+    Reception {
+        index: Arc::new(ProviderIndex::from_records(vec![ProviderRecord {
+            info: ProviderInfo {
+                name: issuer().provider_name,
+                mail_receipt: "ricevute@pec.example.it".into(),
+                managed_domains: vec!["pec.example.it".into()],
+            },
+            certificates: vec![pki().signer.certificate_der().to_vec()],
+        }])),
+        antivirus: Arc::new(MarkerAntivirus::eicar()),
+        domains: vec!["pec.example.it".into()],
+        mail_receipt: "ricevute@pec.example.it".into(),
+        default_policy: MailboxPolicy::Anomaly,
     }
 }
 
@@ -356,8 +416,9 @@ async fn our_envelope_gets_its_acceptance_then_passes_on_and_a_retry_does_not_re
 async fn unknown_messages_pass_through_byte_identical() {
     let c = chain(FilterReply::Accept, true).await;
     let ordinary = fixture("ordinary.eml");
+    // Remote recipients only: local ones get the reception point (tests/reception.rs).
     let rcpt = vec![
-        "bob@pec.example.it".to_string(),
+        "bob@pec.example.net".to_string(),
         "x@example.org".to_string(),
     ];
     c.deliver("someone@example.org", &rcpt, &ordinary)
@@ -412,7 +473,7 @@ async fn listener_down_makes_the_filter_tempfail() {
     let err = c
         .deliver(
             "a@example.org",
-            &["b@pec.example.it".into()],
+            &["b@example.net".into()],
             b"Subject: x\r\n\r\nx\r\n",
         )
         .await
@@ -445,7 +506,7 @@ async fn permanent_refusal_of_a_pass_through_is_a_reject() {
     let err = c
         .deliver(
             "a@example.org",
-            &["b@pec.example.it".into()],
+            &["b@example.net".into()],
             b"Subject: x\r\n\r\nx\r\n",
         )
         .await
@@ -505,4 +566,29 @@ async fn envelope_refused_after_the_acceptance_is_a_reject() {
         "{err:?}"
     );
     assert_eq!(c.store.emitted().len(), 1);
+}
+
+#[tokio::test]
+async fn local_ordinary_mail_comes_out_of_the_chain_as_an_anomaly_envelope_remote_unchanged() {
+    let c = chain(FilterReply::Accept, true).await;
+    let ordinary = fixture("ordinary.eml");
+    let rcpt = vec![
+        "ugo@pec.example.it".to_string(),
+        "x@example.org".to_string(),
+    ];
+    c.deliver("someone@example.org", &rcpt, &ordinary)
+        .await
+        .unwrap();
+    let got = c.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].rcpt_to, vec!["x@example.org"]);
+    assert_eq!(got[0].data, ordinary);
+    assert_eq!(got[1].rcpt_to, vec!["ugo@pec.example.it"]);
+    assert_eq!(got[1].mail_from, "someone@example.org");
+    let text = String::from_utf8_lossy(&got[1].data);
+    assert!(text.contains("X-Trasporto: errore"), "{text}");
+    // Signed by us.
+    assert!(classify(&got[1].data, &trust(), later())
+        .verified()
+        .is_some());
 }

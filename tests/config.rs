@@ -572,3 +572,32 @@ fn every_key_of_the_sample_is_documented() {
         }
     }
 }
+
+#[test]
+fn reception_policy_defaults_to_anomaly_and_is_checked() {
+    use pec::store::MailboxPolicy;
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.default_policy, MailboxPolicy::Anomaly);
+    let refuse = format!("{BASE}\n[reception]\ndefault_policy = \"refuse\"\n");
+    let s = config::parse(&refuse, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.default_policy, MailboxPolicy::Refuse);
+    let fwd = format!(
+        "{BASE}\n[reception]\ndefault_policy = \"forward\"\ndefault_forward_to = \"pm@example.org\"\n"
+    );
+    let s = config::parse(&fwd, FILE).unwrap().settings().unwrap();
+    assert_eq!(
+        s.default_policy,
+        MailboxPolicy::Forward("pm@example.org".into())
+    );
+    let bad = format!("{BASE}\n[reception]\ndefault_policy = \"drop\"\n");
+    assert_eq!(
+        error(&bad),
+        r#"/etc/pec/pec.toml: line 27: key "reception.default_policy": unknown policy "drop": use anomaly, refuse or forward"#
+    );
+    let missing = format!("{BASE}\n[reception]\ndefault_policy = \"forward\"\n");
+    assert!(error(&missing).contains("reception.default_forward_to"));
+    let stray = format!("{BASE}\n[reception]\ndefault_forward_to = \"pm@example.org\"\n");
+    assert!(error(&stray).contains("only for default_policy"));
+    let unknown = format!("{BASE}\n[reception]\npolicy = \"refuse\"\n");
+    assert!(error(&unknown).contains("policy"));
+}

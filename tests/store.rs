@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+use pec::doubles::MemStore;
 use pec::message::build::Certification;
 use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::{
-    Accepted, EventKind, LogEvent, Refused, SqliteStore, Store, StoreError, TrackingState,
+    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, SqliteStore, Store, StoreError,
+    TrackingState,
 };
 
 const PEC_ID: &str = "opec210312.20240115103005.12345.1.1@pec.example.it";
@@ -485,4 +487,155 @@ fn connections_opening_a_new_file_at_once_migrate_it_once() {
     );
     stores[0].record_accepted(&accepted(PEC_ID)).unwrap();
     assert_eq!(stores[3].events_for(PEC_ID).unwrap().len(), 1);
+}
+
+/// The reception-point methods, with the same semantics in SQLite and in the double.
+fn reception_methods(store: &dyn Store) {
+    assert_eq!(store.envelope_certification(PEC_ID).unwrap(), None);
+    store.record_accepted(&accepted(PEC_ID)).unwrap();
+    assert_eq!(
+        store.envelope_certification(PEC_ID).unwrap(),
+        Some(accepted(PEC_ID).cert)
+    );
+    // Still there once the acceptance was emitted.
+    store
+        .acceptance_emitted(
+            PEC_ID,
+            "r0@pec.example.it",
+            Instant::from_unix(1_705_314_606),
+        )
+        .unwrap();
+    assert_eq!(
+        store.envelope_certification(PEC_ID).unwrap(),
+        Some(accepted(PEC_ID).cert)
+    );
+    let event = LogEvent {
+        pec_id: "opec.other@pec.altro.it".into(),
+        at: Instant::from_unix(1_705_314_700),
+        kind: EventKind::Issued(MessageKind::TakeCharge),
+        sender: "x@pec.altro.it".into(),
+        recipients: vec![("ufficio@pec.example.it".into(), RecipientType::Certificato)],
+        subject: "s".into(),
+        related_ids: vec!["r1@pec.example.it".into()],
+        provider: "Altro".into(),
+        queue_id: Some("Q1".into()),
+        outcome: "ok".into(),
+        reason: None,
+    };
+    let rcpts = vec!["Ufficio@pec.example.it".to_string()];
+    store
+        .record_verified("opec.other@pec.altro.it", &rcpts, &event)
+        .unwrap();
+    // A retry records it again without error.
+    store
+        .record_verified("opec.other@pec.altro.it", &rcpts, &event)
+        .unwrap();
+    assert!(store
+        .is_verified("opec.other@pec.altro.it", "ufficio@PEC.example.it")
+        .unwrap());
+    assert!(!store
+        .is_verified("opec.other@pec.altro.it", "altro@pec.example.it")
+        .unwrap());
+    assert!(!store.is_verified(PEC_ID, "ufficio@pec.example.it").unwrap());
+    assert_eq!(
+        kinds(&store.events_for("opec.other@pec.altro.it").unwrap()),
+        vec![
+            EventKind::Issued(MessageKind::TakeCharge),
+            EventKind::Issued(MessageKind::TakeCharge)
+        ]
+    );
+
+    // Tracking only moves forward.
+    let state = |who: &str| {
+        store
+            .tracking_for(PEC_ID)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.recipient == who)
+            .unwrap()
+            .state
+    };
+    let anna = "anna.bianchi@pec.altro.it";
+    assert!(store
+        .update_tracking(
+            PEC_ID,
+            "ANNA.bianchi@pec.altro.it",
+            TrackingState::TakenInCharge
+        )
+        .unwrap());
+    assert_eq!(state(anna), TrackingState::TakenInCharge);
+    assert!(store
+        .update_tracking(PEC_ID, anna, TrackingState::Delivered)
+        .unwrap());
+    assert!(!store
+        .update_tracking(PEC_ID, anna, TrackingState::TakenInCharge)
+        .unwrap());
+    assert!(!store
+        .update_tracking(PEC_ID, anna, TrackingState::Failed)
+        .unwrap());
+    assert_eq!(state(anna), TrackingState::Delivered);
+    assert!(!store
+        .update_tracking(PEC_ID, "nobody@pec.altro.it", TrackingState::Failed)
+        .unwrap());
+    assert!(!store
+        .update_tracking("unknown", anna, TrackingState::Failed)
+        .unwrap());
+    assert!(store
+        .update_tracking(PEC_ID, "ufficio@pec.example.it", TrackingState::Failed)
+        .unwrap());
+
+    // Quarantine with its event.
+    let q = LogEvent {
+        pec_id: "opec.virus@pec.altro.it".into(),
+        kind: EventKind::Quarantined,
+        outcome: "virus".into(),
+        reason: Some("Eicar".into()),
+        ..event.clone()
+    };
+    store.record_quarantine(&q, b"infected").unwrap();
+    assert_eq!(
+        store.quarantined("opec.virus@pec.altro.it").unwrap(),
+        vec![b"infected".to_vec()]
+    );
+    assert_eq!(
+        kinds(&store.events_for("opec.virus@pec.altro.it").unwrap()),
+        vec![EventKind::Quarantined]
+    );
+
+    // Mailbox policies.
+    assert_eq!(store.mailbox_policy("a@pec.example.it").unwrap(), None);
+    store
+        .set_mailbox_policy("A@pec.example.it", &MailboxPolicy::Refuse)
+        .unwrap();
+    assert_eq!(
+        store.mailbox_policy("a@PEC.example.it").unwrap(),
+        Some(MailboxPolicy::Refuse)
+    );
+    let fwd = MailboxPolicy::Forward("a.rossi@example.org".into());
+    store.set_mailbox_policy("a@pec.example.it", &fwd).unwrap();
+    assert_eq!(store.mailbox_policy("a@pec.example.it").unwrap(), Some(fwd));
+    store
+        .set_mailbox_policy("a@pec.example.it", &MailboxPolicy::Anomaly)
+        .unwrap();
+    assert_eq!(
+        store.mailbox_policy("a@pec.example.it").unwrap(),
+        Some(MailboxPolicy::Anomaly)
+    );
+}
+
+#[test]
+fn reception_methods_sqlite() {
+    let (_dir, path, store) = fresh();
+    reception_methods(&store);
+    // They survive a reopen (migration 2 applied once).
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(store
+        .is_verified("opec.other@pec.altro.it", "ufficio@pec.example.it")
+        .unwrap());
+}
+
+#[test]
+fn reception_methods_mem() {
+    reception_methods(&MemStore::new());
 }

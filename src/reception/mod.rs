@@ -1,88 +1,173 @@
-//! After-queue content filter: emits acceptance receipts for our own envelopes after queue
-//! (and, later, the reception point of spec §5.2).
+//! After-queue content filter: the reception point (punto di ricezione, spec §5.2), plus the
+//! acceptance receipts of our own envelopes after queue.
 //!
 //! The access point (milter) rewrites an accepted submission into the signed transport
 //! envelope and records a pending acceptance; a milter's accept does not prove that Postfix
-//! queued the message (design §1). Postfix's `content_filter` then hands every queued
-//! message to [`AfterQueue`] through the SMTP server of [`crate::smtp::server`]: when the
-//! message is one of our envelopes with a pending acceptance, the filter emits the signed
-//! ricevuta di accettazione (spec §3.2) and passes the envelope on; everything else passes
-//! through untouched.
+//! queued the message (design §1). Postfix's `content_filter` (on port 25 and on
+//! submission) then hands every queued message to [`AfterQueue`] through the SMTP server of
+//! [`crate::smtp::server`]:
+//!
+//! * when the message is one of our envelopes with a pending acceptance, the filter emits
+//!   the signed ricevuta di accettazione (spec §3.2) first;
+//! * remote recipients (domains not in `provider.domains`) get the message unchanged;
+//! * for local recipients the message is classified (signature, provider index, formal
+//!   checks) and handled per the table of spec §5.2: presa in carico and delivery of a valid
+//!   envelope, virus notices and quarantine, receipts correlated with our tracking rows and
+//!   delivered or consumed, and everything else wrapped in a busta di anomalia, refused or
+//!   forwarded per mailbox policy.
+//!
+//! Everything generated is injected on Postfix's no-filter port; the filter answers 250
+//! only after every injection was accepted (fail closed, design §3).
 
 use std::sync::Arc;
 
 use thiserror::Error;
 use tracing::{error, info, warn};
 
+use crate::antivirus::{Antivirus, AvError, ScanVerdict};
 use crate::crypto::Signer;
-use crate::message::build::{BuildError, Builder, Generated, Issuer};
+use crate::index::{ProviderIndex, ProviderInfo};
+use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
+use crate::message::classify::{classify, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
+use crate::message::kind::{MessageKind, Ricevuta};
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
-use crate::message::time::{Clock, SystemClock};
+use crate::message::time::{Clock, Instant, SystemClock};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
-use crate::store::{Accepted, Store, StoreError};
+use crate::store::{
+    Accepted, EventKind, LogEvent, MailboxPolicy, Store, StoreError, TrackingState,
+};
 use crate::BoxFuture;
 
 #[derive(Debug, Error)]
 pub enum AfterQueueError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("building the acceptance receipt: {0}")]
+    #[error("building a generated message: {0}")]
     Build(#[from] BuildError),
-    #[error("injecting the acceptance receipt: {0}")]
+    #[error("injecting a generated message: {0}")]
     InjectReceipt(InjectError),
     #[error("injecting the message: {0}")]
     Inject(InjectError),
+    #[error(transparent)]
+    Antivirus(#[from] AvError),
+    /// The mailbox policy refuses mail that is not valid PEC.
+    #[error("refused by mailbox policy: {0}")]
+    Refused(String),
+    /// Mail that is not valid PEC carries a virus: refused.
+    #[error("virus in mail that is not valid PEC: {0}")]
+    Infected(String),
     #[error("worker task: {0}")]
     Task(String),
 }
 
-/// What the filter did with one transaction (for the caller's log and for tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Our envelope: the acceptance receipt `receipt_id` was injected, then the envelope.
-    AcceptanceEmitted { pec_id: String, receipt_id: String },
-    /// Passed on unchanged (not our envelope, or its acceptance was already emitted).
-    PassedThrough,
+/// What the reception point needs: the provider index, the antivirus, our domains and our
+/// `mailReceipt`, and the default policy for mail that is not valid PEC.
+#[derive(Clone)]
+pub struct Reception {
+    /// Local copy of the provider index (signer certificate → provider).
+    pub index: Arc<ProviderIndex>,
+    /// Scans the content of valid transport envelopes (spec §5.2, §3.8).
+    pub antivirus: Arc<dyn Antivirus>,
+    /// Our PEC domains (`provider.domains`): their recipients are local.
+    pub domains: Vec<String>,
+    /// Our `mailReceipt` (`provider.mail_receipt`): presa in carico and rilevazione virus
+    /// addressed to it are consumed, never delivered.
+    pub mail_receipt: String,
+    /// Policy of a mailbox without its own (`reception.default_policy`).
+    pub default_policy: MailboxPolicy,
 }
 
-/// The after-queue filter handler (first part of the reception point).
+impl Reception {
+    /// Whether `address` is one of our mailboxes (its domain is one of ours).
+    pub fn is_local(&self, address: &str) -> bool {
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// What the filter did with one transaction (for the caller's log and for tests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// Our envelope: the acceptance receipt was injected (PEC msgid, receipt Message-ID).
+    pub acceptance: Option<(String, String)>,
+    /// Recipients the message went to unchanged (remote ones, and local ones of a valid
+    /// envelope or receipt).
+    pub passed_on: Vec<String>,
+    /// What the reception point did for the local recipients, if there were any.
+    pub local: Option<Local>,
+}
+
+/// The reception point's decision for the local recipients (spec §5.2 table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// Valid transport envelope, clean: presa in carico `receipt_id` sent to `to`.
+    TakenInCharge {
+        pec_id: String,
+        receipt_id: String,
+        to: String,
+    },
+    /// Valid transport envelope with a virus: not delivered, quarantined, one rilevazione
+    /// virus per recipient (`notices`).
+    Virus {
+        pec_id: String,
+        virus: String,
+        notices: Vec<String>,
+    },
+    /// Valid receipt or notice: tracking rows updated, delivered to the persons, consumed
+    /// when addressed to our `mailReceipt`; `notices` generated (mancata consegna per
+    /// virus).
+    Receipt {
+        kind: Ricevuta,
+        pec_id: String,
+        consumed: bool,
+        tracking_updated: usize,
+        notices: Vec<String>,
+    },
+    /// Not valid PEC: wrapped in the anomaly envelope `anomaly` (for the recipients with
+    /// that policy) and/or forwarded to `forwarded`.
+    NotPec {
+        reason: String,
+        anomaly: Option<String>,
+        forwarded: Vec<String>,
+    },
+}
+
+/// The after-queue filter handler: acceptance receipts after queue, then the reception
+/// point.
 ///
 /// For each transaction:
 ///
-/// 1. reads the top-level `Message-ID` and `X-Trasporto`; a message that is not a transport
-///    envelope (`X-Trasporto: posta-certificata`) or has no `Message-ID` is passed through;
-/// 2. asks the store for the pending acceptance of that PEC msgid; none (ordinary mail, a
-///    foreign envelope, or a Postfix retry after the acceptance went out) → pass through;
-/// 3. builds and signs the acceptance receipt with the pending record's certification data
-///    and **its** instant (one instant per transaction: the envelope's), and injects it;
-/// 4. records in the store that the acceptance was emitted (legal-log event, pending
-///    acceptance closed);
-/// 5. injects the envelope unchanged, with the MAIL FROM and RCPT TO received;
+/// 1. reads the top-level `Message-ID` and `X-Trasporto`; when the message is one of our
+///    transport envelopes with a pending acceptance, builds and signs the acceptance
+///    receipt with the pending record's certification data and **its** instant, injects it
+///    and records that it was emitted (legal-log event, pending acceptance closed);
+/// 2. splits the RCPT TO list into local recipients (our domains) and remote ones;
+/// 3. classifies the message for the local recipients at `clock.now()` (the one instant of
+///    this transaction) against the provider index; for mail that is not valid PEC, reads
+///    each local mailbox's policy and scans it; when it is infected or one policy refuses,
+///    answers Reject for the whole transaction before anything is injected (one SMTP reply
+///    covers every recipient);
+/// 4. injects the message unchanged for the remote recipients;
+/// 5. acts for the local recipients (see [`Local`]): a valid envelope is scanned, then
+///    either taken in charge (presa in carico to the sender's `mailReceipt`, recorded as
+///    verified in the store, same-provider tracking rows updated, envelope injected) or
+///    refused for a virus (rilevazione virus per recipient, quarantine); a valid receipt
+///    updates our tracking rows and is delivered (or consumed, when it is a presa in carico
+///    or rilevazione virus for our `mailReceipt`); anything else follows the policy;
 /// 6. answers Accept: only now does Postfix drop its copy.
 ///
-/// Pass-through is one injection of the unchanged message with the same envelope.
+/// Failures (fail closed, design §3): store, antivirus, signing, task or injection
+/// 4xx/connection errors answer Tempfail, so Postfix keeps the message and retries. A 5xx
+/// from the listener for a message we generated is also Tempfail (a fault on our side). A
+/// 5xx for the message itself (injected unchanged) answers Reject with the listener's
+/// reason, and Postfix bounces it to the sender.
 ///
-/// Failures (fail closed, design §3): store, signing, task or injection 4xx/connection
-/// errors answer Tempfail, so Postfix keeps the message and retries. A 5xx from the
-/// listener for the acceptance receipt (our own message) is also Tempfail: it is a fault
-/// on our side, not a verdict on the sender's mail. A 5xx for the message itself
-/// (pass-through, or the envelope in step 5) answers Reject with the listener's reason, and
-/// Postfix bounces it to the sender.
-///
-/// Crashes and retries. The store is marked (step 4) as soon as the receipt is in the
-/// MTA's hands, before the envelope is injected, so that a retry of the envelope never
-/// emits the receipt again:
-///
-/// * crash or failure before step 3 completes: nothing was emitted; the retry starts over;
-/// * crash or store failure between step 3 and step 4: the receipt is queued but the store
-///   still says pending, so the retry emits **a second acceptance**. The design accepts
-///   duplicates after a crash (the log shows them), never a missing receipt;
-/// * failure after step 4 (envelope injection 4xx, crash): the retry finds no pending
-///   acceptance and only passes the envelope on;
-/// * crash after step 5 but before Postfix read our 250: the retry passes the envelope on a
-///   second time (a duplicate delivery, again preferred over a lost message).
+/// Crashes and retries. A retry after a partial run repeats the steps not yet recorded:
+/// the acceptance receipt is marked as soon as it is in the MTA's hands (at most one
+/// duplicate after a crash between injection and marking); generated receipts and
+/// injections after that may be duplicated by a retry (the log shows them), never lost.
 pub struct AfterQueue {
     store: Arc<dyn Store>,
     injector: Arc<dyn Injector>,
@@ -90,18 +175,20 @@ pub struct AfterQueue {
     signer: Arc<dyn Signer>,
     ids: Arc<dyn MsgIdSource>,
     clock: Arc<dyn Clock>,
+    reception: Reception,
 }
 
 impl AfterQueue {
     /// `injector` reaches Postfix's reinjection listener (no filter, no milter); `issuer`,
-    /// `signer` and `ids` build the acceptance receipts. Uses the system clock for the time
-    /// of the legal-log event.
+    /// `signer` and `ids` build every generated message; `reception` holds the index, the
+    /// antivirus and our domains. Uses the system clock.
     pub fn new(
         store: Arc<dyn Store>,
         injector: Arc<dyn Injector>,
         issuer: Issuer,
         signer: Arc<dyn Signer>,
         ids: Arc<dyn MsgIdSource>,
+        reception: Reception,
     ) -> Self {
         AfterQueue {
             store,
@@ -110,10 +197,12 @@ impl AfterQueue {
             signer,
             ids,
             clock: Arc::new(SystemClock),
+            reception,
         }
     }
 
-    /// Replaces the clock that dates the "acceptance emitted" event.
+    /// Replaces the clock (the instant of classification, of the legal-log events and of
+    /// every message generated by the reception point).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -125,17 +214,24 @@ impl AfterQueue {
         let msgid = envelope_id(&tx.data);
         let shown = msgid.as_deref().unwrap_or("-");
         match self.process(tx, msgid.as_deref()).await {
-            Ok(Outcome::AcceptanceEmitted { pec_id, receipt_id }) => {
-                info!(
-                    queue_id,
-                    msgid = %pec_id,
-                    receipt = %receipt_id,
-                    "after queue: acceptance receipt emitted, envelope passed on"
-                );
-                FilterReply::Accept
-            }
-            Ok(Outcome::PassedThrough) => {
-                info!(queue_id, msgid = shown, "after queue: passed through");
+            Ok(outcome) => {
+                if let Some((pec_id, receipt)) = &outcome.acceptance {
+                    info!(queue_id, msgid = %pec_id, receipt = %receipt, "after queue: acceptance receipt emitted");
+                }
+                match &outcome.local {
+                    None => info!(
+                        queue_id,
+                        msgid = shown,
+                        passed_on = outcome.passed_on.len(),
+                        "after queue: passed through"
+                    ),
+                    Some(local) => info!(
+                        queue_id,
+                        msgid = shown,
+                        passed_on = outcome.passed_on.len(),
+                        "reception: {local:?}"
+                    ),
+                }
                 FilterReply::Accept
             }
             Err(AfterQueueError::Inject(InjectError::Permanent { reason, .. })) => {
@@ -145,6 +241,26 @@ impl AfterQueue {
                     "after queue: refused by the reinjection listener: {reason}"
                 );
                 FilterReply::Reject(reason)
+            }
+            Err(AfterQueueError::Infected(virus)) => {
+                warn!(
+                    queue_id,
+                    msgid = shown,
+                    virus = %virus,
+                    "reception: virus in mail that is not valid PEC: refused"
+                );
+                FilterReply::Reject(format!("Virus found: {}", one_line(&virus)))
+            }
+            Err(AfterQueueError::Refused(reason)) => {
+                warn!(
+                    queue_id,
+                    msgid = shown,
+                    "reception: refused by mailbox policy: {reason}"
+                );
+                FilterReply::Reject(format!(
+                    "Not a valid certified (PEC) message, refused by the recipient's policy: {}",
+                    one_line(&reason)
+                ))
             }
             Err(e) => {
                 error!(queue_id, msgid = shown, "after queue: tempfail: {e}");
@@ -160,6 +276,76 @@ impl AfterQueue {
         tx: &Transaction,
         msgid: Option<&str>,
     ) -> Result<Outcome, AfterQueueError> {
+        let mut outcome = Outcome {
+            acceptance: self.acceptance_after_queue(tx, msgid).await?,
+            ..Outcome::default()
+        };
+        let (local, remote): (Vec<String>, Vec<String>) = tx
+            .rcpt_to
+            .iter()
+            .cloned()
+            .partition(|r| self.reception.is_local(r));
+        if local.is_empty() {
+            self.pass_on(tx, &remote).await?;
+            outcome.passed_on = remote;
+            return Ok(outcome);
+        }
+
+        let now = self.clock.now();
+        let class = {
+            let data = tx.data.clone();
+            let index = self.reception.index.clone();
+            blocking(move || classify(&data, index.trust(), now)).await?
+        };
+        // Decide everything that may refuse the transaction before injecting anything.
+        let plan = match class {
+            Classification::TransportEnvelope(m) => match m.verified.provider.clone() {
+                Some(provider) => Plan::Envelope(Box::new(m), provider),
+                None => Plan::NotPec(
+                    "certificato del gestore mittente senza record nell'indice".into(),
+                    self.policies(&local).await?,
+                ),
+            },
+            Classification::Receipt(kind, m) => Plan::Receipt(kind, Box::new(m)),
+            other => {
+                let reason = other.reason().unwrap_or("messaggio non valido").to_string();
+                Plan::NotPec(reason, self.policies(&local).await?)
+            }
+        };
+        if let Plan::NotPec(reason, policies) = &plan {
+            // Infected ordinary mail is refused, as on the Internet (spec §5.2): never
+            // wrapped, forwarded or delivered.
+            if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+                return Err(AfterQueueError::Infected(virus));
+            }
+            if policies.iter().any(|(_, p)| *p == MailboxPolicy::Refuse) {
+                return Err(AfterQueueError::Refused(reason.clone()));
+            }
+        }
+
+        self.pass_on(tx, &remote).await?;
+        outcome.passed_on = remote;
+        let local_outcome = match plan {
+            Plan::Envelope(m, provider) => {
+                self.envelope(tx, &m, &provider, &local, now, &mut outcome.passed_on)
+                    .await?
+            }
+            Plan::Receipt(kind, m) => {
+                self.receipt(tx, kind, &m, &local, now, &mut outcome.passed_on)
+                    .await?
+            }
+            Plan::NotPec(reason, policies) => self.not_pec(tx, reason, policies, now).await?,
+        };
+        outcome.local = Some(local_outcome);
+        Ok(outcome)
+    }
+
+    /// Step 1: the acceptance receipt of our own envelope, once.
+    async fn acceptance_after_queue(
+        &self,
+        tx: &Transaction,
+        msgid: Option<&str>,
+    ) -> Result<Option<(String, String)>, AfterQueueError> {
         let pending = match msgid {
             Some(id) => {
                 let store = self.store.clone();
@@ -169,17 +355,13 @@ impl AfterQueue {
             None => None,
         };
         let Some(accepted) = pending else {
-            self.pass_on(tx).await?;
-            return Ok(Outcome::PassedThrough);
+            return Ok(None);
         };
 
         let pec_id = accepted.pec_id.clone();
         let receipt = self.build_acceptance(accepted).await?;
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
-        self.injector
-            .inject(&receipt.mail_from, &receipt.rcpt_to, &receipt.to_bytes())
-            .await
-            .map_err(AfterQueueError::InjectReceipt)?;
+        self.inject_generated(&receipt).await?;
         info!(
             queue_id,
             msgid = %pec_id,
@@ -200,24 +382,393 @@ impl AfterQueue {
                 "after queue: acceptance already emitted by a concurrent delivery: duplicate receipt"
             );
         }
+        Ok(Some((pec_id, receipt.message_id)))
+    }
 
-        self.pass_on(tx).await?;
-        Ok(Outcome::AcceptanceEmitted {
+    /// The policy of every local recipient (its own, else the default).
+    async fn policies(
+        &self,
+        local: &[String],
+    ) -> Result<Vec<(String, MailboxPolicy)>, AfterQueueError> {
+        let store = self.store.clone();
+        let local = local.to_vec();
+        let default = self.reception.default_policy.clone();
+        blocking(move || {
+            local
+                .into_iter()
+                .map(|r| {
+                    let p = store.mailbox_policy(&r)?.unwrap_or_else(|| default.clone());
+                    Ok((r, p))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await?
+        .map_err(AfterQueueError::from)
+    }
+
+    /// A valid transport envelope for `local`: antivirus, then presa in carico and delivery,
+    /// or virus notices and quarantine.
+    async fn envelope(
+        &self,
+        tx: &Transaction,
+        m: &PecMessage,
+        provider: &ProviderInfo,
+        local: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let queue_id = tx.queue_id.as_deref().unwrap_or("-");
+        let pec_id = m.daticert.identificativo.clone();
+        let cert = Certification::from_verified_envelope(&m.daticert, &m.verified.content)
+            .map(|(c, _)| c)
+            .unwrap_or_else(|| Certification::from_envelope(&m.daticert, Vec::new(), Vec::new()));
+        let ours = provider
+            .mail_receipt
+            .eq_ignore_ascii_case(&self.reception.mail_receipt);
+
+        if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+            let mut notices = Vec::new();
+            for r in local {
+                let (c, r2, v, to) = (
+                    cert.clone(),
+                    r.clone(),
+                    virus.clone(),
+                    provider.mail_receipt.clone(),
+                );
+                let notice = self
+                    .build(move |b| b.virus_detection(&c, now, &r2, &v, &to))
+                    .await?;
+                self.inject_generated(&notice).await?;
+                self.log_issued(
+                    &cert,
+                    &pec_id,
+                    MessageKind::VirusDetection,
+                    &notice,
+                    tx,
+                    provider,
+                    "virus",
+                    Some(&virus),
+                    now,
+                )
+                .await?;
+                notices.push(notice.message_id);
+            }
+            let event = self.event(
+                &cert,
+                &pec_id,
+                EventKind::Quarantined,
+                Vec::new(),
+                tx,
+                &provider.name,
+                "virus",
+                Some(&virus),
+                now,
+            );
+            let store = self.store.clone();
+            let data = tx.data.clone();
+            blocking(move || store.record_quarantine(&event, &data)).await??;
+            warn!(queue_id, msgid = %pec_id, virus = %virus, "reception: virus in a transport envelope: not delivered, quarantined");
+            if ours {
+                // Our own rilevazione virus goes to our mailReceipt on the no-filter port
+                // and never comes back through here: act on it now.
+                for r in local {
+                    self.virus_for_our_user(tx, &cert, r, &virus, now).await?;
+                }
+            }
+            return Ok(Local::Virus {
+                pec_id,
+                virus,
+                notices,
+            });
+        }
+
+        let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
+        let receipt = self
+            .build(move |b| b.take_charge(&c, now, &taken, &to))
+            .await?;
+        self.inject_generated(&receipt).await?;
+        let event = self.event(
+            &cert,
+            &pec_id,
+            EventKind::Issued(MessageKind::TakeCharge),
+            vec![receipt.message_id.clone()],
+            tx,
+            &provider.name,
+            "ok",
+            None,
+            now,
+        );
+        let store = self.store.clone();
+        let (id, rcpts) = (pec_id.clone(), local.to_vec());
+        let moved = blocking(move || -> Result<usize, StoreError> {
+            store.record_verified(&id, &rcpts, &event)?;
+            let mut moved = 0;
+            if ours {
+                // Same provider: our presa in carico never passes the filter (it is
+                // injected on the no-filter port), so our tracking rows move here.
+                for r in &rcpts {
+                    moved +=
+                        usize::from(store.update_tracking(&id, r, TrackingState::TakenInCharge)?);
+                }
+            }
+            Ok(moved)
+        })
+        .await??;
+        if ours {
+            info!(queue_id, msgid = %pec_id, tracking_updated = moved, "reception: same provider: our presa in carico recorded directly");
+        }
+        info!(queue_id, msgid = %pec_id, receipt = %receipt.message_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
+        self.pass_on(tx, local).await?;
+        passed_on.extend(local.iter().cloned());
+        Ok(Local::TakenInCharge {
             pec_id,
             receipt_id: receipt.message_id,
+            to: provider.mail_receipt.clone(),
         })
     }
 
-    /// Injects the message unchanged, with the envelope it came with.
-    async fn pass_on(&self, tx: &Transaction) -> Result<(), AfterQueueError> {
+    /// A valid receipt or notice for `local`: correlate with our tracking rows, deliver to
+    /// the persons, consume what is addressed to our `mailReceipt`.
+    async fn receipt(
+        &self,
+        tx: &Transaction,
+        kind: Ricevuta,
+        m: &PecMessage,
+        local: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let queue_id = tx.queue_id.as_deref().unwrap_or("-");
+        let d = &m.daticert;
+        let pec_id = d.identificativo.clone();
+        // Which recipients of our envelope the receipt is about, and what it says.
+        let (about, state): (Vec<String>, Option<TrackingState>) = match kind {
+            Ricevuta::PresaInCarico => (d.ricezione.clone(), Some(TrackingState::TakenInCharge)),
+            Ricevuta::AvvenutaConsegna => (
+                d.consegna.iter().cloned().collect(),
+                Some(TrackingState::Delivered),
+            ),
+            Ricevuta::ErroreConsegna | Ricevuta::RilevazioneVirus => (
+                d.consegna.iter().cloned().collect(),
+                Some(TrackingState::Failed),
+            ),
+            _ => (Vec::new(), None),
+        };
+        // A provider speaks only for its own mailboxes (spec §5.2 item 4): a receipt about
+        // another provider's recipient moves nothing.
+        let provider = m.verified.provider.clone();
+        let (bound, unbound): (Vec<String>, Vec<String>) = about.into_iter().partition(|a| {
+            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            provider.as_ref().is_some_and(|p| p.manages(domain))
+        });
+        if !unbound.is_empty() {
+            warn!(queue_id, msgid = %pec_id, "reception: {} about {unbound:?}, not managed by the signer's provider: tracking left alone", kind.as_str());
+        }
+        // Correlation: the envelope must be ours (identificativo = our PEC msgid) and the
+        // receipt's X-Riferimento-Message-ID must be the one of that envelope.
+        let store = self.store.clone();
+        let id = pec_id.clone();
+        let envelope = blocking(move || store.envelope_certification(&id)).await??;
+        let correlated = match (&envelope, &m.riferimento_message_id) {
+            (None, _) => false,
+            (Some(c), Some(r)) => unbracketed(r) == unbracketed(&c.riferimento()),
+            // A receipt without the header: the identificativo alone (logged).
+            (Some(_), None) => true,
+        };
+        if !correlated {
+            warn!(
+                queue_id,
+                msgid = %pec_id,
+                riferimento = m.riferimento_message_id.as_deref().unwrap_or("-"),
+                "reception: {} not about one of our envelopes (identificativo or X-Riferimento-Message-ID): tracking left alone",
+                kind.as_str()
+            );
+        }
+        let bound = if correlated { bound } else { Vec::new() };
+        let mut tracking_updated = 0;
+        if let Some(state) = state {
+            let store = self.store.clone();
+            let (id, rows) = (pec_id.clone(), bound.clone());
+            tracking_updated = blocking(move || -> Result<usize, StoreError> {
+                let mut n = 0;
+                for r in &rows {
+                    n += usize::from(store.update_tracking(&id, r, state)?);
+                }
+                Ok(n)
+            })
+            .await??;
+        }
+        info!(
+            queue_id,
+            msgid = %pec_id,
+            riferimento = m.riferimento_message_id.as_deref().unwrap_or("-"),
+            tracking_updated,
+            "reception: {} received",
+            kind.as_str()
+        );
+
+        let mut notices = Vec::new();
+        if kind == Ricevuta::RilevazioneVirus && self.reception.is_local(&d.mittente) {
+            let cert = Certification::from_envelope(d, Vec::new(), Vec::new());
+            let virus = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
+            for r in &bound {
+                notices.push(self.virus_for_our_user(tx, &cert, r, &virus, now).await?);
+            }
+        }
+
+        let consumable = matches!(kind, Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus);
+        let (consumed, persons): (Vec<String>, Vec<String>) = local
+            .iter()
+            .cloned()
+            .partition(|r| consumable && r.eq_ignore_ascii_case(&self.reception.mail_receipt));
+        if !persons.is_empty() {
+            self.pass_on(tx, &persons).await?;
+            passed_on.extend(persons);
+        }
+        Ok(Local::Receipt {
+            kind,
+            pec_id,
+            consumed: !consumed.is_empty(),
+            tracking_updated,
+            notices,
+        })
+    }
+
+    /// Avviso di mancata consegna per virus (spec §3.9) to our user about `recipient`, and
+    /// the tracking row marked failed. Returns the notice's Message-ID.
+    async fn virus_for_our_user(
+        &self,
+        tx: &Transaction,
+        cert: &Certification,
+        recipient: &str,
+        virus: &str,
+        now: Instant,
+    ) -> Result<String, AfterQueueError> {
+        let (c, r, v) = (cert.clone(), recipient.to_string(), virus.to_string());
+        let notice = self
+            .build(move |b| b.non_delivery_virus(&c, now, &r, &v))
+            .await?;
+        self.inject_generated(&notice).await?;
+        let store = self.store.clone();
+        let (id, r) = (cert.identificativo.clone(), recipient.to_string());
+        blocking(move || store.update_tracking(&id, &r, TrackingState::Failed)).await??;
+        let provider = self.issuer.provider_name.clone();
+        let event = self.event(
+            cert,
+            &cert.identificativo,
+            EventKind::Issued(MessageKind::NonDeliveryVirus),
+            vec![notice.message_id.clone()],
+            tx,
+            &provider,
+            "virus",
+            Some(virus),
+            now,
+        );
+        let store = self.store.clone();
+        blocking(move || store.log(&event)).await??;
+        warn!(
+            queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+            msgid = %cert.identificativo,
+            notice = %notice.message_id,
+            "reception: virus reported for {recipient}: mancata consegna per virus sent to {}",
+            cert.mittente
+        );
+        Ok(notice.message_id)
+    }
+
+    /// Not valid PEC: anomaly envelope or forward, per policy (refusals were handled
+    /// before). No presa in carico, no delivery receipt.
+    async fn not_pec(
+        &self,
+        tx: &Transaction,
+        reason: String,
+        policies: Vec<(String, MailboxPolicy)>,
+        now: Instant,
+    ) -> Result<Local, AfterQueueError> {
+        let queue_id = tx.queue_id.as_deref().unwrap_or("-");
+        let wrapped: Vec<String> = policies
+            .iter()
+            .filter(|(_, p)| *p == MailboxPolicy::Anomaly)
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut anomaly = None;
+        if !wrapped.is_empty() {
+            let (data, from, rcpts, why) = (
+                tx.data.clone(),
+                tx.mail_from.clone(),
+                wrapped.clone(),
+                reason.clone(),
+            );
+            let env = self
+                .build(move |b| b.anomaly_envelope(&data, &from, &rcpts, now, &why))
+                .await?;
+            self.inject_generated(&env).await?;
+            let event = LogEvent {
+                pec_id: env.message_id.clone(),
+                at: now,
+                kind: EventKind::Issued(MessageKind::AnomalyEnvelope),
+                sender: tx.mail_from.clone(),
+                recipients: wrapped
+                    .iter()
+                    .map(|r| (r.clone(), crate::message::kind::RecipientType::Certificato))
+                    .collect(),
+                subject: String::new(),
+                related_ids: vec![env.message_id.clone()],
+                provider: self.issuer.provider_name.clone(),
+                queue_id: tx.queue_id.clone(),
+                outcome: "anomaly".into(),
+                reason: Some(reason.clone()),
+            };
+            let store = self.store.clone();
+            blocking(move || store.log(&event)).await??;
+            info!(queue_id, anomaly = %env.message_id, "reception: not valid PEC ({reason}): anomaly envelope for {wrapped:?}");
+            anomaly = Some(env.message_id);
+        }
+        let mut forwarded = Vec::new();
+        for (r, p) in &policies {
+            if let MailboxPolicy::Forward(to) = p {
+                if !forwarded.contains(to) {
+                    self.pass_on(tx, std::slice::from_ref(to)).await?;
+                    info!(
+                        queue_id,
+                        "reception: not valid PEC ({reason}): {r} forwards to {to}"
+                    );
+                    forwarded.push(to.clone());
+                }
+            }
+        }
+        Ok(Local::NotPec {
+            reason,
+            anomaly,
+            forwarded,
+        })
+    }
+
+    /// Injects the message unchanged, with its reverse path, for `rcpt_to` (nothing when
+    /// empty).
+    async fn pass_on(&self, tx: &Transaction, rcpt_to: &[String]) -> Result<(), AfterQueueError> {
+        if rcpt_to.is_empty() {
+            return Ok(());
+        }
         self.injector
-            .inject(&tx.mail_from, &tx.rcpt_to, &tx.data)
+            .inject(&tx.mail_from, rcpt_to, &tx.data)
             .await
             .map_err(AfterQueueError::Inject)
     }
 
-    /// Builds and signs the acceptance receipt (signing may block on PKCS#11).
-    async fn build_acceptance(&self, accepted: Accepted) -> Result<Generated, AfterQueueError> {
+    /// Injects a message we generated (any refusal is our fault: tempfail).
+    async fn inject_generated(&self, g: &Generated) -> Result<(), AfterQueueError> {
+        self.injector
+            .inject(&g.mail_from, &g.rcpt_to, &g.to_bytes())
+            .await
+            .map_err(AfterQueueError::InjectReceipt)
+    }
+
+    /// Builds and signs one message off the async workers (signing may block on PKCS#11).
+    async fn build<F>(&self, f: F) -> Result<Generated, AfterQueueError>
+    where
+        F: FnOnce(&Builder<'_>) -> Result<Generated, BuildError> + Send + 'static,
+    {
         let issuer = self.issuer.clone();
         let signer = self.signer.clone();
         let ids = self.ids.clone();
@@ -227,11 +778,96 @@ impl AfterQueue {
                 signer: &*signer,
                 ids: &*ids,
             };
-            builder.acceptance(&accepted.cert, accepted.at)
+            f(&builder)
         })
         .await??;
         Ok(built)
     }
+
+    /// Builds and signs the acceptance receipt.
+    async fn build_acceptance(&self, accepted: Accepted) -> Result<Generated, AfterQueueError> {
+        self.build(move |b| b.acceptance(&accepted.cert, accepted.at))
+            .await
+    }
+
+    /// A legal-log record about envelope `pec_id`.
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        cert: &Certification,
+        pec_id: &str,
+        kind: EventKind,
+        related_ids: Vec<String>,
+        tx: &Transaction,
+        provider: &str,
+        outcome: &str,
+        reason: Option<&str>,
+        at: Instant,
+    ) -> LogEvent {
+        LogEvent {
+            pec_id: pec_id.to_string(),
+            at,
+            kind,
+            sender: cert.mittente.clone(),
+            recipients: cert
+                .destinatari
+                .iter()
+                .map(|d| (d.address.clone(), d.tipo))
+                .collect(),
+            subject: cert.oggetto.clone(),
+            related_ids,
+            provider: provider.to_string(),
+            queue_id: tx.queue_id.clone(),
+            outcome: outcome.to_string(),
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    /// Logs that we issued `g` about envelope `pec_id`.
+    #[allow(clippy::too_many_arguments)]
+    async fn log_issued(
+        &self,
+        cert: &Certification,
+        pec_id: &str,
+        kind: MessageKind,
+        g: &Generated,
+        tx: &Transaction,
+        provider: &ProviderInfo,
+        outcome: &str,
+        reason: Option<&str>,
+        at: Instant,
+    ) -> Result<(), AfterQueueError> {
+        let event = self.event(
+            cert,
+            pec_id,
+            EventKind::Issued(kind),
+            vec![g.message_id.clone()],
+            tx,
+            &provider.name,
+            outcome,
+            reason,
+            at,
+        );
+        let store = self.store.clone();
+        blocking(move || store.log(&event)).await??;
+        Ok(())
+    }
+}
+
+/// The classification of one transaction for its local recipients, decided before any
+/// injection.
+enum Plan {
+    Envelope(Box<PecMessage>, ProviderInfo),
+    Receipt(Ricevuta, Box<PecMessage>),
+    NotPec(String, Vec<(String, MailboxPolicy)>),
+}
+
+/// `s` on one line, for an SMTP reply.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
 }
 
 impl FilterHandler for AfterQueue {
@@ -273,7 +909,11 @@ pub fn envelope_id(data: &[u8]) -> Option<String> {
 fn tempfail_text(e: &AfterQueueError) -> String {
     match e {
         AfterQueueError::Store(_) => "Store unavailable, try again later".into(),
-        AfterQueueError::Build(_) => "Cannot sign the acceptance receipt, try again later".into(),
+        AfterQueueError::Build(_) => "Cannot sign a receipt, try again later".into(),
+        AfterQueueError::Antivirus(_) => "Antivirus unavailable, try again later".into(),
+        AfterQueueError::Refused(_) | AfterQueueError::Infected(_) => {
+            "Refused, try again later".into()
+        }
         AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => {
             "Reinjection failed, try again later".into()
         }

@@ -131,6 +131,29 @@ pub struct Tracking {
     pub state: TrackingState,
 }
 
+/// What the reception point does with mail for a mailbox that is not valid PEC (spec §5.2
+/// last row, §3.11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxPolicy {
+    /// Wrap it in a signed busta di anomalia and deliver it (the default).
+    Anomaly,
+    /// Refuse it in SMTP (Postfix bounces it to the sender).
+    Refuse,
+    /// Forward it unchanged to this ordinary address.
+    Forward(String),
+}
+
+impl MailboxPolicy {
+    /// The `policy` column / configuration value: `anomaly`, `refuse`, `forward`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MailboxPolicy::Anomaly => "anomaly",
+            MailboxPolicy::Refuse => "refuse",
+            MailboxPolicy::Forward(_) => "forward",
+        }
+    }
+}
+
 /// The store.
 pub trait Store: Send + Sync {
     /// Whether `login` may send as `address`: an explicit mapping, or by default the login
@@ -167,4 +190,41 @@ pub trait Store: Send + Sync {
     fn tracking_for(&self, pec_id: &str) -> Result<Vec<Tracking>, StoreError>;
     /// Quarantined messages about `pec_id` (their bytes).
     fn quarantined(&self, pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    /// Reception point: the transport envelope `pec_id` was verified and taken in charge
+    /// for `recipients` (our local mailboxes); `event` is the presa-in-carico event. One
+    /// transaction. The delivery point relies on [`Store::is_verified`], never on a header.
+    /// Recording a recipient twice (a retry) is not an error.
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        event: &LogEvent,
+    ) -> Result<(), StoreError>;
+    /// Whether the reception point verified envelope `pec_id` for `recipient`
+    /// (case-insensitive address).
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError>;
+    /// Receipts heard back (reception point): moves the tracking row of `recipient` of our
+    /// envelope `pec_id` to `state`. States only move forward (sent → taken in charge →
+    /// delivered | failed); a late presa in carico never undoes a delivery. Returns whether
+    /// a row changed (false: unknown envelope or recipient, or already further on).
+    fn update_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError>;
+    /// Puts `message` in quarantine for 30 months with `event` (kind
+    /// [`EventKind::Quarantined`], its `reason` the antivirus verdict), in one transaction.
+    fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError>;
+    /// The policy set for `mailbox` (case-insensitive), `None` when it has none (the
+    /// configured default applies).
+    fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError>;
+    /// Sets (replaces) the policy of `mailbox`.
+    fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError>;
+    /// The certification data of our envelope `pec_id`, as recorded at acceptance
+    /// ([`Store::record_accepted`]), whether or not its acceptance receipt was emitted;
+    /// `None` when `pec_id` is not one of ours. The reception point correlates receipts
+    /// with it (`X-Riferimento-Message-ID`).
+    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError>;
 }

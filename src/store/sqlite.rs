@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
-    RETENTION_MONTHS,
+    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking,
+    TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -109,6 +109,27 @@ CREATE TABLE senders (
     login   TEXT NOT NULL,             -- SASL login, compared exactly
     address TEXT NOT NULL,             -- allowed sender address, lower case
     PRIMARY KEY (login, address)
+) STRICT;
+"#,
+    // Version 2: the reception point.
+    r#"
+-- Transport envelopes the reception point verified (signature, index, formal checks) and
+-- took in charge, per local recipient (spec §5.2). The delivery point issues receipts only
+-- for envelopes listed here: never on the word of a header.
+CREATE TABLE verified (
+    pec_id    TEXT NOT NULL,           -- PEC msgid (daticert identificativo) of the envelope
+    recipient TEXT NOT NULL,           -- local recipient taken in charge, lower case
+    at        INTEGER NOT NULL,        -- instant of the presa in carico, unix seconds
+    PRIMARY KEY (pec_id, recipient)
+) STRICT;
+
+-- What to do with mail that is not valid PEC for a mailbox (spec §5.2, §3.11). A mailbox
+-- without a row follows the configured default (reception.default_policy).
+CREATE TABLE mailbox_policy (
+    mailbox    TEXT PRIMARY KEY,       -- local mailbox address, lower case
+    policy     TEXT NOT NULL CHECK (policy IN ('anomaly', 'refuse', 'forward')),
+    forward_to TEXT,                   -- ordinary address, for policy 'forward' only
+    CHECK ((policy = 'forward') = (forward_to IS NOT NULL))
 ) STRICT;
 "#,
 ];
@@ -772,6 +793,144 @@ impl Store for SqliteStore {
         stmt.query_map(params![pec_id], |r| r.get::<_, Vec<u8>>(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(&format!("read quarantine of \"{pec_id}\"")))
+    }
+
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        event: &LogEvent,
+    ) -> Result<(), StoreError> {
+        self.write("record verified", |tx| {
+            insert_event(tx, event)?;
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO verified (pec_id, recipient, at) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db("prepare verified insert"))?;
+            for r in recipients {
+                stmt.execute(params![pec_id, r.to_ascii_lowercase(), event.at.unix()])
+                    .map_err(db(&format!("record \"{r}\" verified for \"{pec_id}\"")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM verified WHERE pec_id = ?1 AND recipient = ?2)",
+            params![pec_id, recipient.to_ascii_lowercase()],
+            |r| r.get(0),
+        )
+        .map_err(db(&format!("read verified \"{pec_id}\"")))
+    }
+
+    fn update_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        // The states a row may be in for `state` to replace it (constants, not input).
+        let from = match state {
+            TrackingState::Sent => return Ok(false),
+            TrackingState::TakenInCharge => "('sent')",
+            TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+        };
+        let sql = format!(
+            "UPDATE tracking SET state = ?3
+             WHERE pec_id = ?1 AND lower(recipient) = lower(?2) AND state IN {from}"
+        );
+        self.write("update tracking", |tx| {
+            let n = tx
+                .execute(&sql, params![pec_id, recipient, state_str(state)])
+                .map_err(db(&format!(
+                    "update tracking of \"{recipient}\" for \"{pec_id}\""
+                )))?;
+            Ok(n > 0)
+        })
+    }
+
+    fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
+        let pec_id = &event.pec_id;
+        let expires_at = add_months(event.at, RETENTION_MONTHS).ok_or_else(|| {
+            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
+        })?;
+        self.write("record quarantine", |tx| {
+            tx.execute(
+                "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    pec_id,
+                    event.at.unix(),
+                    event.reason.clone().unwrap_or_default(),
+                    message,
+                    expires_at.unix()
+                ],
+            )
+            .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
+            insert_event(tx, event)
+        })
+    }
+
+    fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT policy, forward_to FROM mailbox_policy WHERE mailbox = ?1",
+                params![mailbox.to_ascii_lowercase()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(&format!("read policy of \"{mailbox}\"")))?;
+        match row {
+            None => Ok(None),
+            Some((p, _)) if p == "anomaly" => Ok(Some(MailboxPolicy::Anomaly)),
+            Some((p, _)) if p == "refuse" => Ok(Some(MailboxPolicy::Refuse)),
+            Some((p, Some(to))) if p == "forward" => Ok(Some(MailboxPolicy::Forward(to))),
+            Some((p, to)) => Err(StoreError::Corrupt(format!(
+                "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
+            ))),
+        }
+    }
+
+    fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let forward_to = match policy {
+            MailboxPolicy::Forward(to) => Some(to.clone()),
+            _ => None,
+        };
+        self.write("set mailbox policy", |tx| {
+            tx.execute(
+                "INSERT INTO mailbox_policy (mailbox, policy, forward_to) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (mailbox) DO UPDATE
+                 SET policy = excluded.policy, forward_to = excluded.forward_to",
+                params![mailbox, policy.label(), forward_to],
+            )
+            .map_err(db(&format!("set policy of \"{mailbox}\"")))?;
+            Ok(())
+        })
+    }
+
+    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT rowid, cert FROM pending_acceptance WHERE pec_id = ?1",
+                params![pec_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(&format!("read certification of \"{pec_id}\"")))?;
+        row.map(|(rowid, cert)| {
+            serde_json::from_str(&cert).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "pending_acceptance row {rowid}: certification: {e}"
+                ))
+            })
+        })
+        .transpose()
     }
 }
 

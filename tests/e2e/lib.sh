@@ -36,7 +36,8 @@
 #
 # Environment: E2E_POLL (poll interval, default 0.05), E2E_START_DEADLINE (seconds a daemon
 # may take to start or stop, default 30), CLAMD_EXTRA_CONF (extra clamd.conf lines, e.g.
-# "StreamMaxLength 1M").
+# "StreamMaxLength 1M"), CLAMD_NO_MARKER=1 (clamd_start leaves the PEC-TEST-VIRUS-MARKER
+# signature out: an antivirus that misses it).
 
 E2E_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 E2E_REPO=$(cd "$E2E_LIB_DIR/../.." && pwd)
@@ -243,8 +244,11 @@ clamd_start() {
   e2e_eicar > "$dir/eicar.com"
   printf '%s:68:Eicar-Test-Signature\n' "$(md5sum < "$dir/eicar.com" | cut -d' ' -f1)" \
     > "$dir/db/test.hdb"
-  printf 'PEC.Test.Marker:0:*:%s\n' \
-    "$(printf '%s' PEC-TEST-VIRUS-MARKER | od -An -tx1 | tr -d ' \n')" > "$dir/db/test.ndb"
+  rm -f "$dir/db/test.ndb"
+  if [ "${CLAMD_NO_MARKER:-0}" != 1 ]; then
+    printf 'PEC.Test.Marker:0:*:%s\n' \
+      "$(printf '%s' PEC-TEST-VIRUS-MARKER | od -An -tx1 | tr -d ' \n')" > "$dir/db/test.ndb"
+  fi
   cat > "$dir/clamd.conf" <<EOF
 DatabaseDirectory $dir/db
 LocalSocket $dir/run/clamd.sock

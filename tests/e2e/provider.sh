@@ -1,14 +1,24 @@
 # shellcheck shell=bash
 # One PEC provider on this machine, for the end-to-end tests and the load benchmarks:
-# a test PKI and SoftHSM2 token, a provider index (LDIF) with us (pec.example.it) and another
-# provider (pec.example.net), clamd, Dovecot, a Postfix instance wired to pec (submission with
-# SASL and the milter, the after-queue filter, the reinjection listener), and `pec serve`.
+# a test PKI and SoftHSM2 token, a provider index (LDIF) with provider A (pec.example.it) and
+# provider B (pec.example.net), clamd, Dovecot, a Postfix instance wired to pec (submission
+# with SASL and the milter, the after-queue filter on port 25 and submission, the
+# reinjection listener), and `pec serve`. Two calls with different WORK dirs, DOMAINs and
+# KEYs give two providers that can exchange mail (route them with postfix_route).
 # Source after lib.sh; call provider_up WORK, and provider_down WORK in an EXIT trap.
 #
-# provider_up WORK       sets: submission smtp reinject filter milter lmtp imap clamd_port,
-#                        conf (SOFTHSM2_CONF), pec_pid; WORK/pki holds the certificates,
+# provider_up WORK [DOMAIN KEY [EXTRA_DOMAIN...]]
+#                        DOMAIN defaults to pec.example.it and KEY (it | net: the key
+#                        KEY.key/KEY.pem of tests/pki/make-pki.sh) to it; EXTRA_DOMAINs are
+#                        delivered locally but are not PEC domains (default: example.com,
+#                        standing for the Internet, for pec.example.it only).
+#                        Sets: submission smtp reinject filter milter lmtp imap clamd_port,
+#                        conf (SOFTHSM2_CONF), pec_pid (also in WORK/pec.pid); WORK/pki (or
+#                        PROVIDER_PKI, shared by both providers) holds the certificates,
 #                        WORK/dovecot/mail/<domain>/<user> the mailboxes. PEC_BIN names the
-#                        binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of pec.toml.
+#                        binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of pec.toml;
+#                        PROVIDER_CLAMD_NO_MARKER=1 leaves PEC-TEST-VIRUS-MARKER out of this
+#                        provider's clamd database (EICAR only).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
@@ -29,36 +39,51 @@ managedDomains: $4
 EOF
 }
 
+# The provider name of a test domain, as in the index.
+provider_name_of() {
+  case $1 in
+    pec.example.it) echo "PEC Example IT S.p.A." ;;
+    pec.example.net) echo "PEC Example NET S.p.A." ;;
+    *) echo "PEC $1" ;;
+  esac
+}
+
 provider_up() {
-  local work=$1 root pec ports
+  local work=$1 domain=${2:-pec.example.it} key=${3:-it} root pec ports pki name
+  local extra=("${@:4}")
+  if [ $# -lt 4 ] && [ "$domain" = pec.example.it ]; then extra=(example.com); fi
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   pec=${PEC_BIN:-$root/target/debug/pec}
+  pki=${PROVIDER_PKI:-$work/pki}
+  name=$(provider_name_of "$domain")
   mapfile -t ports < <(e2e_free_ports 8)
   submission=${ports[0]} smtp=${ports[1]} reinject=${ports[2]} filter=${ports[3]}
   milter=${ports[4]} lmtp=${ports[5]} imap=${ports[6]} clamd_port=${ports[7]}
 
-  e2e_log "test PKI and SoftHSM2 token"
-  sh "$root/tests/pki/make-pki.sh" "$work/pki" >/dev/null 2>&1
-  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$work/pki/it.key" "$work/pki/it.pem" signer)
+  e2e_log "$domain: test PKI and SoftHSM2 token"
+  mkdir -p "$work"
+  [ -f "$pki/$key.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
+  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer)
   {
     printf 'version: 1\n\n'
-    provider_index_entry "PEC Example IT S.p.A." "$work/pki/it.pem" ricevute@pec.example.it pec.example.it
-    provider_index_entry "PEC Example NET S.p.A." "$work/pki/net.pem" ricevute@pec.example.net pec.example.net
+    provider_index_entry "PEC Example IT S.p.A." "$pki/it.pem" ricevute@pec.example.it pec.example.it
+    provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net
   } > "$work/index.ldif"
 
-  e2e_log "clamd, Dovecot, Postfix"
-  clamd_start "$work/clamd" "$clamd_port"
+  e2e_log "$domain: clamd, Dovecot, Postfix"
+  # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
+  # database does not know yet).
+  CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
   dovecot_start "$work/dovecot" "$lmtp" "$imap"
-  # example.com stands for the Internet: delivered locally, but not a PEC domain.
-  postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" pec-a \
-    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$lmtp" pec.example.it example.com
+  postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
+    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$lmtp" "$domain" "${extra[@]}"
 
   cat > "$work/pec.toml" <<EOF
 [provider]
-name = "PEC Example IT S.p.A."
-service_address = "posta-certificata@pec.example.it"
-mail_receipt = "ricevute@pec.example.it"
-domains = ["pec.example.it"]
+name = "$name"
+service_address = "posta-certificata@$domain"
+mail_receipt = "ricevute@$domain"
+domains = ["$domain"]
 
 [signing]
 backend = "pkcs11"
@@ -88,18 +113,20 @@ reinject = "127.0.0.1:$reinject"
 EOF
   "$pec" check-config -c "$work/pec.toml" >/dev/null
 
-  e2e_log "pec serve"
+  e2e_log "$domain: pec serve"
   SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &
   pec_pid=$!
+  echo "$pec_pid" > "$work/pec.pid"
   wait_for_port 127.0.0.1 "$milter" 30
   wait_for_port 127.0.0.1 "$filter" 30
 }
 
 provider_down() {
-  local work=$1
-  if [ -n "${pec_pid:-}" ] && kill -0 "$pec_pid" 2>/dev/null; then
-    kill "$pec_pid" 2>/dev/null || true
-    wait "$pec_pid" 2>/dev/null || true
+  local work=$1 pid
+  pid=$(cat "$work/pec.pid" 2>/dev/null || echo "${pec_pid:-}")
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   fi
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# End to end, the reception point between two providers on one machine: A (pec.example.it,
+# key it.pem) and B (pec.example.net, key net.pem), each with its own Postfix, Dovecot,
+# clamd, SoftHSM2 token, store and `pec serve`, the same index listing both; each routes the
+# other's domain to the other's port-25 listener. A's clamd lacks the PEC-TEST-VIRUS-MARKER
+# signature (an antivirus that misses a virus), B's has it.
+#
+# Checks:
+#   1. A's alice → B's bob: bob holds the transport envelope; B's presa in carico goes to
+#      ricevute@pec.example.it and is consumed by A (A's log: tracking moved), never
+#      delivered to a mailbox;
+#   2. ordinary mail from the "Internet" straight to B's port 25 → bob gets a signed
+#      anomaly envelope (X-Trasporto: errore) carrying it;
+#   3. alice sends the virus marker to bob: A misses it, B detects it in the envelope →
+#      rilevazione virus to A's mailReceipt (consumed) → A gives alice the signed mancata
+#      consegna per virus; bob gets nothing;
+#   4. load: N envelopes (RECEPTION_LOAD_N, default 200) A → B; every one reaches bob, and
+#      every message B's Postfix handed to B's filter is accounted for in B's log;
+#   5. same provider: A's alice → A's ugo: ugo holds the envelope, A's own presa in carico
+#      lands in A's ricevute mailbox and A's tracking row moved when it was issued.
+#
+# Usage: tests/e2e/reception.sh   (as root; PEC_BIN names the pec binary)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$here/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$here/provider.sh"
+
+pec=${PEC_BIN:-$root/target/debug/pec}
+[ -x "$pec" ] || { echo "reception: $pec not built (cargo build)" >&2; exit 2; }
+mail=(/usr/bin/python3 "$here/pecmail.py")
+load_n=${RECEPTION_LOAD_N:-200}
+
+work=$(e2e_tmpdir)
+cleanup() {
+  status=$?
+  provider_down "$work/a"
+  provider_down "$work/b"
+  if [ "$status" -ne 0 ]; then
+    for p in a b; do
+      echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
+      echo "---- $p: postfix log" >&2; tail -n 30 "$work/$p/postfix/maillog" >&2 2>/dev/null || true
+    done
+    echo "reception: FAIL (work dir kept: $work)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+
+t_start=${EPOCHREALTIME}
+export PROVIDER_PKI=$work/pki
+PROVIDER_CLAMD_NO_MARKER=1 provider_up "$work/a" pec.example.it it
+a_submission=$submission a_smtp=$smtp a_imap=$imap
+provider_up "$work/b" pec.example.net net
+b_smtp=$smtp b_imap=$imap b_filter=$filter
+postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
+postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
+t_up=${EPOCHREALTIME}
+
+fetch() { # IMAP_PORT USER COUNT DIR
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" --deadline 60
+}
+count() { # IMAP_PORT USER: how many messages USER holds now
+  local d
+  d=$(mktemp -d "$work/count.XXXX")
+  # fetch writes every message, then complains that there are more than 0: expected here.
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count 0 --dir "$d" --deadline 2 \
+    >/dev/null 2>&1 || true
+  ls "$d" | wc -l
+}
+verify() { # FILE TRUST_PEM EXPECTED_KIND_SUBSTRING
+  local out
+  out=$("$pec" verify --trust "$2" "$1") || { echo "$out" >&2; e2e_fail "pec verify refused $1"; return 1; }
+  grep -q "kind: $3" <<<"$out" || { echo "$out" >&2; e2e_fail "$1 is not \"$3\""; return 1; }
+  openssl smime -verify -in "$1" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
+    || e2e_fail "openssl smime -verify refused $1"
+}
+msg() { # FILE SUBJECT BODY
+  printf 'From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
+    "$2" "$(date -R)" "$2" "$$" "$3" > "$1"
+}
+send_a() { # FILE
+  "${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
+    --from alice@pec.example.it --to bob@pec.example.net "$1"
+}
+plain() { # FILE: the log without colour escapes
+  sed 's/\x1b\[[0-9;]*m//g' "$1"
+}
+log_has() { # FILE REGEX
+  plain "$1" | grep -qE "$2"
+}
+log_count() { # FILE REGEX
+  plain "$1" | grep -cE "$2" || true
+}
+
+e2e_log "1. A's alice → B's bob: envelope delivered, presa in carico consumed by A"
+msg "$work/uno.eml" uno "Buongiorno Bob."
+send_a "$work/uno.eml"
+fetch "$b_imap" bob@pec.example.net 1 "$work/bob"
+fetch "$a_imap" alice@pec.example.it 1 "$work/alice"
+verify "$work/bob/$(ls "$work/bob" | head -n1)" "$work/pki/it.pem" "transport envelope"
+e2e_poll 60 log_has "$work/a/pec.log" "presa-in-carico received.*tracking_updated=1" \
+  || e2e_fail "A did not consume B's presa in carico"
+log_has "$work/b/pec.log" "transport envelope taken in charge" || e2e_fail "B's log: no presa in carico"
+
+e2e_log "2. ordinary mail from the Internet to B's port 25: anomaly envelope"
+printf 'From: someone@example.org\r\nTo: bob@pec.example.net\r\nSubject: ordinaria\r\nDate: %s\r\nMessage-ID: <ordinaria-%s@example.org>\r\nX-Ricevuta: avvenuta-consegna\r\n\r\nPosta ordinaria.\r\n' \
+  "$(date -R)" "$$" > "$work/ordinaria.eml"
+"${mail[@]}" send --port "$b_smtp" --from someone@example.org --to bob@pec.example.net "$work/ordinaria.eml"
+fetch "$b_imap" bob@pec.example.net 2 "$work/bob2"
+anomaly=$(grep -l "^X-Trasporto: errore" "$work"/bob2/* | head -n1 || true)
+[ -n "$anomaly" ] || e2e_fail "bob has no anomaly envelope"
+grep -q "Posta ordinaria." "$anomaly" || e2e_fail "the anomaly envelope does not carry the original"
+openssl smime -verify -in "$anomaly" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
+  || e2e_fail "openssl smime -verify refused the anomaly envelope"
+
+e2e_log "3. virus missed by A, found by B: rilevazione virus → mancata consegna per virus"
+msg "$work/virus.eml" virus "Allegato: PEC-TEST-VIRUS-MARKER"
+send_a "$work/virus.eml"
+# alice: acceptance 1 + acceptance 2 + the mancata consegna per virus.
+fetch "$a_imap" alice@pec.example.it 3 "$work/alice3"
+nd=$(grep -l "^X-VerificaSicurezza: errore" "$work"/alice3/* | head -n1 || true)
+[ -n "$nd" ] || e2e_fail "alice has no mancata consegna per virus"
+grep -q "^X-Ricevuta: errore-consegna" "$nd" || e2e_fail "$nd is not errore-consegna"
+verify "$nd" "$work/pki/it.pem" "receipt: errore-consegna"
+log_has "$work/b/pec.log" "quarantined" || e2e_fail "B did not quarantine the envelope"
+
+e2e_log "4. load: $load_n envelopes A → B"
+t_load=${EPOCHREALTIME}
+"${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
+  --to bob@pec.example.net --count "$load_n" --concurrency 10 --size 2048 \
+  --maildir "$work/b/dovecot/mail/pec.example.net/bob" --expect $((load_n + 2)) --deadline 600 \
+  > "$work/load.out"
+t_load_done=${EPOCHREALTIME}
+postfix_wait_queue_empty "$work/a/postfix" 120
+postfix_wait_queue_empty "$work/b/postfix" 120
+# Every message B's Postfix handed to the filter was answered: 250 (reinjected or consumed)
+# or refused; none is left in a queue and none was lost.
+to_filter=$(log_count "$work/b/postfix/maillog" "relay=127\.0\.0\.1\[127\.0\.0\.1\]:$b_filter.*status=sent")
+bounced=$(log_count "$work/b/postfix/maillog" "relay=127\.0\.0\.1\[127\.0\.0\.1\]:$b_filter.*status=bounced")
+handled=$(log_count "$work/b/pec.log" "reception: (TakenInCharge|Virus|Receipt|NotPec) \{|after queue: passed through")
+taken=$(log_count "$work/b/pec.log" "transport envelope taken in charge")
+consumed=$(log_count "$work/a/pec.log" "presa-in-carico received.*tracking_updated=1")
+bob_total=$(count "$b_imap" bob@pec.example.net)
+e2e_log "B: $to_filter to the filter (+$bounced refused), $handled handled, $taken taken in charge; A consumed $consumed; bob holds $bob_total"
+[ "$to_filter" -eq "$handled" ] || e2e_fail "B's filter: $to_filter in, $handled handled"
+[ "$bounced" -eq 0 ] || e2e_fail "B's filter refused $bounced messages"
+[ "$taken" -eq $((load_n + 1)) ] || e2e_fail "B took $taken envelopes in charge, expected $((load_n + 1))"
+[ "$consumed" -eq $((load_n + 1)) ] || e2e_fail "A consumed $consumed presa in carico, expected $((load_n + 1))"
+[ "$bob_total" -eq $((load_n + 2)) ] || e2e_fail "bob holds $bob_total, expected $((load_n + 2))"
+
+e2e_log "service mailboxes and stray messages"
+[ "$(count "$a_imap" ricevute@pec.example.it)" -eq 0 ] || e2e_fail "a receipt reached A's ricevute mailbox"
+[ "$(count "$b_imap" ricevute@pec.example.net)" -eq 0 ] || e2e_fail "a receipt reached B's ricevute mailbox"
+[ "$(count "$a_imap" alice@pec.example.it)" -eq $((load_n + 3)) ] \
+  || e2e_fail "alice holds $(count "$a_imap" alice@pec.example.it), expected $((load_n + 3))"
+
+e2e_log "5. same provider: alice → ugo@pec.example.it, full flow on A"
+printf 'From: alice@pec.example.it\r\nTo: ugo@pec.example.it\r\nSubject: interna\r\nDate: %s\r\nMessage-ID: <interna-%s@client.example.it>\r\n\r\nCiao Ugo.\r\n' \
+  "$(date -R)" "$$" > "$work/interna.eml"
+"${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
+  --from alice@pec.example.it --to ugo@pec.example.it "$work/interna.eml"
+fetch "$a_imap" ugo@pec.example.it 1 "$work/ugo"
+verify "$work/ugo/$(ls "$work/ugo" | head -n1)" "$work/pki/it.pem" "transport envelope"
+# Our own presa in carico goes to our mailReceipt on the no-filter port: it lands in the
+# service mailbox, and the tracking row moved when it was issued.
+fetch "$a_imap" ricevute@pec.example.it 1 "$work/ricevute-a"
+verify "$work/ricevute-a/$(ls "$work/ricevute-a" | head -n1)" "$work/pki/it.pem" "receipt: presa-in-carico"
+log_has "$work/a/pec.log" "same provider: our presa in carico recorded directly.*tracking_updated=1" \
+  || e2e_fail "A did not move its own tracking row"
+
+t_end=${EPOCHREALTIME}
+awk -v s="$t_start" -v u="$t_up" -v l="$t_load" -v d="$t_load_done" -v e="$t_end" -v n="$load_n" \
+  'BEGIN { printf "reception: timings: setup %.1f s, scenarios %.1f s, load %d in %.1f s (%.1f/s), total %.1f s\n", u-s, l-u, n, d-l, n/(d-l), e-s }'
+echo "reception: PASS"
