@@ -33,6 +33,10 @@ struct Mem {
     pending: HashMap<String, (Accepted, bool)>,
     tracking: Vec<Tracking>,
     quarantine: Vec<(String, Vec<u8>)>,
+    /// (pec_id, lower-case recipient) verified by the reception point.
+    verified: std::collections::HashSet<(String, String)>,
+    /// (pec_id, lower-case recipient) → Message-ID of the delivery receipt / notice.
+    notices: HashMap<(String, String), String>,
 }
 
 impl MemStore {
@@ -222,6 +226,49 @@ impl Store for MemStore {
             .filter(|(id, _)| id == pec_id)
             .map(|(_, m)| m.clone())
             .collect())
+    }
+
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        _at: Instant,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        for r in recipients {
+            m.verified
+                .insert((pec_id.to_string(), r.to_ascii_lowercase()));
+        }
+        Ok(())
+    }
+
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .verified
+            .contains(&(pec_id.to_string(), recipient.to_ascii_lowercase())))
+    }
+
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .notices
+            .get(&(pec_id.to_string(), recipient.to_ascii_lowercase()))
+            .cloned())
+    }
+
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let key = (event.pec_id.clone(), recipient.to_ascii_lowercase());
+        if m.notices.contains_key(&key) {
+            return Ok(false);
+        }
+        let id = event.related_ids.first().cloned().unwrap_or_default();
+        m.notices.insert(key, id);
+        m.events.push(event.clone());
+        Ok(true)
     }
 }
 

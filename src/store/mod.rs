@@ -167,4 +167,55 @@ pub trait Store: Send + Sync {
     fn tracking_for(&self, pec_id: &str) -> Result<Vec<Tracking>, StoreError>;
     /// Quarantined messages about `pec_id` (their bytes).
     fn quarantined(&self, pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    // ---- Delivery point (spec §3.6, §3.7, §5.3) ----
+    //
+    // Default implementations fail (a store that does not know these tables must make the
+    // delivery point tempfail, never certify), so that other implementations keep building.
+
+    /// Reception point: the transport envelope `pec_id` was verified (signature, index,
+    /// formal checks) for each of `recipients`. Recording a pair again is not an error.
+    /// Addresses are compared in ASCII lower case.
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let _ = (pec_id, recipients, at);
+        Err(StoreError::Database(
+            "record_verified: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point: whether the reception point recorded `pec_id` as verified for
+    /// `recipient` (the only ground for a delivery receipt or non-delivery notice: never a
+    /// header of the message).
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        let _ = (pec_id, recipient);
+        Err(StoreError::Database(
+            "is_verified: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point: the Message-ID of the delivery receipt or non-delivery notice already
+    /// recorded for (`pec_id`, `recipient`), if any.
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        let _ = (pec_id, recipient);
+        Err(StoreError::Database(
+            "delivery_notice: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point, exactly once: records that the notice of `event` (an
+    /// [`EventKind::Issued`] delivery receipt or non-delivery notice; its Message-ID is
+    /// `event.related_ids[0]`) was handed to the MTA for (`event.pec_id`, `recipient`), and
+    /// logs `event`, in one transaction. Returns true only the first time for that pair;
+    /// afterwards it records nothing and returns false.
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        let _ = (recipient, event);
+        Err(StoreError::Database(
+            "claim_delivery_notice: not supported by this store".into(),
+        ))
+    }
 }

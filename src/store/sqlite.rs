@@ -111,6 +111,30 @@ CREATE TABLE senders (
     PRIMARY KEY (login, address)
 ) STRICT;
 "#,
+    // Version 2: the delivery point (spec §3.6, §3.7, §5.3).
+    r#"
+-- Reception point → delivery point: the transport envelope pec_id was verified (signature,
+-- provider index, formal checks) for this local recipient. Only this table, never a header,
+-- lets the delivery point certify a delivery.
+CREATE TABLE verified_recipients (
+    pec_id    TEXT NOT NULL,           -- PEC msgid of the transport envelope
+    recipient TEXT NOT NULL,           -- recipient address (RCPT TO), lower case
+    at        INTEGER NOT NULL,        -- when it was verified, unix seconds
+    PRIMARY KEY (pec_id, recipient)
+) STRICT;
+
+-- Delivery point: the one delivery receipt or non-delivery notice emitted per envelope and
+-- recipient (exactly once, even when Postfix retries a delivery). The event itself is in
+-- the legal log, written in the same transaction.
+CREATE TABLE delivery_notices (
+    pec_id    TEXT NOT NULL,           -- PEC msgid of the transport envelope
+    recipient TEXT NOT NULL,           -- recipient address, lower case
+    kind      TEXT NOT NULL,           -- event label (Consegna, MancataConsegna, …)
+    notice_id TEXT NOT NULL,           -- Message-ID of the receipt / notice
+    at        INTEGER NOT NULL,        -- when it was handed to the MTA, unix seconds
+    PRIMARY KEY (pec_id, recipient)
+) STRICT;
+"#,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
@@ -772,6 +796,77 @@ impl Store for SqliteStore {
         stmt.query_map(params![pec_id], |r| r.get::<_, Vec<u8>>(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(&format!("read quarantine of \"{pec_id}\"")))
+    }
+
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.write("record verified", |tx| {
+            for r in recipients {
+                tx.execute(
+                    "INSERT OR IGNORE INTO verified_recipients (pec_id, recipient, at)
+                     VALUES (?1, ?2, ?3)",
+                    params![pec_id, r.to_ascii_lowercase(), at.unix()],
+                )
+                .map_err(db(&format!("record \"{pec_id}\" verified for \"{r}\"")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM verified_recipients WHERE pec_id = ?1 AND recipient = ?2",
+                params![pec_id, recipient.to_ascii_lowercase()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db(&format!("read verification of \"{pec_id}\"")))?;
+        Ok(found.is_some())
+    }
+
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT notice_id FROM delivery_notices WHERE pec_id = ?1 AND recipient = ?2",
+            params![pec_id, recipient.to_ascii_lowercase()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db(&format!("read delivery notice of \"{pec_id}\"")))
+    }
+
+    /// `INSERT OR IGNORE` on the (pec_id, recipient) key decides, inside the transaction
+    /// that also appends the event: concurrent claims cannot both win.
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        let pec_id = &event.pec_id;
+        let notice_id = event.related_ids.first().cloned().unwrap_or_default();
+        self.write("claim delivery notice", |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO delivery_notices
+                         (pec_id, recipient, kind, notice_id, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        pec_id,
+                        recipient.to_ascii_lowercase(),
+                        event.kind.label(),
+                        notice_id,
+                        event.at.unix()
+                    ],
+                )
+                .map_err(db(&format!("claim delivery notice of \"{pec_id}\"")))?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_event(tx, event)?;
+            Ok(true)
+        })
     }
 }
 
