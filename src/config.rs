@@ -42,6 +42,8 @@ pub struct Config {
     pub access: AccessConfig,
     #[serde(default)]
     pub filter: FilterConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -182,6 +184,28 @@ impl Default for FilterConfig {
             listen: "127.0.0.1:10026".into(),
             reinject: "127.0.0.1:10027".into(),
             max_size: "160MB".into(),
+        }
+    }
+}
+
+/// Delivery point (punto di consegna): the LMTP proxy between Postfix and Dovecot.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// LMTP listener Postfix's `virtual_transport = lmtp:inet:HOST:PORT` delivers to.
+    pub listen: String,
+    /// Dovecot's LMTP: `HOST:PORT` or `unix:/PATH`.
+    pub dovecot: String,
+    /// Postfix's reinjection listener, for the receipts and notices.
+    pub reinject: String,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            listen: "127.0.0.1:10025".into(),
+            dovecot: "127.0.0.1:24".into(),
+            reinject: "127.0.0.1:10027".into(),
         }
     }
 }
@@ -390,6 +414,18 @@ pub struct Settings {
     pub antivirus_timeout: Duration,
     pub access: AccessSettings,
     pub filter: FilterSettings,
+    pub delivery: DeliverySettings,
+}
+
+/// Typed `[delivery]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// LMTP listener (TCP).
+    pub listen: Endpoint,
+    /// Dovecot LMTP (TCP or Unix socket).
+    pub dovecot: Endpoint,
+    /// Postfix's reinjection listener (TCP).
+    pub reinject: Endpoint,
 }
 
 /// Typed `[access]` values.
@@ -780,6 +816,13 @@ impl Config {
             ));
         }
 
+        let d = &self.delivery;
+        let delivery = DeliverySettings {
+            listen: endpoint("delivery.listen", &d.listen, false)?,
+            dovecot: endpoint("delivery.dovecot", &d.dovecot, true)?,
+            reinject: endpoint("delivery.reinject", &d.reinject, false)?,
+        };
+
         Ok(Settings {
             digest,
             pin,
@@ -796,6 +839,7 @@ impl Config {
                 reinject: filter_reinject,
                 max_size,
             },
+            delivery,
         })
     }
 }
