@@ -5,10 +5,14 @@
 # SASL and the milter, the after-queue filter, the reinjection listener), and `pec serve`.
 # Source after lib.sh; call provider_up WORK, and provider_down WORK in an EXIT trap.
 #
-# provider_up WORK       sets: submission smtp reinject filter milter lmtp imap clamd_port,
-#                        conf (SOFTHSM2_CONF), pec_pid; WORK/pki holds the certificates,
-#                        WORK/dovecot/mail/<domain>/<user> the mailboxes. PEC_BIN names the
-#                        binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of pec.toml.
+# provider_up WORK       sets: submission smtp reinject filter milter lmtp imap clamd_port
+#                        delivery, conf (SOFTHSM2_CONF), pec_pid; WORK/pki holds the
+#                        certificates, WORK/dovecot/mail/<domain>/<user> the mailboxes. PEC_BIN
+#                        names the binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of
+#                        pec.toml. pec's delivery point (LMTP proxy) listens on $delivery and
+#                        forwards to Dovecot's LMTP ($lmtp); Postfix delivers to Dovecot
+#                        directly unless PROVIDER_LMTP_PROXY=1, which points Postfix's
+#                        virtual_transport at the proxy instead.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
@@ -33,9 +37,12 @@ provider_up() {
   local work=$1 root pec ports
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   pec=${PEC_BIN:-$root/target/debug/pec}
-  mapfile -t ports < <(e2e_free_ports 8)
+  mapfile -t ports < <(e2e_free_ports 9)
   submission=${ports[0]} smtp=${ports[1]} reinject=${ports[2]} filter=${ports[3]}
   milter=${ports[4]} lmtp=${ports[5]} imap=${ports[6]} clamd_port=${ports[7]}
+  delivery=${ports[8]}
+  local postfix_lmtp=$lmtp
+  if [ "${PROVIDER_LMTP_PROXY:-0}" = 1 ]; then postfix_lmtp=$delivery; fi
 
   e2e_log "test PKI and SoftHSM2 token"
   sh "$root/tests/pki/make-pki.sh" "$work/pki" >/dev/null 2>&1
@@ -51,7 +58,7 @@ provider_up() {
   dovecot_start "$work/dovecot" "$lmtp" "$imap"
   # example.com stands for the Internet: delivered locally, but not a PEC domain.
   postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" pec-a \
-    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$lmtp" pec.example.it example.com
+    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" pec.example.it example.com
 
   cat > "$work/pec.toml" <<EOF
 [provider]
@@ -85,6 +92,11 @@ ${PROVIDER_ACCESS_EXTRA:-}
 [filter]
 listen = "127.0.0.1:$filter"
 reinject = "127.0.0.1:$reinject"
+
+[delivery]
+listen = "127.0.0.1:$delivery"
+dovecot = "127.0.0.1:$lmtp"
+reinject = "127.0.0.1:$reinject"
 EOF
   "$pec" check-config -c "$work/pec.toml" >/dev/null
 
@@ -93,6 +105,7 @@ EOF
   pec_pid=$!
   wait_for_port 127.0.0.1 "$milter" 30
   wait_for_port 127.0.0.1 "$filter" 30
+  wait_for_port 127.0.0.1 "$delivery" 30
 }
 
 provider_down() {
