@@ -198,6 +198,8 @@ pub struct DeliveryConfig {
     pub dovecot: String,
     /// Postfix's reinjection listener, for the receipts and notices.
     pub reinject: String,
+    /// Send the per-mailbox arrival notices configured in the store.
+    pub arrival_notices: bool,
 }
 
 impl Default for DeliveryConfig {
@@ -206,6 +208,7 @@ impl Default for DeliveryConfig {
             listen: "127.0.0.1:10025".into(),
             dovecot: "127.0.0.1:24".into(),
             reinject: "127.0.0.1:10027".into(),
+            arrival_notices: false,
         }
     }
 }

@@ -10,7 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
+    Accepted, ArrivalNotice, EventKind, LogEvent, Refused, Store, StoreError, Tracking,
+    TrackingState,
 };
 use crate::BoxFuture;
 
@@ -37,6 +38,8 @@ struct Mem {
     verified: std::collections::HashSet<(String, String)>,
     /// (pec_id, lower-case recipient) → Message-ID of the delivery receipt / notice.
     notices: HashMap<(String, String), String>,
+    /// Lower-case mailbox → arrival notice.
+    arrivals: HashMap<String, ArrivalNotice>,
 }
 
 impl MemStore {
@@ -269,6 +272,35 @@ impl Store for MemStore {
         m.notices.insert(key, id);
         m.events.push(event.clone());
         Ok(true)
+    }
+
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let key = mailbox.to_ascii_lowercase();
+        match notice {
+            Some(n) => {
+                let mut n = n.clone();
+                n.senders = n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
+                m.arrivals.insert(key, n);
+            }
+            None => {
+                m.arrivals.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .arrivals
+            .get(&mailbox.to_ascii_lowercase())
+            .cloned())
     }
 }
 

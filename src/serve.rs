@@ -178,15 +178,18 @@ pub async fn run(
         Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
         inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
     };
-    let delivery_point = Arc::new(DeliveryPoint::new(
-        store.clone(),
-        delivery_injector,
-        Arc::new(LmtpClient::new(dovecot, helo.clone())),
-        Arc::new(index.trust().clone()),
-        issuer.clone(),
-        signer.clone(),
-        ids.clone(),
-    ));
+    let delivery_point = Arc::new(
+        DeliveryPoint::new(
+            store.clone(),
+            delivery_injector,
+            Arc::new(LmtpClient::new(dovecot, helo.clone())),
+            Arc::new(index.trust().clone()),
+            issuer.clone(),
+            signer.clone(),
+            ids.clone(),
+        )
+        .with_arrival_notices(config.delivery.arrival_notices),
+    );
     let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
 
     let milter_addr = tcp(&settings.access.listen, "access.listen")?;

@@ -21,7 +21,7 @@ use pec::message::ids::SequentialIds;
 use pec::message::kind::{Errore, MessageKind, ReceiptType, RecipientType, Ricevuta};
 use pec::message::time::{FixedClock, Instant};
 use pec::smtp::InjectError;
-use pec::store::{EventKind, Store};
+use pec::store::{ArrivalNotice, EventKind, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -245,6 +245,10 @@ struct Chain {
 }
 
 async fn chain() -> Chain {
+    chain_with(false).await
+}
+
+async fn chain_with(arrival_notices: bool) -> Chain {
     let dovecot = Arc::new(FakeDovecot::default());
     let dl = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let daddr = dl.local_addr().unwrap().to_string();
@@ -271,7 +275,8 @@ async fn chain() -> Chain {
         signer,
         Arc::new(SequentialIds::new("opec1.notice", "pec.example.it")),
     )
-    .with_clock(Arc::new(FixedClock::new(delivered_at())));
+    .with_clock(Arc::new(FixedClock::new(delivered_at())))
+    .with_arrival_notices(arrival_notices);
     let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = pl.local_addr().unwrap().to_string();
     let (stop, rx) = oneshot::channel::<()>();
@@ -362,6 +367,7 @@ impl Chain {
         self.injector
             .messages()
             .into_iter()
+            .filter(|m| m.rcpt_to == [SENDER.to_string()])
             .map(|m| {
                 assert_eq!(m.mail_from, "posta-certificata@pec.example.it");
                 assert_eq!(m.rcpt_to, vec![SENDER.to_string()]);
@@ -630,4 +636,41 @@ async fn a_store_failure_tempfails_every_recipient_before_delivery() {
     let replies = c.postfix(&[BOB, DAVE], &envelope(true)).await;
     assert!(replies.iter().all(|r| r.starts_with("451")), "{replies:?}");
     assert!(c.dovecot.got.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn arrival_notices_go_to_the_configured_address_for_chosen_senders() {
+    let c = chain_with(true).await;
+    c.verify(&[BOB, DAVE, ERIN]);
+    let to_bob = ArrivalNotice {
+        notify: "bob@gmail.example".into(),
+        senders: vec![],
+    };
+    c.store.set_arrival_notice(BOB, Some(&to_bob)).unwrap();
+    let only_carl = ArrivalNotice {
+        notify: "dave@gmail.example".into(),
+        senders: vec!["carl@pec.example.it".into()],
+    };
+    c.store.set_arrival_notice(DAVE, Some(&only_carl)).unwrap();
+    let replies = c.postfix(&[BOB, DAVE, ERIN], &envelope(true)).await;
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    assert_eq!(c.notices().len(), 3);
+    let arrivals: Vec<_> = c
+        .injector
+        .messages()
+        .into_iter()
+        .filter(|m| m.rcpt_to != [SENDER.to_string()])
+        .collect();
+    assert_eq!(
+        arrivals.len(),
+        1,
+        "only bob's (dave's is for another sender)"
+    );
+    assert_eq!(arrivals[0].rcpt_to, vec!["bob@gmail.example".to_string()]);
+    let text = String::from_utf8(arrivals[0].message.clone()).unwrap();
+    assert!(text.contains("Mittente: alice@pec.example.it"), "{text}");
+    assert!(!text.contains("contratto.pdf"), "never the content");
+    // A repeated delivery sends neither a receipt nor an arrival notice again.
+    c.postfix(&[BOB], &envelope(true)).await;
+    assert_eq!(c.injector.messages().len(), 4);
 }

@@ -14,7 +14,7 @@ fn with_delivery(section: &str) -> String {
 fn the_sample_documents_the_defaults() {
     let c = config::parse(config::example(), "etc/pec.toml.sample").unwrap();
     assert_eq!(c.delivery, DeliveryConfig::default());
-    for key in ["listen", "dovecot", "reinject"] {
+    for key in ["listen", "dovecot", "reinject", "arrival_notices"] {
         assert!(
             config::example().contains(&format!("\n{key} = ")),
             "delivery.{key} in the sample"

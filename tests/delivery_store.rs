@@ -4,7 +4,7 @@
 use pec::doubles::MemStore;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
-use pec::store::{EventKind, LogEvent, SqliteStore, Store};
+use pec::store::{ArrivalNotice, EventKind, LogEvent, SqliteStore, Store};
 
 fn at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
@@ -73,6 +73,27 @@ fn exercise(store: &dyn Store) {
         .unwrap());
     let events = store.events_for(id).unwrap();
     assert_eq!(events, vec![first, again]);
+
+    // Arrival notices.
+    assert_eq!(store.arrival_notice("bob@pec.example.net").unwrap(), None);
+    let n = ArrivalNotice {
+        notify: "bob@gmail.example".into(),
+        senders: vec!["Alice@pec.example.it".into()],
+    };
+    store
+        .set_arrival_notice("Bob@pec.example.net", Some(&n))
+        .unwrap();
+    let got = store
+        .arrival_notice("bob@pec.example.net")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.notify, "bob@gmail.example");
+    assert!(got.applies_to("alice@PEC.example.it"));
+    assert!(!got.applies_to("eve@pec.example.it"));
+    store
+        .set_arrival_notice("bob@pec.example.net", None)
+        .unwrap();
+    assert_eq!(store.arrival_notice("bob@pec.example.net").unwrap(), None);
 }
 
 #[test]

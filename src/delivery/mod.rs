@@ -22,6 +22,10 @@
 //!    [`Store::claim_delivery_notice`] records it and its legal-log event in one
 //!    transaction.
 //!
+//! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
+//!    short plain arrival notice to the ordinary address configured for the mailbox
+//!    ([`Store::arrival_notice`], [`arrival`]); best effort.
+//!
 //! Exactly once, and the crash windows. Before building a notice the session asks the
 //! store whether one was already recorded for (envelope, recipient)
 //! ([`Store::delivery_notice`]); if so it emits nothing and answers 250 (a Postfix retry
@@ -59,6 +63,7 @@ use crate::smtp::{InjectError, Injector};
 use crate::store::{EventKind, LogEvent, Store, StoreError};
 use crate::BoxFuture;
 
+pub mod arrival;
 pub mod codes;
 pub mod lmtp;
 
@@ -96,6 +101,7 @@ pub struct DeliveryPoint {
     signer: Arc<dyn Signer>,
     ids: Arc<dyn MsgIdSource>,
     clock: Arc<dyn Clock>,
+    arrival_notices: bool,
 }
 
 impl DeliveryPoint {
@@ -119,7 +125,15 @@ impl DeliveryPoint {
             signer,
             ids,
             clock: Arc::new(SystemClock),
+            arrival_notices: false,
         }
+    }
+
+    /// Sends the optional per-mailbox arrival notices ([`arrival`]) configured in the
+    /// store ([`Store::arrival_notice`]).
+    pub fn with_arrival_notices(mut self, enabled: bool) -> Self {
+        self.arrival_notices = enabled;
+        self
     }
 
     /// Replaces the clock (delivery instant of the notices).
@@ -165,6 +179,7 @@ impl DeliveryPoint {
                 Ok(Some(notice_id)) => {
                     info!(msgid = %c.pec_id, rcpt = %rcpt, dovecot = %reply.line(), notice = %notice_id, "delivery point: notice emitted");
                     if reply.class() == 2 {
+                        self.arrival(&c, rcpt, at).await;
                         reply
                     } else {
                         Reply::new(
@@ -317,6 +332,56 @@ impl DeliveryPoint {
             MessageKind::Delivery(_) | MessageKind::NonDelivery
         ));
         Ok(Some(notice.message_id))
+    }
+}
+
+impl DeliveryPoint {
+    /// The optional arrival notice for `rcpt`, after its delivery receipt went out (so once
+    /// per delivery, like the receipt). Best effort: a failure is logged and changes no
+    /// reply (a 4xx would only make Postfix store a second copy).
+    async fn arrival(&self, c: &Certified, rcpt: &str, at: Instant) {
+        if !self.arrival_notices {
+            return;
+        }
+        let store = self.store.clone();
+        let r = rcpt.to_string();
+        let wanted = match blocking(move || store.arrival_notice(&r)).await {
+            Ok(Ok(n)) => n.filter(|n| n.applies_to(&c.cert.mittente)),
+            Ok(Err(e)) => {
+                warn!(msgid = %c.pec_id, rcpt = %rcpt, "delivery point: arrival notice not sent: {e}");
+                return;
+            }
+            Err(e) => {
+                warn!(msgid = %c.pec_id, rcpt = %rcpt, "delivery point: arrival notice not sent: {e}");
+                return;
+            }
+        };
+        let Some(n) = wanted else {
+            return;
+        };
+        let id = self.ids.next_id(at);
+        let message = arrival::arrival_notice(
+            &self.issuer.service_address,
+            &n.notify,
+            rcpt,
+            &c.cert.mittente,
+            &c.cert.oggetto,
+            at,
+            &id,
+        );
+        let to = [n.notify.clone()];
+        match self
+            .injector
+            .inject(&self.issuer.service_address, &to, &message)
+            .await
+        {
+            Ok(()) => {
+                info!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice sent")
+            }
+            Err(e) => {
+                warn!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice not sent: {e}")
+            }
+        }
     }
 }
 

@@ -131,6 +131,24 @@ pub struct Tracking {
     pub state: TrackingState,
 }
 
+/// Optional per-mailbox arrival notice (avviso di arrivo, a service some providers offer):
+/// when a PEC message is delivered to the mailbox, a short plain message (sender, subject,
+/// time; never the content) goes to an ordinary address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrivalNotice {
+    /// Ordinary address the notice is sent to.
+    pub notify: String,
+    /// Only for messages from these senders (lower case); empty = every sender.
+    pub senders: Vec<String>,
+}
+
+impl ArrivalNotice {
+    /// Whether a message from `sender` gets a notice.
+    pub fn applies_to(&self, sender: &str) -> bool {
+        self.senders.is_empty() || self.senders.iter().any(|s| s.eq_ignore_ascii_case(sender))
+    }
+}
+
 /// The store.
 pub trait Store: Send + Sync {
     /// Whether `login` may send as `address`: an explicit mapping, or by default the login
@@ -216,6 +234,29 @@ pub trait Store: Send + Sync {
         let _ = (recipient, event);
         Err(StoreError::Database(
             "claim_delivery_notice: not supported by this store".into(),
+        ))
+    }
+
+    // ---- Arrival notices (optional, per mailbox) ----
+
+    /// Sets (`Some`) or removes (`None`) the arrival notice of `mailbox` (compared in ASCII
+    /// lower case).
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        let _ = (mailbox, notice);
+        Err(StoreError::Database(
+            "set_arrival_notice: not supported by this store".into(),
+        ))
+    }
+
+    /// The arrival notice configured for `mailbox`, if any.
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        let _ = mailbox;
+        Err(StoreError::Database(
+            "arrival_notice: not supported by this store".into(),
         ))
     }
 }

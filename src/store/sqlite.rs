@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
-    RETENTION_MONTHS,
+    Accepted, ArrivalNotice, EventKind, LogEvent, Refused, Store, StoreError, Tracking,
+    TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -133,6 +133,15 @@ CREATE TABLE delivery_notices (
     notice_id TEXT NOT NULL,           -- Message-ID of the receipt / notice
     at        INTEGER NOT NULL,        -- when it was handed to the MTA, unix seconds
     PRIMARY KEY (pec_id, recipient)
+) STRICT;
+
+-- Optional per-mailbox arrival notices (avviso di arrivo): a short plain message to an
+-- ordinary address when a PEC message is delivered to the mailbox.
+CREATE TABLE arrival_notices (
+    mailbox   TEXT PRIMARY KEY,        -- PEC mailbox address, lower case
+    notify    TEXT NOT NULL,           -- ordinary address the notice goes to
+    senders   TEXT NOT NULL            -- JSON ["…"]: only these senders (lower case);
+                                       -- [] = every sender
 ) STRICT;
 "#,
 ];
@@ -867,6 +876,54 @@ impl Store for SqliteStore {
             insert_event(tx, event)?;
             Ok(true)
         })
+    }
+
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        self.write("set arrival notice", |tx| {
+            tx.execute(
+                "DELETE FROM arrival_notices WHERE mailbox = ?1",
+                params![mailbox],
+            )
+            .map_err(db(&format!("remove arrival notice of \"{mailbox}\"")))?;
+            if let Some(n) = notice {
+                let senders: Vec<String> =
+                    n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
+                let senders = serde_json::to_string(&senders)
+                    .map_err(|e| StoreError::Database(format!("encode senders: {e}")))?;
+                tx.execute(
+                    "INSERT INTO arrival_notices (mailbox, notify, senders) VALUES (?1, ?2, ?3)",
+                    params![mailbox, n.notify, senders],
+                )
+                .map_err(db(&format!("set arrival notice of \"{mailbox}\"")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let row: Option<(String, String)> = {
+            let conn = self.lock();
+            conn.query_row(
+                "SELECT notify, senders FROM arrival_notices WHERE mailbox = ?1",
+                params![mailbox],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(&format!("read arrival notice of \"{mailbox}\"")))?
+        };
+        let Some((notify, senders)) = row else {
+            return Ok(None);
+        };
+        let senders: Vec<String> = serde_json::from_str(&senders).map_err(|e| {
+            StoreError::Corrupt(format!("arrival_notices row \"{mailbox}\": senders: {e}"))
+        })?;
+        Ok(Some(ArrivalNotice { notify, senders }))
     }
 }
 
