@@ -9,13 +9,17 @@
 #      transport envelope, intact; alice gets her acceptance receipt;
 #   2. ordinary mail from the Internet (port 25) reaches its mailbox through the proxy with
 #      the body byte for byte (dot-stuffed lines, long lines);
-#   3. no delivery receipt for an envelope the reception point did not record as verified.
+#   3. no delivery receipt for an envelope the reception point did not record as verified;
+#   4. with a test-only stand-in for the reception point's verification record (an SQLite
+#      trigger that marks every accepted envelope verified for its certified recipients),
+#      a PEC message alice → bob gives alice a signed ricevuta di avvenuta consegna for bob,
+#      exactly one.
 #
 # TODO(verification): the reception point does not yet record "envelope pec_id verified for
 # recipient r" (Store::record_verified, being added in src/reception/ by another change).
-# Once it does, step 3 turns into the full scenario: set E2E_VERIFIED=1 (or drop the
-# condition) and alice must get a signed ricevuta di avvenuta consegna for bob (kind
-# "receipt: avvenuta-consegna", daticert <consegna>bob@pec.example.it</consegna>).
+# Once it does, step 3 turns into the full scenario (set E2E_VERIFIED=1, or drop the
+# condition: alice must get a signed ricevuta di avvenuta consegna for bob), and the
+# stand-in trigger of step 4 must go.
 #
 # Usage: tests/e2e/delivery.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -93,7 +97,8 @@ if [ "$verified" = 1 ]; then
   fetch alice@pec.example.it 2 "$work/alice"
   n=0
   for f in "$work"/alice/*; do
-    if "$pec" verify --trust "$work/pki/it.pem" "$f" | grep -q "kind: receipt: avvenuta-consegna"; then
+    kind=$("$pec" verify --trust "$work/pki/it.pem" "$f" | grep "^kind:") || true
+  if [[ $kind == *"receipt: avvenuta-consegna"* ]]; then
       grep -q "bob@pec.example.it" "$f" || e2e_fail "$f: delivery receipt does not name bob"
       n=$((n + 1))
     fi
@@ -105,4 +110,36 @@ else
   [ "$(ls "$work/alice" | wc -l)" -eq 1 ] || e2e_fail "alice got more than the acceptance receipt"
   verify "$(newest "$work/alice")" "receipt: accettazione"
 fi
+e2e_log "4. verified envelope (stand-in record): delivery receipt for bob"
+# STAND-IN, test only: what the reception point will record (Store::record_verified),
+# written here by a trigger on the access point's tracking rows.
+/usr/bin/python3 - "$work/pec.sqlite" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=10)
+db.execute("""CREATE TRIGGER IF NOT EXISTS e2e_standin_verified AFTER INSERT ON tracking
+BEGIN
+  INSERT OR IGNORE INTO verified_recipients (pec_id, recipient, at)
+  VALUES (NEW.pec_id, lower(NEW.recipient), NEW.sent_at);
+END""")
+db.commit()
+PY
+have=$(ls "$work/alice" | wc -l)
+printf 'From: Alice <alice@pec.example.it>\r\nTo: bob@pec.example.it\r\nSubject: seconda\r\nDate: %s\r\nMessage-ID: <seconda-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nSeconda prova.\r\n' \
+  "$(date -R)" "$$" > "$work/pec2.eml"
+"${mail[@]}" send --port "$submission" --user alice@pec.example.it --password test \
+  --from alice@pec.example.it --to bob@pec.example.it "$work/pec2.eml"
+fetch alice@pec.example.it $((have + 2)) "$work/alice"
+postfix_wait_queue_empty "$work/postfix" 60
+n=0
+for f in "$work"/alice/*; do
+  kind=$("$pec" verify --trust "$work/pki/it.pem" "$f" | grep "^kind:") || true
+  if [[ $kind == *"receipt: avvenuta-consegna"* ]]; then
+    grep -q "bob@pec.example.it" "$f" || e2e_fail "$f: delivery receipt does not name bob"
+    grep -q "seconda" "$f" || e2e_fail "$f: delivery receipt for another message"
+    n=$((n + 1))
+  fi
+done
+[ "$n" -eq 1 ] || e2e_fail "expected one delivery receipt for bob, got $n"
+fetch alice@pec.example.it $((have + 2)) "$work/alice-final"
+[ "$(ls "$work/alice-final" | wc -l)" -eq $((have + 2)) ] || e2e_fail "alice: unexpected extra messages"
 echo "delivery: PASS"
