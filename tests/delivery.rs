@@ -150,8 +150,11 @@ fn angle(line: &str) -> String {
 }
 
 impl FakeDovecot {
-    async fn session(self: Arc<Self>, stream: TcpStream) {
-        let (r, mut w) = stream.into_split();
+    async fn session<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (r, mut w) = tokio::io::split(stream);
         let mut r = BufReader::new(r);
         w.write_all(b"220 fake Dovecot ready.\r\n").await.unwrap();
         let mut from = String::new();
@@ -673,4 +676,26 @@ async fn arrival_notices_go_to_the_configured_address_for_chosen_senders() {
     // A repeated delivery sends neither a receipt nor an arrival notice again.
     c.postfix(&[BOB], &envelope(true)).await;
     assert_eq!(c.injector.messages().len(), 4);
+}
+
+#[tokio::test]
+async fn dovecot_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lmtp");
+    let dovecot = Arc::new(FakeDovecot::default());
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let d = dovecot.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(d.clone().session(s));
+        }
+    });
+    let client = LmtpClient::new(LmtpAddr::Unix(path), "test".into());
+    let data = b"Subject: x\r\n\r\n.dot\r\n".to_vec();
+    let replies = client
+        .send(SENDER, &[BOB.to_string(), DAVE.to_string()], &data, true)
+        .await;
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
+    assert_eq!(dovecot.got.lock().unwrap()[0].2, data);
 }
