@@ -227,6 +227,7 @@ pub async fn run(
         ap,
         stopped(stop_rx.clone()),
     ));
+    // Whatever passed the content filter may be delivered: same size limit.
     let lmtp_options = LmtpServerOptions {
         hostname: helo.clone(),
         max_message_size: usize::try_from(settings.filter.max_size).unwrap_or(usize::MAX),
