@@ -45,6 +45,8 @@ pub struct Config {
     pub filter: FilterConfig,
     #[serde(default)]
     pub reception: ReceptionConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -205,6 +207,31 @@ impl Default for ReceptionConfig {
         ReceptionConfig {
             default_policy: "anomaly".into(),
             default_forward_to: None,
+        }
+    }
+}
+
+/// Delivery point (punto di consegna): the LMTP proxy between Postfix and Dovecot.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// LMTP listener Postfix's `virtual_transport = lmtp:inet:HOST:PORT` delivers to.
+    pub listen: String,
+    /// Dovecot's LMTP: `HOST:PORT` or `unix:/PATH`.
+    pub dovecot: String,
+    /// Postfix's reinjection listener, for the receipts and notices.
+    pub reinject: String,
+    /// Send the per-mailbox arrival notices configured in the store.
+    pub arrival_notices: bool,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            listen: "127.0.0.1:10025".into(),
+            dovecot: "127.0.0.1:24".into(),
+            reinject: "127.0.0.1:10027".into(),
+            arrival_notices: false,
         }
     }
 }
@@ -415,6 +442,18 @@ pub struct Settings {
     pub filter: FilterSettings,
     /// `reception.default_policy` (with `reception.default_forward_to`).
     pub default_policy: MailboxPolicy,
+    pub delivery: DeliverySettings,
+}
+
+/// Typed `[delivery]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// LMTP listener (TCP).
+    pub listen: Endpoint,
+    /// Dovecot LMTP (TCP or Unix socket).
+    pub dovecot: Endpoint,
+    /// Postfix's reinjection listener (TCP).
+    pub reinject: Endpoint,
 }
 
 /// Typed `[access]` values.
@@ -835,6 +874,12 @@ impl Config {
                 ))
             }
         };
+        let d = &self.delivery;
+        let delivery = DeliverySettings {
+            listen: endpoint("delivery.listen", &d.listen, false)?,
+            dovecot: endpoint("delivery.dovecot", &d.dovecot, true)?,
+            reinject: endpoint("delivery.reinject", &d.reinject, false)?,
+        };
 
         Ok(Settings {
             default_policy,
@@ -853,6 +898,7 @@ impl Config {
                 reinject: filter_reinject,
                 max_size,
             },
+            delivery,
         })
     }
 }

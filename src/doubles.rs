@@ -10,8 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking,
-    TrackingState,
+    Accepted, ArrivalNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError,
+    Tracking, TrackingState,
 };
 use crate::BoxFuture;
 
@@ -36,6 +36,10 @@ struct Mem {
     quarantine: Vec<(String, Vec<u8>)>,
     verified: Vec<(String, String)>,
     policies: HashMap<String, MailboxPolicy>,
+    /// (pec_id, lower-case recipient) → Message-ID of the delivery receipt / notice.
+    notices: HashMap<(String, String), String>,
+    /// Lower-case mailbox → arrival notice.
+    arrivals: HashMap<String, ArrivalNotice>,
 }
 
 impl MemStore {
@@ -309,6 +313,56 @@ impl Store for MemStore {
             .pending
             .get(pec_id)
             .map(|(a, _)| a.cert.clone()))
+    }
+
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .notices
+            .get(&(pec_id.to_string(), recipient.to_ascii_lowercase()))
+            .cloned())
+    }
+
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let key = (event.pec_id.clone(), recipient.to_ascii_lowercase());
+        if m.notices.contains_key(&key) {
+            return Ok(false);
+        }
+        let id = event.related_ids.first().cloned().unwrap_or_default();
+        m.notices.insert(key, id);
+        m.events.push(event.clone());
+        Ok(true)
+    }
+
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let key = mailbox.to_ascii_lowercase();
+        match notice {
+            Some(n) => {
+                let mut n = n.clone();
+                n.senders = n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
+                m.arrivals.insert(key, n);
+            }
+            None => {
+                m.arrivals.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .arrivals
+            .get(&mailbox.to_ascii_lowercase())
+            .cloned())
     }
 }
 

@@ -8,6 +8,7 @@ pub mod antivirus;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod doubles;
 pub mod index;
 pub mod message;

@@ -1,6 +1,6 @@
-//! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter and
-//! the after-queue content filter — with the signer, store, provider index, antivirus and
-//! Postfix reinjection they share.
+//! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter, the
+//! after-queue content filter and the delivery point's LMTP proxy — with the signer, store,
+//! provider index, antivirus and Postfix reinjection they share.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ use crate::access::{AccessPoint, Limits, Policy};
 use crate::antivirus::{Antivirus, Clamd};
 use crate::config::{Config, Endpoint, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
+use crate::delivery::lmtp::{self, LmtpAddr, LmtpClient, LmtpServerOptions};
+use crate::delivery::DeliveryPoint;
 use crate::index::ProviderIndex;
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
@@ -115,10 +117,11 @@ pub async fn run(
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let store = Arc::new(store);
-    let index = ProviderIndex::load_ldif(&config.index.ldif)
-        .map_err(|e| ServeError::Index(e.to_string()))?;
+    let index = Arc::new(
+        ProviderIndex::load_ldif(&config.index.ldif)
+            .map_err(|e| ServeError::Index(e.to_string()))?,
+    );
     info!(providers = index.providers().len(), file = %config.index.ldif.display(), "provider index loaded");
-    let index = Arc::new(index);
     let clamd_addr = match &settings.clamd {
         Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
         Endpoint::Unix(p) => format!("unix:{}", p.display()),
@@ -169,6 +172,26 @@ pub async fn run(
         injector: access_injector,
         clock: Arc::new(SystemClock),
     });
+    let delivery_injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.delivery.reinject, "delivery.reinject")?,
+        helo.clone(),
+    ));
+    let dovecot = match &settings.delivery.dovecot {
+        Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
+        inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
+    };
+    let delivery_point = Arc::new(
+        DeliveryPoint::new(
+            store.clone(),
+            delivery_injector,
+            Arc::new(LmtpClient::new(dovecot, helo.clone())),
+            Arc::new(index.trust().clone()),
+            issuer.clone(),
+            signer.clone(),
+            ids.clone(),
+        )
+        .with_arrival_notices(config.delivery.arrival_notices),
+    );
     let reception = Reception {
         index,
         antivirus,
@@ -201,7 +224,15 @@ pub async fn run(
                 addr: filter_addr.clone(),
                 source,
             })?;
-    info!(milter = %milter_addr, filter = %filter_addr, "pec serving");
+    let lmtp_addr = tcp(&settings.delivery.listen, "delivery.listen")?;
+    let lmtp_listener =
+        TcpListener::bind(&lmtp_addr)
+            .await
+            .map_err(|source| ServeError::Listen {
+                addr: lmtp_addr.clone(),
+                source,
+            })?;
+    info!(milter = %milter_addr, filter = %filter_addr, lmtp = %lmtp_addr, "pec serving");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -210,6 +241,18 @@ pub async fn run(
     let milter = tokio::spawn(crate::access::milter::run(
         milter_listener,
         ap,
+        stopped(stop_rx.clone()),
+    ));
+    // Whatever passed the content filter may be delivered: same size limit.
+    let lmtp_options = LmtpServerOptions {
+        hostname: helo.clone(),
+        max_message_size: usize::try_from(settings.filter.max_size).unwrap_or(usize::MAX),
+        ..LmtpServerOptions::default()
+    };
+    let delivery = tokio::spawn(lmtp::serve(
+        lmtp_listener,
+        delivery_point,
+        lmtp_options,
         stopped(stop_rx.clone()),
     ));
     let options = ServerOptions {
@@ -231,5 +274,6 @@ pub async fn run(
         error!(error = %e, "milter stopped with an error");
     }
     let _ = filter.await;
+    let _ = delivery.await;
     Ok(())
 }

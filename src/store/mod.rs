@@ -154,6 +154,24 @@ impl MailboxPolicy {
     }
 }
 
+/// Optional per-mailbox arrival notice (avviso di arrivo, a service some providers offer):
+/// when a PEC message is delivered to the mailbox, a short plain message (sender, subject,
+/// time; never the content) goes to an ordinary address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrivalNotice {
+    /// Ordinary address the notice is sent to.
+    pub notify: String,
+    /// Only for messages from these senders (lower case); empty = every sender.
+    pub senders: Vec<String>,
+}
+
+impl ArrivalNotice {
+    /// Whether a message from `sender` gets a notice.
+    pub fn applies_to(&self, sender: &str) -> bool {
+        self.senders.is_empty() || self.senders.iter().any(|s| s.eq_ignore_ascii_case(sender))
+    }
+}
+
 /// The store.
 pub trait Store: Send + Sync {
     /// Whether `login` may send as `address`: an explicit mapping, or by default the login
@@ -227,4 +245,50 @@ pub trait Store: Send + Sync {
     /// `None` when `pec_id` is not one of ours. The reception point correlates receipts
     /// with it (`X-Riferimento-Message-ID`).
     fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError>;
+
+    // ---- Delivery point (spec §3.6, §3.7, §5.3) ----
+
+    /// Delivery point: the Message-ID of the delivery receipt or non-delivery notice already
+    /// recorded for (`pec_id`, `recipient`), if any.
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        let _ = (pec_id, recipient);
+        Err(StoreError::Database(
+            "delivery_notice: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point, exactly once: records that the notice of `event` (an
+    /// [`EventKind::Issued`] delivery receipt or non-delivery notice; its Message-ID is
+    /// `event.related_ids[0]`) was handed to the MTA for (`event.pec_id`, `recipient`), and
+    /// logs `event`, in one transaction. Returns true only the first time for that pair;
+    /// afterwards it records nothing and returns false.
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        let _ = (recipient, event);
+        Err(StoreError::Database(
+            "claim_delivery_notice: not supported by this store".into(),
+        ))
+    }
+
+    // ---- Arrival notices (optional, per mailbox) ----
+
+    /// Sets (`Some`) or removes (`None`) the arrival notice of `mailbox` (compared in ASCII
+    /// lower case).
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        let _ = (mailbox, notice);
+        Err(StoreError::Database(
+            "set_arrival_notice: not supported by this store".into(),
+        ))
+    }
+
+    /// The arrival notice configured for `mailbox`, if any.
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        let _ = mailbox;
+        Err(StoreError::Database(
+            "arrival_notice: not supported by this store".into(),
+        ))
+    }
 }

@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking,
-    TrackingState, RETENTION_MONTHS,
+    Accepted, ArrivalNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError,
+    Tracking, TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -130,6 +130,30 @@ CREATE TABLE mailbox_policy (
     policy     TEXT NOT NULL CHECK (policy IN ('anomaly', 'refuse', 'forward')),
     forward_to TEXT,                   -- ordinary address, for policy 'forward' only
     CHECK ((policy = 'forward') = (forward_to IS NOT NULL))
+) STRICT;
+"#,
+    // Version 3: the delivery point (spec §3.6, §3.7, §5.3). Verification records are the
+    // reception point's `verified` table (version 2).
+    r#"
+-- Delivery point: the one delivery receipt or non-delivery notice emitted per envelope and
+-- recipient (exactly once, even when Postfix retries a delivery). The event itself is in
+-- the legal log, written in the same transaction.
+CREATE TABLE delivery_notices (
+    pec_id    TEXT NOT NULL,           -- PEC msgid of the transport envelope
+    recipient TEXT NOT NULL,           -- recipient address, lower case
+    kind      TEXT NOT NULL,           -- event label (Consegna, MancataConsegna, …)
+    notice_id TEXT NOT NULL,           -- Message-ID of the receipt / notice
+    at        INTEGER NOT NULL,        -- when it was handed to the MTA, unix seconds
+    PRIMARY KEY (pec_id, recipient)
+) STRICT;
+
+-- Optional per-mailbox arrival notices (avviso di arrivo): a short plain message to an
+-- ordinary address when a PEC message is delivered to the mailbox.
+CREATE TABLE arrival_notices (
+    mailbox   TEXT PRIMARY KEY,        -- PEC mailbox address, lower case
+    notify    TEXT NOT NULL,           -- ordinary address the notice goes to
+    senders   TEXT NOT NULL            -- JSON ["…"]: only these senders (lower case);
+                                       -- [] = every sender
 ) STRICT;
 "#,
 ];
@@ -931,6 +955,93 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT notice_id FROM delivery_notices WHERE pec_id = ?1 AND recipient = ?2",
+            params![pec_id, recipient.to_ascii_lowercase()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db(&format!("read delivery notice of \"{pec_id}\"")))
+    }
+
+    /// `INSERT OR IGNORE` on the (pec_id, recipient) key decides, inside the transaction
+    /// that also appends the event: concurrent claims cannot both win.
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        let pec_id = &event.pec_id;
+        let notice_id = event.related_ids.first().cloned().unwrap_or_default();
+        self.write("claim delivery notice", |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO delivery_notices
+                         (pec_id, recipient, kind, notice_id, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        pec_id,
+                        recipient.to_ascii_lowercase(),
+                        event.kind.label(),
+                        notice_id,
+                        event.at.unix()
+                    ],
+                )
+                .map_err(db(&format!("claim delivery notice of \"{pec_id}\"")))?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_event(tx, event)?;
+            Ok(true)
+        })
+    }
+
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        self.write("set arrival notice", |tx| {
+            tx.execute(
+                "DELETE FROM arrival_notices WHERE mailbox = ?1",
+                params![mailbox],
+            )
+            .map_err(db(&format!("remove arrival notice of \"{mailbox}\"")))?;
+            if let Some(n) = notice {
+                let senders: Vec<String> =
+                    n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
+                let senders = serde_json::to_string(&senders)
+                    .map_err(|e| StoreError::Database(format!("encode senders: {e}")))?;
+                tx.execute(
+                    "INSERT INTO arrival_notices (mailbox, notify, senders) VALUES (?1, ?2, ?3)",
+                    params![mailbox, n.notify, senders],
+                )
+                .map_err(db(&format!("set arrival notice of \"{mailbox}\"")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let row: Option<(String, String)> = {
+            let conn = self.lock();
+            conn.query_row(
+                "SELECT notify, senders FROM arrival_notices WHERE mailbox = ?1",
+                params![mailbox],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db(&format!("read arrival notice of \"{mailbox}\"")))?
+        };
+        let Some((notify, senders)) = row else {
+            return Ok(None);
+        };
+        let senders: Vec<String> = serde_json::from_str(&senders).map_err(|e| {
+            StoreError::Corrupt(format!("arrival_notices row \"{mailbox}\": senders: {e}"))
+        })?;
+        Ok(Some(ArrivalNotice { notify, senders }))
     }
 }
 

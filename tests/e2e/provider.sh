@@ -18,7 +18,10 @@
 #                        WORK/dovecot/mail/<domain>/<user> the mailboxes. PEC_BIN names the
 #                        binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of pec.toml;
 #                        PROVIDER_CLAMD_NO_MARKER=1 leaves PEC-TEST-VIRUS-MARKER out of this
-#                        provider's clamd database (EICAR only).
+#                        provider's clamd database (EICAR only). Also sets delivery: pec's
+#                        delivery point (LMTP proxy) listens there and forwards to Dovecot's
+#                        LMTP ($lmtp); Postfix delivers to Dovecot directly unless
+#                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
@@ -56,9 +59,12 @@ provider_up() {
   pec=${PEC_BIN:-$root/target/debug/pec}
   pki=${PROVIDER_PKI:-$work/pki}
   name=$(provider_name_of "$domain")
-  mapfile -t ports < <(e2e_free_ports 8)
+  mapfile -t ports < <(e2e_free_ports 9)
   submission=${ports[0]} smtp=${ports[1]} reinject=${ports[2]} filter=${ports[3]}
   milter=${ports[4]} lmtp=${ports[5]} imap=${ports[6]} clamd_port=${ports[7]}
+  delivery=${ports[8]}
+  local postfix_lmtp=$lmtp
+  if [ "${PROVIDER_LMTP_PROXY:-0}" = 1 ]; then postfix_lmtp=$delivery; fi
 
   e2e_log "$domain: test PKI and SoftHSM2 token"
   mkdir -p "$work"
@@ -76,7 +82,7 @@ provider_up() {
   CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
   dovecot_start "$work/dovecot" "$lmtp" "$imap"
   postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
-    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$lmtp" "$domain" "${extra[@]}"
+    "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
   cat > "$work/pec.toml" <<EOF
 [provider]
@@ -110,6 +116,11 @@ ${PROVIDER_ACCESS_EXTRA:-}
 [filter]
 listen = "127.0.0.1:$filter"
 reinject = "127.0.0.1:$reinject"
+
+[delivery]
+listen = "127.0.0.1:$delivery"
+dovecot = "127.0.0.1:$lmtp"
+reinject = "127.0.0.1:$reinject"
 EOF
   "$pec" check-config -c "$work/pec.toml" >/dev/null
 
@@ -119,6 +130,7 @@ EOF
   echo "$pec_pid" > "$work/pec.pid"
   wait_for_port 127.0.0.1 "$milter" 30
   wait_for_port 127.0.0.1 "$filter" 30
+  wait_for_port 127.0.0.1 "$delivery" 30
 }
 
 provider_down() {

@@ -1,0 +1,869 @@
+//! LMTP (RFC 2033) on both sides of the delivery point: the server Postfix's `lmtp` client
+//! delivers to, and the client that hands each message to Dovecot's LMTP. Generic: no PEC
+//! rule lives here.
+//!
+//! **Server.** `LHLO`, `MAIL`, `RCPT`, `DATA`, `RSET`, `NOOP`, `QUIT` (every other command
+//! gets 502). Commands are parsed with `smtp-proto` (as the content filter does), the data
+//! is dot-unstuffed by its `DataReceiver` (started as if a CRLF had just been seen, the
+//! same workaround as [`crate::smtp::server`]). Recipients are accepted at `RCPT` time and
+//! the whole transaction goes to the [`LmtpHandler`] after the end of data, which answers
+//! **one reply per recipient, in order** (RFC 2033 §4.2). `PIPELINING`, `8BITMIME`, `SIZE`
+//! and `ENHANCEDSTATUSCODES` are advertised; `CHUNKING` is not (Postfix's lmtp client never
+//! sends BDAT). A handler that panics, or that returns the wrong number of replies, gives
+//! 451 for every recipient it did not answer.
+//!
+//! **Client.** [`LmtpClient`] connects (TCP or Unix socket), reads the greeting, `LHLO`,
+//! `MAIL FROM` (`BODY=8BITMIME` when the server advertises it), one `RCPT TO` per recipient,
+//! `DATA` when at least one was accepted, the message dot-stuffed byte for byte (no line-end
+//! conversion), then one reply per accepted recipient. A recipient refused at `RCPT` keeps
+//! that reply. Every step has a timeout; any connection failure gives a 4xx for every
+//! recipient without a reply yet, so Postfix retries.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tracing::{debug, error, info, warn};
+
+use crate::BoxFuture;
+
+/// One reply line: the basic code and the rest of the (last) line, which starts with the
+/// enhanced status code when the server uses them (`5.1.1 <u> User doesn't exist`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            text: text.into(),
+        }
+    }
+
+    /// 2, 4 or 5.
+    pub fn class(&self) -> u16 {
+        self.code / 100
+    }
+
+    /// The enhanced status code (`x.y.z`) at the start of the text, if any.
+    pub fn enhanced(&self) -> Option<&str> {
+        let first = self.text.split_ascii_whitespace().next()?;
+        let mut parts = first.split('.');
+        let ok = parts
+            .next()
+            .is_some_and(|p| p.len() == 1 && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts
+                .next()
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts
+                .next()
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && parts.next().is_none();
+        ok.then_some(first)
+    }
+
+    /// The reply as one line (no CRLF), control characters replaced, bounded.
+    pub fn line(&self) -> String {
+        let text: String = self
+            .text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(400)
+            .collect();
+        format!("{} {}", self.code, text)
+    }
+}
+
+/// One LMTP transaction as received from Postfix.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transaction {
+    /// Reverse path, empty for `<>`.
+    pub mail_from: String,
+    /// Forward paths, in the order accepted.
+    pub rcpt_to: Vec<String>,
+    /// `BODY=8BITMIME` was given.
+    pub eight_bit: bool,
+    /// The message, dot-unstuffed, byte for byte as sent.
+    pub data: Vec<u8>,
+}
+
+/// What the LMTP server does with each transaction.
+pub trait LmtpHandler: Send + Sync {
+    /// Called once per transaction after the end of data; returns one reply per recipient
+    /// of `tx.rcpt_to`, in order. A 2xx must mean the recipient's copy is taken care of.
+    fn deliver<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, Vec<Reply>>;
+}
+
+/// Limits and names of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LmtpServerOptions {
+    pub hostname: String,
+    pub max_message_size: usize,
+    pub max_sessions: usize,
+    pub idle_timeout: Duration,
+    pub max_line_length: usize,
+    pub max_recipients: usize,
+    pub max_errors: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LmtpServerOptions {
+    fn default() -> Self {
+        LmtpServerOptions {
+            hostname: "localhost".into(),
+            max_message_size: 160 * 1024 * 1024,
+            max_sessions: 100,
+            idle_timeout: Duration::from_secs(300),
+            max_line_length: 2048,
+            max_recipients: 1000,
+            max_errors: 20,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves LMTP on `listener` until `shutdown` completes, then closes idle sessions (421)
+/// and waits up to the grace time for the others.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn LmtpHandler>,
+    opts: LmtpServerOptions,
+    shutdown: impl Future,
+) {
+    let opts = Arc::new(opts);
+    let max = opts.max_sessions.clamp(1, u32::MAX as usize / 2);
+    let sessions = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("delivery point: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match sessions.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (handler, opts, stop) = (handler.clone(), opts.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let (reader, writer) = stream.into_split();
+                    let mut s = Session {
+                        reader: Box::new(reader),
+                        writer: Box::new(writer),
+                        inbuf: Vec::with_capacity(4096),
+                        out: Vec::new(),
+                        opts,
+                        handler,
+                        stop,
+                        peer,
+                        lhlo: false,
+                        envelope: None,
+                        errors: 0,
+                    };
+                    match s.run().await {
+                        Ok(()) => debug!(%peer, "delivery point: session closed"),
+                        Err(e) => debug!(%peer, "delivery point: session ended: {e}"),
+                    }
+                });
+            }
+            Err(_) => {
+                warn!(%peer, "delivery point: too many sessions ({max}), refusing");
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n"),
+                    )
+                    .await;
+                });
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(opts.shutdown_grace, sessions.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!(
+            "delivery point: sessions still running after {:?}",
+            opts.shutdown_grace
+        );
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("idle for {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed during DATA")]
+    ClosedInData,
+}
+
+struct Envelope {
+    mail_from: String,
+    eight_bit: bool,
+    rcpt_to: Vec<String>,
+}
+
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Session {
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    opts: Arc<LmtpServerOptions>,
+    handler: Arc<dyn LmtpHandler>,
+    stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    lhlo: bool,
+    envelope: Option<Envelope>,
+    errors: usize,
+}
+
+impl Session {
+    async fn run(&mut self) -> Result<(), SessionError> {
+        self.reply(&format!(
+            "220 {} LMTP pec delivery point",
+            self.opts.hostname
+        ));
+        let mut discarding = false;
+        loop {
+            if let Some(pos) = self.inbuf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
+                if discarding {
+                    discarding = false;
+                    continue;
+                }
+                let next = if line.len() > self.opts.max_line_length {
+                    self.error("500 5.5.2 Line too long")
+                } else {
+                    self.command(&line).await?
+                };
+                if let Next::Close = next {
+                    self.flush().await?;
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.inbuf.len() > self.opts.max_line_length {
+                self.inbuf.clear();
+                if !discarding {
+                    discarding = true;
+                    if let Next::Close = self.error("500 5.5.2 Line too long") {
+                        self.flush().await?;
+                        return Ok(());
+                    }
+                }
+            }
+            if !self.fill(true).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn error(&mut self, line: &str) -> Next {
+        self.errors += 1;
+        if self.errors > self.opts.max_errors {
+            self.reply("421 4.7.0 Too many errors, closing connection");
+            return Next::Close;
+        }
+        self.reply(line);
+        Next::Continue
+    }
+
+    async fn flush(&mut self) -> Result<(), SessionError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let idle = self.opts.idle_timeout;
+        tokio::time::timeout(idle, async {
+            self.writer.write_all(&self.out).await?;
+            self.writer.flush().await
+        })
+        .await
+        .map_err(|_| SessionError::Timeout(idle))??;
+        self.out.clear();
+        Ok(())
+    }
+
+    async fn fill(&mut self, interruptible: bool) -> Result<bool, SessionError> {
+        self.flush().await?;
+        let idle = self.opts.idle_timeout;
+        self.inbuf.reserve(16 * 1024);
+        let mut stop = self.stop.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, self.reader.read_buf(&mut self.inbuf)) => Some(r),
+            r = stop.wait_for(|s| *s), if interruptible => {
+                drop(r);
+                None
+            }
+        };
+        let Some(read) = read else {
+            self.reply("421 4.3.2 Service shutting down");
+            self.flush().await?;
+            return Ok(false);
+        };
+        match read {
+            Err(_) => {
+                self.reply("421 4.4.2 Idle timeout, closing connection");
+                let _ = self.flush().await;
+                Err(SessionError::Timeout(idle))
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<Next, SessionError> {
+        let request = match Request::parse(&mut line.iter()).map(|r| r.into_owned()) {
+            Ok(r) => r,
+            Err(e) => return Ok(self.parse_error(e)),
+        };
+        Ok(match request {
+            Request::Lhlo { .. } => {
+                self.envelope = None;
+                self.lhlo = true;
+                let lhlo = format!(
+                    "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES",
+                    self.opts.hostname, self.opts.max_message_size
+                );
+                self.reply(&lhlo);
+                Next::Continue
+            }
+            Request::Ehlo { .. } | Request::Helo { .. } => {
+                self.error("500 5.5.1 This is LMTP: use LHLO")
+            }
+            Request::Mail { from } => {
+                if !self.lhlo {
+                    return Ok(self.error("503 5.5.1 Send LHLO first"));
+                }
+                if self.envelope.is_some() {
+                    return Ok(self.error("503 5.5.1 Nested MAIL command"));
+                }
+                if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
+                    return Ok(self.error("555 5.5.4 Unsupported MAIL parameter"));
+                }
+                if from.size > self.opts.max_message_size {
+                    return Ok(
+                        self.error("552 5.3.4 Message size exceeds fixed maximum message size")
+                    );
+                }
+                self.envelope = Some(Envelope {
+                    mail_from: from.address,
+                    eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
+                    rcpt_to: Vec::new(),
+                });
+                self.reply("250 2.1.0 Ok");
+                Next::Continue
+            }
+            Request::Rcpt { to } => {
+                let max = self.opts.max_recipients;
+                let Some(env) = self.envelope.as_mut() else {
+                    return Ok(self.error("503 5.5.1 Need MAIL command"));
+                };
+                if env.rcpt_to.len() >= max {
+                    self.reply("452 4.5.3 Too many recipients");
+                    return Ok(Next::Continue);
+                }
+                env.rcpt_to.push(to.address);
+                self.reply("250 2.1.5 Ok");
+                Next::Continue
+            }
+            Request::Data => return self.data().await,
+            Request::Rset => {
+                self.envelope = None;
+                self.reply("250 2.0.0 Ok");
+                Next::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply("250 2.0.0 Ok");
+                Next::Continue
+            }
+            Request::Quit => {
+                self.reply("221 2.0.0 Bye");
+                Next::Close
+            }
+            other => {
+                let line = format!("502 5.5.1 {} not implemented", other.name());
+                self.error(&line)
+            }
+        })
+    }
+
+    fn parse_error(&mut self, e: ProtoError) -> Next {
+        let line = match e {
+            ProtoError::UnknownCommand => "502 5.5.2 Command not recognized".to_string(),
+            ProtoError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".into(),
+            ProtoError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".into(),
+            ProtoError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
+            ProtoError::InvalidParameter { param } => {
+                format!("501 5.5.4 Invalid parameter {param}")
+            }
+            ProtoError::UnsupportedParameter { .. } => "555 5.5.4 Unsupported parameter".into(),
+            _ => "501 5.5.2 Syntax error".to_string(),
+        };
+        self.error(&line)
+    }
+
+    async fn data(&mut self) -> Result<Next, SessionError> {
+        let Some(env) = self.envelope.as_ref() else {
+            return Ok(self.error("503 5.5.1 Need MAIL command"));
+        };
+        if env.rcpt_to.is_empty() {
+            return Ok(self.error("503 5.5.1 Need RCPT command"));
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>");
+        let data = self.receive_data().await?;
+        let Some(env) = self.envelope.take() else {
+            return Ok(self.error("503 5.5.1 Need MAIL command"));
+        };
+        let n = env.rcpt_to.len();
+        let Some(data) = data else {
+            for _ in 0..n {
+                self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+            }
+            return Ok(Next::Continue);
+        };
+        let tx = Transaction {
+            mail_from: env.mail_from,
+            rcpt_to: env.rcpt_to,
+            eight_bit: env.eight_bit,
+            data,
+        };
+        self.flush().await?;
+        let replies = self.run_handler(tx).await;
+        for r in replies {
+            self.reply(&r.line());
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+        let mut receiver = DataReceiver::new();
+        // smtp-proto's receiver only unstuffs a dot after a CRLF it has seen: start it as if
+        // one had just been seen (same workaround as the content filter).
+        let mut scratch = Vec::new();
+        receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
+        let mut data = Vec::new();
+        let max = self.opts.max_message_size;
+        let mut discard: Option<DummyDataReceiver> = None;
+        loop {
+            let mut it = self.inbuf.iter();
+            let done = match discard.as_mut() {
+                Some(d) => d.ingest(&mut it),
+                None => receiver.ingest(&mut it, &mut data),
+            };
+            let used = self.inbuf.len() - it.as_slice().len();
+            self.inbuf.drain(..used);
+            if discard.is_none() && data.len() > max {
+                discard = Some(DummyDataReceiver::new_data(&receiver));
+                data = Vec::new();
+            }
+            if done {
+                return Ok(if discard.is_some() { None } else { Some(data) });
+            }
+            if !self.fill(false).await? {
+                return Err(SessionError::ClosedInData);
+            }
+        }
+    }
+
+    /// Runs the handler in its own task (a panic becomes 451 for everyone) and makes sure
+    /// there is exactly one reply per recipient.
+    async fn run_handler(&mut self, tx: Transaction) -> Vec<Reply> {
+        let n = tx.rcpt_to.len();
+        let from = tx.mail_from.clone();
+        let size = tx.data.len();
+        let handler = self.handler.clone();
+        let outcome = tokio::spawn(async move { handler.deliver(&tx).await }).await;
+        let mut replies = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                error!(peer = %self.peer, "delivery point: handler failed: {e}");
+                Vec::new()
+            }
+        };
+        if replies.len() != n {
+            if !replies.is_empty() {
+                error!(
+                    got = replies.len(),
+                    want = n,
+                    "delivery point: handler answered the wrong number of recipients"
+                );
+            }
+            replies.truncate(n);
+            while replies.len() < n {
+                replies.push(Reply::new(451, "4.3.0 Internal error, try again later"));
+            }
+        }
+        info!(
+            from = %from,
+            nrcpt = n,
+            size,
+            replies = %replies.iter().map(|r| r.code.to_string()).collect::<Vec<_>>().join(","),
+            "delivery point: transaction done"
+        );
+        replies
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+/// Where the LMTP server (Dovecot) listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpAddr {
+    /// `host:port`.
+    Tcp(String),
+    /// A Unix socket path (`/run/dovecot/lmtp`).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for LmtpAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LmtpAddr::Tcp(a) => f.write_str(a),
+            LmtpAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Per-step timeouts of the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LmtpTimeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    /// Sending the data and reading every per-recipient reply.
+    pub data_end: Duration,
+}
+
+impl Default for LmtpTimeouts {
+    fn default() -> Self {
+        LmtpTimeouts {
+            connect: Duration::from_secs(10),
+            command: Duration::from_secs(60),
+            data_end: Duration::from_secs(600),
+        }
+    }
+}
+
+/// The mailbox store's delivery agent, as the delivery point sees it (style rule 7).
+pub trait LocalDelivery: Send + Sync {
+    /// Delivers `data` to each of `rcpt_to`; one reply per recipient, in order. Never
+    /// fails as a whole: an unreachable server gives a 4xx for every recipient.
+    fn deliver<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        data: &'a [u8],
+        eight_bit: bool,
+    ) -> BoxFuture<'a, Vec<Reply>>;
+}
+
+/// LMTP client to Dovecot: one connection per transaction.
+#[derive(Debug, Clone)]
+pub struct LmtpClient {
+    addr: LmtpAddr,
+    lhlo: String,
+    timeouts: LmtpTimeouts,
+}
+
+/// Longest reply line we read.
+const MAX_REPLY_LINE: usize = 4096;
+/// Most lines in one multi-line reply.
+const MAX_REPLY_LINES: usize = 100;
+
+type Reader = BufReader<Box<dyn AsyncRead + Unpin + Send>>;
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
+
+impl LmtpClient {
+    pub fn new(addr: LmtpAddr, lhlo: String) -> Self {
+        LmtpClient {
+            addr,
+            lhlo,
+            timeouts: LmtpTimeouts::default(),
+        }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: LmtpTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The transaction; see the module documentation.
+    pub async fn send(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        data: &[u8],
+        eight_bit: bool,
+    ) -> Vec<Reply> {
+        let mut replies: Vec<Option<Reply>> = vec![None; rcpt_to.len()];
+        if let Err(reason) = self
+            .dialogue(mail_from, rcpt_to, data, eight_bit, &mut replies)
+            .await
+        {
+            warn!(server = %self.addr, "lmtp client: {reason}");
+            let text = format!("4.4.2 Local delivery failed, try again later ({reason})");
+            for r in replies.iter_mut().filter(|r| r.is_none()) {
+                *r = Some(Reply::new(451, text.clone()));
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Reply::new(451, "4.3.0 No reply")))
+            .collect()
+    }
+
+    async fn connect(&self) -> Result<(Reader, Writer), String> {
+        let t = self.timeouts.connect;
+        let timed_out = |_| format!("connect to {} timed out after {t:?}", self.addr);
+        match &self.addr {
+            LmtpAddr::Tcp(a) => {
+                let s = tokio::time::timeout(t, TcpStream::connect(a))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| format!("connect to {a}: {e}"))?;
+                let (r, w) = s.into_split();
+                Ok((BufReader::new(Box::new(r) as _), Box::new(w)))
+            }
+            LmtpAddr::Unix(p) => {
+                let s = tokio::time::timeout(t, tokio::net::UnixStream::connect(p))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|e| format!("connect to unix:{}: {e}", p.display()))?;
+                let (r, w) = s.into_split();
+                Ok((BufReader::new(Box::new(r) as _), Box::new(w)))
+            }
+        }
+    }
+
+    async fn dialogue(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        data: &[u8],
+        eight_bit: bool,
+        replies: &mut [Option<Reply>],
+    ) -> Result<(), String> {
+        let cmd = self.timeouts.command;
+        let (mut r, mut w) = self.connect().await?;
+        let greeting = read_reply(&mut r, cmd).await?;
+        if greeting.class() != 2 {
+            return Err(format!("greeting: {}", greeting.line()));
+        }
+        let (lhlo, caps) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
+        if lhlo.class() != 2 {
+            return Err(format!("LHLO: {}", lhlo.line()));
+        }
+        let body = if eight_bit && caps.iter().any(|c| c.eq_ignore_ascii_case("8BITMIME")) {
+            " BODY=8BITMIME"
+        } else {
+            ""
+        };
+        let (mail, _) = command(
+            &mut r,
+            &mut w,
+            &format!("MAIL FROM:<{mail_from}>{body}"),
+            cmd,
+        )
+        .await?;
+        if mail.class() != 2 {
+            // A refused sender concerns every recipient alike.
+            let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+            for slot in replies.iter_mut() {
+                *slot = Some(mail.clone());
+            }
+            return Ok(());
+        }
+        let mut accepted = Vec::new();
+        for (i, rcpt) in rcpt_to.iter().enumerate() {
+            let (reply, _) = command(&mut r, &mut w, &format!("RCPT TO:<{rcpt}>"), cmd).await?;
+            if reply.class() == 2 {
+                accepted.push(i);
+            } else {
+                replies[i] = Some(reply);
+            }
+        }
+        if accepted.is_empty() {
+            let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+            return Ok(());
+        }
+        let (go, _) = command(&mut r, &mut w, "DATA", cmd).await?;
+        if go.code != 354 {
+            let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+            for i in accepted {
+                replies[i] = Some(go.clone());
+            }
+            return Ok(());
+        }
+        let end = self.timeouts.data_end;
+        tokio::time::timeout(end, async {
+            w.write_all(&dot_stuff(data)).await?;
+            w.flush().await
+        })
+        .await
+        .map_err(|_| format!("sending the data timed out after {end:?}"))?
+        .map_err(|e| format!("sending the data: {e}"))?;
+        let deadline = tokio::time::Instant::now() + end;
+        for i in accepted {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply = read_reply(&mut r, left)
+                .await
+                .map_err(|e| format!("reply for <{}> after DATA: {e}", rcpt_to[i]))?;
+            replies[i] = Some(reply);
+        }
+        let _ = command(&mut r, &mut w, "QUIT", Duration::from_secs(5)).await;
+        Ok(())
+    }
+}
+
+impl LocalDelivery for LmtpClient {
+    fn deliver<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        data: &'a [u8],
+        eight_bit: bool,
+    ) -> BoxFuture<'a, Vec<Reply>> {
+        Box::pin(self.send(mail_from, rcpt_to, data, eight_bit))
+    }
+}
+
+/// Sends one command line and reads its reply; also returns the text of every line (the
+/// capabilities, for LHLO).
+async fn command(
+    r: &mut Reader,
+    w: &mut Writer,
+    line: &str,
+    t: Duration,
+) -> Result<(Reply, Vec<String>), String> {
+    let verb = line.split(' ').next().unwrap_or(line).to_string();
+    tokio::time::timeout(t, async {
+        w.write_all(line.as_bytes()).await?;
+        w.write_all(b"\r\n").await?;
+        w.flush().await
+    })
+    .await
+    .map_err(|_| format!("{verb}: timed out"))?
+    .map_err(|e| format!("{verb}: {e}"))?;
+    read_reply_lines(r, t)
+        .await
+        .map_err(|e| format!("{verb}: {e}"))
+}
+
+async fn read_reply(r: &mut Reader, t: Duration) -> Result<Reply, String> {
+    read_reply_lines(r, t).await.map(|(reply, _)| reply)
+}
+
+/// Reads one (possibly multi-line) reply.
+async fn read_reply_lines(r: &mut Reader, t: Duration) -> Result<(Reply, Vec<String>), String> {
+    tokio::time::timeout(t, async {
+        let mut lines = Vec::new();
+        loop {
+            let mut buf = Vec::new();
+            let n = (&mut *r)
+                .take(MAX_REPLY_LINE as u64)
+                .read_until(b'\n', &mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".to_string());
+            }
+            if !buf.ends_with(b"\n") {
+                return Err("reply line too long".into());
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse::<u16>().ok())
+                .filter(|c| (200..600).contains(c))
+                .ok_or_else(|| format!("malformed reply \"{line}\""))?;
+            let sep = line.as_bytes().get(3).copied();
+            let text = line.get(4..).unwrap_or("").to_string();
+            lines.push(text.clone());
+            match sep {
+                Some(b'-') if lines.len() < MAX_REPLY_LINES => continue,
+                Some(b'-') => return Err("reply has too many lines".into()),
+                _ => return Ok((Reply::new(code, text), lines)),
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("no reply within {t:?}"))?
+}
+
+/// The data as sent after `DATA`: a `.` doubled at the start of every line, the final
+/// line end added when missing, then `.` CRLF. Nothing else changes.
+pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut at_line_start = true;
+    for &b in data {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !data.is_empty() && !data.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhanced_codes() {
+        assert_eq!(
+            Reply::new(550, "5.1.1 <u> User doesn't exist").enhanced(),
+            Some("5.1.1")
+        );
+        assert_eq!(Reply::new(250, "2.0.0 <u> Saved").enhanced(), Some("2.0.0"));
+        assert_eq!(Reply::new(550, "User unknown").enhanced(), None);
+        assert_eq!(Reply::new(550, "").enhanced(), None);
+    }
+
+    #[test]
+    fn stuffing() {
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+    }
+}

@@ -1,0 +1,727 @@
+//! The delivery point in process: a client playing Postfix's `lmtp` transport → the LMTP
+//! proxy (`pec::delivery`) → `LmtpClient` → a fake Dovecot LMTP server scripted per
+//! recipient. Generated notices go to a `RecordingInjector` and are verified with
+//! `classify` against the test PKI.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use pec::crypto::testing::make_test_pki;
+use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
+use pec::delivery::DeliveryPoint;
+use pec::doubles::{MemStore, RecordingInjector};
+use pec::index::{ProviderInfo, TrustSet};
+use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
+use pec::message::classify::{classify, Classification, PecMessage};
+use pec::message::ids::SequentialIds;
+use pec::message::kind::{Errore, MessageKind, ReceiptType, RecipientType, Ricevuta};
+use pec::message::time::{FixedClock, Instant};
+use pec::smtp::InjectError;
+use pec::store::{ArrivalNotice, EventKind, Store};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+const PEC_ID: &str = "opec1.20250603101112.1.1.test@pec.example.it";
+const SENDER: &str = "alice@pec.example.it";
+const BOB: &str = "bob@pec.example.net"; // To: of the original
+const DAVE: &str = "dave@pec.example.net"; // Cc: of the original
+const ERIN: &str = "erin@pec.example.net"; // neither (treated as primary)
+const FRANK: &str = "frank@pec.example.net";
+const PROVIDER: &str = "PEC Example IT S.p.A.";
+
+fn at() -> Instant {
+    Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
+}
+
+fn delivered_at() -> Instant {
+    Instant::parse_cli("2025-06-03T08:11:20Z").unwrap()
+}
+
+fn issuer() -> Issuer {
+    Issuer {
+        provider_name: PROVIDER.into(),
+        service_address: "posta-certificata@pec.example.it".into(),
+        envelope_sender_header: true,
+    }
+}
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    signer: Arc<PemSigner>,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = make_test_pki(&dir.path().join("pki")).unwrap();
+        let signer =
+            PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
+        Pki {
+            _dir: dir,
+            signer: Arc::new(signer),
+        }
+    })
+}
+
+fn trust() -> TrustSet {
+    let mut t = TrustSet::new();
+    t.add(
+        pki().signer.certificate_der().to_vec(),
+        Some(ProviderInfo {
+            name: PROVIDER.into(),
+            mail_receipt: "ricevute@pec.example.it".into(),
+            managed_domains: vec!["pec.example.it".into()],
+        }),
+    );
+    t
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/originals")
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+/// The original: `contratto.eml` (X-TipoRicevuta: breve), or without the header.
+fn original(breve: bool) -> Vec<u8> {
+    let raw = fixture("contratto.eml");
+    if breve {
+        return raw;
+    }
+    let text = String::from_utf8(raw).unwrap();
+    text.replace("X-TipoRicevuta: breve\r\n", "").into_bytes()
+}
+
+/// A transport envelope for BOB, DAVE, ERIN, FRANK wrapping the original.
+fn envelope(breve: bool) -> Vec<u8> {
+    let orig = original(breve);
+    let info = OriginalInfo::parse(&orig).unwrap();
+    let rcpts: Vec<(String, RecipientType)> = [BOB, DAVE, ERIN, FRANK]
+        .iter()
+        .map(|r| (r.to_string(), RecipientType::Certificato))
+        .collect();
+    let cert = Certification::for_submission(&info, SENDER, &rcpts, PEC_ID);
+    let ids = SequentialIds::new("opec1.envelope", "pec.example.it");
+    let iss = issuer();
+    let builder = Builder {
+        issuer: &iss,
+        signer: &*pki().signer,
+        ids: &ids,
+    };
+    builder
+        .transport_envelope(&orig, &cert, at())
+        .unwrap()
+        .to_bytes()
+}
+
+// ---- fake Dovecot -------------------------------------------------------------------
+
+#[derive(Default)]
+struct DovecotScript {
+    /// RCPT reply line per recipient (default `250 2.1.5 OK`).
+    rcpt: HashMap<String, String>,
+    /// Reply after DATA per recipient (default `250 2.0.0 <r> Saved`).
+    after: HashMap<String, String>,
+    /// Close the connection after the data instead of answering.
+    drop_after_data: bool,
+}
+
+/// MAIL FROM, accepted recipients, data (unstuffed).
+type Delivered = (String, Vec<String>, Vec<u8>);
+
+#[derive(Default)]
+struct FakeDovecot {
+    script: Mutex<DovecotScript>,
+    /// (MAIL FROM, accepted recipients, data unstuffed) of every completed DATA.
+    got: Mutex<Vec<Delivered>>,
+}
+
+fn angle(line: &str) -> String {
+    let s = line.find('<').map(|i| i + 1).unwrap_or(0);
+    let e = line.rfind('>').unwrap_or(line.len());
+    line[s..e].to_string()
+}
+
+impl FakeDovecot {
+    async fn session<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (r, mut w) = tokio::io::split(stream);
+        let mut r = BufReader::new(r);
+        w.write_all(b"220 fake Dovecot ready.\r\n").await.unwrap();
+        let mut from = String::new();
+        let mut rcpts: Vec<String> = Vec::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let upper = line.to_ascii_uppercase();
+            let reply = if upper.starts_with("LHLO") {
+                "250-fake\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING".to_string()
+            } else if upper.starts_with("MAIL FROM:") {
+                from = angle(&line);
+                rcpts.clear();
+                "250 2.1.0 OK".into()
+            } else if upper.starts_with("RCPT TO:") {
+                let a = angle(&line);
+                let reply = self.script.lock().unwrap().rcpt.get(&a).cloned();
+                match reply {
+                    Some(x) => x,
+                    None => {
+                        rcpts.push(a);
+                        "250 2.1.5 OK".into()
+                    }
+                }
+            } else if upper.starts_with("DATA") {
+                w.write_all(b"354 OK\r\n").await.unwrap();
+                let mut data = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    if l.starts_with(b".") {
+                        l.remove(0);
+                    }
+                    data.extend_from_slice(&l);
+                }
+                let (drop_it, replies) = {
+                    let s = self.script.lock().unwrap();
+                    let replies: Vec<String> = rcpts
+                        .iter()
+                        .map(|a| {
+                            s.after
+                                .get(a)
+                                .cloned()
+                                .unwrap_or_else(|| format!("250 2.0.0 <{a}> Saved"))
+                        })
+                        .collect();
+                    (s.drop_after_data, replies)
+                };
+                if drop_it {
+                    return;
+                }
+                self.got
+                    .lock()
+                    .unwrap()
+                    .push((from.clone(), rcpts.clone(), data));
+                let mut out = String::new();
+                for x in replies {
+                    out.push_str(&x);
+                    out.push_str("\r\n");
+                }
+                w.write_all(out.as_bytes()).await.unwrap();
+                continue;
+            } else if upper.starts_with("QUIT") {
+                let _ = w.write_all(b"221 2.0.0 Bye\r\n").await;
+                return;
+            } else {
+                "250 2.0.0 OK".into()
+            };
+            w.write_all(format!("{reply}\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+// ---- the chain --------------------------------------------------------------------
+
+struct Chain {
+    store: Arc<MemStore>,
+    injector: Arc<RecordingInjector>,
+    dovecot: Arc<FakeDovecot>,
+    proxy: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn chain() -> Chain {
+    chain_with(false).await
+}
+
+async fn chain_with(arrival_notices: bool) -> Chain {
+    let dovecot = Arc::new(FakeDovecot::default());
+    let dl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daddr = dl.local_addr().unwrap().to_string();
+    let d = dovecot.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = dl.accept().await {
+            tokio::spawn(d.clone().session(s));
+        }
+    });
+    let store = Arc::new(MemStore::new());
+    let injector = Arc::new(RecordingInjector::new());
+    let client = LmtpClient::new(LmtpAddr::Tcp(daddr), "test".into()).with_timeouts(LmtpTimeouts {
+        connect: Duration::from_secs(2),
+        command: Duration::from_secs(5),
+        data_end: Duration::from_secs(10),
+    });
+    let signer: Arc<dyn Signer> = pki().signer.clone();
+    let dp = DeliveryPoint::new(
+        store.clone(),
+        injector.clone(),
+        Arc::new(client),
+        Arc::new(trust()),
+        issuer(),
+        signer,
+        Arc::new(SequentialIds::new("opec1.notice", "pec.example.it")),
+    )
+    .with_clock(Arc::new(FixedClock::new(delivered_at())))
+    .with_arrival_notices(arrival_notices);
+    let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = pl.local_addr().unwrap().to_string();
+    let (stop, rx) = oneshot::channel::<()>();
+    let opts = LmtpServerOptions {
+        hostname: "test".into(),
+        shutdown_grace: Duration::from_secs(1),
+        ..LmtpServerOptions::default()
+    };
+    tokio::spawn(serve(pl, Arc::new(dp), opts, async move {
+        let _ = rx.await;
+    }));
+    Chain {
+        store,
+        injector,
+        dovecot,
+        proxy,
+        _stop: stop,
+    }
+}
+
+async fn read_reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> String {
+    let mut last;
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), r.read_line(&mut line))
+            .await
+            .expect("reply in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        last = line.trim_end().to_string();
+        if last.as_bytes().get(3) != Some(&b'-') {
+            return last;
+        }
+    }
+}
+
+impl Chain {
+    /// Postfix's lmtp client: one transaction; the replies after DATA, one per recipient.
+    async fn postfix(&self, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+        let s = TcpStream::connect(&self.proxy).await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        assert!(read_reply(&mut r).await.starts_with("220"));
+        w.write_all(b"LHLO postfix\r\n").await.unwrap();
+        let lhlo = read_reply(&mut r).await;
+        assert!(lhlo.starts_with("250 "), "{lhlo}");
+        w.write_all((format!("MAIL FROM:<{SENDER}> BODY=8BITMIME\r\n")).as_bytes())
+            .await
+            .unwrap();
+        assert!(read_reply(&mut r).await.starts_with("250"));
+        for a in rcpts {
+            w.write_all((format!("RCPT TO:<{a}>\r\n")).as_bytes())
+                .await
+                .unwrap();
+            assert!(read_reply(&mut r).await.starts_with("250"));
+        }
+        w.write_all(b"DATA\r\n").await.unwrap();
+        assert!(read_reply(&mut r).await.starts_with("354"));
+        let mut stuffed = Vec::new();
+        for line in data.split_inclusive(|b| *b == b'\n') {
+            if line.starts_with(b".") {
+                stuffed.push(b'.');
+            }
+            stuffed.extend_from_slice(line);
+        }
+        if !stuffed.ends_with(b"\n") {
+            stuffed.extend_from_slice(b"\r\n"); // as Postfix does
+        }
+        stuffed.extend_from_slice(b".\r\n");
+        w.write_all(&stuffed).await.unwrap();
+        let mut out = Vec::new();
+        for _ in rcpts {
+            out.push(read_reply(&mut r).await);
+        }
+        w.write_all(b"QUIT\r\n").await.unwrap();
+        let mut rest = String::new();
+        let _ = r.read_to_string(&mut rest).await;
+        out
+    }
+
+    fn verify(&self, rcpts: &[&str]) {
+        let rcpts: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
+        let event = pec::store::LogEvent {
+            pec_id: PEC_ID.into(),
+            at: at(),
+            kind: pec::store::EventKind::Issued(pec::message::kind::MessageKind::TakeCharge),
+            sender: "alice@pec.example.it".into(),
+            recipients: Vec::new(),
+            subject: String::new(),
+            related_ids: vec!["take-charge@pec.example.net".into()],
+            provider: "test".into(),
+            queue_id: None,
+            outcome: "ok".into(),
+            reason: None,
+        };
+        self.store.record_verified(PEC_ID, &rcpts, &event).unwrap();
+    }
+
+    /// Legal-log events about PEC_ID other than the reception point's presa in carico
+    /// (which `verify` records): the delivery point's own.
+    fn delivery_events(&self) -> Vec<pec::store::LogEvent> {
+        self.store
+            .events_for(PEC_ID)
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.kind != pec::store::EventKind::Issued(pec::message::kind::MessageKind::TakeCharge)
+            })
+            .collect()
+    }
+
+    /// Every injected notice, classified.
+    fn notices(&self) -> Vec<(Ricevuta, PecMessage, Vec<u8>)> {
+        self.injector
+            .messages()
+            .into_iter()
+            .filter(|m| m.rcpt_to == [SENDER.to_string()])
+            .map(|m| {
+                assert_eq!(m.mail_from, "posta-certificata@pec.example.it");
+                assert_eq!(m.rcpt_to, vec![SENDER.to_string()]);
+                match classify(&m.message, &trust(), delivered_at()) {
+                    Classification::Receipt(k, p) => (k, p, m.message),
+                    other => panic!("not a valid receipt: {other:?}"),
+                }
+            })
+            .collect()
+    }
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn breve_for_the_to_recipient_and_sintetica_for_the_cc_recipient() {
+    let c = chain().await;
+    c.verify(&[BOB, DAVE]);
+    let env = envelope(true);
+    let replies = c.postfix(&[BOB, DAVE], &env).await;
+    assert!(replies[0].starts_with("250 2.0.0 <bob@"), "{replies:?}");
+    assert!(replies[1].starts_with("250 2.0.0 <dave@"), "{replies:?}");
+
+    // Dovecot got the envelope byte for byte, for both.
+    let got = c.dovecot.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, SENDER);
+    assert_eq!(got[0].1, vec![BOB.to_string(), DAVE.to_string()]);
+    assert_eq!(got[0].2, env);
+
+    let notices = c.notices();
+    assert_eq!(notices.len(), 2);
+    let (k, bob, raw) = &notices[0];
+    assert_eq!(*k, Ricevuta::AvvenutaConsegna);
+    assert_eq!(bob.daticert.consegna.as_deref(), Some(BOB));
+    assert_eq!(bob.daticert.ricevuta, Some(ReceiptType::Breve));
+    assert_eq!(bob.daticert.identificativo, PEC_ID);
+    assert!(bob.has_postacert);
+    assert!(
+        contains(raw, "contratto.pdf.hash"),
+        "attachments replaced by hashes"
+    );
+    assert!(contains(raw, "fattura.txt.hash"));
+    let (k, dave, _) = &notices[1];
+    assert_eq!(*k, Ricevuta::AvvenutaConsegna);
+    assert_eq!(dave.daticert.consegna.as_deref(), Some(DAVE));
+    assert_eq!(dave.daticert.ricevuta, Some(ReceiptType::Sintetica));
+    assert!(!dave.has_postacert);
+
+    // Logged, one event per recipient, with the receipt's Message-ID.
+    let events = c.delivery_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].kind,
+        EventKind::Issued(MessageKind::Delivery(ReceiptType::Breve))
+    );
+    assert_eq!(
+        events[1].kind,
+        EventKind::Issued(MessageKind::Delivery(ReceiptType::Sintetica))
+    );
+    assert_eq!(
+        Some(events[0].related_ids[0].clone()),
+        bob.message_id.clone()
+    );
+    assert_eq!(events[0].at, delivered_at());
+}
+
+#[tokio::test]
+async fn completa_carries_the_original_when_no_receipt_type_is_asked() {
+    let c = chain().await;
+    c.verify(&[BOB]);
+    let replies = c.postfix(&[BOB], &envelope(false)).await;
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    let notices = c.notices();
+    assert_eq!(notices.len(), 1);
+    let (_, p, raw) = &notices[0];
+    assert_eq!(p.daticert.ricevuta, Some(ReceiptType::Completa));
+    assert!(p.has_postacert);
+    assert!(!contains(raw, ".hash"));
+}
+
+#[tokio::test]
+async fn per_recipient_mix_of_delivered_unknown_tempfail_and_full() {
+    let c = chain().await;
+    c.verify(&[BOB, DAVE, ERIN, FRANK]);
+    {
+        let mut s = c.dovecot.script.lock().unwrap();
+        s.rcpt.insert(
+            DAVE.into(),
+            format!("550 5.1.1 <{DAVE}> User doesn't exist: {DAVE}"),
+        );
+        s.after.insert(
+            ERIN.into(),
+            format!("452 4.2.2 <{ERIN}> Quota exceeded (mailbox for user is full)"),
+        );
+        s.after.insert(
+            FRANK.into(),
+            format!("552 5.2.2 <{FRANK}> Quota exceeded (mailbox for user is full)"),
+        );
+    }
+    let replies = c.postfix(&[BOB, DAVE, ERIN, FRANK], &envelope(true)).await;
+    assert!(replies[0].starts_with("250 2.0.0 <bob@"), "{replies:?}");
+    assert!(
+        replies[1].starts_with("250 2.0.0"),
+        "PEC notice instead of a DSN: {replies:?}"
+    );
+    assert!(replies[2].starts_with("452 4.2.2"), "{replies:?}");
+    assert!(replies[3].starts_with("250 2.0.0"), "{replies:?}");
+
+    let notices = c.notices();
+    assert_eq!(
+        notices.len(),
+        3,
+        "receipt for bob, notices for dave and frank"
+    );
+    let (k, p, _) = &notices[0];
+    assert_eq!(
+        (*k, p.daticert.consegna.as_deref()),
+        (Ricevuta::AvvenutaConsegna, Some(BOB))
+    );
+    let (k, p, raw) = &notices[1];
+    assert_eq!(*k, Ricevuta::ErroreConsegna);
+    assert_eq!(p.daticert.consegna.as_deref(), Some(DAVE));
+    assert_eq!(p.daticert.errore, Errore::NoDest);
+    let coded = format!("5.1.1 - {PROVIDER} - indirizzo non valido");
+    assert_eq!(p.daticert.errore_esteso.as_deref(), Some(coded.as_str()));
+    assert!(contains(raw, "AVVISO DI MANCATA CONSEGNA"));
+    let (k, p, _) = &notices[2];
+    assert_eq!(*k, Ricevuta::ErroreConsegna);
+    assert_eq!(p.daticert.consegna.as_deref(), Some(FRANK));
+    assert_eq!(p.daticert.errore, Errore::Altro);
+    let coded = format!("5.2.2 - {PROVIDER} - casella piena");
+    assert_eq!(p.daticert.errore_esteso.as_deref(), Some(coded.as_str()));
+
+    let events = c.delivery_events();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Issued(MessageKind::Delivery(ReceiptType::Breve)),
+            EventKind::Issued(MessageKind::NonDelivery),
+            EventKind::Issued(MessageKind::NonDelivery),
+        ]
+    );
+    assert_eq!(c.store.delivery_notice(PEC_ID, ERIN).unwrap(), None);
+}
+
+#[tokio::test]
+async fn dovecot_dropping_the_connection_tempfails_and_the_retry_certifies() {
+    let c = chain().await;
+    c.verify(&[BOB, DAVE]);
+    c.dovecot.script.lock().unwrap().drop_after_data = true;
+    let env = envelope(true);
+    let replies = c.postfix(&[BOB, DAVE], &env).await;
+    assert!(
+        replies.iter().all(|r| r.starts_with("451 4.4.2")),
+        "{replies:?}"
+    );
+    assert!(c.injector.messages().is_empty());
+    assert!(c.delivery_events().is_empty());
+
+    c.dovecot.script.lock().unwrap().drop_after_data = false;
+    let replies = c.postfix(&[BOB, DAVE], &env).await;
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    assert_eq!(c.notices().len(), 2);
+}
+
+#[tokio::test]
+async fn dovecot_unreachable_tempfails_without_notices() {
+    let c = chain().await;
+    c.verify(&[BOB]);
+    // A proxy pointed at a closed port.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = l.local_addr().unwrap().to_string();
+    drop(l);
+    let client = LmtpClient::new(LmtpAddr::Tcp(closed), "test".into());
+    let replies = client
+        .send(SENDER, &[BOB.to_string()], &envelope(true), false)
+        .await;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].class(), 4);
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_gets_no_second_receipt() {
+    let c = chain().await;
+    c.verify(&[BOB]);
+    let env = envelope(true);
+    assert!(c.postfix(&[BOB], &env).await[0].starts_with("250"));
+    // Postfix retries (e.g. we crashed before it read our 250): Dovecot stores a second
+    // copy, the claim refuses a second receipt.
+    assert!(c.postfix(&[BOB], &env).await[0].starts_with("250"));
+    assert_eq!(c.dovecot.got.lock().unwrap().len(), 2);
+    assert_eq!(c.notices().len(), 1);
+    assert_eq!(c.delivery_events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_injection_tempfails_and_does_not_block_the_retry() {
+    let c = chain().await;
+    c.verify(&[BOB, FRANK]);
+    c.dovecot
+        .script
+        .lock()
+        .unwrap()
+        .after
+        .insert(FRANK.into(), format!("552 5.2.2 <{FRANK}> Mailbox is full"));
+    *c.injector.fail_with.lock().unwrap() = Some(InjectError::Temporary {
+        addr: "test".into(),
+        reason: "421 down".into(),
+    });
+    let env = envelope(true);
+    let replies = c.postfix(&[BOB, FRANK], &env).await;
+    assert!(replies.iter().all(|r| r.starts_with("451")), "{replies:?}");
+    assert!(c.delivery_events().is_empty());
+
+    *c.injector.fail_with.lock().unwrap() = None;
+    let replies = c.postfix(&[BOB, FRANK], &env).await;
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    let kinds: Vec<_> = c.notices().iter().map(|n| n.0).collect();
+    assert_eq!(
+        kinds,
+        vec![Ricevuta::AvvenutaConsegna, Ricevuta::ErroreConsegna]
+    );
+}
+
+#[tokio::test]
+async fn an_unverified_envelope_is_only_proxied() {
+    let c = chain().await;
+    c.verify(&[BOB]); // verified for bob only
+    c.dovecot.script.lock().unwrap().rcpt.insert(
+        DAVE.into(),
+        format!("550 5.1.1 <{DAVE}> User doesn't exist: {DAVE}"),
+    );
+    let env = envelope(true);
+    let replies = c.postfix(&[ERIN, DAVE], &env).await;
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    assert!(
+        replies[1].starts_with("550 5.1.1"),
+        "passed through: {replies:?}"
+    );
+    assert!(c.injector.messages().is_empty());
+    assert_eq!(c.dovecot.got.lock().unwrap()[0].2, env);
+}
+
+#[tokio::test]
+async fn ordinary_mail_is_proxied_byte_for_byte() {
+    let c = chain().await;
+    c.verify(&[BOB]);
+    let mut mail = fixture("ordinary.eml");
+    mail.extend_from_slice(b".leading dot\r\n..two\r\n.\r\nlast line without end");
+    let replies = c.postfix(&[BOB], &mail).await;
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    let mut want = mail.clone();
+    want.extend_from_slice(b"\r\n"); // the client (Postfix here) ends the last line
+    assert_eq!(c.dovecot.got.lock().unwrap()[0].2, want);
+    assert!(c.injector.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_store_failure_tempfails_every_recipient_before_delivery() {
+    let c = chain().await;
+    c.store.fail.store(true, Ordering::SeqCst);
+    let replies = c.postfix(&[BOB, DAVE], &envelope(true)).await;
+    assert!(replies.iter().all(|r| r.starts_with("451")), "{replies:?}");
+    assert!(c.dovecot.got.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn arrival_notices_go_to_the_configured_address_for_chosen_senders() {
+    let c = chain_with(true).await;
+    c.verify(&[BOB, DAVE, ERIN]);
+    let to_bob = ArrivalNotice {
+        notify: "bob@gmail.example".into(),
+        senders: vec![],
+    };
+    c.store.set_arrival_notice(BOB, Some(&to_bob)).unwrap();
+    let only_carl = ArrivalNotice {
+        notify: "dave@gmail.example".into(),
+        senders: vec!["carl@pec.example.it".into()],
+    };
+    c.store.set_arrival_notice(DAVE, Some(&only_carl)).unwrap();
+    let replies = c.postfix(&[BOB, DAVE, ERIN], &envelope(true)).await;
+    assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    assert_eq!(c.notices().len(), 3);
+    let arrivals: Vec<_> = c
+        .injector
+        .messages()
+        .into_iter()
+        .filter(|m| m.rcpt_to != [SENDER.to_string()])
+        .collect();
+    assert_eq!(
+        arrivals.len(),
+        1,
+        "only bob's (dave's is for another sender)"
+    );
+    assert_eq!(arrivals[0].rcpt_to, vec!["bob@gmail.example".to_string()]);
+    let text = String::from_utf8(arrivals[0].message.clone()).unwrap();
+    assert!(text.contains("Mittente: alice@pec.example.it"), "{text}");
+    assert!(!text.contains("contratto.pdf"), "never the content");
+    // A repeated delivery sends neither a receipt nor an arrival notice again.
+    c.postfix(&[BOB], &envelope(true)).await;
+    assert_eq!(c.injector.messages().len(), 4);
+}
+
+#[tokio::test]
+async fn dovecot_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lmtp");
+    let dovecot = Arc::new(FakeDovecot::default());
+    let l = tokio::net::UnixListener::bind(&path).unwrap();
+    let d = dovecot.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(d.clone().session(s));
+        }
+    });
+    let client = LmtpClient::new(LmtpAddr::Unix(path), "test".into());
+    let data = b"Subject: x\r\n\r\n.dot\r\n".to_vec();
+    let replies = client
+        .send(SENDER, &[BOB.to_string(), DAVE.to_string()], &data, true)
+        .await;
+    assert_eq!(replies.len(), 2);
+    assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
+    assert_eq!(dovecot.got.lock().unwrap()[0].2, data);
+}
