@@ -180,6 +180,31 @@ impl Store for MemStore {
     fn quarantined(&self, _pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(Vec::new())
     }
+    fn claim_timeouts(
+        &self,
+        _claim: &pec::store::TimeoutClaim,
+    ) -> Result<Vec<pec::store::DueNotice>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn timeout_sent(
+        &self,
+        _due: &pec::store::DueNotice,
+        _notice_id: &str,
+        _at: Instant,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn release_timeout(&self, _due: &pec::store::DueNotice) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn mark_tracking(
+        &self,
+        _pec_id: &str,
+        _recipient: &str,
+        _state: pec::store::TrackingState,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
-    RETENTION_MONTHS,
+    Accepted, DueNotice, EventKind, LogEvent, Refused, Store, StoreError, TimeoutClaim, Tracking,
+    TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -110,6 +110,17 @@ CREATE TABLE senders (
     address TEXT NOT NULL,             -- allowed sender address, lower case
     PRIMARY KEY (login, address)
 ) STRICT;
+"#,
+    // Version 2: the 12 h / 24 h timer notices (spec §5.4). A notice is claimed (claim
+    // instant written) before it is built and injected, and confirmed (notice Message-ID
+    // written) after; a failed injection clears the claim, and a claim never confirmed (a
+    // crash) can be taken over once it is older than the lease.
+    r#"
+ALTER TABLE tracking ADD COLUMN notice12_claimed_at INTEGER;  -- unix seconds, claim of the 12 h notice
+ALTER TABLE tracking ADD COLUMN notice12_id TEXT;             -- Message-ID of the 12 h notice, once injected
+ALTER TABLE tracking ADD COLUMN notice24_claimed_at INTEGER;  -- unix seconds, claim of the 24 h notice
+ALTER TABLE tracking ADD COLUMN notice24_id TEXT;             -- Message-ID of the 24 h notice, once injected
+CREATE INDEX tracking_open ON tracking (state, sent_at);
 "#,
 ];
 
@@ -772,6 +783,195 @@ impl Store for SqliteStore {
         stmt.query_map(params![pec_id], |r| r.get::<_, Vec<u8>>(0))
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(&format!("read quarantine of \"{pec_id}\"")))
+    }
+
+    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {
+        let (claimed, id, states) = timeout_columns(claim.which);
+        // Only envelopes whose acceptance was emitted: the milter writes the tracking rows
+        // before Postfix has queued anything (spec §5.4: the timers start at dispatch).
+        let select = format!(
+            "SELECT t.rowid, t.pec_id, t.recipient, t.sent_at, p.rowid, p.queue_id,
+                    p.provider, p.cert
+             FROM tracking t JOIN pending_acceptance p ON p.pec_id = t.pec_id
+             WHERE p.state = 'emitted' AND t.state IN ({states}) AND t.sent_at <= ?1
+               AND t.{id} IS NULL AND (t.{claimed} IS NULL OR t.{claimed} < ?2)
+             ORDER BY t.sent_at, t.rowid LIMIT ?3"
+        );
+        let update = format!(
+            "UPDATE tracking SET {claimed} = ?2
+             WHERE rowid = ?1 AND {id} IS NULL AND ({claimed} IS NULL OR {claimed} < ?3)"
+        );
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        self.write("claim timer notices", |tx| {
+            let rows = {
+                let mut stmt = tx.prepare(&select).map_err(db("prepare due notices"))?;
+                let rows = stmt
+                    .query_map(
+                        params![claim.sent_up_to.unix(), claim.stale_before.unix(), limit],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, Option<String>>(5)?,
+                                r.get::<_, String>(6)?,
+                                r.get::<_, String>(7)?,
+                            ))
+                        },
+                    )
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(db("read due notices"))?;
+                rows
+            };
+            let mut due = Vec::with_capacity(rows.len());
+            for (rowid, pec_id, recipient, sent_at, prow, queue_id, provider, cert) in rows {
+                let cert: Certification = serde_json::from_str(&cert).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "pending_acceptance row {prow}: certification: {e}"
+                    ))
+                })?;
+                let n = tx
+                    .execute(
+                        &update,
+                        params![rowid, claim.now.unix(), claim.stale_before.unix()],
+                    )
+                    .map_err(db(&format!(
+                        "claim notice for \"{recipient}\" of \"{pec_id}\""
+                    )))?;
+                if n == 1 {
+                    due.push(DueNotice {
+                        which: claim.which,
+                        pec_id,
+                        recipient,
+                        sent_at: Instant::from_unix(sent_at),
+                        claimed_at: claim.now,
+                        cert,
+                        queue_id,
+                        provider,
+                    });
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn timeout_sent(
+        &self,
+        due: &DueNotice,
+        notice_id: &str,
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let (_, id, _) = timeout_columns(due.which);
+        // After the 24 h notice tracking stops, unless an outcome arrived meanwhile.
+        let state = match due.which {
+            Timeout::Hours12 => "state",
+            Timeout::Hours24 => {
+                "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
+            }
+        };
+        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+        self.write("timer notice sent", |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE tracking SET {id} = COALESCE({id}, ?3), state = {state}
+                     WHERE pec_id = ?1 AND recipient = ?2"
+                ),
+                params![pec_id, recipient, notice_id],
+            )
+            .map_err(db(&format!(
+                "record notice for \"{recipient}\" of \"{pec_id}\""
+            )))?;
+            insert_event(
+                tx,
+                &LogEvent {
+                    pec_id: pec_id.clone(),
+                    at,
+                    kind: EventKind::Issued(MessageKind::Timeout(due.which)),
+                    sender: due.cert.mittente.clone(),
+                    recipients: vec![(recipient.clone(), RecipientType::Certificato)],
+                    subject: due.cert.oggetto.clone(),
+                    related_ids: vec![notice_id.to_string()],
+                    provider: due.provider.clone(),
+                    queue_id: due.queue_id.clone(),
+                    outcome: "ok".into(),
+                    reason: None,
+                },
+            )
+        })
+    }
+
+    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
+        let (claimed, id, _) = timeout_columns(due.which);
+        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+        self.write("release timer notice", |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE tracking SET {claimed} = NULL
+                     WHERE pec_id = ?1 AND recipient = ?2 AND {claimed} = ?3 AND {id} IS NULL"
+                ),
+                params![pec_id, recipient, due.claimed_at.unix()],
+            )
+            .map_err(db(&format!(
+                "release notice for \"{recipient}\" of \"{pec_id}\""
+            )))?;
+            Ok(())
+        })
+    }
+
+    fn mark_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        let lower: Vec<&str> = [
+            TrackingState::Sent,
+            TrackingState::TakenInCharge,
+            TrackingState::Delivered,
+            TrackingState::Failed,
+        ]
+        .into_iter()
+        .filter(|s| s.rank() < state.rank())
+        .map(state_str)
+        .collect();
+        if lower.is_empty() {
+            return Ok(false);
+        }
+        let states = lower
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.write("mark tracking", |tx| {
+            let n = tx
+                .execute(
+                    &format!(
+                        "UPDATE tracking SET state = ?3
+                         WHERE pec_id = ?1 AND lower(recipient) = lower(?2)
+                           AND state IN ({states})"
+                    ),
+                    params![pec_id, recipient, state_str(state)],
+                )
+                .map_err(db(&format!(
+                    "mark \"{recipient}\" of \"{pec_id}\" {}",
+                    state_str(state)
+                )))?;
+            Ok(n > 0)
+        })
+    }
+}
+
+/// Claim column, notice-id column and the states that still call for the notice.
+fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
+    match which {
+        Timeout::Hours12 => ("notice12_claimed_at", "notice12_id", "'sent'"),
+        Timeout::Hours24 => (
+            "notice24_claimed_at",
+            "notice24_id",
+            "'sent', 'taken-in-charge'",
+        ),
     }
 }
 
