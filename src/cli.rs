@@ -27,6 +27,28 @@ pub enum Command {
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
     /// check`).
     CheckConfig(ConfigArgs),
+    /// The 12 h / 24 h delivery timers (`pec serve` runs them every `timers.interval`).
+    #[command(subcommand)]
+    Timers(TimersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimersCommand {
+    /// Run one pass: send every due 12 h / 24 h notice, print one line per notice.
+    ///
+    /// Exit status: 0 every due notice was sent (or none was due), 1 some could not be sent
+    /// (they are retried by the next pass), 2 configuration, store or signer error.
+    Run(TimersRunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TimersRunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run the pass as if it were this instant (RFC 3339, e.g. `2026-01-02T10:00:00Z`)
+    /// instead of now: for tests, and to catch up by hand.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,7 +99,84 @@ pub fn main() -> i32 {
         Command::Verify(args) => crate::crypto::verify_cmd::run(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(&args),
+        Command::Timers(TimersCommand::Run(args)) => timers_run(&args),
     }
+}
+
+fn timers_run(args: &TimersRunArgs) -> i32 {
+    use crate::message::kind::Timeout;
+    use crate::message::time::{Clock, FixedClock, Instant, SystemClock};
+
+    let now = match &args.now {
+        None => SystemClock.now(),
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Instant::from_utc(t.with_timezone(&chrono::Utc)),
+            Err(e) => {
+                eprintln!("pec timers run: --now \"{s}\": not an RFC 3339 instant: {e}");
+                return 2;
+            }
+        },
+    };
+    let config = match crate::config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let timers = match crate::serve::open_timers(&config, std::sync::Arc::new(FixedClock::new(now)))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pec timers run: {e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec timers run: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let report = match runtime.block_on(timers.run_once(now)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec timers run: {e}");
+            return 2;
+        }
+    };
+    let hours = |w: Timeout| if w == Timeout::Hours12 { "12h" } else { "24h" };
+    for s in &report.sent {
+        println!(
+            "sent {} notice {} to the sender of {} for {}",
+            hours(s.which),
+            s.notice_id,
+            s.pec_id,
+            s.recipient
+        );
+    }
+    for f in &report.failed {
+        println!(
+            "FAILED {} notice for {} of {}: {}",
+            hours(f.which),
+            f.recipient,
+            f.pec_id,
+            f.reason
+        );
+    }
+    println!(
+        "timers at {}: {} sent (12h: {}, 24h: {}), {} failed",
+        now.utc().to_rfc3339(),
+        report.sent.len(),
+        report.count(Timeout::Hours12),
+        report.count(Timeout::Hours24),
+        report.failed.len()
+    );
+    i32::from(!report.failed.is_empty())
 }
 
 fn check_config(args: &ConfigArgs) -> i32 {

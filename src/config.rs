@@ -42,6 +42,8 @@ pub struct Config {
     pub access: AccessConfig,
     #[serde(default)]
     pub filter: FilterConfig,
+    #[serde(default)]
+    pub timers: TimersConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -182,6 +184,28 @@ impl Default for FilterConfig {
             listen: "127.0.0.1:10026".into(),
             reinject: "127.0.0.1:10027".into(),
             max_size: "160MB".into(),
+        }
+    }
+}
+
+/// The 12 h / 24 h timers of the sending provider (spec §5.4), run inside `pec serve`.
+/// Notices are injected through `access.reinject`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    /// Run the timers in `pec serve` (at most one pass at a time per process; several
+    /// processes on one store never send a notice twice).
+    pub enabled: bool,
+    /// Time between passes, e.g. `1m`; at most `10m`, so that the 24 h notice (due from
+    /// 23 h 50 min) goes out by 24 h.
+    pub interval: String,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            enabled: true,
+            interval: "1m".into(),
         }
     }
 }
@@ -390,6 +414,8 @@ pub struct Settings {
     pub antivirus_timeout: Duration,
     pub access: AccessSettings,
     pub filter: FilterSettings,
+    /// `timers.interval`.
+    pub timers_interval: Duration,
 }
 
 /// Typed `[access]` values.
@@ -780,7 +806,20 @@ impl Config {
             ));
         }
 
+        let timers_interval = duration("timers.interval", &self.timers.interval)?;
+        if timers_interval > Duration::from_secs(600) {
+            return Err(invalid(
+                "timers.interval",
+                format!(
+                    "\"{}\" is longer than 10m: the 24 h notice, due from 23 h 50 min, would \
+                     miss its 24 h deadline",
+                    self.timers.interval
+                ),
+            ));
+        }
+
         Ok(Settings {
+            timers_interval,
             digest,
             pin,
             clamd,

@@ -1,5 +1,5 @@
-//! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter and
-//! the after-queue content filter — with the signer, store, provider index, antivirus and
+//! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter,
+//! the after-queue content filter and the 12 h / 24 h timers — with the signer, store, provider index, antivirus and
 //! Postfix reinjection they share.
 
 use std::future::Future;
@@ -17,11 +17,12 @@ use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
 use crate::index::ProviderIndex;
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
-use crate::message::time::SystemClock;
+use crate::message::time::{Clock, SystemClock};
 use crate::reception::AfterQueue;
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
 use crate::store::SqliteStore;
+use crate::timers::Timers;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -163,8 +164,18 @@ pub async fn run(
         index: Arc::new(index),
         store: store.clone(),
         antivirus: Arc::new(antivirus),
-        injector: access_injector,
+        injector: access_injector.clone(),
         clock: Arc::new(SystemClock),
+    });
+    let timers = config.timers.enabled.then(|| {
+        Arc::new(Timers::new(
+            store.clone(),
+            access_injector.clone(),
+            issuer.clone(),
+            signer.clone(),
+            ids.clone(),
+            Arc::new(SystemClock),
+        ))
     });
     let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
 
@@ -204,8 +215,14 @@ pub async fn run(
         filter_listener,
         after_queue,
         options,
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
+    let timers = timers.map(|t| {
+        let interval = settings.timers_interval;
+        info!(interval = ?interval, "timers running");
+        let stop = stopped(stop_rx);
+        tokio::spawn(async move { t.run(interval, stop).await })
+    });
 
     shutdown.await;
     info!("shutting down");
@@ -214,5 +231,43 @@ pub async fn run(
         error!(error = %e, "milter stopped with an error");
     }
     let _ = filter.await;
+    if let Some(t) = timers {
+        let _ = t.await;
+    }
     Ok(())
+}
+
+/// The pieces of [`Timers`] from the configuration, for `pec timers run`: opens the signer
+/// and the store, injects through `access.reinject`.
+pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, ServeError> {
+    let settings = config
+        .settings()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let signer = open_signer(config)?;
+    let store =
+        SqliteStore::open(&config.store.path).map_err(|e| ServeError::Store(e.to_string()))?;
+    let domain = config
+        .provider
+        .service_address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let ids = Arc::new(IdGenerator::new(domain.clone(), config.provider.node));
+    let issuer = Issuer {
+        provider_name: config.provider.name.clone(),
+        service_address: config.provider.service_address.clone(),
+        envelope_sender_header: config.provider.envelope_sender_header,
+    };
+    let injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.access.reinject, "access.reinject")?,
+        format!("pec.{domain}"),
+    ));
+    Ok(Timers::new(
+        Arc::new(store),
+        injector,
+        issuer,
+        signer,
+        ids,
+        clock,
+    ))
 }

@@ -478,6 +478,7 @@ fn the_sample_configuration_parses_and_matches_etc() {
     // The defaults written in the sample are the real defaults.
     assert_eq!(c.access, pec::config::AccessConfig::default());
     assert_eq!(c.filter, pec::config::FilterConfig::default());
+    assert_eq!(c.timers, pec::config::TimersConfig::default());
     let on_disk =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
             .unwrap();
@@ -559,6 +560,7 @@ fn every_key_of_the_sample_is_documented() {
             ][..],
         ),
         ("filter", &["listen", "reinject", "max_size"][..]),
+        ("timers", &["enabled", "interval"][..]),
     ];
     for (table, keys) in known {
         assert!(
@@ -571,4 +573,32 @@ fn every_key_of_the_sample_is_documented() {
             assert!(set || commented, "{table}.{key} missing from the sample");
         }
     }
+}
+
+#[test]
+fn the_timers_section_has_defaults_and_is_checked_with_line_numbers() {
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.timers_interval, Duration::from_secs(60));
+    let c = config::parse(
+        &format!("{BASE}\n[timers]\nenabled = false\ninterval = \"30s\"\n"),
+        FILE,
+    )
+    .unwrap();
+    assert!(!c.timers.enabled);
+    assert_eq!(
+        c.settings().unwrap().timers_interval,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\ninterval = \"1h\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.interval": "1h" is longer than 10m: the 24 h notice, due from 23 h 50 min, would miss its 24 h deadline"#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\ninterval = \"soon\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.interval": invalid duration "soon""#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\nperiod = \"1m\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.period": unknown key"#
+    );
 }
