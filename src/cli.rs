@@ -30,6 +30,41 @@ pub enum Command {
     /// The 12 h / 24 h delivery timers (`pec serve` runs them every `timers.interval`).
     #[command(subcommand)]
     Timers(TimersCommand),
+    /// The local copy of the provider index (`pec serve` refreshes it every
+    /// `index.refresh`).
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Fetch the index from `index.ldap_url` or `index.signed_ldif`, check it and store it.
+    ///
+    /// Exit status: 0 stored, 1 fetch failed or the copy was refused (the current copy
+    /// stays), 2 configuration or store error.
+    Sync(IndexSyncArgs),
+    /// Print the providers of the copy in use (stored copy, else `index.ldif`).
+    Show(ConfigArgs),
+    /// Look up a domain (→ certified or not, and its provider) or a certificate file, PEM
+    /// or DER (→ its provider, by SHA-1 then byte comparison). Exit status 0 found, 1 not.
+    Lookup(IndexLookupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexSyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Accept an empty or shrunken index (as `index.force`).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexLookupArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// A domain, or the path of a certificate file.
+    pub what: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +135,182 @@ pub fn main() -> i32 {
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(&args),
         Command::Timers(TimersCommand::Run(args)) => timers_run(&args),
+        Command::Index(IndexCommand::Sync(args)) => index_sync(&args),
+        Command::Index(IndexCommand::Show(args)) => index_show(&args),
+        Command::Index(IndexCommand::Lookup(args)) => index_lookup(&args),
+    }
+}
+
+/// Configuration and store for the `index` commands; prints the error itself.
+fn index_setup(
+    args: &ConfigArgs,
+) -> Result<(crate::config::Config, crate::store::SqliteStore), i32> {
+    let config = crate::config::load(&args.config).map_err(|e| {
+        eprintln!("{e}");
+        2
+    })?;
+    let store = crate::store::SqliteStore::open(&config.store.path).map_err(|e| {
+        eprintln!("pec index: {e}");
+        2
+    })?;
+    Ok((config, store))
+}
+
+fn index_sync(args: &IndexSyncArgs) -> i32 {
+    use crate::message::time::{Clock, SystemClock};
+    let (config, store) = match index_setup(&args.config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let source = match config.settings() {
+        Ok(s) => s.index_source,
+        Err(e) => {
+            eprintln!("pec index sync: {e}");
+            return 2;
+        }
+    };
+    let Some(source) = source else {
+        eprintln!("pec index sync: no source: set index.ldap_url or index.signed_ldif");
+        return 2;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec index sync: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    eprintln!("pec index sync: fetching from {} …", source.name());
+    let started = std::time::Instant::now();
+    let force = args.force || config.index.force;
+    match runtime.block_on(crate::index::sync::sync(
+        &store,
+        &source,
+        force,
+        SystemClock.now(),
+    )) {
+        Ok(c) => {
+            println!(
+                "stored {} providers from {} ({} bytes of LDIF, {:.1} s)",
+                c.stored.providers,
+                c.stored.source,
+                c.stored.ldif.len(),
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(crate::index::sync::SyncError::Store(e)) => {
+            eprintln!("pec index sync: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("pec index sync: {e}");
+            1
+        }
+    }
+}
+
+fn index_show(args: &ConfigArgs) -> i32 {
+    let (config, store) = match index_setup(args) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let (index, from) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("pec index show: {e}");
+            return 2;
+        }
+    };
+    println!("{} providers, from {from}", index.providers().len());
+    for p in index.providers() {
+        let certs: Vec<String> = index
+            .trust()
+            .certificates()
+            .filter(|c| c.provider.as_ref() == Some(p))
+            .map(|c| crate::index::sha1_hex_upper(&c.der))
+            .collect();
+        println!("{}", p.name);
+        println!("  mailReceipt: {}", p.mail_receipt);
+        println!("  managedDomains: {}", p.managed_domains.join(", "));
+        for c in certs {
+            println!("  certificate SHA-1: {c}");
+        }
+    }
+    0
+}
+
+fn index_lookup(args: &IndexLookupArgs) -> i32 {
+    let (config, store) = match index_setup(&args.config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let (index, _) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("pec index lookup: {e}");
+            return 2;
+        }
+    };
+    let show = |p: &crate::index::ProviderInfo| {
+        println!("provider: {}", p.name);
+        println!("mailReceipt: {}", p.mail_receipt);
+        println!("managedDomains: {}", p.managed_domains.join(", "));
+    };
+    let path = std::path::Path::new(&args.what);
+    if path.is_file() {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("pec index lookup: {}: {e}", path.display());
+                return 2;
+            }
+        };
+        let der = match openssl::x509::X509::from_pem(&bytes)
+            .or_else(|_| openssl::x509::X509::from_der(&bytes))
+            .and_then(|c| c.to_der())
+        {
+            Ok(d) => d,
+            Err(_) => {
+                eprintln!(
+                    "pec index lookup: {}: not a PEM or DER certificate",
+                    path.display()
+                );
+                return 2;
+            }
+        };
+        println!("certificate SHA-1: {}", crate::index::sha1_hex_upper(&der));
+        return match index.trust().find(&der) {
+            Some(t) => {
+                match &t.provider {
+                    Some(p) => show(p),
+                    None => println!("provider: (unknown)"),
+                }
+                0
+            }
+            None => {
+                println!("not in the index");
+                1
+            }
+        };
+    }
+    let domain = args
+        .what
+        .rsplit_once('@')
+        .map_or(args.what.as_str(), |(_, d)| d);
+    match index.provider_for_domain(domain) {
+        Some(p) => {
+            println!("{domain}: certificato");
+            show(p);
+            0
+        }
+        None => {
+            println!("{domain}: esterno (not a PEC domain of the index)");
+            1
+        }
     }
 }
 

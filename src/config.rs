@@ -114,12 +114,40 @@ pub struct StoreConfig {
     pub path: PathBuf,
 }
 
-/// The provider index (spec §7). For now a local LDIF file in the shape of the national
-/// index; the LDAP sync comes with the index work.
+/// The provider index (spec §7): a local LDIF file in the shape of the national index,
+/// used until a copy synchronised from `ldap_url` or `signed_ldif` is in the store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
     pub ldif: PathBuf,
+    /// LDAP server of the index, `ldap://HOST:PORT` or `ldaps://…` (base `o=postacert`).
+    #[serde(default)]
+    pub ldap_url: Option<String>,
+    /// Bind DN; anonymous when absent.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// Bind password (with `bind_dn`).
+    #[serde(default)]
+    pub bind_password: Option<String>,
+    /// Signed LDIF file (`.p7m`, CMS SignedData DER) instead of LDAP.
+    #[serde(default)]
+    pub signed_ldif: Option<PathBuf>,
+    /// PEM certificate(s) allowed to sign `signed_ldif`.
+    #[serde(default)]
+    pub signer_cert: Option<PathBuf>,
+    /// Refresh period inside `pec serve` (default `1d`).
+    #[serde(default = "default_index_refresh")]
+    pub refresh: String,
+    /// LDAP connection and search timeout (default `30s`).
+    #[serde(default = "default_av_timeout")]
+    pub timeout: String,
+    /// Accept an empty or shrunken index (normally refused).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_index_refresh() -> String {
+    "1d".into()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -416,6 +444,10 @@ pub struct Settings {
     pub filter: FilterSettings,
     /// `timers.interval`.
     pub timers_interval: Duration,
+    /// Where the index is synchronised from, if anywhere.
+    pub index_source: Option<crate::index::sync::Source>,
+    /// `index.refresh`.
+    pub index_refresh: Duration,
 }
 
 /// Typed `[access]` values.
@@ -818,7 +850,58 @@ impl Config {
             ));
         }
 
+        let ix = &self.index;
+        let index_refresh = duration("index.refresh", &ix.refresh)?;
+        let index_timeout = duration("index.timeout", &ix.timeout)?;
+        if ix.bind_dn.is_none() && ix.bind_password.is_some() {
+            return Err(invalid("index.bind_password", "set without index.bind_dn"));
+        }
+        if ix.signed_ldif.is_none() && ix.signer_cert.is_some() {
+            return Err(invalid(
+                "index.signer_cert",
+                "set without index.signed_ldif",
+            ));
+        }
+        let index_source = match (&ix.ldap_url, &ix.signed_ldif) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "index.signed_ldif",
+                    "set ldap_url or signed_ldif, not both",
+                ))
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+                    return Err(invalid(
+                        "index.ldap_url",
+                        format!("\"{url}\" is not an ldap:// or ldaps:// URL"),
+                    ));
+                }
+                Some(crate::index::sync::Source::Ldap {
+                    url: url.clone(),
+                    bind_dn: ix.bind_dn.clone(),
+                    password: ix.bind_password.clone(),
+                    timeout: index_timeout,
+                })
+            }
+            (None, Some(path)) => {
+                path_not_empty("index.signed_ldif", path)?;
+                let Some(cert) = &ix.signer_cert else {
+                    return Err(invalid(
+                        "index.signed_ldif",
+                        "needs index.signer_cert, the certificate allowed to sign it",
+                    ));
+                };
+                Some(crate::index::sync::Source::SignedLdif {
+                    path: path.clone(),
+                    signer_cert: cert.clone(),
+                })
+            }
+            (None, None) => None,
+        };
+
         Ok(Settings {
+            index_source,
+            index_refresh,
             timers_interval,
             digest,
             pin,

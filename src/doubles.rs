@@ -10,8 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, DueNotice, EventKind, LogEvent, Refused, Store, StoreError, TimeoutClaim, Tracking,
-    TrackingState,
+    Accepted, DueNotice, EventKind, LogEvent, Refused, Store, StoreError, StoredIndex,
+    TimeoutClaim, Tracking, TrackingState,
 };
 use crate::BoxFuture;
 
@@ -36,6 +36,7 @@ struct Mem {
     quarantine: Vec<(String, Vec<u8>)>,
     /// Timer notices per (pec_id, recipient, which): claim instant and notice id.
     notices: HashMap<NoticeKey, (Option<Instant>, Option<String>)>,
+    index: Option<StoredIndex>,
 }
 
 /// (pec_id, recipient, is the 24 h notice).
@@ -354,6 +355,17 @@ impl Store for MemStore {
             }
         }
         Ok(changed)
+    }
+
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner).index.clone())
+    }
+
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
+        self.check()?;
+        lock(&self.inner).index = Some(index.clone());
+        Ok(())
     }
 }
 

@@ -8,20 +8,20 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::access::{AccessPoint, Limits, Policy};
 use crate::antivirus::Clamd;
 use crate::config::{Config, Endpoint, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
-use crate::index::ProviderIndex;
+use crate::index::{sync, IndexHandle};
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
 use crate::message::time::{Clock, SystemClock};
 use crate::reception::AfterQueue;
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
 use crate::timers::Timers;
 
 #[derive(Debug, Error)]
@@ -116,9 +116,15 @@ pub async fn run(
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let store = Arc::new(store);
-    let index = ProviderIndex::load_ldif(&config.index.ldif)
-        .map_err(|e| ServeError::Index(e.to_string()))?;
-    info!(providers = index.providers().len(), file = %config.index.ldif.display(), "provider index loaded");
+    let (index, from) = {
+        let (store, file) = (store.clone(), config.index.ldif.clone());
+        tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
+            .await
+            .map_err(|e| ServeError::Index(e.to_string()))?
+            .map_err(|e| ServeError::Index(e.to_string()))?
+    };
+    info!(providers = index.providers().len(), from = %from, "provider index loaded");
+    let index = Arc::new(IndexHandle::new(index));
     let clamd_addr = match &settings.clamd {
         Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
         Endpoint::Unix(p) => format!("unix:{}", p.display()),
@@ -161,7 +167,7 @@ pub async fn run(
         issuer: issuer.clone(),
         signer: signer.clone(),
         ids: ids.clone(),
-        index: Arc::new(index),
+        index: index.clone(),
         store: store.clone(),
         antivirus: Arc::new(antivirus),
         injector: access_injector.clone(),
@@ -177,6 +183,7 @@ pub async fn run(
             Arc::new(SystemClock),
         ))
     });
+    let store_for_index = store.clone();
     let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
 
     let milter_addr = tcp(&settings.access.listen, "access.listen")?;
@@ -217,6 +224,17 @@ pub async fn run(
         options,
         stopped(stop_rx.clone()),
     ));
+    let refresh = settings.index_source.clone().map(|source| {
+        let (store, index, every, force) = (
+            store_for_index.clone(),
+            index.clone(),
+            settings.index_refresh,
+            config.index.force,
+        );
+        let stop = stopped(stop_rx.clone());
+        info!(source = %source.name(), every = ?every, "provider index refresh running");
+        tokio::spawn(refresh_index(store, index, source, every, force, stop))
+    });
     let timers = timers.map(|t| {
         let interval = settings.timers_interval;
         info!(interval = ?interval, "timers running");
@@ -234,7 +252,54 @@ pub async fn run(
     if let Some(t) = timers {
         let _ = t.await;
     }
+    if let Some(r) = refresh {
+        let _ = r.await;
+    }
     Ok(())
+}
+
+/// Synchronises the index from `source` now and then every `every`, until `shutdown`;
+/// a failed or refused sync keeps the current copy.
+async fn refresh_index(
+    store: Arc<SqliteStore>,
+    index: Arc<IndexHandle>,
+    source: sync::Source,
+    every: std::time::Duration,
+    force: bool,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let ldif = match source.fetch().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!("provider index: sync failed, keeping the current copy: {e}");
+                continue;
+            }
+        };
+        let (st, name) = (store.clone(), source.name());
+        let result = tokio::task::spawn_blocking(move || {
+            let current = st.stored_index()?.map(|s| s.providers);
+            let checked = sync::check(ldif, &name, current, force, SystemClock.now())?;
+            st.replace_index(&checked.stored)?;
+            Ok::<_, sync::SyncError>(checked)
+        })
+        .await;
+        match result {
+            Ok(Ok(checked)) => {
+                info!(providers = checked.stored.providers, source = %checked.stored.source, "provider index synchronised");
+                index.replace(checked.index);
+            }
+            Ok(Err(e)) => warn!("provider index: {e}"),
+            Err(e) => error!("provider index: sync task: {e}"),
+        }
+    }
 }
 
 /// The pieces of [`Timers`] from the configuration, for `pec timers run`: opens the signer

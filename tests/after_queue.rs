@@ -205,6 +205,12 @@ impl Store for MemStore {
     ) -> Result<bool, StoreError> {
         Ok(false)
     }
+    fn stored_index(&self) -> Result<Option<pec::store::StoredIndex>, StoreError> {
+        Ok(None)
+    }
+    fn replace_index(&self, _index: &pec::store::StoredIndex) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

@@ -545,7 +545,20 @@ fn every_key_of_the_sample_is_documented() {
             ][..],
         ),
         ("store", &["path"][..]),
-        ("index", &["ldif"][..]),
+        (
+            "index",
+            &[
+                "ldif",
+                "ldap_url",
+                "bind_dn",
+                "bind_password",
+                "signed_ldif",
+                "signer_cert",
+                "refresh",
+                "timeout",
+                "force",
+            ][..],
+        ),
         ("antivirus", &["clamd", "timeout"][..]),
         (
             "access",

@@ -194,6 +194,24 @@ pub trait Store: Send + Sync {
         recipient: &str,
         state: TrackingState,
     ) -> Result<bool, StoreError>;
+
+    /// Provider index: the local copy, if one was stored.
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError>;
+    /// Provider index: replaces the local copy (one transaction: readers see the old copy
+    /// or the new one). The caller has validated it.
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError>;
+}
+
+/// The stored local copy of the provider index (spec §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIndex {
+    /// The index as LDIF ([`crate::index::ldif::write_ldif`] / the source's own text).
+    pub ldif: String,
+    /// Number of provider records.
+    pub providers: usize,
+    pub fetched_at: Instant,
+    /// Where it came from (`ldap://…`, a file path).
+    pub source: String,
 }
 
 /// Which timer notices [`Store::claim_timeouts`] claims.

@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, DueNotice, EventKind, LogEvent, Refused, Store, StoreError, TimeoutClaim, Tracking,
-    TrackingState, RETENTION_MONTHS,
+    Accepted, DueNotice, EventKind, LogEvent, Refused, Store, StoreError, StoredIndex,
+    TimeoutClaim, Tracking, TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -121,6 +121,16 @@ ALTER TABLE tracking ADD COLUMN notice12_id TEXT;             -- Message-ID of t
 ALTER TABLE tracking ADD COLUMN notice24_claimed_at INTEGER;  -- unix seconds, claim of the 24 h notice
 ALTER TABLE tracking ADD COLUMN notice24_id TEXT;             -- Message-ID of the 24 h notice, once injected
 CREATE INDEX tracking_open ON tracking (state, sent_at);
+"#,
+    // Version 3: the local copy of the provider index (spec §7.2), replaced whole.
+    r#"
+CREATE TABLE provider_index (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),  -- one copy
+    ldif       TEXT NOT NULL,                       -- the index as LDIF (index::ldif)
+    providers  INTEGER NOT NULL,                    -- number of provider records in it
+    fetched_at INTEGER NOT NULL,                    -- when it was fetched, unix seconds
+    source     TEXT NOT NULL                        -- where from: ldap://…, file path, …
+) STRICT;
 "#,
 ];
 
@@ -959,6 +969,41 @@ impl Store for SqliteStore {
                     state_str(state)
                 )))?;
             Ok(n > 0)
+        })
+    }
+
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT ldif, providers, fetched_at, source FROM provider_index WHERE id = 1",
+            [],
+            |r| {
+                Ok(StoredIndex {
+                    ldif: r.get(0)?,
+                    providers: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    fetched_at: Instant::from_unix(r.get(2)?),
+                    source: r.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db("read the provider index"))
+    }
+
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
+        self.write("replace the provider index", |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO provider_index (id, ldif, providers, fetched_at, source)
+                 VALUES (1, ?1, ?2, ?3, ?4)",
+                params![
+                    index.ldif,
+                    i64::try_from(index.providers).unwrap_or(i64::MAX),
+                    index.fetched_at.unix(),
+                    index.source
+                ],
+            )
+            .map_err(db("replace the provider index"))?;
+            Ok(())
         })
     }
 }
