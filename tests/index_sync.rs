@@ -114,7 +114,10 @@ async fn sync_from_a_signed_file_stores_the_copy_and_keeps_it_when_the_source_go
     assert_eq!(c.stored.providers, 2);
     let (index, from) = sync::load_current(&store, Path::new("/nonexistent")).unwrap();
     assert!(from.contains("index.ldif.p7m"), "{from}");
-    assert_eq!(index.recipient_type("dan@PEC.example.NET"), RecipientType::Certificato);
+    assert_eq!(
+        index.recipient_type("dan@PEC.example.NET"),
+        RecipientType::Certificato
+    );
 
     // Source down: the copy stays.
     std::fs::remove_file(&file).unwrap();
@@ -135,10 +138,18 @@ async fn sync_from_a_signed_file_stores_the_copy_and_keeps_it_when_the_source_go
 fn a_copy_with_a_wrong_hash_or_under_half_the_providers_is_refused() {
     let p = &env().pki;
     let ldif = two_providers();
-    let bad = ldif.replacen("providerCertificateHash: ", "providerCertificateHash: 00", 1);
+    let bad = ldif.replacen(
+        "providerCertificateHash: ",
+        "providerCertificateHash: 00",
+        1,
+    );
     let e = sync::check(bad, "test", None, false, now()).unwrap_err();
     assert!(matches!(e, SyncError::Invalid { .. }), "{e}");
-    let one = write_ldif(&[record("PEC Example IT S.p.A.", "pec.example.it", &p.it_cert)]);
+    let one = write_ldif(&[record(
+        "PEC Example IT S.p.A.",
+        "pec.example.it",
+        &p.it_cert,
+    )]);
     // 1 of 3: refused; 1 of 2: accepted (not fewer than half).
     let e = sync::check(one.clone(), "test", Some(3), false, now()).unwrap_err();
     assert!(e.to_string().contains("fewer than half"), "{e}");
@@ -161,13 +172,48 @@ fn without_a_stored_copy_the_configured_file_is_used() {
 fn the_handle_swaps_the_index_for_new_readers_only() {
     let handle = IndexHandle::new(ProviderIndex::parse(&two_providers()).unwrap());
     let before = handle.current();
-    assert_eq!(handle.recipient_type("a@pec.example.net"), RecipientType::Certificato);
+    assert_eq!(
+        handle.recipient_type("a@pec.example.net"),
+        RecipientType::Certificato
+    );
     let p = &env().pki;
     handle.replace(ProviderIndex::from_records(vec![record(
         "PEC Example IT S.p.A.",
         "pec.example.it",
         &p.it_cert,
     )]));
-    assert_eq!(handle.recipient_type("a@pec.example.net"), RecipientType::Esterno);
-    assert_eq!(before.recipient_type("a@pec.example.net"), RecipientType::Certificato);
+    assert_eq!(
+        handle.recipient_type("a@pec.example.net"),
+        RecipientType::Esterno
+    );
+    assert_eq!(
+        before.recipient_type("a@pec.example.net"),
+        RecipientType::Certificato
+    );
+}
+
+/// A server that accepts the connection and never answers: the timeout ends the sync.
+#[tokio::test]
+async fn a_silent_ldap_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            kept.push(s);
+        }
+    });
+    let started = std::time::Instant::now();
+    let e = sync::fetch_ldap(
+        &format!("ldap://{addr}"),
+        None,
+        None,
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{e}");
+    assert!(matches!(e, SyncError::Ldap { .. }), "{e}");
+    held.abort();
 }

@@ -7,8 +7,8 @@
 # (lookup by domain and by certificate file); a domain added in LDAP is seen after a resync;
 # an entry whose providerCertificateHash does not match its certificate is refused and the
 # last good copy stays; so does a source that is down, and an empty directory (unless
-# --force). Then, when INDEX_LDAP_TEST names the test binary of tests/index_ldap.rs, runs it
-# with PEC_E2E_LDAP set (without it those tests print SKIPPED).
+# --force). Then runs the test binary of tests/index_ldap.rs (INDEX_LDAP_TEST, or the newest
+# built under CARGO_TARGET_DIR) with PEC_E2E_LDAP set; without it those tests print SKIPPED.
 #
 # Usage: tests/e2e/index.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -126,6 +126,13 @@ expect 0 "forced sync" p index sync --force
 expect 1 "lookup after forced empty sync" p index lookup cert.example.net
 slapd_stop "$work/ldap-empty"
 
+# The test binary of tests/index_ldap.rs: INDEX_LDAP_TEST, else the newest one built
+# (cargo test --test index_ldap --no-run), else none.
+if [ -z "${INDEX_LDAP_TEST:-}" ]; then
+  INDEX_LDAP_TEST=$(find "${CARGO_TARGET_DIR:-$root/target}/debug/deps" -maxdepth 1 -type f \
+    -name 'index_ldap-*' -perm -u+x -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)
+  [ -n "$INDEX_LDAP_TEST" ] || e2e_log "7. Rust tests against slapd: SKIPPED (build them: cargo test --test index_ldap --no-run)"
+fi
 if [ -n "${INDEX_LDAP_TEST:-}" ]; then
   e2e_log "7. Rust tests against slapd ($INDEX_LDAP_TEST)"
   slapd_start "$work/ldap-rust" "$port"
