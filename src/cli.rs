@@ -48,6 +48,23 @@ pub enum IndexCommand {
     /// Look up a domain (→ certified or not, and its provider) or a certificate file, PEM
     /// or DER (→ its provider, by SHA-1 then byte comparison). Exit status 0 found, 1 not.
     Lookup(IndexLookupArgs),
+    /// Write our own provider record (provider.name, the signing certificate and any
+    /// --cert, provider.mail_receipt, provider.domains) as a signed LDIF `.p7m`, signed
+    /// with our key, for publication at our LDIFLocationURL.
+    Publish(IndexPublishArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexPublishArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output file (DER).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: std::path::PathBuf,
+    /// Further certificate (PEM) to publish besides the signing one, e.g. the renewed one
+    /// during the overlap. Repeatable.
+    #[arg(long = "cert", value_name = "PEM")]
+    pub certs: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +155,7 @@ pub fn main() -> i32 {
         Command::Index(IndexCommand::Sync(args)) => index_sync(&args),
         Command::Index(IndexCommand::Show(args)) => index_show(&args),
         Command::Index(IndexCommand::Lookup(args)) => index_lookup(&args),
+        Command::Index(IndexCommand::Publish(args)) => index_publish(&args),
     }
 }
 
@@ -449,4 +467,78 @@ fn serve(args: &ConfigArgs) -> i32 {
             1
         }
     }
+}
+
+fn index_publish(args: &IndexPublishArgs) -> i32 {
+    use crate::message::time::{Clock, SystemClock};
+    let config = match crate::config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let signer = match crate::serve::open_signer(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec index publish: {e}");
+            return 2;
+        }
+    };
+    let mut certificates = vec![signer.certificate_der().to_vec()];
+    for path in &args.certs {
+        let der = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                openssl::x509::X509::from_pem(&b)
+                    .and_then(|c| c.to_der())
+                    .map_err(|e| e.to_string())
+            });
+        match der {
+            Ok(d) if certificates.contains(&d) => {}
+            Ok(d) => certificates.push(d),
+            Err(e) => {
+                eprintln!("pec index publish: --cert {}: {e}", path.display());
+                return 2;
+            }
+        }
+    }
+    let record = crate::index::ProviderRecord {
+        info: crate::index::ProviderInfo {
+            name: config.provider.name.clone(),
+            mail_receipt: config.provider.mail_receipt.clone(),
+            managed_domains: config
+                .provider
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        },
+        certificates,
+    };
+    let der = match crate::index::sync::publish(&record, &*signer, SystemClock.now()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pec index publish: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::write(&args.out, &der) {
+        eprintln!("pec index publish: {}: {e}", args.out.display());
+        return 2;
+    }
+    println!(
+        "wrote {} ({} bytes): {} with {} certificate(s): {}",
+        args.out.display(),
+        der.len(),
+        record.info.name,
+        record.certificates.len(),
+        record
+            .certificates
+            .iter()
+            .map(|c| crate::index::sha1_hex_upper(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    0
 }

@@ -217,3 +217,46 @@ async fn a_silent_ldap_server_times_out() {
     assert!(matches!(e, SyncError::Ldap { .. }), "{e}");
     held.abort();
 }
+
+/// Our record, published as a signed LDIF with our signer, reads back through the same
+/// verification the sync uses, with the hash of our certificate.
+#[test]
+fn our_published_record_verifies_and_parses_back() {
+    use pec::crypto::{DigestAlg, PemSigner, Signer};
+    let p = &env().pki;
+    let signer = PemSigner::from_files(&p.it_key, &p.it_cert, None, DigestAlg::Sha256).unwrap();
+    let record = record("PEC Example IT S.p.A.", "pec.example.it", &p.it_cert);
+    let der = sync::publish(&record, &signer, now()).unwrap();
+    let it_pem = std::fs::read(&p.it_cert).unwrap();
+    let ldif = sync::open_signed_ldif(&der, &it_pem).unwrap();
+    assert!(ldif.contains(&format!(
+        "providerCertificateHash: {}",
+        pec::index::sha1_hex_upper(signer.certificate_der())
+    )));
+    let checked = sync::check(ldif, "published", None, false, now()).unwrap();
+    assert_eq!(checked.stored.providers, 1);
+    assert!(checked
+        .index
+        .trust()
+        .find(signer.certificate_der())
+        .is_some());
+    // openssl cms agrees it is an attached SignedData.
+    let mut cms = CmsContentInfo::from_der(&der).unwrap();
+    let mut out = Vec::new();
+    let certs = X509::stack_from_pem(&it_pem).unwrap();
+    let mut stack = openssl::stack::Stack::new().unwrap();
+    for c in certs {
+        stack.push(c).unwrap();
+    }
+    cms.verify(
+        Some(&stack),
+        None,
+        None,
+        Some(&mut out),
+        CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+    )
+    .unwrap();
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .contains("managedDomains: pec.example.it"));
+}

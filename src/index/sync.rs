@@ -291,3 +291,16 @@ pub fn load_current(
     })?;
     Ok((index, fallback_ldif.display().to_string()))
 }
+
+/// Our own provider record as a signed LDIF (`.p7m`: CMS SignedData, DER, the LDIF
+/// encapsulated), to publish at our `LDIFLocationURL` (spec §7.2). `record` lists every
+/// certificate to publish (during a renewal, the old and the new one); one
+/// `providerCertificateHash` is written per certificate.
+pub fn publish(
+    record: &super::ProviderRecord,
+    signer: &dyn crate::crypto::Signer,
+    at: Instant,
+) -> Result<Vec<u8>, crate::crypto::SignError> {
+    let ldif = super::ldif::write_ldif(std::slice::from_ref(record));
+    crate::crypto::sign_attached(signer, ldif.as_bytes(), at)
+}

@@ -126,6 +126,18 @@ expect 0 "forced sync" p index sync --force
 expect 1 "lookup after forced empty sync" p index lookup cert.example.net
 slapd_stop "$work/ldap-empty"
 
+e2e_log "8. publish our record as a signed LDIF, sync another store from it"
+expect 0 "publish" p index publish -o "$work/our.ldif.p7m"
+openssl cms -verify -inform DER -in "$work/our.ldif.p7m" -CAfile "$work/pki/ca.pem" -purpose any \
+  -out "$work/our.ldif" 2>/dev/null || e2e_fail "openssl cms -verify refused our .p7m"
+grep -q "^managedDomains: pec.example.it" "$work/our.ldif" || e2e_fail "our .p7m lacks our domain"
+sed -e "s|^ldap_url = .*|signed_ldif = \"$work/our.ldif.p7m\"\nsigner_cert = \"$work/pki/it.pem\"|" \
+    -e "s|pec.sqlite|signed.sqlite|" "$work/pec.toml" > "$work/signed.toml"
+expect 0 "sync from the signed LDIF" "$pec" index sync -c "$work/signed.toml"
+grep -q "stored 1 providers from $work/our.ldif.p7m" <<<"$out" || { echo "$out" >&2; e2e_fail "signed sync"; }
+sed -e "s|signer_cert = .*|signer_cert = \"$work/pki/net.pem\"|" "$work/signed.toml" > "$work/wrong.toml"
+expect 1 "sync from the signed LDIF with the wrong signer" "$pec" index sync -c "$work/wrong.toml"
+
 # The test binary of tests/index_ldap.rs: INDEX_LDAP_TEST, else the newest one built
 # (cargo test --test index_ldap --no-run), else none.
 if [ -z "${INDEX_LDAP_TEST:-}" ]; then
