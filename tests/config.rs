@@ -615,3 +615,51 @@ fn the_timers_section_has_defaults_and_is_checked_with_line_numbers() {
         r#"/etc/pec/pec.toml: line 27: key "timers.period": unknown key"#
     );
 }
+
+#[test]
+fn the_index_source_is_ldap_or_a_signed_ldif_checked_with_line_numbers() {
+    use pec::index::sync::Source;
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.index_source, None);
+    assert_eq!(s.index_refresh, Duration::from_secs(86_400));
+    let ix = |extra: &str| with("index.ldif\"", &format!("index.ldif\"\n{extra}"));
+    let s = config::parse(
+        &ix("ldap_url = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=a,o=postacert\"\nbind_password = \"pw\"\nrefresh = \"12h\""),
+        FILE,
+    )
+    .unwrap()
+    .settings()
+    .unwrap();
+    assert_eq!(
+        s.index_source,
+        Some(Source::Ldap {
+            url: "ldap://127.0.0.1:389".into(),
+            bind_dn: Some("cn=a,o=postacert".into()),
+            password: Some("pw".into()),
+            timeout: Duration::from_secs(30),
+        })
+    );
+    assert_eq!(s.index_refresh, Duration::from_secs(12 * 3600));
+    assert_eq!(
+        error(&ix("ldap_url = \"http://x\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.ldap_url": "http://x" is not an ldap:// or ldaps:// URL"#
+    );
+    assert_eq!(
+        error(&ix("signed_ldif = \"/i.p7m\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.signed_ldif": needs index.signer_cert, the certificate allowed to sign it"#
+    );
+    assert_eq!(
+        error(&ix(
+            "ldap_url = \"ldap://x\"\nsigned_ldif = \"/i.p7m\"\nsigner_cert = \"/c.pem\""
+        )),
+        r#"/etc/pec/pec.toml: line 20: key "index.signed_ldif": set ldap_url or signed_ldif, not both"#
+    );
+    assert_eq!(
+        error(&ix("bind_password = \"pw\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.bind_password": set without index.bind_dn"#
+    );
+    assert_eq!(
+        error(&ix("ldap = \"ldap://x\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.ldap": unknown key"#
+    );
+}
