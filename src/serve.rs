@@ -21,7 +21,7 @@ use crate::message::time::{Clock, SystemClock};
 use crate::reception::AfterQueue;
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::{SqliteStore, Store};
+use crate::store::SqliteStore;
 use crate::timers::Timers;
 
 #[derive(Debug, Error)]
@@ -276,28 +276,11 @@ async fn refresh_index(
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        let ldif = match source.fetch().await {
-            Ok(l) => l,
-            Err(e) => {
-                warn!("provider index: sync failed, keeping the current copy: {e}");
-                continue;
+        match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
+            Ok(stored) => {
+                info!(providers = stored.providers, source = %stored.source, "provider index synchronised")
             }
-        };
-        let (st, name) = (store.clone(), source.name());
-        let result = tokio::task::spawn_blocking(move || {
-            let current = st.stored_index()?.map(|s| s.providers);
-            let checked = sync::check(ldif, &name, current, force, SystemClock.now())?;
-            st.replace_index(&checked.stored)?;
-            Ok::<_, sync::SyncError>(checked)
-        })
-        .await;
-        match result {
-            Ok(Ok(checked)) => {
-                info!(providers = checked.stored.providers, source = %checked.stored.source, "provider index synchronised");
-                index.replace(checked.index);
-            }
-            Ok(Err(e)) => warn!("provider index: {e}"),
-            Err(e) => error!("provider index: sync task: {e}"),
+            Err(e) => warn!("provider index: sync failed, keeping the current copy: {e}"),
         }
     }
 }

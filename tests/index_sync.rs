@@ -260,3 +260,40 @@ fn our_published_record_verifies_and_parses_back() {
         .unwrap()
         .contains("managedDomains: pec.example.it"));
 }
+
+/// The refresh of a running service swaps the handle on success and leaves both the
+/// stored copy and the handle alone on a bad or missing source.
+#[tokio::test]
+async fn a_refresh_swaps_the_handle_only_for_a_good_copy() {
+    let p = &env().pki;
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn Store> =
+        std::sync::Arc::new(SqliteStore::open(&dir.path().join("pec.db")).unwrap());
+    let handle = IndexHandle::default();
+    let file = dir.path().join("index.ldif.p7m");
+    let source = Source::SignedLdif {
+        path: file.clone(),
+        signer_cert: p.it_cert.clone(),
+    };
+    std::fs::write(&file, sign(&two_providers(), &p.it_key, &p.it_cert)).unwrap();
+    let stored = sync::refresh(store.clone(), &handle, &source, false, now())
+        .await
+        .unwrap();
+    assert_eq!(stored.providers, 2);
+    assert_eq!(
+        handle.recipient_type("a@pec.example.net"),
+        RecipientType::Certificato
+    );
+    // Signed by someone else: refused, nothing changes.
+    std::fs::write(
+        &file,
+        sign(&two_providers(), &p.outsider_key, &p.outsider_cert),
+    )
+    .unwrap();
+    let e = sync::refresh(store.clone(), &handle, &source, false, now())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SyncError::Signed { .. }), "{e}");
+    assert_eq!(handle.current().providers().len(), 2);
+    assert_eq!(store.stored_index().unwrap().unwrap().providers, 2);
+}

@@ -268,6 +268,30 @@ pub async fn sync(
     Ok(checked)
 }
 
+/// One refresh of a running service: fetch, check against the stored copy, store, and
+/// swap the new copy into `handle`. On any error the stored copy and `handle` are left as
+/// they were.
+pub async fn refresh(
+    store: std::sync::Arc<dyn Store>,
+    handle: &super::IndexHandle,
+    source: &Source,
+    force: bool,
+    now: Instant,
+) -> Result<StoredIndex, SyncError> {
+    let ldif = source.fetch().await?;
+    let name = source.name();
+    let checked = tokio::task::spawn_blocking(move || {
+        let current = store.stored_index()?.map(|s| s.providers);
+        let checked = check(ldif, &name, current, force, now)?;
+        store.replace_index(&checked.stored)?;
+        Ok::<_, SyncError>(checked)
+    })
+    .await
+    .map_err(|e| SyncError::Store(StoreError::Database(format!("sync task: {e}"))))??;
+    handle.replace(checked.index);
+    Ok(checked.stored)
+}
+
 /// The copy the roles use: the stored one, else the configured LDIF file.
 pub fn load_current(
     store: &dyn Store,
