@@ -101,4 +101,6 @@ n=$(sqlite3 "$work/pec.sqlite" "SELECT count(*) FROM events WHERE kind IN ('Manc
 if [ "$n" != skip ]; then
   [ "$n" -eq 2 ] || e2e_fail "legal log has $n timer notices, expected 2"
 fi
+# pec serve runs the timers itself too (with the real clock: nothing was due for it).
+grep -q "timers running" "$work/pec.log" || e2e_fail "pec serve did not start its timers"
 echo "timers: PASS"
