@@ -21,7 +21,7 @@ use crate::message::time::{Clock, SystemClock};
 use crate::reception::AfterQueue;
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
 use crate::timers::Timers;
 
 #[derive(Debug, Error)]
@@ -270,17 +270,56 @@ async fn refresh_index(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A copy stored by someone else (`pec index sync`, another `pec serve` on the same
+    // store) is picked up within a minute.
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(60));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen: Option<(i64, String)> = None;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let sync_now = tokio::select! {
             _ = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
-        match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
-            Ok(stored) => {
-                info!(providers = stored.providers, source = %stored.source, "provider index synchronised")
+            _ = tick.tick() => true,
+            _ = look.tick() => false,
+        };
+        if sync_now {
+            match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
+                Ok(stored) => {
+                    info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
+                    seen = Some((stored.fetched_at.unix(), stored.source));
+                }
+                Err(e) => warn!("provider index: sync failed, keeping the current copy: {e}"),
             }
-            Err(e) => warn!("provider index: sync failed, keeping the current copy: {e}"),
+            continue;
+        }
+        let st = store.clone();
+        let stored = match tokio::task::spawn_blocking(move || st.stored_index()).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                warn!("provider index: cannot read the stored copy: {e}");
+                continue;
+            }
+            Err(e) => {
+                error!("provider index: {e}");
+                continue;
+            }
+        };
+        let key = (stored.fetched_at.unix(), stored.source.clone());
+        if seen.as_ref() == Some(&key) {
+            continue;
+        }
+        match crate::index::ProviderIndex::parse(&stored.ldif) {
+            Ok(i) => {
+                if seen.is_some() {
+                    info!(providers = stored.providers, source = %stored.source, "provider index: newer stored copy loaded");
+                }
+                index.replace(i);
+                seen = Some(key);
+            }
+            Err(e) => error!(
+                "provider index: the stored copy does not parse, keeping the current one: {e}"
+            ),
         }
     }
 }
