@@ -25,10 +25,13 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked
 
-echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2)"
+echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2, slapd)"
 target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 bash tests/e2e/smoke.sh
 bash tests/e2e/access_point.sh
+bash tests/e2e/timers.sh
+# slapd; also runs the index_ldap test binary that cargo test built
+bash tests/e2e/index.sh
 echo "== benches compile"
 cargo bench --locked --no-run
