@@ -1078,6 +1078,35 @@ mod tests {
         }
     }
 
+    /// A version-1 database (before the timers) with a tracking row is brought to the
+    /// current version and its row works with the timer methods.
+    #[test]
+    fn a_version_1_database_is_upgraded_with_its_tracking_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pec.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                              applied_at INTEGER NOT NULL) STRICT;
+                 INSERT INTO schema_version VALUES (1, 0);
+                 INSERT INTO tracking VALUES ('id1@x', 'bob@pec.example.net', 1000, 'sent');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert!(store
+            .mark_tracking("id1@x", "Bob@PEC.example.net", TrackingState::TakenInCharge)
+            .unwrap());
+        assert_eq!(
+            store.tracking_for("id1@x").unwrap()[0].state,
+            TrackingState::TakenInCharge
+        );
+        assert_eq!(store.stored_index().unwrap(), None);
+    }
+
     #[test]
     fn reopening_does_not_rerun_migrations() {
         let dir = tempfile::tempdir().unwrap();
