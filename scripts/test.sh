@@ -27,10 +27,11 @@ cargo bench --locked --no-run
 echo "== cargo test"
 cargo test --locked
 
-echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2)"
+echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2, slapd)"
 target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
-e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh)
+e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
+  tests/e2e/timers.sh tests/e2e/index.sh)
 passed=0 failed=0
 for t in "${e2e[@]}"; do
   if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi

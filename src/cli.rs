@@ -33,6 +33,80 @@ pub enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+    /// The 12 h / 24 h delivery timers (`pec serve` runs them every `timers.interval`).
+    #[command(subcommand)]
+    Timers(TimersCommand),
+    /// The local copy of the provider index (`pec serve` refreshes it every
+    /// `index.refresh`).
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Fetch the index from `index.ldap_url` or `index.signed_ldif`, check it and store it.
+    ///
+    /// Exit status: 0 stored, 1 fetch failed or the copy was refused (the current copy
+    /// stays), 2 configuration or store error.
+    Sync(IndexSyncArgs),
+    /// Print the providers of the copy in use (stored copy, else `index.ldif`).
+    Show(ConfigArgs),
+    /// Look up a domain (→ certified or not, and its provider) or a certificate file, PEM
+    /// or DER (→ its provider, by SHA-1 then byte comparison). Exit status 0 found, 1 not.
+    Lookup(IndexLookupArgs),
+    /// Write our own provider record (provider.name, the signing certificate and any
+    /// --cert, provider.mail_receipt, provider.domains) as a signed LDIF `.p7m`, signed
+    /// with our key, for publication at our LDIFLocationURL.
+    Publish(IndexPublishArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexPublishArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output file (DER).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: std::path::PathBuf,
+    /// Further certificate (PEM) to publish besides the signing one, e.g. the renewed one
+    /// during the overlap. Repeatable.
+    #[arg(long = "cert", value_name = "PEM")]
+    pub certs: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexSyncArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Accept an empty or shrunken index (as `index.force`).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexLookupArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// A domain, or the path of a certificate file.
+    pub what: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TimersCommand {
+    /// Run one pass: send every due 12 h / 24 h notice, print one line per notice.
+    ///
+    /// Exit status: 0 every due notice was sent (or none was due), 1 some could not be sent
+    /// (they are retried by the next pass), 2 configuration, store or signer error.
+    Run(TimersRunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TimersRunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run the pass as if it were this instant (RFC 3339, e.g. `2026-01-02T10:00:00Z`)
+    /// instead of now: for tests, and to catch up by hand.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +164,11 @@ pub fn main() -> i32 {
                 2
             }
         },
+        Command::Timers(TimersCommand::Run(args)) => timers_run(&args),
+        Command::Index(IndexCommand::Sync(args)) => index_sync(&args),
+        Command::Index(IndexCommand::Show(args)) => index_show(&args),
+        Command::Index(IndexCommand::Lookup(args)) => index_lookup(&args),
+        Command::Index(IndexCommand::Publish(args)) => index_publish(&args),
     }
 }
 
@@ -138,6 +217,255 @@ fn strip_heading(roff: &[u8]) -> Vec<u8> {
         .map(|l| format!("{l}\n"))
         .collect::<String>()
         .into_bytes()
+}
+
+/// Configuration and store for the `index` commands; prints the error itself.
+fn index_setup(
+    args: &ConfigArgs,
+) -> Result<(crate::config::Config, crate::store::SqliteStore), i32> {
+    let config = crate::config::load(&args.config).map_err(|e| {
+        eprintln!("{e}");
+        2
+    })?;
+    let store = crate::store::SqliteStore::open(&config.store.path).map_err(|e| {
+        eprintln!("pec index: {e}");
+        2
+    })?;
+    Ok((config, store))
+}
+
+fn index_sync(args: &IndexSyncArgs) -> i32 {
+    use crate::message::time::{Clock, SystemClock};
+    let (config, store) = match index_setup(&args.config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let source = match config.settings() {
+        Ok(s) => s.index_source,
+        Err(e) => {
+            eprintln!("pec index sync: {e}");
+            return 2;
+        }
+    };
+    let Some(source) = source else {
+        eprintln!("pec index sync: no source: set index.ldap_url or index.signed_ldif");
+        return 2;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec index sync: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    eprintln!("pec index sync: fetching from {} …", source.name());
+    let started = std::time::Instant::now();
+    let force = args.force || config.index.force;
+    match runtime.block_on(crate::index::sync::sync(
+        &store,
+        &source,
+        force,
+        SystemClock.now(),
+    )) {
+        Ok(c) => {
+            println!(
+                "stored {} providers from {} ({} bytes of LDIF, {:.1} s)",
+                c.stored.providers,
+                c.stored.source,
+                c.stored.ldif.len(),
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(crate::index::sync::SyncError::Store(e)) => {
+            eprintln!("pec index sync: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("pec index sync: {e}");
+            1
+        }
+    }
+}
+
+fn index_show(args: &ConfigArgs) -> i32 {
+    let (config, store) = match index_setup(args) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let (index, from) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("pec index show: {e}");
+            return 2;
+        }
+    };
+    println!("{} providers, from {from}", index.providers().len());
+    for p in index.providers() {
+        let certs: Vec<String> = index
+            .trust()
+            .certificates()
+            .filter(|c| c.provider.as_ref() == Some(p))
+            .map(|c| crate::index::sha1_hex_upper(&c.der))
+            .collect();
+        println!("{}", p.name);
+        println!("  mailReceipt: {}", p.mail_receipt);
+        println!("  managedDomains: {}", p.managed_domains.join(", "));
+        for c in certs {
+            println!("  certificate SHA-1: {c}");
+        }
+    }
+    0
+}
+
+fn index_lookup(args: &IndexLookupArgs) -> i32 {
+    let (config, store) = match index_setup(&args.config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let (index, _) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("pec index lookup: {e}");
+            return 2;
+        }
+    };
+    let show = |p: &crate::index::ProviderInfo| {
+        println!("provider: {}", p.name);
+        println!("mailReceipt: {}", p.mail_receipt);
+        println!("managedDomains: {}", p.managed_domains.join(", "));
+    };
+    let path = std::path::Path::new(&args.what);
+    if path.is_file() {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("pec index lookup: {}: {e}", path.display());
+                return 2;
+            }
+        };
+        let der = match openssl::x509::X509::from_pem(&bytes)
+            .or_else(|_| openssl::x509::X509::from_der(&bytes))
+            .and_then(|c| c.to_der())
+        {
+            Ok(d) => d,
+            Err(_) => {
+                eprintln!(
+                    "pec index lookup: {}: not a PEM or DER certificate",
+                    path.display()
+                );
+                return 2;
+            }
+        };
+        println!("certificate SHA-1: {}", crate::index::sha1_hex_upper(&der));
+        return match index.trust().find(&der) {
+            Some(t) => {
+                match &t.provider {
+                    Some(p) => show(p),
+                    None => println!("provider: (unknown)"),
+                }
+                0
+            }
+            None => {
+                println!("not in the index");
+                1
+            }
+        };
+    }
+    let domain = args
+        .what
+        .rsplit_once('@')
+        .map_or(args.what.as_str(), |(_, d)| d);
+    match index.provider_for_domain(domain) {
+        Some(p) => {
+            println!("{domain}: certificato");
+            show(p);
+            0
+        }
+        None => {
+            println!("{domain}: esterno (not a PEC domain of the index)");
+            1
+        }
+    }
+}
+
+fn timers_run(args: &TimersRunArgs) -> i32 {
+    use crate::message::kind::Timeout;
+    use crate::message::time::{Clock, FixedClock, Instant, SystemClock};
+
+    let now = match &args.now {
+        None => SystemClock.now(),
+        Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Instant::from_utc(t.with_timezone(&chrono::Utc)),
+            Err(e) => {
+                eprintln!("pec timers run: --now \"{s}\": not an RFC 3339 instant: {e}");
+                return 2;
+            }
+        },
+    };
+    let config = match crate::config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let timers = match crate::serve::open_timers(&config, std::sync::Arc::new(FixedClock::new(now)))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pec timers run: {e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec timers run: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    let report = match runtime.block_on(timers.run_once(now)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pec timers run: {e}");
+            return 2;
+        }
+    };
+    let hours = |w: Timeout| if w == Timeout::Hours12 { "12h" } else { "24h" };
+    for s in &report.sent {
+        println!(
+            "sent {} notice {} to the sender of {} for {}",
+            hours(s.which),
+            s.notice_id,
+            s.pec_id,
+            s.recipient
+        );
+    }
+    for f in &report.failed {
+        println!(
+            "FAILED {} notice for {} of {}: {}",
+            hours(f.which),
+            f.recipient,
+            f.pec_id,
+            f.reason
+        );
+    }
+    println!(
+        "timers at {}: {} sent (12h: {}, 24h: {}), {} failed",
+        now.utc().to_rfc3339(),
+        report.sent.len(),
+        report.count(Timeout::Hours12),
+        report.count(Timeout::Hours24),
+        report.failed.len()
+    );
+    i32::from(!report.failed.is_empty())
 }
 
 fn check_config(args: &ConfigArgs) -> i32 {
@@ -199,4 +527,78 @@ fn serve(args: &ConfigArgs) -> i32 {
             1
         }
     }
+}
+
+fn index_publish(args: &IndexPublishArgs) -> i32 {
+    use crate::message::time::{Clock, SystemClock};
+    let config = match crate::config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let signer = match crate::serve::open_signer(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec index publish: {e}");
+            return 2;
+        }
+    };
+    let mut certificates = vec![signer.certificate_der().to_vec()];
+    for path in &args.certs {
+        let der = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                openssl::x509::X509::from_pem(&b)
+                    .and_then(|c| c.to_der())
+                    .map_err(|e| e.to_string())
+            });
+        match der {
+            Ok(d) if certificates.contains(&d) => {}
+            Ok(d) => certificates.push(d),
+            Err(e) => {
+                eprintln!("pec index publish: --cert {}: {e}", path.display());
+                return 2;
+            }
+        }
+    }
+    let record = crate::index::ProviderRecord {
+        info: crate::index::ProviderInfo {
+            name: config.provider.name.clone(),
+            mail_receipt: config.provider.mail_receipt.clone(),
+            managed_domains: config
+                .provider
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        },
+        certificates,
+    };
+    let der = match crate::index::sync::publish(&record, &*signer, SystemClock.now()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pec index publish: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::write(&args.out, &der) {
+        eprintln!("pec index publish: {}: {e}", args.out.display());
+        return 2;
+    }
+    println!(
+        "wrote {} ({} bytes): {} with {} certificate(s): {}",
+        args.out.display(),
+        der.len(),
+        record.info.name,
+        record.certificates.len(),
+        record
+            .certificates
+            .iter()
+            .map(|c| crate::index::sha1_hex_upper(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    0
 }

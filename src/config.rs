@@ -47,6 +47,8 @@ pub struct Config {
     pub reception: ReceptionConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub timers: TimersConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -117,12 +119,40 @@ pub struct StoreConfig {
     pub path: PathBuf,
 }
 
-/// The provider index (spec §7). For now a local LDIF file in the shape of the national
-/// index; the LDAP sync comes with the index work.
+/// The provider index (spec §7): a local LDIF file in the shape of the national index,
+/// used until a copy synchronised from `ldap_url` or `signed_ldif` is in the store.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IndexConfig {
     pub ldif: PathBuf,
+    /// LDAP server of the index, `ldap://HOST:PORT` or `ldaps://…` (base `o=postacert`).
+    #[serde(default)]
+    pub ldap_url: Option<String>,
+    /// Bind DN; anonymous when absent.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// Bind password (with `bind_dn`).
+    #[serde(default)]
+    pub bind_password: Option<String>,
+    /// Signed LDIF file (`.p7m`, CMS SignedData DER) instead of LDAP.
+    #[serde(default)]
+    pub signed_ldif: Option<PathBuf>,
+    /// PEM certificate(s) allowed to sign `signed_ldif`.
+    #[serde(default)]
+    pub signer_cert: Option<PathBuf>,
+    /// Refresh period inside `pec serve` (default `1d`).
+    #[serde(default = "default_index_refresh")]
+    pub refresh: String,
+    /// LDAP connection and search timeout (default `30s`).
+    #[serde(default = "default_av_timeout")]
+    pub timeout: String,
+    /// Accept an empty or shrunken index (normally refused).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_index_refresh() -> String {
+    "1d".into()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -232,6 +262,28 @@ impl Default for DeliveryConfig {
             dovecot: "127.0.0.1:24".into(),
             reinject: "127.0.0.1:10027".into(),
             arrival_notices: false,
+        }
+    }
+}
+
+/// The 12 h / 24 h timers of the sending provider (spec §5.4), run inside `pec serve`.
+/// Notices are injected through `access.reinject`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    /// Run the timers in `pec serve` (at most one pass at a time per process; several
+    /// processes on one store never send a notice twice).
+    pub enabled: bool,
+    /// Time between passes, e.g. `1m`; at most `10m`, so that the 24 h notice (due from
+    /// 23 h 50 min) goes out by 24 h.
+    pub interval: String,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            enabled: true,
+            interval: "1m".into(),
         }
     }
 }
@@ -443,6 +495,12 @@ pub struct Settings {
     /// `reception.default_policy` (with `reception.default_forward_to`).
     pub default_policy: MailboxPolicy,
     pub delivery: DeliverySettings,
+    /// `timers.interval`.
+    pub timers_interval: Duration,
+    /// Where the index is synchronised from, if anywhere.
+    pub index_source: Option<crate::index::sync::Source>,
+    /// `index.refresh`.
+    pub index_refresh: Duration,
 }
 
 /// Typed `[delivery]` values.
@@ -881,8 +939,72 @@ impl Config {
             reinject: endpoint("delivery.reinject", &d.reinject, false)?,
         };
 
+        let timers_interval = duration("timers.interval", &self.timers.interval)?;
+        if timers_interval > Duration::from_secs(600) {
+            return Err(invalid(
+                "timers.interval",
+                format!(
+                    "\"{}\" is longer than 10m: the 24 h notice, due from 23 h 50 min, would \
+                     miss its 24 h deadline",
+                    self.timers.interval
+                ),
+            ));
+        }
+
+        let ix = &self.index;
+        let index_refresh = duration("index.refresh", &ix.refresh)?;
+        let index_timeout = duration("index.timeout", &ix.timeout)?;
+        if ix.bind_dn.is_none() && ix.bind_password.is_some() {
+            return Err(invalid("index.bind_password", "set without index.bind_dn"));
+        }
+        if ix.signed_ldif.is_none() && ix.signer_cert.is_some() {
+            return Err(invalid(
+                "index.signer_cert",
+                "set without index.signed_ldif",
+            ));
+        }
+        let index_source = match (&ix.ldap_url, &ix.signed_ldif) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "index.signed_ldif",
+                    "set ldap_url or signed_ldif, not both",
+                ))
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+                    return Err(invalid(
+                        "index.ldap_url",
+                        format!("\"{url}\" is not an ldap:// or ldaps:// URL"),
+                    ));
+                }
+                Some(crate::index::sync::Source::Ldap {
+                    url: url.clone(),
+                    bind_dn: ix.bind_dn.clone(),
+                    password: ix.bind_password.clone(),
+                    timeout: index_timeout,
+                })
+            }
+            (None, Some(path)) => {
+                path_not_empty("index.signed_ldif", path)?;
+                let Some(cert) = &ix.signer_cert else {
+                    return Err(invalid(
+                        "index.signed_ldif",
+                        "needs index.signer_cert, the certificate allowed to sign it",
+                    ));
+                };
+                Some(crate::index::sync::Source::SignedLdif {
+                    path: path.clone(),
+                    signer_cert: cert.clone(),
+                })
+            }
+            (None, None) => None,
+        };
+
         Ok(Settings {
             default_policy,
+            index_source,
+            index_refresh,
+            timers_interval,
             digest,
             pin,
             clamd,

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::antivirus::{Antivirus, AvError, ScanVerdict};
-use crate::message::kind::{MessageKind, RecipientType};
+use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, ArrivalNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError,
-    Tracking, TrackingState,
+    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store,
+    StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::BoxFuture;
 
@@ -40,6 +40,20 @@ struct Mem {
     notices: HashMap<(String, String), String>,
     /// Lower-case mailbox → arrival notice.
     arrivals: HashMap<String, ArrivalNotice>,
+    /// Timer notices per (pec_id, recipient, which): claim instant and notice id.
+    timeout_notices: HashMap<NoticeKey, (Option<Instant>, Option<String>)>,
+    index: Option<StoredIndex>,
+}
+
+/// (pec_id, recipient, is the 24 h notice).
+type NoticeKey = (String, String, bool);
+
+fn notice_key(pec_id: &str, recipient: &str, which: Timeout) -> NoticeKey {
+    (
+        pec_id.to_string(),
+        recipient.to_string(),
+        which == Timeout::Hours24,
+    )
 }
 
 impl MemStore {
@@ -363,6 +377,114 @@ impl Store for MemStore {
             .arrivals
             .get(&mailbox.to_ascii_lowercase())
             .cloned())
+    }
+    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let mut rows: Vec<Tracking> = m
+            .tracking
+            .iter()
+            .filter(|t| {
+                let open = match claim.which {
+                    Timeout::Hours12 => t.state == TrackingState::Sent,
+                    Timeout::Hours24 => t.state.rank() < TrackingState::Delivered.rank(),
+                };
+                open && t.sent_at <= claim.sent_up_to
+                    && m.pending
+                        .get(&t.pec_id)
+                        .is_some_and(|(_, emitted)| *emitted)
+            })
+            .cloned()
+            .collect();
+        rows.sort_by_key(|t| t.sent_at);
+        let mut due = Vec::new();
+        for t in rows {
+            if due.len() >= claim.limit {
+                break;
+            }
+            let key = notice_key(&t.pec_id, &t.recipient, claim.which);
+            let (claimed, id) = m.timeout_notices.get(&key).cloned().unwrap_or((None, None));
+            if id.is_some() || claimed.is_some_and(|c| c >= claim.stale_before) {
+                continue;
+            }
+            m.timeout_notices.insert(key, (Some(claim.now), None));
+            let Some((a, _)) = m.pending.get(&t.pec_id) else {
+                continue;
+            };
+            due.push(DueNotice {
+                which: claim.which,
+                pec_id: t.pec_id.clone(),
+                recipient: t.recipient.clone(),
+                sent_at: t.sent_at,
+                claimed_at: claim.now,
+                cert: a.cert.clone(),
+                queue_id: a.queue_id.clone(),
+                provider: a.provider.clone(),
+            });
+        }
+        Ok(due)
+    }
+
+    fn timeout_sent(
+        &self,
+        due: &DueNotice,
+        notice_id: &str,
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let entry = m
+            .timeout_notices
+            .entry(notice_key(&due.pec_id, &due.recipient, due.which))
+            .or_insert((Some(due.claimed_at), None));
+        if entry.1.is_none() {
+            entry.1 = Some(notice_id.to_string());
+        }
+        if due.which == Timeout::Hours24 {
+            for t in m.tracking.iter_mut() {
+                if t.pec_id == due.pec_id
+                    && t.recipient == due.recipient
+                    && t.state.rank() < TrackingState::Delivered.rank()
+                {
+                    t.state = TrackingState::Failed;
+                }
+            }
+        }
+        m.events.push(LogEvent {
+            pec_id: due.pec_id.clone(),
+            at,
+            kind: EventKind::Issued(MessageKind::Timeout(due.which)),
+            sender: due.cert.mittente.clone(),
+            recipients: vec![(due.recipient.clone(), RecipientType::Certificato)],
+            subject: due.cert.oggetto.clone(),
+            related_ids: vec![notice_id.to_string()],
+            provider: due.provider.clone(),
+            queue_id: due.queue_id.clone(),
+            outcome: "ok".into(),
+            reason: None,
+        });
+        Ok(())
+    }
+
+    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let key = notice_key(&due.pec_id, &due.recipient, due.which);
+        if m.timeout_notices.get(&key) == Some(&(Some(due.claimed_at), None)) {
+            m.timeout_notices.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner).index.clone())
+    }
+
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
+        self.check()?;
+        lock(&self.inner).index = Some(index.clone());
+        Ok(())
     }
 }
 

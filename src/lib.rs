@@ -16,6 +16,7 @@ pub mod reception;
 pub mod serve;
 pub mod smtp;
 pub mod store;
+pub mod timers;
 
 /// A boxed, sendable future: the return type of the async methods of the traits that stand
 /// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.

@@ -1,6 +1,7 @@
 //! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter, the
-//! after-queue content filter and the delivery point's LMTP proxy — with the signer, store,
-//! provider index, antivirus and Postfix reinjection they share.
+//! after-queue content filter (reception point), the delivery point's LMTP proxy and the
+//! 12 h / 24 h timers — with the signer, store, provider index, antivirus and Postfix
+//! reinjection they share.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::access::{AccessPoint, Limits, Policy};
 use crate::antivirus::{Antivirus, Clamd};
@@ -16,14 +17,15 @@ use crate::config::{Config, Endpoint, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
 use crate::delivery::lmtp::{self, LmtpAddr, LmtpClient, LmtpServerOptions};
 use crate::delivery::DeliveryPoint;
-use crate::index::ProviderIndex;
+use crate::index::{sync, IndexHandle};
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
-use crate::message::time::SystemClock;
+use crate::message::time::{Clock, SystemClock};
 use crate::reception::{AfterQueue, Reception};
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::SqliteStore;
+use crate::store::{SqliteStore, Store};
+use crate::timers::Timers;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -117,11 +119,15 @@ pub async fn run(
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let store = Arc::new(store);
-    let index = Arc::new(
-        ProviderIndex::load_ldif(&config.index.ldif)
-            .map_err(|e| ServeError::Index(e.to_string()))?,
-    );
-    info!(providers = index.providers().len(), file = %config.index.ldif.display(), "provider index loaded");
+    let (index, from) = {
+        let (store, file) = (store.clone(), config.index.ldif.clone());
+        tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
+            .await
+            .map_err(|e| ServeError::Index(e.to_string()))?
+            .map_err(|e| ServeError::Index(e.to_string()))?
+    };
+    info!(providers = index.providers().len(), from = %from, "provider index loaded");
+    let index = Arc::new(IndexHandle::new(index));
     let clamd_addr = match &settings.clamd {
         Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
         Endpoint::Unix(p) => format!("unix:{}", p.display()),
@@ -169,9 +175,22 @@ pub async fn run(
         index: index.clone(),
         store: store.clone(),
         antivirus: antivirus.clone(),
-        injector: access_injector,
+        injector: access_injector.clone(),
         clock: Arc::new(SystemClock),
     });
+    let timers = config.timers.enabled.then(|| {
+        Arc::new(Timers::new(
+            store.clone(),
+            access_injector.clone(),
+            issuer.clone(),
+            signer.clone(),
+            ids.clone(),
+            Arc::new(SystemClock),
+        ))
+    });
+    // The reception and delivery points use the index as loaded at start; the access point
+    // follows refreshes through the handle.
+    let snapshot = index.current();
     let delivery_injector = Arc::new(SmtpInjector::new(
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
         helo.clone(),
@@ -185,15 +204,16 @@ pub async fn run(
             store.clone(),
             delivery_injector,
             Arc::new(LmtpClient::new(dovecot, helo.clone())),
-            Arc::new(index.trust().clone()),
+            Arc::new(snapshot.trust().clone()),
             issuer.clone(),
             signer.clone(),
             ids.clone(),
         )
         .with_arrival_notices(config.delivery.arrival_notices),
     );
+    let store_for_index = store.clone();
     let reception = Reception {
-        index,
+        index: snapshot.clone(),
         antivirus,
         domains: config.provider.domains.clone(),
         mail_receipt: config.provider.mail_receipt.clone(),
@@ -264,8 +284,25 @@ pub async fn run(
         filter_listener,
         after_queue,
         options,
-        stopped(stop_rx),
+        stopped(stop_rx.clone()),
     ));
+    let refresh = settings.index_source.clone().map(|source| {
+        let (store, index, every, force) = (
+            store_for_index.clone(),
+            index.clone(),
+            settings.index_refresh,
+            config.index.force,
+        );
+        let stop = stopped(stop_rx.clone());
+        info!(source = %source.name(), every = ?every, "provider index refresh running");
+        tokio::spawn(refresh_index(store, index, source, every, force, stop))
+    });
+    let timers = timers.map(|t| {
+        let interval = settings.timers_interval;
+        info!(interval = ?interval, "timers running");
+        let stop = stopped(stop_rx);
+        tokio::spawn(async move { t.run(interval, stop).await })
+    });
 
     shutdown.await;
     info!("shutting down");
@@ -275,5 +312,112 @@ pub async fn run(
     }
     let _ = filter.await;
     let _ = delivery.await;
+    if let Some(t) = timers {
+        let _ = t.await;
+    }
+    if let Some(r) = refresh {
+        let _ = r.await;
+    }
     Ok(())
+}
+
+/// Synchronises the index from `source` now and then every `every`, until `shutdown`;
+/// a failed or refused sync keeps the current copy.
+async fn refresh_index(
+    store: Arc<SqliteStore>,
+    index: Arc<IndexHandle>,
+    source: sync::Source,
+    every: std::time::Duration,
+    force: bool,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A copy stored by someone else (`pec index sync`, another `pec serve` on the same
+    // store) is picked up within a minute.
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(60));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen: Option<(i64, String)> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let sync_now = tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => true,
+            _ = look.tick() => false,
+        };
+        if sync_now {
+            match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
+                Ok(stored) => {
+                    info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
+                    seen = Some((stored.fetched_at.unix(), stored.source));
+                }
+                Err(e) => warn!("provider index: sync failed, keeping the current copy: {e}"),
+            }
+            continue;
+        }
+        let st = store.clone();
+        let stored = match tokio::task::spawn_blocking(move || st.stored_index()).await {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                warn!("provider index: cannot read the stored copy: {e}");
+                continue;
+            }
+            Err(e) => {
+                error!("provider index: {e}");
+                continue;
+            }
+        };
+        let key = (stored.fetched_at.unix(), stored.source.clone());
+        if seen.as_ref() == Some(&key) {
+            continue;
+        }
+        match crate::index::ProviderIndex::parse(&stored.ldif) {
+            Ok(i) => {
+                if seen.is_some() {
+                    info!(providers = stored.providers, source = %stored.source, "provider index: newer stored copy loaded");
+                }
+                index.replace(i);
+                seen = Some(key);
+            }
+            Err(e) => error!(
+                "provider index: the stored copy does not parse, keeping the current one: {e}"
+            ),
+        }
+    }
+}
+
+/// The pieces of [`Timers`] from the configuration, for `pec timers run`: opens the signer
+/// and the store, injects through `access.reinject`.
+pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, ServeError> {
+    let settings = config
+        .settings()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let signer = open_signer(config)?;
+    let store =
+        SqliteStore::open(&config.store.path).map_err(|e| ServeError::Store(e.to_string()))?;
+    let domain = config
+        .provider
+        .service_address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let ids = Arc::new(IdGenerator::new(domain.clone(), config.provider.node));
+    let issuer = Issuer {
+        provider_name: config.provider.name.clone(),
+        service_address: config.provider.service_address.clone(),
+        envelope_sender_header: config.provider.envelope_sender_header,
+    };
+    let injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.access.reinject, "access.reinject")?,
+        format!("pec.{domain}"),
+    ));
+    Ok(Timers::new(
+        Arc::new(store),
+        injector,
+        issuer,
+        signer,
+        ids,
+        clock,
+    ))
 }

@@ -101,7 +101,7 @@ async fn harness_with(
             Arc::new(signer)
         },
         ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
-        index: index.clone(),
+        index: Arc::new(pec::index::IndexHandle::new((*index).clone())),
         store: store.clone(),
         antivirus: Arc::new(av),
         injector: injector.clone(),

@@ -221,6 +221,37 @@ impl Store for MemStore {
     fn envelope_certification(&self, _pec_id: &str) -> Result<Option<Certification>, StoreError> {
         Ok(None)
     }
+    fn claim_timeouts(
+        &self,
+        _claim: &pec::store::TimeoutClaim,
+    ) -> Result<Vec<pec::store::DueNotice>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn timeout_sent(
+        &self,
+        _due: &pec::store::DueNotice,
+        _notice_id: &str,
+        _at: Instant,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn release_timeout(&self, _due: &pec::store::DueNotice) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn mark_tracking(
+        &self,
+        _pec_id: &str,
+        _recipient: &str,
+        _state: pec::store::TrackingState,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn stored_index(&self) -> Result<Option<pec::store::StoredIndex>, StoreError> {
+        Ok(None)
+    }
+    fn replace_index(&self, _index: &pec::store::StoredIndex) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

@@ -478,6 +478,7 @@ fn the_sample_configuration_parses_and_matches_etc() {
     // The defaults written in the sample are the real defaults.
     assert_eq!(c.access, pec::config::AccessConfig::default());
     assert_eq!(c.filter, pec::config::FilterConfig::default());
+    assert_eq!(c.timers, pec::config::TimersConfig::default());
     let on_disk =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
             .unwrap();
@@ -544,7 +545,20 @@ fn every_key_of_the_sample_is_documented() {
             ][..],
         ),
         ("store", &["path"][..]),
-        ("index", &["ldif"][..]),
+        (
+            "index",
+            &[
+                "ldif",
+                "ldap_url",
+                "bind_dn",
+                "bind_password",
+                "signed_ldif",
+                "signer_cert",
+                "refresh",
+                "timeout",
+                "force",
+            ][..],
+        ),
         ("antivirus", &["clamd", "timeout"][..]),
         (
             "access",
@@ -559,6 +573,7 @@ fn every_key_of_the_sample_is_documented() {
             ][..],
         ),
         ("filter", &["listen", "reinject", "max_size"][..]),
+        ("timers", &["enabled", "interval"][..]),
     ];
     for (table, keys) in known {
         assert!(
@@ -600,4 +615,80 @@ fn reception_policy_defaults_to_anomaly_and_is_checked() {
     assert!(error(&stray).contains("only for default_policy"));
     let unknown = format!("{BASE}\n[reception]\npolicy = \"refuse\"\n");
     assert!(error(&unknown).contains("policy"));
+}
+
+#[test]
+fn the_timers_section_has_defaults_and_is_checked_with_line_numbers() {
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.timers_interval, Duration::from_secs(60));
+    let c = config::parse(
+        &format!("{BASE}\n[timers]\nenabled = false\ninterval = \"30s\"\n"),
+        FILE,
+    )
+    .unwrap();
+    assert!(!c.timers.enabled);
+    assert_eq!(
+        c.settings().unwrap().timers_interval,
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\ninterval = \"1h\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.interval": "1h" is longer than 10m: the 24 h notice, due from 23 h 50 min, would miss its 24 h deadline"#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\ninterval = \"soon\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.interval": invalid duration "soon""#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[timers]\nperiod = \"1m\"\n")),
+        r#"/etc/pec/pec.toml: line 27: key "timers.period": unknown key"#
+    );
+}
+
+#[test]
+fn the_index_source_is_ldap_or_a_signed_ldif_checked_with_line_numbers() {
+    use pec::index::sync::Source;
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    assert_eq!(s.index_source, None);
+    assert_eq!(s.index_refresh, Duration::from_secs(86_400));
+    let ix = |extra: &str| with("index.ldif\"", &format!("index.ldif\"\n{extra}"));
+    let s = config::parse(
+        &ix("ldap_url = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=a,o=postacert\"\nbind_password = \"pw\"\nrefresh = \"12h\""),
+        FILE,
+    )
+    .unwrap()
+    .settings()
+    .unwrap();
+    assert_eq!(
+        s.index_source,
+        Some(Source::Ldap {
+            url: "ldap://127.0.0.1:389".into(),
+            bind_dn: Some("cn=a,o=postacert".into()),
+            password: Some("pw".into()),
+            timeout: Duration::from_secs(30),
+        })
+    );
+    assert_eq!(s.index_refresh, Duration::from_secs(12 * 3600));
+    assert_eq!(
+        error(&ix("ldap_url = \"http://x\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.ldap_url": "http://x" is not an ldap:// or ldaps:// URL"#
+    );
+    assert_eq!(
+        error(&ix("signed_ldif = \"/i.p7m\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.signed_ldif": needs index.signer_cert, the certificate allowed to sign it"#
+    );
+    assert_eq!(
+        error(&ix(
+            "ldap_url = \"ldap://x\"\nsigned_ldif = \"/i.p7m\"\nsigner_cert = \"/c.pem\""
+        )),
+        r#"/etc/pec/pec.toml: line 20: key "index.signed_ldif": set ldap_url or signed_ldif, not both"#
+    );
+    assert_eq!(
+        error(&ix("bind_password = \"pw\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.bind_password": set without index.bind_dn"#
+    );
+    assert_eq!(
+        error(&ix("ldap = \"ldap://x\"")),
+        r#"/etc/pec/pec.toml: line 19: key "index.ldap": unknown key"#
+    );
 }

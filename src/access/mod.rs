@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::antivirus::{Antivirus, ScanVerdict};
 use crate::crypto::Signer;
-use crate::index::ProviderIndex;
+use crate::index::IndexHandle;
 use crate::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
@@ -91,7 +91,7 @@ pub struct AccessPoint {
     pub issuer: Issuer,
     pub signer: Arc<dyn Signer>,
     pub ids: Arc<dyn MsgIdSource>,
-    pub index: Arc<ProviderIndex>,
+    pub index: Arc<IndexHandle>,
     pub store: Arc<dyn Store>,
     pub antivirus: Arc<dyn Antivirus>,
     pub injector: Arc<dyn Injector>,

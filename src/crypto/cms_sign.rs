@@ -1,4 +1,5 @@
-//! Detached CMS `SignedData` for S/MIME `multipart/signed` (spec §2.1).
+//! Detached CMS `SignedData` for S/MIME `multipart/signed` (spec §2.1), and the attached
+//! variant for `.p7m` files (the signed LDIF of the provider index, spec §7.2).
 //!
 //! The structure is assembled by hand with the `cms` and `der` types rather than with
 //! `cms::builder`, so that every field is the one real PEC providers emit:
@@ -38,6 +39,26 @@ pub fn sign_detached(
     content: &[u8],
     at: Instant,
 ) -> Result<Vec<u8>, SignError> {
+    sign(signer, content, at, false)
+}
+
+/// As [`sign_detached`], but with `content` encapsulated (`eContent` present): the DER of a
+/// `.p7m` (`application/pkcs7-mime; smime-type=signed-data`), e.g. our signed LDIF record
+/// for the provider index (spec §7.2).
+pub fn sign_attached(
+    signer: &dyn Signer,
+    content: &[u8],
+    at: Instant,
+) -> Result<Vec<u8>, SignError> {
+    sign(signer, content, at, true)
+}
+
+fn sign(
+    signer: &dyn Signer,
+    content: &[u8],
+    at: Instant,
+    attached: bool,
+) -> Result<Vec<u8>, SignError> {
     let digest = signer.digest();
     let cert = Certificate::from_der(signer.certificate_der())
         .map_err(|e| SignError::Certificate(format!("cannot parse signer certificate: {e}")))?;
@@ -70,7 +91,11 @@ pub fn sign_detached(
             .map_err(cms_err("digest algorithms"))?,
         encap_content_info: EncapsulatedContentInfo {
             econtent_type: rfc5911::ID_DATA,
-            econtent: None,
+            econtent: if attached {
+                Some(Any::new(Tag::OctetString, content).map_err(cms_err("content"))?)
+            } else {
+                None
+            },
         },
         certificates: Some(certificates),
         crls: None,

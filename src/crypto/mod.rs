@@ -79,7 +79,7 @@ pub mod testing;
 pub mod verify;
 pub mod verify_cmd;
 
-pub use cms_sign::sign_detached;
+pub use cms_sign::{sign_attached, sign_detached};
 pub use file_key::PemSigner;
 pub use pkcs11::{Pkcs11Config, Pkcs11Signer};
 

@@ -473,7 +473,7 @@ fn is_safe_string(v: &[u8]) -> bool {
 }
 
 /// Appends `desc: value` (or `desc:: base64` when the value is not a safe string), folded.
-fn write_attr(out: &mut String, desc: &str, value: &[u8]) {
+pub(crate) fn write_attr(out: &mut String, desc: &str, value: &[u8]) {
     let line = match std::str::from_utf8(value) {
         Ok(s) if is_safe_string(value) => format!("{desc}: {s}"),
         _ => format!("{desc}:: {}", BASE64.encode(value)),

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use thiserror::Error;
 
 use crate::message::kind::RecipientType;
 
 pub mod ldif;
+pub mod sync;
 
 /// Errors reading the provider index. Line numbers are those of the LDIF text (1-based, the
 /// first physical line of a folded line); a provider error carries the line of the entry's
@@ -143,11 +145,15 @@ impl ProviderIndex {
             path: path.to_path_buf(),
             source,
         })?;
-        let records = ldif::parse_ldif(&text).map_err(|e| IndexError::File {
+        ProviderIndex::parse(&text).map_err(|e| IndexError::File {
             path: path.to_path_buf(),
             source: Box::new(e),
-        })?;
-        Ok(ProviderIndex::from_records(records))
+        })
+    }
+
+    /// Parses LDIF text of the index (as [`ProviderIndex::load_ldif`], without a file).
+    pub fn parse(text: &str) -> Result<ProviderIndex, IndexError> {
+        Ok(ProviderIndex::from_records(ldif::parse_ldif(text)?))
     }
 
     pub fn from_records(records: Vec<ProviderRecord>) -> Self {
@@ -190,5 +196,45 @@ impl ProviderIndex {
 
     pub fn providers(&self) -> &[ProviderInfo] {
         &self.providers
+    }
+}
+
+/// The provider index shared by the roles and replaced at runtime by the refresh (spec
+/// §7.2): readers take the current copy ([`IndexHandle::current`]) and keep using it for
+/// the transaction in progress; [`IndexHandle::replace`] swaps in a new one atomically.
+#[derive(Debug, Default)]
+pub struct IndexHandle {
+    current: RwLock<Arc<ProviderIndex>>,
+}
+
+impl IndexHandle {
+    pub fn new(index: ProviderIndex) -> Self {
+        IndexHandle {
+            current: RwLock::new(Arc::new(index)),
+        }
+    }
+
+    /// The current copy.
+    pub fn current(&self) -> Arc<ProviderIndex> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the copy; transactions in progress keep the one they took.
+    pub fn replace(&self, index: ProviderIndex) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+    }
+
+    /// [`ProviderIndex::recipient_type`] on the current copy.
+    pub fn recipient_type(&self, address: &str) -> RecipientType {
+        self.current().recipient_type(address)
+    }
+}
+
+impl From<ProviderIndex> for IndexHandle {
+    fn from(index: ProviderIndex) -> Self {
+        IndexHandle::new(index)
     }
 }

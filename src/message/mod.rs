@@ -3,6 +3,7 @@
 pub mod breve;
 pub mod build;
 pub mod classify;
+pub mod codes;
 pub mod daticert;
 pub mod ids;
 pub mod kind;

@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use crate::message::build::Certification;
-use crate::message::kind::{MessageKind, RecipientType};
+use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
 pub mod sqlite;
@@ -290,5 +290,96 @@ pub trait Store: Send + Sync {
         Err(StoreError::Database(
             "arrival_notice: not supported by this store".into(),
         ))
+    }
+
+    // ---- Timers and the provider index ----
+
+    /// Timers (spec §5.4): claims, in one transaction, the tracking rows whose `which`
+    /// notice is due and returns them with what is needed to build the notice. A row is due
+    /// when its envelope was really queued (its pending acceptance is closed), it was sent
+    /// at or before `claim.sent_up_to`, its state still calls for the notice (12 h: `Sent`;
+    /// 24 h: `Sent` or `TakenInCharge`), the notice was not sent, and it is not claimed, or
+    /// its claim is older than `claim.stale_before` (a process died between claim and
+    /// confirmation). Claimed rows carry the claim instant `claim.now`. At most
+    /// `claim.limit` rows, oldest first.
+    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError>;
+    /// Timers: the notice for `due` (Message-ID `notice_id`) was handed to the MTA at `at`:
+    /// records it on the row and in the legal log; after the 24 h notice the row is
+    /// `Failed` (tracking stops). One transaction.
+    fn timeout_sent(&self, due: &DueNotice, notice_id: &str, at: Instant)
+        -> Result<(), StoreError>;
+    /// Timers: the notice for `due` could not be sent: clears the claim (if it is still
+    /// ours) so that the next pass tries again.
+    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError>;
+    /// Receipts: what was heard back for `recipient` (case-insensitive) of `pec_id`.
+    /// States only move forward (`Sent` → `TakenInCharge` → `Delivered` | `Failed`); a
+    /// row already `Delivered` or `Failed` is left alone. Returns whether a row changed.
+    /// The same as [`Store::update_tracking`] (kept for the timers' callers).
+    fn mark_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        self.update_tracking(pec_id, recipient, state)
+    }
+
+    /// Provider index: the local copy, if one was stored.
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError>;
+    /// Provider index: replaces the local copy (one transaction: readers see the old copy
+    /// or the new one). The caller has validated it.
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError>;
+}
+
+/// The stored local copy of the provider index (spec §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIndex {
+    /// The index as LDIF ([`crate::index::ldif::write_ldif`] / the source's own text).
+    pub ldif: String,
+    /// Number of provider records.
+    pub providers: usize,
+    pub fetched_at: Instant,
+    /// Where it came from (`ldap://…`, a file path).
+    pub source: String,
+}
+
+/// Which timer notices [`Store::claim_timeouts`] claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutClaim {
+    pub which: Timeout,
+    /// Rows sent at or before this instant are due.
+    pub sent_up_to: Instant,
+    /// The claim instant written on the rows.
+    pub now: Instant,
+    /// Claims older than this are taken over.
+    pub stale_before: Instant,
+    pub limit: usize,
+}
+
+/// A claimed timer notice: one certified recipient of one envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueNotice {
+    pub which: Timeout,
+    pub pec_id: String,
+    pub recipient: String,
+    pub sent_at: Instant,
+    /// The claim instant (the notice's instant).
+    pub claimed_at: Instant,
+    /// The certification data of the envelope (from the pending acceptance).
+    pub cert: Certification,
+    /// Postfix queue id of the envelope, for the log.
+    pub queue_id: Option<String>,
+    /// Our provider name, for the log.
+    pub provider: String,
+}
+
+impl TrackingState {
+    /// Order of the states: a row only moves to a higher rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            TrackingState::Sent => 0,
+            TrackingState::TakenInCharge => 1,
+            TrackingState::Delivered | TrackingState::Failed => 2,
+        }
     }
 }

@@ -22,8 +22,8 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, ArrivalNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store, StoreError,
-    Tracking, TrackingState, RETENTION_MONTHS,
+    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store,
+    StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
@@ -154,6 +154,27 @@ CREATE TABLE arrival_notices (
     notify    TEXT NOT NULL,           -- ordinary address the notice goes to
     senders   TEXT NOT NULL            -- JSON ["…"]: only these senders (lower case);
                                        -- [] = every sender
+) STRICT;
+"#,
+    // Version 4: the 12 h / 24 h timer notices (spec §5.4). A notice is claimed (claim
+    // instant written) before it is built and injected, and confirmed (notice Message-ID
+    // written) after; a failed injection clears the claim, and a claim never confirmed (a
+    // crash) can be taken over once it is older than the lease.
+    r#"
+ALTER TABLE tracking ADD COLUMN notice12_claimed_at INTEGER;  -- unix seconds, claim of the 12 h notice
+ALTER TABLE tracking ADD COLUMN notice12_id TEXT;             -- Message-ID of the 12 h notice, once injected
+ALTER TABLE tracking ADD COLUMN notice24_claimed_at INTEGER;  -- unix seconds, claim of the 24 h notice
+ALTER TABLE tracking ADD COLUMN notice24_id TEXT;             -- Message-ID of the 24 h notice, once injected
+CREATE INDEX tracking_open ON tracking (state, sent_at);
+"#,
+    // Version 5: the local copy of the provider index (spec §7.2), replaced whole.
+    r#"
+CREATE TABLE provider_index (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),  -- one copy
+    ldif       TEXT NOT NULL,                       -- the index as LDIF (index::ldif)
+    providers  INTEGER NOT NULL,                    -- number of provider records in it
+    fetched_at INTEGER NOT NULL,                    -- when it was fetched, unix seconds
+    source     TEXT NOT NULL                        -- where from: ldap://…, file path, …
 ) STRICT;
 "#,
 ];
@@ -840,6 +861,141 @@ impl Store for SqliteStore {
         })
     }
 
+    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {
+        let (claimed, id, states) = timeout_columns(claim.which);
+        // Only envelopes whose acceptance was emitted: the milter writes the tracking rows
+        // before Postfix has queued anything (spec §5.4: the timers start at dispatch).
+        let select = format!(
+            "SELECT t.rowid, t.pec_id, t.recipient, t.sent_at, p.rowid, p.queue_id,
+                    p.provider, p.cert
+             FROM tracking t JOIN pending_acceptance p ON p.pec_id = t.pec_id
+             WHERE p.state = 'emitted' AND t.state IN ({states}) AND t.sent_at <= ?1
+               AND t.{id} IS NULL AND (t.{claimed} IS NULL OR t.{claimed} < ?2)
+             ORDER BY t.sent_at, t.rowid LIMIT ?3"
+        );
+        let update = format!(
+            "UPDATE tracking SET {claimed} = ?2
+             WHERE rowid = ?1 AND {id} IS NULL AND ({claimed} IS NULL OR {claimed} < ?3)"
+        );
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        self.write("claim timer notices", |tx| {
+            let rows = {
+                let mut stmt = tx.prepare(&select).map_err(db("prepare due notices"))?;
+                let rows = stmt
+                    .query_map(
+                        params![claim.sent_up_to.unix(), claim.stale_before.unix(), limit],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                                r.get::<_, Option<String>>(5)?,
+                                r.get::<_, String>(6)?,
+                                r.get::<_, String>(7)?,
+                            ))
+                        },
+                    )
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(db("read due notices"))?;
+                rows
+            };
+            let mut due = Vec::with_capacity(rows.len());
+            for (rowid, pec_id, recipient, sent_at, prow, queue_id, provider, cert) in rows {
+                let cert: Certification = serde_json::from_str(&cert).map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "pending_acceptance row {prow}: certification: {e}"
+                    ))
+                })?;
+                let n = tx
+                    .execute(
+                        &update,
+                        params![rowid, claim.now.unix(), claim.stale_before.unix()],
+                    )
+                    .map_err(db(&format!(
+                        "claim notice for \"{recipient}\" of \"{pec_id}\""
+                    )))?;
+                if n == 1 {
+                    due.push(DueNotice {
+                        which: claim.which,
+                        pec_id,
+                        recipient,
+                        sent_at: Instant::from_unix(sent_at),
+                        claimed_at: claim.now,
+                        cert,
+                        queue_id,
+                        provider,
+                    });
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    fn timeout_sent(
+        &self,
+        due: &DueNotice,
+        notice_id: &str,
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let (_, id, _) = timeout_columns(due.which);
+        // After the 24 h notice tracking stops, unless an outcome arrived meanwhile.
+        let state = match due.which {
+            Timeout::Hours12 => "state",
+            Timeout::Hours24 => {
+                "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
+            }
+        };
+        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+        self.write("timer notice sent", |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE tracking SET {id} = COALESCE({id}, ?3), state = {state}
+                     WHERE pec_id = ?1 AND recipient = ?2"
+                ),
+                params![pec_id, recipient, notice_id],
+            )
+            .map_err(db(&format!(
+                "record notice for \"{recipient}\" of \"{pec_id}\""
+            )))?;
+            insert_event(
+                tx,
+                &LogEvent {
+                    pec_id: pec_id.clone(),
+                    at,
+                    kind: EventKind::Issued(MessageKind::Timeout(due.which)),
+                    sender: due.cert.mittente.clone(),
+                    recipients: vec![(recipient.clone(), RecipientType::Certificato)],
+                    subject: due.cert.oggetto.clone(),
+                    related_ids: vec![notice_id.to_string()],
+                    provider: due.provider.clone(),
+                    queue_id: due.queue_id.clone(),
+                    outcome: "ok".into(),
+                    reason: None,
+                },
+            )
+        })
+    }
+
+    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
+        let (claimed, id, _) = timeout_columns(due.which);
+        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+        self.write("release timer notice", |tx| {
+            tx.execute(
+                &format!(
+                    "UPDATE tracking SET {claimed} = NULL
+                     WHERE pec_id = ?1 AND recipient = ?2 AND {claimed} = ?3 AND {id} IS NULL"
+                ),
+                params![pec_id, recipient, due.claimed_at.unix()],
+            )
+            .map_err(db(&format!(
+                "release notice for \"{recipient}\" of \"{pec_id}\""
+            )))?;
+            Ok(())
+        })
+    }
+
     fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
         let conn = self.lock();
         conn.query_row(
@@ -1043,6 +1199,53 @@ impl Store for SqliteStore {
         })?;
         Ok(Some(ArrivalNotice { notify, senders }))
     }
+
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT ldif, providers, fetched_at, source FROM provider_index WHERE id = 1",
+            [],
+            |r| {
+                Ok(StoredIndex {
+                    ldif: r.get(0)?,
+                    providers: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    fetched_at: Instant::from_unix(r.get(2)?),
+                    source: r.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db("read the provider index"))
+    }
+
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
+        self.write("replace the provider index", |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO provider_index (id, ldif, providers, fetched_at, source)
+                 VALUES (1, ?1, ?2, ?3, ?4)",
+                params![
+                    index.ldif,
+                    i64::try_from(index.providers).unwrap_or(i64::MAX),
+                    index.fetched_at.unix(),
+                    index.source
+                ],
+            )
+            .map_err(db("replace the provider index"))?;
+            Ok(())
+        })
+    }
+}
+
+/// Claim column, notice-id column and the states that still call for the notice.
+fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
+    match which {
+        Timeout::Hours12 => ("notice12_claimed_at", "notice12_id", "'sent'"),
+        Timeout::Hours24 => (
+            "notice24_claimed_at",
+            "notice24_id",
+            "'sent', 'taken-in-charge'",
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -1101,6 +1304,35 @@ mod tests {
         ] {
             assert_eq!(parse_state(state_str(s)), Some(s));
         }
+    }
+
+    /// A version-1 database (before the timers) with a tracking row is brought to the
+    /// current version and its row works with the timer methods.
+    #[test]
+    fn a_version_1_database_is_upgraded_with_its_tracking_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pec.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                              applied_at INTEGER NOT NULL) STRICT;
+                 INSERT INTO schema_version VALUES (1, 0);
+                 INSERT INTO tracking VALUES ('id1@x', 'bob@pec.example.net', 1000, 'sent');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
+        assert!(store
+            .mark_tracking("id1@x", "Bob@PEC.example.net", TrackingState::TakenInCharge)
+            .unwrap());
+        assert_eq!(
+            store.tracking_for("id1@x").unwrap()[0].state,
+            TrackingState::TakenInCharge
+        );
+        assert_eq!(store.stored_index().unwrap(), None);
     }
 
     #[test]

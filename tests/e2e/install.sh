@@ -16,6 +16,8 @@ packages=(
   clamav-daemon
   softhsm2 opensc
   swaks
+  # the provider index tests: a private slapd, ldapadd/ldapmodify
+  slapd ldap-utils
   # the free-port helper and pecmail.py use the Debian interpreter (/usr/bin/python3)
   python3
 )

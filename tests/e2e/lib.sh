@@ -33,6 +33,10 @@
 #   postfix_wait_queue_empty DIR DEADLINE
 #   postfix_stop DIR
 #   softhsm_token DIR LABEL PIN KEY CERT KEYLABEL  SOFTHSM2_CONF path on stdout
+#   slapd_start DIR PORT                slapd on ldap://127.0.0.1:PORT/, suffix o=postacert,
+#                                       PEC schema (etc/ldap/pec.schema), rootdn
+#                                       cn=admin,o=postacert password "secret", anonymous read
+#   slapd_stop DIR
 #
 # Environment: E2E_POLL (poll interval, default 0.05), E2E_START_DEADLINE (seconds a daemon
 # may take to start or stop, default 30), CLAMD_EXTRA_CONF (extra clamd.conf lines, e.g.
@@ -639,4 +643,63 @@ postfix_stop() {
 softhsm_token() {
   if [ $# -ne 6 ]; then e2e_fail "usage: softhsm_token DIR LABEL PIN KEY CERT KEYLABEL"; return 2; fi
   sh "$E2E_REPO/tests/pki/make-token.sh" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# OpenLDAP slapd (the provider index, spec §7)
+
+_e2e_slapd_ready() {
+  _e2e_alive "$1" || return 3
+  ldapsearch -x -H "ldap://127.0.0.1:$2/" -b "" -s base -LLL namingContexts >/dev/null 2>&1
+}
+
+# slapd_start DIR PORT: a private slapd (slapd.conf style) on ldap://127.0.0.1:PORT/ with the
+# database in DIR/db, suffix o=postacert (the entry itself is created), the PEC schema,
+# rootdn cn=admin,o=postacert / secret, anonymous read. Pid in DIR/pid.
+slapd_start() {
+  if [ $# -ne 2 ]; then e2e_fail "usage: slapd_start DIR PORT"; return 2; fi
+  local dir=$1 port=$2 pid rc
+  mkdir -p "$dir/db"
+  dir=$(cd "$dir" && pwd)
+  cp "$E2E_REPO/etc/ldap/pec.schema" "$dir/pec.schema"
+  cat > "$dir/slapd.conf" <<EOF
+include /etc/ldap/schema/core.schema
+include $dir/pec.schema
+pidfile $dir/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 104857600
+suffix "o=postacert"
+rootdn "cn=admin,o=postacert"
+rootpw secret
+directory $dir/db
+access to * by * read
+EOF
+  chown -R openldap:openldap "$dir"
+  _e2e_check_reachable openldap "$dir" || return 1
+  slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" -u openldap -g openldap -d 0 \
+    < /dev/null > "$dir/slapd.log" 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" > "$dir/pid"
+  rc=0
+  e2e_poll "$E2E_START_DEADLINE" _e2e_slapd_ready "$pid" "$port" || rc=$?
+  if [ "$rc" -ne 0 ] || ! _e2e_alive "$pid"; then
+    e2e_show_log "$dir/slapd.log"
+    if _e2e_alive "$pid"; then _e2e_stop_pid slapd "$pid"; fi
+    wait "$pid" 2>/dev/null || true
+    e2e_fail "slapd did not answer on 127.0.0.1:$port within $E2E_START_DEADLINE s"
+    return 1
+  fi
+  printf 'dn: o=postacert\nobjectClass: organization\nobjectClass: LDIFLocationURLObject\no: postacert\n' |
+    ldapadd -x -H "ldap://127.0.0.1:$port/" -D cn=admin,o=postacert -w secret >/dev/null ||
+    { e2e_fail "slapd: cannot create o=postacert"; return 1; }
+  e2e_log "slapd up on 127.0.0.1:$port (pid $pid, $dir)"
+}
+
+slapd_stop() {
+  local dir=$1
+  [ -f "$dir/pid" ] || return 0
+  _e2e_stop_pid slapd "$(cat "$dir/pid")" "$dir/slapd.log"
+  rm -f "$dir/pid"
 }

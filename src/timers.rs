@@ -1,0 +1,287 @@
+//! The 12 h / 24 h timers of the sending provider (spec §5.4, notices §3.10).
+//!
+//! For each certified recipient of an envelope we dispatched (a tracking row whose pending
+//! acceptance was emitted, i.e. Postfix really queued the envelope):
+//!
+//! * no presa in carico and no avvenuta consegna 12 h after dispatch → the signed 12 h
+//!   "preavviso" notice to the sender;
+//! * no avvenuta consegna (nor mancata consegna) [`NOTICE24_AFTER`] after dispatch → the
+//!   24 h notice, and tracking stops (state `Failed`). The rules want it "not before 22 h
+//!   and by 24 h": we send it from 23 h 50 min, which leaves the periodic pass (every minute
+//!   by default) time to run before 24 h.
+//!
+//! The receipt handlers move the rows on ([`Store::mark_tracking`]); external recipients
+//! are never tracked.
+//!
+//! Each notice is sent once, across restarts and with several processes on one store: a
+//! pass claims the due rows in one store transaction ([`Store::claim_timeouts`]), then
+//! builds, signs and injects each notice, then confirms it ([`Store::timeout_sent`], which
+//! also writes the legal-log event). A build or injection failure releases the claim, so
+//! the next pass retries. A crash between injection and confirmation leaves a claim that
+//! is taken over after [`CLAIM_LEASE`]: the notice may then go out twice (the log shows
+//! it), never zero times — the same choice as for acceptance receipts.
+//!
+//! The 24 h notices are handled before the 12 h ones in a pass: a row found due for both
+//! (the service was down for more than 12 h) gets only the 24 h notice, since a preavviso
+//! announcing a further notice would then be wrong.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::crypto::Signer;
+use crate::message::build::{BuildError, Builder, Generated, Issuer};
+use crate::message::codes::Code;
+use crate::message::ids::MsgIdSource;
+use crate::message::kind::Timeout;
+use crate::message::time::{Clock, Instant};
+use crate::smtp::{InjectError, Injector};
+use crate::store::{DueNotice, Store, StoreError, TimeoutClaim};
+
+/// Seconds after dispatch when the 12 h notice is due.
+pub const NOTICE12_AFTER: i64 = 12 * 3600;
+/// Seconds after dispatch when the 24 h notice is due: 23 h 50 min (not before 22 h, by
+/// 24 h).
+pub const NOTICE24_AFTER: i64 = 24 * 3600 - 10 * 60;
+/// A claim not confirmed within this many seconds is taken over by the next pass.
+pub const CLAIM_LEASE: i64 = 15 * 60;
+/// Rows claimed per store transaction.
+pub const BATCH: usize = 100;
+
+#[derive(Debug, Error)]
+pub enum TimersError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("building the notice: {0}")]
+    Build(#[from] BuildError),
+    #[error("injecting the notice: {0}")]
+    Inject(#[from] InjectError),
+    #[error("worker task: {0}")]
+    Task(String),
+}
+
+/// One notice of a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub which: Timeout,
+    pub pec_id: String,
+    pub recipient: String,
+    /// Message-ID of the notice.
+    pub notice_id: String,
+}
+
+/// A notice that could not be sent in this pass (retried by the next one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub which: Timeout,
+    pub pec_id: String,
+    pub recipient: String,
+    pub reason: String,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub sent: Vec<Sent>,
+    pub failed: Vec<Failed>,
+}
+
+impl Report {
+    /// Notices of kind `which` sent.
+    pub fn count(&self, which: Timeout) -> usize {
+        self.sent.iter().filter(|s| s.which == which).count()
+    }
+}
+
+/// The timers: see the module documentation.
+pub struct Timers {
+    store: Arc<dyn Store>,
+    injector: Arc<dyn Injector>,
+    issuer: Issuer,
+    signer: Arc<dyn Signer>,
+    ids: Arc<dyn MsgIdSource>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Timers {
+    /// `injector` reaches Postfix's reinjection listener; `issuer`, `signer` and `ids`
+    /// build the notices; `clock` dates the periodic passes of [`Timers::run`].
+    pub fn new(
+        store: Arc<dyn Store>,
+        injector: Arc<dyn Injector>,
+        issuer: Issuer,
+        signer: Arc<dyn Signer>,
+        ids: Arc<dyn MsgIdSource>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Timers {
+            store,
+            injector,
+            issuer,
+            signer,
+            ids,
+            clock,
+        }
+    }
+
+    /// One pass at instant `now`: sends every due notice. Fails only when the store cannot
+    /// be read; a notice that cannot be built or injected is reported in
+    /// [`Report::failed`] and its claim released.
+    pub async fn run_once(&self, now: Instant) -> Result<Report, TimersError> {
+        let mut report = Report::default();
+        for (which, after) in [
+            (Timeout::Hours24, NOTICE24_AFTER),
+            (Timeout::Hours12, NOTICE12_AFTER),
+        ] {
+            let claim = TimeoutClaim {
+                which,
+                sent_up_to: Instant::from_unix(now.unix() - after),
+                now,
+                stale_before: Instant::from_unix(now.unix() - CLAIM_LEASE),
+                limit: BATCH,
+            };
+            loop {
+                let store = self.store.clone();
+                let due = blocking(move || store.claim_timeouts(&claim)).await??;
+                let full = due.len() == BATCH;
+                let mut all_sent = true;
+                for d in due {
+                    match self.send(&d, now).await {
+                        Ok(notice_id) => report.sent.push(Sent {
+                            which,
+                            pec_id: d.pec_id,
+                            recipient: d.recipient,
+                            notice_id,
+                        }),
+                        Err(e) => {
+                            all_sent = false;
+                            report.failed.push(Failed {
+                                which,
+                                pec_id: d.pec_id,
+                                recipient: d.recipient,
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                // A failed notice is released and would be claimed again at once.
+                if !full || !all_sent {
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Builds, injects and confirms one claimed notice; on failure before the injection
+    /// completed, releases the claim.
+    async fn send(&self, due: &DueNotice, now: Instant) -> Result<String, TimersError> {
+        let hours = hours(due.which);
+        let notice = match self.build(due.clone(), now).await {
+            Ok(n) => n,
+            Err(e) => {
+                error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice: {e}");
+                self.release(due).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self
+            .injector
+            .inject(&notice.mail_from, &notice.rcpt_to, &notice.to_bytes())
+            .await
+        {
+            warn!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice not injected, retried next pass: {e}");
+            self.release(due).await;
+            return Err(e.into());
+        }
+        let store = self.store.clone();
+        let (d, id) = (due.clone(), notice.message_id.clone());
+        match blocking(move || store.timeout_sent(&d, &id, now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // Injected but not recorded: the claim stays and is taken over after the
+                // lease, so the notice may go out twice.
+                error!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice injected but not recorded: {e}");
+                return Err(e.into());
+            }
+            Err(e) => return Err(e),
+        }
+        info!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice sent");
+        Ok(notice.message_id)
+    }
+
+    async fn release(&self, due: &DueNotice) {
+        let store = self.store.clone();
+        let d = due.clone();
+        match blocking(move || store.release_timeout(&d)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: cannot release the claim (taken over after the lease): {e}")
+            }
+            Err(e) => error!(msgid = %due.pec_id, "timers: {e}"),
+        }
+    }
+
+    /// Builds and signs the notice (signing may block on PKCS#11).
+    async fn build(&self, due: DueNotice, now: Instant) -> Result<Generated, TimersError> {
+        let issuer = self.issuer.clone();
+        let signer = self.signer.clone();
+        let ids = self.ids.clone();
+        let built = blocking(move || {
+            let builder = Builder {
+                issuer: &issuer,
+                signer: &*signer,
+                ids: &*ids,
+            };
+            let code = Code::timeout(due.which).errore_esteso(&issuer.provider_name);
+            builder.timeout(&due.cert, now, &due.recipient, due.which, &code)
+        })
+        .await??;
+        Ok(built)
+    }
+
+    /// Runs a pass every `interval` (the first at once) until `shutdown` completes.
+    pub async fn run(&self, interval: Duration, shutdown: impl Future<Output = ()> + Send) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.clock.now();
+            match self.run_once(now).await {
+                Ok(r) if r.sent.is_empty() && r.failed.is_empty() => {}
+                Ok(r) => info!(
+                    sent12 = r.count(Timeout::Hours12),
+                    sent24 = r.count(Timeout::Hours24),
+                    failed = r.failed.len(),
+                    "timers: pass done"
+                ),
+                Err(e) => error!("timers: pass failed: {e}"),
+            }
+        }
+    }
+}
+
+fn hours(which: Timeout) -> u32 {
+    match which {
+        Timeout::Hours12 => 12,
+        Timeout::Hours24 => 24,
+    }
+}
+
+/// Runs blocking work (store, signing) off the async workers.
+async fn blocking<T, F>(f: F) -> Result<T, TimersError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TimersError::Task(e.to_string()))
+}
