@@ -27,6 +27,11 @@ pub enum Command {
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
     /// check`).
     CheckConfig(ConfigArgs),
+    /// The legal log (registro dei messaggi): seal, verify, search, export, purge.
+    Log {
+        #[command(subcommand)]
+        command: crate::log::cmd::LogCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +82,7 @@ pub fn main() -> i32 {
         Command::Verify(args) => crate::crypto::verify_cmd::run(&args),
         Command::CheckConfig(args) => check_config(&args),
         Command::Serve(args) => serve(&args),
+        Command::Log { command } => crate::log::cmd::run(&command),
     }
 }
 

@@ -10,7 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
+    Accepted, EventKind, LogEvent, LogQuery, LoggedEvent, Refused, Store, StoreError, Tracking,
+    TrackingState,
 };
 use crate::BoxFuture;
 
@@ -182,7 +183,10 @@ impl Store for MemStore {
         if let Some(q) = &r.quarantine {
             m.quarantine.push((r.pec_id.clone(), q.clone()));
             let mut e = m.events[m.events.len() - 1].clone();
+            // As the SQLite store: no generated message, outcome ok.
             e.kind = EventKind::Quarantined;
+            e.related_ids = Vec::new();
+            e.outcome = "ok".into();
             m.events.push(e);
         }
         Ok(())
@@ -221,6 +225,24 @@ impl Store for MemStore {
             .iter()
             .filter(|(id, _)| id == pec_id)
             .map(|(_, m)| m.clone())
+            .collect())
+    }
+
+    /// Same matching as the SQLite store; ids are positions from 1. The double does not
+    /// chain: `hash` is empty.
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| query.matches(e))
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(|(i, e)| LoggedEvent {
+                id: i as i64 + 1,
+                event: e.clone(),
+                hash: Vec::new(),
+            })
             .collect())
     }
 }

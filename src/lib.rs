@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod doubles;
 pub mod index;
+pub mod log;
 pub mod message;
 pub mod reception;
 pub mod serve;

@@ -147,6 +147,7 @@ pub async fn run(
         helo.clone(),
     ));
 
+    let (stop_tx, stop_rx) = watch::channel(false);
     let ap = Arc::new(AccessPoint {
         policy: Policy {
             limits: Limits {
@@ -166,6 +167,13 @@ pub async fn run(
         injector: access_injector,
         clock: Arc::new(SystemClock),
     });
+    let sealer = tokio::spawn(crate::log::daily_sealer(
+        store.clone(),
+        signer.clone(),
+        settings.tsa.clone(),
+        Arc::new(SystemClock),
+        stop_rx.clone(),
+    ));
     let after_queue = Arc::new(AfterQueue::new(store, filter_injector, issuer, signer, ids));
 
     let milter_addr = tcp(&settings.access.listen, "access.listen")?;
@@ -186,7 +194,6 @@ pub async fn run(
             })?;
     info!(milter = %milter_addr, filter = %filter_addr, "pec serving");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -214,5 +221,6 @@ pub async fn run(
         error!(error = %e, "milter stopped with an error");
     }
     let _ = filter.await;
+    let _ = sealer.await;
     Ok(())
 }

@@ -180,6 +180,12 @@ impl Store for MemStore {
     fn quarantined(&self, _pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(Vec::new())
     }
+    fn search_events(
+        &self,
+        _query: &pec::store::LogQuery,
+    ) -> Result<Vec<pec::store::LoggedEvent>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

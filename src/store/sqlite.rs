@@ -22,12 +22,15 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, EventKind, LogEvent, Refused, Store, StoreError, Tracking, TrackingState,
-    RETENTION_MONTHS,
+    Accepted, EventKind, LogEvent, LogQuery, LoggedEvent, Refused, Store, StoreError, Tracking,
+    TrackingState, RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
 use crate::message::time::Instant;
+
+mod legal;
+pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -109,6 +112,69 @@ CREATE TABLE senders (
     login   TEXT NOT NULL,             -- SASL login, compared exactly
     address TEXT NOT NULL,             -- allowed sender address, lower case
     PRIMARY KEY (login, address)
+) STRICT;
+"#,
+    // Version 2: the legal log made tamper-evident, searchable and purgeable (issue 7).
+    // Existing rows are chained by `legal::chain_existing` in the same transaction.
+    r#"
+-- Hash chain (store::chain): every record carries the hash of the previous one.
+ALTER TABLE events ADD COLUMN prev_hash BLOB;  -- SHA-256 of the previous record (or the
+                                               -- purge anchor, or 32 zero bytes)
+ALTER TABLE events ADD COLUMN hash BLOB;       -- SHA-256 of this record, encoding v1
+
+-- Search by sender and by recipient (pec log search). A side table rather than FTS: the
+-- lookups are exact addresses, which a B-tree answers in O(log n) with a range scan on the
+-- date; FTS would tokenise addresses and still need a join on the date.
+CREATE INDEX events_sender_at ON events (lower(sender), at);
+CREATE INDEX events_kind_at ON events (kind, at);
+CREATE TABLE event_recipients (
+    address  TEXT NOT NULL,            -- recipient address, lower case
+    at       INTEGER NOT NULL,         -- the event's instant (copied, for range scans)
+    event_id INTEGER NOT NULL,         -- events.id
+    PRIMARY KEY (address, at, event_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX event_recipients_event ON event_recipients (event_id);
+INSERT OR IGNORE INTO event_recipients (address, at, event_id)
+    SELECT lower(json_extract(r.value, '$.address')), e.at, e.id
+    FROM events e, json_each(e.recipients) r;
+
+-- Daily seals: the records of one Italian legal day (Europe/Rome), exported canonically
+-- (store::chain, one line per record in id order), signed with the provider key (detached
+-- CMS) and time-stamped (RFC 3161) over the export's SHA-256.
+CREATE TABLE seals (
+    day           TEXT PRIMARY KEY,    -- YYYY-MM-DD, legal day in Europe/Rome
+    from_at       INTEGER NOT NULL,    -- day start, unix seconds (inclusive)
+    to_at         INTEGER NOT NULL,    -- next day start, unix seconds (exclusive)
+    count         INTEGER NOT NULL,    -- records of the day
+    first_id      INTEGER,             -- smallest and largest id among them
+    last_id       INTEGER,
+    export_sha256 BLOB NOT NULL,       -- SHA-256 of the export
+    signature     BLOB NOT NULL,       -- detached CMS SignedData over the export (DER)
+    tst           BLOB,                -- RFC 3161 TimeStampToken over export_sha256 (DER);
+                                       -- NULL when no TSA is configured
+    tsa_url       TEXT,                -- where the token came from
+    sealed_at     INTEGER NOT NULL     -- unix seconds
+) STRICT;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+BEGIN
+    SELECT RAISE(ABORT, 'seals are append-only');
+END;
+
+-- Who is sealing a day: exactly one process seals it (pec serve on several hosts sharing
+-- the file, or pec log seal). A claim older than an hour is considered abandoned.
+CREATE TABLE seal_claims (
+    day        TEXT PRIMARY KEY,       -- YYYY-MM-DD
+    owner      TEXT NOT NULL,          -- host:pid of the claimant
+    claimed_at INTEGER NOT NULL        -- unix seconds
+) STRICT;
+
+-- The chain across the purge boundary: the last purged record, whose hash is the
+-- prev_hash of the first record kept. At most one row.
+CREATE TABLE chain_anchor (
+    only      INTEGER PRIMARY KEY CHECK (only = 1),
+    last_id   INTEGER NOT NULL,        -- id of the last purged record
+    last_hash BLOB NOT NULL,           -- its hash
+    purged_at INTEGER NOT NULL         -- unix seconds
 ) STRICT;
 "#,
 ];
@@ -241,6 +307,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
         tx.execute_batch(sql)
             .map_err(db(&format!("migrate: apply version {version}")))?;
+        if version == 2 {
+            legal::chain_existing(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, unixepoch())",
             params![version as i64],
@@ -334,6 +403,7 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
             .map(|t| EventKind::Issued(MessageKind::Delivery(t))),
         ("Quarantena", None) => Some(EventKind::Quarantined),
         ("RifiutoSmtp", None) => Some(EventKind::RejectedInSmtp),
+        ("Cancellazione", None) => Some(EventKind::Purged),
         _ => None,
     }
 }
@@ -358,33 +428,10 @@ fn parse_state(value: &str) -> Option<TrackingState> {
     .find(|s| state_str(*s) == value)
 }
 
-/// Appends one event row.
+/// Appends one event row, chained (the one insert path of the legal log: every method
+/// that writes an event calls it inside its transaction). See [`legal::append_event`].
 fn insert_event(tx: &Connection, event: &LogEvent) -> Result<(), StoreError> {
-    let (label, receipt) = encode_kind(event.kind);
-    let recipients = recipients_json(&event.recipients)?;
-    let related = serde_json::to_string(&event.related_ids)
-        .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    tx.execute(
-        "INSERT INTO events (pec_id, at, kind, receipt_type, sender, recipients, subject,
-                             related_ids, provider, queue_id, outcome, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            event.pec_id,
-            event.at.unix(),
-            label,
-            receipt,
-            event.sender,
-            recipients,
-            event.subject,
-            related,
-            event.provider,
-            event.queue_id,
-            event.outcome,
-            event.reason,
-        ],
-    )
-    .map_err(db(&format!("log {label} event for \"{}\"", event.pec_id)))?;
-    Ok(())
+    legal::append_event(tx, event).map(|_| ())
 }
 
 /// A raw `events` row, decoded after the statement is done.
@@ -773,6 +820,10 @@ impl Store for SqliteStore {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(db(&format!("read quarantine of \"{pec_id}\"")))
     }
+
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
+        legal::search(&self.lock(), query)
+    }
 }
 
 #[cfg(test)]
@@ -811,7 +862,11 @@ mod tests {
             .into_iter()
             .map(EventKind::Issued)
             .collect();
-        kinds.extend([EventKind::Quarantined, EventKind::RejectedInSmtp]);
+        kinds.extend([
+            EventKind::Quarantined,
+            EventKind::RejectedInSmtp,
+            EventKind::Purged,
+        ]);
         for kind in kinds {
             let (label, receipt) = encode_kind(kind);
             assert_eq!(decode_kind(label, receipt), Some(kind), "{kind:?}");
