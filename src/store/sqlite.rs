@@ -1044,4 +1044,47 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn migration_2_chains_and_indexes_the_records_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pec.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                              applied_at INTEGER NOT NULL) STRICT;",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO schema_version VALUES (1, 0);
+                 INSERT INTO events (pec_id, at, kind, sender, recipients, subject,
+                                     related_ids, provider, outcome)
+                 VALUES ('a', 10, 'BustaTrasporto', 'Mario@x.it',
+                         '[{\"address\":\"Anna@y.it\",\"tipo\":\"certificato\"}]',
+                         's', '[]', 'P', 'ok'),
+                        ('a', 11, 'Accettazione', 'Mario@x.it', '[]', 's', '[]', 'P', 'ok');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let report = store.verify_chain(None, None).unwrap();
+        assert_eq!(report.records, 2);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let found = store
+            .search_events(&LogQuery {
+                recipient: Some("anna@y.it".into()),
+                ..LogQuery::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        // New records chain onto the migrated ones; updates are still refused.
+        store.log(&found[0].event).unwrap();
+        assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
+        assert!(store
+            .lock()
+            .execute("UPDATE events SET outcome = 'x'", [])
+            .is_err());
+    }
 }
