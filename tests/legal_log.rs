@@ -687,3 +687,106 @@ fn purge_cutoffs_follow_the_retention_months() {
     let cut = pec::store::sqlite::months_before(now, 30).unwrap();
     assert_eq!(cut.rfc3339(), "2024-05-23T05:00:00Z");
 }
+
+/// `pec log …` end to end on a configuration file: seal (with the TSA), verify, search,
+/// export, purge; a tampered record makes verify exit 1 and name its id.
+#[test]
+fn the_pec_log_commands() {
+    let (dir, path, store) = fresh();
+    drop(store);
+    let pki = &tsa().pki;
+    let config = dir.path().join("pec.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[provider]
+name = "PEC Example IT S.p.A."
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["pec.example.it"]
+[signing]
+backend = "pem"
+key_file = "{}"
+cert_file = "{}"
+[store]
+path = "{}"
+[index]
+ldif = "/nonexistent.ldif"
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+[log]
+tsa_url = "{}"
+tsa_ca_file = "{}"
+"#,
+            pki.it_key.display(),
+            pki.it_cert.display(),
+            path.display(),
+            tsa().url,
+            pki.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let pec = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pec"))
+            .arg("log")
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = pec(&["seal", "--day", "2024-03-14"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("sealed 2024-03-14: 8 records") && out.contains("time-stamped"),
+        "{out}"
+    );
+    let (code, out, err) = pec(&["verify", "--ca", pki.ca_cert.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("8 records, 1 seals checked: ok"), "{out}");
+
+    let (code, out, _) = pec(&["search", "--mailbox", "luigi@pec.example.it"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 1);
+    assert!(
+        out.starts_with("8 14/03/2024 12:00:00+0100 RifiutoSmtp "),
+        "{out}"
+    );
+    let (_, out, _) = pec(&[
+        "export",
+        "--from",
+        "2024-03-14",
+        "--to",
+        "2024-03-14",
+        "--kind",
+        "Accettazione",
+    ]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (_, out, _) = pec(&["export", "--format", "json", "--subject", "RICORSO"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (code, _, err) = pec(&["search", "--from", "yesterday"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // Retention is 30 months: 2024-03 is older than that (the test runs after 2026-09).
+    let (code, out, _) = pec(&["purge"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("purged 8 records, 1 seals, 1 quarantined"),
+        "{out}"
+    );
+    let (code, out, _) = pec(&["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    raw(&path)
+        .execute("UPDATE events SET sender = 'x@y.it' WHERE id = 9", [])
+        .unwrap();
+    let (code, out, _) = pec(&["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record 9: hash mismatch"), "{out}");
+}

@@ -252,8 +252,10 @@ fn configure(conn: &Connection) -> Result<(), String> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("journal mode is \"{mode}\", expected \"wal\""));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .map_err(|e| format!("set synchronous and foreign keys: {e}"))
+    // A 64 MiB page cache: the legal log's indexes (sender, recipients, date) are
+    // written at random positions, and the default 2 MB cache thrashes at millions of rows.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;")
+        .map_err(|e| format!("set synchronous, foreign keys and cache size: {e}"))
 }
 
 /// Switches the file to WAL and returns the resulting mode. On a new file the switch needs

@@ -77,11 +77,21 @@ fn anchor(conn: &Connection) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
 /// This is the only way events enter the log: every insert path (present and future)
 /// must call it.
 pub(crate) fn append_event(tx: &Connection, event: &LogEvent) -> Result<i64, StoreError> {
+    let tail = tail(tx)?;
+    append_after(tx, event, tail).map(|(id, _)| id)
+}
+
+/// [`append_event`] after a known tail (`(id, hash)` of the last record), for batches;
+/// returns the new tail.
+fn append_after(
+    tx: &Connection,
+    event: &LogEvent,
+    (last_id, prev_hash): (i64, Vec<u8>),
+) -> Result<(i64, Vec<u8>), StoreError> {
     let (label, receipt) = encode_kind(event.kind);
     let recipients = recipients_json(&event.recipients)?;
     let related = serde_json::to_string(&event.related_ids)
         .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    let (last_id, prev_hash) = tail(tx)?;
     let record = ChainRecord {
         id: last_id + 1,
         pec_id: event.pec_id.clone(),
@@ -100,6 +110,7 @@ pub(crate) fn append_event(tx: &Connection, event: &LogEvent) -> Result<i64, Sto
     };
     let hash = record.hash();
     let what = || format!("log {label} event for \"{}\"", event.pec_id);
+    let err = |e: rusqlite::Error| db(&what())(e);
     tx.prepare_cached(
         "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
                              related_ids, provider, queue_id, outcome, reason, prev_hash, hash)
@@ -124,17 +135,17 @@ pub(crate) fn append_event(tx: &Connection, event: &LogEvent) -> Result<i64, Sto
             &hash[..],
         ])
     })
-    .map_err(db(&what()))?;
+    .map_err(err)?;
     let mut side = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO event_recipients (address, at, event_id) VALUES (?1, ?2, ?3)",
         )
-        .map_err(db(&what()))?;
+        .map_err(err)?;
     for (address, _) in &event.recipients {
         side.execute(params![address.to_lowercase(), record.at, record.id])
-            .map_err(db(&what()))?;
+            .map_err(err)?;
     }
-    Ok(record.id)
+    Ok((record.id, hash.to_vec()))
 }
 
 /// Migration to version 2: chains the rows written before it, in id order. The UPDATE
@@ -546,8 +557,9 @@ impl SqliteStore {
     /// through the same chained insert as [`crate::store::Store::log`].
     pub fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
         self.write("log batch", |tx| {
+            let mut last = tail(tx)?;
             for e in events {
-                append_event(tx, e)?;
+                last = append_after(tx, e, last)?;
             }
             Ok(())
         })
