@@ -790,3 +790,28 @@ tsa_ca_file = "{}"
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("record 9: hash mismatch"), "{out}");
 }
+
+#[test]
+fn one_process_seals_a_day_and_an_abandoned_claim_expires() {
+    let (_dir, _path, store) = fresh();
+    let now = after_the_day();
+    assert!(store.claim_seal("2024-03-14", "a:1", now).unwrap());
+    assert!(!store.claim_seal("2024-03-14", "b:2", now).unwrap());
+    // After an hour the claim is considered abandoned.
+    let later = Instant::from_unix(now.unix() + 3601);
+    assert!(store.claim_seal("2024-03-14", "b:2", later).unwrap());
+    store.release_seal_claim("2024-03-14").unwrap();
+    let s = signer(&tsa().pki);
+    let seal = log::seal_day_once(&store, &s, None, day(), later, "c:3").unwrap();
+    assert_eq!(seal.unwrap().count, RECORDS);
+    assert!(!store.claim_seal("2024-03-14", "d:4", later).unwrap());
+    // A verification limited to another day sees neither these records nor the seal.
+    let next = Instant::from_unix(log::day_bounds(day()).1);
+    let r = log::verify(&store, Some(next), None, &VerifyOptions::default()).unwrap();
+    assert_eq!((r.records, r.seals), (0, 0));
+    let r = log::verify(&store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
+    assert_eq!((r.records, r.seals), (3, 1));
+    // Sealed without a TSA: verify says so.
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(r.problems[0].what.contains("not time-stamped"));
+}
