@@ -300,9 +300,12 @@ fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies() {
             .unwrap()
             .is_none()
     );
-    // An open day cannot be sealed.
+    // An open day cannot be sealed, nor a day that closed less than 5 minutes ago.
     let today = log::legal_day(after_the_day());
     assert!(log::seal_day(&store, &s, None, today, after_the_day()).is_err());
+    let just_after = Instant::from_unix(log::day_bounds(today).1 + 299);
+    let err = log::seal_day(&store, &s, None, today, just_after).unwrap_err();
+    assert!(err.to_string().contains("can be sealed from"), "{err}");
 }
 
 #[test]

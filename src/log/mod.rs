@@ -48,6 +48,10 @@ pub struct TsaSettings {
     pub timeout: Duration,
 }
 
+/// How long after a day's end its seal waits, so that the transactions that took their
+/// instant just before midnight have committed their records.
+pub const SEAL_GRACE_SECONDS: i64 = 300;
+
 /// `[from, to)` of an Italian legal day, unix seconds.
 pub fn day_bounds(day: NaiveDate) -> (i64, i64) {
     let start = |d: NaiveDate| {
@@ -77,7 +81,8 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
 
 /// Seals `day`: exports its records canonically, signs the export (detached CMS, signing
 /// time `now`), time-stamps its SHA-256 at `tsa` when configured, and stores the seal.
-/// The day must be closed (`now` past its end); a sealed day is an error.
+/// The day must be closed (`now` at least [`SEAL_GRACE_SECONDS`] past its end); a sealed
+/// day is an error.
 pub fn seal_day(
     store: &SqliteStore,
     signer: &dyn Signer,
@@ -86,8 +91,11 @@ pub fn seal_day(
     now: Instant,
 ) -> Result<SealRecord, LogError> {
     let (from_at, to_at) = day_bounds(day);
-    if now.unix() < to_at {
-        return Err(LogError::Usage(format!("day {day} is not over yet")));
+    if now.unix() < to_at + SEAL_GRACE_SECONDS {
+        return Err(LogError::Usage(format!(
+            "day {day} can be sealed from {} (its end plus {SEAL_GRACE_SECONDS} s)",
+            Instant::from_unix(to_at + SEAL_GRACE_SECONDS).rfc3339()
+        )));
     }
     let crate::store::sqlite::Export {
         bytes: export,

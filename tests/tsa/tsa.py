@@ -25,10 +25,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             rpath = os.path.join(d, "reply.tsr")
             with open(qpath, "wb") as f:
                 f.write(query)
-            done = subprocess.run(
-                ["openssl", "ts", "-reply", "-config", CONFIG,
-                 "-queryfile", qpath, "-out", rpath],
-                capture_output=True)
+            # `openssl ts -reply` reads and rewrites the serial file: one at a time.
+            with LOCK:
+                done = subprocess.run(
+                    ["openssl", "ts", "-reply", "-config", CONFIG,
+                     "-queryfile", qpath, "-out", rpath],
+                    capture_output=True)
             if done.returncode != 0 or not os.path.exists(rpath):
                 self.send_response(500)
                 self.send_header("Content-Length", "0")
@@ -48,6 +50,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 CONFIG = sys.argv[1]
+LOCK = threading.Lock()
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 print(server.server_address[1], flush=True)
 threading.Thread(target=server.serve_forever, daemon=True).start()
