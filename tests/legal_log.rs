@@ -818,3 +818,55 @@ fn one_process_seals_a_day_and_an_abandoned_claim_expires() {
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     assert!(r.problems[0].what.contains("not time-stamped"));
 }
+
+/// The `pec serve` task: seals the last closed day and the unsealed days before it, once.
+#[test]
+fn the_daily_sealer_seals_the_closed_days_once() {
+    let (_dir, _path, store) = fresh();
+    let store = std::sync::Arc::new(store);
+    let signer: std::sync::Arc<dyn pec::crypto::Signer> = std::sync::Arc::new(signer(&tsa().pki));
+    let clock = std::sync::Arc::new(pec::message::time::FixedClock::new(after_the_day()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(log::daily_sealer(
+        store.clone(),
+        signer,
+        Some(tsa_settings()),
+        clock,
+        stop_rx,
+    ));
+    let (from, to) = log::day_bounds(day());
+    let week = from - 6 * 86_400;
+    rt.block_on(async {
+        for _ in 0..200 {
+            if store.seals(week, to).unwrap().len() == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    });
+    let seals = store.seals(week, to).unwrap();
+    let days: Vec<&str> = seals.iter().map(|s| s.day.as_str()).collect();
+    assert_eq!(
+        days,
+        [
+            "2024-03-08",
+            "2024-03-09",
+            "2024-03-10",
+            "2024-03-11",
+            "2024-03-12",
+            "2024-03-13",
+            "2024-03-14"
+        ]
+    );
+    assert_eq!(seals[6].count, RECORDS);
+    assert!(seals.iter().all(|s| s.tst.is_some()));
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.seals, 7);
+}

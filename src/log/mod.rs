@@ -434,8 +434,13 @@ pub fn log_extract_for_owner(
     Ok(to_csv(&events))
 }
 
-/// The daily sealing task of `pec serve`: every ten minutes, seals the last closed day
-/// unless it is sealed already (exactly once across processes, see [`seal_day_once`]).
+/// Days back the daily sealer looks for unsealed days (a service stopped over several
+/// midnights seals them when it comes back).
+pub const CATCH_UP_DAYS: u64 = 7;
+
+/// The daily sealing task of `pec serve`: every ten minutes, seals the last closed day and
+/// any of the [`CATCH_UP_DAYS`] before it that is not sealed yet (exactly once across
+/// processes, see [`seal_day_once`]).
 pub async fn daily_sealer(
     store: std::sync::Arc<SqliteStore>,
     signer: std::sync::Arc<dyn Signer>,
@@ -452,21 +457,30 @@ pub async fn daily_sealer(
     );
     loop {
         let now = clock.now();
-        let day = yesterday(now);
-        let (store2, signer2, tsa2, owner2) =
-            (store.clone(), signer.clone(), tsa.clone(), owner.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            seal_day_once(&store2, signer2.as_ref(), tsa2.as_ref(), day, now, &owner2)
-        })
-        .await;
-        match result {
-            Ok(Ok(Some(seal))) => tracing::info!(
-                day = %seal.day, records = seal.count, timestamped = seal.tst.is_some(),
-                "legal log day sealed"
-            ),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::error!(day = %day, error = %e, "cannot seal the legal log"),
-            Err(e) => tracing::error!(error = %e, "sealing task failed"),
+        // The last closed day, and the days before it that a stopped service missed.
+        let last = yesterday(now);
+        for back in (0..CATCH_UP_DAYS).rev() {
+            let Some(day) = last.checked_sub_days(Days::new(back)) else {
+                continue;
+            };
+            let (store2, signer2, tsa2, owner2) =
+                (store.clone(), signer.clone(), tsa.clone(), owner.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                seal_day_once(&store2, signer2.as_ref(), tsa2.as_ref(), day, now, &owner2)
+            })
+            .await;
+            match result {
+                Ok(Ok(Some(seal))) => tracing::info!(
+                    day = %seal.day, records = seal.count, timestamped = seal.tst.is_some(),
+                    "legal log day sealed"
+                ),
+                Ok(Ok(None)) => {}
+                Ok(Err(LogError::Usage(_))) => {} // not closed long enough yet
+                Ok(Err(e)) => {
+                    tracing::error!(day = %day, error = %e, "cannot seal the legal log")
+                }
+                Err(e) => tracing::error!(error = %e, "sealing task failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
