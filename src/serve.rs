@@ -167,8 +167,16 @@ pub async fn run(
         injector: access_injector,
         clock: Arc::new(SystemClock),
     });
+    // The sealer reads a whole day (up to millions of records): its own connection, so
+    // that the mail path's connection is never held for the export (WAL readers do not
+    // block the writer).
+    let seal_path = config.store.path.clone();
+    let seal_store = tokio::task::spawn_blocking(move || SqliteStore::open(&seal_path))
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?
+        .map_err(|e| ServeError::Store(e.to_string()))?;
     let sealer = tokio::spawn(crate::log::daily_sealer(
-        store.clone(),
+        Arc::new(seal_store),
         signer.clone(),
         settings.tsa.clone(),
         Arc::new(SystemClock),
