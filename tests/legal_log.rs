@@ -870,3 +870,37 @@ fn the_daily_sealer_seals_the_closed_days_once() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.seals, 7);
 }
+
+/// Seals stay verifiable for the whole retention: the provider certificate is checked as of
+/// the sealing, not today (this one expired on 2021-01-01).
+#[test]
+fn a_seal_made_before_the_certificate_expired_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("pec.db")).unwrap();
+    let day = NaiveDate::from_ymd_opt(2020, 6, 10).unwrap();
+    let (from, to) = log::day_bounds(day);
+    let mut e = LogEvent {
+        pec_id: "opec.old@pec.example.it".into(),
+        at: Instant::from_unix(from + 3600),
+        kind: EventKind::Issued(MessageKind::TransportEnvelope),
+        sender: "mario@pec.example.it".into(),
+        recipients: Vec::new(),
+        subject: "2020".into(),
+        related_ids: Vec::new(),
+        provider: "P".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+    };
+    store.log(&e).unwrap();
+    let pki = &tsa().pki;
+    let expired =
+        PemSigner::from_files(&pki.expired_key, &pki.expired_cert, None, DigestAlg::Sha256)
+            .unwrap();
+    log::seal_day(&store, &expired, None, day, Instant::from_unix(to + 3600)).unwrap();
+    e.at = Instant::from_unix(to + 7200);
+    store.log(&e).unwrap();
+    let r = log::verify(&store, None, None, &opts()).unwrap();
+    let what: Vec<&str> = r.problems.iter().map(|p| p.what.as_str()).collect();
+    assert_eq!(what, ["not time-stamped"], "{:?}", r.problems);
+}

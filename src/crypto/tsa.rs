@@ -177,7 +177,8 @@ pub fn token_info(token: &[u8]) -> Result<TstInfo, TsaError> {
 
 /// Checks that `token` time-stamps `sha256` (SHA-256 imprint equal to it) and, with
 /// `ca_file` (PEM, the TSA's trust anchors), that its signature is valid and its signer
-/// chains to the CA with the timeStamping purpose. Returns the token's `TSTInfo`.
+/// chains to the CA with the timeStamping purpose, at the token's own time (genTime).
+/// Returns the token's `TSTInfo`.
 pub fn verify_token(
     token: &[u8],
     sha256: &[u8; 32],
@@ -202,9 +203,14 @@ pub fn verify_token(
             for cert in X509::stack_from_pem(&pem).map_err(token_err)? {
                 store.add_cert(cert).map_err(token_err)?;
             }
-            store
+            // Certificates are checked at the time the token was made, so that a token
+            // stays verifiable for the whole retention after the TSA certificate expires.
+            let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(token_err)?;
+            param
                 .set_purpose(openssl::x509::X509PurposeId::TIMESTAMP_SIGN)
                 .map_err(token_err)?;
+            param.set_time(info.gen_time.unix() as _);
+            store.set_param(&param).map_err(token_err)?;
             CMSOptions::empty()
         }
         None => CMSOptions::NO_SIGNER_CERT_VERIFY,

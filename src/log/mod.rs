@@ -215,7 +215,7 @@ fn check_seal(
     if sha[..] != seal.export_sha256[..] {
         problems.push("the records of the day do not match the sealed export".into());
     }
-    if let Err(e) = verify_signature(&seal.signature, &seal.export_sha256, &export, opts) {
+    if let Err(e) = verify_signature(&seal.signature, seal.sealed_at, &export, opts) {
         problems.push(e);
     }
     match &seal.tst {
@@ -235,10 +235,11 @@ fn opt(v: Option<i64>) -> String {
 }
 
 /// The seal's CMS signature over the current export (a mismatch of the export is
-/// reported separately; a signature that does not verify over it is a problem too).
+/// reported separately; a signature that does not verify over it is a problem too). With a
+/// CA, the signer's chain is checked as of `sealed_at`.
 fn verify_signature(
     signature: &[u8],
-    _sealed_sha: &[u8],
+    sealed_at: i64,
     export: &[u8],
     opts: &VerifyOptions,
 ) -> Result<(), String> {
@@ -253,6 +254,10 @@ fn verify_signature(
             for c in X509::stack_from_pem(&pem).map_err(err)? {
                 store.add_cert(c).map_err(err)?;
             }
+            // The provider certificate is checked as of the sealing, not today.
+            let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(err)?;
+            param.set_time(sealed_at as _);
+            store.set_param(&param).map_err(err)?;
         }
         None => flags |= CMSOptions::NO_SIGNER_CERT_VERIFY,
     }
