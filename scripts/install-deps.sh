@@ -10,6 +10,8 @@ packages=(
   softhsm2 opensc gnutls-bin openssl ca-certificates
   # time travel for certificate validity tests
   faketime
+  # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
+  python3-minimal
 )
 
 missing=()

@@ -27,6 +27,11 @@ pub enum Command {
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
     /// check`).
     CheckConfig(ConfigArgs),
+    /// The legal log (registro dei messaggi): seal, verify, search, export, purge.
+    Log {
+        #[command(subcommand)]
+        command: crate::log::cmd::LogCommand,
+    },
     /// Write the man pages pec(8) and pec.toml(5) into a directory (for packaging).
     #[command(hide = true)]
     GenerateMan {
@@ -169,6 +174,7 @@ pub fn main() -> i32 {
         Command::Index(IndexCommand::Show(args)) => index_show(&args),
         Command::Index(IndexCommand::Lookup(args)) => index_lookup(&args),
         Command::Index(IndexCommand::Publish(args)) => index_publish(&args),
+        Command::Log { command } => crate::log::cmd::run(&command),
     }
 }
 

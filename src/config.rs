@@ -49,6 +49,10 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub timers: TimersConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -241,6 +245,32 @@ impl Default for ReceptionConfig {
     }
 }
 
+/// The legal log (spec §8): daily seals and retention.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// RFC 3161 time-stamping service for the daily seals, `http://HOST[:PORT]/PATH`;
+    /// empty: seals are signed but not time-stamped.
+    pub tsa_url: String,
+    /// PEM file with the TSA's CA, to verify the time stamps (`pec log verify`).
+    pub tsa_ca_file: Option<PathBuf>,
+    /// Time allowed for one time-stamp request.
+    pub tsa_timeout: String,
+    /// Months the records and seals are kept (at least 30, DPR 68/2005).
+    pub retention_months: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            tsa_url: String::new(),
+            tsa_ca_file: None,
+            tsa_timeout: "30s".into(),
+            retention_months: crate::store::RETENTION_MONTHS,
+        }
+    }
+}
+
 /// Delivery point (punto di consegna): the LMTP proxy between Postfix and Dovecot.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -284,6 +314,22 @@ impl Default for TimersConfig {
         TimersConfig {
             enabled: true,
             interval: "1m".into(),
+        }
+    }
+}
+
+/// Quarantine of infected messages (spec §8).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Months an infected message is kept (at least 30).
+    pub retention_months: u32,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            retention_months: crate::store::RETENTION_MONTHS,
         }
     }
 }
@@ -495,6 +541,8 @@ pub struct Settings {
     /// `reception.default_policy` (with `reception.default_forward_to`).
     pub default_policy: MailboxPolicy,
     pub delivery: DeliverySettings,
+    /// `log.tsa_url` and `log.tsa_timeout`; `None` without a TSA.
+    pub tsa: Option<crate::log::TsaSettings>,
     /// `timers.interval`.
     pub timers_interval: Duration,
     /// Where the index is synchronised from, if anywhere.
@@ -950,6 +998,46 @@ impl Config {
                 ),
             ));
         }
+        let l = &self.log;
+        let tsa_timeout = duration("log.tsa_timeout", &l.tsa_timeout)?;
+        let tsa = if l.tsa_url.is_empty() {
+            None
+        } else if l.tsa_url.starts_with("http://") && l.tsa_url.len() > "http://".len() {
+            Some(crate::log::TsaSettings {
+                url: l.tsa_url.clone(),
+                timeout: tsa_timeout,
+            })
+        } else {
+            return Err(invalid(
+                "log.tsa_url",
+                format!(
+                    "invalid url \"{}\": expected http://HOST[:PORT]/PATH",
+                    l.tsa_url
+                ),
+            ));
+        };
+        if let Some(ca) = &l.tsa_ca_file {
+            path_not_empty("log.tsa_ca_file", ca)?;
+        }
+        let minimum = crate::store::RETENTION_MONTHS;
+        if l.retention_months < minimum {
+            return Err(invalid(
+                "log.retention_months",
+                format!(
+                    "{} is less than the {minimum} months required",
+                    l.retention_months
+                ),
+            ));
+        }
+        if self.quarantine.retention_months < minimum {
+            return Err(invalid(
+                "quarantine.retention_months",
+                format!(
+                    "{} is less than the {minimum} months required",
+                    self.quarantine.retention_months
+                ),
+            ));
+        }
 
         let ix = &self.index;
         let index_refresh = duration("index.refresh", &ix.refresh)?;
@@ -1001,6 +1089,7 @@ impl Config {
         };
 
         Ok(Settings {
+            tsa,
             default_policy,
             index_source,
             index_refresh,

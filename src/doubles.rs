@@ -10,8 +10,8 @@ use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 use crate::smtp::{InjectError, Injector};
 use crate::store::{
-    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store,
-    StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
+    Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::BoxFuture;
 
@@ -203,7 +203,10 @@ impl Store for MemStore {
         if let Some(q) = &r.quarantine {
             m.quarantine.push((r.pec_id.clone(), q.clone()));
             let mut e = m.events[m.events.len() - 1].clone();
+            // As the SQLite store: no generated message, outcome ok.
             e.kind = EventKind::Quarantined;
+            e.related_ids = Vec::new();
+            e.outcome = "ok".into();
             m.events.push(e);
         }
         Ok(())
@@ -485,6 +488,24 @@ impl Store for MemStore {
         self.check()?;
         lock(&self.inner).index = Some(index.clone());
         Ok(())
+    }
+
+    /// Same matching as the SQLite store; ids are positions from 1. The double does not
+    /// chain: `hash` is empty.
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner)
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| query.matches(e))
+            .take(query.limit.unwrap_or(usize::MAX))
+            .map(|(i, e)| LoggedEvent {
+                id: i as i64 + 1,
+                event: e.clone(),
+                hash: Vec::new(),
+            })
+            .collect())
     }
 }
 

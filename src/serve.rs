@@ -159,6 +159,22 @@ pub async fn run(
         helo.clone(),
     ));
 
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // The sealer reads a whole day (up to millions of records): its own connection, so
+    // that the mail path's connection is never held for the export (WAL readers do not
+    // block the writer).
+    let seal_path = config.store.path.clone();
+    let seal_store = tokio::task::spawn_blocking(move || SqliteStore::open(&seal_path))
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let sealer = tokio::spawn(crate::log::daily_sealer(
+        Arc::new(seal_store),
+        signer.clone(),
+        settings.tsa.clone(),
+        Arc::new(SystemClock),
+        stop_rx.clone(),
+    ));
     let ap = Arc::new(AccessPoint {
         policy: Policy {
             limits: Limits {
@@ -254,7 +270,6 @@ pub async fn run(
             })?;
     info!(milter = %milter_addr, filter = %filter_addr, lmtp = %lmtp_addr, "pec serving");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -318,6 +333,7 @@ pub async fn run(
     if let Some(r) = refresh {
         let _ = r.await;
     }
+    let _ = sealer.await;
     Ok(())
 }
 

@@ -252,6 +252,12 @@ impl Store for MemStore {
     fn replace_index(&self, _index: &pec::store::StoredIndex) -> Result<(), StoreError> {
         Ok(())
     }
+    fn search_events(
+        &self,
+        _query: &pec::store::LogQuery,
+    ) -> Result<Vec<pec::store::LoggedEvent>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The fake Postfix reinjection listener: records every transaction, answers as told

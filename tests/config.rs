@@ -692,3 +692,52 @@ fn the_index_source_is_ldap_or_a_signed_ldif_checked_with_line_numbers() {
         r#"/etc/pec/pec.toml: line 19: key "index.ldap": unknown key"#
     );
 }
+
+#[test]
+fn the_log_and_quarantine_sections() {
+    let c = config::parse(BASE, FILE).unwrap();
+    assert_eq!(c.log.retention_months, 30);
+    assert_eq!(c.quarantine.retention_months, 30);
+    assert_eq!(c.settings().unwrap().tsa, None);
+
+    let text = format!(
+        "{BASE}\n[log]\ntsa_url = \"http://tsa.example.it:8080/tsa\"\ntsa_timeout = \"10s\"\n\
+         retention_months = 36\n[quarantine]\nretention_months = 40\n"
+    );
+    let c = config::parse(&text, FILE).unwrap();
+    let tsa = c.settings().unwrap().tsa.unwrap();
+    assert_eq!(tsa.url, "http://tsa.example.it:8080/tsa");
+    assert_eq!(tsa.timeout, Duration::from_secs(10));
+    assert_eq!(
+        (c.log.retention_months, c.quarantine.retention_months),
+        (36, 40)
+    );
+
+    // After BASE: a blank line, the table header, the key.
+    let line = BASE.lines().count() + 3;
+    let bad = format!("{BASE}\n[log]\ntsa_url = \"https://tsa.example.it/\"\n");
+    assert_eq!(
+        error(&bad),
+        format!(
+            "/etc/pec/pec.toml: line {line}: key \"log.tsa_url\": invalid url \
+             \"https://tsa.example.it/\": expected http://HOST[:PORT]/PATH"
+        )
+    );
+    let bad = format!("{BASE}\n[log]\nretention_months = 12\n");
+    assert_eq!(
+        error(&bad),
+        format!(
+            "/etc/pec/pec.toml: line {line}: key \"log.retention_months\": 12 is less than \
+             the 30 months required"
+        )
+    );
+    let bad = format!("{BASE}\n[quarantine]\nretention_months = 1\nkeep = true\n");
+    assert!(
+        error(&bad).contains(&format!(
+            "line {}: key \"quarantine.keep\": unknown key",
+            line + 1
+        )),
+        "{}",
+        error(&bad)
+    );
+}

@@ -76,6 +76,7 @@ pub mod file_key;
 pub mod pkcs11;
 pub mod smime;
 pub mod testing;
+pub mod tsa;
 pub mod verify;
 pub mod verify_cmd;
 

@@ -12,6 +12,7 @@ use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
+pub mod chain;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -38,6 +39,9 @@ pub enum EventKind {
     /// A submission refused in SMTP without a notice (far over the size limit, or by
     /// configuration).
     RejectedInSmtp,
+    /// Records of the legal log and/or quarantined messages past their retention were
+    /// purged (`pec log purge`, spec §8: 30 months).
+    Purged,
 }
 
 impl EventKind {
@@ -47,6 +51,7 @@ impl EventKind {
             EventKind::Issued(k) => k.log_label(),
             EventKind::Quarantined => "Quarantena",
             EventKind::RejectedInSmtp => "RifiutoSmtp",
+            EventKind::Purged => "Cancellazione",
         }
     }
 }
@@ -329,6 +334,11 @@ pub trait Store: Send + Sync {
     /// Provider index: replaces the local copy (one transaction: readers see the old copy
     /// or the new one). The caller has validated it.
     fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError>;
+
+    // ---- Legal log ----
+
+    /// Legal-log records matching `query`, in log order (`pec log search`, owner extracts).
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError>;
 }
 
 /// The stored local copy of the provider index (spec §7.2).
@@ -381,5 +391,59 @@ impl TrackingState {
             TrackingState::TakenInCharge => 1,
             TrackingState::Delivered | TrackingState::Failed => 2,
         }
+    }
+}
+
+/// A legal-log record as stored: its position in the chain and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Position in the log (insertion order; never reused).
+    pub id: i64,
+    pub event: LogEvent,
+    /// SHA-256 of the record's canonical encoding (see [`chain`]); empty in stores that do
+    /// not chain (the in-memory double).
+    pub hash: Vec<u8>,
+}
+
+/// A search of the legal log (`pec log search`). Every set criterion must match; address
+/// comparisons are case-insensitive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Sender or any recipient.
+    pub mailbox: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    /// From this instant, inclusive.
+    pub from: Option<Instant>,
+    /// Up to this instant, exclusive.
+    pub to: Option<Instant>,
+    /// Event label ([`EventKind::label`]), e.g. `Consegna`.
+    pub kind: Option<String>,
+    /// Substring of the subject (case-insensitive for ASCII).
+    pub subject: Option<String>,
+    /// PEC msgid.
+    pub pec_id: Option<String>,
+    /// At most this many records (oldest first); `None` for all.
+    pub limit: Option<usize>,
+}
+
+impl LogQuery {
+    /// Whether `event` matches (the reference semantics, used by the in-memory double).
+    pub fn matches(&self, event: &LogEvent) -> bool {
+        let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let is_recipient = |addr: &str| event.recipients.iter().any(|(r, _)| eq(r, addr));
+        self.mailbox
+            .as_deref()
+            .is_none_or(|m| eq(&event.sender, m) || is_recipient(m))
+            && self.sender.as_deref().is_none_or(|s| eq(&event.sender, s))
+            && self.recipient.as_deref().is_none_or(is_recipient)
+            && self.from.is_none_or(|f| event.at >= f)
+            && self.to.is_none_or(|t| event.at < t)
+            && self.kind.as_deref().is_none_or(|k| event.kind.label() == k)
+            && self
+                .subject
+                .as_deref()
+                .is_none_or(|s| event.subject.to_lowercase().contains(&s.to_lowercase()))
+            && self.pec_id.as_deref().is_none_or(|p| event.pec_id == p)
     }
 }

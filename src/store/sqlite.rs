@@ -22,15 +22,23 @@ use rusqlite::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, MailboxPolicy, Refused, Store,
-    StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState, RETENTION_MONTHS,
+    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
+    Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
 use crate::message::time::Instant;
 
+mod legal;
+pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
+
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The migration that makes the legal log hash-chained: it also chains the records
+/// written before it.
+const LEGAL_LOG_MIGRATION: usize = 6;
 
 /// Schema migrations, in order: migration `i` brings the database to version `i + 1`. Each is
 /// applied in its own transaction together with its `schema_version` row. Never edit a
@@ -177,6 +185,69 @@ CREATE TABLE provider_index (
     source     TEXT NOT NULL                        -- where from: ldap://…, file path, …
 ) STRICT;
 "#,
+    // Version 6: the legal log made tamper-evident, searchable and purgeable (issue 7).
+    // Existing rows are chained by `legal::chain_existing` in the same transaction.
+    r#"
+-- Hash chain (store::chain): every record carries the hash of the previous one.
+ALTER TABLE events ADD COLUMN prev_hash BLOB;  -- SHA-256 of the previous record (or the
+                                               -- purge anchor, or 32 zero bytes)
+ALTER TABLE events ADD COLUMN hash BLOB;       -- SHA-256 of this record, encoding v1
+
+-- Search by sender and by recipient (pec log search). A side table rather than FTS: the
+-- lookups are exact addresses, which a B-tree answers in O(log n) with a range scan on the
+-- date; FTS would tokenise addresses and still need a join on the date.
+CREATE INDEX events_sender_at ON events (lower(sender), at);
+CREATE INDEX events_kind_at ON events (kind, at);
+CREATE TABLE event_recipients (
+    address  TEXT NOT NULL,            -- recipient address, lower case
+    at       INTEGER NOT NULL,         -- the event's instant (copied, for range scans)
+    event_id INTEGER NOT NULL,         -- events.id
+    PRIMARY KEY (address, at, event_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX event_recipients_event ON event_recipients (event_id);
+INSERT OR IGNORE INTO event_recipients (address, at, event_id)
+    SELECT lower(json_extract(r.value, '$.address')), e.at, e.id
+    FROM events e, json_each(e.recipients) r;
+
+-- Daily seals: the records of one Italian legal day (Europe/Rome), exported canonically
+-- (store::chain, one line per record in id order), signed with the provider key (detached
+-- CMS) and time-stamped (RFC 3161) over the export's SHA-256.
+CREATE TABLE seals (
+    day           TEXT PRIMARY KEY,    -- YYYY-MM-DD, legal day in Europe/Rome
+    from_at       INTEGER NOT NULL,    -- day start, unix seconds (inclusive)
+    to_at         INTEGER NOT NULL,    -- next day start, unix seconds (exclusive)
+    count         INTEGER NOT NULL,    -- records of the day
+    first_id      INTEGER,             -- smallest and largest id among them
+    last_id       INTEGER,
+    export_sha256 BLOB NOT NULL,       -- SHA-256 of the export
+    signature     BLOB NOT NULL,       -- detached CMS SignedData over the export (DER)
+    tst           BLOB,                -- RFC 3161 TimeStampToken over export_sha256 (DER);
+                                       -- NULL when no TSA is configured
+    tsa_url       TEXT,                -- where the token came from
+    sealed_at     INTEGER NOT NULL     -- unix seconds
+) STRICT;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+BEGIN
+    SELECT RAISE(ABORT, 'seals are append-only');
+END;
+
+-- Who is sealing a day: exactly one process seals it (pec serve on several hosts sharing
+-- the file, or pec log seal). A claim older than an hour is considered abandoned.
+CREATE TABLE seal_claims (
+    day        TEXT PRIMARY KEY,       -- YYYY-MM-DD
+    owner      TEXT NOT NULL,          -- host:pid of the claimant
+    claimed_at INTEGER NOT NULL        -- unix seconds
+) STRICT;
+
+-- The chain across the purge boundary: the last purged record, whose hash is the
+-- prev_hash of the first record kept. At most one row.
+CREATE TABLE chain_anchor (
+    only      INTEGER PRIMARY KEY CHECK (only = 1),
+    last_id   INTEGER NOT NULL,        -- id of the last purged record
+    last_hash BLOB NOT NULL,           -- its hash
+    purged_at INTEGER NOT NULL         -- unix seconds
+) STRICT;
+"#,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
@@ -252,8 +323,10 @@ fn configure(conn: &Connection) -> Result<(), String> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("journal mode is \"{mode}\", expected \"wal\""));
     }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-        .map_err(|e| format!("set synchronous and foreign keys: {e}"))
+    // A 64 MiB page cache: the legal log's indexes (sender, recipients, date) are
+    // written at random positions, and the default 2 MB cache thrashes at millions of rows.
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;")
+        .map_err(|e| format!("set synchronous, foreign keys and cache size: {e}"))
 }
 
 /// Switches the file to WAL and returns the resulting mode. On a new file the switch needs
@@ -307,6 +380,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
         tx.execute_batch(sql)
             .map_err(db(&format!("migrate: apply version {version}")))?;
+        if version == LEGAL_LOG_MIGRATION {
+            legal::chain_existing(&tx)?;
+        }
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, unixepoch())",
             params![version as i64],
@@ -400,6 +476,7 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
             .map(|t| EventKind::Issued(MessageKind::Delivery(t))),
         ("Quarantena", None) => Some(EventKind::Quarantined),
         ("RifiutoSmtp", None) => Some(EventKind::RejectedInSmtp),
+        ("Cancellazione", None) => Some(EventKind::Purged),
         _ => None,
     }
 }
@@ -424,33 +501,10 @@ fn parse_state(value: &str) -> Option<TrackingState> {
     .find(|s| state_str(*s) == value)
 }
 
-/// Appends one event row.
+/// Appends one event row, chained (the one insert path of the legal log: every method
+/// that writes an event calls it inside its transaction). See [`legal::append_event`].
 fn insert_event(tx: &Connection, event: &LogEvent) -> Result<(), StoreError> {
-    let (label, receipt) = encode_kind(event.kind);
-    let recipients = recipients_json(&event.recipients)?;
-    let related = serde_json::to_string(&event.related_ids)
-        .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    tx.execute(
-        "INSERT INTO events (pec_id, at, kind, receipt_type, sender, recipients, subject,
-                             related_ids, provider, queue_id, outcome, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            event.pec_id,
-            event.at.unix(),
-            label,
-            receipt,
-            event.sender,
-            recipients,
-            event.subject,
-            related,
-            event.provider,
-            event.queue_id,
-            event.outcome,
-            event.reason,
-        ],
-    )
-    .map_err(db(&format!("log {label} event for \"{}\"", event.pec_id)))?;
-    Ok(())
+    legal::append_event(tx, event).map(|_| ())
 }
 
 /// A raw `events` row, decoded after the statement is done.
@@ -1234,6 +1288,10 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
+        legal::search(&self.lock(), query)
+    }
 }
 
 /// Claim column, notice-id column and the states that still call for the notice.
@@ -1284,7 +1342,11 @@ mod tests {
             .into_iter()
             .map(EventKind::Issued)
             .collect();
-        kinds.extend([EventKind::Quarantined, EventKind::RejectedInSmtp]);
+        kinds.extend([
+            EventKind::Quarantined,
+            EventKind::RejectedInSmtp,
+            EventKind::Purged,
+        ]);
         for kind in kinds {
             let (label, receipt) = encode_kind(kind);
             assert_eq!(decode_kind(label, receipt), Some(kind), "{kind:?}");
@@ -1490,5 +1552,48 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn migration_2_chains_and_indexes_the_records_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pec.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY,
+                                              applied_at INTEGER NOT NULL) STRICT;",
+            )
+            .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO schema_version VALUES (1, 0);
+                 INSERT INTO events (pec_id, at, kind, sender, recipients, subject,
+                                     related_ids, provider, outcome)
+                 VALUES ('a', 10, 'BustaTrasporto', 'Mario@x.it',
+                         '[{\"address\":\"Anna@y.it\",\"tipo\":\"certificato\"}]',
+                         's', '[]', 'P', 'ok'),
+                        ('a', 11, 'Accettazione', 'Mario@x.it', '[]', 's', '[]', 'P', 'ok');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let report = store.verify_chain(None, None).unwrap();
+        assert_eq!(report.records, 2);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let found = store
+            .search_events(&LogQuery {
+                recipient: Some("anna@y.it".into()),
+                ..LogQuery::default()
+            })
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        // New records chain onto the migrated ones; updates are still refused.
+        store.log(&found[0].event).unwrap();
+        assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
+        assert!(store
+            .lock()
+            .execute("UPDATE events SET outcome = 'x'", [])
+            .is_err());
     }
 }

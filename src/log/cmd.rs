@@ -1,0 +1,269 @@
+//! `pec log seal|verify|search|export|purge`.
+//!
+//! Exit status: 0 done (for `verify`: everything holds), 1 problems found or the
+//! operation failed, 2 usage or configuration error.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::VerifyOptions;
+use crate::message::time::{Clock, Instant, SystemClock};
+use crate::store::{LogQuery, SqliteStore, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Seal a closed day (default: yesterday, Italian legal day): sign its canonical export
+    /// with the provider key and time-stamp it at the configured TSA.
+    Seal(SealArgs),
+    /// Verify the hash chain and the seals (signature and time stamp); every altered,
+    /// deleted or inserted record is reported with its id.
+    Verify(VerifyArgs),
+    /// Search the legal log.
+    Search(SearchArgs),
+    /// Export records to CSV or JSON.
+    Export(SearchArgs),
+    /// Delete the records, seals and quarantined messages past retention (sealed days only).
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArgs,
+    /// The day to seal, YYYY-MM-DD (default: yesterday).
+    #[arg(long)]
+    pub day: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArgs,
+    /// From this day (YYYY-MM-DD) or instant (RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this day, inclusive, or instant, exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// PEM CA of the provider certificate, to verify the seal signatures' chain.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArgs,
+    /// Records of this mailbox's messages only (as sender or recipient).
+    #[arg(long)]
+    pub mailbox: Option<String>,
+    #[arg(long)]
+    pub sender: Option<String>,
+    #[arg(long)]
+    pub recipient: Option<String>,
+    /// From this day (YYYY-MM-DD) or instant (RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this day, inclusive, or instant, exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Event label: BustaTrasporto, Accettazione, Consegna, …
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Text in the subject.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// PEC msgid.
+    #[arg(long = "pec-id")]
+    pub pec_id: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output format (search: text; export: csv).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArgs,
+}
+
+fn usage(e: impl std::fmt::Display) -> i32 {
+    eprintln!("pec log: {e}");
+    2
+}
+
+fn fail(e: impl std::fmt::Display) -> i32 {
+    eprintln!("pec log: {e}");
+    1
+}
+
+fn open(config: &crate::cli::ConfigArgs) -> Result<(crate::config::Config, SqliteStore), i32> {
+    let cfg = crate::config::load(&config.config).map_err(usage)?;
+    let store = SqliteStore::open(&cfg.store.path).map_err(fail)?;
+    Ok((cfg, store))
+}
+
+fn bounds(
+    from: &Option<String>,
+    to: &Option<String>,
+) -> Result<(Option<Instant>, Option<Instant>), i32> {
+    let parse = |s: &Option<String>, end: bool| match s {
+        None => Ok(None),
+        Some(v) => super::parse_bound(v, end).map(Some).ok_or_else(|| {
+            usage(format!(
+                "invalid date \"{v}\": expected YYYY-MM-DD or RFC 3339"
+            ))
+        }),
+    };
+    Ok((parse(from, false)?, parse(to, true)?))
+}
+
+/// Runs one `pec log` command; returns the exit status.
+pub fn run(command: &LogCommand) -> i32 {
+    match run_inner(command) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn run_inner(command: &LogCommand) -> Result<i32, i32> {
+    match command {
+        LogCommand::Seal(args) => {
+            let (cfg, store) = open(&args.config)?;
+            let settings = cfg.settings().map_err(usage)?;
+            let now = SystemClock.now();
+            let day = match &args.day {
+                Some(d) => super::parse_day(d)
+                    .ok_or_else(|| usage(format!("invalid day \"{d}\": expected YYYY-MM-DD")))?,
+                None => super::yesterday(now),
+            };
+            let signer = crate::serve::open_signer(&cfg).map_err(fail)?;
+            let seal = super::seal_day(&store, signer.as_ref(), settings.tsa.as_ref(), day, now)
+                .map_err(fail)?;
+            println!(
+                "sealed {}: {} records, sha-256 {}, {}",
+                seal.day,
+                seal.count,
+                hex::encode(&seal.export_sha256),
+                if seal.tst.is_some() {
+                    "time-stamped"
+                } else {
+                    "not time-stamped (no log.tsa_url)"
+                }
+            );
+            Ok(0)
+        }
+        LogCommand::Verify(args) => {
+            let (cfg, store) = open(&args.config)?;
+            let (from, to) = bounds(&args.from, &args.to)?;
+            let opts = VerifyOptions {
+                tsa_ca: cfg.log.tsa_ca_file.clone(),
+                signer_ca: args.ca.clone(),
+            };
+            let report = super::verify(&store, from, to, &opts).map_err(fail)?;
+            for p in &report.problems {
+                println!("{p}");
+            }
+            println!(
+                "{} records, {} seals checked: {}",
+                report.records,
+                report.seals,
+                if report.problems.is_empty() {
+                    "ok".to_string()
+                } else {
+                    format!("{} problems", report.problems.len())
+                }
+            );
+            Ok(i32::from(!report.problems.is_empty()))
+        }
+        LogCommand::Search(args) => search(args, Format::Text),
+        LogCommand::Export(args) => search(args, Format::Csv),
+        LogCommand::Purge(args) => {
+            let (cfg, store) = open(&args.config)?;
+            let report = super::purge(
+                &store,
+                cfg.log.retention_months,
+                cfg.quarantine.retention_months,
+                SystemClock.now(),
+                &cfg.provider.name,
+            )
+            .map_err(fail)?;
+            println!(
+                "purged {} records, {} seals, {} quarantined messages",
+                report.events, report.seals, report.quarantined
+            );
+            if let Some(why) = report.stopped_at {
+                println!("the log purge stopped early: {why} (run pec log seal)");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
+    let (_, store) = open(&args.config)?;
+    let (from, to) = bounds(&args.from, &args.to)?;
+    let query = LogQuery {
+        mailbox: args.mailbox.clone(),
+        sender: args.sender.clone(),
+        recipient: args.recipient.clone(),
+        from,
+        to,
+        kind: args.kind.clone(),
+        subject: args.subject.clone(),
+        pec_id: args.pec_id.clone(),
+        limit: args.limit,
+    };
+    let events = store.search_events(&query).map_err(fail)?;
+    let text = match args.format.unwrap_or(default) {
+        Format::Csv => super::to_csv(&events),
+        Format::Json => super::to_json(&events) + "\n",
+        Format::Text => {
+            let mut out = String::new();
+            for e in &events {
+                let ev = &e.event;
+                let legal = ev.at.legal();
+                out.push_str(&format!(
+                    "{} {} {}{} {} {} mittente={} destinatari={} oggetto={:?} esito={}\n",
+                    e.id,
+                    legal.giorno(),
+                    legal.ora(),
+                    legal.zona(),
+                    ev.kind.label(),
+                    ev.pec_id,
+                    ev.sender,
+                    ev.recipients
+                        .iter()
+                        .map(|(a, _)| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    ev.subject,
+                    ev.outcome
+                ));
+            }
+            out
+        }
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, text.as_bytes())
+            .map_err(|e| format!("cannot write \"{}\": {e}", path.display())),
+        None => std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| e.to_string()),
+    };
+    written.map_err(fail)?;
+    Ok(0)
+}

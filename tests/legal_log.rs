@@ -1,0 +1,906 @@
+//! The legal log (issue 7): hash chain, daily seals with a real RFC 3161 round trip against
+//! a test TSA (`tests/tsa/`), detection of every kind of tampering, search and export,
+//! owner extracts, and the retention purge.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use pec::crypto::testing::{self, TestPki};
+use pec::crypto::{DigestAlg, PemSigner};
+use pec::doubles::MemStore;
+use pec::log::{self, TsaSettings, VerifyOptions};
+use pec::message::build::Certification;
+use pec::message::daticert::Destinatario;
+use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
+use pec::message::time::Instant;
+use pec::store::chain::ChainRecord;
+use pec::store::{Accepted, EventKind, LogEvent, LogQuery, Refused, SqliteStore, Store};
+use rusqlite::{params, Connection};
+
+/// 2024-03-14 (a Thursday), in Rome.
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2024, 3, 14).unwrap()
+}
+
+/// `h:m` on 2024-03-14, Rome (UTC+1).
+fn at(h: i64, m: i64) -> Instant {
+    let (start, _) = log::day_bounds(day());
+    Instant::from_unix(start + h * 3600 + m * 60)
+}
+
+fn after_the_day() -> Instant {
+    Instant::from_unix(log::day_bounds(day()).1 + 600)
+}
+
+struct Tsa {
+    _dir: tempfile::TempDir,
+    pki: TestPki,
+    child: Child,
+    url: String,
+}
+
+impl Drop for Tsa {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The test PKI and a running test TSA, once per test binary.
+fn tsa() -> &'static Tsa {
+    // Leaked on purpose: tsa.py exits when this process ends and its stdin closes.
+    static REF: OnceLock<&'static Tsa> = OnceLock::new();
+    REF.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = testing::make_test_pki(&dir.path().join("pki")).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
+        let out = Command::new("sh")
+            .arg(root.join("make-tsa.sh"))
+            .arg(dir.path().join("tsa"))
+            .arg(&pki.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(root.join("tsa.py"))
+            .arg(dir.path().join("tsa/tsa.cnf"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the test TSA");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+        Box::leak(Box::new(Tsa {
+            _dir: dir,
+            pki,
+            child,
+            url: format!("http://127.0.0.1:{port}/tsa"),
+        }))
+    })
+}
+
+fn signer(pki: &TestPki) -> PemSigner {
+    PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap()
+}
+
+fn tsa_settings() -> TsaSettings {
+    TsaSettings {
+        url: tsa().url.clone(),
+        timeout: Duration::from_secs(20),
+    }
+}
+
+fn opts() -> VerifyOptions {
+    VerifyOptions {
+        tsa_ca: Some(tsa().pki.ca_cert.clone()),
+        signer_ca: Some(tsa().pki.ca_cert.clone()),
+    }
+}
+
+fn cert(pec_id: &str, sender: &str, to: &[&str], subject: &str) -> Certification {
+    Certification {
+        mittente: sender.into(),
+        destinatari: to
+            .iter()
+            .map(|a| Destinatario {
+                address: a.to_string(),
+                tipo: RecipientType::Certificato,
+            })
+            .collect(),
+        risposte: sender.into(),
+        oggetto: subject.into(),
+        identificativo: pec_id.into(),
+        msgid: None,
+        requested: ReceiptType::Completa,
+        to: to.iter().map(|a| a.to_string()).collect(),
+        cc: Vec::new(),
+    }
+}
+
+/// A day of traffic through every insert path: two accepted messages with their
+/// acceptance, a refused infected one (with quarantine), a delivery and an SMTP rejection.
+fn populate(store: &dyn Store) {
+    for (i, (sender, to, subject)) in [
+        (
+            "mario@pec.example.it",
+            vec!["anna@pec.example.net"],
+            "Fattura 12",
+        ),
+        (
+            "anna@pec.example.net",
+            vec!["mario@pec.example.it", "ufficio@pec.example.it"],
+            "Ricorso",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let pec_id = format!("opec.{i}@pec.example.it");
+        let a = Accepted {
+            pec_id: pec_id.clone(),
+            queue_id: Some(format!("Q{i}")),
+            at: at(9, i as i64),
+            cert: cert(&pec_id, sender, &to, subject),
+            login: sender.into(),
+            provider: "PEC Example IT S.p.A.".into(),
+        };
+        store.record_accepted(&a).unwrap();
+        assert!(store
+            .acceptance_emitted(
+                &pec_id,
+                &format!("acc.{i}@pec.example.it"),
+                at(9, i as i64 + 1)
+            )
+            .unwrap());
+    }
+    store
+        .record_refused(&Refused {
+            pec_id: "opec.v@pec.example.it".into(),
+            queue_id: None,
+            at: at(10, 0),
+            cert: cert(
+                "opec.v@pec.example.it",
+                "mario@pec.example.it",
+                &["x@pec.example.net"],
+                "virus",
+            ),
+            kind: MessageKind::NonAcceptanceVirus,
+            reason: "Eicar-Test-Signature".into(),
+            notice_id: "n.v@pec.example.it".into(),
+            quarantine: Some(b"infected".to_vec()),
+            provider: "PEC Example IT S.p.A.".into(),
+        })
+        .unwrap();
+    store
+        .log(&LogEvent {
+            pec_id: "opec.0@pec.example.it".into(),
+            at: at(11, 0),
+            kind: EventKind::Issued(MessageKind::Delivery(ReceiptType::Completa)),
+            sender: "mario@pec.example.it".into(),
+            recipients: vec![("anna@pec.example.net".into(), RecipientType::Certificato)],
+            subject: "Fattura 12".into(),
+            related_ids: vec!["cons.0@pec.example.net".into()],
+            provider: "PEC Example NET S.p.A.".into(),
+            queue_id: None,
+            outcome: "ok".into(),
+            reason: None,
+        })
+        .unwrap();
+    store
+        .log(&LogEvent {
+            pec_id: "opec.r@pec.example.it".into(),
+            at: at(12, 0),
+            kind: EventKind::RejectedInSmtp,
+            sender: "luigi@pec.example.it".into(),
+            recipients: vec![("anna@pec.example.net".into(), RecipientType::Certificato)],
+            subject: "Troppo grande".into(),
+            related_ids: Vec::new(),
+            provider: "PEC Example IT S.p.A.".into(),
+            queue_id: None,
+            outcome: "refused".into(),
+            reason: Some("size".into()),
+        })
+        .unwrap();
+}
+
+/// 8 records: envelope, acceptance ×2, non-acceptance, quarantine, delivery, rejection.
+const RECORDS: i64 = 8;
+
+fn fresh() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.db");
+    let store = SqliteStore::open(&path).unwrap();
+    populate(&store);
+    (dir, path, store)
+}
+
+/// A sealed day, time-stamped at the test TSA.
+fn sealed() -> (tempfile::TempDir, PathBuf, SqliteStore) {
+    let (dir, path, store) = fresh();
+    let s = signer(&tsa().pki);
+    log::seal_day(&store, &s, Some(&tsa_settings()), day(), after_the_day()).unwrap();
+    (dir, path, store)
+}
+
+/// A raw connection for tampering, with the append-only triggers dropped.
+fn raw(path: &Path) -> Connection {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch("DROP TRIGGER events_append_only; DROP TRIGGER seals_append_only;")
+        .unwrap();
+    c
+}
+
+fn problem_ids(report: &pec::store::sqlite::VerifyReport) -> Vec<Option<i64>> {
+    report.problems.iter().map(|p| p.id).collect()
+}
+
+#[test]
+fn every_insert_path_chains_and_the_chain_verifies() {
+    let (_dir, _path, store) = fresh();
+    let report = store.verify_chain(None, None).unwrap();
+    assert_eq!(report.records, RECORDS as u64);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let all = store.search_events(&LogQuery::default()).unwrap();
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=RECORDS).collect::<Vec<_>>());
+    assert!(all.iter().all(|e| e.hash.len() == 32));
+}
+
+#[test]
+fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies() {
+    let (dir, _path, store) = sealed();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert_eq!((report.records, report.seals), (RECORDS as u64, 1));
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // The token verifies with OpenSSL's own TSA verifier over the day's export.
+    let (from, to) = log::day_bounds(day());
+    let seal = store.seals(from, to).unwrap().remove(0);
+    assert_eq!(seal.count, RECORDS);
+    let export = store.export_range(from, to).unwrap().bytes;
+    std::fs::write(dir.path().join("export.jsonl"), &export).unwrap();
+    std::fs::write(dir.path().join("token.der"), seal.tst.as_ref().unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["ts", "-verify", "-token_in", "-in"])
+        .arg(dir.path().join("token.der"))
+        .arg("-data")
+        .arg(dir.path().join("export.jsonl"))
+        .arg("-CAfile")
+        .arg(&tsa().pki.ca_cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The export is one canonical JSON line per record.
+    assert_eq!(
+        export.iter().filter(|b| **b == b'\n').count(),
+        RECORDS as usize
+    );
+
+    // Sealing twice is refused; the claim says the day is done.
+    let s = signer(&tsa().pki);
+    assert!(log::seal_day(&store, &s, None, day(), after_the_day()).is_err());
+    assert!(
+        log::seal_day_once(&store, &s, None, day(), after_the_day(), "me")
+            .unwrap()
+            .is_none()
+    );
+    // An open day cannot be sealed, nor a day that closed less than 5 minutes ago.
+    let today = log::legal_day(after_the_day());
+    assert!(log::seal_day(&store, &s, None, today, after_the_day()).is_err());
+    let just_after = Instant::from_unix(log::day_bounds(today).1 + 299);
+    let err = log::seal_day(&store, &s, None, today, just_after).unwrap_err();
+    assert!(err.to_string().contains("can be sealed from"), "{err}");
+}
+
+#[test]
+fn a_token_for_other_data_or_from_an_untrusted_tsa_is_refused() {
+    let (_dir, _path, store) = sealed();
+    let (from, to) = log::day_bounds(day());
+    let seal = store.seals(from, to).unwrap().remove(0);
+    let token = seal.tst.unwrap();
+    let sha: [u8; 32] = seal.export_sha256[..].try_into().unwrap();
+    pec::crypto::tsa::verify_token(&token, &sha, Some(&tsa().pki.ca_cert)).unwrap();
+    assert!(pec::crypto::tsa::verify_token(&token, &[0; 32], Some(&tsa().pki.ca_cert)).is_err());
+    // The provider leaf is no CA: the TSA does not chain to it.
+    assert!(pec::crypto::tsa::verify_token(&token, &sha, Some(&tsa().pki.it_cert)).is_err());
+}
+
+#[test]
+fn an_altered_field_is_found_at_its_id() {
+    let (_dir, path, store) = sealed();
+    raw(&path)
+        .execute("UPDATE events SET subject = 'Fattura 13' WHERE id = 3", [])
+        .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert_eq!(report.problems[0].id, Some(3), "{:?}", report.problems);
+    assert!(report.problems[0].what.contains("hash mismatch"));
+    // The seal of the day no longer matches either.
+    assert!(report
+        .problems
+        .iter()
+        .any(|p| p.day.as_deref() == Some("2024-03-14")));
+}
+
+#[test]
+fn a_deleted_record_is_found_at_the_next_id() {
+    let (_dir, path, store) = sealed();
+    raw(&path)
+        .execute("DELETE FROM events WHERE id = 4", [])
+        .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    let chain: Vec<_> = report.problems.iter().filter(|p| p.day.is_none()).collect();
+    assert!(
+        !chain.is_empty() && chain.iter().all(|p| p.id == Some(5)),
+        "{chain:?}"
+    );
+    assert!(report.problems.iter().any(|p| p.day.is_some()));
+}
+
+#[test]
+fn deleting_the_last_record_of_a_sealed_day_is_found_by_the_seal() {
+    let (_dir, path, store) = sealed();
+    raw(&path)
+        .execute("DELETE FROM events WHERE id = ?1", params![RECORDS])
+        .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert!(
+        report.problems.iter().all(|p| p.day.is_some()),
+        "{:?}",
+        report.problems
+    );
+    assert!(!report.problems.is_empty());
+}
+
+#[test]
+fn an_inserted_forged_record_is_found() {
+    let (_dir, path, store) = sealed();
+    // A careless forgery: any hash.
+    let c = raw(&path);
+    c.execute(
+        "INSERT INTO events (id, pec_id, at, kind, sender, recipients, subject, related_ids,
+                             provider, outcome, prev_hash, hash)
+         VALUES (?1, 'forged', ?2, 'Consegna', 'a@b.it', '[]', '', '[]', 'P', 'ok', ?3, ?3)",
+        params![RECORDS + 1, at(13, 0).unix(), vec![7u8; 32]],
+    )
+    .unwrap();
+    let report = store.verify_chain(None, None).unwrap();
+    assert!(
+        problem_ids(&report).contains(&Some(RECORDS + 1)),
+        "{:?}",
+        report.problems
+    );
+
+    // A careful one, chained correctly onto the tail: only the seal shows it.
+    c.execute("DELETE FROM events WHERE id = ?1", params![RECORDS + 1])
+        .unwrap();
+    let prev: Vec<u8> = c
+        .query_row(
+            "SELECT hash FROM events WHERE id = ?1",
+            params![RECORDS],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let forged = ChainRecord {
+        id: RECORDS + 1,
+        pec_id: "forged".into(),
+        at: at(13, 0).unix(),
+        kind: "Consegna".into(),
+        receipt_type: Some("completa".into()),
+        sender: "a@b.it".into(),
+        recipients: "[]".into(),
+        subject: String::new(),
+        related_ids: "[]".into(),
+        provider: "P".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+        prev_hash: prev,
+    };
+    c.execute(
+        "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
+                             related_ids, provider, outcome, prev_hash, hash)
+         VALUES (?1, 'forged', ?2, 'Consegna', 'completa', 'a@b.it', '[]', '', '[]', 'P', 'ok',
+                 ?3, ?4)",
+        params![RECORDS + 1, forged.at, forged.prev_hash, &forged.hash()[..]],
+    )
+    .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert!(!report.problems.is_empty());
+    assert!(report
+        .problems
+        .iter()
+        .all(|p| p.day.as_deref() == Some("2024-03-14")));
+}
+
+#[test]
+fn two_swapped_records_are_found() {
+    let (_dir, path, store) = sealed();
+    let c = raw(&path);
+    // Swap the positions of records 2 and 3 (each keeps its own content and hashes).
+    c.execute_batch(
+        "UPDATE events SET id = -2 WHERE id = 2;
+         UPDATE events SET id = 2 WHERE id = 3;
+         UPDATE events SET id = 3 WHERE id = -2;",
+    )
+    .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    let ids = problem_ids(&report);
+    assert!(
+        ids.contains(&Some(2)) && ids.contains(&Some(3)),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn an_altered_seal_is_found() {
+    for (column, value) in [
+        ("export_sha256", vec![0u8; 32]),
+        ("signature", vec![0x30, 0x00]),
+        ("tst", vec![0x30, 0x00]),
+        ("count", Vec::new()),
+    ] {
+        let (_dir, path, store) = sealed();
+        let c = raw(&path);
+        if column == "count" {
+            c.execute("UPDATE seals SET count = count - 1", []).unwrap();
+        } else {
+            c.execute(&format!("UPDATE seals SET {column} = ?1"), params![value])
+                .unwrap();
+        }
+        let report = log::verify(&store, None, None, &opts()).unwrap();
+        assert!(
+            !report.problems.is_empty()
+                && report
+                    .problems
+                    .iter()
+                    .all(|p| p.day.as_deref() == Some("2024-03-14")),
+            "{column}: {:?}",
+            report.problems
+        );
+    }
+}
+
+#[test]
+fn a_signature_by_another_key_is_found() {
+    let (_dir, path, store) = fresh();
+    // Sealed with the outsider's key: valid CMS, but not chaining to the provider CA.
+    let outsider = PemSigner::from_files(
+        &tsa().pki.outsider_key,
+        &tsa().pki.outsider_cert,
+        None,
+        DigestAlg::Sha256,
+    )
+    .unwrap();
+    log::seal_day(
+        &store,
+        &outsider,
+        Some(&tsa_settings()),
+        day(),
+        after_the_day(),
+    )
+    .unwrap();
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.what.contains("signature")),
+        "{:?}",
+        report.problems
+    );
+    drop(path);
+}
+
+#[test]
+fn search_by_every_criterion() {
+    let (_dir, _path, store) = fresh();
+    let ids = |q: LogQuery| -> Vec<i64> {
+        store
+            .search_events(&q)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    };
+    let q = LogQuery::default;
+    // mario sent opec.0 (1, 2, 7) and opec.v (5, 6), and received opec.1 (3, 4).
+    assert_eq!(
+        ids(LogQuery {
+            mailbox: Some("MARIO@pec.example.it".into()),
+            ..q()
+        }),
+        vec![1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            sender: Some("anna@pec.example.net".into()),
+            ..q()
+        }),
+        vec![3, 4]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            recipient: Some("anna@pec.example.net".into()),
+            ..q()
+        }),
+        vec![1, 2, 7, 8]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            kind: Some("Accettazione".into()),
+            ..q()
+        }),
+        vec![2, 4]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            subject: Some("fattura".into()),
+            ..q()
+        }),
+        vec![1, 2, 7]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            pec_id: Some("opec.1@pec.example.it".into()),
+            ..q()
+        }),
+        vec![3, 4]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            from: Some(at(10, 0)),
+            to: Some(at(12, 0)),
+            ..q()
+        }),
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            mailbox: Some("anna@pec.example.net".into()),
+            from: Some(at(11, 0)),
+            ..q()
+        }),
+        vec![7, 8]
+    );
+    assert_eq!(
+        ids(LogQuery {
+            limit: Some(2),
+            ..q()
+        }),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn exports_and_owner_extracts() {
+    let (_dir, _path, store) = fresh();
+    let all = store.search_events(&LogQuery::default()).unwrap();
+    let csv = log::to_csv(&all);
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1 + RECORDS as usize);
+    assert_eq!(lines[0], log::CSV_HEADER.trim_end());
+    assert!(
+        lines[1].starts_with("1,14/03/2024,09:00:00+0100,BustaTrasporto,,opec.0@pec.example.it,"),
+        "{}",
+        lines[1]
+    );
+    let json: serde_json::Value = serde_json::from_str(&log::to_json(&all)).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), RECORDS as usize);
+    assert_eq!(json[6]["kind"], "Consegna");
+    assert_eq!(json[6]["receipt_type"], "completa");
+    assert_eq!(json[5]["receipt_type"], serde_json::Value::Null);
+    assert_eq!(json[0]["recipients"][0]["address"], "anna@pec.example.net");
+
+    // The owner extract shows only the owner's messages, the same from either store.
+    let (from, to) = (at(0, 0), after_the_day());
+    let luigi = log::log_extract_for_owner(&store, "luigi@pec.example.it", from, to).unwrap();
+    assert_eq!(luigi.lines().count(), 2, "{luigi}");
+    assert!(luigi.contains("Troppo grande") && !luigi.contains("Fattura"));
+    let mem = MemStore::new();
+    populate(&mem);
+    let strip_hash = |s: &str| -> Vec<String> {
+        s.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    for owner in [
+        "mario@pec.example.it",
+        "ufficio@pec.example.it",
+        "nobody@pec.example.it",
+    ] {
+        let a = log::log_extract_for_owner(&store, owner, from, to).unwrap();
+        let b = log::log_extract_for_owner(&mem, owner, from, to).unwrap();
+        assert_eq!(strip_hash(&a), strip_hash(&b), "{owner}");
+    }
+    let ufficio = log::log_extract_for_owner(&store, "ufficio@pec.example.it", from, to).unwrap();
+    assert_eq!(ufficio.lines().count(), 3, "{ufficio}");
+    assert!(!ufficio.contains("Fattura"));
+}
+
+#[test]
+fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable() {
+    let (_dir, _path, store) = fresh();
+    let s = signer(&tsa().pki);
+    let next_day = day().succ_opt().unwrap();
+    let (next_start, next_end) = log::day_bounds(next_day);
+    store
+        .log(&LogEvent {
+            pec_id: "opec.n@pec.example.it".into(),
+            at: Instant::from_unix(next_start + 3600),
+            kind: EventKind::Issued(MessageKind::TransportEnvelope),
+            sender: "mario@pec.example.it".into(),
+            recipients: Vec::new(),
+            subject: "dopo".into(),
+            related_ids: Vec::new(),
+            provider: "P".into(),
+            queue_id: None,
+            outcome: "ok".into(),
+            reason: None,
+        })
+        .unwrap();
+    let now = Instant::from_unix(next_end + 10);
+    // Nothing sealed: the log purge stops at the first record, the quarantine goes.
+    let r = store.purge(now, now, now, "P").unwrap();
+    assert_eq!((r.events, r.quarantined), (0, 1));
+    assert!(r.stopped_at.unwrap().contains("record 1"));
+    // Only the first day sealed: its records go, the next day's stay.
+    log::seal_day(&store, &s, None, day(), now).unwrap();
+    let r = store.purge(now, now, now, "P").unwrap();
+    assert_eq!((r.events, r.anchor_id), (RECORDS as u64, Some(RECORDS)));
+    assert_eq!(r.seals, 1);
+    let left = store.search_events(&LogQuery::default()).unwrap();
+    let kinds: Vec<EventKind> = left.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::Issued(MessageKind::TransportEnvelope),
+            EventKind::Purged,
+            EventKind::Purged
+        ]
+    );
+    // The chain verifies across the purge boundary, and keeps growing from it.
+    let report = store.verify_chain(None, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(left[0].id, RECORDS + 1);
+    store.log(&left[0].event).unwrap();
+    let report = store.verify_chain(None, None).unwrap();
+    assert!(
+        report.problems.is_empty() && report.records == 4,
+        "{report:?}"
+    );
+}
+
+#[test]
+fn purge_cutoffs_follow_the_retention_months() {
+    let now = Instant::parse_cli("2026-11-23T05:00:00Z").unwrap();
+    let cut = pec::store::sqlite::months_before(now, 30).unwrap();
+    assert_eq!(cut.rfc3339(), "2024-05-23T05:00:00Z");
+}
+
+/// `pec log …` end to end on a configuration file: seal (with the TSA), verify, search,
+/// export, purge; a tampered record makes verify exit 1 and name its id.
+#[test]
+fn the_pec_log_commands() {
+    let (dir, path, store) = fresh();
+    drop(store);
+    let pki = &tsa().pki;
+    let config = dir.path().join("pec.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[provider]
+name = "PEC Example IT S.p.A."
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["pec.example.it"]
+[signing]
+backend = "pem"
+key_file = "{}"
+cert_file = "{}"
+[store]
+path = "{}"
+[index]
+ldif = "/nonexistent.ldif"
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+[log]
+tsa_url = "{}"
+tsa_ca_file = "{}"
+"#,
+            pki.it_key.display(),
+            pki.it_cert.display(),
+            path.display(),
+            tsa().url,
+            pki.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let pec = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pec"))
+            .arg("log")
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = pec(&["seal", "--day", "2024-03-14"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("sealed 2024-03-14: 8 records") && out.contains("time-stamped"),
+        "{out}"
+    );
+    let (code, out, err) = pec(&["verify", "--ca", pki.ca_cert.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("8 records, 1 seals checked: ok"), "{out}");
+
+    let (code, out, _) = pec(&["search", "--mailbox", "luigi@pec.example.it"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), 1);
+    assert!(
+        out.starts_with("8 14/03/2024 12:00:00+0100 RifiutoSmtp "),
+        "{out}"
+    );
+    let (_, out, _) = pec(&[
+        "export",
+        "--from",
+        "2024-03-14",
+        "--to",
+        "2024-03-14",
+        "--kind",
+        "Accettazione",
+    ]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let (_, out, _) = pec(&["export", "--format", "json", "--subject", "RICORSO"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let (code, _, err) = pec(&["search", "--from", "yesterday"]);
+    assert_eq!(code, Some(2), "{err}");
+
+    // Retention is 30 months: 2024-03 is older than that (the test runs after 2026-09).
+    let (code, out, _) = pec(&["purge"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("purged 8 records, 1 seals, 1 quarantined"),
+        "{out}"
+    );
+    let (code, out, _) = pec(&["verify"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    raw(&path)
+        .execute("UPDATE events SET sender = 'x@y.it' WHERE id = 9", [])
+        .unwrap();
+    let (code, out, _) = pec(&["verify"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("record 9: hash mismatch"), "{out}");
+}
+
+#[test]
+fn one_process_seals_a_day_and_an_abandoned_claim_expires() {
+    let (_dir, _path, store) = fresh();
+    let now = after_the_day();
+    assert!(store.claim_seal("2024-03-14", "a:1", now).unwrap());
+    assert!(!store.claim_seal("2024-03-14", "b:2", now).unwrap());
+    // After an hour the claim is considered abandoned.
+    let later = Instant::from_unix(now.unix() + 3601);
+    assert!(store.claim_seal("2024-03-14", "b:2", later).unwrap());
+    store.release_seal_claim("2024-03-14").unwrap();
+    let s = signer(&tsa().pki);
+    let seal = log::seal_day_once(&store, &s, None, day(), later, "c:3").unwrap();
+    assert_eq!(seal.unwrap().count, RECORDS);
+    assert!(!store.claim_seal("2024-03-14", "d:4", later).unwrap());
+    // A verification limited to another day sees neither these records nor the seal.
+    let next = Instant::from_unix(log::day_bounds(day()).1);
+    let r = log::verify(&store, Some(next), None, &VerifyOptions::default()).unwrap();
+    assert_eq!((r.records, r.seals), (0, 0));
+    let r = log::verify(&store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
+    assert_eq!((r.records, r.seals), (3, 1));
+    // Sealed without a TSA: verify says so.
+    assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+    assert!(r.problems[0].what.contains("not time-stamped"));
+}
+
+/// The `pec serve` task: seals the last closed day and the unsealed days before it, once.
+#[test]
+fn the_daily_sealer_seals_the_closed_days_once() {
+    let (_dir, _path, store) = fresh();
+    let store = std::sync::Arc::new(store);
+    let signer: std::sync::Arc<dyn pec::crypto::Signer> = std::sync::Arc::new(signer(&tsa().pki));
+    let clock = std::sync::Arc::new(pec::message::time::FixedClock::new(after_the_day()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(log::daily_sealer(
+        store.clone(),
+        signer,
+        Some(tsa_settings()),
+        clock,
+        stop_rx,
+    ));
+    let (from, to) = log::day_bounds(day());
+    let week = from - 6 * 86_400;
+    rt.block_on(async {
+        for _ in 0..200 {
+            if store.seals(week, to).unwrap().len() == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    });
+    let seals = store.seals(week, to).unwrap();
+    let days: Vec<&str> = seals.iter().map(|s| s.day.as_str()).collect();
+    assert_eq!(
+        days,
+        [
+            "2024-03-08",
+            "2024-03-09",
+            "2024-03-10",
+            "2024-03-11",
+            "2024-03-12",
+            "2024-03-13",
+            "2024-03-14"
+        ]
+    );
+    assert_eq!(seals[6].count, RECORDS);
+    assert!(seals.iter().all(|s| s.tst.is_some()));
+    let report = log::verify(&store, None, None, &opts()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.seals, 7);
+}
+
+/// Seals stay verifiable for the whole retention: the provider certificate is checked as of
+/// the sealing, not today (this one expired on 2021-01-01).
+#[test]
+fn a_seal_made_before_the_certificate_expired_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("pec.db")).unwrap();
+    let day = NaiveDate::from_ymd_opt(2020, 6, 10).unwrap();
+    let (from, to) = log::day_bounds(day);
+    let mut e = LogEvent {
+        pec_id: "opec.old@pec.example.it".into(),
+        at: Instant::from_unix(from + 3600),
+        kind: EventKind::Issued(MessageKind::TransportEnvelope),
+        sender: "mario@pec.example.it".into(),
+        recipients: Vec::new(),
+        subject: "2020".into(),
+        related_ids: Vec::new(),
+        provider: "P".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+    };
+    store.log(&e).unwrap();
+    let pki = &tsa().pki;
+    let expired =
+        PemSigner::from_files(&pki.expired_key, &pki.expired_cert, None, DigestAlg::Sha256)
+            .unwrap();
+    log::seal_day(&store, &expired, None, day, Instant::from_unix(to + 3600)).unwrap();
+    e.at = Instant::from_unix(to + 7200);
+    store.log(&e).unwrap();
+    let r = log::verify(&store, None, None, &opts()).unwrap();
+    let what: Vec<&str> = r.problems.iter().map(|p| p.what.as_str()).collect();
+    assert_eq!(what, ["not time-stamped"], "{:?}", r.problems);
+}
