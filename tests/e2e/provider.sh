@@ -18,7 +18,9 @@
 #                        WORK/dovecot/mail/<domain>/<user> the mailboxes. PEC_BIN names the
 #                        binary; PROVIDER_ACCESS_EXTRA adds lines to [access] of pec.toml;
 #                        PROVIDER_CLAMD_NO_MARKER=1 leaves PEC-TEST-VIRUS-MARKER out of this
-#                        provider's clamd database (EICAR only). Also sets delivery: pec's
+#                        provider's clamd database (EICAR only); PROVIDER_LDAP_URL makes the
+#                        provider sync its index from that LDAP server (spec §7) before it
+#                        starts, its local fallback file listing only itself. Also sets delivery: pec's
 #                        delivery point (LMTP proxy) listens there and forwards to Dovecot's
 #                        LMTP ($lmtp); Postfix delivers to Dovecot directly unless
 #                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
@@ -70,11 +72,19 @@ provider_up() {
   mkdir -p "$work"
   [ -f "$pki/$key.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
   conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer)
-  {
-    printf 'version: 1\n\n'
-    provider_index_entry "PEC Example IT S.p.A." "$pki/it.pem" ricevute@pec.example.it pec.example.it
-    provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net
-  } > "$work/index.ldif"
+  local index_ldap=""
+  if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
+    index_ldap="ldap_url = \"$PROVIDER_LDAP_URL\""
+    # The provider learns the others from the LDAP index; its fallback file knows only itself.
+    { printf 'version: 1\n\n'; provider_index_entry "$name" "$pki/$key.pem" "ricevute@$domain" "$domain"; } \
+      > "$work/index.ldif"
+  else
+    {
+      printf 'version: 1\n\n'
+      provider_index_entry "PEC Example IT S.p.A." "$pki/it.pem" ricevute@pec.example.it pec.example.it
+      provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net
+    } > "$work/index.ldif"
+  fi
 
   e2e_log "$domain: clamd, Dovecot, Postfix"
   # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
@@ -103,6 +113,7 @@ path = "$work/pec.sqlite"
 
 [index]
 ldif = "$work/index.ldif"
+$index_ldap
 
 [antivirus]
 clamd = "tcp:127.0.0.1:$clamd_port"
@@ -123,6 +134,9 @@ dovecot = "127.0.0.1:$lmtp"
 reinject = "127.0.0.1:$reinject"
 EOF
   "$pec" check-config -c "$work/pec.toml" >/dev/null
+  if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
+    "$pec" index sync -c "$work/pec.toml" >/dev/null
+  fi
 
   e2e_log "$domain: pec serve"
   SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &

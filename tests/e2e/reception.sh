@@ -38,6 +38,7 @@ cleanup() {
   status=$?
   provider_down "$work/a"
   provider_down "$work/b"
+  slapd_stop "$work/ldap" >/dev/null 2>&1 || true
   if [ "$status" -ne 0 ]; then
     for p in a b; do
       echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
@@ -53,6 +54,17 @@ trap cleanup EXIT
 
 t_start=${EPOCHREALTIME}
 export PROVIDER_PKI=$work/pki
+# The providers learn each other through a real slapd holding the national index (spec §7).
+sh "$root/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+mapfile -t ldap_port < <(e2e_free_ports 1)
+slapd_start "$work/ldap" "${ldap_port[0]}"
+{
+  provider_index_entry "PEC Example IT S.p.A." "$PROVIDER_PKI/it.pem" ricevute@pec.example.it pec.example.it
+  provider_index_entry "PEC Example NET S.p.A." "$PROVIDER_PKI/net.pem" ricevute@pec.example.net pec.example.net
+} > "$work/providers.ldif"
+ldapadd -x -H "ldap://127.0.0.1:${ldap_port[0]}" -D cn=admin,o=postacert -w secret \
+  -f "$work/providers.ldif" >/dev/null
+export PROVIDER_LDAP_URL="ldap://127.0.0.1:${ldap_port[0]}"
 PROVIDER_CLAMD_NO_MARKER=1 provider_up "$work/a" pec.example.it it
 a_submission=$submission a_smtp=$smtp a_imap=$imap
 provider_up "$work/b" pec.example.net net
