@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# End to end, delivery receipts across two providers (spec §3.6), every role real: provider A
+# (pec.example.it) and provider B (pec.example.net), each with Postfix, Dovecot behind pec's
+# LMTP proxy, clamd, SoftHSM2 and `pec serve`.
+#
+# Alice sends one message asking for short receipts (X-TipoRicevuta: breve) with two
+# attachments, To b1@pec.example.net and carol@example.com (ordinary mail), Cc
+# b2@pec.example.net. Alice must then hold exactly: the acceptance (b1 and b2 "certificato",
+# carol "esterno"), a breve delivery receipt for b1 whose .hash parts carry the SHA-1 of each
+# attachment as transmitted, and a sintetica one for b2 (a Cc recipient) — nothing for carol.
+# b1 and b2 hold the transport envelope; every message verifies with pec verify and openssl.
+#
+# Usage: tests/e2e/delivery_receipts.sh   (as root; PEC_BIN names the pec binary)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$here/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$here/provider.sh"
+
+pec=${PEC_BIN:-$root/target/debug/pec}
+[ -x "$pec" ] || { echo "delivery_receipts: $pec not built (cargo build)" >&2; exit 2; }
+mail=(/usr/bin/python3 "$here/pecmail.py")
+
+work=$(e2e_tmpdir)
+cleanup() {
+  status=$?
+  provider_down "$work/a"
+  provider_down "$work/b"
+  if [ "$status" -ne 0 ]; then
+    for p in a b; do
+      echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
+    done
+    echo "delivery_receipts: FAIL (work dir kept: $work)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+
+export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
+provider_up "$work/a" pec.example.it it
+a_submission=$submission a_smtp=$smtp a_imap=$imap
+provider_up "$work/b" pec.example.net net
+b_smtp=$smtp b_imap=$imap
+postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
+postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
+
+fetch() { # IMAP_PORT USER COUNT DIR
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" --deadline 90
+}
+trust=(--trust "$work/pki/it.pem" --trust "$work/pki/net.pem")
+kind_of() { "$pec" verify "${trust[@]}" "$1" | sed -n 's/^kind: //p'; }
+
+e2e_log "alice → b1 (To, breve), carol (To, ordinary), b2 (Cc), two attachments"
+pdf=$(printf '%%PDF-1.4 contratto di prova\n%%%%EOF\n' | base64 -w0)
+txt=$(printf 'Fattura n. 7, totale 100 euro\n' | base64 -w0)
+printf 'From: Alice <alice@pec.example.it>\r\nTo: b1@pec.example.net, carol@example.com\r\nCc: b2@pec.example.net\r\nSubject: Contratto e fattura\r\nDate: %s\r\nMessage-ID: <receipts-%s@client.example.it>\r\nX-TipoRicevuta: breve\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nIn allegato contratto e fattura.\r\n--b\r\nContent-Type: application/pdf; name="contratto.pdf"\r\nContent-Disposition: attachment; filename="contratto.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b\r\nContent-Type: text/plain; name="fattura.txt"\r\nContent-Disposition: attachment; filename="fattura.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b--\r\n' \
+  "$(date -R)" "$$" "$pdf" "$txt" > "$work/message.eml"
+"${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
+  --from alice@pec.example.it --to b1@pec.example.net --to carol@example.com \
+  --to b2@pec.example.net "$work/message.eml" >/dev/null
+
+fetch "$a_imap" alice@pec.example.it 3 "$work/alice"
+fetch "$b_imap" b1@pec.example.net 1 "$work/b1"
+fetch "$b_imap" b2@pec.example.net 1 "$work/b2"
+fetch "$a_imap" carol@example.com 1 "$work/carol"
+postfix_wait_queue_empty "$work/a/postfix" 60
+postfix_wait_queue_empty "$work/b/postfix" 60
+
+for f in "$work"/b1/* "$work"/b2/* "$work"/carol/*; do
+  [[ $(kind_of "$f") == "transport envelope"* ]] || e2e_fail "$f is not the transport envelope"
+done
+
+acceptance="" breve="" sintetica="" other=0
+for f in "$work"/alice/*; do
+  openssl smime -verify -in "$f" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
+    || e2e_fail "openssl smime -verify refused $f"
+  case "$(kind_of "$f")" in
+    "receipt: accettazione"*) acceptance=$f ;;
+    "receipt: avvenuta-consegna (breve)"*) breve=$f ;;
+    "receipt: avvenuta-consegna (sintetica)"*) sintetica=$f ;;
+    *) other=$((other + 1)) ;;
+  esac
+done
+[ -n "$acceptance" ] && [ -n "$breve" ] && [ -n "$sintetica" ] && [ "$other" -eq 0 ] \
+  || e2e_fail "alice should hold one acceptance, one breve and one sintetica receipt"
+
+json=$("$pec" verify --json "${trust[@]}" "$acceptance")
+/usr/bin/python3 - "$json" <<'PY' || e2e_fail "acceptance: wrong recipient types"
+import json, sys
+r = json.loads(sys.argv[1])
+d = r.get("daticert") or {}
+types = {x["address"]: x["tipo"] for x in d.get("destinatari", [])}
+want = {"b1@pec.example.net": "certificato", "b2@pec.example.net": "certificato",
+        "carol@example.com": "esterno"}
+sys.exit(0 if types == want else 1)
+PY
+grep -q "consegna: b1@pec.example.net" <<<"$("$pec" verify "${trust[@]}" "$breve")" \
+  || e2e_fail "breve receipt is not for b1"
+grep -q "consegna: b2@pec.example.net" <<<"$("$pec" verify "${trust[@]}" "$sintetica")" \
+  || e2e_fail "sintetica receipt is not for b2"
+grep -q "postacert.eml" "$sintetica" && e2e_fail "the sintetica receipt carries the original"
+
+# The breve receipt's .hash parts: SHA-1 (hex) of each attachment body as transmitted.
+/usr/bin/python3 - "$work/message.eml" "$breve" <<'PY' || e2e_fail "breve hashes do not match the attachments"
+import base64, email, hashlib, re, sys
+orig = open(sys.argv[1], "rb").read()
+want = {}
+for name in ("contratto.pdf", "fattura.txt"):
+    m = re.search(rb'filename="' + name.encode() + rb'"\r\nContent-Transfer-Encoding: base64\r\n\r\n(.*?)\r\n--b', orig, re.S)
+    want[name + ".hash"] = hashlib.sha1(m.group(1)).hexdigest()
+receipt = email.message_from_bytes(open(sys.argv[2], "rb").read())
+got = {}
+for part in receipt.walk():
+    fn = part.get_filename()
+    if fn and fn.endswith(".hash"):
+        got[fn] = part.get_payload(decode=True).decode().strip()
+if got != want:
+    print("want", want, "got", got, file=sys.stderr)
+    sys.exit(1)
+PY
+echo "delivery_receipts: PASS"
