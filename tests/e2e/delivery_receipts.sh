@@ -9,6 +9,9 @@
 # carol "esterno"), a breve delivery receipt for b1 whose .hash parts carry the SHA-1 of each
 # attachment as transmitted, and a sintetica one for b2 (a Cc recipient) — nothing for carol.
 # b1 and b2 hold the transport envelope; every message verifies with pec verify and openssl.
+# A third recipient, full@pec.example.net, is over quota (B's Dovecot gives every mailbox
+# 40 KiB and full's is already nearly full): Alice gets the signed non-delivery notice
+# (errore-consegna, "casella piena") for full, and Postfix sends no plain bounce.
 #
 # Usage: tests/e2e/delivery_receipts.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -43,7 +46,7 @@ trap cleanup EXIT
 export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
 provider_up "$work/a" pec.example.it it
 a_submission=$submission a_smtp=$smtp a_imap=$imap
-provider_up "$work/b" pec.example.net net
+DOVECOT_QUOTA=40K provider_up "$work/b" pec.example.net net
 b_smtp=$smtp b_imap=$imap
 postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
 postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
@@ -54,16 +57,24 @@ fetch() { # IMAP_PORT USER COUNT DIR
 trust=(--trust "$work/pki/it.pem" --trust "$work/pki/net.pem")
 kind_of() { "$pec" verify "${trust[@]}" "$1" | sed -n 's/^kind: //p'; }
 
-e2e_log "alice → b1 (To, breve), carol (To, ordinary), b2 (Cc), two attachments"
+e2e_log "fill full@pec.example.net's mailbox (ordinary mail, wrapped as an anomaly envelope)"
+{
+  printf 'From: someone@example.org\r\nTo: full@pec.example.net\r\nSubject: riempitivo\r\nDate: %s\r\n\r\n' "$(date -R)"
+  head -c 30000 /dev/zero | tr '\0' 'x' | fold -w 76 | sed 's/$/\r/'
+} > "$work/filler.eml"
+"${mail[@]}" send --port "$b_smtp" --from someone@example.org --to full@pec.example.net "$work/filler.eml" >/dev/null
+fetch "$b_imap" full@pec.example.net 1 "$work/full"
+
+e2e_log "alice → b1 (To, breve), carol (To, ordinary), full (To), b2 (Cc), two attachments"
 pdf=$(printf '%%PDF-1.4 contratto di prova\n%%%%EOF\n' | base64 -w0)
 txt=$(printf 'Fattura n. 7, totale 100 euro\n' | base64 -w0)
-printf 'From: Alice <alice@pec.example.it>\r\nTo: b1@pec.example.net, carol@example.com\r\nCc: b2@pec.example.net\r\nSubject: Contratto e fattura\r\nDate: %s\r\nMessage-ID: <receipts-%s@client.example.it>\r\nX-TipoRicevuta: breve\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nIn allegato contratto e fattura.\r\n--b\r\nContent-Type: application/pdf; name="contratto.pdf"\r\nContent-Disposition: attachment; filename="contratto.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b\r\nContent-Type: text/plain; name="fattura.txt"\r\nContent-Disposition: attachment; filename="fattura.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b--\r\n' \
+printf 'From: Alice <alice@pec.example.it>\r\nTo: b1@pec.example.net, carol@example.com, full@pec.example.net\r\nCc: b2@pec.example.net\r\nSubject: Contratto e fattura\r\nDate: %s\r\nMessage-ID: <receipts-%s@client.example.it>\r\nX-TipoRicevuta: breve\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nIn allegato contratto e fattura.\r\n--b\r\nContent-Type: application/pdf; name="contratto.pdf"\r\nContent-Disposition: attachment; filename="contratto.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b\r\nContent-Type: text/plain; name="fattura.txt"\r\nContent-Disposition: attachment; filename="fattura.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n%s\r\n--b--\r\n' \
   "$(date -R)" "$$" "$pdf" "$txt" > "$work/message.eml"
 "${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
   --from alice@pec.example.it --to b1@pec.example.net --to carol@example.com \
-  --to b2@pec.example.net "$work/message.eml" >/dev/null
+  --to full@pec.example.net --to b2@pec.example.net "$work/message.eml" >/dev/null
 
-fetch "$a_imap" alice@pec.example.it 3 "$work/alice"
+fetch "$a_imap" alice@pec.example.it 4 "$work/alice"
 fetch "$b_imap" b1@pec.example.net 1 "$work/b1"
 fetch "$b_imap" b2@pec.example.net 1 "$work/b2"
 fetch "$a_imap" carol@example.com 1 "$work/carol"
@@ -74,7 +85,7 @@ for f in "$work"/b1/* "$work"/b2/* "$work"/carol/*; do
   [[ $(kind_of "$f") == "transport envelope"* ]] || e2e_fail "$f is not the transport envelope"
 done
 
-acceptance="" breve="" sintetica="" other=0
+acceptance="" breve="" sintetica="" failed="" other=0
 for f in "$work"/alice/*; do
   openssl smime -verify -in "$f" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
     || e2e_fail "openssl smime -verify refused $f"
@@ -82,11 +93,16 @@ for f in "$work"/alice/*; do
     "receipt: accettazione"*) acceptance=$f ;;
     "receipt: avvenuta-consegna (breve)"*) breve=$f ;;
     "receipt: avvenuta-consegna (sintetica)"*) sintetica=$f ;;
+    "receipt: errore-consegna"*) failed=$f ;;
     *) other=$((other + 1)) ;;
   esac
 done
-[ -n "$acceptance" ] && [ -n "$breve" ] && [ -n "$sintetica" ] && [ "$other" -eq 0 ] \
-  || e2e_fail "alice should hold one acceptance, one breve and one sintetica receipt"
+[ -n "$acceptance" ] && [ -n "$breve" ] && [ -n "$sintetica" ] && [ -n "$failed" ] && [ "$other" -eq 0 ] \
+  || e2e_fail "alice should hold one acceptance, one breve and one sintetica receipt, one non-delivery notice"
+out=$("$pec" verify "${trust[@]}" "$failed")
+grep -q "consegna: full@pec.example.net" <<<"$out" || e2e_fail "the non-delivery notice is not for full"
+grep -qi "casella piena" <<<"$out" || { echo "$out" >&2; e2e_fail "the non-delivery notice does not say the mailbox is full"; }
+[ "$(ls "$work/full")" = "1.eml" ] || e2e_fail "full's mailbox changed"
 
 json=$("$pec" verify --json "${trust[@]}" "$acceptance")
 /usr/bin/python3 - "$json" <<'PY' || e2e_fail "acceptance: wrong recipient types"
@@ -95,7 +111,7 @@ r = json.loads(sys.argv[1])
 d = r.get("daticert") or {}
 types = {x["address"]: x["tipo"] for x in d.get("destinatari", [])}
 want = {"b1@pec.example.net": "certificato", "b2@pec.example.net": "certificato",
-        "carol@example.com": "esterno"}
+        "full@pec.example.net": "certificato", "carol@example.com": "esterno"}
 sys.exit(0 if types == want else 1)
 PY
 grep -q "consegna: b1@pec.example.net" <<<"$("$pec" verify "${trust[@]}" "$breve")" \

@@ -299,7 +299,7 @@ clamd_stop() {
 
 # dovecot_start DIR LMTP_PORT IMAP_PORT: LMTP and IMAP on 127.0.0.1, any user with the
 # password "test", Maildir in DIR/mail/<domain>/<user>, and an auth socket for Postfix's SASL
-# at DIR/run/auth-postfix.
+# at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 dovecot_start() {
   if [ $# -ne 3 ]; then e2e_fail "usage: dovecot_start DIR LMTP_PORT IMAP_PORT"; return 2; fi
   local dir=$1 lmtp=$2 imap=$3 pid
@@ -354,6 +354,19 @@ protocol lmtp {
   postmaster_address = postmaster@localhost
 }
 EOF
+  if [ -n "${DOVECOT_QUOTA:-}" ]; then
+    # Every mailbox gets this storage quota (e.g. 30K); LMTP refuses what does not fit with
+    # a permanent 552 5.2.2 (quota_full_tempfail = no).
+    cat >> "$dir/dovecot.conf" <<EOF
+mail_plugins = \$mail_plugins quota
+plugin {
+  quota = count:User quota
+  quota_rule = *:storage=$DOVECOT_QUOTA
+  quota_full_tempfail = no
+  quota_vsizes = yes
+}
+EOF
+  fi
   dovecot -F -c "$dir/dovecot.conf" < /dev/null > "$dir/dovecot.out" 2>&1 &
   pid=$!
   printf '%s\n' "$pid" > "$dir/pid"
