@@ -45,6 +45,41 @@ pub enum Command {
     /// `index.refresh`).
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Which login may send as which address (by default a login sends only as itself).
+    #[command(subcommand)]
+    Sender(SenderCommand),
+    /// Per-mailbox settings of the reception point.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SenderCommand {
+    /// Let LOGIN (the SASL login) send as ADDRESS. Once a login has a mapping, it may send
+    /// only as the addresses mapped to it (add its own address too if it keeps it).
+    Allow {
+        #[command(flatten)]
+        config: ConfigArgs,
+        login: String,
+        address: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Set what the reception point does with mail for MAILBOX that is not valid PEC:
+    /// `anomaly` (wrap it in a signed anomaly envelope), `refuse` (refuse it in SMTP) or
+    /// `forward` (forward it unchanged to --to), overriding `reception.default_policy`.
+    Policy {
+        #[command(flatten)]
+        config: ConfigArgs,
+        mailbox: String,
+        #[arg(value_parser = ["anomaly", "refuse", "forward"])]
+        policy: String,
+        /// Ordinary address, for `forward`.
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +209,17 @@ pub fn main() -> i32 {
         Command::Index(IndexCommand::Show(args)) => index_show(&args),
         Command::Index(IndexCommand::Lookup(args)) => index_lookup(&args),
         Command::Index(IndexCommand::Publish(args)) => index_publish(&args),
+        Command::Sender(SenderCommand::Allow {
+            config,
+            login,
+            address,
+        }) => sender_allow(&config, &login, &address),
+        Command::Mailbox(MailboxCommand::Policy {
+            config,
+            mailbox,
+            policy,
+            to,
+        }) => mailbox_policy(&config, &mailbox, &policy, to.as_deref()),
         Command::Log { command } => crate::log::cmd::run(&command),
     }
 }
@@ -223,6 +269,87 @@ fn strip_heading(roff: &[u8]) -> Vec<u8> {
         .map(|l| format!("{l}\n"))
         .collect::<String>()
         .into_bytes()
+}
+
+/// A plausible addr-spec for the admin commands (one `@`, non-empty parts, no spaces).
+fn admin_address(what: &str, a: &str) -> Result<(), i32> {
+    let ok = a
+        .rsplit_once('@')
+        .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+        && !a.chars().any(|c| c.is_whitespace() || c == '<' || c == '>');
+    if ok {
+        Ok(())
+    } else {
+        eprintln!("pec: {what}: invalid address \"{a}\"");
+        Err(2)
+    }
+}
+
+fn sender_allow(config: &ConfigArgs, login: &str, address: &str) -> i32 {
+    use crate::store::Store;
+    if let Err(code) = admin_address("sender", address) {
+        return code;
+    }
+    let (_, store) = match index_setup(config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match store.allow_sender(login, address) {
+        Ok(()) => {
+            println!("{login} may send as {}", address.to_ascii_lowercase());
+            0
+        }
+        Err(e) => {
+            eprintln!("pec sender allow: {e}");
+            2
+        }
+    }
+}
+
+fn mailbox_policy(config: &ConfigArgs, mailbox: &str, policy: &str, to: Option<&str>) -> i32 {
+    use crate::store::{MailboxPolicy, Store};
+    if let Err(code) = admin_address("mailbox", mailbox) {
+        return code;
+    }
+    let policy = match (policy, to) {
+        ("anomaly", None) => MailboxPolicy::Anomaly,
+        ("refuse", None) => MailboxPolicy::Refuse,
+        ("forward", Some(to)) => {
+            if let Err(code) = admin_address("--to", to) {
+                return code;
+            }
+            MailboxPolicy::Forward(to.to_string())
+        }
+        ("forward", None) => {
+            eprintln!("pec mailbox policy: forward needs --to ADDRESS");
+            return 2;
+        }
+        (p, Some(_)) => {
+            eprintln!("pec mailbox policy: --to goes with forward, not {p}");
+            return 2;
+        }
+        (p, None) => {
+            eprintln!("pec mailbox policy: unknown policy \"{p}\"");
+            return 2;
+        }
+    };
+    let (_, store) = match index_setup(config) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match store.set_mailbox_policy(mailbox, &policy) {
+        Ok(()) => {
+            match &policy {
+                MailboxPolicy::Forward(to) => println!("{mailbox}: forward to {to}"),
+                p => println!("{mailbox}: {}", p.label()),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("pec mailbox policy: {e}");
+            2
+        }
+    }
 }
 
 /// Configuration and store for the `index` commands; prints the error itself.
