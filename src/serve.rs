@@ -58,6 +58,15 @@ fn tcp(endpoint: &Endpoint, what: &str) -> Result<String, ServeError> {
     }
 }
 
+/// Binds the TCP listener of a role; the error names the setting and the address.
+async fn listen(endpoint: &Endpoint, what: &str) -> Result<(String, TcpListener), ServeError> {
+    let addr = tcp(endpoint, what)?;
+    match TcpListener::bind(&addr).await {
+        Ok(listener) => Ok((addr, listener)),
+        Err(source) => Err(ServeError::Listen { addr, source }),
+    }
+}
+
 /// Opens the signing key the configuration names.
 pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, ServeError> {
     let settings = config
@@ -244,30 +253,9 @@ pub async fn run(
         reception,
     ));
 
-    let milter_addr = tcp(&settings.access.listen, "access.listen")?;
-    let milter_listener =
-        TcpListener::bind(&milter_addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: milter_addr.clone(),
-                source,
-            })?;
-    let filter_addr = tcp(&settings.filter.listen, "filter.listen")?;
-    let filter_listener =
-        TcpListener::bind(&filter_addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: filter_addr.clone(),
-                source,
-            })?;
-    let lmtp_addr = tcp(&settings.delivery.listen, "delivery.listen")?;
-    let lmtp_listener =
-        TcpListener::bind(&lmtp_addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: lmtp_addr.clone(),
-                source,
-            })?;
+    let (milter_addr, milter_listener) = listen(&settings.access.listen, "access.listen").await?;
+    let (filter_addr, filter_listener) = listen(&settings.filter.listen, "filter.listen").await?;
+    let (lmtp_addr, lmtp_listener) = listen(&settings.delivery.listen, "delivery.listen").await?;
     info!(milter = %milter_addr, filter = %filter_addr, lmtp = %lmtp_addr, "pec serving");
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
