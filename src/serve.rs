@@ -213,9 +213,6 @@ pub async fn run(
             Arc::new(SystemClock),
         ))
     });
-    // The reception and delivery points use the index as loaded at start; the access point
-    // follows refreshes through the handle.
-    let snapshot = index.current();
     let delivery_injector = Arc::new(SmtpInjector::new(
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
         helo.clone(),
@@ -229,7 +226,7 @@ pub async fn run(
             store.clone(),
             delivery_injector,
             Arc::new(LmtpClient::new(dovecot, helo.clone())),
-            Arc::new(snapshot.trust().clone()),
+            index.clone(),
             issuer.clone(),
             signer.clone(),
             ids.clone(),
@@ -238,7 +235,7 @@ pub async fn run(
     );
     let store_for_index = store.clone();
     let reception = Reception {
-        index: snapshot.clone(),
+        index: index.clone(),
         antivirus,
         domains: config.provider.domains.clone(),
         mail_receipt: config.provider.mail_receipt.clone(),

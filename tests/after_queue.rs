@@ -12,7 +12,7 @@ use std::time::Duration;
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner, Signer};
 use pec::doubles::MarkerAntivirus;
-use pec::index::{ProviderIndex, ProviderRecord};
+use pec::index::{IndexHandle, ProviderIndex, ProviderRecord};
 use pec::index::{ProviderInfo, TrustSet};
 use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -368,14 +368,16 @@ impl Chain {
 /// Reception settings: we are pec.example.it; the recipients of these tests are remote.
 fn reception() -> Reception {
     Reception {
-        index: Arc::new(ProviderIndex::from_records(vec![ProviderRecord {
-            info: ProviderInfo {
-                name: issuer().provider_name,
-                mail_receipt: "ricevute@pec.example.it".into(),
-                managed_domains: vec!["pec.example.it".into()],
+        index: Arc::new(IndexHandle::new(ProviderIndex::from_records(vec![
+            ProviderRecord {
+                info: ProviderInfo {
+                    name: issuer().provider_name,
+                    mail_receipt: "ricevute@pec.example.it".into(),
+                    managed_domains: vec!["pec.example.it".into()],
+                },
+                certificates: vec![pki().signer.certificate_der().to_vec()],
             },
-            certificates: vec![pki().signer.certificate_der().to_vec()],
-        }])),
+        ]))),
         antivirus: Arc::new(MarkerAntivirus::eicar()),
         domains: vec!["pec.example.it".into()],
         mail_receipt: "ricevute@pec.example.it".into(),

@@ -14,7 +14,7 @@ use pec::crypto::{DigestAlg, PemSigner, Signer};
 use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::delivery::DeliveryPoint;
 use pec::doubles::{MemStore, RecordingInjector};
-use pec::index::{ProviderInfo, TrustSet};
+use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification, PecMessage};
 use pec::message::ids::SequentialIds;
@@ -69,17 +69,15 @@ fn pki() -> &'static Pki {
     })
 }
 
-fn trust() -> TrustSet {
-    let mut t = TrustSet::new();
-    t.add(
-        pki().signer.certificate_der().to_vec(),
-        Some(ProviderInfo {
+fn index() -> ProviderIndex {
+    ProviderIndex::from_records(vec![ProviderRecord {
+        info: ProviderInfo {
             name: PROVIDER.into(),
             mail_receipt: "ricevute@pec.example.it".into(),
             managed_domains: vec!["pec.example.it".into()],
-        }),
-    );
-    t
+        },
+        certificates: vec![pki().signer.certificate_der().to_vec()],
+    }])
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -273,7 +271,7 @@ async fn chain_with(arrival_notices: bool) -> Chain {
         store.clone(),
         injector.clone(),
         Arc::new(client),
-        Arc::new(trust()),
+        Arc::new(IndexHandle::new(index())),
         issuer(),
         signer,
         Arc::new(SequentialIds::new("opec1.notice", "pec.example.it")),
@@ -400,7 +398,7 @@ impl Chain {
             .map(|m| {
                 assert_eq!(m.mail_from, "posta-certificata@pec.example.it");
                 assert_eq!(m.rcpt_to, vec![SENDER.to_string()]);
-                match classify(&m.message, &trust(), delivered_at()) {
+                match classify(&m.message, index().trust(), delivered_at()) {
                     Classification::Receipt(k, p) => (k, p, m.message),
                     other => panic!("not a valid receipt: {other:?}"),
                 }

@@ -15,7 +15,7 @@ use pec::antivirus::Antivirus;
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{smime, DigestAlg, PemSigner, Signer};
 use pec::doubles::{Injected, MarkerAntivirus, MemStore, RecordingInjector};
-use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord, TrustSet};
+use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord, TrustSet};
 use pec::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
@@ -141,6 +141,8 @@ fn fixture(name: &str) -> Vec<u8> {
 
 struct Rx {
     aq: AfterQueue,
+    /// The reception point's index: refreshed by [`IndexHandle::replace`].
+    index: Arc<IndexHandle>,
     store: Arc<MemStore>,
     inj: Arc<RecordingInjector>,
     we: Provider,
@@ -170,6 +172,7 @@ fn rx_full(
     let store = Arc::new(MemStore::new());
     let inj = Arc::new(RecordingInjector::new());
     let signer: Arc<dyn Signer> = we.signer();
+    let handle = Arc::new(IndexHandle::from(index));
     let aq = AfterQueue::new(
         store.clone(),
         inj.clone(),
@@ -177,7 +180,7 @@ fn rx_full(
         signer,
         Arc::new(SequentialIds::new("opec1.rx", we.domain())),
         Reception {
-            index,
+            index: handle.clone(),
             antivirus,
             domains,
             mail_receipt: we.mail_receipt(),
@@ -185,7 +188,13 @@ fn rx_full(
         },
     )
     .with_clock(Arc::new(FixedClock::new(at)));
-    Rx { aq, store, inj, we }
+    Rx {
+        aq,
+        index: handle,
+        store,
+        inj,
+        we,
+    }
 }
 
 impl Rx {
@@ -693,6 +702,33 @@ async fn tampered_unknown_signer_and_incoming_anomaly_envelopes_are_anomalies() 
     });
     assert_anomaly(&r, "x@example.org", &anomaly.to_bytes()).await;
     assert!(!r.store.is_verified(A_ID, "bob@pec.example.net").unwrap());
+}
+
+#[tokio::test]
+async fn an_index_refresh_applies_to_the_next_transaction() {
+    // B's index does not know A yet: A's envelope is not valid PEC here.
+    let only_b = ProviderIndex::from_records(vec![ProviderRecord {
+        info: Provider::B.info(),
+        certificates: vec![Provider::B.signer().certificate_der().to_vec()],
+    }]);
+    let r = rx_with(Provider::B, Arc::new(only_b), MailboxPolicy::Anomaly, now());
+    let (env, _) = envelope_a_to_b(&fixture("contratto.eml"));
+    let data = env.to_bytes();
+    assert_anomaly(&r, "alice@pec.example.it", &data).await;
+    // The refresh brings A in: the same envelope is now taken in charge, with no restart.
+    r.index.replace(index());
+    let before = r.sent().len();
+    assert_eq!(
+        r.run("alice@pec.example.it", &RCPTS, &data).await,
+        FilterReply::Accept
+    );
+    let sent = &r.sent()[before..];
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(matches!(
+        r.classify(&sent[1]),
+        Classification::Receipt(Ricevuta::PresaInCarico, _)
+    ));
+    assert!(r.store.is_verified(A_ID, "bob@pec.example.net").unwrap());
 }
 
 /// A correctly signed (by A) envelope-shaped message whose daticert is `xml`.

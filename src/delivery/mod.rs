@@ -52,7 +52,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::crypto::Signer;
-use crate::index::TrustSet;
+use crate::index::IndexHandle;
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
 use crate::message::classify::{classify, Classification};
 use crate::message::ids::MsgIdSource;
@@ -96,7 +96,7 @@ pub struct DeliveryPoint {
     store: Arc<dyn Store>,
     injector: Arc<dyn Injector>,
     dovecot: Arc<dyn LocalDelivery>,
-    trust: Arc<TrustSet>,
+    index: Arc<IndexHandle>,
     issuer: Issuer,
     signer: Arc<dyn Signer>,
     ids: Arc<dyn MsgIdSource>,
@@ -106,12 +106,13 @@ pub struct DeliveryPoint {
 
 impl DeliveryPoint {
     /// `dovecot` delivers into the mailboxes; `injector` reaches Postfix's reinjection
-    /// listener; `trust` is the provider index used to re-classify envelopes.
+    /// listener; `index` is the provider index used to re-classify envelopes (each
+    /// transaction takes the copy current when it starts, so refreshes apply at once).
     pub fn new(
         store: Arc<dyn Store>,
         injector: Arc<dyn Injector>,
         dovecot: Arc<dyn LocalDelivery>,
-        trust: Arc<TrustSet>,
+        index: Arc<IndexHandle>,
         issuer: Issuer,
         signer: Arc<dyn Signer>,
         ids: Arc<dyn MsgIdSource>,
@@ -120,7 +121,7 @@ impl DeliveryPoint {
             store,
             injector,
             dovecot,
-            trust,
+            index,
             issuer,
             signer,
             ids,
@@ -227,10 +228,10 @@ impl DeliveryPoint {
         if !verified.iter().any(|v| *v) {
             return Ok(None);
         }
-        let trust = self.trust.clone();
+        let index = self.index.current();
         let data = tx.data.clone();
         let at = self.clock.now();
-        let class = blocking(move || classify(&data, &trust, at)).await?;
+        let class = blocking(move || classify(&data, index.trust(), at)).await?;
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
                 Certification::from_verified_envelope(&m.daticert, &m.verified.content)

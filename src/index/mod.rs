@@ -238,3 +238,11 @@ impl From<ProviderIndex> for IndexHandle {
         IndexHandle::new(index)
     }
 }
+
+impl From<Arc<ProviderIndex>> for IndexHandle {
+    fn from(index: Arc<ProviderIndex>) -> Self {
+        IndexHandle {
+            current: RwLock::new(index),
+        }
+    }
+}

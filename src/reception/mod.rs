@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use crate::antivirus::{Antivirus, AvError, ScanVerdict};
 use crate::crypto::Signer;
-use crate::index::{ProviderIndex, ProviderInfo};
+use crate::index::{IndexHandle, ProviderInfo};
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
 use crate::message::classify::{classify, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
@@ -66,8 +66,9 @@ pub enum AfterQueueError {
 /// `mailReceipt`, and the default policy for mail that is not valid PEC.
 #[derive(Clone)]
 pub struct Reception {
-    /// Local copy of the provider index (signer certificate → provider).
-    pub index: Arc<ProviderIndex>,
+    /// The provider index (signer certificate → provider); each transaction takes the copy
+    /// current when it starts, so refreshes apply at once.
+    pub index: Arc<IndexHandle>,
     /// Scans the content of valid transport envelopes (spec §5.2, §3.8).
     pub antivirus: Arc<dyn Antivirus>,
     /// Our PEC domains (`provider.domains`): their recipients are local.
@@ -294,7 +295,7 @@ impl AfterQueue {
         let now = self.clock.now();
         let class = {
             let data = tx.data.clone();
-            let index = self.reception.index.clone();
+            let index = self.reception.index.current();
             blocking(move || classify(&data, index.trust(), now)).await?
         };
         // Decide everything that may refuse the transaction before injecting anything.
