@@ -3,7 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pec::delivery::lmtp::{serve, LmtpHandler, LmtpServerOptions, Reply, Transaction};
+use pec::delivery::lmtp::{
+    serve, serve_connection, LmtpHandler, LmtpServerOptions, Reply, Transaction,
+};
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -145,4 +147,35 @@ async fn smtp_greetings_and_out_of_order_commands_are_refused() {
         "{out}"
     );
     assert!(h.got.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_session_runs_on_any_byte_stream() {
+    let h = Arc::new(Scripted {
+        replies: vec![
+            Reply::new(250, "2.0.0 Saved"),
+            Reply::new(250, "2.0.0 Saved"),
+        ],
+        panic: false,
+        got: Mutex::new(Vec::new()),
+    });
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let session = tokio::spawn(serve_connection(
+        server,
+        "127.0.0.1:1".parse().unwrap(),
+        h.clone(),
+        LmtpServerOptions::default(),
+    ));
+    client.write_all(TX.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    session.await.unwrap();
+    assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
+    assert_eq!(out.matches("250 2.0.0 Saved").count(), 2, "{out}");
+    let got = h.got.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
 }

@@ -25,13 +25,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
-use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+use crate::smtp::session::{accept_loop, Admission, Conn, Dialect, Limits, Next, SessionError};
 use crate::BoxFuture;
 
 /// One reply line: the basic code and the rest of the (last) line, which starts with the
@@ -141,82 +141,84 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    let max = opts.max_sessions.clamp(1, u32::MAX as usize / 2);
-    let sessions = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("delivery point: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    let admission = Admission {
+        max_sessions: opts.max_sessions,
+        shutdown_grace: opts.shutdown_grace,
+    };
+    accept_loop(
+        listener,
+        admission,
+        "delivery point",
+        shutdown,
+        |stream, peer, stop| {
+            let (handler, opts) = (handler.clone(), opts.clone());
+            async move {
+                let (reader, writer) = stream.into_split();
+                run_session(
+                    Box::new(reader),
+                    Box::new(writer),
+                    peer,
+                    handler,
+                    opts,
+                    stop,
+                )
+                .await
             }
-        };
-        match sessions.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let (handler, opts, stop) = (handler.clone(), opts.clone(), stop_rx.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let (reader, writer) = stream.into_split();
-                    let mut s = Session {
-                        reader: Box::new(reader),
-                        writer: Box::new(writer),
-                        inbuf: Vec::with_capacity(4096),
-                        out: Vec::new(),
-                        opts,
-                        handler,
-                        stop,
-                        peer,
-                        lhlo: false,
-                        envelope: None,
-                        errors: 0,
-                    };
-                    match s.run().await {
-                        Ok(()) => debug!(%peer, "delivery point: session closed"),
-                        Err(e) => debug!(%peer, "delivery point: session ended: {e}"),
-                    }
-                });
-            }
-            Err(_) => {
-                warn!(%peer, "delivery point: too many sessions ({max}), refusing");
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n"),
-                    )
-                    .await;
-                });
-            }
-        }
-    }
-    let _ = stop_tx.send(true);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    if tokio::time::timeout(opts.shutdown_grace, sessions.acquire_many(all))
-        .await
-        .is_err()
-    {
-        warn!(
-            "delivery point: sessions still running after {:?}",
-            opts.shutdown_grace
-        );
-    }
+        },
+    )
+    .await
 }
 
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("idle for {0:?}")]
-    Timeout(Duration),
-    #[error("connection closed during DATA")]
-    ClosedInData,
+/// Runs one LMTP session on `stream` (any byte stream: the listener passes its TCP
+/// connections, tests and fuzzing an in-memory pipe) until the client quits or the
+/// connection ends; `peer` only names the client in the log.
+pub async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Send + 'static,
+    peer: SocketAddr,
+    handler: Arc<dyn LmtpHandler>,
+    opts: LmtpServerOptions,
+) {
+    let (reader, writer) = tokio::io::split(stream);
+    // Never told to stop: it ends with the connection.
+    let (_keep, stop) = watch::channel(false);
+    run_session(
+        Box::new(reader),
+        Box::new(writer),
+        peer,
+        handler,
+        Arc::new(opts),
+        stop,
+    )
+    .await
+}
+
+async fn run_session(
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
+    peer: SocketAddr,
+    handler: Arc<dyn LmtpHandler>,
+    opts: Arc<LmtpServerOptions>,
+    stop: watch::Receiver<bool>,
+) {
+    let limits = Limits {
+        idle_timeout: opts.idle_timeout,
+        max_line_length: opts.max_line_length,
+        max_errors: opts.max_errors,
+        max_message_size: opts.max_message_size,
+    };
+    let mut conn = Conn::new(reader, writer, limits, stop);
+    let greeting = format!("220 {} LMTP pec delivery point", opts.hostname);
+    let mut session = Session {
+        opts,
+        handler,
+        peer,
+        lhlo: false,
+        envelope: None,
+    };
+    match conn.run(&greeting, &mut session).await {
+        Ok(()) => debug!(%peer, "delivery point: session closed"),
+        Err(e) => debug!(%peer, "delivery point: session ended: {e}"),
+    }
 }
 
 struct Envelope {
@@ -225,129 +227,20 @@ struct Envelope {
     rcpt_to: Vec<String>,
 }
 
-enum Next {
-    Continue,
-    Close,
-}
-
+/// The LMTP dialect of the delivery point: the state of one session.
 struct Session {
-    reader: Box<dyn AsyncRead + Unpin + Send>,
-    writer: Box<dyn AsyncWrite + Unpin + Send>,
-    inbuf: Vec<u8>,
-    out: Vec<u8>,
     opts: Arc<LmtpServerOptions>,
     handler: Arc<dyn LmtpHandler>,
-    stop: watch::Receiver<bool>,
     peer: SocketAddr,
     lhlo: bool,
     envelope: Option<Envelope>,
-    errors: usize,
 }
 
-impl Session {
-    async fn run(&mut self) -> Result<(), SessionError> {
-        self.reply(&format!(
-            "220 {} LMTP pec delivery point",
-            self.opts.hostname
-        ));
-        let mut discarding = false;
-        loop {
-            if let Some(pos) = self.inbuf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
-                if discarding {
-                    discarding = false;
-                    continue;
-                }
-                let next = if line.len() > self.opts.max_line_length {
-                    self.error("500 5.5.2 Line too long")
-                } else {
-                    self.command(&line).await?
-                };
-                if let Next::Close = next {
-                    self.flush().await?;
-                    return Ok(());
-                }
-                continue;
-            }
-            if self.inbuf.len() > self.opts.max_line_length {
-                self.inbuf.clear();
-                if !discarding {
-                    discarding = true;
-                    if let Next::Close = self.error("500 5.5.2 Line too long") {
-                        self.flush().await?;
-                        return Ok(());
-                    }
-                }
-            }
-            if !self.fill(true).await? {
-                return Ok(());
-            }
-        }
-    }
-
-    fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    fn error(&mut self, line: &str) -> Next {
-        self.errors += 1;
-        if self.errors > self.opts.max_errors {
-            self.reply("421 4.7.0 Too many errors, closing connection");
-            return Next::Close;
-        }
-        self.reply(line);
-        Next::Continue
-    }
-
-    async fn flush(&mut self) -> Result<(), SessionError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let idle = self.opts.idle_timeout;
-        tokio::time::timeout(idle, async {
-            self.writer.write_all(&self.out).await?;
-            self.writer.flush().await
-        })
-        .await
-        .map_err(|_| SessionError::Timeout(idle))??;
-        self.out.clear();
-        Ok(())
-    }
-
-    async fn fill(&mut self, interruptible: bool) -> Result<bool, SessionError> {
-        self.flush().await?;
-        let idle = self.opts.idle_timeout;
-        self.inbuf.reserve(16 * 1024);
-        let mut stop = self.stop.clone();
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, self.reader.read_buf(&mut self.inbuf)) => Some(r),
-            r = stop.wait_for(|s| *s), if interruptible => {
-                drop(r);
-                None
-            }
-        };
-        let Some(read) = read else {
-            self.reply("421 4.3.2 Service shutting down");
-            self.flush().await?;
-            return Ok(false);
-        };
-        match read {
-            Err(_) => {
-                self.reply("421 4.4.2 Idle timeout, closing connection");
-                let _ = self.flush().await;
-                Err(SessionError::Timeout(idle))
-            }
-            Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-        }
-    }
-
-    async fn command(&mut self, line: &[u8]) -> Result<Next, SessionError> {
+impl Dialect for Session {
+    async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> Result<Next, SessionError> {
         let request = match Request::parse(&mut line.iter()).map(|r| r.into_owned()) {
             Ok(r) => r,
-            Err(e) => return Ok(self.parse_error(e)),
+            Err(e) => return Ok(conn.parse_error(e)),
         };
         Ok(match request {
             Request::Lhlo { .. } => {
@@ -357,25 +250,25 @@ impl Session {
                     "250-{}\r\n250-PIPELINING\r\n250-SIZE {}\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES",
                     self.opts.hostname, self.opts.max_message_size
                 );
-                self.reply(&lhlo);
+                conn.reply(&lhlo);
                 Next::Continue
             }
             Request::Ehlo { .. } | Request::Helo { .. } => {
-                self.error("500 5.5.1 This is LMTP: use LHLO")
+                conn.error("500 5.5.1 This is LMTP: use LHLO")
             }
             Request::Mail { from } => {
                 if !self.lhlo {
-                    return Ok(self.error("503 5.5.1 Send LHLO first"));
+                    return Ok(conn.error("503 5.5.1 Send LHLO first"));
                 }
                 if self.envelope.is_some() {
-                    return Ok(self.error("503 5.5.1 Nested MAIL command"));
+                    return Ok(conn.error("503 5.5.1 Nested MAIL command"));
                 }
                 if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
-                    return Ok(self.error("555 5.5.4 Unsupported MAIL parameter"));
+                    return Ok(conn.error("555 5.5.4 Unsupported MAIL parameter"));
                 }
                 if from.size > self.opts.max_message_size {
                     return Ok(
-                        self.error("552 5.3.4 Message size exceeds fixed maximum message size")
+                        conn.error("552 5.3.4 Message size exceeds fixed maximum message size")
                     );
                 }
                 self.envelope = Some(Envelope {
@@ -383,74 +276,61 @@ impl Session {
                     eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
                     rcpt_to: Vec::new(),
                 });
-                self.reply("250 2.1.0 Ok");
+                conn.reply("250 2.1.0 Ok");
                 Next::Continue
             }
             Request::Rcpt { to } => {
                 let max = self.opts.max_recipients;
                 let Some(env) = self.envelope.as_mut() else {
-                    return Ok(self.error("503 5.5.1 Need MAIL command"));
+                    return Ok(conn.error("503 5.5.1 Need MAIL command"));
                 };
                 if env.rcpt_to.len() >= max {
-                    self.reply("452 4.5.3 Too many recipients");
+                    conn.reply("452 4.5.3 Too many recipients");
                     return Ok(Next::Continue);
                 }
                 env.rcpt_to.push(to.address);
-                self.reply("250 2.1.5 Ok");
+                conn.reply("250 2.1.5 Ok");
                 Next::Continue
             }
-            Request::Data => return self.data().await,
+            Request::Data => return self.data(conn).await,
             Request::Rset => {
                 self.envelope = None;
-                self.reply("250 2.0.0 Ok");
+                conn.reply("250 2.0.0 Ok");
                 Next::Continue
             }
             Request::Noop { .. } => {
-                self.reply("250 2.0.0 Ok");
+                conn.reply("250 2.0.0 Ok");
                 Next::Continue
             }
             Request::Quit => {
-                self.reply("221 2.0.0 Bye");
+                conn.reply("221 2.0.0 Bye");
                 Next::Close
             }
             other => {
                 let line = format!("502 5.5.1 {} not implemented", other.name());
-                self.error(&line)
+                conn.error(&line)
             }
         })
     }
+}
 
-    fn parse_error(&mut self, e: ProtoError) -> Next {
-        let line = match e {
-            ProtoError::UnknownCommand => "502 5.5.2 Command not recognized".to_string(),
-            ProtoError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".into(),
-            ProtoError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".into(),
-            ProtoError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
-            ProtoError::InvalidParameter { param } => {
-                format!("501 5.5.4 Invalid parameter {param}")
-            }
-            ProtoError::UnsupportedParameter { .. } => "555 5.5.4 Unsupported parameter".into(),
-            _ => "501 5.5.2 Syntax error".to_string(),
-        };
-        self.error(&line)
-    }
-
-    async fn data(&mut self) -> Result<Next, SessionError> {
+impl Session {
+    async fn data(&mut self, conn: &mut Conn) -> Result<Next, SessionError> {
         let Some(env) = self.envelope.as_ref() else {
-            return Ok(self.error("503 5.5.1 Need MAIL command"));
+            return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };
         if env.rcpt_to.is_empty() {
-            return Ok(self.error("503 5.5.1 Need RCPT command"));
+            return Ok(conn.error("503 5.5.1 Need RCPT command"));
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = self.receive_data().await?;
+        conn.reply("354 End data with <CR><LF>.<CR><LF>");
+        let data = conn.receive_data().await?;
         let Some(env) = self.envelope.take() else {
-            return Ok(self.error("503 5.5.1 Need MAIL command"));
+            return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };
         let n = env.rcpt_to.len();
         let Some(data) = data else {
             for _ in 0..n {
-                self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+                conn.reply("552 5.3.4 Message size exceeds fixed maximum message size");
             }
             return Ok(Next::Continue);
         };
@@ -460,42 +340,12 @@ impl Session {
             eight_bit: env.eight_bit,
             data,
         };
-        self.flush().await?;
+        conn.flush().await?;
         let replies = self.run_handler(tx).await;
         for r in replies {
-            self.reply(&r.line());
+            conn.reply(&r.line());
         }
         Ok(Next::Continue)
-    }
-
-    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
-        let mut receiver = DataReceiver::new();
-        // smtp-proto's receiver only unstuffs a dot after a CRLF it has seen: start it as if
-        // one had just been seen (same workaround as the content filter).
-        let mut scratch = Vec::new();
-        receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-        let mut data = Vec::new();
-        let max = self.opts.max_message_size;
-        let mut discard: Option<DummyDataReceiver> = None;
-        loop {
-            let mut it = self.inbuf.iter();
-            let done = match discard.as_mut() {
-                Some(d) => d.ingest(&mut it),
-                None => receiver.ingest(&mut it, &mut data),
-            };
-            let used = self.inbuf.len() - it.as_slice().len();
-            self.inbuf.drain(..used);
-            if discard.is_none() && data.len() > max {
-                discard = Some(DummyDataReceiver::new_data(&receiver));
-                data = Vec::new();
-            }
-            if done {
-                return Ok(if discard.is_some() { None } else { Some(data) });
-            }
-            if !self.fill(false).await? {
-                return Err(SessionError::ClosedInData);
-            }
-        }
     }
 
     /// Runs the handler in its own task (a panic becomes 451 for everyone) and makes sure

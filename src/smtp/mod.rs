@@ -7,6 +7,7 @@ use crate::BoxFuture;
 
 pub mod client;
 pub mod server;
+pub(crate) mod session;
 
 pub use client::{ClientTimeouts, SmtpInjector};
 pub use server::{serve, FilterHandler, FilterReply, ServerOptions, Transaction};

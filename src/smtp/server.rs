@@ -17,14 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
-use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+use super::session::{accept_loop, Admission, Conn, Dialect, Limits, Next, SessionError};
 use crate::BoxFuture;
 
 /// One mail transaction as received from Postfix.
@@ -107,96 +106,86 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    let max = opts.max_sessions.clamp(1, u32::MAX as usize / 2);
-    let sessions = Arc::new(Semaphore::new(max));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("content filter: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    let admission = Admission {
+        max_sessions: opts.max_sessions,
+        shutdown_grace: opts.shutdown_grace,
+    };
+    accept_loop(
+        listener,
+        admission,
+        "content filter",
+        shutdown,
+        |stream, peer, stop| {
+            let (handler, opts) = (handler.clone(), opts.clone());
+            async move {
+                let (reader, writer) = stream.into_split();
+                run_session(
+                    Box::new(reader),
+                    Box::new(writer),
+                    peer,
+                    handler,
+                    opts,
+                    stop,
+                )
+                .await
             }
-        };
-        match sessions.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let handler = handler.clone();
-                let opts = opts.clone();
-                let stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    run_session(stream, peer, handler, opts, stop).await;
-                });
-            }
-            Err(_) => {
-                warn!(%peer, "content filter: too many sessions ({max}), refusing");
-                tokio::spawn(refuse(stream));
-            }
-        }
-    }
-    let _ = stop_tx.send(true);
-    let all = u32::try_from(max).unwrap_or(u32::MAX);
-    let drained = tokio::time::timeout(opts.shutdown_grace, sessions.acquire_many(all)).await;
-    match drained {
-        Ok(_) => debug!("content filter: every session closed"),
-        Err(_) => warn!(
-            "content filter: sessions still running after {:?}, leaving them",
-            opts.shutdown_grace
-        ),
-    }
+        },
+    )
+    .await
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(5),
-        stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n"),
+/// Runs one SMTP session on `stream` (any byte stream: the listener passes its TCP
+/// connections, tests and fuzzing an in-memory pipe) until the client quits or the
+/// connection ends; `peer` only names the client in the log.
+pub async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Send + 'static,
+    peer: SocketAddr,
+    handler: Arc<dyn FilterHandler>,
+    opts: ServerOptions,
+) {
+    let (reader, writer) = tokio::io::split(stream);
+    // Never told to stop: it ends with the connection.
+    let (_keep, stop) = watch::channel(false);
+    run_session(
+        Box::new(reader),
+        Box::new(writer),
+        peer,
+        handler,
+        Arc::new(opts),
+        stop,
     )
-    .await;
+    .await
 }
 
 async fn run_session(
-    stream: TcpStream,
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
     peer: SocketAddr,
     handler: Arc<dyn FilterHandler>,
     opts: Arc<ServerOptions>,
     stop: watch::Receiver<bool>,
 ) {
-    let (reader, writer) = stream.into_split();
+    let limits = Limits {
+        idle_timeout: opts.idle_timeout,
+        max_line_length: opts.max_line_length,
+        max_errors: opts.max_errors,
+        max_message_size: opts.max_message_size,
+    };
+    let mut conn = Conn::new(reader, writer, limits, stop);
+    let greeting = format!("220 {} ESMTP pec content filter", opts.hostname);
     let mut session = Session {
-        reader,
-        writer,
-        inbuf: Vec::with_capacity(4096),
-        out: Vec::with_capacity(1024),
         opts,
         handler,
-        stop,
         peer,
         helo: None,
         xforward: XForward::default(),
         envelope: None,
-        errors: 0,
     };
     debug!(%peer, "content filter: session opened");
-    match session.run().await {
+    match conn.run(&greeting, &mut session).await {
         Ok(()) => debug!(%peer, "content filter: session closed"),
         Err(e) => debug!(%peer, "content filter: session ended: {e}"),
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum SessionError {
-    #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("idle for {0:?}")]
-    Timeout(Duration),
-    #[error("connection closed during DATA")]
-    ClosedInData,
 }
 
 /// XFORWARD attributes for the next transaction (Postfix `XFORWARD_README`).
@@ -223,146 +212,25 @@ struct Envelope {
     rcpt_to: Vec<String>,
 }
 
-enum Next {
-    Continue,
-    Close,
-}
-
+/// The SMTP dialect of the content filter: the state of one session.
 struct Session {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
-    /// Bytes read and not yet processed.
-    inbuf: Vec<u8>,
-    /// Replies not yet written.
-    out: Vec<u8>,
     opts: Arc<ServerOptions>,
     handler: Arc<dyn FilterHandler>,
-    stop: watch::Receiver<bool>,
     peer: SocketAddr,
     helo: Option<String>,
     xforward: XForward,
     envelope: Option<Envelope>,
-    errors: usize,
 }
 
-impl Session {
-    async fn run(&mut self) -> Result<(), SessionError> {
-        self.reply(&format!(
-            "220 {} ESMTP pec content filter",
-            self.opts.hostname
-        ));
-        let mut discarding = false;
-        loop {
-            if let Some(pos) = self.inbuf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
-                if discarding {
-                    // The tail of an over-long line, already answered.
-                    discarding = false;
-                    continue;
-                }
-                let next = if line.len() > self.opts.max_line_length {
-                    self.error("500 5.5.2 Line too long")
-                } else {
-                    self.command(&line).await?
-                };
-                if let Next::Close = next {
-                    self.flush().await?;
-                    return Ok(());
-                }
-                continue;
-            }
-            if self.inbuf.len() > self.opts.max_line_length {
-                self.inbuf.clear();
-                if !discarding {
-                    discarding = true;
-                    if let Next::Close = self.error("500 5.5.2 Line too long") {
-                        self.flush().await?;
-                        return Ok(());
-                    }
-                }
-            }
-            if !self.fill(true).await? {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Queues one reply line (CRLF added).
-    fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    /// Replies to a bad command and closes the session after too many.
-    fn error(&mut self, line: &str) -> Next {
-        self.errors += 1;
-        if self.errors > self.opts.max_errors {
-            self.reply("421 4.7.0 Too many errors, closing connection");
-            return Next::Close;
-        }
-        self.reply(line);
-        Next::Continue
-    }
-
-    async fn flush(&mut self) -> Result<(), SessionError> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let idle = self.opts.idle_timeout;
-        tokio::time::timeout(idle, async {
-            self.writer.write_all(&self.out).await?;
-            self.writer.flush().await
-        })
-        .await
-        .map_err(|_| SessionError::Timeout(idle))??;
-        self.out.clear();
-        Ok(())
-    }
-
-    /// Flushes pending replies and reads more input. Returns false at the end of the
-    /// stream, or (when `interruptible`) after answering 421 to a shutdown.
-    async fn fill(&mut self, interruptible: bool) -> Result<bool, SessionError> {
-        self.flush().await?;
-        let idle = self.opts.idle_timeout;
-        self.inbuf.reserve(16 * 1024);
-        let mut stop = self.stop.clone();
-        let read = tokio::select! {
-            r = tokio::time::timeout(idle, self.reader.read_buf(&mut self.inbuf)) => Some(r),
-            r = stop.wait_for(|s| *s), if interruptible => {
-                drop(r);
-                None
-            }
-        };
-        let Some(read) = read else {
-            self.reply("421 4.3.2 Service shutting down");
-            self.flush().await?;
-            return Ok(false);
-        };
-        match read {
-            Err(_) => {
-                self.reply("421 4.4.2 Idle timeout, closing connection");
-                let _ = self.flush().await;
-                Err(SessionError::Timeout(idle))
-            }
-            Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(0)) => Ok(false),
-            Ok(Ok(_)) => Ok(true),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.envelope = None;
-        self.xforward = XForward::default();
-    }
-
-    async fn command(&mut self, line: &[u8]) -> Result<Next, SessionError> {
+impl Dialect for Session {
+    async fn command(&mut self, conn: &mut Conn, line: &[u8]) -> Result<Next, SessionError> {
         if is_command(line, b"XFORWARD") {
-            return Ok(self.xforward(line));
+            return Ok(self.xforward(conn, line));
         }
         let parsed = Request::parse(&mut line.iter()).map(|r| r.into_owned());
         let request = match parsed {
             Ok(r) => r,
-            Err(e) => return Ok(self.parse_error(e)),
+            Err(e) => return Ok(conn.parse_error(e)),
         };
         Ok(match request {
             Request::Ehlo { host } => {
@@ -373,110 +241,100 @@ impl Session {
                      250-ENHANCEDSTATUSCODES\r\n250 XFORWARD NAME ADDR PROTO HELO SOURCE IDENT",
                     self.opts.hostname, self.opts.max_message_size
                 );
-                self.reply(&ehlo);
+                conn.reply(&ehlo);
                 Next::Continue
             }
             Request::Helo { host } => {
                 self.reset();
                 self.helo = Some(host);
                 let line = format!("250 {}", self.opts.hostname);
-                self.reply(&line);
+                conn.reply(&line);
                 Next::Continue
             }
             Request::Mail { from } => {
                 if self.helo.is_none() {
-                    return Ok(self.error("503 5.5.1 Send EHLO first"));
+                    return Ok(conn.error("503 5.5.1 Send EHLO first"));
                 }
                 if self.envelope.is_some() {
-                    return Ok(self.error("503 5.5.1 Nested MAIL command"));
+                    return Ok(conn.error("503 5.5.1 Nested MAIL command"));
                 }
                 if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
-                    return Ok(self.error("555 5.5.4 Unsupported MAIL parameter"));
+                    return Ok(conn.error("555 5.5.4 Unsupported MAIL parameter"));
                 }
                 if from.size > self.opts.max_message_size {
                     return Ok(
-                        self.error("552 5.3.4 Message size exceeds fixed maximum message size")
+                        conn.error("552 5.3.4 Message size exceeds fixed maximum message size")
                     );
                 }
                 self.envelope = Some(Envelope {
                     mail_from: from.address,
                     rcpt_to: Vec::new(),
                 });
-                self.reply("250 2.1.0 Ok");
+                conn.reply("250 2.1.0 Ok");
                 Next::Continue
             }
             Request::Rcpt { to } => {
                 let max = self.opts.max_recipients;
                 let Some(env) = self.envelope.as_mut() else {
-                    return Ok(self.error("503 5.5.1 Need MAIL command"));
+                    return Ok(conn.error("503 5.5.1 Need MAIL command"));
                 };
                 if env.rcpt_to.len() >= max {
-                    self.reply("452 4.5.3 Too many recipients");
+                    conn.reply("452 4.5.3 Too many recipients");
                     return Ok(Next::Continue);
                 }
                 env.rcpt_to.push(to.address);
-                self.reply("250 2.1.5 Ok");
+                conn.reply("250 2.1.5 Ok");
                 Next::Continue
             }
-            Request::Data => return self.data().await,
+            Request::Data => return self.data(conn).await,
             Request::Rset => {
                 self.reset();
-                self.reply("250 2.0.0 Ok");
+                conn.reply("250 2.0.0 Ok");
                 Next::Continue
             }
             Request::Noop { .. } => {
-                self.reply("250 2.0.0 Ok");
+                conn.reply("250 2.0.0 Ok");
                 Next::Continue
             }
             Request::Quit => {
-                self.reply("221 2.0.0 Bye");
+                conn.reply("221 2.0.0 Bye");
                 Next::Close
             }
             other => {
                 let line = format!("502 5.5.1 {} not implemented", other.name());
-                self.error(&line)
+                conn.error(&line)
             }
         })
     }
+}
 
-    fn parse_error(&mut self, e: ProtoError) -> Next {
-        let line = match e {
-            ProtoError::UnknownCommand => "502 5.5.2 Command not recognized".to_string(),
-            ProtoError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".into(),
-            ProtoError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".into(),
-            ProtoError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
-            ProtoError::InvalidParameter { param } => {
-                format!("501 5.5.4 Invalid parameter {param}")
-            }
-            ProtoError::UnsupportedParameter { .. } => {
-                "555 5.5.4 Unsupported parameter".to_string()
-            }
-            _ => "501 5.5.2 Syntax error".to_string(),
-        };
-        self.error(&line)
+impl Session {
+    fn reset(&mut self) {
+        self.envelope = None;
+        self.xforward = XForward::default();
     }
 
     /// `XFORWARD attr=value ...` (values xtext-encoded; `[UNAVAILABLE]` and `[TEMPUNAVAIL]`
     /// mean unknown). Only before `MAIL`.
-    fn xforward(&mut self, line: &[u8]) -> Next {
+    fn xforward(&mut self, conn: &mut Conn, line: &[u8]) -> Next {
         if self.helo.is_none() {
-            return self.error("503 5.5.1 Send EHLO first");
+            return conn.error("503 5.5.1 Send EHLO first");
         }
         if self.envelope.is_some() {
-            return self.error("503 5.5.1 XFORWARD inside a mail transaction");
+            return conn.error("503 5.5.1 XFORWARD inside a mail transaction");
         }
         let text = String::from_utf8_lossy(line);
         let mut attrs = text.split_ascii_whitespace().skip(1).peekable();
         if attrs.peek().is_none() {
-            return self.error("501 5.5.4 Syntax: XFORWARD attribute=value...");
+            return conn.error("501 5.5.4 Syntax: XFORWARD attribute=value...");
         }
         let mut update = self.xforward.clone();
         for attr in attrs {
             let Some((name, value)) = attr.split_once('=') else {
-                return self.error("501 5.5.4 Syntax: XFORWARD attribute=value...");
+                return conn.error("501 5.5.4 Syntax: XFORWARD attribute=value...");
             };
             let Some(value) = xtext_decode(value) else {
-                return self.error("501 5.5.4 Bad XFORWARD attribute value");
+                return conn.error("501 5.5.4 Bad XFORWARD attribute value");
             };
             let value = match value.as_str() {
                 "" | "[UNAVAILABLE]" | "[TEMPUNAVAIL]" => None,
@@ -489,26 +347,26 @@ impl Session {
                 "PROTO" | "HELO" | "SOURCE" | "PORT" => {}
                 other => {
                     let line = format!("501 5.5.4 Bad XFORWARD attribute name: {other}");
-                    return self.error(&line);
+                    return conn.error(&line);
                 }
             }
         }
         self.xforward = update;
-        self.reply("250 2.0.0 Ok");
+        conn.reply("250 2.0.0 Ok");
         Next::Continue
     }
 
-    async fn data(&mut self) -> Result<Next, SessionError> {
+    async fn data(&mut self, conn: &mut Conn) -> Result<Next, SessionError> {
         let Some(env) = self.envelope.as_ref() else {
-            return Ok(self.error("503 5.5.1 Need MAIL command"));
+            return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };
         if env.rcpt_to.is_empty() {
-            return Ok(self.error("554 5.5.1 No valid recipients"));
+            return Ok(conn.error("554 5.5.1 No valid recipients"));
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = self.receive_data().await?;
+        conn.reply("354 End data with <CR><LF>.<CR><LF>");
+        let data = conn.receive_data().await?;
         let Some(env) = self.envelope.take() else {
-            return Ok(self.error("503 5.5.1 Need MAIL command"));
+            return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };
         let xforward = std::mem::take(&mut self.xforward);
         let Some(data) = data else {
@@ -518,7 +376,7 @@ impl Session {
                 limit = self.opts.max_message_size,
                 "content filter: message over the size limit, refused"
             );
-            self.reply("552 5.3.4 Message size exceeds fixed maximum message size");
+            conn.reply("552 5.3.4 Message size exceeds fixed maximum message size");
             return Ok(Next::Continue);
         };
         let tx = Transaction {
@@ -530,42 +388,10 @@ impl Session {
         };
         // Nothing else to say while the handler works: let the client see the data was
         // received, and keep the connection's replies in order.
-        self.flush().await?;
+        conn.flush().await?;
         let reply = self.run_handler(tx).await;
-        self.reply(&reply);
+        conn.reply(&reply);
         Ok(Next::Continue)
-    }
-
-    /// Reads the data up to the final `.` line, dot-unstuffed. `None` when it exceeded the
-    /// size limit (the rest is read and discarded).
-    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
-        let mut receiver = DataReceiver::new();
-        // Start the receiver as if a CRLF had just been seen, so that a dot on the very
-        // first line is unstuffed and an empty message (`.` right away) ends the data.
-        let mut scratch = Vec::new();
-        receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-        let mut data = Vec::new();
-        let max = self.opts.max_message_size;
-        let mut discard: Option<DummyDataReceiver> = None;
-        loop {
-            let mut it = self.inbuf.iter();
-            let done = match discard.as_mut() {
-                Some(d) => d.ingest(&mut it),
-                None => receiver.ingest(&mut it, &mut data),
-            };
-            let used = self.inbuf.len() - it.as_slice().len();
-            self.inbuf.drain(..used);
-            if discard.is_none() && data.len() > max {
-                discard = Some(DummyDataReceiver::new_data(&receiver));
-                data = Vec::new();
-            }
-            if done {
-                return Ok(if discard.is_some() { None } else { Some(data) });
-            }
-            if !self.fill(false).await? {
-                return Err(SessionError::ClosedInData);
-            }
-        }
     }
 
     /// Runs the handler in its own task, so that a panic becomes a 451 instead of the end
