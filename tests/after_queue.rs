@@ -3,18 +3,21 @@
 //! a fake Postfix reinjection listener that records what it gets. The store is an
 //! in-memory double; the signer is a PEM key of the test PKI.
 
+#[path = "common/pem.rs"]
+mod pem;
+
+use pem::{fixture, issuer, pki};
+
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pec::crypto::testing::make_test_pki;
-use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pec::crypto::Signer;
 use pec::doubles::MarkerAntivirus;
 use pec::index::{IndexHandle, ProviderIndex, ProviderRecord};
 use pec::index::{ProviderInfo, TrustSet};
-use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
+use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{RecipientType, Ricevuta, Tipo};
@@ -41,40 +44,6 @@ fn at() -> Instant {
 
 fn later() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:15Z").unwrap()
-}
-
-fn issuer() -> Issuer {
-    Issuer {
-        provider_name: "PEC Example IT S.p.A.".into(),
-        service_address: "posta-certificata@pec.example.it".into(),
-        envelope_sender_header: true,
-    }
-}
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    signer: Arc<PemSigner>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = make_test_pki(&dir.path().join("pki")).unwrap();
-        let signer =
-            PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
-        Pki {
-            _dir: dir,
-            signer: Arc::new(signer),
-        }
-    })
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/originals")
-        .join(name);
-    std::fs::read(path).unwrap()
 }
 
 fn certification() -> Certification {

@@ -3,19 +3,22 @@
 //! recipient. Generated notices go to a `RecordingInjector` and are verified with
 //! `classify` against the test PKI.
 
+#[path = "common/pem.rs"]
+mod pem;
+
+use pem::{fixture, issuer, pki, PROVIDER};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pec::crypto::testing::make_test_pki;
-use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pec::crypto::Signer;
 use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::delivery::DeliveryPoint;
 use pec::doubles::{MemStore, RecordingInjector};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
-use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
+use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification, PecMessage};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{Errore, MessageKind, ReceiptType, RecipientType, Ricevuta};
@@ -32,7 +35,6 @@ const BOB: &str = "bob@pec.example.net"; // To: of the original
 const DAVE: &str = "dave@pec.example.net"; // Cc: of the original
 const ERIN: &str = "erin@pec.example.net"; // neither (treated as primary)
 const FRANK: &str = "frank@pec.example.net";
-const PROVIDER: &str = "PEC Example IT S.p.A.";
 
 fn at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
@@ -40,33 +42,6 @@ fn at() -> Instant {
 
 fn delivered_at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:20Z").unwrap()
-}
-
-fn issuer() -> Issuer {
-    Issuer {
-        provider_name: PROVIDER.into(),
-        service_address: "posta-certificata@pec.example.it".into(),
-        envelope_sender_header: true,
-    }
-}
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    signer: Arc<PemSigner>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = make_test_pki(&dir.path().join("pki")).unwrap();
-        let signer =
-            PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
-        Pki {
-            _dir: dir,
-            signer: Arc::new(signer),
-        }
-    })
 }
 
 fn index() -> ProviderIndex {
@@ -78,13 +53,6 @@ fn index() -> ProviderIndex {
         },
         certificates: vec![pki().signer.certificate_der().to_vec()],
     }])
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/originals")
-        .join(name);
-    std::fs::read(path).unwrap()
 }
 
 /// The original: `contratto.eml` (X-TipoRicevuta: breve), or without the header.

@@ -1,14 +1,18 @@
 //! The 12 h / 24 h timers (spec §5.4) against the SQLite store (and the in-memory double),
 //! with a recording injector and time driven by the test (no sleeping).
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+#[path = "common/pem.rs"]
+mod pem;
 
-use pec::crypto::testing::make_test_pki;
-use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pem::{issuer, pki};
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pec::crypto::Signer;
 use pec::doubles::{MemStore, RecordingInjector};
 use pec::index::{ProviderInfo, TrustSet};
-use pec::message::build::{Certification, Issuer, OriginalInfo};
+use pec::message::build::{Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{RecipientType, Ricevuta, Timeout, Tipo};
@@ -30,33 +34,6 @@ fn at() -> Instant {
 /// `seconds` after dispatch.
 fn plus(seconds: i64) -> Instant {
     Instant::from_unix(at().unix() + seconds)
-}
-
-fn issuer() -> Issuer {
-    Issuer {
-        provider_name: "PEC Example IT S.p.A.".into(),
-        service_address: "posta-certificata@pec.example.it".into(),
-        envelope_sender_header: true,
-    }
-}
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    signer: Arc<PemSigner>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = make_test_pki(&dir.path().join("pki")).unwrap();
-        let signer =
-            PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
-        Pki {
-            _dir: dir,
-            signer: Arc::new(signer),
-        }
-    })
 }
 
 fn trust() -> TrustSet {
