@@ -6,6 +6,7 @@
 
 #[path = "common/samples.rs"]
 mod samples;
+use samples::{namirial_envelope, NAMIRIAL};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -992,46 +993,6 @@ const REAL: [RealSample; 4] = [
         at: "2014-11-14T17:26:32Z",
     },
 ];
-
-const NAMIRIAL: &str = "namirial-2024-busta-trasporto-signed-entity.eml";
-
-/// The Namirial envelope as it left Namirial: the header fields archived by Mailman in
-/// front of the signed entity (as in tests/verify_samples.rs).
-fn namirial_envelope(dir: &Path) -> Vec<u8> {
-    let outer = std::fs::read(dir.join("namirial-2024-busta-trasporto-via-mailman.eml")).unwrap();
-    let text = String::from_utf8_lossy(&outer);
-    let header = text.split("\n\n").next().unwrap_or_default();
-    let keep = [
-        "x-riferimento-message-id",
-        "date",
-        "message-id",
-        "to",
-        "x-trasporto",
-        "from",
-        "mime-version",
-    ];
-    let mut out = String::new();
-    let mut keeping = false;
-    for line in header.lines() {
-        if line.starts_with([' ', '\t']) {
-            if keeping {
-                out.push_str(line);
-                out.push('\n');
-            }
-            continue;
-        }
-        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        keeping = keep.contains(&name.as_str());
-        if keeping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str("Subject: POSTA CERTIFICATA: Norah Colly\n");
-    let mut raw = out.into_bytes();
-    raw.extend(std::fs::read(dir.join(NAMIRIAL)).unwrap());
-    raw
-}
 
 fn sample_signer(dir: &Path, pem: &str) -> Vec<u8> {
     X509::stack_from_pem(&std::fs::read(dir.join(pem)).unwrap())

@@ -3,6 +3,7 @@
 
 #[path = "common/samples.rs"]
 mod samples;
+use samples::{namirial_envelope, NAMIRIAL};
 
 use std::path::Path;
 
@@ -40,7 +41,6 @@ struct Sample {
 
 const ARUBA_SHA1: &str = "AAA71BFD2DBC9FE67AA23C9F33AAF3316DF1AA66";
 const NAMIRIAL_SHA1: &str = "61A9E2865EEEE6C42CB8756B86567337C64CDEC3";
-const NAMIRIAL: &str = "namirial-2024-busta-trasporto-signed-entity.eml";
 
 const SAMPLES: [Sample; 5] = [
     Sample {
@@ -101,46 +101,6 @@ fn instant(s: &str) -> Instant {
 
 fn read(dir: &Path, file: &str) -> Vec<u8> {
     std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-/// The signed entity of the Namirial sample carries no PEC header: the headers are not
-/// signed and were left in the Mailman-archived outer message. Rebuild the envelope as it
-/// left Namirial: its original header fields (taken from the archived message, Subject
-/// without the list's prefixes) followed by the signed entity.
-fn namirial_envelope(dir: &Path) -> Vec<u8> {
-    let outer = read(dir, "namirial-2024-busta-trasporto-via-mailman.eml");
-    let text = String::from_utf8_lossy(&outer);
-    let header = text.split("\n\n").next().unwrap_or_default();
-    let keep = [
-        "x-riferimento-message-id",
-        "date",
-        "message-id",
-        "to",
-        "x-trasporto",
-        "from",
-        "mime-version",
-    ];
-    let mut out = String::new();
-    let mut keeping = false;
-    for line in header.lines() {
-        if line.starts_with([' ', '\t']) {
-            if keeping {
-                out.push_str(line);
-                out.push('\n');
-            }
-            continue;
-        }
-        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
-        keeping = keep.contains(&name.as_str());
-        if keeping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.push_str("Subject: POSTA CERTIFICATA: Norah Colly\n");
-    let mut raw = out.into_bytes();
-    raw.extend(read(dir, NAMIRIAL));
-    raw
 }
 
 /// The message as classified: the file, or for Namirial the rebuilt envelope.
