@@ -104,33 +104,8 @@ pub trait LmtpHandler: Send + Sync {
     fn deliver<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, Vec<Reply>>;
 }
 
-/// Limits and names of the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LmtpServerOptions {
-    pub hostname: String,
-    pub max_message_size: usize,
-    pub max_sessions: usize,
-    pub idle_timeout: Duration,
-    pub max_line_length: usize,
-    pub max_recipients: usize,
-    pub max_errors: usize,
-    pub shutdown_grace: Duration,
-}
-
-impl Default for LmtpServerOptions {
-    fn default() -> Self {
-        LmtpServerOptions {
-            hostname: "localhost".into(),
-            max_message_size: 160 * 1024 * 1024,
-            max_sessions: 100,
-            idle_timeout: Duration::from_secs(300),
-            max_line_length: 2048,
-            max_recipients: 1000,
-            max_errors: 20,
-            shutdown_grace: Duration::from_secs(30),
-        }
-    }
-}
+/// Limits and names of the server: the same as the content filter's.
+pub use crate::smtp::ServerOptions as LmtpServerOptions;
 
 /// Serves LMTP on `listener` until `shutdown` completes, then closes idle sessions (421)
 /// and waits up to the grace time for the others.
@@ -141,13 +116,9 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    let admission = Admission {
-        max_sessions: opts.max_sessions,
-        shutdown_grace: opts.shutdown_grace,
-    };
     accept_loop(
         listener,
-        admission,
+        Admission::of(&opts),
         "delivery point",
         shutdown,
         |stream, peer, stop| {
@@ -200,13 +171,7 @@ async fn run_session(
     opts: Arc<LmtpServerOptions>,
     stop: watch::Receiver<bool>,
 ) {
-    let limits = Limits {
-        idle_timeout: opts.idle_timeout,
-        max_line_length: opts.max_line_length,
-        max_errors: opts.max_errors,
-        max_message_size: opts.max_message_size,
-    };
-    let mut conn = Conn::new(reader, writer, limits, stop);
+    let mut conn = Conn::new(reader, writer, Limits::of(&opts), stop);
     let greeting = format!("220 {} LMTP pec delivery point", opts.hostname);
     let mut session = Session {
         opts,

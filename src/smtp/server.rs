@@ -60,7 +60,7 @@ pub trait FilterHandler: Send + Sync {
     fn handle<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, FilterReply>;
 }
 
-/// Limits and names of the server.
+/// Limits and names of a listener (the content filter's SMTP, the delivery point's LMTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Name in the greeting and the EHLO reply.
@@ -106,13 +106,9 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    let admission = Admission {
-        max_sessions: opts.max_sessions,
-        shutdown_grace: opts.shutdown_grace,
-    };
     accept_loop(
         listener,
-        admission,
+        Admission::of(&opts),
         "content filter",
         shutdown,
         |stream, peer, stop| {
@@ -165,13 +161,7 @@ async fn run_session(
     opts: Arc<ServerOptions>,
     stop: watch::Receiver<bool>,
 ) {
-    let limits = Limits {
-        idle_timeout: opts.idle_timeout,
-        max_line_length: opts.max_line_length,
-        max_errors: opts.max_errors,
-        max_message_size: opts.max_message_size,
-    };
-    let mut conn = Conn::new(reader, writer, limits, stop);
+    let mut conn = Conn::new(reader, writer, Limits::of(&opts), stop);
     let greeting = format!("220 {} ESMTP pec content filter", opts.hostname);
     let mut session = Session {
         opts,

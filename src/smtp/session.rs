@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, warn};
 
+use super::ServerOptions;
+
 /// The limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
@@ -27,6 +29,17 @@ pub(crate) struct Limits {
     pub max_errors: usize,
     /// Largest message after dot-unstuffing.
     pub max_message_size: usize,
+}
+
+impl Limits {
+    pub fn of(opts: &ServerOptions) -> Self {
+        Limits {
+            idle_timeout: opts.idle_timeout,
+            max_line_length: opts.max_line_length,
+            max_errors: opts.max_errors,
+            max_message_size: opts.max_message_size,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +260,15 @@ impl Conn {
 pub(crate) struct Admission {
     pub max_sessions: usize,
     pub shutdown_grace: Duration,
+}
+
+impl Admission {
+    pub fn of(opts: &ServerOptions) -> Self {
+        Admission {
+            max_sessions: opts.max_sessions,
+            shutdown_grace: opts.shutdown_grace,
+        }
+    }
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, running `session` for
