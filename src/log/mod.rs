@@ -27,6 +27,7 @@ use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LoggedEvent, SqliteStore, Store, StoreError};
 
 pub mod cmd;
+pub mod pdf;
 pub mod request;
 
 #[derive(Debug, Error)]
