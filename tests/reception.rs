@@ -1390,3 +1390,51 @@ async fn received_receipts_are_legal_log_events() {
         events[0].reason
     );
 }
+
+/// What the reception point does with mail that is not valid PEC is in the legal log too:
+/// a refusal by policy, a refusal for a virus, a forward by policy.
+#[tokio::test]
+async fn refusals_and_forwards_of_mail_that_is_not_pec_are_logged() {
+    let r = rx_with(Provider::B, Arc::new(index()), MailboxPolicy::Refuse, now());
+    let data = fixture("ordinary.eml");
+    let id = OriginalInfo::parse(&data).unwrap().message_id.unwrap();
+    r.run("someone@example.org", &["bob@pec.example.net"], &data)
+        .await;
+    r.store
+        .set_mailbox_policy(
+            "bob@pec.example.net",
+            &MailboxPolicy::Forward("bob.rossi@example.org".into()),
+        )
+        .unwrap();
+    r.run("someone@example.org", &["bob@pec.example.net"], &data)
+        .await;
+    let mut infected = data.clone();
+    infected.extend_from_slice(MARKER);
+    infected.extend_from_slice(b"\r\n");
+    r.run("someone@example.org", &["bob@pec.example.net"], &infected)
+        .await;
+    let events = r.store.events_for(&id).unwrap();
+    let seen: Vec<(EventKind, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::RejectedInSmtp, "refused"),
+            (EventKind::Forwarded, "forwarded"),
+            (EventKind::RejectedInSmtp, "virus"),
+        ]
+    );
+    for e in &events {
+        assert_eq!(e.sender, "someone@example.org");
+        assert_eq!(e.recipients[0].0, "bob@pec.example.net");
+        assert_eq!(e.queue_id.as_deref(), Some("4TESTQ"));
+    }
+    assert!(events[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("inoltrato a bob.rossi@example.org"));
+    assert_eq!(events[2].reason.as_deref(), Some("PEC-Test-Virus"));
+}

@@ -335,9 +335,20 @@ impl AfterQueue {
             // Infected ordinary mail is refused, as on the Internet (spec §5.2): never
             // wrapped, forwarded or delivered.
             if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+                self.log_not_pec(tx, &local, EventKind::RejectedInSmtp, "virus", &virus, now)
+                    .await?;
                 return Err(AfterQueueError::Infected(virus));
             }
             if policies.iter().any(|(_, p)| *p == MailboxPolicy::Refuse) {
+                self.log_not_pec(
+                    tx,
+                    &local,
+                    EventKind::RejectedInSmtp,
+                    "refused",
+                    reason,
+                    now,
+                )
+                .await?;
                 return Err(AfterQueueError::Refused(reason.clone()));
             }
         }
@@ -738,6 +749,43 @@ impl AfterQueue {
         })
     }
 
+    /// Logs what the reception point did with mail that is not valid PEC for `local`
+    /// (refused in SMTP for a virus or by policy, forwarded by policy): about the
+    /// message's own Message-ID (a new id when it has none).
+    async fn log_not_pec(
+        &self,
+        tx: &Transaction,
+        local: &[String],
+        kind: EventKind,
+        outcome: &str,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), AfterQueueError> {
+        let info = crate::message::build::OriginalInfo::parse(&tx.data).unwrap_or_default();
+        let event = LogEvent {
+            pec_id: info
+                .message_id
+                .clone()
+                .unwrap_or_else(|| self.ids.next_id(now)),
+            at: now,
+            kind,
+            sender: tx.mail_from.clone(),
+            recipients: local
+                .iter()
+                .map(|r| (r.clone(), crate::message::kind::RecipientType::Certificato))
+                .collect(),
+            subject: info.subject,
+            related_ids: Vec::new(),
+            provider: String::new(),
+            queue_id: tx.queue_id.clone(),
+            outcome: outcome.to_string(),
+            reason: Some(reason.to_string()),
+        };
+        let store = self.store.clone();
+        blocking(move || store.log(&event)).await??;
+        Ok(())
+    }
+
     /// The [`EventKind::Received`] record of a receipt from another provider: about the
     /// envelope of its daticert (`envelope`: our certification data when it correlates
     /// with one of our envelopes), the receipt's Message-ID as the related id, the outcome
@@ -901,6 +949,16 @@ impl AfterQueue {
             if let MailboxPolicy::Forward(to) = p {
                 if !forwarded.contains(to) {
                     self.pass_on(tx, std::slice::from_ref(to)).await?;
+                    let why = format!("{reason}; inoltrato a {to} per la casella {r}");
+                    self.log_not_pec(
+                        tx,
+                        std::slice::from_ref(r),
+                        EventKind::Forwarded,
+                        "forwarded",
+                        &why,
+                        now,
+                    )
+                    .await?;
                     info!(
                         queue_id,
                         "reception: not valid PEC ({reason}): {r} forwards to {to}"

@@ -36,8 +36,9 @@ pub enum EventKind {
     Issued(MessageKind),
     /// An infected message put in quarantine.
     Quarantined,
-    /// A submission refused in SMTP without a notice (far over the size limit, or by
-    /// configuration).
+    /// A message refused in SMTP without a notice: a submission far over the size limit
+    /// (access point), or mail that is not valid PEC carrying a virus or refused by the
+    /// mailbox policy (reception point).
     RejectedInSmtp,
     /// Records of the legal log and/or quarantined messages past their retention were
     /// purged (`pec log purge`, spec §8: 30 months).
@@ -51,6 +52,8 @@ pub enum EventKind {
     LogRequest,
     /// The extract asked for by a [`EventKind::LogRequest`] was sent to the owner.
     LogExtract,
+    /// Mail that is not valid PEC, forwarded unchanged by the recipient's mailbox policy.
+    Forwarded,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::Received(_) => "Ricezione",
             EventKind::LogRequest => "RichiestaRegistro",
             EventKind::LogExtract => "EstrattoRegistro",
+            EventKind::Forwarded => "Inoltro",
         }
     }
 }

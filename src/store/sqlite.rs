@@ -503,6 +503,7 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
         ("Ricezione", Some(r)) => Ricevuta::parse(r).map(EventKind::Received),
         ("RichiestaRegistro", None) => Some(EventKind::LogRequest),
         ("EstrattoRegistro", None) => Some(EventKind::LogExtract),
+        ("Inoltro", None) => Some(EventKind::Forwarded),
         _ => None,
     }
 }
@@ -1420,6 +1421,7 @@ mod tests {
             EventKind::Purged,
             EventKind::LogRequest,
             EventKind::LogExtract,
+            EventKind::Forwarded,
         ]);
         kinds.extend(Ricevuta::ALL.into_iter().map(EventKind::Received));
         for kind in kinds {
