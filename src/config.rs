@@ -258,6 +258,16 @@ pub struct LogConfig {
     pub tsa_timeout: String,
     /// Months the records and seals are kept (at least 30, DPR 68/2005).
     pub retention_months: u32,
+    /// Owner self-service: local part of the service address, in each PEC domain, that
+    /// mailbox owners write to for their log extract (`registro` → `registro@<domain>`);
+    /// empty disables the service.
+    pub request_address: String,
+    /// Owner self-service: requests accepted per mailbox within `request_window`.
+    pub request_limit: u32,
+    /// Owner self-service: the window of the rate limit.
+    pub request_window: String,
+    /// Owner self-service: at most this many records in one extract.
+    pub request_max_records: usize,
 }
 
 impl Default for LogConfig {
@@ -267,6 +277,10 @@ impl Default for LogConfig {
             tsa_ca_file: None,
             tsa_timeout: "30s".into(),
             retention_months: crate::store::RETENTION_MONTHS,
+            request_address: "registro".into(),
+            request_limit: 5,
+            request_window: "1h".into(),
+            request_max_records: 50_000,
         }
     }
 }
@@ -549,6 +563,8 @@ pub struct Settings {
     pub index_source: Option<crate::index::sync::Source>,
     /// `index.refresh`.
     pub index_refresh: Duration,
+    /// `log.request_*` with `provider.domains`; `None` when `log.request_address` is empty.
+    pub log_requests: Option<crate::log::request::RequestSettings>,
 }
 
 /// Typed `[delivery]` values.
@@ -1029,6 +1045,7 @@ impl Config {
                 ),
             ));
         }
+        let log_requests = self.log_request_settings()?;
         if self.quarantine.retention_months < minimum {
             return Err(invalid(
                 "quarantine.retention_months",
@@ -1110,7 +1127,59 @@ impl Config {
                 max_size,
             },
             delivery,
+            log_requests,
         })
+    }
+
+    /// The owner self-service settings (`log.request_*`): the local part is a plain one
+    /// and its address is neither `provider.service_address` nor `provider.mail_receipt`;
+    /// at least one request per window.
+    fn log_request_settings(
+        &self,
+    ) -> Result<Option<crate::log::request::RequestSettings>, InvalidValue> {
+        let l = &self.log;
+        let window = duration("log.request_window", &l.request_window)?;
+        if l.request_address.is_empty() {
+            return Ok(None);
+        }
+        let plain = |b: u8| b.is_ascii_alphanumeric() || b"._-+".contains(&b);
+        if !l.request_address.bytes().all(plain) || l.request_address.starts_with('.') {
+            return Err(invalid(
+                "log.request_address",
+                format!(
+                    "\"{}\" is not a local part (write the part before @, e.g. \"registro\")",
+                    l.request_address
+                ),
+            ));
+        }
+        let p = &self.provider;
+        for d in &p.domains {
+            let address = format!("{}@{d}", l.request_address);
+            for (key, other) in [
+                ("provider.service_address", &p.service_address),
+                ("provider.mail_receipt", &p.mail_receipt),
+            ] {
+                if address.eq_ignore_ascii_case(other) {
+                    return Err(invalid(
+                        "log.request_address",
+                        format!("{address} is also {key}"),
+                    ));
+                }
+            }
+        }
+        if l.request_limit == 0 {
+            return Err(invalid("log.request_limit", "must be at least 1"));
+        }
+        if l.request_max_records == 0 {
+            return Err(invalid("log.request_max_records", "must be at least 1"));
+        }
+        Ok(Some(crate::log::request::RequestSettings {
+            local_part: l.request_address.clone(),
+            domains: p.domains.clone(),
+            limit: l.request_limit,
+            window,
+            max_records: l.request_max_records,
+        }))
     }
 }
 

@@ -202,6 +202,7 @@ pub async fn run(
         antivirus: antivirus.clone(),
         injector: access_injector.clone(),
         clock: Arc::new(SystemClock),
+        log_requests: settings.log_requests.clone(),
     });
     let timers = config.timers.enabled.then(|| {
         Arc::new(Timers::new(
@@ -241,14 +242,10 @@ pub async fn run(
         mail_receipt: config.provider.mail_receipt.clone(),
         default_policy: settings.default_policy.clone(),
     };
-    let after_queue = Arc::new(AfterQueue::new(
-        store,
-        filter_injector,
-        issuer,
-        signer,
-        ids,
-        reception,
-    ));
+    let after_queue = Arc::new(
+        AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
+            .with_log_requests(settings.log_requests.clone()),
+    );
 
     let (milter_addr, milter_listener) = listen(&settings.access.listen, "access.listen").await?;
     let (filter_addr, filter_listener) = listen(&settings.filter.listen, "filter.listen").await?;

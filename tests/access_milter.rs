@@ -106,6 +106,7 @@ async fn harness_with(
         antivirus: Arc::new(av),
         injector: injector.clone(),
         clock: Arc::new(FixedClock::new(at())),
+        log_requests: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -741,3 +741,55 @@ fn the_log_and_quarantine_sections() {
         error(&bad)
     );
 }
+
+#[test]
+fn the_owner_self_service_keys() {
+    let s = config::parse(BASE, FILE).unwrap().settings().unwrap();
+    let r = s.log_requests.unwrap();
+    assert_eq!(r.local_part, "registro");
+    assert_eq!(r.domains, ["pec.example.it", "pec2.example.it"]);
+    assert_eq!((r.limit, r.window), (5, Duration::from_secs(3600)));
+    assert_eq!(
+        r.address_for("Mario@pec.example.it").as_deref(),
+        Some("registro@pec.example.it")
+    );
+
+    let text = format!(
+        "{BASE}\n[log]\nrequest_address = \"estratti\"\nrequest_limit = 2\n\
+         request_window = \"10m\"\nrequest_max_records = 100\n"
+    );
+    let r = config::parse(&text, FILE)
+        .unwrap()
+        .settings()
+        .unwrap()
+        .log_requests
+        .unwrap();
+    assert_eq!(
+        (r.local_part.as_str(), r.limit, r.max_records),
+        ("estratti", 2, 100)
+    );
+    assert_eq!(r.window, Duration::from_secs(600));
+
+    let off = format!("{BASE}\n[log]\nrequest_address = \"\"\n");
+    assert_eq!(
+        config::parse(&off, FILE)
+            .unwrap()
+            .settings()
+            .unwrap()
+            .log_requests,
+        None
+    );
+
+    for (bad, says) in [
+        (
+            "request_address = \"registro@pec.example.it\"",
+            "not a local part",
+        ),
+        ("request_address = \"ricevute\"", "provider.mail_receipt"),
+        ("request_limit = 0", "at least 1"),
+        ("request_window = \"soon\"", "log.request_window"),
+    ] {
+        let text = format!("{BASE}\n[log]\n{bad}\n");
+        assert!(error(&text).contains(says), "{bad}: {}", error(&text));
+    }
+}

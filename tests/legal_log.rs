@@ -773,6 +773,25 @@ tsa_ca_file = "{}"
     let (_, out, _) = pec(&["export", "--format", "json", "--subject", "RICORSO"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
+    let pdf = config.with_file_name("luigi.pdf");
+    let (code, _, err) = pec(&[
+        "export",
+        "--format",
+        "pdf",
+        "--mailbox",
+        "luigi@pec.example.it",
+        "--output",
+        pdf.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let pdf = std::fs::read(&pdf).unwrap();
+    assert!(pdf.starts_with(b"%PDF-1.4\n") && pdf.ends_with(b"%%EOF\n"));
+    let text = String::from_utf8_lossy(&pdf);
+    assert!(text.contains("(Registro dei messaggi - casella luigi@pec.example.it)"));
+    assert!(
+        text.contains("RifiutoSmtp") && !text.contains("Fattura"),
+        "only luigi's"
+    );
     let (code, _, err) = pec(&["search", "--from", "yesterday"]);
     assert_eq!(code, Some(2), "{err}");
 

@@ -1275,3 +1275,163 @@ async fn receipt_with_another_riferimento_or_unknown_envelope_moves_nothing() {
     );
     assert_eq!(r.sent().len(), 1);
 }
+
+/// Every receipt received from another provider is a legal-log record (kind `Ricezione`,
+/// its type in the receipt-type column): correlated or not, consumed or delivered.
+#[tokio::test]
+async fn received_receipts_are_legal_log_events() {
+    let r = rx(Provider::B);
+    let cert = our_envelope_b_to_a(&r.store);
+    let received = |r: &Rx, id: &str| -> Vec<pec::store::LogEvent> {
+        r.store
+            .events_for(id)
+            .unwrap()
+            .into_iter()
+            .filter(|e| matches!(e.kind, EventKind::Received(_)))
+            .collect()
+    };
+
+    // Presa in carico to our mailReceipt: consumed, correlated.
+    let pic = Provider::A.build(|b| {
+        b.take_charge(
+            &cert,
+            at(),
+            &["alice@pec.example.it".into()],
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let rcpt: Vec<&str> = pic.rcpt_to.iter().map(String::as_str).collect();
+    r.run(&pic.mail_from, &rcpt, &pic.to_bytes()).await;
+    // Avvenuta consegna to bob: delivered to him, correlated.
+    let delivered = Provider::A.build(|b| {
+        b.delivery(
+            &cert,
+            at(),
+            "alice@pec.example.it",
+            &fixture("ordinary.eml"),
+        )
+        .unwrap()
+    });
+    r.run(
+        &delivered.mail_from,
+        &["bob@pec.example.net"],
+        &delivered.to_bytes(),
+    )
+    .await;
+    let events = received(&r, B_ID);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (a, b) = (&events[0], &events[1]);
+    assert_eq!(a.kind, EventKind::Received(Ricevuta::PresaInCarico));
+    assert_eq!(b.kind, EventKind::Received(Ricevuta::AvvenutaConsegna));
+    for e in [a, b] {
+        assert_eq!(e.outcome, "correlated");
+        assert_eq!(e.sender, "bob@pec.example.net");
+        assert_eq!(
+            e.recipients,
+            [(
+                "alice@pec.example.it".to_string(),
+                RecipientType::Certificato
+            )]
+        );
+        assert_eq!(e.provider, Provider::A.name());
+        assert_eq!(e.queue_id.as_deref(), Some("4TESTQ"));
+        assert_eq!(e.related_ids.len(), 1, "the receipt's Message-ID");
+    }
+    assert_eq!(a.related_ids[0], pic.message_id);
+    let why = a.reason.as_deref().unwrap();
+    assert!(
+        why.contains("riguarda alice@pec.example.it") && why.contains("consumata"),
+        "{why}"
+    );
+    let why = b.reason.as_deref().unwrap();
+    assert!(why.contains("consegnata a bob@pec.example.net"), "{why}");
+    assert_eq!(
+        state_of(&r, "alice@pec.example.it"),
+        TrackingState::Delivered
+    );
+
+    // A receipt about an envelope we never sent is logged too, as uncorrelated.
+    let mut other = cert.clone();
+    other.identificativo = "opec1.unknown@pec.example.net".into();
+    let failed = Provider::A.build(|b| {
+        b.non_delivery(
+            &other,
+            at(),
+            "alice@pec.example.it",
+            Errore::NoDest,
+            "5.1.1 - utente sconosciuto",
+        )
+        .unwrap()
+    });
+    r.run(
+        &failed.mail_from,
+        &["bob@pec.example.net"],
+        &failed.to_bytes(),
+    )
+    .await;
+    let events = received(&r, "opec1.unknown@pec.example.net");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].kind,
+        EventKind::Received(Ricevuta::ErroreConsegna)
+    );
+    assert_eq!(events[0].outcome, "uncorrelated");
+    assert!(
+        events[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("utente sconosciuto"),
+        "{:?}",
+        events[0].reason
+    );
+}
+
+/// What the reception point does with mail that is not valid PEC is in the legal log too:
+/// a refusal by policy, a refusal for a virus, a forward by policy.
+#[tokio::test]
+async fn refusals_and_forwards_of_mail_that_is_not_pec_are_logged() {
+    let r = rx_with(Provider::B, Arc::new(index()), MailboxPolicy::Refuse, now());
+    let data = fixture("ordinary.eml");
+    let id = OriginalInfo::parse(&data).unwrap().message_id.unwrap();
+    r.run("someone@example.org", &["bob@pec.example.net"], &data)
+        .await;
+    r.store
+        .set_mailbox_policy(
+            "bob@pec.example.net",
+            &MailboxPolicy::Forward("bob.rossi@example.org".into()),
+        )
+        .unwrap();
+    r.run("someone@example.org", &["bob@pec.example.net"], &data)
+        .await;
+    let mut infected = data.clone();
+    infected.extend_from_slice(MARKER);
+    infected.extend_from_slice(b"\r\n");
+    r.run("someone@example.org", &["bob@pec.example.net"], &infected)
+        .await;
+    let events = r.store.events_for(&id).unwrap();
+    let seen: Vec<(EventKind, &str)> = events
+        .iter()
+        .map(|e| (e.kind, e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (EventKind::RejectedInSmtp, "refused"),
+            (EventKind::Forwarded, "forwarded"),
+            (EventKind::RejectedInSmtp, "virus"),
+        ]
+    );
+    for e in &events {
+        assert_eq!(e.sender, "someone@example.org");
+        assert_eq!(e.recipients[0].0, "bob@pec.example.net");
+        assert_eq!(e.queue_id.as_deref(), Some("4TESTQ"));
+    }
+    assert!(events[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("inoltrato a bob.rossi@example.org"));
+    assert_eq!(events[2].reason.as_deref(), Some("PEC-Test-Virus"));
+}

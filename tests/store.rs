@@ -639,3 +639,58 @@ fn reception_methods_sqlite() {
 fn reception_methods_mem() {
     reception_methods(&MemStore::new());
 }
+
+/// A received receipt moves its tracking rows and is logged in one transaction: when the
+/// log write fails, no row moves.
+#[test]
+fn a_received_receipt_moves_tracking_and_is_logged_atomically() {
+    use pec::message::kind::Ricevuta;
+    let (_dir, path, store) = fresh();
+    store.record_accepted(&accepted(PEC_ID)).unwrap();
+    let event = LogEvent {
+        pec_id: PEC_ID.into(),
+        at: Instant::from_unix(1_705_314_700),
+        kind: EventKind::Received(Ricevuta::PresaInCarico),
+        sender: "mario.rossi@pec.example.it".into(),
+        recipients: vec![(
+            "anna.bianchi@pec.altro.it".into(),
+            RecipientType::Certificato,
+        )],
+        subject: "Fattura".into(),
+        related_ids: vec!["opec.pic.1@pec.altro.it".into()],
+        provider: "Altro PEC".into(),
+        queue_id: None,
+        outcome: "correlated".into(),
+        reason: None,
+    };
+    let updates = [(
+        "Anna.Bianchi@pec.altro.it".to_string(),
+        TrackingState::TakenInCharge,
+    )];
+    let state = |s: &SqliteStore| {
+        s.tracking_for(PEC_ID)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.recipient == "anna.bianchi@pec.altro.it")
+            .unwrap()
+            .state
+    };
+
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON events
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    assert!(store.record_receipt_received(&event, &updates).is_err());
+    assert_eq!(state(&store), TrackingState::Sent, "rolled back");
+
+    side.execute_batch("DROP TRIGGER refuse_events;").unwrap();
+    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 1);
+    assert_eq!(state(&store), TrackingState::TakenInCharge);
+    let logged = store.events_for(PEC_ID).unwrap();
+    assert_eq!(logged.last().unwrap(), &event);
+    // A repeated receipt moves nothing and is logged again (the log shows duplicates).
+    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 0);
+    assert_eq!(store.events_for(PEC_ID).unwrap().len(), logged.len() + 1);
+}

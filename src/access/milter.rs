@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tracing::warn;
 
 use super::{AccessPoint, Decision, Reply, Submission};
+use crate::log::request::REQUEST_HEADER;
 use crate::message::build::ENVELOPE_INHERITED;
 
 /// Per-message state.
@@ -180,6 +181,21 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
                 Status::Tempfail
             }
         },
+        Decision::LogRequest(id) => match mark_request(cx, &session, &id).await {
+            Ok(()) => Status::Accept,
+            Err(e) => {
+                warn!(error = %e, "cannot mark the log request: tempfail");
+                set_reply(
+                    &mut cx.reply,
+                    &Reply {
+                        code: "451",
+                        xcode: "4.3.0",
+                        text: "PEC: riscrittura del messaggio non riuscita".into(),
+                    },
+                );
+                Status::Tempfail
+            }
+        },
         Decision::Refused(None) => Status::Discard,
         Decision::Refused(Some(r)) => {
             set_reply(&mut cx.reply, &r);
@@ -230,6 +246,29 @@ async fn rewrite(
         cx.actions.add_header(name.as_str(), v).await?;
     }
     cx.actions.replace_body(&envelope.body).await?;
+    Ok(())
+}
+
+/// Marks an accepted log request for the after-queue filter: removes every
+/// [`REQUEST_HEADER`] field the client wrote, then adds ours with the request id.
+async fn mark_request(
+    cx: &mut EomContext<Session>,
+    session: &Session,
+    id: &str,
+) -> Result<(), indymilter::ActionError> {
+    let written = session
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(REQUEST_HEADER))
+        .count();
+    for nth in (1..=written as i32).rev() {
+        cx.actions
+            .change_header(REQUEST_HEADER, nth, None::<CString>)
+            .await?;
+    }
+    cx.actions
+        .add_header(REQUEST_HEADER, format!(" <{id}>"))
+        .await?;
     Ok(())
 }
 

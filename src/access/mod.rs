@@ -13,12 +13,13 @@ use tracing::{info, warn};
 use crate::antivirus::{Antivirus, ScanVerdict};
 use crate::crypto::Signer;
 use crate::index::IndexHandle;
+use crate::log::request::{self as log_request, Recognised, RequestSettings};
 use crate::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant};
 use crate::smtp::{InjectError, Injector};
-use crate::store::{Accepted, EventKind, LogEvent, Refused, Store};
+use crate::store::{Accepted, EventKind, LogEvent, LogRequest, Refused, Store};
 
 pub mod checks;
 pub mod milter;
@@ -83,6 +84,10 @@ pub enum Decision {
     Reject(Reply),
     /// Temporary failure: the client retries.
     Tempfail(Reply),
+    /// An owner's request for their log extract ([`crate::log::request`]), recorded with
+    /// this id: accept the message unwrapped, marked with
+    /// [`crate::log::request::REQUEST_HEADER`]; the after-queue filter answers it.
+    LogRequest(String),
 }
 
 /// Everything the access point depends on, each behind its trait.
@@ -96,6 +101,8 @@ pub struct AccessPoint {
     pub antivirus: Arc<dyn Antivirus>,
     pub injector: Arc<dyn Injector>,
     pub clock: Arc<dyn Clock>,
+    /// Owner self-service (`log.request_*`); `None`: disabled.
+    pub log_requests: Option<RequestSettings>,
 }
 
 fn tempfail(text: impl Into<String>) -> Decision {
@@ -168,6 +175,27 @@ impl AccessPoint {
             Ok(a) => a,
             Err(d) => return d,
         };
+
+        if let Some(settings) = &self.log_requests {
+            match settings.recognise(&s.mail_from, &s.rcpt_to) {
+                Recognised::No => {}
+                Recognised::Request(address) => {
+                    return self.log_request(&s, authorised, address, at, pec_id).await;
+                }
+                Recognised::Misaddressed => {
+                    info!(queue_id = %qid, pec_id = %pec_id, "log request misaddressed: rejected in smtp");
+                    return Decision::Reject(Reply {
+                        code: "550",
+                        xcode: "5.1.1",
+                        text: format!(
+                            "PEC: l'indirizzo {}@<dominio> accetta solo richieste di estratto \
+                             del registro della propria casella, senza altri destinatari",
+                            settings.local_part
+                        ),
+                    });
+                }
+            }
+        }
 
         let input = checks::Input {
             mail_from: &s.mail_from,
@@ -327,6 +355,76 @@ impl AccessPoint {
         } else {
             Decision::Refused(None)
         }
+    }
+
+    /// An owner's request for their log extract (see [`crate::log::request`]): the
+    /// period is read, the rate limit applied and the request recorded with its event in
+    /// one store transaction. Over the limit: 450 4.7.1, nothing queued.
+    async fn log_request(
+        self: &Arc<Self>,
+        s: &Submission,
+        authorised: bool,
+        address: String,
+        at: Instant,
+        pec_id: String,
+    ) -> Decision {
+        let qid = s.queue_id.clone().unwrap_or_default();
+        if !authorised {
+            info!(queue_id = %qid, "log request from a sender the login may not use: rejected in smtp");
+            return Decision::Reject(Reply {
+                code: "550",
+                xcode: "5.7.1",
+                text: format!(
+                    "PEC: il mittente {} non corrisponde all'utente autenticato",
+                    s.mail_from
+                ),
+            });
+        }
+        let subject = OriginalInfo::parse(&s.message)
+            .map(|i| i.subject)
+            .unwrap_or_default();
+        let period = log_request::period_of_message(&subject, &s.message, at);
+        let request = LogRequest {
+            id: pec_id.clone(),
+            owner: s.mail_from.to_lowercase(),
+            address,
+            at,
+            period,
+            subject,
+            queue_id: s.queue_id.clone(),
+        };
+        let Some(settings) = self.log_requests.clone() else {
+            return tempfail("PEC: servizio non configurato");
+        };
+        let window = i64::try_from(settings.window.as_secs()).unwrap_or(i64::MAX);
+        let since = Instant::from_unix(at.unix().saturating_sub(window));
+        let event = log_request::request_event(&request, &self.issuer.provider_name);
+        let r2 = request.clone();
+        let accepted = match self
+            .blocking("archivio", move |ap| {
+                ap.store
+                    .claim_log_request(&r2, settings.limit, since, &event)
+            })
+            .await
+        {
+            Ok(a) => a,
+            Err(d) => return d,
+        };
+        if !accepted {
+            info!(queue_id = %qid, owner = %request.owner, "log request over the rate limit: 450");
+            return Decision::Tempfail(Reply {
+                code: "450",
+                xcode: "4.7.1",
+                text: format!(
+                    "PEC: raggiunto il limite di {} richieste di estratto del registro ogni {} \
+                     minuti; riprovare piu' tardi",
+                    settings.limit,
+                    settings.window.as_secs() / 60
+                ),
+            });
+        }
+        info!(queue_id = %qid, request = %pec_id, owner = %request.owner, period_ok = request.period.is_ok(), "log request accepted");
+        Decision::LogRequest(pec_id)
     }
 
     /// Logs a submission rejected in SMTP without a notice.

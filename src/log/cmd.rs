@@ -57,6 +57,8 @@ pub enum Format {
     Text,
     Csv,
     Json,
+    /// A readable PDF document (A4, one block per record).
+    Pdf,
 }
 
 #[derive(Debug, Args)]
@@ -87,7 +89,7 @@ pub struct SearchArgs {
     pub pec_id: Option<String>,
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Output format (search: text; export: csv).
+    /// Output format (search: text; export: csv); pdf for people, best with --output.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Write to this file instead of standard output.
@@ -231,6 +233,14 @@ fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
     let text = match args.format.unwrap_or(default) {
         Format::Csv => super::to_csv(&events),
         Format::Json => super::to_json(&events) + "\n",
+        Format::Pdf => {
+            let title = match &args.mailbox {
+                Some(m) => format!("Registro dei messaggi - casella {m}"),
+                None => "Registro dei messaggi".to_string(),
+            };
+            let now = crate::message::time::Clock::now(&crate::message::time::SystemClock);
+            return write_output(args, &super::pdf::to_pdf(&events, &title, now)).map_err(fail);
+        }
         Format::Text => {
             let mut out = String::new();
             for e in &events {
@@ -257,13 +267,17 @@ fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
             out
         }
     };
-    let written = match &args.output {
-        Some(path) => std::fs::write(path, text.as_bytes())
+    write_output(args, text.as_bytes()).map_err(fail)
+}
+
+/// Writes `bytes` to `--output` or standard output.
+fn write_output(args: &SearchArgs, bytes: &[u8]) -> Result<i32, String> {
+    match &args.output {
+        Some(path) => std::fs::write(path, bytes)
             .map_err(|e| format!("cannot write \"{}\": {e}", path.display())),
         None => std::io::stdout()
-            .write_all(text.as_bytes())
+            .write_all(bytes)
             .map_err(|e| e.to_string()),
-    };
-    written.map_err(fail)?;
+    }?;
     Ok(0)
 }

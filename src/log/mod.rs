@@ -27,6 +27,8 @@ use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LoggedEvent, SqliteStore, Store, StoreError};
 
 pub mod cmd;
+pub mod pdf;
+pub mod request;
 
 #[derive(Debug, Error)]
 pub enum LogError {
@@ -321,6 +323,7 @@ fn receipt_type(e: &LoggedEvent) -> &'static str {
         crate::store::EventKind::Issued(crate::message::kind::MessageKind::Delivery(r)) => {
             r.as_str()
         }
+        crate::store::EventKind::Received(r) => r.as_str(),
         _ => "",
     }
 }
@@ -422,8 +425,9 @@ pub fn to_json(events: &[LoggedEvent]) -> String {
 }
 
 /// The extract a mailbox owner may ask for (spec §8 "users may request log extracts"):
-/// the records of the messages `owner` sent or received with `from <= at < to`, as CSV.
-/// The reception point's `registro@<domain>` self-service calls this.
+/// the records of the messages `owner` sent or received with `from <= at < to`, as CSV
+/// ([`request::owner_view`]: where the owner is only a recipient, the other recipients are
+/// left out). The `registro@<domain>` self-service ([`request`]) sends the same extract.
 pub fn log_extract_for_owner(
     store: &dyn Store,
     owner: &str,
@@ -436,7 +440,7 @@ pub fn log_extract_for_owner(
         to: Some(to),
         ..LogQuery::default()
     })?;
-    Ok(to_csv(&events))
+    Ok(to_csv(&request::owner_view(events, owner)))
 }
 
 /// Days back the daily sealer looks for unsealed days (a service stopped over several

@@ -27,6 +27,7 @@ use tracing::{error, info, warn};
 use crate::antivirus::{Antivirus, AvError, ScanVerdict};
 use crate::crypto::Signer;
 use crate::index::{IndexHandle, ProviderInfo};
+use crate::log::request::{self as log_request, RequestSettings, REQUEST_HEADER};
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
 use crate::message::classify::{classify, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
@@ -93,6 +94,9 @@ impl Reception {
 pub struct Outcome {
     /// Our envelope: the acceptance receipt was injected (PEC msgid, receipt Message-ID).
     pub acceptance: Option<(String, String)>,
+    /// An owner's log request, consumed: its id and the reply's Message-ID (`None` when
+    /// a repeated delivery found it answered already).
+    pub log_request: Option<(String, Option<String>)>,
     /// Recipients the message went to unchanged (remote ones, and local ones of a valid
     /// envelope or receipt).
     pub passed_on: Vec<String>,
@@ -177,6 +181,7 @@ pub struct AfterQueue {
     ids: Arc<dyn MsgIdSource>,
     clock: Arc<dyn Clock>,
     reception: Reception,
+    log_requests: Option<RequestSettings>,
 }
 
 impl AfterQueue {
@@ -199,7 +204,15 @@ impl AfterQueue {
             ids,
             clock: Arc::new(SystemClock),
             reception,
+            log_requests: None,
         }
+    }
+
+    /// Answers the owners' log requests the access point accepted (`None`: the marked
+    /// messages are treated as any other).
+    pub fn with_log_requests(mut self, settings: Option<RequestSettings>) -> Self {
+        self.log_requests = settings;
+        self
     }
 
     /// Replaces the clock (the instant of classification, of the legal-log events and of
@@ -277,6 +290,12 @@ impl AfterQueue {
         tx: &Transaction,
         msgid: Option<&str>,
     ) -> Result<Outcome, AfterQueueError> {
+        if let Some(answered) = self.log_request_after_queue(tx).await? {
+            return Ok(Outcome {
+                log_request: Some(answered),
+                ..Outcome::default()
+            });
+        }
         let mut outcome = Outcome {
             acceptance: self.acceptance_after_queue(tx, msgid).await?,
             ..Outcome::default()
@@ -317,9 +336,20 @@ impl AfterQueue {
             // Infected ordinary mail is refused, as on the Internet (spec §5.2): never
             // wrapped, forwarded or delivered.
             if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+                self.log_not_pec(tx, &local, EventKind::RejectedInSmtp, "virus", &virus, now)
+                    .await?;
                 return Err(AfterQueueError::Infected(virus));
             }
             if policies.iter().any(|(_, p)| *p == MailboxPolicy::Refuse) {
+                self.log_not_pec(
+                    tx,
+                    &local,
+                    EventKind::RejectedInSmtp,
+                    "refused",
+                    reason,
+                    now,
+                )
+                .await?;
                 return Err(AfterQueueError::Refused(reason.clone()));
             }
         }
@@ -384,6 +414,86 @@ impl AfterQueue {
             );
         }
         Ok(Some((pec_id, receipt.message_id)))
+    }
+
+    /// An owner's log request accepted by the access point (marked with
+    /// [`REQUEST_HEADER`], every recipient the service address it was recorded with):
+    /// builds the reply, injects it, and closes the request with its event; the request
+    /// message itself is consumed. `None` when the message is not such a request (no
+    /// mark, or a mark we did not record: a header anybody could write, treated as any
+    /// other mail).
+    async fn log_request_after_queue(
+        &self,
+        tx: &Transaction,
+    ) -> Result<Option<(String, Option<String>)>, AfterQueueError> {
+        let Some(settings) = &self.log_requests else {
+            return Ok(None);
+        };
+        let Some(id) = request_id(&tx.data) else {
+            return Ok(None);
+        };
+        let store = self.store.clone();
+        let id2 = id.clone();
+        let Some((request, answered)) = blocking(move || store.log_request(&id2)).await?? else {
+            return Ok(None);
+        };
+        if !tx
+            .rcpt_to
+            .iter()
+            .all(|r| r.eq_ignore_ascii_case(&request.address))
+        {
+            return Ok(None);
+        }
+        let queue_id = tx.queue_id.as_deref().unwrap_or("-");
+        if answered {
+            info!(queue_id, request = %id, "after queue: log request answered already: consumed");
+            return Ok(Some((id, None)));
+        }
+        let content = match &request.period {
+            Ok((from, to)) => {
+                let (store, owner, (from, to), max) = (
+                    self.store.clone(),
+                    request.owner.clone(),
+                    (*from, *to),
+                    settings.max_records,
+                );
+                let (events, more) = blocking(move || {
+                    log_request::owner_records(store.as_ref(), &owner, from, to, max)
+                })
+                .await??;
+                log_request::extract(&events, more)
+            }
+            Err(why) => log_request::ReplyContent::BadPeriod(why.clone()),
+        };
+        let now = self.clock.now();
+        let reply_id = self.ids.next_id(now);
+        let (settings2, request2, content2, reply_id2) = (
+            settings.clone(),
+            request.clone(),
+            content.clone(),
+            reply_id.clone(),
+        );
+        let reply = self
+            .build(move |b| {
+                log_request::build_reply(b, &settings2, &request2, &content2, &reply_id2, now)
+            })
+            .await?;
+        self.inject_generated(&reply).await?;
+        let event = log_request::extract_event(
+            &request,
+            &content,
+            &reply.message_id,
+            &self.issuer.provider_name,
+            tx.queue_id.clone(),
+            now,
+        );
+        let store = self.store.clone();
+        let closed = blocking(move || store.log_request_answered(&event)).await??;
+        if !closed {
+            warn!(queue_id, request = %id, reply = %reply.message_id, "after queue: log request answered by a concurrent delivery: duplicate reply");
+        }
+        info!(queue_id, request = %id, reply = %reply.message_id, owner = %request.owner, "after queue: log request answered");
+        Ok(Some((id, Some(reply.message_id))))
     }
 
     /// The policy of every local recipient (its own, else the default).
@@ -586,19 +696,29 @@ impl AfterQueue {
             );
         }
         let bound = if correlated { bound } else { Vec::new() };
-        let mut tracking_updated = 0;
-        if let Some(state) = state {
-            let store = self.store.clone();
-            let (id, rows) = (pec_id.clone(), bound.clone());
-            tracking_updated = blocking(move || -> Result<usize, StoreError> {
-                let mut n = 0;
-                for r in &rows {
-                    n += usize::from(store.update_tracking(&id, r, state)?);
-                }
-                Ok(n)
-            })
-            .await??;
-        }
+        let consumable = matches!(kind, Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus);
+        let (consumed, persons): (Vec<String>, Vec<String>) = local
+            .iter()
+            .cloned()
+            .partition(|r| consumable && r.eq_ignore_ascii_case(&self.reception.mail_receipt));
+        // The received receipt is a legal-log event, written with the tracking rows it
+        // moves (one transaction).
+        let updates: Vec<(String, TrackingState)> = match state {
+            Some(state) => bound.iter().map(|r| (r.clone(), state)).collect(),
+            None => Vec::new(),
+        };
+        let event = self.received_event(
+            tx,
+            kind,
+            m,
+            envelope.as_ref().filter(|_| correlated),
+            &consumed,
+            &persons,
+            now,
+        );
+        let store = self.store.clone();
+        let tracking_updated =
+            blocking(move || store.record_receipt_received(&event, &updates)).await??;
         info!(
             queue_id,
             msgid = %pec_id,
@@ -617,11 +737,6 @@ impl AfterQueue {
             }
         }
 
-        let consumable = matches!(kind, Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus);
-        let (consumed, persons): (Vec<String>, Vec<String>) = local
-            .iter()
-            .cloned()
-            .partition(|r| consumable && r.eq_ignore_ascii_case(&self.reception.mail_receipt));
         if !persons.is_empty() {
             self.pass_on(tx, &persons).await?;
             passed_on.extend(persons);
@@ -633,6 +748,111 @@ impl AfterQueue {
             tracking_updated,
             notices,
         })
+    }
+
+    /// Logs what the reception point did with mail that is not valid PEC for `local`
+    /// (refused in SMTP for a virus or by policy, forwarded by policy): about the
+    /// message's own Message-ID (a new id when it has none).
+    async fn log_not_pec(
+        &self,
+        tx: &Transaction,
+        local: &[String],
+        kind: EventKind,
+        outcome: &str,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), AfterQueueError> {
+        let info = crate::message::build::OriginalInfo::parse(&tx.data).unwrap_or_default();
+        let event = LogEvent {
+            pec_id: info
+                .message_id
+                .clone()
+                .unwrap_or_else(|| self.ids.next_id(now)),
+            at: now,
+            kind,
+            sender: tx.mail_from.clone(),
+            recipients: local
+                .iter()
+                .map(|r| (r.clone(), crate::message::kind::RecipientType::Certificato))
+                .collect(),
+            subject: info.subject,
+            related_ids: Vec::new(),
+            provider: String::new(),
+            queue_id: tx.queue_id.clone(),
+            outcome: outcome.to_string(),
+            reason: Some(reason.to_string()),
+        };
+        let store = self.store.clone();
+        blocking(move || store.log(&event)).await??;
+        Ok(())
+    }
+
+    /// The [`EventKind::Received`] record of a receipt from another provider: about the
+    /// envelope of its daticert (`envelope`: our certification data when it correlates
+    /// with one of our envelopes), the receipt's Message-ID as the related id, the outcome
+    /// `correlated` or `uncorrelated`, and in the reason whom it is about, whether it was
+    /// consumed or delivered, and the provider's error text.
+    #[allow(clippy::too_many_arguments)]
+    fn received_event(
+        &self,
+        tx: &Transaction,
+        kind: Ricevuta,
+        m: &PecMessage,
+        envelope: Option<&Certification>,
+        consumed: &[String],
+        persons: &[String],
+        now: Instant,
+    ) -> LogEvent {
+        let d = &m.daticert;
+        let recipients = match envelope {
+            Some(c) => &c.destinatari,
+            None => &d.destinatari,
+        };
+        let about: Vec<String> = match kind {
+            Ricevuta::PresaInCarico => d.ricezione.clone(),
+            _ => d.consegna.iter().cloned().collect(),
+        };
+        let mut reason = Vec::new();
+        if !about.is_empty() {
+            reason.push(format!("riguarda {}", about.join(", ")));
+        }
+        if !consumed.is_empty() {
+            reason.push("consumata".to_string());
+        }
+        if !persons.is_empty() {
+            reason.push(format!("consegnata a {}", persons.join(", ")));
+        }
+        if let Some(e) = &d.errore_esteso {
+            reason.push(format!("errore: {e}"));
+        }
+        LogEvent {
+            pec_id: d.identificativo.clone(),
+            at: now,
+            kind: EventKind::Received(kind),
+            sender: envelope.map_or_else(|| d.mittente.clone(), |c| c.mittente.clone()),
+            recipients: recipients
+                .iter()
+                .map(|x| (x.address.clone(), x.tipo))
+                .collect(),
+            subject: envelope.map_or_else(
+                || d.oggetto.clone().unwrap_or_default(),
+                |c| c.oggetto.clone(),
+            ),
+            related_ids: m.message_id.iter().cloned().collect(),
+            provider: m
+                .verified
+                .provider
+                .as_ref()
+                .map_or_else(|| d.gestore_emittente.clone(), |p| p.name.clone()),
+            queue_id: tx.queue_id.clone(),
+            outcome: if envelope.is_some() {
+                "correlated"
+            } else {
+                "uncorrelated"
+            }
+            .into(),
+            reason: (!reason.is_empty()).then(|| reason.join("; ")),
+        }
     }
 
     /// Avviso di mancata consegna per virus (spec §3.9) to our user about `recipient`, and
@@ -730,6 +950,16 @@ impl AfterQueue {
             if let MailboxPolicy::Forward(to) = p {
                 if !forwarded.contains(to) {
                     self.pass_on(tx, std::slice::from_ref(to)).await?;
+                    let why = format!("{reason}; inoltrato a {to} per la casella {r}");
+                    self.log_not_pec(
+                        tx,
+                        std::slice::from_ref(r),
+                        EventKind::Forwarded,
+                        "forwarded",
+                        &why,
+                        now,
+                    )
+                    .await?;
                     info!(
                         queue_id,
                         "reception: not valid PEC ({reason}): {r} forwards to {to}"
@@ -903,6 +1133,17 @@ pub fn envelope_id(data: &[u8]) -> Option<String> {
     }
     let id = fields.iter().find(|f| f.is("Message-ID"))?.unfolded();
     let id = unbracketed(&id);
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// The id in the [`REQUEST_HEADER`] field of the top-level header, without angle
+/// brackets.
+pub fn request_id(data: &[u8]) -> Option<String> {
+    let raw = normalize_crlf(data);
+    let (header, _) = split_header_body(&raw);
+    let fields = fields(header).ok()?;
+    let id = fields.iter().find(|f| f.is(REQUEST_HEADER))?.unfolded();
+    let id = unbracketed(id.trim());
     (!id.is_empty()).then(|| id.to_string())
 }
 

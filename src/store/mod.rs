@@ -9,7 +9,7 @@
 use thiserror::Error;
 
 use crate::message::build::Certification;
-use crate::message::kind::{MessageKind, RecipientType, Timeout};
+use crate::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
 
 pub mod chain;
@@ -36,12 +36,24 @@ pub enum EventKind {
     Issued(MessageKind),
     /// An infected message put in quarantine.
     Quarantined,
-    /// A submission refused in SMTP without a notice (far over the size limit, or by
-    /// configuration).
+    /// A message refused in SMTP without a notice: a submission far over the size limit
+    /// (access point), or mail that is not valid PEC carrying a virus or refused by the
+    /// mailbox policy (reception point).
     RejectedInSmtp,
     /// Records of the legal log and/or quarantined messages past their retention were
     /// purged (`pec log purge`, spec §8: 30 months).
     Purged,
+    /// A receipt or notice from another provider, received and correlated (or not) by the
+    /// reception point; its type is in the `receipt_type` column.
+    Received(Ricevuta),
+    /// A mailbox owner asked for the extract of their log records through the mail client
+    /// (`registro@<domain>`, [`crate::log::request`]); `outcome` says whether it was
+    /// accepted or refused (rate limit).
+    LogRequest,
+    /// The extract asked for by a [`EventKind::LogRequest`] was sent to the owner.
+    LogExtract,
+    /// Mail that is not valid PEC, forwarded unchanged by the recipient's mailbox policy.
+    Forwarded,
 }
 
 impl EventKind {
@@ -52,6 +64,10 @@ impl EventKind {
             EventKind::Quarantined => "Quarantena",
             EventKind::RejectedInSmtp => "RifiutoSmtp",
             EventKind::Purged => "Cancellazione",
+            EventKind::Received(_) => "Ricezione",
+            EventKind::LogRequest => "RichiestaRegistro",
+            EventKind::LogExtract => "EstrattoRegistro",
+            EventKind::Forwarded => "Inoltro",
         }
     }
 }
@@ -339,6 +355,83 @@ pub trait Store: Send + Sync {
 
     /// Legal-log records matching `query`, in log order (`pec log search`, owner extracts).
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError>;
+
+    // ---- Receipts received, owner self-service ----
+
+    /// Reception point: a receipt from another provider was received; moves each
+    /// `(recipient, state)` tracking row of `event.pec_id` (as [`Store::update_tracking`])
+    /// and logs `event` (kind [`EventKind::Received`]). Returns how many rows moved.
+    /// SQLite does it in one transaction; this default (for doubles) does not.
+    fn record_receipt_received(
+        &self,
+        event: &LogEvent,
+        updates: &[(String, TrackingState)],
+    ) -> Result<usize, StoreError> {
+        let mut moved = 0;
+        for (recipient, state) in updates {
+            moved += usize::from(self.update_tracking(&event.pec_id, recipient, *state)?);
+        }
+        self.log(event)?;
+        Ok(moved)
+    }
+
+    /// Access point, owner self-service: in one transaction, counts the requests of
+    /// `request.owner` accepted at or after `since`; below `limit` it records `request` as
+    /// pending and logs `event` with outcome `accepted`, else it logs `event` with outcome
+    /// `rate-limited` and records nothing else. Returns whether the request was accepted.
+    fn claim_log_request(
+        &self,
+        request: &LogRequest,
+        limit: u32,
+        since: Instant,
+        event: &LogEvent,
+    ) -> Result<bool, StoreError> {
+        let _ = (request, limit, since, event);
+        Err(StoreError::Database(
+            "claim_log_request: not supported by this store".into(),
+        ))
+    }
+
+    /// After queue: the request `id` and whether it was answered already; `None` when no
+    /// such request was recorded.
+    fn log_request(&self, id: &str) -> Result<Option<(LogRequest, bool)>, StoreError> {
+        let _ = id;
+        Err(StoreError::Database(
+            "log_request: not supported by this store".into(),
+        ))
+    }
+
+    /// After queue: the reply to request `event.pec_id` (Message-ID `event.related_ids[0]`)
+    /// was handed to the MTA; closes the request and logs `event` (kind
+    /// [`EventKind::LogExtract`]) in one transaction. Returns false (and logs nothing) when
+    /// it was closed already.
+    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        let _ = event;
+        Err(StoreError::Database(
+            "log_request_answered: not supported by this store".into(),
+        ))
+    }
+}
+
+/// A mailbox owner's request for the extract of their log records (owner self-service,
+/// [`crate::log::request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRequest {
+    /// Request id (a PEC msgid), also the `pec_id` of its log events.
+    pub id: String,
+    /// The mailbox (authenticated sender), lower case.
+    pub owner: String,
+    /// The service address it was sent to.
+    pub address: String,
+    /// When the access point accepted it.
+    pub at: Instant,
+    /// The period asked for, `[from, to)`; `Err` with the reason (in Italian, for the
+    /// owner) when the message named none or a wrong one.
+    pub period: Result<(Instant, Instant), String>,
+    /// Subject of the request.
+    pub subject: String,
+    /// Postfix queue id at the access point.
+    pub queue_id: Option<String>,
 }
 
 /// The stored local copy of the provider index (spec §7.2).

@@ -27,10 +27,11 @@ use super::{
     RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
-use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
+use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
 
 mod legal;
+mod requests;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
 
 /// How long a connection waits for another process's write lock.
@@ -248,6 +249,27 @@ CREATE TABLE chain_anchor (
     purged_at INTEGER NOT NULL         -- unix seconds
 ) STRICT;
 "#,
+    // Version 7: owner self-service requests (log::request).
+    r#"
+-- Requests of mailbox owners for the extract of their log records, sent from their mail
+-- client to the service address (registro@<domain>). The access point records a request
+-- when it accepts the message; the after-queue filter answers it once and closes it.
+CREATE TABLE log_requests (
+    id         TEXT PRIMARY KEY,       -- request id (PEC msgid form), pec_id of its events
+    owner      TEXT NOT NULL,          -- the mailbox, lower case
+    address    TEXT NOT NULL,          -- the service address it was sent to
+    at         INTEGER NOT NULL,       -- accepted at, unix seconds
+    from_at    INTEGER,                -- period asked for, [from_at, to_at), unix seconds;
+    to_at      INTEGER,                -- NULL when the period could not be read
+    problem    TEXT,                   -- why the period could not be read
+    subject    TEXT NOT NULL,
+    queue_id   TEXT,
+    reply_id   TEXT,                   -- Message-ID of the reply, once sent
+    replied_at INTEGER                 -- unix seconds
+) STRICT;
+-- The rate limit counts an owner's recent requests.
+CREATE INDEX log_requests_owner_at ON log_requests (owner, at);
+"#,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
@@ -446,6 +468,7 @@ fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
 fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
     let receipt = match kind {
         EventKind::Issued(MessageKind::Delivery(r)) => Some(r.as_str()),
+        EventKind::Received(r) => Some(r.as_str()),
         _ => None,
     };
     (kind.label(), receipt)
@@ -477,6 +500,10 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
         ("Quarantena", None) => Some(EventKind::Quarantined),
         ("RifiutoSmtp", None) => Some(EventKind::RejectedInSmtp),
         ("Cancellazione", None) => Some(EventKind::Purged),
+        ("Ricezione", Some(r)) => Ricevuta::parse(r).map(EventKind::Received),
+        ("RichiestaRegistro", None) => Some(EventKind::LogRequest),
+        ("EstrattoRegistro", None) => Some(EventKind::LogExtract),
+        ("Inoltro", None) => Some(EventKind::Forwarded),
         _ => None,
     }
 }
@@ -1066,23 +1093,8 @@ impl Store for SqliteStore {
         recipient: &str,
         state: TrackingState,
     ) -> Result<bool, StoreError> {
-        // The states a row may be in for `state` to replace it (constants, not input).
-        let from = match state {
-            TrackingState::Sent => return Ok(false),
-            TrackingState::TakenInCharge => "('sent')",
-            TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
-        };
-        let sql = format!(
-            "UPDATE tracking SET state = ?3
-             WHERE pec_id = ?1 AND lower(recipient) = lower(?2) AND state IN {from}"
-        );
         self.write("update tracking", |tx| {
-            let n = tx
-                .execute(&sql, params![pec_id, recipient, state_str(state)])
-                .map_err(db(&format!(
-                    "update tracking of \"{recipient}\" for \"{pec_id}\""
-                )))?;
-            Ok(n > 0)
+            tracking_forward(tx, pec_id, recipient, state)
         })
     }
 
@@ -1292,6 +1304,67 @@ impl Store for SqliteStore {
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
         legal::search(&self.lock(), query)
     }
+
+    fn record_receipt_received(
+        &self,
+        event: &LogEvent,
+        updates: &[(String, TrackingState)],
+    ) -> Result<usize, StoreError> {
+        self.write("record a received receipt", |tx| {
+            let mut moved = 0;
+            for (recipient, state) in updates {
+                moved += usize::from(tracking_forward(tx, &event.pec_id, recipient, *state)?);
+            }
+            insert_event(tx, event)?;
+            Ok(moved)
+        })
+    }
+
+    fn claim_log_request(
+        &self,
+        request: &super::LogRequest,
+        limit: u32,
+        since: Instant,
+        event: &LogEvent,
+    ) -> Result<bool, StoreError> {
+        self.write("claim a log request", |tx| {
+            requests::claim(tx, request, limit, since, event)
+        })
+    }
+
+    fn log_request(&self, id: &str) -> Result<Option<(super::LogRequest, bool)>, StoreError> {
+        requests::get(&self.lock(), id)
+    }
+
+    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("close a log request", |tx| requests::answered(tx, event))
+    }
+}
+
+/// Moves the tracking row of `recipient` of `pec_id` forward to `state` (see
+/// [`Store::update_tracking`]), in the caller's transaction.
+fn tracking_forward(
+    tx: &Connection,
+    pec_id: &str,
+    recipient: &str,
+    state: TrackingState,
+) -> Result<bool, StoreError> {
+    // The states a row may be in for `state` to replace it (constants, not input).
+    let from = match state {
+        TrackingState::Sent => return Ok(false),
+        TrackingState::TakenInCharge => "('sent')",
+        TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+    };
+    let sql = format!(
+        "UPDATE tracking SET state = ?3
+         WHERE pec_id = ?1 AND lower(recipient) = lower(?2) AND state IN {from}"
+    );
+    let n = tx
+        .execute(&sql, params![pec_id, recipient, state_str(state)])
+        .map_err(db(&format!(
+            "update tracking of \"{recipient}\" for \"{pec_id}\""
+        )))?;
+    Ok(n > 0)
 }
 
 /// Claim column, notice-id column and the states that still call for the notice.
@@ -1346,7 +1419,11 @@ mod tests {
             EventKind::Quarantined,
             EventKind::RejectedInSmtp,
             EventKind::Purged,
+            EventKind::LogRequest,
+            EventKind::LogExtract,
+            EventKind::Forwarded,
         ]);
+        kinds.extend(Ricevuta::ALL.into_iter().map(EventKind::Received));
         for kind in kinds {
             let (label, receipt) = encode_kind(kind);
             assert_eq!(decode_kind(label, receipt), Some(kind), "{kind:?}");
@@ -1354,6 +1431,8 @@ mod tests {
         assert_eq!(decode_kind("Consegna", None), None);
         assert_eq!(decode_kind("Accettazione", Some("breve")), None);
         assert_eq!(decode_kind("Nonsense", None), None);
+        assert_eq!(decode_kind("Ricezione", None), None);
+        assert_eq!(decode_kind("Ricezione", Some("nonsense")), None);
     }
 
     #[test]
