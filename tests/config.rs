@@ -544,7 +544,7 @@ fn every_key_of_the_sample_is_documented() {
                 "cert_file",
             ][..],
         ),
-        ("store", &["path"][..]),
+        ("store", &["path", "backend", "url", "pool_size"][..]),
         (
             "index",
             &[

@@ -31,6 +31,7 @@ use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
 use crate::message::time::Instant;
 
 mod legal;
+pub(super) use legal::decode as decode_record;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
 
 /// How long a connection waits for another process's write lock.
@@ -423,7 +424,9 @@ struct RecipientJson {
     tipo: RecipientType,
 }
 
-fn recipients_json(recipients: &[(String, RecipientType)]) -> Result<String, StoreError> {
+pub(super) fn recipients_json(
+    recipients: &[(String, RecipientType)],
+) -> Result<String, StoreError> {
     let list: Vec<RecipientJson> = recipients
         .iter()
         .map(|(address, tipo)| RecipientJson {
@@ -435,7 +438,7 @@ fn recipients_json(recipients: &[(String, RecipientType)]) -> Result<String, Sto
         .map_err(|e| StoreError::Database(format!("encode recipients: {e}")))
 }
 
-fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
+pub(super) fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
     cert.destinatari
         .iter()
         .map(|d| (d.address.clone(), d.tipo))
@@ -443,7 +446,7 @@ fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
 }
 
 /// The `kind` label and `receipt_type` columns of an event kind.
-fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
+pub(super) fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
     let receipt = match kind {
         EventKind::Issued(MessageKind::Delivery(r)) => Some(r.as_str()),
         _ => None,
@@ -481,7 +484,7 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
     }
 }
 
-fn state_str(state: TrackingState) -> &'static str {
+pub(super) fn state_str(state: TrackingState) -> &'static str {
     match state {
         TrackingState::Sent => "sent",
         TrackingState::TakenInCharge => "taken-in-charge",
@@ -490,7 +493,7 @@ fn state_str(state: TrackingState) -> &'static str {
     }
 }
 
-fn parse_state(value: &str) -> Option<TrackingState> {
+pub(super) fn parse_state(value: &str) -> Option<TrackingState> {
     [
         TrackingState::Sent,
         TrackingState::TakenInCharge,
@@ -1295,7 +1298,7 @@ impl Store for SqliteStore {
 }
 
 /// Claim column, notice-id column and the states that still call for the notice.
-fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
+pub(super) fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
     match which {
         Timeout::Hours12 => ("notice12_claimed_at", "notice12_id", "'sent'"),
         Timeout::Hours24 => (
