@@ -314,7 +314,7 @@ fn chain_row(r: &Row) -> (ChainRecord, Option<Vec<u8>>) {
 async fn lock_head(tx: &Transaction<'_>) -> Result<(i64, Vec<u8>), StoreError> {
     let row = tx
         .query_one(
-            "SELECT last_id, last_hash FROM chain_head WHERE only = 1 FOR UPDATE",
+            "SELECT last_id, last_hash FROM chain_head WHERE \"only\" = 1 FOR UPDATE",
             &[],
         )
         .await
@@ -324,7 +324,7 @@ async fn lock_head(tx: &Transaction<'_>) -> Result<(i64, Vec<u8>), StoreError> {
 
 async fn set_head(tx: &Transaction<'_>, (id, hash): &(i64, Vec<u8>)) -> Result<(), StoreError> {
     tx.execute(
-        "UPDATE chain_head SET last_id = $1, last_hash = $2 WHERE only = 1",
+        "UPDATE chain_head SET last_id = $1, last_hash = $2 WHERE \"only\" = 1",
         &[id, hash],
     )
     .await
@@ -1564,9 +1564,9 @@ impl LogStore for PgStore {
                         .await
                         .map_err(pg("purge: delete records"))?;
                     tx.execute(
-                        "INSERT INTO chain_anchor (only, last_id, last_hash, purged_at)
+                        "INSERT INTO chain_anchor (\"only\", last_id, last_hash, purged_at)
                          VALUES (1, $1, $2, $3)
-                         ON CONFLICT (only) DO UPDATE SET last_id = $1, last_hash = $2,
+                         ON CONFLICT (\"only\") DO UPDATE SET last_id = $1, last_hash = $2,
                                                           purged_at = $3",
                         &[&last_id, &last_hash, &now.unix()],
                     )
@@ -1656,7 +1656,7 @@ impl LogStore for PgStore {
 /// The purge anchor: id and hash of the last purged record.
 async fn anchor(c: &Object) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
     Ok(c.query_opt(
-        "SELECT last_id, last_hash FROM chain_anchor WHERE only = 1",
+        "SELECT last_id, last_hash FROM chain_anchor WHERE \"only\" = 1",
         &[],
     )
     .await

@@ -58,12 +58,12 @@ const TABLES: &[Table] = &[
     Table {
         name: "chain_anchor",
         columns: &[
-            ("only", 'i'),
+            ("\"only\"", 'i'),
             ("last_id", 'i'),
             ("last_hash", 'b'),
             ("purged_at", 'i'),
         ],
-        order: "only",
+        order: "\"only\"",
     },
     Table {
         name: "seals",
@@ -226,7 +226,7 @@ pub fn copy_from_sqlite(source: &Path, dest: &PgStore) -> Result<CopyReport, Sto
         let tx = client.transaction().await.map_err(pg("copy: begin"))?;
         let head = tx
             .query_one(
-                "SELECT last_id FROM chain_head WHERE only = 1 FOR UPDATE",
+                "SELECT last_id FROM chain_head WHERE \"only\" = 1 FOR UPDATE",
                 &[],
             )
             .await
@@ -288,7 +288,7 @@ pub fn copy_from_sqlite(source: &Path, dest: &PgStore) -> Result<CopyReport, Sto
             .map_err(pg("copy: read the last record"))?;
         let anchor = tx
             .query_opt(
-                "SELECT last_id, last_hash FROM chain_anchor WHERE only = 1",
+                "SELECT last_id, last_hash FROM chain_anchor WHERE \"only\" = 1",
                 &[],
             )
             .await
@@ -304,7 +304,7 @@ pub fn copy_from_sqlite(source: &Path, dest: &PgStore) -> Result<CopyReport, Sto
             (None, None) => (0, GENESIS.to_vec()),
         };
         tx.execute(
-            "UPDATE chain_head SET last_id = $1, last_hash = $2 WHERE only = 1",
+            "UPDATE chain_head SET last_id = $1, last_hash = $2 WHERE \"only\" = 1",
             &[&id, &hash],
         )
         .await

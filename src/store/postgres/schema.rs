@@ -169,7 +169,7 @@ CREATE TABLE seal_claims (
 );
 
 CREATE TABLE chain_anchor (
-    only      INTEGER PRIMARY KEY CHECK (only = 1),
+    "only"      INTEGER PRIMARY KEY CHECK ("only" = 1),
     last_id   BIGINT NOT NULL,
     last_hash BYTEA NOT NULL,
     purged_at BIGINT NOT NULL
@@ -179,11 +179,11 @@ CREATE TABLE chain_anchor (
 -- zero bytes, before the first). Every transaction that appends locks this row first
 -- (SELECT … FOR UPDATE), so appends from every node form one chain.
 CREATE TABLE chain_head (
-    only      INTEGER PRIMARY KEY CHECK (only = 1),
+    "only"      INTEGER PRIMARY KEY CHECK ("only" = 1),
     last_id   BIGINT NOT NULL,
     last_hash BYTEA NOT NULL
 );
-INSERT INTO chain_head (only, last_id, last_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
+INSERT INTO chain_head ("only", last_id, last_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex'));
 
 -- Tasks that one node at a time runs (the provider index refresh): the holder and until
 -- when; a lease past its end may be taken by another node.
