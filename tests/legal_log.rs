@@ -275,7 +275,7 @@ fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
     let store = &*backend.store;
     seal_populated(store);
-    let report = log::verify(&*store, None, None, &opts()).unwrap();
+    let report = log::verify(store, None, None, &opts()).unwrap();
     assert_eq!((report.records, report.seals), (RECORDS as u64, 1));
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
@@ -309,17 +309,17 @@ fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies(backend: &Backend) {
 
     // Sealing twice is refused; the claim says the day is done.
     let s = signer(&tsa().pki);
-    assert!(log::seal_day(&*store, &s, None, day(), after_the_day()).is_err());
+    assert!(log::seal_day(store, &s, None, day(), after_the_day()).is_err());
     assert!(
-        log::seal_day_once(&*store, &s, None, day(), after_the_day(), "me")
+        log::seal_day_once(store, &s, None, day(), after_the_day(), "me")
             .unwrap()
             .is_none()
     );
     // An open day cannot be sealed, nor a day that closed less than 5 minutes ago.
     let today = log::legal_day(after_the_day());
-    assert!(log::seal_day(&*store, &s, None, today, after_the_day()).is_err());
+    assert!(log::seal_day(store, &s, None, today, after_the_day()).is_err());
     let just_after = Instant::from_unix(log::day_bounds(today).1 + 299);
-    let err = log::seal_day(&*store, &s, None, today, just_after).unwrap_err();
+    let err = log::seal_day(store, &s, None, today, just_after).unwrap_err();
     assert!(err.to_string().contains("can be sealed from"), "{err}");
 }
 
@@ -626,7 +626,7 @@ fn exports_and_owner_extracts(backend: &Backend) {
 
     // The owner extract shows only the owner's messages, the same from either store.
     let (from, to) = (at(0, 0), after_the_day());
-    let luigi = log::log_extract_for_owner(&*store, "luigi@pec.example.it", from, to).unwrap();
+    let luigi = log::log_extract_for_owner(store, "luigi@pec.example.it", from, to).unwrap();
     assert_eq!(luigi.lines().count(), 2, "{luigi}");
     assert!(luigi.contains("Troppo grande") && !luigi.contains("Fattura"));
     let mem = MemStore::new();
@@ -641,11 +641,11 @@ fn exports_and_owner_extracts(backend: &Backend) {
         "ufficio@pec.example.it",
         "nobody@pec.example.it",
     ] {
-        let a = log::log_extract_for_owner(&*store, owner, from, to).unwrap();
+        let a = log::log_extract_for_owner(store, owner, from, to).unwrap();
         let b = log::log_extract_for_owner(&mem, owner, from, to).unwrap();
         assert_eq!(strip_hash(&a), strip_hash(&b), "{owner}");
     }
-    let ufficio = log::log_extract_for_owner(&*store, "ufficio@pec.example.it", from, to).unwrap();
+    let ufficio = log::log_extract_for_owner(store, "ufficio@pec.example.it", from, to).unwrap();
     assert_eq!(ufficio.lines().count(), 3, "{ufficio}");
     assert!(!ufficio.contains("Fattura"));
 }
@@ -678,7 +678,7 @@ fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable(backend: &B
     assert_eq!((r.events, r.quarantined), (0, 1));
     assert!(r.stopped_at.unwrap().contains("record 1"));
     // Only the first day sealed: its records go, the next day's stay.
-    log::seal_day(&*store, &s, None, day(), now).unwrap();
+    log::seal_day(store, &s, None, day(), now).unwrap();
     let r = store.purge(now, now, now, "P").unwrap();
     assert_eq!((r.events, r.anchor_id), (RECORDS as u64, Some(RECORDS)));
     assert_eq!(r.seals, 1);
@@ -826,14 +826,14 @@ fn one_process_seals_a_day_and_an_abandoned_claim_expires(backend: &Backend) {
     assert!(store.claim_seal("2024-03-14", "b:2", later).unwrap());
     store.release_seal_claim("2024-03-14").unwrap();
     let s = signer(&tsa().pki);
-    let seal = log::seal_day_once(&*store, &s, None, day(), later, "c:3").unwrap();
+    let seal = log::seal_day_once(store, &s, None, day(), later, "c:3").unwrap();
     assert_eq!(seal.unwrap().count, RECORDS);
     assert!(!store.claim_seal("2024-03-14", "d:4", later).unwrap());
     // A verification limited to another day sees neither these records nor the seal.
     let next = Instant::from_unix(log::day_bounds(day()).1);
-    let r = log::verify(&*store, Some(next), None, &VerifyOptions::default()).unwrap();
+    let r = log::verify(store, Some(next), None, &VerifyOptions::default()).unwrap();
     assert_eq!((r.records, r.seals), (0, 0));
-    let r = log::verify(&*store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
+    let r = log::verify(store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
     assert_eq!((r.records, r.seals), (3, 1));
     // Sealed without a TSA: verify says so.
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);

@@ -21,7 +21,6 @@ use pec::store::{
 
 const PEC_ID: &str = "opec210312.20240115103005.12345.1.1@pec.example.it";
 
-
 fn cert(recipients: &[(&str, RecipientType)]) -> Certification {
     Certification {
         mittente: "mario.rossi@pec.example.it".into(),

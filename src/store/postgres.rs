@@ -49,7 +49,7 @@ mod schema;
 pub use copy::{copy_from_sqlite, CopyReport};
 
 /// Advisory-lock key of the migrations (one migrator at a time across nodes).
-const MIGRATION_LOCK: i64 = 0x7065_635f_6d69_67; // "pec_mig"
+const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
 
 /// The columns read for chain verification, export and search, in [`chain_row`]'s order.
 const COLUMNS: &str = "id, pec_id, at, kind, receipt_type, sender, recipients, subject, \

@@ -48,7 +48,10 @@ impl Backend {
     /// A PostgreSQL store in a new schema, or `None` (and a loud SKIPPED) without
     /// `PEC_TEST_PG_URL`.
     pub fn postgres(test: &str) -> Option<Backend> {
-        let Some(base) = std::env::var("PEC_TEST_PG_URL").ok().filter(|u| !u.is_empty()) else {
+        let Some(base) = std::env::var("PEC_TEST_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
             eprintln!(
                 "SKIPPED {test} on PostgreSQL: PEC_TEST_PG_URL is not set \
                  (scripts/test.sh starts a server and sets it)"
@@ -75,12 +78,26 @@ pub fn fresh_schema(base: &str, test: &str) -> String {
     let schema = format!(
         "t_{}_{}_{}",
         test.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            })
             .take(40)
             .collect::<String>(),
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     );
+    // On a thread of its own: the caller may be inside a runtime (tokio tests).
+    let (base_owned, schema_owned) = (base.to_string(), schema.clone());
+    std::thread::spawn(move || create_schema(&base_owned, &schema_owned))
+        .join()
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+fn create_schema(base: &str, schema: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -97,8 +114,6 @@ pub fn fresh_schema(base: &str, test: &str) -> String {
             .await
             .unwrap();
     });
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-c%20search_path%3D{schema}")
 }
 
 /// `both!(name)`: tests `name::sqlite` and `name::postgres` calling `name(&Backend)`.

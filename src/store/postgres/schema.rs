@@ -3,7 +3,7 @@
 //! SQLite migration N added later gets its PostgreSQL twin at the same index here. Never
 //! edit a released migration; append a new one.
 //!
-//! Differences from the SQLite schema, all of them mechanical: `INTEGER` unix seconds are
+//! Differences from the SQLite schema, all of them mechanical: `INTEGER` columns are
 //! `BIGINT`, `BLOB` is `BYTEA`, JSON columns stay `TEXT` (the hash chain covers their exact
 //! text), SQLite's implicit `rowid` is an explicit `seq` identity column where its order
 //! matters, and the append-only triggers call one PL/pgSQL function. Version 6 also adds
@@ -124,7 +124,7 @@ CREATE INDEX tracking_open ON tracking (state, sent_at);
     // Version 5: the local copy of the provider index.
     r#"
 CREATE TABLE provider_index (
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    id         BIGINT PRIMARY KEY CHECK (id = 1),
     ldif       TEXT NOT NULL,
     providers  BIGINT NOT NULL,
     fetched_at BIGINT NOT NULL,
@@ -169,7 +169,7 @@ CREATE TABLE seal_claims (
 );
 
 CREATE TABLE chain_anchor (
-    "only"      INTEGER PRIMARY KEY CHECK ("only" = 1),
+    "only"      BIGINT PRIMARY KEY CHECK ("only" = 1),
     last_id   BIGINT NOT NULL,
     last_hash BYTEA NOT NULL,
     purged_at BIGINT NOT NULL
@@ -179,7 +179,7 @@ CREATE TABLE chain_anchor (
 -- zero bytes, before the first). Every transaction that appends locks this row first
 -- (SELECT … FOR UPDATE), so appends from every node form one chain.
 CREATE TABLE chain_head (
-    "only"      INTEGER PRIMARY KEY CHECK ("only" = 1),
+    "only"      BIGINT PRIMARY KEY CHECK ("only" = 1),
     last_id   BIGINT NOT NULL,
     last_hash BYTEA NOT NULL
 );
