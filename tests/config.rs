@@ -741,3 +741,25 @@ fn the_log_and_quarantine_sections() {
         error(&bad)
     );
 }
+
+#[test]
+fn the_postgres_store_needs_a_url() {
+    use pec::config::StoreBackend;
+    let c = config::parse(BASE, FILE).unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Sqlite);
+    let base = BASE.replace("[store]\n", "[store]\nbackend = \"postgres\"\n");
+    assert_ne!(base, BASE, "BASE has a [store] section");
+    let err = config::parse(&base, FILE).unwrap_err();
+    assert!(err.to_string().contains("store.url"), "{err}");
+    let with_url = base.replace(
+        "backend = \"postgres\"\n",
+        "backend = \"postgres\"\nurl = \"postgres://pec@db.example.it/pec\"\n",
+    );
+    let c = config::parse(&with_url, FILE).unwrap();
+    c.settings().unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Postgres);
+    assert_eq!(c.store.pool_size, 16);
+    let zero = with_url.replace("[store]\n", "[store]\npool_size = 0\n");
+    let err = config::parse(&zero, FILE).unwrap_err();
+    assert!(err.to_string().contains("store.pool_size"), "{err}");
+}

@@ -285,3 +285,118 @@ fn postgres_refuses_updates_of_the_legal_log() {
     let message = err.as_db_error().map(|d| d.message().to_string());
     assert_eq!(message.as_deref(), Some("the legal log is append-only"));
 }
+
+/// A configuration whose `[store]` section is `store`.
+fn config_with(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
+    let path = dir.join("pec.toml");
+    let text = format!(
+        r#"[provider]
+name = "Example PEC"
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["pec.example.it"]
+
+[signing]
+backend = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "pec"
+key_label = "k"
+pin = "1234"
+
+[store]
+{store}
+
+[index]
+ldif = "{}"
+
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+"#,
+        dir.join("index.ldif").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn pec(args: &[&str], cfg: &std::path::Path) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pec"))
+        .args(args)
+        .arg("-c")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pec_store_migrate_and_copy_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pec.db");
+    let sqlite_cfg = config_with(dir.path(), &format!("path = \"{}\"", db.display()));
+    let (code, out, err) = pec(&["store", "migrate"], &sqlite_cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "sqlite:{}: schema version {}",
+            db.display(),
+            PgStore::known_version()
+        )),
+        "{out}"
+    );
+    // Copying needs a PostgreSQL store configured.
+    let (code, _, err) = pec(
+        &["store", "copy", "--from", "sqlite:/nonexistent"],
+        &sqlite_cfg,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("must be PostgreSQL"), "{err}");
+
+    let Some(pg) = Backend::postgres("cli_copy") else {
+        return;
+    };
+    {
+        let s = SqliteStore::open(&db).unwrap();
+        s.log(&event(
+            "opec.1@pec.example.it",
+            T0,
+            EventKind::Quarantined,
+            "q",
+        ))
+        .unwrap();
+        s.log(&event(
+            "opec.2@pec.example.it",
+            T0 + 1,
+            EventKind::Quarantined,
+            "q",
+        ))
+        .unwrap();
+    }
+    let pg_dir = tempfile::tempdir().unwrap();
+    let pg_cfg = config_with(
+        pg_dir.path(),
+        &format!(
+            "backend = \"postgres\"\nurl = \"{}\"\npool_size = 2",
+            pg.url.as_deref().unwrap()
+        ),
+    );
+    let (code, out, err) = pec(&["store", "migrate"], &pg_cfg);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": schema version "), "{out}");
+    let from = format!("sqlite:{}", db.display());
+    let (code, out, err) = pec(&["store", "copy", "--from", &from], &pg_cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("events: 2 rows"), "{out}");
+    assert!(out.contains("2 records, 0 seals checked: ok"), "{out}");
+    let (code, out, err) = pec(&["log", "verify"], &pg_cfg);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 records, 0 seals checked: ok"), "{out}");
+    // A second copy is refused and changes nothing.
+    let (code, _, err) = pec(&["store", "copy", "--from", &from], &pg_cfg);
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(pg.store.verify_chain(None, None).unwrap().records, 2);
+}
