@@ -47,11 +47,13 @@ passed=0 failed=0
 for t in "${e2e[@]}"; do
   if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi
 done
-# The delivery receipts again with both providers' stores in PostgreSQL.
-if PROVIDER_STORE=pg bash tests/e2e/delivery_receipts.sh; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1)); echo "FAILED: PROVIDER_STORE=pg tests/e2e/delivery_receipts.sh" >&2
-fi
+# The delivery receipts and the timers again with the providers' stores in PostgreSQL.
+for t in tests/e2e/delivery_receipts.sh tests/e2e/timers.sh; do
+  if PROVIDER_STORE=pg bash "$t"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAILED: PROVIDER_STORE=pg $t" >&2
+  fi
+done
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
