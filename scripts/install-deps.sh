@@ -12,6 +12,8 @@ packages=(
   faketime
   # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
   python3-minimal
+  # the PostgreSQL store's tests: a private PostgreSQL 15 (tests/e2e/lib_pg.sh)
+  postgresql
 )
 
 missing=()

@@ -24,7 +24,15 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== benches compile"
 cargo bench --locked --no-run
-echo "== cargo test"
+echo "== cargo test (the store tests on SQLite and on a private PostgreSQL 15)"
+# shellcheck source=tests/e2e/lib_pg.sh
+. tests/e2e/lib_pg.sh
+pg_dir=$(mktemp -d /tmp/pec-test-pg.XXXXXX)
+chmod 755 "$pg_dir"
+trap 'pg_stop "$pg_dir/pg" || true; rm -rf "$pg_dir"' EXIT
+pg_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PEC_TEST_PG_URL=$(PG_OPTS="-c fsync=off" pg_start "$pg_dir/pg" "$pg_port")
+export PEC_TEST_PG_URL
 cargo test --locked
 
 echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2, slapd)"
@@ -32,12 +40,20 @@ target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
-  tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh)
+  tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/scale_out.sh)
 # The reception test includes a load run: 2,000 envelopes between the two providers, none lost.
 export RECEPTION_LOAD_N=${RECEPTION_LOAD_N:-2000}
 passed=0 failed=0
 for t in "${e2e[@]}"; do
   if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi
+done
+# The delivery receipts and the timers again with the providers' stores in PostgreSQL.
+for t in tests/e2e/delivery_receipts.sh tests/e2e/timers.sh; do
+  if PROVIDER_STORE=pg bash "$t"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); echo "FAILED: PROVIDER_STORE=pg $t" >&2
+  fi
 done
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -51,6 +51,11 @@ pub enum Command {
     /// Per-mailbox settings of the reception point.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// The store: schema migrations, and moving a SQLite store into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: crate::store::cmd::StoreCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +226,7 @@ pub fn main() -> i32 {
             to,
         }) => mailbox_policy(&config, &mailbox, &policy, to.as_deref()),
         Command::Log { command } => crate::log::cmd::run(&command),
+        Command::Store { command } => crate::store::cmd::run(&command),
     }
 }
 
@@ -286,7 +292,6 @@ fn admin_address(what: &str, a: &str) -> Result<(), i32> {
 }
 
 fn sender_allow(config: &ConfigArgs, login: &str, address: &str) -> i32 {
-    use crate::store::Store;
     if let Err(code) = admin_address("sender", address) {
         return code;
     }
@@ -307,7 +312,7 @@ fn sender_allow(config: &ConfigArgs, login: &str, address: &str) -> i32 {
 }
 
 fn mailbox_policy(config: &ConfigArgs, mailbox: &str, policy: &str, to: Option<&str>) -> i32 {
-    use crate::store::{MailboxPolicy, Store};
+    use crate::store::MailboxPolicy;
     if let Err(code) = admin_address("mailbox", mailbox) {
         return code;
     }
@@ -355,12 +360,18 @@ fn mailbox_policy(config: &ConfigArgs, mailbox: &str, policy: &str, to: Option<&
 /// Configuration and store for the `index` commands; prints the error itself.
 fn index_setup(
     args: &ConfigArgs,
-) -> Result<(crate::config::Config, crate::store::SqliteStore), i32> {
+) -> Result<
+    (
+        crate::config::Config,
+        std::sync::Arc<dyn crate::store::LogStore>,
+    ),
+    i32,
+> {
     let config = crate::config::load(&args.config).map_err(|e| {
         eprintln!("{e}");
         2
     })?;
-    let store = crate::store::SqliteStore::open(&config.store.path).map_err(|e| {
+    let store = crate::store::ledger::open(&config.store).map_err(|e| {
         eprintln!("pec index: {e}");
         2
     })?;
@@ -398,7 +409,7 @@ fn index_sync(args: &IndexSyncArgs) -> i32 {
     let started = std::time::Instant::now();
     let force = args.force || config.index.force;
     match runtime.block_on(crate::index::sync::sync(
-        &store,
+        &*store,
         &source,
         force,
         SystemClock.now(),
@@ -429,7 +440,7 @@ fn index_show(args: &ConfigArgs) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let (index, from) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+    let (index, from) = match crate::index::sync::load_current(&*store, &config.index.ldif) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("pec index show: {e}");
@@ -459,7 +470,7 @@ fn index_lookup(args: &IndexLookupArgs) -> i32 {
         Ok(v) => v,
         Err(code) => return code,
     };
-    let (index, _) = match crate::index::sync::load_current(&store, &config.index.ldif) {
+    let (index, _) = match crate::index::sync::load_current(&*store, &config.index.ldif) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("pec index lookup: {e}");

@@ -120,7 +120,35 @@ pub enum SigningConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// SQLite database file.
+    #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// `sqlite` (one host, the default) or `postgres` (several nodes on one database).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// PostgreSQL connection URL (`postgres://USER:PASSWORD@HOST:PORT/DB`), with
+    /// `backend = "postgres"`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// At most this many PostgreSQL connections per process.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+/// Which store implementation holds the state.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("/var/lib/pec/pec.db")
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 /// The provider index (spec §7): a local LDIF file in the shape of the national index,
@@ -916,6 +944,16 @@ impl Config {
         };
 
         path_not_empty("store.path", &self.store.path)?;
+        if self.store.backend == StoreBackend::Postgres {
+            match &self.store.url {
+                Some(u) if u.parse::<tokio_postgres::Config>().is_ok() => {}
+                Some(_) => return Err(invalid("store.url", "not a PostgreSQL connection URL")),
+                None => return Err(invalid("store.url", "required with backend \"postgres\"")),
+            }
+            if self.store.pool_size == 0 {
+                return Err(invalid("store.pool_size", "must be at least 1"));
+            }
+        }
         path_not_empty("index.ldif", &self.index.ldif)?;
         let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
         let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;

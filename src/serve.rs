@@ -24,7 +24,7 @@ use crate::message::time::{Clock, SystemClock};
 use crate::reception::{AfterQueue, Reception};
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::{SqliteStore, Store};
+use crate::store::{ledger, LogStore};
 use crate::timers::Timers;
 
 #[derive(Debug, Error)]
@@ -122,12 +122,11 @@ pub async fn run(
     let signer = tokio::task::spawn_blocking(move || open_signer(&cfg))
         .await
         .map_err(|e| ServeError::Signer(e.to_string()))??;
-    let store_path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&store_path))
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || ledger::open(&store_config))
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
-    let store = Arc::new(store);
     let (index, from) = {
         let (store, file) = (store.clone(), config.index.ldif.clone());
         tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
@@ -172,13 +171,13 @@ pub async fn run(
     // The sealer reads a whole day (up to millions of records): its own connection, so
     // that the mail path's connection is never held for the export (WAL readers do not
     // block the writer).
-    let seal_path = config.store.path.clone();
-    let seal_store = tokio::task::spawn_blocking(move || SqliteStore::open(&seal_path))
+    let seal_config = config.store.clone();
+    let seal_store = tokio::task::spawn_blocking(move || ledger::open(&seal_config))
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
     let sealer = tokio::spawn(crate::log::daily_sealer(
-        Arc::new(seal_store),
+        seal_store,
         signer.clone(),
         settings.tsa.clone(),
         Arc::new(SystemClock),
@@ -322,7 +321,7 @@ pub async fn run(
 /// Synchronises the index from `source` now and then every `every`, until `shutdown`;
 /// a failed or refused sync keeps the current copy.
 async fn refresh_index(
-    store: Arc<SqliteStore>,
+    store: Arc<dyn LogStore>,
     index: Arc<IndexHandle>,
     source: sync::Source,
     every: std::time::Duration,
@@ -336,6 +335,14 @@ async fn refresh_index(
     let mut look = tokio::time::interval(std::time::Duration::from_secs(60));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: Option<(i64, String)> = None;
+    // Nodes sharing a store take turns through a lease: one of them fetches, the others
+    // load the copy it stored (a lone node always holds it).
+    let owner = ledger::node_owner();
+    let lease = i64::try_from(every.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(3)
+        / 2
+        + 60;
     tokio::pin!(shutdown);
     loop {
         let sync_now = tokio::select! {
@@ -344,6 +351,23 @@ async fn refresh_index(
             _ = look.tick() => false,
         };
         if sync_now {
+            let (st, owner) = (store.clone(), owner.clone());
+            let leader = tokio::task::spawn_blocking(move || {
+                st.try_lease("index-refresh", &owner, SystemClock.now(), lease)
+            })
+            .await;
+            match leader {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => continue,
+                Ok(Err(e)) => {
+                    warn!("provider index: cannot take the refresh lease: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    error!("provider index: {e}");
+                    continue;
+                }
+            }
             match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
                 Ok(stored) => {
                     info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
@@ -392,8 +416,7 @@ pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, Ser
         .settings()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let signer = open_signer(config)?;
-    let store =
-        SqliteStore::open(&config.store.path).map_err(|e| ServeError::Store(e.to_string()))?;
+    let store = ledger::open(&config.store).map_err(|e| ServeError::Store(e.to_string()))?;
     let domain = config
         .provider
         .service_address
@@ -410,12 +433,5 @@ pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, Ser
         tcp(&settings.access.reinject, "access.reinject")?,
         format!("pec.{domain}"),
     ));
-    Ok(Timers::new(
-        Arc::new(store),
-        injector,
-        issuer,
-        signer,
-        ids,
-        clock,
-    ))
+    Ok(Timers::new(store, injector, issuer, signer, ids, clock))
 }

@@ -544,7 +544,7 @@ fn every_key_of_the_sample_is_documented() {
                 "cert_file",
             ][..],
         ),
-        ("store", &["path"][..]),
+        ("store", &["path", "backend", "url", "pool_size"][..]),
         (
             "index",
             &[
@@ -792,4 +792,26 @@ fn the_owner_self_service_keys() {
         let text = format!("{BASE}\n[log]\n{bad}\n");
         assert!(error(&text).contains(says), "{bad}: {}", error(&text));
     }
+}
+
+#[test]
+fn the_postgres_store_needs_a_url() {
+    use pec::config::StoreBackend;
+    let c = config::parse(BASE, FILE).unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Sqlite);
+    let base = BASE.replace("[store]\n", "[store]\nbackend = \"postgres\"\n");
+    assert_ne!(base, BASE, "BASE has a [store] section");
+    let err = config::parse(&base, FILE).unwrap_err();
+    assert!(err.to_string().contains("store.url"), "{err}");
+    let with_url = base.replace(
+        "backend = \"postgres\"\n",
+        "backend = \"postgres\"\nurl = \"postgres://pec@db.example.it/pec\"\n",
+    );
+    let c = config::parse(&with_url, FILE).unwrap();
+    c.settings().unwrap();
+    assert_eq!(c.store.backend, StoreBackend::Postgres);
+    assert_eq!(c.store.pool_size, 16);
+    let zero = with_url.replace("[store]\n", "[store]\npool_size = 0\n");
+    let err = config::parse(&zero, FILE).unwrap_err();
+    assert!(err.to_string().contains("store.pool_size"), "{err}");
 }

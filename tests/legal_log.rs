@@ -1,6 +1,11 @@
 //! The legal log (issue 7): hash chain, daily seals with a real RFC 3161 round trip against
 //! a test TSA (`tests/tsa/`), detection of every kind of tampering, search and export,
-//! owner extracts, and the retention purge.
+//! owner extracts, and the retention purge. The tests that do not tamper with the SQLite
+//! file directly run on PostgreSQL too (with `PEC_TEST_PG_URL`).
+
+#[path = "common/backends.rs"]
+mod backends;
+use backends::Backend;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -233,6 +238,13 @@ fn sealed() -> (tempfile::TempDir, PathBuf, SqliteStore) {
     (dir, path, store)
 }
 
+/// Populates `store` and seals the day, time-stamped at the test TSA.
+fn seal_populated(store: &dyn pec::store::LogStore) {
+    populate(store);
+    let s = signer(&tsa().pki);
+    log::seal_day(store, &s, Some(&tsa_settings()), day(), after_the_day()).unwrap();
+}
+
 /// A raw connection for tampering, with the append-only triggers dropped.
 fn raw(path: &Path) -> Connection {
     let c = Connection::open(path).unwrap();
@@ -245,9 +257,10 @@ fn problem_ids(report: &pec::store::sqlite::VerifyReport) -> Vec<Option<i64>> {
     report.problems.iter().map(|p| p.id).collect()
 }
 
-#[test]
-fn every_insert_path_chains_and_the_chain_verifies() {
-    let (_dir, _path, store) = fresh();
+both!(every_insert_path_chains_and_the_chain_verifies);
+fn every_insert_path_chains_and_the_chain_verifies(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
     let report = store.verify_chain(None, None).unwrap();
     assert_eq!(report.records, RECORDS as u64);
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -257,10 +270,12 @@ fn every_insert_path_chains_and_the_chain_verifies() {
     assert!(all.iter().all(|e| e.hash.len() == 32));
 }
 
-#[test]
-fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies() {
-    let (dir, _path, store) = sealed();
-    let report = log::verify(&store, None, None, &opts()).unwrap();
+both!(a_sealed_day_round_trips_through_a_real_tsa_and_verifies);
+fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies(backend: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = &*backend.store;
+    seal_populated(store);
+    let report = log::verify(store, None, None, &opts()).unwrap();
     assert_eq!((report.records, report.seals), (RECORDS as u64, 1));
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
@@ -294,23 +309,25 @@ fn a_sealed_day_round_trips_through_a_real_tsa_and_verifies() {
 
     // Sealing twice is refused; the claim says the day is done.
     let s = signer(&tsa().pki);
-    assert!(log::seal_day(&store, &s, None, day(), after_the_day()).is_err());
+    assert!(log::seal_day(store, &s, None, day(), after_the_day()).is_err());
     assert!(
-        log::seal_day_once(&store, &s, None, day(), after_the_day(), "me")
+        log::seal_day_once(store, &s, None, day(), after_the_day(), "me")
             .unwrap()
             .is_none()
     );
     // An open day cannot be sealed, nor a day that closed less than 5 minutes ago.
     let today = log::legal_day(after_the_day());
-    assert!(log::seal_day(&store, &s, None, today, after_the_day()).is_err());
+    assert!(log::seal_day(store, &s, None, today, after_the_day()).is_err());
     let just_after = Instant::from_unix(log::day_bounds(today).1 + 299);
-    let err = log::seal_day(&store, &s, None, today, just_after).unwrap_err();
+    let err = log::seal_day(store, &s, None, today, just_after).unwrap_err();
     assert!(err.to_string().contains("can be sealed from"), "{err}");
 }
 
-#[test]
-fn a_token_for_other_data_or_from_an_untrusted_tsa_is_refused() {
-    let (_dir, _path, store) = sealed();
+both!(a_token_for_other_data_or_from_an_untrusted_tsa_is_refused);
+fn a_token_for_other_data_or_from_an_untrusted_tsa_is_refused(backend: &Backend) {
+    let _dir = tempfile::tempdir().unwrap();
+    let store = &*backend.store;
+    seal_populated(store);
     let (from, to) = log::day_bounds(day());
     let seal = store.seals(from, to).unwrap().remove(0);
     let token = seal.tst.unwrap();
@@ -505,9 +522,10 @@ fn a_signature_by_another_key_is_found() {
     drop(path);
 }
 
-#[test]
-fn search_by_every_criterion() {
-    let (_dir, _path, store) = fresh();
+both!(search_by_every_criterion);
+fn search_by_every_criterion(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
     let ids = |q: LogQuery| -> Vec<i64> {
         store
             .search_events(&q)
@@ -585,9 +603,10 @@ fn search_by_every_criterion() {
     );
 }
 
-#[test]
-fn exports_and_owner_extracts() {
-    let (_dir, _path, store) = fresh();
+both!(exports_and_owner_extracts);
+fn exports_and_owner_extracts(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
     let all = store.search_events(&LogQuery::default()).unwrap();
     let csv = log::to_csv(&all);
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
@@ -607,7 +626,7 @@ fn exports_and_owner_extracts() {
 
     // The owner extract shows only the owner's messages, the same from either store.
     let (from, to) = (at(0, 0), after_the_day());
-    let luigi = log::log_extract_for_owner(&store, "luigi@pec.example.it", from, to).unwrap();
+    let luigi = log::log_extract_for_owner(store, "luigi@pec.example.it", from, to).unwrap();
     assert_eq!(luigi.lines().count(), 2, "{luigi}");
     assert!(luigi.contains("Troppo grande") && !luigi.contains("Fattura"));
     let mem = MemStore::new();
@@ -622,18 +641,19 @@ fn exports_and_owner_extracts() {
         "ufficio@pec.example.it",
         "nobody@pec.example.it",
     ] {
-        let a = log::log_extract_for_owner(&store, owner, from, to).unwrap();
+        let a = log::log_extract_for_owner(store, owner, from, to).unwrap();
         let b = log::log_extract_for_owner(&mem, owner, from, to).unwrap();
         assert_eq!(strip_hash(&a), strip_hash(&b), "{owner}");
     }
-    let ufficio = log::log_extract_for_owner(&store, "ufficio@pec.example.it", from, to).unwrap();
+    let ufficio = log::log_extract_for_owner(store, "ufficio@pec.example.it", from, to).unwrap();
     assert_eq!(ufficio.lines().count(), 3, "{ufficio}");
     assert!(!ufficio.contains("Fattura"));
 }
 
-#[test]
-fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable() {
-    let (_dir, _path, store) = fresh();
+both!(the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable);
+fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
     let s = signer(&tsa().pki);
     let next_day = day().succ_opt().unwrap();
     let (next_start, next_end) = log::day_bounds(next_day);
@@ -658,7 +678,7 @@ fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable() {
     assert_eq!((r.events, r.quarantined), (0, 1));
     assert!(r.stopped_at.unwrap().contains("record 1"));
     // Only the first day sealed: its records go, the next day's stay.
-    log::seal_day(&store, &s, None, day(), now).unwrap();
+    log::seal_day(store, &s, None, day(), now).unwrap();
     let r = store.purge(now, now, now, "P").unwrap();
     assert_eq!((r.events, r.anchor_id), (RECORDS as u64, Some(RECORDS)));
     assert_eq!(r.seals, 1);
@@ -813,9 +833,10 @@ tsa_ca_file = "{}"
     assert!(out.contains("record 9: hash mismatch"), "{out}");
 }
 
-#[test]
-fn one_process_seals_a_day_and_an_abandoned_claim_expires() {
-    let (_dir, _path, store) = fresh();
+both!(one_process_seals_a_day_and_an_abandoned_claim_expires);
+fn one_process_seals_a_day_and_an_abandoned_claim_expires(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
     let now = after_the_day();
     assert!(store.claim_seal("2024-03-14", "a:1", now).unwrap());
     assert!(!store.claim_seal("2024-03-14", "b:2", now).unwrap());
@@ -824,25 +845,26 @@ fn one_process_seals_a_day_and_an_abandoned_claim_expires() {
     assert!(store.claim_seal("2024-03-14", "b:2", later).unwrap());
     store.release_seal_claim("2024-03-14").unwrap();
     let s = signer(&tsa().pki);
-    let seal = log::seal_day_once(&store, &s, None, day(), later, "c:3").unwrap();
+    let seal = log::seal_day_once(store, &s, None, day(), later, "c:3").unwrap();
     assert_eq!(seal.unwrap().count, RECORDS);
     assert!(!store.claim_seal("2024-03-14", "d:4", later).unwrap());
     // A verification limited to another day sees neither these records nor the seal.
     let next = Instant::from_unix(log::day_bounds(day()).1);
-    let r = log::verify(&store, Some(next), None, &VerifyOptions::default()).unwrap();
+    let r = log::verify(store, Some(next), None, &VerifyOptions::default()).unwrap();
     assert_eq!((r.records, r.seals), (0, 0));
-    let r = log::verify(&store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
+    let r = log::verify(store, Some(at(10, 0)), Some(at(11, 30)), &opts()).unwrap();
     assert_eq!((r.records, r.seals), (3, 1));
     // Sealed without a TSA: verify says so.
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     assert!(r.problems[0].what.contains("not time-stamped"));
 }
 
-/// The `pec serve` task: seals the last closed day and the unsealed days before it, once.
-#[test]
-fn the_daily_sealer_seals_the_closed_days_once() {
-    let (_dir, _path, store) = fresh();
-    let store = std::sync::Arc::new(store);
+// The `pec serve` task: seals the last closed day and the unsealed days before it, once.
+both!(the_daily_sealer_seals_the_closed_days_once);
+fn the_daily_sealer_seals_the_closed_days_once(backend: &Backend) {
+    let store = &*backend.store;
+    populate(store);
+    let store = backend.store.clone();
     let signer: std::sync::Arc<dyn pec::crypto::Signer> = std::sync::Arc::new(signer(&tsa().pki));
     let clock = std::sync::Arc::new(pec::message::time::FixedClock::new(after_the_day()));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -885,7 +907,7 @@ fn the_daily_sealer_seals_the_closed_days_once() {
     );
     assert_eq!(seals[6].count, RECORDS);
     assert!(seals.iter().all(|s| s.tst.is_some()));
-    let report = log::verify(&store, None, None, &opts()).unwrap();
+    let report = log::verify(&*store, None, None, &opts()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.seals, 7);
 }

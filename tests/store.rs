@@ -1,7 +1,11 @@
-//! The SQLite store through the `Store` trait: round trips, one transaction per method,
-//! exactly-once acceptance under concurrency, several connections on one file.
+//! The store contract through the `Store` trait, on SQLite and on PostgreSQL (with
+//! `PEC_TEST_PG_URL`): round trips, one transaction per method, exactly-once acceptance
+//! under concurrency, several connections (processes, nodes) on one store.
 
-use std::path::PathBuf;
+#[path = "common/backends.rs"]
+mod backends;
+use backends::Backend;
+
 use std::sync::{Arc, Barrier};
 use std::thread;
 
@@ -11,19 +15,11 @@ use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::{
-    Accepted, EventKind, LogEvent, MailboxPolicy, Refused, SqliteStore, Store, StoreError,
-    TrackingState,
+    Accepted, EventKind, LogEvent, LogStore, MailboxPolicy, Refused, SqliteStore, Store,
+    StoreError, TrackingState,
 };
 
 const PEC_ID: &str = "opec210312.20240115103005.12345.1.1@pec.example.it";
-
-/// A fresh database in its own temporary directory (kept alive by the returned guard).
-fn fresh() -> (tempfile::TempDir, PathBuf, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pec.db");
-    let store = SqliteStore::open(&path).unwrap();
-    (dir, path, store)
-}
 
 fn cert(recipients: &[(&str, RecipientType)]) -> Certification {
     Certification {
@@ -78,9 +74,9 @@ fn kinds(events: &[LogEvent]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
 
-#[test]
-fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance() {
-    let (_dir, _path, store) = fresh();
+both!(record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance);
+fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance(backend: &Backend) {
+    let store = &*backend.store;
     let a = accepted(PEC_ID);
     store.record_accepted(&a).unwrap();
 
@@ -136,9 +132,9 @@ fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance() {
     assert!(store.quarantined(PEC_ID).unwrap().is_empty());
 }
 
-#[test]
-fn only_external_recipients_means_nothing_tracked() {
-    let (_dir, _path, store) = fresh();
+both!(only_external_recipients_means_nothing_tracked);
+fn only_external_recipients_means_nothing_tracked(backend: &Backend) {
+    let store = &*backend.store;
     let mut a = accepted(PEC_ID);
     a.cert = cert(&[
         ("luigi@gmail.com", RecipientType::Esterno),
@@ -149,9 +145,9 @@ fn only_external_recipients_means_nothing_tracked() {
     assert_eq!(store.events_for(PEC_ID).unwrap()[0].recipients.len(), 2);
 }
 
-#[test]
-fn a_duplicate_record_accepted_is_an_error_and_writes_nothing() {
-    let (_dir, _path, store) = fresh();
+both!(a_duplicate_record_accepted_is_an_error_and_writes_nothing);
+fn a_duplicate_record_accepted_is_an_error_and_writes_nothing(backend: &Backend) {
+    let store = &*backend.store;
     let first = accepted(PEC_ID);
     store.record_accepted(&first).unwrap();
 
@@ -180,9 +176,9 @@ fn a_duplicate_record_accepted_is_an_error_and_writes_nothing() {
     assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), Some(first));
 }
 
-#[test]
-fn acceptance_is_emitted_once_and_logged_with_the_stored_certification() {
-    let (_dir, _path, store) = fresh();
+both!(acceptance_is_emitted_once_and_logged_with_the_stored_certification);
+fn acceptance_is_emitted_once_and_logged_with_the_stored_certification(backend: &Backend) {
+    let store = &*backend.store;
     let a = accepted(PEC_ID);
     store.record_accepted(&a).unwrap();
     let at = Instant::from_unix(a.at.unix() + 2);
@@ -223,7 +219,7 @@ fn acceptance_is_emitted_once_and_logged_with_the_stored_certification() {
 
 /// Runs `acceptance_emitted` from `threads` threads spread over `stores`, all released at
 /// once, and returns how many got `true`.
-fn race(stores: &[Arc<SqliteStore>], threads: usize) -> usize {
+fn race(stores: &[Arc<dyn LogStore>], threads: usize) -> usize {
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|i| {
@@ -248,12 +244,11 @@ fn race(stores: &[Arc<SqliteStore>], threads: usize) -> usize {
         .count()
 }
 
-#[test]
-fn eight_threads_racing_emit_the_acceptance_exactly_once() {
-    let (_dir, _path, store) = fresh();
+both!(eight_threads_racing_emit_the_acceptance_exactly_once);
+fn eight_threads_racing_emit_the_acceptance_exactly_once(backend: &Backend) {
+    let store = &*backend.store;
     store.record_accepted(&accepted(PEC_ID)).unwrap();
-    let store = Arc::new(store);
-    assert_eq!(race(&[Arc::clone(&store)], 8), 1);
+    assert_eq!(race(&[Arc::clone(&backend.store)], 8), 1);
     let acceptances = store
         .events_for(PEC_ID)
         .unwrap()
@@ -263,22 +258,20 @@ fn eight_threads_racing_emit_the_acceptance_exactly_once() {
     assert_eq!(acceptances, 1);
 }
 
-#[test]
-fn two_connections_racing_emit_the_acceptance_exactly_once() {
-    let (_dir, path, first) = fresh();
-    let second = SqliteStore::open(&path).unwrap();
+both!(two_connections_racing_emit_the_acceptance_exactly_once);
+fn two_connections_racing_emit_the_acceptance_exactly_once(backend: &Backend) {
+    let (first, second) = (backend.store.clone(), backend.reopen());
     first.record_accepted(&accepted(PEC_ID)).unwrap();
-    let stores = [Arc::new(first), Arc::new(second)];
+    let stores = [first, second];
     assert_eq!(race(&stores, 8), 1);
     for store in &stores {
         assert_eq!(store.events_for(PEC_ID).unwrap().len(), 2);
     }
 }
 
-#[test]
-fn two_stores_on_one_file_see_each_others_writes() {
-    let (_dir, path, a) = fresh();
-    let b = SqliteStore::open(&path).unwrap();
+both!(two_stores_on_one_file_see_each_others_writes);
+fn two_stores_on_one_file_see_each_others_writes(backend: &Backend) {
+    let (a, b) = (backend.store.clone(), backend.reopen());
 
     a.record_accepted(&accepted(PEC_ID)).unwrap();
     assert_eq!(b.events_for(PEC_ID).unwrap().len(), 1);
@@ -301,12 +294,10 @@ fn two_stores_on_one_file_see_each_others_writes() {
         .unwrap());
 }
 
-#[test]
-fn data_survive_reopening() {
-    let (_dir, path, store) = fresh();
-    store.record_accepted(&accepted(PEC_ID)).unwrap();
-    drop(store);
-    let store = SqliteStore::open(&path).unwrap();
+both!(data_survive_reopening);
+fn data_survive_reopening(backend: &Backend) {
+    backend.store.record_accepted(&accepted(PEC_ID)).unwrap();
+    let store = backend.reopen();
     assert_eq!(store.events_for(PEC_ID).unwrap().len(), 1);
     assert_eq!(
         store.pending_acceptance(PEC_ID).unwrap(),
@@ -314,9 +305,9 @@ fn data_survive_reopening() {
     );
 }
 
-#[test]
-fn a_formal_refusal_logs_one_event_and_quarantines_nothing() {
-    let (_dir, _path, store) = fresh();
+both!(a_formal_refusal_logs_one_event_and_quarantines_nothing);
+fn a_formal_refusal_logs_one_event_and_quarantines_nothing(backend: &Backend) {
+    let store = &*backend.store;
     let r = refused(MessageKind::NonAcceptance, None);
     store.record_refused(&r).unwrap();
     let events = store.events_for(PEC_ID).unwrap();
@@ -333,9 +324,9 @@ fn a_formal_refusal_logs_one_event_and_quarantines_nothing() {
     assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), None);
 }
 
-#[test]
-fn a_virus_refusal_quarantines_the_message_and_logs_it() {
-    let (_dir, _path, store) = fresh();
+both!(a_virus_refusal_quarantines_the_message_and_logs_it);
+fn a_virus_refusal_quarantines_the_message_and_logs_it(backend: &Backend) {
+    let store = &*backend.store;
     let message = b"From: a@pec.example.it\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}\r\n".to_vec();
     store
         .record_refused(&refused(
@@ -356,9 +347,9 @@ fn a_virus_refusal_quarantines_the_message_and_logs_it() {
     assert_eq!(store.quarantined(PEC_ID).unwrap(), vec![message]);
 }
 
-#[test]
-fn logged_events_read_back_oldest_first() {
-    let (_dir, _path, store) = fresh();
+both!(logged_events_read_back_oldest_first);
+fn logged_events_read_back_oldest_first(backend: &Backend) {
+    let store = &*backend.store;
     let event = |at: i64, kind: EventKind| LogEvent {
         pec_id: PEC_ID.into(),
         at: Instant::from_unix(at),
@@ -390,9 +381,9 @@ fn logged_events_read_back_oldest_first() {
     );
 }
 
-#[test]
-fn a_login_sends_as_itself_unless_it_has_mappings() {
-    let (_dir, _path, store) = fresh();
+both!(a_login_sends_as_itself_unless_it_has_mappings);
+fn a_login_sends_as_itself_unless_it_has_mappings(backend: &Backend) {
+    let store = &*backend.store;
     // Default rule: no mapping, the login is the address (case-insensitive).
     assert!(store
         .sender_allowed("mario.rossi@pec.example.it", "Mario.Rossi@PEC.example.it")
@@ -430,12 +421,12 @@ fn a_login_sends_as_itself_unless_it_has_mappings() {
         .unwrap());
 }
 
-#[test]
-fn the_store_is_shareable_across_threads() {
+both!(the_store_is_shareable_across_threads);
+fn the_store_is_shareable_across_threads(backend: &Backend) {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SqliteStore>();
-    let (_dir, _path, store) = fresh();
-    let shared: Arc<dyn Store> = Arc::new(store);
+    assert_send_sync::<pec::store::PgStore>();
+    let shared: Arc<dyn LogStore> = backend.store.clone();
     let handles: Vec<_> = (0..4)
         .map(|i| {
             let store = Arc::clone(&shared);
@@ -623,13 +614,11 @@ fn reception_methods(store: &dyn Store) {
     );
 }
 
-#[test]
-fn reception_methods_sqlite() {
-    let (_dir, path, store) = fresh();
-    reception_methods(&store);
+both!(reception_methods_stored);
+fn reception_methods_stored(backend: &Backend) {
+    reception_methods(&*backend.store);
     // They survive a reopen (migration 2 applied once).
-    drop(store);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = backend.reopen();
     assert!(store
         .is_verified("opec.other@pec.altro.it", "ufficio@pec.example.it")
         .unwrap());
@@ -640,8 +629,15 @@ fn reception_methods_mem() {
     reception_methods(&MemStore::new());
 }
 
-/// A received receipt moves its tracking rows and is logged in one transaction: when the
-/// log write fails, no row moves.
+fn fresh() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.db");
+    let store = SqliteStore::open(&path).unwrap();
+    (dir, path, store)
+}
+
+/// A received receipt moves its tracking rows and is logged in one transaction (SQLite):
+/// when the log write fails, no row moves.
 #[test]
 fn a_received_receipt_moves_tracking_and_is_logged_atomically() {
     use pec::message::kind::Ricevuta;

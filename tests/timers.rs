@@ -9,6 +9,9 @@ use pem::{issuer, pki};
 use std::path::Path;
 use std::sync::Arc;
 
+#[path = "common/backends.rs"]
+mod backends;
+use backends::Backend;
 use pec::crypto::Signer;
 use pec::doubles::{MemStore, RecordingInjector};
 use pec::index::{ProviderInfo, TrustSet};
@@ -431,4 +434,41 @@ async fn a_claim_left_by_a_crashed_process_is_taken_over_after_the_lease() {
             .count(Timeout::Hours12),
         2
     );
+}
+
+#[tokio::test]
+async fn postgres_gives_the_12h_then_the_24h_notice_once_each() {
+    let Some(b) = Backend::postgres("timers_both_notices") else {
+        return;
+    };
+    neither_gives_both_notices(b.store.clone()).await;
+}
+
+/// Two nodes on one PostgreSQL store claim the same due rows at once: each notice goes out
+/// once, from one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_send_each_notice_once() {
+    let Some(backend) = Backend::postgres("timers_two_nodes") else {
+        return;
+    };
+    let a = rig(backend.store.clone());
+    let b = rig(backend.reopen());
+    dispatched(&*a.store);
+    let (ra, rb) = tokio::join!(
+        a.timers.run_once(plus(13 * HOUR)),
+        b.timers.run_once(plus(13 * HOUR))
+    );
+    let total = ra.unwrap().sent.len() + rb.unwrap().sent.len();
+    assert_eq!(total, 2);
+    assert_eq!(a.injector.messages().len() + b.injector.messages().len(), 2);
+    assert_eq!(logged(&*b.store, Timeout::Hours12), 2);
+    let (ra, rb) = tokio::join!(
+        a.timers.run_once(plus(25 * HOUR)),
+        b.timers.run_once(plus(25 * HOUR))
+    );
+    assert_eq!(
+        ra.unwrap().count(Timeout::Hours24) + rb.unwrap().count(Timeout::Hours24),
+        2
+    );
+    assert_eq!(logged(&*a.store, Timeout::Hours24), 2);
 }

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::VerifyOptions;
 use crate::message::time::{Clock, Instant, SystemClock};
-use crate::store::{LogQuery, SqliteStore, Store};
+use crate::store::{LogQuery, LogStore};
 
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
@@ -113,9 +113,11 @@ fn fail(e: impl std::fmt::Display) -> i32 {
     1
 }
 
-fn open(config: &crate::cli::ConfigArgs) -> Result<(crate::config::Config, SqliteStore), i32> {
+fn open(
+    config: &crate::cli::ConfigArgs,
+) -> Result<(crate::config::Config, std::sync::Arc<dyn LogStore>), i32> {
     let cfg = crate::config::load(&config.config).map_err(usage)?;
-    let store = SqliteStore::open(&cfg.store.path).map_err(fail)?;
+    let store = crate::store::ledger::open(&cfg.store).map_err(fail)?;
     Ok((cfg, store))
 }
 
@@ -153,7 +155,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
                 None => super::yesterday(now),
             };
             let signer = crate::serve::open_signer(&cfg).map_err(fail)?;
-            let seal = super::seal_day(&store, signer.as_ref(), settings.tsa.as_ref(), day, now)
+            let seal = super::seal_day(&*store, signer.as_ref(), settings.tsa.as_ref(), day, now)
                 .map_err(fail)?;
             println!(
                 "sealed {}: {} records, sha-256 {}, {}",
@@ -175,7 +177,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
                 tsa_ca: cfg.log.tsa_ca_file.clone(),
                 signer_ca: args.ca.clone(),
             };
-            let report = super::verify(&store, from, to, &opts).map_err(fail)?;
+            let report = super::verify(&*store, from, to, &opts).map_err(fail)?;
             for p in &report.problems {
                 println!("{p}");
             }
@@ -196,7 +198,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
         LogCommand::Purge(args) => {
             let (cfg, store) = open(&args.config)?;
             let report = super::purge(
-                &store,
+                &*store,
                 cfg.log.retention_months,
                 cfg.quarantine.retention_months,
                 SystemClock.now(),

@@ -24,7 +24,7 @@ use crate::crypto::{sign_detached, SignError, Signer};
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
-use crate::store::{LogQuery, LoggedEvent, SqliteStore, Store, StoreError};
+use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 
 pub mod cmd;
 pub mod pdf;
@@ -86,7 +86,7 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
 /// The day must be closed (`now` at least [`SEAL_GRACE_SECONDS`] past its end); a sealed
 /// day is an error.
 pub fn seal_day(
-    store: &SqliteStore,
+    store: &dyn LogStore,
     signer: &dyn Signer,
     tsa: Option<&TsaSettings>,
     day: NaiveDate,
@@ -131,7 +131,7 @@ pub fn seal_day(
 /// Seals `day` unless another process is doing it or has done it (the claim in the store
 /// makes this exactly-once across processes). Returns the seal when this call made it.
 pub fn seal_day_once(
-    store: &SqliteStore,
+    store: &dyn LogStore,
     signer: &dyn Signer,
     tsa: Option<&TsaSettings>,
     day: NaiveDate,
@@ -167,7 +167,7 @@ pub struct VerifyOptions {
 /// the CMS signature must verify over it; the time-stamp token must carry its SHA-256 and
 /// a valid signature.
 pub fn verify(
-    store: &SqliteStore,
+    store: &dyn LogStore,
     from: Option<Instant>,
     to: Option<Instant>,
     opts: &VerifyOptions,
@@ -192,7 +192,7 @@ pub fn verify(
 
 /// The problems of one seal (empty when it holds).
 fn check_seal(
-    store: &SqliteStore,
+    store: &dyn LogStore,
     seal: &SealRecord,
     opts: &VerifyOptions,
 ) -> Result<Vec<String>, LogError> {
@@ -269,9 +269,9 @@ fn verify_signature(
         .map_err(|e| format!("signature does not verify over the day's records: {e}"))
 }
 
-/// `pec log purge`: deletes what is past retention (see [`SqliteStore::purge`]).
+/// `pec log purge`: deletes what is past retention (see [`LogStore::purge`]).
 pub fn purge(
-    store: &SqliteStore,
+    store: &dyn LogStore,
     log_months: u32,
     quarantine_months: u32,
     now: Instant,
@@ -451,7 +451,7 @@ pub const CATCH_UP_DAYS: u64 = 7;
 /// any of the [`CATCH_UP_DAYS`] before it that is not sealed yet (exactly once across
 /// processes, see [`seal_day_once`]).
 pub async fn daily_sealer(
-    store: std::sync::Arc<SqliteStore>,
+    store: std::sync::Arc<dyn LogStore>,
     signer: std::sync::Arc<dyn Signer>,
     tsa: Option<TsaSettings>,
     clock: std::sync::Arc<dyn crate::message::time::Clock>,
@@ -475,7 +475,7 @@ pub async fn daily_sealer(
             let (store2, signer2, tsa2, owner2) =
                 (store.clone(), signer.clone(), tsa.clone(), owner.clone());
             let result = tokio::task::spawn_blocking(move || {
-                seal_day_once(&store2, signer2.as_ref(), tsa2.as_ref(), day, now, &owner2)
+                seal_day_once(&*store2, signer2.as_ref(), tsa2.as_ref(), day, now, &owner2)
             })
             .await;
             match result {

@@ -17,6 +17,13 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+pub mod cmd;
+pub mod ledger;
+pub mod postgres;
+
+pub use ledger::LogStore;
+pub use postgres::PgStore;
+
 /// How long the legal log and the quarantine keep their records: 30 months (spec §8;
 /// DPR 68/2005).
 pub const RETENTION_MONTHS: u32 = 30;

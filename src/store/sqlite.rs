@@ -32,6 +32,7 @@ use crate::message::time::Instant;
 
 mod legal;
 mod requests;
+pub(super) use legal::decode as decode_record;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
 
 /// How long a connection waits for another process's write lock.
@@ -445,7 +446,9 @@ struct RecipientJson {
     tipo: RecipientType,
 }
 
-fn recipients_json(recipients: &[(String, RecipientType)]) -> Result<String, StoreError> {
+pub(super) fn recipients_json(
+    recipients: &[(String, RecipientType)],
+) -> Result<String, StoreError> {
     let list: Vec<RecipientJson> = recipients
         .iter()
         .map(|(address, tipo)| RecipientJson {
@@ -457,7 +460,7 @@ fn recipients_json(recipients: &[(String, RecipientType)]) -> Result<String, Sto
         .map_err(|e| StoreError::Database(format!("encode recipients: {e}")))
 }
 
-fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
+pub(super) fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
     cert.destinatari
         .iter()
         .map(|d| (d.address.clone(), d.tipo))
@@ -465,7 +468,7 @@ fn cert_recipients(cert: &Certification) -> Vec<(String, RecipientType)> {
 }
 
 /// The `kind` label and `receipt_type` columns of an event kind.
-fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
+pub(super) fn encode_kind(kind: EventKind) -> (&'static str, Option<&'static str>) {
     let receipt = match kind {
         EventKind::Issued(MessageKind::Delivery(r)) => Some(r.as_str()),
         EventKind::Received(r) => Some(r.as_str()),
@@ -508,7 +511,7 @@ fn decode_kind(label: &str, receipt: Option<&str>) -> Option<EventKind> {
     }
 }
 
-fn state_str(state: TrackingState) -> &'static str {
+pub(super) fn state_str(state: TrackingState) -> &'static str {
     match state {
         TrackingState::Sent => "sent",
         TrackingState::TakenInCharge => "taken-in-charge",
@@ -517,7 +520,7 @@ fn state_str(state: TrackingState) -> &'static str {
     }
 }
 
-fn parse_state(value: &str) -> Option<TrackingState> {
+pub(super) fn parse_state(value: &str) -> Option<TrackingState> {
     [
         TrackingState::Sent,
         TrackingState::TakenInCharge,
@@ -1368,7 +1371,7 @@ fn tracking_forward(
 }
 
 /// Claim column, notice-id column and the states that still call for the notice.
-fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
+pub(super) fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'static str) {
     match which {
         Timeout::Hours12 => ("notice12_claimed_at", "notice12_id", "'sent'"),
         Timeout::Hours24 => (

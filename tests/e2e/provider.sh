@@ -24,6 +24,11 @@
 #                        delivery point (LMTP proxy) listens there and forwards to Dovecot's
 #                        LMTP ($lmtp); Postfix delivers to Dovecot directly unless
 #                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
+#                        PROVIDER_STORE=pg keeps the store in PostgreSQL: in the database
+#                        PROVIDER_PG_URL when set (several nodes of one provider share it;
+#                        PROVIDER_NODE gives each its node number), else in a private
+#                        PostgreSQL 15 started in WORK/pg (tests/e2e/lib_pg.sh) and stopped
+#                        by provider_down.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
@@ -94,8 +99,23 @@ provider_up() {
   postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
+  local store_conf="path = \"$work/pec.sqlite\""
+  if [ "${PROVIDER_STORE:-sqlite}" = pg ]; then
+    local pg_url=${PROVIDER_PG_URL:-}
+    if [ -z "$pg_url" ]; then
+      # shellcheck source=tests/e2e/lib_pg.sh
+      . "$root/tests/e2e/lib_pg.sh"
+      e2e_log "$domain: private PostgreSQL"
+      pg_url=$(pg_start "$work/pg" "$(e2e_free_ports 1)")
+    fi
+    store_conf="backend = \"postgres\"
+url = \"$pg_url\"
+pool_size = 8"
+  fi
+
   cat > "$work/pec.toml" <<EOF
 [provider]
+node = ${PROVIDER_NODE:-1}
 name = "$name"
 service_address = "posta-certificata@$domain"
 mail_receipt = "ricevute@$domain"
@@ -109,7 +129,7 @@ key_label = "signer"
 pin_env = "PEC_E2E_PIN"
 
 [store]
-path = "$work/pec.sqlite"
+$store_conf
 
 [index]
 ldif = "$work/index.ldif"
@@ -157,4 +177,9 @@ provider_down() {
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
   clamd_stop "$work/clamd" >/dev/null 2>&1 || true
+  if [ -f "$work/pg/data/postmaster.pid" ]; then
+    # shellcheck source=tests/e2e/lib_pg.sh
+    . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib_pg.sh"
+    pg_stop "$work/pg" >/dev/null 2>&1 || true
+  fi
 }

@@ -183,7 +183,10 @@ pub(super) fn chain_existing(tx: &Connection) -> Result<(), StoreError> {
     .map_err(db("migrate: chain existing records"))
 }
 
-fn decode(record: ChainRecord, hash: Option<Vec<u8>>) -> Result<LoggedEvent, StoreError> {
+pub(in crate::store) fn decode(
+    record: ChainRecord,
+    hash: Option<Vec<u8>>,
+) -> Result<LoggedEvent, StoreError> {
     let id = record.id;
     let event = EventRow {
         id,

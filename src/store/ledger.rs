@@ -1,0 +1,124 @@
+//! The store as `pec serve` and the `pec log` / `pec store` commands open it from the
+//! configuration: the [`Store`] trait plus the legal log's own operations (chain
+//! verification, export, seals, purge) and the leases of the tasks that run on one node at a
+//! time. Implemented by [`SqliteStore`] (one host) and [`PgStore`] (several nodes on one
+//! PostgreSQL database).
+
+use std::sync::Arc;
+
+use super::sqlite::{Export, PurgeReport, SealRecord, VerifyReport};
+use super::{LogEvent, PgStore, SqliteStore, Store, StoreError};
+use crate::config::{StoreBackend, StoreConfig};
+use crate::message::time::Instant;
+
+/// A [`Store`] with the legal log's operations. See [`SqliteStore`] for their semantics;
+/// every implementation keeps them.
+pub trait LogStore: Store {
+    /// Verifies the hash chain over the records with `from <= at < to`.
+    fn verify_chain(
+        &self,
+        from: Option<Instant>,
+        to: Option<Instant>,
+    ) -> Result<VerifyReport, StoreError>;
+    /// The canonical export of the records with `from_at <= at < to_at`.
+    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError>;
+    /// Claims the sealing of `day` (exactly one process seals a day).
+    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError>;
+    /// Releases a seal claim after a failed attempt.
+    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError>;
+    /// Stores a seal; sealing a day twice is an error.
+    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError>;
+    /// The seals whose day overlaps `from_at <= t < to_at`.
+    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError>;
+    /// Appends many events in one transaction.
+    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError>;
+    /// Retention: deletes what is past the cutoffs (sealed days only), keeping the chain
+    /// verifiable.
+    fn purge(
+        &self,
+        log_cutoff: Instant,
+        quarantine_cutoff: Instant,
+        now: Instant,
+        provider: &str,
+    ) -> Result<PurgeReport, StoreError>;
+    /// Takes (or renews) the lease `name` for `owner` until `now + seconds`: true when
+    /// `owner` holds it now, false when another holder's lease is still running. A store
+    /// that only one host uses has nothing to share: the SQLite store always answers true.
+    fn try_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: Instant,
+        seconds: i64,
+    ) -> Result<bool, StoreError> {
+        let _ = (name, owner, now, seconds);
+        Ok(true)
+    }
+    /// Which store this is, for messages (`sqlite:PATH`, `postgres://HOST/DB`).
+    fn describe(&self) -> String;
+}
+
+impl LogStore for SqliteStore {
+    fn verify_chain(
+        &self,
+        from: Option<Instant>,
+        to: Option<Instant>,
+    ) -> Result<VerifyReport, StoreError> {
+        SqliteStore::verify_chain(self, from, to)
+    }
+    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
+        SqliteStore::export_range(self, from_at, to_at)
+    }
+    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
+        SqliteStore::claim_seal(self, day, owner, now)
+    }
+    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
+        SqliteStore::release_seal_claim(self, day)
+    }
+    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
+        SqliteStore::insert_seal(self, seal)
+    }
+    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
+        SqliteStore::seals(self, from_at, to_at)
+    }
+    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
+        SqliteStore::log_batch(self, events)
+    }
+    fn purge(
+        &self,
+        log_cutoff: Instant,
+        quarantine_cutoff: Instant,
+        now: Instant,
+        provider: &str,
+    ) -> Result<PurgeReport, StoreError> {
+        SqliteStore::purge(self, log_cutoff, quarantine_cutoff, now, provider)
+    }
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path().display())
+    }
+}
+
+/// Opens the store the configuration names (`store.backend`), bringing its schema up to
+/// date.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn LogStore>, StoreError> {
+    match config.backend {
+        StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(&config.path)?)),
+        StoreBackend::Postgres => {
+            let url = config.url.as_deref().ok_or_else(|| {
+                StoreError::Database("store.url is required with backend \"postgres\"".into())
+            })?;
+            Ok(Arc::new(PgStore::open(url, config.pool_size)?))
+        }
+    }
+}
+
+/// A name for this process among the nodes (`host:pid`), for claims and leases.
+pub fn node_owner() -> String {
+    format!(
+        "{}:{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        std::process::id()
+    )
+}

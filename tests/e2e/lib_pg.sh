@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# A private PostgreSQL 15 instance for the tests (Debian package postgresql): its own data
+# directory and loopback port, trust authentication on 127.0.0.1, stopped by the PID in its
+# postmaster.pid. PostgreSQL refuses to run as root: as root the server runs as the
+# postgres user (runuser); as another user, as that user. Source it from bash:
+#
+#     . tests/e2e/lib_pg.sh
+#
+#   pg_start DIR PORT [DB]   initdb + start, create database DB (default pec); prints the
+#                            connection URL postgres://postgres@127.0.0.1:PORT/DB
+#   pg_createdb DIR PORT DB  another database on the same instance
+#   pg_stop DIR              fast shutdown by PID, waits for the server to exit
+#
+# Environment: PG_BIN (default /usr/lib/postgresql/15/bin), PG_OPTS (extra server options,
+# e.g. "-c fsync=off" for a scratch instance), PG_DEADLINE (seconds to start or stop,
+# default 60).
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_DEADLINE=${PG_DEADLINE:-60}
+
+_pg_as() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg_start() {
+  local dir=$1 port=$2 db=${3:-pec}
+  if [ ! -x "$PG_BIN/initdb" ]; then
+    echo "pg_start: $PG_BIN/initdb not found (install the Debian package postgresql)" >&2
+    return 1
+  fi
+  mkdir -p "$dir"
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
+  if ! _pg_as "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 --locale=C.UTF-8 \
+      >"$dir/initdb.log" 2>&1; then
+    echo "pg_start: initdb failed:" >&2
+    tail -n 20 "$dir/initdb.log" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2086
+  if ! _pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$PG_DEADLINE" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 ${PG_OPTS:-}" \
+      start >"$dir/pg_ctl.log" 2>&1; then
+    echo "pg_start: the server did not start:" >&2
+    tail -n 20 "$dir/server.log" >&2
+    return 1
+  fi
+  pg_createdb "$dir" "$port" "$db" || return 1
+  echo "postgres://postgres@127.0.0.1:$port/$db"
+}
+
+pg_createdb() {
+  local dir=$1 port=$2 db=$3
+  _pg_as "$PG_BIN/psql" -h "$dir" -p "$port" -U postgres -v ON_ERROR_STOP=1 -q \
+    -c "CREATE DATABASE \"$db\"" postgres >/dev/null
+}
+
+pg_stop() {
+  local dir=$1 pid deadline
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  pid=$(head -n 1 "$dir/data/postmaster.pid")
+  [ -n "$pid" ] || return 0
+  kill -INT "$pid" 2>/dev/null || return 0
+  deadline=$((SECONDS + PG_DEADLINE))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "pg_stop: server $pid still running after ${PG_DEADLINE}s" >&2
+      return 1
+    fi
+    sleep 0.05
+  done
+}
