@@ -574,6 +574,7 @@ fn every_key_of_the_sample_is_documented() {
         ),
         ("filter", &["listen", "reinject", "max_size"][..]),
         ("timers", &["enabled", "interval"][..]),
+        ("metrics", &["listen"][..]),
     ];
     for (table, keys) in known {
         assert!(

@@ -31,7 +31,9 @@ use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Timeout};
 use crate::message::time::Instant;
 
 mod legal;
+mod ops;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
+pub use ops::{Health, LastSeal};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -246,6 +248,15 @@ CREATE TABLE chain_anchor (
     last_id   INTEGER NOT NULL,        -- id of the last purged record
     last_hash BLOB NOT NULL,           -- its hash
     purged_at INTEGER NOT NULL         -- unix seconds
+) STRICT;
+"#,
+    // Version 7: no schema change (the number is kept free for the store's next change).
+    "SELECT 1;",
+    // Version 8: PEC domains added with `pec domain add`, served besides provider.domains.
+    r#"
+CREATE TABLE domains (
+    domain   TEXT PRIMARY KEY,         -- PEC domain, lower case
+    added_at INTEGER NOT NULL          -- unix seconds
 ) STRICT;
 "#,
 ];
