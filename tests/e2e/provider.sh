@@ -24,7 +24,11 @@
 #                        delivery point (LMTP proxy) listens there and forwards to Dovecot's
 #                        LMTP ($lmtp); Postfix delivers to Dovecot directly unless
 #                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
+#                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
+# provider_metric WORK SAMPLE
+#                        prints the value of SAMPLE (name and labels, as on the endpoint,
+#                        e.g. 'pec_up') from WORK's metrics endpoint; 0 when absent.
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
 _provider_cert_sha1() { openssl x509 -in "$1" -outform DER | sha1sum | cut -d' ' -f1 | tr a-f A-F; }
@@ -61,10 +65,10 @@ provider_up() {
   pec=${PEC_BIN:-$root/target/debug/pec}
   pki=${PROVIDER_PKI:-$work/pki}
   name=$(provider_name_of "$domain")
-  mapfile -t ports < <(e2e_free_ports 9)
+  mapfile -t ports < <(e2e_free_ports 10)
   submission=${ports[0]} smtp=${ports[1]} reinject=${ports[2]} filter=${ports[3]}
   milter=${ports[4]} lmtp=${ports[5]} imap=${ports[6]} clamd_port=${ports[7]}
-  delivery=${ports[8]}
+  delivery=${ports[8]} metrics_port=${ports[9]}
   local postfix_lmtp=$lmtp
   if [ "${PROVIDER_LMTP_PROXY:-0}" = 1 ]; then postfix_lmtp=$delivery; fi
 
@@ -132,7 +136,11 @@ reinject = "127.0.0.1:$reinject"
 listen = "127.0.0.1:$delivery"
 dovecot = "127.0.0.1:$lmtp"
 reinject = "127.0.0.1:$reinject"
+
+[metrics]
+listen = "127.0.0.1:$metrics_port"
 EOF
+  echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     "$pec" index sync -c "$work/pec.toml" >/dev/null
@@ -157,4 +165,11 @@ provider_down() {
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
   clamd_stop "$work/clamd" >/dev/null 2>&1 || true
+}
+
+provider_metric() {
+  local work=$1 sample=$2
+  /usr/bin/python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:$(cat "$work/metrics.port")/metrics" |
+    awk -v s="$sample" 'index($0, s " ") == 1 { v = $2 } END { print (v == "" ? 0 : v) }'
 }
