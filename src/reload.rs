@@ -89,3 +89,28 @@ pub fn applicable(running: &Config, new: &Config) -> Config {
     c.metrics = running.metrics.clone();
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_applies_all_but_the_restart_only_keys() {
+        let running = crate::config::parse(crate::config::example(), "sample").unwrap();
+        let text = crate::config::example()
+            .replacen("max_recipients = 500", "max_recipients = 7", 1)
+            .replacen(
+                "listen = \"inet:127.0.0.1:10030\"",
+                "listen = \"inet:127.0.0.1:10031\"",
+                1,
+            )
+            .replacen("path = \"/var/lib/pec/pec.db\"", "path = \"/tmp/x.db\"", 1);
+        let new = crate::config::parse(&text, "new").unwrap();
+        assert_eq!(restart_only(&running, &new), ["store", "access.listen"]);
+        let applied = applicable(&running, &new);
+        assert_eq!(applied.access.max_recipients, 7);
+        assert_eq!(applied.access.listen, running.access.listen);
+        assert_eq!(applied.store, running.store);
+        assert!(restart_only(&running, &applied).is_empty());
+    }
+}
