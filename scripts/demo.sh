@@ -45,7 +45,7 @@ trap cleanup EXIT
 echo "== starting provider A (pec.example.it) and provider B (pec.example.net)"
 export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
 provider_up "$work/a" pec.example.it it >/dev/null 2>&1
-a_submission=$submission a_smtp=$smtp a_imap=$imap
+a_submission=$submission a_smtp=$smtp a_imap=$imap a_conf=$conf
 provider_up "$work/b" pec.example.net net >/dev/null 2>&1
 b_smtp=$smtp b_imap=$imap
 postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
@@ -81,9 +81,29 @@ status=0
 for f in "$work"/alice/* "$work"/bob/*; do
   "$PEC_BIN" verify --trust "$work/pki/it.pem" --trust "$work/pki/net.pem" "$f" >/dev/null || status=1
 done
+
+# What the operators see: each provider's Prometheus endpoint ([metrics] listen).
+echo "== metrics: messages counted by each provider (GET /metrics)"
+for p in a b; do
+  for sample in \
+    'pec_messages_total{role="access",kind="submission",outcome="accepted"}' \
+    'pec_messages_total{role="filter",kind="acceptance_receipt",outcome="emitted"}' \
+    'pec_messages_total{role="filter",kind="transport_envelope",outcome="taken_in_charge"}' \
+    'pec_messages_total{role="delivery",kind="transport_envelope",outcome="delivered"}'; do
+    v=$(provider_metric "$work/$p" "$sample")
+    [ "$v" = 0 ] || printf '  %s  %s %s\n' "$p" "$sample" "$v"
+  done
+done
+[ "$(provider_metric "$work/a" 'pec_messages_total{role="access",kind="submission",outcome="accepted"}')" != 0 ] \
+  && [ "$(provider_metric "$work/b" 'pec_messages_total{role="delivery",kind="transport_envelope",outcome="delivered"}')" != 0 ] \
+  || { echo "demo: the metrics do not show the message" >&2; status=1; }
+echo "== pec status of provider A"
+SOFTHSM2_CONF=$a_conf PEC_E2E_PIN=1234 "$PEC_BIN" status -c "$work/a/pec.toml" | sed 's/^/  /' \
+  || { echo "demo: pec status reports a problem" >&2; status=1; }
+echo
 if [ "$status" -eq 0 ]; then
   echo "demo: every message verified"
 else
-  echo "demo: some message did not verify" >&2
+  echo "demo: some message did not verify, or a check failed" >&2
 fi
 exit "$status"

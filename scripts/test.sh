@@ -41,6 +41,9 @@ export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
   tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/scale_out.sh)
+# The package test builds a release .deb and installs it with dpkg (which takes several
+# minutes on two cores), so it runs only with PEC_E2E_PACKAGE=1.
+if [ "${PEC_E2E_PACKAGE:-0}" = 1 ]; then e2e+=(tests/e2e/package.sh); fi
 # The reception test includes a load run: 2,000 envelopes between the two providers, none lost.
 export RECEPTION_LOAD_N=${RECEPTION_LOAD_N:-2000}
 passed=0 failed=0

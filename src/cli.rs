@@ -25,8 +25,10 @@ pub enum Command {
     /// SIGTERM or SIGINT stop it after the transactions in progress.
     Serve(ConfigArgs),
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
-    /// check`).
-    CheckConfig(ConfigArgs),
+    /// check`). With --live, also reach the signing key (login and a test signature), the
+    /// store, clamd (PING), Dovecot LMTP (LHLO), Postfix's reinjection listener (EHLO) and
+    /// the index source, naming each failure.
+    CheckConfig(CheckConfigArgs),
     /// The legal log (registro dei messaggi): seal, verify, search, export, purge.
     Log {
         #[command(subcommand)]
@@ -55,6 +57,59 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: crate::store::cmd::StoreCommand,
+    },
+    /// Health summary: store, legal log seals, index age and source, pending timers,
+    /// quarantine, signing certificate expiry, pec serve's listeners and metrics endpoint.
+    ///
+    /// Exit status: 0 healthy (warnings allowed), 1 something is wrong, 2 configuration
+    /// error.
+    Status(ConfigArgs),
+    /// Show the signing certificate (subject, issuer, serial, validity, fingerprints) and
+    /// check it against the provider index.
+    ///
+    /// Exit status: 0 valid and listed for provider.name (a warning is printed within
+    /// --warn-days of the expiry), 1 expired, not yet valid, not in the index or listed for
+    /// another provider, 2 configuration or key error.
+    Keys(KeysArgs),
+    /// The PEC domains served: provider.domains of the configuration plus those added here
+    /// (kept in the store). Prints the Postfix lines to apply.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Also reach the HSM, the store, clamd, Dovecot, Postfix and the index source.
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Warn when the certificate expires within this many days.
+    #[arg(long, default_value_t = crate::ops::EXPIRY_WARNING_DAYS)]
+    pub warn_days: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Serve DOMAIN as a PEC domain too (reload pec serve and apply the Postfix lines).
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
+    },
+    /// List the PEC domains served, and where each comes from.
+    List(ConfigArgs),
+    /// Stop serving a domain added with `pec domain add`.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
     },
 }
 
@@ -201,6 +256,36 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Verify(args) => crate::crypto::verify_cmd::run(&args),
         Command::CheckConfig(args) => check_config(&args),
+        Command::Status(args) => match crate::ops::load(&args.config) {
+            Ok(c) => {
+                use crate::message::time::Clock;
+                crate::ops::report(&crate::ops::status(
+                    &c,
+                    crate::message::time::SystemClock.now(),
+                ))
+            }
+            Err(code) => code,
+        },
+        Command::Keys(args) => match crate::ops::load(&args.config.config) {
+            Ok(c) => crate::ops::keys(&c, args.warn_days),
+            Err(code) => code,
+        },
+        Command::Domain(DomainCommand::Add { config, domain }) => {
+            match crate::ops::load(&config.config) {
+                Ok(c) => crate::ops::domain_add(&c, &domain),
+                Err(code) => code,
+            }
+        }
+        Command::Domain(DomainCommand::Remove { config, domain }) => {
+            match crate::ops::load(&config.config) {
+                Ok(c) => crate::ops::domain_remove(&c, &domain),
+                Err(code) => code,
+            }
+        }
+        Command::Domain(DomainCommand::List(config)) => match crate::ops::load(&config.config) {
+            Ok(c) => crate::ops::domain_list(&c),
+            Err(code) => code,
+        },
         Command::Serve(args) => serve(&args),
         Command::GenerateMan { dir } => match generate_man(&dir) {
             Ok(()) => 0,
@@ -612,10 +697,14 @@ fn timers_run(args: &TimersRunArgs) -> i32 {
     i32::from(!report.failed.is_empty())
 }
 
-fn check_config(args: &ConfigArgs) -> i32 {
-    match crate::config::load(&args.config) {
-        Ok(_) => {
-            println!("{}: ok", args.config.display());
+fn check_config(args: &CheckConfigArgs) -> i32 {
+    let path = &args.config.config;
+    match crate::config::load(path) {
+        Ok(config) => {
+            println!("{}: ok", path.display());
+            if args.live {
+                return crate::ops::report(&crate::ops::check_live(&config));
+            }
             0
         }
         Err(e) => {
@@ -632,6 +721,8 @@ fn serve(args: &ConfigArgs) -> i32 {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = match crate::config::load(&args.config) {
         Ok(c) => c,
@@ -650,7 +741,23 @@ fn serve(args: &ConfigArgs) -> i32 {
             return 1;
         }
     };
-    let result = runtime.block_on(crate::serve::run(config, async {
+    // SIGHUP: re-read the configuration (see crate::reload).
+    let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(1);
+    let reloads = crate::serve::Reloads {
+        path: args.config.clone(),
+        requests: hup_rx,
+    };
+    let _hup = runtime.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            // A reload already waiting covers this signal too.
+            let _ = hup_tx.try_send(());
+        }
+    });
+    let result = runtime.block_on(crate::serve::run_with(config, Some(reloads), async {
         let term = async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(mut s) => {

@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -376,6 +378,15 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// The Prometheus metrics endpoint of `pec serve` (`GET /metrics`). Off by default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Listener, `HOST:PORT` (TCP); empty: no endpoint. Keep it on loopback or a
+    /// management network: the endpoint has no authentication.
+    pub listen: String,
+}
+
 fn default_node() -> u32 {
     1
 }
@@ -593,6 +604,8 @@ pub struct Settings {
     pub index_refresh: Duration,
     /// `log.request_*` with `provider.domains`; `None` when `log.request_address` is empty.
     pub log_requests: Option<crate::log::request::RequestSettings>,
+    /// `metrics.listen`; `None` without an endpoint.
+    pub metrics: Option<Endpoint>,
 }
 
 /// Typed `[delivery]` values.
@@ -760,7 +773,7 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
 }
 
 /// A syntactically valid domain name: dot-separated labels of letters, digits and hyphens.
-fn valid_domain(domain: &str) -> bool {
+pub fn valid_domain(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= 253
         && domain.split('.').all(|label| {
@@ -1143,7 +1156,14 @@ impl Config {
             (None, None) => None,
         };
 
+        let metrics = if self.metrics.listen.is_empty() {
+            None
+        } else {
+            Some(endpoint("metrics.listen", &self.metrics.listen, false)?)
+        };
+
         Ok(Settings {
+            metrics,
             tsa,
             default_policy,
             index_source,

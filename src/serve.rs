@@ -22,6 +22,7 @@ use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
 use crate::message::time::{Clock, SystemClock};
 use crate::reception::{AfterQueue, Reception};
+use crate::reload::Current;
 use crate::smtp::client::SmtpInjector;
 use crate::smtp::server::{self, ServerOptions};
 use crate::store::{ledger, LogStore};
@@ -115,27 +116,58 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    run_with(config, None, shutdown).await
+}
+
+/// Configuration reloads: each message on `requests` (SIGHUP) re-reads `path`; a valid
+/// file is swapped in whole (see [`crate::reload`]), an invalid one is logged and the
+/// running configuration stays.
+pub struct Reloads {
+    pub path: std::path::PathBuf,
+    pub requests: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// What every role shares and a reload keeps: opened once at start.
+#[derive(Clone)]
+struct Shared {
+    signer: Arc<dyn Signer>,
+    store: Arc<dyn LogStore>,
+    index: Arc<IndexHandle>,
+}
+
+/// The role objects built from one configuration.
+struct Roles {
+    access: Arc<AccessPoint>,
+    after_queue: Arc<AfterQueue>,
+    delivery: Arc<DeliveryPoint>,
+    timers: Option<(Arc<Timers>, std::time::Duration)>,
+}
+
+/// The PEC domains served: `provider.domains` and those added with `pec domain add`.
+pub fn served_domains(config: &Config, store: &dyn LogStore) -> Result<Vec<String>, ServeError> {
+    let mut domains = config.provider.domains.clone();
+    for d in store
+        .extra_domains()
+        .map_err(|e| ServeError::Store(e.to_string()))?
+    {
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    Ok(domains)
+}
+
+/// Builds the roles of `config` around `shared` (no listener is bound, nothing is opened
+/// but the clamd and Dovecot client settings).
+fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
     let settings = config
         .settings()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let cfg = config.clone();
-    let signer = tokio::task::spawn_blocking(move || open_signer(&cfg))
-        .await
-        .map_err(|e| ServeError::Signer(e.to_string()))??;
-    let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || ledger::open(&store_config))
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-    let (index, from) = {
-        let (store, file) = (store.clone(), config.index.ldif.clone());
-        tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
-            .await
-            .map_err(|e| ServeError::Index(e.to_string()))?
-            .map_err(|e| ServeError::Index(e.to_string()))?
-    };
-    info!(providers = index.providers().len(), from = %from, "provider index loaded");
-    let index = Arc::new(IndexHandle::new(index));
+    let (signer, store, index) = (
+        shared.signer.clone(),
+        shared.store.clone(),
+        shared.index.clone(),
+    );
     let clamd_addr = match &settings.clamd {
         Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
         Endpoint::Unix(p) => format!("unix:{}", p.display()),
@@ -166,23 +198,6 @@ pub async fn run(
         tcp(&settings.filter.reinject, "filter.reinject")?,
         helo.clone(),
     ));
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // The sealer reads a whole day (up to millions of records): its own connection, so
-    // that the mail path's connection is never held for the export (WAL readers do not
-    // block the writer).
-    let seal_config = config.store.clone();
-    let seal_store = tokio::task::spawn_blocking(move || ledger::open(&seal_config))
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-    let sealer = tokio::spawn(crate::log::daily_sealer(
-        seal_store,
-        signer.clone(),
-        settings.tsa.clone(),
-        Arc::new(SystemClock),
-        stop_rx.clone(),
-    ));
     let ap = Arc::new(AccessPoint {
         policy: Policy {
             limits: Limits {
@@ -204,14 +219,17 @@ pub async fn run(
         log_requests: settings.log_requests.clone(),
     });
     let timers = config.timers.enabled.then(|| {
-        Arc::new(Timers::new(
-            store.clone(),
-            access_injector.clone(),
-            issuer.clone(),
-            signer.clone(),
-            ids.clone(),
-            Arc::new(SystemClock),
-        ))
+        (
+            Arc::new(Timers::new(
+                store.clone(),
+                access_injector.clone(),
+                issuer.clone(),
+                signer.clone(),
+                ids.clone(),
+                Arc::new(SystemClock),
+            )),
+            settings.timers_interval,
+        )
     });
     let delivery_injector = Arc::new(SmtpInjector::new(
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
@@ -221,11 +239,11 @@ pub async fn run(
         Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
         inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
     };
-    let delivery_point = Arc::new(
+    let delivery = Arc::new(
         DeliveryPoint::new(
             store.clone(),
             delivery_injector,
-            Arc::new(LmtpClient::new(dovecot, helo.clone())),
+            Arc::new(LmtpClient::new(dovecot, helo)),
             index.clone(),
             issuer.clone(),
             signer.clone(),
@@ -233,11 +251,10 @@ pub async fn run(
         )
         .with_arrival_notices(config.delivery.arrival_notices),
     );
-    let store_for_index = store.clone();
     let reception = Reception {
         index: index.clone(),
         antivirus,
-        domains: config.provider.domains.clone(),
+        domains: served_domains(config, &*store)?,
         mail_receipt: config.provider.mail_receipt.clone(),
         default_policy: settings.default_policy.clone(),
     };
@@ -245,20 +262,143 @@ pub async fn run(
         AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
             .with_log_requests(settings.log_requests.clone()),
     );
+    Ok(Roles {
+        access: ap,
+        after_queue,
+        delivery,
+        timers,
+    })
+}
+
+/// The timers task with its own stop switch, so that a reload can restart it.
+struct TimersTask {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<TimersTask> {
+    let (t, interval) = timers?;
+    info!(interval = ?interval, "timers running");
+    let (stop, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        t.run(interval, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Some(TimersTask { stop, task })
+}
+
+async fn stop_timers(task: Option<TimersTask>) {
+    if let Some(t) = task {
+        let _ = t.stop.send(true);
+        let _ = t.task.await;
+    }
+}
+
+/// [`run`], with configuration reloads.
+pub async fn run_with(
+    config: Config,
+    reloads: Option<Reloads>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let settings = config
+        .settings()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let cfg = config.clone();
+    let signer = tokio::task::spawn_blocking(move || open_signer(&cfg))
+        .await
+        .map_err(|e| ServeError::Signer(e.to_string()))??;
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || ledger::open(&store_config))
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let (index, from) = {
+        let (store, file) = (store.clone(), config.index.ldif.clone());
+        tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
+            .await
+            .map_err(|e| ServeError::Index(e.to_string()))?
+            .map_err(|e| ServeError::Index(e.to_string()))?
+    };
+    info!(providers = index.providers().len(), from = %from, "provider index loaded");
+    let index = Arc::new(IndexHandle::new(index));
+    let shared = Shared {
+        signer: signer.clone(),
+        store: store.clone(),
+        index: index.clone(),
+    };
+    let roles = build_roles(&config, &shared)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // The metrics endpoint first: a wrong address stops the start like a listener would.
+    let metrics = match &settings.metrics {
+        None => None,
+        Some(endpoint) => {
+            let addr = tcp(endpoint, "metrics.listen")?;
+            let sock = tokio::net::lookup_host(&addr)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    ServeError::Config(format!("metrics.listen: cannot resolve \"{addr}\""))
+                })?;
+            let exporter = crate::metrics::install(sock).map_err(|e| ServeError::Listen {
+                addr: addr.clone(),
+                source: std::io::Error::other(e.message),
+            })?;
+            info!(metrics = %addr, "metrics endpoint listening");
+            let stop = stopped(stop_rx.clone());
+            let sampler = crate::metrics::sample_store(store.clone(), stopped(stop_rx.clone()));
+            Some(tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = exporter => {}
+                    _ = sampler => {}
+                }
+            }))
+        }
+    };
+    // The sealer reads a whole day (up to millions of records): its own connection, so
+    // that the mail path's connection is never held for the export (WAL readers do not
+    // block the writer).
+    let seal_config = config.store.clone();
+    let seal_store = tokio::task::spawn_blocking(move || ledger::open(&seal_config))
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let sealer = tokio::spawn(crate::log::daily_sealer(
+        seal_store,
+        signer.clone(),
+        settings.tsa.clone(),
+        Arc::new(SystemClock),
+        stop_rx.clone(),
+    ));
+    let access = Arc::new(Current::new(roles.access));
+    let after_queue = Arc::new(Current::new(roles.after_queue));
+    let delivery_point = Arc::new(Current::new(roles.delivery));
+    let mut timers = start_timers(roles.timers);
 
     let (milter_addr, milter_listener) = listen(&settings.access.listen, "access.listen").await?;
     let (filter_addr, filter_listener) = listen(&settings.filter.listen, "filter.listen").await?;
     let (lmtp_addr, lmtp_listener) = listen(&settings.delivery.listen, "delivery.listen").await?;
     info!(milter = %milter_addr, filter = %filter_addr, lmtp = %lmtp_addr, "pec serving");
 
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let milter = tokio::spawn(crate::access::milter::run(
+    let milter = tokio::spawn(crate::access::milter::run_current(
         milter_listener,
-        ap,
+        access.clone(),
         stopped(stop_rx.clone()),
     ));
+    let domain = config
+        .provider
+        .service_address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
+    let helo = format!("pec.{domain}");
     // Whatever passed the content filter may be delivered: same size limit.
     let lmtp_options = LmtpServerOptions {
         hostname: helo.clone(),
@@ -267,7 +407,7 @@ pub async fn run(
     };
     let delivery = tokio::spawn(lmtp::serve(
         lmtp_listener,
-        delivery_point,
+        delivery_point.clone(),
         lmtp_options,
         stopped(stop_rx.clone()),
     ));
@@ -278,13 +418,13 @@ pub async fn run(
     };
     let filter = tokio::spawn(server::serve(
         filter_listener,
-        after_queue,
+        after_queue.clone(),
         options,
         stopped(stop_rx.clone()),
     ));
     let refresh = settings.index_source.clone().map(|source| {
         let (store, index, every, force) = (
-            store_for_index.clone(),
+            store.clone(),
             index.clone(),
             settings.index_refresh,
             config.index.force,
@@ -293,14 +433,46 @@ pub async fn run(
         info!(source = %source.name(), every = ?every, "provider index refresh running");
         tokio::spawn(refresh_index(store, index, source, every, force, stop))
     });
-    let timers = timers.map(|t| {
-        let interval = settings.timers_interval;
-        info!(interval = ?interval, "timers running");
-        let stop = stopped(stop_rx);
-        tokio::spawn(async move { t.run(interval, stop).await })
-    });
 
-    shutdown.await;
+    tokio::pin!(shutdown);
+    let mut running = config;
+    let mut reloads = reloads;
+    loop {
+        let request = async {
+            match reloads.as_mut() {
+                Some(r) => r.requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            got = request => {
+                let Some(()) = got else {
+                    reloads = None;
+                    continue;
+                };
+                let Some(path) = reloads.as_ref().map(|r| r.path.clone()) else {
+                    continue;
+                };
+                match reload(&path, &running, &shared).await {
+                    Ok((applied, roles)) => {
+                        access.set(roles.access);
+                        after_queue.set(roles.after_queue);
+                        delivery_point.set(roles.delivery);
+                        stop_timers(timers.take()).await;
+                        timers = start_timers(roles.timers);
+                        running = applied;
+                        crate::metrics::reload(true);
+                        info!(config = %path.display(), "configuration reloaded");
+                    }
+                    Err(e) => {
+                        crate::metrics::reload(false);
+                        error!(config = %path.display(), "configuration not reloaded, the running one stays: {e}");
+                    }
+                }
+            }
+        }
+    }
     info!("shutting down");
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = milter.await {
@@ -308,14 +480,51 @@ pub async fn run(
     }
     let _ = filter.await;
     let _ = delivery.await;
-    if let Some(t) = timers {
-        let _ = t.await;
-    }
+    stop_timers(timers).await;
     if let Some(r) = refresh {
         let _ = r.await;
     }
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = sealer.await;
     Ok(())
+}
+
+/// Reads and checks `path`, and builds the roles of what a reload may apply (warning about
+/// the keys that need a restart).
+async fn reload(
+    path: &std::path::Path,
+    running: &Config,
+    shared: &Shared,
+) -> Result<(Config, Roles), String> {
+    let p = path.to_path_buf();
+    let new = tokio::task::spawn_blocking(move || crate::config::load(&p))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let restart = crate::reload::restart_only(running, &new);
+    if !restart.is_empty() {
+        warn!(
+            keys = %restart.join(", "),
+            "configuration: these changes take effect at the next restart"
+        );
+    }
+    let applied = crate::reload::applicable(running, &new);
+    // The mix of new and running values must itself be valid (e.g. a larger
+    // access.max_total_size against the running filter.max_size).
+    applied.settings().map_err(|e| {
+        format!(
+            "{}: {e} (with the running values of the keys that need a restart)",
+            path.display()
+        )
+    })?;
+    let (cfg, sh) = (applied.clone(), shared.clone());
+    let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((applied, roles))
 }
 
 /// Synchronises the index from `source` now and then every `every`, until `shutdown`;
@@ -370,10 +579,14 @@ async fn refresh_index(
             }
             match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
                 Ok(stored) => {
+                    crate::metrics::index_sync(true);
                     info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
                     seen = Some((stored.fetched_at.unix(), stored.source));
                 }
-                Err(e) => warn!("provider index: sync failed, keeping the current copy: {e}"),
+                Err(e) => {
+                    crate::metrics::index_sync(false);
+                    warn!("provider index: sync failed, keeping the current copy: {e}")
+                }
             }
             continue;
         }

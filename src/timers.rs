@@ -149,7 +149,14 @@ impl Timers {
                 let full = due.len() == BATCH;
                 let mut all_sent = true;
                 for d in due {
-                    match self.send(&d, now).await {
+                    let sent = self.send(&d, now).await;
+                    let label = if which == Timeout::Hours12 {
+                        "12h"
+                    } else {
+                        "24h"
+                    };
+                    crate::metrics::timer_notice(label, sent.is_ok());
+                    match sent {
                         Ok(notice_id) => report.sent.push(Sent {
                             which,
                             pec_id: d.pec_id,

@@ -574,6 +574,7 @@ fn every_key_of_the_sample_is_documented() {
         ),
         ("filter", &["listen", "reinject", "max_size"][..]),
         ("timers", &["enabled", "interval"][..]),
+        ("metrics", &["listen"][..]),
     ];
     for (table, keys) in known {
         assert!(
@@ -814,4 +815,132 @@ fn the_postgres_store_needs_a_url() {
     let zero = with_url.replace("[store]\n", "[store]\npool_size = 0\n");
     let err = config::parse(&zero, FILE).unwrap_err();
     assert!(err.to_string().contains("store.pool_size"), "{err}");
+}
+
+/// The shipped sample (etc/pec.toml.sample) broken one way at a time: `pec check-config`
+/// names the line and the key of each break.
+#[test]
+fn each_break_of_the_sample_is_reported_at_its_line_and_key() {
+    let sample = config::example();
+    // (line to replace, its replacement, the key named; empty for a syntax error). The error
+    // is expected on the last line of the replacement.
+    let breaks: &[(&str, &str, &str)] = &[
+        (
+            "name = \"Example PEC S.p.A.\"",
+            "name = \"Example PEC S.p.A.",
+            "",
+        ),
+        ("node = 1", "node = \"one\"", "provider.node"),
+        (
+            "service_address = \"posta-certificata@pec.example.it\"",
+            "service_address = \"posta-certificata\"",
+            "provider.service_address",
+        ),
+        ("digest = \"sha256\"", "digest = \"md5\"", "signing.digest"),
+        ("sessions = 4", "sessions = 0", "signing.sessions"),
+        (
+            "path = \"/var/lib/pec/pec.db\"",
+            "path = \"/var/lib/pec/pec.db\"\nsize = 3",
+            "store.size",
+        ),
+        ("refresh = \"1d\"", "refresh = \"1x\"", "index.refresh"),
+        (
+            "clamd = \"unix:/run/clamav/clamd.ctl\"",
+            "clamd = \"clamd.ctl\"",
+            "antivirus.clamd",
+        ),
+        (
+            "max_total_size = \"100MB\"",
+            "max_total_size = \"100XB\"",
+            "access.max_total_size",
+        ),
+        (
+            "max_size = \"160MB\"",
+            "max_size = \"10MB\"",
+            "filter.max_size",
+        ),
+        (
+            "default_policy = \"anomaly\"",
+            "default_policy = \"drop\"",
+            "reception.default_policy",
+        ),
+        (
+            "dovecot = \"127.0.0.1:24\"",
+            "dovecot = \"127.0.0.1\"",
+            "delivery.dovecot",
+        ),
+        ("interval = \"1m\"", "interval = \"20m\"", "timers.interval"),
+        ("tsa_url = \"\"", "tsa_url = \"ftp://tsa\"", "log.tsa_url"),
+        ("listen = \"\"", "listen = \"nowhere\"", "metrics.listen"),
+    ];
+    for (from, to, key) in breaks {
+        assert_eq!(sample.matches(from).count(), 1, "{from:?} is not unique");
+        let text = sample.replacen(from, to, 1);
+        let line =
+            text[..text.find(to).unwrap()].matches('\n').count() + 1 + to.matches('\n').count();
+        let err = error(&text);
+        let want = if key.is_empty() {
+            format!("{FILE}: line {line}: ")
+        } else {
+            format!("{FILE}: line {line}: key \"{key}\": ")
+        };
+        assert!(
+            err.starts_with(&want),
+            "{to:?}: {err:?} should start with {want:?}"
+        );
+    }
+
+    // The quarantine's retention_months, the second of the two in the sample.
+    let at = sample.rfind("retention_months = 30").unwrap();
+    let text = format!(
+        "{}retention_months = 12{}",
+        &sample[..at],
+        &sample[at + 21..]
+    );
+    let line = sample[..at].matches('\n').count() + 1;
+    let err = error(&text);
+    assert!(
+        err.starts_with(&format!(
+            "{FILE}: line {line}: key \"quarantine.retention_months\": "
+        )),
+        "{err}"
+    );
+}
+
+/// `pec check-config` prints that error and exits 1; the intact sample exits 0.
+#[test]
+fn check_config_exits_1_on_a_broken_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let path = dir.path().join("pec.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pec"))
+            .args(["check-config", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path,
+        )
+    };
+    let (code, out, _, path) = run(config::example());
+    assert_eq!(code, Some(0));
+    assert_eq!(out, format!("{}: ok\n", path.display()));
+    let broken = config::example().replacen("interval = \"1m\"", "interval = \"1 minute\"", 1);
+    let line = broken[..broken.find("interval = \"1 minute\"").unwrap()]
+        .matches('\n')
+        .count()
+        + 1;
+    let (code, _, err, path) = run(&broken);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        format!(
+            "{}: line {line}: key \"timers.interval\": invalid duration \"1 minute\"\n",
+            path.display()
+        )
+    );
 }

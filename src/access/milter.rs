@@ -67,7 +67,13 @@ fn set_reply(reply: &mut indymilter::SmtpReply, r: &Reply) {
 
 /// The milter callbacks bound to one access point.
 pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
-    let hard_limit = ap.policy.hard_size_limit;
+    callbacks_current(Arc::new(crate::reload::Current::new(ap)))
+}
+
+/// The milter callbacks bound to the access point in use in `current` (swapped by a
+/// configuration reload; each message uses the one in use when its body starts).
+pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> Callbacks<Session> {
+    let for_body = Arc::clone(&current);
     Callbacks::new()
         .on_negotiate(|cx, _, _| {
             Box::pin(async move {
@@ -115,6 +121,7 @@ pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
             })
         })
         .on_body(move |cx, chunk| {
+            let hard_limit = for_body.get().policy.hard_size_limit;
             Box::pin(async move {
                 if let Some(s) = cx.data.as_mut() {
                     if s.body.len() as u64 + chunk.len() as u64 > hard_limit {
@@ -127,7 +134,7 @@ pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
             })
         })
         .on_eom(move |cx| {
-            let ap = Arc::clone(&ap);
+            let ap = current.get();
             Box::pin(async move { eom(cx, ap).await })
         })
         .on_abort(|cx| {
@@ -165,11 +172,24 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         },
         message,
     };
-    match ap.decide(submission.clone()).await {
+    let span = tracing::info_span!(
+        "access",
+        queue_id = submission.queue_id.as_deref().unwrap_or("-"),
+        msgid = tracing::field::Empty
+    );
+    let started = std::time::Instant::now();
+    let decision = {
+        use tracing::Instrument;
+        ap.decide(submission.clone()).instrument(span.clone()).await
+    };
+    crate::metrics::latency(crate::metrics::Role::Access, started.elapsed());
+    record(&decision);
+    match decision {
         Decision::Wrap(envelope) => match rewrite(cx, &session, &envelope).await {
             Ok(()) => Status::Accept,
             Err(e) => {
-                warn!(error = %e, "cannot rewrite the queued message: tempfail");
+                warn!(parent: &span, error = %e, "cannot rewrite the queued message: tempfail");
+                crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
                 set_reply(
                     &mut cx.reply,
                     &Reply {
@@ -211,6 +231,32 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         Decision::Tempfail(r) => {
             set_reply(&mut cx.reply, &r);
             Status::Tempfail
+        }
+    }
+}
+
+/// The metrics of one decision.
+fn record(decision: &Decision) {
+    use crate::metrics::{message, tempfail, Role};
+    match decision {
+        Decision::Wrap(_) => message(Role::Access, "submission", "accepted"),
+        Decision::LogRequest(_) => message(Role::Access, "log-request", "accepted"),
+        Decision::Refused(_) => message(Role::Access, "submission", "refused"),
+        Decision::Reject(_) => message(Role::Access, "submission", "rejected"),
+        Decision::Tempfail(r) => {
+            message(Role::Access, "submission", "tempfail");
+            let cause = if r.text.contains("antivirus") {
+                "antivirus"
+            } else if r.text.contains("firma") {
+                "signer"
+            } else if r.text.contains("archivio") {
+                "store"
+            } else if r.text.contains("avviso") {
+                "reinjection"
+            } else {
+                "internal"
+            };
+            tempfail(Role::Access, cause);
         }
     }
 }
@@ -284,4 +330,19 @@ pub async fn run(
         ..Config::default()
     };
     indymilter::run(listener, callbacks(ap), config, shutdown).await
+}
+
+/// Runs the milter on `listener` until `shutdown` completes, with the access point in use
+/// in `current`.
+pub async fn run_current(
+    listener: TcpListener,
+    current: Arc<crate::reload::Current<AccessPoint>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let config = Config {
+        actions: Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY,
+        max_connections: 200,
+        ..Config::default()
+    };
+    indymilter::run(listener, callbacks_current(current), config, shutdown).await
 }

@@ -164,6 +164,7 @@ impl AccessPoint {
         };
         let at = self.clock.now();
         let pec_id = self.ids.next_id(at);
+        tracing::Span::current().record("msgid", pec_id.as_str());
 
         let (login2, from2) = (login.clone(), s.mail_from.clone());
         let authorised = match self

@@ -388,7 +388,49 @@ impl DeliveryPoint {
 
 impl LmtpHandler for DeliveryPoint {
     fn deliver<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, Vec<Reply>> {
-        Box::pin(DeliveryPoint::deliver(self, tx))
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "delivery",
+            queue_id = crate::metrics::received_queue_id(&tx.data)
+                .as_deref()
+                .unwrap_or("-"),
+            msgid = envelope_id(&tx.data).as_deref().unwrap_or("-")
+        );
+        Box::pin(
+            async move {
+                let started = std::time::Instant::now();
+                let replies = DeliveryPoint::deliver(self, tx).await;
+                crate::metrics::latency(crate::metrics::Role::Delivery, started.elapsed());
+                let pec = envelope_id(&tx.data).is_some();
+                for reply in &replies {
+                    record(pec, reply);
+                }
+                replies
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The metrics of one recipient's reply (notices are counted by the 250 we give for them).
+fn record(pec: bool, reply: &Reply) {
+    use crate::metrics::{message, tempfail, Role::Delivery};
+    let kind = if pec { "transport_envelope" } else { "other" };
+    match reply.class() {
+        2 if reply.text.contains("Non-delivery") => message(Delivery, kind, "not_delivered"),
+        2 => message(Delivery, kind, "delivered"),
+        4 => {
+            message(Delivery, kind, "tempfail");
+            tempfail(
+                Delivery,
+                if reply.text.contains("PEC notice") || reply.text.contains("Store") {
+                    "pec"
+                } else {
+                    "dovecot"
+                },
+            );
+        }
+        _ => message(Delivery, kind, "failed"),
     }
 }
 

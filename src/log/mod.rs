@@ -479,16 +479,23 @@ pub async fn daily_sealer(
             })
             .await;
             match result {
-                Ok(Ok(Some(seal))) => tracing::info!(
+                Ok(Ok(Some(seal))) => {
+                    crate::metrics::seal(true);
+                    tracing::info!(
                     day = %seal.day, records = seal.count, timestamped = seal.tst.is_some(),
                     "legal log day sealed"
-                ),
+                    )
+                }
                 Ok(Ok(None)) => {}
                 Ok(Err(LogError::Usage(_))) => {} // not closed long enough yet
                 Ok(Err(e)) => {
+                    crate::metrics::seal(false);
                     tracing::error!(day = %day, error = %e, "cannot seal the legal log")
                 }
-                Err(e) => tracing::error!(error = %e, "sealing task failed"),
+                Err(e) => {
+                    crate::metrics::seal(false);
+                    tracing::error!(error = %e, "sealing task failed")
+                }
             }
         }
         tokio::select! {

@@ -227,7 +227,11 @@ impl AfterQueue {
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
         let msgid = envelope_id(&tx.data);
         let shown = msgid.as_deref().unwrap_or("-");
-        match self.process(tx, msgid.as_deref()).await {
+        let started = std::time::Instant::now();
+        let result = self.process(tx, msgid.as_deref()).await;
+        crate::metrics::latency(crate::metrics::Role::Filter, started.elapsed());
+        record(&result);
+        match result {
             Ok(outcome) => {
                 if let Some((pec_id, receipt)) = &outcome.acceptance {
                     info!(queue_id, msgid = %pec_id, receipt = %receipt, "after queue: acceptance receipt emitted");
@@ -1103,7 +1107,64 @@ fn one_line(s: &str) -> String {
 
 impl FilterHandler for AfterQueue {
     fn handle<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, FilterReply> {
-        Box::pin(self.filter(tx))
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "filter",
+            queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+            msgid = envelope_id(&tx.data).as_deref().unwrap_or("-")
+        );
+        Box::pin(self.filter(tx).instrument(span))
+    }
+}
+
+/// The metrics of one transaction of the after-queue filter.
+fn record(result: &Result<Outcome, AfterQueueError>) {
+    use crate::metrics::{message, tempfail, Role::Filter};
+    match result {
+        Ok(outcome) => {
+            if outcome.acceptance.is_some() {
+                message(Filter, "acceptance_receipt", "emitted");
+            }
+            match &outcome.local {
+                None => message(Filter, "relay", "passed_on"),
+                Some(Local::TakenInCharge { .. }) => {
+                    message(Filter, "transport_envelope", "taken_in_charge")
+                }
+                Some(Local::Virus { .. }) => message(Filter, "transport_envelope", "virus"),
+                Some(Local::Receipt { kind, consumed, .. }) => message(
+                    Filter,
+                    kind.as_str(),
+                    if *consumed { "consumed" } else { "delivered" },
+                ),
+                Some(Local::NotPec { anomaly, .. }) => message(
+                    Filter,
+                    "not_pec",
+                    if anomaly.is_some() {
+                        "anomaly"
+                    } else {
+                        "forwarded"
+                    },
+                ),
+            }
+        }
+        Err(AfterQueueError::Inject(InjectError::Permanent { .. })) => {
+            message(Filter, "message", "rejected")
+        }
+        Err(AfterQueueError::Infected(_)) => message(Filter, "not_pec", "virus_refused"),
+        Err(AfterQueueError::Refused(_)) => message(Filter, "not_pec", "refused"),
+        Err(e) => {
+            message(Filter, "message", "tempfail");
+            tempfail(
+                Filter,
+                match e {
+                    AfterQueueError::Store(_) => "store",
+                    AfterQueueError::Build(_) => "signer",
+                    AfterQueueError::Antivirus(_) => "antivirus",
+                    AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => "reinjection",
+                    _ => "internal",
+                },
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::sqlite::{Export, PurgeReport, SealRecord, VerifyReport};
+use super::sqlite::{Export, Health, PurgeReport, SealRecord, VerifyReport};
 use super::{LogEvent, PgStore, SqliteStore, Store, StoreError};
 use crate::config::{StoreBackend, StoreConfig};
 use crate::message::time::Instant;
@@ -56,6 +56,14 @@ pub trait LogStore: Store {
     }
     /// Which store this is, for messages (`sqlite:PATH`, `postgres://HOST/DB`).
     fn describe(&self) -> String;
+    /// The health figures of `pec status` and of the metrics endpoint.
+    fn health(&self) -> Result<Health, StoreError>;
+    /// The PEC domains added with `pec domain add`, sorted.
+    fn extra_domains(&self) -> Result<Vec<String>, StoreError>;
+    /// Adds a PEC domain (lower-cased); `false` when it was already there.
+    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError>;
+    /// Removes a PEC domain added with [`LogStore::add_domain`]; `false` when absent.
+    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError>;
 }
 
 impl LogStore for SqliteStore {
@@ -95,6 +103,18 @@ impl LogStore for SqliteStore {
     }
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path().display())
+    }
+    fn health(&self) -> Result<Health, StoreError> {
+        SqliteStore::health(self)
+    }
+    fn extra_domains(&self) -> Result<Vec<String>, StoreError> {
+        SqliteStore::extra_domains(self)
+    }
+    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError> {
+        SqliteStore::add_domain(self, domain, at)
+    }
+    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError> {
+        SqliteStore::remove_domain(self, domain)
     }
 }
 

@@ -32,7 +32,8 @@ use super::chain::{ChainRecord, GENESIS};
 use super::ledger::LogStore;
 use super::sqlite::{
     add_months, cert_recipients, decode_record, encode_kind, parse_state, recipients_json,
-    state_str, timeout_columns, Export, Problem, PurgeReport, SealRecord, VerifyReport,
+    state_str, timeout_columns, Export, Health, LastSeal, Problem, PurgeReport, SealRecord,
+    VerifyReport,
 };
 use super::{
     Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
@@ -1650,6 +1651,99 @@ impl LogStore for PgStore {
 
     fn describe(&self) -> String {
         self.shown.clone()
+    }
+
+    fn health(&self) -> Result<Health, StoreError> {
+        self.read(|c| {
+            Box::pin(async move {
+                let count = |n: i64| u64::try_from(n).unwrap_or(0);
+                let row = c
+                    .query_one(
+                        "SELECT
+                           (SELECT COUNT(*) FROM tracking
+                             WHERE state IN ('sent', 'taken-in-charge') AND notice24_id IS NULL),
+                           (SELECT COUNT(*) FROM quarantine),
+                           (SELECT COUNT(*) FROM events),
+                           (SELECT MIN(at) FROM events)",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg("health"))?;
+                let last_seal = c
+                    .query_opt(
+                        "SELECT day, from_at, sealed_at, tst IS NOT NULL FROM seals
+                         ORDER BY day DESC LIMIT 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg("health: last seal"))?
+                    .map(|r| LastSeal {
+                        day: r.get(0),
+                        from_at: r.get(1),
+                        sealed_at: r.get(2),
+                        timestamped: r.get(3),
+                    });
+                let index = c
+                    .query_opt(
+                        "SELECT fetched_at, source, providers FROM provider_index WHERE id = 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg("health: index"))?
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), count(r.get(2))));
+                Ok(Health {
+                    pending_timers: count(row.get(0)),
+                    quarantined: count(row.get(1)),
+                    log_records: count(row.get(2)),
+                    oldest_record_at: row.get(3),
+                    last_seal,
+                    index,
+                })
+            })
+        })
+    }
+
+    fn extra_domains(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            Box::pin(async move {
+                Ok(c.query("SELECT domain FROM domains ORDER BY domain", &[])
+                    .await
+                    .map_err(pg("domains"))?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect())
+            })
+        })
+    }
+
+    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError> {
+        let domain = domain.to_ascii_lowercase();
+        self.write("add domain", move |tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "INSERT INTO domains (domain, added_at) VALUES ($1, $2)
+                         ON CONFLICT (domain) DO NOTHING",
+                        &[&domain, &at],
+                    )
+                    .await
+                    .map_err(pg("add domain"))?;
+                Ok(n == 1)
+            })
+        })
+    }
+
+    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError> {
+        let domain = domain.to_ascii_lowercase();
+        self.write("remove domain", move |tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute("DELETE FROM domains WHERE domain = $1", &[&domain])
+                    .await
+                    .map_err(pg("remove domain"))?;
+                Ok(n == 1)
+            })
+        })
     }
 }
 

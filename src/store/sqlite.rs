@@ -31,9 +31,11 @@ use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Ti
 use crate::message::time::Instant;
 
 mod legal;
+mod ops;
 mod requests;
 pub(super) use legal::decode as decode_record;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
+pub use ops::{Health, LastSeal};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -270,6 +272,13 @@ CREATE TABLE log_requests (
 ) STRICT;
 -- The rate limit counts an owner's recent requests.
 CREATE INDEX log_requests_owner_at ON log_requests (owner, at);
+"#,
+    // Version 8: PEC domains added with `pec domain add`, served besides provider.domains.
+    r#"
+CREATE TABLE domains (
+    domain   TEXT PRIMARY KEY,         -- PEC domain, lower case
+    added_at INTEGER NOT NULL          -- unix seconds
+) STRICT;
 "#,
 ];
 

@@ -45,7 +45,7 @@ trap cleanup EXIT
 
 export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
 provider_up "$work/a" pec.example.it it
-a_submission=$submission a_smtp=$smtp a_imap=$imap
+a_submission=$submission a_smtp=$smtp a_imap=$imap a_conf=$conf a_pid=$pec_pid
 DOVECOT_QUOTA=40K provider_up "$work/b" pec.example.net net
 b_smtp=$smtp b_imap=$imap
 postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
@@ -138,4 +138,31 @@ if got != want:
     print("want", want, "got", got, file=sys.stderr)
     sys.exit(1)
 PY
+e2e_log "metrics: the traffic shows on both providers' endpoints"
+metric_at_least() { # WORK SAMPLE MIN
+  local v
+  v=$(provider_metric "$1" "$2")
+  /usr/bin/python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' "$v" "$3" \
+    || e2e_fail "metrics of $1: $2 is $v, expected at least $3"
+}
+metric_at_least "$work/a" 'pec_messages_total{role="access",kind="submission",outcome="accepted"}' 1
+metric_at_least "$work/a" 'pec_messages_total{role="filter",kind="acceptance_receipt",outcome="emitted"}' 1
+metric_at_least "$work/a" 'pec_latency_seconds_count{role="access"}' 1
+metric_at_least "$work/b" 'pec_messages_total{role="filter",kind="transport_envelope",outcome="taken_in_charge"}' 1
+metric_at_least "$work/b" 'pec_messages_total{role="delivery",kind="transport_envelope",outcome="delivered"}' 2
+metric_at_least "$work/b" 'pec_messages_total{role="delivery",kind="transport_envelope",outcome="not_delivered"}' 1
+metric_at_least "$work/b" 'pec_latency_seconds_count{role="delivery"}' 1
+metric_at_least "$work/a" 'pec_up' 1
+
+e2e_log "SIGHUP: provider A reloads its configuration"
+kill -HUP "$a_pid"
+wait_for_file_match "$work/a/pec.log" "configuration reloaded" 30
+metric_at_least "$work/a" 'pec_config_reloads_total{outcome="ok"}' 1
+grep -Eq '^.*delivery\{queue_id="[0-9A-F]+" msgid="opec' "$work/b/pec.log" \
+  || e2e_fail "the delivery point's log lines do not carry the queue id and the PEC msgid"
+
+e2e_log "pec status of provider A"
+SOFTHSM2_CONF=$a_conf PEC_E2E_PIN=1234 "$pec" status -c "$work/a/pec.toml" >&2 \
+  || e2e_fail "pec status reports a problem on provider A"
+
 echo "delivery_receipts: PASS"

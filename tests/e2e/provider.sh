@@ -29,7 +29,11 @@
 #                        PROVIDER_NODE gives each its node number), else in a private
 #                        PostgreSQL 15 started in WORK/pg (tests/e2e/lib_pg.sh) and stopped
 #                        by provider_down.
+#                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
+# provider_metric WORK SAMPLE
+#                        prints the value of SAMPLE (name and labels, as on the endpoint,
+#                        e.g. 'pec_up') from WORK's metrics endpoint; 0 when absent.
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
 _provider_cert_sha1() { openssl x509 -in "$1" -outform DER | sha1sum | cut -d' ' -f1 | tr a-f A-F; }
@@ -66,10 +70,10 @@ provider_up() {
   pec=${PEC_BIN:-$root/target/debug/pec}
   pki=${PROVIDER_PKI:-$work/pki}
   name=$(provider_name_of "$domain")
-  mapfile -t ports < <(e2e_free_ports 9)
+  mapfile -t ports < <(e2e_free_ports 10)
   submission=${ports[0]} smtp=${ports[1]} reinject=${ports[2]} filter=${ports[3]}
   milter=${ports[4]} lmtp=${ports[5]} imap=${ports[6]} clamd_port=${ports[7]}
-  delivery=${ports[8]}
+  delivery=${ports[8]} metrics_port=${ports[9]}
   local postfix_lmtp=$lmtp
   if [ "${PROVIDER_LMTP_PROXY:-0}" = 1 ]; then postfix_lmtp=$delivery; fi
 
@@ -152,7 +156,11 @@ reinject = "127.0.0.1:$reinject"
 listen = "127.0.0.1:$delivery"
 dovecot = "127.0.0.1:$lmtp"
 reinject = "127.0.0.1:$reinject"
+
+[metrics]
+listen = "127.0.0.1:$metrics_port"
 EOF
+  echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     "$pec" index sync -c "$work/pec.toml" >/dev/null
@@ -182,4 +190,11 @@ provider_down() {
     . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib_pg.sh"
     pg_stop "$work/pg" >/dev/null 2>&1 || true
   fi
+}
+
+provider_metric() {
+  local work=$1 sample=$2
+  /usr/bin/python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+    "http://127.0.0.1:$(cat "$work/metrics.port")/metrics" |
+    awk -v s="$sample" 'index($0, s " ") == 1 { v = $2 } END { print (v == "" ? 0 : v) }'
 }

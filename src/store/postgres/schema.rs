@@ -193,4 +193,28 @@ CREATE TABLE leases (
     until  BIGINT NOT NULL
 );
 "#,
+    // Version 7: owner self-service requests (log::request).
+    r#"
+CREATE TABLE log_requests (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    at         BIGINT NOT NULL,
+    from_at    BIGINT,
+    to_at      BIGINT,
+    problem    TEXT,
+    subject    TEXT NOT NULL,
+    queue_id   TEXT,
+    reply_id   TEXT,
+    replied_at BIGINT
+);
+CREATE INDEX log_requests_owner_at ON log_requests (owner, at);
+"#,
+    // Version 8: PEC domains added with `pec domain add`, served besides provider.domains.
+    r#"
+CREATE TABLE domains (
+    domain   TEXT PRIMARY KEY,
+    added_at BIGINT NOT NULL
+);
+"#,
 ];

@@ -1,0 +1,724 @@
+//! The operator's commands: `pec check-config --live`, `pec status`, `pec keys` and
+//! `pec domain add|list|remove`. Each prints one line per check and returns the exit code.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use openssl::x509::X509;
+
+use crate::config::{Config, Endpoint, Settings};
+use crate::crypto::Signer;
+use crate::message::time::{Clock, Instant, SystemClock};
+use crate::store::{ledger, LogStore};
+
+/// How long each network check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Days before the signing certificate's expiry from which `pec keys` and `pec status`
+/// warn.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok(String),
+    /// Works, but needs attention soon (does not fail the command).
+    Warn(String),
+    Failed(String),
+}
+
+impl Verdict {
+    fn word(&self) -> &'static str {
+        match self {
+            Verdict::Ok(_) => "ok",
+            Verdict::Warn(_) => "WARNING",
+            Verdict::Failed(_) => "FAILED",
+        }
+    }
+    fn text(&self) -> &str {
+        match self {
+            Verdict::Ok(t) | Verdict::Warn(t) | Verdict::Failed(t) => t,
+        }
+    }
+    pub fn failed(&self) -> bool {
+        matches!(self, Verdict::Failed(_))
+    }
+}
+
+/// Prints the checks as `name: ok|WARNING|FAILED: detail`; 1 when any failed, else 0.
+pub fn report(checks: &[(String, Verdict)]) -> i32 {
+    for (name, v) in checks {
+        println!("{name}: {}: {}", v.word(), v.text());
+    }
+    i32::from(checks.iter().any(|(_, v)| v.failed()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// A TCP connection with the check timeout, to `host:port`.
+fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    use std::net::ToSocketAddrs;
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last = format!("no address for {host}");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, CHECK_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_read_timeout(Some(CHECK_TIMEOUT));
+                let _ = s.set_write_timeout(Some(CHECK_TIMEOUT));
+                return Ok(s);
+            }
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// A connected stream, TCP or Unix, with the check timeout.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Conn {
+    fn open(endpoint: &Endpoint) -> Result<Conn, String> {
+        match endpoint {
+            Endpoint::Inet { host, port } => connect(host, *port).map(Conn::Tcp),
+            Endpoint::Unix(path) => {
+                let s = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let _ = s.set_read_timeout(Some(CHECK_TIMEOUT));
+                let _ = s.set_write_timeout(Some(CHECK_TIMEOUT));
+                Ok(Conn::Unix(s))
+            }
+        }
+    }
+    fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Unix(s) => s,
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Reads one SMTP/LMTP reply (all its lines); returns the code and the last line.
+fn read_reply(s: &mut dyn ReadWrite) -> Result<(u16, String), String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = s.read(&mut byte).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf.push(byte[0]);
+        if buf.ends_with(b"\n") {
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            buf.clear();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return Ok((code, line));
+            }
+        }
+        if buf.len() > 4096 {
+            return Err("reply line too long".into());
+        }
+    }
+}
+
+/// Greeting, then `LHLO`/`EHLO`, then `QUIT`: the server speaks (L|E)SMTP.
+fn smtp_hello(endpoint: &Endpoint, verb: &str) -> Verdict {
+    let mut conn = match Conn::open(endpoint) {
+        Ok(c) => c,
+        Err(e) => return Verdict::Failed(format!("{endpoint}: cannot connect: {e}")),
+    };
+    let s = conn.stream();
+    let result = (|| {
+        let (code, line) = read_reply(s)?;
+        if code != 220 {
+            return Err(format!("greeting: {line}"));
+        }
+        s.write_all(format!("{verb} pec-check\r\n").as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        let (code, line) = read_reply(s)?;
+        if code != 250 {
+            return Err(format!("{verb}: {line}"));
+        }
+        let _ = s.write_all(b"QUIT\r\n");
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Verdict::Ok(format!("{endpoint}: answers {verb}")),
+        Err(e) => Verdict::Failed(format!("{endpoint}: {e}")),
+    }
+}
+
+/// The signing key: opens it (PKCS#11 login) and signs a test message.
+fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
+    let signer = match crate::serve::open_signer(config) {
+        Ok(s) => s,
+        Err(e) => return (None, Verdict::Failed(e.to_string())),
+    };
+    match crate::crypto::sign_attached(&*signer, b"pec check-config --live\r\n", SystemClock.now())
+    {
+        Ok(der) => {
+            let subject = certificate(signer.certificate_der())
+                .map(|c| c.subject)
+                .unwrap_or_default();
+            (
+                Some(signer),
+                Verdict::Ok(format!(
+                    "test signature made ({} bytes) by {subject}",
+                    der.len()
+                )),
+            )
+        }
+        Err(e) => (
+            Some(signer),
+            Verdict::Failed(format!("test signature: {e}")),
+        ),
+    }
+}
+
+fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
+    match ledger::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
+        Ok((s, h)) => {
+            let text = format!("{}: {} legal log records", s.describe(), h.log_records);
+            (Some(s), Verdict::Ok(text))
+        }
+        Err(e) => (None, Verdict::Failed(e.to_string())),
+    }
+}
+
+fn check_clamd(settings: &Settings) -> Verdict {
+    let addr = match &settings.clamd {
+        Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
+        Endpoint::Unix(p) => format!("unix:{}", p.display()),
+    };
+    let clamd = match crate::antivirus::Clamd::new(&addr, CHECK_TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => return Verdict::Failed(e),
+    };
+    match rt.block_on(clamd.ping()) {
+        Ok(()) => Verdict::Ok(format!("{addr}: PONG")),
+        Err(e) => Verdict::Failed(format!("{addr}: {e}")),
+    }
+}
+
+fn check_index(config: &Config, settings: &Settings) -> Verdict {
+    match &settings.index_source {
+        Some(source) => {
+            let rt = match runtime() {
+                Ok(r) => r,
+                Err(e) => return Verdict::Failed(e),
+            };
+            let name = source.name();
+            let fetched = rt.block_on(async {
+                tokio::time::timeout(CHECK_TIMEOUT * 6, source.fetch())
+                    .await
+                    .map_err(|_| "timed out".to_string())?
+                    .map_err(|e| e.to_string())
+            });
+            match fetched.and_then(|ldif| {
+                crate::index::sync::check(ldif, &name, None, config.index.force, SystemClock.now())
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(c) => Verdict::Ok(format!(
+                    "{name}: {} providers (not stored: `pec index sync` stores)",
+                    c.stored.providers
+                )),
+                Err(e) => Verdict::Failed(format!("{name}: {e}")),
+            }
+        }
+        None => match crate::index::ProviderIndex::load_ldif(&config.index.ldif) {
+            Ok(i) => Verdict::Ok(format!(
+                "{}: {} providers (no ldap_url or signed_ldif: the file is the index)",
+                config.index.ldif.display(),
+                i.providers().len()
+            )),
+            Err(e) => Verdict::Failed(e.to_string()),
+        },
+    }
+}
+
+/// `pec check-config --live`: the offline checks passed; reaches each outside system.
+pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
+    let settings = match config.settings() {
+        Ok(s) => s,
+        Err(e) => return vec![("configuration".into(), Verdict::Failed(e.to_string()))],
+    };
+    let mut checks = vec![
+        ("signing key".to_string(), check_signer(config).1),
+        ("store".to_string(), check_store(config).1),
+        ("clamd".to_string(), check_clamd(&settings)),
+        (
+            "dovecot lmtp".to_string(),
+            smtp_hello(&settings.delivery.dovecot, "LHLO"),
+        ),
+    ];
+    let mut reinject = vec![
+        settings.access.reinject.clone(),
+        settings.filter.reinject.clone(),
+        settings.delivery.reinject.clone(),
+    ];
+    reinject.dedup();
+    for r in reinject {
+        checks.push(("postfix reinjection".to_string(), smtp_hello(&r, "EHLO")));
+    }
+    checks.push(("provider index".to_string(), check_index(config, &settings)));
+    checks
+}
+
+/// What `pec keys` shows of a certificate.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub sha256: String,
+    pub sha1: String,
+}
+
+fn name(n: &openssl::x509::X509NameRef) -> String {
+    n.entries()
+        .map(|e| {
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn asn1_time(t: &openssl::asn1::Asn1TimeRef) -> Option<DateTime<Utc>> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    let d = epoch.diff(t).ok()?;
+    DateTime::from_timestamp(i64::from(d.days) * 86_400 + i64::from(d.secs), 0)
+}
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Reads a DER certificate.
+pub fn certificate(der: &[u8]) -> Result<CertInfo, String> {
+    let c = X509::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+    let digest = |md| {
+        c.digest(md)
+            .map(|d| colon_hex(&d))
+            .map_err(|e| e.to_string())
+    };
+    Ok(CertInfo {
+        subject: name(c.subject_name()),
+        issuer: name(c.issuer_name()),
+        serial: c
+            .serial_number()
+            .to_bn()
+            .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
+            .map_err(|e| e.to_string())?,
+        not_before: asn1_time(c.not_before()).ok_or("unreadable notBefore")?,
+        not_after: asn1_time(c.not_after()).ok_or("unreadable notAfter")?,
+        sha256: digest(openssl::hash::MessageDigest::sha256())?,
+        sha1: digest(openssl::hash::MessageDigest::sha1())?,
+    })
+}
+
+/// The validity of the signing certificate at `now`.
+fn expiry(info: &CertInfo, now: DateTime<Utc>, warn_days: i64) -> Verdict {
+    let left = info.not_after - now;
+    let until = info.not_after.to_rfc3339();
+    if now < info.not_before {
+        Verdict::Failed(format!(
+            "not valid yet (from {})",
+            info.not_before.to_rfc3339()
+        ))
+    } else if left.num_seconds() <= 0 {
+        Verdict::Failed(format!("expired on {until}"))
+    } else if left.num_days() < warn_days {
+        Verdict::Warn(format!(
+            "expires in {} days ({until}): renew it and publish the new certificate",
+            left.num_days()
+        ))
+    } else {
+        Verdict::Ok(format!("valid until {until} ({} days)", left.num_days()))
+    }
+}
+
+/// The signing certificate against the provider index: it must be listed, for our
+/// provider name.
+fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdict {
+    let loaded = match store {
+        Some(s) => {
+            crate::index::sync::load_current(s, &config.index.ldif).map_err(|e| e.to_string())
+        }
+        None => crate::index::ProviderIndex::load_ldif(&config.index.ldif)
+            .map(|i| (i, config.index.ldif.display().to_string()))
+            .map_err(|e| e.to_string()),
+    };
+    let (index, from) = match loaded {
+        Ok(v) => v,
+        Err(e) => return Verdict::Failed(format!("cannot load the index: {e}")),
+    };
+    match index.trust().find(der) {
+        None => Verdict::Failed(format!(
+            "not in the provider index ({from}): publish it (`pec index publish`) before using it"
+        )),
+        Some(t) => match &t.provider {
+            Some(p) if p.name == config.provider.name => {
+                Verdict::Ok(format!("listed for \"{}\" ({from})", p.name))
+            }
+            Some(p) => Verdict::Failed(format!(
+                "listed for \"{}\", not for provider.name \"{}\" ({from})",
+                p.name, config.provider.name
+            )),
+            None => Verdict::Failed(format!("listed without a provider record ({from})")),
+        },
+    }
+}
+
+/// `pec keys`: the signing certificate, its validity and its index entry.
+pub fn keys(config: &Config, warn_days: i64) -> i32 {
+    let signer = match crate::serve::open_signer(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec keys: {e}");
+            return 2;
+        }
+    };
+    let der = signer.certificate_der().to_vec();
+    let info = match certificate(&der) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("pec keys: signing certificate: {e}");
+            return 2;
+        }
+    };
+    println!("subject: {}", info.subject);
+    println!("issuer: {}", info.issuer);
+    println!("serial: {}", info.serial);
+    println!("not before: {}", info.not_before.to_rfc3339());
+    println!("not after: {}", info.not_after.to_rfc3339());
+    println!("SHA-256 fingerprint: {}", info.sha256);
+    println!("SHA-1 fingerprint: {}", info.sha1);
+    let store = ledger::open(&config.store).ok();
+    let checks = vec![
+        ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
+        (
+            "provider index".to_string(),
+            in_index(config, store.as_deref(), &der),
+        ),
+    ];
+    report(&checks)
+}
+
+fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3_600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+/// Whether something listens on a role's TCP endpoint.
+fn listening(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Inet { host, port } => connect(host, *port).is_ok(),
+        Endpoint::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+    }
+}
+
+/// `GET /metrics` on the endpoint: the body, when it answers 200.
+pub fn scrape(endpoint: &Endpoint) -> Result<String, String> {
+    let Endpoint::Inet { host, port } = endpoint else {
+        return Err("not a TCP endpoint".into());
+    };
+    let mut s = connect(host, *port)?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    if !status.contains(" 200") {
+        return Err(format!("answered \"{status}\""));
+    }
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// `pec status`: the health of the installation, from the store, the signing key and the
+/// running service.
+pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
+    let settings = match config.settings() {
+        Ok(s) => s,
+        Err(e) => return vec![("configuration".into(), Verdict::Failed(e.to_string()))],
+    };
+    let mut checks = Vec::new();
+    let (store, v) = check_store(config);
+    checks.push(("store".to_string(), v));
+    let health = store.as_ref().and_then(|s| s.health().ok());
+
+    // Seals: the day before yesterday at the latest (yesterday is sealed during the
+    // first hour of today), once the log has records that old.
+    if let Some(h) = &health {
+        let today = crate::log::legal_day(now);
+        let due = today - chrono::Days::new(2);
+        let (due_start, _) = crate::log::day_bounds(due);
+        let verdict = match &h.last_seal {
+            Some(s) => {
+                let text = format!(
+                    "last sealed day {} (sealed {} ago{})",
+                    s.day,
+                    age(now.unix() - s.sealed_at),
+                    if s.timestamped {
+                        ", time-stamped"
+                    } else {
+                        ", no time stamp"
+                    }
+                );
+                let behind = crate::log::parse_day(&s.day).is_some_and(|d| d < due);
+                if behind && h.oldest_record_at.is_some_and(|o| o < due_start + 86_400) {
+                    Verdict::Failed(format!("{text}: days up to {due} are not sealed"))
+                } else {
+                    Verdict::Ok(text)
+                }
+            }
+            None if h.oldest_record_at.is_some_and(|o| o < due_start + 86_400) => {
+                Verdict::Failed(format!("no day sealed, records since {due} or before"))
+            }
+            None => Verdict::Ok("no day to seal yet".into()),
+        };
+        checks.push(("legal log seals".to_string(), verdict));
+
+        let verdict = match &h.index {
+            Some((fetched_at, source, providers)) => {
+                let a = now.unix() - fetched_at;
+                let text = format!(
+                    "{providers} providers from {source}, fetched {} ago",
+                    age(a)
+                );
+                let limit = 2 * settings.index_refresh.as_secs() as i64 + 3_600;
+                if settings.index_source.is_some() && a > limit {
+                    Verdict::Failed(format!(
+                        "{text}: older than twice index.refresh, the refresh is failing"
+                    ))
+                } else {
+                    Verdict::Ok(text)
+                }
+            }
+            None if settings.index_source.is_some() => Verdict::Failed(format!(
+                "never synchronised: the file {} is in use (run `pec index sync`)",
+                config.index.ldif.display()
+            )),
+            None => Verdict::Ok(format!("from the file {}", config.index.ldif.display())),
+        };
+        checks.push(("provider index".to_string(), verdict));
+        checks.push((
+            "timers".to_string(),
+            Verdict::Ok(format!(
+                "{} certified recipients waiting for a receipt",
+                h.pending_timers
+            )),
+        ));
+        checks.push((
+            "quarantine".to_string(),
+            Verdict::Ok(format!("{} messages", h.quarantined)),
+        ));
+    }
+
+    let v = match crate::serve::open_signer(config) {
+        Ok(s) => match certificate(s.certificate_der()) {
+            Ok(info) => {
+                let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
+                expiry(&info, at, EXPIRY_WARNING_DAYS)
+            }
+            Err(e) => Verdict::Failed(e),
+        },
+        Err(e) => Verdict::Failed(e.to_string()),
+    };
+    checks.push(("signing certificate".to_string(), v));
+
+    let roles = [
+        ("access.listen", &settings.access.listen),
+        ("filter.listen", &settings.filter.listen),
+        ("delivery.listen", &settings.delivery.listen),
+    ];
+    let down: Vec<String> = roles
+        .iter()
+        .filter(|(_, e)| !listening(e))
+        .map(|(k, e)| format!("{k} {e}"))
+        .collect();
+    let serving = down.len() < roles.len();
+    checks.push((
+        "pec serve".to_string(),
+        if down.is_empty() {
+            Verdict::Ok("milter, filter and LMTP listeners answer".into())
+        } else if serving {
+            Verdict::Failed(format!("not listening: {}", down.join(", ")))
+        } else {
+            Verdict::Failed("not running (no listener answers)".into())
+        },
+    ));
+    if let Some(m) = &settings.metrics {
+        let v = match scrape(m) {
+            Ok(body) if body.lines().any(|l| l == "pec_up 1") => Verdict::Ok(format!("{m}: up")),
+            Ok(_) => Verdict::Failed(format!("{m}: answers, but without pec_up 1")),
+            Err(e) if serving => Verdict::Failed(format!("{m}: {e}")),
+            Err(e) => Verdict::Warn(format!("{m}: {e} (pec serve is not running)")),
+        };
+        checks.push(("metrics endpoint".to_string(), v));
+    }
+    checks
+}
+
+/// The Postfix lines for the served domains.
+fn postfix_lines(domains: &[String]) -> String {
+    format!(
+        "postconf -e 'virtual_mailbox_domains = {}'\npostfix reload",
+        domains.join(", ")
+    )
+}
+
+/// `pec domain add DOMAIN`.
+pub fn domain_add(config: &Config, domain: &str) -> i32 {
+    let domain = domain.trim().to_ascii_lowercase();
+    if !crate::config::valid_domain(&domain) {
+        eprintln!("pec domain add: invalid domain \"{domain}\"");
+        return 2;
+    }
+    if config.provider.domains.contains(&domain) {
+        eprintln!("pec domain add: {domain} is already in provider.domains of the configuration");
+        return 1;
+    }
+    let store = match ledger::open(&config.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec domain add: {e}");
+            return 2;
+        }
+    };
+    match store.add_domain(&domain, SystemClock.now().unix()) {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("pec domain add: {domain} is already served");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("pec domain add: {e}");
+            return 2;
+        }
+    }
+    println!("added {domain}");
+    domain_next_steps(config, &*store)
+}
+
+/// `pec domain remove DOMAIN`.
+pub fn domain_remove(config: &Config, domain: &str) -> i32 {
+    let domain = domain.trim().to_ascii_lowercase();
+    if config.provider.domains.contains(&domain) {
+        eprintln!(
+            "pec domain remove: {domain} is in provider.domains of the configuration: remove it there"
+        );
+        return 1;
+    }
+    let store = match ledger::open(&config.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec domain remove: {e}");
+            return 2;
+        }
+    };
+    match store.remove_domain(&domain) {
+        Ok(true) => {
+            println!("removed {domain}");
+            domain_next_steps(config, &*store)
+        }
+        Ok(false) => {
+            eprintln!("pec domain remove: {domain} was not added with pec domain add");
+            1
+        }
+        Err(e) => {
+            eprintln!("pec domain remove: {e}");
+            2
+        }
+    }
+}
+
+fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
+    let domains = match crate::serve::served_domains(config, store) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pec domain: {e}");
+            return 2;
+        }
+    };
+    println!("PEC domains served now: {}", domains.join(", "));
+    println!("Apply on the Postfix host:");
+    println!("{}", postfix_lines(&domains));
+    println!("then reload pec serve (systemctl reload pec, i.e. SIGHUP) and publish the");
+    println!("provider record with the new managedDomains (pec index publish).");
+    0
+}
+
+/// `pec domain list`.
+pub fn domain_list(config: &Config) -> i32 {
+    let store = match ledger::open(&config.store) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pec domain list: {e}");
+            return 2;
+        }
+    };
+    let extra = match store.extra_domains() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pec domain list: {e}");
+            return 2;
+        }
+    };
+    for d in &config.provider.domains {
+        println!("{d}\t(configuration)");
+    }
+    for d in extra
+        .iter()
+        .filter(|d| !config.provider.domains.contains(d))
+    {
+        println!("{d}\t(pec domain add)");
+    }
+    0
+}
+
+/// The configuration for an operator command; prints the error itself (exit 2).
+pub fn load(path: &Path) -> Result<Config, i32> {
+    crate::config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        2
+    })
+}

@@ -1,0 +1,116 @@
+//! Atomic configuration swap for `pec serve` (SIGHUP): each role's front end (milter,
+//! content filter, LMTP proxy) asks a [`Current`] cell for the role object at the start of
+//! every transaction, so a reload replaces the whole object at once. A transaction in
+//! progress finishes with the object it started with.
+//!
+//! What a reload can change and what needs a restart is listed by [`restart_only`].
+
+use std::sync::{Arc, RwLock};
+
+use crate::config::Config;
+use crate::delivery::lmtp::{LmtpHandler, Reply, Transaction as LmtpTransaction};
+use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
+use crate::BoxFuture;
+
+/// The role object in use, swapped whole by a reload.
+pub struct Current<T>(RwLock<Arc<T>>);
+
+impl<T> Current<T> {
+    pub fn new(value: Arc<T>) -> Self {
+        Current(RwLock::new(value))
+    }
+
+    /// The object in use now.
+    pub fn get(&self) -> Arc<T> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces it; transactions that already hold the old one finish with it.
+    pub fn set(&self, value: Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
+impl<T: FilterHandler> FilterHandler for Current<T> {
+    fn handle<'a>(&'a self, tx: &'a Transaction) -> BoxFuture<'a, FilterReply> {
+        let current = self.get();
+        Box::pin(async move { current.handle(tx).await })
+    }
+}
+
+impl<T: LmtpHandler> LmtpHandler for Current<T> {
+    fn deliver<'a>(&'a self, tx: &'a LmtpTransaction) -> BoxFuture<'a, Vec<Reply>> {
+        let current = self.get();
+        Box::pin(async move { current.deliver(tx).await })
+    }
+}
+
+/// The keys whose change a reload cannot apply (listeners are bound, the signer, the store
+/// and the index refresh are opened once): `(key, old value, new value)` for each that
+/// differs between `running` and `new`. A reload applies everything else and keeps these
+/// at their running values until a restart.
+pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |key: &str, differs: bool| {
+        if differs {
+            changed.push(key.to_string());
+        }
+    };
+    check("signing", running.signing != new.signing);
+    check("store", running.store != new.store);
+    check("index", running.index != new.index);
+    check("access.listen", running.access.listen != new.access.listen);
+    check("filter.listen", running.filter.listen != new.filter.listen);
+    check(
+        "filter.max_size",
+        running.filter.max_size != new.filter.max_size,
+    );
+    check(
+        "delivery.listen",
+        running.delivery.listen != new.delivery.listen,
+    );
+    check("log", running.log != new.log);
+    check("metrics", running.metrics != new.metrics);
+    changed
+}
+
+/// `new` with the restart-only keys of [`restart_only`] put back to their `running`
+/// values: what a reload applies.
+pub fn applicable(running: &Config, new: &Config) -> Config {
+    let mut c = new.clone();
+    c.signing = running.signing.clone();
+    c.store = running.store.clone();
+    c.index = running.index.clone();
+    c.access.listen = running.access.listen.clone();
+    c.filter.listen = running.filter.listen.clone();
+    c.filter.max_size = running.filter.max_size.clone();
+    c.delivery.listen = running.delivery.listen.clone();
+    c.log = running.log.clone();
+    c.metrics = running.metrics.clone();
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_applies_all_but_the_restart_only_keys() {
+        let running = crate::config::parse(crate::config::example(), "sample").unwrap();
+        let text = crate::config::example()
+            .replacen("max_recipients = 500", "max_recipients = 7", 1)
+            .replacen(
+                "listen = \"inet:127.0.0.1:10030\"",
+                "listen = \"inet:127.0.0.1:10031\"",
+                1,
+            )
+            .replacen("path = \"/var/lib/pec/pec.db\"", "path = \"/tmp/x.db\"", 1);
+        let new = crate::config::parse(&text, "new").unwrap();
+        assert_eq!(restart_only(&running, &new), ["store", "access.listen"]);
+        let applied = applicable(&running, &new);
+        assert_eq!(applied.access.max_recipients, 7);
+        assert_eq!(applied.access.listen, running.access.listen);
+        assert_eq!(applied.store, running.store);
+        assert!(restart_only(&running, &applied).is_empty());
+    }
+}
