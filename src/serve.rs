@@ -163,10 +163,14 @@ pub async fn run(
         tcp(&settings.access.reinject, "access.reinject")?,
         helo.clone(),
     ));
-    let filter_injector = Arc::new(SmtpInjector::new(
+    // One pool of reinjection connections per listener, shared by the roles: every kept
+    // connection holds one of the listener's smtpd processes (master.cf maxproc), and
+    // separate pools could keep them all, leaving a new connection without a greeting.
+    let filter_injector = shared_injector(
+        &access_injector,
         tcp(&settings.filter.reinject, "filter.reinject")?,
-        helo.clone(),
-    ));
+        &helo,
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     // The sealer reads a whole day (up to millions of records): its own connection, so
@@ -216,10 +220,11 @@ pub async fn run(
     // The reception and delivery points use the index as loaded at start; the access point
     // follows refreshes through the handle.
     let snapshot = index.current();
-    let delivery_injector = Arc::new(SmtpInjector::new(
+    let delivery_injector = shared_injector(
+        &access_injector,
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
-        helo.clone(),
-    ));
+        &helo,
+    );
     let dovecot = match &settings.delivery.dovecot {
         Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
         inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
@@ -388,6 +393,16 @@ async fn refresh_index(
                 "provider index: the stored copy does not parse, keeping the current one: {e}"
             ),
         }
+    }
+}
+
+/// `existing` when it reaches `addr` (one connection pool per listener), else a new
+/// injector.
+fn shared_injector(existing: &Arc<SmtpInjector>, addr: String, helo: &str) -> Arc<SmtpInjector> {
+    if existing.addr() == addr {
+        existing.clone()
+    } else {
+        Arc::new(SmtpInjector::new(addr, helo.to_string()))
     }
 }
 
