@@ -24,6 +24,8 @@
 #                        delivery point (LMTP proxy) listens there and forwards to Dovecot's
 #                        LMTP ($lmtp); Postfix delivers to Dovecot directly unless
 #                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
+#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s");
+#                        PROVIDER_STORE puts the store elsewhere than WORK/pec.sqlite.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
@@ -109,11 +111,12 @@ key_label = "signer"
 pin_env = "PEC_E2E_PIN"
 
 [store]
-path = "$work/pec.sqlite"
+path = "${PROVIDER_STORE:-$work/pec.sqlite}"
 
 [index]
 ldif = "$work/index.ldif"
 $index_ldap
+${PROVIDER_INDEX_EXTRA:-}
 
 [antivirus]
 clamd = "tcp:127.0.0.1:$clamd_port"
