@@ -32,7 +32,9 @@ target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
-  tests/e2e/timers.sh tests/e2e/index.sh)
+  tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/proof.sh tests/e2e/faults.sh)
+# proof.sh: PROOF_N transactions (1,000 here; PROOF_N=10000 is the full proof, by hand);
+# faults.sh: 400 transactions through 20 kill -9 of pec serve and five other faults.
 # The reception test includes a load run: 2,000 envelopes between the two providers, none lost.
 export RECEPTION_LOAD_N=${RECEPTION_LOAD_N:-2000}
 passed=0 failed=0

@@ -14,7 +14,7 @@
 #                        until alice holds 2N messages (acceptance + delivery receipt each)
 #                        and bob N, and both Postfix queues are empty.
 # proof_consumed WORK    how many presa in carico A's filter consumed (its log).
-# proof_audit WORK ACCEPTED [VERIFY_SAMPLE]
+# proof_audit WORK ACCEPTED [VERIFY_SAMPLE [AUDIT_OPTION...]]
 #                        exports both legal logs, runs tests/e2e/audit.py check (the spec §8
 #                        invariants, mailboxes and logs), and `pec log verify` on both.
 
@@ -82,7 +82,8 @@ proof_audit() {
     --sender-maildir "$alice_md" --recipient-maildir "$bob_md" --recipient bob@pec.example.net \
     --log-a "$work/a/legal.json" --log-b "$work/b/legal.json" \
     --empty "$ricevute_a_md" --empty "$ricevute_b_md" \
-    --pec "$pec" --trust "$work/pki/it.pem" --trust "$work/pki/net.pem" --verify-sample "$sample" || rc=1
+    --pec "$pec" --trust "$work/pki/it.pem" --trust "$work/pki/net.pem" --verify-sample "$sample" \
+    "${@:4}" || rc=1
   # The hash chain and every seal's signature must verify; the test providers have no TSA,
   # so their seals of the (empty) past days are reported "not time-stamped", and only that
   # is tolerated.
