@@ -115,7 +115,7 @@ t0=${EPOCHREALTIME}
   --to bob@pec.example.net --count "$n" --concurrency "$concurrency" --size 4096 \
   --maildir "$alice_md" --maildir "$bob_md" --expect $((3 * n)) --deadline $((300 + n)) \
   --accepted "$w/accepted" --tag bench >/dev/null
-e2e_poll 120 eval '[ "$(proof_consumed "$w")" -ge "$n" ]' || e2e_fail "A consumed only $(proof_consumed "$w") presa in carico"
+e2e_poll 120 proof_consumed_at_least "$w" "$n" || e2e_fail "A consumed only $(proof_consumed "$w") presa in carico"
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 cpu_snapshot "$w/cpu1.json"

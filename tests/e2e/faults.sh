@@ -176,7 +176,7 @@ cat "$work/load.out" >&2
 accepted=$(wc -l < "$work/accepted")
 [ "$accepted" -eq "$n" ] || e2e_fail "$accepted of $n submissions accepted"
 proof_wait_settled "$work" "$n" 300
-e2e_poll 60 eval '[ "$(proof_consumed "$work")" -ge "$n" ]' ||
+e2e_poll 60 proof_consumed_at_least "$work" "$n" ||
   e2e_fail "A consumed $(proof_consumed "$work") presa in carico, expected $n"
 
 e2e_log "audit: nothing lost, nothing false, nothing twice"

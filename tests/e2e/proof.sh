@@ -52,7 +52,7 @@ t0=${EPOCHREALTIME}
 [ "$(wc -l < "$work/accepted")" -eq "$n" ] || e2e_fail "only $(wc -l < "$work/accepted") of $n submissions accepted"
 proof_wait_settled "$work" "$n" $((60 + n / 5))
 t1=${EPOCHREALTIME}
-e2e_poll 60 eval '[ "$(proof_consumed "$work")" -ge "$n" ]' ||
+e2e_poll 60 proof_consumed_at_least "$work" "$n" ||
   e2e_fail "A consumed $(proof_consumed "$work") presa in carico, expected $n"
 consumed=$(proof_consumed "$work")
 [ "$consumed" -eq "$n" ] || e2e_fail "A consumed $consumed presa in carico, expected $n"

@@ -13,7 +13,8 @@
 # proof_wait_settled WORK N DEADLINE
 #                        until alice holds 2N messages (acceptance + delivery receipt each)
 #                        and bob N, and both Postfix queues are empty.
-# proof_consumed WORK    how many presa in carico A's filter consumed (its log).
+# proof_consumed WORK    how many presa in carico A's filter consumed (its log);
+#                        proof_consumed_at_least WORK N: whether N or more.
 # proof_audit WORK ACCEPTED [VERIFY_SAMPLE [AUDIT_OPTION...]]
 #                        exports both legal logs, runs tests/e2e/audit.py check (the spec §8
 #                        invariants, mailboxes and logs), and `pec log verify` on both.
@@ -71,6 +72,8 @@ proof_wait_settled() {
 proof_consumed() {
   sed 's/\x1b\[[0-9;]*m//g' "$1/a/pec.log" | grep -c "presa-in-carico received" || true
 }
+
+proof_consumed_at_least() { [ "$(proof_consumed "$1")" -ge "$2" ]; }
 
 proof_audit() {
   local work=$1 accepted=$2 sample=${3:-50} p pec=${PEC_BIN:-$E2E_REPO/target/debug/pec} rc=0
