@@ -194,10 +194,14 @@ fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
         tcp(&settings.access.reinject, "access.reinject")?,
         helo.clone(),
     ));
-    let filter_injector = Arc::new(SmtpInjector::new(
+    // One pool of reinjection connections per listener, shared by the roles: every kept
+    // connection holds one of the listener's smtpd processes (master.cf maxproc), and
+    // separate pools could keep them all, leaving a new connection without a greeting.
+    let filter_injector = shared_injector(
+        &access_injector,
         tcp(&settings.filter.reinject, "filter.reinject")?,
-        helo.clone(),
-    ));
+        &helo,
+    );
     let ap = Arc::new(AccessPoint {
         policy: Policy {
             limits: Limits {
@@ -231,10 +235,11 @@ fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
             settings.timers_interval,
         )
     });
-    let delivery_injector = Arc::new(SmtpInjector::new(
+    let delivery_injector = shared_injector(
+        &access_injector,
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
-        helo.clone(),
-    ));
+        &helo,
+    );
     let dovecot = match &settings.delivery.dovecot {
         Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
         inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
@@ -619,6 +624,16 @@ async fn refresh_index(
                 "provider index: the stored copy does not parse, keeping the current one: {e}"
             ),
         }
+    }
+}
+
+/// `existing` when it reaches `addr` (one connection pool per listener), else a new
+/// injector.
+fn shared_injector(existing: &Arc<SmtpInjector>, addr: String, helo: &str) -> Arc<SmtpInjector> {
+    if existing.addr() == addr {
+        existing.clone()
+    } else {
+        Arc::new(SmtpInjector::new(addr, helo.to_string()))
     }
 }
 

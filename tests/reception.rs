@@ -1435,3 +1435,61 @@ async fn refusals_and_forwards_of_mail_that_is_not_pec_are_logged() {
         .contains("inoltrato a bob.rossi@example.org"));
     assert_eq!(events[2].reason.as_deref(), Some("PEC-Test-Virus"));
 }
+
+#[tokio::test]
+async fn an_envelope_handed_over_again_gets_no_second_presa_in_carico() {
+    // Postfix hands the same envelope over again when we crashed after taking it in charge
+    // but before it read our 250 (or the sender's provider sent it twice after its own
+    // crash): the envelope is passed on again, but no second presa in carico is issued or
+    // logged.
+    let r = rx(Provider::B);
+    let (env, _) = envelope_a_to_b(&fixture("contratto.eml"));
+    let data = env.to_bytes();
+    let local = ["bob@pec.example.net", "dave@pec.example.net"];
+    assert_eq!(
+        r.run("alice@pec.example.it", &local, &data).await,
+        FilterReply::Accept
+    );
+    assert_eq!(r.sent().len(), 2);
+    assert_eq!(
+        r.run("alice@pec.example.it", &local, &data).await,
+        FilterReply::Accept
+    );
+    let sent = r.sent();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2].rcpt_to, local);
+    assert_eq!(sent[2].message, data);
+    let kinds = |id| {
+        r.store
+            .events_for(id)
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.label())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(A_ID), vec!["PresaInCarico"]);
+
+    // Taken in charge for bob only (dave was not a recipient of that transaction): the
+    // next hand-over takes dave in charge, and only dave, and delivers to both.
+    let r = rx(Provider::B);
+    assert_eq!(
+        r.run("alice@pec.example.it", &local[..1], &data).await,
+        FilterReply::Accept
+    );
+    assert_eq!(
+        r.run("alice@pec.example.it", &local, &data).await,
+        FilterReply::Accept
+    );
+    let sent = r.sent();
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    match r.classify(&sent[2]) {
+        Classification::Receipt(Ricevuta::PresaInCarico, m) => {
+            assert_eq!(m.daticert.ricezione, vec!["dave@pec.example.net"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sent[3].rcpt_to, local);
+    let events = r.store.events_for(A_ID).unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events.iter().all(|e| e.kind.label() == "PresaInCarico"));
+}

@@ -137,6 +137,9 @@ pub enum Local {
         anomaly: Option<String>,
         forwarded: Vec<String>,
     },
+    /// Valid transport envelope already taken in charge for every local recipient (a
+    /// retry after a crash, or a second copy): passed on again, no second presa in carico.
+    AlreadyTakenInCharge { pec_id: String },
 }
 
 /// The after-queue filter handler: acceptance receipts after queue, then the reception
@@ -597,6 +600,31 @@ impl AfterQueue {
             });
         }
 
+        // A retry after a crash (we took the envelope in charge, then died before Postfix
+        // read our 250), or the same envelope handed over twice by the sender's provider
+        // after its own crash: the recipients already taken in charge get no second presa
+        // in carico; the envelope is passed on again (the delivery point emits no second
+        // delivery receipt either).
+        let store = self.store.clone();
+        let (id, all) = (pec_id.clone(), local.to_vec());
+        let fresh: Vec<String> = blocking(move || -> Result<Vec<String>, StoreError> {
+            let mut fresh = Vec::new();
+            for r in all {
+                if !store.is_verified(&id, &r)? {
+                    fresh.push(r);
+                }
+            }
+            Ok(fresh)
+        })
+        .await??;
+        if fresh.is_empty() {
+            info!(queue_id, msgid = %pec_id, "reception: transport envelope already taken in charge: no second presa in carico, passed on again");
+            self.pass_on(tx, local).await?;
+            passed_on.extend(local.iter().cloned());
+            return Ok(Local::AlreadyTakenInCharge { pec_id });
+        }
+        let (all_local, local) = (local, &fresh[..]);
+
         let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
         let receipt = self
             .build(move |b| b.take_charge(&c, now, &taken, &to))
@@ -633,8 +661,8 @@ impl AfterQueue {
             info!(queue_id, msgid = %pec_id, tracking_updated = moved, "reception: same provider: our presa in carico recorded directly");
         }
         info!(queue_id, msgid = %pec_id, receipt = %receipt.message_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
-        self.pass_on(tx, local).await?;
-        passed_on.extend(local.iter().cloned());
+        self.pass_on(tx, all_local).await?;
+        passed_on.extend(all_local.iter().cloned());
         Ok(Local::TakenInCharge {
             pec_id,
             receipt_id: receipt.message_id,
@@ -1129,6 +1157,9 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                 None => message(Filter, "relay", "passed_on"),
                 Some(Local::TakenInCharge { .. }) => {
                     message(Filter, "transport_envelope", "taken_in_charge")
+                }
+                Some(Local::AlreadyTakenInCharge { .. }) => {
+                    message(Filter, "transport_envelope", "already_taken_in_charge")
                 }
                 Some(Local::Virus { .. }) => message(Filter, "transport_envelope", "virus"),
                 Some(Local::Receipt { kind, consumed, .. }) => message(

@@ -54,8 +54,11 @@ impl Default for ClientTimeouts {
     }
 }
 
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 16;
+/// Idle connections kept for reuse. Each one holds one of the listener's smtpd processes
+/// (Postfix's master.cf `maxproc`, 20 in our snippet, 10 in the test harness): with more
+/// kept than the listener runs, a new connection would wait for a greeting that never
+/// comes. Keep this well below the listener's `maxproc`.
+pub const MAX_IDLE: usize = 4;
 /// A kept connection idle longer than this is closed instead of reused (Postfix's smtpd
 /// drops idle clients after 300 s).
 const MAX_IDLE_TIME: Duration = Duration::from_secs(60);

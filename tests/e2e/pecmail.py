@@ -18,6 +18,11 @@
       Submits N messages of about BYTES bytes over C parallel authenticated connections, then
       waits until DIR (a Maildir, new/ + cur/) holds N+… = --expect messages in all. Prints
       "seconds=<time from the first submission until the last delivery>". Exit 1 on timeout.
+      Subjects are "load TAG.K" (TAG: --tag, default the pid; K: 0..N-1). --rate R paces the
+      submissions at R per second in all; --retry retries temporary refusals (4xx) and lost
+      connections until the deadline, marking the retried subject ".rATTEMPT"; --accepted
+      FILE writes "SUBJECT<TAB>START<TAB>END" (epoch seconds around each accepted
+      submission) and adds "submitted=… retries=…" to the output. --expect 0: no wait.
 
   pecmail.py instream --port N [--host H] [--timeout S] FILE
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
@@ -147,43 +152,102 @@ def maildir_count(paths):
 
 
 def cmd_load(a):
+    import queue
     import threading
 
     body = ("x" * 75 + "\r\n") * max(1, a.size // 77)
-    errors = []
-    per = [a.count // a.concurrency + (1 if i < a.count % a.concurrency else 0) for i in range(a.concurrency)]
-
-    def worker(i, n):
-        try:
-            smtp = smtplib.SMTP(a.host, a.port, timeout=120)
-            smtp.ehlo("pecmail.load")
-            smtp.user, smtp.password = a.user, a.password
-            smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
-            for j in range(n):
-                msg = (
-                    f"From: {getattr(a, 'from')}\r\nTo: {', '.join(a.to)}\r\nSubject: load {i}.{j}\r\n"
-                    f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
-                    f"Message-ID: <load.{i}.{j}.{os.getpid()}@pecmail.test>\r\n\r\n{body}"
-                )
-                smtp.sendmail(getattr(a, "from"), a.to, msg.encode())
-            smtp.quit()
-        except Exception as e:  # reported below; the count check fails too
-            errors.append(f"worker {i}: {e}")
-
+    errors, accepted, lock = [], [], threading.Lock()
+    todo = queue.Queue()
+    for k in range(a.count):
+        todo.put(k)
+    tag = a.tag or f"{os.getpid()}"
     t0 = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate(per)]
+    wall0 = time.time()
+
+    def connect():
+        smtp = smtplib.SMTP(a.host, a.port, timeout=120)
+        smtp.ehlo("pecmail.load")
+        smtp.user, smtp.password = a.user, a.password
+        smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
+        return smtp
+
+    def worker(i):
+        smtp = None
+        while True:
+            try:
+                k = todo.get_nowait()
+            except queue.Empty:
+                break
+            if a.rate:
+                # Paced: message k leaves at t0 + k / rate, whichever worker takes it.
+                delay = t0 + k / a.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            attempt = 0
+            while True:
+                subject = f"load {tag}.{k}" + (f".r{attempt}" if attempt else "")
+                msg = (
+                    f"From: {getattr(a, 'from')}\r\nTo: {', '.join(a.to)}\r\nSubject: {subject}\r\n"
+                    f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
+                    f"Message-ID: <load.{tag}.{k}.{attempt}@pecmail.test>\r\n\r\n{body}"
+                )
+                start = time.time()
+                try:
+                    if smtp is None:
+                        smtp = connect()
+                    smtp.sendmail(getattr(a, "from"), a.to, msg.encode())
+                    with lock:
+                        accepted.append((subject, start, time.time()))
+                    break
+                except (smtplib.SMTPException, OSError) as e:
+                    code = getattr(e, "smtp_code", None)
+                    if code is None and isinstance(e, smtplib.SMTPRecipientsRefused):
+                        code = min(c for c, _ in e.recipients.values())
+                    permanent = code is not None and 500 <= code < 600
+                    try:
+                        if smtp is not None:
+                            smtp.close()
+                    except (smtplib.SMTPException, OSError):
+                        pass
+                    smtp = None
+                    if permanent or not a.retry or time.monotonic() > t0 + a.deadline:
+                        with lock:
+                            errors.append(f"worker {i}, message {k}: {e}")
+                        break
+                    # A temporary refusal (4xx) or a lost connection: what a mail client does
+                    # is try again a little later.
+                    attempt += 1
+                    with lock:
+                        retried[0] += 1
+                    time.sleep(0.2)
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+
+    retried = [0]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(a.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    t_sent = time.monotonic()
+    if a.accepted:
+        with open(a.accepted, "w") as f:
+            for subject, start, end in sorted(accepted, key=lambda x: x[1]):
+                f.write(f"{subject}\t{start:.6f}\t{end:.6f}\n")
     if errors:
         die("; ".join(errors[:3]))
     deadline = t0 + a.deadline
-    while maildir_count(a.maildir) < a.expect:
+    while a.expect and maildir_count(a.maildir) < a.expect:
         if time.monotonic() > deadline:
             die(f"only {maildir_count(a.maildir)} of {a.expect} messages delivered in {a.deadline} s")
         time.sleep(0.02)
     print(f"seconds={time.monotonic() - t0:.3f}")
+    if a.accepted:
+        print(f"submitted={len(accepted)} retries={retried[0]} submit_seconds={t_sent - t0:.3f} "
+              f"start={wall0:.6f}")
 
 
 def cmd_instream(a):
@@ -255,6 +319,10 @@ def main():
     l.add_argument("--maildir", action="append", required=True)
     l.add_argument("--expect", type=int, required=True)
     l.add_argument("--deadline", type=float, default=600)
+    l.add_argument("--rate", type=float, help="paced: messages per second in all (default: as fast as possible)")
+    l.add_argument("--retry", action="store_true", help="retry temporary refusals and lost connections")
+    l.add_argument("--accepted", help="write each accepted message's subject and submission times here")
+    l.add_argument("--tag", help="marks the subjects and Message-IDs (default: the process id)")
     l.set_defaults(func=cmd_load)
     c = sub.add_parser("instream", help="scan a file with clamd INSTREAM")
     c.add_argument("--host", default="127.0.0.1")

@@ -28,7 +28,9 @@
 #                        PROVIDER_PG_URL when set (several nodes of one provider share it;
 #                        PROVIDER_NODE gives each its node number), else in a private
 #                        PostgreSQL 15 started in WORK/pg (tests/e2e/lib_pg.sh) and stopped
-#                        by provider_down.
+#                        by provider_down. PROVIDER_STORE_PATH puts a SQLite store
+#                        elsewhere than WORK/pec.sqlite.
+#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
@@ -103,7 +105,7 @@ provider_up() {
   postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
-  local store_conf="path = \"$work/pec.sqlite\""
+  local store_conf="path = \"${PROVIDER_STORE_PATH:-$work/pec.sqlite}\""
   if [ "${PROVIDER_STORE:-sqlite}" = pg ]; then
     local pg_url=${PROVIDER_PG_URL:-}
     if [ -z "$pg_url" ]; then
@@ -138,6 +140,7 @@ $store_conf
 [index]
 ldif = "$work/index.ldif"
 $index_ldap
+${PROVIDER_INDEX_EXTRA:-}
 
 [antivirus]
 clamd = "tcp:127.0.0.1:$clamd_port"

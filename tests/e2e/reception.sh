@@ -154,7 +154,7 @@ postfix_wait_queue_empty "$work/b/postfix" 120
 # or refused; none is left in a queue and none was lost.
 to_filter=$(log_count "$work/b/postfix/maillog" "relay=127\.0\.0\.1\[127\.0\.0\.1\]:$b_filter.*status=sent")
 bounced=$(log_count "$work/b/postfix/maillog" "relay=127\.0\.0\.1\[127\.0\.0\.1\]:$b_filter.*status=bounced")
-handled=$(log_count "$work/b/pec.log" "reception: (TakenInCharge|Virus|Receipt|NotPec) \{|after queue: passed through")
+handled=$(log_count "$work/b/pec.log" "reception: (TakenInCharge|Virus|Receipt|NotPec|AlreadyTakenInCharge) \{|after queue: passed through")
 taken=$(log_count "$work/b/pec.log" "transport envelope taken in charge")
 consumed=$(log_count "$work/a/pec.log" "presa-in-carico received.*tracking_updated=1")
 bob_total=$(count "$b_imap" bob@pec.example.net)

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# End-to-end PEC throughput and latency between two providers on this machine, as ratios
+# against plain mail measured in the same run:
+#
+#   baseline  N plain messages A-user → B-user through two Postfix + Dovecot instances with
+#             no pec (submission at A, SMTP to B, LMTP into B's Dovecot): N deliveries;
+#   pec       N complete PEC transactions alice@pec.example.it → bob@pec.example.net
+#             (tests/e2e/proof_lib.sh: milter and after-queue filter at A, reception point
+#             and LMTP proxy at B, clamd, SoftHSM2): the envelope to bob, the acceptance
+#             and the delivery receipt to alice, and B's presa in carico, which A's filter
+#             consumes: four deliveries per transaction, so 0.25 is the ceiling set by
+#             Postfix and Dovecot.
+#
+# The pec run is timed from the first submission until alice holds N acceptances and N
+# delivery receipts, bob N envelopes and A consumed N presa in carico; then, once both
+# queues are empty, the audit of tests/e2e/audit.py checks that every transaction is
+# complete once. ratio = (N / t_pec) / (N / t_baseline).
+#
+# Latency: then N_LAT (default N/2) more transactions paced at half the measured PEC rate
+# (BENCH_LAT_RATE overrides it): submission → acceptance in alice's Maildir and submission
+# → delivery receipt in alice's Maildir, p50 / p90 / p99.
+#
+# Usage: benches/pec_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$root/tests/e2e/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$root/tests/e2e/provider.sh"
+# shellcheck source=tests/e2e/proof_lib.sh
+. "$root/tests/e2e/proof_lib.sh"
+
+n=${1:-1000}
+concurrency=${2:-20}
+export PEC_BIN=${PEC_BIN:-$root/target/release/pec}
+[ -x "$PEC_BIN" ] || { echo "pec_e2e bench: build first: cargo build --release" >&2; exit 2; }
+mail=("$E2E_PYTHON" "$root/tests/e2e/pecmail.py")
+
+work=$(e2e_tmpdir)
+cleanup() {
+  status=$?
+  proof_pair_down "$work/pec"
+  for b in a b; do
+    postfix_stop "$work/base/$b/postfix" >/dev/null 2>&1 || true
+    dovecot_stop "$work/base/$b/dovecot" >/dev/null 2>&1 || true
+  done
+  [ "$status" -eq 0 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
+  exit "$status"
+}
+trap cleanup EXIT
+
+# Baseline: the same topology without pec.
+mkdir -p "$work/base/a" "$work/base/b"
+mapfile -t p < <(e2e_free_ports 7)
+dovecot_start "$work/base/a/dovecot" "${p[0]}" "${p[1]}"
+dovecot_start "$work/base/b/dovecot" "${p[2]}" "${p[3]}"
+postfix_start --sasl-path "$work/base/a/dovecot/run/auth-postfix" "$work/base/a/postfix" base-a \
+  "${p[4]}" "${p[5]}" "" "" "" "${p[0]}" pec.example.it
+postfix_start "$work/base/b/postfix" base-b "" "${p[6]}" "" "" "" "${p[2]}" pec.example.net
+postfix_route "$work/base/a/postfix" pec.example.net "127.0.0.1:${p[6]}"
+e2e_log "baseline: $n plain messages, concurrency $concurrency"
+base=$("${mail[@]}" load --port "${p[4]}" --user alice@pec.example.it --from alice@pec.example.it \
+  --to bob@pec.example.net --count "$n" --concurrency "$concurrency" --size 4096 \
+  --maildir "$work/base/b/dovecot/mail/pec.example.net/bob" --expect "$n" | sed -n 's/^seconds=//p')
+for b in a b; do
+  postfix_stop "$work/base/$b/postfix" >/dev/null
+  dovecot_stop "$work/base/$b/dovecot" >/dev/null
+done
+
+# CPU seconds (user + system) of a daemon and all its processes, live and reaped, by role:
+# where the time of the pec run goes.
+cpu_snapshot() { # OUT
+  local w=$work/pec
+  "$E2E_PYTHON" - "$1" \
+    "pec-a=$(cat "$w/a/pec.pid")" "pec-b=$(cat "$w/b/pec.pid")" \
+    "postfix-a=$(cat "$w/a/postfix/spool/pid/master.pid")" "postfix-b=$(cat "$w/b/postfix/spool/pid/master.pid")" \
+    "dovecot-a=$(cat "$w/a/dovecot/pid")" "dovecot-b=$(cat "$w/b/dovecot/pid")" \
+    "clamd-a=$(cat "$w/a/clamd/pid")" "clamd-b=$(cat "$w/b/clamd/pid")" <<'PY'
+import json, os, sys
+hz = os.sysconf("SC_CLK_TCK")
+stat = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stat[int(d)] = (int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
+kids = {}
+for pid, (ppid, _, _) in stat.items():
+    kids.setdefault(ppid, []).append(pid)
+out = {}
+for arg in sys.argv[2:]:
+    name, pid = arg.split("=")
+    pid = int(pid.strip())
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stat:
+            total += stat[p][1] + stat[p][2]
+        todo += kids.get(p, [])
+    out[name] = total / hz
+json.dump(out, open(sys.argv[1], "w"))
+PY
+}
+
+# PEC.
+PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work/pec"
+w=$work/pec
+cpu_snapshot "$w/cpu0.json"
+e2e_log "pec: $n transactions, concurrency $concurrency"
+t0=${EPOCHREALTIME}
+"${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
+  --to bob@pec.example.net --count "$n" --concurrency "$concurrency" --size 4096 \
+  --maildir "$alice_md" --maildir "$bob_md" --expect $((3 * n)) --deadline $((300 + n)) \
+  --accepted "$w/accepted" --tag bench >/dev/null
+e2e_poll 120 proof_consumed_at_least "$w" "$n" || e2e_fail "A consumed only $(proof_consumed "$w") presa in carico"
+t1=${EPOCHREALTIME}
+pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
+cpu_snapshot "$w/cpu1.json"
+proof_wait_settled "$w" "$n" 120
+proof_audit "$w" "$w/accepted" 20 > "$w/audit.out" || { cat "$w/audit.out" >&2; e2e_fail "audit failed"; }
+
+python3 - "$n" "$base" "$pec_t" <<'PY'
+import sys
+n, base, pec = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+print(f"baseline (plain, Postfix A -> Postfix B -> Dovecot): {n} messages in {base:.2f} s = {n / base:.1f} msg/s")
+print(f"pec (envelope, acceptance, presa in carico, delivery receipt): {n} transactions in {pec:.2f} s = {n / pec:.1f} transactions/s")
+print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.25: four deliveries per transaction; target 0.2)")
+PY
+
+"$E2E_PYTHON" - "$w/cpu0.json" "$w/cpu1.json" "$pec_t" "$n" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+t, n = float(sys.argv[3]), int(sys.argv[4])
+d = {k: b[k] - a[k] for k in a}
+tot = sum(d.values())
+print(f"cpu during the pec run ({t:.1f} s wall, 2 cores = {2 * t:.1f} cpu-s available): {tot:.1f} cpu-s by these daemons")
+for k, v in sorted(d.items(), key=lambda x: -x[1]):
+    print(f"  {k:10s} {v:7.1f} cpu-s  {100 * v / tot:5.1f} %  {1000 * v / n:6.2f} ms per transaction")
+PY
+
+# Latency at half the measured rate.
+n_lat=${BENCH_LAT_N:-$((n / 2))}
+rate=${BENCH_LAT_RATE:-$(awk -v n="$n" -v t="$pec_t" 'BEGIN { printf "%.2f", n / t / 2 }')}
+e2e_log "latency: $n_lat transactions paced at $rate/s"
+"${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
+  --to bob@pec.example.net --count "$n_lat" --concurrency "$concurrency" --size 4096 --rate "$rate" \
+  --maildir "$alice_md" --expect 0 --accepted "$w/accepted-lat" --tag lat >/dev/null
+proof_wait_settled "$w" $((n + n_lat)) $((120 + n_lat))
+echo "latency at $rate transactions/s (half the rate above), $n_lat transactions:"
+"$E2E_PYTHON" "$root/tests/e2e/audit.py" latency --accepted "$w/accepted-lat" --sender-maildir "$alice_md"

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# End to end, faults under load: while FAULTS_N PEC transactions (default 400) go from A's
+# alice to B's bob (tests/e2e/proof_lib.sh: two providers, B's store on a small tmpfs, the
+# index from a real slapd refreshed every second), paced at FAULTS_RATE per second (default
+# 5) over 20 connections that retry temporary refusals as a mail client does:
+#
+#   1. `kill -9` of `pec serve` FAULTS_KILLS times (default 20), A and B in turn, each after a
+#      random number (1..6) of further deliveries, restarting it at once;
+#   2. B's Dovecot stopped until B's delivery point has answered Postfix 4xx for it;
+#   3. B's clamd stopped until B's reception point has failed to scan;
+#   4. slapd stopped until both providers' index refresh has failed;
+#   5. A's HSM key gone (its object file moved out of the SoftHSM2 token) until signing has
+#      failed; then the file is put back and `pec serve` restarted (SoftHSM2 reads its token
+#      directory at initialisation only);
+#   6. B's store disk full (the tmpfs filled) until a store write has failed; then freed.
+#
+# Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
+# hit the mail path. Afterwards, once the queues are empty: every accepted submission is
+# complete — alice holds its acceptance and its delivery receipt, bob its envelope, the legal
+# logs exactly one BustaTrasporto, one Accettazione, one PresaInCarico and one Consegna for
+# it (tests/e2e/audit.py) — no receipt exists for a message never accepted, every message in
+# the mailboxes verifies (pec verify), and `pec log verify` passes on both providers.
+# Duplicates that a kill -9 at the wrong instant still leaves are reported as KNOWN (see
+# audit.py --known-crash-effects); FAULTS_STRICT=1 makes them fail the test.
+#
+# Usage: tests/e2e/faults.sh   (as root; PEC_BIN names the pec binary)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$here/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$here/provider.sh"
+# shellcheck source=tests/e2e/proof_lib.sh
+. "$here/proof_lib.sh"
+
+export PEC_BIN=${PEC_BIN:-$root/target/debug/pec}
+[ -x "$PEC_BIN" ] || { echo "faults: $PEC_BIN not built (cargo build)" >&2; exit 2; }
+n=${FAULTS_N:-400}
+rate=${FAULTS_RATE:-5}
+kills=${FAULTS_KILLS:-20}
+
+work=$(e2e_tmpdir)
+load_pid=""
+cleanup() {
+  status=$?
+  if [ -n "$load_pid" ] && kill -0 "$load_pid" 2>/dev/null; then
+    kill "$load_pid" 2>/dev/null || true
+    wait "$load_pid" 2>/dev/null || true
+  fi
+  proof_pair_down "$work"
+  slapd_stop "$work/ldap" >/dev/null 2>&1 || true
+  if mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
+  if [ "$status" -ne 0 ]; then
+    for p in a b; do
+      echo "---- $p: pec log" >&2; plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
+    done
+    echo "faults: FAIL (work dir kept: $work)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+# lines of FILE (after the first SKIP lines) matching REGEX
+count_since() { # FILE SKIP REGEX
+  tail -n +"$(($2 + 1))" "$1" | sed 's/\x1b\[[0-9;]*m//g' | grep -cE "$3" || true
+}
+lines() { wc -l < "$1"; }
+seen_since() { [ "$(count_since "$1" "$2" "$3")" -gt 0 ]; }
+
+# The index in a real slapd, refreshed every second.
+export PROVIDER_PKI=$work/pki
+sh "$root/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+mapfile -t ldap_port < <(e2e_free_ports 1)
+slapd_start "$work/ldap" "${ldap_port[0]}"
+{
+  provider_index_entry "PEC Example IT S.p.A." "$PROVIDER_PKI/it.pem" ricevute@pec.example.it pec.example.it
+  provider_index_entry "PEC Example NET S.p.A." "$PROVIDER_PKI/net.pem" ricevute@pec.example.net pec.example.net
+} > "$work/providers.ldif"
+ldapadd -x -H "ldap://127.0.0.1:${ldap_port[0]}" -D cn=admin,o=postacert -w secret \
+  -f "$work/providers.ldif" >/dev/null
+export PROVIDER_LDAP_URL="ldap://127.0.0.1:${ldap_port[0]}" PROVIDER_INDEX_EXTRA='refresh = "1s"'
+# B's store on a small file system of its own, to fill.
+mkdir -p "$work/bstore"
+mount -t tmpfs -o size=64m tmpfs "$work/bstore"
+PROOF_STORE_B=$work/bstore/pec.sqlite proof_pair_up "$work"
+
+# `pec serve` of provider P (a or b) again, as provider_up starts it, its log appended.
+pec_start() { # P
+  local p=$1 pid
+  SOFTHSM2_CONF=$work/$p/hsm/softhsm2.conf PEC_E2E_PIN=1234 PEC_LOG=info \
+    "$PEC_BIN" serve -c "$work/$p/pec.toml" 2>> "$work/$p/pec.log" &
+  pid=$!
+  echo "$pid" > "$work/$p/pec.pid"
+  local m f d
+  if [ "$p" = a ]; then m=$a_milter f=$a_filter d=$a_delivery; else m=$b_milter f=$b_filter d=$b_delivery; fi
+  wait_for_port 127.0.0.1 "$m" 30 && wait_for_port 127.0.0.1 "$f" 30 && wait_for_port 127.0.0.1 "$d" 30
+}
+pec_kill9() { # P
+  local pid
+  pid=$(cat "$work/$1/pec.pid")
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+}
+pec_stop() { # P
+  _e2e_stop_pid "pec serve" "$(cat "$work/$1/pec.pid")"
+}
+delivered() { _proof_maildir_count "$alice_md" "$bob_md"; }
+delivered_beyond() { [ "$(delivered)" -ge "$1" ]; }
+
+e2e_log "load: $n transactions at $rate/s, concurrency 20, retrying temporary refusals"
+"$E2E_PYTHON" "$here/pecmail.py" load --port "$a_submission" --user alice@pec.example.it \
+  --from alice@pec.example.it --to bob@pec.example.net --count "$n" --concurrency 20 \
+  --size 4096 --rate "$rate" --retry --deadline 900 --maildir "$alice_md" --expect 0 \
+  --accepted "$work/accepted" --tag faults > "$work/load.out" 2> "$work/load.err" &
+load_pid=$!
+
+e2e_log "1. kill -9 of pec serve, $kills times"
+for i in $(seq 1 "$kills"); do
+  p=$([ $((i % 2)) -eq 1 ] && echo a || echo b)
+  target=$(($(delivered) + 1 + RANDOM % 6))
+  e2e_poll 120 delivered_beyond "$target" || e2e_fail "no progress before kill $i"
+  pec_kill9 "$p"
+  pec_start "$p"
+done
+e2e_log "killed and restarted $kills times"
+
+e2e_log "2. B's Dovecot down"
+skip=$(lines "$work/b/postfix/maillog")
+dovecot_stop "$work/b/dovecot"
+e2e_poll 120 seen_since "$work/b/postfix/maillog" "$skip" "relay=127\.0\.0\.1\[127\.0\.0\.1\]:$b_delivery.*status=deferred.*4\.[0-9]\.[0-9]" ||
+  e2e_fail "Dovecot down: no deferral by B's delivery point"
+dovecot_start "$work/b/dovecot" "$b_lmtp" "$b_imap"
+
+e2e_log "3. B's clamd down"
+skip=$(lines "$work/b/pec.log")
+clamd_stop "$work/b/clamd"
+e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "scan failed" || e2e_fail "clamd down: no scan failure in B's log"
+clamd_start "$work/b/clamd" "$b_clamd"
+
+e2e_log "4. slapd down"
+skip_a=$(lines "$work/a/pec.log") skip_b=$(lines "$work/b/pec.log")
+slapd_stop "$work/ldap"
+e2e_poll 60 seen_since "$work/a/pec.log" "$skip_a" "provider index: sync failed" || e2e_fail "slapd down: A did not notice"
+e2e_poll 60 seen_since "$work/b/pec.log" "$skip_b" "provider index: sync failed" || e2e_fail "slapd down: B did not notice"
+slapd -f "$work/ldap/slapd.conf" -h "ldap://127.0.0.1:${ldap_port[0]}/" -u openldap -g openldap -d 0 \
+  < /dev/null >> "$work/ldap/slapd.log" 2>&1 &
+echo $! > "$work/ldap/pid"
+e2e_poll 30 _e2e_slapd_ready "$(cat "$work/ldap/pid")" "${ldap_port[0]}" || e2e_fail "slapd did not come back"
+
+e2e_log "5. A's HSM key unavailable"
+token=$(dirname "$(ls "$work"/a/hsm/tokens/*/token.object)")
+mkdir -p "$work/hsm-off"
+skip=$(lines "$work/a/pec.log")
+for f in "$token"/*.object; do
+  [ "$(basename "$f")" = token.object ] || mv "$f" "$work/hsm-off/"
+done
+e2e_poll 120 seen_since "$work/a/pec.log" "$skip" "signing: pkcs#11" || e2e_fail "HSM away: no signing failure in A's log"
+mv "$work"/hsm-off/*.object "$token/"
+pec_stop a
+pec_start a
+
+e2e_log "6. B's store disk full"
+skip=$(lines "$work/b/pec.log")
+dd if=/dev/zero of="$work/bstore/fill" bs=64k 2>/dev/null || true
+e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "full" || e2e_fail "disk full: no store failure in B's log"
+rm -f "$work/bstore/fill"
+
+e2e_log "faults done; waiting for the load to finish"
+wait "$load_pid" || { cat "$work/load.err" >&2; load_pid=""; e2e_fail "the load failed"; }
+load_pid=""
+cat "$work/load.out" >&2
+accepted=$(wc -l < "$work/accepted")
+[ "$accepted" -eq "$n" ] || e2e_fail "$accepted of $n submissions accepted"
+proof_wait_settled "$work" "$n" 300
+e2e_poll 60 proof_consumed_at_least "$work" "$n" ||
+  e2e_fail "A consumed $(proof_consumed "$work") presa in carico, expected $n"
+
+e2e_log "audit: nothing lost, nothing false, nothing twice"
+# What a crash at the wrong instant is still known to leave (a copy stored twice, a receipt
+# issued twice, a BustaTrasporto record for a submission refused to the client) is listed
+# as KNOWN; FAULTS_STRICT=1 fails on it too.
+known=(--known-crash-effects)
+[ "${FAULTS_STRICT:-0}" = 1 ] && known=()
+proof_audit "$work" "$work/accepted" -1 "${known[@]}" | tee "$work/audit.out" >&2
+[ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "audit failed"
+for p in a b; do
+  e2e_log "$p: $(plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
+done
+echo "faults: PASS"
