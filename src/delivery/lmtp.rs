@@ -209,6 +209,38 @@ pub async fn serve(
     }
 }
 
+/// Serves one LMTP session on an already connected `stream` (any byte stream, e.g. an
+/// in-memory pipe) until the client quits or closes; `peer` only names it in the logs.
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    handler: Arc<dyn LmtpHandler>,
+    opts: LmtpServerOptions,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    // The sender stays alive for the whole session: no shutdown is ever announced.
+    let (_stop_tx, stop) = watch::channel(false);
+    let (reader, writer) = tokio::io::split(stream);
+    let mut s = Session {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        inbuf: Vec::with_capacity(4096),
+        out: Vec::new(),
+        opts: Arc::new(opts),
+        handler,
+        stop,
+        peer,
+        lhlo: false,
+        envelope: None,
+        errors: 0,
+    };
+    match s.run().await {
+        Ok(()) => debug!(%peer, "delivery point: session closed"),
+        Err(e) => debug!(%peer, "delivery point: session ended: {e}"),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("i/o: {0}")]

@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, error, info, warn};
@@ -160,17 +159,34 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-async fn run_session(
-    stream: TcpStream,
+/// Serves one SMTP session on an already connected `stream` (any byte stream, e.g. an
+/// in-memory pipe) until the client quits or closes; `peer` only names it in the logs.
+pub async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    handler: Arc<dyn FilterHandler>,
+    opts: ServerOptions,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    // The sender stays alive for the whole session: no shutdown is ever announced.
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    run_session(stream, peer, handler, Arc::new(opts), stop_rx).await;
+}
+
+async fn run_session<S>(
+    stream: S,
     peer: SocketAddr,
     handler: Arc<dyn FilterHandler>,
     opts: Arc<ServerOptions>,
     stop: watch::Receiver<bool>,
-) {
-    let (reader, writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
     let mut session = Session {
-        reader,
-        writer,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
         inbuf: Vec::with_capacity(4096),
         out: Vec::with_capacity(1024),
         opts,
@@ -229,8 +245,8 @@ enum Next {
 }
 
 struct Session {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Box<dyn AsyncRead + Unpin + Send>,
+    writer: Box<dyn AsyncWrite + Unpin + Send>,
     /// Bytes read and not yet processed.
     inbuf: Vec<u8>,
     /// Replies not yet written.
