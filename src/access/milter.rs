@@ -45,8 +45,10 @@ fn path(arg: &CStr) -> String {
 
 impl Session {
     /// The message as the client sent it, CRLF (milter header values fold with bare LF).
-    fn message(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 4096);
+    /// Takes the collected body: the message is not held twice.
+    fn take_message(&mut self) -> Vec<u8> {
+        let body = std::mem::take(&mut self.body);
+        let mut out = Vec::with_capacity(body.len() + 4096);
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.push(b':');
@@ -54,7 +56,7 @@ impl Session {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&body);
         out
     }
 }
@@ -138,7 +140,7 @@ pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
 }
 
 async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
-    let Some(session) = cx.data.take() else {
+    let Some(mut session) = cx.data.take() else {
         set_reply(
             &mut cx.reply,
             &Reply {
@@ -150,7 +152,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = cx.macros.get(c"i").map(text);
-    let message = session.message();
+    let message = session.take_message();
     let submission = Submission {
         queue_id,
         login: session.login.clone(),
@@ -164,7 +166,18 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         },
         message,
     };
-    match ap.decide(submission.clone()).await {
+    // What a rejection is logged with: everything but the body (the message goes to
+    // `decide`, not a copy of it).
+    let (head, _) = crate::message::mime::split_header_body(&submission.message);
+    let logged = Submission {
+        message: head.to_vec(),
+        queue_id: submission.queue_id.clone(),
+        login: submission.login.clone(),
+        mail_from: submission.mail_from.clone(),
+        rcpt_to: submission.rcpt_to.clone(),
+        size: submission.size,
+    };
+    match ap.decide(submission).await {
         Decision::Wrap(envelope) => match rewrite(cx, &session, &envelope).await {
             Ok(()) => Status::Accept,
             Err(e) => {
@@ -188,7 +201,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         Decision::Reject(r) => {
             let (ap2, r2) = (Arc::clone(&ap), r.clone());
             // Logged best effort: the rejection stands even if the log write fails.
-            let _ = tokio::task::spawn_blocking(move || ap2.log_rejected(&submission, &r2)).await;
+            let _ = tokio::task::spawn_blocking(move || ap2.log_rejected(&logged, &r2)).await;
             set_reply(&mut cx.reply, &r);
             Status::Reject
         }

@@ -255,6 +255,8 @@ struct Envelope {
     mail_from: String,
     eight_bit: bool,
     rcpt_to: Vec<String>,
+    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
+    size: usize,
 }
 
 enum Next {
@@ -414,6 +416,7 @@ impl Session {
                     mail_from: from.address,
                     eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
                     rcpt_to: Vec::new(),
+                    size: from.size,
                 });
                 self.reply("250 2.1.0 Ok");
                 Next::Continue
@@ -474,8 +477,9 @@ impl Session {
         if env.rcpt_to.is_empty() {
             return Ok(self.error("503 5.5.1 Need RCPT command"));
         }
+        let announced = env.size;
         self.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = self.receive_data().await?;
+        let data = self.receive_data(announced).await?;
         let Some(env) = self.envelope.take() else {
             return Ok(self.error("503 5.5.1 Need MAIL command"));
         };
@@ -500,14 +504,15 @@ impl Session {
         Ok(Next::Continue)
     }
 
-    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+    async fn receive_data(&mut self, announced: usize) -> Result<Option<Vec<u8>>, SessionError> {
         let mut receiver = DataReceiver::new();
         // smtp-proto's receiver only unstuffs a dot after a CRLF it has seen: start it as if
         // one had just been seen (same workaround as the content filter).
         let mut scratch = Vec::new();
         receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-        let mut data = Vec::new();
         let max = self.opts.max_message_size;
+        // Sized once for the announced size (within the limit): no doubling as it grows.
+        let mut data = Vec::with_capacity(announced.min(max).saturating_add(4096));
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
             let mut it = self.inbuf.iter();

@@ -656,6 +656,9 @@ impl Builder<'_> {
 
         let original = postacert_original(&carried, &cert.identificativo, &riferimento)?;
         let entity = mixed_entity(&[text.part(), daticert_part(&d), postacert_part(&original)]);
+        // Only the signed entity is needed from here on: do not hold the original twice.
+        drop(original);
+        drop(carried);
 
         let from = self.on_behalf_of(&cert.mittente);
         let mut headers = vec![

@@ -237,6 +237,8 @@ impl XForward {
 struct Envelope {
     mail_from: String,
     rcpt_to: Vec<String>,
+    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
+    size: usize,
 }
 
 enum Next {
@@ -417,6 +419,7 @@ impl Session {
                 self.envelope = Some(Envelope {
                     mail_from: from.address,
                     rcpt_to: Vec::new(),
+                    size: from.size,
                 });
                 self.reply("250 2.1.0 Ok");
                 Next::Continue
@@ -521,8 +524,9 @@ impl Session {
         if env.rcpt_to.is_empty() {
             return Ok(self.error("554 5.5.1 No valid recipients"));
         }
+        let announced = env.size;
         self.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = self.receive_data().await?;
+        let data = self.receive_data(announced).await?;
         let Some(env) = self.envelope.take() else {
             return Ok(self.error("503 5.5.1 Need MAIL command"));
         };
@@ -554,14 +558,15 @@ impl Session {
 
     /// Reads the data up to the final `.` line, dot-unstuffed. `None` when it exceeded the
     /// size limit (the rest is read and discarded).
-    async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+    async fn receive_data(&mut self, announced: usize) -> Result<Option<Vec<u8>>, SessionError> {
         let mut receiver = DataReceiver::new();
         // Start the receiver as if a CRLF had just been seen, so that a dot on the very
         // first line is unstuffed and an empty message (`.` right away) ends the data.
         let mut scratch = Vec::new();
         receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-        let mut data = Vec::new();
         let max = self.opts.max_message_size;
+        // Sized once for the announced size (within the limit): no doubling as it grows.
+        let mut data = Vec::with_capacity(announced.min(max).saturating_add(4096));
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
             let mut it = self.inbuf.iter();
