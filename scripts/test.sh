@@ -27,12 +27,15 @@ cargo bench --locked --no-run
 echo "== cargo test"
 cargo test --locked
 
+echo "== fuzz (every target of fuzz/ for a bounded time; FUZZ_SECONDS each)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2, slapd)"
 target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
-  tests/e2e/timers.sh tests/e2e/index.sh)
+  tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/relay.sh)
 # The reception test includes a load run: 2,000 envelopes between the two providers, none lost.
 export RECEPTION_LOAD_N=${RECEPTION_LOAD_N:-2000}
 passed=0 failed=0
