@@ -14,7 +14,7 @@ packages=(
   python3-minimal
 )
 
-# cargo-fuzz for scripts/fuzz.sh, from crates.io (about 75 s of CPU to build; it is
+# cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is
 # installed once per machine).
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-fuzz"
