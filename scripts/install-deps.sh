@@ -16,6 +16,13 @@ packages=(
   postgresql
 )
 
+# cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is
+# installed once per machine).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

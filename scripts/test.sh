@@ -35,13 +35,16 @@ PEC_TEST_PG_URL=$(PG_OPTS="-c fsync=off" pg_start "$pg_dir/pg" "$pg_port")
 export PEC_TEST_PG_URL
 cargo test --locked
 
+echo "== fuzz (every target of fuzz/ for a bounded time; FUZZ_SECONDS each)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 echo "== end to end (real Postfix, Dovecot, clamd, SoftHSM2, slapd)"
 target=${CARGO_TARGET_DIR:-target}
 export PEC_BIN="$(cd "$target/debug" && pwd)/pec"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
   tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/scale_out.sh
-  tests/e2e/proof.sh tests/e2e/faults.sh)
+  tests/e2e/relay.sh tests/e2e/proof.sh tests/e2e/faults.sh)
 # proof.sh: PROOF_N transactions (1,000 here; PROOF_N=10000 is the full proof, by hand);
 # faults.sh: 400 transactions through 20 kill -9 of pec serve and five other faults.
 # The package test builds a release .deb and installs it with dpkg (which takes several

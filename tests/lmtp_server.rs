@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pec::delivery::lmtp::{
-    serve, serve_connection, LmtpHandler, LmtpServerOptions, Reply, Transaction,
+    serve, serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction,
 };
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,7 +160,7 @@ async fn a_session_runs_on_any_byte_stream() {
         got: Mutex::new(Vec::new()),
     });
     let (mut client, server) = tokio::io::duplex(64 * 1024);
-    let session = tokio::spawn(serve_connection(
+    let session = tokio::spawn(serve_stream(
         server,
         "127.0.0.1:1".parse().unwrap(),
         h.clone(),

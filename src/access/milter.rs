@@ -46,8 +46,10 @@ fn path(arg: &CStr) -> String {
 
 impl Session {
     /// The message as the client sent it, CRLF (milter header values fold with bare LF).
-    fn message(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 4096);
+    /// Takes the collected body: the message is not held twice.
+    fn take_message(&mut self) -> Vec<u8> {
+        let body = std::mem::take(&mut self.body);
+        let mut out = Vec::with_capacity(body.len() + 4096);
         for (name, value) in &self.headers {
             out.extend_from_slice(name.as_bytes());
             out.push(b':');
@@ -55,7 +57,7 @@ impl Session {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&body);
         out
     }
 }
@@ -146,7 +148,7 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
 }
 
 async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
-    let Some(session) = cx.data.take() else {
+    let Some(mut session) = cx.data.take() else {
         set_reply(
             &mut cx.reply,
             &Reply {
@@ -158,7 +160,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         return Status::Tempfail;
     };
     let queue_id = cx.macros.get(c"i").map(text);
-    let message = session.message();
+    let message = session.take_message();
     let submission = Submission {
         queue_id,
         login: session.login.clone(),
@@ -172,6 +174,17 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         },
         message,
     };
+    // What a rejection is logged with: everything but the body (the message goes to
+    // `decide`, not a copy of it).
+    let (head, _) = crate::message::mime::split_header_body(&submission.message);
+    let logged = Submission {
+        message: head.to_vec(),
+        queue_id: submission.queue_id.clone(),
+        login: submission.login.clone(),
+        mail_from: submission.mail_from.clone(),
+        rcpt_to: submission.rcpt_to.clone(),
+        size: submission.size,
+    };
     let span = tracing::info_span!(
         "access",
         queue_id = submission.queue_id.as_deref().unwrap_or("-"),
@@ -180,7 +193,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
     let started = std::time::Instant::now();
     let decision = {
         use tracing::Instrument;
-        ap.decide(submission.clone()).instrument(span.clone()).await
+        ap.decide(submission).instrument(span.clone()).await
     };
     crate::metrics::latency(crate::metrics::Role::Access, started.elapsed());
     record(&decision);
@@ -224,7 +237,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         Decision::Reject(r) => {
             let (ap2, r2) = (Arc::clone(&ap), r.clone());
             // Logged best effort: the rejection stands even if the log write fails.
-            let _ = tokio::task::spawn_blocking(move || ap2.log_rejected(&submission, &r2)).await;
+            let _ = tokio::task::spawn_blocking(move || ap2.log_rejected(&logged, &r2)).await;
             set_reply(&mut cx.reply, &r);
             Status::Reject
         }

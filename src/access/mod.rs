@@ -142,7 +142,7 @@ impl AccessPoint {
     }
 
     /// Decides what happens to one submission (spec §5.1).
-    pub async fn decide(self: &Arc<Self>, s: Submission) -> Decision {
+    pub async fn decide(self: &Arc<Self>, mut s: Submission) -> Decision {
         let qid = s.queue_id.clone().unwrap_or_default();
         if s.size > self.policy.hard_size_limit {
             warn!(queue_id = %qid, size = s.size, "submission far over the size limit: rejected in smtp");
@@ -257,7 +257,8 @@ impl AccessPoint {
         }
 
         // Accepted: build and sign the envelope, then record it with one instant.
-        let (message, cert2) = (s.message.clone(), cert.clone());
+        // The message is not needed after this: moved, not copied.
+        let (message, cert2) = (std::mem::take(&mut s.message), cert.clone());
         let envelope = match self
             .blocking("firma", move |ap| {
                 ap.builder().transport_envelope(&message, &cert2, at)

@@ -143,7 +143,7 @@ pub async fn serve(
 /// Runs one LMTP session on `stream` (any byte stream: the listener passes its TCP
 /// connections, tests and fuzzing an in-memory pipe) until the client quits or the
 /// connection ends; `peer` only names the client in the log.
-pub async fn serve_connection(
+pub async fn serve_stream(
     stream: impl AsyncRead + AsyncWrite + Send + 'static,
     peer: SocketAddr,
     handler: Arc<dyn LmtpHandler>,
@@ -188,6 +188,8 @@ async fn run_session(
 
 struct Envelope {
     mail_from: String,
+    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
+    size: usize,
     eight_bit: bool,
     rcpt_to: Vec<String>,
 }
@@ -238,6 +240,7 @@ impl Dialect for Session {
                 }
                 self.envelope = Some(Envelope {
                     mail_from: from.address,
+                    size: from.size,
                     eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
                     rcpt_to: Vec::new(),
                 });
@@ -287,8 +290,9 @@ impl Session {
         if env.rcpt_to.is_empty() {
             return Ok(conn.error("503 5.5.1 Need RCPT command"));
         }
+        let announced = env.size;
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = conn.receive_data().await?;
+        let data = conn.receive_data(announced).await?;
         let Some(env) = self.envelope.take() else {
             return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };

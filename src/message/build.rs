@@ -515,8 +515,16 @@ fn daticert_part(d: &Daticert) -> Vec<u8> {
     out
 }
 
+/// The carried message is 7-bit safe except when a received message had 8-bit or NUL
+/// bytes in its header, which are kept (see [`super::sevenbit`]): then it is labelled
+/// `8bit`, never `7bit` over bytes that are not.
 fn postacert_part(message: &[u8]) -> Vec<u8> {
-    let mut out = b"Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n".to_vec();
+    let cte = if mime::is_seven_bit_safe(message) {
+        "7bit"
+    } else {
+        "8bit"
+    };
+    let mut out = format!("Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").into_bytes();
     out.extend_from_slice(message);
     out
 }
@@ -648,6 +656,9 @@ impl Builder<'_> {
 
         let original = postacert_original(&carried, &cert.identificativo, &riferimento)?;
         let entity = mixed_entity(&[text.part(), daticert_part(&d), postacert_part(&original)]);
+        // Only the signed entity is needed from here on: do not hold the original twice.
+        drop(original);
+        drop(carried);
 
         let from = self.on_behalf_of(&cert.mittente);
         let mut headers = vec![

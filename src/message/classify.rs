@@ -112,14 +112,18 @@ pub fn classify(raw: &[u8], trust: &TrustSet, at: Instant) -> Classification {
 /// then the formal checks still run, and [`Verified::trusted`] is false — the caller must
 /// not take the result for a PEC message).
 pub fn classify_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Classification {
-    let verified = match verify_smime_with(raw, opts) {
-        Ok(v) => v,
-        Err(e) => {
-            return Classification::NotPec {
-                reason: e.to_string(),
-            }
-        }
-    };
+    match verify_smime_with(raw, opts) {
+        Ok(verified) => classify_verified(raw, verified),
+        Err(e) => Classification::NotPec {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The formal checks of spec §5.2 item 4 on `raw`, whose signature has already been
+/// verified as `verified` (its [`Verified::content`] is the signed entity looked at).
+/// Never [`Classification::NotPec`].
+pub fn classify_verified(raw: &[u8], verified: Verified) -> Classification {
     match formal(raw, &verified) {
         Ok(f) => {
             let msg = PecMessage {

@@ -133,7 +133,7 @@ pub async fn serve(
 /// Runs one SMTP session on `stream` (any byte stream: the listener passes its TCP
 /// connections, tests and fuzzing an in-memory pipe) until the client quits or the
 /// connection ends; `peer` only names the client in the log.
-pub async fn serve_connection(
+pub async fn serve_stream(
     stream: impl AsyncRead + AsyncWrite + Send + 'static,
     peer: SocketAddr,
     handler: Arc<dyn FilterHandler>,
@@ -199,6 +199,8 @@ impl XForward {
 
 struct Envelope {
     mail_from: String,
+    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
+    size: usize,
     rcpt_to: Vec<String>,
 }
 
@@ -258,6 +260,7 @@ impl Dialect for Session {
                 }
                 self.envelope = Some(Envelope {
                     mail_from: from.address,
+                    size: from.size,
                     rcpt_to: Vec::new(),
                 });
                 conn.reply("250 2.1.0 Ok");
@@ -353,8 +356,9 @@ impl Session {
         if env.rcpt_to.is_empty() {
             return Ok(conn.error("554 5.5.1 No valid recipients"));
         }
+        let announced = env.size;
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
-        let data = conn.receive_data().await?;
+        let data = conn.receive_data(announced).await?;
         let Some(env) = self.envelope.take() else {
             return Ok(conn.error("503 5.5.1 Need MAIL command"));
         };

@@ -222,16 +222,21 @@ impl Conn {
     }
 
     /// Reads the data up to the final `.` line, dot-unstuffed. `None` when it exceeded the
-    /// size limit (the rest is read and discarded).
-    pub async fn receive_data(&mut self) -> Result<Option<Vec<u8>>, SessionError> {
+    /// size limit (the rest is read and discarded). `announced` is the client's `SIZE=`
+    /// (0 when not given).
+    pub async fn receive_data(
+        &mut self,
+        announced: usize,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
         let mut receiver = DataReceiver::new();
         // smtp-proto's receiver only unstuffs a dot after a CRLF it has seen: start it as if
         // one had just been seen, so that a dot on the very first line is unstuffed and an
         // empty message (`.` right away) ends the data.
         let mut scratch = Vec::new();
         receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-        let mut data = Vec::new();
         let max = self.limits.max_message_size;
+        // Sized once for the announced size (within the limit): no doubling as it grows.
+        let mut data = Vec::with_capacity(announced.min(max).saturating_add(4096));
         let mut discard: Option<DummyDataReceiver> = None;
         loop {
             let mut it = self.inbuf.iter();

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target of fuzz/ for a bounded time: SECONDS each (default 25, what
+# CI uses; run longer by hand, e.g. scripts/fuzz.sh 600). Seeds come from the project's
+# own fixtures (tests/fixtures); the growing corpus, the seeds and any crash artifacts are
+# kept under the target directory, never in the source tree. Exits non-zero when a target
+# finds a crash, naming the artifact to reproduce it with:
+#   cargo fuzz run --target-dir DIR TARGET ARTIFACT
+#
+# cargo-fuzz needs nightly compiler flags; with the stable toolchain, RUSTC_BOOTSTRAP=1
+# allows them. AddressSanitizer is on by default; FUZZ_SANITIZER=none builds faster (the
+# code under test is safe Rust).
+#
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (cargo-fuzz: scripts/install-deps.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+seconds=${1:-25}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session)
+
+export RUSTC_BOOTSTRAP=1
+target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
+work=$target_dir/pec-fuzz
+sanitizer=${FUZZ_SANITIZER:-address}
+fuzz=(cargo fuzz)
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: cargo-fuzz is missing: run scripts/install-deps.sh" >&2
+  exit 2
+fi
+
+# --- seeds from the fixtures ---------------------------------------------------------------
+seeds=$work/seeds
+rm -rf "$seeds"
+mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session}
+fx=tests/fixtures
+for f in "$fx"/originals/*.eml; do
+  cp "$f" "$seeds/mime/"
+  cp "$f" "$seeds/breve/"
+done
+for d in "$fx"/*/; do
+  name=$(basename "$d")
+  [ -f "$d/expected-daticert.xml" ] && cp "$d/expected-daticert.xml" "$seeds/daticert/$name.xml"
+  [ -f "$d/expected-headers.txt" ] || continue
+  # The classify target reads its input as the top-level header followed by the signed
+  # entity: the fixture's expected header, then the usual multipart/mixed.
+  {
+    grep -v '^Content-Type: multipart/signed' "$d/expected-headers.txt" | sed 's/$/\r/'
+    printf 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+    printf 'Content-Type: text/plain; charset=UTF-8\r\n\r\n'
+    [ -f "$d/expected-text.txt" ] && sed 's/$/\r/' "$d/expected-text.txt"
+    if [ -f "$d/expected-daticert.xml" ]; then
+      printf '\r\n--b\r\nContent-Type: application/xml; name="daticert.xml"\r\n'
+      printf 'Content-Disposition: inline; filename="daticert.xml"\r\n\r\n'
+      sed 's/$/\r/' "$d/expected-daticert.xml"
+    fi
+    printf '\r\n--b\r\nContent-Type: message/rfc822; name="postacert.eml"\r\n'
+    printf 'Content-Disposition: inline; filename="postacert.eml"\r\n\r\n'
+    cat "$fx/originals/contratto.eml"
+    printf '\r\n--b--\r\n'
+  } > "$seeds/classify/$name.eml"
+done
+session() { # session GREETING_VERB > file: one whole transaction, pipelined
+  printf '%s client.example\r\n' "$1"
+  [ "$1" = EHLO ] && printf 'XFORWARD NAME=client.example ADDR=192.0.2.1 IDENT=4F1A2B3C4D\r\n'
+  printf 'MAIL FROM:<alice@pec.example.it> BODY=8BITMIME SIZE=100\r\n'
+  printf 'RCPT TO:<bob@pec.example.net>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\n'
+  printf 'Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n'
+}
+session EHLO > "$seeds/smtp_session/transaction"
+session LHLO > "$seeds/lmtp_session/transaction"
+
+# --- build once, then run each target --------------------------------------------------------
+echo "== fuzz: building ${#targets[@]} targets (sanitizer: $sanitizer)"
+start=$(date +%s)
+"${fuzz[@]}" build --target-dir "$target_dir" --sanitizer "$sanitizer"
+echo "== fuzz: built in $(($(date +%s) - start)) s"
+
+failed=()
+for t in "${targets[@]}"; do
+  corpus=$work/corpus/$t
+  artifacts=$work/artifacts/$t
+  mkdir -p "$corpus" "$artifacts"
+  echo "== fuzz: $t for $seconds s"
+  if ! "${fuzz[@]}" run --target-dir "$target_dir" --sanitizer "$sanitizer" "$t" \
+    "$corpus" "$seeds/$t" -- \
+    -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -max_len=65536 \
+    -artifact_prefix="$artifacts/" -print_final_stats=1 > "$work/$t.log" 2>&1; then
+    failed+=("$t")
+    tail -40 "$work/$t.log" >&2
+    echo "fuzz: $t FAILED; artifacts in $artifacts" >&2
+  else
+    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$work/$t.log" | tail -2 || true
+  fi
+done
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+[ ${#failed[@]} -eq 0 ]

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# End to end, open-relay attempts against one provider (real Postfix, Dovecot and pec):
+#
+#   * submission without authentication: every recipient refused, local or not;
+#   * port 25 from a client outside mynetworks (made with Postfix XCLIENT, which the test
+#     instance allows from loopback only for this check): a recipient outside the provider's
+#     domains is refused with "Relay access denied", a local one is accepted;
+#   * pec's own listeners (milter, content filter, delivery point) listen on loopback only.
+#
+# Usage: tests/e2e/relay.sh   (as root; PEC_BIN names the pec binary)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$here/lib.sh"
+# shellcheck source=tests/e2e/provider.sh
+. "$here/provider.sh"
+
+pec=${PEC_BIN:-$root/target/debug/pec}
+[ -x "$pec" ] || { echo "relay: $pec not built (cargo build)" >&2; exit 2; }
+
+work=$(e2e_tmpdir)
+cleanup() {
+  status=$?
+  provider_down "$work"
+  if [ "$status" -ne 0 ]; then
+    echo "---- postfix log" >&2; tail -n 40 "$work/postfix/maillog" >&2 2>/dev/null || true
+    echo "relay: FAIL (work dir kept: $work)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+
+provider_up "$work"
+postconf -c "$work/postfix/etc" -e "smtpd_authorized_xclient_hosts = 127.0.0.1"
+postfix -c "$work/postfix/etc" reload >/dev/null 2>&1
+# The reload is done when a new smtpd answers XCLIENT in its EHLO reply.
+e2e_poll 30 /usr/bin/python3 -c "
+import smtplib, sys
+s = smtplib.SMTP('127.0.0.1', $smtp, timeout=10); s.ehlo('x')
+sys.exit(0 if s.has_extn('xclient') else 1)"
+
+/usr/bin/python3 - "$submission" "$smtp" <<'EOF'
+import smtplib, sys
+submission, smtp = int(sys.argv[1]), int(sys.argv[2])
+failures = []
+
+def check(what, ok):
+    print(("ok:   " if ok else "FAIL: ") + what)
+    if not ok:
+        failures.append(what)
+
+# 1. Submission without AUTH.
+s = smtplib.SMTP("127.0.0.1", submission, timeout=30)
+s.ehlo("spammer.example")
+code, _ = s.mail("alice@pec.example.it")
+for rcpt in ("victim@example.org", "bob@pec.example.it"):
+    rc, resp = s.rcpt(rcpt)
+    check(f"unauthenticated submission to {rcpt} refused ({rc} {resp.decode()})", 500 <= rc < 600 or code >= 500)
+s.quit()
+
+# 2. Port 25 from an outside client.
+s = smtplib.SMTP("127.0.0.1", smtp, timeout=30)
+s.ehlo("spammer.example")
+rc, resp = s.docmd("XCLIENT", "ADDR=192.0.2.99 NAME=spammer.example")
+check(f"XCLIENT accepted ({rc})", rc == 220)
+s.ehlo("spammer.example")
+rc, _ = s.mail("spammer@example.org")
+check("MAIL FROM accepted", rc == 250)
+rc, resp = s.rcpt("victim@example.org")
+check(f"relay to victim@example.org refused ({rc} {resp.decode()})", rc == 554 and b"Relay access denied" in resp)
+rc, resp = s.rcpt("bob@pec.example.it")
+check(f"local recipient bob@pec.example.it accepted ({rc})", rc == 250)
+s.rset()
+s.quit()
+if failures:
+    sys.exit(f"{len(failures)} check(s) failed")
+EOF
+
+# 3. pec listens on loopback only.
+listening=$(ss -ltnpH | grep "pid=$pec_pid," | awk '{print $4}')
+[ -n "$listening" ] || e2e_fail "no listening socket found for pec serve (pid $pec_pid)"
+while read -r addr; do
+  case $addr in
+    127.0.0.1:*) echo "ok:   pec listens on $addr" ;;
+    *) e2e_fail "pec listens on $addr, not on loopback" ;;
+  esac
+done <<<"$listening"
+e2e_log "relay: PASS"
