@@ -56,8 +56,9 @@ passed=0 failed=0
 for t in "${e2e[@]}"; do
   if bash "$t"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $t" >&2; fi
 done
-# The delivery receipts and the timers again with the providers' stores in PostgreSQL.
-for t in tests/e2e/delivery_receipts.sh tests/e2e/timers.sh; do
+# The delivery receipts, the timers and the owner self-service again with the providers'
+# stores in PostgreSQL.
+for t in tests/e2e/delivery_receipts.sh tests/e2e/timers.sh tests/e2e/log_request.sh; do
   if PROVIDER_STORE=pg bash "$t"; then
     passed=$((passed + 1))
   else

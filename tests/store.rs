@@ -690,3 +690,93 @@ fn a_received_receipt_moves_tracking_and_is_logged_atomically() {
     assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 0);
     assert_eq!(store.events_for(PEC_ID).unwrap().len(), logged.len() + 1);
 }
+
+both!(log_requests_are_rate_limited_answered_once_and_logged);
+fn log_requests_are_rate_limited_answered_once_and_logged(backend: &Backend) {
+    use pec::store::LogRequest;
+    let store = &backend.store;
+    let at = Instant::from_unix(1_705_314_700);
+    let request = |id: &str| LogRequest {
+        id: id.into(),
+        owner: "mario.rossi@pec.example.it".into(),
+        address: "registro@pec.example.it".into(),
+        at,
+        period: Ok((
+            Instant::from_unix(1_704_063_600),
+            Instant::from_unix(1_706_742_000),
+        )),
+        subject: "registro 2024-01".into(),
+        queue_id: Some("4REQ".into()),
+    };
+    let event = |id: &str, kind: EventKind| LogEvent {
+        pec_id: id.into(),
+        at,
+        kind,
+        sender: "mario.rossi@pec.example.it".into(),
+        recipients: vec![("registro@pec.example.it".into(), RecipientType::Certificato)],
+        subject: "registro 2024-01".into(),
+        related_ids: vec!["<reply.1@pec.example.it>".into()],
+        provider: "PEC Example".into(),
+        queue_id: Some("4REQ".into()),
+        outcome: String::new(),
+        reason: None,
+    };
+    let since = Instant::from_unix(at.unix() - 3600);
+    assert!(store
+        .claim_log_request(
+            &request("req.1"),
+            1,
+            since,
+            &event("req.1", EventKind::LogRequest)
+        )
+        .unwrap());
+    // Over the limit: refused, logged, not recorded.
+    assert!(!store
+        .claim_log_request(
+            &request("req.2"),
+            1,
+            since,
+            &event("req.2", EventKind::LogRequest)
+        )
+        .unwrap());
+    assert_eq!(store.log_request("req.2").unwrap(), None);
+    let refused = store.events_for("req.2").unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].outcome, "rate-limited");
+
+    let (got, answered) = store.log_request("req.1").unwrap().unwrap();
+    assert_eq!((got, answered), (request("req.1"), false));
+    let extract = event("req.1", EventKind::LogExtract);
+    assert!(store.log_request_answered(&extract).unwrap());
+    assert!(
+        !store.log_request_answered(&extract).unwrap(),
+        "closed once"
+    );
+    assert!(store.log_request("req.1").unwrap().unwrap().1);
+    assert_eq!(
+        kinds(&store.events_for("req.1").unwrap()),
+        vec![EventKind::LogRequest, EventKind::LogExtract]
+    );
+    let report = store.verify_chain(None, None).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.records, 3);
+}
+
+both!(added_domains_are_kept_once);
+fn added_domains_are_kept_once(backend: &Backend) {
+    let store = &backend.store;
+    assert!(store.add_domain("PEC2.example.it", 1_705_314_700).unwrap());
+    assert!(!store.add_domain("pec2.example.it", 1_705_314_701).unwrap());
+    assert!(store.add_domain("pec1.example.it", 1_705_314_702).unwrap());
+    assert_eq!(
+        store.extra_domains().unwrap(),
+        vec!["pec1.example.it", "pec2.example.it"]
+    );
+    assert!(store.remove_domain("pec2.example.it").unwrap());
+    assert!(!store.remove_domain("pec2.example.it").unwrap());
+    assert_eq!(
+        backend.reopen().extra_domains().unwrap(),
+        vec!["pec1.example.it"]
+    );
+    assert_eq!(store.health().unwrap().log_records, 0);
+}

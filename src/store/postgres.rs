@@ -36,8 +36,8 @@ use super::sqlite::{
     VerifyReport,
 };
 use super::{
-    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
-    Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LogRequest, LoggedEvent,
+    MailboxPolicy, Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
     RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
@@ -663,6 +663,172 @@ impl Store for PgStore {
                     .await?;
                 }
                 set_head(tx, &tail).await
+            })
+        })
+    }
+
+    fn record_receipt_received(
+        &self,
+        event: &LogEvent,
+        updates: &[(String, TrackingState)],
+    ) -> Result<usize, StoreError> {
+        let (event, updates) = (event.clone(), updates.to_vec());
+        self.write("record a received receipt", move |tx| {
+            Box::pin(async move {
+                let mut moved = 0;
+                for (recipient, state) in &updates {
+                    let from = match state {
+                        TrackingState::Sent => continue,
+                        TrackingState::TakenInCharge => "('sent')",
+                        TrackingState::Delivered | TrackingState::Failed => {
+                            "('sent', 'taken-in-charge')"
+                        }
+                    };
+                    let sql = format!(
+                        "UPDATE tracking SET state = $3
+                         WHERE pec_id = $1 AND lower(recipient) = lower($2) AND state IN {from}"
+                    );
+                    let n = tx
+                        .execute(&sql, &[&event.pec_id, recipient, &state_str(*state)])
+                        .await
+                        .map_err(pg(&format!(
+                            "update tracking of \"{recipient}\" for \"{}\"",
+                            event.pec_id
+                        )))?;
+                    moved += usize::from(n > 0);
+                }
+                append_event(tx, &event).await?;
+                Ok(moved)
+            })
+        })
+    }
+
+    fn claim_log_request(
+        &self,
+        request: &LogRequest,
+        limit: u32,
+        since: Instant,
+        event: &LogEvent,
+    ) -> Result<bool, StoreError> {
+        let (request, event) = (request.clone(), event.clone());
+        self.write("claim a log request", move |tx| {
+            Box::pin(async move {
+                let owner = request.owner.to_lowercase();
+                // Two nodes claiming for one owner at once take turns, so that both cannot
+                // pass the count.
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&owner])
+                    .await
+                    .map_err(pg("lock the owner's log requests"))?;
+                let recent: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM log_requests WHERE owner = $1 AND at >= $2",
+                        &[&owner, &since.unix()],
+                    )
+                    .await
+                    .map_err(pg("count recent log requests"))?
+                    .get(0);
+                if recent >= i64::from(limit) {
+                    let mut refused = event.clone();
+                    refused.outcome = "rate-limited".into();
+                    refused.reason = Some(format!(
+                        "{recent} richieste dal {}, limite {limit}",
+                        since.rfc3339()
+                    ));
+                    append_event(tx, &refused).await?;
+                    return Ok(false);
+                }
+                let (from_at, to_at, problem) = match &request.period {
+                    Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
+                    Err(p) => (None, None, Some(p.clone())),
+                };
+                tx.execute(
+                    "INSERT INTO log_requests (id, owner, address, at, from_at, to_at, problem,
+                                               subject, queue_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        &request.id,
+                        &owner,
+                        &request.address,
+                        &request.at.unix(),
+                        &from_at,
+                        &to_at,
+                        &problem,
+                        &request.subject,
+                        &request.queue_id,
+                    ],
+                )
+                .await
+                .map_err(pg(&format!("record log request \"{}\"", request.id)))?;
+                let mut accepted = event.clone();
+                accepted.outcome = "accepted".into();
+                append_event(tx, &accepted).await?;
+                Ok(true)
+            })
+        })
+    }
+
+    fn log_request(&self, id: &str) -> Result<Option<(LogRequest, bool)>, StoreError> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Box::pin(async move {
+                let Some(r) = c
+                    .query_opt(
+                        "SELECT owner, address, at, from_at, to_at, problem, subject, queue_id,
+                                reply_id
+                         FROM log_requests WHERE id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(pg(&format!("read log request \"{id}\"")))?
+                else {
+                    return Ok(None);
+                };
+                let (from_at, to_at, problem): (Option<i64>, Option<i64>, Option<String>) =
+                    (r.get(3), r.get(4), r.get(5));
+                let period = match (from_at, to_at, problem) {
+                    (Some(f), Some(t), _) => Ok((Instant::from_unix(f), Instant::from_unix(t))),
+                    (_, _, Some(p)) => Err(p),
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "log request \"{id}\": neither a period nor a problem"
+                        )))
+                    }
+                };
+                let reply_id: Option<String> = r.get(8);
+                Ok(Some((
+                    LogRequest {
+                        id: id.clone(),
+                        owner: r.get(0),
+                        address: r.get(1),
+                        at: Instant::from_unix(r.get(2)),
+                        period,
+                        subject: r.get(6),
+                        queue_id: r.get(7),
+                    },
+                    reply_id.is_some(),
+                )))
+            })
+        })
+    }
+
+    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        let event = event.clone();
+        self.write("close a log request", move |tx| {
+            Box::pin(async move {
+                let reply_id = event.related_ids.first().cloned().unwrap_or_default();
+                let n = tx
+                    .execute(
+                        "UPDATE log_requests SET reply_id = $2, replied_at = $3
+                         WHERE id = $1 AND reply_id IS NULL",
+                        &[&event.pec_id, &reply_id, &event.at.unix()],
+                    )
+                    .await
+                    .map_err(pg(&format!("close log request \"{}\"", event.pec_id)))?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                append_event(tx, &event).await?;
+                Ok(true)
             })
         })
     }
