@@ -103,7 +103,8 @@ plain() { # FILE: the log without colour escapes
   sed 's/\x1b\[[0-9;]*m//g' "$1"
 }
 log_has() { # FILE REGEX
-  plain "$1" | grep -qE "$2"
+  # Not grep -q: stopping early would end `plain` with SIGPIPE, a failure under pipefail.
+  plain "$1" | grep -E "$2" > /dev/null
 }
 log_count() { # FILE REGEX
   plain "$1" | grep -cE "$2" || true

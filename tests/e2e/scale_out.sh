@@ -136,8 +136,10 @@ e2e_log "$(tail -n 1 "$work/verify.out")"
 other=$(grep -cvE '^(seal [0-9-]+: not time-stamped|[0-9]+ records, [0-9]+ seals checked: .*)$' \
   "$work/verify.out" || true)
 [ "$other" -eq 0 ] || { cat "$work/verify.out" >&2; e2e_fail "pec log verify found problems"; }
-grep -qE "^$((2 * total)) records, 7 seals checked" "$work/verify.out" \
-  || e2e_fail "pec log verify: expected $((2 * total)) records and 7 seals: $(tail -n 1 "$work/verify.out")"
+# Per envelope, A logs the envelope, the acceptance, and the two receipts received from B
+# (presa in carico, consegna).
+grep -qE "^$((4 * total)) records, 7 seals checked" "$work/verify.out" \
+  || e2e_fail "pec log verify: expected $((4 * total)) records and 7 seals: $(tail -n 1 "$work/verify.out")"
 
 one=$(seconds "$t0" "$t1")
 two=$(seconds "$t2" "$t3")
