@@ -407,6 +407,33 @@ async fn append_after(
     Ok((record.id, hash))
 }
 
+/// Moves the tracking row of `recipient` of `pec_id` forward to `state` (see
+/// [`Store::update_tracking`]), in the caller's transaction.
+async fn tracking_forward(
+    tx: &Transaction<'_>,
+    pec_id: &str,
+    recipient: &str,
+    state: TrackingState,
+) -> Result<bool, StoreError> {
+    // The states a row may be in for `state` to replace it (constants, not input).
+    let from = match state {
+        TrackingState::Sent => return Ok(false),
+        TrackingState::TakenInCharge => "('sent')",
+        TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+    };
+    let sql = format!(
+        "UPDATE tracking SET state = $3
+         WHERE pec_id = $1 AND lower(recipient) = lower($2) AND state IN {from}"
+    );
+    let n = tx
+        .execute(&sql, &[&pec_id, &recipient, &state_str(state)])
+        .await
+        .map_err(pg(&format!(
+            "update tracking of \"{recipient}\" for \"{pec_id}\""
+        )))?;
+    Ok(n > 0)
+}
+
 /// Appends one event: locks the chain head, chains, moves the head. In the caller's
 /// transaction.
 async fn append_event(tx: &Transaction<'_>, event: &LogEvent) -> Result<i64, StoreError> {
@@ -677,25 +704,8 @@ impl Store for PgStore {
             Box::pin(async move {
                 let mut moved = 0;
                 for (recipient, state) in &updates {
-                    let from = match state {
-                        TrackingState::Sent => continue,
-                        TrackingState::TakenInCharge => "('sent')",
-                        TrackingState::Delivered | TrackingState::Failed => {
-                            "('sent', 'taken-in-charge')"
-                        }
-                    };
-                    let sql = format!(
-                        "UPDATE tracking SET state = $3
-                         WHERE pec_id = $1 AND lower(recipient) = lower($2) AND state IN {from}"
-                    );
-                    let n = tx
-                        .execute(&sql, &[&event.pec_id, recipient, &state_str(*state)])
-                        .await
-                        .map_err(pg(&format!(
-                            "update tracking of \"{recipient}\" for \"{}\"",
-                            event.pec_id
-                        )))?;
-                    moved += usize::from(n > 0);
+                    moved +=
+                        usize::from(tracking_forward(tx, &event.pec_id, recipient, *state).await?);
                 }
                 append_event(tx, &event).await?;
                 Ok(moved)
@@ -955,26 +965,9 @@ impl Store for PgStore {
         recipient: &str,
         state: TrackingState,
     ) -> Result<bool, StoreError> {
-        let from = match state {
-            TrackingState::Sent => return Ok(false),
-            TrackingState::TakenInCharge => "('sent')",
-            TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
-        };
-        let sql = format!(
-            "UPDATE tracking SET state = $3
-             WHERE pec_id = $1 AND lower(recipient) = lower($2) AND state IN {from}"
-        );
         let (pec_id, recipient) = (pec_id.to_string(), recipient.to_string());
         self.write("update tracking", move |tx| {
-            Box::pin(async move {
-                let n = tx
-                    .execute(&sql, &[&pec_id, &recipient, &state_str(state)])
-                    .await
-                    .map_err(pg(&format!(
-                        "update tracking of \"{recipient}\" for \"{pec_id}\""
-                    )))?;
-                Ok(n > 0)
-            })
+            Box::pin(async move { tracking_forward(tx, &pec_id, &recipient, state).await })
         })
     }
 
