@@ -28,10 +28,9 @@ use std::time::Duration;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::smtp::session::{accept_loop, Admission, Conn, Dialect, Limits, Next, SessionError};
+use crate::smtp::session::{self, Conn, Dialect, Next, SessionError};
 use crate::BoxFuture;
 
 /// One reply line: the basic code and the rest of the (last) line, which starts with the
@@ -116,27 +115,9 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    accept_loop(
-        listener,
-        Admission::of(&opts),
-        "delivery point",
-        shutdown,
-        |stream, peer, stop| {
-            let (handler, opts) = (handler.clone(), opts.clone());
-            async move {
-                let (reader, writer) = stream.into_split();
-                run_session(
-                    Box::new(reader),
-                    Box::new(writer),
-                    peer,
-                    handler,
-                    opts,
-                    stop,
-                )
-                .await
-            }
-        },
-    )
+    session::serve(listener, &opts, ROLE, shutdown, |peer| {
+        Session::open(&opts, &handler, peer)
+    })
     .await
 }
 
@@ -149,42 +130,12 @@ pub async fn serve_stream(
     handler: Arc<dyn LmtpHandler>,
     opts: LmtpServerOptions,
 ) {
-    let (reader, writer) = tokio::io::split(stream);
-    // Never told to stop: it ends with the connection.
-    let (_keep, stop) = watch::channel(false);
-    run_session(
-        Box::new(reader),
-        Box::new(writer),
-        peer,
-        handler,
-        Arc::new(opts),
-        stop,
-    )
-    .await
+    let opts = Arc::new(opts);
+    let session = Session::open(&opts, &handler, peer);
+    session::serve_stream(stream, peer, &opts, ROLE, session).await
 }
 
-async fn run_session(
-    reader: Box<dyn AsyncRead + Unpin + Send>,
-    writer: Box<dyn AsyncWrite + Unpin + Send>,
-    peer: SocketAddr,
-    handler: Arc<dyn LmtpHandler>,
-    opts: Arc<LmtpServerOptions>,
-    stop: watch::Receiver<bool>,
-) {
-    let mut conn = Conn::new(reader, writer, Limits::of(&opts), stop);
-    let greeting = format!("220 {} LMTP pec delivery point", opts.hostname);
-    let mut session = Session {
-        opts,
-        handler,
-        peer,
-        lhlo: false,
-        envelope: None,
-    };
-    match conn.run(&greeting, &mut session).await {
-        Ok(()) => debug!(%peer, "delivery point: session closed"),
-        Err(e) => debug!(%peer, "delivery point: session ended: {e}"),
-    }
-}
+const ROLE: &str = "delivery point";
 
 struct Envelope {
     mail_from: String,
@@ -283,6 +234,25 @@ impl Dialect for Session {
 }
 
 impl Session {
+    /// A new session's state and greeting.
+    fn open(
+        opts: &Arc<LmtpServerOptions>,
+        handler: &Arc<dyn LmtpHandler>,
+        peer: SocketAddr,
+    ) -> (Self, String) {
+        let session = Session {
+            opts: opts.clone(),
+            handler: handler.clone(),
+            peer,
+            lhlo: false,
+            envelope: None,
+        };
+        (
+            session,
+            format!("220 {} LMTP pec delivery point", opts.hostname),
+        )
+    }
+
     async fn data(&mut self, conn: &mut Conn) -> Result<Next, SessionError> {
         let Some(env) = self.envelope.as_ref() else {
             return Ok(conn.error("503 5.5.1 Need MAIL command"));

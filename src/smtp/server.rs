@@ -20,10 +20,9 @@ use std::time::Duration;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use super::session::{accept_loop, Admission, Conn, Dialect, Limits, Next, SessionError};
+use super::session::{self, Conn, Dialect, Next, SessionError};
 use crate::BoxFuture;
 
 /// One mail transaction as received from Postfix.
@@ -106,27 +105,9 @@ pub async fn serve(
     shutdown: impl Future,
 ) {
     let opts = Arc::new(opts);
-    accept_loop(
-        listener,
-        Admission::of(&opts),
-        "content filter",
-        shutdown,
-        |stream, peer, stop| {
-            let (handler, opts) = (handler.clone(), opts.clone());
-            async move {
-                let (reader, writer) = stream.into_split();
-                run_session(
-                    Box::new(reader),
-                    Box::new(writer),
-                    peer,
-                    handler,
-                    opts,
-                    stop,
-                )
-                .await
-            }
-        },
-    )
+    session::serve(listener, &opts, ROLE, shutdown, |peer| {
+        Session::open(&opts, &handler, peer)
+    })
     .await
 }
 
@@ -139,44 +120,12 @@ pub async fn serve_stream(
     handler: Arc<dyn FilterHandler>,
     opts: ServerOptions,
 ) {
-    let (reader, writer) = tokio::io::split(stream);
-    // Never told to stop: it ends with the connection.
-    let (_keep, stop) = watch::channel(false);
-    run_session(
-        Box::new(reader),
-        Box::new(writer),
-        peer,
-        handler,
-        Arc::new(opts),
-        stop,
-    )
-    .await
+    let opts = Arc::new(opts);
+    let session = Session::open(&opts, &handler, peer);
+    session::serve_stream(stream, peer, &opts, ROLE, session).await
 }
 
-async fn run_session(
-    reader: Box<dyn AsyncRead + Unpin + Send>,
-    writer: Box<dyn AsyncWrite + Unpin + Send>,
-    peer: SocketAddr,
-    handler: Arc<dyn FilterHandler>,
-    opts: Arc<ServerOptions>,
-    stop: watch::Receiver<bool>,
-) {
-    let mut conn = Conn::new(reader, writer, Limits::of(&opts), stop);
-    let greeting = format!("220 {} ESMTP pec content filter", opts.hostname);
-    let mut session = Session {
-        opts,
-        handler,
-        peer,
-        helo: None,
-        xforward: XForward::default(),
-        envelope: None,
-    };
-    debug!(%peer, "content filter: session opened");
-    match conn.run(&greeting, &mut session).await {
-        Ok(()) => debug!(%peer, "content filter: session closed"),
-        Err(e) => debug!(%peer, "content filter: session ended: {e}"),
-    }
-}
+const ROLE: &str = "content filter";
 
 /// XFORWARD attributes for the next transaction (Postfix `XFORWARD_README`).
 #[derive(Debug, Default, Clone)]
@@ -302,6 +251,26 @@ impl Dialect for Session {
 }
 
 impl Session {
+    /// A new session's state and greeting.
+    fn open(
+        opts: &Arc<ServerOptions>,
+        handler: &Arc<dyn FilterHandler>,
+        peer: SocketAddr,
+    ) -> (Self, String) {
+        let session = Session {
+            opts: opts.clone(),
+            handler: handler.clone(),
+            peer,
+            helo: None,
+            xforward: XForward::default(),
+            envelope: None,
+        };
+        (
+            session,
+            format!("220 {} ESMTP pec content filter", opts.hostname),
+        )
+    }
+
     fn reset(&mut self) {
         self.envelope = None;
         self.xforward = XForward::default();

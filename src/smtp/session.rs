@@ -341,3 +341,59 @@ async fn refuse(mut stream: TcpStream) {
     )
     .await;
 }
+
+/// Serves `role`'s dialect on `listener` until `shutdown` completes (see [`accept_loop`]):
+/// `open` gives each new session its dialect state and greeting.
+pub(crate) async fn serve<D, F>(
+    listener: TcpListener,
+    opts: &ServerOptions,
+    role: &'static str,
+    shutdown: impl Future,
+    open: F,
+) where
+    D: Dialect + Send + 'static,
+    F: Fn(SocketAddr) -> (D, String),
+{
+    let limits = Limits::of(opts);
+    accept_loop(
+        listener,
+        Admission::of(opts),
+        role,
+        shutdown,
+        |stream, peer, stop| {
+            let (reader, writer) = stream.into_split();
+            let conn = Conn::new(Box::new(reader), Box::new(writer), limits, stop);
+            run_session(conn, peer, role, open(peer))
+        },
+    )
+    .await
+}
+
+/// Runs one session of `role`'s dialect on `stream` (any byte stream: tests and fuzzing
+/// use an in-memory pipe) until the client quits or the connection ends.
+pub(crate) async fn serve_stream<D: Dialect + Send>(
+    stream: impl AsyncRead + AsyncWrite + Send + 'static,
+    peer: SocketAddr,
+    opts: &ServerOptions,
+    role: &'static str,
+    session: (D, String),
+) {
+    let (reader, writer) = tokio::io::split(stream);
+    // Never told to stop: it ends with the connection.
+    let (_keep, stop) = watch::channel(false);
+    let conn = Conn::new(Box::new(reader), Box::new(writer), Limits::of(opts), stop);
+    run_session(conn, peer, role, session).await
+}
+
+async fn run_session<D: Dialect + Send>(
+    mut conn: Conn,
+    peer: SocketAddr,
+    role: &'static str,
+    (mut dialect, greeting): (D, String),
+) {
+    debug!(%peer, "{role}: session opened");
+    match conn.run(&greeting, &mut dialect).await {
+        Ok(()) => debug!(%peer, "{role}: session closed"),
+        Err(e) => debug!(%peer, "{role}: session ended: {e}"),
+    }
+}
