@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::antivirus::{Antivirus, ScanVerdict};
 use crate::crypto::Signer;
@@ -128,8 +128,14 @@ impl AccessPoint {
         let this = Arc::clone(self);
         match tokio::task::spawn_blocking(move || f(&this)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(tempfail(format!("PEC: {what} non disponibile ({e})"))),
-            Err(e) => Err(tempfail(format!("PEC: errore interno ({e})"))),
+            Ok(Err(e)) => {
+                warn!(part = what, error = %e, "access point: a part is unavailable: tempfail");
+                Err(tempfail(format!("PEC: {what} non disponibile ({e})")))
+            }
+            Err(e) => {
+                error!(part = what, error = %e, "access point: internal error: tempfail");
+                Err(tempfail(format!("PEC: errore interno ({e})")))
+            }
         }
     }
 
@@ -266,10 +272,7 @@ impl AccessPoint {
             .await
         {
             Ok(g) => g,
-            Err(d) => {
-                warn!(queue_id = %qid, pec_id = %pec_id, "cannot build the envelope: tempfail");
-                return d;
-            }
+            Err(d) => return d,
         };
         let accepted = Accepted {
             pec_id: pec_id.clone(),
