@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Debian package (target/debian/pec_*.deb) with cargo-deb: the release binary,
 # the systemd unit, the sample configuration, the Postfix and Dovecot snippets and the man
-# pages generated from the CLI.
+# pages generated from the CLI. The binary is stripped, as Debian ships binaries; its debug
+# symbols (the release profile keeps line tables) go into pec-dbgsym_*.ddeb beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
@@ -12,5 +13,6 @@ mkdir -p target/man
 if [ "$target" != target ]; then
   mkdir -p target/release && cp "$target/release/pec" target/release/pec
 fi
-cargo deb --no-build --locked --output target/debian/
-ls -1 target/debian/*.deb
+rm -f target/debian/pec_*.deb target/debian/pec-dbgsym_*.ddeb
+cargo deb --no-build --locked --dbgsym --output target/debian/
+ls -1 target/debian/*.deb target/debian/*.ddeb

@@ -14,6 +14,8 @@ packages=(
   python3-minimal
   # the PostgreSQL store's tests: a private PostgreSQL 15 (tests/e2e/lib_pg.sh)
   postgresql
+  # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out
+  binutils
 )
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is
@@ -21,6 +23,12 @@ packages=(
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-fuzz"
   cargo install cargo-fuzz --locked
+fi
+
+# cargo-deb for scripts/build-deb.sh and the package test (tests/e2e/package.sh).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: cargo install cargo-deb"
+  cargo install cargo-deb --locked
 fi
 
 missing=()

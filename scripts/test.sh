@@ -47,9 +47,9 @@ e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e
   tests/e2e/relay.sh tests/e2e/proof.sh tests/e2e/faults.sh)
 # proof.sh: PROOF_N transactions (1,000 here; PROOF_N=10000 is the full proof, by hand);
 # faults.sh: 400 transactions through 20 kill -9 of pec serve and five other faults.
-# The package test builds a release .deb and installs it with dpkg (which takes several
-# minutes on two cores), so it runs only with PEC_E2E_PACKAGE=1.
-if [ "${PEC_E2E_PACKAGE:-0}" = 1 ]; then e2e+=(tests/e2e/package.sh); fi
+# The package test builds the release .deb (a release build: several minutes on two cores),
+# installs it with dpkg, runs two providers on it and purges it; PEC_E2E_PACKAGE=0 skips it.
+if [ "${PEC_E2E_PACKAGE:-1}" = 1 ]; then e2e+=(tests/e2e/package.sh); fi
 # The reception test includes a load run: 2,000 envelopes between the two providers, none lost.
 export RECEPTION_LOAD_N=${RECEPTION_LOAD_N:-2000}
 passed=0 failed=0

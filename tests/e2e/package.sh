@@ -14,9 +14,11 @@
 #     here), provider A's Postfix with the shipped main.cf snippet applied (ports of this
 #     test substituted); Alice sends Bob one PEC message and every receipt verifies.
 #
-# A release build takes several minutes on two cores: scripts/test.sh runs this test only
-# with PEC_E2E_PACKAGE=1. Usage: tests/e2e/package.sh   (as root; PACKAGE_DEB=FILE installs
-# that package instead of building one)
+# The machine is left as it was: the package is purged at the end, and the pec user and
+# /var/lib/pec the postinst created are removed (an administrator's purge keeps them: the
+# legal log lives there). A machine where pec is already installed is refused, not
+# overwritten. Usage: tests/e2e/package.sh   (as root; PACKAGE_DEB=FILE installs that
+# package instead of building one)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,11 +28,25 @@ root=$(cd "$here/../.." && pwd)
 . "$here/provider.sh"
 mail=(/usr/bin/python3 "$here/pecmail.py")
 
+if dpkg-query -W -f='${Status}' pec 2>/dev/null | grep -q "install ok installed"; then
+  e2e_fail "pec is already installed on this machine: the package test would replace it (PEC_E2E_PACKAGE=0 skips it)"
+fi
+had_user=0 had_state=0
+getent passwd pec >/dev/null && had_user=1
+[ -e /var/lib/pec ] && had_state=1
+
 work=$(e2e_tmpdir)
+installed=0
 cleanup() {
   status=$?
   provider_down "$work/a"
   provider_down "$work/b"
+  if [ "$installed" = 1 ]; then
+    dpkg --purge pec >/dev/null 2>&1 || { echo "package: dpkg --purge pec failed" >&2; status=1; }
+    [ "$had_user" = 1 ] || deluser --system --quiet pec >/dev/null 2>&1 || true
+    [ "$had_user" = 1 ] || delgroup --system --quiet pec >/dev/null 2>&1 || true
+    [ "$had_state" = 1 ] || rm -rf /var/lib/pec
+  fi
   if [ "$status" -ne 0 ]; then
     for p in a b; do
       echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
@@ -51,6 +67,7 @@ else
   deb=$(ls -t "$root"/target/debian/pec_*.deb | head -n 1)
 fi
 e2e_log "install $deb"
+installed=1
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >&2
 
 e2e_log "what the package installed"
@@ -63,6 +80,10 @@ done
 getent passwd pec >/dev/null || e2e_fail "the postinst did not create the pec user"
 [ "$(stat -c %U /var/lib/pec)" = pec ] || e2e_fail "/var/lib/pec is not owned by pec"
 /usr/bin/pec --version >&2
+# Shipped stripped; the line tables went into the dbgsym package beside the .deb.
+if readelf -S /usr/bin/pec | grep '\.debug_line' >/dev/null; then e2e_fail "/usr/bin/pec is not stripped"; fi
+ls "$(dirname "$deb")"/pec-dbgsym_*.ddeb >/dev/null 2>&1 || [ -n "${PACKAGE_DEB:-}" ] \
+  || e2e_fail "no pec-dbgsym package beside $deb"
 zgrep -q "^\.SH \"PEC STATUS\"" /usr/share/man/man8/pec.8.gz || e2e_fail "pec(8) lacks pec status"
 zgrep -q "^\[metrics\]" /usr/share/man/man5/pec.toml.5.gz || e2e_fail "pec.toml(5) lacks [metrics]"
 if command -v systemd-analyze >/dev/null; then
