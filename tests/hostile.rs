@@ -6,241 +6,27 @@
 //! pec.example.net, both signed by the test PKI.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pec::antivirus::Antivirus;
-use pec::crypto::testing::make_test_pki;
-use pec::crypto::{smime, DigestAlg, PemSigner, Signer};
+use pec::crypto::{smime, Signer};
 use pec::delivery::lmtp::{self, LmtpHandler, LmtpServerOptions, Reply};
-use pec::doubles::{Injected, MarkerAntivirus, MemStore, RecordingInjector};
-use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::breve::breve_original;
-use pec::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
+use pec::message::build::{Certification, Generated, OriginalInfo};
 use pec::message::classify::{classify, Classification};
-use pec::message::ids::SequentialIds;
 use pec::message::kind::{RecipientType, Ricevuta};
 use pec::message::mime::base64_lines;
-use pec::message::time::{FixedClock, Instant};
-use pec::reception::{AfterQueue, Local, Reception};
+use pec::reception::Local;
 use pec::smtp::server::{serve_stream, FilterHandler, ServerOptions};
 use pec::smtp::{FilterReply, Transaction};
-use pec::store::{Accepted, MailboxPolicy, Store, TrackingState};
+use pec::store::{Store, TrackingState};
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const A_ID: &str = "opec1.20250603101112.1.1.a@pec.example.it";
-const B_ID: &str = "opec1.20250603101112.1.1.b@pec.example.net";
+#[path = "common/two_providers.rs"]
+mod two_providers;
+use two_providers::*;
 
-fn at() -> Instant {
-    Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
-}
-
-fn now() -> Instant {
-    Instant::parse_cli("2025-06-03T08:11:20Z").unwrap()
-}
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    it: Arc<PemSigner>,
-    net: Arc<PemSigner>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let p = make_test_pki(&dir.path().join("pki")).unwrap();
-        let open = |k: &Path, c: &Path| {
-            Arc::new(PemSigner::from_files(k, c, None, DigestAlg::Sha256).unwrap())
-        };
-        Pki {
-            it: open(&p.it_key, &p.it_cert),
-            net: open(&p.net_key, &p.net_cert),
-            _dir: dir,
-        }
-    })
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Provider {
-    A,
-    B,
-}
-
-impl Provider {
-    fn domain(self) -> &'static str {
-        match self {
-            Provider::A => "pec.example.it",
-            Provider::B => "pec.example.net",
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Provider::A => "PEC Example IT S.p.A.",
-            Provider::B => "PEC Example NET S.p.A.",
-        }
-    }
-    fn mail_receipt(self) -> String {
-        format!("ricevute@{}", self.domain())
-    }
-    fn signer(self) -> Arc<PemSigner> {
-        match self {
-            Provider::A => pki().it.clone(),
-            Provider::B => pki().net.clone(),
-        }
-    }
-    fn issuer(self) -> Issuer {
-        Issuer {
-            provider_name: self.name().into(),
-            service_address: format!("posta-certificata@{}", self.domain()),
-            envelope_sender_header: true,
-        }
-    }
-    fn build(self, f: impl FnOnce(&Builder<'_>) -> Generated) -> Generated {
-        let issuer = self.issuer();
-        let signer = self.signer();
-        let ids = SequentialIds::new("opec1.gen", self.domain());
-        f(&Builder {
-            issuer: &issuer,
-            signer: &*signer,
-            ids: &ids,
-        })
-    }
-}
-
-fn index() -> ProviderIndex {
-    ProviderIndex::from_records(
-        [Provider::A, Provider::B]
-            .into_iter()
-            .map(|p| ProviderRecord {
-                info: ProviderInfo {
-                    name: p.name().into(),
-                    mail_receipt: p.mail_receipt(),
-                    managed_domains: vec![p.domain().into()],
-                },
-                certificates: vec![p.signer().certificate_der().to_vec()],
-            })
-            .collect(),
-    )
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/originals")
-            .join(name),
-    )
-    .unwrap()
-}
-
-/// We are B: B's reception point.
-struct Rx {
-    aq: AfterQueue,
-    store: Arc<MemStore>,
-    inj: Arc<RecordingInjector>,
-}
-
-fn rx() -> Rx {
-    let we = Provider::B;
-    let av: Arc<dyn Antivirus> = Arc::new(MarkerAntivirus {
-        marker: b"PEC-TEST-VIRUS-MARKER".to_vec(),
-        virus_name: "PEC-Test-Virus".into(),
-        unreachable: false,
-    });
-    let store = Arc::new(MemStore::new());
-    let inj = Arc::new(RecordingInjector::new());
-    let signer: Arc<dyn Signer> = we.signer();
-    let aq = AfterQueue::new(
-        store.clone(),
-        inj.clone(),
-        we.issuer(),
-        signer,
-        Arc::new(SequentialIds::new("opec1.rx", we.domain())),
-        Reception {
-            index: Arc::new(index().into()),
-            antivirus: av,
-            domains: vec![we.domain().into()],
-            mail_receipt: we.mail_receipt(),
-            default_policy: MailboxPolicy::Anomaly,
-        },
-    )
-    .with_clock(Arc::new(FixedClock::new(now())));
-    Rx { aq, store, inj }
-}
-
-impl Rx {
-    fn tx(from: &str, rcpt: &[&str], data: &[u8]) -> Transaction {
-        Transaction {
-            mail_from: from.into(),
-            rcpt_to: rcpt.iter().map(|s| s.to_string()).collect(),
-            data: data.to_vec(),
-            queue_id: Some("4TESTQ".into()),
-            client: None,
-        }
-    }
-    async fn run(&self, from: &str, rcpt: &[&str], data: &[u8]) -> FilterReply {
-        self.aq.filter(&Self::tx(from, rcpt, data)).await
-    }
-    /// What the reception point decided for the local recipients.
-    async fn local(&self, from: &str, rcpt: &[&str], data: &[u8]) -> Local {
-        let outcome = self
-            .aq
-            .process(&Self::tx(from, rcpt, data), None)
-            .await
-            .unwrap();
-        outcome.local.expect("a local decision")
-    }
-    fn sent(&self) -> Vec<Injected> {
-        self.inj.messages()
-    }
-}
-
-/// The value of the first top-level header `name`, unfolded.
-fn header(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let head = text.split("\r\n\r\n").next().unwrap_or_default();
-    head.replace("\r\n ", " ")
-        .replace("\r\n\t", " ")
-        .split("\r\n")
-        .find(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .map(|l| l.split_once(':').unwrap().1.trim().to_string())
-}
-
-/// Names of the top-level header fields of `raw`, after checking that the header block is
-/// well formed: CRLF line ends only, every line a `name: value` field or a continuation.
-fn header_names(raw: &[u8]) -> Vec<String> {
-    let end = find(raw, b"\r\n\r\n").expect("a header block");
-    let head = &raw[..end + 2];
-    let mut names = Vec::new();
-    for line in head.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let line = line.strip_suffix(b"\r").expect("CRLF line ends only");
-        assert!(!line.contains(&b'\r'), "bare CR in {line:?}");
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            continue;
-        }
-        let colon = line.iter().position(|b| *b == b':').expect("a field");
-        let name = &line[..colon];
-        assert!(
-            !name.is_empty() && name.iter().all(|b| b.is_ascii_graphic()),
-            "bad field name {:?}",
-            String::from_utf8_lossy(line)
-        );
-        names.push(String::from_utf8_lossy(name).to_ascii_lowercase());
-    }
-    names
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A's transport envelope of `original` from alice to B's bob.
 fn envelope_a_to_b(original: &[u8]) -> (Generated, Certification) {
     let info = OriginalInfo::parse(original).unwrap();
     let cert = Certification::for_submission(
@@ -298,7 +84,7 @@ async fn assert_anomaly(r: &Rx, data: &[u8], why: &str) {
 
 #[tokio::test]
 async fn an_altered_daticert_under_a_valid_signature_is_an_anomaly() {
-    let r = rx();
+    let r = rx(Provider::B);
     // 1. A's genuine envelope, one character of its (base64) daticert changed afterwards:
     //    the signature no longer matches.
     let (env, _) = envelope_a_to_b(&fixture("ordinary.eml"));
@@ -443,7 +229,7 @@ async fn ten_thousand_mime_parts_are_handled_whole() {
     assert_eq!(b.hashes.len(), 10_000);
     assert_eq!(b.hashes[9_999].file_name, "f9999.bin");
 
-    let r = rx();
+    let r = rx(Provider::B);
     // Unsigned: an anomaly, no panic.
     assert_anomaly(&r, &original, "").await;
     // Inside A's envelope: taken in charge and delivered like any other.
@@ -463,7 +249,7 @@ async fn ten_thousand_mime_parts_are_handled_whole() {
 
 #[tokio::test]
 async fn nul_bytes_are_wrapped_or_carried_never_a_failure() {
-    let r = rx();
+    let r = rx(Provider::B);
     // Received with NUL bytes in the header and the body (Postfix passes them by default).
     let with_nul = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: a\0b\r\nX-Nul: \0\0\r\nMessage-ID: <nul@client>\r\n\r\nbody \0 with\0 NUL\r\n".to_vec();
     assert_eq!(
@@ -502,32 +288,9 @@ async fn nul_bytes_are_wrapped_or_carried_never_a_failure() {
         Local::TakenInCharge { .. }
     ));
 }
-
-/// B's envelope from bob to A's alice, tracked in B's store.
-fn our_envelope_b_to_a(store: &MemStore) -> Certification {
-    let info = OriginalInfo::parse(&fixture("ordinary.eml")).unwrap();
-    let cert = Certification::for_submission(
-        &info,
-        "bob@pec.example.net",
-        &[("alice@pec.example.it".into(), RecipientType::Certificato)],
-        B_ID,
-    );
-    store
-        .record_accepted(&Accepted {
-            pec_id: B_ID.into(),
-            queue_id: None,
-            at: at(),
-            cert: cert.clone(),
-            login: "bob@pec.example.net".into(),
-            provider: Provider::B.name().into(),
-        })
-        .unwrap();
-    cert
-}
-
 #[tokio::test]
 async fn a_receipt_replayed_to_another_mailbox_moves_nothing_more() {
-    let r = rx();
+    let r = rx(Provider::B);
     let cert = our_envelope_b_to_a(&r.store);
     let receipt = Provider::A.build(|b| {
         b.delivery(

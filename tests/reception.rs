@@ -8,231 +8,27 @@
 mod samples;
 use samples::{namirial_envelope, NAMIRIAL};
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use openssl::x509::X509;
 use pec::antivirus::Antivirus;
-use pec::crypto::testing::make_test_pki;
-use pec::crypto::{smime, DigestAlg, PemSigner, Signer};
-use pec::doubles::{Injected, MarkerAntivirus, MemStore, RecordingInjector};
-use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord, TrustSet};
-use pec::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
+use pec::crypto::{smime, Signer};
+use pec::doubles::MarkerAntivirus;
+use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord, TrustSet};
+use pec::message::build::{Builder, Certification, Generated, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{Errore, RecipientType, Ricevuta, Tipo};
 use pec::message::mime::base64_lines;
-use pec::message::time::{FixedClock, Instant};
-use pec::reception::{AfterQueue, Local, Reception};
+use pec::message::time::Instant;
+use pec::reception::Local;
 use pec::smtp::{FilterReply, InjectError, Transaction};
 use pec::store::{Accepted, EventKind, MailboxPolicy, Store, TrackingState};
 
-const MARKER: &[u8] = b"PEC-TEST-VIRUS-MARKER";
-const A_ID: &str = "opec1.20250603101112.1.1.a@pec.example.it";
-const B_ID: &str = "opec1.20250603101112.1.1.b@pec.example.net";
-
-fn at() -> Instant {
-    Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
-}
-
-fn now() -> Instant {
-    Instant::parse_cli("2025-06-03T08:11:20Z").unwrap()
-}
-
-struct Pki {
-    _dir: tempfile::TempDir,
-    it: Arc<PemSigner>,
-    net: Arc<PemSigner>,
-    outsider: Arc<PemSigner>,
-}
-
-fn pki() -> &'static Pki {
-    static PKI: OnceLock<Pki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let p = make_test_pki(&dir.path().join("pki")).unwrap();
-        let open = |k: &Path, c: &Path| {
-            Arc::new(PemSigner::from_files(k, c, None, DigestAlg::Sha256).unwrap())
-        };
-        Pki {
-            it: open(&p.it_key, &p.it_cert),
-            net: open(&p.net_key, &p.net_cert),
-            outsider: open(&p.outsider_key, &p.outsider_cert),
-            _dir: dir,
-        }
-    })
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Provider {
-    A,
-    B,
-}
-
-impl Provider {
-    fn domain(self) -> &'static str {
-        match self {
-            Provider::A => "pec.example.it",
-            Provider::B => "pec.example.net",
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Provider::A => "PEC Example IT S.p.A.",
-            Provider::B => "PEC Example NET S.p.A.",
-        }
-    }
-    fn mail_receipt(self) -> String {
-        format!("ricevute@{}", self.domain())
-    }
-    fn signer(self) -> Arc<PemSigner> {
-        match self {
-            Provider::A => pki().it.clone(),
-            Provider::B => pki().net.clone(),
-        }
-    }
-    fn issuer(self) -> Issuer {
-        Issuer {
-            provider_name: self.name().into(),
-            service_address: format!("posta-certificata@{}", self.domain()),
-            envelope_sender_header: true,
-        }
-    }
-    fn info(self) -> ProviderInfo {
-        ProviderInfo {
-            name: self.name().into(),
-            mail_receipt: self.mail_receipt(),
-            managed_domains: vec![self.domain().into()],
-        }
-    }
-    /// Builds a message as this provider would.
-    fn build(self, f: impl FnOnce(&Builder<'_>) -> Generated) -> Generated {
-        let issuer = self.issuer();
-        let signer = self.signer();
-        let ids = SequentialIds::new("opec1.gen", self.domain());
-        f(&Builder {
-            issuer: &issuer,
-            signer: &*signer,
-            ids: &ids,
-        })
-    }
-}
-
-/// The index both providers share.
-fn index() -> ProviderIndex {
-    ProviderIndex::from_records(
-        [Provider::A, Provider::B]
-            .into_iter()
-            .map(|p| ProviderRecord {
-                info: p.info(),
-                certificates: vec![p.signer().certificate_der().to_vec()],
-            })
-            .collect(),
-    )
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/originals")
-            .join(name),
-    )
-    .unwrap()
-}
-
-struct Rx {
-    aq: AfterQueue,
-    /// The reception point's index: refreshed by [`IndexHandle::replace`].
-    index: Arc<IndexHandle>,
-    store: Arc<MemStore>,
-    inj: Arc<RecordingInjector>,
-    we: Provider,
-}
-
-fn rx(we: Provider) -> Rx {
-    rx_with(we, Arc::new(index()), MailboxPolicy::Anomaly, now())
-}
-
-fn rx_with(we: Provider, index: Arc<ProviderIndex>, default: MailboxPolicy, at: Instant) -> Rx {
-    let av: Arc<dyn Antivirus> = Arc::new(MarkerAntivirus {
-        marker: MARKER.to_vec(),
-        virus_name: "PEC-Test-Virus".into(),
-        unreachable: false,
-    });
-    rx_full(we, index, default, at, av, vec![we.domain().into()])
-}
-
-fn rx_full(
-    we: Provider,
-    index: Arc<ProviderIndex>,
-    default: MailboxPolicy,
-    at: Instant,
-    antivirus: Arc<dyn Antivirus>,
-    domains: Vec<String>,
-) -> Rx {
-    let store = Arc::new(MemStore::new());
-    let inj = Arc::new(RecordingInjector::new());
-    let signer: Arc<dyn Signer> = we.signer();
-    let handle = Arc::new(IndexHandle::from(index));
-    let aq = AfterQueue::new(
-        store.clone(),
-        inj.clone(),
-        we.issuer(),
-        signer,
-        Arc::new(SequentialIds::new("opec1.rx", we.domain())),
-        Reception {
-            index: handle.clone(),
-            antivirus,
-            domains,
-            mail_receipt: we.mail_receipt(),
-            default_policy: default,
-        },
-    )
-    .with_clock(Arc::new(FixedClock::new(at)));
-    Rx {
-        aq,
-        index: handle,
-        store,
-        inj,
-        we,
-    }
-}
-
-impl Rx {
-    async fn run(&self, from: &str, rcpt: &[&str], data: &[u8]) -> FilterReply {
-        let tx = Transaction {
-            mail_from: from.into(),
-            rcpt_to: rcpt.iter().map(|s| s.to_string()).collect(),
-            data: data.to_vec(),
-            queue_id: Some("4TESTQ".into()),
-            client: None,
-        };
-        self.aq.filter(&tx).await
-    }
-    fn sent(&self) -> Vec<Injected> {
-        self.inj.messages()
-    }
-    /// Classifies an injected message as the other provider would.
-    fn classify(&self, m: &Injected) -> Classification {
-        classify(&m.message, index().trust(), now())
-    }
-}
-
-fn header(raw: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    head.split("\r\n")
-        .find(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .map(|l| l.split_once(':').unwrap().1.trim().to_string())
-}
+#[path = "common/two_providers.rs"]
+mod two_providers;
+use two_providers::*;
 
 /// A transport envelope from A's alice to B's bob and dave (and carol, external).
 fn envelope_a_to_b(original: &[u8]) -> (Generated, Certification) {
@@ -414,32 +210,6 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&EventKind::Quarantined));
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// B's envelope B_ID from bob to A's alice, tracked in B's store.
-fn our_envelope_b_to_a(store: &MemStore) -> Certification {
-    let info = OriginalInfo::parse(&fixture("ordinary.eml")).unwrap();
-    let cert = Certification::for_submission(
-        &info,
-        "bob@pec.example.net",
-        &[("alice@pec.example.it".into(), RecipientType::Certificato)],
-        B_ID,
-    );
-    store
-        .record_accepted(&Accepted {
-            pec_id: B_ID.into(),
-            queue_id: None,
-            at: at(),
-            cert: cert.clone(),
-            login: "bob@pec.example.net".into(),
-            provider: Provider::B.name().into(),
-        })
-        .unwrap();
-    cert
 }
 
 fn state_of(r: &Rx, who: &str) -> TrackingState {
