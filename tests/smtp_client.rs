@@ -119,6 +119,14 @@ fn injector(addr: String) -> SmtpInjector {
     })
 }
 
+/// Sends MESSAGE from a@example.it to b@example.it through a fake server playing `script`.
+async fn send_with(script: Script) -> Result<String, InjectError> {
+    let (addr, _server) = fake_server(script).await;
+    injector(addr)
+        .send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+}
+
 fn rcpts(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -311,11 +319,7 @@ async fn permanent_failure_at_end_of_data() {
         end: "554 5.7.1 Content rejected\r\n",
         ..Script::default()
     };
-    let (addr, _server) = fake_server(script).await;
-    let err = injector(addr)
-        .send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_with(script).await.unwrap_err();
     assert!(
         matches!(&err, InjectError::Permanent { reason, .. } if reason.contains("554 5.7.1 Content rejected")),
         "{err:?}"
@@ -328,11 +332,7 @@ async fn temporary_failure_at_end_of_data() {
         end: "451 4.3.0 Try later\r\n",
         ..Script::default()
     };
-    let (addr, _server) = fake_server(script).await;
-    let err = injector(addr)
-        .send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_with(script).await.unwrap_err();
     assert!(matches!(err, InjectError::Temporary { .. }), "{err:?}");
 }
 
@@ -407,11 +407,7 @@ async fn refused_greeting_is_temporary() {
         greeting: "554 5.3.2 No service\r\n",
         ..Script::default()
     };
-    let (addr, _server) = fake_server(script).await;
-    let err = injector(addr)
-        .send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_with(script).await.unwrap_err();
     assert!(matches!(err, InjectError::Temporary { .. }), "{err:?}");
 }
 
@@ -421,11 +417,7 @@ async fn malformed_reply_is_temporary() {
         mail: "hello there\r\n",
         ..Script::default()
     };
-    let (addr, _server) = fake_server(script).await;
-    let err = injector(addr)
-        .send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_with(script).await.unwrap_err();
     assert!(
         matches!(&err, InjectError::Temporary { reason, .. } if reason.contains("malformed")),
         "{err:?}"
