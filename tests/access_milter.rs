@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use indymilter_test::{Actions, MacroStage, ProtoOpts, Status};
-use indymilter_test::{EomAction, TestConnection};
+use indymilter_test::EomAction;
+use indymilter_test::Status;
 use pec::access::{AccessPoint, Policy};
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner};
@@ -20,6 +20,10 @@ use pec::message::time::{FixedClock, Instant};
 use pec::smtp::InjectError;
 use pec::store::{EventKind, Store, TrackingState};
 use tokio::net::TcpListener;
+
+#[path = "common/milter_client.rs"]
+mod milter_client;
+use milter_client::{queued, Mail};
 
 const PEC_ID: &str = "opec1.test.1@pec.example.it";
 
@@ -141,15 +145,6 @@ fn assert_reply(status: &Status, prefix: &str) {
     assert!(text.contains("PEC: "), "{text}");
 }
 
-/// The submission: header fields (name, value as a client writes them) and body.
-struct Mail {
-    login: Option<&'static str>,
-    mail_from: &'static str,
-    rcpt: Vec<&'static str>,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
 fn good_mail() -> Mail {
     Mail {
         login: Some("alice@pec.example.it"),
@@ -183,88 +178,6 @@ fn original(m: &Mail) -> Vec<u8> {
     out.into_bytes()
 }
 
-async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .available_opts(ProtoOpts::all())
-        .exact_leading_space(true)
-        .open_tcp(h.addr)
-        .await
-        .unwrap();
-    if let Some(login) = m.login {
-        conn.macros(MacroStage::Mail, [("{auth_authen}", login)])
-            .await
-            .unwrap();
-    }
-    assert_eq!(
-        conn.mail([format!("<{}>", m.mail_from)]).await.unwrap(),
-        Status::Continue
-    );
-    for r in &m.rcpt {
-        assert_eq!(
-            conn.rcpt([format!("<{r}>")]).await.unwrap(),
-            Status::Continue
-        );
-    }
-    for (n, v) in &m.headers {
-        assert_eq!(
-            conn.header(*n, format!(" {v}")).await.unwrap(),
-            Status::Continue
-        );
-    }
-    // Body in two chunks, as Postfix sends large bodies.
-    let body = m.body.as_bytes();
-    let (a, b) = body.split_at(body.len() / 2);
-    conn.body(a.to_vec()).await.unwrap();
-    conn.body(b.to_vec()).await.unwrap();
-    conn.macros(MacroStage::Eom, [("i", "4F1A2B3C4D")])
-        .await
-        .unwrap();
-    let (actions, status) = conn.eom().await.unwrap();
-    conn.close().await.unwrap();
-    (actions.actions, status)
-}
-
-/// Applies the milter's actions to the submitted message, as Postfix does.
-fn apply(m: &Mail, actions: &[EomAction]) -> Vec<u8> {
-    let mut headers: Vec<(String, String)> = m
-        .headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), format!(" {v}")))
-        .collect();
-    let mut body: Option<Vec<u8>> = None;
-    for a in actions {
-        match a {
-            EomAction::DeleteHeader { name, index } => {
-                let name = name.to_str().unwrap();
-                let pos = headers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
-                    .nth(*index as usize - 1)
-                    .map(|(i, _)| i)
-                    .expect("deleted header exists");
-                headers.remove(pos);
-            }
-            EomAction::AddHeader { name, value } => headers.push((
-                name.to_str().unwrap().to_string(),
-                value.to_str().unwrap().to_string(),
-            )),
-            EomAction::ReplaceBody { chunk } => {
-                body.get_or_insert_with(Vec::new).extend_from_slice(chunk)
-            }
-            other => panic!("unexpected action {other:?}"),
-        }
-    }
-    let mut out = Vec::new();
-    for (n, v) in headers {
-        out.extend_from_slice(format!("{n}:{}\r\n", v.replace('\n', "\r\n")).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&body.expect("body replaced"));
-    out
-}
-
 fn notices(h: &Harness) -> Vec<(Ricevuta, pec::message::classify::PecMessage, Vec<String>)> {
     h.injector
         .messages()
@@ -274,6 +187,10 @@ fn notices(h: &Harness) -> Vec<(Ricevuta, pec::message::classify::PecMessage, Ve
             other => panic!("injected message is not a valid receipt: {other:?}"),
         })
         .collect()
+}
+
+async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
+    milter_client::submit(h.addr, m, "4F1A2B3C4D").await
 }
 
 #[tokio::test]
@@ -299,7 +216,7 @@ async fn accepted_submission_becomes_the_signed_transport_envelope() {
     assert!(!actions.iter().any(|a| matches!(a, EomAction::DeleteHeader { name, .. } if ["Received", "To"].contains(&name.to_str().unwrap()))));
     assert!(actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value } if name.as_c_str() == c"X-Trasporto" && value.as_c_str() == c" posta-certificata")));
 
-    let rewritten = apply(&m, &actions);
+    let rewritten = queued(&m, &actions);
     let env = match classify(&rewritten, h.index.trust(), at()) {
         Classification::TransportEnvelope(e) => e,
         other => panic!("rewritten message is not a valid envelope: {other:?}"),

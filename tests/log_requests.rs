@@ -8,7 +8,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use indymilter_test::{Actions, EomAction, MacroStage, ProtoOpts, Status, TestConnection};
+use indymilter_test::{EomAction, Status};
 use mail_parser::{MessageParser, MimeHeaders};
 use pec::access::{AccessPoint, Policy};
 use pec::crypto::testing::{make_test_pki, TestPki};
@@ -25,6 +25,10 @@ use pec::reception::{AfterQueue, Reception};
 use pec::smtp::{FilterReply, Transaction};
 use pec::store::{EventKind, LogEvent, MailboxPolicy, SqliteStore, Store};
 use tokio::net::TcpListener;
+
+#[path = "common/milter_client.rs"]
+mod milter_client;
+use milter_client::{queued, Mail};
 
 const SERVICE: &str = "registro@pec.example.it";
 
@@ -200,17 +204,9 @@ fn populate(store: &SqliteStore) {
     }
 }
 
-struct Mail {
-    login: &'static str,
-    mail_from: &'static str,
-    rcpt: Vec<&'static str>,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
 fn request(subject: &str) -> Mail {
     Mail {
-        login: "alice@pec.example.it",
+        login: Some("alice@pec.example.it"),
         mail_from: "alice@pec.example.it",
         rcpt: vec![SERVICE],
         headers: vec![
@@ -224,78 +220,6 @@ fn request(subject: &str) -> Mail {
         ],
         body: "Buongiorno,\r\ngrazie.\r\n".into(),
     }
-}
-
-async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
-    let mut conn = TestConnection::configure()
-        .available_actions(Actions::all())
-        .available_opts(ProtoOpts::all())
-        .exact_leading_space(true)
-        .open_tcp(h.addr)
-        .await
-        .unwrap();
-    conn.macros(MacroStage::Mail, [("{auth_authen}", m.login)])
-        .await
-        .unwrap();
-    assert_eq!(
-        conn.mail([format!("<{}>", m.mail_from)]).await.unwrap(),
-        Status::Continue
-    );
-    for r in &m.rcpt {
-        assert_eq!(
-            conn.rcpt([format!("<{r}>")]).await.unwrap(),
-            Status::Continue
-        );
-    }
-    for (n, v) in &m.headers {
-        assert_eq!(
-            conn.header(*n, format!(" {v}")).await.unwrap(),
-            Status::Continue
-        );
-    }
-    conn.body(m.body.as_bytes().to_vec()).await.unwrap();
-    conn.macros(MacroStage::Eom, [("i", "4REQ1")])
-        .await
-        .unwrap();
-    let (actions, status) = conn.eom().await.unwrap();
-    conn.close().await.unwrap();
-    (actions.actions, status)
-}
-
-/// The message as Postfix queues it after the milter's header actions.
-fn queued(m: &Mail, actions: &[EomAction]) -> Vec<u8> {
-    let mut headers: Vec<(String, String)> = m
-        .headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), format!(" {v}")))
-        .collect();
-    for a in actions {
-        match a {
-            EomAction::DeleteHeader { name, index } => {
-                let name = name.to_str().unwrap();
-                let pos = headers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, _))| n.eq_ignore_ascii_case(name))
-                    .nth(*index as usize - 1)
-                    .map(|(i, _)| i)
-                    .expect("deleted header exists");
-                headers.remove(pos);
-            }
-            EomAction::AddHeader { name, value } => headers.push((
-                name.to_str().unwrap().to_string(),
-                value.to_str().unwrap().to_string(),
-            )),
-            other => panic!("unexpected action {other:?}"),
-        }
-    }
-    let mut out = Vec::new();
-    for (n, v) in headers {
-        out.extend_from_slice(format!("{n}:{v}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(m.body.as_bytes());
-    out
 }
 
 fn tx(m: &Mail, data: Vec<u8>) -> Transaction {
@@ -371,6 +295,10 @@ fn request_id(actions: &[EomAction]) -> String {
             _ => None,
         })
         .expect("the request is marked")
+}
+
+async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
+    milter_client::submit(h.addr, m, "4REQ1").await
 }
 
 #[tokio::test]
@@ -519,7 +447,7 @@ async fn a_bad_period_gets_a_helpful_reply_and_the_limit_a_450() {
 
     // Another owner has their own allowance.
     let mut bob = request("Registro 2026-11");
-    bob.login = "bob@pec.example.it";
+    bob.login = Some("bob@pec.example.it");
     bob.mail_from = "bob@pec.example.it";
     bob.headers[0].1 = "bob@pec.example.it".into();
     let (actions, status) = submit(&h, &bob).await;
@@ -547,7 +475,7 @@ async fn misaddressed_and_unauthorised_requests_are_refused_in_smtp() {
     assert!(reply_text(&status).starts_with("550 5.1.1 "), "{status:?}");
 
     let mut m = request("Registro 2026-11");
-    m.login = "mallory@pec.example.it";
+    m.login = Some("mallory@pec.example.it");
     let (_, status) = submit(&h, &m).await;
     assert!(reply_text(&status).starts_with("550 5.7.1 "), "{status:?}");
     assert!(h.injector.messages().is_empty());
