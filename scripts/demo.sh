@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-scripts/install-deps.sh
+scripts/install-deps.sh --no-cargo-tools
 tests/e2e/install.sh
 echo "== building pec (release)"
 cargo build --release --locked --bin pec

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that pec's build and test suite need. Idempotent: packages
 # already present are not reinstalled, and apt-get update runs only when something is missing.
+# Also the cargo tools of the test suite (cargo-fuzz, cargo-deb), unless --no-cargo-tools
+# (the demo needs neither).
 set -euo pipefail
+cargo_tools=1
+[ "${1:-}" = --no-cargo-tools ] && cargo_tools=0
 
 packages=(
   # build
@@ -20,13 +24,13 @@ packages=(
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is
 # installed once per machine).
-if ! cargo fuzz --version >/dev/null 2>&1; then
+if [ "$cargo_tools" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-fuzz"
   cargo install cargo-fuzz --locked
 fi
 
 # cargo-deb for scripts/build-deb.sh and the package test (tests/e2e/package.sh).
-if ! cargo deb --version >/dev/null 2>&1; then
+if [ "$cargo_tools" = 1 ] && ! cargo deb --version >/dev/null 2>&1; then
   echo "install-deps: cargo install cargo-deb"
   cargo install cargo-deb --locked
 fi
