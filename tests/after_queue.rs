@@ -139,6 +139,29 @@ impl Store for MemStore {
         }
         Ok(closed)
     }
+    fn stage_outbound(
+        &self,
+        out: &pec::store::Outbound,
+        effect: &pec::store::Effect,
+    ) -> Result<pec::store::Staged, StoreError> {
+        self.check()?;
+        // Acceptances only (what this filter emits here); one per pec_id, like the store.
+        if let pec::store::Effect::Acceptance {
+            pec_id,
+            receipt_id,
+            at,
+        } = effect
+        {
+            if !self.acceptance_emitted(pec_id, receipt_id, *at)? {
+                return Ok(pec::store::Staged::Claimed);
+            }
+        }
+        let _ = out;
+        Ok(pec::store::Staged::New)
+    }
+    fn outbound_injected(&self, _key: &str, _at: Instant) -> Result<(), StoreError> {
+        self.check()
+    }
     fn record_refused(&self, _refused: &Refused) -> Result<(), StoreError> {
         Ok(())
     }

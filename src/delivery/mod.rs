@@ -60,13 +60,17 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
-use crate::store::{EventKind, LogEvent, Store, StoreError};
+use crate::outbox::{emit, outbound, EmitError, Emitted};
+use crate::store::outbox::delivery_key;
+use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Store, StoreError};
 use crate::BoxFuture;
 
 pub mod arrival;
 pub mod codes;
+pub mod dedup;
 pub mod lmtp;
 
+use dedup::MailboxProbe;
 use lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 
 #[derive(Debug, Error)]
@@ -77,6 +81,8 @@ pub enum DeliveryError {
     Build(#[from] BuildError),
     #[error("injecting the notice: {0}")]
     Inject(#[from] InjectError),
+    #[error("emitting the notice: {0}")]
+    Emit(#[from] EmitError),
     #[error("worker task: {0}")]
     Task(String),
 }
@@ -102,6 +108,7 @@ pub struct DeliveryPoint {
     ids: Arc<dyn MsgIdSource>,
     clock: Arc<dyn Clock>,
     arrival_notices: bool,
+    probe: Option<Arc<dyn MailboxProbe>>,
 }
 
 impl DeliveryPoint {
@@ -127,6 +134,7 @@ impl DeliveryPoint {
             ids,
             clock: Arc::new(SystemClock),
             arrival_notices: false,
+            probe: None,
         }
     }
 
@@ -134,6 +142,13 @@ impl DeliveryPoint {
     /// store ([`Store::arrival_notice`]).
     pub fn with_arrival_notices(mut self, enabled: bool) -> Self {
         self.arrival_notices = enabled;
+        self
+    }
+
+    /// Asks the mailbox with `probe` whether a delivery whose outcome was not recorded
+    /// happened ([`dedup`]); without one, such a delivery is made again.
+    pub fn with_duplicate_check(mut self, probe: Option<Arc<dyn MailboxProbe>>) -> Self {
+        self.probe = probe;
         self
     }
 
@@ -158,10 +173,7 @@ impl DeliveryPoint {
                     .collect();
             }
         };
-        let replies = self
-            .dovecot
-            .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
-            .await;
+        let replies = self.to_mailboxes(tx, &shown).await;
         let Some(c) = certified else {
             for (r, reply) in tx.rcpt_to.iter().zip(&replies) {
                 info!(msgid = %shown, rcpt = %r, reply = %reply.line(), "delivery point: proxied");
@@ -205,6 +217,97 @@ impl DeliveryPoint {
             out.push(answer);
         }
         out
+    }
+
+    /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
+    async fn to_mailboxes(&self, tx: &Transaction, shown: &str) -> Vec<Reply> {
+        let Some(mid) = dedup::message_id(&tx.data) else {
+            return self
+                .dovecot
+                .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
+                .await;
+        };
+        let at = self.clock.now();
+        let (store, id, rcpts) = (self.store.clone(), mid.clone(), tx.rcpt_to.clone());
+        let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, at)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return self.tempfail_all(tx, shown, &e.to_string()),
+            Err(e) => return self.tempfail_all(tx, shown, &e.to_string()),
+        };
+        let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
+        let mut send = Vec::new();
+        let mut found = Vec::new();
+        for (i, (rcpt, mark)) in tx.rcpt_to.iter().zip(marks).enumerate() {
+            match mark {
+                None => send.push(i),
+                Some(DeliveryMark::Done) => {
+                    info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: delivered before (a retry): not stored again");
+                    replies[i] = Some(Reply::new(250, format!("2.0.0 <{rcpt}> Already delivered")));
+                }
+                Some(DeliveryMark::Intent) => {
+                    let held = match &self.probe {
+                        Some(p) => p.holds(rcpt, &mid).await,
+                        None => Err("no duplicate check configured".into()),
+                    };
+                    match held {
+                        Ok(true) => {
+                            info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: outcome unrecorded, found in the mailbox: not stored again");
+                            replies[i] = Some(Reply::new(
+                                250,
+                                format!("2.0.0 <{rcpt}> Already delivered"),
+                            ));
+                            found.push(rcpt.clone());
+                        }
+                        Ok(false) => send.push(i),
+                        Err(e) => {
+                            warn!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: outcome unrecorded and the mailbox cannot be checked ({e}): delivered again");
+                            send.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        if !send.is_empty() {
+            let to: Vec<String> = send.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
+            let got = self
+                .dovecot
+                .deliver(&tx.mail_from, &to, &tx.data, tx.eight_bit)
+                .await;
+            for (k, &i) in send.iter().enumerate() {
+                replies[i] = Some(got.get(k).cloned().unwrap_or_else(|| {
+                    Reply::new(451, "4.3.0 No reply from the mailbox server, try again later")
+                }));
+            }
+            found.extend(
+                send.iter()
+                    .filter(|&&i| replies[i].as_ref().is_some_and(|r| r.class() == 2))
+                    .map(|&i| tx.rcpt_to[i].clone()),
+            );
+        }
+        if !found.is_empty() {
+            let (store, id, at) = (self.store.clone(), mid.clone(), self.clock.now());
+            let done = blocking(move || store.deliveries_done(&id, &found, at)).await;
+            if let Some(e) = match done {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            } {
+                // Stored in the mailbox: the reply stays 250. A retry would ask the mailbox.
+                warn!(msgid = %shown, message_id = %mid, "delivery point: delivery not recorded: {e}");
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Reply::new(451, "4.3.0 Internal error, try again later")))
+            .collect()
+    }
+
+    fn tempfail_all(&self, tx: &Transaction, shown: &str, e: &str) -> Vec<Reply> {
+        error!(msgid = %shown, "delivery point: tempfail before delivery: {e}");
+        tx.rcpt_to
+            .iter()
+            .map(|_| Reply::new(451, "4.3.0 Store unavailable, try again later"))
+            .collect()
     }
 
     /// Step 2 of the module documentation: `None` when no recipient is due a notice.
@@ -294,9 +397,6 @@ impl DeliveryPoint {
             })
             .await??
         };
-        self.injector
-            .inject(&notice.mail_from, &notice.rcpt_to, &notice.to_bytes())
-            .await?;
         let event = LogEvent {
             pec_id: c.pec_id.clone(),
             at,
@@ -316,17 +416,28 @@ impl DeliveryPoint {
                 .as_ref()
                 .map(|(_, text)| format!("{text} (Dovecot: {})", reply.line())),
         };
-        let store = self.store.clone();
-        let r = rcpt.to_string();
-        let first = blocking(move || store.claim_delivery_notice(&r, &event)).await??;
-        if !first {
+        let out = outbound(delivery_key(&c.pec_id, rcpt), &notice, at);
+        let effect = Effect::DeliveryNotice {
+            recipient: rcpt.to_string(),
+            event,
+        };
+        let emitted = emit(
+            &self.store,
+            &*self.injector,
+            &*self.clock,
+            out,
+            effect,
+        )
+        .await?;
+        if !matches!(emitted, Emitted::New(_)) {
             warn!(
                 msgid = %c.pec_id,
                 rcpt = %rcpt,
                 notice = %notice.message_id,
                 kind = ?notice.kind,
-                "delivery point: a concurrent delivery recorded a notice first: duplicate notice"
+                "delivery point: a concurrent delivery recorded a notice first: this one is dropped"
             );
+            return Ok(None);
         }
         debug_assert!(matches!(
             notice.kind,
