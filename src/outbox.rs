@@ -122,7 +122,10 @@ pub async fn sweep_once(
         .map_err(|e| StoreError::Database(e.to_string()))??;
     let mut sent = 0;
     for row in rows {
-        match injector.inject(&row.mail_from, &row.rcpt_to, &row.data).await {
+        match injector
+            .inject(&row.mail_from, &row.rcpt_to, &row.data)
+            .await
+        {
             Ok(()) => {
                 let (s, key, at) = (store.clone(), row.key.clone(), clock.now());
                 blocking(move || s.outbound_injected(&key, at))

@@ -472,7 +472,7 @@ async fn unknown_messages_pass_through_byte_identical() {
 }
 
 #[tokio::test]
-async fn listener_tempfail_makes_the_filter_tempfail_and_leaves_the_store_alone() {
+async fn listener_tempfail_makes_the_filter_tempfail_with_the_receipt_staged() {
     let c = chain(FilterReply::Tempfail("queue full".into()), true).await;
     let (env, rcpt, accepted) = envelope();
     c.store.record_accepted(&accepted).unwrap();
@@ -481,8 +481,9 @@ async fn listener_tempfail_makes_the_filter_tempfail_and_leaves_the_store_alone(
         matches!(&err, InjectError::Temporary { reason, .. } if reason.starts_with("end of data: 451")),
         "{err:?}"
     );
-    assert!(c.store.emitted().is_empty());
-    assert!(c.store.pending_acceptance(PEC_ID).unwrap().is_some());
+    // Recorded with the staged receipt before the injection (the outbox sweep sends it).
+    assert_eq!(c.store.emitted().len(), 1);
+    assert!(c.store.pending_acceptance(PEC_ID).unwrap().is_none());
     // Only the acceptance was attempted; the envelope was not passed on.
     let got = c.got();
     assert_eq!(got.len(), 1);
@@ -499,7 +500,8 @@ async fn listener_down_makes_the_filter_tempfail() {
         matches!(&err, InjectError::Temporary { reason, .. } if reason.contains("451")),
         "{err:?}"
     );
-    assert!(c.store.emitted().is_empty());
+    // Staged and recorded; the outbox sweep injects it.
+    assert_eq!(c.store.emitted().len(), 1);
     // Ordinary mail too.
     let err = c
         .deliver(
@@ -555,7 +557,8 @@ async fn permanent_refusal_of_the_acceptance_is_a_tempfail() {
     c.store.record_accepted(&accepted).unwrap();
     let err = c.deliver(SENDER, &rcpt, &env).await.unwrap_err();
     assert!(matches!(err, InjectError::Temporary { .. }), "{err:?}");
-    assert!(c.store.emitted().is_empty());
+    // Staged and recorded; the outbox sweep tries it again.
+    assert_eq!(c.store.emitted().len(), 1);
 }
 
 #[tokio::test]

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use backends::Backend;
-use pem::{fixture, issuer, pki, PROVIDER};
 use pec::crypto::Signer;
 use pec::delivery::dedup::MailboxProbe;
 use pec::delivery::lmtp::{LocalDelivery, Reply, Transaction};
@@ -26,10 +25,9 @@ use pec::message::kind::{MessageKind, RecipientType};
 use pec::message::time::{FixedClock, Instant};
 use pec::smtp::{InjectError, Injector};
 use pec::store::outbox::{acceptance_key, delivery_key};
-use pec::store::{
-    Accepted, DeliveryMark, Effect, EventKind, LogEvent, Outbound, Staged, Store,
-};
+use pec::store::{Accepted, DeliveryMark, Effect, EventKind, LogEvent, Outbound, Staged, Store};
 use pec::BoxFuture;
+use pem::{fixture, issuer, pki, PROVIDER};
 
 const PEC_ID: &str = "opec1.20250603101112.1.1.crash@pec.example.it";
 const SENDER: &str = "alice@pec.example.it";
@@ -132,7 +130,9 @@ fn acceptance_is_logged_once_after_queue(b: &Backend) {
         at: later(5),
     };
     assert_eq!(
-        store.stage_outbound(&first, &effect("acc1@pec.example.it")).unwrap(),
+        store
+            .stage_outbound(&first, &effect("acc1@pec.example.it"))
+            .unwrap(),
         Staged::New
     );
     // The crash: never injected, never marked. The retry (another process) builds anew.
@@ -154,7 +154,10 @@ fn acceptance_is_logged_once_after_queue(b: &Backend) {
     assert_eq!(count(&k, MessageKind::TransportEnvelope), 1, "{k:?}");
     assert_eq!(count(&k, MessageKind::Acceptance), 1, "{k:?}");
     let events = again.events_for(PEC_ID).unwrap();
-    assert_eq!(events[1].related_ids, vec!["acc1@pec.example.it".to_string()]);
+    assert_eq!(
+        events[1].related_ids,
+        vec!["acc1@pec.example.it".to_string()]
+    );
     assert_eq!(events[0].queue_id.as_deref(), Some("4AbCd"));
     assert_eq!(again.pending_acceptance(PEC_ID).unwrap(), None);
 }
@@ -177,9 +180,16 @@ fn the_sweep_claims_unsent_rows(b: &Backend) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].data, row.data);
     // Claimed at +31: another sweeper with the same cutoff gets nothing.
-    assert!(b.reopen().claim_unsent(later(31), later(32), 10).unwrap().is_empty());
+    assert!(b
+        .reopen()
+        .claim_unsent(later(31), later(32), 10)
+        .unwrap()
+        .is_empty());
     store.outbound_injected(&row.key, later(33)).unwrap();
-    assert!(store.claim_unsent(later(1000), later(1000), 10).unwrap().is_empty());
+    assert!(store
+        .claim_unsent(later(1000), later(1000), 10)
+        .unwrap()
+        .is_empty());
     assert_eq!(
         store.outbound(&row.key).unwrap().unwrap().injected_at,
         Some(later(33))
@@ -225,7 +235,10 @@ fn a_delivery_notice_is_claimed_once(b: &Backend) {
         store.stage_outbound(&out(&key, "n2@x"), &effect("n2@x")).unwrap(),
         Staged::Existing(o) if o.message_id == "n1@x"
     ));
-    assert_eq!(store.delivery_notice(PEC_ID, BOB).unwrap().as_deref(), Some("n1@x"));
+    assert_eq!(
+        store.delivery_notice(PEC_ID, BOB).unwrap().as_deref(),
+        Some("n1@x")
+    );
     assert_eq!(kinds(&**store).len(), 1);
 
     let other = "dave@pec.example.net";
@@ -272,7 +285,9 @@ fn a_presa_in_carico_is_staged_once(b: &Backend) {
         tracking: true,
     };
     assert_eq!(
-        store.stage_outbound(&out(&key, "t1@x"), &effect("t1@x")).unwrap(),
+        store
+            .stage_outbound(&out(&key, "t1@x"), &effect("t1@x"))
+            .unwrap(),
         Staged::New
     );
     assert!(store.is_verified(PEC_ID, BOB).unwrap());
@@ -308,7 +323,9 @@ fn deliveries_record_intent_then_done(b: &Backend) {
     );
     // Another message, same recipient: independent.
     assert_eq!(
-        store.begin_deliveries("n@x", &rcpts[..1], later(2)).unwrap(),
+        store
+            .begin_deliveries("n@x", &rcpts[..1], later(2))
+            .unwrap(),
         vec![None]
     );
     assert_eq!(store.purge_outbox(later(2)).unwrap(), 2);
@@ -473,7 +490,9 @@ fn verified(store: &dyn Store) {
         outcome: "ok".into(),
         reason: None,
     };
-    store.record_verified(PEC_ID, &[BOB.into()], &event).unwrap();
+    store
+        .record_verified(PEC_ID, &[BOB.into()], &event)
+        .unwrap();
 }
 
 fn tx() -> Transaction {
@@ -488,7 +507,9 @@ fn tx() -> Transaction {
 /// Runs one delivery in a task of its own; `None` when it "crashed".
 async fn deliver(dp: &Arc<DeliveryPoint>) -> Option<Vec<Reply>> {
     let dp = dp.clone();
-    tokio::spawn(async move { dp.deliver(&tx()).await }).await.ok()
+    tokio::spawn(async move { dp.deliver(&tx()).await })
+        .await
+        .ok()
 }
 
 fn deliveries(store: &dyn Store) -> usize {
@@ -578,16 +599,26 @@ fn killed_around_the_injection_one_receipt(b: &Backend) {
         postfix.mode.store(0, Ordering::SeqCst);
         let retry = point(b.reopen(), &mailbox, &postfix, false, "opec1.n2");
         assert_eq!(deliver(&retry).await.unwrap()[0].code, 250);
-        assert!(postfix.got.lock().unwrap().is_empty(), "no new receipt built");
+        assert!(
+            postfix.got.lock().unwrap().is_empty(),
+            "no new receipt built"
+        );
         assert_eq!(mailbox.copies_of(BOB), 1);
 
         let store: Arc<dyn Store> = b.reopen();
         let clock = FixedClock::new(later(8 + 31));
-        let sent = pec::outbox::sweep_once(&store, &*postfix, &clock).await.unwrap();
+        let sent = pec::outbox::sweep_once(&store, &*postfix, &clock)
+            .await
+            .unwrap();
         assert_eq!(sent, 1);
         assert_eq!(postfix.message_ids(), vec![staged.message_id.clone()]);
         assert_eq!(postfix.got.lock().unwrap()[0], staged.data);
-        assert_eq!(pec::outbox::sweep_once(&store, &*postfix, &clock).await.unwrap(), 0);
+        assert_eq!(
+            pec::outbox::sweep_once(&store, &*postfix, &clock)
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(deliveries(&*b.store), 1);
 
         // Killed after the injection, before the mark: the sweep sends the same bytes
@@ -596,7 +627,11 @@ fn killed_around_the_injection_one_receipt(b: &Backend) {
         let mut t = tx();
         t.rcpt_to = vec![other.into()];
         b.store
-            .record_verified(PEC_ID, &[other.into()], &b.store.events_for(PEC_ID).unwrap()[0])
+            .record_verified(
+                PEC_ID,
+                &[other.into()],
+                &b.store.events_for(PEC_ID).unwrap()[0],
+            )
             .unwrap();
         postfix.mode.store(2, Ordering::SeqCst);
         let dp = point(b.reopen(), &mailbox, &postfix, false, "opec1.n3");
@@ -604,14 +639,20 @@ fn killed_around_the_injection_one_receipt(b: &Backend) {
         assert!(crashed.is_err());
         postfix.mode.store(0, Ordering::SeqCst);
         let clock = FixedClock::new(later(8 + 62));
-        assert_eq!(pec::outbox::sweep_once(&store, &*postfix, &clock).await.unwrap(), 1);
+        assert_eq!(
+            pec::outbox::sweep_once(&store, &*postfix, &clock)
+                .await
+                .unwrap(),
+            1
+        );
         let ids = postfix.message_ids();
         assert_eq!(ids.len(), 3);
         assert_eq!(ids[1], ids[2], "the same receipt, not a new one");
         // The sender's delivery point gets both copies.
         let sender_box = Arc::new(Mailbox::default());
         let sender_point = point(b.reopen(), &sender_box, &postfix, false, "opec1.s");
-        for data in postfix.got.lock().unwrap().clone().into_iter().skip(1) {
+        let got: Vec<Vec<u8>> = postfix.got.lock().unwrap().clone();
+        for data in got.into_iter().skip(1) {
             let t = Transaction {
                 mail_from: String::new(),
                 rcpt_to: vec![SENDER.into()],

@@ -84,7 +84,9 @@ fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance(bac
     // logged with the acceptance, after queue, with the data recorded here.
     assert!(store.events_for(PEC_ID).unwrap().is_empty());
     assert_eq!(store.pending_acceptance(PEC_ID).unwrap(), Some(a.clone()));
-    assert!(store.acceptance_emitted(PEC_ID, "r@pec.example.it", a.at).unwrap());
+    assert!(store
+        .acceptance_emitted(PEC_ID, "r@pec.example.it", a.at)
+        .unwrap());
     let events = store.events_for(PEC_ID).unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(
@@ -148,7 +150,9 @@ fn only_external_recipients_means_nothing_tracked(backend: &Backend) {
     ]);
     store.record_accepted(&a).unwrap();
     assert!(store.tracking_for(PEC_ID).unwrap().is_empty());
-    assert!(store.acceptance_emitted(PEC_ID, "r@pec.example.it", a.at).unwrap());
+    assert!(store
+        .acceptance_emitted(PEC_ID, "r@pec.example.it", a.at)
+        .unwrap());
     assert_eq!(store.events_for(PEC_ID).unwrap()[0].recipients.len(), 2);
 }
 

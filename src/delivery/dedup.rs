@@ -34,8 +34,11 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 /// Asks whether `user`'s mailbox holds a message with Message-ID `message_id`.
 pub trait MailboxProbe: Send + Sync {
     /// `Ok(true)`: held; `Ok(false)`: not held; `Err`: could not tell.
-    fn holds<'a>(&'a self, user: &'a str, message_id: &'a str)
-        -> BoxFuture<'a, Result<bool, String>>;
+    fn holds<'a>(
+        &'a self,
+        user: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<bool, String>>;
 }
 
 /// The configured command (`delivery.duplicate_check`).

@@ -18,30 +18,31 @@
 //!    Dovecot 5xx → signed avviso di mancata consegna with the coded reason of
 //!    [`codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
 //!    place of the PEC notice; Dovecot 4xx or unreachable → 4xx to Postfix, no notice;
-//! 4. the notice is injected into Postfix's reinjection listener, then
-//!    [`Store::claim_delivery_notice`] records it and its legal-log event in one
-//!    transaction.
+//! 4. the notice is built and signed, then staged in the outbox together with its claim
+//!    ([`Store::claim_delivery_notice`]'s key) and its legal-log event, in one transaction
+//!    ([`crate::outbox::emit`]); only then is it injected into Postfix's reinjection
+//!    listener, and marked injected.
 //!
 //! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
 //!    short plain arrival notice to the ordinary address configured for the mailbox
 //!    ([`Store::arrival_notice`], [`arrival`]); best effort.
 //!
-//! Exactly once, and the crash windows. Before building a notice the session asks the
-//! store whether one was already recorded for (envelope, recipient)
-//! ([`Store::delivery_notice`]); if so it emits nothing and answers 250 (a Postfix retry
-//! after a crash between Dovecot's 250 and our reply: Dovecot stores a duplicate copy, no
-//! second receipt). The claim is written only after a successful injection, so a failed
-//! injection (→ 4xx, Postfix retries) never blocks the retry's notice:
+//! Exactly once, and the crash windows (see [`crate::store::outbox`]). Each message goes
+//! to Dovecot once per (Message-ID, recipient) ([`dedup`]): an intent is recorded before,
+//! the completion after Dovecot's 250; a second transaction of the same message running
+//! in this process gets 4xx for that recipient meanwhile.
 //!
-//! * crash or failure before the injection: nothing emitted, nothing recorded; the retry
-//!   starts over (for a 250, Dovecot stores a second copy);
-//! * crash (or store failure) between the injection and the claim: the notice is queued
-//!   but not recorded; we answer 4xx, and the retry emits a **second** notice, logged.
-//!   The design prefers a duplicate after a crash to a missing receipt (design §3);
-//! * crash after the claim but before Postfix reads our reply: the retry finds the claim
-//!   and emits nothing;
-//! * two concurrent deliveries of the same envelope (not something Postfix does): the
-//!   claim decides which one is logged; the other is reported as a duplicate in the log.
+//! * crash before Dovecot's answer is recorded: Postfix retries; the retry finds the
+//!   intent and asks the mailbox (`delivery.duplicate_check`); held → 250 without storing
+//!   again, not held or the check failing → delivered again (a copy rather than a loss);
+//! * crash after the completion: the retry answers 250 from the record, stores nothing;
+//! * crash before the notice is staged: nothing recorded; the retry builds it;
+//! * crash (or injection failure, → 4xx) after staging: the claim is taken, so the retry
+//!   builds nothing and answers 250; the outbox sweep injects the staged bytes (same
+//!   Message-ID); if they were injected already but not marked, the second copy has the
+//!   same Message-ID and the sender's delivery point stores it once;
+//! * two concurrent deliveries of one envelope on two nodes: the claim decides which
+//!   notice exists; the other is dropped, never injected.
 //!
 //! Fail closed: a store failure while deciding gives 4xx for every recipient before
 //! anything is delivered; signing or injection failures give 4xx for that recipient.
@@ -58,9 +59,9 @@ use crate::message::classify::{classify, Classification};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
-use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::store::outbox::delivery_key;
 use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Store, StoreError};
 use crate::BoxFuture;
@@ -109,6 +110,10 @@ pub struct DeliveryPoint {
     clock: Arc<dyn Clock>,
     arrival_notices: bool,
     probe: Option<Arc<dyn MailboxProbe>>,
+    /// (Message-ID, lower-case recipient) being delivered by this process now: a second
+    /// delivery of the same message to the same recipient (two Postfix queue files of one
+    /// message) waits (4xx) instead of racing it into the mailbox.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl DeliveryPoint {
@@ -135,6 +140,7 @@ impl DeliveryPoint {
             clock: Arc::new(SystemClock),
             arrival_notices: false,
             probe: None,
+            in_flight: Arc::default(),
         }
     }
 
@@ -228,16 +234,29 @@ impl DeliveryPoint {
                 .await;
         };
         let at = self.clock.now();
-        let (store, id, rcpts) = (self.store.clone(), mid.clone(), tx.rcpt_to.clone());
+        let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
+        let guard = InFlight::take(&self.in_flight, &mid, &tx.rcpt_to);
+        let mine: Vec<usize> = (0..tx.rcpt_to.len()).filter(|i| guard.held[*i]).collect();
+        for (i, r) in tx.rcpt_to.iter().enumerate() {
+            if !guard.held[i] {
+                info!(msgid = %shown, message_id = %mid, rcpt = %r, "delivery point: the same message is being delivered now: try again later");
+                replies[i] = Some(Reply::new(
+                    451,
+                    "4.2.0 The same message is being delivered now, try again later",
+                ));
+            }
+        }
+        let rcpts: Vec<String> = mine.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
+        let (store, id) = (self.store.clone(), mid.clone());
         let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, at)).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return self.tempfail_all(tx, shown, &e.to_string()),
             Err(e) => return self.tempfail_all(tx, shown, &e.to_string()),
         };
-        let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
         let mut send = Vec::new();
         let mut found = Vec::new();
-        for (i, (rcpt, mark)) in tx.rcpt_to.iter().zip(marks).enumerate() {
+        for (i, mark) in mine.into_iter().zip(marks) {
+            let rcpt = &tx.rcpt_to[i];
             match mark {
                 None => send.push(i),
                 Some(DeliveryMark::Done) => {
@@ -252,10 +271,8 @@ impl DeliveryPoint {
                     match held {
                         Ok(true) => {
                             info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: outcome unrecorded, found in the mailbox: not stored again");
-                            replies[i] = Some(Reply::new(
-                                250,
-                                format!("2.0.0 <{rcpt}> Already delivered"),
-                            ));
+                            replies[i] =
+                                Some(Reply::new(250, format!("2.0.0 <{rcpt}> Already delivered")));
                             found.push(rcpt.clone());
                         }
                         Ok(false) => send.push(i),
@@ -275,7 +292,10 @@ impl DeliveryPoint {
                 .await;
             for (k, &i) in send.iter().enumerate() {
                 replies[i] = Some(got.get(k).cloned().unwrap_or_else(|| {
-                    Reply::new(451, "4.3.0 No reply from the mailbox server, try again later")
+                    Reply::new(
+                        451,
+                        "4.3.0 No reply from the mailbox server, try again later",
+                    )
                 }));
             }
             found.extend(
@@ -421,14 +441,7 @@ impl DeliveryPoint {
             recipient: rcpt.to_string(),
             event,
         };
-        let emitted = emit(
-            &self.store,
-            &*self.injector,
-            &*self.clock,
-            out,
-            effect,
-        )
-        .await?;
+        let emitted = emit(&self.store, &*self.injector, &*self.clock, out, effect).await?;
         if !matches!(emitted, Emitted::New(_)) {
             warn!(
                 msgid = %c.pec_id,
@@ -554,4 +567,49 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DeliveryError::Task(e.to_string()))
+}
+
+/// The (Message-ID, recipient) pairs one transaction delivers, held in
+/// [`DeliveryPoint`]'s in-flight set until it is dropped (also when the task unwinds).
+struct InFlight {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    keys: Vec<(String, String)>,
+    /// `held[i]`: recipient `i` is ours; false when another transaction holds it.
+    held: Vec<bool>,
+}
+
+impl InFlight {
+    fn take(
+        set: &Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+        message_id: &str,
+        rcpts: &[String],
+    ) -> Self {
+        let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = Vec::new();
+        let held = rcpts
+            .iter()
+            .map(|r| {
+                let key = (message_id.to_string(), r.to_ascii_lowercase());
+                let ok = s.insert(key.clone());
+                if ok {
+                    keys.push(key);
+                }
+                ok
+            })
+            .collect();
+        InFlight {
+            set: set.clone(),
+            keys,
+            held,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            s.remove(k);
+        }
+    }
 }

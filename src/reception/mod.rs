@@ -34,9 +34,9 @@ use crate::message::ids::{unbracketed, MsgIdSource};
 use crate::message::kind::{MessageKind, Ricevuta};
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::outbox::{outbound, EmitError, Emitted};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
-use crate::outbox::{outbound, EmitError, Emitted};
 use crate::store::outbox::{acceptance_key, take_charge_key};
 use crate::store::{
     Accepted, Effect, EventKind, LogEvent, MailboxPolicy, Store, StoreError, TrackingState,
@@ -176,10 +176,14 @@ pub enum Local {
 /// 5xx for the message itself (injected unchanged) answers Reject with the listener's
 /// reason, and Postfix bounces it to the sender.
 ///
-/// Crashes and retries. A retry after a partial run repeats the steps not yet recorded:
-/// the acceptance receipt is marked as soon as it is in the MTA's hands (at most one
-/// duplicate after a crash between injection and marking); generated receipts and
-/// injections after that may be duplicated by a retry (the log shows them), never lost.
+/// Crashes and retries. The acceptance receipt and the presa in carico are staged in the
+/// outbox with their claim and their legal-log events before they are injected
+/// ([`crate::outbox::emit`]; the transport envelope itself is logged with the acceptance,
+/// only now that it is known queued): a retry finds the claim and builds nothing, and the
+/// outbox sweep injects the staged bytes if the crash came before they were marked
+/// injected. The other generated messages (virus notices, anomaly envelopes, log replies)
+/// are still injected before they are recorded: a crash between the two may duplicate
+/// them (the log shows it), never lose them.
 pub struct AfterQueue {
     store: Arc<dyn Store>,
     injector: Arc<dyn Injector>,
@@ -1273,9 +1277,7 @@ fn tempfail_text(e: &AfterQueueError) -> String {
             "Reinjection failed, try again later".into()
         }
         AfterQueueError::Task(_) => "Internal error, try again later".into(),
-        AfterQueueError::Emit(EmitError::Inject(_)) => {
-            "Reinjection failed, try again later".into()
-        }
+        AfterQueueError::Emit(EmitError::Inject(_)) => "Reinjection failed, try again later".into(),
         AfterQueueError::Emit(EmitError::Store(_)) => "Store unavailable, try again later".into(),
         AfterQueueError::Emit(EmitError::Task(_)) => "Internal error, try again later".into(),
     }

@@ -123,4 +123,3 @@ pub fn acceptance_events(pec_id: &str, receipt_id: &str) -> [(EventKind, String)
         ),
     ]
 }
-

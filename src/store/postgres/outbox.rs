@@ -11,9 +11,7 @@ use tokio_postgres::Row;
 use super::{append_after, decode_cert, lock_head, pg, set_head, to_i64, tracking_forward};
 use crate::message::time::Instant;
 use crate::store::sqlite::cert_recipients;
-use crate::store::{
-    DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState,
-};
+use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
 
@@ -31,15 +29,14 @@ fn row(r: &Row) -> Outbound {
 }
 
 pub(super) async fn get(c: &Object, key: &str) -> Result<Option<Outbound>, StoreError> {
-    Ok(c
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM outbox WHERE key = $1"),
-            &[&key],
-        )
-        .await
-        .map_err(pg(&format!("read outbox \"{key}\"")))?
-        .as_ref()
-        .map(row))
+    Ok(c.query_opt(
+        &format!("SELECT {COLUMNS} FROM outbox WHERE key = $1"),
+        &[&key],
+    )
+    .await
+    .map_err(pg(&format!("read outbox \"{key}\"")))?
+    .as_ref()
+    .map(row))
 }
 
 type Head = (i64, Vec<u8>);
@@ -188,7 +185,11 @@ pub(super) async fn close_acceptance(
     Ok(true)
 }
 
-pub(super) async fn injected(tx: &Transaction<'_>, key: &str, at: Instant) -> Result<(), StoreError> {
+pub(super) async fn injected(
+    tx: &Transaction<'_>,
+    key: &str,
+    at: Instant,
+) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE outbox SET injected_at = $2, attempted_at = $2
          WHERE key = $1 AND injected_at IS NULL",

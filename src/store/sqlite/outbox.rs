@@ -7,9 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{cert_recipients, db, insert_event, tracking_forward};
 use crate::message::build::Certification;
 use crate::message::time::Instant;
-use crate::store::{
-    DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState,
-};
+use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
 
@@ -39,7 +37,11 @@ pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<Outbound>, Stor
 
 /// See [`crate::store::Store::stage_outbound`]; `tx` is an immediate transaction, so the
 /// lookup and the insert cannot interleave with another stager's.
-pub(super) fn stage(tx: &Connection, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+pub(super) fn stage(
+    tx: &Connection,
+    out: &Outbound,
+    effect: &Effect,
+) -> Result<Staged, StoreError> {
     if let Some(existing) = get(tx, &out.key)? {
         return Ok(Staged::Existing(existing));
     }
