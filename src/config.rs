@@ -327,6 +327,12 @@ pub struct DeliveryConfig {
     pub reinject: String,
     /// Send the per-mailbox arrival notices configured in the store.
     pub arrival_notices: bool,
+    /// The command that tells whether a mailbox already holds a message, run when Postfix
+    /// retries a delivery whose outcome was not recorded (a crash between Dovecot's 250 and
+    /// our reply): `%u` is the recipient, `%m` the Message-ID without angle brackets; exit
+    /// 0 with output = held, exit 0 without output = not held. Empty: no check (the
+    /// message is delivered again). See `delivery::dedup`.
+    pub duplicate_check: Vec<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -336,6 +342,10 @@ impl Default for DeliveryConfig {
             dovecot: "127.0.0.1:24".into(),
             reinject: "127.0.0.1:10027".into(),
             arrival_notices: false,
+            duplicate_check: crate::delivery::dedup::DEFAULT_CHECK
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::store::{
     Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
     Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
+use crate::store::{DeliveryMark, Effect, Outbound, Staged};
 use crate::BoxFuture;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -43,6 +44,10 @@ struct Mem {
     /// Timer notices per (pec_id, recipient, which): claim instant and notice id.
     timeout_notices: HashMap<NoticeKey, (Option<Instant>, Option<String>)>,
     index: Option<StoredIndex>,
+    /// The outbox, by key, with its last attempt.
+    outbox: HashMap<String, (Outbound, Instant)>,
+    /// (Message-ID, lower-case recipient) → delivered (true) or intent (false).
+    deliveries: HashMap<(String, String), (bool, Instant)>,
 }
 
 /// (pec_id, recipient, is the 24 h notice).
@@ -126,8 +131,6 @@ impl Store for MemStore {
                 a.pec_id
             )));
         }
-        m.events
-            .push(event(a, MessageKind::TransportEnvelope, &a.pec_id, a.at));
         for d in a
             .cert
             .destinatari
@@ -169,8 +172,10 @@ impl Store for MemStore {
             return Ok(false);
         }
         *emitted = true;
-        let e = event(a, MessageKind::Acceptance, receipt_id, at);
+        let e = event(a, MessageKind::TransportEnvelope, pec_id, at);
+        let r = event(a, MessageKind::Acceptance, receipt_id, at);
         m.events.push(e);
+        m.events.push(r);
         Ok(true)
     }
 
@@ -506,6 +511,136 @@ impl Store for MemStore {
                 hash: Vec::new(),
             })
             .collect())
+    }
+
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+        self.check()?;
+        if let Some((o, _)) = lock(&self.inner).outbox.get(&out.key) {
+            return Ok(Staged::Existing(o.clone()));
+        }
+        // One lock per call below, as the other methods; the double is not used concurrently.
+        let claimed = match effect {
+            Effect::Log(events) => {
+                lock(&self.inner).events.extend(events.iter().cloned());
+                true
+            }
+            Effect::Acceptance {
+                pec_id,
+                receipt_id,
+                at,
+            } => self.acceptance_emitted(pec_id, receipt_id, *at)?,
+            Effect::DeliveryNotice { recipient, event } => {
+                self.claim_delivery_notice(recipient, event)?
+            }
+            Effect::TakenInCharge {
+                recipients,
+                event,
+                tracking,
+            } => {
+                self.record_verified(&event.pec_id, recipients, event)?;
+                if *tracking {
+                    for r in recipients {
+                        self.update_tracking(&event.pec_id, r, TrackingState::TakenInCharge)?;
+                    }
+                }
+                true
+            }
+        };
+        if !claimed {
+            return Ok(Staged::Claimed);
+        }
+        lock(&self.inner)
+            .outbox
+            .insert(out.key.clone(), (out.clone(), out.created_at));
+        Ok(Staged::New)
+    }
+
+    fn outbound(&self, key: &str) -> Result<Option<Outbound>, StoreError> {
+        self.check()?;
+        Ok(lock(&self.inner).outbox.get(key).map(|(o, _)| o.clone()))
+    }
+
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some((o, _)) = lock(&self.inner).outbox.get_mut(key) {
+            o.injected_at.get_or_insert(at);
+        }
+        Ok(())
+    }
+
+    fn claim_unsent(
+        &self,
+        attempted_before: Instant,
+        now: Instant,
+        limit: usize,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let mut due: Vec<(Instant, String)> = m
+            .outbox
+            .iter()
+            .filter(|(_, (o, attempted))| o.injected_at.is_none() && *attempted < attempted_before)
+            .map(|(k, (_, attempted))| (*attempted, k.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut out = Vec::new();
+        for (_, k) in due {
+            if let Some((o, attempted)) = m.outbox.get_mut(&k) {
+                *attempted = now;
+                out.push(o.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    fn begin_deliveries(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        Ok(recipients
+            .iter()
+            .map(|r| {
+                let key = (message_id.to_string(), r.to_ascii_lowercase());
+                match m.deliveries.get(&key) {
+                    Some((true, _)) => Some(DeliveryMark::Done),
+                    Some((false, _)) => Some(DeliveryMark::Intent),
+                    None => {
+                        m.deliveries.insert(key, (false, at));
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    fn deliveries_done(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        for r in recipients {
+            m.deliveries
+                .insert((message_id.to_string(), r.to_ascii_lowercase()), (true, at));
+        }
+        Ok(())
+    }
+
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let n = m.outbox.len() + m.deliveries.len();
+        m.outbox
+            .retain(|_, (o, _)| o.injected_at.is_none_or(|at| at >= before));
+        m.deliveries.retain(|_, (_, at)| *at >= before);
+        Ok((n - m.outbox.len() - m.deliveries.len()) as u64)
     }
 }
 

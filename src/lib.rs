@@ -15,6 +15,7 @@ pub mod log;
 pub mod message;
 pub mod metrics;
 pub mod ops;
+pub mod outbox;
 pub mod reception;
 pub mod reload;
 pub mod serve;

@@ -141,6 +141,8 @@ struct Roles {
     after_queue: Arc<AfterQueue>,
     delivery: Arc<DeliveryPoint>,
     timers: Option<(Arc<Timers>, std::time::Duration)>,
+    /// Injects the outbox rows left unsent ([`crate::outbox`]).
+    outbox: Arc<dyn crate::smtp::Injector>,
 }
 
 /// The PEC domains served: `provider.domains` and those added with `pec domain add`.
@@ -254,7 +256,11 @@ fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
             signer.clone(),
             ids.clone(),
         )
-        .with_arrival_notices(config.delivery.arrival_notices),
+        .with_arrival_notices(config.delivery.arrival_notices)
+        .with_duplicate_check(
+            crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
+                .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),
+        ),
     );
     let reception = Reception {
         index: index.clone(),
@@ -272,6 +278,7 @@ fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
         after_queue,
         delivery,
         timers,
+        outbox: access_injector,
     })
 }
 
@@ -386,6 +393,13 @@ pub async fn run_with(
     let after_queue = Arc::new(Current::new(roles.after_queue));
     let delivery_point = Arc::new(Current::new(roles.delivery));
     let mut timers = start_timers(roles.timers);
+    // The outbox sweep: at start-up, then periodically (not restarted by a reload).
+    let outbox = tokio::spawn(crate::outbox::run(
+        store.clone(),
+        roles.outbox.clone(),
+        Arc::new(SystemClock),
+        stopped(stop_rx.clone()),
+    ));
 
     let (milter_addr, milter_listener) = listen(&settings.access.listen, "access.listen").await?;
     let (filter_addr, filter_listener) = listen(&settings.filter.listen, "filter.listen").await?;
@@ -493,6 +507,7 @@ pub async fn run_with(
         let _ = m.await;
     }
     let _ = sealer.await;
+    let _ = outbox.await;
     Ok(())
 }
 

@@ -554,10 +554,10 @@ async fn a_repeated_delivery_gets_no_second_receipt() {
     c.verify(&[BOB]);
     let env = envelope(true);
     assert!(c.postfix(&[BOB], &env).await[0].starts_with("250"));
-    // Postfix retries (e.g. we crashed before it read our 250): Dovecot stores a second
-    // copy, the claim refuses a second receipt.
+    // Postfix retries (e.g. we crashed before it read our 250): the delivery was recorded,
+    // Dovecot does not get it again, the claim refuses a second receipt.
     assert!(c.postfix(&[BOB], &env).await[0].starts_with("250"));
-    assert_eq!(c.dovecot.got.lock().unwrap().len(), 2);
+    assert_eq!(c.dovecot.got.lock().unwrap().len(), 1);
     assert_eq!(c.notices().len(), 1);
     assert_eq!(c.delivery_events().len(), 1);
 }
@@ -579,11 +579,21 @@ async fn a_failed_injection_tempfails_and_does_not_block_the_retry() {
     let env = envelope(true);
     let replies = c.postfix(&[BOB, FRANK], &env).await;
     assert!(replies.iter().all(|r| r.starts_with("451")), "{replies:?}");
-    assert!(c.delivery_events().is_empty());
+    // Built, signed and recorded with their events before the injection (the outbox).
+    assert_eq!(c.delivery_events().len(), 2);
 
     *c.injector.fail_with.lock().unwrap() = None;
     let replies = c.postfix(&[BOB, FRANK], &env).await;
     assert!(replies.iter().all(|r| r.starts_with("250")), "{replies:?}");
+    // The retry builds no new notice: the outbox sweep injects the staged ones.
+    assert!(c.notices().is_empty());
+    assert_eq!(c.delivery_events().len(), 2);
+    let store: Arc<dyn Store> = c.store.clone();
+    let clock = FixedClock::new(Instant::from_unix(delivered_at().unix() + 60));
+    let sent = pec::outbox::sweep_once(&store, &*c.injector, &clock)
+        .await
+        .unwrap();
+    assert_eq!(sent, 2);
     let kinds: Vec<_> = c.notices().iter().map(|n| n.0).collect();
     assert_eq!(
         kinds,

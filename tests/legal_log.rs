@@ -613,7 +613,7 @@ fn exports_and_owner_extracts(backend: &Backend) {
     assert_eq!(lines.len(), 1 + RECORDS as usize);
     assert_eq!(lines[0], log::CSV_HEADER.trim_end());
     assert!(
-        lines[1].starts_with("1,14/03/2024,09:00:00+0100,BustaTrasporto,,opec.0@pec.example.it,"),
+        lines[1].starts_with("1,14/03/2024,09:01:00+0100,BustaTrasporto,,opec.0@pec.example.it,"),
         "{}",
         lines[1]
     );

@@ -18,30 +18,31 @@
 //!    Dovecot 5xx → signed avviso di mancata consegna with the coded reason of
 //!    [`codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
 //!    place of the PEC notice; Dovecot 4xx or unreachable → 4xx to Postfix, no notice;
-//! 4. the notice is injected into Postfix's reinjection listener, then
-//!    [`Store::claim_delivery_notice`] records it and its legal-log event in one
-//!    transaction.
+//! 4. the notice is built and signed, then staged in the outbox together with its claim
+//!    ([`Store::claim_delivery_notice`]'s key) and its legal-log event, in one transaction
+//!    ([`crate::outbox::emit`]); only then is it injected into Postfix's reinjection
+//!    listener, and marked injected.
 //!
 //! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
 //!    short plain arrival notice to the ordinary address configured for the mailbox
 //!    ([`Store::arrival_notice`], [`arrival`]); best effort.
 //!
-//! Exactly once, and the crash windows. Before building a notice the session asks the
-//! store whether one was already recorded for (envelope, recipient)
-//! ([`Store::delivery_notice`]); if so it emits nothing and answers 250 (a Postfix retry
-//! after a crash between Dovecot's 250 and our reply: Dovecot stores a duplicate copy, no
-//! second receipt). The claim is written only after a successful injection, so a failed
-//! injection (→ 4xx, Postfix retries) never blocks the retry's notice:
+//! Exactly once, and the crash windows (see [`crate::store::outbox`]). Each message goes
+//! to Dovecot once per (Message-ID, recipient) ([`dedup`]): an intent is recorded before,
+//! the completion after Dovecot's 250; a second transaction of the same message running
+//! in this process gets 4xx for that recipient meanwhile.
 //!
-//! * crash or failure before the injection: nothing emitted, nothing recorded; the retry
-//!   starts over (for a 250, Dovecot stores a second copy);
-//! * crash (or store failure) between the injection and the claim: the notice is queued
-//!   but not recorded; we answer 4xx, and the retry emits a **second** notice, logged.
-//!   The design prefers a duplicate after a crash to a missing receipt (design §3);
-//! * crash after the claim but before Postfix reads our reply: the retry finds the claim
-//!   and emits nothing;
-//! * two concurrent deliveries of the same envelope (not something Postfix does): the
-//!   claim decides which one is logged; the other is reported as a duplicate in the log.
+//! * crash before Dovecot's answer is recorded: Postfix retries; the retry finds the
+//!   intent and asks the mailbox (`delivery.duplicate_check`); held → 250 without storing
+//!   again, not held or the check failing → delivered again (a copy rather than a loss);
+//! * crash after the completion: the retry answers 250 from the record, stores nothing;
+//! * crash before the notice is staged: nothing recorded; the retry builds it;
+//! * crash (or injection failure, → 4xx) after staging: the claim is taken, so the retry
+//!   builds nothing and answers 250; the outbox sweep injects the staged bytes (same
+//!   Message-ID); if they were injected already but not marked, the second copy has the
+//!   same Message-ID and the sender's delivery point stores it once;
+//! * two concurrent deliveries of one envelope on two nodes: the claim decides which
+//!   notice exists; the other is dropped, never injected.
 //!
 //! Fail closed: a store failure while deciding gives 4xx for every recipient before
 //! anything is delivered; signing or injection failures give 4xx for that recipient.
@@ -58,15 +59,19 @@ use crate::message::classify::{classify, Classification};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
-use crate::store::{EventKind, LogEvent, Store, StoreError};
+use crate::store::outbox::delivery_key;
+use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Store, StoreError};
 use crate::BoxFuture;
 
 pub mod arrival;
 pub mod codes;
+pub mod dedup;
 pub mod lmtp;
 
+use dedup::MailboxProbe;
 use lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 
 #[derive(Debug, Error)]
@@ -77,6 +82,8 @@ pub enum DeliveryError {
     Build(#[from] BuildError),
     #[error("injecting the notice: {0}")]
     Inject(#[from] InjectError),
+    #[error("emitting the notice: {0}")]
+    Emit(#[from] EmitError),
     #[error("worker task: {0}")]
     Task(String),
 }
@@ -102,6 +109,11 @@ pub struct DeliveryPoint {
     ids: Arc<dyn MsgIdSource>,
     clock: Arc<dyn Clock>,
     arrival_notices: bool,
+    probe: Option<Arc<dyn MailboxProbe>>,
+    /// (Message-ID, lower-case recipient) being delivered by this process now: a second
+    /// delivery of the same message to the same recipient (two Postfix queue files of one
+    /// message) waits (4xx) instead of racing it into the mailbox.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl DeliveryPoint {
@@ -127,6 +139,8 @@ impl DeliveryPoint {
             ids,
             clock: Arc::new(SystemClock),
             arrival_notices: false,
+            probe: None,
+            in_flight: Arc::default(),
         }
     }
 
@@ -134,6 +148,13 @@ impl DeliveryPoint {
     /// store ([`Store::arrival_notice`]).
     pub fn with_arrival_notices(mut self, enabled: bool) -> Self {
         self.arrival_notices = enabled;
+        self
+    }
+
+    /// Asks the mailbox with `probe` whether a delivery whose outcome was not recorded
+    /// happened ([`dedup`]); without one, such a delivery is made again.
+    pub fn with_duplicate_check(mut self, probe: Option<Arc<dyn MailboxProbe>>) -> Self {
+        self.probe = probe;
         self
     }
 
@@ -158,10 +179,7 @@ impl DeliveryPoint {
                     .collect();
             }
         };
-        let replies = self
-            .dovecot
-            .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
-            .await;
+        let replies = self.to_mailboxes(tx, &shown).await;
         let Some(c) = certified else {
             for (r, reply) in tx.rcpt_to.iter().zip(&replies) {
                 info!(msgid = %shown, rcpt = %r, reply = %reply.line(), "delivery point: proxied");
@@ -205,6 +223,111 @@ impl DeliveryPoint {
             out.push(answer);
         }
         out
+    }
+
+    /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
+    async fn to_mailboxes(&self, tx: &Transaction, shown: &str) -> Vec<Reply> {
+        let Some(mid) = dedup::message_id(&tx.data) else {
+            return self
+                .dovecot
+                .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
+                .await;
+        };
+        let at = self.clock.now();
+        let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
+        let guard = InFlight::take(&self.in_flight, &mid, &tx.rcpt_to);
+        let mine: Vec<usize> = (0..tx.rcpt_to.len()).filter(|i| guard.held[*i]).collect();
+        for (i, r) in tx.rcpt_to.iter().enumerate() {
+            if !guard.held[i] {
+                info!(msgid = %shown, message_id = %mid, rcpt = %r, "delivery point: the same message is being delivered now: try again later");
+                replies[i] = Some(Reply::new(
+                    451,
+                    "4.2.0 The same message is being delivered now, try again later",
+                ));
+            }
+        }
+        let rcpts: Vec<String> = mine.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
+        let (store, id) = (self.store.clone(), mid.clone());
+        let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, at)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return self.tempfail_all(tx, shown, &e.to_string()),
+            Err(e) => return self.tempfail_all(tx, shown, &e.to_string()),
+        };
+        let mut send = Vec::new();
+        let mut found = Vec::new();
+        for (i, mark) in mine.into_iter().zip(marks) {
+            let rcpt = &tx.rcpt_to[i];
+            match mark {
+                None => send.push(i),
+                Some(DeliveryMark::Done) => {
+                    info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: delivered before (a retry): not stored again");
+                    replies[i] = Some(Reply::new(250, format!("2.0.0 <{rcpt}> Already delivered")));
+                }
+                Some(DeliveryMark::Intent) => {
+                    let held = match &self.probe {
+                        Some(p) => p.holds(rcpt, &mid).await,
+                        None => Err("no duplicate check configured".into()),
+                    };
+                    match held {
+                        Ok(true) => {
+                            info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: outcome unrecorded, found in the mailbox: not stored again");
+                            replies[i] =
+                                Some(Reply::new(250, format!("2.0.0 <{rcpt}> Already delivered")));
+                            found.push(rcpt.clone());
+                        }
+                        Ok(false) => send.push(i),
+                        Err(e) => {
+                            warn!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: outcome unrecorded and the mailbox cannot be checked ({e}): delivered again");
+                            send.push(i);
+                        }
+                    }
+                }
+            }
+        }
+        if !send.is_empty() {
+            let to: Vec<String> = send.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
+            let got = self
+                .dovecot
+                .deliver(&tx.mail_from, &to, &tx.data, tx.eight_bit)
+                .await;
+            for (k, &i) in send.iter().enumerate() {
+                replies[i] = Some(got.get(k).cloned().unwrap_or_else(|| {
+                    Reply::new(
+                        451,
+                        "4.3.0 No reply from the mailbox server, try again later",
+                    )
+                }));
+            }
+            found.extend(
+                send.iter()
+                    .filter(|&&i| replies[i].as_ref().is_some_and(|r| r.class() == 2))
+                    .map(|&i| tx.rcpt_to[i].clone()),
+            );
+        }
+        if !found.is_empty() {
+            let (store, id, at) = (self.store.clone(), mid.clone(), self.clock.now());
+            let done = blocking(move || store.deliveries_done(&id, &found, at)).await;
+            if let Some(e) = match done {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            } {
+                // Stored in the mailbox: the reply stays 250. A retry would ask the mailbox.
+                warn!(msgid = %shown, message_id = %mid, "delivery point: delivery not recorded: {e}");
+            }
+        }
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Reply::new(451, "4.3.0 Internal error, try again later")))
+            .collect()
+    }
+
+    fn tempfail_all(&self, tx: &Transaction, shown: &str, e: &str) -> Vec<Reply> {
+        error!(msgid = %shown, "delivery point: tempfail before delivery: {e}");
+        tx.rcpt_to
+            .iter()
+            .map(|_| Reply::new(451, "4.3.0 Store unavailable, try again later"))
+            .collect()
     }
 
     /// Step 2 of the module documentation: `None` when no recipient is due a notice.
@@ -294,9 +417,6 @@ impl DeliveryPoint {
             })
             .await??
         };
-        self.injector
-            .inject(&notice.mail_from, &notice.rcpt_to, &notice.to_bytes())
-            .await?;
         let event = LogEvent {
             pec_id: c.pec_id.clone(),
             at,
@@ -316,17 +436,21 @@ impl DeliveryPoint {
                 .as_ref()
                 .map(|(_, text)| format!("{text} (Dovecot: {})", reply.line())),
         };
-        let store = self.store.clone();
-        let r = rcpt.to_string();
-        let first = blocking(move || store.claim_delivery_notice(&r, &event)).await??;
-        if !first {
+        let out = outbound(delivery_key(&c.pec_id, rcpt), &notice, at);
+        let effect = Effect::DeliveryNotice {
+            recipient: rcpt.to_string(),
+            event,
+        };
+        let emitted = emit(&self.store, &*self.injector, &*self.clock, out, effect).await?;
+        if !matches!(emitted, Emitted::New(_)) {
             warn!(
                 msgid = %c.pec_id,
                 rcpt = %rcpt,
                 notice = %notice.message_id,
                 kind = ?notice.kind,
-                "delivery point: a concurrent delivery recorded a notice first: duplicate notice"
+                "delivery point: a concurrent delivery recorded a notice first: this one is dropped"
             );
+            return Ok(None);
         }
         debug_assert!(matches!(
             notice.kind,
@@ -443,4 +567,49 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DeliveryError::Task(e.to_string()))
+}
+
+/// The (Message-ID, recipient) pairs one transaction delivers, held in
+/// [`DeliveryPoint`]'s in-flight set until it is dropped (also when the task unwinds).
+struct InFlight {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    keys: Vec<(String, String)>,
+    /// `held[i]`: recipient `i` is ours; false when another transaction holds it.
+    held: Vec<bool>,
+}
+
+impl InFlight {
+    fn take(
+        set: &Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+        message_id: &str,
+        rcpts: &[String],
+    ) -> Self {
+        let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys = Vec::new();
+        let held = rcpts
+            .iter()
+            .map(|r| {
+                let key = (message_id.to_string(), r.to_ascii_lowercase());
+                let ok = s.insert(key.clone());
+                if ok {
+                    keys.push(key);
+                }
+                ok
+            })
+            .collect();
+        InFlight {
+            set: set.clone(),
+            keys,
+            held,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            s.remove(k);
+        }
+    }
 }

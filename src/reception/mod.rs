@@ -34,10 +34,12 @@ use crate::message::ids::{unbracketed, MsgIdSource};
 use crate::message::kind::{MessageKind, Ricevuta};
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::outbox::{outbound, EmitError, Emitted};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
+use crate::store::outbox::{acceptance_key, take_charge_key};
 use crate::store::{
-    Accepted, EventKind, LogEvent, MailboxPolicy, Store, StoreError, TrackingState,
+    Accepted, Effect, EventKind, LogEvent, MailboxPolicy, Store, StoreError, TrackingState,
 };
 use crate::BoxFuture;
 
@@ -61,6 +63,8 @@ pub enum AfterQueueError {
     Infected(String),
     #[error("worker task: {0}")]
     Task(String),
+    #[error("emitting a generated message: {0}")]
+    Emit(#[from] EmitError),
 }
 
 /// What the reception point needs: the provider index, the antivirus, our domains and our
@@ -172,10 +176,14 @@ pub enum Local {
 /// 5xx for the message itself (injected unchanged) answers Reject with the listener's
 /// reason, and Postfix bounces it to the sender.
 ///
-/// Crashes and retries. A retry after a partial run repeats the steps not yet recorded:
-/// the acceptance receipt is marked as soon as it is in the MTA's hands (at most one
-/// duplicate after a crash between injection and marking); generated receipts and
-/// injections after that may be duplicated by a retry (the log shows them), never lost.
+/// Crashes and retries. The acceptance receipt and the presa in carico are staged in the
+/// outbox with their claim and their legal-log events before they are injected
+/// ([`crate::outbox::emit`]; the transport envelope itself is logged with the acceptance,
+/// only now that it is known queued): a retry finds the claim and builds nothing, and the
+/// outbox sweep injects the staged bytes if the crash came before they were marked
+/// injected. The other generated messages (virus notices, anomaly envelopes, log replies)
+/// are still injected before they are recorded: a crash between the two may duplicate
+/// them (the log shows it), never lose them.
 pub struct AfterQueue {
     store: Arc<dyn Store>,
     injector: Arc<dyn Injector>,
@@ -399,26 +407,31 @@ impl AfterQueue {
         let pec_id = accepted.pec_id.clone();
         let receipt = self.build_acceptance(accepted).await?;
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
-        self.inject_generated(&receipt).await?;
-        info!(
-            queue_id,
-            msgid = %pec_id,
-            receipt = %receipt.message_id,
-            "after queue: acceptance receipt injected"
-        );
-
-        let store = self.store.clone();
         let at = self.clock.now();
-        let (id, rid) = (pec_id.clone(), receipt.message_id.clone());
-        let closed = blocking(move || store.acceptance_emitted(&id, &rid, at)).await??;
-        if !closed {
-            // Another delivery of the same envelope emitted it concurrently.
-            warn!(
+        let effect = Effect::Acceptance {
+            pec_id: pec_id.clone(),
+            receipt_id: receipt.message_id.clone(),
+            at,
+        };
+        match self
+            .emit(acceptance_key(&pec_id), &receipt, effect, at)
+            .await?
+        {
+            Emitted::New(_) => info!(
                 queue_id,
                 msgid = %pec_id,
                 receipt = %receipt.message_id,
-                "after queue: acceptance already emitted by a concurrent delivery: duplicate receipt"
-            );
+                "after queue: acceptance receipt injected"
+            ),
+            other => {
+                warn!(
+                    queue_id,
+                    msgid = %pec_id,
+                    receipt = other.message_id().unwrap_or("-"),
+                    "after queue: acceptance already emitted by a concurrent delivery: none sent"
+                );
+                return Ok(None);
+            }
         }
         Ok(Some((pec_id, receipt.message_id)))
     }
@@ -629,7 +642,6 @@ impl AfterQueue {
         let receipt = self
             .build(move |b| b.take_charge(&c, now, &taken, &to))
             .await?;
-        self.inject_generated(&receipt).await?;
         let event = self.event(
             &cert,
             &pec_id,
@@ -641,24 +653,19 @@ impl AfterQueue {
             None,
             now,
         );
-        let store = self.store.clone();
-        let (id, rcpts) = (pec_id.clone(), local.to_vec());
-        let moved = blocking(move || -> Result<usize, StoreError> {
-            store.record_verified(&id, &rcpts, &event)?;
-            let mut moved = 0;
-            if ours {
-                // Same provider: our presa in carico never passes the filter (it is
-                // injected on the no-filter port), so our tracking rows move here.
-                for r in &rcpts {
-                    moved +=
-                        usize::from(store.update_tracking(&id, r, TrackingState::TakenInCharge)?);
-                }
-            }
-            Ok(moved)
-        })
-        .await??;
-        if ours {
-            info!(queue_id, msgid = %pec_id, tracking_updated = moved, "reception: same provider: our presa in carico recorded directly");
+        let effect = Effect::TakenInCharge {
+            recipients: local.to_vec(),
+            event,
+            tracking: ours,
+        };
+        let emitted = self
+            .emit(take_charge_key(&pec_id, local), &receipt, effect, now)
+            .await?;
+        if !matches!(emitted, Emitted::New(_)) {
+            // A concurrent delivery of the same envelope took it in charge first.
+            info!(queue_id, msgid = %pec_id, "reception: transport envelope taken in charge by a concurrent delivery: no second presa in carico");
+        } else if ours {
+            info!(queue_id, msgid = %pec_id, "reception: same provider: our presa in carico recorded directly");
         }
         info!(queue_id, msgid = %pec_id, receipt = %receipt.message_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
         self.pass_on(tx, all_local).await?;
@@ -1020,6 +1027,24 @@ impl AfterQueue {
     }
 
     /// Injects a message we generated (any refusal is our fault: tempfail).
+    /// Stages `g` under `key` with `effect`, injects it and marks it (see [`crate::outbox`]).
+    async fn emit(
+        &self,
+        key: String,
+        g: &Generated,
+        effect: Effect,
+        at: Instant,
+    ) -> Result<Emitted, AfterQueueError> {
+        Ok(crate::outbox::emit(
+            &self.store,
+            &*self.injector,
+            &*self.clock,
+            outbound(key, g, at),
+            effect,
+        )
+        .await?)
+    }
+
     async fn inject_generated(&self, g: &Generated) -> Result<(), AfterQueueError> {
         self.injector
             .inject(&g.mail_from, &g.rcpt_to, &g.to_bytes())
@@ -1252,6 +1277,9 @@ fn tempfail_text(e: &AfterQueueError) -> String {
             "Reinjection failed, try again later".into()
         }
         AfterQueueError::Task(_) => "Internal error, try again later".into(),
+        AfterQueueError::Emit(EmitError::Inject(_)) => "Reinjection failed, try again later".into(),
+        AfterQueueError::Emit(EmitError::Store(_)) => "Store unavailable, try again later".into(),
+        AfterQueueError::Emit(EmitError::Task(_)) => "Internal error, try again later".into(),
     }
 }
 

@@ -19,9 +19,11 @@ pub use sqlite::SqliteStore;
 
 pub mod cmd;
 pub mod ledger;
+pub mod outbox;
 pub mod postgres;
 
 pub use ledger::LogStore;
+pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 
 /// How long the legal log and the quarantine keep their records: 30 months (spec §8;
@@ -208,14 +210,17 @@ pub trait Store: Send + Sync {
     /// Adds a login → sender mapping.
     fn allow_sender(&self, login: &str, address: &str) -> Result<(), StoreError>;
 
-    /// Access point, accepted: the transport-envelope event, one tracking row per certified
-    /// recipient, and the pending acceptance, in one transaction. Recording the same
-    /// `pec_id` twice is an error.
+    /// Access point, accepted: one tracking row per certified recipient and the pending
+    /// acceptance, in one transaction. Recording the same `pec_id` twice is an error. No
+    /// legal-log record yet: a milter's accept does not prove that Postfix queued the
+    /// message; the transport envelope is logged with the acceptance, after queue
+    /// ([`Store::acceptance_emitted`], [`Effect::Acceptance`]).
     fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError>;
     /// After queue: the pending acceptance for `pec_id`, if it has not been emitted yet.
     fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError>;
     /// After queue: the acceptance receipt `receipt_id` was handed to the MTA; logs the
-    /// event and closes the pending acceptance, in one transaction. Returns false when it
+    /// transport envelope and the acceptance and closes the pending acceptance, in one
+    /// transaction. Returns false when it
     /// was already closed (a concurrent or repeated delivery), so that the caller knows.
     fn acceptance_emitted(
         &self,
@@ -416,6 +421,85 @@ pub trait Store: Send + Sync {
         let _ = event;
         Err(StoreError::Database(
             "log_request_answered: not supported by this store".into(),
+        ))
+    }
+
+    // ---- Outbox and deliveries (no duplicate after a crash, see [`outbox`]) ----
+
+    /// Stages the signed message `out` with its `effect`, in one transaction (see
+    /// [`Staged`]). The caller injects it only on [`Staged::New`].
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+        let _ = (out, effect);
+        Err(StoreError::Database(
+            "stage_outbound: not supported by this store".into(),
+        ))
+    }
+
+    /// The outbox row `key`, if any.
+    fn outbound(&self, key: &str) -> Result<Option<Outbound>, StoreError> {
+        let _ = key;
+        Err(StoreError::Database(
+            "outbound: not supported by this store".into(),
+        ))
+    }
+
+    /// The outbox row `key` was handed to the MTA at `at`.
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
+        let _ = (key, at);
+        Err(StoreError::Database(
+            "outbound_injected: not supported by this store".into(),
+        ))
+    }
+
+    /// Outbox sweep: claims (in one transaction) at most `limit` rows not yet injected
+    /// whose last attempt is older than `attempted_before`, stamping the attempt `now`, and
+    /// returns them, oldest first.
+    fn claim_unsent(
+        &self,
+        attempted_before: Instant,
+        now: Instant,
+        limit: usize,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        let _ = (attempted_before, now, limit);
+        Err(StoreError::Database(
+            "claim_unsent: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point, before handing a message to Dovecot: for each recipient (compared in
+    /// lower case), what was recorded for (`message_id`, recipient) before this call, and an
+    /// intent recorded for those with nothing. One transaction.
+    fn begin_deliveries(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
+        let _ = (message_id, recipients, at);
+        Err(StoreError::Database(
+            "begin_deliveries: not supported by this store".into(),
+        ))
+    }
+
+    /// Delivery point: Dovecot answered 250 for `recipients` of `message_id`.
+    fn deliveries_done(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let _ = (message_id, recipients, at);
+        Err(StoreError::Database(
+            "deliveries_done: not supported by this store".into(),
+        ))
+    }
+
+    /// Deletes the delivery records and the injected outbox rows older than `before`
+    /// (they only matter while Postfix may still retry). Returns how many rows went.
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
+        let _ = before;
+        Err(StoreError::Database(
+            "purge_outbox: not supported by this store".into(),
         ))
     }
 }

@@ -45,6 +45,7 @@ use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
 mod copy;
+mod outbox;
 mod schema;
 
 pub use copy::{copy_from_sqlite, CopyReport};
@@ -496,23 +497,7 @@ impl Store for PgStore {
         self.write("record accepted", move |tx| {
             Box::pin(async move {
                 let pec_id = &accepted.pec_id;
-                append_event(
-                    tx,
-                    &LogEvent {
-                        pec_id: pec_id.clone(),
-                        at: accepted.at,
-                        kind: EventKind::Issued(MessageKind::TransportEnvelope),
-                        sender: accepted.cert.mittente.clone(),
-                        recipients: cert_recipients(&accepted.cert),
-                        subject: accepted.cert.oggetto.clone(),
-                        related_ids: vec![pec_id.clone()],
-                        provider: accepted.provider.clone(),
-                        queue_id: accepted.queue_id.clone(),
-                        outcome: "ok".into(),
-                        reason: None,
-                    },
-                )
-                .await?;
+                // The transport envelope is logged with the acceptance, after queue.
                 for d in &accepted.cert.destinatari {
                     if d.tipo != RecipientType::Certificato {
                         continue;
@@ -596,41 +581,13 @@ impl Store for PgStore {
         self.write("acceptance emitted", move |tx| {
             Box::pin(async move {
                 // The chain head first, as every appending transaction (one lock order).
-                let head = lock_head(tx).await?;
-                let row = tx
-                    .query_opt(
-                        "UPDATE pending_acceptance
-                         SET state = 'emitted', receipt_id = $2, emitted_at = $3
-                         WHERE pec_id = $1 AND state = 'pending'
-                         RETURNING seq, queue_id, provider, cert",
-                        &[&pec_id, &receipt_id, &at.unix()],
-                    )
-                    .await
-                    .map_err(pg(&format!("close pending acceptance \"{pec_id}\"")))?;
-                let Some(row) = row else {
-                    return Ok(false);
-                };
-                let cert = decode_cert(row.get(0), row.get(3))?;
-                let tail = append_after(
-                    tx,
-                    &LogEvent {
-                        pec_id: pec_id.clone(),
-                        at,
-                        kind: EventKind::Issued(MessageKind::Acceptance),
-                        sender: cert.mittente.clone(),
-                        recipients: cert_recipients(&cert),
-                        subject: cert.oggetto.clone(),
-                        related_ids: vec![receipt_id],
-                        provider: row.get(2),
-                        queue_id: row.get(1),
-                        outcome: "ok".into(),
-                        reason: None,
-                    },
-                    head,
-                )
-                .await?;
-                set_head(tx, &tail).await?;
-                Ok(true)
+                let mut head = lock_head(tx).await?;
+                let closed =
+                    outbox::close_acceptance(tx, &mut head, &pec_id, &receipt_id, at).await?;
+                if closed {
+                    set_head(tx, &head).await?;
+                }
+                Ok(closed)
             })
         })
     }
@@ -1355,6 +1312,70 @@ impl Store for PgStore {
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
         let q = query.clone();
         self.read(move |c| Box::pin(async move { search(c, &q).await }))
+    }
+
+    fn stage_outbound(
+        &self,
+        out: &super::Outbound,
+        effect: &super::Effect,
+    ) -> Result<super::Staged, StoreError> {
+        let (out, effect) = (out.clone(), effect.clone());
+        self.write("stage a generated message", move |tx| {
+            Box::pin(async move { outbox::stage(tx, &out, &effect).await })
+        })
+    }
+
+    fn outbound(&self, key: &str) -> Result<Option<super::Outbound>, StoreError> {
+        let key = key.to_string();
+        self.read(move |c| Box::pin(async move { outbox::get(c, &key).await }))
+    }
+
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write("mark a generated message injected", move |tx| {
+            Box::pin(async move { outbox::injected(tx, &key, at).await })
+        })
+    }
+
+    fn claim_unsent(
+        &self,
+        attempted_before: Instant,
+        now: Instant,
+        limit: usize,
+    ) -> Result<Vec<super::Outbound>, StoreError> {
+        self.write("claim unsent generated messages", move |tx| {
+            Box::pin(async move { outbox::claim_unsent(tx, attempted_before, now, limit).await })
+        })
+    }
+
+    fn begin_deliveries(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<Vec<Option<super::DeliveryMark>>, StoreError> {
+        let (id, rcpts) = (message_id.to_string(), recipients.to_vec());
+        self.write("record delivery intents", move |tx| {
+            Box::pin(async move { outbox::begin_deliveries(tx, &id, &rcpts, at).await })
+        })
+    }
+
+    fn deliveries_done(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        let (id, rcpts) = (message_id.to_string(), recipients.to_vec());
+        self.write("record deliveries", move |tx| {
+            Box::pin(async move { outbox::deliveries_done(tx, &id, &rcpts, at).await })
+        })
+    }
+
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
+        self.write("purge the outbox", move |tx| {
+            Box::pin(async move { outbox::purge(tx, before).await })
+        })
     }
 }
 

@@ -32,6 +32,7 @@ use crate::message::time::Instant;
 
 mod legal;
 mod ops;
+mod outbox;
 mod requests;
 pub(super) use legal::decode as decode_record;
 pub use legal::{months_before, Export, Problem, PurgeReport, SealRecord, VerifyReport};
@@ -279,6 +280,37 @@ CREATE TABLE domains (
     domain   TEXT PRIMARY KEY,         -- PEC domain, lower case
     added_at INTEGER NOT NULL          -- unix seconds
 ) STRICT;
+"#,
+    // Version 9: no duplicate after a crash (store::outbox).
+    r#"
+-- Generated messages (receipts, notices, anomaly envelopes, log replies), signed, staged in
+-- the transaction that records their event, before they are handed to Postfix. A crash
+-- after staging never leads to a second, different message: the outbox sweep injects
+-- these bytes.
+CREATE TABLE outbox (
+    key          TEXT PRIMARY KEY,     -- what the message is about (acceptance:<pec_id>, …)
+    message_id   TEXT NOT NULL,        -- its Message-ID
+    mail_from    TEXT NOT NULL,
+    rcpt_to      TEXT NOT NULL,        -- recipients, one per line
+    data         BLOB NOT NULL,        -- the signed message, as injected
+    created_at   INTEGER NOT NULL,     -- staged at, unix seconds
+    attempted_at INTEGER NOT NULL,     -- last injection attempt, unix seconds
+    injected_at  INTEGER               -- handed to Postfix at (NULL: not yet)
+) STRICT;
+CREATE INDEX outbox_unsent ON outbox (attempted_at) WHERE injected_at IS NULL;
+CREATE INDEX outbox_injected ON outbox (injected_at) WHERE injected_at IS NOT NULL;
+
+-- The delivery point's deliveries into Dovecot, per (Message-ID, recipient): an intent
+-- before the message goes to Dovecot, done after Dovecot's 250. A Postfix retry does not
+-- store the message a second time. Kept while Postfix may retry (purge_outbox).
+CREATE TABLE deliveries (
+    message_id TEXT NOT NULL,
+    recipient  TEXT NOT NULL,          -- lower case
+    done       INTEGER NOT NULL,       -- 0: intent, 1: Dovecot answered 250
+    at         INTEGER NOT NULL,       -- unix seconds
+    PRIMARY KEY (message_id, recipient)
+) STRICT;
+CREATE INDEX deliveries_at ON deliveries (at);
 "#,
 ];
 
@@ -640,22 +672,8 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
         let pec_id = &accepted.pec_id;
         self.write("record accepted", |tx| {
-            insert_event(
-                tx,
-                &LogEvent {
-                    pec_id: pec_id.clone(),
-                    at: accepted.at,
-                    kind: EventKind::Issued(MessageKind::TransportEnvelope),
-                    sender: accepted.cert.mittente.clone(),
-                    recipients: cert_recipients(&accepted.cert),
-                    subject: accepted.cert.oggetto.clone(),
-                    related_ids: vec![pec_id.clone()],
-                    provider: accepted.provider.clone(),
-                    queue_id: accepted.queue_id.clone(),
-                    outcome: "ok".into(),
-                    reason: None,
-                },
-            )?;
+            // The transport envelope is logged once Postfix has queued it (see
+            // Store::record_accepted), with the acceptance.
             // A recipient listed twice is tracked once.
             let mut track = tx
                 .prepare(
@@ -749,47 +767,7 @@ impl Store for SqliteStore {
         at: Instant,
     ) -> Result<bool, StoreError> {
         self.write("acceptance emitted", |tx| {
-            let updated = tx
-                .execute(
-                    "UPDATE pending_acceptance
-                     SET state = 'emitted', receipt_id = ?2, emitted_at = ?3
-                     WHERE pec_id = ?1 AND state = 'pending'",
-                    params![pec_id, receipt_id, at.unix()],
-                )
-                .map_err(db(&format!("close pending acceptance \"{pec_id}\"")))?;
-            if updated == 0 {
-                return Ok(false);
-            }
-            let (rowid, queue_id, provider, cert): (i64, Option<String>, String, String) = tx
-                .query_row(
-                    "SELECT rowid, queue_id, provider, cert FROM pending_acceptance
-                     WHERE pec_id = ?1",
-                    params![pec_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .map_err(db(&format!("read pending acceptance \"{pec_id}\"")))?;
-            let cert: Certification = serde_json::from_str(&cert).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "pending_acceptance row {rowid}: certification: {e}"
-                ))
-            })?;
-            insert_event(
-                tx,
-                &LogEvent {
-                    pec_id: pec_id.to_string(),
-                    at,
-                    kind: EventKind::Issued(MessageKind::Acceptance),
-                    sender: cert.mittente.clone(),
-                    recipients: cert_recipients(&cert),
-                    subject: cert.oggetto.clone(),
-                    related_ids: vec![receipt_id.to_string()],
-                    provider,
-                    queue_id,
-                    outcome: "ok".into(),
-                    reason: None,
-                },
-            )?;
-            Ok(true)
+            outbox::close_acceptance(tx, pec_id, receipt_id, at)
         })
     }
 
@@ -1205,28 +1183,8 @@ impl Store for SqliteStore {
     /// `INSERT OR IGNORE` on the (pec_id, recipient) key decides, inside the transaction
     /// that also appends the event: concurrent claims cannot both win.
     fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
-        let pec_id = &event.pec_id;
-        let notice_id = event.related_ids.first().cloned().unwrap_or_default();
         self.write("claim delivery notice", |tx| {
-            let inserted = tx
-                .execute(
-                    "INSERT OR IGNORE INTO delivery_notices
-                         (pec_id, recipient, kind, notice_id, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        pec_id,
-                        recipient.to_ascii_lowercase(),
-                        event.kind.label(),
-                        notice_id,
-                        event.at.unix()
-                    ],
-                )
-                .map_err(db(&format!("claim delivery notice of \"{pec_id}\"")))?;
-            if inserted == 0 {
-                return Ok(false);
-            }
-            insert_event(tx, event)?;
-            Ok(true)
+            outbox::claim_notice(tx, recipient, event)
         })
     }
 
@@ -1350,6 +1308,63 @@ impl Store for SqliteStore {
 
     fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
         self.write("close a log request", |tx| requests::answered(tx, event))
+    }
+
+    fn stage_outbound(
+        &self,
+        out: &super::Outbound,
+        effect: &super::Effect,
+    ) -> Result<super::Staged, StoreError> {
+        self.write("stage a generated message", |tx| {
+            outbox::stage(tx, out, effect)
+        })
+    }
+
+    fn outbound(&self, key: &str) -> Result<Option<super::Outbound>, StoreError> {
+        outbox::get(&self.lock(), key)
+    }
+
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
+        self.write("mark a generated message injected", |tx| {
+            outbox::injected(tx, key, at)
+        })
+    }
+
+    fn claim_unsent(
+        &self,
+        attempted_before: Instant,
+        now: Instant,
+        limit: usize,
+    ) -> Result<Vec<super::Outbound>, StoreError> {
+        self.write("claim unsent generated messages", |tx| {
+            outbox::claim_unsent(tx, attempted_before, now, limit)
+        })
+    }
+
+    fn begin_deliveries(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<Vec<Option<super::DeliveryMark>>, StoreError> {
+        self.write("record delivery intents", |tx| {
+            outbox::begin_deliveries(tx, message_id, recipients, at)
+        })
+    }
+
+    fn deliveries_done(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.write("record deliveries", |tx| {
+            outbox::deliveries_done(tx, message_id, recipients, at)
+        })
+    }
+
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
+        self.write("purge the outbox", |tx| outbox::purge(tx, before))
     }
 }
 

@@ -217,4 +217,27 @@ CREATE TABLE domains (
     added_at BIGINT NOT NULL
 );
 "#,
+    // Version 9: no duplicate after a crash (store::outbox).
+    r#"
+CREATE TABLE outbox (
+    key          TEXT PRIMARY KEY,
+    message_id   TEXT NOT NULL,
+    mail_from    TEXT NOT NULL,
+    rcpt_to      TEXT NOT NULL,
+    data         BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    attempted_at BIGINT NOT NULL,
+    injected_at  BIGINT
+);
+CREATE INDEX outbox_unsent ON outbox (attempted_at) WHERE injected_at IS NULL;
+CREATE INDEX outbox_injected ON outbox (injected_at) WHERE injected_at IS NOT NULL;
+CREATE TABLE deliveries (
+    message_id TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    done       BIGINT NOT NULL,
+    at         BIGINT NOT NULL,
+    PRIMARY KEY (message_id, recipient)
+);
+CREATE INDEX deliveries_at ON deliveries (at);
+"#,
 ];

@@ -1,0 +1,125 @@
+//! The outbox of generated messages and the delivery point's record of what it delivered:
+//! what `pec` keeps so that a crash at any instant leaves no receipt issued twice and no
+//! message stored twice in a mailbox.
+//!
+//! **Outbox.** Every generated message (receipt, notice, anomaly envelope, log reply) is
+//! built and signed first; then ONE store transaction records its claim (the row that says
+//! the event happened, e.g. the pending acceptance closed), its legal-log events **and its
+//! signed bytes** ([`super::Store::stage_outbound`], keyed by what the message is about);
+//! only then is it injected into Postfix, and marked injected afterwards
+//! ([`super::Store::outbound_injected`]). A crash between the transaction and the mark
+//! leaves a staged row that nobody retries by building anew: the claim is taken, so every
+//! retry finds it and builds nothing; the outbox sweep ([`crate::outbox`]) re-injects the
+//! **same bytes** (same Message-ID). A crash between the injection and the mark makes the
+//! sweep inject the same bytes a second time: the copy has the same Message-ID, and the
+//! delivery point stores it once (below).
+//!
+//! **Deliveries.** The delivery point records, per (Message-ID, recipient), an intent
+//! before handing the message to Dovecot and the completion after Dovecot's 250
+//! ([`super::Store::begin_deliveries`], [`super::Store::deliveries_done`]). A Postfix
+//! retry that finds a completion answers 250 without delivering again; one that finds only
+//! an intent asks the mailbox (see [`crate::delivery::dedup`]).
+
+use crate::message::kind::MessageKind;
+use crate::message::time::Instant;
+
+use super::{EventKind, LogEvent};
+
+/// A generated message in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// What the message is about, unique: `acceptance:<pec msgid>`,
+    /// `delivery:<pec msgid>:<recipient>`, `take-charge:<pec msgid>:<recipients>`, …
+    pub key: String,
+    /// Its Message-ID (without angle brackets).
+    pub message_id: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// The signed message, byte for byte as injected.
+    pub data: Vec<u8>,
+    /// When it was staged.
+    pub created_at: Instant,
+    /// When it was handed to the MTA, once it was.
+    pub injected_at: Option<Instant>,
+}
+
+/// What a generated message records, in the transaction that stages it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Legal-log records only (generated messages whose event has no claim of its own).
+    Log(Vec<LogEvent>),
+    /// Ricevuta di accettazione, after queue: closes the pending acceptance of `pec_id`
+    /// (receipt `receipt_id`) and logs the transport envelope (BustaTrasporto: only now is it
+    /// known queued) and the acceptance, both at `at`. Nothing when it is not pending.
+    Acceptance {
+        pec_id: String,
+        receipt_id: String,
+        at: Instant,
+    },
+    /// Delivery receipt or non-delivery notice: the (`event.pec_id`, `recipient`) claim of
+    /// [`super::Store::claim_delivery_notice`] and `event`. Nothing when claimed already.
+    DeliveryNotice { recipient: String, event: LogEvent },
+    /// Presa in carico: `event.pec_id` verified for `recipients` (as
+    /// [`super::Store::record_verified`]), `event` logged and, when `tracking`, their
+    /// tracking rows moved to taken in charge (same provider).
+    TakenInCharge {
+        recipients: Vec<String>,
+        event: LogEvent,
+        tracking: bool,
+    },
+}
+
+/// What [`super::Store::stage_outbound`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Staged {
+    /// Recorded: the claim, the events and the message. Inject it now.
+    New,
+    /// A message with that key was staged already (a retry, or a concurrent emitter):
+    /// nothing written; this is it. Never build another one.
+    Existing(Outbound),
+    /// The claim was taken without an outbox row (recorded by an older version, or the
+    /// acceptance is not pending): nothing written, nothing to inject.
+    Claimed,
+}
+
+/// The delivery point's record for one (Message-ID, recipient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryMark {
+    /// Handed to Dovecot; its answer was not recorded.
+    Intent,
+    /// Dovecot answered 250.
+    Done,
+}
+
+/// The outbox key of a delivery receipt or non-delivery notice.
+pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
+    format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of an acceptance receipt.
+pub fn acceptance_key(pec_id: &str) -> String {
+    format!("acceptance:{pec_id}")
+}
+
+/// The outbox key of a presa in carico for `recipients` (order and case do not matter).
+pub fn take_charge_key(pec_id: &str, recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    format!("take-charge:{pec_id}:{}", r.join(","))
+}
+
+/// The two records of an acceptance after queue: the transport envelope (its Message-ID is
+/// the PEC msgid), then the acceptance receipt.
+pub fn acceptance_events(pec_id: &str, receipt_id: &str) -> [(EventKind, String); 2] {
+    [
+        (
+            EventKind::Issued(MessageKind::TransportEnvelope),
+            pec_id.to_string(),
+        ),
+        (
+            EventKind::Issued(MessageKind::Acceptance),
+            receipt_id.to_string(),
+        ),
+    ]
+}
