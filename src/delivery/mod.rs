@@ -294,8 +294,9 @@ impl DeliveryPoint {
             })
             .await??
         };
+        let head = notice.head();
         self.injector
-            .inject(&notice.mail_from, &notice.rcpt_to, &notice.to_bytes())
+            .inject_parts(&notice.mail_from, &notice.rcpt_to, &[&head, &notice.body])
             .await?;
         let event = LogEvent {
             pec_id: c.pec_id.clone(),

@@ -1021,8 +1021,9 @@ impl AfterQueue {
 
     /// Injects a message we generated (any refusal is our fault: tempfail).
     async fn inject_generated(&self, g: &Generated) -> Result<(), AfterQueueError> {
+        let head = g.head();
         self.injector
-            .inject(&g.mail_from, &g.rcpt_to, &g.to_bytes())
+            .inject_parts(&g.mail_from, &g.rcpt_to, &[&head, &g.body])
             .await
             .map_err(AfterQueueError::InjectReceipt)
     }
