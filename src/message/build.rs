@@ -164,14 +164,21 @@ impl Certification {
 /// The original carried in a signed entity (the `multipart/mixed` content of a verified
 /// envelope): the body of its `postacert.eml` part, byte-exact.
 pub fn carried_original(entity: &[u8]) -> Option<Vec<u8>> {
+    with_carried_original(entity, <[u8]>::to_vec)
+}
+
+/// `f` of the original carried in `entity` (see [`carried_original`]), borrowed: no copy
+/// when the entity is already CRLF.
+pub fn with_carried_original<R>(entity: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     let entity = mime::normalize_crlf(entity);
     let top = mime::Entity::parse(&entity);
     let parts = mime::split_multipart(top.body, &top.boundary()?)?;
-    parts.parts.iter().find_map(|part| {
+    let body = parts.parts.iter().find_map(|part| {
         let p = mime::Entity::parse(part);
         (p.mime_type() == "message/rfc822" && p.file_name().as_deref() == Some("postacert.eml"))
-            .then(|| p.body.to_vec())
-    })
+            .then_some(p.body)
+    })?;
+    Some(f(body))
 }
 
 impl Certification {
@@ -187,6 +194,12 @@ impl Certification {
             Certification::from_envelope(daticert, info.to, info.cc),
             original,
         ))
+    }
+
+    /// As [`Certification::from_verified_envelope`], without a copy of the original.
+    pub fn of_verified_envelope(daticert: &Daticert, entity: &[u8]) -> Option<Certification> {
+        let info = with_carried_original(entity, OriginalInfo::parse)?.ok()?;
+        Some(Certification::from_envelope(daticert, info.to, info.cc))
     }
 }
 
