@@ -5,16 +5,18 @@
 #   size     one message of SIZE_MB (default 100) MB, an attachment, from alice to bob:
 #            acceptance receipt, transport envelope, presa in carico, delivery to bob
 #            through the LMTP proxy and the (completa) delivery receipt carrying the
-#            original all reach their mailboxes. Peak memory: VmHWM of `pec serve`, which
-#            serves every role (milter, content filter, delivery point) in one process, so
-#            the figure is the process peak over all of them, reported against the size.
-#            Target: peak < 3 × the message size.
+#            original all reach their mailboxes. Peak memory per role: each role runs in
+#            its own `pec serve` process (serve.roles: the access point's milter, the
+#            content filter and reception point, the delivery point's LMTP proxy), and the
+#            figure is its VmHWM at the end minus its VmHWM when idle, over the size.
+#            Target: under 3 × the message size for each role.
 #   fan-out  one 10 KB message to 1, 100 and 500 recipients (the seed providers' limit):
 #            the time from the submission until the acceptance, every delivery receipt and
 #            the presa in carico are in their mailboxes; time per extra recipient between
 #            1 and 100 and between 100 and 500. Target: flat.
 #
-# Postfix's message_size_limit and pec's access limits are raised for the run.
+# Postfix's message_size_limit, clamd's stream limit and pec's access limits are raised for
+# the run.
 #
 # Usage: benches/size_fanout.sh [SIZE_MB] [FANOUT...]   (as root; PEC_BIN: the binary,
 #        a release build by default)
@@ -34,8 +36,13 @@ export PEC_BIN=${PEC_BIN:-$root/target/release/pec}
 [ -x "$PEC_BIN" ] || { echo "size_fanout bench: build first: cargo build --release" >&2; exit 2; }
 
 work=$(e2e_tmpdir)
+role_pids=()
 cleanup() {
   status=$?
+  for p in "${role_pids[@]}"; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   provider_down "$work/pec"
   [ "$status" -eq 0 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
   exit "$status"
@@ -44,6 +51,10 @@ trap cleanup EXIT
 
 limit_mb=$((size_mb * 3 + 64))
 export PROVIDER_LMTP_PROXY=1
+# clamd scans the submission and the envelope whole (its default stream limit is 100M).
+export CLAMD_EXTRA_CONF="StreamMaxLength ${limit_mb}M
+MaxScanSize ${limit_mb}M
+MaxFileSize ${limit_mb}M"
 export PROVIDER_ACCESS_EXTRA="max_total_size = \"$((size_mb + 16))MB\"
 hard_size_limit = \"$((size_mb + 32))MB\""
 PEC_LOG=warn provider_up "$work/pec"
@@ -53,6 +64,23 @@ postconf -c "$work/pec/postfix/etc" -e "message_size_limit = $((limit_mb * 1024 
   "mailbox_size_limit = 0" "virtual_mailbox_limit = 0"
 postfix -c "$work/pec/postfix/etc" reload >/dev/null 2>&1
 mail=$work/pec/dovecot/mail/pec.example.it
+
+# One `pec serve` per role, on the same store, token and ports, instead of the one that
+# provider_up started: each process's peak is then its role's.
+kill "$pec_pid"
+wait "$pec_pid" 2>/dev/null || true
+roles=(access filter delivery)
+for role in "${roles[@]}"; do
+  # Without [metrics] (the last section): one endpoint port cannot serve three processes.
+  sed '/^\[metrics\]/,$d' "$work/pec/pec.toml" > "$work/pec/pec-$role.toml"
+  printf '\n[serve]\nroles = ["%s"]\n' "$role" >> "$work/pec/pec-$role.toml"
+  SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=warn "$PEC_BIN" serve -c "$work/pec/pec-$role.toml" \
+    2> "$work/pec/pec-$role.log" &
+  role_pids+=("$!")
+done
+wait_for_port 127.0.0.1 "$milter" 30
+wait_for_port 127.0.0.1 "$filter" 30
+wait_for_port 127.0.0.1 "$delivery" 30
 
 # measure PORT MESSAGE_FILE DEADLINE RCPT,RCPT... MAILDIR=N...: submits as alice, waits until
 # each MAILDIR has N more messages; prints the submission time and the total time.
@@ -88,8 +116,11 @@ print(f"{t_sub:.3f} {time.monotonic() - t0:.3f}")
 EOF
 }
 
-hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$pec_pid/status"; }
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pec_pid/status"; }
+# hwm_kb: the VmHWM of each role's process, in kB, in the order of roles.
+hwm_kb() {
+  local p
+  for p in "${role_pids[@]}"; do awk '/^VmHWM/ {printf "%s ", $2}' "/proc/$p/status"; done
+}
 
 # --- size -------------------------------------------------------------------------------
 big=$work/big.eml
@@ -113,7 +144,6 @@ with open(path, "wb") as f:
 EOF
 bytes=$(stat -c %s "$big")
 idle_hwm=$(hwm_kb)
-idle_rss=$(rss_kb)
 e2e_log "size: one message of $bytes bytes"
 read -r big_sub big_total < <(measure "$submission" "$big" 1800 bob@pec.example.it \
   "$mail/alice=2" "$mail/bob=1" "$mail/ricevute=1")
@@ -135,15 +165,18 @@ for n in "${fanout[@]}"; do
   fan_results+=("$n=$t")
 done
 
-/usr/bin/python3 - "$bytes" "$idle_hwm" "$idle_rss" "$peak_hwm" "$big_sub" "$big_total" "$PEC_BIN" "${fan_results[@]}" <<'EOF'
+/usr/bin/python3 - "$bytes" "$idle_hwm" "$peak_hwm" "$big_sub" "$big_total" "$PEC_BIN" "${fan_results[@]}" <<'EOF'
 import sys
-size, idle_hwm, idle_rss, peak, sub, total, binary = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
-fan = [(int(a), float(b)) for a, b in (x.split("=") for x in sys.argv[8:])]
+size, sub, total, binary = int(sys.argv[1]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+idle = [int(x) for x in sys.argv[2].split()]
+peak = [int(x) for x in sys.argv[3].split()]
+fan = [(int(a), float(b)) for a, b in (x.split("=") for x in sys.argv[7:])]
 mb = size / 1048576
 print(f"binary: {binary}")
 print(f"size: {mb:.1f} MB message: submitted in {sub:.1f} s, every receipt and delivery in {total:.1f} s")
-print(f"  pec serve (all roles, one process) VmHWM: idle {idle_hwm / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
-print(f"  peak / message size: {peak * 1024 / size:.2f}   (peak - idle) / message size: {(peak - idle_hwm) * 1024 / size:.2f}   target < 3")
+print("  one pec serve per role, VmHWM (idle -> peak) and (peak - idle) / message size, target < 3:")
+for role, i, p in zip(("access", "filter", "delivery"), idle, peak):
+    print(f"  {role:9s} {i / 1024:7.1f} MB -> {p / 1024:7.1f} MB   {(p - i) * 1024 / size:.2f}   (peak / size {p * 1024 / size:.2f})")
 print("fan-out (10 KB message; submission until acceptance, every delivery receipt and the presa in carico):")
 for n, t in fan:
     print(f"  {n:4d} recipients: {t:7.2f} s")

@@ -55,6 +55,8 @@ pub struct Config {
     pub quarantine: QuarantineConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -893,6 +895,7 @@ impl Config {
     /// `access.max_total_size`, since the content filter must take every submission the
     /// access point accepts.
     pub fn settings(&self) -> Result<Settings, InvalidValue> {
+        self.serve.enabled()?;
         let p = &self.provider;
         not_empty("provider.name", &p.name)?;
         email("provider.service_address", &p.service_address)?;
@@ -1409,4 +1412,66 @@ fn named_field<'m>(message: &'m str, prefix: &str) -> Option<(&'m str, &'m str)>
 /// serde quotes with backticks; our messages quote values with double quotes.
 fn quoted(message: &str) -> String {
     message.replace('`', "\"")
+}
+
+/// What `pec serve` runs (`[serve]`): by default every role in one process. A host may
+/// also run one process per role (each with its own `roles`), e.g. to give each its own
+/// memory and CPU limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The roles served: any of `access` (the milter), `filter` (the after-queue content
+    /// filter, reception point) and `delivery` (the LMTP proxy), at least one.
+    pub roles: Vec<String>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            roles: vec!["access".into(), "filter".into(), "delivery".into()],
+        }
+    }
+}
+
+/// The roles `serve.roles` enables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnabledRoles {
+    pub access: bool,
+    pub filter: bool,
+    pub delivery: bool,
+}
+
+impl ServeConfig {
+    /// The enabled roles; an unknown or repeated name, or none at all, is an error.
+    pub fn enabled(&self) -> Result<EnabledRoles, InvalidValue> {
+        let mut on = EnabledRoles {
+            access: false,
+            filter: false,
+            delivery: false,
+        };
+        for role in &self.roles {
+            let slot = match role.as_str() {
+                "access" => &mut on.access,
+                "filter" => &mut on.filter,
+                "delivery" => &mut on.delivery,
+                other => {
+                    return Err(invalid(
+                        "serve.roles",
+                        format!("unknown role \"{other}\": use access, filter or delivery"),
+                    ))
+                }
+            };
+            if *slot {
+                return Err(invalid(
+                    "serve.roles",
+                    format!("role \"{role}\" given twice"),
+                ));
+            }
+            *slot = true;
+        }
+        if !(on.access || on.filter || on.delivery) {
+            return Err(invalid("serve.roles", "no role: name at least one"));
+        }
+        Ok(on)
+    }
 }

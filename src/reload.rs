@@ -71,6 +71,7 @@ pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
     );
     check("log", running.log != new.log);
     check("metrics", running.metrics != new.metrics);
+    check("serve", running.serve != new.serve);
     changed
 }
 
@@ -87,6 +88,7 @@ pub fn applicable(running: &Config, new: &Config) -> Config {
     c.delivery.listen = running.delivery.listen.clone();
     c.log = running.log.clone();
     c.metrics = running.metrics.clone();
+    c.serve = running.serve.clone();
     c
 }
 

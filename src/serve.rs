@@ -401,16 +401,41 @@ pub async fn run_with(
         stopped(stop_rx.clone()),
     ));
 
-    let (milter_addr, milter_listener) = listen(&settings.access.listen, "access.listen").await?;
-    let (filter_addr, filter_listener) = listen(&settings.filter.listen, "filter.listen").await?;
-    let (lmtp_addr, lmtp_listener) = listen(&settings.delivery.listen, "delivery.listen").await?;
-    info!(milter = %milter_addr, filter = %filter_addr, lmtp = %lmtp_addr, "pec serving");
+    // `serve.roles`: the listeners of the roles this process serves (all by default).
+    let on = config
+        .serve
+        .enabled()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let milter_listener = match on.access {
+        true => Some(listen(&settings.access.listen, "access.listen").await?),
+        false => None,
+    };
+    let filter_listener = match on.filter {
+        true => Some(listen(&settings.filter.listen, "filter.listen").await?),
+        false => None,
+    };
+    let lmtp_listener = match on.delivery {
+        true => Some(listen(&settings.delivery.listen, "delivery.listen").await?),
+        false => None,
+    };
+    let shown = |l: &Option<(String, TcpListener)>| {
+        l.as_ref()
+            .map_or_else(|| "-".to_string(), |(a, _)| a.clone())
+    };
+    info!(
+        milter = %shown(&milter_listener),
+        filter = %shown(&filter_listener),
+        lmtp = %shown(&lmtp_listener),
+        "pec serving"
+    );
 
-    let milter = tokio::spawn(crate::access::milter::run_current(
-        milter_listener,
-        access.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let milter = milter_listener.map(|(_, listener)| {
+        tokio::spawn(crate::access::milter::run_current(
+            listener,
+            access.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
     let domain = config
         .provider
         .service_address
@@ -424,23 +449,27 @@ pub async fn run_with(
         max_message_size: usize::try_from(settings.filter.max_size).unwrap_or(usize::MAX),
         ..LmtpServerOptions::default()
     };
-    let delivery = tokio::spawn(lmtp::serve(
-        lmtp_listener,
-        delivery_point.clone(),
-        lmtp_options,
-        stopped(stop_rx.clone()),
-    ));
+    let delivery = lmtp_listener.map(|(_, listener)| {
+        tokio::spawn(lmtp::serve(
+            listener,
+            delivery_point.clone(),
+            lmtp_options,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let options = ServerOptions {
         hostname: helo,
         max_message_size: usize::try_from(settings.filter.max_size).unwrap_or(usize::MAX),
         ..ServerOptions::default()
     };
-    let filter = tokio::spawn(server::serve(
-        filter_listener,
-        after_queue.clone(),
-        options,
-        stopped(stop_rx.clone()),
-    ));
+    let filter = filter_listener.map(|(_, listener)| {
+        tokio::spawn(server::serve(
+            listener,
+            after_queue.clone(),
+            options,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let refresh = settings.index_source.clone().map(|source| {
         let (store, index, every, force) = (
             store.clone(),
@@ -494,11 +523,17 @@ pub async fn run_with(
     }
     info!("shutting down");
     let _ = stop_tx.send(true);
-    if let Ok(Err(e)) = milter.await {
-        error!(error = %e, "milter stopped with an error");
+    if let Some(milter) = milter {
+        if let Ok(Err(e)) = milter.await {
+            error!(error = %e, "milter stopped with an error");
+        }
     }
-    let _ = filter.await;
-    let _ = delivery.await;
+    if let Some(filter) = filter {
+        let _ = filter.await;
+    }
+    if let Some(delivery) = delivery {
+        let _ = delivery.await;
+    }
     stop_timers(timers).await;
     if let Some(r) = refresh {
         let _ = r.await;

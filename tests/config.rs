@@ -479,6 +479,7 @@ fn the_sample_configuration_parses_and_matches_etc() {
     assert_eq!(c.access, pec::config::AccessConfig::default());
     assert_eq!(c.filter, pec::config::FilterConfig::default());
     assert_eq!(c.timers, pec::config::TimersConfig::default());
+    assert_eq!(c.serve, pec::config::ServeConfig::default());
     let on_disk =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
             .unwrap();
@@ -575,6 +576,7 @@ fn every_key_of_the_sample_is_documented() {
         ("filter", &["listen", "reinject", "max_size"][..]),
         ("timers", &["enabled", "interval"][..]),
         ("metrics", &["listen"][..]),
+        ("serve", &["roles"][..]),
     ];
     for (table, keys) in known {
         assert!(
@@ -643,6 +645,30 @@ fn the_timers_section_has_defaults_and_is_checked_with_line_numbers() {
     assert_eq!(
         error(&format!("{BASE}\n[timers]\nperiod = \"1m\"\n")),
         r#"/etc/pec/pec.toml: line 27: key "timers.period": unknown key"#
+    );
+}
+
+#[test]
+fn the_serve_section_names_the_roles_of_the_process() {
+    let all = config::parse(BASE, FILE).unwrap().serve.enabled().unwrap();
+    assert!(all.access && all.filter && all.delivery);
+    let c = config::parse(&format!("{BASE}\n[serve]\nroles = [\"delivery\"]\n"), FILE).unwrap();
+    c.settings().unwrap();
+    let one = c.serve.enabled().unwrap();
+    assert!(!one.access && !one.filter && one.delivery);
+    assert_eq!(
+        error(&format!("{BASE}\n[serve]\nroles = [\"milter\"]\n")),
+        r#"/etc/pec/pec.toml: line 27: key "serve.roles": unknown role "milter": use access, filter or delivery"#
+    );
+    assert_eq!(
+        error(&format!("{BASE}\n[serve]\nroles = []\n")),
+        r#"/etc/pec/pec.toml: line 27: key "serve.roles": no role: name at least one"#
+    );
+    assert_eq!(
+        error(&format!(
+            "{BASE}\n[serve]\nroles = [\"filter\", \"filter\"]\n"
+        )),
+        r#"/etc/pec/pec.toml: line 27: key "serve.roles": role "filter" given twice"#
     );
 }
 

@@ -318,10 +318,10 @@ impl AccessPoint {
             Ok(g) => g,
             Err(d) => return d,
         };
-        let bytes = notice.to_bytes();
+        let head = notice.head();
         match self
             .injector
-            .inject(&notice.mail_from, &notice.rcpt_to, &bytes)
+            .inject_parts(&notice.mail_from, &notice.rcpt_to, &[&head, &notice.body])
             .await
         {
             Ok(()) => {}

@@ -34,9 +34,10 @@ use crate::index::{sha1_hex_upper, ProviderInfo, TrustSet};
 use crate::message::mime::{self, clip, Entity};
 use crate::message::time::Instant;
 
-/// Largest message we try to verify (PEC's reference limit is 30 MB of content, spec §5.1;
-/// base64 and headers add about a third).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest message we try to verify: above the seed providers' 100 MB submissions carried
+/// in an envelope, and above `filter.max_size`'s default (160 MB), which bounds what the
+/// reception and delivery points receive.
+pub const MAX_MESSAGE_BYTES: usize = 192 * 1024 * 1024;
 
 /// Largest detached signature (`smime.p7s`, decoded). Real ones are 3–10 KB.
 pub const MAX_SIGNATURE_BYTES: usize = 1024 * 1024;

@@ -518,8 +518,8 @@ impl LmtpClient {
         }
         let end = self.timeouts.data_end;
         tokio::time::timeout(end, async {
-            w.write_all(&dot_stuff(data)).await?;
-            w.flush().await
+            crate::smtp::stuffing::write(&mut w, &[data], crate::smtp::stuffing::LineEnds::Keep)
+                .await
         })
         .await
         .map_err(|_| format!("sending the data timed out after {end:?}"))?
@@ -615,20 +615,7 @@ async fn read_reply_lines(r: &mut Reader, t: Duration) -> Result<(Reply, Vec<Str
 /// The data as sent after `DATA`: a `.` doubled at the start of every line, the final
 /// line end added when missing, then `.` CRLF. Nothing else changes.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 64);
-    let mut at_line_start = true;
-    for &b in data {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !data.is_empty() && !data.ends_with(b"\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
+    crate::smtp::stuffing::stuffed(&[data], crate::smtp::stuffing::LineEnds::Keep)
 }
 
 #[cfg(test)]

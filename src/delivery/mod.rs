@@ -92,8 +92,9 @@ pub enum DeliveryError {
 struct Certified {
     pec_id: String,
     cert: Certification,
-    /// The original carried in the envelope (`postacert.eml`), for completa / breve.
-    original: Vec<u8>,
+    /// The original carried in the envelope (`postacert.eml`), for completa / breve:
+    /// shared by the notices of every recipient, never copied for one.
+    original: Arc<Vec<u8>>,
     /// `verified[i]`: the store marks the envelope verified for recipient `i`.
     verified: Vec<bool>,
 }
@@ -352,9 +353,8 @@ impl DeliveryPoint {
             return Ok(None);
         }
         let index = self.index.current();
-        let data = tx.data.clone();
         let at = self.clock.now();
-        let class = blocking(move || classify(&data, index.trust(), at)).await?;
+        let class = blocking_borrowed(|| classify(&tx.data, index.trust(), at));
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
                 Certification::from_verified_envelope(&m.daticert, &m.verified.content)
@@ -371,10 +371,12 @@ impl DeliveryPoint {
             );
             return Ok(None);
         };
+        // The verified content is not needed once the original is out of it.
+        drop(class);
         Ok(Some(Certified {
             pec_id,
             cert,
-            original,
+            original: Arc::new(original),
             verified,
         }))
     }
@@ -555,6 +557,17 @@ fn record(pec: bool, reply: &Reply) {
             );
         }
         _ => message(Delivery, kind, "failed"),
+    }
+}
+
+/// Runs blocking work on data the caller only lends (a received message: verification,
+/// classification) without copying it into a task: on a multi-threaded runtime the worker
+/// hands its other tasks over while `f` runs; on a current-thread runtime (tests) `f`
+/// runs in place.
+pub(crate) fn blocking_borrowed<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

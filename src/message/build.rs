@@ -164,14 +164,21 @@ impl Certification {
 /// The original carried in a signed entity (the `multipart/mixed` content of a verified
 /// envelope): the body of its `postacert.eml` part, byte-exact.
 pub fn carried_original(entity: &[u8]) -> Option<Vec<u8>> {
+    with_carried_original(entity, <[u8]>::to_vec)
+}
+
+/// `f` of the original carried in `entity` (see [`carried_original`]), borrowed: no copy
+/// when the entity is already CRLF.
+pub fn with_carried_original<R>(entity: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     let entity = mime::normalize_crlf(entity);
     let top = mime::Entity::parse(&entity);
     let parts = mime::split_multipart(top.body, &top.boundary()?)?;
-    parts.parts.iter().find_map(|part| {
+    let body = parts.parts.iter().find_map(|part| {
         let p = mime::Entity::parse(part);
         (p.mime_type() == "message/rfc822" && p.file_name().as_deref() == Some("postacert.eml"))
-            .then(|| p.body.to_vec())
-    })
+            .then_some(p.body)
+    })?;
+    Some(f(body))
 }
 
 impl Certification {
@@ -187,6 +194,12 @@ impl Certification {
             Certification::from_envelope(daticert, info.to, info.cc),
             original,
         ))
+    }
+
+    /// As [`Certification::from_verified_envelope`], without a copy of the original.
+    pub fn of_verified_envelope(daticert: &Daticert, entity: &[u8]) -> Option<Certification> {
+        let info = with_carried_original(entity, OriginalInfo::parse)?.ok()?;
+        Some(Certification::from_envelope(daticert, info.to, info.cc))
     }
 }
 
@@ -275,7 +288,15 @@ pub struct Generated {
 impl Generated {
     /// The whole message, CRLF, 7-bit.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 2048);
+        let mut out = self.head();
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The header and the empty line after it: the message is `head()` then `body`
+    /// (injected as those two parts, it is never joined in memory).
+    pub fn head(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2048);
         for f in &self.inherited {
             out.extend_from_slice(f);
         }
@@ -286,7 +307,6 @@ impl Generated {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
         out
     }
 
@@ -473,7 +493,9 @@ struct Notice<'a> {
     extra_headers: Vec<(String, String)>,
     daticert: Daticert,
     text: Readable,
-    original: Option<Vec<u8>>,
+    /// The original to attach as `postacert.eml`, carried form (borrowed when the caller's
+    /// copy already is).
+    original: Option<std::borrow::Cow<'a, [u8]>>,
 }
 
 impl<'a> Notice<'a> {
@@ -518,23 +540,27 @@ fn daticert_part(d: &Daticert) -> Vec<u8> {
 /// The carried message is 7-bit safe except when a received message had 8-bit or NUL
 /// bytes in its header, which are kept (see [`super::sevenbit`]): then it is labelled
 /// `8bit`, never `7bit` over bytes that are not.
-fn postacert_part(message: &[u8]) -> Vec<u8> {
-    let cte = if mime::is_seven_bit_safe(message) {
+///
+/// The header of that part; the message follows it in the entity. `message` is the
+/// carried message in pieces, each cut at the start of a line (see [`mixed_entity`]).
+fn postacert_head(message: &[&[u8]]) -> Vec<u8> {
+    let cte = if message.iter().all(|p| mime::is_seven_bit_safe(p)) {
         "7bit"
     } else {
         "8bit"
     };
-    let mut out = format!("Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").into_bytes();
-    out.extend_from_slice(message);
-    out
+    format!("Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\nContent-Transfer-Encoding: {cte}\r\n\r\n").into_bytes()
 }
 
-/// The signed entity: `multipart/mixed` with the given parts (each with its headers).
-fn mixed_entity(parts: &[Vec<u8>]) -> Vec<u8> {
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let b = mime::boundary(&refs);
-    let total: usize = parts.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total + 512);
+/// The signed entity: `multipart/mixed` with the given parts (each with its headers),
+/// each part given as the pieces it is made of, written once into one buffer that keeps
+/// room for the signature ([`smime::SEAL_HEADROOM`]). Every piece but a part's last ends
+/// with a line end, so that no boundary can straddle two pieces.
+fn mixed_entity(parts: &[&[&[u8]]]) -> Vec<u8> {
+    let pieces: Vec<&[u8]> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let b = mime::boundary(&pieces);
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(total + 512 + smime::SEAL_HEADROOM);
     out.extend_from_slice(
         format!(
             "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\nThis is a multi-part message in MIME format.\r\n\r\n"
@@ -543,7 +569,9 @@ fn mixed_entity(parts: &[Vec<u8>]) -> Vec<u8> {
     );
     for p in parts {
         out.extend_from_slice(format!("--{b}\r\n").as_bytes());
-        out.extend_from_slice(p);
+        for piece in p.iter() {
+            out.extend_from_slice(piece);
+        }
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
@@ -568,17 +596,28 @@ pub fn postacert_original(
     riferimento: &str,
 ) -> Result<Vec<u8>, BuildError> {
     let raw = carried(raw);
-    let (header, body) = mime::split_header_body(&raw);
+    let (mut out, body) = postacert_pieces(&raw, pec_id, riferimento)?;
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// [`postacert_original`] of a message already in carried form, in two pieces: the new
+/// header with its empty line, and the body, borrowed.
+fn postacert_pieces<'r>(
+    raw: &'r [u8],
+    pec_id: &str,
+    riferimento: &str,
+) -> Result<(Vec<u8>, &'r [u8]), BuildError> {
+    let (header, body) = mime::split_header_body(raw);
     let fields = mime::fields(header).map_err(BuildError::Original)?;
-    let mut out = Vec::with_capacity(raw.len() + 200);
+    let mut out = Vec::with_capacity(header.len() + 200);
     for f in fields.iter().filter(|f| !f.is("Message-ID")) {
         out.extend_from_slice(f.raw);
     }
     out.extend_from_slice(format!("Message-ID: {}\r\n", bracketed(pec_id)).as_bytes());
     out.extend_from_slice(format!("X-Riferimento-Message-ID: {riferimento}\r\n").as_bytes());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    Ok(out)
+    Ok((out, body))
 }
 
 fn inherited_fields(fields: &[RawField<'_>], with_message_id: bool) -> Vec<Vec<u8>> {
@@ -607,7 +646,7 @@ impl Builder<'_> {
 
     /// Signs the draft's entity and completes the message.
     fn finish(&self, d: Draft, at: Instant) -> Result<Generated, BuildError> {
-        let sealed = smime::seal(self.signer, &d.entity, at)?;
+        let sealed = smime::seal_owned(self.signer, d.entity, at)?;
         let mut headers = d.headers;
         headers.extend(sealed.headers);
         Ok(Generated {
@@ -654,10 +693,14 @@ impl Builder<'_> {
         text.line("Il messaggio originale è incluso in allegato.")
             .line(format!("Identificativo messaggio: {}", cert.identificativo));
 
-        let original = postacert_original(&carried, &cert.identificativo, &riferimento)?;
-        let entity = mixed_entity(&[text.part(), daticert_part(&d), postacert_part(&original)]);
-        // Only the signed entity is needed from here on: do not hold the original twice.
-        drop(original);
+        // The original goes into the entity straight from the submission: its new header
+        // and its body, borrowed.
+        let (head, body) = postacert_pieces(&carried, &cert.identificativo, &riferimento)?;
+        let entity = mixed_entity(&[
+            &[&text.part()],
+            &[&daticert_part(&d)],
+            &[&postacert_head(&[&head, body]), &head, body],
+        ]);
         drop(carried);
 
         let from = self.on_behalf_of(&cert.mittente);
@@ -708,11 +751,12 @@ impl Builder<'_> {
         } = n;
         text.line(format!("Identificativo messaggio: {}", cert.identificativo));
         let message_id = self.ids.next_id(at);
-        let mut parts = vec![text.part(), daticert_part(&daticert)];
-        if let Some(o) = original {
-            parts.push(postacert_part(&o));
-        }
-        let entity = mixed_entity(&parts);
+        let (text, daticert_part) = (text.part(), daticert_part(&daticert));
+        let entity = match &original {
+            None => mixed_entity(&[&[&text], &[&daticert_part]]),
+            Some(o) => mixed_entity(&[&[&text], &[&daticert_part], &[&postacert_head(&[o]), o]]),
+        };
+        drop(original);
         let class = kind.class();
         let mut headers = vec![
             ("Subject".to_string(), Self::subject(kind, &cert.oggetto)),
@@ -885,13 +929,13 @@ impl Builder<'_> {
         let original = match issued {
             ReceiptType::Completa => {
                 text.line("Il messaggio originale è incluso in allegato.");
-                Some(carried(postacert).into_owned())
+                Some(carried(postacert))
             }
             ReceiptType::Breve => {
                 text.line("Il messaggio originale è incluso in allegato; i suoi allegati sono sostituiti dalla loro impronta SHA-1 (file .hash).");
                 let b = breve::breve_original(&carried(postacert))
                     .map_err(|e| BuildError::Breve(e.to_string()))?;
-                Some(carried(&b.message).into_owned())
+                Some(std::borrow::Cow::Owned(carried(&b.message).into_owned()))
             }
             ReceiptType::Sintetica => None,
         };
@@ -1030,7 +1074,7 @@ impl Builder<'_> {
         text.line("Tali dati non sono stati certificati per il seguente errore:")
             .line(reason.to_string())
             .line("Il messaggio originale è incluso in allegato.");
-        let entity = mixed_entity(&[text.part(), postacert_part(&carried)]);
+        let entity = mixed_entity(&[&[&text.part()], &[&postacert_head(&[&carried]), &carried]]);
         let from = self.on_behalf_of(&sender);
         let mut headers = vec![
             ("Subject".to_string(), Self::subject(kind, &info.subject)),

@@ -328,9 +328,8 @@ impl AfterQueue {
 
         let now = self.clock.now();
         let class = {
-            let data = tx.data.clone();
             let index = self.reception.index.current();
-            blocking(move || classify(&data, index.trust(), now)).await?
+            crate::delivery::blocking_borrowed(|| classify(&tx.data, index.trust(), now))
         };
         // Decide everything that may refuse the transaction before injecting anything.
         let plan = match class {
@@ -550,8 +549,7 @@ impl AfterQueue {
     ) -> Result<Local, AfterQueueError> {
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
         let pec_id = m.daticert.identificativo.clone();
-        let cert = Certification::from_verified_envelope(&m.daticert, &m.verified.content)
-            .map(|(c, _)| c)
+        let cert = Certification::of_verified_envelope(&m.daticert, &m.verified.content)
             .unwrap_or_else(|| Certification::from_envelope(&m.daticert, Vec::new(), Vec::new()));
         let ours = provider
             .mail_receipt
@@ -1046,8 +1044,9 @@ impl AfterQueue {
     }
 
     async fn inject_generated(&self, g: &Generated) -> Result<(), AfterQueueError> {
+        let head = g.head();
         self.injector
-            .inject(&g.mail_from, &g.rcpt_to, &g.to_bytes())
+            .inject_parts(&g.mail_from, &g.rcpt_to, &[&head, &g.body])
             .await
             .map_err(AfterQueueError::InjectReceipt)
     }

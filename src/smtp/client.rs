@@ -22,8 +22,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
+use super::stuffing::{self, LineEnds};
 use super::{InjectError, Injector};
-use crate::message::mime::normalize_crlf;
 use crate::BoxFuture;
 
 /// Longest reply line we read (RFC 5321 says 512; be lenient, but bounded).
@@ -116,7 +116,18 @@ impl SmtpInjector {
         rcpt_to: &[String],
         message: &[u8],
     ) -> Result<String, InjectError> {
-        self.transaction(mail_from, rcpt_to, message)
+        self.send_parts(mail_from, rcpt_to, &[message]).await
+    }
+
+    /// As [`SmtpInjector::send`], for the message made of `parts` one after the other
+    /// (written to the socket as they are stuffed, never joined in memory).
+    pub async fn send_parts(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        parts: &[&[u8]],
+    ) -> Result<String, InjectError> {
+        self.transaction(mail_from, rcpt_to, parts)
             .await
             .map_err(|f| match f {
                 Failure::Temporary(reason) => InjectError::Temporary {
@@ -134,7 +145,7 @@ impl SmtpInjector {
         &self,
         mail_from: &str,
         rcpt_to: &[String],
-        message: &[u8],
+        message: &[&[u8]],
     ) -> Result<String, Failure> {
         check_address(mail_from)?;
         if rcpt_to.is_empty() {
@@ -246,14 +257,16 @@ impl SmtpInjector {
         caps: &Capabilities,
         mail_from: &str,
         rcpt_to: &[String],
-        message: &[u8],
+        message: &[&[u8]],
     ) -> Result<String, Failure> {
-        let body = stuff(message);
         let mut mail = format!("MAIL FROM:<{mail_from}>");
         if caps.size {
-            mail.push_str(&format!(" SIZE={}", body.size));
+            mail.push_str(&format!(
+                " SIZE={}",
+                stuffing::size(message, LineEnds::Crlf)
+            ));
         }
-        if caps.eight_bit_mime && message.iter().any(|b| *b >= 0x80) {
+        if caps.eight_bit_mime && message.iter().any(|p| p.iter().any(|b| *b >= 0x80)) {
             mail.push_str(" BODY=8BITMIME");
         }
         let reply = conn.command(&mail, "MAIL FROM").await?;
@@ -270,7 +283,7 @@ impl SmtpInjector {
         expect(&reply, 3, "DATA")?;
 
         let limit = conn.timeouts.data_end;
-        conn.write(&body.bytes, limit, "the message").await?;
+        conn.write_stuffed(message, limit).await?;
 
         let reply = conn.read_reply(limit, "end of data").await?;
         expect(&reply, 2, "end of data")?;
@@ -287,6 +300,19 @@ impl Injector for SmtpInjector {
     ) -> BoxFuture<'a, Result<(), InjectError>> {
         Box::pin(async move {
             let reply = self.send(mail_from, rcpt_to, message).await?;
+            debug!(addr = %self.addr, %reply, "message injected");
+            Ok(())
+        })
+    }
+
+    fn inject_parts<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        parts: &'a [&'a [u8]],
+    ) -> BoxFuture<'a, Result<(), InjectError>> {
+        Box::pin(async move {
+            let reply = self.send_parts(mail_from, rcpt_to, parts).await?;
             debug!(addr = %self.addr, %reply, "message injected");
             Ok(())
         })
@@ -374,35 +400,6 @@ impl Capabilities {
     }
 }
 
-/// The message as sent after `DATA`, and its size for `SIZE=` (RFC 1870: the message with
-/// CRLF line ends, before dot-stuffing).
-struct Stuffed {
-    bytes: Vec<u8>,
-    size: usize,
-}
-
-/// CRLF-normalises `message` (bare LF and bare CR become CRLF), doubles every dot that
-/// starts a line, makes sure the last line ends with CRLF and appends the final `.` line.
-fn stuff(message: &[u8]) -> Stuffed {
-    let crlf = normalize_crlf(message);
-    let mut bytes = Vec::with_capacity(crlf.len() + crlf.len() / 64 + 8);
-    let mut line_start = true;
-    for &b in crlf.iter() {
-        if line_start && b == b'.' {
-            bytes.push(b'.');
-        }
-        bytes.push(b);
-        line_start = b == b'\n';
-    }
-    let mut size = crlf.len();
-    if !crlf.is_empty() && !crlf.ends_with(b"\r\n") {
-        bytes.extend_from_slice(b"\r\n");
-        size += 2;
-    }
-    bytes.extend_from_slice(b".\r\n");
-    Stuffed { bytes, size }
-}
-
 struct Conn {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
@@ -424,6 +421,23 @@ impl Conn {
             Ok(Ok(())) => return Ok(()),
             Err(_) => format!("sending {what} timed out after {limit:?}"),
             Ok(Err(e)) => format!("connection lost sending {what}: {e}"),
+        };
+        self.usable = false;
+        Err(Failure::Temporary(reason))
+    }
+
+    /// Writes the message made of `parts`, stuffed and CRLF, with the final `.` line,
+    /// within `limit`.
+    async fn write_stuffed(&mut self, parts: &[&[u8]], limit: Duration) -> Result<(), Failure> {
+        let sent = tokio::time::timeout(
+            limit,
+            stuffing::write(&mut self.writer, parts, LineEnds::Crlf),
+        )
+        .await;
+        let reason = match sent {
+            Ok(Ok(())) => return Ok(()),
+            Err(_) => format!("sending the message timed out after {limit:?}"),
+            Ok(Err(e)) => format!("connection lost sending the message: {e}"),
         };
         self.usable = false;
         Err(Failure::Temporary(reason))
@@ -565,13 +579,14 @@ mod tests {
 
     #[test]
     fn stuffing_and_line_ends() {
-        let s = stuff(b".a\nb\r\n..c\rd");
-        assert_eq!(s.bytes, b"..a\r\nb\r\n...c\r\nd\r\n.\r\n");
-        assert_eq!(s.size, b".a\r\nb\r\n..c\r\nd\r\n".len());
-        let s = stuff(b"");
-        assert_eq!(s.bytes, b".\r\n");
-        let s = stuff(b"x\r\n.\r\n");
-        assert_eq!(s.bytes, b"x\r\n..\r\n.\r\n");
+        let s = |m: &[u8]| stuffing::stuffed(&[m], LineEnds::Crlf);
+        assert_eq!(s(b".a\nb\r\n..c\rd"), b"..a\r\nb\r\n...c\r\nd\r\n.\r\n");
+        assert_eq!(
+            stuffing::size(&[b".a\nb\r\n..c\rd"], LineEnds::Crlf),
+            b".a\r\nb\r\n..c\r\nd\r\n".len() as u64
+        );
+        assert_eq!(s(b""), b".\r\n");
+        assert_eq!(s(b"x\r\n.\r\n"), b"x\r\n..\r\n.\r\n");
     }
 
     #[test]

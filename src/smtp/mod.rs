@@ -8,6 +8,7 @@ use crate::BoxFuture;
 pub mod client;
 pub mod server;
 pub(crate) mod session;
+pub mod stuffing;
 
 pub use client::{ClientTimeouts, SmtpInjector};
 pub use server::{serve, FilterHandler, FilterReply, ServerOptions, Transaction};
@@ -31,4 +32,19 @@ pub trait Injector: Send + Sync {
         rcpt_to: &'a [String],
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<(), InjectError>>;
+
+    /// As [`Injector::inject`], for the message made of `parts` one after the other (a
+    /// header built apart and a large body, say): an injector that writes to a socket
+    /// sends them as they are, without joining them in memory.
+    fn inject_parts<'a>(
+        &'a self,
+        mail_from: &'a str,
+        rcpt_to: &'a [String],
+        parts: &'a [&'a [u8]],
+    ) -> BoxFuture<'a, Result<(), InjectError>> {
+        Box::pin(async move {
+            let message = parts.concat();
+            self.inject(mail_from, rcpt_to, &message).await
+        })
+    }
 }
