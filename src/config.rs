@@ -136,6 +136,38 @@ pub struct StoreConfig {
     /// At most this many PostgreSQL connections per process.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// TLS to PostgreSQL, named as libpq's `sslmode`: `disable` (the default), `require`
+    /// (encrypted, the server not authenticated), `verify-ca` (its certificate signed by
+    /// `ca_file`) or `verify-full` (and issued for the host of `url`).
+    #[serde(default)]
+    pub tls: StoreTls,
+    /// The CA certificates (PEM) that sign the PostgreSQL server's certificate, for
+    /// `tls = "verify-ca"` or `"verify-full"` (libpq's `sslrootcert`); unset: the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `store.tls`: whether and how the connections to PostgreSQL use TLS.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreTls {
+    #[default]
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl StoreTls {
+    /// The name in the configuration (libpq's `sslmode` value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreTls::Disable => "disable",
+            StoreTls::Require => "require",
+            StoreTls::VerifyCa => "verify-ca",
+            StoreTls::VerifyFull => "verify-full",
+        }
+    }
 }
 
 /// Which store implementation holds the state.
@@ -978,6 +1010,26 @@ impl Config {
             }
             if self.store.pool_size == 0 {
                 return Err(invalid("store.pool_size", "must be at least 1"));
+            }
+            if self
+                .store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.contains("sslmode"))
+            {
+                return Err(invalid(
+                    "store.url",
+                    "set TLS with store.tls and store.ca_file, not sslmode in the URL",
+                ));
+            }
+        }
+        if let Some(ca) = &self.store.ca_file {
+            path_not_empty("store.ca_file", ca)?;
+            if !matches!(self.store.tls, StoreTls::VerifyCa | StoreTls::VerifyFull) {
+                return Err(invalid(
+                    "store.ca_file",
+                    "used only with tls = \"verify-ca\" or \"verify-full\"",
+                ));
             }
         }
         path_not_empty("index.ldif", &self.index.ldif)?;

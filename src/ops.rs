@@ -193,10 +193,39 @@ fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
 }
 
 fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
+    if config.store.backend == crate::config::StoreBackend::Postgres {
+        return check_postgres(config);
+    }
     match ledger::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
         Ok((s, h)) => {
             let text = format!("{}: {} legal log records", s.describe(), h.log_records);
             (Some(s), Verdict::Ok(text))
+        }
+        Err(e) => (None, Verdict::Failed(e.to_string())),
+    }
+}
+
+/// The PostgreSQL store: reached with the configured TLS, and what the server says of it.
+fn check_postgres(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
+    use crate::store::postgres::PgStore;
+    let opened = PgStore::open_config(&config.store).and_then(|s| {
+        let h = s.health()?;
+        let tls = s.session_tls()?;
+        Ok((s, h, tls))
+    });
+    match opened {
+        Ok((s, h, tls)) => {
+            let session = match tls {
+                Some((version, cipher)) => format!("TLS {version} {cipher}"),
+                None => "no TLS".to_string(),
+            };
+            let text = format!(
+                "{}: {} legal log records; {session} ({})",
+                s.describe(),
+                h.log_records,
+                s.tls().describe()
+            );
+            (Some(Arc::new(s)), Verdict::Ok(text))
         }
         Err(e) => (None, Verdict::Failed(e.to_string())),
     }

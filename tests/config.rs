@@ -545,7 +545,10 @@ fn every_key_of_the_sample_is_documented() {
                 "cert_file",
             ][..],
         ),
-        ("store", &["path", "backend", "url", "pool_size"][..]),
+        (
+            "store",
+            &["path", "backend", "url", "pool_size", "tls", "ca_file"][..],
+        ),
         (
             "index",
             &[
@@ -968,5 +971,54 @@ fn check_config_exits_1_on_a_broken_sample() {
             "{}: line {line}: key \"timers.interval\": invalid duration \"1 minute\"\n",
             path.display()
         )
+    );
+}
+
+#[test]
+fn the_postgres_store_tls_settings_are_checked() {
+    use pec::config::StoreTls;
+    let pg = BASE.replace(
+        "[store]\n",
+        "[store]\nbackend = \"postgres\"\nurl = \"postgres://pec@db.example.it/pec\"\n",
+    );
+    assert_ne!(pg, BASE, "BASE has a [store] section");
+    let c = config::parse(&pg, FILE).unwrap();
+    assert_eq!(c.store.tls, StoreTls::Disable);
+    assert_eq!(c.store.ca_file, None);
+    let full = pg.replace(
+        "[store]\n",
+        "[store]\ntls = \"verify-full\"\nca_file = \"/etc/pec/pg-ca.pem\"\n",
+    );
+    let c = config::parse(&full, FILE).unwrap();
+    assert_eq!(c.store.tls, StoreTls::VerifyFull);
+    assert_eq!(
+        c.store.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/pec/pg-ca.pem"))
+    );
+    for (mode, want) in [
+        ("require", StoreTls::Require),
+        ("verify-ca", StoreTls::VerifyCa),
+    ] {
+        let t = pg.replace("[store]\n", &format!("[store]\ntls = \"{mode}\"\n"));
+        assert_eq!(config::parse(&t, FILE).unwrap().store.tls, want);
+    }
+    // libpq's prefer is not offered: no silent fallback to clear text
+    let prefer = pg.replace("[store]\n", "[store]\ntls = \"prefer\"\n");
+    let err = error(&prefer);
+    assert!(err.contains("tls") && err.contains("prefer"), "{err}");
+    // a CA file says nothing without certificate checks
+    let ca_only = pg.replace("[store]\n", "[store]\nca_file = \"/etc/pec/pg-ca.pem\"\n");
+    let err = error(&ca_only);
+    assert!(
+        err.contains("store.ca_file") && err.contains("verify-"),
+        "{err}"
+    );
+    // TLS is set in one place
+    let sslmode = pg.replace("/pec\"", "/pec?sslmode=require\"");
+    assert_ne!(sslmode, pg);
+    let err = error(&sslmode);
+    assert!(
+        err.contains("store.url") && err.contains("store.tls"),
+        "{err}"
     );
 }

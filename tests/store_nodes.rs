@@ -206,7 +206,7 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
         .set_mailbox_policy("a@pec.example.it", &pec::store::MailboxPolicy::Refuse)
         .unwrap();
 
-    let dest = PgStore::open(pg.url.as_deref().unwrap(), 2).unwrap();
+    let dest = PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls()).unwrap();
     let report = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap();
     let rows = |t: &str| report.tables.iter().find(|(n, _)| *n == t).unwrap().1;
     assert_eq!(rows("events"), 5); // the purge record and the four of day 2
@@ -270,10 +270,7 @@ fn postgres_refuses_updates_of_the_legal_log() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let client = backends::connect_raw(&url).await.unwrap();
             client
                 .execute("UPDATE events SET outcome = 'x'", &[])
                 .await
@@ -379,8 +376,9 @@ fn pec_store_migrate_and_copy_on_the_command_line() {
     let pg_cfg = config_with(
         pg_dir.path(),
         &format!(
-            "backend = \"postgres\"\nurl = \"{}\"\npool_size = 2",
-            pg.url.as_deref().unwrap()
+            "backend = \"postgres\"\nurl = \"{}\"\npool_size = 2\n{}",
+            pg.url.as_deref().unwrap(),
+            backends::test_tls_toml()
         ),
     );
     let (code, out, err) = pec(&["store", "migrate"], &pg_cfg);

@@ -56,11 +56,14 @@ fn run_inner(command: &StoreCommand) -> Result<i32, i32> {
                     (s.describe(), s.schema_version().map_err(fail)?)
                 }
                 StoreBackend::Postgres => {
-                    let url =
-                        cfg.store.url.as_deref().ok_or_else(|| {
-                            usage("store.url is required with backend \"postgres\"")
-                        })?;
-                    let s = PgStore::open(url, 1).map_err(fail)?;
+                    if cfg.store.url.is_none() {
+                        return Err(usage("store.url is required with backend \"postgres\""));
+                    }
+                    let one = crate::config::StoreConfig {
+                        pool_size: 1,
+                        ..cfg.store.clone()
+                    };
+                    let s = PgStore::open_config(&one).map_err(fail)?;
                     (s.describe(), s.schema_version().map_err(fail)?)
                 }
             };
@@ -69,19 +72,24 @@ fn run_inner(command: &StoreCommand) -> Result<i32, i32> {
         }
         StoreCommand::Copy(args) => {
             let cfg = crate::config::load(&args.config.config).map_err(usage)?;
-            let url =
-                match (cfg.store.backend, cfg.store.url.as_deref()) {
-                    (StoreBackend::Postgres, Some(url)) => url.to_string(),
-                    _ => return Err(usage(
+            match (cfg.store.backend, cfg.store.url.as_deref()) {
+                (StoreBackend::Postgres, Some(_)) => {}
+                _ => {
+                    return Err(usage(
                         "the configured store must be PostgreSQL (store.backend = \"postgres\", \
                          store.url)",
-                    )),
-                };
+                    ))
+                }
+            };
             let from = PathBuf::from(args.from.strip_prefix("sqlite:").unwrap_or(&args.from));
             if !from.is_file() {
                 return Err(usage(format!("no SQLite store at \"{}\"", from.display())));
             }
-            let dest = PgStore::open(&url, 2).map_err(fail)?;
+            let two = crate::config::StoreConfig {
+                pool_size: 2,
+                ..cfg.store.clone()
+            };
+            let dest = PgStore::open_config(&two).map_err(fail)?;
             let report = super::postgres::copy_from_sqlite(&from, &dest).map_err(fail)?;
             for (table, rows) in &report.tables {
                 println!("{table}: {rows} rows");

@@ -123,12 +123,7 @@ impl LogStore for SqliteStore {
 pub fn open(config: &StoreConfig) -> Result<Arc<dyn LogStore>, StoreError> {
     match config.backend {
         StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(&config.path)?)),
-        StoreBackend::Postgres => {
-            let url = config.url.as_deref().ok_or_else(|| {
-                StoreError::Database("store.url is required with backend \"postgres\"".into())
-            })?;
-            Ok(Arc::new(PgStore::open(url, config.pool_size)?))
-        }
+        StoreBackend::Postgres => Ok(Arc::new(PgStore::open_config(config)?)),
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::chain::{ChainRecord, GENESIS};
 use super::ledger::LogStore;
@@ -47,6 +47,9 @@ use crate::message::time::Instant;
 mod copy;
 mod outbox;
 mod schema;
+mod tls;
+
+pub use tls::PgTls;
 
 pub use copy::{copy_from_sqlite, CopyReport};
 
@@ -63,6 +66,7 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     pool: Pool,
     shown: String,
+    tls: PgTls,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -98,8 +102,24 @@ fn shown_url(url: &str) -> String {
 fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => d.message().to_string(),
-        None => e.to_string(),
+        None => with_causes(e),
     }
+}
+
+/// `e` and the causes its own text leaves out (a TLS handshake's OpenSSL error and
+/// certificate check).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Maps a tokio-postgres error to [`StoreError::Database`] with what we were doing.
@@ -113,12 +133,30 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 
 impl PgStore {
     /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]`, or the
-    /// key=value form) with at most `pool_size` connections, and brings the schema up to
-    /// date.
+    /// key=value form) with at most `pool_size` connections, without TLS, and brings the
+    /// schema up to date.
     pub fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        Self::open_tls(url, pool_size, &PgTls::default())
+    }
+
+    /// [`PgStore::open`] with the store's configuration (`url`, `pool_size`, `tls`,
+    /// `ca_file`).
+    pub fn open_config(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        let url = config.url.as_deref().ok_or_else(|| {
+            StoreError::Database("store.url is required with backend \"postgres\"".into())
+        })?;
+        Self::open_tls(url, config.pool_size, &PgTls::from_config(config))
+    }
+
+    /// [`PgStore::open`] with TLS as `tls` says. A connection that fails names the TLS
+    /// settings, so that a refused handshake reads as a TLS problem.
+    pub fn open_tls(url: &str, pool_size: usize, tls: &PgTls) -> Result<Self, StoreError> {
         let shown = shown_url(url);
-        let fail = |m: String| StoreError::Database(format!("open \"{shown}\": {m}"));
-        let config: tokio_postgres::Config = url.parse().map_err(|e| fail(format!("{e}")))?;
+        let settings = tls.describe();
+        let fail = |m: String| StoreError::Database(format!("open \"{shown}\" ({settings}): {m}"));
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| fail(format!("{e}")))?;
+        config.ssl_mode(tls.ssl_mode());
+        let connector = tls.connector().map_err(fail)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("pec-store-pg")
@@ -127,7 +165,7 @@ impl PgStore {
             .map_err(|e| fail(format!("runtime: {e}")))?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -143,6 +181,7 @@ impl PgStore {
             runtime: Some(runtime),
             pool,
             shown: shown.clone(),
+            tls: tls.clone(),
         };
         let pool = store.pool.clone();
         store
@@ -228,6 +267,30 @@ impl PgStore {
         })
     }
 
+    /// The TLS settings the store connects with.
+    pub fn tls(&self) -> &PgTls {
+        &self.tls
+    }
+
+    /// What the server says of this connection's TLS (`pg_stat_ssl`): the protocol
+    /// version and cipher, or `None` for a connection in clear.
+    pub fn session_tls(&self) -> Result<Option<(String, String)>, StoreError> {
+        self.read(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "SELECT ssl, COALESCE(version, ''), COALESCE(cipher, '') \
+                         FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .map_err(pg("read pg_stat_ssl"))?;
+                let ssl: bool = row.get(0);
+                Ok(ssl.then(|| (row.get(1), row.get(2))))
+            })
+        })
+    }
+
     /// The number of PostgreSQL migrations this program knows (equal to SQLite's).
     pub fn known_version() -> u32 {
         schema::MIGRATIONS.len() as u32
@@ -235,9 +298,13 @@ impl PgStore {
 }
 
 async fn connect(pool: &Pool) -> Result<Object, StoreError> {
-    pool.get()
-        .await
-        .map_err(|e| StoreError::Database(format!("connect: {e}")))
+    pool.get().await.map_err(|e| {
+        let m = match &e {
+            deadpool_postgres::PoolError::Backend(e) => pg_message(e),
+            other => with_causes(other),
+        };
+        StoreError::Database(format!("connect: {m}"))
+    })
 }
 
 /// Applies the migrations the database lacks, each in its own transaction under an

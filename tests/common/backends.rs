@@ -2,6 +2,10 @@
 //! PostgreSQL when `PEC_TEST_PG_URL` names a server (scripts/test.sh starts one). Each
 //! PostgreSQL store gets a schema of its own, so tests run side by side on one database.
 //!
+//! With `PEC_TEST_PG_TLS` (`require`, `verify-ca` or `verify-full`; and
+//! `PEC_TEST_PG_TLS_CA`, the CA file) every PostgreSQL connection uses TLS that way
+//! (tests/e2e/store_tls.sh runs the contract so against a server that accepts TLS only).
+//!
 //! Include with `#[path = "common/backends.rs"] mod backends;` and generate one test per
 //! backend with `both!(name);` for a `fn name(b: &Backend)`.
 #![allow(dead_code)]
@@ -10,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use pec::config::StoreTls;
+use pec::store::postgres::PgTls;
 use pec::store::{LogStore, PgStore, SqliteStore};
 
 /// One fresh store, and the means to open more connections to it (another process).
@@ -59,16 +65,32 @@ impl Backend {
             return None;
         };
         let url = fresh_schema(&base, test);
-        let store = Arc::new(PgStore::open(&url, 8).unwrap());
+        let tls = test_tls();
+        let store = Arc::new(PgStore::open_tls(&url, 8, &tls).unwrap());
         let u = url.clone();
         Some(Backend {
             name: "postgres",
             store,
-            open: Box::new(move || Arc::new(PgStore::open(&u, 8).unwrap())),
+            open: Box::new(move || Arc::new(PgStore::open_tls(&u, 8, &tls).unwrap())),
             path: None,
             url: Some(url),
             _dir: None,
         })
+    }
+}
+
+/// The TLS the tests connect with: `PEC_TEST_PG_TLS` and `PEC_TEST_PG_TLS_CA`.
+pub fn test_tls() -> PgTls {
+    let mode = match std::env::var("PEC_TEST_PG_TLS").as_deref() {
+        Ok("require") => StoreTls::Require,
+        Ok("verify-ca") => StoreTls::VerifyCa,
+        Ok("verify-full") => StoreTls::VerifyFull,
+        Ok("") | Ok("disable") | Err(_) => StoreTls::Disable,
+        Ok(other) => panic!("PEC_TEST_PG_TLS: unknown mode {other:?}"),
+    };
+    PgTls {
+        mode,
+        ca_file: std::env::var_os("PEC_TEST_PG_TLS_CA").map(PathBuf::from),
     }
 }
 
@@ -103,10 +125,9 @@ fn create_schema(base: &str, schema: &str) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        let client = connect_raw(base)
             .await
             .unwrap_or_else(|e| panic!("PEC_TEST_PG_URL {base}: {e}"));
-        tokio::spawn(conn);
         client
             .batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};"
@@ -114,6 +135,39 @@ fn create_schema(base: &str, schema: &str) {
             .await
             .unwrap();
     });
+}
+
+/// A plain tokio-postgres client on `url` (call inside a runtime), over TLS when
+/// `PEC_TEST_PG_TLS` asks for it (the server may accept nothing else; its certificate is
+/// not checked here: the store's own connections check it).
+pub async fn connect_raw(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    if test_tls().mode == StoreTls::Disable {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        return Ok(client);
+    }
+    let mut ssl = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    ssl.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let mut tls = postgres_openssl::MakeTlsConnector::new(ssl.build());
+    tls.set_callback(|c, _| {
+        c.set_verify_hostname(false);
+        Ok(())
+    });
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let (client, conn) = config.connect(tls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The `[store]` lines of [`test_tls`], for a configuration file.
+pub fn test_tls_toml() -> String {
+    let t = test_tls();
+    let mut lines = format!("tls = \"{}\"\n", t.mode.as_str());
+    if let Some(ca) = &t.ca_file {
+        lines.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
+    }
+    lines
 }
 
 /// `both!(name)`: tests `name::sqlite` and `name::postgres` calling `name(&Backend)`.

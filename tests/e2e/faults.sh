@@ -13,6 +13,9 @@
 #      failed; then the file is put back and `pec serve` restarted (SoftHSM2 reads its token
 #      directory at initialisation only);
 #   6. B's store disk full (the tmpfs filled) until a store write has failed; then freed.
+#      With PEC_E2E_STORE=pg (both stores in PostgreSQL, each its own server) B's
+#      PostgreSQL server is stopped instead until a store operation has failed, then
+#      started again: the database server going away is what a shared store meets.
 #
 # Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
 # hit the mail path. Afterwards, once the queues are empty: every accepted submission is
@@ -55,7 +58,7 @@ cleanup() {
   fi
   proof_pair_down "$work"
   slapd_stop "$work/ldap" >/dev/null 2>&1 || true
-  if mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
+  if [ -d "$work/bstore" ] && mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
   if [ "$status" -ne 0 ]; then
     for p in a b; do
       echo "---- $p: pec log" >&2; plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
@@ -88,10 +91,16 @@ slapd_start "$work/ldap" "${ldap_port[0]}"
 ldapadd -x -H "ldap://127.0.0.1:${ldap_port[0]}" -D cn=admin,o=postacert -w secret \
   -f "$work/providers.ldif" >/dev/null
 export PROVIDER_LDAP_URL="ldap://127.0.0.1:${ldap_port[0]}" PROVIDER_INDEX_EXTRA='refresh = "1s"'
-# B's store on a small file system of its own, to fill.
-mkdir -p "$work/bstore"
-mount -t tmpfs -o size=64m tmpfs "$work/bstore"
-PROOF_STORE_B=$work/bstore/pec.sqlite proof_pair_up "$work"
+if [ "${PEC_E2E_STORE:-sqlite}" = pg ]; then
+  # shellcheck source=tests/e2e/lib_pg.sh
+  . "$here/lib_pg.sh"
+  proof_pair_up "$work"
+else
+  # B's store on a small file system of its own, to fill.
+  mkdir -p "$work/bstore"
+  mount -t tmpfs -o size=64m tmpfs "$work/bstore"
+  PROOF_STORE_B=$work/bstore/pec.sqlite proof_pair_up "$work"
+fi
 
 # `pec serve` of provider P (a or b) again, as provider_up starts it, its log appended.
 pec_start() { # P
@@ -168,11 +177,20 @@ mv "$work"/hsm-off/*.object "$token/"
 pec_stop a
 pec_start a
 
-e2e_log "6. B's store disk full"
-skip=$(lines "$work/b/pec.log")
-dd if=/dev/zero of="$work/bstore/fill" bs=64k 2>/dev/null || true
-e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "full" || e2e_fail "disk full: no store failure in B's log"
-rm -f "$work/bstore/fill"
+if [ "${PEC_E2E_STORE:-sqlite}" = pg ]; then
+  e2e_log "6. B's PostgreSQL down"
+  skip=$(lines "$work/b/pec.log")
+  pg_stop "$work/b/pg"
+  e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "store: .*(connect|connection|closed|terminat)" ||
+    e2e_fail "PostgreSQL down: no store failure in B's log"
+  pg_restart "$work/b/pg"
+else
+  e2e_log "6. B's store disk full"
+  skip=$(lines "$work/b/pec.log")
+  dd if=/dev/zero of="$work/bstore/fill" bs=64k 2>/dev/null || true
+  e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "full" || e2e_fail "disk full: no store failure in B's log"
+  rm -f "$work/bstore/fill"
+fi
 
 e2e_log "faults done; waiting for the load to finish"
 wait "$load_pid" || { cat "$work/load.err" >&2; load_pid=""; e2e_fail "the load failed"; }

@@ -18,6 +18,8 @@ root=$(cd "$here/../.." && pwd)
 . "$here/lib.sh"
 # shellcheck source=tests/e2e/provider.sh
 . "$here/provider.sh"
+# shellcheck source=tests/e2e/lib_pg.sh
+. "$here/lib_pg.sh"
 
 pec=${PEC_BIN:-$root/target/debug/pec}
 [ -x "$pec" ] || { echo "index: $pec not built (cargo build)" >&2; exit 2; }
@@ -28,6 +30,7 @@ cleanup() {
   if [ -n "${serve_pid:-}" ] && kill -0 "$serve_pid" 2>/dev/null; then kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; fi
   slapd_stop "$work/ldap" >/dev/null 2>&1 || true
   slapd_stop "$work/ldap-empty" >/dev/null 2>&1 || true
+  pg_stop "$work/pg" >/dev/null 2>&1 || true
   if [ "$status" -ne 0 ]; then
     echo "---- slapd log" >&2; tail -n 20 "$work/ldap/slapd.log" >&2 2>/dev/null || true
     echo "index: FAIL (work dir kept: $work)" >&2
@@ -52,6 +55,7 @@ ldapadd -x -H "$url" -D cn=admin,o=postacert -w secret -f "$work/providers.ldif"
 # The fallback file knows only us.
 { printf 'version: 1\n\n'; provider_index_entry "PEC Example IT S.p.A." "$work/pki/it.pem" ricevute@pec.example.it pec.example.it; } \
   > "$work/index.ldif"
+store=$(e2e_store_toml "$work" pec)
 cat > "$work/pec.toml" <<EOF
 [provider]
 name = "PEC Example IT S.p.A."
@@ -65,7 +69,7 @@ key_file = "$work/pki/it.key"
 cert_file = "$work/pki/it.pem"
 
 [store]
-path = "$work/pec.sqlite"
+$store
 
 [index]
 ldif = "$work/index.ldif"
@@ -147,8 +151,13 @@ expect 0 "publish" p index publish -o "$work/our.ldif.p7m"
 openssl cms -verify -inform DER -in "$work/our.ldif.p7m" -CAfile "$work/pki/ca.pem" -purpose any \
   -out "$work/our.ldif" 2>/dev/null || e2e_fail "openssl cms -verify refused our .p7m"
 grep -q "^managedDomains: pec.example.it" "$work/our.ldif" || e2e_fail "our .p7m lacks our domain"
-sed -e "s|^ldap_url = .*|signed_ldif = \"$work/our.ldif.p7m\"\nsigner_cert = \"$work/pki/it.pem\"|" \
-    -e "s|pec.sqlite|signed.sqlite|" "$work/pec.toml" > "$work/signed.toml"
+# The same configuration with the signed LDIF as source and a store of its own.
+signed_store=$(e2e_store_toml "$work" signed)
+SIGNED_STORE=$signed_store LDIF=$work/our.ldif.p7m CERT=$work/pki/it.pem awk '
+  /^\[/ { in_store = ($0 == "[store]") }
+  /^ldap_url = / { print "signed_ldif = \"" ENVIRON["LDIF"] "\""; print "signer_cert = \"" ENVIRON["CERT"] "\""; next }
+  in_store && /^(path|backend|url) = / { if (!done) print ENVIRON["SIGNED_STORE"]; done = 1; next }
+  { print }' "$work/pec.toml" > "$work/signed.toml"
 expect 0 "sync from the signed LDIF" "$pec" index sync -c "$work/signed.toml"
 grep -q "stored 1 providers from $work/our.ldif.p7m" <<<"$out" || { echo "$out" >&2; e2e_fail "signed sync"; }
 sed -e "s|signer_cert = .*|signer_cert = \"$work/pki/net.pem\"|" "$work/signed.toml" > "$work/wrong.toml"

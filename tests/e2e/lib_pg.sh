@@ -10,10 +10,18 @@
 #                            connection URL postgres://postgres@127.0.0.1:PORT/DB
 #   pg_createdb DIR PORT DB  another database on the same instance
 #   pg_stop DIR              fast shutdown by PID, waits for the server to exit
+#   pg_restart DIR           starts again a server that pg_start set up in DIR and pg_stop
+#                            stopped (same port and options)
+#   e2e_store_toml WORK DB   the keys of [store] for the store the end-to-end suite runs
+#                            on: PEC_E2E_STORE=sqlite (the default) gives WORK/DB.sqlite;
+#                            PEC_E2E_STORE=pg the database DB of a private PostgreSQL in
+#                            WORK/pg, started by the first call (stop it with pg_stop WORK/pg;
+#                            needs lib.sh)
 #
 # Environment: PG_BIN (default /usr/lib/postgresql/15/bin), PG_OPTS (extra server options,
 # e.g. "-c fsync=off" for a scratch instance), PG_DEADLINE (seconds to start or stop,
-# default 60).
+# default 60), PG_SSL_CERT and PG_SSL_KEY (PEM files: the server runs with ssl = on and
+# that certificate, and accepts TCP connections over TLS only, pg_hba hostssl).
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_DEADLINE=${PG_DEADLINE:-60}
@@ -40,16 +48,56 @@ pg_start() {
     tail -n 20 "$dir/initdb.log" >&2
     return 1
   fi
+  local ssl=""
+  if [ -n "${PG_SSL_CERT:-}" ]; then
+    cp "$PG_SSL_CERT" "$dir/data/server.crt"
+    cp "$PG_SSL_KEY" "$dir/data/server.key"
+    chmod 600 "$dir/data/server.key"
+    [ "$(id -u)" -ne 0 ] || chown postgres: "$dir/data/server.crt" "$dir/data/server.key"
+    printf '%s\n' "local all all trust" "hostssl all all 127.0.0.1/32 trust" \
+      "hostssl all all ::1/128 trust" > "$dir/data/pg_hba.conf"
+    ssl="-c ssl=on"
+  fi
+  printf '%s\n' "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 $ssl ${PG_OPTS:-}" \
+    > "$dir/options"
   # shellcheck disable=SC2086
   if ! _pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$PG_DEADLINE" \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 ${PG_OPTS:-}" \
-      start >"$dir/pg_ctl.log" 2>&1; then
+      -o "$(cat "$dir/options")" start >"$dir/pg_ctl.log" 2>&1; then
     echo "pg_start: the server did not start:" >&2
     tail -n 20 "$dir/server.log" >&2
     return 1
   fi
+  printf '%s\n' "$port" > "$dir/port"
   pg_createdb "$dir" "$port" "$db" || return 1
   echo "postgres://postgres@127.0.0.1:$port/$db"
+}
+
+pg_restart() {
+  local dir=$1
+  if ! _pg_as "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t "$PG_DEADLINE" \
+      -o "$(cat "$dir/options")" start >>"$dir/pg_ctl.log" 2>&1; then
+    echo "pg_restart: the server did not start:" >&2
+    tail -n 20 "$dir/server.log" >&2
+    return 1
+  fi
+}
+
+e2e_store_toml() {
+  local work=$1 db=$2 port
+  case ${PEC_E2E_STORE:-sqlite} in
+    sqlite) printf 'path = "%s/%s.sqlite"\n' "$work" "$db" ;;
+    pg)
+      if [ -f "$work/pg/port" ]; then
+        port=$(cat "$work/pg/port")
+        pg_createdb "$work/pg" "$port" "$db" || return 1
+      else
+        port=$(e2e_free_ports 1)
+        pg_start "$work/pg" "$port" "$db" >/dev/null || return 1
+      fi
+      printf 'backend = "postgres"\nurl = "postgres://postgres@127.0.0.1:%s/%s"\n' "$port" "$db"
+      ;;
+    *) echo "e2e_store_toml: PEC_E2E_STORE must be sqlite or pg, not \"$PEC_E2E_STORE\"" >&2; return 1 ;;
+  esac
 }
 
 pg_createdb() {

@@ -27,9 +27,11 @@
 #                        PROVIDER_STORE=pg keeps the store in PostgreSQL: in the database
 #                        PROVIDER_PG_URL when set (several nodes of one provider share it;
 #                        PROVIDER_NODE gives each its node number), else in a private
-#                        PostgreSQL 15 started in WORK/pg (tests/e2e/lib_pg.sh) and stopped
-#                        by provider_down. PROVIDER_STORE_PATH puts a SQLite store
-#                        elsewhere than WORK/pec.sqlite.
+#                        PostgreSQL 15 started in WORK/pg (or PROVIDER_PG_DIR;
+#                        tests/e2e/lib_pg.sh) and stopped by provider_down. PROVIDER_STORE
+#                        defaults to PEC_E2E_STORE (sqlite or pg: the switch of the whole
+#                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
+#                        WORK/pec.sqlite.
 #                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
@@ -106,13 +108,13 @@ provider_up() {
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
   local store_conf="path = \"${PROVIDER_STORE_PATH:-$work/pec.sqlite}\""
-  if [ "${PROVIDER_STORE:-sqlite}" = pg ]; then
+  if [ "${PROVIDER_STORE:-${PEC_E2E_STORE:-sqlite}}" = pg ]; then
     local pg_url=${PROVIDER_PG_URL:-}
     if [ -z "$pg_url" ]; then
       # shellcheck source=tests/e2e/lib_pg.sh
       . "$root/tests/e2e/lib_pg.sh"
       e2e_log "$domain: private PostgreSQL"
-      pg_url=$(pg_start "$work/pg" "$(e2e_free_ports 1)")
+      pg_url=$(pg_start "${PROVIDER_PG_DIR:-$work/pg}" "$(e2e_free_ports 1)")
     fi
     store_conf="backend = \"postgres\"
 url = \"$pg_url\"
@@ -189,10 +191,11 @@ provider_down() {
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
   clamd_stop "$work/clamd" >/dev/null 2>&1 || true
-  if [ -f "$work/pg/data/postmaster.pid" ]; then
+  local pg_dir=${PROVIDER_PG_DIR:-$work/pg}
+  if [ -f "$pg_dir/data/postmaster.pid" ]; then
     # shellcheck source=tests/e2e/lib_pg.sh
     . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib_pg.sh"
-    pg_stop "$work/pg" >/dev/null 2>&1 || true
+    pg_stop "$pg_dir" >/dev/null 2>&1 || true
   fi
 }
 

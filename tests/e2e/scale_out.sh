@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end, scale-out on one PostgreSQL store: provider A runs two nodes, a1 and a2 (each
 # with its own Postfix, Dovecot behind pec's LMTP proxy, clamd, SoftHSM2 token and
-# `pec serve`), sharing one PostgreSQL 15 database; provider B runs one node on SQLite.
+# `pec serve`), sharing one PostgreSQL 15 database; provider B runs one node on SQLite
+# (on a PostgreSQL of its own with PEC_E2E_STORE=pg).
 #
 # Alice submits through a1 alone, then through a1 and a2 at once, to bob@pec.example.net
 # (B). B routes everything back to A through a1 only, so a1 consumes the receipts of the
