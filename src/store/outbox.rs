@@ -20,6 +20,7 @@
 //! retry that finds a completion answers 250 without delivering again; one that finds only
 //! an intent asks the mailbox (see [`crate::delivery::dedup`]).
 
+use crate::message::build::Certification;
 use crate::message::kind::MessageKind;
 use crate::message::time::Instant;
 
@@ -110,16 +111,31 @@ pub fn take_charge_key(pec_id: &str, recipients: &[String]) -> String {
 }
 
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
-/// the PEC msgid), then the acceptance receipt.
-pub fn acceptance_events(pec_id: &str, receipt_id: &str) -> [(EventKind, String); 2] {
+/// the PEC msgid), then the acceptance receipt, both with the certification data of the
+/// pending acceptance (`cert`, `provider`, `queue_id`) and the emission instant `at`.
+pub fn acceptance_events(
+    pec_id: &str,
+    receipt_id: &str,
+    at: Instant,
+    cert: &Certification,
+    provider: &str,
+    queue_id: Option<&str>,
+) -> [LogEvent; 2] {
+    let event = |kind, related: &str| LogEvent {
+        pec_id: pec_id.to_string(),
+        at,
+        kind,
+        sender: cert.mittente.clone(),
+        recipients: super::sqlite::cert_recipients(cert),
+        subject: cert.oggetto.clone(),
+        related_ids: vec![related.to_string()],
+        provider: provider.to_string(),
+        queue_id: queue_id.map(str::to_string),
+        outcome: "ok".into(),
+        reason: None,
+    };
     [
-        (
-            EventKind::Issued(MessageKind::TransportEnvelope),
-            pec_id.to_string(),
-        ),
-        (
-            EventKind::Issued(MessageKind::Acceptance),
-            receipt_id.to_string(),
-        ),
+        event(EventKind::Issued(MessageKind::TransportEnvelope), pec_id),
+        event(EventKind::Issued(MessageKind::Acceptance), receipt_id),
     ]
 }

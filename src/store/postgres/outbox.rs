@@ -10,7 +10,6 @@ use tokio_postgres::Row;
 
 use super::{append_after, decode_cert, lock_head, pg, set_head, to_i64, tracking_forward};
 use crate::message::time::Instant;
-use crate::store::sqlite::cert_recipients;
 use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
@@ -162,25 +161,16 @@ pub(super) async fn close_acceptance(
         return Ok(false);
     };
     let cert = decode_cert(row.get(0), row.get(3))?;
-    for (kind, related) in crate::store::outbox::acceptance_events(pec_id, receipt_id) {
-        append(
-            tx,
-            head,
-            &LogEvent {
-                pec_id: pec_id.to_string(),
-                at,
-                kind,
-                sender: cert.mittente.clone(),
-                recipients: cert_recipients(&cert),
-                subject: cert.oggetto.clone(),
-                related_ids: vec![related],
-                provider: row.get(2),
-                queue_id: row.get(1),
-                outcome: "ok".into(),
-                reason: None,
-            },
-        )
-        .await?;
+    let (queue_id, provider): (Option<String>, String) = (row.get(1), row.get(2));
+    for event in crate::store::outbox::acceptance_events(
+        pec_id,
+        receipt_id,
+        at,
+        &cert,
+        &provider,
+        queue_id.as_deref(),
+    ) {
+        append(tx, head, &event).await?;
     }
     Ok(true)
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{cert_recipients, db, insert_event, tracking_forward};
+use super::{db, insert_event, tracking_forward};
 use crate::message::build::Certification;
 use crate::message::time::Instant;
 use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
@@ -234,23 +234,15 @@ pub(super) fn close_acceptance(
             "pending_acceptance row {rowid}: certification: {e}"
         ))
     })?;
-    for (kind, related) in crate::store::outbox::acceptance_events(pec_id, receipt_id) {
-        insert_event(
-            tx,
-            &LogEvent {
-                pec_id: pec_id.to_string(),
-                at,
-                kind,
-                sender: cert.mittente.clone(),
-                recipients: cert_recipients(&cert),
-                subject: cert.oggetto.clone(),
-                related_ids: vec![related],
-                provider: provider.clone(),
-                queue_id: queue_id.clone(),
-                outcome: "ok".into(),
-                reason: None,
-            },
-        )?;
+    for event in crate::store::outbox::acceptance_events(
+        pec_id,
+        receipt_id,
+        at,
+        &cert,
+        &provider,
+        queue_id.as_deref(),
+    ) {
+        insert_event(tx, &event)?;
     }
     Ok(true)
 }
