@@ -12,30 +12,12 @@
 # Usage: tests/e2e/access_point.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$here/lib.sh"
 # shellcheck source=tests/e2e/provider.sh
 . "$here/provider.sh"
 
-pec=${PEC_BIN:-$root/target/debug/pec}
-[ -x "$pec" ] || { echo "access_point: $pec not built (cargo build)" >&2; exit 2; }
-mail=(/usr/bin/python3 "$here/pecmail.py")
-
-work=$(e2e_tmpdir)
-cleanup() {
-  status=$?
-  provider_down "$work"
-  if [ "$status" -ne 0 ]; then
-    echo "---- pec log" >&2; tail -n 40 "$work/pec.log" >&2 2>/dev/null || true
-    echo "---- postfix log" >&2; tail -n 40 "$work/postfix/maillog" >&2 2>/dev/null || true
-    echo "access_point: FAIL (work dir kept: $work)" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
+provider_script access_point .
 
 PROVIDER_ACCESS_EXTRA=$'max_total_size = "1MB"\nhard_size_limit = "2MB"' provider_up "$work"
 

@@ -205,3 +205,45 @@ provider_metric() {
     "http://127.0.0.1:$(cat "$work/metrics.port")/metrics" |
     awk -v s="$sample" 'index($0, s " ") == 1 { v = $2 } END { print (v == "" ? 0 : v) }'
 }
+
+# provider_script NAME DIR... : the start of a test script run on providers in $work/DIR
+# (`.` for $work itself). Sets `pec` (the binary, checked built), `mail` (pecmail.py) and
+# `work` (a fresh directory), and traps EXIT: stops those providers, then calls `on_exit`
+# when the script defines it (for what it started besides them: slapd, PostgreSQL, …); on
+# failure prints the tail of each provider's pec and Postfix logs and keeps $work, on
+# success removes it. The script's `here` is where pecmail.py lives.
+provider_script() {
+  e2e_script=$1
+  shift
+  e2e_providers=("$@")
+  local root
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  pec=${PEC_BIN:-$root/target/debug/pec}
+  [ -x "$pec" ] || { echo "$e2e_script: $pec not built (cargo build)" >&2; exit 2; }
+  # shellcheck disable=SC2034 # used by the scripts
+  mail=(/usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/pecmail.py")
+  work=$(e2e_tmpdir)
+  trap provider_script_exit EXIT
+}
+
+provider_script_exit() {
+  local status=$? p d
+  for p in "${e2e_providers[@]}"; do
+    d=$work/$p
+    [ "$p" = . ] && d=$work
+    provider_down "$d"
+  done
+  if declare -F on_exit >/dev/null; then on_exit >/dev/null 2>&1 || true; fi
+  if [ "$status" -ne 0 ]; then
+    for p in "${e2e_providers[@]}"; do
+      d=$work/$p
+      [ "$p" = . ] && d=$work
+      echo "---- $p: pec log" >&2; tail -n 30 "$d/pec.log" >&2 2>/dev/null || true
+      echo "---- $p: postfix log" >&2; tail -n 30 "$d/postfix/maillog" >&2 2>/dev/null || true
+    done
+    echo "$e2e_script: FAIL (work dir kept: $work)" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$status"
+}

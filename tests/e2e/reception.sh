@@ -28,29 +28,11 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/provider.sh
 . "$here/provider.sh"
 
-pec=${PEC_BIN:-$root/target/debug/pec}
-[ -x "$pec" ] || { echo "reception: $pec not built (cargo build)" >&2; exit 2; }
-mail=(/usr/bin/python3 "$here/pecmail.py")
+provider_script reception a b
 load_n=${RECEPTION_LOAD_N:-200}
-
-work=$(e2e_tmpdir)
-cleanup() {
-  status=$?
-  provider_down "$work/a"
-  provider_down "$work/b"
-  slapd_stop "$work/ldap" >/dev/null 2>&1 || true
-  if [ "$status" -ne 0 ]; then
-    for p in a b; do
-      echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
-      echo "---- $p: postfix log" >&2; tail -n 30 "$work/$p/postfix/maillog" >&2 2>/dev/null || true
-    done
-    echo "reception: FAIL (work dir kept: $work)" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$status"
+on_exit() {
+  slapd_stop "$work/ldap"
 }
-trap cleanup EXIT
 
 t_start=${EPOCHREALTIME}
 export PROVIDER_PKI=$work/pki

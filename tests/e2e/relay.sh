@@ -10,28 +10,12 @@
 # Usage: tests/e2e/relay.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$here/lib.sh"
 # shellcheck source=tests/e2e/provider.sh
 . "$here/provider.sh"
 
-pec=${PEC_BIN:-$root/target/debug/pec}
-[ -x "$pec" ] || { echo "relay: $pec not built (cargo build)" >&2; exit 2; }
-
-work=$(e2e_tmpdir)
-cleanup() {
-  status=$?
-  provider_down "$work"
-  if [ "$status" -ne 0 ]; then
-    echo "---- postfix log" >&2; tail -n 40 "$work/postfix/maillog" >&2 2>/dev/null || true
-    echo "relay: FAIL (work dir kept: $work)" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$status"
-}
-trap cleanup EXIT
+provider_script relay .
 
 provider_up "$work"
 postconf -c "$work/postfix/etc" -e "smtpd_authorized_xclient_hosts = 127.0.0.1"

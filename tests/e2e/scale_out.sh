@@ -17,7 +17,6 @@
 # envelopes per run, default 100)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/lib.sh
 . "$here/lib.sh"
 # shellcheck source=tests/e2e/provider.sh
@@ -25,31 +24,13 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/lib_pg.sh
 . "$here/lib_pg.sh"
 
-pec=${PEC_BIN:-$root/target/debug/pec}
-[ -x "$pec" ] || { echo "scale_out: $pec not built (cargo build)" >&2; exit 2; }
-mail=(/usr/bin/python3 "$here/pecmail.py")
+provider_script scale_out a1 a2 b
 n=${SCALE_OUT_N:-100}
 half=$((n / 2))
 n=$((half * 2))
-
-work=$(e2e_tmpdir)
-cleanup() {
-  status=$?
-  provider_down "$work/a1"
-  provider_down "$work/a2"
-  provider_down "$work/b"
-  pg_stop "$work/pg" || true
-  if [ "$status" -ne 0 ]; then
-    for p in a1 a2 b; do
-      echo "---- $p: pec log" >&2; tail -n 30 "$work/$p/pec.log" >&2 2>/dev/null || true
-    done
-    echo "scale_out: FAIL (work dir kept: $work)" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$status"
+on_exit() {
+  pg_stop "$work/pg"
 }
-trap cleanup EXIT
 
 e2e_log "PostgreSQL for provider A"
 pg_port=$(e2e_free_ports 1)
