@@ -145,6 +145,14 @@ pub struct StoreConfig {
     /// `tls = "verify-ca"` or `"verify-full"` (libpq's `sslrootcert`); unset: the system's.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The client certificate (PEM, the first one pec's, any further ones its chain) shown
+    /// to PostgreSQL when TLS is on (libpq's `sslcert`), for a server that authenticates
+    /// clients by certificate (`pg_hba.conf` `cert` or `clientcert=verify-full`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `cert_file` (libpq's `sslkey`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `store.tls`: whether and how the connections to PostgreSQL use TLS.
@@ -1031,6 +1039,25 @@ impl Config {
                     "used only with tls = \"verify-ca\" or \"verify-full\"",
                 ));
             }
+        }
+        match (&self.store.cert_file, &self.store.key_file) {
+            (Some(cert), Some(key)) => {
+                path_not_empty("store.cert_file", cert)?;
+                path_not_empty("store.key_file", key)?;
+                if self.store.tls == StoreTls::Disable {
+                    return Err(invalid(
+                        "store.cert_file",
+                        "used only with TLS (tls = \"require\", \"verify-ca\" or \"verify-full\")",
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(invalid("store.key_file", "required with store.cert_file"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("store.cert_file", "required with store.key_file"))
+            }
+            (None, None) => {}
         }
         path_not_empty("index.ldif", &self.index.ldif)?;
         let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;

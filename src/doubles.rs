@@ -48,6 +48,8 @@ struct Mem {
     outbox: HashMap<String, (Outbound, Instant)>,
     /// (Message-ID, lower-case recipient) → delivered (true) or intent (false).
     deliveries: HashMap<(String, String), (bool, Instant)>,
+    /// The owner of each delivery intent and when it took it.
+    delivery_owners: HashMap<(String, String), (String, Instant)>,
 }
 
 /// (pec_id, recipient, is the 24 h notice).
@@ -598,6 +600,7 @@ impl Store for MemStore {
         &self,
         message_id: &str,
         recipients: &[String],
+        owner: &str,
         at: Instant,
     ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
         self.check()?;
@@ -606,14 +609,23 @@ impl Store for MemStore {
             .iter()
             .map(|r| {
                 let key = (message_id.to_string(), r.to_ascii_lowercase());
-                match m.deliveries.get(&key) {
+                let mark = match m.deliveries.get(&key) {
                     Some((true, _)) => Some(DeliveryMark::Done),
-                    Some((false, _)) => Some(DeliveryMark::Intent),
-                    None => {
-                        m.deliveries.insert(key, (false, at));
-                        None
+                    Some((false, _))
+                        if m.delivery_owners.get(&key).is_some_and(|(o, t)| {
+                            crate::store::outbox::intent_is_live(Some(o), *t, owner, at)
+                        }) =>
+                    {
+                        return Some(DeliveryMark::Busy)
                     }
+                    Some((false, _)) => Some(DeliveryMark::Intent),
+                    None => None,
+                };
+                if mark != Some(DeliveryMark::Done) {
+                    m.deliveries.insert(key.clone(), (false, at));
+                    m.delivery_owners.insert(key, (owner.to_string(), at));
                 }
+                mark
             })
             .collect())
     }
@@ -640,6 +652,9 @@ impl Store for MemStore {
         m.outbox
             .retain(|_, (o, _)| o.injected_at.is_none_or(|at| at >= before));
         m.deliveries.retain(|_, (_, at)| *at >= before);
+        let m = &mut *m;
+        m.delivery_owners
+            .retain(|k, _| m.deliveries.contains_key(k));
         Ok((n - m.outbox.len() - m.deliveries.len()) as u64)
     }
 }

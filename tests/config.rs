@@ -547,7 +547,16 @@ fn every_key_of_the_sample_is_documented() {
         ),
         (
             "store",
-            &["path", "backend", "url", "pool_size", "tls", "ca_file"][..],
+            &[
+                "path",
+                "backend",
+                "url",
+                "pool_size",
+                "tls",
+                "ca_file",
+                "cert_file",
+                "key_file",
+            ][..],
         ),
         (
             "index",
@@ -1019,6 +1028,41 @@ fn the_postgres_store_tls_settings_are_checked() {
     let err = error(&sslmode);
     assert!(
         err.contains("store.url") && err.contains("store.tls"),
+        "{err}"
+    );
+    // a client certificate: both files, with TLS on
+    let client = |tls: &str, lines: &str| {
+        pg.replace("[store]\n", &format!("[store]\ntls = \"{tls}\"\n{lines}"))
+    };
+    let both = "cert_file = \"/etc/pec/pg-client.pem\"\nkey_file = \"/etc/pec/pg-client.key\"\n";
+    let c = config::parse(&client("require", both), FILE).unwrap();
+    assert_eq!(
+        c.store.cert_file.as_deref(),
+        Some(std::path::Path::new("/etc/pec/pg-client.pem"))
+    );
+    assert_eq!(
+        c.store.key_file.as_deref(),
+        Some(std::path::Path::new("/etc/pec/pg-client.key"))
+    );
+    let err = error(&client("disable", both));
+    assert!(
+        err.contains("store.cert_file") && err.contains("TLS"),
+        "{err}"
+    );
+    let err = error(&client(
+        "verify-full",
+        "cert_file = \"/etc/pec/pg-client.pem\"\n",
+    ));
+    assert!(
+        err.contains("store.key_file") && err.contains("required"),
+        "{err}"
+    );
+    let err = error(&client(
+        "verify-full",
+        "key_file = \"/etc/pec/pg-client.key\"\n",
+    ));
+    assert!(
+        err.contains("store.cert_file") && err.contains("required"),
         "{err}"
     );
 }

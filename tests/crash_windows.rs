@@ -307,34 +307,161 @@ fn deliveries_record_intent_then_done(b: &Backend) {
     let store = &b.store;
     let rcpts = vec![BOB.to_string(), "Dave@pec.example.net".to_string()];
     assert_eq!(
-        store.begin_deliveries("m@x", &rcpts, at()).unwrap(),
+        store.begin_deliveries("m@x", &rcpts, ME, at()).unwrap(),
         vec![None, None]
     );
     assert_eq!(
-        b.reopen().begin_deliveries("m@x", &rcpts, at()).unwrap(),
+        b.reopen()
+            .begin_deliveries("m@x", &rcpts, ME, at())
+            .unwrap(),
         vec![Some(DeliveryMark::Intent), Some(DeliveryMark::Intent)]
     );
     store
         .deliveries_done("m@x", &["dave@PEC.example.net".to_string()], later(1))
         .unwrap();
     assert_eq!(
-        store.begin_deliveries("m@x", &rcpts, later(2)).unwrap(),
+        store.begin_deliveries("m@x", &rcpts, ME, later(2)).unwrap(),
         vec![Some(DeliveryMark::Intent), Some(DeliveryMark::Done)]
     );
     // Another message, same recipient: independent.
     assert_eq!(
         store
-            .begin_deliveries("n@x", &rcpts[..1], later(2))
+            .begin_deliveries("n@x", &rcpts[..1], ME, later(2))
             .unwrap(),
         vec![None]
     );
-    assert_eq!(store.purge_outbox(later(2)).unwrap(), 2);
+    // An intent found again is taken anew (its time moves to later(2)): kept by a purge
+    // of what is older than later(2), gone with one of what is older than later(3).
+    assert_eq!(store.purge_outbox(later(2)).unwrap(), 1);
+    assert_eq!(store.purge_outbox(later(3)).unwrap(), 2);
     assert_eq!(
-        store.begin_deliveries("m@x", &rcpts, later(3)).unwrap(),
+        store.begin_deliveries("m@x", &rcpts, ME, later(3)).unwrap(),
         vec![None, None]
     );
 }
 both!(deliveries_record_intent_then_done);
+
+/// The owner of the intents of the tests above: a node on another host.
+const ME: &str = "node-a.example:4242";
+
+/// This host, for owners whose liveness is judged by their process.
+fn this_host() -> String {
+    let me = pec::store::ledger::node_owner();
+    me.rsplit_once(':').unwrap().0.to_string()
+}
+
+/// Across nodes: an intent of another live owner is "being delivered now" (and left
+/// alone); one of a dead owner (this host, process gone), of no owner, or older than the
+/// lease is taken over, and then belongs to the taker.
+fn an_intent_of_a_live_node_is_busy_a_dead_ones_is_taken_over(b: &Backend) {
+    use pec::store::outbox::DELIVERY_LEASE_SECS;
+    let store = &b.store;
+    let other = b.reopen();
+    let one = |s: &Arc<dyn pec::store::LogStore>, id: &str, owner: &str, t: Instant| {
+        s.begin_deliveries(id, &[BOB.to_string()], owner, t)
+            .unwrap()[0]
+    };
+    // Another host, within the lease: busy, for as long as the lease lasts.
+    assert_eq!(one(store, "a@x", "node-a.example:1", at()), None);
+    assert_eq!(
+        one(&other, "a@x", "node-b.example:1", later(1)),
+        Some(DeliveryMark::Busy)
+    );
+    assert_eq!(
+        one(
+            &other,
+            "a@x",
+            "node-b.example:1",
+            later(DELIVERY_LEASE_SECS - 1)
+        ),
+        Some(DeliveryMark::Busy)
+    );
+    // The owner itself (a retry in the same process): an unrecorded outcome.
+    assert_eq!(
+        one(store, "a@x", "node-a.example:1", later(2)),
+        Some(DeliveryMark::Intent)
+    );
+    // Past the lease (counted from the last taking, later(2)): taken over, then held by
+    // the taker against the first owner.
+    let expired = later(2 + DELIVERY_LEASE_SECS);
+    assert_eq!(
+        one(&other, "a@x", "node-b.example:1", expired),
+        Some(DeliveryMark::Intent)
+    );
+    assert_eq!(
+        one(
+            store,
+            "a@x",
+            "node-a.example:1",
+            Instant::from_unix(expired.unix() + 1)
+        ),
+        Some(DeliveryMark::Busy)
+    );
+
+    // This host: alive while its process exists, whatever the age within the lease.
+    let host = this_host();
+    let live = format!("{host}:{}", std::process::id());
+    let dead = format!("{host}:999999999");
+    assert_eq!(one(store, "b@x", &live, at()), None);
+    assert_eq!(
+        one(&other, "b@x", &format!("{host}:1"), later(60)),
+        Some(DeliveryMark::Busy)
+    );
+    assert_eq!(one(store, "c@x", &dead, at()), None);
+    assert_eq!(
+        one(&other, "c@x", &live, later(1)),
+        Some(DeliveryMark::Intent)
+    );
+    assert_eq!(
+        one(store, "c@x", &dead, later(2)),
+        Some(DeliveryMark::Busy),
+        "taken over"
+    );
+
+    // A completion is a completion for everyone; other recipients are independent.
+    store
+        .deliveries_done("b@x", &[BOB.to_string()], later(61))
+        .unwrap();
+    assert_eq!(
+        one(&other, "b@x", "node-b.example:1", later(62)),
+        Some(DeliveryMark::Done)
+    );
+    assert_eq!(
+        other
+            .begin_deliveries(
+                "a@x",
+                &["dave@pec.example.net".to_string(), BOB.to_string()],
+                "node-c.example:1",
+                later(3)
+            )
+            .unwrap(),
+        vec![None, Some(DeliveryMark::Busy)]
+    );
+}
+both!(an_intent_of_a_live_node_is_busy_a_dead_ones_is_taken_over);
+
+/// Intents recorded before owners were (migration 10) count as dead: taken over.
+#[test]
+fn an_intent_without_owner_is_taken_over() {
+    let b = Backend::sqlite();
+    b.store
+        .begin_deliveries("m@x", &[BOB.to_string()], ME, at())
+        .unwrap();
+    let conn = rusqlite::Connection::open(b.path.as_ref().unwrap()).unwrap();
+    conn.execute("UPDATE deliveries SET owner = NULL", [])
+        .unwrap();
+    let other = b.reopen();
+    let got = |owner: &str, t: Instant| {
+        other
+            .begin_deliveries("m@x", &[BOB.to_string()], owner, t)
+            .unwrap()
+    };
+    assert_eq!(
+        got("node-b.example:1", later(1)),
+        vec![Some(DeliveryMark::Intent)]
+    );
+    assert_eq!(got(ME, later(2)), vec![Some(DeliveryMark::Busy)]);
+}
 
 // ---- the delivery point -------------------------------------------------------------
 
@@ -665,3 +792,117 @@ fn killed_around_the_injection_one_receipt(b: &Backend) {
     });
 }
 both!(killed_around_the_injection_one_receipt);
+
+// ---- two nodes on one store ---------------------------------------------------------
+
+/// Dovecot that holds the message until released: the first node "inside Dovecot".
+struct Gate {
+    mailbox: Arc<Mailbox>,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl LocalDelivery for Gate {
+    fn deliver<'a>(
+        &'a self,
+        from: &'a str,
+        rcpt_to: &'a [String],
+        data: &'a [u8],
+        eight_bit: bool,
+    ) -> BoxFuture<'a, Vec<Reply>> {
+        Box::pin(async move {
+            self.entered.notify_one();
+            self.release.notified().await;
+            self.mailbox.deliver(from, rcpt_to, data, eight_bit).await
+        })
+    }
+}
+
+/// A delivery point of node `owner` on `store`, delivering through `dovecot`.
+fn node(
+    store: Arc<dyn Store>,
+    dovecot: Arc<dyn LocalDelivery>,
+    mailbox: &Arc<Mailbox>,
+    postfix: &Arc<Postfix>,
+    ids: &str,
+    owner: &str,
+) -> Arc<DeliveryPoint> {
+    let signer: Arc<dyn Signer> = pki().signer.clone();
+    Arc::new(
+        DeliveryPoint::new(
+            store,
+            postfix.clone(),
+            dovecot,
+            Arc::new(IndexHandle::new(index())),
+            issuer(),
+            signer,
+            Arc::new(SequentialIds::new(ids, "pec.example.it")),
+        )
+        .with_clock(Arc::new(FixedClock::new(later(8))))
+        .with_duplicate_check(Some(Arc::new(Probe(mailbox.clone(), false))))
+        .with_owner(owner),
+    )
+}
+
+/// Two nodes get the same message for the same mailbox at once (two Postfix queue files):
+/// while the first is inside Dovecot, the second answers 451 and stores nothing; Postfix's
+/// retry after the first finished gets "already delivered". One copy, one receipt.
+fn two_nodes_deliver_one_message_once(b: &Backend) {
+    runtime().block_on(async {
+        verified(&*b.store);
+        let (mailbox, postfix) = (Arc::new(Mailbox::default()), Arc::new(Postfix::default()));
+        let gate = Arc::new(Gate {
+            mailbox: mailbox.clone(),
+            entered: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let a = node(
+            b.store.clone(),
+            gate.clone(),
+            &mailbox,
+            &postfix,
+            "opec1.a",
+            "node-a.example:1",
+        );
+        let second = node(
+            b.reopen(),
+            mailbox.clone(),
+            &mailbox,
+            &postfix,
+            "opec1.b",
+            "node-b.example:2",
+        );
+
+        let first = tokio::spawn({
+            let a = a.clone();
+            async move { a.deliver(&tx()).await }
+        });
+        gate.entered.notified().await;
+        let replies = deliver(&second).await.unwrap();
+        assert_eq!(replies[0].code, 451, "{replies:?}");
+        assert!(
+            replies[0].text.contains("being delivered now"),
+            "{replies:?}"
+        );
+        assert_eq!(
+            mailbox.copies_of(BOB),
+            0,
+            "nothing stored by the second node"
+        );
+        assert!(
+            postfix.got.lock().unwrap().is_empty(),
+            "no notice for a 451"
+        );
+
+        gate.release.notify_one();
+        let replies = first.await.unwrap();
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+        let replies = deliver(&second).await.unwrap();
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+        assert!(replies[0].text.contains("Already delivered"), "{replies:?}");
+        assert_eq!(mailbox.copies_of(BOB), 1, "stored once");
+        assert_eq!(postfix.message_ids().len(), 1, "one receipt");
+        assert_eq!(deliveries(&*b.store), 1);
+    });
+}
+both!(two_nodes_deliver_one_message_once);

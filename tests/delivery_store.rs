@@ -119,3 +119,43 @@ fn sqlite_records_verification_and_claims_once() {
 fn mem_store_has_the_same_semantics() {
     exercise(&MemStore::new());
 }
+
+/// Delivery intents across nodes (store::outbox): another live owner's intent is busy, a
+/// dead owner's is taken over, a completion is final; the same on both stores.
+fn intents_across_nodes(store: &dyn Store) {
+    use pec::store::outbox::DELIVERY_LEASE_SECS;
+    use pec::store::DeliveryMark;
+    let bob = ["bob@pec.example.net".to_string()];
+    let later = |s: i64| Instant::from_unix(at().unix() + s);
+    let begin = |owner: &str, t: Instant| store.begin_deliveries("m@x", &bob, owner, t).unwrap();
+    assert_eq!(begin("a.example:1", at()), vec![None]);
+    assert_eq!(
+        begin("b.example:1", later(1)),
+        vec![Some(DeliveryMark::Busy)]
+    );
+    assert_eq!(
+        begin("a.example:1", later(2)),
+        vec![Some(DeliveryMark::Intent)]
+    );
+    let expired = later(2 + DELIVERY_LEASE_SECS);
+    assert_eq!(
+        begin("b.example:1", expired),
+        vec![Some(DeliveryMark::Intent)]
+    );
+    assert_eq!(
+        begin("a.example:1", Instant::from_unix(expired.unix() + 1)),
+        vec![Some(DeliveryMark::Busy)]
+    );
+    store.deliveries_done("m@x", &bob, expired).unwrap();
+    assert_eq!(
+        begin("a.example:1", later(3 + DELIVERY_LEASE_SECS)),
+        vec![Some(DeliveryMark::Done)]
+    );
+}
+
+#[test]
+fn delivery_intents_across_nodes_on_sqlite_and_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    intents_across_nodes(&SqliteStore::open(&dir.path().join("pec.db")).unwrap());
+    intents_across_nodes(&MemStore::new());
+}

@@ -1,4 +1,4 @@
-//! TLS to PostgreSQL (`[store] tls`, `ca_file`) against real servers that
+//! TLS to PostgreSQL (`[store] tls`, `ca_file`, `cert_file`, `key_file`) against real servers that
 //! tests/e2e/store_tls.sh starts: one with `ssl = on` that accepts TCP connections over
 //! TLS only (pg_hba `hostssl`), its certificate issued for `localhost` by a test CA, and
 //! one without TLS. The script sets
@@ -6,7 +6,11 @@
 //! - `PEC_TEST_PG_TLS_URL`: the TLS server, `postgres://postgres@localhost:PORT/pec`;
 //! - `PEC_TEST_PG_PLAIN_URL`: the server without TLS;
 //! - `PEC_TEST_PG_TLS_PKI`: the directory with `ca.pem` (the server's CA) and
-//!   `other-ca.pem` (a CA that signed nothing of it).
+//!   `other-ca.pem` (a CA that signed nothing of it), and the client certificates (CN
+//!   `postgres`) `client.pem` / `client.key` (signed by `ca.pem`) and `other-client.pem` /
+//!   `other-client.key` (signed by `other-ca.pem`);
+//! - `PEC_TEST_PG_CERT_URL`: a TLS server that authenticates clients by certificate
+//!   (`hostssl … cert`, that is clientcert=verify-full), trusting `ca.pem` for them.
 //!
 //! Without them every test prints SKIPPED.
 
@@ -45,7 +49,11 @@ fn servers(test: &str) -> Option<Servers> {
 }
 
 fn tls(mode: StoreTls, ca: Option<PathBuf>) -> PgTls {
-    PgTls { mode, ca_file: ca }
+    PgTls {
+        mode,
+        ca_file: ca,
+        ..PgTls::default()
+    }
 }
 
 fn open_err(url: &str, t: &PgTls) -> String {
@@ -144,6 +152,109 @@ fn an_unreadable_or_empty_ca_file_is_named() {
     let e = open_err(&s.tls_url, &tls(StoreTls::VerifyFull, Some(empty)));
     assert!(
         e.contains("ca_file") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+}
+
+/// The server that authenticates by client certificate, and the PKI directory.
+fn cert_server(test: &str) -> Option<(String, PathBuf)> {
+    let s = servers(test)?;
+    match std::env::var("PEC_TEST_PG_CERT_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(url) => Some((url, s.pki)),
+        None => {
+            eprintln!(
+                "SKIPPED {test}: PEC_TEST_PG_CERT_URL is not set (tests/e2e/store_tls.sh sets it)"
+            );
+            None
+        }
+    }
+}
+
+fn with_client(pki: &std::path::Path, cert: &str, key: &str) -> PgTls {
+    PgTls {
+        mode: StoreTls::VerifyFull,
+        ca_file: Some(pki.join("ca.pem")),
+        cert_file: Some(pki.join(cert)),
+        key_file: Some(pki.join(key)),
+    }
+}
+
+#[test]
+fn a_client_certificate_is_shown_to_a_server_that_asks_for_one() {
+    let Some((url, pki)) =
+        cert_server("a_client_certificate_is_shown_to_a_server_that_asks_for_one")
+    else {
+        return;
+    };
+    let t = with_client(&pki, "client.pem", "client.key");
+    let store = PgStore::open_tls(&url, 1, &t).unwrap();
+    assert!(store.session_tls().unwrap().is_some());
+    assert!(t.describe().contains("cert_file"), "{}", t.describe());
+    // with require as well: the certificate goes with every mode that has TLS
+    let require = PgTls {
+        mode: StoreTls::Require,
+        ..t
+    };
+    PgStore::open_tls(&url, 1, &require).unwrap();
+}
+
+#[test]
+fn no_client_certificate_or_one_from_another_ca_is_refused() {
+    let Some((url, pki)) = cert_server("no_client_certificate_or_one_from_another_ca_is_refused")
+    else {
+        return;
+    };
+    let e = open_err(&url, &tls(StoreTls::VerifyFull, Some(pki.join("ca.pem"))));
+    assert!(e.contains("requires a valid client certificate"), "{e}");
+    let e = open_err(
+        &url,
+        &with_client(&pki, "other-client.pem", "other-client.key"),
+    );
+    // the server's TLS alert (it does not know the CA of that certificate), or, when the
+    // server closed first, the connection reset: refused at the handshake either way
+    assert!(
+        e.contains("connect:")
+            && (e.contains("alert unknown ca") || e.contains("Connection reset")),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_empty_or_mismatched_client_certificate_or_key_is_named() {
+    let Some((url, pki)) =
+        cert_server("a_missing_empty_or_mismatched_client_certificate_or_key_is_named")
+    else {
+        return;
+    };
+    let e = open_err(&url, &with_client(&pki, "missing.pem", "client.key"));
+    assert!(e.contains("cert_file") && e.contains("missing.pem"), "{e}");
+    let e = open_err(&url, &with_client(&pki, "client.pem", "missing.key"));
+    assert!(e.contains("key_file") && e.contains("missing.key"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "nothing\n").unwrap();
+    let e = open_err(
+        &url,
+        &with_client(&pki, empty.to_str().unwrap(), "client.key"),
+    );
+    assert!(
+        e.contains("cert_file") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = open_err(
+        &url,
+        &with_client(&pki, "client.pem", empty.to_str().unwrap()),
+    );
+    assert!(
+        e.contains("key_file") && e.contains("no PEM private key"),
+        "{e}"
+    );
+    let e = open_err(&url, &with_client(&pki, "client.pem", "other-client.key"));
+    assert!(
+        e.contains("key_file") && e.contains("other-client.key") && e.contains("not the key of"),
         "{e}"
     );
 }

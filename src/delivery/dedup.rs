@@ -7,6 +7,9 @@
 //!   answer): the mailbox is asked ([`MailboxProbe`], by default `doveadm search`); held →
 //!   answered as delivered; not held, or the check could not be made → delivered again (a
 //!   copy is better than a lost message).
+//! * intent of another node still alive (several nodes on one store,
+//!   [`crate::store::outbox::intent_is_live`]): being delivered now, answered 4xx; the
+//!   intent of a dead node is taken over and handled as above.
 //!
 //! Messages without a `Message-ID` are always delivered.
 

@@ -115,6 +115,10 @@ pub struct DeliveryPoint {
     /// delivery of the same message to the same recipient (two Postfix queue files of one
     /// message) waits (4xx) instead of racing it into the mailbox.
     in_flight: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// This node among those sharing the store ([`crate::store::ledger::node_owner`]): the
+    /// owner of its delivery intents, so that another node waits (4xx) instead of
+    /// delivering the same message at the same time ([`crate::store::outbox`]).
+    owner: String,
 }
 
 impl DeliveryPoint {
@@ -142,6 +146,7 @@ impl DeliveryPoint {
             arrival_notices: false,
             probe: None,
             in_flight: Arc::default(),
+            owner: crate::store::ledger::node_owner(),
         }
     }
 
@@ -156,6 +161,13 @@ impl DeliveryPoint {
     /// happened ([`dedup`]); without one, such a delivery is made again.
     pub fn with_duplicate_check(mut self, probe: Option<Arc<dyn MailboxProbe>>) -> Self {
         self.probe = probe;
+        self
+    }
+
+    /// Replaces the owner of the delivery intents (by default this process,
+    /// `host:pid`): for tests that run several nodes in one process.
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
         self
     }
 
@@ -248,8 +260,8 @@ impl DeliveryPoint {
             }
         }
         let rcpts: Vec<String> = mine.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
-        let (store, id) = (self.store.clone(), mid.clone());
-        let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, at)).await {
+        let (store, id, owner) = (self.store.clone(), mid.clone(), self.owner.clone());
+        let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, &owner, at)).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return self.tempfail_all(tx, shown, &e.to_string()),
             Err(e) => return self.tempfail_all(tx, shown, &e.to_string()),
@@ -260,6 +272,13 @@ impl DeliveryPoint {
             let rcpt = &tx.rcpt_to[i];
             match mark {
                 None => send.push(i),
+                Some(DeliveryMark::Busy) => {
+                    info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: the same message is being delivered now by another node: try again later");
+                    replies[i] = Some(Reply::new(
+                        451,
+                        "4.2.0 The same message is being delivered now, try again later",
+                    ));
+                }
                 Some(DeliveryMark::Done) => {
                     info!(msgid = %shown, message_id = %mid, rcpt = %rcpt, "delivery point: delivered before (a retry): not stored again");
                     replies[i] = Some(Reply::new(250, format!("2.0.0 <{rcpt}> Already delivered")));

@@ -468,14 +468,18 @@ pub trait Store: Send + Sync {
 
     /// Delivery point, before handing a message to Dovecot: for each recipient (compared in
     /// lower case), what was recorded for (`message_id`, recipient) before this call, and an
-    /// intent recorded for those with nothing. One transaction.
+    /// intent of `owner` ([`ledger::node_owner`]) recorded for those with nothing. An intent
+    /// of another live owner is [`DeliveryMark::Busy`] and left alone; one of a dead owner
+    /// is taken over (owner and time set to `owner`, `at`) and answered
+    /// [`DeliveryMark::Intent`] (see [`outbox`]). One transaction.
     fn begin_deliveries(
         &self,
         message_id: &str,
         recipients: &[String],
+        owner: &str,
         at: Instant,
     ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
-        let _ = (message_id, recipients, at);
+        let _ = (message_id, recipients, owner, at);
         Err(StoreError::Database(
             "begin_deliveries: not supported by this store".into(),
         ))

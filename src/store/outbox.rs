@@ -19,6 +19,15 @@
 //! ([`super::Store::begin_deliveries`], [`super::Store::deliveries_done`]). A Postfix
 //! retry that finds a completion answers 250 without delivering again; one that finds only
 //! an intent asks the mailbox (see [`crate::delivery::dedup`]).
+//!
+//! **Across nodes.** An intent carries its owner ([`super::ledger::node_owner`], `host:pid`)
+//! and when it was taken. Several `pec serve` on one store may get the same message for
+//! the same mailbox at once (two Postfix queue files of one message); an intent of
+//! ANOTHER owner that is still alive ([`intent_is_live`]) means "being delivered now", and
+//! the delivery point answers 4xx for that recipient ([`DeliveryMark::Busy`]), as it does
+//! for a delivery in flight in its own process. An intent of a dead owner (same host and
+//! its process gone, e.g. after `kill -9`), or older than [`DELIVERY_LEASE_SECS`], is
+//! taken over (owner and time updated) and handled as an unrecorded outcome.
 
 use crate::message::build::Certification;
 use crate::message::kind::MessageKind;
@@ -90,6 +99,36 @@ pub enum DeliveryMark {
     Intent,
     /// Dovecot answered 250.
     Done,
+    /// Handed to Dovecot by another live node ([`intent_is_live`]): it is being delivered
+    /// now. Nothing was written; try again later.
+    Busy,
+}
+
+/// How long an intent taken by a node on another host counts as "being delivered now":
+/// 15 minutes, longer than Postfix's `lmtp_data_done_timeout` (600 s), so that a delivery
+/// still running is never taken over, and short enough that a retry after a node is lost
+/// for good is not held for long. Intents of this host are judged by their process.
+pub const DELIVERY_LEASE_SECS: i64 = 15 * 60;
+
+/// Whether the intent `holder` took at `taken` belongs to a delivery still running, as
+/// `owner` sees it at `now`: not when it is `owner`'s own or has no owner (recorded before
+/// owners were), nor when older than [`DELIVERY_LEASE_SECS`]; otherwise, on the same host,
+/// while that process exists (`/proc/<pid>`), and on another host, always (within the
+/// lease).
+pub fn intent_is_live(holder: Option<&str>, taken: Instant, owner: &str, now: Instant) -> bool {
+    let Some(holder) = holder else {
+        return false;
+    };
+    if holder == owner || now.unix().saturating_sub(taken.unix()) >= DELIVERY_LEASE_SECS {
+        return false;
+    }
+    let host = |o: &str| o.rsplit_once(':').map(|(h, _)| h.to_string());
+    match (holder.rsplit_once(':'), host(owner)) {
+        (Some((h, pid)), Some(mine)) if h == mine => pid
+            .parse::<u32>()
+            .is_ok_and(|pid| pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        _ => true,
+    }
 }
 
 /// The outbox key of a delivery receipt or non-delivery notice.

@@ -1419,11 +1419,16 @@ impl Store for PgStore {
         &self,
         message_id: &str,
         recipients: &[String],
+        owner: &str,
         at: Instant,
     ) -> Result<Vec<Option<super::DeliveryMark>>, StoreError> {
-        let (id, rcpts) = (message_id.to_string(), recipients.to_vec());
+        let (id, rcpts, owner) = (
+            message_id.to_string(),
+            recipients.to_vec(),
+            owner.to_string(),
+        );
         self.write("record delivery intents", move |tx| {
-            Box::pin(async move { outbox::begin_deliveries(tx, &id, &rcpts, at).await })
+            Box::pin(async move { outbox::begin_deliveries(tx, &id, &rcpts, &owner, at).await })
         })
     }
 

@@ -312,6 +312,13 @@ CREATE TABLE deliveries (
 ) STRICT;
 CREATE INDEX deliveries_at ON deliveries (at);
 "#,
+    // Version 10: the owner of a delivery intent (store::outbox, across nodes).
+    r#"
+-- The node (host:pid) that took the intent; its `at` is when it was taken. An intent of
+-- another node still alive is being delivered now; one of a dead node is taken over.
+-- NULL: recorded before this version (counts as dead).
+ALTER TABLE deliveries ADD COLUMN owner TEXT;
+"#,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
@@ -1345,10 +1352,11 @@ impl Store for SqliteStore {
         &self,
         message_id: &str,
         recipients: &[String],
+        owner: &str,
         at: Instant,
     ) -> Result<Vec<Option<super::DeliveryMark>>, StoreError> {
         self.write("record delivery intents", |tx| {
-            outbox::begin_deliveries(tx, message_id, recipients, at)
+            outbox::begin_deliveries(tx, message_id, recipients, owner, at)
         })
     }
 

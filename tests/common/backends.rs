@@ -91,6 +91,7 @@ pub fn test_tls() -> PgTls {
     PgTls {
         mode,
         ca_file: std::env::var_os("PEC_TEST_PG_TLS_CA").map(PathBuf::from),
+        ..PgTls::default()
     }
 }
 

@@ -21,7 +21,9 @@
 # Environment: PG_BIN (default /usr/lib/postgresql/15/bin), PG_OPTS (extra server options,
 # e.g. "-c fsync=off" for a scratch instance), PG_DEADLINE (seconds to start or stop,
 # default 60), PG_SSL_CERT and PG_SSL_KEY (PEM files: the server runs with ssl = on and
-# that certificate, and accepts TCP connections over TLS only, pg_hba hostssl).
+# that certificate, and accepts TCP connections over TLS only, pg_hba hostssl),
+# PG_SSL_CLIENT_CA (with PG_SSL_CERT: a PEM CA file; TCP connections are then authenticated
+# by a client certificate it signed, pg_hba "hostssl … cert", whose CN is the user name).
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PG_DEADLINE=${PG_DEADLINE:-60}
@@ -54,9 +56,16 @@ pg_start() {
     cp "$PG_SSL_KEY" "$dir/data/server.key"
     chmod 600 "$dir/data/server.key"
     [ "$(id -u)" -ne 0 ] || chown postgres: "$dir/data/server.crt" "$dir/data/server.key"
-    printf '%s\n' "local all all trust" "hostssl all all 127.0.0.1/32 trust" \
-      "hostssl all all ::1/128 trust" > "$dir/data/pg_hba.conf"
+    local auth=trust
     ssl="-c ssl=on"
+    if [ -n "${PG_SSL_CLIENT_CA:-}" ]; then
+      cp "$PG_SSL_CLIENT_CA" "$dir/data/client-ca.crt"
+      [ "$(id -u)" -ne 0 ] || chown postgres: "$dir/data/client-ca.crt"
+      auth=cert
+      ssl="$ssl -c ssl_ca_file=client-ca.crt"
+    fi
+    printf '%s\n' "local all all trust" "hostssl all all 127.0.0.1/32 $auth" \
+      "hostssl all all ::1/128 $auth" > "$dir/data/pg_hba.conf"
   fi
   printf '%s\n' "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 $ssl ${PG_OPTS:-}" \
     > "$dir/options"

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # End to end, TLS to PostgreSQL ([store] tls, ca_file): a private PostgreSQL 15 with
 # ssl = on, its certificate issued for localhost by a test CA made here, accepting TCP
-# connections over TLS only (pg_hba hostssl); and one without TLS.
+# connections over TLS only (pg_hba hostssl); one that also authenticates clients by
+# certificate ([store] cert_file and key_file; pg_hba "hostssl … cert", that is
+# clientcert=verify-full, the CN the user name); and one without TLS.
 #
 #  1. the store contract (the test binaries of tests/store.rs and tests/store_nodes.rs) on
 #     the TLS server with tls = "verify-full" and ca_file = the test CA;
 #  2. tests/store_tls.rs: verify-full and verify-ca with the right CA, a wrong CA, a host
 #     name the certificate does not name, require, a server without TLS, a CA file that is
-#     missing or holds no certificate;
+#     missing or holds no certificate; on the server that authenticates by certificate,
+#     pec's client certificate accepted, no certificate and one from another CA refused,
+#     a client certificate or key file missing, empty or not matching named;
 #  3. `pec check-config --live` reports the TLS session of the store (protocol and cipher),
 #     and fails, naming TLS, with a wrong CA and with a server that has no TLS.
 #
@@ -32,6 +36,7 @@ cleanup() {
   status=$?
   pg_stop "$work/tls" >/dev/null 2>&1 || true
   pg_stop "$work/plain" >/dev/null 2>&1 || true
+  pg_stop "$work/cert" >/dev/null 2>&1 || true
   if [ "$status" -ne 0 ]; then
     echo "---- TLS server log" >&2; tail -n 20 "$work/tls/server.log" >&2 2>/dev/null || true
     echo "store_tls: FAIL (work dir kept: $work)" >&2
@@ -57,7 +62,7 @@ store_bin=$(test_bin store)
 nodes_bin=$(test_bin store_nodes)
 tls_bin=$(test_bin store_tls)
 
-e2e_log "test PKI: a CA, the server's certificate for localhost, another CA"
+e2e_log "test PKI: a CA, the server's certificate for localhost, another CA, client certificates"
 pki=$work/pki
 mkdir -p "$pki"
 ca() { # NAME
@@ -74,16 +79,30 @@ printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,ke
 openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$pki/server.ext" -out "$pki/server.pem" 2>/dev/null
 openssl verify -CAfile "$pki/ca.pem" "$pki/server.pem" >/dev/null
+client() { # NAME CA: a client certificate for the user postgres, signed by CA
+  openssl req -new -newkey rsa:2048 -nodes -subj "/O=PEC Test/CN=postgres" \
+    -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=clientAuth" > "$pki/$1.ext"
+  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/$2.pem" -CAkey "$pki/$2.key" -CAcreateserial \
+    -days 2 -extfile "$pki/$1.ext" -out "$pki/$1.pem" 2>/dev/null
+}
+client client ca
+client other-client other-ca
+openssl verify -CAfile "$pki/ca.pem" "$pki/client.pem" >/dev/null
 chmod 755 "$pki"
 chmod 644 "$pki"/*.pem
 
-e2e_log "PostgreSQL with TLS only, and PostgreSQL without TLS"
-mapfile -t ports < <(e2e_free_ports 2)
+e2e_log "PostgreSQL with TLS only, with TLS and client certificates, without TLS"
+mapfile -t ports < <(e2e_free_ports 3)
 PG_SSL_CERT=$pki/server.pem PG_SSL_KEY=$pki/server.key PG_OPTS="-c fsync=off" \
   pg_start "$work/tls" "${ports[0]}" >/dev/null
 PG_OPTS="-c fsync=off" pg_start "$work/plain" "${ports[1]}" >/dev/null
+PG_SSL_CERT=$pki/server.pem PG_SSL_KEY=$pki/server.key PG_SSL_CLIENT_CA=$pki/ca.pem \
+  PG_OPTS="-c fsync=off" pg_start "$work/cert" "${ports[2]}" >/dev/null
 tls_url="postgres://postgres@localhost:${ports[0]}/pec"
 plain_url="postgres://postgres@127.0.0.1:${ports[1]}/pec"
+cert_url="postgres://postgres@localhost:${ports[2]}/pec"
 
 run_tests() { # NAME BINARY: runs it, fails on a failure or a SKIPPED PostgreSQL test
   local name=$1 bin=$2 rc=0
@@ -101,7 +120,7 @@ unset PEC_TEST_PG_TLS PEC_TEST_PG_TLS_CA
 
 e2e_log "2. TLS settings, right and wrong"
 PEC_TEST_PG_TLS_URL=$tls_url PEC_TEST_PG_PLAIN_URL=$plain_url PEC_TEST_PG_TLS_PKI=$pki \
-  run_tests store_tls "$tls_bin"
+  PEC_TEST_PG_CERT_URL=$cert_url run_tests store_tls "$tls_bin"
 
 e2e_log "3. pec check-config --live"
 config() { # FILE URL [STORE LINES...]
@@ -133,6 +152,18 @@ config "$work/no-tls.toml" "$plain_url" 'tls = "require"'
 line=$(store_line "$work/no-tls.toml")
 e2e_log "   server without TLS: $line"
 grep -q "server does not support TLS" <<<"$line" || e2e_fail "check-config --live without TLS: $line"
+config "$work/client.toml" "$cert_url" 'tls = "verify-full"' "ca_file = \"$pki/ca.pem\"" \
+  "cert_file = \"$pki/client.pem\"" "key_file = \"$pki/client.key\""
+"$pec" check-config -c "$work/client.toml" >/dev/null || e2e_fail "check-config refused cert_file/key_file"
+line=$(store_line "$work/client.toml")
+e2e_log "   client certificate: $line"
+grep -qE "TLS TLSv1\.[23] " <<<"$line" && grep -q "cert_file \"$pki/client.pem\"" <<<"$line" ||
+  e2e_fail "check-config --live with a client certificate: $line"
+config "$work/no-client.toml" "$cert_url" 'tls = "verify-full"' "ca_file = \"$pki/ca.pem\""
+line=$(store_line "$work/no-client.toml")
+e2e_log "   no client certificate: $line"
+grep -q "certificate" <<<"$line" && ! grep -q "store: ok" <<<"$line" ||
+  e2e_fail "check-config --live without a client certificate: $line"
 config "$work/sslmode.toml" "$tls_url?sslmode=require"
 out=$("$pec" check-config -c "$work/sslmode.toml" 2>&1) && e2e_fail "check-config accepted sslmode in the URL"
 grep -q "store.tls" <<<"$out" || e2e_fail "check-config on sslmode: $out"

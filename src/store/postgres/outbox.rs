@@ -1,5 +1,5 @@
 //! The outbox and the delivery records on the PostgreSQL store (tables `outbox` and
-//! `deliveries`, migration 9; see [`crate::store::outbox`]).
+//! `deliveries`, migrations 9 and 10; see [`crate::store::outbox`]).
 //!
 //! Staging locks the chain head first, as every appending transaction does (one lock
 //! order): stagers of all nodes are serialised, so the outbox lookup that follows sees
@@ -10,6 +10,7 @@ use tokio_postgres::Row;
 
 use super::{append_after, decode_cert, lock_head, pg, set_head, to_i64, tracking_forward};
 use crate::message::time::Instant;
+use crate::store::outbox::intent_is_live;
 use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
@@ -220,21 +221,24 @@ pub(super) async fn claim_unsent(
     Ok(rows)
 }
 
+/// See [`crate::store::Store::begin_deliveries`]. The insert takes a free slot in one
+/// statement; an existing row is locked (`FOR UPDATE`) before it is judged and taken over,
+/// so two nodes never both take it.
 pub(super) async fn begin_deliveries(
     tx: &Transaction<'_>,
     message_id: &str,
     recipients: &[String],
+    owner: &str,
     at: Instant,
 ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
     let mut out = Vec::with_capacity(recipients.len());
     for r in recipients {
         let r = r.to_ascii_lowercase();
-        // Inserts the intent, or reads what is there: one statement, no race.
         let inserted = tx
             .execute(
-                "INSERT INTO deliveries (message_id, recipient, done, at) VALUES ($1, $2, 0, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&message_id, &r, &at.unix()],
+                "INSERT INTO deliveries (message_id, recipient, done, at, owner)
+                 VALUES ($1, $2, 0, $3, $4) ON CONFLICT DO NOTHING",
+                &[&message_id, &r, &at.unix(), &owner],
             )
             .await
             .map_err(pg(&format!("record delivery intent of \"{message_id}\"")))?;
@@ -242,19 +246,30 @@ pub(super) async fn begin_deliveries(
             out.push(None);
             continue;
         }
-        let done: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT done FROM deliveries WHERE message_id = $1 AND recipient = $2",
+                "SELECT done, owner, at FROM deliveries
+                 WHERE message_id = $1 AND recipient = $2 FOR UPDATE",
                 &[&message_id, &r],
             )
             .await
-            .map_err(pg(&format!("read delivery of \"{message_id}\"")))?
-            .get(0);
-        out.push(Some(if done != 0 {
+            .map_err(pg(&format!("read delivery of \"{message_id}\"")))?;
+        let (done, holder, taken): (i64, Option<String>, i64) =
+            (row.get(0), row.get(1), row.get(2));
+        let mark = if done != 0 {
             DeliveryMark::Done
+        } else if intent_is_live(holder.as_deref(), Instant::from_unix(taken), owner, at) {
+            DeliveryMark::Busy
         } else {
+            tx.execute(
+                "UPDATE deliveries SET owner = $3, at = $4 WHERE message_id = $1 AND recipient = $2",
+                &[&message_id, &r, &owner, &at.unix()],
+            )
+            .await
+            .map_err(pg(&format!("take over delivery intent of \"{message_id}\"")))?;
             DeliveryMark::Intent
-        }));
+        };
+        out.push(Some(mark));
     }
     Ok(out)
 }

@@ -240,4 +240,8 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_at ON deliveries (at);
 "#,
+    // Version 10: the owner (host:pid) of a delivery intent; NULL counts as dead.
+    r#"
+ALTER TABLE deliveries ADD COLUMN owner TEXT;
+"#,
 ];

@@ -7,10 +7,17 @@
 //! - `verify-full`: and it was issued for the host the URL names (DNS name or IP address).
 //!
 //! With `ca_file` only its certificates are trusted, as libpq trusts only `sslrootcert`.
+//!
+//! With `cert_file` and `key_file` (libpq's `sslcert` and `sslkey`), in every mode with
+//! TLS, pec shows that client certificate, for a server whose `pg_hba.conf` authenticates
+//! by certificate (`hostssl … cert`, or `clientcert=verify-full`). Both files are read when
+//! the store is opened; an unreadable file, one without PEM, or a key that is not the
+//! certificate's is an error that names the file.
 
 use std::path::PathBuf;
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslVerifyMode, SslVersion};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use postgres_openssl::MakeTlsConnector;
@@ -24,14 +31,20 @@ pub struct PgTls {
     pub mode: StoreTls,
     /// The only CAs trusted for the server's certificate; `None`: the system's.
     pub ca_file: Option<PathBuf>,
+    /// The client certificate (PEM; further certificates after the first are its chain).
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
 }
 
 impl PgTls {
-    /// `store.tls` and `store.ca_file`.
+    /// `store.tls`, `store.ca_file`, `store.cert_file` and `store.key_file`.
     pub fn from_config(config: &StoreConfig) -> PgTls {
         PgTls {
             mode: config.tls,
             ca_file: config.ca_file.clone(),
+            cert_file: config.cert_file.clone(),
+            key_file: config.key_file.clone(),
         }
     }
 
@@ -44,16 +57,21 @@ impl PgTls {
         }
     }
 
-    /// The TLS settings, for messages: `tls = "verify-full", ca_file "/etc/pec/pg-ca.pem"`.
+    /// The TLS settings, for messages: `tls = "verify-full", ca_file "/etc/pec/pg-ca.pem",
+    /// cert_file "/etc/pec/pg-client.pem"`.
     pub fn describe(&self) -> String {
         let mode = format!("tls = \"{}\"", self.mode.as_str());
-        match (&self.ca_file, self.mode) {
+        let mut out = match (&self.ca_file, self.mode) {
             (Some(ca), _) => format!("{mode}, ca_file \"{}\"", ca.display()),
             (None, StoreTls::VerifyCa | StoreTls::VerifyFull) => {
                 format!("{mode}, the system's CAs")
             }
             (None, _) => mode,
+        };
+        if let Some(cert) = &self.cert_file {
+            out.push_str(&format!(", cert_file \"{}\"", cert.display()));
         }
+        out
     }
 
     /// The OpenSSL connector for these settings (TLS 1.2 at least).
@@ -82,6 +100,9 @@ impl PgTls {
                 }
             }
         }
+        if self.mode != StoreTls::Disable {
+            self.client_certificate(&mut builder)?;
+        }
         let mut connector = MakeTlsConnector::new(builder.build());
         if self.mode != StoreTls::VerifyFull {
             connector.set_callback(|ssl, _| {
@@ -90,5 +111,43 @@ impl PgTls {
             });
         }
         Ok(connector)
+    }
+
+    /// Loads `cert_file` and `key_file` into `builder`, when set.
+    fn client_certificate(&self, builder: &mut SslConnectorBuilder) -> Result<(), String> {
+        let (cert_path, key_path) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(()),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) => return Err("tls: cert_file set without key_file".into()),
+            (None, Some(_)) => return Err("tls: key_file set without cert_file".into()),
+        };
+        let cert_fail = |m: String| format!("tls: cert_file \"{}\": {m}", cert_path.display());
+        let key_fail = |m: String| format!("tls: key_file \"{}\": {m}", key_path.display());
+        let pem = std::fs::read(cert_path).map_err(|e| cert_fail(e.to_string()))?;
+        let mut certs = X509::stack_from_pem(&pem)
+            .map_err(|e| cert_fail(e.to_string()))?
+            .into_iter();
+        let leaf = certs
+            .next()
+            .ok_or_else(|| cert_fail("no PEM certificate in it".into()))?;
+        builder
+            .set_certificate(&leaf)
+            .map_err(|e| cert_fail(e.to_string()))?;
+        for extra in certs {
+            builder
+                .add_extra_chain_cert(extra)
+                .map_err(|e| cert_fail(e.to_string()))?;
+        }
+        let pem = std::fs::read(key_path).map_err(|e| key_fail(e.to_string()))?;
+        let key = PKey::private_key_from_pem(&pem)
+            .map_err(|_| key_fail("no PEM private key in it (or it is encrypted)".into()))?;
+        let mismatch = |e: openssl::error::ErrorStack| {
+            key_fail(format!(
+                "not the key of cert_file \"{}\" ({e})",
+                cert_path.display()
+            ))
+        };
+        builder.set_private_key(&key).map_err(mismatch)?;
+        builder.check_private_key().map_err(mismatch)
     }
 }

@@ -1,5 +1,5 @@
 //! The outbox and the delivery records on the SQLite store (tables `outbox` and
-//! `deliveries`, migration 9; see [`crate::store::outbox`]). Each function runs in the
+//! `deliveries`, migrations 9 and 10; see [`crate::store::outbox`]). Each function runs in the
 //! caller's transaction.
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -7,6 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{db, insert_event, tracking_forward};
 use crate::message::build::Certification;
 use crate::message::time::Instant;
+use crate::store::outbox::intent_is_live;
 use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
@@ -133,39 +134,55 @@ pub(super) fn claim_unsent(
     Ok(rows)
 }
 
+/// See [`crate::store::Store::begin_deliveries`]; `tx` is an immediate transaction, so
+/// the lookup and the takeover cannot interleave with another node's.
 pub(super) fn begin_deliveries(
     tx: &Connection,
     message_id: &str,
     recipients: &[String],
+    owner: &str,
     at: Instant,
 ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
     let mut out = Vec::with_capacity(recipients.len());
     for r in recipients {
         let r = r.to_ascii_lowercase();
-        let done: Option<i64> = tx
+        let found: Option<(i64, Option<String>, i64)> = tx
             .query_row(
-                "SELECT done FROM deliveries WHERE message_id = ?1 AND recipient = ?2",
+                "SELECT done, owner, at FROM deliveries WHERE message_id = ?1 AND recipient = ?2",
                 params![message_id, r],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()
             .map_err(db(&format!("read delivery of \"{message_id}\"")))?;
-        match done {
-            Some(d) => out.push(Some(if d != 0 {
-                DeliveryMark::Done
-            } else {
-                DeliveryMark::Intent
-            })),
+        let mark = match found {
+            Some((done, _, _)) if done != 0 => Some(DeliveryMark::Done),
+            Some((_, holder, taken))
+                if intent_is_live(holder.as_deref(), Instant::from_unix(taken), owner, at) =>
+            {
+                Some(DeliveryMark::Busy)
+            }
+            Some(_) => {
+                tx.execute(
+                    "UPDATE deliveries SET owner = ?3, at = ?4
+                     WHERE message_id = ?1 AND recipient = ?2",
+                    params![message_id, r, owner, at.unix()],
+                )
+                .map_err(db(&format!(
+                    "take over delivery intent of \"{message_id}\""
+                )))?;
+                Some(DeliveryMark::Intent)
+            }
             None => {
                 tx.execute(
-                    "INSERT OR IGNORE INTO deliveries (message_id, recipient, done, at)
-                     VALUES (?1, ?2, 0, ?3)",
-                    params![message_id, r, at.unix()],
+                    "INSERT INTO deliveries (message_id, recipient, done, at, owner)
+                     VALUES (?1, ?2, 0, ?3, ?4)",
+                    params![message_id, r, at.unix(), owner],
                 )
                 .map_err(db(&format!("record delivery intent of \"{message_id}\"")))?;
-                out.push(None);
+                None
             }
-        }
+        };
+        out.push(mark);
     }
     Ok(out)
 }
