@@ -564,6 +564,28 @@ impl AfterQueue {
             .eq_ignore_ascii_case(&self.reception.mail_receipt);
 
         if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+            // The quarantine first, once: a retry of the same queue file (or the same
+            // envelope handed over again) finds the message held and records nothing.
+            let event = self.event(
+                &cert,
+                &pec_id,
+                EventKind::Quarantined,
+                Vec::new(),
+                tx,
+                &provider.name,
+                "virus",
+                Some(&virus),
+                now,
+            );
+            let store = self.store.clone();
+            let data = tx.data.clone();
+            blocking(move || -> Result<(), StoreError> {
+                if !store.quarantined(&event.pec_id)?.contains(&data) {
+                    store.record_quarantine(&event, &data)?;
+                }
+                Ok(())
+            })
+            .await??;
             let mut notices = Vec::new();
             for r in local {
                 let (c, r2, v, to) = (
@@ -596,20 +618,6 @@ impl AfterQueue {
                     .await?;
                 notices.extend(emitted.message_id().map(str::to_string));
             }
-            let event = self.event(
-                &cert,
-                &pec_id,
-                EventKind::Quarantined,
-                Vec::new(),
-                tx,
-                &provider.name,
-                "virus",
-                Some(&virus),
-                now,
-            );
-            let store = self.store.clone();
-            let data = tx.data.clone();
-            blocking(move || store.record_quarantine(&event, &data)).await??;
             warn!(queue_id, msgid = %pec_id, virus = %virus, "reception: virus in a transport envelope: not delivered, quarantined");
             if ours {
                 // Our own rilevazione virus goes to our mailReceipt on the no-filter port
