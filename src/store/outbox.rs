@@ -2,8 +2,9 @@
 //! what `pec` keeps so that a crash at any instant leaves no receipt issued twice and no
 //! message stored twice in a mailbox.
 //!
-//! **Outbox.** Every generated message (receipt, notice, anomaly envelope, log reply) is
-//! built and signed first; then ONE store transaction records its claim (the row that says
+//! **Outbox.** Every generated message (acceptance, presa in carico, delivery receipt and
+//! non-delivery notice, non-acceptance, 12 h / 24 h notice, virus notices, anomaly
+//! envelope, log reply, arrival notice) is built and signed first; then ONE store transaction records its claim (the row that says
 //! the event happened, e.g. the pending acceptance closed), its legal-log events **and its
 //! signed bytes** ([`super::Store::stage_outbound`], keyed by what the message is about);
 //! only then is it injected into Postfix, and marked injected afterwards
@@ -13,6 +14,15 @@
 //! **same bytes** (same Message-ID). A crash between the injection and the mark makes the
 //! sweep inject the same bytes a second time: the copy has the same Message-ID, and the
 //! delivery point stores it once (below).
+//!
+//! The key names the event, so that a retry finds it and another event does not (the
+//! `*_key` functions below): a Postfix retry of the same queue file gets the same key (the
+//! anomaly envelope is keyed by queue id, message digest and recipients), the same
+//! envelope handed over again by the sender's provider too (virus notices and the presa in
+//! carico by PEC msgid and recipient). The access point's non-acceptance is keyed by the
+//! submission's PEC msgid: a client that submits again is a new submission; what the
+//! outbox gives there is the notice and its records written together, and the refusal
+//! answered once they are, even when the injection fails (the sweep sends the notice).
 //!
 //! **Deliveries.** The delivery point records, per (Message-ID, recipient), an intent
 //! before handing the message to Dovecot and the completion after Dovecot's 250
