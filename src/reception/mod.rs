@@ -51,8 +51,6 @@ pub enum AfterQueueError {
     Store(#[from] StoreError),
     #[error("building a generated message: {0}")]
     Build(#[from] BuildError),
-    #[error("injecting a generated message: {0}")]
-    InjectReceipt(InjectError),
     #[error("injecting the message: {0}")]
     Inject(InjectError),
     #[error(transparent)]
@@ -1206,7 +1204,9 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                     AfterQueueError::Store(_) => "store",
                     AfterQueueError::Build(_) => "signer",
                     AfterQueueError::Antivirus(_) => "antivirus",
-                    AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => "reinjection",
+                    AfterQueueError::Inject(_) | AfterQueueError::Emit(EmitError::Inject(_)) => {
+                        "reinjection"
+                    }
                     _ => "internal",
                 },
             );
@@ -1263,9 +1263,7 @@ fn tempfail_text(e: &AfterQueueError) -> String {
         AfterQueueError::Refused(_) | AfterQueueError::Infected(_) => {
             "Refused, try again later".into()
         }
-        AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => {
-            "Reinjection failed, try again later".into()
-        }
+        AfterQueueError::Inject(_) => "Reinjection failed, try again later".into(),
         AfterQueueError::Task(_) => "Internal error, try again later".into(),
         AfterQueueError::Emit(EmitError::Inject(_)) => "Reinjection failed, try again later".into(),
         AfterQueueError::Emit(EmitError::Store(_)) => "Store unavailable, try again later".into(),
