@@ -547,6 +547,28 @@ impl Store for MemStore {
                 }
                 true
             }
+            Effect::Refused(r) => {
+                self.record_refused(r)?;
+                true
+            }
+            Effect::Timeout { due, notice_id, at } => {
+                let done = lock(&self.inner)
+                    .timeout_notices
+                    .get(&notice_key(&due.pec_id, &due.recipient, due.which))
+                    .is_some_and(|(_, id)| id.is_some());
+                if !done {
+                    self.timeout_sent(due, notice_id, *at)?;
+                }
+                !done
+            }
+            Effect::LogReply(event) => self.log_request_answered(event)?,
+            Effect::Tracking { updates, event } => {
+                for (r, state) in updates {
+                    self.update_tracking(&event.pec_id, r, *state)?;
+                }
+                self.log(event)?;
+                true
+            }
         };
         if !claimed {
             return Ok(Staged::Claimed);

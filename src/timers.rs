@@ -15,11 +15,13 @@
 //!
 //! Each notice is sent once, across restarts and with several processes on one store: a
 //! pass claims the due rows in one store transaction ([`Store::claim_timeouts`]), then
-//! builds, signs and injects each notice, then confirms it ([`Store::timeout_sent`], which
-//! also writes the legal-log event). A build or injection failure releases the claim, so
-//! the next pass retries. A crash between injection and confirmation leaves a claim that
-//! is taken over after [`CLAIM_LEASE`]: the notice may then go out twice (the log shows
-//! it), never zero times — the same choice as for acceptance receipts.
+//! builds and signs each notice and emits it through the outbox ([`crate::outbox::emit`],
+//! key [`timer_key`]): one transaction records the notice on its row, writes its
+//! legal-log event and stages its bytes ([`Effect::Timeout`]); then it is injected. A
+//! build failure, or a store failure before staging, releases the claim, so the next pass
+//! retries. Once staged the notice is never built again: an injection that fails, or a
+//! crash before the injection is marked, leaves the staged row to the outbox sweep, which
+//! injects the same bytes (same Message-ID).
 //!
 //! The 24 h notices are handled before the 12 h ones in a pass: a row found due for both
 //! (the service was down for more than 12 h) gets only the 24 h notice, since a preavviso
@@ -38,8 +40,10 @@ use crate::message::codes::Code;
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::Timeout;
 use crate::message::time::{Clock, Instant};
+use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::smtp::{InjectError, Injector};
-use crate::store::{DueNotice, Store, StoreError, TimeoutClaim};
+use crate::store::outbox::timer_key;
+use crate::store::{DueNotice, Effect, Store, StoreError, TimeoutClaim};
 
 /// Seconds after dispatch when the 12 h notice is due.
 pub const NOTICE12_AFTER: i64 = 12 * 3600;
@@ -61,6 +65,8 @@ pub enum TimersError {
     Inject(#[from] InjectError),
     #[error("worker task: {0}")]
     Task(String),
+    #[error(transparent)]
+    Emit(#[from] EmitError),
 }
 
 /// One notice of a pass.
@@ -157,7 +163,8 @@ impl Timers {
                     };
                     crate::metrics::timer_notice(label, sent.is_ok());
                     match sent {
-                        Ok(notice_id) => report.sent.push(Sent {
+                        Ok(None) => {}
+                        Ok(Some(notice_id)) => report.sent.push(Sent {
                             which,
                             pec_id: d.pec_id,
                             recipient: d.recipient,
@@ -183,9 +190,10 @@ impl Timers {
         Ok(report)
     }
 
-    /// Builds, injects and confirms one claimed notice; on failure before the injection
-    /// completed, releases the claim.
-    async fn send(&self, due: &DueNotice, now: Instant) -> Result<String, TimersError> {
+    /// Builds one claimed notice and emits it through the outbox; on a failure before it
+    /// was staged, releases the claim. `None` when the notice was recorded already without
+    /// an outbox row (nothing sent).
+    async fn send(&self, due: &DueNotice, now: Instant) -> Result<Option<String>, TimersError> {
         let hours = hours(due.which);
         let notice = match self.build(due.clone(), now).await {
             Ok(n) => n,
@@ -195,29 +203,40 @@ impl Timers {
                 return Err(e);
             }
         };
-        if let Err(e) = self
-            .injector
-            .inject(&notice.mail_from, &notice.rcpt_to, &notice.to_bytes())
-            .await
-        {
-            warn!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice not injected, retried next pass: {e}");
-            self.release(due).await;
-            return Err(e.into());
-        }
-        let store = self.store.clone();
-        let (d, id) = (due.clone(), notice.message_id.clone());
-        match blocking(move || store.timeout_sent(&d, &id, now)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                // Injected but not recorded: the claim stays and is taken over after the
-                // lease, so the notice may go out twice.
-                error!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice injected but not recorded: {e}");
-                return Err(e.into());
+        let out = outbound(
+            timer_key(&due.pec_id, &due.recipient, due.which),
+            &notice,
+            now,
+        );
+        let effect = Effect::Timeout {
+            due: Box::new(due.clone()),
+            notice_id: notice.message_id.clone(),
+            at: now,
+        };
+        match emit(&self.store, &*self.injector, &*self.clock, out, effect).await {
+            Ok(Emitted::New(id)) => {
+                info!(msgid = %due.pec_id, recipient = %due.recipient, notice = %id, "timers: {hours} h notice sent");
+                Ok(Some(id))
             }
-            Err(e) => return Err(e),
+            Ok(Emitted::Existing(id)) => {
+                info!(msgid = %due.pec_id, recipient = %due.recipient, notice = %id, "timers: {hours} h notice staged already: none built");
+                Ok(Some(id))
+            }
+            Ok(Emitted::Claimed) => {
+                info!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice recorded already: none sent");
+                Ok(None)
+            }
+            Err(EmitError::Inject(e)) => {
+                // Staged with its record: the outbox sweep injects it.
+                warn!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice staged, not injected (the outbox sweep sends it): {e}");
+                Err(EmitError::Inject(e).into())
+            }
+            Err(e) => {
+                error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice not staged, retried next pass: {e}");
+                self.release(due).await;
+                Err(e.into())
+            }
         }
-        info!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice sent");
-        Ok(notice.message_id)
     }
 
     async fn release(&self, due: &DueNotice) {

@@ -437,8 +437,13 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
     assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
     assert!(h.store.all_events().is_empty());
+}
 
-    // Postfix reinjection down while a notice must go out.
+/// Postfix reinjection down while a notice must go out: the notice was staged with its
+/// record, so the refusal stands (a 4xx would make the client submit again and get a
+/// second notice); the outbox sweep sends the staged notice, once.
+#[tokio::test]
+async fn a_notice_not_injected_is_staged_and_the_refusal_stands() {
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
     *h.injector.fail_with.lock().unwrap() = Some(InjectError::Temporary {
         addr: "127.0.0.1:10027".into(),
@@ -446,9 +451,38 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     });
     let mut m = good_mail();
     m.headers.push(("Bcc", "eve@pec.example.net".into()));
-    assert_reply(&submit(&h, &m).await.1, "451 4.3.0");
-    assert!(
-        h.store.events_for(PEC_ID).unwrap().is_empty(),
-        "nothing recorded for a notice not queued"
+    assert_eq!(
+        submit(&h, &m).await.1,
+        Status::Discard,
+        "refused, not a 4xx"
+    );
+    assert!(h.injector.messages().is_empty());
+    let events = h.store.events_for(PEC_ID).unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].kind,
+        EventKind::Issued(MessageKind::NonAcceptance)
+    );
+    let staged = h
+        .store
+        .outbound(&pec::store::outbox::non_acceptance_key(PEC_ID))
+        .unwrap()
+        .expect("staged");
+    assert_eq!(events[0].related_ids, vec![staged.message_id.clone()]);
+    *h.injector.fail_with.lock().unwrap() = None;
+    let store: Arc<dyn Store> = h.store.clone();
+    let clock = FixedClock::new(Instant::from_unix(staged.created_at.unix() + 31));
+    assert_eq!(
+        pec::outbox::sweep_once(&store, &*h.injector, &clock)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(h.injector.messages().len(), 1);
+    assert_eq!(
+        pec::outbox::sweep_once(&store, &*h.injector, &clock)
+            .await
+            .unwrap(),
+        0
     );
 }

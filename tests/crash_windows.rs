@@ -525,11 +525,13 @@ impl MailboxProbe for Probe {
 }
 
 /// Postfix's reinjection listener: 0 accepts, 1 refuses (4xx), 2 accepts then the
-/// process dies (panic) before the notice is marked injected.
+/// process dies (panic) before the notice is marked injected; 3 accepts as many messages
+/// as `got` holds fewer than `accept`, then refuses (4xx).
 #[derive(Default)]
 struct Postfix {
     got: Mutex<Vec<Vec<u8>>>,
     mode: AtomicU8,
+    accept: std::sync::atomic::AtomicUsize,
 }
 
 impl Injector for Postfix {
@@ -540,7 +542,12 @@ impl Injector for Postfix {
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<(), InjectError>> {
         Box::pin(async move {
-            match self.mode.load(Ordering::SeqCst) {
+            let mode = match self.mode.load(Ordering::SeqCst) {
+                3 if self.got.lock().unwrap().len() >= self.accept.load(Ordering::SeqCst) => 1,
+                3 => 0,
+                m => m,
+            };
+            match mode {
                 1 => Err(InjectError::Temporary {
                     addr: "test".into(),
                     reason: "421 try later".into(),
@@ -906,3 +913,496 @@ fn two_nodes_deliver_one_message_once(b: &Backend) {
     });
 }
 both!(two_nodes_deliver_one_message_once);
+// ---- every other generated message (non-acceptance, timers, log replies, virus notices,
+// anomaly envelopes, arrival notices) -------------------------------------------------
+
+#[path = "common/two_providers.rs"]
+mod two_providers;
+
+use pec::doubles::MarkerAntivirus;
+use pec::message::kind::Timeout;
+use pec::outbox::sweep_once;
+use pec::reception::{AfterQueue, Reception};
+use pec::smtp::FilterReply;
+use pec::store::outbox::{
+    anomaly_key, arrival_key, log_reply_key, non_acceptance_key, timer_key, virus_key,
+    virus_non_delivery_key,
+};
+use pec::store::{ArrivalNotice, LogRequest, MailboxPolicy, Refused, TrackingState};
+use pec::timers::{Timers, CLAIM_LEASE};
+
+/// A sweep pass at `at` plus the grace.
+async fn sweep_after(store: Arc<dyn Store>, postfix: &Postfix, at: Instant) -> usize {
+    let clock = FixedClock::new(Instant::from_unix(at.unix() + 31));
+    sweep_once(&store, postfix, &clock).await.unwrap()
+}
+
+/// Non-acceptance: the refusal's records, the quarantined message and the notice, in one
+/// transaction; the key found staged records nothing more.
+fn a_refusal_is_recorded_with_its_notice(b: &Backend) {
+    let store = &b.store;
+    let refused = |id: &str| Refused {
+        pec_id: PEC_ID.into(),
+        queue_id: Some("4AbCd".into()),
+        at: at(),
+        cert: cert(),
+        kind: MessageKind::NonAcceptanceVirus,
+        reason: "Eicar-Test-Signature".into(),
+        notice_id: id.into(),
+        quarantine: Some(b"infected".to_vec()),
+        provider: PROVIDER.into(),
+    };
+    let key = non_acceptance_key(PEC_ID);
+    assert_eq!(
+        store
+            .stage_outbound(
+                &out(&key, "na1@x"),
+                &Effect::Refused(Box::new(refused("na1@x")))
+            )
+            .unwrap(),
+        Staged::New
+    );
+    assert!(matches!(
+        b.reopen()
+            .stage_outbound(&out(&key, "na2@x"), &Effect::Refused(Box::new(refused("na2@x"))))
+            .unwrap(),
+        Staged::Existing(o) if o.message_id == "na1@x"
+    ));
+    let events = store.events_for(PEC_ID).unwrap();
+    let k: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        k,
+        vec![
+            EventKind::Issued(MessageKind::NonAcceptanceVirus),
+            EventKind::Quarantined
+        ]
+    );
+    assert_eq!(events[0].related_ids, vec!["na1@x".to_string()]);
+    assert_eq!(events[0].outcome, "virus");
+    assert_eq!(
+        store.quarantined(PEC_ID).unwrap(),
+        vec![b"infected".to_vec()]
+    );
+}
+both!(a_refusal_is_recorded_with_its_notice);
+
+/// Log reply: the request closed and its event with the reply; a retry finds the key, a
+/// request answered without an outbox row (an older version) stops a new reply.
+fn a_log_reply_is_staged_once(b: &Backend) {
+    let store = &b.store;
+    let request = |id: &str| LogRequest {
+        id: id.into(),
+        owner: SENDER.into(),
+        address: "registro@pec.example.it".into(),
+        at: at(),
+        period: Ok((at(), later(60))),
+        subject: "registro".into(),
+        queue_id: None,
+    };
+    let event = |id: &str, kind: EventKind, related: &str| LogEvent {
+        pec_id: id.into(),
+        at: later(5),
+        kind,
+        sender: SENDER.into(),
+        recipients: Vec::new(),
+        subject: "registro".into(),
+        related_ids: vec![related.into()],
+        provider: PROVIDER.into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+    };
+    for id in ["req1@pec.example.it", "req2@pec.example.it"] {
+        assert!(store
+            .claim_log_request(
+                &request(id),
+                10,
+                at(),
+                &event(id, EventKind::LogRequest, "")
+            )
+            .unwrap());
+    }
+    let id = "req1@pec.example.it";
+    let reply = |r: &str| Effect::LogReply(event(id, EventKind::LogExtract, r));
+    let key = log_reply_key(id);
+    assert_eq!(
+        store
+            .stage_outbound(&out(&key, "r1@x"), &reply("r1@x"))
+            .unwrap(),
+        Staged::New
+    );
+    assert!(matches!(
+        b.reopen().stage_outbound(&out(&key, "r2@x"), &reply("r2@x")).unwrap(),
+        Staged::Existing(o) if o.message_id == "r1@x"
+    ));
+    assert_eq!(store.log_request(id).unwrap().map(|(_, a)| a), Some(true));
+    let extracts = |id: &str| {
+        store
+            .events_for(id)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == EventKind::LogExtract)
+            .count()
+    };
+    assert_eq!(extracts(id), 1);
+
+    let id2 = "req2@pec.example.it";
+    assert!(store
+        .log_request_answered(&event(id2, EventKind::LogExtract, "r3@x"))
+        .unwrap());
+    let staged = store
+        .stage_outbound(
+            &out(&log_reply_key(id2), "r4@x"),
+            &Effect::LogReply(event(id2, EventKind::LogExtract, "r4@x")),
+        )
+        .unwrap();
+    assert_eq!(staged, Staged::Claimed);
+    assert_eq!(extracts(id2), 1);
+}
+both!(a_log_reply_is_staged_once);
+
+/// Mancata consegna per virus to our user: the tracking row failed and the event, with
+/// the notice, once.
+fn a_virus_non_delivery_is_staged_once(b: &Backend) {
+    let store = &b.store;
+    store.record_accepted(&accepted()).unwrap();
+    let effect = |id: &str| Effect::Tracking {
+        updates: vec![(BOB.to_uppercase(), TrackingState::Failed)],
+        event: LogEvent {
+            pec_id: PEC_ID.into(),
+            at: at(),
+            kind: EventKind::Issued(MessageKind::NonDeliveryVirus),
+            sender: SENDER.into(),
+            recipients: vec![(BOB.into(), RecipientType::Certificato)],
+            subject: "s".into(),
+            related_ids: vec![id.into()],
+            provider: PROVIDER.into(),
+            queue_id: None,
+            outcome: "virus".into(),
+            reason: Some("Eicar".into()),
+        },
+    };
+    let key = virus_non_delivery_key(PEC_ID, BOB);
+    assert_eq!(
+        store
+            .stage_outbound(&out(&key, "v1@x"), &effect("v1@x"))
+            .unwrap(),
+        Staged::New
+    );
+    assert_eq!(
+        store.tracking_for(PEC_ID).unwrap()[0].state,
+        TrackingState::Failed
+    );
+    assert!(matches!(
+        b.reopen().stage_outbound(&out(&key, "v2@x"), &effect("v2@x")).unwrap(),
+        Staged::Existing(o) if o.message_id == "v1@x"
+    ));
+    assert_eq!(count(&kinds(&**store), MessageKind::NonDeliveryVirus), 1);
+}
+both!(a_virus_non_delivery_is_staged_once);
+
+/// Timers: the 12 h notice is staged with its record, then the process is killed right
+/// after the injection, before the mark. A new process, even after the claim's lease,
+/// builds none (the row has its notice); the sweep injects the same bytes; the log has
+/// the notice once.
+fn a_timer_notice_is_staged_once(b: &Backend) {
+    runtime().block_on(async {
+        let store = &b.store;
+        store.record_accepted(&accepted()).unwrap();
+        assert!(store
+            .acceptance_emitted(PEC_ID, "acc@pec.example.it", at())
+            .unwrap());
+        let postfix = Arc::new(Postfix::default());
+        let timers = |s: Arc<dyn Store>, ids: &str, now: Instant| {
+            let signer: Arc<dyn Signer> = pki().signer.clone();
+            Arc::new(Timers::new(
+                s,
+                postfix.clone(),
+                issuer(),
+                signer,
+                Arc::new(SequentialIds::new(ids, "pec.example.it")),
+                Arc::new(FixedClock::new(now)),
+            ))
+        };
+        let due = later(13 * 3600);
+        postfix.mode.store(2, Ordering::SeqCst);
+        let first = timers(store.clone(), "opec1.t1", due);
+        let crashed = tokio::spawn(async move { first.run_once(due).await }).await;
+        assert!(crashed.is_err(), "killed after the injection");
+        let staged = store
+            .outbound(&timer_key(PEC_ID, BOB, Timeout::Hours12))
+            .unwrap()
+            .expect("staged");
+        assert_eq!(staged.injected_at, None);
+
+        postfix.mode.store(0, Ordering::SeqCst);
+        let next = Instant::from_unix(due.unix() + CLAIM_LEASE + 60);
+        let report = timers(b.reopen(), "opec1.t2", next)
+            .run_once(next)
+            .await
+            .unwrap();
+        assert!(
+            report.sent.is_empty() && report.failed.is_empty(),
+            "{report:?}"
+        );
+        assert_eq!(postfix.got.lock().unwrap().len(), 1);
+
+        assert_eq!(sweep_after(b.reopen(), &postfix, due).await, 1);
+        assert_eq!(sweep_after(b.reopen(), &postfix, next).await, 0);
+        let got = postfix.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], staged.data);
+        assert_eq!(got[1], staged.data, "the same notice, not a new one");
+        let events: Vec<LogEvent> = store
+            .events_for(PEC_ID)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Issued(MessageKind::Timeout(Timeout::Hours12)))
+            .collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].related_ids, vec![staged.message_id.clone()]);
+    });
+}
+both!(a_timer_notice_is_staged_once);
+
+/// The reception point (we are B) on the backend's store.
+fn after_queue(store: Arc<dyn Store>, postfix: &Arc<Postfix>, ids: &str) -> AfterQueue {
+    use two_providers::Provider;
+    let we = Provider::B;
+    AfterQueue::new(
+        store,
+        postfix.clone(),
+        we.issuer(),
+        we.signer(),
+        Arc::new(SequentialIds::new(ids, we.domain())),
+        Reception {
+            index: Arc::new(IndexHandle::new(two_providers::index())),
+            antivirus: Arc::new(MarkerAntivirus {
+                marker: two_providers::MARKER.to_vec(),
+                virus_name: "PEC-Test-Virus".into(),
+                unreachable: false,
+            }),
+            domains: vec![we.domain().into()],
+            mail_receipt: we.mail_receipt(),
+            default_policy: MailboxPolicy::Anomaly,
+        },
+    )
+    .with_clock(Arc::new(FixedClock::new(two_providers::now())))
+}
+
+/// Anomaly envelope: the injection fails (4xx to Postfix) after staging; Postfix retries
+/// the same queue file on a new process: no second envelope is built; the sweep injects
+/// the staged one, once; its log record is there once. The same message in another
+/// queue file is another arrival, with an envelope of its own.
+fn an_anomaly_envelope_is_built_once_per_queue_file(b: &Backend) {
+    runtime().block_on(async {
+        let data = two_providers::fixture("ordinary.eml");
+        let rcpt = ["bob@pec.example.net"];
+        let tx = |queue: &str| {
+            let mut t = two_providers::Rx::tx("someone@example.org", &rcpt, &data);
+            t.queue_id = Some(queue.into());
+            t
+        };
+        let postfix = Arc::new(Postfix::default());
+        postfix.mode.store(1, Ordering::SeqCst);
+        let first = after_queue(b.store.clone(), &postfix, "opec1.rx1");
+        assert!(matches!(
+            first.filter(&tx("4TESTQ")).await,
+            FilterReply::Tempfail(_)
+        ));
+        let key = anomaly_key(Some("4TESTQ"), &data, &["BOB@pec.example.net".into()]);
+        let staged = b.store.outbound(&key).unwrap().expect("staged");
+
+        postfix.mode.store(0, Ordering::SeqCst);
+        let retry = after_queue(b.reopen(), &postfix, "opec1.rx2");
+        assert_eq!(retry.filter(&tx("4TESTQ")).await, FilterReply::Accept);
+        assert!(postfix.got.lock().unwrap().is_empty(), "none built anew");
+        let now = two_providers::now();
+        assert_eq!(sweep_after(b.reopen(), &postfix, now).await, 1);
+        assert_eq!(sweep_after(b.reopen(), &postfix, now).await, 0);
+        assert_eq!(postfix.got.lock().unwrap()[0], staged.data);
+        let events = b.store.events_for(&staged.message_id).unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            events[0].kind,
+            EventKind::Issued(MessageKind::AnomalyEnvelope)
+        );
+        assert_eq!(events[0].related_ids, vec![staged.message_id.clone()]);
+
+        assert_eq!(retry.filter(&tx("4OTHER")).await, FilterReply::Accept);
+        assert_eq!(postfix.got.lock().unwrap().len(), 2);
+        let other = anomaly_key(Some("4OTHER"), &data, &["bob@pec.example.net".into()]);
+        assert_ne!(other, key);
+        assert!(b
+            .store
+            .outbound(&other)
+            .unwrap()
+            .unwrap()
+            .injected_at
+            .is_some());
+    });
+}
+both!(an_anomaly_envelope_is_built_once_per_queue_file);
+
+/// Virus in a transport envelope for bob and dave: bob's rilevazione virus is staged,
+/// its injection fails (4xx to Postfix); the retry sends dave's, builds no second one for
+/// bob and quarantines the message once; the sweep sends bob's staged notice. Another
+/// retry (our 250 lost) sends nothing.
+fn virus_notices_are_sent_once_per_recipient(b: &Backend) {
+    use two_providers::{Provider, A_ID, MARKER};
+    runtime().block_on(async {
+        let mut original = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: fattura\r\nMessage-ID: <v1@client>\r\n\r\nsee attachment ".to_vec();
+        original.extend_from_slice(MARKER);
+        original.extend_from_slice(b"\r\n");
+        let info = OriginalInfo::parse(&original).unwrap();
+        let cert = Certification::for_submission(
+            &info,
+            "alice@pec.example.it",
+            &[
+                ("bob@pec.example.net".into(), RecipientType::Certificato),
+                ("dave@pec.example.net".into(), RecipientType::Certificato),
+            ],
+            A_ID,
+        );
+        let env = Provider::A
+            .build(|b| {
+                b.transport_envelope(&original, &cert, two_providers::at())
+                    .unwrap()
+            })
+            .to_bytes();
+        let rcpt = ["bob@pec.example.net", "dave@pec.example.net"];
+        let tx = two_providers::Rx::tx("alice@pec.example.it", &rcpt, &env);
+        let postfix = Arc::new(Postfix::default());
+        postfix.mode.store(1, Ordering::SeqCst);
+        let first = after_queue(b.store.clone(), &postfix, "opec1.rx1");
+        assert!(matches!(first.filter(&tx).await, FilterReply::Tempfail(_)));
+        let bob = b
+            .store
+            .outbound(&virus_key(A_ID, "bob@pec.example.net"))
+            .unwrap()
+            .expect("staged");
+
+        postfix.mode.store(0, Ordering::SeqCst);
+        let retry = after_queue(b.reopen(), &postfix, "opec1.rx2");
+        assert_eq!(retry.filter(&tx).await, FilterReply::Accept);
+        assert_eq!(postfix.got.lock().unwrap().len(), 1, "dave's only");
+        assert_eq!(
+            sweep_after(b.reopen(), &postfix, two_providers::now()).await,
+            1
+        );
+        let again = after_queue(b.reopen(), &postfix, "opec1.rx3");
+        assert_eq!(again.filter(&tx).await, FilterReply::Accept);
+        let got = postfix.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2, "one notice per recipient");
+        assert_eq!(got[1], bob.data);
+        assert_ne!(
+            pec::delivery::dedup::message_id(&got[0]),
+            pec::delivery::dedup::message_id(&got[1])
+        );
+        let k: Vec<EventKind> = b
+            .store
+            .events_for(A_ID)
+            .unwrap()
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(count(&k, MessageKind::VirusDetection), 2, "{k:?}");
+        assert_eq!(
+            k.iter().filter(|k| **k == EventKind::Quarantined).count(),
+            1,
+            "{k:?}"
+        );
+        assert_eq!(b.store.quarantined(A_ID).unwrap(), vec![env.clone()]);
+    });
+}
+both!(virus_notices_are_sent_once_per_recipient);
+
+/// Arrival notice: the delivery receipt goes out, the arrival notice is staged but its
+/// injection fails (the reply stays 250); Postfix retries the delivery (our 250 lost):
+/// no second notice; the sweep sends the staged one, once.
+fn an_arrival_notice_is_sent_once(b: &Backend) {
+    runtime().block_on(async {
+        verified(&*b.store);
+        b.store
+            .set_arrival_notice(
+                BOB,
+                Some(&ArrivalNotice {
+                    notify: "bob@example.org".into(),
+                    senders: Vec::new(),
+                }),
+            )
+            .unwrap();
+        let (mailbox, postfix) = (Arc::new(Mailbox::default()), Arc::new(Postfix::default()));
+        postfix.mode.store(3, Ordering::SeqCst);
+        postfix.accept.store(1, Ordering::SeqCst);
+        let with_arrivals = |store: Arc<dyn Store>, ids: &str| {
+            let signer: Arc<dyn Signer> = pki().signer.clone();
+            Arc::new(
+                DeliveryPoint::new(
+                    store,
+                    postfix.clone(),
+                    mailbox.clone(),
+                    Arc::new(IndexHandle::new(index())),
+                    issuer(),
+                    signer,
+                    Arc::new(SequentialIds::new(ids, "pec.example.it")),
+                )
+                .with_clock(Arc::new(FixedClock::new(later(8))))
+                .with_arrival_notices(true),
+            )
+        };
+        let first = with_arrivals(b.store.clone(), "opec1.n1");
+        assert_eq!(deliver(&first).await.unwrap()[0].code, 250);
+        assert_eq!(postfix.got.lock().unwrap().len(), 1, "the receipt");
+        let staged = b
+            .store
+            .outbound(&arrival_key(PEC_ID, BOB))
+            .unwrap()
+            .expect("staged");
+        assert_eq!(staged.rcpt_to, vec!["bob@example.org".to_string()]);
+
+        postfix.mode.store(0, Ordering::SeqCst);
+        let retry = with_arrivals(b.reopen(), "opec1.n2");
+        assert_eq!(deliver(&retry).await.unwrap()[0].code, 250);
+        assert_eq!(postfix.got.lock().unwrap().len(), 1);
+        assert_eq!(sweep_after(b.reopen(), &postfix, later(8)).await, 1);
+        assert_eq!(sweep_after(b.reopen(), &postfix, later(8)).await, 0);
+        let got = postfix.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1], staged.data);
+        assert_eq!(mailbox.copies_of(BOB), 1);
+    });
+}
+both!(an_arrival_notice_is_sent_once);
+
+/// The keys: a retry finds the same one, another event another one.
+#[test]
+fn keys_name_what_the_message_is_about() {
+    let data = b"Subject: x\r\n\r\nbody\r\n";
+    let (b1, b2) = ("a@x.it".to_string(), "B@x.it".to_string());
+    assert_eq!(
+        anomaly_key(Some("4Q"), data, &[b1.clone(), b2.clone()]),
+        anomaly_key(Some("4Q"), data, &[b2.to_lowercase(), b1.clone()])
+    );
+    assert_ne!(
+        anomaly_key(Some("4Q"), data, std::slice::from_ref(&b1)),
+        anomaly_key(Some("4R"), data, std::slice::from_ref(&b1))
+    );
+    assert_ne!(
+        anomaly_key(Some("4Q"), data, std::slice::from_ref(&b1)),
+        anomaly_key(Some("4Q"), b"other", std::slice::from_ref(&b1))
+    );
+    assert_ne!(
+        anomaly_key(Some("4Q"), data, std::slice::from_ref(&b1)),
+        anomaly_key(Some("4Q"), data, &[b1.clone(), b2.clone()])
+    );
+    assert_ne!(
+        timer_key(PEC_ID, BOB, Timeout::Hours12),
+        timer_key(PEC_ID, BOB, Timeout::Hours24)
+    );
+    assert_eq!(
+        timer_key(PEC_ID, &BOB.to_uppercase(), Timeout::Hours12),
+        timer_key(PEC_ID, BOB, Timeout::Hours12)
+    );
+    assert_ne!(virus_key(PEC_ID, BOB), virus_non_delivery_key(PEC_ID, BOB));
+}

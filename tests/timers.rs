@@ -383,8 +383,11 @@ async fn two_processes_on_one_store_send_each_notice_once() {
     assert_eq!(logged(&*a.store, Timeout::Hours12), 2);
 }
 
+/// A notice is staged with its record before it is injected: when the injection fails,
+/// the next pass builds none (the row has its notice), the outbox sweep injects the staged
+/// bytes, once.
 #[tokio::test]
-async fn a_failed_injection_releases_the_claim_and_the_next_pass_sends() {
+async fn a_failed_injection_leaves_the_staged_notice_to_the_sweep() {
     let dir = tempfile::tempdir().unwrap();
     let r = rig(sqlite(&dir));
     dispatched(&*r.store);
@@ -395,10 +398,28 @@ async fn a_failed_injection_releases_the_claim_and_the_next_pass_sends() {
     let report = r.timers.run_once(plus(13 * HOUR)).await.unwrap();
     assert!(report.sent.is_empty());
     assert_eq!(report.failed.len(), 2);
-    assert_eq!(logged(&*r.store, Timeout::Hours12), 0);
+    assert_eq!(
+        logged(&*r.store, Timeout::Hours12),
+        2,
+        "staged with its record"
+    );
     *r.injector.fail_with.lock().unwrap() = None;
     let report = r.timers.run_once(plus(13 * HOUR + 60)).await.unwrap();
-    assert_eq!(report.count(Timeout::Hours12), 2);
+    assert_eq!(report.count(Timeout::Hours12), 0, "none built again");
+    assert!(r.injector.messages().is_empty());
+    let clock = FixedClock::new(plus(13 * HOUR + 60));
+    let sent = pec::outbox::sweep_once(&r.store, &*r.injector, &clock)
+        .await
+        .unwrap();
+    assert_eq!(sent, 2);
+    assert_eq!(r.injector.messages().len(), 2);
+    assert_eq!(
+        pec::outbox::sweep_once(&r.store, &*r.injector, &clock)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(logged(&*r.store, Timeout::Hours12), 2);
 }
 
 #[tokio::test]

@@ -18,8 +18,10 @@ use crate::message::build::{Builder, Certification, Generated, Issuer, OriginalI
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant};
-use crate::smtp::{InjectError, Injector};
-use crate::store::{Accepted, EventKind, LogEvent, LogRequest, Refused, Store};
+use crate::outbox::{emit, outbound, EmitError};
+use crate::smtp::Injector;
+use crate::store::outbox::non_acceptance_key;
+use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused, Store};
 
 pub mod checks;
 pub mod milter;
@@ -292,9 +294,15 @@ impl AccessPoint {
         Decision::Wrap(Box::new(envelope))
     }
 
-    /// Refusal: build and queue the signed notice, then record it (and the quarantined
-    /// message). The notice is queued before the record is written: after a crash in
-    /// between, the client's retry may produce a second notice, never a missing one.
+    /// Refusal: build and sign the notice, then emit it through the outbox
+    /// ([`crate::outbox::emit`], key [`non_acceptance_key`]): one store transaction records
+    /// the refusal's legal-log events, the quarantined message and the notice's bytes
+    /// ([`Effect::Refused`]), then the notice is injected. The notice and its record are
+    /// never one without the other. Once staged the refusal stands: when the injection
+    /// fails the outbox sweep sends the staged notice, and the client gets the refusal,
+    /// not a 4xx (a retry would be a new submission, with a notice of its own). A client
+    /// that retries after a 4xx given before staging is a new submission (new PEC msgid),
+    /// so no key could make it find the first one; nothing was recorded for that one.
     async fn refuse(
         self: &Arc<Self>,
         s: &Submission,
@@ -318,20 +326,9 @@ impl AccessPoint {
             Ok(g) => g,
             Err(d) => return d,
         };
-        let head = notice.head();
-        match self
-            .injector
-            .inject_parts(&notice.mail_from, &notice.rcpt_to, &[&head, &notice.body])
-            .await
-        {
-            Ok(()) => {}
-            Err(InjectError::Temporary { reason: r, .. })
-            | Err(InjectError::Permanent { reason: r, .. }) => {
-                return tempfail(format!("PEC: impossibile inviare l'avviso ({r})"));
-            }
-        }
+        let pec_id = cert.identificativo.clone();
         let refused = Refused {
-            pec_id: cert.identificativo.clone(),
+            pec_id: pec_id.clone(),
             queue_id: s.queue_id.clone(),
             at,
             cert,
@@ -341,11 +338,24 @@ impl AccessPoint {
             quarantine,
             provider: self.issuer.provider_name.clone(),
         };
-        if let Err(d) = self
-            .blocking("archivio", move |ap| ap.store.record_refused(&refused))
-            .await
+        let out = outbound(non_acceptance_key(&pec_id), &notice, at);
+        match emit(
+            &self.store,
+            &*self.injector,
+            &*self.clock,
+            out,
+            Effect::Refused(Box::new(refused)),
+        )
+        .await
         {
-            return d;
+            Ok(_) => {}
+            Err(EmitError::Inject(e)) => {
+                warn!(pec_id = %pec_id, notice = %notice.message_id, "non-acceptance notice staged, not injected (the outbox sweep sends it): {e}");
+            }
+            Err(e) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: the refusal could not be recorded: tempfail");
+                return tempfail(format!("PEC: archivio non disponibile ({e})"));
+            }
         }
         if self.policy.reject_in_smtp {
             Decision::Refused(Some(Reply {

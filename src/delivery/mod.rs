@@ -62,8 +62,8 @@ use crate::message::time::{Clock, Instant, SystemClock};
 use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
-use crate::store::outbox::delivery_key;
-use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Store, StoreError};
+use crate::store::outbox::{arrival_key, delivery_key};
+use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
 use crate::BoxFuture;
 
 pub mod arrival;
@@ -515,14 +515,31 @@ impl DeliveryPoint {
             at,
             &id,
         );
-        let to = [n.notify.clone()];
-        match self
-            .injector
-            .inject(&self.issuer.service_address, &to, &message)
-            .await
+        // Through the outbox, keyed by the delivery it reports: a retry of the same
+        // delivery sends no second notice. A plain notification: no legal-log record.
+        let out = Outbound {
+            key: arrival_key(&c.pec_id, rcpt),
+            message_id: id.clone(),
+            mail_from: self.issuer.service_address.clone(),
+            rcpt_to: vec![n.notify.clone()],
+            data: message,
+            created_at: at,
+            injected_at: None,
+        };
+        match emit(
+            &self.store,
+            &*self.injector,
+            &*self.clock,
+            out,
+            Effect::Log(Vec::new()),
+        )
+        .await
         {
-            Ok(()) => {
+            Ok(Emitted::New(_)) => {
                 info!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice sent")
+            }
+            Ok(_) => {
+                info!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice staged already: none sent")
             }
             Err(e) => {
                 warn!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice not sent: {e}")

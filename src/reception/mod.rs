@@ -37,7 +37,9 @@ use crate::message::time::{Clock, Instant, SystemClock};
 use crate::outbox::{outbound, EmitError, Emitted};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
-use crate::store::outbox::{acceptance_key, take_charge_key};
+use crate::store::outbox::{
+    acceptance_key, anomaly_key, log_reply_key, take_charge_key, virus_key, virus_non_delivery_key,
+};
 use crate::store::{
     Accepted, Effect, EventKind, LogEvent, MailboxPolicy, Store, StoreError, TrackingState,
 };
@@ -49,8 +51,6 @@ pub enum AfterQueueError {
     Store(#[from] StoreError),
     #[error("building a generated message: {0}")]
     Build(#[from] BuildError),
-    #[error("injecting a generated message: {0}")]
-    InjectReceipt(InjectError),
     #[error("injecting the message: {0}")]
     Inject(InjectError),
     #[error(transparent)]
@@ -497,7 +497,6 @@ impl AfterQueue {
                 log_request::build_reply(b, &settings2, &request2, &content2, &reply_id2, now)
             })
             .await?;
-        self.inject_generated(&reply).await?;
         let event = log_request::extract_event(
             &request,
             &content,
@@ -506,13 +505,20 @@ impl AfterQueue {
             tx.queue_id.clone(),
             now,
         );
-        let store = self.store.clone();
-        let closed = blocking(move || store.log_request_answered(&event)).await??;
-        if !closed {
-            warn!(queue_id, request = %id, reply = %reply.message_id, "after queue: log request answered by a concurrent delivery: duplicate reply");
+        // The request closed, its event and the reply staged in one transaction: a retry
+        // (or a concurrent delivery) finds it answered and sends no second reply.
+        let emitted = self
+            .emit(log_reply_key(&id), &reply, Effect::LogReply(event), now)
+            .await?;
+        match &emitted {
+            Emitted::New(r) => {
+                info!(queue_id, request = %id, reply = %r, owner = %request.owner, "after queue: log request answered")
+            }
+            other => {
+                info!(queue_id, request = %id, reply = other.message_id().unwrap_or("-"), "after queue: log request answered by a concurrent delivery: no second reply")
+            }
         }
-        info!(queue_id, request = %id, reply = %reply.message_id, owner = %request.owner, "after queue: log request answered");
-        Ok(Some((id, Some(reply.message_id))))
+        Ok(Some((id, emitted.message_id().map(str::to_string))))
     }
 
     /// The policy of every local recipient (its own, else the default).
@@ -556,32 +562,8 @@ impl AfterQueue {
             .eq_ignore_ascii_case(&self.reception.mail_receipt);
 
         if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
-            let mut notices = Vec::new();
-            for r in local {
-                let (c, r2, v, to) = (
-                    cert.clone(),
-                    r.clone(),
-                    virus.clone(),
-                    provider.mail_receipt.clone(),
-                );
-                let notice = self
-                    .build(move |b| b.virus_detection(&c, now, &r2, &v, &to))
-                    .await?;
-                self.inject_generated(&notice).await?;
-                self.log_issued(
-                    &cert,
-                    &pec_id,
-                    MessageKind::VirusDetection,
-                    &notice,
-                    tx,
-                    provider,
-                    "virus",
-                    Some(&virus),
-                    now,
-                )
-                .await?;
-                notices.push(notice.message_id);
-            }
+            // The quarantine first, once: a retry of the same queue file (or the same
+            // envelope handed over again) finds the message held and records nothing.
             let event = self.event(
                 &cert,
                 &pec_id,
@@ -595,7 +577,45 @@ impl AfterQueue {
             );
             let store = self.store.clone();
             let data = tx.data.clone();
-            blocking(move || store.record_quarantine(&event, &data)).await??;
+            blocking(move || -> Result<(), StoreError> {
+                if !store.quarantined(&event.pec_id)?.contains(&data) {
+                    store.record_quarantine(&event, &data)?;
+                }
+                Ok(())
+            })
+            .await??;
+            let mut notices = Vec::new();
+            for r in local {
+                let (c, r2, v, to) = (
+                    cert.clone(),
+                    r.clone(),
+                    virus.clone(),
+                    provider.mail_receipt.clone(),
+                );
+                let notice = self
+                    .build(move |b| b.virus_detection(&c, now, &r2, &v, &to))
+                    .await?;
+                let event = self.event(
+                    &cert,
+                    &pec_id,
+                    EventKind::Issued(MessageKind::VirusDetection),
+                    vec![notice.message_id.clone()],
+                    tx,
+                    &provider.name,
+                    "virus",
+                    Some(&virus),
+                    now,
+                );
+                let emitted = self
+                    .emit(
+                        virus_key(&pec_id, r),
+                        &notice,
+                        Effect::Log(vec![event]),
+                        now,
+                    )
+                    .await?;
+                notices.extend(emitted.message_id().map(str::to_string));
+            }
             warn!(queue_id, msgid = %pec_id, virus = %virus, "reception: virus in a transport envelope: not delivered, quarantined");
             if ours {
                 // Our own rilevazione virus goes to our mailReceipt on the no-filter port
@@ -906,10 +926,6 @@ impl AfterQueue {
         let notice = self
             .build(move |b| b.non_delivery_virus(&c, now, &r, &v))
             .await?;
-        self.inject_generated(&notice).await?;
-        let store = self.store.clone();
-        let (id, r) = (cert.identificativo.clone(), recipient.to_string());
-        blocking(move || store.update_tracking(&id, &r, TrackingState::Failed)).await??;
         let provider = self.issuer.provider_name.clone();
         let event = self.event(
             cert,
@@ -922,16 +938,26 @@ impl AfterQueue {
             Some(virus),
             now,
         );
-        let store = self.store.clone();
-        blocking(move || store.log(&event)).await??;
+        // The tracking row failed, the event and the notice: one transaction, once per
+        // (envelope, recipient) whichever way the virus became known.
+        let effect = Effect::Tracking {
+            updates: vec![(recipient.to_string(), TrackingState::Failed)],
+            event,
+        };
+        let key = virus_non_delivery_key(&cert.identificativo, recipient);
+        let notice_id = self
+            .emit(key, &notice, effect, now)
+            .await?
+            .message_id()
+            .map_or_else(|| notice.message_id.clone(), str::to_string);
         warn!(
             queue_id = tx.queue_id.as_deref().unwrap_or("-"),
             msgid = %cert.identificativo,
-            notice = %notice.message_id,
+            notice = %notice_id,
             "reception: virus reported for {recipient}: mancata consegna per virus sent to {}",
             cert.mittente
         );
-        Ok(notice.message_id)
+        Ok(notice_id)
     }
 
     /// Not valid PEC: anomaly envelope or forward, per policy (refusals were handled
@@ -960,7 +986,6 @@ impl AfterQueue {
             let env = self
                 .build(move |b| b.anomaly_envelope(&data, &from, &rcpts, now, &why))
                 .await?;
-            self.inject_generated(&env).await?;
             let event = LogEvent {
                 pec_id: env.message_id.clone(),
                 at: now,
@@ -977,10 +1002,13 @@ impl AfterQueue {
                 outcome: "anomaly".into(),
                 reason: Some(reason.clone()),
             };
-            let store = self.store.clone();
-            blocking(move || store.log(&event)).await??;
-            info!(queue_id, anomaly = %env.message_id, "reception: not valid PEC ({reason}): anomaly envelope for {wrapped:?}");
-            anomaly = Some(env.message_id);
+            // Keyed by the queue file, the bytes and the recipients: a Postfix retry of
+            // the same queue file finds the staged envelope and builds none.
+            let key = anomaly_key(tx.queue_id.as_deref(), &tx.data, &wrapped);
+            let emitted = self.emit(key, &env, Effect::Log(vec![event]), now).await?;
+            let id = emitted.message_id().unwrap_or(&env.message_id).to_string();
+            info!(queue_id, anomaly = %id, "reception: not valid PEC ({reason}): anomaly envelope for {wrapped:?}");
+            anomaly = Some(id);
         }
         let mut forwarded = Vec::new();
         for (r, p) in &policies {
@@ -1024,7 +1052,6 @@ impl AfterQueue {
             .map_err(AfterQueueError::Inject)
     }
 
-    /// Injects a message we generated (any refusal is our fault: tempfail).
     /// Stages `g` under `key` with `effect`, injects it and marks it (see [`crate::outbox`]).
     async fn emit(
         &self,
@@ -1041,14 +1068,6 @@ impl AfterQueue {
             effect,
         )
         .await?)
-    }
-
-    async fn inject_generated(&self, g: &Generated) -> Result<(), AfterQueueError> {
-        let head = g.head();
-        self.injector
-            .inject_parts(&g.mail_from, &g.rcpt_to, &[&head, &g.body])
-            .await
-            .map_err(AfterQueueError::InjectReceipt)
     }
 
     /// Builds and signs one message off the async workers (signing may block on PKCS#11).
@@ -1108,36 +1127,6 @@ impl AfterQueue {
             outcome: outcome.to_string(),
             reason: reason.map(str::to_string),
         }
-    }
-
-    /// Logs that we issued `g` about envelope `pec_id`.
-    #[allow(clippy::too_many_arguments)]
-    async fn log_issued(
-        &self,
-        cert: &Certification,
-        pec_id: &str,
-        kind: MessageKind,
-        g: &Generated,
-        tx: &Transaction,
-        provider: &ProviderInfo,
-        outcome: &str,
-        reason: Option<&str>,
-        at: Instant,
-    ) -> Result<(), AfterQueueError> {
-        let event = self.event(
-            cert,
-            pec_id,
-            EventKind::Issued(kind),
-            vec![g.message_id.clone()],
-            tx,
-            &provider.name,
-            outcome,
-            reason,
-            at,
-        );
-        let store = self.store.clone();
-        blocking(move || store.log(&event)).await??;
-        Ok(())
     }
 }
 
@@ -1215,7 +1204,9 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                     AfterQueueError::Store(_) => "store",
                     AfterQueueError::Build(_) => "signer",
                     AfterQueueError::Antivirus(_) => "antivirus",
-                    AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => "reinjection",
+                    AfterQueueError::Inject(_) | AfterQueueError::Emit(EmitError::Inject(_)) => {
+                        "reinjection"
+                    }
                     _ => "internal",
                 },
             );
@@ -1272,9 +1263,7 @@ fn tempfail_text(e: &AfterQueueError) -> String {
         AfterQueueError::Refused(_) | AfterQueueError::Infected(_) => {
             "Refused, try again later".into()
         }
-        AfterQueueError::InjectReceipt(_) | AfterQueueError::Inject(_) => {
-            "Reinjection failed, try again later".into()
-        }
+        AfterQueueError::Inject(_) => "Reinjection failed, try again later".into(),
         AfterQueueError::Task(_) => "Internal error, try again later".into(),
         AfterQueueError::Emit(EmitError::Inject(_)) => "Reinjection failed, try again later".into(),
         AfterQueueError::Emit(EmitError::Store(_)) => "Store unavailable, try again later".into(),

@@ -2,8 +2,9 @@
 //! what `pec` keeps so that a crash at any instant leaves no receipt issued twice and no
 //! message stored twice in a mailbox.
 //!
-//! **Outbox.** Every generated message (receipt, notice, anomaly envelope, log reply) is
-//! built and signed first; then ONE store transaction records its claim (the row that says
+//! **Outbox.** Every generated message (acceptance, presa in carico, delivery receipt and
+//! non-delivery notice, non-acceptance, 12 h / 24 h notice, virus notices, anomaly
+//! envelope, log reply, arrival notice) is built and signed first; then ONE store transaction records its claim (the row that says
 //! the event happened, e.g. the pending acceptance closed), its legal-log events **and its
 //! signed bytes** ([`super::Store::stage_outbound`], keyed by what the message is about);
 //! only then is it injected into Postfix, and marked injected afterwards
@@ -13,6 +14,15 @@
 //! **same bytes** (same Message-ID). A crash between the injection and the mark makes the
 //! sweep inject the same bytes a second time: the copy has the same Message-ID, and the
 //! delivery point stores it once (below).
+//!
+//! The key names the event, so that a retry finds it and another event does not (the
+//! `*_key` functions below): a Postfix retry of the same queue file gets the same key (the
+//! anomaly envelope is keyed by queue id, message digest and recipients), the same
+//! envelope handed over again by the sender's provider too (virus notices and the presa in
+//! carico by PEC msgid and recipient). The access point's non-acceptance is keyed by the
+//! submission's PEC msgid: a client that submits again is a new submission; what the
+//! outbox gives there is the notice and its records written together, and the refusal
+//! answered once they are, even when the injection fails (the sweep sends the notice).
 //!
 //! **Deliveries.** The delivery point records, per (Message-ID, recipient), an intent
 //! before handing the message to Dovecot and the completion after Dovecot's 250
@@ -29,11 +39,13 @@
 //! its process gone, e.g. after `kill -9`), or older than [`DELIVERY_LEASE_SECS`], is
 //! taken over (owner and time updated) and handled as an unrecorded outcome.
 
+use sha2::{Digest, Sha256};
+
 use crate::message::build::Certification;
-use crate::message::kind::MessageKind;
+use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
-use super::{EventKind, LogEvent};
+use super::{DueNotice, EventKind, LogEvent, Refused, TrackingState};
 
 /// A generated message in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +88,28 @@ pub enum Effect {
         recipients: Vec<String>,
         event: LogEvent,
         tracking: bool,
+    },
+    /// Avviso di non accettazione (access point): the records of the refusal and, for a
+    /// virus, the quarantined message, as [`super::Store::record_refused`]
+    /// ([`refused_events`]). Always recorded: the submission is its own event.
+    Refused(Box<Refused>),
+    /// 12 h / 24 h notice `notice_id` for the claimed `due`, at `at`: recorded on its
+    /// tracking row and logged, as [`super::Store::timeout_sent`] ([`timeout_event`]).
+    /// Nothing when the row has that notice already.
+    Timeout {
+        due: Box<DueNotice>,
+        notice_id: String,
+        at: Instant,
+    },
+    /// Reply to an owner's log request: closes request `event.pec_id` and logs `event`, as
+    /// [`super::Store::log_request_answered`]. Nothing when it was answered already.
+    LogReply(LogEvent),
+    /// A notice that settles tracking rows of `event.pec_id` (the mancata consegna per
+    /// virus to our user): each `(recipient, state)` row moved forward (as
+    /// [`super::Store::update_tracking`]) and `event` logged.
+    Tracking {
+        updates: Vec<(String, TrackingState)>,
+        event: LogEvent,
     },
 }
 
@@ -147,6 +181,110 @@ pub fn take_charge_key(pec_id: &str, recipients: &[String]) -> String {
     r.sort();
     r.dedup();
     format!("take-charge:{pec_id}:{}", r.join(","))
+}
+
+/// The outbox key of a 12 h / 24 h notice about `recipient` of `pec_id`.
+pub fn timer_key(pec_id: &str, recipient: &str, which: Timeout) -> String {
+    let hours = match which {
+        Timeout::Hours12 => "12h",
+        Timeout::Hours24 => "24h",
+    };
+    format!("timer:{pec_id}:{}:{hours}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of a non-acceptance notice: the submission's PEC msgid, new for each
+/// SMTP transaction (a client that submits again after a 4xx is a new submission, with a
+/// notice of its own).
+pub fn non_acceptance_key(pec_id: &str) -> String {
+    format!("non-acceptance:{pec_id}")
+}
+
+/// The outbox key of the reply to the owner's log request `request_id`.
+pub fn log_reply_key(request_id: &str) -> String {
+    format!("log-reply:{request_id}")
+}
+
+/// The outbox key of the rilevazione virus about `recipient` of envelope `pec_id` (the
+/// same envelope handed over again, or retried by Postfix, gets no second one).
+pub fn virus_key(pec_id: &str, recipient: &str) -> String {
+    format!("virus:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of the mancata consegna per virus to our user about `recipient` of our
+/// envelope `pec_id` (whichever way the virus became known).
+pub fn virus_non_delivery_key(pec_id: &str, recipient: &str) -> String {
+    format!(
+        "virus-non-delivery:{pec_id}:{}",
+        recipient.to_ascii_lowercase()
+    )
+}
+
+/// The outbox key of an arrival notice about the delivery of `pec_id` to `recipient`.
+pub fn arrival_key(pec_id: &str, recipient: &str) -> String {
+    format!("arrival:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of the anomaly envelope wrapping `data` (mail that is not valid PEC) for
+/// `recipients`: the Postfix queue id it came in (`-` when unknown), a digest of its
+/// bytes and the recipients (order and case do not matter). A Postfix retry of the same
+/// queue file finds the same key; another message, or the same one arriving again in
+/// another queue file, does not.
+pub fn anomaly_key(queue_id: Option<&str>, data: &[u8], recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    let digest = Sha256::digest(data);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("anomaly:{}:{hex}:{}", queue_id.unwrap_or("-"), r.join(","))
+}
+
+/// The records of a refused submission: the non-acceptance (outcome `virus` or
+/// `refused`), then, with a quarantined message, its [`EventKind::Quarantined`].
+pub fn refused_events(refused: &Refused) -> Vec<LogEvent> {
+    let base = LogEvent {
+        pec_id: refused.pec_id.clone(),
+        at: refused.at,
+        kind: EventKind::Issued(refused.kind),
+        sender: refused.cert.mittente.clone(),
+        recipients: super::sqlite::cert_recipients(&refused.cert),
+        subject: refused.cert.oggetto.clone(),
+        related_ids: vec![refused.notice_id.clone()],
+        provider: refused.provider.clone(),
+        queue_id: refused.queue_id.clone(),
+        outcome: if refused.kind == MessageKind::NonAcceptanceVirus {
+            "virus".into()
+        } else {
+            "refused".into()
+        },
+        reason: Some(refused.reason.clone()),
+    };
+    let mut events = vec![base.clone()];
+    if refused.quarantine.is_some() {
+        events.push(LogEvent {
+            kind: EventKind::Quarantined,
+            related_ids: Vec::new(),
+            outcome: "ok".into(),
+            ..base
+        });
+    }
+    events
+}
+
+/// The record of the timer notice `notice_id` for `due`, issued at `at`.
+pub fn timeout_event(due: &DueNotice, notice_id: &str, at: Instant) -> LogEvent {
+    LogEvent {
+        pec_id: due.pec_id.clone(),
+        at,
+        kind: EventKind::Issued(MessageKind::Timeout(due.which)),
+        sender: due.cert.mittente.clone(),
+        recipients: vec![(due.recipient.clone(), RecipientType::Certificato)],
+        subject: due.cert.oggetto.clone(),
+        related_ids: vec![notice_id.to_string()],
+        provider: due.provider.clone(),
+        queue_id: due.queue_id.clone(),
+        outcome: "ok".into(),
+        reason: None,
+    }
 }
 
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is

@@ -31,9 +31,8 @@ use tokio_postgres::Row;
 use super::chain::{ChainRecord, GENESIS};
 use super::ledger::LogStore;
 use super::sqlite::{
-    add_months, cert_recipients, decode_record, encode_kind, parse_state, recipients_json,
-    state_str, timeout_columns, Export, Health, LastSeal, Problem, PurgeReport, SealRecord,
-    VerifyReport,
+    add_months, decode_record, encode_kind, parse_state, recipients_json, state_str,
+    timeout_columns, Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport,
 };
 use super::{
     Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LogRequest, LoggedEvent,
@@ -660,60 +659,12 @@ impl Store for PgStore {
     }
 
     fn record_refused(&self, refused: &Refused) -> Result<(), StoreError> {
-        let pec_id = refused.pec_id.clone();
-        let base = LogEvent {
-            pec_id: pec_id.clone(),
-            at: refused.at,
-            kind: EventKind::Issued(refused.kind),
-            sender: refused.cert.mittente.clone(),
-            recipients: cert_recipients(&refused.cert),
-            subject: refused.cert.oggetto.clone(),
-            related_ids: vec![refused.notice_id.clone()],
-            provider: refused.provider.clone(),
-            queue_id: refused.queue_id.clone(),
-            outcome: if refused.kind == MessageKind::NonAcceptanceVirus {
-                "virus".into()
-            } else {
-                "refused".into()
-            },
-            reason: Some(refused.reason.clone()),
-        };
-        let expires_at = match refused.quarantine {
-            Some(_) => Some(add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
-                StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-            })?),
-            None => None,
-        };
-        let (quarantine, reason, at) = (
-            refused.quarantine.clone(),
-            refused.reason.clone(),
-            refused.at,
-        );
+        let refused = refused.clone();
         self.write("record refused", move |tx| {
             Box::pin(async move {
-                let head = lock_head(tx).await?;
-                let mut tail = append_after(tx, &base, head).await?;
-                if let (Some(message), Some(expires_at)) = (&quarantine, expires_at) {
-                    tx.execute(
-                        "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-                         VALUES ($1, $2, $3, $4, $5)",
-                        &[&pec_id, &at.unix(), &reason, message, &expires_at.unix()],
-                    )
-                    .await
-                    .map_err(pg(&format!("quarantine \"{pec_id}\"")))?;
-                    tail = append_after(
-                        tx,
-                        &LogEvent {
-                            kind: EventKind::Quarantined,
-                            related_ids: Vec::new(),
-                            outcome: "ok".into(),
-                            ..base.clone()
-                        },
-                        tail,
-                    )
-                    .await?;
-                }
-                set_head(tx, &tail).await
+                let mut head = lock_head(tx).await?;
+                outbox::refused(tx, &mut head, &refused).await?;
+                set_head(tx, &head).await
             })
         })
     }

@@ -782,57 +782,7 @@ impl Store for SqliteStore {
     /// With a quarantined message, a `quarantine` row (expiring 30 calendar months after
     /// `at`) and a [`EventKind::Quarantined`] event are added in the same transaction.
     fn record_refused(&self, refused: &Refused) -> Result<(), StoreError> {
-        let pec_id = &refused.pec_id;
-        let base = LogEvent {
-            pec_id: pec_id.clone(),
-            at: refused.at,
-            kind: EventKind::Issued(refused.kind),
-            sender: refused.cert.mittente.clone(),
-            recipients: cert_recipients(&refused.cert),
-            subject: refused.cert.oggetto.clone(),
-            related_ids: vec![refused.notice_id.clone()],
-            provider: refused.provider.clone(),
-            queue_id: refused.queue_id.clone(),
-            outcome: if refused.kind == MessageKind::NonAcceptanceVirus {
-                "virus".into()
-            } else {
-                "refused".into()
-            },
-            reason: Some(refused.reason.clone()),
-        };
-        let expires_at = match refused.quarantine {
-            Some(_) => Some(add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
-                StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-            })?),
-            None => None,
-        };
-        self.write("record refused", |tx| {
-            insert_event(tx, &base)?;
-            if let (Some(message), Some(expires_at)) = (&refused.quarantine, expires_at) {
-                tx.execute(
-                    "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
-                        pec_id,
-                        refused.at.unix(),
-                        refused.reason,
-                        message,
-                        expires_at.unix()
-                    ],
-                )
-                .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
-                insert_event(
-                    tx,
-                    &LogEvent {
-                        kind: EventKind::Quarantined,
-                        related_ids: Vec::new(),
-                        outcome: "ok".into(),
-                        ..base.clone()
-                    },
-                )?;
-            }
-            Ok(())
-        })
+        self.write("record refused", |tx| outbox::refused(tx, refused))
     }
 
     fn log(&self, event: &LogEvent) -> Result<(), StoreError> {

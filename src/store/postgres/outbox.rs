@@ -8,10 +8,17 @@
 use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::Row;
 
-use super::{append_after, decode_cert, lock_head, pg, set_head, to_i64, tracking_forward};
+use super::{
+    add_months, append_after, decode_cert, lock_head, pg, set_head, timeout_columns, to_i64,
+    tracking_forward,
+};
+use crate::message::kind::Timeout;
 use crate::message::time::Instant;
-use crate::store::outbox::intent_is_live;
-use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
+use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
+use crate::store::{
+    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
+    TrackingState, RETENTION_MONTHS,
+};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
 
@@ -115,6 +122,35 @@ pub(super) async fn stage(
                     tracking_forward(tx, pec_id, r, TrackingState::TakenInCharge).await?;
                 }
             }
+            true
+        }
+        Effect::Refused(r) => {
+            refused(tx, &mut head, r).await?;
+            true
+        }
+        Effect::Timeout { due, notice_id, at } => {
+            timeout_notice(tx, &mut head, due, notice_id, *at).await?
+        }
+        Effect::LogReply(event) => {
+            let reply_id = event.related_ids.first().cloned().unwrap_or_default();
+            let n = tx
+                .execute(
+                    "UPDATE log_requests SET reply_id = $2, replied_at = $3
+                     WHERE id = $1 AND reply_id IS NULL",
+                    &[&event.pec_id, &reply_id, &event.at.unix()],
+                )
+                .await
+                .map_err(pg(&format!("close log request \"{}\"", event.pec_id)))?;
+            if n > 0 {
+                append(tx, &mut head, event).await?;
+            }
+            n > 0
+        }
+        Effect::Tracking { updates, event } => {
+            for (r, state) in updates {
+                tracking_forward(tx, &event.pec_id, r, *state).await?;
+            }
+            append(tx, &mut head, event).await?;
             true
         }
     };
@@ -305,4 +341,75 @@ pub(super) async fn purge(tx: &Transaction<'_>, before: Instant) -> Result<u64, 
         .await
         .map_err(pg("purge the delivery records"))?;
     Ok(a + b)
+}
+
+/// The records of a refused submission and its quarantined message (see
+/// [`crate::store::Store::record_refused`]); the caller holds the chain head.
+pub(super) async fn refused(
+    tx: &Transaction<'_>,
+    head: &mut Head,
+    refused: &Refused,
+) -> Result<(), StoreError> {
+    let pec_id = &refused.pec_id;
+    let events = refused_events(refused);
+    append(tx, head, &events[0]).await?;
+    if let Some(message) = &refused.quarantine {
+        let expires_at = add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
+            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
+        })?;
+        tx.execute(
+            "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                pec_id,
+                &refused.at.unix(),
+                &refused.reason,
+                message,
+                &expires_at.unix(),
+            ],
+        )
+        .await
+        .map_err(pg(&format!("quarantine \"{pec_id}\"")))?;
+    }
+    for e in &events[1..] {
+        append(tx, head, e).await?;
+    }
+    Ok(())
+}
+
+/// The timer notice `notice_id` for `due` recorded on its tracking row and logged; false,
+/// and nothing written, when the row has that notice already (or is gone). The caller
+/// holds the chain head.
+async fn timeout_notice(
+    tx: &Transaction<'_>,
+    head: &mut Head,
+    due: &DueNotice,
+    notice_id: &str,
+    at: Instant,
+) -> Result<bool, StoreError> {
+    let (_, id, _) = timeout_columns(due.which);
+    let state = match due.which {
+        Timeout::Hours12 => "state",
+        Timeout::Hours24 => {
+            "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
+        }
+    };
+    let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+    let updated = tx
+        .execute(
+            &format!(
+                "UPDATE tracking SET {id} = $3, state = {state}
+                 WHERE pec_id = $1 AND recipient = $2 AND {id} IS NULL"
+            ),
+            &[pec_id, recipient, &notice_id],
+        )
+        .await
+        .map_err(pg(&format!(
+            "record notice for \"{recipient}\" of \"{pec_id}\""
+        )))?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    append(tx, head, &timeout_event(due, notice_id, at)).await?;
+    Ok(true)
 }

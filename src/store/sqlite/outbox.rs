@@ -4,11 +4,15 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{db, insert_event, tracking_forward};
+use super::{add_months, db, insert_event, requests, timeout_columns, tracking_forward};
 use crate::message::build::Certification;
+use crate::message::kind::Timeout;
 use crate::message::time::Instant;
-use crate::store::outbox::intent_is_live;
-use crate::store::{DeliveryMark, Effect, LogEvent, Outbound, Staged, StoreError, TrackingState};
+use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
+use crate::store::{
+    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
+    TrackingState, RETENTION_MONTHS,
+};
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
 
@@ -70,6 +74,19 @@ pub(super) fn stage(
                     tracking_forward(tx, &event.pec_id, r, TrackingState::TakenInCharge)?;
                 }
             }
+            true
+        }
+        Effect::Refused(r) => {
+            refused(tx, r)?;
+            true
+        }
+        Effect::Timeout { due, notice_id, at } => timeout_notice(tx, due, notice_id, *at)?,
+        Effect::LogReply(event) => requests::answered(tx, event)?,
+        Effect::Tracking { updates, event } => {
+            for (r, state) in updates {
+                tracking_forward(tx, &event.pec_id, r, *state)?;
+            }
+            insert_event(tx, event)?;
             true
         }
     };
@@ -308,4 +325,68 @@ pub(super) fn verified(
             .map_err(db(&format!("record \"{r}\" verified for \"{pec_id}\"")))?;
     }
     Ok(())
+}
+
+/// The records of a refused submission and its quarantined message (see
+/// [`crate::store::Store::record_refused`]).
+pub(super) fn refused(tx: &Connection, refused: &Refused) -> Result<(), StoreError> {
+    let pec_id = &refused.pec_id;
+    let events = refused_events(refused);
+    insert_event(tx, &events[0])?;
+    if let Some(message) = &refused.quarantine {
+        let expires_at = add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
+            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
+        })?;
+        tx.execute(
+            "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                pec_id,
+                refused.at.unix(),
+                refused.reason,
+                message,
+                expires_at.unix()
+            ],
+        )
+        .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
+    }
+    for e in &events[1..] {
+        insert_event(tx, e)?;
+    }
+    Ok(())
+}
+
+/// The timer notice `notice_id` for `due` recorded on its tracking row (after the 24 h
+/// notice tracking stops, unless an outcome arrived meanwhile) and logged; false, and
+/// nothing written, when the row has that notice already (or is gone).
+pub(super) fn timeout_notice(
+    tx: &Connection,
+    due: &DueNotice,
+    notice_id: &str,
+    at: Instant,
+) -> Result<bool, StoreError> {
+    let (_, id, _) = timeout_columns(due.which);
+    let state = match due.which {
+        Timeout::Hours12 => "state",
+        Timeout::Hours24 => {
+            "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
+        }
+    };
+    let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+    let updated = tx
+        .execute(
+            &format!(
+                "UPDATE tracking SET {id} = ?3, state = {state}
+                 WHERE pec_id = ?1 AND recipient = ?2 AND {id} IS NULL"
+            ),
+            params![pec_id, recipient, notice_id],
+        )
+        .map_err(db(&format!(
+            "record notice for \"{recipient}\" of \"{pec_id}\""
+        )))?;
+    if updated == 0 {
+        return Ok(false);
+    }
+    insert_event(tx, &timeout_event(due, notice_id, at))?;
+    Ok(true)
 }
