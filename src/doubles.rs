@@ -80,6 +80,37 @@ impl MemStore {
     pub fn all_events(&self) -> Vec<LogEvent> {
         lock(&self.inner).events.clone()
     }
+
+    /// The timer notice `notice_id` for `due` recorded on its row and logged.
+    fn timeout_sent(
+        &self,
+        due: &DueNotice,
+        notice_id: &str,
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let mut m = lock(&self.inner);
+        let entry = m
+            .timeout_notices
+            .entry(notice_key(&due.pec_id, &due.recipient, due.which))
+            .or_insert((Some(due.claimed_at), None));
+        if entry.1.is_none() {
+            entry.1 = Some(notice_id.to_string());
+        }
+        if due.which == Timeout::Hours24 {
+            for t in m.tracking.iter_mut() {
+                if t.pec_id == due.pec_id
+                    && t.recipient == due.recipient
+                    && t.state.rank() < TrackingState::Delivered.rank()
+                {
+                    t.state = TrackingState::Failed;
+                }
+            }
+        }
+        m.events
+            .push(crate::store::outbox::timeout_event(due, notice_id, at));
+        Ok(())
+    }
 }
 
 fn event(a: &Accepted, kind: MessageKind, related: &str, at: Instant) -> LogEvent {
@@ -433,47 +464,6 @@ impl Store for MemStore {
             });
         }
         Ok(due)
-    }
-
-    fn timeout_sent(
-        &self,
-        due: &DueNotice,
-        notice_id: &str,
-        at: Instant,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        let mut m = lock(&self.inner);
-        let entry = m
-            .timeout_notices
-            .entry(notice_key(&due.pec_id, &due.recipient, due.which))
-            .or_insert((Some(due.claimed_at), None));
-        if entry.1.is_none() {
-            entry.1 = Some(notice_id.to_string());
-        }
-        if due.which == Timeout::Hours24 {
-            for t in m.tracking.iter_mut() {
-                if t.pec_id == due.pec_id
-                    && t.recipient == due.recipient
-                    && t.state.rank() < TrackingState::Delivered.rank()
-                {
-                    t.state = TrackingState::Failed;
-                }
-            }
-        }
-        m.events.push(LogEvent {
-            pec_id: due.pec_id.clone(),
-            at,
-            kind: EventKind::Issued(MessageKind::Timeout(due.which)),
-            sender: due.cert.mittente.clone(),
-            recipients: vec![(due.recipient.clone(), RecipientType::Certificato)],
-            subject: due.cert.oggetto.clone(),
-            related_ids: vec![notice_id.to_string()],
-            provider: due.provider.clone(),
-            queue_id: due.queue_id.clone(),
-            outcome: "ok".into(),
-            reason: None,
-        });
-        Ok(())
     }
 
     fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {

@@ -219,14 +219,6 @@ impl Store for MemStore {
     ) -> Result<Vec<pec::store::DueNotice>, StoreError> {
         Ok(Vec::new())
     }
-    fn timeout_sent(
-        &self,
-        _due: &pec::store::DueNotice,
-        _notice_id: &str,
-        _at: Instant,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
     fn release_timeout(&self, _due: &pec::store::DueNotice) -> Result<(), StoreError> {
         Ok(())
     }

@@ -587,6 +587,26 @@ fn index() -> ProviderIndex {
 }
 
 /// A delivery point on `store` (a new process after a crash: new objects, same store).
+/// A delivery point on `store`, delivering through `dovecot`, at the tests' fixed clock.
+fn bare_point(
+    store: Arc<dyn Store>,
+    dovecot: Arc<dyn LocalDelivery>,
+    postfix: &Arc<Postfix>,
+    ids: &str,
+) -> DeliveryPoint {
+    let signer: Arc<dyn Signer> = pki().signer.clone();
+    DeliveryPoint::new(
+        store,
+        postfix.clone(),
+        dovecot,
+        Arc::new(IndexHandle::new(index())),
+        issuer(),
+        signer,
+        Arc::new(SequentialIds::new(ids, "pec.example.it")),
+    )
+    .with_clock(Arc::new(FixedClock::new(later(8))))
+}
+
 fn point(
     store: Arc<dyn Store>,
     mailbox: &Arc<Mailbox>,
@@ -594,19 +614,9 @@ fn point(
     probe_broken: bool,
     ids: &str,
 ) -> Arc<DeliveryPoint> {
-    let signer: Arc<dyn Signer> = pki().signer.clone();
     Arc::new(
-        DeliveryPoint::new(
-            store,
-            postfix.clone(),
-            mailbox.clone(),
-            Arc::new(IndexHandle::new(index())),
-            issuer(),
-            signer,
-            Arc::new(SequentialIds::new(ids, "pec.example.it")),
-        )
-        .with_clock(Arc::new(FixedClock::new(later(8))))
-        .with_duplicate_check(Some(Arc::new(Probe(mailbox.clone(), probe_broken)))),
+        bare_point(store, mailbox.clone(), postfix, ids)
+            .with_duplicate_check(Some(Arc::new(Probe(mailbox.clone(), probe_broken)))),
     )
 }
 
@@ -834,20 +844,10 @@ fn node(
     ids: &str,
     owner: &str,
 ) -> Arc<DeliveryPoint> {
-    let signer: Arc<dyn Signer> = pki().signer.clone();
     Arc::new(
-        DeliveryPoint::new(
-            store,
-            postfix.clone(),
-            dovecot,
-            Arc::new(IndexHandle::new(index())),
-            issuer(),
-            signer,
-            Arc::new(SequentialIds::new(ids, "pec.example.it")),
-        )
-        .with_clock(Arc::new(FixedClock::new(later(8))))
-        .with_duplicate_check(Some(Arc::new(Probe(mailbox.clone(), false))))
-        .with_owner(owner),
+        bare_point(store, dovecot, postfix, ids)
+            .with_duplicate_check(Some(Arc::new(Probe(mailbox.clone(), false))))
+            .with_owner(owner),
     )
 }
 
@@ -1336,20 +1336,7 @@ fn an_arrival_notice_is_sent_once(b: &Backend) {
         postfix.mode.store(3, Ordering::SeqCst);
         postfix.accept.store(1, Ordering::SeqCst);
         let with_arrivals = |store: Arc<dyn Store>, ids: &str| {
-            let signer: Arc<dyn Signer> = pki().signer.clone();
-            Arc::new(
-                DeliveryPoint::new(
-                    store,
-                    postfix.clone(),
-                    mailbox.clone(),
-                    Arc::new(IndexHandle::new(index())),
-                    issuer(),
-                    signer,
-                    Arc::new(SequentialIds::new(ids, "pec.example.it")),
-                )
-                .with_clock(Arc::new(FixedClock::new(later(8))))
-                .with_arrival_notices(true),
-            )
+            Arc::new(bare_point(store, mailbox.clone(), &postfix, ids).with_arrival_notices(true))
         };
         let first = with_arrivals(b.store.clone(), "opec1.n1");
         assert_eq!(deliver(&first).await.unwrap()[0].code, 250);

@@ -336,11 +336,6 @@ pub trait Store: Send + Sync {
     /// confirmation). Claimed rows carry the claim instant `claim.now`. At most
     /// `claim.limit` rows, oldest first.
     fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError>;
-    /// Timers: the notice for `due` (Message-ID `notice_id`) was handed to the MTA at `at`:
-    /// records it on the row and in the legal log; after the 24 h notice the row is
-    /// `Failed` (tracking stops). One transaction.
-    fn timeout_sent(&self, due: &DueNotice, notice_id: &str, at: Instant)
-        -> Result<(), StoreError>;
     /// Timers: the notice for `due` could not be sent: clears the claim (if it is still
     /// ours) so that the next pass tries again.
     fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError>;

@@ -40,7 +40,7 @@ use super::{
     RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
-use crate::message::kind::{MessageKind, RecipientType, Timeout};
+use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 
 mod copy;
@@ -1208,56 +1208,6 @@ impl Store for PgStore {
                     }
                 }
                 Ok(due)
-            })
-        })
-    }
-
-    fn timeout_sent(
-        &self,
-        due: &DueNotice,
-        notice_id: &str,
-        at: Instant,
-    ) -> Result<(), StoreError> {
-        let (_, id, _) = timeout_columns(due.which);
-        let state = match due.which {
-            Timeout::Hours12 => "state",
-            Timeout::Hours24 => {
-                "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
-            }
-        };
-        let sql = format!(
-            "UPDATE tracking SET {id} = COALESCE({id}, $3), state = {state}
-             WHERE pec_id = $1 AND recipient = $2"
-        );
-        let (due, notice_id) = (due.clone(), notice_id.to_string());
-        self.write("timer notice sent", move |tx| {
-            Box::pin(async move {
-                let (pec_id, recipient) = (&due.pec_id, &due.recipient);
-                let head = lock_head(tx).await?;
-                tx.execute(&sql, &[pec_id, recipient, &notice_id])
-                    .await
-                    .map_err(pg(&format!(
-                        "record notice for \"{recipient}\" of \"{pec_id}\""
-                    )))?;
-                let tail = append_after(
-                    tx,
-                    &LogEvent {
-                        pec_id: pec_id.clone(),
-                        at,
-                        kind: EventKind::Issued(MessageKind::Timeout(due.which)),
-                        sender: due.cert.mittente.clone(),
-                        recipients: vec![(recipient.clone(), RecipientType::Certificato)],
-                        subject: due.cert.oggetto.clone(),
-                        related_ids: vec![notice_id.clone()],
-                        provider: due.provider.clone(),
-                        queue_id: due.queue_id.clone(),
-                        outcome: "ok".into(),
-                        reason: None,
-                    },
-                    head,
-                )
-                .await?;
-                set_head(tx, &tail).await
             })
         })
     }

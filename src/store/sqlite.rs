@@ -961,51 +961,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn timeout_sent(
-        &self,
-        due: &DueNotice,
-        notice_id: &str,
-        at: Instant,
-    ) -> Result<(), StoreError> {
-        let (_, id, _) = timeout_columns(due.which);
-        // After the 24 h notice tracking stops, unless an outcome arrived meanwhile.
-        let state = match due.which {
-            Timeout::Hours12 => "state",
-            Timeout::Hours24 => {
-                "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
-            }
-        };
-        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
-        self.write("timer notice sent", |tx| {
-            tx.execute(
-                &format!(
-                    "UPDATE tracking SET {id} = COALESCE({id}, ?3), state = {state}
-                     WHERE pec_id = ?1 AND recipient = ?2"
-                ),
-                params![pec_id, recipient, notice_id],
-            )
-            .map_err(db(&format!(
-                "record notice for \"{recipient}\" of \"{pec_id}\""
-            )))?;
-            insert_event(
-                tx,
-                &LogEvent {
-                    pec_id: pec_id.clone(),
-                    at,
-                    kind: EventKind::Issued(MessageKind::Timeout(due.which)),
-                    sender: due.cert.mittente.clone(),
-                    recipients: vec![(recipient.clone(), RecipientType::Certificato)],
-                    subject: due.cert.oggetto.clone(),
-                    related_ids: vec![notice_id.to_string()],
-                    provider: due.provider.clone(),
-                    queue_id: due.queue_id.clone(),
-                    outcome: "ok".into(),
-                    reason: None,
-                },
-            )
-        })
-    }
-
     fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
         let (claimed, id, _) = timeout_columns(due.which);
         let (pec_id, recipient) = (&due.pec_id, &due.recipient);
