@@ -1027,6 +1027,47 @@ mod tests {
     }
 
     #[test]
+    fn shared_content_is_a_slice_of_crlf_data_and_a_copy_of_lf_data() {
+        let (cert, key) = test_signer(12);
+        let mut trust = TrustSet::new();
+        trust.add(cert.to_der().unwrap(), None);
+        let flags = CMSOptions::DETACHED | CMSOptions::BINARY;
+        let p7s = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(CONTENT), flags)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let opts = VerifyOptions::new(&trust, at("2025-06-01"));
+        let within = |raw: &Bytes, part: &Bytes| {
+            let (start, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
+            start <= p && p + part.len() <= start + raw.len()
+        };
+
+        let crlf = Bytes::from(multipart_signed(&p7s));
+        let shared = verify_smime_shared(&crlf, &opts).unwrap();
+        assert_eq!(shared, verify_smime_with(&crlf, &opts).unwrap());
+        assert_eq!(shared.content, CONTENT);
+        assert!(within(&crlf, &shared.content), "no copy of CRLF data");
+
+        let lf: Bytes = crlf.iter().copied().filter(|&c| c != b'\r').collect();
+        let converted = verify_smime_shared(&lf, &opts).unwrap();
+        assert_eq!(converted.content, CONTENT);
+        assert!(!within(&lf, &converted.content), "LF data is converted");
+    }
+
+    #[test]
+    fn share_slices_or_copies() {
+        let whole = Bytes::from_static(b"0123456789");
+        let part = share(&whole, &whole[2..5]);
+        assert_eq!(part, &b"234"[..]);
+        assert_eq!(part.as_ptr(), whole[2..].as_ptr());
+        let elsewhere = b"234".to_vec();
+        let copied = share(&whole, &elsewhere);
+        assert_eq!(copied, &b"234"[..]);
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+        assert!(share(&whole, &[]).is_empty());
+    }
+
+    #[test]
     fn serial_comparison_handles_sign_and_padding() {
         // Self-signed test certificate with serial 0x00ff (positive, padded).
         let mut name = openssl::x509::X509NameBuilder::new().unwrap();
