@@ -118,13 +118,17 @@ pub async fn emit(
         .inject(&out.mail_from, &out.rcpt_to, &out.data)
         .await
         .map_err(EmitError::Inject)?;
-    let (s, key, at) = (store.clone(), out.key.clone(), clock.now());
-    if let Err(e) = blocking(move || s.outbound_injected(&key, at)).await? {
+    let (key, message_id) = (out.key.clone(), out.message_id.clone());
+    // In Postfix's queue now: the bytes are not needed any more (the message may come
+    // straight back to this process, e.g. a delivery receipt to a local sender).
+    drop(out);
+    let (s, k, at) = (store.clone(), key.clone(), clock.now());
+    if let Err(e) = blocking(move || s.outbound_injected(&k, at)).await? {
         // Injected and recorded: the sweep will inject the same bytes once more (same
         // Message-ID; the delivery point stores it once).
-        warn!(key = %out.key, message_id = %out.message_id, "outbox: injected but not marked: {e}");
+        warn!(key = %key, message_id = %message_id, "outbox: injected but not marked: {e}");
     }
-    Ok(Emitted::New(out.message_id.clone()))
+    Ok(Emitted::New(message_id))
 }
 
 /// One sweep pass: injects the staged rows left unsent (see the module documentation).

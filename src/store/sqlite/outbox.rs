@@ -2,8 +2,6 @@
 //! `deliveries`, migration 9; see [`crate::store::outbox`]). Each function runs in the
 //! caller's transaction.
 
-use std::io::Write;
-
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db, insert_event, tracking_forward};
@@ -77,33 +75,20 @@ pub(super) fn stage(
     if !claimed {
         return Ok(Staged::Claimed);
     }
-    // The data is written through the incremental blob interface into a zeroblob: bound
-    // as a parameter, SQLite would first take its own copy of it (a whole message for a
-    // completa delivery receipt).
-    let what = format!("stage outbox \"{}\"", out.key);
-    let len = i64::try_from(out.data.len())
-        .map_err(|_| StoreError::Database(format!("{what}: message too large")))?;
     tx.execute(
         "INSERT INTO outbox (key, message_id, mail_from, rcpt_to, data, created_at,
                              attempted_at)
-         VALUES (?1, ?2, ?3, ?4, zeroblob(?5), ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
         params![
             out.key,
             out.message_id,
             out.mail_from,
             out.rcpt_to.join("\n"),
-            len,
+            out.data,
             out.created_at.unix()
         ],
     )
-    .map_err(db(&what))?;
-    let rowid = tx.last_insert_rowid();
-    let mut blob = tx
-        .blob_open(rusqlite::MAIN_DB, "outbox", "data", rowid, false)
-        .map_err(db(&what))?;
-    blob.write_all(&out.data)
-        .map_err(|e| StoreError::Database(format!("{what}: {e}")))?;
-    blob.close().map_err(db(&what))?;
+    .map_err(db(&format!("stage outbox \"{}\"", out.key)))?;
     Ok(Staged::New)
 }
 
