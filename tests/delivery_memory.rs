@@ -179,3 +179,58 @@ fn delivery_steps_stay_near_one_copy_of_the_envelope() {
     // The row takes the receipt's buffer.
     assert!(row_x < 1.2, "the outbox row: {row_x:.2}");
 }
+
+/// A row staged before the bytes had their own table (migration 12) is read back whole,
+/// and new rows are read back byte for byte.
+#[test]
+fn outbox_rows_read_back_across_the_data_table_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.sqlite");
+    let row = |key: &str, data: &[u8]| pec::store::Outbound {
+        key: key.into(),
+        message_id: format!("{key}@test"),
+        mail_from: SENDER.into(),
+        rcpt_to: vec![BOB.into()],
+        data: data.to_vec(),
+        created_at: at(),
+        injected_at: None,
+    };
+    let new = row("new", b"Subject: new\r\n\r\nbody\r\n");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .stage_outbound(&new, &Effect::Log(Vec::new()))
+            .unwrap();
+    }
+    // As a store before migration 12 left it: the bytes in outbox.data.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        conn.execute_batch(&format!(
+            "DROP TABLE outbox_data; DELETE FROM schema_version WHERE version = {version};
+             UPDATE outbox SET data = CAST('Subject: new\r\n\r\nbody\r\n' AS BLOB);
+             INSERT INTO outbox (key, message_id, mail_from, rcpt_to, data, created_at,
+                                 attempted_at)
+             VALUES ('old', 'old@test', '{SENDER}', '{BOB}', X'4F4C44', 1, 1);"
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.outbound("new").unwrap().unwrap().data, new.data);
+    assert_eq!(store.outbound("old").unwrap().unwrap().data, b"OLD");
+    let later = row("later", &big_original(1));
+    store
+        .stage_outbound(&later, &Effect::Log(Vec::new()))
+        .unwrap();
+    assert_eq!(store.outbound("later").unwrap().unwrap(), later);
+    let before = Instant::parse_cli("2030-01-01T00:00:00Z").unwrap();
+    let swept = store.claim_unsent(before, at(), 10).unwrap();
+    let mut keys: Vec<&str> = swept.iter().map(|o| o.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["later", "new", "old"]);
+    assert!(swept
+        .iter()
+        .any(|o| o.key == "later" && o.data == later.data));
+}
