@@ -70,6 +70,8 @@ mail=$work/pec/dovecot/mail/pec.example.it
 kill "$pec_pid"
 wait "$pec_pid" 2>/dev/null || true
 roles=(access filter delivery)
+declare -A role_port=([access]=$milter [filter]=$filter [delivery]=$delivery)
+# One at a time: SoftHSM processes opening the token at the same moment may not see it.
 for role in "${roles[@]}"; do
   # Without [metrics] (the last section): one endpoint port cannot serve three processes.
   sed '/^\[metrics\]/,$d' "$work/pec/pec.toml" > "$work/pec/pec-$role.toml"
@@ -77,10 +79,8 @@ for role in "${roles[@]}"; do
   SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=warn "$PEC_BIN" serve -c "$work/pec/pec-$role.toml" \
     2> "$work/pec/pec-$role.log" &
   role_pids+=("$!")
+  wait_for_port 127.0.0.1 "${role_port[$role]}" 30
 done
-wait_for_port 127.0.0.1 "$milter" 30
-wait_for_port 127.0.0.1 "$filter" 30
-wait_for_port 127.0.0.1 "$delivery" 30
 
 # measure PORT MESSAGE_FILE DEADLINE RCPT,RCPT... MAILDIR=N...: submits as alice, waits until
 # each MAILDIR has N more messages; prints the submission time and the total time.

@@ -64,6 +64,24 @@ impl Emitted {
     }
 }
 
+/// The outbox row of `message` under `key`, taking the message: its header is written in
+/// front of its body in the body's own buffer, so the row's data is never a second copy of
+/// the message (a completa delivery receipt carries the whole original).
+pub fn into_outbound(key: String, message: Generated, at: Instant) -> Outbound {
+    let head = message.head();
+    let mut data = message.body;
+    data.splice(0..0, head);
+    Outbound {
+        key,
+        message_id: message.message_id,
+        mail_from: message.mail_from,
+        rcpt_to: message.rcpt_to,
+        data,
+        created_at: at,
+        injected_at: None,
+    }
+}
+
 /// The outbox row of `message` under `key`.
 pub fn outbound(key: String, message: &Generated, at: Instant) -> Outbound {
     Outbound {
@@ -87,6 +105,8 @@ pub async fn emit(
     out: Outbound,
     effect: Effect,
 ) -> Result<Emitted, EmitError> {
+    // Shared with the store's worker, not cloned: the data may be a whole message.
+    let out = Arc::new(out);
     let (s, o) = (store.clone(), out.clone());
     let staged = blocking(move || s.stage_outbound(&o, &effect)).await??;
     match staged {
@@ -98,13 +118,17 @@ pub async fn emit(
         .inject(&out.mail_from, &out.rcpt_to, &out.data)
         .await
         .map_err(EmitError::Inject)?;
-    let (s, key, at) = (store.clone(), out.key.clone(), clock.now());
-    if let Err(e) = blocking(move || s.outbound_injected(&key, at)).await? {
+    let (key, message_id) = (out.key.clone(), out.message_id.clone());
+    // In Postfix's queue now: the bytes are not needed any more (the message may come
+    // straight back to this process, e.g. a delivery receipt to a local sender).
+    drop(out);
+    let (s, k, at) = (store.clone(), key.clone(), clock.now());
+    if let Err(e) = blocking(move || s.outbound_injected(&k, at)).await? {
         // Injected and recorded: the sweep will inject the same bytes once more (same
         // Message-ID; the delivery point stores it once).
-        warn!(key = %out.key, message_id = %out.message_id, "outbox: injected but not marked: {e}");
+        warn!(key = %key, message_id = %message_id, "outbox: injected but not marked: {e}");
     }
-    Ok(Emitted::New(out.message_id))
+    Ok(Emitted::New(message_id))
 }
 
 /// One sweep pass: injects the staged rows left unsent (see the module documentation).

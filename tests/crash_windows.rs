@@ -644,7 +644,7 @@ fn tx() -> Transaction {
         mail_from: SENDER.into(),
         rcpt_to: vec![BOB.into()],
         eight_bit: false,
-        data: envelope(),
+        data: envelope().into(),
     }
 }
 
@@ -801,7 +801,7 @@ fn killed_around_the_injection_one_receipt(b: &Backend) {
                 mail_from: String::new(),
                 rcpt_to: vec![SENDER.into()],
                 eight_bit: false,
-                data,
+                data: data.into(),
             };
             assert_eq!(sender_point.deliver(&t).await[0].code, 250);
         }

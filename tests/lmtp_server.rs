@@ -93,7 +93,7 @@ async fn pipelined_transaction_gets_one_reply_per_recipient_in_order() {
     assert_eq!(got[0].mail_from, "a@x.it");
     assert_eq!(got[0].rcpt_to, vec!["b@y.it", "c@y.it"]);
     assert!(got[0].eight_bit);
-    assert_eq!(got[0].data, b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
+    assert_eq!(&got[0].data[..], b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
 }
 
 #[tokio::test]
@@ -177,5 +177,5 @@ async fn a_session_runs_on_any_byte_stream() {
     assert_eq!(out.matches("250 2.0.0 Saved").count(), 2, "{out}");
     let got = h.got.lock().unwrap();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].data, b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
+    assert_eq!(&got[0].data[..], b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
 }

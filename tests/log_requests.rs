@@ -226,7 +226,7 @@ fn tx(m: &Mail, data: Vec<u8>) -> Transaction {
     Transaction {
         mail_from: m.mail_from.into(),
         rcpt_to: m.rcpt.iter().map(|r| r.to_string()).collect(),
-        data,
+        data: data.into(),
         queue_id: Some("4REQ1".into()),
         client: None,
     }

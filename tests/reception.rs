@@ -533,7 +533,7 @@ async fn daticert_with_external_entities_is_an_anomaly_and_nothing_is_fetched() 
     let tx = Transaction {
         mail_from: "alice@pec.example.it".into(),
         rcpt_to: vec!["bob@pec.example.net".into()],
-        data,
+        data: data.into(),
         queue_id: None,
         client: None,
     };
@@ -723,7 +723,7 @@ async fn outcome_names_what_was_done() {
     let tx = Transaction {
         mail_from: "alice@pec.example.it".into(),
         rcpt_to: vec!["bob@pec.example.net".into()],
-        data: env.to_bytes(),
+        data: env.to_bytes().into(),
         queue_id: None,
         client: None,
     };

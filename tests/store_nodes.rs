@@ -206,6 +206,30 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
         .set_mailbox_policy("a@pec.example.it", &pec::store::MailboxPolicy::Refuse)
         .unwrap();
 
+    // A staged message (its bytes in their own table) and a delivery intent of another node.
+    let staged = pec::store::Outbound {
+        key: "log-reply:r1".into(),
+        message_id: "r1@pec.example.it".into(),
+        mail_from: "posta-certificata@pec.example.it".into(),
+        rcpt_to: vec!["a@pec.example.it".into()],
+        data: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        created_at: Instant::from_unix(T0),
+        injected_at: None,
+    };
+    sqlite
+        .stage_outbound(&staged, &pec::store::Effect::Log(Vec::new()))
+        .unwrap();
+    let intent = |s: &dyn Store, owner: &str| {
+        s.begin_deliveries(
+            "m1@pec.example.net",
+            &["b@pec.example.it".to_string()],
+            owner,
+            Instant::from_unix(T0 + 2 * day),
+        )
+        .unwrap()
+    };
+    assert_eq!(intent(&sqlite, "elsewhere.example:1"), vec![None]);
+
     let dest = PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls()).unwrap();
     let report = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap();
     let rows = |t: &str| report.tables.iter().find(|(n, _)| *n == t).unwrap().1;
@@ -234,6 +258,12 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
     assert_eq!(
         dest.mailbox_policy("A@pec.example.it").unwrap(),
         Some(pec::store::MailboxPolicy::Refuse)
+    );
+    assert_eq!(dest.outbound("log-reply:r1").unwrap(), Some(staged));
+    assert_eq!(
+        intent(&dest, "here.example:2"),
+        vec![Some(pec::store::DeliveryMark::Busy)],
+        "the intent keeps its owner"
     );
     // New records chain onto the copied ones.
     dest.log(&event(

@@ -100,6 +100,6 @@ pub(crate) fn certificate_public_key(cert_der: &[u8]) -> Result<rsa::RsaPublicKe
 }
 
 pub use verify::{
-    verify_smime, verify_smime_with, verify_smime_with_chain, ChainPolicy, ChainStatus, SmimeForm,
-    Verified, VerifyError, VerifyOptions,
+    verify_smime, verify_smime_shared, verify_smime_with, verify_smime_with_chain, ChainPolicy,
+    ChainStatus, SmimeForm, Verified, VerifyError, VerifyOptions,
 };

@@ -19,6 +19,9 @@
 //! Nothing here panics on hostile input; sizes are bounded ([`MAX_MESSAGE_BYTES`],
 //! [`MAX_SIGNATURE_BYTES`]) and the ASN.1 walker (`super::asn1`) has a depth limit.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::error::ErrorStack;
 use openssl::hash::{hash, MessageDigest};
@@ -196,7 +199,9 @@ pub struct Verified {
     pub digest: String,
     /// The signed MIME entity: for `multipart/signed` the first body part with CRLF line
     /// ends, byte for byte what was hashed; for opaque signed-data the encapsulated content.
-    pub content: Vec<u8>,
+    /// Verified with [`verify_smime_shared`], a slice of the received data when that part
+    /// is already CRLF (no copy); otherwise its own buffer.
+    pub content: Bytes,
     /// Provider record of the signer, when the index knows it.
     pub provider: Option<ProviderInfo>,
     /// Whether the signer was found in the provider index (false only when verified with
@@ -228,6 +233,37 @@ pub fn verify_smime_with_chain(
 /// validity; it is reported but not compared with `at` (it is the signer's own claim, and
 /// archived mail is verified at a chosen instant).
 pub fn verify_smime_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<Verified, VerifyError> {
+    verify(raw, None, opts)
+}
+
+/// As [`verify_smime_with`] on data held in a [`Bytes`]: [`Verified::content`] shares it
+/// (a slice, no copy) when the signed entity needs no CRLF conversion, which is the case
+/// of every message a mail server relays (Postfix sends CRLF lines).
+pub fn verify_smime_shared(raw: &Bytes, opts: &VerifyOptions<'_>) -> Result<Verified, VerifyError> {
+    verify(raw, Some(raw), opts)
+}
+
+/// `part` of `whole` as a slice sharing its buffer, or a copy when `part` lies elsewhere.
+pub fn share(whole: &Bytes, part: &[u8]) -> Bytes {
+    let (start, end) = (
+        whole.as_ptr() as usize,
+        whole.as_ptr() as usize + whole.len(),
+    );
+    let (p, q) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
+    if part.is_empty() {
+        Bytes::new()
+    } else if start <= p && q <= end {
+        whole.slice(p - start..q - start)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
+fn verify(
+    raw: &[u8],
+    shared: Option<&Bytes>,
+    opts: &VerifyOptions<'_>,
+) -> Result<Verified, VerifyError> {
     if raw.len() > MAX_MESSAGE_BYTES {
         return Err(VerifyError::TooLarge {
             size: raw.len(),
@@ -257,9 +293,9 @@ pub fn verify_smime_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<Verifie
             }
             extracted.content
         }
-        SmimeForm::OpaqueSignedData => sd.econtent.clone().ok_or_else(|| {
+        SmimeForm::OpaqueSignedData => Cow::Owned(sd.econtent.clone().ok_or_else(|| {
             VerifyError::Malformed("signed-data without encapsulated content".into())
-        })?,
+        })?),
     };
 
     let si = match sd.signers.as_slice() {
@@ -290,7 +326,7 @@ pub fn verify_smime_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<Verifie
     let mut only_signer = Stack::new().map_err(|e| internal(&e))?;
     only_signer.push(signer.clone()).map_err(|e| internal(&e))?;
     let detached = match extracted.form {
-        SmimeForm::MultipartSigned => Some(content.as_slice()),
+        SmimeForm::MultipartSigned => Some(&*content),
         SmimeForm::OpaqueSignedData => None,
     };
     let flags = CMSOptions::BINARY
@@ -366,7 +402,11 @@ pub fn verify_smime_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<Verifie
         not_after,
         signing_time: si.signing_time,
         digest: digest.to_string(),
-        content,
+        content: match (content, shared) {
+            (Cow::Borrowed(part), Some(whole)) => share(whole, part),
+            (Cow::Borrowed(part), None) => Bytes::copy_from_slice(part),
+            (Cow::Owned(own), _) => Bytes::from(own),
+        },
         provider,
         trusted,
         chain,
@@ -374,10 +414,11 @@ pub fn verify_smime_with(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<Verifie
     })
 }
 
-struct Extracted {
+struct Extracted<'a> {
     form: SmimeForm,
-    /// Canonical signed content (multipart/signed only; empty for opaque).
-    content: Vec<u8>,
+    /// Canonical signed content (multipart/signed only; empty for opaque): borrowed from
+    /// the message when it is CRLF already.
+    content: Cow<'a, [u8]>,
     /// The CMS bytes (DER or BER).
     cms: Vec<u8>,
 }
@@ -387,7 +428,7 @@ fn is_pkcs7_signature(mime: &str) -> bool {
         || mime.eq_ignore_ascii_case("application/x-pkcs7-signature")
 }
 
-fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
+fn extract(raw: &[u8]) -> Result<Extracted<'_>, VerifyError> {
     let top = Entity::parse(raw);
     let Some(ct_field) = mime::first(&top.fields, "content-type") else {
         return Err(VerifyError::NotSigned(
@@ -444,7 +485,7 @@ fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
             }
             Ok(Extracted {
                 form: SmimeForm::MultipartSigned,
-                content: mime::canonical_crlf(content).into_owned(),
+                content: mime::canonical_crlf(content),
                 cms,
             })
         }
@@ -461,7 +502,7 @@ fn extract(raw: &[u8]) -> Result<Extracted, VerifyError> {
             let cms = decode_cms(top.body, top.value("content-transfer-encoding").as_deref())?;
             Ok(Extracted {
                 form: SmimeForm::OpaqueSignedData,
-                content: Vec::new(),
+                content: Cow::Borrowed(&[]),
                 cms,
             })
         }
@@ -983,6 +1024,47 @@ mod tests {
         let lf: Vec<u8> = crlf.iter().copied().filter(|&c| c != b'\r').collect();
         let v = verify_smime(&lf, &trust, at("2025-06-01")).unwrap();
         assert_eq!(v.content, CONTENT);
+    }
+
+    #[test]
+    fn shared_content_is_a_slice_of_crlf_data_and_a_copy_of_lf_data() {
+        let (cert, key) = test_signer(12);
+        let mut trust = TrustSet::new();
+        trust.add(cert.to_der().unwrap(), None);
+        let flags = CMSOptions::DETACHED | CMSOptions::BINARY;
+        let p7s = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(CONTENT), flags)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let opts = VerifyOptions::new(&trust, at("2025-06-01"));
+        let within = |raw: &Bytes, part: &Bytes| {
+            let (start, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
+            start <= p && p + part.len() <= start + raw.len()
+        };
+
+        let crlf = Bytes::from(multipart_signed(&p7s));
+        let shared = verify_smime_shared(&crlf, &opts).unwrap();
+        assert_eq!(shared, verify_smime_with(&crlf, &opts).unwrap());
+        assert_eq!(shared.content, CONTENT);
+        assert!(within(&crlf, &shared.content), "no copy of CRLF data");
+
+        let lf: Bytes = crlf.iter().copied().filter(|&c| c != b'\r').collect();
+        let converted = verify_smime_shared(&lf, &opts).unwrap();
+        assert_eq!(converted.content, CONTENT);
+        assert!(!within(&lf, &converted.content), "LF data is converted");
+    }
+
+    #[test]
+    fn share_slices_or_copies() {
+        let whole = Bytes::from_static(b"0123456789");
+        let part = share(&whole, &whole[2..5]);
+        assert_eq!(part, &b"234"[..]);
+        assert_eq!(part.as_ptr(), whole[2..].as_ptr());
+        let elsewhere = b"234".to_vec();
+        let copied = share(&whole, &elsewhere);
+        assert_eq!(copied, &b"234"[..]);
+        assert_ne!(copied.as_ptr(), elsewhere.as_ptr());
+        assert!(share(&whole, &[]).is_empty());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -92,8 +93,9 @@ pub struct Transaction {
     pub rcpt_to: Vec<String>,
     /// `BODY=8BITMIME` was given.
     pub eight_bit: bool,
-    /// The message, dot-unstuffed, byte for byte as sent.
-    pub data: Vec<u8>,
+    /// The message, dot-unstuffed, byte for byte as sent. Shared ([`Bytes`]): what is
+    /// verified in it is sliced out of it, not copied.
+    pub data: Bytes,
 }
 
 /// What the LMTP server does with each transaction.
@@ -277,7 +279,7 @@ impl Session {
             mail_from: env.mail_from,
             rcpt_to: env.rcpt_to,
             eight_bit: env.eight_bit,
-            data,
+            data: Bytes::from(data),
         };
         conn.flush().await?;
         let replies = self.run_handler(tx).await;

@@ -49,17 +49,18 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::crypto::Signer;
 use crate::index::IndexHandle;
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
-use crate::message::classify::{classify, Classification};
+use crate::message::classify::{classify_shared, Classification};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
-use crate::outbox::{emit, outbound, EmitError, Emitted};
+use crate::outbox::{emit, into_outbound, EmitError, Emitted};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
 use crate::store::outbox::{arrival_key, delivery_key};
@@ -94,7 +95,7 @@ struct Certified {
     cert: Certification,
     /// The original carried in the envelope (`postacert.eml`), for completa / breve:
     /// shared by the notices of every recipient, never copied for one.
-    original: Arc<Vec<u8>>,
+    original: Bytes,
     /// `verified[i]`: the store marks the envelope verified for recipient `i`.
     verified: Vec<bool>,
 }
@@ -373,10 +374,10 @@ impl DeliveryPoint {
         }
         let index = self.index.current();
         let at = self.clock.now();
-        let class = blocking_borrowed(|| classify(&tx.data, index.trust(), at));
+        let class = blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
-                Certification::from_verified_envelope(&m.daticert, &m.verified.content)
+                Certification::from_verified_envelope_shared(&m.daticert, &m.verified.content)
             }
             _ => None,
         };
@@ -395,7 +396,7 @@ impl DeliveryPoint {
         Ok(Some(Certified {
             pec_id,
             cert,
-            original: Arc::new(original),
+            original,
             verified,
         }))
     }
@@ -457,7 +458,10 @@ impl DeliveryPoint {
                 .as_ref()
                 .map(|(_, text)| format!("{text} (Dovecot: {})", reply.line())),
         };
-        let out = outbound(delivery_key(&c.pec_id, rcpt), &notice, at);
+        let (notice_id, notice_kind) = (notice.message_id.clone(), notice.kind);
+        // The notice is moved into its outbox row (a completa receipt is about the size of
+        // the original): no second copy of it while it is staged.
+        let out = into_outbound(delivery_key(&c.pec_id, rcpt), notice, at);
         let effect = Effect::DeliveryNotice {
             recipient: rcpt.to_string(),
             event,
@@ -467,17 +471,17 @@ impl DeliveryPoint {
             warn!(
                 msgid = %c.pec_id,
                 rcpt = %rcpt,
-                notice = %notice.message_id,
-                kind = ?notice.kind,
+                notice = %notice_id,
+                kind = ?notice_kind,
                 "delivery point: a concurrent delivery recorded a notice first: this one is dropped"
             );
             return Ok(None);
         }
         debug_assert!(matches!(
-            notice.kind,
+            notice_kind,
             MessageKind::Delivery(_) | MessageKind::NonDelivery
         ));
-        Ok(Some(notice.message_id))
+        Ok(Some(notice_id))
     }
 }
 

@@ -6,6 +6,7 @@
 //! about a transport envelope, the transaction [`Instant`], error codes. The output is a
 //! [`Generated`] message ready for injection: its SMTP envelope, header fields and body.
 
+use bytes::Bytes;
 use mail_parser::{HeaderValue, MessageParser};
 use thiserror::Error;
 
@@ -189,6 +190,20 @@ impl Certification {
         entity: &[u8],
     ) -> Option<(Certification, Vec<u8>)> {
         let original = carried_original(entity)?;
+        let info = OriginalInfo::parse(&original).ok()?;
+        Some((
+            Certification::from_envelope(daticert, info.to, info.cc),
+            original,
+        ))
+    }
+
+    /// As [`Certification::from_verified_envelope`] on an entity held in a [`Bytes`]: the
+    /// original shares it (a slice, no copy) when the entity is CRLF already.
+    pub fn from_verified_envelope_shared(
+        daticert: &Daticert,
+        entity: &Bytes,
+    ) -> Option<(Certification, Bytes)> {
+        let original = with_carried_original(entity, |o| crate::crypto::verify::share(entity, o))?;
         let info = OriginalInfo::parse(&original).ok()?;
         Some((
             Certification::from_envelope(daticert, info.to, info.cc),

@@ -21,13 +21,14 @@
 //!
 //! Anything nested (a "receipt" inside `postacert.eml`) is content and never looked at.
 
+use bytes::Bytes;
 use mail_parser::MessageParser;
 
 use super::daticert::Daticert;
 use super::kind::{ReceiptType, Ricevuta, Trasporto};
 use super::mime::{self, clip, Entity, RawField};
 use super::time::Instant;
-use crate::crypto::verify::{verify_smime_with, Verified, VerifyOptions};
+use crate::crypto::verify::{verify_smime_shared, verify_smime_with, Verified, VerifyOptions};
 use crate::index::TrustSet;
 
 /// Outcome of the reception-point classification (spec §5.2 table).
@@ -106,6 +107,17 @@ pub struct PecMessage {
 /// Classifies `raw` against the provider index at instant `at`.
 pub fn classify(raw: &[u8], trust: &TrustSet, at: Instant) -> Classification {
     classify_with(raw, &VerifyOptions::new(trust, at))
+}
+
+/// As [`classify`] on data held in a [`Bytes`]: the verified content of the result shares
+/// it instead of copying the signed entity ([`verify_smime_shared`]).
+pub fn classify_shared(raw: &Bytes, trust: &TrustSet, at: Instant) -> Classification {
+    match verify_smime_shared(raw, &VerifyOptions::new(trust, at)) {
+        Ok(verified) => classify_verified(raw, verified),
+        Err(e) => Classification::NotPec {
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// As [`classify`] with explicit verification options (chain policy, or no index at all:

@@ -29,7 +29,7 @@ use crate::crypto::Signer;
 use crate::index::{IndexHandle, ProviderInfo};
 use crate::log::request::{self as log_request, RequestSettings, REQUEST_HEADER};
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
-use crate::message::classify::{classify, Classification, PecMessage};
+use crate::message::classify::{classify_shared, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
 use crate::message::kind::{MessageKind, Ricevuta};
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
@@ -329,7 +329,7 @@ impl AfterQueue {
         let now = self.clock.now();
         let class = {
             let index = self.reception.index.current();
-            crate::delivery::blocking_borrowed(|| classify(&tx.data, index.trust(), now))
+            crate::delivery::blocking_borrowed(|| classify_shared(&tx.data, index.trust(), now))
         };
         // Decide everything that may refuse the transaction before injecting anything.
         let plan = match class {
@@ -578,7 +578,11 @@ impl AfterQueue {
             let store = self.store.clone();
             let data = tx.data.clone();
             blocking(move || -> Result<(), StoreError> {
-                if !store.quarantined(&event.pec_id)?.contains(&data) {
+                if !store
+                    .quarantined(&event.pec_id)?
+                    .iter()
+                    .any(|q| q[..] == data[..])
+                {
                     store.record_quarantine(&event, &data)?;
                 }
                 Ok(())

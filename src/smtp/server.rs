@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -34,7 +35,8 @@ pub struct Transaction {
     pub rcpt_to: Vec<String>,
     /// The message: dot-unstuffed, exactly the bytes the client sent (CRLF line ends when
     /// the client sent them, as Postfix does), ending with the last line's CRLF.
-    pub data: Vec<u8>,
+    /// Shared ([`Bytes`]): what is verified in it is sliced out of it, not copied.
+    pub data: Bytes,
     /// Postfix queue id (`XFORWARD IDENT`), when the client sent it.
     pub queue_id: Option<String>,
     /// Original client (`XFORWARD NAME` and `ADDR`, as `name[addr]`), when sent.
@@ -345,7 +347,7 @@ impl Session {
         let tx = Transaction {
             mail_from: env.mail_from,
             rcpt_to: env.rcpt_to,
-            data,
+            data: Bytes::from(data),
             queue_id: xforward.ident.clone(),
             client: xforward.client(),
         };

@@ -319,6 +319,19 @@ CREATE INDEX deliveries_at ON deliveries (at);
 -- NULL: recorded before this version (counts as dead).
 ALTER TABLE deliveries ADD COLUMN owner TEXT;
 "#,
+    // Version 11: the bytes of a staged
+    // message in their own table, as its last column, written through the incremental blob
+    // interface into a zeroblob (store::sqlite::outbox::stage). In `outbox` (not the last
+    // column) SQLite builds the whole record in memory, besides the bound copy: about
+    // twice a completa delivery receipt (the original) in the delivery point's process.
+    r#"
+CREATE TABLE outbox_data (
+    key  TEXT PRIMARY KEY,             -- outbox.key
+    data BLOB NOT NULL                 -- the signed message, as injected
+) STRICT;
+INSERT INTO outbox_data (key, data) SELECT key, data FROM outbox;
+UPDATE outbox SET data = X'';
+"#,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).

@@ -197,7 +197,7 @@ impl Rx {
         Transaction {
             mail_from: from.into(),
             rcpt_to: rcpt.iter().map(|s| s.to_string()).collect(),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             queue_id: Some("4TESTQ".into()),
             client: None,
         }

@@ -23,6 +23,8 @@ struct Table {
     name: &'static str,
     columns: &'static [(&'static str, char)],
     order: &'static str,
+    /// The SQLite query that reads the columns, when they are not all in `name`.
+    read: Option<&'static str>,
 }
 
 /// Every table of schema version 9, in an order that needs no deferred checks. Tables a
@@ -49,11 +51,13 @@ const TABLES: &[Table] = &[
             ("hash", 'b'),
         ],
         order: "id",
+        read: None,
     },
     Table {
         name: "event_recipients",
         columns: &[("address", 't'), ("at", 'i'), ("event_id", 'i')],
         order: "event_id, address",
+        read: None,
     },
     Table {
         name: "chain_anchor",
@@ -64,6 +68,7 @@ const TABLES: &[Table] = &[
             ("purged_at", 'i'),
         ],
         order: "\"only\"",
+        read: None,
     },
     Table {
         name: "seals",
@@ -81,6 +86,7 @@ const TABLES: &[Table] = &[
             ("sealed_at", 'i'),
         ],
         order: "from_at",
+        read: None,
     },
     Table {
         name: "tracking",
@@ -95,6 +101,7 @@ const TABLES: &[Table] = &[
             ("notice24_id", 't'),
         ],
         order: "rowid",
+        read: None,
     },
     Table {
         name: "pending_acceptance",
@@ -110,6 +117,7 @@ const TABLES: &[Table] = &[
             ("emitted_at", 'i'),
         ],
         order: "rowid",
+        read: None,
     },
     Table {
         name: "quarantine",
@@ -121,21 +129,25 @@ const TABLES: &[Table] = &[
             ("expires_at", 'i'),
         ],
         order: "id",
+        read: None,
     },
     Table {
         name: "senders",
         columns: &[("login", 't'), ("address", 't')],
         order: "login, address",
+        read: None,
     },
     Table {
         name: "verified",
         columns: &[("pec_id", 't'), ("recipient", 't'), ("at", 'i')],
         order: "rowid",
+        read: None,
     },
     Table {
         name: "mailbox_policy",
         columns: &[("mailbox", 't'), ("policy", 't'), ("forward_to", 't')],
         order: "mailbox",
+        read: None,
     },
     Table {
         name: "delivery_notices",
@@ -147,11 +159,13 @@ const TABLES: &[Table] = &[
             ("at", 'i'),
         ],
         order: "rowid",
+        read: None,
     },
     Table {
         name: "arrival_notices",
         columns: &[("mailbox", 't'), ("notify", 't'), ("senders", 't')],
         order: "mailbox",
+        read: None,
     },
     Table {
         name: "provider_index",
@@ -163,6 +177,7 @@ const TABLES: &[Table] = &[
             ("source", 't'),
         ],
         order: "id",
+        read: None,
     },
     // Version 7.
     Table {
@@ -181,12 +196,14 @@ const TABLES: &[Table] = &[
             ("replied_at", 'i'),
         ],
         order: "id",
+        read: None,
     },
     // Version 8.
     Table {
         name: "domains",
         columns: &[("domain", 't'), ("added_at", 'i')],
         order: "domain",
+        read: None,
     },
     // Version 9.
     Table {
@@ -202,6 +219,12 @@ const TABLES: &[Table] = &[
             ("injected_at", 'i'),
         ],
         order: "key",
+        // Version 11 moved the bytes to `outbox_data` (rows staged before keep theirs).
+        read: Some(
+            "SELECT o.key, o.message_id, o.mail_from, o.rcpt_to, COALESCE(d.data, o.data),
+                    o.created_at, o.attempted_at, o.injected_at
+             FROM outbox o LEFT JOIN outbox_data d ON d.key = o.key ORDER BY o.key",
+        ),
     },
     Table {
         name: "deliveries",
@@ -210,8 +233,11 @@ const TABLES: &[Table] = &[
             ("recipient", 't'),
             ("done", 'i'),
             ("at", 'i'),
+            // Version 10.
+            ("owner", 't'),
         ],
         order: "message_id, recipient",
+        read: None,
     },
 ];
 
@@ -248,12 +274,14 @@ pub fn copy_from_sqlite(source: &Path, dest: &PgStore) -> Result<CopyReport, Sto
     let mut data: Vec<(&'static Table, Vec<Vec<Value>>)> = Vec::new();
     for table in TABLES {
         let cols: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            cols.join(", "),
-            table.name,
-            table.order
-        );
+        let sql = table.read.map(str::to_string).unwrap_or_else(|| {
+            format!(
+                "SELECT {} FROM {} ORDER BY {}",
+                cols.join(", "),
+                table.name,
+                table.order
+            )
+        });
         let mut stmt = tx_read
             .prepare(&sql)
             .map_err(sdb(format!("read {}", table.name)))?;

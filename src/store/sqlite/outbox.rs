@@ -1,6 +1,9 @@
 //! The outbox and the delivery records on the SQLite store (tables `outbox` and
-//! `deliveries`, migrations 9 and 10; see [`crate::store::outbox`]). Each function runs in the
+//! `deliveries`, migrations 9 and 10, and `outbox_data`, the bytes, migration 11; see
+//! [`crate::store::outbox`]). Each function runs in the
 //! caller's transaction.
+
+use std::io::Write;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -14,7 +17,11 @@ use crate::store::{
     TrackingState, RETENTION_MONTHS,
 };
 
-const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
+/// The row and its bytes (in `outbox_data`; rows staged before migration 11 had them in
+/// `outbox.data`, which the migration moved and emptied).
+const COLUMNS: &str = "o.key, o.message_id, o.mail_from, o.rcpt_to, COALESCE(d.data, o.data), \
+                       o.created_at, o.injected_at";
+const FROM: &str = "outbox o LEFT JOIN outbox_data d ON d.key = o.key";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
     let rcpt: String = r.get(3)?;
@@ -32,7 +39,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Outbound> {
 /// The outbox row `key`.
 pub(super) fn get(conn: &Connection, key: &str) -> Result<Option<Outbound>, StoreError> {
     conn.query_row(
-        &format!("SELECT {COLUMNS} FROM outbox WHERE key = ?1"),
+        &format!("SELECT {COLUMNS} FROM {FROM} WHERE o.key = ?1"),
         params![key],
         row,
     )
@@ -93,20 +100,42 @@ pub(super) fn stage(
     if !claimed {
         return Ok(Staged::Claimed);
     }
+    let what = format!("stage outbox \"{}\"", out.key);
     tx.execute(
         "INSERT INTO outbox (key, message_id, mail_from, rcpt_to, data, created_at,
                              attempted_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, X'', ?5, ?5)",
         params![
             out.key,
             out.message_id,
             out.mail_from,
             out.rcpt_to.join("\n"),
-            out.data,
             out.created_at.unix()
         ],
     )
-    .map_err(db(&format!("stage outbox \"{}\"", out.key)))?;
+    .map_err(db(&what))?;
+    // The bytes: a zeroblob as the record's last column (SQLite keeps it a length, not a
+    // buffer), then written in place through the blob interface. Bound as a parameter,
+    // they would be copied by SQLite and again into the record.
+    let len = i64::try_from(out.data.len())
+        .map_err(|_| StoreError::Database(format!("{what}: message too large")))?;
+    tx.execute(
+        "INSERT INTO outbox_data (key, data) VALUES (?1, zeroblob(?2))",
+        params![out.key, len],
+    )
+    .map_err(db(&what))?;
+    let mut blob = tx
+        .blob_open(
+            rusqlite::MAIN_DB,
+            "outbox_data",
+            "data",
+            tx.last_insert_rowid(),
+            false,
+        )
+        .map_err(db(&what))?;
+    blob.write_all(&out.data)
+        .map_err(|e| StoreError::Database(format!("{what}: {e}")))?;
+    blob.close().map_err(db(&what))?;
     Ok(Staged::New)
 }
 
@@ -130,9 +159,9 @@ pub(super) fn claim_unsent(
     let rows = {
         let mut stmt = tx
             .prepare(&format!(
-                "SELECT {COLUMNS} FROM outbox
-                 WHERE injected_at IS NULL AND attempted_at < ?1
-                 ORDER BY attempted_at, key LIMIT ?2"
+                "SELECT {COLUMNS} FROM {FROM}
+                 WHERE o.injected_at IS NULL AND o.attempted_at < ?1
+                 ORDER BY o.attempted_at, o.key LIMIT ?2"
             ))
             .map_err(db("prepare outbox sweep"))?;
         let rows = stmt
@@ -222,6 +251,12 @@ pub(super) fn deliveries_done(
 }
 
 pub(super) fn purge(tx: &Connection, before: Instant) -> Result<u64, StoreError> {
+    tx.execute(
+        "DELETE FROM outbox_data WHERE key IN
+           (SELECT key FROM outbox WHERE injected_at IS NOT NULL AND injected_at < ?1)",
+        params![before.unix()],
+    )
+    .map_err(db("purge the outbox"))?;
     let a = tx
         .execute(
             "DELETE FROM outbox WHERE injected_at IS NOT NULL AND injected_at < ?1",
