@@ -139,6 +139,9 @@ impl Clamd {
                         let s = TcpStream::connect(a.as_str())
                             .await
                             .map_err(|e| self.unreachable(e))?;
+                        // INSTREAM is written in short pieces (command, lengths, the end);
+                        // with Nagle's algorithm each waits for clamd's delayed ack.
+                        let _ = s.set_nodelay(true);
                         instream_on(s, data).await
                     }
                     Endpoint::Unix(p) => {

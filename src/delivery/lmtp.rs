@@ -445,6 +445,8 @@ impl LmtpClient {
                     .await
                     .map_err(timed_out)?
                     .map_err(|e| format!("connect to {a}: {e}"))?;
+                // As the SMTP client (crate::smtp::client): no Nagle delay on the last segment.
+                let _ = s.set_nodelay(true);
                 let (r, w) = s.into_split();
                 Ok((BufReader::new(Box::new(r) as _), Box::new(w)))
             }

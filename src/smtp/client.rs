@@ -200,6 +200,9 @@ impl SmtpInjector {
                 ))
             })?
             .map_err(|e| Failure::Temporary(format!("connect: {e}")))?;
+        // Commands and data are written whole; Nagle's algorithm would only hold back the
+        // last short segment of each until the server's delayed acknowledgement.
+        let _ = stream.set_nodelay(true);
         let (r, w) = stream.into_split();
         let mut conn = Conn {
             reader: BufReader::new(r),
