@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         not_after: Instant::from_unix(4_000_000_000),
         signing_time: None,
         digest: "sha256".into(),
-        content: signed_entity.to_vec(),
+        content: signed_entity.to_vec().into(),
         provider: Some(ProviderInfo {
             name: "PEC Example".into(),
             mail_receipt: "ricevute@pec.example.it".into(),
