@@ -338,6 +338,12 @@ impl Store for MemStore {
     fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
         self.check()?;
         let mut m = lock(&self.inner);
+        if m.quarantine
+            .iter()
+            .any(|(id, held)| *id == event.pec_id && held[..] == *message)
+        {
+            return Ok(());
+        }
         m.quarantine.push((event.pec_id.clone(), message.to_vec()));
         m.events.push(event.clone());
         Ok(())

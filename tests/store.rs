@@ -601,6 +601,17 @@ fn reception_methods(store: &dyn Store) {
         kinds(&store.events_for("opec.virus@pec.altro.it").unwrap()),
         vec![EventKind::Quarantined]
     );
+    // The same bytes again (a retry, another node): nothing more; other bytes: held too.
+    store.record_quarantine(&q, b"infected").unwrap();
+    store.record_quarantine(&q, b"infected, other").unwrap();
+    assert_eq!(
+        store.quarantined("opec.virus@pec.altro.it").unwrap(),
+        vec![b"infected".to_vec(), b"infected, other".to_vec()]
+    );
+    assert_eq!(
+        kinds(&store.events_for("opec.virus@pec.altro.it").unwrap()),
+        vec![EventKind::Quarantined, EventKind::Quarantined]
+    );
 
     // Mailbox policies.
     assert_eq!(store.mailbox_policy("a@pec.example.it").unwrap(), None);

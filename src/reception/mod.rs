@@ -577,17 +577,8 @@ impl AfterQueue {
             );
             let store = self.store.clone();
             let data = tx.data.clone();
-            blocking(move || -> Result<(), StoreError> {
-                if !store
-                    .quarantined(&event.pec_id)?
-                    .iter()
-                    .any(|q| q[..] == data[..])
-                {
-                    store.record_quarantine(&event, &data)?;
-                }
-                Ok(())
-            })
-            .await??;
+            // Recorded once: a retry (or another node) finds these bytes held already.
+            blocking(move || store.record_quarantine(&event, &data)).await??;
             let mut notices = Vec::new();
             for r in local {
                 let (c, r2, v, to) = (

@@ -266,7 +266,9 @@ pub trait Store: Send + Sync {
         state: TrackingState,
     ) -> Result<bool, StoreError>;
     /// Puts `message` in quarantine for 30 months with `event` (kind
-    /// [`EventKind::Quarantined`], its `reason` the antivirus verdict), in one transaction.
+    /// [`EventKind::Quarantined`], its `reason` the antivirus verdict), in one transaction;
+    /// nothing when the quarantine holds these very bytes for `event.pec_id` already (the
+    /// same envelope handed over again, by a Postfix retry or by another node at once).
     fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError>;
     /// The policy set for `mailbox` (case-insensitive), `None` when it has none (the
     /// configured default applies).

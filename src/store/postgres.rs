@@ -954,7 +954,19 @@ impl Store for PgStore {
         let (event, message) = (event.clone(), message.to_vec());
         self.write("record quarantine", move |tx| {
             Box::pin(async move {
+                // Every writer of the log holds the head: no other one between look and insert.
                 let head = lock_head(tx).await?;
+                let held: bool = tx
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM quarantine WHERE pec_id = $1 AND message = $2)",
+                        &[&pec_id, &message],
+                    )
+                    .await
+                    .map_err(pg(&format!("read quarantine of \"{pec_id}\"")))?
+                    .get(0);
+                if held {
+                    return Ok(());
+                }
                 tx.execute(
                     "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
                      VALUES ($1, $2, $3, $4, $5)",

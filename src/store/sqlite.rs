@@ -1019,6 +1019,17 @@ impl Store for SqliteStore {
             StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
         })?;
         self.write("record quarantine", |tx| {
+            // The write transaction is immediate: no other writer between look and insert.
+            let held = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM quarantine WHERE pec_id = ?1 AND message = ?2)",
+                    params![pec_id, message],
+                    |r| r.get::<_, bool>(0),
+                )
+                .map_err(db(&format!("read quarantine of \"{pec_id}\"")))?;
+            if held {
+                return Ok(());
+            }
             tx.execute(
                 "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
