@@ -800,16 +800,7 @@ impl Store for PgStore {
         let event = event.clone();
         self.write("close a log request", move |tx| {
             Box::pin(async move {
-                let reply_id = event.related_ids.first().cloned().unwrap_or_default();
-                let n = tx
-                    .execute(
-                        "UPDATE log_requests SET reply_id = $2, replied_at = $3
-                         WHERE id = $1 AND reply_id IS NULL",
-                        &[&event.pec_id, &reply_id, &event.at.unix()],
-                    )
-                    .await
-                    .map_err(pg(&format!("close log request \"{}\"", event.pec_id)))?;
-                if n == 0 {
+                if !outbox::close_log_request(tx, &event).await? {
                     return Ok(false);
                 }
                 append_event(tx, &event).await?;

@@ -48,6 +48,24 @@ pub(super) async fn get(c: &Object, key: &str) -> Result<Option<Outbound>, Store
 
 type Head = (i64, Vec<u8>);
 
+/// Closes the log request `event.pec_id` with the reply `event.related_ids[0]` at
+/// `event.at`; false, and nothing written, when it was answered already.
+pub(super) async fn close_log_request(
+    tx: &Transaction<'_>,
+    event: &LogEvent,
+) -> Result<bool, StoreError> {
+    let reply_id = event.related_ids.first().cloned().unwrap_or_default();
+    let n = tx
+        .execute(
+            "UPDATE log_requests SET reply_id = $2, replied_at = $3
+             WHERE id = $1 AND reply_id IS NULL",
+            &[&event.pec_id, &reply_id, &event.at.unix()],
+        )
+        .await
+        .map_err(pg(&format!("close log request \"{}\"", event.pec_id)))?;
+    Ok(n > 0)
+}
+
 async fn append(tx: &Transaction<'_>, head: &mut Head, event: &LogEvent) -> Result<(), StoreError> {
     *head = append_after(tx, event, std::mem::take(head)).await?;
     Ok(())
@@ -132,19 +150,11 @@ pub(super) async fn stage(
             timeout_notice(tx, &mut head, due, notice_id, *at).await?
         }
         Effect::LogReply(event) => {
-            let reply_id = event.related_ids.first().cloned().unwrap_or_default();
-            let n = tx
-                .execute(
-                    "UPDATE log_requests SET reply_id = $2, replied_at = $3
-                     WHERE id = $1 AND reply_id IS NULL",
-                    &[&event.pec_id, &reply_id, &event.at.unix()],
-                )
-                .await
-                .map_err(pg(&format!("close log request \"{}\"", event.pec_id)))?;
-            if n > 0 {
+            let closed = close_log_request(tx, event).await?;
+            if closed {
                 append(tx, &mut head, event).await?;
             }
-            n > 0
+            closed
         }
         Effect::Tracking { updates, event } => {
             for (r, state) in updates {
