@@ -32,12 +32,12 @@ use super::chain::{ChainRecord, GENESIS};
 use super::ledger::LogStore;
 use super::sqlite::{
     add_months, decode_record, encode_kind, parse_state, recipients_json, state_str,
-    timeout_columns, Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport,
+    timeout_columns, timeout_state, Export, Health, LastSeal, Problem, PurgeReport, SealRecord,
+    VerifyReport,
 };
 use super::{
     Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LogRequest, LoggedEvent,
     MailboxPolicy, Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
-    RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::RecipientType;
@@ -939,9 +939,6 @@ impl Store for PgStore {
 
     fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
         let pec_id = event.pec_id.clone();
-        let expires_at = add_months(event.at, RETENTION_MONTHS).ok_or_else(|| {
-            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-        })?;
         let (event, message) = (event.clone(), message.to_vec());
         self.write("record quarantine", move |tx| {
             Box::pin(async move {
@@ -958,19 +955,8 @@ impl Store for PgStore {
                 if held {
                     return Ok(());
                 }
-                tx.execute(
-                    "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &pec_id,
-                        &event.at.unix(),
-                        &event.reason.clone().unwrap_or_default(),
-                        &message,
-                        &expires_at.unix(),
-                    ],
-                )
-                .await
-                .map_err(pg(&format!("quarantine \"{pec_id}\"")))?;
+                let reason = event.reason.as_deref().unwrap_or_default();
+                outbox::quarantine(tx, &pec_id, event.at, reason, &message).await?;
                 let tail = append_after(tx, &event, head).await?;
                 set_head(tx, &tail).await
             })

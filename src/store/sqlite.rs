@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use super::{
     Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LoggedEvent, MailboxPolicy,
     Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
-    RETENTION_MONTHS,
 };
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Timeout};
@@ -1015,9 +1014,6 @@ impl Store for SqliteStore {
 
     fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
         let pec_id = &event.pec_id;
-        let expires_at = add_months(event.at, RETENTION_MONTHS).ok_or_else(|| {
-            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-        })?;
         self.write("record quarantine", |tx| {
             // The write transaction is immediate: no other writer between look and insert.
             let held = tx
@@ -1030,18 +1026,8 @@ impl Store for SqliteStore {
             if held {
                 return Ok(());
             }
-            tx.execute(
-                "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    pec_id,
-                    event.at.unix(),
-                    event.reason.clone().unwrap_or_default(),
-                    message,
-                    expires_at.unix()
-                ],
-            )
-            .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
+            let reason = event.reason.as_deref().unwrap_or_default();
+            outbox::quarantine(tx, pec_id, event.at, reason, message)?;
             insert_event(tx, event)
         })
     }
@@ -1340,6 +1326,18 @@ pub(super) fn timeout_columns(which: Timeout) -> (&'static str, &'static str, &'
             "notice24_id",
             "'sent', 'taken-in-charge'",
         ),
+    }
+}
+
+/// The tracking row's `state` once the notice `which` is sent, as an SQL expression:
+/// after the 24 h notice tracking stops (the row fails), unless an outcome arrived
+/// meanwhile.
+pub(super) fn timeout_state(which: Timeout) -> &'static str {
+    match which {
+        Timeout::Hours12 => "state",
+        Timeout::Hours24 => {
+            "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
+        }
     }
 }
 

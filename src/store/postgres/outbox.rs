@@ -9,10 +9,9 @@ use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::Row;
 
 use super::{
-    add_months, append_after, decode_cert, lock_head, pg, set_head, timeout_columns, to_i64,
-    tracking_forward,
+    add_months, append_after, decode_cert, lock_head, pg, set_head, timeout_columns, timeout_state,
+    to_i64, tracking_forward,
 };
-use crate::message::kind::Timeout;
 use crate::message::time::Instant;
 use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
 use crate::store::{
@@ -353,6 +352,27 @@ pub(super) async fn purge(tx: &Transaction<'_>, before: Instant) -> Result<u64, 
     Ok(a + b)
 }
 
+/// Puts `message` in quarantine for `pec_id` from `at`, for [`RETENTION_MONTHS`].
+pub(super) async fn quarantine(
+    tx: &Transaction<'_>,
+    pec_id: &str,
+    at: Instant,
+    reason: &str,
+    message: &[u8],
+) -> Result<(), StoreError> {
+    let expires_at = add_months(at, RETENTION_MONTHS).ok_or_else(|| {
+        StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
+    })?;
+    tx.execute(
+        "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&pec_id, &at.unix(), &reason, &message, &expires_at.unix()],
+    )
+    .await
+    .map_err(pg(&format!("quarantine \"{pec_id}\"")))?;
+    Ok(())
+}
+
 /// The records of a refused submission and its quarantined message (see
 /// [`crate::store::Store::record_refused`]); the caller holds the chain head.
 pub(super) async fn refused(
@@ -364,22 +384,7 @@ pub(super) async fn refused(
     let events = refused_events(refused);
     append(tx, head, &events[0]).await?;
     if let Some(message) = &refused.quarantine {
-        let expires_at = add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
-            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-        })?;
-        tx.execute(
-            "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                pec_id,
-                &refused.at.unix(),
-                &refused.reason,
-                message,
-                &expires_at.unix(),
-            ],
-        )
-        .await
-        .map_err(pg(&format!("quarantine \"{pec_id}\"")))?;
+        quarantine(tx, pec_id, refused.at, &refused.reason, message).await?;
     }
     for e in &events[1..] {
         append(tx, head, e).await?;
@@ -398,12 +403,7 @@ async fn timeout_notice(
     at: Instant,
 ) -> Result<bool, StoreError> {
     let (_, id, _) = timeout_columns(due.which);
-    let state = match due.which {
-        Timeout::Hours12 => "state",
-        Timeout::Hours24 => {
-            "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
-        }
-    };
+    let state = timeout_state(due.which);
     let (pec_id, recipient) = (&due.pec_id, &due.recipient);
     let updated = tx
         .execute(

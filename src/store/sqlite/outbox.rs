@@ -7,9 +7,10 @@ use std::io::Write;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{add_months, db, insert_event, requests, timeout_columns, tracking_forward};
+use super::{
+    add_months, db, insert_event, requests, timeout_columns, timeout_state, tracking_forward,
+};
 use crate::message::build::Certification;
-use crate::message::kind::Timeout;
 use crate::message::time::Instant;
 use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
 use crate::store::{
@@ -362,6 +363,26 @@ pub(super) fn verified(
     Ok(())
 }
 
+/// Puts `message` in quarantine for `pec_id` from `at`, for [`RETENTION_MONTHS`].
+pub(super) fn quarantine(
+    tx: &Connection,
+    pec_id: &str,
+    at: Instant,
+    reason: &str,
+    message: &[u8],
+) -> Result<(), StoreError> {
+    let expires_at = add_months(at, RETENTION_MONTHS).ok_or_else(|| {
+        StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
+    })?;
+    tx.execute(
+        "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![pec_id, at.unix(), reason, message, expires_at.unix()],
+    )
+    .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
+    Ok(())
+}
+
 /// The records of a refused submission and its quarantined message (see
 /// [`crate::store::Store::record_refused`]).
 pub(super) fn refused(tx: &Connection, refused: &Refused) -> Result<(), StoreError> {
@@ -369,21 +390,7 @@ pub(super) fn refused(tx: &Connection, refused: &Refused) -> Result<(), StoreErr
     let events = refused_events(refused);
     insert_event(tx, &events[0])?;
     if let Some(message) = &refused.quarantine {
-        let expires_at = add_months(refused.at, RETENTION_MONTHS).ok_or_else(|| {
-            StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-        })?;
-        tx.execute(
-            "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                pec_id,
-                refused.at.unix(),
-                refused.reason,
-                message,
-                expires_at.unix()
-            ],
-        )
-        .map_err(db(&format!("quarantine \"{pec_id}\"")))?;
+        quarantine(tx, pec_id, refused.at, &refused.reason, message)?;
     }
     for e in &events[1..] {
         insert_event(tx, e)?;
@@ -401,12 +408,7 @@ pub(super) fn timeout_notice(
     at: Instant,
 ) -> Result<bool, StoreError> {
     let (_, id, _) = timeout_columns(due.which);
-    let state = match due.which {
-        Timeout::Hours12 => "state",
-        Timeout::Hours24 => {
-            "CASE WHEN state IN ('sent', 'taken-in-charge') THEN 'failed' ELSE state END"
-        }
-    };
+    let state = timeout_state(due.which);
     let (pec_id, recipient) = (&due.pec_id, &due.recipient);
     let updated = tx
         .execute(
