@@ -140,7 +140,7 @@ fn delivery_steps_stay_near_one_copy_of_the_envelope() {
         panic!("not an envelope: {:?}", class.reason());
     };
     let ((cert, original), original_x) = step(base, size, || {
-        Certification::from_verified_envelope_shared(&m.daticert, &m.verified.content).unwrap()
+        Certification::from_verified_envelope(&m.daticert, &m.verified.content).unwrap()
     });
     drop(m);
     let (receipt, build_x) = step(base, size, || {

@@ -1010,9 +1010,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn signed_content_is_canonicalised_from_lf() {
-        let (cert, key) = test_signer(11);
+    /// `CONTENT` signed detached (issuer and serial) by test signer `seed`, as a
+    /// `multipart/signed` message with CRLF line ends, and a trust set holding the signer.
+    fn signed_detached(seed: u32) -> (TrustSet, Vec<u8>) {
+        let (cert, key) = test_signer(seed);
         let mut trust = TrustSet::new();
         trust.add(cert.to_der().unwrap(), None);
         let flags = CMSOptions::DETACHED | CMSOptions::BINARY;
@@ -1020,7 +1021,12 @@ mod tests {
             .unwrap()
             .to_der()
             .unwrap();
-        let crlf = multipart_signed(&p7s);
+        (trust, multipart_signed(&p7s))
+    }
+
+    #[test]
+    fn signed_content_is_canonicalised_from_lf() {
+        let (trust, crlf) = signed_detached(11);
         let lf: Vec<u8> = crlf.iter().copied().filter(|&c| c != b'\r').collect();
         let v = verify_smime(&lf, &trust, at("2025-06-01")).unwrap();
         assert_eq!(v.content, CONTENT);
@@ -1028,21 +1034,14 @@ mod tests {
 
     #[test]
     fn shared_content_is_a_slice_of_crlf_data_and_a_copy_of_lf_data() {
-        let (cert, key) = test_signer(12);
-        let mut trust = TrustSet::new();
-        trust.add(cert.to_der().unwrap(), None);
-        let flags = CMSOptions::DETACHED | CMSOptions::BINARY;
-        let p7s = CmsContentInfo::sign(Some(&cert), Some(&key), None, Some(CONTENT), flags)
-            .unwrap()
-            .to_der()
-            .unwrap();
+        let (trust, crlf) = signed_detached(12);
         let opts = VerifyOptions::new(&trust, at("2025-06-01"));
         let within = |raw: &Bytes, part: &Bytes| {
             let (start, p) = (raw.as_ptr() as usize, part.as_ptr() as usize);
             start <= p && p + part.len() <= start + raw.len()
         };
 
-        let crlf = Bytes::from(multipart_signed(&p7s));
+        let crlf = Bytes::from(crlf);
         let shared = verify_smime_shared(&crlf, &opts).unwrap();
         assert_eq!(shared, verify_smime_with(&crlf, &opts).unwrap());
         assert_eq!(shared.content, CONTENT);

@@ -377,7 +377,7 @@ impl DeliveryPoint {
         let class = blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
-                Certification::from_verified_envelope_shared(&m.daticert, &m.verified.content)
+                Certification::from_verified_envelope(&m.daticert, &m.verified.content)
             }
             _ => None,
         };

@@ -184,22 +184,9 @@ pub fn with_carried_original<R>(entity: &[u8], f: impl FnOnce(&[u8]) -> R) -> Op
 
 impl Certification {
     /// Certification data of a verified transport envelope, with the original it carries
-    /// (`None` when the envelope carries no readable `postacert.eml`).
+    /// (`None` when the envelope carries no readable `postacert.eml`). The original shares
+    /// the entity (a slice, no copy) when the entity is CRLF already.
     pub fn from_verified_envelope(
-        daticert: &Daticert,
-        entity: &[u8],
-    ) -> Option<(Certification, Vec<u8>)> {
-        let original = carried_original(entity)?;
-        let info = OriginalInfo::parse(&original).ok()?;
-        Some((
-            Certification::from_envelope(daticert, info.to, info.cc),
-            original,
-        ))
-    }
-
-    /// As [`Certification::from_verified_envelope`] on an entity held in a [`Bytes`]: the
-    /// original shares it (a slice, no copy) when the entity is CRLF already.
-    pub fn from_verified_envelope_shared(
         daticert: &Daticert,
         entity: &Bytes,
     ) -> Option<(Certification, Bytes)> {
