@@ -67,7 +67,7 @@ impl Emitted {
 /// The outbox row of `message` under `key`, taking the message: its header is written in
 /// front of its body in the body's own buffer, so the row's data is never a second copy of
 /// the message (a completa delivery receipt carries the whole original).
-pub fn into_outbound(key: String, message: Generated, at: Instant) -> Outbound {
+pub fn outbound(key: String, message: Generated, at: Instant) -> Outbound {
     let head = message.head();
     let mut data = message.body;
     data.splice(0..0, head);
@@ -77,19 +77,6 @@ pub fn into_outbound(key: String, message: Generated, at: Instant) -> Outbound {
         mail_from: message.mail_from,
         rcpt_to: message.rcpt_to,
         data,
-        created_at: at,
-        injected_at: None,
-    }
-}
-
-/// The outbox row of `message` under `key`.
-pub fn outbound(key: String, message: &Generated, at: Instant) -> Outbound {
-    Outbound {
-        key,
-        message_id: message.message_id.clone(),
-        mail_from: message.mail_from.clone(),
-        rcpt_to: message.rcpt_to.clone(),
-        data: message.to_bytes(),
         created_at: at,
         injected_at: None,
     }

@@ -203,14 +203,15 @@ impl Timers {
                 return Err(e);
             }
         };
+        let notice_id = notice.message_id.clone();
         let out = outbound(
             timer_key(&due.pec_id, &due.recipient, due.which),
-            &notice,
+            notice,
             now,
         );
         let effect = Effect::Timeout {
             due: Box::new(due.clone()),
-            notice_id: notice.message_id.clone(),
+            notice_id: notice_id.clone(),
             at: now,
         };
         match emit(&self.store, &*self.injector, &*self.clock, out, effect).await {
@@ -228,7 +229,7 @@ impl Timers {
             }
             Err(EmitError::Inject(e)) => {
                 // Staged with its record: the outbox sweep injects it.
-                warn!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice.message_id, "timers: {hours} h notice staged, not injected (the outbox sweep sends it): {e}");
+                warn!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice_id, "timers: {hours} h notice staged, not injected (the outbox sweep sends it): {e}");
                 Err(EmitError::Inject(e).into())
             }
             Err(e) => {

@@ -20,7 +20,7 @@ use pec::message::classify::{classify_shared, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::RecipientType;
 use pec::message::time::Instant;
-use pec::outbox::into_outbound;
+use pec::outbox::outbound;
 use pec::store::{Effect, SqliteStore, Store};
 
 struct Counting;
@@ -148,7 +148,7 @@ fn delivery_steps_stay_near_one_copy_of_the_envelope() {
     });
     let receipt_len = receipt.body.len();
     let (out, row_x) = step(base, size, || {
-        into_outbound(format!("delivery:{PEC_ID}:{BOB}"), receipt, at())
+        outbound(format!("delivery:{PEC_ID}:{BOB}"), receipt, at())
     });
     // SQLite allocates outside the Rust allocator: its share is read from the resident
     // peak (reset first; information only, the figure depends on the page cache).

@@ -338,7 +338,8 @@ impl AccessPoint {
             quarantine,
             provider: self.issuer.provider_name.clone(),
         };
-        let out = outbound(non_acceptance_key(&pec_id), &notice, at);
+        let notice_id = notice.message_id.clone();
+        let out = outbound(non_acceptance_key(&pec_id), notice, at);
         match emit(
             &self.store,
             &*self.injector,
@@ -350,7 +351,7 @@ impl AccessPoint {
         {
             Ok(_) => {}
             Err(EmitError::Inject(e)) => {
-                warn!(pec_id = %pec_id, notice = %notice.message_id, "non-acceptance notice staged, not injected (the outbox sweep sends it): {e}");
+                warn!(pec_id = %pec_id, notice = %notice_id, "non-acceptance notice staged, not injected (the outbox sweep sends it): {e}");
             }
             Err(e) => {
                 warn!(pec_id = %pec_id, error = %e, "access point: the refusal could not be recorded: tempfail");

@@ -60,7 +60,7 @@ use crate::message::classify::{classify_shared, Classification};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
-use crate::outbox::{emit, into_outbound, EmitError, Emitted};
+use crate::outbox::{emit, outbound, EmitError, Emitted};
 use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
 use crate::store::outbox::{arrival_key, delivery_key};
@@ -461,7 +461,7 @@ impl DeliveryPoint {
         let (notice_id, notice_kind) = (notice.message_id.clone(), notice.kind);
         // The notice is moved into its outbox row (a completa receipt is about the size of
         // the original): no second copy of it while it is staged.
-        let out = into_outbound(delivery_key(&c.pec_id, rcpt), notice, at);
+        let out = outbound(delivery_key(&c.pec_id, rcpt), notice, at);
         let effect = Effect::DeliveryNotice {
             recipient: rcpt.to_string(),
             event,

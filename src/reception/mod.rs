@@ -407,19 +407,20 @@ impl AfterQueue {
         let receipt = self.build_acceptance(accepted).await?;
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
         let at = self.clock.now();
+        let receipt_id = receipt.message_id.clone();
         let effect = Effect::Acceptance {
             pec_id: pec_id.clone(),
-            receipt_id: receipt.message_id.clone(),
+            receipt_id: receipt_id.clone(),
             at,
         };
         match self
-            .emit(acceptance_key(&pec_id), &receipt, effect, at)
+            .emit(acceptance_key(&pec_id), receipt, effect, at)
             .await?
         {
             Emitted::New(_) => info!(
                 queue_id,
                 msgid = %pec_id,
-                receipt = %receipt.message_id,
+                receipt = %receipt_id,
                 "after queue: acceptance receipt injected"
             ),
             other => {
@@ -432,7 +433,7 @@ impl AfterQueue {
                 return Ok(None);
             }
         }
-        Ok(Some((pec_id, receipt.message_id)))
+        Ok(Some((pec_id, receipt_id)))
     }
 
     /// An owner's log request accepted by the access point (marked with
@@ -508,7 +509,7 @@ impl AfterQueue {
         // The request closed, its event and the reply staged in one transaction: a retry
         // (or a concurrent delivery) finds it answered and sends no second reply.
         let emitted = self
-            .emit(log_reply_key(&id), &reply, Effect::LogReply(event), now)
+            .emit(log_reply_key(&id), reply, Effect::LogReply(event), now)
             .await?;
         match &emitted {
             Emitted::New(r) => {
@@ -602,12 +603,7 @@ impl AfterQueue {
                     now,
                 );
                 let emitted = self
-                    .emit(
-                        virus_key(&pec_id, r),
-                        &notice,
-                        Effect::Log(vec![event]),
-                        now,
-                    )
+                    .emit(virus_key(&pec_id, r), notice, Effect::Log(vec![event]), now)
                     .await?;
                 notices.extend(emitted.message_id().map(str::to_string));
             }
@@ -671,8 +667,9 @@ impl AfterQueue {
             event,
             tracking: ours,
         };
+        let receipt_id = receipt.message_id.clone();
         let emitted = self
-            .emit(take_charge_key(&pec_id, local), &receipt, effect, now)
+            .emit(take_charge_key(&pec_id, local), receipt, effect, now)
             .await?;
         if !matches!(emitted, Emitted::New(_)) {
             // A concurrent delivery of the same envelope took it in charge first.
@@ -680,12 +677,12 @@ impl AfterQueue {
         } else if ours {
             info!(queue_id, msgid = %pec_id, "reception: same provider: our presa in carico recorded directly");
         }
-        info!(queue_id, msgid = %pec_id, receipt = %receipt.message_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
+        info!(queue_id, msgid = %pec_id, receipt = %receipt_id, to = %provider.mail_receipt, "reception: transport envelope taken in charge");
         self.pass_on(tx, all_local).await?;
         passed_on.extend(all_local.iter().cloned());
         Ok(Local::TakenInCharge {
             pec_id,
-            receipt_id: receipt.message_id,
+            receipt_id,
             to: provider.mail_receipt.clone(),
         })
     }
@@ -940,11 +937,12 @@ impl AfterQueue {
             event,
         };
         let key = virus_non_delivery_key(&cert.identificativo, recipient);
+        let built_id = notice.message_id.clone();
         let notice_id = self
-            .emit(key, &notice, effect, now)
+            .emit(key, notice, effect, now)
             .await?
             .message_id()
-            .map_or_else(|| notice.message_id.clone(), str::to_string);
+            .map_or(built_id, str::to_string);
         warn!(
             queue_id = tx.queue_id.as_deref().unwrap_or("-"),
             msgid = %cert.identificativo,
@@ -1000,8 +998,9 @@ impl AfterQueue {
             // Keyed by the queue file, the bytes and the recipients: a Postfix retry of
             // the same queue file finds the staged envelope and builds none.
             let key = anomaly_key(tx.queue_id.as_deref(), &tx.data, &wrapped);
-            let emitted = self.emit(key, &env, Effect::Log(vec![event]), now).await?;
-            let id = emitted.message_id().unwrap_or(&env.message_id).to_string();
+            let built_id = env.message_id.clone();
+            let emitted = self.emit(key, env, Effect::Log(vec![event]), now).await?;
+            let id = emitted.message_id().map_or(built_id, str::to_string);
             info!(queue_id, anomaly = %id, "reception: not valid PEC ({reason}): anomaly envelope for {wrapped:?}");
             anomaly = Some(id);
         }
@@ -1047,11 +1046,12 @@ impl AfterQueue {
             .map_err(AfterQueueError::Inject)
     }
 
-    /// Stages `g` under `key` with `effect`, injects it and marks it (see [`crate::outbox`]).
+    /// Stages `g` under `key` with `effect`, injects it and marks it (see [`crate::outbox`]);
+    /// `g` moves into its outbox row (an anomaly envelope carries the whole message).
     async fn emit(
         &self,
         key: String,
-        g: &Generated,
+        g: Generated,
         effect: Effect,
         at: Instant,
     ) -> Result<Emitted, AfterQueueError> {
