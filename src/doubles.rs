@@ -394,6 +394,11 @@ impl Store for MemStore {
         let id = event.related_ids.first().cloned().unwrap_or_default();
         m.notices.insert(key, id);
         m.events.push(event.clone());
+        drop(m);
+        // Same provider: the notice closes our own tracking row (as the real stores).
+        if let Some(state) = crate::store::outbox::notice_outcome(event) {
+            self.update_tracking(&event.pec_id, recipient, state)?;
+        }
         Ok(true)
     }
 
@@ -559,11 +564,14 @@ impl Store for MemStore {
             }
             Effect::LogReply(event) => self.log_request_answered(event)?,
             Effect::Tracking { updates, event } => {
+                let mut moved = false;
                 for (r, state) in updates {
-                    self.update_tracking(&event.pec_id, r, *state)?;
+                    moved |= self.update_tracking(&event.pec_id, r, *state)?;
                 }
-                self.log(event)?;
-                true
+                if moved {
+                    self.log(event)?;
+                }
+                moved
             }
         };
         if !claimed {

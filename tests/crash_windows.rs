@@ -20,6 +20,7 @@ use pec::delivery::lmtp::{LocalDelivery, Reply, Transaction};
 use pec::delivery::DeliveryPoint;
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, OriginalInfo};
+use pec::message::daticert::Destinatario;
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{MessageKind, RecipientType};
 use pec::message::time::{FixedClock, Instant};
@@ -60,6 +61,28 @@ fn cert() -> Certification {
     )
 }
 
+/// The certification data of the envelope the delivery tests deliver: every To and Cc
+/// address of contratto.eml, as the access point records them (the delivery point notifies
+/// only recipients the daticert names).
+fn delivered_cert() -> Certification {
+    let mut c = cert();
+    c.destinatari = vec![
+        Destinatario {
+            address: BOB.into(),
+            tipo: RecipientType::Certificato,
+        },
+        Destinatario {
+            address: "carol@example.com".into(),
+            tipo: RecipientType::Esterno,
+        },
+        Destinatario {
+            address: "dave@pec.example.net".into(),
+            tipo: RecipientType::Certificato,
+        },
+    ];
+    c
+}
+
 fn envelope() -> Vec<u8> {
     let ids = SequentialIds::new("opec1.envelope", "pec.example.it");
     let iss = issuer();
@@ -68,7 +91,7 @@ fn envelope() -> Vec<u8> {
         signer: &*pki().signer,
         ids: &ids,
     }
-    .transport_envelope(&fixture("contratto.eml"), &cert(), at())
+    .transport_envelope(&fixture("contratto.eml"), &delivered_cert(), at())
     .unwrap()
     .to_bytes()
 }
@@ -1251,7 +1274,7 @@ both!(an_anomaly_envelope_is_built_once_per_queue_file);
 fn virus_notices_are_sent_once_per_recipient(b: &Backend) {
     use two_providers::{Provider, A_ID, MARKER};
     runtime().block_on(async {
-        let mut original = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: fattura\r\nMessage-ID: <v1@client>\r\n\r\nsee attachment ".to_vec();
+        let mut original = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net, dave@pec.example.net\r\nSubject: fattura\r\nMessage-ID: <v1@client>\r\n\r\nsee attachment ".to_vec();
         original.extend_from_slice(MARKER);
         original.extend_from_slice(b"\r\n");
         let info = OriginalInfo::parse(&original).unwrap();

@@ -33,8 +33,8 @@ const PEC_ID: &str = "opec1.20250603101112.1.1.test@pec.example.it";
 const SENDER: &str = "alice@pec.example.it";
 const BOB: &str = "bob@pec.example.net"; // To: of the original
 const DAVE: &str = "dave@pec.example.net"; // Cc: of the original
-const ERIN: &str = "erin@pec.example.net"; // neither (treated as primary)
-const FRANK: &str = "frank@pec.example.net";
+const ERIN: &str = "erin@pec.example.net"; // To: (added by `original`)
+const FRANK: &str = "frank@pec.example.net"; // To: (added by `original`)
 
 fn at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
@@ -55,13 +55,16 @@ fn index() -> ProviderIndex {
     }])
 }
 
-/// The original: `contratto.eml` (X-TipoRicevuta: breve), or without the header.
+/// The original: `contratto.eml` (X-TipoRicevuta: breve), or without the header, with
+/// ERIN and FRANK added to its To (every certified recipient is one the message shows).
 fn original(breve: bool) -> Vec<u8> {
-    let raw = fixture("contratto.eml");
+    let text = String::from_utf8(fixture("contratto.eml")).unwrap();
+    let to = "To: Bob Bianchi <bob@pec.example.net>, carol@example.com";
+    assert!(text.contains(to));
+    let text = text.replace(to, &format!("{to}, {ERIN}, {FRANK}"));
     if breve {
-        return raw;
+        return text.into_bytes();
     }
-    let text = String::from_utf8(raw).unwrap();
     text.replace("X-TipoRicevuta: breve\r\n", "").into_bytes()
 }
 

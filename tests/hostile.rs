@@ -289,7 +289,7 @@ async fn nul_bytes_are_wrapped_or_carried_never_a_failure() {
     ));
 }
 #[tokio::test]
-async fn a_receipt_replayed_to_another_mailbox_moves_nothing_more() {
+async fn a_receipt_replayed_to_another_mailbox_is_an_anomaly() {
     let r = rx(Provider::B);
     let cert = our_envelope_b_to_a(&r.store);
     let receipt = Provider::A.build(|b| {
@@ -319,26 +319,29 @@ async fn a_receipt_replayed_to_another_mailbox_moves_nothing_more() {
         }
         other => panic!("{other:?}"),
     }
-    // The same bytes replayed to mallory: a signed document goes where it is addressed,
-    // unchanged, but it certifies nothing new and triggers nothing.
+    // The same bytes replayed to mallory (case 7 of tests/HOSTILE.md): a receipt is
+    // delivered only to the sender it names; for mallory it is not valid PEC, wrapped in an
+    // anomaly envelope, and it certifies nothing new and triggers nothing.
     match r
         .local(&receipt.mail_from, &["mallory@pec.example.net"], &data)
         .await
     {
-        Local::Receipt {
-            tracking_updated,
-            notices,
-            ..
+        Local::NotPec {
+            reason, anomaly, ..
         } => {
-            assert_eq!(tracking_updated, 0);
-            assert!(notices.is_empty());
+            assert!(reason.contains("mallory@pec.example.net"), "{reason}");
+            assert!(anomaly.is_some());
         }
         other => panic!("{other:?}"),
     }
     let sent = r.sent();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].rcpt_to, vec!["mallory@pec.example.net"]);
-    assert_eq!(sent[1].message, data, "passed on byte for byte");
+    assert_ne!(sent[1].message, data, "not passed on as a receipt");
+    assert_eq!(
+        header(&sent[1].message, "X-Trasporto").as_deref(),
+        Some("errore")
+    );
     let rows = r.store.tracking_for(B_ID).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].state, TrackingState::Delivered);

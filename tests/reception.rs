@@ -107,7 +107,13 @@ async fn valid_envelope_is_taken_in_charge_recorded_and_delivered() {
 #[tokio::test]
 async fn same_provider_envelope_gets_acceptance_take_charge_and_our_tracking_moves() {
     let r = rx(Provider::A);
-    let original = fixture("contratto.eml");
+    let original = String::from_utf8(fixture("contratto.eml"))
+        .unwrap()
+        .replace(
+            "To: Bob Bianchi <bob@pec.example.net>, carol@example.com",
+            "To: ugo@pec.example.it, Bob Bianchi <bob@pec.example.net>",
+        )
+        .into_bytes();
     let info = OriginalInfo::parse(&original).unwrap();
     let cert = Certification::for_submission(
         &info,
@@ -163,7 +169,7 @@ async fn same_provider_envelope_gets_acceptance_take_charge_and_our_tracking_mov
 #[tokio::test]
 async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient() {
     let r = rx(Provider::B);
-    let mut original = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: fattura\r\nMessage-ID: <v1@client>\r\n\r\nsee attachment ".to_vec();
+    let mut original = b"From: alice@pec.example.it\r\nTo: bob@pec.example.net, dave@pec.example.net\r\nCc: carol@example.com\r\nSubject: fattura\r\nMessage-ID: <v1@client>\r\n\r\nsee attachment ".to_vec();
     original.extend_from_slice(MARKER);
     original.extend_from_slice(b"\r\n");
     let (env, _) = envelope_a_to_b(&original);

@@ -96,7 +96,8 @@ struct Certified {
     /// The original carried in the envelope (`postacert.eml`), for completa / breve:
     /// shared by the notices of every recipient, never copied for one.
     original: Bytes,
-    /// `verified[i]`: the store marks the envelope verified for recipient `i`.
+    /// `verified[i]`: the store marks the envelope verified for recipient `i`, and the
+    /// envelope's daticert names that recipient.
     verified: Vec<bool>,
 }
 
@@ -393,6 +394,19 @@ impl DeliveryPoint {
         };
         // The verified content is not needed once the original is out of it.
         drop(class);
+        // A notice only for a recipient the envelope certifies (the reception point took
+        // in charge no other; this holds even for a record written before it checked).
+        let verified = tx
+            .rcpt_to
+            .iter()
+            .zip(verified)
+            .map(|(r, v)| {
+                v && cert
+                    .destinatari
+                    .iter()
+                    .any(|d| d.address.trim().eq_ignore_ascii_case(r))
+            })
+            .collect();
         Ok(Some(Certified {
             pec_id,
             cert,

@@ -24,7 +24,11 @@
 use bytes::Bytes;
 use mail_parser::MessageParser;
 
+use std::collections::BTreeSet;
+
+use super::build::OriginalInfo;
 use super::daticert::Daticert;
+use super::ids::unbracketed;
 use super::kind::{ReceiptType, Ricevuta, Trasporto};
 use super::mime::{self, clip, Entity, RawField};
 use super::time::Instant;
@@ -178,6 +182,8 @@ struct TopHeaders {
     tipo_ricevuta: Option<ReceiptType>,
     mittente: Option<String>,
     security_flag: bool,
+    /// The sender named by the `From` display name "Per conto di: <sender>" (spec §3.1).
+    on_behalf_of: Option<String>,
 }
 
 struct Formal {
@@ -392,6 +398,14 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
         }
     }
 
+    agreement(
+        class,
+        &daticert,
+        header,
+        &headers,
+        postacert.first().copied(),
+    )?;
+
     Ok(Formal {
         class,
         daticert,
@@ -399,6 +413,123 @@ fn formal(raw: &[u8], v: &Verified) -> Result<Formal, String> {
         has_postacert,
         notes,
     })
+}
+
+/// The copies of the certification data must agree with the signed daticert (spec §3.1,
+/// §2.3; hostile input, tests/HOSTILE.md): every role keys on the daticert, so a message
+/// whose header or carried original says something else would be taken in charge for one
+/// identity and delivered or answered for another.
+///
+/// * `X-Riferimento-Message-ID` = daticert `msgid` (when both are present; every message
+///   type);
+/// * transport envelopes: `Message-ID` = daticert `identificativo`; the sender named in the
+///   `From` display name "Per conto di: …" = daticert `mittente`; every daticert
+///   `destinatari` among the `To` and `Cc` addresses of the envelope and of
+///   `postacert.eml` (case-insensitive); the `From` address of `postacert.eml` = daticert
+///   `mittente`.
+fn agreement(
+    class: HeaderClass,
+    d: &Daticert,
+    header: &[u8],
+    top: &TopHeaders,
+    postacert: Option<&Part<'_>>,
+) -> Result<(), String> {
+    let same_id = |a: &str, b: &str| unbracketed(a) == unbracketed(b);
+    if let (Some(r), Some(m)) = (&top.riferimento_message_id, &d.msgid) {
+        if !same_id(r, m) {
+            return Err(format!(
+                "X-Riferimento-Message-ID \"{}\" differs from the daticert msgid \"{}\"",
+                clip(r),
+                clip(m)
+            ));
+        }
+    }
+    if class != HeaderClass::Envelope {
+        return Ok(());
+    }
+    match &top.message_id {
+        Some(id) if same_id(id, &d.identificativo) => {}
+        Some(id) => {
+            return Err(format!(
+                "Message-ID \"{}\" differs from the daticert identificativo \"{}\"",
+                clip(id),
+                clip(&d.identificativo)
+            ))
+        }
+        None => return Err("transport envelope without a Message-ID".into()),
+    }
+    if let Some(sender) = &top.on_behalf_of {
+        if !sender.eq_ignore_ascii_case(d.mittente.trim()) {
+            return Err(format!(
+                "From says \"Per conto di: {}\", the daticert mittente is \"{}\"",
+                clip(sender),
+                clip(&d.mittente)
+            ));
+        }
+    }
+    let certified: BTreeSet<String> = d
+        .destinatari
+        .iter()
+        .map(|x| x.address.trim().to_ascii_lowercase())
+        .collect();
+    let shown = |info: &OriginalInfo| -> BTreeSet<String> {
+        info.to.iter().chain(&info.cc).cloned().collect()
+    };
+    // Every certified recipient is one the message shows (a recipient certified but not
+    // shown would be a blind copy, which PEC forbids, spec §5.1); the reception point
+    // also requires each RCPT to be certified.
+    let unshown = |info: &OriginalInfo| -> Option<String> {
+        let shown = shown(info);
+        let missing: BTreeSet<String> = certified.difference(&shown).cloned().collect();
+        (!missing.is_empty()).then(|| join(&missing))
+    };
+    let envelope = OriginalInfo::parse(header).map_err(|e| format!("envelope header: {e}"))?;
+    if let Some(missing) = unshown(&envelope) {
+        return Err(format!(
+            "daticert destinatari not in the To/Cc of the envelope: {}",
+            clip(&missing)
+        ));
+    }
+    if let Some(p) = postacert {
+        // Only the header of the carried original is read: no copy of its body unless it
+        // is transfer-encoded (which message/rfc822 should not be, RFC 2046 §5.2.1).
+        let decoded;
+        let raw = match p
+            .cte
+            .as_deref()
+            .map(|c| c.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("7bit" | "8bit" | "binary") => p.body,
+            Some(_) => {
+                decoded = mime::decode_transfer(p.body, p.cte.as_deref())
+                    .map_err(|e| format!("postacert.eml: {e}"))?;
+                &decoded[..]
+            }
+        };
+        let (original_header, _) = mime::split_header_body(raw);
+        let original =
+            OriginalInfo::parse(original_header).map_err(|e| format!("postacert.eml: {e}"))?;
+        let from = original.from.first().map(String::as_str).unwrap_or("");
+        if !from.eq_ignore_ascii_case(d.mittente.trim()) {
+            return Err(format!(
+                "postacert.eml is from \"{}\", the daticert mittente is \"{}\"",
+                clip(from),
+                clip(&d.mittente)
+            ));
+        }
+        if let Some(missing) = unshown(&original) {
+            return Err(format!(
+                "daticert destinatari not in the To/Cc of postacert.eml: {}",
+                clip(&missing)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn join(set: &BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join(", ")
 }
 
 fn header_class(fields: &[RawField<'_>]) -> Result<HeaderClass, String> {
@@ -458,13 +589,26 @@ fn top_headers(header: &[u8], fields: &[RawField<'_>]) -> TopHeaders {
     if let Some(m) = MessageParser::default().parse_headers(header) {
         h.message_id = m.message_id().map(str::to_string);
         h.subject = m.subject().map(str::to_string);
-        h.from = m
-            .from()
-            .and_then(|a| a.first())
-            .and_then(|a| a.address())
-            .map(str::to_string);
+        let first = m.from().and_then(|a| a.first());
+        h.from = first.and_then(|a| a.address()).map(str::to_string);
+        h.on_behalf_of = first.and_then(|a| a.name()).and_then(on_behalf_of);
     }
     h
+}
+
+/// The sender in a display name "Per conto di: <sender>" (any case, quotes and spaces
+/// trimmed); `None` for any other display name.
+fn on_behalf_of(name: &str) -> Option<String> {
+    let name = name.trim().trim_matches('"').trim();
+    let prefix = "per conto di:";
+    let head = name.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let sender = name[prefix.len()..]
+        .trim()
+        .trim_matches(|c| c == '<' || c == '>');
+    (!sender.is_empty()).then(|| sender.to_string())
 }
 
 /// Lower-case domain of an address (`a@B.it` → `b.it`).
@@ -544,7 +688,7 @@ mod tests {
 
     fn postacert_part(inner_headers: &str) -> String {
         format!(
-            "Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\n\r\n{inner_headers}From: mario@pec.example.it\r\nSubject: Prova\r\n\r\ncorpo\r\n"
+            "Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\n\r\n{inner_headers}From: mario@pec.example.it\r\nTo: Anna <ANNA@pec.other.it>\r\nSubject: Prova\r\n\r\ncorpo\r\n"
         )
     }
 
@@ -580,7 +724,7 @@ mod tests {
 
     fn run(f: &Fixture, class_header: &str, content: &[u8]) -> Classification {
         let headers = format!(
-            "From: posta-certificata@pec.example.it\r\nSubject: =?UTF-8?Q?POSTA_CERTIFICATA:_Prova_=C3=A8?=\r\nMessage-ID: <opec1.20250105100000.1.1@pec.example.it>\r\nX-Riferimento-Message-ID: <abc@client>\r\n{class_header}"
+            "From: posta-certificata@pec.example.it\r\nTo: anna@pec.other.it\r\nSubject: =?UTF-8?Q?POSTA_CERTIFICATA:_Prova_=C3=A8?=\r\nMessage-ID: <opec1.20250105100000.1.1@pec.example.it>\r\nX-Riferimento-Message-ID: <abc@client>\r\n{class_header}"
         );
         let raw = signed_message(&headers, content, &f.cert, &f.key);
         classify(&raw, &f.trust, at())
@@ -795,6 +939,117 @@ mod tests {
             run(&f, "X-Trasporto: posta-certificata\r\n", &env),
             Classification::TransportEnvelope(_)
         ));
+    }
+
+    /// Case 6 of the certification bugs (tests/HOSTILE.md): a signed envelope whose
+    /// header or carried original disagrees with its daticert is not formally correct.
+    #[test]
+    fn copies_of_the_certification_data_must_agree_with_the_daticert() {
+        let f = fixture(&["pec.example.it"]);
+        let xml = daticert("posta-certificata", "<ricevuta tipo=\"completa\" />");
+        let env = |postacert_headers: &str, from: &str| {
+            mixed(&[
+                text_part(),
+                daticert_part(&xml),
+                format!(
+                    "Content-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Disposition: inline; filename=\"postacert.eml\"\r\n\r\n{postacert_headers}From: {from}\r\nSubject: Prova\r\n\r\ncorpo\r\n"
+                ),
+            ])
+        };
+        let good = env("To: anna@pec.other.it\r\n", "mario@pec.example.it");
+        let sign = |top: &str, content: &[u8]| {
+            let raw = signed_message(top, content, &f.cert, &f.key);
+            classify(&raw, &f.trust, at())
+        };
+        let top = |message_id: &str, riferimento: &str, from: &str, to: &str| {
+            format!("From: {from}\r\nTo: {to}\r\nSubject: POSTA CERTIFICATA: Prova\r\nMessage-ID: {message_id}\r\nX-Riferimento-Message-ID: {riferimento}\r\nX-Trasporto: posta-certificata\r\n")
+        };
+        let id = "<opec1.20250105100000.1.1@pec.example.it>";
+        let on_behalf = "\"Per conto di: Mario@PEC.example.it\" <posta-certificata@pec.example.it>";
+        assert!(matches!(
+            sign(
+                &top(id, "<abc@client>", on_behalf, "anna@pec.other.it"),
+                &good
+            ),
+            Classification::TransportEnvelope(_)
+        ));
+        let cases = [
+            (
+                top(
+                    "<opec1.other@pec.example.it>",
+                    "<abc@client>",
+                    on_behalf,
+                    "anna@pec.other.it",
+                ),
+                good.clone(),
+                "differs from the daticert identificativo",
+            ),
+            (
+                top(id, "<other@client>", on_behalf, "anna@pec.other.it"),
+                good.clone(),
+                "differs from the daticert msgid",
+            ),
+            (
+                top(
+                    id,
+                    "<abc@client>",
+                    "\"Per conto di: alice@pec.example.it\" <posta-certificata@pec.example.it>",
+                    "anna@pec.other.it",
+                ),
+                good.clone(),
+                "Per conto di: alice@pec.example.it",
+            ),
+            (
+                top(id, "<abc@client>", on_behalf, "bob@pec.other.it"),
+                good.clone(),
+                "not in the To/Cc of the envelope: anna@pec.other.it",
+            ),
+            (
+                top(id, "<abc@client>", on_behalf, "anna@pec.other.it"),
+                env("To: bob@pec.other.it\r\n", "mario@pec.example.it"),
+                "not in the To/Cc of postacert.eml: anna@pec.other.it",
+            ),
+            (
+                top(id, "<abc@client>", on_behalf, "anna@pec.other.it"),
+                env("To: anna@pec.other.it\r\n", "alice@pec.example.it"),
+                "postacert.eml is from \"alice@pec.example.it\"",
+            ),
+        ];
+        for (headers, content, want) in cases {
+            let why = wrong(sign(&headers, &content));
+            assert!(why.contains(want), "{why} does not say {want}");
+        }
+        // Receipts: X-Riferimento-Message-ID is the original's msgid.
+        let receipt = mixed(&[
+            text_part(),
+            daticert_part(&daticert(
+                "avvenuta-consegna",
+                "<ricevuta tipo=\"sintetica\" /><consegna>anna@pec.other.it</consegna>",
+            )),
+        ]);
+        let head = |riferimento: &str| {
+            format!("From: posta-certificata@pec.example.it\r\nTo: mario@pec.example.it\r\nMessage-ID: <r1@pec.example.it>\r\nX-Riferimento-Message-ID: {riferimento}\r\nX-Ricevuta: avvenuta-consegna\r\n")
+        };
+        assert!(matches!(
+            sign(&head("<abc@client>"), &receipt),
+            Classification::Receipt(Ricevuta::AvvenutaConsegna, _)
+        ));
+        assert!(wrong(sign(&head("<zzz@client>"), &receipt)).contains("msgid"));
+    }
+
+    #[test]
+    fn on_behalf_of_reads_the_display_name() {
+        assert_eq!(
+            on_behalf_of("Per conto di: a@b.it"),
+            Some("a@b.it".to_string())
+        );
+        assert_eq!(
+            on_behalf_of("\"PER CONTO DI:  <a@b.it> \""),
+            Some("a@b.it".to_string())
+        );
+        assert_eq!(on_behalf_of("Per conto di:"), None);
+        assert_eq!(on_behalf_of("Mario Rossi"), None);
+        assert_eq!(on_behalf_of("Per"), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::log::request::{self as log_request, RequestSettings, REQUEST_HEADER};
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
 use crate::message::classify::{classify_shared, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
-use crate::message::kind::{MessageKind, Ricevuta};
+use crate::message::kind::{MessageKind, RecipientType, Ricevuta};
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::outbox::{outbound, EmitError, Emitted};
@@ -334,13 +334,22 @@ impl AfterQueue {
         // Decide everything that may refuse the transaction before injecting anything.
         let plan = match class {
             Classification::TransportEnvelope(m) => match m.verified.provider.clone() {
-                Some(provider) => Plan::Envelope(Box::new(m), provider),
+                Some(provider) => match self.envelope_problem(&m, &provider, &local).await? {
+                    None => Plan::Envelope(Box::new(m), provider),
+                    Some(reason) => Plan::NotPec(reason, self.policies(&local).await?),
+                },
                 None => Plan::NotPec(
                     "certificato del gestore mittente senza record nell'indice".into(),
                     self.policies(&local).await?,
                 ),
             },
-            Classification::Receipt(kind, m) => Plan::Receipt(kind, Box::new(m)),
+            Classification::Receipt(kind, m) => {
+                let found = self.correlate(kind, &m).await?;
+                match self.receipt_problem(kind, &m, &found, &local) {
+                    None => Plan::Receipt(kind, Box::new(m), found),
+                    Some(reason) => Plan::NotPec(reason, self.policies(&local).await?),
+                }
+            }
             other => {
                 let reason = other.reason().unwrap_or("messaggio non valido").to_string();
                 Plan::NotPec(reason, self.policies(&local).await?)
@@ -375,8 +384,8 @@ impl AfterQueue {
                 self.envelope(tx, &m, &provider, &local, now, &mut outcome.passed_on)
                     .await?
             }
-            Plan::Receipt(kind, m) => {
-                self.receipt(tx, kind, &m, &local, now, &mut outcome.passed_on)
+            Plan::Receipt(kind, m, found) => {
+                self.receipt(tx, kind, &m, found, &local, now, &mut outcome.passed_on)
                     .await?
             }
             Plan::NotPec(reason, policies) => self.not_pec(tx, reason, policies, now).await?,
@@ -687,13 +696,199 @@ impl AfterQueue {
         })
     }
 
-    /// A valid receipt or notice for `local`: correlate with our tracking rows, deliver to
-    /// the persons, consume what is addressed to our `mailReceipt`.
+    /// Checks a valid transport envelope against our records before anything is taken in
+    /// charge: `Some(reason)` when it must be treated as not valid PEC (anomaly or refusal
+    /// by policy, never a presa in carico):
+    ///
+    /// * a local RCPT that is not among the daticert `destinatari` (the SMTP envelope is not
+    ///   signed: a relay, or anyone replaying the envelope, could address it to somebody
+    ///   else; the To/Cc headers and `postacert.eml` were checked against the daticert by
+    ///   the classification);
+    /// * an envelope of another provider whose `identificativo` is one of our own envelopes'
+    ///   (our receipts, the tracking and the delivery point key on it).
+    async fn envelope_problem(
+        &self,
+        m: &PecMessage,
+        provider: &ProviderInfo,
+        local: &[String],
+    ) -> Result<Option<String>, AfterQueueError> {
+        let d = &m.daticert;
+        let stranger: Vec<&String> = local
+            .iter()
+            .filter(|r| {
+                !d.destinatari
+                    .iter()
+                    .any(|x| x.address.trim().eq_ignore_ascii_case(r))
+            })
+            .collect();
+        if !stranger.is_empty() {
+            return Ok(Some(format!(
+                "destinatario non presente nei dati di certificazione: {}",
+                stranger
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let ours = provider
+            .mail_receipt
+            .eq_ignore_ascii_case(&self.reception.mail_receipt);
+        if !ours {
+            let (store, id) = (self.store.clone(), d.identificativo.clone());
+            if blocking(move || store.envelope_certification(&id))
+                .await??
+                .is_some()
+            {
+                return Ok(Some(format!(
+                    "identificativo {} di un messaggio di questo gestore in una busta firmata da {}",
+                    d.identificativo, provider.name
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Judges a receipt from another provider against our own records (see
+    /// [`Correlation`]): our envelope's certification data and its tracking rows.
+    async fn correlate(
+        &self,
+        kind: Ricevuta,
+        m: &PecMessage,
+    ) -> Result<Correlation, AfterQueueError> {
+        let d = &m.daticert;
+        let about: Vec<String> = match kind {
+            Ricevuta::PresaInCarico => d.ricezione.clone(),
+            _ => d.consegna.iter().cloned().collect(),
+        };
+        let (store, id) = (self.store.clone(), d.identificativo.clone());
+        let (envelope, tracking) = blocking(move || -> Result<_, StoreError> {
+            let envelope = store.envelope_certification(&id)?;
+            let tracking = match envelope {
+                Some(_) => store.tracking_for(&id)?,
+                None => Vec::new(),
+            };
+            Ok((envelope, tracking))
+        })
+        .await??;
+        let mut found = Correlation {
+            envelope,
+            about,
+            ..Correlation::default()
+        };
+        let Some(c) = &found.envelope else {
+            found.why_not = Some("not one of our envelopes".into());
+            return Ok(found);
+        };
+        let provider = m.verified.provider.as_ref();
+        let why_not = (|| {
+            if !matches!(
+                kind,
+                Ricevuta::PresaInCarico
+                    | Ricevuta::AvvenutaConsegna
+                    | Ricevuta::ErroreConsegna
+                    | Ricevuta::RilevazioneVirus
+            ) {
+                return Some(format!(
+                    "a {} is never another provider's to send",
+                    kind.as_str()
+                ));
+            }
+            if m.riferimento_message_id
+                .as_ref()
+                .is_some_and(|r| unbracketed(r) != unbracketed(&c.riferimento()))
+            {
+                return Some("X-Riferimento-Message-ID of another message".into());
+            }
+            if found.about.is_empty() {
+                return Some("about no recipient".into());
+            }
+            let certified = |a: &str| {
+                c.destinatari.iter().any(|x| {
+                    x.tipo == RecipientType::Certificato && x.address.eq_ignore_ascii_case(a)
+                })
+            };
+            if let Some(r) = found.about.iter().find(|a| !certified(a)) {
+                return Some(format!("{r} is not a certified recipient of the envelope"));
+            }
+            let managed = |a: &str| {
+                let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                provider.is_some_and(|p| p.manages(domain))
+            };
+            found
+                .about
+                .iter()
+                .find(|a| !managed(a))
+                .map(|r| format!("{r} is not managed by the signer's provider"))
+        })();
+        if why_not.is_some() {
+            found.why_not = why_not;
+            return Ok(found);
+        }
+        found.correlated = true;
+        // Still waiting for what the receipt reports: no presa in carico yet, or no
+        // outcome yet (the 24 h notice is an outcome: tracking stops there, spec §5.4).
+        let waiting = |state: TrackingState| match kind {
+            Ricevuta::PresaInCarico => state == TrackingState::Sent,
+            _ => state.rank() < TrackingState::Delivered.rank(),
+        };
+        found.late = !found.about.iter().any(|a| {
+            tracking
+                .iter()
+                .any(|t| t.recipient.eq_ignore_ascii_case(a) && waiting(t.state))
+        });
+        Ok(found)
+    }
+
+    /// Whether the receipt may go to every local recipient as it is: consumed when it is a
+    /// presa in carico or rilevazione virus for our `mailReceipt`, delivered to the person
+    /// it is addressed to only when that is the sender it names (our record's sender when
+    /// the envelope is ours, else the daticert `mittente`). `Some(reason)` otherwise: a
+    /// receipt replayed or redirected to a third party is not valid PEC for that mailbox.
+    fn receipt_problem(
+        &self,
+        kind: Ricevuta,
+        m: &PecMessage,
+        found: &Correlation,
+        local: &[String],
+    ) -> Option<String> {
+        let sender = found
+            .envelope
+            .as_ref()
+            .map_or(m.daticert.mittente.trim(), |c| c.mittente.as_str());
+        let stranger: Vec<&str> = local
+            .iter()
+            .filter(|r| !(self.consumable(kind, r) || r.eq_ignore_ascii_case(sender)))
+            .map(String::as_str)
+            .collect();
+        (!stranger.is_empty()).then(|| {
+            format!(
+                "{} indirizzata a {}, non al mittente {sender} del messaggio originale",
+                kind.as_str(),
+                stranger.join(", ")
+            )
+        })
+    }
+
+    /// A presa in carico or rilevazione virus for our `mailReceipt`: consumed, never
+    /// delivered.
+    fn consumable(&self, kind: Ricevuta, rcpt: &str) -> bool {
+        matches!(kind, Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus)
+            && rcpt.eq_ignore_ascii_case(&self.reception.mail_receipt)
+    }
+
+    /// A valid receipt or notice for `local` (each recipient checked by
+    /// [`AfterQueue::receipt_problem`]): logged, our tracking rows moved when it correlates
+    /// and they still wait for it, delivered to the sender, consumed when addressed to our
+    /// `mailReceipt`. A rilevazione virus about a recipient still waiting gives our user the
+    /// mancata consegna per virus, built from our own record of the envelope.
+    #[allow(clippy::too_many_arguments)]
     async fn receipt(
         &self,
         tx: &Transaction,
         kind: Ricevuta,
         m: &PecMessage,
+        found: Correlation,
         local: &[String],
         now: Instant,
         passed_on: &mut Vec<String>,
@@ -701,70 +896,45 @@ impl AfterQueue {
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
         let d = &m.daticert;
         let pec_id = d.identificativo.clone();
-        // Which recipients of our envelope the receipt is about, and what it says.
-        let (about, state): (Vec<String>, Option<TrackingState>) = match kind {
-            Ricevuta::PresaInCarico => (d.ricezione.clone(), Some(TrackingState::TakenInCharge)),
-            Ricevuta::AvvenutaConsegna => (
-                d.consegna.iter().cloned().collect(),
-                Some(TrackingState::Delivered),
-            ),
-            Ricevuta::ErroreConsegna | Ricevuta::RilevazioneVirus => (
-                d.consegna.iter().cloned().collect(),
-                Some(TrackingState::Failed),
-            ),
-            _ => (Vec::new(), None),
-        };
-        // A provider speaks only for its own mailboxes (spec §5.2 item 4): a receipt about
-        // another provider's recipient moves nothing.
-        let provider = m.verified.provider.clone();
-        let (bound, unbound): (Vec<String>, Vec<String>) = about.into_iter().partition(|a| {
-            let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            provider.as_ref().is_some_and(|p| p.manages(domain))
-        });
-        if !unbound.is_empty() {
-            warn!(queue_id, msgid = %pec_id, "reception: {} about {unbound:?}, not managed by the signer's provider: tracking left alone", kind.as_str());
-        }
-        // Correlation: the envelope must be ours (identificativo = our PEC msgid) and the
-        // receipt's X-Riferimento-Message-ID must be the one of that envelope.
-        let store = self.store.clone();
-        let id = pec_id.clone();
-        let envelope = blocking(move || store.envelope_certification(&id)).await??;
-        let correlated = match (&envelope, &m.riferimento_message_id) {
-            (None, _) => false,
-            (Some(c), Some(r)) => unbracketed(r) == unbracketed(&c.riferimento()),
-            // A receipt without the header: the identificativo alone (logged).
-            (Some(_), None) => true,
-        };
-        if !correlated {
+        if let Some(why) = &found.why_not {
             warn!(
                 queue_id,
                 msgid = %pec_id,
                 riferimento = m.riferimento_message_id.as_deref().unwrap_or("-"),
-                "reception: {} not about one of our envelopes (identificativo or X-Riferimento-Message-ID): tracking left alone",
-                kind.as_str()
+                "reception: {} about {:?} does not correlate ({why}): tracking left alone, nothing generated",
+                kind.as_str(),
+                found.about
             );
+        } else if found.late {
+            info!(queue_id, msgid = %pec_id, "reception: {} about {:?}, who have their outcome already: moves nothing, generates nothing", kind.as_str(), found.about);
         }
-        let bound = if correlated { bound } else { Vec::new() };
-        let consumable = matches!(kind, Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus);
         let (consumed, persons): (Vec<String>, Vec<String>) = local
             .iter()
             .cloned()
-            .partition(|r| consumable && r.eq_ignore_ascii_case(&self.reception.mail_receipt));
-        // The received receipt is a legal-log event, written with the tracking rows it
-        // moves (one transaction).
-        let updates: Vec<(String, TrackingState)> = match state {
-            Some(state) => bound.iter().map(|r| (r.clone(), state)).collect(),
-            None => Vec::new(),
+            .partition(|r| self.consumable(kind, r));
+        // What the receipt moves, in the transaction that logs it; a rilevazione virus moves
+        // its rows with the notice it gives our user (below), so that a recipient whose
+        // outcome is decided gets neither.
+        let updates: Vec<(String, TrackingState)> = match kind {
+            _ if !found.correlated => Vec::new(),
+            Ricevuta::PresaInCarico => found
+                .about
+                .iter()
+                .map(|r| (r.clone(), TrackingState::TakenInCharge))
+                .collect(),
+            Ricevuta::AvvenutaConsegna => found
+                .about
+                .iter()
+                .map(|r| (r.clone(), TrackingState::Delivered))
+                .collect(),
+            Ricevuta::ErroreConsegna => found
+                .about
+                .iter()
+                .map(|r| (r.clone(), TrackingState::Failed))
+                .collect(),
+            _ => Vec::new(),
         };
-        let event = self.received_event(
-            tx,
-            kind,
-            m,
-            envelope.as_ref().filter(|_| correlated),
-            &consumed,
-            &persons,
-            now,
-        );
+        let event = self.received_event(tx, kind, m, &found, &consumed, &persons, now);
         let store = self.store.clone();
         let tracking_updated =
             blocking(move || store.record_receipt_received(&event, &updates)).await??;
@@ -773,16 +943,22 @@ impl AfterQueue {
             msgid = %pec_id,
             riferimento = m.riferimento_message_id.as_deref().unwrap_or("-"),
             tracking_updated,
+            outcome = found.outcome(),
             "reception: {} received",
             kind.as_str()
         );
 
         let mut notices = Vec::new();
-        if kind == Ricevuta::RilevazioneVirus && self.reception.is_local(&d.mittente) {
-            let cert = Certification::from_envelope(d, Vec::new(), Vec::new());
-            let virus = d.errore_esteso.clone().unwrap_or_else(|| "virus".into());
-            for r in &bound {
-                notices.push(self.virus_for_our_user(tx, &cert, r, &virus, now).await?);
+        if let (Ricevuta::RilevazioneVirus, true, Some(cert)) =
+            (kind, found.correlated, &found.envelope)
+        {
+            let virus = d
+                .errore_esteso
+                .as_deref()
+                .map(one_line)
+                .unwrap_or_else(|| "virus".into());
+            for r in &found.about {
+                notices.extend(self.virus_for_our_user(tx, cert, r, &virus, now).await?);
             }
         }
 
@@ -847,23 +1023,30 @@ impl AfterQueue {
         tx: &Transaction,
         kind: Ricevuta,
         m: &PecMessage,
-        envelope: Option<&Certification>,
+        found: &Correlation,
         consumed: &[String],
         persons: &[String],
         now: Instant,
     ) -> LogEvent {
         let d = &m.daticert;
+        // Our record of the envelope, when the receipt correlates with it; the receipt's
+        // own words otherwise (its record then says "uncorrelated").
+        let envelope = found.envelope.as_ref().filter(|_| found.correlated);
         let recipients = match envelope {
             Some(c) => &c.destinatari,
             None => &d.destinatari,
         };
-        let about: Vec<String> = match kind {
-            Ricevuta::PresaInCarico => d.ricezione.clone(),
-            _ => d.consegna.iter().cloned().collect(),
-        };
         let mut reason = Vec::new();
-        if !about.is_empty() {
-            reason.push(format!("riguarda {}", about.join(", ")));
+        if !found.about.is_empty() {
+            reason.push(format!("riguarda {}", found.about.join(", ")));
+        }
+        if let Some(why) = &found.why_not {
+            reason.push(format!("non correlata: {why}"));
+        }
+        if let Some(c) = envelope {
+            if !c.mittente.eq_ignore_ascii_case(d.mittente.trim()) {
+                reason.push(format!("mittente dichiarato: {}", d.mittente));
+            }
         }
         if !consumed.is_empty() {
             reason.push("consumata".to_string());
@@ -894,18 +1077,15 @@ impl AfterQueue {
                 .as_ref()
                 .map_or_else(|| d.gestore_emittente.clone(), |p| p.name.clone()),
             queue_id: tx.queue_id.clone(),
-            outcome: if envelope.is_some() {
-                "correlated"
-            } else {
-                "uncorrelated"
-            }
-            .into(),
+            outcome: found.outcome().into(),
             reason: (!reason.is_empty()).then(|| reason.join("; ")),
         }
     }
 
-    /// Avviso di mancata consegna per virus (spec §3.9) to our user about `recipient`, and
-    /// the tracking row marked failed. Returns the notice's Message-ID.
+    /// Avviso di mancata consegna per virus (spec §3.9) to our user about `recipient`, built
+    /// from `cert`, our own record of the envelope, and the tracking row marked failed, in
+    /// one transaction. Returns the notice's Message-ID; `None` when the recipient has its
+    /// outcome already (nothing sent, nothing recorded).
     async fn virus_for_our_user(
         &self,
         tx: &Transaction,
@@ -913,7 +1093,7 @@ impl AfterQueue {
         recipient: &str,
         virus: &str,
         now: Instant,
-    ) -> Result<String, AfterQueueError> {
+    ) -> Result<Option<String>, AfterQueueError> {
         let (c, r, v) = (cert.clone(), recipient.to_string(), virus.to_string());
         let notice = self
             .build(move |b| b.non_delivery_virus(&c, now, &r, &v))
@@ -937,12 +1117,19 @@ impl AfterQueue {
             event,
         };
         let key = virus_non_delivery_key(&cert.identificativo, recipient);
-        let built_id = notice.message_id.clone();
-        let notice_id = self
+        let Some(notice_id) = self
             .emit(key, notice, effect, now)
             .await?
             .message_id()
-            .map_or(built_id, str::to_string);
+            .map(str::to_string)
+        else {
+            info!(
+                queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+                msgid = %cert.identificativo,
+                "reception: virus reported for {recipient}, who has an outcome already: no notice"
+            );
+            return Ok(None);
+        };
         warn!(
             queue_id = tx.queue_id.as_deref().unwrap_or("-"),
             msgid = %cert.identificativo,
@@ -950,7 +1137,7 @@ impl AfterQueue {
             "reception: virus reported for {recipient}: mancata consegna per virus sent to {}",
             cert.mittente
         );
-        Ok(notice_id)
+        Ok(Some(notice_id))
     }
 
     /// Not valid PEC: anomaly envelope or forward, per policy (refusals were handled
@@ -1129,8 +1316,38 @@ impl AfterQueue {
 /// injection.
 enum Plan {
     Envelope(Box<PecMessage>, ProviderInfo),
-    Receipt(Ricevuta, Box<PecMessage>),
+    Receipt(Ricevuta, Box<PecMessage>, Correlation),
     NotPec(String, Vec<(String, MailboxPolicy)>),
+}
+
+/// What a receipt from another provider is about, judged against our own records
+/// ([`AfterQueue::correlate`]).
+#[derive(Debug, Clone, Default)]
+struct Correlation {
+    /// Our certification data of the envelope named by the daticert `identificativo`, when
+    /// it is one of ours.
+    envelope: Option<Certification>,
+    /// The recipients the receipt speaks of (daticert `ricezione` or `consegna`).
+    about: Vec<String>,
+    /// The receipt is about our envelope (identificativo and `X-Riferimento-Message-ID`),
+    /// its type is one another provider may send us about it, and every recipient it speaks
+    /// of is a certified recipient of that envelope in a domain the signer manages.
+    correlated: bool,
+    /// Correlated, but no recipient it speaks of is still waiting for what it reports.
+    late: bool,
+    /// Why it does not correlate, for the log.
+    why_not: Option<String>,
+}
+
+impl Correlation {
+    /// The legal-log outcome of the received receipt.
+    fn outcome(&self) -> &'static str {
+        match (self.correlated, self.late) {
+            (false, _) => "uncorrelated",
+            (true, true) => "late",
+            (true, false) => "correlated",
+        }
+    }
 }
 
 /// `s` on one line, for an SMTP reply.

@@ -79,7 +79,9 @@ pub enum Effect {
         at: Instant,
     },
     /// Delivery receipt or non-delivery notice: the (`event.pec_id`, `recipient`) claim of
-    /// [`super::Store::claim_delivery_notice`] and `event`. Nothing when claimed already.
+    /// [`super::Store::claim_delivery_notice`] and `event`, and, when the envelope is our
+    /// own (same provider: the sender's tracking row exists), that row closed with the
+    /// outcome ([`notice_outcome`]). Nothing when claimed already.
     DeliveryNotice { recipient: String, event: LogEvent },
     /// Presa in carico: `event.pec_id` verified for `recipients` (as
     /// [`super::Store::record_verified`]), `event` logged and, when `tracking`, their
@@ -106,7 +108,9 @@ pub enum Effect {
     LogReply(LogEvent),
     /// A notice that settles tracking rows of `event.pec_id` (the mancata consegna per
     /// virus to our user): each `(recipient, state)` row moved forward (as
-    /// [`super::Store::update_tracking`]) and `event` logged.
+    /// [`super::Store::update_tracking`]) and `event` logged. The claim is that at least one
+    /// row moved: a recipient that has its outcome already (or is no certified recipient of
+    /// ours) gets no notice, and nothing is recorded.
     Tracking {
         updates: Vec<(String, TrackingState)>,
         event: LogEvent,
@@ -162,6 +166,19 @@ pub fn intent_is_live(holder: Option<&str>, taken: Instant, owner: &str, now: In
             .parse::<u32>()
             .is_ok_and(|pid| pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()),
         _ => true,
+    }
+}
+
+/// The outcome a delivery receipt or non-delivery notice (`event`, an
+/// [`EventKind::Issued`] record) decides for its recipient's tracking row: delivered or
+/// failed; `None` for any other record.
+pub fn notice_outcome(event: &LogEvent) -> Option<TrackingState> {
+    match event.kind {
+        EventKind::Issued(MessageKind::Delivery(_)) => Some(TrackingState::Delivered),
+        EventKind::Issued(MessageKind::NonDelivery | MessageKind::NonDeliveryVirus) => {
+            Some(TrackingState::Failed)
+        }
+        _ => None,
     }
 }
 

@@ -1041,35 +1041,16 @@ impl Store for PgStore {
         })
     }
 
-    /// The insert on the (pec_id, recipient) key decides: a concurrent claim from another
-    /// node waits for this transaction and then finds the key taken.
     fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
-        let (recipient, event) = (recipient.to_ascii_lowercase(), event.clone());
+        let (recipient, event) = (recipient.to_string(), event.clone());
         self.write("claim delivery notice", move |tx| {
             Box::pin(async move {
-                let pec_id = &event.pec_id;
-                let notice_id = event.related_ids.first().cloned().unwrap_or_default();
-                let head = lock_head(tx).await?;
-                let inserted = tx
-                    .execute(
-                        "INSERT INTO delivery_notices (pec_id, recipient, kind, notice_id, at)
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                        &[
-                            pec_id,
-                            &recipient,
-                            &event.kind.label(),
-                            &notice_id,
-                            &event.at.unix(),
-                        ],
-                    )
-                    .await
-                    .map_err(pg(&format!("claim delivery notice of \"{pec_id}\"")))?;
-                if inserted == 0 {
-                    return Ok(false);
+                let mut head = lock_head(tx).await?;
+                let claimed = outbox::claim_notice(tx, &mut head, &recipient, &event).await?;
+                if claimed {
+                    set_head(tx, &head).await?;
                 }
-                let tail = append_after(tx, &event, head).await?;
-                set_head(tx, &tail).await?;
-                Ok(true)
+                Ok(claimed)
             })
         })
     }

@@ -13,7 +13,7 @@ use super::{
     to_i64, tracking_forward,
 };
 use crate::message::time::Instant;
-use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
+use crate::store::outbox::{intent_is_live, notice_outcome, refused_events, timeout_event};
 use crate::store::{
     DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
     TrackingState, RETENTION_MONTHS,
@@ -99,26 +99,7 @@ pub(super) async fn stage(
             at,
         } => close_acceptance(tx, &mut head, pec_id, receipt_id, *at).await?,
         Effect::DeliveryNotice { recipient, event } => {
-            let pec_id = &event.pec_id;
-            let notice_id = event.related_ids.first().cloned().unwrap_or_default();
-            let inserted = tx
-                .execute(
-                    "INSERT INTO delivery_notices (pec_id, recipient, kind, notice_id, at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    &[
-                        pec_id,
-                        &recipient.to_ascii_lowercase(),
-                        &event.kind.label(),
-                        &notice_id,
-                        &event.at.unix(),
-                    ],
-                )
-                .await
-                .map_err(pg(&format!("claim delivery notice of \"{pec_id}\"")))?;
-            if inserted > 0 {
-                append(tx, &mut head, event).await?;
-            }
-            inserted > 0
+            claim_notice(tx, &mut head, recipient, event).await?
         }
         Effect::TakenInCharge {
             recipients,
@@ -156,11 +137,15 @@ pub(super) async fn stage(
             closed
         }
         Effect::Tracking { updates, event } => {
+            // Only for recipients it settles (see the SQLite store).
+            let mut moved = false;
             for (r, state) in updates {
-                tracking_forward(tx, &event.pec_id, r, *state).await?;
+                moved |= tracking_forward(tx, &event.pec_id, r, *state).await?;
             }
-            append(tx, &mut head, event).await?;
-            true
+            if moved {
+                append(tx, &mut head, event).await?;
+            }
+            moved
         }
     };
     if !claimed {
@@ -183,6 +168,42 @@ pub(super) async fn stage(
     .await
     .map_err(pg(&format!("stage outbox \"{}\"", out.key)))?;
     Ok(Staged::New)
+}
+
+/// The (pec_id, recipient) claim of a delivery notice, its event and, for our own
+/// envelope, its tracking row closed (see the SQLite store); false when taken. The insert on
+/// the key decides: a concurrent claim from another node waits for this transaction and
+/// then finds the key taken. The caller holds the chain head.
+pub(super) async fn claim_notice(
+    tx: &Transaction<'_>,
+    head: &mut Head,
+    recipient: &str,
+    event: &LogEvent,
+) -> Result<bool, StoreError> {
+    let pec_id = &event.pec_id;
+    let notice_id = event.related_ids.first().cloned().unwrap_or_default();
+    let inserted = tx
+        .execute(
+            "INSERT INTO delivery_notices (pec_id, recipient, kind, notice_id, at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[
+                pec_id,
+                &recipient.to_ascii_lowercase(),
+                &event.kind.label(),
+                &notice_id,
+                &event.at.unix(),
+            ],
+        )
+        .await
+        .map_err(pg(&format!("claim delivery notice of \"{pec_id}\"")))?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    append(tx, head, event).await?;
+    if let Some(state) = notice_outcome(event) {
+        tracking_forward(tx, pec_id, recipient, state).await?;
+    }
+    Ok(true)
 }
 
 /// See [`crate::store::Store::acceptance_emitted`]; the caller holds the chain head.

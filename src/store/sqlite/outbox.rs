@@ -12,7 +12,7 @@ use super::{
 };
 use crate::message::build::Certification;
 use crate::message::time::Instant;
-use crate::store::outbox::{intent_is_live, refused_events, timeout_event};
+use crate::store::outbox::{intent_is_live, notice_outcome, refused_events, timeout_event};
 use crate::store::{
     DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
     TrackingState, RETENTION_MONTHS,
@@ -91,11 +91,16 @@ pub(super) fn stage(
         Effect::Timeout { due, notice_id, at } => timeout_notice(tx, due, notice_id, *at)?,
         Effect::LogReply(event) => requests::answered(tx, event)?,
         Effect::Tracking { updates, event } => {
+            // The notice exists only for recipients it settles: a recipient with an outcome
+            // already (or no recipient of ours) gets no second one.
+            let mut moved = false;
             for (r, state) in updates {
-                tracking_forward(tx, &event.pec_id, r, *state)?;
+                moved |= tracking_forward(tx, &event.pec_id, r, *state)?;
             }
-            insert_event(tx, event)?;
-            true
+            if moved {
+                insert_event(tx, event)?;
+            }
+            moved
         }
     };
     if !claimed {
@@ -342,6 +347,12 @@ pub(super) fn claim_notice(
         return Ok(false);
     }
     insert_event(tx, event)?;
+    // Our own envelope to our own mailbox (same provider): the notice is the outcome the
+    // sender's tracking row waits for, decided here (no receipt comes back through the
+    // reception point for it). Another provider's envelope has no tracking row here.
+    if let Some(state) = notice_outcome(event) {
+        tracking_forward(tx, pec_id, recipient, state)?;
+    }
     Ok(true)
 }
 
