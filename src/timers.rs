@@ -15,7 +15,7 @@
 //!
 //! Each notice is sent once, across restarts and with several processes on one store: a
 //! pass claims the due rows in one store transaction ([`Store::claim_timeouts`]), then
-//! builds and signs each notice and emits it through the outbox ([`crate::outbox::emit`],
+//! builds and signs each notice and emits it through the outbox ([`crate::issuing::Issuing::emit`],
 //! key [`timer_key`]): one transaction records the notice on its row, writes its
 //! legal-log event and stages its bytes ([`Effect::Timeout`]); then it is injected. A
 //! build failure, or a store failure before staging, releases the claim, so the next pass

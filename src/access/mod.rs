@@ -20,6 +20,7 @@ use crate::message::time::Instant;
 use crate::store::outbox::non_acceptance_key;
 use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused};
 
+pub mod acceptance;
 pub mod checks;
 pub mod milter;
 

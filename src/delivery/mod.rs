@@ -14,13 +14,13 @@
 //!    same PEC msgid. Anomaly envelopes, receipts and ordinary mail get no notice: Dovecot's
 //!    replies go back to Postfix unchanged;
 //! 3. Dovecot 2xx → signed ricevuta di avvenuta consegna (completa / breve / sintetica by
-//!    `X-TipoRicevuta` and the To/Cc rule, [`Builder::delivery`]) to the sender;
+//!    `X-TipoRicevuta` and the To/Cc rule, [`crate::message::build::Builder::delivery`]) to the sender;
 //!    Dovecot 5xx → signed avviso di mancata consegna with the coded reason of
 //!    [`codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
 //!    place of the PEC notice; Dovecot 4xx or unreachable → 4xx to Postfix, no notice;
 //! 4. the notice is built and signed, then staged in the outbox together with its claim
 //!    ([`Store::claim_delivery_notice`]'s key) and its legal-log event, in one transaction
-//!    ([`crate::outbox::emit`]); only then is it injected into Postfix's reinjection
+//!    ([`crate::issuing::Issuing::emit`]); only then is it injected into Postfix's reinjection
 //!    listener, and marked injected.
 //!
 //! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
