@@ -5,7 +5,8 @@
 # reinstalled, and apt-get update runs only when something is missing.
 #
 # No daemon may start during installation: the suite starts private instances itself on
-# loopback ports, so a policy-rc.d that denies every start is put in place when absent.
+# loopback ports, so a policy-rc.d that denies every start is put in place while apt-get
+# runs, and whatever was there before (another policy, or none) is put back at the end.
 # Postfix is preseeded to "No configuration": the system instance stays unconfigured and
 # every test writes its own main.cf/master.cf.
 set -euo pipefail
@@ -20,6 +21,8 @@ packages=(
   slapd ldap-utils
   # the free-port helper and pecmail.py use the Debian interpreter (/usr/bin/python3)
   python3
+  # the installation guide's test (install_guide.sh): the package depends on sqlite3
+  sqlite3
 )
 
 missing=()
@@ -38,10 +41,19 @@ echo "e2e install: installing ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-fi
+# No daemon may start during installation (the test suite starts private instances itself):
+# a policy-rc.d that denies every start, for the time of apt-get only. Whatever was there
+# before (another policy, or none) is put back when this script ends, even on failure.
+policy=/usr/sbin/policy-rc.d
+policy_saved=$(mktemp /tmp/policy-rc.d.XXXXXX)
+if [ -e "$policy" ]; then $SUDO cp -p "$policy" "$policy_saved"; had_policy=1; else had_policy=0; fi
+restore_policy() {
+  if [ "$had_policy" = 1 ]; then $SUDO cp -p "$policy_saved" "$policy"; else $SUDO rm -f "$policy"; fi
+  rm -f "$policy_saved"
+}
+trap restore_policy EXIT
+printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+$SUDO chmod +x "$policy"
 
 printf '%s\n' \
   'postfix postfix/main_mailer_type select No configuration' \
