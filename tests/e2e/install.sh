@@ -21,8 +21,9 @@ packages=(
   slapd ldap-utils
   # the free-port helper and pecmail.py use the Debian interpreter (/usr/bin/python3)
   python3
-  # the installation guide's test (install_guide.sh): the package depends on sqlite3
-  sqlite3
+  # the installation guide's test (install_guide.sh): the package depends on sqlite3, and
+  # the guide's first message goes out with swaks over STARTTLS (Net::SSLeay)
+  sqlite3 libnet-ssleay-perl
 )
 
 missing=()

@@ -73,12 +73,24 @@ DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >&2
 e2e_log "what the package installed"
 for f in /usr/bin/pec /lib/systemd/system/pec.service /etc/pec/pec.toml.sample \
   /usr/share/pec/postfix/main.cf.snippet /usr/share/pec/postfix/master.cf.snippet \
-  /usr/share/pec/dovecot/10-pec-auth.conf /usr/share/man/man8/pec.8.gz \
-  /usr/share/man/man5/pec.toml.5.gz /usr/share/doc/pec/operator-guide.md; do
+  /usr/share/pec/dovecot/10-pec-auth.conf /usr/share/pec/dovecot/20-pec-lmtp.conf \
+  /usr/share/pec/dovecot/30-pec-virtual-users.conf /usr/share/pec/ldap/pec.schema \
+  /etc/init.d/pec /usr/share/man/man8/pec.8.gz \
+  /usr/share/man/man5/pec.toml.5.gz /usr/share/doc/pec/operator-guide.md \
+  /usr/share/doc/pec/install.md /usr/share/doc/pec/examples/make-pki.sh; do
   [ -f "$f" ] || e2e_fail "$f not installed"
 done
 getent passwd pec >/dev/null || e2e_fail "the postinst did not create the pec user"
 [ "$(stat -c %U /var/lib/pec)" = pec ] || e2e_fail "/var/lib/pec is not owned by pec"
+[ "$(stat -c %U /var/log/pec)" = pec ] || e2e_fail "/var/log/pec is not owned by pec"
+if getent group softhsm >/dev/null; then
+  id -nG pec | tr ' ' '\n' | grep -qx softhsm || e2e_fail "the postinst did not put pec in group softhsm"
+fi
+dpkg-query -W -f='${Depends}' pec | grep -q sqlite3 || e2e_fail "the package does not depend on sqlite3"
+# Nothing enabled by surprise: no boot links, no wanted-by symlink.
+if ls /etc/rc2.d/S*pec /etc/systemd/system/multi-user.target.wants/pec.service >/dev/null 2>&1; then
+  e2e_fail "the package enabled pec at boot"
+fi
 /usr/bin/pec --version >&2
 # Shipped stripped; the line tables went into the dbgsym package beside the .deb.
 if readelf -S /usr/bin/pec | grep '\.debug_line' >/dev/null; then e2e_fail "/usr/bin/pec is not stripped"; fi
@@ -95,6 +107,12 @@ if command -v systemd-analyze >/dev/null; then
     e2e_fail "systemd-analyze verify finds problems in pec.service"
   fi
   e2e_log "systemd-analyze verify: no problem in pec.service"
+  # The sandbox: "OK" (below 2.0) in systemd-analyze security (8.5 "EXPOSED" before issue 18).
+  score=$(systemd-analyze security --offline=true /lib/systemd/system/pec.service 2>/dev/null \
+    | sed -n 's/.*Overall exposure level for pec.service: \([0-9.]*\).*/\1/p')
+  e2e_log "systemd-analyze security: pec.service exposure ${score:-unknown}"
+  [ -n "$score" ] && awk -v s="$score" 'BEGIN { exit !(s < 2.0) }' \
+    || e2e_fail "pec.service's exposure is ${score:-unknown}, not below 2.0"
 else
   e2e_log "systemd-analyze not available: unit not verified"
 fi
