@@ -199,7 +199,7 @@ EOF
 # The post-crash duplicate check of pec.toml, as user pec, finds Bob's message.
 msgid=$(doveadm fetch -u bob@pec.example.it hdr.message-id mailbox INBOX ALL | sed -n 's/^hdr.message-id: *<\(.*\)>.*/\1/p' | head -n 1)
 [ -n "$msgid" ] || e2e_fail "no Message-ID in Bob's mailbox"
-found=$(runuser -u pec -- doveadm search -S /run/dovecot/doveadm-server -u bob@pec.example.it header Message-ID "$msgid") \
+found=$(runuser -u pec -- doveadm -o stats_writer_socket_path= search -S /run/dovecot/doveadm-server -u bob@pec.example.it header Message-ID "$msgid") \
   || e2e_fail "the duplicate check does not run as user pec"
 [ -n "$found" ] || e2e_fail "the duplicate check as user pec does not find Bob's message"
 
