@@ -859,7 +859,9 @@ fn one_process_seals_a_day_and_an_abandoned_claim_expires(backend: &Backend) {
     assert!(r.problems[0].what.contains("not time-stamped"));
 }
 
-// The `pec serve` task: seals the last closed day and the unsealed days before it, once.
+// The `pec serve` task: seals the last closed day and the unsealed days before it, once;
+// the log starts with its first record, so the empty days before it are not sealed (a
+// fresh installation seals nothing from before it existed).
 both!(the_daily_sealer_seals_the_closed_days_once);
 fn the_daily_sealer_seals_the_closed_days_once(backend: &Backend) {
     let store = &*backend.store;
@@ -883,7 +885,7 @@ fn the_daily_sealer_seals_the_closed_days_once(backend: &Backend) {
     let week = from - 6 * 86_400;
     rt.block_on(async {
         for _ in 0..200 {
-            if store.seals(week, to).unwrap().len() == 7 {
+            if !store.seals(week, to).unwrap().is_empty() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -893,23 +895,14 @@ fn the_daily_sealer_seals_the_closed_days_once(backend: &Backend) {
     });
     let seals = store.seals(week, to).unwrap();
     let days: Vec<&str> = seals.iter().map(|s| s.day.as_str()).collect();
-    assert_eq!(
-        days,
-        [
-            "2024-03-08",
-            "2024-03-09",
-            "2024-03-10",
-            "2024-03-11",
-            "2024-03-12",
-            "2024-03-13",
-            "2024-03-14"
-        ]
-    );
-    assert_eq!(seals[6].count, RECORDS);
+    // The days are tried oldest first: when the last one is sealed, the six empty days
+    // before the first record were passed over.
+    assert_eq!(days, ["2024-03-14"]);
+    assert_eq!(seals[0].count, RECORDS);
     assert!(seals.iter().all(|s| s.tst.is_some()));
     let report = log::verify(&*store, None, None, &opts()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.seals, 7);
+    assert_eq!(report.seals, 1);
 }
 
 /// Seals stay verifiable for the whole retention: the provider certificate is checked as of

@@ -450,7 +450,9 @@ pub const CATCH_UP_DAYS: u64 = 7;
 
 /// The daily sealing task of `pec serve`: every ten minutes, seals the last closed day and
 /// any of the [`CATCH_UP_DAYS`] before it that is not sealed yet (exactly once across
-/// processes, see [`seal_day_once`]).
+/// processes, see [`seal_day_once`]). The log starts with its first record: days that
+/// ended before it are not sealed (a fresh installation seals no empty days from before
+/// it existed; `pec status` expects no seal for them either).
 pub async fn daily_sealer(
     store: std::sync::Arc<dyn LogStore>,
     signer: std::sync::Arc<dyn Signer>,
@@ -467,12 +469,25 @@ pub async fn daily_sealer(
     );
     loop {
         let now = clock.now();
+        // The first record: no day that ended before it is sealed (none at all while the
+        // log is empty). Unknown (the store failed): the seal attempts say why.
+        let store2 = store.clone();
+        let oldest =
+            tokio::task::spawn_blocking(move || store2.health().map(|h| h.oldest_record_at))
+                .await
+                .ok()
+                .and_then(Result::ok);
         // The last closed day, and the days before it that a stopped service missed.
         let last = yesterday(now);
         for back in (0..CATCH_UP_DAYS).rev() {
             let Some(day) = last.checked_sub_days(Days::new(back)) else {
                 continue;
             };
+            if let Some(oldest) = oldest {
+                if oldest.is_none_or(|first| day_bounds(day).1 <= first) {
+                    continue;
+                }
+            }
             let (store2, signer2, tsa2, owner2) =
                 (store.clone(), signer.clone(), tsa.clone(), owner.clone());
             let result = tokio::task::spawn_blocking(move || {

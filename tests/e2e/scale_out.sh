@@ -111,8 +111,10 @@ e2e_log "A: $total tracking rows delivered, $by_a2 of them written by a2 and mov
 [ "$by_a2" -eq "$half" ] || e2e_fail "a2's envelopes delivered: $by_a2, expected $half"
 
 e2e_log "4. one chain on PostgreSQL"
-# Both nodes' daily sealers sealed the last closed days (empty here), each day once; no TSA
-# is configured, so those seals are reported as not time-stamped, and nothing else may be.
+# Both nodes' daily sealers ran; every record is from today and the log starts with its
+# first record, so no day is due (the empty days before it are not sealed: issue 18; that
+# a day is sealed once across processes is tests/legal_log.rs's). Nothing may be reported
+# but seals without a time stamp (no TSA here).
 "$pec" log verify -c "$work/a2/pec.toml" > "$work/verify.out" || true
 e2e_log "$(tail -n 1 "$work/verify.out")"
 other=$(grep -cvE '^(seal [0-9-]+: not time-stamped|[0-9]+ records, [0-9]+ seals checked: .*)$' \
@@ -120,8 +122,8 @@ other=$(grep -cvE '^(seal [0-9-]+: not time-stamped|[0-9]+ records, [0-9]+ seals
 [ "$other" -eq 0 ] || { cat "$work/verify.out" >&2; e2e_fail "pec log verify found problems"; }
 # Per envelope, A logs the envelope, the acceptance, and the two receipts received from B
 # (presa in carico, consegna).
-grep -qE "^$((4 * total)) records, 7 seals checked" "$work/verify.out" \
-  || e2e_fail "pec log verify: expected $((4 * total)) records and 7 seals: $(tail -n 1 "$work/verify.out")"
+grep -qE "^$((4 * total)) records, 0 seals checked" "$work/verify.out" \
+  || e2e_fail "pec log verify: expected $((4 * total)) records and no seal: $(tail -n 1 "$work/verify.out")"
 
 one=$(seconds "$t0" "$t1")
 two=$(seconds "$t2" "$t3")
