@@ -414,20 +414,44 @@ async fn far_over_the_size_limit_is_rejected_in_smtp() {
     assert_eq!(all[0].kind, EventKind::RejectedInSmtp);
 }
 
+/// The text of a tempfail names the part that is down, never the error behind it (which is
+/// logged): the end user sees it, and "attempt to write a readonly database" helps nobody
+/// there (issue 18).
+fn assert_plain_tempfail(status: &Status, expected: &str) {
+    assert_reply(status, "451 4.3.0");
+    let Status::Tempfail { message } = status else {
+        panic!("{status:?}")
+    };
+    let text = message.as_ref().unwrap().to_string_lossy().into_owned();
+    assert_eq!(text, format!("451 4.3.0 {expected}"));
+}
+
 #[tokio::test]
 async fn every_unavailable_dependency_is_a_tempfail() {
     // Antivirus down.
     let mut av = MarkerAntivirus::eicar();
     av.unreachable = true;
     let h = harness(av, Policy::default(), MemStore::new()).await;
-    assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+    assert_plain_tempfail(
+        &submit(&h, &good_mail()).await.1,
+        "PEC: antivirus non disponibile",
+    );
     assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
 
     // Store down.
     let store = MemStore::new();
     store.fail.store(true, Ordering::SeqCst);
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
-    assert_reply(&submit(&h, &good_mail()).await.1, "451 4.3.0");
+    let status = submit(&h, &good_mail()).await.1;
+    assert_reply(&status, "451 4.3.0");
+    let Status::Tempfail { message } = &status else {
+        panic!("{status:?}")
+    };
+    let text = message.as_ref().unwrap().to_string_lossy().into_owned();
+    assert!(
+        text.ends_with(" non disponibile") && !text.contains('('),
+        "no internals in the reply: {text}"
+    );
 
     // Signing token unavailable: nothing can be wrapped, nothing is recorded.
     let h = harness_with(

@@ -127,11 +127,11 @@ impl AccessPoint {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 warn!(part = what, error = %e, "access point: a part is unavailable: tempfail");
-                Err(tempfail(format!("PEC: {what} non disponibile ({e})")))
+                Err(tempfail(format!("PEC: {what} non disponibile")))
             }
             Err(e) => {
                 error!(part = what, error = %e, "access point: internal error: tempfail");
-                Err(tempfail(format!("PEC: errore interno ({e})")))
+                Err(tempfail("PEC: errore interno"))
             }
         }
     }
@@ -255,7 +255,7 @@ impl AccessPoint {
             }
             Err(e) => {
                 warn!(queue_id = %qid, error = %e, "antivirus unavailable: tempfail");
-                return tempfail(format!("PEC: antivirus non disponibile ({e})"));
+                return tempfail("PEC: antivirus non disponibile");
             }
         }
 
@@ -348,7 +348,7 @@ impl AccessPoint {
             }
             Err(e) => {
                 warn!(pec_id = %pec_id, error = %e, "access point: the refusal could not be recorded: tempfail");
-                return tempfail(format!("PEC: archivio non disponibile ({e})"));
+                return tempfail("PEC: archivio non disponibile");
             }
         }
         if self.policy.reject_in_smtp {
