@@ -253,7 +253,7 @@ fn raw(path: &Path) -> Connection {
     c
 }
 
-fn problem_ids(report: &pec::store::sqlite::VerifyReport) -> Vec<Option<i64>> {
+fn problem_ids(report: &pec::store::VerifyReport) -> Vec<Option<i64>> {
     report.problems.iter().map(|p| p.id).collect()
 }
 
@@ -707,7 +707,7 @@ fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable(backend: &B
 #[test]
 fn purge_cutoffs_follow_the_retention_months() {
     let now = Instant::parse_cli("2026-11-23T05:00:00Z").unwrap();
-    let cut = pec::store::sqlite::months_before(now, 30).unwrap();
+    let cut = pec::store::months_before(now, 30).unwrap();
     assert_eq!(cut.rfc3339(), "2024-05-23T05:00:00Z");
 }
 

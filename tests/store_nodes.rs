@@ -13,7 +13,7 @@ use std::thread;
 
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
-use pec::store::sqlite::SealRecord;
+use pec::store::SealRecord;
 use pec::store::{EventKind, LogEvent, LogQuery, LogStore, PgStore, SqliteStore, Store};
 
 fn event(pec_id: &str, at: i64, kind: EventKind, related: &str) -> LogEvent {

@@ -23,8 +23,8 @@ use crate::crypto::tsa::{self, TsaError};
 use crate::crypto::{sign_detached, SignError, Signer};
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
-use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
+use crate::store::{Problem, SealRecord, VerifyReport};
 
 pub mod cmd;
 pub mod pdf;
@@ -99,7 +99,7 @@ pub fn seal_day(
             Instant::from_unix(to_at + SEAL_GRACE_SECONDS).rfc3339()
         )));
     }
-    let crate::store::sqlite::Export {
+    let crate::store::Export {
         bytes: export,
         count,
         first_id,
@@ -197,7 +197,7 @@ fn check_seal(
     opts: &VerifyOptions,
 ) -> Result<Vec<String>, LogError> {
     let mut problems = Vec::new();
-    let crate::store::sqlite::Export {
+    let crate::store::Export {
         bytes: export,
         count,
         first_id: first,
@@ -276,9 +276,9 @@ pub fn purge(
     quarantine_months: u32,
     now: Instant,
     provider: &str,
-) -> Result<crate::store::sqlite::PurgeReport, LogError> {
+) -> Result<crate::store::PurgeReport, LogError> {
     let cutoff = |m: u32| {
-        crate::store::sqlite::months_before(now, m)
+        crate::store::months_before(now, m)
             .ok_or_else(|| LogError::Usage(format!("retention of {m} months is out of range")))
     };
     Ok(store.purge(

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::sqlite::{Export, Health, PurgeReport, SealRecord, VerifyReport};
+use super::report::{Export, Health, PurgeReport, SealRecord, VerifyReport};
 use super::{LogEvent, PgStore, SqliteStore, Store, StoreError};
 use crate::config::{StoreBackend, StoreConfig};
 use crate::message::time::Instant;

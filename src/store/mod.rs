@@ -13,6 +13,8 @@ use crate::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
 
 pub mod chain;
+pub mod codec;
+pub mod report;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
@@ -22,9 +24,11 @@ pub mod ledger;
 pub mod outbox;
 pub mod postgres;
 
+pub use codec::months_before;
 pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
+pub use report::{Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport};
 
 /// How long the legal log and the quarantine keep their records: 30 months (spec §8;
 /// DPR 68/2005).

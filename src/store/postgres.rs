@@ -28,16 +28,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::chain::{ChainRecord, GENESIS};
-use super::ledger::LogStore;
-use super::sqlite::{
-    add_months, decode_record, encode_kind, parse_state, recipients_json, state_str,
-    timeout_columns, timeout_state, Export, Health, LastSeal, Problem, PurgeReport, SealRecord,
-    VerifyReport,
+use super::chain::{self, ChainRecord, Verifier, COLUMNS};
+use super::codec::{
+    add_months, decode_cert, parse_state, state_str, timeout_columns, timeout_state,
 };
+use super::ledger::LogStore;
+use super::report::{Export, Health, LastSeal, PurgeReport, SealRecord, VerifyReport};
 use super::{
-    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LogRequest, LoggedEvent,
-    MailboxPolicy, Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LogRequest, LoggedEvent, MailboxPolicy,
+    Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::message::build::Certification;
 use crate::message::kind::RecipientType;
@@ -54,10 +53,6 @@ pub use copy::{copy_from_sqlite, CopyReport};
 
 /// Advisory-lock key of the migrations (one migrator at a time across nodes).
 const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
-
-/// The columns read for chain verification, export and search, in [`chain_row`]'s order.
-const COLUMNS: &str = "id, pec_id, at, kind, receipt_type, sender, recipients, subject, \
-                       related_ids, provider, queue_id, outcome, reason, prev_hash, hash";
 
 /// The PostgreSQL store. Open one per process; every node of a provider opens the same
 /// database.
@@ -404,30 +399,11 @@ async fn set_head(tx: &Transaction<'_>, (id, hash): &(i64, Vec<u8>)) -> Result<(
 async fn append_after(
     tx: &Transaction<'_>,
     event: &LogEvent,
-    (last_id, prev_hash): (i64, Vec<u8>),
+    tail: (i64, Vec<u8>),
 ) -> Result<(i64, Vec<u8>), StoreError> {
-    let (label, receipt) = encode_kind(event.kind);
-    let recipients = recipients_json(&event.recipients)?;
-    let related = serde_json::to_string(&event.related_ids)
-        .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    let record = ChainRecord {
-        id: last_id + 1,
-        pec_id: event.pec_id.clone(),
-        at: event.at.unix(),
-        kind: label.to_string(),
-        receipt_type: receipt.map(str::to_string),
-        sender: event.sender.clone(),
-        recipients,
-        subject: event.subject.clone(),
-        related_ids: related,
-        provider: event.provider.clone(),
-        queue_id: event.queue_id.clone(),
-        outcome: event.outcome.clone(),
-        reason: event.reason.clone(),
-        prev_hash,
-    };
+    let record = ChainRecord::next(event, tail)?;
     let hash = record.hash().to_vec();
-    let what = format!("log {label} event for \"{}\"", event.pec_id);
+    let what = format!("log {} event for \"{}\"", record.kind, event.pec_id);
     let insert = tx
         .prepare_cached(
             "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
@@ -508,12 +484,6 @@ async fn append_event(tx: &Transaction<'_>, event: &LogEvent) -> Result<i64, Sto
     let tail = append_after(tx, event, head).await?;
     set_head(tx, &tail).await?;
     Ok(tail.0)
-}
-
-fn decode_cert(seq: i64, cert: &str) -> Result<Certification, StoreError> {
-    serde_json::from_str(cert).map_err(|e| {
-        StoreError::Corrupt(format!("pending_acceptance row {seq}: certification: {e}"))
-    })
 }
 
 fn to_i64(n: usize) -> i64 {
@@ -829,8 +799,8 @@ impl Store for PgStore {
                     .map_err(pg(&format!("read events of \"{pec_id}\"")))?;
                 rows.iter()
                     .map(|r| {
-                        let (record, hash) = chain_row(r);
-                        decode_record(record, hash).map(|e| e.event)
+                        let (record, _) = chain_row(r);
+                        record.event()
                     })
                     .collect()
             })
@@ -1379,7 +1349,7 @@ async fn search(c: &Object, q: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError
         .iter()
         .map(|r| {
             let (record, hash) = chain_row(r);
-            decode_record(record, hash)
+            record.logged(hash)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(events.into_iter().filter(|e| q.matches(&e.event)).collect())
@@ -1404,11 +1374,10 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("verify: range"))?;
-                let mut report = VerifyReport::default();
                 let (Some(first), Some(last)) =
                     (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
                 else {
-                    return Ok(report);
+                    return Ok(VerifyReport::default());
                 };
                 let before = c
                     .query_opt(
@@ -1416,11 +1385,9 @@ impl LogStore for PgStore {
                         &[&first],
                     )
                     .await
-                    .map_err(pg("verify: previous record"))?;
-                let (mut prev_id, mut prev_hash): (i64, Vec<u8>) = match before {
-                    Some(r) => (r.get(0), r.get::<_, Option<Vec<u8>>>(1).unwrap_or_default()),
-                    None => anchor(c).await?.unwrap_or((0, GENESIS.to_vec())),
-                };
+                    .map_err(pg("verify: previous record"))?
+                    .map(|r| (r.get(0), r.get(1)));
+                let mut verifier = Verifier::after(before, anchor(c).await?);
                 // In slices, so that a long log is not read into memory at once.
                 let mut from_id = first;
                 while from_id <= last {
@@ -1437,39 +1404,14 @@ impl LogStore for PgStore {
                         .map_err(pg("verify: read records"))?;
                     for r in &rows {
                         let (record, stored) = chain_row(r);
-                        report.records += 1;
-                        let id = record.id;
-                        let problem = |what: String| Problem {
-                            id: Some(id),
-                            day: None,
-                            what,
-                        };
-                        if id != prev_id + 1 {
-                            report.problems.push(problem(format!(
-                                "ids jump from {prev_id} to {id}: records deleted or ids altered"
-                            )));
-                        }
-                        if record.prev_hash != prev_hash {
-                            report.problems.push(problem(format!(
-                                "chain broken: prev_hash does not match the hash of record \
-                                 {prev_id} (a record deleted, inserted or moved before this one)"
-                            )));
-                        }
-                        let computed = record.hash();
-                        if stored.as_deref() != Some(&computed[..]) {
-                            report.problems.push(problem(
-                                "hash mismatch: the record was altered (or forged)".into(),
-                            ));
-                        }
-                        prev_id = id;
-                        prev_hash = stored.unwrap_or_default();
+                        verifier.check(&record, stored);
                     }
                     if to_id == i64::MAX {
                         break;
                     }
                     from_id = to_id + 1;
                 }
-                Ok(report)
+                Ok(verifier.report())
             })
         })
     }
@@ -1655,10 +1597,7 @@ impl LogStore for PgStore {
                 let boundary = match unsealed {
                     Some(r) => {
                         let (at, id): (i64, i64) = (r.get(0), r.get(1));
-                        report.stopped_at = Some(format!(
-                            "record {id} at {} is not sealed",
-                            Instant::from_unix(at).rfc3339()
-                        ));
+                        report.stopped_at = Some(chain::unsealed(id, at));
                         at
                     }
                     None => log_cutoff.unix(),
@@ -1714,31 +1653,9 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("purge: delete quarantine"))?;
-                if report.events + report.seals + report.quarantined > 0 {
-                    let event = LogEvent {
-                        pec_id: String::new(),
-                        at: now,
-                        kind: EventKind::Purged,
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        subject: String::new(),
-                        related_ids: Vec::new(),
-                        provider,
-                        queue_id: None,
-                        outcome: "ok".into(),
-                        reason: Some(format!(
-                            "retention: {} records (up to id {}) before {}, {} seals, \
-                             {} quarantined messages before {}",
-                            report.events,
-                            report
-                                .anchor_id
-                                .map_or_else(|| "-".to_string(), |i| i.to_string()),
-                            Instant::from_unix(boundary).rfc3339(),
-                            report.seals,
-                            report.quarantined,
-                            quarantine_cutoff.rfc3339()
-                        )),
-                    };
+                if let Some(event) =
+                    chain::purge_event(&report, boundary, quarantine_cutoff, now, &provider)
+                {
                     let tail = append_after(tx, &event, head).await?;
                     set_head(tx, &tail).await?;
                 }
