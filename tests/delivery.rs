@@ -16,7 +16,7 @@ use std::time::Duration;
 use pec::crypto::Signer;
 use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::delivery::DeliveryPoint;
-use pec::doubles::{MemStore, RecordingInjector};
+use pec::doubles::{RecordingInjector, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification, PecMessage};
@@ -209,7 +209,7 @@ impl FakeDovecot {
 // ---- the chain --------------------------------------------------------------------
 
 struct Chain {
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     injector: Arc<RecordingInjector>,
     dovecot: Arc<FakeDovecot>,
     proxy: String,
@@ -230,7 +230,7 @@ async fn chain_with(arrival_notices: bool) -> Chain {
             tokio::spawn(d.clone().session(s));
         }
     });
-    let store = Arc::new(MemStore::new());
+    let store = Arc::new(TestStore::new());
     let injector = Arc::new(RecordingInjector::new());
     let client = LmtpClient::new(LmtpAddr::Tcp(daddr), "test".into()).with_timeouts(LmtpTimeouts {
         connect: Duration::from_secs(2),

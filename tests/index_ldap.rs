@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use openssl::x509::X509;
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::index::sync::{self, Source};
 use pec::message::kind::RecipientType;
 use pec::message::time::Instant;
@@ -44,7 +44,7 @@ async fn anonymous_and_bound_syncs_see_both_providers_and_their_certificates() {
             Some("secret".to_string()),
         ),
     ] {
-        let store = MemStore::new();
+        let store = TestStore::new();
         let source = Source::Ldap {
             url: url.clone(),
             bind_dn,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use pec::crypto::testing::{self, TestPki};
 use pec::crypto::{DigestAlg, PemSigner};
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::log::{self, TsaSettings, VerifyOptions};
 use pec::message::build::Certification;
 use pec::message::daticert::Destinatario;
@@ -629,7 +629,7 @@ fn exports_and_owner_extracts(backend: &Backend) {
     let luigi = log::log_extract_for_owner(store, "luigi@pec.example.it", from, to).unwrap();
     assert_eq!(luigi.lines().count(), 2, "{luigi}");
     assert!(luigi.contains("Troppo grande") && !luigi.contains("Fattura"));
-    let mem = MemStore::new();
+    let mem = TestStore::new();
     populate(&mem);
     let strip_hash = |s: &str| -> Vec<String> {
         s.lines()

@@ -9,7 +9,7 @@ use backends::Backend;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::message::build::Certification;
 use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
@@ -646,7 +646,7 @@ fn reception_methods_stored(backend: &Backend) {
 
 #[test]
 fn reception_methods_mem() {
-    reception_methods(&MemStore::new());
+    reception_methods(&TestStore::new());
 }
 
 fn fresh() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 mod backends;
 use backends::Backend;
 use pec::crypto::Signer;
-use pec::doubles::{MemStore, RecordingInjector};
+use pec::doubles::{RecordingInjector, TestStore};
 use pec::index::{ProviderInfo, TrustSet};
 use pec::message::build::{Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -246,7 +246,7 @@ async fn no_take_charge_and_no_delivery_gives_the_12h_then_the_24h_notice_once_e
 
 #[tokio::test]
 async fn the_memory_double_behaves_like_sqlite() {
-    neither_gives_both_notices(Arc::new(MemStore::new())).await;
+    neither_gives_both_notices(Arc::new(TestStore::new())).await;
 }
 
 #[tokio::test]
@@ -304,7 +304,7 @@ async fn a_non_delivery_notice_stops_the_24h_timer() {
 
 #[tokio::test]
 async fn tracking_states_only_move_forward() {
-    let store = MemStore::new();
+    let store = TestStore::new();
     dispatched(&store);
     let dir = tempfile::tempdir().unwrap();
     let sq = sqlite(&dir);

@@ -589,8 +589,7 @@ pub struct LoggedEvent {
     /// Position in the log (insertion order; never reused).
     pub id: i64,
     pub event: LogEvent,
-    /// SHA-256 of the record's canonical encoding (see [`chain`]); empty in stores that do
-    /// not chain (the in-memory double).
+    /// SHA-256 of the record's canonical encoding (see [`chain`]).
     pub hash: Vec<u8>,
 }
 
@@ -617,7 +616,8 @@ pub struct LogQuery {
 }
 
 impl LogQuery {
-    /// Whether `event` matches (the reference semantics, used by the in-memory double).
+    /// Whether `event` matches (the reference semantics; the backends' searches narrow with
+    /// SQL, then filter with it).
     pub fn matches(&self, event: &LogEvent) -> bool {
         let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         let is_recipient = |addr: &str| event.recipients.iter().any(|(r, _)| eq(r, addr));

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use pec::antivirus::Antivirus;
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner, Signer};
-use pec::doubles::{Injected, MarkerAntivirus, MemStore, RecordingInjector};
+use pec::doubles::{Injected, MarkerAntivirus, RecordingInjector, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -138,7 +138,7 @@ pub struct Rx {
     pub aq: AfterQueue,
     /// The reception point's index: refreshed by [`IndexHandle::replace`].
     pub index: Arc<IndexHandle>,
-    pub store: Arc<MemStore>,
+    pub store: Arc<TestStore>,
     pub inj: Arc<RecordingInjector>,
     pub we: Provider,
 }
@@ -164,7 +164,7 @@ pub fn rx_full(
     antivirus: Arc<dyn Antivirus>,
     domains: Vec<String>,
 ) -> Rx {
-    let store = Arc::new(MemStore::new());
+    let store = Arc::new(TestStore::new());
     let inj = Arc::new(RecordingInjector::new());
     let signer: Arc<dyn Signer> = we.signer();
     let handle = Arc::new(IndexHandle::from(index));
@@ -267,7 +267,7 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// B's envelope B_ID from bob to A's alice, tracked in B's store.
-pub fn our_envelope_b_to_a(store: &MemStore) -> Certification {
+pub fn our_envelope_b_to_a(store: &TestStore) -> Certification {
     let info = OriginalInfo::parse(&fixture("ordinary.eml")).unwrap();
     let cert = Certification::for_submission(
         &info,
