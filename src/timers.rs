@@ -10,7 +10,7 @@
 //!   and by 24 h": we send it from 23 h 50 min, which leaves the periodic pass (every minute
 //!   by default) time to run before 24 h.
 //!
-//! The receipt handlers move the rows on ([`Store::mark_tracking`]); external recipients
+//! The receipt handlers move the rows on ([`Store::update_tracking`]); external recipients
 //! are never tracked.
 //!
 //! Each notice is sent once, across restarts and with several processes on one store: a

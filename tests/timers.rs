@@ -256,7 +256,7 @@ async fn take_charge_within_12h_but_no_delivery_gives_only_the_24h_notice() {
     dispatched(&*r.store);
     assert!(r
         .store
-        .mark_tracking(PEC_ID, "BOB@pec.example.net", TrackingState::TakenInCharge)
+        .update_tracking(PEC_ID, "BOB@pec.example.net", TrackingState::TakenInCharge)
         .unwrap());
     let report = r.timers.run_once(plus(12 * HOUR + 60)).await.unwrap();
     assert_eq!(sent(&report), vec![(Timeout::Hours12, DAN.into())]);
@@ -280,7 +280,7 @@ async fn delivery_between_12h_and_24h_gives_only_the_12h_notice() {
     for who in [BOB, DAN] {
         assert!(r
             .store
-            .mark_tracking(PEC_ID, who, TrackingState::Delivered)
+            .update_tracking(PEC_ID, who, TrackingState::Delivered)
             .unwrap());
     }
     assert_eq!(
@@ -296,7 +296,7 @@ async fn a_non_delivery_notice_stops_the_24h_timer() {
     dispatched(&*r.store);
     assert!(r
         .store
-        .mark_tracking(PEC_ID, DAN, TrackingState::Failed)
+        .update_tracking(PEC_ID, DAN, TrackingState::Failed)
         .unwrap());
     let report = r.timers.run_once(plus(25 * HOUR)).await.unwrap();
     assert_eq!(sent(&report), vec![(Timeout::Hours24, BOB.into())]);
@@ -311,15 +311,17 @@ async fn tracking_states_only_move_forward() {
     dispatched(&*sq);
     for s in [&store as &dyn Store, &*sq] {
         assert!(s
-            .mark_tracking(PEC_ID, BOB, TrackingState::Delivered)
+            .update_tracking(PEC_ID, BOB, TrackingState::Delivered)
             .unwrap());
         assert!(!s
-            .mark_tracking(PEC_ID, BOB, TrackingState::TakenInCharge)
+            .update_tracking(PEC_ID, BOB, TrackingState::TakenInCharge)
             .unwrap());
-        assert!(!s.mark_tracking(PEC_ID, BOB, TrackingState::Failed).unwrap());
-        assert!(!s.mark_tracking(PEC_ID, BOB, TrackingState::Sent).unwrap());
         assert!(!s
-            .mark_tracking(PEC_ID, "nobody@x.it", TrackingState::Failed)
+            .update_tracking(PEC_ID, BOB, TrackingState::Failed)
+            .unwrap());
+        assert!(!s.update_tracking(PEC_ID, BOB, TrackingState::Sent).unwrap());
+        assert!(!s
+            .update_tracking(PEC_ID, "nobody@x.it", TrackingState::Failed)
             .unwrap());
         assert_eq!(state(s, BOB), TrackingState::Delivered);
         assert_eq!(state(s, DAN), TrackingState::Sent);

@@ -885,7 +885,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
         assert!(store
-            .mark_tracking("id1@x", "Bob@PEC.example.net", TrackingState::TakenInCharge)
+            .update_tracking("id1@x", "Bob@PEC.example.net", TrackingState::TakenInCharge)
             .unwrap());
         assert_eq!(
             store.tracking_for("id1@x").unwrap()[0].state,
