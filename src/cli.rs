@@ -456,7 +456,7 @@ fn index_setup(
         eprintln!("{e}");
         2
     })?;
-    let store = crate::store::ledger::open(&config.store).map_err(|e| {
+    let store = crate::store::open(&config.store).map_err(|e| {
         eprintln!("pec index: {e}");
         2
     })?;

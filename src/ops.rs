@@ -13,7 +13,7 @@ use openssl::x509::X509;
 use crate::config::{Config, Endpoint, Settings};
 use crate::crypto::Signer;
 use crate::message::time::{Clock, Instant, SystemClock};
-use crate::store::{ledger, LogStore};
+use crate::store::LogStore;
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -196,7 +196,7 @@ fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
     if config.store.backend == crate::config::StoreBackend::Postgres {
         return check_postgres(config);
     }
-    match ledger::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
+    match crate::store::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
         Ok((s, h)) => {
             let text = format!("{}: {} legal log records", s.describe(), h.log_records);
             (Some(s), Verdict::Ok(text))
@@ -451,7 +451,7 @@ pub fn keys(config: &Config, warn_days: i64) -> i32 {
     println!("not after: {}", info.not_after.to_rfc3339());
     println!("SHA-256 fingerprint: {}", info.sha256);
     println!("SHA-1 fingerprint: {}", info.sha1);
-    let store = ledger::open(&config.store).ok();
+    let store = crate::store::open(&config.store).ok();
     let checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
         (
@@ -646,7 +646,7 @@ pub fn domain_add(config: &Config, domain: &str) -> i32 {
         eprintln!("pec domain add: {domain} is already in provider.domains of the configuration");
         return 1;
     }
-    let store = match ledger::open(&config.store) {
+    let store = match crate::store::open(&config.store) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pec domain add: {e}");
@@ -677,7 +677,7 @@ pub fn domain_remove(config: &Config, domain: &str) -> i32 {
         );
         return 1;
     }
-    let store = match ledger::open(&config.store) {
+    let store = match crate::store::open(&config.store) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pec domain remove: {e}");
@@ -718,7 +718,7 @@ fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
 
 /// `pec domain list`.
 pub fn domain_list(config: &Config) -> i32 {
-    let store = match ledger::open(&config.store) {
+    let store = match crate::store::open(&config.store) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pec domain list: {e}");

@@ -322,7 +322,7 @@ pub async fn run_with(
         .await
         .map_err(|e| ServeError::Signer(e.to_string()))??;
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || ledger::open(&store_config))
+    let store = tokio::task::spawn_blocking(move || crate::store::open(&store_config))
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
@@ -378,7 +378,7 @@ pub async fn run_with(
     // that the mail path's connection is never held for the export (WAL readers do not
     // block the writer).
     let seal_config = config.store.clone();
-    let seal_store = tokio::task::spawn_blocking(move || ledger::open(&seal_config))
+    let seal_store = tokio::task::spawn_blocking(move || crate::store::open(&seal_config))
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?
         .map_err(|e| ServeError::Store(e.to_string()))?;
@@ -694,7 +694,7 @@ pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, Ser
         .settings()
         .map_err(|e| ServeError::Config(e.to_string()))?;
     let signer = open_signer(config)?;
-    let store = ledger::open(&config.store).map_err(|e| ServeError::Store(e.to_string()))?;
+    let store = crate::store::open(&config.store).map_err(|e| ServeError::Store(e.to_string()))?;
     let domain = config
         .provider
         .service_address

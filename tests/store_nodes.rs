@@ -231,7 +231,7 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
     assert_eq!(intent(&sqlite, "elsewhere.example:1"), vec![None]);
 
     let dest = PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls()).unwrap();
-    let report = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap();
+    let report = pec::store::copy::copy_from_sqlite(&path, &dest).unwrap();
     let rows = |t: &str| report.tables.iter().find(|(n, _)| *n == t).unwrap().1;
     assert_eq!(rows("events"), 5); // the purge record and the four of day 2
     assert_eq!(rows("seals"), 1);
@@ -276,7 +276,7 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
     let after = dest.verify_chain(None, None).unwrap();
     assert!(after.problems.is_empty() && after.records == 6, "{after:?}");
     // A second copy is refused: the destination is not empty.
-    let err = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap_err();
+    let err = pec::store::copy::copy_from_sqlite(&path, &dest).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
 }
 

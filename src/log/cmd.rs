@@ -117,7 +117,7 @@ fn open(
     config: &crate::cli::ConfigArgs,
 ) -> Result<(crate::config::Config, std::sync::Arc<dyn LogStore>), i32> {
     let cfg = crate::config::load(&config.config).map_err(usage)?;
-    let store = crate::store::ledger::open(&cfg.store).map_err(fail)?;
+    let store = crate::store::open(&cfg.store).map_err(fail)?;
     Ok((cfg, store))
 }
 

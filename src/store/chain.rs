@@ -20,7 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::codec::{decode_kind, decode_recipients, encode_kind, recipients_json, related_json};
-use super::report::{Problem, PurgeReport, VerifyReport};
+use super::report::{Export, Problem, PurgeReport, VerifyReport};
 use super::{EventKind, LogEvent, LoggedEvent, StoreError};
 use crate::message::time::Instant;
 
@@ -199,6 +199,16 @@ pub fn tail(
         (None, Some((id, hash))) => Ok((id, hash)),
         (None, None) => Ok((0, GENESIS.to_vec())),
     }
+}
+
+/// Adds `record` (with its stored hash) to `export`, records fed in id order.
+pub fn export(export: &mut Export, record: &ChainRecord, hash: Option<&[u8]>) {
+    export
+        .bytes
+        .extend_from_slice(&record.export_line(hash.unwrap_or_default()));
+    export.count += 1;
+    export.first_id.get_or_insert(record.id);
+    export.last_id = Some(record.id);
 }
 
 /// Chain verification, fed the rows in id order by the backend. Each record's hash is

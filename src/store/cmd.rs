@@ -90,7 +90,7 @@ fn run_inner(command: &StoreCommand) -> Result<i32, i32> {
                 ..cfg.store.clone()
             };
             let dest = PgStore::open_config(&two).map_err(fail)?;
-            let report = super::postgres::copy_from_sqlite(&from, &dest).map_err(fail)?;
+            let report = super::copy::copy_from_sqlite(&from, &dest).map_err(fail)?;
             for (table, rows) in &report.tables {
                 println!("{table}: {rows} rows");
             }

@@ -2,12 +2,12 @@
 //! backends (event kinds and their labels, tracking states, the recipients and related-ids
 //! JSON, certification data) and read back, with the corrupt-row errors; and the timer
 //! SQL fragments both backends' `claim_timeouts` use. No driver here: the backends and
-//! [`super::chain`] call these on plain values.
+//! the chain rules call these on plain values.
 
 use chrono::Months;
 use serde::{Deserialize, Serialize};
 
-use super::{EventKind, StoreError, TrackingState};
+use super::{EventKind, MailboxPolicy, StoreError, TrackingState, RETENTION_MONTHS};
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
@@ -139,6 +139,41 @@ pub(in crate::store) fn related_json(related: &[String]) -> Result<String, Store
 pub(in crate::store) fn decode_cert(seq: i64, cert: &str) -> Result<Certification, StoreError> {
     serde_json::from_str(cert).map_err(|e| {
         StoreError::Corrupt(format!("pending_acceptance row {seq}: certification: {e}"))
+    })
+}
+
+/// The `policy` and `forward_to` columns of a mailbox policy.
+pub(in crate::store) fn policy_columns(policy: &MailboxPolicy) -> (&'static str, Option<String>) {
+    let forward_to = match policy {
+        MailboxPolicy::Forward(to) => Some(to.clone()),
+        _ => None,
+    };
+    (policy.label(), forward_to)
+}
+
+/// Inverse of [`policy_columns`]; `mailbox` names the row in the error.
+pub(in crate::store) fn decode_policy(
+    mailbox: &str,
+    policy: String,
+    forward_to: Option<String>,
+) -> Result<MailboxPolicy, StoreError> {
+    match (policy.as_str(), forward_to) {
+        ("anomaly", _) => Ok(MailboxPolicy::Anomaly),
+        ("refuse", _) => Ok(MailboxPolicy::Refuse),
+        ("forward", Some(to)) => Ok(MailboxPolicy::Forward(to)),
+        (p, to) => Err(StoreError::Corrupt(format!(
+            "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
+        ))),
+    }
+}
+
+/// When a message quarantined at `at` expires: [`RETENTION_MONTHS`] later.
+pub(in crate::store) fn quarantine_expiry(
+    pec_id: &str,
+    at: Instant,
+) -> Result<Instant, StoreError> {
+    add_months(at, RETENTION_MONTHS).ok_or_else(|| {
+        StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
     })
 }
 

@@ -20,6 +20,7 @@ pub mod sqlite;
 pub use sqlite::SqliteStore;
 
 pub mod cmd;
+pub mod copy;
 pub mod ledger;
 pub mod outbox;
 pub mod postgres;
@@ -29,6 +30,21 @@ pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 pub use report::{Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport};
+
+/// Opens the store the configuration names (`store.backend`), bringing its schema up to
+/// date.
+pub fn open(
+    config: &crate::config::StoreConfig,
+) -> Result<std::sync::Arc<dyn LogStore>, StoreError> {
+    match config.backend {
+        crate::config::StoreBackend::Sqlite => {
+            Ok(std::sync::Arc::new(SqliteStore::open(&config.path)?))
+        }
+        crate::config::StoreBackend::Postgres => {
+            Ok(std::sync::Arc::new(PgStore::open_config(config)?))
+        }
+    }
+}
 
 /// How long the legal log and the quarantine keep their records: 30 months (spec §8;
 /// DPR 68/2005).

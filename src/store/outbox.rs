@@ -304,6 +304,20 @@ pub fn timeout_event(due: &DueNotice, notice_id: &str, at: Instant) -> LogEvent 
     }
 }
 
+/// The record of a log request refused by the rate limit: `event` with outcome
+/// `rate-limited` and the reason (in Italian, for the owner): `recent` requests since
+/// `since`, `limit` allowed.
+pub fn rate_limited(event: &LogEvent, recent: i64, limit: u32, since: Instant) -> LogEvent {
+    LogEvent {
+        outcome: "rate-limited".into(),
+        reason: Some(format!(
+            "{recent} richieste dal {}, limite {limit}",
+            since.rfc3339()
+        )),
+        ..event.clone()
+    }
+}
+
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
 /// the PEC msgid), then the acceptance receipt, both with the certification data of the
 /// pending acceptance (`cert`, `provider`, `queue_id`) and the emission instant `at`.

@@ -30,7 +30,8 @@ use tokio_postgres::Row;
 
 use super::chain::{self, ChainRecord, Verifier, COLUMNS};
 use super::codec::{
-    add_months, decode_cert, parse_state, state_str, timeout_columns, timeout_state,
+    decode_cert, decode_policy, parse_state, policy_columns, quarantine_expiry, state_str,
+    timeout_columns, timeout_state,
 };
 use super::ledger::LogStore;
 use super::report::{Export, Health, LastSeal, PurgeReport, SealRecord, VerifyReport};
@@ -42,14 +43,11 @@ use crate::message::build::Certification;
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 
-mod copy;
 mod outbox;
 mod schema;
 mod tls;
 
 pub use tls::PgTls;
-
-pub use copy::{copy_from_sqlite, CopyReport};
 
 /// Advisory-lock key of the migrations (one migrator at a time across nodes).
 const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
@@ -58,7 +56,7 @@ const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
 /// database.
 pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
-    pool: Pool,
+    pub(super) pool: Pool,
     shown: String,
     tls: PgTls,
 }
@@ -117,7 +115,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Maps a tokio-postgres error to [`StoreError::Database`] with what we were doing.
-fn pg(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+pub(super) fn pg(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| StoreError::Database(format!("{context}: {}", pg_message(&e)))
 }
 
@@ -188,7 +186,7 @@ impl PgStore {
     }
 
     /// Runs `fut` on the store's runtime and waits for its result.
-    fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
+    pub(super) fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -291,7 +289,7 @@ impl PgStore {
     }
 }
 
-async fn connect(pool: &Pool) -> Result<Object, StoreError> {
+pub(super) async fn connect(pool: &Pool) -> Result<Object, StoreError> {
     pool.get().await.map_err(|e| {
         let m = match &e {
             deadpool_postgres::PoolError::Backend(e) => pg_message(e),
@@ -683,13 +681,11 @@ impl Store for PgStore {
                     .map_err(pg("count recent log requests"))?
                     .get(0);
                 if recent >= i64::from(limit) {
-                    let mut refused = event.clone();
-                    refused.outcome = "rate-limited".into();
-                    refused.reason = Some(format!(
-                        "{recent} richieste dal {}, limite {limit}",
-                        since.rfc3339()
-                    ));
-                    append_event(tx, &refused).await?;
+                    append_event(
+                        tx,
+                        &super::outbox::rate_limited(&event, recent, limit, since),
+                    )
+                    .await?;
                     return Ok(false);
                 }
                 let (from_at, to_at, problem) = match &request.period {
@@ -944,27 +940,15 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(pg(&format!("read policy of \"{mailbox}\"")))?;
-                let row: Option<(String, Option<String>)> = row.map(|r| (r.get(0), r.get(1)));
-                match row {
-                    None => Ok(None),
-                    Some((p, _)) if p == "anomaly" => Ok(Some(MailboxPolicy::Anomaly)),
-                    Some((p, _)) if p == "refuse" => Ok(Some(MailboxPolicy::Refuse)),
-                    Some((p, Some(to))) if p == "forward" => Ok(Some(MailboxPolicy::Forward(to))),
-                    Some((p, to)) => Err(StoreError::Corrupt(format!(
-                        "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
-                    ))),
-                }
+                row.map(|r| decode_policy(&mailbox, r.get(0), r.get(1)))
+                    .transpose()
             })
         })
     }
 
     fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let forward_to = match policy {
-            MailboxPolicy::Forward(to) => Some(to.clone()),
-            _ => None,
-        };
-        let label = policy.label();
+        let (label, forward_to) = policy_columns(policy);
         self.write("set mailbox policy", move |tx| {
             Box::pin(async move {
                 tx.execute(
@@ -1428,20 +1412,12 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("export: read records"))?;
-                let (mut out, mut count, mut first, mut last) = (Vec::new(), 0i64, None, None);
+                let mut export = Export::default();
                 for r in &rows {
                     let (record, hash) = chain_row(r);
-                    out.extend_from_slice(&record.export_line(hash.as_deref().unwrap_or_default()));
-                    count += 1;
-                    first.get_or_insert(record.id);
-                    last = Some(record.id);
+                    chain::export(&mut export, &record, hash.as_deref());
                 }
-                Ok(Export {
-                    bytes: out,
-                    count,
-                    first_id: first,
-                    last_id: last,
-                })
+                Ok(export)
             })
         })
     }

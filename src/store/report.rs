@@ -49,7 +49,7 @@ pub struct SealRecord {
 }
 
 /// The canonical export of a range of records (a seal's content).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Export {
     /// One canonical line per record, in id order.
     pub bytes: Vec<u8>,

@@ -19,7 +19,10 @@ use rusqlite::{
     params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
 };
 
-use super::codec::{add_months, parse_state, state_str, timeout_columns, timeout_state};
+use super::codec::{
+    decode_policy, parse_state, policy_columns, quarantine_expiry, state_str, timeout_columns,
+    timeout_state,
+};
 use super::{
     Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LoggedEvent, MailboxPolicy, Refused,
     Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
@@ -579,29 +582,18 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(db(&format!("read policy of \"{mailbox}\"")))?;
-        match row {
-            None => Ok(None),
-            Some((p, _)) if p == "anomaly" => Ok(Some(MailboxPolicy::Anomaly)),
-            Some((p, _)) if p == "refuse" => Ok(Some(MailboxPolicy::Refuse)),
-            Some((p, Some(to))) if p == "forward" => Ok(Some(MailboxPolicy::Forward(to))),
-            Some((p, to)) => Err(StoreError::Corrupt(format!(
-                "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
-            ))),
-        }
+        row.map(|(p, to)| decode_policy(mailbox, p, to)).transpose()
     }
 
     fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let forward_to = match policy {
-            MailboxPolicy::Forward(to) => Some(to.clone()),
-            _ => None,
-        };
+        let (label, forward_to) = policy_columns(policy);
         self.write("set mailbox policy", |tx| {
             tx.execute(
                 "INSERT INTO mailbox_policy (mailbox, policy, forward_to) VALUES (?1, ?2, ?3)
                  ON CONFLICT (mailbox) DO UPDATE
                  SET policy = excluded.policy, forward_to = excluded.forward_to",
-                params![mailbox, policy.label(), forward_to],
+                params![mailbox, label, forward_to],
             )
             .map_err(db(&format!("set policy of \"{mailbox}\"")))?;
             Ok(())

@@ -8,6 +8,8 @@ use super::{db, SqliteStore};
 use crate::message::time::Instant;
 pub(super) use crate::store::chain::COLUMNS;
 use crate::store::chain::{self, ChainRecord, Verifier, GENESIS};
+use crate::store::ledger::LogStore;
+use crate::store::Health;
 use crate::store::{
     Export, LogEvent, LogQuery, LoggedEvent, PurgeReport, SealRecord, StoreError, VerifyReport,
 };
@@ -285,20 +287,12 @@ impl SqliteStore {
         let mut rows = stmt
             .query(params![from_at, to_at])
             .map_err(db("export: read records"))?;
-        let (mut out, mut count, mut first, mut last) = (Vec::new(), 0i64, None, None);
+        let mut export = Export::default();
         while let Some(row) = rows.next().map_err(db("export: read records"))? {
             let (record, hash) = read_row(row).map_err(db("export: read records"))?;
-            out.extend_from_slice(&record.export_line(hash.as_deref().unwrap_or_default()));
-            count += 1;
-            first.get_or_insert(record.id);
-            last = Some(record.id);
+            chain::export(&mut export, &record, hash.as_deref());
         }
-        Ok(Export {
-            bytes: out,
-            count,
-            first_id: first,
-            last_id: last,
-        })
+        Ok(export)
     }
 
     /// Claims the sealing of `day` for `owner`: true when no one holds it, or the holder's
@@ -506,5 +500,57 @@ impl SqliteStore {
             }
             Ok(report)
         })
+    }
+}
+
+impl LogStore for SqliteStore {
+    fn verify_chain(
+        &self,
+        from: Option<Instant>,
+        to: Option<Instant>,
+    ) -> Result<VerifyReport, StoreError> {
+        SqliteStore::verify_chain(self, from, to)
+    }
+    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
+        SqliteStore::export_range(self, from_at, to_at)
+    }
+    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
+        SqliteStore::claim_seal(self, day, owner, now)
+    }
+    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
+        SqliteStore::release_seal_claim(self, day)
+    }
+    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
+        SqliteStore::insert_seal(self, seal)
+    }
+    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
+        SqliteStore::seals(self, from_at, to_at)
+    }
+    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
+        SqliteStore::log_batch(self, events)
+    }
+    fn purge(
+        &self,
+        log_cutoff: Instant,
+        quarantine_cutoff: Instant,
+        now: Instant,
+        provider: &str,
+    ) -> Result<PurgeReport, StoreError> {
+        SqliteStore::purge(self, log_cutoff, quarantine_cutoff, now, provider)
+    }
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path().display())
+    }
+    fn health(&self) -> Result<Health, StoreError> {
+        SqliteStore::health(self)
+    }
+    fn extra_domains(&self) -> Result<Vec<String>, StoreError> {
+        SqliteStore::extra_domains(self)
+    }
+    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError> {
+        SqliteStore::add_domain(self, domain, at)
+    }
+    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError> {
+        SqliteStore::remove_domain(self, domain)
     }
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db, insert_event};
 use crate::message::time::Instant;
+use crate::store::outbox::rate_limited;
 use crate::store::{LogEvent, LogRequest, StoreError};
 
 /// See [`crate::store::Store::claim_log_request`]; `tx` is an immediate transaction, so two
@@ -26,13 +27,7 @@ pub(super) fn claim(
         )
         .map_err(db("count recent log requests"))?;
     if recent >= i64::from(limit) {
-        let mut refused = event.clone();
-        refused.outcome = "rate-limited".into();
-        refused.reason = Some(format!(
-            "{recent} richieste dal {}, limite {limit}",
-            since.rfc3339()
-        ));
-        insert_event(tx, &refused)?;
+        insert_event(tx, &rate_limited(event, recent, limit, since))?;
         return Ok(false);
     }
     let (from_at, to_at, problem) = match &request.period {

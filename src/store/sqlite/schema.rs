@@ -1,5 +1,5 @@
 //! The SQLite schema: `MIGRATIONS[i]` brings the database to version `i + 1`; the
-//! PostgreSQL twin of each is at the same index in [`crate::store::postgres`]'s schema.
+//! PostgreSQL twin of each is at the same index in the PostgreSQL schema (postgres/schema.rs).
 //! Never edit a released migration; append a new one (here and there).
 
 /// The migration that makes the legal log hash-chained: it also chains the records
