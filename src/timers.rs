@@ -108,12 +108,8 @@ impl Timers {
     ) -> Self {
         Timers {
             kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
                 clock,
+                ..Issuing::new(store, injector, issuer, signer, ids)
             },
         }
     }

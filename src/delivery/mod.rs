@@ -59,7 +59,7 @@ use crate::message::build::{Certification, Issuer};
 use crate::message::classify::{classify_shared, Classification};
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::{MessageKind, RecipientType};
-use crate::message::time::{Clock, Instant, SystemClock};
+use crate::message::time::{Clock, Instant};
 use crate::reception::envelope_id;
 use crate::smtp::Injector;
 use crate::store::outbox::{arrival_key, delivery_key};
@@ -120,14 +120,7 @@ impl DeliveryPoint {
         ids: Arc<dyn MsgIdSource>,
     ) -> Self {
         DeliveryPoint {
-            kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
-                clock: Arc::new(SystemClock),
-            },
+            kit: Issuing::new(store, injector, issuer, signer, ids),
             dovecot,
             index,
             arrival_notices: false,

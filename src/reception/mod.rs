@@ -35,7 +35,7 @@ use crate::message::classify::{classify_shared, Classification, PecMessage};
 use crate::message::ids::{unbracketed, MsgIdSource};
 use crate::message::kind::Ricevuta;
 use crate::message::mime::{fields, normalize_crlf, split_header_body};
-use crate::message::time::{Clock, Instant, SystemClock};
+use crate::message::time::{Clock, Instant};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
 use crate::store::{Effect, EventKind, MailboxPolicy, Store, StoreError};
@@ -205,14 +205,7 @@ impl AfterQueue {
         reception: Reception,
     ) -> Self {
         AfterQueue {
-            kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
-                clock: Arc::new(SystemClock),
-            },
+            kit: Issuing::new(store, injector, issuer, signer, ids),
             reception,
             log_requests: None,
         }
