@@ -198,6 +198,26 @@ WHERE state IN ('sent', 'taken-in-charge')
               WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
 ";
 
+/// The record of a received receipt as the transaction that logs it finds things: a
+/// receipt that correlates (outcome `correlated`) but moves none of the tracking rows it
+/// speaks of (`updates` not empty, `moved` 0) came after those recipients' outcome, or
+/// after a concurrent copy of itself: its outcome is `late`. Decided in the transaction,
+/// so that two copies at once never both count as the outcome.
+pub fn received_record<'a>(
+    event: &'a LogEvent,
+    updates: &[(String, TrackingState)],
+    moved: usize,
+) -> std::borrow::Cow<'a, LogEvent> {
+    if event.outcome == "correlated" && !updates.is_empty() && moved == 0 {
+        std::borrow::Cow::Owned(LogEvent {
+            outcome: "late".into(),
+            ..event.clone()
+        })
+    } else {
+        std::borrow::Cow::Borrowed(event)
+    }
+}
+
 /// The outbox key of a delivery receipt or non-delivery notice.
 pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
