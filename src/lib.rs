@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod doubles;
 pub mod index;
+pub mod issuing;
 pub mod log;
 pub mod message;
 pub mod metrics;

@@ -28,6 +28,7 @@ use crate::store::{Problem, SealRecord, VerifyReport};
 
 pub mod cmd;
 pub mod pdf;
+pub mod reply;
 pub mod request;
 
 #[derive(Debug, Error)]

@@ -356,7 +356,9 @@ pub trait Store: Send + Sync {
 
     /// Reception point: a receipt from another provider was received; moves each
     /// `(recipient, state)` tracking row of `event.pec_id` (as [`Store::update_tracking`])
-    /// and logs `event` (kind [`EventKind::Received`]). Returns how many rows moved.
+    /// and logs `event` (kind [`EventKind::Received`]), its outcome `late` when it
+    /// correlates but moves none of its rows ([`outbox::received_record`]). Returns how many
+    /// rows moved.
     /// One transaction.
     fn record_receipt_received(
         &self,

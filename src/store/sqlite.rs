@@ -736,7 +736,7 @@ impl Store for SqliteStore {
             for (recipient, state) in updates {
                 moved += usize::from(tracking_forward(tx, &event.pec_id, recipient, *state)?);
             }
-            insert_event(tx, event)?;
+            insert_event(tx, &super::outbox::received_record(event, updates, moved))?;
             Ok(moved)
         })
     }

@@ -33,6 +33,11 @@
 #                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
 #                        WORK/pec.sqlite.
 #                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
+#                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
+#                        index file as managed by provider B too, besides pec.example.net
+#                        (certified domains that nobody serves: route them to a dead port).
+#                        DOVECOT_UNKNOWN_USERS (lib.sh) names addresses this provider's
+#                        Dovecot does not know (LMTP 550 5.1.1).
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
@@ -42,8 +47,10 @@
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
 _provider_cert_sha1() { openssl x509 -in "$1" -outform DER | sha1sum | cut -d' ' -f1 | tr a-f A-F; }
 
-# provider_index_entry NAME CERT_PEM MAIL_RECEIPT DOMAIN: one provider in LDIF (spec §7.1).
+# provider_index_entry NAME CERT_PEM MAIL_RECEIPT DOMAIN...: one provider in LDIF (spec
+# §7.1), managing every DOMAIN.
 provider_index_entry() {
+  local d
   cat <<EOF
 dn: providerName=$1,o=postacert
 objectclass: top
@@ -52,9 +59,9 @@ providerName: $1
 providerCertificateHash: $(_provider_cert_sha1 "$2")
 providerCertificate;binary:: $(_provider_cert_b64 "$2")
 mailReceipt: $3
-managedDomains: $4
-
 EOF
+  for d in "${@:4}"; do printf 'managedDomains: %s\n' "$d"; done
+  printf '\n'
 }
 
 # The provider name of a test domain, as in the index.
@@ -95,7 +102,9 @@ provider_up() {
     {
       printf 'version: 1\n\n'
       provider_index_entry "PEC Example IT S.p.A." "$pki/it.pem" ricevute@pec.example.it pec.example.it
-      provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net
+      # shellcheck disable=SC2086 # a list of domains
+      provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net \
+        ${PROVIDER_NET_EXTRA_DOMAINS:-}
     } > "$work/index.ldif"
   fi
 

@@ -298,13 +298,5 @@ UPDATE outbox SET data = X'';
     // closed the sender's tracking row for our own recipients, and the 24 h timer sent a
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
-    r#"
-UPDATE tracking
-SET state = CASE (SELECT d.kind FROM delivery_notices d
-                  WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient))
-            WHEN 'Consegna' THEN 'delivered' ELSE 'failed' END
-WHERE state IN ('sent', 'taken-in-charge')
-  AND EXISTS (SELECT 1 FROM delivery_notices d
-              WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
-"#,
+    crate::store::outbox::CLOSE_DECIDED_ROWS,
 ];
