@@ -177,6 +177,40 @@ pub(in crate::store) fn quarantine_expiry(
     })
 }
 
+/// The `from_at`, `to_at` and `problem` columns of a log request's period.
+pub(in crate::store) fn period_columns(
+    period: &Result<(Instant, Instant), String>,
+) -> (Option<i64>, Option<i64>, Option<String>) {
+    match period {
+        Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
+        Err(p) => (None, None, Some(p.clone())),
+    }
+}
+
+/// Inverse of [`period_columns`]; `id` names the request in the error.
+pub(in crate::store) fn decode_period(
+    id: &str,
+    (from_at, to_at, problem): (Option<i64>, Option<i64>, Option<String>),
+) -> Result<Result<(Instant, Instant), String>, StoreError> {
+    match (from_at, to_at, problem) {
+        (Some(f), Some(t), _) => Ok(Ok((Instant::from_unix(f), Instant::from_unix(t)))),
+        (_, _, Some(p)) => Ok(Err(p)),
+        _ => Err(StoreError::Corrupt(format!(
+            "log request \"{id}\": neither a period nor a problem"
+        ))),
+    }
+}
+
+/// The states, as an SQL list, a tracking row may be in for `state` to replace it (states
+/// only move forward); `None` for `Sent`, which replaces nothing.
+pub(in crate::store) fn forward_from(state: TrackingState) -> Option<&'static str> {
+    match state {
+        TrackingState::Sent => None,
+        TrackingState::TakenInCharge => Some("('sent')"),
+        TrackingState::Delivered | TrackingState::Failed => Some("('sent', 'taken-in-charge')"),
+    }
+}
+
 /// Claim column, notice-id column and the states that still call for the notice.
 pub(in crate::store) fn timeout_columns(
     which: Timeout,

@@ -30,8 +30,8 @@ use tokio_postgres::Row;
 
 use super::chain::{self, ChainRecord, Verifier, COLUMNS};
 use super::codec::{
-    decode_cert, decode_policy, parse_state, policy_columns, quarantine_expiry, state_str,
-    timeout_columns, timeout_state,
+    decode_cert, decode_period, decode_policy, forward_from, parse_state, period_columns,
+    policy_columns, quarantine_expiry, state_str, timeout_columns, timeout_state,
 };
 use super::ledger::LogStore;
 use super::report::{Export, Health, LastSeal, PurgeReport, SealRecord, VerifyReport};
@@ -456,11 +456,8 @@ async fn tracking_forward(
     recipient: &str,
     state: TrackingState,
 ) -> Result<bool, StoreError> {
-    // The states a row may be in for `state` to replace it (constants, not input).
-    let from = match state {
-        TrackingState::Sent => return Ok(false),
-        TrackingState::TakenInCharge => "('sent')",
-        TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+    let Some(from) = forward_from(state) else {
+        return Ok(false);
     };
     let sql = format!(
         "UPDATE tracking SET state = $3
@@ -688,10 +685,7 @@ impl Store for PgStore {
                     .await?;
                     return Ok(false);
                 }
-                let (from_at, to_at, problem) = match &request.period {
-                    Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
-                    Err(p) => (None, None, Some(p.clone())),
-                };
+                let (from_at, to_at, problem) = period_columns(&request.period);
                 tx.execute(
                     "INSERT INTO log_requests (id, owner, address, at, from_at, to_at, problem,
                                                subject, queue_id)
@@ -734,17 +728,7 @@ impl Store for PgStore {
                 else {
                     return Ok(None);
                 };
-                let (from_at, to_at, problem): (Option<i64>, Option<i64>, Option<String>) =
-                    (r.get(3), r.get(4), r.get(5));
-                let period = match (from_at, to_at, problem) {
-                    (Some(f), Some(t), _) => Ok((Instant::from_unix(f), Instant::from_unix(t))),
-                    (_, _, Some(p)) => Err(p),
-                    _ => {
-                        return Err(StoreError::Corrupt(format!(
-                            "log request \"{id}\": neither a period nor a problem"
-                        )))
-                    }
-                };
+                let period = decode_period(&id, (r.get(3), r.get(4), r.get(5)))?;
                 let reply_id: Option<String> = r.get(8);
                 Ok(Some((
                     LogRequest {

@@ -20,8 +20,8 @@ use rusqlite::{
 };
 
 use super::codec::{
-    decode_policy, parse_state, policy_columns, quarantine_expiry, state_str, timeout_columns,
-    timeout_state,
+    decode_policy, forward_from, parse_state, policy_columns, quarantine_expiry, state_str,
+    timeout_columns, timeout_state,
 };
 use super::{
     Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LoggedEvent, MailboxPolicy, Refused,
@@ -828,11 +828,8 @@ fn tracking_forward(
     recipient: &str,
     state: TrackingState,
 ) -> Result<bool, StoreError> {
-    // The states a row may be in for `state` to replace it (constants, not input).
-    let from = match state {
-        TrackingState::Sent => return Ok(false),
-        TrackingState::TakenInCharge => "('sent')",
-        TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+    let Some(from) = forward_from(state) else {
+        return Ok(false);
     };
     let sql = format!(
         "UPDATE tracking SET state = ?3

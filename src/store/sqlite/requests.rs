@@ -6,6 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db, insert_event};
 use crate::message::time::Instant;
+use crate::store::codec::{decode_period, period_columns};
 use crate::store::outbox::rate_limited;
 use crate::store::{LogEvent, LogRequest, StoreError};
 
@@ -30,10 +31,7 @@ pub(super) fn claim(
         insert_event(tx, &rate_limited(event, recent, limit, since))?;
         return Ok(false);
     }
-    let (from_at, to_at, problem) = match &request.period {
-        Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
-        Err(p) => (None, None, Some(p.as_str())),
-    };
+    let (from_at, to_at, problem) = period_columns(&request.period);
     tx.execute(
         "INSERT INTO log_requests (id, owner, address, at, from_at, to_at, problem, subject,
                                    queue_id)
@@ -95,15 +93,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<(LogRequest, boo
     else {
         return Ok(None);
     };
-    let period = match (from_at, to_at, problem) {
-        (Some(f), Some(t), _) => Ok((Instant::from_unix(f), Instant::from_unix(t))),
-        (_, _, Some(p)) => Err(p),
-        _ => {
-            return Err(StoreError::Corrupt(format!(
-                "log request \"{id}\": neither a period nor a problem"
-            )))
-        }
-    };
+    let period = decode_period(id, (from_at, to_at, problem))?;
     Ok(Some((
         LogRequest {
             id: id.to_string(),
