@@ -32,7 +32,7 @@ use pec::crypto::{testing, DigestAlg, PemSigner};
 use pec::log;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
-use pec::store::{EventKind, LogEvent, LogQuery, SqliteStore, Store};
+use pec::store::{EventKind, LogEvent, LogQuery, LogStore, SqliteStore, Store};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

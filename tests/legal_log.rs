@@ -23,7 +23,7 @@ use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::chain::ChainRecord;
-use pec::store::{Accepted, EventKind, LogEvent, LogQuery, Refused, SqliteStore, Store};
+use pec::store::{Accepted, EventKind, LogEvent, LogQuery, LogStore, Refused, SqliteStore, Store};
 use rusqlite::{params, Connection};
 
 /// 2024-03-14 (a Thursday), in Rome.

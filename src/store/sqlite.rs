@@ -847,7 +847,7 @@ fn tracking_forward(
 mod tests {
     use super::*;
     use crate::message::kind::MessageKind;
-    use crate::store::EventKind;
+    use crate::store::{EventKind, LogStore};
     use chrono::{TimeZone, Utc};
 
     fn utc(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Instant {

@@ -223,13 +223,13 @@ pub(super) fn search(conn: &Connection, q: &LogQuery) -> Result<Vec<LoggedEvent>
     Ok(events.into_iter().filter(|e| q.matches(&e.event)).collect())
 }
 
-impl SqliteStore {
+impl LogStore for SqliteStore {
     /// Verifies the hash chain over the records with `from <= at < to` (the whole log by
     /// default): each record's hash is recomputed and each `prev_hash` compared with the
     /// previous record's hash (or the purge anchor). Every mismatch is reported with the
     /// id where it shows: an altered record at its own id, a deleted one at the id after
     /// the gap, an inserted or swapped one at its id and the next.
-    pub fn verify_chain(
+    fn verify_chain(
         &self,
         from: Option<Instant>,
         to: Option<Instant>,
@@ -277,7 +277,7 @@ impl SqliteStore {
 
     /// The canonical export of the records with `from_at <= at < to_at`, in id order (see
     /// [`crate::store::chain`]), with their count and first and last ids.
-    pub fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
+    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
@@ -297,7 +297,7 @@ impl SqliteStore {
 
     /// Claims the sealing of `day` for `owner`: true when no one holds it, or the holder's
     /// claim is older than an hour, or the day is sealed already (false then too).
-    pub fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
+    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
         self.write("claim seal", |tx| {
             let sealed: bool = tx
                 .query_row(
@@ -322,7 +322,7 @@ impl SqliteStore {
     }
 
     /// Releases a claim (after a failed attempt), so that another try may start at once.
-    pub fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
+    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
         self.write("release seal claim", |tx| {
             tx.execute("DELETE FROM seal_claims WHERE day = ?1", params![day])
                 .map_err(db("release seal claim"))?;
@@ -331,7 +331,7 @@ impl SqliteStore {
     }
 
     /// Stores a seal; sealing a day twice is an error.
-    pub fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
+    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
         self.write("store seal", |tx| {
             tx.execute(
                 "INSERT INTO seals (day, from_at, to_at, count, first_id, last_id,
@@ -365,7 +365,7 @@ impl SqliteStore {
     }
 
     /// The seals whose day overlaps `from_at <= t < to_at`, by day.
-    pub fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
+    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
@@ -397,7 +397,7 @@ impl SqliteStore {
 
     /// Appends many events in one transaction (bulk loads and benchmarks); each goes
     /// through the same chained insert as [`crate::store::Store::log`].
-    pub fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
+    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
         self.write("log batch", |tx| {
             let mut last = tail(tx)?;
             for e in events {
@@ -413,7 +413,7 @@ impl SqliteStore {
     /// stored before `quarantine_cutoff`. Records are deleted as an id prefix, so the chain
     /// never has holes: a late record of an old day stays until everything before it goes.
     /// The purge is logged as an [`EventKind::Purged`] event in the same transaction.
-    pub fn purge(
+    fn purge(
         &self,
         log_cutoff: Instant,
         quarantine_cutoff: Instant,
@@ -501,43 +501,7 @@ impl SqliteStore {
             Ok(report)
         })
     }
-}
 
-impl LogStore for SqliteStore {
-    fn verify_chain(
-        &self,
-        from: Option<Instant>,
-        to: Option<Instant>,
-    ) -> Result<VerifyReport, StoreError> {
-        SqliteStore::verify_chain(self, from, to)
-    }
-    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
-        SqliteStore::export_range(self, from_at, to_at)
-    }
-    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
-        SqliteStore::claim_seal(self, day, owner, now)
-    }
-    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
-        SqliteStore::release_seal_claim(self, day)
-    }
-    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
-        SqliteStore::insert_seal(self, seal)
-    }
-    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
-        SqliteStore::seals(self, from_at, to_at)
-    }
-    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
-        SqliteStore::log_batch(self, events)
-    }
-    fn purge(
-        &self,
-        log_cutoff: Instant,
-        quarantine_cutoff: Instant,
-        now: Instant,
-        provider: &str,
-    ) -> Result<PurgeReport, StoreError> {
-        SqliteStore::purge(self, log_cutoff, quarantine_cutoff, now, provider)
-    }
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path().display())
     }
