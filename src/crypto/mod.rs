@@ -78,7 +78,6 @@ pub mod smime;
 pub mod testing;
 pub mod tsa;
 pub mod verify;
-pub mod verify_cmd;
 
 pub use cms_sign::{sign_attached, sign_detached};
 pub use file_key::PemSigner;

@@ -26,7 +26,6 @@ use crate::message::time::Instant;
 use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 
-pub mod cmd;
 pub mod pdf;
 pub mod request;
 

@@ -17,7 +17,6 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-pub mod cmd;
 pub mod ledger;
 pub mod outbox;
 pub mod postgres;

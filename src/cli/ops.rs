@@ -3,13 +3,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use clap::Subcommand;
 use openssl::x509::X509;
 
+use super::args::ConfigArgs;
+use super::error::{exit, CliError};
 use crate::config::{Config, Endpoint, Settings};
 use crate::crypto::Signer;
 use crate::message::time::{Clock, Instant, SystemClock};
@@ -167,7 +169,7 @@ fn smtp_hello(endpoint: &Endpoint, verb: &str) -> Verdict {
 
 /// The signing key: opens it (PKCS#11 login) and signs a test message.
 fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
-    let signer = match crate::serve::open_signer(config) {
+    let signer = match crate::wiring::open_signer(config) {
         Ok(s) => s,
         Err(e) => return (None, Verdict::Failed(e.to_string())),
     };
@@ -428,22 +430,11 @@ fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdic
 }
 
 /// `pec keys`: the signing certificate, its validity and its index entry.
-pub fn keys(config: &Config, warn_days: i64) -> i32 {
-    let signer = match crate::serve::open_signer(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec keys: {e}");
-            return 2;
-        }
-    };
+pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
+    let signer = crate::wiring::open_signer(config).map_err(CliError::usage)?;
     let der = signer.certificate_der().to_vec();
-    let info = match certificate(&der) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("pec keys: signing certificate: {e}");
-            return 2;
-        }
-    };
+    let info =
+        certificate(&der).map_err(|e| CliError::usage(format!("signing certificate: {e}")))?;
     println!("subject: {}", info.subject);
     println!("issuer: {}", info.issuer);
     println!("serial: {}", info.serial);
@@ -459,7 +450,7 @@ pub fn keys(config: &Config, warn_days: i64) -> i32 {
             in_index(config, store.as_deref(), &der),
         ),
     ];
-    report(&checks)
+    Ok(report(&checks))
 }
 
 fn age(seconds: i64) -> String {
@@ -582,7 +573,7 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
         ));
     }
 
-    let v = match crate::serve::open_signer(config) {
+    let v = match crate::wiring::open_signer(config) {
         Ok(s) => match certificate(s.certificate_der()) {
             Ok(info) => {
                 let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
@@ -636,77 +627,50 @@ fn postfix_lines(domains: &[String]) -> String {
 }
 
 /// `pec domain add DOMAIN`.
-pub fn domain_add(config: &Config, domain: &str) -> i32 {
+pub fn domain_add(config: &Config, domain: &str) -> Result<i32, CliError> {
     let domain = domain.trim().to_ascii_lowercase();
     if !crate::config::valid_domain(&domain) {
-        eprintln!("pec domain add: invalid domain \"{domain}\"");
-        return 2;
+        return Err(CliError::usage(format!("invalid domain \"{domain}\"")));
     }
     if config.provider.domains.contains(&domain) {
-        eprintln!("pec domain add: {domain} is already in provider.domains of the configuration");
-        return 1;
+        return Err(CliError::failed(format!(
+            "{domain} is already in provider.domains of the configuration"
+        )));
     }
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain add: {e}");
-            return 2;
-        }
-    };
-    match store.add_domain(&domain, SystemClock.now().unix()) {
-        Ok(true) => {}
-        Ok(false) => {
-            eprintln!("pec domain add: {domain} is already served");
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("pec domain add: {e}");
-            return 2;
-        }
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    if !store
+        .add_domain(&domain, SystemClock.now().unix())
+        .map_err(CliError::usage)?
+    {
+        return Err(CliError::failed(format!("{domain} is already served")));
     }
     println!("added {domain}");
-    domain_next_steps(config, &*store)
+    Ok(domain_next_steps(config, &*store))
 }
 
 /// `pec domain remove DOMAIN`.
-pub fn domain_remove(config: &Config, domain: &str) -> i32 {
+pub fn domain_remove(config: &Config, domain: &str) -> Result<i32, CliError> {
     let domain = domain.trim().to_ascii_lowercase();
     if config.provider.domains.contains(&domain) {
-        eprintln!(
-            "pec domain remove: {domain} is in provider.domains of the configuration: remove it there"
-        );
-        return 1;
+        return Err(CliError::failed(format!(
+            "{domain} is in provider.domains of the configuration: remove it there"
+        )));
     }
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain remove: {e}");
-            return 2;
-        }
-    };
-    match store.remove_domain(&domain) {
-        Ok(true) => {
-            println!("removed {domain}");
-            domain_next_steps(config, &*store)
-        }
-        Ok(false) => {
-            eprintln!("pec domain remove: {domain} was not added with pec domain add");
-            1
-        }
-        Err(e) => {
-            eprintln!("pec domain remove: {e}");
-            2
-        }
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    if !store.remove_domain(&domain).map_err(CliError::usage)? {
+        return Err(CliError::failed(format!(
+            "{domain} was not added with pec domain add"
+        )));
     }
+    println!("removed {domain}");
+    Ok(domain_next_steps(config, &*store))
 }
 
+/// What to do after `pec domain add|remove`; its own errors are printed as `pec domain: …`.
 fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
-    let domains = match crate::serve::served_domains(config, store) {
+    let domains = match crate::wiring::served_domains(config, store) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("pec domain: {e}");
-            return 2;
-        }
+        Err(e) => return exit("pec domain", Err(CliError::usage(e))),
     };
     println!("PEC domains served now: {}", domains.join(", "));
     println!("Apply on the Postfix host:");
@@ -717,21 +681,9 @@ fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
 }
 
 /// `pec domain list`.
-pub fn domain_list(config: &Config) -> i32 {
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain list: {e}");
-            return 2;
-        }
-    };
-    let extra = match store.extra_domains() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("pec domain list: {e}");
-            return 2;
-        }
-    };
+pub fn domain_list(config: &Config) -> Result<i32, CliError> {
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    let extra = store.extra_domains().map_err(CliError::usage)?;
     for d in &config.provider.domains {
         println!("{d}\t(configuration)");
     }
@@ -741,13 +693,93 @@ pub fn domain_list(config: &Config) -> i32 {
     {
         println!("{d}\t(pec domain add)");
     }
-    0
+    Ok(0)
 }
 
-/// The configuration for an operator command; prints the error itself (exit 2).
-pub fn load(path: &Path) -> Result<Config, i32> {
-    crate::config::load(path).map_err(|e| {
-        eprintln!("{e}");
-        2
-    })
+/// Runs one `pec domain` command; returns the exit status.
+pub fn domain(command: &DomainCommand) -> i32 {
+    let (name, result) = match command {
+        DomainCommand::Add { config, domain } => (
+            "pec domain add",
+            config.load().and_then(|c| domain_add(&c, domain)),
+        ),
+        DomainCommand::Remove { config, domain } => (
+            "pec domain remove",
+            config.load().and_then(|c| domain_remove(&c, domain)),
+        ),
+        DomainCommand::List(config) => (
+            "pec domain list",
+            config.load().and_then(|c| domain_list(&c)),
+        ),
+    };
+    exit(name, result)
+}
+
+/// Runs `pec check-config`; returns the exit status.
+pub fn check_config(args: &CheckConfigArgs) -> i32 {
+    let path = &args.config.config;
+    let checked = crate::config::load(path)
+        .map_err(CliError::Invalid)
+        .map(|config| {
+            println!("{}: ok", path.display());
+            if args.live {
+                report(&check_live(&config))
+            } else {
+                0
+            }
+        });
+    exit("pec check-config", checked)
+}
+
+/// Runs `pec status`; returns the exit status.
+pub fn status_command(args: &ConfigArgs) -> i32 {
+    let checked = args
+        .load()
+        .map(|config| report(&status(&config, SystemClock.now())));
+    exit("pec status", checked)
+}
+
+/// Runs `pec keys`; returns the exit status.
+pub fn keys_command(args: &KeysArgs) -> i32 {
+    let shown = args
+        .config
+        .load()
+        .and_then(|config| keys(&config, args.warn_days));
+    exit("pec keys", shown)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Also reach the HSM, the store, clamd, Dovecot, Postfix and the index source.
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Warn when the certificate expires within this many days.
+    #[arg(long, default_value_t = EXPIRY_WARNING_DAYS)]
+    pub warn_days: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Serve DOMAIN as a PEC domain too (reload pec serve and apply the Postfix lines).
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
+    },
+    /// List the PEC domains served, and where each comes from.
+    List(ConfigArgs),
+    /// Stop serving a domain added with `pec domain add`.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
+    },
 }
