@@ -57,11 +57,10 @@ use crate::crypto::Signer;
 use crate::index::IndexHandle;
 use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
 use crate::message::classify::{classify_shared, Classification};
-use crate::message::ids::MsgIdSource;
+use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::outbox::{emit, outbound, EmitError, Emitted};
-use crate::reception::envelope_id;
 use crate::smtp::{InjectError, Injector};
 use crate::store::outbox::{arrival_key, delivery_key};
 use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
@@ -375,7 +374,7 @@ impl DeliveryPoint {
         }
         let index = self.index.current();
         let at = self.clock.now();
-        let class = blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
+        let class = crate::blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
                 Certification::from_verified_envelope(&m.daticert, &m.verified.content)
@@ -611,17 +610,6 @@ fn record(pec: bool, reply: &Reply) {
             );
         }
         _ => message(Delivery, kind, "failed"),
-    }
-}
-
-/// Runs blocking work on data the caller only lends (a received message: verification,
-/// classification) without copying it into a task: on a multi-threaded runtime the worker
-/// hands its other tasks over while `f` runs; on a current-thread runtime (tests) `f`
-/// runs in place.
-pub(crate) fn blocking_borrowed<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }
 
