@@ -339,15 +339,16 @@ async fn reload(
             "configuration: these changes take effect at the next restart"
         );
     }
-    let applied = crate::reload::applicable(running, &new);
     // The mix of new and running values must itself be valid (e.g. a larger
     // access.max_total_size against the running filter.max_size).
-    applied.settings().map_err(|e| {
-        format!(
-            "{}: {e} (with the running values of the keys that need a restart)",
-            path.display()
-        )
-    })?;
+    let applied = crate::reload::applicable(running, &new)
+        .rechecked()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (with the running values of the keys that need a restart)",
+                path.display()
+            )
+        })?;
     let (cfg, sh) = (applied.clone(), shared.clone());
     let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh))
         .await
