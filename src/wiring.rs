@@ -85,6 +85,14 @@ pub fn tcp(endpoint: &Endpoint, what: &str) -> Result<String, WiringError> {
     }
 }
 
+/// The LMTP client's address of an endpoint (TCP or Unix socket).
+pub fn lmtp_addr(endpoint: &Endpoint, what: &str) -> Result<LmtpAddr, WiringError> {
+    Ok(match endpoint {
+        Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
+        inet => LmtpAddr::Tcp(tcp(inet, what)?),
+    })
+}
+
 /// Opens the signing key the configuration names.
 pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
     let settings = config.settings()?;
@@ -245,10 +253,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
         tcp(&settings.delivery.reinject, "delivery.reinject")?,
         &helo,
     );
-    let dovecot = match &settings.delivery.dovecot {
-        Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
-        inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
-    };
+    let dovecot = lmtp_addr(&settings.delivery.dovecot, "delivery.dovecot")?;
     let delivery = Arc::new(
         DeliveryPoint::new(
             store.clone(),

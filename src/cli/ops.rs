@@ -14,11 +14,16 @@ use super::args::ConfigArgs;
 use super::error::{exit, CliError};
 use crate::config::{Config, Endpoint, Settings};
 use crate::crypto::Signer;
+use crate::delivery::lmtp::{LmtpClient, LmtpTimeouts};
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::smtp::client::{ClientTimeouts, SmtpInjector};
 use crate::store::{ledger, LogStore};
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name the `--live` probes greet with (`EHLO pec-check`, `LHLO pec-check`).
+const HELLO_NAME: &str = "pec-check";
 
 /// Days before the signing certificate's expiry from which `pec keys` and `pec status`
 /// warn.
@@ -86,83 +91,37 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     Err(last)
 }
 
-/// A connected stream, TCP or Unix, with the check timeout.
-enum Conn {
-    Tcp(TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl Conn {
-    fn open(endpoint: &Endpoint) -> Result<Conn, String> {
-        match endpoint {
-            Endpoint::Inet { host, port } => connect(host, *port).map(Conn::Tcp),
-            Endpoint::Unix(path) => {
-                let s = std::os::unix::net::UnixStream::connect(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let _ = s.set_read_timeout(Some(CHECK_TIMEOUT));
-                let _ = s.set_write_timeout(Some(CHECK_TIMEOUT));
-                Ok(Conn::Unix(s))
-            }
-        }
-    }
-    fn stream(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Conn::Tcp(s) => s,
-            Conn::Unix(s) => s,
-        }
-    }
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// Reads one SMTP/LMTP reply (all its lines); returns the code and the last line.
-fn read_reply(s: &mut dyn ReadWrite) -> Result<(u16, String), String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        let n = s.read(&mut byte).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        buf.push(byte[0]);
-        if buf.ends_with(b"\n") {
-            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-            buf.clear();
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-                return Ok((code, line));
-            }
-        }
-        if buf.len() > 4096 {
-            return Err("reply line too long".into());
-        }
-    }
-}
-
-/// Greeting, then `LHLO`/`EHLO`, then `QUIT`: the server speaks (L|E)SMTP.
-fn smtp_hello(endpoint: &Endpoint, verb: &str) -> Verdict {
-    let mut conn = match Conn::open(endpoint) {
-        Ok(c) => c,
-        Err(e) => return Verdict::Failed(format!("{endpoint}: cannot connect: {e}")),
+/// Greeting, `EHLO` and `QUIT` with the SMTP client that reinjects: Postfix's listener
+/// speaks SMTP.
+fn smtp_hello(endpoint: &Endpoint, helo: &str) -> Verdict {
+    let addr = match crate::wiring::tcp(endpoint, "reinject") {
+        Ok(a) => a,
+        Err(e) => return Verdict::Failed(e.to_string()),
     };
-    let s = conn.stream();
-    let result = (|| {
-        let (code, line) = read_reply(s)?;
-        if code != 220 {
-            return Err(format!("greeting: {line}"));
-        }
-        s.write_all(format!("{verb} pec-check\r\n").as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
-        let (code, line) = read_reply(s)?;
-        if code != 250 {
-            return Err(format!("{verb}: {line}"));
-        }
-        let _ = s.write_all(b"QUIT\r\n");
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Verdict::Ok(format!("{endpoint}: answers {verb}")),
+    let client = SmtpInjector::new(addr, helo.to_string()).with_timeouts(ClientTimeouts {
+        connect: CHECK_TIMEOUT,
+        command: CHECK_TIMEOUT,
+        ..ClientTimeouts::default()
+    });
+    match runtime().and_then(|rt| rt.block_on(client.probe())) {
+        Ok(()) => Verdict::Ok(format!("{endpoint}: answers EHLO")),
+        Err(e) => Verdict::Failed(format!("{endpoint}: {e}")),
+    }
+}
+
+/// Greeting, `LHLO` and `QUIT` with the delivery point's LMTP client: Dovecot speaks LMTP.
+fn lmtp_hello(endpoint: &Endpoint, lhlo: &str) -> Verdict {
+    let addr = match crate::wiring::lmtp_addr(endpoint, "delivery.dovecot") {
+        Ok(a) => a,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let client = LmtpClient::new(addr, lhlo.to_string()).with_timeouts(LmtpTimeouts {
+        connect: CHECK_TIMEOUT,
+        command: CHECK_TIMEOUT,
+        ..LmtpTimeouts::default()
+    });
+    match runtime().and_then(|rt| rt.block_on(client.probe())) {
+        Ok(()) => Verdict::Ok(format!("{endpoint}: answers LHLO")),
         Err(e) => Verdict::Failed(format!("{endpoint}: {e}")),
     }
 }
@@ -234,10 +193,7 @@ fn check_postgres(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
 }
 
 fn check_clamd(settings: &Settings) -> Verdict {
-    let addr = match &settings.clamd {
-        Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
-        Endpoint::Unix(p) => format!("unix:{}", p.display()),
-    };
+    let addr = crate::wiring::clamd_addr(settings);
     let clamd = match crate::antivirus::Clamd::new(&addr, CHECK_TIMEOUT) {
         Ok(c) => c,
         Err(e) => return Verdict::Failed(e.to_string()),
@@ -300,7 +256,7 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         ("clamd".to_string(), check_clamd(&settings)),
         (
             "dovecot lmtp".to_string(),
-            smtp_hello(&settings.delivery.dovecot, "LHLO"),
+            lmtp_hello(&settings.delivery.dovecot, HELLO_NAME),
         ),
     ];
     let mut reinject = vec![
@@ -310,7 +266,10 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
     ];
     reinject.dedup();
     for r in reinject {
-        checks.push(("postfix reinjection".to_string(), smtp_hello(&r, "EHLO")));
+        checks.push((
+            "postfix reinjection".to_string(),
+            smtp_hello(&r, HELLO_NAME),
+        ));
     }
     checks.push(("provider index".to_string(), check_index(config, &settings)));
     checks

@@ -436,6 +436,22 @@ impl LmtpClient {
             .collect()
     }
 
+    /// Greeting, LHLO and QUIT: the server speaks LMTP (`pec check-config --live`).
+    pub async fn probe(&self) -> Result<(), String> {
+        let cmd = self.timeouts.command;
+        let (mut r, mut w) = self.connect().await?;
+        let greeting = read_reply(&mut r, cmd).await?;
+        if greeting.class() != 2 {
+            return Err(format!("greeting: {}", greeting.line()));
+        }
+        let (lhlo, _) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
+        if lhlo.class() != 2 {
+            return Err(format!("LHLO: {}", lhlo.line()));
+        }
+        let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+        Ok(())
+    }
+
     async fn connect(&self) -> Result<(Reader, Writer), String> {
         let t = self.timeouts.connect;
         let timed_out = |_| format!("connect to {} timed out after {t:?}", self.addr);
