@@ -1,7 +1,8 @@
 //! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter, the
 //! after-queue content filter (reception point), the delivery point's LMTP proxy and the
 //! 12 h / 24 h timers — with the signer, store, provider index, antivirus and Postfix
-//! reinjection they share.
+//! reinjection they share. It supervises: the parts are built by [`crate::wiring`], the
+//! index refresh is [`crate::index::refresh`].
 
 use std::future::Future;
 use std::sync::Arc;
