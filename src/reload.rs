@@ -8,7 +8,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::delivery::lmtp::{LmtpHandler, Reply, Transaction as LmtpTransaction};
+use crate::smtp::lmtp::{LmtpHandler, Reply, Transaction as LmtpTransaction};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::BoxFuture;
 

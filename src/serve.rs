@@ -14,10 +14,10 @@ use tokio::task::JoinError;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Endpoint, InvalidValue};
-use crate::delivery::lmtp::{self, LmtpServerOptions};
 use crate::index::{refresh, sync, IndexHandle};
 use crate::message::time::SystemClock;
 use crate::reload::Current;
+use crate::smtp::lmtp::{self, LmtpServerOptions};
 use crate::smtp::server::{self, ServerOptions};
 use crate::timers::Timers;
 use crate::wiring::{self, build_roles, tcp, Identity, Roles, Shared, WiringError};

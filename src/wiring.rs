@@ -10,7 +10,6 @@ use crate::access::{AccessPoint, Limits, Policy};
 use crate::antivirus::{Antivirus, AvError, Clamd};
 use crate::config::{Config, Endpoint, InvalidValue, Settings, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer};
-use crate::delivery::lmtp::{LmtpAddr, LmtpClient};
 use crate::delivery::DeliveryPoint;
 use crate::index::sync::SyncError;
 use crate::index::IndexHandle;
@@ -19,6 +18,7 @@ use crate::message::ids::IdGenerator;
 use crate::message::time::{Clock, SystemClock};
 use crate::reception::{AfterQueue, Reception};
 use crate::smtp::client::SmtpInjector;
+use crate::smtp::lmtp::{LmtpAddr, LmtpClient};
 use crate::store::{ledger, LogStore, StoreError};
 use crate::timers::Timers;
 

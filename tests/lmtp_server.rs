@@ -3,9 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pec::delivery::lmtp::{
-    serve, serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction,
-};
+use pec::smtp::lmtp::{serve, serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction};
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -14,9 +14,9 @@ use super::args::ConfigArgs;
 use super::error::{exit, CliError};
 use crate::config::{Config, Endpoint, Settings};
 use crate::crypto::Signer;
-use crate::delivery::lmtp::{LmtpClient, LmtpTimeouts};
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::smtp::client::{ClientTimeouts, SmtpInjector};
+use crate::smtp::lmtp::{LmtpClient, LmtpTimeouts};
 use crate::store::{ledger, LogStore};
 
 /// How long each network check may take.

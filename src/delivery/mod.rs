@@ -1,7 +1,7 @@
 //! Punto di consegna (delivery point, spec §3.6, §3.7, §5.3): an LMTP proxy between
 //! Postfix (`virtual_transport = lmtp:…`) and Dovecot's LMTP.
 //!
-//! The protocol lives in [`lmtp`]; this module holds the PEC rules, in one per-message
+//! The protocol lives in [`crate::smtp::lmtp`]; this module holds the PEC rules, in one per-message
 //! session ([`DeliveryPoint::deliver`]):
 //!
 //! 1. the message goes to Dovecot unchanged, byte for byte, for every recipient
@@ -69,10 +69,9 @@ use crate::BoxFuture;
 pub mod arrival;
 pub mod codes;
 pub mod dedup;
-pub mod lmtp;
 
+use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 use dedup::MailboxProbe;
-use lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 
 #[derive(Debug, Error)]
 pub enum DeliveryError {

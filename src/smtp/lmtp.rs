@@ -1,4 +1,4 @@
-//! LMTP (RFC 2033) on both sides of the delivery point: the server Postfix's `lmtp` client
+//! LMTP (RFC 2033) on both sides of the delivery point ([`crate::delivery`]): the server Postfix's `lmtp` client
 //! delivers to, and the client that hands each message to Dovecot's LMTP. Generic: no PEC
 //! rule lives here.
 //!
@@ -31,7 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
-use crate::smtp::session::{self, Conn, Dialect, Next, SessionError};
+use super::session::{self, Conn, Dialect, Next, SessionError};
 use crate::BoxFuture;
 
 /// One reply line: the basic code and the rest of the (last) line, which starts with the
@@ -106,7 +106,7 @@ pub trait LmtpHandler: Send + Sync {
 }
 
 /// Limits and names of the server: the same as the content filter's.
-pub use crate::smtp::ServerOptions as LmtpServerOptions;
+pub use super::server::ServerOptions as LmtpServerOptions;
 
 /// Serves LMTP on `listener` until `shutdown` completes, then closes idle sessions (421)
 /// and waits up to the grace time for the others.
