@@ -61,7 +61,8 @@ export PEC_BIN="${PEC_BIN:-$(cd "$target/debug" && pwd)/pec}"
 e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e2e/delivery.sh
   tests/e2e/delivery_receipts.sh
   tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/scale_out.sh
-  tests/e2e/relay.sh tests/e2e/proof.sh tests/e2e/faults.sh tests/e2e/store_tls.sh)
+  tests/e2e/relay.sh tests/e2e/hostile_peer.sh tests/e2e/proof.sh tests/e2e/faults.sh
+  tests/e2e/store_tls.sh)
 # proof.sh: PROOF_N transactions (1,000 here; PROOF_N=10000 is the full proof, by hand);
 # faults.sh: 400 transactions through 20 kill -9 of pec serve and five other faults.
 # The package test builds the release .deb (a release build: several minutes on two cores),
@@ -99,7 +100,8 @@ else
   # on PostgreSQL (two nodes on one database), smoke.sh has no store, and store_tls.sh is
   # PostgreSQL only.
   for t in tests/e2e/access_point.sh tests/e2e/delivery.sh tests/e2e/delivery_receipts.sh \
-      tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/relay.sh; do
+      tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/relay.sh \
+      tests/e2e/hostile_peer.sh; do
     run_e2e PEC_E2E_STORE=pg "$t"
   done
   run_e2e PEC_E2E_STORE=pg RECEPTION_LOAD_N=300 tests/e2e/reception.sh

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod doubles;
 pub mod index;
+pub mod issuing;
 pub mod log;
 pub mod message;
 pub mod metrics;
@@ -26,14 +27,3 @@ pub mod wiring;
 /// A boxed, sendable future: the return type of the async methods of the traits that stand
 /// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-
-/// Runs blocking work on data the caller only lends (a received message: verification,
-/// classification) without copying it into a task: on a multi-threaded runtime the worker
-/// hands its other tasks over while `f` runs; on a current-thread runtime (tests) `f`
-/// runs in place.
-pub(crate) fn blocking_borrowed<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}

@@ -1,9 +1,10 @@
 //! Emitting generated messages exactly once across crashes, and the outbox sweep (see
 //! [`crate::store::outbox`] for the protocol and the tables).
 //!
-//! Every role emits a receipt, notice or anomaly envelope the same way ([`emit`]): the
-//! message is built and signed by the caller; [`emit`] stages it with its [`Effect`] in
-//! one store transaction, injects it, and marks it injected. The sweep ([`sweep_once`],
+//! Every role emits a receipt, notice or anomaly envelope the same way
+//! ([`crate::issuing::Issuing::emit`]): built and signed, staged with its
+//! [`crate::store::Effect`] in one store transaction, injected, and marked injected. The
+//! sweep ([`sweep_once`],
 //! run by `pec serve` every [`SWEEP_EVERY`], first at start-up) injects the rows staged
 //! but never marked injected: those of a process that died (or failed to inject) between
 //! the two steps, whoever staged them (the after-queue acceptance, the access point's
@@ -12,13 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::message::build::Generated;
+use crate::issuing::blocking;
 use crate::message::time::{Clock, Instant};
-use crate::smtp::{InjectError, Injector};
-use crate::store::{Effect, Outbound, Staged, Store, StoreError};
+use crate::smtp::Injector;
+use crate::store::{Store, StoreError};
 
 /// How often the sweep runs.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -30,93 +30,6 @@ pub const SWEEP_BATCH: usize = 100;
 /// Injected outbox rows and delivery records are kept this long: longer than Postfix keeps
 /// retrying a message (`maximal_queue_lifetime`, 5 days by default).
 pub const KEEP_DAYS: i64 = 30;
-
-#[derive(Debug, Error)]
-pub enum EmitError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Staged, but not injected: the sweep injects it later.
-    #[error("injecting the generated message (staged; it will be sent again): {0}")]
-    Inject(InjectError),
-    #[error("worker task: {0}")]
-    Task(String),
-}
-
-/// What [`emit`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Emitted {
-    /// Staged, recorded and injected now: its Message-ID.
-    New(String),
-    /// Staged before (a retry): nothing built anew; the Message-ID of the staged message
-    /// (injected already, or by the sweep).
-    Existing(String),
-    /// The event was recorded earlier without an outbox row: nothing sent.
-    Claimed,
-}
-
-impl Emitted {
-    /// The Message-ID of the message that stands for the event, if one does.
-    pub fn message_id(&self) -> Option<&str> {
-        match self {
-            Emitted::New(id) | Emitted::Existing(id) => Some(id),
-            Emitted::Claimed => None,
-        }
-    }
-}
-
-/// The outbox row of `message` under `key`, taking the message: its header is written in
-/// front of its body in the body's own buffer, so the row's data is never a second copy of
-/// the message (a completa delivery receipt carries the whole original).
-pub fn outbound(key: String, message: Generated, at: Instant) -> Outbound {
-    let head = message.head();
-    let mut data = message.body;
-    data.splice(0..0, head);
-    Outbound {
-        key,
-        message_id: message.message_id,
-        mail_from: message.mail_from,
-        rcpt_to: message.rcpt_to,
-        data,
-        created_at: at,
-        injected_at: None,
-    }
-}
-
-/// Stages `out` with `effect` (one transaction), then injects it and marks it injected.
-/// A row already staged under that key is not injected here (the sweep does, unless it was
-/// injected already): a retry never builds or sends a second, different message.
-pub async fn emit(
-    store: &Arc<dyn Store>,
-    injector: &dyn Injector,
-    clock: &dyn Clock,
-    out: Outbound,
-    effect: Effect,
-) -> Result<Emitted, EmitError> {
-    // Shared with the store's worker, not cloned: the data may be a whole message.
-    let out = Arc::new(out);
-    let (s, o) = (store.clone(), out.clone());
-    let staged = blocking(move || s.stage_outbound(&o, &effect)).await??;
-    match staged {
-        Staged::New => {}
-        Staged::Existing(o) => return Ok(Emitted::Existing(o.message_id)),
-        Staged::Claimed => return Ok(Emitted::Claimed),
-    }
-    injector
-        .inject(&out.mail_from, &out.rcpt_to, &out.data)
-        .await
-        .map_err(EmitError::Inject)?;
-    let (key, message_id) = (out.key.clone(), out.message_id.clone());
-    // In Postfix's queue now: the bytes are not needed any more (the message may come
-    // straight back to this process, e.g. a delivery receipt to a local sender).
-    drop(out);
-    let (s, k, at) = (store.clone(), key.clone(), clock.now());
-    if let Err(e) = blocking(move || s.outbound_injected(&k, at)).await? {
-        // Injected and recorded: the sweep will inject the same bytes once more (same
-        // Message-ID; the delivery point stores it once).
-        warn!(key = %key, message_id = %message_id, "outbox: injected but not marked: {e}");
-    }
-    Ok(Emitted::New(message_id))
-}
 
 /// One sweep pass: injects the staged rows left unsent (see the module documentation).
 /// Returns how many were injected.
@@ -185,14 +98,4 @@ pub async fn run(
             }
         }
     }
-}
-
-async fn blocking<T, F>(f: F) -> Result<T, EmitError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EmitError::Task(e.to_string()))
 }

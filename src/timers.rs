@@ -15,7 +15,7 @@
 //!
 //! Each notice is sent once, across restarts and with several processes on one store: a
 //! pass claims the due rows in one store transaction ([`Store::claim_timeouts`]), then
-//! builds and signs each notice and emits it through the outbox ([`crate::outbox::emit`],
+//! builds and signs each notice and emits it through the outbox ([`crate::issuing::Issuing::emit`],
 //! key [`timer_key`]): one transaction records the notice on its row, writes its
 //! legal-log event and stages its bytes ([`Effect::Timeout`]); then it is injected. A
 //! build failure, or a store failure before staging, releases the claim, so the next pass
@@ -31,19 +31,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::crypto::Signer;
-use crate::message::build::{BuildError, Builder, Generated, Issuer};
+use crate::issuing::{Emitted, IssueError, Issuing};
+use crate::message::build::{Generated, Issuer};
 use crate::message::codes::Code;
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::Timeout;
 use crate::message::time::{Clock, Instant};
-use crate::outbox::{emit, outbound, EmitError, Emitted};
-use crate::smtp::{InjectError, Injector};
+use crate::smtp::Injector;
 use crate::store::outbox::timer_key;
-use crate::store::{DueNotice, Effect, Store, StoreError, TimeoutClaim};
+use crate::store::{DueNotice, Effect, Store, TimeoutClaim};
 
 /// Seconds after dispatch when the 12 h notice is due.
 pub const NOTICE12_AFTER: i64 = 12 * 3600;
@@ -55,19 +54,8 @@ pub const CLAIM_LEASE: i64 = 15 * 60;
 /// Rows claimed per store transaction.
 pub const BATCH: usize = 100;
 
-#[derive(Debug, Error)]
-pub enum TimersError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("building the notice: {0}")]
-    Build(#[from] BuildError),
-    #[error("injecting the notice: {0}")]
-    Inject(#[from] InjectError),
-    #[error("worker task: {0}")]
-    Task(String),
-    #[error(transparent)]
-    Emit(#[from] EmitError),
-}
+/// Why a pass or a notice failed (the issuing kit's error).
+pub type TimersError = IssueError;
 
 /// One notice of a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,12 +92,7 @@ impl Report {
 
 /// The timers: see the module documentation.
 pub struct Timers {
-    store: Arc<dyn Store>,
-    injector: Arc<dyn Injector>,
-    issuer: Issuer,
-    signer: Arc<dyn Signer>,
-    ids: Arc<dyn MsgIdSource>,
-    clock: Arc<dyn Clock>,
+    kit: Issuing,
 }
 
 impl Timers {
@@ -124,12 +107,10 @@ impl Timers {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Timers {
-            store,
-            injector,
-            issuer,
-            signer,
-            ids,
-            clock,
+            kit: Issuing {
+                clock,
+                ..Issuing::new(store, injector, issuer, signer, ids)
+            },
         }
     }
 
@@ -150,8 +131,7 @@ impl Timers {
                 limit: BATCH,
             };
             loop {
-                let store = self.store.clone();
-                let due = blocking(move || store.claim_timeouts(&claim)).await??;
+                let due = self.kit.store(move |s| s.claim_timeouts(&claim)).await?;
                 let full = due.len() == BATCH;
                 let mut all_sent = true;
                 for d in due {
@@ -204,17 +184,13 @@ impl Timers {
             }
         };
         let notice_id = notice.message_id.clone();
-        let out = outbound(
-            timer_key(&due.pec_id, &due.recipient, due.which),
-            notice,
-            now,
-        );
+        let key = timer_key(&due.pec_id, &due.recipient, due.which);
         let effect = Effect::Timeout {
             due: Box::new(due.clone()),
             notice_id: notice_id.clone(),
             at: now,
         };
-        match emit(&self.store, &*self.injector, &*self.clock, out, effect).await {
+        match self.kit.emit(key, notice, effect, now).await {
             Ok(Emitted::New(id)) => {
                 info!(msgid = %due.pec_id, recipient = %due.recipient, notice = %id, "timers: {hours} h notice sent");
                 Ok(Some(id))
@@ -227,47 +203,35 @@ impl Timers {
                 info!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice recorded already: none sent");
                 Ok(None)
             }
-            Err(EmitError::Inject(e)) => {
+            Err(e @ IssueError::Staged(_)) => {
                 // Staged with its record: the outbox sweep injects it.
                 warn!(msgid = %due.pec_id, recipient = %due.recipient, notice = %notice_id, "timers: {hours} h notice staged, not injected (the outbox sweep sends it): {e}");
-                Err(EmitError::Inject(e).into())
+                Err(e)
             }
             Err(e) => {
                 error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: {hours} h notice not staged, retried next pass: {e}");
                 self.release(due).await;
-                Err(e.into())
+                Err(e)
             }
         }
     }
 
     async fn release(&self, due: &DueNotice) {
-        let store = self.store.clone();
         let d = due.clone();
-        match blocking(move || store.release_timeout(&d)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: cannot release the claim (taken over after the lease): {e}")
-            }
-            Err(e) => error!(msgid = %due.pec_id, "timers: {e}"),
+        if let Err(e) = self.kit.store(move |s| s.release_timeout(&d)).await {
+            error!(msgid = %due.pec_id, recipient = %due.recipient, "timers: cannot release the claim (taken over after the lease): {e}")
         }
     }
 
     /// Builds and signs the notice (signing may block on PKCS#11).
     async fn build(&self, due: DueNotice, now: Instant) -> Result<Generated, TimersError> {
-        let issuer = self.issuer.clone();
-        let signer = self.signer.clone();
-        let ids = self.ids.clone();
-        let built = blocking(move || {
-            let builder = Builder {
-                issuer: &issuer,
-                signer: &*signer,
-                ids: &*ids,
-            };
-            let code = Code::timeout(due.which).errore_esteso(&issuer.provider_name);
-            builder.timeout(&due.cert, now, &due.recipient, due.which, &code)
-        })
-        .await??;
-        Ok(built)
+        let provider = self.kit.issuer.provider_name.clone();
+        self.kit
+            .build(move |b| {
+                let code = Code::timeout(due.which).errore_esteso(&provider);
+                b.timeout(&due.cert, now, &due.recipient, due.which, &code)
+            })
+            .await
     }
 
     /// Runs a pass every `interval` (the first at once) until `shutdown` completes.
@@ -280,7 +244,7 @@ impl Timers {
                 _ = &mut shutdown => return,
                 _ = tick.tick() => {}
             }
-            let now = self.clock.now();
+            let now = self.kit.clock.now();
             match self.run_once(now).await {
                 Ok(r) if r.sent.is_empty() && r.failed.is_empty() => {}
                 Ok(r) => info!(
@@ -300,15 +264,4 @@ fn hours(which: Timeout) -> u32 {
         Timeout::Hours12 => 12,
         Timeout::Hours24 => 24,
     }
-}
-
-/// Runs blocking work (store, signing) off the async workers.
-async fn blocking<T, F>(f: F) -> Result<T, TimersError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TimersError::Task(e.to_string()))
 }

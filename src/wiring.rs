@@ -13,6 +13,7 @@ use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer};
 use crate::delivery::DeliveryPoint;
 use crate::index::sync::SyncError;
 use crate::index::IndexHandle;
+use crate::issuing::Issuing;
 use crate::message::build::Issuer;
 use crate::message::ids::IdGenerator;
 use crate::message::time::{Clock, SystemClock};
@@ -225,14 +226,16 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             hard_size_limit: settings.access.hard_size_limit,
             reject_in_smtp: config.access.reject_in_smtp,
         },
-        issuer: issuer.clone(),
-        signer: signer.clone(),
-        ids: ids.clone(),
+        kit: Issuing {
+            store: store.clone(),
+            injector: access_injector.clone(),
+            issuer: issuer.clone(),
+            signer: signer.clone(),
+            ids: ids.clone(),
+            clock: Arc::new(SystemClock),
+        },
         index: index.clone(),
-        store: store.clone(),
         antivirus: antivirus.clone(),
-        injector: access_injector.clone(),
-        clock: Arc::new(SystemClock),
         log_requests: settings.log_requests.clone(),
     });
     let timers = config.timers.enabled.then(|| {

@@ -12,6 +12,7 @@ use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner};
 use pec::doubles::{MarkerAntivirus, MemStore, RecordingInjector};
 use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
+use pec::issuing::Issuing;
 use pec::message::build::Issuer;
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
@@ -92,24 +93,26 @@ async fn harness_with(
     let injector = Arc::new(RecordingInjector::new());
     let ap = Arc::new(AccessPoint {
         policy,
-        issuer: Issuer {
-            provider_name: "PEC Example IT S.p.A.".into(),
-            service_address: "posta-certificata@pec.example.it".into(),
-            envelope_sender_header: true,
+        kit: Issuing {
+            store: store.clone(),
+            injector: injector.clone(),
+            issuer: Issuer {
+                provider_name: "PEC Example IT S.p.A.".into(),
+                service_address: "posta-certificata@pec.example.it".into(),
+                envelope_sender_header: true,
+            },
+            signer: if hsm_down {
+                Arc::new(pec::doubles::UnavailableSigner {
+                    certificate: cert_der.clone(),
+                })
+            } else {
+                Arc::new(signer)
+            },
+            ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
+            clock: Arc::new(FixedClock::new(at())),
         },
-        signer: if hsm_down {
-            Arc::new(pec::doubles::UnavailableSigner {
-                certificate: cert_der.clone(),
-            })
-        } else {
-            Arc::new(signer)
-        },
-        ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
         index: Arc::new(pec::index::IndexHandle::new((*index).clone())),
-        store: store.clone(),
         antivirus: Arc::new(av),
-        injector: injector.clone(),
-        clock: Arc::new(FixedClock::new(at())),
         log_requests: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -501,6 +501,26 @@ fn peer_virus_notices_are_judged_on_our_records(b: &Backend) {
             }
         ));
         assert_eq!(a.state(A_ID, bob), TrackingState::Delivered);
+        // The same receipt again (a Postfix retry, or a concurrent copy): delivered to
+        // alice, but not a second outcome.
+        assert!(matches!(
+            a.local(&consegna.mail_from, &[ALICE], &consegna.to_bytes())
+                .await,
+            Local::Receipt {
+                tracking_updated: 0,
+                ..
+            }
+        ));
+        let outcomes_of = |kind| {
+            received(&*a.store, A_ID, kind)
+                .into_iter()
+                .map(|e| e.outcome)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            outcomes_of(Ricevuta::AvvenutaConsegna),
+            ["correlated", "late"]
+        );
         let before = a.sent().len();
 
         // Case 2: a virus notice after the outcome moves nothing and generates nothing.

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use pec::crypto::Signer;
 use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
+use pec::issuing::outbound;
 use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify_shared, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::RecipientType;
 use pec::message::time::Instant;
-use pec::outbox::outbound;
 use pec::store::{Effect, SqliteStore, Store};
 
 struct Counting;

@@ -15,6 +15,7 @@ use pec::crypto::testing::{make_test_pki, TestPki};
 use pec::crypto::{DigestAlg, PemSigner, Signer};
 use pec::doubles::{MarkerAntivirus, RecordingInjector};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
+use pec::issuing::Issuing;
 use pec::log::request::{RequestSettings, REQUEST_HEADER};
 use pec::message::build::{Certification, Issuer};
 use pec::message::classify::{classify, Classification};
@@ -93,14 +94,16 @@ async fn harness() -> Harness {
     let clock = Arc::new(FixedClock::new(now()));
     let ap = Arc::new(AccessPoint {
         policy: Policy::default(),
-        issuer: issuer(),
-        signer: signer.clone(),
-        ids: Arc::new(SequentialIds::new("opec1.ap", "pec.example.it")),
+        kit: Issuing {
+            store: store.clone(),
+            injector: injector.clone(),
+            issuer: issuer(),
+            signer: signer.clone(),
+            ids: Arc::new(SequentialIds::new("opec1.ap", "pec.example.it")),
+            clock: clock.clone(),
+        },
         index: Arc::new(IndexHandle::new((*index).clone())),
-        store: store.clone(),
         antivirus: Arc::new(MarkerAntivirus::eicar()),
-        injector: injector.clone(),
-        clock: clock.clone(),
         log_requests: Some(settings()),
     });
     let aq = AfterQueue::new(

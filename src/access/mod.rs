@@ -11,18 +11,16 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::antivirus::{Antivirus, ScanVerdict};
-use crate::crypto::Signer;
 use crate::index::IndexHandle;
+use crate::issuing::{blocking, IssueError, Issuing};
 use crate::log::request::{self as log_request, Recognised, RequestSettings};
-use crate::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
-use crate::message::ids::MsgIdSource;
+use crate::message::build::{Builder, Certification, Generated, OriginalInfo};
 use crate::message::kind::{MessageKind, RecipientType};
-use crate::message::time::{Clock, Instant};
-use crate::outbox::{emit, outbound, EmitError};
-use crate::smtp::Injector;
+use crate::message::time::Instant;
 use crate::store::outbox::non_acceptance_key;
-use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused, Store};
+use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused};
 
+pub mod acceptance;
 pub mod checks;
 pub mod milter;
 
@@ -95,14 +93,11 @@ pub enum Decision {
 /// Everything the access point depends on, each behind its trait.
 pub struct AccessPoint {
     pub policy: Policy,
-    pub issuer: Issuer,
-    pub signer: Arc<dyn Signer>,
-    pub ids: Arc<dyn MsgIdSource>,
+    /// Store, reinjection, identity, signer, ids and clock: the issuing kit every role
+    /// shares.
+    pub kit: Issuing,
     pub index: Arc<IndexHandle>,
-    pub store: Arc<dyn Store>,
     pub antivirus: Arc<dyn Antivirus>,
-    pub injector: Arc<dyn Injector>,
-    pub clock: Arc<dyn Clock>,
     /// Owner self-service (`log.request_*`); `None`: disabled.
     pub log_requests: Option<RequestSettings>,
 }
@@ -128,7 +123,7 @@ impl AccessPoint {
         E: std::fmt::Display + Send + 'static,
     {
         let this = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || f(&this)).await {
+        match blocking(move || f(&this)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 warn!(part = what, error = %e, "access point: a part is unavailable: tempfail");
@@ -143,9 +138,9 @@ impl AccessPoint {
 
     fn builder(&self) -> Builder<'_> {
         Builder {
-            issuer: &self.issuer,
-            signer: self.signer.as_ref(),
-            ids: self.ids.as_ref(),
+            issuer: &self.kit.issuer,
+            signer: self.kit.signer.as_ref(),
+            ids: self.kit.ids.as_ref(),
         }
     }
 
@@ -170,14 +165,14 @@ impl AccessPoint {
                 text: "PEC: autenticazione richiesta".into(),
             });
         };
-        let at = self.clock.now();
-        let pec_id = self.ids.next_id(at);
+        let at = self.kit.clock.now();
+        let pec_id = self.kit.ids.next_id(at);
         tracing::Span::current().record("msgid", pec_id.as_str());
 
         let (login2, from2) = (login.clone(), s.mail_from.clone());
         let authorised = match self
             .blocking("archivio", move |ap| {
-                ap.store.sender_allowed(&login2, &from2)
+                ap.kit.store.sender_allowed(&login2, &from2)
             })
             .await
         {
@@ -282,10 +277,12 @@ impl AccessPoint {
             at,
             cert,
             login,
-            provider: self.issuer.provider_name.clone(),
+            provider: self.kit.issuer.provider_name.clone(),
         };
         if let Err(d) = self
-            .blocking("archivio", move |ap| ap.store.record_accepted(&accepted))
+            .blocking("archivio", move |ap| {
+                ap.kit.store.record_accepted(&accepted)
+            })
             .await
         {
             return d;
@@ -295,7 +292,7 @@ impl AccessPoint {
     }
 
     /// Refusal: build and sign the notice, then emit it through the outbox
-    /// ([`crate::outbox::emit`], key [`non_acceptance_key`]): one store transaction records
+    /// ([`Issuing::emit`], key [`non_acceptance_key`]): one store transaction records
     /// the refusal's legal-log events, the quarantined message and the notice's bytes
     /// ([`Effect::Refused`]), then the notice is injected. The notice and its record are
     /// never one without the other. Once staged the refusal stands: when the injection
@@ -336,21 +333,17 @@ impl AccessPoint {
             reason: reason.clone(),
             notice_id: notice.message_id.clone(),
             quarantine,
-            provider: self.issuer.provider_name.clone(),
+            provider: self.kit.issuer.provider_name.clone(),
         };
         let notice_id = notice.message_id.clone();
-        let out = outbound(non_acceptance_key(&pec_id), notice, at);
-        match emit(
-            &self.store,
-            &*self.injector,
-            &*self.clock,
-            out,
-            Effect::Refused(Box::new(refused)),
-        )
-        .await
+        let effect = Effect::Refused(Box::new(refused));
+        match self
+            .kit
+            .emit(non_acceptance_key(&pec_id), notice, effect, at)
+            .await
         {
             Ok(_) => {}
-            Err(EmitError::Inject(e)) => {
+            Err(IssueError::Staged(e)) => {
                 warn!(pec_id = %pec_id, notice = %notice_id, "non-acceptance notice staged, not injected (the outbox sweep sends it): {e}");
             }
             Err(e) => {
@@ -414,11 +407,12 @@ impl AccessPoint {
         };
         let window = i64::try_from(settings.window.as_secs()).unwrap_or(i64::MAX);
         let since = Instant::from_unix(at.unix().saturating_sub(window));
-        let event = log_request::request_event(&request, &self.issuer.provider_name);
+        let event = log_request::request_event(&request, &self.kit.issuer.provider_name);
         let r2 = request.clone();
         let accepted = match self
             .blocking("archivio", move |ap| {
-                ap.store
+                ap.kit
+                    .store
                     .claim_log_request(&r2, settings.limit, since, &event)
             })
             .await
@@ -445,9 +439,9 @@ impl AccessPoint {
 
     /// Logs a submission rejected in SMTP without a notice.
     pub fn log_rejected(&self, s: &Submission, reply: &Reply) {
-        let at = self.clock.now();
+        let at = self.kit.clock.now();
         let event = LogEvent {
-            pec_id: self.ids.next_id(at),
+            pec_id: self.kit.ids.next_id(at),
             at,
             kind: EventKind::RejectedInSmtp,
             sender: s.mail_from.clone(),
@@ -460,12 +454,12 @@ impl AccessPoint {
                 .map(|i| i.subject)
                 .unwrap_or_default(),
             related_ids: Vec::new(),
-            provider: self.issuer.provider_name.clone(),
+            provider: self.kit.issuer.provider_name.clone(),
             queue_id: s.queue_id.clone(),
             outcome: "rejected".into(),
             reason: Some(format!("{} {} {}", reply.code, reply.xcode, reply.text)),
         };
-        if let Err(e) = self.store.log(&event) {
+        if let Err(e) = self.kit.store.log(&event) {
             warn!(error = %e, "cannot log an smtp rejection");
         }
     }

@@ -14,13 +14,13 @@
 //!    same PEC msgid. Anomaly envelopes, receipts and ordinary mail get no notice: Dovecot's
 //!    replies go back to Postfix unchanged;
 //! 3. Dovecot 2xx → signed ricevuta di avvenuta consegna (completa / breve / sintetica by
-//!    `X-TipoRicevuta` and the To/Cc rule, [`Builder::delivery`]) to the sender;
+//!    `X-TipoRicevuta` and the To/Cc rule, [`crate::message::build::Builder::delivery`]) to the sender;
 //!    Dovecot 5xx → signed avviso di mancata consegna with the coded reason of
 //!    [`codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
 //!    place of the PEC notice; Dovecot 4xx or unreachable → 4xx to Postfix, no notice;
 //! 4. the notice is built and signed, then staged in the outbox together with its claim
 //!    ([`Store::claim_delivery_notice`]'s key) and its legal-log event, in one transaction
-//!    ([`crate::outbox::emit`]); only then is it injected into Postfix's reinjection
+//!    ([`crate::issuing::Issuing::emit`]); only then is it injected into Postfix's reinjection
 //!    listener, and marked injected.
 //!
 //! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
@@ -50,18 +50,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::crypto::Signer;
 use crate::index::IndexHandle;
-use crate::message::build::{BuildError, Builder, Certification, Generated, Issuer};
+use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
+use crate::message::build::{Certification, Issuer};
 use crate::message::classify::{classify_shared, Classification};
 use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::{MessageKind, RecipientType};
-use crate::message::time::{Clock, Instant, SystemClock};
-use crate::outbox::{emit, outbound, EmitError, Emitted};
-use crate::smtp::{InjectError, Injector};
+use crate::message::time::{Clock, Instant};
+use crate::smtp::Injector;
 use crate::store::outbox::{arrival_key, delivery_key};
 use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
 use crate::BoxFuture;
@@ -73,19 +72,8 @@ pub mod dedup;
 use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 use dedup::MailboxProbe;
 
-#[derive(Debug, Error)]
-pub enum DeliveryError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("building the notice: {0}")]
-    Build(#[from] BuildError),
-    #[error("injecting the notice: {0}")]
-    Inject(#[from] InjectError),
-    #[error("emitting the notice: {0}")]
-    Emit(#[from] EmitError),
-    #[error("worker task: {0}")]
-    Task(String),
-}
+/// Why a notice could not be emitted (the issuing kit's error).
+pub type DeliveryError = IssueError;
 
 /// A verified transport envelope being delivered: what every notice about it needs.
 struct Certified {
@@ -101,14 +89,9 @@ struct Certified {
 
 /// The delivery point.
 pub struct DeliveryPoint {
-    store: Arc<dyn Store>,
-    injector: Arc<dyn Injector>,
+    kit: Issuing,
     dovecot: Arc<dyn LocalDelivery>,
     index: Arc<IndexHandle>,
-    issuer: Issuer,
-    signer: Arc<dyn Signer>,
-    ids: Arc<dyn MsgIdSource>,
-    clock: Arc<dyn Clock>,
     arrival_notices: bool,
     probe: Option<Arc<dyn MailboxProbe>>,
     /// (Message-ID, lower-case recipient) being delivered by this process now: a second
@@ -135,14 +118,9 @@ impl DeliveryPoint {
         ids: Arc<dyn MsgIdSource>,
     ) -> Self {
         DeliveryPoint {
-            store,
-            injector,
+            kit: Issuing::new(store, injector, issuer, signer, ids),
             dovecot,
             index,
-            issuer,
-            signer,
-            ids,
-            clock: Arc::new(SystemClock),
             arrival_notices: false,
             probe: None,
             in_flight: Arc::default(),
@@ -173,7 +151,7 @@ impl DeliveryPoint {
 
     /// Replaces the clock (delivery instant of the notices).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.kit.clock = clock;
         self
     }
 
@@ -199,7 +177,7 @@ impl DeliveryPoint {
             }
             return replies;
         };
-        let at = self.clock.now();
+        let at = self.kit.clock.now();
         let mut out = Vec::with_capacity(replies.len());
         for (i, (rcpt, reply)) in tx.rcpt_to.iter().zip(replies).enumerate() {
             if !c.verified[i] || reply.class() == 4 {
@@ -246,7 +224,7 @@ impl DeliveryPoint {
                 .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
                 .await;
         };
-        let at = self.clock.now();
+        let at = self.kit.clock.now();
         let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
         let guard = InFlight::take(&self.in_flight, &mid, &tx.rcpt_to);
         let mine: Vec<usize> = (0..tx.rcpt_to.len()).filter(|i| guard.held[*i]).collect();
@@ -260,10 +238,13 @@ impl DeliveryPoint {
             }
         }
         let rcpts: Vec<String> = mine.iter().map(|&i| tx.rcpt_to[i].clone()).collect();
-        let (store, id, owner) = (self.store.clone(), mid.clone(), self.owner.clone());
-        let marks = match blocking(move || store.begin_deliveries(&id, &rcpts, &owner, at)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return self.tempfail_all(tx, shown, &e.to_string()),
+        let (id, owner) = (mid.clone(), self.owner.clone());
+        let marks = match self
+            .kit
+            .store(move |s| s.begin_deliveries(&id, &rcpts, &owner, at))
+            .await
+        {
+            Ok(m) => m,
             Err(e) => return self.tempfail_all(tx, shown, &e.to_string()),
         };
         let mut send = Vec::new();
@@ -325,13 +306,12 @@ impl DeliveryPoint {
             );
         }
         if !found.is_empty() {
-            let (store, id, at) = (self.store.clone(), mid.clone(), self.clock.now());
-            let done = blocking(move || store.deliveries_done(&id, &found, at)).await;
-            if let Some(e) = match done {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            } {
+            let (id, at) = (mid.clone(), self.kit.clock.now());
+            if let Err(e) = self
+                .kit
+                .store(move |s| s.deliveries_done(&id, &found, at))
+                .await
+            {
                 // Stored in the mailbox: the reply stays 250. A retry would ask the mailbox.
                 warn!(msgid = %shown, message_id = %mid, "delivery point: delivery not recorded: {e}");
             }
@@ -359,21 +339,22 @@ impl DeliveryPoint {
         let Some(pec_id) = pec_id else {
             return Ok(None);
         };
-        let store = self.store.clone();
         let (id, rcpts) = (pec_id.clone(), tx.rcpt_to.clone());
-        let verified = blocking(move || {
-            rcpts
-                .iter()
-                .map(|r| store.is_verified(&id, r))
-                .collect::<Result<Vec<bool>, StoreError>>()
-        })
-        .await??;
+        let verified = self
+            .kit
+            .store(move |s| {
+                rcpts
+                    .iter()
+                    .map(|r| s.is_verified(&id, r))
+                    .collect::<Result<Vec<bool>, StoreError>>()
+            })
+            .await?;
         if !verified.iter().any(|v| *v) {
             return Ok(None);
         }
         let index = self.index.current();
-        let at = self.clock.now();
-        let class = crate::blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
+        let at = self.kit.clock.now();
+        let class = blocking_borrowed(|| classify_shared(&tx.data, index.trust(), at));
         let found = match &class {
             Classification::TransportEnvelope(m) if m.daticert.identificativo == pec_id => {
                 Certification::from_verified_envelope(&m.daticert, &m.verified.content)
@@ -422,34 +403,27 @@ impl DeliveryPoint {
         reply: &Reply,
         at: Instant,
     ) -> Result<Option<String>, DeliveryError> {
-        let store = self.store.clone();
         let (id, r) = (c.pec_id.clone(), rcpt.to_string());
-        if blocking(move || store.delivery_notice(&id, &r))
-            .await??
+        if self
+            .kit
+            .store(move |s| s.delivery_notice(&id, &r))
+            .await?
             .is_some()
         {
             return Ok(None);
         }
         let delivered = reply.class() == 2;
         let reason = (!delivered)
-            .then(|| codes::non_delivery_reason(reply.enhanced(), &self.issuer.provider_name));
+            .then(|| codes::non_delivery_reason(reply.enhanced(), &self.kit.issuer.provider_name));
         let notice = {
-            let (issuer, signer, ids) =
-                (self.issuer.clone(), self.signer.clone(), self.ids.clone());
             let (cert, original, rcpt) = (c.cert.clone(), c.original.clone(), rcpt.to_string());
             let reason = reason.clone();
-            blocking(move || -> Result<Generated, BuildError> {
-                let b = Builder {
-                    issuer: &issuer,
-                    signer: &*signer,
-                    ids: &*ids,
-                };
-                match reason {
+            self.kit
+                .build(move |b| match reason {
                     None => b.delivery(&cert, at, &rcpt, &original),
                     Some((errore, text)) => b.non_delivery(&cert, at, &rcpt, errore, &text),
-                }
-            })
-            .await??
+                })
+                .await?
         };
         let event = LogEvent {
             pec_id: c.pec_id.clone(),
@@ -459,7 +433,7 @@ impl DeliveryPoint {
             recipients: vec![(rcpt.to_string(), RecipientType::Certificato)],
             subject: c.cert.oggetto.clone(),
             related_ids: vec![notice.message_id.clone()],
-            provider: self.issuer.provider_name.clone(),
+            provider: self.kit.issuer.provider_name.clone(),
             queue_id: None,
             outcome: if delivered {
                 "ok".into()
@@ -473,12 +447,14 @@ impl DeliveryPoint {
         let (notice_id, notice_kind) = (notice.message_id.clone(), notice.kind);
         // The notice is moved into its outbox row (a completa receipt is about the size of
         // the original): no second copy of it while it is staged.
-        let out = outbound(delivery_key(&c.pec_id, rcpt), notice, at);
         let effect = Effect::DeliveryNotice {
             recipient: rcpt.to_string(),
             event,
         };
-        let emitted = emit(&self.store, &*self.injector, &*self.clock, out, effect).await?;
+        let emitted = self
+            .kit
+            .emit(delivery_key(&c.pec_id, rcpt), notice, effect, at)
+            .await?;
         if !matches!(emitted, Emitted::New(_)) {
             warn!(
                 msgid = %c.pec_id,
@@ -505,14 +481,9 @@ impl DeliveryPoint {
         if !self.arrival_notices {
             return;
         }
-        let store = self.store.clone();
         let r = rcpt.to_string();
-        let wanted = match blocking(move || store.arrival_notice(&r)).await {
-            Ok(Ok(n)) => n.filter(|n| n.applies_to(&c.cert.mittente)),
-            Ok(Err(e)) => {
-                warn!(msgid = %c.pec_id, rcpt = %rcpt, "delivery point: arrival notice not sent: {e}");
-                return;
-            }
+        let wanted = match self.kit.store(move |s| s.arrival_notice(&r)).await {
+            Ok(n) => n.filter(|n| n.applies_to(&c.cert.mittente)),
             Err(e) => {
                 warn!(msgid = %c.pec_id, rcpt = %rcpt, "delivery point: arrival notice not sent: {e}");
                 return;
@@ -521,9 +492,9 @@ impl DeliveryPoint {
         let Some(n) = wanted else {
             return;
         };
-        let id = self.ids.next_id(at);
+        let id = self.kit.ids.next_id(at);
         let message = arrival::arrival_notice(
-            &self.issuer.service_address,
+            &self.kit.issuer.service_address,
             &n.notify,
             rcpt,
             &c.cert.mittente,
@@ -536,21 +507,13 @@ impl DeliveryPoint {
         let out = Outbound {
             key: arrival_key(&c.pec_id, rcpt),
             message_id: id.clone(),
-            mail_from: self.issuer.service_address.clone(),
+            mail_from: self.kit.issuer.service_address.clone(),
             rcpt_to: vec![n.notify.clone()],
             data: message,
             created_at: at,
             injected_at: None,
         };
-        match emit(
-            &self.store,
-            &*self.injector,
-            &*self.clock,
-            out,
-            Effect::Log(Vec::new()),
-        )
-        .await
-        {
+        match self.kit.emit_outbound(out, Effect::Log(Vec::new())).await {
             Ok(Emitted::New(_)) => {
                 info!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice sent")
             }
@@ -610,17 +573,6 @@ fn record(pec: bool, reply: &Reply) {
         }
         _ => message(Delivery, kind, "failed"),
     }
-}
-
-/// Runs blocking work (store, signing, verification) off the async workers.
-async fn blocking<T, F>(f: F) -> Result<T, DeliveryError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| DeliveryError::Task(e.to_string()))
 }
 
 /// The (Message-ID, recipient) pairs one transaction delivers, held in

@@ -27,6 +27,7 @@ use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 
 pub mod pdf;
+pub mod reply;
 pub mod request;
 
 #[derive(Debug, Error)]

@@ -368,7 +368,9 @@ pub trait Store: Send + Sync {
 
     /// Reception point: a receipt from another provider was received; moves each
     /// `(recipient, state)` tracking row of `event.pec_id` (as [`Store::update_tracking`])
-    /// and logs `event` (kind [`EventKind::Received`]). Returns how many rows moved.
+    /// and logs `event` (kind [`EventKind::Received`]), its outcome `late` when it
+    /// correlates but moves none of its rows ([`outbox::received_record`]). Returns how many
+    /// rows moved.
     /// SQLite does it in one transaction; this default (for doubles) does not.
     fn record_receipt_received(
         &self,
@@ -379,7 +381,7 @@ pub trait Store: Send + Sync {
         for (recipient, state) in updates {
             moved += usize::from(self.update_tracking(&event.pec_id, recipient, *state)?);
         }
-        self.log(event)?;
+        self.log(&outbox::received_record(event, updates, moved))?;
         Ok(moved)
     }
 

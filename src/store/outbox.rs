@@ -182,6 +182,42 @@ pub fn notice_outcome(event: &LogEvent) -> Option<TrackingState> {
     }
 }
 
+/// Schema migration 12 of both backends (the same SQL): the tracking rows of recipients
+/// whose delivery receipt or non-delivery notice is already recorded (`delivery_notices`,
+/// written with its legal-log record) are closed, delivered or failed. Before version 12
+/// nothing closed the sender's row of a same-provider recipient, and the 24 h timer sent a
+/// false notice after every same-provider delivery ([`notice_outcome`] now closes it where
+/// the notice is staged).
+pub(crate) const CLOSE_DECIDED_ROWS: &str = "
+UPDATE tracking
+SET state = CASE (SELECT d.kind FROM delivery_notices d
+                  WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient))
+            WHEN 'Consegna' THEN 'delivered' ELSE 'failed' END
+WHERE state IN ('sent', 'taken-in-charge')
+  AND EXISTS (SELECT 1 FROM delivery_notices d
+              WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
+";
+
+/// The record of a received receipt as the transaction that logs it finds things: a
+/// receipt that correlates (outcome `correlated`) but moves none of the tracking rows it
+/// speaks of (`updates` not empty, `moved` 0) came after those recipients' outcome, or
+/// after a concurrent copy of itself: its outcome is `late`. Decided in the transaction,
+/// so that two copies at once never both count as the outcome.
+pub fn received_record<'a>(
+    event: &'a LogEvent,
+    updates: &[(String, TrackingState)],
+    moved: usize,
+) -> std::borrow::Cow<'a, LogEvent> {
+    if event.outcome == "correlated" && !updates.is_empty() && moved == 0 {
+        std::borrow::Cow::Owned(LogEvent {
+            outcome: "late".into(),
+            ..event.clone()
+        })
+    } else {
+        std::borrow::Cow::Borrowed(event)
+    }
+}
+
 /// The outbox key of a delivery receipt or non-delivery notice.
 pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())

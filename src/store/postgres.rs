@@ -682,7 +682,7 @@ impl Store for PgStore {
                     moved +=
                         usize::from(tracking_forward(tx, &event.pec_id, recipient, *state).await?);
                 }
-                append_event(tx, &event).await?;
+                append_event(tx, &super::outbox::received_record(&event, &updates, moved)).await?;
                 Ok(moved)
             })
         })

@@ -336,15 +336,7 @@ UPDATE outbox SET data = X'';
     // closed the sender's tracking row for our own recipients, and the 24 h timer sent a
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
-    r#"
-UPDATE tracking
-SET state = CASE (SELECT d.kind FROM delivery_notices d
-                  WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient))
-            WHEN 'Consegna' THEN 'delivered' ELSE 'failed' END
-WHERE state IN ('sent', 'taken-in-charge')
-  AND EXISTS (SELECT 1 FROM delivery_notices d
-              WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
-"#,
+    crate::store::outbox::CLOSE_DECIDED_ROWS,
 ];
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
@@ -1221,7 +1213,7 @@ impl Store for SqliteStore {
             for (recipient, state) in updates {
                 moved += usize::from(tracking_forward(tx, &event.pec_id, recipient, *state)?);
             }
-            insert_event(tx, event)?;
+            insert_event(tx, &super::outbox::received_record(event, updates, moved))?;
             Ok(moved)
         })
     }

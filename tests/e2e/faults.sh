@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end, faults under load: while FAULTS_N PEC transactions (default 400) go from A's
-# alice to B's bob (tests/e2e/proof_lib.sh: two providers, B's store on a small tmpfs, the
-# index from a real slapd refreshed every second), paced at FAULTS_RATE per second (default
-# 5) over 20 connections that retry temporary refusals as a mail client does:
+# alice to B's bob, to A's ugo (same provider) or to both (of every five, three to bob, one
+# to ugo, one to both: proof_rcpt_sets) (tests/e2e/proof_lib.sh: two providers, B's store on
+# a small tmpfs, the index from a real slapd refreshed every second), paced at FAULTS_RATE per
+# second (default 5) over 20 connections that retry temporary refusals as a mail client does:
 #
 #   1. `kill -9` of `pec serve` FAULTS_KILLS times (default 20), A and B in turn, each after a
 #      random number (1..6) of further deliveries, restarting it at once;
@@ -18,11 +19,15 @@
 #      started again: the database server going away is what a shared store meets.
 #
 # Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
-# hit the mail path. Afterwards, once the queues are empty: every accepted submission is
-# complete — alice holds its acceptance and its delivery receipt, bob its envelope, the legal
-# logs exactly one BustaTrasporto, one Accettazione, one PresaInCarico and one Consegna for
-# it (tests/e2e/audit.py) — no receipt exists for a message never accepted, every message in
-# the mailboxes verifies (pec verify), and `pec log verify` passes on both providers.
+# hit the mail path. Afterwards, once the queues are empty, the clock is moved past 12 h and
+# past 24 h (`pec timers run --now <now + 13 h>`, `<now + 25 h>` on each provider): no pass
+# may send a notice, every recipient having its outcome. Then every accepted submission is
+# complete — alice holds its acceptance and a delivery receipt per recipient, each recipient
+# its envelope, the legal logs exactly one BustaTrasporto, one Accettazione, and per
+# recipient one PresaInCarico and one Consegna (tests/e2e/audit.py), at most one final
+# outcome per recipient in each log and no timer notice after one — no receipt exists for a
+# message never accepted, every message in the mailboxes verifies (pec verify), and `pec log
+# verify` passes on both providers.
 # Nothing may be there twice, whatever instant a kill -9 hits: no receipt issued twice (the
 # outbox stages every generated message with its event before injecting it, and a restart
 # re-injects the same bytes), no message stored twice in a mailbox (the delivery point
@@ -61,7 +66,7 @@ cleanup() {
   if [ -d "$work/bstore" ] && mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
   if [ "$status" -ne 0 ]; then
     for p in a b; do
-      echo "---- $p: pec log" >&2; plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
+      echo "---- $p: pec log" >&2; e2e_plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
     done
     echo "faults: FAIL (work dir kept: $work)" >&2
   else
@@ -71,7 +76,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 # lines of FILE (after the first SKIP lines) matching REGEX
 count_since() { # FILE SKIP REGEX
   tail -n +"$(($2 + 1))" "$1" | sed 's/\x1b\[[0-9;]*m//g' | grep -cE "$3" || true
@@ -127,7 +131,7 @@ delivered_beyond() { [ "$(delivered)" -ge "$1" ]; }
 
 e2e_log "load: $n transactions at $rate/s, concurrency 20, retrying temporary refusals"
 "$E2E_PYTHON" "$here/pecmail.py" load --port "$a_submission" --user alice@pec.example.it \
-  --from alice@pec.example.it --to bob@pec.example.net --count "$n" --concurrency 20 \
+  --from alice@pec.example.it "${proof_rcpt_sets[@]}" --count "$n" --concurrency 20 \
   --size 4096 --rate "$rate" --retry --deadline 900 --maildir "$alice_md" --expect 0 \
   --accepted "$work/accepted" --tag faults > "$work/load.out" 2> "$work/load.err" &
 load_pid=$!
@@ -198,9 +202,15 @@ load_pid=""
 cat "$work/load.out" >&2
 accepted=$(wc -l < "$work/accepted")
 [ "$accepted" -eq "$n" ] || e2e_fail "$accepted of $n submissions accepted"
-proof_wait_settled "$work" "$n" 300
-e2e_poll 60 proof_consumed_at_least "$work" "$n" ||
-  e2e_fail "A consumed $(proof_consumed "$work") presa in carico, expected $n"
+proof_wait_settled "$work" "$n" 300 "$work/accepted"
+read -r _ _ _ _ remote < <(proof_expected "$work/accepted")
+e2e_poll 60 proof_consumed_at_least "$work" "$remote" ||
+  e2e_fail "A consumed $(proof_consumed "$work") presa in carico, expected $remote"
+
+e2e_log "timers: past 12 h and past 24 h, nothing may be due"
+timers_ok=1
+proof_timers "$work" 13 || timers_ok=0
+proof_timers "$work" 25 || timers_ok=0
 
 e2e_log "audit: nothing lost, nothing false, nothing twice"
 # Strict: a copy stored twice, a receipt issued twice or a record for a message never
@@ -209,7 +219,8 @@ known=()
 [ "${FAULTS_KNOWN:-0}" = 1 ] && known=(--known-crash-effects)
 proof_audit "$work" "$work/accepted" -1 "${known[@]}" | tee "$work/audit.out" >&2
 [ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "audit failed"
+[ "$timers_ok" -eq 1 ] || e2e_fail "the timers sent notices for recipients that have an outcome"
 for p in a b; do
-  e2e_log "$p: $(plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
+  e2e_log "$p: $(e2e_plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(e2e_plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
 done
 echo "faults: PASS"

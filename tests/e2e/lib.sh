@@ -300,6 +300,8 @@ clamd_stop() {
 # dovecot_start DIR LMTP_PORT IMAP_PORT: LMTP and IMAP on 127.0.0.1, any user with the
 # password "test", Maildir in DIR/mail/<domain>/<user>, and an auth socket for Postfix's SASL
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
+# DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
+# LMTP answers 550 5.1.1 (every other address exists).
 dovecot_start() {
   if [ $# -ne 3 ]; then e2e_fail "usage: dovecot_start DIR LMTP_PORT IMAP_PORT"; return 2; fi
   local dir=$1 lmtp=$2 imap=$3 pid
@@ -307,6 +309,19 @@ dovecot_start() {
   dir=$(cd "$dir" && pwd)
   chown -R mail:mail "$dir/mail"
   _e2e_check_reachable mail "$dir/mail" || return 1
+  # DOVECOT_UNKNOWN_USERS: a passwd-file userdb before the static one that fails the lookup
+  # when it finds the user (result_success = return-fail).
+  local unknown_userdb="" u
+  if [ -n "${DOVECOT_UNKNOWN_USERS:-}" ]; then
+    : > "$dir/unknown-users"
+    for u in $DOVECOT_UNKNOWN_USERS; do printf '%s::::::\n' "$u" >> "$dir/unknown-users"; done
+    unknown_userdb="userdb {
+  driver = passwd-file
+  args = username_format=%u $dir/unknown-users
+  result_success = return-fail
+  result_failure = continue
+}"
+  fi
   cat > "$dir/dovecot.conf" <<EOF
 # Dovecot 2.3 syntax (Debian 12); private instance for the pec end-to-end tests.
 protocols = lmtp imap
@@ -326,6 +341,7 @@ passdb {
   driver = static
   args = password=test
 }
+$unknown_userdb
 userdb {
   driver = static
   args = uid=mail gid=mail home=$dir/mail/%d/%n allow_all_users=yes

@@ -13,7 +13,8 @@
       Polls IMAP until the mailbox holds at least N messages, then saves each one as
       OUT/<uid>.eml and prints the paths. Exit 1 on timeout, or when more than N are there.
 
-  pecmail.py load --port N [--host H] --user U --password P --from ADDR --to ADDR
+  pecmail.py load --port N [--host H] --user U --password P --from ADDR
+                  (--to ADDR [--to ...] | --rcpt-set ADDR[,ADDR...] [--rcpt-set ...])
                   --count N --concurrency C --size BYTES --maildir DIR --expect N [--deadline S]
       Submits N messages of about BYTES bytes over C parallel authenticated connections, then
       waits until DIR (a Maildir, new/ + cur/) holds N+… = --expect messages in all. Prints
@@ -23,6 +24,9 @@
       connections until the deadline, marking the retried subject ".rATTEMPT"; --accepted
       FILE writes "SUBJECT<TAB>START<TAB>END" (epoch seconds around each accepted
       submission) and adds "submitted=… retries=…" to the output. --expect 0: no wait.
+      --rcpt-set ADDR[,ADDR...] (repeatable) instead of --to: message K goes to the
+      (K mod n)-th set (envelope and To:), and --accepted adds a fourth column, the
+      recipients (comma-separated).
 
   pecmail.py instream --port N [--host H] [--timeout S] FILE
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
@@ -156,6 +160,12 @@ def cmd_load(a):
     import threading
 
     body = ("x" * 75 + "\r\n") * max(1, a.size // 77)
+    if a.rcpt_set:
+        sets = [[x.strip() for x in s.split(",") if x.strip()] for s in a.rcpt_set]
+    elif a.to:
+        sets = [a.to]
+    else:
+        die("load: give --to or --rcpt-set", 2)
     errors, accepted, lock = [], [], threading.Lock()
     todo = queue.Queue()
     for k in range(a.count):
@@ -184,10 +194,11 @@ def cmd_load(a):
                 if delay > 0:
                     time.sleep(delay)
             attempt = 0
+            to = sets[k % len(sets)]
             while True:
                 subject = f"load {tag}.{k}" + (f".r{attempt}" if attempt else "")
                 msg = (
-                    f"From: {getattr(a, 'from')}\r\nTo: {', '.join(a.to)}\r\nSubject: {subject}\r\n"
+                    f"From: {getattr(a, 'from')}\r\nTo: {', '.join(to)}\r\nSubject: {subject}\r\n"
                     f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\r\n"
                     f"Message-ID: <load.{tag}.{k}.{attempt}@pecmail.test>\r\n\r\n{body}"
                 )
@@ -195,9 +206,9 @@ def cmd_load(a):
                 try:
                     if smtp is None:
                         smtp = connect()
-                    smtp.sendmail(getattr(a, "from"), a.to, msg.encode())
+                    smtp.sendmail(getattr(a, "from"), to, msg.encode())
                     with lock:
-                        accepted.append((subject, start, time.time()))
+                        accepted.append((subject, start, time.time(), ",".join(to)))
                     break
                 except (smtplib.SMTPException, OSError) as e:
                     code = getattr(e, "smtp_code", None)
@@ -235,8 +246,8 @@ def cmd_load(a):
     t_sent = time.monotonic()
     if a.accepted:
         with open(a.accepted, "w") as f:
-            for subject, start, end in sorted(accepted, key=lambda x: x[1]):
-                f.write(f"{subject}\t{start:.6f}\t{end:.6f}\n")
+            for subject, start, end, to in sorted(accepted, key=lambda x: x[1]):
+                f.write(f"{subject}\t{start:.6f}\t{end:.6f}\t{to}\n")
     if errors:
         die("; ".join(errors[:3]))
     deadline = t0 + a.deadline
@@ -312,7 +323,9 @@ def main():
     l.add_argument("--user", required=True)
     l.add_argument("--password", default="test")
     l.add_argument("--from", required=True)
-    l.add_argument("--to", action="append", required=True)
+    l.add_argument("--to", action="append")
+    l.add_argument("--rcpt-set", action="append", metavar="ADDR[,ADDR...]",
+                   help="message K goes to the (K mod n)-th set (instead of --to)")
     l.add_argument("--count", type=int, required=True)
     l.add_argument("--concurrency", type=int, default=10)
     l.add_argument("--size", type=int, default=10240)

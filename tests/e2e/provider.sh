@@ -33,6 +33,11 @@
 #                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
 #                        WORK/pec.sqlite.
 #                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
+#                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
+#                        index file as managed by provider B too, besides pec.example.net
+#                        (certified domains that nobody serves: route them to a dead port).
+#                        DOVECOT_UNKNOWN_USERS (lib.sh) names addresses this provider's
+#                        Dovecot does not know (LMTP 550 5.1.1).
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
@@ -42,8 +47,10 @@
 _provider_cert_b64() { openssl x509 -in "$1" -outform DER | base64 -w0; }
 _provider_cert_sha1() { openssl x509 -in "$1" -outform DER | sha1sum | cut -d' ' -f1 | tr a-f A-F; }
 
-# provider_index_entry NAME CERT_PEM MAIL_RECEIPT DOMAIN: one provider in LDIF (spec §7.1).
+# provider_index_entry NAME CERT_PEM MAIL_RECEIPT DOMAIN...: one provider in LDIF (spec
+# §7.1), managing every DOMAIN.
 provider_index_entry() {
+  local d
   cat <<EOF
 dn: providerName=$1,o=postacert
 objectclass: top
@@ -52,9 +59,9 @@ providerName: $1
 providerCertificateHash: $(_provider_cert_sha1 "$2")
 providerCertificate;binary:: $(_provider_cert_b64 "$2")
 mailReceipt: $3
-managedDomains: $4
-
 EOF
+  for d in "${@:4}"; do printf 'managedDomains: %s\n' "$d"; done
+  printf '\n'
 }
 
 # The provider name of a test domain, as in the index.
@@ -95,7 +102,9 @@ provider_up() {
     {
       printf 'version: 1\n\n'
       provider_index_entry "PEC Example IT S.p.A." "$pki/it.pem" ricevute@pec.example.it pec.example.it
-      provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net
+      # shellcheck disable=SC2086 # a list of domains
+      provider_index_entry "PEC Example NET S.p.A." "$pki/net.pem" ricevute@pec.example.net pec.example.net \
+        ${PROVIDER_NET_EXTRA_DOMAINS:-}
     } > "$work/index.ldif"
   fi
 
@@ -224,6 +233,49 @@ provider_script() {
   mail=(/usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/pecmail.py")
   work=$(e2e_tmpdir)
   trap provider_script_exit EXIT
+}
+
+# ---- helpers the scripts share -------------------------------------------------------------
+# e2e_fetch PORT USER COUNT DIR [DEADLINE]: waits (DEADLINE seconds, 60 by default) until
+# USER's mailbox (IMAP on PORT, password "test") holds COUNT messages and writes them to DIR,
+# each named by its IMAP uid (pecmail.py).
+e2e_fetch() {
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" \
+    --deadline "${5:-60}"
+}
+# e2e_count PORT USER: how many messages USER holds now.
+e2e_count() {
+  local d
+  d=$(mktemp -d "$work/count.XXXX")
+  # fetch writes every message, then complains that there are more than 0: expected here.
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count 0 --dir "$d" --deadline 1 \
+    >/dev/null 2>&1 || true
+  find "$d" -name '*.eml' | wc -l
+  rm -rf "$d"
+}
+# e2e_newest DIR: the message of DIR with the highest IMAP uid.
+e2e_newest() {
+  find "$1" -maxdepth 1 -name '*.eml' -printf '%f\n' | sort -n | tail -n 1 | sed "s|^|$1/|"
+}
+# e2e_verify FILE KIND TRUST_PEM...: `pec verify`, trusting the TRUST_PEMs, says FILE is KIND
+# (a substring of its "kind:" line), and openssl's S/MIME verifies it against the test CA.
+e2e_verify() {
+  local f=$1 kind=$2 out t trust=()
+  shift 2
+  for t in "$@"; do trust+=(--trust "$t"); done
+  out=$("$pec" verify "${trust[@]}" "$f") || { echo "$out" >&2; e2e_fail "pec verify refused $f"; return 1; }
+  grep -q "kind: $kind" <<<"$out" || { echo "$out" >&2; e2e_fail "$f is not \"$kind\""; return 1; }
+  openssl smime -verify -in "$f" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
+    || e2e_fail "openssl smime -verify refused $f"
+}
+# e2e_plain FILE: FILE (pec's log) without colour escapes.
+e2e_plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+# e2e_send PORT USER FILE [pecmail send options]: USER (password "test") submits FILE, sending
+# as themselves.
+e2e_send() {
+  local port=$1 user=$2 f=$3
+  shift 3
+  "${mail[@]}" send --port "$port" --user "$user" --password test --from "$user" "$@" "$f"
 }
 
 provider_script_exit() {

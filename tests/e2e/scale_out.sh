@@ -54,8 +54,7 @@ load() { # SUBMISSION_PORT COUNT EXPECT CONCURRENCY OUT
     --to bob@pec.example.net --count "$2" --concurrency "$4" --size 2048 \
     --maildir "$bob" --expect "$3" --deadline 900 > "$5"
 }
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
-log_count() { plain "$1" | grep -cE "$2" || true; }
+log_count() { e2e_plain "$1" | grep -cE "$2" || true; }
 seconds() { echo "$2 $1" | awk '{printf "%.3f", $1 - $2}'; }
 # Injections that waited 60 s for a reinjection greeting (Postfix's reinject listener has
 # 10 processes, and the injectors keep connections open) stretch a run: count them.
