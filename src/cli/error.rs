@@ -62,3 +62,24 @@ pub fn exit(command: &str, result: Result<i32, CliError>) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_those_of_the_commands() {
+        let config = ConfigError {
+            file: "pec.toml".into(),
+            line: Some(3),
+            key: None,
+            message: "bad".into(),
+        };
+        assert_eq!(CliError::Config(config.clone()).status(), 2);
+        assert_eq!(CliError::Invalid(config.clone()).status(), 1);
+        assert_eq!(CliError::usage("x").status(), 2);
+        assert_eq!(CliError::failed("x").status(), 1);
+        assert_eq!(exit("pec test", Ok(0)), 0);
+        assert_eq!(exit("pec test", Err(CliError::Invalid(config))), 1);
+    }
+}
