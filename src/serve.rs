@@ -115,7 +115,9 @@ pub async fn run_with(
     let cfg = config.clone();
     let signer = blocking("signing key", move || wiring::open_signer(&cfg)).await??;
     let cfg = config.clone();
-    let store = blocking("store", move || wiring::open_store(&cfg)).await??;
+    let store = blocking("store", move || wiring::open_store(&cfg))
+        .await?
+        .map_err(WiringError::from)?;
     let (index, from) = {
         let (store, file) = (store.clone(), config.index.ldif.clone());
         blocking("provider index", move || sync::load_current(&*store, &file))
@@ -165,7 +167,9 @@ pub async fn run_with(
     // that the mail path's connection is never held for the export (WAL readers do not
     // block the writer).
     let cfg = config.clone();
-    let seal_store = blocking("store", move || wiring::open_store(&cfg)).await??;
+    let seal_store = blocking("store", move || wiring::open_store(&cfg))
+        .await?
+        .map_err(WiringError::from)?;
     let sealer = tokio::spawn(crate::log::daily_sealer(
         seal_store,
         signer.clone(),

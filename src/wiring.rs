@@ -134,8 +134,8 @@ pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
 }
 
 /// Opens (and migrates) the configured store.
-pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, WiringError> {
-    Ok(ledger::open(&config.store)?)
+pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
+    ledger::open(&config.store)
 }
 
 /// The PEC domains served: `provider.domains` and those added with `pec domain add`.

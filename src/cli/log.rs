@@ -109,7 +109,7 @@ fn open(
     config: &ConfigArgs,
 ) -> Result<(crate::config::Config, std::sync::Arc<dyn LogStore>), CliError> {
     let cfg = crate::config::load(&config.config).map_err(CliError::usage)?;
-    let store = crate::store::ledger::open(&cfg.store).map_err(CliError::failed)?;
+    let store = crate::wiring::open_store(&cfg).map_err(CliError::failed)?;
     Ok((cfg, store))
 }
 

@@ -17,7 +17,7 @@ use crate::crypto::Signer;
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::smtp::client::{ClientTimeouts, SmtpInjector};
 use crate::smtp::lmtp::{LmtpClient, LmtpTimeouts};
-use crate::store::{ledger, LogStore};
+use crate::store::LogStore;
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -157,7 +157,7 @@ fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
     if config.store.backend == crate::config::StoreBackend::Postgres {
         return check_postgres(config);
     }
-    match ledger::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
+    match crate::wiring::open_store(config).and_then(|s| s.health().map(|h| (s, h))) {
         Ok((s, h)) => {
             let text = format!("{}: {} legal log records", s.describe(), h.log_records);
             (Some(s), Verdict::Ok(text))
@@ -401,7 +401,7 @@ pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
     println!("not after: {}", info.not_after.to_rfc3339());
     println!("SHA-256 fingerprint: {}", info.sha256);
     println!("SHA-1 fingerprint: {}", info.sha1);
-    let store = ledger::open(&config.store).ok();
+    let store = crate::wiring::open_store(config).ok();
     let checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
         (
