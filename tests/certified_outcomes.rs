@@ -49,9 +49,14 @@ fn plus(seconds: i64) -> Instant {
     Instant::from_unix(at().unix() + seconds)
 }
 
-/// Dovecot: stores the message, except for the mailboxes in `unknown` (5.1.1).
+/// What a fake Dovecot stored: (mailbox, class header) of each message.
+type Stored = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// Dovecot: stores the message, except for the mailboxes in `unknown` (5.1.1); `stored`
+/// keeps (mailbox, class header) of each message stored.
 struct Dovecot {
     unknown: Vec<&'static str>,
+    stored: Stored,
 }
 
 impl LocalDelivery for Dovecot {
@@ -59,16 +64,18 @@ impl LocalDelivery for Dovecot {
         &'a self,
         _mail_from: &'a str,
         rcpt_to: &'a [String],
-        _data: &'a [u8],
+        data: &'a [u8],
         _eight_bit: bool,
     ) -> BoxFuture<'a, Vec<Reply>> {
         Box::pin(async move {
+            let class = header(data, "X-Trasporto").or_else(|| header(data, "X-Ricevuta"));
             rcpt_to
                 .iter()
                 .map(|r| {
                     if self.unknown.iter().any(|u| u.eq_ignore_ascii_case(r)) {
                         Reply::new(550, format!("5.1.1 <{r}> User doesn't exist: {r}"))
                     } else {
+                        self.stored.lock().unwrap().push((r.clone(), class.clone()));
                         Reply::new(250, format!("2.0.0 <{r}> Saved"))
                     }
                 })
@@ -81,6 +88,8 @@ impl LocalDelivery for Dovecot {
 /// all injecting into one recording Postfix.
 struct Side {
     store: Arc<dyn Store>,
+    /// What Dovecot stored: (mailbox, class header).
+    stored: Stored,
     postfix: Arc<RecordingInjector>,
     filter: AfterQueue,
     delivery: DeliveryPoint,
@@ -90,6 +99,7 @@ struct Side {
 impl Side {
     fn new(we: Provider, store: Arc<dyn Store>, unknown: Vec<&'static str>) -> Side {
         let postfix = Arc::new(RecordingInjector::new());
+        let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
         let index = Arc::new(IndexHandle::new(index()));
         let clock = Arc::new(FixedClock::new(plus(8)));
         let ids = |p: &str| Arc::new(SequentialIds::new(p, we.domain()));
@@ -115,7 +125,10 @@ impl Side {
         let delivery = DeliveryPoint::new(
             store.clone(),
             postfix.clone(),
-            Arc::new(Dovecot { unknown }),
+            Arc::new(Dovecot {
+                unknown,
+                stored: stored.clone(),
+            }),
             index,
             we.issuer(),
             we.signer(),
@@ -132,6 +145,7 @@ impl Side {
         );
         Side {
             store,
+            stored,
             postfix,
             filter,
             delivery,
@@ -141,6 +155,17 @@ impl Side {
 
     fn sent(&self) -> Vec<Injected> {
         self.postfix.messages()
+    }
+
+    /// The class headers of what Dovecot stored for `who`.
+    fn stored_for(&self, who: &str) -> Vec<Option<String>> {
+        self.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r.eq_ignore_ascii_case(who))
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// The after-queue filter on `data` from `from` to `rcpt`.
@@ -650,10 +675,16 @@ async fn assert_anomaly(side: &Side, from: &str, rcpt: &str, data: &[u8], pec_id
         Some("errore")
     );
     assert!(!side.store.is_verified(pec_id, rcpt).unwrap());
-    // The delivery point gives the anomaly envelope no receipt, and the original neither.
-    let replies = side.deliver(&[rcpt], data).await;
+    // The delivery point stores the anomaly envelope (it keeps the Message-ID of what it
+    // wraps) and gives it no receipt.
+    let anomaly = sent[before].message.clone();
+    let replies = side.deliver(&[rcpt], &anomaly).await;
     assert_eq!(replies[0].code, 250);
     assert_eq!(side.sent().len(), before + 1, "no delivery receipt");
+    assert_eq!(
+        side.stored_for(rcpt).last(),
+        Some(&Some("errore".to_string()))
+    );
     reason
 }
 
@@ -800,13 +831,21 @@ fn envelopes_whose_identifiers_disagree_are_anomalies(b: &Backend) {
         assert!(!events(&*a.store, b_id)
             .iter()
             .any(|e| e.kind == EventKind::Issued(MessageKind::TakeCharge)));
-        // The genuine envelope is taken in charge and delivered with its receipt.
+        // The genuine envelope is taken in charge, stored and delivered with its receipt,
+        // although anomaly envelopes with its Message-ID were stored in bob's mailbox
+        // before: they never stand for it.
         assert!(matches!(
             a.local(from_b, &[bob], &good).await,
             Local::TakenInCharge { .. }
         ));
         let before = a.sent().len();
-        a.deliver(&[bob], &good).await;
+        let replies = a.deliver(&[bob], &good).await;
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+        assert_eq!(
+            a.stored_for(bob).last(),
+            Some(&Some("posta-certificata".to_string())),
+            "the envelope itself is stored"
+        );
         assert_eq!(a.sent().len(), before + 1);
         assert_eq!(
             header(&a.sent()[before].message, "X-Ricevuta").as_deref(),

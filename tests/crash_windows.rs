@@ -535,14 +535,22 @@ impl LocalDelivery for Mailbox {
 struct Probe(Arc<Mailbox>, bool);
 
 impl MailboxProbe for Probe {
-    fn holds<'a>(&'a self, user: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn holds<'a>(
+        &'a self,
+        user: &'a str,
+        id: &'a pec::delivery::dedup::Identity,
+    ) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move {
             if self.1 {
                 return Err("doveadm: cannot connect".into());
             }
-            Ok(self.0.copies.lock().unwrap().iter().any(|(r, d)| {
-                r == user && pec::delivery::dedup::message_id(d).as_deref() == Some(id)
-            }))
+            Ok(self
+                .0
+                .copies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(r, d)| r == user && pec::delivery::dedup::identity(d).as_ref() == Some(id)))
         })
     }
 }

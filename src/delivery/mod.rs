@@ -218,12 +218,14 @@ impl DeliveryPoint {
 
     /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
     async fn to_mailboxes(&self, tx: &Transaction, shown: &str) -> Vec<Reply> {
-        let Some(mid) = dedup::message_id(&tx.data) else {
+        let Some(known) = dedup::identity(&tx.data) else {
             return self
                 .dovecot
                 .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
                 .await;
         };
+        // The key of its delivery records (an anomaly envelope's is not its envelope's).
+        let mid = known.key();
         let at = self.kit.clock.now();
         let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
         let guard = InFlight::take(&self.in_flight, &mid, &tx.rcpt_to);
@@ -266,7 +268,7 @@ impl DeliveryPoint {
                 }
                 Some(DeliveryMark::Intent) => {
                     let held = match &self.probe {
-                        Some(p) => p.holds(rcpt, &mid).await,
+                        Some(p) => p.holds(rcpt, &known).await,
                         None => Err("no duplicate check configured".into()),
                     };
                     match held {

@@ -170,7 +170,7 @@ reinject = "127.0.0.1:$reinject"
 listen = "127.0.0.1:$delivery"
 dovecot = "127.0.0.1:$lmtp"
 reinject = "127.0.0.1:$reinject"
-duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf", "search", "-u", "%u", "header", "Message-ID", "%m"]
+duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf", "search", "-u", "%u", "header", "Message-ID", "%m", "%c"]
 
 [metrics]
 listen = "127.0.0.1:$metrics_port"
