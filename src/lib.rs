@@ -15,7 +15,6 @@ pub mod issuing;
 pub mod log;
 pub mod message;
 pub mod metrics;
-pub mod ops;
 pub mod outbox;
 pub mod reception;
 pub mod reload;
@@ -23,6 +22,7 @@ pub mod serve;
 pub mod smtp;
 pub mod store;
 pub mod timers;
+pub mod wiring;
 
 /// A boxed, sendable future: the return type of the async methods of the traits that stand
 /// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.

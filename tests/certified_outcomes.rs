@@ -14,7 +14,6 @@ mod two_providers;
 use std::sync::Arc;
 
 use backends::Backend;
-use pec::delivery::lmtp::{self, LocalDelivery, Reply};
 use pec::delivery::DeliveryPoint;
 use pec::doubles::{Injected, MarkerAntivirus, RecordingInjector};
 use pec::index::IndexHandle;
@@ -24,6 +23,7 @@ use pec::message::ids::SequentialIds;
 use pec::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
 use pec::message::time::{FixedClock, Instant};
 use pec::reception::{AfterQueue, Local, Reception};
+use pec::smtp::lmtp::{self, LocalDelivery, Reply};
 use pec::smtp::FilterReply;
 use pec::store::{Accepted, EventKind, LogEvent, MailboxPolicy, Store, TrackingState};
 use pec::timers::Timers;

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pec::crypto::Signer;
-use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::delivery::DeliveryPoint;
 use pec::doubles::{RecordingInjector, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
@@ -23,6 +22,7 @@ use pec::message::classify::{classify, Classification, PecMessage};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{Errore, MessageKind, ReceiptType, RecipientType, Ricevuta};
 use pec::message::time::{FixedClock, Instant};
+use pec::smtp::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::smtp::InjectError;
 use pec::store::{ArrivalNotice, EventKind, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};

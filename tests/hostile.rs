@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pec::crypto::{smime, Signer};
-use pec::delivery::lmtp::{self, LmtpHandler, LmtpServerOptions, Reply};
 use pec::message::breve::breve_original;
 use pec::message::build::{Certification, Generated, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::kind::{RecipientType, Ricevuta};
 use pec::message::mime::base64_lines;
 use pec::reception::Local;
+use pec::smtp::lmtp::{self, LmtpHandler, LmtpServerOptions, Reply};
 use pec::smtp::server::{serve_stream, FilterHandler, ServerOptions};
 use pec::smtp::{FilterReply, Transaction};
 use pec::store::{Store, TrackingState};

@@ -87,7 +87,7 @@ listen = "127.0.0.1:{metrics}"
 }
 
 fn scrape(port: u16) -> String {
-    pec::ops::scrape(&Endpoint::Inet {
+    pec::cli::ops::scrape(&Endpoint::Inet {
         host: "127.0.0.1".into(),
         port,
     })

@@ -472,3 +472,19 @@ async fn addresses_that_would_inject_commands_are_refused() {
         .unwrap_err();
     assert!(matches!(err, InjectError::Permanent { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_probe_says_ehlo_and_quit_and_names_a_refused_greeting() {
+    let (addr, server) = fake_server(Script::default()).await;
+    injector(addr).probe().await.unwrap();
+    let t = server.await.unwrap();
+    assert_eq!(t.commands, ["EHLO filter.example", "QUIT"]);
+
+    let script = Script {
+        greeting: "554 5.3.2 not now\r\n",
+        ..Script::default()
+    };
+    let (addr, _server) = fake_server(script).await;
+    let e = injector(addr).probe().await.unwrap_err();
+    assert!(e.contains("greeting refused: 554"), "{e}");
+}

@@ -4,7 +4,7 @@
 
 use openssl::x509::X509;
 
-use super::verify::VerifyError;
+use super::error::VerifyError;
 use crate::message::time::Instant;
 
 const MAX_DEPTH: usize = 48;

@@ -1,7 +1,7 @@
 //! Punto di consegna (delivery point, spec §3.6, §3.7, §5.3): an LMTP proxy between
 //! Postfix (`virtual_transport = lmtp:…`) and Dovecot's LMTP.
 //!
-//! The protocol lives in [`lmtp`]; this module holds the PEC rules, in one per-message
+//! The protocol lives in [`crate::smtp::lmtp`]; this module holds the PEC rules, in one per-message
 //! session ([`DeliveryPoint::deliver`]):
 //!
 //! 1. the message goes to Dovecot unchanged, byte for byte, for every recipient
@@ -57,10 +57,9 @@ use crate::index::IndexHandle;
 use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
 use crate::message::build::{Certification, Issuer};
 use crate::message::classify::{classify_shared, Classification};
-use crate::message::ids::MsgIdSource;
+use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant};
-use crate::reception::envelope_id;
 use crate::smtp::Injector;
 use crate::store::outbox::{arrival_key, delivery_key};
 use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
@@ -69,10 +68,9 @@ use crate::BoxFuture;
 pub mod arrival;
 pub mod codes;
 pub mod dedup;
-pub mod lmtp;
 
+use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 use dedup::MailboxProbe;
-use lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 
 /// Why a notice could not be emitted (the issuing kit's error).
 pub type DeliveryError = IssueError;

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::message::kind::RecipientType;
 
 pub mod ldif;
+pub mod refresh;
 pub mod sync;
 
 /// Errors reading the provider index. Line numbers are those of the LDIF text (1-based, the

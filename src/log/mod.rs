@@ -2,7 +2,7 @@
 //! seals (canonical export, SHA-256, detached CMS signature with the provider key, RFC 3161
 //! time stamp), verification of the chain and the seals, search and export (CSV, JSON),
 //! extracts for mailbox owners, and the 30-month purge. The `pec log` commands are in
-//! [`cmd`].
+//! [`crate::cli::log`].
 //!
 //! A day is the Italian legal day (Europe/Rome, 23 or 25 hours on DST changes); its records
 //! are those whose instant falls in it, exported in id order.
@@ -26,7 +26,6 @@ use crate::message::time::Instant;
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 use crate::store::{Problem, SealRecord, VerifyReport};
 
-pub mod cmd;
 pub mod pdf;
 pub mod reply;
 pub mod request;

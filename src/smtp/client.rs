@@ -141,6 +141,17 @@ impl SmtpInjector {
             })
     }
 
+    /// Greeting, EHLO (HELO when EHLO is refused) and QUIT on a new connection: the
+    /// listener speaks SMTP (`pec check-config --live`). The reason of a failure, as the
+    /// client reports it.
+    pub async fn probe(&self) -> Result<(), String> {
+        let (mut conn, _) = self.connection().await.map_err(|f| match f {
+            Failure::Temporary(reason) | Failure::Permanent(reason) => reason,
+        })?;
+        conn.quit().await;
+        Ok(())
+    }
+
     async fn transaction(
         &self,
         mail_from: &str,

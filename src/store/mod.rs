@@ -19,7 +19,6 @@ pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-pub mod cmd;
 pub mod copy;
 pub mod ledger;
 pub mod outbox;
