@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Legal-log benchmark (issue 7): fills a store with synthetic records through the chained
 //! insert, then times a one-month search by mailbox, sealing one day, and verifying that day
 //! (chain and seal). Prints the figures; not a criterion bench (each step runs once on a

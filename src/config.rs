@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Configuration: one TOML file (`/etc/pec/pec.toml`), checked at start. Unknown keys are
 //! errors; every error names the file, the line and the key (style rule 4):
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Test doubles for the outside systems (style rule 7): a store that can be told to fail, a scripted
 //! antivirus and a recording injector. Tests inject them through constructors; nothing in
 //! the service uses them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec`: a PEC (Posta Elettronica Certificata) provider that plugs into stock Postfix and
 //! Dovecot. See `README.md` for the operator's view and `shared/spec/pec-spec.md` for the
 //! protocol.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Atomic configuration swap for `pec serve` (SIGHUP): each role's front end (milter,
 //! content filter, LMTP proxy) asks a [`Current`] cell for the role object at the start of
 //! every transaction, so a reload replaces the whole object at once. A transaction in

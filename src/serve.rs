@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter, the
 //! after-queue content filter (reception point), the delivery point's LMTP proxy and the
 //! 12 h / 24 h timers — with the signer, store, provider index, antivirus and Postfix

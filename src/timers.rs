@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The 12 h / 24 h timers of the sending provider (spec §5.4, notices §3.10).
 //!
 //! For each certified recipient of an envelope we dispatched (a tracking row whose pending

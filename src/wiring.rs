@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Wiring: builds the provider's parts from a checked configuration — its identity, the
 //! signer, the store, the provider index and the role objects — for `pec serve`, the
 //! timers command and the operator commands alike.

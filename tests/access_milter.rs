@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The access-point milter in process, driven by `indymilter-test`: every check and outcome
 //! (accept and rewrite, each refusal, tempfail on each unavailable dependency), with test
 //! doubles for the store, the antivirus and the injection into Postfix.

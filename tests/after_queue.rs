@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The after-queue filter end to end, in process: a client playing Postfix's
 //! `content_filter` transport → the filter's SMTP server → `AfterQueue` → `SmtpInjector` →
 //! a fake Postfix reinjection listener that records what it gets. The store is an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Never certify what did not happen (tests/HOSTILE.md, "what pec certifies"): a
 //! recipient's outcome is decided once, where the receipt or notice that states it is
 //! staged; every notice we sign is built from our own records; the reception point checks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! No duplicate after a crash (store::outbox, delivery::dedup): for each window where a
 //! `pec serve` killed at the wrong instant used to leave a receipt issued twice, a message
 //! stored twice or a legal-log record for a message never queued, the point is "crashed"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The delivery point in process: a client playing Postfix's `lmtp` transport → the LMTP
 //! proxy (`pec::delivery`) → `LmtpClient` → a fake Dovecot LMTP server scripted per
 //! recipient. Generated notices go to a `RecordingInjector` and are verified with

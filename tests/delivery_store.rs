@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The delivery point's store methods, on SQLite and on the in-memory double alike:
 //! verification records and the exactly-once claim of delivery notices.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Hostile input, each attack with its asserted outcome (the table is tests/HOSTILE.md).
 //! Attacks already covered elsewhere are listed there with their test; this file holds the
 //! rest. In process: the reception point (`AfterQueue`) with the in-memory store and a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index sync against a real slapd. Needs the server that tests/e2e/index.sh
 //! starts: `PEC_E2E_LDAP=ldap://127.0.0.1:PORT` (base o=postacert holding both test
 //! providers) and `PEC_E2E_LDAP_PKI` (the test PKI directory of tests/pki/make-pki.sh).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index sync without a server: signed LDIF (.p7m) verification, the refusal of
 //! bad, empty and shrunken copies, the stored copy and its fallback, the runtime handle.
 

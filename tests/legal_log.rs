@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log (issue 7): hash chain, daily seals with a real RFC 3161 round trip against
 //! a test TSA (`tests/tsa/`), detection of every kind of tampering, search and export,
 //! owner extracts, and the retention purge. The tests that do not tamper with the SQLite

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The LMTP server of the delivery point, at the protocol level, with a scripted handler.
 
 use std::sync::{Arc, Mutex};

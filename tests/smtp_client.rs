@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `SmtpInjector` against an in-process fake SMTP server that scripts its replies and
 //! records what the client sent.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store contract through the `Store` trait, on SQLite and on PostgreSQL (with
 //! `PEC_TEST_PG_URL`): round trips, one transaction per method, exactly-once acceptance
 //! under concurrency, several connections (processes, nodes) on one store.

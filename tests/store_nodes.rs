@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Several nodes on one store: concurrent appends form one verifiable chain, exactly-once
 //! claims hold across store instances, the refresh lease has one holder at a time, and
 //! `pec store copy` moves a SQLite store into PostgreSQL with its chain, anchor and seals.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The 12 h / 24 h timers (spec §5.4) against the SQLite store (and the in-memory double),
 //! with a recording injector and time driven by the test (no sleeping).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec sender allow` and `pec mailbox policy`: per-login and per-mailbox settings kept in
 //! the store.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Arguments shared by several commands.
 
 use std::path::PathBuf;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The one error type of the commands, and how it is printed and turned into an exit status.
 
 use std::fmt::Display;

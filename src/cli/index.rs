@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec index sync|show|lookup|publish`: the local copy of the provider index.
 
 use std::sync::Arc;

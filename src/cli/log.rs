@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec log seal|verify|search|export|purge`.
 //!
 //! Exit status: 0 done (for `verify`: everything holds), 1 problems found or the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Command-line interface (clap derive), shared by `main.rs` and the man-page generator:
 //! the commands, one file each, with one error type ([`CliError`]).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The operator's commands: `pec check-config --live`, `pec status`, `pec keys` and
 //! `pec domain add|list|remove`. Each prints one line per check and returns the exit code.
 

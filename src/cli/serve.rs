@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec serve`: logging, the runtime and the signals around [`crate::serve`].
 
 use super::args::ConfigArgs;

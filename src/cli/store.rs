@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec store migrate|copy`.
 //!
 //! Exit status: 0 done, 1 the operation failed (or the copy does not verify), 2 usage or

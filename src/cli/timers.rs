@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec timers run`: one pass of the 12 h / 24 h delivery timers.
 
 use std::sync::Arc;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec verify FILE…`: signature, signer, daticert and kind of each message, as text or
 //! JSON (one object per line).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A small, tolerant BER/DER reader for the parts of CMS SignedData that the `openssl`
 //! crate does not expose (signer identifier, signed attributes, certificates), used by
 //! [`super::verify`]. Depth-limited; never panics.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The error of signature verification, shared by the CMS reader (`asn1.rs`) and the
 //! S/MIME verifier (`verify.rs`).
 

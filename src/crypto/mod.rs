@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Signing (PKCS#11 and PEM key behind one trait) and verification of S/MIME.
 
 use thiserror::Error;

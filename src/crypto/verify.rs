@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Verification of incoming S/MIME signatures (spec §2.1, §5.2 items 1–3, §10, §12.2).
 //!
 //! OpenSSL does the cryptography: it reads BER (the RustCrypto `cms` crate cannot) and

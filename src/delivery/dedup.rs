@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Not storing a message twice when Postfix retries a delivery (see
 //! [`crate::store::outbox`]): the delivery point records, per (Message-ID, recipient), an
 //! intent before handing the message to Dovecot and the completion after Dovecot's 250.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Punto di consegna (delivery point, spec §3.6, §3.7, §5.3): an LMTP proxy between
 //! Postfix (`virtual_transport = lmtp:…`) and Dovecot's LMTP.
 //!

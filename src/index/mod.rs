@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index (indice dei gestori, spec §7): what the rest of the code needs to know
 //! about other providers. The LDAP / signed-LDIF sync comes with the index issue; the
 //! verification code only needs [`TrustSet`].

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The provider index refresh that `pec serve` runs: a sync from the configured source
 //! every `index.refresh` (one node at a time, through a lease in the store), and the
 //! copies other nodes store picked up in between.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log (registro dei messaggi, spec §8) as an operator and a judge see it: daily
 //! seals (canonical export, SHA-256, detached CMS signature with the provider key, RFC 3161
 //! time stamp), verification of the chain and the seals, search and export (CSV, JSON),

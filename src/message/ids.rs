@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! PEC message identifiers (spec §6).
 //!
 //! Format, after the Aruba / Namirial engine family:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A small SMTP client that hands a message to Postfix's reinjection listener (no
 //! pipelining): greeting, EHLO (HELO when EHLO is refused), `MAIL FROM` (with `SIZE=` and
 //! `BODY=8BITMIME` when advertised), one `RCPT TO` per recipient, `DATA`, the dot-stuffed

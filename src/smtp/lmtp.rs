@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! LMTP (RFC 2033) on both sides of the delivery point ([`crate::delivery`]): the server Postfix's `lmtp` client
 //! delivers to, and the client that hands each message to Dovecot's LMTP. Generic: no PEC
 //! rule lives here.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The small SMTP pieces the roles share: a client that injects generated messages into
 //! Postfix's reinjection listener, the server side of the after-queue content filter, and
 //! LMTP (server and client, on the same session core as the SMTP server).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The hash chain of the legal log (spec §8 integrity): the canonical, versioned encoding of
 //! a record and its SHA-256.
 //!

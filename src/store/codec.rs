@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store's neutral codec: how the model's values are written in the columns of both
 //! backends (event kinds and their labels, tracking states, the recipients and related-ids
 //! JSON, certification data) and read back, with the corrupt-row errors; and the timer

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec store copy`: moves a SQLite store into an empty PostgreSQL one, in one transaction.
 //! Above both backends (neither imports the other): it reads the SQLite file and writes
 //! through the PostgreSQL store's connections.

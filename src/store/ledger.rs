@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store as `pec serve` and the `pec log` / `pec store` commands open it from the
 //! configuration: the [`Store`] trait plus the legal log's own operations (chain
 //! verification, export, seals, purge) and the leases of the tasks that run on one node at a

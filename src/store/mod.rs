@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store: the legal log (registro dei messaggi, spec §8), per-recipient tracking for the
 //! timers (spec §5.4), pending acceptance receipts, quarantine of infected messages, and the
 //! login → sender mapping of the access point. One trait; SQLite (WAL) is the embedded

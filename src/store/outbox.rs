@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox of generated messages and the delivery point's record of what it delivered:
 //! what `pec` keeps so that a crash at any instant leaves no receipt issued twice and no
 //! message stored twice in a mailbox.

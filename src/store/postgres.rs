@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! PostgreSQL implementation of [`super::Store`]: several `pec` nodes share one database.
 //!
 //! The trait is synchronous and its callers run inside tokio tasks (or in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! What the legal log's operations report, whichever backend ran them: chain verification,
 //! seals, exports, purges and the health figures of `pec status`.
 

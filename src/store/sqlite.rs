@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! SQLite implementation of [`super::Store`] (WAL mode).
 //!
 //! One database file serves every `pec` process of a host. Within a process the connection

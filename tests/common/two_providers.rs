@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Two providers for the in-process reception tests: the test PKI (`it` is provider A,
 //! pec.example.it; `net` is provider B, pec.example.net; `outsider` is in no index), the
 //! index both share, and a reception point (`AfterQueue`) with the in-memory store, a

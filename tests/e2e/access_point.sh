@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the access point with real parts: Postfix (submission with SASL through
 # Dovecot, the pec milter, the after-queue content filter, the reinjection listener),
 # Dovecot (auth, LMTP, IMAP), clamd with the test signature database, and `pec serve`

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the delivery point (punto di consegna) with real parts: Postfix delivers its
 # virtual mailboxes over LMTP to pec's LMTP proxy (PROVIDER_LMTP_PROXY=1), which forwards to
 # Dovecot's LMTP; everything else as in access_point.sh (submission + milter, after-queue

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, delivery receipts across two providers (spec §3.6), every role real: provider A
 # (pec.example.it) and provider B (pec.example.net), each with Postfix, Dovecot behind pec's
 # LMTP proxy, clamd, SoftHSM2 and `pec serve`.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, faults under load: while FAULTS_N PEC transactions (default 400) go from A's
 # alice to B's bob, to A's ugo (same provider) or to both (of every five, three to bob, one
 # to ugo, one to both: proof_rcpt_sets) (tests/e2e/proof_lib.sh: two providers, B's store on

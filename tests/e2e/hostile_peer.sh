@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, a hostile peer (issue 16, "never certify what did not happen"): provider A
 # (pec.example.it) and provider B (pec.example.net) as in reception.sh, both delivering
 # through pec's delivery point. The attacker holds B's genuine key (net.key/net.pem of

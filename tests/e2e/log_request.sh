@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the owner self-service of the legal log with real parts: Postfix (submission
 # with SASL, the pec milter, the after-queue filter, the reinjection listener), Dovecot,
 # clamd and `pec serve` signing on SoftHSM2. Users are ordinary mail clients (SMTP + IMAP).

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # One PEC provider on this machine, for the end-to-end tests and the load benchmarks:
 # a test PKI and SoftHSM2 token, a provider index (LDIF) with provider A (pec.example.it) and
 # provider B (pec.example.net), clamd, Dovecot, a Postfix instance wired to pec (submission

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the reception point between two providers on one machine: A (pec.example.it,
 # key it.pem) and B (pec.example.net, key net.pem), each with its own Postfix, Dovecot,
 # clamd, SoftHSM2 token, store and `pec serve`, the same index listing both; each routes the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, scale-out on one PostgreSQL store: provider A runs two nodes, a1 and a2 (each
 # with its own Postfix, Dovecot behind pec's LMTP proxy, clamd, SoftHSM2 token and
 # `pec serve`), sharing one PostgreSQL 15 database; provider B runs one node on SQLite

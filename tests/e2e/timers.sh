@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the 12 h / 24 h timers (spec §5.4), and that they never certify what did not
 # happen (issue 16): two providers with every part real (provider_up: Postfix, Dovecot
 # behind pec's delivery point, PROVIDER_LMTP_PROXY=1, clamd, `pec serve` on SoftHSM2), A

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox and the delivery records on the PostgreSQL store (tables `outbox` and
 //! `deliveries`, migrations 9 and 10; see [`crate::store::outbox`]).
 //!

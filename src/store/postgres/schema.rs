@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The PostgreSQL schema: one migration per SQLite migration number (`MIGRATIONS[i]` brings
 //! the database to version `i + 1`, the same version the SQLite file would have), so that a
 //! SQLite migration N added later gets its PostgreSQL twin at the same index here. Never

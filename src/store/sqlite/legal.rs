@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log's own operations on the SQLite store: the chained insert every event goes
 //! through, search, chain verification, seal storage and the retention purge. The seal's
 //! signing and time-stamping, and the CLI, live in [`crate::log`].

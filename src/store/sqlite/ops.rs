@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Operations queries of the SQLite store: the health figures of `pec status` and of the
 //! metrics endpoint, and the PEC domains added with `pec domain add`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox and the delivery records on the SQLite store (tables `outbox` and
 //! `deliveries`, migrations 9 and 10, and `outbox_data`, the bytes, migration 11; see
 //! [`crate::store::outbox`]). Each function runs in the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Owner self-service requests on the SQLite store (table `log_requests`, migration 7): the
 //! access point's rate-limited claim, the after-queue lookup and the close. Each event is
 //! appended to the legal log in the transaction that decides it.

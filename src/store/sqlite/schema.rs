@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The SQLite schema: `MIGRATIONS[i]` brings the database to version `i + 1`; the
 //! PostgreSQL twin of each is at the same index in the PostgreSQL schema (postgres/schema.rs).
 //! Never edit a released migration; append a new one (here and there).
