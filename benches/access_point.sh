@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Access-point throughput as a ratio, measured in one run on this machine:
 #
 #   baseline  N submissions (SASL, 10 KB) through a Postfix instance with no milter and no

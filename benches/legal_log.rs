@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Legal-log benchmark (issue 7): fills a store with synthetic records through the chained
 //! insert, then times a one-month search by mailbox, sealing one day, and verifying that day
 //! (chain and seal). Prints the figures; not a criterion bench (each step runs once on a
@@ -32,7 +33,7 @@ use pec::crypto::{testing, DigestAlg, PemSigner};
 use pec::log;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
-use pec::store::{EventKind, LogEvent, LogQuery, SqliteStore, Store};
+use pec::store::{EventKind, LogEvent, LogQuery, LogStore, SqliteStore, Store};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

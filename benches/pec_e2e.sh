@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end PEC throughput and latency between two providers on this machine, as ratios
 # against plain mail measured in the same run:
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! CMS signing through SoftHSM2: one bare `CKM_SHA256_RSA_PKCS` signature (the baseline)
 //! against `sign_detached` over 100 KB and 10 MB of content, and against building and
 //! signing a whole transport envelope for a 100 KB and a 10 MB original, so the overhead

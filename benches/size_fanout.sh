@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Size and fan-out through real Postfix + Dovecot + pec (one provider, pec.example.it; its
 # delivery point in front of Dovecot), measured in one run on this machine:
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Builds the Debian package (target/debian/pec_*.deb) with cargo-deb: the release binary,
 # the systemd unit, the sample configuration, the Postfix and Dovecot snippets and the man
 # pages generated from the CLI. The binary is stripped, as Debian ships binaries; its debug

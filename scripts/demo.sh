@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The main job, on this machine: two PEC providers exchange a certified message.
 #
 # It installs the Debian packages it needs, builds pec, and starts two providers on loopback

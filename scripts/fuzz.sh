@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Runs every cargo-fuzz target of fuzz/ for a bounded time: SECONDS each (default 25, what
 # CI uses; run longer by hand, e.g. scripts/fuzz.sh 600). Seeds come from the project's
 # own fixtures (tests/fixtures); the growing corpus, the seeds and any crash artifacts are

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Installs the Debian packages that pec's build and test suite need. Idempotent: packages
 # already present are not reinstalled, and apt-get update runs only when something is missing.
 # Also the cargo tools of the test suite (cargo-fuzz, cargo-deb), unless --no-cargo-tools

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The whole test suite, as CI runs it: installs what it needs, checks formatting and lints,
 # builds once, runs every test at its three depths (unit and golden; in-process protocol
 # tests; end to end with real Postfix, Dovecot, clamd and SoftHSM2; the Debian package),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Antivirus: clamd over its INSTREAM protocol (TCP or unix socket), behind a trait.
 //!
 //! The wire protocol (clamd(8), "INSTREAM"): the client sends `zINSTREAM\0`, then the data as

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Configuration: one TOML file (`/etc/pec/pec.toml`), checked at start. Unknown keys are
 //! errors; every error names the file, the line and the key (style rule 4):
 //!
@@ -57,6 +58,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    /// The typed values, checked once by [`parse`]; see [`Config::settings`].
+    #[serde(skip)]
+    checked: Option<Box<Settings>>,
 }
 
 /// Who we are (spec §1, §7).
@@ -563,7 +567,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A value that does not pass the checks of [`Config::settings`].
+/// A value that does not pass the checks of [`Config::check`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key \"{key}\": {message}")]
 pub struct InvalidValue {
@@ -616,12 +620,13 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     for extension in &mut config.access.blocked_extensions {
         *extension = extension.to_ascii_lowercase();
     }
-    config.settings().map_err(|e| ConfigError {
+    let settings = config.check().map_err(|e| ConfigError {
         file: file.to_string(),
         line: keys.line_of(&e.key),
         key: Some(e.key),
         message: e.message,
     })?;
+    config.checked = Some(Box::new(settings));
     Ok(config)
 }
 
@@ -926,16 +931,67 @@ fn digest(value: &str) -> Result<DigestAlg, InvalidValue> {
 }
 
 impl Config {
-    /// Checks every value and returns them in typed form. Always `Ok` for a configuration
-    /// returned by [`load`] or [`parse`], which run it and report the error's line.
+    /// The checked values in typed form: those [`parse`] checked (the file was valid), or,
+    /// for a configuration put together in code, checked now with [`Config::check`].
+    pub fn settings(&self) -> Result<Settings, InvalidValue> {
+        match &self.checked {
+            Some(settings) => Ok((**settings).clone()),
+            None => self.check(),
+        }
+    }
+
+    /// This configuration with its values checked again and carried: after changing them
+    /// in code (a reload's mix of new and running values).
+    pub fn rechecked(mut self) -> Result<Config, InvalidValue> {
+        self.checked = Some(Box::new(self.check()?));
+        Ok(self)
+    }
+
+    /// Checks every value and returns them in typed form, section by section (in the order
+    /// of the sample file, so that the first error reported stays the same). [`load`] and
+    /// [`parse`] run it once and report the error's line.
     ///
     /// Beyond the syntax of each value: at least one PEC domain and no domain twice;
     /// exactly one of `signing.pin` / `signing.pin_env` for PKCS#11; `access.hard_size_limit`
     /// ≥ `access.max_total_size`; `access.max_recipients` ≥ 1; and `filter.max_size` ≥
     /// `access.max_total_size`, since the content filter must take every submission the
     /// access point accepts.
-    pub fn settings(&self) -> Result<Settings, InvalidValue> {
+    pub fn check(&self) -> Result<Settings, InvalidValue> {
         self.serve.enabled()?;
+        self.check_provider()?;
+        let (digest, pin) = self.signing_settings()?;
+        self.check_store()?;
+        path_not_empty("index.ldif", &self.index.ldif)?;
+        let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
+        let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;
+        let access = self.access_settings()?;
+        let filter = self.filter_settings(&access)?;
+        let default_policy = self.reception_policy()?;
+        let delivery = self.delivery_settings()?;
+        let timers_interval = self.timers_interval()?;
+        let (tsa, log_requests) = self.log_settings()?;
+        let (index_source, index_refresh) = self.index_settings()?;
+        let metrics = self.metrics_endpoint()?;
+        Ok(Settings {
+            metrics,
+            tsa,
+            default_policy,
+            index_source,
+            index_refresh,
+            timers_interval,
+            digest,
+            pin,
+            clamd,
+            antivirus_timeout,
+            access,
+            filter,
+            delivery,
+            log_requests,
+        })
+    }
+
+    /// `[provider]`: a name, two addresses, and at least one PEC domain, none twice.
+    fn check_provider(&self) -> Result<(), InvalidValue> {
         let p = &self.provider;
         not_empty("provider.name", &p.name)?;
         email("provider.service_address", &p.service_address)?;
@@ -963,8 +1019,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
 
-        let (digest, pin) = match &self.signing {
+    /// `[signing]`: the digest, and where the PKCS#11 PIN comes from (`None` for PEM).
+    fn signing_settings(&self) -> Result<(DigestAlg, Option<PinSource>), InvalidValue> {
+        match &self.signing {
             SigningConfig::Pkcs11 {
                 module,
                 token_label,
@@ -995,7 +1055,7 @@ impl Config {
                 if *sessions == 0 {
                     return Err(invalid("signing.sessions", "must be at least 1"));
                 }
-                (digest, Some(pin))
+                Ok((digest, Some(pin)))
             }
             SigningConfig::Pem {
                 key_file,
@@ -1005,10 +1065,13 @@ impl Config {
             } => {
                 path_not_empty("signing.key_file", key_file)?;
                 path_not_empty("signing.cert_file", cert_file)?;
-                (digest(d)?, None)
+                Ok((digest(d)?, None))
             }
-        };
+        }
+    }
 
+    /// `[store]`: the path, the PostgreSQL URL and pool, and the TLS files.
+    fn check_store(&self) -> Result<(), InvalidValue> {
         path_not_empty("store.path", &self.store.path)?;
         if self.store.backend == StoreBackend::Postgres {
             match &self.store.url {
@@ -1059,10 +1122,11 @@ impl Config {
             }
             (None, None) => {}
         }
-        path_not_empty("index.ldif", &self.index.ldif)?;
-        let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
-        let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;
+        Ok(())
+    }
 
+    /// `[access]`: the milter listener, the size limits, the recipients and extensions.
+    fn access_settings(&self) -> Result<AccessSettings, InvalidValue> {
         let a = &self.access;
         let listen = endpoint("access.listen", &a.listen, true)?;
         let max_total_size = size("access.max_total_size", &a.max_total_size)?;
@@ -1094,23 +1158,40 @@ impl Config {
             }
         }
         let reinject = endpoint("access.reinject", &a.reinject, false)?;
+        Ok(AccessSettings {
+            listen,
+            max_total_size,
+            hard_size_limit,
+            reinject,
+        })
+    }
 
+    /// `[filter]`: the content filter, which must take what the access point accepts.
+    fn filter_settings(&self, access: &AccessSettings) -> Result<FilterSettings, InvalidValue> {
         let f = &self.filter;
         let filter_listen = endpoint("filter.listen", &f.listen, false)?;
         let filter_reinject = endpoint("filter.reinject", &f.reinject, false)?;
         let max_size = size("filter.max_size", &f.max_size)?;
-        if max_size < max_total_size {
+        if max_size < access.max_total_size {
             return Err(invalid(
                 "filter.max_size",
                 format!(
                     "\"{}\" is smaller than access.max_total_size \"{}\"",
-                    f.max_size, a.max_total_size
+                    f.max_size, self.access.max_total_size
                 ),
             ));
         }
+        Ok(FilterSettings {
+            listen: filter_listen,
+            reinject: filter_reinject,
+            max_size,
+        })
+    }
 
+    /// `[reception]`: the default policy for mail that is not valid PEC.
+    fn reception_policy(&self) -> Result<MailboxPolicy, InvalidValue> {
         let r = &self.reception;
-        let default_policy = match (r.default_policy.as_str(), &r.default_forward_to) {
+        let policy = match (r.default_policy.as_str(), &r.default_forward_to) {
             ("anomaly", None) => MailboxPolicy::Anomaly,
             ("refuse", None) => MailboxPolicy::Refuse,
             ("forward", Some(to)) => {
@@ -1139,13 +1220,21 @@ impl Config {
                 ))
             }
         };
+        Ok(policy)
+    }
+
+    /// `[delivery]`: the LMTP listener, Dovecot and the reinjection listener.
+    fn delivery_settings(&self) -> Result<DeliverySettings, InvalidValue> {
         let d = &self.delivery;
-        let delivery = DeliverySettings {
+        Ok(DeliverySettings {
             listen: endpoint("delivery.listen", &d.listen, false)?,
             dovecot: endpoint("delivery.dovecot", &d.dovecot, true)?,
             reinject: endpoint("delivery.reinject", &d.reinject, false)?,
-        };
+        })
+    }
 
+    /// `timers.interval`: at most 10 minutes.
+    fn timers_interval(&self) -> Result<Duration, InvalidValue> {
         let timers_interval = duration("timers.interval", &self.timers.interval)?;
         if timers_interval > Duration::from_secs(600) {
             return Err(invalid(
@@ -1157,6 +1246,19 @@ impl Config {
                 ),
             ));
         }
+        Ok(timers_interval)
+    }
+
+    /// `[log]` (the TSA, retention, owner requests) and `quarantine.retention_months`.
+    fn log_settings(
+        &self,
+    ) -> Result<
+        (
+            Option<crate::log::TsaSettings>,
+            Option<crate::log::request::RequestSettings>,
+        ),
+        InvalidValue,
+    > {
         let l = &self.log;
         let tsa_timeout = duration("log.tsa_timeout", &l.tsa_timeout)?;
         let tsa = if l.tsa_url.is_empty() {
@@ -1198,7 +1300,13 @@ impl Config {
                 ),
             ));
         }
+        Ok((tsa, log_requests))
+    }
 
+    /// `[index]`: the refresh period and the source it is synchronised from, if any.
+    fn index_settings(
+        &self,
+    ) -> Result<(Option<crate::index::sync::Source>, Duration), InvalidValue> {
         let ix = &self.index;
         let index_refresh = duration("index.refresh", &ix.refresh)?;
         let index_timeout = duration("index.timeout", &ix.timeout)?;
@@ -1247,38 +1355,16 @@ impl Config {
             }
             (None, None) => None,
         };
+        Ok((index_source, index_refresh))
+    }
 
-        let metrics = if self.metrics.listen.is_empty() {
-            None
+    /// `metrics.listen`; `None` without an endpoint.
+    fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {
+        if self.metrics.listen.is_empty() {
+            Ok(None)
         } else {
-            Some(endpoint("metrics.listen", &self.metrics.listen, false)?)
-        };
-
-        Ok(Settings {
-            metrics,
-            tsa,
-            default_policy,
-            index_source,
-            index_refresh,
-            timers_interval,
-            digest,
-            pin,
-            clamd,
-            antivirus_timeout,
-            access: AccessSettings {
-                listen,
-                max_total_size,
-                hard_size_limit,
-                reinject,
-            },
-            filter: FilterSettings {
-                listen: filter_listen,
-                reinject: filter_reinject,
-                max_size,
-            },
-            delivery,
-            log_requests,
-        })
+            endpoint("metrics.listen", &self.metrics.listen, false).map(Some)
+        }
     }
 
     /// The owner self-service settings (`log.request_*`): the local part is a plain one

@@ -22,7 +22,7 @@ use tracing::warn;
 use crate::crypto::Signer;
 use crate::message::build::{BuildError, Builder, Generated, Issuer};
 use crate::message::ids::MsgIdSource;
-use crate::message::time::{Clock, Instant};
+use crate::message::time::{Clock, Instant, SystemClock};
 use crate::smtp::{InjectError, Injector};
 use crate::store::{Effect, Outbound, Staged, Store, StoreError};
 
@@ -76,6 +76,24 @@ pub struct Issuing {
 }
 
 impl Issuing {
+    /// The kit on the system clock (roles replace it with their `with_clock`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        injector: Arc<dyn Injector>,
+        issuer: Issuer,
+        signer: Arc<dyn Signer>,
+        ids: Arc<dyn MsgIdSource>,
+    ) -> Self {
+        Issuing {
+            store,
+            injector,
+            issuer,
+            signer,
+            ids,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
     /// Builds and signs one message off the async workers.
     pub async fn build<F>(&self, f: F) -> Result<Generated, IssueError>
     where

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec`: a PEC (Posta Elettronica Certificata) provider that plugs into stock Postfix and
 //! Dovecot. See `README.md` for the operator's view and `shared/spec/pec-spec.md` for the
 //! protocol.
@@ -15,7 +16,6 @@ pub mod issuing;
 pub mod log;
 pub mod message;
 pub mod metrics;
-pub mod ops;
 pub mod outbox;
 pub mod preflight;
 pub mod reception;
@@ -25,6 +25,7 @@ pub mod setup;
 pub mod smtp;
 pub mod store;
 pub mod timers;
+pub mod wiring;
 
 /// A boxed, sendable future: the return type of the async methods of the traits that stand
 /// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Prometheus metrics: every metric name and label of `pec`, the recording helpers the roles
 //! call at their decision points, and the endpoint of `pec serve` (`[metrics] listen`,
 //! `GET /metrics`, crate `metrics-exporter-prometheus`).

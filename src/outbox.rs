@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Emitting generated messages exactly once across crashes, and the outbox sweep (see
 //! [`crate::store::outbox`] for the protocol and the tables).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Atomic configuration swap for `pec serve` (SIGHUP): each role's front end (milter,
 //! content filter, LMTP proxy) asks a [`Current`] cell for the role object at the start of
 //! every transaction, so a reload replaces the whole object at once. A transaction in
@@ -8,7 +9,7 @@
 use std::sync::{Arc, RwLock};
 
 use crate::config::Config;
-use crate::delivery::lmtp::{LmtpHandler, Reply, Transaction as LmtpTransaction};
+use crate::smtp::lmtp::{LmtpHandler, Reply, Transaction as LmtpTransaction};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::BoxFuture;
 
@@ -76,7 +77,8 @@ pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
 }
 
 /// `new` with the restart-only keys of [`restart_only`] put back to their `running`
-/// values: what a reload applies.
+/// values: what a reload applies. It still carries the settings checked for `new`: check
+/// the mix with [`Config::rechecked`].
 pub fn applicable(running: &Config, new: &Config) -> Config {
     let mut c = new.clone();
     c.signing = running.signing.clone();
@@ -114,5 +116,29 @@ mod tests {
         assert_eq!(applied.access.listen, running.access.listen);
         assert_eq!(applied.store, running.store);
         assert!(restart_only(&running, &applied).is_empty());
+    }
+
+    #[test]
+    fn the_mix_of_a_reload_is_checked_again() {
+        let running = crate::config::parse(crate::config::example(), "sample").unwrap();
+        // Valid alone (its filter.max_size follows), but filter.max_size needs a restart.
+        let text = crate::config::example()
+            .replacen(
+                "max_total_size = \"100MB\"",
+                "max_total_size = \"170MB\"",
+                1,
+            )
+            .replacen(
+                "hard_size_limit = \"150MB\"",
+                "hard_size_limit = \"170MB\"",
+                1,
+            )
+            .replacen("max_size = \"160MB\"", "max_size = \"170MB\"", 1);
+        let new = crate::config::parse(&text, "new").unwrap();
+        assert_eq!(new.settings().unwrap().access.max_total_size, 170_000_000);
+        let e = applicable(&running, &new).rechecked().unwrap_err();
+        assert_eq!(e.key, "filter.max_size");
+        let same = applicable(&running, &running).rechecked().unwrap();
+        assert_eq!(same.settings(), running.settings());
     }
 }

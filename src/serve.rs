@@ -1,7 +1,9 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec serve`: runs the enabled roles on one tokio runtime — the access-point milter, the
 //! after-queue content filter (reception point), the delivery point's LMTP proxy and the
 //! 12 h / 24 h timers — with the signer, store, provider index, antivirus and Postfix
-//! reinjection they share.
+//! reinjection they share. It supervises: the parts are built by [`crate::wiring`], the
+//! index refresh is [`crate::index::refresh`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,55 +11,48 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinError;
 use tracing::{error, info, warn};
 
-use crate::access::{AccessPoint, Limits, Policy};
-use crate::antivirus::{Antivirus, Clamd};
-use crate::config::{Config, Endpoint, SigningConfig};
-use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, Signer};
-use crate::delivery::lmtp::{self, LmtpAddr, LmtpClient, LmtpServerOptions};
-use crate::delivery::DeliveryPoint;
-use crate::index::{sync, IndexHandle};
-use crate::issuing::Issuing;
-use crate::message::build::Issuer;
-use crate::message::ids::IdGenerator;
-use crate::message::time::{Clock, SystemClock};
-use crate::reception::{AfterQueue, Reception};
+use crate::config::{Config, Endpoint, InvalidValue};
+use crate::index::{refresh, sync, IndexHandle};
+use crate::message::time::SystemClock;
 use crate::reload::Current;
-use crate::smtp::client::SmtpInjector;
+use crate::smtp::lmtp::{self, LmtpServerOptions};
 use crate::smtp::server::{self, ServerOptions};
-use crate::store::{ledger, LogStore};
 use crate::timers::Timers;
+use crate::wiring::{self, build_roles, tcp, Identity, Roles, Shared, WiringError};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
+    /// The signer, the store, the index or a role cannot be built.
+    #[error(transparent)]
+    Wiring(#[from] WiringError),
     #[error("configuration: {0}")]
-    Config(String),
-    #[error("signing key: {0}")]
-    Signer(String),
-    #[error("store: {0}")]
-    Store(String),
-    #[error("provider index: {0}")]
-    Index(String),
-    #[error("antivirus: {0}")]
-    Antivirus(String),
+    Config(#[from] InvalidValue),
+    #[error("configuration: metrics.listen: cannot resolve \"{0}\"")]
+    Resolve(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
         source: std::io::Error,
     },
+    /// A start-up task did not finish; `what` names the part it was opening.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        source: JoinError,
+    },
 }
 
-/// `host:port` of a TCP endpoint, or an error naming the setting.
-fn tcp(endpoint: &Endpoint, what: &str) -> Result<String, ServeError> {
-    match endpoint {
-        Endpoint::Inet { host, port } if host.contains(':') => Ok(format!("[{host}]:{port}")),
-        Endpoint::Inet { host, port } => Ok(format!("{host}:{port}")),
-        Endpoint::Unix(p) => Err(ServeError::Config(format!(
-            "{what}: unix socket \"{}\" not supported here, use HOST:PORT",
-            p.display()
-        ))),
-    }
+/// Runs `f` off the async workers; a task that does not finish is reported as `what`.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| ServeError::Task { what, source })
 }
 
 /// Binds the TCP listener of a role; the error names the setting and the address.
@@ -66,49 +61,6 @@ async fn listen(endpoint: &Endpoint, what: &str) -> Result<(String, TcpListener)
     match TcpListener::bind(&addr).await {
         Ok(listener) => Ok((addr, listener)),
         Err(source) => Err(ServeError::Listen { addr, source }),
-    }
-}
-
-/// Opens the signing key the configuration names.
-pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, ServeError> {
-    let settings = config
-        .settings()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    match &config.signing {
-        SigningConfig::Pkcs11 {
-            module,
-            token_label,
-            key_label,
-            cert_label,
-            chain_file,
-            sessions,
-            ..
-        } => {
-            let pin = settings
-                .pin
-                .as_ref()
-                .ok_or_else(|| ServeError::Config("signing: no pin".into()))?
-                .resolve()
-                .map_err(|e| ServeError::Config(e.to_string()))?;
-            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
-            cfg.cert_label = cert_label.clone();
-            cfg.chain_pem = chain_file.clone();
-            cfg.digest = settings.digest;
-            cfg.sessions = *sessions;
-            let signer = Pkcs11Signer::open(&cfg).map_err(|e| ServeError::Signer(e.to_string()))?;
-            Ok(Arc::new(signer))
-        }
-        SigningConfig::Pem {
-            key_file,
-            cert_file,
-            chain_file,
-            ..
-        } => {
-            let signer =
-                PemSigner::from_files(key_file, cert_file, chain_file.as_deref(), settings.digest)
-                    .map_err(|e| ServeError::Signer(e.to_string()))?;
-            Ok(Arc::new(signer))
-        }
     }
 }
 
@@ -126,163 +78,6 @@ pub async fn run(
 pub struct Reloads {
     pub path: std::path::PathBuf,
     pub requests: tokio::sync::mpsc::Receiver<()>,
-}
-
-/// What every role shares and a reload keeps: opened once at start.
-#[derive(Clone)]
-struct Shared {
-    signer: Arc<dyn Signer>,
-    store: Arc<dyn LogStore>,
-    index: Arc<IndexHandle>,
-}
-
-/// The role objects built from one configuration.
-struct Roles {
-    access: Arc<AccessPoint>,
-    after_queue: Arc<AfterQueue>,
-    delivery: Arc<DeliveryPoint>,
-    timers: Option<(Arc<Timers>, std::time::Duration)>,
-    /// Injects the outbox rows left unsent ([`crate::outbox`]).
-    outbox: Arc<dyn crate::smtp::Injector>,
-}
-
-/// The PEC domains served: `provider.domains` and those added with `pec domain add`.
-pub fn served_domains(config: &Config, store: &dyn LogStore) -> Result<Vec<String>, ServeError> {
-    let mut domains = config.provider.domains.clone();
-    for d in store
-        .extra_domains()
-        .map_err(|e| ServeError::Store(e.to_string()))?
-    {
-        if !domains.contains(&d) {
-            domains.push(d);
-        }
-    }
-    Ok(domains)
-}
-
-/// Builds the roles of `config` around `shared` (no listener is bound, nothing is opened
-/// but the clamd and Dovecot client settings).
-fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, ServeError> {
-    let settings = config
-        .settings()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    let (signer, store, index) = (
-        shared.signer.clone(),
-        shared.store.clone(),
-        shared.index.clone(),
-    );
-    let clamd_addr = match &settings.clamd {
-        Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
-        Endpoint::Unix(p) => format!("unix:{}", p.display()),
-    };
-    let antivirus: Arc<dyn Antivirus> = Arc::new(
-        Clamd::new(&clamd_addr, settings.antivirus_timeout)
-            .map_err(|e| ServeError::Antivirus(e.to_string()))?,
-    );
-
-    let domain = config
-        .provider
-        .service_address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_default();
-    let ids = Arc::new(IdGenerator::new(domain.clone(), config.provider.node));
-    let issuer = Issuer {
-        provider_name: config.provider.name.clone(),
-        service_address: config.provider.service_address.clone(),
-        envelope_sender_header: config.provider.envelope_sender_header,
-    };
-    let helo = format!("pec.{domain}");
-    let access_injector = Arc::new(SmtpInjector::new(
-        tcp(&settings.access.reinject, "access.reinject")?,
-        helo.clone(),
-    ));
-    // One pool of reinjection connections per listener, shared by the roles: every kept
-    // connection holds one of the listener's smtpd processes (master.cf maxproc), and
-    // separate pools could keep them all, leaving a new connection without a greeting.
-    let filter_injector = shared_injector(
-        &access_injector,
-        tcp(&settings.filter.reinject, "filter.reinject")?,
-        &helo,
-    );
-    let ap = Arc::new(AccessPoint {
-        policy: Policy {
-            limits: Limits {
-                max_total_size: settings.access.max_total_size,
-                max_recipients: config.access.max_recipients,
-                blocked_extensions: config.access.blocked_extensions.clone(),
-            },
-            hard_size_limit: settings.access.hard_size_limit,
-            reject_in_smtp: config.access.reject_in_smtp,
-        },
-        kit: Issuing {
-            store: store.clone(),
-            injector: access_injector.clone(),
-            issuer: issuer.clone(),
-            signer: signer.clone(),
-            ids: ids.clone(),
-            clock: Arc::new(SystemClock),
-        },
-        index: index.clone(),
-        antivirus: antivirus.clone(),
-        log_requests: settings.log_requests.clone(),
-    });
-    let timers = config.timers.enabled.then(|| {
-        (
-            Arc::new(Timers::new(
-                store.clone(),
-                access_injector.clone(),
-                issuer.clone(),
-                signer.clone(),
-                ids.clone(),
-                Arc::new(SystemClock),
-            )),
-            settings.timers_interval,
-        )
-    });
-    let delivery_injector = shared_injector(
-        &access_injector,
-        tcp(&settings.delivery.reinject, "delivery.reinject")?,
-        &helo,
-    );
-    let dovecot = match &settings.delivery.dovecot {
-        Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
-        inet => LmtpAddr::Tcp(tcp(inet, "delivery.dovecot")?),
-    };
-    let delivery = Arc::new(
-        DeliveryPoint::new(
-            store.clone(),
-            delivery_injector,
-            Arc::new(LmtpClient::new(dovecot, helo)),
-            index.clone(),
-            issuer.clone(),
-            signer.clone(),
-            ids.clone(),
-        )
-        .with_arrival_notices(config.delivery.arrival_notices)
-        .with_duplicate_check(
-            crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
-                .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),
-        ),
-    );
-    let reception = Reception {
-        index: index.clone(),
-        antivirus,
-        domains: served_domains(config, &*store)?,
-        mail_receipt: config.provider.mail_receipt.clone(),
-        default_policy: settings.default_policy.clone(),
-    };
-    let after_queue = Arc::new(
-        AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
-            .with_log_requests(settings.log_requests.clone()),
-    );
-    Ok(Roles {
-        access: ap,
-        after_queue,
-        delivery,
-        timers,
-        outbox: access_injector,
-    })
 }
 
 /// The timers task with its own stop switch, so that a reload can restart it.
@@ -317,24 +112,18 @@ pub async fn run_with(
     reloads: Option<Reloads>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let settings = config
-        .settings()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let settings = config.settings()?;
     let cfg = config.clone();
-    let signer = tokio::task::spawn_blocking(move || open_signer(&cfg))
-        .await
-        .map_err(|e| ServeError::Signer(e.to_string()))??;
-    let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || ledger::open(&store_config))
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?
-        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let signer = blocking("signing key", move || wiring::open_signer(&cfg)).await??;
+    let cfg = config.clone();
+    let store = blocking("store", move || wiring::open_store(&cfg))
+        .await?
+        .map_err(WiringError::from)?;
     let (index, from) = {
         let (store, file) = (store.clone(), config.index.ldif.clone());
-        tokio::task::spawn_blocking(move || sync::load_current(&*store, &file))
-            .await
-            .map_err(|e| ServeError::Index(e.to_string()))?
-            .map_err(|e| ServeError::Index(e.to_string()))?
+        blocking("provider index", move || sync::load_current(&*store, &file))
+            .await?
+            .map_err(WiringError::from)?
     };
     info!(providers = index.providers().len(), from = %from, "provider index loaded");
     let index = Arc::new(IndexHandle::new(index));
@@ -358,9 +147,7 @@ pub async fn run_with(
                 .await
                 .ok()
                 .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    ServeError::Config(format!("metrics.listen: cannot resolve \"{addr}\""))
-                })?;
+                .ok_or_else(|| ServeError::Resolve(addr.clone()))?;
             let exporter = crate::metrics::install(sock).map_err(|e| ServeError::Listen {
                 addr: addr.clone(),
                 source: std::io::Error::other(e.message),
@@ -380,11 +167,10 @@ pub async fn run_with(
     // The sealer reads a whole day (up to millions of records): its own connection, so
     // that the mail path's connection is never held for the export (WAL readers do not
     // block the writer).
-    let seal_config = config.store.clone();
-    let seal_store = tokio::task::spawn_blocking(move || ledger::open(&seal_config))
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?
-        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let cfg = config.clone();
+    let seal_store = blocking("store", move || wiring::open_store(&cfg))
+        .await?
+        .map_err(WiringError::from)?;
     let sealer = tokio::spawn(crate::log::daily_sealer(
         seal_store,
         signer.clone(),
@@ -405,10 +191,7 @@ pub async fn run_with(
     ));
 
     // `serve.roles`: the listeners of the roles this process serves (all by default).
-    let on = config
-        .serve
-        .enabled()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let on = config.serve.enabled()?;
     let milter_listener = match on.access {
         true => Some(listen(&settings.access.listen, "access.listen").await?),
         false => None,
@@ -439,13 +222,7 @@ pub async fn run_with(
             stopped(stop_rx.clone()),
         ))
     });
-    let domain = config
-        .provider
-        .service_address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_default();
-    let helo = format!("pec.{domain}");
+    let helo = Identity::of(&config).helo;
     // Whatever passed the content filter may be delivered: same size limit.
     let lmtp_options = LmtpServerOptions {
         hostname: helo.clone(),
@@ -482,7 +259,7 @@ pub async fn run_with(
         );
         let stop = stopped(stop_rx.clone());
         info!(source = %source.name(), every = ?every, "provider index refresh running");
-        tokio::spawn(refresh_index(store, index, source, every, force, stop))
+        tokio::spawn(refresh::run(store, index, source, every, force, stop))
     });
 
     tokio::pin!(shutdown);
@@ -568,151 +345,20 @@ async fn reload(
             "configuration: these changes take effect at the next restart"
         );
     }
-    let applied = crate::reload::applicable(running, &new);
     // The mix of new and running values must itself be valid (e.g. a larger
     // access.max_total_size against the running filter.max_size).
-    applied.settings().map_err(|e| {
-        format!(
-            "{}: {e} (with the running values of the keys that need a restart)",
-            path.display()
-        )
-    })?;
+    let applied = crate::reload::applicable(running, &new)
+        .rechecked()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (with the running values of the keys that need a restart)",
+                path.display()
+            )
+        })?;
     let (cfg, sh) = (applied.clone(), shared.clone());
     let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok((applied, roles))
-}
-
-/// Synchronises the index from `source` now and then every `every`, until `shutdown`;
-/// a failed or refused sync keeps the current copy.
-async fn refresh_index(
-    store: Arc<dyn LogStore>,
-    index: Arc<IndexHandle>,
-    source: sync::Source,
-    every: std::time::Duration,
-    force: bool,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A copy stored by someone else (`pec index sync`, another `pec serve` on the same
-    // store) is picked up within a minute.
-    let mut look = tokio::time::interval(std::time::Duration::from_secs(60));
-    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen: Option<(i64, String)> = None;
-    // Nodes sharing a store take turns through a lease: one of them fetches, the others
-    // load the copy it stored (a lone node always holds it).
-    let owner = ledger::node_owner();
-    let lease = i64::try_from(every.as_secs())
-        .unwrap_or(i64::MAX / 2)
-        .saturating_mul(3)
-        / 2
-        + 60;
-    tokio::pin!(shutdown);
-    loop {
-        let sync_now = tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tick.tick() => true,
-            _ = look.tick() => false,
-        };
-        if sync_now {
-            let (st, owner) = (store.clone(), owner.clone());
-            let leader = tokio::task::spawn_blocking(move || {
-                st.try_lease("index-refresh", &owner, SystemClock.now(), lease)
-            })
-            .await;
-            match leader {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false)) => continue,
-                Ok(Err(e)) => {
-                    warn!("provider index: cannot take the refresh lease: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    error!("provider index: {e}");
-                    continue;
-                }
-            }
-            match sync::refresh(store.clone(), &index, &source, force, SystemClock.now()).await {
-                Ok(stored) => {
-                    crate::metrics::index_sync(true);
-                    info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
-                    seen = Some((stored.fetched_at.unix(), stored.source));
-                }
-                Err(e) => {
-                    crate::metrics::index_sync(false);
-                    warn!("provider index: sync failed, keeping the current copy: {e}")
-                }
-            }
-            continue;
-        }
-        let st = store.clone();
-        let stored = match tokio::task::spawn_blocking(move || st.stored_index()).await {
-            Ok(Ok(Some(s))) => s,
-            Ok(Ok(None)) => continue,
-            Ok(Err(e)) => {
-                warn!("provider index: cannot read the stored copy: {e}");
-                continue;
-            }
-            Err(e) => {
-                error!("provider index: {e}");
-                continue;
-            }
-        };
-        let key = (stored.fetched_at.unix(), stored.source.clone());
-        if seen.as_ref() == Some(&key) {
-            continue;
-        }
-        match crate::index::ProviderIndex::parse(&stored.ldif) {
-            Ok(i) => {
-                if seen.is_some() {
-                    info!(providers = stored.providers, source = %stored.source, "provider index: newer stored copy loaded");
-                }
-                index.replace(i);
-                seen = Some(key);
-            }
-            Err(e) => error!(
-                "provider index: the stored copy does not parse, keeping the current one: {e}"
-            ),
-        }
-    }
-}
-
-/// `existing` when it reaches `addr` (one connection pool per listener), else a new
-/// injector.
-fn shared_injector(existing: &Arc<SmtpInjector>, addr: String, helo: &str) -> Arc<SmtpInjector> {
-    if existing.addr() == addr {
-        existing.clone()
-    } else {
-        Arc::new(SmtpInjector::new(addr, helo.to_string()))
-    }
-}
-
-/// The pieces of [`Timers`] from the configuration, for `pec timers run`: opens the signer
-/// and the store, injects through `access.reinject`.
-pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, ServeError> {
-    let settings = config
-        .settings()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    let signer = open_signer(config)?;
-    let store = ledger::open(&config.store).map_err(|e| ServeError::Store(e.to_string()))?;
-    let domain = config
-        .provider
-        .service_address
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_string())
-        .unwrap_or_default();
-    let ids = Arc::new(IdGenerator::new(domain.clone(), config.provider.node));
-    let issuer = Issuer {
-        provider_name: config.provider.name.clone(),
-        service_address: config.provider.service_address.clone(),
-        envelope_sender_header: config.provider.envelope_sender_header,
-    };
-    let injector = Arc::new(SmtpInjector::new(
-        tcp(&settings.access.reinject, "access.reinject")?,
-        format!("pec.{domain}"),
-    ));
-    Ok(Timers::new(store, injector, issuer, signer, ids, clock))
 }

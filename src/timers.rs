@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The 12 h / 24 h timers of the sending provider (spec §5.4, notices §3.10).
 //!
 //! For each certified recipient of an envelope we dispatched (a tracking row whose pending
@@ -10,7 +11,7 @@
 //!   and by 24 h": we send it from 23 h 50 min, which leaves the periodic pass (every minute
 //!   by default) time to run before 24 h.
 //!
-//! The receipt handlers move the rows on ([`Store::mark_tracking`]); external recipients
+//! The receipt handlers move the rows on ([`Store::update_tracking`]); external recipients
 //! are never tracked.
 //!
 //! Each notice is sent once, across restarts and with several processes on one store: a
@@ -108,12 +109,8 @@ impl Timers {
     ) -> Self {
         Timers {
             kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
                 clock,
+                ..Issuing::new(store, injector, issuer, signer, ids)
             },
         }
     }

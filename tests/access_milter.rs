@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The access-point milter in process, driven by `indymilter-test`: every check and outcome
 //! (accept and rewrite, each refusal, tempfail on each unavailable dependency), with test
 //! doubles for the store, the antivirus and the injection into Postfix.
@@ -10,7 +11,7 @@ use indymilter_test::Status;
 use pec::access::{AccessPoint, Policy};
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner};
-use pec::doubles::{MarkerAntivirus, MemStore, RecordingInjector};
+use pec::doubles::{MarkerAntivirus, RecordingInjector, TestStore};
 use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::issuing::Issuing;
 use pec::message::build::Issuer;
@@ -31,7 +32,7 @@ const PEC_ID: &str = "opec1.test.1@pec.example.it";
 struct Harness {
     _dir: tempfile::TempDir,
     addr: std::net::SocketAddr,
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     injector: Arc<RecordingInjector>,
     index: Arc<ProviderIndex>,
     cert_der: Vec<u8>,
@@ -54,14 +55,14 @@ fn pki() -> &'static pec::crypto::testing::TestPki {
     .1
 }
 
-async fn harness(av: MarkerAntivirus, policy: Policy, store: MemStore) -> Harness {
+async fn harness(av: MarkerAntivirus, policy: Policy, store: TestStore) -> Harness {
     harness_with(av, policy, store, false).await
 }
 
 async fn harness_with(
     av: MarkerAntivirus,
     policy: Policy,
-    store: MemStore,
+    store: TestStore,
     hsm_down: bool,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +199,12 @@ async fn submit(h: &Harness, m: &Mail) -> (Vec<EomAction>, Status) {
 
 #[tokio::test]
 async fn accepted_submission_becomes_the_signed_transport_envelope() {
-    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
     let m = good_mail();
     let (actions, status) = submit(&h, &m).await;
     assert_eq!(status, Status::Accept);
@@ -277,7 +283,12 @@ async fn accepted_submission_becomes_the_signed_transport_envelope() {
 }
 
 async fn refused(m: Mail, expect: &str) -> Harness {
-    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
     let (actions, status) = submit(&h, &m).await;
     assert_eq!(status, Status::Discard, "{expect}");
     assert!(actions.is_empty(), "a refused original is never rewritten");
@@ -329,7 +340,12 @@ async fn each_formal_error_yields_a_signed_non_acceptance_and_no_envelope() {
 async fn virus_yields_the_virus_notice_and_quarantine() {
     let mut m = good_mail();
     m.body = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n".into();
-    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
     let (_, status) = submit(&h, &m).await;
     assert_eq!(status, Status::Discard);
     let n = notices(&h);
@@ -365,7 +381,7 @@ async fn reject_in_smtp_policy_also_rejects_after_the_notice() {
         reject_in_smtp: true,
         ..Policy::default()
     };
-    let h = harness(MarkerAntivirus::eicar(), policy, MemStore::new()).await;
+    let h = harness(MarkerAntivirus::eicar(), policy, TestStore::new()).await;
     let mut m = good_mail();
     m.headers.push(("Bcc", "eve@pec.example.net".into()));
     let (_, status) = submit(&h, &m).await;
@@ -379,7 +395,7 @@ async fn reject_in_smtp_policy_also_rejects_after_the_notice() {
 
 #[tokio::test]
 async fn unauthorised_sender_and_missing_login_are_rejected_without_notice() {
-    let store = MemStore::new();
+    let store = TestStore::new();
     store
         .allow_sender("alice@pec.example.it", "alice.rossi@pec.example.it")
         .unwrap();
@@ -403,7 +419,7 @@ async fn far_over_the_size_limit_is_rejected_in_smtp() {
         hard_size_limit: 1000,
         ..Policy::default()
     };
-    let h = harness(MarkerAntivirus::eicar(), policy, MemStore::new()).await;
+    let h = harness(MarkerAntivirus::eicar(), policy, TestStore::new()).await;
     let mut m = good_mail();
     m.body = "x".repeat(2000);
     let (_, status) = submit(&h, &m).await;
@@ -431,7 +447,7 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     // Antivirus down.
     let mut av = MarkerAntivirus::eicar();
     av.unreachable = true;
-    let h = harness(av, Policy::default(), MemStore::new()).await;
+    let h = harness(av, Policy::default(), TestStore::new()).await;
     assert_plain_tempfail(
         &submit(&h, &good_mail()).await.1,
         "PEC: antivirus non disponibile",
@@ -439,7 +455,7 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
 
     // Store down.
-    let store = MemStore::new();
+    let store = TestStore::new();
     store.fail.store(true, Ordering::SeqCst);
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
     let status = submit(&h, &good_mail()).await.1;
@@ -457,7 +473,7 @@ async fn every_unavailable_dependency_is_a_tempfail() {
     let h = harness_with(
         MarkerAntivirus::eicar(),
         Policy::default(),
-        MemStore::new(),
+        TestStore::new(),
         true,
     )
     .await;
@@ -471,7 +487,12 @@ async fn every_unavailable_dependency_is_a_tempfail() {
 /// second notice); the outbox sweep sends the staged notice, once.
 #[tokio::test]
 async fn a_notice_not_injected_is_staged_and_the_refusal_stands() {
-    let h = harness(MarkerAntivirus::eicar(), Policy::default(), MemStore::new()).await;
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
     *h.injector.fail_with.lock().unwrap() = Some(InjectError::Temporary {
         addr: "127.0.0.1:10027".into(),
         reason: "connection refused".into(),

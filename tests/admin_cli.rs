@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The administration commands: `pec sender allow` and `pec mailbox policy` write what the
 //! access and reception points read from the store.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The after-queue filter end to end, in process: a client playing Postfix's
 //! `content_filter` transport → the filter's SMTP server → `AfterQueue` → `SmtpInjector` →
 //! a fake Postfix reinjection listener that records what it gets. The store is an
@@ -8,19 +9,19 @@ mod pem;
 
 use pem::{fixture, issuer, pki};
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pec::crypto::Signer;
-use pec::doubles::MarkerAntivirus;
+use pec::doubles::{MarkerAntivirus, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderRecord};
 use pec::index::{ProviderInfo, TrustSet};
 use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
-use pec::message::kind::{RecipientType, Ricevuta, Tipo};
+use pec::message::kind::{MessageKind, RecipientType, Ricevuta, Tipo};
 use pec::message::time::{FixedClock, Instant};
 use pec::reception::AfterQueue;
 use pec::reception::Reception;
@@ -28,9 +29,7 @@ use pec::smtp::{
     serve, ClientTimeouts, FilterHandler, FilterReply, InjectError, ServerOptions, SmtpInjector,
     Transaction,
 };
-use pec::store::{
-    Accepted, LogEvent, MailboxPolicy, Refused, Store, StoreError, Tracking, TrackingState,
-};
+use pec::store::{Accepted, EventKind, MailboxPolicy, Store};
 use pec::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -83,164 +82,19 @@ fn envelope() -> (Vec<u8>, Vec<String>, Accepted) {
     (env.to_bytes(), env.rcpt_to, accepted)
 }
 
-/// In-memory store double: only what the after-queue filter uses does something.
-#[derive(Default)]
-struct MemStore {
-    pending: Mutex<HashMap<String, Accepted>>,
-    emitted: Mutex<Vec<(String, String, Instant)>>,
-    down: AtomicBool,
+/// What the store says the filter emitted: (PEC msgid, acceptance receipt id, instant) of
+/// each acceptance logged.
+trait Emitted {
+    fn emitted(&self) -> Vec<(String, String, Instant)>;
 }
 
-impl MemStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Database("database is locked".into()));
-        }
-        Ok(())
-    }
+impl Emitted for TestStore {
     fn emitted(&self) -> Vec<(String, String, Instant)> {
-        self.emitted.lock().unwrap().clone()
-    }
-}
-
-impl Store for MemStore {
-    fn sender_allowed(&self, _login: &str, _address: &str) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-    fn allow_sender(&self, _login: &str, _address: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError> {
-        self.check()?;
-        let mut p = self.pending.lock().unwrap();
-        if p.contains_key(&accepted.pec_id) {
-            return Err(StoreError::Database("duplicate pec_id".into()));
-        }
-        p.insert(accepted.pec_id.clone(), accepted.clone());
-        Ok(())
-    }
-    fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError> {
-        self.check()?;
-        Ok(self.pending.lock().unwrap().get(pec_id).cloned())
-    }
-    fn acceptance_emitted(
-        &self,
-        pec_id: &str,
-        receipt_id: &str,
-        at: Instant,
-    ) -> Result<bool, StoreError> {
-        self.check()?;
-        let closed = self.pending.lock().unwrap().remove(pec_id).is_some();
-        if closed {
-            self.emitted
-                .lock()
-                .unwrap()
-                .push((pec_id.into(), receipt_id.into(), at));
-        }
-        Ok(closed)
-    }
-    fn stage_outbound(
-        &self,
-        out: &pec::store::Outbound,
-        effect: &pec::store::Effect,
-    ) -> Result<pec::store::Staged, StoreError> {
-        self.check()?;
-        // Acceptances only (what this filter emits here); one per pec_id, like the store.
-        if let pec::store::Effect::Acceptance {
-            pec_id,
-            receipt_id,
-            at,
-        } = effect
-        {
-            if !self.acceptance_emitted(pec_id, receipt_id, *at)? {
-                return Ok(pec::store::Staged::Claimed);
-            }
-        }
-        let _ = out;
-        Ok(pec::store::Staged::New)
-    }
-    fn outbound_injected(&self, _key: &str, _at: Instant) -> Result<(), StoreError> {
-        self.check()
-    }
-    fn record_refused(&self, _refused: &Refused) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn log(&self, _event: &LogEvent) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn events_for(&self, _pec_id: &str) -> Result<Vec<LogEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn tracking_for(&self, _pec_id: &str) -> Result<Vec<Tracking>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn quarantined(&self, _pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn record_verified(
-        &self,
-        _pec_id: &str,
-        _recipients: &[String],
-        _event: &LogEvent,
-    ) -> Result<(), StoreError> {
-        self.check()
-    }
-    fn is_verified(&self, _pec_id: &str, _recipient: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    fn update_tracking(
-        &self,
-        _pec_id: &str,
-        _recipient: &str,
-        _state: TrackingState,
-    ) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    fn record_quarantine(&self, _event: &LogEvent, _message: &[u8]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn mailbox_policy(&self, _mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
-        self.check()?;
-        Ok(None)
-    }
-    fn set_mailbox_policy(
-        &self,
-        _mailbox: &str,
-        _policy: &MailboxPolicy,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn envelope_certification(&self, _pec_id: &str) -> Result<Option<Certification>, StoreError> {
-        Ok(None)
-    }
-    fn claim_timeouts(
-        &self,
-        _claim: &pec::store::TimeoutClaim,
-    ) -> Result<Vec<pec::store::DueNotice>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn release_timeout(&self, _due: &pec::store::DueNotice) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn mark_tracking(
-        &self,
-        _pec_id: &str,
-        _recipient: &str,
-        _state: pec::store::TrackingState,
-    ) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    fn stored_index(&self) -> Result<Option<pec::store::StoredIndex>, StoreError> {
-        Ok(None)
-    }
-    fn replace_index(&self, _index: &pec::store::StoredIndex) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn search_events(
-        &self,
-        _query: &pec::store::LogQuery,
-    ) -> Result<Vec<pec::store::LoggedEvent>, StoreError> {
-        Ok(Vec::new())
+        self.all_events()
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Issued(MessageKind::Acceptance))
+            .map(|e| (e.pec_id, e.related_ids[0].clone(), e.at))
+            .collect()
     }
 }
 
@@ -293,7 +147,7 @@ fn injector(addr: &str) -> SmtpInjector {
 
 /// The whole chain: Postfix (an `SmtpInjector`) → filter → reinjection listener.
 struct Chain {
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     listener: Arc<Reinjection>,
     _listener_srv: Running,
     filter: Running,
@@ -314,7 +168,7 @@ async fn chain(listener_answer: FilterReply, listener_up: bool) -> Chain {
         drop(l);
         a
     };
-    let store = Arc::new(MemStore::default());
+    let store = Arc::new(TestStore::new());
     let signer: Arc<dyn Signer> = pki().signer.clone();
     let aq = AfterQueue::new(
         store.clone(),
@@ -511,7 +365,7 @@ async fn store_failure_makes_the_filter_tempfail_before_anything_is_sent() {
     let c = chain(FilterReply::Accept, true).await;
     let (env, rcpt, accepted) = envelope();
     c.store.record_accepted(&accepted).unwrap();
-    c.store.down.store(true, Ordering::SeqCst);
+    c.store.fail.store(true, Ordering::SeqCst);
     let err = c.deliver(SENDER, &rcpt, &env).await.unwrap_err();
     assert!(
         matches!(&err, InjectError::Temporary { reason, .. } if reason.contains("451 4.3.0")),
@@ -519,7 +373,7 @@ async fn store_failure_makes_the_filter_tempfail_before_anything_is_sent() {
     );
     assert!(c.got().is_empty());
     // Back up: the retry emits the acceptance.
-    c.store.down.store(false, Ordering::SeqCst);
+    c.store.fail.store(false, Ordering::SeqCst);
     c.deliver(SENDER, &rcpt, &env).await.unwrap();
     assert_eq!(c.got().len(), 2);
     assert_eq!(c.store.emitted().len(), 1);

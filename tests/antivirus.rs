@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The clamd client against a fake clamd on loopback (TCP and unix socket), and against the
 //! real clamd when the end-to-end harness exports one (`PEC_E2E_CLAMD=tcp:127.0.0.1:PORT`).
 

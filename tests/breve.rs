@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Ricevuta breve hashing (spec §3.6) on constructed originals, a real Aruba original and
 //! hostile input.
 

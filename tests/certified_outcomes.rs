@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Never certify what did not happen (tests/HOSTILE.md, "what pec certifies"): a
 //! recipient's outcome is decided once, where the receipt or notice that states it is
 //! staged; every notice we sign is built from our own records; the reception point checks
@@ -14,7 +15,6 @@ mod two_providers;
 use std::sync::Arc;
 
 use backends::Backend;
-use pec::delivery::lmtp::{self, LocalDelivery, Reply};
 use pec::delivery::DeliveryPoint;
 use pec::doubles::{Injected, MarkerAntivirus, RecordingInjector};
 use pec::index::IndexHandle;
@@ -24,6 +24,7 @@ use pec::message::ids::SequentialIds;
 use pec::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
 use pec::message::time::{FixedClock, Instant};
 use pec::reception::{AfterQueue, Local, Reception};
+use pec::smtp::lmtp::{self, LocalDelivery, Reply};
 use pec::smtp::FilterReply;
 use pec::store::{Accepted, EventKind, LogEvent, MailboxPolicy, Store, TrackingState};
 use pec::timers::Timers;
@@ -49,9 +50,14 @@ fn plus(seconds: i64) -> Instant {
     Instant::from_unix(at().unix() + seconds)
 }
 
-/// Dovecot: stores the message, except for the mailboxes in `unknown` (5.1.1).
+/// What a fake Dovecot stored: (mailbox, class header) of each message.
+type Stored = Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// Dovecot: stores the message, except for the mailboxes in `unknown` (5.1.1); `stored`
+/// keeps (mailbox, class header) of each message stored.
 struct Dovecot {
     unknown: Vec<&'static str>,
+    stored: Stored,
 }
 
 impl LocalDelivery for Dovecot {
@@ -59,16 +65,18 @@ impl LocalDelivery for Dovecot {
         &'a self,
         _mail_from: &'a str,
         rcpt_to: &'a [String],
-        _data: &'a [u8],
+        data: &'a [u8],
         _eight_bit: bool,
     ) -> BoxFuture<'a, Vec<Reply>> {
         Box::pin(async move {
+            let class = header(data, "X-Trasporto").or_else(|| header(data, "X-Ricevuta"));
             rcpt_to
                 .iter()
                 .map(|r| {
                     if self.unknown.iter().any(|u| u.eq_ignore_ascii_case(r)) {
                         Reply::new(550, format!("5.1.1 <{r}> User doesn't exist: {r}"))
                     } else {
+                        self.stored.lock().unwrap().push((r.clone(), class.clone()));
                         Reply::new(250, format!("2.0.0 <{r}> Saved"))
                     }
                 })
@@ -81,6 +89,8 @@ impl LocalDelivery for Dovecot {
 /// all injecting into one recording Postfix.
 struct Side {
     store: Arc<dyn Store>,
+    /// What Dovecot stored: (mailbox, class header).
+    stored: Stored,
     postfix: Arc<RecordingInjector>,
     filter: AfterQueue,
     delivery: DeliveryPoint,
@@ -90,6 +100,7 @@ struct Side {
 impl Side {
     fn new(we: Provider, store: Arc<dyn Store>, unknown: Vec<&'static str>) -> Side {
         let postfix = Arc::new(RecordingInjector::new());
+        let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
         let index = Arc::new(IndexHandle::new(index()));
         let clock = Arc::new(FixedClock::new(plus(8)));
         let ids = |p: &str| Arc::new(SequentialIds::new(p, we.domain()));
@@ -115,7 +126,10 @@ impl Side {
         let delivery = DeliveryPoint::new(
             store.clone(),
             postfix.clone(),
-            Arc::new(Dovecot { unknown }),
+            Arc::new(Dovecot {
+                unknown,
+                stored: stored.clone(),
+            }),
             index,
             we.issuer(),
             we.signer(),
@@ -132,6 +146,7 @@ impl Side {
         );
         Side {
             store,
+            stored,
             postfix,
             filter,
             delivery,
@@ -141,6 +156,17 @@ impl Side {
 
     fn sent(&self) -> Vec<Injected> {
         self.postfix.messages()
+    }
+
+    /// The class headers of what Dovecot stored for `who`.
+    fn stored_for(&self, who: &str) -> Vec<Option<String>> {
+        self.stored
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r.eq_ignore_ascii_case(who))
+            .map(|(_, c)| c.clone())
+            .collect()
     }
 
     /// The after-queue filter on `data` from `from` to `rcpt`.
@@ -501,6 +527,26 @@ fn peer_virus_notices_are_judged_on_our_records(b: &Backend) {
             }
         ));
         assert_eq!(a.state(A_ID, bob), TrackingState::Delivered);
+        // The same receipt again (a Postfix retry, or a concurrent copy): delivered to
+        // alice, but not a second outcome.
+        assert!(matches!(
+            a.local(&consegna.mail_from, &[ALICE], &consegna.to_bytes())
+                .await,
+            Local::Receipt {
+                tracking_updated: 0,
+                ..
+            }
+        ));
+        let outcomes_of = |kind| {
+            received(&*a.store, A_ID, kind)
+                .into_iter()
+                .map(|e| e.outcome)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            outcomes_of(Ricevuta::AvvenutaConsegna),
+            ["correlated", "late"]
+        );
         let before = a.sent().len();
 
         // Case 2: a virus notice after the outcome moves nothing and generates nothing.
@@ -630,10 +676,16 @@ async fn assert_anomaly(side: &Side, from: &str, rcpt: &str, data: &[u8], pec_id
         Some("errore")
     );
     assert!(!side.store.is_verified(pec_id, rcpt).unwrap());
-    // The delivery point gives the anomaly envelope no receipt, and the original neither.
-    let replies = side.deliver(&[rcpt], data).await;
+    // The delivery point stores the anomaly envelope (it keeps the Message-ID of what it
+    // wraps) and gives it no receipt.
+    let anomaly = sent[before].message.clone();
+    let replies = side.deliver(&[rcpt], &anomaly).await;
     assert_eq!(replies[0].code, 250);
     assert_eq!(side.sent().len(), before + 1, "no delivery receipt");
+    assert_eq!(
+        side.stored_for(rcpt).last(),
+        Some(&Some("errore".to_string()))
+    );
     reason
 }
 
@@ -780,13 +832,21 @@ fn envelopes_whose_identifiers_disagree_are_anomalies(b: &Backend) {
         assert!(!events(&*a.store, b_id)
             .iter()
             .any(|e| e.kind == EventKind::Issued(MessageKind::TakeCharge)));
-        // The genuine envelope is taken in charge and delivered with its receipt.
+        // The genuine envelope is taken in charge, stored and delivered with its receipt,
+        // although anomaly envelopes with its Message-ID were stored in bob's mailbox
+        // before: they never stand for it.
         assert!(matches!(
             a.local(from_b, &[bob], &good).await,
             Local::TakenInCharge { .. }
         ));
         let before = a.sent().len();
-        a.deliver(&[bob], &good).await;
+        let replies = a.deliver(&[bob], &good).await;
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+        assert_eq!(
+            a.stored_for(bob).last(),
+            Some(&Some("posta-certificata".to_string())),
+            "the envelope itself is stored"
+        );
         assert_eq!(a.sent().len(), before + 1);
         assert_eq!(
             header(&a.sent()[before].message, "X-Ricevuta").as_deref(),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Configuration loading and checking: every error names the file, the line and the key.
 
 use std::path::PathBuf;

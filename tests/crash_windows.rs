@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! No duplicate after a crash (store::outbox, delivery::dedup): for each window where a
 //! `pec serve` killed at the wrong instant used to leave a receipt issued twice, a message
 //! stored twice or a legal-log record for a message never queued, the point is "crashed"
@@ -16,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use backends::Backend;
 use pec::crypto::Signer;
 use pec::delivery::dedup::MailboxProbe;
-use pec::delivery::lmtp::{LocalDelivery, Reply, Transaction};
 use pec::delivery::DeliveryPoint;
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, OriginalInfo};
@@ -24,6 +24,7 @@ use pec::message::daticert::Destinatario;
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{MessageKind, RecipientType};
 use pec::message::time::{FixedClock, Instant};
+use pec::smtp::lmtp::{LocalDelivery, Reply, Transaction};
 use pec::smtp::{InjectError, Injector};
 use pec::store::outbox::{acceptance_key, delivery_key};
 use pec::store::{Accepted, DeliveryMark, Effect, EventKind, LogEvent, Outbound, Staged, Store};
@@ -535,14 +536,22 @@ impl LocalDelivery for Mailbox {
 struct Probe(Arc<Mailbox>, bool);
 
 impl MailboxProbe for Probe {
-    fn holds<'a>(&'a self, user: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn holds<'a>(
+        &'a self,
+        user: &'a str,
+        id: &'a pec::delivery::dedup::Identity,
+    ) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move {
             if self.1 {
                 return Err("doveadm: cannot connect".into());
             }
-            Ok(self.0.copies.lock().unwrap().iter().any(|(r, d)| {
-                r == user && pec::delivery::dedup::message_id(d).as_deref() == Some(id)
-            }))
+            Ok(self
+                .0
+                .copies
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(r, d)| r == user && pec::delivery::dedup::identity(d).as_ref() == Some(id)))
         })
     }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `daticert.xml` reader and writer against real provider output (spec §4, §14) and
 //! hostile input (spec §10 item 2).
 

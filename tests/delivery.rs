@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The delivery point in process: a client playing Postfix's `lmtp` transport → the LMTP
 //! proxy (`pec::delivery`) → `LmtpClient` → a fake Dovecot LMTP server scripted per
 //! recipient. Generated notices go to a `RecordingInjector` and are verified with
@@ -14,15 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pec::crypto::Signer;
-use pec::delivery::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::delivery::DeliveryPoint;
-use pec::doubles::{MemStore, RecordingInjector};
+use pec::doubles::{RecordingInjector, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification, PecMessage};
 use pec::message::ids::SequentialIds;
 use pec::message::kind::{Errore, MessageKind, ReceiptType, RecipientType, Ricevuta};
 use pec::message::time::{FixedClock, Instant};
+use pec::smtp::lmtp::{serve, LmtpAddr, LmtpClient, LmtpServerOptions, LmtpTimeouts};
 use pec::smtp::InjectError;
 use pec::store::{ArrivalNotice, EventKind, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -209,7 +210,7 @@ impl FakeDovecot {
 // ---- the chain --------------------------------------------------------------------
 
 struct Chain {
-    store: Arc<MemStore>,
+    store: Arc<TestStore>,
     injector: Arc<RecordingInjector>,
     dovecot: Arc<FakeDovecot>,
     proxy: String,
@@ -230,7 +231,7 @@ async fn chain_with(arrival_notices: bool) -> Chain {
             tokio::spawn(d.clone().session(s));
         }
     });
-    let store = Arc::new(MemStore::new());
+    let store = Arc::new(TestStore::new());
     let injector = Arc::new(RecordingInjector::new());
     let client = LmtpClient::new(LmtpAddr::Tcp(daddr), "test".into()).with_timeouts(LmtpTimeouts {
         connect: Duration::from_secs(2),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The `[delivery]` section of pec.toml (the LMTP proxy): defaults, the sample, validation.
 
 use pec::config::{self, DeliveryConfig, Endpoint};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Memory of the delivery point's steps on a large transport envelope, counted by a global
 //! allocator: the bytes allocated beyond the received data at the highest point of each
 //! step (classification, the original, the completa delivery receipt, its outbox row),

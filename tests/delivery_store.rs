@@ -1,7 +1,8 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The delivery point's store methods, on SQLite and on the in-memory double alike:
 //! verification records and the exactly-once claim of delivery notices.
 
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::{ArrivalNotice, EventKind, LogEvent, SqliteStore, Store};
@@ -117,7 +118,7 @@ fn sqlite_records_verification_and_claims_once() {
 
 #[test]
 fn mem_store_has_the_same_semantics() {
-    exercise(&MemStore::new());
+    exercise(&TestStore::new());
 }
 
 /// Delivery intents across nodes (store::outbox): another live owner's intent is busy, a
@@ -157,5 +158,5 @@ fn intents_across_nodes(store: &dyn Store) {
 fn delivery_intents_across_nodes_on_sqlite_and_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     intents_across_nodes(&SqliteStore::open(&dir.path().join("pec.db")).unwrap());
-    intents_across_nodes(&MemStore::new());
+    intents_across_nodes(&TestStore::new());
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Hostile input, each attack with its asserted outcome (the table is tests/HOSTILE.md).
 //! Attacks already covered elsewhere are listed there with their test; this file holds the
 //! rest. In process: the reception point (`AfterQueue`) with the in-memory store and a
@@ -10,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pec::crypto::{smime, Signer};
-use pec::delivery::lmtp::{self, LmtpHandler, LmtpServerOptions, Reply};
 use pec::message::breve::breve_original;
 use pec::message::build::{Certification, Generated, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::kind::{RecipientType, Ricevuta};
 use pec::message::mime::base64_lines;
 use pec::reception::Local;
+use pec::smtp::lmtp::{self, LmtpHandler, LmtpServerOptions, Reply};
 use pec::smtp::server::{serve_stream, FilterHandler, ServerOptions};
 use pec::smtp::{FilterReply, Transaction};
 use pec::store::{Store, TrackingState};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index sync against a real slapd. Needs the server that tests/e2e/index.sh
 //! starts: `PEC_E2E_LDAP=ldap://127.0.0.1:PORT` (base o=postacert holding both test
 //! providers) and `PEC_E2E_LDAP_PKI` (the test PKI directory of tests/pki/make-pki.sh).
@@ -6,7 +7,7 @@
 use std::time::Duration;
 
 use openssl::x509::X509;
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::index::sync::{self, Source};
 use pec::message::kind::RecipientType;
 use pec::message::time::Instant;
@@ -44,7 +45,7 @@ async fn anonymous_and_bound_syncs_see_both_providers_and_their_certificates() {
             Some("secret".to_string()),
         ),
     ] {
-        let store = MemStore::new();
+        let store = TestStore::new();
         let source = Source::Ldap {
             url: url.clone(),
             bind_dn,

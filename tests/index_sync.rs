@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index sync without a server: signed LDIF (.p7m) verification, the refusal of
 //! bad, empty and shrunken copies, the stored copy and its fallback, the runtime handle.
 
@@ -8,7 +9,7 @@ use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use pec::crypto::testing::{make_test_pki, TestPki};
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::index::ldif::write_ldif;
 use pec::index::sync::{self, Source, SyncError};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
@@ -162,7 +163,7 @@ fn without_a_stored_copy_the_configured_file_is_used() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("index.ldif");
     std::fs::write(&file, two_providers()).unwrap();
-    let store = MemStore::new();
+    let store = TestStore::new();
     let (index, from) = sync::load_current(&store, &file).unwrap();
     assert_eq!(index.providers().len(), 2);
     assert_eq!(from, file.display().to_string());

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The provider index in LDIF form (spec §7.1/§7.2): parsing, checks, and the round trip.
 
 use std::sync::OnceLock;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log (issue 7): hash chain, daily seals with a real RFC 3161 round trip against
 //! a test TSA (`tests/tsa/`), detection of every kind of tampering, search and export,
 //! owner extracts, and the retention purge. The tests that do not tamper with the SQLite
@@ -16,14 +17,14 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use pec::crypto::testing::{self, TestPki};
 use pec::crypto::{DigestAlg, PemSigner};
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::log::{self, TsaSettings, VerifyOptions};
 use pec::message::build::Certification;
 use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::chain::ChainRecord;
-use pec::store::{Accepted, EventKind, LogEvent, LogQuery, Refused, SqliteStore, Store};
+use pec::store::{Accepted, EventKind, LogEvent, LogQuery, LogStore, Refused, SqliteStore, Store};
 use rusqlite::{params, Connection};
 
 /// 2024-03-14 (a Thursday), in Rome.
@@ -253,7 +254,7 @@ fn raw(path: &Path) -> Connection {
     c
 }
 
-fn problem_ids(report: &pec::store::sqlite::VerifyReport) -> Vec<Option<i64>> {
+fn problem_ids(report: &pec::store::VerifyReport) -> Vec<Option<i64>> {
     report.problems.iter().map(|p| p.id).collect()
 }
 
@@ -629,7 +630,7 @@ fn exports_and_owner_extracts(backend: &Backend) {
     let luigi = log::log_extract_for_owner(store, "luigi@pec.example.it", from, to).unwrap();
     assert_eq!(luigi.lines().count(), 2, "{luigi}");
     assert!(luigi.contains("Troppo grande") && !luigi.contains("Fattura"));
-    let mem = MemStore::new();
+    let mem = TestStore::new();
     populate(&mem);
     let strip_hash = |s: &str| -> Vec<String> {
         s.lines()
@@ -707,7 +708,7 @@ fn the_purge_deletes_only_sealed_days_and_keeps_the_chain_verifiable(backend: &B
 #[test]
 fn purge_cutoffs_follow_the_retention_months() {
     let now = Instant::parse_cli("2026-11-23T05:00:00Z").unwrap();
-    let cut = pec::store::sqlite::months_before(now, 30).unwrap();
+    let cut = pec::store::months_before(now, 30).unwrap();
     assert_eq!(cut.rfc3339(), "2024-05-23T05:00:00Z");
 }
 

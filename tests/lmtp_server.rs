@@ -1,11 +1,10 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The LMTP server of the delivery point, at the protocol level, with a scripted handler.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pec::delivery::lmtp::{
-    serve, serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction,
-};
+use pec::smtp::lmtp::{serve, serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction};
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -178,4 +177,26 @@ async fn a_session_runs_on_any_byte_stream() {
     let got = h.got.lock().unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(&got[0].data[..], b"Subject: t\r\n\r\n.dot\r\nbody\r\n");
+}
+
+#[tokio::test]
+async fn the_client_probe_greets_with_lhlo_and_leaves() {
+    let h = Arc::new(Scripted {
+        replies: Vec::new(),
+        panic: false,
+        got: Mutex::new(Vec::new()),
+    });
+    let (addr, stop) = run(h.clone()).await;
+    let client =
+        pec::smtp::lmtp::LmtpClient::new(pec::smtp::lmtp::LmtpAddr::Tcp(addr), "pec-check".into());
+    client.probe().await.unwrap();
+    assert!(h.got.lock().unwrap().is_empty());
+    let _ = stop.send(());
+
+    let refused = pec::smtp::lmtp::LmtpClient::new(
+        pec::smtp::lmtp::LmtpAddr::Tcp("127.0.0.1:9".into()),
+        "pec-check".into(),
+    );
+    let e = refused.probe().await.unwrap_err();
+    assert!(e.starts_with("connect to 127.0.0.1:9"), "{e}");
 }

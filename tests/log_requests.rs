@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Owner self-service in process: a request submitted through the access-point milter
 //! (driven by `indymilter-test`), the message as Postfix queues it after the milter's
 //! actions, then the after-queue filter answering it, on one SQLite store. The owner gets

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The man pages are generated from the CLI definitions and the sample configuration.
 
 use std::process::Command;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Golden tests: every PEC message type we build, signed through SoftHSM2, checked for its
 //! exact header set, MIME layout, readable text and daticert.xml against the files in
 //! `tests/fixtures/<scenario>/`, verified by the system `openssl`, and classified by our own

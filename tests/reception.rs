@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The reception point (spec §5.2) in process: `AfterQueue` with the in-memory store, a
 //! recording injector in place of Postfix's reinjection listener, the marker antivirus and
 //! the test PKI — `it` is provider A (pec.example.it), `net` is provider B

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The reinjection connection pool against a listener that, like Postfix's `smtpd` under
 //! master.cf `maxproc`, serves only a few connections at a time: a connection beyond the
 //! limit is accepted by the kernel but greeted only when a process is free. Kept (idle)

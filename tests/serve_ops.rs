@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec serve` in process, for what an operator sees of it: the Prometheus endpoint after
 //! driving the access point, SIGHUP-style reloads (a valid file is swapped in, an invalid
 //! one is refused and the running configuration stays), and the `pec status`, `pec keys`,
@@ -87,7 +88,7 @@ listen = "127.0.0.1:{metrics}"
 }
 
 fn scrape(port: u16) -> String {
-    pec::ops::scrape(&Endpoint::Inet {
+    pec::cli::ops::scrape(&Endpoint::Inet {
         host: "127.0.0.1".into(),
         port,
     })

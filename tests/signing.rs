@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! CMS signing with a PEM key and with a PKCS#11 token (SoftHSM2), checked by the system
 //! `openssl` (an independent implementation) and by parsing the DER.
 //!

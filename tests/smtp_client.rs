@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `SmtpInjector` against an in-process fake SMTP server that scripts its replies and
 //! records what the client sent.
 
@@ -471,4 +472,20 @@ async fn addresses_that_would_inject_commands_are_refused() {
         .await
         .unwrap_err();
     assert!(matches!(err, InjectError::Permanent { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_probe_says_ehlo_and_quit_and_names_a_refused_greeting() {
+    let (addr, server) = fake_server(Script::default()).await;
+    injector(addr).probe().await.unwrap();
+    let t = server.await.unwrap();
+    assert_eq!(t.commands, ["EHLO filter.example", "QUIT"]);
+
+    let script = Script {
+        greeting: "554 5.3.2 not now\r\n",
+        ..Script::default()
+    };
+    let (addr, _server) = fake_server(script).await;
+    let e = injector(addr).probe().await.unwrap_err();
+    assert!(e.contains("greeting refused: 554"), "{e}");
 }

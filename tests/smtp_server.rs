@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The content-filter SMTP server, driven by `SmtpInjector` and by raw scripted clients.
 
 use std::sync::{Arc, Mutex};

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store contract through the `Store` trait, on SQLite and on PostgreSQL (with
 //! `PEC_TEST_PG_URL`): round trips, one transaction per method, exactly-once acceptance
 //! under concurrency, several connections (processes, nodes) on one store.
@@ -9,7 +10,7 @@ use backends::Backend;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use pec::doubles::MemStore;
+use pec::doubles::TestStore;
 use pec::message::build::Certification;
 use pec::message::daticert::Destinatario;
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
@@ -646,7 +647,7 @@ fn reception_methods_stored(backend: &Backend) {
 
 #[test]
 fn reception_methods_mem() {
-    reception_methods(&MemStore::new());
+    reception_methods(&TestStore::new());
 }
 
 fn fresh() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {

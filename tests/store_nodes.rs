@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Several nodes on one store: concurrent appends form one verifiable chain, exactly-once
 //! claims hold across store instances, the refresh lease has one holder at a time, and
 //! `pec store copy` moves a SQLite store into PostgreSQL with its chain, anchor and seals.
@@ -13,7 +14,7 @@ use std::thread;
 
 use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
-use pec::store::sqlite::SealRecord;
+use pec::store::SealRecord;
 use pec::store::{EventKind, LogEvent, LogQuery, LogStore, PgStore, SqliteStore, Store};
 
 fn event(pec_id: &str, at: i64, kind: EventKind, related: &str) -> LogEvent {
@@ -231,7 +232,7 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
     assert_eq!(intent(&sqlite, "elsewhere.example:1"), vec![None]);
 
     let dest = PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls()).unwrap();
-    let report = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap();
+    let report = pec::store::copy::copy_from_sqlite(&path, &dest).unwrap();
     let rows = |t: &str| report.tables.iter().find(|(n, _)| *n == t).unwrap().1;
     assert_eq!(rows("events"), 5); // the purge record and the four of day 2
     assert_eq!(rows("seals"), 1);
@@ -276,7 +277,7 @@ fn a_sqlite_store_is_copied_into_postgres_with_its_chain_anchor_and_seals() {
     let after = dest.verify_chain(None, None).unwrap();
     assert!(after.problems.is_empty() && after.records == 6, "{after:?}");
     // A second copy is refused: the destination is not empty.
-    let err = pec::store::postgres::copy_from_sqlite(&path, &dest).unwrap_err();
+    let err = pec::store::copy::copy_from_sqlite(&path, &dest).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
 }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! TLS to PostgreSQL (`[store] tls`, `ca_file`, `cert_file`, `key_file`) against real servers that
 //! tests/e2e/store_tls.sh starts: one with `ssl = on` that accepts TCP connections over
 //! TLS only (pg_hba `hostssl`), its certificate issued for `localhost` by a test CA, and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The 12 h / 24 h timers (spec §5.4) against the SQLite store (and the in-memory double),
 //! with a recording injector and time driven by the test (no sleeping).
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 mod backends;
 use backends::Backend;
 use pec::crypto::Signer;
-use pec::doubles::{MemStore, RecordingInjector};
+use pec::doubles::{RecordingInjector, TestStore};
 use pec::index::{ProviderInfo, TrustSet};
 use pec::message::build::{Certification, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -246,7 +247,7 @@ async fn no_take_charge_and_no_delivery_gives_the_12h_then_the_24h_notice_once_e
 
 #[tokio::test]
 async fn the_memory_double_behaves_like_sqlite() {
-    neither_gives_both_notices(Arc::new(MemStore::new())).await;
+    neither_gives_both_notices(Arc::new(TestStore::new())).await;
 }
 
 #[tokio::test]
@@ -256,7 +257,7 @@ async fn take_charge_within_12h_but_no_delivery_gives_only_the_24h_notice() {
     dispatched(&*r.store);
     assert!(r
         .store
-        .mark_tracking(PEC_ID, "BOB@pec.example.net", TrackingState::TakenInCharge)
+        .update_tracking(PEC_ID, "BOB@pec.example.net", TrackingState::TakenInCharge)
         .unwrap());
     let report = r.timers.run_once(plus(12 * HOUR + 60)).await.unwrap();
     assert_eq!(sent(&report), vec![(Timeout::Hours12, DAN.into())]);
@@ -280,7 +281,7 @@ async fn delivery_between_12h_and_24h_gives_only_the_12h_notice() {
     for who in [BOB, DAN] {
         assert!(r
             .store
-            .mark_tracking(PEC_ID, who, TrackingState::Delivered)
+            .update_tracking(PEC_ID, who, TrackingState::Delivered)
             .unwrap());
     }
     assert_eq!(
@@ -296,7 +297,7 @@ async fn a_non_delivery_notice_stops_the_24h_timer() {
     dispatched(&*r.store);
     assert!(r
         .store
-        .mark_tracking(PEC_ID, DAN, TrackingState::Failed)
+        .update_tracking(PEC_ID, DAN, TrackingState::Failed)
         .unwrap());
     let report = r.timers.run_once(plus(25 * HOUR)).await.unwrap();
     assert_eq!(sent(&report), vec![(Timeout::Hours24, BOB.into())]);
@@ -304,22 +305,24 @@ async fn a_non_delivery_notice_stops_the_24h_timer() {
 
 #[tokio::test]
 async fn tracking_states_only_move_forward() {
-    let store = MemStore::new();
+    let store = TestStore::new();
     dispatched(&store);
     let dir = tempfile::tempdir().unwrap();
     let sq = sqlite(&dir);
     dispatched(&*sq);
     for s in [&store as &dyn Store, &*sq] {
         assert!(s
-            .mark_tracking(PEC_ID, BOB, TrackingState::Delivered)
+            .update_tracking(PEC_ID, BOB, TrackingState::Delivered)
             .unwrap());
         assert!(!s
-            .mark_tracking(PEC_ID, BOB, TrackingState::TakenInCharge)
+            .update_tracking(PEC_ID, BOB, TrackingState::TakenInCharge)
             .unwrap());
-        assert!(!s.mark_tracking(PEC_ID, BOB, TrackingState::Failed).unwrap());
-        assert!(!s.mark_tracking(PEC_ID, BOB, TrackingState::Sent).unwrap());
         assert!(!s
-            .mark_tracking(PEC_ID, "nobody@x.it", TrackingState::Failed)
+            .update_tracking(PEC_ID, BOB, TrackingState::Failed)
+            .unwrap());
+        assert!(!s.update_tracking(PEC_ID, BOB, TrackingState::Sent).unwrap());
+        assert!(!s
+            .update_tracking(PEC_ID, "nobody@x.it", TrackingState::Failed)
             .unwrap());
         assert_eq!(state(s, BOB), TrackingState::Delivered);
         assert_eq!(state(s, DAN), TrackingState::Sent);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec verify` as a user runs it, on the real samples.
 
 #[path = "common/samples.rs"]

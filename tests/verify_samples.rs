@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! S/MIME verification and classification against the real provider samples
 //! (`shared/pec-samples`, see its README "Verification facts").
 

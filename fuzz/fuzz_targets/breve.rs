@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Breve hashing (src/message/breve.rs): the rewritten original of a breve delivery
 //! receipt, on arbitrary messages.
 #![no_main]

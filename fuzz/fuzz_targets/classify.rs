@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Reception-point classification (src/message/classify.rs) on arbitrary messages.
 //!
 //! Two paths: the whole of `classify_with` (S/MIME extraction and OpenSSL's CMS parser,

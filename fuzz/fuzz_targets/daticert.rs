@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! daticert.xml parsing (src/message/daticert.rs) on arbitrary bytes; what parses also
 //! goes through the per-`tipo` checks and the writer.
 #![no_main]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The delivery point's LMTP server (src/delivery/lmtp.rs): arbitrary client bytes over an
 //! in-memory pipe. The session must answer only well-formed replies and end without
 //! panicking once the client closes.

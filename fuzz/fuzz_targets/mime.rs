@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The raw MIME scanner (src/message/mime): header fields, parameters, multipart splitting
 //! and transfer decodings on arbitrary bytes. Besides not panicking, every slice handed back
 //! must lie inside the input.

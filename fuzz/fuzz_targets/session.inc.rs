@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 // Shared by the two session targets: drives one server session over an in-memory pipe.
 //
 // The client half writes the fuzz input (then closes its side) while reading every reply,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The content filter's SMTP server (src/smtp/server.rs): arbitrary client bytes over an
 //! in-memory pipe. The session must answer only well-formed replies and end without
 //! panicking once the client closes.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The formal checks of the access point (spec §5.1), as a pure function: the submission in,
 //! the first failed rule out. The reason is written for the sender: it goes into the
 //! non-acceptance notice and its daticert `errore-esteso`, in Italian.

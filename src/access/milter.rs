@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The indymilter adapter of the access point: one callback per milter stage, collecting
 //! the envelope, the header and the body; at end of message it asks
 //! [`AccessPoint::decide`] and applies the decision. No PEC rule here (style rule 1).

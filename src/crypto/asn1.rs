@@ -1,10 +1,11 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A small, tolerant BER/DER reader for the parts of CMS SignedData that the `openssl`
 //! crate does not expose (signer identifier, signed attributes, certificates), used by
 //! [`super::verify`]. Depth-limited; never panics.
 
 use openssl::x509::X509;
 
-use super::verify::VerifyError;
+use super::error::VerifyError;
 use crate::message::time::Instant;
 
 const MAX_DEPTH: usize = 48;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Detached CMS `SignedData` for S/MIME `multipart/signed` (spec §2.1), and the attached
 //! variant for `.p7m` files (the signed LDIF of the provider index, spec §7.2).
 //!

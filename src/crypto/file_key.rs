@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A signing key read from PEM files. **Development only**: production keys live in a
 //! PKCS#11 token ([`super::pkcs11`]); a key file on disk is what the PEC rules try to avoid.
 

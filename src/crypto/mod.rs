@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Signing (PKCS#11 and PEM key behind one trait) and verification of S/MIME.
 
 use thiserror::Error;
@@ -72,13 +73,13 @@ pub trait Signer: Send + Sync {
 
 mod asn1;
 pub mod cms_sign;
+mod error;
 pub mod file_key;
 pub mod pkcs11;
 pub mod smime;
 pub mod testing;
 pub mod tsa;
 pub mod verify;
-pub mod verify_cmd;
 
 pub use cms_sign::{sign_attached, sign_detached};
 pub use file_key::PemSigner;
@@ -99,7 +100,8 @@ pub(crate) fn certificate_public_key(cert_der: &[u8]) -> Result<rsa::RsaPublicKe
         .map_err(|e| SignError::Certificate(format!("not an rsa public key: {e}")))
 }
 
+pub use error::VerifyError;
 pub use verify::{
     verify_smime, verify_smime_shared, verify_smime_with, verify_smime_with_chain, ChainPolicy,
-    ChainStatus, SmimeForm, Verified, VerifyError, VerifyOptions,
+    ChainStatus, SmimeForm, Verified, VerifyOptions,
 };

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The provider key in a PKCS#11 token (SoftHSM2 in development and tests, a network HSM in
 //! production), through `cryptoki`.
 //!

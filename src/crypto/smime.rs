@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! S/MIME assembly of generated messages (spec §2.1): the signed entity and its detached
 //! CMS signature as `multipart/signed`, in the layout real providers use.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Test support: runs the scripts of `tests/pki/` to create a test PKI and SoftHSM2 tokens.
 //! Used by `tests/`, `benches/` and the end-to-end suite; not part of the service.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! RFC 3161 time stamps (*marca temporale*) for the daily seals of the legal log: the
 //! `TimeStampReq` built by hand in DER, a minimal HTTP/1.1 client over
 //! `std::net::TcpStream` (plain `http://` only; HTTPS is a follow-up), the `TimeStampResp`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Verification of incoming S/MIME signatures (spec §2.1, §5.2 items 1–3, §10, §12.2).
 //!
 //! OpenSSL does the cryptography: it reads BER (the RustCrypto `cms` crate cannot) and
@@ -30,9 +31,9 @@ use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509NameRef, X509PurposeId, X509Ref, X509StoreContext, X509};
-use thiserror::Error;
 
 use super::asn1;
+pub use super::error::VerifyError;
 use crate::index::{sha1_hex_upper, ProviderInfo, TrustSet};
 use crate::message::mime::{self, clip, Entity};
 use crate::message::time::Instant;
@@ -44,60 +45,6 @@ pub const MAX_MESSAGE_BYTES: usize = 192 * 1024 * 1024;
 
 /// Largest detached signature (`smime.p7s`, decoded). Real ones are 3–10 KB.
 pub const MAX_SIGNATURE_BYTES: usize = 1024 * 1024;
-
-/// Why a message is not a correctly signed S/MIME message from a trusted signer.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum VerifyError {
-    /// No S/MIME signature structure at the top level (ordinary mail).
-    #[error("not signed: {0}")]
-    NotSigned(String),
-    /// There is a signature structure, but it cannot be read.
-    #[error("malformed s/mime signature: {0}")]
-    Malformed(String),
-    #[error("message too large: {size} bytes (limit {limit})")]
-    TooLarge { size: usize, limit: usize },
-    #[error("unsupported digest algorithm \"{0}\"")]
-    UnsupportedDigest(String),
-    /// The signature does not verify, or the content was altered.
-    #[error("bad signature: {0}")]
-    BadSignature(String),
-    #[error("{count} signers, exactly one expected")]
-    MultipleSigners { count: usize },
-    /// The signer certificate is not in the provider index.
-    #[error(
-        "unknown signer: certificate \"{subject}\" (sha1 \"{sha1}\") is not in the provider index"
-    )]
-    UnknownSigner { sha1: String, subject: String },
-    #[error(
-        "signer certificate not yet valid: valid from \"{}\", checked at \"{}\"",
-        .not_before.rfc3339(),
-        .at.rfc3339()
-    )]
-    NotYetValid { not_before: Instant, at: Instant },
-    #[error(
-        "signer certificate expired: valid until \"{}\", checked at \"{}\"",
-        .not_after.rfc3339(),
-        .at.rfc3339()
-    )]
-    Expired { not_after: Instant, at: Instant },
-    #[error(
-        "signing time \"{}\" outside the signer certificate validity \"{}\" .. \"{}\"",
-        .signing_time.rfc3339(),
-        .not_before.rfc3339(),
-        .not_after.rfc3339()
-    )]
-    SigningTimeOutsideValidity {
-        signing_time: Instant,
-        not_before: Instant,
-        not_after: Instant,
-    },
-    /// The X.509 path check of [`ChainPolicy`] failed (only when it is enforced).
-    #[error("certificate chain: {0}")]
-    Chain(String),
-    /// OpenSSL failed for a reason unrelated to the input (allocation, library state).
-    #[error("openssl: {0}")]
-    Internal(String),
-}
 
 /// How the signature was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

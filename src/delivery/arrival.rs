@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Avviso di arrivo: the optional per-mailbox arrival notice (a service some providers
 //! offer, not part of the technical rules). A short, unsigned, plain-text message to an
 //! ordinary address: who sent a PEC message to the mailbox, its subject and when it was

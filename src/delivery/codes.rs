@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The coded reasons of the avviso di mancata consegna (spec §3.7, §12.1 NOTA 12): one table
 //! from the enhanced status code of Dovecot's permanent failure to the daticert `errore`
 //! and the readable description, written `<x.y.z> - <provider> - <description>` as real

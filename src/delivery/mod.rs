@@ -1,7 +1,8 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Punto di consegna (delivery point, spec §3.6, §3.7, §5.3): an LMTP proxy between
 //! Postfix (`virtual_transport = lmtp:…`) and Dovecot's LMTP.
 //!
-//! The protocol lives in [`lmtp`]; this module holds the PEC rules, in one per-message
+//! The protocol lives in [`crate::smtp::lmtp`]; this module holds the PEC rules, in one per-message
 //! session ([`DeliveryPoint::deliver`]):
 //!
 //! 1. the message goes to Dovecot unchanged, byte for byte, for every recipient
@@ -57,10 +58,9 @@ use crate::index::IndexHandle;
 use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
 use crate::message::build::{Certification, Issuer};
 use crate::message::classify::{classify_shared, Classification};
-use crate::message::ids::MsgIdSource;
+use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::{MessageKind, RecipientType};
-use crate::message::time::{Clock, Instant, SystemClock};
-use crate::reception::envelope_id;
+use crate::message::time::{Clock, Instant};
 use crate::smtp::Injector;
 use crate::store::outbox::{arrival_key, delivery_key};
 use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
@@ -69,10 +69,9 @@ use crate::BoxFuture;
 pub mod arrival;
 pub mod codes;
 pub mod dedup;
-pub mod lmtp;
 
+use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 use dedup::MailboxProbe;
-use lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 
 /// Why a notice could not be emitted (the issuing kit's error).
 pub type DeliveryError = IssueError;
@@ -120,14 +119,7 @@ impl DeliveryPoint {
         ids: Arc<dyn MsgIdSource>,
     ) -> Self {
         DeliveryPoint {
-            kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
-                clock: Arc::new(SystemClock),
-            },
+            kit: Issuing::new(store, injector, issuer, signer, ids),
             dovecot,
             index,
             arrival_notices: false,
@@ -227,12 +219,14 @@ impl DeliveryPoint {
 
     /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
     async fn to_mailboxes(&self, tx: &Transaction, shown: &str) -> Vec<Reply> {
-        let Some(mid) = dedup::message_id(&tx.data) else {
+        let Some(known) = dedup::identity(&tx.data) else {
             return self
                 .dovecot
                 .deliver(&tx.mail_from, &tx.rcpt_to, &tx.data, tx.eight_bit)
                 .await;
         };
+        // The key of its delivery records (an anomaly envelope's is not its envelope's).
+        let mid = known.key();
         let at = self.kit.clock.now();
         let mut replies: Vec<Option<Reply>> = vec![None; tx.rcpt_to.len()];
         let guard = InFlight::take(&self.in_flight, &mid, &tx.rcpt_to);
@@ -275,7 +269,7 @@ impl DeliveryPoint {
                 }
                 Some(DeliveryMark::Intent) => {
                     let held = match &self.probe {
-                        Some(p) => p.holds(rcpt, &mid).await,
+                        Some(p) => p.holds(rcpt, &known).await,
                         None => Err("no duplicate check configured".into()),
                     };
                     match held {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The provider index in LDIF form (spec §7.1 schema), as exported by the national index.
 //!
 //! [`parse_ldif`] reads LDIF content records (RFC 2849): an optional `version: 1`, entries

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Provider index (indice dei gestori, spec §7): what the rest of the code needs to know
 //! about other providers. The LDAP / signed-LDIF sync comes with the index issue; the
 //! verification code only needs [`TrustSet`].
@@ -11,6 +12,7 @@ use thiserror::Error;
 use crate::message::kind::RecipientType;
 
 pub mod ldif;
+pub mod refresh;
 pub mod sync;
 
 /// Errors reading the provider index. Line numbers are those of the LDIF text (1-based, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Keeping the local copy of the provider index (spec §7.2): fetch it from an LDAP server
 //! or from a signed LDIF (`.p7m`), check it, store it, swap it in.
 //!

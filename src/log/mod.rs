@@ -1,8 +1,9 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log (registro dei messaggi, spec §8) as an operator and a judge see it: daily
 //! seals (canonical export, SHA-256, detached CMS signature with the provider key, RFC 3161
 //! time stamp), verification of the chain and the seals, search and export (CSV, JSON),
 //! extracts for mailbox owners, and the 30-month purge. The `pec log` commands are in
-//! [`cmd`].
+//! [`crate::cli::log`].
 //!
 //! A day is the Italian legal day (Europe/Rome, 23 or 25 hours on DST changes); its records
 //! are those whose instant falls in it, exported in id order.
@@ -23,10 +24,9 @@ use crate::crypto::tsa::{self, TsaError};
 use crate::crypto::{sign_detached, SignError, Signer};
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
-use crate::store::sqlite::{Problem, SealRecord, VerifyReport};
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
+use crate::store::{Problem, SealRecord, VerifyReport};
 
-pub mod cmd;
 pub mod pdf;
 pub mod reply;
 pub mod request;
@@ -100,7 +100,7 @@ pub fn seal_day(
             Instant::from_unix(to_at + SEAL_GRACE_SECONDS).rfc3339()
         )));
     }
-    let crate::store::sqlite::Export {
+    let crate::store::Export {
         bytes: export,
         count,
         first_id,
@@ -198,7 +198,7 @@ fn check_seal(
     opts: &VerifyOptions,
 ) -> Result<Vec<String>, LogError> {
     let mut problems = Vec::new();
-    let crate::store::sqlite::Export {
+    let crate::store::Export {
         bytes: export,
         count,
         first_id: first,
@@ -277,9 +277,9 @@ pub fn purge(
     quarantine_months: u32,
     now: Instant,
     provider: &str,
-) -> Result<crate::store::sqlite::PurgeReport, LogError> {
+) -> Result<crate::store::PurgeReport, LogError> {
     let cutoff = |m: u32| {
-        crate::store::sqlite::months_before(now, m)
+        crate::store::months_before(now, m)
             .ok_or_else(|| LogError::Usage(format!("retention of {m} months is out of range")))
     };
     Ok(store.purge(

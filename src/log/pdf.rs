@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! PDF export of legal-log records (`pec log export --format pdf`), written by hand: PDF
 //! 1.4, A4 portrait, the standard Courier font (no embedding, WinAnsi encoding), plain text
 //! lines, no compression. A reader for people; the CSV and JSON exports stay the data

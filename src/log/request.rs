@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Owner self-service (spec §8: "users may request log extracts"): a mailbox owner sends,
 //! from their normal mail client through the authenticated access point, a message to the
 //! service address of their own domain (`log.request_address`, default

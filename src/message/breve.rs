@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Ricevuta breve: the original with every named part replaced by its SHA-1 (spec §3.6).
 //!
 //! [`breve_original`] takes the original message as carried inside the transport envelope

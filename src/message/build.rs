@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Builders for every generated message (spec §2–§3): transport and anomaly envelopes,
 //! receipts and notices, each signed as S/MIME `multipart/signed` around `multipart/mixed`.
 //!

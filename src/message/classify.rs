@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! What an incoming message is (spec §5.2, §10).
 //!
 //! The reception point sorts every incoming message into one of four outcomes:

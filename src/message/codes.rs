@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The codes written in `errore-esteso` and in the readable text of the notices (spec §3.10,
 //! §12.1 NOTA 12), in one place. Format as observed at Aruba:
 //! `<x.y.z> - <provider name> - <description>`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `daticert.xml`, the certification data (spec §4): model, writer and reader.
 //!
 //! The writer ([`Daticert::to_xml`]) reproduces byte for byte the layout of Aruba and Namirial

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! PEC message identifiers (spec §6).
 //!
 //! Format, after the Aruba / Namirial engine family:
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 
+use super::mime::{fields, normalize_crlf, split_header_body};
 use super::time::Instant;
 
 /// Where builders get new message identifiers (a trait so tests can make them predictable).
@@ -120,6 +122,24 @@ pub fn unbracketed(id: &str) -> &str {
         .unwrap_or(t)
 }
 
+/// The PEC msgid of `data` if it looks like a transport envelope: the top-level
+/// `Message-ID` (without angle brackets) when the top-level header also carries
+/// `X-Trasporto: posta-certificata`.
+pub fn envelope_id(data: &[u8]) -> Option<String> {
+    let raw = normalize_crlf(data);
+    let (header, _) = split_header_body(&raw);
+    let fields = fields(header).ok()?;
+    let is_envelope = fields
+        .iter()
+        .any(|f| f.is("X-Trasporto") && f.unfolded().eq_ignore_ascii_case("posta-certificata"));
+    if !is_envelope {
+        return None;
+    }
+    let id = fields.iter().find(|f| f.is("Message-ID"))?.unfolded();
+    let id = unbracketed(&id);
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +167,18 @@ mod tests {
         assert_eq!(bracketed(" <a@b> "), "<a@b>");
         assert_eq!(unbracketed(" <a@b>"), "a@b");
         assert_eq!(unbracketed("a@b"), "a@b");
+    }
+
+    #[test]
+    fn envelope_id_needs_the_transport_header() {
+        let env = b"Message-ID: <opec1.x@pec.example.it>\r\nX-Trasporto: posta-certificata\r\n\r\nbody\r\n";
+        assert_eq!(envelope_id(env).as_deref(), Some("opec1.x@pec.example.it"));
+        let lf = b"X-Trasporto:  Posta-Certificata\nMessage-ID:\n <a@b>\n\nbody\n";
+        assert_eq!(envelope_id(lf).as_deref(), Some("a@b"));
+        let plain = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\nX-Trasporto: posta-certificata\r\n";
+        assert_eq!(envelope_id(plain), None);
+        let receipt = b"Message-ID: <a@b>\r\nX-Ricevuta: accettazione\r\n\r\n";
+        assert_eq!(envelope_id(receipt), None);
+        assert_eq!(envelope_id(b"garbage"), None);
     }
 }

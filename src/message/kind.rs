@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The PEC message catalogue (spec §3): every message type with its class header, subject
 //! prefix and daticert `tipo` / `errore`, in one table.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The PEC message model: pure, no I/O (style rule 2).
 
 pub mod breve;

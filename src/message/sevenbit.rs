@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Making a message 7-bit safe before it travels inside a signed PEC message (spec §2.1:
 //! relays must never re-encode signed content). A leaf part whose body has 8-bit octets or
 //! lines over 998 octets is re-encoded as quoted-printable, the same downgrade Postfix

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The transaction instant and Italian legal time (spec §2.4, §6).
 //!
 //! Every processing step takes one [`Instant`] and uses it for `Date:`, the readable text,

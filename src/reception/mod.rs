@@ -32,10 +32,9 @@ use crate::issuing::{Emitted, IssueError, Issuing};
 use crate::log::request::RequestSettings;
 use crate::message::build::{BuildError, Builder, Generated, Issuer};
 use crate::message::classify::{classify_shared, Classification, PecMessage};
-use crate::message::ids::{unbracketed, MsgIdSource};
+use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::Ricevuta;
-use crate::message::mime::{fields, normalize_crlf, split_header_body};
-use crate::message::time::{Clock, Instant, SystemClock};
+use crate::message::time::{Clock, Instant};
 use crate::smtp::server::{FilterHandler, FilterReply, Transaction};
 use crate::smtp::{InjectError, Injector};
 use crate::store::{Effect, EventKind, MailboxPolicy, Store, StoreError};
@@ -205,14 +204,7 @@ impl AfterQueue {
         reception: Reception,
     ) -> Self {
         AfterQueue {
-            kit: Issuing {
-                store,
-                injector,
-                issuer,
-                signer,
-                ids,
-                clock: Arc::new(SystemClock),
-            },
+            kit: Issuing::new(store, injector, issuer, signer, ids),
             reception,
             log_requests: None,
         }
@@ -536,24 +528,6 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
     }
 }
 
-/// The PEC msgid of `data` if it looks like a transport envelope: the top-level
-/// `Message-ID` (without angle brackets) when the top-level header also carries
-/// `X-Trasporto: posta-certificata`.
-pub fn envelope_id(data: &[u8]) -> Option<String> {
-    let raw = normalize_crlf(data);
-    let (header, _) = split_header_body(&raw);
-    let fields = fields(header).ok()?;
-    let is_envelope = fields
-        .iter()
-        .any(|f| f.is("X-Trasporto") && f.unfolded().eq_ignore_ascii_case("posta-certificata"));
-    if !is_envelope {
-        return None;
-    }
-    let id = fields.iter().find(|f| f.is("Message-ID"))?.unfolded();
-    let id = unbracketed(&id);
-    (!id.is_empty()).then(|| id.to_string())
-}
-
 /// What Postfix is told on a temporary failure (details stay in our log).
 fn tempfail_text(e: &AfterQueueError) -> String {
     match e {
@@ -569,23 +543,5 @@ fn tempfail_text(e: &AfterQueueError) -> String {
             "Reinjection failed, try again later".into()
         }
         AfterQueueError::Issue(IssueError::Task(_)) => "Internal error, try again later".into(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelope_id_needs_the_transport_header() {
-        let env = b"Message-ID: <opec1.x@pec.example.it>\r\nX-Trasporto: posta-certificata\r\n\r\nbody\r\n";
-        assert_eq!(envelope_id(env).as_deref(), Some("opec1.x@pec.example.it"));
-        let lf = b"X-Trasporto:  Posta-Certificata\nMessage-ID:\n <a@b>\n\nbody\n";
-        assert_eq!(envelope_id(lf).as_deref(), Some("a@b"));
-        let plain = b"Message-ID: <a@b>\r\nSubject: hi\r\n\r\nX-Trasporto: posta-certificata\r\n";
-        assert_eq!(envelope_id(plain), None);
-        let receipt = b"Message-ID: <a@b>\r\nX-Ricevuta: accettazione\r\n\r\n";
-        assert_eq!(envelope_id(receipt), None);
-        assert_eq!(envelope_id(b"garbage"), None);
     }
 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A small SMTP client that hands a message to Postfix's reinjection listener (no
 //! pipelining): greeting, EHLO (HELO when EHLO is refused), `MAIL FROM` (with `SIZE=` and
 //! `BODY=8BITMIME` when advertised), one `RCPT TO` per recipient, `DATA`, the dot-stuffed
@@ -139,6 +140,17 @@ impl SmtpInjector {
                     reason,
                 },
             })
+    }
+
+    /// Greeting, EHLO (HELO when EHLO is refused) and QUIT on a new connection: the
+    /// listener speaks SMTP (`pec check-config --live`). The reason of a failure, as the
+    /// client reports it.
+    pub async fn probe(&self) -> Result<(), String> {
+        let (mut conn, _) = self.connection().await.map_err(|f| match f {
+            Failure::Temporary(reason) | Failure::Permanent(reason) => reason,
+        })?;
+        conn.quit().await;
+        Ok(())
     }
 
     async fn transaction(

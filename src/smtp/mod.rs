@@ -1,11 +1,14 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The small SMTP pieces the roles share: a client that injects generated messages into
-//! Postfix's reinjection listener, and the server side of the after-queue content filter.
+//! Postfix's reinjection listener, the server side of the after-queue content filter, and
+//! LMTP (server and client, on the same session core as the SMTP server).
 
 use thiserror::Error;
 
 use crate::BoxFuture;
 
 pub mod client;
+pub mod lmtp;
 pub mod server;
 pub(crate) mod session;
 pub mod stuffing;

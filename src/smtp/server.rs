@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The SMTP server side of the after-queue content filter: Postfix's `smtp` client (the
 //! `content_filter` transport) delivers every queued message here. Generic: it collects
 //! one transaction (envelope, XFORWARD attributes, dot-unstuffed data) and asks a

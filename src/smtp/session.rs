@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! What the content filter's SMTP server and the delivery point's LMTP server share: the
 //! accept loop with its session limit and graceful shutdown, and one connection's line
 //! handling (buffered, pipelined replies; over-long lines; idle timeouts; the error budget;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The data of `DATA` written straight to the socket: dot-stuffing (RFC 5321 §4.5.2), the
 //! final line end and the closing `.` line, optionally with line ends made CRLF on the
 //! way, from a message given in pieces (a header built apart and a body, say). Memory: one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The hash chain of the legal log (spec §8 integrity): the canonical, versioned encoding of
 //! a record and its SHA-256.
 //!
@@ -18,6 +19,16 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use super::codec::{decode_kind, decode_recipients, encode_kind, recipients_json, related_json};
+use super::report::{Export, Problem, PurgeReport, VerifyReport};
+use super::{EventKind, LogEvent, LoggedEvent, StoreError};
+use crate::message::time::Instant;
+
+/// The `events` columns every backend reads for chain verification, export and search, in
+/// [`ChainRecord`]'s field order, then the stored `hash`.
+pub const COLUMNS: &str = "id, pec_id, at, kind, receipt_type, sender, recipients, subject, \
+                           related_ids, provider, queue_id, outcome, reason, prev_hash, hash";
 
 /// Version of the canonical encoding written by this program.
 pub const ENCODING_VERSION: u32 = 1;
@@ -108,6 +119,207 @@ impl ChainRecord {
         line.push(b'\n');
         line
     }
+
+    /// The record that appends `event` after `tail` (`(id, hash)` of the last record, see
+    /// [`tail`]): the next id, chained to that hash. The backend inserts it with its
+    /// [`ChainRecord::hash`], in the transaction that holds the tail.
+    pub fn next(
+        event: &LogEvent,
+        (last_id, prev_hash): (i64, Vec<u8>),
+    ) -> Result<Self, StoreError> {
+        let (label, receipt) = encode_kind(event.kind);
+        Ok(ChainRecord {
+            id: last_id + 1,
+            pec_id: event.pec_id.clone(),
+            at: event.at.unix(),
+            kind: label.to_string(),
+            receipt_type: receipt.map(str::to_string),
+            sender: event.sender.clone(),
+            recipients: recipients_json(&event.recipients)?,
+            subject: event.subject.clone(),
+            related_ids: related_json(&event.related_ids)?,
+            provider: event.provider.clone(),
+            queue_id: event.queue_id.clone(),
+            outcome: event.outcome.clone(),
+            reason: event.reason.clone(),
+            prev_hash,
+        })
+    }
+
+    /// The stored row read back as an event; errors name the row.
+    pub fn event(self) -> Result<LogEvent, StoreError> {
+        let id = self.id;
+        let corrupt = |what: String| StoreError::Corrupt(format!("events row {id}: {what}"));
+        let kind = decode_kind(&self.kind, self.receipt_type.as_deref()).ok_or_else(|| {
+            corrupt(format!(
+                "unknown kind \"{}\" (receipt type {:?})",
+                self.kind, self.receipt_type
+            ))
+        })?;
+        let recipients =
+            decode_recipients(&self.recipients).map_err(|e| corrupt(format!("recipients: {e}")))?;
+        let related_ids: Vec<String> = serde_json::from_str(&self.related_ids)
+            .map_err(|e| corrupt(format!("related ids: {e}")))?;
+        Ok(LogEvent {
+            pec_id: self.pec_id,
+            at: Instant::from_unix(self.at),
+            kind,
+            sender: self.sender,
+            recipients,
+            subject: self.subject,
+            related_ids,
+            provider: self.provider,
+            queue_id: self.queue_id,
+            outcome: self.outcome,
+            reason: self.reason,
+        })
+    }
+
+    /// The stored row and its stored hash read back as a logged event.
+    pub fn logged(self, hash: Option<Vec<u8>>) -> Result<LoggedEvent, StoreError> {
+        let id = self.id;
+        Ok(LoggedEvent {
+            id,
+            event: self.event()?,
+            hash: hash.unwrap_or_default(),
+        })
+    }
+}
+
+/// The id and hash the next record chains to: the last record (`last`, with its stored
+/// hash), else the purge anchor, else the genesis (id 0, zero hash).
+pub fn tail(
+    last: Option<(i64, Option<Vec<u8>>)>,
+    anchor: Option<(i64, Vec<u8>)>,
+) -> Result<(i64, Vec<u8>), StoreError> {
+    match (last, anchor) {
+        (Some((id, Some(hash))), _) => Ok((id, hash)),
+        (Some((id, None)), _) => Err(StoreError::Corrupt(format!(
+            "events row {id}: no hash (not chained)"
+        ))),
+        (None, Some((id, hash))) => Ok((id, hash)),
+        (None, None) => Ok((0, GENESIS.to_vec())),
+    }
+}
+
+/// Adds `record` (with its stored hash) to `export`, records fed in id order.
+pub fn export(export: &mut Export, record: &ChainRecord, hash: Option<&[u8]>) {
+    export
+        .bytes
+        .extend_from_slice(&record.export_line(hash.unwrap_or_default()));
+    export.count += 1;
+    export.first_id.get_or_insert(record.id);
+    export.last_id = Some(record.id);
+}
+
+/// Chain verification, fed the rows in id order by the backend. Each record's hash is
+/// recomputed and its `prev_hash` compared with the previous record's hash (or the purge
+/// anchor). Every mismatch is reported with the id where it shows: an altered record at
+/// its own id, a deleted one at the id after the gap, an inserted or swapped one at its id
+/// and the next.
+#[derive(Debug)]
+pub struct Verifier {
+    prev_id: i64,
+    prev_hash: Vec<u8>,
+    report: VerifyReport,
+}
+
+impl Verifier {
+    /// Starts after `before` (the record just before the range, with its stored hash), else
+    /// after the purge anchor, else after the genesis.
+    pub fn after(before: Option<(i64, Option<Vec<u8>>)>, anchor: Option<(i64, Vec<u8>)>) -> Self {
+        let (prev_id, prev_hash) = match before {
+            Some((id, h)) => (id, h.unwrap_or_default()),
+            None => anchor.unwrap_or((0, GENESIS.to_vec())),
+        };
+        Verifier {
+            prev_id,
+            prev_hash,
+            report: VerifyReport::default(),
+        }
+    }
+
+    /// Checks the next record and its stored hash.
+    pub fn check(&mut self, record: &ChainRecord, stored: Option<Vec<u8>>) {
+        let report = &mut self.report;
+        let prev_id = self.prev_id;
+        report.records += 1;
+        let id = record.id;
+        let problem = |what: String| Problem {
+            id: Some(id),
+            day: None,
+            what,
+        };
+        if id != prev_id + 1 {
+            report.problems.push(problem(format!(
+                "ids jump from {prev_id} to {id}: records deleted or ids altered"
+            )));
+        }
+        if record.prev_hash != self.prev_hash {
+            report.problems.push(problem(format!(
+                "chain broken: prev_hash does not match the hash of record {prev_id} \
+                 (a record deleted, inserted or moved before this one)"
+            )));
+        }
+        let computed = record.hash();
+        if stored.as_deref() != Some(&computed[..]) {
+            report.problems.push(problem(
+                "hash mismatch: the record was altered (or forged)".into(),
+            ));
+        }
+        self.prev_id = id;
+        self.prev_hash = stored.unwrap_or_default();
+    }
+
+    /// What was found.
+    pub fn report(self) -> VerifyReport {
+        self.report
+    }
+}
+
+/// Why a purge stops before its cutoff: the record `id` at `at` (unix seconds) lies in a day
+/// that is not sealed.
+pub fn unsealed(id: i64, at: i64) -> String {
+    format!(
+        "record {id} at {} is not sealed",
+        Instant::from_unix(at).rfc3339()
+    )
+}
+
+/// The [`EventKind::Purged`] record a purge appends (in its transaction, after the new
+/// anchor), `None` when it deleted nothing. `boundary` is where the purge of the log stopped
+/// (unix seconds).
+pub fn purge_event(
+    report: &PurgeReport,
+    boundary: i64,
+    quarantine_cutoff: Instant,
+    now: Instant,
+    provider: &str,
+) -> Option<LogEvent> {
+    (report.events + report.seals + report.quarantined > 0).then(|| LogEvent {
+        pec_id: String::new(),
+        at: now,
+        kind: EventKind::Purged,
+        sender: String::new(),
+        recipients: Vec::new(),
+        subject: String::new(),
+        related_ids: Vec::new(),
+        provider: provider.to_string(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: Some(format!(
+            "retention: {} records (up to id {}) before {}, {} seals, \
+             {} quarantined messages before {}",
+            report.events,
+            report
+                .anchor_id
+                .map_or_else(|| "-".to_string(), |i| i.to_string()),
+            Instant::from_unix(boundary).rfc3339(),
+            report.seals,
+            report.quarantined,
+            quarantine_cutoff.rfc3339()
+        )),
+    })
 }
 
 #[cfg(test)]

@@ -1,18 +1,16 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store as `pec serve` and the `pec log` / `pec store` commands open it from the
 //! configuration: the [`Store`] trait plus the legal log's own operations (chain
 //! verification, export, seals, purge) and the leases of the tasks that run on one node at a
-//! time. Implemented by [`SqliteStore`] (one host) and [`PgStore`] (several nodes on one
-//! PostgreSQL database).
+//! time. Implemented by [`super::SqliteStore`] (one host) and [`super::PgStore`] (several
+//! nodes on one PostgreSQL database); [`super::open`] opens the configured one.
 
-use std::sync::Arc;
-
-use super::sqlite::{Export, Health, PurgeReport, SealRecord, VerifyReport};
-use super::{LogEvent, PgStore, SqliteStore, Store, StoreError};
-use crate::config::{StoreBackend, StoreConfig};
+use super::report::{Export, Health, PurgeReport, SealRecord, VerifyReport};
+use super::{LogEvent, Store, StoreError};
 use crate::message::time::Instant;
 
-/// A [`Store`] with the legal log's operations. See [`SqliteStore`] for their semantics;
-/// every implementation keeps them.
+/// A [`Store`] with the legal log's operations. The SQLite implementation documents their
+/// semantics; every implementation keeps them.
 pub trait LogStore: Store {
     /// Verifies the hash chain over the records with `from <= at < to`.
     fn verify_chain(
@@ -64,67 +62,6 @@ pub trait LogStore: Store {
     fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError>;
     /// Removes a PEC domain added with [`LogStore::add_domain`]; `false` when absent.
     fn remove_domain(&self, domain: &str) -> Result<bool, StoreError>;
-}
-
-impl LogStore for SqliteStore {
-    fn verify_chain(
-        &self,
-        from: Option<Instant>,
-        to: Option<Instant>,
-    ) -> Result<VerifyReport, StoreError> {
-        SqliteStore::verify_chain(self, from, to)
-    }
-    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
-        SqliteStore::export_range(self, from_at, to_at)
-    }
-    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
-        SqliteStore::claim_seal(self, day, owner, now)
-    }
-    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
-        SqliteStore::release_seal_claim(self, day)
-    }
-    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
-        SqliteStore::insert_seal(self, seal)
-    }
-    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
-        SqliteStore::seals(self, from_at, to_at)
-    }
-    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
-        SqliteStore::log_batch(self, events)
-    }
-    fn purge(
-        &self,
-        log_cutoff: Instant,
-        quarantine_cutoff: Instant,
-        now: Instant,
-        provider: &str,
-    ) -> Result<PurgeReport, StoreError> {
-        SqliteStore::purge(self, log_cutoff, quarantine_cutoff, now, provider)
-    }
-    fn describe(&self) -> String {
-        format!("sqlite:{}", self.path().display())
-    }
-    fn health(&self) -> Result<Health, StoreError> {
-        SqliteStore::health(self)
-    }
-    fn extra_domains(&self) -> Result<Vec<String>, StoreError> {
-        SqliteStore::extra_domains(self)
-    }
-    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError> {
-        SqliteStore::add_domain(self, domain, at)
-    }
-    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError> {
-        SqliteStore::remove_domain(self, domain)
-    }
-}
-
-/// Opens the store the configuration names (`store.backend`), bringing its schema up to
-/// date.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn LogStore>, StoreError> {
-    match config.backend {
-        StoreBackend::Sqlite => Ok(Arc::new(SqliteStore::open(&config.path)?)),
-        StoreBackend::Postgres => Ok(Arc::new(PgStore::open_config(config)?)),
-    }
 }
 
 /// A name for this process among the nodes (`host:pid`), for claims and leases.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store: the legal log (registro dei messaggi, spec §8), per-recipient tracking for the
 //! timers (spec §5.4), pending acceptance receipts, quarantine of infected messages, and the
 //! login → sender mapping of the access point. One trait; SQLite (WAL) is the embedded
@@ -13,18 +14,37 @@ use crate::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
 
 pub mod chain;
+pub mod codec;
+pub mod report;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-pub mod cmd;
+pub mod copy;
 pub mod ledger;
 pub mod outbox;
 pub mod postgres;
 
+pub use codec::months_before;
 pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
+pub use report::{Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport};
+
+/// Opens the store the configuration names (`store.backend`), bringing its schema up to
+/// date.
+pub fn open(
+    config: &crate::config::StoreConfig,
+) -> Result<std::sync::Arc<dyn LogStore>, StoreError> {
+    match config.backend {
+        crate::config::StoreBackend::Sqlite => {
+            Ok(std::sync::Arc::new(SqliteStore::open(&config.path)?))
+        }
+        crate::config::StoreBackend::Postgres => {
+            Ok(std::sync::Arc::new(PgStore::open_config(config)?))
+        }
+    }
+}
 
 /// How long the legal log and the quarantine keep their records: 30 months (spec §8;
 /// DPR 68/2005).
@@ -285,24 +305,14 @@ pub trait Store: Send + Sync {
 
     /// Delivery point: the Message-ID of the delivery receipt or non-delivery notice already
     /// recorded for (`pec_id`, `recipient`), if any.
-    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
-        let _ = (pec_id, recipient);
-        Err(StoreError::Database(
-            "delivery_notice: not supported by this store".into(),
-        ))
-    }
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError>;
 
     /// Delivery point, exactly once: records that the notice of `event` (an
     /// [`EventKind::Issued`] delivery receipt or non-delivery notice; its Message-ID is
     /// `event.related_ids[0]`) was handed to the MTA for (`event.pec_id`, `recipient`), and
     /// logs `event`, in one transaction. Returns true only the first time for that pair;
     /// afterwards it records nothing and returns false.
-    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
-        let _ = (recipient, event);
-        Err(StoreError::Database(
-            "claim_delivery_notice: not supported by this store".into(),
-        ))
-    }
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError>;
 
     // ---- Arrival notices (optional, per mailbox) ----
 
@@ -312,20 +322,10 @@ pub trait Store: Send + Sync {
         &self,
         mailbox: &str,
         notice: Option<&ArrivalNotice>,
-    ) -> Result<(), StoreError> {
-        let _ = (mailbox, notice);
-        Err(StoreError::Database(
-            "set_arrival_notice: not supported by this store".into(),
-        ))
-    }
+    ) -> Result<(), StoreError>;
 
     /// The arrival notice configured for `mailbox`, if any.
-    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
-        let _ = mailbox;
-        Err(StoreError::Database(
-            "arrival_notice: not supported by this store".into(),
-        ))
-    }
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError>;
 
     // ---- Timers and the provider index ----
 
@@ -341,19 +341,6 @@ pub trait Store: Send + Sync {
     /// Timers: the notice for `due` could not be sent: clears the claim (if it is still
     /// ours) so that the next pass tries again.
     fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError>;
-    /// Receipts: what was heard back for `recipient` (case-insensitive) of `pec_id`.
-    /// States only move forward (`Sent` → `TakenInCharge` → `Delivered` | `Failed`); a
-    /// row already `Delivered` or `Failed` is left alone. Returns whether a row changed.
-    /// The same as [`Store::update_tracking`] (kept for the timers' callers).
-    fn mark_tracking(
-        &self,
-        pec_id: &str,
-        recipient: &str,
-        state: TrackingState,
-    ) -> Result<bool, StoreError> {
-        self.update_tracking(pec_id, recipient, state)
-    }
-
     /// Provider index: the local copy, if one was stored.
     fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError>;
     /// Provider index: replaces the local copy (one transaction: readers see the old copy
@@ -369,20 +356,15 @@ pub trait Store: Send + Sync {
 
     /// Reception point: a receipt from another provider was received; moves each
     /// `(recipient, state)` tracking row of `event.pec_id` (as [`Store::update_tracking`])
-    /// and logs `event` (kind [`EventKind::Received`]). Returns how many rows moved.
-    /// SQLite does it in one transaction; this default (for doubles) does not.
+    /// and logs `event` (kind [`EventKind::Received`]), its outcome `late` when it
+    /// correlates but moves none of its rows ([`outbox::received_record`]). Returns how many
+    /// rows moved.
+    /// One transaction.
     fn record_receipt_received(
         &self,
         event: &LogEvent,
         updates: &[(String, TrackingState)],
-    ) -> Result<usize, StoreError> {
-        let mut moved = 0;
-        for (recipient, state) in updates {
-            moved += usize::from(self.update_tracking(&event.pec_id, recipient, *state)?);
-        }
-        self.log(event)?;
-        Ok(moved)
-    }
+    ) -> Result<usize, StoreError>;
 
     /// Access point, owner self-service: in one transaction, counts the requests of
     /// `request.owner` accepted at or after `since`; below `limit` it records `request` as
@@ -394,59 +376,29 @@ pub trait Store: Send + Sync {
         limit: u32,
         since: Instant,
         event: &LogEvent,
-    ) -> Result<bool, StoreError> {
-        let _ = (request, limit, since, event);
-        Err(StoreError::Database(
-            "claim_log_request: not supported by this store".into(),
-        ))
-    }
+    ) -> Result<bool, StoreError>;
 
     /// After queue: the request `id` and whether it was answered already; `None` when no
     /// such request was recorded.
-    fn log_request(&self, id: &str) -> Result<Option<(LogRequest, bool)>, StoreError> {
-        let _ = id;
-        Err(StoreError::Database(
-            "log_request: not supported by this store".into(),
-        ))
-    }
+    fn log_request(&self, id: &str) -> Result<Option<(LogRequest, bool)>, StoreError>;
 
     /// After queue: the reply to request `event.pec_id` (Message-ID `event.related_ids[0]`)
     /// was handed to the MTA; closes the request and logs `event` (kind
     /// [`EventKind::LogExtract`]) in one transaction. Returns false (and logs nothing) when
     /// it was closed already.
-    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
-        let _ = event;
-        Err(StoreError::Database(
-            "log_request_answered: not supported by this store".into(),
-        ))
-    }
+    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError>;
 
     // ---- Outbox and deliveries (no duplicate after a crash, see [`outbox`]) ----
 
     /// Stages the signed message `out` with its `effect`, in one transaction (see
     /// [`Staged`]). The caller injects it only on [`Staged::New`].
-    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
-        let _ = (out, effect);
-        Err(StoreError::Database(
-            "stage_outbound: not supported by this store".into(),
-        ))
-    }
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError>;
 
     /// The outbox row `key`, if any.
-    fn outbound(&self, key: &str) -> Result<Option<Outbound>, StoreError> {
-        let _ = key;
-        Err(StoreError::Database(
-            "outbound: not supported by this store".into(),
-        ))
-    }
+    fn outbound(&self, key: &str) -> Result<Option<Outbound>, StoreError>;
 
     /// The outbox row `key` was handed to the MTA at `at`.
-    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
-        let _ = (key, at);
-        Err(StoreError::Database(
-            "outbound_injected: not supported by this store".into(),
-        ))
-    }
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError>;
 
     /// Outbox sweep: claims (in one transaction) at most `limit` rows not yet injected
     /// whose last attempt is older than `attempted_before`, stamping the attempt `now`, and
@@ -456,12 +408,7 @@ pub trait Store: Send + Sync {
         attempted_before: Instant,
         now: Instant,
         limit: usize,
-    ) -> Result<Vec<Outbound>, StoreError> {
-        let _ = (attempted_before, now, limit);
-        Err(StoreError::Database(
-            "claim_unsent: not supported by this store".into(),
-        ))
-    }
+    ) -> Result<Vec<Outbound>, StoreError>;
 
     /// Delivery point, before handing a message to Dovecot: for each recipient (compared in
     /// lower case), what was recorded for (`message_id`, recipient) before this call, and an
@@ -475,12 +422,7 @@ pub trait Store: Send + Sync {
         recipients: &[String],
         owner: &str,
         at: Instant,
-    ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
-        let _ = (message_id, recipients, owner, at);
-        Err(StoreError::Database(
-            "begin_deliveries: not supported by this store".into(),
-        ))
-    }
+    ) -> Result<Vec<Option<DeliveryMark>>, StoreError>;
 
     /// Delivery point: Dovecot answered 250 for `recipients` of `message_id`.
     fn deliveries_done(
@@ -488,21 +430,11 @@ pub trait Store: Send + Sync {
         message_id: &str,
         recipients: &[String],
         at: Instant,
-    ) -> Result<(), StoreError> {
-        let _ = (message_id, recipients, at);
-        Err(StoreError::Database(
-            "deliveries_done: not supported by this store".into(),
-        ))
-    }
+    ) -> Result<(), StoreError>;
 
     /// Deletes the delivery records and the injected outbox rows older than `before`
     /// (they only matter while Postfix may still retry). Returns how many rows went.
-    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
-        let _ = before;
-        Err(StoreError::Database(
-            "purge_outbox: not supported by this store".into(),
-        ))
-    }
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError>;
 }
 
 /// A mailbox owner's request for the extract of their log records (owner self-service,
@@ -585,8 +517,7 @@ pub struct LoggedEvent {
     /// Position in the log (insertion order; never reused).
     pub id: i64,
     pub event: LogEvent,
-    /// SHA-256 of the record's canonical encoding (see [`chain`]); empty in stores that do
-    /// not chain (the in-memory double).
+    /// SHA-256 of the record's canonical encoding (see [`chain`]).
     pub hash: Vec<u8>,
 }
 
@@ -613,7 +544,8 @@ pub struct LogQuery {
 }
 
 impl LogQuery {
-    /// Whether `event` matches (the reference semantics, used by the in-memory double).
+    /// Whether `event` matches (the reference semantics; the backends' searches narrow with
+    /// SQL, then filter with it).
     pub fn matches(&self, event: &LogEvent) -> bool {
         let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         let is_recipient = |addr: &str| event.recipients.iter().any(|(r, _)| eq(r, addr));

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox of generated messages and the delivery point's record of what it delivered:
 //! what `pec` keeps so that a crash at any instant leaves no receipt issued twice and no
 //! message stored twice in a mailbox.
@@ -182,6 +183,42 @@ pub fn notice_outcome(event: &LogEvent) -> Option<TrackingState> {
     }
 }
 
+/// Schema migration 12 of both backends (the same SQL): the tracking rows of recipients
+/// whose delivery receipt or non-delivery notice is already recorded (`delivery_notices`,
+/// written with its legal-log record) are closed, delivered or failed. Before version 12
+/// nothing closed the sender's row of a same-provider recipient, and the 24 h timer sent a
+/// false notice after every same-provider delivery ([`notice_outcome`] now closes it where
+/// the notice is staged).
+pub(crate) const CLOSE_DECIDED_ROWS: &str = "
+UPDATE tracking
+SET state = CASE (SELECT d.kind FROM delivery_notices d
+                  WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient))
+            WHEN 'Consegna' THEN 'delivered' ELSE 'failed' END
+WHERE state IN ('sent', 'taken-in-charge')
+  AND EXISTS (SELECT 1 FROM delivery_notices d
+              WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
+";
+
+/// The record of a received receipt as the transaction that logs it finds things: a
+/// receipt that correlates (outcome `correlated`) but moves none of the tracking rows it
+/// speaks of (`updates` not empty, `moved` 0) came after those recipients' outcome, or
+/// after a concurrent copy of itself: its outcome is `late`. Decided in the transaction,
+/// so that two copies at once never both count as the outcome.
+pub fn received_record<'a>(
+    event: &'a LogEvent,
+    updates: &[(String, TrackingState)],
+    moved: usize,
+) -> std::borrow::Cow<'a, LogEvent> {
+    if event.outcome == "correlated" && !updates.is_empty() && moved == 0 {
+        std::borrow::Cow::Owned(LogEvent {
+            outcome: "late".into(),
+            ..event.clone()
+        })
+    } else {
+        std::borrow::Cow::Borrowed(event)
+    }
+}
+
 /// The outbox key of a delivery receipt or non-delivery notice.
 pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
@@ -263,7 +300,7 @@ pub fn refused_events(refused: &Refused) -> Vec<LogEvent> {
         at: refused.at,
         kind: EventKind::Issued(refused.kind),
         sender: refused.cert.mittente.clone(),
-        recipients: super::sqlite::cert_recipients(&refused.cert),
+        recipients: super::codec::cert_recipients(&refused.cert),
         subject: refused.cert.oggetto.clone(),
         related_ids: vec![refused.notice_id.clone()],
         provider: refused.provider.clone(),
@@ -304,6 +341,20 @@ pub fn timeout_event(due: &DueNotice, notice_id: &str, at: Instant) -> LogEvent 
     }
 }
 
+/// The record of a log request refused by the rate limit: `event` with outcome
+/// `rate-limited` and the reason (in Italian, for the owner): `recent` requests since
+/// `since`, `limit` allowed.
+pub fn rate_limited(event: &LogEvent, recent: i64, limit: u32, since: Instant) -> LogEvent {
+    LogEvent {
+        outcome: "rate-limited".into(),
+        reason: Some(format!(
+            "{recent} richieste dal {}, limite {limit}",
+            since.rfc3339()
+        )),
+        ..event.clone()
+    }
+}
+
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
 /// the PEC msgid), then the acceptance receipt, both with the certification data of the
 /// pending acceptance (`cert`, `provider`, `queue_id`) and the emission instant `at`.
@@ -320,7 +371,7 @@ pub fn acceptance_events(
         at,
         kind,
         sender: cert.mittente.clone(),
-        recipients: super::sqlite::cert_recipients(cert),
+        recipients: super::codec::cert_recipients(cert),
         subject: cert.oggetto.clone(),
         related_ids: vec![related.to_string()],
         provider: provider.to_string(),

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! PostgreSQL implementation of [`super::Store`]: several `pec` nodes share one database.
 //!
 //! The trait is synchronous and its callers run inside tokio tasks (or in
@@ -28,42 +29,35 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::chain::{ChainRecord, GENESIS};
-use super::ledger::LogStore;
-use super::sqlite::{
-    add_months, decode_record, encode_kind, parse_state, recipients_json, state_str,
-    timeout_columns, timeout_state, Export, Health, LastSeal, Problem, PurgeReport, SealRecord,
-    VerifyReport,
+use super::chain::{self, ChainRecord, Verifier, COLUMNS};
+use super::codec::{
+    decode_cert, decode_period, decode_policy, forward_from, parse_state, period_columns,
+    policy_columns, quarantine_expiry, state_str, timeout_columns, timeout_state,
 };
+use super::ledger::LogStore;
+use super::report::{Export, Health, LastSeal, PurgeReport, SealRecord, VerifyReport};
 use super::{
-    Accepted, ArrivalNotice, DueNotice, EventKind, LogEvent, LogQuery, LogRequest, LoggedEvent,
-    MailboxPolicy, Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LogRequest, LoggedEvent, MailboxPolicy,
+    Refused, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::message::build::Certification;
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 
-mod copy;
 mod outbox;
 mod schema;
 mod tls;
 
 pub use tls::PgTls;
 
-pub use copy::{copy_from_sqlite, CopyReport};
-
 /// Advisory-lock key of the migrations (one migrator at a time across nodes).
 const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
-
-/// The columns read for chain verification, export and search, in [`chain_row`]'s order.
-const COLUMNS: &str = "id, pec_id, at, kind, receipt_type, sender, recipients, subject, \
-                       related_ids, provider, queue_id, outcome, reason, prev_hash, hash";
 
 /// The PostgreSQL store. Open one per process; every node of a provider opens the same
 /// database.
 pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
-    pool: Pool,
+    pub(super) pool: Pool,
     shown: String,
     tls: PgTls,
 }
@@ -122,7 +116,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Maps a tokio-postgres error to [`StoreError::Database`] with what we were doing.
-fn pg(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+pub(super) fn pg(context: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
     move |e| StoreError::Database(format!("{context}: {}", pg_message(&e)))
 }
 
@@ -193,7 +187,7 @@ impl PgStore {
     }
 
     /// Runs `fut` on the store's runtime and waits for its result.
-    fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
+    pub(super) fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -296,7 +290,7 @@ impl PgStore {
     }
 }
 
-async fn connect(pool: &Pool) -> Result<Object, StoreError> {
+pub(super) async fn connect(pool: &Pool) -> Result<Object, StoreError> {
     pool.get().await.map_err(|e| {
         let m = match &e {
             deadpool_postgres::PoolError::Backend(e) => pg_message(e),
@@ -404,30 +398,11 @@ async fn set_head(tx: &Transaction<'_>, (id, hash): &(i64, Vec<u8>)) -> Result<(
 async fn append_after(
     tx: &Transaction<'_>,
     event: &LogEvent,
-    (last_id, prev_hash): (i64, Vec<u8>),
+    tail: (i64, Vec<u8>),
 ) -> Result<(i64, Vec<u8>), StoreError> {
-    let (label, receipt) = encode_kind(event.kind);
-    let recipients = recipients_json(&event.recipients)?;
-    let related = serde_json::to_string(&event.related_ids)
-        .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    let record = ChainRecord {
-        id: last_id + 1,
-        pec_id: event.pec_id.clone(),
-        at: event.at.unix(),
-        kind: label.to_string(),
-        receipt_type: receipt.map(str::to_string),
-        sender: event.sender.clone(),
-        recipients,
-        subject: event.subject.clone(),
-        related_ids: related,
-        provider: event.provider.clone(),
-        queue_id: event.queue_id.clone(),
-        outcome: event.outcome.clone(),
-        reason: event.reason.clone(),
-        prev_hash,
-    };
+    let record = ChainRecord::next(event, tail)?;
     let hash = record.hash().to_vec();
-    let what = format!("log {label} event for \"{}\"", event.pec_id);
+    let what = format!("log {} event for \"{}\"", record.kind, event.pec_id);
     let insert = tx
         .prepare_cached(
             "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
@@ -482,11 +457,8 @@ async fn tracking_forward(
     recipient: &str,
     state: TrackingState,
 ) -> Result<bool, StoreError> {
-    // The states a row may be in for `state` to replace it (constants, not input).
-    let from = match state {
-        TrackingState::Sent => return Ok(false),
-        TrackingState::TakenInCharge => "('sent')",
-        TrackingState::Delivered | TrackingState::Failed => "('sent', 'taken-in-charge')",
+    let Some(from) = forward_from(state) else {
+        return Ok(false);
     };
     let sql = format!(
         "UPDATE tracking SET state = $3
@@ -508,12 +480,6 @@ async fn append_event(tx: &Transaction<'_>, event: &LogEvent) -> Result<i64, Sto
     let tail = append_after(tx, event, head).await?;
     set_head(tx, &tail).await?;
     Ok(tail.0)
-}
-
-fn decode_cert(seq: i64, cert: &str) -> Result<Certification, StoreError> {
-    serde_json::from_str(cert).map_err(|e| {
-        StoreError::Corrupt(format!("pending_acceptance row {seq}: certification: {e}"))
-    })
 }
 
 fn to_i64(n: usize) -> i64 {
@@ -682,7 +648,7 @@ impl Store for PgStore {
                     moved +=
                         usize::from(tracking_forward(tx, &event.pec_id, recipient, *state).await?);
                 }
-                append_event(tx, &event).await?;
+                append_event(tx, &super::outbox::received_record(&event, &updates, moved)).await?;
                 Ok(moved)
             })
         })
@@ -713,19 +679,14 @@ impl Store for PgStore {
                     .map_err(pg("count recent log requests"))?
                     .get(0);
                 if recent >= i64::from(limit) {
-                    let mut refused = event.clone();
-                    refused.outcome = "rate-limited".into();
-                    refused.reason = Some(format!(
-                        "{recent} richieste dal {}, limite {limit}",
-                        since.rfc3339()
-                    ));
-                    append_event(tx, &refused).await?;
+                    append_event(
+                        tx,
+                        &super::outbox::rate_limited(&event, recent, limit, since),
+                    )
+                    .await?;
                     return Ok(false);
                 }
-                let (from_at, to_at, problem) = match &request.period {
-                    Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
-                    Err(p) => (None, None, Some(p.clone())),
-                };
+                let (from_at, to_at, problem) = period_columns(&request.period);
                 tx.execute(
                     "INSERT INTO log_requests (id, owner, address, at, from_at, to_at, problem,
                                                subject, queue_id)
@@ -768,17 +729,7 @@ impl Store for PgStore {
                 else {
                     return Ok(None);
                 };
-                let (from_at, to_at, problem): (Option<i64>, Option<i64>, Option<String>) =
-                    (r.get(3), r.get(4), r.get(5));
-                let period = match (from_at, to_at, problem) {
-                    (Some(f), Some(t), _) => Ok((Instant::from_unix(f), Instant::from_unix(t))),
-                    (_, _, Some(p)) => Err(p),
-                    _ => {
-                        return Err(StoreError::Corrupt(format!(
-                            "log request \"{id}\": neither a period nor a problem"
-                        )))
-                    }
-                };
+                let period = decode_period(&id, (r.get(3), r.get(4), r.get(5)))?;
                 let reply_id: Option<String> = r.get(8);
                 Ok(Some((
                     LogRequest {
@@ -829,8 +780,8 @@ impl Store for PgStore {
                     .map_err(pg(&format!("read events of \"{pec_id}\"")))?;
                 rows.iter()
                     .map(|r| {
-                        let (record, hash) = chain_row(r);
-                        decode_record(record, hash).map(|e| e.event)
+                        let (record, _) = chain_row(r);
+                        record.event()
                     })
                     .collect()
             })
@@ -974,27 +925,15 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(pg(&format!("read policy of \"{mailbox}\"")))?;
-                let row: Option<(String, Option<String>)> = row.map(|r| (r.get(0), r.get(1)));
-                match row {
-                    None => Ok(None),
-                    Some((p, _)) if p == "anomaly" => Ok(Some(MailboxPolicy::Anomaly)),
-                    Some((p, _)) if p == "refuse" => Ok(Some(MailboxPolicy::Refuse)),
-                    Some((p, Some(to))) if p == "forward" => Ok(Some(MailboxPolicy::Forward(to))),
-                    Some((p, to)) => Err(StoreError::Corrupt(format!(
-                        "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
-                    ))),
-                }
+                row.map(|r| decode_policy(&mailbox, r.get(0), r.get(1)))
+                    .transpose()
             })
         })
     }
 
     fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
         let mailbox = mailbox.to_ascii_lowercase();
-        let forward_to = match policy {
-            MailboxPolicy::Forward(to) => Some(to.clone()),
-            _ => None,
-        };
-        let label = policy.label();
+        let (label, forward_to) = policy_columns(policy);
         self.write("set mailbox policy", move |tx| {
             Box::pin(async move {
                 tx.execute(
@@ -1379,7 +1318,7 @@ async fn search(c: &Object, q: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError
         .iter()
         .map(|r| {
             let (record, hash) = chain_row(r);
-            decode_record(record, hash)
+            record.logged(hash)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(events.into_iter().filter(|e| q.matches(&e.event)).collect())
@@ -1404,11 +1343,10 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("verify: range"))?;
-                let mut report = VerifyReport::default();
                 let (Some(first), Some(last)) =
                     (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
                 else {
-                    return Ok(report);
+                    return Ok(VerifyReport::default());
                 };
                 let before = c
                     .query_opt(
@@ -1416,11 +1354,9 @@ impl LogStore for PgStore {
                         &[&first],
                     )
                     .await
-                    .map_err(pg("verify: previous record"))?;
-                let (mut prev_id, mut prev_hash): (i64, Vec<u8>) = match before {
-                    Some(r) => (r.get(0), r.get::<_, Option<Vec<u8>>>(1).unwrap_or_default()),
-                    None => anchor(c).await?.unwrap_or((0, GENESIS.to_vec())),
-                };
+                    .map_err(pg("verify: previous record"))?
+                    .map(|r| (r.get(0), r.get(1)));
+                let mut verifier = Verifier::after(before, anchor(c).await?);
                 // In slices, so that a long log is not read into memory at once.
                 let mut from_id = first;
                 while from_id <= last {
@@ -1437,39 +1373,14 @@ impl LogStore for PgStore {
                         .map_err(pg("verify: read records"))?;
                     for r in &rows {
                         let (record, stored) = chain_row(r);
-                        report.records += 1;
-                        let id = record.id;
-                        let problem = |what: String| Problem {
-                            id: Some(id),
-                            day: None,
-                            what,
-                        };
-                        if id != prev_id + 1 {
-                            report.problems.push(problem(format!(
-                                "ids jump from {prev_id} to {id}: records deleted or ids altered"
-                            )));
-                        }
-                        if record.prev_hash != prev_hash {
-                            report.problems.push(problem(format!(
-                                "chain broken: prev_hash does not match the hash of record \
-                                 {prev_id} (a record deleted, inserted or moved before this one)"
-                            )));
-                        }
-                        let computed = record.hash();
-                        if stored.as_deref() != Some(&computed[..]) {
-                            report.problems.push(problem(
-                                "hash mismatch: the record was altered (or forged)".into(),
-                            ));
-                        }
-                        prev_id = id;
-                        prev_hash = stored.unwrap_or_default();
+                        verifier.check(&record, stored);
                     }
                     if to_id == i64::MAX {
                         break;
                     }
                     from_id = to_id + 1;
                 }
-                Ok(report)
+                Ok(verifier.report())
             })
         })
     }
@@ -1486,20 +1397,12 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("export: read records"))?;
-                let (mut out, mut count, mut first, mut last) = (Vec::new(), 0i64, None, None);
+                let mut export = Export::default();
                 for r in &rows {
                     let (record, hash) = chain_row(r);
-                    out.extend_from_slice(&record.export_line(hash.as_deref().unwrap_or_default()));
-                    count += 1;
-                    first.get_or_insert(record.id);
-                    last = Some(record.id);
+                    chain::export(&mut export, &record, hash.as_deref());
                 }
-                Ok(Export {
-                    bytes: out,
-                    count,
-                    first_id: first,
-                    last_id: last,
-                })
+                Ok(export)
             })
         })
     }
@@ -1655,10 +1558,7 @@ impl LogStore for PgStore {
                 let boundary = match unsealed {
                     Some(r) => {
                         let (at, id): (i64, i64) = (r.get(0), r.get(1));
-                        report.stopped_at = Some(format!(
-                            "record {id} at {} is not sealed",
-                            Instant::from_unix(at).rfc3339()
-                        ));
+                        report.stopped_at = Some(chain::unsealed(id, at));
                         at
                     }
                     None => log_cutoff.unix(),
@@ -1714,31 +1614,9 @@ impl LogStore for PgStore {
                     )
                     .await
                     .map_err(pg("purge: delete quarantine"))?;
-                if report.events + report.seals + report.quarantined > 0 {
-                    let event = LogEvent {
-                        pec_id: String::new(),
-                        at: now,
-                        kind: EventKind::Purged,
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        subject: String::new(),
-                        related_ids: Vec::new(),
-                        provider,
-                        queue_id: None,
-                        outcome: "ok".into(),
-                        reason: Some(format!(
-                            "retention: {} records (up to id {}) before {}, {} seals, \
-                             {} quarantined messages before {}",
-                            report.events,
-                            report
-                                .anchor_id
-                                .map_or_else(|| "-".to_string(), |i| i.to_string()),
-                            Instant::from_unix(boundary).rfc3339(),
-                            report.seals,
-                            report.quarantined,
-                            quarantine_cutoff.rfc3339()
-                        )),
-                    };
+                if let Some(event) =
+                    chain::purge_event(&report, boundary, quarantine_cutoff, now, &provider)
+                {
                     let tail = append_after(tx, &event, head).await?;
                     set_head(tx, &tail).await?;
                 }

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The store backends the contract tests run on: SQLite in a temporary directory, and
 //! PostgreSQL when `PEC_TEST_PG_URL` names a server (scripts/test.sh starts one). Each
 //! PostgreSQL store gets a schema of its own, so tests run side by side on one database.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A submission through the access point's milter, as Postfix's smtpd drives it
 //! (indymilter-test), and the message as Postfix queues it after the milter's actions.
 #![allow(dead_code)]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Shared test support: a test PKI and a SoftHSM2-backed signer, made once per test binary.
 #![allow(dead_code)]
 

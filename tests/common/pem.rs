@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! A test PKI whose provider key is a PEM file (no HSM), made once per test binary, and the
 //! provider `pec.example.it` it signs for: for in-process tests that sign many messages.
 #![allow(dead_code)]

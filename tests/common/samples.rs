@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Locates the read-only real PEC samples (spec §14). They are never copied into the
 //! project: tests read them where they are.
 #![allow(dead_code)]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Two providers for the in-process reception tests: the test PKI (`it` is provider A,
 //! pec.example.it; `net` is provider B, pec.example.net; `outsider` is in no index), the
 //! index both share, and a reception point (`AfterQueue`) with the in-memory store, a
@@ -10,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use pec::antivirus::Antivirus;
 use pec::crypto::testing::make_test_pki;
 use pec::crypto::{DigestAlg, PemSigner, Signer};
-use pec::doubles::{Injected, MarkerAntivirus, MemStore, RecordingInjector};
+use pec::doubles::{Injected, MarkerAntivirus, RecordingInjector, TestStore};
 use pec::index::{IndexHandle, ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::message::build::{Builder, Certification, Generated, Issuer, OriginalInfo};
 use pec::message::classify::{classify, Classification};
@@ -138,7 +139,7 @@ pub struct Rx {
     pub aq: AfterQueue,
     /// The reception point's index: refreshed by [`IndexHandle::replace`].
     pub index: Arc<IndexHandle>,
-    pub store: Arc<MemStore>,
+    pub store: Arc<TestStore>,
     pub inj: Arc<RecordingInjector>,
     pub we: Provider,
 }
@@ -164,7 +165,7 @@ pub fn rx_full(
     antivirus: Arc<dyn Antivirus>,
     domains: Vec<String>,
 ) -> Rx {
-    let store = Arc::new(MemStore::new());
+    let store = Arc::new(TestStore::new());
     let inj = Arc::new(RecordingInjector::new());
     let signer: Arc<dyn Signer> = we.signer();
     let handle = Arc::new(IndexHandle::from(index));
@@ -267,7 +268,7 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// B's envelope B_ID from bob to A's alice, tracked in B's store.
-pub fn our_envelope_b_to_a(store: &MemStore) -> Certification {
+pub fn our_envelope_b_to_a(store: &TestStore) -> Certification {
     let info = OriginalInfo::parse(&fixture("ordinary.eml")).unwrap();
     let cert = Certification::for_submission(
         &info,

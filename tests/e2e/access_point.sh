@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the access point with real parts: Postfix (submission with SASL through
 # Dovecot, the pec milter, the after-queue content filter, the reinjection listener),
 # Dovecot (auth, LMTP, IMAP), clamd with the test signature database, and `pec serve`
@@ -25,22 +26,13 @@ msg() { # FILE FROM_HEADER EXTRA_HEADERS BODY
   printf 'From: %s\r\nTo: bob@pec.example.it, carol@example.com\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s@client.example.it>\r\n%bMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
     "$2" "$(basename "$1" .eml)" "$(date -R)" "$(basename "$1" .eml)-$$" "$3" "$4" > "$1"
 }
-send() { # FILE [pecmail send options]
-  local f=$1; shift
-  "${mail[@]}" send --port "$submission" --user alice@pec.example.it --password test \
-    --from alice@pec.example.it --to bob@pec.example.it --to carol@example.com "$@" "$f"
+send() { # FILE [pecmail send options]: alice to bob and carol
+  local f=$1
+  shift
+  e2e_send "$submission" alice@pec.example.it "$f" --to bob@pec.example.it --to carol@example.com "$@"
 }
-fetch() { # USER COUNT DIR
-  "${mail[@]}" fetch --port "$imap" --user "$1" --password test --count "$2" --dir "$3" --deadline 60
-}
-verify() { # FILE EXPECTED_KIND_SUBSTRING
-  local out
-  out=$("$pec" verify --trust "$work/pki/it.pem" "$1") || { echo "$out" >&2; e2e_fail "pec verify refused $1"; return 1; }
-  grep -q "kind: $2" <<<"$out" || { echo "$out" >&2; e2e_fail "$1 is not \"$2\""; return 1; }
-  openssl smime -verify -in "$1" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
-    || e2e_fail "openssl smime -verify refused $1"
-}
-newest() { ls -t "$1"/* | head -n 1; }
+fetch() { e2e_fetch "$imap" "$@"; } # USER COUNT DIR
+verify() { e2e_verify "$1" "$2" "$work/pki/it.pem"; } # FILE KIND
 
 e2e_log "1. accepted: acceptance receipt to the sender, envelope to each recipient"
 msg "$work/contratto.eml" "Alice <alice@pec.example.it>" "" "Buongiorno, ecco il contratto."
@@ -48,14 +40,14 @@ send "$work/contratto.eml"
 fetch alice@pec.example.it 1 "$work/alice"
 fetch bob@pec.example.it 1 "$work/bob"
 fetch carol@example.com 1 "$work/carol"
-verify "$(newest "$work/alice")" "receipt: accettazione"
+verify "$(e2e_newest "$work/alice")" "receipt: accettazione"
 for f in "$work"/bob/* "$work"/carol/*; do
   verify "$f" "transport envelope"
   grep -q "^X-Trasporto: posta-certificata" "$f" || e2e_fail "$f: no X-Trasporto"
   grep -q "Buongiorno, ecco il contratto." "$f" || e2e_fail "$f: original body not in postacert.eml"
   grep -q "^X-Riferimento-Message-ID: <contratto-$$@client.example.it>" "$f" || e2e_fail "$f: no X-Riferimento-Message-ID"
 done
-"$pec" verify --json --trust "$work/pki/it.pem" "$(newest "$work/alice")" > "$work/acceptance.json"
+"$pec" verify --json --trust "$work/pki/it.pem" "$(e2e_newest "$work/alice")" > "$work/acceptance.json"
 grep -q '"certificato"' "$work/acceptance.json" && grep -q '"esterno"' "$work/acceptance.json" \
   || e2e_fail "acceptance does not list bob as certificato and carol as esterno"
 
@@ -63,9 +55,9 @@ e2e_log "2. spoofed From: non-acceptance notice, no envelope"
 msg "$work/spoofed.eml" "Mallory <mallory@pec.example.it>" "" "Sono Alice, davvero."
 send "$work/spoofed.eml"
 fetch alice@pec.example.it 2 "$work/alice"
-verify "$(newest "$work/alice")" "receipt: non-accettazione"
-grep -q "diverso dall'indirizzo del campo From" "$(newest "$work/alice")" \
-  || grep -q "campo From" "$(newest "$work/alice")" || e2e_fail "spoofed From: notice does not say why"
+verify "$(e2e_newest "$work/alice")" "receipt: non-accettazione"
+grep -q "diverso dall'indirizzo del campo From" "$(e2e_newest "$work/alice")" \
+  || grep -q "campo From" "$(e2e_newest "$work/alice")" || e2e_fail "spoofed From: notice does not say why"
 
 e2e_log "3. Bcc: non-acceptance notice, no envelope"
 # As a real client does: the blind recipient is in RCPT TO and in a Bcc header. Postfix's
@@ -74,8 +66,8 @@ e2e_log "3. Bcc: non-acceptance notice, no envelope"
 msg "$work/bcc.eml" "alice@pec.example.it" "Bcc: eve@pec.example.it\r\n" "Copia nascosta."
 send "$work/bcc.eml" --to eve@pec.example.it
 fetch alice@pec.example.it 3 "$work/alice"
-verify "$(newest "$work/alice")" "receipt: non-accettazione"
-grep -q "eve@pec.example.it" "$(newest "$work/alice")" || e2e_fail "Bcc: the notice does not name the blind recipient"
+verify "$(e2e_newest "$work/alice")" "receipt: non-accettazione"
+grep -q "eve@pec.example.it" "$(e2e_newest "$work/alice")" || e2e_fail "Bcc: the notice does not name the blind recipient"
 
 e2e_log "4. EICAR: non-acceptance for virus, quarantined"
 # The EICAR file as an attachment (clamd decodes MIME and matches the decoded part).
@@ -83,8 +75,8 @@ printf 'From: alice@pec.example.it\r\nTo: bob@pec.example.it, carol@example.com\
   "$(date -R)" "$$" "$(e2e_eicar | base64 -w0)" > "$work/virus.eml"
 send "$work/virus.eml"
 fetch alice@pec.example.it 4 "$work/alice"
-verify "$(newest "$work/alice")" "receipt: non-accettazione"
-grep -qi "^X-VerificaSicurezza: errore" "$(newest "$work/alice")" || e2e_fail "virus notice without X-VerificaSicurezza"
+verify "$(e2e_newest "$work/alice")" "receipt: non-accettazione"
+grep -qi "^X-VerificaSicurezza: errore" "$(e2e_newest "$work/alice")" || e2e_fail "virus notice without X-VerificaSicurezza"
 
 e2e_log "5. oversize: refused in SMTP, no notice"
 {

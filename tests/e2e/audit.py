@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Audit of a PEC load run between two providers (standard library only; /usr/bin/python3).
 
 The load (tests/e2e/pecmail.py load --accepted FILE) sent one message per line of FILE from

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Crafts PEC messages for pec's hostile end-to-end tests (tests/e2e/hostile_peer.sh), as an
 attacker holding a provider's genuine key would: take a genuine signed message, change what
 it says, sign it again. Standard library and the openssl command only; run with

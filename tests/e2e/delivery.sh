@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the delivery point (punto di consegna) with real parts: Postfix delivers its
 # virtual mailboxes over LMTP to pec's LMTP proxy (PROVIDER_LMTP_PROXY=1), which forwards to
 # Dovecot's LMTP; everything else as in access_point.sh (submission + milter, after-queue
@@ -25,18 +26,11 @@ provider_script delivery .
 
 PROVIDER_LMTP_PROXY=1 provider_up "$work"
 
-fetch() { # USER COUNT DIR
-  "${mail[@]}" fetch --port "$imap" --user "$1" --password test --count "$2" --dir "$3" --deadline 60
-}
-verify() { # FILE EXPECTED_KIND_SUBSTRING
-  local out
-  out=$("$pec" verify --trust "$work/pki/it.pem" "$1") || { echo "$out" >&2; e2e_fail "pec verify refused $1"; return 1; }
-  grep -q "kind: $2" <<<"$out" || { echo "$out" >&2; e2e_fail "$1 is not \"$2\""; return 1; }
-}
+fetch() { e2e_fetch "$imap" "$@"; } # USER COUNT DIR
+verify() { e2e_verify "$1" "$2" "$work/pki/it.pem"; } # FILE KIND
 body() { # FILE: everything after the first empty line
   /usr/bin/python3 -c 'import sys; d=open(sys.argv[1],"rb").read().replace(b"\r\n",b"\n"); sys.stdout.buffer.write(d.split(b"\n\n",1)[1])' "$1"
 }
-newest() { ls -t "$1"/* | head -n 1; }
 
 e2e_log "1. PEC alice -> bob through the LMTP proxy"
 printf 'From: Alice <alice@pec.example.it>\r\nTo: bob@pec.example.it\r\nSubject: consegna\r\nDate: %s\r\nMessage-ID: <consegna-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nBuongiorno Bob.\r\n.riga con punto\r\n' \
@@ -44,7 +38,7 @@ printf 'From: Alice <alice@pec.example.it>\r\nTo: bob@pec.example.it\r\nSubject:
 "${mail[@]}" send --port "$submission" --user alice@pec.example.it --password test \
   --from alice@pec.example.it --to bob@pec.example.it "$work/pec.eml"
 fetch bob@pec.example.it 1 "$work/bob"
-f=$(newest "$work/bob")
+f=$(e2e_newest "$work/bob")
 verify "$f" "transport envelope"
 grep -q "^\.riga con punto" "$f" || e2e_fail "envelope: the dot line of the original was altered"
 wait_for_file_match "$work/pec.log" "delivery point: .*bob@pec.example.it" 30 \
@@ -59,7 +53,7 @@ e2e_log "2. ordinary mail from the Internet, byte for byte"
 } > "$work/ordinary.eml"
 "${mail[@]}" send --port "$smtp" --from someone@example.org --to carol@example.com "$work/ordinary.eml"
 fetch carol@example.com 1 "$work/carol"
-cmp <(body "$work/ordinary.eml") <(body "$(newest "$work/carol")") \
+cmp <(body "$work/ordinary.eml") <(body "$(e2e_newest "$work/carol")") \
   || e2e_fail "ordinary mail: the body changed on the way"
 wait_for_file_match "$work/pec.log" "delivery point: .*carol@example.com" 30 \
   || e2e_fail "the ordinary mail did not go through pec's delivery point"

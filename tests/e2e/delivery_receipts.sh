@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, delivery receipts across two providers (spec §3.6), every role real: provider A
 # (pec.example.it) and provider B (pec.example.net), each with Postfix, Dovecot behind pec's
 # LMTP proxy, clamd, SoftHSM2 and `pec serve`.
@@ -31,9 +32,7 @@ b_smtp=$smtp b_imap=$imap
 postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
 postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
 
-fetch() { # IMAP_PORT USER COUNT DIR
-  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" --deadline 90
-}
+fetch() { e2e_fetch "$1" "$2" "$3" "$4" 90; } # IMAP_PORT USER COUNT DIR
 trust=(--trust "$work/pki/it.pem" --trust "$work/pki/net.pem")
 kind_of() { "$pec" verify "${trust[@]}" "$1" | sed -n 's/^kind: //p'; }
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, faults under load: while FAULTS_N PEC transactions (default 400) go from A's
 # alice to B's bob, to A's ugo (same provider) or to both (of every five, three to bob, one
 # to ugo, one to both: proof_rcpt_sets) (tests/e2e/proof_lib.sh: two providers, B's store on
@@ -66,7 +67,7 @@ cleanup() {
   if [ -d "$work/bstore" ] && mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
   if [ "$status" -ne 0 ]; then
     for p in a b; do
-      echo "---- $p: pec log" >&2; plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
+      echo "---- $p: pec log" >&2; e2e_plain "$work/$p/pec.log" 2>/dev/null | grep -E "WARN|ERROR" | tail -n 20 >&2 || true
     done
     echo "faults: FAIL (work dir kept: $work)" >&2
   else
@@ -76,7 +77,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 # lines of FILE (after the first SKIP lines) matching REGEX
 count_since() { # FILE SKIP REGEX
   tail -n +"$(($2 + 1))" "$1" | sed 's/\x1b\[[0-9;]*m//g' | grep -cE "$3" || true
@@ -222,6 +222,6 @@ proof_audit "$work" "$work/accepted" -1 "${known[@]}" | tee "$work/audit.out" >&
 [ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "audit failed"
 [ "$timers_ok" -eq 1 ] || e2e_fail "the timers sent notices for recipients that have an outcome"
 for p in a b; do
-  e2e_log "$p: $(plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
+  e2e_log "$p: $(e2e_plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(e2e_plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
 done
 echo "faults: PASS"

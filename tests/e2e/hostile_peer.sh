@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, a hostile peer (issue 16, "never certify what did not happen"): provider A
 # (pec.example.it) and provider B (pec.example.net) as in reception.sh, both delivering
 # through pec's delivery point. The attacker holds B's genuine key (net.key/net.pem of
@@ -68,27 +69,14 @@ held=nobody@invalid
 
 # ---- helpers --------------------------------------------------------------------------------
 imap_port() { if [ "$1" = a ]; then echo "$a_imap"; else echo "$b_imap"; fi; }
-fetch() { # a|b USER COUNT DIR [DEADLINE]
-  "${mail[@]}" fetch --port "$(imap_port "$1")" --user "$2" --password test --count "$3" \
-    --dir "$4" --deadline "${5:-30}" > /dev/null
-}
-count() { # a|b USER: how many messages USER holds now
-  local d
-  d=$(mktemp -d "$work/count.XXXX")
-  "${mail[@]}" fetch --port "$(imap_port "$1")" --user "$2" --password test --count 0 --dir "$d" \
-    --deadline 1 > /dev/null 2>&1 || true
-  find "$d" -name '*.eml' | wc -l
-  rm -rf "$d"
-}
-newest() { # DIR: the message with the highest IMAP uid
-  find "$1" -name '*.eml' -printf '%f\n' | sort -n | tail -n 1 | sed "s|^|$1/|"
-}
+fetch() { e2e_fetch "$(imap_port "$1")" "$2" "$3" "$4" "${5:-30}" > /dev/null; } # a|b USER COUNT DIR [DEADLINE]
+count() { e2e_count "$(imap_port "$1")" "$2"; } # a|b USER
 # fetch_new a|b USER BEFORE: waits for message number BEFORE+1 of USER, prints its file.
 fetch_new() {
   local d
   d=$(mktemp -d "$work/new.XXXX")
   fetch "$1" "$2" $(($3 + 1)) "$d" "${4:-30}" || return 1
-  newest "$d"
+  e2e_newest "$d"
 }
 send() { # PORT MAIL_FROM RCPT_TO FILE
   "${mail[@]}" send --port "$1" --from "$2" --to "$3" "$4" > /dev/null
@@ -197,7 +185,7 @@ submit a alice@pec.example.it bob@pec.example.net "$subj1"
 fetch b bob@pec.example.net 1 "$work/bob" 60
 fetch a alice@pec.example.it 2 "$work/alice1" 60
 e1=$work/e1.eml c1=$work/c1.eml
-"${craft[@]}" strip --in "$(newest "$work/bob")" --out "$e1"
+"${craft[@]}" strip --in "$(e2e_newest "$work/bob")" --out "$e1"
 "${craft[@]}" strip --in "$(pick "$work/alice1" X-Ricevuta avvenuta-consegna)" --out "$c1"
 is_kind "$e1" it "transport envelope" || e2e_fail "bob's E1 is not A's transport envelope"
 is_kind "$c1" net "receipt: avvenuta-consegna" || e2e_fail "C1 is not B's CONSEGNA"
@@ -208,7 +196,7 @@ e2e_log "genuine: mallory@B → ugo@A (M1, B's envelope)"
 submit b mallory@pec.example.net ugo@pec.example.it "Preventivo"
 fetch a ugo@pec.example.it 1 "$work/ugo" 60
 m1=$work/m1.eml
-"${craft[@]}" strip --in "$(newest "$work/ugo")" --out "$m1"
+"${craft[@]}" strip --in "$(e2e_newest "$work/ugo")" --out "$m1"
 is_kind "$m1" net "transport envelope" || e2e_fail "ugo's M1 is not B's transport envelope"
 settle
 

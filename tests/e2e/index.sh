@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the provider index over LDAP (spec §7): a private slapd with the PEC schema
 # (etc/ldap/pec.schema) holding both test providers; `pec index sync` / `pec index lookup`
 # with the built binary.

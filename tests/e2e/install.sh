@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Installs the Debian packages that the end-to-end suite (tests/e2e) needs: a private Postfix,
 # a private Dovecot 2.3 (LMTP + IMAP), clamd (offline, with the suite's own signature DB),
 # SoftHSM2 with the PKCS#11 tools, and swaks. Idempotent: packages already present are not

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End-to-end harness: private instances of clamd, Dovecot 2.3 and Postfix on loopback, and a
 # SoftHSM2 token, for pec's end-to-end tests. Source it from bash (set -euo pipefail is fine):
 #

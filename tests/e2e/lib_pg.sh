@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # A private PostgreSQL 15 instance for the tests (Debian package postgresql): its own data
 # directory and loopback port, trust authentication on 127.0.0.1, stopped by the PID in its
 # postmaster.pid. PostgreSQL refuses to run as root: as root the server runs as the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the owner self-service of the legal log with real parts: Postfix (submission
 # with SASL, the pec milter, the after-queue filter, the reinjection listener), Dovecot,
 # clamd and `pec serve` signing on SoftHSM2. Users are ordinary mail clients (SMTP + IMAP).
@@ -26,12 +27,8 @@ msg() { # FILE FROM TO SUBJECT BODY
   printf 'From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
     "$2" "$3" "$4" "$(date -R)" "$(basename "$1" .eml)" "$$" "$5" > "$1"
 }
-send() { # FILE USER TO
-  "${mail[@]}" send --port "$submission" --user "$2" --password test --from "$2" --to "$3" "$1" >/dev/null
-}
-fetch() { # USER COUNT DIR
-  "${mail[@]}" fetch --port "$imap" --user "$1" --password test --count "$2" --dir "$3" --deadline 60 >/dev/null
-}
+send() { e2e_send "$submission" "$2" "$1" --to "$3" >/dev/null; } # FILE USER TO
+fetch() { e2e_fetch "$imap" "$@" >/dev/null; } # USER COUNT DIR
 # The message of DIR_NEW that DIR_OLD (an earlier fetch of the same mailbox) lacks.
 new_message() {
   local f

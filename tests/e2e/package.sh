@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the Debian package: builds it (scripts/build-deb.sh: a release build and
 # cargo-deb), installs it with dpkg on this machine (as root; CI machines are disposable),
 # and checks what an administrator gets:

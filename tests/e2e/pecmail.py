@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Mail client for pec's end-to-end tests (standard library only; run with /usr/bin/python3).
 
   pecmail.py send  --port N [--host H] [--user U --password P] --from ADDR --to ADDR [--to ...]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, zero loss under load (spec §8 audit invariants): PROOF_N PEC transactions
 # (default 1000; the full proof is PROOF_N=10000) from A's alice at concurrency
 # PROOF_CONCURRENCY (default 20), between two providers on this machine (tests/e2e/proof_lib.sh:

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Two providers for the load proofs (tests/e2e/proof.sh, tests/e2e/faults.sh) and the
 # end-to-end benchmark (benches/pec_e2e.sh): A (pec.example.it) and B (pec.example.net),
 # each with Postfix, Dovecot behind pec's LMTP proxy, clamd, SoftHSM2 and `pec serve`,

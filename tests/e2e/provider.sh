@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # One PEC provider on this machine, for the end-to-end tests and the load benchmarks:
 # a test PKI and SoftHSM2 token, a provider index (LDIF) with provider A (pec.example.it) and
 # provider B (pec.example.net), clamd, Dovecot, a Postfix instance wired to pec (submission
@@ -170,7 +171,7 @@ reinject = "127.0.0.1:$reinject"
 listen = "127.0.0.1:$delivery"
 dovecot = "127.0.0.1:$lmtp"
 reinject = "127.0.0.1:$reinject"
-duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf", "search", "-u", "%u", "header", "Message-ID", "%m"]
+duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf", "search", "-u", "%u", "header", "Message-ID", "%m", "%c"]
 
 [metrics]
 listen = "127.0.0.1:$metrics_port"
@@ -233,6 +234,49 @@ provider_script() {
   mail=(/usr/bin/python3 "$(dirname "${BASH_SOURCE[0]}")/pecmail.py")
   work=$(e2e_tmpdir)
   trap provider_script_exit EXIT
+}
+
+# ---- helpers the scripts share -------------------------------------------------------------
+# e2e_fetch PORT USER COUNT DIR [DEADLINE]: waits (DEADLINE seconds, 60 by default) until
+# USER's mailbox (IMAP on PORT, password "test") holds COUNT messages and writes them to DIR,
+# each named by its IMAP uid (pecmail.py).
+e2e_fetch() {
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" \
+    --deadline "${5:-60}"
+}
+# e2e_count PORT USER: how many messages USER holds now.
+e2e_count() {
+  local d
+  d=$(mktemp -d "$work/count.XXXX")
+  # fetch writes every message, then complains that there are more than 0: expected here.
+  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count 0 --dir "$d" --deadline 1 \
+    >/dev/null 2>&1 || true
+  find "$d" -name '*.eml' | wc -l
+  rm -rf "$d"
+}
+# e2e_newest DIR: the message of DIR with the highest IMAP uid.
+e2e_newest() {
+  find "$1" -maxdepth 1 -name '*.eml' -printf '%f\n' | sort -n | tail -n 1 | sed "s|^|$1/|"
+}
+# e2e_verify FILE KIND TRUST_PEM...: `pec verify`, trusting the TRUST_PEMs, says FILE is KIND
+# (a substring of its "kind:" line), and openssl's S/MIME verifies it against the test CA.
+e2e_verify() {
+  local f=$1 kind=$2 out t trust=()
+  shift 2
+  for t in "$@"; do trust+=(--trust "$t"); done
+  out=$("$pec" verify "${trust[@]}" "$f") || { echo "$out" >&2; e2e_fail "pec verify refused $f"; return 1; }
+  grep -q "kind: $kind" <<<"$out" || { echo "$out" >&2; e2e_fail "$f is not \"$kind\""; return 1; }
+  openssl smime -verify -in "$f" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
+    || e2e_fail "openssl smime -verify refused $f"
+}
+# e2e_plain FILE: FILE (pec's log) without colour escapes.
+e2e_plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+# e2e_send PORT USER FILE [pecmail send options]: USER (password "test") submits FILE, sending
+# as themselves.
+e2e_send() {
+  local port=$1 user=$2 f=$3
+  shift 3
+  "${mail[@]}" send --port "$port" --user "$user" --password test --from "$user" "$@" "$f"
 }
 
 provider_script_exit() {

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the reception point between two providers on one machine: A (pec.example.it,
 # key it.pem) and B (pec.example.net, key net.pem), each with its own Postfix, Dovecot,
 # clamd, SoftHSM2 token, store and `pec serve`, the same index listing both; each routes the
@@ -55,24 +56,9 @@ postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
 postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
 t_up=${EPOCHREALTIME}
 
-fetch() { # IMAP_PORT USER COUNT DIR
-  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count "$3" --dir "$4" --deadline 60
-}
-count() { # IMAP_PORT USER: how many messages USER holds now
-  local d
-  d=$(mktemp -d "$work/count.XXXX")
-  # fetch writes every message, then complains that there are more than 0: expected here.
-  "${mail[@]}" fetch --port "$1" --user "$2" --password test --count 0 --dir "$d" --deadline 2 \
-    >/dev/null 2>&1 || true
-  ls "$d" | wc -l
-}
-verify() { # FILE TRUST_PEM EXPECTED_KIND_SUBSTRING
-  local out
-  out=$("$pec" verify --trust "$2" "$1") || { echo "$out" >&2; e2e_fail "pec verify refused $1"; return 1; }
-  grep -q "kind: $3" <<<"$out" || { echo "$out" >&2; e2e_fail "$1 is not \"$3\""; return 1; }
-  openssl smime -verify -in "$1" -CAfile "$work/pki/ca.pem" -purpose any -out /dev/null 2>/dev/null \
-    || e2e_fail "openssl smime -verify refused $1"
-}
+fetch() { e2e_fetch "$@"; } # IMAP_PORT USER COUNT DIR
+count() { e2e_count "$@"; } # IMAP_PORT USER
+verify() { e2e_verify "$1" "$3" "$2"; } # FILE TRUST_PEM KIND
 msg() { # FILE SUBJECT BODY
   printf 'From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%s-%s@client.example.it>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n' \
     "$2" "$(date -R)" "$2" "$$" "$3" > "$1"
@@ -81,15 +67,12 @@ send_a() { # FILE
   "${mail[@]}" send --port "$a_submission" --user alice@pec.example.it --password test \
     --from alice@pec.example.it --to bob@pec.example.net "$1"
 }
-plain() { # FILE: the log without colour escapes
-  sed 's/\x1b\[[0-9;]*m//g' "$1"
-}
 log_has() { # FILE REGEX
   # Not grep -q: stopping early would end `plain` with SIGPIPE, a failure under pipefail.
-  plain "$1" | grep -E "$2" > /dev/null
+  e2e_plain "$1" | grep -E "$2" > /dev/null
 }
 log_count() { # FILE REGEX
-  plain "$1" | grep -cE "$2" || true
+  e2e_plain "$1" | grep -cE "$2" || true
 }
 
 e2e_log "1. A's alice → B's bob: envelope delivered, presa in carico consumed by A"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, open-relay attempts against one provider (real Postfix, Dovecot and pec):
 #
 #   * submission without authentication: every recipient refused, local or not;

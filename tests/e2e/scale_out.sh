@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, scale-out on one PostgreSQL store: provider A runs two nodes, a1 and a2 (each
 # with its own Postfix, Dovecot behind pec's LMTP proxy, clamd, SoftHSM2 token and
 # `pec serve`), sharing one PostgreSQL 15 database; provider B runs one node on SQLite
@@ -54,8 +55,7 @@ load() { # SUBMISSION_PORT COUNT EXPECT CONCURRENCY OUT
     --to bob@pec.example.net --count "$2" --concurrency "$4" --size 2048 \
     --maildir "$bob" --expect "$3" --deadline 900 > "$5"
 }
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
-log_count() { plain "$1" | grep -cE "$2" || true; }
+log_count() { e2e_plain "$1" | grep -cE "$2" || true; }
 seconds() { echo "$2 $1" | awk '{printf "%.3f", $1 - $2}'; }
 # Injections that waited 60 s for a reinjection greeting (Postfix's reinject listener has
 # 10 processes, and the injectors keep connections open) stretch a run: count them.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Self-test of the end-to-end harness, with no pec involved: clamd, Dovecot and Postfix on
 # free loopback ports in a temporary directory.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, TLS to PostgreSQL ([store] tls, ca_file): a private PostgreSQL 15 with
 # ssl = on, its certificate issued for localhost by a test CA made here, accepting TCP
 # connections over TLS only (pg_hba hostssl); one that also authenticates clients by

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the 12 h / 24 h timers (spec §5.4), and that they never certify what did not
 # happen (issue 16): two providers with every part real (provider_up: Postfix, Dovecot
 # behind pec's delivery point, PROVIDER_LMTP_PROXY=1, clamd, `pec serve` on SoftHSM2), A
@@ -47,11 +48,7 @@ postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
 postfix_route "$work/a/postfix" muto.example.net "127.0.0.1:${dead[0]}"
 postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
 
-fetch() { # USER COUNT DIR
-  "${mail[@]}" fetch --port "$a_imap" --user "$1" --password test --count "$2" --dir "$3" --deadline 90 >/dev/null
-}
-# The last message fetched (pecmail.py names them by IMAP uid).
-newest() { printf '%s/%s\n' "$1" "$(ls "$1" | sort -n | tail -n 1)"; }
+fetch() { e2e_fetch "$a_imap" "$1" "$2" "$3" 90 >/dev/null; } # USER COUNT DIR
 # timers_run P HOURS: one pass of provider P at t0 + HOURS; prints the summary line.
 timers_run() {
   local p=$1 at c
@@ -149,7 +146,7 @@ e2e_log "3. +13 h: the 12 h notice for dan@muto only"
 expect_sent 13 ": 1 sent (12h: 1, 24h: 0), 0 failed"
 only_dead_notified
 fetch alice@pec.example.it 14 "$work/alice2"
-check_notice "$(newest "$work/alice2")" 4.4.7
+check_notice "$(e2e_newest "$work/alice2")" 4.4.7
 
 e2e_log "4. +20 h: nothing (not before 22 h), and the 12 h notice not again"
 expect_sent 20 ": 0 sent (12h: 0, 24h: 0), 0 failed"
@@ -158,7 +155,7 @@ e2e_log "5. +25 h: the 24 h notice for dan@muto only"
 expect_sent 25 ": 1 sent (12h: 0, 24h: 1), 0 failed"
 only_dead_notified
 fetch alice@pec.example.it 15 "$work/alice3"
-check_notice "$(newest "$work/alice3")" 5.4.1
+check_notice "$(e2e_newest "$work/alice3")" 5.4.1
 expect_sent 25 ": 0 sent (12h: 0, 24h: 0), 0 failed" b
 
 e2e_log "6. +30 h: tracking stopped, nobody waiting"

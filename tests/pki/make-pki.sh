@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Test PKI for pec (development and tests only; never use these keys for real mail).
 #
 # Usage: make-pki.sh OUTDIR

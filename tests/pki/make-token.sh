@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # SoftHSM2 token for pec tests (development and tests only).
 #
 # Usage: make-token.sh OUTDIR LABEL PIN KEYFILE CERTFILE KEYLABEL

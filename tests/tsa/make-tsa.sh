@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Test time-stamping authority for pec (tests only; never use these keys for real).
 #
 # Usage: make-tsa.sh OUTDIR PKIDIR

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A test RFC 3161 time-stamping authority over HTTP (tests only).
 
 Usage: tsa.py TSA_CNF

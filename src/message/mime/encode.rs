@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Encoders for generated parts and headers: 7-bit-safe bodies (quoted-printable, base64),
 //! boundaries, RFC 2047 header text, quoted strings and RFC 2231 parameters.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! One MIME entity (a message or a body part) read for walking: header fields, body, and
 //! the first `Content-Type` and `Content-Disposition`.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Raw MIME on bytes, the one implementation that every reader and writer of messages uses
 //! (the builders, the 7-bit downgrade, the breve rewriter, S/MIME verification and the
 //! classifier):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Structured header values with parameters: `Content-Type` and `Content-Disposition`
 //! (RFC 2045 §5.1, RFC 2183), with RFC 2231 extended values and continuations, and the
 //! RFC 2047 encoded words that many mailers put in file names.

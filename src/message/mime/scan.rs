@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Line-level scanning: line ends, the header/body split, header fields with their exact
 //! byte spans, and multipart bodies split at their delimiter lines.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Content-Transfer-Encoding decoding (RFC 2045 §6): base64, quoted-printable, identity.
 
 use base64::Engine;

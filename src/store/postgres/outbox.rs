@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox and the delivery records on the PostgreSQL store (tables `outbox` and
 //! `deliveries`, migrations 9 and 10; see [`crate::store::outbox`]).
 //!
@@ -9,14 +10,13 @@ use deadpool_postgres::{Object, Transaction};
 use tokio_postgres::Row;
 
 use super::{
-    add_months, append_after, decode_cert, lock_head, pg, set_head, timeout_columns, timeout_state,
-    to_i64, tracking_forward,
+    append_after, decode_cert, lock_head, pg, quarantine_expiry, set_head, timeout_columns,
+    timeout_state, to_i64, tracking_forward,
 };
 use crate::message::time::Instant;
 use crate::store::outbox::{intent_is_live, notice_outcome, refused_events, timeout_event};
 use crate::store::{
-    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
-    TrackingState, RETENTION_MONTHS,
+    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError, TrackingState,
 };
 
 const COLUMNS: &str = "key, message_id, mail_from, rcpt_to, data, created_at, injected_at";
@@ -381,9 +381,7 @@ pub(super) async fn quarantine(
     reason: &str,
     message: &[u8],
 ) -> Result<(), StoreError> {
-    let expires_at = add_months(at, RETENTION_MONTHS).ok_or_else(|| {
-        StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-    })?;
+    let expires_at = quarantine_expiry(pec_id, at)?;
     tx.execute(
         "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
          VALUES ($1, $2, $3, $4, $5)",

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The PostgreSQL schema: one migration per SQLite migration number (`MIGRATIONS[i]` brings
 //! the database to version `i + 1`, the same version the SQLite file would have), so that a
 //! SQLite migration N added later gets its PostgreSQL twin at the same index here. Never
@@ -252,13 +253,5 @@ SELECT 1;
 "#,
     // Version 12: same-provider recipients whose delivery receipt or non-delivery notice is
     // recorded get their tracking row closed (see the SQLite migration 12).
-    r#"
-UPDATE tracking
-SET state = CASE (SELECT d.kind FROM delivery_notices d
-                  WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient))
-            WHEN 'Consegna' THEN 'delivered' ELSE 'failed' END
-WHERE state IN ('sent', 'taken-in-charge')
-  AND EXISTS (SELECT 1 FROM delivery_notices d
-              WHERE d.pec_id = tracking.pec_id AND d.recipient = lower(tracking.recipient));
-"#,
+    crate::store::outbox::CLOSE_DECIDED_ROWS,
 ];

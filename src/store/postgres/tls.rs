@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! TLS to PostgreSQL (`[store] tls` and `ca_file`), with libpq's `sslmode` meanings:
 //!
 //! - `disable`: no TLS;

@@ -1,21 +1,23 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The legal log's own operations on the SQLite store: the chained insert every event goes
 //! through, search, chain verification, seal storage and the retention purge. The seal's
 //! signing and time-stamping, and the CLI, live in [`crate::log`].
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{db, encode_kind, recipients_json, EventRow, SqliteStore};
+use super::{db, SqliteStore};
 use crate::message::time::Instant;
-use crate::store::chain::{ChainRecord, GENESIS};
-use crate::store::{EventKind, LogEvent, LogQuery, LoggedEvent, StoreError};
-
-/// The columns read for chain verification, export and search, in [`read_row`]'s order.
-const COLUMNS: &str = "id, pec_id, at, kind, receipt_type, sender, recipients, subject, \
-                       related_ids, provider, queue_id, outcome, reason, prev_hash, hash";
+pub(super) use crate::store::chain::COLUMNS;
+use crate::store::chain::{self, ChainRecord, Verifier, GENESIS};
+use crate::store::ledger::LogStore;
+use crate::store::Health;
+use crate::store::{
+    Export, LogEvent, LogQuery, LoggedEvent, PurgeReport, SealRecord, StoreError, VerifyReport,
+};
 
 /// One stored row: its chain record and the stored hash (`None` for a row written before
 /// version 2 and not yet chained, which cannot happen after migration).
-fn read_row(r: &Row<'_>) -> rusqlite::Result<(ChainRecord, Option<Vec<u8>>)> {
+pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<(ChainRecord, Option<Vec<u8>>)> {
     Ok((
         ChainRecord {
             id: r.get(0)?,
@@ -37,8 +39,7 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<(ChainRecord, Option<Vec<u8>>)> {
     ))
 }
 
-/// The id and hash the next record chains to: the last record, else the purge anchor, else
-/// the genesis (id 0, zero hash).
+/// The id and hash the next record chains to (see [`chain::tail`]).
 fn tail(tx: &Connection) -> Result<(i64, Vec<u8>), StoreError> {
     let last: Option<(i64, Option<Vec<u8>>)> = tx
         .query_row(
@@ -48,15 +49,7 @@ fn tail(tx: &Connection) -> Result<(i64, Vec<u8>), StoreError> {
         )
         .optional()
         .map_err(db("read the last log record"))?;
-    let anchor = anchor(tx)?;
-    match (last, anchor) {
-        (Some((id, Some(hash))), _) => Ok((id, hash)),
-        (Some((id, None)), _) => Err(StoreError::Corrupt(format!(
-            "events row {id}: no hash (not chained)"
-        ))),
-        (None, Some((id, hash))) => Ok((id, hash)),
-        (None, None) => Ok((0, GENESIS.to_vec())),
-    }
+    chain::tail(last, anchor(tx)?)
 }
 
 /// The purge anchor: id and hash of the last purged record.
@@ -86,30 +79,11 @@ pub(crate) fn append_event(tx: &Connection, event: &LogEvent) -> Result<i64, Sto
 fn append_after(
     tx: &Connection,
     event: &LogEvent,
-    (last_id, prev_hash): (i64, Vec<u8>),
+    tail: (i64, Vec<u8>),
 ) -> Result<(i64, Vec<u8>), StoreError> {
-    let (label, receipt) = encode_kind(event.kind);
-    let recipients = recipients_json(&event.recipients)?;
-    let related = serde_json::to_string(&event.related_ids)
-        .map_err(|e| StoreError::Database(format!("encode related ids: {e}")))?;
-    let record = ChainRecord {
-        id: last_id + 1,
-        pec_id: event.pec_id.clone(),
-        at: event.at.unix(),
-        kind: label.to_string(),
-        receipt_type: receipt.map(str::to_string),
-        sender: event.sender.clone(),
-        recipients,
-        subject: event.subject.clone(),
-        related_ids: related,
-        provider: event.provider.clone(),
-        queue_id: event.queue_id.clone(),
-        outcome: event.outcome.clone(),
-        reason: event.reason.clone(),
-        prev_hash,
-    };
+    let record = ChainRecord::next(event, tail)?;
     let hash = record.hash();
-    let what = || format!("log {label} event for \"{}\"", event.pec_id);
+    let what = || format!("log {} event for \"{}\"", record.kind, event.pec_id);
     let err = |e: rusqlite::Error| db(&what())(e);
     tx.prepare_cached(
         "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
@@ -183,34 +157,6 @@ pub(super) fn chain_existing(tx: &Connection) -> Result<(), StoreError> {
     .map_err(db("migrate: chain existing records"))
 }
 
-pub(in crate::store) fn decode(
-    record: ChainRecord,
-    hash: Option<Vec<u8>>,
-) -> Result<LoggedEvent, StoreError> {
-    let id = record.id;
-    let event = EventRow {
-        id,
-        pec_id: record.pec_id,
-        at: record.at,
-        kind: record.kind,
-        receipt_type: record.receipt_type,
-        sender: record.sender,
-        recipients: record.recipients,
-        subject: record.subject,
-        related_ids: record.related_ids,
-        provider: record.provider,
-        queue_id: record.queue_id,
-        outcome: record.outcome,
-        reason: record.reason,
-    }
-    .decode()?;
-    Ok(LoggedEvent {
-        id,
-        event,
-        hash: hash.unwrap_or_default(),
-    })
-}
-
 /// `pec log search`: the mailbox, sender and recipient criteria go through the indexes
 /// (`events_sender_at`, `event_recipients`), the date range narrows them; the rest filters.
 pub(super) fn search(conn: &Connection, q: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
@@ -273,87 +219,18 @@ pub(super) fn search(conn: &Connection, q: &LogQuery) -> Result<Vec<LoggedEvent>
     // The subject filter above lower-cases ASCII only; refine with Unicode case folding.
     let events = rows
         .into_iter()
-        .map(|(r, h)| decode(r, h))
+        .map(|(r, h)| r.logged(h))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(events.into_iter().filter(|e| q.matches(&e.event)).collect())
 }
 
-/// Something wrong found by [`SqliteStore::verify_chain`] or by the seal checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Id of the record where it shows (for a seal: its first record, if any).
-    pub id: Option<i64>,
-    /// The seal's day, for seal problems.
-    pub day: Option<String>,
-    pub what: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.day, self.id) {
-            (Some(d), _) => write!(f, "seal {d}: {}", self.what),
-            (None, Some(id)) => write!(f, "record {id}: {}", self.what),
-            (None, None) => f.write_str(&self.what),
-        }
-    }
-}
-
-/// Outcome of a chain verification.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Records checked.
-    pub records: u64,
-    /// Seals checked.
-    pub seals: u64,
-    pub problems: Vec<Problem>,
-}
-
-/// One row of `seals`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealRecord {
-    /// `YYYY-MM-DD`, Italian legal day.
-    pub day: String,
-    pub from_at: i64,
-    pub to_at: i64,
-    pub count: i64,
-    pub first_id: Option<i64>,
-    pub last_id: Option<i64>,
-    pub export_sha256: Vec<u8>,
-    pub signature: Vec<u8>,
-    pub tst: Option<Vec<u8>>,
-    pub tsa_url: Option<String>,
-    pub sealed_at: i64,
-}
-
-/// The canonical export of a range of records (a seal's content).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Export {
-    /// One canonical line per record, in id order.
-    pub bytes: Vec<u8>,
-    pub count: i64,
-    pub first_id: Option<i64>,
-    pub last_id: Option<i64>,
-}
-
-/// A purge's result.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    /// Records deleted, and the id of the last one (the new anchor).
-    pub events: u64,
-    pub anchor_id: Option<i64>,
-    pub seals: u64,
-    pub quarantined: u64,
-    /// Why the purge of the log stopped before the cutoff (an unsealed day), if it did.
-    pub stopped_at: Option<String>,
-}
-
-impl SqliteStore {
+impl LogStore for SqliteStore {
     /// Verifies the hash chain over the records with `from <= at < to` (the whole log by
     /// default): each record's hash is recomputed and each `prev_hash` compared with the
     /// previous record's hash (or the purge anchor). Every mismatch is reported with the
     /// id where it shows: an altered record at its own id, a deleted one at the id after
     /// the gap, an inserted or swapped one at its id and the next.
-    pub fn verify_chain(
+    fn verify_chain(
         &self,
         from: Option<Instant>,
         to: Option<Instant>,
@@ -372,9 +249,8 @@ impl SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(db("verify: range"))?;
-        let mut report = VerifyReport::default();
         let (Some(first), Some(last)) = (first, last) else {
-            return Ok(report);
+            return Ok(VerifyReport::default());
         };
         let before: Option<(i64, Option<Vec<u8>>)> = conn
             .query_row(
@@ -384,10 +260,7 @@ impl SqliteStore {
             )
             .optional()
             .map_err(db("verify: previous record"))?;
-        let (mut prev_id, mut prev_hash) = match before {
-            Some((id, h)) => (id, h.unwrap_or_default()),
-            None => anchor(&conn)?.unwrap_or((0, GENESIS.to_vec())),
-        };
+        let mut verifier = Verifier::after(before, anchor(&conn)?);
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM events WHERE id >= ?1 AND id <= ?2 ORDER BY id"
@@ -398,39 +271,14 @@ impl SqliteStore {
             .map_err(db("verify: read records"))?;
         while let Some(row) = rows.next().map_err(db("verify: read records"))? {
             let (record, stored) = read_row(row).map_err(db("verify: read records"))?;
-            report.records += 1;
-            let id = record.id;
-            let problem = |what: String| Problem {
-                id: Some(id),
-                day: None,
-                what,
-            };
-            if id != prev_id + 1 {
-                report.problems.push(problem(format!(
-                    "ids jump from {prev_id} to {id}: records deleted or ids altered"
-                )));
-            }
-            if record.prev_hash != prev_hash {
-                report.problems.push(problem(format!(
-                    "chain broken: prev_hash does not match the hash of record {prev_id} \
-                     (a record deleted, inserted or moved before this one)"
-                )));
-            }
-            let computed = record.hash();
-            if stored.as_deref() != Some(&computed[..]) {
-                report.problems.push(problem(
-                    "hash mismatch: the record was altered (or forged)".into(),
-                ));
-            }
-            prev_id = id;
-            prev_hash = stored.unwrap_or_default();
+            verifier.check(&record, stored);
         }
-        Ok(report)
+        Ok(verifier.report())
     }
 
     /// The canonical export of the records with `from_at <= at < to_at`, in id order (see
     /// [`crate::store::chain`]), with their count and first and last ids.
-    pub fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
+    fn export_range(&self, from_at: i64, to_at: i64) -> Result<Export, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
@@ -440,25 +288,17 @@ impl SqliteStore {
         let mut rows = stmt
             .query(params![from_at, to_at])
             .map_err(db("export: read records"))?;
-        let (mut out, mut count, mut first, mut last) = (Vec::new(), 0i64, None, None);
+        let mut export = Export::default();
         while let Some(row) = rows.next().map_err(db("export: read records"))? {
             let (record, hash) = read_row(row).map_err(db("export: read records"))?;
-            out.extend_from_slice(&record.export_line(hash.as_deref().unwrap_or_default()));
-            count += 1;
-            first.get_or_insert(record.id);
-            last = Some(record.id);
+            chain::export(&mut export, &record, hash.as_deref());
         }
-        Ok(Export {
-            bytes: out,
-            count,
-            first_id: first,
-            last_id: last,
-        })
+        Ok(export)
     }
 
     /// Claims the sealing of `day` for `owner`: true when no one holds it, or the holder's
     /// claim is older than an hour, or the day is sealed already (false then too).
-    pub fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
+    fn claim_seal(&self, day: &str, owner: &str, now: Instant) -> Result<bool, StoreError> {
         self.write("claim seal", |tx| {
             let sealed: bool = tx
                 .query_row(
@@ -483,7 +323,7 @@ impl SqliteStore {
     }
 
     /// Releases a claim (after a failed attempt), so that another try may start at once.
-    pub fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
+    fn release_seal_claim(&self, day: &str) -> Result<(), StoreError> {
         self.write("release seal claim", |tx| {
             tx.execute("DELETE FROM seal_claims WHERE day = ?1", params![day])
                 .map_err(db("release seal claim"))?;
@@ -492,7 +332,7 @@ impl SqliteStore {
     }
 
     /// Stores a seal; sealing a day twice is an error.
-    pub fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
+    fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError> {
         self.write("store seal", |tx| {
             tx.execute(
                 "INSERT INTO seals (day, from_at, to_at, count, first_id, last_id,
@@ -526,7 +366,7 @@ impl SqliteStore {
     }
 
     /// The seals whose day overlaps `from_at <= t < to_at`, by day.
-    pub fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
+    fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(
@@ -558,7 +398,7 @@ impl SqliteStore {
 
     /// Appends many events in one transaction (bulk loads and benchmarks); each goes
     /// through the same chained insert as [`crate::store::Store::log`].
-    pub fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
+    fn log_batch(&self, events: &[LogEvent]) -> Result<(), StoreError> {
         self.write("log batch", |tx| {
             let mut last = tail(tx)?;
             for e in events {
@@ -574,7 +414,7 @@ impl SqliteStore {
     /// stored before `quarantine_cutoff`. Records are deleted as an id prefix, so the chain
     /// never has holes: a late record of an old day stays until everything before it goes.
     /// The purge is logged as an [`EventKind::Purged`] event in the same transaction.
-    pub fn purge(
+    fn purge(
         &self,
         log_cutoff: Instant,
         quarantine_cutoff: Instant,
@@ -585,23 +425,20 @@ impl SqliteStore {
             let mut report = PurgeReport::default();
             // The first unsealed day before the cutoff bounds the purge: records are
             // deleted only under a seal.
-            let unsealed: Option<(i64, String)> = tx
+            let unsealed: Option<(i64, i64)> = tx
                 .query_row(
                     "SELECT e.at, e.id FROM events e
                      WHERE e.at < ?1 AND NOT EXISTS
                         (SELECT 1 FROM seals s WHERE s.from_at <= e.at AND e.at < s.to_at)
                      ORDER BY e.at LIMIT 1",
                     params![log_cutoff.unix()],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.to_string())),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
                 )
                 .optional()
                 .map_err(db("purge: find unsealed records"))?;
             let boundary = match &unsealed {
                 Some((at, id)) => {
-                    report.stopped_at = Some(format!(
-                        "record {id} at {} is not sealed",
-                        Instant::from_unix(*at).rfc3339()
-                    ));
+                    report.stopped_at = Some(chain::unsealed(*id, *at));
                     *at
                 }
                 None => log_cutoff.unix(),
@@ -657,43 +494,28 @@ impl SqliteStore {
                     params![quarantine_cutoff.unix()],
                 )
                 .map_err(db("purge: delete quarantine"))? as u64;
-            if report.events + report.seals + report.quarantined > 0 {
-                append_event(
-                    tx,
-                    &LogEvent {
-                        pec_id: String::new(),
-                        at: now,
-                        kind: EventKind::Purged,
-                        sender: String::new(),
-                        recipients: Vec::new(),
-                        subject: String::new(),
-                        related_ids: Vec::new(),
-                        provider: provider.to_string(),
-                        queue_id: None,
-                        outcome: "ok".into(),
-                        reason: Some(format!(
-                            "retention: {} records (up to id {}) before {}, {} seals, \
-                             {} quarantined messages before {}",
-                            report.events,
-                            report
-                                .anchor_id
-                                .map_or_else(|| "-".to_string(), |i| i.to_string()),
-                            Instant::from_unix(boundary).rfc3339(),
-                            report.seals,
-                            report.quarantined,
-                            quarantine_cutoff.rfc3339()
-                        )),
-                    },
-                )?;
+            if let Some(event) =
+                chain::purge_event(&report, boundary, quarantine_cutoff, now, provider)
+            {
+                append_event(tx, &event)?;
             }
             Ok(report)
         })
     }
-}
 
-/// `now` minus `months` calendar months (UTC), for retention cutoffs.
-pub fn months_before(now: Instant, months: u32) -> Option<Instant> {
-    now.utc()
-        .checked_sub_months(chrono::Months::new(months))
-        .map(Instant::from_utc)
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path().display())
+    }
+    fn health(&self) -> Result<Health, StoreError> {
+        SqliteStore::health(self)
+    }
+    fn extra_domains(&self) -> Result<Vec<String>, StoreError> {
+        SqliteStore::extra_domains(self)
+    }
+    fn add_domain(&self, domain: &str, at: i64) -> Result<bool, StoreError> {
+        SqliteStore::add_domain(self, domain, at)
+    }
+    fn remove_domain(&self, domain: &str) -> Result<bool, StoreError> {
+        SqliteStore::remove_domain(self, domain)
+    }
 }

@@ -1,41 +1,11 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Operations queries of the SQLite store: the health figures of `pec status` and of the
 //! metrics endpoint, and the PEC domains added with `pec domain add`.
 
 use rusqlite::{params, OptionalExtension};
 
 use super::{db, SqliteStore};
-use crate::store::StoreError;
-
-/// The last sealed day of the legal log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastSeal {
-    /// `YYYY-MM-DD`, legal day in Europe/Rome.
-    pub day: String,
-    /// Start of that day, unix seconds.
-    pub from_at: i64,
-    /// When it was sealed, unix seconds.
-    pub sealed_at: i64,
-    /// Whether the seal carries an RFC 3161 time stamp.
-    pub timestamped: bool,
-}
-
-/// What the store says about the service's health.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Health {
-    /// Tracked (envelope, certified recipient) pairs still waiting for a receipt whose
-    /// 24 h notice has not gone out yet: the timers' queue.
-    pub pending_timers: u64,
-    /// Messages in quarantine.
-    pub quarantined: u64,
-    /// The last sealed day, if any.
-    pub last_seal: Option<LastSeal>,
-    /// The stored index copy: fetched at (unix seconds), source, providers.
-    pub index: Option<(i64, String, u64)>,
-    /// Records in the legal log.
-    pub log_records: u64,
-    /// Instant of the oldest record, unix seconds.
-    pub oldest_record_at: Option<i64>,
-}
+use crate::store::{Health, LastSeal, StoreError};
 
 impl SqliteStore {
     /// The health figures (a few indexed counts; cheap enough to sample every few seconds).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The outbox and the delivery records on the SQLite store (tables `outbox` and
 //! `deliveries`, migrations 9 and 10, and `outbox_data`, the bytes, migration 11; see
 //! [`crate::store::outbox`]). Each function runs in the
@@ -8,14 +9,13 @@ use std::io::Write;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    add_months, db, insert_event, requests, timeout_columns, timeout_state, tracking_forward,
+    db, insert_event, quarantine_expiry, requests, timeout_columns, timeout_state, tracking_forward,
 };
 use crate::message::build::Certification;
 use crate::message::time::Instant;
 use crate::store::outbox::{intent_is_live, notice_outcome, refused_events, timeout_event};
 use crate::store::{
-    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError,
-    TrackingState, RETENTION_MONTHS,
+    DeliveryMark, DueNotice, Effect, LogEvent, Outbound, Refused, Staged, StoreError, TrackingState,
 };
 
 /// The row and its bytes (in `outbox_data`; rows staged before migration 11 had them in
@@ -382,9 +382,7 @@ pub(super) fn quarantine(
     reason: &str,
     message: &[u8],
 ) -> Result<(), StoreError> {
-    let expires_at = add_months(at, RETENTION_MONTHS).ok_or_else(|| {
-        StoreError::Database(format!("quarantine expiry of \"{pec_id}\" is out of range"))
-    })?;
+    let expires_at = quarantine_expiry(pec_id, at)?;
     tx.execute(
         "INSERT INTO quarantine (pec_id, at, reason, message, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Owner self-service requests on the SQLite store (table `log_requests`, migration 7): the
 //! access point's rate-limited claim, the after-queue lookup and the close. Each event is
 //! appended to the legal log in the transaction that decides it.
@@ -6,6 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{db, insert_event};
 use crate::message::time::Instant;
+use crate::store::codec::{decode_period, period_columns};
+use crate::store::outbox::rate_limited;
 use crate::store::{LogEvent, LogRequest, StoreError};
 
 /// See [`crate::store::Store::claim_log_request`]; `tx` is an immediate transaction, so two
@@ -26,19 +29,10 @@ pub(super) fn claim(
         )
         .map_err(db("count recent log requests"))?;
     if recent >= i64::from(limit) {
-        let mut refused = event.clone();
-        refused.outcome = "rate-limited".into();
-        refused.reason = Some(format!(
-            "{recent} richieste dal {}, limite {limit}",
-            since.rfc3339()
-        ));
-        insert_event(tx, &refused)?;
+        insert_event(tx, &rate_limited(event, recent, limit, since))?;
         return Ok(false);
     }
-    let (from_at, to_at, problem) = match &request.period {
-        Ok((f, t)) => (Some(f.unix()), Some(t.unix()), None),
-        Err(p) => (None, None, Some(p.as_str())),
-    };
+    let (from_at, to_at, problem) = period_columns(&request.period);
     tx.execute(
         "INSERT INTO log_requests (id, owner, address, at, from_at, to_at, problem, subject,
                                    queue_id)
@@ -100,15 +94,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<(LogRequest, boo
     else {
         return Ok(None);
     };
-    let period = match (from_at, to_at, problem) {
-        (Some(f), Some(t), _) => Ok((Instant::from_unix(f), Instant::from_unix(t))),
-        (_, _, Some(p)) => Err(p),
-        _ => {
-            return Err(StoreError::Corrupt(format!(
-                "log request \"{id}\": neither a period nor a problem"
-            )))
-        }
-    };
+    let period = decode_period(id, (from_at, to_at, problem))?;
     Ok(Some((
         LogRequest {
             id: id.to_string(),

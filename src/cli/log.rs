@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec log seal|verify|search|export|purge`.
 //!
 //! Exit status: 0 done (for `verify`: everything holds), 1 problems found or the
@@ -6,9 +7,11 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use super::args::ConfigArgs;
+use super::error::{exit, CliError};
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::VerifyOptions;
+use crate::log::VerifyOptions;
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::store::{LogQuery, LogStore};
 
@@ -31,7 +34,7 @@ pub enum LogCommand {
 #[derive(Debug, Args)]
 pub struct SealArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
+    pub config: ConfigArgs,
     /// The day to seal, YYYY-MM-DD (default: yesterday).
     #[arg(long)]
     pub day: Option<String>,
@@ -40,7 +43,7 @@ pub struct SealArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
+    pub config: ConfigArgs,
     /// From this day (YYYY-MM-DD) or instant (RFC 3339).
     #[arg(long)]
     pub from: Option<String>,
@@ -64,7 +67,7 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SearchArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
+    pub config: ConfigArgs,
     /// Records of this mailbox's messages only (as sender or recipient).
     #[arg(long)]
     pub mailbox: Option<String>,
@@ -100,35 +103,25 @@ pub struct SearchArgs {
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
     #[command(flatten)]
-    pub config: crate::cli::ConfigArgs,
-}
-
-fn usage(e: impl std::fmt::Display) -> i32 {
-    eprintln!("pec log: {e}");
-    2
-}
-
-fn fail(e: impl std::fmt::Display) -> i32 {
-    eprintln!("pec log: {e}");
-    1
+    pub config: ConfigArgs,
 }
 
 fn open(
-    config: &crate::cli::ConfigArgs,
-) -> Result<(crate::config::Config, std::sync::Arc<dyn LogStore>), i32> {
-    let cfg = crate::config::load(&config.config).map_err(usage)?;
-    let store = crate::store::ledger::open(&cfg.store).map_err(fail)?;
+    config: &ConfigArgs,
+) -> Result<(crate::config::Config, std::sync::Arc<dyn LogStore>), CliError> {
+    let cfg = crate::config::load(&config.config).map_err(CliError::usage)?;
+    let store = crate::wiring::open_store(&cfg).map_err(CliError::failed)?;
     Ok((cfg, store))
 }
 
 fn bounds(
     from: &Option<String>,
     to: &Option<String>,
-) -> Result<(Option<Instant>, Option<Instant>), i32> {
+) -> Result<(Option<Instant>, Option<Instant>), CliError> {
     let parse = |s: &Option<String>, end: bool| match s {
         None => Ok(None),
-        Some(v) => super::parse_bound(v, end).map(Some).ok_or_else(|| {
-            usage(format!(
+        Some(v) => crate::log::parse_bound(v, end).map(Some).ok_or_else(|| {
+            CliError::usage(format!(
                 "invalid date \"{v}\": expected YYYY-MM-DD or RFC 3339"
             ))
         }),
@@ -138,25 +131,25 @@ fn bounds(
 
 /// Runs one `pec log` command; returns the exit status.
 pub fn run(command: &LogCommand) -> i32 {
-    match run_inner(command) {
-        Ok(code) | Err(code) => code,
-    }
+    exit("pec log", run_inner(command))
 }
 
-fn run_inner(command: &LogCommand) -> Result<i32, i32> {
+fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
     match command {
         LogCommand::Seal(args) => {
             let (cfg, store) = open(&args.config)?;
-            let settings = cfg.settings().map_err(usage)?;
+            let settings = cfg.settings().map_err(CliError::usage)?;
             let now = SystemClock.now();
             let day = match &args.day {
-                Some(d) => super::parse_day(d)
-                    .ok_or_else(|| usage(format!("invalid day \"{d}\": expected YYYY-MM-DD")))?,
-                None => super::yesterday(now),
+                Some(d) => crate::log::parse_day(d).ok_or_else(|| {
+                    CliError::usage(format!("invalid day \"{d}\": expected YYYY-MM-DD"))
+                })?,
+                None => crate::log::yesterday(now),
             };
-            let signer = crate::serve::open_signer(&cfg).map_err(fail)?;
-            let seal = super::seal_day(&*store, signer.as_ref(), settings.tsa.as_ref(), day, now)
-                .map_err(fail)?;
+            let signer = crate::wiring::open_signer(&cfg).map_err(CliError::failed)?;
+            let seal =
+                crate::log::seal_day(&*store, signer.as_ref(), settings.tsa.as_ref(), day, now)
+                    .map_err(CliError::failed)?;
             println!(
                 "sealed {}: {} records, sha-256 {}, {}",
                 seal.day,
@@ -177,7 +170,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
                 tsa_ca: cfg.log.tsa_ca_file.clone(),
                 signer_ca: args.ca.clone(),
             };
-            let report = super::verify(&*store, from, to, &opts).map_err(fail)?;
+            let report = crate::log::verify(&*store, from, to, &opts).map_err(CliError::failed)?;
             for p in &report.problems {
                 println!("{p}");
             }
@@ -197,14 +190,14 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
         LogCommand::Export(args) => search(args, Format::Csv),
         LogCommand::Purge(args) => {
             let (cfg, store) = open(&args.config)?;
-            let report = super::purge(
+            let report = crate::log::purge(
                 &*store,
                 cfg.log.retention_months,
                 cfg.quarantine.retention_months,
                 SystemClock.now(),
                 &cfg.provider.name,
             )
-            .map_err(fail)?;
+            .map_err(CliError::failed)?;
             println!(
                 "purged {} records, {} seals, {} quarantined messages",
                 report.events, report.seals, report.quarantined
@@ -217,7 +210,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, i32> {
     }
 }
 
-fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
+fn search(args: &SearchArgs, default: Format) -> Result<i32, CliError> {
     let (_, store) = open(&args.config)?;
     let (from, to) = bounds(&args.from, &args.to)?;
     let query = LogQuery {
@@ -231,17 +224,18 @@ fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
         pec_id: args.pec_id.clone(),
         limit: args.limit,
     };
-    let events = store.search_events(&query).map_err(fail)?;
+    let events = store.search_events(&query).map_err(CliError::failed)?;
     let text = match args.format.unwrap_or(default) {
-        Format::Csv => super::to_csv(&events),
-        Format::Json => super::to_json(&events) + "\n",
+        Format::Csv => crate::log::to_csv(&events),
+        Format::Json => crate::log::to_json(&events) + "\n",
         Format::Pdf => {
             let title = match &args.mailbox {
                 Some(m) => format!("Registro dei messaggi - casella {m}"),
                 None => "Registro dei messaggi".to_string(),
             };
             let now = crate::message::time::Clock::now(&crate::message::time::SystemClock);
-            return write_output(args, &super::pdf::to_pdf(&events, &title, now)).map_err(fail);
+            return write_output(args, &crate::log::pdf::to_pdf(&events, &title, now))
+                .map_err(CliError::failed);
         }
         Format::Text => {
             let mut out = String::new();
@@ -269,7 +263,7 @@ fn search(args: &SearchArgs, default: Format) -> Result<i32, i32> {
             out
         }
     };
-    write_output(args, text.as_bytes()).map_err(fail)
+    write_output(args, text.as_bytes()).map_err(CliError::failed)
 }
 
 /// Writes `bytes` to `--output` or standard output.

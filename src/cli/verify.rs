@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec verify FILE…`: signature, signer, daticert and kind of each message, as text or
 //! JSON (one object per line).
 //!
@@ -11,12 +12,12 @@
 //! error (unreadable file, bad `--at`, bad PEM).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use openssl::x509::X509;
 use serde::Serialize;
 
-use crate::cli::VerifyArgs;
+use super::error::{exit, CliError};
 use crate::crypto::verify::{ChainStatus, Verified, VerifyOptions};
 use crate::index::TrustSet;
 use crate::message::classify::{classify_with, Classification, PecMessage};
@@ -28,26 +29,44 @@ use crate::message::time::{Clock, Instant, SystemClock};
 pub const UNCHECKED_VERDICT: &str =
     "signature valid, signer not checked against a provider index (use --trust)";
 
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Messages to verify (RFC 5322 files, `.eml`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// PEM file with one or more trusted provider certificates: the signer must be one of
+    /// them, as if they were the provider index. Repeatable.
+    ///
+    /// Without --trust the signature and the certificate validity are still verified and
+    /// the message is classified, but the signer is not checked against a provider index:
+    /// the verdict is "signature valid, signer not checked against a provider index (use
+    /// --trust)" and the file counts as not valid (exit status 1).
+    #[arg(long = "trust", value_name = "PEM")]
+    pub trust: Vec<PathBuf>,
+    /// Check certificate validity at this time instead of now: `YYYY-MM-DD` or an RFC 3339
+    /// instant (for archived mail).
+    #[arg(long = "at", value_name = "DATE")]
+    pub at: Option<String>,
+    /// Print one JSON object per file instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `pec verify`; returns the exit status.
 pub fn run(args: &VerifyArgs) -> i32 {
+    exit("pec verify", verify(args))
+}
+
+fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
     let at = match &args.at {
-        Some(s) => match Instant::parse_cli(s) {
-            Some(i) => i,
-            None => {
-                eprintln!(
-                    "pec verify: --at: invalid date \"{s}\" (expected YYYY-MM-DD or an RFC 3339 instant)"
-                );
-                return 2;
-            }
-        },
+        Some(s) => Instant::parse_cli(s).ok_or_else(|| {
+            CliError::usage(format!(
+                "--at: invalid date \"{s}\" (expected YYYY-MM-DD or an RFC 3339 instant)"
+            ))
+        })?,
         None => SystemClock.now(),
     };
-    let trust = match load_trust(&args.trust) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("pec verify: {e}");
-            return 2;
-        }
-    };
+    let trust = load_trust(&args.trust).map_err(CliError::Usage)?;
     let opts = if args.trust.is_empty() {
         VerifyOptions::without_index(at)
     } else {
@@ -80,15 +99,12 @@ pub fn run(args: &VerifyArgs) -> i32 {
             }
             report.write_text(&mut out)
         };
-        if let Err(e) = written {
-            eprintln!("pec verify: cannot write output: {e}");
-            return 2;
-        }
+        written.map_err(|e| CliError::usage(format!("cannot write output: {e}")))?;
     }
-    status
+    Ok(status)
 }
 
-fn load_trust(files: &[std::path::PathBuf]) -> Result<TrustSet, String> {
+fn load_trust(files: &[PathBuf]) -> Result<TrustSet, String> {
     let mut trust = TrustSet::new();
     for f in files {
         let pem = std::fs::read(f)

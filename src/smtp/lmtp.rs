@@ -1,4 +1,5 @@
-//! LMTP (RFC 2033) on both sides of the delivery point: the server Postfix's `lmtp` client
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! LMTP (RFC 2033) on both sides of the delivery point ([`crate::delivery`]): the server Postfix's `lmtp` client
 //! delivers to, and the client that hands each message to Dovecot's LMTP. Generic: no PEC
 //! rule lives here.
 //!
@@ -31,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
-use crate::smtp::session::{self, Conn, Dialect, Next, SessionError};
+use super::session::{self, Conn, Dialect, Next, SessionError};
 use crate::BoxFuture;
 
 /// One reply line: the basic code and the rest of the (last) line, which starts with the
@@ -106,7 +107,7 @@ pub trait LmtpHandler: Send + Sync {
 }
 
 /// Limits and names of the server: the same as the content filter's.
-pub use crate::smtp::ServerOptions as LmtpServerOptions;
+pub use super::server::ServerOptions as LmtpServerOptions;
 
 /// Serves LMTP on `listener` until `shutdown` completes, then closes idle sessions (421)
 /// and waits up to the grace time for the others.
@@ -434,6 +435,22 @@ impl LmtpClient {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Reply::new(451, "4.3.0 No reply")))
             .collect()
+    }
+
+    /// Greeting, LHLO and QUIT: the server speaks LMTP (`pec check-config --live`).
+    pub async fn probe(&self) -> Result<(), String> {
+        let cmd = self.timeouts.command;
+        let (mut r, mut w) = self.connect().await?;
+        let greeting = read_reply(&mut r, cmd).await?;
+        if greeting.class() != 2 {
+            return Err(format!("greeting: {}", greeting.line()));
+        }
+        let (lhlo, _) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
+        if lhlo.class() != 2 {
+            return Err(format!("LHLO: {}", lhlo.line()));
+        }
+        let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+        Ok(())
     }
 
     async fn connect(&self) -> Result<(Reader, Writer), String> {

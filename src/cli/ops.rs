@@ -1,22 +1,30 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! The operator's commands: `pec check-config --live`, `pec status`, `pec keys` and
 //! `pec domain add|list|remove`. Each prints one line per check and returns the exit code.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use clap::Subcommand;
 use openssl::x509::X509;
 
+use super::args::ConfigArgs;
+use super::error::{exit, CliError};
 use crate::config::{Config, Endpoint, Settings};
 use crate::crypto::Signer;
 use crate::message::time::{Clock, Instant, SystemClock};
-use crate::store::{ledger, LogStore};
+use crate::smtp::client::{ClientTimeouts, SmtpInjector};
+use crate::smtp::lmtp::{LmtpClient, LmtpTimeouts};
+use crate::store::LogStore;
 
 /// How long each network check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The name the `--live` probes greet with (`EHLO pec-check`, `LHLO pec-check`).
+const HELLO_NAME: &str = "pec-check";
 
 /// Days before the signing certificate's expiry from which `pec keys` and `pec status`
 /// warn.
@@ -84,90 +92,44 @@ fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
     Err(last)
 }
 
-/// A connected stream, TCP or Unix, with the check timeout.
-enum Conn {
-    Tcp(TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
-
-impl Conn {
-    fn open(endpoint: &Endpoint) -> Result<Conn, String> {
-        match endpoint {
-            Endpoint::Inet { host, port } => connect(host, *port).map(Conn::Tcp),
-            Endpoint::Unix(path) => {
-                let s = std::os::unix::net::UnixStream::connect(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let _ = s.set_read_timeout(Some(CHECK_TIMEOUT));
-                let _ = s.set_write_timeout(Some(CHECK_TIMEOUT));
-                Ok(Conn::Unix(s))
-            }
-        }
-    }
-    fn stream(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Conn::Tcp(s) => s,
-            Conn::Unix(s) => s,
-        }
-    }
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// Reads one SMTP/LMTP reply (all its lines); returns the code and the last line.
-fn read_reply(s: &mut dyn ReadWrite) -> Result<(u16, String), String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        let n = s.read(&mut byte).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        buf.push(byte[0]);
-        if buf.ends_with(b"\n") {
-            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-            buf.clear();
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-                return Ok((code, line));
-            }
-        }
-        if buf.len() > 4096 {
-            return Err("reply line too long".into());
-        }
-    }
-}
-
-/// Greeting, then `LHLO`/`EHLO`, then `QUIT`: the server speaks (L|E)SMTP.
-fn smtp_hello(endpoint: &Endpoint, verb: &str) -> Verdict {
-    let mut conn = match Conn::open(endpoint) {
-        Ok(c) => c,
-        Err(e) => return Verdict::Failed(format!("{endpoint}: cannot connect: {e}")),
+/// Greeting, `EHLO` and `QUIT` with the SMTP client that reinjects: Postfix's listener
+/// speaks SMTP.
+fn smtp_hello(endpoint: &Endpoint, helo: &str) -> Verdict {
+    let addr = match crate::wiring::tcp(endpoint, "reinject") {
+        Ok(a) => a,
+        Err(e) => return Verdict::Failed(e.to_string()),
     };
-    let s = conn.stream();
-    let result = (|| {
-        let (code, line) = read_reply(s)?;
-        if code != 220 {
-            return Err(format!("greeting: {line}"));
-        }
-        s.write_all(format!("{verb} pec-check\r\n").as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
-        let (code, line) = read_reply(s)?;
-        if code != 250 {
-            return Err(format!("{verb}: {line}"));
-        }
-        let _ = s.write_all(b"QUIT\r\n");
-        Ok(())
-    })();
-    match result {
-        Ok(()) => Verdict::Ok(format!("{endpoint}: answers {verb}")),
+    let client = SmtpInjector::new(addr, helo.to_string()).with_timeouts(ClientTimeouts {
+        connect: CHECK_TIMEOUT,
+        command: CHECK_TIMEOUT,
+        ..ClientTimeouts::default()
+    });
+    match runtime().and_then(|rt| rt.block_on(client.probe())) {
+        Ok(()) => Verdict::Ok(format!("{endpoint}: answers EHLO")),
+        Err(e) => Verdict::Failed(format!("{endpoint}: {e}")),
+    }
+}
+
+/// Greeting, `LHLO` and `QUIT` with the delivery point's LMTP client: Dovecot speaks LMTP.
+fn lmtp_hello(endpoint: &Endpoint, lhlo: &str) -> Verdict {
+    let addr = match crate::wiring::lmtp_addr(endpoint, "delivery.dovecot") {
+        Ok(a) => a,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let client = LmtpClient::new(addr, lhlo.to_string()).with_timeouts(LmtpTimeouts {
+        connect: CHECK_TIMEOUT,
+        command: CHECK_TIMEOUT,
+        ..LmtpTimeouts::default()
+    });
+    match runtime().and_then(|rt| rt.block_on(client.probe())) {
+        Ok(()) => Verdict::Ok(format!("{endpoint}: answers LHLO")),
         Err(e) => Verdict::Failed(format!("{endpoint}: {e}")),
     }
 }
 
 /// The signing key: opens it (PKCS#11 login) and signs a test message.
 fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
-    let signer = match crate::serve::open_signer(config) {
+    let signer = match crate::wiring::open_signer(config) {
         Ok(s) => s,
         Err(e) => return (None, Verdict::Failed(e.to_string())),
     };
@@ -196,7 +158,7 @@ fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
     if config.store.backend == crate::config::StoreBackend::Postgres {
         return check_postgres(config);
     }
-    match ledger::open(&config.store).and_then(|s| s.health().map(|h| (s, h))) {
+    match crate::wiring::open_store(config).and_then(|s| s.health().map(|h| (s, h))) {
         Ok((s, h)) => {
             let text = format!("{}: {} legal log records", s.describe(), h.log_records);
             (Some(s), Verdict::Ok(text))
@@ -232,10 +194,7 @@ fn check_postgres(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
 }
 
 fn check_clamd(settings: &Settings) -> Verdict {
-    let addr = match &settings.clamd {
-        Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
-        Endpoint::Unix(p) => format!("unix:{}", p.display()),
-    };
+    let addr = crate::wiring::clamd_addr(settings);
     let clamd = match crate::antivirus::Clamd::new(&addr, CHECK_TIMEOUT) {
         Ok(c) => c,
         Err(e) => return Verdict::Failed(e.to_string()),
@@ -298,7 +257,7 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         ("clamd".to_string(), check_clamd(&settings)),
         (
             "dovecot lmtp".to_string(),
-            smtp_hello(&settings.delivery.dovecot, "LHLO"),
+            lmtp_hello(&settings.delivery.dovecot, HELLO_NAME),
         ),
     ];
     let mut reinject = vec![
@@ -308,7 +267,10 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
     ];
     reinject.dedup();
     for r in reinject {
-        checks.push(("postfix reinjection".to_string(), smtp_hello(&r, "EHLO")));
+        checks.push((
+            "postfix reinjection".to_string(),
+            smtp_hello(&r, HELLO_NAME),
+        ));
     }
     checks.push(("provider index".to_string(), check_index(config, &settings)));
     checks
@@ -428,22 +390,11 @@ fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdic
 }
 
 /// `pec keys`: the signing certificate, its validity and its index entry.
-pub fn keys(config: &Config, warn_days: i64) -> i32 {
-    let signer = match crate::serve::open_signer(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec keys: {e}");
-            return 2;
-        }
-    };
+pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
+    let signer = crate::wiring::open_signer(config).map_err(CliError::usage)?;
     let der = signer.certificate_der().to_vec();
-    let info = match certificate(&der) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("pec keys: signing certificate: {e}");
-            return 2;
-        }
-    };
+    let info =
+        certificate(&der).map_err(|e| CliError::usage(format!("signing certificate: {e}")))?;
     println!("subject: {}", info.subject);
     println!("issuer: {}", info.issuer);
     println!("serial: {}", info.serial);
@@ -451,7 +402,7 @@ pub fn keys(config: &Config, warn_days: i64) -> i32 {
     println!("not after: {}", info.not_after.to_rfc3339());
     println!("SHA-256 fingerprint: {}", info.sha256);
     println!("SHA-1 fingerprint: {}", info.sha1);
-    let store = ledger::open(&config.store).ok();
+    let store = crate::wiring::open_store(config).ok();
     let checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
         (
@@ -459,7 +410,7 @@ pub fn keys(config: &Config, warn_days: i64) -> i32 {
             in_index(config, store.as_deref(), &der),
         ),
     ];
-    report(&checks)
+    Ok(report(&checks))
 }
 
 fn age(seconds: i64) -> String {
@@ -582,7 +533,7 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
         ));
     }
 
-    let v = match crate::serve::open_signer(config) {
+    let v = match crate::wiring::open_signer(config) {
         Ok(s) => match certificate(s.certificate_der()) {
             Ok(info) => {
                 let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
@@ -636,77 +587,50 @@ fn postfix_lines(domains: &[String]) -> String {
 }
 
 /// `pec domain add DOMAIN`.
-pub fn domain_add(config: &Config, domain: &str) -> i32 {
+pub fn domain_add(config: &Config, domain: &str) -> Result<i32, CliError> {
     let domain = domain.trim().to_ascii_lowercase();
     if !crate::config::valid_domain(&domain) {
-        eprintln!("pec domain add: invalid domain \"{domain}\"");
-        return 2;
+        return Err(CliError::usage(format!("invalid domain \"{domain}\"")));
     }
     if config.provider.domains.contains(&domain) {
-        eprintln!("pec domain add: {domain} is already in provider.domains of the configuration");
-        return 1;
+        return Err(CliError::failed(format!(
+            "{domain} is already in provider.domains of the configuration"
+        )));
     }
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain add: {e}");
-            return 2;
-        }
-    };
-    match store.add_domain(&domain, SystemClock.now().unix()) {
-        Ok(true) => {}
-        Ok(false) => {
-            eprintln!("pec domain add: {domain} is already served");
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("pec domain add: {e}");
-            return 2;
-        }
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    if !store
+        .add_domain(&domain, SystemClock.now().unix())
+        .map_err(CliError::usage)?
+    {
+        return Err(CliError::failed(format!("{domain} is already served")));
     }
     println!("added {domain}");
-    domain_next_steps(config, &*store)
+    Ok(domain_next_steps(config, &*store))
 }
 
 /// `pec domain remove DOMAIN`.
-pub fn domain_remove(config: &Config, domain: &str) -> i32 {
+pub fn domain_remove(config: &Config, domain: &str) -> Result<i32, CliError> {
     let domain = domain.trim().to_ascii_lowercase();
     if config.provider.domains.contains(&domain) {
-        eprintln!(
-            "pec domain remove: {domain} is in provider.domains of the configuration: remove it there"
-        );
-        return 1;
+        return Err(CliError::failed(format!(
+            "{domain} is in provider.domains of the configuration: remove it there"
+        )));
     }
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain remove: {e}");
-            return 2;
-        }
-    };
-    match store.remove_domain(&domain) {
-        Ok(true) => {
-            println!("removed {domain}");
-            domain_next_steps(config, &*store)
-        }
-        Ok(false) => {
-            eprintln!("pec domain remove: {domain} was not added with pec domain add");
-            1
-        }
-        Err(e) => {
-            eprintln!("pec domain remove: {e}");
-            2
-        }
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    if !store.remove_domain(&domain).map_err(CliError::usage)? {
+        return Err(CliError::failed(format!(
+            "{domain} was not added with pec domain add"
+        )));
     }
+    println!("removed {domain}");
+    Ok(domain_next_steps(config, &*store))
 }
 
+/// What to do after `pec domain add|remove`; its own errors are printed as `pec domain: …`.
 fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
-    let domains = match crate::serve::served_domains(config, store) {
+    let domains = match crate::wiring::served_domains(config, store) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("pec domain: {e}");
-            return 2;
-        }
+        Err(e) => return exit("pec domain", Err(CliError::usage(e))),
     };
     println!("PEC domains served now: {}", domains.join(", "));
     println!("Apply on the Postfix host:");
@@ -717,21 +641,9 @@ fn domain_next_steps(config: &Config, store: &dyn LogStore) -> i32 {
 }
 
 /// `pec domain list`.
-pub fn domain_list(config: &Config) -> i32 {
-    let store = match ledger::open(&config.store) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pec domain list: {e}");
-            return 2;
-        }
-    };
-    let extra = match store.extra_domains() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("pec domain list: {e}");
-            return 2;
-        }
-    };
+pub fn domain_list(config: &Config) -> Result<i32, CliError> {
+    let store = crate::wiring::open_store(config).map_err(CliError::usage)?;
+    let extra = store.extra_domains().map_err(CliError::usage)?;
     for d in &config.provider.domains {
         println!("{d}\t(configuration)");
     }
@@ -741,13 +653,93 @@ pub fn domain_list(config: &Config) -> i32 {
     {
         println!("{d}\t(pec domain add)");
     }
-    0
+    Ok(0)
 }
 
-/// The configuration for an operator command; prints the error itself (exit 2).
-pub fn load(path: &Path) -> Result<Config, i32> {
-    crate::config::load(path).map_err(|e| {
-        eprintln!("{e}");
-        2
-    })
+/// Runs one `pec domain` command; returns the exit status.
+pub fn domain(command: &DomainCommand) -> i32 {
+    let (name, result) = match command {
+        DomainCommand::Add { config, domain } => (
+            "pec domain add",
+            config.load().and_then(|c| domain_add(&c, domain)),
+        ),
+        DomainCommand::Remove { config, domain } => (
+            "pec domain remove",
+            config.load().and_then(|c| domain_remove(&c, domain)),
+        ),
+        DomainCommand::List(config) => (
+            "pec domain list",
+            config.load().and_then(|c| domain_list(&c)),
+        ),
+    };
+    exit(name, result)
+}
+
+/// Runs `pec check-config`; returns the exit status.
+pub fn check_config(args: &CheckConfigArgs) -> i32 {
+    let path = &args.config.config;
+    let checked = crate::config::load(path)
+        .map_err(CliError::Invalid)
+        .map(|config| {
+            println!("{}: ok", path.display());
+            if args.live {
+                report(&check_live(&config))
+            } else {
+                0
+            }
+        });
+    exit("pec check-config", checked)
+}
+
+/// Runs `pec status`; returns the exit status.
+pub fn status_command(args: &ConfigArgs) -> i32 {
+    let checked = args
+        .load()
+        .map(|config| report(&status(&config, SystemClock.now())));
+    exit("pec status", checked)
+}
+
+/// Runs `pec keys`; returns the exit status.
+pub fn keys_command(args: &KeysArgs) -> i32 {
+    let shown = args
+        .config
+        .load()
+        .and_then(|config| keys(&config, args.warn_days));
+    exit("pec keys", shown)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckConfigArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Also reach the HSM, the store, clamd, Dovecot, Postfix and the index source.
+    #[arg(long)]
+    pub live: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Warn when the certificate expires within this many days.
+    #[arg(long, default_value_t = EXPIRY_WARNING_DAYS)]
+    pub warn_days: i64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Serve DOMAIN as a PEC domain too (reload pec serve and apply the Postfix lines).
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
+    },
+    /// List the PEC domains served, and where each comes from.
+    List(ConfigArgs),
+    /// Stop serving a domain added with `pec domain add`.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArgs,
+        domain: String,
+    },
 }

@@ -1,4 +1,7 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec store copy`: moves a SQLite store into an empty PostgreSQL one, in one transaction.
+//! Above both backends (neither imports the other): it reads the SQLite file and writes
+//! through the PostgreSQL store's connections.
 //! The legal log is copied as stored (ids, `prev_hash`, `hash`), so its chain, the purge
 //! anchor and the seals verify unchanged on the new store; the chain head is set to the
 //! last record copied.
@@ -8,9 +11,9 @@ use std::path::Path;
 use rusqlite::types::Value;
 use tokio_postgres::types::ToSql;
 
-use super::{connect, pg, PgStore};
-use crate::store::chain::GENESIS;
-use crate::store::{SqliteStore, StoreError};
+use super::chain::GENESIS;
+use super::postgres::{connect, pg};
+use super::{PgStore, SqliteStore, StoreError};
 
 /// What was copied: rows per table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! Wiring: builds the provider's parts from a checked configuration — its identity, the
+//! signer, the store, the provider index and the role objects — for `pec serve`, the
+//! timers command and the operator commands alike.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::access::{AccessPoint, Limits, Policy};
+use crate::antivirus::{Antivirus, AvError, Clamd};
+use crate::config::{Config, Endpoint, InvalidValue, Settings, SigningConfig};
+use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer};
+use crate::delivery::DeliveryPoint;
+use crate::index::sync::SyncError;
+use crate::index::IndexHandle;
+use crate::issuing::Issuing;
+use crate::message::build::Issuer;
+use crate::message::ids::IdGenerator;
+use crate::message::time::{Clock, SystemClock};
+use crate::reception::{AfterQueue, Reception};
+use crate::smtp::client::SmtpInjector;
+use crate::smtp::lmtp::{LmtpAddr, LmtpClient};
+use crate::store::{LogStore, StoreError};
+use crate::timers::Timers;
+
+/// What cannot be built; the message names the part.
+#[derive(Debug, Error)]
+pub enum WiringError {
+    #[error("configuration: {0}")]
+    Config(#[from] InvalidValue),
+    /// A setting that is valid in the file but not where it is used.
+    #[error("configuration: {0}")]
+    Setting(String),
+    #[error("signing key: {0}")]
+    Signer(#[from] SignError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("provider index: {0}")]
+    Index(#[from] SyncError),
+    #[error("antivirus: {0}")]
+    Antivirus(#[from] AvError),
+}
+
+/// Who we are on the wire (`[provider]`): the issuer of every generated message, the
+/// message identifiers and the name we greet with.
+#[derive(Clone)]
+pub struct Identity {
+    /// The domain of `provider.service_address`.
+    pub domain: String,
+    pub issuer: Issuer,
+    pub ids: Arc<IdGenerator>,
+    /// `pec.<domain>`: our EHLO/LHLO name and the name our listeners greet with.
+    pub helo: String,
+}
+
+impl Identity {
+    pub fn of(config: &Config) -> Self {
+        let p = &config.provider;
+        let domain = p
+            .service_address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        Identity {
+            ids: Arc::new(IdGenerator::new(domain.clone(), p.node)),
+            issuer: Issuer {
+                provider_name: p.name.clone(),
+                service_address: p.service_address.clone(),
+                envelope_sender_header: p.envelope_sender_header,
+            },
+            helo: format!("pec.{domain}"),
+            domain,
+        }
+    }
+}
+
+/// `host:port` of a TCP endpoint, or an error naming the setting.
+pub fn tcp(endpoint: &Endpoint, what: &str) -> Result<String, WiringError> {
+    match endpoint {
+        Endpoint::Inet { host, port } if host.contains(':') => Ok(format!("[{host}]:{port}")),
+        Endpoint::Inet { host, port } => Ok(format!("{host}:{port}")),
+        Endpoint::Unix(p) => Err(WiringError::Setting(format!(
+            "{what}: unix socket \"{}\" not supported here, use HOST:PORT",
+            p.display()
+        ))),
+    }
+}
+
+/// The LMTP client's address of an endpoint (TCP or Unix socket).
+pub fn lmtp_addr(endpoint: &Endpoint, what: &str) -> Result<LmtpAddr, WiringError> {
+    Ok(match endpoint {
+        Endpoint::Unix(p) => LmtpAddr::Unix(p.clone()),
+        inet => LmtpAddr::Tcp(tcp(inet, what)?),
+    })
+}
+
+/// Opens the signing key the configuration names.
+pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
+    let settings = config.settings()?;
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            key_label,
+            cert_label,
+            chain_file,
+            sessions,
+            ..
+        } => {
+            let pin = settings
+                .pin
+                .as_ref()
+                .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
+                .resolve()?;
+            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
+            cfg.cert_label = cert_label.clone();
+            cfg.chain_pem = chain_file.clone();
+            cfg.digest = settings.digest;
+            cfg.sessions = *sessions;
+            Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
+        }
+        SigningConfig::Pem {
+            key_file,
+            cert_file,
+            chain_file,
+            ..
+        } => Ok(Arc::new(PemSigner::from_files(
+            key_file,
+            cert_file,
+            chain_file.as_deref(),
+            settings.digest,
+        )?)),
+    }
+}
+
+/// Opens (and migrates) the configured store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
+    crate::store::open(&config.store)
+}
+
+/// The PEC domains served: `provider.domains` and those added with `pec domain add`.
+pub fn served_domains(config: &Config, store: &dyn LogStore) -> Result<Vec<String>, WiringError> {
+    let mut domains = config.provider.domains.clone();
+    for d in store.extra_domains()? {
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
+    }
+    Ok(domains)
+}
+
+/// What every role shares and a reload keeps: opened once at start.
+#[derive(Clone)]
+pub struct Shared {
+    pub signer: Arc<dyn Signer>,
+    pub store: Arc<dyn LogStore>,
+    pub index: Arc<IndexHandle>,
+}
+
+/// The role objects built from one configuration.
+pub struct Roles {
+    pub access: Arc<AccessPoint>,
+    pub after_queue: Arc<AfterQueue>,
+    pub delivery: Arc<DeliveryPoint>,
+    pub timers: Option<(Arc<Timers>, std::time::Duration)>,
+    /// Injects the outbox rows left unsent ([`crate::outbox`]).
+    pub outbox: Arc<dyn crate::smtp::Injector>,
+}
+
+/// `existing` when it reaches `addr` (one connection pool per listener), else a new
+/// injector.
+fn shared_injector(existing: &Arc<SmtpInjector>, addr: String, helo: &str) -> Arc<SmtpInjector> {
+    if existing.addr() == addr {
+        existing.clone()
+    } else {
+        Arc::new(SmtpInjector::new(addr, helo.to_string()))
+    }
+}
+
+/// The antivirus client of `antivirus.clamd`.
+pub fn clamd(settings: &Settings, timeout: std::time::Duration) -> Result<Clamd, WiringError> {
+    let addr = clamd_addr(settings);
+    Ok(Clamd::new(&addr, timeout)?)
+}
+
+/// `antivirus.clamd` as the antivirus client names it (`tcp:HOST:PORT`, `unix:PATH`).
+pub fn clamd_addr(settings: &Settings) -> String {
+    match &settings.clamd {
+        Endpoint::Inet { host, port } => format!("tcp:{host}:{port}"),
+        Endpoint::Unix(p) => format!("unix:{}", p.display()),
+    }
+}
+
+/// Builds the roles of `config` around `shared` (no listener is bound, nothing is opened
+/// but the clamd and Dovecot client settings).
+pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringError> {
+    let settings = config.settings()?;
+    let (signer, store, index) = (
+        shared.signer.clone(),
+        shared.store.clone(),
+        shared.index.clone(),
+    );
+    let antivirus: Arc<dyn Antivirus> = Arc::new(clamd(&settings, settings.antivirus_timeout)?);
+    let Identity {
+        issuer, ids, helo, ..
+    } = Identity::of(config);
+    let access_injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.access.reinject, "access.reinject")?,
+        helo.clone(),
+    ));
+    // One pool of reinjection connections per listener, shared by the roles: every kept
+    // connection holds one of the listener's smtpd processes (master.cf maxproc), and
+    // separate pools could keep them all, leaving a new connection without a greeting.
+    let filter_injector = shared_injector(
+        &access_injector,
+        tcp(&settings.filter.reinject, "filter.reinject")?,
+        &helo,
+    );
+    let ap = Arc::new(AccessPoint {
+        policy: Policy {
+            limits: Limits {
+                max_total_size: settings.access.max_total_size,
+                max_recipients: config.access.max_recipients,
+                blocked_extensions: config.access.blocked_extensions.clone(),
+            },
+            hard_size_limit: settings.access.hard_size_limit,
+            reject_in_smtp: config.access.reject_in_smtp,
+        },
+        kit: Issuing {
+            store: store.clone(),
+            injector: access_injector.clone(),
+            issuer: issuer.clone(),
+            signer: signer.clone(),
+            ids: ids.clone(),
+            clock: Arc::new(SystemClock),
+        },
+        index: index.clone(),
+        antivirus: antivirus.clone(),
+        log_requests: settings.log_requests.clone(),
+    });
+    let timers = config.timers.enabled.then(|| {
+        (
+            Arc::new(Timers::new(
+                store.clone(),
+                access_injector.clone(),
+                issuer.clone(),
+                signer.clone(),
+                ids.clone(),
+                Arc::new(SystemClock),
+            )),
+            settings.timers_interval,
+        )
+    });
+    let delivery_injector = shared_injector(
+        &access_injector,
+        tcp(&settings.delivery.reinject, "delivery.reinject")?,
+        &helo,
+    );
+    let dovecot = lmtp_addr(&settings.delivery.dovecot, "delivery.dovecot")?;
+    let delivery = Arc::new(
+        DeliveryPoint::new(
+            store.clone(),
+            delivery_injector,
+            Arc::new(LmtpClient::new(dovecot, helo)),
+            index.clone(),
+            issuer.clone(),
+            signer.clone(),
+            ids.clone(),
+        )
+        .with_arrival_notices(config.delivery.arrival_notices)
+        .with_duplicate_check(
+            crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
+                .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),
+        ),
+    );
+    let reception = Reception {
+        index: index.clone(),
+        antivirus,
+        domains: served_domains(config, &*store)?,
+        mail_receipt: config.provider.mail_receipt.clone(),
+        default_policy: settings.default_policy.clone(),
+    };
+    let after_queue = Arc::new(
+        AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
+            .with_log_requests(settings.log_requests.clone()),
+    );
+    Ok(Roles {
+        access: ap,
+        after_queue,
+        delivery,
+        timers,
+        outbox: access_injector,
+    })
+}
+
+/// The pieces of [`Timers`] from the configuration, for `pec timers run`: opens the signer
+/// and the store, injects through `access.reinject`.
+pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, WiringError> {
+    let settings = config.settings()?;
+    let signer = open_signer(config)?;
+    let store = open_store(config)?;
+    let Identity {
+        issuer, ids, helo, ..
+    } = Identity::of(config);
+    let injector = Arc::new(SmtpInjector::new(
+        tcp(&settings.access.reinject, "access.reinject")?,
+        helo,
+    ));
+    Ok(Timers::new(store, injector, issuer, signer, ids, clock))
+}
