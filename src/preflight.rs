@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Installation checks: what stops a new installation although every outside system
 //! answers (issue 18). `pec check-config --live` and `pec status` run them besides reaching
 //! each system; each failure says what to do.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
 //! Installation helpers (issue 18): what a command writes better than an administrator
 //! copies from prose. The single-provider index file (our own record, before the national
 //! index is synchronised) and the Postfix and Dovecot lines that match a configuration.

@@ -95,6 +95,31 @@ pub fn lmtp_addr(endpoint: &Endpoint, what: &str) -> Result<LmtpAddr, WiringErro
     })
 }
 
+/// The signing certificate (DER), read without the PIN: from the token without logging in
+/// (a certificate is a public object), or from `cert_file`. `pec status` shows its expiry
+/// this way, so that monitoring need not hold the PIN.
+pub fn signing_certificate(config: &Config) -> Result<Vec<u8>, WiringError> {
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            key_label,
+            cert_label,
+            ..
+        } => Ok(crate::crypto::pkcs11::read_certificate(
+            module,
+            token_label,
+            cert_label.as_deref().unwrap_or(key_label),
+        )?),
+        SigningConfig::Pem { cert_file, .. } => {
+            let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
+            certs.into_iter().next().ok_or_else(|| {
+                WiringError::Setting(format!("{}: no certificate", cert_file.display()))
+            })
+        }
+    }
+}
+
 /// Opens the signing key the configuration names.
 pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
     let settings = config.settings()?;

@@ -25,6 +25,15 @@ fn generate_man_writes_pec_8_and_pec_toml_5() {
         !pec8.contains("GENERATE-MAN"),
         "hidden commands stay out of the page"
     );
+    // One page: it names no page of its own per subcommand (`pec-verify(8)` does not
+    // exist), and it points at what does.
+    assert!(
+        !pec8.contains("pec\\-verify(8)"),
+        "pec.8 names pec-verify(8)"
+    );
+    assert!(!pec8.contains("(8)\n"), "pec.8 names a section-8 page");
+    assert!(pec8.contains("PEC SETUP"), "pec.8 lacks PEC SETUP");
+    assert!(pec8.contains("/usr/share/doc/pec/install.md"));
     let conf5 = std::fs::read_to_string(dir.path().join("pec.toml.5")).unwrap();
     assert!(conf5.starts_with(".TH PEC.TOML 5"));
     for table in ["[provider]", "[signing]", "[store]", "[access]"] {

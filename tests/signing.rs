@@ -325,6 +325,12 @@ fn pkcs11_signer_with_softhsm() {
         msg.contains("\"pec-test\""),
         "lists the tokens present: {msg}"
     );
+    // Other tokens are listed: not the look of a token directory this user cannot read.
+    assert!(!msg.contains("belong to another user"), "{msg}");
+
+    // The certificate without the PIN (what `pec status` shows): a public object.
+    let der = pec::crypto::pkcs11::read_certificate(&module, "pec-test", "pec-signer").unwrap();
+    assert_eq!(der, pem_to_der(&pki.it_cert));
 
     // Key and certificate of different providers under one label.
     let err = Pkcs11Signer::open(&pkcs11_config(

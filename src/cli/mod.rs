@@ -10,9 +10,11 @@ mod admin;
 pub mod args;
 pub mod error;
 mod index;
+pub mod install;
 pub mod log;
 pub mod ops;
 mod serve;
+mod setup;
 pub mod store;
 mod timers;
 pub mod verify;
@@ -96,6 +98,10 @@ pub enum Command {
     /// (kept in the store). Prints the Postfix lines to apply.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Installation helpers: the single-provider index file, the Postfix and Dovecot lines
+    /// of this configuration (see /usr/share/doc/pec/install.md).
+    #[command(subcommand)]
+    Setup(setup::SetupCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -124,6 +130,7 @@ pub fn main() -> i32 {
         Command::Mailbox(command) => admin::mailbox(&command),
         Command::Log { command } => log::run(&command),
         Command::Store { command } => store::run(&command),
+        Command::Setup(command) => setup::run(&command),
     }
 }
 
@@ -137,6 +144,15 @@ pub fn generate_man(dir: &std::path::Path) -> std::io::Result<()> {
     clap_mangen::Man::new(cmd.clone())
         .section("8")
         .render(&mut page)?;
+    // clap_mangen names each subcommand as a page of its own (`pec-verify(8)`); they are
+    // sections of this one page, below.
+    let mut text = String::from_utf8_lossy(&page).into_owned();
+    for sub in cmd.get_subcommands() {
+        let name = sub.get_name().replace('-', "\\-");
+        text = text.replace(&format!("pec\\-{name}(8)"), &format!("pec {name}"));
+    }
+    text = text.replace("pec\\-help(8)", "pec help");
+    let mut page = text.into_bytes();
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let heading = format!("pec {}", sub.get_name()).to_uppercase();
         page.extend_from_slice(format!(".SH \"{heading}\"\n").as_bytes());
@@ -147,6 +163,9 @@ pub fn generate_man(dir: &std::path::Path) -> std::io::Result<()> {
         page.extend_from_slice(&strip_heading(&desc));
         page.extend_from_slice(&strip_heading(&opts));
     }
+    page.extend_from_slice(
+        b".SH \"SEE ALSO\"\n\\fBpec.toml\\fR(5); the installation guide /usr/share/doc/pec/install.md and the operator guide /usr/share/doc/pec/operator-guide.md\n",
+    );
     std::fs::write(dir.join("pec.8"), page)?;
 
     let mut conf = String::from(

@@ -533,8 +533,9 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
         ));
     }
 
-    let v = match crate::wiring::open_signer(config) {
-        Ok(s) => match certificate(s.certificate_der()) {
+    // Read without the PIN: monitoring need not hold it.
+    let v = match crate::wiring::signing_certificate(config) {
+        Ok(der) => match certificate(&der) {
             Ok(info) => {
                 let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
                 expiry(&info, at, EXPIRY_WARNING_DAYS)
@@ -683,7 +684,11 @@ pub fn check_config(args: &CheckConfigArgs) -> i32 {
         .map(|config| {
             println!("{}: ok", path.display());
             if args.live {
-                report(&check_live(&config))
+                let mut checks = check_live(&config);
+                if let Ok(settings) = config.settings() {
+                    checks.extend(super::install::checks(&config, Some(path), &settings));
+                }
+                report(&checks)
             } else {
                 0
             }
@@ -693,9 +698,17 @@ pub fn check_config(args: &CheckConfigArgs) -> i32 {
 
 /// Runs `pec status`; returns the exit status.
 pub fn status_command(args: &ConfigArgs) -> i32 {
-    let checked = args
-        .load()
-        .map(|config| report(&status(&config, SystemClock.now())));
+    let checked = args.load().map(|config| {
+        let mut checks = status(&config, SystemClock.now());
+        if let Ok(settings) = config.settings() {
+            checks.extend(super::install::checks(
+                &config,
+                Some(&args.config),
+                &settings,
+            ));
+        }
+        report(&checks)
+    });
     exit("pec status", checked)
 }
 

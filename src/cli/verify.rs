@@ -3,7 +3,8 @@
 //! JSON (one object per line).
 //!
 //! With `--trust PEM` the certificates of the PEM files stand in for the provider index (no
-//! provider records, so the managed-domain check is skipped and noted). Without `--trust`
+//! provider records, so the managed-domain check is skipped and noted); with `-c FILE` the
+//! provider index that configuration uses is the trust set, as at the reception point. Without `--trust`
 //! the signature and the validity period are still checked and the message is classified,
 //! but no trust decision can be made: the verdict is "signature valid, signer not checked
 //! against a provider index (use --trust)" and the file counts as not valid (exit 1).
@@ -50,6 +51,42 @@ pub struct VerifyArgs {
     /// Print one JSON object per file instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Check the signer against the provider index this configuration uses (the copy in
+    /// its store, or its [index] ldif file), as the reception point does; --trust adds to
+    /// it.
+    #[arg(long = "config", short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The provider index a configuration uses: the copy in its store, or its `[index] ldif`
+/// when there is no store yet (a missing SQLite store is not created here).
+fn configured_index(path: &Path) -> Result<crate::index::ProviderIndex, CliError> {
+    let config = crate::config::load(path)?;
+    let no_store =
+        config.store.backend == crate::config::StoreBackend::Sqlite && !config.store.path.exists();
+    if no_store {
+        return crate::index::ProviderIndex::load_ldif(&config.index.ldif)
+            .map_err(|e| CliError::usage(format!("{}: {e}", config.index.ldif.display())));
+    }
+    if config.store.backend == crate::config::StoreBackend::Sqlite {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(&config.store.path).map(|m| m.uid()).ok();
+        let me = crate::preflight::effective_uid();
+        if me == Some(0) && owner.is_some_and(|o| o != 0) {
+            // SQLite may leave journal files behind owned by root, which pec serve could
+            // then not write (every message refused temporarily).
+            return Err(CliError::usage(format!(
+                "{}: not opened as root (it belongs to uid {}): run as that user, e.g. `runuser -u pec -- pec verify -c {} ...`",
+                config.store.path.display(),
+                owner.unwrap_or_default(),
+                path.display()
+            )));
+        }
+    }
+    let store = crate::wiring::open_store(&config).map_err(CliError::usage)?;
+    crate::index::sync::load_current(&*store, &config.index.ldif)
+        .map(|(index, _)| index)
+        .map_err(CliError::usage)
 }
 
 /// Runs `pec verify`; returns the exit status.
@@ -66,8 +103,12 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
         })?,
         None => SystemClock.now(),
     };
-    let trust = load_trust(&args.trust).map_err(CliError::Usage)?;
-    let opts = if args.trust.is_empty() {
+    let mut trust = match &args.config {
+        Some(path) => configured_index(path)?.trust().clone(),
+        None => TrustSet::new(),
+    };
+    load_trust(&mut trust, &args.trust).map_err(CliError::Usage)?;
+    let opts = if args.trust.is_empty() && args.config.is_none() {
         VerifyOptions::without_index(at)
     } else {
         VerifyOptions::new(&trust, at)
@@ -104,8 +145,7 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
     Ok(status)
 }
 
-fn load_trust(files: &[PathBuf]) -> Result<TrustSet, String> {
-    let mut trust = TrustSet::new();
+fn load_trust(trust: &mut TrustSet, files: &[PathBuf]) -> Result<(), String> {
     for f in files {
         let pem = std::fs::read(f)
             .map_err(|e| format!("--trust: cannot read \"{}\": {e}", f.display()))?;
@@ -125,7 +165,7 @@ fn load_trust(files: &[PathBuf]) -> Result<TrustSet, String> {
             trust.add(der, None);
         }
     }
-    Ok(trust)
+    Ok(())
 }
 
 /// Everything printed about one file; the JSON form is this struct.

@@ -160,6 +160,46 @@ fn session_lost(e: &CkError) -> bool {
     )
 }
 
+/// Added to the errors that, with SoftHSM, mean a token this user cannot read or write
+/// (no token listed, `CKR_GENERAL_ERROR` at login).
+const PERMISSION_HINT: &str = "; if the token exists, its files may belong to another user: SoftHSM hides a token it cannot read and fails with CKR_GENERAL_ERROR on one it cannot write; the token directory (e.g. /var/lib/softhsm/tokens/) and every file in it must belong to the user pec runs as (`pec check-config --live` as root names the file)";
+
+/// The certificate `cert_label` on the token `token_label`, read without logging in (a
+/// certificate is a public object): what `pec status` needs to show its expiry, without
+/// the PIN.
+pub fn read_certificate(
+    module: &Path,
+    token_label: &str,
+    cert_label: &str,
+) -> Result<Vec<u8>, SignError> {
+    let token = Token {
+        ctx: context(module)?,
+        module: module.to_path_buf(),
+        label: token_label.to_string(),
+        key_label: String::new(),
+        pin: AuthPin::from(String::new()),
+    };
+    let slot = token.slot()?;
+    let session = token.ctx.open_ro_session(slot).map_err(|e| {
+        token.err(format!(
+            "cannot open a session on token \"{token_label}\": {}",
+            describe(&e)
+        ))
+    })?;
+    let handle = token.find_one(
+        &session,
+        ObjectClass::CERTIFICATE,
+        cert_label,
+        "certificate",
+    )?;
+    token.attribute(
+        &session,
+        handle,
+        AttributeType::Value,
+        &format!("value of certificate \"{cert_label}\""),
+    )
+}
+
 /// What is needed to (re)open a logged-in session with the key.
 struct Token {
     ctx: Pkcs11,
@@ -199,13 +239,20 @@ impl Token {
             seen.push(format!("\"{}\"", info.label()));
         }
         Err(self.err(format!(
-            "no token labelled \"{}\" in module \"{}\" (tokens present: {})",
+            "no token labelled \"{}\" in module \"{}\" (tokens present: {}){}",
             self.label,
             self.module.display(),
             if seen.is_empty() {
                 "none".to_string()
             } else {
                 seen.join(", ")
+            },
+            // SoftHSM always shows one free slot, labelled "": no other token is what a
+            // token directory this user cannot read looks like.
+            if seen.iter().all(|l| l == "\"\"") {
+                PERMISSION_HINT
+            } else {
+                ""
             }
         )))
     }
@@ -228,11 +275,16 @@ impl Token {
                 )))
             }
             Err(e) => {
+                let hint = if matches!(e, CkError::Pkcs11(RvError::GeneralError, _)) {
+                    PERMISSION_HINT
+                } else {
+                    ""
+                };
                 return Err(self.err(format!(
-                    "login to token \"{}\" failed: {}",
+                    "login to token \"{}\" failed: {}{hint}",
                     self.label,
                     describe(&e)
-                )))
+                )));
             }
         }
         let key = self.find_one(

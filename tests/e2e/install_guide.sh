@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, the installation guide (docs/install.md) on the system Postfix and Dovecot:
 # installs the .deb and runs the guide's command blocks VERBATIM, as an administrator would,
 # then checks what the guide promises and undoes everything.
@@ -87,7 +88,7 @@ restore() {
     echo "---- mail log" >&2; tail -n 40 "$work/mail.log" >&2 2>/dev/null
     echo "guide: FAIL after $((SECONDS - t0)) s (work dir kept: $work)" >&2
   else
-    rm -rf "$work"
+    if [ -n "${GUIDE_KEEP:-}" ]; then echo "guide: output kept in $work" >&2; else rm -rf "$work"; fi
   fi
   exit "$status"
 }
@@ -202,6 +203,36 @@ msgid=$(doveadm fetch -u bob@pec.example.it hdr.message-id mailbox INBOX ALL | s
 found=$(runuser -u pec -- doveadm -o stats_writer_socket_path= search -S /run/dovecot/doveadm-server -u bob@pec.example.it header Message-ID "$msgid") \
   || e2e_fail "the duplicate check does not run as user pec"
 [ -n "$found" ] || e2e_fail "the duplicate check as user pec does not find Bob's message"
+
+# pec verify against the configured index (the store's copy), as user pec.
+mkdir -p "$work/verify" && cp /var/vmail/pec.example.it/alice/Maildir/*/* "$work/verify/" && chown -R pec "$work/verify"
+runuser -u pec -- pec verify -c /etc/pec/pec.toml "$work"/verify/* > "$work/verify.out" \
+  || { cat "$work/verify.out" >&2; e2e_fail "pec verify -c (the configured index) does not verify Alice's receipts"; }
+grep -q "^signer provider: .*PEC Example IT S.p.A." "$work/verify.out" \
+  || { cat "$work/verify.out" >&2; e2e_fail "pec verify -c did not name the provider of the index"; }
+
+# What stopped the walkthrough, broken on purpose: pec status (as pec, without the PIN)
+# names it and says what to do; then it is put back.
+e2e_log "check: pec status names a store pec cannot write, clamd's 25 MB limit, the domain in mydestination"
+expect_status_failure() { # WHAT PATTERN
+  local out
+  if out=$(runuser -u pec -- pec status -c /etc/pec/pec.toml 2>&1); then
+    echo "$out" >&2; e2e_fail "pec status passed with $1"
+  fi
+  grep -E -- "$2" <<<"$out" >&2 || { echo "$out" >&2; e2e_fail "pec status did not name $1"; }
+}
+chown root:root /var/lib/pec/pec.db
+expect_status_failure "a store owned by root" "^store files: FAILED: .*cannot write /var/lib/pec/pec.db.*chown pec"
+chown pec:pec /var/lib/pec/pec.db
+cp -p /etc/clamav/clamd.conf "$work/clamd.conf"
+sed -i 's/^StreamMaxLength .*/StreamMaxLength 25M/' /etc/clamav/clamd.conf
+expect_status_failure "clamd's 25 MB stream limit" "^clamd stream limit: FAILED: .*StreamMaxLength"
+cp -p "$work/clamd.conf" /etc/clamav/clamd.conf
+postconf -e 'mydestination = pec.example.it, localhost'
+expect_status_failure "the PEC domain in mydestination" "^postfix mydestination: FAILED: mydestination lists pec.example.it"
+postconf -e 'mydestination = $myhostname, localhost'
+runuser -u pec -- pec status -c /etc/pec/pec.toml > "$work/status.out" \
+  || { cat "$work/status.out" >&2; e2e_fail "pec status fails after the repairs"; }
 
 e2e_log "the guide's uninstall blocks"
 (cd "$work/download" && bash "$work/uninstall.sh") > "$work/uninstall.out" 2>&1 \

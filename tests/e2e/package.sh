@@ -99,6 +99,10 @@ ls "$(dirname "$deb")"/pec-dbgsym_*.ddeb >/dev/null 2>&1 || [ -n "${PACKAGE_DEB:
   || e2e_fail "no pec-dbgsym package beside $deb"
 zgrep -q "^\.SH \"PEC STATUS\"" /usr/share/man/man8/pec.8.gz || e2e_fail "pec(8) lacks pec status"
 zgrep -q "^\[metrics\]" /usr/share/man/man5/pec.toml.5.gz || e2e_fail "pec.toml(5) lacks [metrics]"
+# One page: the subcommands are its sections, not pages of their own (pec-verify(8)).
+if zgrep -n 'pec\\-[a-z\\-]*([0-9])' /usr/share/man/man8/pec.8.gz >&2; then
+  e2e_fail "pec(8) names pages that do not exist"
+fi
 if command -v systemd-analyze >/dev/null; then
   # Only the unit's own problems count (in a container without systemd running,
   # systemd-analyze also reports the host's units), and the Documentation= man pages only
