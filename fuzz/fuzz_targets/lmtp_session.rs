@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use pec::delivery::lmtp::{serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction};
+use pec::smtp::lmtp::{serve_stream, LmtpHandler, LmtpServerOptions, Reply, Transaction};
 use pec::BoxFuture;
 
 include!("session.inc.rs");
