@@ -425,15 +425,14 @@ fn as_user(user: &ServiceUser, argv: &[String]) -> Command {
     }
 }
 
-/// The duplicate check's command line for `mailbox` and a Message-ID no mailbox holds.
+/// The duplicate check's command line for `mailbox` and a transport envelope no mailbox
+/// holds (the search the delivery point makes after a crash, `%c` included).
 pub fn duplicate_check_argv(template: &[String], mailbox: &str) -> Vec<String> {
-    template
-        .iter()
-        .map(|a| {
-            a.replace("%u", mailbox)
-                .replace("%m", "pec-preflight.invalid@localhost")
-        })
-        .collect()
+    let probe = crate::delivery::dedup::Identity {
+        message_id: "pec-preflight.invalid@localhost".into(),
+        class: Some(("X-Trasporto", "posta-certificata".into())),
+    };
+    crate::delivery::dedup::check_argv(template, mailbox, &probe)
 }
 
 /// Runs the post-crash duplicate check (`[delivery] duplicate_check`) as the service user,
@@ -461,7 +460,7 @@ pub fn check_duplicate_command(user: &ServiceUser, template: &[String], mailbox:
             user.name
         )),
         Ok(out) => Outcome::Failed(format!(
-            "`{}` fails as user {} ({}: {}): after a crash, delivered messages would be delivered again; with Dovecot, give {} the doveadm server's socket (/usr/share/pec/dovecot/20-pec-lmtp.conf) and set duplicate_check = [\"doveadm\", \"-o\", \"stats_writer_socket_path=\", \"search\", \"-S\", \"/run/dovecot/doveadm-server\", \"-u\", \"%u\", \"header\", \"Message-ID\", \"%m\"]",
+            "`{}` fails as user {} ({}: {}): after a crash, delivered messages would be delivered again; with Dovecot, give {} the doveadm server's socket (/usr/share/pec/dovecot/20-pec-lmtp.conf) and set duplicate_check = [\"doveadm\", \"-o\", \"stats_writer_socket_path=\", \"search\", \"-S\", \"/run/dovecot/doveadm-server\", \"-u\", \"%u\", \"header\", \"Message-ID\", \"%m\", \"%c\"]",
             argv.join(" "),
             user.name,
             out.status,
@@ -666,6 +665,7 @@ mod tests {
             "header",
             "Message-ID",
             "%m",
+            "%c",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -673,6 +673,7 @@ mod tests {
         let argv = duplicate_check_argv(&t, "ricevute@pec.example.it");
         assert_eq!(argv[3], "ricevute@pec.example.it");
         assert_eq!(argv[6], "pec-preflight.invalid@localhost");
+        assert_eq!(argv[7..], ["header", "X-Trasporto", "posta-certificata"]);
         assert!(matches!(
             check_duplicate_command(&pec(), &[], "a@b"),
             Outcome::Warn(_)

@@ -71,6 +71,19 @@ impl Identity {
     }
 }
 
+/// The command line of the check `template` (`[delivery] duplicate_check`) for `user` and
+/// `message`: `%u` and `%m` replaced, an argument that is exactly `%c` replaced by the
+/// class's search terms (none for plain mail).
+pub fn check_argv(template: &[String], user: &str, message: &Identity) -> Vec<String> {
+    template
+        .iter()
+        .flat_map(|a| match a.as_str() {
+            "%c" => message.search_terms(),
+            _ => vec![a.replace("%u", user).replace("%m", &message.message_id)],
+        })
+        .collect()
+}
+
 /// The [`Identity`] of `data`; `None` without a usable Message-ID. Only the header is
 /// read.
 pub fn identity(data: &[u8]) -> Option<Identity> {
@@ -120,14 +133,7 @@ impl MailboxProbe for CommandProbe {
         message: &'a Identity,
     ) -> BoxFuture<'a, Result<bool, String>> {
         Box::pin(async move {
-            let args: Vec<String> = self
-                .argv
-                .iter()
-                .flat_map(|a| match a.as_str() {
-                    "%c" => message.search_terms(),
-                    _ => vec![a.replace("%u", user).replace("%m", &message.message_id)],
-                })
-                .collect();
+            let args = check_argv(&self.argv, user, message);
             let mut cmd = tokio::process::Command::new(&args[0]);
             cmd.args(&args[1..])
                 .stdin(Stdio::null())
