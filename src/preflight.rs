@@ -657,19 +657,10 @@ mod tests {
 
     #[test]
     fn duplicate_check_placeholders() {
-        let t: Vec<String> = [
-            "doveadm",
-            "search",
-            "-u",
-            "%u",
-            "header",
-            "Message-ID",
-            "%m",
-            "%c",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let t: Vec<String> = crate::delivery::dedup::DEFAULT_CHECK
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let argv = duplicate_check_argv(&t, "ricevute@pec.example.it");
         assert_eq!(argv[3], "ricevute@pec.example.it");
         assert_eq!(argv[6], "pec-preflight.invalid@localhost");

@@ -439,18 +439,25 @@ impl LmtpClient {
 
     /// Greeting, LHLO and QUIT: the server speaks LMTP (`pec check-config --live`).
     pub async fn probe(&self) -> Result<(), String> {
+        let (mut r, mut w, _) = self.greeted().await?;
+        let _ = command(&mut r, &mut w, "QUIT", self.timeouts.command).await;
+        Ok(())
+    }
+
+    /// Connects, reads the greeting and says LHLO: the open session and the server's
+    /// capabilities; an error when either reply is not 2xx.
+    async fn greeted(&self) -> Result<(Reader, Writer, Vec<String>), String> {
         let cmd = self.timeouts.command;
         let (mut r, mut w) = self.connect().await?;
         let greeting = read_reply(&mut r, cmd).await?;
         if greeting.class() != 2 {
             return Err(format!("greeting: {}", greeting.line()));
         }
-        let (lhlo, _) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
+        let (lhlo, caps) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
         if lhlo.class() != 2 {
             return Err(format!("LHLO: {}", lhlo.line()));
         }
-        let _ = command(&mut r, &mut w, "QUIT", cmd).await;
-        Ok(())
+        Ok((r, w, caps))
     }
 
     async fn connect(&self) -> Result<(Reader, Writer), String> {
@@ -487,15 +494,7 @@ impl LmtpClient {
         replies: &mut [Option<Reply>],
     ) -> Result<(), String> {
         let cmd = self.timeouts.command;
-        let (mut r, mut w) = self.connect().await?;
-        let greeting = read_reply(&mut r, cmd).await?;
-        if greeting.class() != 2 {
-            return Err(format!("greeting: {}", greeting.line()));
-        }
-        let (lhlo, caps) = command(&mut r, &mut w, &format!("LHLO {}", self.lhlo), cmd).await?;
-        if lhlo.class() != 2 {
-            return Err(format!("LHLO: {}", lhlo.line()));
-        }
+        let (mut r, mut w, caps) = self.greeted().await?;
         let body = if eight_bit && caps.iter().any(|c| c.eq_ignore_ascii_case("8BITMIME")) {
             " BODY=8BITMIME"
         } else {
