@@ -43,19 +43,9 @@ echo "e2e install: installing ${missing[*]}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# No daemon may start during installation (the test suite starts private instances itself):
-# a policy-rc.d that denies every start, for the time of apt-get only. Whatever was there
-# before (another policy, or none) is put back when this script ends, even on failure.
-policy=/usr/sbin/policy-rc.d
-policy_saved=$(mktemp /tmp/policy-rc.d.XXXXXX)
-if [ -e "$policy" ]; then $SUDO cp -p "$policy" "$policy_saved"; had_policy=1; else had_policy=0; fi
-restore_policy() {
-  if [ "$had_policy" = 1 ]; then $SUDO cp -p "$policy_saved" "$policy"; else $SUDO rm -f "$policy"; fi
-  rm -f "$policy_saved"
-}
-trap restore_policy EXIT
-printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-$SUDO chmod +x "$policy"
+# No daemon may start during installation; the policy in place before comes back at the end.
+# shellcheck source=scripts/no-service-starts.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/no-service-starts.sh"
 
 printf '%s\n' \
   'postfix postfix/main_mailer_type select No configuration' \
