@@ -28,8 +28,7 @@ use pec::smtp::{FilterReply, Transaction};
 use pec::store::{EventKind, LogEvent, MailboxPolicy, SqliteStore, Store};
 use tokio::net::TcpListener;
 
-#[path = "common/milter_client.rs"]
-mod milter_client;
+use crate::milter_client;
 use milter_client::{queued, Mail};
 
 const SERVICE: &str = "registro@pec.example.it";

@@ -4,8 +4,7 @@
 //! owner extracts, and the retention purge. The tests that do not tamper with the SQLite
 //! file directly run on PostgreSQL too (with `PEC_TEST_PG_URL`).
 
-#[path = "common/backends.rs"]
-mod backends;
+use crate::backends;
 use backends::Backend;
 
 use std::io::{BufRead, BufReader};
