@@ -16,6 +16,7 @@ use crate::message::time::Instant;
 pub mod chain;
 pub mod codec;
 pub mod report;
+pub mod sql;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;
