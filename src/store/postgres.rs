@@ -18,7 +18,7 @@
 //!   (delivery notices: `INSERT … ON CONFLICT DO NOTHING`; acceptance receipts and seals: a
 //!   conditional `UPDATE`/`INSERT`; timer notices: `SELECT … FOR UPDATE SKIP LOCKED`);
 //! - the purge locks the chain head too; the index refresh runs under a lease
-//!   ([`LogStore::try_lease`]).
+//!   ([`super::LogStore::try_lease`]).
 //!
 //! Transactions run at READ COMMITTED: every conditional write re-checks its condition on
 //! the row it locked.
