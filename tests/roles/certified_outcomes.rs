@@ -7,10 +7,8 @@
 //! (with PEC_TEST_PG_URL) PostgreSQL. The real parts are in tests/e2e/timers.sh and
 //! tests/e2e/hostile_peer.sh.
 
-#[path = "common/backends.rs"]
-mod backends;
-#[path = "common/two_providers.rs"]
-mod two_providers;
+use crate::backends;
+use crate::two_providers;
 
 use std::sync::Arc;
 
