@@ -220,6 +220,11 @@ check_class Anomalie "X-Trasporto: errore"
   || e2e_fail "bob's transport envelope is not in alice's INBOX"
 grep -q "delivery point: .*rcpt=alice@pec.example.it" <(e2e_plain "$work/pec.log") \
   || e2e_fail "nothing reached alice through pec's delivery point"
+for t in accettazione presa-in-carico avvenuta-consegna errore-consegna rilevazione-virus; do
+  # (a substring search: non-accettazione and preavviso-errore-consegna are covered too)
+  [ -z "$(dv search -u alice@pec.example.it mailbox INBOX header X-Ricevuta "$t" 2>/dev/null)" ] \
+    || e2e_fail "a receipt with X-Ricevuta ...$t is in alice's INBOX"
+done
 wait_in ricevute@pec.example.it "Ricevute/Presa in carico" 1
 check_class_of ricevute@pec.example.it "Ricevute/Presa in carico" "X-Ricevuta: presa-in-carico"
 
