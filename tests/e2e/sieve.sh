@@ -24,6 +24,7 @@
 #      (non-acceptance notice) and to a dead peer (the 12 h notice, `pec timers run --now`);
 #      bob sends to alice (a transport envelope) and the Internet writes to her (an anomaly
 #      envelope). Every one goes through the delivery point; each lands in its folder;
+#      alice's IMAP client lists the folders under "/" and reads the receipts in them;
 #   4. disabled again (`doveadm sieve deactivate`), a receipt stays in alice's INBOX.
 #
 # Usage: tests/e2e/sieve.sh   (as root; PEC_BIN names the pec binary)
@@ -227,6 +228,26 @@ for t in accettazione presa-in-carico avvenuta-consegna errore-consegna rilevazi
 done
 wait_in ricevute@pec.example.it "Ricevute/Presa in carico" 1
 check_class_of ricevute@pec.example.it "Ricevute/Presa in carico" "X-Ricevuta: presa-in-carico"
+
+e2e_log "what alice's IMAP client sees: the folders under / and the receipts in them"
+list=$(/usr/bin/python3 - "$imap" <<'PY'
+import imaplib, sys
+m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+m.login("alice@pec.example.it", "test")
+print("\n".join(d.decode() for d in m.list()[1]))
+m.logout()
+PY
+)
+for f in Ricevute/Accettazione '"Ricevute/Presa in carico"' Ricevute/Consegna '"Avvisi/Mancata consegna"' \
+    '"Avvisi/Superamento tempo massimo"' Anomalie; do
+  grep -qF "\"/\" $f" <<<"$list" || { printf '%s\n' "$list" >&2; e2e_fail "IMAP LIST does not show $f under \"/\""; }
+done
+n=$(count alice@pec.example.it Ricevute/Accettazione)
+"${mail[@]}" fetch --port "$imap" --user alice@pec.example.it --password test \
+  --mailbox Ricevute/Accettazione --count "$n" --dir "$work/imap-acc" --deadline 10 >/dev/null
+for f in "$work"/imap-acc/*.eml; do
+  grep -qi '^X-Ricevuta: accettazione' "$f" || e2e_fail "IMAP: $f in Ricevute/Accettazione is no acceptance"
+done
 
 e2e_log "4. disabled again: a receipt stays in alice's INBOX"
 dv sieve deactivate -u alice@pec.example.it
