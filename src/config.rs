@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
+use crate::access::attachments::DEFAULT_BLOCKED_EXTENSIONS;
 use crate::crypto::DigestAlg;
 use crate::store::MailboxPolicy;
 
@@ -256,8 +257,17 @@ pub struct AccessConfig {
     /// Above this size the message is rejected in SMTP without a notice (spec §3.3).
     pub hard_size_limit: String,
     pub max_recipients: usize,
-    /// Attachment extensions refused (lower case, without the dot).
+    /// Attachment extensions refused (lower case, without the dot); the default is
+    /// [`DEFAULT_BLOCKED_EXTENSIONS`], `[]` blocks none.
     pub blocked_extensions: Vec<String>,
+    /// Attachment checks: containers within containers looked into (messages, archives).
+    pub attachment_max_depth: usize,
+    /// Attachment checks: archive entries looked at per submission.
+    pub attachment_max_entries: usize,
+    /// Attachment checks: bytes decompressed from archives per submission, e.g. `200MB`.
+    pub attachment_max_bytes: String,
+    /// Attachment checks: time per submission, e.g. `10s`.
+    pub attachment_max_time: String,
     /// Also reject a refused submission in SMTP (5.7.x) instead of discarding it after the
     /// non-acceptance notice is queued.
     pub reject_in_smtp: bool,
@@ -272,7 +282,14 @@ impl Default for AccessConfig {
             max_total_size: "100MB".into(),
             hard_size_limit: "150MB".into(),
             max_recipients: 500,
-            blocked_extensions: Vec::new(),
+            blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            attachment_max_depth: 20,
+            attachment_max_entries: 5_000,
+            attachment_max_bytes: "200MB".into(),
+            attachment_max_time: "10s".into(),
             reject_in_smtp: false,
             reinject: "127.0.0.1:10027".into(),
         }
@@ -687,6 +704,10 @@ pub struct AccessSettings {
     pub hard_size_limit: u64,
     /// Postfix's reinjection listener (TCP).
     pub reinject: Endpoint,
+    /// `attachment_max_bytes`, in bytes.
+    pub attachment_max_bytes: u64,
+    /// `attachment_max_time`.
+    pub attachment_max_time: Duration,
 }
 
 /// Typed `[filter]` values.
@@ -1157,12 +1178,25 @@ impl Config {
                 ));
             }
         }
+        if a.attachment_max_depth == 0 {
+            return Err(invalid("access.attachment_max_depth", "must be at least 1"));
+        }
+        if a.attachment_max_entries == 0 {
+            return Err(invalid(
+                "access.attachment_max_entries",
+                "must be at least 1",
+            ));
+        }
+        let attachment_max_bytes = size("access.attachment_max_bytes", &a.attachment_max_bytes)?;
+        let attachment_max_time = duration("access.attachment_max_time", &a.attachment_max_time)?;
         let reinject = endpoint("access.reinject", &a.reinject, false)?;
         Ok(AccessSettings {
             listen,
             max_total_size,
             hard_size_limit,
             reinject,
+            attachment_max_bytes,
+            attachment_max_time,
         })
     }
 

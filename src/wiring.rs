@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::access::{AccessPoint, Limits, Policy};
+use crate::access::{AccessPoint, AttachmentPolicy, Bounds, Limits, Policy};
 use crate::antivirus::{Antivirus, AvError, Clamd};
 use crate::config::{Config, Endpoint, InvalidValue, Settings, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer};
@@ -247,10 +247,18 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             limits: Limits {
                 max_total_size: settings.access.max_total_size,
                 max_recipients: config.access.max_recipients,
-                blocked_extensions: config.access.blocked_extensions.clone(),
             },
             hard_size_limit: settings.access.hard_size_limit,
             reject_in_smtp: config.access.reject_in_smtp,
+            attachments: AttachmentPolicy {
+                blocked_extensions: config.access.blocked_extensions.clone(),
+                bounds: Bounds {
+                    max_depth: config.access.attachment_max_depth,
+                    max_entries: config.access.attachment_max_entries,
+                    max_bytes: settings.access.attachment_max_bytes,
+                    max_time: settings.access.attachment_max_time,
+                },
+            },
         },
         kit: Issuing {
             store: store.clone(),

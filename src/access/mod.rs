@@ -22,9 +22,13 @@ use crate::store::outbox::non_acceptance_key;
 use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused};
 
 pub mod acceptance;
+pub mod attachments;
 pub mod checks;
 pub mod milter;
+pub mod testfiles;
+pub mod zip;
 
+pub use attachments::{AttachmentPolicy, Bounds};
 pub use checks::{Limits, Rule, Violation};
 
 /// Access-point policy beyond the formal limits.
@@ -36,6 +40,8 @@ pub struct Policy {
     /// Also reject a refused submission in SMTP (5.7.x) after its notice is queued, instead
     /// of discarding it silently (the signed notice is the answer either way).
     pub reject_in_smtp: bool,
+    /// Blocked attachments, macros, what cannot be scanned ([`attachments`]).
+    pub attachments: AttachmentPolicy,
 }
 
 impl Default for Policy {
@@ -44,6 +50,7 @@ impl Default for Policy {
             limits: Limits::default(),
             hard_size_limit: 150_000_000,
             reject_in_smtp: false,
+            attachments: AttachmentPolicy::default(),
         }
     }
 }
@@ -260,12 +267,51 @@ impl AccessPoint {
             }
         }
 
+        // The attachment policy, after the antivirus: a virus anywhere, nested parts and
+        // archives included, is a virus (its notice, its quarantine), not a blocked file.
+        // The walk is bounded CPU work: off the async threads, the message moved there
+        // and back.
+        let policy = self.policy.attachments.clone();
+        let message = std::mem::take(&mut s.message);
+        let (message, inspection) = match blocking(move || {
+            let inspection = attachments::inspect(&message, &policy);
+            (message, inspection)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                error!(queue_id = %qid, error = %e, "attachment checks failed: tempfail");
+                return tempfail("PEC: errore interno");
+            }
+        };
+        s.message = message;
+        if let Some(blocked) = inspection.blocked {
+            info!(queue_id = %qid, pec_id = %pec_id, attachment = %blocked.path, reason = ?blocked.reason, "submission refused: attachment not allowed");
+            return self
+                .refuse(
+                    &s,
+                    cert,
+                    at,
+                    MessageKind::NonAcceptance,
+                    blocked.reason(),
+                    None,
+                )
+                .await;
+        }
+        let cautions = inspection.cautions;
+        if !cautions.is_empty() {
+            let kinds: Vec<&str> = cautions.iter().map(|c| c.kind.as_str()).collect();
+            info!(queue_id = %qid, pec_id = %pec_id, cautions = ?kinds, "attachments accepted with a warning");
+        }
+
         // Accepted: build and sign the envelope, then record it with one instant.
         // The message is not needed after this: moved, not copied.
         let (message, cert2) = (std::mem::take(&mut s.message), cert.clone());
         let envelope = match self
             .blocking("firma", move |ap| {
-                ap.builder().transport_envelope(&message, &cert2, at)
+                ap.builder()
+                    .transport_envelope_with(&message, &cert2, at, &cautions)
             })
             .await
         {

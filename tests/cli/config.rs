@@ -351,6 +351,29 @@ fn other_semantic_checks() {
     )
     .unwrap();
     assert_eq!(c.access.blocked_extensions, ["exe", "scr"]);
+    // the bounds of the attachment checks
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nattachment_max_depth = 0")),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_depth": must be at least 1"#
+    );
+    assert_eq!(
+        error(&with(
+            "\"30MB\"",
+            "\"30MB\"\nattachment_max_bytes = \"lots\""
+        )),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_bytes": invalid size "lots""#
+    );
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nattachment_max_time = \"0s\"")),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_time": invalid duration "0s": must not be zero"#
+    );
+    // an empty list blocks no extension; the default is the documented list
+    let c = config::parse(&with("\"30MB\"", "\"30MB\"\nblocked_extensions = []"), FILE).unwrap();
+    assert!(c.access.blocked_extensions.is_empty());
+    assert_eq!(
+        pec::config::AccessConfig::default().blocked_extensions,
+        pec::access::attachments::DEFAULT_BLOCKED_EXTENSIONS
+    );
 }
 
 #[test]
@@ -582,6 +605,10 @@ fn every_key_of_the_sample_is_documented() {
                 "hard_size_limit",
                 "max_recipients",
                 "blocked_extensions",
+                "attachment_max_depth",
+                "attachment_max_entries",
+                "attachment_max_bytes",
+                "attachment_max_time",
                 "reject_in_smtp",
                 "reinject",
             ][..],

@@ -533,3 +533,162 @@ async fn a_notice_not_injected_is_staged_and_the_refusal_stands() {
         0
     );
 }
+
+/// A submission from alice to bob carrying `raw` (a whole message built by
+/// [`pec::access::testfiles`]): its header fields and body as the milter gets them.
+fn mail_of(raw: &[u8]) -> Mail {
+    let text = String::from_utf8(raw.to_vec()).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let last = headers.last_mut().unwrap();
+            last.1.push('\n');
+            last.1.push_str(line);
+        } else {
+            let (n, v) = line.split_once(':').unwrap();
+            headers.push((
+                Box::leak(n.to_string().into_boxed_str()),
+                v.trim_start().into(),
+            ));
+        }
+    }
+    Mail {
+        login: Some("alice@pec.example.it"),
+        mail_from: "alice@pec.example.it",
+        rcpt: vec!["bob@pec.example.net"],
+        headers,
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_attachment_yields_a_non_acceptance_naming_it() {
+    use pec::access::testfiles::{message, pe, zip, Attachment, ZipFile};
+    let archive = zip(&[
+        ZipFile::deflated("leggimi.txt", b"ciao"),
+        ZipFile::deflated("setup.exe", &pe()),
+    ]);
+    let raw = message(
+        "programma",
+        &[Attachment::new("archivio.zip", "application/zip", &archive)],
+    );
+    let h = refused(mail_of(&raw), "archivio.zip > setup.exe").await;
+    let n = notices(&h);
+    assert!(!n[0].1.security_flag, "a blocked file is no virus");
+    assert_eq!(n[0].1.daticert.errore.as_str(), "altro");
+    // a program renamed .pdf: refused by its content
+    let raw = message(
+        "fattura",
+        &[Attachment::new("fattura.pdf", "application/pdf", &pe())],
+    );
+    refused(mail_of(&raw), "fattura.pdf (il contenuto è un programma").await;
+}
+
+#[tokio::test]
+async fn a_virus_in_a_nested_part_is_a_virus_not_a_blocked_file() {
+    use pec::access::testfiles::{forward, message, pe, Attachment};
+    // the forwarded message carries both a program and the test virus (in a text part the
+    // double can see): the virus decides
+    let inner = message(
+        "interno",
+        &[
+            Attachment::new("setup.exe", "application/octet-stream", &pe()),
+            Attachment::new("nota.txt", "text/plain", b"x"),
+        ],
+    );
+    let inner = String::from_utf8(inner).unwrap().replace(
+        "In allegato.",
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    );
+    let raw = forward("inoltrato.eml", inner.as_bytes());
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (_, status) = submit(&h, &mail_of(&raw)).await;
+    assert_eq!(status, Status::Discard);
+    let n = notices(&h);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].1.security_flag, "X-VerificaSicurezza: errore");
+    assert_eq!(n[0].1.daticert.errore.as_str(), "virus");
+    assert_eq!(h.store.quarantined(PEC_ID).unwrap().len(), 1);
+}
+
+/// The readable text of an accepted envelope's rewrite, decoded enough to search: quoted-
+/// printable soft breaks joined.
+fn envelope_text(rewritten: &[u8]) -> String {
+    String::from_utf8_lossy(rewritten).replace("=\r\n", "")
+}
+
+#[tokio::test]
+async fn macros_and_encrypted_attachments_are_accepted_with_a_warning() {
+    use pec::access::testfiles::{docx, message, zip, Attachment, ZipFile};
+    let secret = zip(&[ZipFile::encrypted("estratto.pdf", b"\x01\x02")]);
+    let raw = message(
+        "bilancio",
+        &[
+            Attachment::new("bilancio.docm", "application/octet-stream", &docx(true)),
+            Attachment::new("riservato.zip", "application/zip", &secret),
+        ],
+    );
+    let m = mail_of(&raw);
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    assert!(
+        actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value }
+            if name.as_c_str() == c"X-Pec-Attachment-Warning" && value.as_c_str() == c" macro, encrypted")),
+        "{actions:?}"
+    );
+    let rewritten = queued(&m, &actions);
+    // still a valid, signed transport envelope, with the courtesy notice in its text
+    match classify(&rewritten, h.index.trust(), at()) {
+        Classification::TransportEnvelope(e) => assert_eq!(e.message_id.as_deref(), Some(PEC_ID)),
+        other => panic!("not a valid envelope: {other:?}"),
+    }
+    let text = envelope_text(&rewritten);
+    assert!(
+        text.contains("Attenzione: il messaggio contiene allegati con macro"),
+        "{text}"
+    );
+    assert!(text.contains("- bilancio.docm\r\n"), "{text}");
+    assert!(
+        text.contains("- riservato.zip > estratto.pdf\r\n"),
+        "{text}"
+    );
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn without_cautions_the_envelope_has_no_warning() {
+    use pec::access::testfiles::{docx, message, pdf, Attachment};
+    let raw = message(
+        "contratto",
+        &[
+            Attachment::new("contratto.docx", "application/octet-stream", &docx(false)),
+            Attachment::new("contratto.pdf", "application/pdf", &pdf(false)),
+        ],
+    );
+    let m = mail_of(&raw);
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, EomAction::AddHeader { name, .. }
+        if name.as_c_str() == c"X-Pec-Attachment-Warning")));
+    assert!(!envelope_text(&queued(&m, &actions)).contains("Attenzione:"));
+}

@@ -19,6 +19,7 @@ mod two_providers;
 mod access_milter;
 mod after_queue;
 mod antivirus;
+mod attachments;
 mod certified_outcomes;
 mod delivery;
 mod delivery_config;
