@@ -465,6 +465,12 @@ _e2e_postfix_master_pid() {
 # An empty SUBMISSION_PORT, REINJECT_PORT, FILTER_PORT or MILTER_PORT leaves that part out.
 # myhostname is mx.<first DOMAIN>. Other domains bounce at once (default_transport = error)
 # unless routed with postfix_route. Retries are fast (queue_run_delay 1s, backoff 1s..5s).
+# TLS, as postfix/*.snippet ship it, when POSTFIX_TLS_CERT, POSTFIX_TLS_KEY (the server
+# certificate and key, PEM) and POSTFIX_TLS_CA (the CA file the client trusts) are set:
+# SMTP_PORT offers STARTTLS (may), SUBMISSION_PORT requires it before AUTH (encrypt,
+# smtpd_tls_auth_only), the SMTP client uses TLS when offered (may) and, when
+# POSTFIX_TLS_POLICY names a file, smtp_tls_policy_maps = texthash:POSTFIX_TLS_POLICY
+# (`pec index tls-policy` writes it: verified TLS to the certified domains).
 postfix_start() {
   local sasl_path=""
   while [ $# -gt 0 ]; do
@@ -497,6 +503,19 @@ postfix_start() {
   _e2e_age_file "$dir/etc/transport"
   [ -z "$filter" ] || filter_opt="-o content_filter=pecfilter:[127.0.0.1]:$filter"
   [ -z "$milter" ] || milter_opt="-o smtpd_milters=inet:127.0.0.1:$milter"
+  local tls_main="" sub_tls=(smtpd_tls_security_level=none smtpd_tls_auth_only=no)
+  if [ -n "${POSTFIX_TLS_CERT:-}" ]; then
+    tls_main="smtpd_tls_cert_file = $POSTFIX_TLS_CERT
+smtpd_tls_key_file = $POSTFIX_TLS_KEY
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+smtp_tls_security_level = may
+smtp_tls_CAfile = $POSTFIX_TLS_CA
+smtp_tls_loglevel = 1"
+    [ -z "${POSTFIX_TLS_POLICY:-}" ] || tls_main="$tls_main
+smtp_tls_policy_maps = texthash:$POSTFIX_TLS_POLICY"
+    sub_tls=(smtpd_tls_security_level=encrypt smtpd_tls_auth_only=yes)
+  fi
 
   cat > "$dir/etc/main.cf" <<EOF
 # Private Postfix instance "$name" for the pec end-to-end tests (written by tests/e2e/lib.sh).
@@ -533,6 +552,7 @@ milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 5s
+$tls_main
 EOF
 
   {
@@ -549,8 +569,7 @@ EOF
         smtpd_sasl_type=dovecot \
         "smtpd_sasl_path=$sasl_path" \
         smtpd_sasl_security_options=noanonymous \
-        smtpd_tls_security_level=none \
-        smtpd_tls_auth_only=no \
+        "${sub_tls[@]}" \
         smtpd_client_restrictions= \
         smtpd_relay_restrictions=permit_sasl_authenticated,reject \
         milter_macro_daemon_name=ORIGINATING
@@ -565,11 +584,13 @@ EOF
         smtpd_milters= \
         receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters \
         smtpd_authorized_xforward_hosts=127.0.0.0/8 \
-        mynetworks=127.0.0.0/8
+        mynetworks=127.0.0.0/8 \
+        smtpd_tls_security_level=none
     fi
     if [ -n "$filter" ]; then
       printf 'pecfilter unix - - n - 10 smtp\n'
-      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes
+      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes \
+        smtp_tls_security_level=none
     fi
     cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
@@ -611,6 +632,11 @@ EOF
 
 # postfix_route DIR DOMAIN HOST:PORT: mail for DOMAIN goes by SMTP to HOST:PORT (no MX
 # lookup), e.g. another instance's SMTP_PORT. Reloads Postfix and waits for the reload.
+# DOMAIN may also be an address (user@domain). The next hop stays the recipient domain, as
+# with MX routing on the Internet, so that smtp_tls_policy_maps (keyed by the next hop)
+# applies and the peer's certificate is checked against that name: the transport is a
+# service "route-PORT" (an smtp client with smtp_tcp_port = PORT, chrooted into the spool)
+# that resolves the domain through the spool's etc/hosts (HOST, an IP address).
 postfix_route() {
   if [ $# -ne 3 ]; then e2e_fail "usage: postfix_route DIR DOMAIN HOST:PORT"; return 2; fi
   local dir=$1 domain=$2 hostport=$3 host port before
@@ -620,7 +646,15 @@ postfix_route() {
     e2e_fail "postfix_route: expected HOST:PORT, got \"$hostport\""
     return 2
   fi
-  printf '%s smtp:[%s]:%s\n' "$domain" "$host" "$port" >> "$dir/etc/transport"
+  local name=${domain##*@} spool
+  spool=$(postconf -c "$dir/etc" -h queue_directory)
+  mkdir -p "$spool/etc"
+  [ -f "$spool/etc/nsswitch.conf" ] || printf 'hosts: files\n' > "$spool/etc/nsswitch.conf"
+  grep -qsx "$host $name" "$spool/etc/hosts" || printf '%s %s\n' "$host" "$name" >> "$spool/etc/hosts"
+  if ! grep -q "^route-$port " "$dir/etc/master.cf"; then
+    printf 'route-%s unix - - y - - smtp\n  -o smtp_tcp_port=%s\n' "$port" "$port" >> "$dir/etc/master.cf"
+  fi
+  printf '%s route-%s:\n' "$domain" "$port" >> "$dir/etc/transport"
   _e2e_age_file "$dir/etc/transport"
   before=$(_e2e_count_reloads "$dir")
   _e2e_postfix "$dir" reload || return 1
