@@ -126,14 +126,15 @@ pub async fn run_with(
             .map_err(WiringError::from)?
     };
     info!(providers = index.providers().len(), from = %from, "provider index loaded");
-    let tls_policy = config
-        .index
-        .tls_policy_map
-        .clone()
-        .map(|path| crate::index::tls_policy::Target {
-            path,
-            own: config.provider.domains.clone(),
-        });
+    let tls_policy =
+        config
+            .index
+            .tls_policy_map
+            .clone()
+            .map(|path| crate::index::tls_policy::Target {
+                path,
+                own: config.provider.domains.clone(),
+            });
     if let Some(t) = &tls_policy {
         t.write_logged(&index, &from);
     }

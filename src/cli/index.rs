@@ -85,9 +85,11 @@ pub fn run(command: &IndexCommand) -> i32 {
             with_store(&args.config, "pec index lookup", |c, s| lookup(args, c, s))
         }
         IndexCommand::Publish(args) => exit("pec index publish", publish(args)),
-        IndexCommand::TlsPolicy(args) => with_store(&args.config, "pec index tls-policy", |c, s| {
-            tls_policy(args, c, s)
-        }),
+        IndexCommand::TlsPolicy(args) => {
+            with_store(&args.config, "pec index tls-policy", |c, s| {
+                tls_policy(args, c, s)
+            })
+        }
     }
 }
 
@@ -157,7 +159,11 @@ fn tls_policy(
 ) -> Result<i32, CliError> {
     let (index, from) =
         crate::index::sync::load_current(&*store, &config.index.ldif).map_err(CliError::usage)?;
-    match args.output.as_ref().or(config.index.tls_policy_map.as_ref()) {
+    match args
+        .output
+        .as_ref()
+        .or(config.index.tls_policy_map.as_ref())
+    {
         Some(path) if path.as_os_str() == "-" => {
             let (text, skipped) = tls_policy::render(&index, &config.provider.domains, &from);
             print!("{text}");
@@ -181,9 +187,8 @@ fn write_tls_policy(
     config: &Config,
     source: &str,
 ) -> Result<i32, CliError> {
-    let w = tls_policy::write(path, index, &config.provider.domains, source).map_err(|e| {
-        CliError::failed(format!("TLS policy map \"{}\": {e}", path.display()))
-    })?;
+    let w = tls_policy::write(path, index, &config.provider.domains, source)
+        .map_err(|e| CliError::failed(format!("TLS policy map \"{}\": {e}", path.display())))?;
     println!(
         "wrote the TLS policy map {}: {} certified domains with \"{}\"",
         w.path.display(),
