@@ -363,7 +363,9 @@ fn pec_index_sync_and_tls_policy_write_the_map() {
     std::fs::write(dir.path().join("index.ldif"), "version: 1\n").unwrap();
     let map = dir.path().join("tls_policy");
     let config = |with_map: bool| {
-        let path = dir.path().join(if with_map { "pec.toml" } else { "nomap.toml" });
+        let path = dir
+            .path()
+            .join(if with_map { "pec.toml" } else { "nomap.toml" });
         let text = format!(
             r#"[provider]
 name = "PEC Example NET S.p.A."
