@@ -84,7 +84,9 @@ pub struct Written {
 }
 
 /// Writes the map of `index` to `path` atomically (a temporary file in the same directory,
-/// synced, then renamed over `path`): Postfix never reads half a file.
+/// synced, then renamed over `path`): Postfix never reads half a file. A file that already
+/// holds the same text is left alone (Postfix takes a younger texthash file for one being
+/// written and waits).
 pub fn write(
     path: &Path,
     index: &ProviderIndex,
@@ -92,6 +94,14 @@ pub fn write(
     source: &str,
 ) -> std::io::Result<Written> {
     let (text, skipped) = render(index, own, source);
+    let written = Written {
+        path: path.to_path_buf(),
+        domains: text.lines().filter(|l| !l.starts_with('#')).count(),
+        skipped,
+    };
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(written);
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -111,11 +121,7 @@ pub fn write(
         let _ = std::fs::remove_file(&tmp);
     }
     result?;
-    Ok(Written {
-        path: path.to_path_buf(),
-        domains: text.lines().filter(|l| !l.starts_with('#')).count(),
-        skipped,
-    })
+    Ok(written)
 }
 
 /// Where a running service keeps the map: the path and our own domains (left out).
@@ -216,6 +222,13 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from("tls_policy")]);
+        // The same map again: the file is not replaced (same inode).
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        write(&path, &index(&[&["b.example", "a.example"]]), &[], "t").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        write(&path, &index(&[&["c.example"]]), &[], "t").unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
     }
 
     #[test]
