@@ -302,7 +302,10 @@ clamd_stop() {
 # password "test", Maildir in DIR/mail/<domain>/<user>, and an auth socket for Postfix's SASL
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 # DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
-# LMTP answers 550 5.1.1 (every other address exists).
+# LMTP answers 550 5.1.1 (every other address exists). DOVECOT_TLS_CERT and
+# DOVECOT_TLS_KEY (PEM): IMAP offers STARTTLS (ssl = required: a login in clear is refused,
+# except from the server's own address, which Dovecot counts as secured: every client
+# here); without them, no TLS.
 dovecot_start() {
   if [ $# -ne 3 ]; then e2e_fail "usage: dovecot_start DIR LMTP_PORT IMAP_PORT"; return 2; fi
   local dir=$1 lmtp=$2 imap=$3 pid
@@ -323,6 +326,14 @@ dovecot_start() {
   result_failure = continue
 }"
   fi
+  local tls="ssl = no
+disable_plaintext_auth = no"
+  if [ -n "${DOVECOT_TLS_CERT:-}" ]; then
+    tls="ssl = required
+ssl_cert = <$DOVECOT_TLS_CERT
+ssl_key = <$DOVECOT_TLS_KEY
+disable_plaintext_auth = yes"
+  fi
   cat > "$dir/dovecot.conf" <<EOF
 # Dovecot 2.3 syntax (Debian 12); private instance for the pec end-to-end tests.
 protocols = lmtp imap
@@ -330,8 +341,7 @@ base_dir = $dir/run
 state_dir = $dir/state
 log_path = $dir/dovecot.log
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+$tls
 auth_mechanisms = plain login
 mail_location = maildir:$dir/mail/%d/%n
 mail_uid = mail

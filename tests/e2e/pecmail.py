@@ -33,7 +33,8 @@
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
       "stream: NAME FOUND", "... ERROR"). Exit 0 when clamd answered at all.
 
-Every SMTP session (send, load) starts TLS with STARTTLS when the server offers it, and
+Every SMTP session (send, load) and IMAP session (fetch) starts TLS with STARTTLS when the
+server offers it, and
 verifies the server's certificate (host name: --host) against the CA file named by the
 environment variable PECMAIL_CAFILE (tests/e2e/provider.sh sets it to the test CA), else
 against the system's trust store: a certificate that does not verify ends the session.
@@ -114,6 +115,8 @@ def imap_messages(a):
     """(count, [(uid, bytes)]) of the mailbox, fetching bodies only when count >= a.count."""
     imap = imaplib.IMAP4(a.host, a.port, timeout=a.timeout)
     try:
+        if "STARTTLS" in imap.capabilities and os.environ.get("PECMAIL_NO_STARTTLS") != "1":
+            imap.starttls(ssl.create_default_context(cafile=os.environ.get("PECMAIL_CAFILE") or None))
         imap.login(a.user, a.password)
         typ, data = imap.select(a.mailbox, readonly=True)
         if typ != "OK":

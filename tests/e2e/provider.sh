@@ -46,6 +46,7 @@
 #                        the test CA as a client, and sends to the certified domains with
 #                        verified TLS only, through WORK/tls_policy ([index]
 #                        tls_policy_map, written by `pec index tls-policy` / `sync`).
+#                        Dovecot's IMAP offers STARTTLS (ssl = required), same certificate.
 #                        Exports PECMAIL_CAFILE (the test CA) for pecmail.py's STARTTLS.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
@@ -124,7 +125,8 @@ provider_up() {
   # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
   # database does not know yet).
   CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
-  dovecot_start "$work/dovecot" "$lmtp" "$imap"
+  DOVECOT_TLS_CERT=$pki/$key-tls.pem DOVECOT_TLS_KEY=$pki/$key-tls.key \
+    dovecot_start "$work/dovecot" "$lmtp" "$imap"
   # Empty until pec writes it from the index below (Postfix needs the file to exist).
   : > "$tls_policy"
   POSTFIX_TLS_CERT=$pki/$key-tls.pem POSTFIX_TLS_KEY=$pki/$key-tls.key POSTFIX_TLS_CA=$pki/ca.pem \
