@@ -17,8 +17,11 @@ use crate::store::LogStore;
 pub enum IndexCommand {
     /// Fetch the index from `index.ldap_url` or `index.signed_ldif`, check it and store it.
     ///
+    /// Then writes `index.tls_policy_map`, when set, from the stored copy.
+    ///
     /// Exit status: 0 stored, 1 fetch failed or the copy was refused (the current copy
-    /// stays), 2 configuration or store error.
+    /// stays) or the TLS policy map could not be written (the copy is stored), 2
+    /// configuration or store error.
     Sync(IndexSyncArgs),
     /// Print the providers of the copy in use (stored copy, else `index.ldif`).
     Show(ConfigArgs),
