@@ -600,7 +600,7 @@ EOF
     if [ -n "$filter" ]; then
       printf 'pecfilter unix - - n - 10 smtp\n'
       printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes \
-        smtp_tls_security_level=none
+        smtp_tls_security_level=none smtp_tls_policy_maps=
     fi
     cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
