@@ -136,7 +136,7 @@ pub async fn run_with(
                 own: config.provider.domains.clone(),
             });
     if let Some(t) = &tls_policy {
-        t.write_logged(&index, &from);
+        t.write_logged(&index);
     }
     let index = Arc::new(IndexHandle::new(index));
     let shared = Shared {

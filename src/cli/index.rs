@@ -146,7 +146,7 @@ fn sync(args: &IndexSyncArgs, config: &Config, store: Arc<dyn LogStore>) -> Resu
                 started.elapsed().as_secs_f64()
             );
             match &config.index.tls_policy_map {
-                Some(path) => write_tls_policy(path, &c.index, config, &c.stored.source),
+                Some(path) => write_tls_policy(path, &c.index, config),
                 None => Ok(0),
             }
         }
@@ -160,7 +160,7 @@ fn tls_policy(
     config: &Config,
     store: Arc<dyn LogStore>,
 ) -> Result<i32, CliError> {
-    let (index, from) =
+    let (index, _) =
         crate::index::sync::load_current(&*store, &config.index.ldif).map_err(CliError::usage)?;
     match args
         .output
@@ -168,14 +168,14 @@ fn tls_policy(
         .or(config.index.tls_policy_map.as_ref())
     {
         Some(path) if path.as_os_str() == "-" => {
-            let (text, skipped) = tls_policy::render(&index, &config.provider.domains, &from);
+            let (text, skipped) = tls_policy::render(&index, &config.provider.domains);
             print!("{text}");
             for d in skipped {
                 eprintln!("pec index tls-policy: left out \"{d}\": not a DNS name");
             }
             Ok(0)
         }
-        Some(path) => write_tls_policy(path, &index, config, &from),
+        Some(path) => write_tls_policy(path, &index, config),
         None => Err(CliError::usage(
             "no map to write: set index.tls_policy_map or give --output",
         )),
@@ -188,9 +188,8 @@ fn write_tls_policy(
     path: &std::path::Path,
     index: &crate::index::ProviderIndex,
     config: &Config,
-    source: &str,
 ) -> Result<i32, CliError> {
-    let w = tls_policy::write(path, index, &config.provider.domains, source)
+    let w = tls_policy::write(path, index, &config.provider.domains)
         .map_err(|e| CliError::failed(format!("TLS policy map \"{}\": {e}", path.display())))?;
     println!(
         "wrote the TLS policy map {}: {} certified domains with \"{}\"",

@@ -71,7 +71,7 @@ pub async fn run(
                     crate::metrics::index_sync(true);
                     info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
                     if let Some(t) = &tls_policy {
-                        t.write_logged(&index.current(), &stored.source);
+                        t.write_logged(&index.current());
                     }
                     seen = Some((stored.fetched_at.unix(), stored.source));
                 }
@@ -105,7 +105,7 @@ pub async fn run(
                     info!(providers = stored.providers, source = %stored.source, "provider index: newer stored copy loaded");
                 }
                 if let Some(t) = &tls_policy {
-                    t.write_logged(&i, &stored.source);
+                    t.write_logged(&i);
                 }
                 index.replace(i);
                 seen = Some(key);

@@ -28,7 +28,7 @@ pub const LEVEL: &str = "verify";
 /// (case-insensitive), sorted, each once. A managed domain that is not a plain DNS name
 /// (letters, digits, `-` and `.`; it would change the meaning of the line) is left out and
 /// returned in the second list.
-pub fn render(index: &ProviderIndex, own: &[String], source: &str) -> (String, Vec<String>) {
+pub fn render(index: &ProviderIndex, own: &[String]) -> (String, Vec<String>) {
     let own: BTreeSet<String> = own.iter().map(|d| d.trim().to_ascii_lowercase()).collect();
     let mut domains = BTreeSet::new();
     let mut skipped = Vec::new();
@@ -45,10 +45,12 @@ pub fn render(index: &ProviderIndex, own: &[String], source: &str) -> (String, V
             }
         }
     }
-    let mut out = format!(
+    // Nothing that changes from one sync to the next (a time, the source): the file is
+    // rewritten only when the domains change.
+    let mut out = String::from(
         "# Postfix TLS policy of the certified (PEC) domains, written by pec from the provider\n\
-         # index ({source}). Do not edit: every index sync replaces it.\n\
-         # main.cf: smtp_tls_policy_maps = texthash:THIS_FILE\n"
+         # index. Do not edit: every new copy of the index replaces it.\n\
+         # main.cf: smtp_tls_policy_maps = texthash:THIS_FILE\n",
     );
     for d in &domains {
         out.push_str(d);
@@ -87,13 +89,8 @@ pub struct Written {
 /// synced, then renamed over `path`): Postfix never reads half a file. A file that already
 /// holds the same text is left alone (Postfix takes a younger texthash file for one being
 /// written and waits).
-pub fn write(
-    path: &Path,
-    index: &ProviderIndex,
-    own: &[String],
-    source: &str,
-) -> std::io::Result<Written> {
-    let (text, skipped) = render(index, own, source);
+pub fn write(path: &Path, index: &ProviderIndex, own: &[String]) -> std::io::Result<Written> {
+    let (text, skipped) = render(index, own);
     let written = Written {
         path: path.to_path_buf(),
         domains: text.lines().filter(|l| !l.starts_with('#')).count(),
@@ -134,8 +131,8 @@ pub struct Target {
 impl Target {
     /// [`write`], logged; a failure is logged and leaves the previous map in place (Postfix
     /// keeps using it), never stops the service.
-    pub fn write_logged(&self, index: &ProviderIndex, source: &str) {
-        match write(&self.path, index, &self.own, source) {
+    pub fn write_logged(&self, index: &ProviderIndex) {
+        match write(&self.path, index, &self.own) {
             Ok(w) => {
                 tracing::info!(path = %w.path.display(), domains = w.domains, "TLS policy map written");
                 for d in w.skipped {
@@ -183,7 +180,7 @@ mod tests {
             &["PEC.example.net", "legal.example.org"],
             &["pec.example.net"],
         ]);
-        let (text, skipped) = render(&ix, &["Pec.Example.IT".into()], "test");
+        let (text, skipped) = render(&ix, &["Pec.Example.IT".into()]);
         assert_eq!(
             lines(&text),
             ["legal.example.org verify", "pec.example.net verify"]
@@ -202,7 +199,7 @@ mod tests {
             "semi;colon.example",
             "",
         ]]);
-        let (text, skipped) = render(&ix, &[], "test");
+        let (text, skipped) = render(&ix, &[]);
         assert_eq!(lines(&text), ["ok.example verify"]);
         assert_eq!(skipped.len(), 5, "{skipped:?}");
         assert!(!text.contains("none"));
@@ -213,7 +210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tls_policy");
         std::fs::write(&path, "old.example verify\n").unwrap();
-        let w = write(&path, &index(&[&["b.example", "a.example"]]), &[], "t").unwrap();
+        let w = write(&path, &index(&[&["b.example", "a.example"]]), &[]).unwrap();
         assert_eq!(w.domains, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(lines(&text), ["a.example verify", "b.example verify"]);
@@ -225,9 +222,9 @@ mod tests {
         // The same map again: the file is not replaced (same inode).
         use std::os::unix::fs::MetadataExt;
         let inode = std::fs::metadata(&path).unwrap().ino();
-        write(&path, &index(&[&["b.example", "a.example"]]), &[], "t").unwrap();
+        write(&path, &index(&[&["b.example", "a.example"]]), &[]).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
-        write(&path, &index(&[&["c.example"]]), &[], "t").unwrap();
+        write(&path, &index(&[&["c.example"]]), &[]).unwrap();
         assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
     }
 
@@ -235,7 +232,7 @@ mod tests {
     fn write_into_a_missing_directory_fails_and_keeps_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing/tls_policy");
-        assert!(write(&path, &index(&[&["a.example"]]), &[], "t").is_err());
+        assert!(write(&path, &index(&[&["a.example"]]), &[]).is_err());
         assert!(!path.exists());
     }
 }
