@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::ProviderIndex;
@@ -111,6 +112,8 @@ pub fn write(path: &Path, index: &ProviderIndex, own: &[String]) -> std::io::Res
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
+        // Readable by Postfix whatever pec's umask (the service's is 0027): public data.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
@@ -214,6 +217,9 @@ mod tests {
         assert_eq!(w.domains, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(lines(&text), ["a.example verify", "b.example verify"]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
