@@ -192,7 +192,8 @@ fn write_tls_policy(
     let w = tls_policy::write(path, index, &config.provider.domains)
         .map_err(|e| CliError::failed(format!("TLS policy map \"{}\": {e}", path.display())))?;
     println!(
-        "wrote the TLS policy map {}: {} certified domains with \"{}\"",
+        "{} the TLS policy map {}: {} certified domains with \"{}\"",
+        if w.changed { "wrote" } else { "unchanged:" },
         w.path.display(),
         w.domains,
         tls_policy::LEVEL

@@ -84,6 +84,8 @@ pub struct Written {
     pub domains: usize,
     /// Managed domains left out because they are not DNS names.
     pub skipped: Vec<String>,
+    /// Whether the file was (re)written: false when it already held this map.
+    pub changed: bool,
 }
 
 /// Writes the map of `index` to `path` atomically (a temporary file in the same directory,
@@ -92,14 +94,16 @@ pub struct Written {
 /// written and waits).
 pub fn write(path: &Path, index: &ProviderIndex, own: &[String]) -> std::io::Result<Written> {
     let (text, skipped) = render(index, own);
-    let written = Written {
+    let mut written = Written {
         path: path.to_path_buf(),
         domains: text.lines().filter(|l| !l.starts_with('#')).count(),
         skipped,
+        changed: false,
     };
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(written);
     }
+    written.changed = true;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -137,7 +141,11 @@ impl Target {
     pub fn write_logged(&self, index: &ProviderIndex) {
         match write(&self.path, index, &self.own) {
             Ok(w) => {
-                tracing::info!(path = %w.path.display(), domains = w.domains, "TLS policy map written");
+                if w.changed {
+                    tracing::info!(path = %w.path.display(), domains = w.domains, "TLS policy map written");
+                } else {
+                    tracing::debug!(path = %w.path.display(), "TLS policy map unchanged");
+                }
                 for d in w.skipped {
                     tracing::warn!(domain = %d, "left out of the TLS policy map: not a DNS name");
                 }
@@ -228,9 +236,14 @@ mod tests {
         // The same map again: the file is not replaced (same inode).
         use std::os::unix::fs::MetadataExt;
         let inode = std::fs::metadata(&path).unwrap().ino();
-        write(&path, &index(&[&["b.example", "a.example"]]), &[]).unwrap();
+        let w = write(&path, &index(&[&["b.example", "a.example"]]), &[]).unwrap();
+        assert!(!w.changed);
         assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
-        write(&path, &index(&[&["c.example"]]), &[]).unwrap();
+        assert!(
+            write(&path, &index(&[&["c.example"]]), &[])
+                .unwrap()
+                .changed
+        );
         assert_ne!(std::fs::metadata(&path).unwrap().ino(), inode);
     }
 
