@@ -230,6 +230,11 @@ pub struct IndexConfig {
     /// Accept an empty or shrunken index (normally refused).
     #[serde(default)]
     pub force: bool,
+    /// Postfix TLS policy map (`texthash:` format) that `pec index sync`, `pec index
+    /// tls-policy` and `pec serve` write from the index: every other provider's certified
+    /// domain with `verify` (see [`crate::index::tls_policy`]). Not written when absent.
+    #[serde(default)]
+    pub tls_policy_map: Option<PathBuf>,
 }
 
 fn default_index_refresh() -> String {
@@ -983,6 +988,9 @@ impl Config {
         let (digest, pin) = self.signing_settings()?;
         self.check_store()?;
         path_not_empty("index.ldif", &self.index.ldif)?;
+        if let Some(p) = &self.index.tls_policy_map {
+            path_not_empty("index.tls_policy_map", p)?;
+        }
         let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
         let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;
         let access = self.access_settings()?;

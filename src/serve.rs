@@ -126,6 +126,18 @@ pub async fn run_with(
             .map_err(WiringError::from)?
     };
     info!(providers = index.providers().len(), from = %from, "provider index loaded");
+    let tls_policy =
+        config
+            .index
+            .tls_policy_map
+            .clone()
+            .map(|path| crate::index::tls_policy::Target {
+                path,
+                own: config.provider.domains.clone(),
+            });
+    if let Some(t) = &tls_policy {
+        t.write_logged(&index);
+    }
     let index = Arc::new(IndexHandle::new(index));
     let shared = Shared {
         signer: signer.clone(),
@@ -259,7 +271,10 @@ pub async fn run_with(
         );
         let stop = stopped(stop_rx.clone());
         info!(source = %source.name(), every = ?every, "provider index refresh running");
-        tokio::spawn(refresh::run(store, index, source, every, force, stop))
+        let tls_policy = tls_policy.clone();
+        tokio::spawn(refresh::run(
+            store, index, source, every, force, tls_policy, stop,
+        ))
     });
 
     tokio::pin!(shutdown);

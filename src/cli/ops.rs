@@ -273,7 +273,28 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         ));
     }
     checks.push(("provider index".to_string(), check_index(config, &settings)));
+    if let Some(path) = &config.index.tls_policy_map {
+        checks.push(("tls policy map".to_string(), check_tls_policy_map(path)));
+    }
     checks
+}
+
+/// `index.tls_policy_map` exists and is a map (Postfix's SMTP client stops on a missing
+/// one): how many domains it lists.
+fn check_tls_policy_map(path: &std::path::Path) -> Verdict {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Verdict::Ok(format!(
+            "{}: {} certified domains",
+            path.display(),
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .count()
+        )),
+        Err(e) => Verdict::Failed(format!(
+            "{}: {e} (Postfix's SMTP client stops without it: run `pec index tls-policy`)",
+            path.display()
+        )),
+    }
 }
 
 /// What `pec keys` shows of a certificate.
@@ -755,4 +776,22 @@ pub enum DomainCommand {
         config: ConfigArgs,
         domain: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_policy_map_check_counts_domains_and_fails_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls_policy");
+        let v = check_tls_policy_map(&path);
+        assert!(v.failed(), "{}", v.text());
+        assert!(v.text().contains("pec index tls-policy"), "{}", v.text());
+        std::fs::write(&path, "# comment\na.example verify\nb.example verify\n").unwrap();
+        let v = check_tls_policy_map(&path);
+        assert!(!v.failed());
+        assert!(v.text().ends_with(": 2 certified domains"), "{}", v.text());
+    }
 }

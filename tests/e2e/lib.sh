@@ -302,7 +302,10 @@ clamd_stop() {
 # password "test", Maildir in DIR/mail/<domain>/<user>, and an auth socket for Postfix's SASL
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 # DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
-# LMTP answers 550 5.1.1 (every other address exists).
+# LMTP answers 550 5.1.1 (every other address exists). DOVECOT_TLS_CERT and
+# DOVECOT_TLS_KEY (PEM): IMAP offers STARTTLS (ssl = required: a login in clear is refused,
+# except from the server's own address, which Dovecot counts as secured: every client
+# here); without them, no TLS.
 # DOVECOT_SIEVE=1: Pigeonhole Sieve at LMTP delivery with the shipped dovecot/40-pec-sieve.conf
 # (!include'd as it is), its sieve_global moved to DIR/sieve-global, which holds the shipped
 # dovecot/pec-receipts.sieve compiled with sievec; homes (where each mailbox's own Sieve
@@ -339,6 +342,14 @@ dovecot_start() {
   result_failure = continue
 }"
   fi
+  local tls="ssl = no
+disable_plaintext_auth = no"
+  if [ -n "${DOVECOT_TLS_CERT:-}" ]; then
+    tls="ssl = required
+ssl_cert = <$DOVECOT_TLS_CERT
+ssl_key = <$DOVECOT_TLS_KEY
+disable_plaintext_auth = yes"
+  fi
   cat > "$dir/dovecot.conf" <<EOF
 # Dovecot 2.3 syntax (Debian 12); private instance for the pec end-to-end tests.
 protocols = lmtp imap
@@ -346,8 +357,7 @@ base_dir = $dir/run
 state_dir = $dir/state
 log_path = $dir/dovecot.log
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+$tls
 auth_mechanisms = plain login
 mail_location = maildir:$dir/mail/%d/%n
 mail_uid = mail
@@ -493,6 +503,12 @@ _e2e_postfix_master_pid() {
 # An empty SUBMISSION_PORT, REINJECT_PORT, FILTER_PORT or MILTER_PORT leaves that part out.
 # myhostname is mx.<first DOMAIN>. Other domains bounce at once (default_transport = error)
 # unless routed with postfix_route. Retries are fast (queue_run_delay 1s, backoff 1s..5s).
+# TLS, as postfix/*.snippet ship it, when POSTFIX_TLS_CERT, POSTFIX_TLS_KEY (the server
+# certificate and key, PEM) and POSTFIX_TLS_CA (the CA file the client trusts) are set:
+# SMTP_PORT offers STARTTLS (may), SUBMISSION_PORT requires it before AUTH (encrypt,
+# smtpd_tls_auth_only), the SMTP client uses TLS when offered (may) and, when
+# POSTFIX_TLS_POLICY names a file, smtp_tls_policy_maps = texthash:POSTFIX_TLS_POLICY
+# (`pec index tls-policy` writes it: verified TLS to the certified domains).
 postfix_start() {
   local sasl_path=""
   while [ $# -gt 0 ]; do
@@ -525,6 +541,19 @@ postfix_start() {
   _e2e_age_file "$dir/etc/transport"
   [ -z "$filter" ] || filter_opt="-o content_filter=pecfilter:[127.0.0.1]:$filter"
   [ -z "$milter" ] || milter_opt="-o smtpd_milters=inet:127.0.0.1:$milter"
+  local tls_main="" sub_tls=(smtpd_tls_security_level=none smtpd_tls_auth_only=no)
+  if [ -n "${POSTFIX_TLS_CERT:-}" ]; then
+    tls_main="smtpd_tls_cert_file = $POSTFIX_TLS_CERT
+smtpd_tls_key_file = $POSTFIX_TLS_KEY
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+smtp_tls_security_level = may
+smtp_tls_CAfile = $POSTFIX_TLS_CA
+smtp_tls_loglevel = 1"
+    [ -z "${POSTFIX_TLS_POLICY:-}" ] || tls_main="$tls_main
+smtp_tls_policy_maps = texthash:$POSTFIX_TLS_POLICY"
+    sub_tls=(smtpd_tls_security_level=encrypt smtpd_tls_auth_only=yes)
+  fi
 
   cat > "$dir/etc/main.cf" <<EOF
 # Private Postfix instance "$name" for the pec end-to-end tests (written by tests/e2e/lib.sh).
@@ -561,6 +590,7 @@ milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 5s
+$tls_main
 EOF
 
   {
@@ -577,8 +607,7 @@ EOF
         smtpd_sasl_type=dovecot \
         "smtpd_sasl_path=$sasl_path" \
         smtpd_sasl_security_options=noanonymous \
-        smtpd_tls_security_level=none \
-        smtpd_tls_auth_only=no \
+        "${sub_tls[@]}" \
         smtpd_client_restrictions= \
         smtpd_relay_restrictions=permit_sasl_authenticated,reject \
         milter_macro_daemon_name=ORIGINATING
@@ -593,11 +622,13 @@ EOF
         smtpd_milters= \
         receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters \
         smtpd_authorized_xforward_hosts=127.0.0.0/8 \
-        mynetworks=127.0.0.0/8
+        mynetworks=127.0.0.0/8 \
+        smtpd_tls_security_level=none
     fi
     if [ -n "$filter" ]; then
       printf 'pecfilter unix - - n - 10 smtp\n'
-      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes
+      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes \
+        smtp_tls_security_level=none smtp_tls_policy_maps=
     fi
     cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
@@ -639,6 +670,11 @@ EOF
 
 # postfix_route DIR DOMAIN HOST:PORT: mail for DOMAIN goes by SMTP to HOST:PORT (no MX
 # lookup), e.g. another instance's SMTP_PORT. Reloads Postfix and waits for the reload.
+# DOMAIN may also be an address (user@domain). The next hop stays the recipient domain, as
+# with MX routing on the Internet, so that smtp_tls_policy_maps (keyed by the next hop)
+# applies and the peer's certificate is checked against that name: the transport is a
+# service "route-PORT" (an smtp client with smtp_tcp_port = PORT, chrooted into the spool)
+# that resolves the domain through the spool's etc/hosts (HOST, an IP address).
 postfix_route() {
   if [ $# -ne 3 ]; then e2e_fail "usage: postfix_route DIR DOMAIN HOST:PORT"; return 2; fi
   local dir=$1 domain=$2 hostport=$3 host port before
@@ -648,7 +684,15 @@ postfix_route() {
     e2e_fail "postfix_route: expected HOST:PORT, got \"$hostport\""
     return 2
   fi
-  printf '%s smtp:[%s]:%s\n' "$domain" "$host" "$port" >> "$dir/etc/transport"
+  local name=${domain##*@} spool
+  spool=$(postconf -c "$dir/etc" -h queue_directory)
+  mkdir -p "$spool/etc"
+  [ -f "$spool/etc/nsswitch.conf" ] || printf 'hosts: files\n' > "$spool/etc/nsswitch.conf"
+  grep -qsx "$host $name" "$spool/etc/hosts" || printf '%s %s\n' "$host" "$name" >> "$spool/etc/hosts"
+  if ! grep -q "^route-$port " "$dir/etc/master.cf"; then
+    printf 'route-%s unix - - y - - smtp\n  -o smtp_tcp_port=%s\n' "$port" "$port" >> "$dir/etc/master.cf"
+  fi
+  printf '%s route-%s:\n' "$domain" "$port" >> "$dir/etc/transport"
   _e2e_age_file "$dir/etc/transport"
   before=$(_e2e_count_reloads "$dir")
   _e2e_postfix "$dir" reload || return 1

@@ -40,6 +40,14 @@
 #                        DOVECOT_UNKNOWN_USERS (lib.sh) names addresses this provider's
 #                        Dovecot does not know (LMTP 550 5.1.1).
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
+#                        TLS as the shipped snippets say: the provider's Postfix presents
+#                        KEY-tls.pem (make-pki.sh, from the test CA) on port 25 (STARTTLS
+#                        offered) and on submission (STARTTLS required before AUTH), trusts
+#                        the test CA as a client, and sends to the certified domains with
+#                        verified TLS only, through WORK/tls_policy ([index]
+#                        tls_policy_map, written by `pec index tls-policy` / `sync`).
+#                        Dovecot's IMAP offers STARTTLS (ssl = required), same certificate.
+#                        Exports PECMAIL_CAFILE (the test CA) for pecmail.py's STARTTLS.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
 #                        prints the value of SAMPLE (name and labels, as on the endpoint,
@@ -91,7 +99,11 @@ provider_up() {
 
   e2e_log "$domain: test PKI and SoftHSM2 token"
   mkdir -p "$work"
-  [ -f "$pki/$key.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
+  [ -f "$pki/$key-tls.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
+  pki=$(cd "$pki" && pwd)
+  export PECMAIL_CAFILE=$pki/ca.pem
+  local tls_policy
+  tls_policy=$(cd "$work" && pwd)/tls_policy
   conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer)
   local index_ldap=""
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
@@ -113,8 +125,13 @@ provider_up() {
   # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
   # database does not know yet).
   CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
-  dovecot_start "$work/dovecot" "$lmtp" "$imap"
-  postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
+  DOVECOT_TLS_CERT=$pki/$key-tls.pem DOVECOT_TLS_KEY=$pki/$key-tls.key \
+    dovecot_start "$work/dovecot" "$lmtp" "$imap"
+  # Empty until pec writes it from the index below (Postfix needs the file to exist).
+  : > "$tls_policy"
+  POSTFIX_TLS_CERT=$pki/$key-tls.pem POSTFIX_TLS_KEY=$pki/$key-tls.key POSTFIX_TLS_CA=$pki/ca.pem \
+    POSTFIX_TLS_POLICY=$tls_policy \
+    postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
   local store_conf="path = \"${PROVIDER_STORE_PATH:-$work/pec.sqlite}\""
@@ -151,6 +168,7 @@ $store_conf
 
 [index]
 ldif = "$work/index.ldif"
+tls_policy_map = "$tls_policy"
 $index_ldap
 ${PROVIDER_INDEX_EXTRA:-}
 
@@ -180,7 +198,10 @@ EOF
   "$pec" check-config -c "$work/pec.toml" >/dev/null
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     "$pec" index sync -c "$work/pec.toml" >/dev/null
+  else
+    "$pec" index tls-policy -c "$work/pec.toml" >/dev/null
   fi
+  _e2e_age_file "$tls_policy"
 
   e2e_log "$domain: pec serve"
   SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &

@@ -15,6 +15,15 @@
 #   net.key, net.pem          provider leaf for pec.example.net
 #   outsider.key, outsider.pem  self-signed leaf with the provider profile, not issued by the CA
 #   expired.key, expired.pem  leaf for pec.example.it issued by the CA, valid 2020-01-01..2021-01-01
+#   it-tls.key, it-tls.pem    TLS server (and client) certificate of provider A's mail server,
+#   net-tls.key, net-tls.pem  and of B's, issued by the CA: subjectAltName DNS mx.<domain>,
+#                             DNS <domain>, IP 127.0.0.1; extendedKeyUsage serverAuth,
+#                             clientAuth (the servers' STARTTLS; spec §5.2)
+#   rogue-ca.key, rogue-ca.pem  "PEC Rogue CA": another self-signed CA, trusted by nobody
+#   net-rogue-tls.key, net-rogue-tls.pem  a TLS certificate for pec.example.net as above,
+#                             issued by the rogue CA (an impostor, or a misconfigured peer)
+#   net-wrongname-tls.key, net-wrongname-tls.pem  a TLS certificate issued by the CA for
+#                             mx.other.example.org (DNS) and 127.0.0.1 only: the wrong name
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -34,7 +43,9 @@ out=$1
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem"
+files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem
+    it-tls.key it-tls.pem net-tls.key net-tls.pem rogue-ca.key rogue-ca.pem net-rogue-tls.key net-rogue-tls.pem
+    net-wrongname-tls.key net-wrongname-tls.pem"
 if [ -f "$out/.complete" ]; then
     complete=yes
     for f in $files; do
@@ -141,6 +152,48 @@ openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A
     -out "$work/expired.csr"
 sign "$work/expired.csr" "$work/expired.pem" 1003 "$work/expired.ext" 20200101000000Z 20210101000000Z \
     -cert "$work/ca.pem" -keyfile "$work/ca.key"
+
+# TLS server certificates (the mail servers' STARTTLS), not the signing profile above.
+tls_ext() { # FILE DNSNAME...
+    f=$1
+    shift
+    san=""
+    for n in "$@"; do san="${san}DNS:$n, "; done
+    cat > "$f" <<EXT
+[ext]
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+authorityKeyIdentifier = keyid:always
+subjectKeyIdentifier = hash
+subjectAltName = ${san}IP:127.0.0.1
+EXT
+}
+tls_issue() { # NAME PROVIDER SERIAL DNSNAME...
+    name=$1 provider=$2 serial=$3
+    shift 3
+    key "$name"
+    tls_ext "$work/$name.ext" "$@"
+    openssl req -new -key "$work/$name.key" -subj "/C=IT/O=$provider/CN=$1" -out "$work/$name.csr"
+    sign "$work/$name.csr" "$work/$name.pem" "$serial" "$work/$name.ext" 20200101000000Z 20400101000000Z \
+        -cert "$work/ca.pem" -keyfile "$work/ca.key"
+}
+tls_issue it-tls "PEC Example IT S.p.A." 0x1101 mx.pec.example.it pec.example.it
+tls_issue net-tls "PEC Example NET S.p.A." 0x1102 mx.pec.example.net pec.example.net
+tls_issue net-wrongname-tls "PEC Example NET S.p.A." 0x1103 mx.other.example.org
+
+# The rogue CA and its certificate for pec.example.net (openssl x509 -req: its own serials).
+key rogue-ca
+openssl req -new -x509 -sha256 -days 9000 -key "$work/rogue-ca.key" \
+    -subj "/C=IT/O=PEC Rogue/CN=PEC Rogue CA" -set_serial 0x3001 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$work/rogue-ca.pem"
+key net-rogue-tls
+tls_ext "$work/net-rogue-tls.ext" mx.pec.example.net pec.example.net
+openssl req -new -key "$work/net-rogue-tls.key" -subj "/C=IT/O=PEC Rogue/CN=mx.pec.example.net" \
+    -out "$work/net-rogue-tls.csr"
+openssl x509 -req -sha256 -days 9000 -in "$work/net-rogue-tls.csr" -CA "$work/rogue-ca.pem" \
+    -CAkey "$work/rogue-ca.key" -set_serial 0x3002 -extfile "$work/net-rogue-tls.ext" -extensions ext \
+    -out "$work/net-rogue-tls.pem" 2>/dev/null
 
 for f in $files; do
     mv "$work/$f" "$out/$f"
