@@ -113,6 +113,13 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let settings = config.settings()?;
+    config.check_serve()?;
+    if settings.tsa.is_none() {
+        tracing::warn!(
+            "log.dev_insecure_no_tsa: the legal log is sealed WITHOUT time stamps; \
+             this is not a legal seal (development only)"
+        );
+    }
     let cfg = config.clone();
     let signer = blocking("signing key", move || wiring::open_signer(&cfg)).await??;
     let cfg = config.clone();
@@ -175,6 +182,7 @@ pub async fn run_with(
         seal_store,
         signer.clone(),
         settings.tsa.clone(),
+        settings.tsa_retry,
         Arc::new(SystemClock),
         stop_rx.clone(),
     ));

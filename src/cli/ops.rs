@@ -496,6 +496,12 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
             None => Verdict::Ok("no day to seal yet".into()),
         };
         checks.push(("legal log seals".to_string(), verdict));
+        if let Some(store) = &store {
+            checks.push((
+                "legal log time stamps".to_string(),
+                stamps(&**store, &settings, now),
+            ));
+        }
 
         let verdict = match &h.index {
             Some((fetched_at, source, providers)) => {
@@ -676,11 +682,57 @@ pub fn domain(command: &DomainCommand) -> i32 {
     exit(name, result)
 }
 
+/// The seals still without their time stamp: a failure once `log.tsa_grace` has passed
+/// since the end of their day (the TSA has been failing all that time), a warning before.
+fn stamps(store: &dyn LogStore, settings: &Settings, now: Instant) -> Verdict {
+    let pending = match crate::log::unstamped(store, i64::MIN, i64::MAX) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let overdue = match crate::log::overdue_stamps(store, settings.tsa_grace, now) {
+        Ok(o) => o,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let days = |v: &[String]| v.join(", ");
+    if !overdue.is_empty() {
+        return Verdict::Failed(format!(
+            "days sealed without a time stamp past log.tsa_grace ({}): {} (check the tsa; \
+             pec serve retries, or run pec log stamp)",
+            age(settings.tsa_grace.as_secs() as i64),
+            days(&overdue)
+        ));
+    }
+    if !pending.is_empty() {
+        let list: Vec<String> = pending.iter().map(|s| s.day.clone()).collect();
+        return Verdict::Warn(format!(
+            "days waiting for their time stamp (within log.tsa_grace): {}",
+            days(&list)
+        ));
+    }
+    match &settings.tsa {
+        Some(t) => Verdict::Ok(format!("every seal time-stamped (tsa {})", t.url)),
+        None => Verdict::Warn(
+            "no log.tsa_url (log.dev_insecure_no_tsa): seals are not time-stamped".into(),
+        ),
+    }
+}
+
 /// Runs `pec check-config`; returns the exit status.
 pub fn check_config(args: &CheckConfigArgs) -> i32 {
     let path = &args.config.config;
     let checked = crate::config::load(path)
         .map_err(CliError::Invalid)
+        .and_then(|config| {
+            config.check_serve().map_err(|e| {
+                CliError::Invalid(crate::config::ConfigError {
+                    file: path.display().to_string(),
+                    line: None,
+                    key: Some(e.key),
+                    message: e.message,
+                })
+            })?;
+            Ok(config)
+        })
         .map(|config| {
             println!("{}: ok", path.display());
             if args.live {

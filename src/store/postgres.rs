@@ -1486,6 +1486,22 @@ impl LogStore for PgStore {
         })
     }
 
+    fn add_seal_stamp(&self, day: &str, tst: &[u8], tsa_url: &str) -> Result<bool, StoreError> {
+        let (day, tst, tsa_url) = (day.to_string(), tst.to_vec(), tsa_url.to_string());
+        self.write("add seal stamp", move |tx| {
+            Box::pin(async move {
+                let n = tx
+                    .execute(
+                        "UPDATE seals SET tst = $2, tsa_url = $3 WHERE day = $1 AND tst IS NULL",
+                        &[&day, &tst, &tsa_url],
+                    )
+                    .await
+                    .map_err(pg("add seal stamp"))?;
+                Ok(n == 1)
+            })
+        })
+    }
+
     fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
         self.read(move |c| {
             Box::pin(async move {

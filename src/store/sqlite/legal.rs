@@ -365,6 +365,18 @@ impl LogStore for SqliteStore {
         })
     }
 
+    fn add_seal_stamp(&self, day: &str, tst: &[u8], tsa_url: &str) -> Result<bool, StoreError> {
+        self.write("add seal stamp", |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE seals SET tst = ?2, tsa_url = ?3 WHERE day = ?1 AND tst IS NULL",
+                    params![day, tst, tsa_url],
+                )
+                .map_err(db("add seal stamp"))?;
+            Ok(n == 1)
+        })
+    }
+
     /// The seals whose day overlaps `from_at <= t < to_at`, by day.
     fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
         let conn = self.lock();
