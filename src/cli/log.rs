@@ -157,9 +157,9 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
                     .map_err(CliError::failed)?;
             let stamp = match (&seal.tst, &stamp_error) {
                 (Some(_), _) => "time-stamped".to_string(),
-                (None, Some(e)) => format!(
-                    "NOT time-stamped yet ({e}); pec serve retries, or run pec log stamp"
-                ),
+                (None, Some(e)) => {
+                    format!("NOT time-stamped yet ({e}); pec serve retries, or run pec log stamp")
+                }
                 (None, None) => "not time-stamped (no log.tsa_url)".to_string(),
             };
             println!(
@@ -177,12 +177,11 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             let tsa = settings
                 .tsa
                 .ok_or_else(|| CliError::usage("no log.tsa_url: nothing to stamp with"))?;
-            let now = SystemClock.now();
-            let pending = crate::log::unstamped(&*store, i64::MIN, i64::MAX)
-                .map_err(CliError::failed)?;
+            let pending =
+                crate::log::unstamped(&*store, i64::MIN, i64::MAX).map_err(CliError::failed)?;
             let mut failed = 0;
             for seal in &pending {
-                match crate::log::stamp_seal(&*store, &tsa, seal, now) {
+                match crate::log::stamp_seal(&*store, &tsa, seal) {
                     Ok(true) => println!("stamped {}", seal.day),
                     Ok(false) => println!("{}: already stamped by another process", seal.day),
                     Err(e) => {

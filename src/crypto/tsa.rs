@@ -551,12 +551,11 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Obtains a time-stamp token over `sha256` from the TSA of `settings` and checks it
-/// ([`verify_fresh`]); returns the token's DER.
-pub fn timestamp(
-    settings: &TsaSettings,
-    sha256: &[u8; 32],
-    now: Instant,
-) -> Result<Vec<u8>, TsaError> {
+/// ([`verify_fresh`], against this machine's clock: the token is dated by the TSA now);
+/// returns the token's DER.
+pub fn timestamp(settings: &TsaSettings, sha256: &[u8; 32]) -> Result<Vec<u8>, TsaError> {
+    use crate::message::time::Clock as _;
+    let now = crate::message::time::SystemClock.now();
     let nonce: [u8; 8] = rand::random();
     let policy = match &settings.policy {
         Some(p) => Some(oid_der(p).ok_or_else(|| token_err(format!("invalid policy {p}")))?),

@@ -113,7 +113,7 @@ pub fn seal_day(
     } = store.export_range(from_at, to_at)?;
     let sha: [u8; 32] = Sha256::digest(&export).into();
     let signature = sign_detached(signer, &export, now)?;
-    let (tst, stamp_error) = match tsa.map(|t| tsa::timestamp(t, &sha, now)) {
+    let (tst, stamp_error) = match tsa.map(|t| tsa::timestamp(t, &sha)) {
         Some(Ok(token)) => (Some(token), None),
         Some(Err(e)) => (None, Some(e)),
         None => (None, None),
@@ -153,12 +153,11 @@ pub fn stamp_seal(
     store: &dyn LogStore,
     tsa: &TsaSettings,
     seal: &SealRecord,
-    now: Instant,
 ) -> Result<bool, LogError> {
     let sha: [u8; 32] = seal.export_sha256[..]
         .try_into()
         .map_err(|_| LogError::Usage(format!("seal {}: malformed sha-256", seal.day)))?;
-    let token = tsa::timestamp(tsa, &sha, now)?;
+    let token = tsa::timestamp(tsa, &sha)?;
     Ok(store.add_seal_stamp(&seal.day, &token, &tsa.url)?)
 }
 
@@ -533,8 +532,10 @@ pub async fn daily_sealer(
             .unwrap_or_default(),
         std::process::id()
     );
-    // Failed stamps: (failures so far, earliest next attempt, unix seconds).
-    let mut retries: std::collections::HashMap<String, (u32, i64)> = Default::default();
+    // Failed stamps: (failures so far, earliest next attempt). Real time, whatever `clock`
+    // says about the legal day.
+    let mut retries: std::collections::HashMap<String, (u32, std::time::Instant)> =
+        Default::default();
     loop {
         let now = clock.now();
         // The first record: no day that ended before it is sealed (none at all while the
@@ -571,8 +572,10 @@ pub async fn daily_sealer(
                     );
                     if let Some(e) = stamp_error {
                         crate::metrics::seal_stamp(false);
-                        let next = now.unix() + stamp_retry.as_secs() as i64;
-                        retries.insert(seal.day.clone(), (1, next));
+                        retries.insert(
+                            seal.day.clone(),
+                            (1, std::time::Instant::now() + stamp_retry),
+                        );
                         tracing::error!(
                             day = %seal.day, error = %e, retry_in = ?stamp_retry,
                             "legal log seal made without its time stamp: will retry"
@@ -595,22 +598,25 @@ pub async fn daily_sealer(
         // process or another): each tried when its backoff allows.
         if let Some(tsa) = &tsa {
             let store2 = store.clone();
-            let pending = tokio::task::spawn_blocking(move || unstamped(&*store2, i64::MIN, i64::MAX))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let pending =
+                tokio::task::spawn_blocking(move || unstamped(&*store2, i64::MIN, i64::MAX))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
             crate::metrics::seal_stamps_pending(pending.len());
             retries.retain(|day, _| pending.iter().any(|s| &s.day == day));
             for seal in pending {
-                let (failures, next) = retries.get(&seal.day).copied().unwrap_or((0, 0));
-                if now.unix() < next {
+                let (failures, next) = match retries.get(&seal.day) {
+                    Some(r) => *r,
+                    None => (0, std::time::Instant::now()),
+                };
+                if std::time::Instant::now() < next {
                     continue;
                 }
                 let (store2, tsa2, seal2) = (store.clone(), tsa.clone(), seal.clone());
                 let result =
-                    tokio::task::spawn_blocking(move || stamp_seal(&*store2, &tsa2, &seal2, now))
-                        .await;
+                    tokio::task::spawn_blocking(move || stamp_seal(&*store2, &tsa2, &seal2)).await;
                 match result {
                     Ok(Ok(_)) => {
                         crate::metrics::seal_stamp(true);
@@ -622,7 +628,7 @@ pub async fn daily_sealer(
                         let wait = stamp_backoff(stamp_retry, failures + 1);
                         retries.insert(
                             seal.day.clone(),
-                            (failures + 1, now.unix() + wait.as_secs() as i64),
+                            (failures + 1, std::time::Instant::now() + wait),
                         );
                         tracing::error!(
                             day = %seal.day, error = %e, retry_in = ?wait,
@@ -636,8 +642,8 @@ pub async fn daily_sealer(
         // Wake for the next seal round, or for the first stamp retry due before it.
         let mut wait = Duration::from_secs(600);
         if let Some(next) = retries.values().map(|(_, next)| *next).min() {
-            let secs = (next - clock.now().unix()).clamp(1, 600);
-            wait = wait.min(Duration::from_secs(secs as u64));
+            let until = next.saturating_duration_since(std::time::Instant::now());
+            wait = wait.min(until.max(Duration::from_millis(100)));
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
