@@ -74,6 +74,10 @@ reinject = "127.0.0.1:{closed}"
 
 [metrics]
 listen = "127.0.0.1:{metrics}"
+
+[log]
+# No day is sealed in this test (the log starts today): the TSA is irrelevant.
+dev_insecure_no_tsa = true
 "#,
         key = pki.it_key.display(),
         cert = pki.it_cert.display(),
@@ -185,6 +189,19 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     };
     let cfg: PathBuf = dir.path().join("pec.toml");
     std::fs::write(&cfg, config_text(dir.path(), &pki, &ports, "")).unwrap();
+    // Without a TSA and without the development opt-out, pec serve does not start (issue
+    // 19: the daily time stamp is mandatory).
+    let strict = dir.path().join("strict.toml");
+    let text = config_text(dir.path(), &pki, &ports, "").replace("dev_insecure_no_tsa = true", "");
+    std::fs::write(&strict, text).unwrap();
+    let err = pec::serve::run(pec::config::load(&strict).unwrap(), async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("log.tsa_url") && err.contains("required"),
+        "{err}"
+    );
     let config = pec::config::load(&cfg).unwrap();
 
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -299,6 +316,7 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     for line in [
         "store: ok",
         "legal log seals: ok",
+        "legal log time stamps: WARNING: no log.tsa_url (log.dev_insecure_no_tsa)",
         "provider index: ok: from the file",
         "timers: ok: 0 certified recipients",
         "quarantine: ok: 0 messages",
