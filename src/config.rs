@@ -112,6 +112,13 @@ pub enum SigningConfig {
         /// Concurrent PKCS#11 sessions.
         #[serde(default = "default_sessions")]
         sessions: usize,
+        /// Label of the key (on the same token) that signs the daily seals of the legal
+        /// log: a key of its own, never the PEC message key. Required by `pec serve`.
+        #[serde(default)]
+        seal_key_label: Option<String>,
+        /// Label of its certificate (default: `seal_key_label`).
+        #[serde(default)]
+        seal_cert_label: Option<String>,
     },
     /// Key in a PEM file: development only.
     Pem {
@@ -121,6 +128,12 @@ pub enum SigningConfig {
         chain_file: Option<PathBuf>,
         #[serde(default = "default_digest")]
         digest: String,
+        /// Key and certificate (PEM) that sign the daily seals: not the PEC message key.
+        /// Required by `pec serve`.
+        #[serde(default)]
+        seal_key_file: Option<PathBuf>,
+        #[serde(default)]
+        seal_cert_file: Option<PathBuf>,
     },
 }
 
@@ -510,6 +523,10 @@ struct RawSigning {
     sessions: Option<usize>,
     key_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
+    seal_key_label: Option<String>,
+    seal_cert_label: Option<String>,
+    seal_key_file: Option<PathBuf>,
+    seal_cert_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -542,7 +559,11 @@ impl TryFrom<RawSigning> for SigningConfig {
             Backend::Pkcs11 => {
                 foreign(raw.key_file.is_some(), "key_file")?;
                 foreign(raw.cert_file.is_some(), "cert_file")?;
+                foreign(raw.seal_key_file.is_some(), "seal_key_file")?;
+                foreign(raw.seal_cert_file.is_some(), "seal_cert_file")?;
                 Ok(SigningConfig::Pkcs11 {
+                    seal_key_label: raw.seal_key_label,
+                    seal_cert_label: raw.seal_cert_label,
                     module: required(raw.module, "module")?,
                     token_label: required(raw.token_label, "token_label")?,
                     key_label: required(raw.key_label, "key_label")?,
@@ -562,7 +583,11 @@ impl TryFrom<RawSigning> for SigningConfig {
                 foreign(raw.pin.is_some(), "pin")?;
                 foreign(raw.pin_env.is_some(), "pin_env")?;
                 foreign(raw.sessions.is_some(), "sessions")?;
+                foreign(raw.seal_key_label.is_some(), "seal_key_label")?;
+                foreign(raw.seal_cert_label.is_some(), "seal_cert_label")?;
                 Ok(SigningConfig::Pem {
+                    seal_key_file: raw.seal_key_file,
+                    seal_cert_file: raw.seal_cert_file,
                     key_file: required(raw.key_file, "key_file")?,
                     cert_file: required(raw.cert_file, "cert_file")?,
                     chain_file: raw.chain_file,
@@ -1406,9 +1431,53 @@ impl Config {
     }
 
     /// What `pec serve` needs beyond a valid file (also checked by `pec check-config`):
-    /// the daily time stamp is mandatory, so `log.tsa_url` and `log.tsa_ca_file` are
-    /// required unless `log.dev_insecure_no_tsa` is set.
+    /// a seal key of its own (`signing.seal_key_label`, or `seal_key_file` and
+    /// `seal_cert_file`), other than the PEC message key; and the daily time stamp, so
+    /// `log.tsa_url` and `log.tsa_ca_file`, unless `log.dev_insecure_no_tsa` is set.
     pub fn check_serve(&self) -> Result<(), InvalidValue> {
+        self.check_seal_key()?;
+        self.check_serve_tsa()
+    }
+
+    /// The seal key is configured, and is not the PEC message key (by name: `pec
+    /// check-config --live` compares the keys themselves).
+    pub fn check_seal_key(&self) -> Result<(), InvalidValue> {
+        const WHY: &str = "required: the daily seal is signed by a key of its own, the PEC \
+                           message key signs PEC messages only";
+        match &self.signing {
+            SigningConfig::Pkcs11 {
+                key_label,
+                seal_key_label,
+                ..
+            } => match seal_key_label {
+                None => Err(invalid("signing.seal_key_label", WHY)),
+                Some(l) if l == key_label => Err(invalid(
+                    "signing.seal_key_label",
+                    "must name another key than signing.key_label",
+                )),
+                Some(l) => not_empty("signing.seal_key_label", l),
+            },
+            SigningConfig::Pem {
+                key_file,
+                seal_key_file,
+                seal_cert_file,
+                ..
+            } => match (seal_key_file, seal_cert_file) {
+                (None, _) => Err(invalid("signing.seal_key_file", WHY)),
+                (Some(_), None) => Err(invalid(
+                    "signing.seal_cert_file",
+                    "required with signing.seal_key_file",
+                )),
+                (Some(k), Some(_)) if k == key_file => Err(invalid(
+                    "signing.seal_key_file",
+                    "must name another key than signing.key_file",
+                )),
+                (Some(_), Some(_)) => Ok(()),
+            },
+        }
+    }
+
+    fn check_serve_tsa(&self) -> Result<(), InvalidValue> {
         if self.log.dev_insecure_no_tsa {
             return Ok(());
         }

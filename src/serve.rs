@@ -178,9 +178,11 @@ pub async fn run_with(
     let seal_store = blocking("store", move || wiring::open_store(&cfg))
         .await?
         .map_err(WiringError::from)?;
+    let cfg = config.clone();
+    let seal_signer = blocking("seal key", move || wiring::open_seal_signer(&cfg)).await??;
     let sealer = tokio::spawn(crate::log::daily_sealer(
         seal_store,
-        signer.clone(),
+        seal_signer,
         settings.tsa.clone(),
         settings.tsa_retry,
         Arc::new(SystemClock),

@@ -109,6 +109,8 @@ fn the_pem_backend_parses() {
             cert_file: "/etc/pec/cert.pem".into(),
             chain_file: None,
             digest: "sha1".into(),
+            seal_key_file: None,
+            seal_cert_file: None,
         }
     );
     let s = c.settings().unwrap();
@@ -762,7 +764,14 @@ fn the_tsa_settings() {
         (s.tsa_retry, s.tsa_grace),
         (Duration::from_secs(30), Duration::from_secs(7200))
     );
+    assert_eq!(c.check_serve().unwrap_err().key, "signing.seal_key_label");
+    let with_seal = text.replace("key_label = ", "seal_key_label = \"seal\"\nkey_label = ");
+    let c = config::parse(&with_seal, FILE).unwrap();
     assert_eq!(c.check_serve(), Ok(()));
+    // The seal key must be another key than the PEC message key.
+    let same = text.replace("key_label = ", "seal_key_label = \"k\"\nkey_label = ");
+    let c = config::parse(&same, FILE).unwrap();
+    assert_eq!(c.check_serve().unwrap_err().key, "signing.seal_key_label");
 
     let log = |extra: &str| format!("{BASE}\n[log]\n{extra}");
     let key = |text: &str| match config::parse(text, FILE) {
@@ -797,11 +806,12 @@ fn the_tsa_settings() {
     );
 
     // No TSA: a valid file, but not one pec serve runs with.
-    let c = config::parse(BASE, FILE).unwrap();
+    let seal = |t: String| t.replace("key_label = ", "seal_key_label = \"seal\"\nkey_label = ");
+    let c = config::parse(&seal(BASE.to_string()), FILE).unwrap();
     assert_eq!(c.check_serve().unwrap_err().key, "log.tsa_url");
-    let c = config::parse(&log("tsa_url = \"https://t/\"\n"), FILE).unwrap();
+    let c = config::parse(&seal(log("tsa_url = \"https://t/\"\n")), FILE).unwrap();
     assert_eq!(c.check_serve().unwrap_err().key, "log.tsa_ca_file");
-    let c = config::parse(&log("dev_insecure_no_tsa = true\n"), FILE).unwrap();
+    let c = config::parse(&seal(log("dev_insecure_no_tsa = true\n")), FILE).unwrap();
     assert_eq!(c.check_serve(), Ok(()));
 }
 

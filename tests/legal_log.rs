@@ -771,6 +771,8 @@ domains = ["pec.example.it"]
 backend = "pem"
 key_file = "{}"
 cert_file = "{}"
+seal_key_file = "{}"
+seal_cert_file = "{}"
 [store]
 path = "{}"
 [index]
@@ -789,6 +791,8 @@ tsa_client_key = "{}"
 "#,
             pki.it_key.display(),
             pki.it_cert.display(),
+            pki.it_seal_key.display(),
+            pki.it_seal_cert.display(),
             path.display(),
             tsa().url,
             pki.ca_cert.display(),
@@ -822,6 +826,21 @@ tsa_client_key = "{}"
     let (code, out, err) = pec(&["verify", "--ca", pki.ca_cert.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("8 records, 1 seals checked: ok"), "{out}");
+    // Issue 19: the seal is signed by the seal key, whose certificate it carries, not by
+    // the PEC message key.
+    let der = |pem: &Path| {
+        openssl::x509::X509::from_pem(&std::fs::read(pem).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let seal = SqliteStore::open(&path)
+        .unwrap()
+        .seals(i64::MIN, i64::MAX)
+        .unwrap();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&seal[0].signature, &der(&pki.it_seal_cert)));
+    assert!(!contains(&seal[0].signature, &der(&pki.it_cert)));
 
     let (code, out, _) = pec(&["search", "--mailbox", "luigi@pec.example.it"]);
     assert_eq!(code, Some(0));

@@ -47,6 +47,8 @@ domains = ["pec.example.it"]
 backend = "pem"
 key_file = "{key}"
 cert_file = "{cert}"
+seal_key_file = "{seal_key}"
+seal_cert_file = "{seal_cert}"
 
 [store]
 path = "{db}"
@@ -81,6 +83,8 @@ dev_insecure_no_tsa = true
 "#,
         key = pki.it_key.display(),
         cert = pki.it_cert.display(),
+        seal_key = pki.it_seal_key.display(),
+        seal_cert = pki.it_seal_cert.display(),
         db = dir.join("pec.db").display(),
         ldif = dir.join("index.ldif").display(),
         closed = p.closed,
@@ -317,6 +321,7 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         "store: ok",
         "legal log seals: ok",
         "legal log time stamps: WARNING: no log.tsa_url (log.dev_insecure_no_tsa)",
+        "seal certificate: ok",
         "provider index: ok: from the file",
         "timers: ok: 0 certified recipients",
         "quarantine: ok: 0 messages",
@@ -341,13 +346,32 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         out.contains("provider index: ok: listed for \"PEC Example IT S.p.A.\""),
         "{out}"
     );
+    // Both keys and their certificates.
+    assert!(
+        out.contains("PEC message key (signs PEC messages only):")
+            && out.contains("seal key (signs the daily seals of the legal log):")
+            && out.contains("CN=Sigillo registro PEC Example IT S.p.A.")
+            && out.contains("seal key validity: ok"),
+        "{out}"
+    );
 
     // pec check-config --live: clamd, Dovecot and Postfix are not running here, and each
     // failure is named; the key and the store are fine.
     let (code, out) = pec(&["check-config", "--live"], &cfg);
     assert_eq!(code, 1, "{out}");
+    // Issue 19: both keys found and paired with their certificates, nothing signed.
     assert!(
-        out.contains("signing key: ok: test signature made"),
+        out.contains(
+            "signing key: ok: key found, paired with its certificate (C=IT, \
+                      O=PEC Example IT S.p.A., CN=Posta Certificata"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "seal key: ok: key found, paired with its certificate (C=IT, \
+                      O=PEC Example IT S.p.A., CN=Sigillo registro"
+        ),
         "{out}"
     );
     assert!(out.contains("store: ok"), "{out}");

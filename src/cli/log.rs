@@ -151,7 +151,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
                 })?,
                 None => crate::log::yesterday(now),
             };
-            let signer = crate::wiring::open_signer(&cfg).map_err(CliError::failed)?;
+            let signer = crate::wiring::open_seal_signer(&cfg).map_err(CliError::failed)?;
             let crate::log::Sealed { seal, stamp_error } =
                 crate::log::seal_day(&*store, signer.as_ref(), settings.tsa.as_ref(), day, now)
                     .map_err(CliError::failed)?;

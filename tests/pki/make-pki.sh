@@ -15,6 +15,11 @@
 #   net.key, net.pem          provider leaf for pec.example.net
 #   outsider.key, outsider.pem  self-signed leaf with the provider profile, not issued by the CA
 #   expired.key, expired.pem  leaf for pec.example.it issued by the CA, valid 2020-01-01..2021-01-01
+#   it-seal.key, it-seal.pem, net-seal.key, net-seal.pem
+#                             the seal keys of the legal log of each provider (not the PEC
+#                             message keys): Subject C=IT, O=<provider>, CN=Sigillo registro
+#                             <provider>; keyUsage digitalSignature, nonRepudiation (critical);
+#                             no subjectAltName, no extendedKeyUsage
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -34,7 +39,7 @@ out=$1
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem"
+files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem it-seal.key it-seal.pem net-seal.key net-seal.pem"
 if [ -f "$out/.complete" ]; then
     complete=yes
     for f in $files; do
@@ -141,6 +146,22 @@ openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A
     -out "$work/expired.csr"
 sign "$work/expired.csr" "$work/expired.pem" 1003 "$work/expired.ext" 20200101000000Z 20210101000000Z \
     -cert "$work/ca.pem" -keyfile "$work/ca.key"
+
+# Seal keys: a key of their own, a certificate that is not a PEC signing certificate.
+cat > "$work/seal.ext" <<'EXT'
+[ext]
+keyUsage = critical, digitalSignature, nonRepudiation
+authorityKeyIdentifier = keyid:always
+subjectKeyIdentifier = hash
+EXT
+seal() { # NAME PROVIDER SERIAL
+    key "$1"
+    openssl req -new -key "$work/$1.key" -subj "/C=IT/O=$2/CN=Sigillo registro $2" -out "$work/$1.csr"
+    sign "$work/$1.csr" "$work/$1.pem" "$3" "$work/seal.ext" 20200101000000Z 20400101000000Z \
+        -cert "$work/ca.pem" -keyfile "$work/ca.key"
+}
+seal it-seal "PEC Example IT S.p.A." 1011
+seal net-seal "PEC Example NET S.p.A." 1012
 
 for f in $files; do
     mv "$work/$f" "$out/$f"
