@@ -3,12 +3,13 @@
 """A test RFC 3161 time-stamping authority over HTTP or HTTPS (tests only).
 
 Usage: tsa.py TSA_CNF [--tls CERT KEY] [--user NAME PASSWORD_FILE] [--client-ca CA]
-              [--mode-file FILE]
+              [--mode-file FILE] [--until-killed]
 
 Listens on 127.0.0.1 on a free port, prints the port on the first line of standard output,
 and answers every POST of an application/timestamp-query with the TimeStampResp made by
 `openssl ts -reply -config TSA_CNF` (see make-tsa.sh). A query that OpenSSL cannot answer
-gets HTTP 500. Stops when standard input closes, so that it never outlives its test.
+gets HTTP 500. Stops when standard input closes, so that it never outlives its test
+(with --until-killed: when killed, for shell scripts that stop it by pid).
 
   --tls CERT KEY        serve HTTPS with that certificate (make-tsa.sh: server.pem/key);
   --user NAME FILE      require HTTP basic authentication (password in FILE), else 401;
@@ -151,6 +152,8 @@ if tls:
         ctx.load_verify_locations(client_ca[0])
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
+if "--until-killed" in sys.argv:
+    server.serve_forever()
 threading.Thread(target=server.serve_forever, daemon=True).start()
 sys.stdin.read()
 server.shutdown()
