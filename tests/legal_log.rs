@@ -1196,3 +1196,68 @@ fn the_daily_sealer_retries_the_stamp_until_the_tsa_is_back() {
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.seals, 1);
 }
+
+/// A token signed by a certificate issued for something else (here the provider's PEC
+/// certificate, emailProtection) is no time stamp, even from our own CA, even when only the
+/// token's own certificate is checked.
+#[test]
+fn a_token_signed_without_the_timestamping_usage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha = [9u8; 32];
+    let token = pec::crypto::tsa::timestamp(&tsa_settings(), &sha).unwrap();
+    let d = |name: &str| dir.path().join(name);
+    std::fs::write(d("token.der"), &token).unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The TSTInfo, signed again by the PEC key.
+    openssl(&[
+        "cms".as_ref(),
+        "-verify".as_ref(),
+        "-noverify".as_ref(),
+        "-binary".as_ref(),
+        "-inform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        d("token.der").as_os_str(),
+        "-out".as_ref(),
+        d("tst.der").as_os_str(),
+    ]);
+    let pki = &tsa().pki;
+    openssl(&[
+        "cms".as_ref(),
+        "-sign".as_ref(),
+        "-binary".as_ref(),
+        "-nodetach".as_ref(),
+        "-nosmimecap".as_ref(),
+        "-md".as_ref(),
+        "sha256".as_ref(),
+        "-econtent_type".as_ref(),
+        "1.2.840.113549.1.9.16.1.4".as_ref(),
+        "-outform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        d("tst.der").as_os_str(),
+        "-signer".as_ref(),
+        pki.it_cert.as_os_str(),
+        "-inkey".as_ref(),
+        pki.it_key.as_os_str(),
+        "-out".as_ref(),
+        d("forged.der").as_os_str(),
+    ]);
+    let forged = std::fs::read(d("forged.der")).unwrap();
+    // The same TSTInfo: imprint and time are right, only the signer is wrong.
+    assert_eq!(
+        pec::crypto::tsa::token_info(&forged).unwrap(),
+        pec::crypto::tsa::token_info(&token).unwrap()
+    );
+    let err = pec::crypto::tsa::verify_token(&forged, &sha, None).unwrap_err();
+    assert!(err.to_string().contains("extended key usage"), "{err}");
+    assert!(pec::crypto::tsa::verify_token(&forged, &sha, Some(&pki.ca_cert)).is_err());
+    pec::crypto::tsa::verify_token(&token, &sha, Some(&pki.ca_cert)).unwrap();
+}
