@@ -379,6 +379,44 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     assert!(out.contains("dovecot lmtp: FAILED"), "{out}");
     assert!(out.contains("postfix reinjection: FAILED"), "{out}");
     assert!(out.contains("provider index: ok"), "{out}");
+    // The seal key must be a key of its own, with a certificate fit for signing: the PEC
+    // key under another file name, or a CA key, is refused (found without signing).
+    let copy = dir.path().join("copy.key");
+    std::fs::copy(&pki.it_key, &copy).unwrap();
+    let same = dir.path().join("same.toml");
+    let text = config_text(dir.path(), &pki, &ports, "")
+        .replace(
+            &pki.it_seal_key.display().to_string(),
+            &copy.display().to_string(),
+        )
+        .replace(
+            &pki.it_seal_cert.display().to_string(),
+            &pki.it_cert.display().to_string(),
+        );
+    std::fs::write(&same, text).unwrap();
+    let (code, out) = pec(&["check-config", "--live"], &same);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seal key: FAILED: the seal key is the PEC message key"),
+        "{out}"
+    );
+    let ca = dir.path().join("ca.toml");
+    let text = config_text(dir.path(), &pki, &ports, "")
+        .replace(
+            &pki.it_seal_key.display().to_string(),
+            &pki.ca_key.display().to_string(),
+        )
+        .replace(
+            &pki.it_seal_cert.display().to_string(),
+            &pki.ca_cert.display().to_string(),
+        );
+    std::fs::write(&ca, text).unwrap();
+    let (code, out) = pec(&["check-config", "--live"], &ca);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seal key: FAILED: certificate of C=IT, O=PEC Test, CN=PEC Test CA: key usage has neither digitalSignature nor nonRepudiation"),
+        "{out}"
+    );
 
     // pec domain: added domains are kept in the store and listed with the configured.
     let (code, out) = pec(&["domain", "add", "PEC2.example.it"], &cfg);
