@@ -162,7 +162,7 @@ proof_audit() {
       e2e_fail "pec log verify failed on $p"
       rc=1
     else
-      e2e_log "$p: pec log verify: $(tail -n 1 "$work/$p/log-verify.out") (all of them: no time stamp, no TSA here)"
+      e2e_log "$p: pec log verify: $(tail -n 1 "$work/$p/log-verify.out")"
     fi
   done
   return "$rc"
