@@ -233,19 +233,21 @@ a_pec() { SOFTHSM2_CONF=$work/a/hsm/softhsm2.conf PEC_E2E_PIN=1234 "$@" -c "$wor
 rc=0
 out=$(a_pec faketime -f "+26h" "$PEC_BIN" log seal --day "$today" 2>&1) || rc=$?
 e2e_log "   $out"
-[ "$rc" -eq 1 ] && grep -q "^sealed $today: .*NOT time-stamped yet (.*503" <<<"$out" \
-  || e2e_fail "seal with the TSA down: exit $rc, expected 1 and the seal made without its stamp"
+if [ "$rc" -ne 1 ] || ! grep -q "^sealed $today: .*NOT time-stamped yet (.*503" <<<"$out"; then
+  e2e_fail "seal with the TSA down: exit $rc, expected 1 and the seal made without its stamp"
+fi
 rc=0
 out=$(a_pec faketime -f "+50h" "$PEC_BIN" status 2>&1) || rc=$?
-grep -q "^legal log time stamps: FAILED: days sealed without a time stamp .*$today" <<<"$out" && [ "$rc" -eq 1 ] \
-  || { echo "$out" >&2; e2e_fail "pec status does not fail on the day without its stamp (exit $rc)"; }
+if [ "$rc" -ne 1 ] || ! grep -q "^legal log time stamps: FAILED: days sealed without a time stamp .*$today" <<<"$out"; then
+  echo "$out" >&2; e2e_fail "pec status does not fail on the day without its stamp (exit $rc)"
+fi
 rm -f "$work/a/tsa/mode"
 out=$(a_pec "$PEC_BIN" log stamp 2>&1) || { echo "$out" >&2; e2e_fail "pec log stamp with the TSA back"; }
 e2e_log "   $(tr '\n' ' ' <<<"$out")"
 grep -qE "^(stamped $today|$today: already stamped by another process)$" <<<"$out" \
   || e2e_fail "pec log stamp did not stamp $today: $out"
-out=$(a_pec "$PEC_BIN" log stamp 2>&1) && grep -q "^0 seals without a time stamp" <<<"$out" \
-  || e2e_fail "a second pec log stamp found seals to stamp: $out"
+out=$(a_pec "$PEC_BIN" log stamp 2>&1) || e2e_fail "a second pec log stamp failed: $out"
+grep -q "^0 seals without a time stamp" <<<"$out" || e2e_fail "a second pec log stamp found seals to stamp: $out"
 out=$(a_pec "$PEC_BIN" log verify --ca "$work/pki/ca.pem" 2>&1) || true
 if grep -q "^seal $today: " <<<"$out" || ! grep -qE "seals checked" <<<"$out"; then
   echo "$out" >&2; e2e_fail "pec log verify on A after the stamp"

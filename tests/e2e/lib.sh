@@ -686,12 +686,12 @@ softhsm_token() {
 # TSAs are reached; DIR/mode plays faults (tsa.py: "down", …; absent: answers). Prints its
 # port; its pid is in DIR/tsa.pid (tsa_stop).
 tsa_start() {
-  local dir=$1 pki=$2 i
+  local dir=$1 pki=$2 _
   sh "$E2E_REPO/tests/tsa/make-tsa.sh" "$dir" "$pki" >/dev/null 2>&1 || { e2e_fail "make-tsa.sh failed"; return 1; }
   /usr/bin/python3 "$E2E_REPO/tests/tsa/tsa.py" "$dir/tsa.cnf" --tls "$dir/server.pem" "$dir/server.key" \
     --user pec "$dir/password" --mode-file "$dir/mode" --until-killed > "$dir/port" 2> "$dir/tsa.log" &
   echo $! > "$dir/tsa.pid"
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     if [ -s "$dir/port" ]; then head -n 1 "$dir/port"; return 0; fi
     sleep 0.1
   done
