@@ -257,7 +257,7 @@ SELECT 1;
     // Version 13: a missing time stamp may be added to a seal, once; nothing else changes
     // (see the SQLite migration 13).
     r#"
-CREATE FUNCTION pec_seal_stamp_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION pec_seal_stamp_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.tst IS NULL AND NEW.tst IS NOT NULL
        AND (NEW.day, NEW.from_at, NEW.to_at, NEW.count, NEW.first_id, NEW.last_id,
@@ -270,7 +270,7 @@ BEGIN
     RAISE EXCEPTION 'seals are append-only (only a missing time stamp may be added)';
 END
 $$;
-DROP TRIGGER seals_append_only ON seals;
+DROP TRIGGER IF EXISTS seals_append_only ON seals;
 CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
     FOR EACH ROW EXECUTE FUNCTION pec_seal_stamp_only();
 "#,

@@ -304,7 +304,7 @@ UPDATE outbox SET data = X'';
     // stamp_seal): seals stay append-only except for that one change, a missing token
     // (and where it came from) added once, every other column unchanged.
     r#"
-DROP TRIGGER seals_append_only;
+DROP TRIGGER IF EXISTS seals_append_only;
 CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
 WHEN NOT (OLD.tst IS NULL AND NEW.tst IS NOT NULL
           AND NEW.day IS OLD.day AND NEW.from_at IS OLD.from_at AND NEW.to_at IS OLD.to_at
