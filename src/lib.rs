@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod antivirus;
+pub mod bounce;
 pub mod cli;
 pub mod config;
 pub mod crypto;

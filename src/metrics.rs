@@ -33,10 +33,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusRecorder};
 
 use crate::message::time::{Clock, SystemClock};
-use crate::store::LogStore;
+use crate::store::{Health, LogStore};
 
 pub const MESSAGES: &str = "pec_messages_total";
 pub const LATENCY: &str = "pec_latency_seconds";
@@ -157,20 +157,38 @@ pub fn install(
         addr: addr.to_string(),
         message,
     };
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), BUCKETS)
+    let (recorder, exporter) = builder()
         .map_err(|e| fail(e.to_string()))?
+        .with_http_listener(addr)
         .build()
         .map_err(|e| fail(e.to_string()))?;
     metrics::set_global_recorder(recorder).map_err(|e| fail(e.to_string()))?;
-    describe();
-    gauge!(UP).set(1.0);
+    announce();
     Ok(async move {
         if let Err(e) = exporter.await {
             tracing::error!("metrics endpoint stopped: {e:?}");
         }
     })
+}
+
+/// The exporter's settings (the latency buckets), without the endpoint.
+fn builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new().set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), BUCKETS)
+}
+
+/// A recorder with the endpoint's settings that is installed nowhere and serves nothing:
+/// record into it with `metrics::with_local_recorder` and `handle().render()` it to see
+/// what the endpoint would show. The test of the Grafana dashboard
+/// (docs/grafana-dashboard.json) checks every query against it.
+pub fn recorder() -> Result<PrometheusRecorder, BuildError> {
+    Ok(builder()?.build_recorder())
+}
+
+/// What the endpoint shows from the start: the help texts, and `pec_up` at 1. [`install`]
+/// calls it once the recorder is in place.
+pub fn announce() {
+    describe();
+    gauge!(UP).set(1.0);
 }
 
 /// The help texts shown on the endpoint.
@@ -219,7 +237,12 @@ fn describe() {
 
 /// Sets the store gauges once.
 pub fn record_health(store: &dyn LogStore, now_unix: i64) -> Result<(), crate::store::StoreError> {
-    let h = store.health()?;
+    record_health_of(&store.health()?, now_unix);
+    Ok(())
+}
+
+/// Sets the store gauges from `h`, read at `now_unix`.
+pub fn record_health_of(h: &Health, now_unix: i64) {
     gauge!(TIMERS_PENDING).set(h.pending_timers as f64);
     gauge!(QUARANTINE).set(h.quarantined as f64);
     gauge!(LOG_RECORDS).set(h.log_records as f64);
@@ -240,7 +263,6 @@ pub fn record_health(store: &dyn LogStore, now_unix: i64) -> Result<(), crate::s
             gauge!(SEAL_AGE).set(-1.0);
         }
     }
-    Ok(())
 }
 
 /// Samples the store gauges every [`SAMPLE_EVERY`] until `stop`.

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! `pec log seal|verify|search|export|purge`.
+//! `pec log seal|verify|search|export|package|purge`.
 //!
 //! Exit status: 0 done (for `verify`: everything holds), 1 problems found or the
 //! operation failed, 2 usage or configuration error.
@@ -34,6 +34,22 @@ pub enum LogCommand {
     Export(SearchArgs),
     /// Delete the records, seals and quarantined messages past retention (sealed days only).
     Purge(PurgeArgs),
+    /// Write a sealed day as one package for long-term preservation (conservazione a
+    /// norma): records, CSV, seal signature, time stamp, certificates and a manifest of
+    /// hashes, in a tar archive that `pec log verify --package` checks offline.
+    Package(PackageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The sealed day, YYYY-MM-DD.
+    #[arg(long)]
+    pub day: String,
+    /// The package file (default: pec-registro-DAY.tar in the current directory).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +74,14 @@ pub struct VerifyArgs {
     /// PEM CA of the provider certificate, to verify the seal signatures' chain.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// Check this preservation package (pec log package) offline instead of the store;
+    /// the configuration is not read.
+    #[arg(long, value_name = "FILE")]
+    pub package: Option<PathBuf>,
+    /// With --package: PEM CA of the time-stamping authority (without it only the token's
+    /// imprint and its own signature are checked).
+    #[arg(long = "tsa-ca", value_name = "PEM", requires = "package")]
+    pub tsa_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +221,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             );
             Ok(i32::from(failed > 0))
         }
+        LogCommand::Verify(args) if args.package.is_some() => verify_package(args),
         LogCommand::Verify(args) => {
             let (cfg, store) = open(&args.config)?;
             let (from, to) = bounds(&args.from, &args.to)?;
@@ -220,6 +245,51 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             );
             Ok(i32::from(!report.problems.is_empty()))
         }
+        LogCommand::Package(args) => {
+            let (cfg, store) = open(&args.config)?;
+            let day = crate::log::parse_day(&args.day).ok_or_else(|| {
+                CliError::usage(format!("invalid day \"{}\": expected YYYY-MM-DD", args.day))
+            })?;
+            let path = args
+                .output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("pec-registro-{day}.tar")));
+            // Written beside, then renamed: a package that exists is whole.
+            let partial = path.with_extension("tar.partial");
+            let file = std::fs::File::create(&partial).map_err(|e| {
+                CliError::failed(format!("cannot create \"{}\": {e}", partial.display()))
+            })?;
+            let written = crate::log::package::write(
+                &*store,
+                day,
+                &cfg.provider.name,
+                SystemClock.now(),
+                std::io::BufWriter::new(file),
+            );
+            let manifest = match written {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(CliError::failed(e));
+                }
+            };
+            std::fs::rename(&partial, &path).map_err(|e| {
+                CliError::failed(format!("cannot rename to \"{}\": {e}", path.display()))
+            })?;
+            println!(
+                "{}: day {}, {} records, sha-256 {}, {}",
+                path.display(),
+                manifest.day,
+                manifest.records,
+                manifest.export_sha256,
+                if manifest.files.iter().any(|f| f.name == "marca.tsr") {
+                    "time-stamped"
+                } else {
+                    "NOT time-stamped"
+                }
+            );
+            Ok(0)
+        }
         LogCommand::Search(args) => search(args, Format::Text),
         LogCommand::Export(args) => search(args, Format::Csv),
         LogCommand::Purge(args) => {
@@ -242,6 +312,35 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+/// `pec log verify --package FILE`: offline, no configuration.
+fn verify_package(args: &VerifyArgs) -> Result<i32, CliError> {
+    let Some(path) = &args.package else {
+        return Err(CliError::usage("no package"));
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::failed(format!("cannot open \"{}\": {e}", path.display())))?;
+    let opts = VerifyOptions {
+        tsa_ca: args.tsa_ca.clone(),
+        signer_ca: args.ca.clone(),
+    };
+    let report = crate::log::package::verify(std::io::BufReader::new(file), &opts)
+        .map_err(CliError::failed)?;
+    for p in &report.problems {
+        println!("{p}");
+    }
+    let day = report.manifest.as_ref().map_or("?", |m| m.day.as_str());
+    println!(
+        "package of {day}: {} records: {}",
+        report.records,
+        if report.problems.is_empty() {
+            "ok".to_string()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    );
+    Ok(i32::from(!report.problems.is_empty()))
 }
 
 fn search(args: &SearchArgs, default: Format) -> Result<i32, CliError> {

@@ -17,7 +17,7 @@
 //! 3. Dovecot 2xx → signed ricevuta di avvenuta consegna (completa / breve / sintetica by
 //!    `X-TipoRicevuta` and the To/Cc rule, [`crate::message::build::Builder::delivery`]) to the sender;
 //!    Dovecot 5xx → signed avviso di mancata consegna with the coded reason of
-//!    [`codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
+//!    [`crate::message::codes::non_delivery_reason`], and 250 to Postfix so that no plain DSN goes out in
 //!    place of the PEC notice; Dovecot 4xx or unreachable → 4xx to Postfix, no notice;
 //! 4. the notice is built and signed, then staged in the outbox together with its claim
 //!    ([`Store::claim_delivery_notice`]'s key) and its legal-log event, in one transaction
@@ -53,6 +53,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
+use crate::bounce;
 use crate::crypto::Signer;
 use crate::index::IndexHandle;
 use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
@@ -67,7 +68,6 @@ use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, S
 use crate::BoxFuture;
 
 pub mod arrival;
-pub mod codes;
 pub mod dedup;
 
 use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
@@ -158,6 +158,11 @@ impl DeliveryPoint {
 
     /// One transaction: one reply per recipient for Postfix.
     pub async fn deliver(&self, tx: &Transaction) -> Vec<Reply> {
+        // Postfix's own bounce of one of our envelopes reaches the delivery point directly
+        // (Postfix does not filter what it generates): signed notices instead ([`bounce`]).
+        if let Some(replies) = self.bounce(tx).await {
+            return replies;
+        }
         let pec_id = envelope_id(&tx.data);
         let shown = pec_id.clone().unwrap_or_else(|| "-".into());
         let certified = match self.certified(tx, pec_id).await {
@@ -215,6 +220,47 @@ impl DeliveryPoint {
             out.push(answer);
         }
         out
+    }
+
+    /// A bounce of one of our envelopes ([`bounce`]): the notices, and 250 for each
+    /// recipient when the report is consumed (`None`: deliver the message as usual, also
+    /// when the report names failures the envelope does not certify).
+    async fn bounce(&self, tx: &Transaction) -> Option<Vec<Reply>> {
+        let tempfail = |e: IssueError| {
+            error!("delivery point: tempfail on a bounce report: {e}");
+            Some(
+                tx.rcpt_to
+                    .iter()
+                    .map(|_| Reply::new(451, "4.3.0 Cannot emit the PEC notice, try again later"))
+                    .collect(),
+            )
+        };
+        let b = match bounce::judge(&self.kit, &tx.mail_from, &tx.rcpt_to, &tx.data).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => return tempfail(e),
+        };
+        let now = self.kit.clock.now();
+        let notices = match bounce::notify(&self.kit, &b, Some("Postfix (locale)"), None, now).await
+        {
+            Ok(n) => n,
+            Err(e) => return tempfail(e),
+        };
+        info!(msgid = %b.cert.identificativo, notices = ?notices, also_delivered = b.uncertified, "delivery point: bounce of our envelope");
+        if b.uncertified {
+            return None;
+        }
+        Some(
+            tx.rcpt_to
+                .iter()
+                .map(|r| {
+                    Reply::new(
+                        250,
+                        format!("2.0.0 <{r}> Bounce of a PEC envelope: non-delivery notice sent"),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
@@ -416,8 +462,12 @@ impl DeliveryPoint {
             return Ok(None);
         }
         let delivered = reply.class() == 2;
-        let reason = (!delivered)
-            .then(|| codes::non_delivery_reason(reply.enhanced(), &self.kit.issuer.provider_name));
+        let reason = (!delivered).then(|| {
+            crate::message::codes::non_delivery_reason(
+                reply.enhanced(),
+                &self.kit.issuer.provider_name,
+            )
+        });
         let notice = {
             let (cert, original, rcpt) = (c.cert.clone(), c.original.clone(), rcpt.to_string());
             let reason = reason.clone();

@@ -27,6 +27,7 @@ use crate::message::time::Instant;
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 use crate::store::{Problem, SealRecord, VerifyReport};
 
+pub mod package;
 pub mod pdf;
 pub mod reply;
 pub mod request;
@@ -299,7 +300,7 @@ fn opt(v: Option<i64>) -> String {
 /// The seal's CMS signature over the current export (a mismatch of the export is
 /// reported separately; a signature that does not verify over it is a problem too). With a
 /// CA, the signer's chain is checked as of `sealed_at`.
-fn verify_signature(
+pub(crate) fn verify_signature(
     signature: &[u8],
     sealed_at: i64,
     export: &[u8],

@@ -45,13 +45,18 @@ pub async fn after_queue(
         return Ok(Some((id, None)));
     }
     let content = match &request.period {
-        Ok((from, to)) => {
-            let (owner, (from, to), max) =
-                (request.owner.clone(), (*from, *to), settings.max_records);
+        Ok(period) => {
+            let filters = request::Filters::parse(&request.subject).0;
+            let (owner, period, max, f) = (
+                request.owner.clone(),
+                *period,
+                settings.max_records,
+                filters.clone(),
+            );
             let (events, more) = kit
-                .store(move |s| request::owner_records(s, &owner, from, to, max))
+                .store(move |s| request::owner_records(s, &owner, &f, period, max))
                 .await?;
-            request::extract(&events, more)
+            request::extract(&events, more, &request, &filters, kit.clock.now())
         }
         Err(why) => request::ReplyContent::BadPeriod(why.clone()),
     };

@@ -43,12 +43,26 @@
 //!   `dal 01/11/2026 al 23/11/2026`, `2026-09..2026-11`.
 //!
 //! At most [`MAX_PERIOD_DAYS`] days per request.
+//!
+//! Filters (the subject only; the manuals' web consoles offer the same, [`Filters`]):
+//!
+//! * `inviati` / `ricevuti` (also `sent` / `received`): only the messages the owner sent,
+//!   or only those the owner received;
+//! * a correspondent: an address (`bob@pec.example.org`, or `con:`, `da:`, `a:` before
+//!   it; `da:` also means received, `a:` sent): only the records exchanged with it;
+//! * words of the subject: `oggetto:fattura` or `oggetto:"fattura 2026"`: only the
+//!   records whose subject contains them (case-insensitive);
+//! * `PDF`: the extract comes as a PDF document as well as the CSV.
+//!
+//! Filter text is taken out of the subject before the period is read, so an
+//! `oggetto:"rata 2026-10"` never names a period.
 
 use std::time::Duration;
 
 use chrono::{Days, Months, NaiveDate};
 use mail_parser::MessageParser;
 
+use super::pdf::to_pdf;
 use super::{day_bounds, legal_day, to_csv};
 use crate::message::build::{BuildError, Builder, Certification, Generated, OriginalInfo};
 use crate::message::kind::RecipientType;
@@ -260,6 +274,124 @@ fn units(text: &str) -> Result<Vec<Unit>, String> {
     Ok(found)
 }
 
+/// Which of the owner's messages a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// `inviati`: the owner is the sender.
+    Sent,
+    /// `ricevuti`: the owner is a recipient.
+    Received,
+}
+
+/// What a request narrows its extract to, and whether it wants a PDF; read from the
+/// subject by [`Filters::parse`]. [UNVERIFIED] the technical rules define no such
+/// syntax: it is ours, in the words of the seed providers' consoles.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub direction: Option<Direction>,
+    /// The other party, lower case.
+    pub correspondent: Option<String>,
+    /// Text the record's subject must contain.
+    pub subject: Option<String>,
+    /// A PDF document besides the CSV.
+    pub pdf: bool,
+}
+
+impl Filters {
+    /// The filters of `subject` and the subject's remaining text (where the period is
+    /// read). The owner's own address and the service address are no correspondent.
+    pub fn parse(subject: &str) -> (Filters, String) {
+        let mut f = Filters::default();
+        let mut rest = String::new();
+        let mut text = subject.trim();
+        while !text.is_empty() {
+            let end = text.find(char::is_whitespace).unwrap_or(text.len());
+            let word = &text[..end];
+            let lower = word.to_lowercase();
+            let mut consumed = end;
+            if let Some(value) = ["oggetto:", "subject:"].iter().find_map(|p| {
+                text.get(..p.len())
+                    .filter(|head| head.eq_ignore_ascii_case(p))
+                    .map(|_| &text[p.len()..])
+            }) {
+                // oggetto:"several words" or oggetto:word
+                let (phrase, used) = match value.strip_prefix('"') {
+                    Some(q) => match q.find('"') {
+                        Some(close) => (&q[..close], close + 2),
+                        None => (q, q.len() + 1),
+                    },
+                    None => {
+                        let e = value.find(char::is_whitespace).unwrap_or(value.len());
+                        (&value[..e], e)
+                    }
+                };
+                let phrase = phrase.trim();
+                if !phrase.is_empty() {
+                    f.subject = Some(phrase.to_string());
+                }
+                consumed = text.len() - value.len() + used;
+            } else if matches!(lower.as_str(), "inviati" | "inviate" | "spediti" | "sent") {
+                f.direction = Some(Direction::Sent);
+            } else if matches!(lower.as_str(), "ricevuti" | "ricevute" | "received") {
+                f.direction = Some(Direction::Received);
+            } else if lower == "pdf" {
+                f.pdf = true;
+            } else if let Some((dir, addr)) = correspondent(&lower) {
+                if f.correspondent.is_none() {
+                    f.correspondent = Some(addr);
+                    if dir.is_some() {
+                        f.direction = dir;
+                    }
+                }
+            } else {
+                rest.push_str(word);
+                rest.push(' ');
+            }
+            text = text[consumed.min(text.len())..].trim_start();
+        }
+        (f, rest.trim_end().to_string())
+    }
+
+    /// Whether any filter narrows the extract.
+    pub fn narrows(&self) -> bool {
+        self.direction.is_some() || self.correspondent.is_some() || self.subject.is_some()
+    }
+
+    /// The filters in words, for the reply and the legal log (`None` without any).
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        match self.direction {
+            Some(Direction::Sent) => parts.push("messaggi inviati".to_string()),
+            Some(Direction::Received) => parts.push("messaggi ricevuti".to_string()),
+            None => {}
+        }
+        if let Some(c) = &self.correspondent {
+            parts.push(format!("con {c}"));
+        }
+        if let Some(s) = &self.subject {
+            parts.push(format!("oggetto contenente \"{s}\""));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
+/// A word naming a correspondent: `[con:|da:|a:|from:|to:]local@domain` → the direction
+/// its prefix implies and the address.
+fn correspondent(word: &str) -> Option<(Option<Direction>, String)> {
+    let word = word.trim_matches(|c: char| "<>,;()[]\"'".contains(c));
+    let (dir, addr) = match word.split_once(':') {
+        Some(("da" | "from", a)) => (Some(Direction::Received), a),
+        Some(("a" | "to", a)) => (Some(Direction::Sent), a),
+        Some(("con" | "with", a)) => (None, a),
+        Some(_) => return None,
+        None => (None, word),
+    };
+    let addr = addr.trim_matches(|c: char| "<>".contains(c));
+    let (local, domain) = addr.split_once('@')?;
+    (!local.is_empty() && domain.contains('.') && !domain.contains('@'))
+        .then(|| (dir, addr.to_string()))
+}
+
 /// The period named in `text`, `[from, to)` in unix-second instants: `Ok(None)` when the
 /// text names no date. `now` bounds it: a period starting after today is an error.
 pub fn parse_period(text: &str, now: Instant) -> Result<Option<(Instant, Instant)>, String> {
@@ -305,7 +437,7 @@ pub fn period_of_message(
     message: &[u8],
     now: Instant,
 ) -> Result<(Instant, Instant), String> {
-    if let Some(p) = parse_period(subject, now)? {
+    if let Some(p) = parse_period(&Filters::parse(subject).1, now)? {
         return Ok(p);
     }
     let body = MessageParser::default()
@@ -337,24 +469,52 @@ pub fn owner_view(events: Vec<LoggedEvent>, owner: &str) -> Vec<LoggedEvent> {
         .collect()
 }
 
-/// The owner's records in `[from, to)`, at most `max`; true when there were more.
+/// The owner's records in `[from, to)` that `filters` keep, at most `max`; true when
+/// there were more.
 pub fn owner_records(
     store: &dyn Store,
     owner: &str,
-    from: Instant,
-    to: Instant,
+    filters: &Filters,
+    (from, to): (Instant, Instant),
     max: usize,
 ) -> Result<(Vec<LoggedEvent>, bool), StoreError> {
-    let mut events = owner_view(
-        store.search_events(&LogQuery {
-            mailbox: Some(owner.to_string()),
-            from: Some(from),
-            to: Some(to),
-            limit: Some(max.saturating_add(1)),
-            ..LogQuery::default()
-        })?,
-        owner,
-    );
+    let base = LogQuery {
+        from: Some(from),
+        to: Some(to),
+        subject: filters.subject.clone(),
+        limit: Some(max.saturating_add(1)),
+        ..LogQuery::default()
+    };
+    let owner = owner.to_ascii_lowercase();
+    let sent = |peer: Option<String>| LogQuery {
+        sender: Some(owner.clone()),
+        recipient: peer,
+        ..base.clone()
+    };
+    let received = |peer: Option<String>| LogQuery {
+        sender: peer,
+        recipient: Some(owner.clone()),
+        ..base.clone()
+    };
+    let peer = filters.correspondent.clone();
+    let queries = match (filters.direction, &peer) {
+        (Some(Direction::Sent), _) => vec![sent(peer)],
+        (Some(Direction::Received), _) => vec![received(peer)],
+        (None, Some(_)) => vec![sent(peer.clone()), received(peer)],
+        (None, None) => vec![LogQuery {
+            mailbox: Some(owner.clone()),
+            ..base.clone()
+        }],
+    };
+    let mut found = Vec::new();
+    for q in &queries {
+        found.extend(store.search_events(q)?);
+    }
+    // Two searches may both hold a record (the owner writing to themselves): once each,
+    // in log order.
+    found.sort_by_key(|e| e.id);
+    found.dedup_by_key(|e| e.id);
+    let mut events = owner_view(found, &owner);
     let more = events.len() > max;
     events.truncate(max);
     Ok((events, more))
@@ -366,8 +526,12 @@ pub enum ReplyContent {
     /// The extract: the CSV, its record count and whether the period held more.
     Extract {
         csv: String,
+        /// The same records as a PDF document, when the request asked for one.
+        pdf: Option<Vec<u8>>,
         records: usize,
         truncated: bool,
+        /// The request's filters in words (see [`Filters::describe`]).
+        filters: Option<String>,
     },
     /// The period could not be read: why.
     BadPeriod(String),
@@ -389,6 +553,12 @@ pub fn help_text(address: &str, settings: &RequestSettings) -> Vec<String> {
         "  2026-11-01 2026-11-23                      (dal primo al secondo giorno, inclusi)"
             .into(),
         "  dal 01/11/2026 al 23/11/2026".into(),
+        "Nell'oggetto si possono aggiungere filtri: inviati oppure ricevuti; un \
+         corrispondente (per esempio da:mario@pec.esempio.it, a:mario@pec.esempio.it o solo \
+         l'indirizzo); parole dell'oggetto (oggetto:fattura oppure oggetto:\"rata di marzo\"); \
+         PDF per ricevere l'estratto anche in PDF oltre che in CSV. Per esempio: \
+         \"2026-11 inviati a:mario@pec.esempio.it PDF\"."
+            .into(),
         format!(
             "Il periodo copre al più {MAX_PERIOD_DAYS} giorni; sono accettate al più {} \
              richieste ogni {} minuti.",
@@ -410,12 +580,14 @@ pub fn build_reply(
 ) -> Result<Generated, BuildError> {
     let address = &request.address;
     let mut text: Vec<String> = Vec::new();
-    let (subject, attachment) = match (content, &request.period) {
+    let (subject, attachments) = match (content, &request.period) {
         (
             ReplyContent::Extract {
                 csv,
+                pdf,
                 records,
                 truncated,
+                filters,
             },
             Ok((from, to)),
         ) => {
@@ -429,10 +601,18 @@ pub fn build_reply(
                 date(last),
                 date(request.at)
             ));
+            if let Some(f) = filters {
+                text.push(format!("Filtri richiesti: {f}."));
+            }
             text.push(format!(
-                "Il file allegato (CSV) contiene {records} registrazioni: ogni evento dei \
+                "Il file allegato (CSV{}) contiene {records} registrazioni: ogni evento dei \
                  messaggi inviati o ricevuti dalla casella, con l'impronta (hash) della \
-                 registrazione nel registro."
+                 registrazione nel registro.",
+                if pdf.is_some() {
+                    ", e lo stesso in PDF"
+                } else {
+                    ""
+                }
             ));
             if *truncated {
                 text.push(format!(
@@ -441,14 +621,26 @@ pub fn build_reply(
                 ));
             }
             let name = format!(
-                "registro-{}-{}-{}.csv",
+                "registro-{}-{}-{}",
                 request.owner.replace(['@', '/'], "_"),
                 legal_day(*from).format("%Y%m%d"),
                 legal_day(last).format("%Y%m%d")
             );
+            let mut files = vec![Attachment {
+                name: format!("{name}.csv"),
+                content_type: "text/csv; charset=\"utf-8\"",
+                bytes: csv.as_bytes().to_vec(),
+            }];
+            if let Some(pdf) = pdf {
+                files.push(Attachment {
+                    name: format!("{name}.pdf"),
+                    content_type: "application/pdf",
+                    bytes: pdf.clone(),
+                });
+            }
             (
                 format!("Estratto del registro dei messaggi: {period}"),
-                Some((name, csv.as_bytes().to_vec())),
+                files,
             )
         }
         (ReplyContent::BadPeriod(why), _) | (_, Err(why)) => {
@@ -460,7 +652,7 @@ pub fn build_reply(
             text.extend(help_text(address, settings));
             (
                 "Richiesta di estratto del registro non valida".to_string(),
-                None,
+                Vec::new(),
             )
         }
     };
@@ -470,7 +662,7 @@ pub fn build_reply(
         &request.owner,
         &subject,
         &text,
-        attachment,
+        &attachments,
         reply_id,
         at,
     );
@@ -484,25 +676,36 @@ pub fn build_reply(
     builder.transport_envelope(&inner, &cert, at)
 }
 
-/// The plain message carried in `postacert.eml`: text, and the CSV when there is one.
+/// A file the reply carries.
+struct Attachment {
+    name: String,
+    content_type: &'static str,
+    bytes: Vec<u8>,
+}
+
+/// The plain message carried in `postacert.eml`: text, and the files of the extract.
 fn inner_message(
     from: &str,
     to: &str,
     subject: &str,
     text: &[String],
-    attachment: Option<(String, Vec<u8>)>,
+    attachments: &[Attachment],
     reply_id: &str,
     at: Instant,
 ) -> Vec<u8> {
     let mut body_text = text.join("\r\n\r\n");
     body_text.push_str("\r\n");
     let qp = mime::quoted_printable(body_text.as_bytes());
-    let csv = attachment.as_ref().map(|(_, b)| mime::base64_lines(b));
+    let encoded: Vec<Vec<u8>> = attachments
+        .iter()
+        .map(|a| mime::base64_lines(&a.bytes))
+        .collect();
     let parts: Vec<&[u8]> = std::iter::once(qp.as_slice())
-        .chain(csv.as_deref())
+        .chain(encoded.iter().map(Vec::as_slice))
         .collect();
     let b = mime::boundary(&parts);
-    let mut out = Vec::with_capacity(qp.len() + csv.as_ref().map_or(0, Vec::len) + 1024);
+    let size: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(size + 1024);
     let header = format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nDate: {}\r\nMessage-ID: <{}>\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n",
@@ -520,29 +723,43 @@ fn inner_message(
     );
     out.extend_from_slice(&qp);
     out.extend_from_slice(b"\r\n");
-    if let (Some((name, _)), Some(csv)) = (&attachment, &csv) {
+    for (a, body) in attachments.iter().zip(&encoded) {
         out.extend_from_slice(
             format!(
-                "--{b}\r\nContent-Type: text/csv; charset=\"utf-8\"; {}\r\n\
+                "--{b}\r\nContent-Type: {}; {}\r\n\
                  Content-Disposition: attachment; {}\r\nContent-Transfer-Encoding: base64\r\n\r\n",
-                mime::encode_param("name", name),
-                mime::encode_param("filename", name)
+                a.content_type,
+                mime::encode_param("name", &a.name),
+                mime::encode_param("filename", &a.name)
             )
             .as_bytes(),
         );
-        out.extend_from_slice(csv);
+        out.extend_from_slice(body);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{b}--\r\n").as_bytes());
     out
 }
 
-/// The CSV extract of `events`.
-pub fn extract(events: &[LoggedEvent], truncated: bool) -> ReplyContent {
+/// The extract of `events` for `request`: the CSV, and the PDF when its filters ask for
+/// one (generated at `now`).
+pub fn extract(
+    events: &[LoggedEvent],
+    truncated: bool,
+    request: &LogRequest,
+    filters: &Filters,
+    now: Instant,
+) -> ReplyContent {
+    let pdf = filters.pdf.then(|| {
+        let title = format!("Registro dei messaggi di {}", request.owner);
+        to_pdf(events, &title, now)
+    });
     ReplyContent::Extract {
         csv: to_csv(events),
+        pdf,
         records: events.len(),
         truncated,
+        filters: filters.describe(),
     }
 }
 
@@ -560,11 +777,19 @@ pub fn request_event(request: &LogRequest, provider: &str) -> LogEvent {
         queue_id: request.queue_id.clone(),
         outcome: "accepted".into(),
         reason: match &request.period {
-            Ok((f, t)) => Some(format!(
-                "periodo {} - {}",
-                date(*f),
-                date(Instant::from_unix(t.unix() - 1))
-            )),
+            Ok((f, t)) => {
+                let filters = Filters::parse(&request.subject).0;
+                Some(format!(
+                    "periodo {} - {}{}{}",
+                    date(*f),
+                    date(Instant::from_unix(t.unix() - 1)),
+                    filters
+                        .describe()
+                        .map(|d| format!("; {d}"))
+                        .unwrap_or_default(),
+                    if filters.pdf { "; PDF" } else { "" }
+                ))
+            }
             Err(why) => Some(format!("periodo non valido: {why}")),
         },
     }
@@ -581,16 +806,20 @@ pub fn extract_event(
 ) -> LogEvent {
     let (outcome, reason) = match content {
         ReplyContent::Extract {
-            records, truncated, ..
+            records,
+            truncated,
+            pdf,
+            ..
         } => (
             "ok",
             Some(format!(
-                "{records} registrazioni{}",
+                "{records} registrazioni{}{}",
                 if *truncated {
                     " (estratto parziale)"
                 } else {
                     ""
-                }
+                },
+                if pdf.is_some() { ", CSV e PDF" } else { "" }
             )),
         ),
         ReplyContent::BadPeriod(why) => ("bad-period", Some(why.clone())),
@@ -687,6 +916,66 @@ mod tests {
             period_of_message("", b"Subject: x\r\n\r\nciao\r\n", now()).unwrap_err(),
             "nessun periodo indicato"
         );
+    }
+
+    #[test]
+    fn filters_are_read_from_the_subject_and_leave_the_period() {
+        let (f, rest) = Filters::parse(
+            "Registro 2026-11 inviati a:Bob@PEC.example.org oggetto:\"rata 2026-10\" pdf",
+        );
+        assert_eq!(rest, "Registro 2026-11");
+        assert_eq!(f.direction, Some(Direction::Sent));
+        assert_eq!(f.correspondent.as_deref(), Some("bob@pec.example.org"));
+        assert_eq!(f.subject.as_deref(), Some("rata 2026-10"));
+        assert!(f.pdf);
+        assert_eq!(
+            f.describe().unwrap(),
+            "messaggi inviati, con bob@pec.example.org, oggetto contenente \"rata 2026-10\""
+        );
+        // The quoted subject never names the period.
+        assert_eq!(
+            days(&rest),
+            pair("2026-11-01", "2026-11-30"),
+            "period from {rest}"
+        );
+        let msg = b"Subject: x\r\n\r\n\r\n";
+        let (f2, _) = period_of_message("oggetto:\"2026-10\" 2026-11-05", msg, now()).unwrap();
+        assert_eq!(legal_day(f2).to_string(), "2026-11-05");
+
+        let (f, rest) =
+            Filters::parse("da:<carol@pec.example.it> RICEVUTI oggetto:Fattura novembre 2026");
+        assert_eq!(f.direction, Some(Direction::Received));
+        assert_eq!(f.correspondent.as_deref(), Some("carol@pec.example.it"));
+        assert_eq!(f.subject.as_deref(), Some("Fattura"));
+        assert!(!f.pdf);
+        assert_eq!(rest, "novembre 2026");
+
+        // Nothing to filter: the subject is the rest, whole.
+        let (f, rest) = Filters::parse("registro 05/11/2026");
+        assert_eq!(f, Filters::default());
+        assert!(!f.narrows());
+        assert_eq!(rest, "registro 05/11/2026");
+        // An unclosed quote takes the rest; an empty phrase is no filter; odd bytes never
+        // panic.
+        assert_eq!(
+            Filters::parse("oggetto:\"senza fine").0.subject.as_deref(),
+            Some("senza fine")
+        );
+        assert_eq!(Filters::parse("oggetto:\"\" x").0.subject, None);
+        for odd in [
+            "\u{212a}ggetto:x",
+            "oggetto:",
+            "a:",
+            "da:@",
+            "x@y",
+            "@@",
+            "\"",
+            "ö:ö@ö.ö",
+        ] {
+            let _ = Filters::parse(odd);
+        }
+        assert_eq!(Filters::parse("a:").0.correspondent, None);
+        assert_eq!(Filters::parse("x@y").0.correspondent, None);
     }
 
     #[test]

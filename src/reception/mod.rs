@@ -42,6 +42,7 @@ use crate::BoxFuture;
 
 mod point;
 
+use crate::bounce::{self, Bounced};
 use point::Correlation;
 
 #[derive(Debug, Error)]
@@ -145,6 +146,14 @@ pub enum Local {
     /// Valid transport envelope already taken in charge for every local recipient (a
     /// retry after a crash, or a second copy): passed on again, no second presa in carico.
     AlreadyTakenInCharge { pec_id: String },
+    /// A bounce of our envelope `pec_id` ([`crate::bounce`]): `notices` (avvisi di mancata
+    /// consegna) sent to its sender, the report consumed; `also` when it named recipients
+    /// the envelope does not certify, and was delivered as ordinary mail too.
+    Bounced {
+        pec_id: String,
+        notices: Vec<String>,
+        also: Option<Box<Local>>,
+    },
 }
 
 /// The after-queue filter handler: acceptance receipts after queue, then the reception
@@ -347,7 +356,10 @@ impl AfterQueue {
             }
             other => {
                 let reason = other.reason().unwrap_or("messaggio non valido").to_string();
-                Plan::NotPec(reason, self.policies(&local).await?)
+                match bounce::judge(&self.kit, &tx.mail_from, &local, &tx.data).await? {
+                    Some(b) => Plan::Bounce(Box::new(b), reason),
+                    None => Plan::NotPec(reason, self.policies(&local).await?),
+                }
             }
         };
         if let Plan::NotPec(reason, policies) = &plan {
@@ -384,6 +396,24 @@ impl AfterQueue {
                     .await?
             }
             Plan::NotPec(reason, policies) => self.not_pec(tx, reason, policies, now).await?,
+            Plan::Bounce(b, reason) => {
+                let (client, queue_id) = (tx.client.as_deref(), tx.queue_id.as_deref());
+                let notices = bounce::notify(&self.kit, &b, client, queue_id, now).await?;
+                // Failures the envelope does not certify: the report itself goes on as
+                // ordinary mail, so the sender still reads about them.
+                let also = match b.uncertified {
+                    false => None,
+                    true => {
+                        let policies = self.policies(&local).await?;
+                        Some(Box::new(self.not_pec(tx, reason, policies, now).await?))
+                    }
+                };
+                Local::Bounced {
+                    pec_id: b.cert.identificativo.clone(),
+                    notices,
+                    also,
+                }
+            }
         };
         outcome.local = Some(local_outcome);
         Ok(outcome)
@@ -450,6 +480,9 @@ enum Plan {
     Envelope(Box<PecMessage>, ProviderInfo),
     Receipt(Ricevuta, Box<PecMessage>, Correlation),
     NotPec(String, Vec<(String, MailboxPolicy)>),
+    /// A report that an MTA bounced one of our envelopes ([`crate::bounce`]), and why it is not
+    /// valid PEC (for the part delivered as ordinary mail).
+    Bounce(Box<Bounced>, String),
 }
 
 /// `s` on one line, for an SMTP reply.
@@ -501,6 +534,15 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                         "anomaly"
                     } else {
                         "forwarded"
+                    },
+                ),
+                Some(Local::Bounced { notices, .. }) => message(
+                    Filter,
+                    "bounce",
+                    if notices.is_empty() {
+                        "decided_already"
+                    } else {
+                        "non_delivery"
                     },
                 ),
             }

@@ -27,12 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use smtp_proto::Request;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, info, warn};
 
-use super::session::{self, Conn, Dialect, Next, SessionError};
+use super::session::{self, Conn, Dialect, Envelope, Next, SessionError};
 use crate::BoxFuture;
 
 /// One reply line: the basic code and the rest of the (last) line, which starts with the
@@ -140,14 +140,6 @@ pub async fn serve_stream(
 
 const ROLE: &str = "delivery point";
 
-struct Envelope {
-    mail_from: String,
-    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
-    size: usize,
-    eight_bit: bool,
-    rcpt_to: Vec<String>,
-}
-
 /// The LMTP dialect of the delivery point: the state of one session.
 struct Session {
     opts: Arc<LmtpServerOptions>,
@@ -177,60 +169,11 @@ impl Dialect for Session {
             Request::Ehlo { .. } | Request::Helo { .. } => {
                 conn.error("500 5.5.1 This is LMTP: use LHLO")
             }
-            Request::Mail { from } => {
-                if !self.lhlo {
-                    return Ok(conn.error("503 5.5.1 Send LHLO first"));
-                }
-                if self.envelope.is_some() {
-                    return Ok(conn.error("503 5.5.1 Nested MAIL command"));
-                }
-                if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
-                    return Ok(conn.error("555 5.5.4 Unsupported MAIL parameter"));
-                }
-                if from.size > self.opts.max_message_size {
-                    return Ok(
-                        conn.error("552 5.3.4 Message size exceeds fixed maximum message size")
-                    );
-                }
-                self.envelope = Some(Envelope {
-                    mail_from: from.address,
-                    size: from.size,
-                    eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
-                    rcpt_to: Vec::new(),
-                });
-                conn.reply("250 2.1.0 Ok");
-                Next::Continue
-            }
-            Request::Rcpt { to } => {
-                let max = self.opts.max_recipients;
-                let Some(env) = self.envelope.as_mut() else {
-                    return Ok(conn.error("503 5.5.1 Need MAIL command"));
-                };
-                if env.rcpt_to.len() >= max {
-                    conn.reply("452 4.5.3 Too many recipients");
-                    return Ok(Next::Continue);
-                }
-                env.rcpt_to.push(to.address);
-                conn.reply("250 2.1.5 Ok");
-                Next::Continue
-            }
             Request::Data => return self.data(conn).await,
-            Request::Rset => {
-                self.envelope = None;
-                conn.reply("250 2.0.0 Ok");
-                Next::Continue
-            }
-            Request::Noop { .. } => {
-                conn.reply("250 2.0.0 Ok");
-                Next::Continue
-            }
-            Request::Quit => {
-                conn.reply("221 2.0.0 Bye");
-                Next::Close
-            }
             other => {
-                let line = format!("502 5.5.1 {} not implemented", other.name());
-                conn.error(&line)
+                let hello = (!self.lhlo).then_some("LHLO");
+                let max = self.opts.max_recipients;
+                session::envelope_command(conn, other, &mut self.envelope, hello, max)
             }
         })
     }

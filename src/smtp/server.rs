@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use smtp_proto::{Request, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
+use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use super::session::{self, Conn, Dialect, Next, SessionError};
+use super::session::{self, Conn, Dialect, Envelope, Next, SessionError};
 use crate::BoxFuture;
 
 /// One mail transaction as received from Postfix.
@@ -149,13 +149,6 @@ impl XForward {
     }
 }
 
-struct Envelope {
-    mail_from: String,
-    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
-    size: usize,
-    rcpt_to: Vec<String>,
-}
-
 /// The SMTP dialect of the content filter: the state of one session.
 struct Session {
     opts: Arc<ServerOptions>,
@@ -195,59 +188,16 @@ impl Dialect for Session {
                 conn.reply(&line);
                 Next::Continue
             }
-            Request::Mail { from } => {
-                if self.helo.is_none() {
-                    return Ok(conn.error("503 5.5.1 Send EHLO first"));
-                }
-                if self.envelope.is_some() {
-                    return Ok(conn.error("503 5.5.1 Nested MAIL command"));
-                }
-                if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
-                    return Ok(conn.error("555 5.5.4 Unsupported MAIL parameter"));
-                }
-                if from.size > self.opts.max_message_size {
-                    return Ok(
-                        conn.error("552 5.3.4 Message size exceeds fixed maximum message size")
-                    );
-                }
-                self.envelope = Some(Envelope {
-                    mail_from: from.address,
-                    size: from.size,
-                    rcpt_to: Vec::new(),
-                });
-                conn.reply("250 2.1.0 Ok");
-                Next::Continue
-            }
-            Request::Rcpt { to } => {
-                let max = self.opts.max_recipients;
-                let Some(env) = self.envelope.as_mut() else {
-                    return Ok(conn.error("503 5.5.1 Need MAIL command"));
-                };
-                if env.rcpt_to.len() >= max {
-                    conn.reply("452 4.5.3 Too many recipients");
-                    return Ok(Next::Continue);
-                }
-                env.rcpt_to.push(to.address);
-                conn.reply("250 2.1.5 Ok");
-                Next::Continue
-            }
             Request::Data => return self.data(conn).await,
             Request::Rset => {
                 self.reset();
                 conn.reply("250 2.0.0 Ok");
                 Next::Continue
             }
-            Request::Noop { .. } => {
-                conn.reply("250 2.0.0 Ok");
-                Next::Continue
-            }
-            Request::Quit => {
-                conn.reply("221 2.0.0 Bye");
-                Next::Close
-            }
             other => {
-                let line = format!("502 5.5.1 {} not implemented", other.name());
-                conn.error(&line)
+                let hello = self.helo.is_none().then_some("EHLO");
+                let max = self.opts.max_recipients;
+                session::envelope_command(conn, other, &mut self.envelope, hello, max)
             }
         })
     }

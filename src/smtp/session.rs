@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::Error as ProtoError;
+use smtp_proto::{Request, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -67,6 +68,77 @@ pub(crate) trait Dialect {
         conn: &mut Conn,
         line: &[u8],
     ) -> impl Future<Output = Result<Next, SessionError>> + Send;
+}
+
+/// The transaction a `MAIL` command opened, as both dialects keep it.
+pub(crate) struct Envelope {
+    pub mail_from: String,
+    /// `SIZE=` of `MAIL FROM` (0 when not given): the data buffer is sized for it once.
+    pub size: usize,
+    /// `BODY=8BITMIME` was given.
+    pub eight_bit: bool,
+    pub rcpt_to: Vec<String>,
+}
+
+/// What both dialects answer alike: `MAIL`, `RCPT`, `RSET`, `NOOP`, `QUIT` and commands
+/// neither implements. `hello` names the greeting command when none was given yet (`MAIL`
+/// then answers 503); `RSET` clears `envelope` (the caller clears any state of its own).
+/// The greetings and `DATA` stay with each dialect.
+pub(crate) fn envelope_command(
+    conn: &mut Conn,
+    request: Request<String>,
+    envelope: &mut Option<Envelope>,
+    hello: Option<&str>,
+    max_recipients: usize,
+) -> Next {
+    match request {
+        Request::Mail { from } => {
+            if let Some(hello) = hello {
+                return conn.error(&format!("503 5.5.1 Send {hello} first"));
+            }
+            if envelope.is_some() {
+                return conn.error("503 5.5.1 Nested MAIL command");
+            }
+            if from.flags & (MAIL_SMTPUTF8 | MAIL_BODY_BINARYMIME) != 0 {
+                return conn.error("555 5.5.4 Unsupported MAIL parameter");
+            }
+            if from.size > conn.limits.max_message_size {
+                return conn.error("552 5.3.4 Message size exceeds fixed maximum message size");
+            }
+            *envelope = Some(Envelope {
+                mail_from: from.address,
+                size: from.size,
+                eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
+                rcpt_to: Vec::new(),
+            });
+            conn.reply("250 2.1.0 Ok");
+        }
+        Request::Rcpt { to } => {
+            let Some(env) = envelope.as_mut() else {
+                return conn.error("503 5.5.1 Need MAIL command");
+            };
+            if env.rcpt_to.len() >= max_recipients {
+                conn.reply("452 4.5.3 Too many recipients");
+            } else {
+                env.rcpt_to.push(to.address);
+                conn.reply("250 2.1.5 Ok");
+            }
+        }
+        Request::Rset => {
+            *envelope = None;
+            conn.reply("250 2.0.0 Ok");
+        }
+        Request::Noop { .. } => conn.reply("250 2.0.0 Ok"),
+        Request::Quit => {
+            conn.reply("221 2.0.0 Bye");
+            return Next::Close;
+        }
+        other => {
+            let line = format!("502 5.5.1 {} not implemented", other.name());
+            return conn.error(&line);
+        }
+    }
+    Next::Continue
 }
 
 /// One client connection: input not yet processed, replies not yet written.

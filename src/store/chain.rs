@@ -186,6 +186,68 @@ impl ChainRecord {
     }
 }
 
+/// A line of a seal export read back (offline checks of a preservation package): the
+/// record and its hash. The line must be exactly what [`ChainRecord::export_line`] writes
+/// for them (no other spelling of the same object), version 1, without its `\n`.
+pub fn parse_export_line(line: &[u8]) -> Result<(ChainRecord, Vec<u8>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Line {
+        v: u32,
+        id: i64,
+        pec_id: String,
+        at: i64,
+        kind: String,
+        receipt_type: Option<String>,
+        sender: String,
+        recipients: String,
+        subject: String,
+        related_ids: String,
+        provider: String,
+        queue_id: Option<String>,
+        outcome: String,
+        reason: Option<String>,
+        prev_hash: String,
+        hash: String,
+    }
+    let l: Line = serde_json::from_slice(line).map_err(|e| format!("not a record: {e}"))?;
+    if l.v != ENCODING_VERSION {
+        return Err(format!(
+            "encoding version {} is not {ENCODING_VERSION}",
+            l.v
+        ));
+    }
+    let hex32 = |s: &str, what: &str| {
+        hex::decode(s)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("{what} \"{s}\" is not 64 hex digits"))
+    };
+    let record = ChainRecord {
+        id: l.id,
+        pec_id: l.pec_id,
+        at: l.at,
+        kind: l.kind,
+        receipt_type: l.receipt_type,
+        sender: l.sender,
+        recipients: l.recipients,
+        subject: l.subject,
+        related_ids: l.related_ids,
+        provider: l.provider,
+        queue_id: l.queue_id,
+        outcome: l.outcome,
+        reason: l.reason,
+        prev_hash: hex32(&l.prev_hash, "prev_hash")?,
+    };
+    let hash = hex32(&l.hash, "hash")?;
+    let mut again = record.export_line(&hash);
+    again.pop();
+    if again != line {
+        return Err("not in canonical form".into());
+    }
+    Ok((record, hash))
+}
+
 /// The id and hash the next record chains to: the last record (`last`, with its stored
 /// hash), else the purge anchor, else the genesis (id 0, zero hash).
 pub fn tail(

@@ -9,8 +9,8 @@ use super::report::{Export, Health, PurgeReport, SealRecord, VerifyReport};
 use super::{LogEvent, Store, StoreError};
 use crate::message::time::Instant;
 
-/// A [`Store`] with the legal log's operations. The SQLite implementation documents their
-/// semantics; every implementation keeps them.
+/// A [`Store`] with the legal log's operations. Their one implementation, for both
+/// backends, is in [`super::sql`] and documents their semantics.
 pub trait LogStore: Store {
     /// Verifies the hash chain over the records with `from <= at < to`.
     fn verify_chain(

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! The store: the legal log (registro dei messaggi, spec §8), per-recipient tracking for the
 //! timers (spec §5.4), pending acceptance receipts, quarantine of infected messages, and the
-//! login → sender mapping of the access point. One trait; SQLite (WAL) is the embedded
-//! implementation.
+//! login → sender mapping of the access point. One trait, implemented once over SQL
+//! ([`sql`]) for two backends: SQLite (WAL), embedded, and PostgreSQL, shared by nodes.
 //!
 //! Every method is one transaction: what it records is all written or not at all. The
 //! methods are blocking (call them from `spawn_blocking` in async code).
@@ -16,6 +16,7 @@ use crate::message::time::Instant;
 pub mod chain;
 pub mod codec;
 pub mod report;
+pub mod sql;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;

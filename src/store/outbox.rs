@@ -264,6 +264,12 @@ pub fn virus_key(pec_id: &str, recipient: &str) -> String {
     format!("virus:{pec_id}:{}", recipient.to_ascii_lowercase())
 }
 
+/// The outbox key of the avviso di mancata consegna to our user about `recipient` of our
+/// envelope `pec_id` that an MTA bounced (the same report retried gets no second one).
+pub fn bounce_key(pec_id: &str, recipient: &str) -> String {
+    format!("bounce:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
 /// The outbox key of the mancata consegna per virus to our user about `recipient` of our
 /// envelope `pec_id` (whichever way the virus became known).
 pub fn virus_non_delivery_key(pec_id: &str, recipient: &str) -> String {

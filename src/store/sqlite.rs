@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! SQLite implementation of [`super::Store`] (WAL mode).
+//! SQLite backend of the store (WAL mode): the connection and its transactions under the
+//! shared query layer ([`super::sql`]), the schema and its migrations.
 //!
 //! One database file serves every `pec` process of a host. Within a process the connection
 //! sits behind a mutex (a rusqlite `Connection` is `Send` but not `Sync`); between processes
@@ -12,35 +13,26 @@
 //! lose the last commits on power loss; the legal log and the pending acceptance receipts
 //! must survive it, so every commit syncs the WAL.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{
-    params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior,
-};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
-use super::codec::{
-    decode_policy, forward_from, parse_state, policy_columns, quarantine_expiry, state_str,
-    timeout_columns, timeout_state,
-};
-use super::{
-    Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LoggedEvent, MailboxPolicy, Refused,
-    Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
-};
-use crate::message::build::Certification;
-use crate::message::kind::RecipientType;
-use crate::message::time::Instant;
+use super::chain::{COLUMNS, GENESIS};
+use super::sql::{self, chain_row, Arg, Backend, Cell, Conn, DbError, Dialect, Row};
+use super::StoreError;
 
-mod legal;
-mod ops;
-mod outbox;
-mod requests;
 mod schema;
 use schema::{LEGAL_LOG_MIGRATION, MIGRATIONS};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (the store's queries, a few shapes each).
+const STATEMENT_CACHE: usize = 128;
 
 /// The SQLite store. Open one per process (or several: they share the file safely).
 pub struct SqliteStore {
@@ -89,21 +81,161 @@ impl SqliteStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` returns `Ok`
-    /// (and rolled back otherwise).
+impl Backend for SqliteStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&dyn Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&Lite(&self.lock()))
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction.
     fn write<T>(
         &self,
         what: &str,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db(&format!("{what}: begin")))?;
-        let value = f(&tx)?;
+        let value = f(&Lite(&tx))?;
         tx.commit().map_err(db(&format!("{what}: commit")))?;
         Ok(value)
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}
+
+/// A connection (or a transaction: it dereferences to one) as a [`Conn`].
+struct Lite<'a>(&'a Connection);
+
+/// The shared layer's `$N` parameters as SQLite's `?N` (same numbers, so a parameter
+/// used twice is bound once). `$` inside a quoted literal or identifier is left alone.
+fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match (quote, ch) {
+            (None, '\'' | '"') => quote = Some(ch),
+            (Some(q), _) if q == ch => quote = None,
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(ch);
+    }
+    out
+}
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Arg::Int(Some(v)) => ValueRef::Integer(v),
+            Arg::Text(Some(v)) => ValueRef::Text(v.as_bytes()),
+            Arg::Blob(Some(v)) => ValueRef::Blob(v),
+            Arg::Int(None) | Arg::Text(None) | Arg::Blob(None) => ValueRef::Null,
+        }))
+    }
+}
+
+fn lite_error(e: rusqlite::Error) -> DbError {
+    DbError {
+        conflict: e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation),
+        message: e.to_string(),
+    }
+}
+
+fn cell(v: ValueRef<'_>) -> Result<Cell, DbError> {
+    Ok(match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(i) => Cell::Int(i),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8(t.to_vec()).map_err(|e| DbError {
+            message: format!("text column: {e}"),
+            conflict: false,
+        })?),
+        ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
+        ValueRef::Real(r) => {
+            return Err(DbError {
+                message: format!("unexpected real value {r}"),
+                conflict: false,
+            })
+        }
+    })
+}
+
+impl Conn for Lite<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn execute(&self, sql: &str, args: &[Arg<'_>]) -> Result<u64, DbError> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&sqlite_sql(sql))
+            .map_err(lite_error)?;
+        let n = stmt
+            .execute(rusqlite::params_from_iter(args))
+            .map_err(lite_error)?;
+        Ok(n as u64)
+    }
+
+    fn query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, DbError> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&sqlite_sql(sql))
+            .map_err(lite_error)?;
+        let width = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(args))
+            .map_err(lite_error)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(lite_error)? {
+            let cells = (0..width)
+                .map(|i| cell(r.get_ref(i).map_err(lite_error)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(Row(cells));
+        }
+        Ok(out)
+    }
+
+    /// A zeroblob as the record's last column (SQLite keeps it a length, not a buffer),
+    /// then the bytes written in place through the blob interface. Bound as a parameter,
+    /// they would be copied by SQLite and again into the record.
+    fn insert_blob(&self, table: &str, key: &str, data: &[u8]) -> Result<(), DbError> {
+        let len = i64::try_from(data.len()).map_err(|_| DbError {
+            message: "too large".into(),
+            conflict: false,
+        })?;
+        self.0
+            .execute(
+                &format!("INSERT INTO {table} (key, data) VALUES (?1, zeroblob(?2))"),
+                params![key, len],
+            )
+            .map_err(lite_error)?;
+        let mut blob = self
+            .0
+            .blob_open(
+                rusqlite::MAIN_DB,
+                table,
+                "data",
+                self.0.last_insert_rowid(),
+                false,
+            )
+            .map_err(lite_error)?;
+        blob.write_all(data).map_err(|e| DbError {
+            message: e.to_string(),
+            conflict: false,
+        })?;
+        blob.close().map_err(lite_error)
     }
 }
 
@@ -111,6 +243,7 @@ impl SqliteStore {
 fn configure(conn: &Connection) -> Result<(), String> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| format!("set busy timeout: {e}"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode = wal_mode(conn).map_err(|e| format!("set journal mode: {e}"))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(format!("journal mode is \"{mode}\", expected \"wal\""));
@@ -173,7 +306,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)
             .map_err(db(&format!("migrate: apply version {version}")))?;
         if version == LEGAL_LOG_MIGRATION {
-            legal::chain_existing(&tx)?;
+            chain_existing(&tx)?;
         }
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, unixepoch())",
@@ -199,656 +332,46 @@ fn db(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |e| StoreError::Database(format!("{context}: {e}"))
 }
 
-/// Appends one event row, chained (the one insert path of the legal log: every method
-/// that writes an event calls it inside its transaction). See [`legal::append_event`].
-fn insert_event(tx: &Connection, event: &LogEvent) -> Result<(), StoreError> {
-    legal::append_event(tx, event).map(|_| ())
-}
-
-fn is_constraint_violation(e: &rusqlite::Error) -> bool {
-    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
-}
-
-impl Store for SqliteStore {
-    /// The rule: `login` may send as `address` when the `senders` table maps that pair;
-    /// a login with no mapping at all may send only as the address equal to the login
-    /// (ASCII case-insensitive). A mapping therefore replaces the default: a login with
-    /// mappings that does not list itself cannot send as itself. Addresses are compared in
-    /// lower case; logins exactly.
-    fn sender_allowed(&self, login: &str, address: &str) -> Result<bool, StoreError> {
-        let address = address.to_ascii_lowercase();
-        let conn = self.lock();
-        let (mapped, any): (bool, bool) = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM senders WHERE login = ?1 AND address = ?2),
-                        EXISTS (SELECT 1 FROM senders WHERE login = ?1)",
-                params![login, address],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(db(&format!("sender check for login \"{login}\"")))?;
-        Ok(mapped || (!any && login.eq_ignore_ascii_case(&address)))
-    }
-
-    /// Idempotent: mapping a pair twice is not an error.
-    fn allow_sender(&self, login: &str, address: &str) -> Result<(), StoreError> {
-        let address = address.to_ascii_lowercase();
-        self.write("allow sender", |tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO senders (login, address) VALUES (?1, ?2)",
-                params![login, address],
-            )
-            .map_err(db(&format!(
-                "allow login \"{login}\" to send as \"{address}\""
-            )))?;
-            Ok(())
-        })
-    }
-
-    fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError> {
-        let cert = serde_json::to_string(&accepted.cert)
-            .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
-        let pec_id = &accepted.pec_id;
-        self.write("record accepted", |tx| {
-            // The transport envelope is logged once Postfix has queued it (see
-            // Store::record_accepted), with the acceptance.
-            // A recipient listed twice is tracked once.
-            let mut track = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO tracking (pec_id, recipient, sent_at, state)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(db("prepare tracking insert"))?;
-            for d in &accepted.cert.destinatari {
-                if d.tipo != RecipientType::Certificato {
-                    continue;
-                }
-                track
-                    .execute(params![
-                        pec_id,
-                        d.address,
-                        accepted.at.unix(),
-                        state_str(TrackingState::Sent)
-                    ])
-                    .map_err(db(&format!(
-                        "track recipient \"{}\" of \"{pec_id}\"",
-                        d.address
-                    )))?;
-            }
-            // Last, so that a duplicate pec_id fails after the other writes and the test of
-            // the one-transaction property sees them rolled back.
-            tx.execute(
-                "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    pec_id,
-                    accepted.queue_id,
-                    accepted.at.unix(),
-                    accepted.login,
-                    accepted.provider,
-                    cert,
-                ],
-            )
-            .map_err(|e| {
-                if is_constraint_violation(&e) {
-                    StoreError::Database(format!("pec_id \"{pec_id}\" is already recorded"))
-                } else {
-                    db(&format!("record pending acceptance \"{pec_id}\""))(e)
-                }
-            })?;
-            Ok(())
-        })
-    }
-
-    fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError> {
-        let conn = self.lock();
-        let row = conn
-            .query_row(
-                "SELECT rowid, queue_id, at, login, provider, cert FROM pending_acceptance
-                 WHERE pec_id = ?1 AND state = 'pending'",
-                params![pec_id],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(db(&format!("read pending acceptance \"{pec_id}\"")))?;
-        let Some((rowid, queue_id, at, login, provider, cert)) = row else {
-            return Ok(None);
-        };
-        let cert: Certification = serde_json::from_str(&cert).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "pending_acceptance row {rowid}: certification: {e}"
-            ))
-        })?;
-        Ok(Some(Accepted {
-            pec_id: pec_id.to_string(),
-            queue_id,
-            at: Instant::from_unix(at),
-            cert,
-            login,
-            provider,
-        }))
-    }
-
-    fn acceptance_emitted(
-        &self,
-        pec_id: &str,
-        receipt_id: &str,
-        at: Instant,
-    ) -> Result<bool, StoreError> {
-        self.write("acceptance emitted", |tx| {
-            outbox::close_acceptance(tx, pec_id, receipt_id, at)
-        })
-    }
-
-    /// The outcome is `virus` for [`MessageKind::NonAcceptanceVirus`], `refused` otherwise.
-    /// With a quarantined message, a `quarantine` row (expiring 30 calendar months after
-    /// `at`) and a [`EventKind::Quarantined`] event are added in the same transaction.
-    fn record_refused(&self, refused: &Refused) -> Result<(), StoreError> {
-        self.write("record refused", |tx| outbox::refused(tx, refused))
-    }
-
-    fn log(&self, event: &LogEvent) -> Result<(), StoreError> {
-        self.write("log", |tx| insert_event(tx, event))
-    }
-
-    fn events_for(&self, pec_id: &str) -> Result<Vec<LogEvent>, StoreError> {
-        let rows = {
-            let conn = self.lock();
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {} FROM events WHERE pec_id = ?1 ORDER BY at, id",
-                    legal::COLUMNS
-                ))
-                .map_err(db("prepare events query"))?;
-            let rows = stmt
-                .query_map(params![pec_id], legal::read_row)
-                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(db(&format!("read events of \"{pec_id}\"")))?;
-            rows
-        };
-        rows.into_iter().map(|(r, _)| r.event()).collect()
-    }
-
-    fn tracking_for(&self, pec_id: &str) -> Result<Vec<Tracking>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare(
-                "SELECT rowid, recipient, sent_at, state FROM tracking
-                 WHERE pec_id = ?1 ORDER BY rowid",
-            )
-            .map_err(db("prepare tracking query"))?;
-        let rows = stmt
-            .query_map(params![pec_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(db(&format!("read tracking of \"{pec_id}\"")))?;
-        rows.into_iter()
-            .map(|(rowid, recipient, sent_at, state)| {
-                let state = parse_state(&state).ok_or_else(|| {
-                    StoreError::Corrupt(format!("tracking row {rowid}: unknown state \"{state}\""))
-                })?;
-                Ok(Tracking {
-                    pec_id: pec_id.to_string(),
-                    recipient,
-                    sent_at: Instant::from_unix(sent_at),
-                    state,
-                })
-            })
-            .collect()
-    }
-
-    fn quarantined(&self, pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare("SELECT message FROM quarantine WHERE pec_id = ?1 ORDER BY id")
-            .map_err(db("prepare quarantine query"))?;
-        stmt.query_map(params![pec_id], |r| r.get::<_, Vec<u8>>(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(db(&format!("read quarantine of \"{pec_id}\"")))
-    }
-
-    fn record_verified(
-        &self,
-        pec_id: &str,
-        recipients: &[String],
-        event: &LogEvent,
-    ) -> Result<(), StoreError> {
-        self.write("record verified", |tx| {
-            insert_event(tx, event)?;
-            let mut stmt = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO verified (pec_id, recipient, at) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(db("prepare verified insert"))?;
-            for r in recipients {
-                stmt.execute(params![pec_id, r.to_ascii_lowercase(), event.at.unix()])
-                    .map_err(db(&format!("record \"{r}\" verified for \"{pec_id}\"")))?;
-            }
-            Ok(())
-        })
-    }
-
-    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {
-        let (claimed, id, states) = timeout_columns(claim.which);
-        // Only envelopes whose acceptance was emitted: the milter writes the tracking rows
-        // before Postfix has queued anything (spec §5.4: the timers start at dispatch).
-        let select = format!(
-            "SELECT t.rowid, t.pec_id, t.recipient, t.sent_at, p.rowid, p.queue_id,
-                    p.provider, p.cert
-             FROM tracking t JOIN pending_acceptance p ON p.pec_id = t.pec_id
-             WHERE p.state = 'emitted' AND t.state IN ({states}) AND t.sent_at <= ?1
-               AND t.{id} IS NULL AND (t.{claimed} IS NULL OR t.{claimed} < ?2)
-             ORDER BY t.sent_at, t.rowid LIMIT ?3"
-        );
-        let update = format!(
-            "UPDATE tracking SET {claimed} = ?2
-             WHERE rowid = ?1 AND {id} IS NULL AND ({claimed} IS NULL OR {claimed} < ?3)"
-        );
-        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
-        self.write("claim timer notices", |tx| {
-            let rows = {
-                let mut stmt = tx.prepare(&select).map_err(db("prepare due notices"))?;
-                let rows = stmt
-                    .query_map(
-                        params![claim.sent_up_to.unix(), claim.stale_before.unix(), limit],
-                        |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, String>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                                r.get::<_, Option<String>>(5)?,
-                                r.get::<_, String>(6)?,
-                                r.get::<_, String>(7)?,
-                            ))
-                        },
-                    )
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(db("read due notices"))?;
-                rows
-            };
-            let mut due = Vec::with_capacity(rows.len());
-            for (rowid, pec_id, recipient, sent_at, prow, queue_id, provider, cert) in rows {
-                let cert: Certification = serde_json::from_str(&cert).map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "pending_acceptance row {prow}: certification: {e}"
-                    ))
-                })?;
-                let n = tx
-                    .execute(
-                        &update,
-                        params![rowid, claim.now.unix(), claim.stale_before.unix()],
-                    )
-                    .map_err(db(&format!(
-                        "claim notice for \"{recipient}\" of \"{pec_id}\""
-                    )))?;
-                if n == 1 {
-                    due.push(DueNotice {
-                        which: claim.which,
-                        pec_id,
-                        recipient,
-                        sent_at: Instant::from_unix(sent_at),
-                        claimed_at: claim.now,
-                        cert,
-                        queue_id,
-                        provider,
-                    });
-                }
-            }
-            Ok(due)
-        })
-    }
-
-    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
-        let (claimed, id, _) = timeout_columns(due.which);
-        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
-        self.write("release timer notice", |tx| {
-            tx.execute(
-                &format!(
-                    "UPDATE tracking SET {claimed} = NULL
-                     WHERE pec_id = ?1 AND recipient = ?2 AND {claimed} = ?3 AND {id} IS NULL"
-                ),
-                params![pec_id, recipient, due.claimed_at.unix()],
-            )
-            .map_err(db(&format!(
-                "release notice for \"{recipient}\" of \"{pec_id}\""
-            )))?;
-            Ok(())
-        })
-    }
-
-    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM verified WHERE pec_id = ?1 AND recipient = ?2)",
-            params![pec_id, recipient.to_ascii_lowercase()],
-            |r| r.get(0),
+/// Migration to version 2: chains the rows written before it, in id order. The UPDATE
+/// trigger is dropped and re-created around it, in the migration's transaction.
+fn chain_existing(tx: &Connection) -> Result<(), StoreError> {
+    let what = "migrate: chain existing records";
+    tx.execute_batch("DROP TRIGGER events_append_only;")
+        .map_err(db(what))?;
+    let c = Lite(tx);
+    let rows = sql::all(
+        &c,
+        what,
+        &format!("SELECT {COLUMNS} FROM events ORDER BY id"),
+        &[],
+    )?;
+    let mut prev = GENESIS.to_vec();
+    for row in &rows {
+        let (mut record, _) = chain_row(row)?;
+        record.prev_hash = prev;
+        let hash = record.hash();
+        tx.execute(
+            "UPDATE events SET prev_hash = ?1, hash = ?2 WHERE id = ?3",
+            params![record.prev_hash, &hash[..], record.id],
         )
-        .map_err(db(&format!("read verified \"{pec_id}\"")))
+        .map_err(db(what))?;
+        prev = hash.to_vec();
     }
-
-    fn update_tracking(
-        &self,
-        pec_id: &str,
-        recipient: &str,
-        state: TrackingState,
-    ) -> Result<bool, StoreError> {
-        self.write("update tracking", |tx| {
-            tracking_forward(tx, pec_id, recipient, state)
-        })
-    }
-
-    fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
-        let pec_id = &event.pec_id;
-        self.write("record quarantine", |tx| {
-            // The write transaction is immediate: no other writer between look and insert.
-            let held = tx
-                .query_row(
-                    "SELECT EXISTS (SELECT 1 FROM quarantine WHERE pec_id = ?1 AND message = ?2)",
-                    params![pec_id, message],
-                    |r| r.get::<_, bool>(0),
-                )
-                .map_err(db(&format!("read quarantine of \"{pec_id}\"")))?;
-            if held {
-                return Ok(());
-            }
-            let reason = event.reason.as_deref().unwrap_or_default();
-            outbox::quarantine(tx, pec_id, event.at, reason, message)?;
-            insert_event(tx, event)
-        })
-    }
-
-    fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
-        let conn = self.lock();
-        let row: Option<(String, Option<String>)> = conn
-            .query_row(
-                "SELECT policy, forward_to FROM mailbox_policy WHERE mailbox = ?1",
-                params![mailbox.to_ascii_lowercase()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db(&format!("read policy of \"{mailbox}\"")))?;
-        row.map(|(p, to)| decode_policy(mailbox, p, to)).transpose()
-    }
-
-    fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
-        let mailbox = mailbox.to_ascii_lowercase();
-        let (label, forward_to) = policy_columns(policy);
-        self.write("set mailbox policy", |tx| {
-            tx.execute(
-                "INSERT INTO mailbox_policy (mailbox, policy, forward_to) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (mailbox) DO UPDATE
-                 SET policy = excluded.policy, forward_to = excluded.forward_to",
-                params![mailbox, label, forward_to],
-            )
-            .map_err(db(&format!("set policy of \"{mailbox}\"")))?;
-            Ok(())
-        })
-    }
-
-    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError> {
-        let conn = self.lock();
-        let row: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT rowid, cert FROM pending_acceptance WHERE pec_id = ?1",
-                params![pec_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db(&format!("read certification of \"{pec_id}\"")))?;
-        row.map(|(rowid, cert)| {
-            serde_json::from_str(&cert).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "pending_acceptance row {rowid}: certification: {e}"
-                ))
-            })
-        })
-        .transpose()
-    }
-
-    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT notice_id FROM delivery_notices WHERE pec_id = ?1 AND recipient = ?2",
-            params![pec_id, recipient.to_ascii_lowercase()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db(&format!("read delivery notice of \"{pec_id}\"")))
-    }
-
-    /// `INSERT OR IGNORE` on the (pec_id, recipient) key decides, inside the transaction
-    /// that also appends the event: concurrent claims cannot both win.
-    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
-        self.write("claim delivery notice", |tx| {
-            outbox::claim_notice(tx, recipient, event)
-        })
-    }
-
-    fn set_arrival_notice(
-        &self,
-        mailbox: &str,
-        notice: Option<&ArrivalNotice>,
-    ) -> Result<(), StoreError> {
-        let mailbox = mailbox.to_ascii_lowercase();
-        self.write("set arrival notice", |tx| {
-            tx.execute(
-                "DELETE FROM arrival_notices WHERE mailbox = ?1",
-                params![mailbox],
-            )
-            .map_err(db(&format!("remove arrival notice of \"{mailbox}\"")))?;
-            if let Some(n) = notice {
-                let senders: Vec<String> =
-                    n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
-                let senders = serde_json::to_string(&senders)
-                    .map_err(|e| StoreError::Database(format!("encode senders: {e}")))?;
-                tx.execute(
-                    "INSERT INTO arrival_notices (mailbox, notify, senders) VALUES (?1, ?2, ?3)",
-                    params![mailbox, n.notify, senders],
-                )
-                .map_err(db(&format!("set arrival notice of \"{mailbox}\"")))?;
-            }
-            Ok(())
-        })
-    }
-
-    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
-        let mailbox = mailbox.to_ascii_lowercase();
-        let row: Option<(String, String)> = {
-            let conn = self.lock();
-            conn.query_row(
-                "SELECT notify, senders FROM arrival_notices WHERE mailbox = ?1",
-                params![mailbox],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(db(&format!("read arrival notice of \"{mailbox}\"")))?
-        };
-        let Some((notify, senders)) = row else {
-            return Ok(None);
-        };
-        let senders: Vec<String> = serde_json::from_str(&senders).map_err(|e| {
-            StoreError::Corrupt(format!("arrival_notices row \"{mailbox}\": senders: {e}"))
-        })?;
-        Ok(Some(ArrivalNotice { notify, senders }))
-    }
-
-    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
-        let conn = self.lock();
-        conn.query_row(
-            "SELECT ldif, providers, fetched_at, source FROM provider_index WHERE id = 1",
-            [],
-            |r| {
-                Ok(StoredIndex {
-                    ldif: r.get(0)?,
-                    providers: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    fetched_at: Instant::from_unix(r.get(2)?),
-                    source: r.get(3)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(db("read the provider index"))
-    }
-
-    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
-        self.write("replace the provider index", |tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO provider_index (id, ldif, providers, fetched_at, source)
-                 VALUES (1, ?1, ?2, ?3, ?4)",
-                params![
-                    index.ldif,
-                    i64::try_from(index.providers).unwrap_or(i64::MAX),
-                    index.fetched_at.unix(),
-                    index.source
-                ],
-            )
-            .map_err(db("replace the provider index"))?;
-            Ok(())
-        })
-    }
-
-    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
-        legal::search(&self.lock(), query)
-    }
-
-    fn record_receipt_received(
-        &self,
-        event: &LogEvent,
-        updates: &[(String, TrackingState)],
-    ) -> Result<usize, StoreError> {
-        self.write("record a received receipt", |tx| {
-            let mut moved = 0;
-            for (recipient, state) in updates {
-                moved += usize::from(tracking_forward(tx, &event.pec_id, recipient, *state)?);
-            }
-            insert_event(tx, &super::outbox::received_record(event, updates, moved))?;
-            Ok(moved)
-        })
-    }
-
-    fn claim_log_request(
-        &self,
-        request: &super::LogRequest,
-        limit: u32,
-        since: Instant,
-        event: &LogEvent,
-    ) -> Result<bool, StoreError> {
-        self.write("claim a log request", |tx| {
-            requests::claim(tx, request, limit, since, event)
-        })
-    }
-
-    fn log_request(&self, id: &str) -> Result<Option<(super::LogRequest, bool)>, StoreError> {
-        requests::get(&self.lock(), id)
-    }
-
-    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
-        self.write("close a log request", |tx| requests::answered(tx, event))
-    }
-
-    fn stage_outbound(
-        &self,
-        out: &super::Outbound,
-        effect: &super::Effect,
-    ) -> Result<super::Staged, StoreError> {
-        self.write("stage a generated message", |tx| {
-            outbox::stage(tx, out, effect)
-        })
-    }
-
-    fn outbound(&self, key: &str) -> Result<Option<super::Outbound>, StoreError> {
-        outbox::get(&self.lock(), key)
-    }
-
-    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
-        self.write("mark a generated message injected", |tx| {
-            outbox::injected(tx, key, at)
-        })
-    }
-
-    fn claim_unsent(
-        &self,
-        attempted_before: Instant,
-        now: Instant,
-        limit: usize,
-    ) -> Result<Vec<super::Outbound>, StoreError> {
-        self.write("claim unsent generated messages", |tx| {
-            outbox::claim_unsent(tx, attempted_before, now, limit)
-        })
-    }
-
-    fn begin_deliveries(
-        &self,
-        message_id: &str,
-        recipients: &[String],
-        owner: &str,
-        at: Instant,
-    ) -> Result<Vec<Option<super::DeliveryMark>>, StoreError> {
-        self.write("record delivery intents", |tx| {
-            outbox::begin_deliveries(tx, message_id, recipients, owner, at)
-        })
-    }
-
-    fn deliveries_done(
-        &self,
-        message_id: &str,
-        recipients: &[String],
-        at: Instant,
-    ) -> Result<(), StoreError> {
-        self.write("record deliveries", |tx| {
-            outbox::deliveries_done(tx, message_id, recipients, at)
-        })
-    }
-
-    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
-        self.write("purge the outbox", |tx| outbox::purge(tx, before))
-    }
-}
-
-/// Moves the tracking row of `recipient` of `pec_id` forward to `state` (see
-/// [`Store::update_tracking`]), in the caller's transaction.
-fn tracking_forward(
-    tx: &Connection,
-    pec_id: &str,
-    recipient: &str,
-    state: TrackingState,
-) -> Result<bool, StoreError> {
-    let Some(from) = forward_from(state) else {
-        return Ok(false);
-    };
-    let sql = format!(
-        "UPDATE tracking SET state = ?3
-         WHERE pec_id = ?1 AND lower(recipient) = lower(?2) AND state IN {from}"
-    );
-    let n = tx
-        .execute(&sql, params![pec_id, recipient, state_str(state)])
-        .map_err(db(&format!(
-            "update tracking of \"{recipient}\" for \"{pec_id}\""
-        )))?;
-    Ok(n > 0)
+    tx.execute_batch(
+        "CREATE TRIGGER events_append_only BEFORE UPDATE ON events
+         BEGIN
+             SELECT RAISE(ABORT, 'the legal log is append-only');
+         END;",
+    )
+    .map_err(db(what))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::message::kind::MessageKind;
-    use crate::store::{EventKind, LogStore};
+    use crate::message::time::Instant;
+    use crate::store::{EventKind, LogEvent, LogQuery, LogStore, Refused, Store, TrackingState};
     use chrono::{TimeZone, Utc};
 
     fn utc(y: i32, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Instant {

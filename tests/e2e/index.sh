@@ -8,7 +8,7 @@
 # (lookup by domain and by certificate file); a domain added in LDAP is seen after a resync;
 # an entry whose providerCertificateHash does not match its certificate is refused and the
 # last good copy stays; so does a source that is down, and an empty directory (unless
-# --force). Then runs the test binary of tests/index_ldap.rs (INDEX_LDAP_TEST, or the newest
+# --force). Then runs the test binary of tests/index/ldap.rs (INDEX_LDAP_TEST, or the newest
 # built under CARGO_TARGET_DIR) with PEC_E2E_LDAP set; without it those tests print SKIPPED.
 #
 # Usage: tests/e2e/index.sh   (as root; PEC_BIN names the pec binary)
@@ -170,19 +170,19 @@ grep -q "stored 1 providers from $work/our.ldif.p7m" <<<"$out" || { echo "$out" 
 sed -e "s|signer_cert = .*|signer_cert = \"$work/pki/net.pem\"|" "$work/signed.toml" > "$work/wrong.toml"
 expect 1 "sync from the signed LDIF with the wrong signer" "$pec" index sync -c "$work/wrong.toml"
 
-# The test binary of tests/index_ldap.rs: INDEX_LDAP_TEST, else the newest one built
-# (cargo test --test index_ldap --no-run), else none.
+# The test binary of tests/index/ (its ldap module runs here): INDEX_LDAP_TEST, else the
+# newest one built (cargo test --test index --no-run), else none.
 if [ -z "${INDEX_LDAP_TEST:-}" ]; then
   INDEX_LDAP_TEST=$(find "${CARGO_TARGET_DIR:-$root/target}/debug/deps" -maxdepth 1 -type f \
-    -name 'index_ldap-*' -perm -u+x -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-) || true
-  [ -n "$INDEX_LDAP_TEST" ] || e2e_log "7. Rust tests against slapd: SKIPPED (build them: cargo test --test index_ldap --no-run)"
+    -name 'index-*' -perm -u+x -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-) || true
+  [ -n "$INDEX_LDAP_TEST" ] || e2e_log "7. Rust tests against slapd: SKIPPED (build them: cargo test --test index --no-run)"
 fi
 if [ -n "${INDEX_LDAP_TEST:-}" ]; then
   e2e_log "7. Rust tests against slapd ($INDEX_LDAP_TEST)"
   slapd_start "$work/ldap-rust" "$port"
   ldapadd -x -H "$url" -D cn=admin,o=postacert -w secret -f "$work/providers.ldif" >/dev/null
   rc=0
-  PEC_E2E_LDAP=$url PEC_E2E_LDAP_PKI=$work/pki "$INDEX_LDAP_TEST" --test-threads 1 > "$work/rust.out" 2>&1 || rc=$?
+  PEC_E2E_LDAP=$url PEC_E2E_LDAP_PKI=$work/pki "$INDEX_LDAP_TEST" ldap:: --test-threads 1 > "$work/rust.out" 2>&1 || rc=$?
   slapd_stop "$work/ldap-rust"
   tail -n 3 "$work/rust.out" >&2
   [ "$rc" -eq 0 ] || { cat "$work/rust.out" >&2; e2e_fail "index_ldap tests failed"; }

@@ -15,6 +15,8 @@ set -euo pipefail
 packages=(
   postfix
   dovecot-core dovecot-lmtpd dovecot-imapd
+  # Pigeonhole Sieve: the shipped receipts filter (dovecot/pec-receipts.sieve, tests/e2e/sieve.sh)
+  dovecot-sieve
   clamav-daemon
   softhsm2 opensc
   swaks

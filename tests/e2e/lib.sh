@@ -303,6 +303,11 @@ clamd_stop() {
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 # DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
 # LMTP answers 550 5.1.1 (every other address exists).
+# DOVECOT_SIEVE=1: Pigeonhole Sieve at LMTP delivery with the shipped dovecot/40-pec-sieve.conf
+# (!include'd as it is), its sieve_global moved to DIR/sieve-global, which holds the shipped
+# dovecot/pec-receipts.sieve compiled with sievec; homes (where each mailbox's own Sieve
+# scripts live) are DIR/home/<domain>/<user>, apart from the Maildirs, which stay in
+# DIR/mail/<domain>/<user>.
 dovecot_start() {
   if [ $# -ne 3 ]; then e2e_fail "usage: dovecot_start DIR LMTP_PORT IMAP_PORT"; return 2; fi
   local dir=$1 lmtp=$2 imap=$3 pid
@@ -312,7 +317,18 @@ dovecot_start() {
   _e2e_check_reachable mail "$dir/mail" || return 1
   # DOVECOT_UNKNOWN_USERS: a passwd-file userdb before the static one that fails the lookup
   # when it finds the user (result_success = return-fail).
-  local unknown_userdb="" u
+  local unknown_userdb="" u home="$dir/mail/%d/%n"
+  if [ "${DOVECOT_SIEVE:-0}" = 1 ]; then
+    home="$dir/home/%d/%n"
+    mkdir -p "$dir/home" "$dir/sieve-global"
+    chown mail:mail "$dir/home"
+    cp "$E2E_REPO/dovecot/pec-receipts.sieve" "$dir/sieve-global/"
+    if ! sievec "$dir/sieve-global/pec-receipts.sieve" 2> "$dir/sievec.out"; then
+      e2e_show_log "$dir/sievec.out"
+      e2e_fail "sievec could not compile dovecot/pec-receipts.sieve"
+      return 1
+    fi
+  fi
   if [ -n "${DOVECOT_UNKNOWN_USERS:-}" ]; then
     : > "$dir/unknown-users"
     for u in $DOVECOT_UNKNOWN_USERS; do printf '%s::::::\n' "$u" >> "$dir/unknown-users"; done
@@ -345,7 +361,7 @@ passdb {
 $unknown_userdb
 userdb {
   driver = static
-  args = uid=mail gid=mail home=$dir/mail/%d/%n allow_all_users=yes
+  args = uid=mail gid=mail home=$home allow_all_users=yes
 }
 service auth {
   unix_listener auth-postfix {
@@ -371,6 +387,18 @@ protocol lmtp {
   postmaster_address = postmaster@localhost
 }
 EOF
+  if [ "${DOVECOT_SIEVE:-0}" = 1 ]; then
+    # The namespace as Debian's 10-mail.conf has it (the snippet sets its separator).
+    cat >> "$dir/dovecot.conf" <<EOF
+namespace inbox {
+  inbox = yes
+}
+!include $E2E_REPO/dovecot/40-pec-sieve.conf
+plugin {
+  sieve_global = $dir/sieve-global
+}
+EOF
+  fi
   if [ -n "${DOVECOT_QUOTA:-}" ]; then
     # Every mailbox gets this storage quota (e.g. 30K); LMTP refuses what does not fit with
     # a permanent 552 5.2.2 (quota_full_tempfail = no).

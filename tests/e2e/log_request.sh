@@ -9,7 +9,8 @@
 # from registro@ that `pec verify` accepts as a transport envelope, whose postacert.eml
 # carries a CSV with her own message and nothing of carol's; her request is in the legal
 # log (`pec log search`); a second request naming no period gets a signed reply explaining
-# the forms; the request messages themselves are stored nowhere.
+# the forms; a third naming filters and PDF ("inviati a:bob@… PDF") gets only what she sent
+# to bob, as CSV and PDF; the request messages themselves are stored nowhere.
 #
 # Usage: tests/e2e/log_request.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -98,6 +99,24 @@ bad=$(new_message "$work/alice-2" "$work/alice-3") || e2e_fail "no reply to the 
 "$pec" verify --trust "$work/pki/it.pem" "$bad" >/dev/null || e2e_fail "pec verify refused the bad-period reply"
 parts_of "$bad" | tr -s ' \r\n' '   ' | grep -q "nessun periodo indicato" \
   || e2e_fail "the reply does not say what was wrong"
+
+e2e_log "4. a request with filters and PDF: what alice sent to bob, as CSV and PDF"
+msg "$work/filtered.eml" alice@pec.example.it registro@pec.example.it \
+  "Registro $period inviati a:bob@pec.example.it PDF" "Grazie."
+send "$work/filtered.eml" alice@pec.example.it registro@pec.example.it
+fetch alice@pec.example.it 4 "$work/alice-4"
+filtered=$(new_message "$work/alice-3" "$work/alice-4") || e2e_fail "no reply to the filtered request"
+"$pec" verify --trust "$work/pki/it.pem" "$filtered" >/dev/null || e2e_fail "pec verify refused the filtered reply"
+csv=$(parts_of --csv "$filtered")
+grep -q "contratto-alice-$$" <<<"$csv" || { echo "$csv" >&2; e2e_fail "alice's message to bob is not in the filtered extract"; }
+! grep -q "RichiestaRegistro" <<<"$csv" || { echo "$csv" >&2; e2e_fail "the filter 'a:bob' kept her requests"; }
+/usr/bin/python3 - "$filtered" <<'EOF2' || e2e_fail "the filtered reply has no PDF with alice's message"
+import email, sys
+from email import policy
+msg = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=policy.compat32)
+pdfs = [p.get_payload(decode=True) for p in msg.walk() if (p.get_filename() or "").endswith(".pdf")]
+sys.exit(0 if len(pdfs) == 1 and pdfs[0].startswith(b"%PDF-") and b"contratto-alice" in pdfs[0] else 1)
+EOF2
 
 postfix_wait_queue_empty "$work/postfix" 60
 [ ! -d "$work/dovecot/mail/pec.example.it/registro" ] || e2e_fail "a request was stored in a registro mailbox"

@@ -75,7 +75,9 @@ e2e_log "what the package installed"
 for f in /usr/bin/pec /lib/systemd/system/pec.service /etc/pec/pec.toml.sample \
   /usr/share/pec/postfix/main.cf.snippet /usr/share/pec/postfix/master.cf.snippet \
   /usr/share/pec/dovecot/10-pec-auth.conf /usr/share/pec/dovecot/20-pec-lmtp.conf \
-  /usr/share/pec/dovecot/30-pec-virtual-users.conf /usr/share/pec/ldap/pec.schema \
+  /usr/share/pec/dovecot/30-pec-virtual-users.conf /usr/share/pec/dovecot/40-pec-sieve.conf \
+  /usr/share/pec/dovecot/pec-receipts.sieve /usr/share/doc/pec/examples/grafana-dashboard.json \
+  /usr/share/pec/ldap/pec.schema \
   /etc/init.d/pec /usr/share/man/man8/pec.8.gz \
   /usr/share/man/man5/pec.toml.5.gz /usr/share/doc/pec/operator-guide.md \
   /usr/share/doc/pec/install.md /usr/share/doc/pec/examples/make-pki.sh; do

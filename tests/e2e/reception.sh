@@ -146,7 +146,7 @@ fetch "$a_imap" ugo@pec.example.it 1 "$work/ugo"
 verify "$work/ugo/$(ls "$work/ugo" | head -n1)" "$work/pki/it.pem" "transport envelope"
 # Our own presa in carico goes to our mailReceipt on the no-filter port: it lands in the
 # service mailbox, and the tracking row moved when it was issued (in the same store
-# transaction that stages it: tests/reception.rs checks the row itself).
+# transaction that stages it: tests/roles/reception.rs checks the row itself).
 fetch "$a_imap" ricevute@pec.example.it 1 "$work/ricevute-a"
 verify "$work/ricevute-a/$(ls "$work/ricevute-a" | head -n1)" "$work/pki/it.pem" "receipt: presa-in-carico"
 log_has "$work/a/pec.log" "same provider: our presa in carico recorded directly" \

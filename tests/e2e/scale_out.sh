@@ -113,7 +113,7 @@ e2e_log "A: $total tracking rows delivered, $by_a2 of them written by a2 and mov
 e2e_log "4. one chain on PostgreSQL"
 # Both nodes' daily sealers ran; every record is from today and the log starts with its
 # first record, so no day is due (the empty days before it are not sealed: issue 18; that
-# a day is sealed once across processes is tests/legal_log.rs's). Nothing may be reported
+# a day is sealed once across processes is tests/store/legal_log.rs's). Nothing may be reported
 # but seals without a time stamp (no TSA here).
 "$pec" log verify -c "$work/a2/pec.toml" > "$work/verify.out" || true
 e2e_log "$(tail -n 1 "$work/verify.out")"

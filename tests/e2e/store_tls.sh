@@ -6,9 +6,9 @@
 # certificate ([store] cert_file and key_file; pg_hba "hostssl … cert", that is
 # clientcert=verify-full, the CN the user name); and one without TLS.
 #
-#  1. the store contract (the test binaries of tests/store.rs and tests/store_nodes.rs) on
+#  1. the store contract (tests/store/contract.rs and tests/store/nodes.rs) on
 #     the TLS server with tls = "verify-full" and ca_file = the test CA;
-#  2. tests/store_tls.rs: verify-full and verify-ca with the right CA, a wrong CA, a host
+#  2. tests/store/tls.rs: verify-full and verify-ca with the right CA, a wrong CA, a host
 #     name the certificate does not name, require, a server without TLS, a CA file that is
 #     missing or holds no certificate; on the server that authenticates by certificate,
 #     pec's client certificate accepted, no certificate and one from another CA refused,
@@ -16,9 +16,9 @@
 #  3. `pec check-config --live` reports the TLS session of the store (protocol and cipher),
 #     and fails, naming TLS, with a wrong CA and with a server that has no TLS.
 #
-# The test binaries: STORE_TLS_TESTS (a directory holding them), else the newest built
-# under CARGO_TARGET_DIR (cargo test --test store --test store_nodes --test store_tls
-# --no-run); without them the script fails.
+# The test binary of tests/store/ (modules contract, nodes, tls): STORE_TLS_TESTS (a
+# directory holding it), else the newest built under CARGO_TARGET_DIR
+# (cargo test --test store --no-run); without it the script fails.
 #
 # Usage: tests/e2e/store_tls.sh   (as root or not; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -48,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-test_bin() { # NAME: the test binary of tests/NAME.rs
+test_bin() { # NAME: the test binary of tests/NAME/
   local b
   if [ -n "${STORE_TLS_TESTS:-}" ]; then
     b=$(find "$STORE_TLS_TESTS" -maxdepth 1 -type f -name "$1-*" -perm -u+x | head -n 1)
@@ -56,12 +56,10 @@ test_bin() { # NAME: the test binary of tests/NAME.rs
     b=$(find "${CARGO_TARGET_DIR:-$root/target}/debug/deps" -maxdepth 1 -type f -name "$1-*" \
       -perm -u+x -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-)
   fi
-  [ -n "$b" ] || { e2e_fail "no test binary for tests/$1.rs (cargo test --test $1 --no-run)"; return 1; }
+  [ -n "$b" ] || { e2e_fail "no test binary for tests/$1/ (cargo test --test $1 --no-run)"; return 1; }
   printf '%s\n' "$b"
 }
 store_bin=$(test_bin store)
-nodes_bin=$(test_bin store_nodes)
-tls_bin=$(test_bin store_tls)
 
 e2e_log "test PKI: a CA, the server's certificate for localhost, another CA, client certificates"
 pki=$work/pki
@@ -105,23 +103,25 @@ tls_url="postgres://postgres@localhost:${ports[0]}/pec"
 plain_url="postgres://postgres@127.0.0.1:${ports[1]}/pec"
 cert_url="postgres://postgres@localhost:${ports[2]}/pec"
 
-run_tests() { # NAME BINARY: runs it, fails on a failure or a SKIPPED PostgreSQL test
-  local name=$1 bin=$2 rc=0
-  "$bin" > "$work/$name.out" 2>&1 || rc=$?
+run_tests() { # MODULE: runs the store binary's tests of that module, fails on a failure,
+  # a SKIPPED PostgreSQL test or no test at all
+  local name=$1 rc=0
+  "$store_bin" "$name::" > "$work/$name.out" 2>&1 || rc=$?
   tail -n 2 "$work/$name.out" | grep -v '^$' >&2 || true
   [ "$rc" -eq 0 ] || { grep -E "panicked|FAILED|failed" "$work/$name.out" | head -n 20 >&2; e2e_fail "$name failed"; return 1; }
   ! grep -q SKIPPED "$work/$name.out" || { grep SKIPPED "$work/$name.out" >&2; e2e_fail "$name skipped tests"; return 1; }
+  ! grep -q "^running 0 tests" "$work/$name.out" || { e2e_fail "no test of module $name ran"; return 1; }
 }
 
 e2e_log "1. the store contract over TLS (verify-full, the test CA)"
 export PEC_TEST_PG_TLS=verify-full PEC_TEST_PG_TLS_CA=$pki/ca.pem
-PEC_TEST_PG_URL=$tls_url run_tests store "$store_bin"
-PEC_TEST_PG_URL=$tls_url run_tests store_nodes "$nodes_bin"
+PEC_TEST_PG_URL=$tls_url run_tests contract
+PEC_TEST_PG_URL=$tls_url run_tests nodes
 unset PEC_TEST_PG_TLS PEC_TEST_PG_TLS_CA
 
 e2e_log "2. TLS settings, right and wrong"
 PEC_TEST_PG_TLS_URL=$tls_url PEC_TEST_PG_PLAIN_URL=$plain_url PEC_TEST_PG_TLS_PKI=$pki \
-  PEC_TEST_PG_CERT_URL=$cert_url run_tests store_tls "$tls_bin"
+  PEC_TEST_PG_CERT_URL=$cert_url run_tests tls
 
 e2e_log "3. pec check-config --live"
 config() { # FILE URL [STORE LINES...]

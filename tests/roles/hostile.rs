@@ -24,8 +24,7 @@ use pec::store::{Store, TrackingState};
 use pec::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[path = "common/two_providers.rs"]
-mod two_providers;
+use crate::two_providers;
 use two_providers::*;
 
 fn envelope_a_to_b(original: &[u8]) -> (Generated, Certification) {

@@ -23,8 +23,7 @@ use pec::smtp::InjectError;
 use pec::store::{EventKind, Store, TrackingState};
 use tokio::net::TcpListener;
 
-#[path = "common/milter_client.rs"]
-mod milter_client;
+use crate::milter_client;
 use milter_client::{queued, Mail};
 
 const PEC_ID: &str = "opec1.test.1@pec.example.it";

@@ -28,8 +28,7 @@ use pec::smtp::{FilterReply, Transaction};
 use pec::store::{EventKind, LogEvent, MailboxPolicy, SqliteStore, Store};
 use tokio::net::TcpListener;
 
-#[path = "common/milter_client.rs"]
-mod milter_client;
+use crate::milter_client;
 use milter_client::{queued, Mail};
 
 const SERVICE: &str = "registro@pec.example.it";
@@ -366,6 +365,100 @@ async fn the_owner_gets_a_signed_extract_of_only_their_own_records() {
     assert_eq!(h.aq.filter(&tx(&m, data)).await, FilterReply::Accept);
     assert_eq!(h.injector.messages().len(), 1);
     assert_eq!(h.store.events_for(&id).unwrap().len(), 2);
+}
+
+/// The reply's attachments by name: (name, bytes).
+fn attachments_of(h: &Harness, raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let env = match classify(raw, h.index.trust(), now()) {
+        Classification::TransportEnvelope(e) => e,
+        other => panic!("the reply is not a valid transport envelope: {other:?}"),
+    };
+    let (_, inner) = Certification::from_verified_envelope(&env.daticert, &env.verified.content)
+        .expect("postacert.eml");
+    let msg = MessageParser::default().parse(&inner).unwrap();
+    msg.attachments()
+        .map(|a| {
+            (
+                a.attachment_name().unwrap_or_default().to_string(),
+                a.contents().to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_in_the_subject_narrow_the_extract_and_pdf_adds_a_pdf() {
+    let h = harness().await;
+    // Received from bob, as PDF too: bob's reply to alice only.
+    let m = request("Registro novembre 2026 ricevuti da:Bob@pec.example.it PDF");
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    let id = request_id(&actions);
+    assert_eq!(
+        h.store.events_for(&id).unwrap()[0].reason.as_deref(),
+        Some("periodo 01/11/2026 - 30/11/2026; messaggi ricevuti, con bob@pec.example.it; PDF")
+    );
+    let data = queued(&m, &actions);
+    assert_eq!(h.aq.filter(&tx(&m, data)).await, FilterReply::Accept);
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    let (text, csv) = open_reply(&h, &sent[0].message, "alice@pec.example.it");
+    assert!(
+        text.contains("Filtri richiesti: messaggi ricevuti, con bob@pec.example.it"),
+        "{text}"
+    );
+    let csv = csv.expect("the CSV");
+    assert!(csv.contains("Risposta di bob"), "{csv}");
+    for absent in [
+        "Contratto di alice",
+        "Segreto di carol",
+        "RichiestaRegistro",
+        "erin@",
+    ] {
+        assert!(!csv.contains(absent), "{absent} in {csv}");
+    }
+    let files = attachments_of(&h, &sent[0].message);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "registro-alice_pec.example.it-20261101-20261130.csv",
+            "registro-alice_pec.example.it-20261101-20261130.pdf"
+        ]
+    );
+    let pdf = &files[1].1;
+    assert!(pdf.starts_with(b"%PDF-1.4"), "not a PDF");
+    let pdf_text = String::from_utf8_lossy(pdf);
+    assert!(
+        pdf_text.contains("Risposta di bob"),
+        "the record is not in the PDF"
+    );
+    assert!(!pdf_text.contains("Contratto di alice"));
+    assert_eq!(
+        kinds_of(&h.store, &id)[1],
+        (EventKind::LogExtract, "ok".to_string())
+    );
+    assert_eq!(
+        h.store.events_for(&id).unwrap()[1].reason.as_deref(),
+        Some("1 registrazioni, CSV e PDF")
+    );
+
+    // Sent, subject words: alice's contract only; no PDF unless asked.
+    let mut m = request("Registro 2026-11 inviati oggetto:\"CONTRATTO di\"");
+    m.headers[4].1 = "<req2@client.example.it>".into();
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    let data = queued(&m, &actions);
+    assert_eq!(h.aq.filter(&tx(&m, data)).await, FilterReply::Accept);
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 2);
+    let (_, csv) = open_reply(&h, &sent[1].message, "alice@pec.example.it");
+    let csv = csv.expect("the CSV");
+    assert!(csv.contains("Contratto di alice"), "{csv}");
+    for absent in ["Risposta di bob", "Ottobre di alice", "Segreto di carol"] {
+        assert!(!csv.contains(absent), "{absent} in {csv}");
+    }
+    assert_eq!(attachments_of(&h, &sent[1].message).len(), 1, "no PDF");
 }
 
 trait MessageId {

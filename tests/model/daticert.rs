@@ -2,8 +2,7 @@
 //! `daticert.xml` reader and writer against real provider output (spec §4, §14) and
 //! hostile input (spec §10 item 2).
 
-#[path = "common/samples.rs"]
-mod samples;
+use crate::samples;
 
 use base64::Engine;
 use pec::message::daticert::{DataCert, Daticert, DaticertError, Destinatario};

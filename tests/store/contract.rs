@@ -3,8 +3,7 @@
 //! `PEC_TEST_PG_URL`): round trips, one transaction per method, exactly-once acceptance
 //! under concurrency, several connections (processes, nodes) on one store.
 
-#[path = "common/backends.rs"]
-mod backends;
+use crate::backends;
 use backends::Backend;
 
 use std::sync::{Arc, Barrier};

@@ -5,8 +5,7 @@
 //! (pec.example.net). Unless a test says otherwise we are B, receiving from A.
 //! The real samples of `shared/pec-samples` come in as mail from another provider.
 
-#[path = "common/samples.rs"]
-mod samples;
+use crate::samples;
 use samples::{namirial_envelope, NAMIRIAL};
 
 use std::path::Path;
@@ -27,8 +26,7 @@ use pec::reception::Local;
 use pec::smtp::{FilterReply, InjectError, Transaction};
 use pec::store::{Accepted, EventKind, MailboxPolicy, Store, TrackingState};
 
-#[path = "common/two_providers.rs"]
-mod two_providers;
+use crate::two_providers;
 use two_providers::*;
 
 /// A transport envelope from A's alice to B's bob and dave (and carol, external).

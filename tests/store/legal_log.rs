@@ -4,8 +4,7 @@
 //! owner extracts, and the retention purge. The tests that do not tamper with the SQLite
 //! file directly run on PostgreSQL too (with `PEC_TEST_PG_URL`).
 
-#[path = "common/backends.rs"]
-mod backends;
+use crate::backends;
 use backends::Backend;
 
 use std::io::{BufRead, BufReader};
@@ -1260,4 +1259,277 @@ fn a_token_signed_without_the_timestamping_usage_is_refused() {
     assert!(err.to_string().contains("extended key usage"), "{err}");
     assert!(pec::crypto::tsa::verify_token(&forged, &sha, Some(&pki.ca_cert)).is_err());
     pec::crypto::tsa::verify_token(&token, &sha, Some(&pki.ca_cert)).unwrap();
+}
+
+/// The files of a package, in order.
+fn untar(package: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = tar::Archive::new(package);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            (name, bytes)
+        })
+        .collect()
+}
+
+fn retar(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o444);
+        b.append_data(&mut h, name, &bytes[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Rewrites the manifest's entry for `name` to match `bytes` (what a forger would do).
+fn relist(files: &mut [(String, Vec<u8>)], name: &str) {
+    use sha2::Digest;
+    let bytes = files.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let m = files
+        .iter_mut()
+        .find(|(n, _)| n == "manifest.json")
+        .unwrap();
+    let mut manifest: log::package::Manifest = serde_json::from_slice(&m.1).unwrap();
+    let entry = manifest.files.iter_mut().find(|f| f.name == name).unwrap();
+    entry.size = bytes.len() as u64;
+    entry.sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    if name == log::package::EXPORT {
+        manifest.export_sha256 = entry.sha256.clone();
+    }
+    m.1 = serde_json::to_vec(&manifest).unwrap();
+}
+
+fn package_problems(package: &[u8], opts: &VerifyOptions) -> Vec<String> {
+    log::package::verify(package, opts).unwrap().problems
+}
+
+both!(a_sealed_day_packaged_for_preservation_verifies_offline_and_tampering_shows);
+fn a_sealed_day_packaged_for_preservation_verifies_offline_and_tampering_shows(backend: &Backend) {
+    let store = &*backend.store;
+    seal_populated(store);
+    let mut package = Vec::new();
+    let manifest = log::package::write(
+        store,
+        day(),
+        "PEC Example IT S.p.A.",
+        after_the_day(),
+        &mut package,
+    )
+    .unwrap();
+    assert_eq!(manifest.records, RECORDS);
+    assert_eq!(manifest.day, "2024-03-14");
+    let files = untar(&package);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "LEGGIMI.txt",
+            "manifest.json",
+            "registro.jsonl",
+            "registro.csv",
+            "sigillo.p7s",
+            "marca.tsr",
+            "certificati.pem"
+        ]
+    );
+    let report = log::package::verify(&package[..], &opts()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.records, RECORDS);
+    // The export is the sealed one, byte for byte; OpenSSL verifies the signature over it
+    // with the certificate the package carries, chained to the CA.
+    let (from, to) = log::day_bounds(day());
+    assert_eq!(files[2].1, store.export_range(from, to).unwrap().bytes);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in &files {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-binary", "-inform", "DER", "-in"])
+        .arg(dir.path().join("sigillo.p7s"))
+        .arg("-content")
+        .arg(dir.path().join("registro.jsonl"))
+        .arg("-CAfile")
+        .arg(&tsa().pki.ca_cert)
+        .args(["-purpose", "any", "-out", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&files[6].1).contains("BEGIN CERTIFICATE"));
+
+    // A changed CSV, an extra file, a missing token.
+    let mut f = files.clone();
+    f[3].1[20] ^= 1;
+    let p = package_problems(&retar(&f), &opts());
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("registro.csv: does not match")),
+        "{p:?}"
+    );
+    let mut f = files.clone();
+    f.push(("extra.txt".into(), b"x".to_vec()));
+    let p = package_problems(&retar(&f), &opts());
+    assert_eq!(p, ["extra.txt: not in the manifest"]);
+    let mut f = files.clone();
+    f.retain(|(n, _)| n != "marca.tsr");
+    let p = package_problems(&retar(&f), &opts());
+    assert!(
+        p.contains(&"marca.tsr: listed but missing".to_string()),
+        "{p:?}"
+    );
+    assert!(p.contains(&"not time-stamped".to_string()), "{p:?}");
+
+    // A forger alters a record and rewrites the manifest: the record's hash, the
+    // signature and the time stamp all say so.
+    let mut f = files.clone();
+    let export = String::from_utf8(f[2].1.clone()).unwrap();
+    let altered = export.replacen("\"subject\":\"", "\"subject\":\"X", 1);
+    assert_ne!(altered, export);
+    f[2].1 = altered.into_bytes();
+    relist(&mut f, log::package::EXPORT);
+    let p = package_problems(&retar(&f), &opts());
+    assert!(p.iter().any(|x| x.contains("altered (its hash")), "{p:?}");
+    assert!(p.iter().any(|x| x.starts_with("sigillo.p7s: ")), "{p:?}");
+    assert!(p.iter().any(|x| x.starts_with("marca.tsr: ")), "{p:?}");
+    // A record removed: the chain and the count.
+    let mut f = files.clone();
+    let lines: Vec<&str> = export.split_inclusive('\n').collect();
+    f[2].1 = [lines[0], lines[2]]
+        .concat()
+        .into_bytes()
+        .into_iter()
+        .chain(lines[3..].concat().into_bytes())
+        .collect();
+    relist(&mut f, log::package::EXPORT);
+    let p = package_problems(&retar(&f), &opts());
+    assert!(p.iter().any(|x| x.contains("ids not consecutive")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("the manifest says")), "{p:?}");
+    // Another TSA's CA, another provider's CA.
+    let other = VerifyOptions {
+        tsa_ca: Some(tsa().pki.it_cert.clone()),
+        signer_ca: Some(tsa().pki.it_cert.clone()),
+    };
+    let p = package_problems(&package, &other);
+    assert!(p.iter().any(|x| x.starts_with("marca.tsr: ")), "{p:?}");
+    assert!(p.iter().any(|x| x.starts_with("sigillo.p7s: ")), "{p:?}");
+    // Not a package at all; an unsealed day is not packaged.
+    let err = log::package::verify(&b"not a tar"[..], &opts()).unwrap_err();
+    assert!(err.to_string().starts_with("not a package"), "{err}");
+    let empty = package_problems(&retar(&[]), &opts());
+    assert_eq!(empty, ["no manifest.json"]);
+    let next = day().succ_opt().unwrap();
+    let err = log::package::write(store, next, "P", after_the_day(), Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("is not sealed"), "{err}");
+}
+
+#[test]
+fn a_day_altered_after_its_seal_is_not_packaged() {
+    let (_dir, path, store) = sealed();
+    raw(&path)
+        .execute("UPDATE events SET subject = 'forged' WHERE id = 2", [])
+        .unwrap();
+    let err = log::package::write(&store, day(), "P", after_the_day(), Vec::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("no longer match its seal"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pec_log_package_and_verify_package_from_the_command_line() {
+    let (dir, path, _store) = sealed();
+    let cfg = dir.path().join("pec.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[provider]\nname = \"PEC Example IT S.p.A.\"\n\
+             service_address = \"posta-certificata@pec.example.it\"\n\
+             mail_receipt = \"ricevute@pec.example.it\"\ndomains = [\"pec.example.it\"]\n\n\
+             [signing]\nbackend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+             token_label = \"pec\"\nkey_label = \"k\"\npin = \"1234\"\n\n\
+             [store]\npath = \"{}\"\n\n[index]\nldif = \"{}\"\n\n\
+             [antivirus]\nclamd = \"tcp:127.0.0.1:3310\"\n",
+            path.display(),
+            dir.path().join("index.ldif").display()
+        ),
+    )
+    .unwrap();
+    let pec = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pec"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let cfg = cfg.to_str().unwrap();
+    let (code, out) = pec(&["log", "package", "-c", cfg, "--day", "2024-03-14"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("day 2024-03-14, {RECORDS} records")),
+        "{out}"
+    );
+    assert!(
+        out.contains("time-stamped") && !out.contains("NOT"),
+        "{out}"
+    );
+    let package = dir.path().join("pec-registro-2024-03-14.tar");
+    assert!(package.exists());
+    assert!(!dir
+        .path()
+        .join("pec-registro-2024-03-14.tar.partial")
+        .exists());
+    let ca = tsa().pki.ca_cert.to_str().unwrap().to_string();
+    let p = package.to_str().unwrap();
+    // Offline: no configuration at all.
+    let (code, out) = pec(&[
+        "log",
+        "verify",
+        "--package",
+        p,
+        "--ca",
+        &ca,
+        "--tsa-ca",
+        &ca,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("package of 2024-03-14: {RECORDS} records: ok")),
+        "{out}"
+    );
+    // One byte of the CSV changed: exit 1, named.
+    let mut bytes = std::fs::read(&package).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"id,data,").unwrap();
+    bytes[at] = b'I';
+    let bad = dir.path().join("bad.tar");
+    std::fs::write(&bad, &bytes).unwrap();
+    let (code, out) = pec(&["log", "verify", "--package", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("registro.csv: does not match the manifest"),
+        "{out}"
+    );
+    // A day that is not sealed: exit 1, no file left behind.
+    let (code, out) = pec(&["log", "package", "-c", cfg, "--day", "2024-03-15"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not sealed"), "{out}");
+    assert!(!dir.path().join("pec-registro-2024-03-15.tar").exists());
+    assert!(!dir
+        .path()
+        .join("pec-registro-2024-03-15.tar.partial")
+        .exists());
 }

@@ -2,8 +2,7 @@
 //! Ricevuta breve hashing (spec §3.6) on constructed originals, a real Aruba original and
 //! hostile input.
 
-#[path = "common/samples.rs"]
-mod samples;
+use crate::samples;
 
 use pec::message::breve::{breve_original, Breve, BreveError, HashedPart, MAX_MIME_DEPTH};
 use sha1::{Digest, Sha1};

@@ -4,8 +4,7 @@
 //! recipient. Generated notices go to a `RecordingInjector` and are verified with
 //! `classify` against the test PKI.
 
-#[path = "common/pem.rs"]
-mod pem;
+use crate::pem;
 
 use pem::{fixture, issuer, pki, PROVIDER};
 

@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! `pec verify` as a user runs it, on the real samples.
 
-#[path = "common/samples.rs"]
-mod samples;
+use crate::samples;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -7,10 +7,8 @@
 //! (with PEC_TEST_PG_URL) PostgreSQL. The real parts are in tests/e2e/timers.sh and
 //! tests/e2e/hostile_peer.sh.
 
-#[path = "common/backends.rs"]
-mod backends;
-#[path = "common/two_providers.rs"]
-mod two_providers;
+use crate::backends;
+use crate::two_providers;
 
 use std::sync::Arc;
 
@@ -925,3 +923,225 @@ fn a_receipt_replayed_to_a_third_party_is_an_anomaly(b: &Backend) {
     });
 }
 both!(a_receipt_replayed_to_a_third_party_is_an_anomaly);
+
+/// A delivery status notification as Postfix writes it, about the envelope whose header is
+/// `returned`, with one group per `(recipient, action, status, diagnostic)`.
+fn dsn(returned: &[u8], groups: &[(&str, &str, &str, &str)]) -> Vec<u8> {
+    let header_end = two_providers::find(returned, b"\r\n\r\n").unwrap() + 2;
+    let mut per_recipient = String::new();
+    for (rcpt, action, status, diagnostic) in groups {
+        per_recipient.push_str(&format!(
+            "Final-Recipient: rfc822; {rcpt}\r\nOriginal-Recipient: rfc822;{rcpt}\r\n\
+             Action: {action}\r\nStatus: {status}\r\nRemote-MTA: dns; mx.pec.example.net\r\n\
+             Diagnostic-Code: smtp; {diagnostic}\r\n\r\n"
+        ));
+    }
+    let mut out = format!(
+        "From: MAILER-DAEMON@mx.pec.example.it (Mail Delivery System)\r\nTo: {ALICE}\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"RB\"\r\n\r\n\
+         --RB\r\nContent-Type: text/plain\r\n\r\nThis is the mail system at host mx.pec.example.it.\r\n\r\n\
+         --RB\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.pec.example.it\r\n\
+         X-Postfix-Queue-ID: 4BNC\r\n\r\n{per_recipient}--RB\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(&returned[..header_end]);
+    out.extend_from_slice(b"\r\n--RB--\r\n");
+    out
+}
+
+/// Issue 21.4: an MTA refuses or bounces our envelope. Alice writes to bob and dan of
+/// provider B and to an ordinary address. The bounce for bob (550 5.1.1) gives alice a
+/// signed mancata consegna (no-dest) built from A's record, with the remote reply, and
+/// closes bob's row; the same bounce again gives nothing; dan's domain not found (5.4.4)
+/// gives no-dominio, and the report, which also names the ordinary address, is delivered
+/// to alice as well. Reports that are not the sender's own bounce of one of our envelopes
+/// are ordinary mail. Past 24 h no timer notice for either.
+fn bounces_of_our_envelopes_become_signed_non_delivery_notices(b: &Backend) {
+    runtime().block_on(async {
+        let a = Side::new(Provider::A, b.store.clone(), Vec::new());
+        let (bob, dan, ext) = (
+            "bob@pec.example.net",
+            "dan@pec.example.net",
+            "ext@example.com",
+        );
+        let (original, cert) = submission(
+            &format!("To: {bob}, {dan}\r\nCc: {ext}\r\n"),
+            &[bob, dan],
+            &[ext],
+            A_ID,
+        );
+        let envelope = accepted_by_a(&*a.store, &original, &cert);
+        a.store.acceptance_emitted(A_ID, "acc@x", plus(1)).unwrap();
+        let unknown = "550 5.1.1 <bob@pec.example.net>: Recipient address rejected: User unknown";
+        let bounce = dsn(&envelope, &[(bob, "failed", "5.1.1", unknown)]);
+
+        // Forgeries and strays first: each is ordinary mail, nothing signed.
+        let other_sender = dsn(&envelope, &[(bob, "failed", "5.1.1", unknown)]);
+        let stranger = String::from_utf8(envelope.clone())
+            .unwrap()
+            .replace(A_ID, "opec1.unknown@pec.example.it");
+        eprintln!(
+            "ENVELOPE HEADER: {}",
+            String::from_utf8_lossy(
+                &envelope[..two_providers::find(&envelope, b"\r\n\r\n").unwrap()]
+            )
+        );
+        for (from, rcpt, data) in [
+            ("someone@example.org", ALICE, bounce.clone()),
+            ("", "carol@pec.example.it", other_sender),
+            (
+                "",
+                ALICE,
+                dsn(stranger.as_bytes(), &[(bob, "failed", "5.1.1", unknown)]),
+            ),
+            (
+                "",
+                ALICE,
+                dsn(&envelope, &[(ext, "failed", "5.1.1", unknown)]),
+            ),
+            (
+                "",
+                ALICE,
+                dsn(&envelope, &[(bob, "delayed", "4.4.1", "timeout")]),
+            ),
+        ] {
+            match a.local(from, &[rcpt], &data).await {
+                Local::NotPec { anomaly, .. } => assert!(anomaly.is_some()),
+                other => panic!("{from} → {rcpt}: {other:?}"),
+            }
+            assert_eq!(a.state(A_ID, bob), TrackingState::Sent);
+        }
+        let before = a.sent().len();
+        assert_eq!(before, 5, "the five anomaly envelopes");
+
+        // Bob's bounce: one signed notice to alice, the row failed, the report consumed.
+        let first = match a.local("", &[ALICE], &bounce).await {
+            Local::Bounced {
+                pec_id,
+                notices,
+                also,
+            } => {
+                assert_eq!(pec_id, A_ID);
+                assert_eq!(notices.len(), 1);
+                assert!(also.is_none());
+                notices
+            }
+            other => panic!("{other:?}"),
+        };
+        let sent = a.sent();
+        assert_eq!(sent.len(), before + 1, "the notice only");
+        assert_eq!(sent[before].rcpt_to, [ALICE]);
+        match classify(&sent[before].message, index().trust(), plus(120)) {
+            Classification::Receipt(Ricevuta::ErroreConsegna, m) => {
+                let d = &m.daticert;
+                assert_eq!(d.mittente, ALICE);
+                assert_eq!(d.oggetto.as_deref(), Some("Contratto"));
+                assert_eq!(d.consegna.as_deref(), Some(bob));
+                assert_eq!(d.identificativo, A_ID);
+                assert_eq!(d.errore, pec::message::kind::Errore::NoDest);
+                let esteso = d.errore_esteso.as_deref().unwrap();
+                assert!(esteso.starts_with("5.1.1 - "), "{esteso}");
+                assert!(esteso.contains("mx.pec.example.net: 550 5.1.1"), "{esteso}");
+                assert_eq!(m.verified.provider.unwrap().name, Provider::A.name());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.state(A_ID, bob), TrackingState::Failed);
+        assert_eq!(a.state(A_ID, dan), TrackingState::Sent);
+        let logged: Vec<LogEvent> = events(&*a.store, A_ID)
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Issued(MessageKind::NonDelivery))
+            .collect();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(
+            logged[0].recipients,
+            [(bob.to_string(), RecipientType::Certificato)]
+        );
+        assert!(logged[0].reason.as_deref().unwrap().contains("DSN"));
+
+        // The same report again (a retry, a copy): nothing more.
+        // The staged notice stands for it (a Postfix retry after a crash finds it).
+        match a.local("", &[ALICE], &bounce).await {
+            Local::Bounced { notices, .. } => assert_eq!(notices, first),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.sent().len(), before + 1);
+        assert_eq!(outcomes(&*a.store, A_ID, bob).len(), 1);
+
+        // Dan's domain is not found; the report also names the ordinary address.
+        let both = dsn(
+            &envelope,
+            &[
+                (dan, "failed", "5.4.4", "Host or domain name not found"),
+                (ext, "failed", "5.1.1", "550 no such user"),
+            ],
+        );
+        match a.local("", &[ALICE], &both).await {
+            Local::Bounced { notices, also, .. } => {
+                assert_eq!(notices.len(), 1);
+                assert!(matches!(
+                    also.as_deref(),
+                    Some(Local::NotPec {
+                        anomaly: Some(_),
+                        ..
+                    })
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        let sent = a.sent();
+        assert_eq!(
+            sent.len(),
+            before + 3,
+            "the notice and the report as an anomaly"
+        );
+        let notice = sent
+            .iter()
+            .skip(before + 1)
+            .find(|m| header(&m.message, "X-Ricevuta").as_deref() == Some("errore-consegna"))
+            .expect("dan's notice");
+        match classify(&notice.message, index().trust(), plus(120)) {
+            Classification::Receipt(Ricevuta::ErroreConsegna, m) => {
+                assert_eq!(m.daticert.consegna.as_deref(), Some(dan));
+                assert_eq!(m.daticert.errore, pec::message::kind::Errore::NoDominio);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.state(A_ID, dan), TrackingState::Failed);
+        // Nothing waits any more: no 12 h or 24 h notice.
+        assert!(a.timers_at(13).await.is_empty());
+        assert!(a.timers_at(25).await.is_empty());
+
+        // Postfix's own bounce goes to the delivery point (not through the filter): the
+        // same judgement there; the report is consumed, Dovecot stores nothing.
+        let id2 = "opec1.20250603101112.1.2.a@pec.example.it";
+        let (original, cert2) = submission(&format!("To: {bob}\r\n"), &[bob], &[], id2);
+        let envelope2 = accepted_by_a(&*a.store, &original, &cert2);
+        let before = a.sent().len();
+        let report = dsn(&envelope2, &[(bob, "failed", "5.1.1", unknown)]);
+        let lmtp_tx = |data: &[u8]| lmtp::Transaction {
+            mail_from: String::new(),
+            rcpt_to: vec![ALICE.into()],
+            eight_bit: false,
+            data: data.to_vec().into(),
+        };
+        let replies = a.delivery.deliver(&lmtp_tx(&report)).await;
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].class(), 2, "{}", replies[0].line());
+        assert!(replies[0].line().contains("non-delivery notice sent"));
+        assert!(a.stored_for(ALICE).is_empty(), "the report is not stored");
+        assert_eq!(a.sent().len(), before + 1);
+        assert_eq!(a.state(id2, bob), TrackingState::Failed);
+        // A report about another sender's envelope, or not a report: delivered as it is.
+        let not_ours = dsn(&envelope, &[(bob, "failed", "5.1.1", unknown)]);
+        let to_carol = lmtp::Transaction {
+            rcpt_to: vec!["carol@pec.example.it".into()],
+            ..lmtp_tx(&not_ours)
+        };
+        assert_eq!(a.delivery.deliver(&to_carol).await[0].class(), 2);
+        assert_eq!(a.stored_for("carol@pec.example.it").len(), 1);
+        assert_eq!(a.sent().len(), before + 1, "nothing signed for carol");
+    });
+}
+both!(bounces_of_our_envelopes_become_signed_non_delivery_notices);

@@ -2,8 +2,7 @@
 //! S/MIME verification and classification against the real provider samples
 //! (`shared/pec-samples`, see its README "Verification facts").
 
-#[path = "common/samples.rs"]
-mod samples;
+use crate::samples;
 use samples::{namirial_envelope, NAMIRIAL};
 
 use std::path::Path;

@@ -5,8 +5,7 @@
 //! The PostgreSQL cases need `PEC_TEST_PG_URL` (scripts/test.sh sets it) and say SKIPPED
 //! without it.
 
-#[path = "common/backends.rs"]
-mod backends;
+use crate::backends;
 use backends::Backend;
 
 use std::sync::{Arc, Barrier};

@@ -6,10 +6,8 @@
 //! same store takes the retry. Each test asserts exactly one receipt with one Message-ID,
 //! one mailbox copy and one log record, on SQLite and (with PEC_TEST_PG_URL) PostgreSQL.
 
-#[path = "common/backends.rs"]
-mod backends;
-#[path = "common/pem.rs"]
-mod pem;
+use crate::backends;
+use crate::pem;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -948,8 +946,7 @@ both!(two_nodes_deliver_one_message_once);
 // ---- every other generated message (non-acceptance, timers, log replies, virus notices,
 // anomaly envelopes, arrival notices) -------------------------------------------------
 
-#[path = "common/two_providers.rs"]
-mod two_providers;
+use crate::two_providers;
 
 use pec::doubles::MarkerAntivirus;
 use pec::message::kind::Timeout;

@@ -4,8 +4,7 @@
 //! a fake Postfix reinjection listener that records what it gets. The store is an
 //! in-memory double; the signer is a PEM key of the test PKI.
 
-#[path = "common/pem.rs"]
-mod pem;
+use crate::pem;
 
 use pem::{fixture, issuer, pki};
 
@@ -293,7 +292,7 @@ async fn our_envelope_gets_its_acceptance_then_passes_on_and_a_retry_does_not_re
 async fn unknown_messages_pass_through_byte_identical() {
     let c = chain(FilterReply::Accept, true).await;
     let ordinary = fixture("ordinary.eml");
-    // Remote recipients only: local ones get the reception point (tests/reception.rs).
+    // Remote recipients only: local ones get the reception point (tests/roles/reception.rs).
     let rcpt = vec![
         "bob@pec.example.net".to_string(),
         "x@example.org".to_string(),

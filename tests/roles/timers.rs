@@ -2,16 +2,14 @@
 //! The 12 h / 24 h timers (spec §5.4) against the SQLite store (and the in-memory double),
 //! with a recording injector and time driven by the test (no sleeping).
 
-#[path = "common/pem.rs"]
-mod pem;
+use crate::pem;
 
 use pem::{issuer, pki};
 
 use std::path::Path;
 use std::sync::Arc;
 
-#[path = "common/backends.rs"]
-mod backends;
+use crate::backends;
 use backends::Backend;
 use pec::crypto::Signer;
 use pec::doubles::{RecordingInjector, TestStore};

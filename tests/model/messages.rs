@@ -6,7 +6,7 @@
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test messages` rewrites the expected files (review the diff).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

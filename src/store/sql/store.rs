@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! [`Store`] on both backends: each method is one read, or one write transaction of the
+//! backend ([`Backend::write`]).
+
+use super::legal::{append, append_event, chain_row, lock_head, search, set_head};
+use super::outbox::{self as ops, tracking_forward};
+use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend};
+use crate::message::build::Certification;
+use crate::message::kind::RecipientType;
+use crate::message::time::Instant;
+use crate::store::codec::{
+    decode_cert, decode_policy, parse_state, policy_columns, state_str, timeout_columns,
+};
+use crate::store::outbox::received_record;
+use crate::store::{
+    Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, LogEvent, LogQuery, LogRequest,
+    LoggedEvent, MailboxPolicy, Outbound, Refused, Staged, Store, StoreError, StoredIndex,
+    TimeoutClaim, Tracking, TrackingState,
+};
+
+impl<B: Backend> Store for B {
+    /// The rule: `login` may send as `address` when the `senders` table maps that pair;
+    /// a login with no mapping at all may send only as the address equal to the login
+    /// (ASCII case-insensitive). A mapping therefore replaces the default: a login with
+    /// mappings that does not list itself cannot send as itself. Addresses are compared in
+    /// lower case; logins exactly.
+    fn sender_allowed(&self, login: &str, address: &str) -> Result<bool, StoreError> {
+        let address = address.to_ascii_lowercase();
+        let row = self.read(|c| {
+            one(
+                c,
+                &format!("sender check for login \"{login}\""),
+                "SELECT EXISTS (SELECT 1 FROM senders WHERE login = $1 AND address = $2),
+                        EXISTS (SELECT 1 FROM senders WHERE login = $1)",
+                args![login, &address],
+            )
+        })?;
+        let (mapped, any): (bool, bool) = (row.get(0)?, row.get(1)?);
+        Ok(mapped || (!any && login.eq_ignore_ascii_case(&address)))
+    }
+
+    /// Idempotent: mapping a pair twice is not an error.
+    fn allow_sender(&self, login: &str, address: &str) -> Result<(), StoreError> {
+        let address = address.to_ascii_lowercase();
+        self.write("allow sender", |c| {
+            exec(
+                c,
+                &format!("allow login \"{login}\" to send as \"{address}\""),
+                "INSERT INTO senders (login, address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                args![login, &address],
+            )
+            .map(drop)
+        })
+    }
+
+    fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError> {
+        let cert = serde_json::to_string(&accepted.cert)
+            .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
+        let pec_id = &accepted.pec_id;
+        self.write("record accepted", |c| {
+            // The transport envelope is logged once Postfix has queued it (see
+            // Store::record_accepted), with the acceptance.
+            // A recipient listed twice is tracked once.
+            for d in &accepted.cert.destinatari {
+                if d.tipo != RecipientType::Certificato {
+                    continue;
+                }
+                exec(
+                    c,
+                    &format!("track recipient \"{}\" of \"{pec_id}\"", d.address),
+                    "INSERT INTO tracking (pec_id, recipient, sent_at, state)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    args![
+                        pec_id,
+                        &d.address,
+                        accepted.at.unix(),
+                        state_str(TrackingState::Sent)
+                    ],
+                )?;
+            }
+            // Last, so that a duplicate pec_id fails after the other writes and the test of
+            // the one-transaction property sees them rolled back.
+            exec_unique(
+                c,
+                &format!("record pending acceptance \"{pec_id}\""),
+                "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                args![
+                    pec_id,
+                    &accepted.queue_id,
+                    accepted.at.unix(),
+                    &accepted.login,
+                    &accepted.provider,
+                    &cert,
+                ],
+                || format!("pec_id \"{pec_id}\" is already recorded"),
+            )
+            .map(drop)
+        })
+    }
+
+    fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError> {
+        let Some(row) = self.read(|c| {
+            opt(
+                c,
+                &format!("read pending acceptance \"{pec_id}\""),
+                &format!(
+                    "SELECT {}, queue_id, at, login, provider, cert FROM pending_acceptance
+                     WHERE pec_id = $1 AND state = 'pending'",
+                    c.dialect().seq()
+                ),
+                args![pec_id],
+            )
+        })?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Accepted {
+            pec_id: pec_id.to_string(),
+            queue_id: row.get(1)?,
+            at: Instant::from_unix(row.get(2)?),
+            cert: decode_cert(row.get(0)?, &row.get::<String>(5)?)?,
+            login: row.get(3)?,
+            provider: row.get(4)?,
+        }))
+    }
+
+    fn acceptance_emitted(
+        &self,
+        pec_id: &str,
+        receipt_id: &str,
+        at: Instant,
+    ) -> Result<bool, StoreError> {
+        self.write("acceptance emitted", |c| {
+            // The chain head first, as every appending transaction (one lock order).
+            let mut head = lock_head(c)?;
+            let closed = ops::close_acceptance(c, &mut head, pec_id, receipt_id, at)?;
+            if closed {
+                set_head(c, &head)?;
+            }
+            Ok(closed)
+        })
+    }
+
+    /// The outcome is `virus` for [`MessageKind::NonAcceptanceVirus`], `refused` otherwise.
+    /// With a quarantined message, a `quarantine` row (expiring 30 calendar months after
+    /// `at`) and a [`EventKind::Quarantined`] event are added in the same transaction.
+    ///
+    /// [`MessageKind::NonAcceptanceVirus`]: crate::message::kind::MessageKind::NonAcceptanceVirus
+    /// [`EventKind::Quarantined`]: crate::store::EventKind::Quarantined
+    fn record_refused(&self, refused: &Refused) -> Result<(), StoreError> {
+        self.write("record refused", |c| {
+            let mut head = lock_head(c)?;
+            ops::refused(c, &mut head, refused)?;
+            set_head(c, &head)
+        })
+    }
+
+    fn log(&self, event: &LogEvent) -> Result<(), StoreError> {
+        self.write("log", |c| append_event(c, event))
+    }
+
+    fn events_for(&self, pec_id: &str) -> Result<Vec<LogEvent>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                &format!("read events of \"{pec_id}\""),
+                &format!(
+                    "SELECT {} FROM events WHERE pec_id = $1 ORDER BY at, id",
+                    crate::store::chain::COLUMNS
+                ),
+                args![pec_id],
+            )
+        })?;
+        rows.iter().map(|r| chain_row(r)?.0.event()).collect()
+    }
+
+    fn tracking_for(&self, pec_id: &str) -> Result<Vec<Tracking>, StoreError> {
+        let rows = self.read(|c| {
+            let seq = c.dialect().seq();
+            all(
+                c,
+                &format!("read tracking of \"{pec_id}\""),
+                &format!(
+                    "SELECT {seq}, recipient, sent_at, state FROM tracking
+                     WHERE pec_id = $1 ORDER BY {seq}"
+                ),
+                args![pec_id],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get(3)?;
+                let state = parse_state(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "tracking row {}: unknown state \"{state}\"",
+                        r.get::<i64>(0).unwrap_or_default()
+                    ))
+                })?;
+                Ok(Tracking {
+                    pec_id: pec_id.to_string(),
+                    recipient: r.get(1)?,
+                    sent_at: Instant::from_unix(r.get(2)?),
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    fn quarantined(&self, pec_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            all(
+                c,
+                &format!("read quarantine of \"{pec_id}\""),
+                "SELECT message FROM quarantine WHERE pec_id = $1 ORDER BY id",
+                args![pec_id],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        })
+    }
+
+    fn record_verified(
+        &self,
+        pec_id: &str,
+        recipients: &[String],
+        event: &LogEvent,
+    ) -> Result<(), StoreError> {
+        self.write("record verified", |c| {
+            let mut head = lock_head(c)?;
+            ops::verified(c, &mut head, pec_id, recipients, event)?;
+            set_head(c, &head)
+        })
+    }
+
+    fn is_verified(&self, pec_id: &str, recipient: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            one(
+                c,
+                &format!("read verified \"{pec_id}\""),
+                "SELECT EXISTS (SELECT 1 FROM verified WHERE pec_id = $1 AND recipient = $2)",
+                args![pec_id, &recipient.to_ascii_lowercase()],
+            )?
+            .get(0)
+        })
+    }
+
+    fn update_tracking(
+        &self,
+        pec_id: &str,
+        recipient: &str,
+        state: TrackingState,
+    ) -> Result<bool, StoreError> {
+        self.write("update tracking", |c| {
+            tracking_forward(c, pec_id, recipient, state)
+        })
+    }
+
+    fn record_quarantine(&self, event: &LogEvent, message: &[u8]) -> Result<(), StoreError> {
+        let pec_id = &event.pec_id;
+        self.write("record quarantine", |c| {
+            // Every writer of the log holds the head: no other one between look and insert.
+            let mut head = lock_head(c)?;
+            let held: bool = one(
+                c,
+                &format!("read quarantine of \"{pec_id}\""),
+                "SELECT EXISTS (SELECT 1 FROM quarantine WHERE pec_id = $1 AND message = $2)",
+                args![pec_id, message],
+            )?
+            .get(0)?;
+            if held {
+                return Ok(());
+            }
+            let reason = event.reason.as_deref().unwrap_or_default();
+            ops::quarantine(c, pec_id, event.at, reason, message)?;
+            append(c, &mut head, event)?;
+            set_head(c, &head)
+        })
+    }
+
+    fn mailbox_policy(&self, mailbox: &str) -> Result<Option<MailboxPolicy>, StoreError> {
+        let row = self.read(|c| {
+            opt(
+                c,
+                &format!("read policy of \"{mailbox}\""),
+                "SELECT policy, forward_to FROM mailbox_policy WHERE mailbox = $1",
+                args![&mailbox.to_ascii_lowercase()],
+            )
+        })?;
+        row.map(|r| decode_policy(mailbox, r.get(0)?, r.get(1)?))
+            .transpose()
+    }
+
+    fn set_mailbox_policy(&self, mailbox: &str, policy: &MailboxPolicy) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let (label, forward_to) = policy_columns(policy);
+        self.write("set mailbox policy", |c| {
+            exec(
+                c,
+                &format!("set policy of \"{mailbox}\""),
+                "INSERT INTO mailbox_policy (mailbox, policy, forward_to) VALUES ($1, $2, $3)
+                 ON CONFLICT (mailbox) DO UPDATE
+                 SET policy = excluded.policy, forward_to = excluded.forward_to",
+                args![&mailbox, label, &forward_to],
+            )
+            .map(drop)
+        })
+    }
+
+    fn envelope_certification(&self, pec_id: &str) -> Result<Option<Certification>, StoreError> {
+        let row = self.read(|c| {
+            opt(
+                c,
+                &format!("read certification of \"{pec_id}\""),
+                &format!(
+                    "SELECT {}, cert FROM pending_acceptance WHERE pec_id = $1",
+                    c.dialect().seq()
+                ),
+                args![pec_id],
+            )
+        })?;
+        row.map(|r| decode_cert(r.get(0)?, &r.get::<String>(1)?))
+            .transpose()
+    }
+
+    fn delivery_notice(&self, pec_id: &str, recipient: &str) -> Result<Option<String>, StoreError> {
+        let row = self.read(|c| {
+            opt(
+                c,
+                &format!("read delivery notice of \"{pec_id}\""),
+                "SELECT notice_id FROM delivery_notices WHERE pec_id = $1 AND recipient = $2",
+                args![pec_id, &recipient.to_ascii_lowercase()],
+            )
+        })?;
+        row.map(|r| r.get(0)).transpose()
+    }
+
+    /// The insert on the (pec_id, recipient) key decides, inside the transaction that also
+    /// appends the event: concurrent claims cannot both win.
+    fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("claim delivery notice", |c| {
+            let mut head = lock_head(c)?;
+            let claimed = ops::claim_notice(c, &mut head, recipient, event)?;
+            if claimed {
+                set_head(c, &head)?;
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn set_arrival_notice(
+        &self,
+        mailbox: &str,
+        notice: Option<&ArrivalNotice>,
+    ) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let notice = notice
+            .map(|n| {
+                let senders: Vec<String> =
+                    n.senders.iter().map(|s| s.to_ascii_lowercase()).collect();
+                serde_json::to_string(&senders)
+                    .map(|senders| (&n.notify, senders))
+                    .map_err(|e| StoreError::Database(format!("encode senders: {e}")))
+            })
+            .transpose()?;
+        self.write("set arrival notice", |c| {
+            exec(
+                c,
+                &format!("remove arrival notice of \"{mailbox}\""),
+                "DELETE FROM arrival_notices WHERE mailbox = $1",
+                args![&mailbox],
+            )?;
+            if let Some((notify, senders)) = &notice {
+                exec(
+                    c,
+                    &format!("set arrival notice of \"{mailbox}\""),
+                    "INSERT INTO arrival_notices (mailbox, notify, senders) VALUES ($1, $2, $3)",
+                    args![&mailbox, *notify, senders],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let Some(row) = self.read(|c| {
+            opt(
+                c,
+                &format!("read arrival notice of \"{mailbox}\""),
+                "SELECT notify, senders FROM arrival_notices WHERE mailbox = $1",
+                args![&mailbox],
+            )
+        })?
+        else {
+            return Ok(None);
+        };
+        let senders: String = row.get(1)?;
+        let senders: Vec<String> = serde_json::from_str(&senders).map_err(|e| {
+            StoreError::Corrupt(format!("arrival_notices row \"{mailbox}\": senders: {e}"))
+        })?;
+        Ok(Some(ArrivalNotice {
+            notify: row.get(0)?,
+            senders,
+        }))
+    }
+
+    fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {
+        self.write("claim timer notices", |c| ops::claim_timeouts(c, claim))
+    }
+
+    fn release_timeout(&self, due: &DueNotice) -> Result<(), StoreError> {
+        let (claimed, id, _) = timeout_columns(due.which);
+        let (pec_id, recipient) = (&due.pec_id, &due.recipient);
+        self.write("release timer notice", |c| {
+            exec(
+                c,
+                &format!("release notice for \"{recipient}\" of \"{pec_id}\""),
+                &format!(
+                    "UPDATE tracking SET {claimed} = NULL
+                     WHERE pec_id = $1 AND recipient = $2 AND {claimed} = $3 AND {id} IS NULL"
+                ),
+                args![pec_id, recipient, due.claimed_at.unix()],
+            )
+            .map(drop)
+        })
+    }
+
+    fn stored_index(&self) -> Result<Option<StoredIndex>, StoreError> {
+        let row = self.read(|c| {
+            opt(
+                c,
+                "read the provider index",
+                "SELECT ldif, providers, fetched_at, source FROM provider_index WHERE id = 1",
+                &[],
+            )
+        })?;
+        row.map(|r| {
+            Ok(StoredIndex {
+                ldif: r.get(0)?,
+                providers: usize::try_from(r.get::<i64>(1)?).unwrap_or(0),
+                fetched_at: Instant::from_unix(r.get(2)?),
+                source: r.get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError> {
+        self.write("replace the provider index", |c| {
+            exec(
+                c,
+                "replace the provider index",
+                "INSERT INTO provider_index (id, ldif, providers, fetched_at, source)
+                 VALUES (1, $1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET ldif = excluded.ldif,
+                     providers = excluded.providers, fetched_at = excluded.fetched_at,
+                     source = excluded.source",
+                args![
+                    &index.ldif,
+                    to_i64(index.providers),
+                    index.fetched_at.unix(),
+                    &index.source
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.read(|c| search(c, query))
+    }
+
+    fn record_receipt_received(
+        &self,
+        event: &LogEvent,
+        updates: &[(String, TrackingState)],
+    ) -> Result<usize, StoreError> {
+        self.write("record a received receipt", |c| {
+            let mut moved = 0;
+            for (recipient, state) in updates {
+                moved += usize::from(tracking_forward(c, &event.pec_id, recipient, *state)?);
+            }
+            append_event(c, &received_record(event, updates, moved))?;
+            Ok(moved)
+        })
+    }
+
+    fn claim_log_request(
+        &self,
+        request: &LogRequest,
+        limit: u32,
+        since: Instant,
+        event: &LogEvent,
+    ) -> Result<bool, StoreError> {
+        self.write("claim a log request", |c| {
+            ops::claim_log_request(c, request, limit, since, event)
+        })
+    }
+
+    fn log_request(&self, id: &str) -> Result<Option<(LogRequest, bool)>, StoreError> {
+        self.read(|c| ops::log_request(c, id))
+    }
+
+    fn log_request_answered(&self, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("close a log request", |c| {
+            let mut head = lock_head(c)?;
+            let closed = ops::request_answered(c, &mut head, event)?;
+            if closed {
+                set_head(c, &head)?;
+            }
+            Ok(closed)
+        })
+    }
+
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+        self.write("stage a generated message", |c| ops::stage(c, out, effect))
+    }
+
+    fn outbound(&self, key: &str) -> Result<Option<Outbound>, StoreError> {
+        self.read(|c| ops::get(c, key))
+    }
+
+    fn outbound_injected(&self, key: &str, at: Instant) -> Result<(), StoreError> {
+        self.write("mark a generated message injected", |c| {
+            ops::injected(c, key, at)
+        })
+    }
+
+    fn claim_unsent(
+        &self,
+        attempted_before: Instant,
+        now: Instant,
+        limit: usize,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        self.write("claim unsent generated messages", |c| {
+            ops::claim_unsent(c, attempted_before, now, limit)
+        })
+    }
+
+    fn begin_deliveries(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        owner: &str,
+        at: Instant,
+    ) -> Result<Vec<Option<DeliveryMark>>, StoreError> {
+        self.write("record delivery intents", |c| {
+            ops::begin_deliveries(c, message_id, recipients, owner, at)
+        })
+    }
+
+    fn deliveries_done(
+        &self,
+        message_id: &str,
+        recipients: &[String],
+        at: Instant,
+    ) -> Result<(), StoreError> {
+        self.write("record deliveries", |c| {
+            ops::deliveries_done(c, message_id, recipients, at)
+        })
+    }
+
+    fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
+        self.write("purge the outbox", |c| ops::purge(c, before))
+    }
+}

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The PEC message model: daticert.xml, breve hashing, real providers' samples, built messages.
+//!
+//! One test binary per group (link time): each former test file is a module.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../common/samples.rs"]
+mod samples;
+
+mod breve;
+mod daticert;
+mod messages;
+mod verify_samples;
