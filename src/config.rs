@@ -113,6 +113,13 @@ pub enum SigningConfig {
         /// Concurrent PKCS#11 sessions.
         #[serde(default = "default_sessions")]
         sessions: usize,
+        /// Label of the key (on the same token) that signs the daily seals of the legal
+        /// log: a key of its own, never the PEC message key. Required by `pec serve`.
+        #[serde(default)]
+        seal_key_label: Option<String>,
+        /// Label of its certificate (default: `seal_key_label`).
+        #[serde(default)]
+        seal_cert_label: Option<String>,
     },
     /// Key in a PEM file: development only.
     Pem {
@@ -122,6 +129,12 @@ pub enum SigningConfig {
         chain_file: Option<PathBuf>,
         #[serde(default = "default_digest")]
         digest: String,
+        /// Key and certificate (PEM) that sign the daily seals: not the PEC message key.
+        /// Required by `pec serve`.
+        #[serde(default)]
+        seal_key_file: Option<PathBuf>,
+        #[serde(default)]
+        seal_cert_file: Option<PathBuf>,
     },
 }
 
@@ -347,13 +360,37 @@ impl Default for ReceptionConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// RFC 3161 time-stamping service for the daily seals, `http://HOST[:PORT]/PATH`;
-    /// empty: seals are signed but not time-stamped.
+    /// RFC 3161 time-stamping service for the daily seals, `https://HOST[:PORT]/PATH` (or
+    /// `http://`). Required by `pec serve` (and `pec check-config`) unless
+    /// `dev_insecure_no_tsa` is set.
     pub tsa_url: String,
-    /// PEM file with the TSA's CA, to verify the time stamps (`pec log verify`).
+    /// PEM file with the TSA's CA: every token must be signed by a certificate that
+    /// chains to it (required with `tsa_url`); also used by `pec log verify`.
     pub tsa_ca_file: Option<PathBuf>,
     /// Time allowed for one time-stamp request.
     pub tsa_timeout: String,
+    /// TSA policy OID (dotted) named in each request; the token must carry it.
+    pub tsa_policy: Option<String>,
+    /// HTTP basic authentication at the TSA: the user name (with `tsa_password_file`;
+    /// HTTPS only).
+    pub tsa_username: Option<String>,
+    /// File holding the TSA password (one line), readable by the service user only.
+    pub tsa_password_file: Option<PathBuf>,
+    /// TLS client certificate for the TSA (PEM, with `tsa_client_key`).
+    pub tsa_client_cert: Option<PathBuf>,
+    /// Key of `tsa_client_cert` (PEM).
+    pub tsa_client_key: Option<PathBuf>,
+    /// PEM CA file for the TSA's HTTPS server certificate; unset: the system trust store.
+    pub tsa_tls_ca_file: Option<PathBuf>,
+    /// After a failed time stamp (the seal is made without it), the first retry; each
+    /// further one waits twice as long, at most 1 h.
+    pub tsa_retry: String,
+    /// How long after a day's end its seal may lack the time stamp before `pec status`
+    /// fails.
+    pub tsa_grace: String,
+    /// DEVELOPMENT ONLY: let `pec serve` run without `tsa_url`, sealing days without a
+    /// time stamp (not a legal seal).
+    pub dev_insecure_no_tsa: bool,
     /// Months the records and seals are kept (at least 30, DPR 68/2005).
     pub retention_months: u32,
     /// Owner self-service: local part of the service address, in each PEC domain, that
@@ -374,6 +411,15 @@ impl Default for LogConfig {
             tsa_url: String::new(),
             tsa_ca_file: None,
             tsa_timeout: "30s".into(),
+            tsa_policy: None,
+            tsa_username: None,
+            tsa_password_file: None,
+            tsa_client_cert: None,
+            tsa_client_key: None,
+            tsa_tls_ca_file: None,
+            tsa_retry: "1m".into(),
+            tsa_grace: "6h".into(),
+            dev_insecure_no_tsa: false,
             retention_months: crate::store::RETENTION_MONTHS,
             request_address: "registro".into(),
             request_limit: 5,
@@ -499,6 +545,10 @@ struct RawSigning {
     sessions: Option<usize>,
     key_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
+    seal_key_label: Option<String>,
+    seal_cert_label: Option<String>,
+    seal_key_file: Option<PathBuf>,
+    seal_cert_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -531,7 +581,11 @@ impl TryFrom<RawSigning> for SigningConfig {
             Backend::Pkcs11 => {
                 foreign(raw.key_file.is_some(), "key_file")?;
                 foreign(raw.cert_file.is_some(), "cert_file")?;
+                foreign(raw.seal_key_file.is_some(), "seal_key_file")?;
+                foreign(raw.seal_cert_file.is_some(), "seal_cert_file")?;
                 Ok(SigningConfig::Pkcs11 {
+                    seal_key_label: raw.seal_key_label,
+                    seal_cert_label: raw.seal_cert_label,
                     module: required(raw.module, "module")?,
                     token_label: required(raw.token_label, "token_label")?,
                     key_label: required(raw.key_label, "key_label")?,
@@ -551,7 +605,11 @@ impl TryFrom<RawSigning> for SigningConfig {
                 foreign(raw.pin.is_some(), "pin")?;
                 foreign(raw.pin_env.is_some(), "pin_env")?;
                 foreign(raw.sessions.is_some(), "sessions")?;
+                foreign(raw.seal_key_label.is_some(), "seal_key_label")?;
+                foreign(raw.seal_cert_label.is_some(), "seal_cert_label")?;
                 Ok(SigningConfig::Pem {
+                    seal_key_file: raw.seal_key_file,
+                    seal_cert_file: raw.seal_cert_file,
                     key_file: required(raw.key_file, "key_file")?,
                     cert_file: required(raw.cert_file, "cert_file")?,
                     chain_file: raw.chain_file,
@@ -673,8 +731,12 @@ pub struct Settings {
     /// `reception.default_policy` (with `reception.default_forward_to`).
     pub default_policy: MailboxPolicy,
     pub delivery: DeliverySettings,
-    /// `log.tsa_url` and `log.tsa_timeout`; `None` without a TSA.
+    /// `log.tsa_*`; `None` without a TSA.
     pub tsa: Option<crate::log::TsaSettings>,
+    /// `log.tsa_retry`.
+    pub tsa_retry: Duration,
+    /// `log.tsa_grace`.
+    pub tsa_grace: Duration,
     /// `timers.interval`.
     pub timers_interval: Duration,
     /// Where the index is synchronised from, if anywhere.
@@ -999,11 +1061,15 @@ impl Config {
         let delivery = self.delivery_settings()?;
         let timers_interval = self.timers_interval()?;
         let (tsa, log_requests) = self.log_settings()?;
+        let tsa_retry = duration("log.tsa_retry", &self.log.tsa_retry)?;
+        let tsa_grace = duration("log.tsa_grace", &self.log.tsa_grace)?;
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
         Ok(Settings {
             metrics,
             tsa,
+            tsa_retry,
+            tsa_grace,
             default_policy,
             index_source,
             index_refresh,
@@ -1303,25 +1369,7 @@ impl Config {
     > {
         let l = &self.log;
         let tsa_timeout = duration("log.tsa_timeout", &l.tsa_timeout)?;
-        let tsa = if l.tsa_url.is_empty() {
-            None
-        } else if l.tsa_url.starts_with("http://") && l.tsa_url.len() > "http://".len() {
-            Some(crate::log::TsaSettings {
-                url: l.tsa_url.clone(),
-                timeout: tsa_timeout,
-            })
-        } else {
-            return Err(invalid(
-                "log.tsa_url",
-                format!(
-                    "invalid url \"{}\": expected http://HOST[:PORT]/PATH",
-                    l.tsa_url
-                ),
-            ));
-        };
-        if let Some(ca) = &l.tsa_ca_file {
-            path_not_empty("log.tsa_ca_file", ca)?;
-        }
+        let tsa = self.tsa_settings(tsa_timeout)?;
         let minimum = crate::store::RETENTION_MONTHS;
         if l.retention_months < minimum {
             return Err(invalid(
@@ -1343,6 +1391,152 @@ impl Config {
             ));
         }
         Ok((tsa, log_requests))
+    }
+
+    /// The TSA of `[log]`, checked: URL syntax, policy OID, credentials in pairs, basic
+    /// authentication over HTTPS only. `None` without `log.tsa_url`.
+    fn tsa_settings(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<crate::log::TsaSettings>, InvalidValue> {
+        let l = &self.log;
+        if let Some(ca) = &l.tsa_ca_file {
+            path_not_empty("log.tsa_ca_file", ca)?;
+        }
+        if l.tsa_url.is_empty() {
+            return Ok(None);
+        }
+        crate::crypto::tsa::check_url(&l.tsa_url).map_err(|_| {
+            invalid(
+                "log.tsa_url",
+                format!(
+                    "invalid url \"{}\": expected https://HOST[:PORT]/PATH or http://…",
+                    l.tsa_url
+                ),
+            )
+        })?;
+        let https = l.tsa_url.starts_with("https://");
+        if let Some(p) = &l.tsa_policy {
+            if crate::crypto::tsa::oid_der(p).is_none() {
+                return Err(invalid(
+                    "log.tsa_policy",
+                    format!("invalid policy \"{p}\": expected a dotted OID"),
+                ));
+            }
+        }
+        let basic_auth = match (&l.tsa_username, &l.tsa_password_file) {
+            (None, None) => None,
+            (Some(u), Some(f)) if https => {
+                not_empty("log.tsa_username", u)?;
+                path_not_empty("log.tsa_password_file", f)?;
+                Some((u.clone(), f.clone()))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "log.tsa_username",
+                    "basic authentication needs an https:// tsa_url (the password would \
+                     travel in clear)",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "log.tsa_username",
+                    "tsa_username and tsa_password_file go together",
+                ))
+            }
+        };
+        let client_cert = match (&l.tsa_client_cert, &l.tsa_client_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) if https => Some((c.clone(), k.clone())),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "log.tsa_client_cert",
+                    "a client certificate needs an https:// tsa_url",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "log.tsa_client_cert",
+                    "tsa_client_cert and tsa_client_key go together",
+                ))
+            }
+        };
+        Ok(Some(crate::log::TsaSettings {
+            url: l.tsa_url.clone(),
+            timeout,
+            ca_file: l.tsa_ca_file.clone(),
+            policy: l.tsa_policy.clone(),
+            basic_auth,
+            client_cert,
+            tls_ca_file: l.tsa_tls_ca_file.clone(),
+        }))
+    }
+
+    /// What `pec serve` needs beyond a valid file (also checked by `pec check-config`):
+    /// a seal key of its own (`signing.seal_key_label`, or `seal_key_file` and
+    /// `seal_cert_file`), other than the PEC message key; and the daily time stamp, so
+    /// `log.tsa_url` and `log.tsa_ca_file`, unless `log.dev_insecure_no_tsa` is set.
+    pub fn check_serve(&self) -> Result<(), InvalidValue> {
+        self.check_seal_key()?;
+        self.check_serve_tsa()
+    }
+
+    /// The seal key is configured, and is not the PEC message key (by name: `pec
+    /// check-config --live` compares the keys themselves).
+    pub fn check_seal_key(&self) -> Result<(), InvalidValue> {
+        const WHY: &str = "required: the daily seal is signed by a key of its own, the PEC \
+                           message key signs PEC messages only";
+        match &self.signing {
+            SigningConfig::Pkcs11 {
+                key_label,
+                seal_key_label,
+                ..
+            } => match seal_key_label {
+                None => Err(invalid("signing.seal_key_label", WHY)),
+                Some(l) if l == key_label => Err(invalid(
+                    "signing.seal_key_label",
+                    "must name another key than signing.key_label",
+                )),
+                Some(l) => not_empty("signing.seal_key_label", l),
+            },
+            SigningConfig::Pem {
+                key_file,
+                seal_key_file,
+                seal_cert_file,
+                ..
+            } => match (seal_key_file, seal_cert_file) {
+                (None, _) => Err(invalid("signing.seal_key_file", WHY)),
+                (Some(_), None) => Err(invalid(
+                    "signing.seal_cert_file",
+                    "required with signing.seal_key_file",
+                )),
+                (Some(k), Some(_)) if k == key_file => Err(invalid(
+                    "signing.seal_key_file",
+                    "must name another key than signing.key_file",
+                )),
+                (Some(_), Some(_)) => Ok(()),
+            },
+        }
+    }
+
+    fn check_serve_tsa(&self) -> Result<(), InvalidValue> {
+        if self.log.dev_insecure_no_tsa {
+            return Ok(());
+        }
+        if self.log.tsa_url.is_empty() {
+            return Err(invalid(
+                "log.tsa_url",
+                "required: the daily seal of the legal log must be time-stamped (set \
+                 log.dev_insecure_no_tsa = true only on a development machine)",
+            ));
+        }
+        if self.log.tsa_ca_file.is_none() {
+            return Err(invalid(
+                "log.tsa_ca_file",
+                "required with log.tsa_url: the tsa certificate must chain to it",
+            ));
+        }
+        Ok(())
     }
 
     /// `[index]`: the refresh period and the source it is synchronised from, if any.

@@ -51,6 +51,10 @@ pub const INDEX_SYNCS: &str = "pec_index_syncs_total";
 pub const SEAL_LAST_DAY: &str = "pec_seal_last_day_timestamp_seconds";
 pub const SEAL_AGE: &str = "pec_seal_age_seconds";
 pub const SEALS: &str = "pec_seals_total";
+/// Time-stamp attempts for the daily seals, by outcome.
+pub const SEAL_STAMPS: &str = "pec_seal_stamps_total";
+/// Seals that wait for their time stamp (the TSA failed when they were made).
+pub const SEAL_STAMPS_PENDING: &str = "pec_seal_stamps_pending";
 pub const RELOADS: &str = "pec_config_reloads_total";
 pub const UP: &str = "pec_up";
 
@@ -118,6 +122,16 @@ pub fn index_sync(ok: bool) {
 /// A daily seal written, or a failed attempt.
 pub fn seal(ok: bool) {
     counter!(SEALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// A time stamp for a seal obtained or failed.
+pub fn seal_stamp(ok: bool) {
+    counter!(SEAL_STAMPS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// How many seals wait for their time stamp.
+pub fn seal_stamps_pending(n: usize) {
+    gauge!(SEAL_STAMPS_PENDING).set(n as f64);
 }
 
 /// A SIGHUP reload applied or refused.
@@ -212,6 +226,11 @@ fn describe() {
         "Time since the last seal was written (-1: none)"
     );
     describe_counter!(SEALS, "Daily seals, by outcome");
+    describe_counter!(SEAL_STAMPS, "Time stamps of daily seals, by outcome");
+    describe_gauge!(
+        SEAL_STAMPS_PENDING,
+        "Daily seals waiting for their time stamp (the TSA failed)"
+    );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP), by outcome");
     describe_gauge!(UP, "1 while pec serve runs");
 }

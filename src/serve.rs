@@ -113,6 +113,13 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let settings = config.settings()?;
+    config.check_serve()?;
+    if settings.tsa.is_none() {
+        tracing::warn!(
+            "log.dev_insecure_no_tsa: the legal log is sealed WITHOUT time stamps; \
+             this is not a legal seal (development only)"
+        );
+    }
     let cfg = config.clone();
     let signer = blocking("signing key", move || wiring::open_signer(&cfg)).await??;
     let cfg = config.clone();
@@ -183,10 +190,13 @@ pub async fn run_with(
     let seal_store = blocking("store", move || wiring::open_store(&cfg))
         .await?
         .map_err(WiringError::from)?;
+    let cfg = config.clone();
+    let seal_signer = blocking("seal key", move || wiring::open_seal_signer(&cfg)).await??;
     let sealer = tokio::spawn(crate::log::daily_sealer(
         seal_store,
-        signer.clone(),
+        seal_signer,
         settings.tsa.clone(),
+        settings.tsa_retry,
         Arc::new(SystemClock),
         stop_rx.clone(),
     ));

@@ -159,6 +159,76 @@ pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
     }
 }
 
+/// The seal key's certificate (DER), read without the PIN like [`signing_certificate`];
+/// `None` when no seal key is configured.
+pub fn seal_certificate(config: &Config) -> Result<Option<Vec<u8>>, WiringError> {
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            seal_key_label: Some(key_label),
+            seal_cert_label,
+            ..
+        } => Ok(Some(crate::crypto::pkcs11::read_certificate(
+            module,
+            token_label,
+            seal_cert_label.as_deref().unwrap_or(key_label),
+        )?)),
+        SigningConfig::Pem {
+            seal_cert_file: Some(cert_file),
+            ..
+        } => {
+            let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
+            certs.into_iter().next().map(Some).ok_or_else(|| {
+                WiringError::Setting(format!("{}: no certificate", cert_file.display()))
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Opens the key that signs the daily seals of the legal log (`signing.seal_*`), found
+/// and paired with its certificate like the PEC key; never the PEC key itself.
+pub fn open_seal_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
+    config.check_seal_key()?;
+    let settings = config.settings()?;
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            seal_key_label: Some(key_label),
+            seal_cert_label,
+            chain_file,
+            ..
+        } => {
+            let pin = settings
+                .pin
+                .as_ref()
+                .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
+                .resolve()?;
+            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
+            cfg.cert_label = seal_cert_label.clone();
+            cfg.chain_pem = chain_file.clone();
+            cfg.digest = settings.digest;
+            // One seal a day: one session.
+            cfg.sessions = 1;
+            Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
+        }
+        SigningConfig::Pem {
+            seal_key_file: Some(key_file),
+            seal_cert_file: Some(cert_file),
+            chain_file,
+            ..
+        } => Ok(Arc::new(PemSigner::from_files(
+            key_file,
+            cert_file,
+            chain_file.as_deref(),
+            settings.digest,
+        )?)),
+        _ => Err(WiringError::Setting("signing: no seal key".into())),
+    }
+}
+
 /// Opens (and migrates) the configured store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     crate::store::open(&config.store)

@@ -48,7 +48,8 @@ pub enum Command {
     /// SIGTERM or SIGINT stop it after the transactions in progress.
     Serve(ConfigArgs),
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
-    /// check`). With --live, also reach the signing key (login and a test signature), the
+    /// check`). With --live, also reach the PEC message key and the seal key (login, each
+    /// key found and paired with its certificate, usage bits checked; nothing signed), the
     /// store, clamd (PING), Dovecot LMTP (LHLO), Postfix's reinjection listener (EHLO) and
     /// the index source, naming each failure.
     CheckConfig(CheckConfigArgs),

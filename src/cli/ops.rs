@@ -127,31 +127,79 @@ fn lmtp_hello(endpoint: &Endpoint, lhlo: &str) -> Verdict {
     }
 }
 
-/// The signing key: opens it (PKCS#11 login) and signs a test message.
-fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
-    let signer = match crate::wiring::open_signer(config) {
+/// The usage bits a key's certificate must have: the PEC message key's digitalSignature
+/// (and emailProtection when it lists extended usages, spec §2.2); the seal key's
+/// digitalSignature or nonRepudiation.
+fn usage_problem(der: &[u8], seal: bool) -> Option<String> {
+    use openssl::x509::{X509ExtendedKeyUsage, X509KeyUsage};
+    let cert = match X509::from_der(der) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("not a certificate: {e}")),
+    };
+    let ku = cert.key_usage().unwrap_or(X509KeyUsage::empty());
+    if seal {
+        if !ku.intersects(X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION) {
+            return Some("key usage has neither digitalSignature nor nonRepudiation".into());
+        }
+    } else {
+        if !ku.contains(X509KeyUsage::DIGITAL_SIGNATURE) {
+            return Some("key usage lacks digitalSignature".into());
+        }
+        if cert
+            .extended_key_usage()
+            .is_some_and(|e| !e.contains(X509ExtendedKeyUsage::SMIME))
+        {
+            return Some("extended key usage lacks emailProtection".into());
+        }
+    }
+    None
+}
+
+/// One key, without signing anything: opened (PKCS#11 login), found with its certificate
+/// and checked to pair with it (the signer does both when it opens), its certificate's
+/// usage bits checked ([`usage_problem`]).
+fn check_key(
+    opened: Result<Arc<dyn Signer>, crate::wiring::WiringError>,
+    seal: bool,
+) -> (Option<Arc<dyn Signer>>, Verdict) {
+    let signer = match opened {
         Ok(s) => s,
         Err(e) => return (None, Verdict::Failed(e.to_string())),
     };
-    match crate::crypto::sign_attached(&*signer, b"pec check-config --live\r\n", SystemClock.now())
-    {
-        Ok(der) => {
-            let subject = certificate(signer.certificate_der())
-                .map(|c| c.subject)
-                .unwrap_or_default();
-            (
-                Some(signer),
-                Verdict::Ok(format!(
-                    "test signature made ({} bytes) by {subject}",
-                    der.len()
-                )),
-            )
+    let der = signer.certificate_der();
+    let subject = certificate(der).map(|c| c.subject).unwrap_or_default();
+    let verdict = match usage_problem(der, seal) {
+        Some(p) => Verdict::Failed(format!("certificate of {subject}: {p}")),
+        None => Verdict::Ok(format!(
+            "key found, paired with its certificate ({subject}), usage bits right"
+        )),
+    };
+    (Some(signer), verdict)
+}
+
+/// The PEC message key and the seal key ([`check_key`]), and that they are two keys.
+fn check_keys(config: &Config) -> Vec<(String, Verdict)> {
+    let (pec, v) = check_key(crate::wiring::open_signer(config), false);
+    let mut checks = vec![("signing key".to_string(), v)];
+    let (seal, v) = check_key(crate::wiring::open_seal_signer(config), true);
+    checks.push(("seal key".to_string(), v));
+    if let (Some(pec), Some(seal)) = (pec, seal) {
+        let public = |der: &[u8]| {
+            X509::from_der(der)
+                .and_then(|c| c.public_key())
+                .and_then(|k| k.public_key_to_der())
+                .ok()
+        };
+        if public(pec.certificate_der()) == public(seal.certificate_der()) {
+            checks.push((
+                "seal key".to_string(),
+                Verdict::Failed(
+                    "the seal key is the PEC message key: give it a key of its own".into(),
+                ),
+            ));
         }
-        Err(e) => (
-            Some(signer),
-            Verdict::Failed(format!("test signature: {e}")),
-        ),
     }
+    checks
 }
 
 fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
@@ -251,15 +299,15 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         Ok(s) => s,
         Err(e) => return vec![("configuration".into(), Verdict::Failed(e.to_string()))],
     };
-    let mut checks = vec![
-        ("signing key".to_string(), check_signer(config).1),
+    let mut checks = check_keys(config);
+    checks.extend([
         ("store".to_string(), check_store(config).1),
         ("clamd".to_string(), check_clamd(&settings)),
         (
             "dovecot lmtp".to_string(),
             lmtp_hello(&settings.delivery.dovecot, HELLO_NAME),
         ),
-    ];
+    ]);
     let mut reinject = vec![
         settings.access.reinject.clone(),
         settings.filter.reinject.clone(),
@@ -410,27 +458,46 @@ fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdic
     }
 }
 
-/// `pec keys`: the signing certificate, its validity and its index entry.
+fn print_certificate(info: &CertInfo) {
+    println!("  subject: {}", info.subject);
+    println!("  issuer: {}", info.issuer);
+    println!("  serial: {}", info.serial);
+    println!("  not before: {}", info.not_before.to_rfc3339());
+    println!("  not after: {}", info.not_after.to_rfc3339());
+    println!("  SHA-256 fingerprint: {}", info.sha256);
+    println!("  SHA-1 fingerprint: {}", info.sha1);
+}
+
+/// `pec keys`: the PEC message key's certificate (validity, index entry) and the seal
+/// key's (validity).
 pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
     let signer = crate::wiring::open_signer(config).map_err(CliError::usage)?;
     let der = signer.certificate_der().to_vec();
     let info =
         certificate(&der).map_err(|e| CliError::usage(format!("signing certificate: {e}")))?;
-    println!("subject: {}", info.subject);
-    println!("issuer: {}", info.issuer);
-    println!("serial: {}", info.serial);
-    println!("not before: {}", info.not_before.to_rfc3339());
-    println!("not after: {}", info.not_after.to_rfc3339());
-    println!("SHA-256 fingerprint: {}", info.sha256);
-    println!("SHA-1 fingerprint: {}", info.sha1);
+    println!("PEC message key (signs PEC messages only):");
+    print_certificate(&info);
     let store = crate::wiring::open_store(config).ok();
-    let checks = vec![
+    let mut checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
         (
             "provider index".to_string(),
             in_index(config, store.as_deref(), &der),
         ),
     ];
+    match crate::wiring::open_seal_signer(config) {
+        Ok(seal) => {
+            let info = certificate(seal.certificate_der())
+                .map_err(|e| CliError::usage(format!("seal certificate: {e}")))?;
+            println!("seal key (signs the daily seals of the legal log):");
+            print_certificate(&info);
+            checks.push((
+                "seal key validity".to_string(),
+                expiry(&info, Utc::now(), warn_days),
+            ));
+        }
+        Err(e) => checks.push(("seal key".to_string(), Verdict::Failed(e.to_string()))),
+    }
     Ok(report(&checks))
 }
 
@@ -517,6 +584,12 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
             None => Verdict::Ok("no day to seal yet".into()),
         };
         checks.push(("legal log seals".to_string(), verdict));
+        if let Some(store) = &store {
+            checks.push((
+                "legal log time stamps".to_string(),
+                stamps(&**store, &settings, now),
+            ));
+        }
 
         let verdict = match &h.index {
             Some((fetched_at, source, providers)) => {
@@ -566,6 +639,26 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
         Err(e) => Verdict::Failed(e.to_string()),
     };
     checks.push(("signing certificate".to_string(), v));
+    match crate::wiring::seal_certificate(config) {
+        Ok(Some(der)) => {
+            let v = match certificate(&der) {
+                Ok(info) => {
+                    let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
+                    expiry(&info, at, EXPIRY_WARNING_DAYS)
+                }
+                Err(e) => Verdict::Failed(e),
+            };
+            checks.push(("seal certificate".to_string(), v));
+        }
+        Ok(None) => checks.push((
+            "seal certificate".to_string(),
+            Verdict::Failed("no seal key configured (signing.seal_*)".into()),
+        )),
+        Err(e) => checks.push((
+            "seal certificate".to_string(),
+            Verdict::Failed(e.to_string()),
+        )),
+    }
 
     let roles = [
         ("access.listen", &settings.access.listen),
@@ -697,11 +790,57 @@ pub fn domain(command: &DomainCommand) -> i32 {
     exit(name, result)
 }
 
+/// The seals still without their time stamp: a failure once `log.tsa_grace` has passed
+/// since the end of their day (the TSA has been failing all that time), a warning before.
+fn stamps(store: &dyn LogStore, settings: &Settings, now: Instant) -> Verdict {
+    let pending = match crate::log::unstamped(store, i64::MIN, i64::MAX) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let overdue = match crate::log::overdue_stamps(store, settings.tsa_grace, now) {
+        Ok(o) => o,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let days = |v: &[String]| v.join(", ");
+    if !overdue.is_empty() {
+        return Verdict::Failed(format!(
+            "days sealed without a time stamp past log.tsa_grace ({}): {} (check the tsa; \
+             pec serve retries, or run pec log stamp)",
+            age(settings.tsa_grace.as_secs() as i64),
+            days(&overdue)
+        ));
+    }
+    if !pending.is_empty() {
+        let list: Vec<String> = pending.iter().map(|s| s.day.clone()).collect();
+        return Verdict::Warn(format!(
+            "days waiting for their time stamp (within log.tsa_grace): {}",
+            days(&list)
+        ));
+    }
+    match &settings.tsa {
+        Some(t) => Verdict::Ok(format!("every seal time-stamped (tsa {})", t.url)),
+        None => Verdict::Warn(
+            "no log.tsa_url (log.dev_insecure_no_tsa): seals are not time-stamped".into(),
+        ),
+    }
+}
+
 /// Runs `pec check-config`; returns the exit status.
 pub fn check_config(args: &CheckConfigArgs) -> i32 {
     let path = &args.config.config;
     let checked = crate::config::load(path)
         .map_err(CliError::Invalid)
+        .and_then(|config| {
+            config.check_serve().map_err(|e| {
+                CliError::Invalid(crate::config::ConfigError {
+                    file: path.display().to_string(),
+                    line: None,
+                    key: Some(e.key),
+                    message: e.message,
+                })
+            })?;
+            Ok(config)
+        })
         .map(|config| {
             println!("{}: ok", path.display());
             if args.live {

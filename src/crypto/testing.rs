@@ -47,6 +47,12 @@ pub struct TestPki {
     /// Leaf issued by the CA, expired on 2021-01-01.
     pub expired_key: PathBuf,
     pub expired_cert: PathBuf,
+    /// Seal keys of the legal log (not the PEC message keys), for pec.example.it and
+    /// pec.example.net.
+    pub it_seal_key: PathBuf,
+    pub it_seal_cert: PathBuf,
+    pub net_seal_key: PathBuf,
+    pub net_seal_cert: PathBuf,
 }
 
 /// A token written by `tests/pki/make-token.sh`.
@@ -104,6 +110,10 @@ pub fn make_test_pki(dir: &Path) -> Result<TestPki, TestSupportError> {
         outsider_cert: f("outsider.pem"),
         expired_key: f("expired.key"),
         expired_cert: f("expired.pem"),
+        it_seal_key: f("it-seal.key"),
+        it_seal_cert: f("it-seal.pem"),
+        net_seal_key: f("net-seal.key"),
+        net_seal_cert: f("net-seal.pem"),
     })
 }
 

@@ -490,7 +490,7 @@ fn digest_for(oid: &str) -> Result<(&'static str, MessageDigest), VerifyError> {
 
 /// The single CMS certificate matching the signer identifier. Several different matching
 /// certificates are refused: OpenSSL and we must agree on the key.
-fn find_signer(certs: &[X509], sid: &asn1::SignerId) -> Result<X509, VerifyError> {
+pub(super) fn find_signer(certs: &[X509], sid: &asn1::SignerId) -> Result<X509, VerifyError> {
     let mut found: Option<(X509, Vec<u8>)> = None;
     for c in certs {
         if !signer_matches(c, sid) {

@@ -18,6 +18,11 @@
 #      With PEC_E2E_STORE=pg (both stores in PostgreSQL, each its own server) B's
 #      PostgreSQL server is stopped instead until a store operation has failed, then
 #      started again: the database server going away is what a shared store meets.
+#   7. after the audit, A's TSA down for a while (issue 19): today is sealed (with the clock
+#      a day ahead, faketime) while the TSA answers 503: the seal is made without its stamp
+#      and `pec log seal` exits 1 saying so; `pec status` (two days ahead) fails on the day
+#      without its stamp; once the TSA is back `pec log stamp` (or pec serve's retry) adds
+#      the stamp, once, and `pec log verify` passes over the stamped seal: nothing lost.
 #
 # Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
 # hit the mail path. Afterwards, once the queues are empty, the clock is moved past 12 h and
@@ -221,6 +226,35 @@ known=()
 proof_audit "$work" "$work/accepted" -1 "${known[@]}" | tee "$work/audit.out" >&2
 [ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "audit failed"
 [ "$timers_ok" -eq 1 ] || e2e_fail "the timers sent notices for recipients that have an outcome"
+e2e_log "7. A's TSA down for a while"
+today=$(TZ=Europe/Rome date +%F)
+echo down > "$work/a/tsa/mode"
+a_pec() { SOFTHSM2_CONF=$work/a/hsm/softhsm2.conf PEC_E2E_PIN=1234 "$@" -c "$work/a/pec.toml"; }
+rc=0
+out=$(a_pec faketime -f "+26h" "$PEC_BIN" log seal --day "$today" 2>&1) || rc=$?
+e2e_log "   $out"
+if [ "$rc" -ne 1 ] || ! grep -q "^sealed $today: .*NOT time-stamped yet (.*503" <<<"$out"; then
+  e2e_fail "seal with the TSA down: exit $rc, expected 1 and the seal made without its stamp"
+fi
+rc=0
+out=$(a_pec faketime -f "+50h" "$PEC_BIN" status 2>&1) || rc=$?
+if [ "$rc" -ne 1 ] || ! grep -q "^legal log time stamps: FAILED: days sealed without a time stamp .*$today" <<<"$out"; then
+  echo "$out" >&2; e2e_fail "pec status does not fail on the day without its stamp (exit $rc)"
+fi
+rm -f "$work/a/tsa/mode"
+out=$(a_pec "$PEC_BIN" log stamp 2>&1) || { echo "$out" >&2; e2e_fail "pec log stamp with the TSA back"; }
+e2e_log "   $(tr '\n' ' ' <<<"$out")"
+grep -qE "^(stamped $today|$today: already stamped by another process)$" <<<"$out" \
+  || e2e_fail "pec log stamp did not stamp $today: $out"
+out=$(a_pec "$PEC_BIN" log stamp 2>&1) || e2e_fail "a second pec log stamp failed: $out"
+grep -q "^0 seals without a time stamp" <<<"$out" || e2e_fail "a second pec log stamp found seals to stamp: $out"
+out=$(a_pec "$PEC_BIN" log verify --ca "$work/pki/ca.pem" 2>&1) || true
+if grep -q "^seal $today: " <<<"$out" || ! grep -qE "seals checked" <<<"$out"; then
+  echo "$out" >&2; e2e_fail "pec log verify on A after the stamp"
+fi
+out=$(a_pec faketime -f "+50h" "$PEC_BIN" status 2>&1) || true
+grep -q "^legal log time stamps: ok" <<<"$out" || { echo "$out" >&2; e2e_fail "pec status after the stamp"; }
+
 for p in a b; do
   e2e_log "$p: $(e2e_plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(e2e_plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
 done

@@ -33,7 +33,7 @@
 #   postfix_route DIR DOMAIN HOST:PORT
 #   postfix_wait_queue_empty DIR DEADLINE
 #   postfix_stop DIR
-#   softhsm_token DIR LABEL PIN KEY CERT KEYLABEL  SOFTHSM2_CONF path on stdout
+#   softhsm_token DIR LABEL PIN KEY CERT KEYLABEL [KEY CERT KEYLABEL]  SOFTHSM2_CONF path on stdout
 #   slapd_start DIR PORT                slapd on ldap://127.0.0.1:PORT/, suffix o=postacert,
 #                                       PEC schema (etc/ldap/pec.schema), rootdn
 #                                       cn=admin,o=postacert password "secret", anonymous read
@@ -740,11 +740,41 @@ postfix_stop() {
 # SoftHSM2
 
 # softhsm_token DIR LABEL PIN KEY CERT KEYLABEL: a SoftHSM2 token LABEL in DIR holding the key
-# and certificate (PEM files) under KEYLABEL (see tests/pki/make-token.sh). Prints the
-# SOFTHSM2_CONF path; export it in the process that loads the PKCS#11 module.
+# and certificate (PEM files) under KEYLABEL, and a second key (the seal key) when given
+# (see tests/pki/make-token.sh). Prints the SOFTHSM2_CONF path; export it in the process
+# that loads the PKCS#11 module.
 softhsm_token() {
-  if [ $# -ne 6 ]; then e2e_fail "usage: softhsm_token DIR LABEL PIN KEY CERT KEYLABEL"; return 2; fi
+  if [ $# -ne 6 ] && [ $# -ne 9 ]; then
+    e2e_fail "usage: softhsm_token DIR LABEL PIN KEY CERT KEYLABEL [KEY CERT KEYLABEL]"; return 2
+  fi
   sh "$E2E_REPO/tests/pki/make-token.sh" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Test time-stamping authority (tests/tsa/)
+
+# tsa_start DIR PKIDIR: the test TSA (make-tsa.sh in DIR, certificates from PKIDIR) over
+# HTTPS with basic authentication (user "pec", password in DIR/password), as accredited
+# TSAs are reached; DIR/mode plays faults (tsa.py: "down", …; absent: answers). Prints its
+# port; its pid is in DIR/tsa.pid (tsa_stop).
+tsa_start() {
+  local dir=$1 pki=$2 _
+  sh "$E2E_REPO/tests/tsa/make-tsa.sh" "$dir" "$pki" >/dev/null 2>&1 || { e2e_fail "make-tsa.sh failed"; return 1; }
+  /usr/bin/python3 "$E2E_REPO/tests/tsa/tsa.py" "$dir/tsa.cnf" --tls "$dir/server.pem" "$dir/server.key" \
+    --user pec "$dir/password" --mode-file "$dir/mode" --until-killed > "$dir/port" 2> "$dir/tsa.log" &
+  echo $! > "$dir/tsa.pid"
+  for _ in $(seq 1 100); do
+    if [ -s "$dir/port" ]; then head -n 1 "$dir/port"; return 0; fi
+    sleep 0.1
+  done
+  e2e_fail "the test TSA did not start: $(cat "$dir/tsa.log")"
+}
+
+# tsa_stop DIR: stops the test TSA of tsa_start (by pid).
+tsa_stop() {
+  local pid
+  pid=$(cat "$1/tsa.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -48,6 +48,11 @@
 #                        tls_policy_map, written by `pec index tls-policy` / `sync`).
 #                        Dovecot's IMAP offers STARTTLS (ssl = required), same certificate.
 #                        Exports PECMAIL_CAFILE (the test CA) for pecmail.py's STARTTLS.
+#                        Also starts a test TSA (tests/tsa/, HTTPS with basic
+#                        authentication) in WORK/tsa, the [log] tsa_* of pec.toml; writing
+#                        "down" to WORK/tsa/mode makes it answer 503 (tsa.py); its port is
+#                        tsa_port. The token holds the PEC key ("signer") and the seal key
+#                        ("seal", KEY-seal.key/pem of make-pki.sh).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
 #                        prints the value of SAMPLE (name and labels, as on the endpoint,
@@ -99,12 +104,16 @@ provider_up() {
 
   e2e_log "$domain: test PKI and SoftHSM2 token"
   mkdir -p "$work"
-  [ -f "$pki/$key-tls.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
+  { [ -f "$pki/$key-tls.pem" ] && [ -f "$pki/$key-seal.pem" ]; } ||
+    sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
   pki=$(cd "$pki" && pwd)
   export PECMAIL_CAFILE=$pki/ca.pem
   local tls_policy
   tls_policy=$(cd "$work" && pwd)/tls_policy
-  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer)
+  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer \
+    "$pki/$key-seal.key" "$pki/$key-seal.pem" seal)
+  e2e_log "$domain: test TSA (HTTPS, basic authentication)"
+  tsa_port=$(tsa_start "$work/tsa" "$pki")
   local index_ldap=""
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     index_ldap="ldap_url = \"$PROVIDER_LDAP_URL\""
@@ -161,6 +170,7 @@ backend = "pkcs11"
 module = "$(ls /usr/lib/softhsm/libsofthsm2.so)"
 token_label = "pec-e2e"
 key_label = "signer"
+seal_key_label = "seal"
 pin_env = "PEC_E2E_PIN"
 
 [store]
@@ -193,6 +203,15 @@ duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf",
 
 [metrics]
 listen = "127.0.0.1:$metrics_port"
+
+[log]
+tsa_url = "https://127.0.0.1:$tsa_port/tsa"
+tsa_ca_file = "$pki/ca.pem"
+tsa_tls_ca_file = "$pki/ca.pem"
+tsa_policy = "1.3.6.1.4.1.99999.1.1"
+tsa_username = "pec"
+tsa_password_file = "$(cd "$work/tsa" && pwd)/password"
+tsa_retry = "${PROVIDER_TSA_RETRY:-1s}"
 EOF
   echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null
@@ -222,6 +241,7 @@ provider_down() {
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
   clamd_stop "$work/clamd" >/dev/null 2>&1 || true
+  tsa_stop "$work/tsa"
   local pg_dir=${PROVIDER_PG_DIR:-$work/pg}
   if [ -f "$pg_dir/data/postmaster.pid" ]; then
     # shellcheck source=tests/e2e/lib_pg.sh

@@ -24,6 +24,11 @@
 #                             issued by the rogue CA (an impostor, or a misconfigured peer)
 #   net-wrongname-tls.key, net-wrongname-tls.pem  a TLS certificate issued by the CA for
 #                             mx.other.example.org (DNS) and 127.0.0.1 only: the wrong name
+#   it-seal.key, it-seal.pem, net-seal.key, net-seal.pem
+#                             the seal keys of the legal log of each provider (not the PEC
+#                             message keys): Subject C=IT, O=<provider>, CN=Sigillo registro
+#                             <provider>; keyUsage digitalSignature, nonRepudiation (critical);
+#                             no subjectAltName, no extendedKeyUsage
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -45,7 +50,7 @@ out=$(cd "$out" && pwd)
 
 files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem
     it-tls.key it-tls.pem net-tls.key net-tls.pem rogue-ca.key rogue-ca.pem net-rogue-tls.key net-rogue-tls.pem
-    net-wrongname-tls.key net-wrongname-tls.pem"
+    net-wrongname-tls.key net-wrongname-tls.pem it-seal.key it-seal.pem net-seal.key net-seal.pem"
 if [ -f "$out/.complete" ]; then
     complete=yes
     for f in $files; do
@@ -194,6 +199,21 @@ openssl req -new -key "$work/net-rogue-tls.key" -subj "/C=IT/O=PEC Rogue/CN=mx.p
 openssl x509 -req -sha256 -days 9000 -in "$work/net-rogue-tls.csr" -CA "$work/rogue-ca.pem" \
     -CAkey "$work/rogue-ca.key" -set_serial 0x3002 -extfile "$work/net-rogue-tls.ext" -extensions ext \
     -out "$work/net-rogue-tls.pem" 2>/dev/null
+# Seal keys: a key of their own, a certificate that is not a PEC signing certificate.
+cat > "$work/seal.ext" <<'EXT'
+[ext]
+keyUsage = critical, digitalSignature, nonRepudiation
+authorityKeyIdentifier = keyid:always
+subjectKeyIdentifier = hash
+EXT
+seal() { # NAME PROVIDER SERIAL
+    key "$1"
+    openssl req -new -key "$work/$1.key" -subj "/C=IT/O=$2/CN=Sigillo registro $2" -out "$work/$1.csr"
+    sign "$work/$1.csr" "$work/$1.pem" "$3" "$work/seal.ext" 20200101000000Z 20400101000000Z \
+        -cert "$work/ca.pem" -keyfile "$work/ca.key"
+}
+seal it-seal "PEC Example IT S.p.A." 1011
+seal net-seal "PEC Example NET S.p.A." 1012
 
 for f in $files; do
     mv "$work/$f" "$out/$f"

@@ -254,4 +254,24 @@ SELECT 1;
     // Version 12: same-provider recipients whose delivery receipt or non-delivery notice is
     // recorded get their tracking row closed (see the SQLite migration 12).
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Version 13: a missing time stamp may be added to a seal, once; nothing else changes
+    // (see the SQLite migration 13).
+    r#"
+CREATE OR REPLACE FUNCTION pec_seal_stamp_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.tst IS NULL AND NEW.tst IS NOT NULL
+       AND (NEW.day, NEW.from_at, NEW.to_at, NEW.count, NEW.first_id, NEW.last_id,
+            NEW.export_sha256, NEW.signature, NEW.sealed_at)
+           IS NOT DISTINCT FROM
+           (OLD.day, OLD.from_at, OLD.to_at, OLD.count, OLD.first_id, OLD.last_id,
+            OLD.export_sha256, OLD.signature, OLD.sealed_at) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'seals are append-only (only a missing time stamp may be added)';
+END
+$$;
+DROP TRIGGER IF EXISTS seals_append_only ON seals;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+    FOR EACH ROW EXECUTE FUNCTION pec_seal_stamp_only();
+"#,
 ];

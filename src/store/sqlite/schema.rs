@@ -300,4 +300,19 @@ UPDATE outbox SET data = X'';
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Version 13: a seal made while the TSA was down gets its time stamp later (log::
+    // stamp_seal): seals stay append-only except for that one change, a missing token
+    // (and where it came from) added once, every other column unchanged.
+    r#"
+DROP TRIGGER IF EXISTS seals_append_only;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+WHEN NOT (OLD.tst IS NULL AND NEW.tst IS NOT NULL
+          AND NEW.day IS OLD.day AND NEW.from_at IS OLD.from_at AND NEW.to_at IS OLD.to_at
+          AND NEW.count IS OLD.count AND NEW.first_id IS OLD.first_id
+          AND NEW.last_id IS OLD.last_id AND NEW.export_sha256 IS OLD.export_sha256
+          AND NEW.signature IS OLD.signature AND NEW.sealed_at IS OLD.sealed_at)
+BEGIN
+    SELECT RAISE(ABORT, 'seals are append-only (only a missing time stamp may be added)');
+END;
+"#,
 ];
