@@ -23,6 +23,7 @@
 //! | `pec_seal_age_seconds` | gauge | |
 //! | `pec_seals_total` | counter | `outcome` (ok, failed) |
 //! | `pec_config_reloads_total` | counter | `outcome` (ok, failed) |
+//! | `pec_revocation_unknown_accepted_total` | counter | |
 //! | `pec_up` | gauge | |
 //!
 //! Roles (`role` label): `access` (milter end of message), `filter` (after-queue content
@@ -53,6 +54,7 @@ pub const SEAL_AGE: &str = "pec_seal_age_seconds";
 pub const SEALS: &str = "pec_seals_total";
 pub const RELOADS: &str = "pec_config_reloads_total";
 pub const UP: &str = "pec_up";
+pub const REVOCATION_UNKNOWN: &str = "pec_revocation_unknown_accepted_total";
 
 /// How often [`sample_store`] refreshes the store gauges.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
@@ -118,6 +120,12 @@ pub fn index_sync(ok: bool) {
 /// A daily seal written, or a failed attempt.
 pub fn seal(ok: bool) {
     counter!(SEALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// A signature accepted although the revocation status of its chain could not be had
+/// (`verify.revocation = "grace"`, within the grace window).
+pub fn revocation_unknown_accepted() {
+    counter!(REVOCATION_UNKNOWN).increment(1);
 }
 
 /// A SIGHUP reload applied or refused.

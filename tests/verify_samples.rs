@@ -381,6 +381,7 @@ fn chain_to_system_roots_at_the_message_date() {
     let wrong = ChainPolicy {
         anchors: vec![agid],
         enforce: true,
+        ..ChainPolicy::default()
     };
     let s = &SAMPLES[2];
     let raw = read(&dir, s.file);
