@@ -877,6 +877,15 @@ pub fn http(url: &str, post: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>
             break;
         }
         response.extend_from_slice(&buf[..n]);
+        // A server that keeps the connection open (HTTP/1.1 keep-alive, `openssl ocsp`)
+        // has answered once Content-Length bytes of body are in.
+        if let Some(end) = memchr::memmem::find(&response, b"\r\n\r\n") {
+            if let Some(len) = content_length(&response[..end]) {
+                if response.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
         if response.len() as u64 > MAX_RESPONSE {
             return Err(FetchError::Http(format!(
                 "response larger than {MAX_RESPONSE} bytes"
@@ -916,6 +925,18 @@ pub fn http(url: &str, post: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>
         body = dechunk(&body).ok_or_else(|| FetchError::Http("malformed chunked body".into()))?;
     }
     Ok(body)
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .skip(1)
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
 }
 
 fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
