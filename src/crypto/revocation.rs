@@ -177,6 +177,8 @@ pub struct RevocationChecker {
     settings: RevocationSettings,
     crls: Mutex<HashMap<String, Arc<CachedCrl>>>,
     failures: Mutex<HashMap<String, Failure>>,
+    /// Unix seconds of the last fetch attempt of each CRL location.
+    attempts: Mutex<HashMap<String, i64>>,
     ocsp: Mutex<HashMap<(String, Vec<u8>), CachedOcsp>>,
     /// The current time, unix seconds (a parameter so that tests can move it).
     now: Box<dyn Fn() -> i64 + Send + Sync>,
@@ -215,6 +217,7 @@ impl RevocationChecker {
             settings,
             crls: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            attempts: Mutex::new(HashMap::new()),
             ocsp: Mutex::new(HashMap::new()),
             now,
         }
@@ -311,6 +314,17 @@ impl RevocationChecker {
             if !due(c) {
                 return Ok(c.clone());
             }
+            // Due, but refetched lately (the CA has not published a newer one yet): at most
+            // one fetch per retry_after, not one per message.
+            let last = self
+                .attempts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(url)
+                .copied();
+            if last.is_some_and(|t| now - t < secs(self.settings.retry_after)) {
+                return Ok(c.clone());
+            }
         }
         // Back off after a recent failure.
         {
@@ -321,6 +335,10 @@ impl RevocationChecker {
                 }
             }
         }
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(url.to_string(), now);
         match self.fetch_crl(url, issuer, &issuer_id, cached.as_deref()) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);

@@ -18,6 +18,10 @@
 #      With PEC_E2E_STORE=pg (both stores in PostgreSQL, each its own server) B's
 #      PostgreSQL server is stopped instead until a store operation has failed, then
 #      started again: the database server going away is what a shared store meets.
+#   7. the CRL server down (both providers check the chain and revocation: [verify] anchors
+#      = the test CA, whose leaves name a CRL on a local HTTP server) until both have failed
+#      to refresh the CRL; the cached CRL still answers, so every envelope stays valid PEC
+#      (no anomaly envelope: the audit below), then the server comes back.
 #
 # Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
 # hit the mail path. Afterwards, once the queues are empty, the clock is moved past 12 h and
@@ -63,6 +67,7 @@ cleanup() {
     wait "$load_pid" 2>/dev/null || true
   fi
   proof_pair_down "$work"
+  [ -f "$work/crl-http.pid" ] && { crl_down >/dev/null 2>&1 || true; }
   slapd_stop "$work/ldap" >/dev/null 2>&1 || true
   if [ -d "$work/bstore" ] && mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
   if [ "$status" -ne 0 ]; then
@@ -84,9 +89,29 @@ count_since() { # FILE SKIP REGEX
 lines() { wc -l < "$1"; }
 seen_since() { [ "$(count_since "$1" "$2" "$3")" -gt 0 ]; }
 
+# The CRL of the test CA on a local HTTP server; both providers verify the chain and
+# revocation, refetching the CRL at most every second (refresh_before longer than its life).
+mapfile -t crl_port < <(e2e_free_ports 1)
+export PKI_CRL_URL="http://127.0.0.1:${crl_port[0]}/crl.der"
+crl_up() {
+  "$E2E_PYTHON" -m http.server --bind 127.0.0.1 --directory "$work/pki" "${crl_port[0]}" \
+    >> "$work/crl-http.log" 2>&1 &
+  echo $! > "$work/crl-http.pid"
+  wait_for_port 127.0.0.1 "${crl_port[0]}" 30
+}
+crl_down() { _e2e_stop_pid "crl http server" "$(cat "$work/crl-http.pid")"; }
+export PROVIDER_VERIFY_EXTRA="[verify]
+anchors = [\"$work/pki/ca.pem\"]
+crl_cache = \"$work/crl-cache\"
+fetch_timeout = \"2s\"
+retry_after = \"1s\"
+refresh_before = \"3650d\"
+ocsp = false"
+
 # The index in a real slapd, refreshed every second.
 export PROVIDER_PKI=$work/pki
 sh "$root/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+crl_up
 mapfile -t ldap_port < <(e2e_free_ports 1)
 slapd_start "$work/ldap" "${ldap_port[0]}"
 {
@@ -196,6 +221,18 @@ else
   e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "full" || e2e_fail "disk full: no store failure in B's log"
   rm -f "$work/bstore/fill"
 fi
+
+e2e_log "7. CRL server down"
+skip_a=$(lines "$work/a/pec.log") skip_b=$(lines "$work/b/pec.log")
+crl_down
+e2e_poll 120 seen_since "$work/a/pec.log" "$skip_a" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: A did not notice"
+e2e_poll 120 seen_since "$work/b/pec.log" "$skip_b" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: B did not notice"
+crl_up
+[ "$(count_since "$work/a/pec.log" 0 "revocation status unknown")" -eq 0 ] &&
+  [ "$(count_since "$work/b/pec.log" 0 "revocation status unknown")" -eq 0 ] ||
+  e2e_fail "CRL server down: a status was unknown although the cached CRL was current"
 
 e2e_log "faults done; waiting for the load to finish"
 wait "$load_pid" || { cat "$work/load.err" >&2; load_pid=""; e2e_fail "the load failed"; }

@@ -15,6 +15,9 @@
 #   net.key, net.pem          provider leaf for pec.example.net
 #   outsider.key, outsider.pem  self-signed leaf with the provider profile, not issued by the CA
 #   expired.key, expired.pem  leaf for pec.example.it issued by the CA, valid 2020-01-01..2021-01-01
+#   crl.der                   only with PKI_CRL_URL set: the CA's CRL (nothing revoked, valid
+#                             30 days); the leaves it issues then name PKI_CRL_URL as their
+#                             CRL distribution point (tests/e2e/faults.sh, "CRL server down")
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -35,6 +38,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
 files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem"
+[ -n "${PKI_CRL_URL:-}" ] && files="$files crl.der"
 if [ -f "$out/.complete" ]; then
     complete=yes
     for f in $files; do
@@ -72,6 +76,9 @@ subjectKeyIdentifier = hash
 subjectAltName = email:posta-certificata@$2
 extendedKeyUsage = emailProtection
 EXT
+    if [ -n "${PKI_CRL_URL:-}" ]; then
+        echo "crlDistributionPoints = URI:$PKI_CRL_URL" >> "$1"
+    fi
 }
 
 subject() { # PROVIDER
@@ -141,6 +148,14 @@ openssl req -new -key "$work/expired.key" -subj "$(subject "PEC Example IT S.p.A
     -out "$work/expired.csr"
 sign "$work/expired.csr" "$work/expired.pem" 1003 "$work/expired.ext" 20200101000000Z 20210101000000Z \
     -cert "$work/ca.pem" -keyfile "$work/ca.key"
+
+if [ -n "${PKI_CRL_URL:-}" ]; then
+    echo 01 > "$work/db/crlnumber"
+    sed -i "s|^\[test\]|[test]\ncrlnumber = $work/db/crlnumber|" "$work/db/ca.cnf"
+    openssl ca -batch -gencrl -crldays 30 -config "$work/db/ca.cnf" -cert "$work/ca.pem" \
+        -keyfile "$work/ca.key" -out "$work/crl.pem" 2>/dev/null
+    openssl crl -in "$work/crl.pem" -outform DER -out "$work/crl.der"
+fi
 
 for f in $files; do
     mv "$work/$f" "$out/$f"
