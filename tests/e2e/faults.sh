@@ -18,7 +18,7 @@
 #      With PEC_E2E_STORE=pg (both stores in PostgreSQL, each its own server) B's
 #      PostgreSQL server is stopped instead until a store operation has failed, then
 #      started again: the database server going away is what a shared store meets.
-#   7. the CRL server down (both providers check the chain and revocation: [verify] anchors
+#   7. (run first, while the load certainly runs) the CRL server down (both providers check the chain and revocation: [verify] anchors
 #      = the test CA, whose leaves name a CRL on a local HTTP server) until both have failed
 #      to refresh the CRL; the cached CRL still answers, so every envelope stays valid PEC
 #      (no anomaly envelope: the audit below), then the server comes back.
@@ -162,6 +162,20 @@ e2e_log "load: $n transactions at $rate/s, concurrency 20, retrying temporary re
   --accepted "$work/accepted" --tag faults > "$work/load.out" 2> "$work/load.err" &
 load_pid=$!
 
+e2e_log "7. CRL server down (first, while the load certainly runs)"
+crl_cached() { compgen -G "$work/crl-cache/*.crl" > /dev/null; }
+e2e_poll 60 crl_cached || e2e_fail "no CRL fetched"
+skip_a=$(lines "$work/a/pec.log") skip_b=$(lines "$work/b/pec.log")
+crl_down
+e2e_poll 120 seen_since "$work/a/pec.log" "$skip_a" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: A did not notice"
+e2e_poll 120 seen_since "$work/b/pec.log" "$skip_b" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: B did not notice"
+crl_up
+[ "$(count_since "$work/a/pec.log" 0 "revocation status unknown")" -eq 0 ] &&
+  [ "$(count_since "$work/b/pec.log" 0 "revocation status unknown")" -eq 0 ] ||
+  e2e_fail "CRL server down: a status was unknown although the cached CRL was current"
+
 e2e_log "1. kill -9 of pec serve, $kills times"
 for i in $(seq 1 "$kills"); do
   p=$([ $((i % 2)) -eq 1 ] && echo a || echo b)
@@ -221,18 +235,6 @@ else
   e2e_poll 120 seen_since "$work/b/pec.log" "$skip" "full" || e2e_fail "disk full: no store failure in B's log"
   rm -f "$work/bstore/fill"
 fi
-
-e2e_log "7. CRL server down"
-skip_a=$(lines "$work/a/pec.log") skip_b=$(lines "$work/b/pec.log")
-crl_down
-e2e_poll 120 seen_since "$work/a/pec.log" "$skip_a" "revocation: cannot refresh the crl" ||
-  e2e_fail "CRL server down: A did not notice"
-e2e_poll 120 seen_since "$work/b/pec.log" "$skip_b" "revocation: cannot refresh the crl" ||
-  e2e_fail "CRL server down: B did not notice"
-crl_up
-[ "$(count_since "$work/a/pec.log" 0 "revocation status unknown")" -eq 0 ] &&
-  [ "$(count_since "$work/b/pec.log" 0 "revocation status unknown")" -eq 0 ] ||
-  e2e_fail "CRL server down: a status was unknown although the cached CRL was current"
 
 e2e_log "faults done; waiting for the load to finish"
 wait "$load_pid" || { cat "$work/load.err" >&2; load_pid=""; e2e_fail "the load failed"; }
