@@ -649,12 +649,7 @@ fn check_crl_for(c: &CachedCrl, issuer: &X509Ref, issuer_id: &[u8]) -> Result<()
 /// What a CRL (checked already) says about `cert` as of `at`.
 fn crl_answer(c: &CachedCrl, cert: &X509Ref, at: Instant, url: &str) -> Answer {
     let source = format!("crl {url}");
-    let Ok(owned) = cert.to_owned().to_der().and_then(|d| X509::from_der(&d)) else {
-        return Answer::Unknown {
-            reason: format!("{source}: certificate cannot be re-read"),
-            since: None,
-        };
-    };
+    let owned: X509 = cert.to_owned();
     let at_unix = at.unix();
     match c.crl.get_by_cert(&owned) {
         CrlStatus::Revoked(entry) => {

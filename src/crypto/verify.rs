@@ -719,7 +719,7 @@ fn revocation(
     let mut beyond_grace = false;
     for pair in path.windows(2) {
         let (cert, issuer) = (&pair[0], &pair[1]);
-        let subject = name_one_line(cert.subject_name());
+        let subject = || name_one_line(cert.subject_name());
         match checker.check(cert, issuer, at) {
             Answer::Good { source } => good.push(source),
             Answer::Revoked {
@@ -728,7 +728,7 @@ fn revocation(
                 source,
             } => {
                 let err = VerifyError::Revoked {
-                    subject,
+                    subject: subject(),
                     at: when,
                     reason,
                     by: source,
@@ -742,13 +742,14 @@ fn revocation(
                 ));
             }
             Answer::NoSource => unknown.push(format!(
-                "\"{subject}\": names no crl distribution point or ocsp responder"
+                "\"{}\": names no crl distribution point or ocsp responder",
+                subject()
             )),
             Answer::Unknown { reason, since } => {
                 if since.is_some_and(|s| now.saturating_sub(s) > grace) {
                     beyond_grace = true;
                 }
-                unknown.push(format!("\"{subject}\": {reason}"));
+                unknown.push(format!("\"{}\": {reason}", subject()));
             }
         }
     }
