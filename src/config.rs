@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub reception: ReceptionConfig,
     #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub timers: TimersConfig,
@@ -352,6 +354,51 @@ impl Default for ReceptionConfig {
         ReceptionConfig {
             default_policy: "anomaly".into(),
             default_forward_to: None,
+        }
+    }
+}
+
+/// How the reception point and `pec verify -c` validate sender certificates beyond the
+/// provider index: the chain to trust anchors (with the CAs' name constraints and the
+/// emailProtection usage) and revocation (CRL, OCSP). See [`crate::crypto::revocation`].
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// PEM files with the trust anchors of today's providers (AgID CA1, or its root);
+    /// empty (the default): the chain is not checked, only the provider index.
+    pub anchors: Vec<PathBuf>,
+    /// PEM files with the anchors of archived mail (DigitPA CA1 and its root): signer
+    /// certificates without extendedKeyUsage are accepted under them.
+    pub archive_anchors: Vec<PathBuf>,
+    /// `grace` (default), `strict` or `off`: what happens when the revocation status
+    /// cannot be had.
+    pub revocation: String,
+    /// How long an unknown revocation status is accepted under `grace` (default `3d`).
+    pub grace: String,
+    /// Directory of the CRL cache (default `/var/lib/pec/crl`).
+    pub crl_cache: PathBuf,
+    /// Total deadline of one CRL or OCSP fetch (default `5s`).
+    pub fetch_timeout: String,
+    /// After a failed fetch, wait this long before trying the same location (default `1m`).
+    pub retry_after: String,
+    /// Refetch a cached CRL this long before its nextUpdate (default `1h`).
+    pub refresh_before: String,
+    /// Ask the OCSP responder a certificate names when its CRLs give no answer (default true).
+    pub ocsp: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            anchors: Vec::new(),
+            archive_anchors: Vec::new(),
+            revocation: "grace".into(),
+            grace: "3d".into(),
+            crl_cache: PathBuf::from("/var/lib/pec/crl"),
+            fetch_timeout: "5s".into(),
+            retry_after: "1m".into(),
+            refresh_before: "1h".into(),
+            ocsp: true,
         }
     }
 }
@@ -747,6 +794,8 @@ pub struct Settings {
     pub log_requests: Option<crate::log::request::RequestSettings>,
     /// `metrics.listen`; `None` without an endpoint.
     pub metrics: Option<Endpoint>,
+    /// `[verify]`: revocation checking (the anchors stay paths in [`VerifyConfig`]).
+    pub revocation: crate::crypto::revocation::RevocationSettings,
 }
 
 /// Typed `[delivery]` values.
@@ -1058,6 +1107,7 @@ impl Config {
         let access = self.access_settings()?;
         let filter = self.filter_settings(&access)?;
         let default_policy = self.reception_policy()?;
+        let revocation = self.revocation_settings()?;
         let delivery = self.delivery_settings()?;
         let timers_interval = self.timers_interval()?;
         let (tsa, log_requests) = self.log_settings()?;
@@ -1067,6 +1117,7 @@ impl Config {
         let metrics = self.metrics_endpoint()?;
         Ok(Settings {
             metrics,
+            revocation,
             tsa,
             tsa_retry,
             tsa_grace,
@@ -1595,6 +1646,33 @@ impl Config {
     }
 
     /// `metrics.listen`; `None` without an endpoint.
+    /// `[verify]`: the revocation mode and its durations.
+    fn revocation_settings(
+        &self,
+    ) -> Result<crate::crypto::revocation::RevocationSettings, InvalidValue> {
+        use crate::crypto::revocation::{RevocationMode, RevocationSettings};
+        let v = &self.verify;
+        let mode = RevocationMode::parse(&v.revocation).ok_or_else(|| {
+            invalid(
+                "verify.revocation",
+                format!(
+                    "invalid value \"{}\" (expected \"grace\", \"strict\" or \"off\")",
+                    v.revocation
+                ),
+            )
+        })?;
+        path_not_empty("verify.crl_cache", &v.crl_cache)?;
+        Ok(RevocationSettings {
+            mode,
+            grace: duration("verify.grace", &v.grace)?,
+            cache_dir: Some(v.crl_cache.clone()),
+            fetch_timeout: duration("verify.fetch_timeout", &v.fetch_timeout)?,
+            retry_after: duration("verify.retry_after", &v.retry_after)?,
+            refresh_before: duration("verify.refresh_before", &v.refresh_before)?,
+            ocsp: v.ocsp,
+        })
+    }
+
     fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {
         if self.metrics.listen.is_empty() {
             Ok(None)

@@ -23,6 +23,7 @@
 //! | `pec_seal_age_seconds` | gauge | |
 //! | `pec_seals_total` | counter | `outcome` (ok, failed) |
 //! | `pec_config_reloads_total` | counter | `outcome` (ok, failed) |
+//! | `pec_revocation_unknown_accepted_total` | counter | |
 //! | `pec_up` | gauge | |
 //!
 //! Roles (`role` label): `access` (milter end of message), `filter` (after-queue content
@@ -57,6 +58,7 @@ pub const SEAL_STAMPS: &str = "pec_seal_stamps_total";
 pub const SEAL_STAMPS_PENDING: &str = "pec_seal_stamps_pending";
 pub const RELOADS: &str = "pec_config_reloads_total";
 pub const UP: &str = "pec_up";
+pub const REVOCATION_UNKNOWN: &str = "pec_revocation_unknown_accepted_total";
 
 /// How often [`sample_store`] refreshes the store gauges.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
@@ -132,6 +134,12 @@ pub fn seal_stamp(ok: bool) {
 /// How many seals wait for their time stamp.
 pub fn seal_stamps_pending(n: usize) {
     gauge!(SEAL_STAMPS_PENDING).set(n as f64);
+}
+
+/// A signature accepted although the revocation status of its chain could not be had
+/// (`verify.revocation = "grace"`, within the grace window).
+pub fn revocation_unknown_accepted() {
+    counter!(REVOCATION_UNKNOWN).increment(1);
 }
 
 /// A SIGHUP reload applied or refused.

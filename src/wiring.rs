@@ -75,6 +75,55 @@ impl Identity {
     }
 }
 
+/// The certificate validation of `[verify]`: `None` when no anchor is configured (the
+/// provider index alone decides, as before issue 19); otherwise the chain to the anchors
+/// is enforced and revocation is checked as `verify.revocation` says.
+pub fn chain_policy(
+    config: &Config,
+) -> Result<Option<Arc<crate::crypto::ChainPolicy>>, WiringError> {
+    use crate::crypto::revocation::RevocationChecker;
+    use crate::crypto::ChainPolicy;
+    let v = &config.verify;
+    if v.anchors.is_empty() && v.archive_anchors.is_empty() {
+        return Ok(None);
+    }
+    let settings = config.settings()?;
+    let read = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, WiringError> {
+        std::fs::read(path).map_err(|e| {
+            WiringError::Setting(format!("{key}: cannot read \"{}\": {e}", path.display()))
+        })
+    };
+    let mut policy = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    };
+    for path in &v.anchors {
+        let pem = read("verify.anchors", path)?;
+        let more = ChainPolicy::from_pem(&pem, true).map_err(|e| {
+            WiringError::Setting(format!("verify.anchors: \"{}\": {e}", path.display()))
+        })?;
+        if more.anchors.is_empty() {
+            return Err(WiringError::Setting(format!(
+                "verify.anchors: no certificate in \"{}\"",
+                path.display()
+            )));
+        }
+        policy.anchors.extend(more.anchors);
+    }
+    for path in &v.archive_anchors {
+        let pem = read("verify.archive_anchors", path)?;
+        policy = policy.with_archive_pem(&pem).map_err(|e| {
+            WiringError::Setting(format!(
+                "verify.archive_anchors: \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(Some(Arc::new(policy.with_revocation(Arc::new(
+        RevocationChecker::new(settings.revocation),
+    )))))
+}
+
 /// `host:port` of a TCP endpoint, or an error naming the setting.
 pub fn tcp(endpoint: &Endpoint, what: &str) -> Result<String, WiringError> {
     match endpoint {
@@ -379,6 +428,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
     );
     let reception = Reception {
         index: index.clone(),
+        chain: chain_policy(config)?,
         antivirus,
         domains: served_domains(config, &*store)?,
         mail_receipt: config.provider.mail_receipt.clone(),

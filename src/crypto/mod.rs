@@ -76,6 +76,7 @@ pub mod cms_sign;
 mod error;
 pub mod file_key;
 pub mod pkcs11;
+pub mod revocation;
 pub mod smime;
 pub mod testing;
 pub mod tsa;

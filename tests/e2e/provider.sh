@@ -34,6 +34,7 @@
 #                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
 #                        WORK/pec.sqlite.
 #                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
+#                        PROVIDER_VERIFY_EXTRA is appended to pec.toml (a [verify] table).
 #                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
 #                        index file as managed by provider B too, besides pec.example.net
 #                        (certified domains that nobody serves: route them to a dead port).
@@ -212,6 +213,7 @@ tsa_policy = "1.3.6.1.4.1.99999.1.1"
 tsa_username = "pec"
 tsa_password_file = "$(cd "$work/tsa" && pwd)/password"
 tsa_retry = "${PROVIDER_TSA_RETRY:-1s}"
+${PROVIDER_VERIFY_EXTRA:-}
 EOF
   echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null

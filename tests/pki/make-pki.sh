@@ -29,6 +29,9 @@
 #                             message keys): Subject C=IT, O=<provider>, CN=Sigillo registro
 #                             <provider>; keyUsage digitalSignature, nonRepudiation (critical);
 #                             no subjectAltName, no extendedKeyUsage
+#   crl.der                   only with PKI_CRL_URL set: the CA's CRL (nothing revoked, valid
+#                             30 days); the leaves it issues then name PKI_CRL_URL as their
+#                             CRL distribution point (tests/e2e/faults.sh, "CRL server down")
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -51,6 +54,7 @@ out=$(cd "$out" && pwd)
 files="ca.key ca.pem chain.pem it.key it-pkcs1.key it.pem net.key net.pem outsider.key outsider.pem expired.key expired.pem
     it-tls.key it-tls.pem net-tls.key net-tls.pem rogue-ca.key rogue-ca.pem net-rogue-tls.key net-rogue-tls.pem
     net-wrongname-tls.key net-wrongname-tls.pem it-seal.key it-seal.pem net-seal.key net-seal.pem"
+[ -n "${PKI_CRL_URL:-}" ] && files="$files crl.der"
 if [ -f "$out/.complete" ]; then
     complete=yes
     for f in $files; do
@@ -88,6 +92,9 @@ subjectKeyIdentifier = hash
 subjectAltName = email:posta-certificata@$2
 extendedKeyUsage = emailProtection
 EXT
+    if [ -n "${PKI_CRL_URL:-}" ]; then
+        echo "crlDistributionPoints = URI:$PKI_CRL_URL" >> "$1"
+    fi
 }
 
 subject() { # PROVIDER
@@ -214,6 +221,13 @@ seal() { # NAME PROVIDER SERIAL
 }
 seal it-seal "PEC Example IT S.p.A." 1011
 seal net-seal "PEC Example NET S.p.A." 1012
+if [ -n "${PKI_CRL_URL:-}" ]; then
+    echo 01 > "$work/db/crlnumber"
+    sed -i "s|^\[test\]|[test]\ncrlnumber = $work/db/crlnumber|" "$work/db/ca.cnf"
+    openssl ca -batch -gencrl -crldays 30 -config "$work/db/ca.cnf" -cert "$work/ca.pem" \
+        -keyfile "$work/ca.key" -out "$work/crl.pem" 2>/dev/null
+    openssl crl -in "$work/crl.pem" -outform DER -out "$work/crl.der"
+fi
 
 for f in $files; do
     mv "$work/$f" "$out/$f"
