@@ -48,6 +48,7 @@ fn rendered() -> BTreeMap<String, BTreeSet<String>> {
             m::reload(ok);
         }
         m::seal_stamps_pending(1);
+        m::revocation_unknown_accepted();
         m::record_health_of(
             &Health {
                 pending_timers: 2,
