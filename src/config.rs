@@ -106,7 +106,7 @@ pub enum SigningConfig {
         /// PEM file with further certificates for the CMS (the issuing CA).
         #[serde(default)]
         chain_file: Option<PathBuf>,
-        /// `sha256` (default) or `sha1`.
+        /// `sha256` (default), `sha384` or `sha1` (RSA only).
         #[serde(default = "default_digest")]
         digest: String,
         /// Concurrent PKCS#11 sessions.
@@ -922,10 +922,11 @@ fn path_not_empty(key: &str, value: &Path) -> Result<(), InvalidValue> {
 fn digest(value: &str) -> Result<DigestAlg, InvalidValue> {
     match value {
         "sha256" => Ok(DigestAlg::Sha256),
+        "sha384" => Ok(DigestAlg::Sha384),
         "sha1" => Ok(DigestAlg::Sha1),
         _ => Err(invalid(
             "signing.digest",
-            format!("invalid digest \"{value}\": expected \"sha256\" or \"sha1\""),
+            format!("invalid digest \"{value}\": expected \"sha256\", \"sha384\" or \"sha1\""),
         )),
     }
 }

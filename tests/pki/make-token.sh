@@ -5,8 +5,9 @@
 # Usage: make-token.sh OUTDIR LABEL PIN KEYFILE CERTFILE KEYLABEL
 #
 # Writes OUTDIR/softhsm2.conf (token directory OUTDIR/tokens), (re)creates the token LABEL
-# with user PIN PIN, and imports the RSA private key KEYFILE (PEM, PKCS#1 or PKCS#8) and the
-# certificate CERTFILE (PEM) on it, both with CKA_LABEL KEYLABEL and CKA_ID 01.
+# with user PIN PIN, and imports the private key KEYFILE (PEM, PKCS#1 or PKCS#8) and the
+# certificate CERTFILE (PEM) on it, both with CKA_LABEL KEYLABEL and CKA_ID 01. The key may be
+# RSA or EC (softhsm2-util imports either from PKCS#8).
 # Several tokens may live in one OUTDIR: run the script once per token. A token that already
 # has LABEL is deleted and recreated, so the script is idempotent.
 #
