@@ -58,6 +58,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// The typed values, checked once by [`parse`]; see [`Config::settings`].
     #[serde(skip)]
     checked: Option<Box<Settings>>,
@@ -434,6 +436,49 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// What `pec status` makes of the system clock's synchronisation (the technical rules want
+/// the time reference within one second of UTC).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// When the system says the clock is not synchronised: `fail` (default) or `warn`.
+    pub unsynchronised: String,
+    /// When the synchronisation cannot be read: `warn` (default) or `fail`.
+    pub unknown: String,
+    /// Largest error bound accepted (the kernel's maximum error), default `1s`.
+    pub max_error: String,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            unsynchronised: "fail".into(),
+            unknown: "warn".into(),
+            max_error: "1s".into(),
+        }
+    }
+}
+
+/// Typed `[clock]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockPolicy {
+    /// Fail (`true`) or warn when the system says unsynchronised.
+    pub fail_unsynchronised: bool,
+    /// Fail (`true`) or warn when the state cannot be read.
+    pub fail_unknown: bool,
+    pub max_error: Duration,
+}
+
+impl Default for ClockPolicy {
+    fn default() -> Self {
+        ClockPolicy {
+            fail_unsynchronised: true,
+            fail_unknown: false,
+            max_error: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The Prometheus metrics endpoint of `pec serve` (`GET /metrics`). Off by default.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -663,6 +708,8 @@ pub struct Settings {
     pub log_requests: Option<crate::log::request::RequestSettings>,
     /// `metrics.listen`; `None` without an endpoint.
     pub metrics: Option<Endpoint>,
+    /// `[clock]`.
+    pub clock: ClockPolicy,
 }
 
 /// Typed `[delivery]` values.
@@ -973,7 +1020,9 @@ impl Config {
         let (tsa, log_requests) = self.log_settings()?;
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
+        let clock = self.clock_policy()?;
         Ok(Settings {
+            clock,
             metrics,
             tsa,
             default_policy,
@@ -1360,6 +1409,23 @@ impl Config {
     }
 
     /// `metrics.listen`; `None` without an endpoint.
+    /// `[clock]`: `fail` or `warn` for each case, and a positive error bound.
+    fn clock_policy(&self) -> Result<ClockPolicy, InvalidValue> {
+        let fail = |key: &str, value: &str| match value {
+            "fail" => Ok(true),
+            "warn" => Ok(false),
+            other => Err(invalid(
+                key,
+                format!("invalid value \"{other}\": expected \"fail\" or \"warn\""),
+            )),
+        };
+        Ok(ClockPolicy {
+            fail_unsynchronised: fail("clock.unsynchronised", &self.clock.unsynchronised)?,
+            fail_unknown: fail("clock.unknown", &self.clock.unknown)?,
+            max_error: duration("clock.max_error", &self.clock.max_error)?,
+        })
+    }
+
     fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {
         if self.metrics.listen.is_empty() {
             Ok(None)

@@ -106,6 +106,24 @@ async fn stop_timers(task: Option<TimersTask>) {
     }
 }
 
+/// The daily sealer with its own stop switch, so that a key rollover can restart it with
+/// the new key.
+fn start_sealer(
+    store: &Arc<dyn crate::store::LogStore>,
+    signer: &Arc<dyn crate::crypto::Signer>,
+    tsa: &Option<crate::log::TsaSettings>,
+) -> TimersTask {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(crate::log::daily_sealer(
+        store.clone(),
+        signer.clone(),
+        tsa.clone(),
+        Arc::new(SystemClock),
+        rx,
+    ));
+    TimersTask { stop, task }
+}
+
 /// [`run`], with configuration reloads.
 pub async fn run_with(
     config: Config,
@@ -127,7 +145,7 @@ pub async fn run_with(
     };
     info!(providers = index.providers().len(), from = %from, "provider index loaded");
     let index = Arc::new(IndexHandle::new(index));
-    let shared = Shared {
+    let mut shared = Shared {
         signer: signer.clone(),
         store: store.clone(),
         index: index.clone(),
@@ -171,13 +189,10 @@ pub async fn run_with(
     let seal_store = blocking("store", move || wiring::open_store(&cfg))
         .await?
         .map_err(WiringError::from)?;
-    let sealer = tokio::spawn(crate::log::daily_sealer(
-        seal_store,
-        signer.clone(),
-        settings.tsa.clone(),
-        Arc::new(SystemClock),
-        stop_rx.clone(),
-    ));
+    let tsa = settings.tsa.clone();
+    let mut sealer = start_sealer(&seal_store, &signer, &tsa);
+    // Sealers replaced by a key rollover, still finishing a seal they started.
+    let mut retired_sealers = Vec::new();
     let access = Arc::new(Current::new(roles.access));
     let after_queue = Arc::new(Current::new(roles.after_queue));
     let delivery_point = Arc::new(Current::new(roles.delivery));
@@ -283,7 +298,18 @@ pub async fn run_with(
                     continue;
                 };
                 match reload(&path, &running, &shared).await {
-                    Ok((applied, roles)) => {
+                    Ok((applied, new_shared, roles)) => {
+                        if !Arc::ptr_eq(&new_shared.signer, &shared.signer) {
+                            // The sealer finishes a seal in progress with the old key and
+                            // stops; the new one seals from now on (seals are made once).
+                            let old = std::mem::replace(
+                                &mut sealer,
+                                start_sealer(&seal_store, &new_shared.signer, &tsa),
+                            );
+                            let _ = old.stop.send(true);
+                            retired_sealers.push(old.task);
+                        }
+                        shared = new_shared;
                         access.set(roles.access);
                         after_queue.set(roles.after_queue);
                         delivery_point.set(roles.delivery);
@@ -321,18 +347,25 @@ pub async fn run_with(
     if let Some(m) = metrics {
         let _ = m.await;
     }
-    let _ = sealer.await;
+    let _ = sealer.stop.send(true);
+    let _ = sealer.task.await;
+    for old in retired_sealers {
+        let _ = old.await;
+    }
     let _ = outbox.await;
     Ok(())
 }
 
-/// Reads and checks `path`, and builds the roles of what a reload may apply (warning about
-/// the keys that need a restart).
-async fn reload(
+/// Reads and checks `path`, re-opens the signing key when `[signing]` names another key
+/// or certificate (key rollover: checked first, see [`wiring::reopen_signer`]), and builds
+/// the roles of what a reload may apply (warning about the keys that need a restart).
+/// Returns the configuration applied, the shared parts (with the signer in use from now
+/// on) and the roles; an error leaves everything running as it was.
+pub async fn reload(
     path: &std::path::Path,
     running: &Config,
     shared: &Shared,
-) -> Result<(Config, Roles), String> {
+) -> Result<(Config, Shared, Roles), String> {
     let p = path.to_path_buf();
     let new = tokio::task::spawn_blocking(move || crate::config::load(&p))
         .await
@@ -355,10 +388,37 @@ async fn reload(
                 path.display()
             )
         })?;
-    let (cfg, sh) = (applied.clone(), shared.clone());
-    let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh))
+    let (cfg, run_cfg, old) = (applied.clone(), running.clone(), shared.signer.clone());
+    let reopened = tokio::task::spawn_blocking(move || {
+        wiring::reopen_signer(
+            &cfg,
+            &run_cfg,
+            &old,
+            crate::message::time::Clock::now(&SystemClock),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e}; the running signing key stays"))?;
+    let mut sh = shared.clone();
+    if let wiring::Reopened::New(signer) = reopened {
+        let describe = |der: &[u8]| {
+            let kind = crate::crypto::KeyKind::of_certificate(der)
+                .map(|k| k.describe())
+                .unwrap_or_default();
+            format!("{kind} {}", crate::index::sha1_hex_upper(der))
+        };
+        info!(
+            old = %describe(shared.signer.certificate_der()),
+            new = %describe(signer.certificate_der()),
+            "signing key rollover: new messages are signed with the new certificate"
+        );
+        sh.signer = signer;
+    }
+    let (cfg, sh2) = (applied.clone(), sh.clone());
+    let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh2))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok((applied, roles))
+    Ok((applied, sh, roles))
 }
