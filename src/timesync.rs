@@ -72,11 +72,13 @@ pub fn kernel_state() -> std::io::Result<KernelState> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // `c_long` is i64 here, i32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
     Ok(KernelState {
         clock_state: rc,
         status: t.status,
-        max_error_us: t.maxerror as i64,
-        est_error_us: t.esterror as i64,
+        max_error_us: i64::from(t.maxerror),
+        est_error_us: i64::from(t.esterror),
     })
 }
 
