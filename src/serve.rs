@@ -80,13 +80,14 @@ pub struct Reloads {
     pub requests: tokio::sync::mpsc::Receiver<()>,
 }
 
-/// The timers task with its own stop switch, so that a reload can restart it.
-struct TimersTask {
+/// A background task with its own stop switch (the timers, the daily sealer), so that a
+/// reload can restart it.
+struct StoppableTask {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<TimersTask> {
+fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<StoppableTask> {
     let (t, interval) = timers?;
     info!(interval = ?interval, "timers running");
     let (stop, mut rx) = watch::channel(false);
@@ -96,10 +97,10 @@ fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<Ti
         })
         .await
     });
-    Some(TimersTask { stop, task })
+    Some(StoppableTask { stop, task })
 }
 
-async fn stop_timers(task: Option<TimersTask>) {
+async fn stop_timers(task: Option<StoppableTask>) {
     if let Some(t) = task {
         let _ = t.stop.send(true);
         let _ = t.task.await;
@@ -112,7 +113,7 @@ fn start_sealer(
     store: &Arc<dyn crate::store::LogStore>,
     signer: &Arc<dyn crate::crypto::Signer>,
     tsa: &Option<crate::log::TsaSettings>,
-) -> TimersTask {
+) -> StoppableTask {
     let (stop, rx) = watch::channel(false);
     let task = tokio::spawn(crate::log::daily_sealer(
         store.clone(),
@@ -121,7 +122,7 @@ fn start_sealer(
         Arc::new(SystemClock),
         rx,
     ));
-    TimersTask { stop, task }
+    StoppableTask { stop, task }
 }
 
 /// [`run`], with configuration reloads.

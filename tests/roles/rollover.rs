@@ -177,3 +177,40 @@ async fn a_reload_rolls_the_signing_key_over_and_old_mail_still_verifies_at_its_
     let e = verify_smime(&before, without_old.trust(), Instant::from_unix(BEFORE)).unwrap_err();
     assert!(matches!(e, VerifyError::UnknownSigner { .. }), "{e:?}");
 }
+
+/// Verification keeps accepting what peers send today (RSA-2048 with SHA-1 or SHA-256) and
+/// accepts the 2027 keys (RSA-4096 with SHA-384, ECDSA P-256/P-384) through the same path
+/// the reception point uses.
+#[test]
+fn the_verifier_takes_todays_and_2027_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = testing::make_test_pki(&dir.path().join("pki")).unwrap();
+    let p256 = testing::issue_test_leaf(&pki, "p256", TestKey::EcP256, None).unwrap();
+    let p384 = testing::issue_test_leaf(&pki, "p384", TestKey::EcP384, None).unwrap();
+    let rsa4096 = testing::issue_test_leaf(&pki, "rsa4096", TestKey::Rsa4096, None).unwrap();
+    use pec::crypto::DigestAlg::{Sha1, Sha256, Sha384};
+    let cases = [
+        (pki.net_key.clone(), pki.net_cert.clone(), Sha1, "sha1"),
+        (pki.net_key.clone(), pki.net_cert.clone(), Sha256, "sha256"),
+        (pki.it_key.clone(), pki.it_cert.clone(), Sha256, "sha256"),
+        (rsa4096.key, rsa4096.cert, Sha384, "sha384"),
+        (p256.key, p256.cert, Sha256, "sha256"),
+        (p384.key, p384.cert, Sha384, "sha384"),
+    ];
+    let index = ProviderIndex::from_records(vec![ProviderRecord {
+        info: ProviderInfo {
+            name: "PEC Example IT S.p.A.".into(),
+            mail_receipt: "ricevute@pec.example.it".into(),
+            managed_domains: vec!["pec.example.it".into()],
+        },
+        certificates: cases.iter().map(|(_, c, _, _)| der(c)).collect(),
+    }]);
+    for (key, cert, digest, name) in &cases {
+        let signer = pec::crypto::PemSigner::from_files(key, cert, None, *digest).unwrap();
+        let raw = signed_message(&signer, BEFORE);
+        let v = verify_smime(&raw, index.trust(), Instant::from_unix(BEFORE))
+            .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+        assert_eq!(v.signer_der, der(cert));
+        assert_eq!(v.digest, *name);
+    }
+}
