@@ -61,6 +61,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// The typed values, checked once by [`parse`]; see [`Config::settings`].
     #[serde(skip)]
     checked: Option<Box<Settings>>,
@@ -109,7 +111,7 @@ pub enum SigningConfig {
         /// PEM file with further certificates for the CMS (the issuing CA).
         #[serde(default)]
         chain_file: Option<PathBuf>,
-        /// `sha256` (default) or `sha1`.
+        /// `sha256` (default), `sha384` or `sha1` (RSA only).
         #[serde(default = "default_digest")]
         digest: String,
         /// Concurrent PKCS#11 sessions.
@@ -549,6 +551,49 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// What `pec status` makes of the system clock's synchronisation (the technical rules want
+/// the time reference within one second of UTC).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// When the system says the clock is not synchronised: `fail` (default) or `warn`.
+    pub unsynchronised: String,
+    /// When the synchronisation cannot be read: `warn` (default) or `fail`.
+    pub unknown: String,
+    /// Largest error bound accepted (the kernel's maximum error), default `1s`.
+    pub max_error: String,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            unsynchronised: "fail".into(),
+            unknown: "warn".into(),
+            max_error: "1s".into(),
+        }
+    }
+}
+
+/// Typed `[clock]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockPolicy {
+    /// Fail (`true`) or warn when the system says unsynchronised.
+    pub fail_unsynchronised: bool,
+    /// Fail (`true`) or warn when the state cannot be read.
+    pub fail_unknown: bool,
+    pub max_error: Duration,
+}
+
+impl Default for ClockPolicy {
+    fn default() -> Self {
+        ClockPolicy {
+            fail_unsynchronised: true,
+            fail_unknown: false,
+            max_error: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The Prometheus metrics endpoint of `pec serve` (`GET /metrics`). Off by default.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -796,6 +841,8 @@ pub struct Settings {
     pub metrics: Option<Endpoint>,
     /// `[verify]`: revocation checking (the anchors stay paths in [`VerifyConfig`]).
     pub revocation: crate::crypto::revocation::RevocationSettings,
+    /// `[clock]`.
+    pub clock: ClockPolicy,
 }
 
 /// Typed `[delivery]` values.
@@ -1059,10 +1106,11 @@ fn path_not_empty(key: &str, value: &Path) -> Result<(), InvalidValue> {
 fn digest(value: &str) -> Result<DigestAlg, InvalidValue> {
     match value {
         "sha256" => Ok(DigestAlg::Sha256),
+        "sha384" => Ok(DigestAlg::Sha384),
         "sha1" => Ok(DigestAlg::Sha1),
         _ => Err(invalid(
             "signing.digest",
-            format!("invalid digest \"{value}\": expected \"sha256\" or \"sha1\""),
+            format!("invalid digest \"{value}\": expected \"sha256\", \"sha384\" or \"sha1\""),
         )),
     }
 }
@@ -1115,7 +1163,9 @@ impl Config {
         let tsa_grace = duration("log.tsa_grace", &self.log.tsa_grace)?;
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
+        let clock = self.clock_policy()?;
         Ok(Settings {
+            clock,
             metrics,
             revocation,
             tsa,
@@ -1670,6 +1720,23 @@ impl Config {
             retry_after: duration("verify.retry_after", &v.retry_after)?,
             refresh_before: duration("verify.refresh_before", &v.refresh_before)?,
             ocsp: v.ocsp,
+        })
+    }
+
+    /// `[clock]`: `fail` or `warn` for each case, and a positive error bound.
+    fn clock_policy(&self) -> Result<ClockPolicy, InvalidValue> {
+        let fail = |key: &str, value: &str| match value {
+            "fail" => Ok(true),
+            "warn" => Ok(false),
+            other => Err(invalid(
+                key,
+                format!("invalid value \"{other}\": expected \"fail\" or \"warn\""),
+            )),
+        };
+        Ok(ClockPolicy {
+            fail_unsynchronised: fail("clock.unsynchronised", &self.clock.unsynchronised)?,
+            fail_unknown: fail("clock.unknown", &self.clock.unknown)?,
+            max_error: duration("clock.max_error", &self.clock.max_error)?,
         })
     }
 

@@ -262,7 +262,7 @@ impl crate::crypto::Signer for UnavailableSigner {
     fn digest(&self) -> crate::crypto::DigestAlg {
         crate::crypto::DigestAlg::Sha256
     }
-    fn sign_pkcs1(
+    fn sign(
         &self,
         _digest: crate::crypto::DigestAlg,
         _data: &[u8],

@@ -278,6 +278,68 @@ pub fn open_seal_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError>
     }
 }
 
+/// What a reload does with the signing key ([`reopen_signer`]).
+pub enum Reopened {
+    /// The configuration names the same key and certificate: the running signer stays.
+    Same,
+    /// A new key and certificate, checked: they belong together and the certificate is
+    /// valid now.
+    New(Arc<dyn Signer>),
+}
+
+/// Key rollover without a restart: opens the key `config` names (a PKCS#11 login, or the
+/// PEM files read again; opening checks that key and certificate belong together) and
+/// checks that its certificate is valid at `now`. The same certificate as `running` (and
+/// the same `[signing]` settings) keeps the running signer. Any failure leaves the running
+/// signer in place: the caller keeps it and logs the error.
+pub fn reopen_signer(
+    config: &Config,
+    running_config: &Config,
+    running: &Arc<dyn Signer>,
+    now: crate::message::time::Instant,
+) -> Result<Reopened, WiringError> {
+    let new = open_signer(config)?;
+    if new.certificate_der() == running.certificate_der()
+        && config.signing == running_config.signing
+    {
+        return Ok(Reopened::Same);
+    }
+    certificate_valid_at(new.certificate_der(), now)?;
+    Ok(Reopened::New(new))
+}
+
+/// Fails unless the DER certificate is valid at `now`.
+pub fn certificate_valid_at(
+    der: &[u8],
+    now: crate::message::time::Instant,
+) -> Result<(), WiringError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
+        WiringError::Signer(SignError::Certificate(format!(
+            "cannot parse the signing certificate: {e}"
+        )))
+    })?;
+    let validity = &cert.tbs_certificate.validity;
+    let secs = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+    let (from, until) = (secs(&validity.not_before), secs(&validity.not_after));
+    let show = |t: i64| crate::message::time::Instant::from_unix(t).rfc3339();
+    if now.unix() < from {
+        return Err(WiringError::Signer(SignError::Certificate(format!(
+            "the signing certificate is not valid yet (from \"{}\", now \"{}\")",
+            show(from),
+            now.rfc3339()
+        ))));
+    }
+    if now.unix() > until {
+        return Err(WiringError::Signer(SignError::Certificate(format!(
+            "the signing certificate expired on \"{}\" (now \"{}\")",
+            show(until),
+            now.rfc3339()
+        ))));
+    }
+    Ok(())
+}
+
 /// Opens (and migrates) the configured store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     crate::store::open(&config.store)
@@ -294,7 +356,8 @@ pub fn served_domains(config: &Config, store: &dyn LogStore) -> Result<Vec<Strin
     Ok(domains)
 }
 
-/// What every role shares and a reload keeps: opened once at start.
+/// What every role shares: opened at start; a reload keeps the store and the index, and
+/// replaces the signer when the configuration names a new key ([`reopen_signer`]).
 #[derive(Clone)]
 pub struct Shared {
     pub signer: Arc<dyn Signer>,

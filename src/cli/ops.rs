@@ -426,6 +426,82 @@ fn expiry(info: &CertInfo, now: DateTime<Utc>, warn_days: i64) -> Verdict {
     }
 }
 
+/// The first day on which ETSI TS 119 312 wants RSA keys of at least 3072 bits in newly
+/// issued certificates (2027-01-01T00:00:00Z).
+pub const RSA_3072_FROM: i64 = 1_798_761_600;
+
+/// The key of the signing certificate against ETSI TS 119 312: RSA below 3072 bits is
+/// acceptable in a certificate issued before 2027 (until it expires), not in one issued
+/// after 2026-12-31; below 2048 bits it is not acceptable at all. ECDSA P-256/P-384 pass.
+pub fn key_strength(kind: &crate::crypto::KeyKind, not_before: DateTime<Utc>) -> Verdict {
+    use crate::crypto::KeyKind;
+    let name = kind.describe();
+    match kind {
+        KeyKind::Rsa { bits } if *bits < 2048 => Verdict::Failed(format!(
+            "{name}: too weak for any signature; use RSA-3072 or ECDSA P-256"
+        )),
+        KeyKind::Rsa { bits } if *bits < 3072 && not_before.timestamp() >= RSA_3072_FROM => {
+            Verdict::Warn(format!(
+                "{name} in a certificate issued on {}, after 2026-12-31: ETSI TS 119 312 wants at least 3072 bits; replace it with an RSA-3072 or ECDSA P-256 key",
+                not_before.to_rfc3339()
+            ))
+        }
+        KeyKind::Rsa { bits } if *bits < 3072 => Verdict::Ok(format!(
+            "{name} (certificate issued before 2027: acceptable until it expires; make the next key RSA-3072)"
+        )),
+        _ => Verdict::Ok(name),
+    }
+}
+
+/// What `pec status` makes of the clock's synchronisation under `[clock]`.
+pub fn clock_verdict(
+    state: &crate::timesync::SyncState,
+    policy: &crate::config::ClockPolicy,
+) -> Verdict {
+    use crate::timesync::SyncState;
+    let unsynchronised = |text: String| {
+        if policy.fail_unsynchronised {
+            Verdict::Failed(text)
+        } else {
+            Verdict::Warn(format!("{text} (clock.unsynchronised = \"warn\")"))
+        }
+    };
+    match state {
+        SyncState::Synchronised {
+            source,
+            max_error,
+            est_error,
+        } => {
+            let errors = match (max_error, est_error) {
+                (Some(m), Some(e)) => format!(
+                    ", maximum error {:.3} s, estimated error {:.6} s",
+                    m.as_secs_f64(),
+                    e.as_secs_f64()
+                ),
+                _ => String::new(),
+            };
+            match max_error {
+                Some(m) if *m > policy.max_error => unsynchronised(format!(
+                    "synchronised ({source}){errors}: the maximum error exceeds clock.max_error {} s",
+                    policy.max_error.as_secs_f64()
+                )),
+                _ => Verdict::Ok(format!("synchronised ({source}){errors}")),
+            }
+        }
+        SyncState::Unsynchronised { source, detail } => unsynchronised(format!(
+            "NOT synchronised ({source}: {detail}): the time reference must be within 1 s of UTC; run chrony, ntpd or systemd-timesyncd"
+        )),
+        SyncState::Unknown(why) => {
+            let text = format!("synchronisation UNKNOWN ({why}): check the time daemon yourself");
+            if policy.fail_unknown {
+                Verdict::Failed(text)
+            } else {
+                Verdict::Warn(text)
+            }
+        }
+    }
+}
+
 /// The signing certificate against the provider index: it must be listed, for our
 /// provider name.
 fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdict {
@@ -477,9 +553,16 @@ pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
         certificate(&der).map_err(|e| CliError::usage(format!("signing certificate: {e}")))?;
     println!("PEC message key (signs PEC messages only):");
     print_certificate(&info);
+    let kind = signer.key_kind().map_err(CliError::usage)?;
+    println!("  key: {}", kind.describe());
+    println!("  digest: {}", signer.digest().micalg());
     let store = crate::wiring::open_store(config).ok();
     let mut checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
+        (
+            "key strength".to_string(),
+            key_strength(&kind, info.not_before),
+        ),
         (
             "provider index".to_string(),
             in_index(config, store.as_deref(), &der),
@@ -628,10 +711,15 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
     }
 
     // Read without the PIN: monitoring need not hold it.
+    let mut strength = None;
     let v = match crate::wiring::signing_certificate(config) {
         Ok(der) => match certificate(&der) {
             Ok(info) => {
                 let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
+                strength = Some(match crate::crypto::KeyKind::of_certificate(&der) {
+                    Ok(kind) => key_strength(&kind, info.not_before),
+                    Err(e) => Verdict::Failed(e.to_string()),
+                });
                 expiry(&info, at, EXPIRY_WARNING_DAYS)
             }
             Err(e) => Verdict::Failed(e),
@@ -659,6 +747,14 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
             Verdict::Failed(e.to_string()),
         )),
     }
+    if let Some(v) = strength {
+        checks.push(("signing key strength".to_string(), v));
+    }
+    use crate::timesync::SyncSource;
+    checks.push((
+        "clock".to_string(),
+        clock_verdict(&crate::timesync::SystemSync.state(), &settings.clock),
+    ));
 
     let roles = [
         ("access.listen", &settings.access.listen),
@@ -932,5 +1028,108 @@ mod tests {
         let v = check_tls_policy_map(&path);
         assert!(!v.failed());
         assert!(v.text().ends_with(": 2 certified domains"), "{}", v.text());
+    }
+
+    use crate::config::ClockPolicy;
+    use crate::crypto::{Curve, KeyKind};
+    use crate::timesync::SyncState;
+    use std::time::Duration;
+
+    fn day(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn rsa_below_3072_warns_only_in_certificates_issued_from_2027() {
+        assert_eq!(
+            day("2027-01-01T00:00:00Z").timestamp(),
+            RSA_3072_FROM,
+            "the constant is 2027-01-01"
+        );
+        let rsa2048 = KeyKind::Rsa { bits: 2048 };
+        let before = key_strength(&rsa2048, day("2026-12-31T23:59:59Z"));
+        assert!(
+            matches!(before, Verdict::Ok(ref t) if t.contains("before 2027")),
+            "{before:?}"
+        );
+        let after = key_strength(&rsa2048, day("2027-01-01T00:00:00Z"));
+        assert!(
+            matches!(after, Verdict::Warn(ref t) if t.contains("ETSI TS 119 312") && t.contains("RSA-2048")),
+            "{after:?}"
+        );
+        for kind in [
+            KeyKind::Rsa { bits: 3072 },
+            KeyKind::Rsa { bits: 4096 },
+            KeyKind::Ecdsa(Curve::P256),
+            KeyKind::Ecdsa(Curve::P384),
+        ] {
+            let v = key_strength(&kind, day("2027-06-01T00:00:00Z"));
+            assert_eq!(v, Verdict::Ok(kind.describe()));
+        }
+        assert!(key_strength(&KeyKind::Rsa { bits: 1024 }, day("2020-01-01T00:00:00Z")).failed());
+    }
+
+    #[test]
+    fn clock_policy_decides_on_each_state() {
+        let default = ClockPolicy::default();
+        let lenient = ClockPolicy {
+            fail_unsynchronised: false,
+            ..default
+        };
+        let strict = ClockPolicy {
+            fail_unknown: true,
+            ..default
+        };
+        let synced = |ms| SyncState::Synchronised {
+            source: "kernel",
+            max_error: Some(Duration::from_millis(ms)),
+            est_error: Some(Duration::from_micros(50)),
+        };
+        let unsynced = SyncState::Unsynchronised {
+            source: "kernel",
+            detail: "adjtimex: STA_UNSYNC set".into(),
+        };
+        let unknown = SyncState::Unknown("systemd is not running; adjtimex: EPERM".into());
+
+        let v = clock_verdict(&synced(20), &default);
+        assert!(
+            matches!(v, Verdict::Ok(ref t) if t.contains("maximum error 0.020 s")),
+            "{v:?}"
+        );
+        // Synchronised, but the error bound is beyond clock.max_error: as unsynchronised.
+        let v = clock_verdict(&synced(1_500), &default);
+        assert!(
+            v.failed() && v.text().contains("exceeds clock.max_error"),
+            "{v:?}"
+        );
+        assert!(matches!(
+            clock_verdict(&synced(1_500), &lenient),
+            Verdict::Warn(_)
+        ));
+        // timedatectl says yes without the kernel's figures: ok.
+        let v = clock_verdict(
+            &SyncState::Synchronised {
+                source: "timedatectl",
+                max_error: None,
+                est_error: None,
+            },
+            &default,
+        );
+        assert_eq!(v, Verdict::Ok("synchronised (timedatectl)".into()));
+
+        let v = clock_verdict(&unsynced, &default);
+        assert!(v.failed() && v.text().contains("NOT synchronised"), "{v:?}");
+        let v = clock_verdict(&unsynced, &lenient);
+        assert!(
+            matches!(v, Verdict::Warn(ref t) if t.contains("NOT synchronised")),
+            "{v:?}"
+        );
+
+        let v = clock_verdict(&unknown, &default);
+        assert!(
+            matches!(v, Verdict::Warn(ref t) if t.contains("UNKNOWN")),
+            "{v:?}"
+        );
+        assert!(clock_verdict(&unknown, &strict).failed());
     }
 }

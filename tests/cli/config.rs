@@ -327,7 +327,7 @@ fn the_pin_comes_from_exactly_one_place() {
 fn other_semantic_checks() {
     assert_eq!(
         error(&with("pin = \"1234\"", "pin = \"1234\"\ndigest = \"md5\"")),
-        r#"/etc/pec/pec.toml: line 13: key "signing.digest": invalid digest "md5": expected "sha256" or "sha1""#
+        r#"/etc/pec/pec.toml: line 13: key "signing.digest": invalid digest "md5": expected "sha256", "sha384" or "sha1""#
     );
     assert_eq!(
         error(&with("pin = \"1234\"", "pin = \"1234\"\nsessions = 0")),

@@ -166,6 +166,14 @@ guide_hook() {
       done
       echo "guide test: the receipts did not arrive within 120 s" >&2
       return 1 ;;
+    "runuser -u pec -- pec status"*)
+      # This container's kernel clock is the host's, which nothing here disciplines: when
+      # pec status says so, accept it knowingly (the guide's prerequisite is a synchronised
+      # clock), and say so.
+      if runuser -u pec -- pec status -c /etc/pec/pec.toml 2>&1 | grep -q '^clock: FAILED'; then
+        echo "guide test: the clock is not synchronised here: [clock] unsynchronised = \"warn\"" >&2
+        printf '\n[clock]\nunsynchronised = "warn"\n' >> /etc/pec/pec.toml
+      fi ;;
   esac
 }
 EOF

@@ -5,14 +5,15 @@
 # Usage: make-pki.sh OUTDIR
 #
 # Creates in OUTDIR, with openssl only:
-#   ca.key, ca.pem            "PEC Test CA": self-signed RSA-2048 root standing in for the
+#   ca.key, ca.pem            "PEC Test CA": self-signed RSA-3072 root standing in for the
 #                             national PEC CA (AgID CA1). CA:TRUE, pathlen 0, and critical
 #                             nameConstraints permitting only the rfc822 domains
 #                             pec.example.it and pec.example.net (spec §2.2).
 #   chain.pem                 the CA certificate again, as the "chain" a provider puts in its CMS.
-#   it.key, it.pem            provider leaf for pec.example.it   (PKCS#8 key)
+#   it.key, it.pem            provider leaf for pec.example.it   (PKCS#8 key, RSA-3072: the
+#                             default for new keys from 2027, ETSI TS 119 312)
 #   it-pkcs1.key              the same key in PKCS#1 ("BEGIN RSA PRIVATE KEY") form
-#   net.key, net.pem          provider leaf for pec.example.net
+#   net.key, net.pem          provider leaf for pec.example.net  (RSA-2048, as peers sign today)
 #   outsider.key, outsider.pem  self-signed leaf with the provider profile, not issued by the CA
 #   expired.key, expired.pem  leaf for pec.example.it issued by the CA, valid 2020-01-01..2021-01-01
 #   it-tls.key, it-tls.pem    TLS server (and client) certificate of provider A's mail server,
@@ -32,6 +33,12 @@
 #   crl.der                   only with PKI_CRL_URL set: the CA's CRL (nothing revoked, valid
 #                             30 days); the leaves it issues then name PKI_CRL_URL as their
 #                             CRL distribution point (tests/e2e/faults.sh, "CRL server down")
+#   (outsider and expired are RSA-2048 too.)
+#
+# Further leaves of other key types (RSA-4096, ECDSA P-256/P-384) and validity periods:
+# issue-leaf.sh, with the CA written here.
+#
+# Environment: PEC_TEST_RSA_BITS, the size of the CA and "it" keys (default 3072).
 #
 # Leaves follow the provider certificate profile of spec §2.2 exactly:
 #   Subject C=IT, O=<provider name>, CN=Posta Certificata <provider name>;
@@ -70,8 +77,10 @@ rm -f "$out/.complete"
 work=$(mktemp -d "$out/.work.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
-key() {
-    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/$1.key" 2>/dev/null
+bits=${PEC_TEST_RSA_BITS:-3072}
+
+key() { # NAME [BITS]
+    openssl genpkey -algorithm RSA -pkeyopt "rsa_keygen_bits:${2:-2048}" -out "$work/$1.key" 2>/dev/null
 }
 
 # Extensions. OpenSSL reads the [ext] section of each file.
@@ -132,22 +141,22 @@ sign() { # CSR OUT SERIAL EXTFILE START END [extra openssl-ca arguments]
 }
 
 # The CA (a root: OpenSSL needs a self-signed trust anchor for -CAfile).
-key ca
+key ca "$bits"
 openssl req -new -key "$work/ca.key" -subj "/C=IT/O=PEC Test/CN=PEC Test CA" -out "$work/ca.csr"
 sign "$work/ca.csr" "$work/ca.pem" 01 "$work/ca.ext" 20200101000000Z 20450101000000Z \
     -selfsign -keyfile "$work/ca.key"
 cp "$work/ca.pem" "$work/chain.pem"
 
-issue() { # NAME PROVIDER DOMAIN SERIAL
-    key "$1"
+issue() { # NAME PROVIDER DOMAIN SERIAL BITS
+    key "$1" "$5"
     leaf_ext "$work/$1.ext" "$3" keyid:always
     openssl req -new -key "$work/$1.key" -subj "$(subject "$2")" -out "$work/$1.csr"
     sign "$work/$1.csr" "$work/$1.pem" "$4" "$work/$1.ext" 20200101000000Z 20400101000000Z \
         -cert "$work/ca.pem" -keyfile "$work/ca.key"
 }
 
-issue it "PEC Example IT S.p.A." pec.example.it 0x1001
-issue net "PEC Example NET S.p.A." pec.example.net 0x1002
+issue it "PEC Example IT S.p.A." pec.example.it 0x1001 "$bits"
+issue net "PEC Example NET S.p.A." pec.example.net 0x1002 2048
 openssl rsa -in "$work/it.key" -traditional -out "$work/it-pkcs1.key" 2>/dev/null
 
 # Outsider: the same profile, self-signed (AKI = own SKI), unknown to the test CA.

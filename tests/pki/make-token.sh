@@ -5,10 +5,11 @@
 # Usage: make-token.sh OUTDIR LABEL PIN KEYFILE CERTFILE KEYLABEL [KEYFILE CERTFILE KEYLABEL]
 #
 # Writes OUTDIR/softhsm2.conf (token directory OUTDIR/tokens), (re)creates the token LABEL
-# with user PIN PIN, and imports the RSA private key KEYFILE (PEM, PKCS#1 or PKCS#8) and the
-# certificate CERTFILE (PEM) on it, both with CKA_LABEL KEYLABEL and CKA_ID 01.
-# A second KEYFILE CERTFILE KEYLABEL (the seal key of the legal log) is imported too, with
-# CKA_ID 02. Several tokens may live in one OUTDIR: run the script once per token. A token that already
+# with user PIN PIN, and imports the private key KEYFILE (PEM, PKCS#1 or PKCS#8; RSA or EC,
+# softhsm2-util imports either from PKCS#8) and the certificate CERTFILE (PEM) on it, both
+# with CKA_LABEL KEYLABEL and CKA_ID 01. A second KEYFILE CERTFILE KEYLABEL (the seal key of
+# the legal log) is imported too, with CKA_ID 02.
+# Several tokens may live in one OUTDIR: run the script once per token. A token that already
 # has LABEL is deleted and recreated, so the script is idempotent.
 #
 # Prints the SOFTHSM2_CONF path on stdout (and nothing else); diagnostics go to stderr.

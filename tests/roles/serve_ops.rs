@@ -80,6 +80,11 @@ listen = "127.0.0.1:{metrics}"
 [log]
 # No day is sealed in this test (the log starts today): the TSA is irrelevant.
 dev_insecure_no_tsa = true
+
+# Containers and CI hosts often have a kernel clock nothing disciplines: warn, and the
+# check below still requires the clock line.
+[clock]
+unsynchronised = "warn"
 "#,
         key = pki.it_key.display(),
         cert = pki.it_cert.display(),
@@ -334,6 +339,14 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         out.contains("signing certificate: ok") || out.contains("signing certificate: WARNING"),
         "{out}"
     );
+    // The test PKI's provider key is RSA-3072: no strength warning.
+    assert!(out.contains("signing key strength: ok: RSA-3072"), "{out}");
+    assert!(
+        out.contains("clock: ok: synchronised")
+            || out.contains("clock: WARNING: NOT synchronised")
+            || out.contains("clock: WARNING: synchronisation UNKNOWN"),
+        "{out}"
+    );
 
     // pec keys: the certificate, listed in the index for our provider name.
     let (code, out) = pec(&["keys"], &cfg);
@@ -342,6 +355,8 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         out.contains("subject: ") && out.contains("SHA-256 fingerprint: "),
         "{out}"
     );
+    assert!(out.contains("key: RSA-3072\n"), "{out}");
+    assert!(out.contains("key strength: ok: RSA-3072"), "{out}");
     assert!(
         out.contains("provider index: ok: listed for \"PEC Example IT S.p.A.\""),
         "{out}"
