@@ -16,6 +16,7 @@ use crate::message::time::Instant;
 pub mod chain;
 pub mod codec;
 pub mod report;
+pub mod settings;
 pub mod sql;
 pub mod sqlite;
 
@@ -35,13 +36,13 @@ pub use report::{Export, Health, LastSeal, Problem, PurgeReport, SealRecord, Ver
 /// Opens the store the configuration names (`store.backend`), bringing its schema up to
 /// date.
 pub fn open(
-    config: &crate::config::StoreConfig,
+    config: &crate::store::settings::StoreConfig,
 ) -> Result<std::sync::Arc<dyn LogStore>, StoreError> {
     match config.backend {
-        crate::config::StoreBackend::Sqlite => {
+        crate::store::settings::StoreBackend::Sqlite => {
             Ok(std::sync::Arc::new(SqliteStore::open(&config.path)?))
         }
-        crate::config::StoreBackend::Postgres => {
+        crate::store::settings::StoreBackend::Postgres => {
             Ok(std::sync::Arc::new(PgStore::open_config(config)?))
         }
     }
