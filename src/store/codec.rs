@@ -98,6 +98,8 @@ pub(in crate::store) fn decode_kind(label: &str, receipt: Option<&str>) -> Optio
         ("RichiestaRegistro", None) => Some(EventKind::LogRequest),
         ("EstrattoRegistro", None) => Some(EventKind::LogExtract),
         ("Inoltro", None) => Some(EventKind::Forwarded),
+        ("SospensioneServizio", None) => Some(EventKind::ProviderSuspended),
+        ("RipresaServizio", None) => Some(EventKind::ProviderResumed),
         _ => None,
     }
 }
@@ -281,6 +283,8 @@ mod tests {
             EventKind::LogRequest,
             EventKind::LogExtract,
             EventKind::Forwarded,
+            EventKind::ProviderSuspended,
+            EventKind::ProviderResumed,
         ]);
         kinds.extend(Ricevuta::ALL.into_iter().map(EventKind::Received));
         for kind in kinds {

@@ -254,4 +254,35 @@ SELECT 1;
     // Version 12: same-provider recipients whose delivery receipt or non-delivery notice is
     // recorded get their tracking row closed (see the SQLite migration 12).
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Version 13: reserved for another branch (renumbered at merge); nothing here.
+    r#"
+SELECT 1;
+"#,
+    // Version 14: per-mailbox settings, retired addresses, provider outages (see the
+    // SQLite migration 14).
+    r#"
+CREATE TABLE mailbox_settings (
+    mailbox        TEXT PRIMARY KEY,
+    receipt_type   TEXT,
+    max_recipients BIGINT,
+    max_total_size BIGINT,
+    daily_quota    BIGINT,
+    state          TEXT NOT NULL
+);
+CREATE TABLE retired_mailboxes (
+    mailbox    TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    retired_at BIGINT NOT NULL
+);
+CREATE TABLE outages (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT
+);
+CREATE UNIQUE INDEX outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
+ALTER TABLE pending_acceptance ADD COLUMN sender TEXT;
+CREATE INDEX pending_acceptance_sender ON pending_acceptance (sender, at);
+"#,
 ];

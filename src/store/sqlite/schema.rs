@@ -300,4 +300,41 @@ UPDATE outbox SET data = X'';
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Version 13: reserved for another branch (renumbered at merge); nothing here.
+    r#"
+SELECT 1;
+"#,
+    // Version 14: per-mailbox settings, retired addresses, provider outages (issue 21).
+    r#"
+-- Settings of one mailbox (pec mailbox set / state); a missing row or NULL column means
+-- the provider's value. Read by the access and delivery points on every transaction.
+CREATE TABLE mailbox_settings (
+    mailbox        TEXT PRIMARY KEY,   -- lower case
+    receipt_type   TEXT,               -- completa | breve | sintetica, for mail without X-TipoRicevuta
+    max_recipients INTEGER,            -- overrides access.max_recipients
+    max_total_size INTEGER,            -- overrides access.max_total_size (bytes, size x recipients)
+    daily_quota    INTEGER,            -- accepted messages per 24 hours
+    state          TEXT NOT NULL       -- active | suspended | read-only
+) STRICT;
+-- Retired addresses: never given to another holder (pec mailbox retire). Never deleted.
+CREATE TABLE retired_mailboxes (
+    mailbox    TEXT PRIMARY KEY,       -- lower case
+    holder     TEXT NOT NULL,          -- the holder's identifier (tax code, ...)
+    retired_at INTEGER NOT NULL        -- unix seconds
+) STRICT;
+-- Provider-wide suspensions of the service (pec suspend / pec resume); the legal log has
+-- a SospensioneServizio and a RipresaServizio record for each.
+CREATE TABLE outages (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,          -- planned | incident | malfunction
+    reason     TEXT NOT NULL,
+    started_at INTEGER NOT NULL,       -- unix seconds
+    ended_at   INTEGER                 -- NULL while suspended
+) STRICT;
+CREATE UNIQUE INDEX outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
+-- The sender of an accepted submission (lower case), for the daily quota; NULL before
+-- this version.
+ALTER TABLE pending_acceptance ADD COLUMN sender TEXT;
+CREATE INDEX pending_acceptance_sender ON pending_acceptance (sender, at);
+"#,
 ];
