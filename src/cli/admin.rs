@@ -25,17 +25,22 @@ pub enum SenderCommand {
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
     /// Set what the reception point does with mail for MAILBOX that is not valid PEC:
-    /// `anomaly` (wrap it in a signed anomaly envelope), `refuse` (refuse it in SMTP) or
-    /// `forward` (forward it unchanged to --to), overriding `reception.default_policy`.
+    /// `anomaly` (wrap it in a signed anomaly envelope), `refuse` (refuse it in SMTP),
+    /// `forward` (forward it unchanged to --to), `discard` (drop it, with a legal-log
+    /// record) or `folder` (deliver it unchanged into --folder of the mailbox, through
+    /// Dovecot LMTP's `lmtp_save_to_detail_mailbox`), overriding `reception.default_policy`.
     Policy {
         #[command(flatten)]
         config: ConfigArgs,
         mailbox: String,
-        #[arg(value_parser = ["anomaly", "refuse", "forward"])]
+        #[arg(value_parser = ["anomaly", "refuse", "forward", "discard", "folder"])]
         policy: String,
         /// Ordinary address, for `forward`.
         #[arg(long)]
         to: Option<String>,
+        /// Folder of the mailbox, for `folder`: letters, digits, `-`, `_`, `.`.
+        #[arg(long)]
+        folder: Option<String>,
     },
     /// Set MAILBOX's receipt type and limits; `default` puts a setting back to the
     /// provider's value (`access.*`; completa; no quota).
@@ -151,7 +156,8 @@ pub fn mailbox(command: &MailboxCommand) -> i32 {
             mailbox,
             policy,
             to,
-        } => mailbox_policy(config, mailbox, policy, to.as_deref()),
+            folder,
+        } => mailbox_policy(config, mailbox, policy, to.as_deref(), folder.as_deref()),
         MailboxCommand::Set {
             config,
             mailbox,
@@ -403,6 +409,7 @@ fn show(store: &dyn LogStore, mailbox: &str) -> Result<(), CliError> {
     );
     match policy {
         Some(MailboxPolicy::Forward(to)) => println!("policy: forward {to}"),
+        Some(MailboxPolicy::Folder(f)) => println!("policy: folder {f}"),
         Some(p) => println!("policy: {}", p.label()),
         None => println!("policy: default"),
     }
@@ -422,29 +429,61 @@ fn show(store: &dyn LogStore, mailbox: &str) -> Result<(), CliError> {
 }
 
 /// `pec mailbox policy`.
-fn mailbox_policy(config: &ConfigArgs, mailbox: &str, policy: &str, to: Option<&str>) -> i32 {
+fn mailbox_policy(
+    config: &ConfigArgs,
+    mailbox: &str,
+    policy: &str,
+    to: Option<&str>,
+    folder: Option<&str>,
+) -> i32 {
     if let Err(e) = admin_address("mailbox", mailbox) {
         return exit("pec", Err(e));
     }
-    let policy = match (policy, to) {
-        ("anomaly", None) => MailboxPolicy::Anomaly,
-        ("refuse", None) => MailboxPolicy::Refuse,
-        ("forward", Some(to)) => {
+    let chosen = match (policy, folder) {
+        ("folder", Some(f)) if to.is_none() => {
+            if !MailboxPolicy::valid_folder(f) {
+                let e = CliError::usage(format!(
+                    "--folder: invalid folder \"{f}\" (letters, digits, -, _, .)"
+                ));
+                return exit("pec mailbox policy", Err(e));
+            }
+            Some(MailboxPolicy::Folder(f.to_string()))
+        }
+        ("folder", _) => {
+            let e = CliError::usage("folder needs --folder NAME (and no --to)");
+            return exit("pec mailbox policy", Err(e));
+        }
+        (p, Some(_)) => {
+            let e = CliError::usage(format!("--folder goes with folder, not {p}"));
+            return exit("pec mailbox policy", Err(e));
+        }
+        ("discard", None) if to.is_none() => Some(MailboxPolicy::Discard),
+        _ => None,
+    };
+    let policy = match (chosen, to) {
+        (Some(p), _) => p,
+        (None, _) if policy == "discard" => {
+            let e = CliError::usage("--to goes with forward, not discard");
+            return exit("pec mailbox policy", Err(e));
+        }
+        (None, None) if policy == "anomaly" => MailboxPolicy::Anomaly,
+        (None, None) if policy == "refuse" => MailboxPolicy::Refuse,
+        (None, Some(to)) if policy == "forward" => {
             if let Err(e) = admin_address("--to", to) {
                 return exit("pec", Err(e));
             }
             MailboxPolicy::Forward(to.to_string())
         }
-        ("forward", None) => {
+        (None, None) if policy == "forward" => {
             let e = CliError::usage("forward needs --to ADDRESS");
             return exit("pec mailbox policy", Err(e));
         }
-        (p, Some(_)) => {
-            let e = CliError::usage(format!("--to goes with forward, not {p}"));
+        (None, Some(_)) => {
+            let e = CliError::usage(format!("--to goes with forward, not {policy}"));
             return exit("pec mailbox policy", Err(e));
         }
-        (p, None) => {
-            let e = CliError::usage(format!("unknown policy \"{p}\""));
+        (None, None) => {
+            let e = CliError::usage(format!("unknown policy \"{policy}\""));
             return exit("pec mailbox policy", Err(e));
         }
     };
@@ -454,6 +493,7 @@ fn mailbox_policy(config: &ConfigArgs, mailbox: &str, policy: &str, to: Option<&
             .map_err(CliError::usage)?;
         match &policy {
             MailboxPolicy::Forward(to) => println!("{mailbox}: forward to {to}"),
+            MailboxPolicy::Folder(f) => println!("{mailbox}: deliver into folder {f}"),
             p => println!("{mailbox}: {}", p.label()),
         }
         Ok(0)

@@ -288,6 +288,8 @@ impl DeliveryPoint {
                 rcpts
                     .iter()
                     .map(|r| {
+                        // A `folder` delivery (local+FOLDER@domain) is the mailbox's.
+                        let r = &without_detail(r);
                         if s.retired_mailbox(r)?.is_some() {
                             return Ok(Some("retired"));
                         }
@@ -650,6 +652,17 @@ impl DeliveryPoint {
                 warn!(msgid = %c.pec_id, rcpt = %rcpt, notify = %n.notify, "delivery point: arrival notice not sent: {e}")
             }
         }
+    }
+}
+
+/// `local+detail@domain` without its `+detail` (the address of the mailbox).
+fn without_detail(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => address.to_string(),
+        },
+        None => address.to_string(),
     }
 }
 

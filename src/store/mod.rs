@@ -84,6 +84,11 @@ pub enum EventKind {
     LogExtract,
     /// Mail that is not valid PEC, forwarded unchanged by the recipient's mailbox policy.
     Forwarded,
+    /// Mail that is not valid PEC, dropped by the recipient's mailbox policy (`discard`).
+    Discarded,
+    /// Mail that is not valid PEC, delivered unchanged into a folder of the mailbox by its
+    /// policy (`folder`).
+    Filed,
     /// The provider suspended its service (`pec suspend`, an incident or a planned
     /// outage): the start of an outage; its `reason` says why and of which type.
     ProviderSuspended,
@@ -104,6 +109,8 @@ impl EventKind {
             EventKind::LogRequest => "RichiestaRegistro",
             EventKind::LogExtract => "EstrattoRegistro",
             EventKind::Forwarded => "Inoltro",
+            EventKind::Discarded => "Scarto",
+            EventKind::Filed => "ConsegnaCartella",
             EventKind::ProviderSuspended => "SospensioneServizio",
             EventKind::ProviderResumed => "RipresaServizio",
         }
@@ -200,6 +207,13 @@ pub enum MailboxPolicy {
     Refuse,
     /// Forward it unchanged to this ordinary address.
     Forward(String),
+    /// Drop it, with a legal-log record ([`EventKind::Discarded`]).
+    Discard,
+    /// Deliver it unchanged into this folder of the mailbox: it is reinjected for
+    /// `local+FOLDER@domain`, which Dovecot's LMTP files into FOLDER with
+    /// `lmtp_save_to_detail_mailbox = yes` (dovecot/10-pec-lmtp.conf); a legal-log record
+    /// ([`EventKind::Filed`]). Folder names: [`MailboxPolicy::valid_folder`].
+    Folder(String),
 }
 
 impl MailboxPolicy {
@@ -209,6 +223,26 @@ impl MailboxPolicy {
             MailboxPolicy::Anomaly => "anomaly",
             MailboxPolicy::Refuse => "refuse",
             MailboxPolicy::Forward(_) => "forward",
+            MailboxPolicy::Discard => "discard",
+            MailboxPolicy::Folder(_) => "folder",
+        }
+    }
+
+    /// Whether `name` may be a folder of [`MailboxPolicy::Folder`]: 1 to 64 ASCII letters,
+    /// digits, `-`, `_` or `.` (not first), so that it fits an address's local part.
+    pub fn valid_folder(name: &str) -> bool {
+        (1..=64).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }
+
+    /// The address that delivers into `folder` of `mailbox`: `local+folder@domain`.
+    pub fn folder_address(mailbox: &str, folder: &str) -> String {
+        match mailbox.rsplit_once('@') {
+            Some((local, domain)) => format!("{local}+{folder}@{domain}"),
+            None => format!("{mailbox}+{folder}"),
         }
     }
 }

@@ -303,6 +303,7 @@ clamd_stop() {
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 # DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
 # LMTP answers 550 5.1.1 (every other address exists).
+# DOVECOT_EXTRA: configuration lines appended as they are.
 # DOVECOT_SIEVE=1: Pigeonhole Sieve at LMTP delivery with the shipped dovecot/40-pec-sieve.conf
 # (!include'd as it is), its sieve_global moved to DIR/sieve-global, which holds the shipped
 # dovecot/pec-receipts.sieve compiled with sievec; homes (where each mailbox's own Sieve
@@ -412,6 +413,8 @@ plugin {
 }
 EOF
   fi
+  # DOVECOT_EXTRA: lines appended to the configuration as they are.
+  if [ -n "${DOVECOT_EXTRA:-}" ]; then printf '%s\n' "$DOVECOT_EXTRA" >> "$dir/dovecot.conf"; fi
   dovecot -F -c "$dir/dovecot.conf" < /dev/null > "$dir/dovecot.out" 2>&1 &
   pid=$!
   printf '%s\n' "$pid" > "$dir/pid"

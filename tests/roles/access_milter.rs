@@ -677,6 +677,7 @@ async fn over_the_daily_quota_a_non_acceptance() {
         .unwrap();
     let mut old = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
     old.at = Instant::from_unix(at().unix() - 24 * 3600 - 1);
+    old.pec_id = "opec1.yesterday@pec.example.it".into();
     store.record_accepted(&old).unwrap();
     let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
     let mut m = good_mail();

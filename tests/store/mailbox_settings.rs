@@ -231,3 +231,27 @@ fn a_suspension_is_one_open_outage_logged_at_both_ends(backend: &Backend) {
         .unwrap()
         .is_empty());
 }
+
+both!(discard_and_folder_policies_round_trip);
+fn discard_and_folder_policies_round_trip(backend: &Backend) {
+    use pec::store::MailboxPolicy;
+    let store = &*backend.store;
+    store
+        .set_mailbox_policy("a@pec.example.it", &MailboxPolicy::Discard)
+        .unwrap();
+    assert_eq!(
+        store.mailbox_policy("A@pec.example.it").unwrap(),
+        Some(MailboxPolicy::Discard)
+    );
+    let folder = MailboxPolicy::Folder("Posta-ordinaria".into());
+    store
+        .set_mailbox_policy("a@pec.example.it", &folder)
+        .unwrap();
+    assert_eq!(
+        backend.reopen().mailbox_policy("a@pec.example.it").unwrap(),
+        Some(folder)
+    );
+    let fwd = MailboxPolicy::Forward("a.rossi@example.org".into());
+    store.set_mailbox_policy("a@pec.example.it", &fwd).unwrap();
+    assert_eq!(store.mailbox_policy("a@pec.example.it").unwrap(), Some(fwd));
+}

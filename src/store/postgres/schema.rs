@@ -284,5 +284,11 @@ CREATE TABLE outages (
 CREATE UNIQUE INDEX outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
 ALTER TABLE pending_acceptance ADD COLUMN sender TEXT;
 CREATE INDEX pending_acceptance_sender ON pending_acceptance (sender, at);
+ALTER TABLE mailbox_policy DROP CONSTRAINT mailbox_policy_policy_check;
+ALTER TABLE mailbox_policy DROP CONSTRAINT mailbox_policy_check;
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_policy_check
+    CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder'));
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_check
+    CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL));
 "#,
 ];

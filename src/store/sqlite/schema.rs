@@ -336,5 +336,19 @@ CREATE UNIQUE INDEX outages_open ON outages ((ended_at IS NULL)) WHERE ended_at 
 -- this version.
 ALTER TABLE pending_acceptance ADD COLUMN sender TEXT;
 CREATE INDEX pending_acceptance_sender ON pending_acceptance (sender, at);
+-- Two more policies for mail that is not valid PEC: discard (with a legal-log record) and
+-- folder (delivered into the folder named in forward_to). SQLite cannot alter a CHECK:
+-- the table is rebuilt.
+CREATE TABLE mailbox_policy_new (
+    mailbox    TEXT PRIMARY KEY,       -- local mailbox address, lower case
+    policy     TEXT NOT NULL
+               CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder')),
+    forward_to TEXT,                   -- ordinary address for 'forward', folder for 'folder'
+    CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL))
+) STRICT;
+INSERT INTO mailbox_policy_new (mailbox, policy, forward_to)
+    SELECT mailbox, policy, forward_to FROM mailbox_policy;
+DROP TABLE mailbox_policy;
+ALTER TABLE mailbox_policy_new RENAME TO mailbox_policy;
 "#,
 ];
