@@ -99,13 +99,25 @@ impl<B: Backend> Store for B {
                     ],
                 )?;
             }
+            // The sender, for the daily quota (Store::accepted_since).
+            exec(
+                c,
+                &format!("record the sender of \"{pec_id}\""),
+                "INSERT INTO acceptance_senders (pec_id, sender, at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                args![
+                    pec_id,
+                    &accepted.cert.mittente.to_ascii_lowercase(),
+                    accepted.at.unix()
+                ],
+            )?;
             // Last, so that a duplicate pec_id fails after the other writes and the test of
             // the one-transaction property sees them rolled back.
             exec_unique(
                 c,
                 &format!("record pending acceptance \"{pec_id}\""),
-                "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert, sender)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 args![
                     pec_id,
                     &accepted.queue_id,
@@ -113,7 +125,6 @@ impl<B: Backend> Store for B {
                     &accepted.login,
                     &accepted.provider,
                     &cert,
-                    &accepted.cert.mittente.to_ascii_lowercase(),
                 ],
                 || format!("pec_id \"{pec_id}\" is already recorded"),
             )
@@ -505,7 +516,7 @@ impl<B: Backend> Store for B {
             one(
                 c,
                 &format!("count the acceptances of \"{sender}\""),
-                "SELECT COUNT(*) FROM pending_acceptance WHERE sender = $1 AND at >= $2",
+                "SELECT COUNT(*) FROM acceptance_senders WHERE sender = $1 AND at >= $2",
                 args![&sender, since.unix()],
             )?
             .get(0)
