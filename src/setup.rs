@@ -77,6 +77,7 @@ pub fn postfix_main_lines(h: &Hooks) -> Vec<String> {
     [
         format!("virtual_mailbox_domains = {}", h.domains.join(" ")),
         format!("virtual_transport = lmtp:inet:{}", h.delivery),
+        "recipient_delimiter = +".into(),
         "disable_mime_output_conversion = yes".into(),
         "smtputf8_enable = no".into(),
         format!("content_filter = pecfilter:[{fh}]:{fp}"),
@@ -135,11 +136,14 @@ pecfilter unix  -       -       n       -       20      smtp
     )
 }
 
-/// The Dovecot configuration for these hooks: LMTP where pec forwards (nothing when that
-/// is a Unix socket: Dovecot's own /run/dovecot/lmtp), and the doveadm server's socket for
-/// the service user (the post-crash duplicate check).
+/// The Dovecot configuration for these hooks: the delivery to `user+FOLDER@domain` into
+/// FOLDER (the `folder` mailbox policy), LMTP where pec forwards (nothing when that is a
+/// Unix socket: Dovecot's own /run/dovecot/lmtp), and the doveadm server's socket for the
+/// service user (the post-crash duplicate check).
 pub fn dovecot_lines(h: &Hooks, service_user: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\nlda_mailbox_autocreate = yes\n",
+    );
     if let Some(path) = h.dovecot.strip_prefix("unix:") {
         out.push_str(&format!(
             "# LMTP: pec uses the socket {path}; Dovecot's listener there must let user {service_user} connect.\n"
@@ -201,6 +205,7 @@ mod tests {
         let tcp = dovecot_lines(&hooks(), "pec");
         assert!(tcp.contains("address = 127.0.0.1\n    port = 24"), "{tcp}");
         assert!(tcp.contains("user = pec"));
+        assert!(tcp.starts_with("recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\n"));
         let mut h = hooks();
         h.dovecot = "unix:/run/dovecot/lmtp".into();
         assert!(!dovecot_lines(&h, "pec").contains("inet_listener"));

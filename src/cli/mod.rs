@@ -14,6 +14,7 @@ pub mod install;
 pub mod log;
 pub mod ops;
 mod serve;
+mod service;
 mod setup;
 pub mod store;
 mod timers;
@@ -74,9 +75,19 @@ pub enum Command {
     /// Which login may send as which address (by default a login sends only as itself).
     #[command(subcommand)]
     Sender(SenderCommand),
-    /// Per-mailbox settings of the reception point.
+    /// Per-mailbox settings kept in the store: receipt type, limits, daily quota, state,
+    /// policy for ordinary mail, arrival notices, retirement.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// Suspend the whole service (an incident, a planned outage): the access point answers
+    /// every submission with a temporary failure giving --reason, until `pec resume`. The
+    /// legal log records the interval; `pec stats agid` reports it.
+    Suspend(service::SuspendArgs),
+    /// End the suspension begun by `pec suspend`.
+    Resume(ConfigArgs),
+    /// Reports for the regulator.
+    #[command(subcommand)]
+    Stats(service::StatsCommand),
     /// The store: schema migrations, and moving a SQLite store into PostgreSQL.
     Store {
         #[command(subcommand)]
@@ -129,6 +140,9 @@ pub fn main() -> i32 {
         Command::Index(command) => index::run(&command),
         Command::Sender(command) => admin::sender(&command),
         Command::Mailbox(command) => admin::mailbox(&command),
+        Command::Suspend(args) => service::suspend(&args),
+        Command::Resume(args) => service::resume(&args),
+        Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),

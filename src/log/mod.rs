@@ -27,6 +27,7 @@ use crate::message::time::Instant;
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 use crate::store::{Problem, SealRecord, VerifyReport};
 
+pub mod agid;
 pub mod package;
 pub mod pdf;
 pub mod reply;

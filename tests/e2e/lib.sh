@@ -306,6 +306,7 @@ clamd_stop() {
 # DOVECOT_TLS_KEY (PEM): IMAP offers STARTTLS (ssl = required: a login in clear is refused,
 # except from the server's own address, which Dovecot counts as secured: every client
 # here); without them, no TLS.
+# DOVECOT_EXTRA: configuration lines appended as they are.
 # DOVECOT_SIEVE=1: Pigeonhole Sieve at LMTP delivery with the shipped dovecot/40-pec-sieve.conf
 # (!include'd as it is), its sieve_global moved to DIR/sieve-global, which holds the shipped
 # dovecot/pec-receipts.sieve compiled with sievec; homes (where each mailbox's own Sieve
@@ -422,6 +423,8 @@ plugin {
 }
 EOF
   fi
+  # DOVECOT_EXTRA: lines appended to the configuration as they are.
+  if [ -n "${DOVECOT_EXTRA:-}" ]; then printf '%s\n' "$DOVECOT_EXTRA" >> "$dir/dovecot.conf"; fi
   dovecot -F -c "$dir/dovecot.conf" < /dev/null > "$dir/dovecot.out" 2>&1 &
   pid=$!
   printf '%s\n' "$pid" > "$dir/pid"

@@ -692,3 +692,244 @@ async fn without_cautions_the_envelope_has_no_warning() {
         if name.as_c_str() == c"X-Pec-Attachment-Warning")));
     assert!(!envelope_text(&queued(&m, &actions)).contains("Attenzione:"));
 }
+
+// ---- Per-mailbox settings and the provider-wide suspension (issue 21 points 2, 3) ----
+
+fn with_settings(s: pec::store::MailboxSettings) -> TestStore {
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings("Alice@pec.example.it", &s)
+        .unwrap();
+    store
+}
+
+#[tokio::test]
+async fn the_mailbox_default_receipt_type_applies_without_x_tiporicevuta() {
+    use pec::message::kind::ReceiptType;
+    let settings = pec::store::MailboxSettings {
+        receipt_type: Some(ReceiptType::Breve),
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(settings.clone()),
+    )
+    .await;
+    let (actions, status) = submit(&h, &good_mail()).await;
+    assert_eq!(status, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Breve);
+    assert!(actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value } if name.as_c_str() == c"X-TipoRicevuta" && value.as_c_str() == c" breve")), "{actions:?}");
+
+    // The header the sender set wins over the mailbox's default.
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(settings),
+    )
+    .await;
+    let mut m = good_mail();
+    m.headers.push(("X-TipoRicevuta", "sintetica".into()));
+    assert_eq!(submit(&h, &m).await.1, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Sintetica);
+
+    // Without a setting: completa, as before.
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Completa);
+}
+
+/// Submits `m` to a harness on `store` and expects one non-acceptance whose reason
+/// contains `expect`.
+async fn refused_on(store: TestStore, m: &Mail, expect: &str) -> Harness {
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let (actions, status) = submit(&h, m).await;
+    assert_eq!(status, Status::Discard, "{expect}");
+    assert!(actions.is_empty());
+    let n = notices(&h);
+    assert_eq!(n.len(), 1, "{expect}: one notice");
+    assert_eq!(n[0].0, Ricevuta::NonAccettazione);
+    let reason = n[0].1.daticert.errore_esteso.clone().unwrap_or_default();
+    assert!(
+        reason.contains(expect),
+        "reason {reason:?} should mention {expect:?}"
+    );
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    h
+}
+
+#[tokio::test]
+async fn mailbox_limits_override_the_providers() {
+    let few = pec::store::MailboxSettings {
+        max_recipients: Some(1),
+        ..Default::default()
+    };
+    refused_on(with_settings(few), &good_mail(), "superiore al limite di 1").await;
+    let small = pec::store::MailboxSettings {
+        max_total_size: Some(100),
+        ..Default::default()
+    };
+    refused_on(
+        with_settings(small),
+        &good_mail(),
+        "superiore al limite di 100 byte",
+    )
+    .await;
+    // Another mailbox keeps the provider's limits.
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings(
+            "bob@pec.example.it",
+            &pec::store::MailboxSettings {
+                max_recipients: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+}
+
+#[tokio::test]
+async fn over_the_daily_quota_a_non_acceptance() {
+    let quota = pec::store::MailboxSettings {
+        daily_quota: Some(2),
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(quota),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+    }
+    let (_, status) = submit(&h, &good_mail()).await;
+    assert_eq!(status, Status::Discard);
+    let n = notices(&h);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].0, Ricevuta::NonAccettazione);
+    let reason = n[0].1.daticert.errore_esteso.clone().unwrap_or_default();
+    assert!(
+        reason.contains("limite di 2 messaggi nelle 24 ore"),
+        "{reason}"
+    );
+    // Acceptances older than 24 hours do not count.
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings(
+            "alice@pec.example.it",
+            &pec::store::MailboxSettings {
+                daily_quota: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut old = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    old.at = Instant::from_unix(at().unix() - 24 * 3600 - 1);
+    old.pec_id = "opec1.yesterday@pec.example.it".into();
+    store.record_accepted(&old).unwrap();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let mut m = good_mail();
+    m.headers[5].1 = "<2@client.example.it>".into();
+    assert_eq!(submit(&h, &m).await.1, Status::Accept);
+}
+
+#[tokio::test]
+async fn a_mailbox_that_may_not_send_gets_a_non_acceptance() {
+    use pec::store::{MailboxSettings, MailboxState, Retired};
+    for (state, expect) in [
+        (MailboxState::Suspended, "casella sospesa"),
+        (MailboxState::ReadOnly, "casella in sola lettura"),
+    ] {
+        let s = MailboxSettings {
+            state,
+            ..Default::default()
+        };
+        refused_on(with_settings(s), &good_mail(), expect).await;
+    }
+    let store = TestStore::new();
+    store
+        .retire_mailbox(&Retired {
+            mailbox: "alice@pec.example.it".into(),
+            holder: "RSSMRA80A01H501U".into(),
+            at: at(),
+        })
+        .unwrap();
+    refused_on(store, &good_mail(), "casella cessata").await;
+    // A login that may not use the address is still rejected in SMTP, without a notice.
+    let s = MailboxSettings {
+        state: MailboxState::Suspended,
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(s),
+    )
+    .await;
+    let mut m = good_mail();
+    m.login = Some("mallory@pec.example.it");
+    let (_, status) = submit(&h, &m).await;
+    assert_reply(&status, "550 5.7.1");
+    assert!(notices(&h).is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_suspension_tempfails_every_submission_until_resumed() {
+    use pec::store::{LogEvent, Outage, OutageKind};
+    let store = TestStore::new();
+    let event = |kind| LogEvent {
+        pec_id: String::new(),
+        at: at(),
+        kind,
+        sender: String::new(),
+        recipients: Vec::new(),
+        subject: String::new(),
+        related_ids: Vec::new(),
+        provider: "P".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+    };
+    let outage = Outage {
+        kind: OutageKind::Incident,
+        reason: "guasto al disco\r\nsecondo rigo".into(),
+        start: at(),
+        end: None,
+    };
+    assert!(store
+        .suspend_provider(&outage, &event(EventKind::ProviderSuspended))
+        .unwrap());
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let (actions, status) = submit(&h, &good_mail()).await;
+    assert!(actions.is_empty());
+    assert_reply(&status, "451 4.3.2");
+    let Status::Tempfail { message } = &status else {
+        panic!("{status:?}")
+    };
+    let text = message.as_ref().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        text,
+        "451 4.3.2 PEC: servizio temporaneamente sospeso (guasto al disco  secondo rigo); \
+         riprovare piu' tardi"
+    );
+    assert!(h.injector.messages().is_empty());
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    // Resumed: the next submission goes through.
+    assert!(h
+        .store
+        .resume_provider(&event(EventKind::ProviderResumed))
+        .unwrap()
+        .is_some());
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+}

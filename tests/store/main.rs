@@ -16,5 +16,6 @@ mod contract;
 mod crash_windows;
 mod delivery_store;
 mod legal_log;
+mod mailbox_settings;
 mod nodes;
 mod tls;

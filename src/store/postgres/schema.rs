@@ -274,4 +274,41 @@ DROP TRIGGER IF EXISTS seals_append_only ON seals;
 CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
     FOR EACH ROW EXECUTE FUNCTION pec_seal_stamp_only();
 "#,
+    // Version 14: per-mailbox settings, retired addresses, provider outages (see the
+    // SQLite migration 14).
+    r#"
+CREATE TABLE IF NOT EXISTS mailbox_settings (
+    mailbox        TEXT PRIMARY KEY,
+    receipt_type   TEXT,
+    max_recipients BIGINT,
+    max_total_size BIGINT,
+    daily_quota    BIGINT,
+    state          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_mailboxes (
+    mailbox    TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    retired_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outages (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS acceptance_senders (
+    pec_id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    at     BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acceptance_senders_sender ON acceptance_senders (sender, at);
+ALTER TABLE mailbox_policy DROP CONSTRAINT IF EXISTS mailbox_policy_policy_check;
+ALTER TABLE mailbox_policy DROP CONSTRAINT IF EXISTS mailbox_policy_check;
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_policy_check
+    CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder'));
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_check
+    CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL));
+"#,
 ];
