@@ -125,7 +125,8 @@ impl Store for TestStore {
         fn record_receipt_received(
             &self,
             event: &LogEvent,
-            updates: &[(String, TrackingState)]
+            updates: &[(String, TrackingState)],
+            kept: Option<&[u8]>
         ) -> usize;
         fn claim_log_request(
             &self,

@@ -380,7 +380,11 @@ pub fn purge_event(
             report.seals,
             report.quarantined,
             quarantine_cutoff.rfc3339()
-        )),
+        ) + &if report.receipts > 0 {
+            format!(", {} kept receipts with their records", report.receipts)
+        } else {
+            String::new()
+        }),
     })
 }
 

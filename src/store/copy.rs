@@ -242,6 +242,20 @@ const TABLES: &[Table] = &[
         order: "message_id, recipient",
         read: None,
     },
+    // Version 15.
+    Table {
+        name: "received_receipts",
+        columns: &[
+            ("event_id", 'i'),
+            ("pec_id", 't'),
+            ("kind", 't'),
+            ("message_id", 't'),
+            ("at", 'i'),
+            ("message", 'b'),
+        ],
+        order: "event_id",
+        read: None,
+    },
 ];
 
 /// One SQLite value as a typed PostgreSQL parameter.

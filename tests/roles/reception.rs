@@ -19,7 +19,7 @@ use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord, TrustSet};
 use pec::message::build::{Builder, Certification, Generated, OriginalInfo};
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
-use pec::message::kind::{Errore, RecipientType, Ricevuta, Tipo};
+use pec::message::kind::{Errore, MessageKind, RecipientType, Ricevuta, Tipo};
 use pec::message::mime::base64_lines;
 use pec::message::time::Instant;
 use pec::reception::Local;
@@ -182,8 +182,21 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
         .await;
     assert_eq!(reply, FilterReply::Accept);
     let sent = r.sent();
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    for (m, who) in sent
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    // Taken in charge first (spec §5.2: the virus is the second phase), one presa in
+    // carico for both, without verification: nothing reaches the delivery point.
+    assert_eq!(sent[0].rcpt_to, vec!["ricevute@pec.example.it"]);
+    match r.classify(&sent[0]) {
+        Classification::Receipt(Ricevuta::PresaInCarico, p) => {
+            assert_eq!(
+                p.daticert.ricezione,
+                vec!["bob@pec.example.net", "dave@pec.example.net"]
+            );
+            assert_eq!(p.daticert.identificativo, A_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (m, who) in sent[1..]
         .iter()
         .zip(["bob@pec.example.net", "dave@pec.example.net"])
     {
@@ -205,7 +218,7 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(r.store.quarantined(A_ID).unwrap(), vec![data]);
+    assert_eq!(r.store.quarantined(A_ID).unwrap(), vec![data.clone()]);
     assert!(!r.store.is_verified(A_ID, "bob@pec.example.net").unwrap());
     let kinds: Vec<_> = r
         .store
@@ -215,6 +228,20 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&EventKind::Quarantined));
+    assert!(kinds.contains(&EventKind::Issued(MessageKind::TakeCharge)));
+    // A retry of the same queue file: nothing new (quarantine, presa in carico and
+    // notices are each recorded once).
+    let again = r
+        .run(
+            "alice@pec.example.it",
+            &["bob@pec.example.net", "dave@pec.example.net"],
+            &data,
+        )
+        .await;
+    assert_eq!(again, FilterReply::Accept);
+    assert_eq!(r.sent().len(), 3);
+    assert_eq!(r.store.quarantined(A_ID).unwrap().len(), 1);
+    assert_eq!(r.store.events_for(A_ID).unwrap().len(), kinds.len());
 }
 
 fn state_of(r: &Rx, who: &str) -> TrackingState {
@@ -986,6 +1013,10 @@ async fn same_provider_virus_is_handled_at_once_for_our_user() {
             (
                 Some("accettazione".into()),
                 vec!["alice@pec.example.it".to_string()]
+            ),
+            (
+                Some("presa-in-carico".into()),
+                vec!["ricevute@pec.example.it".to_string()]
             ),
             (
                 Some("rilevazione-virus".into()),

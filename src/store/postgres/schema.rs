@@ -254,4 +254,19 @@ SELECT 1;
     // Version 12: same-provider recipients whose delivery receipt or non-delivery notice is
     // recorded get their tracking row closed (see the SQLite migration 12).
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Versions 13 and 14: taken by other branches (the lead renumbers at merge).
+    "SELECT 1;",
+    "SELECT 1;",
+    // Version 15: receipts kept beside their legal-log record (see the SQLite migration 15).
+    r#"
+CREATE TABLE received_receipts (
+    event_id   BIGINT PRIMARY KEY,
+    pec_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    message_id TEXT,
+    at         BIGINT NOT NULL,
+    message    BYTEA NOT NULL
+);
+CREATE INDEX received_receipts_pec_id ON received_receipts (pec_id);
+"#,
 ];

@@ -300,4 +300,23 @@ UPDATE outbox SET data = X'';
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
     crate::store::outbox::CLOSE_DECIDED_ROWS,
+    // Versions 13 and 14: taken by other branches (the lead renumbers at merge); nothing
+    // here, so that this branch's migration 15 keeps its number.
+    "SELECT 1;",
+    "SELECT 1;",
+    // Version 15: receipts kept, not only logged.
+    r#"
+-- A presa in carico or rilevazione virus received from another provider (spec §5.2) is
+-- consumed by the reception point, never delivered to a mailbox: its signed bytes are
+-- kept here, beside its legal-log record (kind Ricezione), and purged with it.
+CREATE TABLE received_receipts (
+    event_id   INTEGER PRIMARY KEY,    -- events.id of its Ricezione record
+    pec_id     TEXT NOT NULL,          -- PEC msgid of the envelope it is about
+    kind       TEXT NOT NULL,          -- X-Ricevuta: presa-in-carico | rilevazione-virus
+    message_id TEXT,                   -- its Message-ID, when it has one
+    at         INTEGER NOT NULL,       -- received at, unix seconds
+    message    BLOB NOT NULL           -- the message as received, byte-exact (signed)
+) STRICT;
+CREATE INDEX received_receipts_pec_id ON received_receipts (pec_id);
+"#,
 ];
