@@ -61,6 +61,12 @@ impl TestStore {
         }
     }
 
+    /// The SQLite store underneath, with the legal log's own operations (kept receipts,
+    /// quarantine listing, purge); never set to fail.
+    pub fn log_store(&self) -> &SqliteStore {
+        &self.store
+    }
+
     /// Every event, oldest first.
     pub fn all_events(&self) -> Vec<LogEvent> {
         self.store

@@ -24,7 +24,7 @@ use pec::message::mime::base64_lines;
 use pec::message::time::Instant;
 use pec::reception::Local;
 use pec::smtp::{FilterReply, InjectError, Transaction};
-use pec::store::{Accepted, EventKind, MailboxPolicy, Store, TrackingState};
+use pec::store::{Accepted, EventKind, LogQuery, LogStore, MailboxPolicy, Store, TrackingState};
 
 use crate::two_providers;
 use two_providers::*;
@@ -279,6 +279,114 @@ async fn take_charge_for_our_mail_receipt_is_consumed_and_moves_tracking() {
     assert_eq!(
         state_of(&r, "alice@pec.example.it"),
         TrackingState::TakenInCharge
+    );
+}
+
+#[tokio::test]
+async fn consumed_receipts_are_kept_signed_beside_their_record() {
+    let r = rx(Provider::B);
+    let cert = our_envelope_b_to_a(&r.store);
+    let pic = Provider::A.build(|b| {
+        b.take_charge(
+            &cert,
+            at(),
+            &["alice@pec.example.it".into()],
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let data = pic.to_bytes();
+    let rcpt = [r.we.mail_receipt()];
+    let rcpt: Vec<&str> = rcpt.iter().map(String::as_str).collect();
+    assert_eq!(
+        r.run(&pic.mail_from, &rcpt, &data).await,
+        FilterReply::Accept
+    );
+    let kept = r.store.log_store().kept_receipts(B_ID).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].message, data, "byte-exact, as received");
+    assert_eq!(kept[0].kind, "presa-in-carico");
+    assert_eq!(kept[0].message_id.as_deref(), Some(pic.message_id.as_str()));
+    // Beside its record: the Ricezione record of the log carries that id.
+    let logged = r
+        .store
+        .search_events(&LogQuery {
+            pec_id: Some(B_ID.into()),
+            kind: Some("Ricezione".into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].id, kept[0].event_id);
+    // Still a valid signed PEC receipt when read back.
+    match classify(&kept[0].message, index().trust(), now()) {
+        Classification::Receipt(Ricevuta::PresaInCarico, _) => {}
+        other => panic!("{other:?}"),
+    }
+    // A rilevazione virus for our mailReceipt is kept too.
+    let virus = Provider::A.build(|b| {
+        b.virus_detection(
+            &cert,
+            at(),
+            "alice@pec.example.it",
+            "PEC-Test-Virus",
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let vdata = virus.to_bytes();
+    assert_eq!(
+        r.run(&virus.mail_from, &rcpt, &vdata).await,
+        FilterReply::Accept
+    );
+    let kept = r.store.log_store().kept_receipts(B_ID).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[1].kind, "rilevazione-virus");
+    assert_eq!(kept[1].message, vdata);
+}
+
+#[tokio::test]
+async fn a_receipt_over_the_size_bound_is_logged_with_its_digest_not_kept() {
+    let mut r = rx(Provider::B);
+    r.aq = r.aq.with_kept_receipt_max(100);
+    let cert = our_envelope_b_to_a(&r.store);
+    let pic = Provider::A.build(|b| {
+        b.take_charge(
+            &cert,
+            at(),
+            &["alice@pec.example.it".into()],
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let data = pic.to_bytes();
+    let rcpt = [r.we.mail_receipt()];
+    let rcpt: Vec<&str> = rcpt.iter().map(String::as_str).collect();
+    assert_eq!(
+        r.run(&pic.mail_from, &rcpt, &data).await,
+        FilterReply::Accept
+    );
+    // Still judged and consumed: the tracking row moved.
+    assert_eq!(
+        state_of(&r, "alice@pec.example.it"),
+        TrackingState::TakenInCharge
+    );
+    assert!(r.store.log_store().kept_receipts(B_ID).unwrap().is_empty());
+    let record = r
+        .store
+        .events_for(B_ID)
+        .unwrap()
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::Received(_)))
+        .unwrap();
+    let reason = record.reason.unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    assert!(
+        reason.contains(&format!(
+            "non conservata: {} byte oltre il limite di 100 byte, sha-256 {digest}",
+            data.len()
+        )),
+        "{reason}"
     );
 }
 
