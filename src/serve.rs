@@ -172,12 +172,28 @@ pub async fn run_with(
         .await?
         .map_err(WiringError::from)?;
     let sealer = tokio::spawn(crate::log::daily_sealer(
-        seal_store,
+        seal_store.clone(),
         signer.clone(),
         settings.tsa.clone(),
         Arc::new(SystemClock),
         stop_rx.clone(),
     ));
+    // The retention purge, every log.purge_interval (one node per interval), on the
+    // sealer's connection: both are the legal log's housekeeping.
+    let purger = settings.purge_interval.map(|every| {
+        info!(every = ?every, "retention purge running");
+        tokio::spawn(crate::log::scheduled_purge(
+            seal_store.clone(),
+            crate::log::PurgeSchedule {
+                every,
+                log_months: config.log.retention_months,
+                quarantine_months: config.quarantine.retention_months,
+                provider: config.provider.name.clone(),
+            },
+            Arc::new(SystemClock),
+            stop_rx.clone(),
+        ))
+    });
     let access = Arc::new(Current::new(roles.access));
     let after_queue = Arc::new(Current::new(roles.after_queue));
     let delivery_point = Arc::new(Current::new(roles.delivery));
@@ -322,6 +338,9 @@ pub async fn run_with(
         let _ = m.await;
     }
     let _ = sealer.await;
+    if let Some(p) = purger {
+        let _ = p.await;
+    }
     let _ = outbox.await;
     Ok(())
 }

@@ -13,6 +13,7 @@ mod index;
 pub mod install;
 pub mod log;
 pub mod ops;
+mod quarantine;
 mod serve;
 mod setup;
 pub mod store;
@@ -73,6 +74,12 @@ pub enum Command {
     /// Which login may send as which address (by default a login sends only as itself).
     #[command(subcommand)]
     Sender(SenderCommand),
+    /// The quarantine of infected messages (kept 30 months, spec §8): list, show, export
+    /// byte-exact for the authorities.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
     /// Per-mailbox settings of the reception point.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
@@ -129,6 +136,7 @@ pub fn main() -> i32 {
         Command::Sender(command) => admin::sender(&command),
         Command::Mailbox(command) => admin::mailbox(&command),
         Command::Log { command } => log::run(&command),
+        Command::Quarantine { command } => quarantine::run(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
     }

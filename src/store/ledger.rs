@@ -59,8 +59,7 @@ pub trait LogStore: Store {
     /// [`Store::record_receipt_received`]), in log order.
     fn kept_receipts(&self, pec_id: &str) -> Result<Vec<KeptReceipt>, StoreError>;
     /// The quarantined messages matching `query`, oldest first, without their bytes.
-    fn quarantine_list(&self, query: &QuarantineQuery)
-        -> Result<Vec<QuarantineEntry>, StoreError>;
+    fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineEntry>, StoreError>;
     /// The quarantined message `id` with its bytes, byte-exact; `None` when there is none
     /// (never stored, or purged).
     fn quarantine_message(&self, id: i64)

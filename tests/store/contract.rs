@@ -698,16 +698,28 @@ fn a_received_receipt_moves_tracking_and_is_logged_atomically() {
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
     )
     .unwrap();
-    assert!(store.record_receipt_received(&event, &updates).is_err());
+    assert!(store
+        .record_receipt_received(&event, &updates, None)
+        .is_err());
     assert_eq!(state(&store), TrackingState::Sent, "rolled back");
 
     side.execute_batch("DROP TRIGGER refuse_events;").unwrap();
-    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 1);
+    assert_eq!(
+        store
+            .record_receipt_received(&event, &updates, None)
+            .unwrap(),
+        1
+    );
     assert_eq!(state(&store), TrackingState::TakenInCharge);
     let logged = store.events_for(PEC_ID).unwrap();
     assert_eq!(logged.last().unwrap(), &event);
     // A repeated receipt moves nothing and is logged again (the log shows duplicates).
-    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 0);
+    assert_eq!(
+        store
+            .record_receipt_received(&event, &updates, None)
+            .unwrap(),
+        0
+    );
     assert_eq!(store.events_for(PEC_ID).unwrap().len(), logged.len() + 1);
 }
 

@@ -251,7 +251,8 @@ fn seal_row(r: &Row) -> Result<SealRecord, StoreError> {
 const VERIFY_SLICE: i64 = 10_000;
 
 /// The columns of a [`QuarantineEntry`], for [`quarantine_row`].
-const QUARANTINE_COLUMNS: &str = "id, pec_id, at, reason, CAST(length(message) AS BIGINT), expires_at";
+const QUARANTINE_COLUMNS: &str =
+    "id, pec_id, at, reason, CAST(length(message) AS BIGINT), expires_at";
 
 fn quarantine_row(r: &Row) -> Result<QuarantineEntry, StoreError> {
     Ok(QuarantineEntry {
@@ -598,17 +599,14 @@ impl<B: Backend> LogStore for B {
     }
 
     /// The quarantined messages matching `query`, by id (insertion order).
-    fn quarantine_list(
-        &self,
-        query: &QuarantineQuery,
-    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+    fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineEntry>, StoreError> {
         self.read(|c| {
             all(
                 c,
                 "list the quarantine",
                 &format!(
                     "SELECT {QUARANTINE_COLUMNS} FROM quarantine
-                     WHERE ($1 IS NULL OR pec_id = $1) AND at >= $2 AND at < $3
+                     WHERE (CAST($1 AS TEXT) IS NULL OR pec_id = $1) AND at >= $2 AND at < $3
                      ORDER BY id LIMIT $4"
                 ),
                 args![

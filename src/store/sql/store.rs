@@ -14,9 +14,8 @@ use crate::store::codec::{
 use crate::store::outbox::received_record;
 use crate::store::{
     Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
-    LogRequest,
-    LoggedEvent, MailboxPolicy, Outbound, Refused, Staged, Store, StoreError, StoredIndex,
-    TimeoutClaim, Tracking, TrackingState,
+    LogRequest, LoggedEvent, MailboxPolicy, Outbound, Refused, Staged, Store, StoreError,
+    StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 
 impl<B: Backend> Store for B {
