@@ -288,8 +288,8 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             )
             .map_err(CliError::failed)?;
             println!(
-                "purged {} records ({} kept receipts), {} seals, {} quarantined messages",
-                report.events, report.receipts, report.seals, report.quarantined
+                "purged {} records, {} seals, {} quarantined messages, {} kept receipts",
+                report.events, report.seals, report.quarantined, report.receipts
             );
             if let Some(why) = report.stopped_at {
                 println!("the log purge stopped early: {why} (run pec log seal)");

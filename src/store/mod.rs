@@ -161,6 +161,9 @@ pub struct Refused {
     /// The infected message, kept 30 months (spec §8).
     pub quarantine: Option<Vec<u8>>,
     pub provider: String,
+    /// SASL login of the sender, written in the reason of the refusal's records
+    /// ([`outbox::with_login`]); `None` when the submission had none.
+    pub login: Option<String>,
 }
 
 /// State of one certified recipient of an envelope we sent (timers, spec §5.4).

@@ -67,6 +67,7 @@ fn refused(kind: MessageKind, quarantine: Option<Vec<u8>>) -> Refused {
         notice_id: "notice.1@pec.example.it".into(),
         quarantine,
         provider: "Example PEC S.p.A.".into(),
+        login: None,
     }
 }
 
@@ -109,7 +110,7 @@ fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance(bac
             provider: "Example PEC S.p.A.".into(),
             queue_id: Some("4XyZ1k2Q3".into()),
             outcome: "ok".into(),
-            reason: None,
+            reason: Some("login SASL: mario.rossi@pec.example.it".into()),
         }]
     );
 

@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pec::log::{scheduled_purge, PurgeSchedule, PURGE_LEASE};
+use pec::message::build::Certification;
+use pec::message::kind::{MessageKind, ReceiptType};
 use pec::message::kind::{RecipientType, Ricevuta};
 use pec::message::time::{FixedClock, Instant};
 use pec::store::{
-    EventKind, LogEvent, LogQuery, LogStore, QuarantineQuery, SealRecord, Store, TrackingState,
+    Accepted, EventKind, LogEvent, LogQuery, LogStore, QuarantineQuery, Refused, SealRecord, Store,
+    TrackingState,
 };
 
 const PEC_ID: &str = "opec210312.20240115103005.12345.1.1@pec.example.it";
@@ -302,4 +305,82 @@ fn the_scheduled_purge_deletes_what_is_past_retention_and_holds_the_interval(bac
         .try_lease(PURGE_LEASE, "other-node:1", now, 3600)
         .unwrap();
     assert_eq!(held_elsewhere, backend.name == "postgres");
+}
+
+fn cert(pec_id: &str) -> Certification {
+    Certification {
+        mittente: "mario.rossi@pec.example.it".into(),
+        destinatari: Vec::new(),
+        risposte: "mario.rossi@pec.example.it".into(),
+        oggetto: "Fattura".into(),
+        identificativo: pec_id.into(),
+        msgid: None,
+        requested: ReceiptType::Completa,
+        to: Vec::new(),
+        cc: Vec::new(),
+    }
+}
+
+both!(the_sasl_login_of_a_submission_is_in_its_records);
+fn the_sasl_login_of_a_submission_is_in_its_records(backend: &Backend) {
+    let store = &backend.store;
+    let at = Instant::from_unix(AT);
+    store
+        .record_accepted(&Accepted {
+            pec_id: PEC_ID.into(),
+            queue_id: None,
+            at,
+            cert: cert(PEC_ID),
+            login: "m.rossi".into(),
+            provider: "Example PEC".into(),
+        })
+        .unwrap();
+    assert!(store
+        .acceptance_emitted(PEC_ID, "acc.1@pec.example.it", at)
+        .unwrap());
+    let refused = "opec.refused@pec.example.it";
+    store
+        .record_refused(&Refused {
+            pec_id: refused.into(),
+            queue_id: None,
+            at,
+            cert: cert(refused),
+            kind: MessageKind::NonAcceptanceVirus,
+            reason: "Eicar-Test-Signature".into(),
+            notice_id: "na.1@pec.example.it".into(),
+            quarantine: Some(b"infected".to_vec()),
+            provider: "Example PEC".into(),
+            login: Some("m.rossi".into()),
+        })
+        .unwrap();
+    let reasons = |id: &str| -> Vec<(String, Option<String>)> {
+        store
+            .events_for(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind.label().to_string(), e.reason))
+            .collect()
+    };
+    assert_eq!(
+        reasons(PEC_ID),
+        [
+            ("BustaTrasporto".into(), Some("login SASL: m.rossi".into())),
+            ("Accettazione".into(), Some("login SASL: m.rossi".into())),
+        ]
+    );
+    let virus = Some("Eicar-Test-Signature; login SASL: m.rossi".to_string());
+    assert_eq!(
+        reasons(refused),
+        [
+            ("NonAccettazioneVirus".into(), virus.clone()),
+            ("Quarantena".into(), virus),
+        ]
+    );
+    // The quarantine keeps the verdict alone.
+    assert_eq!(
+        store.quarantine_list(&QuarantineQuery::default()).unwrap()[0].reason,
+        "Eicar-Test-Signature"
+    );
+    // Encoding version 1 unchanged: the chain verifies.
+    assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
 }

@@ -185,6 +185,7 @@ fn populate(store: &dyn Store) {
             notice_id: "n.v@pec.example.it".into(),
             quarantine: Some(b"infected".to_vec()),
             provider: "PEC Example IT S.p.A.".into(),
+            login: None,
         })
         .unwrap();
     store
@@ -819,7 +820,7 @@ tsa_ca_file = "{}"
     let (code, out, _) = pec(&["purge"]);
     assert_eq!(code, Some(0));
     assert!(
-        out.starts_with("purged 8 records, 1 seals, 1 quarantined"),
+        out.starts_with("purged 8 records, 1 seals, 1 quarantined messages, 0 kept receipts"),
         "{out}"
     );
     let (code, out, _) = pec(&["verify"]);
