@@ -33,7 +33,8 @@
 #                        defaults to PEC_E2E_STORE (sqlite or pg: the switch of the whole
 #                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
 #                        WORK/pec.sqlite.
-#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
+#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s");
+#                        PROVIDER_LOG_EXTRA to [log] (e.g. purge_interval = "2s").
 #                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
 #                        index file as managed by provider B too, besides pec.example.net
 #                        (certified domains that nobody serves: route them to a dead port).
@@ -175,6 +176,9 @@ duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf",
 
 [metrics]
 listen = "127.0.0.1:$metrics_port"
+
+[log]
+${PROVIDER_LOG_EXTRA:-}
 EOF
   echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null

@@ -15,7 +15,7 @@ use pec::message::kind::{MessageKind, ReceiptType};
 use pec::message::kind::{RecipientType, Ricevuta};
 use pec::message::time::{FixedClock, Instant};
 use pec::store::{
-    Accepted, EventKind, LogEvent, LogQuery, LogStore, QuarantineQuery, Refused, SealRecord, Store,
+    Accepted, EventKind, LogEvent, LogQuery, LogStore, QuarantineQuery, Refused, SealRecord,
     TrackingState,
 };
 
