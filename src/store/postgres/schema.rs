@@ -259,7 +259,7 @@ SELECT 1;
     "SELECT 1;",
     // Version 15: receipts kept beside their legal-log record (see the SQLite migration 15).
     r#"
-CREATE TABLE received_receipts (
+CREATE TABLE IF NOT EXISTS received_receipts (
     event_id   BIGINT PRIMARY KEY,
     pec_id     TEXT NOT NULL,
     kind       TEXT NOT NULL,
@@ -267,6 +267,6 @@ CREATE TABLE received_receipts (
     at         BIGINT NOT NULL,
     message    BYTEA NOT NULL
 );
-CREATE INDEX received_receipts_pec_id ON received_receipts (pec_id);
+CREATE INDEX IF NOT EXISTS received_receipts_pec_id ON received_receipts (pec_id);
 "#,
 ];
