@@ -182,7 +182,7 @@ fn main() {
     let now = Instant::from_unix(day_to + 600);
     let t = Clock::now();
     match log::seal_day(&store, &signer, None, sealed_day, now) {
-        Ok(seal) => println!(
+        Ok(log::Sealed { seal, .. }) => println!(
             "seal {}: {} records in {:.2} s",
             seal.day,
             seal.count,

@@ -5,15 +5,22 @@
 //! can be read as a ratio. After criterion's report, the bench prints those ratios from
 //! medians measured in the same run.
 //!
-//! Needs softhsm2 and opensc; the token is created with `tests/pki/*.sh` in a temporary
+//! Then, for the keys of 2027 (issue 19), each on its own SoftHSM2 token: RSA-2048,
+//! RSA-3072 and ECDSA P-256, the cost of signing one message (`sign_detached` of a receipt-
+//! sized entity, and a whole transport envelope for a 100 KB original) as a ratio to the
+//! bare signature of the same key, measured in the same run. `cargo bench --bench signing
+//! -- key_types` runs only that part (criterion skips its benchmarks, the ratios are
+//! printed anyway).
+//!
+//! Needs softhsm2 and opensc; the tokens are created with `tests/pki/*.sh` in a temporary
 //! directory.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pec::crypto::testing;
-use pec::crypto::{sign_detached, DigestAlg, Pkcs11Config, Pkcs11Signer};
+use pec::crypto::testing::{self, TestKey};
+use pec::crypto::{sign_detached, DigestAlg, Pkcs11Config, Pkcs11Signer, Signer};
 use pec::message::build::{Builder, Certification, Issuer, OriginalInfo};
 use pec::message::ids::IdGenerator;
 use pec::message::kind::RecipientType;
@@ -61,22 +68,30 @@ fn signing(c: &mut Criterion) {
     let module = testing::softhsm_module().expect("softhsm2 module");
     let dir = tempfile::TempDir::new().expect("temporary directory");
     let pki = testing::make_test_pki(&dir.path().join("pki")).expect("test pki");
-    let token = testing::make_test_token(
-        &dir.path().join("hsm"),
-        "pec-bench",
-        "1234",
-        &pki.it_key,
-        &pki.it_cert,
-        "pec-signer",
-    )
-    .expect("softhsm token");
-    std::env::set_var("SOFTHSM2_CONF", &token.softhsm2_conf);
-
-    let mut config = Pkcs11Config::new(&module, "pec-bench", "pec-signer", "1234");
-    config.digest = DigestAlg::Sha256;
-    config.chain_pem = Some(pki.chain.clone());
-    config.sessions = 1;
-    let signer = Pkcs11Signer::open(&config).expect("pkcs#11 signer");
+    // The criterion part measures RSA-2048, as before; the test PKI's own key is RSA-3072.
+    let rsa2048 =
+        testing::issue_test_leaf(&pki, "rsa2048", TestKey::Rsa2048, None).expect("rsa-2048 leaf");
+    let p256 = testing::issue_test_leaf(&pki, "p256", TestKey::EcP256, None).expect("p-256 leaf");
+    let hsm = dir.path().join("hsm");
+    let mut conf = None;
+    for (label, key, cert) in [
+        ("pec-bench", &rsa2048.key, &rsa2048.cert),
+        ("pec-rsa3072", &pki.it_key, &pki.it_cert),
+        ("pec-p256", &p256.key, &p256.cert),
+    ] {
+        let token = testing::make_test_token(&hsm, label, "1234", key, cert, "pec-signer")
+            .expect("softhsm token");
+        conf = Some(token.softhsm2_conf);
+    }
+    std::env::set_var("SOFTHSM2_CONF", conf.expect("a token"));
+    let open = |label: &str| {
+        let mut config = Pkcs11Config::new(&module, label, "pec-signer", "1234");
+        config.digest = DigestAlg::Sha256;
+        config.chain_pem = Some(pki.chain.clone());
+        config.sessions = 1;
+        Pkcs11Signer::open(&config).expect("pkcs#11 signer")
+    };
+    let signer = open("pec-bench");
     let at = Instant::from_unix(1_748_945_472);
 
     let mut group = c.benchmark_group("signing");
@@ -134,6 +149,54 @@ fn signing(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Per key type: the cost of one message against the bare signature of the same key.
+    let entity = original(2 * 1024);
+    println!("\nkey types on SoftHSM2, SHA-256, medians of this run:");
+    println!("  key | bare signature | sign_detached 2 KB (ratio) | envelope 100 KB (ratio)");
+    for label in ["pec-bench", "pec-rsa3072", "pec-p256"] {
+        let s = if label == "pec-bench" {
+            None
+        } else {
+            Some(open(label))
+        };
+        let key: &Pkcs11Signer = s.as_ref().unwrap_or(&signer);
+        let name = key.key_kind().expect("key kind").describe();
+        let bare = median(300, || {
+            key.bare_sign(black_box(&attrs_sized)).expect("sign");
+        });
+        let cms = median(300, || {
+            sign_detached(key, black_box(&entity), at).expect("sign_detached");
+        });
+        let b = Builder {
+            issuer: &issuer,
+            signer: key,
+            ids: &ids,
+        };
+        let raw = &originals[0].1;
+        let env = median(200, || {
+            let info = OriginalInfo::parse(raw).expect("original");
+            let cert = Certification::for_submission(
+                &info,
+                "alice@pec.example.it",
+                &[("bob@pec.example.net".into(), RecipientType::Certificato)],
+                &ids.next(at),
+            );
+            black_box(
+                b.transport_envelope(raw, &cert, at)
+                    .expect("envelope")
+                    .to_bytes(),
+            );
+        });
+        println!(
+            "  {name} | {:.3} ms | {:.3} ms ({:.2}x) | {:.3} ms ({:.2}x)",
+            bare * 1e3,
+            cms * 1e3,
+            cms / bare,
+            env * 1e3,
+            env / bare
+        );
+    }
 
     // Ratios against the bare signature, from medians measured here, in this run.
     let bare = median(200, || {

@@ -87,7 +87,7 @@ done
 # each MAILDIR has N more messages; prints the submission time and the total time.
 measure() {
   /usr/bin/python3 - "$@" <<'EOF'
-import os, smtplib, sys, time
+import os, smtplib, ssl, sys, time
 port, msgfile, deadline = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 rcpts = sys.argv[4].split(",")
 expect = [(p.rsplit("=", 1)[0], int(p.rsplit("=", 1)[1])) for p in sys.argv[5:]]
@@ -97,6 +97,9 @@ before = {d: count(d) for d, _ in expect}
 data = open(msgfile, "rb").read()
 t0 = time.monotonic()
 s = smtplib.SMTP("127.0.0.1", port, timeout=900)
+s.ehlo("bench.test")
+# Submission requires STARTTLS (provider.sh: certificates from the test CA).
+s.starttls(context=ssl.create_default_context(cafile=os.environ["PECMAIL_CAFILE"]))
 s.ehlo("bench.test")
 s.user, s.password = "alice@pec.example.it", "test"
 s.auth("PLAIN", s.auth_plain, initial_response_ok=True)

@@ -19,7 +19,7 @@ root=$(pwd)
 seconds=${1:-25}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session)
+[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments)
 
 export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
@@ -34,11 +34,12 @@ fi
 # --- seeds from the fixtures ---------------------------------------------------------------
 seeds=$work/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session}
+mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments}
 fx=tests/fixtures
 for f in "$fx"/originals/*.eml; do
   cp "$f" "$seeds/mime/"
   cp "$f" "$seeds/breve/"
+  cp "$f" "$seeds/attachments/"
 done
 for d in "$fx"/*/; do
   name=$(basename "$d")

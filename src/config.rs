@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
+use crate::access::attachments::DEFAULT_BLOCKED_EXTENSIONS;
 use crate::crypto::DigestAlg;
 use crate::store::MailboxPolicy;
 
@@ -47,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub reception: ReceptionConfig,
     #[serde(default)]
+    pub verify: VerifyConfig,
+    #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub timers: TimersConfig,
@@ -58,6 +61,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub clock: ClockConfig,
     /// The typed values, checked once by [`parse`]; see [`Config::settings`].
     #[serde(skip)]
     checked: Option<Box<Settings>>,
@@ -106,12 +111,19 @@ pub enum SigningConfig {
         /// PEM file with further certificates for the CMS (the issuing CA).
         #[serde(default)]
         chain_file: Option<PathBuf>,
-        /// `sha256` (default) or `sha1`.
+        /// `sha256` (default), `sha384` or `sha1` (RSA only).
         #[serde(default = "default_digest")]
         digest: String,
         /// Concurrent PKCS#11 sessions.
         #[serde(default = "default_sessions")]
         sessions: usize,
+        /// Label of the key (on the same token) that signs the daily seals of the legal
+        /// log: a key of its own, never the PEC message key. Required by `pec serve`.
+        #[serde(default)]
+        seal_key_label: Option<String>,
+        /// Label of its certificate (default: `seal_key_label`).
+        #[serde(default)]
+        seal_cert_label: Option<String>,
     },
     /// Key in a PEM file: development only.
     Pem {
@@ -121,83 +133,18 @@ pub enum SigningConfig {
         chain_file: Option<PathBuf>,
         #[serde(default = "default_digest")]
         digest: String,
+        /// Key and certificate (PEM) that sign the daily seals: not the PEC message key.
+        /// Required by `pec serve`.
+        #[serde(default)]
+        seal_key_file: Option<PathBuf>,
+        #[serde(default)]
+        seal_cert_file: Option<PathBuf>,
     },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// SQLite database file.
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
-    /// `sqlite` (one host, the default) or `postgres` (several nodes on one database).
-    #[serde(default)]
-    pub backend: StoreBackend,
-    /// PostgreSQL connection URL (`postgres://USER:PASSWORD@HOST:PORT/DB`), with
-    /// `backend = "postgres"`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// At most this many PostgreSQL connections per process.
-    #[serde(default = "default_pool_size")]
-    pub pool_size: usize,
-    /// TLS to PostgreSQL, named as libpq's `sslmode`: `disable` (the default), `require`
-    /// (encrypted, the server not authenticated), `verify-ca` (its certificate signed by
-    /// `ca_file`) or `verify-full` (and issued for the host of `url`).
-    #[serde(default)]
-    pub tls: StoreTls,
-    /// The CA certificates (PEM) that sign the PostgreSQL server's certificate, for
-    /// `tls = "verify-ca"` or `"verify-full"` (libpq's `sslrootcert`); unset: the system's.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// The client certificate (PEM, the first one pec's, any further ones its chain) shown
-    /// to PostgreSQL when TLS is on (libpq's `sslcert`), for a server that authenticates
-    /// clients by certificate (`pg_hba.conf` `cert` or `clientcert=verify-full`).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// The private key (PEM) of `cert_file` (libpq's `sslkey`).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-/// `store.tls`: whether and how the connections to PostgreSQL use TLS.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum StoreTls {
-    #[default]
-    Disable,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl StoreTls {
-    /// The name in the configuration (libpq's `sslmode` value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreTls::Disable => "disable",
-            StoreTls::Require => "require",
-            StoreTls::VerifyCa => "verify-ca",
-            StoreTls::VerifyFull => "verify-full",
-        }
-    }
-}
-
-/// Which store implementation holds the state.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    #[default]
-    Sqlite,
-    Postgres,
-}
-
-fn default_store_path() -> PathBuf {
-    PathBuf::from("/var/lib/pec/pec.db")
-}
-
-fn default_pool_size() -> usize {
-    16
-}
+// `[store]`: its types live with the store (store::settings), which reads nothing of
+// the configuration module.
+pub use crate::store::settings::{StoreBackend, StoreConfig, StoreTls};
 
 /// The provider index (spec §7): a local LDIF file in the shape of the national index,
 /// used until a copy synchronised from `ldap_url` or `signed_ldif` is in the store.
@@ -229,6 +176,11 @@ pub struct IndexConfig {
     /// Accept an empty or shrunken index (normally refused).
     #[serde(default)]
     pub force: bool,
+    /// Postfix TLS policy map (`texthash:` format) that `pec index sync`, `pec index
+    /// tls-policy` and `pec serve` write from the index: every other provider's certified
+    /// domain with `verify` (see [`crate::index::tls_policy`]). Not written when absent.
+    #[serde(default)]
+    pub tls_policy_map: Option<PathBuf>,
 }
 
 fn default_index_refresh() -> String {
@@ -256,8 +208,17 @@ pub struct AccessConfig {
     /// Above this size the message is rejected in SMTP without a notice (spec §3.3).
     pub hard_size_limit: String,
     pub max_recipients: usize,
-    /// Attachment extensions refused (lower case, without the dot).
+    /// Attachment extensions refused (lower case, without the dot); the default is
+    /// [`DEFAULT_BLOCKED_EXTENSIONS`], `[]` blocks none.
     pub blocked_extensions: Vec<String>,
+    /// Attachment checks: containers within containers looked into (messages, archives).
+    pub attachment_max_depth: usize,
+    /// Attachment checks: archive entries looked at per submission.
+    pub attachment_max_entries: usize,
+    /// Attachment checks: bytes decompressed from archives per submission, e.g. `200MB`.
+    pub attachment_max_bytes: String,
+    /// Attachment checks: time per submission, e.g. `10s`.
+    pub attachment_max_time: String,
     /// Also reject a refused submission in SMTP (5.7.x) instead of discarding it after the
     /// non-acceptance notice is queued.
     pub reject_in_smtp: bool,
@@ -272,7 +233,14 @@ impl Default for AccessConfig {
             max_total_size: "100MB".into(),
             hard_size_limit: "150MB".into(),
             max_recipients: 500,
-            blocked_extensions: Vec::new(),
+            blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS
+                .iter()
+                .map(|e| e.to_string())
+                .collect(),
+            attachment_max_depth: 20,
+            attachment_max_entries: 5_000,
+            attachment_max_bytes: "200MB".into(),
+            attachment_max_time: "10s".into(),
             reject_in_smtp: false,
             reinject: "127.0.0.1:10027".into(),
         }
@@ -326,17 +294,86 @@ impl Default for ReceptionConfig {
     }
 }
 
+/// How the reception point and `pec verify -c` validate sender certificates beyond the
+/// provider index: the chain to trust anchors (with the CAs' name constraints and the
+/// emailProtection usage) and revocation (CRL, OCSP). See [`crate::crypto::revocation`].
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// PEM files with the trust anchors of today's providers (AgID CA1, or its root);
+    /// empty (the default): the chain is not checked, only the provider index.
+    pub anchors: Vec<PathBuf>,
+    /// PEM files with the anchors of archived mail (DigitPA CA1 and its root): signer
+    /// certificates without extendedKeyUsage are accepted under them.
+    pub archive_anchors: Vec<PathBuf>,
+    /// `grace` (default), `strict` or `off`: what happens when the revocation status
+    /// cannot be had.
+    pub revocation: String,
+    /// How long an unknown revocation status is accepted under `grace` (default `3d`).
+    pub grace: String,
+    /// Directory of the CRL cache (default `/var/lib/pec/crl`).
+    pub crl_cache: PathBuf,
+    /// Total deadline of one CRL or OCSP fetch (default `5s`).
+    pub fetch_timeout: String,
+    /// After a failed fetch, wait this long before trying the same location (default `1m`).
+    pub retry_after: String,
+    /// Refetch a cached CRL this long before its nextUpdate (default `1h`).
+    pub refresh_before: String,
+    /// Ask the OCSP responder a certificate names when its CRLs give no answer (default true).
+    pub ocsp: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            anchors: Vec::new(),
+            archive_anchors: Vec::new(),
+            revocation: "grace".into(),
+            grace: "3d".into(),
+            crl_cache: PathBuf::from("/var/lib/pec/crl"),
+            fetch_timeout: "5s".into(),
+            retry_after: "1m".into(),
+            refresh_before: "1h".into(),
+            ocsp: true,
+        }
+    }
+}
+
 /// The legal log (spec §8): daily seals and retention.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// RFC 3161 time-stamping service for the daily seals, `http://HOST[:PORT]/PATH`;
-    /// empty: seals are signed but not time-stamped.
+    /// RFC 3161 time-stamping service for the daily seals, `https://HOST[:PORT]/PATH` (or
+    /// `http://`). Required by `pec serve` (and `pec check-config`) unless
+    /// `dev_insecure_no_tsa` is set.
     pub tsa_url: String,
-    /// PEM file with the TSA's CA, to verify the time stamps (`pec log verify`).
+    /// PEM file with the TSA's CA: every token must be signed by a certificate that
+    /// chains to it (required with `tsa_url`); also used by `pec log verify`.
     pub tsa_ca_file: Option<PathBuf>,
     /// Time allowed for one time-stamp request.
     pub tsa_timeout: String,
+    /// TSA policy OID (dotted) named in each request; the token must carry it.
+    pub tsa_policy: Option<String>,
+    /// HTTP basic authentication at the TSA: the user name (with `tsa_password_file`;
+    /// HTTPS only).
+    pub tsa_username: Option<String>,
+    /// File holding the TSA password (one line), readable by the service user only.
+    pub tsa_password_file: Option<PathBuf>,
+    /// TLS client certificate for the TSA (PEM, with `tsa_client_key`).
+    pub tsa_client_cert: Option<PathBuf>,
+    /// Key of `tsa_client_cert` (PEM).
+    pub tsa_client_key: Option<PathBuf>,
+    /// PEM CA file for the TSA's HTTPS server certificate; unset: the system trust store.
+    pub tsa_tls_ca_file: Option<PathBuf>,
+    /// After a failed time stamp (the seal is made without it), the first retry; each
+    /// further one waits twice as long, at most 1 h.
+    pub tsa_retry: String,
+    /// How long after a day's end its seal may lack the time stamp before `pec status`
+    /// fails.
+    pub tsa_grace: String,
+    /// DEVELOPMENT ONLY: let `pec serve` run without `tsa_url`, sealing days without a
+    /// time stamp (not a legal seal).
+    pub dev_insecure_no_tsa: bool,
     /// Months the records and seals are kept (at least 30, DPR 68/2005).
     pub retention_months: u32,
     /// How often `pec serve` runs the retention purge (`pec log purge`), e.g. `1d`; empty
@@ -360,6 +397,15 @@ impl Default for LogConfig {
             tsa_url: String::new(),
             tsa_ca_file: None,
             tsa_timeout: "30s".into(),
+            tsa_policy: None,
+            tsa_username: None,
+            tsa_password_file: None,
+            tsa_client_cert: None,
+            tsa_client_key: None,
+            tsa_tls_ca_file: None,
+            tsa_retry: "1m".into(),
+            tsa_grace: "6h".into(),
+            dev_insecure_no_tsa: false,
             retention_months: crate::store::RETENTION_MONTHS,
             purge_interval: "1d".into(),
             request_address: "registro".into(),
@@ -443,6 +489,49 @@ impl Default for QuarantineConfig {
     }
 }
 
+/// What `pec status` makes of the system clock's synchronisation (the technical rules want
+/// the time reference within one second of UTC).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// When the system says the clock is not synchronised: `fail` (default) or `warn`.
+    pub unsynchronised: String,
+    /// When the synchronisation cannot be read: `warn` (default) or `fail`.
+    pub unknown: String,
+    /// Largest error bound accepted (the kernel's maximum error), default `1s`.
+    pub max_error: String,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        ClockConfig {
+            unsynchronised: "fail".into(),
+            unknown: "warn".into(),
+            max_error: "1s".into(),
+        }
+    }
+}
+
+/// Typed `[clock]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockPolicy {
+    /// Fail (`true`) or warn when the system says unsynchronised.
+    pub fail_unsynchronised: bool,
+    /// Fail (`true`) or warn when the state cannot be read.
+    pub fail_unknown: bool,
+    pub max_error: Duration,
+}
+
+impl Default for ClockPolicy {
+    fn default() -> Self {
+        ClockPolicy {
+            fail_unsynchronised: true,
+            fail_unknown: false,
+            max_error: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The Prometheus metrics endpoint of `pec serve` (`GET /metrics`). Off by default.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -486,6 +575,10 @@ struct RawSigning {
     sessions: Option<usize>,
     key_file: Option<PathBuf>,
     cert_file: Option<PathBuf>,
+    seal_key_label: Option<String>,
+    seal_cert_label: Option<String>,
+    seal_key_file: Option<PathBuf>,
+    seal_cert_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -518,7 +611,11 @@ impl TryFrom<RawSigning> for SigningConfig {
             Backend::Pkcs11 => {
                 foreign(raw.key_file.is_some(), "key_file")?;
                 foreign(raw.cert_file.is_some(), "cert_file")?;
+                foreign(raw.seal_key_file.is_some(), "seal_key_file")?;
+                foreign(raw.seal_cert_file.is_some(), "seal_cert_file")?;
                 Ok(SigningConfig::Pkcs11 {
+                    seal_key_label: raw.seal_key_label,
+                    seal_cert_label: raw.seal_cert_label,
                     module: required(raw.module, "module")?,
                     token_label: required(raw.token_label, "token_label")?,
                     key_label: required(raw.key_label, "key_label")?,
@@ -538,7 +635,11 @@ impl TryFrom<RawSigning> for SigningConfig {
                 foreign(raw.pin.is_some(), "pin")?;
                 foreign(raw.pin_env.is_some(), "pin_env")?;
                 foreign(raw.sessions.is_some(), "sessions")?;
+                foreign(raw.seal_key_label.is_some(), "seal_key_label")?;
+                foreign(raw.seal_cert_label.is_some(), "seal_cert_label")?;
                 Ok(SigningConfig::Pem {
+                    seal_key_file: raw.seal_key_file,
+                    seal_cert_file: raw.seal_cert_file,
                     key_file: required(raw.key_file, "key_file")?,
                     cert_file: required(raw.cert_file, "cert_file")?,
                     chain_file: raw.chain_file,
@@ -665,8 +766,12 @@ pub struct Settings {
     /// (`pec log purge` by hand).
     pub purge_interval: Option<Duration>,
     pub delivery: DeliverySettings,
-    /// `log.tsa_url` and `log.tsa_timeout`; `None` without a TSA.
+    /// `log.tsa_*`; `None` without a TSA.
     pub tsa: Option<crate::log::TsaSettings>,
+    /// `log.tsa_retry`.
+    pub tsa_retry: Duration,
+    /// `log.tsa_grace`.
+    pub tsa_grace: Duration,
     /// `timers.interval`.
     pub timers_interval: Duration,
     /// Where the index is synchronised from, if anywhere.
@@ -677,6 +782,10 @@ pub struct Settings {
     pub log_requests: Option<crate::log::request::RequestSettings>,
     /// `metrics.listen`; `None` without an endpoint.
     pub metrics: Option<Endpoint>,
+    /// `[verify]`: revocation checking (the anchors stay paths in [`VerifyConfig`]).
+    pub revocation: crate::crypto::revocation::RevocationSettings,
+    /// `[clock]`.
+    pub clock: ClockPolicy,
 }
 
 /// Typed `[delivery]` values.
@@ -701,6 +810,10 @@ pub struct AccessSettings {
     pub hard_size_limit: u64,
     /// Postfix's reinjection listener (TCP).
     pub reinject: Endpoint,
+    /// `attachment_max_bytes`, in bytes.
+    pub attachment_max_bytes: u64,
+    /// `attachment_max_time`.
+    pub attachment_max_time: Duration,
 }
 
 /// Typed `[filter]` values.
@@ -936,10 +1049,11 @@ fn path_not_empty(key: &str, value: &Path) -> Result<(), InvalidValue> {
 fn digest(value: &str) -> Result<DigestAlg, InvalidValue> {
     match value {
         "sha256" => Ok(DigestAlg::Sha256),
+        "sha384" => Ok(DigestAlg::Sha384),
         "sha1" => Ok(DigestAlg::Sha1),
         _ => Err(invalid(
             "signing.digest",
-            format!("invalid digest \"{value}\": expected \"sha256\" or \"sha1\""),
+            format!("invalid digest \"{value}\": expected \"sha256\", \"sha384\" or \"sha1\""),
         )),
     }
 }
@@ -976,6 +1090,9 @@ impl Config {
         let (digest, pin) = self.signing_settings()?;
         self.check_store()?;
         path_not_empty("index.ldif", &self.index.ldif)?;
+        if let Some(p) = &self.index.tls_policy_map {
+            path_not_empty("index.tls_policy_map", p)?;
+        }
         let clamd = endpoint("antivirus.clamd", &self.antivirus.clamd, true)?;
         let antivirus_timeout = duration("antivirus.timeout", &self.antivirus.timeout)?;
         let access = self.access_settings()?;
@@ -989,14 +1106,22 @@ impl Config {
             "" | "0" => None,
             v => Some(duration("log.purge_interval", v)?),
         };
+        let revocation = self.revocation_settings()?;
         let delivery = self.delivery_settings()?;
         let timers_interval = self.timers_interval()?;
         let (tsa, log_requests) = self.log_settings()?;
+        let tsa_retry = duration("log.tsa_retry", &self.log.tsa_retry)?;
+        let tsa_grace = duration("log.tsa_grace", &self.log.tsa_grace)?;
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
+        let clock = self.clock_policy()?;
         Ok(Settings {
+            clock,
             metrics,
+            revocation,
             tsa,
+            tsa_retry,
+            tsa_grace,
             default_policy,
             kept_receipt_max,
             purge_interval,
@@ -1181,12 +1306,25 @@ impl Config {
                 ));
             }
         }
+        if a.attachment_max_depth == 0 {
+            return Err(invalid("access.attachment_max_depth", "must be at least 1"));
+        }
+        if a.attachment_max_entries == 0 {
+            return Err(invalid(
+                "access.attachment_max_entries",
+                "must be at least 1",
+            ));
+        }
+        let attachment_max_bytes = size("access.attachment_max_bytes", &a.attachment_max_bytes)?;
+        let attachment_max_time = duration("access.attachment_max_time", &a.attachment_max_time)?;
         let reinject = endpoint("access.reinject", &a.reinject, false)?;
         Ok(AccessSettings {
             listen,
             max_total_size,
             hard_size_limit,
             reinject,
+            attachment_max_bytes,
+            attachment_max_time,
         })
     }
 
@@ -1285,25 +1423,7 @@ impl Config {
     > {
         let l = &self.log;
         let tsa_timeout = duration("log.tsa_timeout", &l.tsa_timeout)?;
-        let tsa = if l.tsa_url.is_empty() {
-            None
-        } else if l.tsa_url.starts_with("http://") && l.tsa_url.len() > "http://".len() {
-            Some(crate::log::TsaSettings {
-                url: l.tsa_url.clone(),
-                timeout: tsa_timeout,
-            })
-        } else {
-            return Err(invalid(
-                "log.tsa_url",
-                format!(
-                    "invalid url \"{}\": expected http://HOST[:PORT]/PATH",
-                    l.tsa_url
-                ),
-            ));
-        };
-        if let Some(ca) = &l.tsa_ca_file {
-            path_not_empty("log.tsa_ca_file", ca)?;
-        }
+        let tsa = self.tsa_settings(tsa_timeout)?;
         let minimum = crate::store::RETENTION_MONTHS;
         if l.retention_months < minimum {
             return Err(invalid(
@@ -1325,6 +1445,152 @@ impl Config {
             ));
         }
         Ok((tsa, log_requests))
+    }
+
+    /// The TSA of `[log]`, checked: URL syntax, policy OID, credentials in pairs, basic
+    /// authentication over HTTPS only. `None` without `log.tsa_url`.
+    fn tsa_settings(
+        &self,
+        timeout: Duration,
+    ) -> Result<Option<crate::log::TsaSettings>, InvalidValue> {
+        let l = &self.log;
+        if let Some(ca) = &l.tsa_ca_file {
+            path_not_empty("log.tsa_ca_file", ca)?;
+        }
+        if l.tsa_url.is_empty() {
+            return Ok(None);
+        }
+        crate::crypto::tsa::check_url(&l.tsa_url).map_err(|_| {
+            invalid(
+                "log.tsa_url",
+                format!(
+                    "invalid url \"{}\": expected https://HOST[:PORT]/PATH or http://…",
+                    l.tsa_url
+                ),
+            )
+        })?;
+        let https = l.tsa_url.starts_with("https://");
+        if let Some(p) = &l.tsa_policy {
+            if crate::crypto::tsa::oid_der(p).is_none() {
+                return Err(invalid(
+                    "log.tsa_policy",
+                    format!("invalid policy \"{p}\": expected a dotted OID"),
+                ));
+            }
+        }
+        let basic_auth = match (&l.tsa_username, &l.tsa_password_file) {
+            (None, None) => None,
+            (Some(u), Some(f)) if https => {
+                not_empty("log.tsa_username", u)?;
+                path_not_empty("log.tsa_password_file", f)?;
+                Some((u.clone(), f.clone()))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "log.tsa_username",
+                    "basic authentication needs an https:// tsa_url (the password would \
+                     travel in clear)",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "log.tsa_username",
+                    "tsa_username and tsa_password_file go together",
+                ))
+            }
+        };
+        let client_cert = match (&l.tsa_client_cert, &l.tsa_client_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) if https => Some((c.clone(), k.clone())),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "log.tsa_client_cert",
+                    "a client certificate needs an https:// tsa_url",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "log.tsa_client_cert",
+                    "tsa_client_cert and tsa_client_key go together",
+                ))
+            }
+        };
+        Ok(Some(crate::log::TsaSettings {
+            url: l.tsa_url.clone(),
+            timeout,
+            ca_file: l.tsa_ca_file.clone(),
+            policy: l.tsa_policy.clone(),
+            basic_auth,
+            client_cert,
+            tls_ca_file: l.tsa_tls_ca_file.clone(),
+        }))
+    }
+
+    /// What `pec serve` needs beyond a valid file (also checked by `pec check-config`):
+    /// a seal key of its own (`signing.seal_key_label`, or `seal_key_file` and
+    /// `seal_cert_file`), other than the PEC message key; and the daily time stamp, so
+    /// `log.tsa_url` and `log.tsa_ca_file`, unless `log.dev_insecure_no_tsa` is set.
+    pub fn check_serve(&self) -> Result<(), InvalidValue> {
+        self.check_seal_key()?;
+        self.check_serve_tsa()
+    }
+
+    /// The seal key is configured, and is not the PEC message key (by name: `pec
+    /// check-config --live` compares the keys themselves).
+    pub fn check_seal_key(&self) -> Result<(), InvalidValue> {
+        const WHY: &str = "required: the daily seal is signed by a key of its own, the PEC \
+                           message key signs PEC messages only";
+        match &self.signing {
+            SigningConfig::Pkcs11 {
+                key_label,
+                seal_key_label,
+                ..
+            } => match seal_key_label {
+                None => Err(invalid("signing.seal_key_label", WHY)),
+                Some(l) if l == key_label => Err(invalid(
+                    "signing.seal_key_label",
+                    "must name another key than signing.key_label",
+                )),
+                Some(l) => not_empty("signing.seal_key_label", l),
+            },
+            SigningConfig::Pem {
+                key_file,
+                seal_key_file,
+                seal_cert_file,
+                ..
+            } => match (seal_key_file, seal_cert_file) {
+                (None, _) => Err(invalid("signing.seal_key_file", WHY)),
+                (Some(_), None) => Err(invalid(
+                    "signing.seal_cert_file",
+                    "required with signing.seal_key_file",
+                )),
+                (Some(k), Some(_)) if k == key_file => Err(invalid(
+                    "signing.seal_key_file",
+                    "must name another key than signing.key_file",
+                )),
+                (Some(_), Some(_)) => Ok(()),
+            },
+        }
+    }
+
+    fn check_serve_tsa(&self) -> Result<(), InvalidValue> {
+        if self.log.dev_insecure_no_tsa {
+            return Ok(());
+        }
+        if self.log.tsa_url.is_empty() {
+            return Err(invalid(
+                "log.tsa_url",
+                "required: the daily seal of the legal log must be time-stamped (set \
+                 log.dev_insecure_no_tsa = true only on a development machine)",
+            ));
+        }
+        if self.log.tsa_ca_file.is_none() {
+            return Err(invalid(
+                "log.tsa_ca_file",
+                "required with log.tsa_url: the tsa certificate must chain to it",
+            ));
+        }
+        Ok(())
     }
 
     /// `[index]`: the refresh period and the source it is synchronised from, if any.
@@ -1383,6 +1649,50 @@ impl Config {
     }
 
     /// `metrics.listen`; `None` without an endpoint.
+    /// `[verify]`: the revocation mode and its durations.
+    fn revocation_settings(
+        &self,
+    ) -> Result<crate::crypto::revocation::RevocationSettings, InvalidValue> {
+        use crate::crypto::revocation::{RevocationMode, RevocationSettings};
+        let v = &self.verify;
+        let mode = RevocationMode::parse(&v.revocation).ok_or_else(|| {
+            invalid(
+                "verify.revocation",
+                format!(
+                    "invalid value \"{}\" (expected \"grace\", \"strict\" or \"off\")",
+                    v.revocation
+                ),
+            )
+        })?;
+        path_not_empty("verify.crl_cache", &v.crl_cache)?;
+        Ok(RevocationSettings {
+            mode,
+            grace: duration("verify.grace", &v.grace)?,
+            cache_dir: Some(v.crl_cache.clone()),
+            fetch_timeout: duration("verify.fetch_timeout", &v.fetch_timeout)?,
+            retry_after: duration("verify.retry_after", &v.retry_after)?,
+            refresh_before: duration("verify.refresh_before", &v.refresh_before)?,
+            ocsp: v.ocsp,
+        })
+    }
+
+    /// `[clock]`: `fail` or `warn` for each case, and a positive error bound.
+    fn clock_policy(&self) -> Result<ClockPolicy, InvalidValue> {
+        let fail = |key: &str, value: &str| match value {
+            "fail" => Ok(true),
+            "warn" => Ok(false),
+            other => Err(invalid(
+                key,
+                format!("invalid value \"{other}\": expected \"fail\" or \"warn\""),
+            )),
+        };
+        Ok(ClockPolicy {
+            fail_unsynchronised: fail("clock.unsynchronised", &self.clock.unsynchronised)?,
+            fail_unknown: fail("clock.unknown", &self.clock.unknown)?,
+            max_error: duration("clock.max_error", &self.clock.max_error)?,
+        })
+    }
+
     fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {
         if self.metrics.listen.is_empty() {
             Ok(None)

@@ -16,6 +16,7 @@ use crate::store::{
     Refused, SqliteStore, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
+use crate::store::{MailboxSettings, Outage, Retired};
 use crate::BoxFuture;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,6 +124,15 @@ impl Store for TestStore {
         fn claim_delivery_notice(&self, recipient: &str, event: &LogEvent) -> bool;
         fn set_arrival_notice(&self, mailbox: &str, notice: Option<&ArrivalNotice>) -> ();
         fn arrival_notice(&self, mailbox: &str) -> Option<ArrivalNotice>;
+        fn mailbox_settings(&self, mailbox: &str) -> MailboxSettings;
+        fn set_mailbox_settings(&self, mailbox: &str, settings: &MailboxSettings) -> ();
+        fn accepted_since(&self, sender: &str, since: Instant) -> u64;
+        fn retire_mailbox(&self, retired: &Retired) -> bool;
+        fn retired_mailbox(&self, mailbox: &str) -> Option<Retired>;
+        fn suspend_provider(&self, outage: &Outage, event: &LogEvent) -> bool;
+        fn resume_provider(&self, event: &LogEvent) -> Option<Outage>;
+        fn provider_suspension(&self) -> Option<Outage>;
+        fn outages(&self, from: Instant, to: Instant) -> Vec<Outage>;
         fn claim_timeouts(&self, claim: &TimeoutClaim) -> Vec<DueNotice>;
         fn release_timeout(&self, due: &DueNotice) -> ();
         fn stored_index(&self) -> Option<StoredIndex>;
@@ -269,7 +279,7 @@ impl crate::crypto::Signer for UnavailableSigner {
     fn digest(&self) -> crate::crypto::DigestAlg {
         crate::crypto::DigestAlg::Sha256
     }
-    fn sign_pkcs1(
+    fn sign(
         &self,
         _digest: crate::crypto::DigestAlg,
         _data: &[u8],

@@ -2,7 +2,9 @@
 //! `pec`: a PEC (Posta Elettronica Certificata) provider that plugs into stock Postfix and
 //! Dovecot. See `README.md` for the operator's view and `shared/spec/pec-spec.md` for the
 //! protocol.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: one function reads the kernel's NTP state with adjtimex(2), which
+// has no safe wrapper (`timesync::kernel_state`); nothing else may use `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod access;
 pub mod antivirus;
@@ -26,6 +28,7 @@ pub mod setup;
 pub mod smtp;
 pub mod store;
 pub mod timers;
+pub mod timesync;
 pub mod wiring;
 
 /// A boxed, sendable future: the return type of the async methods of the traits that stand

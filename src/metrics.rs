@@ -23,6 +23,7 @@
 //! | `pec_seal_age_seconds` | gauge | |
 //! | `pec_seals_total` | counter | `outcome` (ok, failed) |
 //! | `pec_config_reloads_total` | counter | `outcome` (ok, failed) |
+//! | `pec_revocation_unknown_accepted_total` | counter | |
 //! | `pec_up` | gauge | |
 //!
 //! Roles (`role` label): `access` (milter end of message), `filter` (after-queue content
@@ -51,8 +52,13 @@ pub const INDEX_SYNCS: &str = "pec_index_syncs_total";
 pub const SEAL_LAST_DAY: &str = "pec_seal_last_day_timestamp_seconds";
 pub const SEAL_AGE: &str = "pec_seal_age_seconds";
 pub const SEALS: &str = "pec_seals_total";
+/// Time-stamp attempts for the daily seals, by outcome.
+pub const SEAL_STAMPS: &str = "pec_seal_stamps_total";
+/// Seals that wait for their time stamp (the TSA failed when they were made).
+pub const SEAL_STAMPS_PENDING: &str = "pec_seal_stamps_pending";
 pub const RELOADS: &str = "pec_config_reloads_total";
 pub const UP: &str = "pec_up";
+pub const REVOCATION_UNKNOWN: &str = "pec_revocation_unknown_accepted_total";
 
 /// How often [`sample_store`] refreshes the store gauges.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
@@ -118,6 +124,22 @@ pub fn index_sync(ok: bool) {
 /// A daily seal written, or a failed attempt.
 pub fn seal(ok: bool) {
     counter!(SEALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// A time stamp for a seal obtained or failed.
+pub fn seal_stamp(ok: bool) {
+    counter!(SEAL_STAMPS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// How many seals wait for their time stamp.
+pub fn seal_stamps_pending(n: usize) {
+    gauge!(SEAL_STAMPS_PENDING).set(n as f64);
+}
+
+/// A signature accepted although the revocation status of its chain could not be had
+/// (`verify.revocation = "grace"`, within the grace window).
+pub fn revocation_unknown_accepted() {
+    counter!(REVOCATION_UNKNOWN).increment(1);
 }
 
 /// A SIGHUP reload applied or refused.
@@ -212,6 +234,11 @@ fn describe() {
         "Time since the last seal was written (-1: none)"
     );
     describe_counter!(SEALS, "Daily seals, by outcome");
+    describe_counter!(SEAL_STAMPS, "Time stamps of daily seals, by outcome");
+    describe_gauge!(
+        SEAL_STAMPS_PENDING,
+        "Daily seals waiting for their time stamp (the TSA failed)"
+    );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP), by outcome");
     describe_gauge!(UP, "1 while pec serve runs");
 }

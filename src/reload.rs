@@ -46,8 +46,9 @@ impl<T: LmtpHandler> LmtpHandler for Current<T> {
     }
 }
 
-/// The keys whose change a reload cannot apply (listeners are bound, the signer, the store
-/// and the index refresh are opened once): `(key, old value, new value)` for each that
+/// The keys whose change a reload cannot apply (listeners are bound, the store and the
+/// index refresh are opened once; `[signing]` is applied: the key is re-opened and checked,
+/// see [`crate::wiring::reopen_signer`]): `(key, old value, new value)` for each that
 /// differs between `running` and `new`. A reload applies everything else and keeps these
 /// at their running values until a restart.
 pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
@@ -57,7 +58,6 @@ pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
             changed.push(key.to_string());
         }
     };
-    check("signing", running.signing != new.signing);
     check("store", running.store != new.store);
     check("index", running.index != new.index);
     check("access.listen", running.access.listen != new.access.listen);
@@ -81,7 +81,6 @@ pub fn restart_only(running: &Config, new: &Config) -> Vec<String> {
 /// the mix with [`Config::rechecked`].
 pub fn applicable(running: &Config, new: &Config) -> Config {
     let mut c = new.clone();
-    c.signing = running.signing.clone();
     c.store = running.store.clone();
     c.index = running.index.clone();
     c.access.listen = running.access.listen.clone();

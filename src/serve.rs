@@ -80,13 +80,14 @@ pub struct Reloads {
     pub requests: tokio::sync::mpsc::Receiver<()>,
 }
 
-/// The timers task with its own stop switch, so that a reload can restart it.
-struct TimersTask {
+/// A background task with its own stop switch (the timers, the daily sealer), so that a
+/// reload can restart it.
+struct StoppableTask {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<TimersTask> {
+fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<StoppableTask> {
     let (t, interval) = timers?;
     info!(interval = ?interval, "timers running");
     let (stop, mut rx) = watch::channel(false);
@@ -96,14 +97,33 @@ fn start_timers(timers: Option<(Arc<Timers>, std::time::Duration)>) -> Option<Ti
         })
         .await
     });
-    Some(TimersTask { stop, task })
+    Some(StoppableTask { stop, task })
 }
 
-async fn stop_timers(task: Option<TimersTask>) {
+async fn stop_timers(task: Option<StoppableTask>) {
     if let Some(t) = task {
         let _ = t.stop.send(true);
         let _ = t.task.await;
     }
+}
+
+/// The daily sealer, signing with the seal key, with its own stop switch.
+fn start_sealer(
+    store: &Arc<dyn crate::store::LogStore>,
+    seal_signer: &Arc<dyn crate::crypto::Signer>,
+    tsa: &Option<crate::log::TsaSettings>,
+    tsa_retry: std::time::Duration,
+) -> StoppableTask {
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(crate::log::daily_sealer(
+        store.clone(),
+        seal_signer.clone(),
+        tsa.clone(),
+        tsa_retry,
+        Arc::new(SystemClock),
+        rx,
+    ));
+    StoppableTask { stop, task }
 }
 
 /// [`run`], with configuration reloads.
@@ -113,6 +133,13 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let settings = config.settings()?;
+    config.check_serve()?;
+    if settings.tsa.is_none() {
+        tracing::warn!(
+            "log.dev_insecure_no_tsa: the legal log is sealed WITHOUT time stamps; \
+             this is not a legal seal (development only)"
+        );
+    }
     let cfg = config.clone();
     let signer = blocking("signing key", move || wiring::open_signer(&cfg)).await??;
     let cfg = config.clone();
@@ -126,8 +153,20 @@ pub async fn run_with(
             .map_err(WiringError::from)?
     };
     info!(providers = index.providers().len(), from = %from, "provider index loaded");
+    let tls_policy =
+        config
+            .index
+            .tls_policy_map
+            .clone()
+            .map(|path| crate::index::tls_policy::Target {
+                path,
+                own: config.provider.domains.clone(),
+            });
+    if let Some(t) = &tls_policy {
+        t.write_logged(&index);
+    }
     let index = Arc::new(IndexHandle::new(index));
-    let shared = Shared {
+    let mut shared = Shared {
         signer: signer.clone(),
         store: store.clone(),
         index: index.clone(),
@@ -171,13 +210,11 @@ pub async fn run_with(
     let seal_store = blocking("store", move || wiring::open_store(&cfg))
         .await?
         .map_err(WiringError::from)?;
-    let sealer = tokio::spawn(crate::log::daily_sealer(
-        seal_store.clone(),
-        signer.clone(),
-        settings.tsa.clone(),
-        Arc::new(SystemClock),
-        stop_rx.clone(),
-    ));
+    let cfg = config.clone();
+    let seal_signer = blocking("seal key", move || wiring::open_seal_signer(&cfg)).await??;
+    // The seal key is not the PEC key: a rollover of the PEC key (reload) leaves the
+    // sealer alone; a new seal key takes a restart.
+    let sealer = start_sealer(&seal_store, &seal_signer, &settings.tsa, settings.tsa_retry);
     // The retention purge, every log.purge_interval (one node per interval), on the
     // sealer's connection: both are the legal log's housekeeping.
     let purger = settings.purge_interval.map(|every| {
@@ -275,7 +312,10 @@ pub async fn run_with(
         );
         let stop = stopped(stop_rx.clone());
         info!(source = %source.name(), every = ?every, "provider index refresh running");
-        tokio::spawn(refresh::run(store, index, source, every, force, stop))
+        let tls_policy = tls_policy.clone();
+        tokio::spawn(refresh::run(
+            store, index, source, every, force, tls_policy, stop,
+        ))
     });
 
     tokio::pin!(shutdown);
@@ -299,7 +339,8 @@ pub async fn run_with(
                     continue;
                 };
                 match reload(&path, &running, &shared).await {
-                    Ok((applied, roles)) => {
+                    Ok((applied, new_shared, roles)) => {
+                        shared = new_shared;
                         access.set(roles.access);
                         after_queue.set(roles.after_queue);
                         delivery_point.set(roles.delivery);
@@ -337,7 +378,8 @@ pub async fn run_with(
     if let Some(m) = metrics {
         let _ = m.await;
     }
-    let _ = sealer.await;
+    let _ = sealer.stop.send(true);
+    let _ = sealer.task.await;
     if let Some(p) = purger {
         let _ = p.await;
     }
@@ -345,13 +387,16 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Reads and checks `path`, and builds the roles of what a reload may apply (warning about
-/// the keys that need a restart).
-async fn reload(
+/// Reads and checks `path`, re-opens the signing key when `[signing]` names another key
+/// or certificate (key rollover: checked first, see [`wiring::reopen_signer`]), and builds
+/// the roles of what a reload may apply (warning about the keys that need a restart).
+/// Returns the configuration applied, the shared parts (with the signer in use from now
+/// on) and the roles; an error leaves everything running as it was.
+pub async fn reload(
     path: &std::path::Path,
     running: &Config,
     shared: &Shared,
-) -> Result<(Config, Roles), String> {
+) -> Result<(Config, Shared, Roles), String> {
     let p = path.to_path_buf();
     let new = tokio::task::spawn_blocking(move || crate::config::load(&p))
         .await
@@ -374,10 +419,37 @@ async fn reload(
                 path.display()
             )
         })?;
-    let (cfg, sh) = (applied.clone(), shared.clone());
-    let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh))
+    let (cfg, run_cfg, old) = (applied.clone(), running.clone(), shared.signer.clone());
+    let reopened = tokio::task::spawn_blocking(move || {
+        wiring::reopen_signer(
+            &cfg,
+            &run_cfg,
+            &old,
+            crate::message::time::Clock::now(&SystemClock),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("{e}; the running signing key stays"))?;
+    let mut sh = shared.clone();
+    if let wiring::Reopened::New(signer) = reopened {
+        let describe = |der: &[u8]| {
+            let kind = crate::crypto::KeyKind::of_certificate(der)
+                .map(|k| k.describe())
+                .unwrap_or_default();
+            format!("{kind} {}", crate::index::sha1_hex_upper(der))
+        };
+        info!(
+            old = %describe(shared.signer.certificate_der()),
+            new = %describe(signer.certificate_der()),
+            "signing key rollover: new messages are signed with the new certificate"
+        );
+        sh.signer = signer;
+    }
+    let (cfg, sh2) = (applied.clone(), sh.clone());
+    let roles = tokio::task::spawn_blocking(move || build_roles(&cfg, &sh2))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    Ok((applied, roles))
+    Ok((applied, sh, roles))
 }

@@ -47,6 +47,8 @@ pub struct Hooks {
     pub dovecot: String,
     /// The largest message pec accepts at submission (`[access] hard_size_limit`), bytes.
     pub message_size_limit: u64,
+    /// `[index] tls_policy_map`: the Postfix TLS policy map pec writes from the index.
+    pub tls_policy_map: Option<String>,
 }
 
 fn host_port(addr: &str) -> (&str, &str) {
@@ -57,14 +59,32 @@ fn host_port(addr: &str) -> (&str, &str) {
 }
 
 /// The `postconf -e` settings of main.cf for these hooks, one `name = value` per line.
+/// `smtp_tls_policy_maps` comes only with `tls_policy_map` (pec writes no map without it,
+/// and Postfix's SMTP client stops on a missing one).
 pub fn postfix_main_lines(h: &Hooks) -> Vec<String> {
     let (fh, fp) = host_port(&h.filter);
-    vec![
+    let mut tls = vec![
+        "smtpd_tls_security_level = may".to_string(),
+        "smtp_tls_security_level = may".into(),
+    ];
+    if let Some(map) = &h.tls_policy_map {
+        tls.push(format!("smtp_tls_policy_maps = texthash:{map}"));
+    }
+    tls.extend([
+        "smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt".into(),
+        "smtp_tls_loglevel = 1".into(),
+    ]);
+    [
         format!("virtual_mailbox_domains = {}", h.domains.join(" ")),
         format!("virtual_transport = lmtp:inet:{}", h.delivery),
+        "recipient_delimiter = +".into(),
         "disable_mime_output_conversion = yes".into(),
         "smtputf8_enable = no".into(),
         format!("content_filter = pecfilter:[{fh}]:{fp}"),
+    ]
+    .into_iter()
+    .chain(tls)
+    .chain([
         "milter_default_action = tempfail".into(),
         "milter_protocol = 6".into(),
         "milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}".into(),
@@ -73,7 +93,8 @@ pub fn postfix_main_lines(h: &Hooks) -> Vec<String> {
         format!("message_size_limit = {}", h.message_size_limit),
         "maximal_queue_lifetime = 1d".into(),
         "bounce_queue_lifetime = 1d".into(),
-    ]
+    ])
+    .collect()
 }
 
 /// The master.cf services for these hooks (submission with the milter, the filter
@@ -83,6 +104,7 @@ pub fn postfix_master_lines(h: &Hooks) -> String {
         "submission inet n       -       y       -       -       smtpd
   -o syslog_name=postfix/submission
   -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_sasl_type=dovecot
   -o smtpd_sasl_path=private/auth
@@ -93,6 +115,8 @@ pub fn postfix_master_lines(h: &Hooks) -> String {
 pecfilter unix  -       -       n       -       20      smtp
   -o smtp_send_xforward_command=yes
   -o disable_mime_output_conversion=yes
+  -o smtp_tls_security_level=none
+  -o smtp_tls_policy_maps=
   -o smtp_data_done_timeout=1200s
 {reinject} inet n  -       n       -       20      smtpd
   -o syslog_name=postfix/pec-reinject
@@ -105,17 +129,21 @@ pecfilter unix  -       -       n       -       20      smtp
   -o smtpd_sender_restrictions=
   -o smtpd_recipient_restrictions=permit_mynetworks,reject
   -o mynetworks=127.0.0.0/8
+  -o smtpd_tls_security_level=none
 ",
         milter = h.milter,
         reinject = h.reinject
     )
 }
 
-/// The Dovecot configuration for these hooks: LMTP where pec forwards (nothing when that
-/// is a Unix socket: Dovecot's own /run/dovecot/lmtp), and the doveadm server's socket for
-/// the service user (the post-crash duplicate check).
+/// The Dovecot configuration for these hooks: the delivery to `user+FOLDER@domain` into
+/// FOLDER (the `folder` mailbox policy), LMTP where pec forwards (nothing when that is a
+/// Unix socket: Dovecot's own /run/dovecot/lmtp), and the doveadm server's socket for the
+/// service user (the post-crash duplicate check).
 pub fn dovecot_lines(h: &Hooks, service_user: &str) -> String {
-    let mut out = String::new();
+    let mut out = String::from(
+        "recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\nlda_mailbox_autocreate = yes\n",
+    );
     if let Some(path) = h.dovecot.strip_prefix("unix:") {
         out.push_str(&format!(
             "# LMTP: pec uses the socket {path}; Dovecot's listener there must let user {service_user} connect.\n"
@@ -145,6 +173,7 @@ mod tests {
             reinject: "127.0.0.1:10027".into(),
             dovecot: "127.0.0.1:24".into(),
             message_size_limit: 157_286_400,
+            tls_policy_map: Some("/var/lib/pec/tls_policy".into()),
         }
     }
 
@@ -176,6 +205,7 @@ mod tests {
         let tcp = dovecot_lines(&hooks(), "pec");
         assert!(tcp.contains("address = 127.0.0.1\n    port = 24"), "{tcp}");
         assert!(tcp.contains("user = pec"));
+        assert!(tcp.starts_with("recipient_delimiter = +\nlmtp_save_to_detail_mailbox = yes\n"));
         let mut h = hooks();
         h.dovecot = "unix:/run/dovecot/lmtp".into();
         assert!(!dovecot_lines(&h, "pec").contains("inet_listener"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::access::{AccessPoint, Limits, Policy};
+use crate::access::{AccessPoint, AttachmentPolicy, Bounds, Limits, Policy};
 use crate::antivirus::{Antivirus, AvError, Clamd};
 use crate::config::{Config, Endpoint, InvalidValue, Settings, SigningConfig};
 use crate::crypto::{PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer};
@@ -73,6 +73,55 @@ impl Identity {
             domain,
         }
     }
+}
+
+/// The certificate validation of `[verify]`: `None` when no anchor is configured (the
+/// provider index alone decides, as before issue 19); otherwise the chain to the anchors
+/// is enforced and revocation is checked as `verify.revocation` says.
+pub fn chain_policy(
+    config: &Config,
+) -> Result<Option<Arc<crate::crypto::ChainPolicy>>, WiringError> {
+    use crate::crypto::revocation::RevocationChecker;
+    use crate::crypto::ChainPolicy;
+    let v = &config.verify;
+    if v.anchors.is_empty() && v.archive_anchors.is_empty() {
+        return Ok(None);
+    }
+    let settings = config.settings()?;
+    let read = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, WiringError> {
+        std::fs::read(path).map_err(|e| {
+            WiringError::Setting(format!("{key}: cannot read \"{}\": {e}", path.display()))
+        })
+    };
+    let mut policy = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    };
+    for path in &v.anchors {
+        let pem = read("verify.anchors", path)?;
+        let more = ChainPolicy::from_pem(&pem, true).map_err(|e| {
+            WiringError::Setting(format!("verify.anchors: \"{}\": {e}", path.display()))
+        })?;
+        if more.anchors.is_empty() {
+            return Err(WiringError::Setting(format!(
+                "verify.anchors: no certificate in \"{}\"",
+                path.display()
+            )));
+        }
+        policy.anchors.extend(more.anchors);
+    }
+    for path in &v.archive_anchors {
+        let pem = read("verify.archive_anchors", path)?;
+        policy = policy.with_archive_pem(&pem).map_err(|e| {
+            WiringError::Setting(format!(
+                "verify.archive_anchors: \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(Some(Arc::new(policy.with_revocation(Arc::new(
+        RevocationChecker::new(settings.revocation),
+    )))))
 }
 
 /// `host:port` of a TCP endpoint, or an error naming the setting.
@@ -159,6 +208,138 @@ pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
     }
 }
 
+/// The seal key's certificate (DER), read without the PIN like [`signing_certificate`];
+/// `None` when no seal key is configured.
+pub fn seal_certificate(config: &Config) -> Result<Option<Vec<u8>>, WiringError> {
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            seal_key_label: Some(key_label),
+            seal_cert_label,
+            ..
+        } => Ok(Some(crate::crypto::pkcs11::read_certificate(
+            module,
+            token_label,
+            seal_cert_label.as_deref().unwrap_or(key_label),
+        )?)),
+        SigningConfig::Pem {
+            seal_cert_file: Some(cert_file),
+            ..
+        } => {
+            let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
+            certs.into_iter().next().map(Some).ok_or_else(|| {
+                WiringError::Setting(format!("{}: no certificate", cert_file.display()))
+            })
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Opens the key that signs the daily seals of the legal log (`signing.seal_*`), found
+/// and paired with its certificate like the PEC key; never the PEC key itself.
+pub fn open_seal_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
+    config.check_seal_key()?;
+    let settings = config.settings()?;
+    match &config.signing {
+        SigningConfig::Pkcs11 {
+            module,
+            token_label,
+            seal_key_label: Some(key_label),
+            seal_cert_label,
+            chain_file,
+            ..
+        } => {
+            let pin = settings
+                .pin
+                .as_ref()
+                .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
+                .resolve()?;
+            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
+            cfg.cert_label = seal_cert_label.clone();
+            cfg.chain_pem = chain_file.clone();
+            cfg.digest = settings.digest;
+            // One seal a day: one session.
+            cfg.sessions = 1;
+            Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
+        }
+        SigningConfig::Pem {
+            seal_key_file: Some(key_file),
+            seal_cert_file: Some(cert_file),
+            chain_file,
+            ..
+        } => Ok(Arc::new(PemSigner::from_files(
+            key_file,
+            cert_file,
+            chain_file.as_deref(),
+            settings.digest,
+        )?)),
+        _ => Err(WiringError::Setting("signing: no seal key".into())),
+    }
+}
+
+/// What a reload does with the signing key ([`reopen_signer`]).
+pub enum Reopened {
+    /// The configuration names the same key and certificate: the running signer stays.
+    Same,
+    /// A new key and certificate, checked: they belong together and the certificate is
+    /// valid now.
+    New(Arc<dyn Signer>),
+}
+
+/// Key rollover without a restart: opens the key `config` names (a PKCS#11 login, or the
+/// PEM files read again; opening checks that key and certificate belong together) and
+/// checks that its certificate is valid at `now`. The same certificate as `running` (and
+/// the same `[signing]` settings) keeps the running signer. Any failure leaves the running
+/// signer in place: the caller keeps it and logs the error.
+pub fn reopen_signer(
+    config: &Config,
+    running_config: &Config,
+    running: &Arc<dyn Signer>,
+    now: crate::message::time::Instant,
+) -> Result<Reopened, WiringError> {
+    let new = open_signer(config)?;
+    if new.certificate_der() == running.certificate_der()
+        && config.signing == running_config.signing
+    {
+        return Ok(Reopened::Same);
+    }
+    certificate_valid_at(new.certificate_der(), now)?;
+    Ok(Reopened::New(new))
+}
+
+/// Fails unless the DER certificate is valid at `now`.
+pub fn certificate_valid_at(
+    der: &[u8],
+    now: crate::message::time::Instant,
+) -> Result<(), WiringError> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
+        WiringError::Signer(SignError::Certificate(format!(
+            "cannot parse the signing certificate: {e}"
+        )))
+    })?;
+    let validity = &cert.tbs_certificate.validity;
+    let secs = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+    let (from, until) = (secs(&validity.not_before), secs(&validity.not_after));
+    let show = |t: i64| crate::message::time::Instant::from_unix(t).rfc3339();
+    if now.unix() < from {
+        return Err(WiringError::Signer(SignError::Certificate(format!(
+            "the signing certificate is not valid yet (from \"{}\", now \"{}\")",
+            show(from),
+            now.rfc3339()
+        ))));
+    }
+    if now.unix() > until {
+        return Err(WiringError::Signer(SignError::Certificate(format!(
+            "the signing certificate expired on \"{}\" (now \"{}\")",
+            show(until),
+            now.rfc3339()
+        ))));
+    }
+    Ok(())
+}
+
 /// Opens (and migrates) the configured store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn LogStore>, StoreError> {
     crate::store::open(&config.store)
@@ -175,7 +356,8 @@ pub fn served_domains(config: &Config, store: &dyn LogStore) -> Result<Vec<Strin
     Ok(domains)
 }
 
-/// What every role shares and a reload keeps: opened once at start.
+/// What every role shares: opened at start; a reload keeps the store and the index, and
+/// replaces the signer when the configuration names a new key ([`reopen_signer`]).
 #[derive(Clone)]
 pub struct Shared {
     pub signer: Arc<dyn Signer>,
@@ -247,10 +429,18 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             limits: Limits {
                 max_total_size: settings.access.max_total_size,
                 max_recipients: config.access.max_recipients,
-                blocked_extensions: config.access.blocked_extensions.clone(),
             },
             hard_size_limit: settings.access.hard_size_limit,
             reject_in_smtp: config.access.reject_in_smtp,
+            attachments: AttachmentPolicy {
+                blocked_extensions: config.access.blocked_extensions.clone(),
+                bounds: Bounds {
+                    max_depth: config.access.attachment_max_depth,
+                    max_entries: config.access.attachment_max_entries,
+                    max_bytes: settings.access.attachment_max_bytes,
+                    max_time: settings.access.attachment_max_time,
+                },
+            },
         },
         kit: Issuing {
             store: store.clone(),
@@ -301,6 +491,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
     );
     let reception = Reception {
         index: index.clone(),
+        chain: chain_policy(config)?,
         antivirus,
         domains: served_domains(config, &*store)?,
         mail_receipt: config.provider.mail_receipt.clone(),

@@ -203,7 +203,8 @@ fn outbox_rows_read_back_across_the_data_table_migration() {
             .stage_outbound(&new, &Effect::Log(Vec::new()))
             .unwrap();
     }
-    // As a store before migration 11 left it: the bytes in outbox.data.
+    // As a store before migration 11 left it: the bytes in outbox.data (the later
+    // migrations apply again).
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(&format!(

@@ -14,9 +14,10 @@ use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use const_oid::db::{rfc5911, rfc5912};
 use der::{Decode, Encode};
-use pec::crypto::testing::{self, TestPki};
+use pec::crypto::testing::{self, TestKey, TestPki};
 use pec::crypto::{
-    sign_detached, DigestAlg, PemSigner, Pkcs11Config, Pkcs11Signer, SignError, Signer,
+    sign_detached, Curve, DigestAlg, KeyKind, PemSigner, Pkcs11Config, Pkcs11Signer, SignError,
+    Signer,
 };
 use pec::message::time::Instant;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -146,16 +147,34 @@ fn check_structure(signer: &dyn Signer, p7s: &[u8], content: &[u8]) {
     let si = sd.signer_infos.0.get(0).unwrap();
     assert_eq!(si.digest_alg.oid, digest_oid);
     assert!(si.digest_alg.parameters.is_none());
-    assert_eq!(si.signature_algorithm.oid, rfc5912::RSA_ENCRYPTION);
-    assert_eq!(
-        si.signature_algorithm
-            .parameters
-            .as_ref()
-            .unwrap()
-            .to_der()
-            .unwrap(),
-        vec![0x05, 0x00]
-    );
+    match signer.key_kind().unwrap() {
+        // PKCS#1 v1.5: rsaEncryption with NULL parameters (RFC 3370 §3.2).
+        KeyKind::Rsa { .. } => {
+            assert_eq!(si.signature_algorithm.oid, rfc5912::RSA_ENCRYPTION);
+            assert_eq!(
+                si.signature_algorithm
+                    .parameters
+                    .as_ref()
+                    .unwrap()
+                    .to_der()
+                    .unwrap(),
+                vec![0x05, 0x00]
+            );
+        }
+        // ecdsa-with-SHA256/384, parameters absent (RFC 5758 §3.2), DER ECDSA-Sig-Value.
+        KeyKind::Ecdsa(_) => {
+            let expected = match signer.digest() {
+                DigestAlg::Sha256 => rfc5912::ECDSA_WITH_SHA_256,
+                DigestAlg::Sha384 => rfc5912::ECDSA_WITH_SHA_384,
+                DigestAlg::Sha1 => panic!("ecdsa with sha1"),
+            };
+            assert_eq!(si.signature_algorithm.oid, expected);
+            assert!(si.signature_algorithm.parameters.is_none());
+            let sig = si.signature.as_bytes();
+            assert_eq!(sig[0], 0x30, "not a DER SEQUENCE: {}", hex::encode(sig));
+            openssl::ecdsa::EcdsaSig::from_der(sig).expect("DER ECDSA-Sig-Value");
+        }
+    }
     let attrs = si.signed_attrs.as_ref().unwrap();
     let value = |oid| {
         attrs
@@ -207,6 +226,48 @@ fn pem_signer_produces_cms_that_openssl_verifies() {
     assert_eq!(signer.key_bits(), 2048);
     let p7s = sign_detached(&signer, CONTENT, Instant::from_unix(AT)).unwrap();
     check_signature(&signer, &p7s, CONTENT, &pki);
+}
+
+/// The 2027 key types with a PEM key: RSA-3072 (the test PKI's default), RSA-4096 and
+/// ECDSA P-256/P-384, each with SHA-256 and SHA-384, verified by `openssl cms` and
+/// `openssl smime`; ECDSA with SHA-1 is refused.
+#[test]
+fn pem_signers_of_every_key_type_verify_with_openssl() {
+    let (_dir, pki) = pki();
+    let rsa3072 =
+        PemSigner::from_files(&pki.it_key, &pki.it_cert, None, DigestAlg::Sha256).unwrap();
+    assert_eq!(rsa3072.key_kind().unwrap(), KeyKind::Rsa { bits: 3072 });
+    let mut cases = vec![(
+        pki.it_key.clone(),
+        pki.it_cert.clone(),
+        KeyKind::Rsa { bits: 3072 },
+    )];
+    for (name, key, kind) in [
+        ("rsa4096", TestKey::Rsa4096, KeyKind::Rsa { bits: 4096 }),
+        ("p256", TestKey::EcP256, KeyKind::Ecdsa(Curve::P256)),
+        ("p384", TestKey::EcP384, KeyKind::Ecdsa(Curve::P384)),
+    ] {
+        let leaf = testing::issue_test_leaf(&pki, name, key, None).unwrap();
+        cases.push((leaf.key, leaf.cert, kind));
+    }
+    for (key, cert, kind) in &cases {
+        for digest in [DigestAlg::Sha256, DigestAlg::Sha384] {
+            let signer = PemSigner::from_files(key, cert, Some(&pki.chain), digest).unwrap();
+            assert_eq!(signer.key_kind().unwrap(), *kind);
+            let p7s = sign_detached(&signer, CONTENT, Instant::from_unix(AT)).unwrap();
+            check_signature(&signer, &p7s, CONTENT, &pki);
+        }
+    }
+    let (key, cert, _) = &cases[2];
+    let err = PemSigner::from_files(key, cert, None, DigestAlg::Sha1).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("sha1 cannot be used with an ECDSA P-256 key"),
+        "{err}"
+    );
+    // An EC key against an RSA certificate.
+    let err = PemSigner::from_files(key, &pki.it_cert, None, DigestAlg::Sha256).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
 }
 
 #[test]
@@ -272,6 +333,9 @@ fn pkcs11_signer_with_softhsm() {
     let module = testing::softhsm_module().unwrap();
     let (dir, pki) = pki();
     let hsm = dir.path().join("hsm");
+    let p256 = testing::issue_test_leaf(&pki, "p256", TestKey::EcP256, None).unwrap();
+    let p384 = testing::issue_test_leaf(&pki, "p384", TestKey::EcP384, None).unwrap();
+    let rsa2048 = testing::issue_test_leaf(&pki, "rsa2048", TestKey::Rsa2048, None).unwrap();
     // All tokens first: SoftHSM scans its token directory at C_Initialize.
     let token = testing::make_test_token(
         &hsm,
@@ -292,6 +356,32 @@ fn pkcs11_signer_with_softhsm() {
     )
     .unwrap();
     assert_eq!(token.softhsm2_conf, other.softhsm2_conf);
+    for (label, leaf) in [
+        ("pec-p256", &p256),
+        ("pec-p384", &p384),
+        ("pec-rsa2048", &rsa2048),
+    ] {
+        testing::make_test_token(&hsm, label, "1234", &leaf.key, &leaf.cert, "pec-signer").unwrap();
+    }
+    // An EC key under an RSA certificate, and an EC key under another EC certificate.
+    testing::make_test_token(
+        &hsm,
+        "pec-ec-rsa",
+        "1234",
+        &p256.key,
+        &pki.it_cert,
+        "pec-signer",
+    )
+    .unwrap();
+    testing::make_test_token(
+        &hsm,
+        "pec-ec-ec",
+        "1234",
+        &p256.key,
+        &p384.cert,
+        "pec-signer",
+    )
+    .unwrap();
     std::env::set_var("SOFTHSM2_CONF", &token.softhsm2_conf);
 
     // Wrong PIN, before anything logs in (login state is per token and process-wide).
@@ -374,6 +464,51 @@ fn pkcs11_signer_with_softhsm() {
         assert_eq!(signer.chain_der(), [pem_to_der(&pki.ca_cert)]);
         let p7s = sign_detached(&signer, CONTENT, Instant::from_unix(AT)).unwrap();
         check_signature(&signer, &p7s, CONTENT, &pki);
+    }
+
+    // ECDSA P-256/P-384 and RSA-2048 keys on tokens: CKM_ECDSA's raw r||s becomes the DER
+    // signature openssl verifies; both digests.
+    for (label, kind) in [
+        ("pec-p256", KeyKind::Ecdsa(Curve::P256)),
+        ("pec-p384", KeyKind::Ecdsa(Curve::P384)),
+        ("pec-rsa2048", KeyKind::Rsa { bits: 2048 }),
+    ] {
+        for digest in [DigestAlg::Sha256, DigestAlg::Sha384] {
+            let signer =
+                Pkcs11Signer::open(&pkcs11_config(&module, label, "1234", digest, &pki)).unwrap();
+            assert_eq!(signer.key_kind().unwrap(), kind, "{label}");
+            let p7s = sign_detached(&signer, CONTENT, Instant::from_unix(AT)).unwrap();
+            check_signature(&signer, &p7s, CONTENT, &pki);
+            let raw = signer.bare_sign(CONTENT).unwrap();
+            if let KeyKind::Ecdsa(c) = kind {
+                assert_eq!(raw.len(), if c == Curve::P256 { 64 } else { 96 });
+            }
+        }
+    }
+    let err = Pkcs11Signer::open(&pkcs11_config(
+        &module,
+        "pec-p256",
+        "1234",
+        DigestAlg::Sha1,
+        &pki,
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("sha1 cannot be used"), "{err}");
+    for label in ["pec-ec-rsa", "pec-ec-ec"] {
+        let err = Pkcs11Signer::open(&pkcs11_config(
+            &module,
+            label,
+            "1234",
+            DigestAlg::Sha256,
+            &pki,
+        ))
+        .unwrap_err();
+        assert!(matches!(err, SignError::Key(_)), "{label}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("is of type") || msg.contains("does not match"),
+            "{label}: {msg}"
+        );
     }
 
     // Concurrent use of one signer (2 sessions, 4 threads) and the bare signature.

@@ -38,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
         }),
         trusted: true,
         chain: ChainStatus::NotChecked,
+        revocation: pec::crypto::revocation::RevocationStatus::NotChecked,
         form: SmimeForm::MultipartSigned,
     };
     let c = classify_verified(data, verified);

@@ -5,8 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use mail_parser::{MessageParser, MimeHeaders};
-
 use crate::message::build::OriginalInfo;
 use crate::message::mime;
 
@@ -16,8 +14,6 @@ pub struct Limits {
     /// Size × number of recipients may not exceed this (spec §5.1 item 7).
     pub max_total_size: u64,
     pub max_recipients: usize,
-    /// Attachment extensions refused, lower case without the dot.
-    pub blocked_extensions: Vec<String>,
 }
 
 impl Default for Limits {
@@ -26,7 +22,6 @@ impl Default for Limits {
         Limits {
             max_total_size: 100_000_000,
             max_recipients: 500,
-            blocked_extensions: Vec::new(),
         }
     }
 }
@@ -62,7 +57,6 @@ pub enum Rule {
     Bcc,
     TooManyRecipients,
     TotalSize,
-    BlockedAttachment,
 }
 
 fn violation(rule: Rule, reason: impl Into<String>) -> Violation {
@@ -213,15 +207,6 @@ pub fn check(input: &Input<'_>, limits: &Limits) -> Result<OriginalInfo, Violati
             ),
         ));
     }
-    // Attachment extensions on the block list.
-    if !limits.blocked_extensions.is_empty() {
-        if let Some(name) = blocked_attachment(&raw, &limits.blocked_extensions) {
-            return Err(violation(
-                Rule::BlockedAttachment,
-                format!("allegato con estensione non ammessa: {name}"),
-            ));
-        }
-    }
     Ok(info)
 }
 
@@ -252,15 +237,6 @@ fn valid_address(a: &str) -> bool {
         }
         None => false,
     }
-}
-
-fn blocked_attachment(raw: &[u8], blocked: &[String]) -> Option<String> {
-    let msg = MessageParser::default().parse(raw)?;
-    msg.parts.iter().find_map(|p| {
-        let name = p.attachment_name()?;
-        let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
-        blocked.contains(&ext).then(|| name.to_string())
-    })
 }
 
 #[cfg(test)]
@@ -438,25 +414,5 @@ mod tests {
             ..Limits::default()
         };
         check(&input, &exact).unwrap();
-    }
-
-    #[test]
-    fn blocked_extensions() {
-        let msg = "From: alice@pec.example.it\r\nTo: bob@pec.example.net\r\nDate: Tue, 3 Jun 2025 10:11:09 +0200\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nciao\r\n--b\r\nContent-Type: application/octet-stream; name=\"setup.EXE\"\r\nContent-Disposition: attachment; filename=\"setup.EXE\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
-        let rcpt = rcpt(&["bob@pec.example.net"]);
-        let input = Input {
-            mail_from: "alice@pec.example.it",
-            rcpt_to: &rcpt,
-            message: msg.as_bytes(),
-            sender_authorised: true,
-        };
-        check(&input, &Limits::default()).unwrap();
-        let limits = Limits {
-            blocked_extensions: vec!["exe".into()],
-            ..Limits::default()
-        };
-        let v = check(&input, &limits).unwrap_err();
-        assert_eq!(v.rule, Rule::BlockedAttachment);
-        assert!(v.reason.contains("setup.EXE"));
     }
 }

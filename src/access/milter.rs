@@ -259,7 +259,9 @@ fn record(decision: &Decision) {
         Decision::Reject(_) => message(Role::Access, "submission", "rejected"),
         Decision::Tempfail(r) => {
             message(Role::Access, "submission", "tempfail");
-            let cause = if r.text.contains("antivirus") {
+            let cause = if r.xcode == "4.3.2" {
+                "suspended"
+            } else if r.text.contains("antivirus") {
                 "antivirus"
             } else if r.text.contains("firma") {
                 "signer"

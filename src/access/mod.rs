@@ -19,12 +19,18 @@ use crate::message::build::{Builder, Certification, Generated, OriginalInfo};
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::store::outbox::non_acceptance_key;
-use crate::store::{Accepted, Effect, EventKind, LogEvent, LogRequest, Refused};
+use crate::store::{
+    Accepted, Effect, EventKind, LogEvent, LogRequest, MailboxSettings, MailboxState, Refused,
+};
 
 pub mod acceptance;
+pub mod attachments;
 pub mod checks;
 pub mod milter;
+pub mod testfiles;
+pub mod zip;
 
+pub use attachments::{AttachmentPolicy, Bounds};
 pub use checks::{Limits, Rule, Violation};
 
 /// Access-point policy beyond the formal limits.
@@ -36,6 +42,8 @@ pub struct Policy {
     /// Also reject a refused submission in SMTP (5.7.x) after its notice is queued, instead
     /// of discarding it silently (the signed notice is the answer either way).
     pub reject_in_smtp: bool,
+    /// Blocked attachments, macros, what cannot be scanned ([`attachments`]).
+    pub attachments: AttachmentPolicy,
 }
 
 impl Default for Policy {
@@ -44,6 +52,7 @@ impl Default for Policy {
             limits: Limits::default(),
             hard_size_limit: 150_000_000,
             reject_in_smtp: false,
+            attachments: AttachmentPolicy::default(),
         }
     }
 }
@@ -101,6 +110,34 @@ pub struct AccessPoint {
     pub antivirus: Arc<dyn Antivirus>,
     /// Owner self-service (`log.request_*`); `None`: disabled.
     pub log_requests: Option<RequestSettings>,
+}
+
+/// The quota window: 24 hours, in seconds.
+const DAY: i64 = 24 * 3600;
+
+/// The provider's limits with the mailbox's overrides.
+pub fn settings_limits(provider: &Limits, settings: &MailboxSettings) -> Limits {
+    let mut limits = provider.clone();
+    if let Some(n) = settings.max_recipients {
+        limits.max_recipients = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = settings.max_total_size {
+        limits.max_total_size = n;
+    }
+    limits
+}
+
+/// The reply while the service is suspended (`pec suspend`): a temporary failure whose
+/// text says so, so that clients retry and users read why.
+pub fn suspended_reply(reason: &str) -> Reply {
+    Reply {
+        code: "451",
+        xcode: "4.3.2",
+        text: format!(
+            "PEC: servizio temporaneamente sospeso ({}); riprovare piu' tardi",
+            reason.replace(['\r', '\n'], " ")
+        ),
+    }
 }
 
 fn tempfail(text: impl Into<String>) -> Decision {
@@ -167,19 +204,31 @@ impl AccessPoint {
             });
         };
         let at = self.kit.clock.now();
-        let pec_id = self.kit.ids.next_id(at);
-        tracing::Span::current().record("msgid", pec_id.as_str());
 
+        // Read on every transaction: the provider's suspension, the sender mapping, the
+        // sending mailbox's settings and retirement.
         let (login2, from2) = (login.clone(), s.mail_from.clone());
-        let authorised = match self
+        let (suspension, authorised, settings, retired) = match self
             .blocking("archivio", move |ap| {
-                ap.kit.store.sender_allowed(&login2, &from2)
+                let store = &ap.kit.store;
+                Ok::<_, crate::store::StoreError>((
+                    store.provider_suspension()?,
+                    store.sender_allowed(&login2, &from2)?,
+                    store.mailbox_settings(&from2)?,
+                    store.retired_mailbox(&from2)?,
+                ))
             })
             .await
         {
             Ok(a) => a,
             Err(d) => return d,
         };
+        if let Some(outage) = suspension {
+            info!(queue_id = %qid, reason = %outage.reason, "service suspended: tempfail");
+            return Decision::Tempfail(suspended_reply(&outage.reason));
+        }
+        let pec_id = self.kit.ids.next_id(at);
+        tracing::Span::current().record("msgid", pec_id.as_str());
 
         if let Some(settings) = &self.log_requests {
             match settings.recognise(&s.mail_from, &s.rcpt_to) {
@@ -208,13 +257,17 @@ impl AccessPoint {
             message: &s.message,
             sender_authorised: authorised,
         };
-        let checked = checks::check(&input, &self.policy.limits);
+        let checked = checks::check(&input, &settings_limits(&self.policy.limits, &settings));
         // Certification data: from the checked header, or as much of it as can be read
         // when the header itself is what failed.
-        let info = match &checked {
+        let mut info = match &checked {
             Ok(info) => info.clone(),
             Err(_) => OriginalInfo::parse(&s.message).unwrap_or_default(),
         };
+        // Ordinary mail clients cannot set X-TipoRicevuta: the mailbox's default applies.
+        if info.tipo_ricevuta.is_none() {
+            info.tipo_ricevuta = settings.receipt_type;
+        }
         let recipients: Vec<(String, RecipientType)> = s
             .rcpt_to
             .iter()
@@ -222,7 +275,7 @@ impl AccessPoint {
             .collect();
         let cert = Certification::for_submission(&info, &s.mail_from, &recipients, &pec_id);
 
-        if let Err(v) = checked {
+        if let Err(v) = &checked {
             if v.rule == Rule::SenderNotAuthorised {
                 // No certified sender exists to notify: the reverse path is not the
                 // user's. Reject in SMTP, as `reject_sender_login_mismatch` would.
@@ -233,6 +286,45 @@ impl AccessPoint {
                     text: format!("PEC: {}", v.reason),
                 });
             }
+        }
+        // The sending mailbox may not send (state, retired) or is over its daily quota:
+        // a non-acceptance notice, before the formal checks' own reasons.
+        let mailbox_refusal = match (settings.state, &retired) {
+            (_, Some(_)) => Some("casella cessata: l'invio non e' consentito".to_string()),
+            (MailboxState::Suspended, None) => {
+                Some("casella sospesa: l'invio non e' consentito".to_string())
+            }
+            (MailboxState::ReadOnly, None) => {
+                Some("casella in sola lettura: l'invio non e' consentito".to_string())
+            }
+            (MailboxState::Active, None) => None,
+        };
+        let mailbox_refusal = match (mailbox_refusal, settings.daily_quota) {
+            (Some(r), _) => Some(r),
+            (None, None) => None,
+            (None, Some(quota)) => {
+                let (from2, since) = (s.mail_from.clone(), Instant::from_unix(at.unix() - DAY));
+                match self
+                    .blocking("archivio", move |ap| {
+                        ap.kit.store.accepted_since(&from2, since)
+                    })
+                    .await
+                {
+                    Ok(n) if n >= quota => Some(format!(
+                        "superato il limite di {quota} messaggi nelle 24 ore per la casella"
+                    )),
+                    Ok(_) => None,
+                    Err(d) => return d,
+                }
+            }
+        };
+        if let Some(reason) = mailbox_refusal {
+            info!(queue_id = %qid, pec_id = %pec_id, reason = %reason, "submission refused by the mailbox's settings");
+            return self
+                .refuse(&s, cert, at, MessageKind::NonAcceptance, reason, None)
+                .await;
+        }
+        if let Err(v) = checked {
             info!(queue_id = %qid, pec_id = %pec_id, rule = ?v.rule, reason = %v.reason, "submission refused");
             return self
                 .refuse(&s, cert, at, MessageKind::NonAcceptance, v.reason, None)
@@ -260,12 +352,51 @@ impl AccessPoint {
             }
         }
 
+        // The attachment policy, after the antivirus: a virus anywhere, nested parts and
+        // archives included, is a virus (its notice, its quarantine), not a blocked file.
+        // The walk is bounded CPU work: off the async threads, the message moved there
+        // and back.
+        let policy = self.policy.attachments.clone();
+        let message = std::mem::take(&mut s.message);
+        let (message, inspection) = match blocking(move || {
+            let inspection = attachments::inspect(&message, &policy);
+            (message, inspection)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                error!(queue_id = %qid, error = %e, "attachment checks failed: tempfail");
+                return tempfail("PEC: errore interno");
+            }
+        };
+        s.message = message;
+        if let Some(blocked) = inspection.blocked {
+            info!(queue_id = %qid, pec_id = %pec_id, attachment = %blocked.path, reason = ?blocked.reason, "submission refused: attachment not allowed");
+            return self
+                .refuse(
+                    &s,
+                    cert,
+                    at,
+                    MessageKind::NonAcceptance,
+                    blocked.reason(),
+                    None,
+                )
+                .await;
+        }
+        let cautions = inspection.cautions;
+        if !cautions.is_empty() {
+            let kinds: Vec<&str> = cautions.iter().map(|c| c.kind.as_str()).collect();
+            info!(queue_id = %qid, pec_id = %pec_id, cautions = ?kinds, "attachments accepted with a warning");
+        }
+
         // Accepted: build and sign the envelope, then record it with one instant.
         // The message is not needed after this: moved, not copied.
         let (message, cert2) = (std::mem::take(&mut s.message), cert.clone());
         let envelope = match self
             .blocking("firma", move |ap| {
-                ap.builder().transport_envelope(&message, &cert2, at)
+                ap.builder()
+                    .transport_envelope_with(&message, &cert2, at, &cautions)
             })
             .await
         {

@@ -9,7 +9,7 @@ use super::args::ConfigArgs;
 use super::error::{exit, CliError};
 use crate::config::Config;
 use crate::index::sync::SyncError;
-use crate::index::{sha1_hex_upper, ProviderInfo, ProviderRecord};
+use crate::index::{sha1_hex_upper, tls_policy, ProviderInfo, ProviderRecord};
 use crate::message::time::{Clock, SystemClock};
 use crate::store::LogStore;
 
@@ -17,8 +17,11 @@ use crate::store::LogStore;
 pub enum IndexCommand {
     /// Fetch the index from `index.ldap_url` or `index.signed_ldif`, check it and store it.
     ///
+    /// Then writes `index.tls_policy_map`, when set, from the stored copy.
+    ///
     /// Exit status: 0 stored, 1 fetch failed or the copy was refused (the current copy
-    /// stays), 2 configuration or store error.
+    /// stays) or the TLS policy map could not be written (the copy is stored), 2
+    /// configuration or store error.
     Sync(IndexSyncArgs),
     /// Print the providers of the copy in use (stored copy, else `index.ldif`).
     Show(ConfigArgs),
@@ -29,6 +32,19 @@ pub enum IndexCommand {
     /// --cert, provider.mail_receipt, provider.domains) as a signed LDIF `.p7m`, signed
     /// with our key, for publication at our LDIFLocationURL.
     Publish(IndexPublishArgs),
+    /// Write the Postfix TLS policy map (`index.tls_policy_map`, or --output) from the copy
+    /// in use: every other provider's certified domain with `verify`, in `texthash:` format.
+    /// `pec index sync` and `pec serve` write it too when `index.tls_policy_map` is set.
+    TlsPolicy(IndexTlsPolicyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IndexTlsPolicyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Write here instead of `index.tls_policy_map` ("-": standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -72,6 +88,11 @@ pub fn run(command: &IndexCommand) -> i32 {
             with_store(&args.config, "pec index lookup", |c, s| lookup(args, c, s))
         }
         IndexCommand::Publish(args) => exit("pec index publish", publish(args)),
+        IndexCommand::TlsPolicy(args) => {
+            with_store(&args.config, "pec index tls-policy", |c, s| {
+                tls_policy(args, c, s)
+            })
+        }
     }
 }
 
@@ -124,11 +145,63 @@ fn sync(args: &IndexSyncArgs, config: &Config, store: Arc<dyn LogStore>) -> Resu
                 c.stored.ldif.len(),
                 started.elapsed().as_secs_f64()
             );
-            Ok(0)
+            match &config.index.tls_policy_map {
+                Some(path) => write_tls_policy(path, &c.index, config),
+                None => Ok(0),
+            }
         }
         Err(e @ SyncError::Store(_)) => Err(CliError::usage(e)),
         Err(e) => Err(CliError::failed(e)),
     }
+}
+
+fn tls_policy(
+    args: &IndexTlsPolicyArgs,
+    config: &Config,
+    store: Arc<dyn LogStore>,
+) -> Result<i32, CliError> {
+    let (index, _) =
+        crate::index::sync::load_current(&*store, &config.index.ldif).map_err(CliError::usage)?;
+    match args
+        .output
+        .as_ref()
+        .or(config.index.tls_policy_map.as_ref())
+    {
+        Some(path) if path.as_os_str() == "-" => {
+            let (text, skipped) = tls_policy::render(&index, &config.provider.domains);
+            print!("{text}");
+            for d in skipped {
+                eprintln!("pec index tls-policy: left out \"{d}\": not a DNS name");
+            }
+            Ok(0)
+        }
+        Some(path) => write_tls_policy(path, &index, config),
+        None => Err(CliError::usage(
+            "no map to write: set index.tls_policy_map or give --output",
+        )),
+    }
+}
+
+/// Writes the TLS policy map and says so; a failure to write is exit status 1 (the index
+/// itself, if just synchronised, is stored).
+fn write_tls_policy(
+    path: &std::path::Path,
+    index: &crate::index::ProviderIndex,
+    config: &Config,
+) -> Result<i32, CliError> {
+    let w = tls_policy::write(path, index, &config.provider.domains)
+        .map_err(|e| CliError::failed(format!("TLS policy map \"{}\": {e}", path.display())))?;
+    println!(
+        "{} the TLS policy map {}: {} certified domains with \"{}\"",
+        if w.changed { "wrote" } else { "unchanged:" },
+        w.path.display(),
+        w.domains,
+        tls_policy::LEVEL
+    );
+    for d in w.skipped {
+        eprintln!("left out of the TLS policy map: \"{d}\" (not a DNS name)");
+    }
+    Ok(0)
 }
 
 fn show(config: &Config, store: Arc<dyn LogStore>) -> Result<i32, CliError> {

@@ -18,8 +18,13 @@ use crate::store::{LogQuery, LogStore};
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
     /// Seal a closed day (default: yesterday, Italian legal day): sign its canonical export
-    /// with the provider key and time-stamp it at the configured TSA.
+    /// with the provider key and time-stamp it at the configured TSA. A TSA that fails does
+    /// not stop the seal: it is stored without its stamp (exit status 1) and `pec serve` or
+    /// `pec log stamp` adds the stamp later.
     Seal(SealArgs),
+    /// Time-stamp the seals made while the TSA was failing (exit status 1 while one still
+    /// cannot be stamped).
+    Stamp(PurgeArgs),
     /// Verify the hash chain and the seals (signature and time stamp); every altered,
     /// deleted or inserted record is reported with its id.
     Verify(VerifyArgs),
@@ -188,22 +193,51 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
                 })?,
                 None => crate::log::yesterday(now),
             };
-            let signer = crate::wiring::open_signer(&cfg).map_err(CliError::failed)?;
-            let seal =
+            let signer = crate::wiring::open_seal_signer(&cfg).map_err(CliError::failed)?;
+            let crate::log::Sealed { seal, stamp_error } =
                 crate::log::seal_day(&*store, signer.as_ref(), settings.tsa.as_ref(), day, now)
                     .map_err(CliError::failed)?;
+            let stamp = match (&seal.tst, &stamp_error) {
+                (Some(_), _) => "time-stamped".to_string(),
+                (None, Some(e)) => {
+                    format!("NOT time-stamped yet ({e}); pec serve retries, or run pec log stamp")
+                }
+                (None, None) => "not time-stamped (no log.tsa_url)".to_string(),
+            };
             println!(
-                "sealed {}: {} records, sha-256 {}, {}",
+                "sealed {}: {} records, sha-256 {}, {stamp}",
                 seal.day,
                 seal.count,
                 hex::encode(&seal.export_sha256),
-                if seal.tst.is_some() {
-                    "time-stamped"
-                } else {
-                    "not time-stamped (no log.tsa_url)"
-                }
             );
-            Ok(0)
+            // The seal is stored; its missing stamp is a failure until it is added.
+            Ok(i32::from(stamp_error.is_some()))
+        }
+        LogCommand::Stamp(args) => {
+            let (cfg, store) = open(&args.config)?;
+            let settings = cfg.settings().map_err(CliError::usage)?;
+            let tsa = settings
+                .tsa
+                .ok_or_else(|| CliError::usage("no log.tsa_url: nothing to stamp with"))?;
+            let pending =
+                crate::log::unstamped(&*store, i64::MIN, i64::MAX).map_err(CliError::failed)?;
+            let mut failed = 0;
+            for seal in &pending {
+                match crate::log::stamp_seal(&*store, &tsa, seal) {
+                    Ok(true) => println!("stamped {}", seal.day),
+                    Ok(false) => println!("{}: already stamped by another process", seal.day),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{}: {e}", seal.day)
+                    }
+                }
+            }
+            println!(
+                "{} seals without a time stamp, {} stamped now",
+                pending.len(),
+                pending.len() - failed
+            );
+            Ok(i32::from(failed > 0))
         }
         LogCommand::Verify(args) if args.package.is_some() => verify_package(args),
         LogCommand::Verify(args) => {

@@ -15,6 +15,7 @@ pub mod log;
 pub mod ops;
 mod quarantine;
 mod serve;
+mod service;
 mod setup;
 pub mod store;
 mod timers;
@@ -49,7 +50,8 @@ pub enum Command {
     /// SIGTERM or SIGINT stop it after the transactions in progress.
     Serve(ConfigArgs),
     /// Check the configuration file offline and exit: 0 valid, 1 invalid (like `postfix
-    /// check`). With --live, also reach the signing key (login and a test signature), the
+    /// check`). With --live, also reach the PEC message key and the seal key (login, each
+    /// key found and paired with its certificate, usage bits checked; nothing signed), the
     /// store, clamd (PING), Dovecot LMTP (LHLO), Postfix's reinjection listener (EHLO) and
     /// the index source, naming each failure.
     CheckConfig(CheckConfigArgs),
@@ -80,9 +82,19 @@ pub enum Command {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
     },
-    /// Per-mailbox settings of the reception point.
+    /// Per-mailbox settings kept in the store: receipt type, limits, daily quota, state,
+    /// policy for ordinary mail, arrival notices, retirement.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// Suspend the whole service (an incident, a planned outage): the access point answers
+    /// every submission with a temporary failure giving --reason, until `pec resume`. The
+    /// legal log records the interval; `pec stats agid` reports it.
+    Suspend(service::SuspendArgs),
+    /// End the suspension begun by `pec suspend`.
+    Resume(ConfigArgs),
+    /// Reports for the regulator.
+    #[command(subcommand)]
+    Stats(service::StatsCommand),
     /// The store: schema migrations, and moving a SQLite store into PostgreSQL.
     Store {
         #[command(subcommand)]
@@ -135,6 +147,9 @@ pub fn main() -> i32 {
         Command::Index(command) => index::run(&command),
         Command::Sender(command) => admin::sender(&command),
         Command::Mailbox(command) => admin::mailbox(&command),
+        Command::Suspend(args) => service::suspend(&args),
+        Command::Resume(args) => service::resume(&args),
+        Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
         Command::Quarantine { command } => quarantine::run(&command),
         Command::Store { command } => store::run(&command),

@@ -127,31 +127,79 @@ fn lmtp_hello(endpoint: &Endpoint, lhlo: &str) -> Verdict {
     }
 }
 
-/// The signing key: opens it (PKCS#11 login) and signs a test message.
-fn check_signer(config: &Config) -> (Option<Arc<dyn Signer>>, Verdict) {
-    let signer = match crate::wiring::open_signer(config) {
+/// The usage bits a key's certificate must have: the PEC message key's digitalSignature
+/// (and emailProtection when it lists extended usages, spec §2.2); the seal key's
+/// digitalSignature or nonRepudiation.
+fn usage_problem(der: &[u8], seal: bool) -> Option<String> {
+    use openssl::x509::{X509ExtendedKeyUsage, X509KeyUsage};
+    let cert = match X509::from_der(der) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("not a certificate: {e}")),
+    };
+    let ku = cert.key_usage().unwrap_or(X509KeyUsage::empty());
+    if seal {
+        if !ku.intersects(X509KeyUsage::DIGITAL_SIGNATURE | X509KeyUsage::NON_REPUDIATION) {
+            return Some("key usage has neither digitalSignature nor nonRepudiation".into());
+        }
+    } else {
+        if !ku.contains(X509KeyUsage::DIGITAL_SIGNATURE) {
+            return Some("key usage lacks digitalSignature".into());
+        }
+        if cert
+            .extended_key_usage()
+            .is_some_and(|e| !e.contains(X509ExtendedKeyUsage::SMIME))
+        {
+            return Some("extended key usage lacks emailProtection".into());
+        }
+    }
+    None
+}
+
+/// One key, without signing anything: opened (PKCS#11 login), found with its certificate
+/// and checked to pair with it (the signer does both when it opens), its certificate's
+/// usage bits checked ([`usage_problem`]).
+fn check_key(
+    opened: Result<Arc<dyn Signer>, crate::wiring::WiringError>,
+    seal: bool,
+) -> (Option<Arc<dyn Signer>>, Verdict) {
+    let signer = match opened {
         Ok(s) => s,
         Err(e) => return (None, Verdict::Failed(e.to_string())),
     };
-    match crate::crypto::sign_attached(&*signer, b"pec check-config --live\r\n", SystemClock.now())
-    {
-        Ok(der) => {
-            let subject = certificate(signer.certificate_der())
-                .map(|c| c.subject)
-                .unwrap_or_default();
-            (
-                Some(signer),
-                Verdict::Ok(format!(
-                    "test signature made ({} bytes) by {subject}",
-                    der.len()
-                )),
-            )
+    let der = signer.certificate_der();
+    let subject = certificate(der).map(|c| c.subject).unwrap_or_default();
+    let verdict = match usage_problem(der, seal) {
+        Some(p) => Verdict::Failed(format!("certificate of {subject}: {p}")),
+        None => Verdict::Ok(format!(
+            "key found, paired with its certificate ({subject}), usage bits right"
+        )),
+    };
+    (Some(signer), verdict)
+}
+
+/// The PEC message key and the seal key ([`check_key`]), and that they are two keys.
+fn check_keys(config: &Config) -> Vec<(String, Verdict)> {
+    let (pec, v) = check_key(crate::wiring::open_signer(config), false);
+    let mut checks = vec![("signing key".to_string(), v)];
+    let (seal, v) = check_key(crate::wiring::open_seal_signer(config), true);
+    checks.push(("seal key".to_string(), v));
+    if let (Some(pec), Some(seal)) = (pec, seal) {
+        let public = |der: &[u8]| {
+            X509::from_der(der)
+                .and_then(|c| c.public_key())
+                .and_then(|k| k.public_key_to_der())
+                .ok()
+        };
+        if public(pec.certificate_der()) == public(seal.certificate_der()) {
+            checks.push((
+                "seal key".to_string(),
+                Verdict::Failed(
+                    "the seal key is the PEC message key: give it a key of its own".into(),
+                ),
+            ));
         }
-        Err(e) => (
-            Some(signer),
-            Verdict::Failed(format!("test signature: {e}")),
-        ),
     }
+    checks
 }
 
 fn check_store(config: &Config) -> (Option<Arc<dyn LogStore>>, Verdict) {
@@ -251,15 +299,15 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         Ok(s) => s,
         Err(e) => return vec![("configuration".into(), Verdict::Failed(e.to_string()))],
     };
-    let mut checks = vec![
-        ("signing key".to_string(), check_signer(config).1),
+    let mut checks = check_keys(config);
+    checks.extend([
         ("store".to_string(), check_store(config).1),
         ("clamd".to_string(), check_clamd(&settings)),
         (
             "dovecot lmtp".to_string(),
             lmtp_hello(&settings.delivery.dovecot, HELLO_NAME),
         ),
-    ];
+    ]);
     let mut reinject = vec![
         settings.access.reinject.clone(),
         settings.filter.reinject.clone(),
@@ -273,7 +321,28 @@ pub fn check_live(config: &Config) -> Vec<(String, Verdict)> {
         ));
     }
     checks.push(("provider index".to_string(), check_index(config, &settings)));
+    if let Some(path) = &config.index.tls_policy_map {
+        checks.push(("tls policy map".to_string(), check_tls_policy_map(path)));
+    }
     checks
+}
+
+/// `index.tls_policy_map` exists and is a map (Postfix's SMTP client stops on a missing
+/// one): how many domains it lists.
+fn check_tls_policy_map(path: &std::path::Path) -> Verdict {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Verdict::Ok(format!(
+            "{}: {} certified domains",
+            path.display(),
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .count()
+        )),
+        Err(e) => Verdict::Failed(format!(
+            "{}: {e} (Postfix's SMTP client stops without it: run `pec index tls-policy`)",
+            path.display()
+        )),
+    }
 }
 
 /// What `pec keys` shows of a certificate.
@@ -357,6 +426,82 @@ fn expiry(info: &CertInfo, now: DateTime<Utc>, warn_days: i64) -> Verdict {
     }
 }
 
+/// The first day on which ETSI TS 119 312 wants RSA keys of at least 3072 bits in newly
+/// issued certificates (2027-01-01T00:00:00Z).
+pub const RSA_3072_FROM: i64 = 1_798_761_600;
+
+/// The key of the signing certificate against ETSI TS 119 312: RSA below 3072 bits is
+/// acceptable in a certificate issued before 2027 (until it expires), not in one issued
+/// after 2026-12-31; below 2048 bits it is not acceptable at all. ECDSA P-256/P-384 pass.
+pub fn key_strength(kind: &crate::crypto::KeyKind, not_before: DateTime<Utc>) -> Verdict {
+    use crate::crypto::KeyKind;
+    let name = kind.describe();
+    match kind {
+        KeyKind::Rsa { bits } if *bits < 2048 => Verdict::Failed(format!(
+            "{name}: too weak for any signature; use RSA-3072 or ECDSA P-256"
+        )),
+        KeyKind::Rsa { bits } if *bits < 3072 && not_before.timestamp() >= RSA_3072_FROM => {
+            Verdict::Warn(format!(
+                "{name} in a certificate issued on {}, after 2026-12-31: ETSI TS 119 312 wants at least 3072 bits; replace it with an RSA-3072 or ECDSA P-256 key",
+                not_before.to_rfc3339()
+            ))
+        }
+        KeyKind::Rsa { bits } if *bits < 3072 => Verdict::Ok(format!(
+            "{name} (certificate issued before 2027: acceptable until it expires; make the next key RSA-3072)"
+        )),
+        _ => Verdict::Ok(name),
+    }
+}
+
+/// What `pec status` makes of the clock's synchronisation under `[clock]`.
+pub fn clock_verdict(
+    state: &crate::timesync::SyncState,
+    policy: &crate::config::ClockPolicy,
+) -> Verdict {
+    use crate::timesync::SyncState;
+    let unsynchronised = |text: String| {
+        if policy.fail_unsynchronised {
+            Verdict::Failed(text)
+        } else {
+            Verdict::Warn(format!("{text} (clock.unsynchronised = \"warn\")"))
+        }
+    };
+    match state {
+        SyncState::Synchronised {
+            source,
+            max_error,
+            est_error,
+        } => {
+            let errors = match (max_error, est_error) {
+                (Some(m), Some(e)) => format!(
+                    ", maximum error {:.3} s, estimated error {:.6} s",
+                    m.as_secs_f64(),
+                    e.as_secs_f64()
+                ),
+                _ => String::new(),
+            };
+            match max_error {
+                Some(m) if *m > policy.max_error => unsynchronised(format!(
+                    "synchronised ({source}){errors}: the maximum error exceeds clock.max_error {} s",
+                    policy.max_error.as_secs_f64()
+                )),
+                _ => Verdict::Ok(format!("synchronised ({source}){errors}")),
+            }
+        }
+        SyncState::Unsynchronised { source, detail } => unsynchronised(format!(
+            "NOT synchronised ({source}: {detail}): the time reference must be within 1 s of UTC; run chrony, ntpd or systemd-timesyncd"
+        )),
+        SyncState::Unknown(why) => {
+            let text = format!("synchronisation UNKNOWN ({why}): check the time daemon yourself");
+            if policy.fail_unknown {
+                Verdict::Failed(text)
+            } else {
+                Verdict::Warn(text)
+            }
+        }
+    }
+}
+
 /// The signing certificate against the provider index: it must be listed, for our
 /// provider name.
 fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdict {
@@ -389,27 +534,53 @@ fn in_index(config: &Config, store: Option<&dyn LogStore>, der: &[u8]) -> Verdic
     }
 }
 
-/// `pec keys`: the signing certificate, its validity and its index entry.
+fn print_certificate(info: &CertInfo) {
+    println!("  subject: {}", info.subject);
+    println!("  issuer: {}", info.issuer);
+    println!("  serial: {}", info.serial);
+    println!("  not before: {}", info.not_before.to_rfc3339());
+    println!("  not after: {}", info.not_after.to_rfc3339());
+    println!("  SHA-256 fingerprint: {}", info.sha256);
+    println!("  SHA-1 fingerprint: {}", info.sha1);
+}
+
+/// `pec keys`: the PEC message key's certificate (validity, index entry) and the seal
+/// key's (validity).
 pub fn keys(config: &Config, warn_days: i64) -> Result<i32, CliError> {
     let signer = crate::wiring::open_signer(config).map_err(CliError::usage)?;
     let der = signer.certificate_der().to_vec();
     let info =
         certificate(&der).map_err(|e| CliError::usage(format!("signing certificate: {e}")))?;
-    println!("subject: {}", info.subject);
-    println!("issuer: {}", info.issuer);
-    println!("serial: {}", info.serial);
-    println!("not before: {}", info.not_before.to_rfc3339());
-    println!("not after: {}", info.not_after.to_rfc3339());
-    println!("SHA-256 fingerprint: {}", info.sha256);
-    println!("SHA-1 fingerprint: {}", info.sha1);
+    println!("PEC message key (signs PEC messages only):");
+    print_certificate(&info);
+    let kind = signer.key_kind().map_err(CliError::usage)?;
+    println!("  key: {}", kind.describe());
+    println!("  digest: {}", signer.digest().micalg());
     let store = crate::wiring::open_store(config).ok();
-    let checks = vec![
+    let mut checks = vec![
         ("validity".to_string(), expiry(&info, Utc::now(), warn_days)),
+        (
+            "key strength".to_string(),
+            key_strength(&kind, info.not_before),
+        ),
         (
             "provider index".to_string(),
             in_index(config, store.as_deref(), &der),
         ),
     ];
+    match crate::wiring::open_seal_signer(config) {
+        Ok(seal) => {
+            let info = certificate(seal.certificate_der())
+                .map_err(|e| CliError::usage(format!("seal certificate: {e}")))?;
+            println!("seal key (signs the daily seals of the legal log):");
+            print_certificate(&info);
+            checks.push((
+                "seal key validity".to_string(),
+                expiry(&info, Utc::now(), warn_days),
+            ));
+        }
+        Err(e) => checks.push(("seal key".to_string(), Verdict::Failed(e.to_string()))),
+    }
     Ok(report(&checks))
 }
 
@@ -496,6 +667,12 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
             None => Verdict::Ok("no day to seal yet".into()),
         };
         checks.push(("legal log seals".to_string(), verdict));
+        if let Some(store) = &store {
+            checks.push((
+                "legal log time stamps".to_string(),
+                stamps(&**store, &settings, now),
+            ));
+        }
 
         let verdict = match &h.index {
             Some((fetched_at, source, providers)) => {
@@ -534,10 +711,15 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
     }
 
     // Read without the PIN: monitoring need not hold it.
+    let mut strength = None;
     let v = match crate::wiring::signing_certificate(config) {
         Ok(der) => match certificate(&der) {
             Ok(info) => {
                 let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
+                strength = Some(match crate::crypto::KeyKind::of_certificate(&der) {
+                    Ok(kind) => key_strength(&kind, info.not_before),
+                    Err(e) => Verdict::Failed(e.to_string()),
+                });
                 expiry(&info, at, EXPIRY_WARNING_DAYS)
             }
             Err(e) => Verdict::Failed(e),
@@ -545,6 +727,34 @@ pub fn status(config: &Config, now: Instant) -> Vec<(String, Verdict)> {
         Err(e) => Verdict::Failed(e.to_string()),
     };
     checks.push(("signing certificate".to_string(), v));
+    match crate::wiring::seal_certificate(config) {
+        Ok(Some(der)) => {
+            let v = match certificate(&der) {
+                Ok(info) => {
+                    let at = DateTime::from_timestamp(now.unix(), 0).unwrap_or_else(Utc::now);
+                    expiry(&info, at, EXPIRY_WARNING_DAYS)
+                }
+                Err(e) => Verdict::Failed(e),
+            };
+            checks.push(("seal certificate".to_string(), v));
+        }
+        Ok(None) => checks.push((
+            "seal certificate".to_string(),
+            Verdict::Failed("no seal key configured (signing.seal_*)".into()),
+        )),
+        Err(e) => checks.push((
+            "seal certificate".to_string(),
+            Verdict::Failed(e.to_string()),
+        )),
+    }
+    if let Some(v) = strength {
+        checks.push(("signing key strength".to_string(), v));
+    }
+    use crate::timesync::SyncSource;
+    checks.push((
+        "clock".to_string(),
+        clock_verdict(&crate::timesync::SystemSync.state(), &settings.clock),
+    ));
 
     let roles = [
         ("access.listen", &settings.access.listen),
@@ -676,11 +886,57 @@ pub fn domain(command: &DomainCommand) -> i32 {
     exit(name, result)
 }
 
+/// The seals still without their time stamp: a failure once `log.tsa_grace` has passed
+/// since the end of their day (the TSA has been failing all that time), a warning before.
+fn stamps(store: &dyn LogStore, settings: &Settings, now: Instant) -> Verdict {
+    let pending = match crate::log::unstamped(store, i64::MIN, i64::MAX) {
+        Ok(p) => p,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let overdue = match crate::log::overdue_stamps(store, settings.tsa_grace, now) {
+        Ok(o) => o,
+        Err(e) => return Verdict::Failed(e.to_string()),
+    };
+    let days = |v: &[String]| v.join(", ");
+    if !overdue.is_empty() {
+        return Verdict::Failed(format!(
+            "days sealed without a time stamp past log.tsa_grace ({}): {} (check the tsa; \
+             pec serve retries, or run pec log stamp)",
+            age(settings.tsa_grace.as_secs() as i64),
+            days(&overdue)
+        ));
+    }
+    if !pending.is_empty() {
+        let list: Vec<String> = pending.iter().map(|s| s.day.clone()).collect();
+        return Verdict::Warn(format!(
+            "days waiting for their time stamp (within log.tsa_grace): {}",
+            days(&list)
+        ));
+    }
+    match &settings.tsa {
+        Some(t) => Verdict::Ok(format!("every seal time-stamped (tsa {})", t.url)),
+        None => Verdict::Warn(
+            "no log.tsa_url (log.dev_insecure_no_tsa): seals are not time-stamped".into(),
+        ),
+    }
+}
+
 /// Runs `pec check-config`; returns the exit status.
 pub fn check_config(args: &CheckConfigArgs) -> i32 {
     let path = &args.config.config;
     let checked = crate::config::load(path)
         .map_err(CliError::Invalid)
+        .and_then(|config| {
+            config.check_serve().map_err(|e| {
+                CliError::Invalid(crate::config::ConfigError {
+                    file: path.display().to_string(),
+                    line: None,
+                    key: Some(e.key),
+                    message: e.message,
+                })
+            })?;
+            Ok(config)
+        })
         .map(|config| {
             println!("{}: ok", path.display());
             if args.live {
@@ -755,4 +1011,125 @@ pub enum DomainCommand {
         config: ConfigArgs,
         domain: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_policy_map_check_counts_domains_and_fails_when_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tls_policy");
+        let v = check_tls_policy_map(&path);
+        assert!(v.failed(), "{}", v.text());
+        assert!(v.text().contains("pec index tls-policy"), "{}", v.text());
+        std::fs::write(&path, "# comment\na.example verify\nb.example verify\n").unwrap();
+        let v = check_tls_policy_map(&path);
+        assert!(!v.failed());
+        assert!(v.text().ends_with(": 2 certified domains"), "{}", v.text());
+    }
+
+    use crate::config::ClockPolicy;
+    use crate::crypto::{Curve, KeyKind};
+    use crate::timesync::SyncState;
+    use std::time::Duration;
+
+    fn day(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn rsa_below_3072_warns_only_in_certificates_issued_from_2027() {
+        assert_eq!(
+            day("2027-01-01T00:00:00Z").timestamp(),
+            RSA_3072_FROM,
+            "the constant is 2027-01-01"
+        );
+        let rsa2048 = KeyKind::Rsa { bits: 2048 };
+        let before = key_strength(&rsa2048, day("2026-12-31T23:59:59Z"));
+        assert!(
+            matches!(before, Verdict::Ok(ref t) if t.contains("before 2027")),
+            "{before:?}"
+        );
+        let after = key_strength(&rsa2048, day("2027-01-01T00:00:00Z"));
+        assert!(
+            matches!(after, Verdict::Warn(ref t) if t.contains("ETSI TS 119 312") && t.contains("RSA-2048")),
+            "{after:?}"
+        );
+        for kind in [
+            KeyKind::Rsa { bits: 3072 },
+            KeyKind::Rsa { bits: 4096 },
+            KeyKind::Ecdsa(Curve::P256),
+            KeyKind::Ecdsa(Curve::P384),
+        ] {
+            let v = key_strength(&kind, day("2027-06-01T00:00:00Z"));
+            assert_eq!(v, Verdict::Ok(kind.describe()));
+        }
+        assert!(key_strength(&KeyKind::Rsa { bits: 1024 }, day("2020-01-01T00:00:00Z")).failed());
+    }
+
+    #[test]
+    fn clock_policy_decides_on_each_state() {
+        let default = ClockPolicy::default();
+        let lenient = ClockPolicy {
+            fail_unsynchronised: false,
+            ..default
+        };
+        let strict = ClockPolicy {
+            fail_unknown: true,
+            ..default
+        };
+        let synced = |ms| SyncState::Synchronised {
+            source: "kernel",
+            max_error: Some(Duration::from_millis(ms)),
+            est_error: Some(Duration::from_micros(50)),
+        };
+        let unsynced = SyncState::Unsynchronised {
+            source: "kernel",
+            detail: "adjtimex: STA_UNSYNC set".into(),
+        };
+        let unknown = SyncState::Unknown("systemd is not running; adjtimex: EPERM".into());
+
+        let v = clock_verdict(&synced(20), &default);
+        assert!(
+            matches!(v, Verdict::Ok(ref t) if t.contains("maximum error 0.020 s")),
+            "{v:?}"
+        );
+        // Synchronised, but the error bound is beyond clock.max_error: as unsynchronised.
+        let v = clock_verdict(&synced(1_500), &default);
+        assert!(
+            v.failed() && v.text().contains("exceeds clock.max_error"),
+            "{v:?}"
+        );
+        assert!(matches!(
+            clock_verdict(&synced(1_500), &lenient),
+            Verdict::Warn(_)
+        ));
+        // timedatectl says yes without the kernel's figures: ok.
+        let v = clock_verdict(
+            &SyncState::Synchronised {
+                source: "timedatectl",
+                max_error: None,
+                est_error: None,
+            },
+            &default,
+        );
+        assert_eq!(v, Verdict::Ok("synchronised (timedatectl)".into()));
+
+        let v = clock_verdict(&unsynced, &default);
+        assert!(v.failed() && v.text().contains("NOT synchronised"), "{v:?}");
+        let v = clock_verdict(&unsynced, &lenient);
+        assert!(
+            matches!(v, Verdict::Warn(ref t) if t.contains("NOT synchronised")),
+            "{v:?}"
+        );
+
+        let v = clock_verdict(&unknown, &default);
+        assert!(
+            matches!(v, Verdict::Warn(ref t) if t.contains("UNKNOWN")),
+            "{v:?}"
+        );
+        assert!(clock_verdict(&unknown, &strict).failed());
+    }
 }

@@ -57,6 +57,11 @@ fn hooks(config: &Config) -> Result<Hooks, CliError> {
         reinject: s.access.reinject.to_string(),
         dovecot: s.delivery.dovecot.to_string(),
         message_size_limit: s.access.hard_size_limit,
+        tls_policy_map: config
+            .index
+            .tls_policy_map
+            .as_ref()
+            .map(|p| p.display().to_string()),
     })
 }
 

@@ -19,7 +19,12 @@ use openssl::x509::X509;
 use serde::Serialize;
 
 use super::error::{exit, CliError};
-use crate::crypto::verify::{ChainStatus, Verified, VerifyOptions};
+use std::sync::Arc;
+
+use crate::crypto::revocation::{
+    RevocationChecker, RevocationMode, RevocationSettings, RevocationStatus,
+};
+use crate::crypto::verify::{ChainPolicy, ChainStatus, Verified, VerifyOptions};
 use crate::index::TrustSet;
 use crate::message::classify::{classify_with, Classification, PecMessage};
 use crate::message::daticert::Daticert;
@@ -56,6 +61,25 @@ pub struct VerifyArgs {
     /// it.
     #[arg(long = "config", short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// PEM file with trust anchors (AgID CA1 or its root): the signer certificate must
+    /// chain to one of them at the instant checked, within the CAs' name constraints, with
+    /// emailProtection, and not revoked. Repeatable; adds to the configuration's
+    /// verify.anchors.
+    #[arg(long = "anchors", value_name = "PEM")]
+    pub anchors: Vec<PathBuf>,
+    /// PEM file with anchors of archived mail (DigitPA CA1 and its root): as --anchors,
+    /// but a signer certificate without extendedKeyUsage is accepted. Repeatable.
+    #[arg(long = "archive-anchors", value_name = "PEM")]
+    pub archive_anchors: Vec<PathBuf>,
+    /// What an unknown revocation status means: grace (accepted within the grace window,
+    /// reported), strict (not verified) or off (revocation not checked). Default: the
+    /// configuration's verify.revocation, else grace.
+    #[arg(long = "revocation", value_name = "MODE")]
+    pub revocation: Option<String>,
+    /// Directory of the CRL cache. Default: the configuration's verify.crl_cache; without
+    /// -c, none (CRLs are fetched for this run only).
+    #[arg(long = "crl-cache", value_name = "DIR")]
+    pub crl_cache: Option<PathBuf>,
 }
 
 /// The provider index a configuration uses: the copy in its store, or its `[index] ldif`
@@ -108,11 +132,15 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
         None => TrustSet::new(),
     };
     load_trust(&mut trust, &args.trust).map_err(CliError::Usage)?;
-    let opts = if args.trust.is_empty() && args.config.is_none() {
+    let policy = chain_policy(args)?;
+    let mut opts = if args.trust.is_empty() && args.config.is_none() {
         VerifyOptions::without_index(at)
     } else {
         VerifyOptions::new(&trust, at)
     };
+    if let Some(p) = &policy {
+        opts = opts.with_chain(p);
+    }
 
     let mut status = 0;
     let stdout = std::io::stdout();
@@ -143,6 +171,72 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
         written.map_err(|e| CliError::usage(format!("cannot write output: {e}")))?;
     }
     Ok(status)
+}
+
+/// The chain policy of `--anchors`, `--archive-anchors`, `--revocation`, `--crl-cache`
+/// and the configuration's `[verify]`; `None` without any anchor.
+fn chain_policy(args: &VerifyArgs) -> Result<Option<ChainPolicy>, CliError> {
+    let config = match &args.config {
+        Some(path) => Some(crate::config::load(path)?),
+        None => None,
+    };
+    let mut settings = match &config {
+        Some(c) => {
+            c.settings()
+                .map_err(|e| CliError::usage(e.to_string()))?
+                .revocation
+        }
+        None => RevocationSettings::default(),
+    };
+    if let Some(m) = &args.revocation {
+        settings.mode = RevocationMode::parse(m).ok_or_else(|| {
+            CliError::usage(format!(
+                "--revocation: invalid mode \"{m}\" (expected grace, strict or off)"
+            ))
+        })?;
+    }
+    if let Some(dir) = &args.crl_cache {
+        settings.cache_dir = Some(dir.clone());
+    }
+    let mut policy = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    };
+    let (mut anchors, mut archive) = (args.anchors.clone(), args.archive_anchors.clone());
+    if let Some(c) = &config {
+        anchors.extend(c.verify.anchors.iter().cloned());
+        archive.extend(c.verify.archive_anchors.iter().cloned());
+    }
+    for (list, what, archived) in [
+        (&anchors, "--anchors", false),
+        (&archive, "--archive-anchors", true),
+    ] {
+        for f in list {
+            let pem = std::fs::read(f).map_err(|e| {
+                CliError::usage(format!("{what}: cannot read \"{}\": {e}", f.display()))
+            })?;
+            let ders = ChainPolicy::from_pem(&pem, true)
+                .map_err(|e| CliError::usage(format!("{what}: \"{}\": {e}", f.display())))?
+                .anchors;
+            if ders.is_empty() {
+                return Err(CliError::usage(format!(
+                    "{what}: no certificate in \"{}\"",
+                    f.display()
+                )));
+            }
+            if archived {
+                policy.archive_anchors.extend(ders);
+            } else {
+                policy.anchors.extend(ders);
+            }
+        }
+    }
+    if policy.anchors.is_empty() && policy.archive_anchors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(policy.with_revocation(Arc::new(
+        RevocationChecker::new(settings),
+    ))))
 }
 
 fn load_trust(trust: &mut TrustSet, files: &[PathBuf]) -> Result<(), String> {
@@ -195,6 +289,8 @@ pub struct SignerReport {
     pub signing_time: Option<String>,
     pub digest: String,
     pub chain: String,
+    /// `not checked`, `good (SOURCES)` or `unknown, accepted within the grace window: …`.
+    pub revocation: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -321,6 +417,9 @@ impl Report {
             if s.chain != "not checked" {
                 writeln!(w, "chain: {}", s.chain)?;
             }
+            if s.revocation != "not checked" {
+                writeln!(w, "revocation: {}", s.revocation)?;
+            }
         }
         if let Some(h) = &self.headers {
             let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
@@ -417,6 +516,13 @@ impl SignerReport {
                 ChainStatus::NotChecked => "not checked".into(),
                 ChainStatus::Valid => "valid".into(),
                 ChainStatus::Invalid(r) => format!("invalid: {r}"),
+            },
+            revocation: match &v.revocation {
+                RevocationStatus::NotChecked => "not checked".into(),
+                RevocationStatus::Good { source } => format!("good ({source})"),
+                RevocationStatus::Unknown { reason } => {
+                    format!("unknown, accepted within the grace window: {reason}")
+                }
             },
         }
     }

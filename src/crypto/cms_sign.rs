@@ -6,15 +6,16 @@
 //! `cms::builder`, so that every field is the one real PEC providers emit:
 //!
 //! * `SignedData` v1, `encapContentInfo` = id-data without `eContent` (detached);
-//! * one `SignerInfo` v1, `sid` = issuerAndSerialNumber, `digestAlgorithm` SHA-1 or SHA-256
-//!   without parameters, `signatureAlgorithm` rsaEncryption with NULL parameters;
+//! * one `SignerInfo` v1, `sid` = issuerAndSerialNumber, `digestAlgorithm` SHA-1, SHA-256 or
+//!   SHA-384 without parameters; `signatureAlgorithm` rsaEncryption with NULL parameters for
+//!   RSA keys (PKCS#1 v1.5, RFC 3370 §3.2), ecdsa-with-SHA256/384 without parameters for
+//!   ECDSA keys (RFC 5753 §7.2, RFC 5758 §3.2), the signature then a DER `ECDSA-Sig-Value`;
 //! * signed attributes contentType, signingTime, messageDigest and smimeCapabilities
 //!   (aes256-cbc, aes128-cbc, des-ede3-cbc, as Aruba does);
 //! * certificates = the signer certificate plus [`Signer::chain_der`].
 //!
-//! The only private-key operation is one [`Signer::sign_pkcs1`] call over the DER of the
-//! signed attributes (a `SET OF`, RFC 5652 §5.4), so a PKCS#11 token does the hashing and
-//! padding itself.
+//! The only private-key operation is one [`Signer::sign`] call over the DER of the signed
+//! attributes (a `SET OF`, RFC 5652 §5.4), whatever the key type.
 
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -29,7 +30,7 @@ use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 use x509_cert::Certificate;
 
-use super::{DigestAlg, SignError, Signer};
+use super::{DigestAlg, KeyKind, SignError, Signer};
 use crate::message::time::Instant;
 
 /// Signs `content` (already canonicalised: the exact octets of the signed MIME part) and
@@ -61,6 +62,7 @@ fn sign(
     attached: bool,
 ) -> Result<Vec<u8>, SignError> {
     let digest = signer.digest();
+    let signature_algorithm = signature_algorithm(signer.key_kind()?, digest);
     let cert = Certificate::from_der(signer.certificate_der())
         .map_err(|e| SignError::Certificate(format!("cannot parse signer certificate: {e}")))?;
     let certificates = certificate_set(&cert, signer.chain_der())?;
@@ -69,7 +71,7 @@ fn sign(
     let to_be_signed = signed_attrs
         .to_der()
         .map_err(cms_err("signed attributes"))?;
-    let signature = signer.sign_pkcs1(digest, &to_be_signed)?;
+    let signature = signer.sign(digest, &to_be_signed)?;
 
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
@@ -79,10 +81,7 @@ fn sign(
         }),
         digest_alg: digest_algorithm(digest),
         signed_attrs: Some(signed_attrs),
-        signature_algorithm: AlgorithmIdentifierOwned {
-            oid: rfc5912::RSA_ENCRYPTION,
-            parameters: Some(Any::from(der::asn1::Null)),
-        },
+        signature_algorithm,
         signature: OctetString::new(signature).map_err(cms_err("signature"))?,
         unsigned_attrs: None,
     };
@@ -111,6 +110,25 @@ fn sign(
 
 fn cms_err(what: &'static str) -> impl Fn(der::Error) -> SignError {
     move |e| SignError::Cms(format!("cannot encode {what}: {e}"))
+}
+
+/// The SignerInfo `signatureAlgorithm` of a key type and digest.
+fn signature_algorithm(kind: KeyKind, digest: DigestAlg) -> AlgorithmIdentifierOwned {
+    match kind {
+        KeyKind::Rsa { .. } => AlgorithmIdentifierOwned {
+            oid: rfc5912::RSA_ENCRYPTION,
+            parameters: Some(Any::from(der::asn1::Null)),
+        },
+        KeyKind::Ecdsa(_) => AlgorithmIdentifierOwned {
+            oid: match digest {
+                // ecdsa-with-SHA1 (RFC 3279 §2.2.3); refused by KeyKind::check_digest before.
+                DigestAlg::Sha1 => const_oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"),
+                DigestAlg::Sha256 => rfc5912::ECDSA_WITH_SHA_256,
+                DigestAlg::Sha384 => rfc5912::ECDSA_WITH_SHA_384,
+            },
+            parameters: None,
+        },
+    }
 }
 
 fn digest_algorithm(digest: DigestAlg) -> AlgorithmIdentifierOwned {

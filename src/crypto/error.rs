@@ -55,6 +55,21 @@ pub enum VerifyError {
     /// The X.509 path check of [`ChainPolicy`](super::ChainPolicy) failed (only when it is enforced).
     #[error("certificate chain: {0}")]
     Chain(String),
+    /// A certificate of the signer's chain is revoked at the verification instant.
+    #[error(
+        "certificate \"{subject}\" revoked on \"{}\" ({reason}), according to {by}",
+        .at.rfc3339()
+    )]
+    Revoked {
+        subject: String,
+        at: Instant,
+        reason: String,
+        by: String,
+    },
+    /// No revocation status could be had and the policy (strict mode, or past the grace
+    /// window) treats that as not verified.
+    #[error("revocation status unknown: {0}")]
+    RevocationUnknown(String),
     /// OpenSSL failed for a reason unrelated to the input (allocation, library state).
     #[error("openssl: {0}")]
     Internal(String),

@@ -4,18 +4,16 @@
 
 use std::path::Path;
 
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
-use rsa::{Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
+use openssl::pkey::{PKey, Private};
 use x509_cert::Certificate;
 
-use super::{DigestAlg, SignError, Signer};
+use super::{DigestAlg, KeyKind, SignError, Signer};
 
-/// RSA private key + certificate (+ chain) from PEM files, signing PKCS#1 v1.5 in process
-/// with the `rsa` crate (with blinding).
+/// Private key (RSA, or ECDSA P-256/P-384) + certificate (+ chain) from PEM files, signing
+/// in process with OpenSSL (RSA PKCS#1 v1.5 with blinding; ECDSA with a DER signature).
 pub struct PemSigner {
-    key: RsaPrivateKey,
+    key: PKey<Private>,
+    kind: KeyKind,
     cert_der: Vec<u8>,
     chain_der: Vec<Vec<u8>>,
     digest: DigestAlg,
@@ -24,6 +22,7 @@ pub struct PemSigner {
 impl std::fmt::Debug for PemSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PemSigner")
+            .field("kind", &self.kind)
             .field("digest", &self.digest)
             .field("chain_len", &self.chain_der.len())
             .finish_non_exhaustive()
@@ -31,10 +30,11 @@ impl std::fmt::Debug for PemSigner {
 }
 
 impl PemSigner {
-    /// Loads `key` (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`, unencrypted), `cert`
-    /// (the first certificate of the file is the signer's; any further ones are added to the
-    /// chain) and the optional `chain` file (any number of certificates). Fails when the key
-    /// does not match the certificate's public key.
+    /// Loads `key` (PKCS#8 `PRIVATE KEY`, PKCS#1 `RSA PRIVATE KEY` or SEC 1 `EC PRIVATE KEY`,
+    /// unencrypted), `cert` (the first certificate of the file is the signer's; any further
+    /// ones are added to the chain) and the optional `chain` file (any number of
+    /// certificates). Fails when the key does not match the certificate's public key, or
+    /// cannot sign with `digest` (ECDSA with SHA-1).
     pub fn from_files(
         key: &Path,
         cert: &Path,
@@ -55,38 +55,53 @@ impl PemSigner {
             chain_der.extend(read_pem_certificates(chain)?);
         }
 
-        let public = super::certificate_public_key(&leaf)?;
-        if public != RsaPublicKey::from(&private) {
+        let kind = KeyKind::of_certificate(&leaf)
+            .map_err(|e| SignError::Certificate(format!("\"{}\": {e}", cert.display())))?;
+        let public = openssl::x509::X509::from_der(&leaf)
+            .and_then(|c| c.public_key())
+            .map_err(|e| SignError::Certificate(format!("\"{}\": {e}", cert.display())))?;
+        if !public.public_eq(&private) {
             return Err(SignError::Key(format!(
                 "key \"{}\" does not match the public key of certificate \"{}\"",
                 key.display(),
                 cert.display()
             )));
         }
+        kind.check_digest(digest)?;
         Ok(PemSigner {
             key: private,
+            kind,
             cert_der: leaf,
             chain_der,
             digest,
         })
     }
 
-    /// Modulus size in bits.
-    pub fn key_bits(&self) -> usize {
-        self.key.n().bits()
+    /// Key size in bits (the modulus for RSA, the field for ECDSA).
+    pub fn key_bits(&self) -> u32 {
+        self.key.bits()
     }
 }
 
-fn parse_private_key(pem: &str) -> Result<RsaPrivateKey, String> {
-    if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
-        RsaPrivateKey::from_pkcs1_pem(pem).map_err(|e| format!("invalid pkcs#1 rsa key: {e}"))
-    } else if pem.contains("-----BEGIN PRIVATE KEY-----") {
-        RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| format!("invalid pkcs#8 rsa key: {e}"))
-    } else if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        Err("encrypted keys are not supported".to_string())
-    } else {
-        Err("no \"PRIVATE KEY\" or \"RSA PRIVATE KEY\" pem block".to_string())
+fn parse_private_key(pem: &str) -> Result<PKey<Private>, String> {
+    // Checked first: OpenSSL would ask for a passphrase on the terminal.
+    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || pem.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        return Err("encrypted keys are not supported".to_string());
     }
+    let form = if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        "pkcs#1 rsa"
+    } else if pem.contains("-----BEGIN EC PRIVATE KEY-----") {
+        "sec1 ec"
+    } else if pem.contains("-----BEGIN PRIVATE KEY-----") {
+        "pkcs#8"
+    } else {
+        return Err(
+            "no \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" pem block".to_string(),
+        );
+    };
+    PKey::private_key_from_pem(pem.as_bytes()).map_err(|e| format!("invalid {form} key: {e}"))
 }
 
 /// DER of every certificate in a PEM file, in file order.
@@ -118,13 +133,18 @@ impl Signer for PemSigner {
         self.digest
     }
 
-    fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let scheme = match digest {
-            DigestAlg::Sha1 => Pkcs1v15Sign::new::<sha1::Sha1>(),
-            DigestAlg::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
+    fn key_kind(&self) -> Result<KeyKind, SignError> {
+        Ok(self.kind)
+    }
+
+    fn sign(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.kind.check_digest(digest)?;
+        let failed = |e: openssl::error::ErrorStack| {
+            SignError::Key(format!("{} signature failed: {e}", self.kind.describe()))
         };
-        self.key
-            .sign_with_rng(&mut rand::thread_rng(), scheme, &digest.digest(data))
-            .map_err(|e| SignError::Key(format!("rsa signature failed: {e}")))
+        let mut signer =
+            openssl::sign::Signer::new(digest.message_digest(), &self.key).map_err(failed)?;
+        signer.update(data).map_err(failed)?;
+        signer.sign_to_vec().map_err(failed)
     }
 }

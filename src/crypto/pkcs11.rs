@@ -27,9 +27,8 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use rsa::traits::PublicKeyParts;
 
-use super::{DigestAlg, SignError, Signer};
+use super::{DigestAlg, KeyKind, SignError, Signer};
 
 /// Where the key is and how to use it. The caller resolves the PIN (configuration file,
 /// environment, credential store) before building this.
@@ -391,9 +390,12 @@ impl Drop for Lease<'_> {
     }
 }
 
-/// Signs with a private key kept in a PKCS#11 token.
+/// Signs with a private key kept in a PKCS#11 token: RSA (`CKM_SHA*_RSA_PKCS`, the token
+/// hashes and pads) or ECDSA P-256/P-384 (the digest computed here, `CKM_ECDSA` on the
+/// token, its raw `r || s` re-encoded as the DER `ECDSA-Sig-Value` CMS carries).
 pub struct Pkcs11Signer {
     token: Token,
+    kind: KeyKind,
     digest: DigestAlg,
     cert_der: Vec<u8>,
     chain_der: Vec<Vec<u8>>,
@@ -406,6 +408,7 @@ impl std::fmt::Debug for Pkcs11Signer {
             .field("module", &self.token.module)
             .field("token_label", &self.token.label)
             .field("key_label", &self.token.key_label)
+            .field("kind", &self.kind)
             .field("digest", &self.digest)
             .finish_non_exhaustive()
     }
@@ -438,25 +441,24 @@ impl Pkcs11Signer {
             AttributeType::Value,
             &format!("value of certificate \"{cert_label}\""),
         )?;
-        let cert_modulus = super::certificate_public_key(&cert_der)
-            .map_err(|e| {
-                SignError::Certificate(format!(
-                    "certificate \"{cert_label}\" on token \"{}\": {e}",
-                    token.label
-                ))
-            })?
-            .n()
-            .to_bytes_be();
-        let key_modulus = token.attribute(
-            &first.session,
-            first.key,
-            AttributeType::Modulus,
-            &format!("modulus of private key \"{}\"", token.key_label),
-        )?;
-        if strip_zeros(&key_modulus) != strip_zeros(&cert_modulus) {
+        let kind = KeyKind::of_certificate(&cert_der).map_err(|e| {
+            SignError::Certificate(format!(
+                "certificate \"{cert_label}\" on token \"{}\": {e}",
+                token.label
+            ))
+        })?;
+        kind.check_digest(config.digest)?;
+        let key_type = session_key_type(&token, &first)?;
+        let expected = match kind {
+            KeyKind::Rsa { .. } => cryptoki::object::KeyType::RSA,
+            KeyKind::Ecdsa(_) => cryptoki::object::KeyType::EC,
+        };
+        if key_type != expected {
             return Err(SignError::Key(format!(
-                "private key \"{}\" on token \"{}\" does not match the public key of certificate \"{cert_label}\"",
-                token.key_label, token.label
+                "private key \"{}\" on token \"{}\" is of type {key_type}, certificate \"{cert_label}\" holds an {} key",
+                token.key_label,
+                token.label,
+                kind.describe()
             )));
         }
 
@@ -469,8 +471,9 @@ impl Pkcs11Signer {
         for _ in 1..config.sessions.max(1) {
             sessions.push(Some(token.open()?));
         }
-        Ok(Pkcs11Signer {
+        let signer = Pkcs11Signer {
             token,
+            kind,
             digest: config.digest,
             cert_der,
             chain_der,
@@ -478,13 +481,28 @@ impl Pkcs11Signer {
                 idle: Mutex::new(sessions),
                 available: Condvar::new(),
             },
-        })
+        };
+        // The key and the certificate belong together when a signature by the one
+        // verifies with the other: one check for every key type.
+        let probe = b"pec: does the key match the certificate?";
+        let signature = signer.sign(config.digest, probe)?;
+        if !super::verify_with_certificate(&signer.cert_der, config.digest, probe, &signature)? {
+            return Err(SignError::Key(format!(
+                "private key \"{}\" on token \"{}\" does not match the public key of certificate \"{cert_label}\"",
+                signer.token.key_label, signer.token.label
+            )));
+        }
+        Ok(signer)
     }
 
-    /// One raw `CKM_SHA256_RSA_PKCS` signature over `data`, outside any CMS (the baseline
-    /// for benchmarks).
+    /// One signature over `data` with SHA-256 as the token makes it, outside any CMS (the
+    /// baseline for benchmarks): `CKM_SHA256_RSA_PKCS`, or for ECDSA a software SHA-256
+    /// and `CKM_ECDSA` (the raw `r || s`, not re-encoded).
     pub fn bare_sign(&self, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        self.sign_with(&Mechanism::Sha256RsaPkcs, data)
+        match self.kind {
+            KeyKind::Rsa { .. } => self.sign_with(&Mechanism::Sha256RsaPkcs, data),
+            KeyKind::Ecdsa(_) => self.sign_with(&Mechanism::Ecdsa, &DigestAlg::Sha256.digest(data)),
+        }
     }
 
     fn sign_with(&self, mechanism: &Mechanism, data: &[u8]) -> Result<Vec<u8>, SignError> {
@@ -527,9 +545,49 @@ impl Pkcs11Signer {
     }
 }
 
-fn strip_zeros(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
-    &bytes[start..]
+/// `CKA_KEY_TYPE` of the private key found in `live`.
+fn session_key_type(token: &Token, live: &Live) -> Result<cryptoki::object::KeyType, SignError> {
+    let attrs = live
+        .session
+        .get_attributes(live.key, &[AttributeType::KeyType])
+        .map_err(|e| {
+            token.err(format!(
+                "cannot read the type of private key \"{}\" on token \"{}\": {}",
+                token.key_label,
+                token.label,
+                describe(&e)
+            ))
+        })?;
+    attrs
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::KeyType(t) => Some(t),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            token.err(format!(
+                "type of private key \"{}\" not available on token \"{}\"",
+                token.key_label, token.label
+            ))
+        })
+}
+
+/// The raw `r || s` of `CKM_ECDSA` (PKCS#11 v2.40 §2.3.1) as a DER `ECDSA-Sig-Value`
+/// (RFC 5753 §7.2, what CMS and OpenSSL expect).
+fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, SignError> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return Err(SignError::Pkcs11(format!(
+            "ecdsa signature of {} bytes: expected r || s of equal lengths",
+            raw.len()
+        )));
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    let bad = |e: openssl::error::ErrorStack| SignError::Pkcs11(format!("ecdsa signature: {e}"));
+    let r = openssl::bn::BigNum::from_slice(r).map_err(bad)?;
+    let s = openssl::bn::BigNum::from_slice(s).map_err(bad)?;
+    openssl::ecdsa::EcdsaSig::from_private_components(r, s)
+        .and_then(|sig| sig.to_der())
+        .map_err(bad)
 }
 
 impl Signer for Pkcs11Signer {
@@ -545,12 +603,28 @@ impl Signer for Pkcs11Signer {
         self.digest
     }
 
-    fn sign_pkcs1(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
-        let mechanism = match digest {
-            DigestAlg::Sha1 => Mechanism::Sha1RsaPkcs,
-            DigestAlg::Sha256 => Mechanism::Sha256RsaPkcs,
-        };
-        self.sign_with(&mechanism, data)
+    fn key_kind(&self) -> Result<KeyKind, SignError> {
+        Ok(self.kind)
+    }
+
+    fn sign(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.kind.check_digest(digest)?;
+        match self.kind {
+            KeyKind::Rsa { .. } => {
+                let mechanism = match digest {
+                    DigestAlg::Sha1 => Mechanism::Sha1RsaPkcs,
+                    DigestAlg::Sha256 => Mechanism::Sha256RsaPkcs,
+                    DigestAlg::Sha384 => Mechanism::Sha384RsaPkcs,
+                };
+                self.sign_with(&mechanism, data)
+            }
+            // Hashing here rather than CKM_ECDSA_SHA256/384: every token has CKM_ECDSA, and
+            // the signed attributes hashed are public.
+            KeyKind::Ecdsa(_) => {
+                let raw = self.sign_with(&Mechanism::Ecdsa, &digest.digest(data))?;
+                ecdsa_raw_to_der(&raw)
+            }
+        }
     }
 }
 
@@ -565,6 +639,20 @@ mod tests {
             ckr_name(RvError::SessionHandleInvalid),
             "CKR_SESSION_HANDLE_INVALID"
         );
+    }
+
+    #[test]
+    fn ecdsa_raw_signatures_become_der() {
+        // r = 0x01 (padded), s = 0x80… (needs a leading zero in DER).
+        let mut raw = vec![0u8; 64];
+        raw[31] = 1;
+        raw[32] = 0x80;
+        let der = ecdsa_raw_to_der(&raw).unwrap();
+        assert_eq!(&der[..5], &[0x30, 0x26, 0x02, 0x01, 0x01]);
+        assert_eq!(&der[5..9], &[0x02, 0x21, 0x00, 0x80]);
+        assert_eq!(der.len(), 0x28);
+        assert!(ecdsa_raw_to_der(&[1, 2, 3]).is_err());
+        assert!(ecdsa_raw_to_der(&[]).is_err());
     }
 
     #[test]

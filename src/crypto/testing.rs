@@ -47,6 +47,64 @@ pub struct TestPki {
     /// Leaf issued by the CA, expired on 2021-01-01.
     pub expired_key: PathBuf,
     pub expired_cert: PathBuf,
+    /// Seal keys of the legal log (not the PEC message keys), for pec.example.it and
+    /// pec.example.net.
+    pub it_seal_key: PathBuf,
+    pub it_seal_cert: PathBuf,
+    pub net_seal_key: PathBuf,
+    pub net_seal_cert: PathBuf,
+}
+
+/// Key types of [`issue_test_leaf`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestKey {
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcP256,
+    EcP384,
+}
+
+impl TestKey {
+    /// The KEYSPEC of `issue-leaf.sh`.
+    pub fn spec(self) -> &'static str {
+        match self {
+            TestKey::Rsa2048 => "rsa:2048",
+            TestKey::Rsa3072 => "rsa:3072",
+            TestKey::Rsa4096 => "rsa:4096",
+            TestKey::EcP256 => "ec:P-256",
+            TestKey::EcP384 => "ec:P-384",
+        }
+    }
+}
+
+/// A leaf written by `tests/pki/issue-leaf.sh`.
+#[derive(Debug, Clone)]
+pub struct TestLeaf {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+/// Runs `issue-leaf.sh`: one more `pec.example.it` leaf `name` of key type `key` from the
+/// CA of `pki`, valid `validity` (`(start, end)` as `openssl ca` takes them,
+/// `YYYYMMDDHHMMSSZ`; default 2020..2040).
+pub fn issue_test_leaf(
+    pki: &TestPki,
+    name: &str,
+    key: TestKey,
+    validity: Option<(&str, &str)>,
+) -> Result<TestLeaf, TestSupportError> {
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec![pki.dir.as_os_str(), name.as_ref(), key.spec().as_ref()];
+    if let Some((start, end)) = validity {
+        args.push(start.as_ref());
+        args.push(end.as_ref());
+    }
+    run("issue-leaf.sh", &args)?;
+    Ok(TestLeaf {
+        key: pki.dir.join(format!("{name}.key")),
+        cert: pki.dir.join(format!("{name}.pem")),
+    })
 }
 
 /// A token written by `tests/pki/make-token.sh`.
@@ -104,6 +162,10 @@ pub fn make_test_pki(dir: &Path) -> Result<TestPki, TestSupportError> {
         outsider_cert: f("outsider.pem"),
         expired_key: f("expired.key"),
         expired_cert: f("expired.pem"),
+        it_seal_key: f("it-seal.key"),
+        it_seal_cert: f("it-seal.pem"),
+        net_seal_key: f("net-seal.key"),
+        net_seal_cert: f("net-seal.pem"),
     })
 }
 

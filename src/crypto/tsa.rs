@@ -1,19 +1,23 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! RFC 3161 time stamps (*marca temporale*) for the daily seals of the legal log: the
-//! `TimeStampReq` built by hand in DER, a minimal HTTP/1.1 client over
-//! `std::net::TcpStream` (plain `http://` only; HTTPS is a follow-up), the `TimeStampResp`
-//! status, and the token's `TSTInfo` (message imprint, time, nonce). The token's signature
-//! is verified with OpenSSL's CMS verification against the TSA's CA.
+//! `TimeStampReq` built by hand in DER (with the TSA policy when configured), a minimal
+//! HTTP/1.1 client over `std::net::TcpStream`, plain or HTTPS (OpenSSL) with HTTP basic
+//! authentication and/or a client certificate, as accredited Italian TSAs require; the
+//! `TimeStampResp` status, and the token's `TSTInfo` (message imprint, time, nonce, policy).
+//! A fresh token is accepted only when everything holds: status granted, our imprint, our
+//! nonce, our policy, a time close to ours, a signature by a certificate that chains to the
+//! configured CA at the token's time and whose extended key usage is timeStamping only.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::X509;
+use openssl::x509::{X509ExtendedKeyUsage, X509};
 use thiserror::Error;
 
 use super::asn1;
@@ -24,10 +28,13 @@ const OID_SHA256_DER: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 
 const OID_SHA256: &str = "2.16.840.1.101.3.4.2.1";
 /// Largest response read from a TSA.
 const MAX_RESPONSE: u64 = 1024 * 1024;
+/// Largest difference between a fresh token's time and ours: a TSA whose clock (or whose
+/// answer) is further off is not believed.
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 600;
 
 #[derive(Debug, Error)]
 pub enum TsaError {
-    #[error("tsa url \"{0}\": only http://HOST[:PORT]/PATH is supported")]
+    #[error("tsa url \"{0}\": expected http[s]://HOST[:PORT]/PATH")]
     Url(String),
     #[error("tsa {url}: {reason}")]
     Http { url: String, reason: String },
@@ -35,6 +42,72 @@ pub enum TsaError {
     Refused { status: i64, text: String },
     #[error("time-stamp token: {0}")]
     Token(String),
+}
+
+/// How the TSA is reached and what its answers are checked against (`[log] tsa_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TsaSettings {
+    /// `http[s]://HOST[:PORT]/PATH` of the RFC 3161 service.
+    pub url: String,
+    /// Time allowed for one request (connect, send, receive, each).
+    pub timeout: Duration,
+    /// PEM trust anchors of the TSA certificate: the token's signer must chain to them.
+    /// `None` only checks the token's signature with the certificate it carries
+    /// (`pec log seal` outside `pec serve`, tests).
+    pub ca_file: Option<PathBuf>,
+    /// Policy OID (dotted) named in the request; the token must carry it.
+    pub policy: Option<String>,
+    /// HTTP basic authentication: user name and the file holding the password.
+    pub basic_auth: Option<(String, PathBuf)>,
+    /// TLS client certificate and its key (PEM files).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// PEM CA file for the HTTPS server certificate; `None`: the system trust store.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl TsaSettings {
+    /// A TSA at `url` with nothing else configured.
+    pub fn new(url: &str, timeout: Duration) -> Self {
+        TsaSettings {
+            url: url.to_string(),
+            timeout,
+            ca_file: None,
+            policy: None,
+            basic_auth: None,
+            client_cert: None,
+            tls_ca_file: None,
+        }
+    }
+}
+
+/// DER of a dotted OID (`None` when it is not one).
+pub fn oid_der(dotted: &str) -> Option<Vec<u8>> {
+    let arcs: Vec<u64> = dotted
+        .split('.')
+        .map(|a| a.parse().ok())
+        .collect::<Option<_>>()?;
+    let [first, second, rest @ ..] = arcs.as_slice() else {
+        return None;
+    };
+    if *first > 2 || (*first < 2 && *second >= 40) {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut push = |mut v: u64| {
+        let mut bytes = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            bytes.push(0x80 | (v & 0x7f) as u8);
+            v >>= 7;
+        }
+        bytes.reverse();
+        out.extend(bytes);
+    };
+    push(first.checked_mul(40)?.checked_add(*second)?);
+    for a in rest {
+        push(*a);
+    }
+    Some(out)
 }
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -65,8 +138,9 @@ fn unsigned_integer(be: &[u8]) -> Vec<u8> {
 }
 
 /// `TimeStampReq` (RFC 3161 §2.4.1): version 1, messageImprint SHA-256 of the data,
-/// `nonce`, certReq TRUE (so that the token carries the TSA certificate).
-pub fn request_der(sha256: &[u8; 32], nonce: &[u8]) -> Vec<u8> {
+/// reqPolicy when given (DER content of the OID), `nonce`, certReq TRUE (so that the token
+/// carries the TSA certificate).
+pub fn request_der(sha256: &[u8; 32], nonce: &[u8], policy: Option<&[u8]>) -> Vec<u8> {
     let alg = tlv(
         0x30,
         &[tlv(0x06, OID_SHA256_DER), vec![0x05, 0x00]].concat(),
@@ -75,6 +149,7 @@ pub fn request_der(sha256: &[u8; 32], nonce: &[u8]) -> Vec<u8> {
     let body = [
         tlv(0x02, &[1]),
         imprint,
+        policy.map(|p| tlv(0x06, p)).unwrap_or_default(),
         unsigned_integer(nonce),
         tlv(0x01, &[0xff]),
     ]
@@ -127,6 +202,8 @@ pub fn parse_response(der: &[u8]) -> Result<Vec<u8>, TsaError> {
 /// What a token says (`TSTInfo`, RFC 3161 §2.4.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TstInfo {
+    /// The TSA policy under which the token was issued, dotted.
+    pub policy: String,
     /// OID of the imprint's hash algorithm, dotted.
     pub hash_oid: String,
     pub imprint: Vec<u8>,
@@ -144,11 +221,14 @@ pub fn token_info(token: &[u8]) -> Result<TstInfo, TsaError> {
         .ok_or_else(|| token_err("no encapsulated TSTInfo"))?;
     let (info, _) = asn1::read(&content, 0).map_err(token_err)?;
     let items = asn1::children(info.value, 1).map_err(token_err)?;
-    let [version, _policy, imprint, serial, gen_time, rest @ ..] = items.as_slice() else {
+    let [version, policy, imprint, serial, gen_time, rest @ ..] = items.as_slice() else {
         return Err(token_err("TSTInfo too short"));
     };
     if version.tag != 0x02 || version.value != [1] {
         return Err(token_err("TSTInfo version is not 1"));
+    }
+    if policy.tag != 0x06 {
+        return Err(token_err("malformed policy"));
     }
     let imp = asn1::children(imprint.value, 2).map_err(token_err)?;
     let [alg, hashed] = imp.as_slice() else {
@@ -168,6 +248,7 @@ pub fn token_info(token: &[u8]) -> Result<TstInfo, TsaError> {
         .find(|t| t.tag == 0x02)
         .map(|t| t.value.to_vec());
     Ok(TstInfo {
+        policy: asn1::oid(policy.value),
         hash_oid,
         imprint: hashed.value.to_vec(),
         serial: serial.value.to_vec(),
@@ -178,8 +259,9 @@ pub fn token_info(token: &[u8]) -> Result<TstInfo, TsaError> {
 
 /// Checks that `token` time-stamps `sha256` (SHA-256 imprint equal to it) and, with
 /// `ca_file` (PEM, the TSA's trust anchors), that its signature is valid and its signer
-/// chains to the CA with the timeStamping purpose, at the token's own time (genTime).
-/// Returns the token's `TSTInfo`.
+/// chains to the CA with the timeStamping purpose, at the token's own time (genTime), and
+/// has the timeStamping extended key usage only (RFC 3161 §2.3). Returns the token's
+/// `TSTInfo`.
 pub fn verify_token(
     token: &[u8],
     sha256: &[u8; 32],
@@ -221,70 +303,202 @@ pub fn verify_token(
     let mut out = Vec::new();
     cms.verify(Some(&certs), Some(&store), None, Some(&mut out), flags)
         .map_err(|e| token_err(format!("signature: {e}")))?;
+    // The signer's own usage: a time stamp from a certificate issued for something else
+    // is not a time stamp, whoever issued it.
+    let sd = asn1::signed_data(token).map_err(token_err)?;
+    let signer = sd
+        .signers
+        .first()
+        .ok_or_else(|| token_err("no signer"))
+        .and_then(|si| super::verify::find_signer(&sd.certificates, &si.sid).map_err(token_err))?;
+    if signer.extended_key_usage() != Some(X509ExtendedKeyUsage::TIMESTAMP) {
+        return Err(token_err(
+            "the tsa certificate's extended key usage is not timeStamping only",
+        ));
+    }
     Ok(info)
 }
 
-/// `(host, port, path)` of an `http://` URL.
-fn parse_url(url: &str) -> Result<(String, u16, String), TsaError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| TsaError::Url(url.to_string()))?;
+/// Checks a token just received for a request of ours: [`verify_token`] against the
+/// configured CA, and the nonce, the policy when one was asked for, and a time within
+/// [`MAX_CLOCK_SKEW_SECONDS`] of `now` (a token dated elsewhere, or signed by a
+/// certificate expired by now, is refused).
+pub fn verify_fresh(
+    token: &[u8],
+    sha256: &[u8; 32],
+    nonce: &[u8],
+    settings: &TsaSettings,
+    now: Instant,
+) -> Result<TstInfo, TsaError> {
+    let info = token_info(token)?;
+    if info.imprint != sha256 {
+        return Err(token_err("the tsa time-stamped other data"));
+    }
+    let trim = |v: &[u8]| -> Vec<u8> { v.iter().copied().skip_while(|b| *b == 0).collect() };
+    if info.nonce.as_deref().map(trim) != Some(trim(nonce)) {
+        return Err(token_err("nonce does not match the request"));
+    }
+    if let Some(policy) = &settings.policy {
+        if &info.policy != policy {
+            return Err(token_err(format!(
+                "policy {} is not the requested {policy}",
+                info.policy
+            )));
+        }
+    }
+    let skew = (info.gen_time.unix() - now.unix()).abs();
+    if skew > MAX_CLOCK_SKEW_SECONDS {
+        return Err(token_err(format!(
+            "time {} is {skew} s away from ours",
+            info.gen_time.rfc3339()
+        )));
+    }
+    verify_token(token, sha256, settings.ca_file.as_deref())
+}
+
+/// The parts of a TSA URL.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    tls: bool,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+/// Parses `http[s]://HOST[:PORT]/PATH`.
+fn parse_url(url: &str) -> Result<Url, TsaError> {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return Err(TsaError::Url(url.to_string())),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    let default = if tls { 443 } else { 80 };
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
             h.trim_start_matches('[').trim_end_matches(']'),
             p.parse().map_err(|_| TsaError::Url(url.to_string()))?,
         ),
-        _ => (authority, 80),
+        _ => (authority, default),
     };
-    if host.is_empty() {
+    if host.is_empty() || authority.contains('@') {
         return Err(TsaError::Url(url.to_string()));
     }
-    Ok((host.to_string(), port, path.to_string()))
+    Ok(Url {
+        tls,
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// Checks the syntax of a TSA URL (configuration).
+pub fn check_url(url: &str) -> Result<(), TsaError> {
+    parse_url(url).map(|_| ())
+}
+
+/// The TLS connector of `settings`: the server verified against `tls_ca_file` (or the
+/// system store), the client certificate presented when configured.
+fn connector(settings: &TsaSettings) -> Result<SslConnector, String> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+    if let Some(ca) = &settings.tls_ca_file {
+        b.set_ca_file(ca)
+            .map_err(|e| format!("tls ca file \"{}\": {e}", ca.display()))?;
+    }
+    if let Some((cert, key)) = &settings.client_cert {
+        b.set_certificate_chain_file(cert)
+            .map_err(|e| format!("client certificate \"{}\": {e}", cert.display()))?;
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|e| format!("client key \"{}\": {e}", key.display()))?;
+        b.check_private_key()
+            .map_err(|e| format!("client key does not match its certificate: {e}"))?;
+    }
+    Ok(b.build())
+}
+
+/// The `Authorization` header of `settings`, if any (the password file is read each time,
+/// so that a rotated password needs no restart).
+fn authorization(settings: &TsaSettings) -> Result<String, String> {
+    let Some((user, file)) = &settings.basic_auth else {
+        return Ok(String::new());
+    };
+    let password = std::fs::read_to_string(file)
+        .map_err(|e| format!("password file \"{}\": {e}", file.display()))?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Ok(format!("Authorization: Basic {token}\r\n"))
+}
+
+/// Sends the request on `stream` and reads the whole response (at most [`MAX_RESPONSE`]).
+fn exchange<S: Read + Write>(mut stream: S, head: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(head)
+        .and_then(|_| stream.write_all(body))
+        .and_then(|_| stream.flush())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    match stream.take(MAX_RESPONSE).read_to_end(&mut response) {
+        Ok(_) => Ok(response),
+        // A TLS server that closes without close_notify: what arrived is checked below
+        // (Content-Length or chunked framing), a truncated answer is refused there.
+        Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ok(response)
+        }
+        Err(e) => Err(format!("receive: {e}")),
+    }
 }
 
 /// POSTs `body` as `application/timestamp-query` and returns the response body.
-fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, TsaError> {
-    let (host, port, path) = parse_url(url)?;
+fn post(settings: &TsaSettings, body: &[u8]) -> Result<Vec<u8>, TsaError> {
+    let url = &settings.url;
+    let timeout = settings.timeout;
+    let Url {
+        tls,
+        host,
+        port,
+        path,
+    } = parse_url(url)?;
     let http = |reason: String| TsaError::Http {
         url: url.to_string(),
         reason,
     };
+    let auth = authorization(settings).map_err(http)?;
     let addr = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| http(format!("cannot resolve: {e}")))?
         .next()
         .ok_or_else(|| http("no address".into()))?;
-    let mut stream =
+    let stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| http(format!("connect: {e}")))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|_| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| http(e.to_string()))?;
-    let host_header = if port == 80 {
-        host.clone()
-    } else {
-        format!("{host}:{port}")
+    let host_header = match (tls, port) {
+        (false, 80) | (true, 443) => host.clone(),
+        _ => format!("{host}:{port}"),
     };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pec/{}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pec/{}\r\n{auth}\
          Content-Type: application/timestamp-query\r\nAccept: application/timestamp-reply\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
-    stream
-        .write_all(head.as_bytes())
-        .and_then(|_| stream.write_all(body))
-        .map_err(|e| http(format!("send: {e}")))?;
-    let mut response = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut response)
-        .map_err(|e| http(format!("receive: {e}")))?;
+    let response = if tls {
+        let connector = connector(settings).map_err(http)?;
+        let stream = connector
+            .connect(&host, stream)
+            .map_err(|e| http(format!("tls: {e}")))?;
+        exchange(stream, head.as_bytes(), body)
+    } else {
+        exchange(stream, head.as_bytes(), body)
+    }
+    .map_err(http)?;
     let end = memchr::memmem::find(&response, b"\r\n\r\n")
         .ok_or_else(|| http("truncated response headers".into()))?;
     let head = String::from_utf8_lossy(&response[..end]).into_owned();
@@ -296,6 +510,7 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, TsaError> 
         return Err(http(format!("status \"{status}\"")));
     }
     let mut chunked = false;
+    let mut length = None;
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
             let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
@@ -303,10 +518,7 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, TsaError> 
                 let n: usize = value
                     .parse()
                     .map_err(|_| http(format!("bad content-length \"{value}\"")))?;
-                if body.len() < n {
-                    return Err(http("truncated body".into()));
-                }
-                body.truncate(n);
+                length = Some(n);
             } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
                 chunked = true;
             }
@@ -314,6 +526,11 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, TsaError> 
     }
     if chunked {
         body = dechunk(&body).ok_or_else(|| http("malformed chunked body".into()))?;
+    } else if let Some(n) = length {
+        if body.len() < n {
+            return Err(http("truncated body".into()));
+        }
+        body.truncate(n);
     }
     Ok(body)
 }
@@ -333,20 +550,20 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Obtains a time-stamp token over `sha256` from the TSA at `url`: checks the status, the
-/// imprint and the nonce, and returns the token's DER.
-pub fn timestamp(url: &str, sha256: &[u8; 32], timeout: Duration) -> Result<Vec<u8>, TsaError> {
+/// Obtains a time-stamp token over `sha256` from the TSA of `settings` and checks it
+/// ([`verify_fresh`], against this machine's clock: the token is dated by the TSA now);
+/// returns the token's DER.
+pub fn timestamp(settings: &TsaSettings, sha256: &[u8; 32]) -> Result<Vec<u8>, TsaError> {
+    use crate::message::time::Clock as _;
+    let now = crate::message::time::SystemClock.now();
     let nonce: [u8; 8] = rand::random();
-    let response = post(url, &request_der(sha256, &nonce), timeout)?;
+    let policy = match &settings.policy {
+        Some(p) => Some(oid_der(p).ok_or_else(|| token_err(format!("invalid policy {p}")))?),
+        None => None,
+    };
+    let response = post(settings, &request_der(sha256, &nonce, policy.as_deref()))?;
     let token = parse_response(&response)?;
-    let info = token_info(&token)?;
-    if info.imprint != sha256 {
-        return Err(token_err("the tsa time-stamped other data"));
-    }
-    let trim = |v: &[u8]| -> Vec<u8> { v.iter().copied().skip_while(|b| *b == 0).collect() };
-    if info.nonce.as_deref().map(trim) != Some(trim(&nonce)) {
-        return Err(token_err("nonce does not match the request"));
-    }
+    verify_fresh(&token, sha256, &nonce, settings, now)?;
     Ok(token)
 }
 
@@ -356,7 +573,7 @@ mod tests {
 
     #[test]
     fn request_encoding() {
-        let der = request_der(&[0xab; 32], &[0x80, 1]);
+        let der = request_der(&[0xab; 32], &[0x80, 1], None);
         let mut want = vec![
             0x30, 0x3e, 0x02, 0x01, 0x01, 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09,
         ];
@@ -368,17 +585,44 @@ mod tests {
     }
 
     #[test]
+    fn request_with_a_policy() {
+        let policy = oid_der("1.3.6.1.4.1.99999.1.1").unwrap();
+        assert_eq!(
+            policy,
+            [0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x01, 0x01]
+        );
+        let der = request_der(&[0xab; 32], &[1], Some(&policy));
+        // version, imprint (0x33 bytes), then the policy before the nonce.
+        assert_eq!(der[5 + 0x33..5 + 0x33 + 2], [0x06, 0x0a]);
+        assert_eq!(der[5 + 0x33 + 2..5 + 0x33 + 12], policy[..]);
+        assert!(oid_der("1.2.x").is_none());
+        assert!(oid_der("3.1").is_none());
+        assert!(oid_der("1").is_none());
+    }
+
+    #[test]
     fn urls() {
+        let url = |tls, host: &str, port, path: &str| Url {
+            tls,
+            host: host.into(),
+            port,
+            path: path.into(),
+        };
         assert_eq!(
             parse_url("http://tsa.example.it/tsa").unwrap(),
-            ("tsa.example.it".into(), 80, "/tsa".into())
+            url(false, "tsa.example.it", 80, "/tsa")
         );
         assert_eq!(
             parse_url("http://127.0.0.1:8080").unwrap(),
-            ("127.0.0.1".into(), 8080, "/".into())
+            url(false, "127.0.0.1", 8080, "/")
         );
-        assert!(parse_url("https://tsa.example.it/").is_err());
+        assert_eq!(
+            parse_url("https://tsa.example.it/ts").unwrap(),
+            url(true, "tsa.example.it", 443, "/ts")
+        );
+        assert!(parse_url("ftp://tsa.example.it/").is_err());
         assert!(parse_url("http://:80/").is_err());
+        assert!(parse_url("https://user:pw@tsa.example.it/").is_err());
     }
 
     #[test]

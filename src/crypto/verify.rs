@@ -21,6 +21,7 @@
 //! [`MAX_SIGNATURE_BYTES`]) and the ASN.1 walker (`super::asn1`) has a depth limit.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -29,11 +30,12 @@ use openssl::hash::{hash, MessageDigest};
 use openssl::nid::Nid;
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509VerifyParam;
+use openssl::x509::verify::{X509VerifyFlags, X509VerifyParam};
 use openssl::x509::{X509NameRef, X509PurposeId, X509Ref, X509StoreContext, X509};
 
 use super::asn1;
 pub use super::error::VerifyError;
+use super::revocation::{Answer, RevocationChecker, RevocationMode, RevocationStatus};
 use crate::index::{sha1_hex_upper, ProviderInfo, TrustSet};
 use crate::message::mime::{self, clip, Entity};
 use crate::message::time::Instant;
@@ -66,28 +68,60 @@ pub enum ChainStatus {
     Invalid(String),
 }
 
-/// Optional X.509 path validation of the signer certificate, on top of the provider index.
+/// X.509 path validation of the signer certificate, on top of the provider index: the
+/// chain to the configured anchors at the verification instant (OpenSSL also applies the
+/// CAs' name constraints, so AgID CA1's list of provider domains binds the signer's
+/// address), the emailProtection extended key usage, and the revocation status of every
+/// certificate below the anchor ([`RevocationChecker`]).
 #[derive(Debug, Clone, Default)]
 pub struct ChainPolicy {
-    /// DER of the trust anchors (root CAs, e.g. Actalis Authentication Root CA). The
-    /// intermediates come from the CMS.
+    /// DER of the trust anchors for today's providers (AgID CA1, or its root, Actalis
+    /// Authentication Root CA). An anchor need not be self-signed: the chain may end at an
+    /// intermediate given here. The intermediates come from the CMS.
     pub anchors: Vec<Vec<u8>>,
-    /// Turn a failing chain into [`VerifyError::Chain`]; otherwise it is only reported in
-    /// [`Verified::chain`].
+    /// DER of the anchors for archived mail (DigitPA CA1 and its root): the same checks,
+    /// except that a signer certificate without an extendedKeyUsage extension is accepted
+    /// (the DigitPA profile had none). One with the extension must still list
+    /// emailProtection.
+    pub archive_anchors: Vec<Vec<u8>>,
+    /// Turn a failing chain into [`VerifyError::Chain`] (and a revoked certificate into
+    /// [`VerifyError::Revoked`]); otherwise it is only reported in [`Verified::chain`].
     pub enforce: bool,
+    /// Revocation checking; `None`: not checked.
+    pub revocation: Option<Arc<RevocationChecker>>,
 }
 
 impl ChainPolicy {
     /// Anchors from a PEM bundle (e.g. `/etc/ssl/certs/ca-certificates.crt`).
     pub fn from_pem(pem: &[u8], enforce: bool) -> Result<Self, VerifyError> {
-        let certs = X509::stack_from_pem(pem)
-            .map_err(|e| VerifyError::Chain(format!("anchors: {}", ossl(&e))))?;
-        let mut anchors = Vec::with_capacity(certs.len());
-        for c in certs {
-            anchors.push(c.to_der().map_err(|e| internal(&e))?);
-        }
-        Ok(ChainPolicy { anchors, enforce })
+        Ok(ChainPolicy {
+            anchors: pem_ders(pem)?,
+            enforce,
+            ..ChainPolicy::default()
+        })
     }
+
+    /// Adds the archive anchors of a PEM bundle.
+    pub fn with_archive_pem(mut self, pem: &[u8]) -> Result<Self, VerifyError> {
+        self.archive_anchors.extend(pem_ders(pem)?);
+        Ok(self)
+    }
+
+    /// Checks revocation with `checker`.
+    pub fn with_revocation(mut self, checker: Arc<RevocationChecker>) -> Self {
+        self.revocation = Some(checker);
+        self
+    }
+}
+
+fn pem_ders(pem: &[u8]) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let certs = X509::stack_from_pem(pem)
+        .map_err(|e| VerifyError::Chain(format!("anchors: {}", ossl(&e))))?;
+    let mut ders = Vec::with_capacity(certs.len());
+    for c in certs {
+        ders.push(c.to_der().map_err(|e| internal(&e))?);
+    }
+    Ok(ders)
 }
 
 /// What to verify against.
@@ -155,6 +189,9 @@ pub struct Verified {
     /// [`VerifyOptions::without_index`]).
     pub trusted: bool,
     pub chain: ChainStatus,
+    /// Revocation status of the chain (checked with a [`ChainPolicy`] that has a
+    /// [`RevocationChecker`], when the chain verifies).
+    pub revocation: RevocationStatus,
     pub form: SmimeForm,
 }
 
@@ -329,14 +366,14 @@ fn verify(
         }
     }
 
-    let chain = match opts.chain {
-        None => ChainStatus::NotChecked,
+    let (chain, revocation) = match opts.chain {
+        None => (ChainStatus::NotChecked, RevocationStatus::NotChecked),
         Some(policy) => {
-            let status = check_chain(&signer, &sd.certificates, policy, opts.at)?;
+            let (status, revocation) = check_chain(&signer, &sd.certificates, policy, opts.at)?;
             if let (true, ChainStatus::Invalid(reason)) = (policy.enforce, &status) {
                 return Err(VerifyError::Chain(reason.clone()));
             }
-            status
+            (status, revocation)
         }
     };
 
@@ -357,6 +394,7 @@ fn verify(
         provider,
         trusted,
         chain,
+        revocation,
         form: extracted.form,
     })
 }
@@ -490,7 +528,7 @@ fn digest_for(oid: &str) -> Result<(&'static str, MessageDigest), VerifyError> {
 
 /// The single CMS certificate matching the signer identifier. Several different matching
 /// certificates are refused: OpenSSL and we must agree on the key.
-fn find_signer(certs: &[X509], sid: &asn1::SignerId) -> Result<X509, VerifyError> {
+pub(super) fn find_signer(certs: &[X509], sid: &asn1::SignerId) -> Result<X509, VerifyError> {
     let mut found: Option<(X509, Vec<u8>)> = None;
     for c in certs {
         if !signer_matches(c, sid) {
@@ -565,16 +603,22 @@ fn check_chain(
     cms_certs: &[X509],
     policy: &ChainPolicy,
     at: Instant,
-) -> Result<ChainStatus, VerifyError> {
-    if policy.anchors.is_empty() {
-        return Ok(if policy.enforce {
+) -> Result<(ChainStatus, RevocationStatus), VerifyError> {
+    if policy.anchors.is_empty() && policy.archive_anchors.is_empty() {
+        let status = if policy.enforce {
             ChainStatus::Invalid("no trust anchors configured".into())
         } else {
             ChainStatus::NotChecked
-        });
+        };
+        return Ok((status, RevocationStatus::NotChecked));
     }
     let mut builder = X509StoreBuilder::new().map_err(|e| internal(&e))?;
-    for (i, a) in policy.anchors.iter().enumerate() {
+    for (i, a) in policy
+        .anchors
+        .iter()
+        .chain(&policy.archive_anchors)
+        .enumerate()
+    {
         let cert = X509::from_der(a).map_err(|e| {
             VerifyError::Chain(format!("anchor {i} is not a certificate: {}", ossl(&e)))
         })?;
@@ -586,6 +630,10 @@ fn check_chain(
     param
         .set_purpose(X509PurposeId::SMIME_SIGN)
         .map_err(|e| internal(&e))?;
+    // An anchor may be an intermediate (AgID CA1 itself).
+    param
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(|e| internal(&e))?;
     builder.set_param(&param).map_err(|e| internal(&e))?;
     let store = builder.build();
 
@@ -594,12 +642,16 @@ fn check_chain(
         untrusted.push(c.clone()).map_err(|e| internal(&e))?;
     }
     let mut ctx = X509StoreContext::new().map_err(|e| internal(&e))?;
-    let (ok, reason) = ctx
+    let (ok, reason, path) = ctx
         .init(&store, signer, &untrusted, |c| {
             let ok = c.verify_cert()?;
             let subject = c
                 .current_cert()
                 .map(|x| name_one_line(x.subject_name()))
+                .unwrap_or_default();
+            let path: Vec<X509> = c
+                .chain()
+                .map(|s| s.iter().map(|x| x.to_owned()).collect())
                 .unwrap_or_default();
             Ok((
                 ok,
@@ -609,14 +661,140 @@ fn check_chain(
                     c.error_depth(),
                     subject
                 ),
+                path,
             ))
         })
         .map_err(|e| internal(&e))?;
-    Ok(if ok {
-        ChainStatus::Valid
-    } else {
-        ChainStatus::Invalid(reason)
-    })
+    if !ok {
+        return Ok((ChainStatus::Invalid(reason), RevocationStatus::NotChecked));
+    }
+    // The anchor reached: an archive anchor lets a signer without extendedKeyUsage pass.
+    let archive = path
+        .last()
+        .and_then(|top| top.to_der().ok())
+        .is_some_and(|d| policy.archive_anchors.contains(&d) && !policy.anchors.contains(&d));
+    let signer_der = signer.to_der().map_err(|e| internal(&e))?;
+    match email_protection(&signer_der) {
+        Some(true) => {}
+        Some(false) => {
+            return Ok((
+                ChainStatus::Invalid(
+                    "signer certificate: extendedKeyUsage without emailProtection".into(),
+                ),
+                RevocationStatus::NotChecked,
+            ))
+        }
+        None if archive => {}
+        None => {
+            return Ok((
+                ChainStatus::Invalid(
+                    "signer certificate has no extendedKeyUsage (emailProtection required)".into(),
+                ),
+                RevocationStatus::NotChecked,
+            ))
+        }
+    }
+    let Some(checker) = policy
+        .revocation
+        .as_ref()
+        .filter(|c| c.settings().mode != RevocationMode::Off)
+    else {
+        return Ok((ChainStatus::Valid, RevocationStatus::NotChecked));
+    };
+    revocation(checker, &path, policy.enforce, at)
+}
+
+/// The revocation status of every certificate of `path` below the anchor, and the policy
+/// applied to it.
+fn revocation(
+    checker: &RevocationChecker,
+    path: &[X509],
+    enforce: bool,
+    at: Instant,
+) -> Result<(ChainStatus, RevocationStatus), VerifyError> {
+    let settings = checker.settings();
+    let now = checker.now().unix();
+    let grace = i64::try_from(settings.grace.as_secs()).unwrap_or(i64::MAX);
+    let (mut good, mut unknown) = (Vec::new(), Vec::new());
+    let mut beyond_grace = false;
+    for pair in path.windows(2) {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        let subject = || name_one_line(cert.subject_name());
+        match checker.check(cert, issuer, at) {
+            Answer::Good { source } => good.push(source),
+            Answer::Revoked {
+                at: when,
+                reason,
+                source,
+            } => {
+                let err = VerifyError::Revoked {
+                    subject: subject(),
+                    at: when,
+                    reason,
+                    by: source,
+                };
+                if enforce {
+                    return Err(err);
+                }
+                return Ok((
+                    ChainStatus::Invalid(err.to_string()),
+                    RevocationStatus::NotChecked,
+                ));
+            }
+            Answer::NoSource => unknown.push(format!(
+                "\"{}\": names no crl distribution point or ocsp responder",
+                subject()
+            )),
+            Answer::Unknown { reason, since } => {
+                if since.is_some_and(|s| now.saturating_sub(s) > grace) {
+                    beyond_grace = true;
+                }
+                unknown.push(format!("\"{}\": {reason}", subject()));
+            }
+        }
+    }
+    if unknown.is_empty() {
+        return Ok((
+            ChainStatus::Valid,
+            RevocationStatus::Good {
+                source: good.join(", "),
+            },
+        ));
+    }
+    let reason = unknown.join("; ");
+    let refusal = match settings.mode {
+        RevocationMode::Strict => Some(format!("{reason} (strict revocation policy)")),
+        _ if beyond_grace => Some(format!(
+            "{reason} (unknown for longer than the grace window of {}s)",
+            settings.grace.as_secs()
+        )),
+        _ => None,
+    };
+    match refusal {
+        Some(r) if enforce => Err(VerifyError::RevocationUnknown(r)),
+        Some(r) => Ok((
+            ChainStatus::Invalid(format!("revocation status unknown: {r}")),
+            RevocationStatus::NotChecked,
+        )),
+        None => Ok((ChainStatus::Valid, RevocationStatus::Unknown { reason })),
+    }
+}
+
+/// Whether the certificate's extendedKeyUsage lists emailProtection; `None` without the
+/// extension (or when the certificate cannot be read, which OpenSSL already refused).
+fn email_protection(der: &[u8]) -> Option<bool> {
+    use der::Decode;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    let ext = cert
+        .tbs_certificate
+        .extensions
+        .as_ref()?
+        .iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_EXT_KEY_USAGE)?;
+    let eku = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(ext.extn_value.as_bytes()).ok();
+    Some(eku.is_some_and(|k| {
+        k.0.contains(&const_oid::db::rfc5280::ID_KP_EMAIL_PROTECTION)
+    }))
 }
 
 fn first_email(cert: &X509Ref) -> Option<String> {

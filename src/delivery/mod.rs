@@ -64,7 +64,9 @@ use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::{Clock, Instant};
 use crate::smtp::Injector;
 use crate::store::outbox::{arrival_key, delivery_key};
-use crate::store::{DeliveryMark, Effect, EventKind, LogEvent, Outbound, Store, StoreError};
+use crate::store::{
+    DeliveryMark, Effect, EventKind, LogEvent, MailboxState, Outbound, Store, StoreError,
+};
 use crate::BoxFuture;
 
 pub mod arrival;
@@ -176,7 +178,10 @@ impl DeliveryPoint {
                     .collect();
             }
         };
-        let replies = self.to_mailboxes(tx, &shown).await;
+        let replies = match self.open_mailboxes(tx, &shown).await {
+            Ok(r) => r,
+            Err(e) => return self.tempfail_all(tx, &shown, &e.to_string()),
+        };
         let Some(c) = certified else {
             for (r, reply) in tx.rcpt_to.iter().zip(&replies) {
                 info!(msgid = %shown, rcpt = %r, reply = %reply.line(), "delivery point: proxied");
@@ -261,6 +266,76 @@ impl DeliveryPoint {
                 })
                 .collect(),
         )
+    }
+
+    /// Step 1 for the recipients whose mailbox receives ([`Store::mailbox_settings`],
+    /// [`Store::retired_mailbox`]); a suspended, read-only or retired mailbox gets
+    /// `550 5.2.1` without Dovecot ("casella disattivata": a non-delivery notice follows
+    /// for a certified recipient). Receipts and notices (`X-Ricevuta`) still reach it: they
+    /// answer what the mailbox sent, its own non-acceptance notices included.
+    async fn open_mailboxes(
+        &self,
+        tx: &Transaction,
+        shown: &str,
+    ) -> Result<Vec<Reply>, DeliveryError> {
+        if is_receipt(&tx.data) {
+            return Ok(self.to_mailboxes(tx, shown).await);
+        }
+        let rcpts = tx.rcpt_to.clone();
+        let closed: Vec<Option<&'static str>> = self
+            .kit
+            .store(move |s| {
+                rcpts
+                    .iter()
+                    .map(|r| {
+                        // A `folder` delivery (local+FOLDER@domain) is the mailbox's.
+                        let r = &without_detail(r);
+                        if s.retired_mailbox(r)?.is_some() {
+                            return Ok(Some("retired"));
+                        }
+                        Ok(match s.mailbox_settings(r)?.state {
+                            MailboxState::Active => None,
+                            other => Some(other.label()),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        if closed.iter().all(Option::is_none) {
+            return Ok(self.to_mailboxes(tx, shown).await);
+        }
+        let open = Transaction {
+            mail_from: tx.mail_from.clone(),
+            rcpt_to: tx
+                .rcpt_to
+                .iter()
+                .zip(&closed)
+                .filter(|(_, c)| c.is_none())
+                .map(|(r, _)| r.clone())
+                .collect(),
+            eight_bit: tx.eight_bit,
+            data: tx.data.clone(),
+        };
+        let mut got = if open.rcpt_to.is_empty() {
+            Vec::new()
+        } else {
+            self.to_mailboxes(&open, shown).await
+        }
+        .into_iter();
+        Ok(tx
+            .rcpt_to
+            .iter()
+            .zip(closed)
+            .map(|(r, c)| match c {
+                Some(state) => {
+                    info!(msgid = %shown, rcpt = %r, state, "delivery point: the mailbox does not receive");
+                    Reply::new(550, format!("5.2.1 <{r}> Mailbox disabled ({state})"))
+                }
+                None => got.next().unwrap_or_else(|| {
+                    Reply::new(451, "4.3.0 No reply from the mailbox server, try again later")
+                }),
+            })
+            .collect())
     }
 
     /// Step 1, once per (Message-ID, recipient) ([`dedup`]): one reply per recipient.
@@ -561,7 +636,7 @@ impl DeliveryPoint {
             key: arrival_key(&c.pec_id, rcpt),
             message_id: id.clone(),
             mail_from: self.kit.issuer.service_address.clone(),
-            rcpt_to: vec![n.notify.clone()],
+            rcpt_to: n.addresses(),
             data: message,
             created_at: at,
             injected_at: None,
@@ -578,6 +653,26 @@ impl DeliveryPoint {
             }
         }
     }
+}
+
+/// `local+detail@domain` without its `+detail` (the address of the mailbox).
+fn without_detail(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => address.to_string(),
+        },
+        None => address.to_string(),
+    }
+}
+
+/// Whether the message's header has an `X-Ricevuta` field: a receipt or notice (only the
+/// reception point and our own roles hand such messages to the delivery point; ordinary
+/// mail from outside arrives wrapped in an anomaly envelope).
+fn is_receipt(data: &[u8]) -> bool {
+    let (header, _) = crate::message::mime::split_header_body(data);
+    crate::message::mime::fields(header)
+        .is_ok_and(|f| crate::message::mime::first_value(&f, "x-ricevuta").is_some())
 }
 
 impl LmtpHandler for DeliveryPoint {

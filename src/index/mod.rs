@@ -14,6 +14,7 @@ use crate::message::kind::RecipientType;
 pub mod ldif;
 pub mod refresh;
 pub mod sync;
+pub mod tls_policy;
 
 /// Errors reading the provider index. Line numbers are those of the LDIF text (1-based, the
 /// first physical line of a folded line); a provider error carries the line of the entry's

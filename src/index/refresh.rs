@@ -9,18 +9,21 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use super::sync;
+use super::tls_policy::Target;
 use super::{IndexHandle, ProviderIndex};
 use crate::message::time::{Clock, SystemClock};
 use crate::store::{ledger, LogStore};
 
 /// Synchronises the index from `source` now and then every `every`, until `shutdown`;
-/// a failed or refused sync keeps the current copy.
+/// a failed or refused sync keeps the current copy. Every new copy, synchronised here or
+/// stored by someone else, rewrites the TLS policy map when `tls_policy` is given.
 pub async fn run(
     store: Arc<dyn LogStore>,
     index: Arc<IndexHandle>,
     source: sync::Source,
     every: std::time::Duration,
     force: bool,
+    tls_policy: Option<Target>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -67,6 +70,9 @@ pub async fn run(
                 Ok(stored) => {
                     crate::metrics::index_sync(true);
                     info!(providers = stored.providers, source = %stored.source, "provider index synchronised");
+                    if let Some(t) = &tls_policy {
+                        t.write_logged(&index.current());
+                    }
                     seen = Some((stored.fetched_at.unix(), stored.source));
                 }
                 Err(e) => {
@@ -97,6 +103,9 @@ pub async fn run(
             Ok(i) => {
                 if seen.is_some() {
                     info!(providers = stored.providers, source = %stored.source, "provider index: newer stored copy loaded");
+                }
+                if let Some(t) = &tls_policy {
+                    t.write_logged(&i);
                 }
                 index.replace(i);
                 seen = Some(key);

@@ -27,6 +27,7 @@ use crate::message::time::Instant;
 use crate::store::{LogQuery, LogStore, LoggedEvent, Store, StoreError};
 use crate::store::{Problem, SealRecord, VerifyReport};
 
+pub mod agid;
 pub mod package;
 pub mod pdf;
 pub mod reply;
@@ -44,12 +45,15 @@ pub enum LogError {
     Usage(String),
 }
 
-/// Where seals get their time stamps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TsaSettings {
-    /// `http://HOST[:PORT]/PATH` of the RFC 3161 service.
-    pub url: String,
-    pub timeout: Duration,
+/// Where seals get their time stamps ([`crate::crypto::tsa`]).
+pub use crate::crypto::tsa::TsaSettings;
+
+/// What [`seal_day`] made: the stored seal, and why it has no time stamp yet when the TSA
+/// failed (the seal is stored all the same; [`stamp_pending`] adds the stamp later).
+#[derive(Debug)]
+pub struct Sealed {
+    pub seal: SealRecord,
+    pub stamp_error: Option<TsaError>,
 }
 
 /// How long after a day's end its seal waits, so that the transactions that took their
@@ -84,16 +88,18 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
 }
 
 /// Seals `day`: exports its records canonically, signs the export (detached CMS, signing
-/// time `now`), time-stamps its SHA-256 at `tsa` when configured, and stores the seal.
-/// The day must be closed (`now` at least [`SEAL_GRACE_SECONDS`] past its end); a sealed
-/// day is an error.
+/// time `now`) with the seal key, time-stamps its SHA-256 at `tsa` when configured, and
+/// stores the seal. A TSA that fails does not stop the seal: it is stored without its
+/// token (with `tsa_url`, the stamp it waits for), and [`stamp_pending`] adds the token
+/// once the TSA answers. The day must be closed (`now` at least [`SEAL_GRACE_SECONDS`]
+/// past its end); a sealed day is an error.
 pub fn seal_day(
     store: &dyn LogStore,
     signer: &dyn Signer,
     tsa: Option<&TsaSettings>,
     day: NaiveDate,
     now: Instant,
-) -> Result<SealRecord, LogError> {
+) -> Result<Sealed, LogError> {
     let (from_at, to_at) = day_bounds(day);
     if now.unix() < to_at + SEAL_GRACE_SECONDS {
         return Err(LogError::Usage(format!(
@@ -109,9 +115,10 @@ pub fn seal_day(
     } = store.export_range(from_at, to_at)?;
     let sha: [u8; 32] = Sha256::digest(&export).into();
     let signature = sign_detached(signer, &export, now)?;
-    let tst = match tsa {
-        Some(t) => Some(tsa::timestamp(&t.url, &sha, t.timeout)?),
-        None => None,
+    let (tst, stamp_error) = match tsa.map(|t| tsa::timestamp(t, &sha)) {
+        Some(Ok(token)) => (Some(token), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
     let seal = SealRecord {
         day: day.to_string(),
@@ -127,8 +134,61 @@ pub fn seal_day(
         sealed_at: now.unix(),
     };
     store.insert_seal(&seal)?;
-    Ok(seal)
+    Ok(Sealed { seal, stamp_error })
 }
+
+/// The seals over `from_at <= t < to_at` that wait for their time stamp.
+pub fn unstamped(
+    store: &dyn LogStore,
+    from_at: i64,
+    to_at: i64,
+) -> Result<Vec<SealRecord>, LogError> {
+    let mut seals = store.seals(from_at, to_at)?;
+    seals.retain(|s| s.tst.is_none());
+    Ok(seals)
+}
+
+/// Time-stamps one stored seal that has no token (the TSA failed when it was made): the
+/// token over its export's SHA-256 is checked like any other ([`tsa::timestamp`]) and added
+/// to the seal. Returns false when another process stamped it first.
+pub fn stamp_seal(
+    store: &dyn LogStore,
+    tsa: &TsaSettings,
+    seal: &SealRecord,
+) -> Result<bool, LogError> {
+    let sha: [u8; 32] = seal.export_sha256[..]
+        .try_into()
+        .map_err(|_| LogError::Usage(format!("seal {}: malformed sha-256", seal.day)))?;
+    let token = tsa::timestamp(tsa, &sha)?;
+    Ok(store.add_seal_stamp(&seal.day, &token, &tsa.url)?)
+}
+
+/// The days whose seal still has no time stamp `grace` after the day's end (at `now`):
+/// what `pec status` reports as a failure.
+pub fn overdue_stamps(
+    store: &dyn LogStore,
+    grace: Duration,
+    now: Instant,
+) -> Result<Vec<String>, LogError> {
+    let cutoff = now.unix() - grace.as_secs() as i64;
+    Ok(unstamped(store, i64::MIN, cutoff)?
+        .into_iter()
+        .filter(|s| s.to_at <= cutoff)
+        .map(|s| s.day)
+        .collect())
+}
+
+/// When a failed stamp is tried again: `first` after the first failure, doubling with
+/// each further one, at most [`STAMP_RETRY_MAX`].
+pub fn stamp_backoff(first: Duration, failures: u32) -> Duration {
+    first
+        .checked_mul(1u32 << failures.saturating_sub(1).min(16))
+        .unwrap_or(STAMP_RETRY_MAX)
+        .min(STAMP_RETRY_MAX)
+}
+
+/// The longest wait between two attempts at a missing stamp.
+pub const STAMP_RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Seals `day` unless another process is doing it or has done it (the claim in the store
 /// makes this exactly-once across processes). Returns the seal when this call made it.
@@ -139,7 +199,7 @@ pub fn seal_day_once(
     day: NaiveDate,
     now: Instant,
     owner: &str,
-) -> Result<Option<SealRecord>, LogError> {
+) -> Result<Option<Sealed>, LogError> {
     if !store.claim_seal(&day.to_string(), owner, now)? {
         return Ok(None);
     }
@@ -454,10 +514,16 @@ pub const CATCH_UP_DAYS: u64 = 7;
 /// processes, see [`seal_day_once`]). The log starts with its first record: days that
 /// ended before it are not sealed (a fresh installation seals no empty days from before
 /// it existed; `pec status` expects no seal for them either).
+///
+/// A seal whose time stamp failed (the TSA down, or answering what we cannot believe) is
+/// stored without it; the stamp is tried again `stamp_retry` later, then after twice as
+/// long each time (at most [`STAMP_RETRY_MAX`]), until the TSA gives a good one. The
+/// metric `pec_seal_stamps_pending` counts the seals still waiting.
 pub async fn daily_sealer(
     store: std::sync::Arc<dyn LogStore>,
     signer: std::sync::Arc<dyn Signer>,
     tsa: Option<TsaSettings>,
+    stamp_retry: Duration,
     clock: std::sync::Arc<dyn crate::message::time::Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -468,6 +534,10 @@ pub async fn daily_sealer(
             .unwrap_or_default(),
         std::process::id()
     );
+    // Failed stamps: (failures so far, earliest next attempt). Real time, whatever `clock`
+    // says about the legal day.
+    let mut retries: std::collections::HashMap<String, (u32, std::time::Instant)> =
+        Default::default();
     loop {
         let now = clock.now();
         // The first record: no day that ended before it is sealed (none at all while the
@@ -496,12 +566,23 @@ pub async fn daily_sealer(
             })
             .await;
             match result {
-                Ok(Ok(Some(seal))) => {
+                Ok(Ok(Some(Sealed { seal, stamp_error }))) => {
                     crate::metrics::seal(true);
                     tracing::info!(
-                    day = %seal.day, records = seal.count, timestamped = seal.tst.is_some(),
-                    "legal log day sealed"
-                    )
+                        day = %seal.day, records = seal.count, timestamped = seal.tst.is_some(),
+                        "legal log day sealed"
+                    );
+                    if let Some(e) = stamp_error {
+                        crate::metrics::seal_stamp(false);
+                        retries.insert(
+                            seal.day.clone(),
+                            (1, std::time::Instant::now() + stamp_retry),
+                        );
+                        tracing::error!(
+                            day = %seal.day, error = %e, retry_in = ?stamp_retry,
+                            "legal log seal made without its time stamp: will retry"
+                        );
+                    }
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(LogError::Usage(_))) => {} // not closed long enough yet
@@ -515,8 +596,59 @@ pub async fn daily_sealer(
                 }
             }
         }
+        // The seals that wait for their time stamp (made while the TSA was down, by this
+        // process or another): each tried when its backoff allows.
+        if let Some(tsa) = &tsa {
+            let store2 = store.clone();
+            let pending =
+                tokio::task::spawn_blocking(move || unstamped(&*store2, i64::MIN, i64::MAX))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+            crate::metrics::seal_stamps_pending(pending.len());
+            retries.retain(|day, _| pending.iter().any(|s| &s.day == day));
+            for seal in pending {
+                let (failures, next) = match retries.get(&seal.day) {
+                    Some(r) => *r,
+                    None => (0, std::time::Instant::now()),
+                };
+                if std::time::Instant::now() < next {
+                    continue;
+                }
+                let (store2, tsa2, seal2) = (store.clone(), tsa.clone(), seal.clone());
+                let result =
+                    tokio::task::spawn_blocking(move || stamp_seal(&*store2, &tsa2, &seal2)).await;
+                match result {
+                    Ok(Ok(_)) => {
+                        crate::metrics::seal_stamp(true);
+                        retries.remove(&seal.day);
+                        tracing::info!(day = %seal.day, "legal log seal time-stamped");
+                    }
+                    Ok(Err(e)) => {
+                        crate::metrics::seal_stamp(false);
+                        let wait = stamp_backoff(stamp_retry, failures + 1);
+                        retries.insert(
+                            seal.day.clone(),
+                            (failures + 1, std::time::Instant::now() + wait),
+                        );
+                        tracing::error!(
+                            day = %seal.day, error = %e, retry_in = ?wait,
+                            "cannot time-stamp the legal log seal"
+                        );
+                    }
+                    Err(e) => tracing::error!(error = %e, "time-stamping task failed"),
+                }
+            }
+        }
+        // Wake for the next seal round, or for the first stamp retry due before it.
+        let mut wait = Duration::from_secs(600);
+        if let Some(next) = retries.values().map(|(_, next)| *next).min() {
+            let until = next.saturating_duration_since(std::time::Instant::now());
+            wait = wait.min(until.max(Duration::from_millis(100)));
+        }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

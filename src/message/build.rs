@@ -31,6 +31,64 @@ pub enum BuildError {
     Sign(#[from] SignError),
 }
 
+/// Our header on a transport envelope whose attachments carry a [`Caution`], for the
+/// receiving provider and the recipient's client: the kinds found, comma separated
+/// (`macro`, `encrypted`, `not-inspected`). [UNVERIFIED] Our extension: no PEC source
+/// defines such a header (spec §12.4); receivers keep unknown `X-` headers and never
+/// classify by them. It sits on the outer header, outside the signed content.
+pub const ATTACHMENT_WARNING_HEADER: &str = "X-Pec-Attachment-Warning";
+
+/// What the access point warns the recipient about in an accepted submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CautionKind {
+    /// A document with macros (VBA).
+    Macro,
+    /// Encrypted or password protected: the antivirus could not look inside.
+    Encrypted,
+    /// Not inspected in full: a bound of the attachment checks (depth, entries, size,
+    /// time) stopped the walk, or the container could not be read.
+    NotInspected,
+}
+
+impl CautionKind {
+    /// The value in [`ATTACHMENT_WARNING_HEADER`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CautionKind::Macro => "macro",
+            CautionKind::Encrypted => "encrypted",
+            CautionKind::NotInspected => "not-inspected",
+        }
+    }
+
+    /// The courtesy notice's sentence, before the attachments' names.
+    fn sentence(self) -> &'static str {
+        match self {
+            CautionKind::Macro => {
+                "Attenzione: il messaggio contiene allegati con macro, che possono eseguire \
+                 codice quando vengono aperti; aprirli solo se si conosce e si attende il mittente:"
+            }
+            CautionKind::Encrypted => {
+                "Attenzione: il messaggio contiene allegati cifrati o protetti da password, \
+                 sui quali non è stato possibile il controllo antivirus:"
+            }
+            CautionKind::NotInspected => {
+                "Attenzione: non è stato possibile esaminare per intero questi allegati \
+                 (superati i limiti di controllo del gestore):"
+            }
+        }
+    }
+}
+
+/// One attachment warned about; `name` is its path in the message (containers first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caution {
+    pub kind: CautionKind,
+    pub name: String,
+}
+
+/// Most attachments named per kind in the courtesy notice.
+const MAX_NAMED: usize = 10;
+
 /// The provider issuing messages: `gestore-emittente` and service address (spec §1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issuer {
@@ -672,6 +730,20 @@ impl Builder<'_> {
         cert: &Certification,
         at: Instant,
     ) -> Result<Generated, BuildError> {
+        self.transport_envelope_with(original, cert, at, &[])
+    }
+
+    /// The transport envelope with the access point's attachment warnings: for each kind a
+    /// courtesy notice in the readable text, before the identifier, and the kinds in
+    /// [`ATTACHMENT_WARNING_HEADER`]. Without cautions, the same bytes as
+    /// [`Builder::transport_envelope`].
+    pub fn transport_envelope_with(
+        &self,
+        original: &[u8],
+        cert: &Certification,
+        at: Instant,
+        cautions: &[Caution],
+    ) -> Result<Generated, BuildError> {
         let kind = MessageKind::TransportEnvelope;
         let carried = carried(original);
         let (header, _) = mime::split_header_body(&carried);
@@ -693,8 +765,25 @@ impl Builder<'_> {
         for dst in &cert.destinatari {
             text.line(dst.address.clone());
         }
-        text.line("Il messaggio originale è incluso in allegato.")
-            .line(format!("Identificativo messaggio: {}", cert.identificativo));
+        text.line("Il messaggio originale è incluso in allegato.");
+        let mut kinds: Vec<CautionKind> = cautions.iter().map(|c| c.kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        for k in &kinds {
+            let names: Vec<&str> = cautions
+                .iter()
+                .filter(|c| c.kind == *k)
+                .map(|c| c.name.as_str())
+                .collect();
+            text.line(k.sentence());
+            for n in names.iter().take(MAX_NAMED) {
+                text.line(format!("- {n}"));
+            }
+            if names.len() > MAX_NAMED {
+                text.line(format!("- e altri {}", names.len() - MAX_NAMED));
+            }
+        }
+        text.line(format!("Identificativo messaggio: {}", cert.identificativo));
 
         // The original goes into the entity straight from the submission: its new header
         // and its body, borrowed.
@@ -725,6 +814,10 @@ impl Builder<'_> {
             headers.push(("Sender".to_string(), from));
         }
         headers.push(("X-TipoRicevuta".to_string(), cert.requested.as_str().into()));
+        if !kinds.is_empty() {
+            let value: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            headers.push((ATTACHMENT_WARNING_HEADER.to_string(), value.join(", ")));
+        }
         self.finish(
             Draft {
                 kind,

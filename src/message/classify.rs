@@ -125,6 +125,16 @@ pub fn classify_shared(raw: &Bytes, trust: &TrustSet, at: Instant) -> Classifica
     }
 }
 
+/// As [`classify_shared`] with explicit verification options (chain policy).
+pub fn classify_shared_with(raw: &Bytes, opts: &VerifyOptions<'_>) -> Classification {
+    match verify_smime_shared(raw, opts) {
+        Ok(verified) => classify_verified(raw, verified),
+        Err(e) => Classification::NotPec {
+            reason: e.to_string(),
+        },
+    }
+}
+
 /// As [`classify`] with explicit verification options (chain policy, or no index at all:
 /// then the formal checks still run, and [`Verified::trusted`] is false — the caller must
 /// not take the result for a PEC message).

@@ -26,12 +26,14 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::antivirus::{Antivirus, AvError, ScanVerdict};
+use crate::crypto::revocation::RevocationStatus;
 use crate::crypto::Signer;
+use crate::crypto::VerifyOptions;
 use crate::index::{IndexHandle, ProviderInfo};
 use crate::issuing::{Emitted, IssueError, Issuing};
 use crate::log::request::RequestSettings;
 use crate::message::build::{BuildError, Builder, Generated, Issuer};
-use crate::message::classify::{classify_shared, Classification, PecMessage};
+use crate::message::classify::{classify_shared_with, Classification, PecMessage};
 use crate::message::ids::{envelope_id, MsgIdSource};
 use crate::message::kind::Ricevuta;
 use crate::message::time::{Clock, Instant};
@@ -76,6 +78,9 @@ pub struct Reception {
     /// The provider index (signer certificate → provider); each transaction takes the copy
     /// current when it starts, so refreshes apply at once.
     pub index: Arc<IndexHandle>,
+    /// Certificate validation beyond the index (`[verify]`: chain to the anchors, name
+    /// constraints, emailProtection, revocation); `None`: the index alone.
+    pub chain: Option<Arc<crate::crypto::ChainPolicy>>,
     /// Scans the content of valid transport envelopes (spec §5.2, §3.8).
     pub antivirus: Arc<dyn Antivirus>,
     /// Our PEC domains (`provider.domains`): their recipients are local.
@@ -352,8 +357,23 @@ impl AfterQueue {
         let now = self.kit.clock.now();
         let class = {
             let index = self.reception.index.current();
-            crate::issuing::blocking_borrowed(|| classify_shared(&tx.data, index.trust(), now))
+            let mut opts = VerifyOptions::new(index.trust(), now);
+            if let Some(chain) = &self.reception.chain {
+                opts = opts.with_chain(chain);
+            }
+            crate::issuing::blocking_borrowed(|| classify_shared_with(&tx.data, &opts))
         };
+        if let Some(m) = class.pec() {
+            if let RevocationStatus::Unknown { reason } = &m.verified.revocation {
+                // Accepted under the grace policy: said and counted.
+                warn!(
+                    queue_id = tx.queue_id.as_deref().unwrap_or(""),
+                    signer = %m.verified.signer_subject,
+                    "reception point: revocation status unknown, accepted within the grace window: {reason}"
+                );
+                crate::metrics::revocation_unknown_accepted();
+            }
+        }
         // Decide everything that may refuse the transaction before injecting anything.
         let plan = match class {
             Classification::TransportEnvelope(m) => match m.verified.provider.clone() {

@@ -719,6 +719,44 @@ impl AfterQueue {
         }
         let mut forwarded = Vec::new();
         for (r, p) in &policies {
+            match p {
+                MailboxPolicy::Discard => {
+                    let why = format!("{reason}; scartato per la casella {r}");
+                    self.log_not_pec(
+                        tx,
+                        std::slice::from_ref(r),
+                        EventKind::Discarded,
+                        "discarded",
+                        &why,
+                        now,
+                    )
+                    .await?;
+                    info!(
+                        queue_id,
+                        "reception: not valid PEC ({reason}): discarded for {r}"
+                    );
+                }
+                MailboxPolicy::Folder(folder) => {
+                    let to = MailboxPolicy::folder_address(r, folder);
+                    self.pass_on(tx, std::slice::from_ref(&to)).await?;
+                    let why =
+                        format!("{reason}; consegnato nella cartella {folder} della casella {r}");
+                    self.log_not_pec(
+                        tx,
+                        std::slice::from_ref(r),
+                        EventKind::Filed,
+                        "filed",
+                        &why,
+                        now,
+                    )
+                    .await?;
+                    info!(
+                        queue_id,
+                        "reception: not valid PEC ({reason}): {r} files it into {folder}"
+                    );
+                }
+                _ => {}
+            }
             if let MailboxPolicy::Forward(to) = p {
                 if !forwarded.contains(to) {
                     self.pass_on(tx, std::slice::from_ref(to)).await?;

@@ -98,6 +98,10 @@ pub(in crate::store) fn decode_kind(label: &str, receipt: Option<&str>) -> Optio
         ("RichiestaRegistro", None) => Some(EventKind::LogRequest),
         ("EstrattoRegistro", None) => Some(EventKind::LogExtract),
         ("Inoltro", None) => Some(EventKind::Forwarded),
+        ("Scarto", None) => Some(EventKind::Discarded),
+        ("ConsegnaCartella", None) => Some(EventKind::Filed),
+        ("SospensioneServizio", None) => Some(EventKind::ProviderSuspended),
+        ("RipresaServizio", None) => Some(EventKind::ProviderResumed),
         _ => None,
     }
 }
@@ -146,7 +150,7 @@ pub(in crate::store) fn decode_cert(seq: i64, cert: &str) -> Result<Certificatio
 /// The `policy` and `forward_to` columns of a mailbox policy.
 pub(in crate::store) fn policy_columns(policy: &MailboxPolicy) -> (&'static str, Option<String>) {
     let forward_to = match policy {
-        MailboxPolicy::Forward(to) => Some(to.clone()),
+        MailboxPolicy::Forward(to) | MailboxPolicy::Folder(to) => Some(to.clone()),
         _ => None,
     };
     (policy.label(), forward_to)
@@ -162,6 +166,8 @@ pub(in crate::store) fn decode_policy(
         ("anomaly", _) => Ok(MailboxPolicy::Anomaly),
         ("refuse", _) => Ok(MailboxPolicy::Refuse),
         ("forward", Some(to)) => Ok(MailboxPolicy::Forward(to)),
+        ("discard", None) => Ok(MailboxPolicy::Discard),
+        ("folder", Some(f)) => Ok(MailboxPolicy::Folder(f)),
         (p, to) => Err(StoreError::Corrupt(format!(
             "mailbox_policy of \"{mailbox}\": policy \"{p}\" forward_to {to:?}"
         ))),
@@ -281,6 +287,10 @@ mod tests {
             EventKind::LogRequest,
             EventKind::LogExtract,
             EventKind::Forwarded,
+            EventKind::Discarded,
+            EventKind::Filed,
+            EventKind::ProviderSuspended,
+            EventKind::ProviderResumed,
         ]);
         kinds.extend(Ricevuta::ALL.into_iter().map(EventKind::Received));
         for kind in kinds {

@@ -242,6 +242,43 @@ const TABLES: &[Table] = &[
         order: "message_id, recipient",
         read: None,
     },
+    // Version 14.
+    Table {
+        name: "mailbox_settings",
+        columns: &[
+            ("mailbox", 't'),
+            ("receipt_type", 't'),
+            ("max_recipients", 'i'),
+            ("max_total_size", 'i'),
+            ("daily_quota", 'i'),
+            ("state", 't'),
+        ],
+        order: "mailbox",
+        read: None,
+    },
+    Table {
+        name: "retired_mailboxes",
+        columns: &[("mailbox", 't'), ("holder", 't'), ("retired_at", 'i')],
+        order: "mailbox",
+        read: None,
+    },
+    Table {
+        name: "outages",
+        columns: &[
+            ("kind", 't'),
+            ("reason", 't'),
+            ("started_at", 'i'),
+            ("ended_at", 'i'),
+        ],
+        order: "id",
+        read: None,
+    },
+    Table {
+        name: "acceptance_senders",
+        columns: &[("pec_id", 't'), ("sender", 't'), ("at", 'i')],
+        order: "pec_id",
+        read: None,
+    },
     // Version 15.
     Table {
         name: "received_receipts",

@@ -29,6 +29,9 @@ pub trait LogStore: Store {
     fn release_seal_claim(&self, day: &str) -> Result<(), StoreError>;
     /// Stores a seal; sealing a day twice is an error.
     fn insert_seal(&self, seal: &SealRecord) -> Result<(), StoreError>;
+    /// Adds the time-stamp token to the seal of `day` stored without one (the only change a
+    /// seal accepts, schema version 13). Returns false when the seal has a token already.
+    fn add_seal_stamp(&self, day: &str, tst: &[u8], tsa_url: &str) -> Result<bool, StoreError>;
     /// The seals whose day overlaps `from_at <= t < to_at`.
     fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError>;
     /// Appends many events in one transaction.

@@ -10,12 +10,13 @@
 use thiserror::Error;
 
 use crate::message::build::Certification;
-use crate::message::kind::{MessageKind, RecipientType, Ricevuta, Timeout};
+use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
 
 pub mod chain;
 pub mod codec;
 pub mod report;
+pub mod settings;
 pub mod sql;
 pub mod sqlite;
 
@@ -38,13 +39,13 @@ pub use report::{
 /// Opens the store the configuration names (`store.backend`), bringing its schema up to
 /// date.
 pub fn open(
-    config: &crate::config::StoreConfig,
+    config: &crate::store::settings::StoreConfig,
 ) -> Result<std::sync::Arc<dyn LogStore>, StoreError> {
     match config.backend {
-        crate::config::StoreBackend::Sqlite => {
+        crate::store::settings::StoreBackend::Sqlite => {
             Ok(std::sync::Arc::new(SqliteStore::open(&config.path)?))
         }
-        crate::config::StoreBackend::Postgres => {
+        crate::store::settings::StoreBackend::Postgres => {
             Ok(std::sync::Arc::new(PgStore::open_config(config)?))
         }
     }
@@ -87,6 +88,17 @@ pub enum EventKind {
     LogExtract,
     /// Mail that is not valid PEC, forwarded unchanged by the recipient's mailbox policy.
     Forwarded,
+    /// Mail that is not valid PEC, dropped by the recipient's mailbox policy (`discard`).
+    Discarded,
+    /// Mail that is not valid PEC, delivered unchanged into a folder of the mailbox by its
+    /// policy (`folder`).
+    Filed,
+    /// The provider suspended its service (`pec suspend`, an incident or a planned
+    /// outage): the start of an outage; its `reason` says why and of which type.
+    ProviderSuspended,
+    /// The service resumed (`pec resume`): the end of the outage begun by the last
+    /// [`EventKind::ProviderSuspended`].
+    ProviderResumed,
 }
 
 impl EventKind {
@@ -101,6 +113,10 @@ impl EventKind {
             EventKind::LogRequest => "RichiestaRegistro",
             EventKind::LogExtract => "EstrattoRegistro",
             EventKind::Forwarded => "Inoltro",
+            EventKind::Discarded => "Scarto",
+            EventKind::Filed => "ConsegnaCartella",
+            EventKind::ProviderSuspended => "SospensioneServizio",
+            EventKind::ProviderResumed => "RipresaServizio",
         }
     }
 }
@@ -198,6 +214,13 @@ pub enum MailboxPolicy {
     Refuse,
     /// Forward it unchanged to this ordinary address.
     Forward(String),
+    /// Drop it, with a legal-log record ([`EventKind::Discarded`]).
+    Discard,
+    /// Deliver it unchanged into this folder of the mailbox: it is reinjected for
+    /// `local+FOLDER@domain`, which Dovecot's LMTP files into FOLDER with
+    /// `lmtp_save_to_detail_mailbox = yes` (dovecot/10-pec-lmtp.conf); a legal-log record
+    /// ([`EventKind::Filed`]). Folder names: [`MailboxPolicy::valid_folder`].
+    Folder(String),
 }
 
 impl MailboxPolicy {
@@ -207,8 +230,132 @@ impl MailboxPolicy {
             MailboxPolicy::Anomaly => "anomaly",
             MailboxPolicy::Refuse => "refuse",
             MailboxPolicy::Forward(_) => "forward",
+            MailboxPolicy::Discard => "discard",
+            MailboxPolicy::Folder(_) => "folder",
         }
     }
+
+    /// Whether `name` may be a folder of [`MailboxPolicy::Folder`]: 1 to 64 ASCII letters,
+    /// digits, `-`, `_` or `.` (not first), so that it fits an address's local part.
+    pub fn valid_folder(name: &str) -> bool {
+        (1..=64).contains(&name.len())
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    }
+
+    /// The address that delivers into `folder` of `mailbox`: `local+folder@domain`.
+    pub fn folder_address(mailbox: &str, folder: &str) -> String {
+        match mailbox.rsplit_once('@') {
+            Some((local, domain)) => format!("{local}+{folder}@{domain}"),
+            None => format!("{mailbox}+{folder}"),
+        }
+    }
+}
+
+/// Whether a mailbox may send and receive (`pec mailbox state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MailboxState {
+    /// Sends and receives (the default).
+    #[default]
+    Active,
+    /// Neither sends nor receives: a submission gets a non-acceptance notice, a message
+    /// for it a non-delivery notice ("casella disattivata", 5.2.1).
+    Suspended,
+    /// Reading only (the manuals' rule when a provider ceases): no sending, no receiving,
+    /// the messages stay readable through IMAP/POP.
+    ReadOnly,
+}
+
+impl MailboxState {
+    pub const ALL: [MailboxState; 3] = [
+        MailboxState::Active,
+        MailboxState::Suspended,
+        MailboxState::ReadOnly,
+    ];
+
+    /// The `state` column / CLI value: `active`, `suspended`, `read-only`.
+    pub fn label(self) -> &'static str {
+        match self {
+            MailboxState::Active => "active",
+            MailboxState::Suspended => "suspended",
+            MailboxState::ReadOnly => "read-only",
+        }
+    }
+
+    /// Inverse of [`MailboxState::label`].
+    pub fn parse(s: &str) -> Option<MailboxState> {
+        MailboxState::ALL.into_iter().find(|m| m.label() == s)
+    }
+}
+
+/// The settings of one mailbox kept in the store (`pec mailbox set`), read by the access
+/// and delivery points on every transaction. `None` means "the provider's value".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailboxSettings {
+    /// Receipt type for messages sent without `X-TipoRicevuta` (ordinary mail clients
+    /// cannot set it); `None`: completa (spec §3.6).
+    pub receipt_type: Option<ReceiptType>,
+    /// Overrides `access.max_recipients`.
+    pub max_recipients: Option<u64>,
+    /// Overrides `access.max_total_size` (size × recipients, bytes).
+    pub max_total_size: Option<u64>,
+    /// Messages the mailbox may send in 24 hours (accepted ones); `None`: no quota.
+    pub daily_quota: Option<u64>,
+    pub state: MailboxState,
+}
+
+/// A retired address (`pec mailbox retire`): it is never given to another holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    pub mailbox: String,
+    /// The holder's identifier (e.g. a tax code), as the operator gave it.
+    pub holder: String,
+    pub at: Instant,
+}
+
+/// Type of an outage in the AgID statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutageKind {
+    /// Announced beforehand (programmato).
+    Planned,
+    /// An incident (incidente).
+    Incident,
+    /// A malfunction (malfunzionamento).
+    Malfunction,
+}
+
+impl OutageKind {
+    pub const ALL: [OutageKind; 3] = [
+        OutageKind::Planned,
+        OutageKind::Incident,
+        OutageKind::Malfunction,
+    ];
+
+    /// The column / CLI value: `planned`, `incident`, `malfunction`.
+    pub fn label(self) -> &'static str {
+        match self {
+            OutageKind::Planned => "planned",
+            OutageKind::Incident => "incident",
+            OutageKind::Malfunction => "malfunction",
+        }
+    }
+
+    /// Inverse of [`OutageKind::label`].
+    pub fn parse(s: &str) -> Option<OutageKind> {
+        OutageKind::ALL.into_iter().find(|k| k.label() == s)
+    }
+}
+
+/// A provider-wide suspension of the service (`pec suspend` … `pec resume`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub kind: OutageKind,
+    pub reason: String,
+    pub start: Instant,
+    /// `None` while the service is still suspended.
+    pub end: Option<Instant>,
 }
 
 /// Optional per-mailbox arrival notice (avviso di arrivo, a service some providers offer):
@@ -216,13 +363,24 @@ impl MailboxPolicy {
 /// time; never the content) goes to an ordinary address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArrivalNotice {
-    /// Ordinary address the notice is sent to.
+    /// Ordinary address(es) the notice is sent to, separated by commas (the `To:` of the
+    /// notice).
     pub notify: String,
     /// Only for messages from these senders (lower case); empty = every sender.
     pub senders: Vec<String>,
 }
 
 impl ArrivalNotice {
+    /// The addresses of [`ArrivalNotice::notify`], one per recipient of the notice.
+    pub fn addresses(&self) -> Vec<String> {
+        self.notify
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Whether a message from `sender` gets a notice.
     pub fn applies_to(&self, sender: &str) -> bool {
         self.senders.is_empty() || self.senders.iter().any(|s| s.eq_ignore_ascii_case(sender))
@@ -333,6 +491,39 @@ pub trait Store: Send + Sync {
 
     /// The arrival notice configured for `mailbox`, if any.
     fn arrival_notice(&self, mailbox: &str) -> Result<Option<ArrivalNotice>, StoreError>;
+
+    // ---- Mailbox settings, retired addresses, provider suspension ----
+
+    /// The settings of `mailbox` (compared in ASCII lower case); the defaults when none
+    /// were set.
+    fn mailbox_settings(&self, mailbox: &str) -> Result<MailboxSettings, StoreError>;
+    /// Replaces the settings of `mailbox`.
+    fn set_mailbox_settings(
+        &self,
+        mailbox: &str,
+        settings: &MailboxSettings,
+    ) -> Result<(), StoreError>;
+    /// How many transport envelopes `sender` (ASCII case-insensitive) had accepted at or
+    /// after `since`: the pending acceptances recorded by the access point
+    /// ([`Store::record_accepted`]), whose certification names the sender.
+    fn accepted_since(&self, sender: &str, since: Instant) -> Result<u64, StoreError>;
+    /// Retires `retired.mailbox` for good; false when it was retired already (the first
+    /// record stays).
+    fn retire_mailbox(&self, retired: &Retired) -> Result<bool, StoreError>;
+    /// The retirement record of `mailbox`, if it was retired.
+    fn retired_mailbox(&self, mailbox: &str) -> Result<Option<Retired>, StoreError>;
+    /// Suspends the service: opens `outage` (its `end` ignored) and logs `event` (kind
+    /// [`EventKind::ProviderSuspended`]) in one transaction. False, recording nothing,
+    /// when an outage is open already.
+    fn suspend_provider(&self, outage: &Outage, event: &LogEvent) -> Result<bool, StoreError>;
+    /// Resumes the service: closes the open outage at `event.at` and logs `event` (kind
+    /// [`EventKind::ProviderResumed`]) in one transaction; the closed outage, or `None`
+    /// (nothing recorded) when none was open.
+    fn resume_provider(&self, event: &LogEvent) -> Result<Option<Outage>, StoreError>;
+    /// The open outage, if the service is suspended now.
+    fn provider_suspension(&self) -> Result<Option<Outage>, StoreError>;
+    /// The outages that overlap `[from, to)`, oldest first (open ones included).
+    fn outages(&self, from: Instant, to: Instant) -> Result<Vec<Outage>, StoreError>;
 
     // ---- Timers and the provider index ----
 

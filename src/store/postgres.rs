@@ -119,7 +119,7 @@ impl PgStore {
 
     /// [`PgStore::open`] with the store's configuration (`url`, `pool_size`, `tls`,
     /// `ca_file`).
-    pub fn open_config(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+    pub fn open_config(config: &crate::store::settings::StoreConfig) -> Result<Self, StoreError> {
         let url = config.url.as_deref().ok_or_else(|| {
             StoreError::Database("store.url is required with backend \"postgres\"".into())
         })?;

@@ -128,3 +128,260 @@ fn mailbox_policy_sets_what_the_reception_point_does() {
     let (code, _, _) = pec(&cfg, &["mailbox", "policy", "bob@pec.example.it", "drop"]);
     assert_eq!(code, 2, "clap refuses an unknown policy");
 }
+
+/// `pec` with the first `n` arguments as the (sub)command, then `-c CFG`, then the rest.
+fn pec_n(cfg: &Path, n: usize, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pec"));
+    cmd.args(&args[..n]).arg("-c").arg(cfg).args(&args[n..]);
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn mailbox_set_state_notify_and_show() {
+    use pec::message::kind::ReceiptType;
+    use pec::store::{MailboxSettings, MailboxState};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let a = "Alice@pec.example.it";
+    let (code, out, err) = pec(&cfg, &["mailbox", "show", a]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "mailbox: alice@pec.example.it",
+        "state: active",
+        "receipt-type: default",
+        "max-recipients: default",
+        "daily-quota: none",
+        "policy: default",
+        "arrival-notices: off",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    let (code, out, err) = pec(
+        &cfg,
+        &[
+            "mailbox",
+            "set",
+            a,
+            "--receipt-type",
+            "breve",
+            "--daily-quota",
+            "200",
+            "--max-recipients",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("receipt-type: breve") && out.contains("daily-quota: 200"),
+        "{out}"
+    );
+    // One setting back to the provider's value; the others stay.
+    let (code, _, err) = pec(&cfg, &["mailbox", "set", a, "--max-recipients", "default"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pec(&cfg, &["mailbox", "state", a, "read-only"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("alice@pec.example.it: read-only"), "{out}");
+    let (code, _, err) = pec(
+        &cfg,
+        &[
+            "mailbox",
+            "notify",
+            a,
+            "--to",
+            "alice@gmail.example",
+            "--to",
+            "segreteria@example.org",
+            "--from",
+            "tribunale@pec.giustizia.example",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let store = SqliteStore::open(&dir.path().join("pec.db")).unwrap();
+    assert_eq!(
+        store.mailbox_settings("alice@pec.example.it").unwrap(),
+        MailboxSettings {
+            receipt_type: Some(ReceiptType::Breve),
+            max_recipients: None,
+            max_total_size: None,
+            daily_quota: Some(200),
+            state: MailboxState::ReadOnly,
+        }
+    );
+    let n = store
+        .arrival_notice("alice@pec.example.it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        n.addresses(),
+        vec!["alice@gmail.example", "segreteria@example.org"]
+    );
+    assert_eq!(n.senders, vec!["tribunale@pec.giustizia.example"]);
+    let (_, out, _) = pec(&cfg, &["mailbox", "show", a]);
+    assert!(
+        out.contains("arrival-notices: alice@gmail.example, segreteria@example.org (from tribunale@pec.giustizia.example)"),
+        "{out}"
+    );
+    let (code, _, err) = pec(&cfg, &["mailbox", "notify", a, "--off"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(store.arrival_notice("alice@pec.example.it").unwrap(), None);
+
+    // Bad input: usage errors, nothing changed.
+    for bad in [
+        vec!["mailbox", "set", a, "--receipt-type", "lunga"],
+        vec!["mailbox", "set", a, "--daily-quota", "0"],
+        vec!["mailbox", "set", a, "--daily-quota", "-3"],
+        vec!["mailbox", "set", a, "--max-total-size", "10MB"],
+        vec!["mailbox", "set", "not-an-address", "--daily-quota", "3"],
+        vec!["mailbox", "state", a, "sleeping"],
+        vec!["mailbox", "notify", a],
+        vec!["mailbox", "notify", a, "--to", "not an address"],
+        vec!["mailbox", "notify", a, "--to", "x@example.org", "--off"],
+    ] {
+        let (code, _, err) = pec(&cfg, &bad);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+    assert_eq!(
+        store
+            .mailbox_settings("alice@pec.example.it")
+            .unwrap()
+            .daily_quota,
+        Some(200)
+    );
+}
+
+#[test]
+fn a_retired_mailbox_is_never_given_to_another_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let a = "old@pec.example.it";
+    let (code, out, _) = pec(
+        &cfg,
+        &["mailbox", "available", a, "--holder", "RSSMRA80A01H501U"],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("available"), "{out}");
+    let (code, out, err) = pec(
+        &cfg,
+        &["mailbox", "retire", a, "--holder", "RSSMRA80A01H501U"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("retired (holder RSSMRA80A01H501U)"), "{out}");
+    // Not to another holder; to the same one, yes.
+    let (code, out, _) = pec(
+        &cfg,
+        &["mailbox", "available", a, "--holder", "BNCLGU70B02F205X"],
+    );
+    assert_eq!(code, 1, "{out}");
+    let (code, _, _) = pec(
+        &cfg,
+        &["mailbox", "available", a, "--holder", "RSSMRA80A01H501U"],
+    );
+    assert_eq!(code, 0);
+    // Retiring again, or changing its settings: refused.
+    let (code, _, err) = pec(
+        &cfg,
+        &["mailbox", "retire", a, "--holder", "BNCLGU70B02F205X"],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("retired already (holder RSSMRA80A01H501U)"),
+        "{err}"
+    );
+    let (code, _, err) = pec(&cfg, &["mailbox", "state", a, "active"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("is retired"), "{err}");
+    let (_, out, _) = pec(&cfg, &["mailbox", "show", a]);
+    assert!(
+        out.contains("state: retired") && out.contains("holder RSSMRA80A01H501U"),
+        "{out}"
+    );
+    let (code, _, _) = pec(&cfg, &["mailbox", "retire", a, "--holder", " "]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn suspend_resume_and_the_agid_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (code, _, err) = pec_n(&cfg, 1, &["resume"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not suspended"), "{err}");
+    let (code, _, _) = pec_n(&cfg, 1, &["suspend", "--reason", ""]);
+    assert_eq!(code, 2);
+    let (code, _, _) = pec_n(&cfg, 1, &["suspend", "--reason", "x", "--kind", "meteor"]);
+    assert_eq!(code, 2);
+    let (code, out, err) = pec_n(
+        &cfg,
+        1,
+        &[
+            "suspend",
+            "--reason",
+            "guasto al disco",
+            "--kind",
+            "malfunction",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("service suspended"), "{out}");
+    let (code, _, err) = pec_n(&cfg, 1, &["suspend", "--reason", "again"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("suspended already") && err.contains("guasto al disco"),
+        "{err}"
+    );
+    let store = SqliteStore::open(&dir.path().join("pec.db")).unwrap();
+    assert!(store.provider_suspension().unwrap().is_some());
+    let (code, out, err) = pec_n(&cfg, 1, &["resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("service resumed"), "{out}");
+    assert!(store.provider_suspension().unwrap().is_none());
+
+    let (code, out, err) = pec_n(
+        &cfg,
+        2,
+        &[
+            "stats",
+            "agid",
+            "--from",
+            "2020-01-01",
+            "--to",
+            "2099-01-01",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("periodo_da,periodo_a,domini,caselle"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(",1,0,0,0,0,0,"),
+        "one domain, nothing sent: {out}"
+    );
+    assert_eq!(lines[2], "");
+    assert!(lines[3].starts_with("data,tipo,minuti"), "{out}");
+    assert!(
+        lines[4].contains(",malfunzionamento,") && lines[4].ends_with("\"guasto al disco\""),
+        "{out}"
+    );
+    for bad in [
+        vec![
+            "stats",
+            "agid",
+            "--from",
+            "2026-05-01",
+            "--to",
+            "2026-01-01",
+        ],
+        vec!["stats", "agid", "--from", "ieri", "--to", "2026-01-01"],
+        vec!["stats", "agid", "--from", "2026-01-01"],
+    ] {
+        let (code, _, err) = pec_n(&cfg, 2, &bad);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+}

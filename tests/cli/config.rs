@@ -109,6 +109,8 @@ fn the_pem_backend_parses() {
             cert_file: "/etc/pec/cert.pem".into(),
             chain_file: None,
             digest: "sha1".into(),
+            seal_key_file: None,
+            seal_cert_file: None,
         }
     );
     let s = c.settings().unwrap();
@@ -325,7 +327,7 @@ fn the_pin_comes_from_exactly_one_place() {
 fn other_semantic_checks() {
     assert_eq!(
         error(&with("pin = \"1234\"", "pin = \"1234\"\ndigest = \"md5\"")),
-        r#"/etc/pec/pec.toml: line 13: key "signing.digest": invalid digest "md5": expected "sha256" or "sha1""#
+        r#"/etc/pec/pec.toml: line 13: key "signing.digest": invalid digest "md5": expected "sha256", "sha384" or "sha1""#
     );
     assert_eq!(
         error(&with("pin = \"1234\"", "pin = \"1234\"\nsessions = 0")),
@@ -351,6 +353,29 @@ fn other_semantic_checks() {
     )
     .unwrap();
     assert_eq!(c.access.blocked_extensions, ["exe", "scr"]);
+    // the bounds of the attachment checks
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nattachment_max_depth = 0")),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_depth": must be at least 1"#
+    );
+    assert_eq!(
+        error(&with(
+            "\"30MB\"",
+            "\"30MB\"\nattachment_max_bytes = \"lots\""
+        )),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_bytes": invalid size "lots""#
+    );
+    assert_eq!(
+        error(&with("\"30MB\"", "\"30MB\"\nattachment_max_time = \"0s\"")),
+        r#"/etc/pec/pec.toml: line 25: key "access.attachment_max_time": invalid duration "0s": must not be zero"#
+    );
+    // an empty list blocks no extension; the default is the documented list
+    let c = config::parse(&with("\"30MB\"", "\"30MB\"\nblocked_extensions = []"), FILE).unwrap();
+    assert!(c.access.blocked_extensions.is_empty());
+    assert_eq!(
+        pec::config::AccessConfig::default().blocked_extensions,
+        pec::access::attachments::DEFAULT_BLOCKED_EXTENSIONS
+    );
 }
 
 #[test]
@@ -582,6 +607,10 @@ fn every_key_of_the_sample_is_documented() {
                 "hard_size_limit",
                 "max_recipients",
                 "blocked_extensions",
+                "attachment_max_depth",
+                "attachment_max_entries",
+                "attachment_max_bytes",
+                "attachment_max_time",
                 "reject_in_smtp",
                 "reinject",
             ][..],
@@ -733,6 +762,86 @@ fn the_index_source_is_ldap_or_a_signed_ldif_checked_with_line_numbers() {
     );
 }
 
+/// Issue 19: the TSA's credentials and policy are checked together; the time stamp is
+/// mandatory for `pec serve` unless the loudly named development opt-out is set.
+#[test]
+fn the_tsa_settings() {
+    let text = format!(
+        "{BASE}\n[log]\ntsa_url = \"https://tsa.example.it/tsa\"\ntsa_ca_file = \"/etc/pec/tsa.pem\"\n\
+         tsa_policy = \"1.3.6.1.4.1.99999.1.1\"\ntsa_username = \"pec\"\n\
+         tsa_password_file = \"/etc/pec/tsa-password\"\ntsa_client_cert = \"/etc/pec/c.pem\"\n\
+         tsa_client_key = \"/etc/pec/c.key\"\ntsa_tls_ca_file = \"/etc/pec/s.pem\"\n\
+         tsa_retry = \"30s\"\ntsa_grace = \"2h\"\n"
+    );
+    let c = config::parse(&text, FILE).unwrap();
+    let s = c.settings().unwrap();
+    let tsa = s.tsa.unwrap();
+    assert_eq!(tsa.policy.as_deref(), Some("1.3.6.1.4.1.99999.1.1"));
+    assert_eq!(
+        tsa.basic_auth,
+        Some(("pec".into(), "/etc/pec/tsa-password".into()))
+    );
+    assert_eq!(
+        tsa.client_cert,
+        Some(("/etc/pec/c.pem".into(), "/etc/pec/c.key".into()))
+    );
+    assert_eq!(tsa.ca_file, Some("/etc/pec/tsa.pem".into()));
+    assert_eq!(tsa.tls_ca_file, Some("/etc/pec/s.pem".into()));
+    assert_eq!(
+        (s.tsa_retry, s.tsa_grace),
+        (Duration::from_secs(30), Duration::from_secs(7200))
+    );
+    assert_eq!(c.check_serve().unwrap_err().key, "signing.seal_key_label");
+    let with_seal = text.replace("key_label = ", "seal_key_label = \"seal\"\nkey_label = ");
+    let c = config::parse(&with_seal, FILE).unwrap();
+    assert_eq!(c.check_serve(), Ok(()));
+    // The seal key must be another key than the PEC message key.
+    let same = text.replace("key_label = ", "seal_key_label = \"k\"\nkey_label = ");
+    let c = config::parse(&same, FILE).unwrap();
+    assert_eq!(c.check_serve().unwrap_err().key, "signing.seal_key_label");
+
+    let log = |extra: &str| format!("{BASE}\n[log]\n{extra}");
+    let key = |text: &str| match config::parse(text, FILE) {
+        Ok(c) => panic!("parsed: {:?}", c.log),
+        Err(e) => e.key.unwrap_or_default(),
+    };
+    // Basic authentication or a client certificate over plain HTTP: refused.
+    assert_eq!(
+        key(&log(
+            "tsa_url = \"http://t/\"\ntsa_username = \"u\"\ntsa_password_file = \"/p\"\n"
+        )),
+        "log.tsa_username"
+    );
+    assert_eq!(
+        key(&log(
+            "tsa_url = \"http://t/\"\ntsa_client_cert = \"/c\"\ntsa_client_key = \"/k\"\n"
+        )),
+        "log.tsa_client_cert"
+    );
+    // Half a credential.
+    assert_eq!(
+        key(&log("tsa_url = \"https://t/\"\ntsa_username = \"u\"\n")),
+        "log.tsa_username"
+    );
+    assert_eq!(
+        key(&log("tsa_url = \"https://t/\"\ntsa_client_key = \"/k\"\n")),
+        "log.tsa_client_cert"
+    );
+    assert_eq!(
+        key(&log("tsa_url = \"https://t/\"\ntsa_policy = \"1.x\"\n")),
+        "log.tsa_policy"
+    );
+
+    // No TSA: a valid file, but not one pec serve runs with.
+    let seal = |t: String| t.replace("key_label = ", "seal_key_label = \"seal\"\nkey_label = ");
+    let c = config::parse(&seal(BASE.to_string()), FILE).unwrap();
+    assert_eq!(c.check_serve().unwrap_err().key, "log.tsa_url");
+    let c = config::parse(&seal(log("tsa_url = \"https://t/\"\n")), FILE).unwrap();
+    assert_eq!(c.check_serve().unwrap_err().key, "log.tsa_ca_file");
+    let c = config::parse(&seal(log("dev_insecure_no_tsa = true\n")), FILE).unwrap();
+    assert_eq!(c.check_serve(), Ok(()));
+}
+
 #[test]
 fn the_log_and_quarantine_sections() {
     let c = config::parse(BASE, FILE).unwrap();
@@ -755,12 +864,12 @@ fn the_log_and_quarantine_sections() {
 
     // After BASE: a blank line, the table header, the key.
     let line = BASE.lines().count() + 3;
-    let bad = format!("{BASE}\n[log]\ntsa_url = \"https://tsa.example.it/\"\n");
+    let bad = format!("{BASE}\n[log]\ntsa_url = \"ftp://tsa.example.it/\"\n");
     assert_eq!(
         error(&bad),
         format!(
             "/etc/pec/pec.toml: line {line}: key \"log.tsa_url\": invalid url \
-             \"https://tsa.example.it/\": expected http://HOST[:PORT]/PATH"
+             \"ftp://tsa.example.it/\": expected https://HOST[:PORT]/PATH or http://…"
         )
     );
     let bad = format!("{BASE}\n[log]\nretention_months = 12\n");
@@ -909,7 +1018,16 @@ fn each_break_of_the_sample_is_reported_at_its_line_and_key() {
             "delivery.dovecot",
         ),
         ("interval = \"1m\"", "interval = \"20m\"", "timers.interval"),
-        ("tsa_url = \"\"", "tsa_url = \"ftp://tsa\"", "log.tsa_url"),
+        (
+            "tsa_url = \"https://tsa.example.it/tsa\"",
+            "tsa_url = \"ftp://tsa\"",
+            "log.tsa_url",
+        ),
+        (
+            "tsa_retry = \"1m\"",
+            "tsa_retry = \"soon\"",
+            "log.tsa_retry",
+        ),
         ("listen = \"\"", "listen = \"nowhere\"", "metrics.listen"),
     ];
     for (from, to, key) in breaks {

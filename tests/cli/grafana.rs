@@ -44,8 +44,11 @@ fn rendered() -> BTreeMap<String, BTreeSet<String>> {
         for ok in [true, false] {
             m::index_sync(ok);
             m::seal(ok);
+            m::seal_stamp(ok);
             m::reload(ok);
         }
+        m::seal_stamps_pending(1);
+        m::revocation_unknown_accepted();
         m::record_health_of(
             &Health {
                 pending_timers: 2,

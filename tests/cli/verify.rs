@@ -242,3 +242,56 @@ fn help_documents_the_no_trust_behaviour() {
         "{out}"
     );
 }
+
+/// `--archive-anchors` with revocation checking on the Aruba 2014 receipt (its certificate
+/// names no CRL or OCSP location): under the default grace policy it verifies at its date
+/// and the status is reported as unknown; `--revocation strict` makes it not valid (exit
+/// 1); `--anchors` alone refuses it (no extendedKeyUsage: not today's profile).
+#[test]
+fn revocation_policy_on_the_aruba_sample() {
+    let Some(dir) = samples::samples_dir() else {
+        return;
+    };
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    if !Path::new(bundle).exists() {
+        eprintln!("SKIPPED: {bundle} not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pem = aruba_signer_pem(&dir, tmp.path());
+    let acc = dir.join(ACCETTAZIONE);
+    let cache = tmp.path().join("crl");
+    let base = [
+        "verify",
+        "--trust",
+        s(&pem),
+        "--at",
+        "2014-11-15",
+        "--crl-cache",
+        s(&cache),
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push(s(&acc));
+        pec(&args)
+    };
+    let o = run(&["--archive-anchors", bundle]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("chain: valid"), "{out}");
+    assert!(
+        out.contains("revocation: unknown, accepted within the grace window")
+            && out.contains("names no crl distribution point"),
+        "{out}"
+    );
+    let o = run(&["--archive-anchors", bundle, "--revocation", "strict"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("revocation status unknown"), "{out}");
+    let o = run(&["--anchors", bundle]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("extendedKeyUsage"), "{}", text(&o));
+    let o = run(&["--archive-anchors", bundle, "--revocation", "sometimes"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -176,6 +176,7 @@ pub fn rx_full(
         signer,
         Arc::new(SequentialIds::new("opec1.rx", we.domain())),
         Reception {
+            chain: None,
             index: handle.clone(),
             antivirus,
             domains,

@@ -8,7 +8,10 @@
 # Checks: an accepted message gives the sender a valid acceptance receipt and every
 # recipient (same provider and external) a valid transport envelope whose postacert.eml is
 # the original; a spoofed From, a Bcc and an EICAR attachment each give the right signed
-# notice and no envelope; an oversize message is refused in SMTP with no notice.
+# notice and no envelope; an oversize message is refused in SMTP with no notice; a program
+# in a zip archive gives a non-acceptance notice naming it and no envelope; a Word document
+# with macros is accepted, its envelopes carrying X-Pec-Attachment-Warning and the courtesy
+# notice (issue 21; the files are built here with Python's zipfile, not by pec).
 #
 # Usage: tests/e2e/access_point.sh   (as root; PEC_BIN names the pec binary)
 set -euo pipefail
@@ -85,14 +88,70 @@ e2e_log "5. oversize: refused in SMTP, no notice"
 } > "$work/big.eml"
 send "$work/big.eml" --expect-reject
 
+attachments() { # FILE SUBJECT NAME KIND: alice to bob and carol, one attachment built here
+  /usr/bin/python3 - "$@" "$$" <<'PY'
+import base64, io, sys, zipfile, email.utils
+path, subject, name, kind, pid = sys.argv[1:]
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    if kind == "program":
+        # a Windows program's start: MZ, e_lfanew, PE signature
+        pe = bytearray(512)
+        pe[0:2] = b"MZ"; pe[0x3C:0x40] = (0x80).to_bytes(4, "little"); pe[0x80:0x84] = b"PE\0\0"
+        z.writestr("leggimi.txt", "ciao")
+        z.writestr("strumenti/setup.exe", bytes(pe))
+    else:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        z.writestr("word/document.xml", '<?xml version="1.0"?><w:document/>')
+        z.writestr("word/vbaProject.bin", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1528))
+data = base64.encodebytes(buf.getvalue()).decode().replace("\n", "\r\n")
+msg = (
+    "From: alice@pec.example.it\r\nTo: bob@pec.example.it, carol@example.com\r\n"
+    f"Subject: {subject}\r\nDate: {email.utils.formatdate(localtime=True)}\r\n"
+    f"Message-ID: <{subject}-{pid}@client.example.it>\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n'
+    "In allegato.\r\n--b\r\n"
+    f'Content-Type: application/octet-stream; name="{name}"\r\n'
+    f'Content-Disposition: attachment; filename="{name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    f"{data}--b--\r\n"
+)
+open(path, "w", newline="").write(msg)
+PY
+}
+
+e2e_log "6. a program in a zip archive: non-acceptance notice naming it, no envelope"
+attachments "$work/programma.eml" programma strumenti.zip program
+send "$work/programma.eml"
+fetch alice@pec.example.it 5 "$work/alice"
+verify "$(e2e_newest "$work/alice")" "receipt: non-accettazione"
+grep -q "X-VerificaSicurezza" "$(e2e_newest "$work/alice")" && e2e_fail "a blocked file is not a virus"
+"$pec" verify --json --trust "$work/pki/it.pem" "$(e2e_newest "$work/alice")" > "$work/blocked.json"
+grep -q 'strumenti.zip > strumenti/setup.exe' "$work/blocked.json" \
+  || { cat "$work/blocked.json" >&2; e2e_fail "the notice does not name the blocked file"; }
+
+e2e_log "7. a document with macros: accepted, envelopes with the warning header and notice"
+attachments "$work/macro.eml" macro bilancio.docm macro
+send "$work/macro.eml"
+fetch alice@pec.example.it 6 "$work/alice"
+verify "$(e2e_newest "$work/alice")" "receipt: accettazione"
+fetch bob@pec.example.it 2 "$work/bob"
+fetch carol@example.com 2 "$work/carol"
+for f in "$(e2e_newest "$work/bob")" "$(e2e_newest "$work/carol")"; do
+  verify "$f" "transport envelope"
+  grep -q "^X-Pec-Attachment-Warning: macro" "$f" || e2e_fail "$f: no X-Pec-Attachment-Warning"
+  grep -q "Attenzione: il messaggio contiene allegati con macro" "$f" || e2e_fail "$f: no courtesy notice"
+  grep -q "^- bilancio.docm" "$f" || e2e_fail "$f: the notice does not name the document"
+done
+grep -q "X-Pec-Attachment-Warning" "$work"/bob/1.eml && e2e_fail "the first envelope has a warning"
+
 postfix_wait_queue_empty "$work/postfix" 60
 # Nothing else arrived: the refused messages produced no envelope and no further notice.
-[ "$(ls "$work/bob" | wc -l)" -eq 1 ] || e2e_fail "bob received more than the one envelope"
+[ "$(ls "$work/bob" | wc -l)" -eq 2 ] || e2e_fail "bob received more than the two envelopes"
 "${mail[@]}" fetch --port "$imap" --user eve@pec.example.it --password test --count 0 --dir "$work/eve" --deadline 5
 [ -z "$(ls -A "$work/eve" 2>/dev/null)" ] || e2e_fail "the blind recipient received something"
-fetch bob@pec.example.it 1 "$work/bob-final"
-fetch carol@example.com 1 "$work/carol-final"
-fetch alice@pec.example.it 4 "$work/alice-final"
-[ "$(ls "$work/bob-final" | wc -l)" -eq 1 ] && [ "$(ls "$work/carol-final" | wc -l)" -eq 1 ] \
-  && [ "$(ls "$work/alice-final" | wc -l)" -eq 4 ] || e2e_fail "unexpected extra messages"
+fetch bob@pec.example.it 2 "$work/bob-final"
+fetch carol@example.com 2 "$work/carol-final"
+fetch alice@pec.example.it 6 "$work/alice-final"
+[ "$(ls "$work/bob-final" | wc -l)" -eq 2 ] && [ "$(ls "$work/carol-final" | wc -l)" -eq 2 ] \
+  && [ "$(ls "$work/alice-final" | wc -l)" -eq 6 ] || e2e_fail "unexpected extra messages"
 echo "access_point: PASS"

@@ -18,6 +18,15 @@
 #      With PEC_E2E_STORE=pg (both stores in PostgreSQL, each its own server) B's
 #      PostgreSQL server is stopped instead until a store operation has failed, then
 #      started again: the database server going away is what a shared store meets.
+#   7. after the audit, A's TSA down for a while (issue 19): today is sealed (with the clock
+#      a day ahead, faketime) while the TSA answers 503: the seal is made without its stamp
+#      and `pec log seal` exits 1 saying so; `pec status` (two days ahead) fails on the day
+#      without its stamp; once the TSA is back `pec log stamp` (or pec serve's retry) adds
+#      the stamp, once, and `pec log verify` passes over the stamped seal: nothing lost.
+#   8. (run first, while the load certainly runs) the CRL server down (both providers check the chain and revocation: [verify] anchors
+#      = the test CA, whose leaves name a CRL on a local HTTP server) until both have failed
+#      to refresh the CRL; the cached CRL still answers, so every envelope stays valid PEC
+#      (no anomaly envelope: the audit below), then the server comes back.
 #
 # Each fault waits (with a deadline) for its trace in the logs, so every one is shown to have
 # hit the mail path. Afterwards, once the queues are empty, the clock is moved past 12 h and
@@ -63,6 +72,7 @@ cleanup() {
     wait "$load_pid" 2>/dev/null || true
   fi
   proof_pair_down "$work"
+  [ -f "$work/crl-http.pid" ] && { crl_down >/dev/null 2>&1 || true; }
   slapd_stop "$work/ldap" >/dev/null 2>&1 || true
   if [ -d "$work/bstore" ] && mountpoint -q "$work/bstore"; then umount "$work/bstore" || true; fi
   if [ "$status" -ne 0 ]; then
@@ -84,9 +94,29 @@ count_since() { # FILE SKIP REGEX
 lines() { wc -l < "$1"; }
 seen_since() { [ "$(count_since "$1" "$2" "$3")" -gt 0 ]; }
 
+# The CRL of the test CA on a local HTTP server; both providers verify the chain and
+# revocation, refetching the CRL at most every second (refresh_before longer than its life).
+mapfile -t crl_port < <(e2e_free_ports 1)
+export PKI_CRL_URL="http://127.0.0.1:${crl_port[0]}/crl.der"
+crl_up() {
+  "$E2E_PYTHON" -m http.server --bind 127.0.0.1 --directory "$work/pki" "${crl_port[0]}" \
+    >> "$work/crl-http.log" 2>&1 &
+  echo $! > "$work/crl-http.pid"
+  wait_for_port 127.0.0.1 "${crl_port[0]}" 30
+}
+crl_down() { _e2e_stop_pid "crl http server" "$(cat "$work/crl-http.pid")"; }
+export PROVIDER_VERIFY_EXTRA="[verify]
+anchors = [\"$work/pki/ca.pem\"]
+crl_cache = \"$work/crl-cache\"
+fetch_timeout = \"2s\"
+retry_after = \"1s\"
+refresh_before = \"3650d\"
+ocsp = false"
+
 # The index in a real slapd, refreshed every second.
 export PROVIDER_PKI=$work/pki
 sh "$root/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+crl_up
 mapfile -t ldap_port < <(e2e_free_ports 1)
 slapd_start "$work/ldap" "${ldap_port[0]}"
 {
@@ -136,6 +166,20 @@ e2e_log "load: $n transactions at $rate/s, concurrency 20, retrying temporary re
   --size 4096 --rate "$rate" --retry --deadline 900 --maildir "$alice_md" --expect 0 \
   --accepted "$work/accepted" --tag faults > "$work/load.out" 2> "$work/load.err" &
 load_pid=$!
+
+e2e_log "7. CRL server down (first, while the load certainly runs)"
+crl_cached() { compgen -G "$work/crl-cache/*.crl" > /dev/null; }
+e2e_poll 60 crl_cached || e2e_fail "no CRL fetched"
+skip_a=$(lines "$work/a/pec.log") skip_b=$(lines "$work/b/pec.log")
+crl_down
+e2e_poll 120 seen_since "$work/a/pec.log" "$skip_a" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: A did not notice"
+e2e_poll 120 seen_since "$work/b/pec.log" "$skip_b" "revocation: cannot refresh the crl" ||
+  e2e_fail "CRL server down: B did not notice"
+crl_up
+[ "$(count_since "$work/a/pec.log" 0 "revocation status unknown")" -eq 0 ] &&
+  [ "$(count_since "$work/b/pec.log" 0 "revocation status unknown")" -eq 0 ] ||
+  e2e_fail "CRL server down: a status was unknown although the cached CRL was current"
 
 e2e_log "1. kill -9 of pec serve, $kills times"
 for i in $(seq 1 "$kills"); do
@@ -221,6 +265,35 @@ known=()
 proof_audit "$work" "$work/accepted" -1 "${known[@]}" | tee "$work/audit.out" >&2
 [ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "audit failed"
 [ "$timers_ok" -eq 1 ] || e2e_fail "the timers sent notices for recipients that have an outcome"
+e2e_log "7. A's TSA down for a while"
+today=$(TZ=Europe/Rome date +%F)
+echo down > "$work/a/tsa/mode"
+a_pec() { SOFTHSM2_CONF=$work/a/hsm/softhsm2.conf PEC_E2E_PIN=1234 "$@" -c "$work/a/pec.toml"; }
+rc=0
+out=$(a_pec faketime -f "+26h" "$PEC_BIN" log seal --day "$today" 2>&1) || rc=$?
+e2e_log "   $out"
+if [ "$rc" -ne 1 ] || ! grep -q "^sealed $today: .*NOT time-stamped yet (.*503" <<<"$out"; then
+  e2e_fail "seal with the TSA down: exit $rc, expected 1 and the seal made without its stamp"
+fi
+rc=0
+out=$(a_pec faketime -f "+50h" "$PEC_BIN" status 2>&1) || rc=$?
+if [ "$rc" -ne 1 ] || ! grep -q "^legal log time stamps: FAILED: days sealed without a time stamp .*$today" <<<"$out"; then
+  echo "$out" >&2; e2e_fail "pec status does not fail on the day without its stamp (exit $rc)"
+fi
+rm -f "$work/a/tsa/mode"
+out=$(a_pec "$PEC_BIN" log stamp 2>&1) || { echo "$out" >&2; e2e_fail "pec log stamp with the TSA back"; }
+e2e_log "   $(tr '\n' ' ' <<<"$out")"
+grep -qE "^(stamped $today|$today: already stamped by another process)$" <<<"$out" \
+  || e2e_fail "pec log stamp did not stamp $today: $out"
+out=$(a_pec "$PEC_BIN" log stamp 2>&1) || e2e_fail "a second pec log stamp failed: $out"
+grep -q "^0 seals without a time stamp" <<<"$out" || e2e_fail "a second pec log stamp found seals to stamp: $out"
+out=$(a_pec "$PEC_BIN" log verify --ca "$work/pki/ca.pem" 2>&1) || true
+if grep -q "^seal $today: " <<<"$out" || ! grep -qE "seals checked" <<<"$out"; then
+  echo "$out" >&2; e2e_fail "pec log verify on A after the stamp"
+fi
+out=$(a_pec faketime -f "+50h" "$PEC_BIN" status 2>&1) || true
+grep -q "^legal log time stamps: ok" <<<"$out" || { echo "$out" >&2; e2e_fail "pec status after the stamp"; }
+
 for p in a b; do
   e2e_log "$p: $(e2e_plain "$work/$p/pec.log" | grep -c "pec serving") starts, $(e2e_plain "$work/$p/pec.log" | grep -cE " (WARN|ERROR) ") warnings and errors"
 done

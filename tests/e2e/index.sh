@@ -68,6 +68,8 @@ domains = ["pec.example.it"]
 backend = "pem"
 key_file = "$work/pki/it.key"
 cert_file = "$work/pki/it.pem"
+seal_key_file = "$work/pki/it-seal.key"
+seal_cert_file = "$work/pki/it-seal.pem"
 
 [store]
 $store
@@ -79,6 +81,10 @@ timeout = "5s"
 
 [antivirus]
 clamd = "tcp:127.0.0.1:1"
+
+[log]
+# The index is tested here: no day is sealed, no time stamp.
+dev_insecure_no_tsa = true
 EOF
 p() { "$pec" "$@" -c "$work/pec.toml"; }
 expect() { # STATUS DESCRIPTION COMMAND...: runs COMMAND, checks its exit status, output in $out

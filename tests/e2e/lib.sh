@@ -33,7 +33,7 @@
 #   postfix_route DIR DOMAIN HOST:PORT
 #   postfix_wait_queue_empty DIR DEADLINE
 #   postfix_stop DIR
-#   softhsm_token DIR LABEL PIN KEY CERT KEYLABEL  SOFTHSM2_CONF path on stdout
+#   softhsm_token DIR LABEL PIN KEY CERT KEYLABEL [KEY CERT KEYLABEL]  SOFTHSM2_CONF path on stdout
 #   slapd_start DIR PORT                slapd on ldap://127.0.0.1:PORT/, suffix o=postacert,
 #                                       PEC schema (etc/ldap/pec.schema), rootdn
 #                                       cn=admin,o=postacert password "secret", anonymous read
@@ -302,7 +302,11 @@ clamd_stop() {
 # password "test", Maildir in DIR/mail/<domain>/<user>, and an auth socket for Postfix's SASL
 # at DIR/run/auth-postfix. DOVECOT_QUOTA (e.g. 30K) gives every mailbox that storage quota.
 # DOVECOT_UNKNOWN_USERS (space-separated addresses): users the userdb does not know, to whom
-# LMTP answers 550 5.1.1 (every other address exists).
+# LMTP answers 550 5.1.1 (every other address exists). DOVECOT_TLS_CERT and
+# DOVECOT_TLS_KEY (PEM): IMAP offers STARTTLS (ssl = required: a login in clear is refused,
+# except from the server's own address, which Dovecot counts as secured: every client
+# here); without them, no TLS.
+# DOVECOT_EXTRA: configuration lines appended as they are.
 # DOVECOT_SIEVE=1: Pigeonhole Sieve at LMTP delivery with the shipped dovecot/40-pec-sieve.conf
 # (!include'd as it is), its sieve_global moved to DIR/sieve-global, which holds the shipped
 # dovecot/pec-receipts.sieve compiled with sievec; homes (where each mailbox's own Sieve
@@ -339,6 +343,14 @@ dovecot_start() {
   result_failure = continue
 }"
   fi
+  local tls="ssl = no
+disable_plaintext_auth = no"
+  if [ -n "${DOVECOT_TLS_CERT:-}" ]; then
+    tls="ssl = required
+ssl_cert = <$DOVECOT_TLS_CERT
+ssl_key = <$DOVECOT_TLS_KEY
+disable_plaintext_auth = yes"
+  fi
   cat > "$dir/dovecot.conf" <<EOF
 # Dovecot 2.3 syntax (Debian 12); private instance for the pec end-to-end tests.
 protocols = lmtp imap
@@ -346,8 +358,7 @@ base_dir = $dir/run
 state_dir = $dir/state
 log_path = $dir/dovecot.log
 listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+$tls
 auth_mechanisms = plain login
 mail_location = maildir:$dir/mail/%d/%n
 mail_uid = mail
@@ -412,6 +423,8 @@ plugin {
 }
 EOF
   fi
+  # DOVECOT_EXTRA: lines appended to the configuration as they are.
+  if [ -n "${DOVECOT_EXTRA:-}" ]; then printf '%s\n' "$DOVECOT_EXTRA" >> "$dir/dovecot.conf"; fi
   dovecot -F -c "$dir/dovecot.conf" < /dev/null > "$dir/dovecot.out" 2>&1 &
   pid=$!
   printf '%s\n' "$pid" > "$dir/pid"
@@ -493,6 +506,12 @@ _e2e_postfix_master_pid() {
 # An empty SUBMISSION_PORT, REINJECT_PORT, FILTER_PORT or MILTER_PORT leaves that part out.
 # myhostname is mx.<first DOMAIN>. Other domains bounce at once (default_transport = error)
 # unless routed with postfix_route. Retries are fast (queue_run_delay 1s, backoff 1s..5s).
+# TLS, as postfix/*.snippet ship it, when POSTFIX_TLS_CERT, POSTFIX_TLS_KEY (the server
+# certificate and key, PEM) and POSTFIX_TLS_CA (the CA file the client trusts) are set:
+# SMTP_PORT offers STARTTLS (may), SUBMISSION_PORT requires it before AUTH (encrypt,
+# smtpd_tls_auth_only), the SMTP client uses TLS when offered (may) and, when
+# POSTFIX_TLS_POLICY names a file, smtp_tls_policy_maps = texthash:POSTFIX_TLS_POLICY
+# (`pec index tls-policy` writes it: verified TLS to the certified domains).
 postfix_start() {
   local sasl_path=""
   while [ $# -gt 0 ]; do
@@ -525,6 +544,19 @@ postfix_start() {
   _e2e_age_file "$dir/etc/transport"
   [ -z "$filter" ] || filter_opt="-o content_filter=pecfilter:[127.0.0.1]:$filter"
   [ -z "$milter" ] || milter_opt="-o smtpd_milters=inet:127.0.0.1:$milter"
+  local tls_main="" sub_tls=(smtpd_tls_security_level=none smtpd_tls_auth_only=no)
+  if [ -n "${POSTFIX_TLS_CERT:-}" ]; then
+    tls_main="smtpd_tls_cert_file = $POSTFIX_TLS_CERT
+smtpd_tls_key_file = $POSTFIX_TLS_KEY
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+smtp_tls_security_level = may
+smtp_tls_CAfile = $POSTFIX_TLS_CA
+smtp_tls_loglevel = 1"
+    [ -z "${POSTFIX_TLS_POLICY:-}" ] || tls_main="$tls_main
+smtp_tls_policy_maps = texthash:$POSTFIX_TLS_POLICY"
+    sub_tls=(smtpd_tls_security_level=encrypt smtpd_tls_auth_only=yes)
+  fi
 
   cat > "$dir/etc/main.cf" <<EOF
 # Private Postfix instance "$name" for the pec end-to-end tests (written by tests/e2e/lib.sh).
@@ -561,6 +593,7 @@ milter_mail_macros = i {auth_type} {auth_authen} {auth_author} {mail_addr}
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 5s
+$tls_main
 EOF
 
   {
@@ -577,8 +610,7 @@ EOF
         smtpd_sasl_type=dovecot \
         "smtpd_sasl_path=$sasl_path" \
         smtpd_sasl_security_options=noanonymous \
-        smtpd_tls_security_level=none \
-        smtpd_tls_auth_only=no \
+        "${sub_tls[@]}" \
         smtpd_client_restrictions= \
         smtpd_relay_restrictions=permit_sasl_authenticated,reject \
         milter_macro_daemon_name=ORIGINATING
@@ -593,11 +625,13 @@ EOF
         smtpd_milters= \
         receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters \
         smtpd_authorized_xforward_hosts=127.0.0.0/8 \
-        mynetworks=127.0.0.0/8
+        mynetworks=127.0.0.0/8 \
+        smtpd_tls_security_level=none
     fi
     if [ -n "$filter" ]; then
       printf 'pecfilter unix - - n - 10 smtp\n'
-      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes
+      printf '  -o %s\n' smtp_send_xforward_command=yes disable_mime_output_conversion=yes \
+        smtp_tls_security_level=none smtp_tls_policy_maps=
     fi
     cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
@@ -639,6 +673,11 @@ EOF
 
 # postfix_route DIR DOMAIN HOST:PORT: mail for DOMAIN goes by SMTP to HOST:PORT (no MX
 # lookup), e.g. another instance's SMTP_PORT. Reloads Postfix and waits for the reload.
+# DOMAIN may also be an address (user@domain). The next hop stays the recipient domain, as
+# with MX routing on the Internet, so that smtp_tls_policy_maps (keyed by the next hop)
+# applies and the peer's certificate is checked against that name: the transport is a
+# service "route-PORT" (an smtp client with smtp_tcp_port = PORT, chrooted into the spool)
+# that resolves the domain through the spool's etc/hosts (HOST, an IP address).
 postfix_route() {
   if [ $# -ne 3 ]; then e2e_fail "usage: postfix_route DIR DOMAIN HOST:PORT"; return 2; fi
   local dir=$1 domain=$2 hostport=$3 host port before
@@ -648,7 +687,15 @@ postfix_route() {
     e2e_fail "postfix_route: expected HOST:PORT, got \"$hostport\""
     return 2
   fi
-  printf '%s smtp:[%s]:%s\n' "$domain" "$host" "$port" >> "$dir/etc/transport"
+  local name=${domain##*@} spool
+  spool=$(postconf -c "$dir/etc" -h queue_directory)
+  mkdir -p "$spool/etc"
+  [ -f "$spool/etc/nsswitch.conf" ] || printf 'hosts: files\n' > "$spool/etc/nsswitch.conf"
+  grep -qsx "$host $name" "$spool/etc/hosts" || printf '%s %s\n' "$host" "$name" >> "$spool/etc/hosts"
+  if ! grep -q "^route-$port " "$dir/etc/master.cf"; then
+    printf 'route-%s unix - - y - - smtp\n  -o smtp_tcp_port=%s\n' "$port" "$port" >> "$dir/etc/master.cf"
+  fi
+  printf '%s route-%s:\n' "$domain" "$port" >> "$dir/etc/transport"
   _e2e_age_file "$dir/etc/transport"
   before=$(_e2e_count_reloads "$dir")
   _e2e_postfix "$dir" reload || return 1
@@ -696,11 +743,41 @@ postfix_stop() {
 # SoftHSM2
 
 # softhsm_token DIR LABEL PIN KEY CERT KEYLABEL: a SoftHSM2 token LABEL in DIR holding the key
-# and certificate (PEM files) under KEYLABEL (see tests/pki/make-token.sh). Prints the
-# SOFTHSM2_CONF path; export it in the process that loads the PKCS#11 module.
+# and certificate (PEM files) under KEYLABEL, and a second key (the seal key) when given
+# (see tests/pki/make-token.sh). Prints the SOFTHSM2_CONF path; export it in the process
+# that loads the PKCS#11 module.
 softhsm_token() {
-  if [ $# -ne 6 ]; then e2e_fail "usage: softhsm_token DIR LABEL PIN KEY CERT KEYLABEL"; return 2; fi
+  if [ $# -ne 6 ] && [ $# -ne 9 ]; then
+    e2e_fail "usage: softhsm_token DIR LABEL PIN KEY CERT KEYLABEL [KEY CERT KEYLABEL]"; return 2
+  fi
   sh "$E2E_REPO/tests/pki/make-token.sh" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Test time-stamping authority (tests/tsa/)
+
+# tsa_start DIR PKIDIR: the test TSA (make-tsa.sh in DIR, certificates from PKIDIR) over
+# HTTPS with basic authentication (user "pec", password in DIR/password), as accredited
+# TSAs are reached; DIR/mode plays faults (tsa.py: "down", …; absent: answers). Prints its
+# port; its pid is in DIR/tsa.pid (tsa_stop).
+tsa_start() {
+  local dir=$1 pki=$2 _
+  sh "$E2E_REPO/tests/tsa/make-tsa.sh" "$dir" "$pki" >/dev/null 2>&1 || { e2e_fail "make-tsa.sh failed"; return 1; }
+  /usr/bin/python3 "$E2E_REPO/tests/tsa/tsa.py" "$dir/tsa.cnf" --tls "$dir/server.pem" "$dir/server.key" \
+    --user pec "$dir/password" --mode-file "$dir/mode" --until-killed > "$dir/port" 2> "$dir/tsa.log" &
+  echo $! > "$dir/tsa.pid"
+  for _ in $(seq 1 100); do
+    if [ -s "$dir/port" ]; then head -n 1 "$dir/port"; return 0; fi
+    sleep 0.1
+  done
+  e2e_fail "the test TSA did not start: $(cat "$dir/tsa.log")"
+}
+
+# tsa_stop DIR: stops the test TSA of tsa_start (by pid).
+tsa_stop() {
+  local pid
+  pid=$(cat "$1/tsa.pid" 2>/dev/null) || return 0
+  kill "$pid" 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -165,6 +165,8 @@ sed -e "s/127\.0\.0\.1:10025/127.0.0.1:$a_delivery/" \
   -e "s/\[127\.0\.0\.1\]:10026/[127.0.0.1]:$a_filter/" \
   -e "s/127\.0\.0\.1:10030/127.0.0.1:$a_milter/" \
   -e "s/^virtual_mailbox_domains = .*/virtual_mailbox_domains = pec.example.it example.com/" \
+  -e "s|texthash:/var/lib/pec/tls_policy|texthash:$work/a/tls_policy|" \
+  -e "s|^smtp_tls_CAfile = .*|smtp_tls_CAfile = $work/pki/ca.pem|" \
   "$main" >> "$work/a/postfix/etc/main.cf"
 postfix -c "$work/a/postfix/etc" reload >&2
 

@@ -33,6 +33,13 @@
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
       "stream: NAME FOUND", "... ERROR"). Exit 0 when clamd answered at all.
 
+Every SMTP session (send, load) and IMAP session (fetch) starts TLS with STARTTLS when the
+server offers it, and
+verifies the server's certificate (host name: --host) against the CA file named by the
+environment variable PECMAIL_CAFILE (tests/e2e/provider.sh sets it to the test CA), else
+against the system's trust store: a certificate that does not verify ends the session.
+PECMAIL_NO_STARTTLS=1 submits in clear even when STARTTLS is offered (to test refusals).
+
 Exit code 2 means a usage or connection error.
 """
 
@@ -41,9 +48,19 @@ import imaplib
 import os
 import smtplib
 import socket
+import ssl
 import struct
 import sys
 import time
+
+
+def starttls(smtp, helo):
+    """EHLO, then STARTTLS (verified, see the module text) and EHLO again when offered."""
+    smtp.ehlo(helo)
+    if smtp.has_extn("starttls") and os.environ.get("PECMAIL_NO_STARTTLS") != "1":
+        ctx = ssl.create_default_context(cafile=os.environ.get("PECMAIL_CAFILE") or None)
+        smtp.starttls(context=ctx)
+        smtp.ehlo(helo)
 
 
 def die(msg, code=1):
@@ -58,7 +75,7 @@ def cmd_send(a):
     except OSError as e:
         die(f"cannot connect to {a.host}:{a.port}: {e}", 2)
     try:
-        smtp.ehlo("pecmail.test")
+        starttls(smtp, "pecmail.test")
         if a.user:
             smtp.user, smtp.password = a.user, a.password
             code, resp = smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
@@ -98,6 +115,8 @@ def imap_messages(a):
     """(count, [(uid, bytes)]) of the mailbox, fetching bodies only when count >= a.count."""
     imap = imaplib.IMAP4(a.host, a.port, timeout=a.timeout)
     try:
+        if "STARTTLS" in imap.capabilities and os.environ.get("PECMAIL_NO_STARTTLS") != "1":
+            imap.starttls(ssl.create_default_context(cafile=os.environ.get("PECMAIL_CAFILE") or None))
         imap.login(a.user, a.password)
         typ, data = imap.select(a.mailbox, readonly=True)
         if typ != "OK":
@@ -177,7 +196,7 @@ def cmd_load(a):
 
     def connect():
         smtp = smtplib.SMTP(a.host, a.port, timeout=120)
-        smtp.ehlo("pecmail.load")
+        starttls(smtp, "pecmail.load")
         smtp.user, smtp.password = a.user, a.password
         smtp.auth("PLAIN", smtp.auth_plain, initial_response_ok=True)
         return smtp

@@ -35,12 +35,26 @@
 #                        WORK/pec.sqlite.
 #                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s");
 #                        PROVIDER_LOG_EXTRA to [log] (e.g. purge_interval = "2s").
+#                        PROVIDER_VERIFY_EXTRA is appended to pec.toml (a [verify] table).
 #                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
 #                        index file as managed by provider B too, besides pec.example.net
 #                        (certified domains that nobody serves: route them to a dead port).
 #                        DOVECOT_UNKNOWN_USERS (lib.sh) names addresses this provider's
 #                        Dovecot does not know (LMTP 550 5.1.1).
 #                        Also sets metrics_port: pec's Prometheus endpoint ([metrics]).
+#                        TLS as the shipped snippets say: the provider's Postfix presents
+#                        KEY-tls.pem (make-pki.sh, from the test CA) on port 25 (STARTTLS
+#                        offered) and on submission (STARTTLS required before AUTH), trusts
+#                        the test CA as a client, and sends to the certified domains with
+#                        verified TLS only, through WORK/tls_policy ([index]
+#                        tls_policy_map, written by `pec index tls-policy` / `sync`).
+#                        Dovecot's IMAP offers STARTTLS (ssl = required), same certificate.
+#                        Exports PECMAIL_CAFILE (the test CA) for pecmail.py's STARTTLS.
+#                        Also starts a test TSA (tests/tsa/, HTTPS with basic
+#                        authentication) in WORK/tsa, the [log] tsa_* of pec.toml; writing
+#                        "down" to WORK/tsa/mode makes it answer 503 (tsa.py); its port is
+#                        tsa_port. The token holds the PEC key ("signer") and the seal key
+#                        ("seal", KEY-seal.key/pem of make-pki.sh).
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
 #                        prints the value of SAMPLE (name and labels, as on the endpoint,
@@ -92,8 +106,16 @@ provider_up() {
 
   e2e_log "$domain: test PKI and SoftHSM2 token"
   mkdir -p "$work"
-  [ -f "$pki/$key.pem" ] || sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
-  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer)
+  { [ -f "$pki/$key-tls.pem" ] && [ -f "$pki/$key-seal.pem" ]; } ||
+    sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
+  pki=$(cd "$pki" && pwd)
+  export PECMAIL_CAFILE=$pki/ca.pem
+  local tls_policy
+  tls_policy=$(cd "$work" && pwd)/tls_policy
+  conf=$(softhsm_token "$work/hsm" pec-e2e 1234 "$pki/$key.key" "$pki/$key.pem" signer \
+    "$pki/$key-seal.key" "$pki/$key-seal.pem" seal)
+  e2e_log "$domain: test TSA (HTTPS, basic authentication)"
+  tsa_port=$(tsa_start "$work/tsa" "$pki")
   local index_ldap=""
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     index_ldap="ldap_url = \"$PROVIDER_LDAP_URL\""
@@ -114,8 +136,13 @@ provider_up() {
   # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
   # database does not know yet).
   CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
-  dovecot_start "$work/dovecot" "$lmtp" "$imap"
-  postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
+  DOVECOT_TLS_CERT=$pki/$key-tls.pem DOVECOT_TLS_KEY=$pki/$key-tls.key \
+    dovecot_start "$work/dovecot" "$lmtp" "$imap"
+  # Empty until pec writes it from the index below (Postfix needs the file to exist).
+  : > "$tls_policy"
+  POSTFIX_TLS_CERT=$pki/$key-tls.pem POSTFIX_TLS_KEY=$pki/$key-tls.key POSTFIX_TLS_CA=$pki/ca.pem \
+    POSTFIX_TLS_POLICY=$tls_policy \
+    postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
 
   local store_conf="path = \"${PROVIDER_STORE_PATH:-$work/pec.sqlite}\""
@@ -145,6 +172,7 @@ backend = "pkcs11"
 module = "$(ls /usr/lib/softhsm/libsofthsm2.so)"
 token_label = "pec-e2e"
 key_label = "signer"
+seal_key_label = "seal"
 pin_env = "PEC_E2E_PIN"
 
 [store]
@@ -152,6 +180,7 @@ $store_conf
 
 [index]
 ldif = "$work/index.ldif"
+tls_policy_map = "$tls_policy"
 $index_ldap
 ${PROVIDER_INDEX_EXTRA:-}
 
@@ -178,13 +207,29 @@ duplicate_check = ["doveadm", "-c", "$(cd "$work/dovecot" && pwd)/dovecot.conf",
 listen = "127.0.0.1:$metrics_port"
 
 [log]
+tsa_url = "https://127.0.0.1:$tsa_port/tsa"
+tsa_ca_file = "$pki/ca.pem"
+tsa_tls_ca_file = "$pki/ca.pem"
+tsa_policy = "1.3.6.1.4.1.99999.1.1"
+tsa_username = "pec"
+tsa_password_file = "$(cd "$work/tsa" && pwd)/password"
+tsa_retry = "${PROVIDER_TSA_RETRY:-1s}"
 ${PROVIDER_LOG_EXTRA:-}
+${PROVIDER_VERIFY_EXTRA:-}
+
+# The e2e hosts are containers whose (host) kernel clock no daemon of theirs disciplines:
+# pec status reports it as a warning here instead of failing every run.
+[clock]
+unsynchronised = "warn"
 EOF
   echo "$metrics_port" > "$work/metrics.port"
   "$pec" check-config -c "$work/pec.toml" >/dev/null
   if [ -n "${PROVIDER_LDAP_URL:-}" ]; then
     "$pec" index sync -c "$work/pec.toml" >/dev/null
+  else
+    "$pec" index tls-policy -c "$work/pec.toml" >/dev/null
   fi
+  _e2e_age_file "$tls_policy"
 
   e2e_log "$domain: pec serve"
   SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &
@@ -205,6 +250,7 @@ provider_down() {
   postfix_stop "$work/postfix" >/dev/null 2>&1 || true
   dovecot_stop "$work/dovecot" >/dev/null 2>&1 || true
   clamd_stop "$work/clamd" >/dev/null 2>&1 || true
+  tsa_stop "$work/tsa"
   local pg_dir=${PROVIDER_PG_DIR:-$work/pg}
   if [ -f "$pg_dir/data/postmaster.pid" ]; then
     # shellcheck source=tests/e2e/lib_pg.sh

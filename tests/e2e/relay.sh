@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 # End to end, open-relay attempts against one provider (real Postfix, Dovecot and pec):
 #
-#   * submission without authentication: every recipient refused, local or not;
+#   * submission without authentication: every recipient refused, local or not, in clear
+#     (where AUTH is not even offered: STARTTLS first) and over TLS;
+#   * port 25 offers STARTTLS;
 #   * port 25 from a client outside mynetworks (made with Postfix XCLIENT, which the test
 #     instance allows from loopback only for this check): a recipient outside the provider's
 #     domains is refused with "Relay access denied", a local one is accepted;
@@ -27,9 +29,9 @@ import smtplib, sys
 s = smtplib.SMTP('127.0.0.1', $smtp, timeout=10); s.ehlo('x')
 sys.exit(0 if s.has_extn('xclient') else 1)"
 
-/usr/bin/python3 - "$submission" "$smtp" <<'EOF'
-import smtplib, sys
-submission, smtp = int(sys.argv[1]), int(sys.argv[2])
+/usr/bin/python3 - "$submission" "$smtp" "$PECMAIL_CAFILE" <<'EOF'
+import smtplib, ssl, sys
+submission, smtp, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 failures = []
 
 def check(what, ok):
@@ -37,18 +39,28 @@ def check(what, ok):
     if not ok:
         failures.append(what)
 
-# 1. Submission without AUTH.
-s = smtplib.SMTP("127.0.0.1", submission, timeout=30)
-s.ehlo("spammer.example")
-code, _ = s.mail("alice@pec.example.it")
-for rcpt in ("victim@example.org", "bob@pec.example.it"):
-    rc, resp = s.rcpt(rcpt)
-    check(f"unauthenticated submission to {rcpt} refused ({rc} {resp.decode()})", 500 <= rc < 600 or code >= 500)
-s.quit()
+# 1. Submission without AUTH: in clear, AUTH is not even offered and nothing is accepted
+# before STARTTLS; after STARTTLS (verified against the test CA), still nothing without AUTH.
+for tls in (False, True):
+    s = smtplib.SMTP("127.0.0.1", submission, timeout=30)
+    s.ehlo("spammer.example")
+    how = "over TLS" if tls else "in clear"
+    if tls:
+        s.starttls(context=ssl.create_default_context(cafile=cafile))
+        s.ehlo("spammer.example")
+    else:
+        check("submission offers STARTTLS", s.has_extn("starttls"))
+    check(f"AUTH offered {how}: {s.has_extn('auth')}", s.has_extn("auth") == tls)
+    code, _ = s.mail("alice@pec.example.it")
+    for rcpt in ("victim@example.org", "bob@pec.example.it"):
+        rc, resp = s.rcpt(rcpt)
+        check(f"unauthenticated submission {how} to {rcpt} refused ({rc} {resp.decode()})", 500 <= rc < 600 or code >= 500)
+    s.quit()
 
 # 2. Port 25 from an outside client.
 s = smtplib.SMTP("127.0.0.1", smtp, timeout=30)
 s.ehlo("spammer.example")
+check("port 25 offers STARTTLS", s.has_extn("starttls"))
 rc, resp = s.docmd("XCLIENT", "ADDR=192.0.2.99 NAME=spammer.example")
 check(f"XCLIENT accepted ({rc})", rc == 220)
 s.ehlo("spammer.example")

@@ -145,7 +145,7 @@ write_message "$root/m2.eml" alice@a.test carol@b.test "$token"
 "${pecmail[@]}" send --port "$a_sub" --user alice@a.test --password test \
   --from alice@a.test --to carol@b.test "$root/m2.eml" >&2
 fetch_one carol@b.test "$root/got-carol" "$token"
-wait_for_file_match "$root/pf-a/maillog" "to=<carol@b.test>, relay=127.0.0.1\[127.0.0.1\]:$b_smtp,.*status=sent" 10
+wait_for_file_match "$root/pf-a/maillog" "to=<carol@b.test>, relay=b.test\[127.0.0.1\]:$b_smtp,.*status=sent" 10
 postfix_wait_queue_empty "$root/pf-a" 30
 postfix_wait_queue_empty "$root/pf-b" 30
 

@@ -130,9 +130,11 @@ config() { # FILE URL [STORE LINES...]
     printf '%s\n' "[provider]" 'name = "PEC Example IT S.p.A."' \
       'service_address = "posta-certificata@pec.example.it"' 'mail_receipt = "ricevute@pec.example.it"' \
       'domains = ["pec.example.it"]' "" "[signing]" 'backend = "pem"' \
-      "key_file = \"$pki/server.key\"" "cert_file = \"$pki/server.pem\"" "" \
+      "key_file = \"$pki/server.key\"" "cert_file = \"$pki/server.pem\"" \
+      "seal_key_file = \"$pki/other-ca.key\"" "seal_cert_file = \"$pki/other-ca.pem\"" "" \
       "[store]" 'backend = "postgres"' "url = \"$url\"" "$@" "" \
-      "[index]" "ldif = \"$work/none.ldif\"" "" "[antivirus]" 'clamd = "tcp:127.0.0.1:1"'
+      "[index]" "ldif = \"$work/none.ldif\"" "" "[antivirus]" 'clamd = "tcp:127.0.0.1:1"' "" \
+      "[log]" "# Only the store is checked here: no time stamp." "dev_insecure_no_tsa = true"
   } > "$file"
 }
 store_line() { # CONFIG: the "store" line of check-config --live

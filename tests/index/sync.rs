@@ -298,3 +298,140 @@ async fn a_refresh_swaps_the_handle_only_for_a_good_copy() {
     assert_eq!(handle.current().providers().len(), 2);
     assert_eq!(store.stored_index().unwrap().unwrap().providers, 2);
 }
+
+/// The lines of a TLS policy map, without its comments.
+fn policy_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// `pec serve`'s refresh rewrites the TLS policy map with each new copy: the other
+/// provider's domain gets `verify`, our own domain is left out.
+#[tokio::test]
+async fn the_refresh_writes_the_tls_policy_map_of_the_new_copy() {
+    let p = &env().pki;
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn pec::store::LogStore> =
+        std::sync::Arc::new(SqliteStore::open(&dir.path().join("pec.db")).unwrap());
+    let handle = std::sync::Arc::new(IndexHandle::default());
+    let file = dir.path().join("index.ldif.p7m");
+    std::fs::write(&file, sign(&two_providers(), &p.it_key, &p.it_cert)).unwrap();
+    let source = Source::SignedLdif {
+        path: file,
+        signer_cert: p.it_cert.clone(),
+    };
+    let map = dir.path().join("tls_policy");
+    let target = pec::index::tls_policy::Target {
+        path: map.clone(),
+        own: vec!["pec.example.it".into()],
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(pec::index::refresh::run(
+        store,
+        handle.clone(),
+        source,
+        std::time::Duration::from_secs(3600),
+        false,
+        Some(target),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // The first sync happens at once; wait for it (deadline), then stop the task.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !map.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap();
+    assert_eq!(policy_lines(&map), ["pec.example.net verify"]);
+    assert_eq!(handle.current().providers().len(), 2);
+}
+
+/// `pec index sync` writes the map of the copy it stored; `pec index tls-policy -o -`
+/// prints it; without a path to write, `tls-policy` is a usage error.
+#[test]
+fn pec_index_sync_and_tls_policy_write_the_map() {
+    let p = &env().pki;
+    let dir = tempfile::tempdir().unwrap();
+    let signed = dir.path().join("index.ldif.p7m");
+    std::fs::write(&signed, sign(&two_providers(), &p.it_key, &p.it_cert)).unwrap();
+    std::fs::write(dir.path().join("index.ldif"), "version: 1\n").unwrap();
+    let map = dir.path().join("tls_policy");
+    let config = |with_map: bool| {
+        let path = dir
+            .path()
+            .join(if with_map { "pec.toml" } else { "nomap.toml" });
+        let text = format!(
+            r#"[provider]
+name = "PEC Example NET S.p.A."
+service_address = "posta-certificata@pec.example.net"
+mail_receipt = "ricevute@pec.example.net"
+domains = ["pec.example.net"]
+
+[signing]
+backend = "pkcs11"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "pec"
+key_label = "k"
+pin = "1234"
+
+[store]
+path = "{db}"
+
+[index]
+ldif = "{ldif}"
+signed_ldif = "{signed}"
+signer_cert = "{signer}"
+{map}
+
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+"#,
+            db = dir.path().join("pec.db").display(),
+            ldif = dir.path().join("index.ldif").display(),
+            signed = signed.display(),
+            signer = p.it_cert.display(),
+            map = if with_map {
+                format!("tls_policy_map = \"{}\"", map.display())
+            } else {
+                String::new()
+            },
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |cfg: &Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pec"))
+            .args(&args[..2])
+            .arg("-c")
+            .arg(cfg)
+            .args(&args[2..])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (with_map, without_map) = (config(true), config(false));
+    let (code, out, err) = run(&with_map, &["index", "sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("TLS policy map"), "{out}");
+    // Provider B's view: A's domain, not its own.
+    assert_eq!(policy_lines(&map), ["pec.example.it verify"]);
+
+    let (code, out, err) = run(&without_map, &["index", "tls-policy", "-o", "-"]);
+    assert_eq!(code, 0, "{err}");
+    let printed: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(printed, ["pec.example.it verify"]);
+
+    let (code, _, err) = run(&without_map, &["index", "tls-policy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tls_policy_map"), "{err}");
+}

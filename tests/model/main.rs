@@ -11,4 +11,5 @@ mod samples;
 mod breve;
 mod daticert;
 mod messages;
+mod revocation;
 mod verify_samples;

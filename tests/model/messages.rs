@@ -717,3 +717,95 @@ fn daticert_xml(m: &mail_parser::Message<'_>) -> Option<String> {
         .find(|a| a.attachment_name() == Some("daticert.xml"))
         .map(|a| String::from_utf8(a.contents().to_vec()).unwrap())
 }
+
+/// The access point's attachment warnings (issue 21): the header and the courtesy notice in
+/// the signed readable text, the rest of the envelope unchanged; no warnings, same bytes.
+#[test]
+fn the_envelope_carries_attachment_warnings_only_when_there_are_some() {
+    use pec::message::build::{Caution, CautionKind, ATTACHMENT_WARNING_HEADER};
+    let pki = common::pki::shared();
+    let ids = SequentialIds::new("opec1.20250603101112.test", "pec.example.it");
+    let iss = issuer();
+    let builder = Builder {
+        issuer: &iss,
+        signer: pki.hsm_signer(),
+        ids: &ids,
+    };
+    let plain = builder
+        .transport_envelope(&original(), &certification(), at())
+        .unwrap();
+    let none = builder
+        .transport_envelope_with(&original(), &certification(), at(), &[])
+        .unwrap();
+    // (boundaries differ from build to build; the golden test pins the bytes)
+    let fixed = |g: &Generated| -> Vec<(String, String)> {
+        g.headers
+            .iter()
+            .filter(|(n, _)| n != "Content-Type")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(fixed(&plain), fixed(&none));
+    let text_of = |g: &Generated| {
+        let bytes = g.to_bytes();
+        let m = MessageParser::default().parse(&bytes).unwrap();
+        m.body_text(0).unwrap().into_owned()
+    };
+    assert_eq!(text_of(&plain), text_of(&none));
+    assert!(!plain
+        .headers
+        .iter()
+        .any(|(n, _)| n == ATTACHMENT_WARNING_HEADER));
+
+    let mut cautions: Vec<Caution> = (0..12)
+        .map(|n| Caution {
+            kind: CautionKind::Macro,
+            name: format!("documento{n}.docm"),
+        })
+        .collect();
+    cautions.push(Caution {
+        kind: CautionKind::Encrypted,
+        name: "riservato.zip > estratto.pdf".into(),
+    });
+    let warned = builder
+        .transport_envelope_with(&original(), &certification(), at(), &cautions)
+        .unwrap();
+    let before = fixed(&plain);
+    let extra: Vec<_> = fixed(&warned)
+        .into_iter()
+        .filter(|h| !before.contains(h))
+        .collect();
+    assert_eq!(
+        extra,
+        [(
+            ATTACHMENT_WARNING_HEADER.to_string(),
+            "macro, encrypted".to_string()
+        )]
+    );
+    let bytes = warned.to_bytes();
+    let parsed = MessageParser::default().parse(&bytes).unwrap();
+    let text = parsed.body_text(0).unwrap().replace("\r\n", "\n");
+    let expected_tail = "Il messaggio originale è incluso in allegato.\n\
+Attenzione: il messaggio contiene allegati con macro, che possono eseguire codice quando vengono aperti; aprirli solo se si conosce e si attende il mittente:\n\
+- documento0.docm\n- documento1.docm\n- documento2.docm\n- documento3.docm\n- documento4.docm\n\
+- documento5.docm\n- documento6.docm\n- documento7.docm\n- documento8.docm\n- documento9.docm\n\
+- e altri 2\n\
+Attenzione: il messaggio contiene allegati cifrati o protetti da password, sui quali non è stato possibile il controllo antivirus:\n\
+- riservato.zip > estratto.pdf\n\
+Identificativo messaggio: ";
+    assert!(text.contains(expected_tail), "{text}");
+    // still a valid signed envelope
+    let mut trust = TrustSet::new();
+    trust.add(
+        pki.provider_a_cert_der(),
+        Some(ProviderInfo {
+            name: iss.provider_name.clone(),
+            mail_receipt: "ricevute@pec.example.it".into(),
+            managed_domains: vec!["pec.example.it".into()],
+        }),
+    );
+    assert!(matches!(
+        classify(&bytes, &trust, at()),
+        Classification::TransportEnvelope(_)
+    ));
+}

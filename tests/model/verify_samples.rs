@@ -367,23 +367,48 @@ fn chain_to_system_roots_at_the_message_date() {
         eprintln!("SKIPPED: chain check, {CA_BUNDLE} not found");
         return;
     };
+    // Today's providers (Namirial: AgID CA1 -> Actalis) must carry emailProtection; the
+    // 2014 Aruba certificate (DigitPA CA1, no extendedKeyUsage) verifies under the same
+    // roots given as archive anchors.
     let policy = ChainPolicy::from_pem(&bundle, true).unwrap();
+    let archive = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    }
+    .with_archive_pem(&bundle)
+    .unwrap();
     for s in &SAMPLES {
         let raw = message(&dir, s);
         let trust = trust_of(&[signer_der(&dir, s)]);
-        let v = verify_smime_with_chain(&raw, &trust, instant(s.at), &policy)
+        let p = if s.file.starts_with("aruba") {
+            &archive
+        } else {
+            &policy
+        };
+        let v = verify_smime_with_chain(&raw, &trust, instant(s.at), p)
             .unwrap_or_else(|e| panic!("{}: {e}", s.file));
         assert_eq!(v.chain, ChainStatus::Valid, "{}", s.file);
+        if s.file.starts_with("aruba") {
+            match verify_smime_with_chain(&raw, &trust, instant(s.at), &policy) {
+                Err(VerifyError::Chain(r)) => assert!(r.contains("extendedKeyUsage"), "{r}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
     // Aruba's signer does not chain to AgID CA1 alone.
     let agid = pem_certs(&dir, "namirial-2024-signer-chain.pem").remove(1);
     let wrong = ChainPolicy {
         anchors: vec![agid],
         enforce: true,
+        ..ChainPolicy::default()
     };
     let s = &SAMPLES[2];
     let raw = read(&dir, s.file);
     let trust = trust_of(&[signer_der(&dir, s)]);
+    let wrong = ChainPolicy {
+        archive_anchors: wrong.anchors.clone(),
+        ..wrong
+    };
     match verify_smime_with_chain(&raw, &trust, instant(s.at), &wrong) {
         Err(VerifyError::Chain(r)) => assert!(r.contains("issuer"), "{r}"),
         other => panic!("{other:?}"),
@@ -672,5 +697,75 @@ fn truncated_samples_never_verify_and_never_panic() {
             let r = verify_smime(&raw[..cut], &trust, instant(s.at));
             assert!(r.is_err(), "{} cut at {cut}", s.file);
         }
+    }
+}
+
+/// The real samples with revocation checking on, under the default grace policy, at their
+/// dates. Offline (no CRL or OCSP server reachable, the usual case here) every chain's
+/// status is unknown and accepted within the grace window; the Aruba certificate names no
+/// distribution point or responder at all, so under the strict policy it is not verified.
+#[test]
+fn samples_verify_at_their_dates_with_revocation_checking() {
+    use pec::crypto::revocation::{
+        RevocationChecker, RevocationMode, RevocationSettings, RevocationStatus,
+    };
+    use std::sync::Arc;
+    let Some(dir) = samples::samples_dir() else {
+        return;
+    };
+    let Ok(bundle) = std::fs::read(CA_BUNDLE) else {
+        eprintln!("SKIPPED: revocation on the samples, {CA_BUNDLE} not found");
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let settings = |mode| RevocationSettings {
+        mode,
+        cache_dir: Some(cache.path().to_path_buf()),
+        fetch_timeout: std::time::Duration::from_secs(3),
+        ..RevocationSettings::default()
+    };
+    let checker = Arc::new(RevocationChecker::new(settings(RevocationMode::Grace)));
+    let today = ChainPolicy::from_pem(&bundle, true)
+        .unwrap()
+        .with_revocation(checker.clone());
+    let archive = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    }
+    .with_archive_pem(&bundle)
+    .unwrap()
+    .with_revocation(checker);
+    for s in &SAMPLES {
+        let raw = message(&dir, s);
+        let trust = trust_of(&[signer_der(&dir, s)]);
+        let aruba = s.file.starts_with("aruba");
+        let p = if aruba { &archive } else { &today };
+        let v = verify_smime_with_chain(&raw, &trust, instant(s.at), p)
+            .unwrap_or_else(|e| panic!("{}: {e}", s.file));
+        assert_eq!(v.chain, ChainStatus::Valid, "{}", s.file);
+        match (&v.revocation, aruba) {
+            (RevocationStatus::Unknown { reason }, true) => assert!(
+                reason.contains("Posta Certificata ARUBA PEC")
+                    && reason.contains("names no crl distribution point"),
+                "{reason}"
+            ),
+            (RevocationStatus::Unknown { .. } | RevocationStatus::Good { .. }, false) => {}
+            (other, _) => panic!("{}: {other:?}", s.file),
+        }
+    }
+    let strict = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    }
+    .with_archive_pem(&bundle)
+    .unwrap()
+    .with_revocation(Arc::new(RevocationChecker::new(settings(
+        RevocationMode::Strict,
+    ))));
+    let s = &SAMPLES[0];
+    let trust = trust_of(&[signer_der(&dir, s)]);
+    match verify_smime_with_chain(&message(&dir, s), &trust, instant(s.at), &strict) {
+        Err(VerifyError::RevocationUnknown(r)) => assert!(r.contains("strict"), "{r}"),
+        other => panic!("{other:?}"),
     }
 }

@@ -533,3 +533,403 @@ async fn a_notice_not_injected_is_staged_and_the_refusal_stands() {
         0
     );
 }
+
+/// A submission from alice to bob carrying `raw` (a whole message built by
+/// [`pec::access::testfiles`]): its header fields and body as the milter gets them.
+fn mail_of(raw: &[u8]) -> Mail {
+    let text = String::from_utf8(raw.to_vec()).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let last = headers.last_mut().unwrap();
+            last.1.push('\n');
+            last.1.push_str(line);
+        } else {
+            let (n, v) = line.split_once(':').unwrap();
+            headers.push((
+                Box::leak(n.to_string().into_boxed_str()),
+                v.trim_start().into(),
+            ));
+        }
+    }
+    Mail {
+        login: Some("alice@pec.example.it"),
+        mail_from: "alice@pec.example.it",
+        rcpt: vec!["bob@pec.example.net"],
+        headers,
+        body: body.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn a_blocked_attachment_yields_a_non_acceptance_naming_it() {
+    use pec::access::testfiles::{message, pe, zip, Attachment, ZipFile};
+    let archive = zip(&[
+        ZipFile::deflated("leggimi.txt", b"ciao"),
+        ZipFile::deflated("setup.exe", &pe()),
+    ]);
+    let raw = message(
+        "programma",
+        &[Attachment::new("archivio.zip", "application/zip", &archive)],
+    );
+    let h = refused(mail_of(&raw), "archivio.zip > setup.exe").await;
+    let n = notices(&h);
+    assert!(!n[0].1.security_flag, "a blocked file is no virus");
+    assert_eq!(n[0].1.daticert.errore.as_str(), "altro");
+    // a program renamed .pdf: refused by its content
+    let raw = message(
+        "fattura",
+        &[Attachment::new("fattura.pdf", "application/pdf", &pe())],
+    );
+    refused(mail_of(&raw), "fattura.pdf (il contenuto è un programma").await;
+}
+
+#[tokio::test]
+async fn a_virus_in_a_nested_part_is_a_virus_not_a_blocked_file() {
+    use pec::access::testfiles::{forward, message, pe, Attachment};
+    // the forwarded message carries both a program and the test virus (in a text part the
+    // double can see): the virus decides
+    let inner = message(
+        "interno",
+        &[
+            Attachment::new("setup.exe", "application/octet-stream", &pe()),
+            Attachment::new("nota.txt", "text/plain", b"x"),
+        ],
+    );
+    let inner = String::from_utf8(inner).unwrap().replace(
+        "In allegato.",
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    );
+    let raw = forward("inoltrato.eml", inner.as_bytes());
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (_, status) = submit(&h, &mail_of(&raw)).await;
+    assert_eq!(status, Status::Discard);
+    let n = notices(&h);
+    assert_eq!(n.len(), 1);
+    assert!(n[0].1.security_flag, "X-VerificaSicurezza: errore");
+    assert_eq!(n[0].1.daticert.errore.as_str(), "virus");
+    assert_eq!(h.store.quarantined(PEC_ID).unwrap().len(), 1);
+}
+
+/// The readable text of an accepted envelope's rewrite, decoded enough to search: quoted-
+/// printable soft breaks joined.
+fn envelope_text(rewritten: &[u8]) -> String {
+    String::from_utf8_lossy(rewritten).replace("=\r\n", "")
+}
+
+#[tokio::test]
+async fn macros_and_encrypted_attachments_are_accepted_with_a_warning() {
+    use pec::access::testfiles::{docx, message, zip, Attachment, ZipFile};
+    let secret = zip(&[ZipFile::encrypted("estratto.pdf", b"\x01\x02")]);
+    let raw = message(
+        "bilancio",
+        &[
+            Attachment::new("bilancio.docm", "application/octet-stream", &docx(true)),
+            Attachment::new("riservato.zip", "application/zip", &secret),
+        ],
+    );
+    let m = mail_of(&raw);
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    assert!(
+        actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value }
+            if name.as_c_str() == c"X-Pec-Attachment-Warning" && value.as_c_str() == c" macro, encrypted")),
+        "{actions:?}"
+    );
+    let rewritten = queued(&m, &actions);
+    // still a valid, signed transport envelope, with the courtesy notice in its text
+    match classify(&rewritten, h.index.trust(), at()) {
+        Classification::TransportEnvelope(e) => assert_eq!(e.message_id.as_deref(), Some(PEC_ID)),
+        other => panic!("not a valid envelope: {other:?}"),
+    }
+    let text = envelope_text(&rewritten);
+    assert!(
+        text.contains("Attenzione: il messaggio contiene allegati con macro"),
+        "{text}"
+    );
+    assert!(text.contains("- bilancio.docm\r\n"), "{text}");
+    assert!(
+        text.contains("- riservato.zip > estratto.pdf\r\n"),
+        "{text}"
+    );
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn without_cautions_the_envelope_has_no_warning() {
+    use pec::access::testfiles::{docx, message, pdf, Attachment};
+    let raw = message(
+        "contratto",
+        &[
+            Attachment::new("contratto.docx", "application/octet-stream", &docx(false)),
+            Attachment::new("contratto.pdf", "application/pdf", &pdf(false)),
+        ],
+    );
+    let m = mail_of(&raw);
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    let (actions, status) = submit(&h, &m).await;
+    assert_eq!(status, Status::Accept);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, EomAction::AddHeader { name, .. }
+        if name.as_c_str() == c"X-Pec-Attachment-Warning")));
+    assert!(!envelope_text(&queued(&m, &actions)).contains("Attenzione:"));
+}
+
+// ---- Per-mailbox settings and the provider-wide suspension (issue 21 points 2, 3) ----
+
+fn with_settings(s: pec::store::MailboxSettings) -> TestStore {
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings("Alice@pec.example.it", &s)
+        .unwrap();
+    store
+}
+
+#[tokio::test]
+async fn the_mailbox_default_receipt_type_applies_without_x_tiporicevuta() {
+    use pec::message::kind::ReceiptType;
+    let settings = pec::store::MailboxSettings {
+        receipt_type: Some(ReceiptType::Breve),
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(settings.clone()),
+    )
+    .await;
+    let (actions, status) = submit(&h, &good_mail()).await;
+    assert_eq!(status, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Breve);
+    assert!(actions.iter().any(|a| matches!(a, EomAction::AddHeader { name, value } if name.as_c_str() == c"X-TipoRicevuta" && value.as_c_str() == c" breve")), "{actions:?}");
+
+    // The header the sender set wins over the mailbox's default.
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(settings),
+    )
+    .await;
+    let mut m = good_mail();
+    m.headers.push(("X-TipoRicevuta", "sintetica".into()));
+    assert_eq!(submit(&h, &m).await.1, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Sintetica);
+
+    // Without a setting: completa, as before.
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        TestStore::new(),
+    )
+    .await;
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    assert_eq!(pending.cert.requested, ReceiptType::Completa);
+}
+
+/// Submits `m` to a harness on `store` and expects one non-acceptance whose reason
+/// contains `expect`.
+async fn refused_on(store: TestStore, m: &Mail, expect: &str) -> Harness {
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let (actions, status) = submit(&h, m).await;
+    assert_eq!(status, Status::Discard, "{expect}");
+    assert!(actions.is_empty());
+    let n = notices(&h);
+    assert_eq!(n.len(), 1, "{expect}: one notice");
+    assert_eq!(n[0].0, Ricevuta::NonAccettazione);
+    let reason = n[0].1.daticert.errore_esteso.clone().unwrap_or_default();
+    assert!(
+        reason.contains(expect),
+        "reason {reason:?} should mention {expect:?}"
+    );
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    h
+}
+
+#[tokio::test]
+async fn mailbox_limits_override_the_providers() {
+    let few = pec::store::MailboxSettings {
+        max_recipients: Some(1),
+        ..Default::default()
+    };
+    refused_on(with_settings(few), &good_mail(), "superiore al limite di 1").await;
+    let small = pec::store::MailboxSettings {
+        max_total_size: Some(100),
+        ..Default::default()
+    };
+    refused_on(
+        with_settings(small),
+        &good_mail(),
+        "superiore al limite di 100 byte",
+    )
+    .await;
+    // Another mailbox keeps the provider's limits.
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings(
+            "bob@pec.example.it",
+            &pec::store::MailboxSettings {
+                max_recipients: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+}
+
+#[tokio::test]
+async fn over_the_daily_quota_a_non_acceptance() {
+    let quota = pec::store::MailboxSettings {
+        daily_quota: Some(2),
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(quota),
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+    }
+    let (_, status) = submit(&h, &good_mail()).await;
+    assert_eq!(status, Status::Discard);
+    let n = notices(&h);
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].0, Ricevuta::NonAccettazione);
+    let reason = n[0].1.daticert.errore_esteso.clone().unwrap_or_default();
+    assert!(
+        reason.contains("limite di 2 messaggi nelle 24 ore"),
+        "{reason}"
+    );
+    // Acceptances older than 24 hours do not count.
+    let store = TestStore::new();
+    store
+        .set_mailbox_settings(
+            "alice@pec.example.it",
+            &pec::store::MailboxSettings {
+                daily_quota: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut old = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    old.at = Instant::from_unix(at().unix() - 24 * 3600 - 1);
+    old.pec_id = "opec1.yesterday@pec.example.it".into();
+    store.record_accepted(&old).unwrap();
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let mut m = good_mail();
+    m.headers[5].1 = "<2@client.example.it>".into();
+    assert_eq!(submit(&h, &m).await.1, Status::Accept);
+}
+
+#[tokio::test]
+async fn a_mailbox_that_may_not_send_gets_a_non_acceptance() {
+    use pec::store::{MailboxSettings, MailboxState, Retired};
+    for (state, expect) in [
+        (MailboxState::Suspended, "casella sospesa"),
+        (MailboxState::ReadOnly, "casella in sola lettura"),
+    ] {
+        let s = MailboxSettings {
+            state,
+            ..Default::default()
+        };
+        refused_on(with_settings(s), &good_mail(), expect).await;
+    }
+    let store = TestStore::new();
+    store
+        .retire_mailbox(&Retired {
+            mailbox: "alice@pec.example.it".into(),
+            holder: "RSSMRA80A01H501U".into(),
+            at: at(),
+        })
+        .unwrap();
+    refused_on(store, &good_mail(), "casella cessata").await;
+    // A login that may not use the address is still rejected in SMTP, without a notice.
+    let s = MailboxSettings {
+        state: MailboxState::Suspended,
+        ..Default::default()
+    };
+    let h = harness(
+        MarkerAntivirus::eicar(),
+        Policy::default(),
+        with_settings(s),
+    )
+    .await;
+    let mut m = good_mail();
+    m.login = Some("mallory@pec.example.it");
+    let (_, status) = submit(&h, &m).await;
+    assert_reply(&status, "550 5.7.1");
+    assert!(notices(&h).is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_suspension_tempfails_every_submission_until_resumed() {
+    use pec::store::{LogEvent, Outage, OutageKind};
+    let store = TestStore::new();
+    let event = |kind| LogEvent {
+        pec_id: String::new(),
+        at: at(),
+        kind,
+        sender: String::new(),
+        recipients: Vec::new(),
+        subject: String::new(),
+        related_ids: Vec::new(),
+        provider: "P".into(),
+        queue_id: None,
+        outcome: "ok".into(),
+        reason: None,
+    };
+    let outage = Outage {
+        kind: OutageKind::Incident,
+        reason: "guasto al disco\r\nsecondo rigo".into(),
+        start: at(),
+        end: None,
+    };
+    assert!(store
+        .suspend_provider(&outage, &event(EventKind::ProviderSuspended))
+        .unwrap());
+    let h = harness(MarkerAntivirus::eicar(), Policy::default(), store).await;
+    let (actions, status) = submit(&h, &good_mail()).await;
+    assert!(actions.is_empty());
+    assert_reply(&status, "451 4.3.2");
+    let Status::Tempfail { message } = &status else {
+        panic!("{status:?}")
+    };
+    let text = message.as_ref().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        text,
+        "451 4.3.2 PEC: servizio temporaneamente sospeso (guasto al disco  secondo rigo); \
+         riprovare piu' tardi"
+    );
+    assert!(h.injector.messages().is_empty());
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    // Resumed: the next submission goes through.
+    assert!(h
+        .store
+        .resume_provider(&event(EventKind::ProviderResumed))
+        .unwrap()
+        .is_some());
+    assert_eq!(submit(&h, &good_mail()).await.1, Status::Accept);
+}

@@ -205,6 +205,7 @@ impl Chain {
 /// Reception settings: we are pec.example.it; the recipients of these tests are remote.
 fn reception() -> Reception {
     Reception {
+        chain: None,
         index: Arc::new(IndexHandle::new(ProviderIndex::from_records(vec![
             ProviderRecord {
                 info: ProviderInfo {

@@ -305,4 +305,43 @@ UEVDLVRFU1QtVklSVVMtTUFSS0VS\r\n--b--\r\n";
         av.scan(mail).await.unwrap(),
         ScanVerdict::Infected("PEC.Test.Marker.UNOFFICIAL".into())
     );
+    // Nested: the marker deflated in a zip, attached (base64) to a message that is itself
+    // attached base64 as message/rfc822, and the same forwarded inside a PEC envelope's
+    // postacert.eml: clamd decodes every level, and it stays a virus (issue 21).
+    use pec::access::testfiles::{forward, message, pec_envelope, zip, Attachment, ZipFile};
+    let text = format!(
+        "{}PEC-TEST-VIRUS-MARKER{}",
+        "lorem ipsum ".repeat(500),
+        "dolor sit amet ".repeat(500)
+    );
+    let archive = zip(&[ZipFile::deflated("documenti/nota.txt", text.as_bytes())]);
+    assert!(!archive.windows(21).any(|w| w == b"PEC-TEST-VIRUS-MARKER"));
+    let inner = message(
+        "interno",
+        &[Attachment::new(
+            "documenti.zip",
+            "application/zip",
+            &archive,
+        )],
+    );
+    let outer = message(
+        "esterno",
+        &[Attachment::new("inoltrato.eml", "message/rfc822", &inner)],
+    );
+    assert_eq!(
+        av.scan(&outer).await.unwrap(),
+        ScanVerdict::Infected("PEC.Test.Marker.UNOFFICIAL".into())
+    );
+    let forwarded = forward("busta.eml", &pec_envelope(&inner));
+    assert_eq!(
+        av.scan(&forwarded).await.unwrap(),
+        ScanVerdict::Infected("PEC.Test.Marker.UNOFFICIAL".into())
+    );
+    // the same archive without the marker is clean
+    let clean = zip(&[ZipFile::deflated("documenti/nota.txt", b"testo pulito")]);
+    let outer = message(
+        "esterno",
+        &[Attachment::new("documenti.zip", "application/zip", &clean)],
+    );
+    assert_eq!(av.scan(&outer).await.unwrap(), ScanVerdict::Clean);
 }

@@ -109,6 +109,7 @@ impl Side {
             we.signer(),
             ids("opec1.rx"),
             Reception {
+                chain: None,
                 index: index.clone(),
                 antivirus: Arc::new(MarkerAntivirus {
                     marker: MARKER.to_vec(),

@@ -704,3 +704,87 @@ async fn dovecot_over_a_unix_socket() {
     assert!(replies.iter().all(|r| r.code == 250), "{replies:?}");
     assert_eq!(dovecot.got.lock().unwrap()[0].2, data);
 }
+
+#[tokio::test]
+async fn a_mailbox_that_does_not_receive_gets_a_casella_disattivata_notice() {
+    use pec::store::{MailboxSettings, MailboxState, Retired};
+    let c = chain().await;
+    c.verify(&[BOB, DAVE, ERIN, FRANK]);
+    for (who, state) in [
+        (DAVE, MailboxState::Suspended),
+        (ERIN, MailboxState::ReadOnly),
+    ] {
+        let s = MailboxSettings {
+            state,
+            ..MailboxSettings::default()
+        };
+        c.store
+            .set_mailbox_settings(&who.to_uppercase(), &s)
+            .unwrap();
+    }
+    c.store
+        .retire_mailbox(&Retired {
+            mailbox: FRANK.into(),
+            holder: "RSSMRA80A01H501U".into(),
+            at: at(),
+        })
+        .unwrap();
+    let replies = c.postfix(&[BOB, DAVE, ERIN, FRANK], &envelope(true)).await;
+    assert!(replies[0].starts_with("250 2.0.0 <bob@"), "{replies:?}");
+    for r in &replies[1..] {
+        assert!(
+            r.starts_with("250 2.0.0"),
+            "PEC notice instead of a DSN: {replies:?}"
+        );
+        assert!(
+            r.contains("Non-delivery notice sent (550 5.2.1"),
+            "{replies:?}"
+        );
+    }
+    // Only bob's copy reached Dovecot.
+    let got = c.dovecot.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, vec![BOB.to_string()]);
+    let notices = c.notices();
+    assert_eq!(notices.len(), 4);
+    assert_eq!(notices[0].0, Ricevuta::AvvenutaConsegna);
+    let coded = format!("5.2.1 - {PROVIDER} - casella disattivata");
+    for (who, (k, p, _)) in [DAVE, ERIN, FRANK].iter().zip(&notices[1..]) {
+        assert_eq!(*k, Ricevuta::ErroreConsegna);
+        assert_eq!(p.daticert.consegna.as_deref(), Some(*who));
+        assert_eq!(p.daticert.errore, Errore::Altro);
+        assert_eq!(p.daticert.errore_esteso.as_deref(), Some(coded.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn arrival_notices_go_to_every_address_given() {
+    let c = chain_with(true).await;
+    c.verify(&[BOB]);
+    let two = ArrivalNotice {
+        notify: "bob@gmail.example, segreteria@example.org".into(),
+        senders: vec![],
+    };
+    c.store.set_arrival_notice(BOB, Some(&two)).unwrap();
+    let replies = c.postfix(&[BOB], &envelope(true)).await;
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    let arrivals: Vec<_> = c
+        .injector
+        .messages()
+        .into_iter()
+        .filter(|m| m.rcpt_to != [SENDER.to_string()])
+        .collect();
+    assert_eq!(arrivals.len(), 1);
+    assert_eq!(
+        arrivals[0].rcpt_to,
+        vec![
+            "bob@gmail.example".to_string(),
+            "segreteria@example.org".to_string()
+        ]
+    );
+    let text = String::from_utf8(arrivals[0].message.clone()).unwrap();
+    assert!(
+        text.contains("To: bob@gmail.example, segreteria@example.org\r\n"),
+        "{text}"
+    );
+}

@@ -113,6 +113,7 @@ async fn harness() -> Harness {
         signer,
         Arc::new(SequentialIds::new("opec1.aq", "pec.example.it")),
         Reception {
+            chain: None,
             index: Arc::new(IndexHandle::from(index.clone())),
             antivirus: Arc::new(MarkerAntivirus::eicar()),
             domains: vec!["pec.example.it".into()],

@@ -1407,3 +1407,114 @@ async fn an_envelope_handed_over_again_gets_no_second_presa_in_carico() {
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(events.iter().all(|e| e.kind.label() == "PresaInCarico"));
 }
+
+/// `discard` drops mail that is not valid PEC with a legal-log record; `folder` delivers
+/// it unchanged to `local+FOLDER@domain` (Dovecot files it into FOLDER), logged too; a
+/// mailbox with another policy in the same transaction keeps its own.
+#[tokio::test]
+async fn discard_and_folder_policies_for_mail_that_is_not_pec() {
+    let r = rx(Provider::B);
+    r.store
+        .set_mailbox_policy("bob@pec.example.net", &MailboxPolicy::Discard)
+        .unwrap();
+    r.store
+        .set_mailbox_policy(
+            "Carol@pec.example.net",
+            &MailboxPolicy::Folder("Posta-ordinaria".into()),
+        )
+        .unwrap();
+    let data = fixture("ordinary.eml");
+    let id = OriginalInfo::parse(&data).unwrap().message_id.unwrap();
+    assert_eq!(
+        r.run("someone@example.org", &["bob@pec.example.net"], &data)
+            .await,
+        FilterReply::Accept
+    );
+    assert!(r.sent().is_empty(), "discarded: nothing delivered");
+    assert_eq!(
+        r.run(
+            "someone@example.org",
+            &[
+                "bob@pec.example.net",
+                "carol@pec.example.net",
+                "dan@pec.example.net"
+            ],
+            &data
+        )
+        .await,
+        FilterReply::Accept
+    );
+    let sent = r.sent();
+    // dan has the default (an anomaly envelope), carol's copy goes to her folder unchanged.
+    let filed: Vec<_> = sent
+        .iter()
+        .filter(|s| s.rcpt_to == ["carol+Posta-ordinaria@pec.example.net"])
+        .collect();
+    assert_eq!(filed.len(), 1, "{sent:?}");
+    assert_eq!(filed[0].mail_from, "someone@example.org");
+    assert_eq!(filed[0].message, data);
+    let anomaly: Vec<_> = sent
+        .iter()
+        .filter(|s| s.rcpt_to == ["dan@pec.example.net"])
+        .collect();
+    assert_eq!(anomaly.len(), 1);
+    assert!(sent
+        .iter()
+        .all(|s| !s.rcpt_to.iter().any(|t| t.starts_with("bob"))));
+    let seen: Vec<(EventKind, String, String)> = r
+        .store
+        .events_for(&id)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.outcome, e.recipients[0].0.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                EventKind::Discarded,
+                "discarded".into(),
+                "bob@pec.example.net".into()
+            ),
+            (
+                EventKind::Issued(MessageKind::AnomalyEnvelope),
+                "anomaly".into(),
+                "dan@pec.example.net".into()
+            ),
+            (
+                EventKind::Discarded,
+                "discarded".into(),
+                "bob@pec.example.net".into()
+            ),
+            (
+                EventKind::Filed,
+                "filed".into(),
+                "carol@pec.example.net".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn folder_names_fit_an_address() {
+    for ok in ["Posta-ordinaria", "Spam", "a.b_c-1"] {
+        assert!(MailboxPolicy::valid_folder(ok), "{ok}");
+    }
+    let long = "x".repeat(65);
+    for bad in [
+        "",
+        ".hidden",
+        "Posta ordinaria",
+        "a/b",
+        "a@b",
+        "à",
+        "a+b",
+        long.as_str(),
+    ] {
+        assert!(!MailboxPolicy::valid_folder(bad), "{bad}");
+    }
+    assert_eq!(
+        MailboxPolicy::folder_address("bob@pec.example.net", "Spam"),
+        "bob+Spam@pec.example.net"
+    );
+}

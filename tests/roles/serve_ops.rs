@@ -47,6 +47,8 @@ domains = ["pec.example.it"]
 backend = "pem"
 key_file = "{key}"
 cert_file = "{cert}"
+seal_key_file = "{seal_key}"
+seal_cert_file = "{seal_cert}"
 
 [store]
 path = "{db}"
@@ -74,9 +76,20 @@ reinject = "127.0.0.1:{closed}"
 
 [metrics]
 listen = "127.0.0.1:{metrics}"
+
+[log]
+# No day is sealed in this test (the log starts today): the TSA is irrelevant.
+dev_insecure_no_tsa = true
+
+# Containers and CI hosts often have a kernel clock nothing disciplines: warn, and the
+# check below still requires the clock line.
+[clock]
+unsynchronised = "warn"
 "#,
         key = pki.it_key.display(),
         cert = pki.it_cert.display(),
+        seal_key = pki.it_seal_key.display(),
+        seal_cert = pki.it_seal_cert.display(),
         db = dir.join("pec.db").display(),
         ldif = dir.join("index.ldif").display(),
         closed = p.closed,
@@ -185,6 +198,19 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     };
     let cfg: PathBuf = dir.path().join("pec.toml");
     std::fs::write(&cfg, config_text(dir.path(), &pki, &ports, "")).unwrap();
+    // Without a TSA and without the development opt-out, pec serve does not start (issue
+    // 19: the daily time stamp is mandatory).
+    let strict = dir.path().join("strict.toml");
+    let text = config_text(dir.path(), &pki, &ports, "").replace("dev_insecure_no_tsa = true", "");
+    std::fs::write(&strict, text).unwrap();
+    let err = pec::serve::run(pec::config::load(&strict).unwrap(), async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("log.tsa_url") && err.contains("required"),
+        "{err}"
+    );
     let config = pec::config::load(&cfg).unwrap();
 
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -299,6 +325,8 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     for line in [
         "store: ok",
         "legal log seals: ok",
+        "legal log time stamps: WARNING: no log.tsa_url (log.dev_insecure_no_tsa)",
+        "seal certificate: ok",
         "provider index: ok: from the file",
         "timers: ok: 0 certified recipients",
         "quarantine: ok: 0 messages",
@@ -311,6 +339,14 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         out.contains("signing certificate: ok") || out.contains("signing certificate: WARNING"),
         "{out}"
     );
+    // The test PKI's provider key is RSA-3072: no strength warning.
+    assert!(out.contains("signing key strength: ok: RSA-3072"), "{out}");
+    assert!(
+        out.contains("clock: ok: synchronised")
+            || out.contains("clock: WARNING: NOT synchronised")
+            || out.contains("clock: WARNING: synchronisation UNKNOWN"),
+        "{out}"
+    );
 
     // pec keys: the certificate, listed in the index for our provider name.
     let (code, out) = pec(&["keys"], &cfg);
@@ -319,8 +355,18 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
         out.contains("subject: ") && out.contains("SHA-256 fingerprint: "),
         "{out}"
     );
+    assert!(out.contains("key: RSA-3072\n"), "{out}");
+    assert!(out.contains("key strength: ok: RSA-3072"), "{out}");
     assert!(
         out.contains("provider index: ok: listed for \"PEC Example IT S.p.A.\""),
+        "{out}"
+    );
+    // Both keys and their certificates.
+    assert!(
+        out.contains("PEC message key (signs PEC messages only):")
+            && out.contains("seal key (signs the daily seals of the legal log):")
+            && out.contains("CN=Sigillo registro PEC Example IT S.p.A.")
+            && out.contains("seal key validity: ok"),
         "{out}"
     );
 
@@ -328,8 +374,19 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     // failure is named; the key and the store are fine.
     let (code, out) = pec(&["check-config", "--live"], &cfg);
     assert_eq!(code, 1, "{out}");
+    // Issue 19: both keys found and paired with their certificates, nothing signed.
     assert!(
-        out.contains("signing key: ok: test signature made"),
+        out.contains(
+            "signing key: ok: key found, paired with its certificate (C=IT, \
+                      O=PEC Example IT S.p.A., CN=Posta Certificata"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "seal key: ok: key found, paired with its certificate (C=IT, \
+                      O=PEC Example IT S.p.A., CN=Sigillo registro"
+        ),
         "{out}"
     );
     assert!(out.contains("store: ok"), "{out}");
@@ -337,6 +394,44 @@ async fn metrics_reload_status_keys_and_domains_against_a_running_service() {
     assert!(out.contains("dovecot lmtp: FAILED"), "{out}");
     assert!(out.contains("postfix reinjection: FAILED"), "{out}");
     assert!(out.contains("provider index: ok"), "{out}");
+    // The seal key must be a key of its own, with a certificate fit for signing: the PEC
+    // key under another file name, or a CA key, is refused (found without signing).
+    let copy = dir.path().join("copy.key");
+    std::fs::copy(&pki.it_key, &copy).unwrap();
+    let same = dir.path().join("same.toml");
+    let text = config_text(dir.path(), &pki, &ports, "")
+        .replace(
+            &pki.it_seal_key.display().to_string(),
+            &copy.display().to_string(),
+        )
+        .replace(
+            &pki.it_seal_cert.display().to_string(),
+            &pki.it_cert.display().to_string(),
+        );
+    std::fs::write(&same, text).unwrap();
+    let (code, out) = pec(&["check-config", "--live"], &same);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seal key: FAILED: the seal key is the PEC message key"),
+        "{out}"
+    );
+    let ca = dir.path().join("ca.toml");
+    let text = config_text(dir.path(), &pki, &ports, "")
+        .replace(
+            &pki.it_seal_key.display().to_string(),
+            &pki.ca_key.display().to_string(),
+        )
+        .replace(
+            &pki.it_seal_cert.display().to_string(),
+            &pki.ca_cert.display().to_string(),
+        );
+    std::fs::write(&ca, text).unwrap();
+    let (code, out) = pec(&["check-config", "--live"], &ca);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("seal key: FAILED: certificate of C=IT, O=PEC Test, CN=PEC Test CA: key usage has neither digitalSignature nor nonRepudiation"),
+        "{out}"
+    );
 
     // pec domain: added domains are kept in the store and listed with the configured.
     let (code, out) = pec(&["domain", "add", "PEC2.example.it"], &cfg);

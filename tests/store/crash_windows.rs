@@ -1206,6 +1206,7 @@ fn after_queue(store: Arc<dyn Store>, postfix: &Arc<Postfix>, ids: &str) -> Afte
         we.signer(),
         Arc::new(SequentialIds::new(ids, we.domain())),
         Reception {
+            chain: None,
             index: Arc::new(IndexHandle::new(two_providers::index())),
             antivirus: Arc::new(MarkerAntivirus {
                 marker: two_providers::MARKER.to_vec(),

@@ -44,18 +44,55 @@ fn after_the_day() -> Instant {
 struct Tsa {
     _dir: tempfile::TempDir,
     pki: TestPki,
-    child: Child,
+    /// make-tsa.sh's output: certificates, tsa.cnf, password.
+    files: PathBuf,
+    _child: TsaProcess,
     url: String,
 }
 
-impl Drop for Tsa {
+/// A running tsa.py, killed when dropped.
+struct TsaProcess(Child);
+
+impl Drop for TsaProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-/// The test PKI and a running test TSA, once per test binary.
+/// Starts tsa.py on `cnf` over HTTPS, requiring basic authentication (user "pec") and a
+/// client certificate, as accredited TSAs do; `mode_file` makes it play faults. Returns
+/// the process and its URL.
+fn spawn_tsa(files: &Path, cnf: &Path, mode_file: Option<&Path>) -> (TsaProcess, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(root.join("tsa.py"))
+        .arg(cnf)
+        .arg("--tls")
+        .arg(files.join("server.pem"))
+        .arg(files.join("server.key"))
+        .arg("--user")
+        .arg("pec")
+        .arg(files.join("password"))
+        .arg("--client-ca")
+        .arg(files.join("../pki/ca.pem"));
+    if let Some(m) = mode_file {
+        cmd.arg("--mode-file").arg(m);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 for the test TSA");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+    (TsaProcess(child), format!("https://127.0.0.1:{port}/tsa"))
+}
+
+/// The test PKI and a running test TSA (HTTPS, authenticated), once per test binary.
 fn tsa() -> &'static Tsa {
     // Leaked on purpose: tsa.py exits when this process ends and its stdin closes.
     static REF: OnceLock<&'static Tsa> = OnceLock::new();
@@ -63,9 +100,10 @@ fn tsa() -> &'static Tsa {
         let dir = tempfile::tempdir().unwrap();
         let pki = testing::make_test_pki(&dir.path().join("pki")).unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
+        let files = dir.path().join("tsa");
         let out = Command::new("sh")
             .arg(root.join("make-tsa.sh"))
-            .arg(dir.path().join("tsa"))
+            .arg(&files)
             .arg(&pki.dir)
             .output()
             .unwrap();
@@ -74,25 +112,29 @@ fn tsa() -> &'static Tsa {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(root.join("tsa.py"))
-            .arg(dir.path().join("tsa/tsa.cnf"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 for the test TSA");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+        let (child, url) = spawn_tsa(&files, &files.join("tsa.cnf"), None);
         Box::leak(Box::new(Tsa {
             _dir: dir,
             pki,
-            child,
-            url: format!("http://127.0.0.1:{port}/tsa"),
+            files,
+            _child: child,
+            url,
         }))
     })
+}
+
+/// Settings for the TSA at `url` (one of [`spawn_tsa`]'s), with every credential.
+fn settings_for(url: &str) -> TsaSettings {
+    let t = tsa();
+    TsaSettings {
+        url: url.to_string(),
+        timeout: Duration::from_secs(20),
+        ca_file: Some(t.pki.ca_cert.clone()),
+        policy: Some("1.3.6.1.4.1.99999.1.1".into()),
+        basic_auth: Some(("pec".into(), t.files.join("password"))),
+        client_cert: Some((t.files.join("client.pem"), t.files.join("client.key"))),
+        tls_ca_file: Some(t.pki.ca_cert.clone()),
+    }
 }
 
 fn signer(pki: &TestPki) -> PemSigner {
@@ -100,10 +142,7 @@ fn signer(pki: &TestPki) -> PemSigner {
 }
 
 fn tsa_settings() -> TsaSettings {
-    TsaSettings {
-        url: tsa().url.clone(),
-        timeout: Duration::from_secs(20),
-    }
+    settings_for(&tsa().url)
 }
 
 fn opts() -> VerifyOptions {
@@ -732,6 +771,8 @@ domains = ["pec.example.it"]
 backend = "pem"
 key_file = "{}"
 cert_file = "{}"
+seal_key_file = "{}"
+seal_cert_file = "{}"
 [store]
 path = "{}"
 [index]
@@ -741,12 +782,24 @@ clamd = "tcp:127.0.0.1:3310"
 [log]
 tsa_url = "{}"
 tsa_ca_file = "{}"
+tsa_tls_ca_file = "{}"
+tsa_policy = "1.3.6.1.4.1.99999.1.1"
+tsa_username = "pec"
+tsa_password_file = "{}"
+tsa_client_cert = "{}"
+tsa_client_key = "{}"
 "#,
             pki.it_key.display(),
             pki.it_cert.display(),
+            pki.it_seal_key.display(),
+            pki.it_seal_cert.display(),
             path.display(),
             tsa().url,
-            pki.ca_cert.display()
+            pki.ca_cert.display(),
+            pki.ca_cert.display(),
+            tsa().files.join("password").display(),
+            tsa().files.join("client.pem").display(),
+            tsa().files.join("client.key").display(),
         ),
     )
     .unwrap();
@@ -773,6 +826,21 @@ tsa_ca_file = "{}"
     let (code, out, err) = pec(&["verify", "--ca", pki.ca_cert.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("8 records, 1 seals checked: ok"), "{out}");
+    // Issue 19: the seal is signed by the seal key, whose certificate it carries, not by
+    // the PEC message key.
+    let der = |pem: &Path| {
+        openssl::x509::X509::from_pem(&std::fs::read(pem).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let seal = SqliteStore::open(&path)
+        .unwrap()
+        .seals(i64::MIN, i64::MAX)
+        .unwrap();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&seal[0].signature, &der(&pki.it_seal_cert)));
+    assert!(!contains(&seal[0].signature, &der(&pki.it_cert)));
 
     let (code, out, _) = pec(&["search", "--mailbox", "luigi@pec.example.it"]);
     assert_eq!(code, Some(0));
@@ -892,7 +960,7 @@ fn one_process_seals_a_day_and_an_abandoned_claim_expires(backend: &Backend) {
     store.release_seal_claim("2024-03-14").unwrap();
     let s = signer(&tsa().pki);
     let seal = log::seal_day_once(store, &s, None, day(), later, "c:3").unwrap();
-    assert_eq!(seal.unwrap().count, RECORDS);
+    assert_eq!(seal.unwrap().seal.count, RECORDS);
     assert!(!store.claim_seal("2024-03-14", "d:4", later).unwrap());
     // A verification limited to another day sees neither these records nor the seal.
     let next = Instant::from_unix(log::day_bounds(day()).1);
@@ -924,6 +992,7 @@ fn the_daily_sealer_seals_the_closed_days_once(backend: &Backend) {
         store.clone(),
         signer,
         Some(tsa_settings()),
+        Duration::from_secs(60),
         clock,
         stop_rx,
     ));
@@ -983,6 +1052,259 @@ fn a_seal_made_before_the_certificate_expired_still_verifies() {
     let r = log::verify(&store, None, None, &opts()).unwrap();
     let what: Vec<&str> = r.problems.iter().map(|p| p.what.as_str()).collect();
     assert_eq!(what, ["not time-stamped"], "{:?}", r.problems);
+}
+
+/// A TSA of its own for a test that plays faults (its mode file, its serial file), with
+/// the shared TSA's certificates and credentials. Returns the process, its URL and the
+/// mode file (absent: answers normally).
+fn fault_tsa(dir: &Path) -> (TsaProcess, String, PathBuf) {
+    let files = &tsa().files;
+    let cnf = std::fs::read_to_string(files.join("tsa.cnf")).unwrap();
+    let cnf = cnf.replace(
+        "serial = $dir/tsaserial",
+        &format!("serial = {}/serial", dir.display()),
+    );
+    std::fs::write(dir.join("serial"), "01\n").unwrap();
+    std::fs::write(dir.join("tsa.cnf"), cnf).unwrap();
+    let mode = dir.join("mode");
+    let (child, url) = spawn_tsa(files, &dir.join("tsa.cnf"), Some(&mode));
+    (child, url, mode)
+}
+
+// Issue 19: a TSA that is down, or that answers what cannot be believed (a token over other
+// data, from an expired certificate, without our nonce, a refusal, garbage), does not stop
+// the seal and is never believed: the seal is stored without its stamp, each retry fails
+// with the reason and leaves it so, `pec status`'s overdue list names the day once the
+// grace is over; when the TSA is back the stamp is added once, and the seal verifies.
+both!(a_faulty_tsa_leaves_the_seal_waiting_for_its_stamp_until_a_good_one);
+fn a_faulty_tsa_leaves_the_seal_waiting_for_its_stamp_until_a_good_one(backend: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tsa, url, mode) = fault_tsa(dir.path());
+    let settings = settings_for(&url);
+    let store = &*backend.store;
+    populate(store);
+    let s = signer(&tsa().pki);
+
+    std::fs::write(&mode, "down").unwrap();
+    let sealed = log::seal_day(store, &s, Some(&settings), day(), after_the_day()).unwrap();
+    let err = sealed.stamp_error.expect("the stamp failed").to_string();
+    assert!(err.contains("503"), "{err}");
+    assert!(sealed.seal.tst.is_none());
+    assert_eq!(sealed.seal.tsa_url.as_deref(), Some(url.as_str()));
+    let (from, to) = log::day_bounds(day());
+    assert_eq!(
+        store.seals(from, to).unwrap().len(),
+        1,
+        "the seal is stored"
+    );
+    // Within the grace nothing is overdue; past it the day is.
+    let grace = Duration::from_secs(6 * 3600);
+    let before = Instant::from_unix(to + 3600);
+    assert!(log::overdue_stamps(store, grace, before)
+        .unwrap()
+        .is_empty());
+    let past = Instant::from_unix(to + 6 * 3600 + 1);
+    assert_eq!(
+        log::overdue_stamps(store, grace, past).unwrap(),
+        ["2024-03-14"]
+    );
+
+    let pending = log::unstamped(store, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(pending.len(), 1);
+    for (fault, reason) in [
+        ("down", "503"),
+        ("other-imprint", "other data"),
+        ("expired", "signature"),
+        ("no-nonce", "nonce"),
+        ("refuse", "status 2 (refused)"),
+        ("garbage", "time-stamp token"),
+    ] {
+        std::fs::write(&mode, fault).unwrap();
+        let err = match log::stamp_seal(store, &settings, &pending[0]) {
+            Err(e) => e.to_string(),
+            Ok(added) => panic!("{fault}: a stamp was accepted (added: {added})"),
+        };
+        assert!(err.contains(reason), "{fault}: {err}");
+        assert_eq!(
+            log::unstamped(store, i64::MIN, i64::MAX).unwrap().len(),
+            1,
+            "{fault}: still waiting"
+        );
+    }
+    // A token from the expired certificate would verify as of its own time only if the
+    // certificate was valid then: it is not (genTime is now).
+    std::fs::write(&mode, "ok").unwrap();
+    assert!(log::stamp_seal(store, &settings, &pending[0]).unwrap());
+    assert!(log::unstamped(store, i64::MIN, i64::MAX)
+        .unwrap()
+        .is_empty());
+    assert!(log::overdue_stamps(store, grace, past).unwrap().is_empty());
+    // Once only: a second stamp is not added over the first.
+    assert!(!store
+        .add_seal_stamp("2024-03-14", b"x", "http://x/")
+        .unwrap());
+    let report = log::verify(store, None, None, &opts()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// The seals table accepts one change: a missing token added. Anything else is refused by
+/// the database itself (migration 13).
+#[test]
+fn a_seal_accepts_no_other_change() {
+    let (_dir, path, _store) = sealed();
+    let db = Connection::open(&path).unwrap();
+    let err = db
+        .execute("UPDATE seals SET count = count + 1", [])
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    let err = db.execute("UPDATE seals SET tst = X'00'", []).unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+/// The TSA's authentication: without the password, with a wrong one, without the client
+/// certificate or without trusting its server certificate, no token.
+#[test]
+fn the_tsa_wants_its_credentials() {
+    let sha = [7u8; 32];
+    let good = tsa_settings();
+    pec::crypto::tsa::timestamp(&good, &sha).unwrap();
+    let mut s = good.clone();
+    s.basic_auth = None;
+    let err = pec::crypto::tsa::timestamp(&s, &sha).unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wrong"), "wrong\n").unwrap();
+    s.basic_auth = Some(("pec".into(), dir.path().join("wrong")));
+    let err = pec::crypto::tsa::timestamp(&s, &sha).unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let mut s = good.clone();
+    s.client_cert = None;
+    assert!(pec::crypto::tsa::timestamp(&s, &sha).is_err());
+    let mut s = good.clone();
+    s.tls_ca_file = Some(tsa().pki.it_cert.clone());
+    let err = pec::crypto::tsa::timestamp(&s, &sha).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+    // A policy the TSA does not issue under: refused by the TSA, or a token not believed.
+    let mut s = good.clone();
+    s.policy = Some("1.2.3.4".into());
+    assert!(pec::crypto::tsa::timestamp(&s, &sha).is_err());
+    // A TSA not chained to the configured CA is not believed.
+    let mut s = good;
+    s.ca_file = Some(tsa().pki.it_cert.clone());
+    assert!(pec::crypto::tsa::timestamp(&s, &sha).is_err());
+}
+
+/// `pec serve`'s sealer with the TSA down: the seal is made at once without its stamp, and
+/// the stamp is retried (backoff from `stamp_retry`) until the TSA is back; then it is
+/// there, once.
+#[test]
+fn the_daily_sealer_retries_the_stamp_until_the_tsa_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tsa, url, mode) = fault_tsa(dir.path());
+    std::fs::write(&mode, "down").unwrap();
+    let store: std::sync::Arc<dyn LogStore> =
+        std::sync::Arc::new(SqliteStore::open(&dir.path().join("pec.db")).unwrap());
+    populate(&*store);
+    let signer: std::sync::Arc<dyn pec::crypto::Signer> = std::sync::Arc::new(signer(&tsa().pki));
+    let clock = std::sync::Arc::new(pec::message::time::FixedClock::new(after_the_day()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = rt.spawn(log::daily_sealer(
+        store.clone(),
+        signer,
+        Some(settings_for(&url)),
+        Duration::from_secs(1),
+        clock,
+        stop_rx,
+    ));
+    let (from, to) = log::day_bounds(day());
+    let seals = |store: &dyn LogStore| store.seals(from, to).unwrap();
+    rt.block_on(async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while seals(&*store).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no seal made");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(seals(&*store)[0].tst.is_none(), "the TSA is down");
+        std::fs::write(&mode, "ok").unwrap();
+        while seals(&*store)[0].tst.is_none() {
+            assert!(std::time::Instant::now() < deadline, "never stamped");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    });
+    let report = log::verify(&*store, None, None, &opts()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.seals, 1);
+}
+
+/// A token signed by a certificate issued for something else (here the provider's PEC
+/// certificate, emailProtection) is no time stamp, even from our own CA, even when only the
+/// token's own certificate is checked.
+#[test]
+fn a_token_signed_without_the_timestamping_usage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sha = [9u8; 32];
+    let token = pec::crypto::tsa::timestamp(&tsa_settings(), &sha).unwrap();
+    let d = |name: &str| dir.path().join(name);
+    std::fs::write(d("token.der"), &token).unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The TSTInfo, signed again by the PEC key.
+    openssl(&[
+        "cms".as_ref(),
+        "-verify".as_ref(),
+        "-noverify".as_ref(),
+        "-binary".as_ref(),
+        "-inform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        d("token.der").as_os_str(),
+        "-out".as_ref(),
+        d("tst.der").as_os_str(),
+    ]);
+    let pki = &tsa().pki;
+    openssl(&[
+        "cms".as_ref(),
+        "-sign".as_ref(),
+        "-binary".as_ref(),
+        "-nodetach".as_ref(),
+        "-nosmimecap".as_ref(),
+        "-md".as_ref(),
+        "sha256".as_ref(),
+        "-econtent_type".as_ref(),
+        "1.2.840.113549.1.9.16.1.4".as_ref(),
+        "-outform".as_ref(),
+        "DER".as_ref(),
+        "-in".as_ref(),
+        d("tst.der").as_os_str(),
+        "-signer".as_ref(),
+        pki.it_cert.as_os_str(),
+        "-inkey".as_ref(),
+        pki.it_key.as_os_str(),
+        "-out".as_ref(),
+        d("forged.der").as_os_str(),
+    ]);
+    let forged = std::fs::read(d("forged.der")).unwrap();
+    // The same TSTInfo: imprint and time are right, only the signer is wrong.
+    assert_eq!(
+        pec::crypto::tsa::token_info(&forged).unwrap(),
+        pec::crypto::tsa::token_info(&token).unwrap()
+    );
+    let err = pec::crypto::tsa::verify_token(&forged, &sha, None).unwrap_err();
+    assert!(err.to_string().contains("extended key usage"), "{err}");
+    assert!(pec::crypto::tsa::verify_token(&forged, &sha, Some(&pki.ca_cert)).is_err());
+    pec::crypto::tsa::verify_token(&token, &sha, Some(&pki.ca_cert)).unwrap();
 }
 
 /// The files of a package, in order.

@@ -17,5 +17,6 @@ mod crash_windows;
 mod delivery_store;
 mod kept;
 mod legal_log;
+mod mailbox_settings;
 mod nodes;
 mod tls;

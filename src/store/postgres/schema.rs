@@ -254,9 +254,62 @@ SELECT 1;
     // Version 12: same-provider recipients whose delivery receipt or non-delivery notice is
     // recorded get their tracking row closed (see the SQLite migration 12).
     crate::store::outbox::CLOSE_DECIDED_ROWS,
-    // Versions 13 and 14: taken by other branches (the lead renumbers at merge).
-    "SELECT 1;",
-    "SELECT 1;",
+    // Version 13: a missing time stamp may be added to a seal, once; nothing else changes
+    // (see the SQLite migration 13).
+    r#"
+CREATE OR REPLACE FUNCTION pec_seal_stamp_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.tst IS NULL AND NEW.tst IS NOT NULL
+       AND (NEW.day, NEW.from_at, NEW.to_at, NEW.count, NEW.first_id, NEW.last_id,
+            NEW.export_sha256, NEW.signature, NEW.sealed_at)
+           IS NOT DISTINCT FROM
+           (OLD.day, OLD.from_at, OLD.to_at, OLD.count, OLD.first_id, OLD.last_id,
+            OLD.export_sha256, OLD.signature, OLD.sealed_at) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'seals are append-only (only a missing time stamp may be added)';
+END
+$$;
+DROP TRIGGER IF EXISTS seals_append_only ON seals;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+    FOR EACH ROW EXECUTE FUNCTION pec_seal_stamp_only();
+"#,
+    // Version 14: per-mailbox settings, retired addresses, provider outages (see the
+    // SQLite migration 14).
+    r#"
+CREATE TABLE IF NOT EXISTS mailbox_settings (
+    mailbox        TEXT PRIMARY KEY,
+    receipt_type   TEXT,
+    max_recipients BIGINT,
+    max_total_size BIGINT,
+    daily_quota    BIGINT,
+    state          TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retired_mailboxes (
+    mailbox    TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    retired_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outages (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS acceptance_senders (
+    pec_id TEXT PRIMARY KEY,
+    sender TEXT NOT NULL,
+    at     BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acceptance_senders_sender ON acceptance_senders (sender, at);
+ALTER TABLE mailbox_policy DROP CONSTRAINT IF EXISTS mailbox_policy_policy_check;
+ALTER TABLE mailbox_policy DROP CONSTRAINT IF EXISTS mailbox_policy_check;
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_policy_check
+    CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder'));
+ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_check
+    CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL));
     // Version 15: receipts kept beside their legal-log record (see the SQLite migration 15).
     r#"
 CREATE TABLE IF NOT EXISTS received_receipts (

@@ -24,7 +24,7 @@ use openssl::x509::X509;
 use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::config::SslMode;
 
-use crate::config::{StoreConfig, StoreTls};
+use crate::store::settings::{StoreConfig, StoreTls};
 
 /// How the store's connections use TLS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -410,6 +410,19 @@ impl<B: Backend> LogStore for B {
         })
     }
 
+    /// Adds the missing time stamp of a seal (schema version 13 allows only that change).
+    fn add_seal_stamp(&self, day: &str, tst: &[u8], tsa_url: &str) -> Result<bool, StoreError> {
+        self.write("add seal stamp", |c| {
+            exec(
+                c,
+                "add seal stamp",
+                "UPDATE seals SET tst = $2, tsa_url = $3 WHERE day = $1 AND tst IS NULL",
+                args![day, tst, tsa_url],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     /// The seals whose day overlaps `from_at <= t < to_at`, by day.
     fn seals(&self, from_at: i64, to_at: i64) -> Result<Vec<SealRecord>, StoreError> {
         self.read(|c| {

@@ -6,6 +6,7 @@ use super::legal::{append, append_event, chain_row, lock_head, search, set_head}
 use super::outbox::{self as ops, tracking_forward};
 use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend};
 use crate::message::build::Certification;
+use crate::message::kind::ReceiptType;
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::store::codec::{
@@ -14,9 +15,29 @@ use crate::store::codec::{
 use crate::store::outbox::received_record;
 use crate::store::{
     Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
-    LogRequest, LoggedEvent, MailboxPolicy, Outbound, Refused, Staged, Store, StoreError,
-    StoredIndex, TimeoutClaim, Tracking, TrackingState,
+    LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
+    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
+    TrackingState,
 };
+
+/// A setting as an SQL integer (`None`: NULL).
+fn setting(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// An [`Outage`] from `kind, reason, started_at, ended_at`.
+fn outage_row(r: &super::Row) -> Result<Outage, StoreError> {
+    let kind: String = r.get(0)?;
+    Ok(Outage {
+        kind: OutageKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("outages row: unknown kind \"{kind}\"")))?,
+        reason: r.get(1)?,
+        start: Instant::from_unix(r.get(2)?),
+        end: r.get::<Option<i64>>(3)?.map(Instant::from_unix),
+    })
+}
+
+const OUTAGE_COLUMNS: &str = "kind, reason, started_at, ended_at";
 
 impl<B: Backend> Store for B {
     /// The rule: `login` may send as `address` when the `senders` table maps that pair;
@@ -78,6 +99,18 @@ impl<B: Backend> Store for B {
                     ],
                 )?;
             }
+            // The sender, for the daily quota (Store::accepted_since).
+            exec(
+                c,
+                &format!("record the sender of \"{pec_id}\""),
+                "INSERT INTO acceptance_senders (pec_id, sender, at) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                args![
+                    pec_id,
+                    &accepted.cert.mittente.to_ascii_lowercase(),
+                    accepted.at.unix()
+                ],
+            )?;
             // Last, so that a duplicate pec_id fails after the other writes and the test of
             // the one-transaction property sees them rolled back.
             exec_unique(
@@ -404,6 +437,201 @@ impl<B: Backend> Store for B {
             notify: row.get(0)?,
             senders,
         }))
+    }
+
+    fn mailbox_settings(&self, mailbox: &str) -> Result<MailboxSettings, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let Some(r) = self.read(|c| {
+            opt(
+                c,
+                &format!("read settings of \"{mailbox}\""),
+                "SELECT receipt_type, max_recipients, max_total_size, daily_quota, state
+                 FROM mailbox_settings WHERE mailbox = $1",
+                args![&mailbox],
+            )
+        })?
+        else {
+            return Ok(MailboxSettings::default());
+        };
+        let corrupt = |what: &str, v: &str| {
+            StoreError::Corrupt(format!("mailbox_settings of \"{mailbox}\": {what} \"{v}\""))
+        };
+        let limit = |i: usize| -> Result<Option<u64>, StoreError> {
+            r.get::<Option<i64>>(i)?
+                .map(|v| u64::try_from(v).map_err(|_| corrupt("limit", &v.to_string())))
+                .transpose()
+        };
+        let receipt_type = r
+            .get::<Option<String>>(0)?
+            .map(|t| {
+                ReceiptType::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == t)
+                    .ok_or_else(|| corrupt("receipt_type", &t))
+            })
+            .transpose()?;
+        let state: String = r.get(4)?;
+        Ok(MailboxSettings {
+            receipt_type,
+            max_recipients: limit(1)?,
+            max_total_size: limit(2)?,
+            daily_quota: limit(3)?,
+            state: MailboxState::parse(&state).ok_or_else(|| corrupt("state", &state))?,
+        })
+    }
+
+    fn set_mailbox_settings(
+        &self,
+        mailbox: &str,
+        settings: &MailboxSettings,
+    ) -> Result<(), StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        self.write("set mailbox settings", |c| {
+            exec(
+                c,
+                &format!("set settings of \"{mailbox}\""),
+                "INSERT INTO mailbox_settings
+                     (mailbox, receipt_type, max_recipients, max_total_size, daily_quota, state)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (mailbox) DO UPDATE SET receipt_type = excluded.receipt_type,
+                     max_recipients = excluded.max_recipients,
+                     max_total_size = excluded.max_total_size,
+                     daily_quota = excluded.daily_quota, state = excluded.state",
+                args![
+                    &mailbox,
+                    settings.receipt_type.map(|t| t.as_str()),
+                    setting(settings.max_recipients),
+                    setting(settings.max_total_size),
+                    setting(settings.daily_quota),
+                    settings.state.label(),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn accepted_since(&self, sender: &str, since: Instant) -> Result<u64, StoreError> {
+        let sender = sender.to_ascii_lowercase();
+        let n: i64 = self.read(|c| {
+            one(
+                c,
+                &format!("count the acceptances of \"{sender}\""),
+                "SELECT COUNT(*) FROM acceptance_senders WHERE sender = $1 AND at >= $2",
+                args![&sender, since.unix()],
+            )?
+            .get(0)
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn retire_mailbox(&self, retired: &Retired) -> Result<bool, StoreError> {
+        let mailbox = retired.mailbox.to_ascii_lowercase();
+        self.write("retire a mailbox", |c| {
+            exec(
+                c,
+                &format!("retire \"{mailbox}\""),
+                "INSERT INTO retired_mailboxes (mailbox, holder, retired_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (mailbox) DO NOTHING",
+                args![&mailbox, &retired.holder, retired.at.unix()],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    fn retired_mailbox(&self, mailbox: &str) -> Result<Option<Retired>, StoreError> {
+        let mailbox = mailbox.to_ascii_lowercase();
+        let row = self.read(|c| {
+            opt(
+                c,
+                &format!("read retirement of \"{mailbox}\""),
+                "SELECT holder, retired_at FROM retired_mailboxes WHERE mailbox = $1",
+                args![&mailbox],
+            )
+        })?;
+        row.map(|r| {
+            Ok(Retired {
+                mailbox: mailbox.clone(),
+                holder: r.get(0)?,
+                at: Instant::from_unix(r.get(1)?),
+            })
+        })
+        .transpose()
+    }
+
+    /// The open outage is unique (index `outages_open`): of two concurrent suspensions one
+    /// fails its insert and records nothing.
+    fn suspend_provider(&self, outage: &Outage, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("suspend the service", |c| {
+            let mut head = lock_head(c)?;
+            let open: bool = one(
+                c,
+                "read the open outage",
+                "SELECT EXISTS (SELECT 1 FROM outages WHERE ended_at IS NULL)",
+                &[],
+            )?
+            .get(0)?;
+            if open {
+                return Ok(false);
+            }
+            exec(
+                c,
+                "open an outage",
+                "INSERT INTO outages (kind, reason, started_at) VALUES ($1, $2, $3)",
+                args![outage.kind.label(), &outage.reason, outage.start.unix()],
+            )?;
+            append(c, &mut head, event)?;
+            set_head(c, &head)?;
+            Ok(true)
+        })
+    }
+
+    fn resume_provider(&self, event: &LogEvent) -> Result<Option<Outage>, StoreError> {
+        self.write("resume the service", |c| {
+            let mut head = lock_head(c)?;
+            let Some(row) = opt(
+                c,
+                "close the open outage",
+                &format!(
+                    "UPDATE outages SET ended_at = $1 WHERE ended_at IS NULL
+                     RETURNING {OUTAGE_COLUMNS}"
+                ),
+                args![event.at.unix()],
+            )?
+            else {
+                return Ok(None);
+            };
+            append(c, &mut head, event)?;
+            set_head(c, &head)?;
+            outage_row(&row).map(Some)
+        })
+    }
+
+    fn provider_suspension(&self) -> Result<Option<Outage>, StoreError> {
+        let row = self.read(|c| {
+            opt(
+                c,
+                "read the open outage",
+                &format!("SELECT {OUTAGE_COLUMNS} FROM outages WHERE ended_at IS NULL"),
+                &[],
+            )
+        })?;
+        row.as_ref().map(outage_row).transpose()
+    }
+
+    fn outages(&self, from: Instant, to: Instant) -> Result<Vec<Outage>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                "read the outages",
+                &format!(
+                    "SELECT {OUTAGE_COLUMNS} FROM outages
+                     WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
+                     ORDER BY started_at, id"
+                ),
+                args![from.unix(), to.unix()],
+            )
+        })?;
+        rows.iter().map(outage_row).collect()
     }
 
     fn claim_timeouts(&self, claim: &TimeoutClaim) -> Result<Vec<DueNotice>, StoreError> {

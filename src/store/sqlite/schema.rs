@@ -300,10 +300,72 @@ UPDATE outbox SET data = X'';
     // false notice after every same-provider delivery: the rows whose notice is already
     // recorded (delivery_notices, written with its legal-log record) are closed now.
     crate::store::outbox::CLOSE_DECIDED_ROWS,
-    // Versions 13 and 14: taken by other branches (the lead renumbers at merge); nothing
-    // here, so that this branch's migration 15 keeps its number.
-    "SELECT 1;",
-    "SELECT 1;",
+    // Version 13: a seal made while the TSA was down gets its time stamp later (log::
+    // stamp_seal): seals stay append-only except for that one change, a missing token
+    // (and where it came from) added once, every other column unchanged.
+    r#"
+DROP TRIGGER IF EXISTS seals_append_only;
+CREATE TRIGGER seals_append_only BEFORE UPDATE ON seals
+WHEN NOT (OLD.tst IS NULL AND NEW.tst IS NOT NULL
+          AND NEW.day IS OLD.day AND NEW.from_at IS OLD.from_at AND NEW.to_at IS OLD.to_at
+          AND NEW.count IS OLD.count AND NEW.first_id IS OLD.first_id
+          AND NEW.last_id IS OLD.last_id AND NEW.export_sha256 IS OLD.export_sha256
+          AND NEW.signature IS OLD.signature AND NEW.sealed_at IS OLD.sealed_at)
+BEGIN
+    SELECT RAISE(ABORT, 'seals are append-only (only a missing time stamp may be added)');
+END;
+"#,
+    // Version 14: per-mailbox settings, retired addresses, provider outages (issue 21).
+    // Idempotent (IF NOT EXISTS, a rebuilt table), as the tests that roll the version back
+    // need.
+    r#"
+-- Settings of one mailbox (pec mailbox set / state); a missing row or NULL column means
+-- the provider's value. Read by the access and delivery points on every transaction.
+CREATE TABLE IF NOT EXISTS mailbox_settings (
+    mailbox        TEXT PRIMARY KEY,   -- lower case
+    receipt_type   TEXT,               -- completa | breve | sintetica, for mail without X-TipoRicevuta
+    max_recipients INTEGER,            -- overrides access.max_recipients
+    max_total_size INTEGER,            -- overrides access.max_total_size (bytes, size x recipients)
+    daily_quota    INTEGER,            -- accepted messages per 24 hours
+    state          TEXT NOT NULL       -- active | suspended | read-only
+) STRICT;
+-- Retired addresses: never given to another holder (pec mailbox retire). Never deleted.
+CREATE TABLE IF NOT EXISTS retired_mailboxes (
+    mailbox    TEXT PRIMARY KEY,       -- lower case
+    holder     TEXT NOT NULL,          -- the holder's identifier (tax code, ...)
+    retired_at INTEGER NOT NULL        -- unix seconds
+) STRICT;
+-- Provider-wide suspensions of the service (pec suspend / pec resume); the legal log has
+-- a SospensioneServizio and a RipresaServizio record for each.
+CREATE TABLE IF NOT EXISTS outages (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,          -- planned | incident | malfunction
+    reason     TEXT NOT NULL,
+    started_at INTEGER NOT NULL,       -- unix seconds
+    ended_at   INTEGER                 -- NULL while suspended
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS outages_open ON outages ((ended_at IS NULL)) WHERE ended_at IS NULL;
+-- The sender of each accepted submission, for the daily quota (none before this version).
+CREATE TABLE IF NOT EXISTS acceptance_senders (
+    pec_id TEXT PRIMARY KEY,           -- pending_acceptance.pec_id
+    sender TEXT NOT NULL,              -- lower case
+    at     INTEGER NOT NULL            -- unix seconds, as pending_acceptance.at
+) STRICT;
+CREATE INDEX IF NOT EXISTS acceptance_senders_sender ON acceptance_senders (sender, at);
+-- Two more policies for mail that is not valid PEC: discard (with a legal-log record) and
+-- folder (delivered into the folder named in forward_to). SQLite cannot alter a CHECK:
+-- the table is rebuilt.
+CREATE TABLE mailbox_policy_new (
+    mailbox    TEXT PRIMARY KEY,       -- local mailbox address, lower case
+    policy     TEXT NOT NULL
+               CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder')),
+    forward_to TEXT,                   -- ordinary address for 'forward', folder for 'folder'
+    CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL))
+) STRICT;
+INSERT INTO mailbox_policy_new (mailbox, policy, forward_to)
+    SELECT mailbox, policy, forward_to FROM mailbox_policy;
+DROP TABLE mailbox_policy;
+ALTER TABLE mailbox_policy_new RENAME TO mailbox_policy;
     // Version 15: receipts kept, not only logged.
     r#"
 -- A presa in carico or rilevazione virus received from another provider (spec §5.2) is
