@@ -310,6 +310,7 @@ ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_policy_check
     CHECK (policy IN ('anomaly', 'refuse', 'forward', 'discard', 'folder'));
 ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_check
     CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL));
+"#,
     // Version 15: receipts kept beside their legal-log record (see the SQLite migration 15).
     r#"
 CREATE TABLE IF NOT EXISTS received_receipts (

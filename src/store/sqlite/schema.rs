@@ -366,6 +366,7 @@ INSERT INTO mailbox_policy_new (mailbox, policy, forward_to)
     SELECT mailbox, policy, forward_to FROM mailbox_policy;
 DROP TABLE mailbox_policy;
 ALTER TABLE mailbox_policy_new RENAME TO mailbox_policy;
+"#,
     // Version 15: receipts kept, not only logged.
     r#"
 -- A presa in carico or rilevazione virus received from another provider (spec §5.2) is
