@@ -278,6 +278,10 @@ pub struct ReceptionConfig {
     pub default_policy: String,
     /// Ordinary address for `default_policy = "forward"`.
     pub default_forward_to: Option<String>,
+    /// Largest presa in carico or rilevazione virus from another provider kept, signed,
+    /// beside its legal-log record, e.g. `1MB`; a larger one is logged with its size and
+    /// SHA-256, not kept.
+    pub kept_receipt_max_size: String,
 }
 
 impl Default for ReceptionConfig {
@@ -285,6 +289,7 @@ impl Default for ReceptionConfig {
         ReceptionConfig {
             default_policy: "anomaly".into(),
             default_forward_to: None,
+            kept_receipt_max_size: "1MB".into(),
         }
     }
 }
@@ -371,6 +376,9 @@ pub struct LogConfig {
     pub dev_insecure_no_tsa: bool,
     /// Months the records and seals are kept (at least 30, DPR 68/2005).
     pub retention_months: u32,
+    /// How often `pec serve` runs the retention purge (`pec log purge`), e.g. `1d`; empty
+    /// or `0`: never (by hand only).
+    pub purge_interval: String,
     /// Owner self-service: local part of the service address, in each PEC domain, that
     /// mailbox owners write to for their log extract (`registro` → `registro@<domain>`);
     /// empty disables the service.
@@ -399,6 +407,7 @@ impl Default for LogConfig {
             tsa_grace: "6h".into(),
             dev_insecure_no_tsa: false,
             retention_months: crate::store::RETENTION_MONTHS,
+            purge_interval: "1d".into(),
             request_address: "registro".into(),
             request_limit: 5,
             request_window: "1h".into(),
@@ -751,6 +760,11 @@ pub struct Settings {
     pub filter: FilterSettings,
     /// `reception.default_policy` (with `reception.default_forward_to`).
     pub default_policy: MailboxPolicy,
+    /// `reception.kept_receipt_max_size`, bytes.
+    pub kept_receipt_max: u64,
+    /// `log.purge_interval`: how often `pec serve` runs the retention purge; `None`: never
+    /// (`pec log purge` by hand).
+    pub purge_interval: Option<Duration>,
     pub delivery: DeliverySettings,
     /// `log.tsa_*`; `None` without a TSA.
     pub tsa: Option<crate::log::TsaSettings>,
@@ -1084,6 +1098,14 @@ impl Config {
         let access = self.access_settings()?;
         let filter = self.filter_settings(&access)?;
         let default_policy = self.reception_policy()?;
+        let kept_receipt_max = size(
+            "reception.kept_receipt_max_size",
+            &self.reception.kept_receipt_max_size,
+        )?;
+        let purge_interval = match self.log.purge_interval.as_str() {
+            "" | "0" => None,
+            v => Some(duration("log.purge_interval", v)?),
+        };
         let revocation = self.revocation_settings()?;
         let delivery = self.delivery_settings()?;
         let timers_interval = self.timers_interval()?;
@@ -1101,6 +1123,8 @@ impl Config {
             tsa_retry,
             tsa_grace,
             default_policy,
+            kept_receipt_max,
+            purge_interval,
             index_source,
             index_refresh,
             timers_interval,

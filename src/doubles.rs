@@ -62,6 +62,12 @@ impl TestStore {
         }
     }
 
+    /// The SQLite store underneath, with the legal log's own operations (kept receipts,
+    /// quarantine listing, purge); never set to fail.
+    pub fn log_store(&self) -> &SqliteStore {
+        &self.store
+    }
+
     /// Every event, oldest first.
     pub fn all_events(&self) -> Vec<LogEvent> {
         self.store
@@ -135,7 +141,8 @@ impl Store for TestStore {
         fn record_receipt_received(
             &self,
             event: &LogEvent,
-            updates: &[(String, TrackingState)]
+            updates: &[(String, TrackingState)],
+            kept: Option<&[u8]>
         ) -> usize;
         fn claim_log_request(
             &self,

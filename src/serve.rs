@@ -215,6 +215,22 @@ pub async fn run_with(
     // The seal key is not the PEC key: a rollover of the PEC key (reload) leaves the
     // sealer alone; a new seal key takes a restart.
     let sealer = start_sealer(&seal_store, &seal_signer, &settings.tsa, settings.tsa_retry);
+    // The retention purge, every log.purge_interval (one node per interval), on the
+    // sealer's connection: both are the legal log's housekeeping.
+    let purger = settings.purge_interval.map(|every| {
+        info!(every = ?every, "retention purge running");
+        tokio::spawn(crate::log::scheduled_purge(
+            seal_store.clone(),
+            crate::log::PurgeSchedule {
+                every,
+                log_months: config.log.retention_months,
+                quarantine_months: config.quarantine.retention_months,
+                provider: config.provider.name.clone(),
+            },
+            Arc::new(SystemClock),
+            stop_rx.clone(),
+        ))
+    });
     let access = Arc::new(Current::new(roles.access));
     let after_queue = Arc::new(Current::new(roles.after_queue));
     let delivery_point = Arc::new(Current::new(roles.delivery));
@@ -364,6 +380,9 @@ pub async fn run_with(
     }
     let _ = sealer.stop.send(true);
     let _ = sealer.task.await;
+    if let Some(p) = purger {
+        let _ = p.await;
+    }
     let _ = outbox.await;
     Ok(())
 }

@@ -499,7 +499,10 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
     };
     let after_queue = Arc::new(
         AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
-            .with_log_requests(settings.log_requests.clone()),
+            .with_log_requests(settings.log_requests.clone())
+            .with_kept_receipt_max(
+                usize::try_from(settings.kept_receipt_max).unwrap_or(usize::MAX),
+            ),
     );
     Ok(Roles {
         access: ap,

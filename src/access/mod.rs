@@ -466,6 +466,7 @@ impl AccessPoint {
             notice_id: notice.message_id.clone(),
             quarantine,
             provider: self.kit.issuer.provider_name.clone(),
+            login: s.login.clone(),
         };
         let notice_id = notice.message_id.clone();
         let effect = Effect::Refused(Box::new(refused));

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! `pec log seal|verify|search|export|package|purge`.
+//! `pec log seal|verify|search|export|receipts|package|purge`.
 //!
 //! Exit status: 0 done (for `verify`: everything holds), 1 problems found or the
 //! operation failed, 2 usage or configuration error.
@@ -32,7 +32,12 @@ pub enum LogCommand {
     Search(SearchArgs),
     /// Export records to CSV or JSON.
     Export(SearchArgs),
-    /// Delete the records, seals and quarantined messages past retention (sealed days only).
+    /// The receipts kept beside the records of a PEC msgid: each presa in carico and
+    /// rilevazione virus another provider sent about it, signed, as received. Lists them;
+    /// with --export DIR writes each, byte-exact, as DIR/<record id>.eml.
+    Receipts(ReceiptsArgs),
+    /// Delete the records (with their kept receipts), seals and quarantined messages past
+    /// retention (sealed days only). `pec serve` runs it every log.purge_interval.
     Purge(PurgeArgs),
     /// Write a sealed day as one package for long-term preservation (conservazione a
     /// norma): records, CSV, seal signature, time stamp, certificates and a manifest of
@@ -130,6 +135,18 @@ pub struct SearchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReceiptsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// PEC msgid of the envelope the receipts are about.
+    #[arg(long = "pec-id")]
+    pub pec_id: String,
+    /// Write each receipt into this directory as <record id>.eml (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct PurgeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -143,7 +160,8 @@ fn open(
     Ok((cfg, store))
 }
 
-fn bounds(
+/// `--from` and `--to` as instants.
+pub(super) fn bounds(
     from: &Option<String>,
     to: &Option<String>,
 ) -> Result<(Option<Instant>, Option<Instant>), CliError> {
@@ -290,6 +308,7 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             );
             Ok(0)
         }
+        LogCommand::Receipts(args) => receipts(args),
         LogCommand::Search(args) => search(args, Format::Text),
         LogCommand::Export(args) => search(args, Format::Csv),
         LogCommand::Purge(args) => {
@@ -303,8 +322,8 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             )
             .map_err(CliError::failed)?;
             println!(
-                "purged {} records, {} seals, {} quarantined messages",
-                report.events, report.seals, report.quarantined
+                "purged {} records, {} seals, {} quarantined messages, {} kept receipts",
+                report.events, report.seals, report.quarantined, report.receipts
             );
             if let Some(why) = report.stopped_at {
                 println!("the log purge stopped early: {why} (run pec log seal)");
@@ -312,6 +331,38 @@ fn run_inner(command: &LogCommand) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+/// `pec log receipts`: one line per kept receipt (record id, instant, type, Message-ID,
+/// size); with `--export`, each written byte-exact as `<record id>.eml`.
+fn receipts(args: &ReceiptsArgs) -> Result<i32, CliError> {
+    let (_, store) = open(&args.config)?;
+    let kept = store
+        .kept_receipts(&args.pec_id)
+        .map_err(CliError::failed)?;
+    if let Some(dir) = &args.export {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::failed(format!("cannot create \"{}\": {e}", dir.display())))?;
+    }
+    for k in &kept {
+        let mut line = format!(
+            "{} {} {} {} {} bytes",
+            k.event_id,
+            Instant::from_unix(k.at).rfc3339(),
+            k.kind,
+            k.message_id.as_deref().unwrap_or("-"),
+            k.message.len()
+        );
+        if let Some(dir) = &args.export {
+            let path = dir.join(format!("{}.eml", k.event_id));
+            std::fs::write(&path, &k.message).map_err(|e| {
+                CliError::failed(format!("cannot write \"{}\": {e}", path.display()))
+            })?;
+            line.push_str(&format!(" {}", path.display()));
+        }
+        println!("{line}");
+    }
+    Ok(0)
 }
 
 /// `pec log verify --package FILE`: offline, no configuration.

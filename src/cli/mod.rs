@@ -13,6 +13,7 @@ mod index;
 pub mod install;
 pub mod log;
 pub mod ops;
+mod quarantine;
 mod serve;
 mod service;
 mod setup;
@@ -75,6 +76,12 @@ pub enum Command {
     /// Which login may send as which address (by default a login sends only as itself).
     #[command(subcommand)]
     Sender(SenderCommand),
+    /// The quarantine of infected messages (kept 30 months, spec §8): list, show, export
+    /// byte-exact for the authorities.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
+    },
     /// Per-mailbox settings kept in the store: receipt type, limits, daily quota, state,
     /// policy for ordinary mail, arrival notices, retirement.
     #[command(subcommand)]
@@ -144,6 +151,7 @@ pub fn main() -> i32 {
         Command::Resume(args) => service::resume(&args),
         Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
+        Command::Quarantine { command } => quarantine::run(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
     }

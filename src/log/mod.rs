@@ -654,6 +654,77 @@ pub async fn daily_sealer(
     }
 }
 
+/// What the retention purge of `pec serve` needs ([`scheduled_purge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeSchedule {
+    /// `log.purge_interval`.
+    pub every: Duration,
+    /// `log.retention_months`.
+    pub log_months: u32,
+    /// `quarantine.retention_months`.
+    pub quarantine_months: u32,
+    /// Our provider name, for the [`crate::store::EventKind::Purged`] record.
+    pub provider: String,
+}
+
+/// The lease that makes the scheduled purge run on one node per interval.
+pub const PURGE_LEASE: &str = "purge";
+
+/// The retention purge of `pec serve`: at start and then every `schedule.every`, deletes
+/// what is past retention ([`purge`]; the legal log's sealed days only, the kept receipts
+/// with their records, the quarantine). Exactly once per interval across the nodes of one
+/// store: the node that holds the [`PURGE_LEASE`] for the interval purges, the others
+/// skip (the purge itself is serialised on the chain head and deletes nothing twice). A
+/// failure is logged and retried at the next interval.
+pub async fn scheduled_purge(
+    store: std::sync::Arc<dyn LogStore>,
+    schedule: PurgeSchedule,
+    clock: std::sync::Arc<dyn crate::message::time::Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let owner = crate::store::ledger::node_owner();
+    let seconds = i64::try_from(schedule.every.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        let (store2, s, owner2, now) =
+            (store.clone(), schedule.clone(), owner.clone(), clock.now());
+        let result = tokio::task::spawn_blocking(move || {
+            if !store2.try_lease(PURGE_LEASE, &owner2, now, seconds)? {
+                return Ok(None);
+            }
+            purge(
+                &*store2,
+                s.log_months,
+                s.quarantine_months,
+                now,
+                &s.provider,
+            )
+            .map(Some)
+        })
+        .await;
+        match result {
+            Ok(Ok(Some(report))) => {
+                tracing::info!(
+                    records = report.events,
+                    receipts = report.receipts,
+                    seals = report.seals,
+                    quarantined = report.quarantined,
+                    stopped_at = report.stopped_at.as_deref().unwrap_or("-"),
+                    "retention purge done"
+                )
+            }
+            Ok(Ok(None)) => {
+                tracing::debug!("retention purge: another node holds this interval")
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot purge past retention"),
+            Err(e) => tracing::error!(error = %e, "purge task failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(schedule.every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 /// Parses a `--from`/`--to` bound: `YYYY-MM-DD` (start of that legal day; for `--to`, the
 /// end, i.e. the start of the next day) or an RFC 3339 instant.
 pub fn parse_bound(s: &str, end_of_day: bool) -> Option<Instant> {

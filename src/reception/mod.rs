@@ -13,7 +13,7 @@
 //! * local recipients: the reception point (punto di ricezione, spec §5.2,
 //!   [`point`]): the message is classified (signature, provider index, formal checks) and
 //!   handled per the table of spec §5.2: presa in carico and delivery of a valid envelope,
-//!   virus notices and quarantine, receipts judged against our records and delivered or
+//!   quarantine, presa in carico and virus notices for an infected one, receipts judged against our records and delivered or
 //!   consumed, and everything else wrapped in a busta di anomalia, refused or forwarded
 //!   per mailbox policy.
 //!
@@ -124,8 +124,9 @@ pub enum Local {
         receipt_id: String,
         to: String,
     },
-    /// Valid transport envelope with a virus: not delivered, quarantined, one rilevazione
-    /// virus per recipient (`notices`).
+    /// Valid transport envelope with a virus: not delivered, quarantined, taken in charge
+    /// (spec §5.2: the virus is the second phase), one rilevazione virus per recipient
+    /// (`notices`).
     Virus {
         pec_id: String,
         virus: String,
@@ -180,9 +181,10 @@ pub enum Local {
 /// 5. acts for the local recipients (see [`Local`]): a valid envelope is scanned, then
 ///    either taken in charge (presa in carico to the sender's `mailReceipt`, recorded as
 ///    verified in the store, same-provider tracking rows updated, envelope injected) or
-///    refused for a virus (rilevazione virus per recipient, quarantine); a valid receipt
-///    updates our tracking rows and is delivered (or consumed, when it is a presa in carico
-///    or rilevazione virus for our `mailReceipt`); anything else follows the policy;
+///    refused for a virus (quarantine, presa in carico, rilevazione virus per recipient);
+///    a valid receipt updates our tracking rows and is delivered (or consumed, and kept
+///    signed beside its legal-log record, when it is a presa in carico or rilevazione virus
+///    for our `mailReceipt`); anything else follows the policy;
 /// 6. answers Accept: only now does Postfix drop its copy.
 ///
 /// Failures (fail closed, design §3): store, antivirus, signing, task or injection
@@ -203,7 +205,15 @@ pub struct AfterQueue {
     kit: Issuing,
     reception: Reception,
     log_requests: Option<RequestSettings>,
+    /// Largest received receipt kept beside its legal-log record, bytes
+    /// (`reception.kept_receipt_max_size`).
+    kept_receipt_max: usize,
 }
+
+/// Default of [`AfterQueue::with_kept_receipt_max`] (`reception.kept_receipt_max_size`,
+/// 1 MiB): a presa in carico or rilevazione virus is a few kilobytes; a larger one is
+/// logged with its size and SHA-256, not kept.
+pub const KEPT_RECEIPT_MAX: usize = 1 << 20;
 
 impl AfterQueue {
     /// `injector` reaches Postfix's reinjection listener (no filter, no milter); `issuer`,
@@ -221,7 +231,16 @@ impl AfterQueue {
             kit: Issuing::new(store, injector, issuer, signer, ids),
             reception,
             log_requests: None,
+            kept_receipt_max: KEPT_RECEIPT_MAX,
         }
+    }
+
+    /// The largest presa in carico or rilevazione virus kept, signed and byte-exact, beside
+    /// its legal-log record (default [`KEPT_RECEIPT_MAX`]). A larger one is still judged,
+    /// logged and consumed; its record says it was not kept, with its size and SHA-256.
+    pub fn with_kept_receipt_max(mut self, bytes: usize) -> Self {
+        self.kept_receipt_max = bytes;
+        self
     }
 
     /// Answers the owners' log requests the access point accepted (`None`: the marked

@@ -6,6 +6,7 @@
 //! against our own records, logged, and delivered or consumed; anything else is wrapped
 //! in an anomaly envelope or forwarded by mailbox policy.
 
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::{one_line, AfterQueue, AfterQueueError, Local};
@@ -23,7 +24,7 @@ use crate::store::{Effect, EventKind, LogEvent, MailboxPolicy, TrackingState};
 
 impl AfterQueue {
     /// A valid transport envelope for `local`: antivirus, then presa in carico and delivery,
-    /// or virus notices and quarantine.
+    /// or quarantine, presa in carico and virus notices.
     pub(super) async fn envelope(
         &self,
         tx: &Transaction,
@@ -60,6 +61,32 @@ impl AfterQueue {
             self.kit
                 .store(move |s| s.record_quarantine(&event, &data))
                 .await?;
+            // Every valid transport envelope is taken in charge (spec §5.2, §3.5 [RT]): the
+            // virus is the second phase. The presa in carico records no verification (the
+            // delivery point never delivers these bytes) and moves no tracking row: the
+            // rilevazione virus that follows decides the outcome.
+            let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
+            let receipt = self
+                .build(move |b| b.take_charge(&c, now, &taken, &to))
+                .await?;
+            let event = self.event(
+                &cert,
+                &pec_id,
+                EventKind::Issued(MessageKind::TakeCharge),
+                vec![receipt.message_id.clone()],
+                tx,
+                &provider.name,
+                "ok",
+                Some(&format!("messaggio infetto ({virus}): non consegnato")),
+                now,
+            );
+            self.emit(
+                take_charge_key(&pec_id, local),
+                receipt,
+                Effect::Log(vec![event]),
+                now,
+            )
+            .await?;
             let mut notices = Vec::new();
             for r in local {
                 let (c, r2, v, to) = (
@@ -410,10 +437,33 @@ impl AfterQueue {
                 .collect(),
             _ => Vec::new(),
         };
-        let event = self.received_event(tx, kind, m, &found, &consumed, &persons, now);
+        let mut event = self.received_event(tx, kind, m, &found, &consumed, &persons, now);
+        // A presa in carico or rilevazione virus goes to a provider's mailReceipt and is
+        // consumed: kept signed, byte-exact, beside its record, within the size bound.
+        let kept = match kind {
+            Ricevuta::PresaInCarico | Ricevuta::RilevazioneVirus => {
+                if tx.data.len() <= self.kept_receipt_max {
+                    Some(tx.data.clone())
+                } else {
+                    let note = format!(
+                        "non conservata: {} byte oltre il limite di {} byte, sha-256 {}",
+                        tx.data.len(),
+                        self.kept_receipt_max,
+                        hex::encode(Sha256::digest(&tx.data))
+                    );
+                    warn!(queue_id, msgid = %pec_id, size = tx.data.len(), "reception: {} larger than reception.kept_receipt_max_size: logged, not kept", kind.as_str());
+                    event.reason = Some(match event.reason.take() {
+                        Some(r) => format!("{r}; {note}"),
+                        None => note,
+                    });
+                    None
+                }
+            }
+            _ => None,
+        };
         let tracking_updated = self
             .kit
-            .store(move |s| s.record_receipt_received(&event, &updates))
+            .store(move |s| s.record_receipt_received(&event, &updates, kept.as_deref()))
             .await?;
         info!(
             queue_id,

@@ -369,18 +369,24 @@ pub fn purge_event(
         provider: provider.to_string(),
         queue_id: None,
         outcome: "ok".into(),
-        reason: Some(format!(
-            "retention: {} records (up to id {}) before {}, {} seals, \
+        reason: Some(
+            format!(
+                "retention: {} records (up to id {}) before {}, {} seals, \
              {} quarantined messages before {}",
-            report.events,
-            report
-                .anchor_id
-                .map_or_else(|| "-".to_string(), |i| i.to_string()),
-            Instant::from_unix(boundary).rfc3339(),
-            report.seals,
-            report.quarantined,
-            quarantine_cutoff.rfc3339()
-        )),
+                report.events,
+                report
+                    .anchor_id
+                    .map_or_else(|| "-".to_string(), |i| i.to_string()),
+                Instant::from_unix(boundary).rfc3339(),
+                report.seals,
+                report.quarantined,
+                quarantine_cutoff.rfc3339()
+            ) + &if report.receipts > 0 {
+                format!(", {} kept receipts with their records", report.receipts)
+            } else {
+                String::new()
+            },
+        ),
     })
 }
 

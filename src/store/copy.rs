@@ -279,6 +279,20 @@ const TABLES: &[Table] = &[
         order: "pec_id",
         read: None,
     },
+    // Version 15.
+    Table {
+        name: "received_receipts",
+        columns: &[
+            ("event_id", 'i'),
+            ("pec_id", 't'),
+            ("kind", 't'),
+            ("message_id", 't'),
+            ("at", 'i'),
+            ("message", 'b'),
+        ],
+        order: "event_id",
+        read: None,
+    },
 ];
 
 /// One SQLite value as a typed PostgreSQL parameter.

@@ -5,7 +5,10 @@
 //! time. Implemented by [`super::SqliteStore`] (one host) and [`super::PgStore`] (several
 //! nodes on one PostgreSQL database); [`super::open`] opens the configured one.
 
-use super::report::{Export, Health, PurgeReport, SealRecord, VerifyReport};
+use super::report::{
+    Export, Health, KeptReceipt, PurgeReport, QuarantineEntry, QuarantineQuery, SealRecord,
+    VerifyReport,
+};
 use super::{LogEvent, Store, StoreError};
 use crate::message::time::Instant;
 
@@ -55,6 +58,15 @@ pub trait LogStore: Store {
         let _ = (name, owner, now, seconds);
         Ok(true)
     }
+    /// The receipts kept beside the legal-log records about `pec_id` (see
+    /// [`Store::record_receipt_received`]), in log order.
+    fn kept_receipts(&self, pec_id: &str) -> Result<Vec<KeptReceipt>, StoreError>;
+    /// The quarantined messages matching `query`, oldest first, without their bytes.
+    fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineEntry>, StoreError>;
+    /// The quarantined message `id` with its bytes, byte-exact; `None` when there is none
+    /// (never stored, or purged).
+    fn quarantine_message(&self, id: i64)
+        -> Result<Option<(QuarantineEntry, Vec<u8>)>, StoreError>;
     /// Which store this is, for messages (`sqlite:PATH`, `postgres://HOST/DB`).
     fn describe(&self) -> String;
     /// The health figures of `pec status` and of the metrics endpoint.

@@ -31,7 +31,10 @@ pub use codec::months_before;
 pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
-pub use report::{Export, Health, LastSeal, Problem, PurgeReport, SealRecord, VerifyReport};
+pub use report::{
+    Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
+    SealRecord, VerifyReport,
+};
 
 /// Opens the store the configuration names (`store.backend`), bringing its schema up to
 /// date.
@@ -174,6 +177,9 @@ pub struct Refused {
     /// The infected message, kept 30 months (spec §8).
     pub quarantine: Option<Vec<u8>>,
     pub provider: String,
+    /// SASL login of the sender, written in the reason of the refusal's records
+    /// ([`outbox::with_login`]); `None` when the submission had none.
+    pub login: Option<String>,
 }
 
 /// State of one certified recipient of an envelope we sent (timers, spec §5.4).
@@ -549,13 +555,15 @@ pub trait Store: Send + Sync {
     /// Reception point: a receipt from another provider was received; moves each
     /// `(recipient, state)` tracking row of `event.pec_id` (as [`Store::update_tracking`])
     /// and logs `event` (kind [`EventKind::Received`]), its outcome `late` when it
-    /// correlates but moves none of its rows ([`outbox::received_record`]). Returns how many
-    /// rows moved.
+    /// correlates but moves none of its rows ([`outbox::received_record`]). With `kept`,
+    /// the receipt's bytes as received are stored beside that record (its id), kept and
+    /// purged with it ([`LogStore::kept_receipts`]). Returns how many rows moved.
     /// One transaction.
     fn record_receipt_received(
         &self,
         event: &LogEvent,
         updates: &[(String, TrackingState)],
+        kept: Option<&[u8]>,
     ) -> Result<usize, StoreError>;
 
     /// Access point, owner self-service: in one transaction, counts the requests of

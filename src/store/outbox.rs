@@ -316,7 +316,7 @@ pub fn refused_events(refused: &Refused) -> Vec<LogEvent> {
         } else {
             "refused".into()
         },
-        reason: Some(refused.reason.clone()),
+        reason: with_login(Some(&refused.reason), refused.login.as_deref()),
     };
     let mut events = vec![base.clone()];
     if refused.quarantine.is_some() {
@@ -361,9 +361,23 @@ pub fn rate_limited(event: &LogEvent, recent: i64, limit: u32, since: Instant) -
     }
 }
 
+/// The reason of a submission's legal-log record with the sender's SASL login in it:
+/// `login SASL: <login>`, after `reason` when there is one (`<reason>; login SASL: …`).
+/// The login goes in the reason, a field every record has, so that the chain's canonical
+/// encoding (version 1, [`super::chain`]) stays the one of every record already written:
+/// no new field, no second encoding for verifiers, exports and packages to tell apart.
+pub fn with_login(reason: Option<&str>, login: Option<&str>) -> Option<String> {
+    match (reason, login.filter(|l| !l.is_empty())) {
+        (r, None) => r.map(str::to_string),
+        (None, Some(l)) => Some(format!("login SASL: {l}")),
+        (Some(r), Some(l)) => Some(format!("{r}; login SASL: {l}")),
+    }
+}
+
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
 /// the PEC msgid), then the acceptance receipt, both with the certification data of the
-/// pending acceptance (`cert`, `provider`, `queue_id`) and the emission instant `at`.
+/// pending acceptance (`cert`, `provider`, `queue_id`), the sender's SASL login in their
+/// reason ([`with_login`]) and the emission instant `at`.
 pub fn acceptance_events(
     pec_id: &str,
     receipt_id: &str,
@@ -371,6 +385,7 @@ pub fn acceptance_events(
     cert: &Certification,
     provider: &str,
     queue_id: Option<&str>,
+    login: Option<&str>,
 ) -> [LogEvent; 2] {
     let event = |kind, related: &str| LogEvent {
         pec_id: pec_id.to_string(),
@@ -383,7 +398,7 @@ pub fn acceptance_events(
         provider: provider.to_string(),
         queue_id: queue_id.map(str::to_string),
         outcome: "ok".into(),
-        reason: None,
+        reason: with_login(None, login),
     };
     [
         event(EventKind::Issued(MessageKind::TransportEnvelope), pec_id),

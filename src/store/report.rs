@@ -67,6 +67,8 @@ pub struct PurgeReport {
     pub anchor_id: Option<i64>,
     pub seals: u64,
     pub quarantined: u64,
+    /// Received receipts kept beside the deleted records (deleted with them).
+    pub receipts: u64,
     /// Why the purge of the log stopped before the cutoff (an unsealed day), if it did.
     pub stopped_at: Option<String>,
 }
@@ -100,4 +102,52 @@ pub struct Health {
     pub log_records: u64,
     /// Instant of the oldest record, unix seconds.
     pub oldest_record_at: Option<i64>,
+}
+
+/// A receipt from another provider kept beside its legal-log record (presa in carico,
+/// rilevazione virus addressed to our `mailReceipt`), as the reception point received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptReceipt {
+    /// Id of its legal-log record (kind `Ricezione`).
+    pub event_id: i64,
+    /// PEC msgid of the envelope it is about.
+    pub pec_id: String,
+    /// Its `X-Ricevuta` value (`presa-in-carico`, `rilevazione-virus`).
+    pub kind: String,
+    /// Its Message-ID, when it has one.
+    pub message_id: Option<String>,
+    /// Received at, unix seconds.
+    pub at: i64,
+    /// The message as received, byte-exact (S/MIME signed).
+    pub message: Vec<u8>,
+}
+
+/// One quarantined message, without its bytes (`pec quarantine list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    /// Its id in the quarantine (what `pec quarantine show|export` take).
+    pub id: i64,
+    /// PEC msgid of the refused submission or of the infected envelope.
+    pub pec_id: String,
+    /// Quarantined at, unix seconds.
+    pub at: i64,
+    /// The antivirus verdict.
+    pub reason: String,
+    /// Size of the message, bytes.
+    pub size: u64,
+    /// When the purge may delete it, unix seconds.
+    pub expires_at: i64,
+}
+
+/// Which quarantined messages [`super::LogStore::quarantine_list`] lists: every set
+/// criterion must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuarantineQuery {
+    pub pec_id: Option<String>,
+    /// Quarantined at or after, unix seconds.
+    pub from: Option<i64>,
+    /// Quarantined before, unix seconds.
+    pub to: Option<i64>,
+    /// At most this many, oldest first.
+    pub limit: Option<usize>,
 }

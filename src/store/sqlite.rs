@@ -531,6 +531,7 @@ mod tests {
                 notice_id: "n@pec.example.it".into(),
                 quarantine: Some(b"infected".to_vec()),
                 provider: "P".into(),
+                login: None,
             })
             .unwrap();
         let (stored_at, expires): (i64, i64) = store

@@ -33,7 +33,8 @@
 #                        defaults to PEC_E2E_STORE (sqlite or pg: the switch of the whole
 #                        suite). PROVIDER_STORE_PATH puts a SQLite store elsewhere than
 #                        WORK/pec.sqlite.
-#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s").
+#                        PROVIDER_INDEX_EXTRA adds lines to [index] (e.g. refresh = "1s");
+#                        PROVIDER_LOG_EXTRA to [log] (e.g. purge_interval = "2s").
 #                        PROVIDER_VERIFY_EXTRA is appended to pec.toml (a [verify] table).
 #                        PROVIDER_NET_EXTRA_DOMAINS (space-separated) are listed in the
 #                        index file as managed by provider B too, besides pec.example.net
@@ -213,6 +214,7 @@ tsa_policy = "1.3.6.1.4.1.99999.1.1"
 tsa_username = "pec"
 tsa_password_file = "$(cd "$work/tsa" && pwd)/password"
 tsa_retry = "${PROVIDER_TSA_RETRY:-1s}"
+${PROVIDER_LOG_EXTRA:-}
 ${PROVIDER_VERIFY_EXTRA:-}
 
 # The e2e hosts are containers whose (host) kernel clock no daemon of theirs disciplines:

@@ -446,7 +446,8 @@ fn the_upgrade_closes_rows_whose_outcome_is_recorded(b: &Backend) {
         })
         .unwrap();
     b.store.acceptance_emitted(A_ID, "acc@x", plus(1)).unwrap();
-    // As the version before left it: the notices recorded, the rows not moved.
+    // As the version before left it: the notices recorded, the rows not moved (and none
+    // of the later migrations applied).
     raw_sql(
         b,
         &format!(

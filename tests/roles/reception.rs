@@ -24,7 +24,7 @@ use pec::message::mime::base64_lines;
 use pec::message::time::Instant;
 use pec::reception::Local;
 use pec::smtp::{FilterReply, InjectError, Transaction};
-use pec::store::{Accepted, EventKind, MailboxPolicy, Store, TrackingState};
+use pec::store::{Accepted, EventKind, LogQuery, LogStore, MailboxPolicy, Store, TrackingState};
 
 use crate::two_providers;
 use two_providers::*;
@@ -182,8 +182,21 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
         .await;
     assert_eq!(reply, FilterReply::Accept);
     let sent = r.sent();
-    assert_eq!(sent.len(), 2, "{sent:?}");
-    for (m, who) in sent
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    // Taken in charge first (spec §5.2: the virus is the second phase), one presa in
+    // carico for both, without verification: nothing reaches the delivery point.
+    assert_eq!(sent[0].rcpt_to, vec!["ricevute@pec.example.it"]);
+    match r.classify(&sent[0]) {
+        Classification::Receipt(Ricevuta::PresaInCarico, p) => {
+            assert_eq!(
+                p.daticert.ricezione,
+                vec!["bob@pec.example.net", "dave@pec.example.net"]
+            );
+            assert_eq!(p.daticert.identificativo, A_ID);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (m, who) in sent[1..]
         .iter()
         .zip(["bob@pec.example.net", "dave@pec.example.net"])
     {
@@ -205,7 +218,7 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(r.store.quarantined(A_ID).unwrap(), vec![data]);
+    assert_eq!(r.store.quarantined(A_ID).unwrap(), vec![data.clone()]);
     assert!(!r.store.is_verified(A_ID, "bob@pec.example.net").unwrap());
     let kinds: Vec<_> = r
         .store
@@ -215,6 +228,20 @@ async fn virus_in_a_valid_envelope_is_not_delivered_and_reported_per_recipient()
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&EventKind::Quarantined));
+    assert!(kinds.contains(&EventKind::Issued(MessageKind::TakeCharge)));
+    // A retry of the same queue file: nothing new (quarantine, presa in carico and
+    // notices are each recorded once).
+    let again = r
+        .run(
+            "alice@pec.example.it",
+            &["bob@pec.example.net", "dave@pec.example.net"],
+            &data,
+        )
+        .await;
+    assert_eq!(again, FilterReply::Accept);
+    assert_eq!(r.sent().len(), 3);
+    assert_eq!(r.store.quarantined(A_ID).unwrap().len(), 1);
+    assert_eq!(r.store.events_for(A_ID).unwrap().len(), kinds.len());
 }
 
 fn state_of(r: &Rx, who: &str) -> TrackingState {
@@ -252,6 +279,114 @@ async fn take_charge_for_our_mail_receipt_is_consumed_and_moves_tracking() {
     assert_eq!(
         state_of(&r, "alice@pec.example.it"),
         TrackingState::TakenInCharge
+    );
+}
+
+#[tokio::test]
+async fn consumed_receipts_are_kept_signed_beside_their_record() {
+    let r = rx(Provider::B);
+    let cert = our_envelope_b_to_a(&r.store);
+    let pic = Provider::A.build(|b| {
+        b.take_charge(
+            &cert,
+            at(),
+            &["alice@pec.example.it".into()],
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let data = pic.to_bytes();
+    let rcpt = [r.we.mail_receipt()];
+    let rcpt: Vec<&str> = rcpt.iter().map(String::as_str).collect();
+    assert_eq!(
+        r.run(&pic.mail_from, &rcpt, &data).await,
+        FilterReply::Accept
+    );
+    let kept = r.store.log_store().kept_receipts(B_ID).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].message, data, "byte-exact, as received");
+    assert_eq!(kept[0].kind, "presa-in-carico");
+    assert_eq!(kept[0].message_id.as_deref(), Some(pic.message_id.as_str()));
+    // Beside its record: the Ricezione record of the log carries that id.
+    let logged = r
+        .store
+        .search_events(&LogQuery {
+            pec_id: Some(B_ID.into()),
+            kind: Some("Ricezione".into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].id, kept[0].event_id);
+    // Still a valid signed PEC receipt when read back.
+    match classify(&kept[0].message, index().trust(), now()) {
+        Classification::Receipt(Ricevuta::PresaInCarico, _) => {}
+        other => panic!("{other:?}"),
+    }
+    // A rilevazione virus for our mailReceipt is kept too.
+    let virus = Provider::A.build(|b| {
+        b.virus_detection(
+            &cert,
+            at(),
+            "alice@pec.example.it",
+            "PEC-Test-Virus",
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let vdata = virus.to_bytes();
+    assert_eq!(
+        r.run(&virus.mail_from, &rcpt, &vdata).await,
+        FilterReply::Accept
+    );
+    let kept = r.store.log_store().kept_receipts(B_ID).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[1].kind, "rilevazione-virus");
+    assert_eq!(kept[1].message, vdata);
+}
+
+#[tokio::test]
+async fn a_receipt_over_the_size_bound_is_logged_with_its_digest_not_kept() {
+    let mut r = rx(Provider::B);
+    r.aq = r.aq.with_kept_receipt_max(100);
+    let cert = our_envelope_b_to_a(&r.store);
+    let pic = Provider::A.build(|b| {
+        b.take_charge(
+            &cert,
+            at(),
+            &["alice@pec.example.it".into()],
+            &r.we.mail_receipt(),
+        )
+        .unwrap()
+    });
+    let data = pic.to_bytes();
+    let rcpt = [r.we.mail_receipt()];
+    let rcpt: Vec<&str> = rcpt.iter().map(String::as_str).collect();
+    assert_eq!(
+        r.run(&pic.mail_from, &rcpt, &data).await,
+        FilterReply::Accept
+    );
+    // Still judged and consumed: the tracking row moved.
+    assert_eq!(
+        state_of(&r, "alice@pec.example.it"),
+        TrackingState::TakenInCharge
+    );
+    assert!(r.store.log_store().kept_receipts(B_ID).unwrap().is_empty());
+    let record = r
+        .store
+        .events_for(B_ID)
+        .unwrap()
+        .into_iter()
+        .find(|e| matches!(e.kind, EventKind::Received(_)))
+        .unwrap();
+    let reason = record.reason.unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    assert!(
+        reason.contains(&format!(
+            "non conservata: {} byte oltre il limite di 100 byte, sha-256 {digest}",
+            data.len()
+        )),
+        "{reason}"
     );
 }
 
@@ -986,6 +1121,10 @@ async fn same_provider_virus_is_handled_at_once_for_our_user() {
             (
                 Some("accettazione".into()),
                 vec!["alice@pec.example.it".to_string()]
+            ),
+            (
+                Some("presa-in-carico".into()),
+                vec!["ricevute@pec.example.it".to_string()]
             ),
             (
                 Some("rilevazione-virus".into()),

@@ -67,6 +67,7 @@ fn refused(kind: MessageKind, quarantine: Option<Vec<u8>>) -> Refused {
         notice_id: "notice.1@pec.example.it".into(),
         quarantine,
         provider: "Example PEC S.p.A.".into(),
+        login: None,
     }
 }
 
@@ -109,7 +110,7 @@ fn record_accepted_writes_the_envelope_event_tracking_and_pending_acceptance(bac
             provider: "Example PEC S.p.A.".into(),
             queue_id: Some("4XyZ1k2Q3".into()),
             outcome: "ok".into(),
-            reason: None,
+            reason: Some("login SASL: mario.rossi@pec.example.it".into()),
         }]
     );
 
@@ -698,16 +699,28 @@ fn a_received_receipt_moves_tracking_and_is_logged_atomically() {
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
     )
     .unwrap();
-    assert!(store.record_receipt_received(&event, &updates).is_err());
+    assert!(store
+        .record_receipt_received(&event, &updates, None)
+        .is_err());
     assert_eq!(state(&store), TrackingState::Sent, "rolled back");
 
     side.execute_batch("DROP TRIGGER refuse_events;").unwrap();
-    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 1);
+    assert_eq!(
+        store
+            .record_receipt_received(&event, &updates, None)
+            .unwrap(),
+        1
+    );
     assert_eq!(state(&store), TrackingState::TakenInCharge);
     let logged = store.events_for(PEC_ID).unwrap();
     assert_eq!(logged.last().unwrap(), &event);
     // A repeated receipt moves nothing and is logged again (the log shows duplicates).
-    assert_eq!(store.record_receipt_received(&event, &updates).unwrap(), 0);
+    assert_eq!(
+        store
+            .record_receipt_received(&event, &updates, None)
+            .unwrap(),
+        0
+    );
     assert_eq!(store.events_for(PEC_ID).unwrap().len(), logged.len() + 1);
 }
 

@@ -980,6 +980,7 @@ fn a_refusal_is_recorded_with_its_notice(b: &Backend) {
         notice_id: id.into(),
         quarantine: Some(b"infected".to_vec()),
         provider: PROVIDER.into(),
+        login: None,
     };
     let key = non_acceptance_key(PEC_ID);
     assert_eq!(
@@ -1274,10 +1275,11 @@ fn an_anomaly_envelope_is_built_once_per_queue_file(b: &Backend) {
 }
 both!(an_anomaly_envelope_is_built_once_per_queue_file);
 
-/// Virus in a transport envelope for bob and dave: bob's rilevazione virus is staged,
-/// its injection fails (4xx to Postfix); the retry sends dave's, builds no second one for
-/// bob and quarantines the message once; the sweep sends bob's staged notice. Another
-/// retry (our 250 lost) sends nothing.
+/// Virus in a transport envelope for bob and dave: the presa in carico (spec §5.2: the
+/// virus is the second phase) is staged, its injection fails (4xx to Postfix); the retry
+/// builds no second one, sends bob's and dave's rilevazione virus and quarantines the
+/// message once; the sweep sends the staged presa in carico. Another retry (our 250 lost)
+/// sends nothing.
 fn virus_notices_are_sent_once_per_recipient(b: &Backend) {
     use two_providers::{Provider, A_ID, MARKER};
     runtime().block_on(async {
@@ -1306,16 +1308,24 @@ fn virus_notices_are_sent_once_per_recipient(b: &Backend) {
         postfix.mode.store(1, Ordering::SeqCst);
         let first = after_queue(b.store.clone(), &postfix, "opec1.rx1");
         assert!(matches!(first.filter(&tx).await, FilterReply::Tempfail(_)));
-        let bob = b
+        let taken = b
+            .store
+            .outbound(&pec::store::outbox::take_charge_key(
+                A_ID,
+                &rcpt.map(String::from),
+            ))
+            .unwrap()
+            .expect("staged");
+        assert!(b
             .store
             .outbound(&virus_key(A_ID, "bob@pec.example.net"))
             .unwrap()
-            .expect("staged");
+            .is_none());
 
         postfix.mode.store(0, Ordering::SeqCst);
         let retry = after_queue(b.reopen(), &postfix, "opec1.rx2");
         assert_eq!(retry.filter(&tx).await, FilterReply::Accept);
-        assert_eq!(postfix.got.lock().unwrap().len(), 1, "dave's only");
+        assert_eq!(postfix.got.lock().unwrap().len(), 2, "bob's and dave's notices");
         assert_eq!(
             sweep_after(b.reopen(), &postfix, two_providers::now()).await,
             1
@@ -1323,8 +1333,8 @@ fn virus_notices_are_sent_once_per_recipient(b: &Backend) {
         let again = after_queue(b.reopen(), &postfix, "opec1.rx3");
         assert_eq!(again.filter(&tx).await, FilterReply::Accept);
         let got = postfix.got.lock().unwrap().clone();
-        assert_eq!(got.len(), 2, "one notice per recipient");
-        assert_eq!(got[1], bob.data);
+        assert_eq!(got.len(), 3, "one presa in carico, one notice per recipient");
+        assert_eq!(got[2], taken.data);
         assert_ne!(
             pec::delivery::dedup::message_id(&got[0]),
             pec::delivery::dedup::message_id(&got[1])

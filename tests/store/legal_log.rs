@@ -224,6 +224,7 @@ fn populate(store: &dyn Store) {
             notice_id: "n.v@pec.example.it".into(),
             quarantine: Some(b"infected".to_vec()),
             provider: "PEC Example IT S.p.A.".into(),
+            login: None,
         })
         .unwrap();
     store
@@ -883,15 +884,60 @@ tsa_client_key = "{}"
     let (code, _, err) = pec(&["search", "--from", "yesterday"]);
     assert_eq!(code, Some(2), "{err}");
 
+    // The quarantine, for the authorities, and the kept receipts (none here).
+    let quarantine = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pec"))
+            .arg("quarantine")
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = quarantine(&["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(" opec.v@pec.example.it 8 bytes \"Eicar-Test-Signature\" "),
+        "{out}"
+    );
+    let id = out.split(' ').next().unwrap().to_string();
+    let (code, out, _) = quarantine(&["show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("verdict: Eicar-Test-Signature"), "{out}");
+    let exported = config.with_file_name("q.eml");
+    let (code, _, err) = quarantine(&["export", &id, "-o", exported.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read(&exported).unwrap(), b"infected");
+    // Bad input: an unknown id fails (1), a non-numeric one or a bad date is a usage
+    // error (2).
+    let (code, _, err) = quarantine(&["export", "424242"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no quarantined message 424242"), "{err}");
+    assert_eq!(quarantine(&["show", "uno"]).0, Some(2));
+    assert_eq!(quarantine(&["list", "--from", "ieri"]).0, Some(2));
+    assert_eq!(
+        quarantine(&["list", "--pec-id", "nobody@pec.example.it"]).1,
+        ""
+    );
+    let (code, out, _) = pec(&["receipts", "--pec-id", "opec.v@pec.example.it"]);
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+
     // Retention is 30 months: 2024-03 is older than that (the test runs after 2026-09).
     let (code, out, _) = pec(&["purge"]);
     assert_eq!(code, Some(0));
     assert!(
-        out.starts_with("purged 8 records, 1 seals, 1 quarantined"),
+        out.starts_with("purged 8 records, 1 seals, 1 quarantined messages, 0 kept receipts"),
         "{out}"
     );
     let (code, out, _) = pec(&["verify"]);
     assert_eq!(code, Some(0), "{out}");
+    assert_eq!(quarantine(&["list"]).1, "", "purged");
 
     raw(&path)
         .execute("UPDATE events SET sender = 'x@y.it' WHERE id = 9", [])

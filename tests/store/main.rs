@@ -15,6 +15,7 @@ mod two_providers;
 mod contract;
 mod crash_windows;
 mod delivery_store;
+mod kept;
 mod legal_log;
 mod mailbox_settings;
 mod nodes;

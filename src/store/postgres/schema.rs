@@ -311,4 +311,16 @@ ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_policy_check
 ALTER TABLE mailbox_policy ADD CONSTRAINT mailbox_policy_check
     CHECK ((policy IN ('forward', 'folder')) = (forward_to IS NOT NULL));
 "#,
+    // Version 15: receipts kept beside their legal-log record (see the SQLite migration 15).
+    r#"
+CREATE TABLE IF NOT EXISTS received_receipts (
+    event_id   BIGINT PRIMARY KEY,
+    pec_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    message_id TEXT,
+    at         BIGINT NOT NULL,
+    message    BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS received_receipts_pec_id ON received_receipts (pec_id);
+"#,
 ];

@@ -8,7 +8,10 @@ use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend, Conn, Diale
 use crate::message::time::Instant;
 use crate::store::chain::{self, ChainRecord, Verifier, COLUMNS};
 use crate::store::ledger::LogStore;
-use crate::store::report::{Export, Health, LastSeal, PurgeReport, SealRecord, VerifyReport};
+use crate::store::report::{
+    Export, Health, KeptReceipt, LastSeal, PurgeReport, QuarantineEntry, QuarantineQuery,
+    SealRecord, VerifyReport,
+};
 use crate::store::{LogEvent, LogQuery, LoggedEvent, StoreError};
 
 /// The chain head: `(id, hash)` of the last record appended (or the purge anchor, or the
@@ -246,6 +249,21 @@ fn seal_row(r: &Row) -> Result<SealRecord, StoreError> {
 /// Records read per query by the chain verification, so that a long log is not read
 /// into memory at once.
 const VERIFY_SLICE: i64 = 10_000;
+
+/// The columns of a [`QuarantineEntry`], for [`quarantine_row`].
+const QUARANTINE_COLUMNS: &str =
+    "id, pec_id, at, reason, CAST(length(message) AS BIGINT), expires_at";
+
+fn quarantine_row(r: &Row) -> Result<QuarantineEntry, StoreError> {
+    Ok(QuarantineEntry {
+        id: r.get(0)?,
+        pec_id: r.get(1)?,
+        at: r.get(2)?,
+        reason: r.get(3)?,
+        size: u64::try_from(r.get::<i64>(4)?).unwrap_or(0),
+        expires_at: r.get(5)?,
+    })
+}
 
 impl<B: Backend> LogStore for B {
     /// Verifies the hash chain over the records with `from <= at < to` (the whole log by
@@ -494,6 +512,12 @@ impl<B: Backend> LogStore for B {
                     "DELETE FROM event_recipients WHERE event_id <= $1",
                     args![last_id],
                 )?;
+                report.receipts = exec(
+                    c,
+                    "purge: delete kept receipts",
+                    "DELETE FROM received_receipts WHERE event_id <= $1",
+                    args![last_id],
+                )?;
                 report.events = exec(
                     c,
                     "purge: delete records",
@@ -559,6 +583,72 @@ impl<B: Backend> LogStore for B {
                 args![name, owner, until, now.unix()],
             )?;
             Ok(n == 1)
+        })
+    }
+
+    /// The receipts kept beside the records about `pec_id`, by record id.
+    fn kept_receipts(&self, pec_id: &str) -> Result<Vec<KeptReceipt>, StoreError> {
+        self.read(|c| {
+            all(
+                c,
+                &format!("read the receipts kept for \"{pec_id}\""),
+                "SELECT event_id, pec_id, kind, message_id, at, message FROM received_receipts
+                 WHERE pec_id = $1 ORDER BY event_id",
+                args![pec_id],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(KeptReceipt {
+                    event_id: r.get(0)?,
+                    pec_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    message_id: r.get(3)?,
+                    at: r.get(4)?,
+                    message: r.get(5)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    /// The quarantined messages matching `query`, by id (insertion order).
+    fn quarantine_list(&self, query: &QuarantineQuery) -> Result<Vec<QuarantineEntry>, StoreError> {
+        self.read(|c| {
+            all(
+                c,
+                "list the quarantine",
+                &format!(
+                    "SELECT {QUARANTINE_COLUMNS} FROM quarantine
+                     WHERE (CAST($1 AS TEXT) IS NULL OR pec_id = $1) AND at >= $2 AND at < $3
+                     ORDER BY id LIMIT $4"
+                ),
+                args![
+                    query.pec_id.as_deref(),
+                    query.from.unwrap_or(i64::MIN),
+                    query.to.unwrap_or(i64::MAX),
+                    query.limit.map_or(i64::MAX, to_i64),
+                ],
+            )?
+            .iter()
+            .map(quarantine_row)
+            .collect()
+        })
+    }
+
+    /// The quarantined message `id`, its bytes as stored.
+    fn quarantine_message(
+        &self,
+        id: i64,
+    ) -> Result<Option<(QuarantineEntry, Vec<u8>)>, StoreError> {
+        self.read(|c| {
+            opt(
+                c,
+                &format!("read quarantined message {id}"),
+                &format!("SELECT {QUARANTINE_COLUMNS}, message FROM quarantine WHERE id = $1"),
+                args![id],
+            )?
+            .map(|r| Ok((quarantine_row(&r)?, r.get(6)?)))
+            .transpose()
         })
     }
 

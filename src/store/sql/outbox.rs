@@ -222,7 +222,7 @@ pub fn close_acceptance(
             "UPDATE pending_acceptance
              SET state = 'emitted', receipt_id = $2, emitted_at = $3
              WHERE pec_id = $1 AND state = 'pending'
-             RETURNING {seq}, queue_id, provider, cert"
+             RETURNING {seq}, queue_id, provider, cert, login"
         ),
         args![pec_id, receipt_id, at.unix()],
     )?
@@ -230,7 +230,8 @@ pub fn close_acceptance(
         return Ok(false);
     };
     let cert = decode_cert(row.get(0)?, &row.get::<String>(3)?)?;
-    let (queue_id, provider): (Option<String>, String) = (row.get(1)?, row.get(2)?);
+    let (queue_id, provider, login): (Option<String>, String, String) =
+        (row.get(1)?, row.get(2)?, row.get(4)?);
     for event in acceptance_events(
         pec_id,
         receipt_id,
@@ -238,6 +239,7 @@ pub fn close_acceptance(
         &cert,
         &provider,
         queue_id.as_deref(),
+        Some(&login),
     ) {
         append(c, head, &event)?;
     }

@@ -14,9 +14,9 @@ use crate::store::codec::{
 };
 use crate::store::outbox::received_record;
 use crate::store::{
-    Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, LogEvent, LogQuery, LogRequest,
-    LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind, Outbound,
-    Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
+    Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
+    LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
+    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
     TrackingState,
 };
 
@@ -704,13 +704,37 @@ impl<B: Backend> Store for B {
         &self,
         event: &LogEvent,
         updates: &[(String, TrackingState)],
+        kept: Option<&[u8]>,
     ) -> Result<usize, StoreError> {
         self.write("record a received receipt", |c| {
             let mut moved = 0;
             for (recipient, state) in updates {
                 moved += usize::from(tracking_forward(c, &event.pec_id, recipient, *state)?);
             }
-            append_event(c, &received_record(event, updates, moved))?;
+            let mut head = lock_head(c)?;
+            append(c, &mut head, &received_record(event, updates, moved))?;
+            if let Some(message) = kept {
+                // Beside its record: the head is the record just appended.
+                let kind = match event.kind {
+                    EventKind::Received(r) => r.as_str(),
+                    other => other.label(),
+                };
+                exec(
+                    c,
+                    &format!("keep the {kind} received for \"{}\"", event.pec_id),
+                    "INSERT INTO received_receipts (event_id, pec_id, kind, message_id, at, message)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    args![
+                        head.0,
+                        &event.pec_id,
+                        kind,
+                        event.related_ids.first().map(String::as_str),
+                        event.at.unix(),
+                        message
+                    ],
+                )?;
+            }
+            set_head(c, &head)?;
             Ok(moved)
         })
     }

@@ -367,4 +367,20 @@ INSERT INTO mailbox_policy_new (mailbox, policy, forward_to)
 DROP TABLE mailbox_policy;
 ALTER TABLE mailbox_policy_new RENAME TO mailbox_policy;
 "#,
+    // Version 15: receipts kept, not only logged.
+    r#"
+-- A presa in carico or rilevazione virus received from another provider (spec §5.2) is
+-- consumed by the reception point, never delivered to a mailbox: its signed bytes are
+-- kept here, beside its legal-log record (kind Ricezione), and purged with it. IF NOT
+-- EXISTS: applying it again (a store whose schema_version was rolled back) is harmless.
+CREATE TABLE IF NOT EXISTS received_receipts (
+    event_id   INTEGER PRIMARY KEY,    -- events.id of its Ricezione record
+    pec_id     TEXT NOT NULL,          -- PEC msgid of the envelope it is about
+    kind       TEXT NOT NULL,          -- X-Ricevuta: presa-in-carico | rilevazione-virus
+    message_id TEXT,                   -- its Message-ID, when it has one
+    at         INTEGER NOT NULL,       -- received at, unix seconds
+    message    BLOB NOT NULL           -- the message as received, byte-exact (signed)
+) STRICT;
+CREATE INDEX IF NOT EXISTS received_receipts_pec_id ON received_receipts (pec_id);
+"#,
 ];
