@@ -105,6 +105,6 @@ done
 
 e2e_log "pec keys shows the new key"
 out=$(SOFTHSM2_CONF=$a_conf PEC_E2E_PIN=1234 "$pec" keys -c "$work/a/pec.toml" 2>&1 || true)
-grep -q "^key: ECDSA P-256$" <<<"$out" || { echo "$out" >&2; e2e_fail "pec keys does not show the ECDSA key"; }
+grep -q "^  key: ECDSA P-256$" <<<"$out" || { echo "$out" >&2; e2e_fail "pec keys does not show the ECDSA key"; }
 
 echo "rollover: PASS"
