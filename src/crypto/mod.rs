@@ -193,6 +193,7 @@ mod asn1;
 pub mod cms_sign;
 mod error;
 pub mod file_key;
+pub mod http;
 pub mod pkcs11;
 pub mod revocation;
 pub mod smime;

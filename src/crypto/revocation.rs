@@ -893,7 +893,7 @@ pub fn http(url: &str, post: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>
         // A server that keeps the connection open (HTTP/1.1 keep-alive, `openssl ocsp`)
         // has answered once Content-Length bytes of body are in.
         if let Some(end) = memchr::memmem::find(&response, b"\r\n\r\n") {
-            if let Some(len) = content_length(&response[..end]) {
+            if let Some(len) = super::http::content_length(&response[..end]) {
                 if response.len() >= end + 4 + len {
                     break;
                 }
@@ -905,66 +905,7 @@ pub fn http(url: &str, post: Option<&[u8]>, timeout: Duration) -> Result<Vec<u8>
             )));
         }
     }
-    let end = memchr::memmem::find(&response, b"\r\n\r\n")
-        .ok_or_else(|| FetchError::Http("truncated response headers".into()))?;
-    let head = String::from_utf8_lossy(&response[..end]).into_owned();
-    let mut body = response[end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(FetchError::Http(format!(
-            "status \"{}\"",
-            status.chars().take(80).collect::<String>()
-        )));
-    }
-    let mut chunked = false;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-            if name == "content-length" {
-                let n: usize = value
-                    .parse()
-                    .map_err(|_| FetchError::Http("bad content-length".into()))?;
-                if body.len() < n {
-                    return Err(FetchError::Http("truncated body".into()));
-                }
-                body.truncate(n);
-            } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    if chunked {
-        body = dechunk(&body).ok_or_else(|| FetchError::Http("malformed chunked body".into()))?;
-    }
-    Ok(body)
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    String::from_utf8_lossy(head)
-        .split("\r\n")
-        .skip(1)
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = memchr::memmem::find(data, b"\r\n")?;
-        let size = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size.checked_add(2)?..)?;
-    }
+    super::http::response_body(&response).map_err(FetchError::Http)
 }
 
 #[cfg(test)]
@@ -980,8 +921,6 @@ mod tests {
         assert!(parse_url("https://x/").is_err());
         assert!(parse_url("http://u@x/").is_err());
         assert_eq!(gtime("Dec  6 09:18:00 2026 GMT"), Some(1_796_548_680));
-        assert_eq!(dechunk(b"3\r\nabc\r\n0\r\n\r\n").unwrap(), b"abc");
-        assert!(dechunk(b"ffffffffffffffff\r\nab").is_none());
     }
 
     #[test]
