@@ -144,96 +144,166 @@ pub fn lmtp_addr(endpoint: &Endpoint, what: &str) -> Result<LmtpAddr, WiringErro
     })
 }
 
-/// The signing certificate (DER), read without the PIN: from the token without logging in
-/// (a certificate is a public object), or from `cert_file`. `pec status` shows its expiry
-/// this way, so that monitoring need not hold the PIN.
-pub fn signing_certificate(config: &Config) -> Result<Vec<u8>, WiringError> {
-    match &config.signing {
-        SigningConfig::Pkcs11 {
-            module,
-            token_label,
-            key_label,
-            cert_label,
-            ..
-        } => Ok(crate::crypto::pkcs11::read_certificate(
-            module,
-            token_label,
-            cert_label.as_deref().unwrap_or(key_label),
-        )?),
-        SigningConfig::Pem { cert_file, .. } => {
-            let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
-            certs.into_iter().next().ok_or_else(|| {
-                WiringError::Setting(format!("{}: no certificate", cert_file.display()))
-            })
+/// Where one key of `[signing]` is: the PEC message key or the seal key of the legal log.
+enum KeyPlace<'a> {
+    Token {
+        module: &'a std::path::Path,
+        token_label: &'a str,
+        key_label: &'a str,
+        /// The certificate object's label (default: `key_label`).
+        cert_label: Option<&'a str>,
+        chain_file: Option<&'a std::path::Path>,
+        sessions: usize,
+    },
+    Files {
+        key_file: &'a std::path::Path,
+        cert_file: &'a std::path::Path,
+        chain_file: Option<&'a std::path::Path>,
+    },
+}
+
+impl<'a> KeyPlace<'a> {
+    /// The PEC message key.
+    fn pec(config: &'a Config) -> Self {
+        match &config.signing {
+            SigningConfig::Pkcs11 {
+                module,
+                token_label,
+                key_label,
+                cert_label,
+                chain_file,
+                sessions,
+                ..
+            } => KeyPlace::Token {
+                module,
+                token_label,
+                key_label,
+                cert_label: cert_label.as_deref(),
+                chain_file: chain_file.as_deref(),
+                sessions: *sessions,
+            },
+            SigningConfig::Pem {
+                key_file,
+                cert_file,
+                chain_file,
+                ..
+            } => KeyPlace::Files {
+                key_file,
+                cert_file,
+                chain_file: chain_file.as_deref(),
+            },
+        }
+    }
+
+    /// The seal key (`signing.seal_*`), when one is configured. One session: one seal a day.
+    fn seal(config: &'a Config) -> Option<Self> {
+        match &config.signing {
+            SigningConfig::Pkcs11 {
+                module,
+                token_label,
+                seal_key_label: Some(key_label),
+                seal_cert_label,
+                chain_file,
+                ..
+            } => Some(KeyPlace::Token {
+                module,
+                token_label,
+                key_label,
+                cert_label: seal_cert_label.as_deref(),
+                chain_file: chain_file.as_deref(),
+                sessions: 1,
+            }),
+            SigningConfig::Pem {
+                seal_key_file: Some(key_file),
+                seal_cert_file: Some(cert_file),
+                chain_file,
+                ..
+            } => Some(KeyPlace::Files {
+                key_file,
+                cert_file,
+                chain_file: chain_file.as_deref(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The key's certificate (DER), read without the PIN: from the token without logging
+    /// in (a certificate is a public object), or from its PEM file.
+    fn certificate(&self) -> Result<Vec<u8>, WiringError> {
+        match self {
+            KeyPlace::Token {
+                module,
+                token_label,
+                key_label,
+                cert_label,
+                ..
+            } => Ok(crate::crypto::pkcs11::read_certificate(
+                module,
+                token_label,
+                cert_label.unwrap_or(key_label),
+            )?),
+            KeyPlace::Files { cert_file, .. } => {
+                let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
+                certs.into_iter().next().ok_or_else(|| {
+                    WiringError::Setting(format!("{}: no certificate", cert_file.display()))
+                })
+            }
+        }
+    }
+
+    /// Opens the key (a PKCS#11 login with the configured PIN, or the PEM files): opening
+    /// checks that key and certificate belong together.
+    fn open(&self, settings: &Settings) -> Result<Arc<dyn Signer>, WiringError> {
+        match self {
+            KeyPlace::Token {
+                module,
+                token_label,
+                key_label,
+                cert_label,
+                chain_file,
+                sessions,
+            } => {
+                let pin = settings
+                    .pin
+                    .as_ref()
+                    .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
+                    .resolve()?;
+                let mut cfg = Pkcs11Config::new(*module, *token_label, *key_label, &pin);
+                cfg.cert_label = cert_label.map(str::to_string);
+                cfg.chain_pem = chain_file.map(std::path::Path::to_path_buf);
+                cfg.digest = settings.digest;
+                cfg.sessions = *sessions;
+                Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
+            }
+            KeyPlace::Files {
+                key_file,
+                cert_file,
+                chain_file,
+            } => Ok(Arc::new(PemSigner::from_files(
+                key_file,
+                cert_file,
+                *chain_file,
+                settings.digest,
+            )?)),
         }
     }
 }
 
+/// The signing certificate (DER), read without the PIN. `pec status` shows its expiry this
+/// way, so that monitoring need not hold the PIN.
+pub fn signing_certificate(config: &Config) -> Result<Vec<u8>, WiringError> {
+    KeyPlace::pec(config).certificate()
+}
+
 /// Opens the signing key the configuration names.
 pub fn open_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
-    let settings = config.settings()?;
-    match &config.signing {
-        SigningConfig::Pkcs11 {
-            module,
-            token_label,
-            key_label,
-            cert_label,
-            chain_file,
-            sessions,
-            ..
-        } => {
-            let pin = settings
-                .pin
-                .as_ref()
-                .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
-                .resolve()?;
-            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
-            cfg.cert_label = cert_label.clone();
-            cfg.chain_pem = chain_file.clone();
-            cfg.digest = settings.digest;
-            cfg.sessions = *sessions;
-            Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
-        }
-        SigningConfig::Pem {
-            key_file,
-            cert_file,
-            chain_file,
-            ..
-        } => Ok(Arc::new(PemSigner::from_files(
-            key_file,
-            cert_file,
-            chain_file.as_deref(),
-            settings.digest,
-        )?)),
-    }
+    KeyPlace::pec(config).open(&config.settings()?)
 }
 
 /// The seal key's certificate (DER), read without the PIN like [`signing_certificate`];
 /// `None` when no seal key is configured.
 pub fn seal_certificate(config: &Config) -> Result<Option<Vec<u8>>, WiringError> {
-    match &config.signing {
-        SigningConfig::Pkcs11 {
-            module,
-            token_label,
-            seal_key_label: Some(key_label),
-            seal_cert_label,
-            ..
-        } => Ok(Some(crate::crypto::pkcs11::read_certificate(
-            module,
-            token_label,
-            seal_cert_label.as_deref().unwrap_or(key_label),
-        )?)),
-        SigningConfig::Pem {
-            seal_cert_file: Some(cert_file),
-            ..
-        } => {
-            let certs = crate::crypto::file_key::read_pem_certificates(cert_file)?;
-            certs.into_iter().next().map(Some).ok_or_else(|| {
-                WiringError::Setting(format!("{}: no certificate", cert_file.display()))
-            })
-        }
-        _ => Ok(None),
-    }
+    KeyPlace::seal(config).map(|k| k.certificate()).transpose()
 }
 
 /// Opens the key that signs the daily seals of the legal log (`signing.seal_*`), found
@@ -241,41 +311,9 @@ pub fn seal_certificate(config: &Config) -> Result<Option<Vec<u8>>, WiringError>
 pub fn open_seal_signer(config: &Config) -> Result<Arc<dyn Signer>, WiringError> {
     config.check_seal_key()?;
     let settings = config.settings()?;
-    match &config.signing {
-        SigningConfig::Pkcs11 {
-            module,
-            token_label,
-            seal_key_label: Some(key_label),
-            seal_cert_label,
-            chain_file,
-            ..
-        } => {
-            let pin = settings
-                .pin
-                .as_ref()
-                .ok_or_else(|| WiringError::Setting("signing: no pin".into()))?
-                .resolve()?;
-            let mut cfg = Pkcs11Config::new(module, token_label, key_label, &pin);
-            cfg.cert_label = seal_cert_label.clone();
-            cfg.chain_pem = chain_file.clone();
-            cfg.digest = settings.digest;
-            // One seal a day: one session.
-            cfg.sessions = 1;
-            Ok(Arc::new(Pkcs11Signer::open(&cfg)?))
-        }
-        SigningConfig::Pem {
-            seal_key_file: Some(key_file),
-            seal_cert_file: Some(cert_file),
-            chain_file,
-            ..
-        } => Ok(Arc::new(PemSigner::from_files(
-            key_file,
-            cert_file,
-            chain_file.as_deref(),
-            settings.digest,
-        )?)),
-        _ => Err(WiringError::Setting("signing: no seal key".into())),
-    }
+    KeyPlace::seal(config)
+        .ok_or_else(|| WiringError::Setting("signing: no seal key".into()))?
+        .open(&settings)
 }
 
 /// What a reload does with the signing key ([`reopen_signer`]).
