@@ -13,7 +13,7 @@ use super::{one_line, AfterQueue, AfterQueueError, Local};
 use crate::antivirus::ScanVerdict;
 use crate::index::ProviderInfo;
 use crate::issuing::Emitted;
-use crate::message::build::{Certification, OriginalInfo};
+use crate::message::build::{Certification, Generated, OriginalInfo};
 use crate::message::classify::PecMessage;
 use crate::message::ids::unbracketed;
 use crate::message::kind::{MessageKind, RecipientType, Ricevuta};
@@ -65,21 +65,10 @@ impl AfterQueue {
             // virus is the second phase. The presa in carico records no verification (the
             // delivery point never delivers these bytes) and moves no tracking row: the
             // rilevazione virus that follows decides the outcome.
-            let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
-            let receipt = self
-                .build(move |b| b.take_charge(&c, now, &taken, &to))
+            let why = format!("messaggio infetto ({virus}): non consegnato");
+            let (receipt, event) = self
+                .take_charge(tx, &cert, &pec_id, local, provider, Some(&why), now)
                 .await?;
-            let event = self.event(
-                &cert,
-                &pec_id,
-                EventKind::Issued(MessageKind::TakeCharge),
-                vec![receipt.message_id.clone()],
-                tx,
-                &provider.name,
-                "ok",
-                Some(&format!("messaggio infetto ({virus}): non consegnato")),
-                now,
-            );
             self.emit(
                 take_charge_key(&pec_id, local),
                 receipt,
@@ -155,21 +144,9 @@ impl AfterQueue {
         }
         let (all_local, local) = (local, &fresh[..]);
 
-        let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
-        let receipt = self
-            .build(move |b| b.take_charge(&c, now, &taken, &to))
+        let (receipt, event) = self
+            .take_charge(tx, &cert, &pec_id, local, provider, None, now)
             .await?;
-        let event = self.event(
-            &cert,
-            &pec_id,
-            EventKind::Issued(MessageKind::TakeCharge),
-            vec![receipt.message_id.clone()],
-            tx,
-            &provider.name,
-            "ok",
-            None,
-            now,
-        );
         let effect = Effect::TakenInCharge {
             recipients: local.to_vec(),
             event,
@@ -664,6 +641,37 @@ impl AfterQueue {
             cert.mittente
         );
         Ok(Some(notice_id))
+    }
+
+    /// The presa in carico of envelope `pec_id` for `local` (spec §3.5), to the sending
+    /// provider's `mailReceipt`, and its legal-log record (`reason` when there is one).
+    #[allow(clippy::too_many_arguments)]
+    async fn take_charge(
+        &self,
+        tx: &Transaction,
+        cert: &Certification,
+        pec_id: &str,
+        local: &[String],
+        provider: &ProviderInfo,
+        reason: Option<&str>,
+        now: Instant,
+    ) -> Result<(Generated, LogEvent), AfterQueueError> {
+        let (c, taken, to) = (cert.clone(), local.to_vec(), provider.mail_receipt.clone());
+        let receipt = self
+            .build(move |b| b.take_charge(&c, now, &taken, &to))
+            .await?;
+        let event = self.event(
+            cert,
+            pec_id,
+            EventKind::Issued(MessageKind::TakeCharge),
+            vec![receipt.message_id.clone()],
+            tx,
+            &provider.name,
+            "ok",
+            reason,
+            now,
+        );
+        Ok((receipt, event))
     }
 
     /// Not valid PEC: anomaly envelope or forward, per policy (refusals were handled
