@@ -130,10 +130,8 @@ pub fn write(
         files.push((TOKEN, token.clone()));
     }
     files.push((CERTIFICATES, certificates.into_bytes()));
-    files.push((
-        README,
-        readme(&day.to_string(), seal.tst.is_some()).into_bytes(),
-    ));
+    // First in the archive, before the manifest, so that a person opening it reads it first.
+    let readme = readme(&day.to_string(), seal.tst.is_some()).into_bytes();
     let manifest = Manifest {
         format: FORMAT.into(),
         provider: provider.into(),
@@ -147,8 +145,8 @@ pub fn write(
         sealed_at: Instant::from_unix(seal.sealed_at).rfc3339(),
         tsa_url: seal.tsa_url.clone(),
         packaged_at: now.rfc3339(),
-        files: files
-            .iter()
+        files: std::iter::once(&(README, readme.clone()))
+            .chain(&files)
             .map(|(name, bytes)| FileEntry {
                 name: name.to_string(),
                 size: bytes.len() as u64,
@@ -169,9 +167,9 @@ pub fn write(
         tar.append_data(&mut header, name, bytes)
             .map_err(|e| LogError::Usage(format!("writing the package: {e}")))
     };
-    add(README, &files[files.len() - 1].1)?;
+    add(README, &readme)?;
     add(MANIFEST, &json)?;
-    for (name, bytes) in &files[..files.len() - 1] {
+    for (name, bytes) in &files {
         add(name, bytes)?;
     }
     tar.into_inner()
