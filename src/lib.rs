@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod preflight;
 pub mod reception;
 pub mod reload;
+pub mod rem;
 pub mod serve;
 pub mod setup;
 pub mod smtp;

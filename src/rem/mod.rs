@@ -1,0 +1,9 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! REM: Registered Electronic Mail as ETSI EN 319 532-4 ("REM baseline") and the AgID
+//! REM-Policy-IT profile define it, spoken beside PEC.
+//!
+//! The pure core lives here (no sockets, no store, no HSM): the ERDS evidence model, its
+//! XAdES signature, the REM message layout, the trust data of the peers. The three roles use
+//! it the way they use `message` for PEC.
+
+pub mod xml;
