@@ -14,6 +14,9 @@ use crate::store::codec::{
 };
 use crate::store::outbox::received_record;
 use crate::store::{
+    Evidence, IdentityChange, SenderIdentity, StoredEvidence,
+};
+use crate::store::{
     Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
     LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
     Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
@@ -816,5 +819,46 @@ impl<B: Backend> Store for B {
 
     fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
         self.write("purge the outbox", |c| ops::purge(c, before))
+    }
+
+    fn record_evidence(&self, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("record an evidence", |c| super::rem::record(c, evidence, event))
+    }
+
+    fn evidence(&self, id: &str) -> Result<Option<StoredEvidence>, StoreError> {
+        self.read(|c| super::rem::get(c, id))
+    }
+
+    fn evidences_for(&self, message_id: &str) -> Result<Vec<StoredEvidence>, StoreError> {
+        self.read(|c| super::rem::for_message(c, message_id))
+    }
+
+    fn set_sender_identity(
+        &self,
+        mailbox: &str,
+        identity: &SenderIdentity,
+    ) -> Result<(), StoreError> {
+        self.write("set a sender identity", |c| {
+            super::rem::set_identity(c, mailbox, identity)
+        })
+    }
+
+    fn sender_identity(&self, mailbox: &str) -> Result<Option<SenderIdentity>, StoreError> {
+        self.read(|c| super::rem::identity(c, mailbox))
+    }
+
+    fn clear_sender_identity(
+        &self,
+        mailbox: &str,
+        at: Instant,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.write("clear a sender identity", |c| {
+            super::rem::clear_identity(c, mailbox, at, by)
+        })
+    }
+
+    fn sender_identity_changes(&self, mailbox: &str) -> Result<Vec<IdentityChange>, StoreError> {
+        self.read(|c| super::rem::identity_changes(c, mailbox))
     }
 }
