@@ -17,11 +17,16 @@ use tracing::warn;
 use super::{AccessPoint, Decision, Reply, Submission};
 use crate::log::request::REQUEST_HEADER;
 use crate::message::build::ENVELOPE_INHERITED;
+use crate::message::time::Instant;
 
-/// Per-message state.
+/// Per-message state, and the one thing kept across the messages of a connection: when
+/// its SASL login was first seen.
 #[derive(Debug, Default)]
 pub struct Session {
     login: Option<String>,
+    /// The login and the instant the milter first saw it in this connection (the
+    /// session's authentication time, see [`Submission::auth_at`]).
+    auth: Option<(String, Instant)>,
     mail_from: String,
     rcpt_to: Vec<String>,
     /// Header fields as received: name and value (value with its leading white space and
@@ -46,6 +51,14 @@ fn path(arg: &CStr) -> String {
 }
 
 impl Session {
+    /// What a connection keeps of a finished or aborted message: its authentication.
+    fn next(self) -> Session {
+        Session {
+            auth: self.auth,
+            ..Session::default()
+        }
+    }
+
     /// The message as the client sent it, CRLF (milter header values fold with bare LF).
     /// Takes the collected body: the message is not held twice.
     fn take_message(&mut self) -> Vec<u8> {
@@ -77,6 +90,7 @@ pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
 /// configuration reload; each message uses the one in use when its body starts).
 pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> Callbacks<Session> {
     let for_body = Arc::clone(&current);
+    let for_mail = Arc::clone(&current);
     Callbacks::new()
         .on_negotiate(|cx, _, _| {
             Box::pin(async move {
@@ -92,15 +106,24 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
                 Status::Continue
             })
         })
-        .on_mail(|cx, args| {
+        .on_mail(move |cx, args| {
+            let now = for_mail.get().kit.clock.now();
             Box::pin(async move {
                 let login = cx
                     .macros
                     .get(c"{auth_authen}")
                     .map(text)
                     .filter(|s| !s.is_empty());
+                // The first MAIL FROM of the connection with this login dates the
+                // authentication; a later message of the same session keeps that instant.
+                let seen = cx.data.take().and_then(|s: Session| s.auth);
+                let auth = login.as_ref().map(|l| match seen {
+                    Some((prev, at)) if prev == *l => (prev, at),
+                    _ => (l.clone(), now),
+                });
                 cx.data = Some(Session {
                     login,
+                    auth,
                     mail_from: args.first().map(|a| path(a)).unwrap_or_default(),
                     ..Session::default()
                 });
@@ -142,7 +165,7 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
         })
         .on_abort(|cx| {
             Box::pin(async move {
-                cx.data = None;
+                cx.data = cx.data.take().map(Session::next);
                 Status::Continue
             })
         })
@@ -160,11 +183,18 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         );
         return Status::Tempfail;
     };
+    // The connection keeps the authentication for its next message.
+    cx.data = Some(Session {
+        auth: session.auth.clone(),
+        ..Session::default()
+    });
     let queue_id = cx.macros.get(c"i").map(text);
     let message = session.take_message();
+    let auth_at = session.auth.as_ref().map(|(_, at)| *at);
     let submission = Submission {
         queue_id,
         login: session.login.clone(),
+        auth_at,
         mail_from: session.mail_from.clone(),
         rcpt_to: session.rcpt_to.clone(),
         // The body stopped being collected past the hard limit: say so in the size.
@@ -182,6 +212,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         message: head.to_vec(),
         queue_id: submission.queue_id.clone(),
         login: submission.login.clone(),
+        auth_at,
         mail_from: submission.mail_from.clone(),
         rcpt_to: submission.rcpt_to.clone(),
         size: submission.size,

@@ -105,9 +105,7 @@ pub(in crate::store) fn decode_kind(label: &str, receipt: Option<&str>) -> Optio
         ("SospensioneServizio", None) => Some(EventKind::ProviderSuspended),
         ("RipresaServizio", None) => Some(EventKind::ProviderResumed),
         ("EvidenzaREMEmessa", None) => Some(EventKind::RemEvidence(EvidenceDirection::Issued)),
-        ("EvidenzaREMRicevuta", None) => {
-            Some(EventKind::RemEvidence(EvidenceDirection::Received))
-        }
+        ("EvidenzaREMRicevuta", None) => Some(EventKind::RemEvidence(EvidenceDirection::Received)),
         _ => None,
     }
 }

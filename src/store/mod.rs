@@ -33,8 +33,7 @@ pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 pub use rem::{
-    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, SenderIdentity,
-    StoredEvidence,
+    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, SenderIdentity, StoredEvidence,
 };
 pub use report::{
     Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
@@ -171,6 +170,10 @@ pub struct Accepted {
     pub cert: Certification,
     /// SASL login of the sender.
     pub login: String,
+    /// When the sender's SMTP session authenticated with that login, as the milter saw it
+    /// ([`crate::access::Submission::auth_at`]); written beside the login in the
+    /// submission's legal-log records ([`outbox::with_login`]).
+    pub auth_at: Option<Instant>,
     /// Our provider name, for the log.
     pub provider: String,
 }
@@ -194,6 +197,8 @@ pub struct Refused {
     /// SASL login of the sender, written in the reason of the refusal's records
     /// ([`outbox::with_login`]); `None` when the submission had none.
     pub login: Option<String>,
+    /// When the session authenticated with `login` (see [`Accepted::auth_at`]).
+    pub auth_at: Option<Instant>,
 }
 
 /// State of one certified recipient of an envelope we sent (timers, spec §5.4).

@@ -209,7 +209,10 @@ mod tests {
             )
         );
         let event = e.log_event("a@x.it", vec![], "s", "P", None);
-        assert_eq!(event.kind, EventKind::RemEvidence(EvidenceDirection::Issued));
+        assert_eq!(
+            event.kind,
+            EventKind::RemEvidence(EvidenceDirection::Issued)
+        );
         assert_eq!(event.pec_id, "msg-1");
         assert_eq!(event.related_ids, vec!["ev-1".to_string()]);
     }

@@ -8,7 +8,7 @@ use super::{all, args, exec, exec_unique, opt, Conn, Row};
 use crate::message::time::Instant;
 use crate::store::rem::{attributes_json, decode_attributes};
 use crate::store::{
-    Evidence, EvidenceDirection, EventKind, IdentityChange, LogEvent, SenderIdentity, StoreError,
+    EventKind, Evidence, EvidenceDirection, IdentityChange, LogEvent, SenderIdentity, StoreError,
     StoredEvidence,
 };
 

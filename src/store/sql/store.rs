@@ -14,14 +14,12 @@ use crate::store::codec::{
 };
 use crate::store::outbox::received_record;
 use crate::store::{
-    Evidence, IdentityChange, SenderIdentity, StoredEvidence,
-};
-use crate::store::{
     Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
     LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
     Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
     TrackingState,
 };
+use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 
 /// A setting as an SQL integer (`None`: NULL).
 fn setting(v: Option<u64>) -> Option<i64> {
@@ -114,6 +112,15 @@ impl<B: Backend> Store for B {
                     accepted.at.unix()
                 ],
             )?;
+            if let Some(auth_at) = accepted.auth_at {
+                exec(
+                    c,
+                    &format!("record the authentication time of \"{pec_id}\""),
+                    "INSERT INTO acceptance_auth (pec_id, auth_at) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    args![pec_id, auth_at.unix()],
+                )?;
+            }
             // Last, so that a duplicate pec_id fails after the other writes and the test of
             // the one-transaction property sees them rolled back.
             exec_unique(
@@ -151,7 +158,9 @@ impl<B: Backend> Store for B {
         else {
             return Ok(None);
         };
+        let auth_at = self.read(|c| ops::auth_at(c, pec_id))?;
         Ok(Some(Accepted {
+            auth_at,
             pec_id: pec_id.to_string(),
             queue_id: row.get(1)?,
             at: Instant::from_unix(row.get(2)?),
@@ -822,7 +831,9 @@ impl<B: Backend> Store for B {
     }
 
     fn record_evidence(&self, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError> {
-        self.write("record an evidence", |c| super::rem::record(c, evidence, event))
+        self.write("record an evidence", |c| {
+            super::rem::record(c, evidence, event)
+        })
     }
 
     fn evidence(&self, id: &str) -> Result<Option<StoredEvidence>, StoreError> {
