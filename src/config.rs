@@ -1636,24 +1636,26 @@ impl Config {
         let relay_wait = duration("rem.relay_wait", &r.relay_wait)?;
         let consignment_wait = duration("rem.consignment_wait", &r.consignment_wait)?;
         let own_tsa = [
-            r.evidence_tsa_ca_file.is_some(),
-            r.evidence_tsa_timeout.is_some(),
-            r.evidence_tsa_policy.is_some(),
-            r.evidence_tsa_username.is_some(),
-            r.evidence_tsa_password_file.is_some(),
-            r.evidence_tsa_client_cert.is_some(),
-            r.evidence_tsa_client_key.is_some(),
-            r.evidence_tsa_tls_ca_file.is_some(),
+            ("ca_file", r.evidence_tsa_ca_file.is_some()),
+            ("timeout", r.evidence_tsa_timeout.is_some()),
+            ("policy", r.evidence_tsa_policy.is_some()),
+            ("username", r.evidence_tsa_username.is_some()),
+            ("password_file", r.evidence_tsa_password_file.is_some()),
+            ("client_cert", r.evidence_tsa_client_cert.is_some()),
+            ("client_key", r.evidence_tsa_client_key.is_some()),
+            ("tls_ca_file", r.evidence_tsa_tls_ca_file.is_some()),
         ];
         let evidence_tsa = match &r.evidence_tsa_url {
-            None if own_tsa.contains(&true) => {
-                return Err(invalid(
-                    "rem.evidence_tsa_url",
-                    "required with the other evidence_tsa_* keys (without them all, the \
-                     evidences use the TSA of [log])",
-                ))
+            None => {
+                if let Some((key, _)) = own_tsa.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        &format!("rem.evidence_tsa_{key}"),
+                        "needs rem.evidence_tsa_url (without every evidence_tsa_* key, the \
+                         evidences use the TSA of [log])",
+                    ));
+                }
+                log_tsa.cloned()
             }
-            None => log_tsa.cloned(),
             Some(url) => {
                 not_empty("rem.evidence_tsa_url", url)?;
                 let timeout = duration(
