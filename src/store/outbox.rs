@@ -390,8 +390,8 @@ pub fn with_login(
 
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
 /// the PEC msgid), then the acceptance receipt, both with the certification data of the
-/// pending acceptance (`cert`, `provider`, `queue_id`), the sender's SASL login in their
-/// reason ([`with_login`]) and the emission instant `at`.
+/// pending acceptance (`cert`, `provider`, `queue_id`), `reason` (the sender's SASL login
+/// and authentication time, [`with_login`]) and the emission instant `at`.
 pub fn acceptance_events(
     pec_id: &str,
     receipt_id: &str,
@@ -399,8 +399,7 @@ pub fn acceptance_events(
     cert: &Certification,
     provider: &str,
     queue_id: Option<&str>,
-    login: Option<&str>,
-    auth_at: Option<Instant>,
+    reason: Option<String>,
 ) -> [LogEvent; 2] {
     let event = |kind, related: &str| LogEvent {
         pec_id: pec_id.to_string(),
@@ -413,7 +412,7 @@ pub fn acceptance_events(
         provider: provider.to_string(),
         queue_id: queue_id.map(str::to_string),
         outcome: "ok".into(),
-        reason: with_login(None, login, auth_at),
+        reason: reason.clone(),
     };
     [
         event(EventKind::Issued(MessageKind::TransportEnvelope), pec_id),

@@ -15,6 +15,7 @@ use crate::store::codec::{
 };
 use crate::store::outbox::{
     acceptance_events, intent_is_live, notice_outcome, rate_limited, refused_events, timeout_event,
+    with_login,
 };
 use crate::store::{
     DeliveryMark, DueNotice, Effect, LogEvent, LogRequest, Outbound, Refused, Staged, StoreError,
@@ -240,8 +241,7 @@ pub fn close_acceptance(
         &cert,
         &provider,
         queue_id.as_deref(),
-        Some(&login),
-        auth_at,
+        with_login(None, Some(&login), auth_at),
     ) {
         append(c, head, &event)?;
     }
