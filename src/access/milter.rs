@@ -76,6 +76,20 @@ impl Session {
     }
 }
 
+/// The authentication of a connection after a MAIL FROM carrying `login` at `now`: the
+/// instant seen first for the same login (`seen`), else `now`; none without a login.
+fn authenticated(
+    seen: Option<(String, Instant)>,
+    login: Option<&str>,
+    now: Instant,
+) -> Option<(String, Instant)> {
+    let login = login?;
+    Some(match seen {
+        Some((prev, at)) if prev == login => (prev, at),
+        _ => (login.to_string(), now),
+    })
+}
+
 fn set_reply(reply: &mut indymilter::SmtpReply, r: &Reply) {
     // The text is ours and ASCII-safe; a failure to set it leaves Postfix's default reply.
     let _ = reply.set_error_reply(r.code, Some(r.xcode), [r.text.as_str()]);
@@ -117,10 +131,7 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
                 // The first MAIL FROM of the connection with this login dates the
                 // authentication; a later message of the same session keeps that instant.
                 let seen = cx.data.take().and_then(|s: Session| s.auth);
-                let auth = login.as_ref().map(|l| match seen {
-                    Some((prev, at)) if prev == *l => (prev, at),
-                    _ => (l.clone(), now),
-                });
+                let auth = authenticated(seen, login.as_deref(), now);
                 cx.data = Some(Session {
                     login,
                     auth,
@@ -392,4 +403,37 @@ pub async fn run_current(
         ..Config::default()
     };
     indymilter::run(listener, callbacks_current(current), config, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_mail_from_of_a_login_dates_the_authentication() {
+        let (t1, t2) = (Instant::from_unix(100), Instant::from_unix(200));
+        let first = authenticated(None, Some("alice"), t1);
+        assert_eq!(first, Some(("alice".to_string(), t1)));
+        // A later message of the same session keeps the first instant.
+        assert_eq!(
+            authenticated(first.clone(), Some("alice"), t2),
+            Some(("alice".to_string(), t1))
+        );
+        // Another login (a new AUTH in the session) is dated anew; no login, nothing.
+        assert_eq!(
+            authenticated(first.clone(), Some("bob"), t2),
+            Some(("bob".to_string(), t2))
+        );
+        assert_eq!(authenticated(first, None, t2), None);
+        // What the connection keeps of a finished message: its authentication only.
+        let s = Session {
+            login: Some("alice".into()),
+            auth: Some(("alice".into(), t1)),
+            mail_from: "alice@pec.example.it".into(),
+            ..Session::default()
+        }
+        .next();
+        assert_eq!(s.auth, Some(("alice".to_string(), t1)));
+        assert!(s.login.is_none() && s.mail_from.is_empty());
+    }
 }
