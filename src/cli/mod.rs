@@ -14,6 +14,7 @@ pub mod install;
 pub mod log;
 pub mod ops;
 mod quarantine;
+mod rem;
 mod serve;
 mod service;
 mod setup;
@@ -86,6 +87,12 @@ pub enum Command {
     /// policy for ordinary mail, arrival notices, retirement.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// The REM evidences (ETSI EN 319 522-2) we issued or received, kept beside their
+    /// legal-log records: show, export byte-exact, list by message.
+    Evidence {
+        #[command(subcommand)]
+        command: rem::EvidenceCommand,
+    },
     /// Suspend the whole service (an incident, a planned outage): the access point answers
     /// every submission with a temporary failure giving --reason, until `pec resume`. The
     /// legal log records the interval; `pec stats agid` reports it.
@@ -152,6 +159,7 @@ pub fn main() -> i32 {
         Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
         Command::Quarantine { command } => quarantine::run(&command),
+        Command::Evidence { command } => rem::evidence_command(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
     }

@@ -506,6 +506,7 @@ fn the_sample_configuration_parses_and_matches_etc() {
     assert_eq!(c.filter, pec::config::FilterConfig::default());
     assert_eq!(c.timers, pec::config::TimersConfig::default());
     assert_eq!(c.serve, pec::config::ServeConfig::default());
+    assert_eq!(c.rem, pec::config::RemConfig::default());
     let on_disk =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
             .unwrap();
@@ -619,6 +620,26 @@ fn every_key_of_the_sample_is_documented() {
         ("timers", &["enabled", "interval"][..]),
         ("metrics", &["listen"][..]),
         ("serve", &["roles"][..]),
+        (
+            "rem",
+            &[
+                "enabled",
+                "mode",
+                "provider_name",
+                "policies",
+                "relay_wait",
+                "consignment_wait",
+                "evidence_tsa_url",
+                "evidence_tsa_ca_file",
+                "evidence_tsa_timeout",
+                "evidence_tsa_policy",
+                "evidence_tsa_username",
+                "evidence_tsa_password_file",
+                "evidence_tsa_client_cert",
+                "evidence_tsa_client_key",
+                "evidence_tsa_tls_ca_file",
+            ][..],
+        ),
     ];
     for (table, keys) in known {
         assert!(
