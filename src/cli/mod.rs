@@ -14,6 +14,7 @@ pub mod install;
 pub mod log;
 pub mod ops;
 mod quarantine;
+mod rem;
 mod serve;
 mod service;
 mod setup;
@@ -121,6 +122,9 @@ pub enum Command {
     /// of this configuration (see /usr/share/doc/pec/install.md).
     #[command(subcommand)]
     Setup(setup::SetupCommand),
+    /// REM (ETSI EN 319 532-4, the AgID REM-Policy-IT profile): routing and trust checks.
+    #[command(subcommand)]
+    Rem(rem::RemCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -154,6 +158,7 @@ pub fn main() -> i32 {
         Command::Quarantine { command } => quarantine::run(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
+        Command::Rem(command) => rem::run(&command),
     }
 }
 

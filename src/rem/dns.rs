@@ -168,7 +168,9 @@ pub fn normalize_host(name: &str) -> Result<String, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!("label \"{label}\" has a character a host name cannot have"));
+            return Err(format!(
+                "label \"{label}\" has a character a host name cannot have"
+            ));
         }
     }
     Ok(ascii)
@@ -349,14 +351,13 @@ impl DnsResolver {
         options.timeout = timeout;
         options.attempts = attempts.max(1);
         options.ndots = 0;
-        let resolver =
-            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-                .with_options(options)
-                .build()
-                .map_err(|e| DnsError::Temporary {
-                    domain: String::new(),
-                    reason: format!("cannot set up the resolver for {server}: {e}"),
-                })?;
+        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(options)
+            .build()
+            .map_err(|e| DnsError::Temporary {
+                domain: String::new(),
+                reason: format!("cannot set up the resolver for {server}: {e}"),
+            })?;
         Ok(DnsResolver { resolver })
     }
 
@@ -456,10 +457,7 @@ impl StaticMx {
 
     /// The domains asked so far, in order.
     pub fn asked(&self) -> Vec<String> {
-        self.asked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -488,9 +486,7 @@ mod tests {
     fn kit_dir() -> Option<std::path::PathBuf> {
         let dir = std::env::var_os("PEC_REM_KIT")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rem-kit").into()
-            });
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rem-kit").into());
         if dir.is_dir() {
             Some(dir)
         } else {
@@ -694,14 +690,21 @@ mod tests {
         ));
         // Malformed smtp points are skipped, not matched.
         assert!(matches!(
-            block(check_domain(&kit_dns(), "rb-rems.rem", &["smtp://mx.rb-rems.rem:0"])),
+            block(check_domain(
+                &kit_dns(),
+                "rb-rems.rem",
+                &["smtp://mx.rb-rems.rem:0"]
+            )),
             Ok(Routing::NotServed(NotServed::Unlisted { .. }))
         ));
     }
 
     #[test]
     fn host_names_compare_in_ascii_lower_case() {
-        assert_eq!(normalize_host("MX.Example.REM."), Ok("mx.example.rem".into()));
+        assert_eq!(
+            normalize_host("MX.Example.REM."),
+            Ok("mx.example.rem".into())
+        );
         assert_eq!(
             normalize_host("posta.città.it"),
             Ok("posta.xn--citt-3na.it".into())
@@ -738,12 +741,19 @@ mod tests {
         let points: Vec<String> = tl
             .split("<ServiceSupplyPoint>")
             .skip(1)
-            .filter_map(|s| s.split_once("</ServiceSupplyPoint>").map(|(p, _)| p.to_string()))
+            .filter_map(|s| {
+                s.split_once("</ServiceSupplyPoint>")
+                    .map(|(p, _)| p.to_string())
+            })
             .collect();
         assert!(points.len() >= 6, "supply points of TL_CCB.xml: {points:?}");
         let mut dns = StaticMx::new();
         let mut domains = Vec::new();
-        for f in ["dns_cfg_S-REM-A.txt", "dns_cfg_R-REM-B.txt", "dns_cfg_R-REM-C.txt"] {
+        for f in [
+            "dns_cfg_S-REM-A.txt",
+            "dns_cfg_R-REM-B.txt",
+            "dns_cfg_R-REM-C.txt",
+        ] {
             let text = std::fs::read_to_string(csi.join(f)).expect("dns_cfg");
             for line in text.lines() {
                 if let Some((name, mx)) = line.split_once("mail exchanger =") {

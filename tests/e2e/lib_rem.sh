@@ -1,0 +1,124 @@
+# shellcheck shell=bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# End-to-end harness for REM (ETSI EN 319 532-4): a real DNS server for the test zones and an
+# HTTPS file server for Trusted Lists and CSI files. Source it after tests/e2e/lib.sh:
+#
+#     . tests/e2e/lib.sh; . tests/e2e/lib_rem.sh
+#
+# Functions (arguments in order; [..] optional):
+#   dns_start DIR PORT RECORD...        dnsmasq on 127.0.0.1:PORT (UDP and TCP), pid in DIR/pid,
+#                                       queries logged in DIR/dnsmasq.log. RECORDs, one word
+#                                       list each (quote them):
+#                                         "DOMAIN MX PREF HOST"   an MX record (HOST "." is the
+#                                                                 null MX of RFC 7505)
+#                                         "NAME A IP"             an address record
+#                                         "DOMAIN UNREACHABLE"    the domain is delegated to a
+#                                                                 server that never answers:
+#                                                                 lookups time out (tempfail)
+#                                       The server is authoritative for the last label of every
+#                                       name given (e.g. "rem"): any other name under it is
+#                                       NXDOMAIN, a known name without the asked type NODATA;
+#                                       names outside those labels are refused. Nothing is
+#                                       forwarded to the Internet.
+#   dns_stop DIR
+#   https_files_start DIR ROOT CERT KEY serves ROOT over HTTPS on 127.0.0.1 (tests/e2e/
+#                                       https_files.py; CERT/KEY PEM, e.g. tests/pki/make-pki.sh's
+#                                       it-tls.pem, which names 127.0.0.1). Prints the port; pid
+#                                       in DIR/pid; DIR/mode plays faults ("down", "garbage").
+#   https_files_stop DIR
+#
+# Postfix keeps its routing of lib.sh (transport maps, postfix_route): pec asks this DNS
+# server itself (its resolver address) for the REM routing check.
+
+# dns_start DIR PORT RECORD...
+dns_start() {
+  if [ $# -lt 2 ]; then e2e_fail "usage: dns_start DIR PORT RECORD..."; return 2; fi
+  local dir=$1 port=$2 rec name type tld pid rc
+  shift 2
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  local conf=$dir/dnsmasq.conf
+  local -A tlds=()
+  {
+    printf '# Private dnsmasq for the pec REM end-to-end tests (written by tests/e2e/lib_rem.sh).\n'
+    printf 'port=%s\nlisten-address=127.0.0.1\nbind-interfaces\n' "$port"
+    printf 'no-resolv\nno-hosts\nno-poll\nlog-queries\ncache-size=0\n'
+  } > "$conf"
+  for rec in "$@"; do
+    read -r name type _ <<< "$rec"
+    local -a w
+    read -r -a w <<< "$rec"
+    case $type in
+      MX)
+        [ ${#w[@]} -eq 4 ] || { e2e_fail "dns_start: bad record \"$rec\""; return 2; }
+        printf 'mx-host=%s,%s,%s\n' "$name" "${w[3]}" "${w[2]}" >> "$conf" ;;
+      A)
+        [ ${#w[@]} -eq 3 ] || { e2e_fail "dns_start: bad record \"$rec\""; return 2; }
+        printf 'host-record=%s,%s\n' "$name" "${w[2]}" >> "$conf" ;;
+      UNREACHABLE)
+        # Port 9 (discard) on loopback: nothing answers DNS there.
+        printf 'server=/%s/127.0.0.1#9\n' "$name" >> "$conf" ;;
+      *) e2e_fail "dns_start: unknown record type in \"$rec\""; return 2 ;;
+    esac
+    tld=${name##*.}
+    tlds[$tld]=1
+  done
+  for tld in "${!tlds[@]}"; do printf 'local=/%s/\n' "$tld" >> "$conf"; done
+  dnsmasq --conf-file="$conf" --keep-in-foreground --log-facility=- \
+    --pid-file="$dir/dnsmasq.pid" --user="$(id -un)" < /dev/null > "$dir/dnsmasq.log" 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" > "$dir/pid"
+  rc=0
+  e2e_poll "$E2E_START_DEADLINE" _e2e_dns_ready "$pid" "$port" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    e2e_show_log "$dir/dnsmasq.log"
+    if _e2e_alive "$pid"; then _e2e_stop_pid dnsmasq "$pid"; fi
+    wait "$pid" 2>/dev/null || true
+    e2e_fail "dnsmasq did not answer on 127.0.0.1:$port within $E2E_START_DEADLINE s"
+    return 1
+  fi
+  e2e_log "dnsmasq up on 127.0.0.1:$port (pid $pid, $dir)"
+}
+
+_e2e_dns_ready() {
+  _e2e_alive "$1" || return 3
+  _e2e_port_open 127.0.0.1 "$2"
+}
+
+dns_stop() {
+  local dir=$1
+  [ -f "$dir/pid" ] || return 0
+  _e2e_stop_pid dnsmasq "$(cat "$dir/pid")" "$dir/dnsmasq.log"
+  rm -f "$dir/pid"
+}
+
+# https_files_start DIR ROOT CERT KEY: prints the port.
+https_files_start() {
+  if [ $# -ne 4 ]; then e2e_fail "usage: https_files_start DIR ROOT CERT KEY"; return 2; fi
+  local dir=$1 root=$2 cert=$3 key=$4 pid
+  mkdir -p "$dir"
+  : > "$dir/port"
+  "$E2E_PYTHON" "$E2E_REPO/tests/e2e/https_files.py" "$root" "$cert" "$key" \
+    --mode-file "$dir/mode" < /dev/null > "$dir/port" 2> "$dir/https.log" &
+  pid=$!
+  printf '%s\n' "$pid" > "$dir/pid"
+  if ! e2e_poll "$E2E_START_DEADLINE" _e2e_https_ready "$pid" "$dir/port"; then
+    e2e_show_log "$dir/https.log"
+    if _e2e_alive "$pid"; then _e2e_stop_pid https_files "$pid"; fi
+    e2e_fail "the HTTPS file server did not start"
+    return 1
+  fi
+  head -n 1 "$dir/port"
+}
+
+_e2e_https_ready() {
+  _e2e_alive "$1" || return 3
+  [ -s "$2" ] && _e2e_port_open 127.0.0.1 "$(head -n 1 "$2")"
+}
+
+https_files_stop() {
+  local dir=$1
+  [ -f "$dir/pid" ] || return 0
+  _e2e_stop_pid https_files "$(cat "$dir/pid")" "$dir/https.log"
+  rm -f "$dir/pid"
+}
