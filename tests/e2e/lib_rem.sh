@@ -6,7 +6,9 @@
 #     . tests/e2e/lib.sh; . tests/e2e/lib_rem.sh
 #
 # Functions (arguments in order; [..] optional):
-#   dns_start DIR PORT RECORD...        dnsmasq on 127.0.0.1:PORT (UDP and TCP), pid in DIR/pid,
+#   dns_start DIR PORT RECORD...        dnsmasq on DNS_ADDR:PORT (UDP and TCP; DNS_ADDR default
+#                                       127.0.0.1, another loopback address such as 127.53.0.1
+#                                       to listen on port 53 beside a system resolver), pid in DIR/pid,
 #                                       queries logged in DIR/dnsmasq.log. RECORDs, one word
 #                                       list each (quote them):
 #                                         "DOMAIN MX PREF HOST"   an MX record (HOST "." is the
@@ -26,14 +28,20 @@
 #                                       it-tls.pem, which names 127.0.0.1). Prints the port; pid
 #                                       in DIR/pid; DIR/mode plays faults ("down", "garbage").
 #   https_files_stop DIR
+#   postfix_route_dns DIR DOMAIN DNS_ADDR PORT
+#                                       mail for DOMAIN goes by SMTP, on PORT, to the MX hosts
+#                                       that the DNS server on DNS_ADDR:53 gives (Postfix's own
+#                                       MX and address lookups: a real REM route)
 #
-# Postfix keeps its routing of lib.sh (transport maps, postfix_route): pec asks this DNS
-# server itself (its resolver address) for the REM routing check.
+# pec asks the DNS server itself (`--resolver`, its resolver address) for the REM routing
+# check. Postfix's resolver (glibc) takes no port: for Postfix to route by MX on the test
+# zones, start dnsmasq on port 53 of another loopback address (DNS_ADDR=127.53.x.y) and use
+# postfix_route_dns; postfix_route (lib.sh) stays for routes without DNS.
 
 # dns_start DIR PORT RECORD...
 dns_start() {
   if [ $# -lt 2 ]; then e2e_fail "usage: dns_start DIR PORT RECORD..."; return 2; fi
-  local dir=$1 port=$2 rec name type tld pid rc
+  local dir=$1 port=$2 addr=${DNS_ADDR:-127.0.0.1} rec name type tld pid rc
   shift 2
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -41,7 +49,7 @@ dns_start() {
   local -A tlds=()
   {
     printf '# Private dnsmasq for the pec REM end-to-end tests (written by tests/e2e/lib_rem.sh).\n'
-    printf 'port=%s\nlisten-address=127.0.0.1\nbind-interfaces\n' "$port"
+    printf 'port=%s\nlisten-address=%s\nbind-interfaces\n' "$port" "$addr"
     printf 'no-resolv\nno-hosts\nno-poll\nlog-queries\ncache-size=0\n'
   } > "$conf"
   for rec in "$@"; do
@@ -69,20 +77,20 @@ dns_start() {
   pid=$!
   printf '%s\n' "$pid" > "$dir/pid"
   rc=0
-  e2e_poll "$E2E_START_DEADLINE" _e2e_dns_ready "$pid" "$port" || rc=$?
+  e2e_poll "$E2E_START_DEADLINE" _e2e_dns_ready "$pid" "$addr" "$port" || rc=$?
   if [ "$rc" -ne 0 ]; then
     e2e_show_log "$dir/dnsmasq.log"
     if _e2e_alive "$pid"; then _e2e_stop_pid dnsmasq "$pid"; fi
     wait "$pid" 2>/dev/null || true
-    e2e_fail "dnsmasq did not answer on 127.0.0.1:$port within $E2E_START_DEADLINE s"
+    e2e_fail "dnsmasq did not answer on $addr:$port within $E2E_START_DEADLINE s"
     return 1
   fi
-  e2e_log "dnsmasq up on 127.0.0.1:$port (pid $pid, $dir)"
+  e2e_log "dnsmasq up on $addr:$port (pid $pid, $dir)"
 }
 
 _e2e_dns_ready() {
   _e2e_alive "$1" || return 3
-  _e2e_port_open 127.0.0.1 "$2"
+  _e2e_port_open "$2" "$3"
 }
 
 dns_stop() {
@@ -121,4 +129,30 @@ https_files_stop() {
   [ -f "$dir/pid" ] || return 0
   _e2e_stop_pid https_files "$(cat "$dir/pid")" "$dir/https.log"
   rm -f "$dir/pid"
+}
+
+# postfix_route_dns DIR DOMAIN DNS_ADDR PORT: a transport "remdns-PORT" (an smtp client
+# chrooted into the spool, as postfix_route's, with DNS lookups on and smtp_tcp_port PORT),
+# DOMAIN routed to it with the recipient domain as next hop (MX lookup), and the spool's
+# etc/resolv.conf naming DNS_ADDR (the chrooted client reads that one: one DNS server per
+# instance). Reloads Postfix and waits for the reload.
+postfix_route_dns() {
+  if [ $# -ne 4 ]; then e2e_fail "usage: postfix_route_dns DIR DOMAIN DNS_ADDR PORT"; return 2; fi
+  local dir=$1 domain=$2 addr=$3 port=$4 spool before
+  spool=$(postconf -c "$dir/etc" -h queue_directory)
+  mkdir -p "$spool/etc"
+  printf 'nameserver %s\noptions attempts:1 timeout:2\n' "$addr" > "$spool/etc/resolv.conf"
+  if ! grep -q "^remdns-$port " "$dir/etc/master.cf"; then
+    printf 'remdns-%s unix - - y - - smtp\n  -o smtp_dns_support_level=enabled\n  -o smtp_host_lookup=dns\n  -o smtp_tcp_port=%s\n' \
+      "$port" "$port" >> "$dir/etc/master.cf"
+  fi
+  printf '%s remdns-%s:\n' "$domain" "$port" >> "$dir/etc/transport"
+  _e2e_age_file "$dir/etc/transport"
+  before=$(_e2e_count_reloads "$dir")
+  _e2e_postfix "$dir" reload || return 1
+  if ! e2e_poll "$E2E_START_DEADLINE" _e2e_reloaded_since "$dir" "$before"; then
+    e2e_show_log "$dir/maillog"
+    e2e_fail "postfix in $dir did not log its reload"
+    return 1
+  fi
 }

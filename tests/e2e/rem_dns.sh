@@ -13,12 +13,15 @@
 # an unknown domain is NXDOMAIN (1); a domain whose servers never answer, and every domain
 # once the DNS server is down, are temporary failures (75). The DNS server's query log
 # shows each lookup really reached it. The HTTPS server serves the file byte-exact and
-# plays "down" (503).
+# plays "down" (503). And Postfix itself routes by MX on the test zones: a private Postfix
+# relays to rb-rems.rem through the MX host a second dnsmasq (port 53 of a loopback address
+# of its own) gives, to a second Postfix listening as that host (lib_rem.sh,
+# postfix_route_dns).
 #
 # Without ../shared/rem-kit (PEC_REM_KIT) the Trusted List is a stand-in written here with
 # the same supply points, and the test says SKIPPED for the kit's file.
 #
-# Usage: tests/e2e/rem_dns.sh   (PEC_BIN names the pec binary)
+# Usage: tests/e2e/rem_dns.sh   (as root: Postfix, port 53; PEC_BIN names the pec binary)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -35,6 +38,9 @@ work=$(e2e_tmpdir)
 cleanup() {
   status=$?
   https_files_stop "$work/https" >/dev/null 2>&1 || true
+  postfix_stop "$work/pf-a" >/dev/null 2>&1 || true
+  postfix_stop "$work/pf-b" >/dev/null 2>&1 || true
+  dns_stop "$work/dns53" >/dev/null 2>&1 || true
   dns_stop "$work/dns" >/dev/null 2>&1 || true
   if [ "$status" -ne 0 ]; then
     e2e_show_log "$work/dns/dnsmasq.log" 30
@@ -138,6 +144,30 @@ rc=0; "$pec" rem check-domain rb-rems.rem --supply-point smtp://mx.rb-rems.rem:0
 [ "$rc" = 2 ] || e2e_fail "a malformed supply point exited $rc, want 2"
 rc=0; "$pec" rem check-domain rb-rems.rem "${sp_args[@]}" --resolver localhost >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || e2e_fail "a bad --resolver exited $rc, want 2"
+
+# Postfix routes REM mail by MX on the same zones: A's Postfix relays to rb-rems.rem through
+# the MX host that a dnsmasq on port 53 of a loopback address of its own gives, and B's
+# Postfix (listening as mx.rb-rems.rem) takes the message.
+mapfile -t pf < <(e2e_free_ports 4)
+dns53=127.53.$((dns_port / 256 % 256)).$((dns_port % 256))
+DNS_ADDR=$dns53 dns_start "$work/dns53" 53 \
+  "rb-rems.rem MX 10 mx.rb-rems.rem" "mx.rb-rems.rem A 127.0.0.1"
+postfix_start "$work/pf-a" rem-a "" "${pf[0]}" "" "" "" "${pf[1]}" sa-rems.rem
+postfix_start "$work/pf-b" rem-b "" "${pf[2]}" "" "" "" "${pf[3]}" rb-rems.rem
+postfix_route_dns "$work/pf-a" rb-rems.rem "$dns53" "${pf[2]}"
+printf 'Subject: rem routing\n\nhello\n' |
+  sendmail -C "$work/pf-a/etc" -f alice@sa-rems.rem bob@rb-rems.rem
+wait_for_file_match "$work/pf-a/maillog" \
+  "to=<bob@rb-rems.rem>, relay=mx.rb-rems.rem\\[127.0.0.1\\]:${pf[2]},.* status=sent" 30 ||
+  { e2e_show_log "$work/pf-a/maillog"; e2e_fail "A's Postfix did not relay by MX"; }
+wait_for_file_match "$work/pf-b/maillog" "from=<alice@sa-rems.rem>" 30 ||
+  e2e_fail "B's Postfix did not receive the message"
+grep -q 'query\[MX\] rb-rems.rem from 127.0.0.1' "$work/dns53/dnsmasq.log" ||
+  e2e_fail "Postfix's MX query did not reach the test DNS server"
+e2e_log "ok: Postfix relayed to rb-rems.rem by its MX on the test DNS"
+postfix_stop "$work/pf-a"
+postfix_stop "$work/pf-b"
+dns_stop "$work/dns53"
 
 # The DNS server down: a temporary failure, never "not served".
 dns_stop "$work/dns"
