@@ -729,6 +729,148 @@ mod tests {
         }
     }
 
+    /// A fake DNS server on a loopback UDP port (the real resolver's in-process test): the
+    /// answer depends on the name asked. Runs until the runtime ends.
+    async fn fake_dns() -> SocketAddr {
+        use hickory_resolver::proto::op::{Message, MessageType, OpCode};
+        use hickory_resolver::proto::rr::rdata::{MX, SOA};
+        use hickory_resolver::proto::rr::{Name, Record};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(q) = query.queries.first().cloned() else {
+                    continue;
+                };
+                let name = q.name().to_ascii().to_ascii_lowercase();
+                let mut reply =
+                    Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+                reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                reply.metadata.authoritative = true;
+                reply.add_query(q.clone());
+                let zone = Name::from_ascii("test.").expect("name");
+                let soa = Record::from_rdata(
+                    zone.clone(),
+                    60,
+                    RData::SOA(SOA::new(
+                        Name::from_ascii("ns.test.").expect("name"),
+                        Name::from_ascii("hostmaster.test.").expect("name"),
+                        1,
+                        60,
+                        60,
+                        60,
+                        60,
+                    )),
+                );
+                let mx = |pref: u16, host: &str| {
+                    Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::MX(MX::new(pref, Name::from_ascii(host).expect("name"))),
+                    )
+                };
+                match name.as_str() {
+                    "served.test." => {
+                        reply.add_answer(mx(20, "MX2.A.test."));
+                        reply.add_answer(mx(10, "mx1.a.test."));
+                    }
+                    "null.test." => {
+                        reply.add_answer(mx(0, "."));
+                    }
+                    "nodata.test." => {
+                        reply.add_authority(soa);
+                    }
+                    "nx.test." => {
+                        reply.metadata.response_code = ResponseCode::NXDomain;
+                        reply.add_authority(soa);
+                    }
+                    "refused.test." => reply.metadata.response_code = ResponseCode::Refused,
+                    "garbage.test." => {
+                        let _ = socket.send_to(b"\x00\x01garbage", peer).await;
+                        continue;
+                    }
+                    "silent.test." => continue,
+                    _ => reply.metadata.response_code = ResponseCode::ServFail,
+                }
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn the_real_resolver_reads_each_answer_of_a_dns_server() {
+        block(async {
+            let server = fake_dns().await;
+            let r = DnsResolver::at(server, Duration::from_millis(300), 1).expect("resolver");
+            assert_eq!(
+                r.mx("served.test").await,
+                Ok(MxAnswer::Hosts(vec![
+                    MxHost {
+                        preference: 20,
+                        exchange: "mx2.a.test".into()
+                    },
+                    MxHost {
+                        preference: 10,
+                        exchange: "mx1.a.test".into()
+                    },
+                ]))
+            );
+            assert_eq!(
+                check_domain(
+                    &r,
+                    "served.test",
+                    &["smtp://mx1.a.test:25", "smtp:MX2.a.test"]
+                )
+                .await,
+                Ok(Routing::Served {
+                    exchanges: vec!["mx1.a.test".into(), "mx2.a.test".into()],
+                    supply_points: vec!["smtp://mx1.a.test:25".into(), "smtp:MX2.a.test".into()],
+                })
+            );
+            assert_eq!(
+                check_domain(&r, "null.test", &["smtp://mx1.a.test"]).await,
+                Ok(Routing::NotServed(NotServed::NullMx))
+            );
+            assert_eq!(r.mx("nodata.test").await, Ok(MxAnswer::NoMx));
+            assert_eq!(r.mx("nx.test").await, Ok(MxAnswer::NxDomain));
+            for temporary in [
+                "servfail.test",
+                "refused.test",
+                "garbage.test",
+                "silent.test",
+            ] {
+                let e = r.mx(temporary).await.expect_err(temporary);
+                assert!(e.is_temporary(), "{temporary}: {e}");
+            }
+        });
+    }
+
+    #[test]
+    fn a_dns_server_that_is_down_is_a_temporary_failure() {
+        block(async {
+            // A port bound and then released: nothing listens there.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .expect("port");
+            let r = DnsResolver::at(port, Duration::from_millis(300), 1).expect("resolver");
+            let e = r.mx("served.test").await.expect_err("down");
+            assert!(e.is_temporary(), "{e}");
+        });
+    }
+
     #[test]
     fn the_kit_dns_configuration_matches_the_kit_trusted_lists() {
         // The EN's informative examples: every registered domain of dns_cfg_*.txt has its
