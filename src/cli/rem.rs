@@ -81,7 +81,7 @@ fn check_domain(args: &CheckDomainArgs) -> Result<i32, CliError> {
             println!("{}: {routing}", args.domain);
             Ok(i32::from(!matches!(routing, Routing::Served { .. })))
         }
-        Err(e @ DnsError::InvalidDomain { .. }) => Err(CliError::usage(e)),
+        Err(e @ (DnsError::InvalidDomain { .. } | DnsError::Setup(_))) => Err(CliError::usage(e)),
         Err(e @ DnsError::Temporary { .. }) => {
             println!("{}: tempfail: {e}", args.domain);
             Ok(EXIT_TEMPFAIL)

@@ -67,12 +67,16 @@ pub enum DnsError {
     /// reply. The caller tries again later (a temporary failure upstream).
     #[error("dns lookup of \"{domain}\" failed, try again later: {reason}")]
     Temporary { domain: String, reason: String },
+    /// The resolver cannot be set up (the system configuration unreadable): an internal
+    /// failure, temporary on the mail path.
+    #[error("cannot set up the dns resolver: {0}")]
+    Setup(String),
 }
 
 impl DnsError {
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed (on the mail path: a temporary failure).
     pub fn is_temporary(&self) -> bool {
-        matches!(self, DnsError::Temporary { .. })
+        matches!(self, DnsError::Temporary { .. } | DnsError::Setup(_))
     }
 }
 
@@ -324,17 +328,17 @@ pub const DEFAULT_ATTEMPTS: usize = 2;
 impl DnsResolver {
     /// The resolvers of `/etc/resolv.conf` (its timeout and attempts options apply).
     pub fn system() -> Result<Self, DnsError> {
-        let mut builder = TokioResolver::builder_tokio().map_err(|e| DnsError::Temporary {
-            domain: String::new(),
-            reason: format!("cannot read the system resolver configuration: {e}"),
+        let mut builder = TokioResolver::builder_tokio().map_err(|e| {
+            DnsError::Setup(format!(
+                "cannot read the system resolver configuration: {e}"
+            ))
         })?;
         // Answers name what we check: no caching across calls beyond the TTLs, no search
         // list (names are looked up fully qualified).
         builder.options_mut().ndots = 0;
-        let resolver = builder.build().map_err(|e| DnsError::Temporary {
-            domain: String::new(),
-            reason: format!("cannot set up the resolver: {e}"),
-        })?;
+        let resolver = builder
+            .build()
+            .map_err(|e| DnsError::Setup(e.to_string()))?;
         Ok(DnsResolver { resolver })
     }
 
@@ -354,10 +358,7 @@ impl DnsResolver {
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(options)
             .build()
-            .map_err(|e| DnsError::Temporary {
-                domain: String::new(),
-                reason: format!("cannot set up the resolver for {server}: {e}"),
-            })?;
+            .map_err(|e| DnsError::Setup(format!("{server}: {e}")))?;
         Ok(DnsResolver { resolver })
     }
 
