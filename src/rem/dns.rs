@@ -208,6 +208,9 @@ pub enum NotServed {
         unmatched: Vec<String>,
         exchanges: Vec<String>,
     },
+    /// Every MX host is a supply point, but of different services: no one service takes
+    /// all the domain's mail ([`decide_among`] only).
+    Split { exchanges: Vec<String> },
 }
 
 impl std::fmt::Display for Routing {
@@ -233,6 +236,11 @@ impl std::fmt::Display for Routing {
                 f,
                 "not served: mx {} not among the supply points (mx: {})",
                 unmatched.join(", "),
+                exchanges.join(", ")
+            ),
+            Routing::NotServed(NotServed::Split { exchanges }) => write!(
+                f,
+                "not served: mx {} belong to different services",
                 exchanges.join(", ")
             ),
             Routing::NxDomain => write!(f, "nxdomain: the domain does not exist"),
@@ -307,6 +315,59 @@ pub async fn check_domain<S: AsRef<str>>(
 ) -> Result<Routing, DnsError> {
     let answer = lookup.mx(domain).await?;
     Ok(decide(&answer, supply_points))
+}
+
+/// Which of several REM services (the entries of a Trusted List) serves a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRouting<'s, T> {
+    /// Every MX host of the domain is an `smtp` supply point of each of these services (one,
+    /// or several entries sharing their supply points: a provider's REM and REM/Q services).
+    Served {
+        services: Vec<&'s T>,
+        exchanges: Vec<String>,
+    },
+    NotServed(NotServed),
+    NxDomain,
+}
+
+/// [`decide`] over several services at once: the services whose own supply points cover
+/// every MX host of the domain. MX hosts covered only by the points of several services
+/// together are [`NotServed::Split`].
+pub fn decide_among<'s, T, S: AsRef<str> + 's>(
+    answer: &MxAnswer,
+    services: &'s [T],
+    supply_points: impl Fn(&'s T) -> &'s [S],
+) -> PeerRouting<'s, T> {
+    let mut served = Vec::new();
+    let mut exchanges = Vec::new();
+    for service in services {
+        match decide(answer, supply_points(service)) {
+            Routing::NxDomain => return PeerRouting::NxDomain,
+            Routing::NotServed(
+                reason @ (NotServed::NoMx | NotServed::NullMx | NotServed::Split { .. }),
+            ) => return PeerRouting::NotServed(reason),
+            Routing::NotServed(NotServed::Unlisted { .. }) => {}
+            Routing::Served { exchanges: x, .. } => {
+                served.push(service);
+                exchanges = x;
+            }
+        }
+    }
+    if !served.is_empty() {
+        return PeerRouting::Served {
+            services: served,
+            exchanges,
+        };
+    }
+    let all: Vec<&str> = services
+        .iter()
+        .flat_map(|s| supply_points(s).iter().map(AsRef::as_ref))
+        .collect();
+    match decide(answer, &all) {
+        Routing::NxDomain => PeerRouting::NxDomain,
+        Routing::NotServed(reason) => PeerRouting::NotServed(reason),
+        Routing::Served { exchanges, .. } => PeerRouting::NotServed(NotServed::Split { exchanges }),
+    }
 }
 
 /// The real DNS through `hickory-resolver`: the system's resolver configuration
@@ -642,6 +703,96 @@ mod tests {
                 exchanges: vec!["mx.a.rem".into(), "mx.b.rem".into()],
                 supply_points: vec!["smtp://mx.a.rem:25".into(), "smtp://mx.b.rem".into()],
             }
+        );
+    }
+
+    #[test]
+    fn among_several_services_the_one_whose_points_cover_the_mx_serves() {
+        #[derive(Debug, PartialEq, Eq)]
+        struct Service {
+            name: &'static str,
+            points: Vec<String>,
+        }
+        let service = |name, points: &[&str]| Service {
+            name,
+            points: points.iter().map(|p| p.to_string()).collect(),
+        };
+        // The three services of the EN's Trusted Lists, and B's qualified service sharing
+        // B's supply points.
+        let services = [
+            service("A", &["smtp:mx.sa-rems.rem:25", "https://a/csi.xml"]),
+            service("B", &["smtp:mx.rb-rems.rem:25", "https://b/csi.xml"]),
+            service("C", &["smtp:mx.rc-rems.rem:25", "https://c/csi.xml"]),
+            service("B/Q", &["smtp:mx.rb-rems.rem:25", "https://b/csi.xml"]),
+        ];
+        fn points(s: &Service) -> &[String] {
+            &s.points
+        }
+        let names = |r: PeerRouting<'_, Service>| -> Vec<&'static str> {
+            match r {
+                PeerRouting::Served { services, .. } => services.iter().map(|s| s.name).collect(),
+                other => panic!("not served: {other:?}"),
+            }
+        };
+        let mx = |hosts: &[&str]| {
+            MxAnswer::Hosts(
+                hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| MxHost {
+                        preference: 10 * (i as u16 + 1),
+                        exchange: h.to_string(),
+                    })
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            names(decide_among(&mx(&["mx.rc-rems.rem"]), &services, |s| {
+                s.points.as_slice()
+            })),
+            vec!["C"]
+        );
+        assert_eq!(
+            names(decide_among(&mx(&["mx.rb-rems.rem"]), &services, points)),
+            vec!["B", "B/Q"]
+        );
+        assert_eq!(
+            decide_among(
+                &mx(&["mx.sa-rems.rem", "mx.rc-rems.rem"]),
+                &services,
+                points
+            ),
+            PeerRouting::NotServed(NotServed::Split {
+                exchanges: vec!["mx.sa-rems.rem".into(), "mx.rc-rems.rem".into()]
+            })
+        );
+        assert_eq!(
+            decide_among(
+                &mx(&["mx.sa-rems.rem", "mx.other.example"]),
+                &services,
+                points
+            ),
+            PeerRouting::NotServed(NotServed::Unlisted {
+                unmatched: vec!["mx.other.example".into()],
+                exchanges: vec!["mx.sa-rems.rem".into(), "mx.other.example".into()],
+            })
+        );
+        assert_eq!(
+            decide_among(&MxAnswer::NxDomain, &services, points),
+            PeerRouting::NxDomain
+        );
+        assert_eq!(
+            decide_among(&MxAnswer::NoMx, &services, points),
+            PeerRouting::NotServed(NotServed::NoMx)
+        );
+        let none: [Service; 0] = [];
+        assert!(matches!(
+            decide_among(&mx(&["mx.rb-rems.rem"]), &none, points),
+            PeerRouting::NotServed(NotServed::Unlisted { .. })
+        ));
+        assert_eq!(
+            decide_among(&MxAnswer::NxDomain, &none, points),
+            PeerRouting::NxDomain
         );
     }
 
