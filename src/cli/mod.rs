@@ -15,6 +15,7 @@ pub mod log;
 pub mod ops;
 mod quarantine;
 mod rem;
+mod rem_routing;
 mod serve;
 mod service;
 mod setup;
