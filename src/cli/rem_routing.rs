@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::error::{exit, CliError};
-use crate::rem::dns::{self, DnsError, DnsResolver, Routing, DEFAULT_ATTEMPTS};
+use crate::dns::{DnsResolver, DEFAULT_ATTEMPTS};
+use crate::rem::dns::{self, DnsError, Routing};
 
 /// Exit status of a DNS temporary failure (EX_TEMPFAIL of sysexits.h, as Postfix reads it).
 pub const EXIT_TEMPFAIL: i32 = 75;
