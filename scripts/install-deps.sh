@@ -21,6 +21,9 @@ packages=(
   postgresql
   # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out
   binutils
+  # REM: the DNS server of the test zones (tests/e2e/lib_rem.sh; the binary only, no
+  # service), and curl to fetch Trusted Lists from the test HTTPS server
+  dnsmasq-base curl
 )
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod dns;
 pub mod doubles;
 pub mod index;
 pub mod issuing;

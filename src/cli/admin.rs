@@ -116,7 +116,7 @@ pub enum MailboxCommand {
     },
     /// The identity MAILBOX's sender is named with in REM evidences: set, show, clear.
     #[command(subcommand)]
-    Identity(super::rem::IdentityCommand),
+    Identity(super::evidence::IdentityCommand),
 }
 
 /// A plausible addr-spec for the admin commands (one `@`, non-empty parts, no spaces).
@@ -154,7 +154,7 @@ pub fn sender(command: &SenderCommand) -> i32 {
 /// Runs `pec mailbox …`; returns the exit status.
 pub fn mailbox(command: &MailboxCommand) -> i32 {
     match command {
-        MailboxCommand::Identity(command) => super::rem::identity_command(command),
+        MailboxCommand::Identity(command) => super::evidence::identity_command(command),
         MailboxCommand::Policy {
             config,
             mailbox,

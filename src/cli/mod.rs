@@ -9,12 +9,14 @@ use clap::{Parser, Subcommand};
 mod admin;
 pub mod args;
 pub mod error;
+mod evidence;
 mod index;
 pub mod install;
 pub mod log;
 pub mod ops;
 mod quarantine;
 mod rem;
+mod rem_routing;
 mod serve;
 mod service;
 mod setup;
@@ -91,7 +93,7 @@ pub enum Command {
     /// legal-log records: show, export byte-exact, list by message.
     Evidence {
         #[command(subcommand)]
-        command: rem::EvidenceCommand,
+        command: evidence::EvidenceCommand,
     },
     /// Suspend the whole service (an incident, a planned outage): the access point answers
     /// every submission with a temporary failure giving --reason, until `pec resume`. The
@@ -128,6 +130,9 @@ pub enum Command {
     /// of this configuration (see /usr/share/doc/pec/install.md).
     #[command(subcommand)]
     Setup(setup::SetupCommand),
+    /// REM (ETSI EN 319 532-4, the AgID REM-Policy-IT profile): routing and trust checks.
+    #[command(subcommand)]
+    Rem(rem::RemCommand),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -159,9 +164,10 @@ pub fn main() -> i32 {
         Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
         Command::Quarantine { command } => quarantine::run(&command),
-        Command::Evidence { command } => rem::evidence_command(&command),
+        Command::Evidence { command } => evidence::evidence_command(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
+        Command::Rem(command) => rem::run(&command),
     }
 }
 
