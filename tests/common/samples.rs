@@ -67,8 +67,9 @@ pub fn namirial_envelope(dir: &Path) -> Vec<u8> {
     raw
 }
 
-/// `$PEC_REM_KIT` if set, else `<crate>/../shared/rem-kit` (the REM reference kit). When the
-/// directory is absent, prints a loud SKIPPED line and returns `None`.
+/// `$PEC_REM_KIT` if set, else `<crate>/../shared/rem-kit` (the ETSI and AgID REM
+/// examples, read where they are). When absent, prints a loud `SKIPPED:` line on stderr and
+/// returns `None`.
 pub fn rem_kit_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("PEC_REM_KIT")
         .map(PathBuf::from)
