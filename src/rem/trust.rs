@@ -199,6 +199,21 @@ pub trait SignatureCheck: Send + Sync {
     fn verify(&self, xml: &str) -> Result<Vec<u8>, String>;
 }
 
+/// The real [`SignatureCheck`]: [`crate::crypto::xmldsig::verify`], and one of the
+/// signature's references must cover the whole list (less the signature itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XmlDsig;
+
+impl SignatureCheck for XmlDsig {
+    fn verify(&self, xml: &str) -> Result<Vec<u8>, String> {
+        let v = crate::crypto::xmldsig::verify(xml.as_bytes()).map_err(|e| e.to_string())?;
+        if !v.covers_document() {
+            return Err("no reference covers the whole document".into());
+        }
+        Ok(v.signer_certificate().to_vec())
+    }
+}
+
 /// Accepts a fetched Trusted List for trust decisions: the XML gate, a well-formed list,
 /// an enveloped signature that verifies and was made by one of `signers` (DER,
 /// byte-compared), `NextUpdate` after `now`, and a sequence number not below `have` (the

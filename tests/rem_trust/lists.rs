@@ -396,3 +396,94 @@ fn hostile_and_broken_lists_are_refused() {
     let e = trust::parse(broken.as_bytes()).unwrap_err();
     assert!(e.to_string().contains("X509Certificate"), "{e}");
 }
+
+/// A test PKI (tests/pki) and the kit's TL_CCA with a NextUpdate in 2031, signed by the
+/// `pec.example.it` test key as a scheme operator would (enveloped signature).
+pub struct SignedKit {
+    pub _dir: tempfile::TempDir,
+    pub pki: pec::crypto::testing::TestPki,
+    /// The signer's certificate (DER) and an unrelated one.
+    pub signer: Vec<u8>,
+    pub other: Vec<u8>,
+    pub unsigned: String,
+}
+
+impl SignedKit {
+    pub fn new() -> Option<SignedKit> {
+        let unsigned = kit_list_with("2031-10-03T08:29:59Z", "2021-12-30T22:00:00Z")?;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pec::crypto::testing::make_test_pki(dir.path()).unwrap();
+        let der = |p: &std::path::Path| {
+            openssl::x509::X509::from_pem(&std::fs::read(p).unwrap())
+                .unwrap()
+                .to_der()
+                .unwrap()
+        };
+        Some(SignedKit {
+            signer: der(&pki.it_cert),
+            other: der(&pki.net_cert),
+            pki,
+            _dir: dir,
+            unsigned,
+        })
+    }
+
+    /// `text` signed with the `pec.example.it` key.
+    pub fn sign(&self, text: &str) -> String {
+        sign_with(text, &self.pki.it_key, &self.pki.it_cert)
+    }
+}
+
+pub fn sign_with(text: &str, key: &std::path::Path, cert: &std::path::Path) -> String {
+    use pec::crypto::xmldsig::{sign_enveloped, Enveloped, SignSpec};
+    let signer =
+        pec::crypto::PemSigner::from_files(key, cert, None, pec::crypto::DigestAlg::Sha256)
+            .unwrap();
+    let spec = SignSpec {
+        signature_id: Some("tl-signature".into()),
+        enveloped: Enveloped::EnvelopedSignature,
+        ..SignSpec::default()
+    };
+    sign_enveloped(text, &signer, &spec).unwrap()
+}
+
+#[test]
+fn signed_lists_verify_and_tampered_or_foreign_ones_are_refused() {
+    let Some(kit) = SignedKit::new() else { return };
+    let now = at("2026-12-06T12:00:00Z");
+    let signers = std::slice::from_ref(&kit.signer);
+    let signed = kit.sign(&kit.unsigned);
+    let list = accept(signed.as_bytes(), &trust::XmlDsig, signers, now, None).unwrap();
+    assert!(list.signed);
+    assert_eq!(list.providers[0].services.len(), 3);
+    // Tampered after signing: a supply point changed.
+    let tampered = signed.replace("smtp:mx.rb-rems.rem:25", "smtp:mx.evil.rem:25");
+    assert_ne!(tampered, signed);
+    let e = accept(tampered.as_bytes(), &trust::XmlDsig, signers, now, None).unwrap_err();
+    assert!(matches!(e, TrustError::Signature(_)), "{e}");
+    // Signed by a key that is not a configured signer.
+    let foreign = sign_with(&kit.unsigned, &kit.pki.net_key, &kit.pki.net_cert);
+    let e = accept(foreign.as_bytes(), &trust::XmlDsig, signers, now, None).unwrap_err();
+    assert!(matches!(e, TrustError::UnknownSigner(_)), "{e}");
+    accept(
+        foreign.as_bytes(),
+        &trust::XmlDsig,
+        std::slice::from_ref(&kit.other),
+        now,
+        None,
+    )
+    .unwrap();
+    // Unsigned.
+    let e = accept(kit.unsigned.as_bytes(), &trust::XmlDsig, signers, now, None).unwrap_err();
+    assert!(matches!(e, TrustError::Unsigned), "{e}");
+    // Signed, but past its NextUpdate.
+    let e = accept(
+        signed.as_bytes(),
+        &trust::XmlDsig,
+        signers,
+        at("2031-10-04T00:00:00Z"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, TrustError::Expired { .. }), "{e}");
+}
