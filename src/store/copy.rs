@@ -293,6 +293,22 @@ const TABLES: &[Table] = &[
         order: "event_id",
         read: None,
     },
+    // Version 17.
+    Table {
+        name: "rem_trusted_lists",
+        columns: &[
+            ("source", 't'),
+            ("territory", 't'),
+            ("sequence", 'i'),
+            ("issued_at", 'i'),
+            ("next_update", 'i'),
+            ("fetched_at", 'i'),
+            ("checked_at", 'i'),
+            ("xml", 't'),
+        ],
+        order: "id",
+        read: None,
+    },
 ];
 
 /// One SQLite value as a typed PostgreSQL parameter.

@@ -11,3 +11,4 @@ mod backends;
 mod samples;
 
 mod lists;
+mod store;

@@ -323,4 +323,22 @@ CREATE TABLE IF NOT EXISTS received_receipts (
 );
 CREATE INDEX IF NOT EXISTS received_receipts_pec_id ON received_receipts (pec_id);
 "#,
+    // Version 16 belongs to the REM store (branch rem-store): this placeholder stands in
+    // its place until the two are merged, and goes then.
+    "-- version 16: the REM store's migration (placeholder until the merge)\n",
+    // Version 17: REM trust data (see the SQLite migration 17).
+    r#"
+CREATE TABLE IF NOT EXISTS rem_trusted_lists (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      TEXT NOT NULL,
+    territory   TEXT NOT NULL,
+    sequence    BIGINT NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    next_update BIGINT,
+    fetched_at  BIGINT NOT NULL,
+    checked_at  BIGINT NOT NULL,
+    xml         TEXT NOT NULL,
+    UNIQUE (source, sequence)
+);
+"#,
 ];
