@@ -410,9 +410,10 @@ pub(super) fn base64_text(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not base64: {e}"))
 }
 
-/// The English `Name` of a multilingual name list, else the first.
+/// The English `Name` of a multilingual name list (`tsl:Name` children, whatever the
+/// list element's own namespace), else the first.
 pub(super) fn names(e: &Element) -> String {
-    let all: Vec<&Element> = e.children_named("Name").collect();
+    let all: Vec<&Element> = e.children.iter().filter(|c| c.is(TSL_NS, "Name")).collect();
     all.iter()
         .find(|n| n.attr("lang") == Some("en"))
         .or(all.first())

@@ -10,5 +10,6 @@ mod backends;
 #[path = "../common/samples.rs"]
 mod samples;
 
+mod csi;
 mod lists;
 mod store;
