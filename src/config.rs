@@ -63,9 +63,24 @@ pub struct Config {
     pub serve: ServeConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    #[serde(default)]
+    pub rem: RemConfig,
     /// The typed values, checked once by [`parse`]; see [`Config::settings`].
     #[serde(skip)]
     checked: Option<Box<Settings>>,
+}
+
+/// `[rem]`: REM (ETSI EN 319 532-4) beside PEC. Each sub-table's type lives with the
+/// module that uses it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RemConfig {
+    /// `[rem.trust]`: the Trusted Lists of the REM peers.
+    #[serde(default)]
+    pub trust: crate::rem::trust::TrustConfig,
+    /// `[rem.csi]`: our Capability and Security Information document.
+    #[serde(default)]
+    pub csi: crate::rem::csi::CsiConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -786,6 +801,10 @@ pub struct Settings {
     pub revocation: crate::crypto::revocation::RevocationSettings,
     /// `[clock]`.
     pub clock: ClockPolicy,
+    /// `[rem.trust]`; `None` without `rem.trust.tl_urls`.
+    pub rem_trust: Option<crate::rem_sync::TrustSettings>,
+    /// `rem.csi.validity`.
+    pub csi_validity: Duration,
 }
 
 /// Typed `[delivery]` values.
@@ -1115,7 +1134,11 @@ impl Config {
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
         let clock = self.clock_policy()?;
+        let rem_trust = self.rem_trust_settings()?;
+        let csi_validity = duration("rem.csi.validity", &self.rem.csi.validity)?;
         Ok(Settings {
+            rem_trust,
+            csi_validity,
             clock,
             metrics,
             revocation,
@@ -1691,6 +1714,41 @@ impl Config {
             fail_unknown: fail("clock.unknown", &self.clock.unknown)?,
             max_error: duration("clock.max_error", &self.clock.max_error)?,
         })
+    }
+
+    /// `[rem.trust]`: every URL `http[s]://HOST[:PORT]/PATH`, at least one signer file
+    /// with them, the durations.
+    fn rem_trust_settings(&self) -> Result<Option<crate::rem_sync::TrustSettings>, InvalidValue> {
+        let t = &self.rem.trust;
+        let refresh = duration("rem.trust.refresh", t.refresh.as_deref().unwrap_or("1d"))?;
+        let timeout = duration("rem.trust.timeout", t.timeout.as_deref().unwrap_or("30s"))?;
+        for p in &t.tl_signer_files {
+            path_not_empty("rem.trust.tl_signer_files", p)?;
+        }
+        if t.tl_urls.is_empty() {
+            return Ok(None);
+        }
+        for url in &t.tl_urls {
+            if crate::crypto::http::parse_url(url).is_none() {
+                return Err(invalid(
+                    "rem.trust.tl_urls",
+                    format!("\"{url}\": expected http[s]://HOST[:PORT]/PATH"),
+                ));
+            }
+        }
+        if t.tl_signer_files.is_empty() {
+            return Err(invalid(
+                "rem.trust.tl_signer_files",
+                "empty: rem.trust.tl_urls needs the certificates allowed to sign the lists",
+            ));
+        }
+        Ok(Some(crate::rem_sync::TrustSettings {
+            tl_urls: t.tl_urls.clone(),
+            signer_files: t.tl_signer_files.clone(),
+            refresh,
+            timeout,
+            tls_ca_file: t.tls_ca_file.clone(),
+        }))
     }
 
     fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {

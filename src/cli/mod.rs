@@ -14,6 +14,7 @@ pub mod install;
 pub mod log;
 pub mod ops;
 mod quarantine;
+mod rem;
 mod serve;
 mod service;
 mod setup;
@@ -26,6 +27,7 @@ pub use args::ConfigArgs;
 pub use error::CliError;
 use index::IndexCommand;
 use ops::{CheckConfigArgs, DomainCommand, KeysArgs};
+use rem::RemCommand;
 use timers::TimersCommand;
 use verify::VerifyArgs;
 
@@ -73,6 +75,9 @@ pub enum Command {
     /// `index.refresh`).
     #[command(subcommand)]
     Index(IndexCommand),
+    /// REM (ETSI EN 319 532-4): the Trusted Lists of the REM peers and our CSI document.
+    #[command(subcommand)]
+    Rem(RemCommand),
     /// Which login may send as which address (by default a login sends only as itself).
     #[command(subcommand)]
     Sender(SenderCommand),
@@ -145,6 +150,7 @@ pub fn main() -> i32 {
         ),
         Command::Timers(command) => timers::run(&command),
         Command::Index(command) => index::run(&command),
+        Command::Rem(command) => rem::run(&command),
         Command::Sender(command) => admin::sender(&command),
         Command::Mailbox(command) => admin::mailbox(&command),
         Command::Suspend(args) => service::suspend(&args),

@@ -316,6 +316,73 @@ impl Default for CsiConfig {
     }
 }
 
+impl CsiConfig {
+    /// The settings of our document: every URL and the address given, the TLS
+    /// certificate read (PEM); the operator and governing body default to
+    /// `provider_name`, the electronic address to `mailto:` + `service_address`. Errors
+    /// name the `rem.csi` key.
+    pub fn settings(
+        &self,
+        provider_name: &str,
+        service_address: &str,
+        domain_sign_certificate: Vec<u8>,
+        validity: std::time::Duration,
+        now: Instant,
+    ) -> Result<CsiSettings, String> {
+        let need = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(format!("rem.csi.{key} is required to publish our csi"))
+            } else {
+                Ok(v.trim().to_string())
+            }
+        };
+        let tls = self
+            .tls_certificate
+            .as_ref()
+            .ok_or("rem.csi.tls_certificate is required to publish our csi")?;
+        let tls_certificate = std::fs::read(tls)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| {
+                openssl::x509::X509::from_pem(&pem)
+                    .and_then(|c| c.to_der())
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("rem.csi.tls_certificate \"{}\": {e}", tls.display()))?;
+        let operator_name = self
+            .operator_name
+            .clone()
+            .unwrap_or_else(|| provider_name.to_string());
+        let electronic_addresses = if self.electronic_addresses.is_empty() {
+            vec![format!("mailto:{service_address}")]
+        } else {
+            self.electronic_addresses.clone()
+        };
+        let secs = i64::try_from(validity.as_secs()).unwrap_or(i64::MAX / 2);
+        Ok(CsiSettings {
+            sequence: self.sequence.max(1),
+            governing_body: operator_name.clone(),
+            operator_name,
+            street: need("street", &self.street)?,
+            locality: need("locality", &self.locality)?,
+            postal_code: self.postal_code.clone(),
+            country: need("country", &self.country)?,
+            electronic_addresses,
+            information_uri: need("information_uri", &self.information_uri)?,
+            policy_uri: need("policy_uri", &self.policy_uri)?,
+            pointer_to_tl: need("pointer_to_tl", &self.pointer_to_tl)?,
+            distribution_point: need("distribution_point", &self.distribution_point)?,
+            erds_id: need("erds_id", &self.erds_id)?,
+            erds_domain: need("erds_domain", &self.erds_domain)?,
+            assurance_level: self.assurance_level.clone(),
+            policies: self.policies.clone(),
+            tls_certificate,
+            domain_sign_certificate,
+            issued_at: now,
+            next_update: Instant::from_unix(now.unix().saturating_add(secs)),
+        })
+    }
+}
+
 fn one() -> u64 {
     1
 }

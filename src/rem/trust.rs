@@ -35,6 +35,27 @@ pub const SERVICE_TYPE_REM: &str = "http://uri.etsi.org/TrstSvc/Svctype/EDS/REM"
 /// The status under which a service is trusted.
 pub const STATUS_GRANTED: &str = "http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/granted";
 
+/// `[rem.trust]`: where the Trusted Lists come from and who may sign them.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// URLs of the Trusted Lists listing REM services (`https://…`).
+    #[serde(default)]
+    pub tl_urls: Vec<String>,
+    /// PEM files of the certificates allowed to sign them (required with `tl_urls`).
+    #[serde(default)]
+    pub tl_signer_files: Vec<std::path::PathBuf>,
+    /// Refresh period inside `pec serve` (default `1d`).
+    #[serde(default)]
+    pub refresh: Option<String>,
+    /// Connection and each read or write (default `30s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// CA file for the HTTPS servers; default the system store.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+}
+
 /// Why a Trusted List was not read or not accepted.
 #[derive(Debug, Error)]
 pub enum TrustError {
@@ -390,7 +411,7 @@ fn read_identity(d: &Element) -> Result<DigitalIdentity, String> {
 }
 
 /// A certificate's subject, `CN=…, O=…`, for messages.
-pub(super) fn subject(cert: &openssl::x509::X509Ref) -> String {
+pub fn subject(cert: &openssl::x509::X509Ref) -> String {
     cert.subject_name()
         .entries()
         .map(|e| {

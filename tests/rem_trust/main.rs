@@ -10,6 +10,7 @@ mod backends;
 #[path = "../common/samples.rs"]
 mod samples;
 
+mod cli;
 mod csi;
 mod lists;
 mod store;
