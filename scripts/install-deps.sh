@@ -21,6 +21,9 @@ packages=(
   postgresql
   # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out
   binutils
+  # REM: xmllint validates our CSI document against the EN 319 532-4 schema, with the W3C
+  # (xml, xmldsig, xenc) and SAML schemas it imports
+  libxml2-utils xmltooling-schemas opensaml-schemas
 )
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is
