@@ -95,6 +95,9 @@ impl Fetch for HttpFetch {
     }
 }
 
+/// Each configured URL with the outcome of its synchronisation.
+pub type SyncReport = Vec<(String, Result<Synced, SyncError>)>;
+
 /// One source synchronised: the version now current, and whether it is new.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
@@ -158,7 +161,7 @@ pub fn sync_all(
     check: &dyn SignatureCheck,
     settings: &TrustSettings,
     now: Instant,
-) -> Result<Vec<(String, Result<Synced, SyncError>)>, SyncError> {
+) -> Result<SyncReport, SyncError> {
     let signers = settings.signers()?;
     Ok(settings
         .tl_urls

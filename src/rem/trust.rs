@@ -253,7 +253,7 @@ pub fn accept(
         return Err(TrustError::Unsigned);
     }
     let signer = check.verify(text).map_err(TrustError::Signature)?;
-    if !signers.iter().any(|s| *s == signer) {
+    if !signers.contains(&signer) {
         let name = X509::from_der(&signer)
             .map(|c| subject(&c))
             .unwrap_or_else(|_| "an unreadable certificate".into());
