@@ -824,6 +824,34 @@ pub(crate) fn verify_parsed(doc: &Document<'_>) -> Result<Verified, XmlDsigError
     })
 }
 
+/// The octets an XML signature's digests and signature value are computed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreDigest {
+    /// Each reference's canonical octets, in `SignedInfo` order.
+    pub references: Vec<Vec<u8>>,
+    /// The canonical `SignedInfo`.
+    pub signed_info: Vec<u8>,
+}
+
+/// The octets of each reference of the signature of `raw` and of its `SignedInfo`,
+/// computed as [`verify`] does but without checking anything: for diagnostics and for
+/// comparing with other implementations (`xmlsec1 --store-references`).
+pub fn pre_digest(raw: &[u8]) -> Result<PreDigest, XmlDsigError> {
+    let text = check_plain(raw)?;
+    let doc = parse(text)?;
+    let sig = read_signature(&doc)?;
+    let ids = id_map(&doc)?;
+    let references = sig
+        .references
+        .iter()
+        .map(|r| reference_octets(&doc, sig.signature, &ids, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PreDigest {
+        references,
+        signed_info: canonicalize_element(&doc, sig.signed_info, &sig.c14n)?,
+    })
+}
+
 // ---- signing ----
 
 /// How the reference to the whole document leaves the signature out.
