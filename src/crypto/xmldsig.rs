@@ -291,7 +291,7 @@ pub fn ecdsa_der_to_raw(der: &[u8], field_len: usize) -> Result<Vec<u8>, XmlDsig
 
 /// The XML-DSig raw `r‖s` → DER `ECDSA-Sig-Value`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, XmlDsigError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 2 * 66 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * 66 {
         return Err(structure(format!(
             "ecdsa signature value of {} bytes is not r||s",
             raw.len()
@@ -393,10 +393,8 @@ pub(crate) fn element_children(
     for child in doc.children_iter(node) {
         match doc.node_kind(child) {
             Some(NodeKind::Element(_)) => out.push(child),
-            Some(NodeKind::Text(t)) | Some(NodeKind::CData(t)) => {
-                if !t.trim().is_empty() {
-                    return Err(structure("unexpected text in a signature element"));
-                }
+            Some(NodeKind::Text(t)) | Some(NodeKind::CData(t)) if !t.trim().is_empty() => {
+                return Err(structure("unexpected text in a signature element"));
             }
             _ => {}
         }
