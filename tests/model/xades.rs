@@ -620,3 +620,154 @@ fn hostile_signatures_are_errors() {
     let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
     assert!(xmldsig::verify(deep.as_bytes()).is_err());
 }
+
+/// A Trusted-List-like document with a signature template for `xmlsec1 --sign`:
+/// `c14n`/`method` for SignedInfo, a `URI=""` reference with `enveloped` and exclusive c14n
+/// with an InclusiveNamespaces PrefixList, and references to `#item1` with c14n 1.1 with
+/// comments and with no transform at all (SHA-1, as old lists have).
+fn template(c14n: &str, method: &str, enveloped: &str) -> String {
+    format!(
+        concat!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+            "<tsl:TrustServiceStatusList xmlns:tsl=\"http://uri.etsi.org/02231/v2#\" xmlns:x=\"urn:x\" xmlns:unused=\"urn:unused\" Id=\"tsl\">\n",
+            "  <tsl:SchemeInformation x:a=\"1\"><tsl:Name xml:lang=\"it\">Prova &amp; t&#232;st</tsl:Name><!-- c --></tsl:SchemeInformation>\n",
+            "  <tsl:Item Id=\"item1\" b=\"2\" a=\"1\"><x:Thing xmlns=\"urn:default\"/>  text\r\n<![CDATA[<cdata>]]></tsl:Item>\n",
+            "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" Id=\"sig\"><ds:SignedInfo>",
+            "<ds:CanonicalizationMethod Algorithm=\"{c14n}\"/><ds:SignatureMethod Algorithm=\"{method}\"/>",
+            "<ds:Reference URI=\"\"><ds:Transforms>{enveloped}",
+            "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"><ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"unused #default\"/></ds:Transform>",
+            "</ds:Transforms><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#sha384\"/><ds:DigestValue/></ds:Reference>",
+            "<ds:Reference URI=\"#item1\"><ds:Transforms><ds:Transform Algorithm=\"http://www.w3.org/2006/12/xml-c14n11#WithComments\"/></ds:Transforms>",
+            "<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha512\"/><ds:DigestValue/></ds:Reference>",
+            "<ds:Reference URI=\"#item1\"><ds:DigestMethod Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/><ds:DigestValue/></ds:Reference>",
+            "</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data/></ds:KeyInfo></ds:Signature></tsl:TrustServiceStatusList>\n"
+        ),
+        c14n = c14n,
+        method = method,
+        enveloped = enveloped,
+    )
+}
+
+#[test]
+fn signatures_made_by_xmlsec1_verify_with_the_same_canonical_bytes() {
+    if !xmlsec1_available() {
+        return;
+    }
+    let e = env();
+    let enveloped = format!(
+        "<ds:Transform Algorithm=\"{}\"/>",
+        xmldsig::ENVELOPED_SIGNATURE
+    );
+    let filter2 = format!(
+        "<ds:Transform Algorithm=\"{f}\"><f2:XPath xmlns:f2=\"{f}\" Filter=\"subtract\">{x}</f2:XPath></ds:Transform>",
+        f = xmldsig::NS_FILTER2,
+        x = xmldsig::SUBTRACT_SIGNATURES
+    );
+    let cases = [
+        (
+            "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+            xmldsig::SignatureMethod::RsaSha512,
+            &enveloped,
+            "rem-rsa3072",
+        ),
+        (
+            "http://www.w3.org/2006/12/xml-c14n11",
+            xmldsig::SignatureMethod::EcdsaSha384,
+            &filter2,
+            "rem-p256",
+        ),
+        (
+            "http://www.w3.org/2001/10/xml-exc-c14n#WithComments",
+            xmldsig::SignatureMethod::RsaSha1,
+            &enveloped,
+            "rem-rsa3072",
+        ),
+    ];
+    for (c14n, method, transform, key) in cases {
+        let tpl = e.dir.join("template.xml");
+        let signed = e.dir.join("template-signed.xml");
+        std::fs::write(&tpl, template(c14n, method.uri(), transform)).unwrap();
+        let key = format!(
+            "{},{}",
+            e.pki.dir.join(format!("{key}.key")).display(),
+            e.pki.dir.join(format!("{key}.pem")).display()
+        );
+        let out = Command::new("xmlsec1")
+            .args([
+                "--sign",
+                "--privkey-pem",
+                &key,
+                "--id-attr:Id",
+                "Item",
+                "--output",
+            ])
+            .arg(&signed)
+            .arg(&tpl)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let xml = std::fs::read(&signed).unwrap();
+        let v = xmldsig::verify(&xml).unwrap_or_else(|err| panic!("{c14n} {method:?}: {err}"));
+        assert_eq!(v.signature_method, method);
+        assert_eq!(v.references.len(), 3);
+        assert!(v.covers_document());
+
+        let out = Command::new("xmlsec1")
+            .args([
+                "--verify",
+                "--store-references",
+                "--store-signatures",
+                "--insecure",
+            ])
+            .args(["--id-attr:Id", "Item"])
+            .arg(&signed)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let ours = xmldsig::pre_digest(&xml).unwrap();
+        assert_eq!(
+            xmlsec1_buffers(&stdout, "PreDigest data"),
+            ours.references,
+            "{c14n}"
+        );
+        assert_eq!(
+            xmlsec1_buffers(&stdout, "PreSigned data"),
+            vec![ours.signed_info],
+            "{c14n}"
+        );
+        // One character of the signed item changed: refused.
+        let altered = String::from_utf8(xml).unwrap().replace("  text", "  texT");
+        assert!(matches!(
+            xmldsig::verify(altered.as_bytes()),
+            Err(XmlDsigError::Digest(_))
+        ));
+    }
+}
+
+#[test]
+fn our_enveloped_signature_of_a_list_verifies_with_xmlsec1() {
+    // The Trusted List shape: enveloped-signature transform, no ds prefix in the document.
+    if !xmlsec1_available() {
+        return;
+    }
+    let doc = "<TrustServiceStatusList xmlns=\"http://uri.etsi.org/02231/v2#\" Id=\"tsl\"><SchemeInformation>x</SchemeInformation></TrustServiceStatusList>";
+    let spec = xmldsig::SignSpec {
+        signature_id: Some("sig".into()),
+        enveloped: xmldsig::Enveloped::EnvelopedSignature,
+        ..Default::default()
+    };
+    for key in ["rem-rsa3072", "rem-p256"] {
+        let signer = pem_signer(key);
+        let xml = xmldsig::sign_enveloped(doc, &signer, &spec).unwrap();
+        assert!(xml.contains(xmldsig::ENVELOPED_SIGNATURE));
+        let v = xmldsig::verify(xml.as_bytes()).unwrap();
+        assert_eq!(v.signer_certificate(), signer.certificate_der());
+        let (ok, err) = xmlsec1_verifies(&xml);
+        assert!(ok, "{key}: {err}");
+    }
+}
