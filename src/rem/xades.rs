@@ -465,7 +465,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn issuer_serial_of_the_kit_shape() {
+    fn der_lengths_short_and_long() {
         // A short length and a long one.
         assert_eq!(tlv(0x30, &[1, 2]), [0x30, 2, 1, 2]);
         let long = tlv(0x04, &[0; 300]);
