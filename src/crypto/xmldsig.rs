@@ -923,6 +923,8 @@ fn id_attr(name: &str, value: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Placeholders of the digest and signature values while they are computed; they are
+/// only ever replaced inside the signature element (the document may contain anything).
 const DIGEST_MARK: &str = "@@pec-digest-";
 const VALUE_MARK: &str = "@@pec-signature-value@@";
 
@@ -1048,10 +1050,11 @@ pub fn sign_enveloped(
         sig.push_str(&format!("<ds:Object>{object}</ds:Object>"));
     }
     sig.push_str("</ds:Signature>");
-    let mut out = format!("{head}{sig}{tail}");
+    let whole = |sig: &str| format!("{head}{sig}{tail}");
 
     // The digests, computed the way verification will.
     let digests = {
+        let out = whole(&sig);
         let doc = parse(&out)?;
         let parsed = read_signature_unchecked_values(&doc)?;
         let ids = id_map(&doc)?;
@@ -1063,9 +1066,10 @@ pub fn sign_enveloped(
             .collect::<Result<Vec<_>, _>>()?
     };
     for (n, d) in digests.iter().enumerate() {
-        out = out.replacen(&format!("{DIGEST_MARK}{n}@@"), &b64(d), 1);
+        sig = sig.replacen(&format!("{DIGEST_MARK}{n}@@"), &b64(d), 1);
     }
     let signed_info = {
+        let out = whole(&sig);
         let doc = parse(&out)?;
         let sig_node = the_signature(&doc)?;
         let info = element_children(&doc, sig_node)?
@@ -1082,7 +1086,7 @@ pub fn sign_enveloped(
         };
         value = ecdsa_der_to_raw(&value, field)?;
     }
-    out = out.replacen(VALUE_MARK, &b64(&value), 1);
+    let out = whole(&sig.replacen(VALUE_MARK, &b64(&value), 1));
     // What we hand out verifies, with our own certificate.
     let verified = verify(out.as_bytes())?;
     if verified.signer_certificate() != signer.certificate_der() {
@@ -1227,6 +1231,11 @@ mod tests {
             bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
             assert!(matches!(verify(&bad), Err(XmlDsigError::BadSignature)));
         }
+        // A document quoting the placeholders (a subject is sender-chosen): untouched.
+        let quoting = "<r><s>@@pec-digest-0@@ @@pec-signature-value@@</s></r>";
+        let xml = sign_enveloped(quoting, &signer, &SignSpec::default()).unwrap();
+        assert!(xml.starts_with("<r><s>@@pec-digest-0@@ @@pec-signature-value@@</s>"));
+        assert!(verify(xml.as_bytes()).is_ok());
         // An empty document element, and a document already signed.
         let xml = sign_enveloped("<r/>", &signer, &SignSpec::default()).unwrap();
         assert!(xml.starts_with("<r><ds:Signature xmlns:ds="), "{xml}");
