@@ -17,6 +17,9 @@ packages=(
   faketime
   # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
   python3-minimal
+  # REM evidences (XAdES) checked by an independent implementation: xmlsec1 verifies what
+  # we sign and gives the canonical bytes we compare ours with (tests/model/xades.rs)
+  xmlsec1
   # the PostgreSQL store's tests: a private PostgreSQL 15 (tests/e2e/lib_pg.sh)
   postgresql
   # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out

@@ -291,7 +291,7 @@ pub fn ecdsa_der_to_raw(der: &[u8], field_len: usize) -> Result<Vec<u8>, XmlDsig
 
 /// The XML-DSig raw `r‖s` → DER `ECDSA-Sig-Value`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, XmlDsigError> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 2 * 66 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 2 * 66 {
         return Err(structure(format!(
             "ecdsa signature value of {} bytes is not r||s",
             raw.len()
@@ -316,8 +316,8 @@ pub struct VerifiedReference {
     /// Its `Type` attribute.
     pub type_uri: Option<String>,
     pub digest_method: DigestMethod,
-    /// Whether it covers the whole document but the signature (`URI=""` with the
-    /// enveloped-signature or filter2 subtract transform).
+    /// Whether it covers the whole document but the signature (`URI=""`, or `#id` of the
+    /// document element, with the enveloped-signature or filter2 subtract transform).
     pub whole_document: bool,
 }
 
@@ -393,10 +393,8 @@ pub(crate) fn element_children(
     for child in doc.children_iter(node) {
         match doc.node_kind(child) {
             Some(NodeKind::Element(_)) => out.push(child),
-            Some(NodeKind::Text(t)) | Some(NodeKind::CData(t)) => {
-                if !t.trim().is_empty() {
-                    return Err(structure("unexpected text in a signature element"));
-                }
+            Some(NodeKind::Text(t)) | Some(NodeKind::CData(t)) if !t.trim().is_empty() => {
+                return Err(structure("unexpected text in a signature element"));
             }
             _ => {}
         }
@@ -771,6 +769,26 @@ fn signature_holds(
     Ok(verifier.verify(signature).unwrap_or(false))
 }
 
+/// Whether `reference` selects the whole document (`URI=""`, or `#id` of the document
+/// element) less the signature (an enveloped or filter2 subtract transform).
+fn covers_whole_document(
+    doc: &Document<'_>,
+    ids: &HashMap<String, NodeId>,
+    reference: &Reference,
+) -> bool {
+    let whole = reference.uri.is_empty()
+        || reference
+            .uri
+            .strip_prefix('#')
+            .and_then(|id| ids.get(id))
+            .is_some_and(|n| Some(*n) == doc.document_element());
+    whole
+        && reference
+            .transforms
+            .iter()
+            .any(|t| matches!(t, Transform::Enveloped | Transform::SubtractSignatures))
+}
+
 /// Verifies the enveloped signature of `raw` (a document from outside: it passes the gate
 /// first): every reference's digest, then the signature value over the canonical
 /// `SignedInfo` with the key of a `KeyInfo` certificate. Whether that certificate is
@@ -800,10 +818,7 @@ pub(crate) fn verify_parsed(doc: &Document<'_>) -> Result<Verified, XmlDsigError
             uri: r.uri.clone(),
             type_uri: r.type_uri.clone(),
             digest_method: r.digest_method,
-            whole_document: r.uri.is_empty()
-                && r.transforms
-                    .iter()
-                    .any(|t| matches!(t, Transform::Enveloped | Transform::SubtractSignatures)),
+            whole_document: covers_whole_document(doc, &ids, r),
         });
     }
     let signed_info = canonicalize_element(doc, sig.signed_info, &sig.c14n)?;
@@ -821,6 +836,34 @@ pub(crate) fn verify_parsed(doc: &Document<'_>) -> Result<Verified, XmlDsigError
         references,
         certificates: sig.certificates,
         signer,
+    })
+}
+
+/// The octets an XML signature's digests and signature value are computed over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreDigest {
+    /// Each reference's canonical octets, in `SignedInfo` order.
+    pub references: Vec<Vec<u8>>,
+    /// The canonical `SignedInfo`.
+    pub signed_info: Vec<u8>,
+}
+
+/// The octets of each reference of the signature of `raw` and of its `SignedInfo`,
+/// computed as [`verify`] does but without checking anything: for diagnostics and for
+/// comparing with other implementations (`xmlsec1 --store-references`).
+pub fn pre_digest(raw: &[u8]) -> Result<PreDigest, XmlDsigError> {
+    let text = check_plain(raw)?;
+    let doc = parse(text)?;
+    let sig = read_signature(&doc)?;
+    let ids = id_map(&doc)?;
+    let references = sig
+        .references
+        .iter()
+        .map(|r| reference_octets(&doc, sig.signature, &ids, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PreDigest {
+        references,
+        signed_info: canonicalize_element(&doc, sig.signed_info, &sig.c14n)?,
     })
 }
 
@@ -880,6 +923,8 @@ fn id_attr(name: &str, value: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Placeholders of the digest and signature values while they are computed; they are
+/// only ever replaced inside the signature element (the document may contain anything).
 const DIGEST_MARK: &str = "@@pec-digest-";
 const VALUE_MARK: &str = "@@pec-signature-value@@";
 
@@ -1005,10 +1050,11 @@ pub fn sign_enveloped(
         sig.push_str(&format!("<ds:Object>{object}</ds:Object>"));
     }
     sig.push_str("</ds:Signature>");
-    let mut out = format!("{head}{sig}{tail}");
+    let whole = |sig: &str| format!("{head}{sig}{tail}");
 
     // The digests, computed the way verification will.
     let digests = {
+        let out = whole(&sig);
         let doc = parse(&out)?;
         let parsed = read_signature_unchecked_values(&doc)?;
         let ids = id_map(&doc)?;
@@ -1020,9 +1066,10 @@ pub fn sign_enveloped(
             .collect::<Result<Vec<_>, _>>()?
     };
     for (n, d) in digests.iter().enumerate() {
-        out = out.replacen(&format!("{DIGEST_MARK}{n}@@"), &b64(d), 1);
+        sig = sig.replacen(&format!("{DIGEST_MARK}{n}@@"), &b64(d), 1);
     }
     let signed_info = {
+        let out = whole(&sig);
         let doc = parse(&out)?;
         let sig_node = the_signature(&doc)?;
         let info = element_children(&doc, sig_node)?
@@ -1039,7 +1086,7 @@ pub fn sign_enveloped(
         };
         value = ecdsa_der_to_raw(&value, field)?;
     }
-    out = out.replacen(VALUE_MARK, &b64(&value), 1);
+    let out = whole(&sig.replacen(VALUE_MARK, &b64(&value), 1));
     // What we hand out verifies, with our own certificate.
     let verified = verify(out.as_bytes())?;
     if verified.signer_certificate() != signer.certificate_der() {
@@ -1079,4 +1126,234 @@ fn read_signature_unchecked_values(doc: &Document<'_>) -> Result<Vec<Reference>,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::pkey::{PKey, Private};
+
+    /// A signer over an in-memory key with a self-signed certificate (tests only).
+    struct MemSigner {
+        key: PKey<Private>,
+        cert: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+    }
+
+    impl MemSigner {
+        fn new(key: PKey<Private>) -> Self {
+            let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", "xmldsig test").unwrap();
+            let name = name.build();
+            let mut b = openssl::x509::X509Builder::new().unwrap();
+            b.set_version(2).unwrap();
+            b.set_subject_name(&name).unwrap();
+            b.set_issuer_name(&name).unwrap();
+            b.set_pubkey(&key).unwrap();
+            b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+                .unwrap();
+            b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+                .unwrap();
+            b.sign(&key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+            let cert = b.build().to_der().unwrap();
+            MemSigner {
+                key,
+                cert,
+                chain: Vec::new(),
+            }
+        }
+    }
+
+    impl Signer for MemSigner {
+        fn certificate_der(&self) -> &[u8] {
+            &self.cert
+        }
+        fn chain_der(&self) -> &[Vec<u8>] {
+            &self.chain
+        }
+        fn digest(&self) -> DigestAlg {
+            DigestAlg::Sha256
+        }
+        fn sign(&self, digest: DigestAlg, data: &[u8]) -> Result<Vec<u8>, SignError> {
+            let mut s = openssl::sign::Signer::new(digest.message_digest(), &self.key)
+                .map_err(|e| SignError::Key(e.to_string()))?;
+            s.update(data).map_err(|e| SignError::Key(e.to_string()))?;
+            s.sign_to_vec().map_err(|e| SignError::Key(e.to_string()))
+        }
+    }
+
+    fn rsa() -> MemSigner {
+        MemSigner::new(PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap())
+    }
+
+    const DOC: &str = "<r xmlns=\"urn:r\" Id=\"root\"><a>1</a><!-- c --><b x=\"y\"/></r>";
+
+    #[test]
+    fn ecdsa_values_convert_both_ways() {
+        let group =
+            openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let key = openssl::ec::EcKey::generate(&group).unwrap();
+        for _ in 0..20 {
+            let der = openssl::ecdsa::EcdsaSig::sign(&[7; 32], &key)
+                .unwrap()
+                .to_der()
+                .unwrap();
+            let raw = ecdsa_der_to_raw(&der, 32).unwrap();
+            assert_eq!(raw.len(), 64);
+            assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der);
+        }
+        assert!(ecdsa_raw_to_der(&[1; 63]).is_err());
+        assert!(ecdsa_raw_to_der(&[]).is_err());
+    }
+
+    #[test]
+    fn a_signed_document_verifies_and_tampering_fails() {
+        let signer = rsa();
+        for enveloped in [Enveloped::Filter2Subtract, Enveloped::EnvelopedSignature] {
+            let spec = SignSpec {
+                enveloped,
+                ..Default::default()
+            };
+            let xml = sign_enveloped(DOC, &signer, &spec).unwrap();
+            let v = verify(xml.as_bytes()).unwrap();
+            assert!(v.covers_document());
+            assert_eq!(v.signature_method, SignatureMethod::RsaSha256);
+            // A comment is outside the digest (URI=""), content is not.
+            assert!(verify(xml.replace("<!-- c -->", "<!-- d -->").as_bytes()).is_ok());
+            assert!(matches!(
+                verify(xml.replace("<a>1</a>", "<a>2</a>").as_bytes()),
+                Err(XmlDsigError::Digest(_))
+            ));
+            // The signature value changed: no certificate verifies it.
+            let at = xml.find("<ds:SignatureValue>").unwrap() + 19;
+            let mut bad = xml.clone().into_bytes();
+            bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+            assert!(matches!(verify(&bad), Err(XmlDsigError::BadSignature)));
+        }
+        // A document quoting the placeholders (a subject is sender-chosen): untouched.
+        let quoting = "<r><s>@@pec-digest-0@@ @@pec-signature-value@@</s></r>";
+        let xml = sign_enveloped(quoting, &signer, &SignSpec::default()).unwrap();
+        assert!(xml.starts_with("<r><s>@@pec-digest-0@@ @@pec-signature-value@@</s>"));
+        assert!(verify(xml.as_bytes()).is_ok());
+        // An empty document element, and a document already signed.
+        let xml = sign_enveloped("<r/>", &signer, &SignSpec::default()).unwrap();
+        assert!(xml.starts_with("<r><ds:Signature xmlns:ds="), "{xml}");
+        assert!(verify(xml.as_bytes()).is_ok());
+        assert!(sign_enveloped(&xml, &signer, &SignSpec::default()).is_err());
+    }
+
+    #[test]
+    fn a_reference_to_the_root_id_covers_the_document() {
+        let signer = rsa();
+        let xml = sign_enveloped(
+            DOC,
+            &signer,
+            &SignSpec {
+                enveloped: Enveloped::EnvelopedSignature,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Re-point the reference at #root and re-sign by hand: the digest is the same
+        // (bare-name references drop comments too), the SignedInfo changes.
+        let doc = parse(&xml).unwrap();
+        let sig = read_signature(&doc).unwrap();
+        let ids = id_map(&doc).unwrap();
+        let mut r = sig.references[0].clone();
+        r.uri = "#root".into();
+        assert!(covers_whole_document(&doc, &ids, &r));
+        assert_eq!(
+            reference_octets(&doc, sig.signature, &ids, &r).unwrap(),
+            reference_octets(&doc, sig.signature, &ids, &sig.references[0]).unwrap()
+        );
+        let mut partial = r.clone();
+        partial
+            .transforms
+            .retain(|t| matches!(t, Transform::C14n(_)));
+        assert!(!covers_whole_document(&doc, &ids, &partial));
+    }
+
+    #[test]
+    fn unsupported_constructs_are_refused() {
+        let signer = rsa();
+        let xml = sign_enveloped(DOC, &signer, &SignSpec::default()).unwrap();
+        let cases = [
+            (
+                xml.replace(
+                    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+                    "http://www.w3.org/2000/09/xmldsig#hmac-sha1",
+                ),
+                "signature method",
+            ),
+            (
+                xml.replace("URI=\"\"", "URI=\"http://example.org/\""),
+                "same-document",
+            ),
+            (
+                xml.replace("Filter=\"subtract\"", "Filter=\"intersect\""),
+                "xpath",
+            ),
+            (
+                xml.replacen(
+                    "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>",
+                    "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xslt-19991116\"/>",
+                    1,
+                ),
+                "canonicalization",
+            ),
+        ];
+        for (doc, what) in cases {
+            match verify(doc.as_bytes()) {
+                Err(XmlDsigError::Unsupported(m)) => assert!(m.contains(what), "{m}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let five = xml.replacen(
+            "<ds:Transforms>",
+            &format!(
+                "<ds:Transforms>{}",
+                format!("<ds:Transform Algorithm=\"{ENVELOPED_SIGNATURE}\"/>").repeat(4)
+            ),
+            1,
+        );
+        assert!(matches!(
+            verify(five.as_bytes()),
+            Err(XmlDsigError::Structure(_))
+        ));
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let doc = "<?xml version=\"1.0\"?><p:r xmlns:p=\"urn:p\" xmlns:q=\"urn:q\" b='2' a=\"1\"><p:x/><!-- c --></p:r>";
+        assert_eq!(
+            canonicalize(doc.as_bytes(), &C14n::EXCLUSIVE).unwrap(),
+            b"<p:r xmlns:p=\"urn:p\" a=\"1\" b=\"2\"><p:x></p:x></p:r>"
+        );
+        assert_eq!(
+            canonicalize(
+                doc.as_bytes(),
+                &C14n::Exclusive {
+                    with_comments: true,
+                    prefixes: vec!["q".into()]
+                }
+            )
+            .unwrap(),
+            b"<p:r xmlns:p=\"urn:p\" xmlns:q=\"urn:q\" a=\"1\" b=\"2\"><p:x></p:x><!-- c --></p:r>"
+        );
+        assert_eq!(
+            canonicalize(
+                doc.as_bytes(),
+                &C14n::Inclusive10 {
+                    with_comments: false
+                }
+            )
+            .unwrap(),
+            b"<p:r xmlns:p=\"urn:p\" xmlns:q=\"urn:q\" a=\"1\" b=\"2\"><p:x></p:x></p:r>"
+        );
+        assert!(matches!(
+            canonicalize(b"<!DOCTYPE r><r/>", &C14n::EXCLUSIVE),
+            Err(XmlDsigError::Gate(_))
+        ));
+    }
 }

@@ -8,4 +8,5 @@
 
 pub mod csi;
 pub mod trust;
+pub mod xades;
 pub mod xml;
