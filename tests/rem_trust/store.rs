@@ -55,7 +55,7 @@ fn lists_are_stored_with_history_and_the_last_good_copy_stays(b: &Backend) {
         tls_ca_file: None,
     };
     let signers = settings.signers().unwrap();
-    assert_eq!(signers, [kit.signer.clone()]);
+    assert_eq!(signers, std::slice::from_ref(&kit.signer));
     let served = Served::new();
     let now = at("2026-12-06T12:00:00Z");
     let sync = |now| sync_source(store, &served, &XmlDsig, &signers, URL, now);
