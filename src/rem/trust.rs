@@ -237,7 +237,8 @@ impl SignatureCheck for XmlDsig {
 
 /// Accepts a fetched Trusted List for trust decisions: the XML gate, a well-formed list,
 /// an enveloped signature that verifies and was made by one of `signers` (DER,
-/// byte-compared), `NextUpdate` after `now`, and a sequence number not below `have` (the
+/// byte-compared), `NextUpdate` after `now` (a closed list, without one, is refused), and
+/// a sequence number not below `have` (the
 /// stored copy's, for the same source). Returns the list.
 pub fn accept(
     raw: &[u8],
@@ -259,14 +260,21 @@ pub fn accept(
             .unwrap_or_else(|_| "an unreadable certificate".into());
         return Err(TrustError::UnknownSigner(name));
     }
-    if let Some(next) = list.next_update {
-        if next <= now {
+    match list.next_update {
+        None => {
+            return Err(TrustError::Closed {
+                territory: list.territory,
+                sequence: list.sequence,
+            })
+        }
+        Some(next) if next <= now => {
             return Err(TrustError::Expired {
                 territory: list.territory,
                 sequence: list.sequence,
                 next_update: next.rfc3339(),
             });
         }
+        Some(_) => {}
     }
     if let Some(have) = have {
         if list.sequence < have {
@@ -465,9 +473,10 @@ pub struct RemPeer {
 }
 
 impl RemPeer {
-    /// Whether the service is a granted REM service at `at` and its list still in force.
+    /// Whether the service is a granted REM service at `at` and its list still in force
+    /// (a closed list, without `NextUpdate`, is not).
     pub fn trusted_at(&self, at: Instant) -> bool {
-        self.list_next_update.is_none_or(|n| at < n) && self.service.granted_at(at)
+        self.list_next_update.is_some_and(|n| at < n) && self.service.granted_at(at)
     }
 }
 
@@ -614,6 +623,8 @@ impl PeersHandle {
 
 /// Deepest nesting read: a Trusted List is about ten levels deep.
 const MAX_DEPTH: usize = 64;
+/// Most elements read: a national Trusted List has some tens of thousands.
+const MAX_ELEMENTS: usize = 250_000;
 
 /// An element: its namespace URI, local name, attributes (local name → value), text
 /// content (concatenated, entities resolved) and child elements. Comments and processing
@@ -636,6 +647,7 @@ impl Element {
         reader.config_mut().check_comments = true;
         let mut stack: Vec<Element> = Vec::new();
         let mut root = None;
+        let mut count = 0usize;
         loop {
             let at = reader.buffer_position();
             let (ns, event) = reader
@@ -656,6 +668,10 @@ impl Element {
                     }
                     if stack.len() >= MAX_DEPTH {
                         return Err(format!("nested deeper than {MAX_DEPTH} elements"));
+                    }
+                    count += 1;
+                    if count > MAX_ELEMENTS {
+                        return Err(format!("more than {MAX_ELEMENTS} elements"));
                     }
                     let mut el = Element {
                         ns,

@@ -364,6 +364,21 @@ fn acceptance_needs_a_configured_signer_a_future_next_update_and_no_rollback() {
         e.to_string(),
         "trusted list of CCA (sequence 1): next update 2031-10-03T08:29:59Z is past"
     );
+    // A closed list (an empty NextUpdate): refused, and its services not trusted.
+    let closed = raw.replace("<dateTime>2031-10-03T08:29:59Z</dateTime>", "");
+    assert_ne!(closed, raw);
+    let e = accept(
+        closed.as_bytes(),
+        &good,
+        std::slice::from_ref(&signer),
+        now,
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, TrustError::Closed { .. }), "{e}");
+    let list = trust::parse(closed.as_bytes()).unwrap();
+    assert_eq!(list.next_update, None);
+    assert_eq!(RemPeers::new(&[list]).trusted_at(now).count(), 0);
 }
 
 #[test]
@@ -388,6 +403,10 @@ fn hostile_and_broken_lists_are_refused() {
     let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
     let e = trust::parse(deep.as_bytes()).unwrap_err();
     assert!(e.to_string().contains("nested deeper"), "{e}");
+    // Width bomb: bounded element count.
+    let wide = format!("<a>{}</a>", "<b/>".repeat(300_000));
+    let e = trust::parse(wide.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("more than 250000 elements"), "{e}");
     // A service certificate that is not one.
     let Some(text) = kit_list_with("2031-10-03T08:29:59Z", "2021-12-30T22:00:00Z") else {
         return;
