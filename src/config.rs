@@ -19,6 +19,7 @@
 //! * socket addresses: `HOST:PORT`, `inet:HOST:PORT`, `tcp:HOST:PORT` (IPv6 as `[::1]:PORT`),
 //!   or `unix:/PATH` where a Unix socket makes sense.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::ops::Range;
@@ -68,19 +69,6 @@ pub struct Config {
     /// The typed values, checked once by [`parse`]; see [`Config::settings`].
     #[serde(skip)]
     checked: Option<Box<Settings>>,
-}
-
-/// `[rem]`: REM (ETSI EN 319 532-4) beside PEC. Each sub-table's type lives with the
-/// module that uses it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RemConfig {
-    /// `[rem.trust]`: the Trusted Lists of the REM peers.
-    #[serde(default)]
-    pub trust: crate::rem::trust::TrustConfig,
-    /// `[rem.csi]`: our Capability and Security Information document.
-    #[serde(default)]
-    pub csi: crate::rem::csi::CsiConfig,
 }
 
 /// Who we are (spec §1, §7).
@@ -350,6 +338,128 @@ impl Default for VerifyConfig {
             retry_after: "1m".into(),
             refresh_before: "1h".into(),
             ocsp: true,
+        }
+    }
+}
+
+/// REM (ETSI EN 319 532-4 REM baseline with the AgID REM-Policy-IT profile, issue 20),
+/// spoken beside PEC.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemConfig {
+    /// Whether the provider speaks REM at all; off, every message is PEC.
+    pub enabled: bool,
+    /// `auto`: REM to peers whose trust data says they speak the REM baseline, PEC to the
+    /// others; `pec`: always PEC; `rem`: always REM.
+    pub mode: String,
+    /// Per recipient domain, `pec` or `rem`, over `mode` (`"example.it" = "rem"`).
+    pub domains: BTreeMap<String, String>,
+    /// The provider's legal name in the evidences (`LegalName`); empty: `provider.name`.
+    pub provider_name: String,
+    /// The policies the evidences name (`PolicyID`), in order.
+    pub policies: Vec<String>,
+    /// How long a message may wait to be relayed to the recipient's provider before the
+    /// relay failure evidence (EN 319 532-4 Annex D).
+    pub relay_wait: String,
+    /// How long a message may wait for consignment to the recipient before the
+    /// consignment failure evidence (EN 319 532-4 Annex D).
+    pub consignment_wait: String,
+    /// The time-stamping service of the evidences' XAdES B-T signatures; unset: the one of
+    /// `[log]` (`log.tsa_*`). When set, the other `evidence_tsa_*` keys describe it (none
+    /// is taken from `[log]`).
+    pub evidence_tsa_url: Option<String>,
+    pub evidence_tsa_ca_file: Option<PathBuf>,
+    pub evidence_tsa_timeout: Option<String>,
+    pub evidence_tsa_policy: Option<String>,
+    pub evidence_tsa_username: Option<String>,
+    pub evidence_tsa_password_file: Option<PathBuf>,
+    pub evidence_tsa_client_cert: Option<PathBuf>,
+    pub evidence_tsa_client_key: Option<PathBuf>,
+    pub evidence_tsa_tls_ca_file: Option<PathBuf>,
+    /// `[rem.trust]`: the Trusted Lists of the REM peers (type in `rem::trust`).
+    pub trust: crate::rem::trust::TrustConfig,
+    /// `[rem.csi]`: our Capability and Security Information document (type in `rem::csi`).
+    pub csi: crate::rem::csi::CsiConfig,
+}
+
+/// The REM baseline policy (ETSI EN 319 532-4).
+pub const REM_BASELINE_POLICY: &str = "http://uri.etsi.org/19532/v1#/REMbaseline";
+/// The AgID REM-Policy-IT profile.
+pub const REM_POLICY_IT: &str = "https://eidas.agid.gov.it/REM/rem-policy-it";
+
+impl Default for RemConfig {
+    fn default() -> Self {
+        RemConfig {
+            enabled: false,
+            mode: "auto".into(),
+            domains: BTreeMap::new(),
+            provider_name: String::new(),
+            policies: vec![REM_BASELINE_POLICY.into(), REM_POLICY_IT.into()],
+            relay_wait: "24h".into(),
+            consignment_wait: "24h".into(),
+            evidence_tsa_url: None,
+            evidence_tsa_ca_file: None,
+            evidence_tsa_timeout: None,
+            evidence_tsa_policy: None,
+            evidence_tsa_username: None,
+            evidence_tsa_password_file: None,
+            evidence_tsa_client_cert: None,
+            evidence_tsa_client_key: None,
+            evidence_tsa_tls_ca_file: None,
+            trust: crate::rem::trust::TrustConfig::default(),
+            csi: crate::rem::csi::CsiConfig::default(),
+        }
+    }
+}
+
+/// `rem.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemMode {
+    /// REM to peers that speak the REM baseline, PEC otherwise.
+    Auto,
+    Pec,
+    Rem,
+}
+
+/// What a message to one recipient domain is sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Pec,
+    Rem,
+}
+
+/// Typed `[rem]` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemSettings {
+    pub enabled: bool,
+    pub mode: RemMode,
+    /// `rem.domains`, the domains lower case.
+    pub domains: BTreeMap<String, Protocol>,
+    /// `rem.provider_name`, else `provider.name`.
+    pub provider_name: String,
+    pub policies: Vec<String>,
+    pub relay_wait: Duration,
+    pub consignment_wait: Duration,
+    /// The evidences' TSA: `rem.evidence_tsa_*`, else `log.tsa_*`; `None` without either.
+    pub evidence_tsa: Option<crate::log::TsaSettings>,
+}
+
+impl RemSettings {
+    /// What a message to `domain` goes as: PEC when REM is off; else the domain's
+    /// override; else by `mode`, `auto` asking `speaks_rem` (whether the peer's trust data
+    /// says it speaks the REM baseline), called only then.
+    pub fn protocol_for(&self, domain: &str, speaks_rem: impl FnOnce() -> bool) -> Protocol {
+        if !self.enabled {
+            return Protocol::Pec;
+        }
+        if let Some(p) = self.domains.get(&domain.to_ascii_lowercase()) {
+            return *p;
+        }
+        match self.mode {
+            RemMode::Pec => Protocol::Pec,
+            RemMode::Rem => Protocol::Rem,
+            RemMode::Auto if speaks_rem() => Protocol::Rem,
+            RemMode::Auto => Protocol::Pec,
         }
     }
 }
@@ -805,6 +915,8 @@ pub struct Settings {
     pub rem_trust: Option<crate::rem_sync::TrustSettings>,
     /// `rem.csi.validity`.
     pub csi_validity: Duration,
+    /// `[rem]`.
+    pub rem: RemSettings,
 }
 
 /// Typed `[delivery]` values.
@@ -1134,9 +1246,11 @@ impl Config {
         let (index_source, index_refresh) = self.index_settings()?;
         let metrics = self.metrics_endpoint()?;
         let clock = self.clock_policy()?;
+        let rem = self.rem_settings(tsa.as_ref())?;
         let rem_trust = self.rem_trust_settings()?;
         let csi_validity = duration("rem.csi.validity", &self.rem.csi.validity)?;
         Ok(Settings {
+            rem,
             rem_trust,
             csi_validity,
             clock,
@@ -1470,83 +1584,131 @@ impl Config {
         Ok((tsa, log_requests))
     }
 
+    /// `[rem]`, checked; `log_tsa` is the TSA of `[log]`, the evidences' by default.
+    fn rem_settings(
+        &self,
+        log_tsa: Option<&crate::log::TsaSettings>,
+    ) -> Result<RemSettings, InvalidValue> {
+        let r = &self.rem;
+        let mode = match r.mode.as_str() {
+            "auto" => RemMode::Auto,
+            "pec" => RemMode::Pec,
+            "rem" => RemMode::Rem,
+            m => {
+                return Err(invalid(
+                    "rem.mode",
+                    format!("unknown mode \"{m}\": expected auto, pec or rem"),
+                ))
+            }
+        };
+        let mut domains = BTreeMap::new();
+        for (domain, protocol) in &r.domains {
+            let key = format!("rem.domains.{domain}");
+            if !valid_domain(domain) {
+                return Err(invalid(&key, format!("invalid domain \"{domain}\"")));
+            }
+            let p = match protocol.as_str() {
+                "pec" => Protocol::Pec,
+                "rem" => Protocol::Rem,
+                v => {
+                    return Err(invalid(
+                        &key,
+                        format!("unknown value \"{v}\": expected pec or rem"),
+                    ))
+                }
+            };
+            if domains.insert(domain.to_ascii_lowercase(), p).is_some() {
+                return Err(invalid(
+                    &key,
+                    format!("domain \"{domain}\" is listed twice (in another case)"),
+                ));
+            }
+        }
+        if r.policies.is_empty() {
+            return Err(invalid(
+                "rem.policies",
+                "at least one policy is needed (the REM baseline's by default)",
+            ));
+        }
+        for p in &r.policies {
+            let uri = p
+                .split_once(':')
+                .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty());
+            if !uri || p.chars().any(char::is_whitespace) {
+                return Err(invalid(
+                    "rem.policies",
+                    format!("invalid policy \"{p}\": expected a URI"),
+                ));
+            }
+        }
+        let provider_name = if r.provider_name.is_empty() {
+            self.provider.name.clone()
+        } else {
+            not_empty("rem.provider_name", r.provider_name.trim())?;
+            r.provider_name.clone()
+        };
+        let relay_wait = duration("rem.relay_wait", &r.relay_wait)?;
+        let consignment_wait = duration("rem.consignment_wait", &r.consignment_wait)?;
+        let own_tsa = [
+            ("ca_file", r.evidence_tsa_ca_file.is_some()),
+            ("timeout", r.evidence_tsa_timeout.is_some()),
+            ("policy", r.evidence_tsa_policy.is_some()),
+            ("username", r.evidence_tsa_username.is_some()),
+            ("password_file", r.evidence_tsa_password_file.is_some()),
+            ("client_cert", r.evidence_tsa_client_cert.is_some()),
+            ("client_key", r.evidence_tsa_client_key.is_some()),
+            ("tls_ca_file", r.evidence_tsa_tls_ca_file.is_some()),
+        ];
+        let evidence_tsa = match &r.evidence_tsa_url {
+            None => {
+                if let Some((key, _)) = own_tsa.iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        &format!("rem.evidence_tsa_{key}"),
+                        "needs rem.evidence_tsa_url (without every evidence_tsa_* key, the \
+                         evidences use the TSA of [log])",
+                    ));
+                }
+                log_tsa.cloned()
+            }
+            Some(url) => {
+                not_empty("rem.evidence_tsa_url", url)?;
+                let timeout = duration(
+                    "rem.evidence_tsa_timeout",
+                    r.evidence_tsa_timeout.as_deref().unwrap_or("30s"),
+                )?;
+                let fields = LogConfig {
+                    tsa_url: url.clone(),
+                    tsa_ca_file: r.evidence_tsa_ca_file.clone(),
+                    tsa_policy: r.evidence_tsa_policy.clone(),
+                    tsa_username: r.evidence_tsa_username.clone(),
+                    tsa_password_file: r.evidence_tsa_password_file.clone(),
+                    tsa_client_cert: r.evidence_tsa_client_cert.clone(),
+                    tsa_client_key: r.evidence_tsa_client_key.clone(),
+                    tsa_tls_ca_file: r.evidence_tsa_tls_ca_file.clone(),
+                    ..LogConfig::default()
+                };
+                tsa_of(&fields, &|k| format!("rem.evidence_{k}"), timeout)?
+            }
+        };
+        Ok(RemSettings {
+            enabled: r.enabled,
+            mode,
+            domains,
+            provider_name,
+            policies: r.policies.clone(),
+            relay_wait,
+            consignment_wait,
+            evidence_tsa,
+        })
+    }
+
     /// The TSA of `[log]`, checked: URL syntax, policy OID, credentials in pairs, basic
     /// authentication over HTTPS only. `None` without `log.tsa_url`.
     fn tsa_settings(
         &self,
         timeout: Duration,
     ) -> Result<Option<crate::log::TsaSettings>, InvalidValue> {
-        let l = &self.log;
-        if let Some(ca) = &l.tsa_ca_file {
-            path_not_empty("log.tsa_ca_file", ca)?;
-        }
-        if l.tsa_url.is_empty() {
-            return Ok(None);
-        }
-        crate::crypto::tsa::check_url(&l.tsa_url).map_err(|_| {
-            invalid(
-                "log.tsa_url",
-                format!(
-                    "invalid url \"{}\": expected https://HOST[:PORT]/PATH or http://…",
-                    l.tsa_url
-                ),
-            )
-        })?;
-        let https = l.tsa_url.starts_with("https://");
-        if let Some(p) = &l.tsa_policy {
-            if crate::crypto::tsa::oid_der(p).is_none() {
-                return Err(invalid(
-                    "log.tsa_policy",
-                    format!("invalid policy \"{p}\": expected a dotted OID"),
-                ));
-            }
-        }
-        let basic_auth = match (&l.tsa_username, &l.tsa_password_file) {
-            (None, None) => None,
-            (Some(u), Some(f)) if https => {
-                not_empty("log.tsa_username", u)?;
-                path_not_empty("log.tsa_password_file", f)?;
-                Some((u.clone(), f.clone()))
-            }
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "log.tsa_username",
-                    "basic authentication needs an https:// tsa_url (the password would \
-                     travel in clear)",
-                ))
-            }
-            _ => {
-                return Err(invalid(
-                    "log.tsa_username",
-                    "tsa_username and tsa_password_file go together",
-                ))
-            }
-        };
-        let client_cert = match (&l.tsa_client_cert, &l.tsa_client_key) {
-            (None, None) => None,
-            (Some(c), Some(k)) if https => Some((c.clone(), k.clone())),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "log.tsa_client_cert",
-                    "a client certificate needs an https:// tsa_url",
-                ))
-            }
-            _ => {
-                return Err(invalid(
-                    "log.tsa_client_cert",
-                    "tsa_client_cert and tsa_client_key go together",
-                ))
-            }
-        };
-        Ok(Some(crate::log::TsaSettings {
-            url: l.tsa_url.clone(),
-            timeout,
-            ca_file: l.tsa_ca_file.clone(),
-            policy: l.tsa_policy.clone(),
-            basic_auth,
-            client_cert,
-            tls_ca_file: l.tsa_tls_ca_file.clone(),
-        }))
+        tsa_of(&self.log, &|k| format!("log.{k}"), timeout)
     }
 
     /// What `pec serve` needs beyond a valid file (also checked by `pec check-config`):
@@ -1837,6 +1999,86 @@ enum Hit<'a> {
     Value(&'a Located),
     /// Nowhere in particular: the document itself.
     Root,
+}
+
+/// A TSA's settings checked: URL syntax, policy OID, credentials in pairs, basic
+/// authentication over HTTPS only. `None` without a `tsa_url`. `key` names a setting in
+/// errors (`log.tsa_url`, `rem.evidence_tsa_url`).
+fn tsa_of(
+    l: &LogConfig,
+    key: &dyn Fn(&str) -> String,
+    timeout: Duration,
+) -> Result<Option<crate::log::TsaSettings>, InvalidValue> {
+    if let Some(ca) = &l.tsa_ca_file {
+        path_not_empty(&key("tsa_ca_file"), ca)?;
+    }
+    if l.tsa_url.is_empty() {
+        return Ok(None);
+    }
+    crate::crypto::tsa::check_url(&l.tsa_url).map_err(|_| {
+        invalid(
+            &key("tsa_url"),
+            format!(
+                "invalid url \"{}\": expected https://HOST[:PORT]/PATH or http://…",
+                l.tsa_url
+            ),
+        )
+    })?;
+    let https = l.tsa_url.starts_with("https://");
+    if let Some(p) = &l.tsa_policy {
+        if crate::crypto::tsa::oid_der(p).is_none() {
+            return Err(invalid(
+                &key("tsa_policy"),
+                format!("invalid policy \"{p}\": expected a dotted OID"),
+            ));
+        }
+    }
+    let basic_auth = match (&l.tsa_username, &l.tsa_password_file) {
+        (None, None) => None,
+        (Some(u), Some(f)) if https => {
+            not_empty(&key("tsa_username"), u)?;
+            path_not_empty(&key("tsa_password_file"), f)?;
+            Some((u.clone(), f.clone()))
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &key("tsa_username"),
+                "basic authentication needs an https:// tsa_url (the password would \
+                 travel in clear)",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                &key("tsa_username"),
+                "tsa_username and tsa_password_file go together",
+            ))
+        }
+    };
+    let client_cert = match (&l.tsa_client_cert, &l.tsa_client_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) if https => Some((c.clone(), k.clone())),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                &key("tsa_client_cert"),
+                "a client certificate needs an https:// tsa_url",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                &key("tsa_client_cert"),
+                "tsa_client_cert and tsa_client_key go together",
+            ))
+        }
+    };
+    Ok(Some(crate::log::TsaSettings {
+        url: l.tsa_url.clone(),
+        timeout,
+        ca_file: l.tsa_ca_file.clone(),
+        policy: l.tsa_policy.clone(),
+        basic_auth,
+        client_cert,
+        tls_ca_file: l.tsa_tls_ca_file.clone(),
+    }))
 }
 
 /// Every key of the document with its position, to put a line and a dotted key on errors.

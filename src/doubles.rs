@@ -16,6 +16,7 @@ use crate::store::{
     Refused, SqliteStore, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
+use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
 use crate::BoxFuture;
 
@@ -169,6 +170,13 @@ impl Store for TestStore {
         ) -> Vec<Option<DeliveryMark>>;
         fn deliveries_done(&self, message_id: &str, recipients: &[String], at: Instant) -> ();
         fn purge_outbox(&self, before: Instant) -> u64;
+        fn record_evidence(&self, evidence: &Evidence, event: &LogEvent) -> bool;
+        fn evidence(&self, id: &str) -> Option<StoredEvidence>;
+        fn evidences_for(&self, message_id: &str) -> Vec<StoredEvidence>;
+        fn set_sender_identity(&self, mailbox: &str, identity: &SenderIdentity) -> ();
+        fn sender_identity(&self, mailbox: &str) -> Option<SenderIdentity>;
+        fn clear_sender_identity(&self, mailbox: &str, at: Instant, by: &str) -> bool;
+        fn sender_identity_changes(&self, mailbox: &str) -> Vec<IdentityChange>;
     }
 }
 

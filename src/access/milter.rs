@@ -17,11 +17,16 @@ use tracing::warn;
 use super::{AccessPoint, Decision, Reply, Submission};
 use crate::log::request::REQUEST_HEADER;
 use crate::message::build::ENVELOPE_INHERITED;
+use crate::message::time::Instant;
 
-/// Per-message state.
+/// Per-message state, and the one thing kept across the messages of a connection: when
+/// its SASL login was first seen.
 #[derive(Debug, Default)]
 pub struct Session {
     login: Option<String>,
+    /// The login and the instant the milter first saw it in this connection (the
+    /// session's authentication time, see [`Submission::auth_at`]).
+    auth: Option<(String, Instant)>,
     mail_from: String,
     rcpt_to: Vec<String>,
     /// Header fields as received: name and value (value with its leading white space and
@@ -46,6 +51,14 @@ fn path(arg: &CStr) -> String {
 }
 
 impl Session {
+    /// What a connection keeps of a finished or aborted message: its authentication.
+    fn next(self) -> Session {
+        Session {
+            auth: self.auth,
+            ..Session::default()
+        }
+    }
+
     /// The message as the client sent it, CRLF (milter header values fold with bare LF).
     /// Takes the collected body: the message is not held twice.
     fn take_message(&mut self) -> Vec<u8> {
@@ -63,6 +76,20 @@ impl Session {
     }
 }
 
+/// The authentication of a connection after a MAIL FROM carrying `login` at `now`: the
+/// instant seen first for the same login (`seen`), else `now`; none without a login.
+fn authenticated(
+    seen: Option<(String, Instant)>,
+    login: Option<&str>,
+    now: Instant,
+) -> Option<(String, Instant)> {
+    let login = login?;
+    Some(match seen {
+        Some((prev, at)) if prev == login => (prev, at),
+        _ => (login.to_string(), now),
+    })
+}
+
 fn set_reply(reply: &mut indymilter::SmtpReply, r: &Reply) {
     // The text is ours and ASCII-safe; a failure to set it leaves Postfix's default reply.
     let _ = reply.set_error_reply(r.code, Some(r.xcode), [r.text.as_str()]);
@@ -77,6 +104,7 @@ pub fn callbacks(ap: Arc<AccessPoint>) -> Callbacks<Session> {
 /// configuration reload; each message uses the one in use when its body starts).
 pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> Callbacks<Session> {
     let for_body = Arc::clone(&current);
+    let for_mail = Arc::clone(&current);
     Callbacks::new()
         .on_negotiate(|cx, _, _| {
             Box::pin(async move {
@@ -92,15 +120,21 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
                 Status::Continue
             })
         })
-        .on_mail(|cx, args| {
+        .on_mail(move |cx, args| {
+            let now = for_mail.get().kit.clock.now();
             Box::pin(async move {
                 let login = cx
                     .macros
                     .get(c"{auth_authen}")
                     .map(text)
                     .filter(|s| !s.is_empty());
+                // The first MAIL FROM of the connection with this login dates the
+                // authentication; a later message of the same session keeps that instant.
+                let seen = cx.data.take().and_then(|s: Session| s.auth);
+                let auth = authenticated(seen, login.as_deref(), now);
                 cx.data = Some(Session {
                     login,
+                    auth,
                     mail_from: args.first().map(|a| path(a)).unwrap_or_default(),
                     ..Session::default()
                 });
@@ -142,7 +176,7 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
         })
         .on_abort(|cx| {
             Box::pin(async move {
-                cx.data = None;
+                cx.data = cx.data.take().map(Session::next);
                 Status::Continue
             })
         })
@@ -160,11 +194,18 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         );
         return Status::Tempfail;
     };
+    // The connection keeps the authentication for its next message.
+    cx.data = Some(Session {
+        auth: session.auth.clone(),
+        ..Session::default()
+    });
     let queue_id = cx.macros.get(c"i").map(text);
     let message = session.take_message();
+    let auth_at = session.auth.as_ref().map(|(_, at)| *at);
     let submission = Submission {
         queue_id,
         login: session.login.clone(),
+        auth_at,
         mail_from: session.mail_from.clone(),
         rcpt_to: session.rcpt_to.clone(),
         // The body stopped being collected past the hard limit: say so in the size.
@@ -182,6 +223,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
         message: head.to_vec(),
         queue_id: submission.queue_id.clone(),
         login: submission.login.clone(),
+        auth_at,
         mail_from: submission.mail_from.clone(),
         rcpt_to: submission.rcpt_to.clone(),
         size: submission.size,
@@ -361,4 +403,37 @@ pub async fn run_current(
         ..Config::default()
     };
     indymilter::run(listener, callbacks_current(current), config, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_mail_from_of_a_login_dates_the_authentication() {
+        let (t1, t2) = (Instant::from_unix(100), Instant::from_unix(200));
+        let first = authenticated(None, Some("alice"), t1);
+        assert_eq!(first, Some(("alice".to_string(), t1)));
+        // A later message of the same session keeps the first instant.
+        assert_eq!(
+            authenticated(first.clone(), Some("alice"), t2),
+            Some(("alice".to_string(), t1))
+        );
+        // Another login (a new AUTH in the session) is dated anew; no login, nothing.
+        assert_eq!(
+            authenticated(first.clone(), Some("bob"), t2),
+            Some(("bob".to_string(), t2))
+        );
+        assert_eq!(authenticated(first, None, t2), None);
+        // What the connection keeps of a finished message: its authentication only.
+        let s = Session {
+            login: Some("alice".into()),
+            auth: Some(("alice".into(), t1)),
+            mail_from: "alice@pec.example.it".into(),
+            ..Session::default()
+        }
+        .next();
+        assert_eq!(s.auth, Some(("alice".to_string(), t1)));
+        assert!(s.login.is_none() && s.mail_from.is_empty());
+    }
 }

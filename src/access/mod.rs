@@ -64,6 +64,11 @@ pub struct Submission {
     pub queue_id: Option<String>,
     /// SASL login (`{auth_authen}`).
     pub login: Option<String>,
+    /// When the SMTP session authenticated with `login`: the instant the milter first saw
+    /// the login in this connection. Postfix passes milters no time of the AUTH command
+    /// itself; the login arrives with the first MAIL FROM after it, so this is that
+    /// command's instant (the AUTH precedes it in the same session).
+    pub auth_at: Option<Instant>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// The message, CRLF, header and body.
@@ -409,6 +414,7 @@ impl AccessPoint {
             at,
             cert,
             login,
+            auth_at: s.auth_at,
             provider: self.kit.issuer.provider_name.clone(),
         };
         if let Err(d) = self
@@ -467,6 +473,7 @@ impl AccessPoint {
             quarantine,
             provider: self.kit.issuer.provider_name.clone(),
             login: s.login.clone(),
+            auth_at: s.auth_at,
         };
         let notice_id = notice.message_id.clone();
         let effect = Effect::Refused(Box::new(refused));

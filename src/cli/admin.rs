@@ -114,10 +114,13 @@ pub enum MailboxCommand {
         config: ConfigArgs,
         mailbox: String,
     },
+    /// The identity MAILBOX's sender is named with in REM evidences: set, show, clear.
+    #[command(subcommand)]
+    Identity(super::rem::IdentityCommand),
 }
 
 /// A plausible addr-spec for the admin commands (one `@`, non-empty parts, no spaces).
-fn admin_address(what: &str, a: &str) -> Result<(), CliError> {
+pub(super) fn admin_address(what: &str, a: &str) -> Result<(), CliError> {
     let ok = a
         .rsplit_once('@')
         .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
@@ -151,6 +154,7 @@ pub fn sender(command: &SenderCommand) -> i32 {
 /// Runs `pec mailbox …`; returns the exit status.
 pub fn mailbox(command: &MailboxCommand) -> i32 {
     match command {
+        MailboxCommand::Identity(command) => super::rem::identity_command(command),
         MailboxCommand::Policy {
             config,
             mailbox,

@@ -15,6 +15,7 @@ pub mod log;
 pub mod ops;
 mod quarantine;
 mod rem;
+mod rem_trust;
 mod serve;
 mod service;
 mod setup;
@@ -27,7 +28,7 @@ pub use args::ConfigArgs;
 pub use error::CliError;
 use index::IndexCommand;
 use ops::{CheckConfigArgs, DomainCommand, KeysArgs};
-use rem::RemCommand;
+use rem_trust::RemCommand;
 use timers::TimersCommand;
 use verify::VerifyArgs;
 
@@ -91,6 +92,12 @@ pub enum Command {
     /// policy for ordinary mail, arrival notices, retirement.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// The REM evidences (ETSI EN 319 522-2) we issued or received, kept beside their
+    /// legal-log records: show, export byte-exact, list by message.
+    Evidence {
+        #[command(subcommand)]
+        command: rem::EvidenceCommand,
+    },
     /// Suspend the whole service (an incident, a planned outage): the access point answers
     /// every submission with a temporary failure giving --reason, until `pec resume`. The
     /// legal log records the interval; `pec stats agid` reports it.
@@ -150,7 +157,7 @@ pub fn main() -> i32 {
         ),
         Command::Timers(command) => timers::run(&command),
         Command::Index(command) => index::run(&command),
-        Command::Rem(command) => rem::run(&command),
+        Command::Rem(command) => rem_trust::run(&command),
         Command::Sender(command) => admin::sender(&command),
         Command::Mailbox(command) => admin::mailbox(&command),
         Command::Suspend(args) => service::suspend(&args),
@@ -158,6 +165,7 @@ pub fn main() -> i32 {
         Command::Stats(command) => service::stats(&command),
         Command::Log { command } => log::run(&command),
         Command::Quarantine { command } => quarantine::run(&command),
+        Command::Evidence { command } => rem::evidence_command(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
     }

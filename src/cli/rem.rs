@@ -1,228 +1,336 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! `pec rem trust sync|show` and `pec rem csi publish`: the REM trust data (Trusted Lists
-//! of the peers) and our Capability and Security Information document.
+//! The REM records of the store (issue 20): `pec evidence show|export|list`, the ERDS
+//! evidences we issued or received, exported byte-exact; `pec mailbox identity
+//! set|show|clear`, the identity a mailbox's sender is named with in REM evidences, each
+//! change kept with who made it and when.
+//!
+//! Exit status: 0 done, 1 no such evidence or identity, or the operation failed, 2 usage
+//! or configuration error.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::args::ConfigArgs;
 use super::error::{exit, CliError};
-use super::index::with_store;
-use crate::config::Config;
-use crate::message::time::{Clock, Instant, SystemClock};
-use crate::rem::trust::XmlDsig;
-use crate::rem_sync::{self, HttpFetch};
-use crate::store::LogStore;
+use crate::message::time::{Clock, SystemClock};
+use crate::store::{IdentityAttribute, LogStore, SenderIdentity, StoredEvidence};
 
 #[derive(Debug, Subcommand)]
-pub enum RemCommand {
-    /// The Trusted Lists of the REM peers (`[rem.trust]`; `pec serve` refreshes them every
-    /// `rem.trust.refresh`).
-    #[command(subcommand)]
-    Trust(TrustCommand),
-    /// Our Capability and Security Information document (`[rem.csi]`).
-    #[command(subcommand)]
-    Csi(CsiCommand),
+pub enum EvidenceCommand {
+    /// Show one evidence: event, reason, time, direction, issuer, recipient, the SHA-256
+    /// of its XML and its legal-log record; --xml prints the XML after them.
+    Show(ShowArgs),
+    /// Write one evidence's XML, byte-exact as issued or received (to standard output by
+    /// default).
+    Export(ExportArgs),
+    /// List the evidences about one REM message, in the order they were recorded.
+    List(ListArgs),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum TrustCommand {
-    /// Fetch every list of `rem.trust.tl_urls`, check it (signed by a certificate of
-    /// `rem.trust.tl_signer_files`, NextUpdate not past, sequence not older than the
-    /// stored copy) and store it with its history.
-    ///
-    /// Exit status: 0 every list stored or unchanged, 1 some list could not be fetched or
-    /// was refused (its stored copy stays), 2 configuration or store error.
-    Sync(ConfigArgs),
-    /// Print the stored lists in use and the REM services they grant now.
-    Show(TrustShowArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct TrustShowArgs {
+#[derive(Debug, Args)]
+pub struct ShowArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Print every stored version, not only the current ones.
+    /// The evidence id (REM-Evidence-ID).
+    pub id: String,
+    /// Print the evidence XML too.
     #[arg(long)]
-    pub history: bool,
-    /// The instant of the trust decisions (RFC 3339 or YYYY-MM-DD; default now).
-    #[arg(long, value_name = "WHEN")]
-    pub at: Option<String>,
+    pub xml: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The evidence id (REM-Evidence-ID).
+    pub id: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The REM message identifier.
+    #[arg(long = "message", value_name = "ID")]
+    pub message: String,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CsiCommand {
-    /// Write our CSI document from `[rem.csi]`, with our signing certificate as its
-    /// domain signature certificate, signed with our key (enveloped XML-DSig), for
-    /// publication at `rem.csi.distribution_point`.
-    Publish(CsiPublishArgs),
+pub enum IdentityCommand {
+    /// Set (replace) MAILBOX's sender identity: its attributes (SAML attribute names, e.g.
+    /// http://eidas.europa.eu/attributes/naturalperson/PersonIdentifier), the assurance
+    /// level and how it was proofed. Who set it (--by, else the user running the command)
+    /// and when are recorded.
+    Set(IdentitySetArgs),
+    /// Show MAILBOX's sender identity and every change made to it.
+    Show(IdentityArgs),
+    /// Remove MAILBOX's sender identity (the change is recorded with who made it).
+    Clear(IdentityClearArgs),
 }
 
-#[derive(Debug, clap::Args)]
-pub struct CsiPublishArgs {
+#[derive(Debug, Args)]
+pub struct IdentitySetArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Output file.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub out: std::path::PathBuf,
+    pub mailbox: String,
+    /// An attribute, NAME=VALUE (repeatable, at least one).
+    #[arg(long = "attr", value_name = "NAME=VALUE", required = true)]
+    pub attrs: Vec<String>,
+    /// The assurance level URI (e.g. http://eidas.europa.eu/LoA/substantial).
+    #[arg(long, value_name = "URI")]
+    pub level: String,
+    /// How the identity was proofed (e.g. spid, cie, in-person).
+    #[arg(long, value_name = "METHOD")]
+    pub proofing: String,
+    /// The identifier of the assurance policy followed.
+    #[arg(long, value_name = "ID")]
+    pub policy: Option<String>,
+    /// Who sets it (default: the user running the command).
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
 }
 
-/// Runs one `pec rem` command; returns the exit status.
-pub fn run(command: &RemCommand) -> i32 {
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    pub mailbox: String,
+}
+
+#[derive(Debug, Args)]
+pub struct IdentityClearArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    pub mailbox: String,
+    /// Who clears it (default: the user running the command).
+    #[arg(long, value_name = "NAME")]
+    pub by: Option<String>,
+}
+
+fn open(config: &ConfigArgs) -> Result<std::sync::Arc<dyn LogStore>, CliError> {
+    let cfg = config.load()?;
+    crate::wiring::open_store(&cfg).map_err(CliError::failed)
+}
+
+fn print(text: &[u8]) -> Result<(), CliError> {
+    std::io::stdout()
+        .write_all(text)
+        .map_err(|e| CliError::failed(e.to_string()))
+}
+
+/// The evidence `id`, or "no such evidence" (exit 1).
+fn evidence(store: &dyn LogStore, id: &str) -> Result<StoredEvidence, CliError> {
+    store
+        .evidence(id)
+        .map_err(CliError::failed)?
+        .ok_or_else(|| CliError::failed(format!("no evidence \"{id}\"")))
+}
+
+/// The fields of `pec evidence show`, one per line.
+fn details(s: &StoredEvidence) -> String {
+    let e = &s.evidence;
+    format!(
+        "evidence: {}\nmessage: {}\nevent: {}\nreason: {}\ntime: {}\ndirection: {}\n\
+         issuer: {}\nrecipient: {}\nsha256: {}\nsize: {} bytes\nlog record: {}\n",
+        e.id,
+        e.message_id,
+        e.event,
+        e.reason.as_deref().unwrap_or("-"),
+        e.at.rfc3339(),
+        e.direction.as_str(),
+        e.issuer,
+        e.recipient.as_deref().unwrap_or("-"),
+        hex::encode(&s.sha256),
+        e.xml.len(),
+        s.event_id
+    )
+}
+
+/// Runs one `pec evidence` command; returns the exit status.
+pub fn evidence_command(command: &EvidenceCommand) -> i32 {
+    exit("pec evidence", run_evidence(command))
+}
+
+fn run_evidence(command: &EvidenceCommand) -> Result<i32, CliError> {
     match command {
-        RemCommand::Trust(TrustCommand::Sync(args)) => with_store(args, "pec rem trust sync", sync),
-        RemCommand::Trust(TrustCommand::Show(args)) => {
-            with_store(&args.config, "pec rem trust show", |c, s| show(args, c, s))
-        }
-        RemCommand::Csi(CsiCommand::Publish(args)) => exit("pec rem csi publish", publish(args)),
-    }
-}
-
-fn trust_settings(config: &Config) -> Result<rem_sync::TrustSettings, CliError> {
-    config
-        .settings()
-        .map_err(CliError::usage)?
-        .rem_trust
-        .ok_or_else(|| CliError::usage("no trusted list: set rem.trust.tl_urls"))
-}
-
-fn sync(config: &Config, store: Arc<dyn LogStore>) -> Result<i32, CliError> {
-    let settings = trust_settings(config)?;
-    let fetch = HttpFetch {
-        timeout: settings.timeout,
-        tls_ca_file: settings.tls_ca_file.clone(),
-    };
-    let results = rem_sync::sync_all(&*store, &fetch, &XmlDsig, &settings, SystemClock.now())
-        .map_err(CliError::usage)?;
-    let mut status = 0;
-    for (url, r) in results {
-        match r {
-            Ok(s) => println!(
-                "{url}: {} sequence {}{}",
-                s.version.territory,
-                s.version.sequence,
-                if s.new { ", stored" } else { ", unchanged" }
-            ),
-            Err(e) => {
-                eprintln!("pec rem trust sync: {e}");
-                status = 1;
+        EvidenceCommand::Show(args) => {
+            let store = open(&args.config)?;
+            let s = evidence(&*store, &args.id)?;
+            let mut out = details(&s).into_bytes();
+            if args.xml {
+                out.push(b'\n');
+                out.extend_from_slice(&s.evidence.xml);
+                if !s.evidence.xml.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
             }
+            print(&out)?;
+            Ok(0)
+        }
+        EvidenceCommand::Export(args) => {
+            let store = open(&args.config)?;
+            let s = evidence(&*store, &args.id)?;
+            match &args.out {
+                Some(path) => std::fs::write(path, &s.evidence.xml).map_err(|e| {
+                    CliError::failed(format!("cannot write \"{}\": {e}", path.display()))
+                })?,
+                None => print(&s.evidence.xml)?,
+            }
+            Ok(0)
+        }
+        EvidenceCommand::List(args) => {
+            let store = open(&args.config)?;
+            let list = store
+                .evidences_for(&args.message)
+                .map_err(CliError::failed)?;
+            let mut out = String::new();
+            for s in &list {
+                let e = &s.evidence;
+                out.push_str(&format!(
+                    "{} {} {} {} reason {} recipient {}\n",
+                    e.id,
+                    e.at.rfc3339(),
+                    e.direction.as_str(),
+                    e.event,
+                    e.reason.as_deref().unwrap_or("-"),
+                    e.recipient.as_deref().unwrap_or("-"),
+                ));
+            }
+            print(out.as_bytes())?;
+            Ok(0)
         }
     }
-    Ok(status)
 }
 
-fn when(t: Option<Instant>) -> String {
-    t.map(Instant::rfc3339)
-        .unwrap_or_else(|| "none (closed)".into())
+/// Who runs the command: `--by`, else the user who ran sudo, else the user.
+fn operator(by: &Option<String>) -> Result<String, CliError> {
+    let who = by
+        .clone()
+        .or_else(|| std::env::var("SUDO_USER").ok())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_default();
+    if who.trim().is_empty() {
+        return Err(CliError::usage(
+            "who makes the change is unknown: give --by NAME",
+        ));
+    }
+    Ok(who)
 }
 
-fn show(args: &TrustShowArgs, config: &Config, store: Arc<dyn LogStore>) -> Result<i32, CliError> {
-    let settings = trust_settings(config)?;
-    let now = match &args.at {
-        Some(s) => Instant::parse_cli(s)
-            .ok_or_else(|| CliError::usage(format!("--at \"{s}\": not a date or instant")))?,
-        None => SystemClock.now(),
-    };
-    if args.history {
-        for v in store.trusted_list_history().map_err(CliError::usage)? {
-            println!(
-                "{} {} sequence {}: issued {}, next update {}, fetched {}, last checked {}",
-                v.source,
-                v.territory,
-                v.sequence,
-                v.issued_at.rfc3339(),
-                when(v.next_update),
-                v.fetched_at.rfc3339(),
-                v.checked_at.rfc3339()
-            );
+/// One `--attr NAME=VALUE`: a name without spaces, a non-empty value.
+fn attribute(a: &str) -> Result<IdentityAttribute, CliError> {
+    let bad = || CliError::usage(format!("--attr \"{a}\": expected NAME=VALUE"));
+    let (name, value) = a.split_once('=').ok_or_else(bad)?;
+    if name.is_empty() || name.chars().any(char::is_whitespace) || value.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(IdentityAttribute {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+/// Runs one `pec mailbox identity` command; returns the exit status.
+pub fn identity_command(command: &IdentityCommand) -> i32 {
+    exit("pec mailbox identity", run_identity(command))
+}
+
+fn run_identity(command: &IdentityCommand) -> Result<i32, CliError> {
+    match command {
+        IdentityCommand::Set(args) => {
+            super::admin::admin_address("mailbox", &args.mailbox)?;
+            let attributes = args
+                .attrs
+                .iter()
+                .map(|a| attribute(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let uri = |v: &str| {
+                v.split_once(':')
+                    .is_some_and(|(s, r)| !s.is_empty() && !r.is_empty())
+            };
+            if !uri(&args.level) || args.level.chars().any(char::is_whitespace) {
+                return Err(CliError::usage(format!(
+                    "--level \"{}\": expected a URI",
+                    args.level
+                )));
+            }
+            if args.proofing.trim().is_empty() {
+                return Err(CliError::usage("--proofing must not be empty"));
+            }
+            let identity = SenderIdentity {
+                attributes,
+                level: args.level.clone(),
+                policy: args.policy.clone().filter(|p| !p.trim().is_empty()),
+                proofing: args.proofing.clone(),
+                set_at: SystemClock.now(),
+                set_by: operator(&args.by)?,
+            };
+            let store = open(&args.config)?;
+            store
+                .set_sender_identity(&args.mailbox, &identity)
+                .map_err(CliError::failed)?;
+            show(&*store, &args.mailbox)
         }
-        return Ok(0);
-    }
-    let (lists, left_out) =
-        rem_sync::load_lists(&*store, &XmlDsig, &settings).map_err(CliError::usage)?;
-    for why in &left_out {
-        eprintln!("pec rem trust show: not used: {why}");
-    }
-    if lists.is_empty() {
-        println!("no trusted list stored: run pec rem trust sync");
-        return Ok(0);
-    }
-    for list in &lists {
-        let state = match list.next_update {
-            Some(n) if n <= now => "expired",
-            _ => "in force",
-        };
-        println!(
-            "{} sequence {} ({}): issued {}, next update {} — {state}",
-            list.territory,
-            list.sequence,
-            list.operator,
-            list.issued_at.rfc3339(),
-            when(list.next_update)
-        );
-    }
-    let peers = crate::rem::trust::RemPeers::new(&lists);
-    for p in peers.all() {
-        let s = &p.service;
-        println!(
-            "{} / {} [{}]: {}",
-            p.provider,
-            s.name,
-            p.territory,
-            if p.trusted_at(now) {
-                "trusted"
+        IdentityCommand::Show(args) => {
+            let store = open(&args.config)?;
+            show(&*store, &args.mailbox)
+        }
+        IdentityCommand::Clear(args) => {
+            let by = operator(&args.by)?;
+            let store = open(&args.config)?;
+            let mailbox = args.mailbox.to_ascii_lowercase();
+            if store
+                .clear_sender_identity(&mailbox, SystemClock.now(), &by)
+                .map_err(CliError::failed)?
+            {
+                println!("{mailbox}: sender identity cleared by {by}");
+                Ok(0)
             } else {
-                "not trusted"
+                Err(CliError::failed(format!(
+                    "{mailbox} has no sender identity"
+                )))
             }
-        );
-        println!(
-            "  status {} since {}",
-            s.status.rsplit('/').next().unwrap_or(&s.status),
-            s.status_since.rfc3339()
-        );
-        for c in &s.identity.certificates {
-            let name = openssl::x509::X509::from_der(c)
-                .map(|x| crate::rem::trust::subject(&x))
-                .unwrap_or_default();
-            println!(
-                "  certificate: {name} (SHA-1 {})",
-                crate::index::sha1_hex_upper(c)
-            );
-        }
-        for sp in &s.supply_points {
-            println!("  supply point: {sp}");
         }
     }
-    Ok(0)
 }
 
-fn publish(args: &CsiPublishArgs) -> Result<i32, CliError> {
-    let config = args.config.load()?;
-    let settings = config.settings().map_err(CliError::usage)?;
-    let signer = crate::wiring::open_signer(&config).map_err(CliError::usage)?;
-    let csi = config
-        .rem
-        .csi
-        .settings(
-            &config.provider.name,
-            &config.provider.service_address,
-            signer.certificate_der().to_vec(),
-            settings.csi_validity,
-            SystemClock.now(),
-        )
-        .map_err(CliError::usage)?;
-    let xml = crate::rem::csi::sign(&csi, &*signer).map_err(CliError::usage)?;
-    std::fs::write(&args.out, &xml)
-        .map_err(|e| CliError::usage(format!("{}: {e}", args.out.display())))?;
-    println!(
-        "wrote {} ({} bytes): CSI sequence {} for {}, valid until {}",
-        args.out.display(),
-        xml.len(),
-        csi.sequence,
-        csi.erds_domain,
-        csi.next_update.rfc3339()
-    );
-    Ok(0)
+/// Prints `mailbox`'s identity and its changes; exit 1 when it has none.
+fn show(store: &dyn LogStore, mailbox: &str) -> Result<i32, CliError> {
+    let mailbox = mailbox.to_ascii_lowercase();
+    let identity = store.sender_identity(&mailbox).map_err(CliError::failed)?;
+    let changes = store
+        .sender_identity_changes(&mailbox)
+        .map_err(CliError::failed)?;
+    let mut out = format!("mailbox: {mailbox}\n");
+    if let Some(i) = &identity {
+        for a in &i.attributes {
+            out.push_str(&format!("attribute: {} = {}\n", a.name, a.value));
+        }
+        out.push_str(&format!(
+            "level: {}\npolicy: {}\nproofing: {}\nset: {} by {}\n",
+            i.level,
+            i.policy.as_deref().unwrap_or("-"),
+            i.proofing,
+            i.set_at.rfc3339(),
+            i.set_by
+        ));
+    } else {
+        out.push_str("identity: none\n");
+    }
+    for c in &changes {
+        out.push_str(&format!(
+            "change: {} {} by {}\n",
+            c.action,
+            c.at.rfc3339(),
+            c.by
+        ));
+    }
+    print(out.as_bytes())?;
+    Ok(if identity.is_some() { 0 } else { 1 })
 }

@@ -281,9 +281,6 @@ pub struct CsiConfig {
     /// `ERDSAssuranceLevelsSupported/AssuranceLevel` (one; default eIDAS substantial).
     #[serde(default = "substantial")]
     pub assurance_level: String,
-    /// `ERDSPolicySupport` (default: the REM baseline).
-    #[serde(default = "baseline")]
-    pub policies: Vec<String>,
     /// PEM file of our SMTP server's TLS certificate (`TLSCertificate`).
     #[serde(default)]
     pub tls_certificate: Option<std::path::PathBuf>,
@@ -309,7 +306,6 @@ impl Default for CsiConfig {
             erds_id: String::new(),
             erds_domain: String::new(),
             assurance_level: substantial(),
-            policies: baseline(),
             tls_certificate: None,
             validity: year(),
         }
@@ -317,7 +313,8 @@ impl Default for CsiConfig {
 }
 
 impl CsiConfig {
-    /// The settings of our document: every URL and the address given, the TLS
+    /// The settings of our document, `policies` its `ERDSPolicySupport` (`rem.policies`,
+    /// those our evidences name): every URL and the address given, the TLS
     /// certificate read (PEM); the operator and governing body default to
     /// `provider_name`, the electronic address to `mailto:` + `service_address`. Errors
     /// name the `rem.csi` key.
@@ -325,6 +322,7 @@ impl CsiConfig {
         &self,
         provider_name: &str,
         service_address: &str,
+        policies: &[String],
         domain_sign_certificate: Vec<u8>,
         validity: std::time::Duration,
         now: Instant,
@@ -374,7 +372,7 @@ impl CsiConfig {
             erds_id: need("erds_id", &self.erds_id)?,
             erds_domain: need("erds_domain", &self.erds_domain)?,
             assurance_level: self.assurance_level.clone(),
-            policies: self.policies.clone(),
+            policies: policies.to_vec(),
             tls_certificate,
             domain_sign_certificate,
             issued_at: now,
@@ -391,9 +389,6 @@ fn italy() -> String {
 }
 fn substantial() -> String {
     "http://eidas.europa.eu/LoA/substantial".into()
-}
-fn baseline() -> Vec<String> {
-    vec![REM_BASELINE.into()]
 }
 fn year() -> String {
     "365d".into()

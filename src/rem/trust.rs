@@ -72,6 +72,11 @@ pub enum TrustError {
     #[error("trusted list: signed by \"{0}\", which is not a configured trusted list signer")]
     UnknownSigner(String),
     #[error(
+        "trusted list of {territory} (sequence {sequence}) is closed (no next update): its \
+         scheme has ceased"
+    )]
+    Closed { territory: String, sequence: u64 },
+    #[error(
         "trusted list of {territory} (sequence {sequence}): next update {next_update} is past"
     )]
     Expired {

@@ -385,6 +385,10 @@ pub fn purge_event(
                 format!(", {} kept receipts with their records", report.receipts)
             } else {
                 String::new()
+            } + &if report.evidences > 0 {
+                format!(", {} REM evidences with their records", report.evidences)
+            } else {
+                String::new()
             },
         ),
     })

@@ -8,7 +8,9 @@
 use chrono::Months;
 use serde::{Deserialize, Serialize};
 
-use super::{EventKind, MailboxPolicy, StoreError, TrackingState, RETENTION_MONTHS};
+use super::{
+    EventKind, EvidenceDirection, MailboxPolicy, StoreError, TrackingState, RETENTION_MONTHS,
+};
 use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, ReceiptType, RecipientType, Ricevuta, Timeout};
 use crate::message::time::Instant;
@@ -102,6 +104,8 @@ pub(in crate::store) fn decode_kind(label: &str, receipt: Option<&str>) -> Optio
         ("ConsegnaCartella", None) => Some(EventKind::Filed),
         ("SospensioneServizio", None) => Some(EventKind::ProviderSuspended),
         ("RipresaServizio", None) => Some(EventKind::ProviderResumed),
+        ("EvidenzaREMEmessa", None) => Some(EventKind::RemEvidence(EvidenceDirection::Issued)),
+        ("EvidenzaREMRicevuta", None) => Some(EventKind::RemEvidence(EvidenceDirection::Received)),
         _ => None,
     }
 }
@@ -291,6 +295,8 @@ mod tests {
             EventKind::Filed,
             EventKind::ProviderSuspended,
             EventKind::ProviderResumed,
+            EventKind::RemEvidence(EvidenceDirection::Issued),
+            EventKind::RemEvidence(EvidenceDirection::Received),
         ]);
         kinds.extend(Ricevuta::ALL.into_iter().map(EventKind::Received));
         for kind in kinds {

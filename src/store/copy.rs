@@ -293,7 +293,57 @@ const TABLES: &[Table] = &[
         order: "event_id",
         read: None,
     },
-    // Version 17.
+    // Version 16.
+    Table {
+        name: "rem_evidences",
+        columns: &[
+            ("evidence_id", 't'),
+            ("event_id", 'i'),
+            ("message_id", 't'),
+            ("event", 't'),
+            ("reason", 't'),
+            ("recipient", 't'),
+            ("issuer", 't'),
+            ("at", 'i'),
+            ("direction", 't'),
+            ("xml", 'b'),
+            ("sha256", 'b'),
+        ],
+        order: "event_id",
+        read: None,
+    },
+    Table {
+        name: "sender_identities",
+        columns: &[
+            ("mailbox", 't'),
+            ("attributes", 't'),
+            ("level", 't'),
+            ("policy", 't'),
+            ("proofing", 't'),
+            ("set_at", 'i'),
+            ("set_by", 't'),
+        ],
+        order: "mailbox",
+        read: None,
+    },
+    Table {
+        name: "sender_identity_changes",
+        columns: &[
+            ("mailbox", 't'),
+            ("action", 't'),
+            ("at", 'i'),
+            ("changed_by", 't'),
+            ("value", 't'),
+        ],
+        order: "id",
+        read: None,
+    },
+    Table {
+        name: "acceptance_auth",
+        columns: &[("pec_id", 't'), ("auth_at", 'i')],
+        order: "pec_id",
+        read: None,
+    }, // Version 17.
     Table {
         name: "rem_trusted_lists",
         columns: &[

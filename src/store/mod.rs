@@ -26,11 +26,15 @@ pub mod copy;
 pub mod ledger;
 pub mod outbox;
 pub mod postgres;
+pub mod rem;
 
 pub use codec::months_before;
 pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
+pub use rem::{
+    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, SenderIdentity, StoredEvidence,
+};
 pub use report::{
     Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
     SealRecord, VerifyReport,
@@ -61,6 +65,9 @@ pub enum StoreError {
     Database(String),
     #[error("store: corrupt record: {0}")]
     Corrupt(String),
+    /// An evidence id already recorded with other bytes ([`Store::record_evidence`]).
+    #[error("store: evidence \"{0}\" is already recorded with other bytes")]
+    EvidenceConflict(String),
 }
 
 /// What a legal-log record is about (spec §8 "event type").
@@ -99,6 +106,10 @@ pub enum EventKind {
     /// The service resumed (`pec resume`): the end of the outage begun by the last
     /// [`EventKind::ProviderSuspended`].
     ProviderResumed,
+    /// A REM evidence (ETSI EN 319 522-2) we issued or received; the record's `pec_id` is
+    /// the REM message identifier, its related id the evidence id, its reason the event,
+    /// the reason code and the XML's SHA-256 ([`rem::Evidence::log_event`]).
+    RemEvidence(EvidenceDirection),
 }
 
 impl EventKind {
@@ -117,6 +128,8 @@ impl EventKind {
             EventKind::Filed => "ConsegnaCartella",
             EventKind::ProviderSuspended => "SospensioneServizio",
             EventKind::ProviderResumed => "RipresaServizio",
+            EventKind::RemEvidence(EvidenceDirection::Issued) => "EvidenzaREMEmessa",
+            EventKind::RemEvidence(EvidenceDirection::Received) => "EvidenzaREMRicevuta",
         }
     }
 }
@@ -157,6 +170,10 @@ pub struct Accepted {
     pub cert: Certification,
     /// SASL login of the sender.
     pub login: String,
+    /// When the sender's SMTP session authenticated with that login, as the milter saw it
+    /// ([`crate::access::Submission::auth_at`]); written beside the login in the
+    /// submission's legal-log records ([`outbox::with_login`]).
+    pub auth_at: Option<Instant>,
     /// Our provider name, for the log.
     pub provider: String,
 }
@@ -180,6 +197,8 @@ pub struct Refused {
     /// SASL login of the sender, written in the reason of the refusal's records
     /// ([`outbox::with_login`]); `None` when the submission had none.
     pub login: Option<String>,
+    /// When the session authenticated with `login` (see [`Accepted::auth_at`]).
+    pub auth_at: Option<Instant>,
 }
 
 /// State of one certified recipient of an envelope we sent (timers, spec §5.4).
@@ -647,6 +666,39 @@ pub trait Store: Send + Sync {
     /// Deletes the delivery records and the injected outbox rows older than `before`
     /// (they only matter while Postfix may still retry). Returns how many rows went.
     fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError>;
+
+    // ---- REM (issue 20): evidences and sender identities, see [`rem`] ----
+
+    /// Records `evidence` and logs `event` (kind [`EventKind::RemEvidence`] of the
+    /// evidence's direction, built by [`rem::Evidence::log_event`]) in one transaction;
+    /// the evidence is kept beside that record and purged with it. Returns true when
+    /// recorded; false, recording nothing, when the store holds this evidence id with these
+    /// very bytes already (a retry); [`StoreError::EvidenceConflict`] when it holds the id
+    /// with other bytes.
+    fn record_evidence(&self, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError>;
+    /// The evidence `id`, if recorded (and not purged).
+    fn evidence(&self, id: &str) -> Result<Option<StoredEvidence>, StoreError>;
+    /// The evidences about REM message `message_id`, in the order they were recorded.
+    fn evidences_for(&self, message_id: &str) -> Result<Vec<StoredEvidence>, StoreError>;
+    /// Sets (replaces) the sender identity of `mailbox` (compared in ASCII lower case),
+    /// with an audit row (`set`, `identity.set_at`, `identity.set_by`), in one transaction.
+    fn set_sender_identity(
+        &self,
+        mailbox: &str,
+        identity: &SenderIdentity,
+    ) -> Result<(), StoreError>;
+    /// The sender identity of `mailbox`, if one is set.
+    fn sender_identity(&self, mailbox: &str) -> Result<Option<SenderIdentity>, StoreError>;
+    /// Removes the sender identity of `mailbox`, with an audit row (`clear`, `at`, `by`);
+    /// false, recording nothing, when none was set.
+    fn clear_sender_identity(
+        &self,
+        mailbox: &str,
+        at: Instant,
+        by: &str,
+    ) -> Result<bool, StoreError>;
+    /// The changes of `mailbox`'s sender identity, oldest first.
+    fn sender_identity_changes(&self, mailbox: &str) -> Result<Vec<IdentityChange>, StoreError>;
 }
 
 /// A mailbox owner's request for the extract of their log records (owner self-service,

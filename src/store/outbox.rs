@@ -316,7 +316,11 @@ pub fn refused_events(refused: &Refused) -> Vec<LogEvent> {
         } else {
             "refused".into()
         },
-        reason: with_login(Some(&refused.reason), refused.login.as_deref()),
+        reason: with_login(
+            Some(&refused.reason),
+            refused.login.as_deref(),
+            refused.auth_at,
+        ),
     };
     let mut events = vec![base.clone()];
     if refused.quarantine.is_some() {
@@ -362,22 +366,32 @@ pub fn rate_limited(event: &LogEvent, recent: i64, limit: u32, since: Instant) -
 }
 
 /// The reason of a submission's legal-log record with the sender's SASL login in it:
-/// `login SASL: <login>`, after `reason` when there is one (`<reason>; login SASL: …`).
+/// `login SASL: <login>`, after `reason` when there is one (`<reason>; login SASL: …`),
+/// and the instant the session authenticated when it is known
+/// (`login SASL: <login>; autenticazione: <RFC 3339 UTC>`).
 /// The login goes in the reason, a field every record has, so that the chain's canonical
 /// encoding (version 1, [`super::chain`]) stays the one of every record already written:
 /// no new field, no second encoding for verifiers, exports and packages to tell apart.
-pub fn with_login(reason: Option<&str>, login: Option<&str>) -> Option<String> {
-    match (reason, login.filter(|l| !l.is_empty())) {
+pub fn with_login(
+    reason: Option<&str>,
+    login: Option<&str>,
+    auth_at: Option<Instant>,
+) -> Option<String> {
+    let login = login.filter(|l| !l.is_empty()).map(|l| match auth_at {
+        Some(at) => format!("login SASL: {l}; autenticazione: {}", at.rfc3339()),
+        None => format!("login SASL: {l}"),
+    });
+    match (reason, login) {
         (r, None) => r.map(str::to_string),
-        (None, Some(l)) => Some(format!("login SASL: {l}")),
-        (Some(r), Some(l)) => Some(format!("{r}; login SASL: {l}")),
+        (None, Some(l)) => Some(l),
+        (Some(r), Some(l)) => Some(format!("{r}; {l}")),
     }
 }
 
 /// The two records of an acceptance after queue: the transport envelope (its Message-ID is
 /// the PEC msgid), then the acceptance receipt, both with the certification data of the
-/// pending acceptance (`cert`, `provider`, `queue_id`), the sender's SASL login in their
-/// reason ([`with_login`]) and the emission instant `at`.
+/// pending acceptance (`cert`, `provider`, `queue_id`), `reason` (the sender's SASL login
+/// and authentication time, [`with_login`]) and the emission instant `at`.
 pub fn acceptance_events(
     pec_id: &str,
     receipt_id: &str,
@@ -385,7 +399,7 @@ pub fn acceptance_events(
     cert: &Certification,
     provider: &str,
     queue_id: Option<&str>,
-    login: Option<&str>,
+    reason: Option<String>,
 ) -> [LogEvent; 2] {
     let event = |kind, related: &str| LogEvent {
         pec_id: pec_id.to_string(),
@@ -398,7 +412,7 @@ pub fn acceptance_events(
         provider: provider.to_string(),
         queue_id: queue_id.map(str::to_string),
         outcome: "ok".into(),
-        reason: with_login(None, login),
+        reason: reason.clone(),
     };
     [
         event(EventKind::Issued(MessageKind::TransportEnvelope), pec_id),

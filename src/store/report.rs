@@ -69,6 +69,8 @@ pub struct PurgeReport {
     pub quarantined: u64,
     /// Received receipts kept beside the deleted records (deleted with them).
     pub receipts: u64,
+    /// REM evidences kept beside the deleted records (deleted with them).
+    pub evidences: u64,
     /// Why the purge of the log stopped before the cutoff (an unsealed day), if it did.
     pub stopped_at: Option<String>,
 }

@@ -19,6 +19,7 @@ use super::StoreError;
 
 mod legal;
 mod outbox;
+mod rem;
 mod store;
 
 pub use legal::{append_event, chain_row, lock_head, set_head, Head};

@@ -512,6 +512,7 @@ mod tests {
         let at = utc(2021, 8, 31, 9, 15, 0);
         store
             .record_refused(&Refused {
+                auth_at: None,
                 pec_id: "opec.1@pec.example.it".into(),
                 queue_id: None,
                 at,

@@ -11,4 +11,5 @@ mod admin;
 mod config;
 mod grafana;
 mod man_pages;
+mod rem;
 mod verify;

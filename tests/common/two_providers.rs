@@ -279,6 +279,7 @@ pub fn our_envelope_b_to_a(store: &TestStore) -> Certification {
     );
     store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: B_ID.into(),
             queue_id: None,
             at: at(),

@@ -187,9 +187,13 @@ fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     assert_eq!(c.operator, "Example PEC");
     assert_eq!(c.erds.domain, "mx.example.it");
     assert_eq!(c.tls_certificate, kit.other);
+    // rem.policies, those our evidences name (default: the baseline and Policy-IT).
     assert_eq!(
         c.erds.policies,
-        ["http://uri.etsi.org/19532/v1#/REMbaseline"]
+        [
+            "http://uri.etsi.org/19532/v1#/REMbaseline",
+            "https://eidas.agid.gov.it/REM/rem-policy-it"
+        ]
     );
 
     // A [rem.csi] without what the document must say.

@@ -267,6 +267,10 @@ async fn accepted_submission_becomes_the_signed_transport_envelope() {
         .expect("pending acceptance");
     assert_eq!(pending.at, at());
     assert_eq!(pending.queue_id.as_deref(), Some("4F1A2B3C4D"));
+    // The SASL login and when the session authenticated (the MAIL FROM that carried the
+    // login, on the access point's clock), for the records written after queue.
+    assert_eq!(pending.login, "alice@pec.example.it");
+    assert_eq!(pending.auth_at, Some(at()));
     let tracking = h.store.tracking_for(PEC_ID).unwrap();
     assert_eq!(tracking.len(), 1);
     assert_eq!(

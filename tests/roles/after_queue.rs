@@ -71,6 +71,7 @@ fn envelope() -> (Vec<u8>, Vec<String>, Accepted) {
         .transport_envelope(&fixture("contratto.eml"), &cert, at())
         .unwrap();
     let accepted = Accepted {
+        auth_at: None,
         pec_id: PEC_ID.into(),
         queue_id: Some("4AccessQ1".into()),
         at: at(),

@@ -291,6 +291,7 @@ fn submission(
 fn accepted_by_a(store: &dyn Store, original: &[u8], cert: &Certification) -> Vec<u8> {
     store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: cert.identificativo.clone(),
             queue_id: Some("4ACC".into()),
             at: at(),
@@ -437,6 +438,7 @@ fn the_upgrade_closes_rows_whose_outcome_is_recorded(b: &Backend) {
     );
     b.store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: A_ID.into(),
             queue_id: None,
             at: at(),

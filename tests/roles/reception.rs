@@ -126,6 +126,7 @@ async fn same_provider_envelope_gets_acceptance_take_charge_and_our_tracking_mov
     let env = Provider::A.build(|b| b.transport_envelope(&original, &cert, at()).unwrap());
     r.store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: A_ID.into(),
             queue_id: Some("4ACC".into()),
             at: at(),
@@ -1032,6 +1033,7 @@ async fn real_samples_as_incoming_mail() {
                 );
                 r.store
                     .record_accepted(&Accepted {
+                        auth_at: None,
                         pec_id: d.identificativo.clone(),
                         queue_id: None,
                         at: when,
@@ -1093,6 +1095,7 @@ async fn same_provider_virus_is_handled_at_once_for_our_user() {
     let env = Provider::A.build(|b| b.transport_envelope(&original, &cert, at()).unwrap());
     r.store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: A_ID.into(),
             queue_id: None,
             at: at(),

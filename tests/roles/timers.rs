@@ -69,6 +69,7 @@ fn accepted() -> Accepted {
         PEC_ID,
     );
     Accepted {
+        auth_at: None,
         pec_id: PEC_ID.into(),
         queue_id: Some("4AccessQ1".into()),
         at: at(),

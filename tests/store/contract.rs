@@ -43,6 +43,7 @@ fn cert(recipients: &[(&str, RecipientType)]) -> Certification {
 
 fn accepted(pec_id: &str) -> Accepted {
     Accepted {
+        auth_at: None,
         pec_id: pec_id.into(),
         queue_id: Some("4XyZ1k2Q3".into()),
         at: Instant::from_unix(1_705_314_605),
@@ -58,6 +59,7 @@ fn accepted(pec_id: &str) -> Accepted {
 
 fn refused(kind: MessageKind, quarantine: Option<Vec<u8>>) -> Refused {
     Refused {
+        auth_at: None,
         pec_id: PEC_ID.into(),
         queue_id: Some("5ABCDE".into()),
         at: Instant::from_unix(1_705_314_700),

@@ -97,6 +97,7 @@ fn envelope() -> Vec<u8> {
 
 fn accepted() -> Accepted {
     Accepted {
+        auth_at: None,
         pec_id: PEC_ID.into(),
         queue_id: Some("4AbCd".into()),
         at: at(),
@@ -971,6 +972,7 @@ async fn sweep_after(store: Arc<dyn Store>, postfix: &Postfix, at: Instant) -> u
 fn a_refusal_is_recorded_with_its_notice(b: &Backend) {
     let store = &b.store;
     let refused = |id: &str| Refused {
+        auth_at: None,
         pec_id: PEC_ID.into(),
         queue_id: Some("4AbCd".into()),
         at: at(),

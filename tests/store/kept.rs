@@ -327,6 +327,7 @@ fn the_sasl_login_of_a_submission_is_in_its_records(backend: &Backend) {
     let at = Instant::from_unix(AT);
     store
         .record_accepted(&Accepted {
+            auth_at: None,
             pec_id: PEC_ID.into(),
             queue_id: None,
             at,
@@ -341,6 +342,7 @@ fn the_sasl_login_of_a_submission_is_in_its_records(backend: &Backend) {
     let refused = "opec.refused@pec.example.it";
     store
         .record_refused(&Refused {
+            auth_at: None,
             pec_id: refused.into(),
             queue_id: None,
             at,

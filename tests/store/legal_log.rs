@@ -192,6 +192,7 @@ fn populate(store: &dyn Store) {
     {
         let pec_id = format!("opec.{i}@pec.example.it");
         let a = Accepted {
+            auth_at: None,
             pec_id: pec_id.clone(),
             queue_id: Some(format!("Q{i}")),
             at: at(9, i as i64),
@@ -210,6 +211,7 @@ fn populate(store: &dyn Store) {
     }
     store
         .record_refused(&Refused {
+            auth_at: None,
             pec_id: "opec.v@pec.example.it".into(),
             queue_id: None,
             at: at(10, 0),

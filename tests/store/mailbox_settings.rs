@@ -88,6 +88,7 @@ fn a_retired_address_keeps_its_first_holder(backend: &Backend) {
 
 fn accepted(pec_id: &str, sender: &str, at: Instant) -> Accepted {
     Accepted {
+        auth_at: None,
         pec_id: pec_id.into(),
         queue_id: None,
         at,

@@ -19,4 +19,5 @@ mod kept;
 mod legal_log;
 mod mailbox_settings;
 mod nodes;
+mod rem;
 mod tls;

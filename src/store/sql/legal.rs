@@ -518,6 +518,12 @@ impl<B: Backend> LogStore for B {
                     "DELETE FROM received_receipts WHERE event_id <= $1",
                     args![last_id],
                 )?;
+                report.evidences = exec(
+                    c,
+                    "purge: delete evidences",
+                    "DELETE FROM rem_evidences WHERE event_id <= $1",
+                    args![last_id],
+                )?;
                 report.events = exec(
                     c,
                     "purge: delete records",

@@ -15,6 +15,7 @@ use crate::store::codec::{
 };
 use crate::store::outbox::{
     acceptance_events, intent_is_live, notice_outcome, rate_limited, refused_events, timeout_event,
+    with_login,
 };
 use crate::store::{
     DeliveryMark, DueNotice, Effect, LogEvent, LogRequest, Outbound, Refused, Staged, StoreError,
@@ -232,6 +233,7 @@ pub fn close_acceptance(
     let cert = decode_cert(row.get(0)?, &row.get::<String>(3)?)?;
     let (queue_id, provider, login): (Option<String>, String, String) =
         (row.get(1)?, row.get(2)?, row.get(4)?);
+    let auth_at = auth_at(c, pec_id)?;
     for event in acceptance_events(
         pec_id,
         receipt_id,
@@ -239,11 +241,25 @@ pub fn close_acceptance(
         &cert,
         &provider,
         queue_id.as_deref(),
-        Some(&login),
+        with_login(None, Some(&login), auth_at),
     ) {
         append(c, head, &event)?;
     }
     Ok(true)
+}
+
+/// When the session of the accepted submission `pec_id` authenticated, if recorded
+/// (schema version 16; none for submissions accepted before it).
+pub fn auth_at(c: &dyn Conn, pec_id: &str) -> Result<Option<Instant>, StoreError> {
+    Ok(opt(
+        c,
+        &format!("read the authentication time of \"{pec_id}\""),
+        "SELECT auth_at FROM acceptance_auth WHERE pec_id = $1",
+        args![pec_id],
+    )?
+    .map(|r| r.get(0))
+    .transpose()?
+    .map(Instant::from_unix))
 }
 
 pub fn injected(c: &dyn Conn, key: &str, at: Instant) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ use crate::store::{
     Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, StoredTrustedList,
     TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
+use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 
 /// A setting as an SQL integer (`None`: NULL).
 fn setting(v: Option<u64>) -> Option<i64> {
@@ -127,6 +128,15 @@ impl<B: Backend> Store for B {
                     accepted.at.unix()
                 ],
             )?;
+            if let Some(auth_at) = accepted.auth_at {
+                exec(
+                    c,
+                    &format!("record the authentication time of \"{pec_id}\""),
+                    "INSERT INTO acceptance_auth (pec_id, auth_at) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    args![pec_id, auth_at.unix()],
+                )?;
+            }
             // Last, so that a duplicate pec_id fails after the other writes and the test of
             // the one-transaction property sees them rolled back.
             exec_unique(
@@ -164,7 +174,9 @@ impl<B: Backend> Store for B {
         else {
             return Ok(None);
         };
+        let auth_at = self.read(|c| ops::auth_at(c, pec_id))?;
         Ok(Some(Accepted {
+            auth_at,
             pec_id: pec_id.to_string(),
             queue_id: row.get(1)?,
             at: Instant::from_unix(row.get(2)?),
@@ -909,5 +921,48 @@ impl<B: Backend> Store for B {
 
     fn purge_outbox(&self, before: Instant) -> Result<u64, StoreError> {
         self.write("purge the outbox", |c| ops::purge(c, before))
+    }
+
+    fn record_evidence(&self, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError> {
+        self.write("record an evidence", |c| {
+            super::rem::record(c, evidence, event)
+        })
+    }
+
+    fn evidence(&self, id: &str) -> Result<Option<StoredEvidence>, StoreError> {
+        self.read(|c| super::rem::get(c, id))
+    }
+
+    fn evidences_for(&self, message_id: &str) -> Result<Vec<StoredEvidence>, StoreError> {
+        self.read(|c| super::rem::for_message(c, message_id))
+    }
+
+    fn set_sender_identity(
+        &self,
+        mailbox: &str,
+        identity: &SenderIdentity,
+    ) -> Result<(), StoreError> {
+        self.write("set a sender identity", |c| {
+            super::rem::set_identity(c, mailbox, identity)
+        })
+    }
+
+    fn sender_identity(&self, mailbox: &str) -> Result<Option<SenderIdentity>, StoreError> {
+        self.read(|c| super::rem::identity(c, mailbox))
+    }
+
+    fn clear_sender_identity(
+        &self,
+        mailbox: &str,
+        at: Instant,
+        by: &str,
+    ) -> Result<bool, StoreError> {
+        self.write("clear a sender identity", |c| {
+            super::rem::clear_identity(c, mailbox, at, by)
+        })
+    }
+
+    fn sender_identity_changes(&self, mailbox: &str) -> Result<Vec<IdentityChange>, StoreError> {
+        self.read(|c| super::rem::identity_changes(c, mailbox))
     }
 }

@@ -383,15 +383,64 @@ CREATE TABLE IF NOT EXISTS received_receipts (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS received_receipts_pec_id ON received_receipts (pec_id);
 "#,
-    // Version 16 belongs to the REM store (branch rem-store): this placeholder stands in
-    // its place until the two are merged, and goes then.
-    "-- version 16: the REM store's migration (placeholder until the merge)\n",
+    // Version 16: REM (issue 20): the ERDS evidences issued and received, the sender
+    // identities of the mailboxes, and the authentication time of each submission.
+    // Idempotent (IF NOT EXISTS), as migrations 14 and 15.
+    r#"
+-- ERDS evidences (ETSI EN 319 522-2) we issued or received, each beside its legal-log
+-- record (kind EvidenzaREMEmessa / EvidenzaREMRicevuta) and purged with it.
+CREATE TABLE IF NOT EXISTS rem_evidences (
+    evidence_id TEXT PRIMARY KEY,       -- REM-Evidence-ID (EvidenceIdentifier)
+    event_id    INTEGER NOT NULL,       -- events.id of its legal-log record
+    message_id  TEXT NOT NULL,          -- REM message identifier it is about
+    event       TEXT NOT NULL,          -- event URI (EventCode)
+    reason      TEXT,                   -- reason code, when any
+    recipient   TEXT,                   -- recipient it is about, when any
+    issuer      TEXT NOT NULL,          -- our provider, or the peer certificate's subject
+    at          INTEGER NOT NULL,       -- event time, unix seconds
+    direction   TEXT NOT NULL CHECK (direction IN ('issued', 'received')),
+    xml         BLOB NOT NULL,          -- the signed evidence, byte-exact
+    sha256      BLOB NOT NULL           -- SHA-256 of xml
+) STRICT;
+CREATE INDEX IF NOT EXISTS rem_evidences_message ON rem_evidences (message_id, event_id);
+CREATE INDEX IF NOT EXISTS rem_evidences_event ON rem_evidences (event_id);
+
+-- The identity a mailbox's sender is named with in REM evidences (pec mailbox identity).
+CREATE TABLE IF NOT EXISTS sender_identities (
+    mailbox    TEXT PRIMARY KEY,        -- lower case
+    attributes TEXT NOT NULL,           -- JSON [{"name": SAML attribute name, "value": …}]
+    level      TEXT NOT NULL,           -- assurance level URI
+    policy     TEXT,                    -- assurance policy id
+    proofing   TEXT NOT NULL,           -- identity proofing method
+    set_at     INTEGER NOT NULL,        -- unix seconds
+    set_by     TEXT NOT NULL            -- who set it
+) STRICT;
+-- Every set and clear of a sender identity, never deleted (audit).
+CREATE TABLE IF NOT EXISTS sender_identity_changes (
+    id      INTEGER PRIMARY KEY,
+    mailbox TEXT NOT NULL,              -- lower case
+    action  TEXT NOT NULL CHECK (action IN ('set', 'clear')),
+    at      INTEGER NOT NULL,           -- unix seconds
+    changed_by TEXT NOT NULL,
+    value   TEXT                        -- JSON of the identity set (NULL for clear)
+) STRICT;
+CREATE INDEX IF NOT EXISTS sender_identity_changes_mailbox
+    ON sender_identity_changes (mailbox, id);
+
+-- When the session of each accepted submission authenticated (SASL), beside its login in
+-- pending_acceptance; written in its legal-log records' reason with the login.
+CREATE TABLE IF NOT EXISTS acceptance_auth (
+    pec_id  TEXT PRIMARY KEY,           -- pending_acceptance.pec_id
+    auth_at INTEGER NOT NULL            -- unix seconds
+) STRICT;
+"#,
     // Version 17: REM trust data.
     r#"
 -- Trusted Lists (ETSI TS 119 612) accepted for REM by pec rem trust sync and pec serve:
 -- every version kept (history), the current copy of a source being its highest sequence.
 -- Each was signed by a configured trusted list signer when stored; the text is kept as
--- fetched, so that it verifies again when loaded.
+-- fetched, so that it verifies again when loaded. IF NOT EXISTS: applying it again (a
+-- store whose schema_version was rolled back) is harmless.
 CREATE TABLE IF NOT EXISTS rem_trusted_lists (
     id          INTEGER PRIMARY KEY,
     source      TEXT NOT NULL,         -- the URL it was fetched from (rem.trust.tl_urls)

@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The REM records of the store (issue 20, schema version 16) on both backends: evidences
+//! beside their legal-log record (duplicate id refused unless the same bytes, purged with
+//! the record), sender identities with their audit rows, and the SASL authentication
+//! time of each submission in its records.
+
+use crate::backends;
+use backends::Backend;
+
+use pec::message::build::Certification;
+use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
+use pec::message::time::Instant;
+use pec::store::{
+    Accepted, EventKind, Evidence, EvidenceDirection, IdentityAttribute, LogQuery, LogStore,
+    Refused, SealRecord, SenderIdentity, Store, StoreError,
+};
+
+/// 2024-01-15T10:30:05Z.
+const AT: i64 = 1_705_314_605;
+const MESSAGE: &str = "rem-msg-1@rem.example.it";
+const ACCEPTANCE: &str = "http://uri.etsi.org/REM/Event#SubmissionAcceptance";
+
+/// Bytes a text column would not keep: NUL, a lone CR, 8-bit, CRLF.
+fn xml(n: u8) -> Vec<u8> {
+    let mut b = b"<?xml version=\"1.0\"?>\r\n<Evidence Id=\"e\">".to_vec();
+    b.extend_from_slice(&[0, 13, 0xff, 0x80, n, b'\r', b'\n']);
+    b.extend_from_slice(b"</Evidence>");
+    b
+}
+
+fn evidence(id: &str, message: &str, at: i64, direction: EvidenceDirection) -> Evidence {
+    Evidence {
+        id: id.into(),
+        message_id: message.into(),
+        event: ACCEPTANCE.into(),
+        reason: None,
+        recipient: Some("anna.bianchi@rem.altro.it".into()),
+        issuer: "Example PEC".into(),
+        at: Instant::from_unix(at),
+        direction,
+        xml: xml(1),
+    }
+}
+
+fn record(store: &dyn LogStore, e: &Evidence) -> Result<bool, StoreError> {
+    let event = e.log_event(
+        "mario.rossi@pec.example.it",
+        vec![(
+            "anna.bianchi@rem.altro.it".into(),
+            RecipientType::Certificato,
+        )],
+        "Fattura",
+        "Example PEC",
+        None,
+    );
+    store.record_evidence(e, &event)
+}
+
+both!(evidences_are_recorded_beside_their_log_record_and_read_back_byte_exact);
+fn evidences_are_recorded_beside_their_log_record_and_read_back_byte_exact(backend: &Backend) {
+    let store = &backend.store;
+    let issued = evidence("ev-1", MESSAGE, AT, EvidenceDirection::Issued);
+    let mut received = evidence("ev-2", MESSAGE, AT + 5, EvidenceDirection::Received);
+    received.event = "http://uri.etsi.org/REM/Event#ContentConsignmentFailure".into();
+    received.reason = Some("http://uri.etsi.org/REM/RejectionReason#MailboxFull".into());
+    received.issuer = "CN=REM Altro, O=Altro S.p.A., C=IT".into();
+    received.recipient = None;
+    received.xml = xml(2);
+    let other = evidence(
+        "ev-3",
+        "other@rem.example.it",
+        AT + 9,
+        EvidenceDirection::Issued,
+    );
+    assert!(record(&**store, &issued).unwrap());
+    assert!(record(&**store, &received).unwrap());
+    assert!(record(&**store, &other).unwrap());
+
+    let got = store.evidence("ev-2").unwrap().unwrap();
+    assert_eq!(got.evidence, received, "every field, the XML byte-exact");
+    assert_eq!(got.sha256, received.sha256().to_vec());
+    assert_eq!(store.evidence("nonexistent").unwrap(), None);
+
+    let list = store.evidences_for(MESSAGE).unwrap();
+    let ids: Vec<&str> = list.iter().map(|s| s.evidence.id.as_str()).collect();
+    assert_eq!(ids, ["ev-1", "ev-2"], "in the order recorded");
+    assert!(store.evidences_for("nobody").unwrap().is_empty());
+
+    // Each beside its own legal-log record, which names the event, the reason and the
+    // digest; the chain (encoding version 1) verifies.
+    let records = store
+        .search_events(&LogQuery {
+            pec_id: Some(MESSAGE.into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(list[0].event_id, records[0].id);
+    assert_eq!(list[1].event_id, records[1].id);
+    let e = &records[1].event;
+    assert_eq!(e.kind, EventKind::RemEvidence(EvidenceDirection::Received));
+    assert_eq!(e.kind.label(), "EvidenzaREMRicevuta");
+    assert_eq!(records[0].event.kind.label(), "EvidenzaREMEmessa");
+    assert_eq!(e.related_ids, ["ev-2"]);
+    assert_eq!(
+        e.reason.as_deref(),
+        Some(
+            format!(
+                "evento http://uri.etsi.org/REM/Event#ContentConsignmentFailure; \
+                 motivo http://uri.etsi.org/REM/RejectionReason#MailboxFull; sha256 {}",
+                hex::encode(received.sha256())
+            )
+            .as_str()
+        )
+    );
+    // The kind is searchable by its label.
+    let by_kind = store
+        .search_events(&LogQuery {
+            kind: Some("EvidenzaREMEmessa".into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(by_kind.len(), 2);
+    assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
+}
+
+both!(a_duplicate_evidence_id_is_a_no_op_with_the_same_bytes_and_refused_with_others);
+fn a_duplicate_evidence_id_is_a_no_op_with_the_same_bytes_and_refused_with_others(
+    backend: &Backend,
+) {
+    let store = &backend.store;
+    let first = evidence("ev-1", MESSAGE, AT, EvidenceDirection::Received);
+    assert!(record(&**store, &first).unwrap());
+    // The same bytes again (a retry): nothing recorded, no second log record.
+    assert!(!record(&**store, &first).unwrap());
+    // The same id with other bytes: a typed error, nothing recorded.
+    let mut forged = first.clone();
+    forged.xml = xml(9);
+    match record(&**store, &forged) {
+        Err(StoreError::EvidenceConflict(id)) => assert_eq!(id, "ev-1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.evidence("ev-1").unwrap().unwrap().evidence.xml,
+        xml(1)
+    );
+    let records = store
+        .search_events(&LogQuery {
+            pec_id: Some(MESSAGE.into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    // A log record of another kind is refused, nothing written.
+    let e = evidence("ev-4", MESSAGE, AT, EvidenceDirection::Issued);
+    let mut event = e.log_event("a@pec.example.it", Vec::new(), "", "P", None);
+    event.kind = EventKind::Quarantined;
+    assert!(store.record_evidence(&e, &event).is_err());
+    assert_eq!(store.evidence("ev-4").unwrap(), None);
+}
+
+fn fake_seal(store: &dyn LogStore, day: &str, from_at: i64, to_at: i64) -> SealRecord {
+    use sha2::Digest;
+    let export = store.export_range(from_at, to_at).unwrap();
+    SealRecord {
+        day: day.into(),
+        from_at,
+        to_at,
+        count: export.count,
+        first_id: export.first_id,
+        last_id: export.last_id,
+        export_sha256: sha2::Sha256::digest(&export.bytes).to_vec(),
+        signature: b"not a signature".to_vec(),
+        tst: None,
+        tsa_url: None,
+        sealed_at: to_at + 600,
+    }
+}
+
+both!(evidences_are_purged_with_their_records);
+fn evidences_are_purged_with_their_records(backend: &Backend) {
+    let store = &backend.store;
+    record(
+        &**store,
+        &evidence("ev-old", MESSAGE, AT, EvidenceDirection::Issued),
+    )
+    .unwrap();
+    let (from, to) = pec::log::day_bounds(pec::log::legal_day(Instant::from_unix(AT)));
+    // A record of the next day, past the cutoff: stays.
+    record(
+        &**store,
+        &evidence("ev-new", MESSAGE, to + 3600, EvidenceDirection::Issued),
+    )
+    .unwrap();
+    store
+        .insert_seal(&fake_seal(&**store, "2024-01-15", from, to))
+        .unwrap();
+    let report = store
+        .purge(
+            Instant::from_unix(to),
+            Instant::from_unix(to),
+            Instant::from_unix(to + 86_400),
+            "Example PEC",
+        )
+        .unwrap();
+    assert_eq!(report.events, 1);
+    assert_eq!(report.evidences, 1);
+    assert_eq!(store.evidence("ev-old").unwrap(), None);
+    assert!(store.evidence("ev-new").unwrap().is_some());
+    assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
+    let purged = store
+        .search_events(&LogQuery {
+            kind: Some("Cancellazione".into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert!(
+        purged[0]
+            .event
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("1 REM evidences"),
+        "{purged:?}"
+    );
+}
+
+fn identity(set_at: i64, by: &str) -> SenderIdentity {
+    SenderIdentity {
+        attributes: vec![
+            IdentityAttribute {
+                name: "http://eidas.europa.eu/attributes/naturalperson/PersonIdentifier".into(),
+                value: "IT/IT/RSSMRA80A01H501U".into(),
+            },
+            IdentityAttribute {
+                name: "http://eidas.europa.eu/attributes/naturalperson/CurrentFamilyName".into(),
+                value: "Rossi".into(),
+            },
+        ],
+        level: "http://eidas.europa.eu/LoA/substantial".into(),
+        policy: Some("agid-rem-1".into()),
+        proofing: "spid".into(),
+        set_at: Instant::from_unix(set_at),
+        set_by: by.into(),
+    }
+}
+
+both!(sender_identities_are_set_read_replaced_and_cleared_with_an_audit_trail);
+fn sender_identities_are_set_read_replaced_and_cleared_with_an_audit_trail(backend: &Backend) {
+    let store = &backend.store;
+    let mailbox = "Mario.Rossi@pec.example.it";
+    assert_eq!(store.sender_identity(mailbox).unwrap(), None);
+    assert!(!store
+        .clear_sender_identity(mailbox, Instant::from_unix(AT), "root")
+        .unwrap());
+    let first = identity(AT, "alice");
+    store.set_sender_identity(mailbox, &first).unwrap();
+    assert_eq!(
+        store
+            .sender_identity("mario.rossi@pec.example.it")
+            .unwrap()
+            .as_ref(),
+        Some(&first),
+        "case-insensitive, attributes in order"
+    );
+    let mut second = identity(AT + 60, "bob");
+    second.policy = None;
+    second.attributes.truncate(1);
+    store.set_sender_identity(mailbox, &second).unwrap();
+    assert_eq!(store.sender_identity(mailbox).unwrap(), Some(second));
+    assert!(store
+        .clear_sender_identity(mailbox, Instant::from_unix(AT + 120), "carol")
+        .unwrap());
+    assert_eq!(store.sender_identity(mailbox).unwrap(), None);
+    let changes: Vec<(String, i64, String)> = store
+        .sender_identity_changes(mailbox)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.action, c.at.unix(), c.by))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("set".into(), AT, "alice".into()),
+            ("set".into(), AT + 60, "bob".into()),
+            ("clear".into(), AT + 120, "carol".into()),
+        ]
+    );
+    assert!(store
+        .sender_identity_changes("nobody@pec.example.it")
+        .unwrap()
+        .is_empty());
+}
+
+fn cert(pec_id: &str) -> Certification {
+    Certification {
+        mittente: "mario.rossi@pec.example.it".into(),
+        destinatari: Vec::new(),
+        risposte: "mario.rossi@pec.example.it".into(),
+        oggetto: "Fattura".into(),
+        identificativo: pec_id.into(),
+        msgid: None,
+        requested: ReceiptType::Completa,
+        to: Vec::new(),
+        cc: Vec::new(),
+    }
+}
+
+both!(the_authentication_time_of_a_submission_is_in_its_records);
+fn the_authentication_time_of_a_submission_is_in_its_records(backend: &Backend) {
+    let store = &backend.store;
+    let at = Instant::from_unix(AT);
+    let auth = Instant::from_unix(AT - 42);
+    let accepted = Accepted {
+        pec_id: "opec.auth@pec.example.it".into(),
+        queue_id: None,
+        at,
+        cert: cert("opec.auth@pec.example.it"),
+        login: "m.rossi".into(),
+        auth_at: Some(auth),
+        provider: "Example PEC".into(),
+    };
+    store.record_accepted(&accepted).unwrap();
+    assert_eq!(
+        store.pending_acceptance(&accepted.pec_id).unwrap(),
+        Some(accepted.clone()),
+        "read back with its authentication time"
+    );
+    assert!(store
+        .acceptance_emitted(&accepted.pec_id, "acc.1@pec.example.it", at)
+        .unwrap());
+    let refused = Refused {
+        pec_id: "opec.refused@pec.example.it".into(),
+        queue_id: None,
+        at,
+        cert: cert("opec.refused@pec.example.it"),
+        kind: MessageKind::NonAcceptance,
+        reason: "troppi destinatari".into(),
+        notice_id: "na.1@pec.example.it".into(),
+        quarantine: None,
+        provider: "Example PEC".into(),
+        login: Some("m.rossi".into()),
+        auth_at: Some(auth),
+    };
+    store.record_refused(&refused).unwrap();
+    let reasons = |id: &str| -> Vec<Option<String>> {
+        store
+            .events_for(id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.reason)
+            .collect()
+    };
+    let login = "login SASL: m.rossi; autenticazione: 2024-01-15T10:29:23Z";
+    assert_eq!(
+        reasons(&accepted.pec_id),
+        [Some(login.to_string()), Some(login.to_string())]
+    );
+    assert_eq!(
+        reasons(&refused.pec_id),
+        [Some(format!("troppi destinatari; {login}"))]
+    );
+    assert!(store.verify_chain(None, None).unwrap().problems.is_empty());
+}
+
+#[test]
+fn pec_store_copy_carries_the_rem_records() {
+    let Some(pg) = Backend::postgres("copy_rem") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pec.db");
+    let sqlite = pec::store::SqliteStore::open(&path).unwrap();
+    let e = evidence("ev-1", MESSAGE, AT, EvidenceDirection::Received);
+    record(&sqlite, &e).unwrap();
+    let mailbox = "mario.rossi@pec.example.it";
+    sqlite
+        .set_sender_identity(mailbox, &identity(AT, "alice"))
+        .unwrap();
+    sqlite
+        .clear_sender_identity(mailbox, Instant::from_unix(AT + 1), "bob")
+        .unwrap();
+    sqlite
+        .set_sender_identity(mailbox, &identity(AT + 2, "carol"))
+        .unwrap();
+    let accepted = Accepted {
+        pec_id: "opec.auth@pec.example.it".into(),
+        queue_id: None,
+        at: Instant::from_unix(AT),
+        cert: cert("opec.auth@pec.example.it"),
+        login: "m.rossi".into(),
+        auth_at: Some(Instant::from_unix(AT - 5)),
+        provider: "Example PEC".into(),
+    };
+    sqlite.record_accepted(&accepted).unwrap();
+
+    let dest = pec::store::PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls())
+        .unwrap();
+    let report = pec::store::copy::copy_from_sqlite(&path, &dest).unwrap();
+    let rows = |t: &str| report.tables.iter().find(|(n, _)| *n == t).unwrap().1;
+    assert_eq!(rows("rem_evidences"), 1);
+    assert_eq!(rows("sender_identities"), 1);
+    assert_eq!(rows("sender_identity_changes"), 3);
+    assert_eq!(rows("acceptance_auth"), 1);
+    assert_eq!(
+        dest.evidence("ev-1").unwrap(),
+        sqlite.evidence("ev-1").unwrap()
+    );
+    assert_eq!(
+        dest.sender_identity(mailbox).unwrap(),
+        sqlite.sender_identity(mailbox).unwrap()
+    );
+    assert_eq!(
+        dest.sender_identity_changes(mailbox).unwrap(),
+        sqlite.sender_identity_changes(mailbox).unwrap()
+    );
+    assert_eq!(
+        dest.pending_acceptance(&accepted.pec_id).unwrap(),
+        Some(accepted)
+    );
+    assert!(dest.verify_chain(None, None).unwrap().problems.is_empty());
+}
