@@ -198,6 +198,8 @@ fn signing(c: &mut Criterion) {
         );
     }
 
+    evidences(&open, &pki, dir.path(), at);
+
     // Ratios against the bare signature, from medians measured here, in this run.
     let bare = median(200, || {
         signer.bare_sign(black_box(&attrs_sized)).expect("sign");
@@ -216,6 +218,99 @@ fn signing(c: &mut Criterion) {
             t * 1e3,
             t / bare,
             raw.len() as f64 / t / 1e6
+        );
+    }
+}
+
+/// An unsigned ERDS evidence of the size of the REM kit's (about 4 KB).
+fn unsigned_evidence() -> String {
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><tns:Evidence \
+         xmlns:tns=\"http://uri.etsi.org/19522/v1#\" version=\"EN319522v1.1.1\">\n",
+    );
+    for i in 0..40 {
+        xml.push_str(&format!(
+            "  <tns:Detail n=\"{i}\">recipient-{i}@pec.example.net accepted</tns:Detail>\n"
+        ));
+    }
+    xml.push_str("</tns:Evidence>");
+    xml
+}
+
+/// A running tsa.py (plain HTTP), killed when dropped.
+struct TsaProcess(std::process::Child);
+
+impl Drop for TsaProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// ERDS evidence signatures (issue 20), RSA-3072 and ECDSA P-256 on SoftHSM2: XAdES-B-B
+/// (`xades::sign_b_b`) and B-T (`xades::sign`, with tests/tsa/tsa.py on this machine over
+/// HTTP and the token checked against the test CA), as ratios to the bare signature of the
+/// same key, medians of this run.
+fn evidences(
+    open: &dyn Fn(&str) -> Pkcs11Signer,
+    pki: &testing::TestPki,
+    dir: &std::path::Path,
+    at: Instant,
+) {
+    use std::io::BufRead;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
+    let files = dir.join("tsa");
+    let made = std::process::Command::new("sh")
+        .arg(root.join("make-tsa.sh"))
+        .arg(&files)
+        .arg(&pki.dir)
+        .output()
+        .expect("make-tsa.sh");
+    assert!(made.status.success(), "make-tsa.sh failed");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(root.join("tsa.py"))
+        .arg(files.join("tsa.cnf"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 for the test TSA");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("tsa.py port");
+    let _tsa = TsaProcess(child);
+    let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+    let settings = pec::crypto::tsa::TsaSettings {
+        ca_file: Some(pki.ca_cert.clone()),
+        policy: Some("1.3.6.1.4.1.99999.1.1".into()),
+        ..pec::crypto::tsa::TsaSettings::new(
+            &format!("http://127.0.0.1:{port}/tsa"),
+            Duration::from_secs(20),
+        )
+    };
+    let xml = unsigned_evidence();
+    let attrs_sized = vec![0x5au8; 200];
+    println!("\nERDS evidence (XAdES) on SoftHSM2, medians of this run:");
+    println!("  key | bare signature | B-B (ratio) | B-T with a local TSA (ratio)");
+    for label in ["pec-rsa3072", "pec-p256"] {
+        let key = open(label);
+        let name = key.key_kind().expect("key kind").describe();
+        let bare = median(200, || {
+            key.bare_sign(black_box(&attrs_sized)).expect("sign");
+        });
+        let b_b = median(200, || {
+            black_box(pec::rem::xades::sign_b_b(&xml, &key, at).expect("b-b"));
+        });
+        let b_t = median(40, || {
+            black_box(pec::rem::xades::sign(&xml, &key, at, &settings).expect("b-t"));
+        });
+        println!(
+            "  {name} | {:.3} ms | {:.3} ms ({:.2}x) | {:.3} ms ({:.2}x)",
+            bare * 1e3,
+            b_b * 1e3,
+            b_b / bare,
+            b_t * 1e3,
+            b_t / bare
         );
     }
 }

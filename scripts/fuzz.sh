@@ -19,7 +19,7 @@ root=$(pwd)
 seconds=${1:-25}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments)
+[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments xmldsig)
 
 export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
@@ -34,7 +34,7 @@ fi
 # --- seeds from the fixtures ---------------------------------------------------------------
 seeds=$work/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments}
+mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments,xmldsig}
 fx=tests/fixtures
 for f in "$fx"/originals/*.eml; do
   cp "$f" "$seeds/mime/"
@@ -63,6 +63,23 @@ for d in "$fx"/*/; do
     printf '\r\n--b--\r\n'
   } > "$seeds/classify/$name.eml"
 done
+# The xmldsig target: the daticert documents, and the evidences of the REM kit when it is
+# there (read where they are, written only into the seed directory).
+cp "$seeds"/daticert/* "$seeds/xmldsig/" 2>/dev/null || true
+rem_kit=${PEC_REM_KIT:-$root/../shared/rem-kit}
+if [ -d "$rem_kit" ]; then
+  python3 - "$rem_kit" "$seeds/xmldsig" <<'PY'
+import email, pathlib, sys
+n = 0
+for path in sorted(pathlib.Path(sys.argv[1]).rglob("*.eml")):
+    for part in email.message_from_bytes(path.read_bytes()).walk():
+        if part.get("REM-Section-Type", "").strip() == "rem_message/xml_evidence" and n < 40:
+            pathlib.Path(sys.argv[2], "evidence-%d.xml" % n).write_bytes(part.get_payload(decode=True))
+            n += 1
+PY
+else
+  echo "fuzz: SKIPPED the REM kit evidences as xmldsig seeds: $rem_kit absent" >&2
+fi
 session() { # session GREETING_VERB > file: one whole transaction, pipelined
   printf '%s client.example\r\n' "$1"
   [ "$1" = EHLO ] && printf 'XFORWARD NAME=client.example ADDR=192.0.2.1 IDENT=4F1A2B3C4D\r\n'

@@ -17,6 +17,9 @@ packages=(
   faketime
   # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
   python3-minimal
+  # REM evidences (XAdES) checked by an independent implementation: xmlsec1 verifies what
+  # we sign and gives the canonical bytes we compare ours with (tests/model/xades.rs)
+  xmlsec1
   # the PostgreSQL store's tests: a private PostgreSQL 15 (tests/e2e/lib_pg.sh)
   postgresql
   # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out
@@ -24,6 +27,9 @@ packages=(
   # REM: the DNS server of the test zones (tests/e2e/lib_rem.sh; the binary only, no
   # service), and curl to fetch Trusted Lists from the test HTTPS server
   dnsmasq-base curl
+  # REM: xmllint validates our CSI document against the EN 319 532-4 schema, with the W3C
+  # (xml, xmldsig, xenc) and SAML schemas it imports
+  libxml2-utils xmltooling-schemas opensaml-schemas
 )
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is

@@ -376,6 +376,10 @@ pub struct RemConfig {
     pub evidence_tsa_client_cert: Option<PathBuf>,
     pub evidence_tsa_client_key: Option<PathBuf>,
     pub evidence_tsa_tls_ca_file: Option<PathBuf>,
+    /// `[rem.trust]`: the Trusted Lists of the REM peers (type in `rem::trust`).
+    pub trust: crate::rem::trust::TrustConfig,
+    /// `[rem.csi]`: our Capability and Security Information document (type in `rem::csi`).
+    pub csi: crate::rem::csi::CsiConfig,
 }
 
 /// The REM baseline policy (ETSI EN 319 532-4).
@@ -402,6 +406,8 @@ impl Default for RemConfig {
             evidence_tsa_client_cert: None,
             evidence_tsa_client_key: None,
             evidence_tsa_tls_ca_file: None,
+            trust: crate::rem::trust::TrustConfig::default(),
+            csi: crate::rem::csi::CsiConfig::default(),
         }
     }
 }
@@ -905,6 +911,10 @@ pub struct Settings {
     pub revocation: crate::crypto::revocation::RevocationSettings,
     /// `[clock]`.
     pub clock: ClockPolicy,
+    /// `[rem.trust]`; `None` without `rem.trust.tl_urls`.
+    pub rem_trust: Option<crate::rem_sync::TrustSettings>,
+    /// `rem.csi.validity`.
+    pub csi_validity: Duration,
     /// `[rem]`.
     pub rem: RemSettings,
 }
@@ -1237,8 +1247,12 @@ impl Config {
         let metrics = self.metrics_endpoint()?;
         let clock = self.clock_policy()?;
         let rem = self.rem_settings(tsa.as_ref())?;
+        let rem_trust = self.rem_trust_settings()?;
+        let csi_validity = duration("rem.csi.validity", &self.rem.csi.validity)?;
         Ok(Settings {
             rem,
+            rem_trust,
+            csi_validity,
             clock,
             metrics,
             revocation,
@@ -1862,6 +1876,41 @@ impl Config {
             fail_unknown: fail("clock.unknown", &self.clock.unknown)?,
             max_error: duration("clock.max_error", &self.clock.max_error)?,
         })
+    }
+
+    /// `[rem.trust]`: every URL `http[s]://HOST[:PORT]/PATH`, at least one signer file
+    /// with them, the durations.
+    fn rem_trust_settings(&self) -> Result<Option<crate::rem_sync::TrustSettings>, InvalidValue> {
+        let t = &self.rem.trust;
+        let refresh = duration("rem.trust.refresh", t.refresh.as_deref().unwrap_or("1d"))?;
+        let timeout = duration("rem.trust.timeout", t.timeout.as_deref().unwrap_or("30s"))?;
+        for p in &t.tl_signer_files {
+            path_not_empty("rem.trust.tl_signer_files", p)?;
+        }
+        if t.tl_urls.is_empty() {
+            return Ok(None);
+        }
+        for url in &t.tl_urls {
+            if crate::crypto::http::parse_url(url).is_none() {
+                return Err(invalid(
+                    "rem.trust.tl_urls",
+                    format!("\"{url}\": expected http[s]://HOST[:PORT]/PATH"),
+                ));
+            }
+        }
+        if t.tl_signer_files.is_empty() {
+            return Err(invalid(
+                "rem.trust.tl_signer_files",
+                "empty: rem.trust.tl_urls needs the certificates allowed to sign the lists",
+            ));
+        }
+        Ok(Some(crate::rem_sync::TrustSettings {
+            tl_urls: t.tl_urls.clone(),
+            signer_files: t.tl_signer_files.clone(),
+            refresh,
+            timeout,
+            tls_ca_file: t.tls_ca_file.clone(),
+        }))
     }
 
     fn metrics_endpoint(&self) -> Result<Option<Endpoint>, InvalidValue> {

@@ -17,7 +17,7 @@ use crate::store::{
 };
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
-use crate::store::{MailboxSettings, Outage, Retired};
+use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
 use crate::BoxFuture;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -138,6 +138,9 @@ impl Store for TestStore {
         fn release_timeout(&self, due: &DueNotice) -> ();
         fn stored_index(&self) -> Option<StoredIndex>;
         fn replace_index(&self, index: &StoredIndex) -> ();
+        fn store_trusted_list(&self, list: &StoredTrustedList) -> bool;
+        fn trusted_lists(&self) -> Vec<StoredTrustedList>;
+        fn trusted_list_history(&self) -> Vec<TrustedListVersion>;
         fn search_events(&self, query: &LogQuery) -> Vec<LoggedEvent>;
         fn record_receipt_received(
             &self,

@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod reception;
 pub mod reload;
 pub mod rem;
+pub mod rem_sync;
 pub mod serve;
 pub mod setup;
 pub mod smtp;

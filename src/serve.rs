@@ -317,6 +317,20 @@ pub async fn run_with(
             store, index, source, every, force, tls_policy, stop,
         ))
     });
+    // The REM peers view from the Trusted Lists (`[rem.trust]`); the REM roles take it
+    // from `rem_peers` when they are wired.
+    let rem_trust = settings.rem_trust.clone().map(|trust| {
+        let peers = Arc::new(crate::rem::trust::PeersHandle::default());
+        let stop = stopped(stop_rx.clone());
+        info!(lists = trust.tl_urls.len(), every = ?trust.refresh, "rem trusted list refresh running");
+        let task = tokio::spawn(crate::rem_sync::run(
+            store.clone(),
+            peers.clone(),
+            trust,
+            stop,
+        ));
+        (peers, task)
+    });
 
     tokio::pin!(shutdown);
     let mut running = config;
@@ -374,6 +388,9 @@ pub async fn run_with(
     stop_timers(timers).await;
     if let Some(r) = refresh {
         let _ = r.await;
+    }
+    if let Some((_peers, task)) = rem_trust {
+        let _ = task.await;
     }
     if let Some(m) = metrics {
         let _ = m.await;

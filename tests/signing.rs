@@ -485,6 +485,18 @@ fn pkcs11_signer_with_softhsm() {
             }
         }
     }
+    // XAdES-B-B evidence signatures (rem::xades) through the token: RSA and ECDSA (raw
+    // r||s in XML-DSig), SHA-256 and SHA-384; checked by our verifier and by xmlsec1.
+    for (label, digest, method) in [
+        ("pec-test", DigestAlg::Sha256, "xmldsig-more#rsa-sha256"),
+        ("pec-p256", DigestAlg::Sha256, "xmldsig-more#ecdsa-sha256"),
+        ("pec-p384", DigestAlg::Sha384, "xmldsig-more#ecdsa-sha384"),
+    ] {
+        let signer =
+            Pkcs11Signer::open(&pkcs11_config(&module, label, "1234", digest, &pki)).unwrap();
+        check_xades_b_b(&signer, &pki, dir.path(), method);
+    }
+
     let err = Pkcs11Signer::open(&pkcs11_config(
         &module,
         "pec-p256",
@@ -557,6 +569,45 @@ fn pkcs11_signer_with_softhsm() {
         let (ok, err) = openssl_cms_verify(&p7s, CONTENT, &pki.ca_cert);
         assert!(ok, "{err}");
     }
+}
+
+/// An unsigned ERDS evidence in the REM kit's shape.
+const EVIDENCE: &str = concat!(
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+    "<tns:Evidence xmlns:tns=\"http://uri.etsi.org/19522/v1#\" version=\"EN319522v1.1.1\">\n",
+    "  <tns:EvidenceIdentifier>1@pec.example.it</tns:EvidenceIdentifier>\n",
+    "</tns:Evidence>"
+);
+
+/// Signs [`EVIDENCE`] into XAdES-B-B with `signer`; the result verifies with our verifier
+/// (the token's certificate, the signature method `method`) and with xmlsec1 when installed.
+fn check_xades_b_b(signer: &dyn Signer, pki: &TestPki, dir: &Path, method: &str) {
+    let xml = pec::rem::xades::sign_b_b(EVIDENCE, signer, Instant::from_unix(AT)).unwrap();
+    assert!(xml.contains(method), "{method}");
+    let v = pec::crypto::xmldsig::verify(xml.as_bytes()).unwrap();
+    assert_eq!(v.signer_certificate(), signer.certificate_der());
+    assert!(v.covers_document());
+    let altered = xml.replace("1@pec", "2@pec");
+    assert!(pec::crypto::xmldsig::verify(altered.as_bytes()).is_err());
+    if Command::new("xmlsec1").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: xmlsec1 not installed: the xades check by xmlsec1");
+        return;
+    }
+    let file = dir.join("evidence.xml");
+    std::fs::write(&file, &xml).unwrap();
+    let out = Command::new("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(&pki.ca_cert)
+        .args(["--id-attr:Id", "SignedProperties"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{method}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Logs the process out of `label` through a second handle on the (already initialised)

@@ -17,6 +17,7 @@ pub mod ops;
 mod quarantine;
 mod rem;
 mod rem_routing;
+mod rem_trust;
 mod serve;
 mod service;
 mod setup;
@@ -76,6 +77,10 @@ pub enum Command {
     /// `index.refresh`).
     #[command(subcommand)]
     Index(IndexCommand),
+    /// REM (ETSI EN 319 532-4, the AgID REM-Policy-IT profile): the Trusted Lists of the
+    /// REM peers, our CSI document, the routing check of a recipient domain.
+    #[command(subcommand)]
+    Rem(rem::RemCommand),
     /// Which login may send as which address (by default a login sends only as itself).
     #[command(subcommand)]
     Sender(SenderCommand),
@@ -130,9 +135,6 @@ pub enum Command {
     /// of this configuration (see /usr/share/doc/pec/install.md).
     #[command(subcommand)]
     Setup(setup::SetupCommand),
-    /// REM (ETSI EN 319 532-4, the AgID REM-Policy-IT profile): routing and trust checks.
-    #[command(subcommand)]
-    Rem(rem::RemCommand),
 }
 
 /// Runs the CLI and returns the process exit code.

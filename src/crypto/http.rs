@@ -1,7 +1,131 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! The HTTP/1.1 responses pec reads (the time-stamping authority of [`super::tsa`], the CRL
-//! and OCSP servers of [`super::revocation`]): a whole response, already read under each
-//! client's own size and time bounds, down to its body.
+//! and OCSP servers of [`super::revocation`], the REM Trusted Lists): a whole response,
+//! already read under each client's own size and time bounds, down to its body; and the
+//! plain or HTTPS exchange of the TSA client and of [`get`].
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod};
+
+/// The parts of an `http[s]://HOST[:PORT]/PATH` URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+/// Parses `http[s]://HOST[:PORT]/PATH` (no user information).
+pub fn parse_url(url: &str) -> Option<Url> {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (true, r),
+        (None, Some(r)) => (false, r),
+        _ => return None,
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let default = if tls { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']'),
+            p.parse().ok()?,
+        ),
+        _ => (authority, default),
+    };
+    if host.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(Url {
+        tls,
+        host: host.to_string(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+/// Sends the request on `stream` and reads the whole response (at most `max` bytes).
+pub fn exchange<S: Read + Write>(
+    mut stream: S,
+    head: &[u8],
+    body: &[u8],
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(head)
+        .and_then(|_| stream.write_all(body))
+        .and_then(|_| stream.flush())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    match stream.take(max + 1).read_to_end(&mut response) {
+        Ok(_) if response.len() as u64 > max => Err(format!("response larger than {max} bytes")),
+        Ok(_) => Ok(response),
+        // A TLS server that closes without close_notify: what arrived is checked by
+        // [`response_body`] (Content-Length or chunked framing), a truncated answer is
+        // refused there.
+        Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ok(response)
+        }
+        Err(e) => Err(format!("receive: {e}")),
+    }
+}
+
+/// GETs `url` (`http://` or `https://`, the server certificate verified against
+/// `tls_ca_file` or the system store) and returns the body of a 200 answer of at most
+/// `max` bytes; `timeout` bounds the connection and each read and write.
+pub fn get(
+    url: &str,
+    tls_ca_file: Option<&Path>,
+    timeout: Duration,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let Url {
+        tls,
+        host,
+        port,
+        path,
+    } = parse_url(url).ok_or("expected http[s]://HOST[:PORT]/PATH")?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let host_header = match (tls, port) {
+        (false, 80) | (true, 443) => host.clone(),
+        _ => format!("{host}:{port}"),
+    };
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pec/{}\r\n\
+         Connection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let response = if tls {
+        let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+        if let Some(ca) = tls_ca_file {
+            b.set_ca_file(ca)
+                .map_err(|e| format!("tls ca file \"{}\": {e}", ca.display()))?;
+        }
+        let stream = b
+            .build()
+            .connect(&host, stream)
+            .map_err(|e| format!("tls: {e}"))?;
+        exchange(stream, head.as_bytes(), b"", max)?
+    } else {
+        exchange(stream, head.as_bytes(), b"", max)?
+    };
+    response_body(&response)
+}
 
 /// The body of a whole `response`: status 200 required; `Transfer-Encoding: chunked`
 /// decoded, else `Content-Length` honoured (a shorter body is an error). Errors are plain

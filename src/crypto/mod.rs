@@ -200,6 +200,7 @@ pub mod smime;
 pub mod testing;
 pub mod tsa;
 pub mod verify;
+pub mod xmldsig;
 
 pub use cms_sign::{sign_attached, sign_detached};
 pub use file_key::PemSigner;

@@ -8,7 +8,6 @@
 //! nonce, our policy, a time close to ours, a signature by a certificate that chains to the
 //! configured CA at the token's time and whose extended key usage is timeStamping only.
 
-use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use openssl::x509::{X509ExtendedKeyUsage, X509};
 use thiserror::Error;
 
 use super::asn1;
+use super::http::{exchange, Url};
 use crate::message::time::Instant;
 
 /// id-sha256.
@@ -356,43 +356,9 @@ pub fn verify_fresh(
     verify_token(token, sha256, settings.ca_file.as_deref())
 }
 
-/// The parts of a TSA URL.
-#[derive(Debug, PartialEq, Eq)]
-struct Url {
-    tls: bool,
-    host: String,
-    port: u16,
-    path: String,
-}
-
 /// Parses `http[s]://HOST[:PORT]/PATH`.
 fn parse_url(url: &str) -> Result<Url, TsaError> {
-    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-        (Some(r), _) => (true, r),
-        (None, Some(r)) => (false, r),
-        _ => return Err(TsaError::Url(url.to_string())),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let default = if tls { 443 } else { 80 };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']'),
-            p.parse().map_err(|_| TsaError::Url(url.to_string()))?,
-        ),
-        _ => (authority, default),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err(TsaError::Url(url.to_string()));
-    }
-    Ok(Url {
-        tls,
-        host: host.to_string(),
-        port,
-        path: path.to_string(),
-    })
+    super::http::parse_url(url).ok_or_else(|| TsaError::Url(url.to_string()))
 }
 
 /// Checks the syntax of a TSA URL (configuration).
@@ -431,25 +397,6 @@ fn authorization(settings: &TsaSettings) -> Result<String, String> {
     use base64::Engine as _;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     Ok(format!("Authorization: Basic {token}\r\n"))
-}
-
-/// Sends the request on `stream` and reads the whole response (at most [`MAX_RESPONSE`]).
-fn exchange<S: Read + Write>(mut stream: S, head: &[u8], body: &[u8]) -> Result<Vec<u8>, String> {
-    stream
-        .write_all(head)
-        .and_then(|_| stream.write_all(body))
-        .and_then(|_| stream.flush())
-        .map_err(|e| format!("send: {e}"))?;
-    let mut response = Vec::new();
-    match stream.take(MAX_RESPONSE).read_to_end(&mut response) {
-        Ok(_) => Ok(response),
-        // A TLS server that closes without close_notify: what arrived is checked below
-        // (Content-Length or chunked framing), a truncated answer is refused there.
-        Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(response)
-        }
-        Err(e) => Err(format!("receive: {e}")),
-    }
 }
 
 /// POSTs `body` as `application/timestamp-query` and returns the response body.
@@ -494,9 +441,9 @@ fn post(settings: &TsaSettings, body: &[u8]) -> Result<Vec<u8>, TsaError> {
         let stream = connector
             .connect(&host, stream)
             .map_err(|e| http(format!("tls: {e}")))?;
-        exchange(stream, head.as_bytes(), body)
+        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
     } else {
-        exchange(stream, head.as_bytes(), body)
+        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
     }
     .map_err(http)?;
     super::http::response_body(&response).map_err(http)

@@ -6,5 +6,8 @@
 //! XAdES signature, the REM message layout, the trust data of the peers. The three roles use
 //! it the way they use `message` for PEC.
 
+pub mod csi;
 pub mod dns;
+pub mod trust;
+pub mod xades;
 pub mod xml;

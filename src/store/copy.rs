@@ -343,6 +343,21 @@ const TABLES: &[Table] = &[
         columns: &[("pec_id", 't'), ("auth_at", 'i')],
         order: "pec_id",
         read: None,
+    }, // Version 17.
+    Table {
+        name: "rem_trusted_lists",
+        columns: &[
+            ("source", 't'),
+            ("territory", 't'),
+            ("sequence", 'i'),
+            ("issued_at", 'i'),
+            ("next_update", 'i'),
+            ("fetched_at", 'i'),
+            ("checked_at", 'i'),
+            ("xml", 't'),
+        ],
+        order: "id",
+        read: None,
     },
 ];
 

@@ -564,6 +564,18 @@ pub trait Store: Send + Sync {
     /// or the new one). The caller has validated it.
     fn replace_index(&self, index: &StoredIndex) -> Result<(), StoreError>;
 
+    // ---- REM trust data ----
+
+    /// REM: keeps a Trusted List that [`crate::rem::trust::accept`] accepted. A version
+    /// (source, sequence) not seen before is added to the history and becomes the
+    /// source's current copy; one already stored only has its `checked_at` moved (its
+    /// first text stays). True when the version is new.
+    fn store_trusted_list(&self, list: &StoredTrustedList) -> Result<bool, StoreError>;
+    /// REM: the current copy of each source (its highest sequence number), by source.
+    fn trusted_lists(&self) -> Result<Vec<StoredTrustedList>, StoreError>;
+    /// REM: every stored version, without its text: by source, newest first.
+    fn trusted_list_history(&self) -> Result<Vec<TrustedListVersion>, StoreError>;
+
     // ---- Legal log ----
 
     /// Legal-log records matching `query`, in log order (`pec log search`, owner extracts).
@@ -708,6 +720,33 @@ pub struct LogRequest {
     pub subject: String,
     /// Postfix queue id at the access point.
     pub queue_id: Option<String>,
+}
+
+/// A Trusted List accepted for REM (ETSI TS 119 612), as fetched and signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTrustedList {
+    pub version: TrustedListVersion,
+    /// The list as fetched, signature included (it verifies again when loaded).
+    pub xml: String,
+}
+
+/// One stored version of a Trusted List.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedListVersion {
+    /// Where it was fetched from (`[rem.trust] tl_urls`).
+    pub source: String,
+    /// `SchemeTerritory`.
+    pub territory: String,
+    /// `TSLSequenceNumber`.
+    pub sequence: u64,
+    /// `ListIssueDateTime`.
+    pub issued_at: Instant,
+    /// `NextUpdate`; `None` for a closed list.
+    pub next_update: Option<Instant>,
+    /// When this version was first fetched and accepted.
+    pub fetched_at: Instant,
+    /// When it was last fetched and found unchanged.
+    pub checked_at: Instant,
 }
 
 /// The stored local copy of the provider index (spec §7.2).

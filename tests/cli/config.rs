@@ -507,6 +507,8 @@ fn the_sample_configuration_parses_and_matches_etc() {
     assert_eq!(c.timers, pec::config::TimersConfig::default());
     assert_eq!(c.serve, pec::config::ServeConfig::default());
     assert_eq!(c.rem, pec::config::RemConfig::default());
+    assert_eq!(s.rem_trust, None);
+    assert_eq!(s.csi_validity, std::time::Duration::from_secs(365 * 86400));
     let on_disk =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/etc/pec.toml.sample"))
             .unwrap();
@@ -620,6 +622,37 @@ fn every_key_of_the_sample_is_documented() {
         ("timers", &["enabled", "interval"][..]),
         ("metrics", &["listen"][..]),
         ("serve", &["roles"][..]),
+        (
+            "rem.trust",
+            &[
+                "tl_urls",
+                "tl_signer_files",
+                "refresh",
+                "timeout",
+                "tls_ca_file",
+            ][..],
+        ),
+        (
+            "rem.csi",
+            &[
+                "sequence",
+                "operator_name",
+                "street",
+                "locality",
+                "postal_code",
+                "country",
+                "electronic_addresses",
+                "information_uri",
+                "policy_uri",
+                "pointer_to_tl",
+                "distribution_point",
+                "erds_id",
+                "erds_domain",
+                "assurance_level",
+                "tls_certificate",
+                "validity",
+            ][..],
+        ),
         (
             "rem",
             &[
@@ -1205,4 +1238,37 @@ fn the_postgres_store_tls_settings_are_checked() {
         err.contains("store.cert_file") && err.contains("required"),
         "{err}"
     );
+}
+
+#[test]
+fn rem_trust_settings_are_checked() {
+    let ok = format!(
+        "{BASE}\n[rem.trust]\ntl_urls = [\"https://tl.example.it/TL.xml\"]\n\
+         tl_signer_files = [\"/etc/pec/tl.pem\"]\nrefresh = \"12h\"\n"
+    );
+    let s = config::parse(&ok, FILE).unwrap().settings().unwrap();
+    let t = s.rem_trust.unwrap();
+    assert_eq!(t.tl_urls, ["https://tl.example.it/TL.xml"]);
+    assert_eq!(t.refresh, Duration::from_secs(12 * 3600));
+    assert_eq!(t.timeout, Duration::from_secs(30));
+    let e = error(&format!(
+        "{BASE}\n[rem.trust]\ntl_urls = [\"https://tl.example.it/TL.xml\"]\n"
+    ));
+    assert!(
+        e.contains("key \"rem.trust.tl_signer_files\"") && e.contains("needs the certificates"),
+        "{e}"
+    );
+    let e = error(&format!(
+        "{BASE}\n[rem.trust]\ntl_urls = [\"ftp://tl.example.it/TL.xml\"]\ntl_signer_files = [\"/x.pem\"]\n"
+    ));
+    assert!(e.contains("line 27: key \"rem.trust.tl_urls\""), "{e}");
+    let e = error(&format!("{BASE}\n[rem.trust]\nrefresh = \"1x\"\n"));
+    assert!(
+        e.contains("key \"rem.trust.refresh\": invalid duration \"1x\""),
+        "{e}"
+    );
+    let e = error(&format!("{BASE}\n[rem.csi]\nvalidity = \"soon\"\n"));
+    assert!(e.contains("key \"rem.csi.validity\""), "{e}");
+    let e = error(&format!("{BASE}\n[rem.trust]\nunknown = 1\n"));
+    assert!(e.contains("unknown"), "{e}");
 }

@@ -13,3 +13,4 @@ mod daticert;
 mod messages;
 mod revocation;
 mod verify_samples;
+mod xades;

@@ -365,4 +365,19 @@ CREATE TABLE IF NOT EXISTS acceptance_auth (
     auth_at BIGINT NOT NULL
 );
 "#,
+    // Version 17: REM trust data (see the SQLite migration 17).
+    r#"
+CREATE TABLE IF NOT EXISTS rem_trusted_lists (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      TEXT NOT NULL,
+    territory   TEXT NOT NULL,
+    sequence    BIGINT NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    next_update BIGINT,
+    fetched_at  BIGINT NOT NULL,
+    checked_at  BIGINT NOT NULL,
+    xml         TEXT NOT NULL,
+    UNIQUE (source, sequence)
+);
+"#,
 ];

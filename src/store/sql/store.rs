@@ -16,8 +16,8 @@ use crate::store::outbox::received_record;
 use crate::store::{
     Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
     LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
-    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, TimeoutClaim, Tracking,
-    TrackingState,
+    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, StoredTrustedList,
+    TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 
@@ -39,6 +39,22 @@ fn outage_row(r: &super::Row) -> Result<Outage, StoreError> {
 }
 
 const OUTAGE_COLUMNS: &str = "kind, reason, started_at, ended_at";
+
+const TRUSTED_LIST_COLUMNS: &str = "t.source, t.territory, t.sequence, t.issued_at, \
+     t.next_update, t.fetched_at, t.checked_at, t.id";
+
+/// A [`TrustedListVersion`] from [`TRUSTED_LIST_COLUMNS`].
+fn trusted_list_version(r: &super::Row) -> Result<TrustedListVersion, StoreError> {
+    Ok(TrustedListVersion {
+        source: r.get(0)?,
+        territory: r.get(1)?,
+        sequence: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+        issued_at: Instant::from_unix(r.get(3)?),
+        next_update: r.get::<Option<i64>>(4)?.map(Instant::from_unix),
+        fetched_at: Instant::from_unix(r.get(5)?),
+        checked_at: Instant::from_unix(r.get(6)?),
+    })
+}
 
 impl<B: Backend> Store for B {
     /// The rule: `login` may send as `address` when the `senders` table maps that pair;
@@ -706,6 +722,83 @@ impl<B: Backend> Store for B {
             )
             .map(drop)
         })
+    }
+
+    fn store_trusted_list(&self, list: &StoredTrustedList) -> Result<bool, StoreError> {
+        let v = &list.version;
+        let what = format!(
+            "store trusted list {} sequence {} from \"{}\"",
+            v.territory, v.sequence, v.source
+        );
+        let sequence = i64::try_from(v.sequence).unwrap_or(i64::MAX);
+        self.write("store a trusted list", |c| {
+            let moved = exec(
+                c,
+                &what,
+                "UPDATE rem_trusted_lists SET checked_at = $3 WHERE source = $1 AND sequence = $2",
+                args![&v.source, sequence, v.checked_at.unix()],
+            )?;
+            if moved > 0 {
+                return Ok(false);
+            }
+            exec(
+                c,
+                &what,
+                "INSERT INTO rem_trusted_lists (source, territory, sequence, issued_at,
+                     next_update, fetched_at, checked_at, xml)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                args![
+                    &v.source,
+                    &v.territory,
+                    sequence,
+                    v.issued_at.unix(),
+                    v.next_update.map(Instant::unix),
+                    v.fetched_at.unix(),
+                    v.checked_at.unix(),
+                    &list.xml
+                ],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn trusted_lists(&self) -> Result<Vec<StoredTrustedList>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                "read the trusted lists",
+                &format!(
+                    "SELECT {TRUSTED_LIST_COLUMNS}, t.xml FROM rem_trusted_lists t
+                     WHERE t.sequence = (SELECT MAX(sequence) FROM rem_trusted_lists u
+                                         WHERE u.source = t.source)
+                     ORDER BY t.source"
+                ),
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredTrustedList {
+                    version: trusted_list_version(r)?,
+                    xml: r.get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    fn trusted_list_history(&self) -> Result<Vec<TrustedListVersion>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                "read the trusted list history",
+                &format!(
+                    "SELECT {TRUSTED_LIST_COLUMNS} FROM rem_trusted_lists t
+                     ORDER BY t.source, t.sequence DESC"
+                ),
+                &[],
+            )
+        })?;
+        rows.iter().map(trusted_list_version).collect()
     }
 
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {

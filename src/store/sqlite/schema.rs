@@ -434,4 +434,24 @@ CREATE TABLE IF NOT EXISTS acceptance_auth (
     auth_at INTEGER NOT NULL            -- unix seconds
 ) STRICT;
 "#,
+    // Version 17: REM trust data.
+    r#"
+-- Trusted Lists (ETSI TS 119 612) accepted for REM by pec rem trust sync and pec serve:
+-- every version kept (history), the current copy of a source being its highest sequence.
+-- Each was signed by a configured trusted list signer when stored; the text is kept as
+-- fetched, so that it verifies again when loaded. IF NOT EXISTS: applying it again (a
+-- store whose schema_version was rolled back) is harmless.
+CREATE TABLE IF NOT EXISTS rem_trusted_lists (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,         -- the URL it was fetched from (rem.trust.tl_urls)
+    territory   TEXT NOT NULL,         -- SchemeTerritory
+    sequence    INTEGER NOT NULL,      -- TSLSequenceNumber
+    issued_at   INTEGER NOT NULL,      -- ListIssueDateTime, unix seconds
+    next_update INTEGER,               -- NextUpdate, unix seconds; NULL: a closed list
+    fetched_at  INTEGER NOT NULL,      -- first fetched and accepted, unix seconds
+    checked_at  INTEGER NOT NULL,      -- last fetched unchanged, unix seconds
+    xml         TEXT NOT NULL,         -- the list as fetched, signature included
+    UNIQUE (source, sequence)
+) STRICT;
+"#,
 ];

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! `pec rem trust sync|show` against a Trusted List served over HTTP on loopback, and
+//! `pec rem csi publish`.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use pec::rem::csi;
+use pec::rem::trust::{DigitalIdentity, RemPeer, TrustService};
+
+use super::lists::SignedKit;
+
+/// Serves `body` to every GET on loopback, until the test ends (the thread stops with
+/// the process; each connection is bounded by a read timeout).
+fn serve(body: Arc<Mutex<String>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let b = body.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            );
+        }
+    });
+    port
+}
+
+fn config(dir: &Path, kit: &SignedKit, port: u16) -> PathBuf {
+    let path = dir.join("pec.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[provider]
+name = "Example PEC"
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["pec.example.it"]
+
+[signing]
+backend = "pem"
+key_file = "{key}"
+cert_file = "{cert}"
+
+[store]
+path = "{db}"
+
+[index]
+ldif = "{ldif}"
+
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+
+[rem.trust]
+tl_urls = ["http://127.0.0.1:{port}/TL-CCA.xml"]
+tl_signer_files = ["{cert}"]
+
+[rem.csi]
+street = "Via Roma 1"
+locality = "Roma"
+information_uri = "https://rem.example.it/info.html"
+policy_uri = "https://rem.example.it/policy.html"
+pointer_to_tl = "https://tl.example.it/TL-IT.xml"
+distribution_point = "https://rem.example.it/csi.xml"
+erds_id = "https://rem.example.it/"
+erds_domain = "mx.example.it"
+tls_certificate = "{tls}"
+"#,
+            key = kit.pki.it_key.display(),
+            cert = kit.pki.it_cert.display(),
+            tls = kit.pki.net_cert.display(),
+            db = dir.join("pec.db").display(),
+            ldif = dir.join("index.ldif").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn pec(cfg: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pec"))
+        .args(args)
+        .arg("-c")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
+    let Some(kit) = SignedKit::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let body = Arc::new(Mutex::new(kit.sign(&kit.unsigned)));
+    let port = serve(body.clone());
+    let cfg = config(dir.path(), &kit, port);
+
+    let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("TL-CCA.xml: CCA sequence 1, stored"), "{out}");
+    let (code, out, err) = pec(
+        &cfg,
+        &["rem", "trust", "show", "--at", "2026-12-06T12:00:00Z"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("CCA sequence 1 (CCA Supervision Agency)"),
+        "{out}"
+    );
+    assert!(out.contains("in force"), "{out}");
+    assert_eq!(out.matches(": trusted").count(), 3, "{out}");
+    assert!(
+        out.contains("supply point: smtp:mx.rb-rems.rem:25"),
+        "{out}"
+    );
+
+    // A tampered list served next: refused, exit 1, the stored one stays.
+    *body.lock().unwrap() = kit
+        .sign(&kit.unsigned)
+        .replace("smtp:mx.rb-rems.rem:25", "smtp:mx.evil.rem:25");
+    let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("the stored copy stays"), "{err}");
+    let (_, out, _) = pec(
+        &cfg,
+        &["rem", "trust", "show", "--at", "2026-12-06T12:00:00Z"],
+    );
+    assert!(
+        out.contains("smtp:mx.rb-rems.rem:25") && !out.contains("evil"),
+        "{out}"
+    );
+    // After the list's NextUpdate nothing is trusted any more.
+    let (_, out, _) = pec(&cfg, &["rem", "trust", "show", "--at", "2031-10-04"]);
+    assert!(
+        out.contains("expired") && !out.contains(": trusted"),
+        "{out}"
+    );
+    let (code, out, _) = pec(&cfg, &["rem", "trust", "show", "--history"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // Our CSI, signed with the configured key.
+    let out_file = dir.path().join("csi.xml");
+    let (code, out, err) = pec(
+        &cfg,
+        &["rem", "csi", "publish", "--out", out_file.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let raw = std::fs::read(&out_file).unwrap();
+    let peer = RemPeer {
+        territory: "IT".into(),
+        list_next_update: None,
+        provider: "Example PEC".into(),
+        service: TrustService {
+            service_type: pec::rem::trust::SERVICE_TYPE_REM_Q.into(),
+            name: "Example PEC".into(),
+            status: pec::rem::trust::STATUS_GRANTED.into(),
+            status_since: pec::message::time::Instant::from_unix(0),
+            identity: DigitalIdentity {
+                certificates: vec![kit.signer.clone()],
+                ..DigitalIdentity::default()
+            },
+            supply_points: vec![],
+            history: vec![],
+        },
+    };
+    let c = csi::verify(&raw, &peer).unwrap();
+    assert_eq!(c.operator, "Example PEC");
+    assert_eq!(c.erds.domain, "mx.example.it");
+    assert_eq!(c.tls_certificate, kit.other);
+    // rem.policies, those our evidences name (default: the baseline and Policy-IT).
+    assert_eq!(
+        c.erds.policies,
+        [
+            "http://uri.etsi.org/19532/v1#/REMbaseline",
+            "https://eidas.agid.gov.it/REM/rem-policy-it"
+        ]
+    );
+
+    // A [rem.csi] without what the document must say.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("erds_domain = \"mx.example.it\"\n", ""),
+    )
+    .unwrap();
+    let (code, _, err) = pec(
+        &cfg,
+        &["rem", "csi", "publish", "--out", out_file.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rem.csi.erds_domain is required"), "{err}");
+}
