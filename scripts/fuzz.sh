@@ -19,7 +19,7 @@ root=$(pwd)
 seconds=${1:-25}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments)
+[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments rem_message)
 
 export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
@@ -34,7 +34,7 @@ fi
 # --- seeds from the fixtures ---------------------------------------------------------------
 seeds=$work/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments}
+mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments,rem_message}
 fx=tests/fixtures
 for f in "$fx"/originals/*.eml; do
   cp "$f" "$seeds/mime/"
@@ -63,6 +63,28 @@ for d in "$fx"/*/; do
     printf '\r\n--b--\r\n'
   } > "$seeds/classify/$name.eml"
 done
+# REM: a minimal receipt, and the AgID examples when the REM kit is at hand (read where it
+# is, copied only into the seed directory under the target directory).
+{
+  printf 'REM-MetadataVersion: EN31953203V010201\r\nREM-ApplicablePolicy: http://uri.etsi.org/19532/v1#/REMbaseline\r\n'
+  printf 'REM-MessageType: http://uri.etsi.org/19522/v1#/ERDMessageType/receipt\r\n'
+  printf 'REM-EventIdentifier: http://uri.etsi.org/19522/Event/RelayAcceptance\r\n'
+  printf 'REM-ReasonIdentifier: http://uri.etsi.org/19522/EventReason/S_ERDS_MessageSuccessfullyRelayed\r\n'
+  printf 'REM-DigestAlgorithm: http://www.w3.org/2001/04/xmlenc#sha256\r\nREM-DigestValue: AAAA\r\n'
+  printf 'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; boundary="s"\r\n\r\n'
+  printf -- '--s\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n'
+  printf -- '--m\r\nREM-Section-Type: rem_message/introduction\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+  printf -- '--a\r\nContent-Type: text/plain\r\n\r\nhi\r\n--a\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--a--\r\n'
+  printf -- '--m\r\nContent-Type: application/xml; name="RelayAcceptance.xml"\r\nContent-Transfer-Encoding: base64\r\n'
+  printf 'REM-Section-Type: rem_message/xml_evidence\r\n\r\nPGEvPg==\r\n--m--\r\n'
+  printf -- '--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--s--\r\n'
+} > "$seeds/rem_message/receipt.eml"
+rem_kit=${PEC_REM_KIT:-$root/../shared/rem-kit}
+if [ -d "$rem_kit/agid-rem-policy-it/Intra-REM-flow" ]; then
+  cp "$rem_kit"/agid-rem-policy-it/Intra-REM-flow/*.eml "$seeds/rem_message/"
+else
+  echo "fuzz: SKIPPED the REM kit seeds: ../shared/rem-kit absent" >&2
+fi
 session() { # session GREETING_VERB > file: one whole transaction, pipelined
   printf '%s client.example\r\n' "$1"
   [ "$1" = EHLO ] && printf 'XFORWARD NAME=client.example ADDR=192.0.2.1 IDENT=4F1A2B3C4D\r\n'
