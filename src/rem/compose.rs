@@ -97,10 +97,8 @@ impl Submission {
             ComposeError::Original(format!("no address in From \"{}\"", clip(&from)))
         })?;
         let mut recipients = Vec::new();
-        for list in [parsed.to(), parsed.cc()] {
-            if let Some(a) = list {
-                recipients.extend(a.iter().filter_map(|x| x.address().map(str::to_string)));
-            }
+        for a in [parsed.to(), parsed.cc()].into_iter().flatten() {
+            recipients.extend(a.iter().filter_map(|x| x.address().map(str::to_string)));
         }
         if recipients.is_empty() {
             return Err(ComposeError::Original("no recipient in To or Cc".into()));

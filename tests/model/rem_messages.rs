@@ -349,14 +349,11 @@ fn agid_submission(kit: &Path) -> (Vec<u8>, Submission) {
     (attach, sub)
 }
 
-/// Structure of a message: top header names (trace fields left out), each part's section
-/// type, media type, name and header names.
-fn structure(
-    m: &message::RemMessage,
-) -> (
-    Vec<String>,
-    Vec<(Option<String>, String, Option<String>, Vec<String>)>,
-) {
+/// One part's section type, media type, name and header names.
+type PartShape = (Option<String>, String, Option<String>, Vec<String>);
+
+/// Structure of a message: top header names (trace fields left out), each part's shape.
+fn structure(m: &message::RemMessage) -> (Vec<String>, Vec<PartShape>) {
     (
         m.field_names
             .iter()
