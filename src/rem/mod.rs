@@ -6,4 +6,6 @@
 //! XAdES signature, the REM message layout, the trust data of the peers. The three roles use
 //! it the way they use `message` for PEC.
 
+pub mod codes;
+pub mod evidence;
 pub mod xml;
