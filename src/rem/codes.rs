@@ -465,16 +465,19 @@ mod tests {
             Event::SubmissionAcceptance.uri(),
             "http://uri.etsi.org/19522/Event/SubmissionAcceptance"
         );
-        assert_eq!(Event::from_uri("http://uri.etsi.org/19522/Event/Nope"), None);
+        assert_eq!(
+            Event::from_uri("http://uri.etsi.org/19522/Event/Nope"),
+            None
+        );
         assert_eq!(Event::from_uri("SubmissionAcceptance"), None);
     }
 
     #[test]
     fn the_reason_table_is_consistent() {
         let codes = [
-            "RA01", "RA02", "RA03", "RA04", "RA05", "RA51", "RB01", "RB02", "RB03", "RB04",
-            "RB05", "RB06", "RB07", "RB08", "RB09", "RB10", "RB21", "RB22", "RD01", "RD02",
-            "RD03", "RD04", "RD05", "RD06", "RD21", "RF01", "RF02", "RF03", "RF04", "RF51",
+            "RA01", "RA02", "RA03", "RA04", "RA05", "RA51", "RB01", "RB02", "RB03", "RB04", "RB05",
+            "RB06", "RB07", "RB08", "RB09", "RB10", "RB21", "RB22", "RD01", "RD02", "RD03", "RD04",
+            "RD05", "RD06", "RD21", "RF01", "RF02", "RF03", "RF04", "RF51",
         ];
         assert_eq!(REASONS.iter().map(|r| r.code).collect::<Vec<_>>(), codes);
         for r in &REASONS {
@@ -487,7 +490,11 @@ mod tests {
         }
         // Every baseline event has at least one reason; the others none.
         for e in Event::ALL {
-            assert_eq!(e.reasons().next().is_some(), Event::REM_BASELINE.contains(&e), "{e}");
+            assert_eq!(
+                e.reasons().next().is_some(),
+                Event::REM_BASELINE.contains(&e),
+                "{e}"
+            );
         }
         let ra51 = Reason::by_code("RA51").unwrap();
         assert_eq!(
@@ -496,11 +503,17 @@ mod tests {
         );
         assert_eq!(Reason::by_uri(&ra51.uri()).unwrap().code, "RA51");
         assert_eq!(
-            Reason::by_uri_for(Event::RelayToNonERDSFailure, &ra51.uri()).unwrap().code,
+            Reason::by_uri_for(Event::RelayToNonERDSFailure, &ra51.uri())
+                .unwrap()
+                .code,
             "RF51"
         );
-        assert!(Reason::by_code("RB02").unwrap().allowed_with(Event::RelayFailure));
-        assert!(!Reason::by_code("RB07").unwrap().allowed_with(Event::RelayRejection));
+        assert!(Reason::by_code("RB02")
+            .unwrap()
+            .allowed_with(Event::RelayFailure));
+        assert!(!Reason::by_code("RB07")
+            .unwrap()
+            .allowed_with(Event::RelayRejection));
         assert_eq!(Reason::by_code("rb02"), None);
     }
 }

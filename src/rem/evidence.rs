@@ -320,7 +320,11 @@ impl Evidence {
     /// The unsigned evidence.
     pub fn to_xml(&self) -> Vec<u8> {
         let mut w = Out(Writer::new_with_indent(Vec::new(), b' ', 2));
-        w.write(XmlEvent::Decl(BytesDecl::new("1.0", Some("UTF-8"), Some("no"))));
+        w.write(XmlEvent::Decl(BytesDecl::new(
+            "1.0",
+            Some("UTF-8"),
+            Some("no"),
+        )));
         let mut root = BytesStart::new("tns:Evidence");
         for (prefix, ns) in [
             ("ds", NS_DS),
@@ -754,11 +758,7 @@ fn build_tree(text: &str) -> Result<Node, EvidenceError> {
     root.ok_or(EvidenceError::NoRoot)
 }
 
-fn text_into(
-    stack: &mut [Node],
-    s: &str,
-    reader: &NsReader<&[u8]>,
-) -> Result<(), EvidenceError> {
+fn text_into(stack: &mut [Node], s: &str, reader: &NsReader<&[u8]>) -> Result<(), EvidenceError> {
     match stack.last_mut() {
         Some(top) => {
             top.text.push_str(s);
@@ -850,7 +850,10 @@ fn read_user(n: &Node) -> Result<UserDetails, EvidenceError> {
             set_once(&mut identity, read_identity(c), "Identity")?;
         } else if c.erds("Identifier") {
             let id = Identifier {
-                scheme: c.attr("IdentifierSchemeName").unwrap_or_default().to_owned(),
+                scheme: c
+                    .attr("IdentifierSchemeName")
+                    .unwrap_or_default()
+                    .to_owned(),
                 value: c.trimmed().to_owned(),
             };
             set_once(&mut identifier, id, "Identifier")?;
@@ -930,7 +933,11 @@ fn read_user_content(n: &Node) -> Result<UserContentInfo, EvidenceError> {
                 let mut digest_value = None;
                 for f in &p.children {
                     if f.erds("Identifier") {
-                        set_once(&mut identifier, f.trimmed().to_owned(), "PartInfo/Identifier")?;
+                        set_once(
+                            &mut identifier,
+                            f.trimmed().to_owned(),
+                            "PartInfo/Identifier",
+                        )?;
                     } else if f.erds("ContentType") {
                         set_once(&mut content_type, f.trimmed().to_owned(), "ContentType")?;
                     } else if f.is(NS_DS, "DigestMethod") {
@@ -973,7 +980,11 @@ fn read_extensions(
                 set_once(general, g, "ext:GeneralEvidenceInfo")?;
             } else if c.is(NS_EXT, "RelayEvidenceInfo") {
                 let mut r = RelayEvidenceInfo::default();
-                for f in c.children.iter().filter(|f| f.is(NS_EXT, "RelayEvidenceRefersTo")) {
+                for f in c
+                    .children
+                    .iter()
+                    .filter(|f| f.is(NS_EXT, "RelayEvidenceRefersTo"))
+                {
                     r.refers_to.push(parse_int(f, "RelayEvidenceRefersTo")?);
                 }
                 set_once(relay, r, "ext:RelayEvidenceInfo")?;
@@ -1012,7 +1023,11 @@ fn from_tree(root: &Node) -> Result<Evidence, EvidenceError> {
     let mut has_signature = false;
     for c in &root.children {
         if c.erds("EvidenceIdentifier") {
-            set_once(&mut evidence_id, c.trimmed().to_owned(), "EvidenceIdentifier")?;
+            set_once(
+                &mut evidence_id,
+                c.trimmed().to_owned(),
+                "EvidenceIdentifier",
+            )?;
         } else if c.erds("ERDSEventId") {
             let e = Event::from_uri(c.trimmed())
                 .ok_or_else(|| EvidenceError::UnknownEvent(c.trimmed().to_owned()))?;
@@ -1064,7 +1079,11 @@ fn from_tree(root: &Node) -> Result<Evidence, EvidenceError> {
         } else if c.erds("UserContentInfo") {
             set_once(&mut user_content, read_user_content(c)?, "UserContentInfo")?;
         } else if c.erds("ForwardedToExternalSystem") || c.erds("ExternalSystem") {
-            set_once(&mut external_system, c.text.clone(), "ForwardedToExternalSystem")?;
+            set_once(
+                &mut external_system,
+                c.text.clone(),
+                "ForwardedToExternalSystem",
+            )?;
         } else if c.erds("ExternalERDSDetails") {
             let id = read_entity(c, "ExternalERDSDetails/Identity")?;
             set_once(&mut external_erds, id, "ExternalERDSDetails")?;

@@ -11,5 +11,6 @@ mod samples;
 mod breve;
 mod daticert;
 mod messages;
+mod rem_evidence;
 mod revocation;
 mod verify_samples;
