@@ -317,7 +317,8 @@ impl Evidence {
         self.reasons.first().and_then(|r| r.reason(self.event))
     }
 
-    /// The unsigned evidence.
+    /// The unsigned evidence. A character XML 1.0 cannot carry (a C0 control but tab, line
+    /// feed and carriage return; U+FFFE, U+FFFF) is written as U+FFFD.
     pub fn to_xml(&self) -> Vec<u8> {
         let mut w = Out(Writer::new_with_indent(Vec::new(), b' ', 2));
         w.write(XmlEvent::Decl(BytesDecl::new(
@@ -1120,4 +1121,35 @@ fn from_tree(root: &Node) -> Result<Evidence, EvidenceError> {
         relay_info,
         has_signature,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_attributes_are_escaped_for_their_place() {
+        assert!(matches!(escape("plain text", false), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a&b<c>d'\"e\r\n\t", false),
+            "a&amp;b&lt;c&gt;d'\"e&#13;\n\t"
+        );
+        assert_eq!(
+            escape("a&b<c>\"\r\n\t", true),
+            "a&amp;b&lt;c&gt;&quot;&#13;&#10;&#9;"
+        );
+        // What XML 1.0 cannot carry at all becomes U+FFFD.
+        assert_eq!(
+            escape("x\u{0}y\u{1B}z\u{FFFE}", false),
+            "x\u{FFFD}y\u{FFFD}z\u{FFFD}"
+        );
+    }
+
+    #[test]
+    fn times_are_written_in_utc_with_fractions_only_when_present() {
+        let t = DateTime::parse_from_rfc3339("2022-08-03T16:22:11+02:00").unwrap();
+        assert_eq!(time(&t.with_timezone(&Utc)), "2022-08-03T14:22:11Z");
+        let t = DateTime::parse_from_rfc3339("2022-08-03T14:22:11.5Z").unwrap();
+        assert_eq!(time(&t.with_timezone(&Utc)), "2022-08-03T14:22:11.500Z");
+    }
 }
