@@ -19,7 +19,7 @@ root=$(pwd)
 seconds=${1:-25}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments rem_message)
+[ ${#targets[@]} -gt 0 ] || targets=(mime classify daticert breve smtp_session lmtp_session attachments rem_evidence rem_message)
 
 export RUSTC_BOOTSTRAP=1
 target_dir=${CARGO_TARGET_DIR:-$root/target}/fuzz
@@ -34,7 +34,7 @@ fi
 # --- seeds from the fixtures ---------------------------------------------------------------
 seeds=$work/seeds
 rm -rf "$seeds"
-mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments,rem_message}
+mkdir -p "$seeds"/{mime,classify,daticert,breve,smtp_session,lmtp_session,attachments,rem_evidence,rem_message}
 fx=tests/fixtures
 for f in "$fx"/originals/*.eml; do
   cp "$f" "$seeds/mime/"
@@ -92,6 +92,26 @@ session() { # session GREETING_VERB > file: one whole transaction, pipelined
   printf 'RCPT TO:<bob@pec.example.net>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\n'
   printf 'Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n'
 }
+# An unsigned ERDS evidence of our own, every component present once.
+cat > "$seeds/rem_evidence/evidence.xml" <<'XML'
+<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<tns:Evidence xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:elp="http://eidas.europa.eu/attributes/legalperson" xmlns:enp="http://eidas.europa.eu/attributes/naturalperson" xmlns:ext="http://uri.etsi.org/19532/v1#" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:tns="http://uri.etsi.org/19522/v1#" version="EN319522v1.1.1">
+<tns:EvidenceIdentifier>ev1@rem.example.it</tns:EvidenceIdentifier>
+<tns:ERDSEventId>http://uri.etsi.org/19522/Event/RelayFailure</tns:ERDSEventId>
+<tns:EventReasons><tns:EventReason><Code>http://uri.etsi.org/19522/EventReason/R_ERDS_Unreachable</Code><Details>RB09</Details><Details>x &amp; y</Details></tns:EventReason></tns:EventReasons>
+<EventTime>2026-12-06T10:11:12Z</EventTime>
+<tns:EvidenceIssuerPolicyID><PolicyID>http://uri.etsi.org/19532/v1#/REMbaseline</PolicyID></tns:EvidenceIssuerPolicyID>
+<tns:EvidenceIssuerDetails><tns:Identity><saml:Attribute FriendlyName="LegalName" Name="http://eidas.europa.eu/attributes/legalperson/LegalName"><saml:AttributeValue xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="elp:LegalNameType">P</saml:AttributeValue></saml:Attribute></tns:Identity></tns:EvidenceIssuerDetails>
+<tns:SenderDetails><Identifier IdentifierSchemeName="mailto">a@rem.example.it</Identifier><AssuranceLevelsDetails><GlobalAssuranceLevel><AssuranceLevel>http://eidas.europa.eu/LoA/substantial</AssuranceLevel></GlobalAssuranceLevel><tns:AuthenticationDetails><AuthenticationTime>2026-12-06T10:01:00Z</AuthenticationTime><AuthenticationMethod>urn:x</AuthenticationMethod></tns:AuthenticationDetails></AssuranceLevelsDetails></tns:SenderDetails>
+<tns:RecipientDetails><Identifier IdentifierSchemeName="mailto">b@rem.example.net</Identifier></tns:RecipientDetails>
+<tns:SubmissionTime>2026-12-06T10:11:00Z</tns:SubmissionTime><EvidenceRefersToRecipient>1</EvidenceRefersToRecipient>
+<tns:MessageIdentifier>m1@rem.example.it</tns:MessageIdentifier>
+<tns:UserContentInfo><AppLayerIdentifier>&lt;u@x&gt;</AppLayerIdentifier><ComposingParts>1</ComposingParts><tns:PartsInfo><tns:PartInfo><Identifier>urn:oid:1.3.6.1.7</Identifier><ContentType>message/rfc822</ContentType><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue>AAAA</ds:DigestValue></tns:PartInfo></tns:PartsInfo></tns:UserContentInfo>
+<ForwardedToExternalSystem>mx.example.com</ForwardedToExternalSystem>
+<tns:ExternalERDSDetails><tns:Identity/></tns:ExternalERDSDetails>
+<tns:Extensions><tns:Extension isCritical="false"><ext:GeneralEvidenceInfo><ext:Subject>s</ext:Subject><ext:UntrustedPathToRecipient>1</ext:UntrustedPathToRecipient></ext:GeneralEvidenceInfo></tns:Extension><tns:Extension isCritical="false"><ext:RelayEvidenceInfo><ext:RelayEvidenceRefersTo>1</ext:RelayEvidenceRefersTo></ext:RelayEvidenceInfo></tns:Extension></tns:Extensions>
+<ds:Signature/></tns:Evidence>
+XML
 session EHLO > "$seeds/smtp_session/transaction"
 session LHLO > "$seeds/lmtp_session/transaction"
 

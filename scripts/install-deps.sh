@@ -21,6 +21,10 @@ packages=(
   postgresql
   # the Debian package (scripts/build-deb.sh): objcopy splits the debug symbols out
   binutils
+  # REM evidence tests: xmllint validates our evidences against the EN 319 532-4 schema,
+  # whose SAML import comes from opensaml-schemas, the XML-DSig, XML-Enc and xml: ones
+  # from xmltooling-schemas
+  libxml2-utils opensaml-schemas xmltooling-schemas
 )
 
 # cargo-fuzz for scripts/fuzz.sh, from crates.io (about 85 s of CPU to build; it is

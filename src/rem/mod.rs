@@ -6,6 +6,8 @@
 //! XAdES signature, the REM message layout, the trust data of the peers. The three roles use
 //! it the way they use `message` for PEC.
 
+pub mod codes;
 pub mod compose;
+pub mod evidence;
 pub mod message;
 pub mod xml;

@@ -66,3 +66,22 @@ pub fn namirial_envelope(dir: &Path) -> Vec<u8> {
     raw.extend(std::fs::read(dir.join(NAMIRIAL)).unwrap());
     raw
 }
+
+/// The REM reference kit: `$PEC_REM_KIT` if set, else `<crate>/../shared/rem-kit`. When the
+/// directory is absent, prints a loud `SKIPPED:` line on stderr and returns `None`.
+pub fn rem_kit_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PEC_REM_KIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rem-kit"))
+        });
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: ../shared/rem-kit absent (looked at {})",
+            dir.display()
+        );
+        None
+    }
+}
