@@ -11,10 +11,10 @@
 
 use thiserror::Error;
 
+use super::codes::{Event, Reason};
 use super::message::{
-    reason_of_code, DigestAlgorithm, MessageType, CONSIGNMENT_BASIC, EVENT_PREFIX,
-    METADATA_VERSION, SECTION_EXTENSION, SECTION_INTRODUCTION, SECTION_ORIGINAL,
-    SECTION_XML_EVIDENCE,
+    DigestAlgorithm, MessageType, CONSIGNMENT_BASIC, METADATA_VERSION, SECTION_EXTENSION,
+    SECTION_INTRODUCTION, SECTION_ORIGINAL, SECTION_XML_EVIDENCE,
 };
 use crate::crypto::smime::{self, Layout};
 use crate::crypto::{SignError, Signer};
@@ -182,8 +182,8 @@ pub fn prepare_original(raw: &[u8], rem_message_id: &str) -> Result<Vec<u8>, Com
 /// A signed evidence to attach (opaque; its event names the part, `<Event>.xml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EvidenceAttachment<'a> {
-    /// Event name (`SubmissionAcceptance`).
-    pub event: &'a str,
+    /// The event the evidence attests (it names the part: `SubmissionAcceptance.xml`).
+    pub event: Event,
     pub xml: &'a [u8],
 }
 
@@ -238,8 +238,7 @@ impl Composed {
 /// One REM receipt to compose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt<'a> {
-    /// Event name (`RelayAcceptance`).
-    pub event: &'a str,
+    pub event: Event,
     /// Reason code (`RB01`); with the event it gives `REM-ReasonIdentifier` and the
     /// introduction's sentence.
     pub code: &'a str,
@@ -284,7 +283,8 @@ impl Composer<'_> {
                 "the original is not the one the submission data were read from".into(),
             ));
         }
-        let event = "SubmissionAcceptance";
+        let event = Event::SubmissionAcceptance;
+        let reason = reason_for(event, "RA01")?;
         let text = Introduction::dispatch(self.provider, sub, evidence.event, at);
         let entity = entity(&text, Some(original), &[*evidence], extensions);
         let mut headers = vec![("Reply-To".to_string(), sub.from.clone())];
@@ -317,7 +317,7 @@ impl Composer<'_> {
             MessageType::Dispatch,
             event,
             evidence_id,
-            &reason_uri(event, "RA01")?,
+            reason,
             relay_date,
             true,
         );
@@ -341,8 +341,8 @@ impl Composer<'_> {
         extensions: &[Extension<'_>],
         at: Instant,
     ) -> Result<Composed, ComposeError> {
-        let reason = reason_uri(r.event, r.code)?;
-        let text = Introduction::receipt(self.provider, sub, r, at)?;
+        let reason = reason_for(r.event, r.code)?;
+        let text = Introduction::receipt(self.provider, sub, r, reason, at)?;
         let ev = EvidenceAttachment {
             event: r.event,
             xml: evidence,
@@ -356,7 +356,7 @@ impl Composer<'_> {
             ("To".to_string(), r.to.to_string()),
             (
                 "Subject".to_string(),
-                mime::encode_prefixed_subject(&format!("REM {}: ", r.event), &sub.subject),
+                mime::encode_prefixed_subject(&format!("REM {}: ", r.event.name()), &sub.subject),
             ),
             ("Date".to_string(), at.rfc5322()),
             ("Message-ID".to_string(), bracketed(r.message_id)),
@@ -367,7 +367,7 @@ impl Composer<'_> {
             MessageType::Receipt,
             r.event,
             r.evidence_id,
-            &reason,
+            reason,
             r.relay_date,
             false,
         );
@@ -406,14 +406,16 @@ impl Composer<'_> {
     }
 }
 
-fn reason_uri(event: &str, code: &str) -> Result<String, ComposeError> {
-    reason_of_code(event, code).ok_or_else(|| {
-        ComposeError::Input(format!(
-            "reason code \"{}\" does not go with event \"{}\"",
-            clip(code),
-            clip(event)
-        ))
-    })
+/// The reason of `code`, which must be one that may explain `event`.
+fn reason_for(event: Event, code: &str) -> Result<&'static Reason, ComposeError> {
+    Reason::by_code(code)
+        .filter(|r| r.allowed_with(event))
+        .ok_or_else(|| {
+            ComposeError::Input(format!(
+                "reason code \"{}\" does not go with event \"{event}\"",
+                clip(code)
+            ))
+        })
 }
 
 /// The `REM-*` fields in the kit's order.
@@ -422,9 +424,9 @@ fn rem_headers(
     h: &mut Vec<(String, String)>,
     sub: &Submission,
     t: MessageType,
-    event: &str,
+    event: Event,
     evidence_id: &str,
-    reason: &str,
+    reason: &Reason,
     relay_date: Option<Instant>,
     consignment_mode: bool,
 ) {
@@ -450,9 +452,9 @@ fn rem_headers(
     if let Some(ua) = &sub.ua_message_identifier {
         push("REM-UAMessageIdentifier", ua.clone());
     }
-    push("REM-EventIdentifier", format!("{EVENT_PREFIX}{event}"));
+    push("REM-EventIdentifier", event.uri());
     push("REM-Evidence-ID", bracketed(evidence_id));
-    push("REM-ReasonIdentifier", reason.to_string());
+    push("REM-ReasonIdentifier", reason.uri());
     push("REM-MD08", sub.from.clone());
 }
 
@@ -474,7 +476,7 @@ fn entity(
     }
     let mut tail: Vec<Vec<u8>> = Vec::new();
     for ev in evidences {
-        let name = format!("{}.xml", ev.event);
+        let name = format!("{}.xml", ev.event.name());
         let mut p = format!(
             "Content-Type: application/xml; charset=UTF-8; name=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nREM-Section-Type: {SECTION_XML_EVIDENCE}\r\n\r\n"
         )
@@ -569,101 +571,54 @@ fn html_escape(s: &str) -> String {
 const RULE: &str =
     "-----------------------------------------------------------------------------------------";
 
-/// The receipt sentence of `code` in Italian and English; `{p}` is the other provider,
-/// `{r}` the recipient.
-fn sentence(code: &str) -> Option<(&'static str, &'static str)> {
-    Some(match code {
-        "RA01" => ("è stato accettato dal sistema REM", "was accepted by the REM system"),
-        "RA02" => (
-            "è stato rifiutato dal sistema REM a causa di un formato non valido",
-            "was rejected by the REM system due to an invalid format",
+/// The receipt sentence in Italian and English, as the AgID examples frame the reason's
+/// phrase (`super::codes`) for each event; `{p}` is the other provider, `{r}` the recipient.
+fn sentence(event: Event, reason: &Reason) -> Option<(String, String)> {
+    use Event::*;
+    let (it, en) = (reason.intro_it, reason.intro_en);
+    let (fit, fen) = match (event, reason.code) {
+        (SubmissionAcceptance | RelayToNonERDS | ReceivedFromNonERDS, _) => ("{f}", "{f}"),
+        (SubmissionRejection, _) => (
+            "è stato rifiutato dal sistema REM {f}",
+            "was rejected by the REM system {f}",
         ),
-        "RA03" => (
-            "è stato rifiutato dal sistema REM a causa di presenza malware",
-            "was rejected by the REM system due to the presence of malware",
+        (RelayAcceptance, _) => (
+            "ed inoltrato al REM service provider '{p}' {f}",
+            "and relayed to the '{p}' REM service provider {f}",
         ),
-        "RA05" => (
-            "è stato rifiutato dal sistema REM a causa di violazione della policy",
-            "was rejected by the REM system due to the policy violation",
+        (RelayRejection | RelayFailure, "RB07" | "RB08" | "RB09") => (
+            "non è stato inoltrato al REM service provider '{p}' {f}",
+            "was not relayed to the '{p}' REM service provider {f}",
         ),
-        "RA51" => (
-            "è stato rifiutato dal sistema REM a causa di un malfunzionamento generale",
-            "was rejected by the REM system due to a general malfunction",
+        (RelayRejection | RelayFailure, "RB10") => (
+            "non è stato inoltrato {f} presso il REM service provider '{p}'",
+            "was not relayed {f} to the '{p}' REM service provider",
         ),
-        "RB01" => (
-            "ed inoltrato al REM service provider '{p}' è stato preso in carico dal REM service ricevente per il/gli utente/i di sua competenza",
-            "and relayed to the '{p}' REM service provider was accepted by the recipient REM service for the user(s) of its competence",
+        (RelayFailure, "RB22") => (
+            "{f} verso il REM service provider '{p}'",
+            "{f} to the '{p}' REM service provider",
         ),
-        "RB02" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato a causa del formato non valido",
-            "and relayed to the '{p}' REM service provider was rejected due to the invalid format",
+        (RelayRejection | RelayFailure, _) => (
+            "ed inoltrato al REM service provider '{p}' è stato rifiutato {f}",
+            "and relayed to the '{p}' REM service provider was rejected {f}",
         ),
-        "RB03" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato per Malware",
-            "and relayed to the '{p}' REM service provider was rejected due to Malware",
+        (ContentConsignment, _) => ("{f} {r}", "{f} {r}"),
+        (ContentConsignmentFailure, "RD03") => (
+            "{f} nella mailbox del destinatario, {r}, presso il REM service provider '{p}'",
+            "{f} in the recipient's mailbox, {r}, to '{p}' REM service provider",
         ),
-        "RB04" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato per firma digitale non valida",
-            "and relayed to the '{p}' REM service provider was rejected due to invalid digital signature",
+        (ContentConsignmentFailure, "RD21") => (
+            "non è stato consegnato nella mailbox del destinatario {r} {f} presso il REM service provider '{p}'",
+            "was not consigned in the recipient's mailbox {r} {f} to the '{p}' REM service provider",
         ),
-        "RB05" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato per certificato digitale non valido",
-            "and relayed to the '{p}' REM service provider was rejected due to invalid digital certificate",
+        (ContentConsignmentFailure, _) => (
+            "non è stato consegnato nella mailbox del destinatario {r}, presso il REM service provider '{p}', {f}",
+            "was not consigned in the recipient's mailbox {r}, to '{p}' REM service provider, {f}",
         ),
-        "RB06" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato per violazione della policy",
-            "and relayed to the '{p}' REM service provider was rejected due to policy violation",
-        ),
-        "RB07" => (
-            "non è stato inoltrato al REM service provider '{p}' per un malfunzionamento generale",
-            "was not relayed to the '{p}' REM service provider due to a general malfunction",
-        ),
-        "RB08" => (
-            "non è stato inoltrato al REM service provider '{p}' perché non identificabile",
-            "was not relayed to the '{p}' REM service provider because it is not identifiable",
-        ),
-        "RB09" => (
-            "non è stato inoltrato al REM service provider '{p}' perché non raggiungibile",
-            "was not relayed to the '{p}' REM service provider because it is unreachable",
-        ),
-        "RB10" => (
-            "non è stato inoltrato per destinatario sconosciuto presso il REM service provider '{p}'",
-            "was not relayed for unknown recipient to the '{p}' REM service provider",
-        ),
-        "RB21" => (
-            "ed inoltrato al REM service provider '{p}' è stato rifiutato per utente destinatario non registrato presso il REM service provider",
-            "and relayed to the '{p}' REM service provider was rejected due to unregistered recipient to the REM service provider",
-        ),
-        "RB22" => (
-            "non ha prodotto nei tempi previsti le informazioni di evidenza di inoltro verso il REM service provider '{p}'",
-            "was not produced in the required time the evidence of relay to the '{p}' REM service provider",
-        ),
-        "RD01" => (
-            "è stato consegnato nella mailbox del destinatario {r}",
-            "was consigned in the recipient's mailbox {r}",
-        ),
-        "RD03" => (
-            "non ha prodotto nei tempi previsti le informazioni di evidenza di consegna nella mailbox del destinatario, {r}, presso il REM service provider '{p}'",
-            "was not produced in the required time the evidence of consignment in the recipient's mailbox, {r}, to '{p}' REM service provider",
-        ),
-        "RD04" => (
-            "non è stato consegnato nella mailbox del destinatario {r}, presso il REM service provider '{p}', a causa di mancanza di spazio in casella",
-            "was not consigned in the recipient's mailbox {r}, to '{p}' REM service provider, due to quota issues on the mailbox",
-        ),
-        "RD05" => (
-            "non è stato consegnato nella mailbox del destinatario {r}, presso il REM service provider '{p}', a causa di un malfunzionamento generale",
-            "was not consigned in the recipient's mailbox {r}, to '{p}' REM service provider, due to a general malfunction",
-        ),
-        "RD06" => (
-            "non è stato consegnato nella mailbox del destinatario {r}, presso il REM service provider '{p}', a causa di un tipo messaggio non ammesso",
-            "was not consigned in the recipient's mailbox {r}, to '{p}' REM service provider, due to message type not allowed",
-        ),
-        "RD21" => (
-            "non è stato consegnato nella mailbox del destinatario {r} per destinatario non registrato presso il REM service provider '{p}'",
-            "was not consigned in the recipient's mailbox {r} due to unregistered recipient to the '{p}' REM service provider",
-        ),
+        (RelayToNonERDSFailure, _) => ("non è stato inoltrato {f}", "was not relayed {f}"),
         _ => return None,
-    })
+    };
+    Some((fit.replace("{f}", it), fen.replace("{f}", en)))
 }
 
 impl Introduction {
@@ -677,10 +632,10 @@ impl Introduction {
         }
     }
 
-    fn dispatch(p: &Provider, sub: &Submission, evidence_event: &str, at: Instant) -> Self {
+    fn dispatch(p: &Provider, sub: &Submission, evidence_event: Event, at: Instant) -> Self {
         let (day, hour) = day_hour(at);
         let id = &sub.message_id;
-        let ev = format!("{evidence_event}.xml");
+        let ev = format!("{}.xml", evidence_event.name());
         let mut t = String::new();
         let mut h = String::new();
         for it in [true, false] {
@@ -744,14 +699,16 @@ impl Introduction {
         p: &Provider,
         sub: &Submission,
         r: &Receipt<'_>,
+        reason: &Reason,
         at: Instant,
     ) -> Result<Self, ComposeError> {
-        let (it_sentence, en_sentence) = sentence(r.code).ok_or_else(|| {
+        let (it_sentence, en_sentence) = sentence(r.event, reason).ok_or_else(|| {
             ComposeError::Input(format!(
-                "no introduction text for code \"{}\"",
-                clip(r.code)
+                "no rem receipt for event \"{}\" in the rem baseline",
+                r.event
             ))
         })?;
+        let (it_sentence, en_sentence) = (it_sentence.as_str(), en_sentence.as_str());
         let fill = |s: &str, esc: bool| {
             let e = |v: &str| if esc { html_escape(v) } else { v.to_string() };
             s.replace("{p}", &e(r.other_provider.unwrap_or("")))
@@ -891,33 +848,16 @@ mod tests {
     }
 
     #[test]
-    fn every_code_has_its_sentence_and_reason() {
-        for (event, codes) in [
-            ("SubmissionAcceptance", &["RA01"][..]),
-            ("SubmissionRejection", &["RA02", "RA03", "RA05", "RA51"]),
-            ("RelayAcceptance", &["RB01"]),
-            (
-                "RelayRejection",
-                &["RB02", "RB03", "RB04", "RB05", "RB06", "RB21"],
-            ),
-            (
-                "RelayFailure",
-                &[
-                    "RB02", "RB03", "RB04", "RB05", "RB06", "RB07", "RB08", "RB09", "RB10", "RB21",
-                    "RB22",
-                ],
-            ),
-            ("ContentConsignment", &["RD01"]),
-            (
-                "ContentConsignmentFailure",
-                &["RD03", "RD04", "RD05", "RD06", "RD21"],
-            ),
-        ] {
-            for c in codes {
-                assert!(sentence(c).is_some(), "{c}");
-                assert!(reason_uri(event, c).is_ok(), "{event} {c}");
+    fn every_baseline_reason_has_its_sentence() {
+        for event in Event::REM_BASELINE {
+            for reason in event.reasons() {
+                let (it, en) =
+                    sentence(event, reason).unwrap_or_else(|| panic!("{event} {reason}"));
+                assert!(it.contains(reason.intro_it) && en.contains(reason.intro_en));
+                assert_eq!(reason_for(event, reason.code).unwrap(), reason);
             }
         }
-        assert!(reason_uri("RelayAcceptance", "RA01").is_err());
+        assert!(reason_for(Event::RelayAcceptance, "RA01").is_err());
+        assert!(reason_for(Event::RelayAcceptance, "XX99").is_err());
     }
 }

@@ -23,6 +23,7 @@
 use base64::Engine;
 use thiserror::Error;
 
+use super::codes::{Event, Reason};
 use crate::crypto::verify::{verify_smime_with, Verified, VerifyOptions, MAX_MESSAGE_BYTES};
 use crate::crypto::VerifyError;
 use crate::message::mime::{self, clip, Entity, RawField};
@@ -36,10 +37,6 @@ pub const MESSAGE_TYPE_RECEIPT: &str = "http://uri.etsi.org/19522/v1#/ERDMessage
 pub const POLICY_REM_BASELINE: &str = "http://uri.etsi.org/19532/v1#/REMbaseline";
 /// The Italian profile (AgID REM-Policy-IT).
 pub const POLICY_AGID: &str = "https://eidas.agid.gov.it/REM/rem-policy-it";
-/// Prefix of the event URIs (EN 319 522-3 Table 3).
-pub const EVENT_PREFIX: &str = "http://uri.etsi.org/19522/Event/";
-/// Prefix of the event reason URIs (EN 319 532-4 Table C.28).
-pub const REASON_PREFIX: &str = "http://uri.etsi.org/19522/EventReason/";
 /// `REM-ModeOfConsignment` of the baseline.
 pub const CONSIGNMENT_BASIC: &str = "http://uri.etsi.org/19522/v1#/consignment/basic";
 
@@ -214,6 +211,8 @@ pub struct Introduction {
 pub struct RemMessage {
     pub rem: RemHeaders,
     pub message_type: MessageType,
+    /// The event of `REM-EventIdentifier`.
+    pub event: Event,
     /// Top-level `Message-ID`, without angle brackets.
     pub message_id: Option<String>,
     /// Top-level `Subject`, RFC 2047 decoded.
@@ -239,13 +238,12 @@ pub struct RemMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
     pub message_type: MessageType,
-    /// Event name: the last segment of `REM-EventIdentifier` (`SubmissionAcceptance`).
-    pub event: String,
-    /// Reason name: the last segment of the first `REM-ReasonIdentifier`
-    /// (`MessageAccepted`).
-    pub reason: Option<String>,
-    /// The reason code (`RA01`, `RB21` …) of event and reason (EN 319 532-4 Table C.28,
-    /// AgID REM-Policy-IT).
+    /// The event of `REM-EventIdentifier` (`SubmissionAcceptance`).
+    pub event: Event,
+    /// The reason of the first `REM-ReasonIdentifier` that may explain the event (EN 319
+    /// 532-4 Table C.28, AgID REM-Policy-IT); `None` when absent or unknown.
+    pub reason: Option<&'static Reason>,
+    /// Its code (`RA01`, `RB21` …).
     pub code: Option<&'static str>,
     pub with_original: bool,
 }
@@ -272,7 +270,7 @@ pub fn parse(raw: &[u8]) -> Result<RemMessage, RemError> {
     let (header, body) = mime::split_header_body(raw);
     let fields = mime::scan_fields(header);
     let top = Entity::parse(raw);
-    let (rem, message_type) = rem_headers(&fields)?;
+    let (rem, message_type, event) = rem_headers(&fields)?;
     if top.mime_type() != "multipart/signed" {
         return Err(RemError::Structure(format!(
             "top-level content type is \"{}\", expected multipart/signed",
@@ -293,7 +291,7 @@ pub fn parse(raw: &[u8]) -> Result<RemMessage, RemError> {
         )));
     };
     let content = mime::canonical_crlf(content);
-    read(&fields, rem, message_type, &content)
+    read(&fields, rem, message_type, event, &content)
 }
 
 /// A REM message whose signature verified.
@@ -316,8 +314,8 @@ pub fn verify(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<VerifiedRem, RemEr
     let verified = verify_smime_with(raw, opts)?;
     let (header, _) = mime::split_header_body(raw);
     let fields = mime::scan_fields(header);
-    let (rem, message_type) = rem_headers(&fields)?;
-    let message = read(&fields, rem, message_type, &verified.content)?;
+    let (rem, message_type, event) = rem_headers(&fields)?;
+    let message = read(&fields, rem, message_type, event, &verified.content)?;
     message.check_digest()?;
     Ok(VerifiedRem { verified, message })
 }
@@ -345,18 +343,16 @@ impl RemMessage {
 
     /// What the message is.
     pub fn classify(&self) -> Classification {
-        let event = last_segment(&self.rem.event_identifier, EVENT_PREFIX);
         let reason = self
             .rem
             .reason_identifiers
             .first()
-            .map(|r| last_segment(r, REASON_PREFIX));
-        let code = reason.as_deref().and_then(|r| reason_code(&event, r));
+            .and_then(|r| Reason::by_uri_for(self.event, r));
         Classification {
             message_type: self.message_type,
-            event,
+            event: self.event,
             reason,
-            code,
+            code: reason.map(|r| r.code),
             with_original: self.original.is_some(),
         }
     }
@@ -398,107 +394,8 @@ pub fn ends_with_one_crlf(data: &[u8]) -> bool {
     data.ends_with(b"\r\n") && !data.ends_with(b"\r\n\r\n")
 }
 
-/// The name after `prefix` (or after the last `/` of any other URI).
-fn last_segment(uri: &str, prefix: &str) -> String {
-    let uri = uri.trim();
-    uri.strip_prefix(prefix)
-        .unwrap_or_else(|| uri.rsplit('/').next().unwrap_or(uri))
-        .to_string()
-}
-
-/// Events that report a relay refused by the recipient's provider or failed.
-const RELAY_NEGATIVE: &[&str] = &["RelayRejection", "RelayFailure"];
-const SUBMISSION_REJECTION: &[&str] = &["SubmissionRejection"];
-const CONSIGNMENT_FAILURE: &[&str] = &["ContentConsignmentFailure"];
-
-/// Reason codes of EN 319 532-4 Table C.28 and AgID REM-Policy-IT: the events a reason
-/// name may come with, the reason name, the code.
-// TODO(merge): stand-in until `super::codes` (helper rem-evidence) lands; then look the
-// codes up there and drop this table.
-const REASONS: &[(&[&str], &str, &str)] = &[
-    (&["SubmissionAcceptance"], "MessageAccepted", "RA01"),
-    (SUBMISSION_REJECTION, "InvalidMessageFormat", "RA02"),
-    (SUBMISSION_REJECTION, "MalwareFound", "RA03"),
-    (SUBMISSION_REJECTION, "S_ERDS_PolicyViolation", "RA05"),
-    (SUBMISSION_REJECTION, "S_ERDS_Malfunction", "RA51"),
-    (
-        &["RelayAcceptance"],
-        "S_ERDS_MessageSuccessfullyRelayed",
-        "RB01",
-    ),
-    (RELAY_NEGATIVE, "R_ERDS_MessageRejected", "RB02"),
-    (RELAY_NEGATIVE, "R_ERDS_MessageRejectedForMalware", "RB03"),
-    (
-        RELAY_NEGATIVE,
-        "R_ERDS_MessageRejectedForInvalidSignature",
-        "RB04",
-    ),
-    (
-        RELAY_NEGATIVE,
-        "R_ERDS_MessageRejectedForInvalidCertificate",
-        "RB05",
-    ),
-    (RELAY_NEGATIVE, "R_ERDS_PolicyViolation", "RB06"),
-    (RELAY_NEGATIVE, "R_ERDS_Malfunction", "RB07"),
-    (RELAY_NEGATIVE, "R_ERDS_NotIdentified", "RB08"),
-    (RELAY_NEGATIVE, "R_ERDS_Unreachable", "RB09"),
-    (RELAY_NEGATIVE, "UnknownRecipient", "RB10"),
-    (
-        RELAY_NEGATIVE,
-        "MessageNotAcceptedForUnregisteredRecipient",
-        "RB21",
-    ),
-    (
-        &["RelayFailure"],
-        "S_ERDSP_ReceivedNoRelayAcceptanceInfoFromR_ERDSP",
-        "RB22",
-    ),
-    (
-        &["ContentConsignment"],
-        "MessageConsignedToRecipient",
-        "RD01",
-    ),
-    (
-        CONSIGNMENT_FAILURE,
-        "S_ERDSP_ReceivedNoDeliveryInfoFromR_ERDSP",
-        "RD03",
-    ),
-    (CONSIGNMENT_FAILURE, "MessageNotConsignedForQuota", "RD04"),
-    (
-        CONSIGNMENT_FAILURE,
-        "MessageNotConsignedForMalfunction",
-        "RD05",
-    ),
-    (
-        CONSIGNMENT_FAILURE,
-        "MessageNotConsignedForUnallowedType",
-        "RD06",
-    ),
-    (
-        CONSIGNMENT_FAILURE,
-        "MessageNotConsignedForUnregisteredRecipient",
-        "RD21",
-    ),
-];
-
-/// The code of `reason` reported with `event` (names, not URIs).
-fn reason_code(event: &str, reason: &str) -> Option<&'static str> {
-    REASONS
-        .iter()
-        .find(|(events, r, _)| *r == reason && events.contains(&event))
-        .map(|(_, _, c)| *c)
-}
-
-/// The reason URI of `code` reported with `event`, for the composer.
-pub(crate) fn reason_of_code(event: &str, code: &str) -> Option<String> {
-    REASONS
-        .iter()
-        .find(|(events, _, c)| *c == code && events.contains(&event))
-        .map(|(_, r, _)| format!("{REASON_PREFIX}{r}"))
-}
-
 /// The `REM-*` fields of the top-level header and the message type they announce.
-fn rem_headers(fields: &[RawField<'_>]) -> Result<(RemHeaders, MessageType), RemError> {
+fn rem_headers(fields: &[RawField<'_>]) -> Result<(RemHeaders, MessageType, Event), RemError> {
     if !fields
         .iter()
         .any(|f| f.is("REM-MessageType") || f.is("REM-MetadataVersion"))
@@ -569,12 +466,12 @@ fn rem_headers(fields: &[RawField<'_>]) -> Result<(RemHeaders, MessageType), Rem
     if h.event_identifier.is_empty() {
         return Err(RemError::Header("REM-EventIdentifier missing".into()));
     }
-    if !h.event_identifier.starts_with(EVENT_PREFIX) {
-        return Err(RemError::Header(format!(
+    let event = Event::from_uri(&h.event_identifier).ok_or_else(|| {
+        RemError::Header(format!(
             "REM-EventIdentifier \"{}\" is not an ERDS event URI",
             clip(&h.event_identifier)
-        )));
-    }
+        ))
+    })?;
     if h.digest_value.is_none() || h.digest_algorithm.is_none() {
         return Err(RemError::Header(
             "REM-DigestAlgorithm and REM-DigestValue are required".into(),
@@ -583,7 +480,7 @@ fn rem_headers(fields: &[RawField<'_>]) -> Result<(RemHeaders, MessageType), Rem
     if h.applicable_policies.is_empty() {
         return Err(RemError::Header("no REM-ApplicablePolicy".into()));
     }
-    Ok((h, message_type))
+    Ok((h, message_type, event))
 }
 
 /// One part of a multipart entity, with its REM section type.
@@ -650,6 +547,7 @@ fn read(
     fields: &[RawField<'_>],
     rem: RemHeaders,
     message_type: MessageType,
+    event: Event,
     content: &[u8],
 ) -> Result<RemMessage, RemError> {
     let mixed = Entity::parse(content);
@@ -739,6 +637,7 @@ fn read(
     Ok(RemMessage {
         rem,
         message_type,
+        event,
         message_id: value("Message-ID").map(|v| crate::message::ids::unbracketed(&v).to_string()),
         subject: mime::first(fields, "Subject").map(|f| decode_words(f.value)),
         from: value("From"),
@@ -835,33 +734,6 @@ mod tests {
             Some(DigestAlgorithm::Sha256)
         );
         assert_eq!(DigestAlgorithm::from_uri("md5"), None);
-    }
-
-    #[test]
-    fn reason_codes_and_their_inverse() {
-        assert_eq!(
-            reason_code("SubmissionAcceptance", "MessageAccepted"),
-            Some("RA01")
-        );
-        assert_eq!(
-            reason_code("RelayRejection", "R_ERDS_PolicyViolation"),
-            Some("RB06")
-        );
-        assert_eq!(
-            reason_code("RelayFailure", "R_ERDS_PolicyViolation"),
-            Some("RB06")
-        );
-        assert_eq!(
-            reason_code("RelayAcceptance", "R_ERDS_PolicyViolation"),
-            None
-        );
-        assert_eq!(
-            reason_of_code("ContentConsignmentFailure", "RD21").as_deref(),
-            Some(
-                "http://uri.etsi.org/19522/EventReason/MessageNotConsignedForUnregisteredRecipient"
-            )
-        );
-        assert_eq!(reason_of_code("RelayAcceptance", "RD21"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::process::Command;
 use pec::crypto::verify::{ChainPolicy, ChainStatus, VerifyOptions};
 use pec::crypto::VerifyError;
 use pec::message::time::Instant;
+use pec::rem::codes::Event;
 use pec::rem::compose::{
     prepare_original, Composer, EvidenceAttachment, Extension, Provider, Receipt, Submission,
 };
@@ -21,20 +22,8 @@ use pec::rem::message::{
     POLICY_AGID, POLICY_REM_BASELINE,
 };
 
-/// `$PEC_REM_KIT` if set, else `<crate>/../shared/rem-kit`; `None` (and a loud line) when
-/// absent.
 fn kit() -> Option<PathBuf> {
-    let dir = std::env::var_os("PEC_REM_KIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/rem-kit"))
-        });
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIPPED: ../shared/rem-kit absent ({})", dir.display());
-        None
-    }
+    crate::samples::rem_kit_dir()
 }
 
 fn agid(kit: &Path) -> PathBuf {
@@ -81,7 +70,7 @@ fn emls(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Expected (message type, event, code) from a kit file name: `REM_Dispatch.RA01.eml`,
 /// `REM_RelayFailure1,2.RB07.eml`, `TRY...REM_RelayAcceptance3.RB01.eml`; `None` for an
 /// original (not REM).
-fn expected(file: &Path) -> Option<(MessageType, String, String)> {
+fn expected(file: &Path) -> Option<(MessageType, Event, String)> {
     let name = file.file_name()?.to_str()?;
     let name = name.strip_suffix(".eml")?;
     let start = name.find("REM_")?;
@@ -93,11 +82,11 @@ fn expected(file: &Path) -> Option<(MessageType, String, String)> {
     Some(if event == "Dispatch" {
         (
             MessageType::Dispatch,
-            "SubmissionAcceptance".into(),
+            Event::SubmissionAcceptance,
             code.into(),
         )
     } else {
-        (MessageType::Receipt, event, code.into())
+        (MessageType::Receipt, Event::from_name(&event)?, code.into())
     })
 }
 
@@ -188,7 +177,7 @@ fn every_kit_message_is_classified_verified_and_its_digest_holds() {
         assert_eq!(m.evidences.len(), 1, "{name}");
         assert_eq!(
             m.evidences[0].name.as_deref(),
-            Some(format!("{event}.xml").as_str()),
+            Some(format!("{}.xml", event.name()).as_str()),
             "{name}"
         );
         assert!(
@@ -394,9 +383,9 @@ fn openssl_verifies(dir: &Path, name: &str, bytes: &[u8], ca: &Path) {
     );
 }
 
-/// NFC for the one decomposed letter of the kit's SubmissionAcceptance text.
+/// NFC for the decomposed letters some of the kit's texts have (è, é).
 fn nfc(s: &str) -> String {
-    s.replace("e\u{300}", "è")
+    s.replace("e\u{300}", "è").replace("e\u{301}", "é")
 }
 
 #[test]
@@ -413,7 +402,7 @@ fn the_agid_submission_acceptance_is_rebuilt_as_the_kit_has_it() {
     // A stand-in evidence: the evidences are written by `rem::evidence`.
     let evidence = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Evidence/>\n";
     let r = Receipt {
-        event: "SubmissionAcceptance",
+        event: Event::SubmissionAcceptance,
         code: "RA01",
         message_id: "46A0CF65.00566CE0.025BE6B4.85251369.rem-service@s1-rems-only-for-test.it",
         evidence_id: "16A0CF65.00566CE0.242DDC3F.03B4A2C1.rem-service@s1-rems-only-for-test.it",
@@ -525,7 +514,7 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
             &attach,
             &sub,
             &EvidenceAttachment {
-                event: "SubmissionAcceptance",
+                event: Event::SubmissionAcceptance,
                 xml: evidence,
             },
             "16A0CF65.00566CE0.242DDC3F.03B4A2C1.rem-service@s1-rems-only-for-test.it",
@@ -552,8 +541,8 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
     let c = m.classify();
     assert_eq!(c.message_type, MessageType::Dispatch);
     assert_eq!(
-        (c.event.as_str(), c.code),
-        ("SubmissionAcceptance", Some("RA01"))
+        (c.event, c.code),
+        (Event::SubmissionAcceptance, Some("RA01"))
     );
     assert_eq!(m.extensions.len(), 1);
     assert_eq!(m.extensions[0].body, b"<x/>");
@@ -574,14 +563,19 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
     // A consignment receipt and a relay failure, as R-REMS-2 and S-REMS-1 write them.
     for (event, code, recipient, file) in [
         (
-            "ContentConsignment",
+            Event::ContentConsignment,
             "RD01",
             Some("recC@r2-rems-only-for-test.it"),
             "REM_ContentConsignment1.RD01.eml",
         ),
-        ("RelayFailure", "RB22", None, "REM_RelayFailure.RB22.eml"),
         (
-            "RelayAcceptance",
+            Event::RelayFailure,
+            "RB22",
+            None,
+            "REM_RelayFailure.RB22.eml",
+        ),
+        (
+            Event::RelayAcceptance,
             "RB01",
             None,
             "REM_RelayAcceptance.RB01.eml",
@@ -623,7 +617,7 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
         );
         let v = message::verify(&bytes, &opts).unwrap();
         let cl = v.message.classify();
-        assert_eq!((cl.event.as_str(), cl.code), (event, Some(code)), "{file}");
+        assert_eq!((cl.event, cl.code), (event, Some(code)), "{file}");
         assert!(!cl.with_original);
         assert_eq!(structure(&v.message), structure(&theirs), "{file}");
         assert_eq!(
@@ -641,7 +635,7 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
 
     // Wrong inputs are refused, not composed.
     let bad = Receipt {
-        event: "RelayAcceptance",
+        event: Event::RelayAcceptance,
         code: "RD01",
         message_id: "x@y",
         evidence_id: "e@y",
@@ -653,7 +647,7 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
     };
     assert!(composer.receipt(&sub, &bad, evidence, &[], when).is_err());
     let needs_provider = Receipt {
-        event: "RelayFailure",
+        event: Event::RelayFailure,
         code: "RB09",
         ..bad
     };
@@ -667,7 +661,7 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
             &unprepared,
             &sub,
             &EvidenceAttachment {
-                event: "SubmissionAcceptance",
+                event: Event::SubmissionAcceptance,
                 xml: evidence
             },
             "e@y",
@@ -682,4 +676,98 @@ fn composed_dispatch_and_receipts_verify_and_read_back() {
         DigestAlgorithm::Sha256
     )
     .is_err());
+}
+
+/// Every AgID receipt (35 of them, every event and reason code of the profile) rebuilt from
+/// the kit's original and its own header data: the same REM fields, the same parts with
+/// the same part headers, the same introduction word for word.
+#[test]
+fn every_agid_receipt_is_rebuilt_as_the_kit_has_it() {
+    let Some(kit) = kit() else { return };
+    let pki = common::pki::shared();
+    let (_attach, sub) = agid_submission(&kit);
+    let pem = std::fs::read(pki.ca_pem()).unwrap();
+    let chain = ChainPolicy::from_pem(&pem, true).unwrap();
+    let evidence = b"<?xml version=\"1.0\"?><Evidence/>\n";
+    let mut files: Vec<PathBuf> = std::fs::read_dir(agid(&kit))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_str().unwrap();
+            n.starts_with("REM_") && !n.starts_with("REM_Dispatch")
+        })
+        .collect();
+    files.sort();
+    for f in &files {
+        let file = f.file_name().unwrap().to_str().unwrap();
+        let theirs_raw = std::fs::read(f).unwrap();
+        let theirs = message::parse(&theirs_raw).unwrap();
+        let c = theirs.classify();
+        let from = theirs.from.clone().unwrap();
+        let provider = Provider {
+            name: if from.contains("@s1-") {
+                "S-REMS-1 provider"
+            } else {
+                "R-REMS-2 provider"
+            }
+            .into(),
+            service_address: from.trim_matches(|c| c == '<' || c == '>').into(),
+        };
+        let composer = Composer {
+            provider: &provider,
+            signer: pki.hsm_signer(),
+        };
+        let t = chrono::DateTime::parse_from_rfc2822(theirs.date.as_deref().unwrap()).unwrap();
+        let t = Instant::from_unix(t.timestamp());
+        let recipient = if file.contains("1.RD") {
+            Some("recC@r2-rems-only-for-test.it")
+        } else if file.contains("2.RD") {
+            Some("recD@r2-rems-only-for-test.it")
+        } else {
+            None
+        };
+        let unbracket = |v: &Option<String>| {
+            v.as_deref()
+                .unwrap()
+                .trim_matches(|c| c == '<' || c == '>')
+                .to_string()
+        };
+        let evidence_id = unbracket(&theirs.rem.evidence_id);
+        let r = Receipt {
+            event: c.event,
+            code: c.code.unwrap(),
+            message_id: theirs.message_id.as_deref().unwrap(),
+            evidence_id: &evidence_id,
+            to: theirs.to.as_deref().unwrap(),
+            rcpt_to: "sender@sender-own-domain-only-for-test.it",
+            other_provider: Some("R-REMS provider"),
+            recipient,
+            relay_date: theirs.rem.relay_date.as_ref().map(|_| t),
+        };
+        let ours = composer.receipt(&sub, &r, evidence, &[], t).unwrap();
+        let bytes = ours.to_bytes();
+        let v = message::verify(&bytes, &VerifyOptions::without_index(t).with_chain(&chain))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let m = v.message;
+        assert_eq!(structure(&m), structure(&theirs), "{file}");
+        let mut kit_rem = theirs.rem.clone();
+        kit_rem.ua_message_identifier = m.rem.ua_message_identifier.clone();
+        assert_eq!(m.rem, kit_rem, "{file}");
+        assert_eq!(
+            (&m.from, &m.to, &m.subject),
+            (&theirs.from, &theirs.to, &theirs.subject),
+            "{file}"
+        );
+        assert_eq!(
+            m.introduction.plain,
+            nfc(&theirs.introduction.plain),
+            "{file}"
+        );
+        assert_eq!(
+            m.introduction.html,
+            nfc(&theirs.introduction.html),
+            "{file}"
+        );
+    }
+    assert_eq!(files.len(), 35);
 }
