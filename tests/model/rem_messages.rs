@@ -771,3 +771,66 @@ fn every_agid_receipt_is_rebuilt_as_the_kit_has_it() {
     }
     assert_eq!(files.len(), 35);
 }
+
+/// Truncated, byte-flipped and relabelled kit messages: every outcome is a defined error
+/// (or, for bytes outside what is read, the same message), never a panic.
+#[test]
+fn mangled_kit_messages_are_defined_errors() {
+    let Some(kit) = kit() else { return };
+    let dispatch = std::fs::read(agid(&kit).join("REM_Dispatch.RA01.eml")).unwrap();
+    let receipt = std::fs::read(agid(&kit).join("REM_RelayFailure.RB22.eml")).unwrap();
+    for raw in [&dispatch, &receipt] {
+        assert!(message::parse(raw).is_ok());
+        for i in (0..raw.len()).step_by(61) {
+            let _ = message::parse(&raw[..i]);
+            let mut v = raw.clone();
+            v[i] ^= 0x20;
+            if let Ok(m) = message::parse(&v) {
+                // Only a byte the reader does not keep (a letter's case in a header name,
+                // base64 of the signature, a body byte) may leave a message readable.
+                let _ = m.classify();
+            }
+        }
+        assert!(message::parse(&raw[..raw.len() / 2]).is_err());
+    }
+    // The unsigned message type relabelled: a receipt carrying the original, a dispatch
+    // without it.
+    let relabel = |raw: &[u8], from: &str, to: &str| {
+        String::from_utf8(raw.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
+    let as_receipt = relabel(
+        &dispatch,
+        "ERDMessageType/dispatch",
+        "ERDMessageType/receipt",
+    );
+    assert!(matches!(
+        message::parse(&as_receipt),
+        Err(RemError::Structure(m)) if m.contains("must not carry the original")
+    ));
+    let as_dispatch = relabel(
+        &receipt,
+        "ERDMessageType/receipt",
+        "ERDMessageType/dispatch",
+    );
+    assert!(matches!(
+        message::parse(&as_dispatch),
+        Err(RemError::Structure(m)) if m.contains("must carry the original")
+    ));
+    let unknown_event = relabel(&receipt, "Event/RelayFailure", "Event/Teleported");
+    assert!(matches!(
+        message::parse(&unknown_event),
+        Err(RemError::Header(_))
+    ));
+    let two_types = relabel(
+        &receipt,
+        "REM-MessageType:",
+        "REM-MessageType: x\r\nREM-MessageType:",
+    );
+    assert!(matches!(
+        message::parse(&two_types),
+        Err(RemError::Header(_))
+    ));
+}
