@@ -303,8 +303,12 @@ pub struct VerifiedRem {
 
 /// Verifies the S/MIME signature of `raw` with `opts` (give it a chain policy with the
 /// REM anchors and no provider index: [`VerifyOptions::without_index`] plus
-/// [`VerifyOptions::with_chain`]), reads the signed content, and checks the original
-/// against `REM-DigestValue` when the message carries one.
+/// [`VerifyOptions::with_chain`], `enforce` set), reads the signed content, and checks the
+/// original against `REM-DigestValue` when the message carries one.
+///
+/// Whose signature it is stays the caller's decision: [`Verified::signer_der`] must be the
+/// digital identity of a REM service in the Trusted List (`super::trust`) before anything
+/// the message says is believed.
 pub fn verify(raw: &[u8], opts: &VerifyOptions<'_>) -> Result<VerifiedRem, RemError> {
     if !is_rem(raw) {
         return Err(RemError::NotRem(
