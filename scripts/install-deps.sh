@@ -27,7 +27,7 @@ packages=(
   # REM: the DNS server of the test zones (tests/e2e/lib_rem.sh; the binary only, no
   # service), and curl to fetch Trusted Lists from the test HTTPS server
   dnsmasq-base curl
-  # REM: xmllint validates our CSI document against the EN 319 532-4 schema, with the W3C
+  # REM: xmllint validates our evidences and our CSI document against the EN 319 532-4 schema, with the W3C
   # (xml, xmldsig, xenc) and SAML schemas it imports
   libxml2-utils xmltooling-schemas opensaml-schemas
 )

@@ -6,8 +6,12 @@
 //! XAdES signature, the REM message layout, the trust data of the peers. The three roles use
 //! it the way they use `message` for PEC.
 
+pub mod codes;
+pub mod compose;
 pub mod csi;
 pub mod dns;
+pub mod evidence;
+pub mod message;
 pub mod trust;
 pub mod xades;
 pub mod xml;

@@ -11,6 +11,8 @@ mod samples;
 mod breve;
 mod daticert;
 mod messages;
+mod rem_evidence;
+mod rem_messages;
 mod revocation;
 mod verify_samples;
 mod xades;
