@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! A small, tolerant BER/DER reader for the parts of CMS SignedData that the `openssl`
 //! crate does not expose (signer identifier, signed attributes, certificates), used by
-//! [`super::verify`]. Depth-limited; never panics.
+//! [`super::verify`]. Depth-limited; never panics. And [`tlv`], the one DER writer of a
+//! type-length-value (time-stamp requests, XAdES `IssuerSerialV2`).
 
 use openssl::x509::X509;
 
@@ -9,6 +10,25 @@ use super::error::VerifyError;
 use crate::message::time::Instant;
 
 const MAX_DEPTH: usize = 48;
+
+/// DER type-length-value: `tag`, the definite length (short or long form), `content`.
+pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Tlv<'a> {

@@ -189,7 +189,7 @@ pub(crate) fn verify_with_certificate(
     Ok(verifier.verify(signature).unwrap_or(false))
 }
 
-mod asn1;
+pub(crate) mod asn1;
 pub mod cms_sign;
 mod error;
 pub mod file_key;

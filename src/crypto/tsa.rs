@@ -19,7 +19,7 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509ExtendedKeyUsage, X509};
 use thiserror::Error;
 
-use super::asn1;
+use super::asn1::{self, tlv};
 use super::http::{exchange, Url};
 use crate::message::time::Instant;
 
@@ -108,24 +108,6 @@ pub fn oid_der(dotted: &str) -> Option<Vec<u8>> {
         push(*a);
     }
     Some(out)
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// DER INTEGER content of a non-negative number given big-endian.

@@ -27,6 +27,7 @@ use base64::Engine as _;
 use thiserror::Error;
 use uppsala::{Document, NodeId};
 
+use crate::crypto::asn1::tlv;
 use crate::crypto::tsa::{self, TsaError, TsaSettings, TstInfo, MAX_CLOCK_SKEW_SECONDS};
 use crate::crypto::xmldsig::{
     self, base64_value, element_children, is_element, text_of, C14n, DigestMethod, Enveloped,
@@ -70,25 +71,6 @@ pub struct VerifiedEvidence {
     pub signing_time: Instant,
     /// The signature time stamp (its `genTime` is the time the signature existed by).
     pub time_stamp: TstInfo,
-}
-
-/// DER TLV.
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// DER of `IssuerSerial` (RFC 5035) of a certificate: `{ { directoryName issuer }, serial }`,
