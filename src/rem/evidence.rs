@@ -672,6 +672,7 @@ fn node_from(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Node, E
             .normalized_value_with(XmlVersion::Implicit1_0, 1, resolve_xml_entity)
             .map_err(|e| syntax(format!("attribute {:?}: {e}", a.key.as_ref())))?
             .into_owned();
+        check_chars(&value, position)?;
         if ans == NS_XSI && alocal.as_ref() == "type" {
             let q = QName(value.trim());
             let tns = namespace_of(&reader.resolver().resolve_prefix(q.prefix(), true))
@@ -759,7 +760,20 @@ fn build_tree(text: &str) -> Result<Node, EvidenceError> {
     root.ok_or(EvidenceError::NoRoot)
 }
 
+/// XML 1.0 allows no C0 control but tab, line feed and carriage return, and neither U+FFFE
+/// nor U+FFFF; quick-xml does not check.
+fn check_chars(s: &str, position: u64) -> Result<(), EvidenceError> {
+    match s.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(EvidenceError::Syntax {
+            position,
+            reason: format!("character U+{:04X} is not allowed in xml", u32::from(c)),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn text_into(stack: &mut [Node], s: &str, reader: &NsReader<&[u8]>) -> Result<(), EvidenceError> {
+    check_chars(s, reader.buffer_position())?;
     match stack.last_mut() {
         Some(top) => {
             top.text.push_str(s);
@@ -1143,6 +1157,21 @@ mod tests {
             escape("x\u{0}y\u{1B}z\u{FFFE}", false),
             "x\u{FFFD}y\u{FFFD}z\u{FFFD}"
         );
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_refused_by_the_reader() {
+        for doc in [
+            "<a>x\u{0}y</a>",
+            "<a b=\"\u{1}\"/>",
+            "<a><![CDATA[\u{FFFE}]]></a>",
+        ] {
+            assert!(
+                matches!(build_tree(doc), Err(EvidenceError::Syntax { .. })),
+                "{doc:?}"
+            );
+        }
+        assert!(build_tree("<a b=\"\t\">x\ty\u{10000}</a>").is_ok());
     }
 
     #[test]
