@@ -664,6 +664,15 @@ fn node_from(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Node, E
     for a in start.attributes() {
         let a = a.map_err(|e| syntax(format!("attribute on <{}>: {e}", node.name)))?;
         if a.key.as_ref() == "xmlns" || a.key.as_ref().starts_with("xmlns:") {
+            // quick-xml takes a namespace name as written, references unresolved: refuse
+            // them rather than read a namespace other than the one declared.
+            check_chars(&a.value, position)?;
+            if a.value.contains('&') {
+                return Err(syntax(format!(
+                    "namespace declaration {:?} uses a reference",
+                    a.key.as_ref()
+                )));
+            }
             continue;
         }
         let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
@@ -1172,6 +1181,12 @@ mod tests {
             );
         }
         assert!(build_tree("<a b=\"\t\">x\ty\u{10000}</a>").is_ok());
+        for doc in ["<a xmlns:p=\"urn:&#120;\"/>", "<a xmlns=\"urn:\u{0}\"/>"] {
+            assert!(
+                matches!(build_tree(doc), Err(EvidenceError::Syntax { .. })),
+                "{doc:?}"
+            );
+        }
     }
 
     #[test]
