@@ -664,12 +664,16 @@ fn node_from(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Node, E
     for a in start.attributes() {
         let a = a.map_err(|e| syntax(format!("attribute on <{}>: {e}", node.name)))?;
         if a.key.as_ref() == "xmlns" || a.key.as_ref().starts_with("xmlns:") {
-            // quick-xml takes a namespace name as written, references unresolved: refuse
-            // them rather than read a namespace other than the one declared.
+            // quick-xml takes a namespace name as written, references unresolved: a name
+            // is a URI, so refuse what no URI carries rather than read another namespace
+            // than the one declared.
             check_chars(&a.value, position)?;
-            if a.value.contains('&') {
+            if a.value
+                .chars()
+                .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'' | ' ' | '\t' | '\n' | '\r'))
+            {
                 return Err(syntax(format!(
-                    "namespace declaration {:?} uses a reference",
+                    "namespace declaration {:?} is not a plain uri",
                     a.key.as_ref()
                 )));
             }
@@ -1181,7 +1185,12 @@ mod tests {
             );
         }
         assert!(build_tree("<a b=\"\t\">x\ty\u{10000}</a>").is_ok());
-        for doc in ["<a xmlns:p=\"urn:&#120;\"/>", "<a xmlns=\"urn:\u{0}\"/>"] {
+        for doc in [
+            "<a xmlns:p=\"urn:&#120;\"/>",
+            "<a xmlns=\"urn:\u{0}\"/>",
+            "<a xmlns:p=\"urn:<\"/>",
+            "<a xmlns:p='urn:\"'/>",
+        ] {
             assert!(
                 matches!(build_tree(doc), Err(EvidenceError::Syntax { .. })),
                 "{doc:?}"
