@@ -550,12 +550,19 @@ impl Out {
                         NS_EXT => "ext",
                         NS_SAML => "saml",
                         NS_DS => "ds",
+                        // No default namespace is ever declared: unprefixed is none.
+                        "" => "",
                         other => {
                             push_attr(&mut s, "xmlns:t", other);
                             "t"
                         }
                     };
-                    push_attr(&mut s, "xsi:type", &format!("{prefix}:{local}"));
+                    let qname = if prefix.is_empty() {
+                        local.clone()
+                    } else {
+                        format!("{prefix}:{local}")
+                    };
+                    push_attr(&mut s, "xsi:type", &qname);
                 }
                 self.write(XmlEvent::Start(s));
                 self.write(XmlEvent::Text(BytesText::from_escaped(escape(
