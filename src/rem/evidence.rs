@@ -550,12 +550,19 @@ impl Out {
                         NS_EXT => "ext",
                         NS_SAML => "saml",
                         NS_DS => "ds",
+                        // No default namespace is ever declared: unprefixed is none.
+                        "" => "",
                         other => {
                             push_attr(&mut s, "xmlns:t", other);
                             "t"
                         }
                     };
-                    push_attr(&mut s, "xsi:type", &format!("{prefix}:{local}"));
+                    let qname = if prefix.is_empty() {
+                        local.clone()
+                    } else {
+                        format!("{prefix}:{local}")
+                    };
+                    push_attr(&mut s, "xsi:type", &qname);
                 }
                 self.write(XmlEvent::Start(s));
                 self.write(XmlEvent::Text(BytesText::from_escaped(escape(
@@ -664,6 +671,19 @@ fn node_from(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Node, E
     for a in start.attributes() {
         let a = a.map_err(|e| syntax(format!("attribute on <{}>: {e}", node.name)))?;
         if a.key.as_ref() == "xmlns" || a.key.as_ref().starts_with("xmlns:") {
+            // quick-xml takes a namespace name as written, references unresolved: a name
+            // is a URI, so refuse what no URI carries rather than read another namespace
+            // than the one declared.
+            check_chars(&a.value, position)?;
+            if a.value
+                .chars()
+                .any(|c| matches!(c, '&' | '<' | '>' | '"' | '\'' | ' ' | '\t' | '\n' | '\r'))
+            {
+                return Err(syntax(format!(
+                    "namespace declaration {:?} is not a plain uri",
+                    a.key.as_ref()
+                )));
+            }
             continue;
         }
         let (ans, alocal) = reader.resolver().resolve_attribute(a.key);
@@ -672,6 +692,7 @@ fn node_from(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Node, E
             .normalized_value_with(XmlVersion::Implicit1_0, 1, resolve_xml_entity)
             .map_err(|e| syntax(format!("attribute {:?}: {e}", a.key.as_ref())))?
             .into_owned();
+        check_chars(&value, position)?;
         if ans == NS_XSI && alocal.as_ref() == "type" {
             let q = QName(value.trim());
             let tns = namespace_of(&reader.resolver().resolve_prefix(q.prefix(), true))
@@ -759,7 +780,20 @@ fn build_tree(text: &str) -> Result<Node, EvidenceError> {
     root.ok_or(EvidenceError::NoRoot)
 }
 
+/// XML 1.0 allows no C0 control but tab, line feed and carriage return, and neither U+FFFE
+/// nor U+FFFF; quick-xml does not check.
+fn check_chars(s: &str, position: u64) -> Result<(), EvidenceError> {
+    match s.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(EvidenceError::Syntax {
+            position,
+            reason: format!("character U+{:04X} is not allowed in xml", u32::from(c)),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn text_into(stack: &mut [Node], s: &str, reader: &NsReader<&[u8]>) -> Result<(), EvidenceError> {
+    check_chars(s, reader.buffer_position())?;
     match stack.last_mut() {
         Some(top) => {
             top.text.push_str(s);
@@ -1143,6 +1177,32 @@ mod tests {
             escape("x\u{0}y\u{1B}z\u{FFFE}", false),
             "x\u{FFFD}y\u{FFFD}z\u{FFFD}"
         );
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_refused_by_the_reader() {
+        for doc in [
+            "<a>x\u{0}y</a>",
+            "<a b=\"\u{1}\"/>",
+            "<a><![CDATA[\u{FFFE}]]></a>",
+        ] {
+            assert!(
+                matches!(build_tree(doc), Err(EvidenceError::Syntax { .. })),
+                "{doc:?}"
+            );
+        }
+        assert!(build_tree("<a b=\"\t\">x\ty\u{10000}</a>").is_ok());
+        for doc in [
+            "<a xmlns:p=\"urn:&#120;\"/>",
+            "<a xmlns=\"urn:\u{0}\"/>",
+            "<a xmlns:p=\"urn:<\"/>",
+            "<a xmlns:p='urn:\"'/>",
+        ] {
+            assert!(
+                matches!(build_tree(doc), Err(EvidenceError::Syntax { .. })),
+                "{doc:?}"
+            );
+        }
     }
 
     #[test]
