@@ -12,13 +12,6 @@ use pec::rem::judge::{self, Failure, Inputs, Kind, Trust};
 use pec::rem::message::{self, is_rem};
 use pec::rem::trust::RemPeers;
 
-/// SHA-256 of the two "root-ca, Nowina Solutions, PKI-TEST" roots the kit's tokens chain
-/// to (the kit's own TSA certificate file anchors none of them).
-const TSA_ROOTS: [&str; 2] = [
-    "604a8fb227777c40b8c72b54d435a81f3f7d61d1c6612b543318af7b59a39c78",
-    "6a44637636d83b9806ce1c8c6d7d070e51f66364c257814ef65b54250238ff4d",
-];
-
 fn emls(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -45,60 +38,9 @@ fn rem_files(kit: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Both REM PKIs of the kit (AgID and ETSI), roots and intermediates.
-fn kit_chain(kit: &Path) -> ChainPolicy {
-    let mut pem = Vec::new();
-    for p in [
-        "agid-rem-policy-it/certificates/REM-ROOT-CA.crt",
-        "agid-rem-policy-it/certificates/REM-POLICY-IT-INTERMEDIATE-CERTIFICATE.crt",
-        "etsi-en-319-532-4/INFORMATIVE-EXAMPLES/CERTIFICATES/REM-ROOT-CA.crt",
-        "etsi-en-319-532-4/INFORMATIVE-EXAMPLES/CERTIFICATES/REM-INTERMEDIATE-CA.crt",
-    ] {
-        pem.extend(std::fs::read(kit.join(p)).unwrap());
-        pem.push(b'\n');
-    }
+fn kit_chain(kit: &Path, dir: &Path) -> ChainPolicy {
+    let pem = std::fs::read(crate::samples::rem_kit_anchors(kit, dir)).unwrap();
     ChainPolicy::from_pem(&pem, true).unwrap()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-fn token_of(xml: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let text = std::str::from_utf8(xml).unwrap();
-    let start = text.find("EncapsulatedTimeStamp").unwrap();
-    let from = start + text[start..].find('>').unwrap() + 1;
-    let to = from + text[from..].find('<').unwrap();
-    let b64: String = text[from..to].split_whitespace().collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap()
-}
-
-/// The pinned TSA roots, taken from the kit's tokens, one file each under `dir`.
-fn kit_tsa_anchors(files: &[(PathBuf, Vec<u8>)], dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut found = Vec::new();
-    for (_, raw) in files {
-        for ev in &message::parse(raw).unwrap().evidences {
-            let p7 = openssl::pkcs7::Pkcs7::from_der(&token_of(&ev.body)).unwrap();
-            for cert in p7.signed().and_then(|s| s.certificates()).unwrap() {
-                let fp = sha256_hex(&cert.to_der().unwrap());
-                if TSA_ROOTS.contains(&fp.as_str()) && !found.contains(&fp) {
-                    let path = dir.join(format!("tsa-root-{}.pem", found.len()));
-                    std::fs::write(&path, cert.to_pem().unwrap()).unwrap();
-                    out.push(path);
-                    found.push(fp);
-                }
-            }
-        }
-        if found.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(found.len(), 2, "both pinned TSA roots in the kit's tokens");
-    out
 }
 
 /// The message's own date (its `Date` field).
@@ -124,9 +66,9 @@ fn kit() -> Option<Kit> {
     let kit = crate::samples::rem_kit_dir()?;
     let files = rem_files(&kit);
     let dir = tempfile::tempdir().unwrap();
-    let tsa = kit_tsa_anchors(&files, dir.path());
+    let tsa = crate::samples::rem_kit_tsa_anchors(&kit, dir.path());
     Some(Kit {
-        chain: kit_chain(&kit),
+        chain: kit_chain(&kit, dir.path()),
         files,
         tsa,
         _dir: dir,
@@ -175,14 +117,14 @@ fn every_kit_message_is_valid_at_its_date_and_invalid_once_altered() {
             etsi += 1;
         }
 
-        // A byte of the signed content altered (inside the base64 of the first evidence,
-        // or else the last letter of the introduction): the S/MIME signature fails.
-        let body = find(raw, b"\r\n\r\n").or_else(|| find(raw, b"\n\n")).unwrap();
-        let intro = find(&raw[body..], b"rem_message/introduction").unwrap() + body;
-        let text = find(&raw[intro..], b"\n\n")
-            .or_else(|| find(&raw[intro..], b"\r\n\r\n"))
+        // A letter of the introduction's plain text altered: the S/MIME signature fails.
+        let intro = find(raw, b"rem_message/introduction").unwrap();
+        let plain = find(&raw[intro..], b"text/plain").unwrap() + intro;
+        let text = find(&raw[plain..], b"\n\n")
+            .or_else(|| find(&raw[plain..], b"\r\n\r\n"))
             .unwrap()
-            + intro;
+            + plain
+            + 2;
         let at_byte = (text..raw.len())
             .find(|&i| raw[i].is_ascii_alphabetic())
             .unwrap();
@@ -196,8 +138,8 @@ fn every_kit_message_is_valid_at_its_date_and_invalid_once_altered() {
         );
         assert_eq!(bad.rejection().unwrap().code, "RB04", "{name}");
     }
-    assert_eq!(agid, 35, "the AgID flow's REM messages");
-    assert!(etsi >= 170, "{etsi} ETSI REM messages");
+    assert_eq!(agid, 36, "the AgID REM messages");
+    assert_eq!(etsi, 172, "the ETSI REM messages");
     eprintln!("judged {etsi} ETSI and {agid} AgID REM messages");
 }
 
@@ -342,4 +284,49 @@ fn hostile_xml_and_mail_are_defined_verdicts() {
     }
     let deep = format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000));
     assert!(!judge::judge_evidence(deep.as_bytes(), &inputs(&k, at, None)).valid());
+}
+
+/// The kit's TL_CCA (S-REMS-A, R-REMS-B, R-REMS-C) with `NextUpdate` in 2031 and the
+/// services granted from `since`.
+fn kit_peers(since: &str) -> RemPeers {
+    let kit = crate::samples::rem_kit_dir().unwrap();
+    let text = std::fs::read_to_string(
+        kit.join("etsi-en-319-532-4/INFORMATIVE-EXAMPLES/COMMON_SERVICE_INTERFACE/TL_CCA.xml"),
+    )
+    .unwrap()
+    .replace("2021-10-03T08:29:59Z", "2031-10-03T08:29:59Z")
+    .replace("2021-12-30T22:00:00Z", since);
+    RemPeers::new(&[pec::rem::trust::parse(text.as_bytes()).unwrap()])
+}
+
+#[test]
+fn a_service_granted_on_the_trusted_list_at_the_signing_time_is_trusted() {
+    let Some(k) = kit() else { return };
+    let raw = &k
+        .files
+        .iter()
+        .find(|(f, _)| f.ends_with("S1/2a.Issued_by_S-REMS-A/REM_Dispatch.RA01.eml"))
+        .unwrap()
+        .1;
+    let at = own_date(raw);
+    // Granted since before the message (2021-12-01): trusted.
+    let peers = kit_peers("2021-11-23T00:00:00Z");
+    let v = judge::judge_message(raw, &inputs(&k, at, Some(&peers)));
+    assert!(v.valid(), "{:?}", v.failures);
+    assert!(
+        matches!(&v.trust, Trust::Granted { territory, provider, .. }
+            if territory == "CCA" && provider == "S-REMS-A provider"),
+        "{:?}",
+        v.trust
+    );
+    // Granted only after the message was signed (the kit's own date, 2021-12-30): the
+    // same signer is not trusted for it.
+    let later = kit_peers("2021-12-30T22:00:00Z");
+    let v = judge::judge_message(raw, &inputs(&k, at, Some(&later)));
+    assert_eq!(v.trust, Trust::NotGranted);
+    assert_eq!(v.rejection().unwrap().code, "RB06");
+    // An AgID provider is not on that list at all.
+    let agid = agid_file(&k, "Intra-REM-flow/REM_Dispatch.RA01.eml");
+    let v = judge::judge_message(agid, &inputs(&k, own_date(agid), Some(&peers)));
+    assert_eq!(v.trust, Trust::NotGranted);
 }
