@@ -100,8 +100,8 @@ impl RemContext {
             let settings = c.settings().map_err(CliError::usage)?;
             if let Some(ts) = settings.rem_trust {
                 let store = crate::wiring::open_store(c).map_err(CliError::usage)?;
-                let (stored, left_out) = crate::rem_sync::load_lists(&*store, &XmlDsig, &ts)
-                    .map_err(CliError::usage)?;
+                let (stored, left_out) =
+                    crate::rem_sync::load_lists(&*store, &XmlDsig, &ts).map_err(CliError::usage)?;
                 notes.extend(left_out);
                 lists.extend(stored);
                 peers = Some(RemPeers::new(&lists));
@@ -132,7 +132,10 @@ impl RemContext {
 pub fn looks_like_xml(file: &Path, raw: &[u8]) -> bool {
     let start = raw.strip_prefix(b"\xef\xbb\xbf").unwrap_or(raw);
     let first = start.iter().find(|b| !b.is_ascii_whitespace());
-    first == Some(&b'<') || file.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+    first == Some(&b'<')
+        || file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
 }
 
 /// Everything printed about one REM file; the JSON form is this struct (the fields of the

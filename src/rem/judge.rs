@@ -456,7 +456,8 @@ pub fn judge_message(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
     let header_id = m.rem.evidence_id.as_deref().map(unbracket);
     for (i, section) in m.evidences.iter().enumerate() {
         let index = i + 1;
-        let (parsed, xv, report) = judge_one(&section.body, index, inputs.tsa_anchors, &mut v.failures);
+        let (parsed, xv, report) =
+            judge_one(&section.body, index, inputs.tsa_anchors, &mut v.failures);
         if let (Some(xv), Some(ver)) = (&xv, &verified) {
             if xv.signer != ver.signer_der {
                 v.failures.push(Failure::SignerMismatch { index });
@@ -533,8 +534,11 @@ pub fn judge_message(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
                 .iter()
                 .map(|r| r.trim().to_string())
                 .collect();
-            let evidence_reasons: Vec<String> =
-                e.reasons.iter().map(|r| r.code.trim().to_string()).collect();
+            let evidence_reasons: Vec<String> = e
+                .reasons
+                .iter()
+                .map(|r| r.code.trim().to_string())
+                .collect();
             if stated != evidence_reasons {
                 v.failures.push(Failure::Inconsistent(format!(
                     "REM-ReasonIdentifier [{}], the evidence [{}]",

@@ -132,7 +132,9 @@ fn every_kit_message_is_valid_at_its_date_and_invalid_once_altered() {
         let bad = judge::judge_message(&altered, &inputs(&k, at, None));
         assert!(!bad.valid(), "{name}: altered copy judged valid");
         assert!(
-            bad.failures.iter().any(|f| matches!(f, Failure::Signature(_))),
+            bad.failures
+                .iter()
+                .any(|f| matches!(f, Failure::Signature(_))),
             "{name}: {:?}",
             bad.failures
         );
@@ -196,7 +198,9 @@ fn a_duplicate_evidence_identifier_is_an_error() {
     let at = own_date(raw);
     // The evidence part repeated inside the signed multipart/mixed.
     let text = String::from_utf8_lossy(raw).into_owned();
-    let ev = text.find("REM-Section-Type: rem_message/xml_evidence").unwrap();
+    let ev = text
+        .find("REM-Section-Type: rem_message/xml_evidence")
+        .unwrap();
     let part_start = text[..ev].rfind("\n--").unwrap() + 1;
     let part_end = part_start + 1 + text[part_start + 1..].find("\n--").unwrap() + 1;
     let part = &text[part_start..part_end];
