@@ -178,16 +178,16 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
                         rem = Some(RemContext::new(args, at)?);
                     }
                     let ctx = rem.as_ref().ok_or_else(|| CliError::usage("rem context"))?;
-                    AnyReport::Rem(verify_rem::report(file, &raw, !is_rem, ctx, at))
+                    AnyReport::Rem(Box::new(verify_rem::report(file, &raw, !is_rem, ctx, at)))
                 } else {
-                    AnyReport::Pec(Report::new(file, &classify_with(&raw, &opts)))
+                    AnyReport::Pec(Box::new(Report::new(file, &classify_with(&raw, &opts))))
                 }
             }
             Err(e) => {
                 status = 2;
                 let msg = format!("cannot read \"{}\": {e}", file.display());
                 eprintln!("pec verify: {msg}");
-                AnyReport::Pec(Report::io_error(file, msg))
+                AnyReport::Pec(Box::new(Report::io_error(file, msg)))
             }
         };
         if !report.valid() && status == 0 {
@@ -300,8 +300,8 @@ fn load_trust(trust: &mut TrustSet, files: &[PathBuf]) -> Result<(), String> {
 
 /// A PEC or a REM report.
 enum AnyReport {
-    Pec(Report),
-    Rem(RemReport),
+    Pec(Box<Report>),
+    Rem(Box<RemReport>),
 }
 
 impl AnyReport {
@@ -314,8 +314,8 @@ impl AnyReport {
 
     fn json(&self) -> serde_json::Result<String> {
         match self {
-            AnyReport::Pec(r) => serde_json::to_string(r),
-            AnyReport::Rem(r) => serde_json::to_string(r),
+            AnyReport::Pec(r) => serde_json::to_string(&**r),
+            AnyReport::Rem(r) => serde_json::to_string(&**r),
         }
     }
 
