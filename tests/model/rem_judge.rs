@@ -172,6 +172,21 @@ fn an_altered_original_is_a_digest_mismatch() {
     assert_eq!(digest[0].reason().unwrap().name, "R_ERDS_MessageRejected");
     // The signature covers the original too: it fails first.
     assert_eq!(v.rejection().unwrap().code, "RB04");
+
+    // The unsigned REM-DigestValue changed: the signature holds, the original and every
+    // evidence disagree with the header, and the answer is RB02.
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let stated = message::parse(raw).unwrap().rem.digest_value.unwrap();
+    let other = pec::rem::message::DigestAlgorithm::Sha256.digest_value(b"another original");
+    let relabelled = text.replacen(&stated, &other, 1);
+    let v = judge::judge_message(relabelled.as_bytes(), &inputs(&k, at, None));
+    assert!(
+        v.failures.iter().all(|f| matches!(f, Failure::Digest(_))),
+        "{:?}",
+        v.failures
+    );
+    assert_eq!(v.failures.len(), 2, "the original, then the evidence");
+    assert_eq!(v.rejection().unwrap().code, "RB02");
 }
 
 #[test]
@@ -333,4 +348,30 @@ fn a_service_granted_on_the_trusted_list_at_the_signing_time_is_trusted() {
     let agid = agid_file(&k, "Intra-REM-flow/REM_Dispatch.RA01.eml");
     let v = judge::judge_message(agid, &inputs(&k, own_date(agid), Some(&peers)));
     assert_eq!(v.trust, Trust::NotGranted);
+}
+
+#[test]
+fn unsigned_rem_headers_that_contradict_the_evidence_are_inconsistent() {
+    let Some(k) = kit() else { return };
+    let raw = agid_file(&k, "Intra-REM-flow/REM_RelayAcceptance.RB01.eml");
+    let at = own_date(raw);
+    let text = String::from_utf8_lossy(raw).into_owned();
+    for (from, to) in [
+        ("Event/RelayAcceptance", "Event/RelayRejection"),
+        (
+            "EventReason/S_ERDS_MessageSuccessfullyRelayed",
+            "EventReason/R_ERDS_MessageRejected",
+        ),
+        ("REM-Evidence-ID: <", "REM-Evidence-ID: <X"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let changed = text.replacen(from, to, 1);
+        let v = judge::judge_message(changed.as_bytes(), &inputs(&k, at, None));
+        assert!(
+            matches!(v.first_failure(), Some(Failure::Inconsistent(_))),
+            "{from}: {:?}",
+            v.failures
+        );
+        assert_eq!(v.rejection().unwrap().code, "RB02");
+    }
 }
