@@ -59,21 +59,36 @@ impl RemContext {
             Some(path) => Some(crate::config::load(path)?),
             None => None,
         };
-        let mut anchors = args.rem_anchors.clone();
-        let mut tsa_anchors = args.tsa_anchors.clone();
+        let mut anchors: Vec<(&str, PathBuf)> = args
+            .rem_anchors
+            .iter()
+            .map(|f| ("--rem-anchors", f.clone()))
+            .collect();
+        let mut tsa: Vec<(&str, PathBuf)> = args
+            .tsa_anchors
+            .iter()
+            .map(|f| ("--tsa-anchors", f.clone()))
+            .collect();
         if let Some(c) = &config {
-            anchors.extend(c.rem.anchors.iter().cloned());
-            tsa_anchors.extend(c.rem.tsa_anchors.iter().cloned());
+            anchors.extend(c.rem.anchors.iter().map(|f| ("rem.anchors", f.clone())));
+            tsa.extend(
+                c.rem
+                    .tsa_anchors
+                    .iter()
+                    .map(|f| ("rem.tsa_anchors", f.clone())),
+            );
         }
         let mut chain = ChainPolicy {
             enforce: true,
             ..ChainPolicy::default()
         };
-        for f in &anchors {
-            chain.anchors.extend(pem_certs("--rem-anchors", f)?);
+        for (what, f) in &anchors {
+            chain.anchors.extend(pem_certs(what, f)?);
         }
-        for f in &tsa_anchors {
-            pem_certs("--tsa-anchors", f)?;
+        let mut tsa_anchors = Vec::with_capacity(tsa.len());
+        for (what, f) in tsa {
+            pem_certs(what, &f)?;
+            tsa_anchors.push(f);
         }
         let mut notes = Vec::new();
         let mut lists: Vec<TrustedList> = Vec::new();

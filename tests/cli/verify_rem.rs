@@ -218,3 +218,86 @@ fn rem_usage_errors_exit_2() {
     ]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn the_rem_anchors_of_a_configuration_are_used() {
+    let Some(env) = Env::new() else { return };
+    let d = env.dir.path();
+    let pki_dir = d.join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = pec::crypto::testing::make_test_pki(&pki_dir).unwrap();
+    std::fs::write(d.join("index.ldif"), "").unwrap();
+    // Only the ETSI PKI: an AgID message does not chain (RB05), an ETSI one does.
+    let mut etsi = std::fs::read(
+        env.kit
+            .join("etsi-en-319-532-4/INFORMATIVE-EXAMPLES/CERTIFICATES/REM-ROOT-CA.crt"),
+    )
+    .unwrap();
+    etsi.extend(
+        std::fs::read(
+            env.kit.join(
+                "etsi-en-319-532-4/INFORMATIVE-EXAMPLES/CERTIFICATES/REM-INTERMEDIATE-CA.crt",
+            ),
+        )
+        .unwrap(),
+    );
+    std::fs::write(d.join("etsi.pem"), etsi).unwrap();
+    let cfg = d.join("pec.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[provider]
+name = "Example PEC"
+service_address = "posta-certificata@pec.example.it"
+mail_receipt = "ricevute@pec.example.it"
+domains = ["pec.example.it"]
+
+[signing]
+backend = "pem"
+key_file = "{key}"
+cert_file = "{cert}"
+
+[store]
+path = "{dir}/pec.db"
+
+[index]
+ldif = "{dir}/index.ldif"
+
+[antivirus]
+clamd = "tcp:127.0.0.1:3310"
+
+[rem]
+anchors = ["{dir}/etsi.pem"]
+tsa_anchors = ["{t0}", "{t1}"]
+"#,
+            key = pki.it_key.display(),
+            cert = pki.it_cert.display(),
+            dir = d.display(),
+            t0 = env.tsa[0].display(),
+            t1 = env.tsa[1].display(),
+        ),
+    )
+    .unwrap();
+    let o = pec(&[
+        "verify",
+        "-c",
+        s(&cfg),
+        "--json",
+        s(&env.kit.join(S1_DISPATCH)),
+        s(&env.kit.join(AGID_ACCEPTANCE)),
+    ]);
+    let out = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let objs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objs[0]["failures"], serde_json::json!([]), "{out}");
+    assert_eq!(objs[0]["trust"], "not checked");
+    assert_eq!(objs[1]["rejection_code"], "RB05", "{out}");
+}
