@@ -20,7 +20,8 @@
 //!   evidence names the same message, a dispatch's evidence names its `Message-ID`, no
 //!   `EvidenceIdentifier` twice in one message;
 //! * with a peers view: the signer is the digital identity of a REM service granted on the
-//!   Trusted List at the signing time.
+//!   Trusted List at the signing time (the earliest evidence time stamp, which proves it;
+//!   else the S/MIME `signingTime`).
 //!
 //! A standalone evidence ([`judge_evidence`]) gets the reader, the XAdES-B-T checks, the
 //! signer's chain at the time stamp's time and, with a peers view, the trust decision.
@@ -442,7 +443,6 @@ pub fn judge_message(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
         v.signer = Some(Signer::of(&ver.signer_der));
         v.signing_time = ver.signing_time;
     }
-    let signed_at = v.signing_time.unwrap_or(inputs.at);
 
     // The original against REM-DigestValue.
     if let Err(e) = m.check_digest() {
@@ -549,7 +549,10 @@ pub fn judge_message(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
         }
     }
 
-    // Trust: the S/MIME signer is a granted REM service at the signing time.
+    // Trust: the S/MIME signer is a granted REM service at the signing time, the one the
+    // evidences' time stamps prove (the S/MIME signingTime is only claimed), else the
+    // claimed one, else the instant of the verification.
+    let signed_at = v.time_stamp_time.or(v.signing_time).unwrap_or(inputs.at);
     if let Some(ver) = &verified {
         v.trust = trust_of(inputs.peers, &ver.signer_der, signed_at);
         if v.trust == Trust::NotGranted {
@@ -566,14 +569,13 @@ pub fn judge_message(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
 /// Judges a standalone evidence.
 pub fn judge_evidence(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
     let mut v = Verdict::new(Kind::Evidence);
-    let (parsed, xv, report) = judge_one(raw, 1, inputs.tsa_anchors, &mut v.failures);
+    let (_, xv, report) = judge_one(raw, 1, inputs.tsa_anchors, &mut v.failures);
     v.event = report.event;
     v.code = report.code;
     v.digest = report.digest.clone();
     v.signer = report.signer.clone();
     v.signing_time = report.signing_time;
     v.time_stamp_time = report.time_stamp_time;
-    let _ = parsed;
     if let Some(xv) = &xv {
         // The time stamp proves when the signature existed: the chain and the trust then.
         let when = xv.time_stamp.gen_time;
@@ -610,4 +612,55 @@ pub fn judge_evidence(raw: &[u8], inputs: &Inputs<'_>) -> Verdict {
     }
     v.evidences.push(report);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_maps_to_a_relay_rejection_reason() {
+        let s = || "x".to_string();
+        let cases = [
+            (Failure::Malformed(s()), "RB02"),
+            (Failure::Signature(s()), "RB04"),
+            (Failure::Certificate(s()), "RB05"),
+            (Failure::NotTrusted(s()), "RB06"),
+            (
+                Failure::Evidence {
+                    index: 1,
+                    reason: s(),
+                },
+                "RB02",
+            ),
+            (
+                Failure::EvidenceSignature {
+                    index: 1,
+                    reason: s(),
+                },
+                "RB04",
+            ),
+            (
+                Failure::TimeStamp {
+                    index: 1,
+                    reason: s(),
+                },
+                "RB04",
+            ),
+            (Failure::SignerMismatch { index: 1 }, "RB04"),
+            (Failure::Digest(s()), "RB02"),
+            (Failure::DuplicateEvidenceId(s()), "RB02"),
+            (Failure::Inconsistent(s()), "RB02"),
+        ];
+        for (f, code) in &cases {
+            assert_eq!(f.code(), *code, "{f}");
+            let r = f.reason().unwrap();
+            assert!(r.allowed_with(Event::RelayRejection), "{f}");
+        }
+        // The first by rank explains the rejection, whatever the order found.
+        let mut v = Verdict::new(Kind::Evidence);
+        v.failures = vec![Failure::Digest(s()), Failure::Signature(s())];
+        assert_eq!(v.rejection().unwrap().code, "RB04");
+        assert!(!v.valid());
+    }
 }
