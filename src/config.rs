@@ -376,6 +376,13 @@ pub struct RemConfig {
     pub evidence_tsa_client_cert: Option<PathBuf>,
     pub evidence_tsa_client_key: Option<PathBuf>,
     pub evidence_tsa_tls_ca_file: Option<PathBuf>,
+    /// PEM files of the REM PKI anchors: the S/MIME signer of a peer's REM message and the
+    /// signer of its evidences must chain to one of them (`pec verify`, the reception
+    /// point). Default: none.
+    pub anchors: Vec<PathBuf>,
+    /// PEM files of the time-stamp anchors of peers' evidences, each tried on its own.
+    /// Default: none.
+    pub tsa_anchors: Vec<PathBuf>,
     /// `[rem.trust]`: the Trusted Lists of the REM peers (type in `rem::trust`).
     pub trust: crate::rem::trust::TrustConfig,
     /// `[rem.csi]`: our Capability and Security Information document (type in `rem::csi`).
@@ -406,6 +413,8 @@ impl Default for RemConfig {
             evidence_tsa_client_cert: None,
             evidence_tsa_client_key: None,
             evidence_tsa_tls_ca_file: None,
+            anchors: Vec::new(),
+            tsa_anchors: Vec::new(),
             trust: crate::rem::trust::TrustConfig::default(),
             csi: crate::rem::csi::CsiConfig::default(),
         }

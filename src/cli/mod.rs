@@ -24,6 +24,7 @@ mod setup;
 pub mod store;
 mod timers;
 pub mod verify;
+pub mod verify_rem;
 
 use admin::{MailboxCommand, SenderCommand};
 pub use args::ConfigArgs;

@@ -9,7 +9,10 @@
 //! but no trust decision can be made: the verdict is "signature valid, signer not checked
 //! against a provider index (use --trust)" and the file counts as not valid (exit 1).
 //!
-//! Exit status: 0 every file is a valid PEC message, 1 at least one is not, 2 usage or I/O
+//! A REM message (`REM-MessageType` at the top level) or a standalone ERDS evidence (an
+//! XML file) gets the verdict of `rem::judge` instead (`super::verify_rem`).
+//!
+//! Exit status: 0 every file is a valid PEC or REM message, 1 at least one is not, 2 usage or I/O
 //! error (unreadable file, bad `--at`, bad PEM).
 
 use std::io::Write;
@@ -19,6 +22,7 @@ use openssl::x509::X509;
 use serde::Serialize;
 
 use super::error::{exit, CliError};
+use super::verify_rem::{self, RemContext, RemReport};
 use std::sync::Arc;
 
 use crate::crypto::revocation::{
@@ -80,6 +84,25 @@ pub struct VerifyArgs {
     /// -c, none (CRLs are fetched for this run only).
     #[arg(long = "crl-cache", value_name = "DIR")]
     pub crl_cache: Option<PathBuf>,
+    /// REM: PEM file with anchors of the REM PKI; the S/MIME signer of a REM message and
+    /// the signer of an evidence must chain to one of them. Repeatable; adds to the
+    /// configuration's rem.anchors.
+    #[arg(long = "rem-anchors", value_name = "PEM")]
+    pub rem_anchors: Vec<PathBuf>,
+    /// REM: PEM file with a time-stamp anchor of the evidences; each file is tried on its
+    /// own. Repeatable; adds to the configuration's rem.tsa_anchors.
+    #[arg(long = "tsa-anchors", value_name = "PEM")]
+    pub tsa_anchors: Vec<PathBuf>,
+    /// REM: a local copy of a Trusted List (ETSI TS 119 612): the signer must be the
+    /// digital identity of a REM service granted on it at the signing time. The list must
+    /// be signed by a --tl-signer certificate and in force at the instant checked.
+    /// Repeatable; adds to the lists in the configuration's store.
+    #[arg(long = "trusted-list", value_name = "XML")]
+    pub trusted_list: Vec<PathBuf>,
+    /// REM: PEM file with the certificate allowed to sign the --trusted-list files.
+    /// Repeatable.
+    #[arg(long = "tl-signer", value_name = "PEM")]
+    pub tl_signer: Vec<PathBuf>,
 }
 
 /// The provider index a configuration uses: the copy in its store, or its `[index] ldif`
@@ -145,21 +168,34 @@ fn verify(args: &VerifyArgs) -> Result<i32, CliError> {
     let mut status = 0;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let mut rem: Option<RemContext> = None;
     for (i, file) in args.files.iter().enumerate() {
         let report = match std::fs::read(file) {
-            Ok(raw) => Report::new(file, &classify_with(&raw, &opts)),
+            Ok(raw) => {
+                let is_rem = crate::rem::message::is_rem(&raw);
+                if is_rem || verify_rem::looks_like_xml(file, &raw) {
+                    if rem.is_none() {
+                        rem = Some(RemContext::new(args, at)?);
+                    }
+                    let ctx = rem.as_ref().ok_or_else(|| CliError::usage("rem context"))?;
+                    AnyReport::Rem(Box::new(verify_rem::report(file, &raw, !is_rem, ctx, at)))
+                } else {
+                    AnyReport::Pec(Box::new(Report::new(file, &classify_with(&raw, &opts))))
+                }
+            }
             Err(e) => {
                 status = 2;
                 let msg = format!("cannot read \"{}\": {e}", file.display());
                 eprintln!("pec verify: {msg}");
-                Report::io_error(file, msg)
+                AnyReport::Pec(Box::new(Report::io_error(file, msg)))
             }
         };
-        if !report.valid && status == 0 {
+        if !report.valid() && status == 0 {
             status = 1;
         }
         let written = if args.json {
-            serde_json::to_string(&report)
+            report
+                .json()
                 .map_err(std::io::Error::other)
                 .and_then(|s| writeln!(out, "{s}"))
         } else {
@@ -260,6 +296,35 @@ fn load_trust(trust: &mut TrustSet, files: &[PathBuf]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A PEC or a REM report.
+enum AnyReport {
+    Pec(Box<Report>),
+    Rem(Box<RemReport>),
+}
+
+impl AnyReport {
+    fn valid(&self) -> bool {
+        match self {
+            AnyReport::Pec(r) => r.valid,
+            AnyReport::Rem(r) => r.valid,
+        }
+    }
+
+    fn json(&self) -> serde_json::Result<String> {
+        match self {
+            AnyReport::Pec(r) => serde_json::to_string(&**r),
+            AnyReport::Rem(r) => serde_json::to_string(&**r),
+        }
+    }
+
+    fn write_text(&self, w: &mut impl Write) -> std::io::Result<()> {
+        match self {
+            AnyReport::Pec(r) => r.write_text(w),
+            AnyReport::Rem(r) => r.write_text(w),
+        }
+    }
 }
 
 /// Everything printed about one file; the JSON form is this struct.

@@ -704,6 +704,27 @@ fn check_chain(
     revocation(checker, &path, policy.enforce, at)
 }
 
+/// The X.509 path check of a bare certificate (an evidence's signer, outside any CMS):
+/// `untrusted` are the intermediates it carries (DER), `policy` the anchors, as for the
+/// S/MIME signer of a message.
+pub fn certificate_chain(
+    cert_der: &[u8],
+    untrusted: &[Vec<u8>],
+    policy: &ChainPolicy,
+    at: Instant,
+) -> Result<ChainStatus, VerifyError> {
+    let cert = X509::from_der(cert_der)
+        .map_err(|e| VerifyError::Malformed(format!("certificate: {}", ossl(&e))))?;
+    let mut others = Vec::with_capacity(untrusted.len());
+    for d in untrusted {
+        others.push(
+            X509::from_der(d)
+                .map_err(|e| VerifyError::Malformed(format!("certificate: {}", ossl(&e))))?,
+        );
+    }
+    Ok(check_chain(&cert, &others, policy, at)?.0)
+}
+
 /// The revocation status of every certificate of `path` below the anchor, and the policy
 /// applied to it.
 fn revocation(

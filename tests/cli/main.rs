@@ -13,3 +13,4 @@ mod grafana;
 mod man_pages;
 mod rem;
 mod verify;
+mod verify_rem;

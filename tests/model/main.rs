@@ -12,6 +12,7 @@ mod breve;
 mod daticert;
 mod messages;
 mod rem_evidence;
+mod rem_judge;
 mod rem_messages;
 mod revocation;
 mod verify_samples;
