@@ -317,8 +317,9 @@ impl AccessPoint {
             submission_time: Some(at),
             sender: s.mail_from.clone(),
             identity: Some(identity),
-            authentication: Some(Authentication {
-                at: s.auth_at.unwrap_or(at),
+            // Only the time the milter saw: none recorded, none stated.
+            authentication: s.auth_at.map(|at| Authentication {
+                at,
                 method: AUTH_METHOD.to_string(),
             }),
             recipients: s.rcpt_to.clone(),
@@ -429,8 +430,9 @@ impl AccessPoint {
             submission_time: Some(at),
             sender: s.mail_from.clone(),
             identity,
-            authentication: Some(Authentication {
-                at: s.auth_at.unwrap_or(at),
+            // Only the time the milter saw: none recorded, none stated.
+            authentication: s.auth_at.map(|at| Authentication {
+                at,
                 method: AUTH_METHOD.to_string(),
             }),
             recipients: s.rcpt_to.clone(),

@@ -245,3 +245,90 @@ impl Issued {
         (row, event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::IdentityAttribute;
+
+    fn input() -> EvidenceInput {
+        EvidenceInput {
+            event: Event::SubmissionAcceptance,
+            reason: Reason::by_code("RA01").unwrap(),
+            message_id: "opec1.x@pec.example.it".into(),
+            event_time: Instant::from_unix(1_700_000_000),
+            submission_time: Some(Instant::from_unix(1_700_000_000)),
+            sender: "alice@pec.example.it".into(),
+            identity: Some(SenderIdentity {
+                attributes: vec![
+                    IdentityAttribute {
+                        name: format!("{NS_ENP}/PersonIdentifier"),
+                        value: "IT/IT/RSSMRA80A01H501U".into(),
+                    },
+                    IdentityAttribute {
+                        name: "urn:example:custom".into(),
+                        value: "x".into(),
+                    },
+                ],
+                level: "http://eidas.europa.eu/LoA/substantial".into(),
+                policy: None,
+                proofing: "spid".into(),
+                set_at: Instant::from_unix(1),
+                set_by: "op".into(),
+            }),
+            authentication: Some(Authentication {
+                at: Instant::from_unix(1_699_999_990),
+                method: "SMTP AUTH".into(),
+            }),
+            recipients: vec!["bob@rem.example.net".into()],
+            refers_to_recipient: None,
+            ua_message_id: Some("<1@client>".into()),
+            digest: Some("AAAA".into()),
+            subject: "Contratto".into(),
+            policies: vec!["http://uri.etsi.org/19532/v1#/REMbaseline".into()],
+            provider: "REM Example".into(),
+        }
+    }
+
+    #[test]
+    fn the_evidence_states_our_records_and_reads_back() {
+        let ev = evidence(&input(), "ID.1.rem-service@pec.example.it");
+        let back = Evidence::parse(&ev.to_xml()).unwrap();
+        assert_eq!(back.evidence_id, "ID.1.rem-service@pec.example.it");
+        assert_eq!(back.event, Event::SubmissionAcceptance);
+        assert_eq!(back.reason().unwrap().code, "RA01");
+        assert_eq!(back.message_id.as_deref(), Some("opec1.x@pec.example.it"));
+        assert_eq!(back.issuer[0].value(), Some("REM Example"));
+        let sender = &back.sender;
+        assert_eq!(
+            sender.identity[0],
+            SamlAttribute::person_identifier("IT/IT/RSSMRA80A01H501U")
+        );
+        assert_eq!(sender.identity[1].name, "urn:example:custom");
+        assert_eq!(sender.identity[1].value(), Some("x"));
+        let a = sender.assurance.as_ref().unwrap();
+        assert_eq!(
+            a.authentication_time,
+            Instant::from_unix(1_699_999_990).utc()
+        );
+        assert_eq!(a.authentication_method, "SMTP AUTH");
+        let parts = &back.user_content.as_ref().unwrap().parts;
+        assert_eq!(parts[0].digest_value.as_deref(), Some("AAAA"));
+    }
+
+    #[test]
+    fn without_identity_or_authentication_none_is_stated() {
+        let mut i = input();
+        i.authentication = None;
+        let ev = evidence(&i, "a");
+        assert!(ev.sender.assurance.is_none());
+        assert!(!ev.sender.identity.is_empty());
+        i.identity = None;
+        let ev = evidence(&i, "a");
+        assert!(ev.sender.identity.is_empty());
+        assert_eq!(
+            ev.sender.identifier.as_ref().map(|i| i.value.as_str()),
+            Some("alice@pec.example.it")
+        );
+    }
+}
