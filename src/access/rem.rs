@@ -22,7 +22,7 @@ use super::{tempfail, AccessPoint, Decision, Reply, Submission};
 use crate::config::{Protocol, RemMode, RemSettings};
 use crate::issuing::{blocking, Emitted, IssueError, Issuing};
 use crate::message::build::{Certification, OriginalInfo};
-use crate::message::kind::MessageKind;
+use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::rem::codes::{Event, Reason};
 use crate::rem::compose::{self, Composed, Composer, EvidenceAttachment, Provider, Receipt};
@@ -370,6 +370,13 @@ impl AccessPoint {
                 return tempfail("PEC: errore interno");
             }
         };
+        // No PEC receipt ever comes back for a REM dispatch: no PEC tracking row (its 12 h
+        // and 24 h notices would state a PEC outcome that cannot happen). The REM
+        // recipients are recorded as outside PEC; their REM outcomes come as evidences.
+        let mut cert = cert;
+        for d in &mut cert.destinatari {
+            d.tipo = RecipientType::Esterno;
+        }
         let accepted = Accepted {
             pec_id: pec_id.clone(),
             queue_id: s.queue_id.clone(),

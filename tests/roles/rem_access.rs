@@ -415,6 +415,23 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
 }
 
 #[tokio::test]
+async fn our_own_domain_speaks_rem_and_a_dispatch_has_no_pec_tracking_row() {
+    let h = harness(&env().url, true).await;
+    // `auto`: our own domain speaks REM; the sender has an identity.
+    let m = mail("carol@pec.example.it", "Ciao.\r\n");
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    let dispatch = queued(&m, &actions);
+    let opts = VerifyOptions::without_index(at());
+    let v = rem_message::verify(&dispatch, &opts).expect("a REM dispatch");
+    assert_eq!(v.message.message_type, MessageType::Dispatch);
+    // A PEC-certified address, but no PEC receipt comes back for a dispatch: no PEC
+    // timer may wait for one.
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_some());
+    assert!(h.store.tracking_for(PEC_ID).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn without_identity_auto_sends_pec_and_a_forced_domain_gets_a_submission_rejection() {
     let h = harness(&env().url, false).await;
     // Our own domain speaks REM (auto), but the sender has no identity: PEC.
