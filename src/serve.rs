@@ -166,10 +166,17 @@ pub async fn run_with(
         t.write_logged(&index);
     }
     let index = Arc::new(IndexHandle::new(index));
+    // The REM peers view from the Trusted Lists (`[rem.trust]`), refreshed below; the
+    // access point routes by it.
+    let rem_peers = settings
+        .rem_trust
+        .as_ref()
+        .map(|_| Arc::new(crate::rem::trust::PeersHandle::default()));
     let mut shared = Shared {
         signer: signer.clone(),
         store: store.clone(),
         index: index.clone(),
+        rem_peers: rem_peers.clone(),
     };
     let roles = build_roles(&config, &shared)?;
 
@@ -319,8 +326,7 @@ pub async fn run_with(
     });
     // The REM peers view from the Trusted Lists (`[rem.trust]`); the REM roles take it
     // from `rem_peers` when they are wired.
-    let rem_trust = settings.rem_trust.clone().map(|trust| {
-        let peers = Arc::new(crate::rem::trust::PeersHandle::default());
+    let rem_trust = settings.rem_trust.clone().zip(rem_peers).map(|(trust, peers)| {
         let stop = stopped(stop_rx.clone());
         info!(lists = trust.tl_urls.len(), every = ?trust.refresh, "rem trusted list refresh running");
         let task = tokio::spawn(crate::rem_sync::run(

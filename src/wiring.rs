@@ -401,6 +401,35 @@ pub struct Shared {
     pub signer: Arc<dyn Signer>,
     pub store: Arc<dyn LogStore>,
     pub index: Arc<IndexHandle>,
+    /// The REM peers view the Trusted List refresh keeps (`[rem.trust]`); `None`: no
+    /// peer is known to speak REM.
+    pub rem_peers: Option<Arc<crate::rem::trust::PeersHandle>>,
+}
+
+/// The access point's REM part when `[rem] enabled`: the settings, our domains, the peers
+/// view and the system resolver for the MX check (a resolver that cannot be set up is
+/// said, and no peer domain is taken to speak REM).
+fn rem_access(
+    config: &Config,
+    settings: &crate::config::RemSettings,
+    shared: &Shared,
+) -> Option<Arc<crate::access::rem::RemAccess>> {
+    if !settings.enabled {
+        return None;
+    }
+    let mx: Option<Arc<dyn crate::rem::dns::MxLookup>> = match crate::dns::DnsResolver::system() {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "rem: no dns resolver: peer domains are sent as pec");
+            None
+        }
+    };
+    Some(Arc::new(crate::access::rem::RemAccess {
+        settings: settings.clone(),
+        domains: config.provider.domains.clone(),
+        peers: shared.rem_peers.clone(),
+        mx,
+    }))
 }
 
 /// The role objects built from one configuration.
@@ -491,6 +520,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
         index: index.clone(),
         antivirus: antivirus.clone(),
         log_requests: settings.log_requests.clone(),
+        rem: rem_access(config, &settings.rem, shared),
     });
     let timers = config.timers.enabled.then(|| {
         (

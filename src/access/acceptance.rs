@@ -32,6 +32,9 @@ pub async fn after_queue(
     let Some(accepted) = pending else {
         return Ok(None);
     };
+    if crate::rem::message::is_rem(&tx.data) {
+        return super::rem::after_queue(kit, tx, accepted).await;
+    }
 
     let pec_id = accepted.pec_id.clone();
     let receipt = kit

@@ -241,7 +241,39 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
     crate::metrics::latency(crate::metrics::Role::Access, started.elapsed());
     record(&decision);
     match decision {
-        Decision::Wrap(envelope) => match rewrite(cx, &session, &envelope).await {
+        Decision::Wrap(envelope) => match rewrite(
+            cx,
+            &session,
+            &ENVELOPE_INHERITED,
+            &envelope.headers,
+            &envelope.body,
+        )
+        .await
+        {
+            Ok(()) => Status::Accept,
+            Err(e) => {
+                warn!(parent: &span, error = %e, "cannot rewrite the queued message: tempfail");
+                crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
+                set_reply(
+                    &mut cx.reply,
+                    &Reply {
+                        code: "451",
+                        xcode: "4.3.0",
+                        text: "PEC: riscrittura del messaggio non riuscita".into(),
+                    },
+                );
+                Status::Tempfail
+            }
+        },
+        Decision::Dispatch(dispatch) => match rewrite(
+            cx,
+            &session,
+            &DISPATCH_INHERITED,
+            &dispatch.headers,
+            &dispatch.body,
+        )
+        .await
+        {
             Ok(()) => Status::Accept,
             Err(e) => {
                 warn!(parent: &span, error = %e, "cannot rewrite the queued message: tempfail");
@@ -295,7 +327,9 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
 fn record(decision: &Decision) {
     use crate::metrics::{message, tempfail, Role};
     match decision {
-        Decision::Wrap(_) => message(Role::Access, "submission", "accepted"),
+        Decision::Wrap(_) | Decision::Dispatch(_) => {
+            message(Role::Access, "submission", "accepted")
+        }
         Decision::LogRequest(_) => message(Role::Access, "log-request", "accepted"),
         Decision::Refused(_) => message(Role::Access, "submission", "refused"),
         Decision::Reject(_) => message(Role::Access, "submission", "rejected"),
@@ -322,10 +356,18 @@ fn record(decision: &Decision) {
 /// Turns the queued message into the transport envelope: deletes every header field the
 /// envelope does not inherit (in reverse order, so indexes stay valid), adds the new ones
 /// and replaces the body.
+/// Header fields of the submission a REM dispatch keeps: the trace fields only (the
+/// dispatch writes its own `To`, `Cc` and `Reply-To`).
+const DISPATCH_INHERITED: [&str; 2] = ["Received", "Return-Path"];
+
+/// Replaces the queued message: every header field but the `inherited` ones removed,
+/// `headers` added, the body replaced.
 async fn rewrite(
     cx: &mut EomContext<Session>,
     session: &Session,
-    envelope: &crate::message::build::Generated,
+    inherited: &[&str],
+    headers: &[(String, String)],
+    body: &[u8],
 ) -> Result<(), indymilter::ActionError> {
     let mut seen: std::collections::HashMap<String, i32> = std::collections::HashMap::new();
     let mut positions = Vec::with_capacity(session.headers.len());
@@ -335,21 +377,18 @@ async fn rewrite(
         positions.push((name.clone(), *n));
     }
     for (name, nth) in positions.iter().rev() {
-        if !ENVELOPE_INHERITED
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(name))
-        {
+        if !inherited.iter().any(|k| k.eq_ignore_ascii_case(name)) {
             cx.actions
                 .change_header(name.as_str(), *nth, None::<CString>)
                 .await?;
         }
     }
-    for (name, value) in &envelope.headers {
+    for (name, value) in headers {
         // LEADING_SPACE is negotiated: we write the space ourselves; folds as bare LF.
         let v = format!(" {}", value.replace("\r\n", "\n"));
         cx.actions.add_header(name.as_str(), v).await?;
     }
-    cx.actions.replace_body(&envelope.body).await?;
+    cx.actions.replace_body(body).await?;
     Ok(())
 }
 

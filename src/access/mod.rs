@@ -27,6 +27,7 @@ pub mod acceptance;
 pub mod attachments;
 pub mod checks;
 pub mod milter;
+pub mod rem;
 pub mod testfiles;
 pub mod zip;
 
@@ -92,6 +93,9 @@ pub enum Decision {
     /// Replace the queued message with this transport envelope (same SMTP envelope) and
     /// accept it. The acceptance receipt follows after queue.
     Wrap(Box<Generated>),
+    /// Replace the queued message with this REM dispatch (same SMTP envelope) and accept
+    /// it; the SubmissionAcceptance REM receipt follows after queue ([`rem::after_queue`]).
+    Dispatch(Box<crate::rem::compose::Composed>),
     /// The non-acceptance notice is queued: discard the original, or reject it with this
     /// reply when the policy says so.
     Refused(Option<Reply>),
@@ -115,6 +119,8 @@ pub struct AccessPoint {
     pub antivirus: Arc<dyn Antivirus>,
     /// Owner self-service (`log.request_*`); `None`: disabled.
     pub log_requests: Option<RequestSettings>,
+    /// REM (`[rem]`, issue 20); `None`: PEC only.
+    pub rem: Option<Arc<rem::RemAccess>>,
 }
 
 /// The quota window: 24 hours, in seconds.
@@ -256,6 +262,13 @@ impl AccessPoint {
             }
         }
 
+        // REM: decided on the recipients and the sender's identity, before the checks so
+        // that a refusal on the REM path is a SubmissionRejection.
+        let rem_sender = match self.rem_path(&s, at).await {
+            Ok(r) => r,
+            Err(d) => return d,
+        };
+
         let input = checks::Input {
             mail_from: &s.mail_from,
             rcpt_to: &s.rcpt_to,
@@ -326,13 +339,30 @@ impl AccessPoint {
         if let Some(reason) = mailbox_refusal {
             info!(queue_id = %qid, pec_id = %pec_id, reason = %reason, "submission refused by the mailbox's settings");
             return self
-                .refuse(&s, cert, at, MessageKind::NonAcceptance, reason, None)
+                .refuse_on(
+                    rem_sender.as_ref(),
+                    &s,
+                    (cert, &info.subject),
+                    at,
+                    (MessageKind::NonAcceptance, true),
+                    reason,
+                    None,
+                )
                 .await;
         }
         if let Err(v) = checked {
             info!(queue_id = %qid, pec_id = %pec_id, rule = ?v.rule, reason = %v.reason, "submission refused");
+            let policy = matches!(v.rule, Rule::TooManyRecipients | Rule::TotalSize);
             return self
-                .refuse(&s, cert, at, MessageKind::NonAcceptance, v.reason, None)
+                .refuse_on(
+                    rem_sender.as_ref(),
+                    &s,
+                    (cert, &info.subject),
+                    at,
+                    (MessageKind::NonAcceptance, policy),
+                    v.reason,
+                    None,
+                )
                 .await;
         }
 
@@ -341,11 +371,12 @@ impl AccessPoint {
             Ok(ScanVerdict::Infected(name)) => {
                 info!(queue_id = %qid, pec_id = %pec_id, virus = %name, "submission infected");
                 return self
-                    .refuse(
+                    .refuse_on(
+                        rem_sender.as_ref(),
                         &s,
-                        cert,
+                        (cert, &info.subject),
                         at,
-                        MessageKind::NonAcceptanceVirus,
+                        (MessageKind::NonAcceptanceVirus, false),
                         name,
                         Some(s.message.clone()),
                     )
@@ -379,11 +410,12 @@ impl AccessPoint {
         if let Some(blocked) = inspection.blocked {
             info!(queue_id = %qid, pec_id = %pec_id, attachment = %blocked.path, reason = ?blocked.reason, "submission refused: attachment not allowed");
             return self
-                .refuse(
+                .refuse_on(
+                    rem_sender.as_ref(),
                     &s,
-                    cert,
+                    (cert, &info.subject),
                     at,
-                    MessageKind::NonAcceptance,
+                    (MessageKind::NonAcceptance, true),
                     blocked.reason(),
                     None,
                 )
@@ -393,6 +425,10 @@ impl AccessPoint {
         if !cautions.is_empty() {
             let kinds: Vec<&str> = cautions.iter().map(|c| c.kind.as_str()).collect();
             info!(queue_id = %qid, pec_id = %pec_id, cautions = ?kinds, "attachments accepted with a warning");
+        }
+
+        if let Some(sender) = &rem_sender {
+            return self.rem_accept(&mut s, sender, cert, login, at).await;
         }
 
         // Accepted: build and sign the envelope, then record it with one instant.
@@ -427,6 +463,30 @@ impl AccessPoint {
         }
         info!(queue_id = %qid, pec_id = %pec_id, "submission accepted: wrapped in the transport envelope");
         Decision::Wrap(Box::new(envelope))
+    }
+
+    /// A refusal on the path the submission is on: PEC ([`AccessPoint::refuse`]) or REM
+    /// ([`AccessPoint::rem_refuse`], its reason code from the kind and whether the
+    /// provider's policy refused it, [`rem::rejection_code`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse_on(
+        self: &Arc<Self>,
+        rem_sender: Option<&rem::RemSender>,
+        s: &Submission,
+        (cert, subject): (Certification, &str),
+        at: Instant,
+        (kind, policy): (MessageKind, bool),
+        reason: String,
+        quarantine: Option<Vec<u8>>,
+    ) -> Decision {
+        match rem_sender {
+            None => self.refuse(s, cert, at, kind, reason, quarantine).await,
+            Some(_) => {
+                let code = rem::rejection_code(kind, policy);
+                self.rem_refuse(s, cert, subject, at, kind, code, reason, quarantine)
+                    .await
+            }
+        }
     }
 
     /// Refusal: build and sign the notice, then emit it through the outbox

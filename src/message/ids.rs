@@ -104,6 +104,27 @@ fn base36(mut v: u64) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Counter of [`rem_id`] in this process.
+static REM_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new REM identifier (an evidence's `EvidenceIdentifier`, `REM-Evidence-ID`) in the
+/// style of the REM kits: four groups of 8 upper-case hex digits (time, process, counter,
+/// random) then the service address, e.g.
+/// `16A0CF65.00566CE0.242DDC3F.03B4A2C1.rem-service@rem.example.it`. Unique across
+/// processes (pid + random) and within one (the counter).
+pub fn rem_id(at: Instant, service_address: &str) -> String {
+    let n = REM_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::thread_rng().gen();
+    format!(
+        "{:08X}.{:08X}.{:08X}.{:08X}.{}",
+        at.unix() as u32,
+        std::process::id(),
+        n as u32,
+        r,
+        service_address.trim().to_ascii_lowercase()
+    )
+}
+
 /// Puts angle brackets around a msgid if it has none (`Message-ID:` form).
 pub fn bracketed(id: &str) -> String {
     let t = id.trim();
@@ -122,16 +143,22 @@ pub fn unbracketed(id: &str) -> &str {
         .unwrap_or(t)
 }
 
+/// `REM-MessageType` of a REM dispatch (`crate::rem::message::MESSAGE_TYPE_DISPATCH`,
+/// written here because `rem` builds on this module).
+const REM_DISPATCH: &str = "http://uri.etsi.org/19522/v1#/ERDMessageType/dispatch";
+
 /// The PEC msgid of `data` if it looks like a transport envelope: the top-level
 /// `Message-ID` (without angle brackets) when the top-level header also carries
-/// `X-Trasporto: posta-certificata`.
+/// `X-Trasporto: posta-certificata`, or, for a REM dispatch (issue 20), `REM-MessageType`
+/// dispatch (the REM message identifier of our dispatches is the PEC msgid).
 pub fn envelope_id(data: &[u8]) -> Option<String> {
     let raw = normalize_crlf(data);
     let (header, _) = split_header_body(&raw);
     let fields = fields(header).ok()?;
-    let is_envelope = fields
-        .iter()
-        .any(|f| f.is("X-Trasporto") && f.unfolded().eq_ignore_ascii_case("posta-certificata"));
+    let is_envelope = fields.iter().any(|f| {
+        (f.is("X-Trasporto") && f.unfolded().eq_ignore_ascii_case("posta-certificata"))
+            || (f.is("REM-MessageType") && f.unfolded().trim() == REM_DISPATCH)
+    });
     if !is_envelope {
         return None;
     }
@@ -170,6 +197,24 @@ mod tests {
     }
 
     #[test]
+    fn rem_ids_are_unique_and_in_the_kit_style() {
+        let at = Instant::parse_cli("2025-06-03T08:11:12Z").unwrap();
+        let mut seen = HashSet::new();
+        for _ in 0..1000 {
+            let id = rem_id(at, "rem-service@REM.example.it");
+            let (local, domain) = id.split_once('@').unwrap();
+            assert_eq!(domain, "rem.example.it");
+            let groups: Vec<&str> = local.split('.').collect();
+            assert_eq!(groups.len(), 5, "{id}");
+            assert_eq!(groups[4], "rem-service");
+            assert!(groups[..4].iter().all(|g| g.len() == 8
+                && g.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())));
+            assert!(seen.insert(id));
+        }
+    }
+
+    #[test]
     fn envelope_id_needs_the_transport_header() {
         let env = b"Message-ID: <opec1.x@pec.example.it>\r\nX-Trasporto: posta-certificata\r\n\r\nbody\r\n";
         assert_eq!(envelope_id(env).as_deref(), Some("opec1.x@pec.example.it"));
@@ -180,5 +225,9 @@ mod tests {
         let receipt = b"Message-ID: <a@b>\r\nX-Ricevuta: accettazione\r\n\r\n";
         assert_eq!(envelope_id(receipt), None);
         assert_eq!(envelope_id(b"garbage"), None);
+        let dispatch = b"Message-ID: <a@b>\r\nREM-MessageType: http://uri.etsi.org/19522/v1#/ERDMessageType/dispatch\r\n\r\n";
+        assert_eq!(envelope_id(dispatch).as_deref(), Some("a@b"));
+        let receipt = b"Message-ID: <a@b>\r\nREM-MessageType: http://uri.etsi.org/19522/v1#/ERDMessageType/receipt\r\n\r\n";
+        assert_eq!(envelope_id(receipt), None);
     }
 }

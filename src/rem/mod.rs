@@ -11,6 +11,7 @@ pub mod compose;
 pub mod csi;
 pub mod dns;
 pub mod evidence;
+pub mod issue;
 pub mod judge;
 pub mod message;
 pub mod trust;

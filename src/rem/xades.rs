@@ -214,6 +214,24 @@ pub fn verify(raw: &[u8], tsa_anchors: &Path) -> Result<VerifiedEvidence, XadesE
     verify_with(raw, Some(tsa_anchors))
 }
 
+/// Verifies an evidence we signed ourselves (read back from a message of ours in our own
+/// queue): signature and time stamp as [`sign`] checked them before returning it
+/// (`tsa_anchors` its `ca_file`), and the signer is `certificate_der`, our signing
+/// certificate.
+pub fn verify_own(
+    raw: &[u8],
+    certificate_der: &[u8],
+    tsa_anchors: Option<&Path>,
+) -> Result<VerifiedEvidence, XadesError> {
+    let v = verify_with(raw, tsa_anchors)?;
+    if v.signer != certificate_der {
+        return Err(XadesError::Certificate(
+            "the evidence is not signed with our signing certificate".into(),
+        ));
+    }
+    Ok(v)
+}
+
 fn verify_with(raw: &[u8], tsa_anchors: Option<&Path>) -> Result<VerifiedEvidence, XadesError> {
     let text = crate::rem::xml::check_plain(raw).map_err(XmlDsigError::from)?;
     let doc = xmldsig::parse(text)?;

@@ -46,7 +46,7 @@ use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
-use super::{DueNotice, EventKind, LogEvent, Refused, TrackingState};
+use super::{DueNotice, EventKind, Evidence, LogEvent, Refused, TrackingState};
 
 /// A generated message in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,14 @@ pub enum Effect {
     Tracking {
         updates: Vec<(String, TrackingState)>,
         event: LogEvent,
+    },
+    /// A REM message (issue 20): `effect`, and, when it claims, the evidences the message
+    /// carries, each recorded with its legal-log record (as
+    /// [`super::Store::record_evidence`]) in the same transaction. An evidence recorded
+    /// already with the same bytes is left as it is; with other bytes the staging fails.
+    WithEvidences {
+        effect: Box<Effect>,
+        evidences: Vec<(Evidence, LogEvent)>,
     },
 }
 

@@ -114,6 +114,7 @@ async fn harness_with(
         index: Arc::new(pec::index::IndexHandle::new((*index).clone())),
         antivirus: Arc::new(av),
         log_requests: None,
+        rem: None,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -105,6 +105,7 @@ async fn harness() -> Harness {
         index: Arc::new(IndexHandle::new((*index).clone())),
         antivirus: Arc::new(MarkerAntivirus::eicar()),
         log_requests: Some(settings()),
+        rem: None,
     });
     let aq = AfterQueue::new(
         store.clone(),

@@ -28,6 +28,7 @@ mod lmtp_server;
 mod log_requests;
 mod reception;
 mod reinject_pool;
+mod rem_access;
 mod rollover;
 mod serve_ops;
 mod smtp_client;

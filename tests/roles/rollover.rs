@@ -98,6 +98,7 @@ async fn a_reload_rolls_the_signing_key_over_and_old_mail_still_verifies_at_its_
         signer: wiring::open_signer(&config).unwrap(),
         store: wiring::open_store(&config).unwrap(),
         index: Arc::new(IndexHandle::new(index.clone())),
+        rem_peers: None,
     };
     let before = signed_message(&*shared.signer, BEFORE);
 

@@ -420,3 +420,122 @@ fn pec_store_copy_carries_the_rem_records() {
     );
     assert!(dest.verify_chain(None, None).unwrap().problems.is_empty());
 }
+
+fn outbound(key: &str, message_id: &str) -> pec::store::Outbound {
+    pec::store::Outbound {
+        key: key.into(),
+        message_id: message_id.into(),
+        mail_from: "rem-service@pec.example.it".into(),
+        rcpt_to: vec!["mario.rossi@pec.example.it".into()],
+        data: b"REM-MessageType: receipt\r\n\r\nbody\r\n".to_vec(),
+        created_at: Instant::from_unix(AT),
+        injected_at: None,
+    }
+}
+
+fn with_evidences(inner: pec::store::Effect, evidences: &[&Evidence]) -> pec::store::Effect {
+    pec::store::Effect::WithEvidences {
+        effect: Box::new(inner),
+        evidences: evidences
+            .iter()
+            .map(|e| {
+                let event = e.log_event(
+                    "mario.rossi@pec.example.it",
+                    vec![],
+                    "Fattura",
+                    "Example PEC",
+                    Some("4F1A2B3C4D"),
+                );
+                ((*e).clone(), event)
+            })
+            .collect(),
+    }
+}
+
+both!(an_evidence_is_staged_with_the_message_that_carries_it_in_one_transaction);
+fn an_evidence_is_staged_with_the_message_that_carries_it_in_one_transaction(backend: &Backend) {
+    use pec::store::{Effect, Staged};
+    let store = &backend.store;
+    let ev = evidence("ev-out-1", MESSAGE, AT, EvidenceDirection::Issued);
+    let log = |what: &str| {
+        let mut e = ev.log_event("mario.rossi@pec.example.it", vec![], what, "P", None);
+        e.kind = EventKind::Issued(MessageKind::NonAcceptance);
+        e
+    };
+
+    // Staged: the outbox row, the claim's records and the evidence beside its record.
+    let staged = store
+        .stage_outbound(
+            &outbound("rem-receipt:1", "r1@pec.example.it"),
+            &with_evidences(Effect::Log(vec![log("claim")]), &[&ev]),
+        )
+        .unwrap();
+    assert_eq!(staged, Staged::New);
+    let stored = store.evidence("ev-out-1").unwrap().expect("recorded");
+    assert_eq!(stored.evidence, ev);
+    assert!(store.outbound("rem-receipt:1").unwrap().is_some());
+    let records = store
+        .search_events(&LogQuery {
+            pec_id: Some(MESSAGE.into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(records.len(), 2, "the claim's record and the evidence's");
+    assert_eq!(stored.event_id, records[1].id);
+    assert_eq!(
+        records[1].event.kind,
+        EventKind::RemEvidence(EvidenceDirection::Issued)
+    );
+
+    // A retry finds the row: nothing written again.
+    let again = store
+        .stage_outbound(
+            &outbound("rem-receipt:1", "r1@pec.example.it"),
+            &with_evidences(Effect::Log(vec![log("claim")]), &[&ev]),
+        )
+        .unwrap();
+    assert!(matches!(again, Staged::Existing(o) if o.message_id == "r1@pec.example.it"));
+    assert_eq!(store.evidences_for(MESSAGE).unwrap().len(), 1);
+
+    // A claim taken already (no pending acceptance): nothing staged, no evidence.
+    let other = evidence("ev-out-2", MESSAGE, AT, EvidenceDirection::Issued);
+    let claimed = store
+        .stage_outbound(
+            &outbound("acceptance:none", "r2@pec.example.it"),
+            &with_evidences(
+                Effect::Acceptance {
+                    pec_id: "not-pending@pec.example.it".into(),
+                    receipt_id: "r2@pec.example.it".into(),
+                    at: Instant::from_unix(AT),
+                },
+                &[&other],
+            ),
+        )
+        .unwrap();
+    assert_eq!(claimed, Staged::Claimed);
+    assert_eq!(store.evidence("ev-out-2").unwrap(), None);
+
+    // An evidence id recorded with other bytes: the whole staging fails, nothing kept
+    // (no outbox row, no claim record).
+    let mut conflicting = ev.clone();
+    conflicting.xml = xml(9);
+    let err = store
+        .stage_outbound(
+            &outbound("rem-receipt:3", "r3@pec.example.it"),
+            &with_evidences(Effect::Log(vec![log("second claim")]), &[&conflicting]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::EvidenceConflict(ref id) if id == "ev-out-1"),
+        "{err}"
+    );
+    assert!(store.outbound("rem-receipt:3").unwrap().is_none());
+    let after = store
+        .search_events(&LogQuery {
+            pec_id: Some(MESSAGE.into()),
+            ..LogQuery::default()
+        })
+        .unwrap();
+    assert_eq!(after.len(), 2, "rolled back");
+    assert_eq!(store.evidence("ev-out-1").unwrap().unwrap().evidence, ev);
+}

@@ -72,55 +72,7 @@ pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, St
     if let Some(existing) = get(c, &out.key)? {
         return Ok(Staged::Existing(existing));
     }
-    let claimed = match effect {
-        Effect::Log(events) => {
-            for e in events {
-                append(c, &mut head, e)?;
-            }
-            true
-        }
-        Effect::Acceptance {
-            pec_id,
-            receipt_id,
-            at,
-        } => close_acceptance(c, &mut head, pec_id, receipt_id, *at)?,
-        Effect::DeliveryNotice { recipient, event } => {
-            claim_notice(c, &mut head, recipient, event)?
-        }
-        Effect::TakenInCharge {
-            recipients,
-            event,
-            tracking,
-        } => {
-            verified(c, &mut head, &event.pec_id, recipients, event)?;
-            if *tracking {
-                for r in recipients {
-                    tracking_forward(c, &event.pec_id, r, TrackingState::TakenInCharge)?;
-                }
-            }
-            true
-        }
-        Effect::Refused(r) => {
-            refused(c, &mut head, r)?;
-            true
-        }
-        Effect::Timeout { due, notice_id, at } => {
-            timeout_notice(c, &mut head, due, notice_id, *at)?
-        }
-        Effect::LogReply(event) => request_answered(c, &mut head, event)?,
-        Effect::Tracking { updates, event } => {
-            // The notice exists only for recipients it settles: a recipient with an outcome
-            // already (or no recipient of ours) gets no second one.
-            let mut moved = false;
-            for (r, state) in updates {
-                moved |= tracking_forward(c, &event.pec_id, r, *state)?;
-            }
-            if moved {
-                append(c, &mut head, event)?;
-            }
-            moved
-        }
-    };
+    let claimed = claim(c, &mut head, effect)?;
     if !claimed {
         return Ok(Staged::Claimed);
     }
@@ -165,6 +117,65 @@ pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, St
         }
     };
     Ok(Staged::New)
+}
+
+/// Takes the claim of `effect` and appends its records; false when it was taken already.
+/// The caller holds the chain head.
+fn claim(c: &dyn Conn, head: &mut Head, effect: &Effect) -> Result<bool, StoreError> {
+    Ok(match effect {
+        Effect::Log(events) => {
+            for e in events {
+                append(c, head, e)?;
+            }
+            true
+        }
+        Effect::Acceptance {
+            pec_id,
+            receipt_id,
+            at,
+        } => close_acceptance(c, head, pec_id, receipt_id, *at)?,
+        Effect::DeliveryNotice { recipient, event } => claim_notice(c, head, recipient, event)?,
+        Effect::TakenInCharge {
+            recipients,
+            event,
+            tracking,
+        } => {
+            verified(c, head, &event.pec_id, recipients, event)?;
+            if *tracking {
+                for r in recipients {
+                    tracking_forward(c, &event.pec_id, r, TrackingState::TakenInCharge)?;
+                }
+            }
+            true
+        }
+        Effect::Refused(r) => {
+            refused(c, head, r)?;
+            true
+        }
+        Effect::Timeout { due, notice_id, at } => timeout_notice(c, head, due, notice_id, *at)?,
+        Effect::LogReply(event) => request_answered(c, head, event)?,
+        Effect::Tracking { updates, event } => {
+            // The notice exists only for recipients it settles: a recipient with an outcome
+            // already (or no recipient of ours) gets no second one.
+            let mut moved = false;
+            for (r, state) in updates {
+                moved |= tracking_forward(c, &event.pec_id, r, *state)?;
+            }
+            if moved {
+                append(c, head, event)?;
+            }
+            moved
+        }
+        Effect::WithEvidences { effect, evidences } => {
+            let claimed = claim(c, head, effect)?;
+            if claimed {
+                for (evidence, event) in evidences {
+                    super::rem::record_in(c, head, evidence, event)?;
+                }
+            }
+            claimed
+        }
+    })
 }
 
 /// The (pec_id, recipient) claim of a delivery notice, its event and, for our own

@@ -3,7 +3,7 @@
 //! their legal-log records, and the sender identities of the mailboxes with their audit
 //! rows. Called by the [`crate::store::Store`] implementation in [`super::store`].
 
-use super::legal::{append, lock_head, set_head};
+use super::legal::{append, lock_head, set_head, Head};
 use super::{all, args, exec, exec_unique, opt, Conn, Row};
 use crate::message::time::Instant;
 use crate::store::rem::{attributes_json, decode_attributes};
@@ -53,6 +53,23 @@ fn evidence_row(r: &Row) -> Result<StoredEvidence, StoreError> {
 /// is taken first: on PostgreSQL it serialises this with every other append, so two nodes
 /// recording the same evidence at once record it once.
 pub fn record(c: &dyn Conn, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError> {
+    let mut head = lock_head(c)?;
+    let recorded = record_in(c, &mut head, evidence, event)?;
+    if recorded {
+        set_head(c, &head)?;
+    }
+    Ok(recorded)
+}
+
+/// [`record`] for a caller that holds the chain head (and sets it when done): the outbox
+/// staging of a REM message ([`crate::store::Effect::WithEvidences`]), an acceptance with
+/// its evidence.
+pub fn record_in(
+    c: &dyn Conn,
+    head: &mut Head,
+    evidence: &Evidence,
+    event: &LogEvent,
+) -> Result<bool, StoreError> {
     if event.kind != EventKind::RemEvidence(evidence.direction) {
         return Err(StoreError::Database(format!(
             "evidence \"{}\": its log record is a {} record, not a {} one",
@@ -61,7 +78,6 @@ pub fn record(c: &dyn Conn, evidence: &Evidence, event: &LogEvent) -> Result<boo
             EventKind::RemEvidence(evidence.direction).label()
         )));
     }
-    let mut head = lock_head(c)?;
     let sha256 = evidence.sha256();
     let what = format!("record evidence \"{}\"", evidence.id);
     if let Some(r) = opt(
@@ -77,7 +93,7 @@ pub fn record(c: &dyn Conn, evidence: &Evidence, event: &LogEvent) -> Result<boo
             Err(StoreError::EvidenceConflict(evidence.id.clone()))
         };
     }
-    append(c, &mut head, event)?;
+    append(c, head, event)?;
     // Beside its record: the head is the record just appended.
     exec_unique(
         c,
@@ -101,7 +117,6 @@ pub fn record(c: &dyn Conn, evidence: &Evidence, event: &LogEvent) -> Result<boo
         ],
         || format!("evidence \"{}\" is already recorded", evidence.id),
     )?;
-    set_head(c, &head)?;
     Ok(true)
 }
 
