@@ -432,6 +432,41 @@ fn rem_access(
     }))
 }
 
+/// The reception point's REM part when `[rem] enabled`: the settings, the REM PKI anchors
+/// (`[rem] anchors`), the time-stamp anchors (`[rem] tsa_anchors`) and the peers view.
+fn rem_reception(
+    config: &Config,
+    settings: &crate::config::RemSettings,
+    shared: &Shared,
+) -> Result<Option<Arc<crate::reception::rem::RemReception>>, WiringError> {
+    use crate::crypto::ChainPolicy;
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let mut chain = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    };
+    for path in &config.rem.anchors {
+        let pem = std::fs::read(path).map_err(|e| {
+            WiringError::Setting(format!(
+                "rem.anchors: cannot read \"{}\": {e}",
+                path.display()
+            ))
+        })?;
+        let more = ChainPolicy::from_pem(&pem, true).map_err(|e| {
+            WiringError::Setting(format!("rem.anchors: \"{}\": {e}", path.display()))
+        })?;
+        chain.anchors.extend(more.anchors);
+    }
+    Ok(Some(Arc::new(crate::reception::rem::RemReception {
+        settings: settings.clone(),
+        chain,
+        tsa_anchors: config.rem.tsa_anchors.clone(),
+        peers: shared.rem_peers.clone(),
+    })))
+}
+
 /// The role objects built from one configuration.
 pub struct Roles {
     pub access: Arc<AccessPoint>,
@@ -568,6 +603,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
     let after_queue = Arc::new(
         AfterQueue::new(store, filter_injector, issuer, signer, ids, reception)
             .with_log_requests(settings.log_requests.clone())
+            .with_rem(rem_reception(config, &settings.rem, shared)?)
             .with_kept_receipt_max(
                 usize::try_from(settings.kept_receipt_max).unwrap_or(usize::MAX),
             ),

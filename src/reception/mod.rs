@@ -43,6 +43,7 @@ use crate::store::{Effect, EventKind, MailboxPolicy, Store, StoreError};
 use crate::BoxFuture;
 
 mod point;
+pub mod rem;
 
 use crate::bounce::{self, Bounced};
 use point::Correlation;
@@ -63,6 +64,9 @@ pub enum AfterQueueError {
     /// Mail that is not valid PEC carries a virus: refused.
     #[error("virus in mail that is not valid PEC: {0}")]
     Infected(String),
+    /// A REM evidence could not be signed and time-stamped, or its receipt composed.
+    #[error("rem: {0}")]
+    Rem(String),
 }
 
 impl From<StoreError> for AfterQueueError {
@@ -160,6 +164,8 @@ pub enum Local {
         notices: Vec<String>,
         also: Option<Box<Local>>,
     },
+    /// A REM message ([`rem`]).
+    Rem(rem::RemLocal),
 }
 
 /// The after-queue filter handler: acceptance receipts after queue, then the reception
@@ -208,6 +214,8 @@ pub struct AfterQueue {
     /// Largest received receipt kept beside its legal-log record, bytes
     /// (`reception.kept_receipt_max_size`).
     kept_receipt_max: usize,
+    /// The REM path (`[rem] enabled`); `None`: REM messages are classified as any other.
+    rem: Option<Arc<rem::RemReception>>,
 }
 
 /// Default of [`AfterQueue::with_kept_receipt_max`] (`reception.kept_receipt_max_size`,
@@ -232,7 +240,14 @@ impl AfterQueue {
             reception,
             log_requests: None,
             kept_receipt_max: KEPT_RECEIPT_MAX,
+            rem: None,
         }
+    }
+
+    /// The REM path for REM messages to local recipients (`None`: off).
+    pub fn with_rem(mut self, rem: Option<Arc<rem::RemReception>>) -> Self {
+        self.rem = rem.filter(|r| r.settings.enabled);
+        self
     }
 
     /// The largest presa in carico or rilevazione virus kept, signed and byte-exact, beside
@@ -355,6 +370,16 @@ impl AfterQueue {
         }
 
         let now = self.kit.clock.now();
+        // REM before PEC: a REM message is never judged as PEC.
+        if let Some(rem) = &self.rem {
+            if crate::rem::message::is_rem(&tx.data) {
+                let local = self
+                    .rem(rem, tx, &local, &remote, now, &mut outcome.passed_on)
+                    .await?;
+                outcome.local = Some(local);
+                return Ok(outcome);
+            }
+        }
         let class = {
             let index = self.reception.index.current();
             let mut opts = VerifyOptions::new(index.trust(), now);
@@ -575,6 +600,17 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                         "forwarded"
                     },
                 ),
+                Some(Local::Rem(r)) => message(
+                    Filter,
+                    "rem",
+                    match r {
+                        rem::RemLocal::Relayed { .. } => "relayed",
+                        rem::RemLocal::Own { .. } => "own_dispatch",
+                        rem::RemLocal::Rejected { .. } => "relay_rejected",
+                        rem::RemLocal::Receipt { .. } => "receipt_consumed",
+                        rem::RemLocal::Delivered { .. } => "receipt_delivered",
+                    },
+                ),
                 Some(Local::Bounced { notices, .. }) => message(
                     Filter,
                     "bounce",
@@ -599,6 +635,7 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                     AfterQueueError::Issue(IssueError::Store(_)) => "store",
                     AfterQueueError::Issue(IssueError::Build(_)) => "signer",
                     AfterQueueError::Antivirus(_) => "antivirus",
+                    AfterQueueError::Rem(_) => "signer",
                     AfterQueueError::Inject(_) | AfterQueueError::Issue(IssueError::Staged(_)) => {
                         "reinjection"
                     }
@@ -617,6 +654,9 @@ fn tempfail_text(e: &AfterQueueError) -> String {
             "Cannot sign a receipt, try again later".into()
         }
         AfterQueueError::Antivirus(_) => "Antivirus unavailable, try again later".into(),
+        AfterQueueError::Rem(_) => {
+            "Cannot sign or time-stamp a REM evidence, try again later".into()
+        }
         AfterQueueError::Refused(_) | AfterQueueError::Infected(_) => {
             "Refused, try again later".into()
         }

@@ -193,11 +193,86 @@ pub async fn issue(
     tsa: Option<&TsaSettings>,
     input: EvidenceInput,
 ) -> Result<Issued, RemIssueError> {
+    let at = input.event_time;
+    sign_new(kit, tsa, at, move |id| evidence(&input, id)).await
+}
+
+/// A relay evidence we issue (EN 319 532-4 C.4.5.2): about the message of an evidence we
+/// judged valid (the dispatch's SubmissionAcceptance, or our own one of the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInput {
+    /// The evidence the new one is about: its message identifier, sender, recipients,
+    /// submission time, subject and the digest of the original are copied from it (C.4.5.2
+    /// c): the digest method and value "by copy").
+    pub about: Evidence,
+    pub event: Event,
+    pub reason: &'static Reason,
+    /// `RelayEvidenceRefersTo`: 1-based positions among `about`'s recipients.
+    pub refers_to: Vec<u32>,
+    pub event_time: Instant,
+    /// `EvidenceIssuerPolicyID` values (`[rem] policies`).
+    pub policies: Vec<String>,
+    /// Our provider name (the issuer's `LegalName`).
+    pub provider: String,
+}
+
+/// The unsigned relay evidence `input` describes, with identifier `evidence_id`.
+pub fn relay_evidence(input: &RelayInput, evidence_id: &str) -> Evidence {
+    let a = &input.about;
+    Evidence {
+        version: VERSION.to_string(),
+        xml_id: None,
+        evidence_id: evidence_id.to_string(),
+        event: input.event,
+        reasons: vec![EventReason::of(input.reason)],
+        event_time: input.event_time.utc(),
+        issuer_policy_ids: input.policies.clone(),
+        issuer: vec![SamlAttribute::legal_name(&input.provider)],
+        sender: a.sender.clone(),
+        recipients: a.recipients.clone(),
+        submission_time: a.submission_time,
+        refers_to_recipient: None,
+        message_id: a.message_id.clone(),
+        user_content: a.user_content.clone(),
+        external_system: None,
+        external_erds: None,
+        general_info: Some(GeneralEvidenceInfo {
+            subject: a.general_info.as_ref().and_then(|g| g.subject.clone()),
+            untrusted_path_to_recipient: Vec::new(),
+        }),
+        relay_info: Some(super::evidence::RelayEvidenceInfo {
+            refers_to: input.refers_to.clone(),
+        }),
+        has_signature: false,
+    }
+}
+
+/// [`issue`] for a relay evidence ([`relay_evidence`]).
+pub async fn issue_relay(
+    kit: &Issuing,
+    tsa: Option<&TsaSettings>,
+    input: RelayInput,
+) -> Result<Issued, RemIssueError> {
+    let at = input.event_time;
+    sign_new(kit, tsa, at, move |id| relay_evidence(&input, id)).await
+}
+
+/// Builds the evidence `make` gives for a new identifier, signs and stamps it on the
+/// blocking pool.
+async fn sign_new<F>(
+    kit: &Issuing,
+    tsa: Option<&TsaSettings>,
+    event_time: Instant,
+    make: F,
+) -> Result<Issued, RemIssueError>
+where
+    F: FnOnce(&str) -> Evidence + Send + 'static,
+{
     let tsa = tsa.cloned().ok_or(RemIssueError::NoTsa)?;
     let signer: Arc<dyn Signer> = kit.signer.clone();
-    let id = rem_id(input.event_time, &kit.issuer.service_address);
+    let id = rem_id(event_time, &kit.issuer.service_address);
     let at = kit.clock.now();
-    blocking(move || sign(evidence(&input, &id), &*signer, &tsa, at)).await?
+    blocking(move || sign(make(&id), &*signer, &tsa, at)).await?
 }
 
 impl Issued {

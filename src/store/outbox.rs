@@ -287,6 +287,22 @@ pub fn virus_non_delivery_key(pec_id: &str, recipient: &str) -> String {
     )
 }
 
+/// The outbox key of the REM relay receipt (RelayAcceptance or RelayRejection, `event`)
+/// answering the peer's dispatch `message_id` for `recipients` (order and case do not
+/// matter): the same dispatch handed over again gets no second one.
+pub fn rem_relay_key(message_id: &str, event: &str, recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    format!("rem-relay:{message_id}:{event}:{}", r.join(","))
+}
+
+/// The outbox key of the RelayFailure REM receipt to our sender that answers the peer's
+/// RelayRejection evidence `evidence_id` about our dispatch `message_id`.
+pub fn rem_relay_failure_key(message_id: &str, evidence_id: &str) -> String {
+    format!("rem-relay-failure:{message_id}:{evidence_id}")
+}
+
 /// The outbox key of an arrival notice about the delivery of `pec_id` to `recipient`.
 pub fn arrival_key(pec_id: &str, recipient: &str) -> String {
     format!("arrival:{pec_id}:{}", recipient.to_ascii_lowercase())

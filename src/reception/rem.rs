@@ -1,0 +1,845 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+//! The reception point's REM path (issue 20, ETSI EN 319 532-4 C.4.5.2, R-REMS side): the
+//! after-queue filter sends here every REM message ([`crate::rem::message::is_rem`]) for
+//! local recipients when `[rem] enabled`, before any PEC classification.
+//!
+//! * A peer's REM dispatch is judged ([`crate::rem::judge::judge_message`]: S/MIME chain
+//!   to `[rem] anchors`, evidence XAdES-B-T to `[rem] tsa_anchors`, digest, the signer a REM
+//!   service granted on the Trusted List at the signing time). Valid: the RelayAcceptance
+//!   evidence (digest and identifiers copied from the dispatch's evidence,
+//!   `RelayEvidenceRefersTo` the local recipients) in a RelayAcceptance REM receipt to the
+//!   sending REMS, and the dispatch delivered unchanged; a local recipient whose mailbox
+//!   was retired gets a RelayRejection RB21 instead. Not valid: a RelayRejection with the
+//!   verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the message handled
+//!   as mail that is not valid PEC (mailbox policy). Our own dispatch to our own recipients
+//!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
+//! * A REM receipt to our service address (`rem-service@` one of our domains, or the
+//!   issuer's service address) is judged and correlated with our records by its message
+//!   identifier (our SubmissionAcceptance evidence of that dispatch): its evidence is
+//!   stored as received; a RelayRejection is answered to our sender with a RelayFailure
+//!   of the same reason, built from our records. Unknown or not valid: logged and
+//!   consumed, never certified.
+//! * A REM receipt to one of our users: delivered when valid, else mailbox policy.
+//!
+//! Every message goes once through the outbox with its evidences in the same transaction
+//! ([`Effect::WithEvidences`]), keyed by the dispatch and its recipients: the same
+//! dispatch handed over again builds nothing (the outbox row is looked up before any time
+//! stamp is asked for). A TSA failure is a temporary failure (4xx), nothing recorded.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::{AfterQueue, AfterQueueError, Local};
+use crate::antivirus::ScanVerdict;
+use crate::config::RemSettings;
+use crate::crypto::ChainPolicy;
+use crate::issuing::{blocking, blocking_borrowed, Emitted, IssueError};
+use crate::message::ids::rem_id;
+use crate::message::kind::RecipientType;
+use crate::message::time::Instant;
+use crate::rem::codes::{Event, Reason};
+use crate::rem::compose::{self, Composed, Composer, Provider, Receipt};
+use crate::rem::evidence::Evidence;
+use crate::rem::issue::{self, Issued, RelayInput};
+use crate::rem::judge::{judge_message, Failure, Inputs, Trust, Verdict};
+use crate::rem::message::{self, DigestAlgorithm, MessageType, RemMessage};
+use crate::rem::trust::PeersHandle;
+use crate::smtp::Transaction;
+use crate::store::outbox::{rem_relay_failure_key, rem_relay_key};
+use crate::store::{Effect, EventKind, EvidenceDirection, LogEvent, MailboxPolicy, Outbound};
+
+/// What the reception point needs for REM.
+pub struct RemReception {
+    pub settings: RemSettings,
+    /// `[rem] anchors`: the REM PKI (the S/MIME signer and the evidences' signer).
+    pub chain: ChainPolicy,
+    /// `[rem] tsa_anchors`: PEM files, each tried on its own.
+    pub tsa_anchors: Vec<PathBuf>,
+    /// The REM services of the accepted Trusted Lists; `None`: no peer is trusted, every
+    /// peer's message is refused (RB06).
+    pub peers: Option<Arc<PeersHandle>>,
+}
+
+/// What the REM path did for the local recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemLocal {
+    /// A peer's valid dispatch: the RelayAcceptance receipt (`acceptance`, for
+    /// `delivered`) and the RelayRejection RB21 one (`rejection`, for `unknown`), `None`
+    /// when there was nothing to answer; `replay` when both were emitted before (nothing
+    /// built anew).
+    Relayed {
+        message_id: String,
+        acceptance: Option<String>,
+        rejection: Option<String>,
+        delivered: Vec<String>,
+        unknown: Vec<String>,
+        replay: bool,
+    },
+    /// Our own dispatch to our own recipients: delivered, no relay evidence.
+    Own {
+        message_id: String,
+        delivered: Vec<String>,
+    },
+    /// A dispatch that is not valid: the RelayRejection receipt `rejection` with reason
+    /// `code` (`None` when it could not be referred to the dispatch: no readable evidence),
+    /// and what the mailbox policy did with the message.
+    Rejected {
+        message_id: Option<String>,
+        code: &'static str,
+        rejection: Option<String>,
+        handled: Box<Local>,
+    },
+    /// A REM receipt to our service address: consumed. `correlated` with our dispatch
+    /// `message_id` (its evidence stored), `failure` the RelayFailure sent to our sender.
+    Receipt {
+        event: Option<Event>,
+        message_id: Option<String>,
+        correlated: bool,
+        failure: Option<String>,
+    },
+    /// A valid REM receipt to our users: delivered unchanged.
+    Delivered { event: Event, to: Vec<String> },
+}
+
+/// The address of `From` (`"Name" <a@b>` or `a@b`).
+fn address_of(from: &str) -> Option<String> {
+    let s = from.trim();
+    let a = match (s.rfind('<'), s.rfind('>')) {
+        (Some(i), Some(j)) if i < j => &s[i + 1..j],
+        _ => s,
+    };
+    let a = a.trim();
+    (a.contains('@') && !a.contains(char::is_whitespace)).then(|| a.to_string())
+}
+
+/// The address of an evidence's user (its `mailto` identifier).
+fn user_address(u: &crate::rem::evidence::UserDetails) -> Option<String> {
+    u.identifier.as_ref().map(|i| i.value.clone())
+}
+
+/// The intended recipients an evidence names, in order.
+fn recipients_of(ev: &Evidence) -> Vec<String> {
+    ev.recipients
+        .iter()
+        .map(|u| user_address(u).unwrap_or_default())
+        .collect()
+}
+
+/// 1-based positions of `which` among `all` (case-insensitive).
+fn positions(all: &[String], which: &[String]) -> Vec<u32> {
+    let mut p: Vec<u32> = which
+        .iter()
+        .filter_map(|w| all.iter().position(|a| a.eq_ignore_ascii_case(w)))
+        .filter_map(|i| u32::try_from(i + 1).ok())
+        .collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// The REM data of the message `ev` is about, from the evidence alone (our records for our
+/// own dispatch; the dispatch's evidence for a peer's): what the receipt's headers and
+/// introduction state.
+fn submission_of(ev: &Evidence, policies: Vec<String>) -> compose::Submission {
+    let sender = user_address(&ev.sender).unwrap_or_default();
+    let recipients = recipients_of(ev);
+    let part = ev.user_content.as_ref().and_then(|u| u.parts.first());
+    let digest = part
+        .and_then(|p| p.digest_method.as_deref())
+        .and_then(DigestAlgorithm::from_uri)
+        .unwrap_or(DigestAlgorithm::Sha256);
+    compose::Submission {
+        message_id: ev.message_id.clone().unwrap_or_default(),
+        ua_message_identifier: ev
+            .user_content
+            .as_ref()
+            .and_then(|u| u.app_layer_identifier.clone()),
+        from: format!("<{sender}>"),
+        sender,
+        to: Some(recipients.join(", ")),
+        cc: None,
+        in_reply_to: None,
+        recipients,
+        subject: ev
+            .general_info
+            .as_ref()
+            .and_then(|g| g.subject.clone())
+            .unwrap_or_default(),
+        policies,
+        digest,
+        digest_value: part
+            .and_then(|p| p.digest_value.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// The store's row of a peer's evidence (its signature verified by the judge) and its
+/// legal-log record; `issuer` the peer's provider.
+fn received_row(
+    model: &Evidence,
+    xml: &[u8],
+    issuer: &str,
+    queue_id: Option<&str>,
+) -> (crate::store::Evidence, LogEvent) {
+    let recipient = model
+        .refers_to_recipient
+        .and_then(|i| model.recipients.get((i as usize).checked_sub(1)?))
+        .and_then(user_address);
+    let row = crate::store::Evidence {
+        id: model.evidence_id.clone(),
+        message_id: model.message_id.clone().unwrap_or_default(),
+        event: model.event.uri(),
+        reason: model.reason().map(|r| r.uri()),
+        recipient,
+        issuer: issuer.to_string(),
+        at: Instant::from_utc(model.event_time),
+        direction: EvidenceDirection::Received,
+        xml: xml.to_vec(),
+    };
+    let subject = model
+        .general_info
+        .as_ref()
+        .and_then(|g| g.subject.clone())
+        .unwrap_or_default();
+    let sender = user_address(&model.sender).unwrap_or_default();
+    let event = row.log_event(&sender, recipient_list(model), &subject, issuer, queue_id);
+    (row, event)
+}
+
+fn recipient_list(ev: &Evidence) -> Vec<(String, RecipientType)> {
+    recipients_of(ev)
+        .into_iter()
+        .map(|r| (r, RecipientType::Esterno))
+        .collect()
+}
+
+/// The peer's provider: its Trusted List name, else the evidence's issuer, else the
+/// signer's subject.
+fn peer_name(v: &Verdict, ev: Option<&Evidence>) -> String {
+    if let Trust::Granted { provider, .. } = &v.trust {
+        return provider.clone();
+    }
+    ev.and_then(|e| e.issuer.first())
+        .and_then(|a| a.value())
+        .map(str::to_string)
+        .or_else(|| v.signer.as_ref().map(|s| s.subject.clone()))
+        .unwrap_or_default()
+}
+
+fn reason(code: &str) -> Result<&'static Reason, AfterQueueError> {
+    Reason::by_code(code).ok_or_else(|| {
+        AfterQueueError::Issue(IssueError::Task(format!("unknown reason code {code}")))
+    })
+}
+
+/// The outbox row of a composed REM message.
+fn outbound(key: String, m: Composed, at: Instant) -> Outbound {
+    Outbound {
+        key,
+        data: m.to_bytes(),
+        message_id: m.message_id,
+        mail_from: m.mail_from,
+        rcpt_to: m.rcpt_to,
+        created_at: at,
+        injected_at: None,
+    }
+}
+
+/// One REM receipt to emit: its evidence and where it goes.
+struct ToSend<'a> {
+    key: String,
+    about: &'a Evidence,
+    event: Event,
+    code: &'static str,
+    refers_to: Vec<u32>,
+    /// The submission data its headers state.
+    sub: compose::Submission,
+    /// `To` as written and the SMTP recipient.
+    to: String,
+    rcpt_to: String,
+    other_provider: String,
+    /// Evidences stored with it besides ours (the peer's, received).
+    also: Vec<(crate::store::Evidence, LogEvent)>,
+}
+
+impl AfterQueue {
+    /// Whether `address` is our REM service address.
+    fn is_service_address(&self, address: &str) -> bool {
+        address.eq_ignore_ascii_case(&self.kit.issuer.service_address)
+            || address.split_once('@').is_some_and(|(l, d)| {
+                l.eq_ignore_ascii_case("rem-service") && self.reception.is_local(&format!("x@{d}"))
+            })
+    }
+
+    /// The REM path for `local` (see the module documentation); `remote` are passed on
+    /// unchanged once nothing can refuse the transaction any more.
+    pub(super) async fn rem(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        local: &[String],
+        remote: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let peers = rem.peers.as_ref().map(|p| p.current());
+        let mut verdict = blocking_borrowed(|| {
+            judge_message(
+                &tx.data,
+                &Inputs {
+                    chain: &rem.chain,
+                    tsa_anchors: &rem.tsa_anchors,
+                    peers: peers.as_deref(),
+                    at: now,
+                },
+            )
+        });
+        // Our own signature needs no Trusted List entry.
+        let own = verdict
+            .signer
+            .as_ref()
+            .is_some_and(|s| s.der == self.kit.signer.certificate_der());
+        if own {
+            verdict
+                .failures
+                .retain(|f| !matches!(f, Failure::NotTrusted(_)));
+        }
+        let parsed: Option<RemMessage> = message::parse(&tx.data).ok();
+        let first_evidence = parsed.as_ref().and_then(|m| {
+            let s = m.evidences.first()?;
+            Some((Evidence::parse(&s.body).ok()?, s.body.clone()))
+        });
+        let kind = parsed.as_ref().map(|m| m.message_type);
+        match (kind, verdict.rejection()) {
+            (Some(MessageType::Dispatch), None) if own => {
+                self.pass_on(tx, remote).await?;
+                passed_on.extend(remote.iter().cloned());
+                self.pass_on(tx, local).await?;
+                passed_on.extend(local.iter().cloned());
+                let message_id = first_evidence
+                    .and_then(|(e, _)| e.message_id)
+                    .unwrap_or_default();
+                info!(msgid = %message_id, "reception: our own rem dispatch delivered (no relay)");
+                Ok(Local::Rem(RemLocal::Own {
+                    message_id,
+                    delivered: local.to_vec(),
+                }))
+            }
+            (Some(MessageType::Dispatch), None) => {
+                let (ev, xml) = first_evidence.ok_or_else(|| {
+                    AfterQueueError::Issue(IssueError::Task(
+                        "a valid dispatch without its evidence".into(),
+                    ))
+                })?;
+                let m = parsed.as_ref().map(|m| m.rem.applicable_policies.clone());
+                self.rem_dispatch(
+                    rem, tx, &verdict, &ev, &xml, m, local, remote, now, passed_on,
+                )
+                .await
+            }
+            (Some(MessageType::Dispatch), Some(r)) | (None, Some(r)) => {
+                let code = r.code;
+                let why = verdict
+                    .first_failure()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default();
+                self.rem_rejected(
+                    rem,
+                    tx,
+                    &verdict,
+                    first_evidence,
+                    parsed.as_ref(),
+                    code,
+                    why,
+                    local,
+                    remote,
+                    now,
+                    passed_on,
+                )
+                .await
+            }
+            (Some(MessageType::Receipt), rejection) => {
+                let (service, users): (Vec<String>, Vec<String>) = local
+                    .iter()
+                    .cloned()
+                    .partition(|r| self.is_service_address(r));
+                let valid = rejection.is_none();
+                let why = verdict
+                    .first_failure()
+                    .map(|f| f.to_string())
+                    .unwrap_or_default();
+                // Users: delivered when valid, else the mailbox policy (which may refuse).
+                let policies = match valid || users.is_empty() {
+                    true => Vec::new(),
+                    false => self.policies(&users).await?,
+                };
+                if !valid && !users.is_empty() {
+                    self.refusals(tx, &users, &policies, &why, now).await?;
+                }
+                self.pass_on(tx, remote).await?;
+                passed_on.extend(remote.iter().cloned());
+                let mut outcome = None;
+                if !service.is_empty() {
+                    outcome = Some(
+                        self.rem_receipt(
+                            rem,
+                            tx,
+                            &verdict,
+                            valid,
+                            &why,
+                            first_evidence,
+                            &service,
+                            now,
+                        )
+                        .await?,
+                    );
+                }
+                if !users.is_empty() {
+                    if valid {
+                        self.pass_on(tx, &users).await?;
+                        passed_on.extend(users.iter().cloned());
+                        let event = parsed
+                            .as_ref()
+                            .map_or(Event::SubmissionAcceptance, |m| m.event);
+                        outcome.get_or_insert(RemLocal::Delivered { event, to: users });
+                    } else {
+                        let handled = self
+                            .not_pec(
+                                tx,
+                                format!("messaggio REM non valido: {why}"),
+                                policies,
+                                now,
+                            )
+                            .await?;
+                        if outcome.is_none() {
+                            return Ok(handled);
+                        }
+                    }
+                }
+                Ok(Local::Rem(outcome.unwrap_or(RemLocal::Receipt {
+                    event: None,
+                    message_id: None,
+                    correlated: false,
+                    failure: None,
+                })))
+            }
+            (None, None) => Err(AfterQueueError::Issue(IssueError::Task(
+                "a rem message judged valid that cannot be read".into(),
+            ))),
+        }
+    }
+
+    /// Refuses the transaction (before anything is injected) when the message is infected
+    /// or a policy of `local` refuses mail that is not valid, as the PEC path does.
+    async fn refusals(
+        &self,
+        tx: &Transaction,
+        local: &[String],
+        policies: &[(String, MailboxPolicy)],
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), AfterQueueError> {
+        if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+            self.log_not_pec(tx, local, EventKind::RejectedInSmtp, "virus", &virus, now)
+                .await?;
+            return Err(AfterQueueError::Infected(virus));
+        }
+        if policies.iter().any(|(_, p)| *p == MailboxPolicy::Refuse) {
+            self.log_not_pec(tx, local, EventKind::RejectedInSmtp, "refused", reason, now)
+                .await?;
+            return Err(AfterQueueError::Refused(reason.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A peer's valid dispatch.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_dispatch(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        verdict: &Verdict,
+        ev: &Evidence,
+        xml: &[u8],
+        policies: Option<Vec<String>>,
+        local: &[String],
+        remote: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let message_id = ev.message_id.clone().unwrap_or_default();
+        let intended = recipients_of(ev);
+        // A local recipient the dispatch is not addressed to: not delivered as REM (the
+        // SMTP envelope is not signed), the mailbox policy decides.
+        let (ours, strangers): (Vec<String>, Vec<String>) = local
+            .iter()
+            .cloned()
+            .partition(|r| intended.iter().any(|i| i.eq_ignore_ascii_case(r)));
+        let stranger_policies = match strangers.is_empty() {
+            true => Vec::new(),
+            false => self.policies(&strangers).await?,
+        };
+        let why =
+            format!("destinatario non presente tra i destinatari del messaggio REM {message_id}");
+        if !strangers.is_empty() {
+            self.refusals(tx, &strangers, &stranger_policies, &why, now)
+                .await?;
+        }
+        // Unknown to us: a retired mailbox (RB21).
+        let all = ours.clone();
+        let retired: Vec<bool> = self
+            .kit
+            .store(move |s| {
+                all.iter()
+                    .map(|r| Ok(s.retired_mailbox(r)?.is_some()))
+                    .collect()
+            })
+            .await?;
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for (r, gone) in ours.into_iter().zip(retired) {
+            if gone {
+                unknown.push(r);
+            } else {
+                known.push(r);
+            }
+        }
+        let peer = peer_name(verdict, Some(ev));
+        let to = self.sending_rems(tx)?;
+        let pols = policies
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| rem.settings.policies.clone());
+        let received = received_row(ev, xml, &peer, tx.queue_id.as_deref());
+        let (mut acceptance, mut rejection, mut replay) = (None, None, true);
+        for (list, event, code, slot) in [
+            (&known, Event::RelayAcceptance, "RB01", &mut acceptance),
+            (&unknown, Event::RelayRejection, "RB21", &mut rejection),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let send = ToSend {
+                key: rem_relay_key(&message_id, event.name(), list),
+                about: ev,
+                event,
+                code,
+                refers_to: positions(&intended, list),
+                sub: submission_of(ev, pols.clone()),
+                to: format!("<{to}>"),
+                rcpt_to: to.clone(),
+                other_provider: peer.clone(),
+                also: vec![received.clone()],
+            };
+            let (id, new) = self.send_relay(rem, tx, send, now).await?;
+            replay &= !new;
+            *slot = id;
+        }
+        self.pass_on(tx, remote).await?;
+        passed_on.extend(remote.iter().cloned());
+        if !known.is_empty() {
+            self.pass_on(tx, &known).await?;
+            passed_on.extend(known.iter().cloned());
+        }
+        if !strangers.is_empty() {
+            self.not_pec(tx, why, stranger_policies, now).await?;
+        }
+        info!(msgid = %message_id, from = %peer, delivered = ?known, unknown = ?unknown, replay, "reception: rem dispatch relayed");
+        Ok(Local::Rem(RemLocal::Relayed {
+            message_id,
+            acceptance,
+            rejection,
+            delivered: known,
+            unknown,
+            replay,
+        }))
+    }
+
+    /// The sending REMS of a dispatch: the address of its `From` (`rem-service@` its
+    /// domain, as the kit shows), else the SMTP reverse path.
+    fn sending_rems(&self, tx: &Transaction) -> Result<String, AfterQueueError> {
+        let from = crate::message::build::OriginalInfo::parse(&tx.data)
+            .ok()
+            .and_then(|i| i.from.into_iter().next())
+            .and_then(|f| address_of(&f));
+        from.or_else(|| (!tx.mail_from.is_empty()).then(|| tx.mail_from.clone()))
+            .ok_or_else(|| AfterQueueError::Refused("a rem message without sender".into()))
+    }
+
+    /// A dispatch that is not valid: RelayRejection (when it can be referred to the
+    /// dispatch), then the mailbox policy.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_rejected(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        verdict: &Verdict,
+        first: Option<(Evidence, Vec<u8>)>,
+        parsed: Option<&RemMessage>,
+        code: &'static str,
+        why: String,
+        local: &[String],
+        remote: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let reason_text = format!("messaggio REM non valido ({code}): {why}");
+        let policies = self.policies(local).await?;
+        let mut rejection = None;
+        let mut message_id = None;
+        // The rejection first: the answer to the sending REMS is due whatever the policy.
+        if let Some((ev, _)) = first.as_ref().filter(|(e, _)| e.message_id.is_some()) {
+            let intended = recipients_of(ev);
+            let about: Vec<String> = local
+                .iter()
+                .filter(|r| intended.iter().any(|i| i.eq_ignore_ascii_case(r)))
+                .cloned()
+                .collect();
+            let id = ev.message_id.clone().unwrap_or_default();
+            message_id = Some(id.clone());
+            if !about.is_empty() {
+                let to = self.sending_rems(tx)?;
+                let pols = parsed
+                    .map(|m| m.rem.applicable_policies.clone())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| rem.settings.policies.clone());
+                let send = ToSend {
+                    key: rem_relay_key(&id, Event::RelayRejection.name(), &about),
+                    about: ev,
+                    event: Event::RelayRejection,
+                    code,
+                    refers_to: positions(&intended, &about),
+                    sub: submission_of(ev, pols),
+                    to: format!("<{to}>"),
+                    rcpt_to: to.clone(),
+                    other_provider: peer_name(verdict, Some(ev)),
+                    // Not valid: the peer's evidence is not kept as received.
+                    also: Vec::new(),
+                };
+                rejection = self.send_relay(rem, tx, send, now).await?.0;
+            }
+        } else {
+            warn!(
+                queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+                "reception: rem message not valid ({code}: {why}) without a readable evidence: no relay rejection can refer to it"
+            );
+        }
+        self.refusals(tx, local, &policies, &reason_text, now)
+            .await?;
+        self.pass_on(tx, remote).await?;
+        passed_on.extend(remote.iter().cloned());
+        let handled = self.not_pec(tx, reason_text, policies, now).await?;
+        Ok(Local::Rem(RemLocal::Rejected {
+            message_id,
+            code,
+            rejection,
+            handled: Box::new(handled),
+        }))
+    }
+
+    /// A REM receipt to our service address: judged, correlated, stored, answered.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_receipt(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        verdict: &Verdict,
+        valid: bool,
+        why: &str,
+        first: Option<(Evidence, Vec<u8>)>,
+        service: &[String],
+        now: Instant,
+    ) -> Result<RemLocal, AfterQueueError> {
+        let event = verdict.event;
+        let Some((ev, xml)) = first.filter(|_| valid) else {
+            self.log_not_pec(
+                tx,
+                service,
+                EventKind::Discarded,
+                "discarded",
+                &format!("ricevuta REM non valida: {why}"),
+                now,
+            )
+            .await?;
+            warn!(
+                queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+                "reception: rem receipt not valid ({why}): consumed"
+            );
+            return Ok(RemLocal::Receipt {
+                event,
+                message_id: None,
+                correlated: false,
+                failure: None,
+            });
+        };
+        let message_id = ev.message_id.clone().unwrap_or_default();
+        let id = message_id.clone();
+        let ours = self
+            .kit
+            .store(move |s| {
+                Ok(s.evidences_for(&id)?.into_iter().find(|e| {
+                    e.evidence.direction == EvidenceDirection::Issued
+                        && e.evidence.event == Event::SubmissionAcceptance.uri()
+                }))
+            })
+            .await?;
+        let ours = ours.and_then(|s| Evidence::parse(&s.evidence.xml).ok());
+        let Some(ours) = ours else {
+            self.log_not_pec(
+                tx,
+                service,
+                EventKind::Discarded,
+                "uncorrelated",
+                &format!("ricevuta REM su un messaggio sconosciuto: {message_id}"),
+                now,
+            )
+            .await?;
+            warn!(msgid = %message_id, "reception: rem receipt about no dispatch of ours: consumed");
+            return Ok(RemLocal::Receipt {
+                event,
+                message_id: Some(message_id),
+                correlated: false,
+                failure: None,
+            });
+        };
+        let peer = peer_name(verdict, Some(&ev));
+        let received = received_row(&ev, &xml, &peer, tx.queue_id.as_deref());
+        let mut failure = None;
+        if ev.event == Event::RelayRejection {
+            let code = ev.reason().map_or("RB02", |r| r.code);
+            // The recipients it speaks of, found in our own list of the dispatch.
+            let theirs = recipients_of(&ev);
+            let named: Vec<String> = ev
+                .relay_info
+                .as_ref()
+                .map(|r| {
+                    r.refers_to
+                        .iter()
+                        .filter_map(|&n| theirs.get((n as usize).checked_sub(1)?).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ours_list = recipients_of(&ours);
+            let refers_to = positions(&ours_list, &named);
+            let sub = submission_of(&ours, rem.settings.policies.clone());
+            let send = ToSend {
+                key: rem_relay_failure_key(&message_id, &ev.evidence_id),
+                about: &ours,
+                event: Event::RelayFailure,
+                code,
+                refers_to,
+                to: sub.from.clone(),
+                rcpt_to: sub.sender.clone(),
+                sub,
+                other_provider: peer.clone(),
+                also: vec![received],
+            };
+            failure = self.send_relay(rem, tx, send, now).await?.0;
+            info!(msgid = %message_id, code, "reception: relay rejection from {peer}: relay failure to our sender");
+        } else {
+            let (row, event) = received;
+            let recorded = self
+                .kit
+                .store(move |s| s.record_evidence(&row, &event))
+                .await?;
+            info!(msgid = %message_id, recorded, "reception: rem receipt from {peer} correlated: evidence stored, consumed");
+        }
+        Ok(RemLocal::Receipt {
+            event,
+            message_id: Some(message_id),
+            correlated: true,
+            failure,
+        })
+    }
+
+    /// Issues the evidence of `send`, composes its REM receipt and emits it once with the
+    /// evidences: the Message-ID and whether it is new. A receipt staged already under the
+    /// key is not built again (no time stamp asked for).
+    async fn send_relay(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        send: ToSend<'_>,
+        now: Instant,
+    ) -> Result<(Option<String>, bool), AfterQueueError> {
+        let key = send.key.clone();
+        let k = key.clone();
+        if let Some(o) = self.kit.store(move |s| s.outbound(&k)).await? {
+            info!(key = %key, "reception: rem receipt emitted before: none built");
+            return Ok((Some(o.message_id), false));
+        }
+        let input = RelayInput {
+            about: send.about.clone(),
+            event: send.event,
+            reason: reason(send.code)?,
+            refers_to: send.refers_to.clone(),
+            event_time: now,
+            policies: rem.settings.policies.clone(),
+            provider: rem.settings.provider_name.clone(),
+        };
+        let issued = issue::issue_relay(&self.kit, rem.settings.evidence_tsa.as_ref(), input)
+            .await
+            .map_err(|e| AfterQueueError::Rem(e.to_string()))?;
+        let composed = self.compose_relay(rem, &send, &issued, now).await?;
+        let sender = send.sub.sender.clone();
+        let (ours, event) =
+            issued.stored(&sender, recipient_list(send.about), tx.queue_id.as_deref());
+        let mut evidences = send.also;
+        evidences.push((ours, event));
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::Log(Vec::new())),
+            evidences,
+        };
+        let emitted = self
+            .kit
+            .emit_outbound(outbound(key, composed, now), effect)
+            .await?;
+        let new = matches!(emitted, Emitted::New(_));
+        Ok((emitted.message_id().map(str::to_string), new))
+    }
+
+    async fn compose_relay(
+        &self,
+        rem: &RemReception,
+        send: &ToSend<'_>,
+        issued: &Issued,
+        now: Instant,
+    ) -> Result<Composed, AfterQueueError> {
+        let provider = Provider {
+            name: rem.settings.provider_name.clone(),
+            service_address: self.kit.issuer.service_address.clone(),
+        };
+        let message_id = rem_id(now, &self.kit.issuer.service_address);
+        let signer = self.kit.signer.clone();
+        let (sub, xml, event, code, evidence_id, to, rcpt_to, other) = (
+            send.sub.clone(),
+            issued.xml.clone(),
+            send.event,
+            send.code,
+            issued.id().to_string(),
+            send.to.clone(),
+            send.rcpt_to.clone(),
+            send.other_provider.clone(),
+        );
+        blocking(move || {
+            let r = Receipt {
+                event,
+                code,
+                message_id: &message_id,
+                evidence_id: &evidence_id,
+                to: &to,
+                rcpt_to: &rcpt_to,
+                other_provider: Some(&other),
+                recipient: None,
+                relay_date: Some(now),
+            };
+            Composer {
+                provider: &provider,
+                signer: &*signer,
+            }
+            .receipt(&sub, &r, &xml, &[], now)
+        })
+        .await?
+        .map_err(|e| AfterQueueError::Rem(format!("composing the rem receipt: {e}")))
+    }
+}
