@@ -43,7 +43,7 @@ const PEC_ID: &str = "opec1.test.1@pec.example.it";
 const REM_DOMAIN: &str = "rem.example.net";
 const PERSON_ID: &str = "IT/IT/RSSMRA80A01H501U";
 
-fn at() -> Instant {
+pub(crate) fn at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
 }
 
@@ -57,15 +57,15 @@ impl Drop for TsaProcess {
     }
 }
 
-struct Env {
+pub(crate) struct Env {
     _dir: tempfile::TempDir,
-    pki: TestPki,
+    pub(crate) pki: TestPki,
     _tsa: TsaProcess,
-    url: String,
+    pub(crate) url: String,
 }
 
 /// The test PKI and tsa.py, once per test binary.
-fn env() -> &'static Env {
+pub(crate) fn env() -> &'static Env {
     static ENV: OnceLock<&'static Env> = OnceLock::new();
     ENV.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
@@ -105,7 +105,7 @@ fn env() -> &'static Env {
     })
 }
 
-fn tsa(url: &str) -> TsaSettings {
+pub(crate) fn tsa(url: &str) -> TsaSettings {
     TsaSettings {
         ca_file: Some(env().pki.ca_cert.clone()),
         policy: Some("1.3.6.1.4.1.99999.1.1".into()),
@@ -114,7 +114,7 @@ fn tsa(url: &str) -> TsaSettings {
 }
 
 /// A port nothing listens on.
-fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -145,7 +145,7 @@ struct Harness {
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-fn identity() -> SenderIdentity {
+pub(crate) fn identity() -> SenderIdentity {
     SenderIdentity {
         attributes: vec![
             IdentityAttribute {
