@@ -511,7 +511,8 @@ impl AfterQueue {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| rem.settings.policies.clone());
         let received = received_row(ev, xml, &peer, tx.queue_id.as_deref());
-        let (mut acceptance, mut rejection, mut replay) = (None, None, true);
+        let (mut acceptance, mut rejection, mut replay) =
+            (None, None, !(known.is_empty() && unknown.is_empty()));
         for (list, event, code, slot) in [
             (&known, Event::RelayAcceptance, "RB01", &mut acceptance),
             (&unknown, Event::RelayRejection, "RB21", &mut rejection),
