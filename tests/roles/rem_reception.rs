@@ -760,3 +760,75 @@ async fn a_receipt_about_no_dispatch_of_ours_is_consumed_and_never_certified() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn our_own_dispatch_to_our_own_user_is_delivered_without_relay_evidences() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let (data, _) = dispatch(
+        &h.kit,
+        OUR_ID,
+        "alice@pec.example.it",
+        &["bob@pec.example.it"],
+    )
+    .await;
+    let t = tx(
+        data.clone(),
+        "alice@pec.example.it",
+        &["bob@pec.example.it"],
+    );
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::Rem(RemLocal::Own { message_id, .. })) if message_id == OUR_ID),
+        "{:?}",
+        out.local
+    );
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1, "no relay receipt");
+    assert_eq!(sent[0].rcpt_to, vec!["bob@pec.example.it".to_string()]);
+    assert_eq!(sent[0].message, data);
+    assert!(h.store.evidences_for(OUR_ID).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_local_recipient_the_dispatch_does_not_name_gets_the_mailbox_policy() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = peer_dispatch(&["bob@pec.example.it"]).await;
+    // The SMTP envelope is not signed: eve is not a recipient of this dispatch.
+    let t = tx(
+        data.clone(),
+        "alice@pec.example.net",
+        &["bob@pec.example.it", "eve@pec.example.it"],
+    );
+    let out = h.filter.process(&t, None).await.unwrap();
+    match &out.local {
+        Some(Local::Rem(RemLocal::Relayed {
+            delivered, unknown, ..
+        })) => {
+            assert_eq!(delivered, &vec!["bob@pec.example.it".to_string()]);
+            assert!(unknown.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let sent = h.injector.messages();
+    let receipts: Vec<_> = sent
+        .iter()
+        .filter(|m| m.rcpt_to == vec![PEER_SERVICE.to_string()])
+        .collect();
+    assert_eq!(receipts.len(), 1);
+    let (msg, ev) = our_receipt(&h, &receipts[0].message);
+    assert_eq!(msg.event, Event::RelayAcceptance);
+    assert_eq!(ev.relay_info.unwrap().refers_to, vec![1]);
+    let to_eve: Vec<_> = sent
+        .iter()
+        .filter(|m| m.rcpt_to == vec!["eve@pec.example.it".to_string()])
+        .collect();
+    assert_eq!(to_eve.len(), 1);
+    assert_ne!(
+        to_eve[0].message, data,
+        "eve gets the anomaly envelope, not the dispatch"
+    );
+    assert!(sent
+        .iter()
+        .filter(|m| m.message == data)
+        .all(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()]));
+}
