@@ -145,7 +145,11 @@ struct Harness {
 
 /// Our reception point (`pec.example.it`), the peer on the Trusted List when `trusted`.
 fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
-    let store = Arc::new(TestStore::new());
+    harness_on(Arc::new(TestStore::new()), tsa, trusted)
+}
+
+/// [`harness`] on `store`.
+fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -401,6 +405,26 @@ async fn a_valid_dispatch_is_accepted_once_and_delivered_unchanged() {
     assert_eq!(sent2.len(), 3);
     assert_eq!(sent2[2].rcpt_to, vec!["bob@pec.example.it".to_string()]);
     assert_eq!(sent2[2].message, data);
+    assert_eq!(h.store.evidences_for(PEER_ID).unwrap().len(), 2);
+
+    // Again with the TSA down: answered from the outbox, no time stamp asked for.
+    let down = harness_on(
+        h.store.clone(),
+        Some(tsa(&format!("http://127.0.0.1:{}/tsa", closed_port()))),
+        true,
+    );
+    let third = down.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &third.local,
+            Some(Local::Rem(RemLocal::Relayed { replay: true, .. }))
+        ),
+        "{:?}",
+        third.local
+    );
+    let sent3 = down.injector.messages();
+    assert_eq!(sent3.len(), 1);
+    assert_eq!(sent3[0].message, data);
     assert_eq!(h.store.evidences_for(PEER_ID).unwrap().len(), 2);
 }
 
