@@ -119,6 +119,14 @@ fn user_address(u: &crate::rem::evidence::UserDetails) -> Option<String> {
     u.identifier.as_ref().map(|i| i.value.clone())
 }
 
+/// The digest of the original an evidence states.
+fn digest_of(ev: &Evidence) -> Option<&str> {
+    ev.user_content
+        .as_ref()
+        .and_then(|u| u.parts.first())
+        .and_then(|p| p.digest_value.as_deref())
+}
+
 /// The intended recipients an evidence names, in order.
 fn recipients_of(ev: &Evidence) -> Vec<String> {
     ev.recipients
@@ -684,7 +692,10 @@ impl AfterQueue {
                 }))
             })
             .await?;
-        let ours = ours.and_then(|s| Evidence::parse(&s.evidence.xml).ok());
+        // Ours, and about the same original: the digest it states is the one we took.
+        let ours = ours
+            .and_then(|s| Evidence::parse(&s.evidence.xml).ok())
+            .filter(|o| digest_of(o).is_some() && digest_of(o) == digest_of(&ev));
         let Some(ours) = ours else {
             self.log_not_pec(
                 tx,

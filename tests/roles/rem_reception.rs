@@ -568,10 +568,74 @@ async fn the_tsa_down_is_a_tempfail_and_nothing_is_recorded() {
     assert!(h.store.evidences_for(PEER_ID).unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_relay_rejection_from_the_peer_becomes_one_relay_failure_to_our_sender() {
-    let h = harness(Some(tsa(&env().url)), true);
-    // Our own dispatch, its SubmissionAcceptance recorded as the access point does.
+/// A REM receipt from the peer to our service address: its `event` evidence (`code`,
+/// about recipient 1) about the message `about` speaks of.
+async fn peer_receipt(about: &Evidence, event: Event, code: &str, message_id: &str) -> Vec<u8> {
+    let peer = peer_kit();
+    let issued = issue::issue_relay(
+        &peer,
+        Some(&tsa(&env().url)),
+        RelayInput {
+            about: about.clone(),
+            event,
+            reason: Reason::by_code(code).unwrap(),
+            refers_to: vec![1],
+            event_time: at(),
+            policies: settings(None).policies,
+            provider: peer.issuer.provider_name.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let id = about.message_id.clone().unwrap();
+    let sub = compose::Submission {
+        message_id: id,
+        ua_message_identifier: None,
+        sender: "alice@pec.example.it".into(),
+        from: "<alice@pec.example.it>".into(),
+        to: Some("dan@pec.example.net".into()),
+        cc: None,
+        in_reply_to: None,
+        recipients: vec!["dan@pec.example.net".into()],
+        subject: "Contratto".into(),
+        policies: settings(None).policies,
+        digest: DigestAlgorithm::Sha256,
+        digest_value: about.user_content.as_ref().unwrap().parts[0]
+            .digest_value
+            .clone()
+            .unwrap(),
+    };
+    Composer {
+        provider: &Provider {
+            name: peer.issuer.provider_name.clone(),
+            service_address: PEER_SERVICE.into(),
+        },
+        signer: &*peer.signer,
+    }
+    .receipt(
+        &sub,
+        &Receipt {
+            event,
+            code,
+            message_id,
+            evidence_id: issued.id(),
+            to: &format!("<{OUR_SERVICE}>"),
+            rcpt_to: OUR_SERVICE,
+            other_provider: Some("PEC Example IT S.p.A."),
+            recipient: None,
+            relay_date: Some(at()),
+        },
+        &issued.xml,
+        &[],
+        at(),
+    )
+    .unwrap()
+    .to_bytes()
+}
+
+/// Our own dispatch to dan@pec.example.net, its SubmissionAcceptance recorded as the access
+/// point does.
+async fn our_dispatch(h: &Harness) -> issue::Issued {
     let (_, ours) = dispatch(
         &h.kit,
         OUR_ID,
@@ -588,67 +652,21 @@ async fn a_relay_rejection_from_the_peer_becomes_one_relay_failure_to_our_sender
         None,
     );
     assert!(h.store.record_evidence(&row, &event).unwrap());
+    ours
+}
 
+#[tokio::test]
+async fn a_relay_rejection_from_the_peer_becomes_one_relay_failure_to_our_sender() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
     // The peer refuses it: RelayRejection RB21 about recipient 1, to our service address.
-    let peer = peer_kit();
-    let rejection = issue::issue_relay(
-        &peer,
-        Some(&tsa(&env().url)),
-        RelayInput {
-            about: ours.model.clone(),
-            event: Event::RelayRejection,
-            reason: Reason::by_code("RB21").unwrap(),
-            refers_to: vec![1],
-            event_time: at(),
-            policies: settings(None).policies,
-            provider: peer.issuer.provider_name.clone(),
-        },
+    let receipt = peer_receipt(
+        &ours.model,
+        Event::RelayRejection,
+        "RB21",
+        "rr.1@pec.example.net",
     )
-    .await
-    .unwrap();
-    let sub = compose::Submission {
-        message_id: OUR_ID.into(),
-        ua_message_identifier: None,
-        sender: "alice@pec.example.it".into(),
-        from: "<alice@pec.example.it>".into(),
-        to: Some("dan@pec.example.net".into()),
-        cc: None,
-        in_reply_to: None,
-        recipients: vec!["dan@pec.example.net".into()],
-        subject: "Contratto".into(),
-        policies: settings(None).policies,
-        digest: DigestAlgorithm::Sha256,
-        digest_value: ours.model.user_content.as_ref().unwrap().parts[0]
-            .digest_value
-            .clone()
-            .unwrap(),
-    };
-    let receipt = Composer {
-        provider: &Provider {
-            name: peer.issuer.provider_name.clone(),
-            service_address: PEER_SERVICE.into(),
-        },
-        signer: &*peer.signer,
-    }
-    .receipt(
-        &sub,
-        &Receipt {
-            event: Event::RelayRejection,
-            code: "RB21",
-            message_id: "rr.1@pec.example.net",
-            evidence_id: rejection.id(),
-            to: &format!("<{OUR_SERVICE}>"),
-            rcpt_to: OUR_SERVICE,
-            other_provider: Some("PEC Example IT S.p.A."),
-            recipient: None,
-            relay_date: Some(at()),
-        },
-        &rejection.xml,
-        &[],
-        at(),
-    )
-    .unwrap()
-    .to_bytes();
+    .await;
     let t = tx(receipt, PEER_SERVICE, &[OUR_SERVICE]);
     let out = h.filter.process(&t, None).await.unwrap();
     match &out.local {
@@ -704,65 +722,13 @@ async fn a_receipt_about_no_dispatch_of_ours_is_consumed_and_never_certified() {
         &["dan@pec.example.net"],
     )
     .await;
-    let peer = peer_kit();
-    let acc = issue::issue_relay(
-        &peer,
-        Some(&tsa(&env().url)),
-        RelayInput {
-            about: theirs.model.clone(),
-            event: Event::RelayAcceptance,
-            reason: Reason::by_code("RB01").unwrap(),
-            refers_to: vec![1],
-            event_time: at(),
-            policies: settings(None).policies,
-            provider: peer.issuer.provider_name.clone(),
-        },
+    let receipt = peer_receipt(
+        &theirs.model,
+        Event::RelayAcceptance,
+        "RB01",
+        "ra.1@pec.example.net",
     )
-    .await
-    .unwrap();
-    let sub = compose::Submission {
-        message_id: "opec1.unknown@pec.example.it".into(),
-        ua_message_identifier: None,
-        sender: "alice@pec.example.it".into(),
-        from: "<alice@pec.example.it>".into(),
-        to: Some("dan@pec.example.net".into()),
-        cc: None,
-        in_reply_to: None,
-        recipients: vec!["dan@pec.example.net".into()],
-        subject: "Contratto".into(),
-        policies: settings(None).policies,
-        digest: DigestAlgorithm::Sha256,
-        digest_value: theirs.model.user_content.as_ref().unwrap().parts[0]
-            .digest_value
-            .clone()
-            .unwrap(),
-    };
-    let receipt = Composer {
-        provider: &Provider {
-            name: peer.issuer.provider_name.clone(),
-            service_address: PEER_SERVICE.into(),
-        },
-        signer: &*peer.signer,
-    }
-    .receipt(
-        &sub,
-        &Receipt {
-            event: Event::RelayAcceptance,
-            code: "RB01",
-            message_id: "ra.1@pec.example.net",
-            evidence_id: acc.id(),
-            to: &format!("<{OUR_SERVICE}>"),
-            rcpt_to: OUR_SERVICE,
-            other_provider: Some("PEC Example IT S.p.A."),
-            recipient: None,
-            relay_date: Some(at()),
-        },
-        &acc.xml,
-        &[],
-        at(),
-    )
-    .unwrap()
-    .to_bytes();
+    .await;
     let t = tx(receipt, PEER_SERVICE, &[OUR_SERVICE]);
     let out = h.filter.process(&t, None).await.unwrap();
     assert!(
@@ -855,4 +821,37 @@ async fn a_local_recipient_the_dispatch_does_not_name_gets_the_mailbox_policy() 
         .iter()
         .filter(|m| m.message == data)
         .all(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()]));
+}
+
+#[tokio::test]
+async fn a_relay_rejection_about_another_original_is_not_correlated() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    // Our message identifier, another digest: not about what we sent.
+    let mut other = ours.model.clone();
+    other.user_content.as_mut().unwrap().parts[0].digest_value =
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into());
+    let receipt = peer_receipt(
+        &other,
+        Event::RelayRejection,
+        "RB21",
+        "rr.2@pec.example.net",
+    )
+    .await;
+    let t = tx(receipt, PEER_SERVICE, &[OUR_SERVICE]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &out.local,
+            Some(Local::Rem(RemLocal::Receipt {
+                correlated: false,
+                failure: None,
+                ..
+            }))
+        ),
+        "{:?}",
+        out.local
+    );
+    assert!(h.injector.messages().is_empty(), "no relay failure");
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1, "ours only");
 }
