@@ -9,7 +9,8 @@
 //!   evidence (digest and identifiers copied from the dispatch's evidence,
 //!   `RelayEvidenceRefersTo` the local recipients) in a RelayAcceptance REM receipt to the
 //!   sending REMS, and the dispatch delivered unchanged; a local recipient whose mailbox
-//!   was retired gets a RelayRejection RB21 instead. Not valid: a RelayRejection with the
+//!   was retired gets a RelayRejection RB21 instead; malware: quarantined, RelayRejection
+//!   RB03, not delivered. Not valid: a RelayRejection with the
 //!   verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the message handled
 //!   as mail that is not valid PEC (mailbox policy). Our own dispatch to our own recipients
 //!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
@@ -495,6 +496,66 @@ impl AfterQueue {
             self.refusals(tx, &strangers, &stranger_policies, &why, now)
                 .await?;
         }
+        let peer = peer_name(verdict, Some(ev));
+        let received = received_row(ev, xml, &peer, tx.queue_id.as_deref());
+        // Malware (RB03): quarantined, refused for every local recipient it names, not
+        // delivered (as a PEC envelope with a virus, spec §5.2: the answer, no delivery).
+        if let ScanVerdict::Infected(virus) = self.reception.antivirus.scan(&tx.data).await? {
+            let event = LogEvent {
+                pec_id: message_id.clone(),
+                at: now,
+                kind: EventKind::Quarantined,
+                sender: user_address(&ev.sender).unwrap_or_default(),
+                recipients: recipient_list(ev),
+                subject: ev
+                    .general_info
+                    .as_ref()
+                    .and_then(|g| g.subject.clone())
+                    .unwrap_or_default(),
+                related_ids: Vec::new(),
+                provider: peer.clone(),
+                queue_id: tx.queue_id.clone(),
+                outcome: "virus".into(),
+                reason: Some(virus.clone()),
+            };
+            let data = tx.data.clone();
+            self.kit
+                .store(move |s| s.record_quarantine(&event, &data))
+                .await?;
+            let mut rejection = None;
+            if !ours.is_empty() {
+                let to = self.sending_rems(tx)?;
+                let pols = policies
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| rem.settings.policies.clone());
+                let send = ToSend {
+                    key: rem_relay_key(&message_id, Event::RelayRejection.name(), &ours),
+                    about: ev,
+                    event: Event::RelayRejection,
+                    code: "RB03",
+                    refers_to: positions(&intended, &ours),
+                    sub: submission_of(ev, pols),
+                    to: format!("<{to}>"),
+                    rcpt_to: to.clone(),
+                    other_provider: peer.clone(),
+                    also: vec![received],
+                };
+                rejection = self.send_relay(rem, tx, send, now).await?.0;
+            }
+            self.pass_on(tx, remote).await?;
+            passed_on.extend(remote.iter().cloned());
+            warn!(msgid = %message_id, virus = %virus, "reception: virus in a rem dispatch: quarantined, relay rejection RB03");
+            return Ok(Local::Rem(RemLocal::Rejected {
+                message_id: Some(message_id.clone()),
+                code: "RB03",
+                rejection,
+                handled: Box::new(Local::Virus {
+                    pec_id: message_id,
+                    virus,
+                    notices: Vec::new(),
+                }),
+            }));
+        }
         // Unknown to us: a retired mailbox (RB21).
         let all = ours.clone();
         let retired: Vec<bool> = self
@@ -513,12 +574,10 @@ impl AfterQueue {
                 known.push(r);
             }
         }
-        let peer = peer_name(verdict, Some(ev));
         let to = self.sending_rems(tx)?;
         let pols = policies
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| rem.settings.policies.clone());
-        let received = received_row(ev, xml, &peer, tx.queue_id.as_deref());
         let (mut acceptance, mut rejection, mut replay) =
             (None, None, !(known.is_empty() && unknown.is_empty()));
         for (list, event, code, slot) in [

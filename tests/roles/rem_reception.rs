@@ -855,3 +855,83 @@ async fn a_relay_rejection_about_another_original_is_not_correlated() {
     assert!(h.injector.messages().is_empty(), "no relay failure");
     assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1, "ours only");
 }
+
+#[tokio::test]
+async fn a_dispatch_with_malware_is_quarantined_and_rejected_rb03() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let kit = peer_kit();
+    let raw = String::from_utf8(original("alice@pec.example.net", &["bob@pec.example.it"]))
+        .unwrap()
+        .replace(
+            "in allegato il contratto.",
+            "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+        );
+    // The peer's dispatch of that original, built as `dispatch` builds it.
+    let policies = settings(None).policies;
+    let prepared = compose::prepare_original(raw.as_bytes(), PEER_ID).unwrap();
+    let sub =
+        compose::Submission::from_original(&prepared, policies.clone(), DigestAlgorithm::Sha256)
+            .unwrap();
+    let issued = issue::issue(
+        &kit,
+        Some(&tsa(&env().url)),
+        EvidenceInput {
+            event: Event::SubmissionAcceptance,
+            reason: Reason::by_code("RA01").unwrap(),
+            message_id: PEER_ID.into(),
+            event_time: at(),
+            submission_time: Some(at()),
+            sender: "alice@pec.example.net".into(),
+            identity: None,
+            authentication: None,
+            recipients: sub.recipients.clone(),
+            refers_to_recipient: None,
+            ua_message_id: None,
+            digest: Some(sub.digest_value.clone()),
+            subject: sub.subject.clone(),
+            policies,
+            provider: kit.issuer.provider_name.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let data = Composer {
+        provider: &Provider {
+            name: kit.issuer.provider_name.clone(),
+            service_address: PEER_SERVICE.into(),
+        },
+        signer: &*kit.signer,
+    }
+    .dispatch(
+        &prepared,
+        &sub,
+        &EvidenceAttachment {
+            event: Event::SubmissionAcceptance,
+            xml: &issued.xml,
+        },
+        issued.id(),
+        &[],
+        None,
+        at(),
+    )
+    .unwrap()
+    .to_bytes();
+    let t = tx(
+        data.clone(),
+        "alice@pec.example.net",
+        &["bob@pec.example.it"],
+    );
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert_eq!(relay_code(&out.local), Some("RB03"));
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1, "the rejection only: nothing delivered");
+    assert_eq!(sent[0].rcpt_to, vec![PEER_SERVICE.to_string()]);
+    let (msg, ev) = our_receipt(&h, &sent[0].message);
+    assert_eq!(msg.event, Event::RelayRejection);
+    assert_eq!(ev.reason().unwrap().code, "RB03");
+    assert_eq!(
+        h.store.quarantined(PEER_ID).unwrap(),
+        vec![data],
+        "the dispatch is quarantined"
+    );
+}
