@@ -20,7 +20,8 @@
 //!   stored as received; a RelayRejection is answered to our sender with a RelayFailure
 //!   of the same reason, built from our records. Unknown or not valid: logged and
 //!   consumed, never certified.
-//! * A REM receipt to one of our users: delivered when valid, else mailbox policy.
+//! * A REM receipt to one of our users: delivered when valid and addressed to the sender its
+//!   evidence names, else the mailbox policy.
 //!
 //! Every message goes once through the outbox with its evidences in the same transaction
 //! ([`Effect::WithEvidences`]), keyed by the dispatch and its recipients: the same
@@ -375,17 +376,33 @@ impl AfterQueue {
                     .cloned()
                     .partition(|r| self.is_service_address(r));
                 let valid = rejection.is_none();
-                let why = verdict
+                let mut why = verdict
                     .first_failure()
                     .map(|f| f.to_string())
                     .unwrap_or_default();
-                // Users: delivered when valid, else the mailbox policy (which may refuse).
-                let policies = match valid || users.is_empty() {
+                // Users: a valid receipt goes to the sender its evidence names; to anybody
+                // else (a receipt replayed or redirected) and when not valid, the mailbox
+                // policy decides (and may refuse).
+                let sender = first_evidence
+                    .as_ref()
+                    .and_then(|(e, _)| user_address(&e.sender));
+                let (deliver, others): (Vec<String>, Vec<String>) =
+                    users.into_iter().partition(|r| {
+                        valid && sender.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(r))
+                    });
+                if valid && !others.is_empty() {
+                    why = format!(
+                        "ricevuta REM indirizzata a {}, non al mittente {} del messaggio",
+                        others.join(", "),
+                        sender.as_deref().unwrap_or("-")
+                    );
+                }
+                let policies = match others.is_empty() {
                     true => Vec::new(),
-                    false => self.policies(&users).await?,
+                    false => self.policies(&others).await?,
                 };
-                if !valid && !users.is_empty() {
-                    self.refusals(tx, &users, &policies, &why, now).await?;
+                if !others.is_empty() {
+                    self.refusals(tx, &others, &policies, &why, now).await?;
                 }
                 self.pass_on(tx, remote).await?;
                 passed_on.extend(remote.iter().cloned());
@@ -405,26 +422,25 @@ impl AfterQueue {
                         .await?,
                     );
                 }
-                if !users.is_empty() {
-                    if valid {
-                        self.pass_on(tx, &users).await?;
-                        passed_on.extend(users.iter().cloned());
-                        let event = parsed
-                            .as_ref()
-                            .map_or(Event::SubmissionAcceptance, |m| m.event);
-                        outcome.get_or_insert(RemLocal::Delivered { event, to: users });
-                    } else {
-                        let handled = self
-                            .not_pec(
-                                tx,
-                                format!("messaggio REM non valido: {why}"),
-                                policies,
-                                now,
-                            )
-                            .await?;
-                        if outcome.is_none() {
-                            return Ok(handled);
-                        }
+                if !deliver.is_empty() {
+                    self.pass_on(tx, &deliver).await?;
+                    passed_on.extend(deliver.iter().cloned());
+                    let event = parsed
+                        .as_ref()
+                        .map_or(Event::SubmissionAcceptance, |m| m.event);
+                    outcome.get_or_insert(RemLocal::Delivered { event, to: deliver });
+                }
+                if !others.is_empty() {
+                    let handled = self
+                        .not_pec(
+                            tx,
+                            format!("messaggio REM non valido: {why}"),
+                            policies,
+                            now,
+                        )
+                        .await?;
+                    if outcome.is_none() {
+                        return Ok(handled);
                     }
                 }
                 Ok(Local::Rem(outcome.unwrap_or(RemLocal::Receipt {

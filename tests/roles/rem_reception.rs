@@ -935,3 +935,45 @@ async fn a_dispatch_with_malware_is_quarantined_and_rejected_rb03() {
         "the dispatch is quarantined"
     );
 }
+
+#[tokio::test]
+async fn a_peer_receipt_goes_to_the_sender_it_names_and_to_nobody_else() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    // A valid receipt (here a RelayRejection) sent straight to users: alice is the sender
+    // its evidence names, mallory is not.
+    let receipt = peer_receipt(
+        &ours.model,
+        Event::RelayRejection,
+        "RB21",
+        "rr.3@pec.example.net",
+    )
+    .await;
+    let t = tx(
+        receipt.clone(),
+        PEER_SERVICE,
+        &["alice@pec.example.it", "mallory@pec.example.it"],
+    );
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::Rem(RemLocal::Delivered { to, .. })) if to == &vec!["alice@pec.example.it".to_string()]),
+        "{:?}",
+        out.local
+    );
+    let sent = h.injector.messages();
+    let to_alice: Vec<_> = sent.iter().filter(|m| m.message == receipt).collect();
+    assert_eq!(to_alice.len(), 1);
+    assert_eq!(
+        to_alice[0].rcpt_to,
+        vec!["alice@pec.example.it".to_string()]
+    );
+    let to_mallory: Vec<_> = sent
+        .iter()
+        .filter(|m| m.rcpt_to == vec!["mallory@pec.example.it".to_string()])
+        .collect();
+    assert_eq!(to_mallory.len(), 1);
+    assert!(
+        !rem_message::is_rem(&to_mallory[0].message),
+        "an anomaly envelope"
+    );
+}
