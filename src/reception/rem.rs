@@ -545,7 +545,7 @@ impl AfterQueue {
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| rem.settings.policies.clone());
                 let send = ToSend {
-                    key: rem_relay_key(&message_id, Event::RelayRejection.name(), &ours),
+                    key: rem_relay_key(&message_id, "RelayRejection.RB03", &ours),
                     about: ev,
                     event: Event::RelayRejection,
                     code: "RB03",
@@ -604,7 +604,7 @@ impl AfterQueue {
                 continue;
             }
             let send = ToSend {
-                key: rem_relay_key(&message_id, event.name(), list),
+                key: rem_relay_key(&message_id, &format!("{}.{code}", event.name()), list),
                 about: ev,
                 event,
                 code,
@@ -688,7 +688,9 @@ impl AfterQueue {
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| rem.settings.policies.clone());
                 let send = ToSend {
-                    key: rem_relay_key(&id, Event::RelayRejection.name(), &about),
+                    // Keyed by the reason too: a forged message naming a dispatch's identifier
+                    // cannot use up the key of another answer about it.
+                    key: rem_relay_key(&id, &format!("RelayRejection.{code}"), &about),
                     about: ev,
                     event: Event::RelayRejection,
                     code,

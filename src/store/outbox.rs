@@ -287,14 +287,14 @@ pub fn virus_non_delivery_key(pec_id: &str, recipient: &str) -> String {
     )
 }
 
-/// The outbox key of the REM relay receipt (RelayAcceptance or RelayRejection, `event`)
-/// answering the peer's dispatch `message_id` for `recipients` (order and case do not
-/// matter): the same dispatch handed over again gets no second one.
-pub fn rem_relay_key(message_id: &str, event: &str, recipients: &[String]) -> String {
+/// The outbox key of the REM relay receipt answering the peer's dispatch `message_id` for
+/// `recipients` (order and case do not matter) with `answer` (its event and reason code,
+/// e.g. `RelayAcceptance.RB01`): the same dispatch handed over again gets no second one.
+pub fn rem_relay_key(message_id: &str, answer: &str, recipients: &[String]) -> String {
     let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
     r.sort();
     r.dedup();
-    format!("rem-relay:{message_id}:{event}:{}", r.join(","))
+    format!("rem-relay:{message_id}:{answer}:{}", r.join(","))
 }
 
 /// The outbox key of the RelayFailure REM receipt to our sender that answers the peer's
