@@ -587,6 +587,14 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             ids.clone(),
         )
         .with_arrival_notices(config.delivery.arrival_notices)
+        .with_rem(
+            settings
+                .rem
+                .enabled
+                .then(|| crate::delivery::rem::RemDelivery {
+                    settings: settings.rem.clone(),
+                }),
+        )
         .with_duplicate_check(
             crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
                 .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),

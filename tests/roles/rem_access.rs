@@ -350,7 +350,7 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     let tx = transaction(dispatch.clone(), rcpt);
     let msgid = pec::message::ids::envelope_id(&tx.data);
     assert_eq!(msgid.as_deref(), Some(PEC_ID));
-    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     let (id, receipt_id) = sent.expect("the receipt is sent");
@@ -378,7 +378,7 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     );
 
     // A retry (the same queue file again) sends nothing new.
-    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     assert_eq!(again, None);
