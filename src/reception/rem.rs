@@ -10,9 +10,13 @@
 //!   `RelayEvidenceRefersTo` the local recipients) in a RelayAcceptance REM receipt to the
 //!   sending REMS, and the dispatch delivered unchanged; a local recipient whose mailbox
 //!   was retired gets a RelayRejection RB21 instead; malware: quarantined, RelayRejection
-//!   RB03, not delivered. Not valid: a RelayRejection with the
-//!   verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the message handled
-//!   as mail that is not valid PEC (mailbox policy). Our own dispatch to our own recipients
+//!   RB03, not delivered. Not valid but signed by a granted REM service: a RelayRejection
+//!   with the verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the
+//!   message handled as mail that is not valid PEC (mailbox policy). A signature that
+//!   does not verify to a granted REM service of the Trusted List (bad signature, unknown
+//!   CA, signer not granted at the signing time): nothing is sent to the sender it claims
+//!   (no backscatter) and nothing certified; logged, and handled as mail from outside an
+//!   ERDS ([`RemLocal::Unverified`]). Our own dispatch to our own recipients
 //!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
 //! * A REM receipt to our service address (`rem-service@` one of our domains, or the
 //!   issuer's service address) is judged and correlated with our records by its message
@@ -84,9 +88,10 @@ pub enum RemLocal {
         message_id: String,
         delivered: Vec<String>,
     },
-    /// A dispatch that is not valid: the RelayRejection receipt `rejection` with reason
-    /// `code` (`None` when it could not be referred to the dispatch: no readable evidence),
-    /// and what the mailbox policy did with the message.
+    /// A dispatch whose signature verified to a granted REM service (or ours) but that is
+    /// not valid: the RelayRejection receipt `rejection` with reason `code` (`None` when it
+    /// could not be referred to the dispatch: no readable evidence), and what the mailbox
+    /// policy did with the message.
     Rejected {
         message_id: Option<String>,
         code: &'static str,
@@ -103,6 +108,17 @@ pub enum RemLocal {
     },
     /// A valid REM receipt to our users: delivered unchanged.
     Delivered { event: Event, to: Vec<String> },
+    /// A REM message whose signature did not verify to a granted REM service of the
+    /// Trusted List (bad signature, unknown CA, signer not granted then): nobody vouches
+    /// for its sender, so nothing is sent to it (no backscatter) and nothing is certified
+    /// about it; `why` the failure, the message handled as mail from outside any ERDS
+    /// (the mailbox policy).
+    Unverified {
+        message_id: Option<String>,
+        code: &'static str,
+        why: String,
+        handled: Box<Local>,
+    },
 }
 
 /// The address of `From` (`"Name" <a@b>` or `a@b`).
@@ -316,6 +332,12 @@ impl AfterQueue {
                 .failures
                 .retain(|f| !matches!(f, Failure::NotTrusted(_)));
         }
+        // The first rule, and no backscatter: a signed REM answer goes only to a sending
+        // REMS whose signature verified (chain to `[rem] anchors`) to a REM service granted
+        // on the Trusted List at the signing time, or to ourselves. Anything else may name
+        // anybody as its sender.
+        let answerable =
+            own || (verdict.signer.is_some() && matches!(verdict.trust, Trust::Granted { .. }));
         let parsed: Option<RemMessage> = message::parse(&tx.data).ok();
         let first_evidence = parsed.as_ref().and_then(|m| {
             let s = m.evidences.first()?;
@@ -355,6 +377,12 @@ impl AfterQueue {
                     .first_failure()
                     .map(|f| f.to_string())
                     .unwrap_or_default();
+                if !answerable {
+                    let message_id = first_evidence.and_then(|(e, _)| e.message_id);
+                    return self
+                        .rem_unverified(tx, message_id, code, why, local, remote, now, passed_on)
+                        .await;
+                }
                 self.rem_rejected(
                     rem,
                     tx,
@@ -650,8 +678,47 @@ impl AfterQueue {
             .ok_or_else(|| AfterQueueError::Refused("a rem message without sender".into()))
     }
 
-    /// A dispatch that is not valid: RelayRejection (when it can be referred to the
-    /// dispatch), then the mailbox policy.
+    /// A REM message nobody verified vouches for ([`RemLocal::Unverified`]): no answer to
+    /// the sender it claims, nothing certified; logged, then the mailbox policy as for any
+    /// mail from outside an ERDS.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_unverified(
+        &self,
+        tx: &Transaction,
+        message_id: Option<String>,
+        code: &'static str,
+        why: String,
+        local: &[String],
+        remote: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let reason_text = format!(
+            "messaggio REM la cui firma non è di un gestore REM accreditato ({code}: {why}): \
+             nessuna risposta al mittente dichiarato"
+        );
+        warn!(
+            queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+            msgid = message_id.as_deref().unwrap_or("-"),
+            mail_from = %tx.mail_from,
+            "reception: rem message not verified ({code}: {why}): no answer to its claimed sender, handled as mail from outside an ERDS"
+        );
+        let policies = self.policies(local).await?;
+        self.refusals(tx, local, &policies, &reason_text, now)
+            .await?;
+        self.pass_on(tx, remote).await?;
+        passed_on.extend(remote.iter().cloned());
+        let handled = self.not_pec(tx, reason_text, policies, now).await?;
+        Ok(Local::Rem(RemLocal::Unverified {
+            message_id,
+            code,
+            why,
+            handled: Box::new(handled),
+        }))
+    }
+
+    /// A verified dispatch that is not valid: RelayRejection (when it can be referred to
+    /// the dispatch), then the mailbox policy.
     #[allow(clippy::too_many_arguments)]
     async fn rem_rejected(
         &self,

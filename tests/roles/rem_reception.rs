@@ -218,6 +218,17 @@ fn original(from: &str, to: &[&str]) -> Vec<u8> {
 /// the SubmissionAcceptance evidence issued and stamped, composed and signed. Returns the
 /// dispatch and its evidence.
 async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>, issue::Issued) {
+    dispatch_stating(kit, id, from, to, None).await
+}
+
+/// [`dispatch`] whose evidence states `digest` (else the original's own).
+async fn dispatch_stating(
+    kit: &Issuing,
+    id: &str,
+    from: &str,
+    to: &[&str],
+    digest: Option<&str>,
+) -> (Vec<u8>, issue::Issued) {
     let policies = settings(None).policies;
     let original = compose::prepare_original(&original(from, to), id).unwrap();
     let sub =
@@ -235,7 +246,7 @@ async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>,
         recipients: sub.recipients.clone(),
         refers_to_recipient: None,
         ua_message_id: sub.ua_message_identifier.clone(),
-        digest: Some(sub.digest_value.clone()),
+        digest: Some(digest.map_or_else(|| sub.digest_value.clone(), str::to_string)),
         subject: sub.subject.clone(),
         policies,
         provider: kit.issuer.provider_name.clone(),
@@ -429,14 +440,18 @@ async fn a_valid_dispatch_is_accepted_once_and_delivered_unchanged() {
 }
 
 #[tokio::test]
-async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem() {
+async fn a_granted_peers_dispatch_with_a_wrong_digest_gets_a_relay_rejection_rb02() {
+    // Signed by the granted peer (the signature verifies), but its evidence states the
+    // digest of another original: a content problem, answered to the verified signer.
     let h = harness(Some(tsa(&env().url)), true);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let text = String::from_utf8(data).unwrap();
-    assert!(text.contains("in allegato il contratto."));
-    let altered = text
-        .replacen("in allegato il contratto.", "in allegato il contratta.", 1)
-        .into_bytes();
+    let (altered, _) = dispatch_stating(
+        &peer_kit(),
+        PEER_ID,
+        "alice@pec.example.net",
+        &["bob@pec.example.it"],
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    )
+    .await;
     let t = tx(
         altered.clone(),
         "alice@pec.example.net",
@@ -444,7 +459,7 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     );
     let out = h.filter.process(&t, None).await.unwrap();
     let code = relay_code(&out.local).expect("rejected");
-    assert!(code == "RB02" || code == "RB04", "{code}");
+    assert_eq!(code, "RB02");
     let sent = h.injector.messages();
     let receipt = sent
         .iter()
@@ -480,29 +495,104 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     assert_eq!(stored[0].evidence.direction, EvidenceDirection::Issued);
 }
 
-#[tokio::test]
-async fn a_signer_not_on_the_trusted_list_gets_rb06() {
-    let h = harness(Some(tsa(&env().url)), false);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let t = tx(
-        data.clone(),
+const VICTIM: &str = "victim@elsewhere.example.org";
+
+/// A dispatch signed by `signer` whose sending REMS (its `From`, the reverse path) is the
+/// victim: the attacker's forgery.
+async fn forged_dispatch(signer: PemSigner) -> Vec<u8> {
+    let attacker = kit(
+        signer,
+        VICTIM,
+        "Mallory S.p.A.",
+        "pec.example.net",
+        Arc::new(TestStore::new()),
+        Arc::new(RecordingInjector::new()),
+    );
+    dispatch(
+        &attacker,
+        PEER_ID,
         "alice@pec.example.net",
         &["bob@pec.example.it"],
-    );
+    )
+    .await
+    .0
+}
+
+/// The attacker's dispatch got nothing sent to the victim, nothing certified, and is
+/// logged; bob's mailbox policy (anomaly) handled it as mail from outside an ERDS.
+async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
+    let t = tx(data.to_vec(), VICTIM, &["bob@pec.example.it"]);
     let out = h.filter.process(&t, None).await.unwrap();
-    assert_eq!(relay_code(&out.local), Some("RB06"));
+    match &out.local {
+        Some(Local::Rem(RemLocal::Unverified { code, handled, .. })) => {
+            assert_eq!(*code, want_code);
+            assert!(
+                matches!(**handled, Local::NotPec { .. }),
+                "the mailbox policy: {handled:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let sent = h.injector.messages();
     assert!(
-        !sent.iter().any(|m| m.message == data),
-        "the dispatch is not delivered"
+        !sent
+            .iter()
+            .any(|m| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(VICTIM))),
+        "nothing goes to the sender the forgery names"
     );
-    let receipt = sent
-        .iter()
-        .find(|m| m.rcpt_to == vec![PEER_SERVICE.to_string()])
-        .expect("a receipt to the sending REMS");
-    let (msg, _) = our_receipt(&h, &receipt.message);
-    assert_eq!(msg.event, Event::RelayRejection);
-    assert_eq!(msg.classify().code, Some("RB06"));
+    assert!(
+        sent.iter()
+            .all(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()]),
+        "only bob's mailbox policy acted"
+    );
+    assert!(
+        !sent.iter().any(|m| m.message == data),
+        "not delivered as REM"
+    );
+    assert!(
+        h.store.evidences_for(PEER_ID).unwrap().is_empty(),
+        "nothing certified about it"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(want_code) && r.contains("nessuna risposta"))),
+        "the event is logged with its reason: {:?}",
+        h.store.all_events()
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_off_the_trusted_list_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), false);
+    let data = forged_dispatch(peer_signer()).await;
+    assert_no_backscatter(&h, &data, "RB06").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_by_an_unknown_ca_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(pem_signer(
+        &env().pki.outsider_key,
+        &env().pki.outsider_cert,
+    ))
+    .await;
+    assert_no_backscatter(&h, &data, "RB05").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_signature_does_not_verify_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(peer_signer()).await;
+    // One byte of the signed content changed: the S/MIME signature no longer verifies.
+    let at = data
+        .windows(b"Buongiorno".len())
+        .position(|w| w == b"Buongiorno")
+        .expect("the original is in the dispatch");
+    let mut bad = data.clone();
+    bad[at] = b'b';
+    assert_no_backscatter(&h, &bad, "RB04").await;
 }
 
 #[tokio::test]
