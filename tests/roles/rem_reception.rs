@@ -24,6 +24,7 @@ use pec::reception::rem::{RemLocal, RemReception};
 use pec::reception::{AfterQueue, Local, Reception};
 use pec::rem::codes::{Event, Reason};
 use pec::rem::compose::{self, Composer, EvidenceAttachment, Provider, Receipt};
+use pec::rem::dns::StaticMx;
 use pec::rem::evidence::Evidence;
 use pec::rem::issue::{self, EvidenceInput, RelayInput};
 use pec::rem::message::{self as rem_message, DigestAlgorithm, MessageType};
@@ -187,6 +188,10 @@ fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) ->
         chain,
         tsa_anchors: vec![env().pki.ca_cert.clone()],
         peers: Some(Arc::new(PeersHandle::new(peers))),
+        // The peer's domain is served by its REM service (its smtp supply point).
+        mx: Some(Arc::new(
+            StaticMx::new().with_mx("pec.example.net", &[(10, "mx.pec.example.net")]),
+        )),
     };
     let filter = AfterQueue::new(
         store.clone(),
