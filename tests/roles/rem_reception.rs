@@ -151,6 +151,16 @@ fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
 
 /// [`harness`] on `store`.
 fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) -> Harness {
+    let peers = match trusted {
+        true => trusted_list(vec![peer_der()]),
+        // A list that grants somebody else.
+        false => trusted_list(vec![b"not the peer".to_vec()]),
+    };
+    harness_with(store, tsa, peers)
+}
+
+/// [`harness_on`] with the Trusted List `peers`.
+fn harness_with(store: Arc<TestStore>, tsa: Option<TsaSettings>, peers: RemPeers) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -178,11 +188,6 @@ fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) ->
     };
     let pem = std::fs::read(&env().pki.ca_cert).unwrap();
     let chain = ChainPolicy::from_pem(&pem, true).unwrap();
-    let peers = match trusted {
-        true => trusted_list(vec![peer_der()]),
-        // A list that grants somebody else.
-        false => trusted_list(vec![b"not the peer".to_vec()]),
-    };
     let rem = RemReception {
         settings: settings(tsa),
         chain,
@@ -717,7 +722,12 @@ async fn peer_receipt(about: &Evidence, event: Event, code: &str, message_id: &s
             to: &format!("<{OUR_SERVICE}>"),
             rcpt_to: OUR_SERVICE,
             other_provider: Some("PEC Example IT S.p.A."),
-            recipient: None,
+            // A consignment receipt names its recipient.
+            recipient: matches!(
+                event,
+                Event::ContentConsignment | Event::ContentConsignmentFailure
+            )
+            .then_some("dan@pec.example.net"),
             relay_date: Some(at()),
         },
         &issued.xml,
@@ -1071,4 +1081,274 @@ async fn a_peer_receipt_goes_to_the_sender_it_names_and_to_nobody_else() {
         !rem_message::is_rem(&to_mallory[0].message),
         "an anomaly envelope"
     );
+}
+
+/// A peer's REM receipt straight to our sender alice (as the kit sends ContentConsignment):
+/// [`peer_receipt`] with the SMTP envelope to alice.
+fn to_alice(receipt: &[u8]) -> Transaction {
+    tx(receipt.to_vec(), PEER_SERVICE, &["alice@pec.example.it"])
+}
+
+#[tokio::test]
+async fn a_content_consignment_to_our_sender_is_delivered_and_stored_once() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    let outcome_of_dan = |h: &Harness| {
+        pec::rem::outcome::of(
+            &h.store.evidences_for(OUR_ID).unwrap(),
+            "dan@pec.example.net",
+        )
+    };
+    assert_eq!(outcome_of_dan(&h), Default::default());
+
+    // The peer's RelayAcceptance to our service address: the relay decided for dan.
+    let ra = peer_receipt(
+        &ours.model,
+        Event::RelayAcceptance,
+        "RB01",
+        "ra.9@pec.example.net",
+    )
+    .await;
+    h.filter
+        .process(&tx(ra, PEER_SERVICE, &[OUR_SERVICE]), None)
+        .await
+        .unwrap();
+    let o = outcome_of_dan(&h);
+    assert_eq!(o.relay.map(|d| d.event), Some(Event::RelayAcceptance));
+    assert_eq!(o.consignment, None);
+
+    // Its ContentConsignment to alice: delivered unchanged, its evidence stored.
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.1@pec.example.net",
+    )
+    .await;
+    let out = h.filter.process(&to_alice(&cc), None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::Rem(RemLocal::Delivered { event: Event::ContentConsignment, to })) if to == &vec!["alice@pec.example.it".to_string()]),
+        "{:?}",
+        out.local
+    );
+    let delivered = |h: &Harness| {
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.rcpt_to == vec!["alice@pec.example.it".to_string()])
+            .count()
+    };
+    assert_eq!(delivered(&h), 1);
+    assert_eq!(
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.message == cc)
+            .count(),
+        1
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    let cc_row = stored
+        .iter()
+        .find(|s| s.evidence.event == Event::ContentConsignment.uri())
+        .expect("the consignment evidence stored");
+    assert_eq!(cc_row.evidence.direction, EvidenceDirection::Received);
+    assert_eq!(
+        cc_row.evidence.recipient.as_deref(),
+        Some("dan@pec.example.net")
+    );
+    let o = outcome_of_dan(&h);
+    assert_eq!(
+        o.consignment.map(|d| d.event),
+        Some(Event::ContentConsignment)
+    );
+    let count = stored.len();
+
+    // The same message again (a Postfix retry): nothing new.
+    let again = h.filter.process(&to_alice(&cc), None).await.unwrap();
+    assert!(
+        matches!(
+            &again.local,
+            Some(Local::Rem(RemLocal::Receipt { replay: true, .. }))
+        ),
+        "{:?}",
+        again.local
+    );
+    // A second outcome for dan (another ContentConsignment, then a failure): a replay,
+    // never delivered, never stored.
+    for (event, code, id) in [
+        (Event::ContentConsignment, "RD01", "cc.2@pec.example.net"),
+        (
+            Event::ContentConsignmentFailure,
+            "RD04",
+            "cf.1@pec.example.net",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h.filter.process(&to_alice(&r), None).await.unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: true,
+                    replay: true,
+                    ..
+                }))
+            ),
+            "{:?}",
+            out.local
+        );
+    }
+    assert_eq!(delivered(&h), 1, "delivered once");
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), count);
+    assert_eq!(
+        outcome_of_dan(&h).consignment.map(|d| d.event),
+        Some(Event::ContentConsignment),
+        "the first outcome stands"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e.outcome == "replay"),
+        "the replays are logged"
+    );
+}
+
+/// A Trusted List with two granted REM services: `pec.example.net`'s MX host served by one
+/// whose identity is not the peer's certificate, and another provider (`other.example.org`)
+/// whose identity is the peer's certificate.
+fn two_services_list() -> RemPeers {
+    let since = Instant::parse_cli("2000-01-01T00:00:00Z").unwrap();
+    let service = |name: &str, cert: Vec<u8>, mx: &str| TrustService {
+        service_type: SERVICE_TYPE_REM.into(),
+        name: name.into(),
+        status: STATUS_GRANTED.into(),
+        status_since: since,
+        identity: DigitalIdentity {
+            certificates: vec![cert],
+            ..DigitalIdentity::default()
+        },
+        supply_points: vec![format!("smtp:{mx}")],
+        history: Vec::new(),
+    };
+    RemPeers::new(&[TrustedList {
+        territory: "IT".into(),
+        sequence: 1,
+        operator: "Test TL operator".into(),
+        issued_at: since,
+        next_update: Some(Instant::parse_cli("2100-01-01T00:00:00Z").unwrap()),
+        signed: true,
+        providers: vec![
+            ServiceProvider {
+                name: "PEC Example NET S.p.A.".into(),
+                services: vec![service(
+                    "REM NET",
+                    b"the real net".to_vec(),
+                    "mx.pec.example.net",
+                )],
+            },
+            ServiceProvider {
+                name: "Other S.p.A.".into(),
+                services: vec![service("REM OTHER", peer_der(), "mx.other.example.org")],
+            },
+        ],
+    }])
+}
+
+#[tokio::test]
+async fn a_receipt_signed_by_another_granted_provider_is_not_correlated() {
+    let h = harness_with(
+        Arc::new(TestStore::new()),
+        Some(tsa(&env().url)),
+        two_services_list(),
+    );
+    let ours = our_dispatch(&h).await;
+    // Granted, signature good, about our dispatch to dan@pec.example.net: but signed by a
+    // provider that does not serve pec.example.net.
+    for (event, code, id, t) in [
+        (
+            Event::RelayAcceptance,
+            "RB01",
+            "ra.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::RelayRejection,
+            "RB21",
+            "rr.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::ContentConsignment,
+            "RD01",
+            "cc.x@other.example.org",
+            "alice@pec.example.it",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h
+            .filter
+            .process(&tx(r, PEER_SERVICE, &[t]), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: false,
+                    failure: None,
+                    ..
+                }))
+            ),
+            "{event}: {:?}",
+            out.local
+        );
+    }
+    assert!(
+        h.injector.messages().is_empty(),
+        "nothing delivered, no relay failure"
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    assert_eq!(stored.len(), 1, "only our own SubmissionAcceptance");
+    assert_eq!(
+        pec::rem::outcome::of(&stored, "dan@pec.example.net"),
+        Default::default()
+    );
+    let logged = h
+        .store
+        .all_events()
+        .into_iter()
+        .filter(|e| e.outcome == "uncorrelated")
+        .count();
+    assert_eq!(logged, 3, "each logged");
+}
+
+#[tokio::test]
+async fn a_dns_failure_while_checking_the_peer_is_a_tempfail_with_nothing_recorded() {
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    // Rebuild the filter with a resolver that fails for the recipient's domain.
+    let rem = RemReception {
+        settings: settings(Some(tsa(&env().url))),
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: Some(Arc::new(StaticMx::new().with(
+            "pec.example.net",
+            Err(pec::rem::dns::DnsError::Temporary {
+                domain: "pec.example.net".into(),
+                reason: "servfail".into(),
+            }),
+        ))),
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.3@pec.example.net",
+    )
+    .await;
+    let reply = h.filter.filter(&to_alice(&cc)).await;
+    assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
+    assert!(h.injector.messages().is_empty());
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1);
 }
