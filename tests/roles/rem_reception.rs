@@ -1459,3 +1459,41 @@ async fn received_from_non_erds_with_the_tsa_down_is_a_tempfail_and_nothing_is_r
         h.store.all_events()
     );
 }
+
+#[tokio::test]
+async fn ordinary_mail_to_a_domain_set_to_pec_gets_the_anomaly_envelope() {
+    // Our domain set to PEC in [rem] domains: its mailboxes are not REM mailboxes.
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let mut s = settings(Some(tsa(&env().url)));
+    s.domains
+        .insert("pec.example.it".into(), pec::config::Protocol::Pec);
+    let rem = RemReception {
+        settings: s,
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: None,
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &out.local,
+            Some(Local::NotPec {
+                anomaly: Some(_),
+                received_from_non_erds: None,
+                ..
+            })
+        ),
+        "{:?}",
+        out.local
+    );
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        !rem_message::is_rem(&sent[0].message),
+        "the PEC busta di anomalia"
+    );
+}
