@@ -308,7 +308,10 @@ struct ToSend<'a> {
 enum RemCorrelation {
     /// Our SubmissionAcceptance evidence of the dispatch, and the recipients of ours the
     /// receipt speaks of.
-    Ours { ours: Evidence, named: Vec<String> },
+    Ours {
+        ours: Box<Evidence>,
+        named: Vec<String>,
+    },
     /// Nothing of ours to certify anything from: why (logged).
     Not(String),
 }
@@ -1081,7 +1084,10 @@ impl AfterQueue {
                 )));
             }
         }
-        Ok(RemCorrelation::Ours { ours, named })
+        Ok(RemCorrelation::Ours {
+            ours: Box::new(ours),
+            named,
+        })
     }
 
     /// Whether the outcome `ev` states was decided before for every recipient it names, by
@@ -1155,7 +1161,7 @@ impl AfterQueue {
         };
         let message_id = ev.message_id.clone().unwrap_or_default();
         let (ours, named) = match self.rem_correlate(rem, verdict, &ev).await? {
-            RemCorrelation::Ours { ours, named } => (ours, named),
+            RemCorrelation::Ours { ours, named } => (*ours, named),
             RemCorrelation::Not(reason) => {
                 self.log_not_pec(
                     tx,
@@ -1239,6 +1245,7 @@ impl AfterQueue {
     /// outbox with the peer's evidence stored in the same transaction (keyed by the
     /// dispatch and its recipients: a second consignment outcome for them is a replay,
     /// never delivered). Not correlated, or decided before: logged and consumed.
+    #[allow(clippy::too_many_arguments)]
     async fn rem_receipt_to_users(
         &self,
         rem: &RemReception,
