@@ -19,13 +19,20 @@
 //!   ERDS ([`RemLocal::Unverified`]). Our own dispatch to our own recipients
 //!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
 //! * A REM receipt to our service address (`rem-service@` one of our domains, or the
-//!   issuer's service address) is judged and correlated with our records by its message
-//!   identifier (our SubmissionAcceptance evidence of that dispatch): its evidence is
-//!   stored as received; a RelayRejection is answered to our sender with a RelayFailure
-//!   of the same reason, built from our records. Unknown or not valid: logged and
-//!   consumed, never certified.
-//! * A REM receipt to one of our users: delivered when valid and addressed to the sender its
-//!   evidence names, else the mailbox policy.
+//!   issuer's service address) is judged and correlated with our records
+//!   ([`AfterQueue::rem_correlate`]: our SubmissionAcceptance evidence of that message
+//!   identifier and digest, and the signer the REM service of the Trusted List serving the
+//!   domain of the recipients it speaks of, by the MX check of [`crate::rem::dns`]): its
+//!   evidence is stored as received; a RelayRejection is answered to our sender with a
+//!   RelayFailure of the same reason, built from our records. Unknown, signed by another
+//!   provider, or not valid: logged and consumed, never certified. The first outcome of a
+//!   recipient stands ([`crate::rem::outcome`]): a later one is logged and consumed.
+//! * A REM receipt to one of our users (a ContentConsignment goes straight to the sender):
+//!   when valid and addressed to the sender its evidence names, correlated as above and
+//!   delivered once through the outbox with its evidence stored; else the mailbox policy.
+//! * Mail from outside any ERDS for a REM mailbox whose policy wraps it: our
+//!   ReceivedFromNonERDS REM message ([`AfterQueue::received_from_non_erds`], called by the
+//!   one home of the mailbox policy, `not_pec`).
 //!
 //! Every message goes once through the outbox with its evidences in the same transaction
 //! ([`Effect::WithEvidences`]), keyed by the dispatch and its recipients: the same

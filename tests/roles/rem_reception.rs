@@ -4,9 +4,12 @@
 //! the second test certificate, put on a test Trusted List) sends a REM dispatch to our
 //! user; the after-queue filter judges it, answers the sending REMS with a RelayAcceptance
 //! (once, a replay builds nothing) and delivers it unchanged; an altered dispatch gets a
-//! RelayRejection and is not delivered as REM; a signer not on the Trusted List RB06; a
-//! retired mailbox RB21; the TSA down a tempfail with nothing recorded; a peer's
-//! RelayRejection about our dispatch a RelayFailure to our sender, once.
+//! RelayRejection and is not delivered as REM; a dispatch whose signature does not verify
+//! to a granted REM service gets no answer at all (no backscatter); a retired mailbox RB21;
+//! the TSA down a tempfail with nothing recorded; a peer's RelayRejection about our
+//! dispatch a RelayFailure to our sender, once; a peer's ContentConsignment to our sender
+//! delivered and stored once, only when signed by the service serving the recipient's
+//! domain; ordinary mail to a REM mailbox a ReceivedFromNonERDS, once.
 
 use std::sync::Arc;
 
