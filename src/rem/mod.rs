@@ -16,4 +16,3 @@ pub mod judge;
 pub mod message;
 pub mod trust;
 pub mod xades;
-pub mod xml;
