@@ -393,6 +393,26 @@ async fn our_own_domain_speaks_rem_and_a_dispatch_has_no_pec_tracking_row() {
     // timer may wait for one.
     assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_some());
     assert!(h.store.tracking_for(PEC_ID).unwrap().is_empty());
+
+    // Past 12 h and 24 h the PEC timers find nothing of it to warn about.
+    let before = h.injector.messages().len();
+    let timers = pec::timers::Timers::new(
+        h.kit.store.clone(),
+        h.kit.injector.clone(),
+        h.kit.issuer.clone(),
+        h.kit.signer.clone(),
+        h.kit.ids.clone(),
+        h.kit.clock.clone(),
+    );
+    for hours in [13, 25] {
+        let report = timers
+            .run_once(Instant::from_unix(at().unix() + hours * 3600))
+            .await
+            .unwrap();
+        assert!(report.sent.is_empty(), "+{hours} h: {:?}", report.sent);
+        assert!(report.failed.is_empty(), "+{hours} h");
+    }
+    assert_eq!(h.injector.messages().len(), before);
 }
 
 #[tokio::test]
