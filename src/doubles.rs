@@ -15,9 +15,11 @@ use crate::store::{
     Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LogRequest, LoggedEvent, MailboxPolicy,
     Refused, SqliteStore, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
+use crate::store::{
+    CsiVersion, MailboxSettings, Outage, Retired, StoredCsi, StoredTrustedList, TrustedListVersion,
+};
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
-use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
 use crate::BoxFuture;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,6 +143,9 @@ impl Store for TestStore {
         fn store_trusted_list(&self, list: &StoredTrustedList) -> bool;
         fn trusted_lists(&self) -> Vec<StoredTrustedList>;
         fn trusted_list_history(&self) -> Vec<TrustedListVersion>;
+        fn store_peer_csi(&self, csi: &StoredCsi) -> bool;
+        fn peer_csis(&self) -> Vec<StoredCsi>;
+        fn peer_csi_history(&self) -> Vec<CsiVersion>;
         fn search_events(&self, query: &LogQuery) -> Vec<LoggedEvent>;
         fn record_receipt_received(
             &self,

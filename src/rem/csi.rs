@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::trust::{base64_text, date, names, Element, RemPeer, DSIG_NS, TSL_NS};
+use super::trust::{base64_text, date, names, Element, PeerCsi, RemPeer, DSIG_NS, TSL_NS};
 use crate::crypto::xmldsig::{sign_enveloped, Enveloped, SignSpec, XmlDsigError};
 use crate::crypto::Signer;
 use crate::message::time::Instant;
@@ -43,6 +43,10 @@ pub enum CsiError {
     NotThePeer,
     #[error("csi: sign: {0}")]
     Sign(#[from] XmlDsigError),
+    #[error("csi: its CSINextUpdate {0} is past")]
+    Expired(String),
+    #[error("csi: sequence {got} is older than the stored {have}")]
+    Rollback { got: u64, have: u64 },
 }
 
 /// A CSI document as read.
@@ -92,6 +96,15 @@ impl Csi {
     pub fn supports_rem_baseline(&self) -> bool {
         self.erds.profile == REM_BASELINE
     }
+
+    /// What the peers view keeps of it.
+    pub fn peer_csi(&self) -> PeerCsi {
+        PeerCsi {
+            sequence: self.sequence,
+            next_update: self.next_update,
+            rem_baseline: self.supports_rem_baseline(),
+        }
+    }
 }
 
 /// Reads a CSI document (after the XML gate), its signature not checked.
@@ -123,6 +136,28 @@ pub fn verify(raw: &[u8], peer: &RemPeer) -> Result<Csi, CsiError> {
         .any(|c| c == signer)
     {
         return Err(CsiError::NotThePeer);
+    }
+    Ok(csi)
+}
+
+/// A peer's CSI document accepted at `now`: it [`verify`]s against `peer`, its
+/// `CSINextUpdate` is not past, and its sequence is not older than `have` (the stored
+/// copy's, if any).
+pub fn accept(
+    raw: &[u8],
+    peer: &RemPeer,
+    now: Instant,
+    have: Option<u64>,
+) -> Result<Csi, CsiError> {
+    let csi = verify(raw, peer)?;
+    if let Some(next) = csi.next_update.filter(|n| *n <= now) {
+        return Err(CsiError::Expired(next.rfc3339()));
+    }
+    if let Some(have) = have.filter(|h| csi.sequence < *h) {
+        return Err(CsiError::Rollback {
+            got: csi.sequence,
+            have,
+        });
     }
     Ok(csi)
 }
@@ -514,7 +549,10 @@ pub fn write(s: &CsiSettings) -> String {
         leaf(
             &mut x,
             "ERDSAssuranceLevelsSupported",
-            &format!("<AssuranceLevel>{}</AssuranceLevel>", esc(&s.assurance_level)),
+            &format!(
+                "<AssuranceLevel>{}</AssuranceLevel>",
+                esc(&s.assurance_level)
+            ),
         );
     }
     if !s.policies.is_empty() {
@@ -550,4 +588,3 @@ pub fn sign(s: &CsiSettings, signer: &dyn Signer) -> Result<String, CsiError> {
     };
     Ok(sign_enveloped(&write(s), signer, &spec)?)
 }
-

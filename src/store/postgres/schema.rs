@@ -380,4 +380,20 @@ CREATE TABLE IF NOT EXISTS rem_trusted_lists (
     UNIQUE (source, sequence)
 );
 "#,
+    // Version 21 in the lead's numbering: REM peers' CSI (see the SQLite migration).
+    r#"
+CREATE TABLE IF NOT EXISTS rem_peer_csi (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    sequence    BIGINT NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    next_update BIGINT,
+    profile     TEXT NOT NULL,
+    fetched_at  BIGINT NOT NULL,
+    checked_at  BIGINT NOT NULL,
+    xml         TEXT NOT NULL,
+    UNIQUE (source, sequence)
+);
+"#,
 ];

@@ -14,10 +14,10 @@ use crate::store::codec::{
 };
 use crate::store::outbox::received_record;
 use crate::store::{
-    Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
-    LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
-    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, StoredTrustedList,
-    TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
+    Accepted, ArrivalNotice, CsiVersion, DeliveryMark, DueNotice, Effect, EventKind, LogEvent,
+    LogQuery, LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage,
+    OutageKind, Outbound, Refused, Retired, Staged, Store, StoreError, StoredCsi, StoredIndex,
+    StoredTrustedList, TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 
@@ -42,6 +42,23 @@ const OUTAGE_COLUMNS: &str = "kind, reason, started_at, ended_at";
 
 const TRUSTED_LIST_COLUMNS: &str = "t.source, t.territory, t.sequence, t.issued_at, \
      t.next_update, t.fetched_at, t.checked_at, t.id";
+
+const CSI_COLUMNS: &str = "t.source, t.service, t.sequence, t.issued_at, t.next_update, \
+     t.profile, t.fetched_at, t.checked_at, t.id";
+
+/// A [`CsiVersion`] from [`CSI_COLUMNS`].
+fn csi_version(r: &super::Row) -> Result<CsiVersion, StoreError> {
+    Ok(CsiVersion {
+        source: r.get(0)?,
+        service: r.get(1)?,
+        sequence: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+        issued_at: Instant::from_unix(r.get(3)?),
+        next_update: r.get::<Option<i64>>(4)?.map(Instant::from_unix),
+        profile: r.get(5)?,
+        fetched_at: Instant::from_unix(r.get(6)?),
+        checked_at: Instant::from_unix(r.get(7)?),
+    })
+}
 
 /// A [`TrustedListVersion`] from [`TRUSTED_LIST_COLUMNS`].
 fn trusted_list_version(r: &super::Row) -> Result<TrustedListVersion, StoreError> {
@@ -799,6 +816,83 @@ impl<B: Backend> Store for B {
             )
         })?;
         rows.iter().map(trusted_list_version).collect()
+    }
+
+    fn store_peer_csi(&self, csi: &StoredCsi) -> Result<bool, StoreError> {
+        let v = &csi.version;
+        let what = format!(
+            "store the csi of {} sequence {} from \"{}\"",
+            v.service, v.sequence, v.source
+        );
+        let sequence = i64::try_from(v.sequence).unwrap_or(i64::MAX);
+        self.write("store a peer's csi", |c| {
+            let moved = exec(
+                c,
+                &what,
+                "UPDATE rem_peer_csi SET checked_at = $3 WHERE source = $1 AND sequence = $2",
+                args![&v.source, sequence, v.checked_at.unix()],
+            )?;
+            if moved > 0 {
+                return Ok(false);
+            }
+            exec(
+                c,
+                &what,
+                "INSERT INTO rem_peer_csi (source, service, sequence, issued_at, next_update,
+                     profile, fetched_at, checked_at, xml)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                args![
+                    &v.source,
+                    &v.service,
+                    sequence,
+                    v.issued_at.unix(),
+                    v.next_update.map(Instant::unix),
+                    &v.profile,
+                    v.fetched_at.unix(),
+                    v.checked_at.unix(),
+                    &csi.xml
+                ],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn peer_csis(&self) -> Result<Vec<StoredCsi>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                "read the peers' csi",
+                &format!(
+                    "SELECT {CSI_COLUMNS}, t.xml FROM rem_peer_csi t
+                     WHERE t.sequence = (SELECT MAX(sequence) FROM rem_peer_csi u
+                                         WHERE u.source = t.source)
+                     ORDER BY t.source"
+                ),
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredCsi {
+                    version: csi_version(r)?,
+                    xml: r.get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    fn peer_csi_history(&self) -> Result<Vec<CsiVersion>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                "read the peers' csi history",
+                &format!(
+                    "SELECT {CSI_COLUMNS} FROM rem_peer_csi t ORDER BY t.source, t.sequence DESC"
+                ),
+                &[],
+            )
+        })?;
+        rows.iter().map(csi_version).collect()
     }
 
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {
