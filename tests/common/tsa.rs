@@ -84,7 +84,10 @@ pub fn spawn(files: &Path, opts: &Options) -> (TsaProcess, String) {
         .unwrap();
     let port: u16 = line.trim().parse().expect("tsa.py prints its port");
     let scheme = if opts.https { "https" } else { "http" };
-    (TsaProcess(child), format!("{scheme}://127.0.0.1:{port}/tsa"))
+    (
+        TsaProcess(child),
+        format!("{scheme}://127.0.0.1:{port}/tsa"),
+    )
 }
 
 /// Makes the TSA's files under `files` from the test PKI in `pki_dir` and starts tsa.py on
