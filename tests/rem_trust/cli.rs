@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use pec::rem::csi;
 use pec::rem::trust::{DigitalIdentity, RemPeer, TrustService};
 
+use super::https::{kit_list, without_csi, Https};
 use super::lists::SignedKit;
 
 /// Serves `body` to every GET on loopback, until the test ends (the thread stops with
@@ -110,7 +111,9 @@ fn pec(cfg: &Path, args: &[&str]) -> (i32, String, String) {
 fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     let Some(kit) = SignedKit::new() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let body = Arc::new(Mutex::new(kit.sign(&kit.unsigned)));
+    // Without https supply points: no peer's CSI to fetch here (see the next test).
+    let unsigned = without_csi(&kit.unsigned);
+    let body = Arc::new(Mutex::new(kit.sign(&unsigned)));
     let port = serve(body.clone());
     let cfg = config(dir.path(), &kit, port);
 
@@ -135,7 +138,7 @@ fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
 
     // A tampered list served next: refused, exit 1, the stored one stays.
     *body.lock().unwrap() = kit
-        .sign(&kit.unsigned)
+        .sign(&unsigned)
         .replace("smtp:mx.rb-rems.rem:25", "smtp:mx.evil.rem:25");
     let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
     assert_eq!(code, 1, "{out}{err}");
@@ -210,4 +213,74 @@ fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("rem.csi.erds_domain is required"), "{err}");
+}
+
+#[test]
+fn trust_sync_fetches_each_peers_csi_over_https_and_show_says_whom_auto_sends_rem() {
+    let Some(kit) = SignedKit::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::start(&kit);
+    https.set(
+        "/tl.xml",
+        Ok(kit.sign(&kit_list(&kit, &https.url("/a.xml"), &https.url("/b.xml")))),
+    );
+    let b_csi = super::csi_fetch::b_csi(&kit, 1, "2027-06-01T00:00:00Z", csi::REM_BASELINE);
+    https.set("/b.xml", Ok(b_csi));
+    let cfg = config(dir.path(), &kit, 0);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "tl_urls = [\"http://127.0.0.1:0/TL-CCA.xml\"]",
+        &format!(
+            "tl_urls = [\"{}\"]\ntls_ca_file = \"{}\"",
+            https.url("/tl.xml"),
+            https.ca_file.display()
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+
+    // The list stored, RB-REMS's CSI stored; SA-REMS's (not found) and RC-REMS's (server
+    // down) named as failures: exit 1.
+    let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("tl.xml: CCA sequence 1, stored"), "{out}");
+    assert!(
+        out.contains("/b.xml: csi of RB-REMS provider sequence 1, stored"),
+        "{out}"
+    );
+    assert!(
+        err.contains("csi: fetch https://127.0.0.1:") && err.contains("/a.xml"),
+        "{err}"
+    );
+    assert!(err.contains("/c.xml"), "{err}");
+    let (code, out, err) = pec(
+        &cfg,
+        &["rem", "trust", "show", "--at", "2026-12-06T12:00:00Z"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let b = &out[out.find("/ RB-REMS provider").unwrap()..];
+    let b = &b[..b.find("/ RC-REMS").unwrap_or(b.len())];
+    assert!(
+        b.contains("csi: sequence 1, REM baseline, next update 2027-06-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(b.contains("routing (rem.mode = auto): REM"), "{out}");
+    assert_eq!(
+        out.matches("csi: none fetched and verified").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("routing (rem.mode = auto): REM").count(),
+        1,
+        "{out}"
+    );
+    // Past the CSI's own next update: expired, no longer REM.
+    let (_, out, _) = pec(&cfg, &["rem", "trust", "show", "--at", "2027-07-01"]);
+    assert!(out.contains("— expired"), "{out}");
+    assert!(!out.contains("routing (rem.mode = auto): REM"), "{out}");
+    let (_, out, _) = pec(&cfg, &["rem", "trust", "show", "--history"]);
+    assert!(
+        out.contains("/b.xml csi of RB-REMS provider sequence 1: issued 2026-12-01T00:00:00Z"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
 }

@@ -27,7 +27,7 @@ fn at(s: &str) -> Instant {
 
 /// RB-REMS's CSI, sequence `seq`, valid until `next_update`, with `profile`; signed with
 /// the `pec.example.it` test key, RB-REMS's identity in [`kit_list`].
-fn b_csi(kit: &SignedKit, seq: u64, next_update: &str, profile: &str) -> String {
+pub fn b_csi(kit: &SignedKit, seq: u64, next_update: &str, profile: &str) -> String {
     let mut s = our_settings(kit.signer.clone(), kit.other.clone());
     s.sequence = seq;
     s.erds_domain = "mx.rb-rems.rem".into();
@@ -57,7 +57,7 @@ struct Fixture {
 fn fixture() -> Option<Fixture> {
     let kit = SignedKit::new()?;
     let https = Https::start(&kit);
-    // SA-REMS's supply point on the server, RB-REMS's too; RC-REMS's does not resolve.
+    // SA-REMS's supply point on the server, RB-REMS's too; RC-REMS's server is down.
     let list = kit.sign(&kit_list(&kit, &https.url("/a.xml"), &https.url("/b.xml")));
     https.set("/tl.xml", Ok(list));
     let settings = TrustSettings {
@@ -162,7 +162,7 @@ fn a_peers_csi_is_fetched_over_https_verified_and_kept_with_its_history(b: &Back
 
     // Bad documents, each refused with the last good copy staying: tampered after signing,
     // not XML-safe, unsigned, past its CSINextUpdate, the server failing, the server hanging
-    // up (RC-REMS's host, which does not resolve, failed above).
+    // up (RC-REMS's server, down, failed above).
     let bad: Vec<(Result<String, u16>, &str)> = vec![
         (
             Ok(v1.replace("mx.rb-rems.rem", "mx.evil.rem")),
@@ -234,4 +234,47 @@ fn a_peers_csi_is_fetched_over_https_verified_and_kept_with_its_history(b: &Back
     let (again, _) = load_peers(&*b.reopen(), &XmlDsig, &f.settings).unwrap();
     let peer_b = again.by_mail_host("mx.rb-rems.rem", later).unwrap();
     assert_eq!(again.csi_of(peer_b).unwrap().sequence, 2);
+}
+
+/// The refresh of `pec serve` ([`pec::rem_sync::run`]): its first pass stores the list and
+/// RB-REMS's CSI and hands the roles a peers view in which RB-REMS speaks the REM baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_refresh_fetches_the_csi_and_updates_the_peers_view() {
+    let Some(f) = fixture() else { return };
+    let b = Backend::sqlite();
+    // Valid from the real clock's now on (the refresh reads it).
+    f.https.set(
+        "/b.xml",
+        Ok(b_csi(&f.kit, 1, "2030-01-01T00:00:00Z", REM_BASELINE)),
+    );
+    let handle = std::sync::Arc::new(pec::rem::trust::PeersHandle::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(pec::rem_sync::run(
+        b.store.clone(),
+        handle.clone(),
+        f.settings.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let speaks = || {
+        let now = pec::message::time::Clock::now(&pec::message::time::SystemClock);
+        handle
+            .current()
+            .rem_baseline_at(now)
+            .map(|p| p.service.name.clone())
+            .collect::<Vec<_>>()
+    };
+    while speaks().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh did not load RB-REMS's csi"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(speaks(), ["RB-REMS provider"]);
+    assert_eq!(b.store.peer_csis().unwrap().len(), 1);
+    let _ = stop.send(());
+    task.await.unwrap();
 }

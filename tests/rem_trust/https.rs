@@ -104,10 +104,17 @@ impl Https {
     }
 }
 
+/// A loopback port where nothing listens (bound, then let go).
+pub fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// The kit's TL_CCA (unsigned, dates moved by [`SignedKit`]) with RB-REMS's identity made
 /// the `pec.example.it` test certificate (so that the tests can sign its CSI) and the
-/// https supply points of RB-REMS and SA-REMS set to `b_csi` and `a_csi` (RC-REMS keeps
-/// the kit's, a host that does not resolve).
+/// https supply points of SA-REMS and RB-REMS set to `a_csi` and `b_csi`; RC-REMS's points
+/// at a loopback port where nothing listens (a server down; no test resolves the kit's
+/// hosts).
 pub fn kit_list(kit: &SignedKit, a_csi: &str, b_csi: &str) -> String {
     let text = kit
         .unsigned
@@ -118,6 +125,10 @@ pub fn kit_list(kit: &SignedKit, a_csi: &str, b_csi: &str) -> String {
         .replace(
             "https://rem-provider-b-service.ccb/CapabilityAndSecurityMetadata.xml",
             b_csi,
+        )
+        .replace(
+            "https://rem-provider-c-service.ccc/CapabilityAndSecurityMetadata.xml",
+            &format!("https://127.0.0.1:{}/c.xml", dead_port()),
         );
     let b = text
         .find("RB-REMS provider</Name>")
@@ -126,4 +137,12 @@ pub fn kit_list(kit: &SignedKit, a_csi: &str, b_csi: &str) -> String {
     let close = open + text[open..].find("</X509Certificate>").unwrap();
     let ours = base64::engine::general_purpose::STANDARD.encode(&kit.signer);
     format!("{}{ours}{}", &text[..open], &text[close..])
+}
+
+/// `text` (a kit list) without its `https://` supply points: no CSI to fetch.
+pub fn without_csi(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.contains("<ServiceSupplyPoint>https://"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
