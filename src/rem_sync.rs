@@ -256,6 +256,9 @@ pub fn attach_csi(store: &dyn Store, view: &mut RemPeers) -> Result<Vec<String>,
     Ok(left_out)
 }
 
+/// Each peer's `https://` supply point with the outcome of its CSI synchronisation.
+pub type CsiReport = Vec<(String, Result<CsiSynced, SyncError>)>;
+
 /// One peer's CSI synchronised: the version now current, and whether it is new.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsiSynced {
@@ -272,7 +275,7 @@ pub fn sync_csi(
     fetch: &dyn Fetch,
     peers: &RemPeers,
     now: Instant,
-) -> Result<Vec<(String, Result<CsiSynced, SyncError>)>, SyncError> {
+) -> Result<CsiReport, SyncError> {
     let stored = store.peer_csis()?;
     let mut done: Vec<String> = Vec::new();
     let mut out = Vec::new();
