@@ -17,7 +17,9 @@ use crate::store::{
 };
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
-use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
+use crate::store::{
+    CsiVersion, MailboxSettings, Outage, Retired, StoredCsi, StoredTrustedList, TrustedListVersion,
+};
 use crate::store::{RemDue, RemWaitClaim, RemWaitState};
 use crate::BoxFuture;
 
@@ -142,6 +144,9 @@ impl Store for TestStore {
         fn store_trusted_list(&self, list: &StoredTrustedList) -> bool;
         fn trusted_lists(&self) -> Vec<StoredTrustedList>;
         fn trusted_list_history(&self) -> Vec<TrustedListVersion>;
+        fn store_peer_csi(&self, csi: &StoredCsi) -> bool;
+        fn peer_csis(&self) -> Vec<StoredCsi>;
+        fn peer_csi_history(&self) -> Vec<CsiVersion>;
         fn search_events(&self, query: &LogQuery) -> Vec<LoggedEvent>;
         fn record_receipt_received(
             &self,

@@ -8,6 +8,14 @@
 //! A list that cannot be fetched or is refused leaves the stored copy of its source as it
 //! was: the last good copy stays in use (and stops counting once its own `NextUpdate` is
 //! past, [`RemPeers`] sees to that).
+//!
+//! The Capability and Security Information of each granted peer (EN 319 532-4 Annex C,
+//! published at the `https://` supply point of its Trusted List entry) is kept the same
+//! way ([`sync_csi`]): fetched over HTTPS, accepted by [`crate::rem::csi::accept`] (signed
+//! with the peer's Trusted List identity, `CSINextUpdate` not past, not older than the
+//! stored copy), stored with its history, verified again when loaded into the peers view
+//! ([`RemPeers::rem_baseline_at`]: whom `rem.mode = "auto"` sends REM to). A document that
+//! cannot be fetched or is refused leaves the last good copy in use.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,8 +26,11 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::message::time::{Clock, Instant, SystemClock};
+use crate::rem::csi::{self, CsiError};
 use crate::rem::trust::{self, PeersHandle, RemPeers, SignatureCheck, TrustError, TrustedList};
-use crate::store::{LogStore, Store, StoreError, StoredTrustedList, TrustedListVersion};
+use crate::store::{
+    CsiVersion, LogStore, Store, StoreError, StoredCsi, StoredTrustedList, TrustedListVersion,
+};
 use crate::xml::MAX_XML;
 
 /// The checked `[rem.trust]` values.
@@ -45,6 +56,8 @@ pub enum SyncError {
     Fetch { url: String, reason: String },
     #[error("{url}: {error} (the stored copy stays)")]
     Refused { url: String, error: TrustError },
+    #[error("{url}: {error} (the stored copy stays)")]
+    CsiRefused { url: String, error: CsiError },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -208,14 +221,111 @@ pub fn load_lists(
     Ok((lists, left_out))
 }
 
-/// [`load_lists`] as a peers view.
+/// [`load_lists`] as a peers view, with what the stored CSI of each peer says
+/// ([`attach_csi`]). Returns the view and, for each stored list or CSI left out, why.
 pub fn load_peers(
     store: &dyn Store,
     check: &dyn SignatureCheck,
     settings: &TrustSettings,
 ) -> Result<(RemPeers, Vec<String>), SyncError> {
-    let (lists, left_out) = load_lists(store, check, settings)?;
-    Ok((RemPeers::new(&lists), left_out))
+    let (lists, mut left_out) = load_lists(store, check, settings)?;
+    let mut view = RemPeers::new(&lists);
+    left_out.extend(attach_csi(store, &mut view)?);
+    Ok((view, left_out))
+}
+
+/// Sets in `view` what the stored current CSI of each peer says, each verified again
+/// against the identity of the listed service whose supply point it came from (a source
+/// no listed service names any more is passed over). Returns, for each one left out, why.
+pub fn attach_csi(store: &dyn Store, view: &mut RemPeers) -> Result<Vec<String>, SyncError> {
+    let mut left_out = Vec::new();
+    for stored in store.peer_csis()? {
+        let source = &stored.version.source;
+        let Some(peer) = view
+            .all()
+            .iter()
+            .find(|p| p.service.csi_url() == Some(source.as_str()))
+        else {
+            continue;
+        };
+        match csi::verify(stored.xml.as_bytes(), peer) {
+            Ok(c) => view.set_csi(source, c.peer_csi()),
+            Err(e) => left_out.push(format!("{source}: {e}")),
+        }
+    }
+    Ok(left_out)
+}
+
+/// Each peer's `https://` supply point with the outcome of its CSI synchronisation.
+pub type CsiReport = Vec<(String, Result<CsiSynced, SyncError>)>;
+
+/// One peer's CSI synchronised: the version now current, and whether it is new.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsiSynced {
+    pub version: CsiVersion,
+    pub new: bool,
+}
+
+/// Fetches the CSI of every service of `peers` granted at `now` from its `https://` supply
+/// point, accepts it against the service's identity and the stored copy of that source,
+/// and stores it (blocking). Each on its own: one failing leaves its stored copy and the
+/// others synchronised. Returns each supply point with its outcome.
+pub fn sync_csi(
+    store: &dyn Store,
+    fetch: &dyn Fetch,
+    peers: &RemPeers,
+    now: Instant,
+) -> Result<CsiReport, SyncError> {
+    let stored = store.peer_csis()?;
+    let mut done: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for peer in peers.trusted_at(now) {
+        let Some(url) = peer.service.csi_url() else {
+            continue;
+        };
+        if done.iter().any(|d| d == url) {
+            continue;
+        }
+        done.push(url.to_string());
+        let have = stored
+            .iter()
+            .find(|s| s.version.source == url)
+            .map(|s| s.version.sequence);
+        let refused = |error: CsiError| SyncError::CsiRefused {
+            url: url.to_string(),
+            error,
+        };
+        let result = fetch
+            .fetch(url)
+            .map_err(|reason| SyncError::Fetch {
+                url: url.to_string(),
+                reason,
+            })
+            .and_then(|raw| {
+                let c = csi::accept(&raw, peer, now, have).map_err(refused)?;
+                // accept() passed the gate: the text is UTF-8 (a BOM dropped).
+                let xml = crate::xml::check_plain(&raw)
+                    .map_err(|e| refused(e.into()))?
+                    .to_string();
+                let version = CsiVersion {
+                    source: url.to_string(),
+                    service: peer.service.name.clone(),
+                    sequence: c.sequence,
+                    issued_at: c.issued_at,
+                    next_update: c.next_update,
+                    profile: c.erds.profile,
+                    fetched_at: now,
+                    checked_at: now,
+                };
+                let new = store.store_peer_csi(&StoredCsi {
+                    version: version.clone(),
+                    xml,
+                })?;
+                Ok(CsiSynced { version, new })
+            });
+        out.push((url.to_string(), result));
+    }
+    Ok(out)
 }
 
 /// The refresh of `pec serve`: every `settings.refresh` (one node at a time, through a
@@ -266,6 +376,19 @@ pub async fn run(
                         Err(e) => warn!("rem trusted list: {e}"),
                     }
                 }
+                let (listed, _) = load_peers(&*st, &trust::XmlDsig, &s)?;
+                for (url, r) in sync_csi(&*st, &f, &listed, now)? {
+                    match r {
+                        Ok(synced) if synced.new => info!(
+                            source = %url,
+                            service = %synced.version.service,
+                            sequence = synced.version.sequence,
+                            "rem peer csi: new version stored"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => warn!("rem peer csi: {e}"),
+                    }
+                }
             }
             load_peers(&*st, &trust::XmlDsig, &s)
         })
@@ -273,7 +396,7 @@ pub async fn run(
         match done {
             Ok(Ok((view, left_out))) => {
                 for why in left_out {
-                    error!("rem trusted list: stored copy not used: {why}");
+                    error!("rem trust data: stored copy not used: {why}");
                 }
                 peers.replace(view);
             }

@@ -19,12 +19,17 @@ use crate::store::LogStore;
 pub enum TrustCommand {
     /// Fetch every list of `rem.trust.tl_urls`, check it (signed by a certificate of
     /// `rem.trust.tl_signer_files`, NextUpdate not past, sequence not older than the
-    /// stored copy) and store it with its history.
+    /// stored copy) and store it with its history; then fetch the Capability and Security
+    /// Information (CSI) of every REM service granted now from the https:// supply point
+    /// of its entry, check it (signed with the service's identity in the list,
+    /// CSINextUpdate not past, sequence not older than the stored copy) and store it with
+    /// its history.
     ///
-    /// Exit status: 0 every list stored or unchanged, 1 some list could not be fetched or
-    /// was refused (its stored copy stays), 2 configuration or store error.
+    /// Exit status: 0 every list and CSI stored or unchanged, 1 some list or CSI could not
+    /// be fetched or was refused (its stored copy stays), 2 configuration or store error.
     Sync(ConfigArgs),
-    /// Print the stored lists in use and the REM services they grant now.
+    /// Print the stored lists in use, the REM services they grant now, what each one's
+    /// stored CSI says, and whether `rem.mode = "auto"` sends it REM.
     Show(TrustShowArgs),
 }
 
@@ -32,7 +37,7 @@ pub enum TrustCommand {
 pub struct TrustShowArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Print every stored version, not only the current ones.
+    /// Print every stored version (lists, then CSI documents), not only the current ones.
     #[arg(long)]
     pub history: bool,
     /// The instant of the trust decisions (RFC 3339 or YYYY-MM-DD; default now).
@@ -88,19 +93,37 @@ fn sync(config: &Config, store: Arc<dyn LogStore>) -> Result<i32, CliError> {
         timeout: settings.timeout,
         tls_ca_file: settings.tls_ca_file.clone(),
     };
-    let results = rem_sync::sync_all(&*store, &fetch, &XmlDsig, &settings, SystemClock.now())
-        .map_err(CliError::usage)?;
+    let now = SystemClock.now();
+    let results =
+        rem_sync::sync_all(&*store, &fetch, &XmlDsig, &settings, now).map_err(CliError::usage)?;
     let mut status = 0;
+    let stored = |new: bool| if new { ", stored" } else { ", unchanged" };
     for (url, r) in results {
         match r {
             Ok(s) => println!(
                 "{url}: {} sequence {}{}",
                 s.version.territory,
                 s.version.sequence,
-                if s.new { ", stored" } else { ", unchanged" }
+                stored(s.new)
             ),
             Err(e) => {
                 eprintln!("pec rem trust sync: {e}");
+                status = 1;
+            }
+        }
+    }
+    // The CSI of every peer the stored lists grant now.
+    let (peers, _) = rem_sync::load_peers(&*store, &XmlDsig, &settings).map_err(CliError::usage)?;
+    for (url, r) in rem_sync::sync_csi(&*store, &fetch, &peers, now).map_err(CliError::usage)? {
+        match r {
+            Ok(s) => println!(
+                "{url}: csi of {} sequence {}{}",
+                s.version.service,
+                s.version.sequence,
+                stored(s.new)
+            ),
+            Err(e) => {
+                eprintln!("pec rem trust sync: csi: {e}");
                 status = 1;
             }
         }
@@ -133,6 +156,19 @@ fn show(args: &TrustShowArgs, config: &Config, store: Arc<dyn LogStore>) -> Resu
                 v.checked_at.rfc3339()
             );
         }
+        for v in store.peer_csi_history().map_err(CliError::usage)? {
+            println!(
+                "{} csi of {} sequence {}: issued {}, next update {}, profile {}, fetched {}, last checked {}",
+                v.source,
+                v.service,
+                v.sequence,
+                v.issued_at.rfc3339(),
+                v.next_update.map(Instant::rfc3339).unwrap_or_else(|| "none".into()),
+                v.profile,
+                v.fetched_at.rfc3339(),
+                v.checked_at.rfc3339()
+            );
+        }
         return Ok(0);
     }
     let (lists, left_out) =
@@ -158,7 +194,10 @@ fn show(args: &TrustShowArgs, config: &Config, store: Arc<dyn LogStore>) -> Resu
             when(list.next_update)
         );
     }
-    let peers = crate::rem::trust::RemPeers::new(&lists);
+    let mut peers = crate::rem::trust::RemPeers::new(&lists);
+    for why in rem_sync::attach_csi(&*store, &mut peers).map_err(CliError::usage)? {
+        eprintln!("pec rem trust show: csi not used: {why}");
+    }
     for p in peers.all() {
         let s = &p.service;
         println!(
@@ -188,6 +227,30 @@ fn show(args: &TrustShowArgs, config: &Config, store: Arc<dyn LogStore>) -> Resu
         }
         for sp in &s.supply_points {
             println!("  supply point: {sp}");
+        }
+        match (s.csi_url(), peers.csi_of(p)) {
+            (None, _) => {}
+            (Some(_), None) => println!("  csi: none fetched and verified"),
+            (Some(_), Some(c)) => println!(
+                "  csi: sequence {}, {}, next update {}{}",
+                c.sequence,
+                if c.rem_baseline {
+                    "REM baseline"
+                } else {
+                    "not the REM baseline"
+                },
+                c.next_update
+                    .map(Instant::rfc3339)
+                    .unwrap_or_else(|| "none".into()),
+                if c.in_force_at(now) {
+                    ""
+                } else {
+                    " — expired"
+                }
+            ),
+        }
+        if peers.rem_baseline_at(now).any(|q| std::ptr::eq(q, p)) {
+            println!("  routing (rem.mode = auto): REM");
         }
     }
     Ok(0)

@@ -714,6 +714,21 @@ fn sentence(event: Event, reason: &Reason) -> Option<(String, String)> {
     Some((fit.replace("{f}", it), fen.replace("{f}", en)))
 }
 
+/// What one language's introduction says beyond what every introduction shares
+/// ([`Introduction::layout`]).
+struct Says {
+    title: String,
+    /// "inviato da" and its kin: the dispatch's verb differs from the receipts'.
+    sent: &'static str,
+    /// The paragraph after the recipients, as text and as HTML (escaped, in its markup).
+    plain: String,
+    html: String,
+    /// What ends the line naming us: a full stop in the receipts, nothing in the dispatch.
+    stop: &'static str,
+    /// The closing paragraph (the dispatch's word on its evidence).
+    note: Option<String>,
+}
+
 impl Introduction {
     /// Both texts ending with exactly one line end, as the kit's do (the line end before
     /// the next delimiter belongs to the delimiter).
@@ -726,21 +741,13 @@ impl Introduction {
     }
 
     fn dispatch(p: &Provider, sub: &Submission, evidence_event: Event, at: Instant) -> Self {
-        let (day, hour) = day_hour(at);
-        let id = &sub.message_id;
         let ev = format!("{}.xml", evidence_event.name());
-        let mut t = String::new();
-        let mut h = String::new();
-        for it in [true, false] {
-            let (title, when, msg, sent, to, attached, ident, note) = if it {
+        Introduction::layout(p, sub, at, |it| {
+            let (title, sent, attached, note) = if it {
                 (
                     "Messaggio REM",
-                    format!("Il giorno {day} alle ore {hour}"),
-                    "il messaggio:",
                     "è stato inviato da",
-                    "ed indirizzato a:",
                     "Il messaggio originale è incluso in allegato.",
-                    "Identificativo messaggio:",
                     format!(
                         "L'allegato {ev} contiene informazioni di servizio sulla trasmissione."
                     ),
@@ -748,44 +755,22 @@ impl Introduction {
             } else {
                 (
                     "REM Dispatch",
-                    format!("On {day} at {hour}"),
-                    "the message:",
                     "was sent by",
-                    "and addressed to:",
                     "The original message is attached.",
-                    "Message identifier:",
                     format!(
                         "The {ev} attachment contains service information on the transmission."
                     ),
                 )
             };
-            if !it {
-                t.push_str(&format!("{RULE}\r\n\r\n"));
-                h.push_str("<HR/>\r\n\r\n");
+            Says {
+                title: title.into(),
+                sent,
+                plain: attached.into(),
+                html: attached.into(),
+                stop: "",
+                note: Some(note),
             }
-            t.push_str(&format!(
-                "{title}\r\n{when}\r\n{msg} \"{}\" {sent} \"{}\"\r\n{to}\r\n",
-                sub.subject, sub.sender
-            ));
-            for r in &sub.recipients {
-                t.push_str(r);
-                t.push_str("\r\n");
-            }
-            t.push_str(&format!(
-                "\r\n{attached}\r\n\r\n{ident} \"{id}\"\r\nREM service provider: \"{}\"\r\n\r\n{note}\r\n\r\n",
-                p.name
-            ));
-            h.push_str(&format!(
-                "<h1>{title}</h1>\r\n<p>{when} </p>\r\n<p>{msg} \"<B>{}</B>\" {sent} \"<a href=\"mailto:{s}\">{s}</a>\"<br />{to}<BR>\r\n{}</p>\r\n\r\n{attached}\r\n\r\n<p>{ident} <a href=\"mailto:{i}\">{i}</a><BR>\r\nREM service provider: \"{}\"</p>\r\n\r\n{}\r\n\r\n",
-                html_escape(&sub.subject),
-                sub.recipients.iter().map(|r| html_escape(r)).collect::<Vec<_>>().join("<BR>"),
-                html_escape(&p.name),
-                html_escape(&note),
-                s = html_escape(&sub.sender),
-                i = html_escape(id),
-            ));
-        }
-        Introduction::ending_once(t, h)
+        })
     }
 
     fn receipt(
@@ -801,7 +786,6 @@ impl Introduction {
                 r.event
             ))
         })?;
-        let (it_sentence, en_sentence) = (it_sentence.as_str(), en_sentence.as_str());
         let fill = |s: &str, esc: bool| {
             let e = |v: &str| if esc { html_escape(v) } else { v.to_string() };
             s.replace("{p}", &e(r.other_provider.unwrap_or("")))
@@ -815,34 +799,65 @@ impl Introduction {
                 r.code
             )));
         }
+        Ok(Introduction::layout(p, sub, at, |it| {
+            let (title, sent, sentence, code) = if it {
+                (
+                    format!("Ricevuta di {}", r.event),
+                    "inviato da",
+                    &it_sentence,
+                    "Codice",
+                )
+            } else {
+                (
+                    format!("Receipt of {}", r.event),
+                    "sent by",
+                    &en_sentence,
+                    "Code",
+                )
+            };
+            Says {
+                title,
+                sent,
+                plain: format!("{} ({code} {}).", fill(sentence, false), r.code),
+                html: format!("<p>{} ({code} {}).</p>", fill(sentence, true), r.code),
+                stop: ".",
+                note: None,
+            }
+        }))
+    }
+
+    /// The one layout of every introduction, Italian then English below a rule, as the
+    /// kit's are: title, date, subject, sender and recipients, `says`'s paragraph, the
+    /// message identifier and our name, `says`'s note.
+    fn layout(p: &Provider, sub: &Submission, at: Instant, says: impl Fn(bool) -> Says) -> Self {
         let (day, hour) = day_hour(at);
         let id = &sub.message_id;
         let mut t = String::new();
         let mut h = String::new();
         for it in [true, false] {
-            let (title, when, msg, sent, to, sentence, code, ident) = if it {
+            let (when, msg, to, ident) = if it {
                 (
-                    format!("Ricevuta di {}", r.event),
                     format!("Il giorno {day} alle ore {hour}"),
                     "il messaggio:",
-                    "inviato da",
                     "ed indirizzato a:",
-                    it_sentence,
-                    "Codice",
                     "Identificativo messaggio:",
                 )
             } else {
                 (
-                    format!("Receipt of {}", r.event),
                     format!("On {day} at {hour}"),
                     "the message:",
-                    "sent by",
                     "and addressed to:",
-                    en_sentence,
-                    "Code",
                     "Message identifier:",
                 )
             };
+            let Says {
+                title,
+                sent,
+                plain,
+                html,
+                stop,
+                note,
+            } = says(it);
             if !it {
                 t.push_str(&format!("{RULE}\r\n\r\n"));
                 h.push_str("<HR/>\r\n\r\n");
@@ -851,29 +866,29 @@ impl Introduction {
                 "{title}\r\n{when}\r\n{msg} \"{}\" {sent} \"{}\"\r\n{to}\r\n",
                 sub.subject, sub.sender
             ));
-            for rc in &sub.recipients {
-                t.push_str(rc);
+            for r in &sub.recipients {
+                t.push_str(r);
                 t.push_str("\r\n");
             }
             t.push_str(&format!(
-                "\r\n{} ({code} {}).\r\n\r\n{ident} \"{id}\"\r\nREM service provider: \"{}\".\r\n\r\n",
-                fill(sentence, false),
-                r.code,
+                "\r\n{plain}\r\n\r\n{ident} \"{id}\"\r\nREM service provider: \"{}\"{stop}\r\n\r\n",
                 p.name
             ));
             h.push_str(&format!(
-                "<h1>{}</h1>\r\n<p>{when} </p>\r\n<p>{msg} \"<B>{}</B>\" {sent} \"<a href=\"mailto:{s}\">{s}</a>\"<br />{to}<BR>\r\n{}</p>\r\n\r\n<p>{} ({code} {}).</p>\r\n\r\n<p>{ident} <a href=\"mailto:{i}\">{i}</a><BR>\r\nREM service provider: \"{}\".</p>\r\n\r\n",
+                "<h1>{}</h1>\r\n<p>{when} </p>\r\n<p>{msg} \"<B>{}</B>\" {sent} \"<a href=\"mailto:{s}\">{s}</a>\"<br />{to}<BR>\r\n{}</p>\r\n\r\n{html}\r\n\r\n<p>{ident} <a href=\"mailto:{i}\">{i}</a><BR>\r\nREM service provider: \"{}\"{stop}</p>\r\n\r\n",
                 html_escape(&title),
                 html_escape(&sub.subject),
-                sub.recipients.iter().map(|x| html_escape(x)).collect::<Vec<_>>().join("<BR>"),
-                fill(sentence, true),
-                r.code,
+                sub.recipients.iter().map(|r| html_escape(r)).collect::<Vec<_>>().join("<BR>"),
                 html_escape(&p.name),
                 s = html_escape(&sub.sender),
                 i = html_escape(id),
             ));
+            if let Some(note) = note {
+                t.push_str(&format!("{note}\r\n\r\n"));
+                h.push_str(&format!("{}\r\n\r\n", html_escape(&note)));
+            }
         }
-        Ok(Introduction::ending_once(t, h))
+        Introduction::ending_once(t, h)
     }
 
     /// The `multipart/alternative` part, headers included, UTF-8 quoted-printable.

@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::trust::{base64_text, date, names, Element, RemPeer, DSIG_NS, TSL_NS};
+use super::trust::{base64_text, date, names, Element, PeerCsi, RemPeer, DSIG_NS, TSL_NS};
 use crate::crypto::xmldsig::{sign_enveloped, Enveloped, SignSpec, XmlDsigError};
 use crate::crypto::Signer;
 use crate::message::time::Instant;
@@ -43,6 +43,10 @@ pub enum CsiError {
     NotThePeer,
     #[error("csi: sign: {0}")]
     Sign(#[from] XmlDsigError),
+    #[error("csi: its CSINextUpdate {0} is past")]
+    Expired(String),
+    #[error("csi: sequence {got} is older than the stored {have}")]
+    Rollback { got: u64, have: u64 },
 }
 
 /// A CSI document as read.
@@ -92,6 +96,15 @@ impl Csi {
     pub fn supports_rem_baseline(&self) -> bool {
         self.erds.profile == REM_BASELINE
     }
+
+    /// What the peers view keeps of it.
+    pub fn peer_csi(&self) -> PeerCsi {
+        PeerCsi {
+            sequence: self.sequence,
+            next_update: self.next_update,
+            rem_baseline: self.supports_rem_baseline(),
+        }
+    }
 }
 
 /// Reads a CSI document (after the XML gate), its signature not checked.
@@ -123,6 +136,28 @@ pub fn verify(raw: &[u8], peer: &RemPeer) -> Result<Csi, CsiError> {
         .any(|c| c == signer)
     {
         return Err(CsiError::NotThePeer);
+    }
+    Ok(csi)
+}
+
+/// A peer's CSI document accepted at `now`: it [`verify`]s against `peer`, its
+/// `CSINextUpdate` is not past, and its sequence is not older than `have` (the stored
+/// copy's, if any).
+pub fn accept(
+    raw: &[u8],
+    peer: &RemPeer,
+    now: Instant,
+    have: Option<u64>,
+) -> Result<Csi, CsiError> {
+    let csi = verify(raw, peer)?;
+    if let Some(next) = csi.next_update.filter(|n| *n <= now) {
+        return Err(CsiError::Expired(next.rfc3339()));
+    }
+    if let Some(have) = have.filter(|h| csi.sequence < *h) {
+        return Err(CsiError::Rollback {
+            got: csi.sequence,
+            have,
+        });
     }
     Ok(csi)
 }
@@ -427,6 +462,20 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Appends `<name>text</name>` and a line end to `x` (`text` as given: escape it first).
+fn leaf(x: &mut String, name: &str, text: &str) {
+    x.push_str(&format!("<{name}>{text}</{name}>\n"));
+}
+
+/// Appends `<name><tl:URI xml:lang="en">uri</tl:URI></name>` and a line end to `x`.
+fn uri_leaf(x: &mut String, name: &str, uri: &str) {
+    leaf(
+        x,
+        name,
+        &format!("<tl:URI xml:lang=\"en\">{}</tl:URI>", esc(uri)),
+    );
+}
+
 /// Our CSI document, unsigned ([`sign`] appends the signature).
 pub fn write(s: &CsiSettings) -> String {
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
@@ -439,15 +488,16 @@ pub fn write(s: &CsiSettings) -> String {
         s.sequence
     ));
     x.push_str("<tns:SchemeData>\n");
-    x.push_str("<tns:CSIVersionIdentifier>1</tns:CSIVersionIdentifier>\n");
-    x.push_str(&format!(
-        "<tns:CSISequenceNumber>{}</tns:CSISequenceNumber>\n",
-        s.sequence
-    ));
-    x.push_str(&format!(
-        "<tns:CSISchemeOperatorName><tl:Name xml:lang=\"en\">{}</tl:Name></tns:CSISchemeOperatorName>\n",
-        esc(&s.operator_name)
-    ));
+    leaf(&mut x, "tns:CSIVersionIdentifier", "1");
+    leaf(&mut x, "tns:CSISequenceNumber", &s.sequence.to_string());
+    leaf(
+        &mut x,
+        "tns:CSISchemeOperatorName",
+        &format!(
+            "<tl:Name xml:lang=\"en\">{}</tl:Name>",
+            esc(&s.operator_name)
+        ),
+    );
     x.push_str(
         "<tns:CSISchemeOperatorAddress><tl:PostalAddresses><tl:PostalAddress xml:lang=\"en\">",
     );
@@ -467,30 +517,20 @@ pub fn write(s: &CsiSettings) -> String {
         x.push_str(&format!("<tl:URI xml:lang=\"en\">{}</tl:URI>", esc(uri)));
     }
     x.push_str("</tl:ElectronicAddress></tns:CSISchemeOperatorAddress>\n");
-    x.push_str(&format!(
-        "<tns:CSISchemeInformationURI><tl:URI xml:lang=\"en\">{}</tl:URI></tns:CSISchemeInformationURI>\n",
-        esc(&s.information_uri)
-    ));
-    x.push_str(&format!(
-        "<tns:CSISchemePolicyCommunityRules><tl:URI xml:lang=\"en\">{}</tl:URI></tns:CSISchemePolicyCommunityRules>\n",
-        esc(&s.policy_uri)
-    ));
-    x.push_str(&format!(
-        "<tns:CSIPointerToTL>{}</tns:CSIPointerToTL>\n",
-        esc(&s.pointer_to_tl)
-    ));
-    x.push_str(&format!(
-        "<tns:CSIIssueDateTime>{}</tns:CSIIssueDateTime>\n",
-        time(s.issued_at)
-    ));
-    x.push_str(&format!(
-        "<tns:CSINextUpdate><tl:dateTime>{}</tl:dateTime></tns:CSINextUpdate>\n",
-        time(s.next_update)
-    ));
-    x.push_str(&format!(
-        "<tns:CSIDistributionPoints><tl:URI>{}</tl:URI></tns:CSIDistributionPoints>\n",
-        esc(&s.distribution_point)
-    ));
+    uri_leaf(&mut x, "tns:CSISchemeInformationURI", &s.information_uri);
+    uri_leaf(&mut x, "tns:CSISchemePolicyCommunityRules", &s.policy_uri);
+    leaf(&mut x, "tns:CSIPointerToTL", &esc(&s.pointer_to_tl));
+    leaf(&mut x, "tns:CSIIssueDateTime", &time(s.issued_at));
+    leaf(
+        &mut x,
+        "tns:CSINextUpdate",
+        &format!("<tl:dateTime>{}</tl:dateTime>", time(s.next_update)),
+    );
+    leaf(
+        &mut x,
+        "tns:CSIDistributionPoints",
+        &format!("<tl:URI>{}</tl:URI>", esc(&s.distribution_point)),
+    );
     x.push_str("</tns:SchemeData>\n<tns:CapabilityMetadata>\n");
     // Unqualified children: no default namespace is in scope here.
     x.push_str("<ci:ERDSMetadata version=\"EN319522v1.1.1\">\n");
@@ -500,46 +540,38 @@ pub fn write(s: &CsiSettings) -> String {
         esc(scheme),
         esc(&s.erds_id)
     ));
-    x.push_str(&format!(
-        "<ERDSDomain>{}</ERDSDomain>\n",
-        esc(&s.erds_domain)
-    ));
-    x.push_str(&format!(
-        "<ERDSGoverningBody>{}</ERDSGoverningBody>\n",
-        esc(&s.governing_body)
-    ));
-    x.push_str(&format!(
-        "<ERDSProfileSupported>{REM_BASELINE}</ERDSProfileSupported>\n"
-    ));
-    x.push_str("<ERDSExpiryDateAndTimeSupport>false</ERDSExpiryDateAndTimeSupport>\n");
-    x.push_str("<ERDSScheduledDeliverySupport>false</ERDSScheduledDeliverySupport>\n");
+    leaf(&mut x, "ERDSDomain", &esc(&s.erds_domain));
+    leaf(&mut x, "ERDSGoverningBody", &esc(&s.governing_body));
+    leaf(&mut x, "ERDSProfileSupported", REM_BASELINE);
+    leaf(&mut x, "ERDSExpiryDateAndTimeSupport", "false");
+    leaf(&mut x, "ERDSScheduledDeliverySupport", "false");
     if !s.assurance_level.is_empty() {
-        x.push_str(&format!(
-            "<ERDSAssuranceLevelsSupported><AssuranceLevel>{}</AssuranceLevel>\
-             </ERDSAssuranceLevelsSupported>\n",
-            esc(&s.assurance_level)
-        ));
+        leaf(
+            &mut x,
+            "ERDSAssuranceLevelsSupported",
+            &format!(
+                "<AssuranceLevel>{}</AssuranceLevel>",
+                esc(&s.assurance_level)
+            ),
+        );
     }
     if !s.policies.is_empty() {
-        x.push_str("<ERDSPolicySupport>");
-        for p in &s.policies {
-            x.push_str(&format!("<PolicyID>{}</PolicyID>", esc(p)));
-        }
-        x.push_str("</ERDSPolicySupport>\n");
+        let ids: String = s
+            .policies
+            .iter()
+            .map(|p| format!("<PolicyID>{}</PolicyID>", esc(p)))
+            .collect();
+        leaf(&mut x, "ERDSPolicySupport", &ids);
     }
-    x.push_str(&format!(
-        "<ERDSSupportedConsignmentModes>{CONSIGNMENT_BASIC}</ERDSSupportedConsignmentModes>\n"
-    ));
+    leaf(&mut x, "ERDSSupportedConsignmentModes", CONSIGNMENT_BASIC);
     x.push_str("</ci:ERDSMetadata>\n</tns:CapabilityMetadata>\n<tns:SecurityMetadata>\n");
     x.push_str("<tns:CapabilityBasedSecurity version=\"EN319532v1\">\n");
-    x.push_str(&format!(
-        "<tns:TLSCertificate>{}</tns:TLSCertificate>\n",
-        b64(&s.tls_certificate)
-    ));
-    x.push_str(&format!(
-        "<tns:DomainSignCertificate>{}</tns:DomainSignCertificate>\n",
-        b64(&s.domain_sign_certificate)
-    ));
+    leaf(&mut x, "tns:TLSCertificate", &b64(&s.tls_certificate));
+    leaf(
+        &mut x,
+        "tns:DomainSignCertificate",
+        &b64(&s.domain_sign_certificate),
+    );
     x.push_str("</tns:CapabilityBasedSecurity>\n</tns:SecurityMetadata>\n");
     x.push_str("</tns:CapabilityAndSecurityInformation>\n");
     x

@@ -493,6 +493,28 @@ pub struct RemPeers {
     by_cert: HashMap<[u8; 32], Vec<usize>>,
     /// Lower-case smtp supply-point host → positions in `peers`.
     by_host: HashMap<String, Vec<usize>>,
+    /// What the verified CSI documents say, by the `https://` supply point they came from.
+    csi: HashMap<String, PeerCsi>,
+}
+
+/// What a peer's Capability and Security Information says that routing needs, from the
+/// stored copy verified against the peer's Trusted List identity (`crate::rem_sync` reads
+/// it with [`super::csi`] and sets it with [`RemPeers::set_csi`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCsi {
+    /// `CSISequenceNumber`.
+    pub sequence: u64,
+    /// `CSINextUpdate`; `None`: no further update announced (the document stands).
+    pub next_update: Option<Instant>,
+    /// Whether its `ERDSProfileSupported` is the REM baseline.
+    pub rem_baseline: bool,
+}
+
+impl PeerCsi {
+    /// Whether the document is in force at `at` (its `CSINextUpdate` not past).
+    pub fn in_force_at(&self, at: Instant) -> bool {
+        self.next_update.is_none_or(|n| at < n)
+    }
 }
 
 impl RemPeers {
@@ -563,6 +585,28 @@ impl RemPeers {
                         .iter()
                         .any(|c| c == der)
             })
+    }
+
+    /// Records what the verified CSI document fetched from `url` (a peer's `https://`
+    /// supply point) says.
+    pub fn set_csi(&mut self, url: &str, csi: PeerCsi) {
+        self.csi.insert(url.to_string(), csi);
+    }
+
+    /// What `peer`'s CSI document says, if one was fetched and verified.
+    pub fn csi_of(&self, peer: &RemPeer) -> Option<&PeerCsi> {
+        self.csi.get(peer.service.csi_url()?)
+    }
+
+    /// The services trusted at `at` whose CSI, in force then, says they speak the REM
+    /// baseline: those `rem.mode = "auto"` sends REM to (EN 319 532-4 Annex C: the
+    /// capabilities are published at the supply point). A peer without a verified CSI is
+    /// not among them.
+    pub fn rem_baseline_at(&self, at: Instant) -> impl Iterator<Item = &RemPeer> {
+        self.trusted_at(at).filter(move |p| {
+            self.csi_of(p)
+                .is_some_and(|c| c.rem_baseline && c.in_force_at(at))
+        })
     }
 
     /// The service whose `smtp:` supply point is `host` (an MX name, any case, trailing dot

@@ -358,6 +358,22 @@ const TABLES: &[Table] = &[
         ],
         order: "id",
         read: None,
+    }, // Version 19.
+    Table {
+        name: "rem_peer_csi",
+        columns: &[
+            ("source", 't'),
+            ("service", 't'),
+            ("sequence", 'i'),
+            ("issued_at", 'i'),
+            ("next_update", 'i'),
+            ("profile", 't'),
+            ("fetched_at", 'i'),
+            ("checked_at", 'i'),
+            ("xml", 't'),
+        ],
+        order: "id",
+        read: None,
     },
     // Version 18.
     Table {

@@ -576,6 +576,15 @@ pub trait Store: Send + Sync {
     fn trusted_lists(&self) -> Result<Vec<StoredTrustedList>, StoreError>;
     /// REM: every stored version, without its text: by source, newest first.
     fn trusted_list_history(&self) -> Result<Vec<TrustedListVersion>, StoreError>;
+    /// REM: keeps a peer's CSI document that [`crate::rem::csi::verify`] accepted, as
+    /// [`Store::store_trusted_list`] keeps a list: a version (source, sequence) not seen
+    /// before is added to the history and becomes the source's current copy; one already
+    /// stored only has its `checked_at` moved. True when the version is new.
+    fn store_peer_csi(&self, csi: &StoredCsi) -> Result<bool, StoreError>;
+    /// REM: the current CSI of each source (its highest sequence number), by source.
+    fn peer_csis(&self) -> Result<Vec<StoredCsi>, StoreError>;
+    /// REM: every stored CSI version, without its text: by source, newest first.
+    fn peer_csi_history(&self) -> Result<Vec<CsiVersion>, StoreError>;
 
     // ---- Legal log ----
 
@@ -757,6 +766,36 @@ pub struct TrustedListVersion {
     pub issued_at: Instant,
     /// `NextUpdate`; `None` for a closed list.
     pub next_update: Option<Instant>,
+    /// When this version was first fetched and accepted.
+    pub fetched_at: Instant,
+    /// When it was last fetched and found unchanged.
+    pub checked_at: Instant,
+}
+
+/// A REM peer's Capability and Security Information, fetched from the `https://` supply
+/// point of its Trusted List entry and verified against its identity there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCsi {
+    pub version: CsiVersion,
+    /// The document as fetched, signature included (it verifies again when loaded).
+    pub xml: String,
+}
+
+/// One stored version of a peer's CSI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsiVersion {
+    /// The supply point it was fetched from.
+    pub source: String,
+    /// The REM service's name in the Trusted List (`ServiceName`).
+    pub service: String,
+    /// `CSISequenceNumber`.
+    pub sequence: u64,
+    /// `CSIIssueDateTime`.
+    pub issued_at: Instant,
+    /// `CSINextUpdate`; `None`: no further update announced.
+    pub next_update: Option<Instant>,
+    /// `ERDSProfileSupported`.
+    pub profile: String,
     /// When this version was first fetched and accepted.
     pub fetched_at: Instant,
     /// When it was last fetched and found unchanged.

@@ -1,47 +1,18 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! `pec rem trust sync|show` against a Trusted List served over HTTP on loopback, and
-//! `pec rem csi publish`.
+//! `pec rem trust sync|show` against a Trusted List and CSI documents served over HTTPS on
+//! loopback, and `pec rem csi publish`.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use pec::rem::csi;
 use pec::rem::trust::{DigitalIdentity, RemPeer, TrustService};
 
+use super::https::{kit_list, without_csi, Https};
 use super::lists::SignedKit;
 
-/// Serves `body` to every GET on loopback, until the test ends (the thread stops with
-/// the process; each connection is bounded by a read timeout).
-fn serve(body: Arc<Mutex<String>>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut buf = [0u8; 4096];
-            let mut got = Vec::new();
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got.extend_from_slice(&buf[..n]),
-                }
-            }
-            let b = body.lock().unwrap().clone();
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
-                b.len()
-            );
-        }
-    });
-    port
-}
-
-fn config(dir: &Path, kit: &SignedKit, port: u16) -> PathBuf {
+/// A configuration whose Trusted List is fetched from `https` at `/TL-CCA.xml`.
+fn config(dir: &Path, kit: &SignedKit, https: &Https) -> PathBuf {
     let path = dir.join("pec.toml");
     std::fs::write(
         &path,
@@ -67,8 +38,9 @@ ldif = "{ldif}"
 clamd = "tcp:127.0.0.1:3310"
 
 [rem.trust]
-tl_urls = ["http://127.0.0.1:{port}/TL-CCA.xml"]
+tl_urls = ["{tl}"]
 tl_signer_files = ["{cert}"]
+tls_ca_file = "{ca}"
 
 [rem.csi]
 street = "Via Roma 1"
@@ -85,6 +57,8 @@ tls_certificate = "{tls}"
             cert = kit.pki.it_cert.display(),
             tls = kit.pki.net_cert.display(),
             db = dir.join("pec.db").display(),
+            tl = https.url("/TL-CCA.xml"),
+            ca = https.ca_file.display(),
             ldif = dir.join("index.ldif").display(),
         ),
     )
@@ -110,9 +84,11 @@ fn pec(cfg: &Path, args: &[&str]) -> (i32, String, String) {
 fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     let Some(kit) = SignedKit::new() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let body = Arc::new(Mutex::new(kit.sign(&kit.unsigned)));
-    let port = serve(body.clone());
-    let cfg = config(dir.path(), &kit, port);
+    // Without https supply points: no peer's CSI to fetch here (see the next test).
+    let unsigned = without_csi(&kit.unsigned);
+    let https = Https::start(&kit);
+    https.set("/TL-CCA.xml", Ok(kit.sign(&unsigned)));
+    let cfg = config(dir.path(), &kit, &https);
 
     let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -134,9 +110,12 @@ fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     );
 
     // A tampered list served next: refused, exit 1, the stored one stays.
-    *body.lock().unwrap() = kit
-        .sign(&kit.unsigned)
-        .replace("smtp:mx.rb-rems.rem:25", "smtp:mx.evil.rem:25");
+    https.set(
+        "/TL-CCA.xml",
+        Ok(kit
+            .sign(&unsigned)
+            .replace("smtp:mx.rb-rems.rem:25", "smtp:mx.evil.rem:25")),
+    );
     let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("the stored copy stays"), "{err}");
@@ -210,4 +189,65 @@ fn trust_sync_and_show_keep_the_last_good_list_and_csi_publish_signs_ours() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("rem.csi.erds_domain is required"), "{err}");
+}
+
+#[test]
+fn trust_sync_fetches_each_peers_csi_over_https_and_show_says_whom_auto_sends_rem() {
+    let Some(kit) = SignedKit::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let https = Https::start(&kit);
+    https.set(
+        "/TL-CCA.xml",
+        Ok(kit.sign(&kit_list(&kit, &https.url("/a.xml"), &https.url("/b.xml")))),
+    );
+    let b_csi = super::csi_fetch::b_csi(&kit, 1, "2027-06-01T00:00:00Z", csi::REM_BASELINE);
+    https.set("/b.xml", Ok(b_csi));
+    let cfg = config(dir.path(), &kit, &https);
+
+    // The list stored, RB-REMS's CSI stored; SA-REMS's (not found) and RC-REMS's (server
+    // down) named as failures: exit 1.
+    let (code, out, err) = pec(&cfg, &["rem", "trust", "sync"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("TL-CCA.xml: CCA sequence 1, stored"), "{out}");
+    assert!(
+        out.contains("/b.xml: csi of RB-REMS provider sequence 1, stored"),
+        "{out}"
+    );
+    assert!(
+        err.contains("csi: fetch https://127.0.0.1:") && err.contains("/a.xml"),
+        "{err}"
+    );
+    assert!(err.contains("/c.xml"), "{err}");
+    let (code, out, err) = pec(
+        &cfg,
+        &["rem", "trust", "show", "--at", "2026-12-06T12:00:00Z"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let b = &out[out.find("/ RB-REMS provider").unwrap()..];
+    let b = &b[..b.find("/ RC-REMS").unwrap_or(b.len())];
+    assert!(
+        b.contains("csi: sequence 1, REM baseline, next update 2027-06-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(b.contains("routing (rem.mode = auto): REM"), "{out}");
+    assert_eq!(
+        out.matches("csi: none fetched and verified").count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("routing (rem.mode = auto): REM").count(),
+        1,
+        "{out}"
+    );
+    // Past the CSI's own next update: expired, no longer REM.
+    let (_, out, _) = pec(&cfg, &["rem", "trust", "show", "--at", "2027-07-01"]);
+    assert!(out.contains("— expired"), "{out}");
+    assert!(!out.contains("routing (rem.mode = auto): REM"), "{out}");
+    let (_, out, _) = pec(&cfg, &["rem", "trust", "show", "--history"]);
+    assert!(
+        out.contains("/b.xml csi of RB-REMS provider sequence 1: issued 2026-12-01T00:00:00Z"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
 }

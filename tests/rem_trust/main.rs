@@ -9,8 +9,12 @@
 mod backends;
 #[path = "../common/samples.rs"]
 mod samples;
+#[path = "../common/tsa.rs"]
+mod tsa;
 
 mod cli;
 mod csi;
+mod csi_fetch;
+mod https;
 mod lists;
 mod store;

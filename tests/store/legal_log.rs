@@ -5,11 +5,11 @@
 //! file directly run on PostgreSQL too (with `PEC_TEST_PG_URL`).
 
 use crate::backends;
+use crate::tsa::{self, TsaProcess};
 use backends::Backend;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -50,46 +50,20 @@ struct Tsa {
     url: String,
 }
 
-/// A running tsa.py, killed when dropped.
-struct TsaProcess(Child);
-
-impl Drop for TsaProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts tsa.py on `cnf` over HTTPS, requiring basic authentication (user "pec") and a
-/// client certificate, as accredited TSAs do; `mode_file` makes it play faults. Returns
-/// the process and its URL.
-fn spawn_tsa(files: &Path, cnf: &Path, mode_file: Option<&Path>) -> (TsaProcess, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(root.join("tsa.py"))
-        .arg(cnf)
-        .arg("--tls")
-        .arg(files.join("server.pem"))
-        .arg(files.join("server.key"))
-        .arg("--user")
-        .arg("pec")
-        .arg(files.join("password"))
-        .arg("--client-ca")
-        .arg(files.join("../pki/ca.pem"));
-    if let Some(m) = mode_file {
-        cmd.arg("--mode-file").arg(m);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 for the test TSA");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().parse().expect("tsa.py prints its port");
-    (TsaProcess(child), format!("https://127.0.0.1:{port}/tsa"))
+/// Starts tsa.py on `cnf` (make-tsa.sh's when `None`) over HTTPS, requiring basic
+/// authentication (user "pec") and a client certificate, as accredited TSAs do; `mode_file`
+/// makes it play faults. Returns the process and its URL.
+fn spawn_tsa(files: &Path, cnf: Option<&Path>, mode_file: Option<&Path>) -> (TsaProcess, String) {
+    tsa::spawn(
+        files,
+        &tsa::Options {
+            cnf,
+            mode_file,
+            https: true,
+            basic_auth_user: Some("pec"),
+            client_ca: Some(&files.join("../pki/ca.pem")),
+        },
+    )
 }
 
 /// The test PKI and a running test TSA (HTTPS, authenticated), once per test binary.
@@ -99,20 +73,9 @@ fn tsa() -> &'static Tsa {
     REF.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let pki = testing::make_test_pki(&dir.path().join("pki")).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
         let files = dir.path().join("tsa");
-        let out = Command::new("sh")
-            .arg(root.join("make-tsa.sh"))
-            .arg(&files)
-            .arg(&pki.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let (child, url) = spawn_tsa(&files, &files.join("tsa.cnf"), None);
+        tsa::make_files(&files, &pki.dir);
+        let (child, url) = spawn_tsa(&files, None, None);
         Box::leak(Box::new(Tsa {
             _dir: dir,
             pki,
@@ -1069,7 +1032,7 @@ fn fault_tsa(dir: &Path) -> (TsaProcess, String, PathBuf) {
     std::fs::write(dir.join("serial"), "01\n").unwrap();
     std::fs::write(dir.join("tsa.cnf"), cnf).unwrap();
     let mode = dir.join("mode");
-    let (child, url) = spawn_tsa(files, &dir.join("tsa.cnf"), Some(&mode));
+    let (child, url) = spawn_tsa(files, Some(&dir.join("tsa.cnf")), Some(&mode));
     (child, url, mode)
 }
 

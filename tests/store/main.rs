@@ -9,6 +9,8 @@
 mod backends;
 #[path = "../common/pem.rs"]
 mod pem;
+#[path = "../common/tsa.rs"]
+mod tsa;
 #[path = "../common/two_providers.rs"]
 mod two_providers;
 

@@ -396,4 +396,20 @@ CREATE TABLE IF NOT EXISTS rem_waits (
 CREATE INDEX IF NOT EXISTS rem_waits_open ON rem_waits (which, started_at)
     WHERE settled_at IS NULL;
 "#,
+    // Version 19: the REM peers' CSI (see the SQLite migration 19).
+    r#"
+CREATE TABLE IF NOT EXISTS rem_peer_csi (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source      TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    sequence    BIGINT NOT NULL,
+    issued_at   BIGINT NOT NULL,
+    next_update BIGINT,
+    profile     TEXT NOT NULL,
+    fetched_at  BIGINT NOT NULL,
+    checked_at  BIGINT NOT NULL,
+    xml         TEXT NOT NULL,
+    UNIQUE (source, sequence)
+);
+"#,
 ];

@@ -4,7 +4,7 @@
 
 use super::legal::{append, append_event, chain_row, lock_head, search, set_head};
 use super::outbox::{self as ops, tracking_forward};
-use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend};
+use super::{all, args, exec, exec_unique, one, opt, to_i64, Arg, Backend, Conn};
 use crate::message::build::Certification;
 use crate::message::kind::ReceiptType;
 use crate::message::kind::RecipientType;
@@ -14,10 +14,10 @@ use crate::store::codec::{
 };
 use crate::store::outbox::received_record;
 use crate::store::{
-    Accepted, ArrivalNotice, DeliveryMark, DueNotice, Effect, EventKind, LogEvent, LogQuery,
-    LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage, OutageKind,
-    Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, StoredTrustedList,
-    TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
+    Accepted, ArrivalNotice, CsiVersion, DeliveryMark, DueNotice, Effect, EventKind, LogEvent,
+    LogQuery, LogRequest, LoggedEvent, MailboxPolicy, MailboxSettings, MailboxState, Outage,
+    OutageKind, Outbound, Refused, Retired, Staged, Store, StoreError, StoredCsi, StoredIndex,
+    StoredTrustedList, TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 use crate::store::{RemDue, RemWaitClaim, RemWaitState};
@@ -44,6 +44,23 @@ const OUTAGE_COLUMNS: &str = "kind, reason, started_at, ended_at";
 const TRUSTED_LIST_COLUMNS: &str = "t.source, t.territory, t.sequence, t.issued_at, \
      t.next_update, t.fetched_at, t.checked_at, t.id";
 
+const CSI_COLUMNS: &str = "t.source, t.service, t.sequence, t.issued_at, t.next_update, \
+     t.profile, t.fetched_at, t.checked_at, t.id";
+
+/// A [`CsiVersion`] from [`CSI_COLUMNS`].
+fn csi_version(r: &super::Row) -> Result<CsiVersion, StoreError> {
+    Ok(CsiVersion {
+        source: r.get(0)?,
+        service: r.get(1)?,
+        sequence: u64::try_from(r.get::<i64>(2)?).unwrap_or(0),
+        issued_at: Instant::from_unix(r.get(3)?),
+        next_update: r.get::<Option<i64>>(4)?.map(Instant::from_unix),
+        profile: r.get(5)?,
+        fetched_at: Instant::from_unix(r.get(6)?),
+        checked_at: Instant::from_unix(r.get(7)?),
+    })
+}
+
 /// A [`TrustedListVersion`] from [`TRUSTED_LIST_COLUMNS`].
 fn trusted_list_version(r: &super::Row) -> Result<TrustedListVersion, StoreError> {
     Ok(TrustedListVersion {
@@ -55,6 +72,65 @@ fn trusted_list_version(r: &super::Row) -> Result<TrustedListVersion, StoreError
         fetched_at: Instant::from_unix(r.get(5)?),
         checked_at: Instant::from_unix(r.get(6)?),
     })
+}
+
+/// Keeps a version of a document kept by source and sequence (a Trusted List, a peer's
+/// CSI): one not seen before is inserted by `insert` with `values`; one already stored
+/// only has its `checked_at` moved (its first text stays). True when it is new.
+fn keep_version(
+    c: &dyn Conn,
+    what: &str,
+    table: &str,
+    (source, sequence, checked_at): (&str, i64, Instant),
+    insert: &str,
+    values: &[Arg<'_>],
+) -> Result<bool, StoreError> {
+    let moved = exec(
+        c,
+        what,
+        &format!("UPDATE {table} SET checked_at = $3 WHERE source = $1 AND sequence = $2"),
+        args![source, sequence, checked_at.unix()],
+    )?;
+    if moved > 0 {
+        return Ok(false);
+    }
+    exec(c, what, insert, values)?;
+    Ok(true)
+}
+
+/// The current version of each source of `table` (its highest sequence): `columns` (of
+/// `t`), then its text; by source.
+fn current_versions(
+    c: &dyn Conn,
+    what: &str,
+    table: &str,
+    columns: &str,
+) -> Result<Vec<super::Row>, StoreError> {
+    all(
+        c,
+        what,
+        &format!(
+            "SELECT {columns}, t.xml FROM {table} t
+             WHERE t.sequence = (SELECT MAX(sequence) FROM {table} u WHERE u.source = t.source)
+             ORDER BY t.source"
+        ),
+        &[],
+    )
+}
+
+/// Every version of `table`, `columns` (of `t`) without the text: by source, newest first.
+fn version_history(
+    c: &dyn Conn,
+    what: &str,
+    table: &str,
+    columns: &str,
+) -> Result<Vec<super::Row>, StoreError> {
+    all(
+        c,
+        what,
+        &format!("SELECT {columns} FROM {table} t ORDER BY t.source, t.sequence DESC"),
+        &[],
+    )
 }
 
 impl<B: Backend> Store for B {
@@ -733,18 +809,11 @@ impl<B: Backend> Store for B {
         );
         let sequence = i64::try_from(v.sequence).unwrap_or(i64::MAX);
         self.write("store a trusted list", |c| {
-            let moved = exec(
+            keep_version(
                 c,
                 &what,
-                "UPDATE rem_trusted_lists SET checked_at = $3 WHERE source = $1 AND sequence = $2",
-                args![&v.source, sequence, v.checked_at.unix()],
-            )?;
-            if moved > 0 {
-                return Ok(false);
-            }
-            exec(
-                c,
-                &what,
+                "rem_trusted_lists",
+                (&v.source, sequence, v.checked_at),
                 "INSERT INTO rem_trusted_lists (source, territory, sequence, issued_at,
                      next_update, fetched_at, checked_at, xml)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -758,23 +827,17 @@ impl<B: Backend> Store for B {
                     v.checked_at.unix(),
                     &list.xml
                 ],
-            )?;
-            Ok(true)
+            )
         })
     }
 
     fn trusted_lists(&self) -> Result<Vec<StoredTrustedList>, StoreError> {
         let rows = self.read(|c| {
-            all(
+            current_versions(
                 c,
                 "read the trusted lists",
-                &format!(
-                    "SELECT {TRUSTED_LIST_COLUMNS}, t.xml FROM rem_trusted_lists t
-                     WHERE t.sequence = (SELECT MAX(sequence) FROM rem_trusted_lists u
-                                         WHERE u.source = t.source)
-                     ORDER BY t.source"
-                ),
-                &[],
+                "rem_trusted_lists",
+                TRUSTED_LIST_COLUMNS,
             )
         })?;
         rows.iter()
@@ -789,17 +852,70 @@ impl<B: Backend> Store for B {
 
     fn trusted_list_history(&self) -> Result<Vec<TrustedListVersion>, StoreError> {
         let rows = self.read(|c| {
-            all(
+            version_history(
                 c,
                 "read the trusted list history",
-                &format!(
-                    "SELECT {TRUSTED_LIST_COLUMNS} FROM rem_trusted_lists t
-                     ORDER BY t.source, t.sequence DESC"
-                ),
-                &[],
+                "rem_trusted_lists",
+                TRUSTED_LIST_COLUMNS,
             )
         })?;
         rows.iter().map(trusted_list_version).collect()
+    }
+
+    fn store_peer_csi(&self, csi: &StoredCsi) -> Result<bool, StoreError> {
+        let v = &csi.version;
+        let what = format!(
+            "store the csi of {} sequence {} from \"{}\"",
+            v.service, v.sequence, v.source
+        );
+        let sequence = i64::try_from(v.sequence).unwrap_or(i64::MAX);
+        self.write("store a peer's csi", |c| {
+            keep_version(
+                c,
+                &what,
+                "rem_peer_csi",
+                (&v.source, sequence, v.checked_at),
+                "INSERT INTO rem_peer_csi (source, service, sequence, issued_at, next_update,
+                     profile, fetched_at, checked_at, xml)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                args![
+                    &v.source,
+                    &v.service,
+                    sequence,
+                    v.issued_at.unix(),
+                    v.next_update.map(Instant::unix),
+                    &v.profile,
+                    v.fetched_at.unix(),
+                    v.checked_at.unix(),
+                    &csi.xml
+                ],
+            )
+        })
+    }
+
+    fn peer_csis(&self) -> Result<Vec<StoredCsi>, StoreError> {
+        let rows =
+            self.read(|c| current_versions(c, "read the peers' csi", "rem_peer_csi", CSI_COLUMNS))?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredCsi {
+                    version: csi_version(r)?,
+                    xml: r.get(9)?,
+                })
+            })
+            .collect()
+    }
+
+    fn peer_csi_history(&self) -> Result<Vec<CsiVersion>, StoreError> {
+        let rows = self.read(|c| {
+            version_history(
+                c,
+                "read the peers' csi history",
+                "rem_peer_csi",
+                CSI_COLUMNS,
+            )
+        })?;
+        rows.iter().map(csi_version).collect()
     }
 
     fn search_events(&self, query: &LogQuery) -> Result<Vec<LoggedEvent>, StoreError> {

@@ -477,4 +477,25 @@ CREATE TABLE IF NOT EXISTS rem_waits (
 CREATE INDEX IF NOT EXISTS rem_waits_open ON rem_waits (which, started_at)
     WHERE settled_at IS NULL;
 "#,
+    // Version 19: the REM peers' CSI.
+    r#"
+-- The Capability and Security Information (EN 319 532-4 Annex C) of each REM peer,
+-- fetched from the https:// supply point of its Trusted List entry by pec rem trust sync
+-- and pec serve: every version kept (history), the current copy of a source being its
+-- highest sequence. Each was signed by the peer's Trusted List identity when stored; the
+-- text is kept as fetched, so that it verifies again when loaded.
+CREATE TABLE IF NOT EXISTS rem_peer_csi (
+    id          INTEGER PRIMARY KEY,
+    source      TEXT NOT NULL,         -- the https:// supply point it was fetched from
+    service     TEXT NOT NULL,         -- the REM service's name in the list (ServiceName)
+    sequence    INTEGER NOT NULL,      -- CSISequenceNumber
+    issued_at   INTEGER NOT NULL,      -- CSIIssueDateTime, unix seconds
+    next_update INTEGER,               -- CSINextUpdate, unix seconds; NULL: none
+    profile     TEXT NOT NULL,         -- ERDSProfileSupported
+    fetched_at  INTEGER NOT NULL,      -- first fetched and accepted, unix seconds
+    checked_at  INTEGER NOT NULL,      -- last fetched unchanged, unix seconds
+    xml         TEXT NOT NULL,         -- the document as fetched, signature included
+    UNIQUE (source, sequence)
+) STRICT;
+"#,
 ];
