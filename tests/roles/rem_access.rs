@@ -825,3 +825,117 @@ async fn without_identity_an_ordinary_address_gets_the_pec_envelope_as_before() 
     assert!(outcome.acceptance.is_some());
     assert!(h.store.evidences_for(PEC_ID).unwrap().is_empty());
 }
+
+/// A Dovecot that stores everything, counting.
+struct CountingDovecot(std::sync::Mutex<usize>);
+
+impl pec::smtp::lmtp::LocalDelivery for CountingDovecot {
+    fn deliver<'a>(
+        &'a self,
+        _mail_from: &'a str,
+        rcpt_to: &'a [String],
+        _data: &'a [u8],
+        _eight_bit: bool,
+    ) -> pec::BoxFuture<'a, Vec<pec::smtp::lmtp::Reply>> {
+        Box::pin(async move {
+            *self.0.lock().unwrap() += rcpt_to.len();
+            rcpt_to
+                .iter()
+                .map(|r| pec::smtp::lmtp::Reply::new(250, format!("2.0.0 <{r}> Saved")))
+                .collect()
+        })
+    }
+}
+
+#[tokio::test]
+async fn postfix_s_own_bounce_at_the_delivery_point_is_answered_and_consumed() {
+    let h = harness(&env().url, true).await;
+    let m = mail("bob@example.com", "Ciao.\r\n");
+    let (actions, _) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    let dispatch = queued(&m, &actions);
+    let tx = transaction(dispatch.clone(), "bob@example.com");
+    let msgid = pec::message::ids::envelope_id(&tx.data);
+    h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert_eq!(receipts_to_alice(&h).len(), 2);
+
+    let dovecot = Arc::new(CountingDovecot(std::sync::Mutex::new(0)));
+    let dp = pec::delivery::DeliveryPoint::new(
+        h.store.clone(),
+        h.injector.clone(),
+        dovecot.clone(),
+        Arc::new(pec::index::IndexHandle::new((*h.index).clone())),
+        h.kit.issuer.clone(),
+        h.kit.signer.clone(),
+        Arc::new(SequentialIds::new("opec1.notice", "pec.example.it")),
+    )
+    .with_clock(Arc::new(FixedClock::new(at())))
+    .with_rem_settings(Some(Arc::new(h.settings.clone())));
+    let report = postfix_bounce(
+        &dispatch,
+        &[(
+            "bob@example.com",
+            "5.7.1",
+            "554 5.7.1 <bob@example.com>: Relay access denied",
+        )],
+    );
+    let bounce = pec::smtp::lmtp::Transaction {
+        mail_from: String::new(),
+        rcpt_to: vec!["alice@pec.example.it".into()],
+        eight_bit: false,
+        data: report.into(),
+    };
+    for _ in 0..2 {
+        let replies = dp.deliver(&bounce).await;
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+    }
+    assert_eq!(*dovecot.0.lock().unwrap(), 0, "the report is consumed");
+    let got = receipts_to_alice(&h);
+    assert_eq!(got.len(), 3, "one failure receipt, not two");
+    assert_eq!(
+        (got[2].0, got[2].1),
+        (Event::RelayToNonERDSFailure, Some("RF03"))
+    );
+}
+
+#[tokio::test]
+async fn each_recipient_s_protocol_is_decided_by_mode_override_and_index() {
+    let pec_domain = |d: &str| d == "pec.example.it" || d == "pec.example.net";
+    let access = |mode| {
+        let mut settings = rem_settings(&env().url);
+        settings.mode = mode;
+        RemAccess {
+            settings,
+            domains: vec!["pec.example.it".into()],
+            peers: None,
+            mx: None,
+        }
+    };
+    let rcpt: Vec<String> = [
+        "a@pec.example.it",
+        "b@pec.example.net",
+        "c@rem.example.net",
+        "d@example.com",
+        "e@EXAMPLE.com",
+    ]
+    .map(String::from)
+    .to_vec();
+    use RecipientProtocol::{NonErds, Pec, Rem};
+    for (mode, want, forced) in [
+        (RemMode::Auto, [Rem, Pec, Rem, NonErds, NonErds], true),
+        (RemMode::Rem, [Rem, Rem, Rem, NonErds, NonErds], true),
+        (RemMode::Pec, [Pec, Pec, Rem, Pec, Pec], true),
+    ] {
+        let r = access(mode).route(&rcpt, at(), &pec_domain).await.unwrap();
+        let got: Vec<_> = r.recipients.iter().map(|(_, p)| *p).collect();
+        assert_eq!(got, want, "{mode:?}");
+        assert_eq!(r.forced, forced, "{mode:?}");
+        assert_eq!(r.mixed(), want.contains(&Pec), "{mode:?}");
+    }
+    // Only ordinary addresses in `auto`, no override among them: not forced.
+    let r = access(RemMode::Auto)
+        .route(&rcpt[3..], at(), &pec_domain)
+        .await
+        .unwrap();
+    assert!(!r.forced && !r.mixed() && !r.all_pec());
+}
