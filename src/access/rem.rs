@@ -11,8 +11,12 @@
 //! dispatch, read back from our own queued message and checked to be signed by us, and
 //! stored with the receipt's outbox row and the acceptance's records in one transaction.
 //!
-//! Mixed submissions (PEC and REM recipients) go as PEC for now: the split of the lead's
-//! design (a dispatch through the outbox for the REM recipients) is not done here.
+//! Each recipient's protocol is decided once ([`RemAccess::route`]: REM, PEC, or an
+//! ordinary address outside any ERDS) and recorded with the acceptance. Ordinary
+//! addresses get the dispatch relayed, with the RelayToNonERDS evidences of
+//! [`super::nonerds`]. A submission to both PEC and REM recipients is split
+//! ([`AccessPoint::split_accept`]): the REM dispatch through the outbox, the PEC envelope
+//! for the PEC recipients.
 
 use std::sync::Arc;
 
