@@ -11,7 +11,10 @@
 //!   RelayToNonERDS evidence (RF01) about all its ordinary addresses
 //!   (`RelayEvidenceRefersTo`), in a REM receipt to the sender, once (outbox key
 //!   [`relay_to_non_erds_key`]). The SubmissionAcceptance receipt of the same dispatch is
-//!   emitted just before it ([`super::acceptance::after_queue`]).
+//!   emitted just before it ([`super::acceptance::after_queue`]). The dispatch of a split
+//!   submission does not pass the filter: its RelayToNonERDS receipt is staged with it, in
+//!   the same transaction (`relay_receipt`, `AccessPoint::split_accept`), under
+//!   the same key.
 //! * [`judge`] and [`notify`]: a delivery status notification (RFC 3464) that comes back to
 //!   the sender for one of those addresses (Postfix's own bounce, handed to the delivery
 //!   point; a remote MTA's, through the reception point) is read with [`crate::bounce`];

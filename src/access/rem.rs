@@ -15,7 +15,7 @@
 //! ordinary address outside any ERDS) and recorded with the acceptance. Ordinary
 //! addresses get the dispatch relayed, with the RelayToNonERDS evidences of
 //! [`super::nonerds`]. A submission to both PEC and REM recipients is split
-//! ([`AccessPoint::split_accept`]): the REM dispatch through the outbox, the PEC envelope
+//! (`AccessPoint::split_accept`): the REM dispatch through the outbox, the PEC envelope
 //! for the PEC recipients.
 
 use std::sync::Arc;
@@ -113,7 +113,7 @@ impl RemSender {
     }
 
     /// Whether some recipients go as PEC: the submission is split
-    /// ([`AccessPoint::split_accept`]).
+    /// (`AccessPoint::split_accept`).
     pub fn mixed(&self) -> bool {
         self.protocols
             .iter()
@@ -156,7 +156,7 @@ impl RemAccess {
     ///
     /// A domain set to `rem` by its override is a REM provider's (the operator says so).
     /// Otherwise a domain on the REM side that is neither ours, nor served by a granted REM
-    /// peer ([`RemAccess::speaks_rem`]), nor (with `mode = "rem"`) in the PEC index is an
+    /// peer (`RemAccess::speaks_rem`), nor (with `mode = "rem"`) in the PEC index is an
     /// ordinary address outside any ERDS: [`RecipientProtocol::NonErds`] (the dispatch is
     /// relayed to it and a RelayToNonERDS evidence goes to the sender, [`super::nonerds`]).
     /// In `auto` the same holds for a domain that does not speak REM and is not in the PEC
@@ -258,7 +258,7 @@ pub(crate) fn outbound(key: String, m: Composed, at: Instant) -> Outbound {
 }
 
 /// The key of the REM part of a split submission, stable across a client's retries of
-/// the same submission (the staging is then idempotent, [`AccessPoint::split_accept`]):
+/// the same submission (the staging is then idempotent, `AccessPoint::split_accept`):
 /// a SHA-256 of the authenticated login, the envelope sender, the original's Message-ID
 /// and the set of REM recipients (lower case, sorted, once each).
 ///
