@@ -15,11 +15,11 @@ use crate::store::{
     Accepted, ArrivalNotice, DueNotice, LogEvent, LogQuery, LogRequest, LoggedEvent, MailboxPolicy,
     Refused, SqliteStore, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
-use crate::store::{DeliveryMark, Effect, Outbound, Staged};
-use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 use crate::store::{
     CsiVersion, MailboxSettings, Outage, Retired, StoredCsi, StoredTrustedList, TrustedListVersion,
 };
+use crate::store::{DeliveryMark, Effect, Outbound, Staged};
+use crate::store::{Evidence, IdentityChange, RecipientProtocol, SenderIdentity, StoredEvidence};
 use crate::store::{RemDue, RemWaitClaim, RemWaitState};
 use crate::BoxFuture;
 
@@ -35,6 +35,10 @@ pub struct TestStore {
     store: SqliteStore,
     dir: PathBuf,
     pub fail: AtomicBool,
+    /// How many more [`Store::stage_outbound`] calls work (`u64::MAX`, the default: all);
+    /// the ones after fail (the store gone at the moment a step stages its messages),
+    /// every other call works.
+    pub stagings_left: AtomicU64,
 }
 
 impl TestStore {
@@ -55,6 +59,7 @@ impl TestStore {
             store,
             dir,
             fail: AtomicBool::new(false),
+            stagings_left: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -106,10 +111,33 @@ macro_rules! checked {
 }
 
 impl Store for TestStore {
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+        self.check()?;
+        let left =
+            self.stagings_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                    u64::MAX => Some(n),
+                    0 => None,
+                    n => Some(n - 1),
+                });
+        if left.is_err() {
+            return Err(StoreError::Database(
+                "test double set to fail staging".into(),
+            ));
+        }
+        self.store.stage_outbound(out, effect)
+    }
+
     checked! {
         fn sender_allowed(&self, login: &str, address: &str) -> bool;
         fn allow_sender(&self, login: &str, address: &str) -> ();
         fn record_accepted(&self, accepted: &Accepted) -> ();
+        fn record_accepted_routed(
+            &self,
+            accepted: &Accepted,
+            protocols: &[(String, RecipientProtocol)]
+        ) -> ();
+        fn recipient_protocols(&self, pec_id: &str) -> Vec<(String, RecipientProtocol)>;
         fn pending_acceptance(&self, pec_id: &str) -> Option<Accepted>;
         fn acceptance_emitted(&self, pec_id: &str, receipt_id: &str, at: Instant) -> bool;
         fn record_refused(&self, refused: &Refused) -> ();
@@ -163,7 +191,6 @@ impl Store for TestStore {
         ) -> bool;
         fn log_request(&self, id: &str) -> Option<(LogRequest, bool)>;
         fn log_request_answered(&self, event: &LogEvent) -> bool;
-        fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Staged;
         fn outbound(&self, key: &str) -> Option<Outbound>;
         fn outbound_injected(&self, key: &str, at: Instant) -> ();
         fn claim_unsent(&self, attempted_before: Instant, now: Instant, limit: usize) -> Vec<Outbound>;

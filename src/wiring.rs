@@ -604,6 +604,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
                     settings: settings.rem.clone(),
                 }),
         )
+        .with_rem_settings(Some(Arc::new(settings.rem.clone())))
         .with_duplicate_check(
             crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
                 .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),

@@ -108,8 +108,10 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
     Callbacks::new()
         .on_negotiate(|cx, _, _| {
             Box::pin(async move {
-                cx.requested_actions |=
-                    Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY;
+                cx.requested_actions |= Actions::ADD_HEADER
+                    | Actions::CHANGE_HEADER
+                    | Actions::REPLACE_BODY
+                    | Actions::DELETE_RCPT;
                 cx.requested_opts |= ProtoOpts::LEADING_SPACE;
                 if let Ok(m) = CString::new("{auth_authen}") {
                     cx.requested_macros.insert(MacroStage::Mail, m);
@@ -249,6 +251,21 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
                 &ENVELOPE_INHERITED,
                 &envelope.headers,
                 &envelope.body,
+                &[],
+            )
+            .await
+        }
+        // The REM part is out already (staged with the acceptance and its receipts): if the
+        // rewrite fails, the client's retry finds it staged ([`super::rem::split_key`]).
+        Decision::Split { envelope, remove } => {
+            replace(
+                cx,
+                &session,
+                &span,
+                &ENVELOPE_INHERITED,
+                &envelope.headers,
+                &envelope.body,
+                &remove,
             )
             .await
         }
@@ -260,6 +277,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
                 &DISPATCH_INHERITED,
                 &dispatch.headers,
                 &dispatch.body,
+                &[],
             )
             .await
         }
@@ -301,7 +319,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
 fn record(decision: &Decision) {
     use crate::metrics::{message, tempfail, Role};
     match decision {
-        Decision::Wrap(_) | Decision::Dispatch(_) => {
+        Decision::Wrap(_) | Decision::Dispatch(_) | Decision::Split { .. } => {
             message(Role::Access, "submission", "accepted")
         }
         Decision::LogRequest(_) => message(Role::Access, "log-request", "accepted"),
@@ -344,8 +362,16 @@ async fn replace(
     inherited: &[&str],
     headers: &[(String, String)],
     body: &[u8],
+    remove: &[String],
 ) -> Status {
-    match rewrite(cx, session, inherited, headers, body).await {
+    let done = async {
+        rewrite(cx, session, inherited, headers, body).await?;
+        for r in remove {
+            cx.actions.delete_recipient(format!("<{r}>")).await?;
+        }
+        Ok::<_, indymilter::ActionError>(())
+    };
+    match done.await {
         Ok(()) => Status::Accept,
         Err(e) => {
             warn!(parent: span, error = %e, "cannot rewrite the queued message: tempfail");

@@ -111,6 +111,9 @@ pub struct DeliveryPoint {
     owner: String,
     /// `[rem] enabled`: the REM path ([`rem`]).
     rem: Option<rem::RemDelivery>,
+    /// `[rem]` when enabled: the bounce of our REM dispatch relayed to ordinary addresses
+    /// ([`crate::access::nonerds`]).
+    rem_settings: Option<Arc<crate::config::RemSettings>>,
 }
 
 impl DeliveryPoint {
@@ -135,12 +138,19 @@ impl DeliveryPoint {
             in_flight: Arc::default(),
             owner: crate::store::ledger::node_owner(),
             rem: None,
+            rem_settings: None,
         }
     }
 
     /// Speaks REM ([`rem`]): the consignment evidences of REM dispatches.
     pub fn with_rem(mut self, rem: Option<rem::RemDelivery>) -> Self {
         self.rem = rem;
+        self
+    }
+
+    /// `[rem]` settings when REM is enabled (`None`: PEC only).
+    pub fn with_rem_settings(mut self, rem: Option<Arc<crate::config::RemSettings>>) -> Self {
+        self.rem_settings = rem.filter(|r| r.enabled);
         self
     }
 
@@ -258,6 +268,31 @@ impl DeliveryPoint {
                     .collect(),
             )
         };
+        // A bounce of our REM dispatch relayed to ordinary addresses (access::nonerds).
+        if let Some(rem) = &self.rem_settings {
+            let client = Some("Postfix (locale)");
+            match crate::access::nonerds::on_bounce(
+                &self.kit,
+                rem,
+                (&tx.mail_from, &tx.data, None),
+                &tx.rcpt_to,
+                client,
+            )
+            .await
+            {
+                Ok(Some(h)) if h.consumed => {
+                    info!(msgid = %h.pec_id, receipts = ?h.receipts, "delivery point: bounce of our rem dispatch to ordinary addresses");
+                    return Some(
+                        tx.rcpt_to
+                            .iter()
+                            .map(|r| Reply::new(250, format!("2.0.0 <{r}> Bounce of a REM dispatch: relay to non-ERDS failure sent")))
+                            .collect(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return tempfail(e),
+            }
+        }
         let b = match bounce::judge(&self.kit, &tx.mail_from, &tx.rcpt_to, &tx.data).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,

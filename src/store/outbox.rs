@@ -116,6 +116,15 @@ pub enum Effect {
         updates: Vec<(String, TrackingState)>,
         event: LogEvent,
     },
+    /// Access point, a submission split between PEC and REM (issue 20): the PEC part's
+    /// acceptance recorded as [`super::Store::record_accepted_routed`] (tracking rows of
+    /// its certified recipients, pending acceptance, the protocol of every recipient),
+    /// staged with the REM dispatch to the other recipients. Always claims; a `pec_id`
+    /// recorded already fails the staging.
+    Accepted {
+        accepted: Box<super::Accepted>,
+        protocols: Vec<(String, super::RecipientProtocol)>,
+    },
     /// A REM message (issue 20): `effect`, and, when it claims, the evidences the message
     /// carries, each recorded with its legal-log record (as
     /// [`super::Store::record_evidence`]) in the same transaction. An evidence recorded
@@ -151,6 +160,27 @@ pub enum Effect {
         notice_id: String,
         at: Instant,
     },
+    /// `effect`, and, when it claims, these other messages staged with it in the same
+    /// transaction, each with its own effect (as [`super::Store::stage_outbound`]: a row
+    /// whose key is staged already, or whose effect does not claim, is skipped). The
+    /// emitter injects them after the main message ([`crate::issuing::Issuing::emit_outbound`]);
+    /// one not injected then is sent by the outbox sweep. Used where the receipts of a step
+    /// must never exist without it nor it without them (a split submission's REM dispatch
+    /// and its SubmissionAcceptance and RelayToNonERDS receipts).
+    Also {
+        effect: Box<Effect>,
+        staged: Vec<(Outbound, Effect)>,
+    },
+}
+
+impl Effect {
+    /// The other messages staged with this one ([`Effect::Also`]).
+    pub fn also_staged(&self) -> &[(Outbound, Effect)] {
+        match self {
+            Effect::Also { staged, .. } => staged,
+            _ => &[],
+        }
+    }
 }
 
 /// What [`super::Store::stage_outbound`] did.
@@ -257,6 +287,34 @@ pub fn received_record<'a>(
 /// The outbox key of a delivery receipt or non-delivery notice.
 pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of the REM dispatch of a submission split between PEC and REM (the
+/// REM recipients' part, emitted by the access point); `submission`: a key of the
+/// submission stable across the client's retries ([`crate::access::rem::split_key`]).
+pub fn rem_dispatch_key(submission: &str) -> String {
+    format!("rem-dispatch:{submission}")
+}
+
+/// The outbox key of the SubmissionAcceptance REM receipt of a split submission's dispatch
+/// (the PEC part's acceptance receipt keeps [`acceptance_key`]).
+pub fn rem_acceptance_key(pec_id: &str) -> String {
+    format!("rem-acceptance:{pec_id}")
+}
+
+/// The outbox key of the RelayToNonERDS REM receipt of our dispatch `pec_id` (one for all
+/// its ordinary addresses).
+pub fn relay_to_non_erds_key(pec_id: &str) -> String {
+    format!("rem-nonerds:{pec_id}")
+}
+
+/// The outbox key of the RelayToNonERDSFailure REM receipt of our dispatch `pec_id` for
+/// the ordinary address `recipient` (case does not matter).
+pub fn relay_to_non_erds_failure_key(pec_id: &str, recipient: &str) -> String {
+    format!(
+        "rem-nonerds-failure:{pec_id}:{}",
+        recipient.to_ascii_lowercase()
+    )
 }
 
 /// The outbox key of an acceptance receipt.

@@ -412,4 +412,15 @@ CREATE TABLE IF NOT EXISTS rem_peer_csi (
     UNIQUE (source, sequence)
 );
 "#,
+    // Version 20: the protocol each recipient of a REM-enabled submission goes by (see the
+    // SQLite migration 20).
+    r#"
+CREATE TABLE IF NOT EXISTS recipient_protocols (
+    seq       BIGINT GENERATED ALWAYS AS IDENTITY,
+    pec_id    TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    protocol  TEXT NOT NULL CHECK (protocol IN ('pec', 'rem', 'non-erds')),
+    PRIMARY KEY (pec_id, recipient)
+);
+"#,
 ];
