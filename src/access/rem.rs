@@ -627,7 +627,10 @@ impl AccessPoint {
             .iter()
             .filter(|(_, p)| *p == RecipientProtocol::Rem)
             .map(|(r, _)| {
-                let ours = rem.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain_of(r)));
+                let ours = rem
+                    .domains
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&domain_of(r)));
                 RemWait {
                     which: if ours {
                         RemWaitKind::Consignment

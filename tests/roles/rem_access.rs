@@ -1023,6 +1023,23 @@ async fn a_mixed_submission_is_split_into_one_envelope_and_one_dispatch() {
         "the dispatch's evidence"
     );
     assert_eq!(got[1].2.relay_info.as_ref().unwrap().refers_to, vec![2]);
+    // The dispatch's REM waits begin with it: the consignment wait of our own recipient,
+    // none for the ordinary address (its RelayToNonERDS is the outcome).
+    let waits: Vec<_> = h
+        .store
+        .rem_waits_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.wait.recipient, w.wait.which, w.settled_at))
+        .collect();
+    assert_eq!(
+        waits,
+        vec![(
+            "carol@pec.example.it".to_string(),
+            pec::store::RemWaitKind::Consignment,
+            None
+        )]
+    );
 
     // After queue: the envelope's PEC acceptance receipt, naming only the PEC recipient;
     // nothing more on the REM side, also when the queue file comes again.
