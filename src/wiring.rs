@@ -593,6 +593,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             ids.clone(),
         )
         .with_arrival_notices(config.delivery.arrival_notices)
+        .with_rem_settings(Some(Arc::new(settings.rem.clone())))
         .with_duplicate_check(
             crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
                 .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),

@@ -105,6 +105,9 @@ pub struct DeliveryPoint {
     /// owner of its delivery intents, so that another node waits (4xx) instead of
     /// delivering the same message at the same time ([`crate::store::outbox`]).
     owner: String,
+    /// `[rem]` when enabled: the bounce of our REM dispatch relayed to ordinary addresses
+    /// ([`crate::access::nonerds`]).
+    rem: Option<Arc<crate::config::RemSettings>>,
 }
 
 impl DeliveryPoint {
@@ -128,7 +131,14 @@ impl DeliveryPoint {
             probe: None,
             in_flight: Arc::default(),
             owner: crate::store::ledger::node_owner(),
+            rem: None,
         }
+    }
+
+    /// `[rem]` settings when REM is enabled (`None`: PEC only).
+    pub fn with_rem_settings(mut self, rem: Option<Arc<crate::config::RemSettings>>) -> Self {
+        self.rem = rem.filter(|r| r.enabled);
+        self
     }
 
     /// Sends the optional per-mailbox arrival notices ([`arrival`]) configured in the
@@ -240,6 +250,31 @@ impl DeliveryPoint {
                     .collect(),
             )
         };
+        // A bounce of our REM dispatch relayed to ordinary addresses (access::nonerds).
+        if let Some(rem) = &self.rem {
+            let client = Some("Postfix (locale)");
+            match crate::access::nonerds::on_bounce(
+                &self.kit,
+                rem,
+                (&tx.mail_from, &tx.data, None),
+                &tx.rcpt_to,
+                client,
+            )
+            .await
+            {
+                Ok(Some(h)) if h.consumed => {
+                    info!(msgid = %h.pec_id, receipts = ?h.receipts, "delivery point: bounce of our rem dispatch to ordinary addresses");
+                    return Some(
+                        tx.rcpt_to
+                            .iter()
+                            .map(|r| Reply::new(250, format!("2.0.0 <{r}> Bounce of a REM dispatch: relay to non-ERDS failure sent")))
+                            .collect(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return tempfail(e),
+            }
+        }
         let b = match bounce::judge(&self.kit, &tx.mail_from, &tx.rcpt_to, &tx.data).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,

@@ -380,4 +380,15 @@ CREATE TABLE IF NOT EXISTS rem_trusted_lists (
     UNIQUE (source, sequence)
 );
 "#,
+    // Version 18 on this branch, 19 after rem-delivery's: the protocol each recipient of
+    // a REM-enabled submission goes by (see the SQLite migration of the same number).
+    r#"
+CREATE TABLE IF NOT EXISTS recipient_protocols (
+    seq       BIGINT GENERATED ALWAYS AS IDENTITY,
+    pec_id    TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    protocol  TEXT NOT NULL CHECK (protocol IN ('pec', 'rem', 'non-erds')),
+    PRIMARY KEY (pec_id, recipient)
+);
+"#,
 ];
