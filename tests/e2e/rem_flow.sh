@@ -45,7 +45,6 @@ root=$(cd "$here/../.." && pwd)
 # REM_FLOW_SKIP="" runs every scenario, REM_FLOW_SKIP="f=why" skips f only.
 default_skip="a.cc=ContentConsignment_(rem-delivery,_H2)_not_merged
 b=ContentConsignmentFailure_RD04_(rem-delivery,_H2)_not_merged
-d=RelayToNonERDS_(rem-nonerds,_H3)_not_merged
 e=ReceivedFromNonERDS_(rem-reception,_H1)_not_merged
 f=RelayFailure_RB22_timer_(rem-delivery,_H2)_not_merged"
 declare -A skip=()
@@ -89,14 +88,10 @@ DNS_ADDR=$dns_addr dns_start "$work/dns" 53 \
   "mx.pec.example.it A 127.0.0.1" "mx.pec.example.net A 127.0.0.1" \
   "mx.pec.example.org A 127.0.0.1" "mx.example.com A 127.0.0.1"
 printf 'nameserver %s\noptions attempts:2 timeout:2\n' "$dns_addr" > "$work/resolv.conf"
-if provider_resolv_ok; then
-  export PROVIDER_RESOLV_CONF=$work/resolv.conf
-else
-  # No mount namespace here: the system resolver cannot know the test zones; B's domains
-  # are forced to REM instead (the MX check is then not exercised).
-  echo "rem_flow: NOTE: unshare -m not permitted: [rem.domains] forces B's domains to rem" >&2
-  rem_force="pec.example.net=rem muto.example.net=rem pec.example.org=pec example.com=pec"
-fi
+# pec serve of A and B gets that resolver in a mount namespace of its own: its REM MX checks
+# (routing at submission, the peer's receipts at reception) ask the test zones.
+provider_resolv_ok || { e2e_fail "unshare -m is not permitted here: pec serve cannot get the test resolver"; exit 1; }
+export PROVIDER_RESOLV_CONF=$work/resolv.conf
 
 mkdir -p "$work/www"
 https_port=$(https_files_start "$work/https" "$work/www" "$work/pki/it-tls.pem" "$work/pki/it-tls.key")
@@ -109,10 +104,10 @@ export PROVIDER_REM_TL_URL=$base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$work/pki/outs
 
 # ---- providers -------------------------------------------------------------------------------
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=alice@pec.example.it PROVIDER_REM_CSI_URL=$base/csi-it.xml \
-  PROVIDER_REM_DOMAINS=${rem_force:-} provider_up "$work/a" pec.example.it it example.com
+  provider_up "$work/a" pec.example.it it example.com
 a_submission=$submission a_smtp=$smtp a_conf=$conf
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=bob@pec.example.net PROVIDER_REM_CSI_URL=$base/csi-net.xml \
-  PROVIDER_REM_DOMAINS=${rem_force:-} DOVECOT_QUOTA=1M provider_up "$work/b" pec.example.net net
+  DOVECOT_QUOTA=1M provider_up "$work/b" pec.example.net net
 b_smtp=$smtp b_conf=$conf
 PROVIDER_RESOLV_CONF='' PROVIDER_TLS_NAME=org-tls provider_up "$work/c" pec.example.org net
 c_smtp=$smtp
@@ -312,10 +307,8 @@ if scenario a "REM A → REM B: dispatch, SubmissionAcceptance, RelayAcceptance,
   [ "$mid" = "$(pec_id_of a "a rem verso rem")" ] || e2e_fail "the dispatch's Message-ID $mid is not A's msgid"
   rem_verify "$dispatch"
   # A routed it as REM through the MX check: its pec asked the test DNS for B's MX.
-  if [ -n "${PROVIDER_RESOLV_CONF:-}" ]; then
-    grep -q 'query\[MX\] pec.example.net from' "$work/dns/dnsmasq.log" ||
-      e2e_fail "A's pec never asked the test DNS for pec.example.net's MX"
-  fi
+  grep -q 'query\[MX\] pec.example.net from' "$work/dns/dnsmasq.log" ||
+    e2e_fail "A's pec never asked the test DNS for pec.example.net's MX"
   # B's RelayAcceptance reached A (received evidence) and was consumed there.
   e2e_poll 90 has_evidence a "$mid" RelayAcceptance || e2e_fail "A never received B's RelayAcceptance"
   postfix_wait_queue_empty "$work/b/postfix" 60
@@ -390,10 +383,8 @@ if scenario c "REM A → PEC-only C: PEC envelope, accettazione, consegna"; then
   got=$(newer a alice@pec.example.it "$work/snap-c" | of_event)
   one pec:accettazione "$got" >/dev/null
   one pec:avvenuta-consegna "$got" >/dev/null
-  if [ -n "${PROVIDER_RESOLV_CONF:-}" ]; then
-    grep -q 'query\[MX\] pec.example.org from' "$work/dns/dnsmasq.log" ||
-      e2e_fail "A's pec never asked the test DNS for pec.example.org's MX"
-  fi
+  grep -q 'query\[MX\] pec.example.org from' "$work/dns/dnsmasq.log" ||
+    e2e_fail "A's pec never asked the test DNS for pec.example.org's MX"
   e2e_verify "$env" "transport envelope" "$work/pki/net.pem" "$work/pki/it.pem"
   e2e_log "ok c: PEC to carol@pec.example.org (envelope, accettazione, avvenuta-consegna)"
 fi
@@ -408,9 +399,16 @@ if scenario d "REM A → ordinary address: RelayToNonERDS"; then
   got=$(newer a alice@pec.example.it "$work/snap-d" | of_event)
   one SubmissionAcceptance "$got" >/dev/null
   r2n=$(one RelayToNonERDS "$got")
+  [ "$(msgtype "$r2n")" = "$RECEIPT" ] || e2e_fail "$r2n is not a REM receipt"
   rem_verify "$r2n"
+  # dave got the dispatch itself (the original inside, with A's evidence).
+  plain=$(listing a dave@example.com | head -n 1)
+  [ "$(msgtype "$plain")" = "$DISPATCH" ] || e2e_fail "dave's message is not the REM dispatch"
   mid=$(pec_id_of a "d rem verso ordinaria")
-  legal a
+  [ "$(hdr "$plain" Message-ID | head -n 1 | tr -d '<>')" = "$mid" ] || e2e_fail "dave's dispatch is not A's $mid"
+  expect_evidence a "$mid" SubmissionAcceptance 1
+  expect_evidence a "$mid" RelayToNonERDS 1
+  expect_log a "$mid" EvidenzaREMEmessa SubmissionAcceptance "" 1
   expect_log a "$mid" EvidenzaREMEmessa RelayToNonERDS "" 1
   e2e_log "ok d: RelayToNonERDS to alice, dave@example.com got the message"
 fi
