@@ -612,6 +612,7 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                         rem::RemLocal::Rejected { .. } => "relay_rejected",
                         rem::RemLocal::Receipt { .. } => "receipt_consumed",
                         rem::RemLocal::Delivered { .. } => "receipt_delivered",
+                        rem::RemLocal::Unverified { .. } => "unverified",
                     },
                 ),
                 Some(Local::Bounced { notices, .. }) => message(

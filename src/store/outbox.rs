@@ -340,6 +340,17 @@ pub fn rem_wait_key(message_id: &str, recipient: &str, which: super::RemWaitKind
     )
 }
 
+/// The outbox key of a peer's REM receipt about our dispatch `message_id` passed on to our
+/// user: `class` (`consignment` for a ContentConsignment or its failure: one outcome per
+/// recipient, whichever comes first; else the event and the evidence id) and the
+/// `recipients` it is about (order and case do not matter).
+pub fn rem_receipt_key(message_id: &str, class: &str, recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    format!("rem-receipt:{message_id}:{class}:{}", r.join(","))
+}
+
 /// The outbox key of an arrival notice about the delivery of `pec_id` to `recipient`.
 pub fn arrival_key(pec_id: &str, recipient: &str) -> String {
     format!("arrival:{pec_id}:{}", recipient.to_ascii_lowercase())

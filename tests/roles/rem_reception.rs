@@ -24,6 +24,7 @@ use pec::reception::rem::{RemLocal, RemReception};
 use pec::reception::{AfterQueue, Local, Reception};
 use pec::rem::codes::{Event, Reason};
 use pec::rem::compose::{self, Composer, EvidenceAttachment, Provider, Receipt};
+use pec::rem::dns::StaticMx;
 use pec::rem::evidence::Evidence;
 use pec::rem::issue::{self, EvidenceInput, RelayInput};
 use pec::rem::message::{self as rem_message, DigestAlgorithm, MessageType};
@@ -150,6 +151,16 @@ fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
 
 /// [`harness`] on `store`.
 fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) -> Harness {
+    let peers = match trusted {
+        true => trusted_list(vec![peer_der()]),
+        // A list that grants somebody else.
+        false => trusted_list(vec![b"not the peer".to_vec()]),
+    };
+    harness_with(store, tsa, peers)
+}
+
+/// [`harness_on`] with the Trusted List `peers`.
+fn harness_with(store: Arc<TestStore>, tsa: Option<TsaSettings>, peers: RemPeers) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -177,16 +188,15 @@ fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) ->
     };
     let pem = std::fs::read(&env().pki.ca_cert).unwrap();
     let chain = ChainPolicy::from_pem(&pem, true).unwrap();
-    let peers = match trusted {
-        true => trusted_list(vec![peer_der()]),
-        // A list that grants somebody else.
-        false => trusted_list(vec![b"not the peer".to_vec()]),
-    };
     let rem = RemReception {
         settings: settings(tsa),
         chain,
         tsa_anchors: vec![env().pki.ca_cert.clone()],
         peers: Some(Arc::new(PeersHandle::new(peers))),
+        // The peer's domain is served by its REM service (its smtp supply point).
+        mx: Some(Arc::new(
+            StaticMx::new().with_mx("pec.example.net", &[(10, "mx.pec.example.net")]),
+        )),
     };
     let filter = AfterQueue::new(
         store.clone(),
@@ -218,6 +228,17 @@ fn original(from: &str, to: &[&str]) -> Vec<u8> {
 /// the SubmissionAcceptance evidence issued and stamped, composed and signed. Returns the
 /// dispatch and its evidence.
 async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>, issue::Issued) {
+    dispatch_stating(kit, id, from, to, None).await
+}
+
+/// [`dispatch`] whose evidence states `digest` (else the original's own).
+async fn dispatch_stating(
+    kit: &Issuing,
+    id: &str,
+    from: &str,
+    to: &[&str],
+    digest: Option<&str>,
+) -> (Vec<u8>, issue::Issued) {
     let policies = settings(None).policies;
     let original = compose::prepare_original(&original(from, to), id).unwrap();
     let sub =
@@ -235,7 +256,7 @@ async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>,
         recipients: sub.recipients.clone(),
         refers_to_recipient: None,
         ua_message_id: sub.ua_message_identifier.clone(),
-        digest: Some(sub.digest_value.clone()),
+        digest: Some(digest.map_or_else(|| sub.digest_value.clone(), str::to_string)),
         subject: sub.subject.clone(),
         policies,
         provider: kit.issuer.provider_name.clone(),
@@ -429,14 +450,18 @@ async fn a_valid_dispatch_is_accepted_once_and_delivered_unchanged() {
 }
 
 #[tokio::test]
-async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem() {
+async fn a_granted_peers_dispatch_with_a_wrong_digest_gets_a_relay_rejection_rb02() {
+    // Signed by the granted peer (the signature verifies), but its evidence states the
+    // digest of another original: a content problem, answered to the verified signer.
     let h = harness(Some(tsa(&env().url)), true);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let text = String::from_utf8(data).unwrap();
-    assert!(text.contains("in allegato il contratto."));
-    let altered = text
-        .replacen("in allegato il contratto.", "in allegato il contratta.", 1)
-        .into_bytes();
+    let (altered, _) = dispatch_stating(
+        &peer_kit(),
+        PEER_ID,
+        "alice@pec.example.net",
+        &["bob@pec.example.it"],
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    )
+    .await;
     let t = tx(
         altered.clone(),
         "alice@pec.example.net",
@@ -444,7 +469,7 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     );
     let out = h.filter.process(&t, None).await.unwrap();
     let code = relay_code(&out.local).expect("rejected");
-    assert!(code == "RB02" || code == "RB04", "{code}");
+    assert_eq!(code, "RB02");
     let sent = h.injector.messages();
     let receipt = sent
         .iter()
@@ -480,29 +505,104 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     assert_eq!(stored[0].evidence.direction, EvidenceDirection::Issued);
 }
 
-#[tokio::test]
-async fn a_signer_not_on_the_trusted_list_gets_rb06() {
-    let h = harness(Some(tsa(&env().url)), false);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let t = tx(
-        data.clone(),
+const VICTIM: &str = "victim@elsewhere.example.org";
+
+/// A dispatch signed by `signer` whose sending REMS (its `From`, the reverse path) is the
+/// victim: the attacker's forgery.
+async fn forged_dispatch(signer: PemSigner) -> Vec<u8> {
+    let attacker = kit(
+        signer,
+        VICTIM,
+        "Mallory S.p.A.",
+        "pec.example.net",
+        Arc::new(TestStore::new()),
+        Arc::new(RecordingInjector::new()),
+    );
+    dispatch(
+        &attacker,
+        PEER_ID,
         "alice@pec.example.net",
         &["bob@pec.example.it"],
-    );
+    )
+    .await
+    .0
+}
+
+/// The attacker's dispatch got nothing sent to the victim, nothing certified, and is
+/// logged; bob's mailbox policy (anomaly) handled it as mail from outside an ERDS.
+async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
+    let t = tx(data.to_vec(), VICTIM, &["bob@pec.example.it"]);
     let out = h.filter.process(&t, None).await.unwrap();
-    assert_eq!(relay_code(&out.local), Some("RB06"));
+    match &out.local {
+        Some(Local::Rem(RemLocal::Unverified { code, handled, .. })) => {
+            assert_eq!(*code, want_code);
+            assert!(
+                matches!(**handled, Local::NotPec { .. }),
+                "the mailbox policy: {handled:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let sent = h.injector.messages();
     assert!(
-        !sent.iter().any(|m| m.message == data),
-        "the dispatch is not delivered"
+        !sent
+            .iter()
+            .any(|m| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(VICTIM))),
+        "nothing goes to the sender the forgery names"
     );
-    let receipt = sent
-        .iter()
-        .find(|m| m.rcpt_to == vec![PEER_SERVICE.to_string()])
-        .expect("a receipt to the sending REMS");
-    let (msg, _) = our_receipt(&h, &receipt.message);
-    assert_eq!(msg.event, Event::RelayRejection);
-    assert_eq!(msg.classify().code, Some("RB06"));
+    assert!(
+        sent.iter()
+            .all(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()]),
+        "only bob's mailbox policy acted"
+    );
+    assert!(
+        !sent.iter().any(|m| m.message == data),
+        "not delivered as REM"
+    );
+    assert!(
+        h.store.evidences_for(PEER_ID).unwrap().is_empty(),
+        "nothing certified about it"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(want_code) && r.contains("nessuna risposta"))),
+        "the event is logged with its reason: {:?}",
+        h.store.all_events()
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_off_the_trusted_list_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), false);
+    let data = forged_dispatch(peer_signer()).await;
+    assert_no_backscatter(&h, &data, "RB06").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_by_an_unknown_ca_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(pem_signer(
+        &env().pki.outsider_key,
+        &env().pki.outsider_cert,
+    ))
+    .await;
+    assert_no_backscatter(&h, &data, "RB05").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_signature_does_not_verify_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(peer_signer()).await;
+    // One byte of the signed content changed: the S/MIME signature no longer verifies.
+    let at = data
+        .windows(b"Buongiorno".len())
+        .position(|w| w == b"Buongiorno")
+        .expect("the original is in the dispatch");
+    let mut bad = data.clone();
+    bad[at] = b'b';
+    assert_no_backscatter(&h, &bad, "RB04").await;
 }
 
 #[tokio::test]
@@ -622,7 +722,12 @@ async fn peer_receipt(about: &Evidence, event: Event, code: &str, message_id: &s
             to: &format!("<{OUR_SERVICE}>"),
             rcpt_to: OUR_SERVICE,
             other_provider: Some("PEC Example IT S.p.A."),
-            recipient: None,
+            // A consignment receipt names its recipient.
+            recipient: matches!(
+                event,
+                Event::ContentConsignment | Event::ContentConsignmentFailure
+            )
+            .then_some("dan@pec.example.net"),
             relay_date: Some(at()),
         },
         &issued.xml,
@@ -976,4 +1081,274 @@ async fn a_peer_receipt_goes_to_the_sender_it_names_and_to_nobody_else() {
         !rem_message::is_rem(&to_mallory[0].message),
         "an anomaly envelope"
     );
+}
+
+/// A peer's REM receipt straight to our sender alice (as the kit sends ContentConsignment):
+/// [`peer_receipt`] with the SMTP envelope to alice.
+fn to_alice(receipt: &[u8]) -> Transaction {
+    tx(receipt.to_vec(), PEER_SERVICE, &["alice@pec.example.it"])
+}
+
+#[tokio::test]
+async fn a_content_consignment_to_our_sender_is_delivered_and_stored_once() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    let outcome_of_dan = |h: &Harness| {
+        pec::rem::outcome::of(
+            &h.store.evidences_for(OUR_ID).unwrap(),
+            "dan@pec.example.net",
+        )
+    };
+    assert_eq!(outcome_of_dan(&h), Default::default());
+
+    // The peer's RelayAcceptance to our service address: the relay decided for dan.
+    let ra = peer_receipt(
+        &ours.model,
+        Event::RelayAcceptance,
+        "RB01",
+        "ra.9@pec.example.net",
+    )
+    .await;
+    h.filter
+        .process(&tx(ra, PEER_SERVICE, &[OUR_SERVICE]), None)
+        .await
+        .unwrap();
+    let o = outcome_of_dan(&h);
+    assert_eq!(o.relay.map(|d| d.event), Some(Event::RelayAcceptance));
+    assert_eq!(o.consignment, None);
+
+    // Its ContentConsignment to alice: delivered unchanged, its evidence stored.
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.1@pec.example.net",
+    )
+    .await;
+    let out = h.filter.process(&to_alice(&cc), None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::Rem(RemLocal::Delivered { event: Event::ContentConsignment, to })) if to == &vec!["alice@pec.example.it".to_string()]),
+        "{:?}",
+        out.local
+    );
+    let delivered = |h: &Harness| {
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.rcpt_to == vec!["alice@pec.example.it".to_string()])
+            .count()
+    };
+    assert_eq!(delivered(&h), 1);
+    assert_eq!(
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.message == cc)
+            .count(),
+        1
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    let cc_row = stored
+        .iter()
+        .find(|s| s.evidence.event == Event::ContentConsignment.uri())
+        .expect("the consignment evidence stored");
+    assert_eq!(cc_row.evidence.direction, EvidenceDirection::Received);
+    assert_eq!(
+        cc_row.evidence.recipient.as_deref(),
+        Some("dan@pec.example.net")
+    );
+    let o = outcome_of_dan(&h);
+    assert_eq!(
+        o.consignment.map(|d| d.event),
+        Some(Event::ContentConsignment)
+    );
+    let count = stored.len();
+
+    // The same message again (a Postfix retry): nothing new.
+    let again = h.filter.process(&to_alice(&cc), None).await.unwrap();
+    assert!(
+        matches!(
+            &again.local,
+            Some(Local::Rem(RemLocal::Receipt { replay: true, .. }))
+        ),
+        "{:?}",
+        again.local
+    );
+    // A second outcome for dan (another ContentConsignment, then a failure): a replay,
+    // never delivered, never stored.
+    for (event, code, id) in [
+        (Event::ContentConsignment, "RD01", "cc.2@pec.example.net"),
+        (
+            Event::ContentConsignmentFailure,
+            "RD04",
+            "cf.1@pec.example.net",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h.filter.process(&to_alice(&r), None).await.unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: true,
+                    replay: true,
+                    ..
+                }))
+            ),
+            "{:?}",
+            out.local
+        );
+    }
+    assert_eq!(delivered(&h), 1, "delivered once");
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), count);
+    assert_eq!(
+        outcome_of_dan(&h).consignment.map(|d| d.event),
+        Some(Event::ContentConsignment),
+        "the first outcome stands"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e.outcome == "replay"),
+        "the replays are logged"
+    );
+}
+
+/// A Trusted List with two granted REM services: `pec.example.net`'s MX host served by one
+/// whose identity is not the peer's certificate, and another provider (`other.example.org`)
+/// whose identity is the peer's certificate.
+fn two_services_list() -> RemPeers {
+    let since = Instant::parse_cli("2000-01-01T00:00:00Z").unwrap();
+    let service = |name: &str, cert: Vec<u8>, mx: &str| TrustService {
+        service_type: SERVICE_TYPE_REM.into(),
+        name: name.into(),
+        status: STATUS_GRANTED.into(),
+        status_since: since,
+        identity: DigitalIdentity {
+            certificates: vec![cert],
+            ..DigitalIdentity::default()
+        },
+        supply_points: vec![format!("smtp:{mx}")],
+        history: Vec::new(),
+    };
+    RemPeers::new(&[TrustedList {
+        territory: "IT".into(),
+        sequence: 1,
+        operator: "Test TL operator".into(),
+        issued_at: since,
+        next_update: Some(Instant::parse_cli("2100-01-01T00:00:00Z").unwrap()),
+        signed: true,
+        providers: vec![
+            ServiceProvider {
+                name: "PEC Example NET S.p.A.".into(),
+                services: vec![service(
+                    "REM NET",
+                    b"the real net".to_vec(),
+                    "mx.pec.example.net",
+                )],
+            },
+            ServiceProvider {
+                name: "Other S.p.A.".into(),
+                services: vec![service("REM OTHER", peer_der(), "mx.other.example.org")],
+            },
+        ],
+    }])
+}
+
+#[tokio::test]
+async fn a_receipt_signed_by_another_granted_provider_is_not_correlated() {
+    let h = harness_with(
+        Arc::new(TestStore::new()),
+        Some(tsa(&env().url)),
+        two_services_list(),
+    );
+    let ours = our_dispatch(&h).await;
+    // Granted, signature good, about our dispatch to dan@pec.example.net: but signed by a
+    // provider that does not serve pec.example.net.
+    for (event, code, id, t) in [
+        (
+            Event::RelayAcceptance,
+            "RB01",
+            "ra.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::RelayRejection,
+            "RB21",
+            "rr.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::ContentConsignment,
+            "RD01",
+            "cc.x@other.example.org",
+            "alice@pec.example.it",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h
+            .filter
+            .process(&tx(r, PEER_SERVICE, &[t]), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: false,
+                    failure: None,
+                    ..
+                }))
+            ),
+            "{event}: {:?}",
+            out.local
+        );
+    }
+    assert!(
+        h.injector.messages().is_empty(),
+        "nothing delivered, no relay failure"
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    assert_eq!(stored.len(), 1, "only our own SubmissionAcceptance");
+    assert_eq!(
+        pec::rem::outcome::of(&stored, "dan@pec.example.net"),
+        Default::default()
+    );
+    let logged = h
+        .store
+        .all_events()
+        .into_iter()
+        .filter(|e| e.outcome == "uncorrelated")
+        .count();
+    assert_eq!(logged, 3, "each logged");
+}
+
+#[tokio::test]
+async fn a_dns_failure_while_checking_the_peer_is_a_tempfail_with_nothing_recorded() {
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    // Rebuild the filter with a resolver that fails for the recipient's domain.
+    let rem = RemReception {
+        settings: settings(Some(tsa(&env().url))),
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: Some(Arc::new(StaticMx::new().with(
+            "pec.example.net",
+            Err(pec::rem::dns::DnsError::Temporary {
+                domain: "pec.example.net".into(),
+                reason: "servfail".into(),
+            }),
+        ))),
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.3@pec.example.net",
+    )
+    .await;
+    let reply = h.filter.filter(&to_alice(&cc)).await;
+    assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
+    assert!(h.injector.messages().is_empty());
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1);
 }
