@@ -86,9 +86,32 @@ impl Failure {
     }
 }
 
+/// A delivery status notification, whatever message it returns (a transport envelope, or
+/// a REM dispatch relayed to an ordinary address, [`crate::access::nonerds`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawReport {
+    /// The returned message (`message/rfc822`) or its header (`text/rfc822-headers`).
+    pub returned: Vec<u8>,
+    /// `Reporting-MTA`, without its type.
+    pub reporting_mta: Option<String>,
+    /// The recipients whose `Action` is `failed`.
+    pub failed: Vec<Failure>,
+}
+
 /// The report in `data` about a returned transport envelope, if it is one; `None` for
 /// anything else (which stays ordinary mail).
 pub fn parse(data: &[u8]) -> Option<Report> {
+    let r = parse_report(data)?;
+    Some(Report {
+        envelope_id: returned_envelope(&r.returned)?,
+        reporting_mta: r.reporting_mta,
+        failed: r.failed,
+    })
+}
+
+/// The delivery status notification in `data`, whatever it returns; `None` when it is
+/// not one (with a status part and a returned message).
+pub fn parse_report(data: &[u8]) -> Option<RawReport> {
     let message = MessageParser::default().parse(data)?;
     let ct = message.content_type()?;
     let report_type = ct.attribute("report-type").unwrap_or("");
@@ -117,13 +140,24 @@ pub fn parse(data: &[u8]) -> Option<Report> {
             _ => {}
         }
     }
-    let envelope_id = returned_envelope(returned?)?;
+    let returned = returned?.to_vec();
     let (reporting_mta, failed) = status_fields(status?);
-    Some(Report {
-        envelope_id,
+    Some(RawReport {
+        returned,
         reporting_mta,
         failed,
     })
+}
+
+/// The unfolded, trimmed value of header field `name` of the returned message `returned`.
+pub fn returned_field(returned: &[u8], name: &str) -> Option<String> {
+    let raw = normalize_crlf(returned);
+    let (header, _) = split_header_body(&raw);
+    let fields = fields(header).ok()?;
+    fields
+        .iter()
+        .find(|f| f.is(name))
+        .map(|f| f.unfolded().trim().to_string())
 }
 
 /// The Message-ID of the returned message when it is a transport envelope.

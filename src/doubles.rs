@@ -16,7 +16,7 @@ use crate::store::{
     Refused, SqliteStore, Store, StoreError, StoredIndex, TimeoutClaim, Tracking, TrackingState,
 };
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
-use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
+use crate::store::{Evidence, IdentityChange, RecipientProtocol, SenderIdentity, StoredEvidence};
 use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
 use crate::store::{RemDue, RemWait, RemWaitClaim};
 use crate::BoxFuture;
@@ -108,6 +108,12 @@ impl Store for TestStore {
         fn sender_allowed(&self, login: &str, address: &str) -> bool;
         fn allow_sender(&self, login: &str, address: &str) -> ();
         fn record_accepted(&self, accepted: &Accepted) -> ();
+        fn record_accepted_routed(
+            &self,
+            accepted: &Accepted,
+            protocols: &[(String, RecipientProtocol)]
+        ) -> ();
+        fn recipient_protocols(&self, pec_id: &str) -> Vec<(String, RecipientProtocol)>;
         fn pending_acceptance(&self, pec_id: &str) -> Option<Accepted>;
         fn acceptance_emitted(&self, pec_id: &str, receipt_id: &str, at: Instant) -> bool;
         fn record_refused(&self, refused: &Refused) -> ();

@@ -27,6 +27,7 @@ pub mod acceptance;
 pub mod attachments;
 pub mod checks;
 pub mod milter;
+pub mod nonerds;
 pub mod rem;
 pub mod testfiles;
 pub mod zip;

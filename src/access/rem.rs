@@ -33,7 +33,9 @@ use crate::rem::message::DigestAlgorithm;
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
 use crate::store::outbox::{acceptance_key, non_acceptance_key};
-use crate::store::{Accepted, Effect, Outbound, Refused, RemWait, RemWaitKind, SenderIdentity};
+use crate::store::{
+    Accepted, Effect, Outbound, RecipientProtocol, Refused, RemWait, RemWaitKind, SenderIdentity,
+};
 
 /// The authentication method the evidences name for the SMTP submission session.
 pub const AUTH_METHOD: &str = "SMTP AUTH";
@@ -50,23 +52,40 @@ pub struct RemAccess {
     pub mx: Option<Arc<dyn MxLookup>>,
 }
 
-/// How a submission goes.
+/// How a submission goes: the protocol of each recipient ([`RemAccess::route`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    Pec,
-    /// Every recipient goes as REM; `forced`: a recipient domain is set to `rem` (by its
-    /// override or `mode = "rem"`), so a sender without identity is refused, not sent PEC.
-    Rem {
-        forced: bool,
-    },
-    /// Recipients on both protocols (sent as PEC, see the module documentation).
-    Mixed,
+pub struct Routing {
+    /// Every recipient, in order, with its protocol.
+    pub recipients: Vec<(String, RecipientProtocol)>,
+    /// A recipient domain is set to `rem` (by its override or `mode = "rem"`), so a sender
+    /// without identity is refused, not sent PEC.
+    pub forced: bool,
+}
+
+impl Routing {
+    /// Whether every recipient goes as PEC.
+    pub fn all_pec(&self) -> bool {
+        self.recipients
+            .iter()
+            .all(|(_, p)| *p == RecipientProtocol::Pec)
+    }
+
+    /// Whether some recipients go as PEC and others on the REM path.
+    pub fn mixed(&self) -> bool {
+        !self.all_pec()
+            && self
+                .recipients
+                .iter()
+                .any(|(_, p)| *p == RecipientProtocol::Pec)
+    }
 }
 
 /// A submission on the REM path: the sender's identity record.
 #[derive(Debug, Clone)]
 pub struct RemSender {
     pub identity: Option<SenderIdentity>,
+    /// The protocol of each recipient, recorded with the acceptance.
+    pub protocols: Vec<(String, RecipientProtocol)>,
 }
 
 fn domain_of(address: &str) -> String {
@@ -98,36 +117,57 @@ impl RemAccess {
         ))
     }
 
-    /// The protocol of each recipient domain ([`RemSettings::protocol_for`]), the trust
-    /// data asked only when the mode needs it.
-    pub async fn route(&self, rcpt_to: &[String], at: Instant) -> Result<Route, dns::DnsError> {
-        let mut domains: Vec<String> = rcpt_to.iter().map(|r| domain_of(r)).collect();
-        domains.sort();
-        domains.dedup();
-        let (mut rem, mut pec, mut forced) = (0, 0, false);
-        for d in &domains {
-            let yes = self.settings.protocol_for(d, || true);
-            let no = self.settings.protocol_for(d, || false);
-            let p = if yes == no {
-                forced |= yes == Protocol::Rem
-                    && (self.settings.domains.contains_key(d)
-                        || self.settings.mode == RemMode::Rem);
-                yes
-            } else if self.speaks_rem(d, at).await? {
-                Protocol::Rem
-            } else {
-                Protocol::Pec
-            };
-            match p {
-                Protocol::Rem => rem += 1,
-                Protocol::Pec => pec += 1,
+    /// The protocol of each recipient (per domain, [`RemSettings::protocol_for`]), the
+    /// trust data asked only when the mode needs it; `pec_domain`: whether a domain is in
+    /// the PEC index.
+    ///
+    /// A domain set to `rem` by its override is a REM provider's (the operator says so).
+    /// Otherwise a domain on the REM side that is neither ours, nor served by a granted REM
+    /// peer ([`RemAccess::speaks_rem`]), nor (with `mode = "rem"`) in the PEC index is an
+    /// ordinary address outside any ERDS: [`RecipientProtocol::NonErds`] (the dispatch is
+    /// relayed to it and a RelayToNonERDS evidence goes to the sender, [`super::nonerds`]).
+    /// In `auto` the same holds for a domain that does not speak REM and is not in the PEC
+    /// index; a PEC domain stays PEC.
+    pub async fn route(
+        &self,
+        rcpt_to: &[String],
+        at: Instant,
+        pec_domain: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Routing, dns::DnsError> {
+        let mut decided: Vec<(String, RecipientProtocol)> = Vec::new();
+        let mut forced = false;
+        let mut recipients = Vec::with_capacity(rcpt_to.len());
+        for r in rcpt_to {
+            let d = domain_of(r);
+            if let Some((_, p)) = decided.iter().find(|(x, _)| *x == d) {
+                recipients.push((r.clone(), *p));
+                continue;
             }
+            let yes = self.settings.protocol_for(&d, || true);
+            let no = self.settings.protocol_for(&d, || false);
+            let overridden = self.settings.domains.contains_key(&d);
+            let p = if yes == no {
+                if yes == Protocol::Rem {
+                    forced |= overridden || self.settings.mode == RemMode::Rem;
+                    if overridden || pec_domain(&d) || self.speaks_rem(&d, at).await? {
+                        RecipientProtocol::Rem
+                    } else {
+                        RecipientProtocol::NonErds
+                    }
+                } else {
+                    RecipientProtocol::Pec
+                }
+            } else if self.speaks_rem(&d, at).await? {
+                RecipientProtocol::Rem
+            } else if pec_domain(&d) {
+                RecipientProtocol::Pec
+            } else {
+                RecipientProtocol::NonErds
+            };
+            decided.push((d, p));
+            recipients.push((r.clone(), p));
         }
-        Ok(match (rem, pec) {
-            (0, _) => Route::Pec,
-            (_, 0) => Route::Rem { forced },
-            _ => Route::Mixed,
-        })
+        Ok(Routing { recipients, forced })
     }
 }
 
@@ -142,7 +182,7 @@ pub fn rejection_code(kind: MessageKind, policy: bool) -> &'static str {
     }
 }
 
-fn reason(code: &str) -> Result<&'static Reason, String> {
+pub(crate) fn reason(code: &str) -> Result<&'static Reason, String> {
     Reason::by_code(code).ok_or_else(|| format!("unknown reason code {code}"))
 }
 
@@ -172,7 +212,7 @@ fn refused_submission(
 }
 
 /// The outbox row of a composed REM message.
-fn outbound(key: String, m: Composed, at: Instant) -> Outbound {
+pub(crate) fn outbound(key: String, m: Composed, at: Instant) -> Outbound {
     Outbound {
         key,
         data: m.to_bytes(),
@@ -204,31 +244,39 @@ impl AccessPoint {
         if !rem.settings.enabled {
             return Ok(None);
         }
-        let route = match rem.route(&s.rcpt_to, at).await {
+        let index = self.index.clone();
+        let pec_domain =
+            move |d: &str| index.recipient_type(&format!("x@{d}")) == RecipientType::Certificato;
+        let routing = match rem.route(&s.rcpt_to, at, &pec_domain).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "access point: rem routing: dns unavailable: tempfail");
                 return Err(tempfail("PEC: DNS non disponibile"));
             }
         };
-        let forced = match route {
-            Route::Pec => return Ok(None),
-            Route::Mixed => {
-                info!("submission to pec and rem recipients: sent as pec");
-                return Ok(None);
-            }
-            Route::Rem { forced } => forced,
-        };
+        if routing.all_pec() {
+            return Ok(None);
+        }
         let from = s.mail_from.clone();
         let identity = self
             .blocking("archivio", move |ap| ap.kit.store.sender_identity(&from))
             .await?;
         match identity {
+            // Mixed recipients: sent as PEC for now (see the module documentation).
+            Some(_) if routing.mixed() => {
+                info!("submission to pec and rem recipients: sent as pec");
+                Ok(None)
+            }
             Some(identity) => Ok(Some(RemSender {
                 identity: Some(identity),
+                protocols: routing.recipients,
             })),
-            None if forced => Ok(Some(RemSender { identity: None })),
-            // `auto`: a sender without identity sends PEC.
+            None if routing.forced => Ok(Some(RemSender {
+                identity: None,
+                protocols: routing.recipients,
+            })),
+            // `auto`: a sender without identity sends PEC (an ordinary address gets the
+            // transport envelope, as without REM).
             None => Ok(None),
         }
     }
@@ -386,9 +434,10 @@ impl AccessPoint {
             auth_at: s.auth_at,
             provider: self.kit.issuer.provider_name.clone(),
         };
+        let protocols = sender.protocols.clone();
         if let Err(d) = self
             .blocking("archivio", move |ap| {
-                ap.kit.store.record_accepted(&accepted)
+                ap.kit.store.record_accepted_routed(&accepted, &protocols)
             })
             .await
         {
@@ -537,7 +586,7 @@ impl AccessPoint {
 }
 
 /// The REM receipt to the sender of `sub` carrying `issued` (its event, reason `code`).
-async fn compose_receipt(
+pub(crate) async fn compose_receipt(
     kit: &Issuing,
     provider_name: &str,
     sub: &compose::Submission,
@@ -580,26 +629,19 @@ async fn compose_receipt(
     .map_err(|e| e.to_string())
 }
 
-/// After queue: the SubmissionAcceptance REM receipt of our own dispatch `tx` whose
-/// acceptance `accepted` is pending, once. The evidence is the dispatch's, checked to be
-/// ours (our signing certificate, the time stamp as [`crate::rem::xades::sign`] checked it,
-/// the identifiers of this submission); it is stored with the receipt's outbox row and the
-/// acceptance's records ([`Effect::WithEvidences`] around [`Effect::Acceptance`]).
-///
-/// The same transaction begins the REM waits of the dispatch (EN 319 532-4 Annex D): the
-/// relay wait of each recipient of a peer, the consignment wait of each of our own
-/// (`local`: no relay takes place for them).
-pub async fn after_queue(
+/// Our own dispatch `pec_id` in `tx`, read back: the submission data of its original and
+/// its SubmissionAcceptance evidence, checked to be ours (our signing certificate, the
+/// time stamp as [`crate::rem::xades::sign`] checked it, the identifiers of this
+/// submission). `Ok(Err(why))`: it is not that.
+pub(crate) async fn read_own_dispatch(
     kit: &Issuing,
     tx: &Transaction,
-    accepted: Accepted,
-    local: &(dyn Fn(&str) -> bool + Sync),
-) -> Result<Option<(String, String)>, IssueError> {
-    let pec_id = accepted.pec_id.clone();
+    pec_id: &str,
+) -> Result<Result<(compose::Submission, Issued), String>, IssueError> {
     let data = tx.data.clone();
     let cert_der = kit.signer.certificate_der().to_vec();
-    let id2 = pec_id.clone();
-    let read = blocking(move || -> Result<(compose::Submission, Issued), String> {
+    let id2 = pec_id.to_string();
+    blocking(move || -> Result<(compose::Submission, Issued), String> {
         let m = crate::rem::message::parse(&data).map_err(|e| e.to_string())?;
         let original = m
             .original
@@ -628,7 +670,26 @@ pub async fn after_queue(
             },
         ))
     })
-    .await?;
+    .await
+}
+
+/// After queue: the SubmissionAcceptance REM receipt of our own dispatch `tx` whose
+/// acceptance `accepted` is pending, once. The evidence is the dispatch's, checked to be
+/// ours (our signing certificate, the time stamp as [`crate::rem::xades::sign`] checked it,
+/// the identifiers of this submission); it is stored with the receipt's outbox row and the
+/// acceptance's records ([`Effect::WithEvidences`] around [`Effect::Acceptance`]).
+///
+/// The same transaction begins the REM waits of the dispatch (EN 319 532-4 Annex D): the
+/// relay wait of each recipient of a peer, the consignment wait of each of our own
+/// (`local`: no relay takes place for them).
+pub async fn after_queue(
+    kit: &Issuing,
+    tx: &Transaction,
+    accepted: Accepted,
+    local: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Option<(String, String)>, IssueError> {
+    let pec_id = accepted.pec_id.clone();
+    let read = read_own_dispatch(kit, tx, &pec_id).await?;
     let (sub, issued) = match read {
         Ok(r) => r,
         Err(e) => {

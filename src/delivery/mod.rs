@@ -144,6 +144,15 @@ impl DeliveryPoint {
         self
     }
 
+    /// `[rem]` settings when REM is enabled (`None`: PEC only): [`Self::with_rem`] with
+    /// those settings.
+    pub fn with_rem_settings(mut self, rem: Option<Arc<crate::config::RemSettings>>) -> Self {
+        self.rem = rem.filter(|r| r.enabled).map(|r| rem::RemDelivery {
+            settings: (*r).clone(),
+        });
+        self
+    }
+
     /// Sends the optional per-mailbox arrival notices ([`arrival`]) configured in the
     /// store ([`Store::arrival_notice`]).
     pub fn with_arrival_notices(mut self, enabled: bool) -> Self {
@@ -258,6 +267,31 @@ impl DeliveryPoint {
                     .collect(),
             )
         };
+        // A bounce of our REM dispatch relayed to ordinary addresses (access::nonerds).
+        if let Some(rem) = &self.rem {
+            let client = Some("Postfix (locale)");
+            match crate::access::nonerds::on_bounce(
+                &self.kit,
+                &rem.settings,
+                (&tx.mail_from, &tx.data, None),
+                &tx.rcpt_to,
+                client,
+            )
+            .await
+            {
+                Ok(Some(h)) if h.consumed => {
+                    info!(msgid = %h.pec_id, receipts = ?h.receipts, "delivery point: bounce of our rem dispatch to ordinary addresses");
+                    return Some(
+                        tx.rcpt_to
+                            .iter()
+                            .map(|r| Reply::new(250, format!("2.0.0 <{r}> Bounce of a REM dispatch: relay to non-ERDS failure sent")))
+                            .collect(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => return tempfail(e),
+            }
+        }
         let b = match bounce::judge(&self.kit, &tx.mail_from, &tx.rcpt_to, &tx.data).await {
             Ok(Some(b)) => b,
             Ok(None) => return None,

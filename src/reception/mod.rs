@@ -361,6 +361,9 @@ impl AfterQueue {
             .await?,
             ..Outcome::default()
         };
+        if let Some(rem) = &self.rem {
+            crate::access::nonerds::after_queue(&self.kit, &rem.settings, tx).await?;
+        }
         let (local, remote): (Vec<String>, Vec<String>) = tx
             .rcpt_to
             .iter()
@@ -381,6 +384,29 @@ impl AfterQueue {
                     .await?;
                 outcome.local = Some(local);
                 return Ok(outcome);
+            }
+            // A bounce of our dispatch relayed to ordinary addresses (access::nonerds).
+            let client = tx.client.as_deref();
+            match crate::access::nonerds::on_bounce(
+                &self.kit,
+                &rem.settings,
+                (&tx.mail_from, &tx.data, tx.queue_id.as_deref()),
+                &local,
+                client,
+            )
+            .await?
+            {
+                Some(h) if h.consumed => {
+                    self.pass_on(tx, &remote).await?;
+                    outcome.passed_on = remote;
+                    outcome.local = Some(Local::Bounced {
+                        pec_id: h.pec_id,
+                        notices: h.receipts,
+                        also: None,
+                    });
+                    return Ok(outcome);
+                }
+                _ => {}
             }
         }
         let class = {

@@ -374,6 +374,13 @@ const TABLES: &[Table] = &[
         order: "id",
         read: None,
     },
+    // Version 19.
+    Table {
+        name: "recipient_protocols",
+        columns: &[("pec_id", 't'), ("recipient", 't'), ("protocol", 't')],
+        order: "rowid",
+        read: None,
+    },
 ];
 
 /// One SQLite value as a typed PostgreSQL parameter.

@@ -33,8 +33,8 @@ pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 pub use rem::{
-    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, RemDue, RemWait, RemWaitClaim,
-    RemWaitKind, SenderIdentity, StoredEvidence,
+    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, RecipientProtocol, RemDue,
+    RemWait, RemWaitClaim, RemWaitKind, SenderIdentity, StoredEvidence,
 };
 pub use report::{
     Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
@@ -421,6 +421,20 @@ pub trait Store: Send + Sync {
     /// message; the transport envelope is logged with the acceptance, after queue
     /// ([`Store::acceptance_emitted`], [`Effect::Acceptance`]).
     fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError>;
+    /// [`Store::record_accepted`] with the protocol each recipient goes by (REM, issue 20;
+    /// addresses stored in lower case), in the same transaction.
+    fn record_accepted_routed(
+        &self,
+        accepted: &Accepted,
+        protocols: &[(String, RecipientProtocol)],
+    ) -> Result<(), StoreError>;
+    /// The protocols recorded with the acceptance of `pec_id`
+    /// ([`Store::record_accepted_routed`]), in recipient order; empty when none were (a
+    /// PEC-only submission, or not ours).
+    fn recipient_protocols(
+        &self,
+        pec_id: &str,
+    ) -> Result<Vec<(String, RecipientProtocol)>, StoreError>;
     /// After queue: the pending acceptance for `pec_id`, if it has not been emitted yet.
     fn pending_acceptance(&self, pec_id: &str) -> Result<Option<Accepted>, StoreError>;
     /// After queue: the acceptance receipt `receipt_id` was handed to the MTA; logs the

@@ -259,6 +259,21 @@ pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
 }
 
+/// The outbox key of the RelayToNonERDS REM receipt of our dispatch `pec_id` (one for all
+/// its ordinary addresses).
+pub fn relay_to_non_erds_key(pec_id: &str) -> String {
+    format!("rem-nonerds:{pec_id}")
+}
+
+/// The outbox key of the RelayToNonERDSFailure REM receipt of our dispatch `pec_id` for
+/// the ordinary address `recipient` (case does not matter).
+pub fn relay_to_non_erds_failure_key(pec_id: &str, recipient: &str) -> String {
+    format!(
+        "rem-nonerds-failure:{pec_id}:{}",
+        recipient.to_ascii_lowercase()
+    )
+}
+
 /// The outbox key of an acceptance receipt.
 pub fn acceptance_key(pec_id: &str) -> String {
     format!("acceptance:{pec_id}")

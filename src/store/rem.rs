@@ -37,6 +37,41 @@ impl EvidenceDirection {
     }
 }
 
+/// The protocol a recipient of a submission goes by, decided once by the access point
+/// ([`crate::access::rem`]) and recorded with the acceptance
+/// ([`super::Store::record_accepted_routed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecipientProtocol {
+    /// The PEC transport envelope.
+    Pec,
+    /// The REM dispatch to a REM provider (ours, or a peer of the Trusted List).
+    Rem,
+    /// The REM dispatch relayed to an ordinary address outside any ERDS (RelayToNonERDS).
+    NonErds,
+}
+
+impl RecipientProtocol {
+    /// The `protocol` column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientProtocol::Pec => "pec",
+            RecipientProtocol::Rem => "rem",
+            RecipientProtocol::NonErds => "non-erds",
+        }
+    }
+
+    /// Inverse of [`RecipientProtocol::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            RecipientProtocol::Pec,
+            RecipientProtocol::Rem,
+            RecipientProtocol::NonErds,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
 /// One ERDS evidence (EN 319 522-2), as stored: its identity and the fields the store is
 /// searched and shown by, and its XML byte-exact.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -396,4 +396,15 @@ CREATE TABLE IF NOT EXISTS rem_waits (
 CREATE INDEX IF NOT EXISTS rem_waits_open ON rem_waits (which, started_at)
     WHERE settled_at IS NULL;
 "#,
+    // Version 19: the protocol each recipient of
+    // a REM-enabled submission goes by (see the SQLite migration of the same number).
+    r#"
+CREATE TABLE IF NOT EXISTS recipient_protocols (
+    seq       BIGINT GENERATED ALWAYS AS IDENTITY,
+    pec_id    TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    protocol  TEXT NOT NULL CHECK (protocol IN ('pec', 'rem', 'non-erds')),
+    PRIMARY KEY (pec_id, recipient)
+);
+"#,
 ];

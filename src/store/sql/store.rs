@@ -19,7 +19,7 @@ use crate::store::{
     Outbound, Refused, Retired, Staged, Store, StoreError, StoredIndex, StoredTrustedList,
     TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
-use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
+use crate::store::{Evidence, IdentityChange, RecipientProtocol, SenderIdentity, StoredEvidence};
 use crate::store::{RemDue, RemWait, RemWaitClaim};
 
 /// A setting as an SQL integer (`None`: NULL).
@@ -93,6 +93,43 @@ impl<B: Backend> Store for B {
     }
 
     fn record_accepted(&self, accepted: &Accepted) -> Result<(), StoreError> {
+        self.record_accepted_routed(accepted, &[])
+    }
+
+    fn recipient_protocols(
+        &self,
+        pec_id: &str,
+    ) -> Result<Vec<(String, RecipientProtocol)>, StoreError> {
+        let rows = self.read(|c| {
+            all(
+                c,
+                &format!("read recipient protocols of \"{pec_id}\""),
+                &format!(
+                    "SELECT recipient, protocol FROM recipient_protocols WHERE pec_id = $1
+                     ORDER BY {}",
+                    c.dialect().seq()
+                ),
+                args![pec_id],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let p: String = r.get(1)?;
+                let protocol = RecipientProtocol::parse(&p).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "recipient_protocols row: unknown protocol \"{p}\""
+                    ))
+                })?;
+                Ok((r.get(0)?, protocol))
+            })
+            .collect()
+    }
+
+    fn record_accepted_routed(
+        &self,
+        accepted: &Accepted,
+        protocols: &[(String, RecipientProtocol)],
+    ) -> Result<(), StoreError> {
         let cert = serde_json::to_string(&accepted.cert)
             .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
         let pec_id = &accepted.pec_id;
@@ -115,6 +152,16 @@ impl<B: Backend> Store for B {
                         accepted.at.unix(),
                         state_str(TrackingState::Sent)
                     ],
+                )?;
+            }
+            // The protocol of each recipient (REM), decided once by the access point.
+            for (recipient, protocol) in protocols {
+                exec(
+                    c,
+                    &format!("record the protocol of \"{recipient}\" of \"{pec_id}\""),
+                    "INSERT INTO recipient_protocols (pec_id, recipient, protocol)
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    args![pec_id, &recipient.to_ascii_lowercase(), protocol.as_str()],
                 )?;
             }
             // The sender, for the daily quota (Store::accepted_since).

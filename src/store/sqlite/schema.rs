@@ -477,4 +477,19 @@ CREATE TABLE IF NOT EXISTS rem_waits (
 CREATE INDEX IF NOT EXISTS rem_waits_open ON rem_waits (which, started_at)
     WHERE settled_at IS NULL;
 "#,
+    // Version 19: the protocol each recipient of a REM-enabled submission goes by.
+    r#"
+-- Decided once by the access point when it accepts a submission on the REM path
+-- (crate::access::rem), written in the transaction of its pending_acceptance row: 'pec'
+-- (the transport envelope), 'rem' (the REM dispatch to a REM provider, ours or a peer's)
+-- or 'non-erds' (the REM dispatch relayed to an ordinary address: RelayToNonERDS). The
+-- after-queue filter and the bounce of a relayed dispatch read it back; a submission
+-- accepted as PEC alone has no rows here.
+CREATE TABLE IF NOT EXISTS recipient_protocols (
+    pec_id    TEXT NOT NULL,            -- pending_acceptance.pec_id
+    recipient TEXT NOT NULL,            -- lower case
+    protocol  TEXT NOT NULL CHECK (protocol IN ('pec', 'rem', 'non-erds')),
+    PRIMARY KEY (pec_id, recipient)
+) STRICT;
+"#,
 ];
