@@ -150,7 +150,11 @@ pub(crate) fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
 }
 
 /// [`harness`] on `store`.
-pub(crate) fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) -> Harness {
+pub(crate) fn harness_on(
+    store: Arc<TestStore>,
+    tsa: Option<TsaSettings>,
+    trusted: bool,
+) -> Harness {
     let peers = match trusted {
         true => trusted_list(vec![peer_der()]),
         // A list that grants somebody else.
@@ -227,7 +231,12 @@ fn original(from: &str, to: &[&str]) -> Vec<u8> {
 /// A REM dispatch made by `kit` (its signer, its service address): the original prepared,
 /// the SubmissionAcceptance evidence issued and stamped, composed and signed. Returns the
 /// dispatch and its evidence.
-pub(crate) async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>, issue::Issued) {
+pub(crate) async fn dispatch(
+    kit: &Issuing,
+    id: &str,
+    from: &str,
+    to: &[&str],
+) -> (Vec<u8>, issue::Issued) {
     dispatch_stating(kit, id, from, to, None).await
 }
 
