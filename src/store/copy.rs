@@ -359,7 +359,22 @@ const TABLES: &[Table] = &[
         order: "id",
         read: None,
     },
-    // Version 19 (18 on the rem-nonerds branch).
+    // Version 18.
+    Table {
+        name: "rem_waits",
+        columns: &[
+            ("message_id", 't'),
+            ("recipient", 't'),
+            ("which", 't'),
+            ("started_at", 'i'),
+            ("claimed_at", 'i'),
+            ("notice_id", 't'),
+            ("settled_at", 'i'),
+        ],
+        order: "id",
+        read: None,
+    },
+    // Version 19.
     Table {
         name: "recipient_protocols",
         columns: &[("pec_id", 't'), ("recipient", 't'), ("protocol", 't')],

@@ -21,7 +21,7 @@ use pec::config::{Protocol, RemMode, RemSettings};
 use pec::crypto::testing::{make_test_pki, TestPki};
 use pec::crypto::tsa::TsaSettings;
 use pec::crypto::verify::VerifyOptions;
-use pec::crypto::{DigestAlg, PemSigner, Signer};
+use pec::crypto::{ChainPolicy, DigestAlg, PemSigner, Signer};
 use pec::doubles::{MarkerAntivirus, RecordingInjector, TestStore};
 use pec::index::{ProviderIndex, ProviderInfo, ProviderRecord};
 use pec::issuing::Issuing;
@@ -29,11 +29,15 @@ use pec::message::build::Issuer;
 use pec::message::classify::{classify, Classification};
 use pec::message::ids::SequentialIds;
 use pec::message::time::{FixedClock, Instant};
+use pec::reception::rem::RemReception;
+use pec::reception::{AfterQueue, Local, Reception};
 use pec::rem::codes::Event;
 use pec::rem::evidence::Evidence;
 use pec::rem::message::{self as rem_message, MessageType};
 use pec::rem::xades;
-use pec::store::{EventKind, IdentityAttribute, LogQuery, SenderIdentity, Store};
+use pec::store::{
+    EventKind, IdentityAttribute, LogQuery, MailboxPolicy, RecipientProtocol, SenderIdentity, Store,
+};
 use tokio::net::TcpListener;
 
 use crate::milter_client::{self, queued, Mail};
@@ -142,6 +146,10 @@ struct Harness {
     kit: Issuing,
     index: Arc<ProviderIndex>,
     cert_der: Vec<u8>,
+    /// `[rem]` as the access point has it.
+    settings: RemSettings,
+    /// The after-queue filter on the same store and injector, REM enabled.
+    filter: AfterQueue,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -206,6 +214,28 @@ async fn harness(tsa_url: &str, with_identity: bool) -> Harness {
         ids: Arc::new(SequentialIds::new("opec1.test", "pec.example.it")),
         clock: Arc::new(FixedClock::new(at())),
     };
+    let filter = AfterQueue::new(
+        store.clone(),
+        injector.clone(),
+        kit.issuer.clone(),
+        kit.signer.clone(),
+        kit.ids.clone(),
+        Reception {
+            index: Arc::new(pec::index::IndexHandle::new((*index).clone())),
+            chain: None,
+            antivirus: Arc::new(MarkerAntivirus::eicar()),
+            domains: vec!["pec.example.it".into()],
+            mail_receipt: "ricevute@pec.example.it".into(),
+            default_policy: MailboxPolicy::Anomaly,
+        },
+    )
+    .with_clock(Arc::new(FixedClock::new(at())))
+    .with_rem(Some(Arc::new(RemReception {
+        settings: rem_settings(tsa_url),
+        chain: ChainPolicy::from_pem(&std::fs::read(&pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![pki.ca_cert.clone()],
+        peers: None,
+    })));
     let ap = Arc::new(AccessPoint {
         policy: Policy::default(),
         kit: kit.clone(),
@@ -233,22 +263,29 @@ async fn harness(tsa_url: &str, with_identity: bool) -> Harness {
         kit,
         index,
         cert_der,
+        settings: rem_settings(tsa_url),
+        filter,
         _shutdown: tx,
     }
 }
 
 fn mail(rcpt: &'static str, body: &str) -> Mail {
+    mail_to(vec![rcpt], body)
+}
+
+fn mail_to(rcpt: Vec<&'static str>, body: &str) -> Mail {
+    let to = rcpt.join(", ");
     Mail {
         login: Some("alice@pec.example.it"),
         mail_from: "alice@pec.example.it",
-        rcpt: vec![rcpt],
+        rcpt,
         headers: vec![
             (
                 "Received",
                 "from client (client [192.0.2.1])\n\tby mx.pec.example.it".into(),
             ),
             ("From", "Alice <alice@pec.example.it>".into()),
-            ("To", rcpt.to_string()),
+            ("To", to),
             ("Subject", "Contratto".into()),
             ("Date", "Tue, 3 Jun 2025 10:11:09 +0200".into()),
             ("Message-ID", "<1@client.example.it>".into()),
@@ -260,9 +297,13 @@ fn mail(rcpt: &'static str, body: &str) -> Mail {
 }
 
 fn transaction(data: Vec<u8>, rcpt: &str) -> pec::smtp::Transaction {
+    transaction_to(data, "alice@pec.example.it", &[rcpt])
+}
+
+fn transaction_to(data: Vec<u8>, mail_from: &str, rcpt: &[&str]) -> pec::smtp::Transaction {
     pec::smtp::Transaction {
-        mail_from: "alice@pec.example.it".into(),
-        rcpt_to: vec![rcpt.into()],
+        mail_from: mail_from.into(),
+        rcpt_to: rcpt.iter().map(|r| r.to_string()).collect(),
         data: data.into(),
         queue_id: Some("4F1A2B3C4D".into()),
         client: None,
@@ -350,11 +391,20 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     let tx = transaction(dispatch.clone(), rcpt);
     let msgid = pec::message::ids::envelope_id(&tx.data);
     assert_eq!(msgid.as_deref(), Some(PEC_ID));
-    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     let (id, receipt_id) = sent.expect("the receipt is sent");
     assert_eq!(id, PEC_ID);
+    // The relay wait of each recipient (a peer's) begins with it (EN 319 532-4 Annex D).
+    let waits = h.store.rem_waits_for(PEC_ID).unwrap();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(waits[0].0.recipient, rcpt);
+    assert!(waits.iter().all(
+        |(w, notice, closed)| w.which == pec::store::RemWaitKind::Relay
+            && notice.is_none()
+            && closed.is_none()
+    ));
     let injected = h.injector.messages();
     assert_eq!(injected.len(), 1);
     assert_eq!(
@@ -378,7 +428,7 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     );
 
     // A retry (the same queue file again) sends nothing new.
-    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     assert_eq!(again, None);
@@ -527,4 +577,374 @@ async fn a_pec_submission_is_unchanged_with_rem_enabled() {
         other => panic!("not a transport envelope: {other:?}"),
     }
     assert!(h.store.evidences_for(PEC_ID).unwrap().is_empty());
+}
+
+/// A delivery status notification as Postfix writes it about `returned` (its header
+/// returned), one failed group per `(recipient, status, diagnostic)`.
+fn postfix_bounce(returned: &[u8], failures: &[(&str, &str, &str)]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(returned);
+    let header = &text[..text.find("\r\n\r\n").expect("a header") + 2];
+    let groups: String = failures
+        .iter()
+        .map(|(r, status, diag)| {
+            format!(
+                "Final-Recipient: rfc822; {r}\r\nOriginal-Recipient: rfc822;{r}\r\n\
+                 Action: failed\r\nStatus: {status}\r\nRemote-MTA: dns; mx.example.com\r\n\
+                 Diagnostic-Code: smtp; {diag}\r\n\r\n"
+            )
+        })
+        .collect();
+    format!(
+        "From: MAILER-DAEMON@mx.pec.example.it (Mail Delivery System)\r\n\
+         To: alice@pec.example.it\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <20250603081500.B0@mx.pec.example.it>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"B1\"\r\n\r\n--B1\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n\
+         --B1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.pec.example.it\r\n\
+         X-Postfix-Queue-ID: 4ABC\r\n\r\n{groups}\
+         --B1\r\nContent-Type: text/rfc822-headers\r\n\r\n{header}\r\n--B1--\r\n"
+    )
+    .into_bytes()
+}
+
+/// The REM receipts injected to the sender, verified: (event, reason code, evidence).
+fn receipts_to_alice(h: &Harness) -> Vec<(Event, Option<&'static str>, Evidence)> {
+    let opts = VerifyOptions::without_index(at());
+    h.injector
+        .messages()
+        .iter()
+        .filter(|i| i.rcpt_to == vec!["alice@pec.example.it".to_string()])
+        .map(|i| {
+            let r = rem_message::verify(&i.message, &opts).expect("a verified REM receipt");
+            assert_eq!(r.message.message_type, MessageType::Receipt);
+            let ev = checked_evidence(h, &r.message.evidences[0].body);
+            assert_eq!(ev.event, r.message.event, "the receipt states its evidence");
+            (r.message.event, r.message.classify().code, ev)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dispatch_to_ordinary_addresses_is_relayed_with_one_relay_to_non_erds() {
+    let h = harness(&env().url, true).await;
+    // Neither ours, nor a REM peer's, nor in the PEC index: ordinary addresses.
+    let rcpt = ["bob@example.com", "carol@example.org"];
+    let m = mail_to(rcpt.to_vec(), "Buongiorno.\r\n");
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    let dispatch = queued(&m, &actions);
+    let opts = VerifyOptions::without_index(at());
+    let v = rem_message::verify(&dispatch, &opts).expect("the REM dispatch itself is relayed");
+    assert_eq!(v.message.message_type, MessageType::Dispatch);
+    // Decided once, recorded with the acceptance.
+    assert_eq!(
+        h.store.recipient_protocols(PEC_ID).unwrap(),
+        vec![
+            ("bob@example.com".to_string(), RecipientProtocol::NonErds),
+            ("carol@example.org".to_string(), RecipientProtocol::NonErds),
+        ]
+    );
+    assert!(h.injector.messages().is_empty(), "nothing before queue");
+
+    // After queue (the filter): the SubmissionAcceptance, then one RelayToNonERDS about
+    // both addresses, and the dispatch goes on to them unchanged.
+    let tx = transaction_to(dispatch.clone(), "alice@pec.example.it", &rcpt);
+    let msgid = pec::message::ids::envelope_id(&tx.data);
+    let outcome = h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert_eq!(outcome.passed_on, rcpt.map(String::from).to_vec());
+    assert!(outcome.acceptance.is_some());
+    let got = receipts_to_alice(&h);
+    let events: Vec<_> = got.iter().map(|(e, c, _)| (*e, *c)).collect();
+    assert_eq!(
+        events,
+        vec![
+            (Event::SubmissionAcceptance, Some("RA01")),
+            (Event::RelayToNonERDS, Some("RF01")),
+        ]
+    );
+    let relay = &got[1].2;
+    assert_eq!(relay.reason().unwrap().code, "RF01");
+    assert_eq!(relay.message_id.as_deref(), Some(PEC_ID));
+    assert_eq!(relay.relay_info.as_ref().unwrap().refers_to, vec![1, 2]);
+    assert_eq!(
+        relay.user_content, got[0].2.user_content,
+        "the digest of the dispatch's original, copied from our acceptance"
+    );
+    let passed: Vec<_> = h
+        .injector
+        .messages()
+        .into_iter()
+        .filter(|i| i.rcpt_to == rcpt.map(String::from).to_vec())
+        .collect();
+    assert_eq!(passed.len(), 1);
+    assert_eq!(passed[0].message, dispatch, "relayed as queued");
+
+    // The same queue file again: nothing new.
+    let before = h.injector.messages().len();
+    let again = h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert_eq!(again.acceptance, None);
+    let after: Vec<_> = h.injector.messages();
+    assert_eq!(receipts_to_alice(&h).len(), 2, "no second receipt");
+    assert_eq!(after.len(), before + 1, "only the dispatch passed on again");
+    let ids: Vec<String> = h
+        .store
+        .evidences_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.evidence.event)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            Event::SubmissionAcceptance.uri(),
+            Event::RelayToNonERDS.uri()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bounce_of_the_relayed_dispatch_gets_one_relay_to_non_erds_failure_each() {
+    let h = harness(&env().url, true).await;
+    let rcpt = ["bob@example.com", "carol@example.org"];
+    let m = mail_to(rcpt.to_vec(), "Buongiorno.\r\n");
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    let dispatch = queued(&m, &actions);
+    let tx = transaction_to(dispatch.clone(), "alice@pec.example.it", &rcpt);
+    let msgid = pec::message::ids::envelope_id(&tx.data);
+    h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert_eq!(receipts_to_alice(&h).len(), 2);
+
+    // Postfix's own bounce (the delivery point's hook): bob refused at RCPT (RF03),
+    // carol's domain not found (RF02).
+    let report = postfix_bounce(
+        &dispatch,
+        &[
+            (
+                "bob@example.com",
+                "5.1.1",
+                "550 5.1.1 <bob@example.com>: User unknown",
+            ),
+            (
+                "carol@example.org",
+                "5.4.4",
+                "Host or domain name not found",
+            ),
+        ],
+    );
+    let local = vec!["alice@pec.example.it".to_string()];
+    let handled = pec::access::nonerds::on_bounce(
+        &h.kit,
+        &h.settings,
+        ("", &report, None),
+        &local,
+        Some("Postfix (locale)"),
+    )
+    .await
+    .unwrap()
+    .expect("a bounce of our dispatch");
+    assert_eq!(handled.pec_id, PEC_ID);
+    assert!(handled.consumed);
+    assert_eq!(handled.receipts.len(), 2);
+    let got = receipts_to_alice(&h);
+    let failures: Vec<_> = got[2..]
+        .iter()
+        .map(|(e, c, ev)| {
+            assert_eq!(ev.message_id.as_deref(), Some(PEC_ID));
+            (*e, *c, ev.relay_info.as_ref().unwrap().refers_to.clone())
+        })
+        .collect();
+    assert_eq!(
+        failures,
+        vec![
+            (Event::RelayToNonERDSFailure, Some("RF03"), vec![1]),
+            (Event::RelayToNonERDSFailure, Some("RF02"), vec![2]),
+        ]
+    );
+
+    // The same report again (a retry, or a remote copy through the reception point):
+    // nothing new, the report consumed.
+    let again = pec::access::nonerds::on_bounce(
+        &h.kit,
+        &h.settings,
+        ("", &report, None),
+        &local,
+        Some("Postfix (locale)"),
+    )
+    .await
+    .unwrap()
+    .expect("still ours");
+    assert!(again.receipts.is_empty());
+    let tx = transaction_to(report.clone(), "", &["alice@pec.example.it"]);
+    let outcome = h.filter.process(&tx, None).await.unwrap();
+    assert_eq!(
+        outcome.local,
+        Some(Local::Bounced {
+            pec_id: PEC_ID.into(),
+            notices: vec![],
+            also: None
+        })
+    );
+    assert_eq!(
+        receipts_to_alice(&h).len(),
+        4,
+        "one failure receipt each, once"
+    );
+    assert_eq!(h.store.evidences_for(PEC_ID).unwrap().len(), 4);
+
+    // A report to somebody else than the sender, or not from the null reverse path, or
+    // about a recipient the dispatch did not relay outside: not ours to answer.
+    for (from, to, r) in [
+        ("", "dave@pec.example.it", "bob@example.com"),
+        ("x@example.com", "alice@pec.example.it", "bob@example.com"),
+        ("", "alice@pec.example.it", "erin@example.com"),
+    ] {
+        let report = postfix_bounce(&dispatch, &[(r, "5.1.1", "550 unknown")]);
+        let got = pec::access::nonerds::on_bounce(
+            &h.kit,
+            &h.settings,
+            (from, &report, None),
+            &[to.to_string()],
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, None, "{from} {to} {r}");
+    }
+    assert_eq!(receipts_to_alice(&h).len(), 4);
+}
+
+#[tokio::test]
+async fn without_identity_an_ordinary_address_gets_the_pec_envelope_as_before() {
+    let h = harness(&env().url, false).await;
+    let m = mail("bob@example.com", "Ciao.\r\n");
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    let rewritten = queued(&m, &actions);
+    assert!(!rem_message::is_rem(&rewritten));
+    assert!(matches!(
+        classify(&rewritten, h.index.trust(), at()),
+        Classification::TransportEnvelope(_)
+    ));
+    assert!(h.store.recipient_protocols(PEC_ID).unwrap().is_empty());
+    // After queue: the PEC acceptance receipt only.
+    let tx = transaction(rewritten, "bob@example.com");
+    let msgid = pec::message::ids::envelope_id(&tx.data);
+    let outcome = h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert!(outcome.acceptance.is_some());
+    assert!(h.store.evidences_for(PEC_ID).unwrap().is_empty());
+}
+
+/// A Dovecot that stores everything, counting.
+struct CountingDovecot(std::sync::Mutex<usize>);
+
+impl pec::smtp::lmtp::LocalDelivery for CountingDovecot {
+    fn deliver<'a>(
+        &'a self,
+        _mail_from: &'a str,
+        rcpt_to: &'a [String],
+        _data: &'a [u8],
+        _eight_bit: bool,
+    ) -> pec::BoxFuture<'a, Vec<pec::smtp::lmtp::Reply>> {
+        Box::pin(async move {
+            *self.0.lock().unwrap() += rcpt_to.len();
+            rcpt_to
+                .iter()
+                .map(|r| pec::smtp::lmtp::Reply::new(250, format!("2.0.0 <{r}> Saved")))
+                .collect()
+        })
+    }
+}
+
+#[tokio::test]
+async fn postfix_s_own_bounce_at_the_delivery_point_is_answered_and_consumed() {
+    let h = harness(&env().url, true).await;
+    let m = mail("bob@example.com", "Ciao.\r\n");
+    let (actions, _) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    let dispatch = queued(&m, &actions);
+    let tx = transaction(dispatch.clone(), "bob@example.com");
+    let msgid = pec::message::ids::envelope_id(&tx.data);
+    h.filter.process(&tx, msgid.as_deref()).await.unwrap();
+    assert_eq!(receipts_to_alice(&h).len(), 2);
+
+    let dovecot = Arc::new(CountingDovecot(std::sync::Mutex::new(0)));
+    let dp = pec::delivery::DeliveryPoint::new(
+        h.store.clone(),
+        h.injector.clone(),
+        dovecot.clone(),
+        Arc::new(pec::index::IndexHandle::new((*h.index).clone())),
+        h.kit.issuer.clone(),
+        h.kit.signer.clone(),
+        Arc::new(SequentialIds::new("opec1.notice", "pec.example.it")),
+    )
+    .with_clock(Arc::new(FixedClock::new(at())))
+    .with_rem_settings(Some(Arc::new(h.settings.clone())));
+    let report = postfix_bounce(
+        &dispatch,
+        &[(
+            "bob@example.com",
+            "5.7.1",
+            "554 5.7.1 <bob@example.com>: Relay access denied",
+        )],
+    );
+    let bounce = pec::smtp::lmtp::Transaction {
+        mail_from: String::new(),
+        rcpt_to: vec!["alice@pec.example.it".into()],
+        eight_bit: false,
+        data: report.into(),
+    };
+    for _ in 0..2 {
+        let replies = dp.deliver(&bounce).await;
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+    }
+    assert_eq!(*dovecot.0.lock().unwrap(), 0, "the report is consumed");
+    let got = receipts_to_alice(&h);
+    assert_eq!(got.len(), 3, "one failure receipt, not two");
+    assert_eq!(
+        (got[2].0, got[2].1),
+        (Event::RelayToNonERDSFailure, Some("RF03"))
+    );
+}
+
+#[tokio::test]
+async fn each_recipient_s_protocol_is_decided_by_mode_override_and_index() {
+    let pec_domain = |d: &str| d == "pec.example.it" || d == "pec.example.net";
+    let access = |mode| {
+        let mut settings = rem_settings(&env().url);
+        settings.mode = mode;
+        RemAccess {
+            settings,
+            domains: vec!["pec.example.it".into()],
+            peers: None,
+            mx: None,
+        }
+    };
+    let rcpt: Vec<String> = [
+        "a@pec.example.it",
+        "b@pec.example.net",
+        "c@rem.example.net",
+        "d@example.com",
+        "e@EXAMPLE.com",
+    ]
+    .map(String::from)
+    .to_vec();
+    use RecipientProtocol::{NonErds, Pec, Rem};
+    for (mode, want, forced) in [
+        (RemMode::Auto, [Rem, Pec, Rem, NonErds, NonErds], true),
+        (RemMode::Rem, [Rem, Rem, Rem, NonErds, NonErds], true),
+        (RemMode::Pec, [Pec, Pec, Rem, Pec, Pec], true),
+    ] {
+        let r = access(mode).route(&rcpt, at(), &pec_domain).await.unwrap();
+        let got: Vec<_> = r.recipients.iter().map(|(_, p)| *p).collect();
+        assert_eq!(got, want, "{mode:?}");
+        assert_eq!(r.forced, forced, "{mode:?}");
+        assert_eq!(r.mixed(), want.contains(&Pec), "{mode:?}");
+    }
+    // Only ordinary addresses in `auto`, no override among them: not forced.
+    let r = access(RemMode::Auto)
+        .route(&rcpt[3..], at(), &pec_domain)
+        .await
+        .unwrap();
+    assert!(!r.forced && !r.mixed() && !r.all_pec());
 }
