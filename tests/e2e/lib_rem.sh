@@ -40,6 +40,8 @@
 #                                       points, e.g. smtp:mx.pec.example.net:25 and the https URL
 #                                       of its CSI): one REM/Q service granted since 2020-01-01
 #                                       whose digital identity is that certificate.
+#   postfix_route_lmtp DIR DOMAIN PORT  mail for DOMAIN goes straight to LMTP on 127.0.0.1:PORT
+#                                       (Dovecot's, past pec's delivery point)
 #
 # pec asks the DNS server itself (`--resolver`, its resolver address) for the REM routing
 # check. Postfix's resolver (glibc) takes no port: for Postfix to route by MX on the test
@@ -217,4 +219,22 @@ PY
   xmlsec1 --sign --privkey-pem "$key,$cert" --output "$out" "$out.unsigned" 2> "$out.xmlsec.log" ||
     { e2e_show_log "$out.xmlsec.log"; e2e_fail "rem_tl_write: xmlsec1 could not sign"; return 1; }
   rm -f "$out.unsigned" "$out.xmlsec.log"
+}
+
+# postfix_route_lmtp DIR DOMAIN PORT: mail for DOMAIN goes straight to the LMTP server on
+# 127.0.0.1:PORT (e.g. Dovecot's, past pec's delivery point: mailboxes that are not
+# certified, such as the ordinary addresses standing for the Internet). Reloads Postfix and
+# waits for the reload.
+postfix_route_lmtp() {
+  if [ $# -ne 3 ]; then e2e_fail "usage: postfix_route_lmtp DIR DOMAIN PORT"; return 2; fi
+  local dir=$1 domain=$2 port=$3 before
+  printf '%s lmtp:inet:127.0.0.1:%s\n' "$domain" "$port" >> "$dir/etc/transport"
+  _e2e_age_file "$dir/etc/transport"
+  before=$(_e2e_count_reloads "$dir")
+  _e2e_postfix "$dir" reload || return 1
+  if ! e2e_poll "$E2E_START_DEADLINE" _e2e_reloaded_since "$dir" "$before"; then
+    e2e_show_log "$dir/maillog"
+    e2e_fail "postfix in $dir did not log its reload"
+    return 1
+  fi
 }

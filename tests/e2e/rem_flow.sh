@@ -13,7 +13,8 @@
 #                       port: a REM peer that never answers.
 #   C  pec.example.org  PEC only: in the index (B's provider entry, B's key), not a REM supply
 #                       point (its MX is mx.pec.example.org).
-#   example.com         an ordinary Internet domain (delivered in A's Dovecot).
+#   example.com         an ordinary Internet domain (A's Postfix delivers it to A's Dovecot
+#                       directly, not through pec's delivery point).
 # Scenarios, each asserting the REM-MessageType / REM-EventIdentifier / reason of the
 # messages found in the Maildirs, `pec evidence list` / `show` on each side and the legal
 # logs (`pec log search --format json`, EvidenzaREMEmessa / EvidenzaREMRicevuta):
@@ -108,7 +109,7 @@ export PROVIDER_REM_TL_URL=$base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$work/pki/outs
 # a few seconds).
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=alice@pec.example.it PROVIDER_REM_CSI_URL=$base/csi-it.xml \
   PROVIDER_REM_EXTRA='relay_wait = "40s"' provider_up "$work/a" pec.example.it it example.com
-a_submission=$submission a_smtp=$smtp a_conf=$conf
+a_submission=$submission a_smtp=$smtp a_conf=$conf a_lmtp=$lmtp
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=bob@pec.example.net PROVIDER_REM_CSI_URL=$base/csi-net.xml \
   DOVECOT_QUOTA=100K provider_up "$work/b" pec.example.net net
 b_smtp=$smtp b_conf=$conf b_lmtp=$lmtp
@@ -120,6 +121,9 @@ postfix_route "$work/a/postfix" pec.example.org "127.0.0.1:$c_smtp"
 postfix_route "$work/a/postfix" muto.example.net "127.0.0.1:${dead[0]}"
 postfix_route "$work/b/postfix" pec.example.it "127.0.0.1:$a_smtp"
 postfix_route "$work/c/postfix" pec.example.it "127.0.0.1:$a_smtp"
+# example.com stands for the Internet: its mailboxes are not A's certified ones, Postfix
+# hands them to Dovecot directly (not through pec's delivery point).
+postfix_route_lmtp "$work/a/postfix" example.com "$a_lmtp"
 
 # Both REM services publish their CSI where their Trusted List entry points.
 SOFTHSM2_CONF=$a_conf PEC_E2E_PIN=1234 "$pec" rem csi publish -c "$work/a/pec.toml" \
@@ -372,6 +376,9 @@ if scenario b "full mailbox at B → ContentConsignmentFailure RD04"; then
   n0=$(count_in a alice@pec.example.it)
   submit "b casella piena" full@pec.example.net
   wait_n a alice@pec.example.it $((n0 + 2))
+  postfix_wait_queue_empty "$work/b/postfix" 60
+  postfix_wait_queue_empty "$work/a/postfix" 60
+  wait_n a alice@pec.example.it $((n0 + 2))
   got=$(newer a alice@pec.example.it "$work/snap-b" | of_event)
   one SubmissionAcceptance "$got" >/dev/null
   ccf=$(one ContentConsignmentFailure "$got")
@@ -379,8 +386,15 @@ if scenario b "full mailbox at B → ContentConsignmentFailure RD04"; then
   rem_verify "$ccf"
   [ "$(count_in b full@pec.example.net)" -eq "$full_n" ] || e2e_fail "full@ got the dispatch despite its quota"
   mid=$(pec_id_of a "b casella piena")
-  legal b
+  legal a; legal b
   expect_log b "$mid" EvidenzaREMEmessa ContentConsignmentFailure RD04 1
+  expect_log a "$mid" EvidenzaREMRicevuta ContentConsignmentFailure RD04 1
+  expect_log b "$mid" EvidenzaREMEmessa ContentConsignment "" 0
+  for x in a b; do
+    expect_evidence $x "$mid" RelayAcceptance 1
+    expect_evidence $x "$mid" ContentConsignmentFailure 1
+    expect_evidence $x "$mid" ContentConsignment 0
+  done
   e2e_log "ok b: ContentConsignmentFailure RD04 to alice, full@ untouched"
 fi
 
@@ -409,6 +423,9 @@ if scenario d "REM A → ordinary address: RelayToNonERDS"; then
   n0=$(count_in a alice@pec.example.it)
   submit "d rem verso ordinaria" dave@example.com
   wait_n a dave@example.com 1
+  wait_n a alice@pec.example.it $((n0 + 2))
+  # Settled (nothing more on its way: dave's mailbox is no certified one, no consignment).
+  postfix_wait_queue_empty "$work/a/postfix" 60
   wait_n a alice@pec.example.it $((n0 + 2))
   got=$(newer a alice@pec.example.it "$work/snap-d" | of_event)
   one SubmissionAcceptance "$got" >/dev/null
