@@ -385,6 +385,24 @@ pub fn anomaly_key(queue_id: Option<&str>, data: &[u8], recipients: &[String]) -
     format!("anomaly:{}:{hex}:{}", queue_id.unwrap_or("-"), r.join(","))
 }
 
+/// The outbox key of the ReceivedFromNonERDS REM message carrying mail from outside any
+/// ERDS to our REM mailboxes `recipients` (order and case do not matter): the original's
+/// `Message-ID` when it has one (the same message arriving again gets no second one), else
+/// a digest of its bytes.
+pub fn rem_non_erds_key(message_id: Option<&str>, data: &[u8], recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    let id = match message_id {
+        Some(id) => id.to_string(),
+        None => {
+            let digest = Sha256::digest(data);
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    format!("rem-non-erds:{id}:{}", r.join(","))
+}
+
 /// The records of a refused submission: the non-acceptance (outcome `virus` or
 /// `refused`), then, with a quarantined message, its [`EventKind::Quarantined`].
 pub fn refused_events(refused: &Refused) -> Vec<LogEvent> {
