@@ -942,10 +942,9 @@ async fn a_local_recipient_the_dispatch_does_not_name_gets_the_mailbox_policy() 
         .filter(|m| m.rcpt_to == vec!["eve@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_eve.len(), 1);
-    assert_ne!(
-        to_eve[0].message, data,
-        "eve gets the anomaly envelope, not the dispatch"
-    );
+    assert_ne!(to_eve[0].message, data, "eve does not get the dispatch");
+    // eve's mailbox policy (anomaly) for mail the dispatch does not name: ReceivedFromNonERDS.
+    non_erds(&h, &to_eve[0].message);
     assert!(sent
         .iter()
         .filter(|m| m.message == data)
