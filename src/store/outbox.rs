@@ -116,6 +116,15 @@ pub enum Effect {
         updates: Vec<(String, TrackingState)>,
         event: LogEvent,
     },
+    /// Access point, a submission split between PEC and REM (issue 20): the PEC part's
+    /// acceptance recorded as [`super::Store::record_accepted_routed`] (tracking rows of
+    /// its certified recipients, pending acceptance, the protocol of every recipient),
+    /// staged with the REM dispatch to the other recipients. Always claims; a `pec_id`
+    /// recorded already fails the staging.
+    Accepted {
+        accepted: Box<super::Accepted>,
+        protocols: Vec<(String, super::RecipientProtocol)>,
+    },
     /// A REM message (issue 20): `effect`, and, when it claims, the evidences the message
     /// carries, each recorded with its legal-log record (as
     /// [`super::Store::record_evidence`]) in the same transaction. An evidence recorded
@@ -257,6 +266,18 @@ pub fn received_record<'a>(
 /// The outbox key of a delivery receipt or non-delivery notice.
 pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
+}
+
+/// The outbox key of the REM dispatch of a submission split between PEC and REM (the
+/// REM recipients' part, emitted by the access point).
+pub fn rem_dispatch_key(pec_id: &str) -> String {
+    format!("rem-dispatch:{pec_id}")
+}
+
+/// The outbox key of the SubmissionAcceptance REM receipt of a split submission's dispatch
+/// (the PEC part's acceptance receipt keeps [`acceptance_key`]).
+pub fn rem_acceptance_key(pec_id: &str) -> String {
+    format!("rem-acceptance:{pec_id}")
 }
 
 /// The outbox key of the RelayToNonERDS REM receipt of our dispatch `pec_id` (one for all
