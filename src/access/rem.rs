@@ -894,20 +894,10 @@ pub async fn after_queue(
         accepted.queue_id.as_deref(),
     );
     let receipt_id = receipt.message_id.clone();
-    // An ordinary address outside any ERDS has no relay to wait for: its relay evidence is
-    // the RelayToNonERDS (access::nonerds), issued after queue.
-    let id = pec_id.clone();
-    let protocols = kit.store(move |s| s.recipient_protocols(&id)).await?;
-    let non_erds = |a: &str| {
-        protocols
-            .iter()
-            .any(|(r, p)| r.eq_ignore_ascii_case(a) && *p == RecipientProtocol::NonErds)
-    };
     let waits = accepted
         .cert
         .destinatari
         .iter()
-        .filter(|d| !non_erds(&d.address))
         .map(|d| RemWait {
             which: if local(&d.address) {
                 RemWaitKind::Consignment
