@@ -108,8 +108,10 @@ pub fn callbacks_current(current: Arc<crate::reload::Current<AccessPoint>>) -> C
     Callbacks::new()
         .on_negotiate(|cx, _, _| {
             Box::pin(async move {
-                cx.requested_actions |=
-                    Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY;
+                cx.requested_actions |= Actions::ADD_HEADER
+                    | Actions::CHANGE_HEADER
+                    | Actions::REPLACE_BODY
+                    | Actions::DELETE_RCPT;
                 cx.requested_opts |= ProtoOpts::LEADING_SPACE;
                 if let Ok(m) = CString::new("{auth_authen}") {
                     cx.requested_macros.insert(MacroStage::Mail, m);
@@ -265,6 +267,39 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
                 Status::Tempfail
             }
         },
+        Decision::Split { envelope, remove } => {
+            let done = async {
+                rewrite(
+                    cx,
+                    &session,
+                    &ENVELOPE_INHERITED,
+                    &envelope.headers,
+                    &envelope.body,
+                )
+                .await?;
+                for r in &remove {
+                    cx.actions.delete_recipient(format!("<{r}>")).await?;
+                }
+                Ok::<_, indymilter::ActionError>(())
+            };
+            match done.await {
+                Ok(()) => Status::Accept,
+                Err(e) => {
+                    // The REM part is out already (staged with the acceptance): said.
+                    warn!(parent: &span, error = %e, "cannot rewrite the queued message of a split submission: tempfail");
+                    crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
+                    set_reply(
+                        &mut cx.reply,
+                        &Reply {
+                            code: "451",
+                            xcode: "4.3.0",
+                            text: "PEC: riscrittura del messaggio non riuscita".into(),
+                        },
+                    );
+                    Status::Tempfail
+                }
+            }
+        }
         Decision::Dispatch(dispatch) => match rewrite(
             cx,
             &session,
@@ -327,7 +362,7 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
 fn record(decision: &Decision) {
     use crate::metrics::{message, tempfail, Role};
     match decision {
-        Decision::Wrap(_) | Decision::Dispatch(_) => {
+        Decision::Wrap(_) | Decision::Dispatch(_) | Decision::Split { .. } => {
             message(Role::Access, "submission", "accepted")
         }
         Decision::LogRequest(_) => message(Role::Access, "log-request", "accepted"),

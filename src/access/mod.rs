@@ -94,6 +94,13 @@ pub enum Decision {
     /// Replace the queued message with this transport envelope (same SMTP envelope) and
     /// accept it. The acceptance receipt follows after queue.
     Wrap(Box<Generated>),
+    /// A submission split between PEC and REM ([`rem`]): replace the queued message with
+    /// this transport envelope and remove these recipients (their REM dispatch went
+    /// through the outbox); the acceptance receipt follows after queue.
+    Split {
+        envelope: Box<Generated>,
+        remove: Vec<String>,
+    },
     /// Replace the queued message with this REM dispatch (same SMTP envelope) and accept
     /// it; the SubmissionAcceptance REM receipt follows after queue ([`rem::after_queue`]).
     Dispatch(Box<crate::rem::compose::Composed>),
@@ -341,7 +348,7 @@ impl AccessPoint {
             info!(queue_id = %qid, pec_id = %pec_id, reason = %reason, "submission refused by the mailbox's settings");
             return self
                 .refuse_on(
-                    rem_sender.as_ref(),
+                    rem_sender.as_ref().filter(|r| !r.mixed()),
                     &s,
                     (cert, &info.subject),
                     at,
@@ -356,7 +363,7 @@ impl AccessPoint {
             let policy = matches!(v.rule, Rule::TooManyRecipients | Rule::TotalSize);
             return self
                 .refuse_on(
-                    rem_sender.as_ref(),
+                    rem_sender.as_ref().filter(|r| !r.mixed()),
                     &s,
                     (cert, &info.subject),
                     at,
@@ -373,7 +380,7 @@ impl AccessPoint {
                 info!(queue_id = %qid, pec_id = %pec_id, virus = %name, "submission infected");
                 return self
                     .refuse_on(
-                        rem_sender.as_ref(),
+                        rem_sender.as_ref().filter(|r| !r.mixed()),
                         &s,
                         (cert, &info.subject),
                         at,
@@ -412,7 +419,7 @@ impl AccessPoint {
             info!(queue_id = %qid, pec_id = %pec_id, attachment = %blocked.path, reason = ?blocked.reason, "submission refused: attachment not allowed");
             return self
                 .refuse_on(
-                    rem_sender.as_ref(),
+                    rem_sender.as_ref().filter(|r| !r.mixed()),
                     &s,
                     (cert, &info.subject),
                     at,
@@ -428,13 +435,28 @@ impl AccessPoint {
             info!(queue_id = %qid, pec_id = %pec_id, cautions = ?kinds, "attachments accepted with a warning");
         }
 
-        if let Some(sender) = &rem_sender {
-            return self.rem_accept(&mut s, sender, cert, login, at).await;
+        let split = match rem_sender {
+            Some(sender) if sender.mixed() => Some(sender),
+            Some(sender) => return self.rem_accept(&mut s, &sender, cert, login, at).await,
+            None => None,
+        };
+        // Split between PEC and REM: the envelope certifies the PEC recipients only.
+        let full = cert.clone();
+        let mut cert = cert;
+        if let Some(sender) = &split {
+            let rem = sender.rem_recipients();
+            cert.destinatari
+                .retain(|d| !rem.iter().any(|r| r.eq_ignore_ascii_case(&d.address)));
         }
 
         // Accepted: build and sign the envelope, then record it with one instant.
-        // The message is not needed after this: moved, not copied.
-        let (message, cert2) = (std::mem::take(&mut s.message), cert.clone());
+        // The message is not needed after this (but by a split's dispatch): moved, not
+        // copied.
+        let message = match split {
+            Some(_) => s.message.clone(),
+            None => std::mem::take(&mut s.message),
+        };
+        let cert2 = cert.clone();
         let envelope = match self
             .blocking("firma", move |ap| {
                 ap.builder()
@@ -445,6 +467,11 @@ impl AccessPoint {
             Ok(g) => g,
             Err(d) => return d,
         };
+        if let Some(sender) = &split {
+            return self
+                .split_accept(&s, sender, full, cert, Box::new(envelope), login, at)
+                .await;
+        }
         let accepted = Accepted {
             pec_id: pec_id.clone(),
             queue_id: s.queue_id.clone(),
@@ -466,7 +493,8 @@ impl AccessPoint {
         Decision::Wrap(Box::new(envelope))
     }
 
-    /// A refusal on the path the submission is on: PEC ([`AccessPoint::refuse`]) or REM
+    /// A refusal on the path the submission is on (a split submission is refused as PEC,
+    /// with the non-acceptance notice naming every recipient): PEC ([`AccessPoint::refuse`]) or REM
     /// ([`AccessPoint::rem_refuse`], its reason code from the kind and whether the
     /// provider's policy refused it, [`rem::rejection_code`]).
     #[allow(clippy::too_many_arguments)]

@@ -11,12 +11,16 @@
 //! dispatch, read back from our own queued message and checked to be signed by us, and
 //! stored with the receipt's outbox row and the acceptance's records in one transaction.
 //!
-//! Mixed submissions (PEC and REM recipients) go as PEC for now: the split of the lead's
-//! design (a dispatch through the outbox for the REM recipients) is not done here.
+//! Each recipient's protocol is decided once ([`RemAccess::route`]: REM, PEC, or an
+//! ordinary address outside any ERDS) and recorded with the acceptance. Ordinary
+//! addresses get the dispatch relayed, with the RelayToNonERDS evidences of
+//! [`super::nonerds`]. A submission to both PEC and REM recipients is split
+//! ([`AccessPoint::split_accept`]): the REM dispatch through the outbox, the PEC envelope
+//! for the PEC recipients.
 
 use std::sync::Arc;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{tempfail, AccessPoint, Decision, Reply, Submission};
 use crate::config::{Protocol, RemMode, RemSettings};
@@ -32,7 +36,9 @@ use crate::rem::issue::{self, Authentication, EvidenceInput, Issued};
 use crate::rem::message::DigestAlgorithm;
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
-use crate::store::outbox::{acceptance_key, non_acceptance_key};
+use crate::store::outbox::{
+    acceptance_key, non_acceptance_key, rem_acceptance_key, rem_dispatch_key,
+};
 use crate::store::{
     Accepted, Effect, Outbound, RecipientProtocol, Refused, RemWait, RemWaitKind, SenderIdentity,
 };
@@ -80,12 +86,41 @@ impl Routing {
     }
 }
 
+/// What [`AccessPoint::build_dispatch`] gives.
+enum Built {
+    Ready(Box<(Composed, Issued, compose::Submission)>),
+    /// The original cannot be carried (a SubmissionRejection RA02, or the PEC refusal of a
+    /// split submission): why.
+    Unpreparable(String),
+    /// A temporary failure, said.
+    Failed(Decision),
+}
+
 /// A submission on the REM path: the sender's identity record.
 #[derive(Debug, Clone)]
 pub struct RemSender {
     pub identity: Option<SenderIdentity>,
     /// The protocol of each recipient, recorded with the acceptance.
     pub protocols: Vec<(String, RecipientProtocol)>,
+}
+
+impl RemSender {
+    /// The recipients on the REM path (REM providers and ordinary addresses).
+    pub fn rem_recipients(&self) -> Vec<String> {
+        self.protocols
+            .iter()
+            .filter(|(_, p)| *p != RecipientProtocol::Pec)
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+
+    /// Whether some recipients go as PEC: the submission is split
+    /// ([`AccessPoint::split_accept`]).
+    pub fn mixed(&self) -> bool {
+        self.protocols
+            .iter()
+            .any(|(_, p)| *p == RecipientProtocol::Pec)
+    }
 }
 
 fn domain_of(address: &str) -> String {
@@ -262,11 +297,7 @@ impl AccessPoint {
             .blocking("archivio", move |ap| ap.kit.store.sender_identity(&from))
             .await?;
         match identity {
-            // Mixed recipients: sent as PEC for now (see the module documentation).
-            Some(_) if routing.mixed() => {
-                info!("submission to pec and rem recipients: sent as pec");
-                Ok(None)
-            }
+            // Mixed recipients too: split ([`AccessPoint::split_accept`]).
             Some(identity) => Ok(Some(RemSender {
                 identity: Some(identity),
                 protocols: routing.recipients,
@@ -312,31 +343,13 @@ impl AccessPoint {
                 .await;
         };
         let pec_id = cert.identificativo.clone();
-        let policies = rem.settings.policies.clone();
-        let message = std::mem::take(&mut s.message);
-        let (id2, pol2) = (pec_id.clone(), policies.clone());
-        let prepared = match blocking(move || {
-            let prepared = compose::prepare_original(&message, &id2)?;
-            let sub = compose::Submission::from_original(&prepared, pol2, DigestAlgorithm::Sha256)?;
-            Ok::<_, compose::ComposeError>((prepared, sub, message))
-        })
-        .await
+        let recipients = s.rcpt_to.clone();
+        let dispatch = match self
+            .build_dispatch(&rem, s, identity, &pec_id, recipients, at)
+            .await
         {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "access point: rem: internal error: tempfail");
-                return tempfail("PEC: errore interno");
-            }
-        };
-        let (original, sub) = match prepared {
-            Ok((original, sub, message)) => {
-                s.message = message;
-                (original, sub)
-            }
-            Err(e) => {
-                // The formal checks passed but the original cannot be carried: a format
-                // the REM dispatch cannot take.
-                info!(pec_id = %pec_id, error = %e, "rem submission refused: the original cannot be prepared");
+            Built::Ready(b) => b.0,
+            Built::Unpreparable(why) => {
                 let subject = OriginalInfo::parse(&s.message)
                     .map(|i| i.subject)
                     .unwrap_or_default();
@@ -348,75 +361,12 @@ impl AccessPoint {
                         at,
                         MessageKind::NonAcceptance,
                         "RA02",
-                        e.to_string(),
+                        why,
                         None,
                     )
                     .await;
             }
-        };
-        let Ok(ra01) = reason("RA01") else {
-            return tempfail("PEC: errore interno");
-        };
-        let input = EvidenceInput {
-            event: Event::SubmissionAcceptance,
-            reason: ra01,
-            message_id: pec_id.clone(),
-            event_time: at,
-            submission_time: Some(at),
-            sender: s.mail_from.clone(),
-            identity: Some(identity),
-            // Only the time the milter saw: none recorded, none stated.
-            authentication: s.auth_at.map(|at| Authentication {
-                at,
-                method: AUTH_METHOD.to_string(),
-            }),
-            recipients: s.rcpt_to.clone(),
-            refers_to_recipient: None,
-            ua_message_id: sub.ua_message_identifier.clone(),
-            digest: Some(sub.digest_value.clone()),
-            subject: sub.subject.clone(),
-            policies,
-            provider: rem.settings.provider_name.clone(),
-        };
-        let issued = match issue::issue(&self.kit, rem.settings.evidence_tsa.as_ref(), input).await
-        {
-            Ok(i) => i,
-            Err(e) => {
-                warn!(pec_id = %pec_id, error = %e, "access point: rem evidence not issued: tempfail");
-                return tempfail("PEC: marca temporale non disponibile");
-            }
-        };
-        let provider = provider(&rem.settings, &self.kit);
-        let signer = self.kit.signer.clone();
-        let dispatch = match blocking(move || {
-            Composer {
-                provider: &provider,
-                signer: &*signer,
-            }
-            .dispatch(
-                &original,
-                &sub,
-                &EvidenceAttachment {
-                    event: Event::SubmissionAcceptance,
-                    xml: &issued.xml,
-                },
-                issued.id(),
-                &[],
-                None,
-                at,
-            )
-        })
-        .await
-        {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                warn!(pec_id = %pec_id, error = %e, "access point: rem dispatch not composed: tempfail");
-                return tempfail("PEC: firma non disponibile");
-            }
-            Err(e) => {
-                warn!(pec_id = %pec_id, error = %e, "access point: rem: internal error: tempfail");
-                return tempfail("PEC: errore interno");
-            }
+            Built::Failed(d) => return d,
         };
         // No PEC receipt ever comes back for a REM dispatch: no PEC tracking row (its 12 h
         // and 24 h notices would state a PEC outcome that cannot happen). The REM
@@ -445,6 +395,226 @@ impl AccessPoint {
         }
         info!(pec_id = %pec_id, "submission accepted: rem dispatch");
         Decision::Dispatch(Box::new(dispatch))
+    }
+
+    /// The REM dispatch of `s` to `recipients` (all of its recipients, or the REM ones of
+    /// a split submission): the original prepared, the SubmissionAcceptance evidence
+    /// issued (signed, stamped) and the dispatch composed around it.
+    async fn build_dispatch(
+        self: &Arc<Self>,
+        rem: &RemAccess,
+        s: &Submission,
+        identity: SenderIdentity,
+        pec_id: &str,
+        recipients: Vec<String>,
+        at: Instant,
+    ) -> Built {
+        let policies = rem.settings.policies.clone();
+        let message = s.message.clone();
+        let (id2, pol2) = (pec_id.to_string(), policies.clone());
+        let prepared = match blocking(move || {
+            let prepared = compose::prepare_original(&message, &id2)?;
+            let sub = compose::Submission::from_original(&prepared, pol2, DigestAlgorithm::Sha256)?;
+            Ok::<_, compose::ComposeError>((prepared, sub))
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "access point: rem: internal error: tempfail");
+                return Built::Failed(tempfail("PEC: errore interno"));
+            }
+        };
+        let (original, mut sub) = match prepared {
+            Ok(r) => r,
+            Err(e) => {
+                // The formal checks passed but the original cannot be carried: a format
+                // the REM dispatch cannot take.
+                info!(pec_id = %pec_id, error = %e, "rem submission refused: the original cannot be prepared");
+                return Built::Unpreparable(e.to_string());
+            }
+        };
+        // The dispatch goes to these recipients (the original's own To and Cc stay as
+        // written).
+        sub.recipients = recipients.clone();
+        let Ok(ra01) = reason("RA01") else {
+            return Built::Failed(tempfail("PEC: errore interno"));
+        };
+        let input = EvidenceInput {
+            event: Event::SubmissionAcceptance,
+            reason: ra01,
+            message_id: pec_id.to_string(),
+            event_time: at,
+            submission_time: Some(at),
+            sender: s.mail_from.clone(),
+            identity: Some(identity),
+            // Only the time the milter saw: none recorded, none stated.
+            authentication: s.auth_at.map(|at| Authentication {
+                at,
+                method: AUTH_METHOD.to_string(),
+            }),
+            recipients,
+            refers_to_recipient: None,
+            ua_message_id: sub.ua_message_identifier.clone(),
+            digest: Some(sub.digest_value.clone()),
+            subject: sub.subject.clone(),
+            policies,
+            provider: rem.settings.provider_name.clone(),
+        };
+        let issued = match issue::issue(&self.kit, rem.settings.evidence_tsa.as_ref(), input).await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: rem evidence not issued: tempfail");
+                return Built::Failed(tempfail("PEC: marca temporale non disponibile"));
+            }
+        };
+        let provider = provider(&rem.settings, &self.kit);
+        let signer = self.kit.signer.clone();
+        let (issued2, sub2) = (issued.clone(), sub.clone());
+        let dispatch = match blocking(move || {
+            Composer {
+                provider: &provider,
+                signer: &*signer,
+            }
+            .dispatch(
+                &original,
+                &sub2,
+                &EvidenceAttachment {
+                    event: Event::SubmissionAcceptance,
+                    xml: &issued2.xml,
+                },
+                issued2.id(),
+                &[],
+                None,
+                at,
+            )
+        })
+        .await
+        {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: rem dispatch not composed: tempfail");
+                return Built::Failed(tempfail("PEC: firma non disponibile"));
+            }
+            Err(e) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: rem: internal error: tempfail");
+                return Built::Failed(tempfail("PEC: errore interno"));
+            }
+        };
+        Built::Ready(Box::new((dispatch, issued, sub)))
+    }
+
+    /// Accepts a submission split between PEC and REM recipients (`sender.mixed()`): the
+    /// REM dispatch to the REM recipients (SubmissionAcceptance evidence about them only)
+    /// is staged through the outbox (key [`rem_dispatch_key`]) in one transaction with
+    /// the PEC part's acceptance (`cert`, the PEC recipients only: its tracking rows and
+    /// pending acceptance) and the protocol of every recipient ([`Effect::Accepted`]),
+    /// then injected; its SubmissionAcceptance REM receipt follows to the sender (key
+    /// [`rem_acceptance_key`]) and, for ordinary addresses among them, the RelayToNonERDS
+    /// one ([`super::nonerds::after_queue`]: the dispatch does not pass the after-queue
+    /// filter). The milter then replaces the queued message with `envelope` (the PEC
+    /// transport envelope, for the PEC recipients) and removes the REM recipients
+    /// ([`Decision::Split`]). The PEC acceptance receipt, after queue, names only the PEC
+    /// recipients. `full`: the certification data of every recipient (the PEC refusal
+    /// when the original cannot be carried as REM).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn split_accept(
+        self: &Arc<Self>,
+        s: &Submission,
+        sender: &RemSender,
+        full: Certification,
+        cert: Certification,
+        envelope: Box<crate::message::build::Generated>,
+        login: String,
+        at: Instant,
+    ) -> Decision {
+        let (Some(rem), Some(identity)) = (self.rem.clone(), sender.identity.clone()) else {
+            return tempfail("PEC: errore interno");
+        };
+        let pec_id = full.identificativo.clone();
+        let rem_rcpts = sender.rem_recipients();
+        let (dispatch, issued, sub) = match self
+            .build_dispatch(&rem, s, identity, &pec_id, rem_rcpts.clone(), at)
+            .await
+        {
+            Built::Ready(b) => *b,
+            Built::Unpreparable(why) => {
+                return self
+                    .refuse(s, full, at, MessageKind::NonAcceptance, why, None)
+                    .await
+            }
+            Built::Failed(d) => return d,
+        };
+        let receipt = match self.rem_receipt(&rem, &sub, &issued, "RA01", at).await {
+            Ok(r) => r,
+            Err(d) => return d,
+        };
+        let accepted = Accepted {
+            pec_id: pec_id.clone(),
+            queue_id: s.queue_id.clone(),
+            at,
+            cert,
+            login,
+            auth_at: s.auth_at,
+            provider: self.kit.issuer.provider_name.clone(),
+        };
+        let logged = rem_rcpts
+            .iter()
+            .map(|r| (r.clone(), RecipientType::Esterno))
+            .collect();
+        let stored = issued.stored(&s.mail_from, logged, s.queue_id.as_deref());
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::Accepted {
+                accepted: Box::new(accepted),
+                protocols: sender.protocols.clone(),
+            }),
+            evidences: vec![stored],
+        };
+        let out = outbound(rem_dispatch_key(&pec_id), dispatch, at);
+        let tx = Transaction {
+            mail_from: out.mail_from.clone(),
+            rcpt_to: out.rcpt_to.clone(),
+            data: out.data.clone().into(),
+            queue_id: s.queue_id.clone(),
+            client: None,
+        };
+        match self.kit.emit_outbound(out, effect).await {
+            Ok(_) => {}
+            Err(IssueError::Staged(e)) => {
+                warn!(pec_id = %pec_id, "rem dispatch of a split submission staged, not injected (the outbox sweep sends it): {e}");
+            }
+            Err(e) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: the split submission could not be recorded: tempfail");
+                return tempfail("PEC: archivio non disponibile");
+            }
+        }
+        // Staged with the acceptance: from here on the submission stands (a 4xx now would
+        // make the client send the REM part again, under a new identifier).
+        let sa = outbound(rem_acceptance_key(&pec_id), receipt, at);
+        match self.kit.emit_outbound(sa, Effect::Log(Vec::new())).await {
+            Ok(_) => {}
+            Err(IssueError::Staged(e)) => {
+                warn!(pec_id = %pec_id, "rem submission acceptance staged, not injected (the outbox sweep sends it): {e}");
+            }
+            Err(e) => {
+                error!(pec_id = %pec_id, error = %e, "access point: the rem submission acceptance of a split submission was not sent (its evidence is stored with the dispatch)");
+            }
+        }
+        if sender
+            .protocols
+            .iter()
+            .any(|(_, p)| *p == RecipientProtocol::NonErds)
+        {
+            if let Err(e) = super::nonerds::after_queue(&self.kit, &rem.settings, &tx).await {
+                error!(pec_id = %pec_id, error = %e, "access point: the relay to non-erds receipt of a split submission was not sent");
+            }
+        }
+        info!(pec_id = %pec_id, rem = ?rem_rcpts, "submission accepted: split, rem dispatch emitted, pec envelope for the others");
+        Decision::Split {
+            envelope,
+            remove: rem_rcpts,
+        }
     }
 
     /// Refuses `s` on the REM path: the SubmissionRejection evidence and REM receipt to the
@@ -724,20 +894,10 @@ pub async fn after_queue(
         accepted.queue_id.as_deref(),
     );
     let receipt_id = receipt.message_id.clone();
-    // An ordinary address outside any ERDS has no relay to wait for: its relay evidence is
-    // the RelayToNonERDS (access::nonerds), issued after queue.
-    let id = pec_id.clone();
-    let protocols = kit.store(move |s| s.recipient_protocols(&id)).await?;
-    let non_erds = |a: &str| {
-        protocols
-            .iter()
-            .any(|(r, p)| r.eq_ignore_ascii_case(a) && *p == RecipientProtocol::NonErds)
-    };
     let waits = accepted
         .cert
         .destinatari
         .iter()
-        .filter(|d| !non_erds(&d.address))
         .map(|d| RemWait {
             which: if local(&d.address) {
                 RemWaitKind::Consignment

@@ -19,13 +19,20 @@
 //!   ERDS ([`RemLocal::Unverified`]). Our own dispatch to our own recipients
 //!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
 //! * A REM receipt to our service address (`rem-service@` one of our domains, or the
-//!   issuer's service address) is judged and correlated with our records by its message
-//!   identifier (our SubmissionAcceptance evidence of that dispatch): its evidence is
-//!   stored as received; a RelayRejection is answered to our sender with a RelayFailure
-//!   of the same reason, built from our records. Unknown or not valid: logged and
-//!   consumed, never certified.
-//! * A REM receipt to one of our users: delivered when valid and addressed to the sender its
-//!   evidence names, else the mailbox policy.
+//!   issuer's service address) is judged and correlated with our records
+//!   ([`AfterQueue::rem_correlate`]: our SubmissionAcceptance evidence of that message
+//!   identifier and digest, and the signer the REM service of the Trusted List serving the
+//!   domain of the recipients it speaks of, by the MX check of [`crate::rem::dns`]): its
+//!   evidence is stored as received; a RelayRejection is answered to our sender with a
+//!   RelayFailure of the same reason, built from our records. Unknown, signed by another
+//!   provider, or not valid: logged and consumed, never certified. The first outcome of a
+//!   recipient stands ([`crate::rem::outcome`]): a later one is logged and consumed.
+//! * A REM receipt to one of our users (a ContentConsignment goes straight to the sender):
+//!   when valid and addressed to the sender its evidence names, correlated as above and
+//!   delivered once through the outbox with its evidence stored; else the mailbox policy.
+//! * Mail from outside any ERDS for a REM mailbox whose policy wraps it: our
+//!   ReceivedFromNonERDS REM message ([`AfterQueue::received_from_non_erds`], called by the
+//!   one home of the mailbox policy, `not_pec`).
 //!
 //! Every message goes once through the outbox with its evidences in the same transaction
 //! ([`Effect::WithEvidences`]), keyed by the dispatch and its recipients: the same
@@ -39,23 +46,26 @@ use tracing::{info, warn};
 
 use super::{AfterQueue, AfterQueueError, Local};
 use crate::antivirus::ScanVerdict;
-use crate::config::RemSettings;
+use crate::config::{Protocol, RemSettings};
 use crate::crypto::ChainPolicy;
 use crate::issuing::{blocking, blocking_borrowed, Emitted, IssueError};
 use crate::message::ids::rem_id;
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::rem::codes::{Event, Reason};
+use crate::rem::compose::EvidenceAttachment;
 use crate::rem::compose::{self, Composed, Composer, Provider, Receipt};
 use crate::rem::dns::{self, MxLookup, PeerRouting};
 use crate::rem::evidence::Evidence;
-use crate::rem::issue::{self, Issued, RelayInput};
+use crate::rem::issue::{self, EvidenceInput, Issued, RelayInput};
 use crate::rem::judge::{judge_message, Failure, Inputs, Trust, Verdict};
 use crate::rem::message::{self, DigestAlgorithm, MessageType, RemMessage};
 use crate::rem::outcome;
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
-use crate::store::outbox::{rem_receipt_key, rem_relay_failure_key, rem_relay_key};
+use crate::store::outbox::{
+    rem_non_erds_key, rem_receipt_key, rem_relay_failure_key, rem_relay_key,
+};
 use crate::store::{
     Effect, EventKind, EvidenceDirection, LogEvent, MailboxPolicy, Outbound, RemWait, RemWaitKind,
 };
@@ -180,36 +190,7 @@ fn positions(all: &[String], which: &[String]) -> Vec<u32> {
 /// own dispatch; the dispatch's evidence for a peer's): what the receipt's headers and
 /// introduction state.
 fn submission_of(ev: &Evidence, policies: Vec<String>) -> compose::Submission {
-    let sender = user_address(&ev.sender).unwrap_or_default();
-    let recipients = recipients_of(ev);
-    let part = ev.user_content.as_ref().and_then(|u| u.parts.first());
-    let digest = part
-        .and_then(|p| p.digest_method.as_deref())
-        .and_then(DigestAlgorithm::from_uri)
-        .unwrap_or(DigestAlgorithm::Sha256);
-    compose::Submission {
-        message_id: ev.message_id.clone().unwrap_or_default(),
-        ua_message_identifier: ev
-            .user_content
-            .as_ref()
-            .and_then(|u| u.app_layer_identifier.clone()),
-        from: format!("<{sender}>"),
-        sender,
-        to: Some(recipients.join(", ")),
-        cc: None,
-        in_reply_to: None,
-        recipients,
-        subject: ev
-            .general_info
-            .as_ref()
-            .and_then(|g| g.subject.clone())
-            .unwrap_or_default(),
-        policies,
-        digest,
-        digest_value: part
-            .and_then(|p| p.digest_value.clone())
-            .unwrap_or_default(),
-    }
+    compose::Submission::from_evidence(ev, policies)
 }
 
 /// The store's row of a peer's evidence (its signature verified by the judge) and its
@@ -267,7 +248,7 @@ fn peer_name(v: &Verdict, ev: Option<&Evidence>) -> String {
         .unwrap_or_default()
 }
 
-fn reason(code: &str) -> Result<&'static Reason, AfterQueueError> {
+fn reason_by_code(code: &str) -> Result<&'static Reason, AfterQueueError> {
     Reason::by_code(code).ok_or_else(|| {
         AfterQueueError::Issue(IssueError::Task(format!("unknown reason code {code}")))
     })
@@ -307,7 +288,10 @@ struct ToSend<'a> {
 enum RemCorrelation {
     /// Our SubmissionAcceptance evidence of the dispatch, and the recipients of ours the
     /// receipt speaks of.
-    Ours { ours: Evidence, named: Vec<String> },
+    Ours {
+        ours: Box<Evidence>,
+        named: Vec<String>,
+    },
     /// Nothing of ours to certify anything from: why (logged).
     Not(String),
 }
@@ -320,6 +304,150 @@ fn domain_of(address: &str) -> String {
 }
 
 impl AfterQueue {
+    /// Whether our mailbox `recipient` is a REM mailbox: `[rem] enabled` and its domain goes
+    /// as REM by the rule the access point routes with ([`RemSettings::protocol_for`], our
+    /// own domains speaking REM): its override, else `mode` (`auto` and `rem`: REM).
+    pub(super) fn rem_mailbox(&self, recipient: &str) -> bool {
+        self.rem.as_ref().is_some_and(|r| {
+            r.settings.protocol_for(&domain_of(recipient), || true) == Protocol::Rem
+        })
+    }
+
+    /// Mail from outside any ERDS (ordinary mail, or a REM message nobody verified vouches
+    /// for) for our REM mailboxes `to` whose policy wraps it: the REM dispatch of type
+    /// ReceivedFromNonERDS carrying it (EN 319 532-4 TUC3, the REM busta di anomalia) with
+    /// our signed, time-stamped ReceivedFromNonERDS evidence (RF04), emitted once with the
+    /// evidence (keyed by the original's `Message-ID` and the recipients: the same message
+    /// again builds nothing, no time stamp asked). Its REM message identifier; `None` when
+    /// the message cannot be carried as REM (the caller wraps it in the anomaly envelope).
+    /// A TSA failure is a temporary failure, nothing recorded.
+    pub(super) async fn received_from_non_erds(
+        &self,
+        tx: &Transaction,
+        to: &[String],
+        reason: &str,
+        now: Instant,
+    ) -> Result<Option<String>, AfterQueueError> {
+        let Some(rem) = self.rem.clone() else {
+            return Ok(None);
+        };
+        let original_id = crate::message::build::OriginalInfo::parse(&tx.data)
+            .ok()
+            .and_then(|i| i.message_id);
+        let key = rem_non_erds_key(original_id.as_deref(), &tx.data, to);
+        let k = key.clone();
+        if let Some(o) = self.kit.store(move |s| s.outbound(&k)).await? {
+            info!(key = %key, "reception: received from non-erds emitted before: none built");
+            return Ok(Some(o.message_id));
+        }
+        let message_id = rem_id(now, &self.kit.issuer.service_address);
+        let original = match compose::prepare_original(&tx.data, &message_id) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(
+                    queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+                    "reception: mail from outside an erds cannot be carried as rem ({e}): anomaly envelope"
+                );
+                return Ok(None);
+            }
+        };
+        let policies = rem.settings.policies.clone();
+        let digest = DigestAlgorithm::Sha256;
+        let mut sub = compose::Submission::from_original(&original, policies.clone(), digest)
+            .unwrap_or_else(|_| compose::Submission {
+                message_id: message_id.clone(),
+                ua_message_identifier: original_id.clone(),
+                sender: tx.mail_from.clone(),
+                from: format!("<{}>", tx.mail_from),
+                to: None,
+                cc: None,
+                in_reply_to: None,
+                recipients: Vec::new(),
+                subject: String::new(),
+                policies: policies.clone(),
+                digest,
+                digest_value: digest.digest_value(&original),
+            });
+        sub.recipients = to.to_vec();
+        let input = EvidenceInput {
+            event: Event::ReceivedFromNonERDS,
+            reason: reason_by_code("RF04")?,
+            message_id: message_id.clone(),
+            event_time: now,
+            submission_time: Some(now),
+            sender: sub.sender.clone(),
+            identity: None,
+            authentication: None,
+            recipients: to.to_vec(),
+            refers_to_recipient: None,
+            ua_message_id: sub.ua_message_identifier.clone(),
+            digest: Some(sub.digest_value.clone()),
+            subject: sub.subject.clone(),
+            policies,
+            provider: rem.settings.provider_name.clone(),
+        };
+        let issued = issue::issue(&self.kit, rem.settings.evidence_tsa.as_ref(), input)
+            .await
+            .map_err(|e| AfterQueueError::Rem(e.to_string()))?;
+        let provider = Provider {
+            name: rem.settings.provider_name.clone(),
+            service_address: self.kit.issuer.service_address.clone(),
+        };
+        let signer = self.kit.signer.clone();
+        let (xml, evidence_id, s) = (issued.xml.clone(), issued.id().to_string(), sub.clone());
+        let composed = blocking(move || {
+            Composer {
+                provider: &provider,
+                signer: &*signer,
+            }
+            .received_from_non_erds(
+                &original,
+                &s,
+                &EvidenceAttachment {
+                    event: Event::ReceivedFromNonERDS,
+                    xml: &xml,
+                },
+                &evidence_id,
+                now,
+            )
+        })
+        .await?
+        .map_err(|e| AfterQueueError::Rem(format!("composing the rem message: {e}")))?;
+        let recipients = to
+            .iter()
+            .map(|r| (r.clone(), RecipientType::Certificato))
+            .collect();
+        let stored = issued.stored(&sub.sender, recipients, tx.queue_id.as_deref());
+        // The PEC event of the same meaning (the busta di anomalia), with the reason.
+        let event = LogEvent {
+            pec_id: message_id.clone(),
+            at: now,
+            kind: EventKind::Issued(crate::message::kind::MessageKind::AnomalyEnvelope),
+            sender: tx.mail_from.clone(),
+            recipients: to
+                .iter()
+                .map(|r| (r.clone(), RecipientType::Certificato))
+                .collect(),
+            subject: sub.subject.clone(),
+            related_ids: vec![message_id.clone(), issued.id().to_string()],
+            provider: self.kit.issuer.provider_name.clone(),
+            queue_id: tx.queue_id.clone(),
+            outcome: "received_from_non_erds".into(),
+            reason: Some(reason.to_string()),
+        };
+        let mut out = outbound(key, composed, now);
+        // Bounces of it come back to us, never to the outside sender.
+        out.mail_from = self.kit.issuer.service_address.clone();
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::Log(vec![event])),
+            evidences: vec![stored],
+        };
+        let emitted = self.kit.emit_outbound(out, effect).await?;
+        let id = emitted.message_id().map_or(message_id, str::to_string);
+        info!(queue_id = tx.queue_id.as_deref().unwrap_or("-"), rem = %id, "reception: from outside an erds ({reason}): received from non-erds for {to:?}");
+        Ok(Some(id))
+    }
+
     /// Whether `address` is our REM service address.
     fn is_service_address(&self, address: &str) -> bool {
         address.eq_ignore_ascii_case(&self.kit.issuer.service_address)
@@ -936,7 +1064,10 @@ impl AfterQueue {
                 )));
             }
         }
-        Ok(RemCorrelation::Ours { ours, named })
+        Ok(RemCorrelation::Ours {
+            ours: Box::new(ours),
+            named,
+        })
     }
 
     /// Whether the outcome `ev` states was decided before for every recipient it names, by
@@ -1010,7 +1141,7 @@ impl AfterQueue {
         };
         let message_id = ev.message_id.clone().unwrap_or_default();
         let (ours, named) = match self.rem_correlate(rem, verdict, &ev).await? {
-            RemCorrelation::Ours { ours, named } => (ours, named),
+            RemCorrelation::Ours { ours, named } => (*ours, named),
             RemCorrelation::Not(reason) => {
                 self.log_not_pec(
                     tx,
@@ -1094,6 +1225,7 @@ impl AfterQueue {
     /// outbox with the peer's evidence stored in the same transaction (keyed by the
     /// dispatch and its recipients: a second consignment outcome for them is a replay,
     /// never delivered). Not correlated, or decided before: logged and consumed.
+    #[allow(clippy::too_many_arguments)]
     async fn rem_receipt_to_users(
         &self,
         rem: &RemReception,
@@ -1190,7 +1322,7 @@ impl AfterQueue {
         let input = RelayInput {
             about: send.about.clone(),
             event: send.event,
-            reason: reason(send.code)?,
+            reason: reason_by_code(send.code)?,
             refers_to: send.refers_to.clone(),
             event_time: now,
             policies: rem.settings.policies.clone(),

@@ -105,3 +105,128 @@ pub fn of(evidences: &[StoredEvidence], recipient: &str) -> RecipientOutcome {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::time::Instant;
+    use crate::rem::codes::Reason;
+    use crate::rem::issue::{evidence, relay_evidence, EvidenceInput, RelayInput};
+    use crate::store::{Evidence as Row, EvidenceDirection};
+
+    fn dispatch() -> Evidence {
+        evidence(
+            &EvidenceInput {
+                event: Event::SubmissionAcceptance,
+                reason: Reason::by_code("RA01").unwrap(),
+                message_id: "opec1.x@pec.example.it".into(),
+                event_time: Instant::from_unix(1_700_000_000),
+                submission_time: Some(Instant::from_unix(1_700_000_000)),
+                sender: "alice@pec.example.it".into(),
+                identity: None,
+                authentication: None,
+                recipients: vec!["dan@pec.example.net".into(), "eve@pec.example.net".into()],
+                refers_to_recipient: None,
+                ua_message_id: None,
+                digest: Some("ZGlnZXN0".into()),
+                subject: "s".into(),
+                policies: vec!["p".into()],
+                provider: "P".into(),
+            },
+            "ev-0",
+        )
+    }
+
+    fn relay(event: Event, code: &str, refers_to: Vec<u32>, id: &str) -> Evidence {
+        relay_evidence(
+            &RelayInput {
+                about: dispatch(),
+                event,
+                reason: Reason::by_code(code).unwrap(),
+                refers_to,
+                event_time: Instant::from_unix(1_700_000_100),
+                policies: vec!["p".into()],
+                provider: "Peer".into(),
+            },
+            id,
+        )
+    }
+
+    /// The store's row of `ev` (recipient column as the reception point fills it).
+    fn row(ev: &Evidence) -> StoredEvidence {
+        let named = named_recipients(ev);
+        StoredEvidence {
+            evidence: Row {
+                id: ev.evidence_id.clone(),
+                message_id: "opec1.x@pec.example.it".into(),
+                event: ev.event.uri(),
+                reason: None,
+                recipient: match named.as_slice() {
+                    [one] => Some(one.clone()),
+                    _ => None,
+                },
+                issuer: "Peer".into(),
+                at: Instant::from_unix(1_700_000_100),
+                direction: EvidenceDirection::Received,
+                xml: ev.to_xml(),
+            },
+            sha256: Vec::new(),
+            event_id: 1,
+        }
+    }
+
+    #[test]
+    fn relay_evidences_name_their_recipients_and_an_empty_list_names_all() {
+        let one = relay(Event::RelayAcceptance, "RB01", vec![2], "ev-1");
+        assert_eq!(named_recipients(&one), vec!["eve@pec.example.net"]);
+        let all = relay(Event::RelayAcceptance, "RB01", Vec::new(), "ev-2");
+        assert_eq!(
+            named_recipients(&all),
+            vec!["dan@pec.example.net", "eve@pec.example.net"]
+        );
+        // Read back from the XML (a relay evidence about both has no recipient column).
+        let rows = vec![row(&all)];
+        assert_eq!(rows[0].evidence.recipient, None);
+        for r in ["dan@pec.example.net", "EVE@pec.example.net"] {
+            let o = of(&rows, r);
+            assert_eq!(
+                o.relay.map(|d| d.event),
+                Some(Event::RelayAcceptance),
+                "{r}"
+            );
+            assert_eq!(o.consignment, None);
+        }
+        assert_eq!(
+            of(&rows, "bob@pec.example.net"),
+            RecipientOutcome::default()
+        );
+    }
+
+    #[test]
+    fn the_first_outcome_of_a_recipient_stands() {
+        let mut cc = relay(Event::ContentConsignment, "RD01", Vec::new(), "ev-3");
+        cc.relay_info = None;
+        cc.refers_to_recipient = Some(1);
+        let mut cf = relay(Event::ContentConsignmentFailure, "RD04", Vec::new(), "ev-4");
+        cf.relay_info = None;
+        cf.refers_to_recipient = Some(1);
+        let rejected = relay(Event::RelayRejection, "RB21", vec![2], "ev-5");
+        let rows = vec![row(&dispatch()), row(&cc), row(&cf), row(&rejected)];
+        assert_eq!(
+            rows[1].evidence.recipient.as_deref(),
+            Some("dan@pec.example.net")
+        );
+        let dan = of(&rows, "dan@pec.example.net");
+        assert_eq!(dan.relay, None);
+        assert_eq!(
+            dan.consignment,
+            Some(Decided {
+                event: Event::ContentConsignment,
+                evidence_id: "ev-3".into()
+            })
+        );
+        let eve = of(&rows, "eve@pec.example.net");
+        assert_eq!(eve.relay.map(|d| d.event), Some(Event::RelayRejection));
+        assert_eq!(eve.consignment, None);
+    }
+}

@@ -116,6 +116,15 @@ pub enum Effect {
         updates: Vec<(String, TrackingState)>,
         event: LogEvent,
     },
+    /// Access point, a submission split between PEC and REM (issue 20): the PEC part's
+    /// acceptance recorded as [`super::Store::record_accepted_routed`] (tracking rows of
+    /// its certified recipients, pending acceptance, the protocol of every recipient),
+    /// staged with the REM dispatch to the other recipients. Always claims; a `pec_id`
+    /// recorded already fails the staging.
+    Accepted {
+        accepted: Box<super::Accepted>,
+        protocols: Vec<(String, super::RecipientProtocol)>,
+    },
     /// A REM message (issue 20): `effect`, and, when it claims, the evidences the message
     /// carries, each recorded with its legal-log record (as
     /// [`super::Store::record_evidence`]) in the same transaction. An evidence recorded
@@ -259,6 +268,18 @@ pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
     format!("delivery:{pec_id}:{}", recipient.to_ascii_lowercase())
 }
 
+/// The outbox key of the REM dispatch of a submission split between PEC and REM (the
+/// REM recipients' part, emitted by the access point).
+pub fn rem_dispatch_key(pec_id: &str) -> String {
+    format!("rem-dispatch:{pec_id}")
+}
+
+/// The outbox key of the SubmissionAcceptance REM receipt of a split submission's dispatch
+/// (the PEC part's acceptance receipt keeps [`acceptance_key`]).
+pub fn rem_acceptance_key(pec_id: &str) -> String {
+    format!("rem-acceptance:{pec_id}")
+}
+
 /// The outbox key of the RelayToNonERDS REM receipt of our dispatch `pec_id` (one for all
 /// its ordinary addresses).
 pub fn relay_to_non_erds_key(pec_id: &str) -> String {
@@ -383,6 +404,24 @@ pub fn anomaly_key(queue_id: Option<&str>, data: &[u8], recipients: &[String]) -
     let digest = Sha256::digest(data);
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("anomaly:{}:{hex}:{}", queue_id.unwrap_or("-"), r.join(","))
+}
+
+/// The outbox key of the ReceivedFromNonERDS REM message carrying mail from outside any
+/// ERDS to our REM mailboxes `recipients` (order and case do not matter): the original's
+/// `Message-ID` when it has one (the same message arriving again gets no second one), else
+/// a digest of its bytes.
+pub fn rem_non_erds_key(message_id: Option<&str>, data: &[u8], recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    let id = match message_id {
+        Some(id) => id.to_string(),
+        None => {
+            let digest = Sha256::digest(data);
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    format!("rem-non-erds:{id}:{}", r.join(","))
 }
 
 /// The records of a refused submission: the non-acceptance (outcome `virus` or

@@ -91,6 +91,8 @@ pub fn queued(m: &Mail, actions: &[EomAction]) -> Vec<u8> {
             EomAction::ReplaceBody { chunk } => {
                 body.get_or_insert_with(Vec::new).extend_from_slice(chunk)
             }
+            // The envelope's recipients, not the message: see [`removed`].
+            EomAction::DeleteRecipient { .. } => {}
             other => panic!("unexpected action {other:?}"),
         }
     }
@@ -101,4 +103,15 @@ pub fn queued(m: &Mail, actions: &[EomAction]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body.unwrap_or_else(|| m.body.as_bytes().to_vec()));
     out
+}
+
+/// The recipients the milter's actions remove from the envelope, as it names them.
+pub fn removed(actions: &[EomAction]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::DeleteRecipient { rcpt } => Some(rcpt.to_str().unwrap().to_string()),
+            _ => None,
+        })
+        .collect()
 }

@@ -614,6 +614,7 @@ fn receipts_to_alice(h: &Harness) -> Vec<(Event, Option<&'static str>, Evidence)
         .messages()
         .iter()
         .filter(|i| i.rcpt_to == vec!["alice@pec.example.it".to_string()])
+        .filter(|i| rem_message::is_rem(&i.message))
         .map(|i| {
             let r = rem_message::verify(&i.message, &opts).expect("a verified REM receipt");
             assert_eq!(r.message.message_type, MessageType::Receipt);
@@ -947,4 +948,129 @@ async fn each_recipient_s_protocol_is_decided_by_mode_override_and_index() {
         .await
         .unwrap();
     assert!(!r.forced && !r.mixed() && !r.all_pec());
+}
+
+#[tokio::test]
+async fn a_mixed_submission_is_split_into_one_envelope_and_one_dispatch() {
+    let h = harness(&env().url, true).await;
+    // A PEC provider's address, one of ours (REM), an ordinary address (REM, relayed).
+    let rcpt = [
+        "bob@pec.example.net",
+        "carol@pec.example.it",
+        "dave@example.com",
+    ];
+    let m = mail_to(rcpt.to_vec(), "Buongiorno a tutti.\r\n");
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    // The queued message: the PEC envelope, its REM recipients removed.
+    let envelope = queued(&m, &actions);
+    match classify(&envelope, h.index.trust(), at()) {
+        Classification::TransportEnvelope(e) => {
+            assert_eq!(e.message_id.as_deref(), Some(PEC_ID))
+        }
+        other => panic!("not a transport envelope: {other:?}"),
+    }
+    assert_eq!(
+        milter_client::removed(&actions),
+        vec!["<carol@pec.example.it>", "<dave@example.com>"]
+    );
+    assert_eq!(
+        h.store.recipient_protocols(PEC_ID).unwrap(),
+        vec![
+            ("bob@pec.example.net".to_string(), RecipientProtocol::Pec),
+            ("carol@pec.example.it".to_string(), RecipientProtocol::Rem),
+            ("dave@example.com".to_string(), RecipientProtocol::NonErds),
+        ]
+    );
+    // PEC tracking for the PEC recipient only; the pending acceptance names only him.
+    let tracked: Vec<_> = h
+        .store
+        .tracking_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.recipient)
+        .collect();
+    assert_eq!(tracked, vec!["bob@pec.example.net".to_string()]);
+    let pending = h.store.pending_acceptance(PEC_ID).unwrap().unwrap();
+    let named: Vec<_> = pending
+        .cert
+        .destinatari
+        .iter()
+        .map(|d| &d.address)
+        .collect();
+    assert_eq!(named, vec!["bob@pec.example.net"]);
+
+    // Through the outbox: one dispatch to the REM recipients, its SubmissionAcceptance
+    // about them only, and the RelayToNonERDS for the ordinary address.
+    let opts = VerifyOptions::without_index(at());
+    let sent = h.injector.messages();
+    let dispatches: Vec<_> = sent
+        .iter()
+        .filter(|i| i.rcpt_to != vec!["alice@pec.example.it".to_string()])
+        .collect();
+    assert_eq!(dispatches.len(), 1);
+    assert_eq!(
+        dispatches[0].rcpt_to,
+        vec!["carol@pec.example.it", "dave@example.com"]
+    );
+    let d = rem_message::verify(&dispatches[0].message, &opts).expect("the dispatch verifies");
+    assert_eq!(d.message.message_type, MessageType::Dispatch);
+    assert_eq!(d.message.message_id.as_deref(), Some(PEC_ID));
+    d.message.check_digest().unwrap();
+    let sa = checked_evidence(&h, &d.message.evidences[0].body);
+    let about: Vec<_> = sa
+        .recipients
+        .iter()
+        .map(|r| r.identifier.as_ref().unwrap().value.clone())
+        .collect();
+    assert_eq!(about, vec!["carol@pec.example.it", "dave@example.com"]);
+    let got = receipts_to_alice(&h);
+    let events: Vec<_> = got.iter().map(|(e, c, _)| (*e, *c)).collect();
+    assert_eq!(
+        events,
+        vec![
+            (Event::SubmissionAcceptance, Some("RA01")),
+            (Event::RelayToNonERDS, Some("RF01")),
+        ]
+    );
+    assert_eq!(
+        got[0].2.evidence_id, sa.evidence_id,
+        "the dispatch's evidence"
+    );
+    assert_eq!(got[1].2.relay_info.as_ref().unwrap().refers_to, vec![2]);
+
+    // After queue: the envelope's PEC acceptance receipt, naming only the PEC recipient;
+    // nothing more on the REM side, also when the queue file comes again.
+    let tx = transaction(envelope, "bob@pec.example.net");
+    for _ in 0..2 {
+        let outcome = h.filter.process(&tx, Some(PEC_ID)).await.unwrap();
+        assert_eq!(outcome.passed_on, vec!["bob@pec.example.net".to_string()]);
+    }
+    let pec_receipts: Vec<_> = h
+        .injector
+        .messages()
+        .into_iter()
+        .filter(|i| i.rcpt_to == vec!["alice@pec.example.it".to_string()])
+        .filter(|i| !rem_message::is_rem(&i.message))
+        .collect();
+    assert_eq!(pec_receipts.len(), 1, "one acceptance receipt");
+    let text = String::from_utf8_lossy(&pec_receipts[0].message);
+    assert!(text.contains("bob@pec.example.net"), "{text}");
+    assert!(!text.contains("carol@pec.example.it"), "{text}");
+    assert!(!text.contains("dave@example.com"), "{text}");
+    assert_eq!(receipts_to_alice(&h).len(), 2);
+    let evidences: Vec<_> = h
+        .store
+        .evidences_for(PEC_ID)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.evidence.event)
+        .collect();
+    assert_eq!(
+        evidences,
+        vec![
+            Event::SubmissionAcceptance.uri(),
+            Event::RelayToNonERDS.uri()
+        ]
+    );
 }

@@ -4,9 +4,12 @@
 //! the second test certificate, put on a test Trusted List) sends a REM dispatch to our
 //! user; the after-queue filter judges it, answers the sending REMS with a RelayAcceptance
 //! (once, a replay builds nothing) and delivers it unchanged; an altered dispatch gets a
-//! RelayRejection and is not delivered as REM; a signer not on the Trusted List RB06; a
-//! retired mailbox RB21; the TSA down a tempfail with nothing recorded; a peer's
-//! RelayRejection about our dispatch a RelayFailure to our sender, once.
+//! RelayRejection and is not delivered as REM; a dispatch whose signature does not verify
+//! to a granted REM service gets no answer at all (no backscatter); a retired mailbox RB21;
+//! the TSA down a tempfail with nothing recorded; a peer's RelayRejection about our
+//! dispatch a RelayFailure to our sender, once; a peer's ContentConsignment to our sender
+//! delivered and stored once, only when signed by the service serving the recipient's
+//! domain; ordinary mail to a REM mailbox a ReceivedFromNonERDS, once.
 
 use std::sync::Arc;
 
@@ -488,20 +491,21 @@ async fn a_granted_peers_dispatch_with_a_wrong_digest_gets_a_relay_rejection_rb0
     assert_eq!(msg.event, Event::RelayRejection);
     assert_eq!(ev.reason().unwrap().code, code);
     assert_eq!(ev.relay_info.as_ref().unwrap().refers_to, vec![1]);
-    // Bob gets no REM dispatch: the anomaly envelope of the mailbox policy.
+    // Bob gets not the peer's dispatch but the mailbox policy: our ReceivedFromNonERDS.
     let to_bob: Vec<_> = sent
         .iter()
         .filter(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_bob.len(), 1);
     assert_ne!(to_bob[0].message, altered);
-    assert!(!rem_message::is_rem(&to_bob[0].message));
+    non_erds(&h, &to_bob[0].message);
     match &out.local {
         Some(Local::Rem(RemLocal::Rejected { handled, .. })) => {
             assert!(matches!(
                 **handled,
                 Local::NotPec {
-                    anomaly: Some(_),
+                    anomaly: None,
+                    received_from_non_erds: Some(_),
                     ..
                 }
             ))
@@ -546,7 +550,14 @@ async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
         Some(Local::Rem(RemLocal::Unverified { code, handled, .. })) => {
             assert_eq!(*code, want_code);
             assert!(
-                matches!(**handled, Local::NotPec { .. }),
+                matches!(
+                    **handled,
+                    Local::NotPec {
+                        anomaly: None,
+                        received_from_non_erds: Some(_),
+                        ..
+                    }
+                ),
                 "the mailbox policy: {handled:?}"
             );
         }
@@ -566,8 +577,11 @@ async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
     );
     assert!(
         !sent.iter().any(|m| m.message == data),
-        "not delivered as REM"
+        "not delivered as is"
     );
+    // Bob gets it as mail from outside an ERDS, in our ReceivedFromNonERDS.
+    let (_, ev) = non_erds(h, &sent[0].message);
+    assert_eq!(ev.sender.identifier.as_ref().unwrap().value, VICTIM);
     assert!(
         h.store.evidences_for(PEER_ID).unwrap().is_empty(),
         "nothing certified about it"
@@ -576,7 +590,8 @@ async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
         h.store.all_events().iter().any(|e| e
             .reason
             .as_deref()
-            .is_some_and(|r| r.contains(want_code) && r.contains("nessuna risposta"))),
+            .is_some_and(|r| r.contains(want_code) && r.contains("nessuna risposta"))
+            && e.outcome == "received_from_non_erds"),
         "the event is logged with its reason: {:?}",
         h.store.all_events()
     );
@@ -927,10 +942,9 @@ async fn a_local_recipient_the_dispatch_does_not_name_gets_the_mailbox_policy() 
         .filter(|m| m.rcpt_to == vec!["eve@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_eve.len(), 1);
-    assert_ne!(
-        to_eve[0].message, data,
-        "eve gets the anomaly envelope, not the dispatch"
-    );
+    assert_ne!(to_eve[0].message, data, "eve does not get the dispatch");
+    // eve's mailbox policy (anomaly) for mail the dispatch does not name: ReceivedFromNonERDS.
+    non_erds(&h, &to_eve[0].message);
     assert!(sent
         .iter()
         .filter(|m| m.message == data)
@@ -1086,10 +1100,8 @@ async fn a_peer_receipt_goes_to_the_sender_it_names_and_to_nobody_else() {
         .filter(|m| m.rcpt_to == vec!["mallory@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_mallory.len(), 1);
-    assert!(
-        !rem_message::is_rem(&to_mallory[0].message),
-        "an anomaly envelope"
-    );
+    // mallory's mailbox policy: the REM busta di anomalia.
+    non_erds(&h, &to_mallory[0].message);
 }
 
 /// A peer's REM receipt straight to our sender alice (as the kit sends ContentConsignment):
@@ -1360,4 +1372,139 @@ async fn a_dns_failure_while_checking_the_peer_is_a_tempfail_with_nothing_record
     assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
     assert!(h.injector.messages().is_empty());
     assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1);
+}
+
+/// Our ReceivedFromNonERDS REM message, verified: our S/MIME signature, a REM dispatch of
+/// event ReceivedFromNonERDS (RF04) carrying the original, its evidence ours, stamped and
+/// stored. Returns it and its evidence.
+fn non_erds(h: &Harness, data: &[u8]) -> (rem_message::RemMessage, Evidence) {
+    let opts = VerifyOptions::without_index(at());
+    let v = rem_message::verify(data, &opts).expect("our REM message verifies");
+    assert_eq!(v.verified.signer_der, h.kit.signer.certificate_der());
+    let m = v.message;
+    assert_eq!(m.message_type, MessageType::Dispatch);
+    assert_eq!(m.event, Event::ReceivedFromNonERDS);
+    assert_eq!(m.classify().code, Some("RF04"));
+    assert!(m.original.is_some(), "it carries the message");
+    let xml = &m.evidences[0].body;
+    let x = xades::verify(xml, &env().pki.ca_cert).expect("its evidence verifies");
+    assert_eq!(x.signer, h.kit.signer.certificate_der());
+    let ev = Evidence::parse(xml).unwrap();
+    assert_eq!(ev.event, Event::ReceivedFromNonERDS);
+    assert_eq!(ev.reason().unwrap().code, "RF04");
+    let id = ev.message_id.clone().unwrap();
+    let stored = h.store.evidences_for(&id).unwrap();
+    assert_eq!(stored.len(), 1, "stored once");
+    assert_eq!(stored[0].evidence.direction, EvidenceDirection::Issued);
+    assert_eq!(stored[0].evidence.id, ev.evidence_id);
+    (m, ev)
+}
+
+#[tokio::test]
+async fn ordinary_mail_to_a_rem_mailbox_becomes_received_from_non_erds_once() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain.clone(), "carol@example.org", &["bob@pec.example.it"]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    let id = match &out.local {
+        Some(Local::NotPec {
+            anomaly: None,
+            received_from_non_erds: Some(id),
+            ..
+        }) => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].rcpt_to, vec!["bob@pec.example.it".to_string()]);
+    assert_eq!(sent[0].mail_from, OUR_SERVICE, "bounces come back to us");
+    let (m, ev) = non_erds(&h, &sent[0].message);
+    assert_eq!(ev.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        ev.sender.identifier.as_ref().unwrap().value,
+        "carol@example.org"
+    );
+    let original = String::from_utf8(m.original.unwrap()).unwrap();
+    assert!(original.contains("in allegato il contratto."));
+    assert!(h
+        .store
+        .all_events()
+        .iter()
+        .any(|e| e.pec_id == id && e.outcome == "received_from_non_erds" && e.reason.is_some()));
+    let events = h.store.all_events().len();
+
+    // The same message again (another queue file, same Message-ID): nothing new, no time
+    // stamp asked (the TSA is down now).
+    let h2 = harness_on(
+        h.store.clone(),
+        Some(tsa(&format!("http://127.0.0.1:{}/tsa", closed_port()))),
+        true,
+    );
+    let mut again = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    again.queue_id = Some("6B2C3D4E5F".into());
+    let out = h2.filter.process(&again, None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::NotPec { received_from_non_erds: Some(i), .. }) if *i == id),
+        "{:?}",
+        out.local
+    );
+    assert!(h2.injector.messages().is_empty(), "nothing injected again");
+    assert_eq!(h.store.all_events().len(), events, "nothing recorded again");
+    assert_eq!(h.store.evidences_for(&id).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn received_from_non_erds_with_the_tsa_down_is_a_tempfail_and_nothing_is_recorded() {
+    let h = harness(
+        Some(tsa(&format!("http://127.0.0.1:{}/tsa", closed_port()))),
+        true,
+    );
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    let reply = h.filter.filter(&t).await;
+    assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
+    assert!(h.injector.messages().is_empty());
+    assert!(
+        h.store.all_events().is_empty(),
+        "{:?}",
+        h.store.all_events()
+    );
+}
+
+#[tokio::test]
+async fn ordinary_mail_to_a_domain_set_to_pec_gets_the_anomaly_envelope() {
+    // Our domain set to PEC in [rem] domains: its mailboxes are not REM mailboxes.
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let mut s = settings(Some(tsa(&env().url)));
+    s.domains
+        .insert("pec.example.it".into(), pec::config::Protocol::Pec);
+    let rem = RemReception {
+        settings: s,
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: None,
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &out.local,
+            Some(Local::NotPec {
+                anomaly: Some(_),
+                received_from_non_erds: None,
+                ..
+            })
+        ),
+        "{:?}",
+        out.local
+    );
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        !rem_message::is_rem(&sent[0].message),
+        "the PEC busta di anomalia"
+    );
 }

@@ -7,7 +7,8 @@
 //! nodes (one lock order), so a lookup that follows sees every row committed before.
 
 use super::legal::{append, lock_head, set_head, Head};
-use super::{all, args, exec, one, opt, to_i64, Conn, Dialect, Row};
+use super::{all, args, exec, exec_unique, one, opt, to_i64, Conn, Dialect, Row};
+use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::store::codec::{
     decode_cert, decode_period, forward_from, period_columns, quarantine_expiry, state_str,
@@ -17,6 +18,7 @@ use crate::store::outbox::{
     acceptance_events, intent_is_live, notice_outcome, rate_limited, refused_events, timeout_event,
     with_login,
 };
+use crate::store::{Accepted, RecipientProtocol};
 use crate::store::{
     DeliveryMark, DueNotice, Effect, LogEvent, LogRequest, Outbound, Refused, Staged, StoreError,
     TimeoutClaim, TrackingState,
@@ -119,6 +121,88 @@ pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, St
     Ok(Staged::New)
 }
 
+/// The rows of [`crate::store::Store::record_accepted_routed`] in the transaction of `c`: the tracking
+/// rows, the sender, the authentication time, the protocols and the pending acceptance
+/// (also staged with a split submission's REM dispatch, [`Effect::Accepted`]).
+pub fn accepted_rows(
+    c: &dyn Conn,
+    accepted: &Accepted,
+    protocols: &[(String, RecipientProtocol)],
+) -> Result<(), StoreError> {
+    let cert = serde_json::to_string(&accepted.cert)
+        .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
+    let pec_id = &accepted.pec_id;
+    // The transport envelope is logged once Postfix has queued it (see
+    // Store::record_accepted), with the acceptance.
+    // A recipient listed twice is tracked once.
+    for d in &accepted.cert.destinatari {
+        if d.tipo != RecipientType::Certificato {
+            continue;
+        }
+        exec(
+            c,
+            &format!("track recipient \"{}\" of \"{pec_id}\"", d.address),
+            "INSERT INTO tracking (pec_id, recipient, sent_at, state)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            args![
+                pec_id,
+                &d.address,
+                accepted.at.unix(),
+                state_str(TrackingState::Sent)
+            ],
+        )?;
+    }
+    // The protocol of each recipient (REM), decided once by the access point.
+    for (recipient, protocol) in protocols {
+        exec(
+            c,
+            &format!("record the protocol of \"{recipient}\" of \"{pec_id}\""),
+            "INSERT INTO recipient_protocols (pec_id, recipient, protocol)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            args![pec_id, &recipient.to_ascii_lowercase(), protocol.as_str()],
+        )?;
+    }
+    // The sender, for the daily quota (Store::accepted_since).
+    exec(
+        c,
+        &format!("record the sender of \"{pec_id}\""),
+        "INSERT INTO acceptance_senders (pec_id, sender, at) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+        args![
+            pec_id,
+            &accepted.cert.mittente.to_ascii_lowercase(),
+            accepted.at.unix()
+        ],
+    )?;
+    if let Some(auth_at) = accepted.auth_at {
+        exec(
+            c,
+            &format!("record the authentication time of \"{pec_id}\""),
+            "INSERT INTO acceptance_auth (pec_id, auth_at) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            args![pec_id, auth_at.unix()],
+        )?;
+    }
+    // Last, so that a duplicate pec_id fails after the other writes and the test of
+    // the one-transaction property sees them rolled back.
+    exec_unique(
+        c,
+        &format!("record pending acceptance \"{pec_id}\""),
+        "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        args![
+            pec_id,
+            &accepted.queue_id,
+            accepted.at.unix(),
+            &accepted.login,
+            &accepted.provider,
+            &cert,
+        ],
+        || format!("pec_id \"{pec_id}\" is already recorded"),
+    )
+    .map(drop)
+}
+
 /// Takes the claim of `effect` and appends its records; false when it was taken already.
 /// The caller holds the chain head.
 fn claim(c: &dyn Conn, head: &mut Head, effect: &Effect) -> Result<bool, StoreError> {
@@ -154,6 +238,13 @@ fn claim(c: &dyn Conn, head: &mut Head, effect: &Effect) -> Result<bool, StoreEr
         }
         Effect::Timeout { due, notice_id, at } => timeout_notice(c, head, due, notice_id, *at)?,
         Effect::LogReply(event) => request_answered(c, head, event)?,
+        Effect::Accepted {
+            accepted,
+            protocols,
+        } => {
+            accepted_rows(c, accepted, protocols)?;
+            true
+        }
         Effect::Tracking { updates, event } => {
             // The notice exists only for recipients it settles: a recipient with an outcome
             // already (or no recipient of ours) gets no second one.

@@ -4,13 +4,12 @@
 
 use super::legal::{append, append_event, chain_row, lock_head, search, set_head};
 use super::outbox::{self as ops, tracking_forward};
-use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend};
+use super::{all, args, exec, one, opt, to_i64, Backend};
 use crate::message::build::Certification;
 use crate::message::kind::ReceiptType;
-use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::store::codec::{
-    decode_cert, decode_policy, parse_state, policy_columns, state_str, timeout_columns,
+    decode_cert, decode_policy, parse_state, policy_columns, timeout_columns,
 };
 use crate::store::outbox::received_record;
 use crate::store::{
@@ -130,79 +129,8 @@ impl<B: Backend> Store for B {
         accepted: &Accepted,
         protocols: &[(String, RecipientProtocol)],
     ) -> Result<(), StoreError> {
-        let cert = serde_json::to_string(&accepted.cert)
-            .map_err(|e| StoreError::Database(format!("encode certification: {e}")))?;
-        let pec_id = &accepted.pec_id;
         self.write("record accepted", |c| {
-            // The transport envelope is logged once Postfix has queued it (see
-            // Store::record_accepted), with the acceptance.
-            // A recipient listed twice is tracked once.
-            for d in &accepted.cert.destinatari {
-                if d.tipo != RecipientType::Certificato {
-                    continue;
-                }
-                exec(
-                    c,
-                    &format!("track recipient \"{}\" of \"{pec_id}\"", d.address),
-                    "INSERT INTO tracking (pec_id, recipient, sent_at, state)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    args![
-                        pec_id,
-                        &d.address,
-                        accepted.at.unix(),
-                        state_str(TrackingState::Sent)
-                    ],
-                )?;
-            }
-            // The protocol of each recipient (REM), decided once by the access point.
-            for (recipient, protocol) in protocols {
-                exec(
-                    c,
-                    &format!("record the protocol of \"{recipient}\" of \"{pec_id}\""),
-                    "INSERT INTO recipient_protocols (pec_id, recipient, protocol)
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    args![pec_id, &recipient.to_ascii_lowercase(), protocol.as_str()],
-                )?;
-            }
-            // The sender, for the daily quota (Store::accepted_since).
-            exec(
-                c,
-                &format!("record the sender of \"{pec_id}\""),
-                "INSERT INTO acceptance_senders (pec_id, sender, at) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                args![
-                    pec_id,
-                    &accepted.cert.mittente.to_ascii_lowercase(),
-                    accepted.at.unix()
-                ],
-            )?;
-            if let Some(auth_at) = accepted.auth_at {
-                exec(
-                    c,
-                    &format!("record the authentication time of \"{pec_id}\""),
-                    "INSERT INTO acceptance_auth (pec_id, auth_at) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                    args![pec_id, auth_at.unix()],
-                )?;
-            }
-            // Last, so that a duplicate pec_id fails after the other writes and the test of
-            // the one-transaction property sees them rolled back.
-            exec_unique(
-                c,
-                &format!("record pending acceptance \"{pec_id}\""),
-                "INSERT INTO pending_acceptance (pec_id, queue_id, at, login, provider, cert)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                args![
-                    pec_id,
-                    &accepted.queue_id,
-                    accepted.at.unix(),
-                    &accepted.login,
-                    &accepted.provider,
-                    &cert,
-                ],
-                || format!("pec_id \"{pec_id}\" is already recorded"),
-            )
-            .map(drop)
+            ops::accepted_rows(c, accepted, protocols)
         })
     }
 
