@@ -48,7 +48,7 @@ root=$(cd "$here/../.." && pwd)
 
 # Scenario (or part) → why it is skipped: the features not merged yet (the default below);
 # REM_FLOW_SKIP="" runs every scenario, REM_FLOW_SKIP="f=why" skips f only.
-default_skip="e=ReceivedFromNonERDS_(rem-reception,_H1)_not_merged"
+default_skip=""
 declare -A skip=()
 for s in ${REM_FLOW_SKIP-$default_skip}; do skip[${s%%=*}]=${s#*=}; done
 skipped=()
