@@ -46,8 +46,8 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/e2e/provider.sh
 . "$here/provider.sh"
 
-# Scenario (or part) → why it is skipped: the features not merged yet (the default below);
-# REM_FLOW_SKIP="" runs every scenario, REM_FLOW_SKIP="f=why" skips f only.
+# Scenario (or part: a.cc, a's ContentConsignment) → why it is skipped, for a feature not
+# merged yet: REM_FLOW_SKIP="f=why a.cc=why" (underscores print as spaces); none by default.
 default_skip=""
 declare -A skip=()
 for s in ${REM_FLOW_SKIP-$default_skip}; do skip[${s%%=*}]=${s#*=}; done
