@@ -235,6 +235,7 @@ async fn harness(tsa_url: &str, with_identity: bool) -> Harness {
         chain: ChainPolicy::from_pem(&std::fs::read(&pki.ca_cert).unwrap(), true).unwrap(),
         tsa_anchors: vec![pki.ca_cert.clone()],
         peers: None,
+        mx: None,
     })));
     let ap = Arc::new(AccessPoint {
         policy: Policy::default(),
