@@ -400,12 +400,9 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     // The relay wait of each recipient (a peer's) begins with it (EN 319 532-4 Annex D).
     let waits = h.store.rem_waits_for(PEC_ID).unwrap();
     assert_eq!(waits.len(), 1, "{waits:?}");
-    assert_eq!(waits[0].0.recipient, rcpt);
-    assert!(waits.iter().all(
-        |(w, notice, closed)| w.which == pec::store::RemWaitKind::Relay
-            && notice.is_none()
-            && closed.is_none()
-    ));
+    assert_eq!(waits[0].wait.recipient, rcpt);
+    assert_eq!(waits[0].wait.which, pec::store::RemWaitKind::Relay);
+    assert_eq!((&waits[0].notice_id, waits[0].settled_at), (&None, None));
     let injected = h.injector.messages();
     assert_eq!(injected.len(), 1);
     assert_eq!(
