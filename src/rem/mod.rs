@@ -17,4 +17,3 @@ pub mod message;
 pub mod outcome;
 pub mod trust;
 pub mod xades;
-pub mod xml;

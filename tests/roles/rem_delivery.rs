@@ -213,9 +213,9 @@ async fn a_relay_accepted_dispatch_gets_one_content_consignment_and_a_replay_not
     assert!(notice.is_some());
     let waits = h.store.rem_waits_for(PEER_ID).unwrap();
     assert_eq!(waits.len(), 1);
-    assert_eq!(waits[0].0.which, RemWaitKind::Consignment);
-    assert_eq!(waits[0].1, notice);
-    assert!(waits[0].2.is_some(), "closed");
+    assert_eq!(waits[0].wait.which, RemWaitKind::Consignment);
+    assert_eq!(waits[0].notice_id, notice);
+    assert!(waits[0].settled_at.is_some(), "closed");
 
     // Handed over again (a replay, or Postfix retrying): nothing stored, nothing issued.
     let again = dp.deliver(&lmtp(&data, &[BOB])).await;
@@ -280,7 +280,7 @@ async fn the_tsa_down_is_a_4xx_and_nothing_is_recorded_until_the_retry() {
     assert!(ours(&h, PEER_ID, Event::ContentConsignment).is_empty());
     assert_eq!(h.store.delivery_notice(PEER_ID, BOB).unwrap(), None);
     let waits = h.store.rem_waits_for(PEER_ID).unwrap();
-    assert_eq!(waits[0].2, None, "the consignment wait stays open");
+    assert_eq!(waits[0].settled_at, None, "the consignment wait stays open");
 
     // Postfix retries with the TSA back: stored once, the evidence now.
     let (dp, postfix) = delivery(&h, dovecot.clone(), &env().url);
@@ -428,7 +428,7 @@ async fn a_relay_acceptance_received_before_means_no_rb22() {
     assert!(postfix.messages().is_empty());
     assert!(ours(&h, OUR_ID, Event::RelayFailure).is_empty());
     let waits = h.store.rem_waits_for(OUR_ID).unwrap();
-    assert!(waits[0].2.is_some(), "closed");
+    assert!(waits[0].settled_at.is_some(), "closed");
     // And it stays closed.
     let r = t.run_once(plus(48 * HOUR)).await.unwrap();
     assert!(r.rem.is_empty());
@@ -520,7 +520,10 @@ async fn our_own_dispatch_to_our_own_user_gets_its_consignment_from_our_records(
     assert_eq!(ev.message_id.as_deref(), Some(OUR_ID));
     assert_eq!(ev.refers_to_recipient, Some(1));
     let waits = h.store.rem_waits_for(OUR_ID).unwrap();
-    assert!(waits[0].2.is_some(), "the consignment wait is closed");
+    assert!(
+        waits[0].settled_at.is_some(),
+        "the consignment wait is closed"
+    );
     // The timers have nothing to say about it.
     let (t, tpostfix) = timers(&h, &env().url);
     let r = t.run_once(plus(48 * HOUR)).await.unwrap();

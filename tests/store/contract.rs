@@ -159,6 +159,65 @@ fn only_external_recipients_means_nothing_tracked(backend: &Backend) {
     assert_eq!(store.events_for(PEC_ID).unwrap()[0].recipients.len(), 2);
 }
 
+both!(recipient_protocols_are_recorded_with_the_acceptance_or_not_at_all);
+fn recipient_protocols_are_recorded_with_the_acceptance_or_not_at_all(backend: &Backend) {
+    use pec::store::{Effect, Outbound, RecipientProtocol, Staged};
+    let store = &*backend.store;
+    let a = accepted(PEC_ID);
+    let protocols = vec![
+        (
+            "Anna.Bianchi@pec.altro.it".to_string(),
+            RecipientProtocol::Pec,
+        ),
+        ("luigi@gmail.com".to_string(), RecipientProtocol::NonErds),
+        ("ufficio@pec.example.it".to_string(), RecipientProtocol::Rem),
+    ];
+    store.record_accepted_routed(&a, &protocols).unwrap();
+    assert_eq!(
+        store.recipient_protocols(PEC_ID).unwrap(),
+        vec![
+            (
+                "anna.bianchi@pec.altro.it".to_string(),
+                RecipientProtocol::Pec
+            ),
+            ("luigi@gmail.com".to_string(), RecipientProtocol::NonErds),
+            ("ufficio@pec.example.it".to_string(), RecipientProtocol::Rem),
+        ],
+        "in recipient order, lower case"
+    );
+    assert_eq!(store.tracking_for(PEC_ID).unwrap().len(), 2);
+    assert!(store.recipient_protocols("other@x").unwrap().is_empty());
+
+    // Staged with a split submission's dispatch: both or neither.
+    let other = "opec210312.20240115103005.12345.1.2@pec.example.it";
+    let out = |key: &str| Outbound {
+        key: key.into(),
+        data: b"dispatch".to_vec(),
+        message_id: other.into(),
+        mail_from: "mario.rossi@pec.example.it".into(),
+        rcpt_to: vec!["luigi@gmail.com".into()],
+        created_at: a.at,
+        injected_at: None,
+    };
+    let effect = |pec_id: &str| Effect::Accepted {
+        accepted: Box::new(accepted(pec_id)),
+        protocols: vec![("luigi@gmail.com".to_string(), RecipientProtocol::NonErds)],
+    };
+    assert_eq!(
+        store
+            .stage_outbound(&out("rem-dispatch:a"), &effect(other))
+            .unwrap(),
+        Staged::New
+    );
+    assert!(store.pending_acceptance(other).unwrap().is_some());
+    assert_eq!(store.recipient_protocols(other).unwrap().len(), 1);
+    // The same pec_id under another key: the acceptance is recorded already, nothing staged.
+    assert!(store
+        .stage_outbound(&out("rem-dispatch:b"), &effect(other))
+        .is_err());
+    assert_eq!(store.outbound("rem-dispatch:b").unwrap(), None);
+}
+
 both!(a_duplicate_record_accepted_is_an_error_and_writes_nothing);
 fn a_duplicate_record_accepted_is_an_error_and_writes_nothing(backend: &Backend) {
     let store = &*backend.store;

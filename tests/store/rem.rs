@@ -611,7 +611,7 @@ fn rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome(b
     );
     let waits = store.rem_waits_for(MESSAGE).unwrap();
     assert_eq!(waits.len(), 2);
-    assert_eq!(waits[0].0, wait(Relay, MESSAGE, "anna@rem.altro.it", AT));
+    assert_eq!(waits[0].wait, wait(Relay, MESSAGE, "anna@rem.altro.it", AT));
 
     // Not due yet; then due, claimed once until the lease runs out.
     assert!(store
@@ -652,8 +652,8 @@ fn rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome(b
         Staged::Claimed
     );
     let waits = store.rem_waits_for(MESSAGE).unwrap();
-    assert_eq!(waits[0].1.as_deref(), Some("rb22@pec.example.it"));
-    assert_eq!(waits[0].2, Some(Instant::from_unix(AT + 2000)));
+    assert_eq!(waits[0].notice_id.as_deref(), Some("rb22@pec.example.it"));
+    assert_eq!(waits[0].settled_at, Some(Instant::from_unix(AT + 2000)));
     assert!(store
         .claim_rem_waits(&claim(Relay, AT + 9999, AT + 9999))
         .unwrap()
@@ -687,7 +687,7 @@ fn rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome(b
         Some("rd01@x")
     );
     let waits = store.rem_waits_for(MESSAGE).unwrap();
-    assert_eq!(waits[1].1.as_deref(), Some("rd01@x"));
+    assert_eq!(waits[1].notice_id.as_deref(), Some("rd01@x"));
     // The other message's wait: due, and closed without a claim when its outcome is
     // decided before the pass.
     assert!(store
@@ -727,5 +727,5 @@ fn rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome(b
         .settle_rem_wait(&due[0], Instant::from_unix(AT + 9999))
         .unwrap());
     let other = store.rem_waits_for("other").unwrap();
-    assert!(other[0].2.is_some(), "closed by its outcome");
+    assert!(other[0].settled_at.is_some(), "closed by its outcome");
 }
