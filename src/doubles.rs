@@ -33,6 +33,10 @@ pub struct TestStore {
     store: SqliteStore,
     dir: PathBuf,
     pub fail: AtomicBool,
+    /// How many more [`Store::stage_outbound`] calls work (`u64::MAX`, the default: all);
+    /// the ones after fail (the store gone at the moment a step stages its messages),
+    /// every other call works.
+    pub stagings_left: AtomicU64,
 }
 
 impl TestStore {
@@ -53,6 +57,7 @@ impl TestStore {
             store,
             dir,
             fail: AtomicBool::new(false),
+            stagings_left: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -104,6 +109,23 @@ macro_rules! checked {
 }
 
 impl Store for TestStore {
+    fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
+        self.check()?;
+        let left =
+            self.stagings_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                    u64::MAX => Some(n),
+                    0 => None,
+                    n => Some(n - 1),
+                });
+        if left.is_err() {
+            return Err(StoreError::Database(
+                "test double set to fail staging".into(),
+            ));
+        }
+        self.store.stage_outbound(out, effect)
+    }
+
     checked! {
         fn sender_allowed(&self, login: &str, address: &str) -> bool;
         fn allow_sender(&self, login: &str, address: &str) -> ();
@@ -164,7 +186,6 @@ impl Store for TestStore {
         ) -> bool;
         fn log_request(&self, id: &str) -> Option<(LogRequest, bool)>;
         fn log_request_answered(&self, event: &LogEvent) -> bool;
-        fn stage_outbound(&self, out: &Outbound, effect: &Effect) -> Staged;
         fn outbound(&self, key: &str) -> Option<Outbound>;
         fn outbound_injected(&self, key: &str, at: Instant) -> ();
         fn claim_unsent(&self, attempted_before: Instant, now: Instant, limit: usize) -> Vec<Outbound>;

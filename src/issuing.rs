@@ -134,16 +134,35 @@ impl Issuing {
     ) -> Result<Emitted, IssueError> {
         // Shared with the store's worker, not cloned: the data may be a whole message.
         let out = Arc::new(out);
-        let o = out.clone();
-        match self.store(move |s| s.stage_outbound(&o, &effect)).await? {
+        let effect = Arc::new(effect);
+        let (o, e) = (out.clone(), effect.clone());
+        match self.store(move |s| s.stage_outbound(&o, &e)).await? {
             Staged::New => {}
             Staged::Existing(o) => return Ok(Emitted::Existing(o.message_id)),
             Staged::Claimed => return Ok(Emitted::Claimed),
         }
-        self.injector
+        let injected = self
+            .injector
             .inject(&out.mail_from, &out.rcpt_to, &out.data)
-            .await
-            .map_err(IssueError::Staged)?;
+            .await;
+        // The messages staged with it ([`Effect::Also`]), each marked on its own; one not
+        // injected now is sent by the outbox sweep.
+        for (other, _) in effect.also_staged() {
+            if let Err(e) = self
+                .injector
+                .inject(&other.mail_from, &other.rcpt_to, &other.data)
+                .await
+            {
+                warn!(key = %other.key, message_id = %other.message_id, "outbox: staged, not injected (the sweep sends it): {e}");
+                continue;
+            }
+            let (k, at) = (other.key.clone(), self.clock.now());
+            if let Err(e) = self.store(move |s| s.outbound_injected(&k, at)).await {
+                warn!(key = %other.key, message_id = %other.message_id, "outbox: injected but not marked: {e}");
+            }
+        }
+        drop(effect);
+        injected.map_err(IssueError::Staged)?;
         let (key, message_id) = (out.key.clone(), out.message_id.clone());
         // In Postfix's queue now: the bytes are not needed any more (the message may come
         // straight back to this process, e.g. a delivery receipt to a local sender).

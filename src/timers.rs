@@ -500,7 +500,6 @@ impl Timers {
             rem,
             crate::delivery::rem::Outcome {
                 about: &about,
-                recipient: &w.recipient,
                 event: Event::ContentConsignmentFailure,
                 code: "RD03",
                 at: now,

@@ -272,7 +272,8 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
             match done.await {
                 Ok(()) => Status::Accept,
                 Err(e) => {
-                    // The REM part is out already (staged with the acceptance): said.
+                    // The REM part is out already (staged with the acceptance and its receipts):
+                    // the client's retry finds it staged ([`super::rem::split_key`]).
                     warn!(parent: &span, error = %e, "cannot rewrite the queued message of a split submission: tempfail");
                     crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
                     set_reply(

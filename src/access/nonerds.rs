@@ -11,7 +11,10 @@
 //!   RelayToNonERDS evidence (RF01) about all its ordinary addresses
 //!   (`RelayEvidenceRefersTo`), in a REM receipt to the sender, once (outbox key
 //!   [`relay_to_non_erds_key`]). The SubmissionAcceptance receipt of the same dispatch is
-//!   emitted just before it ([`super::acceptance::after_queue`]).
+//!   emitted just before it ([`super::acceptance::after_queue`]). The dispatch of a split
+//!   submission does not pass the filter: its RelayToNonERDS receipt is staged with it, in
+//!   the same transaction (`relay_receipt`, `AccessPoint::split_accept`), under
+//!   the same key.
 //! * [`judge`] and [`notify`]: a delivery status notification (RFC 3464) that comes back to
 //!   the sender for one of those addresses (Postfix's own bounce, handed to the delivery
 //!   point; a remote MTA's, through the reception point) is read with [`crate::bounce`];
@@ -46,7 +49,7 @@ use crate::rem::issue::{self, Issued, RelayInput};
 use crate::rem::message::DigestAlgorithm;
 use crate::smtp::Transaction;
 use crate::store::outbox::{relay_to_non_erds_failure_key, relay_to_non_erds_key};
-use crate::store::{Effect, EvidenceDirection, RecipientProtocol};
+use crate::store::{Effect, EvidenceDirection, Outbound, RecipientProtocol};
 
 fn task(e: impl std::fmt::Display) -> IssueError {
     IssueError::Task(e.to_string())
@@ -126,6 +129,27 @@ async fn emit(
         info!(key = %key, receipt = %o.message_id, "rem: relay to non-erds receipt emitted before: none sent");
         return Ok(None);
     }
+    let (out, effect) = staged(kit, settings, key, sub, input, code, queue_id, at).await?;
+    match kit.emit_outbound(out, effect).await? {
+        Emitted::New(id) => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}
+
+/// The relay evidence of `input` issued (signed, stamped: a TSA failure is an error,
+/// nothing built) and its REM receipt about `sub` to its sender, as the outbox row `key`
+/// and the effect that stores the evidence with it.
+#[allow(clippy::too_many_arguments)]
+async fn staged(
+    kit: &Issuing,
+    settings: &RemSettings,
+    key: String,
+    sub: &compose::Submission,
+    input: RelayInput,
+    code: &'static str,
+    queue_id: Option<&str>,
+    at: Instant,
+) -> Result<(Outbound, Effect), IssueError> {
     let recipients = log_recipients(&input.about);
     let issued: Issued = issue::issue_relay(kit, settings.evidence_tsa.as_ref(), input)
         .await
@@ -138,13 +162,47 @@ async fn emit(
         effect: Box::new(Effect::Log(Vec::new())),
         evidences: vec![stored],
     };
-    match kit
-        .emit_outbound(outbound(key, receipt, at), effect)
-        .await?
-    {
-        Emitted::New(id) => Ok(Some(id)),
-        _ => Ok(None),
-    }
+    Ok((outbound(key, receipt, at), effect))
+}
+
+/// The RelayToNonERDS REM receipt (RF01) of a dispatch `pec_id` about `sub` whose
+/// SubmissionAcceptance evidence is `about`, to its ordinary `addresses`, built to be
+/// staged with the dispatch itself (a split submission,
+/// [`super::AccessPoint::split_accept`]): the outbox row (key [`relay_to_non_erds_key`],
+/// the one [`after_queue`] would use) and the effect that stores its evidence. The
+/// evidence is issued here, before any transaction: a TSA failure is an error and nothing
+/// is built.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn relay_receipt(
+    kit: &Issuing,
+    settings: &RemSettings,
+    pec_id: &str,
+    sub: &compose::Submission,
+    about: Evidence,
+    addresses: &[String],
+    queue_id: Option<&str>,
+    at: Instant,
+) -> Result<(Outbound, Effect), IssueError> {
+    let refers_to = positions(&about, addresses);
+    let input = relay_input(
+        settings,
+        about,
+        Event::RelayToNonERDS,
+        "RF01",
+        refers_to,
+        at,
+    )?;
+    staged(
+        kit,
+        settings,
+        relay_to_non_erds_key(pec_id),
+        sub,
+        input,
+        "RF01",
+        queue_id,
+        at,
+    )
+    .await
 }
 
 /// After queue: the RelayToNonERDS REM receipt of our dispatch `tx` when it has ordinary

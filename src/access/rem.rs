@@ -15,12 +15,12 @@
 //! ordinary address outside any ERDS) and recorded with the acceptance. Ordinary
 //! addresses get the dispatch relayed, with the RelayToNonERDS evidences of
 //! [`super::nonerds`]. A submission to both PEC and REM recipients is split
-//! ([`AccessPoint::split_accept`]): the REM dispatch through the outbox, the PEC envelope
+//! (`AccessPoint::split_accept`): the REM dispatch through the outbox, the PEC envelope
 //! for the PEC recipients.
 
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{tempfail, AccessPoint, Decision, Submission};
 use crate::config::{Protocol, RemMode, RemSettings};
@@ -115,7 +115,7 @@ impl RemSender {
     }
 
     /// Whether some recipients go as PEC: the submission is split
-    /// ([`AccessPoint::split_accept`]).
+    /// (`AccessPoint::split_accept`).
     pub fn mixed(&self) -> bool {
         self.protocols
             .iter()
@@ -158,7 +158,7 @@ impl RemAccess {
     ///
     /// A domain set to `rem` by its override is a REM provider's (the operator says so).
     /// Otherwise a domain on the REM side that is neither ours, nor served by a granted REM
-    /// peer ([`RemAccess::speaks_rem`]), nor (with `mode = "rem"`) in the PEC index is an
+    /// peer (`RemAccess::speaks_rem`), nor (with `mode = "rem"`) in the PEC index is an
     /// ordinary address outside any ERDS: [`RecipientProtocol::NonErds`] (the dispatch is
     /// relayed to it and a RelayToNonERDS evidence goes to the sender, [`super::nonerds`]).
     /// In `auto` the same holds for a domain that does not speak REM and is not in the PEC
@@ -257,6 +257,49 @@ pub(crate) fn outbound(key: String, m: Composed, at: Instant) -> Outbound {
         created_at: at,
         injected_at: None,
     }
+}
+
+/// The key of the REM part of a split submission, stable across a client's retries of
+/// the same submission (the staging is then idempotent, `AccessPoint::split_accept`):
+/// a SHA-256 of the authenticated login, the envelope sender, the original's Message-ID
+/// and the set of REM recipients (lower case, sorted, once each).
+///
+/// `None` when the original has no Message-ID: Postfix adds one before the milter only
+/// for the clients of `local_header_rewrite_clients` (by default the machine's own
+/// addresses, not authenticated remote clients) or with `always_add_missing_headers =
+/// yes`, and mail clients always write one; without it two distinct submissions could not
+/// be told from a retry, so the key is then the attempt's own identifier: a retry after a
+/// failed rewrite sends the REM part again under a new identifier (a duplicate, never a
+/// loss).
+pub fn split_key(s: &Submission, rem_recipients: &[String]) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let id = OriginalInfo::parse(&s.message).ok()?.message_id?;
+    let id = crate::message::ids::unbracketed(id.trim())
+        .trim()
+        .to_string();
+    if id.is_empty() {
+        return None;
+    }
+    let mut rcpts: Vec<String> = rem_recipients
+        .iter()
+        .map(|r| r.to_ascii_lowercase())
+        .collect();
+    rcpts.sort();
+    rcpts.dedup();
+    let mut h = Sha256::new();
+    for part in [
+        s.login.as_deref().unwrap_or_default(),
+        &s.mail_from.to_ascii_lowercase(),
+        &id,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    for r in &rcpts {
+        h.update(r.as_bytes());
+        h.update([0]);
+    }
+    Some(format!("retry-{}", hex::encode(h.finalize())))
 }
 
 fn provider(settings: &RemSettings, kit: &Issuing) -> Provider {
@@ -507,17 +550,26 @@ impl AccessPoint {
 
     /// Accepts a submission split between PEC and REM recipients (`sender.mixed()`): the
     /// REM dispatch to the REM recipients (SubmissionAcceptance evidence about them only)
-    /// is staged through the outbox (key [`rem_dispatch_key`]) in one transaction with
-    /// the PEC part's acceptance (`cert`, the PEC recipients only: its tracking rows and
-    /// pending acceptance) and the protocol of every recipient ([`Effect::Accepted`]),
-    /// then injected; its SubmissionAcceptance REM receipt follows to the sender (key
-    /// [`rem_acceptance_key`]) and, for ordinary addresses among them, the RelayToNonERDS
-    /// one ([`super::nonerds::after_queue`]: the dispatch does not pass the after-queue
-    /// filter). The milter then replaces the queued message with `envelope` (the PEC
-    /// transport envelope, for the PEC recipients) and removes the REM recipients
-    /// ([`Decision::Split`]). The PEC acceptance receipt, after queue, names only the PEC
-    /// recipients. `full`: the certification data of every recipient (the PEC refusal
-    /// when the original cannot be carried as REM).
+    /// is staged through the outbox (key [`rem_dispatch_key`] of [`split_key`]) in one
+    /// transaction with the PEC part's acceptance (`cert`, the PEC recipients only: its
+    /// tracking rows and pending acceptance), the protocol of every recipient
+    /// ([`Effect::Accepted`]), the dispatch's evidence, its SubmissionAcceptance REM
+    /// receipt to the sender (key [`rem_acceptance_key`]) and, for ordinary addresses
+    /// among them, the RelayToNonERDS receipt with its evidence
+    /// ([`super::nonerds::relay_receipt`]; the dispatch does not pass the after-queue
+    /// filter): [`Effect::Also`]. The staged dispatch is the REM part's "queued" moment, so
+    /// its receipts are staged with it: never one without the others. Every evidence is
+    /// issued (signed, stamped) before that transaction: a TSA failure is a tempfail with
+    /// nothing staged. Then all are injected (the outbox sweep sends one that is not).
+    ///
+    /// The milter then replaces the queued message with `envelope` (the PEC transport
+    /// envelope, for the PEC recipients) and removes the REM recipients
+    /// ([`Decision::Split`]). When that fails the client gets a 4xx and retries the same
+    /// submission: the retry (a new PEC identifier) finds the REM part staged under the
+    /// same key and stages nothing for it ([`AccessPoint::split_retry`]). The PEC
+    /// acceptance receipt, after queue, names only the PEC recipients. `full`: the
+    /// certification data of every recipient (the PEC refusal when the original cannot be
+    /// carried as REM).
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn split_accept(
         self: &Arc<Self>,
@@ -534,6 +586,23 @@ impl AccessPoint {
         };
         let pec_id = full.identificativo.clone();
         let rem_rcpts = sender.rem_recipients();
+        let key =
+            rem_dispatch_key(&split_key(s, &rem_rcpts).unwrap_or_else(|| format!("id-{pec_id}")));
+        // A client's retry of a submission whose REM part is staged: nothing built again
+        // (nor time stamp asked for).
+        let k = key.clone();
+        match self
+            .blocking("archivio", move |ap| ap.kit.store.outbound(&k))
+            .await
+        {
+            Ok(Some(staged)) => {
+                return self
+                    .split_retry(s, sender, cert, envelope, login, at, &staged)
+                    .await
+            }
+            Ok(None) => {}
+            Err(d) => return d,
+        }
         let (dispatch, issued, sub) = match self
             .build_dispatch(&rem, s, identity, &pec_id, rem_rcpts.clone(), at)
             .await
@@ -550,6 +619,116 @@ impl AccessPoint {
             Ok(r) => r,
             Err(d) => return d,
         };
+        let mut also = vec![(
+            outbound(rem_acceptance_key(&pec_id), receipt, at),
+            Effect::Log(Vec::new()),
+        )];
+        let ordinary: Vec<String> = sender
+            .protocols
+            .iter()
+            .filter(|(_, p)| *p == RecipientProtocol::NonErds)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !ordinary.is_empty() {
+            match super::nonerds::relay_receipt(
+                &self.kit,
+                &rem.settings,
+                &pec_id,
+                &sub,
+                issued.model.clone(),
+                &ordinary,
+                s.queue_id.as_deref(),
+                at,
+            )
+            .await
+            {
+                Ok(r) => also.push(r),
+                Err(e) => {
+                    warn!(pec_id = %pec_id, error = %e, "access point: relay to non-erds evidence not issued: tempfail");
+                    return tempfail("PEC: marca temporale non disponibile");
+                }
+            }
+        }
+        let accepted = Accepted {
+            pec_id: pec_id.clone(),
+            queue_id: s.queue_id.clone(),
+            at,
+            cert: cert.clone(),
+            login: login.clone(),
+            auth_at: s.auth_at,
+            provider: self.kit.issuer.provider_name.clone(),
+        };
+        let logged = rem_rcpts
+            .iter()
+            .map(|r| (r.clone(), RecipientType::Esterno))
+            .collect();
+        let stored = issued.stored(&s.mail_from, logged, s.queue_id.as_deref());
+        let effect = Effect::Also {
+            effect: Box::new(Effect::WithEvidences {
+                effect: Box::new(Effect::Accepted {
+                    accepted: Box::new(accepted),
+                    protocols: sender.protocols.clone(),
+                }),
+                evidences: vec![stored],
+            }),
+            staged: also,
+        };
+        let out = outbound(key.clone(), dispatch, at);
+        match self.kit.emit_outbound(out, effect).await {
+            Ok(Emitted::New(_)) => {}
+            Ok(Emitted::Existing(_)) => {
+                // The same submission staged concurrently (a client that did not wait):
+                // this one is its retry.
+                let k = key.clone();
+                return match self
+                    .blocking("archivio", move |ap| ap.kit.store.outbound(&k))
+                    .await
+                {
+                    Ok(Some(staged)) => {
+                        self.split_retry(s, sender, cert, envelope, login, at, &staged)
+                            .await
+                    }
+                    Ok(None) => tempfail("PEC: archivio non disponibile"),
+                    Err(d) => d,
+                };
+            }
+            Ok(Emitted::Claimed) => {
+                warn!(pec_id = %pec_id, "access point: the split submission was not staged: tempfail");
+                return tempfail("PEC: archivio non disponibile");
+            }
+            Err(IssueError::Staged(e)) => {
+                warn!(pec_id = %pec_id, "rem dispatch of a split submission staged, not injected (the outbox sweep sends it): {e}");
+            }
+            Err(e) => {
+                warn!(pec_id = %pec_id, error = %e, "access point: the split submission could not be recorded: tempfail");
+                return tempfail("PEC: archivio non disponibile");
+            }
+        }
+        info!(pec_id = %pec_id, rem = ?rem_rcpts, "submission accepted: split, rem dispatch and its receipts emitted, pec envelope for the others");
+        Decision::Split {
+            envelope,
+            remove: rem_rcpts,
+        }
+    }
+
+    /// A client's retry of a split submission whose REM part (the dispatch `staged` and
+    /// its receipts) was staged by an earlier attempt that the client did not see
+    /// accepted (the milter's rewrite failed): no second dispatch. The PEC part is a new
+    /// submission, as a PEC retry is (the earlier attempt's envelope never reached the
+    /// queue, so its pending acceptance stays open and gets no receipt): its acceptance
+    /// is recorded under this attempt's identifier and the milter gets the same split.
+    #[allow(clippy::too_many_arguments)]
+    async fn split_retry(
+        self: &Arc<Self>,
+        s: &Submission,
+        sender: &RemSender,
+        cert: Certification,
+        envelope: Box<crate::message::build::Generated>,
+        login: String,
+        at: Instant,
+        staged: &Outbound,
+    ) -> Decision {
+        let pec_id = cert.identificativo.clone();
         let accepted = Accepted {
             pec_id: pec_id.clone(),
             queue_id: s.queue_id.clone(),
@@ -559,62 +738,18 @@ impl AccessPoint {
             auth_at: s.auth_at,
             provider: self.kit.issuer.provider_name.clone(),
         };
-        let logged = rem_rcpts
-            .iter()
-            .map(|r| (r.clone(), RecipientType::Esterno))
-            .collect();
-        let stored = issued.stored(&s.mail_from, logged, s.queue_id.as_deref());
-        let effect = Effect::WithEvidences {
-            effect: Box::new(Effect::Accepted {
-                accepted: Box::new(accepted),
-                protocols: sender.protocols.clone(),
-            }),
-            evidences: vec![stored],
-        };
-        let out = outbound(rem_dispatch_key(&pec_id), dispatch, at);
-        let tx = Transaction {
-            mail_from: out.mail_from.clone(),
-            rcpt_to: out.rcpt_to.clone(),
-            data: out.data.clone().into(),
-            queue_id: s.queue_id.clone(),
-            client: None,
-        };
-        match self.kit.emit_outbound(out, effect).await {
-            Ok(_) => {}
-            Err(IssueError::Staged(e)) => {
-                warn!(pec_id = %pec_id, "rem dispatch of a split submission staged, not injected (the outbox sweep sends it): {e}");
-            }
-            Err(e) => {
-                warn!(pec_id = %pec_id, error = %e, "access point: the split submission could not be recorded: tempfail");
-                return tempfail("PEC: archivio non disponibile");
-            }
-        }
-        // Staged with the acceptance: from here on the submission stands (a 4xx now would
-        // make the client send the REM part again, under a new identifier).
-        let sa = outbound(rem_acceptance_key(&pec_id), receipt, at);
-        match self.kit.emit_outbound(sa, Effect::Log(Vec::new())).await {
-            Ok(_) => {}
-            Err(IssueError::Staged(e)) => {
-                warn!(pec_id = %pec_id, "rem submission acceptance staged, not injected (the outbox sweep sends it): {e}");
-            }
-            Err(e) => {
-                error!(pec_id = %pec_id, error = %e, "access point: the rem submission acceptance of a split submission was not sent (its evidence is stored with the dispatch)");
-            }
-        }
-        if sender
-            .protocols
-            .iter()
-            .any(|(_, p)| *p == RecipientProtocol::NonErds)
+        let protocols = sender.protocols.clone();
+        if let Err(d) = self
+            .blocking("archivio", move |ap| {
+                ap.kit.store.record_accepted_routed(&accepted, &protocols)
+            })
+            .await
         {
-            if let Err(e) = super::nonerds::after_queue(&self.kit, &rem.settings, &tx).await {
-                error!(pec_id = %pec_id, error = %e, "access point: the relay to non-erds receipt of a split submission was not sent");
-            }
+            return d;
         }
-        info!(pec_id = %pec_id, rem = ?rem_rcpts, "submission accepted: split, rem dispatch emitted, pec envelope for the others");
-        Decision::Split {
-            envelope,
-            remove: rem_rcpts,
-        }
+        let remove = sender.rem_recipients();
+        info!(pec_id = %pec_id, dispatch = %staged.message_id, rem = ?remove, "submission accepted: split, retried: its rem dispatch staged before, none staged now; pec envelope for the others");
+        Decision::Split { envelope, remove }
     }
 
     /// Refuses `s` on the REM path: the SubmissionRejection evidence and REM receipt to the

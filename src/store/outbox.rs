@@ -160,6 +160,27 @@ pub enum Effect {
         notice_id: String,
         at: Instant,
     },
+    /// `effect`, and, when it claims, these other messages staged with it in the same
+    /// transaction, each with its own effect (as [`super::Store::stage_outbound`]: a row
+    /// whose key is staged already, or whose effect does not claim, is skipped). The
+    /// emitter injects them after the main message ([`crate::issuing::Issuing::emit_outbound`]);
+    /// one not injected then is sent by the outbox sweep. Used where the receipts of a step
+    /// must never exist without it nor it without them (a split submission's REM dispatch
+    /// and its SubmissionAcceptance and RelayToNonERDS receipts).
+    Also {
+        effect: Box<Effect>,
+        staged: Vec<(Outbound, Effect)>,
+    },
+}
+
+impl Effect {
+    /// The other messages staged with this one ([`Effect::Also`]).
+    pub fn also_staged(&self) -> &[(Outbound, Effect)] {
+        match self {
+            Effect::Also { staged, .. } => staged,
+            _ => &[],
+        }
+    }
 }
 
 /// What [`super::Store::stage_outbound`] did.
@@ -269,9 +290,10 @@ pub fn delivery_key(pec_id: &str, recipient: &str) -> String {
 }
 
 /// The outbox key of the REM dispatch of a submission split between PEC and REM (the
-/// REM recipients' part, emitted by the access point).
-pub fn rem_dispatch_key(pec_id: &str) -> String {
-    format!("rem-dispatch:{pec_id}")
+/// REM recipients' part, emitted by the access point); `submission`: a key of the
+/// submission stable across the client's retries ([`crate::access::rem::split_key`]).
+pub fn rem_dispatch_key(submission: &str) -> String {
+    format!("rem-dispatch:{submission}")
 }
 
 /// The outbox key of the SubmissionAcceptance REM receipt of a split submission's dispatch

@@ -105,6 +105,8 @@ fn rem_settings(tsa_url: &str) -> RemSettings {
 
 struct Harness {
     addr: std::net::SocketAddr,
+    /// The access point behind the milter.
+    ap: Arc<AccessPoint>,
     store: Arc<TestStore>,
     injector: Arc<RecordingInjector>,
     kit: Issuing,
@@ -218,11 +220,12 @@ async fn harness(tsa_url: &str, with_identity: bool) -> Harness {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(pec::access::milter::run(listener, ap, async {
+    tokio::spawn(pec::access::milter::run(listener, ap.clone(), async {
         let _ = rx.await;
     }));
     Harness {
         addr,
+        ap,
         store,
         injector,
         kit,
@@ -1055,4 +1058,218 @@ async fn a_mixed_submission_is_split_into_one_envelope_and_one_dispatch() {
             Event::RelayToNonERDS.uri()
         ]
     );
+}
+
+/// `m` as the milter hands it to the access point (the SASL login, the envelope, the
+/// header fields and the body as received).
+fn submission(m: &Mail, queue_id: &str) -> pec::access::Submission {
+    let mut message = Vec::new();
+    for (n, v) in &m.headers {
+        message.extend_from_slice(format!("{n}: {}\r\n", v.replace('\n', "\r\n")).as_bytes());
+    }
+    message.extend_from_slice(b"\r\n");
+    message.extend_from_slice(m.body.as_bytes());
+    pec::access::Submission {
+        queue_id: Some(queue_id.into()),
+        login: m.login.map(String::from),
+        auth_at: Some(at()),
+        mail_from: m.mail_from.into(),
+        rcpt_to: m.rcpt.iter().map(|r| r.to_string()).collect(),
+        size: message.len() as u64,
+        message,
+    }
+}
+
+const MIXED: [&str; 3] = [
+    "bob@pec.example.net",
+    "carol@pec.example.it",
+    "dave@example.com",
+];
+
+/// The REM dispatches injected (to anyone but the sender).
+fn dispatches(h: &Harness) -> Vec<pec::doubles::Injected> {
+    h.injector
+        .messages()
+        .into_iter()
+        .filter(|i| i.rcpt_to != vec!["alice@pec.example.it".to_string()])
+        .collect()
+}
+
+fn events(h: &Harness) -> Vec<(Event, Option<&'static str>)> {
+    receipts_to_alice(h)
+        .into_iter()
+        .map(|(e, c, _)| (e, c))
+        .collect()
+}
+
+fn evidence_events(h: &Harness, pec_id: &str) -> Vec<String> {
+    h.store
+        .evidences_for(pec_id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.evidence.event)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_split_retried_after_a_failed_rewrite_has_one_dispatch_and_one_of_each_receipt() {
+    let h = harness(&env().url, true).await;
+    let m = mail_to(MIXED.to_vec(), "Buongiorno a tutti.\r\n");
+    let one_of_each = vec![
+        (Event::SubmissionAcceptance, Some("RA01")),
+        (Event::RelayToNonERDS, Some("RF01")),
+    ];
+    let staged = vec![
+        Event::SubmissionAcceptance.uri(),
+        Event::RelayToNonERDS.uri(),
+    ];
+
+    // The first attempt: decided and staged, but the milter's rewrite fails (its split
+    // decision is never applied), so the client gets a 4xx and the envelope is not queued.
+    match h.ap.decide(submission(&m, "4F1A2B3C4D")).await {
+        pec::access::Decision::Split { remove, .. } => {
+            assert_eq!(remove, vec!["carol@pec.example.it", "dave@example.com"])
+        }
+        other => panic!("not split: {other:?}"),
+    }
+    // The REM part and both its receipts went out together, with their evidences.
+    assert_eq!(dispatches(&h).len(), 1);
+    assert_eq!(events(&h), one_of_each);
+    assert_eq!(evidence_events(&h, PEC_ID), staged);
+
+    // The client's retry of the same submission, through the milter: accepted, the
+    // PEC part under a new identifier, the REM part found staged: nothing more.
+    let (actions, status) = milter_client::submit(h.addr, &m, "5B2C3D4E5F").await;
+    assert_eq!(status, Status::Accept);
+    let retry_id = "opec1.test.2@pec.example.it";
+    match classify(&queued(&m, &actions), h.index.trust(), at()) {
+        Classification::TransportEnvelope(e) => {
+            assert_eq!(e.message_id.as_deref(), Some(retry_id))
+        }
+        other => panic!("not a transport envelope: {other:?}"),
+    }
+    assert_eq!(
+        milter_client::removed(&actions),
+        vec!["<carol@pec.example.it>", "<dave@example.com>"]
+    );
+    let d = dispatches(&h);
+    assert_eq!(d.len(), 1, "one dispatch");
+    assert_eq!(
+        d[0].rcpt_to,
+        vec!["carol@pec.example.it", "dave@example.com"]
+    );
+    assert_eq!(events(&h), one_of_each, "one receipt of each");
+    assert_eq!(evidence_events(&h, PEC_ID), staged);
+    assert!(h.store.evidences_for(retry_id).unwrap().is_empty());
+    let pending = h.store.pending_acceptance(retry_id).unwrap().unwrap();
+    let named: Vec<_> = pending
+        .cert
+        .destinatari
+        .iter()
+        .map(|d| &d.address)
+        .collect();
+    assert_eq!(named, vec!["bob@pec.example.net"], "the retry's PEC part");
+
+    // Another submission (its own Message-ID) to the same recipients is not a retry.
+    let mut other = mail_to(MIXED.to_vec(), "Buongiorno a tutti.\r\n");
+    for (n, v) in &mut other.headers {
+        if *n == "Message-ID" {
+            *v = "<2@client.example.it>".into();
+        }
+    }
+    let (_, status) = milter_client::submit(h.addr, &other, "6C3D4E5F6A").await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(dispatches(&h).len(), 2);
+    assert_eq!(receipts_to_alice(&h).len(), 4);
+}
+
+#[tokio::test]
+async fn without_a_message_id_a_retried_split_is_sent_again_never_lost() {
+    let h = harness(&env().url, true).await;
+    let mut m = mail_to(MIXED.to_vec(), "Buongiorno a tutti.\r\n");
+    m.headers.retain(|(n, _)| *n != "Message-ID");
+    assert!(matches!(
+        h.ap.decide(submission(&m, "4F1A2B3C4D")).await,
+        pec::access::Decision::Split { .. }
+    ));
+    let (_, status) = milter_client::submit(h.addr, &m, "5B2C3D4E5F").await;
+    assert_eq!(status, Status::Accept);
+    // Not told from a new submission: the REM part again, under the retry's identifier.
+    let d = dispatches(&h);
+    assert_eq!(d.len(), 2);
+    assert_ne!(d[0].message, d[1].message);
+    assert_eq!(receipts_to_alice(&h).len(), 4);
+}
+
+#[tokio::test]
+async fn a_store_failure_at_staging_a_split_is_a_tempfail_and_nothing_is_staged() {
+    let h = harness(&env().url, true).await;
+    let m = mail_to(MIXED.to_vec(), "Buongiorno a tutti.\r\n");
+    h.store
+        .stagings_left
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let (actions, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert!(matches!(status, Status::Tempfail { .. }), "{status:?}");
+    assert!(milter_client::removed(&actions).is_empty());
+    h.store
+        .stagings_left
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    // Nothing sent, nothing in the outbox, no acceptance, protocol or evidence.
+    assert!(h.injector.messages().is_empty());
+    let far = Instant::from_unix(at().unix() + 365 * 86_400);
+    assert!(h.store.claim_unsent(far, far, 100).unwrap().is_empty());
+    assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_none());
+    assert!(h.store.recipient_protocols(PEC_ID).unwrap().is_empty());
+    assert!(h.store.evidences_for(PEC_ID).unwrap().is_empty());
+
+    // The client's retry: the whole split, once.
+    let (actions, status) = milter_client::submit(h.addr, &m, "5B2C3D4E5F").await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(milter_client::removed(&actions).len(), 2);
+    assert_eq!(dispatches(&h).len(), 1);
+    assert_eq!(
+        events(&h),
+        vec![
+            (Event::SubmissionAcceptance, Some("RA01")),
+            (Event::RelayToNonERDS, Some("RF01")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_split_s_receipts_are_staged_with_its_dispatch_not_after() {
+    let h = harness(&env().url, true).await;
+    let m = mail_to(MIXED.to_vec(), "Buongiorno a tutti.\r\n");
+    // The store works for one staging and fails after it: the dispatch and both its
+    // receipts are in that one, so none of them is lost.
+    h.store
+        .stagings_left
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let (_, status) = milter_client::submit(h.addr, &m, "4F1A2B3C4D").await;
+    assert_eq!(status, Status::Accept);
+    assert_eq!(dispatches(&h).len(), 1);
+    assert_eq!(
+        events(&h),
+        vec![
+            (Event::SubmissionAcceptance, Some("RA01")),
+            (Event::RelayToNonERDS, Some("RF01")),
+        ]
+    );
+    assert_eq!(
+        evidence_events(&h, PEC_ID),
+        vec![
+            Event::SubmissionAcceptance.uri(),
+            Event::RelayToNonERDS.uri()
+        ]
+    );
+    // Staged, not only sent: the outbox holds all three, injected.
+    let far = Instant::from_unix(at().unix() + 365 * 86_400);
+    assert!(h.store.claim_unsent(far, far, 100).unwrap().is_empty());
+    for key in [
+        pec::store::outbox::rem_acceptance_key(PEC_ID),
+        pec::store::outbox::relay_to_non_erds_key(PEC_ID),
+    ] {
+        let row = h.store.outbound(&key).unwrap().expect(&key);
+        assert!(row.injected_at.is_some(), "{key}");
+    }
 }

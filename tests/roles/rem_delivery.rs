@@ -530,3 +530,21 @@ async fn our_own_dispatch_to_our_own_user_gets_its_consignment_from_our_records(
     assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
     assert!(tpostfix.messages().is_empty());
 }
+
+#[tokio::test]
+async fn a_delivery_to_a_detail_address_decides_the_mailbox_outcome() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = relayed(&h, &[BOB]).await;
+    let (dp, postfix) = delivery(&h, Arc::new(Dovecot::default()), &env().url);
+    let detail = "bob+contratti@pec.example.it";
+    assert_eq!(dp.deliver(&lmtp(&data, &[detail])).await[0].code, 250);
+    let (event, _, ev) = receipt(&h, &postfix, PEER_SENDER);
+    assert_eq!(event, Event::ContentConsignment);
+    assert_eq!(ev.refers_to_recipient, Some(1));
+    // Bob's outcome, and his consignment wait closed: no RD03 later.
+    assert!(h.store.delivery_notice(PEER_ID, BOB).unwrap().is_some());
+    let (t, tpostfix) = timers(&h, &env().url);
+    let r = t.run_once(plus(25 * HOUR)).await.unwrap();
+    assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
+    assert!(tpostfix.messages().is_empty());
+}

@@ -218,6 +218,81 @@ fn recipient_protocols_are_recorded_with_the_acceptance_or_not_at_all(backend: &
     assert_eq!(store.outbound("rem-dispatch:b").unwrap(), None);
 }
 
+both!(messages_staged_together_are_staged_all_or_none);
+fn messages_staged_together_are_staged_all_or_none(backend: &Backend) {
+    use pec::store::{Effect, Outbound, RecipientProtocol, Staged};
+    // A split submission's REM dispatch with its acceptance, and its two receipts in the
+    // same transaction (Effect::Also).
+    let store = &*backend.store;
+    let a = accepted(PEC_ID);
+    let out = |key: &str, id: &str| Outbound {
+        key: key.into(),
+        data: format!("message {key}").into_bytes(),
+        message_id: id.into(),
+        mail_from: "mario.rossi@pec.example.it".into(),
+        rcpt_to: vec!["luigi@gmail.com".into()],
+        created_at: a.at,
+        injected_at: None,
+    };
+    let effect = |pec_id: &str, also: Vec<(Outbound, Effect)>| Effect::Also {
+        effect: Box::new(Effect::Accepted {
+            accepted: Box::new(accepted(pec_id)),
+            protocols: vec![("luigi@gmail.com".to_string(), RecipientProtocol::NonErds)],
+        }),
+        staged: also,
+    };
+    let receipts = || {
+        vec![
+            (out("rem-acceptance:x", "sa@x"), Effect::Log(Vec::new())),
+            (out("relay-to-non-erds:x", "rf@x"), Effect::Log(Vec::new())),
+        ]
+    };
+    assert_eq!(
+        store
+            .stage_outbound(&out("rem-dispatch:x", "d@x"), &effect(PEC_ID, receipts()))
+            .unwrap(),
+        Staged::New
+    );
+    for (key, id) in [
+        ("rem-dispatch:x", "d@x"),
+        ("rem-acceptance:x", "sa@x"),
+        ("relay-to-non-erds:x", "rf@x"),
+    ] {
+        assert_eq!(store.outbound(key).unwrap(), Some(out(key, id)), "{key}");
+    }
+    assert!(store.pending_acceptance(PEC_ID).unwrap().is_some());
+    // Staged again under the same key: that one, nothing written.
+    let other = "opec210312.20240115103005.12345.1.3@pec.example.it";
+    assert!(matches!(
+        store
+            .stage_outbound(&out("rem-dispatch:x", "d2@x"), &effect(other, receipts()))
+            .unwrap(),
+        Staged::Existing(o) if o.message_id == "d@x"
+    ));
+    assert_eq!(store.pending_acceptance(other).unwrap(), None);
+
+    // A message staged with it that cannot be: none is staged, nor the acceptance.
+    let bad = vec![
+        (out("rem-acceptance:y", "sa@y"), Effect::Log(Vec::new())),
+        (
+            out("rem-other:y", "o@y"),
+            // Its pec_id is recorded already: an error inside the transaction.
+            Effect::Accepted {
+                accepted: Box::new(accepted(PEC_ID)),
+                protocols: Vec::new(),
+            },
+        ),
+    ];
+    assert!(store
+        .stage_outbound(&out("rem-dispatch:y", "d@y"), &effect(other, bad))
+        .is_err());
+    for key in ["rem-dispatch:y", "rem-acceptance:y", "rem-other:y"] {
+        assert_eq!(store.outbound(key).unwrap(), None, "{key}");
+    }
+    assert_eq!(store.pending_acceptance(other).unwrap(), None);
+    assert!(store.recipient_protocols(other).unwrap().is_empty());
+}
+
 both!(a_duplicate_record_accepted_is_an_error_and_writes_nothing);
 fn a_duplicate_record_accepted_is_an_error_and_writes_nothing(backend: &Backend) {
     let store = &*backend.store;

@@ -71,14 +71,27 @@ pub fn get(c: &dyn Conn, key: &str) -> Result<Option<Outbound>, StoreError> {
 /// lookup and the insert cannot interleave with another stager's.
 pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
     let mut head = lock_head(c)?;
+    let staged = stage_locked(c, &mut head, out, effect)?;
+    if staged == Staged::New {
+        set_head(c, &head)?;
+    }
+    Ok(staged)
+}
+
+/// [`stage`] with the chain head held by the caller (who writes it back).
+fn stage_locked(
+    c: &dyn Conn,
+    head: &mut Head,
+    out: &Outbound,
+    effect: &Effect,
+) -> Result<Staged, StoreError> {
     if let Some(existing) = get(c, &out.key)? {
         return Ok(Staged::Existing(existing));
     }
-    let claimed = claim(c, &mut head, effect)?;
+    let claimed = claim(c, head, effect)?;
     if !claimed {
         return Ok(Staged::Claimed);
     }
-    set_head(c, &head)?;
     let what = format!("stage outbox \"{}\"", out.key);
     let rcpt_to = out.rcpt_to.join("\n");
     match c.dialect() {
@@ -273,6 +286,15 @@ fn claim(c: &dyn Conn, head: &mut Head, effect: &Effect) -> Result<bool, StoreEr
         } => super::rem::outcome(c, message_id, recipient, kind, notice_id, *at)?,
         Effect::RemWaitNotice { due, notice_id, at } => {
             super::rem::close_wait(c, due.id, Some(notice_id), *at)?
+        }
+        Effect::Also { effect, staged } => {
+            let claimed = claim(c, head, effect)?;
+            if claimed {
+                for (out, effect) in staged {
+                    stage_locked(c, head, out, effect)?;
+                }
+            }
+            claimed
         }
         Effect::WithEvidences { effect, evidences } => {
             let claimed = claim(c, head, effect)?;
