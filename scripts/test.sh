@@ -68,7 +68,7 @@ e2e=(tests/e2e/smoke.sh tests/e2e/access_point.sh tests/e2e/reception.sh tests/e
   tests/e2e/timers.sh tests/e2e/index.sh tests/e2e/log_request.sh tests/e2e/scale_out.sh
   tests/e2e/relay.sh tests/e2e/hostile_peer.sh tests/e2e/provider_tls.sh tests/e2e/bounce.sh
   tests/e2e/proof.sh tests/e2e/faults.sh tests/e2e/store_tls.sh
-  tests/e2e/mailbox_settings.sh tests/e2e/rem_dns.sh)
+  tests/e2e/mailbox_settings.sh tests/e2e/rem_dns.sh tests/e2e/rem_flow.sh)
 # proof.sh: PROOF_N transactions (1,000 here; PROOF_N=10000 is the full proof, by hand);
 # faults.sh: 400 transactions through 20 kill -9 of pec serve and five other faults.
 # The package test builds the release .deb (a release build: several minutes on two cores),

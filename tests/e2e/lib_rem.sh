@@ -32,6 +32,16 @@
 #                                       mail for DOMAIN goes by SMTP, on PORT, to the MX hosts
 #                                       that the DNS server on DNS_ADDR:53 gives (Postfix's own
 #                                       MX and address lookups: a real REM route)
+#   rem_tl_write OUT KEY CERT ENTRY...  a Trusted List (ETSI TS 119 612, territory IT, issued now,
+#                                       next update in a year) in OUT, signed (enveloped
+#                                       XML-DSig, exclusive c14n, RSA-SHA256, xmlsec1) with KEY
+#                                       and CERT (PEM: the scheme operator's). One provider per
+#                                       ENTRY, "NAME|CERT_PEM|SUPPLY_POINT..." (space-separated
+#                                       points, e.g. smtp:mx.pec.example.net:25 and the https URL
+#                                       of its CSI): one REM/Q service granted since 2020-01-01
+#                                       whose digital identity is that certificate.
+#   postfix_route_lmtp DIR DOMAIN PORT  mail for DOMAIN goes straight to LMTP on 127.0.0.1:PORT
+#                                       (Dovecot's, past pec's delivery point)
 #
 # pec asks the DNS server itself (`--resolver`, its resolver address) for the REM routing
 # check. Postfix's resolver (glibc) takes no port: for Postfix to route by MX on the test
@@ -147,6 +157,78 @@ postfix_route_dns() {
       "$port" "$port" >> "$dir/etc/master.cf"
   fi
   printf '%s remdns-%s:\n' "$domain" "$port" >> "$dir/etc/transport"
+  _e2e_age_file "$dir/etc/transport"
+  before=$(_e2e_count_reloads "$dir")
+  _e2e_postfix "$dir" reload || return 1
+  if ! e2e_poll "$E2E_START_DEADLINE" _e2e_reloaded_since "$dir" "$before"; then
+    e2e_show_log "$dir/maillog"
+    e2e_fail "postfix in $dir did not log its reload"
+    return 1
+  fi
+}
+
+# rem_tl_write OUT KEY CERT ENTRY...
+rem_tl_write() {
+  if [ $# -lt 4 ]; then e2e_fail "usage: rem_tl_write OUT KEY CERT ENTRY..."; return 2; fi
+  local out=$1 key=$2 cert=$3
+  shift 3
+  command -v xmlsec1 >/dev/null || { e2e_fail "rem_tl_write: xmlsec1 missing (scripts/install-deps.sh)"; return 2; }
+  "$E2E_PYTHON" - "$out.unsigned" "$@" <<'PY' || { e2e_fail "rem_tl_write: cannot write the list"; return 1; }
+import base64, datetime, ssl, sys
+from xml.sax.saxutils import escape
+out, entries = sys.argv[1], sys.argv[2:]
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
+tsps = []
+for e in entries:
+    name, cert, points = e.split("|", 2)
+    der = ssl.PEM_cert_to_DER_cert(open(cert).read())
+    sp = "".join("<ServiceSupplyPoint>%s</ServiceSupplyPoint>" % escape(p) for p in points.split())
+    tsps.append(
+        "<TrustServiceProvider><TSPInformation><TSPName><Name xml:lang=\"en\">%s</Name></TSPName>"
+        "</TSPInformation><TSPServices><TSPService><ServiceInformation>"
+        "<ServiceTypeIdentifier>http://uri.etsi.org/TrstSvc/Svctype/EDS/REM/Q</ServiceTypeIdentifier>"
+        "<ServiceName><Name xml:lang=\"en\">%s REM</Name></ServiceName>"
+        "<ServiceDigitalIdentity><DigitalId><X509Certificate>%s</X509Certificate></DigitalId></ServiceDigitalIdentity>"
+        "<ServiceStatus>http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/granted</ServiceStatus>"
+        "<StatusStartingTime>2020-01-01T00:00:00Z</StatusStartingTime>"
+        "<ServiceSupplyPoints>%s</ServiceSupplyPoints>"
+        "</ServiceInformation></TSPService></TSPServices></TrustServiceProvider>\n"
+        % (escape(name), escape(name), base64.b64encode(der).decode(), sp))
+doc = (
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<TrustServiceStatusList xmlns=\"http://uri.etsi.org/02231/v2#\" Id=\"tsl\" TSLTag=\"http://uri.etsi.org/19612/TSLTag\">\n"
+    "<SchemeInformation><TSLVersionIdentifier>5</TSLVersionIdentifier><TSLSequenceNumber>1</TSLSequenceNumber>"
+    "<TSLType>http://uri.etsi.org/TrstSvc/TrustedList/TSLType/EUgeneric</TSLType>"
+    "<SchemeOperatorName><Name xml:lang=\"en\">pec e2e scheme operator</Name></SchemeOperatorName>"
+    "<SchemeTerritory>IT</SchemeTerritory>"
+    "<ListIssueDateTime>%s</ListIssueDateTime><NextUpdate><dateTime>%s</dateTime></NextUpdate>"
+    "</SchemeInformation>\n<TrustServiceProviderList>\n%s</TrustServiceProviderList>\n"
+    "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" Id=\"tl-signature\"><ds:SignedInfo>"
+    "<ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>"
+    "<ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>"
+    "<ds:Reference URI=\"\"><ds:Transforms>"
+    "<ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>"
+    "<ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/></ds:Transforms>"
+    "<ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue/></ds:Reference>"
+    "</ds:SignedInfo><ds:SignatureValue/><ds:KeyInfo><ds:X509Data><ds:X509Certificate/></ds:X509Data></ds:KeyInfo>"
+    "</ds:Signature></TrustServiceStatusList>\n"
+) % (fmt(now - datetime.timedelta(hours=1)), fmt(now + datetime.timedelta(days=365)), "".join(tsps))
+open(out, "w").write(doc)
+PY
+  xmlsec1 --sign --privkey-pem "$key,$cert" --output "$out" "$out.unsigned" 2> "$out.xmlsec.log" ||
+    { e2e_show_log "$out.xmlsec.log"; e2e_fail "rem_tl_write: xmlsec1 could not sign"; return 1; }
+  rm -f "$out.unsigned" "$out.xmlsec.log"
+}
+
+# postfix_route_lmtp DIR DOMAIN PORT: mail for DOMAIN goes straight to the LMTP server on
+# 127.0.0.1:PORT (e.g. Dovecot's, past pec's delivery point: mailboxes that are not
+# certified, such as the ordinary addresses standing for the Internet). Reloads Postfix and
+# waits for the reload.
+postfix_route_lmtp() {
+  if [ $# -ne 3 ]; then e2e_fail "usage: postfix_route_lmtp DIR DOMAIN PORT"; return 2; fi
+  local dir=$1 domain=$2 port=$3 before
+  printf '%s lmtp:inet:127.0.0.1:%s\n' "$domain" "$port" >> "$dir/etc/transport"
   _e2e_age_file "$dir/etc/transport"
   before=$(_e2e_count_reloads "$dir")
   _e2e_postfix "$dir" reload || return 1

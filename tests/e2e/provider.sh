@@ -49,12 +49,32 @@
 #                        verified TLS only, through WORK/tls_policy ([index]
 #                        tls_policy_map, written by `pec index tls-policy` / `sync`).
 #                        Dovecot's IMAP offers STARTTLS (ssl = required), same certificate.
+#                        PROVIDER_TLS_NAME names another pair of WORK/pki (NAME.pem, NAME.key)
+#                        for both, e.g. one issued for a third provider's domain.
 #                        Exports PECMAIL_CAFILE (the test CA) for pecmail.py's STARTTLS.
 #                        Also starts a test TSA (tests/tsa/, HTTPS with basic
 #                        authentication) in WORK/tsa, the [log] tsa_* of pec.toml; writing
 #                        "down" to WORK/tsa/mode makes it answer 503 (tsa.py); its port is
 #                        tsa_port. The token holds the PEC key ("signer") and the seal key
 #                        ("seal", KEY-seal.key/pem of make-pki.sh).
+#                        REM (ETSI EN 319 532-4) beside PEC, off unless PROVIDER_REM=1:
+#                        [rem] enabled, mode PROVIDER_REM_MODE (default auto), the REM PKI
+#                        anchor and the evidence time stamps' anchor (both the test CA, which
+#                        issues the PEC keys and the test TSA), relay_wait/consignment_wait
+#                        default; PROVIDER_REM_DOMAINS ("domain=rem other=pec", space-separated)
+#                        fills [rem.domains]; PROVIDER_REM_TL_URL and PROVIDER_REM_TL_SIGNER
+#                        (PEM) fill [rem.trust] (fetched by pec serve at start, HTTPS trusted
+#                        through the test CA; lib_rem.sh rem_tl_write makes a signed list);
+#                        [rem.csi] is filled so that `pec rem csi publish` works
+#                        (distribution point PROVIDER_REM_CSI_URL, default
+#                        https://mx.DOMAIN/CapabilityAndSecurityMetadata.xml);
+#                        PROVIDER_REM_IDENTITIES (space-separated mailboxes) get a sender
+#                        identity record (`pec mailbox identity set`) before pec serve starts;
+#                        PROVIDER_REM_EXTRA adds lines to [rem]. PROVIDER_RESOLV_CONF (any
+#                        provider) runs pec serve in a mount namespace of its own where that
+#                        file is /etc/resolv.conf (the REM MX check uses the system resolver:
+#                        point it at a dnsmasq of lib_rem.sh; needs `unshare -m`, see
+#                        provider_resolv_ok). Without PROVIDER_REM nothing of this is written.
 # provider_down WORK     stops pec, Postfix, Dovecot and clamd (by pid).
 # provider_metric WORK SAMPLE
 #                        prints the value of SAMPLE (name and labels, as on the endpoint,
@@ -89,6 +109,52 @@ provider_name_of() {
   esac
 }
 
+# provider_resolv_ok: whether pec serve can get a resolv.conf of its own (PROVIDER_RESOLV_CONF:
+# a private mount namespace, root with CAP_SYS_ADMIN).
+provider_resolv_ok() {
+  unshare -m sh -c 'mount --bind /etc/hostname /etc/resolv.conf' 2>/dev/null
+}
+
+# The [rem] tables of pec.toml for PROVIDER_REM=1 (see provider_up); nothing otherwise.
+_provider_rem_conf() {
+  local domain=$1 key=$2 pki=$3 d
+  [ "${PROVIDER_REM:-0}" = 1 ] || return 0
+  cat <<EOF
+[rem]
+enabled = true
+mode = "${PROVIDER_REM_MODE:-auto}"
+anchors = ["$pki/ca.pem"]
+tsa_anchors = ["$pki/ca.pem"]
+${PROVIDER_REM_EXTRA:-}
+
+[rem.domains]
+EOF
+  for d in ${PROVIDER_REM_DOMAINS:-}; do printf '"%s" = "%s"\n' "${d%%=*}" "${d#*=}"; done
+  if [ -n "${PROVIDER_REM_TL_URL:-}" ]; then
+    cat <<EOF
+
+[rem.trust]
+tl_urls = ["$PROVIDER_REM_TL_URL"]
+tl_signer_files = ["$PROVIDER_REM_TL_SIGNER"]
+tls_ca_file = "$pki/ca.pem"
+timeout = "10s"
+EOF
+  fi
+  cat <<EOF
+
+[rem.csi]
+street = "Via di prova 1"
+locality = "Roma"
+information_uri = "https://mx.$domain/rem/"
+policy_uri = "https://mx.$domain/rem/policy.html"
+pointer_to_tl = "${PROVIDER_REM_TL_URL:-https://tl.example.it/TL.xml}"
+distribution_point = "${PROVIDER_REM_CSI_URL:-https://mx.$domain/CapabilityAndSecurityMetadata.xml}"
+erds_id = "https://mx.$domain/"
+erds_domain = "mx.$domain"
+tls_certificate = "$pki/${PROVIDER_TLS_NAME:-$key-tls}.pem"
+EOF
+}
+
 provider_up() {
   local work=$1 domain=${2:-pec.example.it} key=${3:-it} root pec ports pki name
   local extra=("${@:4}")
@@ -106,6 +172,7 @@ provider_up() {
 
   e2e_log "$domain: test PKI and SoftHSM2 token"
   mkdir -p "$work"
+  local tls=${PROVIDER_TLS_NAME:-$key-tls}
   { [ -f "$pki/$key-tls.pem" ] && [ -f "$pki/$key-seal.pem" ]; } ||
     sh "$root/tests/pki/make-pki.sh" "$pki" >/dev/null 2>&1
   pki=$(cd "$pki" && pwd)
@@ -136,11 +203,11 @@ provider_up() {
   # PROVIDER_CLAMD_NO_MARKER=1: this provider's antivirus misses the marker (a virus its
   # database does not know yet).
   CLAMD_NO_MARKER=${PROVIDER_CLAMD_NO_MARKER:-0} clamd_start "$work/clamd" "$clamd_port"
-  DOVECOT_TLS_CERT=$pki/$key-tls.pem DOVECOT_TLS_KEY=$pki/$key-tls.key \
+  DOVECOT_TLS_CERT=$pki/$tls.pem DOVECOT_TLS_KEY=$pki/$tls.key \
     dovecot_start "$work/dovecot" "$lmtp" "$imap"
   # Empty until pec writes it from the index below (Postfix needs the file to exist).
   : > "$tls_policy"
-  POSTFIX_TLS_CERT=$pki/$key-tls.pem POSTFIX_TLS_KEY=$pki/$key-tls.key POSTFIX_TLS_CA=$pki/ca.pem \
+  POSTFIX_TLS_CERT=$pki/$tls.pem POSTFIX_TLS_KEY=$pki/$tls.key POSTFIX_TLS_CA=$pki/ca.pem \
     POSTFIX_TLS_POLICY=$tls_policy \
     postfix_start --sasl-path "$work/dovecot/run/auth-postfix" "$work/postfix" "pec-${domain%%.*}-${key}" \
     "$submission" "$smtp" "$reinject" "$filter" "$milter" "$postfix_lmtp" "$domain" "${extra[@]}"
@@ -216,6 +283,7 @@ tsa_password_file = "$(cd "$work/tsa" && pwd)/password"
 tsa_retry = "${PROVIDER_TSA_RETRY:-1s}"
 ${PROVIDER_LOG_EXTRA:-}
 ${PROVIDER_VERIFY_EXTRA:-}
+$(_provider_rem_conf "$domain" "$key" "$pki")
 
 # The e2e hosts are containers whose (host) kernel clock no daemon of theirs disciplines:
 # pec status reports it as a warning here instead of failing every run.
@@ -231,8 +299,25 @@ EOF
   fi
   _e2e_age_file "$tls_policy"
 
+  if [ "${PROVIDER_REM:-0}" = 1 ]; then
+    local who
+    for who in ${PROVIDER_REM_IDENTITIES:-}; do
+      "$pec" mailbox identity set -c "$work/pec.toml" "$who" \
+        --attr "http://eidas.europa.eu/attributes/naturalperson/PersonIdentifier=IT/IT/TEST-${who%%@*}" \
+        --attr "http://eidas.europa.eu/attributes/naturalperson/CurrentFamilyName=${who%%@*}" \
+        --level http://eidas.europa.eu/LoA/substantial --proofing in-person --by provider.sh >/dev/null
+    done
+  fi
+
   e2e_log "$domain: pec serve"
-  SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &
+  local ns=()
+  if [ -n "${PROVIDER_RESOLV_CONF:-}" ]; then
+    # pec's own /etc/resolv.conf (its REM MX check asks the system resolver): a private
+    # mount namespace where the file is bound over it; `exec` keeps pec's pid.
+    # shellcheck disable=SC2016 # expanded by that sh
+    ns=(unshare -m sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$PROVIDER_RESOLV_CONF")
+  fi
+  SOFTHSM2_CONF=$conf PEC_E2E_PIN=1234 PEC_LOG=${PEC_LOG:-info} "${ns[@]}" "$pec" serve -c "$work/pec.toml" 2> "$work/pec.log" &
   pec_pid=$!
   echo "$pec_pid" > "$work/pec.pid"
   wait_for_port 127.0.0.1 "$milter" 30
