@@ -349,6 +349,9 @@ pub async fn run(
         timeout: settings.timeout,
         tls_ca_file: settings.tls_ca_file.clone(),
     };
+    // What the last view held (services granted now, those whose CSI says REM baseline):
+    // said when it changes, so an operator (and the end-to-end tests) see when routing does.
+    let mut said: Option<(usize, usize)> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -397,6 +400,19 @@ pub async fn run(
             Ok(Ok((view, left_out))) => {
                 for why in left_out {
                     error!("rem trust data: stored copy not used: {why}");
+                }
+                let now = SystemClock.now();
+                let held = (
+                    view.trusted_at(now).count(),
+                    view.rem_baseline_at(now).count(),
+                );
+                if said != Some(held) {
+                    info!(
+                        granted = held.0,
+                        rem_baseline = held.1,
+                        "rem peers view updated"
+                    );
+                    said = Some(held);
                 }
                 peers.replace(view);
             }

@@ -63,7 +63,8 @@
 #                        issues the PEC keys and the test TSA), relay_wait/consignment_wait
 #                        default; PROVIDER_REM_DOMAINS ("domain=rem other=pec", space-separated)
 #                        fills [rem.domains]; PROVIDER_REM_TL_URL and PROVIDER_REM_TL_SIGNER
-#                        (PEM) fill [rem.trust] (fetched by pec serve at start, HTTPS trusted
+#                        (PEM) fill [rem.trust] (fetched by pec serve at start and every
+#                        PROVIDER_REM_TL_REFRESH, default 1d, with the peers' CSI; HTTPS trusted
 #                        through the test CA; lib_rem.sh rem_tl_write makes a signed list);
 #                        [rem.csi] is filled so that `pec rem csi publish` works
 #                        (distribution point PROVIDER_REM_CSI_URL, default
@@ -138,6 +139,7 @@ tl_urls = ["$PROVIDER_REM_TL_URL"]
 tl_signer_files = ["$PROVIDER_REM_TL_SIGNER"]
 tls_ca_file = "$pki/ca.pem"
 timeout = "10s"
+refresh = "${PROVIDER_REM_TL_REFRESH:-1d}"
 EOF
   fi
   cat <<EOF

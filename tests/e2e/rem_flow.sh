@@ -103,6 +103,9 @@ rem_tl_write "$work/www/TL-IT.xml" "$work/pki/outsider.key" "$work/pki/outsider.
   "PEC Example IT S.p.A.|$work/pki/it.pem|smtp:mx.pec.example.it:25 $base/csi-it.xml" \
   "PEC Example NET S.p.A.|$work/pki/net.pem|smtp:mx.pec.example.net:25 $base/csi-net.xml"
 export PROVIDER_REM_TL_URL=$base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$work/pki/outsider.pem
+# The CSIs are published once both providers are up (each needs its own configuration and
+# token): pec serve refreshes the list and the CSIs every 2 s until they are there.
+export PROVIDER_REM_TL_REFRESH=2s
 
 # ---- providers -------------------------------------------------------------------------------
 # A's relay_wait is 40 s (f: its RB22 on the real clock; every other dispatch is relayed in
@@ -139,6 +142,10 @@ for x in a b; do
   out=$("$pec" rem trust show -c "$work/$x/pec.toml" 2>&1) || { echo "$out" >&2; e2e_fail "pec rem trust show on $x"; }
   grep -q "smtp:mx.pec.example.net:25" <<<"$out" || { echo "$out" >&2; e2e_fail "$x: B's service not in the trusted list"; }
   grep -q "smtp:mx.pec.example.it:25" <<<"$out" || { echo "$out" >&2; e2e_fail "$x: A's service not in the trusted list"; }
+done
+# auto sends REM only to a peer whose CSI says REM baseline: both views hold both services'.
+for x in a b; do
+  wait_for_file_match "$work/$x/pec.log" "rem peers view updated granted=2 rem_baseline=2" 60
 done
 e2e_log "trust: the Trusted List and both CSI served over HTTPS, accepted by A and B"
 
