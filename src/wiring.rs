@@ -602,6 +602,7 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
                 .enabled
                 .then(|| crate::delivery::rem::RemDelivery {
                     settings: settings.rem.clone(),
+                    domains: config.provider.domains.clone(),
                 }),
         )
         .with_rem_settings(Some(Arc::new(settings.rem.clone())))

@@ -49,6 +49,18 @@ use crate::store::{Effect, EvidenceDirection, Outbound, StoredEvidence};
 #[derive(Debug, Clone)]
 pub struct RemDelivery {
     pub settings: RemSettings,
+    /// Our domains (`provider.domains`): a recipient of our own dispatch gets a
+    /// consignment evidence only when its mailbox is ours (an ordinary address delivered
+    /// through this proxy got RelayToNonERDS: it is no REM mailbox).
+    pub domains: Vec<String>,
+}
+
+impl RemDelivery {
+    fn is_ours(&self, address: &str) -> bool {
+        address
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| self.domains.iter().any(|o| o.eq_ignore_ascii_case(d)))
+    }
 }
 
 /// The evidence our consignment evidences about one recipient are about, from our records.
@@ -244,7 +256,7 @@ impl DeliveryPoint {
     /// The REM path of [`DeliveryPoint::deliver`] (see the module documentation).
     pub(super) async fn rem_deliver(&self, rem: &RemDelivery, tx: &Transaction) -> Vec<Reply> {
         let shown = super::envelope_id(&tx.data).unwrap_or_else(|| "-".into());
-        let known = match self.rem_known(tx).await {
+        let known = match self.rem_known(rem, tx).await {
             Ok(k) => k,
             Err(e) => return self.tempfail_all(tx, &shown, &e.to_string()),
         };
@@ -348,7 +360,11 @@ impl DeliveryPoint {
 
     /// The dispatch `tx` carries, checked against our records; `None` when it is not a
     /// dispatch of ours to consign (a receipt, or a message our records do not know).
-    async fn rem_known(&self, tx: &Transaction) -> Result<Option<Known>, IssueError> {
+    async fn rem_known(
+        &self,
+        rem: &RemDelivery,
+        tx: &Transaction,
+    ) -> Result<Option<Known>, IssueError> {
         let read = blocking_borrowed(|| -> Result<(String, Vec<u8>), String> {
             let m = crate::rem::message::parse(&tx.data).map_err(|e| e.to_string())?;
             if m.message_type != MessageType::Dispatch {
@@ -387,7 +403,14 @@ impl DeliveryPoint {
             warn!(msgid = %message_id, "delivery point: a rem dispatch our records do not hold: no evidence");
             return Ok(None);
         }
-        let about: Vec<Option<About>> = tx.rcpt_to.iter().map(|r| about(&stored, r)).collect();
+        let about: Vec<Option<About>> = tx
+            .rcpt_to
+            .iter()
+            .map(|r| {
+                about(&stored, r)
+                    .filter(|a| a.evidence.event != Event::SubmissionAcceptance || rem.is_ours(r))
+            })
+            .collect();
         if about.iter().all(Option::is_none) {
             return Ok(None);
         }

@@ -99,6 +99,7 @@ fn delivery(
     .with_clock(Arc::new(FixedClock::new(plus(60))))
     .with_rem(Some(RemDelivery {
         settings: settings(Some(tsa(tsa_url))),
+        domains: vec!["pec.example.it".into()],
     }));
     (dp, postfix)
 }
@@ -529,6 +530,51 @@ async fn our_own_dispatch_to_our_own_user_gets_its_consignment_from_our_records(
     let r = t.run_once(plus(48 * HOUR)).await.unwrap();
     assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
     assert!(tpostfix.messages().is_empty());
+}
+
+#[tokio::test]
+async fn an_ordinary_address_of_our_own_dispatch_delivered_here_gets_no_consignment() {
+    // Our own dispatch to bob (ours) and to an ordinary address (RelayToNonERDS), both
+    // handed to this delivery point (a test install that delivers the Internet's mail
+    // locally): bob's mailbox gets its ContentConsignment, the ordinary address nothing.
+    const DAVE: &str = "dave@example.com";
+    let h = harness(Some(tsa(&env().url)), true);
+    let (data, issued) = dispatch(&h.kit, OUR_ID, OUR_SENDER, &[BOB, DAVE]).await;
+    let stored = issued.stored(
+        OUR_SENDER,
+        vec![
+            (BOB.into(), RecipientType::Esterno),
+            (DAVE.into(), RecipientType::Esterno),
+        ],
+        None,
+    );
+    h.store
+        .stage_outbound(
+            &Outbound {
+                key: format!("acceptance:{OUR_ID}"),
+                message_id: "receipt.3@pec.example.it".into(),
+                mail_from: "posta-certificata@pec.example.it".into(),
+                rcpt_to: vec![OUR_SENDER.into()],
+                data: b"the submission acceptance receipt".to_vec(),
+                created_at: at(),
+                injected_at: None,
+            },
+            &Effect::WithEvidences {
+                effect: Box::new(Effect::Log(Vec::new())),
+                evidences: vec![stored],
+            },
+        )
+        .unwrap();
+    let (dp, postfix) = delivery(&h, Arc::new(Dovecot::default()), &env().url);
+    let replies = dp.deliver(&lmtp(&data, &[BOB, DAVE])).await;
+    assert_eq!(
+        replies.iter().map(|r| r.code).collect::<Vec<_>>(),
+        vec![250, 250]
+    );
+    let (event, code, ev) = receipt(&h, &postfix, OUR_SENDER);
+    assert_eq!((event, code.as_str()), (Event::ContentConsignment, "RD01"));
+    assert_eq!(ev.refers_to_recipient, Some(1), "bob's, not dave's");
+    assert_eq!(h.store.delivery_notice(OUR_ID, DAVE).unwrap(), None);
 }
 
 #[tokio::test]
