@@ -653,7 +653,7 @@ def cmd_rem_check(a):
                     continue
                 lines = [l.split() for l in out.stdout.splitlines() if l.strip()]
                 n_ev[side] += len(lines)
-                have = sorted(f"{l[2]} {l[3]}" for l in lines)
+                have = sorted(f"{l[2]} {l[3].rsplit('/', 1)[-1]}" for l in lines)
                 if have != expected[side]:
                     bad.add(f"{side}: the evidences of a dispatch are not each exactly once",
                             f"{subject!r} {mid}: {have}")
