@@ -27,6 +27,27 @@
 //! The 24 h notices are handled before the 12 h ones in a pass: a row found due for both
 //! (the service was down for more than 12 h) gets only the 24 h notice, since a preavviso
 //! announcing a further notice would then be wrong.
+//!
+//! # REM waits
+//!
+//! With `[rem] enabled` ([`Timers::with_rem`]), a pass also runs the waits of EN 319 532-4
+//! Annex D (issue 20), kept in the store ([`Store::claim_rem_waits`]: begun in the
+//! transaction of the event that starts them, claimed and closed as the notices above, so
+//! exactly once across restarts and processes). REM recipients have no tracking row: no
+//! 12 h / 24 h PEC notice, and no 12 h notice of any kind.
+//!
+//! * relay wait (`[rem] relay_wait`, from our dispatch's SubmissionAcceptance, for each
+//!   recipient of a peer): closed when our records hold the peer's relay evidence about
+//!   the recipient; otherwise the RelayFailure RB22 evidence, about our
+//!   SubmissionAcceptance, in a REM receipt to our sender;
+//! * consignment wait (`[rem] consignment_wait`, from our RelayAcceptance of a peer's
+//!   dispatch, or our own dispatch's acceptance for our own recipients): closed by the
+//!   recipient's consignment outcome at the delivery point; otherwise the
+//!   ContentConsignmentFailure RD03, through the same one-outcome claim
+//!   ([`crate::delivery::rem::emit_outcome`]).
+//!
+//! Each evidence is signed and stamped before staging; a TSA failure releases the claim,
+//! and the next pass retries.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,16 +55,27 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
+use crate::config::RemSettings;
 use crate::crypto::Signer;
+use crate::issuing::blocking;
 use crate::issuing::{Emitted, IssueError, Issuing};
 use crate::message::build::{Generated, Issuer};
 use crate::message::codes::Code;
+use crate::message::ids::rem_id;
 use crate::message::ids::MsgIdSource;
+use crate::message::kind::RecipientType;
 use crate::message::kind::Timeout;
 use crate::message::time::{Clock, Instant};
+use crate::rem::codes::{Event, Reason};
+use crate::rem::compose::{Composer, Provider, Receipt, Submission};
+use crate::rem::evidence::Evidence;
+use crate::rem::issue::{self, RelayInput, RemIssueError};
 use crate::smtp::Injector;
-use crate::store::outbox::timer_key;
-use crate::store::{DueNotice, Effect, Store, TimeoutClaim};
+use crate::store::outbox::{rem_wait_key, timer_key};
+use crate::store::{
+    DueNotice, Effect, EvidenceDirection, Outbound, RemDue, RemWaitClaim, RemWaitKind, Store,
+    TimeoutClaim,
+};
 
 /// Seconds after dispatch when the 12 h notice is due.
 pub const NOTICE12_AFTER: i64 = 12 * 3600;
@@ -77,11 +109,34 @@ pub struct Failed {
     pub reason: String,
 }
 
+/// One REM wait a pass closed (see [`rem`](self#rem-waits)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemClosed {
+    pub which: RemWaitKind,
+    pub message_id: String,
+    pub recipient: String,
+    /// The REM receipt sent (RelayFailure RB22, ContentConsignmentFailure RD03); `None`
+    /// when our records showed the outcome already (nothing sent).
+    pub notice_id: Option<String>,
+}
+
+/// A REM wait whose receipt could not be sent in this pass (retried by the next one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemFailed {
+    pub which: RemWaitKind,
+    pub message_id: String,
+    pub recipient: String,
+    pub reason: String,
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub sent: Vec<Sent>,
     pub failed: Vec<Failed>,
+    /// REM waits closed (with or without a receipt).
+    pub rem: Vec<RemClosed>,
+    pub rem_failed: Vec<RemFailed>,
 }
 
 impl Report {
@@ -89,11 +144,21 @@ impl Report {
     pub fn count(&self, which: Timeout) -> usize {
         self.sent.iter().filter(|s| s.which == which).count()
     }
+
+    /// REM receipts sent for waits of kind `which`.
+    pub fn rem_count(&self, which: RemWaitKind) -> usize {
+        self.rem
+            .iter()
+            .filter(|s| s.which == which && s.notice_id.is_some())
+            .count()
+    }
 }
 
 /// The timers: see the module documentation.
 pub struct Timers {
     kit: Issuing,
+    /// `[rem] enabled`: the REM waits.
+    rem: Option<RemSettings>,
 }
 
 impl Timers {
@@ -112,7 +177,14 @@ impl Timers {
                 clock,
                 ..Issuing::new(store, injector, issuer, signer, ids)
             },
+            rem: None,
         }
+    }
+
+    /// Runs the REM waits too (`[rem] enabled`), with its waits and evidence TSA.
+    pub fn with_rem(mut self, rem: Option<RemSettings>) -> Self {
+        self.rem = rem;
+        self
     }
 
     /// One pass at instant `now`: sends every due notice. Fails only when the store cannot
@@ -168,7 +240,277 @@ impl Timers {
                 }
             }
         }
+        if let Some(rem) = &self.rem {
+            self.rem_waits(rem, now, &mut report).await?;
+        }
         Ok(report)
+    }
+
+    /// The REM waits due at `now` (see the module documentation): the relay waits, then
+    /// the consignment waits.
+    async fn rem_waits(
+        &self,
+        rem: &RemSettings,
+        now: Instant,
+        report: &mut Report,
+    ) -> Result<(), TimersError> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        for (which, wait) in [
+            (RemWaitKind::Relay, rem.relay_wait),
+            (RemWaitKind::Consignment, rem.consignment_wait),
+        ] {
+            let claim = RemWaitClaim {
+                which,
+                started_up_to: Instant::from_unix(now.unix().saturating_sub(secs(wait))),
+                now,
+                stale_before: Instant::from_unix(now.unix() - CLAIM_LEASE),
+                limit: BATCH,
+            };
+            loop {
+                let due = self.kit.store(move |s| s.claim_rem_waits(&claim)).await?;
+                let full = due.len() == BATCH;
+                let mut all_done = true;
+                for d in due {
+                    let done = self.rem_wait(rem, &d, now).await;
+                    crate::metrics::timer_notice(
+                        match which {
+                            RemWaitKind::Relay => "rem_relay",
+                            RemWaitKind::Consignment => "rem_consignment",
+                        },
+                        done.is_ok(),
+                    );
+                    match done {
+                        Ok(notice_id) => report.rem.push(RemClosed {
+                            which,
+                            message_id: d.wait.message_id,
+                            recipient: d.wait.recipient,
+                            notice_id,
+                        }),
+                        Err(e) => {
+                            all_done = false;
+                            report.rem_failed.push(RemFailed {
+                                which,
+                                message_id: d.wait.message_id,
+                                recipient: d.wait.recipient,
+                                reason: e,
+                            });
+                        }
+                    }
+                }
+                if !full || !all_done {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One claimed REM wait: closed without a receipt when our records hold its outcome,
+    /// else its receipt issued and emitted once; on a failure before staging, the claim is
+    /// released (retried next pass).
+    async fn rem_wait(
+        &self,
+        rem: &RemSettings,
+        due: &RemDue,
+        now: Instant,
+    ) -> Result<Option<String>, String> {
+        let w = &due.wait;
+        let result = match w.which {
+            RemWaitKind::Relay => self.relay_failure(rem, due, now).await,
+            RemWaitKind::Consignment => self.consignment_failure(rem, due, now).await,
+        };
+        match result {
+            Ok(Some(Emitted::New(id) | Emitted::Existing(id))) => {
+                info!(msgid = %w.message_id, recipient = %w.recipient, notice = %id, wait = w.which.as_str(), "timers: rem wait ran out: receipt sent");
+                Ok(Some(id))
+            }
+            Ok(Some(Emitted::Claimed)) | Ok(None) => {
+                // Outcome known: closed, nothing sent (idempotent).
+                let (d, at) = (due.clone(), now);
+                if let Err(e) = self.kit.store(move |s| s.settle_rem_wait(&d, at)).await {
+                    warn!(msgid = %w.message_id, recipient = %w.recipient, "timers: rem wait not closed (claimed again after the lease): {e}");
+                }
+                info!(msgid = %w.message_id, recipient = %w.recipient, wait = w.which.as_str(), "timers: rem wait closed by our records, nothing sent");
+                Ok(None)
+            }
+            Err(RemIssueError::Task(e @ IssueError::Staged(_))) => {
+                warn!(msgid = %w.message_id, recipient = %w.recipient, "timers: rem receipt staged, not injected (the outbox sweep sends it): {e}");
+                Err(e.to_string())
+            }
+            Err(e) => {
+                error!(msgid = %w.message_id, recipient = %w.recipient, wait = w.which.as_str(), "timers: rem receipt not staged, retried next pass: {e}");
+                let d = due.clone();
+                if let Err(e) = self.kit.store(move |s| s.release_rem_wait(&d)).await {
+                    error!(msgid = %w.message_id, recipient = %w.recipient, "timers: cannot release the rem wait (taken over after the lease): {e}");
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Relay wait ran out: `None` when the peer's relay evidence about the recipient is in
+    /// our records (RelayAcceptance, RelayRejection answered already, a consignment), else
+    /// the RelayFailure RB22 to our sender, about our SubmissionAcceptance.
+    async fn relay_failure(
+        &self,
+        rem: &RemSettings,
+        due: &RemDue,
+        now: Instant,
+    ) -> Result<Option<Emitted>, RemIssueError> {
+        let w = due.wait.clone();
+        let id = w.message_id.clone();
+        let stored = self.kit.store(move |s| s.evidences_for(&id)).await?;
+        let parsed: Vec<(EvidenceDirection, Evidence)> = stored
+            .iter()
+            .filter_map(|s| Some((s.evidence.direction, Evidence::parse(&s.evidence.xml).ok()?)))
+            .collect();
+        let ours = parsed.iter().find(|(d, e)| {
+            *d == EvidenceDirection::Issued && e.event == Event::SubmissionAcceptance
+        });
+        let Some((_, ours)) = ours else {
+            error!(msgid = %w.message_id, recipient = %w.recipient, "timers: relay wait without our submission acceptance: closed, nothing certified");
+            return Ok(None);
+        };
+        if parsed
+            .iter()
+            .any(|(d, e)| relay_answer(*d, e, &w.recipient))
+        {
+            return Ok(None);
+        }
+        let all: Vec<String> = ours
+            .recipients
+            .iter()
+            .map(|u| {
+                u.identifier
+                    .as_ref()
+                    .map(|i| i.value.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let Some(position) = all
+            .iter()
+            .position(|r| r.eq_ignore_ascii_case(&w.recipient))
+            .and_then(|i| u32::try_from(i + 1).ok())
+        else {
+            error!(msgid = %w.message_id, recipient = %w.recipient, "timers: relay wait for a recipient our submission acceptance does not name: closed");
+            return Ok(None);
+        };
+        let reason = Reason::by_code("RB22")
+            .ok_or_else(|| IssueError::Task("reason RB22 unknown".into()))?;
+        let issued = issue::issue_relay(
+            &self.kit,
+            rem.evidence_tsa.as_ref(),
+            RelayInput {
+                about: ours.clone(),
+                event: Event::RelayFailure,
+                reason,
+                refers_to: vec![position],
+                event_time: now,
+                policies: rem.policies.clone(),
+                provider: rem.provider_name.clone(),
+            },
+        )
+        .await?;
+        let sub = Submission::from_evidence(ours, rem.policies.clone());
+        let provider = Provider {
+            name: rem.provider_name.clone(),
+            service_address: self.kit.issuer.service_address.clone(),
+        };
+        // The recipient's provider said nothing: named by the recipient's domain.
+        let peer = w
+            .recipient
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default();
+        let receipt_id = rem_id(now, &self.kit.issuer.service_address);
+        let (signer, xml, evidence_id, sub2) = (
+            self.kit.signer.clone(),
+            issued.xml.clone(),
+            issued.id().to_string(),
+            sub.clone(),
+        );
+        let composed = blocking(move || {
+            let r = Receipt {
+                event: Event::RelayFailure,
+                code: "RB22",
+                message_id: &receipt_id,
+                evidence_id: &evidence_id,
+                to: &sub2.from,
+                rcpt_to: &sub2.sender,
+                other_provider: Some(&peer),
+                recipient: None,
+                relay_date: None,
+            };
+            Composer {
+                provider: &provider,
+                signer: &*signer,
+            }
+            .receipt(&sub2, &r, &xml, &[], now)
+        })
+        .await?
+        .map_err(|e| IssueError::Task(format!("composing the rem receipt: {e}")))?;
+        let recipients = sub
+            .recipients
+            .iter()
+            .map(|r| (r.clone(), RecipientType::Esterno))
+            .collect();
+        let stored = issued.stored(&sub.sender, recipients, None);
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::RemWaitNotice {
+                due: Box::new(due.clone()),
+                notice_id: composed.message_id.clone(),
+                at: now,
+            }),
+            evidences: vec![stored],
+        };
+        let out = Outbound {
+            key: rem_wait_key(&w.message_id, &w.recipient, w.which),
+            data: composed.to_bytes(),
+            message_id: composed.message_id,
+            mail_from: composed.mail_from,
+            rcpt_to: composed.rcpt_to,
+            created_at: now,
+            injected_at: None,
+        };
+        Ok(Some(self.kit.emit_outbound(out, effect).await?))
+    }
+
+    /// Consignment wait ran out: the ContentConsignmentFailure RD03 to the sender, through
+    /// the delivery point's one outcome per recipient (a consignment decided meanwhile
+    /// wins: nothing sent).
+    async fn consignment_failure(
+        &self,
+        rem: &RemSettings,
+        due: &RemDue,
+        now: Instant,
+    ) -> Result<Option<Emitted>, RemIssueError> {
+        let w = due.wait.clone();
+        let (id, r) = (w.message_id.clone(), w.recipient.clone());
+        let (decided, stored) = self
+            .kit
+            .store(move |s| Ok((s.delivery_notice(&id, &r)?, s.evidences_for(&id)?)))
+            .await?;
+        if decided.is_some() {
+            return Ok(None);
+        }
+        let Some(about) = crate::delivery::rem::about(&stored, &w.recipient) else {
+            error!(msgid = %w.message_id, recipient = %w.recipient, "timers: consignment wait our records do not explain: closed, nothing certified");
+            return Ok(None);
+        };
+        let emitted = crate::delivery::rem::emit_outcome(
+            &self.kit,
+            rem,
+            crate::delivery::rem::Outcome {
+                about: &about,
+                recipient: &w.recipient,
+                event: Event::ContentConsignmentFailure,
+                code: "RD03",
+                at: now,
+                queue_id: None,
+            },
+        )
+        .await?;
+        Ok(Some(emitted))
     }
 
     /// Builds one claimed notice and emits it through the outbox; on a failure before it
@@ -257,6 +599,31 @@ impl Timers {
                 Err(e) => error!("timers: pass failed: {e}"),
             }
         }
+    }
+}
+
+/// Whether `e` (direction `d`) is the recipient's provider's answer about `recipient`:
+/// a relay evidence received from it naming the recipient, our RelayFailure answering its
+/// RelayRejection, or a consignment evidence about the recipient.
+fn relay_answer(d: EvidenceDirection, e: &Evidence, recipient: &str) -> bool {
+    let named = |n: u32| {
+        e.recipients
+            .get((n as usize).wrapping_sub(1))
+            .and_then(|u| u.identifier.as_ref())
+            .is_some_and(|i| i.value.eq_ignore_ascii_case(recipient))
+    };
+    let relay = e
+        .relay_info
+        .as_ref()
+        .is_some_and(|r| r.refers_to.iter().any(|&n| named(n)));
+    match (d, e.event) {
+        (EvidenceDirection::Received, Event::RelayAcceptance | Event::RelayRejection) => relay,
+        (EvidenceDirection::Issued, Event::RelayFailure) => relay,
+        (
+            EvidenceDirection::Received,
+            Event::ContentConsignment | Event::ContentConsignmentFailure,
+        ) => e.refers_to_recipient.is_some_and(named),
+        _ => false,
     }
 }
 

@@ -559,14 +559,17 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
     });
     let timers = config.timers.enabled.then(|| {
         (
-            Arc::new(Timers::new(
-                store.clone(),
-                access_injector.clone(),
-                issuer.clone(),
-                signer.clone(),
-                ids.clone(),
-                Arc::new(SystemClock),
-            )),
+            Arc::new(
+                Timers::new(
+                    store.clone(),
+                    access_injector.clone(),
+                    issuer.clone(),
+                    signer.clone(),
+                    ids.clone(),
+                    Arc::new(SystemClock),
+                )
+                .with_rem(settings.rem.enabled.then(|| settings.rem.clone())),
+            ),
             settings.timers_interval,
         )
     });
@@ -587,6 +590,14 @@ pub fn build_roles(config: &Config, shared: &Shared) -> Result<Roles, WiringErro
             ids.clone(),
         )
         .with_arrival_notices(config.delivery.arrival_notices)
+        .with_rem(
+            settings
+                .rem
+                .enabled
+                .then(|| crate::delivery::rem::RemDelivery {
+                    settings: settings.rem.clone(),
+                }),
+        )
         .with_duplicate_check(
             crate::delivery::dedup::CommandProbe::new(config.delivery.duplicate_check.clone())
                 .map(|p| Arc::new(p) as Arc<dyn crate::delivery::dedup::MailboxProbe>),
@@ -630,5 +641,6 @@ pub fn open_timers(config: &Config, clock: Arc<dyn Clock>) -> Result<Timers, Wir
         tcp(&settings.access.reinject, "access.reinject")?,
         helo,
     ));
-    Ok(Timers::new(store, injector, issuer, signer, ids, clock))
+    Ok(Timers::new(store, injector, issuer, signer, ids, clock)
+        .with_rem(settings.rem.enabled.then(|| settings.rem.clone())))
 }

@@ -17,10 +17,13 @@ use crate::store::Effect;
 
 /// The acceptance receipt of our own envelope `msgid` seen queued in `tx`, once: `None`
 /// when `msgid` has no pending acceptance (not ours, or emitted already).
+/// `local` tells our own recipients (a REM dispatch to them is not relayed: their wait is
+/// the consignment one).
 pub async fn after_queue(
     kit: &Issuing,
     tx: &Transaction,
     msgid: Option<&str>,
+    local: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Option<(String, String)>, IssueError> {
     let pending = match msgid {
         Some(id) => {
@@ -33,7 +36,7 @@ pub async fn after_queue(
         return Ok(None);
     };
     if crate::rem::message::is_rem(&tx.data) {
-        return super::rem::after_queue(kit, tx, accepted).await;
+        return super::rem::after_queue(kit, tx, accepted, local).await;
     }
 
     let pec_id = accepted.pec_id.clone();

@@ -33,7 +33,7 @@ use crate::rem::message::DigestAlgorithm;
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
 use crate::store::outbox::{acceptance_key, non_acceptance_key};
-use crate::store::{Accepted, Effect, Outbound, Refused, SenderIdentity};
+use crate::store::{Accepted, Effect, Outbound, Refused, RemWait, RemWaitKind, SenderIdentity};
 
 /// The authentication method the evidences name for the SMTP submission session.
 pub const AUTH_METHOD: &str = "SMTP AUTH";
@@ -585,10 +585,15 @@ async fn compose_receipt(
 /// ours (our signing certificate, the time stamp as [`crate::rem::xades::sign`] checked it,
 /// the identifiers of this submission); it is stored with the receipt's outbox row and the
 /// acceptance's records ([`Effect::WithEvidences`] around [`Effect::Acceptance`]).
+///
+/// The same transaction begins the REM waits of the dispatch (EN 319 532-4 Annex D): the
+/// relay wait of each recipient of a peer, the consignment wait of each of our own
+/// (`local`: no relay takes place for them).
 pub async fn after_queue(
     kit: &Issuing,
     tx: &Transaction,
     accepted: Accepted,
+    local: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Option<(String, String)>, IssueError> {
     let pec_id = accepted.pec_id.clone();
     let data = tx.data.clone();
@@ -658,11 +663,29 @@ pub async fn after_queue(
         accepted.queue_id.as_deref(),
     );
     let receipt_id = receipt.message_id.clone();
+    let waits = accepted
+        .cert
+        .destinatari
+        .iter()
+        .map(|d| RemWait {
+            which: if local(&d.address) {
+                RemWaitKind::Consignment
+            } else {
+                RemWaitKind::Relay
+            },
+            message_id: pec_id.clone(),
+            recipient: d.address.clone(),
+            started_at: at,
+        })
+        .collect();
     let effect = Effect::WithEvidences {
-        effect: Box::new(Effect::Acceptance {
-            pec_id: pec_id.clone(),
-            receipt_id: receipt_id.clone(),
-            at,
+        effect: Box::new(Effect::RemWaits {
+            effect: Box::new(Effect::Acceptance {
+                pec_id: pec_id.clone(),
+                receipt_id: receipt_id.clone(),
+                at,
+            }),
+            waits,
         }),
         evidences: vec![stored],
     };

@@ -9,10 +9,21 @@ use super::args::ConfigArgs;
 use super::error::{exit, CliError};
 use crate::message::kind::Timeout;
 use crate::message::time::{Clock, FixedClock, Instant, SystemClock};
+use crate::store::RemWaitKind;
+
+/// The receipt a REM wait ends with.
+fn rem_label(which: RemWaitKind) -> &'static str {
+    match which {
+        RemWaitKind::Relay => "RB22",
+        RemWaitKind::Consignment => "RD03",
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TimersCommand {
-    /// Run one pass: send every due 12 h / 24 h notice, print one line per notice.
+    /// Run one pass: send every due 12 h / 24 h notice and, with `[rem] enabled`, every due
+    /// REM receipt (RelayFailure RB22 after `rem.relay_wait`, ContentConsignmentFailure
+    /// RD03 after `rem.consignment_wait`); print one line per notice.
     ///
     /// Exit status: 0 every due notice was sent (or none was due), 1 some could not be sent
     /// (they are retried by the next pass), 2 configuration, store or signer error.
@@ -76,13 +87,43 @@ fn run_once(args: &TimersRunArgs) -> Result<i32, CliError> {
             f.reason
         );
     }
+    for r in &report.rem {
+        match &r.notice_id {
+            Some(id) => println!(
+                "sent rem {} receipt {} to the sender of {} for {}",
+                rem_label(r.which),
+                id,
+                r.message_id,
+                r.recipient
+            ),
+            None => println!(
+                "closed rem {} wait of {} for {}: outcome recorded, nothing sent",
+                r.which.as_str(),
+                r.message_id,
+                r.recipient
+            ),
+        }
+    }
+    for f in &report.rem_failed {
+        println!(
+            "FAILED rem {} receipt for {} of {}: {}",
+            rem_label(f.which),
+            f.recipient,
+            f.message_id,
+            f.reason
+        );
+    }
     println!(
-        "timers at {}: {} sent (12h: {}, 24h: {}), {} failed",
+        "timers at {}: {} sent (12h: {}, 24h: {}, rem RB22: {}, rem RD03: {}), {} failed",
         now.utc().to_rfc3339(),
-        report.sent.len(),
+        report.sent.len() + report.rem.iter().filter(|r| r.notice_id.is_some()).count(),
         report.count(Timeout::Hours12),
         report.count(Timeout::Hours24),
-        report.failed.len()
+        report.rem_count(RemWaitKind::Relay),
+        report.rem_count(RemWaitKind::Consignment),
+        report.failed.len() + report.rem_failed.len()
     );
-    Ok(i32::from(!report.failed.is_empty()))
+    Ok(i32::from(
+        !report.failed.is_empty() || !report.rem_failed.is_empty(),
+    ))
 }

@@ -24,6 +24,9 @@
 //!    ([`crate::issuing::Issuing::emit`]); only then is it injected into Postfix's reinjection
 //!    listener, and marked injected.
 //!
+//! REM dispatches (`[rem] enabled`) take the same steps with a consignment evidence in
+//! place of the PEC receipt ([`rem`]).
+//!
 //! 5. optionally ([`DeliveryPoint::with_arrival_notices`]), after a delivery receipt, a
 //!    short plain arrival notice to the ordinary address configured for the mailbox
 //!    ([`Store::arrival_notice`], [`arrival`]); best effort.
@@ -71,6 +74,7 @@ use crate::BoxFuture;
 
 pub mod arrival;
 pub mod dedup;
+pub mod rem;
 
 use crate::smtp::lmtp::{LmtpHandler, LocalDelivery, Reply, Transaction};
 use dedup::MailboxProbe;
@@ -105,6 +109,8 @@ pub struct DeliveryPoint {
     /// owner of its delivery intents, so that another node waits (4xx) instead of
     /// delivering the same message at the same time ([`crate::store::outbox`]).
     owner: String,
+    /// `[rem] enabled`: the REM path ([`rem`]).
+    rem: Option<rem::RemDelivery>,
 }
 
 impl DeliveryPoint {
@@ -128,7 +134,14 @@ impl DeliveryPoint {
             probe: None,
             in_flight: Arc::default(),
             owner: crate::store::ledger::node_owner(),
+            rem: None,
         }
+    }
+
+    /// Speaks REM ([`rem`]): the consignment evidences of REM dispatches.
+    pub fn with_rem(mut self, rem: Option<rem::RemDelivery>) -> Self {
+        self.rem = rem;
+        self
     }
 
     /// Sends the optional per-mailbox arrival notices ([`arrival`]) configured in the
@@ -164,6 +177,11 @@ impl DeliveryPoint {
         // (Postfix does not filter what it generates): signed notices instead ([`bounce`]).
         if let Some(replies) = self.bounce(tx).await {
             return replies;
+        }
+        if let Some(rem) = &self.rem {
+            if crate::rem::message::is_rem(&tx.data) {
+                return self.rem_deliver(rem, tx).await;
+            }
         }
         let pec_id = envelope_id(&tx.data);
         let shown = pec_id.clone().unwrap_or_else(|| "-".into());

@@ -355,7 +355,10 @@ impl AfterQueue {
             });
         }
         let mut outcome = Outcome {
-            acceptance: crate::access::acceptance::after_queue(&self.kit, tx, msgid).await?,
+            acceptance: crate::access::acceptance::after_queue(&self.kit, tx, msgid, &|r| {
+                self.reception.is_local(r)
+            })
+            .await?,
             ..Outcome::default()
         };
         let (local, remote): (Vec<String>, Vec<String>) = tx

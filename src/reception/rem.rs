@@ -50,7 +50,9 @@ use crate::rem::message::{self, DigestAlgorithm, MessageType, RemMessage};
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
 use crate::store::outbox::{rem_relay_failure_key, rem_relay_key};
-use crate::store::{Effect, EventKind, EvidenceDirection, LogEvent, MailboxPolicy, Outbound};
+use crate::store::{
+    Effect, EventKind, EvidenceDirection, LogEvent, MailboxPolicy, Outbound, RemWait, RemWaitKind,
+};
 
 /// What the reception point needs for REM.
 pub struct RemReception {
@@ -875,8 +877,29 @@ impl AfterQueue {
             issued.stored(&sender, recipient_list(send.about), tx.queue_id.as_deref());
         let mut evidences = send.also;
         evidences.push((ours, event));
+        // Relay-accepted: the consignment wait of each recipient begins (EN 319 532-4
+        // Annex D; the delivery point's outcome closes it, else the timers' RD03).
+        let waits = match send.event {
+            Event::RelayAcceptance => {
+                let all = recipients_of(send.about);
+                send.refers_to
+                    .iter()
+                    .filter_map(|&n| all.get((n as usize).checked_sub(1)?))
+                    .map(|r| RemWait {
+                        which: RemWaitKind::Consignment,
+                        message_id: issued.model.message_id.clone().unwrap_or_default(),
+                        recipient: r.clone(),
+                        started_at: now,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let effect = Effect::WithEvidences {
-            effect: Box::new(Effect::Log(Vec::new())),
+            effect: Box::new(Effect::RemWaits {
+                effect: Box::new(Effect::Log(Vec::new())),
+                waits,
+            }),
             evidences,
         };
         let emitted = self

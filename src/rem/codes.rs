@@ -451,6 +451,22 @@ pub static REASONS: [Reason; 30] = [
     },
 ];
 
+/// The ContentConsignmentFailure reason of a mailbox server's permanent refusal, by its
+/// enhanced status code (`None`: the reply carried none): quota or a message larger than
+/// the mailbox takes → RD04; unknown, invalid or disabled mailbox (retired, suspended) →
+/// RD21 (not a recipient that can be consigned to here); a content the mailbox refuses
+/// (media, security) → RD06; anything else → RD05 (technical malfunction).
+pub fn consignment_failure(enhanced: Option<&str>) -> &'static str {
+    let code = enhanced.unwrap_or("");
+    match code {
+        "5.2.2" | "5.2.3" | "5.3.4" => "RD04",
+        "5.2.1" => "RD21",
+        c if c.starts_with("5.1.") => "RD21",
+        c if c.starts_with("5.6.") || c.starts_with("5.7.") => "RD06",
+        _ => "RD05",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

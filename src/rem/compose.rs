@@ -69,6 +69,48 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// The REM data of the message evidence `ev` is about, from the evidence alone (our
+    /// records: our own evidence of a dispatch, or a peer's one we judged valid): what a
+    /// receipt about it states in its headers and introduction.
+    pub fn from_evidence(ev: &super::evidence::Evidence, policies: Vec<String>) -> Submission {
+        let address = |u: &super::evidence::UserDetails| {
+            u.identifier
+                .as_ref()
+                .map(|i| i.value.clone())
+                .unwrap_or_default()
+        };
+        let sender = address(&ev.sender);
+        let recipients: Vec<String> = ev.recipients.iter().map(address).collect();
+        let part = ev.user_content.as_ref().and_then(|u| u.parts.first());
+        let digest = part
+            .and_then(|p| p.digest_method.as_deref())
+            .and_then(DigestAlgorithm::from_uri)
+            .unwrap_or(DigestAlgorithm::Sha256);
+        Submission {
+            message_id: ev.message_id.clone().unwrap_or_default(),
+            ua_message_identifier: ev
+                .user_content
+                .as_ref()
+                .and_then(|u| u.app_layer_identifier.clone()),
+            from: format!("<{sender}>"),
+            sender,
+            to: Some(recipients.join(", ")),
+            cc: None,
+            in_reply_to: None,
+            recipients,
+            subject: ev
+                .general_info
+                .as_ref()
+                .and_then(|g| g.subject.clone())
+                .unwrap_or_default(),
+            policies,
+            digest,
+            digest_value: part
+                .and_then(|p| p.digest_value.clone())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Reads the certification data from `original`, prepared with [`prepare_original`],
     /// and computes its digest.
     pub fn from_original(

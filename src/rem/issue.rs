@@ -257,6 +257,52 @@ pub async fn issue_relay(
     sign_new(kit, tsa, at, move |id| relay_evidence(&input, id)).await
 }
 
+/// A consignment evidence we issue (ContentConsignment, ContentConsignmentFailure, EN 319
+/// 532-4 C.4.6): about one recipient of a message whose evidence we hold (our
+/// RelayAcceptance of a peer's dispatch, or our SubmissionAcceptance of our own). Its
+/// message identifier, sender, recipients, submission time, subject and digest are copied
+/// from `about`, as for a relay evidence; `EvidenceRefersToRecipient` names the recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsignmentInput {
+    pub about: Evidence,
+    pub event: Event,
+    pub reason: &'static Reason,
+    /// 1-based position of the recipient among `about`'s recipients.
+    pub recipient: u32,
+    pub event_time: Instant,
+    pub policies: Vec<String>,
+    pub provider: String,
+}
+
+/// The unsigned consignment evidence `input` describes, with identifier `evidence_id`.
+pub fn consignment_evidence(input: &ConsignmentInput, evidence_id: &str) -> Evidence {
+    let mut ev = relay_evidence(
+        &RelayInput {
+            about: input.about.clone(),
+            event: input.event,
+            reason: input.reason,
+            refers_to: Vec::new(),
+            event_time: input.event_time,
+            policies: input.policies.clone(),
+            provider: input.provider.clone(),
+        },
+        evidence_id,
+    );
+    ev.relay_info = None;
+    ev.refers_to_recipient = Some(input.recipient);
+    ev
+}
+
+/// [`issue`] for a consignment evidence ([`consignment_evidence`]).
+pub async fn issue_consignment(
+    kit: &Issuing,
+    tsa: Option<&TsaSettings>,
+    input: ConsignmentInput,
+) -> Result<Issued, RemIssueError> {
+    let at = input.event_time;
+    sign_new(kit, tsa, at, move |id| consignment_evidence(&input, id)).await
+}
+
 /// Builds the evidence `make` gives for a new identifier, signs and stamps it on the
 /// blocking pool.
 async fn sign_new<F>(

@@ -359,6 +359,21 @@ const TABLES: &[Table] = &[
         order: "id",
         read: None,
     },
+    // Version 18.
+    Table {
+        name: "rem_waits",
+        columns: &[
+            ("message_id", 't'),
+            ("recipient", 't'),
+            ("which", 't'),
+            ("started_at", 'i'),
+            ("claimed_at", 'i'),
+            ("notice_id", 't'),
+            ("settled_at", 'i'),
+        ],
+        order: "id",
+        read: None,
+    },
 ];
 
 /// One SQLite value as a typed PostgreSQL parameter.

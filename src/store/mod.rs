@@ -33,7 +33,8 @@ pub use ledger::LogStore;
 pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 pub use rem::{
-    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, SenderIdentity, StoredEvidence,
+    Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, RemDue, RemWait, RemWaitClaim,
+    RemWaitKind, SenderIdentity, StoredEvidence,
 };
 pub use report::{
     Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
@@ -699,6 +700,22 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The changes of `mailbox`'s sender identity, oldest first.
     fn sender_identity_changes(&self, mailbox: &str) -> Result<Vec<IdentityChange>, StoreError>;
+    /// REM timers (EN 319 532-4 Annex D): claims, in one transaction, the open waits of
+    /// `claim.which` begun at or before `claim.started_up_to`, not claimed or claimed before
+    /// `claim.stale_before`, at most `claim.limit`, oldest first. A consignment wait whose
+    /// recipient has its outcome already (`delivery_notices`) is closed instead of claimed.
+    fn claim_rem_waits(&self, claim: &RemWaitClaim) -> Result<Vec<RemDue>, StoreError>;
+    /// REM timers: the notice of `due` could not be sent: clears the claim (if still ours).
+    fn release_rem_wait(&self, due: &RemDue) -> Result<(), StoreError>;
+    /// REM timers: `due` needs no notice (its outcome is known from our records): closed
+    /// at `at` without one. False when it was closed already.
+    fn settle_rem_wait(&self, due: &RemDue, at: Instant) -> Result<bool, StoreError>;
+    /// The REM waits of `message_id` (open or closed), with their notice id and when they
+    /// closed, by row id.
+    fn rem_waits_for(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError>;
 }
 
 /// A mailbox owner's request for the extract of their log records (owner self-service,

@@ -46,7 +46,7 @@ use crate::message::build::Certification;
 use crate::message::kind::{MessageKind, RecipientType, Timeout};
 use crate::message::time::Instant;
 
-use super::{DueNotice, EventKind, Evidence, LogEvent, Refused, TrackingState};
+use super::{DueNotice, EventKind, Evidence, LogEvent, Refused, RemDue, RemWait, TrackingState};
 
 /// A generated message in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,33 @@ pub enum Effect {
     WithEvidences {
         effect: Box<Effect>,
         evidences: Vec<(Evidence, LogEvent)>,
+    },
+    /// `effect`, and, when it claims, the REM waits it begins (EN 319 532-4 Annex D; a
+    /// wait begun already is left as it is): the SubmissionAcceptance of our dispatch
+    /// begins the relay waits, our RelayAcceptance the consignment waits.
+    RemWaits {
+        effect: Box<Effect>,
+        waits: Vec<RemWait>,
+    },
+    /// A REM recipient's consignment outcome (ContentConsignment or
+    /// ContentConsignmentFailure, the REM receipt `notice_id` at `at`): the same
+    /// (`message_id`, `recipient`) claim as [`Effect::DeliveryNotice`] (one outcome per
+    /// recipient, `kind` the event name), and the recipient's consignment wait closed. Its
+    /// legal-log record is the evidence's (wrap it in [`Effect::WithEvidences`]). Nothing
+    /// when the outcome was decided already.
+    RemOutcome {
+        message_id: String,
+        recipient: String,
+        kind: String,
+        notice_id: String,
+        at: Instant,
+    },
+    /// The REM receipt `notice_id` a timer sends for the claimed wait `due` (RelayFailure
+    /// RB22), at `at`: the wait closed with it. Nothing when it was closed already.
+    RemWaitNotice {
+        due: Box<RemDue>,
+        notice_id: String,
+        at: Instant,
     },
 }
 
@@ -301,6 +328,16 @@ pub fn rem_relay_key(message_id: &str, answer: &str, recipients: &[String]) -> S
 /// RelayRejection evidence `evidence_id` about our dispatch `message_id`.
 pub fn rem_relay_failure_key(message_id: &str, evidence_id: &str) -> String {
     format!("rem-relay-failure:{message_id}:{evidence_id}")
+}
+
+/// The outbox key of the REM receipt a timer sends when the `which` wait of `recipient`
+/// for `message_id` ran out (RelayFailure RB22).
+pub fn rem_wait_key(message_id: &str, recipient: &str, which: super::RemWaitKind) -> String {
+    format!(
+        "rem-wait:{message_id}:{}:{}",
+        recipient.to_ascii_lowercase(),
+        which.as_str()
+    )
 }
 
 /// The outbox key of an arrival notice about the delivery of `pec_id` to `recipient`.

@@ -112,6 +112,68 @@ impl Evidence {
     }
 }
 
+/// Which REM wait (EN 319 532-4 Annex D) a [`RemWait`] row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RemWaitKind {
+    /// Sender side: our dispatch waits for the recipient's provider to relay-accept it
+    /// (`[rem] relay_wait`); none in time → RelayFailure RB22 to our sender.
+    Relay,
+    /// Recipient side: a dispatch we took in (relay-accepted, or our own to our own
+    /// recipient) waits for its consignment outcome (`[rem] consignment_wait`); none in time
+    /// → ContentConsignmentFailure RD03 to the sender.
+    Consignment,
+}
+
+impl RemWaitKind {
+    /// The `which` column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemWaitKind::Relay => "relay",
+            RemWaitKind::Consignment => "consignment",
+        }
+    }
+
+    /// Inverse of [`RemWaitKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [RemWaitKind::Relay, RemWaitKind::Consignment]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A REM wait begun for one recipient of one REM message (written with the event that
+/// begins it, [`super::Effect::RemWaits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemWait {
+    pub which: RemWaitKind,
+    /// The REM message identifier.
+    pub message_id: String,
+    /// The recipient (stored lower case).
+    pub recipient: String,
+    pub started_at: Instant,
+}
+
+/// Which REM waits [`super::Store::claim_rem_waits`] claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemWaitClaim {
+    pub which: RemWaitKind,
+    /// Waits begun at or before this instant are due.
+    pub started_up_to: Instant,
+    /// The claim instant written on the rows.
+    pub now: Instant,
+    /// Claims older than this are taken over.
+    pub stale_before: Instant,
+    pub limit: usize,
+}
+
+/// A claimed REM wait: its row id, what it is, and the claim instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemDue {
+    pub id: i64,
+    pub wait: RemWait,
+    pub claimed_at: Instant,
+}
+
 /// An evidence as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvidence {

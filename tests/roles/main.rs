@@ -29,6 +29,7 @@ mod log_requests;
 mod reception;
 mod reinject_pool;
 mod rem_access;
+mod rem_delivery;
 mod rem_reception;
 mod rollover;
 mod serve_ops;

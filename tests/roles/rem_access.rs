@@ -350,11 +350,20 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     let tx = transaction(dispatch.clone(), rcpt);
     let msgid = pec::message::ids::envelope_id(&tx.data);
     assert_eq!(msgid.as_deref(), Some(PEC_ID));
-    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let sent = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     let (id, receipt_id) = sent.expect("the receipt is sent");
     assert_eq!(id, PEC_ID);
+    // The relay wait of each recipient (a peer's) begins with it (EN 319 532-4 Annex D).
+    let waits = h.store.rem_waits_for(PEC_ID).unwrap();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(waits[0].0.recipient, rcpt);
+    assert!(waits.iter().all(
+        |(w, notice, closed)| w.which == pec::store::RemWaitKind::Relay
+            && notice.is_none()
+            && closed.is_none()
+    ));
     let injected = h.injector.messages();
     assert_eq!(injected.len(), 1);
     assert_eq!(
@@ -378,7 +387,7 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     );
 
     // A retry (the same queue file again) sends nothing new.
-    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref())
+    let again = pec::access::acceptance::after_queue(&h.kit, &tx, msgid.as_deref(), &|_| false)
         .await
         .unwrap();
     assert_eq!(again, None);

@@ -38,10 +38,10 @@ use pec::store::{EvidenceDirection, MailboxPolicy, Retired, Store};
 
 use crate::rem_access::{at, closed_port, env, identity, tsa};
 
-const PEER_ID: &str = "opec1.peer.1@pec.example.net";
-const OUR_ID: &str = "opec1.test.1@pec.example.it";
-const PEER_SERVICE: &str = "rem-service@pec.example.net";
-const OUR_SERVICE: &str = "posta-certificata@pec.example.it";
+pub(crate) const PEER_ID: &str = "opec1.peer.1@pec.example.net";
+pub(crate) const OUR_ID: &str = "opec1.test.1@pec.example.it";
+pub(crate) const PEER_SERVICE: &str = "rem-service@pec.example.net";
+pub(crate) const OUR_SERVICE: &str = "posta-certificata@pec.example.it";
 
 fn pem_signer(key: &std::path::Path, cert: &std::path::Path) -> PemSigner {
     PemSigner::from_files(key, cert, None, DigestAlg::Sha256).unwrap()
@@ -88,7 +88,7 @@ fn peer_kit() -> Issuing {
     )
 }
 
-fn settings(tsa: Option<TsaSettings>) -> RemSettings {
+pub(crate) fn settings(tsa: Option<TsaSettings>) -> RemSettings {
     RemSettings {
         enabled: true,
         mode: pec::config::RemMode::Auto,
@@ -136,20 +136,24 @@ fn peer_der() -> Vec<u8> {
     peer_signer().certificate_der().to_vec()
 }
 
-struct Harness {
-    store: Arc<TestStore>,
-    injector: Arc<RecordingInjector>,
-    kit: Issuing,
-    filter: AfterQueue,
+pub(crate) struct Harness {
+    pub(crate) store: Arc<TestStore>,
+    pub(crate) injector: Arc<RecordingInjector>,
+    pub(crate) kit: Issuing,
+    pub(crate) filter: AfterQueue,
 }
 
 /// Our reception point (`pec.example.it`), the peer on the Trusted List when `trusted`.
-fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
+pub(crate) fn harness(tsa: Option<TsaSettings>, trusted: bool) -> Harness {
     harness_on(Arc::new(TestStore::new()), tsa, trusted)
 }
 
 /// [`harness`] on `store`.
-fn harness_on(store: Arc<TestStore>, tsa: Option<TsaSettings>, trusted: bool) -> Harness {
+pub(crate) fn harness_on(
+    store: Arc<TestStore>,
+    tsa: Option<TsaSettings>,
+    trusted: bool,
+) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -217,7 +221,12 @@ fn original(from: &str, to: &[&str]) -> Vec<u8> {
 /// A REM dispatch made by `kit` (its signer, its service address): the original prepared,
 /// the SubmissionAcceptance evidence issued and stamped, composed and signed. Returns the
 /// dispatch and its evidence.
-async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>, issue::Issued) {
+pub(crate) async fn dispatch(
+    kit: &Issuing,
+    id: &str,
+    from: &str,
+    to: &[&str],
+) -> (Vec<u8>, issue::Issued) {
     let policies = settings(None).policies;
     let original = compose::prepare_original(&original(from, to), id).unwrap();
     let sub =
@@ -266,13 +275,13 @@ async fn dispatch(kit: &Issuing, id: &str, from: &str, to: &[&str]) -> (Vec<u8>,
     (d.to_bytes(), issued)
 }
 
-async fn peer_dispatch(to: &[&str]) -> Vec<u8> {
+pub(crate) async fn peer_dispatch(to: &[&str]) -> Vec<u8> {
     dispatch(&peer_kit(), PEER_ID, "alice@pec.example.net", to)
         .await
         .0
 }
 
-fn tx(data: Vec<u8>, mail_from: &str, rcpt: &[&str]) -> Transaction {
+pub(crate) fn tx(data: Vec<u8>, mail_from: &str, rcpt: &[&str]) -> Transaction {
     Transaction {
         mail_from: mail_from.into(),
         rcpt_to: rcpt.iter().map(|r| r.to_string()).collect(),
@@ -283,7 +292,7 @@ fn tx(data: Vec<u8>, mail_from: &str, rcpt: &[&str]) -> Transaction {
 }
 
 /// A REM receipt we sent, verified: our signature, its evidence ours and stamped.
-fn our_receipt(h: &Harness, data: &[u8]) -> (rem_message::RemMessage, Evidence) {
+pub(crate) fn our_receipt(h: &Harness, data: &[u8]) -> (rem_message::RemMessage, Evidence) {
     let opts = VerifyOptions::without_index(at());
     let v = rem_message::verify(data, &opts).expect("our receipt verifies");
     assert_eq!(v.verified.signer_der, h.kit.signer.certificate_der());

@@ -166,6 +166,23 @@ fn claim(c: &dyn Conn, head: &mut Head, effect: &Effect) -> Result<bool, StoreEr
             }
             moved
         }
+        Effect::RemWaits { effect, waits } => {
+            let claimed = claim(c, head, effect)?;
+            if claimed {
+                super::rem::start_waits(c, waits)?;
+            }
+            claimed
+        }
+        Effect::RemOutcome {
+            message_id,
+            recipient,
+            kind,
+            notice_id,
+            at,
+        } => super::rem::outcome(c, message_id, recipient, kind, notice_id, *at)?,
+        Effect::RemWaitNotice { due, notice_id, at } => {
+            super::rem::close_wait(c, due.id, Some(notice_id), *at)?
+        }
         Effect::WithEvidences { effect, evidences } => {
             let claimed = claim(c, head, effect)?;
             if claimed {
@@ -190,20 +207,14 @@ pub fn claim_notice(
 ) -> Result<bool, StoreError> {
     let pec_id = &event.pec_id;
     let notice_id = event.related_ids.first().cloned().unwrap_or_default();
-    let inserted = exec(
+    if !decide_outcome(
         c,
-        &format!("claim delivery notice of \"{pec_id}\""),
-        "INSERT INTO delivery_notices (pec_id, recipient, kind, notice_id, at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        args![
-            pec_id,
-            &recipient.to_ascii_lowercase(),
-            event.kind.label(),
-            &notice_id,
-            event.at.unix()
-        ],
-    )?;
-    if inserted == 0 {
+        pec_id,
+        recipient,
+        event.kind.label(),
+        &notice_id,
+        event.at,
+    )? {
         return Ok(false);
     }
     append(c, head, event)?;
@@ -214,6 +225,34 @@ pub fn claim_notice(
         tracking_forward(c, pec_id, recipient, state)?;
     }
     Ok(true)
+}
+
+/// The one outcome of (`pec_id`, `recipient`) at the delivery point, PEC notice or REM
+/// consignment evidence (`kind` its label, `notice_id` the message that states it): false
+/// when one was decided already. The insert on the key decides: a concurrent claim (from
+/// another node) waits for this transaction and then finds the key taken.
+pub fn decide_outcome(
+    c: &dyn Conn,
+    pec_id: &str,
+    recipient: &str,
+    kind: &str,
+    notice_id: &str,
+    at: Instant,
+) -> Result<bool, StoreError> {
+    let inserted = exec(
+        c,
+        &format!("claim delivery notice of \"{pec_id}\""),
+        "INSERT INTO delivery_notices (pec_id, recipient, kind, notice_id, at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        args![
+            pec_id,
+            &recipient.to_ascii_lowercase(),
+            kind,
+            notice_id,
+            at.unix()
+        ],
+    )?;
+    Ok(inserted == 1)
 }
 
 /// Closes the pending acceptance of `pec_id` and logs the transport envelope and the

@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 //! The REM records on both backends (schema version 16): the ERDS evidences, kept beside
 //! their legal-log records, and the sender identities of the mailboxes with their audit
-//! rows. Called by the [`crate::store::Store`] implementation in [`super::store`].
+//! rows; the REM waits of the timers (version 18). Called by the [`crate::store::Store`] implementation in [`super::store`].
 
 use super::legal::{append, lock_head, set_head, Head};
-use super::{all, args, exec, exec_unique, opt, Conn, Row};
+use super::{all, args, exec, exec_unique, opt, to_i64, Conn, Row};
 use crate::message::time::Instant;
 use crate::store::rem::{attributes_json, decode_attributes};
 use crate::store::{
-    EventKind, Evidence, EvidenceDirection, IdentityChange, LogEvent, SenderIdentity, StoreError,
-    StoredEvidence,
+    EventKind, Evidence, EvidenceDirection, IdentityChange, LogEvent, RemDue, RemWait,
+    RemWaitClaim, RemWaitKind, SenderIdentity, StoreError, StoredEvidence,
 };
 
 /// The `rem_evidences` columns [`evidence_row`] reads.
@@ -272,6 +272,184 @@ pub fn identity_changes(c: &dyn Conn, mailbox: &str) -> Result<Vec<IdentityChang
             at: Instant::from_unix(r.get(1)?),
             by: r.get(2)?,
         })
+    })
+    .collect()
+}
+
+/// [`crate::store::Effect::RemWaits`]: begins `waits` (a wait begun already is left as it
+/// is), in the caller's transaction.
+pub fn start_waits(c: &dyn Conn, waits: &[RemWait]) -> Result<(), StoreError> {
+    for w in waits {
+        exec(
+            c,
+            &format!(
+                "begin the {} wait of \"{}\" for \"{}\"",
+                w.which.as_str(),
+                w.message_id,
+                w.recipient
+            ),
+            "INSERT INTO rem_waits (message_id, recipient, which, started_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            args![
+                &w.message_id,
+                &w.recipient.to_ascii_lowercase(),
+                w.which.as_str(),
+                w.started_at.unix()
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// [`crate::store::Effect::RemOutcome`] in the caller's transaction: the delivery point's
+/// one outcome of (`message_id`, `recipient`), and its consignment wait closed; false when
+/// the outcome was decided already.
+pub fn outcome(
+    c: &dyn Conn,
+    message_id: &str,
+    recipient: &str,
+    kind: &str,
+    notice_id: &str,
+    at: Instant,
+) -> Result<bool, StoreError> {
+    if !super::outbox::decide_outcome(c, message_id, recipient, kind, notice_id, at)? {
+        return Ok(false);
+    }
+    exec(
+        c,
+        &format!("close the consignment wait of \"{message_id}\" for \"{recipient}\""),
+        "UPDATE rem_waits SET settled_at = $4, notice_id = $3
+         WHERE message_id = $1 AND recipient = $2 AND which = 'consignment'
+           AND settled_at IS NULL",
+        args![
+            message_id,
+            &recipient.to_ascii_lowercase(),
+            notice_id,
+            at.unix()
+        ],
+    )?;
+    Ok(true)
+}
+
+/// Closes the open wait `id` at `at`, with the notice that closed it if any; false when
+/// it was closed already.
+pub fn close_wait(
+    c: &dyn Conn,
+    id: i64,
+    notice_id: Option<&str>,
+    at: Instant,
+) -> Result<bool, StoreError> {
+    let n = exec(
+        c,
+        &format!("close rem wait {id}"),
+        "UPDATE rem_waits SET settled_at = $2, notice_id = $3
+         WHERE id = $1 AND settled_at IS NULL",
+        args![id, at.unix(), notice_id],
+    )?;
+    Ok(n == 1)
+}
+
+/// [`crate::store::Store::claim_rem_waits`] in the caller's write transaction.
+pub fn claim_waits(c: &dyn Conn, claim: &RemWaitClaim) -> Result<Vec<RemDue>, StoreError> {
+    let which = claim.which.as_str();
+    if claim.which == RemWaitKind::Consignment {
+        // Decided at the delivery point (or by an earlier pass): nothing is due.
+        exec(
+            c,
+            "close the consignment waits whose outcome is known",
+            "UPDATE rem_waits SET settled_at = $2,
+                 notice_id = (SELECT d.notice_id FROM delivery_notices d
+                              WHERE d.pec_id = rem_waits.message_id
+                                AND d.recipient = rem_waits.recipient)
+             WHERE which = 'consignment' AND settled_at IS NULL AND started_at <= $1
+               AND EXISTS (SELECT 1 FROM delivery_notices d
+                           WHERE d.pec_id = rem_waits.message_id
+                             AND d.recipient = rem_waits.recipient)",
+            args![claim.started_up_to.unix(), claim.now.unix()],
+        )?;
+    }
+    let lock = c.dialect().lock("FOR UPDATE SKIP LOCKED");
+    let rows = all(
+        c,
+        "read due rem waits",
+        &format!(
+            "SELECT id, message_id, recipient, started_at FROM rem_waits
+             WHERE which = $1 AND settled_at IS NULL AND started_at <= $2
+               AND (claimed_at IS NULL OR claimed_at < $3)
+             ORDER BY started_at, id LIMIT $4 {lock}"
+        ),
+        args![
+            which,
+            claim.started_up_to.unix(),
+            claim.stale_before.unix(),
+            to_i64(claim.limit)
+        ],
+    )?;
+    let mut due = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: i64 = r.get(0)?;
+        let n = exec(
+            c,
+            &format!("claim rem wait {id}"),
+            "UPDATE rem_waits SET claimed_at = $2
+             WHERE id = $1 AND settled_at IS NULL AND (claimed_at IS NULL OR claimed_at < $3)",
+            args![id, claim.now.unix(), claim.stale_before.unix()],
+        )?;
+        if n == 1 {
+            due.push(RemDue {
+                id,
+                wait: RemWait {
+                    which: claim.which,
+                    message_id: r.get(1)?,
+                    recipient: r.get(2)?,
+                    started_at: Instant::from_unix(r.get(3)?),
+                },
+                claimed_at: claim.now,
+            });
+        }
+    }
+    Ok(due)
+}
+
+/// [`crate::store::Store::release_rem_wait`] in the caller's transaction.
+pub fn release_wait(c: &dyn Conn, due: &RemDue) -> Result<(), StoreError> {
+    exec(
+        c,
+        &format!("release rem wait {}", due.id),
+        "UPDATE rem_waits SET claimed_at = NULL
+         WHERE id = $1 AND claimed_at = $2 AND settled_at IS NULL",
+        args![due.id, due.claimed_at.unix()],
+    )
+    .map(drop)
+}
+
+/// [`crate::store::Store::rem_waits_for`].
+pub fn waits_for(
+    c: &dyn Conn,
+    message_id: &str,
+) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError> {
+    all(
+        c,
+        &format!("read the rem waits of \"{message_id}\""),
+        "SELECT which, message_id, recipient, started_at, notice_id, settled_at FROM rem_waits
+         WHERE message_id = $1 ORDER BY id",
+        args![message_id],
+    )?
+    .iter()
+    .map(|r| {
+        let which: String = r.get(0)?;
+        Ok((
+            RemWait {
+                which: RemWaitKind::parse(&which).ok_or_else(|| {
+                    StoreError::Corrupt(format!("rem wait: unknown kind \"{which}\""))
+                })?,
+                message_id: r.get(1)?,
+                recipient: r.get(2)?,
+                started_at: Instant::from_unix(r.get(3)?),
+            },
+            r.get(4)?,
+            r.get::<Option<i64>>(5)?.map(Instant::from_unix),
+        ))
     })
     .collect()
 }

@@ -20,6 +20,7 @@ use crate::store::{
     TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
+use crate::store::{RemDue, RemWait, RemWaitClaim};
 
 /// A setting as an SQL integer (`None`: NULL).
 fn setting(v: Option<u64>) -> Option<i64> {
@@ -935,6 +936,27 @@ impl<B: Backend> Store for B {
 
     fn evidences_for(&self, message_id: &str) -> Result<Vec<StoredEvidence>, StoreError> {
         self.read(|c| super::rem::for_message(c, message_id))
+    }
+
+    fn claim_rem_waits(&self, claim: &RemWaitClaim) -> Result<Vec<RemDue>, StoreError> {
+        self.write("claim rem waits", |c| super::rem::claim_waits(c, claim))
+    }
+
+    fn release_rem_wait(&self, due: &RemDue) -> Result<(), StoreError> {
+        self.write("release a rem wait", |c| super::rem::release_wait(c, due))
+    }
+
+    fn settle_rem_wait(&self, due: &RemDue, at: Instant) -> Result<bool, StoreError> {
+        self.write("close a rem wait", |c| {
+            super::rem::close_wait(c, due.id, None, at)
+        })
+    }
+
+    fn rem_waits_for(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError> {
+        self.read(|c| super::rem::waits_for(c, message_id))
     }
 
     fn set_sender_identity(

@@ -454,4 +454,27 @@ CREATE TABLE IF NOT EXISTS rem_trusted_lists (
     UNIQUE (source, sequence)
 ) STRICT;
 "#,
+    // Version 18: the REM waits (EN 319 532-4 Annex D).
+    r#"
+-- The REM waits (EN 319 532-4 Annex D, issue 20): per REM message and recipient, when the
+-- wait began. `relay`: our dispatch to a peer's recipient (since our SubmissionAcceptance
+-- went out after queue), closed by the peer's relay evidence, else a RelayFailure RB22
+-- after rem.relay_wait; `consignment`: a dispatch we relay-accepted (or our own to our own
+-- recipient), closed by the recipient's consignment outcome (delivery_notices), else a
+-- ContentConsignmentFailure RD03 after rem.consignment_wait. The timers claim due rows
+-- (claimed_at, taken over after the lease) and close them with settled_at.
+CREATE TABLE IF NOT EXISTS rem_waits (
+    id         INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,           -- REM message identifier
+    recipient  TEXT NOT NULL,           -- lower case
+    which      TEXT NOT NULL CHECK (which IN ('relay', 'consignment')),
+    started_at INTEGER NOT NULL,        -- unix seconds
+    claimed_at INTEGER,                 -- a timer pass working on it, unix seconds
+    notice_id  TEXT,                    -- Message-ID of the REM receipt that closed it
+    settled_at INTEGER,                 -- closed (outcome known or notice sent), unix seconds
+    UNIQUE (message_id, recipient, which)
+) STRICT;
+CREATE INDEX IF NOT EXISTS rem_waits_open ON rem_waits (which, started_at)
+    WHERE settled_at IS NULL;
+"#,
 ];
