@@ -28,6 +28,9 @@
 # REM_NO_CONSIGNMENT=1: the delivery point issues no ContentConsignment (a build without
 # it): the REM run then waits for one receipt per transaction at carla, and says so loudly.
 #
+# BENCH_PERF=1: `perf record` (499 Hz) on both pec serve during each run, then the top
+# shared objects and symbols of each (perf report); the rates of such a run are perf's too.
+#
 # Usage: benches/rem_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,9 +57,35 @@ if [ "${REM_NO_CONSIGNMENT:-0}" = 1 ]; then
   echo "rem_e2e bench: WITHOUT ContentConsignment (REM_NO_CONSIGNMENT=1): 3 deliveries per REM transaction" >&2
 fi
 
+perf_pids=()
+perf_start() { # RUN
+  [ "${BENCH_PERF:-0}" = 1 ] || return 0
+  local p
+  perf_pids=()
+  for p in a b; do
+    perf record -F 499 -o "$work/perf-$1-$p.data" -p "$(cat "$work/$p/pec.pid")" >/dev/null 2>&1 &
+    perf_pids+=($!)
+  done
+}
+perf_stop() {
+  local pid
+  for pid in "${perf_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  perf_pids=()
+}
+perf_show() { # RUN
+  [ "${BENCH_PERF:-0}" = 1 ] || return 0
+  local p
+  for p in a b; do
+    echo "perf, $1 run, pec serve $p: shared objects, then symbols (self)"
+    perf report -i "$work/perf-$1-$p.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+    perf report -i "$work/perf-$1-$p.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 25
+  done
+}
+
 work=$(e2e_tmpdir)
 cleanup() {
   status=$?
+  perf_stop
   proof_pair_down "$work"
   [ "$status" -eq 0 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
   exit "$status"
@@ -81,6 +110,7 @@ evidences_issued() { # P: EvidenzaREMEmessa records in P's legal log so far
 
 # PEC.
 proof_cpu_snapshot "$work" "$work/cpu-pec0.json"
+perf_start pec
 e2e_log "pec: $n transactions alice → bob, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
@@ -91,6 +121,7 @@ e2e_poll 120 proof_consumed_at_least "$work" "$n" || e2e_fail "A consumed only $
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-pec1.json"
+perf_stop
 proof_wait_settled "$work" "$n" 120
 # Audited before any REM transaction: its checks of the legal logs know PEC only.
 proof_audit "$work" "$work/accepted" 20 > "$work/audit.out" || { cat "$work/audit.out" >&2; e2e_fail "pec audit failed"; }
@@ -115,6 +146,7 @@ ev_a0=$(evidences_issued a) ev_b0=$(evidences_issued b)
 consumed0=$(proof_rem_consumed "$work")
 sender0=$(count "$carla_md") rcpt0=$(count "$dora_md")
 proof_cpu_snapshot "$work" "$work/cpu-rem0.json"
+perf_start rem
 e2e_log "rem: $n transactions carla → dora, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user carla@pec.example.it --from carla@pec.example.it \
@@ -126,6 +158,7 @@ e2e_poll 120 proof_rem_consumed_at_least "$work" $((consumed0 + n)) ||
 t1=${EPOCHREALTIME}
 rem_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-rem1.json"
+perf_stop
 cat "$work/accepted-rem-load" >> "$work/accepted-rem"
 postfix_wait_queue_empty "$work/a/postfix" 120
 postfix_wait_queue_empty "$work/b/postfix" 120
@@ -150,3 +183,5 @@ echo "where the time goes, pec run:"
 proof_cpu_report "$work/cpu-pec0.json" "$work/cpu-pec1.json" "$pec_t" "$n"
 echo "where the time goes, rem run:"
 proof_cpu_report "$work/cpu-rem0.json" "$work/cpu-rem1.json" "$rem_t" "$n"
+perf_show pec
+perf_show rem

@@ -59,7 +59,8 @@
 #      REM-Evidence-ID or Message-ID twice in a mailbox, and `pec evidence list` on each
 #      provider naming each evidence of the dispatch once (A: SubmissionAcceptance issued,
 #      RelayAcceptance and ContentConsignment received; B the converse); A consumed one
-#      RelayAcceptance per dispatch.
+#      RelayAcceptance per dispatch; past 24 h (`pec timers run --now` +25 h) no
+#      RelayFailure RB22 nor ContentConsignmentFailure RD03 is due.
 #      Without unshare -m, dnsmasq or xmlsec1 the REM part says SKIPPED (and why) and the
 #      PEC part runs alone. FAULTS_REM=0 leaves it out; FAULTS_REM_NO_CONSIGNMENT=1 expects
 #      no ContentConsignment (a build whose delivery point does not issue it), loudly.
@@ -367,8 +368,13 @@ if [ -z "$rem_skip" ]; then
     e2e_fail "REM: A consumed $(($(proof_rem_consumed "$work") - consumed0)) RelayAcceptance, expected $rem_n"
   postfix_wait_queue_empty "$work/a/postfix" 120 || e2e_fail "A's queue did not empty"
   postfix_wait_queue_empty "$work/b/postfix" 120 || e2e_fail "B's queue did not empty"
+  # Past relay_wait and consignment_wait (24 h): every wait was closed by its evidence, so
+  # no RelayFailure RB22 and no ContentConsignmentFailure RD03 is due.
+  rem_timers_ok=1
+  proof_timers "$work" 25 || rem_timers_ok=0
   proof_rem_audit "$work" "$work/accepted-rem" "${rem_opts[@]}" | tee "$work/rem-audit.out" >&2
   [ "${PIPESTATUS[0]}" -eq 0 ] || e2e_fail "REM audit failed"
+  [ "$rem_timers_ok" -eq 1 ] || e2e_fail "the timers sent REM receipts for dispatches that have their outcome"
 fi
 
 for p in a b; do

@@ -54,8 +54,9 @@
 #                        proof_consumed_at_least WORK N: whether N or more.
 # proof_timers WORK HOURS
 #                        `pec timers run --now <now + HOURS h>` on both providers: every
-#                        recipient has its outcome, so each pass must send nothing ("0 sent
-#                        (12h: 0, 24h: 0), 0 failed"); returns 1 otherwise (after the queues
+#                        recipient has its outcome, so each pass must send nothing, no PEC
+#                        notice and no REM receipt ("0 sent (12h: 0, 24h: 0, rem RB22: 0, rem
+#                        RD03: 0), 0 failed"); returns 1 otherwise (after the queues
 #                        emptied, so that the audit finds the false notices too).
 # proof_audit WORK ACCEPTED [VERIFY_SAMPLE [AUDIT_OPTION...]]
 #                        exports both legal logs, runs tests/e2e/audit.py check (the spec §8
@@ -252,7 +253,7 @@ proof_timers() {
       "${PEC_BIN:-$E2E_REPO/target/debug/pec}" timers run -c "$work/$p/pec.toml" --now "$at" 2>&1) || true
     printf '%s\n' "$out" >> "$work/$p/timers.out"
     e2e_log "$p: +$hours h: $(tail -n 1 <<<"$out")"
-    if [[ $(tail -n 1 <<<"$out") != *": 0 sent (12h: 0, 24h: 0), 0 failed" ]]; then
+    if [[ $(tail -n 1 <<<"$out") != *": 0 sent (12h: 0, 24h: 0, rem RB22: 0, rem RD03: 0), 0 failed" ]]; then
       head -n 20 <<<"$out" >&2
       e2e_fail "$p: the timers at +$hours h sent notices for recipients that have an outcome"
       rc=1
