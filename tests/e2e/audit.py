@@ -71,7 +71,8 @@ invariants of the spec (§8) against what the mailboxes hold and what the two le
       dispatch and the sender's SubmissionAcceptance carry the same REM-Evidence-ID, no
       REM-Evidence-ID is in a mailbox twice, no Message-ID either; `pec evidence list
       --message ID` (ID: the dispatch's Message-ID) names, on A, the SubmissionAcceptance
-      issued, the RelayAcceptance and the ContentConsignment received, on B the
+      issued, the RelayAcceptance and the ContentConsignment received (the last one for
+      every dispatch or, in a build that does not store it, for none: said), on B the
       SubmissionAcceptance received, the RelayAcceptance and the ContentConsignment issued,
       each exactly once, and nothing else. A dispatch of a submission the client saw fail
       (a retried one) must be complete likewise; it is counted, not failed.
@@ -635,11 +636,13 @@ def cmd_rem_check(a):
                         f"{subject!r}: {d_id} / {s_id}")
     # The evidences each store holds about each dispatch.
     expected = {
-        "a": sorted(["issued SubmissionAcceptance", "received RelayAcceptance"]
-                    + (["received ContentConsignment"] if consignment else [])),
+        "a": sorted(["issued SubmissionAcceptance", "received RelayAcceptance"]),
         "b": sorted(["received SubmissionAcceptance", "issued RelayAcceptance"]
                     + (["issued ContentConsignment"] if consignment else [])),
     }
+    # A's copy of the ContentConsignment it passed on to the sender: a build either stores
+    # every one (then each exactly once) or none (said below); never some.
+    a_cc = {}
     n_ev = {"a": 0, "b": 0}
     all_ids = {"a": {}, "b": {}}
     for subject, m in sorted(got.items()):
@@ -654,6 +657,9 @@ def cmd_rem_check(a):
                 lines = [l.split() for l in out.stdout.splitlines() if l.strip()]
                 n_ev[side] += len(lines)
                 have = sorted(f"{l[2]} {l[3].rsplit('/', 1)[-1]}" for l in lines)
+                if side == "a" and consignment:
+                    a_cc[subject] = have.count("received ContentConsignment")
+                    have = [x for x in have if x != "received ContentConsignment"]
                 if have != expected[side]:
                     bad.add(f"{side}: the evidences of a dispatch are not each exactly once",
                             f"{subject!r} {mid}: {have}")
@@ -661,10 +667,20 @@ def cmd_rem_check(a):
                     if l[0] in all_ids[side]:
                         bad.add(f"{side}: an evidence id about two dispatches", f"{l[0]}")
                     all_ids[side][l[0]] = mid
+    stored_cc = sum(1 for v in a_cc.values() if v)
+    if stored_cc:
+        for subject, v in sorted(a_cc.items()):
+            if v != 1:
+                bad.add("a: the ContentConsignment received not exactly once (others are stored)",
+                        f"{subject!r}: {v}")
+    elif consignment:
+        print("rem-check: NOTE: A stores none of the ContentConsignment evidences it passes on "
+              "to the sender (a build whose reception point does not)")
     print(f"rem-check: {len(acc)} accepted, {len(unaccepted)} more dispatched (submissions the client "
           f"saw fail); recipient: {counts['dispatch']} dispatches; sender: "
           f"{counts['SubmissionAcceptance']} SubmissionAcceptance, {counts['ContentConsignment']} "
-          f"ContentConsignment; evidences in the stores: A {n_ev['a']}, B {n_ev['b']}")
+          f"ContentConsignment; evidences in the stores: A {n_ev['a']} (of which {stored_cc} "
+          f"ContentConsignment received), B {n_ev['b']}")
     return bad.report()
 
 
