@@ -31,6 +31,8 @@
 # BENCH_PERF=1: `perf record` (499 Hz) on both pec serve during each run, then the top
 # shared objects and symbols of each (perf report); the rates of such a run are perf's too.
 #
+# BENCH_KEEP=1 keeps the work directory (logs, Maildirs, stores) after a good run.
+#
 # Usage: benches/rem_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -82,12 +84,52 @@ perf_show() { # RUN
   done
 }
 
+# How busy each test TSA is: tsa.py runs one `openssl ts -reply` at a time (a lock around
+# it), so the share of samples (every 20 ms) that find one running for a TSA is how much
+# of the run that TSA's lock was taken. Stops when OUT.stop exists, writing OUT.
+sampler_on=""
+sampler_start() { # OUT
+  rm -f "$1.stop"
+  "$E2E_PYTHON" - "$1" "$work/a/tsa/tsa.cnf" "$work/b/tsa/tsa.cnf" <<'PY' &
+import os, sys, time
+out, confs = sys.argv[1], sys.argv[2:]
+busy, n = [0] * len(confs), 0
+while not os.path.exists(out + ".stop"):
+    seen = [0] * len(confs)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if len(cmd) > 4 and cmd[0].endswith(b"openssl") and cmd[1] == b"ts":
+                for i, c in enumerate(confs):
+                    if c.encode() in cmd:
+                        seen[i] = 1
+    for i in range(len(confs)):
+        busy[i] += seen[i]
+    n += 1
+    time.sleep(0.02)
+with open(out, "w") as f:
+    f.write(" ".join(f"{100 * b / max(n, 1):.0f}" for b in busy) + f" {n}\n")
+PY
+  sampler_on=$1
+}
+_sampler_done() { [ -s "$sampler_on" ]; }
+sampler_stop() {
+  [ -n "$sampler_on" ] || return 0
+  touch "$sampler_on.stop"
+  e2e_poll 30 _sampler_done || echo "rem_e2e bench: the TSA sampler did not stop" >&2
+  sampler_on=""
+}
+
 work=$(e2e_tmpdir)
 cleanup() {
   status=$?
   perf_stop
+  sampler_stop
   proof_pair_down "$work"
-  [ "$status" -eq 0 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
+  if [ "$status" -eq 0 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$work"; else echo "work dir kept: $work" >&2; fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -111,6 +153,7 @@ evidences_issued() { # P: EvidenzaREMEmessa records in P's legal log so far
 # PEC.
 proof_cpu_snapshot "$work" "$work/cpu-pec0.json"
 perf_start pec
+sampler_start "$work/tsa-busy-pec"
 e2e_log "pec: $n transactions alice → bob, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
@@ -122,6 +165,7 @@ t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-pec1.json"
 perf_stop
+sampler_stop
 proof_wait_settled "$work" "$n" 120
 # Audited before any REM transaction: its checks of the legal logs know PEC only.
 proof_audit "$work" "$work/accepted" 20 > "$work/audit.out" || { cat "$work/audit.out" >&2; e2e_fail "pec audit failed"; }
@@ -147,6 +191,7 @@ consumed0=$(proof_rem_consumed "$work")
 sender0=$(count "$carla_md") rcpt0=$(count "$dora_md")
 proof_cpu_snapshot "$work" "$work/cpu-rem0.json"
 perf_start rem
+sampler_start "$work/tsa-busy-rem"
 e2e_log "rem: $n transactions carla → dora, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user carla@pec.example.it --from carla@pec.example.it \
@@ -159,6 +204,7 @@ t1=${EPOCHREALTIME}
 rem_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-rem1.json"
 perf_stop
+sampler_stop
 cat "$work/accepted-rem-load" >> "$work/accepted-rem"
 postfix_wait_queue_empty "$work/a/postfix" 120
 postfix_wait_queue_empty "$work/b/postfix" 120
@@ -179,6 +225,10 @@ print(f"rem (dispatch, SubmissionAcceptance, RelayAcceptance, ContentConsignment
 print(f"evidences issued during the rem run (one XAdES signature and one time stamp each): A {ev_a}, B {ev_b} = {(ev_a + ev_b) / n:.2f} per transaction")
 print(f"ratio rem_tps / pec_tps: {pec / rem:.3f}  (target >= 0.7)")
 PY
+for r in pec rem; do
+  read -r busy_a busy_b samples < "$work/tsa-busy-$r"
+  echo "test TSA lock taken ($r run, $samples samples): A $busy_a %, B $busy_b % of the time"
+done
 echo "where the time goes, pec run:"
 proof_cpu_report "$work/cpu-pec0.json" "$work/cpu-pec1.json" "$pec_t" "$n"
 echo "where the time goes, rem run:"
