@@ -18,7 +18,7 @@ use crate::store::{
 use crate::store::{DeliveryMark, Effect, Outbound, Staged};
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
 use crate::store::{MailboxSettings, Outage, Retired, StoredTrustedList, TrustedListVersion};
-use crate::store::{RemDue, RemWait, RemWaitClaim};
+use crate::store::{RemDue, RemWaitClaim, RemWaitState};
 use crate::BoxFuture;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -181,7 +181,7 @@ impl Store for TestStore {
         fn claim_rem_waits(&self, claim: &RemWaitClaim) -> Vec<RemDue>;
         fn release_rem_wait(&self, due: &RemDue) -> ();
         fn settle_rem_wait(&self, due: &RemDue, at: Instant) -> bool;
-        fn rem_waits_for(&self, message_id: &str) -> Vec<(RemWait, Option<String>, Option<Instant>)>;
+        fn rem_waits_for(&self, message_id: &str) -> Vec<RemWaitState>;
     }
 }
 

@@ -33,6 +33,7 @@ pub mod store;
 pub mod timers;
 pub mod timesync;
 pub mod wiring;
+pub mod xml;
 
 /// A boxed, sendable future: the return type of the async methods of the traits that stand
 /// for outside systems (antivirus, SMTP injection), so that they can be used as trait objects.

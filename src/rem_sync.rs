@@ -19,8 +19,8 @@ use tracing::{error, info, warn};
 
 use crate::message::time::{Clock, Instant, SystemClock};
 use crate::rem::trust::{self, PeersHandle, RemPeers, SignatureCheck, TrustError, TrustedList};
-use crate::rem::xml::MAX_XML;
 use crate::store::{LogStore, Store, StoreError, StoredTrustedList, TrustedListVersion};
+use crate::xml::MAX_XML;
 
 /// The checked `[rem.trust]` values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub fn sync_source(
             error,
         })?;
     // accept() passed the gate: the text is UTF-8 (a BOM dropped).
-    let xml = crate::rem::xml::check_plain(&raw)
+    let xml = crate::xml::check_plain(&raw)
         .map_err(|e| SyncError::Refused {
             url: url.to_string(),
             error: e.into(),

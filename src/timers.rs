@@ -70,11 +70,12 @@ use crate::rem::codes::{Event, Reason};
 use crate::rem::compose::{Composer, Provider, Receipt, Submission};
 use crate::rem::evidence::Evidence;
 use crate::rem::issue::{self, RelayInput, RemIssueError};
+use crate::rem::outcome;
 use crate::smtp::Injector;
 use crate::store::outbox::{rem_wait_key, timer_key};
 use crate::store::{
     DueNotice, Effect, EvidenceDirection, Outbound, RemDue, RemWaitClaim, RemWaitKind, Store,
-    TimeoutClaim,
+    StoredEvidence, TimeoutClaim,
 };
 
 /// Seconds after dispatch when the 12 h notice is due.
@@ -360,23 +361,20 @@ impl Timers {
         let w = due.wait.clone();
         let id = w.message_id.clone();
         let stored = self.kit.store(move |s| s.evidences_for(&id)).await?;
-        let parsed: Vec<(EvidenceDirection, Evidence)> = stored
+        if relay_decided(&stored, &w.recipient) {
+            return Ok(None);
+        }
+        let ours = stored
             .iter()
-            .filter_map(|s| Some((s.evidence.direction, Evidence::parse(&s.evidence.xml).ok()?)))
-            .collect();
-        let ours = parsed.iter().find(|(d, e)| {
-            *d == EvidenceDirection::Issued && e.event == Event::SubmissionAcceptance
-        });
-        let Some((_, ours)) = ours else {
+            .filter(|s| {
+                s.evidence.direction == EvidenceDirection::Issued
+                    && s.evidence.event == Event::SubmissionAcceptance.uri()
+            })
+            .find_map(|s| Evidence::parse(&s.evidence.xml).ok());
+        let Some(ours) = ours.as_ref() else {
             error!(msgid = %w.message_id, recipient = %w.recipient, "timers: relay wait without our submission acceptance: closed, nothing certified");
             return Ok(None);
         };
-        if parsed
-            .iter()
-            .any(|(d, e)| relay_answer(*d, e, &w.recipient))
-        {
-            return Ok(None);
-        }
         let all: Vec<String> = ours
             .recipients
             .iter()
@@ -490,7 +488,7 @@ impl Timers {
             .kit
             .store(move |s| Ok((s.delivery_notice(&id, &r)?, s.evidences_for(&id)?)))
             .await?;
-        if decided.is_some() {
+        if decided.is_some() || outcome::of(&stored, &w.recipient).consignment.is_some() {
             return Ok(None);
         }
         let Some(about) = crate::delivery::rem::about(&stored, &w.recipient) else {
@@ -502,7 +500,6 @@ impl Timers {
             rem,
             crate::delivery::rem::Outcome {
                 about: &about,
-                recipient: &w.recipient,
                 event: Event::ContentConsignmentFailure,
                 code: "RD03",
                 at: now,
@@ -602,29 +599,23 @@ impl Timers {
     }
 }
 
-/// Whether `e` (direction `d`) is the recipient's provider's answer about `recipient`:
-/// a relay evidence received from it naming the recipient, our RelayFailure answering its
-/// RelayRejection, or a consignment evidence about the recipient.
-fn relay_answer(d: EvidenceDirection, e: &Evidence, recipient: &str) -> bool {
-    let named = |n: u32| {
-        e.recipients
-            .get((n as usize).wrapping_sub(1))
-            .and_then(|u| u.identifier.as_ref())
-            .is_some_and(|i| i.value.eq_ignore_ascii_case(recipient))
-    };
-    let relay = e
-        .relay_info
-        .as_ref()
-        .is_some_and(|r| r.refers_to.iter().any(|&n| named(n)));
-    match (d, e.event) {
-        (EvidenceDirection::Received, Event::RelayAcceptance | Event::RelayRejection) => relay,
-        (EvidenceDirection::Issued, Event::RelayFailure) => relay,
-        (
-            EvidenceDirection::Received,
-            Event::ContentConsignment | Event::ContentConsignmentFailure,
-        ) => e.refers_to_recipient.is_some_and(named),
-        _ => false,
-    }
+/// Whether our records decide the relay of `recipient` among `stored` (the evidences of
+/// its dispatch): a relay or consignment evidence naming it ([`outcome::of`]), or ours of
+/// its relay outside the ERDS (RelayToNonERDS, RelayToNonERDSFailure: no peer answers).
+fn relay_decided(stored: &[StoredEvidence], recipient: &str) -> bool {
+    let o = outcome::of(stored, recipient);
+    o.relay.is_some()
+        || o.consignment.is_some()
+        || stored.iter().any(|s| {
+            [Event::RelayToNonERDS, Event::RelayToNonERDSFailure]
+                .iter()
+                .any(|e| e.uri() == s.evidence.event)
+                && Evidence::parse(&s.evidence.xml).is_ok_and(|ev| {
+                    outcome::named_recipients(&ev)
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(recipient))
+                })
+        })
 }
 
 fn hours(which: Timeout) -> u32 {

@@ -417,19 +417,24 @@ fn rem_access(
     if !settings.enabled {
         return None;
     }
-    let mx: Option<Arc<dyn crate::rem::dns::MxLookup>> = match crate::dns::DnsResolver::system() {
-        Ok(r) => Some(Arc::new(r)),
-        Err(e) => {
-            tracing::warn!(error = %e, "rem: no dns resolver: peer domains are sent as pec");
-            None
-        }
-    };
     Some(Arc::new(crate::access::rem::RemAccess {
         settings: settings.clone(),
         domains: config.provider.domains.clone(),
         peers: shared.rem_peers.clone(),
-        mx,
+        mx: rem_mx("peer domains are sent as pec"),
     }))
+}
+
+/// The system resolver for the REM MX check; `None` (said, with `without`: what follows)
+/// when it cannot be set up.
+fn rem_mx(without: &str) -> Option<Arc<dyn crate::rem::dns::MxLookup>> {
+    match crate::dns::DnsResolver::system() {
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "rem: no dns resolver: {without}");
+            None
+        }
+    }
 }
 
 /// The reception point's REM part when `[rem] enabled`: the settings, the REM PKI anchors
@@ -464,6 +469,7 @@ fn rem_reception(
         chain,
         tsa_anchors: config.rem.tsa_anchors.clone(),
         peers: shared.rem_peers.clone(),
+        mx: rem_mx("no peer's receipt is correlated"),
     })))
 }
 

@@ -241,54 +241,28 @@ async fn eom(cx: &mut EomContext<Session>, ap: Arc<AccessPoint>) -> Status {
     crate::metrics::latency(crate::metrics::Role::Access, started.elapsed());
     record(&decision);
     match decision {
-        Decision::Wrap(envelope) => match rewrite(
-            cx,
-            &session,
-            &ENVELOPE_INHERITED,
-            &envelope.headers,
-            &envelope.body,
-        )
-        .await
-        {
-            Ok(()) => Status::Accept,
-            Err(e) => {
-                warn!(parent: &span, error = %e, "cannot rewrite the queued message: tempfail");
-                crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
-                set_reply(
-                    &mut cx.reply,
-                    &Reply {
-                        code: "451",
-                        xcode: "4.3.0",
-                        text: "PEC: riscrittura del messaggio non riuscita".into(),
-                    },
-                );
-                Status::Tempfail
-            }
-        },
-        Decision::Dispatch(dispatch) => match rewrite(
-            cx,
-            &session,
-            &DISPATCH_INHERITED,
-            &dispatch.headers,
-            &dispatch.body,
-        )
-        .await
-        {
-            Ok(()) => Status::Accept,
-            Err(e) => {
-                warn!(parent: &span, error = %e, "cannot rewrite the queued message: tempfail");
-                crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
-                set_reply(
-                    &mut cx.reply,
-                    &Reply {
-                        code: "451",
-                        xcode: "4.3.0",
-                        text: "PEC: riscrittura del messaggio non riuscita".into(),
-                    },
-                );
-                Status::Tempfail
-            }
-        },
+        Decision::Wrap(envelope) => {
+            replace(
+                cx,
+                &session,
+                &span,
+                &ENVELOPE_INHERITED,
+                &envelope.headers,
+                &envelope.body,
+            )
+            .await
+        }
+        Decision::Dispatch(dispatch) => {
+            replace(
+                cx,
+                &session,
+                &span,
+                &DISPATCH_INHERITED,
+                &dispatch.headers,
+                &dispatch.body,
+            )
+            .await
+        }
         Decision::LogRequest(id) => match mark_request(cx, &session, &id).await {
             Ok(()) => Status::Accept,
             Err(e) => {
@@ -359,6 +333,35 @@ fn record(decision: &Decision) {
 /// Header fields of the submission a REM dispatch keeps: the trace fields only (the
 /// dispatch writes its own `To`, `Cc` and `Reply-To`).
 const DISPATCH_INHERITED: [&str; 2] = ["Received", "Return-Path"];
+
+/// The queued message replaced by our transport envelope (PEC) or REM dispatch, keeping
+/// the client's `inherited` header fields: accepted, or a temporary failure when the
+/// milter actions fail.
+async fn replace(
+    cx: &mut EomContext<Session>,
+    session: &Session,
+    span: &tracing::Span,
+    inherited: &[&str],
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Status {
+    match rewrite(cx, session, inherited, headers, body).await {
+        Ok(()) => Status::Accept,
+        Err(e) => {
+            warn!(parent: span, error = %e, "cannot rewrite the queued message: tempfail");
+            crate::metrics::tempfail(crate::metrics::Role::Access, "rewrite");
+            set_reply(
+                &mut cx.reply,
+                &Reply {
+                    code: "451",
+                    xcode: "4.3.0",
+                    text: "PEC: riscrittura del messaggio non riuscita".into(),
+                },
+            );
+            Status::Tempfail
+        }
+    }
+}
 
 /// Replaces the queued message: every header field but the `inherited` ones removed,
 /// `headers` added, the body replaced.

@@ -551,6 +551,12 @@ impl AccessPoint {
                 return tempfail("PEC: archivio non disponibile");
             }
         }
+        self.refused(kind, format!("PEC: messaggio non accettato: {reason}"))
+    }
+
+    /// A refusal whose notice (PEC) or rejection receipt (REM) is staged: the client gets
+    /// `text` in a 550 when `reject_in_smtp`, else the message is discarded.
+    fn refused(&self, kind: MessageKind, text: String) -> Decision {
         if self.policy.reject_in_smtp {
             Decision::Refused(Some(Reply {
                 code: "550",
@@ -559,7 +565,7 @@ impl AccessPoint {
                 } else {
                     "5.7.0"
                 },
-                text: format!("PEC: messaggio non accettato: {reason}"),
+                text,
             }))
         } else {
             Decision::Refused(None)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{tempfail, AccessPoint, Decision, Reply, Submission};
+use super::{tempfail, AccessPoint, Decision, Submission};
 use crate::config::{Protocol, RemMode, RemSettings};
 use crate::issuing::{blocking, Emitted, IssueError, Issuing};
 use crate::message::build::{Certification, OriginalInfo};
@@ -497,19 +497,7 @@ impl AccessPoint {
             }
         }
         info!(pec_id = %pec_id, code, reason = %why, "rem submission refused: submission rejection sent");
-        if self.policy.reject_in_smtp {
-            Decision::Refused(Some(Reply {
-                code: "550",
-                xcode: if kind == MessageKind::NonAcceptanceVirus {
-                    "5.7.1"
-                } else {
-                    "5.7.0"
-                },
-                text: format!("REM: messaggio non accettato: {why}"),
-            }))
-        } else {
-            Decision::Refused(None)
-        }
+        self.refused(kind, format!("REM: messaggio non accettato: {why}"))
     }
 
     async fn rem_receipt(

@@ -113,15 +113,25 @@ fn run_once(args: &TimersRunArgs) -> Result<i32, CliError> {
             f.reason
         );
     }
+    if !report.rem.is_empty() || !report.rem_failed.is_empty() {
+        println!(
+            "rem waits at {}: {} sent (RB22: {}, RD03: {}), {} closed by our records, {} failed",
+            now.utc().to_rfc3339(),
+            report.rem_count(RemWaitKind::Relay) + report.rem_count(RemWaitKind::Consignment),
+            report.rem_count(RemWaitKind::Relay),
+            report.rem_count(RemWaitKind::Consignment),
+            report.rem.iter().filter(|r| r.notice_id.is_none()).count(),
+            report.rem_failed.len()
+        );
+    }
+    // The PEC summary stays the last line (scripts read it).
     println!(
-        "timers at {}: {} sent (12h: {}, 24h: {}, rem RB22: {}, rem RD03: {}), {} failed",
+        "timers at {}: {} sent (12h: {}, 24h: {}), {} failed",
         now.utc().to_rfc3339(),
-        report.sent.len() + report.rem.iter().filter(|r| r.notice_id.is_some()).count(),
+        report.sent.len(),
         report.count(Timeout::Hours12),
         report.count(Timeout::Hours24),
-        report.rem_count(RemWaitKind::Relay),
-        report.rem_count(RemWaitKind::Consignment),
-        report.failed.len() + report.rem_failed.len()
+        report.failed.len()
     );
     Ok(i32::from(
         !report.failed.is_empty() || !report.rem_failed.is_empty(),

@@ -19,7 +19,7 @@
 //!   verified; whether that certificate is trusted is the caller's decision.
 //!
 //! Canonicalization is `bergshamra-c14n` over the `uppsala` parser (depth bounded, no DTD).
-//! Every document from outside passes [`crate::rem::xml::check_plain`] first. Signing goes
+//! Every document from outside passes [`crate::xml::check_plain`] first. Signing goes
 //! through [`Signer`] (PKCS#11 or PEM): no private key is handled here.
 
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use thiserror::Error;
 use uppsala::{Document, NodeId, NodeKind};
 
 use super::{Curve, DigestAlg, KeyKind, SignError, Signer};
-use crate::rem::xml::{check_plain, XmlGateError};
+use crate::xml::{check_plain, XmlGateError};
 
 /// The XML-DSig namespace.
 pub const NS_DS: &str = "http://www.w3.org/2000/09/xmldsig#";

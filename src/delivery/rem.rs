@@ -61,6 +61,18 @@ pub struct About {
     pub position: u32,
 }
 
+impl About {
+    /// The recipient's address as the evidence names it (the mailbox, without any
+    /// `+detail` of the delivery): the key of its outcome and of its consignment wait.
+    pub fn recipient(&self) -> &str {
+        self.evidence
+            .recipients
+            .get((self.position as usize).wrapping_sub(1))
+            .and_then(address)
+            .unwrap_or_default()
+    }
+}
+
 fn address(u: &crate::rem::evidence::UserDetails) -> Option<&str> {
     u.identifier.as_ref().map(|i| i.value.as_str())
 }
@@ -121,8 +133,8 @@ pub fn about(stored: &[StoredEvidence], recipient: &str) -> Option<About> {
 /// One consignment outcome to issue and send.
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
+    /// What it is about; the recipient is the one [`About::recipient`] names.
     pub about: &'a About,
-    pub recipient: &'a str,
     /// ContentConsignment or ContentConsignmentFailure.
     pub event: Event,
     pub code: &'static str,
@@ -172,7 +184,7 @@ pub async fn emit_outcome(
         issued.id().to_string(),
     );
     let (event, code, at, sub2) = (o.event, o.code, o.at, sub.clone());
-    let recipient = o.recipient.to_string();
+    let recipient = o.about.recipient().to_string();
     let composed = blocking(move || {
         let r = Receipt {
             event,
@@ -202,7 +214,7 @@ pub async fn emit_outcome(
     let effect = Effect::WithEvidences {
         effect: Box::new(Effect::RemOutcome {
             message_id: message_id.clone(),
-            recipient: o.recipient.to_string(),
+            recipient: o.about.recipient().to_string(),
             kind: o.event.name().to_string(),
             notice_id: composed.message_id.clone(),
             at: o.at,
@@ -210,7 +222,7 @@ pub async fn emit_outcome(
         evidences: vec![stored],
     };
     let out = Outbound {
-        key: delivery_key(&message_id, o.recipient),
+        key: delivery_key(&message_id, o.about.recipient()),
         data: composed.to_bytes(),
         message_id: composed.message_id,
         mail_from: composed.mail_from,
@@ -255,7 +267,9 @@ impl DeliveryPoint {
                 out.push(reply);
                 continue;
             };
-            let (id, r) = (k.message_id.clone(), rcpt.clone());
+            // The outcome is the mailbox's, as the evidence names it.
+            let named = about.recipient().to_string();
+            let (id, r) = (k.message_id.clone(), named.clone());
             let decided = match self.kit.store(move |s| s.delivery_notice(&id, &r)).await {
                 Ok(d) => d,
                 Err(e) => {
@@ -281,7 +295,6 @@ impl DeliveryPoint {
                         &rem.settings,
                         Outcome {
                             about,
-                            recipient: rcpt,
                             event,
                             code,
                             at,

@@ -152,6 +152,9 @@ pub enum Local {
         reason: String,
         anomaly: Option<String>,
         forwarded: Vec<String>,
+        /// For our REM mailboxes with the anomaly policy: the ReceivedFromNonERDS REM
+        /// message that carries it to them instead ([`rem`]).
+        received_from_non_erds: Option<String>,
     },
     /// Valid transport envelope already taken in charge for every local recipient (a
     /// retry after a crash, or a second copy): passed on again, no second presa in carico.
@@ -594,10 +597,16 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                     kind.as_str(),
                     if *consumed { "consumed" } else { "delivered" },
                 ),
-                Some(Local::NotPec { anomaly, .. }) => message(
+                Some(Local::NotPec {
+                    anomaly,
+                    received_from_non_erds,
+                    ..
+                }) => message(
                     Filter,
                     "not_pec",
-                    if anomaly.is_some() {
+                    if received_from_non_erds.is_some() && anomaly.is_none() {
+                        "received_from_non_erds"
+                    } else if anomaly.is_some() {
                         "anomaly"
                     } else {
                         "forwarded"
@@ -612,6 +621,7 @@ fn record(result: &Result<Outcome, AfterQueueError>) {
                         rem::RemLocal::Rejected { .. } => "relay_rejected",
                         rem::RemLocal::Receipt { .. } => "receipt_consumed",
                         rem::RemLocal::Delivered { .. } => "receipt_delivered",
+                        rem::RemLocal::Unverified { .. } => "unverified",
                     },
                 ),
                 Some(Local::Bounced { notices, .. }) => message(

@@ -684,11 +684,24 @@ impl AfterQueue {
         now: Instant,
     ) -> Result<Local, AfterQueueError> {
         let queue_id = tx.queue_id.as_deref().unwrap_or("-");
-        let wrapped: Vec<String> = policies
+        // The anomaly policy wraps the message: in the REM ReceivedFromNonERDS for our REM
+        // mailboxes, in the busta di anomalia for the others (and for a message that cannot
+        // be carried as REM).
+        let (rem_wrapped, mut wrapped): (Vec<String>, Vec<String>) = policies
             .iter()
             .filter(|(_, p)| *p == MailboxPolicy::Anomaly)
             .map(|(r, _)| r.clone())
-            .collect();
+            .partition(|r| self.rem_mailbox(r));
+        let mut received_from_non_erds = None;
+        if !rem_wrapped.is_empty() {
+            match self
+                .received_from_non_erds(tx, &rem_wrapped, &reason, now)
+                .await?
+            {
+                Some(id) => received_from_non_erds = Some(id),
+                None => wrapped.extend(rem_wrapped),
+            }
+        }
         let mut anomaly = None;
         if !wrapped.is_empty() {
             let (data, from, rcpts, why) = (
@@ -790,6 +803,7 @@ impl AfterQueue {
             reason,
             anomaly,
             forwarded,
+            received_from_non_erds,
         })
     }
 

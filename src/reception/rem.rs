@@ -10,18 +10,29 @@
 //!   `RelayEvidenceRefersTo` the local recipients) in a RelayAcceptance REM receipt to the
 //!   sending REMS, and the dispatch delivered unchanged; a local recipient whose mailbox
 //!   was retired gets a RelayRejection RB21 instead; malware: quarantined, RelayRejection
-//!   RB03, not delivered. Not valid: a RelayRejection with the
-//!   verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the message handled
-//!   as mail that is not valid PEC (mailbox policy). Our own dispatch to our own recipients
+//!   RB03, not delivered. Not valid but signed by a granted REM service: a RelayRejection
+//!   with the verdict's reason ([`crate::rem::judge::Verdict::rejection`]), and the
+//!   message handled as mail that is not valid PEC (mailbox policy). A signature that
+//!   does not verify to a granted REM service of the Trusted List (bad signature, unknown
+//!   CA, signer not granted at the signing time): nothing is sent to the sender it claims
+//!   (no backscatter) and nothing certified; logged, and handled as mail from outside an
+//!   ERDS ([`RemLocal::Unverified`]). Our own dispatch to our own recipients
 //!   is delivered without relay evidences (C.4.5.2 note 2: no relay takes place).
 //! * A REM receipt to our service address (`rem-service@` one of our domains, or the
-//!   issuer's service address) is judged and correlated with our records by its message
-//!   identifier (our SubmissionAcceptance evidence of that dispatch): its evidence is
-//!   stored as received; a RelayRejection is answered to our sender with a RelayFailure
-//!   of the same reason, built from our records. Unknown or not valid: logged and
-//!   consumed, never certified.
-//! * A REM receipt to one of our users: delivered when valid and addressed to the sender its
-//!   evidence names, else the mailbox policy.
+//!   issuer's service address) is judged and correlated with our records
+//!   ([`AfterQueue::rem_correlate`]: our SubmissionAcceptance evidence of that message
+//!   identifier and digest, and the signer the REM service of the Trusted List serving the
+//!   domain of the recipients it speaks of, by the MX check of [`crate::rem::dns`]): its
+//!   evidence is stored as received; a RelayRejection is answered to our sender with a
+//!   RelayFailure of the same reason, built from our records. Unknown, signed by another
+//!   provider, or not valid: logged and consumed, never certified. The first outcome of a
+//!   recipient stands ([`crate::rem::outcome`]): a later one is logged and consumed.
+//! * A REM receipt to one of our users (a ContentConsignment goes straight to the sender):
+//!   when valid and addressed to the sender its evidence names, correlated as above and
+//!   delivered once through the outbox with its evidence stored; else the mailbox policy.
+//! * Mail from outside any ERDS for a REM mailbox whose policy wraps it: our
+//!   ReceivedFromNonERDS REM message ([`AfterQueue::received_from_non_erds`], called by the
+//!   one home of the mailbox policy, `not_pec`).
 //!
 //! Every message goes once through the outbox with its evidences in the same transaction
 //! ([`Effect::WithEvidences`]), keyed by the dispatch and its recipients: the same
@@ -35,21 +46,26 @@ use tracing::{info, warn};
 
 use super::{AfterQueue, AfterQueueError, Local};
 use crate::antivirus::ScanVerdict;
-use crate::config::RemSettings;
+use crate::config::{Protocol, RemSettings};
 use crate::crypto::ChainPolicy;
 use crate::issuing::{blocking, blocking_borrowed, Emitted, IssueError};
 use crate::message::ids::rem_id;
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::rem::codes::{Event, Reason};
+use crate::rem::compose::EvidenceAttachment;
 use crate::rem::compose::{self, Composed, Composer, Provider, Receipt};
+use crate::rem::dns::{self, MxLookup, PeerRouting};
 use crate::rem::evidence::Evidence;
-use crate::rem::issue::{self, Issued, RelayInput};
+use crate::rem::issue::{self, EvidenceInput, Issued, RelayInput};
 use crate::rem::judge::{judge_message, Failure, Inputs, Trust, Verdict};
 use crate::rem::message::{self, DigestAlgorithm, MessageType, RemMessage};
+use crate::rem::outcome;
 use crate::rem::trust::PeersHandle;
 use crate::smtp::Transaction;
-use crate::store::outbox::{rem_relay_failure_key, rem_relay_key};
+use crate::store::outbox::{
+    rem_non_erds_key, rem_receipt_key, rem_relay_failure_key, rem_relay_key,
+};
 use crate::store::{
     Effect, EventKind, EvidenceDirection, LogEvent, MailboxPolicy, Outbound, RemWait, RemWaitKind,
 };
@@ -64,6 +80,10 @@ pub struct RemReception {
     /// The REM services of the accepted Trusted Lists; `None`: no peer is trusted, every
     /// peer's message is refused (RB06).
     pub peers: Option<Arc<PeersHandle>>,
+    /// The MX check ([`crate::rem::dns`]) that says which REM service of the Trusted List
+    /// serves a recipient's domain: a peer's receipt about our dispatch counts only when
+    /// signed by that service. `None`: no peer's receipt is correlated.
+    pub mx: Option<Arc<dyn MxLookup>>,
 }
 
 /// What the REM path did for the local recipients.
@@ -86,9 +106,10 @@ pub enum RemLocal {
         message_id: String,
         delivered: Vec<String>,
     },
-    /// A dispatch that is not valid: the RelayRejection receipt `rejection` with reason
-    /// `code` (`None` when it could not be referred to the dispatch: no readable evidence),
-    /// and what the mailbox policy did with the message.
+    /// A dispatch whose signature verified to a granted REM service (or ours) but that is
+    /// not valid: the RelayRejection receipt `rejection` with reason `code` (`None` when it
+    /// could not be referred to the dispatch: no readable evidence), and what the mailbox
+    /// policy did with the message.
     Rejected {
         message_id: Option<String>,
         code: &'static str,
@@ -102,9 +123,23 @@ pub enum RemLocal {
         message_id: Option<String>,
         correlated: bool,
         failure: Option<String>,
+        /// Correlated, but the outcome it states for its recipients was decided before (a
+        /// second ContentConsignment, the same receipt again): nothing new.
+        replay: bool,
     },
     /// A valid REM receipt to our users: delivered unchanged.
     Delivered { event: Event, to: Vec<String> },
+    /// A REM message whose signature did not verify to a granted REM service of the
+    /// Trusted List (bad signature, unknown CA, signer not granted then): nobody vouches
+    /// for its sender, so nothing is sent to it (no backscatter) and nothing is certified
+    /// about it; `why` the failure, the message handled as mail from outside any ERDS
+    /// (the mailbox policy).
+    Unverified {
+        message_id: Option<String>,
+        code: &'static str,
+        why: String,
+        handled: Box<Local>,
+    },
 }
 
 /// The address of `From` (`"Name" <a@b>` or `a@b`).
@@ -155,36 +190,7 @@ fn positions(all: &[String], which: &[String]) -> Vec<u32> {
 /// own dispatch; the dispatch's evidence for a peer's): what the receipt's headers and
 /// introduction state.
 fn submission_of(ev: &Evidence, policies: Vec<String>) -> compose::Submission {
-    let sender = user_address(&ev.sender).unwrap_or_default();
-    let recipients = recipients_of(ev);
-    let part = ev.user_content.as_ref().and_then(|u| u.parts.first());
-    let digest = part
-        .and_then(|p| p.digest_method.as_deref())
-        .and_then(DigestAlgorithm::from_uri)
-        .unwrap_or(DigestAlgorithm::Sha256);
-    compose::Submission {
-        message_id: ev.message_id.clone().unwrap_or_default(),
-        ua_message_identifier: ev
-            .user_content
-            .as_ref()
-            .and_then(|u| u.app_layer_identifier.clone()),
-        from: format!("<{sender}>"),
-        sender,
-        to: Some(recipients.join(", ")),
-        cc: None,
-        in_reply_to: None,
-        recipients,
-        subject: ev
-            .general_info
-            .as_ref()
-            .and_then(|g| g.subject.clone())
-            .unwrap_or_default(),
-        policies,
-        digest,
-        digest_value: part
-            .and_then(|p| p.digest_value.clone())
-            .unwrap_or_default(),
-    }
+    compose::Submission::from_evidence(ev, policies)
 }
 
 /// The store's row of a peer's evidence (its signature verified by the judge) and its
@@ -195,10 +201,12 @@ fn received_row(
     issuer: &str,
     queue_id: Option<&str>,
 ) -> (crate::store::Evidence, LogEvent) {
-    let recipient = model
-        .refers_to_recipient
-        .and_then(|i| model.recipients.get((i as usize).checked_sub(1)?))
-        .and_then(user_address);
+    // The one recipient it is about, when one (what the timers ask: rem::outcome).
+    let named = outcome::named_recipients(model);
+    let recipient = match named.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    };
     let row = crate::store::Evidence {
         id: model.evidence_id.clone(),
         message_id: model.message_id.clone().unwrap_or_default(),
@@ -240,7 +248,7 @@ fn peer_name(v: &Verdict, ev: Option<&Evidence>) -> String {
         .unwrap_or_default()
 }
 
-fn reason(code: &str) -> Result<&'static Reason, AfterQueueError> {
+fn reason_by_code(code: &str) -> Result<&'static Reason, AfterQueueError> {
     Reason::by_code(code).ok_or_else(|| {
         AfterQueueError::Issue(IssueError::Task(format!("unknown reason code {code}")))
     })
@@ -276,7 +284,170 @@ struct ToSend<'a> {
     also: Vec<(crate::store::Evidence, LogEvent)>,
 }
 
+/// What [`AfterQueue::rem_correlate`] found.
+enum RemCorrelation {
+    /// Our SubmissionAcceptance evidence of the dispatch, and the recipients of ours the
+    /// receipt speaks of.
+    Ours {
+        ours: Box<Evidence>,
+        named: Vec<String>,
+    },
+    /// Nothing of ours to certify anything from: why (logged).
+    Not(String),
+}
+
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
 impl AfterQueue {
+    /// Whether our mailbox `recipient` is a REM mailbox: `[rem] enabled` and its domain goes
+    /// as REM by the rule the access point routes with ([`RemSettings::protocol_for`], our
+    /// own domains speaking REM): its override, else `mode` (`auto` and `rem`: REM).
+    pub(super) fn rem_mailbox(&self, recipient: &str) -> bool {
+        self.rem.as_ref().is_some_and(|r| {
+            r.settings.protocol_for(&domain_of(recipient), || true) == Protocol::Rem
+        })
+    }
+
+    /// Mail from outside any ERDS (ordinary mail, or a REM message nobody verified vouches
+    /// for) for our REM mailboxes `to` whose policy wraps it: the REM dispatch of type
+    /// ReceivedFromNonERDS carrying it (EN 319 532-4 TUC3, the REM busta di anomalia) with
+    /// our signed, time-stamped ReceivedFromNonERDS evidence (RF04), emitted once with the
+    /// evidence (keyed by the original's `Message-ID` and the recipients: the same message
+    /// again builds nothing, no time stamp asked). Its REM message identifier; `None` when
+    /// the message cannot be carried as REM (the caller wraps it in the anomaly envelope).
+    /// A TSA failure is a temporary failure, nothing recorded.
+    pub(super) async fn received_from_non_erds(
+        &self,
+        tx: &Transaction,
+        to: &[String],
+        reason: &str,
+        now: Instant,
+    ) -> Result<Option<String>, AfterQueueError> {
+        let Some(rem) = self.rem.clone() else {
+            return Ok(None);
+        };
+        let original_id = crate::message::build::OriginalInfo::parse(&tx.data)
+            .ok()
+            .and_then(|i| i.message_id);
+        let key = rem_non_erds_key(original_id.as_deref(), &tx.data, to);
+        let k = key.clone();
+        if let Some(o) = self.kit.store(move |s| s.outbound(&k)).await? {
+            info!(key = %key, "reception: received from non-erds emitted before: none built");
+            return Ok(Some(o.message_id));
+        }
+        let message_id = rem_id(now, &self.kit.issuer.service_address);
+        let original = match compose::prepare_original(&tx.data, &message_id) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(
+                    queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+                    "reception: mail from outside an erds cannot be carried as rem ({e}): anomaly envelope"
+                );
+                return Ok(None);
+            }
+        };
+        let policies = rem.settings.policies.clone();
+        let digest = DigestAlgorithm::Sha256;
+        let mut sub = compose::Submission::from_original(&original, policies.clone(), digest)
+            .unwrap_or_else(|_| compose::Submission {
+                message_id: message_id.clone(),
+                ua_message_identifier: original_id.clone(),
+                sender: tx.mail_from.clone(),
+                from: format!("<{}>", tx.mail_from),
+                to: None,
+                cc: None,
+                in_reply_to: None,
+                recipients: Vec::new(),
+                subject: String::new(),
+                policies: policies.clone(),
+                digest,
+                digest_value: digest.digest_value(&original),
+            });
+        sub.recipients = to.to_vec();
+        let input = EvidenceInput {
+            event: Event::ReceivedFromNonERDS,
+            reason: reason_by_code("RF04")?,
+            message_id: message_id.clone(),
+            event_time: now,
+            submission_time: Some(now),
+            sender: sub.sender.clone(),
+            identity: None,
+            authentication: None,
+            recipients: to.to_vec(),
+            refers_to_recipient: None,
+            ua_message_id: sub.ua_message_identifier.clone(),
+            digest: Some(sub.digest_value.clone()),
+            subject: sub.subject.clone(),
+            policies,
+            provider: rem.settings.provider_name.clone(),
+        };
+        let issued = issue::issue(&self.kit, rem.settings.evidence_tsa.as_ref(), input)
+            .await
+            .map_err(|e| AfterQueueError::Rem(e.to_string()))?;
+        let provider = Provider {
+            name: rem.settings.provider_name.clone(),
+            service_address: self.kit.issuer.service_address.clone(),
+        };
+        let signer = self.kit.signer.clone();
+        let (xml, evidence_id, s) = (issued.xml.clone(), issued.id().to_string(), sub.clone());
+        let composed = blocking(move || {
+            Composer {
+                provider: &provider,
+                signer: &*signer,
+            }
+            .received_from_non_erds(
+                &original,
+                &s,
+                &EvidenceAttachment {
+                    event: Event::ReceivedFromNonERDS,
+                    xml: &xml,
+                },
+                &evidence_id,
+                now,
+            )
+        })
+        .await?
+        .map_err(|e| AfterQueueError::Rem(format!("composing the rem message: {e}")))?;
+        let recipients = to
+            .iter()
+            .map(|r| (r.clone(), RecipientType::Certificato))
+            .collect();
+        let stored = issued.stored(&sub.sender, recipients, tx.queue_id.as_deref());
+        // The PEC event of the same meaning (the busta di anomalia), with the reason.
+        let event = LogEvent {
+            pec_id: message_id.clone(),
+            at: now,
+            kind: EventKind::Issued(crate::message::kind::MessageKind::AnomalyEnvelope),
+            sender: tx.mail_from.clone(),
+            recipients: to
+                .iter()
+                .map(|r| (r.clone(), RecipientType::Certificato))
+                .collect(),
+            subject: sub.subject.clone(),
+            related_ids: vec![message_id.clone(), issued.id().to_string()],
+            provider: self.kit.issuer.provider_name.clone(),
+            queue_id: tx.queue_id.clone(),
+            outcome: "received_from_non_erds".into(),
+            reason: Some(reason.to_string()),
+        };
+        let mut out = outbound(key, composed, now);
+        // Bounces of it come back to us, never to the outside sender.
+        out.mail_from = self.kit.issuer.service_address.clone();
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::Log(vec![event])),
+            evidences: vec![stored],
+        };
+        let emitted = self.kit.emit_outbound(out, effect).await?;
+        let id = emitted.message_id().map_or(message_id, str::to_string);
+        info!(queue_id = tx.queue_id.as_deref().unwrap_or("-"), rem = %id, "reception: from outside an erds ({reason}): received from non-erds for {to:?}");
+        Ok(Some(id))
+    }
+
     /// Whether `address` is our REM service address.
     fn is_service_address(&self, address: &str) -> bool {
         address.eq_ignore_ascii_case(&self.kit.issuer.service_address)
@@ -318,6 +489,12 @@ impl AfterQueue {
                 .failures
                 .retain(|f| !matches!(f, Failure::NotTrusted(_)));
         }
+        // The first rule, and no backscatter: a signed REM answer goes only to a sending
+        // REMS whose signature verified (chain to `[rem] anchors`) to a REM service granted
+        // on the Trusted List at the signing time, or to ourselves. Anything else may name
+        // anybody as its sender.
+        let answerable =
+            own || (verdict.signer.is_some() && matches!(verdict.trust, Trust::Granted { .. }));
         let parsed: Option<RemMessage> = message::parse(&tx.data).ok();
         let first_evidence = parsed.as_ref().and_then(|m| {
             let s = m.evidences.first()?;
@@ -357,6 +534,12 @@ impl AfterQueue {
                     .first_failure()
                     .map(|f| f.to_string())
                     .unwrap_or_default();
+                if !answerable {
+                    let message_id = first_evidence.and_then(|(e, _)| e.message_id);
+                    return self
+                        .rem_unverified(tx, message_id, code, why, local, remote, now, passed_on)
+                        .await;
+                }
                 self.rem_rejected(
                     rem,
                     tx,
@@ -409,6 +592,7 @@ impl AfterQueue {
                 self.pass_on(tx, remote).await?;
                 passed_on.extend(remote.iter().cloned());
                 let mut outcome = None;
+                let users_evidence = first_evidence.clone().filter(|_| valid);
                 if !service.is_empty() {
                     outcome = Some(
                         self.rem_receipt(
@@ -425,12 +609,37 @@ impl AfterQueue {
                     );
                 }
                 if !deliver.is_empty() {
-                    self.pass_on(tx, &deliver).await?;
-                    passed_on.extend(deliver.iter().cloned());
                     let event = parsed
                         .as_ref()
                         .map_or(Event::SubmissionAcceptance, |m| m.event);
-                    outcome.get_or_insert(RemLocal::Delivered { event, to: deliver });
+                    let to_users = match (&users_evidence, own) {
+                        // Ours (our own delivery point's receipt to our own sender): no
+                        // relay took place, nothing to correlate.
+                        (_, true) => {
+                            self.pass_on(tx, &deliver).await?;
+                            RemLocal::Delivered {
+                                event,
+                                to: deliver.clone(),
+                            }
+                        }
+                        (Some((ev, xml)), false) => {
+                            self.rem_receipt_to_users(rem, tx, &verdict, ev, xml, &deliver, now)
+                                .await?
+                        }
+                        (None, false) => {
+                            return Err(AfterQueueError::Issue(IssueError::Task(
+                                "a valid rem receipt without its evidence".into(),
+                            )))
+                        }
+                    };
+                    if matches!(to_users, RemLocal::Delivered { .. }) {
+                        passed_on.extend(deliver.iter().cloned());
+                    }
+                    outcome = match outcome {
+                        // Delivered beats consumed in what the filter reports.
+                        Some(o) if !matches!(to_users, RemLocal::Delivered { .. }) => Some(o),
+                        _ => Some(to_users),
+                    };
                 }
                 if !others.is_empty() {
                     let handled = self
@@ -450,6 +659,7 @@ impl AfterQueue {
                     message_id: None,
                     correlated: false,
                     failure: None,
+                    replay: false,
                 })))
             }
             (None, None) => Err(AfterQueueError::Issue(IssueError::Task(
@@ -652,8 +862,47 @@ impl AfterQueue {
             .ok_or_else(|| AfterQueueError::Refused("a rem message without sender".into()))
     }
 
-    /// A dispatch that is not valid: RelayRejection (when it can be referred to the
-    /// dispatch), then the mailbox policy.
+    /// A REM message nobody verified vouches for ([`RemLocal::Unverified`]): no answer to
+    /// the sender it claims, nothing certified; logged, then the mailbox policy as for any
+    /// mail from outside an ERDS.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_unverified(
+        &self,
+        tx: &Transaction,
+        message_id: Option<String>,
+        code: &'static str,
+        why: String,
+        local: &[String],
+        remote: &[String],
+        now: Instant,
+        passed_on: &mut Vec<String>,
+    ) -> Result<Local, AfterQueueError> {
+        let reason_text = format!(
+            "messaggio REM la cui firma non è di un gestore REM accreditato ({code}: {why}): \
+             nessuna risposta al mittente dichiarato"
+        );
+        warn!(
+            queue_id = tx.queue_id.as_deref().unwrap_or("-"),
+            msgid = message_id.as_deref().unwrap_or("-"),
+            mail_from = %tx.mail_from,
+            "reception: rem message not verified ({code}: {why}): no answer to its claimed sender, handled as mail from outside an ERDS"
+        );
+        let policies = self.policies(local).await?;
+        self.refusals(tx, local, &policies, &reason_text, now)
+            .await?;
+        self.pass_on(tx, remote).await?;
+        passed_on.extend(remote.iter().cloned());
+        let handled = self.not_pec(tx, reason_text, policies, now).await?;
+        Ok(Local::Rem(RemLocal::Unverified {
+            message_id,
+            code,
+            why,
+            handled: Box::new(handled),
+        }))
+    }
+
+    /// A verified dispatch that is not valid: RelayRejection (when it can be referred to
+    /// the dispatch), then the mailbox policy.
     #[allow(clippy::too_many_arguments)]
     async fn rem_rejected(
         &self,
@@ -725,6 +974,135 @@ impl AfterQueue {
         }))
     }
 
+    /// Which dispatch of ours a peer's receipt (its signature verified, `verdict` valid) is
+    /// about: our SubmissionAcceptance evidence of that message identifier stating the same
+    /// digest of the original, the recipients of ours it speaks of, and signed by the REM
+    /// service of the Trusted List that serves each of their domains (the MX check of
+    /// [`crate::rem::dns`]: the access point does not record the peer it routed to, so the
+    /// signer is checked against the services whose `smtp` supply points serve the domain
+    /// now). Another granted provider's receipt about our dispatch is not correlated. A DNS
+    /// failure that may pass is a temporary failure.
+    async fn rem_correlate(
+        &self,
+        rem: &RemReception,
+        verdict: &Verdict,
+        ev: &Evidence,
+    ) -> Result<RemCorrelation, AfterQueueError> {
+        let message_id = ev.message_id.clone().unwrap_or_default();
+        let id = message_id.clone();
+        let ours = self
+            .kit
+            .store(move |s| {
+                Ok(s.evidences_for(&id)?.into_iter().find(|e| {
+                    e.evidence.direction == EvidenceDirection::Issued
+                        && e.evidence.event == Event::SubmissionAcceptance.uri()
+                }))
+            })
+            .await?;
+        // Ours, and about the same original: the digest it states is the one we took.
+        let ours = ours
+            .and_then(|s| Evidence::parse(&s.evidence.xml).ok())
+            .filter(|o| digest_of(o).is_some() && digest_of(o) == digest_of(ev));
+        let Some(ours) = ours else {
+            return Ok(RemCorrelation::Not(format!(
+                "ricevuta REM su un messaggio sconosciuto: {message_id}"
+            )));
+        };
+        let ours_list = recipients_of(&ours);
+        let named: Vec<String> = outcome::named_recipients(ev)
+            .into_iter()
+            .filter(|n| ours_list.iter().any(|o| o.eq_ignore_ascii_case(n)))
+            .collect();
+        if named.is_empty() {
+            return Ok(RemCorrelation::Not(format!(
+                "ricevuta REM su {message_id} che non nomina alcun destinatario del messaggio"
+            )));
+        }
+        let Trust::Granted {
+            territory,
+            provider,
+            service,
+        } = &verdict.trust
+        else {
+            return Ok(RemCorrelation::Not(format!(
+                "ricevuta REM su {message_id} non firmata da un servizio REM accreditato"
+            )));
+        };
+        let (Some(mx), Some(peers)) = (&rem.mx, &rem.peers) else {
+            return Ok(RemCorrelation::Not(format!(
+                "ricevuta REM su {message_id}: nessuna verifica MX del dominio del destinatario"
+            )));
+        };
+        let peers = peers.current();
+        let mut domains: Vec<String> = named.iter().map(|n| domain_of(n)).collect();
+        domains.sort();
+        domains.dedup();
+        for d in &domains {
+            let answer = match mx.mx(d).await {
+                Ok(a) => a,
+                Err(e) if e.is_temporary() => return Err(AfterQueueError::Rem(e.to_string())),
+                Err(e) => {
+                    return Ok(RemCorrelation::Not(format!(
+                        "ricevuta REM su {message_id}: dominio {d}: {e}"
+                    )))
+                }
+            };
+            let serves = match dns::decide_among(&answer, peers.all(), |p| {
+                p.service.supply_points.as_slice()
+            }) {
+                PeerRouting::Served { services, .. } => services.iter().any(|p| {
+                    p.territory == *territory
+                        && p.provider == *provider
+                        && p.service.name == *service
+                }),
+                _ => false,
+            };
+            if !serves {
+                return Ok(RemCorrelation::Not(format!(
+                    "ricevuta REM su {message_id} firmata da {provider} ({service}), che non \
+                     serve il dominio {d} del destinatario"
+                )));
+            }
+        }
+        Ok(RemCorrelation::Ours {
+            ours: Box::new(ours),
+            named,
+        })
+    }
+
+    /// Whether the outcome `ev` states was decided before for every recipient it names, by
+    /// another evidence (the first outcome stands): a RelayAcceptance / RelayRejection
+    /// after the relay was decided, a ContentConsignment (Failure) after the consignment.
+    async fn decided_before(
+        &self,
+        ev: &Evidence,
+        named: &[String],
+    ) -> Result<bool, AfterQueueError> {
+        let (id, event, evidence_id) = (
+            ev.message_id.clone().unwrap_or_default(),
+            ev.event,
+            ev.evidence_id.clone(),
+        );
+        let named = named.to_vec();
+        Ok(self
+            .kit
+            .store(move |s| {
+                let stored = s.evidences_for(&id)?;
+                Ok(named.iter().all(|r| {
+                    let o = outcome::of(&stored, r);
+                    let slot = if outcome::is_relay_outcome(event) {
+                        o.relay
+                    } else if outcome::is_consignment_outcome(event) {
+                        o.consignment
+                    } else {
+                        None
+                    };
+                    slot.is_some_and(|d| d.evidence_id != evidence_id)
+                }))
+            })
+            .await?)
+    }
+
     /// A REM receipt to our service address: judged, correlated, stored, answered.
     #[allow(clippy::too_many_arguments)]
     async fn rem_receipt(
@@ -758,58 +1136,53 @@ impl AfterQueue {
                 message_id: None,
                 correlated: false,
                 failure: None,
+                replay: false,
             });
         };
         let message_id = ev.message_id.clone().unwrap_or_default();
-        let id = message_id.clone();
-        let ours = self
-            .kit
-            .store(move |s| {
-                Ok(s.evidences_for(&id)?.into_iter().find(|e| {
-                    e.evidence.direction == EvidenceDirection::Issued
-                        && e.evidence.event == Event::SubmissionAcceptance.uri()
-                }))
-            })
-            .await?;
-        // Ours, and about the same original: the digest it states is the one we took.
-        let ours = ours
-            .and_then(|s| Evidence::parse(&s.evidence.xml).ok())
-            .filter(|o| digest_of(o).is_some() && digest_of(o) == digest_of(&ev));
-        let Some(ours) = ours else {
-            self.log_not_pec(
-                tx,
-                service,
-                EventKind::Discarded,
-                "uncorrelated",
-                &format!("ricevuta REM su un messaggio sconosciuto: {message_id}"),
-                now,
-            )
-            .await?;
-            warn!(msgid = %message_id, "reception: rem receipt about no dispatch of ours: consumed");
+        let (ours, named) = match self.rem_correlate(rem, verdict, &ev).await? {
+            RemCorrelation::Ours { ours, named } => (*ours, named),
+            RemCorrelation::Not(reason) => {
+                self.log_not_pec(
+                    tx,
+                    service,
+                    EventKind::Discarded,
+                    "uncorrelated",
+                    &reason,
+                    now,
+                )
+                .await?;
+                warn!(msgid = %message_id, "reception: rem receipt not correlated ({reason}): consumed");
+                return Ok(RemLocal::Receipt {
+                    event,
+                    message_id: Some(message_id),
+                    correlated: false,
+                    failure: None,
+                    replay: false,
+                });
+            }
+        };
+        let peer = peer_name(verdict, Some(&ev));
+        if self.decided_before(&ev, &named).await? {
+            let reason = format!(
+                "ricevuta REM {} su {message_id} per {}: esito già deciso, nessun effetto",
+                ev.event,
+                named.join(", ")
+            );
+            self.log_not_pec(tx, service, EventKind::Discarded, "replay", &reason, now)
+                .await?;
+            warn!(msgid = %message_id, "reception: {reason}");
             return Ok(RemLocal::Receipt {
                 event,
                 message_id: Some(message_id),
-                correlated: false,
+                correlated: true,
                 failure: None,
+                replay: true,
             });
-        };
-        let peer = peer_name(verdict, Some(&ev));
+        }
         let received = received_row(&ev, &xml, &peer, tx.queue_id.as_deref());
-        let mut failure = None;
-        if ev.event == Event::RelayRejection {
+        let (failure, replay) = if ev.event == Event::RelayRejection {
             let code = ev.reason().map_or("RB02", |r| r.code);
-            // The recipients it speaks of, found in our own list of the dispatch.
-            let theirs = recipients_of(&ev);
-            let named: Vec<String> = ev
-                .relay_info
-                .as_ref()
-                .map(|r| {
-                    r.refers_to
-                        .iter()
-                        .filter_map(|&n| theirs.get((n as usize).checked_sub(1)?).cloned())
-                        .collect()
-                })
-                .unwrap_or_default();
             let ours_list = recipients_of(&ours);
             let refers_to = positions(&ours_list, &named);
             let sub = submission_of(&ours, rem.settings.policies.clone());
@@ -825,8 +1198,9 @@ impl AfterQueue {
                 other_provider: peer.clone(),
                 also: vec![received],
             };
-            failure = self.send_relay(rem, tx, send, now).await?.0;
+            let (id, new) = self.send_relay(rem, tx, send, now).await?;
             info!(msgid = %message_id, code, "reception: relay rejection from {peer}: relay failure to our sender");
+            (id, !new)
         } else {
             let (row, event) = received;
             let recorded = self
@@ -834,13 +1208,99 @@ impl AfterQueue {
                 .store(move |s| s.record_evidence(&row, &event))
                 .await?;
             info!(msgid = %message_id, recorded, "reception: rem receipt from {peer} correlated: evidence stored, consumed");
-        }
+            (None, !recorded)
+        };
         Ok(RemLocal::Receipt {
             event,
             message_id: Some(message_id),
             correlated: true,
             failure,
+            replay,
         })
+    }
+
+    /// A valid REM receipt from a peer addressed to `to` (the sender its evidence names;
+    /// a ContentConsignment goes straight there, as the kit shows): correlated with our
+    /// dispatch like a receipt to our service address, then passed on once through the
+    /// outbox with the peer's evidence stored in the same transaction (keyed by the
+    /// dispatch and its recipients: a second consignment outcome for them is a replay,
+    /// never delivered). Not correlated, or decided before: logged and consumed.
+    #[allow(clippy::too_many_arguments)]
+    async fn rem_receipt_to_users(
+        &self,
+        rem: &RemReception,
+        tx: &Transaction,
+        verdict: &Verdict,
+        ev: &Evidence,
+        xml: &[u8],
+        to: &[String],
+        now: Instant,
+    ) -> Result<RemLocal, AfterQueueError> {
+        let message_id = ev.message_id.clone().unwrap_or_default();
+        let consumed = |correlated, replay| RemLocal::Receipt {
+            event: Some(ev.event),
+            message_id: Some(message_id.clone()),
+            correlated,
+            failure: None,
+            replay,
+        };
+        let named = match self.rem_correlate(rem, verdict, ev).await? {
+            RemCorrelation::Ours { named, .. } => named,
+            RemCorrelation::Not(reason) => {
+                self.log_not_pec(tx, to, EventKind::Discarded, "uncorrelated", &reason, now)
+                    .await?;
+                warn!(msgid = %message_id, "reception: rem receipt to {to:?} not correlated ({reason}): consumed");
+                return Ok(consumed(false, false));
+            }
+        };
+        if self.decided_before(ev, &named).await? {
+            let reason = format!(
+                "ricevuta REM {} su {message_id} per {}: esito già deciso, non consegnata",
+                ev.event,
+                named.join(", ")
+            );
+            self.log_not_pec(tx, to, EventKind::Discarded, "replay", &reason, now)
+                .await?;
+            warn!(msgid = %message_id, "reception: {reason}");
+            return Ok(consumed(true, true));
+        }
+        let peer = peer_name(verdict, Some(ev));
+        let received = received_row(ev, xml, &peer, tx.queue_id.as_deref());
+        let class = if outcome::is_consignment_outcome(ev.event) {
+            "consignment".to_string()
+        } else {
+            format!("{}.{}", ev.event.name(), ev.evidence_id)
+        };
+        let header_id = crate::message::build::OriginalInfo::parse(&tx.data)
+            .ok()
+            .and_then(|i| i.message_id)
+            .unwrap_or_else(|| ev.evidence_id.clone());
+        let out = Outbound {
+            key: rem_receipt_key(&message_id, &class, &named),
+            data: tx.data.to_vec(),
+            message_id: header_id,
+            mail_from: tx.mail_from.clone(),
+            rcpt_to: to.to_vec(),
+            created_at: now,
+            injected_at: None,
+        };
+        let effect = Effect::WithEvidences {
+            effect: Box::new(Effect::Log(Vec::new())),
+            evidences: vec![received],
+        };
+        match self.kit.emit_outbound(out, effect).await? {
+            Emitted::New(_) => {
+                info!(msgid = %message_id, to = ?to, "reception: rem receipt {} from {peer} correlated: evidence stored, delivered", ev.event);
+                Ok(RemLocal::Delivered {
+                    event: ev.event,
+                    to: to.to_vec(),
+                })
+            }
+            _ => {
+                info!(msgid = %message_id, "reception: rem receipt {} for {named:?} delivered before: nothing new", ev.event);
+                Ok(consumed(true, true))
+            }
+        }
     }
 
     /// Issues the evidence of `send`, composes its REM receipt and emits it once with the
@@ -862,7 +1322,7 @@ impl AfterQueue {
         let input = RelayInput {
             about: send.about.clone(),
             event: send.event,
-            reason: reason(send.code)?,
+            reason: reason_by_code(send.code)?,
             refers_to: send.refers_to.clone(),
             event_time: now,
             policies: rem.settings.policies.clone(),

@@ -472,6 +472,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_mailbox_refusal_maps_to_its_consignment_failure_reason() {
+        for (code, want) in [
+            (Some("5.2.2"), "RD04"),
+            (Some("5.2.3"), "RD04"),
+            (Some("5.1.1"), "RD21"),
+            (Some("5.2.1"), "RD21"),
+            (Some("5.6.0"), "RD06"),
+            (Some("5.3.0"), "RD05"),
+            (None, "RD05"),
+        ] {
+            let got = consignment_failure(code);
+            assert_eq!(got, want, "{code:?}");
+            assert!(Reason::by_code(got)
+                .unwrap()
+                .allowed_with(Event::ContentConsignmentFailure));
+        }
+    }
+
+    #[test]
     fn events_round_trip_through_their_uris() {
         for e in Event::ALL {
             assert_eq!(Event::from_uri(&e.uri()), Some(e));

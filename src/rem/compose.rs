@@ -320,13 +320,64 @@ impl Composer<'_> {
         relay_date: Option<Instant>,
         at: Instant,
     ) -> Result<Composed, ComposeError> {
+        self.dispatch_as(
+            Event::SubmissionAcceptance,
+            "RA01",
+            original,
+            sub,
+            evidence,
+            evidence_id,
+            extensions,
+            relay_date,
+            at,
+        )
+    }
+
+    /// The REM dispatch that carries mail from outside any ERDS to our recipients
+    /// (ReceivedFromNonERDS, EN 319 532-4 TUC3): `original` prepared with
+    /// [`prepare_original`], our signed ReceivedFromNonERDS `evidence` (RF04), its
+    /// identifier; `sub.recipients` the mailboxes it is delivered to.
+    pub fn received_from_non_erds(
+        &self,
+        original: &[u8],
+        sub: &Submission,
+        evidence: &EvidenceAttachment<'_>,
+        evidence_id: &str,
+        at: Instant,
+    ) -> Result<Composed, ComposeError> {
+        self.dispatch_as(
+            Event::ReceivedFromNonERDS,
+            "RF04",
+            original,
+            sub,
+            evidence,
+            evidence_id,
+            &[],
+            None,
+            at,
+        )
+    }
+
+    /// A REM dispatch whose first evidence is of `event` with reason `code`.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_as(
+        &self,
+        event: Event,
+        code: &str,
+        original: &[u8],
+        sub: &Submission,
+        evidence: &EvidenceAttachment<'_>,
+        evidence_id: &str,
+        extensions: &[Extension<'_>],
+        relay_date: Option<Instant>,
+        at: Instant,
+    ) -> Result<Composed, ComposeError> {
         if sub.digest.digest_value(original) != sub.digest_value {
             return Err(ComposeError::Original(
                 "the original is not the one the submission data were read from".into(),
             ));
         }
-        let event = Event::SubmissionAcceptance;
-        let reason = reason_for(event, "RA01")?;
+        let reason = reason_for(event, code)?;
         let text = Introduction::dispatch(self.provider, sub, evidence.event, at);
         let entity = entity(&text, Some(original), &[*evidence], extensions);
         let mut headers = vec![("Reply-To".to_string(), sub.from.clone())];

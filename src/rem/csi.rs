@@ -4,7 +4,7 @@
 //! List entry, naming what it supports (the REM baseline profile, policies, assurance
 //! levels, consignment modes) and the certificates of its TLS and domain signature.
 //!
-//! [`parse`] reads a peer's document (after [`super::xml::check_plain`]); [`verify`]
+//! [`parse`] reads a peer's document (after [`crate::xml::check_plain`]); [`verify`]
 //! checks that its enveloped signature was made with the peer's Trusted List identity;
 //! [`write`] builds ours from [`CsiSettings`] and [`sign`] signs it with our key.
 
@@ -13,10 +13,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::trust::{base64_text, date, names, Element, RemPeer, DSIG_NS, TSL_NS};
-use super::xml::{check_plain, XmlGateError};
 use crate::crypto::xmldsig::{sign_enveloped, Enveloped, SignSpec, XmlDsigError};
 use crate::crypto::Signer;
 use crate::message::time::Instant;
+use crate::xml::{check_plain, XmlGateError};
 
 /// Namespace of the CSI document (EN 319 532-4).
 pub const CSI_NS: &str = "http://uri.etsi.org/19532/v1#";

@@ -24,7 +24,7 @@ use quick_xml::name::{QName, ResolveResult};
 use quick_xml::{NsReader, Writer, XmlVersion};
 
 use super::codes::{Event, Reason};
-use super::xml::{check_plain, XmlGateError};
+use crate::xml::{check_plain, XmlGateError};
 
 /// `http://uri.etsi.org/19522/v1#`, the ERDS evidence namespace (`tns`).
 pub const NS_ERDS: &str = "http://uri.etsi.org/19522/v1#";

@@ -14,6 +14,6 @@ pub mod evidence;
 pub mod issue;
 pub mod judge;
 pub mod message;
+pub mod outcome;
 pub mod trust;
 pub mod xades;
-pub mod xml;

@@ -7,7 +7,7 @@
 //! evidences with, and whose supply points are its boundary MX (`smtp:HOST:PORT`) and the
 //! URL of its Capability and Security Information (`https://…`, see [`super::csi`]).
 //!
-//! A list is read only after [`super::xml::check_plain`] and only when its enveloped
+//! A list is read only after [`crate::xml::check_plain`] and only when its enveloped
 //! XML-DSig signature verifies with one of the configured Trusted List signer
 //! certificates ([`accept`]); one whose `NextUpdate` is past, or older than the copy we
 //! have, is refused too, and the last good copy stays. [`RemPeers`] answers, for an
@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use openssl::x509::X509;
 use thiserror::Error;
 
-use super::xml::{check_plain, XmlGateError};
 use crate::message::time::Instant;
+use crate::xml::{check_plain, XmlGateError};
 
 /// Namespace of the Trusted List (TS 119 612 v2).
 pub const TSL_NS: &str = "http://uri.etsi.org/02231/v2#";

@@ -233,7 +233,7 @@ pub fn verify_own(
 }
 
 fn verify_with(raw: &[u8], tsa_anchors: Option<&Path>) -> Result<VerifiedEvidence, XadesError> {
-    let text = crate::rem::xml::check_plain(raw).map_err(XmlDsigError::from)?;
+    let text = crate::xml::check_plain(raw).map_err(XmlDsigError::from)?;
     let doc = xmldsig::parse(text)?;
     let dsig = xmldsig::verify_parsed(&doc)?;
     if !dsig.covers_document() {

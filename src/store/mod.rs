@@ -34,7 +34,7 @@ pub use outbox::{DeliveryMark, Effect, Outbound, Staged};
 pub use postgres::PgStore;
 pub use rem::{
     Evidence, EvidenceDirection, IdentityAttribute, IdentityChange, RemDue, RemWait, RemWaitClaim,
-    RemWaitKind, SenderIdentity, StoredEvidence,
+    RemWaitKind, RemWaitState, SenderIdentity, StoredEvidence,
 };
 pub use report::{
     Export, Health, KeptReceipt, LastSeal, Problem, PurgeReport, QuarantineEntry, QuarantineQuery,
@@ -712,10 +712,7 @@ pub trait Store: Send + Sync {
     fn settle_rem_wait(&self, due: &RemDue, at: Instant) -> Result<bool, StoreError>;
     /// The REM waits of `message_id` (open or closed), with their notice id and when they
     /// closed, by row id.
-    fn rem_waits_for(
-        &self,
-        message_id: &str,
-    ) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError>;
+    fn rem_waits_for(&self, message_id: &str) -> Result<Vec<RemWaitState>, StoreError>;
 }
 
 /// A mailbox owner's request for the extract of their log records (owner self-service,

@@ -340,6 +340,17 @@ pub fn rem_wait_key(message_id: &str, recipient: &str, which: super::RemWaitKind
     )
 }
 
+/// The outbox key of a peer's REM receipt about our dispatch `message_id` passed on to our
+/// user: `class` (`consignment` for a ContentConsignment or its failure: one outcome per
+/// recipient, whichever comes first; else the event and the evidence id) and the
+/// `recipients` it is about (order and case do not matter).
+pub fn rem_receipt_key(message_id: &str, class: &str, recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    format!("rem-receipt:{message_id}:{class}:{}", r.join(","))
+}
+
 /// The outbox key of an arrival notice about the delivery of `pec_id` to `recipient`.
 pub fn arrival_key(pec_id: &str, recipient: &str) -> String {
     format!("arrival:{pec_id}:{}", recipient.to_ascii_lowercase())
@@ -357,6 +368,24 @@ pub fn anomaly_key(queue_id: Option<&str>, data: &[u8], recipients: &[String]) -
     let digest = Sha256::digest(data);
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("anomaly:{}:{hex}:{}", queue_id.unwrap_or("-"), r.join(","))
+}
+
+/// The outbox key of the ReceivedFromNonERDS REM message carrying mail from outside any
+/// ERDS to our REM mailboxes `recipients` (order and case do not matter): the original's
+/// `Message-ID` when it has one (the same message arriving again gets no second one), else
+/// a digest of its bytes.
+pub fn rem_non_erds_key(message_id: Option<&str>, data: &[u8], recipients: &[String]) -> String {
+    let mut r: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+    r.sort();
+    r.dedup();
+    let id = match message_id {
+        Some(id) => id.to_string(),
+        None => {
+            let digest = Sha256::digest(data);
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    format!("rem-non-erds:{id}:{}", r.join(","))
 }
 
 /// The records of a refused submission: the non-acceptance (outcome `virus` or

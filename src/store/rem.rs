@@ -153,6 +153,16 @@ pub struct RemWait {
     pub started_at: Instant,
 }
 
+/// A REM wait as the store holds it ([`super::Store::rem_waits_for`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemWaitState {
+    pub wait: RemWait,
+    /// The REM receipt that closed it (the timer's, or the consignment outcome's).
+    pub notice_id: Option<String>,
+    /// When it was closed; `None` while open.
+    pub settled_at: Option<Instant>,
+}
+
 /// Which REM waits [`super::Store::claim_rem_waits`] claims.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemWaitClaim {

@@ -7,6 +7,8 @@
 mod common;
 #[path = "../common/samples.rs"]
 mod samples;
+#[path = "../common/tsa.rs"]
+mod tsa;
 
 mod breve;
 mod daticert;

@@ -14,7 +14,7 @@ use pec::rem::evidence::{
     AssuranceLevels, EventReason, Evidence, EvidenceError, GeneralEvidenceInfo, Identifier,
     PartInfo, RelayEvidenceInfo, SamlAttribute, UserContentInfo, UserDetails, MAX_DEPTH, VERSION,
 };
-use pec::rem::xml::XmlGateError;
+use pec::xml::XmlGateError;
 use quick_xml::events::Event as X;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;

@@ -4,9 +4,8 @@
 //! (B-B then B-T with the test TSA) verifies with our code and with xmlsec1, for RSA and
 //! ECDSA keys; a TSA that is down, slow or lying yields an error and no evidence.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use pec::message::time::Instant;
 use pec::rem::xades::{self, XadesError};
 
 use crate::samples::rem_kit_dir;
+use crate::tsa;
 
 /// SHA-256 fingerprints of the two self-signed "root-ca, Nowina Solutions, PKI-TEST" roots
 /// the kit's time-stamp tokens chain to (the AgID flow's and the ETSI scenarios'). The kit's
@@ -311,22 +311,12 @@ fn canonical_bytes_equal_xmlsec1_on_every_kit_evidence() {
 
 // ---- signing ----
 
-/// A running tsa.py (plain HTTP), killed when dropped.
-struct TsaProcess(Child);
-
-impl Drop for TsaProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Env {
     _dir: tempfile::TempDir,
     pki: TestPki,
     dir: PathBuf,
     mode_file: PathBuf,
-    _tsa: TsaProcess,
+    _tsa: tsa::TsaProcess,
     url: String,
 }
 
@@ -340,41 +330,15 @@ fn env() -> &'static Env {
         let pki = testing::make_test_pki(&dir.join("pki")).unwrap();
         testing::issue_test_leaf(&pki, "rem-rsa3072", TestKey::Rsa3072, None).unwrap();
         testing::issue_test_leaf(&pki, "rem-p256", TestKey::EcP256, None).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
-        let files = dir.join("tsa");
-        let out = Command::new("sh")
-            .arg(root.join("make-tsa.sh"))
-            .arg(&files)
-            .arg(&pki.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let mode_file = dir.join("tsa-mode");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(root.join("tsa.py"))
-            .arg(files.join("tsa.cnf"))
-            .arg("--mode-file")
-            .arg(&mode_file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 for the test TSA");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+        let (tsa, url) = tsa::start(&dir.join("tsa"), &pki.dir, Some(&mode_file));
         Box::leak(Box::new(Env {
             _dir: tmp,
             pki,
             dir,
             mode_file,
-            _tsa: TsaProcess(child),
-            url: format!("http://127.0.0.1:{port}/tsa"),
+            _tsa: tsa,
+            url,
         }))
     })
 }

@@ -13,6 +13,8 @@ mod milter_client;
 mod pem;
 #[path = "../common/samples.rs"]
 mod samples;
+#[path = "../common/tsa.rs"]
+mod tsa;
 #[path = "../common/two_providers.rs"]
 mod two_providers;
 

@@ -8,9 +8,6 @@
 //! forced to `rem`); the TSA down: tempfail and nothing recorded; a PEC submission as before.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -37,6 +34,7 @@ use pec::store::{EventKind, IdentityAttribute, LogQuery, SenderIdentity, Store};
 use tokio::net::TcpListener;
 
 use crate::milter_client::{self, queued, Mail};
+use crate::tsa;
 
 const PEC_ID: &str = "opec1.test.1@pec.example.it";
 /// A domain forced to REM (`[rem.domains]`).
@@ -47,20 +45,10 @@ pub(crate) fn at() -> Instant {
     Instant::parse_cli("2025-06-03T08:11:12Z").unwrap()
 }
 
-/// A running tsa.py (plain HTTP), killed when dropped.
-struct TsaProcess(Child);
-
-impl Drop for TsaProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub(crate) struct Env {
     _dir: tempfile::TempDir,
     pub(crate) pki: TestPki,
-    _tsa: TsaProcess,
+    _tsa: tsa::TsaProcess,
     pub(crate) url: String,
 }
 
@@ -71,36 +59,12 @@ pub(crate) fn env() -> &'static Env {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let pki = make_test_pki(&dir.join("pki")).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tsa");
-        let files = dir.join("tsa");
-        let out = Command::new("sh")
-            .arg(root.join("make-tsa.sh"))
-            .arg(&files)
-            .arg(&pki.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(root.join("tsa.py"))
-            .arg(files.join("tsa.cnf"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 for the test TSA");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("tsa.py prints its port");
+        let (tsa, url) = tsa::start(&dir.join("tsa"), &pki.dir, None);
         Box::leak(Box::new(Env {
             _dir: tmp,
             pki,
-            _tsa: TsaProcess(child),
-            url: format!("http://127.0.0.1:{port}/tsa"),
+            _tsa: tsa,
+            url,
         }))
     })
 }
@@ -358,12 +322,9 @@ async fn a_rem_submission_becomes_a_verified_dispatch_and_its_receipt_goes_once(
     // The relay wait of each recipient (a peer's) begins with it (EN 319 532-4 Annex D).
     let waits = h.store.rem_waits_for(PEC_ID).unwrap();
     assert_eq!(waits.len(), 1, "{waits:?}");
-    assert_eq!(waits[0].0.recipient, rcpt);
-    assert!(waits.iter().all(
-        |(w, notice, closed)| w.which == pec::store::RemWaitKind::Relay
-            && notice.is_none()
-            && closed.is_none()
-    ));
+    assert_eq!(waits[0].wait.recipient, rcpt);
+    assert_eq!(waits[0].wait.which, pec::store::RemWaitKind::Relay);
+    assert_eq!((&waits[0].notice_id, waits[0].settled_at), (&None, None));
     let injected = h.injector.messages();
     assert_eq!(injected.len(), 1);
     assert_eq!(
@@ -438,6 +399,26 @@ async fn our_own_domain_speaks_rem_and_a_dispatch_has_no_pec_tracking_row() {
     // timer may wait for one.
     assert!(h.store.pending_acceptance(PEC_ID).unwrap().is_some());
     assert!(h.store.tracking_for(PEC_ID).unwrap().is_empty());
+
+    // Past 12 h and 24 h the PEC timers find nothing of it to warn about.
+    let before = h.injector.messages().len();
+    let timers = pec::timers::Timers::new(
+        h.kit.store.clone(),
+        h.kit.injector.clone(),
+        h.kit.issuer.clone(),
+        h.kit.signer.clone(),
+        h.kit.ids.clone(),
+        h.kit.clock.clone(),
+    );
+    for hours in [13, 25] {
+        let report = timers
+            .run_once(Instant::from_unix(at().unix() + hours * 3600))
+            .await
+            .unwrap();
+        assert!(report.sent.is_empty(), "+{hours} h: {:?}", report.sent);
+        assert!(report.failed.is_empty(), "+{hours} h");
+    }
+    assert_eq!(h.injector.messages().len(), before);
 }
 
 #[tokio::test]

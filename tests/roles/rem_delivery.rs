@@ -213,9 +213,9 @@ async fn a_relay_accepted_dispatch_gets_one_content_consignment_and_a_replay_not
     assert!(notice.is_some());
     let waits = h.store.rem_waits_for(PEER_ID).unwrap();
     assert_eq!(waits.len(), 1);
-    assert_eq!(waits[0].0.which, RemWaitKind::Consignment);
-    assert_eq!(waits[0].1, notice);
-    assert!(waits[0].2.is_some(), "closed");
+    assert_eq!(waits[0].wait.which, RemWaitKind::Consignment);
+    assert_eq!(waits[0].notice_id, notice);
+    assert!(waits[0].settled_at.is_some(), "closed");
 
     // Handed over again (a replay, or Postfix retrying): nothing stored, nothing issued.
     let again = dp.deliver(&lmtp(&data, &[BOB])).await;
@@ -280,7 +280,7 @@ async fn the_tsa_down_is_a_4xx_and_nothing_is_recorded_until_the_retry() {
     assert!(ours(&h, PEER_ID, Event::ContentConsignment).is_empty());
     assert_eq!(h.store.delivery_notice(PEER_ID, BOB).unwrap(), None);
     let waits = h.store.rem_waits_for(PEER_ID).unwrap();
-    assert_eq!(waits[0].2, None, "the consignment wait stays open");
+    assert_eq!(waits[0].settled_at, None, "the consignment wait stays open");
 
     // Postfix retries with the TSA back: stored once, the evidence now.
     let (dp, postfix) = delivery(&h, dovecot.clone(), &env().url);
@@ -311,6 +311,17 @@ async fn a_dispatch_our_records_do_not_hold_gets_no_evidence() {
     let replies = dp.deliver(&lmtp(&data, &[CAROL])).await;
     assert_eq!(replies[0].code, 250);
     assert!(postfix.messages().is_empty());
+    // Another dispatch under the same identifier (its evidence not the one we judged):
+    // delivered, no evidence, and bob's outcome still open for the real one.
+    let other = peer_dispatch(&[BOB, CAROL]).await;
+    assert_ne!(other, data);
+    let replies = dp.deliver(&lmtp(&other, &[BOB])).await;
+    assert_eq!(replies[0].code, 250);
+    assert!(postfix.messages().is_empty());
+    assert_eq!(h.store.delivery_notice(PEER_ID, BOB).unwrap(), None);
+    dp.deliver(&lmtp(&data, &[BOB])).await;
+    let (event, _, _) = receipt(&h, &postfix, PEER_SENDER);
+    assert_eq!(event, Event::ContentConsignment);
 }
 
 /// Our dispatch to `DAN` (a peer's recipient), recorded as the access point does after
@@ -417,7 +428,7 @@ async fn a_relay_acceptance_received_before_means_no_rb22() {
     assert!(postfix.messages().is_empty());
     assert!(ours(&h, OUR_ID, Event::RelayFailure).is_empty());
     let waits = h.store.rem_waits_for(OUR_ID).unwrap();
-    assert!(waits[0].2.is_some(), "closed");
+    assert!(waits[0].settled_at.is_some(), "closed");
     // And it stays closed.
     let r = t.run_once(plus(48 * HOUR)).await.unwrap();
     assert!(r.rem.is_empty());
@@ -462,4 +473,78 @@ async fn a_consigned_recipient_gets_no_rd03() {
     assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
     assert!(postfix.messages().is_empty());
     assert!(ours(&h, PEER_ID, Event::ContentConsignmentFailure).is_empty());
+}
+
+#[tokio::test]
+async fn our_own_dispatch_to_our_own_user_gets_its_consignment_from_our_records() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let (data, issued) = dispatch(&h.kit, OUR_ID, OUR_SENDER, &[BOB]).await;
+    // Delivered before its acceptance is recorded: nothing of ours to consign.
+    let (dp, postfix) = delivery(&h, Arc::new(Dovecot::default()), &env().url);
+    assert_eq!(dp.deliver(&lmtp(&data, &[BOB])).await[0].code, 250);
+    assert!(postfix.messages().is_empty());
+
+    // As the access point records it after queue: our SubmissionAcceptance, and the
+    // consignment wait of our own recipient.
+    let h = harness(Some(tsa(&env().url)), true);
+    let stored = issued.stored(OUR_SENDER, vec![(BOB.into(), RecipientType::Esterno)], None);
+    h.store
+        .stage_outbound(
+            &Outbound {
+                key: format!("acceptance:{OUR_ID}"),
+                message_id: "receipt.2@pec.example.it".into(),
+                mail_from: "posta-certificata@pec.example.it".into(),
+                rcpt_to: vec![OUR_SENDER.into()],
+                data: b"the submission acceptance receipt".to_vec(),
+                created_at: at(),
+                injected_at: None,
+            },
+            &Effect::WithEvidences {
+                effect: Box::new(Effect::RemWaits {
+                    effect: Box::new(Effect::Log(Vec::new())),
+                    waits: vec![RemWait {
+                        which: RemWaitKind::Consignment,
+                        message_id: OUR_ID.into(),
+                        recipient: BOB.into(),
+                        started_at: at(),
+                    }],
+                }),
+                evidences: vec![stored],
+            },
+        )
+        .unwrap();
+    let (dp, postfix) = delivery(&h, Arc::new(Dovecot::default()), &env().url);
+    assert_eq!(dp.deliver(&lmtp(&data, &[BOB])).await[0].code, 250);
+    let (event, code, ev) = receipt(&h, &postfix, OUR_SENDER);
+    assert_eq!((event, code.as_str()), (Event::ContentConsignment, "RD01"));
+    assert_eq!(ev.message_id.as_deref(), Some(OUR_ID));
+    assert_eq!(ev.refers_to_recipient, Some(1));
+    let waits = h.store.rem_waits_for(OUR_ID).unwrap();
+    assert!(
+        waits[0].settled_at.is_some(),
+        "the consignment wait is closed"
+    );
+    // The timers have nothing to say about it.
+    let (t, tpostfix) = timers(&h, &env().url);
+    let r = t.run_once(plus(48 * HOUR)).await.unwrap();
+    assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
+    assert!(tpostfix.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_delivery_to_a_detail_address_decides_the_mailbox_outcome() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = relayed(&h, &[BOB]).await;
+    let (dp, postfix) = delivery(&h, Arc::new(Dovecot::default()), &env().url);
+    let detail = "bob+contratti@pec.example.it";
+    assert_eq!(dp.deliver(&lmtp(&data, &[detail])).await[0].code, 250);
+    let (event, _, ev) = receipt(&h, &postfix, PEER_SENDER);
+    assert_eq!(event, Event::ContentConsignment);
+    assert_eq!(ev.refers_to_recipient, Some(1));
+    // Bob's outcome, and his consignment wait closed: no RD03 later.
+    assert!(h.store.delivery_notice(PEER_ID, BOB).unwrap().is_some());
+    let (t, tpostfix) = timers(&h, &env().url);
+    let r = t.run_once(plus(25 * HOUR)).await.unwrap();
+    assert!(r.rem.is_empty() && r.rem_failed.is_empty(), "{r:?}");
+    assert!(tpostfix.messages().is_empty());
 }

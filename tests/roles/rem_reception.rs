@@ -4,9 +4,12 @@
 //! the second test certificate, put on a test Trusted List) sends a REM dispatch to our
 //! user; the after-queue filter judges it, answers the sending REMS with a RelayAcceptance
 //! (once, a replay builds nothing) and delivers it unchanged; an altered dispatch gets a
-//! RelayRejection and is not delivered as REM; a signer not on the Trusted List RB06; a
-//! retired mailbox RB21; the TSA down a tempfail with nothing recorded; a peer's
-//! RelayRejection about our dispatch a RelayFailure to our sender, once.
+//! RelayRejection and is not delivered as REM; a dispatch whose signature does not verify
+//! to a granted REM service gets no answer at all (no backscatter); a retired mailbox RB21;
+//! the TSA down a tempfail with nothing recorded; a peer's RelayRejection about our
+//! dispatch a RelayFailure to our sender, once; a peer's ContentConsignment to our sender
+//! delivered and stored once, only when signed by the service serving the recipient's
+//! domain; ordinary mail to a REM mailbox a ReceivedFromNonERDS, once.
 
 use std::sync::Arc;
 
@@ -24,6 +27,7 @@ use pec::reception::rem::{RemLocal, RemReception};
 use pec::reception::{AfterQueue, Local, Reception};
 use pec::rem::codes::{Event, Reason};
 use pec::rem::compose::{self, Composer, EvidenceAttachment, Provider, Receipt};
+use pec::rem::dns::StaticMx;
 use pec::rem::evidence::Evidence;
 use pec::rem::issue::{self, EvidenceInput, RelayInput};
 use pec::rem::message::{self as rem_message, DigestAlgorithm, MessageType};
@@ -154,6 +158,16 @@ pub(crate) fn harness_on(
     tsa: Option<TsaSettings>,
     trusted: bool,
 ) -> Harness {
+    let peers = match trusted {
+        true => trusted_list(vec![peer_der()]),
+        // A list that grants somebody else.
+        false => trusted_list(vec![b"not the peer".to_vec()]),
+    };
+    harness_with(store, tsa, peers)
+}
+
+/// [`harness_on`] with the Trusted List `peers`.
+fn harness_with(store: Arc<TestStore>, tsa: Option<TsaSettings>, peers: RemPeers) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -181,16 +195,15 @@ pub(crate) fn harness_on(
     };
     let pem = std::fs::read(&env().pki.ca_cert).unwrap();
     let chain = ChainPolicy::from_pem(&pem, true).unwrap();
-    let peers = match trusted {
-        true => trusted_list(vec![peer_der()]),
-        // A list that grants somebody else.
-        false => trusted_list(vec![b"not the peer".to_vec()]),
-    };
     let rem = RemReception {
         settings: settings(tsa),
         chain,
         tsa_anchors: vec![env().pki.ca_cert.clone()],
         peers: Some(Arc::new(PeersHandle::new(peers))),
+        // The peer's domain is served by its REM service (its smtp supply point).
+        mx: Some(Arc::new(
+            StaticMx::new().with_mx("pec.example.net", &[(10, "mx.pec.example.net")]),
+        )),
     };
     let filter = AfterQueue::new(
         store.clone(),
@@ -227,6 +240,17 @@ pub(crate) async fn dispatch(
     from: &str,
     to: &[&str],
 ) -> (Vec<u8>, issue::Issued) {
+    dispatch_stating(kit, id, from, to, None).await
+}
+
+/// [`dispatch`] whose evidence states `digest` (else the original's own).
+async fn dispatch_stating(
+    kit: &Issuing,
+    id: &str,
+    from: &str,
+    to: &[&str],
+    digest: Option<&str>,
+) -> (Vec<u8>, issue::Issued) {
     let policies = settings(None).policies;
     let original = compose::prepare_original(&original(from, to), id).unwrap();
     let sub =
@@ -244,7 +268,7 @@ pub(crate) async fn dispatch(
         recipients: sub.recipients.clone(),
         refers_to_recipient: None,
         ua_message_id: sub.ua_message_identifier.clone(),
-        digest: Some(sub.digest_value.clone()),
+        digest: Some(digest.map_or_else(|| sub.digest_value.clone(), str::to_string)),
         subject: sub.subject.clone(),
         policies,
         provider: kit.issuer.provider_name.clone(),
@@ -438,14 +462,18 @@ async fn a_valid_dispatch_is_accepted_once_and_delivered_unchanged() {
 }
 
 #[tokio::test]
-async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem() {
+async fn a_granted_peers_dispatch_with_a_wrong_digest_gets_a_relay_rejection_rb02() {
+    // Signed by the granted peer (the signature verifies), but its evidence states the
+    // digest of another original: a content problem, answered to the verified signer.
     let h = harness(Some(tsa(&env().url)), true);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let text = String::from_utf8(data).unwrap();
-    assert!(text.contains("in allegato il contratto."));
-    let altered = text
-        .replacen("in allegato il contratto.", "in allegato il contratta.", 1)
-        .into_bytes();
+    let (altered, _) = dispatch_stating(
+        &peer_kit(),
+        PEER_ID,
+        "alice@pec.example.net",
+        &["bob@pec.example.it"],
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    )
+    .await;
     let t = tx(
         altered.clone(),
         "alice@pec.example.net",
@@ -453,7 +481,7 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     );
     let out = h.filter.process(&t, None).await.unwrap();
     let code = relay_code(&out.local).expect("rejected");
-    assert!(code == "RB02" || code == "RB04", "{code}");
+    assert_eq!(code, "RB02");
     let sent = h.injector.messages();
     let receipt = sent
         .iter()
@@ -463,20 +491,21 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     assert_eq!(msg.event, Event::RelayRejection);
     assert_eq!(ev.reason().unwrap().code, code);
     assert_eq!(ev.relay_info.as_ref().unwrap().refers_to, vec![1]);
-    // Bob gets no REM dispatch: the anomaly envelope of the mailbox policy.
+    // Bob gets not the peer's dispatch but the mailbox policy: our ReceivedFromNonERDS.
     let to_bob: Vec<_> = sent
         .iter()
         .filter(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_bob.len(), 1);
     assert_ne!(to_bob[0].message, altered);
-    assert!(!rem_message::is_rem(&to_bob[0].message));
+    non_erds(&h, &to_bob[0].message);
     match &out.local {
         Some(Local::Rem(RemLocal::Rejected { handled, .. })) => {
             assert!(matches!(
                 **handled,
                 Local::NotPec {
-                    anomaly: Some(_),
+                    anomaly: None,
+                    received_from_non_erds: Some(_),
                     ..
                 }
             ))
@@ -489,29 +518,115 @@ async fn an_altered_dispatch_gets_a_relay_rejection_and_is_not_delivered_as_rem(
     assert_eq!(stored[0].evidence.direction, EvidenceDirection::Issued);
 }
 
-#[tokio::test]
-async fn a_signer_not_on_the_trusted_list_gets_rb06() {
-    let h = harness(Some(tsa(&env().url)), false);
-    let data = peer_dispatch(&["bob@pec.example.it"]).await;
-    let t = tx(
-        data.clone(),
+const VICTIM: &str = "victim@elsewhere.example.org";
+
+/// A dispatch signed by `signer` whose sending REMS (its `From`, the reverse path) is the
+/// victim: the attacker's forgery.
+async fn forged_dispatch(signer: PemSigner) -> Vec<u8> {
+    let attacker = kit(
+        signer,
+        VICTIM,
+        "Mallory S.p.A.",
+        "pec.example.net",
+        Arc::new(TestStore::new()),
+        Arc::new(RecordingInjector::new()),
+    );
+    dispatch(
+        &attacker,
+        PEER_ID,
         "alice@pec.example.net",
         &["bob@pec.example.it"],
-    );
+    )
+    .await
+    .0
+}
+
+/// The attacker's dispatch got nothing sent to the victim, nothing certified, and is
+/// logged; bob's mailbox policy (anomaly) handled it as mail from outside an ERDS.
+async fn assert_no_backscatter(h: &Harness, data: &[u8], want_code: &str) {
+    let t = tx(data.to_vec(), VICTIM, &["bob@pec.example.it"]);
     let out = h.filter.process(&t, None).await.unwrap();
-    assert_eq!(relay_code(&out.local), Some("RB06"));
+    match &out.local {
+        Some(Local::Rem(RemLocal::Unverified { code, handled, .. })) => {
+            assert_eq!(*code, want_code);
+            assert!(
+                matches!(
+                    **handled,
+                    Local::NotPec {
+                        anomaly: None,
+                        received_from_non_erds: Some(_),
+                        ..
+                    }
+                ),
+                "the mailbox policy: {handled:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     let sent = h.injector.messages();
     assert!(
-        !sent.iter().any(|m| m.message == data),
-        "the dispatch is not delivered"
+        !sent
+            .iter()
+            .any(|m| m.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(VICTIM))),
+        "nothing goes to the sender the forgery names"
     );
-    let receipt = sent
-        .iter()
-        .find(|m| m.rcpt_to == vec![PEER_SERVICE.to_string()])
-        .expect("a receipt to the sending REMS");
-    let (msg, _) = our_receipt(&h, &receipt.message);
-    assert_eq!(msg.event, Event::RelayRejection);
-    assert_eq!(msg.classify().code, Some("RB06"));
+    assert!(
+        sent.iter()
+            .all(|m| m.rcpt_to == vec!["bob@pec.example.it".to_string()]),
+        "only bob's mailbox policy acted"
+    );
+    assert!(
+        !sent.iter().any(|m| m.message == data),
+        "not delivered as is"
+    );
+    // Bob gets it as mail from outside an ERDS, in our ReceivedFromNonERDS.
+    let (_, ev) = non_erds(h, &sent[0].message);
+    assert_eq!(ev.sender.identifier.as_ref().unwrap().value, VICTIM);
+    assert!(
+        h.store.evidences_for(PEER_ID).unwrap().is_empty(),
+        "nothing certified about it"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(want_code) && r.contains("nessuna risposta"))
+            && e.outcome == "received_from_non_erds"),
+        "the event is logged with its reason: {:?}",
+        h.store.all_events()
+    );
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_off_the_trusted_list_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), false);
+    let data = forged_dispatch(peer_signer()).await;
+    assert_no_backscatter(&h, &data, "RB06").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_signed_by_an_unknown_ca_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(pem_signer(
+        &env().pki.outsider_key,
+        &env().pki.outsider_cert,
+    ))
+    .await;
+    assert_no_backscatter(&h, &data, "RB05").await;
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_signature_does_not_verify_sends_nothing_to_the_sender_it_names() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let data = forged_dispatch(peer_signer()).await;
+    // One byte of the signed content changed: the S/MIME signature no longer verifies.
+    let at = data
+        .windows(b"Buongiorno".len())
+        .position(|w| w == b"Buongiorno")
+        .expect("the original is in the dispatch");
+    let mut bad = data.clone();
+    bad[at] = b'b';
+    assert_no_backscatter(&h, &bad, "RB04").await;
 }
 
 #[tokio::test]
@@ -631,7 +746,12 @@ async fn peer_receipt(about: &Evidence, event: Event, code: &str, message_id: &s
             to: &format!("<{OUR_SERVICE}>"),
             rcpt_to: OUR_SERVICE,
             other_provider: Some("PEC Example IT S.p.A."),
-            recipient: None,
+            // A consignment receipt names its recipient.
+            recipient: matches!(
+                event,
+                Event::ContentConsignment | Event::ContentConsignmentFailure
+            )
+            .then_some("dan@pec.example.net"),
             relay_date: Some(at()),
         },
         &issued.xml,
@@ -822,10 +942,9 @@ async fn a_local_recipient_the_dispatch_does_not_name_gets_the_mailbox_policy() 
         .filter(|m| m.rcpt_to == vec!["eve@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_eve.len(), 1);
-    assert_ne!(
-        to_eve[0].message, data,
-        "eve gets the anomaly envelope, not the dispatch"
-    );
+    assert_ne!(to_eve[0].message, data, "eve does not get the dispatch");
+    // eve's mailbox policy (anomaly) for mail the dispatch does not name: ReceivedFromNonERDS.
+    non_erds(&h, &to_eve[0].message);
     assert!(sent
         .iter()
         .filter(|m| m.message == data)
@@ -981,8 +1100,411 @@ async fn a_peer_receipt_goes_to_the_sender_it_names_and_to_nobody_else() {
         .filter(|m| m.rcpt_to == vec!["mallory@pec.example.it".to_string()])
         .collect();
     assert_eq!(to_mallory.len(), 1);
+    // mallory's mailbox policy: the REM busta di anomalia.
+    non_erds(&h, &to_mallory[0].message);
+}
+
+/// A peer's REM receipt straight to our sender alice (as the kit sends ContentConsignment):
+/// [`peer_receipt`] with the SMTP envelope to alice.
+fn to_alice(receipt: &[u8]) -> Transaction {
+    tx(receipt.to_vec(), PEER_SERVICE, &["alice@pec.example.it"])
+}
+
+#[tokio::test]
+async fn a_content_consignment_to_our_sender_is_delivered_and_stored_once() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    let outcome_of_dan = |h: &Harness| {
+        pec::rem::outcome::of(
+            &h.store.evidences_for(OUR_ID).unwrap(),
+            "dan@pec.example.net",
+        )
+    };
+    assert_eq!(outcome_of_dan(&h), Default::default());
+
+    // The peer's RelayAcceptance to our service address: the relay decided for dan.
+    let ra = peer_receipt(
+        &ours.model,
+        Event::RelayAcceptance,
+        "RB01",
+        "ra.9@pec.example.net",
+    )
+    .await;
+    h.filter
+        .process(&tx(ra, PEER_SERVICE, &[OUR_SERVICE]), None)
+        .await
+        .unwrap();
+    let o = outcome_of_dan(&h);
+    assert_eq!(o.relay.map(|d| d.event), Some(Event::RelayAcceptance));
+    assert_eq!(o.consignment, None);
+
+    // Its ContentConsignment to alice: delivered unchanged, its evidence stored.
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.1@pec.example.net",
+    )
+    .await;
+    let out = h.filter.process(&to_alice(&cc), None).await.unwrap();
     assert!(
-        !rem_message::is_rem(&to_mallory[0].message),
-        "an anomaly envelope"
+        matches!(&out.local, Some(Local::Rem(RemLocal::Delivered { event: Event::ContentConsignment, to })) if to == &vec!["alice@pec.example.it".to_string()]),
+        "{:?}",
+        out.local
+    );
+    let delivered = |h: &Harness| {
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.rcpt_to == vec!["alice@pec.example.it".to_string()])
+            .count()
+    };
+    assert_eq!(delivered(&h), 1);
+    assert_eq!(
+        h.injector
+            .messages()
+            .iter()
+            .filter(|m| m.message == cc)
+            .count(),
+        1
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    let cc_row = stored
+        .iter()
+        .find(|s| s.evidence.event == Event::ContentConsignment.uri())
+        .expect("the consignment evidence stored");
+    assert_eq!(cc_row.evidence.direction, EvidenceDirection::Received);
+    assert_eq!(
+        cc_row.evidence.recipient.as_deref(),
+        Some("dan@pec.example.net")
+    );
+    let o = outcome_of_dan(&h);
+    assert_eq!(
+        o.consignment.map(|d| d.event),
+        Some(Event::ContentConsignment)
+    );
+    let count = stored.len();
+
+    // The same message again (a Postfix retry): nothing new.
+    let again = h.filter.process(&to_alice(&cc), None).await.unwrap();
+    assert!(
+        matches!(
+            &again.local,
+            Some(Local::Rem(RemLocal::Receipt { replay: true, .. }))
+        ),
+        "{:?}",
+        again.local
+    );
+    // A second outcome for dan (another ContentConsignment, then a failure): a replay,
+    // never delivered, never stored.
+    for (event, code, id) in [
+        (Event::ContentConsignment, "RD01", "cc.2@pec.example.net"),
+        (
+            Event::ContentConsignmentFailure,
+            "RD04",
+            "cf.1@pec.example.net",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h.filter.process(&to_alice(&r), None).await.unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: true,
+                    replay: true,
+                    ..
+                }))
+            ),
+            "{:?}",
+            out.local
+        );
+    }
+    assert_eq!(delivered(&h), 1, "delivered once");
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), count);
+    assert_eq!(
+        outcome_of_dan(&h).consignment.map(|d| d.event),
+        Some(Event::ContentConsignment),
+        "the first outcome stands"
+    );
+    assert!(
+        h.store.all_events().iter().any(|e| e.outcome == "replay"),
+        "the replays are logged"
+    );
+}
+
+/// A Trusted List with two granted REM services: `pec.example.net`'s MX host served by one
+/// whose identity is not the peer's certificate, and another provider (`other.example.org`)
+/// whose identity is the peer's certificate.
+fn two_services_list() -> RemPeers {
+    let since = Instant::parse_cli("2000-01-01T00:00:00Z").unwrap();
+    let service = |name: &str, cert: Vec<u8>, mx: &str| TrustService {
+        service_type: SERVICE_TYPE_REM.into(),
+        name: name.into(),
+        status: STATUS_GRANTED.into(),
+        status_since: since,
+        identity: DigitalIdentity {
+            certificates: vec![cert],
+            ..DigitalIdentity::default()
+        },
+        supply_points: vec![format!("smtp:{mx}")],
+        history: Vec::new(),
+    };
+    RemPeers::new(&[TrustedList {
+        territory: "IT".into(),
+        sequence: 1,
+        operator: "Test TL operator".into(),
+        issued_at: since,
+        next_update: Some(Instant::parse_cli("2100-01-01T00:00:00Z").unwrap()),
+        signed: true,
+        providers: vec![
+            ServiceProvider {
+                name: "PEC Example NET S.p.A.".into(),
+                services: vec![service(
+                    "REM NET",
+                    b"the real net".to_vec(),
+                    "mx.pec.example.net",
+                )],
+            },
+            ServiceProvider {
+                name: "Other S.p.A.".into(),
+                services: vec![service("REM OTHER", peer_der(), "mx.other.example.org")],
+            },
+        ],
+    }])
+}
+
+#[tokio::test]
+async fn a_receipt_signed_by_another_granted_provider_is_not_correlated() {
+    let h = harness_with(
+        Arc::new(TestStore::new()),
+        Some(tsa(&env().url)),
+        two_services_list(),
+    );
+    let ours = our_dispatch(&h).await;
+    // Granted, signature good, about our dispatch to dan@pec.example.net: but signed by a
+    // provider that does not serve pec.example.net.
+    for (event, code, id, t) in [
+        (
+            Event::RelayAcceptance,
+            "RB01",
+            "ra.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::RelayRejection,
+            "RB21",
+            "rr.x@other.example.org",
+            OUR_SERVICE,
+        ),
+        (
+            Event::ContentConsignment,
+            "RD01",
+            "cc.x@other.example.org",
+            "alice@pec.example.it",
+        ),
+    ] {
+        let r = peer_receipt(&ours.model, event, code, id).await;
+        let out = h
+            .filter
+            .process(&tx(r, PEER_SERVICE, &[t]), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                &out.local,
+                Some(Local::Rem(RemLocal::Receipt {
+                    correlated: false,
+                    failure: None,
+                    ..
+                }))
+            ),
+            "{event}: {:?}",
+            out.local
+        );
+    }
+    assert!(
+        h.injector.messages().is_empty(),
+        "nothing delivered, no relay failure"
+    );
+    let stored = h.store.evidences_for(OUR_ID).unwrap();
+    assert_eq!(stored.len(), 1, "only our own SubmissionAcceptance");
+    assert_eq!(
+        pec::rem::outcome::of(&stored, "dan@pec.example.net"),
+        Default::default()
+    );
+    let logged = h
+        .store
+        .all_events()
+        .into_iter()
+        .filter(|e| e.outcome == "uncorrelated")
+        .count();
+    assert_eq!(logged, 3, "each logged");
+}
+
+#[tokio::test]
+async fn a_dns_failure_while_checking_the_peer_is_a_tempfail_with_nothing_recorded() {
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let ours = our_dispatch(&h).await;
+    // Rebuild the filter with a resolver that fails for the recipient's domain.
+    let rem = RemReception {
+        settings: settings(Some(tsa(&env().url))),
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: Some(Arc::new(StaticMx::new().with(
+            "pec.example.net",
+            Err(pec::rem::dns::DnsError::Temporary {
+                domain: "pec.example.net".into(),
+                reason: "servfail".into(),
+            }),
+        ))),
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let cc = peer_receipt(
+        &ours.model,
+        Event::ContentConsignment,
+        "RD01",
+        "cc.3@pec.example.net",
+    )
+    .await;
+    let reply = h.filter.filter(&to_alice(&cc)).await;
+    assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
+    assert!(h.injector.messages().is_empty());
+    assert_eq!(h.store.evidences_for(OUR_ID).unwrap().len(), 1);
+}
+
+/// Our ReceivedFromNonERDS REM message, verified: our S/MIME signature, a REM dispatch of
+/// event ReceivedFromNonERDS (RF04) carrying the original, its evidence ours, stamped and
+/// stored. Returns it and its evidence.
+fn non_erds(h: &Harness, data: &[u8]) -> (rem_message::RemMessage, Evidence) {
+    let opts = VerifyOptions::without_index(at());
+    let v = rem_message::verify(data, &opts).expect("our REM message verifies");
+    assert_eq!(v.verified.signer_der, h.kit.signer.certificate_der());
+    let m = v.message;
+    assert_eq!(m.message_type, MessageType::Dispatch);
+    assert_eq!(m.event, Event::ReceivedFromNonERDS);
+    assert_eq!(m.classify().code, Some("RF04"));
+    assert!(m.original.is_some(), "it carries the message");
+    let xml = &m.evidences[0].body;
+    let x = xades::verify(xml, &env().pki.ca_cert).expect("its evidence verifies");
+    assert_eq!(x.signer, h.kit.signer.certificate_der());
+    let ev = Evidence::parse(xml).unwrap();
+    assert_eq!(ev.event, Event::ReceivedFromNonERDS);
+    assert_eq!(ev.reason().unwrap().code, "RF04");
+    let id = ev.message_id.clone().unwrap();
+    let stored = h.store.evidences_for(&id).unwrap();
+    assert_eq!(stored.len(), 1, "stored once");
+    assert_eq!(stored[0].evidence.direction, EvidenceDirection::Issued);
+    assert_eq!(stored[0].evidence.id, ev.evidence_id);
+    (m, ev)
+}
+
+#[tokio::test]
+async fn ordinary_mail_to_a_rem_mailbox_becomes_received_from_non_erds_once() {
+    let h = harness(Some(tsa(&env().url)), true);
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain.clone(), "carol@example.org", &["bob@pec.example.it"]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    let id = match &out.local {
+        Some(Local::NotPec {
+            anomaly: None,
+            received_from_non_erds: Some(id),
+            ..
+        }) => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].rcpt_to, vec!["bob@pec.example.it".to_string()]);
+    assert_eq!(sent[0].mail_from, OUR_SERVICE, "bounces come back to us");
+    let (m, ev) = non_erds(&h, &sent[0].message);
+    assert_eq!(ev.message_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        ev.sender.identifier.as_ref().unwrap().value,
+        "carol@example.org"
+    );
+    let original = String::from_utf8(m.original.unwrap()).unwrap();
+    assert!(original.contains("in allegato il contratto."));
+    assert!(h
+        .store
+        .all_events()
+        .iter()
+        .any(|e| e.pec_id == id && e.outcome == "received_from_non_erds" && e.reason.is_some()));
+    let events = h.store.all_events().len();
+
+    // The same message again (another queue file, same Message-ID): nothing new, no time
+    // stamp asked (the TSA is down now).
+    let h2 = harness_on(
+        h.store.clone(),
+        Some(tsa(&format!("http://127.0.0.1:{}/tsa", closed_port()))),
+        true,
+    );
+    let mut again = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    again.queue_id = Some("6B2C3D4E5F".into());
+    let out = h2.filter.process(&again, None).await.unwrap();
+    assert!(
+        matches!(&out.local, Some(Local::NotPec { received_from_non_erds: Some(i), .. }) if *i == id),
+        "{:?}",
+        out.local
+    );
+    assert!(h2.injector.messages().is_empty(), "nothing injected again");
+    assert_eq!(h.store.all_events().len(), events, "nothing recorded again");
+    assert_eq!(h.store.evidences_for(&id).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn received_from_non_erds_with_the_tsa_down_is_a_tempfail_and_nothing_is_recorded() {
+    let h = harness(
+        Some(tsa(&format!("http://127.0.0.1:{}/tsa", closed_port()))),
+        true,
+    );
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    let reply = h.filter.filter(&t).await;
+    assert!(matches!(reply, FilterReply::Tempfail(_)), "{reply:?}");
+    assert!(h.injector.messages().is_empty());
+    assert!(
+        h.store.all_events().is_empty(),
+        "{:?}",
+        h.store.all_events()
+    );
+}
+
+#[tokio::test]
+async fn ordinary_mail_to_a_domain_set_to_pec_gets_the_anomaly_envelope() {
+    // Our domain set to PEC in [rem] domains: its mailboxes are not REM mailboxes.
+    let mut h = harness(Some(tsa(&env().url)), true);
+    let mut s = settings(Some(tsa(&env().url)));
+    s.domains
+        .insert("pec.example.it".into(), pec::config::Protocol::Pec);
+    let rem = RemReception {
+        settings: s,
+        chain: ChainPolicy::from_pem(&std::fs::read(&env().pki.ca_cert).unwrap(), true).unwrap(),
+        tsa_anchors: vec![env().pki.ca_cert.clone()],
+        peers: Some(Arc::new(PeersHandle::new(trusted_list(vec![peer_der()])))),
+        mx: None,
+    };
+    h.filter = h.filter.with_rem(Some(Arc::new(rem)));
+    let plain = original("carol@example.org", &["bob@pec.example.it"]);
+    let t = tx(plain, "carol@example.org", &["bob@pec.example.it"]);
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &out.local,
+            Some(Local::NotPec {
+                anomaly: Some(_),
+                received_from_non_erds: None,
+                ..
+            })
+        ),
+        "{:?}",
+        out.local
+    );
+    let sent = h.injector.messages();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        !rem_message::is_rem(&sent[0].message),
+        "the PEC busta di anomalia"
     );
 }

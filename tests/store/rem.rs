@@ -2,7 +2,7 @@
 //! The REM records of the store (issue 20, schema version 16) on both backends: evidences
 //! beside their legal-log record (duplicate id refused unless the same bytes, purged with
 //! the record), sender identities with their audit rows, and the SASL authentication
-//! time of each submission in its records.
+//! time of each submission in its records; the REM waits of the timers (version 18).
 
 use crate::backends;
 use backends::Backend;
@@ -12,7 +12,7 @@ use pec::message::kind::{MessageKind, ReceiptType, RecipientType};
 use pec::message::time::Instant;
 use pec::store::{
     Accepted, EventKind, Evidence, EvidenceDirection, IdentityAttribute, LogQuery, LogStore,
-    Refused, SealRecord, SenderIdentity, Store, StoreError,
+    Refused, RemWait, RemWaitClaim, SealRecord, SenderIdentity, Store, StoreError,
 };
 
 /// 2024-01-15T10:30:05Z.
@@ -393,6 +393,20 @@ fn pec_store_copy_carries_the_rem_records() {
         provider: "Example PEC".into(),
     };
     sqlite.record_accepted(&accepted).unwrap();
+    sqlite
+        .stage_outbound(
+            &outbound("w1", "w1@pec.example.it"),
+            &pec::store::Effect::RemWaits {
+                effect: Box::new(pec::store::Effect::Log(Vec::new())),
+                waits: vec![wait(
+                    pec::store::RemWaitKind::Relay,
+                    MESSAGE,
+                    "anna@rem.altro.it",
+                    AT,
+                )],
+            },
+        )
+        .unwrap();
 
     let dest = pec::store::PgStore::open_tls(pg.url.as_deref().unwrap(), 2, &backends::test_tls())
         .unwrap();
@@ -402,6 +416,11 @@ fn pec_store_copy_carries_the_rem_records() {
     assert_eq!(rows("sender_identities"), 1);
     assert_eq!(rows("sender_identity_changes"), 3);
     assert_eq!(rows("acceptance_auth"), 1);
+    assert_eq!(rows("rem_waits"), 1);
+    assert_eq!(
+        dest.rem_waits_for(MESSAGE).unwrap(),
+        sqlite.rem_waits_for(MESSAGE).unwrap()
+    );
     assert_eq!(
         dest.evidence("ev-1").unwrap(),
         sqlite.evidence("ev-1").unwrap()
@@ -538,4 +557,175 @@ fn an_evidence_is_staged_with_the_message_that_carries_it_in_one_transaction(bac
         .unwrap();
     assert_eq!(after.len(), 2, "rolled back");
     assert_eq!(store.evidence("ev-out-1").unwrap().unwrap().evidence, ev);
+}
+
+fn wait(which: pec::store::RemWaitKind, message: &str, recipient: &str, at: i64) -> RemWait {
+    RemWait {
+        which,
+        message_id: message.into(),
+        recipient: recipient.into(),
+        started_at: Instant::from_unix(at),
+    }
+}
+
+fn claim(which: pec::store::RemWaitKind, up_to: i64, now: i64) -> RemWaitClaim {
+    RemWaitClaim {
+        which,
+        started_up_to: Instant::from_unix(up_to),
+        now: Instant::from_unix(now),
+        stale_before: Instant::from_unix(now - 900),
+        limit: 10,
+    }
+}
+
+both!(rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome);
+fn rem_waits_begin_with_their_event_are_claimed_once_and_closed_by_the_outcome(backend: &Backend) {
+    use pec::store::{Effect, RemWaitKind::*, Staged};
+    let store = &backend.store;
+    let begin = |key: &str, waits: Vec<RemWait>| {
+        store
+            .stage_outbound(
+                &outbound(key, &format!("{key}@pec.example.it")),
+                &Effect::RemWaits {
+                    effect: Box::new(Effect::Log(Vec::new())),
+                    waits,
+                },
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        begin(
+            "w1",
+            vec![
+                wait(Relay, MESSAGE, "Anna@rem.altro.it", AT),
+                wait(Consignment, MESSAGE, "bob@pec.example.it", AT),
+                wait(Consignment, "other", "bob@pec.example.it", AT + 100),
+            ]
+        ),
+        Staged::New
+    );
+    // Begun again (another event naming the same wait): kept as it was.
+    begin(
+        "w2",
+        vec![wait(Relay, MESSAGE, "anna@rem.altro.it", AT + 50)],
+    );
+    let waits = store.rem_waits_for(MESSAGE).unwrap();
+    assert_eq!(waits.len(), 2);
+    assert_eq!(waits[0].wait, wait(Relay, MESSAGE, "anna@rem.altro.it", AT));
+
+    // Not due yet; then due, claimed once until the lease runs out.
+    assert!(store
+        .claim_rem_waits(&claim(Relay, AT - 1, AT + 10))
+        .unwrap()
+        .is_empty());
+    let due = store.claim_rem_waits(&claim(Relay, AT, AT + 10)).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].wait.recipient, "anna@rem.altro.it");
+    assert!(store
+        .claim_rem_waits(&claim(Relay, AT, AT + 20))
+        .unwrap()
+        .is_empty());
+    // Released: claimed again at once; taken over after the lease.
+    store.release_rem_wait(&due[0]).unwrap();
+    let again = store.claim_rem_waits(&claim(Relay, AT, AT + 30)).unwrap();
+    assert_eq!(again.len(), 1);
+    let taken = store
+        .claim_rem_waits(&claim(Relay, AT, AT + 30 + 901))
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    // Its notice closes it, once.
+    let notice = Effect::RemWaitNotice {
+        due: Box::new(taken[0].clone()),
+        notice_id: "rb22@pec.example.it".into(),
+        at: Instant::from_unix(AT + 2000),
+    };
+    assert_eq!(
+        store
+            .stage_outbound(&outbound("rb22", "rb22@pec.example.it"), &notice)
+            .unwrap(),
+        Staged::New
+    );
+    assert_eq!(
+        store
+            .stage_outbound(&outbound("rb22-again", "x@pec.example.it"), &notice)
+            .unwrap(),
+        Staged::Claimed
+    );
+    let waits = store.rem_waits_for(MESSAGE).unwrap();
+    assert_eq!(waits[0].notice_id.as_deref(), Some("rb22@pec.example.it"));
+    assert_eq!(waits[0].settled_at, Some(Instant::from_unix(AT + 2000)));
+    assert!(store
+        .claim_rem_waits(&claim(Relay, AT + 9999, AT + 9999))
+        .unwrap()
+        .is_empty());
+
+    // The consignment outcome is one per recipient and closes the wait.
+    let outcome = |id: &str| Effect::RemOutcome {
+        message_id: MESSAGE.into(),
+        recipient: "BOB@pec.example.it".into(),
+        kind: "ContentConsignment".into(),
+        notice_id: id.into(),
+        at: Instant::from_unix(AT + 60),
+    };
+    assert_eq!(
+        store
+            .stage_outbound(&outbound("rd01", "rd01@x"), &outcome("rd01@x"))
+            .unwrap(),
+        Staged::New
+    );
+    assert_eq!(
+        store
+            .stage_outbound(&outbound("rd03", "rd03@x"), &outcome("rd03@x"))
+            .unwrap(),
+        Staged::Claimed
+    );
+    assert_eq!(
+        store
+            .delivery_notice(MESSAGE, "bob@pec.example.it")
+            .unwrap()
+            .as_deref(),
+        Some("rd01@x")
+    );
+    let waits = store.rem_waits_for(MESSAGE).unwrap();
+    assert_eq!(waits[1].notice_id.as_deref(), Some("rd01@x"));
+    // The other message's wait: due, and closed without a claim when its outcome is
+    // decided before the pass.
+    assert!(store
+        .claim_rem_waits(&claim(Consignment, AT + 99, AT + 9999))
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .stage_outbound(
+            &outbound("rd01-other", "rd01o@x"),
+            &Effect::RemOutcome {
+                message_id: "other".into(),
+                recipient: "bob@pec.example.it".into(),
+                kind: "ContentConsignment".into(),
+                notice_id: "rd01o@x".into(),
+                at: Instant::from_unix(AT + 100),
+            },
+        )
+        .is_ok());
+    store
+        .stage_outbound(
+            &outbound("w3", "w3@x"),
+            &Effect::RemWaits {
+                effect: Box::new(Effect::Log(Vec::new())),
+                waits: vec![wait(Consignment, "third", "carol@pec.example.it", AT)],
+            },
+        )
+        .unwrap();
+    let due = store
+        .claim_rem_waits(&claim(Consignment, AT + 9999, AT + 9999))
+        .unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0].wait.message_id, "third");
+    assert!(store
+        .settle_rem_wait(&due[0], Instant::from_unix(AT + 9999))
+        .unwrap());
+    assert!(!store
+        .settle_rem_wait(&due[0], Instant::from_unix(AT + 9999))
+        .unwrap());
+    let other = store.rem_waits_for("other").unwrap();
+    assert!(other[0].settled_at.is_some(), "closed by its outcome");
 }

@@ -9,7 +9,7 @@ use crate::message::time::Instant;
 use crate::store::rem::{attributes_json, decode_attributes};
 use crate::store::{
     EventKind, Evidence, EvidenceDirection, IdentityChange, LogEvent, RemDue, RemWait,
-    RemWaitClaim, RemWaitKind, SenderIdentity, StoreError, StoredEvidence,
+    RemWaitClaim, RemWaitKind, RemWaitState, SenderIdentity, StoreError, StoredEvidence,
 };
 
 /// The `rem_evidences` columns [`evidence_row`] reads.
@@ -424,10 +424,7 @@ pub fn release_wait(c: &dyn Conn, due: &RemDue) -> Result<(), StoreError> {
 }
 
 /// [`crate::store::Store::rem_waits_for`].
-pub fn waits_for(
-    c: &dyn Conn,
-    message_id: &str,
-) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError> {
+pub fn waits_for(c: &dyn Conn, message_id: &str) -> Result<Vec<RemWaitState>, StoreError> {
     all(
         c,
         &format!("read the rem waits of \"{message_id}\""),
@@ -438,8 +435,8 @@ pub fn waits_for(
     .iter()
     .map(|r| {
         let which: String = r.get(0)?;
-        Ok((
-            RemWait {
+        Ok(RemWaitState {
+            wait: RemWait {
                 which: RemWaitKind::parse(&which).ok_or_else(|| {
                     StoreError::Corrupt(format!("rem wait: unknown kind \"{which}\""))
                 })?,
@@ -447,9 +444,9 @@ pub fn waits_for(
                 recipient: r.get(2)?,
                 started_at: Instant::from_unix(r.get(3)?),
             },
-            r.get(4)?,
-            r.get::<Option<i64>>(5)?.map(Instant::from_unix),
-        ))
+            notice_id: r.get(4)?,
+            settled_at: r.get::<Option<i64>>(5)?.map(Instant::from_unix),
+        })
     })
     .collect()
 }

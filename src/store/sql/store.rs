@@ -20,7 +20,7 @@ use crate::store::{
     TimeoutClaim, Tracking, TrackingState, TrustedListVersion,
 };
 use crate::store::{Evidence, IdentityChange, SenderIdentity, StoredEvidence};
-use crate::store::{RemDue, RemWait, RemWaitClaim};
+use crate::store::{RemDue, RemWaitClaim, RemWaitState};
 
 /// A setting as an SQL integer (`None`: NULL).
 fn setting(v: Option<u64>) -> Option<i64> {
@@ -952,10 +952,7 @@ impl<B: Backend> Store for B {
         })
     }
 
-    fn rem_waits_for(
-        &self,
-        message_id: &str,
-    ) -> Result<Vec<(RemWait, Option<String>, Option<Instant>)>, StoreError> {
+    fn rem_waits_for(&self, message_id: &str) -> Result<Vec<RemWaitState>, StoreError> {
         self.read(|c| super::rem::waits_for(c, message_id))
     }
 
