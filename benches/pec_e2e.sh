@@ -21,6 +21,8 @@
 # (BENCH_LAT_RATE overrides it): submission → acceptance in alice's Maildir and submission
 # → delivery receipt in alice's Maildir, p50 / p90 / p99.
 #
+# REM against PEC in one run: benches/rem_e2e.sh.
+#
 # Usage: benches/pec_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -69,47 +71,10 @@ for b in a b; do
   dovecot_stop "$work/base/$b/dovecot" >/dev/null
 done
 
-# CPU seconds (user + system) of a daemon and all its processes, live and reaped, by role:
-# where the time of the pec run goes.
-cpu_snapshot() { # OUT
-  local w=$work/pec
-  "$E2E_PYTHON" - "$1" \
-    "pec-a=$(cat "$w/a/pec.pid")" "pec-b=$(cat "$w/b/pec.pid")" \
-    "postfix-a=$(cat "$w/a/postfix/spool/pid/master.pid")" "postfix-b=$(cat "$w/b/postfix/spool/pid/master.pid")" \
-    "dovecot-a=$(cat "$w/a/dovecot/pid")" "dovecot-b=$(cat "$w/b/dovecot/pid")" \
-    "clamd-a=$(cat "$w/a/clamd/pid")" "clamd-b=$(cat "$w/b/clamd/pid")" <<'PY'
-import json, os, sys
-hz = os.sysconf("SC_CLK_TCK")
-stat = {}
-for d in os.listdir("/proc"):
-    if d.isdigit():
-        try:
-            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stat[int(d)] = (int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
-kids = {}
-for pid, (ppid, _, _) in stat.items():
-    kids.setdefault(ppid, []).append(pid)
-out = {}
-for arg in sys.argv[2:]:
-    name, pid = arg.split("=")
-    pid = int(pid.strip())
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stat:
-            total += stat[p][1] + stat[p][2]
-        todo += kids.get(p, [])
-    out[name] = total / hz
-json.dump(out, open(sys.argv[1], "w"))
-PY
-}
-
 # PEC.
 PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work/pec"
 w=$work/pec
-cpu_snapshot "$w/cpu0.json"
+proof_cpu_snapshot "$w" "$w/cpu0.json"
 e2e_log "pec: $n transactions, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
@@ -119,7 +84,7 @@ t0=${EPOCHREALTIME}
 e2e_poll 120 proof_consumed_at_least "$w" "$n" || e2e_fail "A consumed only $(proof_consumed "$w") presa in carico"
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
-cpu_snapshot "$w/cpu1.json"
+proof_cpu_snapshot "$w" "$w/cpu1.json"
 proof_wait_settled "$w" "$n" 120
 proof_audit "$w" "$w/accepted" 20 > "$w/audit.out" || { cat "$w/audit.out" >&2; e2e_fail "audit failed"; }
 
@@ -131,16 +96,8 @@ print(f"pec (envelope, acceptance, presa in carico, delivery receipt): {n} trans
 print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.25: four deliveries per transaction; target 0.2)")
 PY
 
-"$E2E_PYTHON" - "$w/cpu0.json" "$w/cpu1.json" "$pec_t" "$n" <<'PY'
-import json, sys
-a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-t, n = float(sys.argv[3]), int(sys.argv[4])
-d = {k: b[k] - a[k] for k in a}
-tot = sum(d.values())
-print(f"cpu during the pec run ({t:.1f} s wall, 2 cores = {2 * t:.1f} cpu-s available): {tot:.1f} cpu-s by these daemons")
-for k, v in sorted(d.items(), key=lambda x: -x[1]):
-    print(f"  {k:10s} {v:7.1f} cpu-s  {100 * v / tot:5.1f} %  {1000 * v / n:6.2f} ms per transaction")
-PY
+echo "where the time goes during the pec run (CPU of each daemon and its processes):"
+proof_cpu_report "$w/cpu0.json" "$w/cpu1.json" "$pec_t" "$n"
 
 # Latency at half the measured rate.
 n_lat=${BENCH_LAT_N:-$((n / 2))}

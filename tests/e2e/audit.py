@@ -62,6 +62,20 @@ invariants of the spec (§8) against what the mailboxes hold and what the two le
       the event once), a BustaTrasporto record for a submission the client saw refused.
       --verify-sample N runs `pec verify` on N messages of each mailbox (0: none, -1: all).
 
+  audit.py rem-check --accepted FILE --sender-maildir DIR --recipient-maildir DIR
+                     --pec PEC_BIN --config-a A.toml --config-b B.toml [--no-consignment]
+      A REM load (one sender of A with a sender identity, one recipient of B: REM A → REM B).
+      For every accepted submission: the recipient holds exactly one REM dispatch, the
+      sender exactly one SubmissionAcceptance and one ContentConsignment REM receipt (with
+      --no-consignment: none, the delivery point not issuing it), nothing else; the
+      dispatch and the sender's SubmissionAcceptance carry the same REM-Evidence-ID, no
+      REM-Evidence-ID is in a mailbox twice, no Message-ID either; `pec evidence list
+      --message ID` (ID: the dispatch's Message-ID) names, on A, the SubmissionAcceptance
+      issued, the RelayAcceptance and the ContentConsignment received (the last one for
+      every dispatch or, in a build that does not store it, for none: said), on B the
+      SubmissionAcceptance received, the RelayAcceptance and the ContentConsignment issued,
+      each exactly once, and nothing else. A dispatch of a submission the client saw fail
+      (a retried one) must be complete likewise; it is counted, not failed.
   audit.py outcomes --log DOMAIN=FILE.json ... [--expect SUBJECT RECIPIENT OUTCOME ...]
       The legal-log invariants above over the logs (`pec log search --format json`), each
       given with the domain of its provider; and for each --expect (the message with that
@@ -569,6 +583,107 @@ def cmd_outcomes(a):
     return bad.report()
 
 
+REM_EVENT = "http://uri.etsi.org/19522/Event/"
+REM_DISPATCH = "http://uri.etsi.org/19522/v1#/ERDMessageType/dispatch"
+REM_RECEIPT = "http://uri.etsi.org/19522/v1#/ERDMessageType/receipt"
+
+
+def cmd_rem_check(a):
+    bad = Problems()
+    acc = read_accepted(a.accepted)
+    consignment = not a.no_consignment
+    # subject → {"dispatch": [(file, headers)], event name: [...]} of each mailbox
+    got = {}
+    for role, d in (("recipient", a.recipient_maildir), ("sender", a.sender_maildir)):
+        seen_ids, seen_mids = {}, {}
+        for f in maildir_files(d):
+            h = headers(f)
+            subject = transaction_of(h)
+            mtype = h.get("rem-messagetype", "")
+            event = h.get("rem-eventidentifier", "").replace(REM_EVENT, "")
+            if subject is None or not mtype:
+                bad.add(f"{role}: a message that is no REM message of the load", f"{f}: {h.get('subject')!r}")
+                continue
+            kind = "dispatch" if mtype == REM_DISPATCH else (event if mtype == REM_RECEIPT else mtype)
+            want = {"recipient": ("dispatch",),
+                    "sender": ("SubmissionAcceptance",) + (("ContentConsignment",) if consignment else ())}[role]
+            if kind not in want:
+                bad.add(f"{role}: unexpected REM message", f"{subject!r}: {kind} ({f})")
+            got.setdefault(subject, {}).setdefault(kind, []).append((f, h))
+            ev_id = h.get("rem-evidence-id", "")
+            if ev_id in seen_ids:
+                bad.add(f"{role}: a REM-Evidence-ID twice", f"{ev_id}: {seen_ids[ev_id]} and {f}")
+            seen_ids[ev_id] = f
+            mid = h.get("message-id", "")
+            if mid in seen_mids:
+                bad.add(f"{role}: a Message-ID twice (a copy stored twice)", f"{mid}: {seen_mids[mid]} and {f}")
+            seen_mids[mid] = f
+    counts = {"dispatch": 0, "SubmissionAcceptance": 0, "ContentConsignment": 0}
+    unaccepted = [s for s in got if s not in acc]
+    for subject in sorted(set(acc) | set(got)):
+        m = got.get(subject, {})
+        want = {"dispatch": 1, "SubmissionAcceptance": 1, "ContentConsignment": 1 if consignment else 0}
+        for kind, n in want.items():
+            have = len(m.get(kind, []))
+            counts[kind] += have
+            if have != n:
+                bad.add(f"not exactly {n} {kind}", f"{subject!r}: {have}")
+        if m.get("dispatch") and m.get("SubmissionAcceptance"):
+            d_id = m["dispatch"][0][1].get("rem-evidence-id")
+            s_id = m["SubmissionAcceptance"][0][1].get("rem-evidence-id")
+            if d_id != s_id:
+                bad.add("dispatch and SubmissionAcceptance receipt carry different evidences",
+                        f"{subject!r}: {d_id} / {s_id}")
+    # The evidences each store holds about each dispatch.
+    expected = {
+        "a": sorted(["issued SubmissionAcceptance", "received RelayAcceptance"]),
+        "b": sorted(["received SubmissionAcceptance", "issued RelayAcceptance"]
+                    + (["issued ContentConsignment"] if consignment else [])),
+    }
+    # A's copy of the ContentConsignment it passed on to the sender: a build either stores
+    # every one (then each exactly once) or none (said below); never some.
+    a_cc = {}
+    n_ev = {"a": 0, "b": 0}
+    all_ids = {"a": {}, "b": {}}
+    for subject, m in sorted(got.items()):
+        for f, h in m.get("dispatch", [])[:1]:
+            mid = h.get("message-id", "").strip().strip("<>")
+            for side, conf in (("a", a.config_a), ("b", a.config_b)):
+                out = subprocess.run([a.pec, "evidence", "list", "-c", conf, "--message", mid],
+                                     capture_output=True, text=True)
+                if out.returncode != 0:
+                    bad.add(f"{side}: pec evidence list failed", f"{mid}: {out.stderr.strip()}")
+                    continue
+                lines = [l.split() for l in out.stdout.splitlines() if l.strip()]
+                n_ev[side] += len(lines)
+                have = sorted(f"{l[2]} {l[3].rsplit('/', 1)[-1]}" for l in lines)
+                if side == "a" and consignment:
+                    a_cc[subject] = have.count("received ContentConsignment")
+                    have = [x for x in have if x != "received ContentConsignment"]
+                if have != expected[side]:
+                    bad.add(f"{side}: the evidences of a dispatch are not each exactly once",
+                            f"{subject!r} {mid}: {have}")
+                for l in lines:
+                    if l[0] in all_ids[side]:
+                        bad.add(f"{side}: an evidence id about two dispatches", f"{l[0]}")
+                    all_ids[side][l[0]] = mid
+    stored_cc = sum(1 for v in a_cc.values() if v)
+    if stored_cc:
+        for subject, v in sorted(a_cc.items()):
+            if v != 1:
+                bad.add("a: the ContentConsignment received not exactly once (others are stored)",
+                        f"{subject!r}: {v}")
+    elif consignment:
+        print("rem-check: NOTE: A stores none of the ContentConsignment evidences it passes on "
+              "to the sender (a build whose reception point does not)")
+    print(f"rem-check: {len(acc)} accepted, {len(unaccepted)} more dispatched (submissions the client "
+          f"saw fail); recipient: {counts['dispatch']} dispatches; sender: "
+          f"{counts['SubmissionAcceptance']} SubmissionAcceptance, {counts['ContentConsignment']} "
+          f"ContentConsignment; evidences in the stores: A {n_ev['a']} (of which {stored_cc} "
+          f"ContentConsignment received), B {n_ev['b']}")
+    return bad.report()
+
+
 def pct(values, p):
     if not values:
         return float("nan")
@@ -625,6 +740,16 @@ def main():
     o.add_argument("--log", action="append", required=True, metavar="DOMAIN=FILE")
     o.add_argument("--expect", action="append", nargs=3, metavar=("SUBJECT", "RECIPIENT", "OUTCOME"))
     o.set_defaults(func=cmd_outcomes)
+    r = sub.add_parser("rem-check")
+    r.add_argument("--accepted", required=True)
+    r.add_argument("--sender-maildir", required=True)
+    r.add_argument("--recipient-maildir", required=True)
+    r.add_argument("--pec", required=True)
+    r.add_argument("--config-a", required=True)
+    r.add_argument("--config-b", required=True)
+    r.add_argument("--no-consignment", action="store_true",
+                   help="the delivery point issues no ContentConsignment (not built yet)")
+    r.set_defaults(func=cmd_rem_check)
     lt = sub.add_parser("latency")
     lt.add_argument("--accepted", required=True)
     lt.add_argument("--sender-maildir", required=True)

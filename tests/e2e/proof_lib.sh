@@ -14,7 +14,31 @@
 # proof_rcpt_sets        pecmail.py load options for a mixed load: of every 5 messages, 3 to
 #                        B's bob, one to A's ugo (same provider) and one to both (one local
 #                        and one remote recipient).
-# proof_pair_down WORK   stops both.
+# proof_pair_down WORK   stops both (and what proof_rem_up started).
+# proof_rem_up WORK      (before proof_pair_up; source lib_rem.sh first) REM beside PEC on
+#                        both providers (provider.sh PROVIDER_REM=1, mode auto): the test PKI,
+#                        a dnsmasq on port 53 of a loopback address of its own giving the MX of
+#                        both domains (pec serve's resolver: PROVIDER_RESOLV_CONF), a Trusted
+#                        List signed by a test scheme operator (the outsider key) granting both
+#                        providers' REM services (their PEC certificates; supply points
+#                        smtp:mx.DOMAIN:25), served over HTTPS and fetched by pec serve at start.
+#                        carla@pec.example.it (A) and dora@pec.example.net (B) get a sender
+#                        identity, alice and bob none: alice → bob stays PEC, carla → dora goes
+#                        REM. Sets carla_md and dora_md (their Maildirs) after proof_pair_up.
+#                        Returns 2 when pec serve cannot have a resolv.conf of its own
+#                        (provider_resolv_ok).
+# proof_rem_consumed WORK
+#                        how many peer REM receipts A's filter correlated and consumed (its
+#                        log); proof_rem_consumed_at_least WORK N: whether N or more.
+# proof_rem_audit WORK ACCEPTED [rem-check option...]
+#                        tests/e2e/audit.py rem-check on carla's and dora's Maildirs and
+#                        `pec evidence list` on both providers: every accepted REM transaction
+#                        complete exactly once.
+# proof_cpu_snapshot WORK OUT
+#                        CPU seconds (user + system) of each daemon of the pair and all its
+#                        processes, live and reaped, by role, as JSON in OUT.
+# proof_cpu_report BEFORE AFTER SECONDS N
+#                        prints the CPU between two snapshots: per daemon, share, per transaction.
 # proof_wait_settled WORK N DEADLINE [ACCEPTED]
 #                        until alice holds 2N messages (acceptance + delivery receipt each)
 #                        and bob N, and both Postfix queues are empty; with ACCEPTED (the
@@ -30,8 +54,9 @@
 #                        proof_consumed_at_least WORK N: whether N or more.
 # proof_timers WORK HOURS
 #                        `pec timers run --now <now + HOURS h>` on both providers: every
-#                        recipient has its outcome, so each pass must send nothing ("0 sent
-#                        (12h: 0, 24h: 0), 0 failed"); returns 1 otherwise (after the queues
+#                        recipient has its outcome, so each pass must send nothing, no PEC
+#                        notice ("0 sent (12h: 0, 24h: 0), 0 failed") and no REM receipt (no
+#                        RB22 or RD03 sent or failed); returns 1 otherwise (after the queues
 #                        emptied, so that the audit finds the false notices too).
 # proof_audit WORK ACCEPTED [VERIFY_SAMPLE [AUDIT_OPTION...]]
 #                        exports both legal logs, runs tests/e2e/audit.py check (the spec §8
@@ -42,10 +67,12 @@ proof_pair_up() {
   export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
   mkdir -p "$work"
   sh "$E2E_REPO/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
-  provider_up "$work/a" pec.example.it it
+  PROVIDER_REM_IDENTITIES=carla@pec.example.it PROVIDER_REM_CSI_URL=${proof_rem_base:-}/csi-it.xml \
+    provider_up "$work/a" pec.example.it it
   a_submission=$submission a_smtp=$smtp a_imap=$imap a_lmtp=$lmtp a_clamd=$clamd_port
   a_milter=$milter a_filter=$filter a_delivery=$delivery
-  PROVIDER_STORE_PATH=${PROOF_STORE_B:-$work/b/pec.sqlite} provider_up "$work/b" pec.example.net net
+  PROVIDER_REM_IDENTITIES=dora@pec.example.net PROVIDER_REM_CSI_URL=${proof_rem_base:-}/csi-net.xml \
+    PROVIDER_STORE_PATH=${PROOF_STORE_B:-$work/b/pec.sqlite} provider_up "$work/b" pec.example.net net
   b_smtp=$smtp b_imap=$imap b_lmtp=$lmtp b_clamd=$clamd_port
   b_milter=$milter b_filter=$filter b_delivery=$delivery
   postfix_route "$work/a/postfix" pec.example.net "127.0.0.1:$b_smtp"
@@ -55,6 +82,17 @@ proof_pair_up() {
   ugo_md=$work/a/dovecot/mail/pec.example.it/ugo
   ricevute_a_md=$work/a/dovecot/mail/pec.example.it/ricevute
   ricevute_b_md=$work/b/dovecot/mail/pec.example.net/ricevute
+  carla_md=$work/a/dovecot/mail/pec.example.it/carla
+  dora_md=$work/b/dovecot/mail/pec.example.net/dora
+  if [ "${PROVIDER_REM:-0}" = 1 ] && [ -d "$work/rem/www" ]; then
+    # Both REM services publish their CSI where their Trusted List entry points.
+    SOFTHSM2_CONF=$work/a/hsm/softhsm2.conf PEC_E2E_PIN=1234 "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
+      rem csi publish -c "$work/a/pec.toml" --out "$work/rem/www/csi-it.xml" >/dev/null ||
+      { e2e_fail "pec rem csi publish on A"; return 1; }
+    SOFTHSM2_CONF=$work/b/hsm/softhsm2.conf PEC_E2E_PIN=1234 "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
+      rem csi publish -c "$work/b/pec.toml" --out "$work/rem/www/csi-net.xml" >/dev/null ||
+      { e2e_fail "pec rem csi publish on B"; return 1; }
+  fi
 }
 
 # shellcheck disable=SC2034 # used by the scripts
@@ -65,6 +103,96 @@ proof_rcpt_sets=(--rcpt-set bob@pec.example.net --rcpt-set ugo@pec.example.it
 proof_pair_down() {
   provider_down "$1/a"
   provider_down "$1/b"
+  if [ -d "$1/rem" ]; then
+    https_files_stop "$1/rem/https" >/dev/null 2>&1 || true
+    dns_stop "$1/rem/dns" >/dev/null 2>&1 || true
+  fi
+}
+
+proof_rem_up() {
+  local work=$1 p dns_addr
+  declare -F rem_tl_write >/dev/null || { e2e_fail "proof_rem_up: source tests/e2e/lib_rem.sh first"; return 2; }
+  provider_resolv_ok || { echo "proof_rem_up: unshare -m not permitted: pec serve cannot have the test resolver" >&2; return 2; }
+  export PROVIDER_PKI=$work/pki
+  mkdir -p "$work/rem/www"
+  sh "$E2E_REPO/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+  mapfile -t p < <(e2e_free_ports 1)
+  dns_addr=127.53.$((p[0] / 256 % 256)).$((p[0] % 256))
+  DNS_ADDR=$dns_addr dns_start "$work/rem/dns" 53 \
+    "pec.example.it MX 10 mx.pec.example.it" "pec.example.net MX 10 mx.pec.example.net" \
+    "mx.pec.example.it A 127.0.0.1" "mx.pec.example.net A 127.0.0.1" >/dev/null
+  printf 'nameserver %s\noptions attempts:2 timeout:2\n' "$dns_addr" > "$work/rem/resolv.conf"
+  proof_rem_base=https://127.0.0.1:$(https_files_start "$work/rem/https" "$work/rem/www" \
+    "$PROVIDER_PKI/it-tls.pem" "$PROVIDER_PKI/it-tls.key")
+  rem_tl_write "$work/rem/www/TL-IT.xml" "$PROVIDER_PKI/outsider.key" "$PROVIDER_PKI/outsider.pem" \
+    "PEC Example IT S.p.A.|$PROVIDER_PKI/it.pem|smtp:mx.pec.example.it:25 $proof_rem_base/csi-it.xml" \
+    "PEC Example NET S.p.A.|$PROVIDER_PKI/net.pem|smtp:mx.pec.example.net:25 $proof_rem_base/csi-net.xml"
+  export PROVIDER_REM=1 PROVIDER_RESOLV_CONF=$work/rem/resolv.conf \
+    PROVIDER_REM_TL_URL=$proof_rem_base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$PROVIDER_PKI/outsider.pem
+}
+
+proof_rem_consumed() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1/a/pec.log" | grep -c "reception: rem receipt from .* correlated" || true
+}
+
+proof_rem_consumed_at_least() { [ "$(proof_rem_consumed "$1")" -ge "$2" ]; }
+
+proof_rem_audit() {
+  local work=$1 accepted=$2
+  "$E2E_PYTHON" "$E2E_REPO/tests/e2e/audit.py" rem-check --accepted "$accepted" \
+    --sender-maildir "$carla_md" --recipient-maildir "$dora_md" \
+    --pec "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
+    --config-a "$work/a/pec.toml" --config-b "$work/b/pec.toml" "${@:3}"
+}
+
+proof_cpu_snapshot() {
+  local w=$1 p args=()
+  for p in a b; do
+    args+=("pec-$p=$(cat "$w/$p/pec.pid")" "postfix-$p=$(cat "$w/$p/postfix/spool/pid/master.pid")"
+      "dovecot-$p=$(cat "$w/$p/dovecot/pid")" "clamd-$p=$(cat "$w/$p/clamd/pid")"
+      "tsa-$p=$(cat "$w/$p/tsa/tsa.pid")")
+  done
+  [ -f "$w/rem/dns/pid" ] && args+=("dnsmasq=$(cat "$w/rem/dns/pid")")
+  "$E2E_PYTHON" - "$2" "${args[@]}" <<'PY'
+import json, os, sys
+hz = os.sysconf("SC_CLK_TCK")
+stat = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stat[int(d)] = (int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14]))
+kids = {}
+for pid, (ppid, _, _) in stat.items():
+    kids.setdefault(ppid, []).append(pid)
+out = {}
+for arg in sys.argv[2:]:
+    name, pid = arg.split("=")
+    pid = int(pid.strip())
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stat:
+            total += stat[p][1] + stat[p][2]
+        todo += kids.get(p, [])
+    out[name] = total / hz
+json.dump(out, open(sys.argv[1], "w"))
+PY
+}
+
+proof_cpu_report() {
+  "$E2E_PYTHON" - "$@" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+t, n = float(sys.argv[3]), int(sys.argv[4])
+d = {k: b[k] - a[k] for k in a}
+tot = sum(d.values())
+print(f"  cpu ({t:.1f} s wall, 2 cores = {2 * t:.1f} cpu-s available): {tot:.1f} cpu-s by these daemons, {1000 * tot / n:.1f} ms per transaction")
+for k, v in sorted(d.items(), key=lambda x: -x[1]):
+    print(f"    {k:10s} {v:7.1f} cpu-s  {100 * v / max(tot, 1e-9):5.1f} %  {1000 * v / n:6.2f} ms per transaction")
+PY
 }
 
 _proof_maildir_count() {
@@ -125,7 +253,12 @@ proof_timers() {
       "${PEC_BIN:-$E2E_REPO/target/debug/pec}" timers run -c "$work/$p/pec.toml" --now "$at" 2>&1) || true
     printf '%s\n' "$out" >> "$work/$p/timers.out"
     e2e_log "$p: +$hours h: $(tail -n 1 <<<"$out")"
-    if [[ $(tail -n 1 <<<"$out") != *": 0 sent (12h: 0, 24h: 0), 0 failed" ]]; then
+    # The PEC summary is the last line; the REM waits' summary, when any wait was due, a line
+    # "rem waits at T: N sent (RB22: .., RD03: ..), M closed by our records, F failed"
+    # (some builds folded the REM counts into the PEC line instead).
+    if [[ $(tail -n 1 <<<"$out") != *": 0 sent (12h: 0, 24h: 0), 0 failed" &&
+      $(tail -n 1 <<<"$out") != *": 0 sent (12h: 0, 24h: 0, rem RB22: 0, rem RD03: 0), 0 failed" ]] ||
+      grep -qE '^rem waits at [^ ]+: ([1-9][0-9]* sent|.*, [1-9][0-9]* failed$)' <<<"$out"; then
       head -n 20 <<<"$out" >&2
       e2e_fail "$p: the timers at +$hours h sent notices for recipients that have an outcome"
       rc=1
