@@ -168,10 +168,38 @@ pub async fn run_with(
     let index = Arc::new(IndexHandle::new(index));
     // The REM peers view from the Trusted Lists (`[rem.trust]`), refreshed below; the
     // access point routes by it.
-    let rem_peers = settings
-        .rem_trust
-        .as_ref()
-        .map(|_| Arc::new(crate::rem::trust::PeersHandle::default()));
+    // The stored last good lists are loaded before serving: a restart must not judge a
+    // granted peer untrusted until the first refresh ends (found by faults.sh's REM load).
+    let rem_peers = match settings.rem_trust.clone() {
+        None => None,
+        Some(trust) => {
+            let handle = Arc::new(crate::rem::trust::PeersHandle::default());
+            let st = store.clone();
+            let loaded = blocking("rem trust data", move || {
+                crate::rem_sync::load_peers(&*st, &crate::rem::trust::XmlDsig, &trust)
+            })
+            .await?;
+            match loaded {
+                Ok((view, left_out)) => {
+                    for why in left_out {
+                        error!("rem trust data: stored copy not used: {why}");
+                    }
+                    // Nothing stored yet (a new install): no view until the first refresh.
+                    if !view.all().is_empty() {
+                        info!(
+                            services = view.all().len(),
+                            "rem peers view loaded from the stored trusted lists"
+                        );
+                        handle.replace(view);
+                    }
+                }
+                // Nothing usable stored: the first refresh loads the view; until then the
+                // reception point answers REM with a temporary failure.
+                Err(e) => warn!("rem trust data: the stored lists cannot be loaded: {e}"),
+            }
+            Some(handle)
+        }
+    };
     let mut shared = Shared {
         signer: signer.clone(),
         store: store.clone(),

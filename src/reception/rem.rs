@@ -467,6 +467,13 @@ impl AfterQueue {
         now: Instant,
         passed_on: &mut Vec<String>,
     ) -> Result<Local, AfterQueueError> {
+        // No Trusted List view yet (pec serve starting on a store that holds none): every
+        // peer would be judged untrusted; Postfix retries once the first refresh loaded one.
+        if rem.peers.as_ref().is_some_and(|p| !p.is_loaded()) {
+            return Err(AfterQueueError::Rem(
+                "the trusted lists are not loaded yet".into(),
+            ));
+        }
         let peers = rem.peers.as_ref().map(|p| p.current());
         let mut verdict = blocking_borrowed(|| {
             judge_message(

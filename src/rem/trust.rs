@@ -641,17 +641,28 @@ fn sha256(der: &[u8]) -> [u8; 32] {
 }
 
 /// The REM peers shared by the roles and replaced by the trust refresh: readers take the
-/// current view and keep it for the message in progress.
+/// current view and keep it for the message in progress. A handle made with `default()`
+/// holds no view yet ([`PeersHandle::is_loaded`]) until the first [`PeersHandle::replace`]:
+/// `pec serve` loads the stored last good lists before it serves, and the reception point
+/// answers a REM message with a temporary failure while there is none (an empty view would
+/// judge every peer untrusted).
 #[derive(Debug, Default)]
 pub struct PeersHandle {
     current: RwLock<Arc<RemPeers>>,
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl PeersHandle {
     pub fn new(peers: RemPeers) -> Self {
         PeersHandle {
             current: RwLock::new(Arc::new(peers)),
+            loaded: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+
+    /// Whether a view was loaded (from the store or a refresh), empty or not.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn current(&self) -> Arc<RemPeers> {
@@ -663,6 +674,8 @@ impl PeersHandle {
 
     pub fn replace(&self, peers: RemPeers) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

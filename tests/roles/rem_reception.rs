@@ -168,6 +168,15 @@ pub(crate) fn harness_on(
 
 /// [`harness_on`] with the Trusted List `peers`.
 fn harness_with(store: Arc<TestStore>, tsa: Option<TsaSettings>, peers: RemPeers) -> Harness {
+    harness_handle(store, tsa, Arc::new(PeersHandle::new(peers)))
+}
+
+/// [`harness_with`] with the peers `handle` (loaded or not).
+fn harness_handle(
+    store: Arc<TestStore>,
+    tsa: Option<TsaSettings>,
+    handle: Arc<PeersHandle>,
+) -> Harness {
     let injector = Arc::new(RecordingInjector::new());
     let kit = kit(
         our_signer(),
@@ -199,7 +208,7 @@ fn harness_with(store: Arc<TestStore>, tsa: Option<TsaSettings>, peers: RemPeers
         settings: settings(tsa),
         chain,
         tsa_anchors: vec![env().pki.ca_cert.clone()],
-        peers: Some(Arc::new(PeersHandle::new(peers))),
+        peers: Some(handle),
         // The peer's domain is served by its REM service (its smtp supply point).
         mx: Some(Arc::new(
             StaticMx::new().with_mx("pec.example.net", &[(10, "mx.pec.example.net")]),
@@ -337,6 +346,47 @@ fn relay_code(l: &Option<Local>) -> Option<&'static str> {
         Some(Local::Rem(RemLocal::Rejected { code, .. })) => Some(code),
         _ => None,
     }
+}
+
+#[tokio::test]
+async fn before_any_trusted_list_is_loaded_a_dispatch_is_a_tempfail_and_nothing_is_answered() {
+    // pec serve starting on a store without lists: no view yet. Judging against an empty
+    // view would call a granted peer untrusted (a false RelayRejection, or its receipt
+    // dropped): the message waits in Postfix's queue instead.
+    let handle = Arc::new(PeersHandle::default());
+    let h = harness_handle(
+        Arc::new(TestStore::new()),
+        Some(tsa(&env().url)),
+        handle.clone(),
+    );
+    let data = peer_dispatch(&["bob@pec.example.it"]).await;
+    let t = tx(
+        data.clone(),
+        "alice@pec.example.net",
+        &["bob@pec.example.it"],
+    );
+    match h.filter.process(&t, None).await {
+        Err(pec::reception::AfterQueueError::Rem(why)) => {
+            assert!(why.contains("not loaded"), "{why}")
+        }
+        other => panic!("not a temporary failure: {other:?}"),
+    }
+    assert!(h.injector.messages().is_empty(), "nothing answered");
+    assert!(h.store.evidences_for(PEER_ID).unwrap().is_empty());
+    // The first refresh loads the list: the retry is accepted.
+    handle.replace(trusted_list(vec![peer_der()]));
+    let out = h.filter.process(&t, None).await.unwrap();
+    assert!(
+        matches!(
+            &out.local,
+            Some(Local::Rem(RemLocal::Relayed {
+                acceptance: Some(_),
+                ..
+            }))
+        ),
+        "{:?}",
+        out.local
+    );
 }
 
 #[tokio::test]
