@@ -13,7 +13,8 @@ packages=(
   pkg-config libssl-dev
   # signing and verification in tests: SoftHSM2 token, PKCS#11 tools, the openssl CLI
   softhsm2 opensc gnutls-bin openssl ca-certificates
-  # time travel for certificate validity tests
+  # time travel for certificate validity tests, and the test TSA's movable clock
+  # (tests/tsa/tsa.py --offset-file runs openssl under libfaketime, which it pulls in)
   faketime
   # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
   python3-minimal

@@ -758,19 +758,30 @@ softhsm_token() {
 
 # tsa_start DIR PKIDIR: the test TSA (make-tsa.sh in DIR, certificates from PKIDIR) over
 # HTTPS with basic authentication (user "pec", password in DIR/password), as accredited
-# TSAs are reached; DIR/mode plays faults (tsa.py: "down", …; absent: answers). Prints its
-# port; its pid is in DIR/tsa.pid (tsa_stop).
+# TSAs are reached; DIR/mode plays faults (tsa.py: "down", …; absent: answers), DIR/offset
+# moves its clock (tsa_offset). Prints its port; its pid is in DIR/tsa.pid (tsa_stop).
 tsa_start() {
   local dir=$1 pki=$2 _
   sh "$E2E_REPO/tests/tsa/make-tsa.sh" "$dir" "$pki" >/dev/null 2>&1 || { e2e_fail "make-tsa.sh failed"; return 1; }
   /usr/bin/python3 "$E2E_REPO/tests/tsa/tsa.py" "$dir/tsa.cnf" --tls "$dir/server.pem" "$dir/server.key" \
-    --user pec "$dir/password" --mode-file "$dir/mode" --until-killed > "$dir/port" 2> "$dir/tsa.log" &
+    --user pec "$dir/password" --mode-file "$dir/mode" --offset-file "$dir/offset" --until-killed \
+    > "$dir/port" 2> "$dir/tsa.log" &
   echo $! > "$dir/tsa.pid"
   for _ in $(seq 1 100); do
     if [ -s "$dir/port" ]; then head -n 1 "$dir/port"; return 0; fi
     sleep 0.1
   done
   e2e_fail "the test TSA did not start: $(cat "$dir/tsa.log")"
+}
+
+# tsa_offset DIR SECONDS: the test TSA of tsa_start in DIR dates its tokens SECONDS (an
+# integer, negative for the past) away from the real clock from its next request on (tsa.py
+# runs openssl under libfaketime); 0 puts it back on the real clock. For the tests that move
+# pec's clock (`pec timers run --now`, under `faketime` too: pec's TSA client wants a token
+# within 10 min of its own clock, and XAdES one no earlier than the signing time).
+tsa_offset() {
+  if [ $# -ne 2 ] || ! [[ $2 =~ ^-?[0-9]+$ ]]; then e2e_fail "usage: tsa_offset DIR SECONDS"; return 2; fi
+  if [ "$2" = 0 ]; then rm -f "$1/offset"; else printf '%s\n' "$2" > "$1/offset"; fi
 }
 
 # tsa_stop DIR: stops the test TSA of tsa_start (by pid).

@@ -26,12 +26,20 @@
 #   c. alice → carol@pec.example.org (PEC only): PEC (accettazione, envelope, consegna).
 #   d. alice → dave@example.com (ordinary address): RelayToNonERDS to alice.
 #   e. ordinary mail from someone@example.com → bob (a REM mailbox): ReceivedFromNonERDS.
-#   f. alice → ugo@muto.example.net (peer never answers): A's relay_wait is 40 s: before it
-#      `pec timers run` sends nothing; past it (this test's passes and pec serve's own, real
-#      clock) exactly one RelayFailure RB22 to alice; then nothing, also with the clock moved
-#      to +13 h, +25 h, +30 h (`pec timers run --now`), and B's timers send nothing at +25 h.
-#      (The RB22 is not made with `--now` past 24 h: the evidence would be signed at the
-#      test clock and time-stamped by the TSA at the real one, before it: refused.)
+#   f. alice → ugo@muto.example.net (peer never answers), relay_wait its default 24 h, on a
+#      test clock: `pec timers run` on A sends nothing now and at +13 h; at +25 h exactly
+#      one RelayFailure RB22 to alice (REM-MessageType receipt, `pec verify` valid, once in
+#      `pec evidence list` and in A's legal log); again at +25 h and at +30 h nothing.
+#   g. alice → bob@pec.example.net with delivery held at B (B's Postfix defer_transports =
+#      lmtp, after B's relay acceptance): B's timers send nothing now and at +13 h; at
+#      +25 h exactly one ContentConsignmentFailure RD03 to alice (consignment_wait, default
+#      24 h); again at +25 h and +30 h nothing; once delivery resumes, bob gets the dispatch
+#      and no ContentConsignment is issued for it.
+#   The test clock of f and g: `pec timers run --now T` run under faketime at T, with the
+#   provider's test TSA moved to T as well (tsa_offset, lib.sh): every evidence of the pass
+#   is signed, time-stamped and checked at T (a TSA on the real clock would stamp it before
+#   its signing time, which XAdES rightly refuses). pec serve's own timers run on the real
+#   clock: nothing of f or g is due on it for 24 h.
 # Scenarios whose feature is not merged yet are listed in REM_FLOW_SKIP with the reason and
 # print "SKIPPED"; the script says so at the end (and does not pass silently).
 #
@@ -55,6 +63,7 @@ skipped=()
 
 command -v dnsmasq >/dev/null || { echo "rem_flow: dnsmasq missing (scripts/install-deps.sh)" >&2; exit 2; }
 command -v xmlsec1 >/dev/null || { echo "rem_flow: xmlsec1 missing (scripts/install-deps.sh)" >&2; exit 2; }
+command -v faketime >/dev/null || { echo "rem_flow: faketime missing (scripts/install-deps.sh)" >&2; exit 2; }
 
 provider_script rem_flow a b c
 on_exit() {
@@ -108,10 +117,9 @@ export PROVIDER_REM_TL_URL=$base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$work/pki/outs
 export PROVIDER_REM_TL_REFRESH=2s
 
 # ---- providers -------------------------------------------------------------------------------
-# A's relay_wait is 40 s (f: its RB22 on the real clock; every other dispatch is relayed in
-# a few seconds).
+# relay_wait and consignment_wait are their defaults (24 h): f and g move the clock past them.
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=alice@pec.example.it PROVIDER_REM_CSI_URL=$base/csi-it.xml \
-  PROVIDER_REM_EXTRA='relay_wait = "40s"' provider_up "$work/a" pec.example.it it example.com
+  provider_up "$work/a" pec.example.it it example.com
 a_submission=$submission a_smtp=$smtp a_conf=$conf a_lmtp=$lmtp
 PROVIDER_REM=1 PROVIDER_REM_IDENTITIES=bob@pec.example.net PROVIDER_REM_CSI_URL=$base/csi-net.xml \
   DOVECOT_QUOTA=100K provider_up "$work/b" pec.example.net net
@@ -204,7 +212,8 @@ one() {
 reason() { hdr "$1" REM-ReasonIdentifier | head -n 1 | sed 's|.*/||'; }
 # The names of the reason codes checked here (EN 319 522-2 / AgID REM-Policy-IT, rem::codes).
 declare -A reason_name=([RD04]=MessageNotConsignedForQuota
-  [RB22]=S_ERDSP_ReceivedNoRelayAcceptanceInfoFromR_ERDSP)
+  [RB22]=S_ERDSP_ReceivedNoRelayAcceptanceInfoFromR_ERDSP
+  [RD03]=S_ERDSP_ReceivedNoDeliveryInfoFromR_ERDSP)
 # expect_reason FILE CODE: FILE's REM-ReasonIdentifier is CODE's.
 expect_reason() {
   [ "$(reason "$1")" = "${reason_name[$2]}" ] ||
@@ -296,6 +305,48 @@ import json, sys
 for r in json.load(open(sys.argv[1])):
     if r.get("subject") == sys.argv[2]:
         print(r["pec_id"]); break' "$work/$1/legal.json" "$2"
+}
+# The test clock of f and g: t0 (epoch seconds) is set by the scenario.
+t0=0
+# timers P [HOURS]: one pass of P's timers (`pec timers run`), on the real clock, or at t0 +
+# HOURS: `--now` that instant, pec itself under faketime at it, and P's test TSA dating its
+# tokens then (tsa_offset) for the pass only. Its output in $work/P/timers.out (and
+# appended to $work/P/timers.all).
+timers() {
+  local c now=() clock=() at off=0 rc=0
+  if [ $# -ge 2 ]; then
+    at=$((t0 + $2 * 3600))
+    off=$((at - $(date -u +%s)))
+    now=(--now "$(date -u -d "@$at" +%Y-%m-%dT%H:%M:%SZ)")
+    clock=(faketime -f "+${off}s")
+  fi
+  if [ "$1" = a ]; then c=$a_conf; else c=$b_conf; fi
+  tsa_offset "$work/$1/tsa" "$off"
+  SOFTHSM2_CONF=$c PEC_E2E_PIN=1234 "${clock[@]}" "$pec" timers run -c "$work/$1/pec.toml" "${now[@]}" \
+    > "$work/$1/timers.out" || rc=$?
+  tsa_offset "$work/$1/tsa" 0
+  cat "$work/$1/timers.out" >> "$work/$1/timers.all"
+  [ "$rc" -eq 0 ] || { cat "$work/$1/timers.out" >&2; e2e_fail "pec timers run on $1 ${2:+at +$2 h} (exit $rc)"; }
+}
+sent() { grep -c '^sent ' "$work/$1/timers.out" || true; } # P: notices sent by the last pass
+# quiet P [HOURS]: a pass of P's timers (at +HOURS) sends nothing and fails nothing.
+quiet() {
+  timers "$@"
+  if [ "$(sent "$1")" != 0 ] || grep -q '^FAILED ' "$work/$1/timers.out"; then
+    cat "$work/$1/timers.out" >&2
+    e2e_fail "$1's timers did something${2:+ at +$2 h}"
+  fi
+}
+# sends_one P HOURS CODE: a pass of P's timers at +HOURS sends exactly one notice, the REM
+# receipt with CODE (RB22, RD03), and fails nothing.
+sends_one() {
+  timers "$1" "$2"
+  if [ "$(sent "$1")" != 1 ] || ! grep -q "^sent rem $3 receipt " "$work/$1/timers.out" ||
+    grep -q '^FAILED ' "$work/$1/timers.out"; then
+    cat "$work/$1/timers.out" >&2
+    e2e_fail "$1's timers at +$2 h: expected the $3 receipt and nothing else"
+  fi
+  e2e_log "$1 +$2 h: $(grep "^sent rem $3 receipt " "$work/$1/timers.out")"
 }
 
 # Full mailbox at B (every mailbox there has 100 KiB): filled straight through B's Dovecot
@@ -468,60 +519,104 @@ if scenario e "ordinary mail → REM mailbox at B: ReceivedFromNonERDS"; then
   e2e_log "ok e: ReceivedFromNonERDS in bob's mailbox"
 fi
 
-# ---- f. a peer that never answers → RelayFailure RB22 past relay_wait -----------------------
-if scenario f "peer never answers: RelayFailure RB22 past relay_wait, exactly once"; then
+# ---- f. a peer that never answers → RelayFailure RB22 past relay_wait (test clock) ----------
+if scenario f "peer never answers: RelayFailure RB22 past relay_wait (24 h, test clock), exactly once"; then
   snap a alice@pec.example.it f
   n0=$(count_in a alice@pec.example.it)
   submit "f peer muto" ugo@muto.example.net
   # The SubmissionAcceptance only; the dispatch stays in A's queue (dead port).
   wait_n a alice@pec.example.it $((n0 + 1))
+  t0=$(date -u +%s)
   got=$(newer a alice@pec.example.it "$work/snap-f" | of_event)
   one SubmissionAcceptance "$got" >/dev/null
-  t0=$(date -u +%s)
-  timers() { # P [HOURS]: one pass of P's timers (at t0 + HOURS; the real clock without), its
-    # output in $work/P/timers.out
-    local c now=()
-    [ $# -lt 2 ] || now=(--now "$(date -u -d "@$(( t0 + $2 * 3600 ))" +%Y-%m-%dT%H:%M:%SZ)")
-    if [ "$1" = a ]; then c=$a_conf; else c=$b_conf; fi
-    SOFTHSM2_CONF=$c PEC_E2E_PIN=1234 "$pec" timers run -c "$work/$1/pec.toml" "${now[@]}" \
-      > "$work/$1/timers.out" || { cat "$work/$1/timers.out" >&2; e2e_fail "pec timers run on $1 ${2:+at +$2 h}"; }
-    cat "$work/$1/timers.out" >> "$work/$1/timers.all"
-  }
-  sent() { grep -c '^sent ' "$work/$1/timers.out" || true; } # P: notices sent by the last pass
-  # Before relay_wait (A's is 40 s here): nothing.
-  timers a
-  [ "$(sent a)" = 0 ] || { cat "$work/a/timers.out" >&2; e2e_fail "A sent something before relay_wait"; }
-  # Past relay_wait: A's timers (this test's passes, and pec serve's own every minute, both
-  # on the real clock) send the RelayFailure once.
-  rb22_arrived() {
-    timers a || return 3
-    [ "$(count_in a alice@pec.example.it)" -gt $((n0 + 1)) ]
-  }
-  E2E_POLL=2 e2e_poll 150 rb22_arrived || e2e_fail "no RelayFailure to alice within 150 s of relay_wait"
-  e2e_log "A: $(grep -h '^sent rem RB22' "$work/a/timers.all" "$work/a/pec.log" 2>/dev/null | head -n 1)"
+  mid=$(pec_id_of a "f peer muto")
+  # Before relay_wait: nothing (no 12 h notice for REM either).
+  quiet a
+  quiet a 13
+  # Past it: exactly one RelayFailure RB22, to alice.
+  sends_one a 25 RB22
   wait_n a alice@pec.example.it $((n0 + 2))
   got=$(newer a alice@pec.example.it "$work/snap-f" | of_event)
   rf=$(one RelayFailure "$got")
-  [ "$(msgtype "$rf")" = "$RECEIPT" ] || e2e_fail "$rf is not a REM receipt"
+  [ "$(msgtype "$rf")" = "$RECEIPT" ] || e2e_fail "$rf is not a REM receipt: $(msgtype "$rf")"
   expect_reason "$rf" RB22
   rem_verify "$rf"
-  # Again, and with the clock moved on: nothing (no 12 h notice for REM, RB22 not again).
-  timers a
-  [ "$(sent a)" = 0 ] || { cat "$work/a/timers.out" >&2; e2e_fail "A sent again after the RelayFailure"; }
-  for h in 13 25 30; do
-    timers a "$h"
-    e2e_log "A +$h h: $(grep -v '^sent \|^closed \|^FAILED ' "$work/a/timers.out" | tr '\n' ' ')"
-    [ "$(sent a)" = 0 ] || { cat "$work/a/timers.out" >&2; e2e_fail "A sent something at +$h h"; }
-  done
-  # B: every dispatch it took has its consignment outcome: nothing due (no RD03).
-  timers b 25
-  e2e_log "B +25 h: $(grep -v '^sent \|^closed \|^FAILED ' "$work/b/timers.out" | tr '\n' ' ')"
-  [ "$(sent b)" = 0 ] || { cat "$work/b/timers.out" >&2; e2e_fail "B sent something at +25 h"; }
+  # Again, and with the clock moved on: nothing.
+  quiet a 25
+  quiet a 30
   [ "$(count_in a alice@pec.example.it)" -eq $((n0 + 2)) ] || e2e_fail "alice holds more than the SubmissionAcceptance and one RelayFailure"
-  mid=$(pec_id_of a "f peer muto")
+  legal a
   expect_log a "$mid" EvidenzaREMEmessa RelayFailure RB22 1
   expect_evidence a "$mid" RelayFailure 1
-  e2e_log "ok f: one RelayFailure RB22 past relay_wait, none before, none again (+13 h, +25 h, +30 h)"
+  e2e_log "ok f: one RelayFailure RB22 at +25 h (relay_wait 24 h), none at +0 h / +13 h, none again at +25 h / +30 h"
+fi
+
+# ---- g. delivery held at B → ContentConsignmentFailure RD03 past consignment_wait ------------
+# b_defer TRANSPORTS: B's Postfix defer_transports (lmtp: deliveries to the mailboxes held in
+# its queue; empty: none); reloads it and waits for the reload.
+b_defer() {
+  local before
+  postconf -c "$work/b/postfix/etc" -e "defer_transports = $1"
+  before=$(_e2e_count_reloads "$work/b/postfix")
+  _e2e_postfix "$work/b/postfix" reload
+  e2e_poll 30 _e2e_reloaded_since "$work/b/postfix" "$before" || e2e_fail "B's Postfix did not reload"
+}
+# a_queue_only_muto: A's queue holds nothing but f's dispatch to the silent peer (if any).
+a_queue_only_muto() {
+  local out
+  out=$(postqueue -c "$work/a/postfix/etc" -j 2>/dev/null) || return 1
+  ! grep -v '"address": "ugo@muto.example.net"' <<<"$out" | grep -q .
+}
+held_at_b() { grep -q 'to=<bob@pec.example.net>.*status=deferred (deferred transport)' "$work/b/postfix/maillog"; }
+if scenario g "delivery held at B: ContentConsignmentFailure RD03 past consignment_wait (24 h, test clock), exactly once"; then
+  b_defer lmtp
+  snap a alice@pec.example.it g
+  snap b bob@pec.example.net g-bob
+  n0=$(count_in a alice@pec.example.it)
+  nb=$(count_in b bob@pec.example.net)
+  submit "g consegna trattenuta" bob@pec.example.net
+  wait_n a alice@pec.example.it $((n0 + 1))
+  mid=$(pec_id_of a "g consegna trattenuta")
+  # B relay-accepted it (its consignment wait begins), and holds it in its queue.
+  e2e_poll 90 has_evidence a "$mid" RelayAcceptance || e2e_fail "A never received B's RelayAcceptance"
+  t0=$(date -u +%s)
+  e2e_poll 60 held_at_b || e2e_fail "B's Postfix does not hold the dispatch (defer_transports)"
+  [ "$(count_in b bob@pec.example.net)" -eq "$nb" ] || e2e_fail "bob got the dispatch while B's deliveries were held"
+  # Before consignment_wait: nothing.
+  quiet b
+  quiet b 13
+  # Past it: exactly one ContentConsignmentFailure RD03, to alice.
+  sends_one b 25 RD03
+  wait_n a alice@pec.example.it $((n0 + 2))
+  got=$(newer a alice@pec.example.it "$work/snap-g" | of_event)
+  one SubmissionAcceptance "$got" >/dev/null
+  ccf=$(one ContentConsignmentFailure "$got")
+  [ "$(msgtype "$ccf")" = "$RECEIPT" ] || e2e_fail "$ccf is not a REM receipt: $(msgtype "$ccf")"
+  expect_reason "$ccf" RD03
+  rem_verify "$ccf"
+  quiet b 25
+  quiet b 30
+  # Delivery resumes: bob gets the dispatch; its outcome is decided (RD03): no
+  # ContentConsignment.
+  b_defer ""
+  postqueue -c "$work/b/postfix/etc" -f
+  wait_n b bob@pec.example.net $((nb + 1))
+  held=$(newer b bob@pec.example.net "$work/snap-g-bob")
+  [ "$(msgtype "$held")" = "$DISPATCH" ] || e2e_fail "bob's new message is not a REM dispatch"
+  [ "$(hdr "$held" Message-ID | head -n 1 | tr -d '<>')" = "$mid" ] || e2e_fail "bob's new message is not the dispatch $mid"
+  postfix_wait_queue_empty "$work/b/postfix" 60
+  e2e_poll 60 a_queue_only_muto || { postqueue -c "$work/a/postfix/etc" -p >&2; e2e_fail "A's queue holds more than f's dispatch"; }
+  for x in a b; do
+    expect_evidence $x "$mid" RelayAcceptance 1
+    expect_evidence $x "$mid" ContentConsignmentFailure 1
+    expect_evidence $x "$mid" ContentConsignment 0
+  done
+  [ "$(count_in a alice@pec.example.it)" -eq $((n0 + 2)) ] || e2e_fail "alice holds more than the SubmissionAcceptance and one ContentConsignmentFailure"
+  legal a; legal b
+  expect_log b "$mid" EvidenzaREMEmessa ContentConsignmentFailure RD03 1
+  expect_log a "$mid" EvidenzaREMRicevuta ContentConsignmentFailure RD03 1
+  expect_log b "$mid" EvidenzaREMEmessa ContentConsignment "" 0
+  e2e_log "ok g: one ContentConsignmentFailure RD03 at +25 h (consignment_wait 24 h), none before or again; bob got the dispatch once delivery resumed, no ContentConsignment"
 fi
 
 if [ ${#skipped[@]} -gt 0 ]; then

@@ -3,7 +3,7 @@
 """A test RFC 3161 time-stamping authority over HTTP or HTTPS (tests only).
 
 Usage: tsa.py TSA_CNF [--tls CERT KEY] [--user NAME PASSWORD_FILE] [--client-ca CA]
-              [--mode-file FILE] [--until-killed]
+              [--mode-file FILE] [--offset-file FILE] [--until-killed]
 
 Listens on 127.0.0.1 on a free port, prints the port on the first line of standard output,
 and answers every POST of an application/timestamp-query with the TimeStampResp made by
@@ -19,6 +19,13 @@ gets HTTP 500. Stops when standard input closes, so that it never outlives its t
                         data), "expired" (signed with the expired certificate), "refuse"
                         (status rejection), "garbage" (a body that is no TimeStampResp),
                         "no-nonce" (a token without the nonce).
+  --offset-file FILE    read FILE at each request (absent or empty: 0): an integer number of
+                        seconds, possibly negative, that the TSA's clock is ahead of the real
+                        one. A non-zero offset runs `openssl ts -reply` under libfaketime
+                        (`faketime -f +Ns`, Debian package faketime), so that the token's
+                        genTime moves with it: the tests that move their own clock (`pec
+                        timers run --now`) past a wait get time stamps of that time, not of
+                        the real one (which precedes their signing time and is refused).
 """
 import base64
 import http.server
@@ -42,6 +49,18 @@ def mode():
         return "ok"
     with open(MODE_FILE) as f:
         return f.read().strip() or "ok"
+
+
+def offset():
+    """The clock offset of --offset-file, in seconds (0 without one); None when unreadable."""
+    if not OFFSET_FILE or not os.path.exists(OFFSET_FILE):
+        return 0
+    with open(OFFSET_FILE) as f:
+        text = f.read().strip()
+    try:
+        return int(text or "0")
+    except ValueError:
+        return None
 
 
 def other_imprint(query):
@@ -96,6 +115,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if m == "garbage":
             self.answer(200, b"\x30\x03\x02\x01")
             return
+        shift = offset()
+        if shift is None:
+            sys.stderr.write("tsa.py: %s holds no integer number of seconds\n" % OFFSET_FILE)
+            self.answer(500)
+            return
+        # The clock moved by the test: openssl under libfaketime ("+Ns" ahead, "-Ns" behind).
+        clock = ["faketime", "-f", "%+ds" % shift] if shift else []
         section = []
         if m == "other-imprint":
             query = other_imprint(query)
@@ -117,10 +143,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 f.write(query)
             # `openssl ts -reply` reads and rewrites the serial file: one at a time.
             with LOCK:
-                done = subprocess.run(
-                    ["openssl", "ts", "-reply", "-config", CONFIG, *section,
-                     "-queryfile", qpath, "-out", rpath],
-                    capture_output=True)
+                try:
+                    done = subprocess.run(
+                        [*clock, "openssl", "ts", "-reply", "-config", CONFIG, *section,
+                         "-queryfile", qpath, "-out", rpath],
+                        capture_output=True)
+                except OSError as e:  # no faketime (scripts/install-deps.sh) or openssl
+                    sys.stderr.write("tsa.py: %s\n" % e)
+                    self.answer(500)
+                    return
             if done.returncode != 0 or not os.path.exists(rpath):
                 self.answer(500)
                 sys.stderr.write(done.stderr.decode(errors="replace"))
@@ -141,6 +172,7 @@ if user:
     with open(user[1]) as f:
         USER = user[0] + ":" + f.read().strip()
 MODE_FILE = (option("--mode-file", 1) or [None])[0]
+OFFSET_FILE = (option("--offset-file", 1) or [None])[0]
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 tls = option("--tls", 2)
 if tls:
