@@ -348,9 +348,13 @@ if [ -z "$rem_skip" ]; then
     --size 4096 --rate "$rem_rate" --retry --deadline 600 --maildir "$carla_md" --expect 0 \
     --accepted "$work/accepted-rem" --tag remfaults > "$work/load-rem.out" 2> "$work/load-rem.err" &
   load_pid=$!
+  # Each kill after 1 to span more deliveries, span such that every target stays below
+  # what the whole load delivers ((rem_cc + 1) per transaction): a target past the end of
+  # the load would wait for deliveries that never come.
+  rem_span=$(((rem_cc + 1) * rem_n / (rem_kills + 1)))
   for i in $(seq 1 "$rem_kills"); do
     p=$([ $((i % 2)) -eq 1 ] && echo a || echo b)
-    target=$(($(rem_delivered) + 1 + RANDOM % 40))
+    target=$(($(rem_delivered) + 1 + RANDOM % rem_span))
     e2e_poll 120 rem_delivered_beyond "$target" || e2e_fail "REM: no progress before kill $i"
     pec_kill9 "$p"
     pec_start "$p"

@@ -636,7 +636,10 @@ EOF
     cat <<'EOF'
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
+# qmgr wakes every 5 s (stock: 300 s), as the short backoff times above: a queue file that
+# Postfix put back in incoming after a lost content-filter connection (pec killed mid-DATA)
+# is retried without waiting for new mail to wake the queue manager.
+qmgr      unix  n       -       n       5       1       qmgr
 tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
