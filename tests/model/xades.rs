@@ -315,13 +315,13 @@ struct Env {
     _dir: tempfile::TempDir,
     pki: TestPki,
     dir: PathBuf,
-    mode_file: PathBuf,
     _tsa: tsa::TsaProcess,
     url: String,
 }
 
-/// The test PKI, an RSA-3072 and an ECDSA P-256 leaf, and tsa.py over HTTP with a mode
-/// file, once per test binary.
+/// The test PKI, an RSA-3072 and an ECDSA P-256 leaf, and tsa.py over HTTP, once per test
+/// binary. It always answers well: the test that plays the TSA's faults starts its own
+/// (the tests run in parallel and share this one).
 fn env() -> &'static Env {
     static ENV: OnceLock<&'static Env> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -330,13 +330,11 @@ fn env() -> &'static Env {
         let pki = testing::make_test_pki(&dir.join("pki")).unwrap();
         testing::issue_test_leaf(&pki, "rem-rsa3072", TestKey::Rsa3072, None).unwrap();
         testing::issue_test_leaf(&pki, "rem-p256", TestKey::EcP256, None).unwrap();
-        let mode_file = dir.join("tsa-mode");
-        let (tsa, url) = tsa::start(&dir.join("tsa"), &pki.dir, Some(&mode_file));
+        let (tsa, url) = tsa::start(&dir.join("tsa"), &pki.dir, None);
         Box::leak(Box::new(Env {
             _dir: tmp,
             pki,
             dir,
-            mode_file,
             _tsa: tsa,
             url,
         }))
@@ -495,7 +493,11 @@ fn a_tsa_down_slow_or_lying_gives_an_error_and_no_evidence() {
         Err(XadesError::Tsa(_))
     ));
     drop(silent);
-    // Lying or failing: every fault tsa.py plays.
+    // Lying or failing: every fault tsa.py plays, on a TSA of this test's own (a fault
+    // written to the shared one would fail the tests running beside this one).
+    let own = tempfile::tempdir().unwrap();
+    let mode_file = own.path().join("tsa-mode");
+    let (_faulty, faulty_url) = tsa::start(&own.path().join("tsa"), &e.pki.dir, Some(&mode_file));
     for mode in [
         "down",
         "other-imprint",
@@ -504,9 +506,8 @@ fn a_tsa_down_slow_or_lying_gives_an_error_and_no_evidence() {
         "garbage",
         "no-nonce",
     ] {
-        std::fs::write(&e.mode_file, mode).unwrap();
-        let result = xades::sign(UNSIGNED, &signer, now(), &tsa_settings(&e.url));
-        std::fs::write(&e.mode_file, "ok").unwrap();
+        std::fs::write(&mode_file, mode).unwrap();
+        let result = xades::sign(UNSIGNED, &signer, now(), &tsa_settings(&faulty_url));
         assert!(
             matches!(result, Err(XadesError::Tsa(_))),
             "{mode}: {result:?}"
