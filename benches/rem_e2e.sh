@@ -135,12 +135,18 @@ cleanup() {
 trap cleanup EXIT
 
 proof_rem_up "$work"
+# The CSIs are published once both providers are up (proof_pair_up): pec serve must refresh
+# the list and the CSIs to send REM (rem.mode = "auto" needs a CSI saying REM baseline).
+export PROVIDER_REM_TL_REFRESH=${PROVIDER_REM_TL_REFRESH:-10s}
 PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work"
 trusted() {
   "$PEC_BIN" rem trust show -c "$work/$1/pec.toml" 2>/dev/null | grep -q "smtp:mx.pec.example.${2}:25"
 }
 e2e_poll 60 trusted a net || e2e_fail "A did not accept the Trusted List"
 e2e_poll 60 trusted b it || e2e_fail "B did not accept the Trusted List"
+rem_baseline() { grep -q "rem peers view updated granted=2 rem_baseline=2" "$work/$1/pec.log"; }
+e2e_poll 60 rem_baseline a || e2e_fail "A does not see both peers' CSI (REM baseline)"
+e2e_poll 60 rem_baseline b || e2e_fail "B does not see both peers' CSI (REM baseline)"
 
 count() { _proof_maildir_count "$@"; }
 at_least() { [ "$(count "${@:2}")" -ge "$1" ]; }
