@@ -92,7 +92,20 @@ proof_pair_up() {
     SOFTHSM2_CONF=$work/b/hsm/softhsm2.conf PEC_E2E_PIN=1234 "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
       rem csi publish -c "$work/b/pec.toml" --out "$work/rem/www/csi-net.xml" >/dev/null ||
       { e2e_fail "pec rem csi publish on B"; return 1; }
+    # Until each pec serve has fetched and stored both CSIs, auto routes the peer as PEC;
+    # once stored, a restarted pec serve loads them before serving.
+    local p
+    for p in a b; do
+      e2e_poll 60 _proof_rem_view_ready "$work/$p/pec.log" ||
+        { e2e_fail "$p: the peers' CSI not in its REM view (rem peers view updated ... rem_baseline=2)"; return 1; }
+    done
   fi
+}
+
+# Whether the last peers view pec serve logged in LOG holds both services with their CSI
+# saying REM baseline.
+_proof_rem_view_ready() {
+  grep "rem peers view updated" "$1" | tail -n 1 | grep -q "granted=2 rem_baseline=2"
 }
 
 # shellcheck disable=SC2034 # used by the scripts
@@ -127,6 +140,10 @@ proof_rem_up() {
   rem_tl_write "$work/rem/www/TL-IT.xml" "$PROVIDER_PKI/outsider.key" "$PROVIDER_PKI/outsider.pem" \
     "PEC Example IT S.p.A.|$PROVIDER_PKI/it.pem|smtp:mx.pec.example.it:25 $proof_rem_base/csi-it.xml" \
     "PEC Example NET S.p.A.|$PROVIDER_PKI/net.pem|smtp:mx.pec.example.net:25 $proof_rem_base/csi-net.xml"
+  # The CSIs are published once both providers are up (proof_pair_up): pec serve refreshes
+  # the list and the CSIs every 2 s (rem.mode = "auto" sends REM only to a peer whose CSI
+  # says REM baseline), unless the caller chose another period.
+  export PROVIDER_REM_TL_REFRESH=${PROVIDER_REM_TL_REFRESH:-2s}
   export PROVIDER_REM=1 PROVIDER_RESOLV_CONF=$work/rem/resolv.conf \
     PROVIDER_REM_TL_URL=$proof_rem_base/TL-IT.xml PROVIDER_REM_TL_SIGNER=$PROVIDER_PKI/outsider.pem
 }
