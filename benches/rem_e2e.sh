@@ -134,10 +134,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-proof_rem_up "$work"
 # The CSIs are published once both providers are up (proof_pair_up): pec serve must refresh
-# the list and the CSIs to send REM (rem.mode = "auto" needs a CSI saying REM baseline).
+# the list and the CSIs to send REM (rem.mode = "auto" needs a CSI saying REM baseline);
+# every 10 s here (proof_rem_up's default is 2 s), to keep the refresh out of the figures.
 export PROVIDER_REM_TL_REFRESH=${PROVIDER_REM_TL_REFRESH:-10s}
+proof_rem_up "$work"
 PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work"
 trusted() {
   "$PEC_BIN" rem trust show -c "$work/$1/pec.toml" 2>/dev/null | grep -q "smtp:mx.pec.example.${2}:25"
