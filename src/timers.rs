@@ -57,17 +57,15 @@ use tracing::{error, info, warn};
 
 use crate::config::RemSettings;
 use crate::crypto::Signer;
-use crate::issuing::blocking;
 use crate::issuing::{Emitted, IssueError, Issuing};
 use crate::message::build::{Generated, Issuer};
 use crate::message::codes::Code;
-use crate::message::ids::rem_id;
 use crate::message::ids::MsgIdSource;
 use crate::message::kind::RecipientType;
 use crate::message::kind::Timeout;
 use crate::message::time::{Clock, Instant};
 use crate::rem::codes::{Event, Reason};
-use crate::rem::compose::{Composer, Provider, Receipt, Submission};
+use crate::rem::compose::Submission;
 use crate::rem::evidence::Evidence;
 use crate::rem::issue::{self, RelayInput, RemIssueError};
 use crate::rem::outcome;
@@ -410,42 +408,26 @@ impl Timers {
         )
         .await?;
         let sub = Submission::from_evidence(ours, rem.policies.clone());
-        let provider = Provider {
-            name: rem.provider_name.clone(),
-            service_address: self.kit.issuer.service_address.clone(),
-        };
         // The recipient's provider said nothing: named by the recipient's domain.
         let peer = w
             .recipient
             .rsplit_once('@')
             .map(|(_, d)| d.to_string())
             .unwrap_or_default();
-        let receipt_id = rem_id(now, &self.kit.issuer.service_address);
-        let (signer, xml, evidence_id, sub2) = (
-            self.kit.signer.clone(),
-            issued.xml.clone(),
-            issued.id().to_string(),
-            sub.clone(),
-        );
-        let composed = blocking(move || {
-            let r = Receipt {
-                event: Event::RelayFailure,
-                code: "RB22",
-                message_id: &receipt_id,
-                evidence_id: &evidence_id,
-                to: &sub2.from,
-                rcpt_to: &sub2.sender,
-                other_provider: Some(&peer),
-                recipient: None,
-                relay_date: None,
-            };
-            Composer {
-                provider: &provider,
-                signer: &*signer,
-            }
-            .receipt(&sub2, &r, &xml, &[], now)
-        })
-        .await?
+        let regarding = crate::rem::issue::Regarding {
+            other_provider: Some(peer),
+            ..Default::default()
+        };
+        let composed = crate::rem::issue::compose_receipt(
+            &self.kit,
+            &rem.provider_name,
+            &sub,
+            &issued,
+            "RB22",
+            regarding,
+            now,
+        )
+        .await
         .map_err(|e| IssueError::Task(format!("composing the rem receipt: {e}")))?;
         let recipients = sub
             .recipients

@@ -35,7 +35,7 @@
 
 use tracing::{info, warn};
 
-use super::rem::{compose_receipt, outbound, read_own_dispatch, reason};
+use super::rem::{outbound, read_own_dispatch, reason};
 use crate::bounce::{self, Failure};
 use crate::config::RemSettings;
 use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
@@ -154,9 +154,17 @@ async fn staged(
     let issued: Issued = issue::issue_relay(kit, settings.evidence_tsa.as_ref(), input)
         .await
         .map_err(task)?;
-    let receipt = compose_receipt(kit, &settings.provider_name, sub, &issued, code, at)
-        .await
-        .map_err(IssueError::Task)?;
+    let receipt = crate::rem::issue::compose_receipt(
+        kit,
+        &settings.provider_name,
+        sub,
+        &issued,
+        code,
+        crate::rem::issue::Regarding::default(),
+        at,
+    )
+    .await
+    .map_err(IssueError::Task)?;
     let stored = issued.stored(&sub.sender, recipients, queue_id);
     let effect = Effect::WithEvidences {
         effect: Box::new(Effect::Log(Vec::new())),

@@ -29,7 +29,7 @@ use crate::message::build::{Certification, OriginalInfo};
 use crate::message::kind::{MessageKind, RecipientType};
 use crate::message::time::Instant;
 use crate::rem::codes::{Event, Reason};
-use crate::rem::compose::{self, Composed, Composer, EvidenceAttachment, Provider, Receipt};
+use crate::rem::compose::{self, Composed, Composer, EvidenceAttachment, Provider};
 use crate::rem::dns::{self, MxLookup, PeerRouting};
 use crate::rem::evidence::Evidence;
 use crate::rem::issue::{self, Authentication, EvidenceInput, Issued};
@@ -889,12 +889,13 @@ impl AccessPoint {
         code: &'static str,
         at: Instant,
     ) -> Result<Composed, Decision> {
-        compose_receipt(
+        issue::compose_receipt(
             &self.kit,
             &rem.settings.provider_name,
             sub,
             issued,
             code,
+            issue::Regarding::default(),
             at,
         )
         .await
@@ -903,50 +904,6 @@ impl AccessPoint {
             tempfail("PEC: firma non disponibile")
         })
     }
-}
-
-/// The REM receipt to the sender of `sub` carrying `issued` (its event, reason `code`).
-pub(crate) async fn compose_receipt(
-    kit: &Issuing,
-    provider_name: &str,
-    sub: &compose::Submission,
-    issued: &Issued,
-    code: &'static str,
-    at: Instant,
-) -> Result<Composed, String> {
-    let provider = Provider {
-        name: provider_name.to_string(),
-        service_address: kit.issuer.service_address.clone(),
-    };
-    let message_id = crate::message::ids::rem_id(at, &kit.issuer.service_address);
-    let (signer, sub, xml, event, evidence_id) = (
-        kit.signer.clone(),
-        sub.clone(),
-        issued.xml.clone(),
-        issued.model.event,
-        issued.id().to_string(),
-    );
-    blocking(move || {
-        let r = Receipt {
-            event,
-            code,
-            message_id: &message_id,
-            evidence_id: &evidence_id,
-            to: &sub.from,
-            rcpt_to: &sub.sender,
-            other_provider: None,
-            recipient: None,
-            relay_date: None,
-        };
-        Composer {
-            provider: &provider,
-            signer: &*signer,
-        }
-        .receipt(&sub, &r, &xml, &[], at)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
 }
 
 /// Our own dispatch `pec_id` in `tx`, read back: the submission data of its original and
@@ -1029,9 +986,17 @@ pub async fn after_queue(
         .unwrap_or(&kit.issuer.provider_name)
         .to_string();
     let at = kit.clock.now();
-    let receipt = compose_receipt(kit, &provider_name, &sub, &issued, "RA01", at)
-        .await
-        .map_err(IssueError::Task)?;
+    let receipt = issue::compose_receipt(
+        kit,
+        &provider_name,
+        &sub,
+        &issued,
+        "RA01",
+        issue::Regarding::default(),
+        at,
+    )
+    .await
+    .map_err(IssueError::Task)?;
     let recipients = accepted
         .cert
         .destinatari

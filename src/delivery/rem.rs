@@ -32,12 +32,11 @@ use tracing::{error, info, warn};
 
 use super::{without_detail, DeliveryPoint};
 use crate::config::RemSettings;
-use crate::issuing::{blocking, blocking_borrowed, Emitted, IssueError, Issuing};
-use crate::message::ids::rem_id;
+use crate::issuing::{blocking_borrowed, Emitted, IssueError, Issuing};
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
 use crate::rem::codes::{consignment_failure, Event, Reason};
-use crate::rem::compose::{Composer, Provider, Receipt, Submission};
+use crate::rem::compose::Submission;
 use crate::rem::evidence::Evidence;
 use crate::rem::issue::{issue_consignment, ConsignmentInput, RemIssueError};
 use crate::rem::message::MessageType;
@@ -183,39 +182,23 @@ pub async fn emit_outcome(
     )
     .await?;
     let sub = Submission::from_evidence(about, settings.policies.clone());
-    let provider = Provider {
-        name: settings.provider_name.clone(),
-        service_address: kit.issuer.service_address.clone(),
-    };
-    let receipt_id = rem_id(o.at, &kit.issuer.service_address);
     let relay_date =
         (about.event == Event::RelayAcceptance).then(|| Instant::from_utc(about.event_time));
-    let (signer, xml, evidence_id) = (
-        kit.signer.clone(),
-        issued.xml.clone(),
-        issued.id().to_string(),
-    );
-    let (event, code, at, sub2) = (o.event, o.code, o.at, sub.clone());
-    let recipient = o.about.recipient().to_string();
-    let composed = blocking(move || {
-        let r = Receipt {
-            event,
-            code,
-            message_id: &receipt_id,
-            evidence_id: &evidence_id,
-            to: &sub2.from,
-            rcpt_to: &sub2.sender,
-            other_provider: Some(&provider.name),
-            recipient: Some(&recipient),
-            relay_date,
-        };
-        Composer {
-            provider: &provider,
-            signer: &*signer,
-        }
-        .receipt(&sub2, &r, &xml, &[], at)
-    })
-    .await?
+    let regarding = crate::rem::issue::Regarding {
+        other_provider: Some(settings.provider_name.clone()),
+        recipient: Some(o.about.recipient().to_string()),
+        relay_date,
+    };
+    let composed = crate::rem::issue::compose_receipt(
+        kit,
+        &settings.provider_name,
+        &sub,
+        &issued,
+        o.code,
+        regarding,
+        o.at,
+    )
+    .await
     .map_err(|e| IssueError::Task(format!("composing the rem receipt: {e}")))?;
     let recipients = sub
         .recipients
