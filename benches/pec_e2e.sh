@@ -23,6 +23,11 @@
 #
 # REM against PEC in one run: benches/rem_e2e.sh.
 #
+# BENCH_BASELINE=0 skips the plain run (no ratio then); BENCH_LAT_N=0 skips the latency part;
+# BENCH_PERF=1 runs `perf record -g` (499 Hz) on both pec serve during the pec run and prints
+# their top shared objects and symbols (the rates of such a run are perf's too); BENCH_KEEP=1
+# keeps the work directory (perf data, logs, stores) after a good run.
+#
 # Usage: benches/pec_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,12 +53,14 @@ cleanup() {
     postfix_stop "$work/base/$b/postfix" >/dev/null 2>&1 || true
     dovecot_stop "$work/base/$b/dovecot" >/dev/null 2>&1 || true
   done
-  [ "$status" -eq 0 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
+  [ "$status" -eq 0 ] && [ "${BENCH_KEEP:-0}" != 1 ] && rm -rf "$work" || echo "work dir kept: $work" >&2
   exit "$status"
 }
 trap cleanup EXIT
 
 # Baseline: the same topology without pec.
+base=""
+if [ "${BENCH_BASELINE:-1}" != 0 ]; then
 mkdir -p "$work/base/a" "$work/base/b"
 mapfile -t p < <(e2e_free_ports 7)
 dovecot_start "$work/base/a/dovecot" "${p[0]}" "${p[1]}"
@@ -70,12 +77,20 @@ for b in a b; do
   postfix_stop "$work/base/$b/postfix" >/dev/null
   dovecot_stop "$work/base/$b/dovecot" >/dev/null
 done
+fi
 
 # PEC.
 PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work/pec"
 w=$work/pec
 proof_cpu_snapshot "$w" "$w/cpu0.json"
 e2e_log "pec: $n transactions, concurrency $concurrency"
+perf_pids=()
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+  for p in a b; do
+    perf record -F 499 -g -o "$w/perf-$p.data" -p "$(cat "$w/$p/pec.pid")" >/dev/null 2>&1 &
+    perf_pids+=($!)
+  done
+fi
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
   --to bob@pec.example.net --count "$n" --concurrency "$concurrency" --size 4096 \
@@ -85,22 +100,33 @@ e2e_poll 120 proof_consumed_at_least "$w" "$n" || e2e_fail "A consumed only $(pr
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$w" "$w/cpu1.json"
+for p in "${perf_pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 proof_wait_settled "$w" "$n" 120
 proof_audit "$w" "$w/accepted" 20 > "$w/audit.out" || { cat "$w/audit.out" >&2; e2e_fail "audit failed"; }
 
-python3 - "$n" "$base" "$pec_t" <<'PY'
+python3 - "$n" "${base:-0}" "$pec_t" <<'PY'
 import sys
 n, base, pec = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-print(f"baseline (plain, Postfix A -> Postfix B -> Dovecot): {n} messages in {base:.2f} s = {n / base:.1f} msg/s")
+if base:
+    print(f"baseline (plain, Postfix A -> Postfix B -> Dovecot): {n} messages in {base:.2f} s = {n / base:.1f} msg/s")
 print(f"pec (envelope, acceptance, presa in carico, delivery receipt): {n} transactions in {pec:.2f} s = {n / pec:.1f} transactions/s")
-print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.25: four deliveries per transaction; target 0.2)")
+if base:
+    print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.25: four deliveries per transaction; target 0.2)")
 PY
 
 echo "where the time goes during the pec run (CPU of each daemon and its processes):"
 proof_cpu_report "$w/cpu0.json" "$w/cpu1.json" "$pec_t" "$n"
+if [ "${BENCH_PERF:-0}" = 1 ]; then
+  for p in a b; do
+    echo "perf, pec serve $p: shared objects, then symbols (self)"
+    perf report -i "$w/perf-$p.data" -g none --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 8 || true
+    perf report -i "$w/perf-$p.data" -g none --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30 || true
+  done
+fi
 
 # Latency at half the measured rate.
 n_lat=${BENCH_LAT_N:-$((n / 2))}
+[ "$n_lat" -gt 0 ] || exit 0
 rate=${BENCH_LAT_RATE:-$(awk -v n="$n" -v t="$pec_t" 'BEGIN { printf "%.2f", n / t / 2 }')}
 e2e_log "latency: $n_lat transactions paced at $rate/s"
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
