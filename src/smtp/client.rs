@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-//! A small SMTP client that hands a message to Postfix's reinjection listener (no
-//! pipelining): greeting, EHLO (HELO when EHLO is refused), `MAIL FROM` (with `SIZE=` and
-//! `BODY=8BITMIME` when advertised), one `RCPT TO` per recipient, `DATA`, the dot-stuffed
-//! message with CRLF line ends. After a successful transaction the connection is kept for
-//! the next message (a few idle connections, reset with `RSET` before reuse); a kept
-//! connection that turns out to be closed is replaced by a fresh one before anything of the
-//! new transaction was sent. Connections that failed are closed with `QUIT`.
+//! A small SMTP client that hands a message to Postfix's reinjection listener: greeting,
+//! EHLO (HELO when EHLO is refused), `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when
+//! advertised), one `RCPT TO` per recipient, `DATA`, the dot-stuffed message with CRLF line
+//! ends. When the listener advertises `PIPELINING` (RFC 2920; Postfix's smtpd does), the
+//! commands up to `DATA` go out in one write and their replies are read in order: one round
+//! trip instead of one per command. After a successful transaction the connection is kept
+//! for the next message (a few idle connections, reset with `RSET` before reuse, pipelined
+//! with the commands); a kept connection that turns out to be closed, or does not answer
+//! `RSET` with 2xx, is replaced by a fresh one before the message was sent. Connections that
+//! failed are closed with `QUIT`.
 //!
 //! Every step has a timeout, so a silent or stuck listener never hangs the caller. Failures
 //! are classified for the caller (who turns them into an SMTP answer to Postfix):
@@ -146,7 +149,7 @@ impl SmtpInjector {
     /// listener speaks SMTP (`pec check-config --live`). The reason of a failure, as the
     /// client reports it.
     pub async fn probe(&self) -> Result<(), String> {
-        let (mut conn, _) = self.connection().await.map_err(|f| match f {
+        let (mut conn, _, _) = self.connection().await.map_err(|f| match f {
             Failure::Temporary(reason) | Failure::Permanent(reason) => reason,
         })?;
         conn.quit().await;
@@ -170,21 +173,31 @@ impl SmtpInjector {
             check_address(r)?;
         }
 
-        let (mut conn, caps) = self.connection().await?;
-        let result = self
-            .dialogue(&mut conn, &caps, mail_from, rcpt_to, message)
-            .await;
-        if result.is_ok() && conn.usable {
-            self.keep(conn, caps);
-        } else if conn.usable {
-            // After a reply we did not want, the dialogue is still in step: say goodbye.
-            conn.quit().await;
+        loop {
+            let (mut conn, caps, reset) = self.connection().await?;
+            let result = match self
+                .dialogue(&mut conn, &caps, reset, mail_from, rcpt_to, message)
+                .await
+            {
+                // A kept connection that no longer answers RSET: nothing was sent on it
+                // but commands, dropped with it; the next (or a new) one takes over.
+                Err(Stale) => continue,
+                Ok(result) => result,
+            };
+            if result.is_ok() && conn.usable {
+                self.keep(conn, caps);
+            } else if conn.usable {
+                // After a reply we did not want, the dialogue is still in step: say goodbye.
+                conn.quit().await;
+            }
+            return result;
         }
-        result
     }
 
-    /// A kept connection that still answers `RSET`, or a new one past greeting and EHLO.
-    async fn connection(&self) -> Result<(Conn, Capabilities), Failure> {
+    /// A kept connection or a new one past greeting and EHLO; `true` when it still needs
+    /// its `RSET`, sent by the dialogue with its pipelined commands (a kept connection
+    /// without `PIPELINING` is reset here, one at a time).
+    async fn connection(&self) -> Result<(Conn, Capabilities, bool), Failure> {
         loop {
             let kept = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,8 +210,11 @@ impl SmtpInjector {
                 conn.quit().await;
                 continue;
             }
+            if caps.pipelining {
+                return Ok((conn, caps, true));
+            }
             match conn.command("RSET", "RSET").await {
-                Ok(reply) if reply.class() == 2 => return Ok((conn, caps)),
+                Ok(reply) if reply.class() == 2 => return Ok((conn, caps, false)),
                 Ok(_) => conn.quit().await,
                 Err(_) => {}
             }
@@ -223,7 +239,7 @@ impl SmtpInjector {
             usable: true,
         };
         match self.open(&mut conn).await {
-            Ok(caps) => Ok((conn, caps)),
+            Ok(caps) => Ok((conn, caps, false)),
             Err(e) => {
                 if conn.usable {
                     conn.quit().await;
@@ -266,14 +282,17 @@ impl SmtpInjector {
         }
     }
 
+    /// The transaction on `conn`, after `RSET` when `reset` (a kept connection with
+    /// `PIPELINING`): [`Stale`] when that `RSET` is not answered 2xx.
     async fn dialogue(
         &self,
         conn: &mut Conn,
         caps: &Capabilities,
+        reset: bool,
         mail_from: &str,
         rcpt_to: &[String],
         message: &[&[u8]],
-    ) -> Result<String, Failure> {
+    ) -> Result<Result<String, Failure>, Stale> {
         let mut mail = format!("MAIL FROM:<{mail_from}>");
         if caps.size {
             mail.push_str(&format!(
@@ -284,25 +303,85 @@ impl SmtpInjector {
         if caps.eight_bit_mime && message.iter().any(|p| p.iter().any(|b| *b >= 0x80)) {
             mail.push_str(" BODY=8BITMIME");
         }
-        let reply = conn.command(&mail, "MAIL FROM").await?;
-        expect(&reply, 2, &format!("MAIL FROM:<{mail_from}>"))?;
-
-        for rcpt in rcpt_to {
-            let reply = conn
-                .command(&format!("RCPT TO:<{rcpt}>"), "RCPT TO")
-                .await?;
-            expect(&reply, 2, &format!("RCPT TO:<{rcpt}>"))?;
+        if caps.pipelining {
+            return self
+                .pipelined(conn, reset, &mail, mail_from, rcpt_to, message)
+                .await;
         }
+        Ok(async {
+            let reply = conn.command(&mail, "MAIL FROM").await?;
+            expect(&reply, 2, &format!("MAIL FROM:<{mail_from}>"))?;
 
-        let reply = conn.command("DATA", "DATA").await?;
-        expect(&reply, 3, "DATA")?;
+            for rcpt in rcpt_to {
+                let reply = conn
+                    .command(&format!("RCPT TO:<{rcpt}>"), "RCPT TO")
+                    .await?;
+                expect(&reply, 2, &format!("RCPT TO:<{rcpt}>"))?;
+            }
 
-        let limit = conn.timeouts.data_end;
-        conn.write_stuffed(message, limit).await?;
+            let reply = conn.command("DATA", "DATA").await?;
+            expect(&reply, 3, "DATA")?;
+            conn.data(message).await
+        }
+        .await)
+    }
 
-        let reply = conn.read_reply(limit, "end of data").await?;
-        expect(&reply, 2, "end of data")?;
-        Ok(reply.text())
+    /// [`SmtpInjector::dialogue`] with `PIPELINING`: (`RSET`,) `MAIL` and every `RCPT` in
+    /// one write, then their replies in order; the first unwanted one decides. `DATA` waits
+    /// for them: it is never sent after a refused recipient (all recipients or none).
+    async fn pipelined(
+        &self,
+        conn: &mut Conn,
+        reset: bool,
+        mail: &str,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[&[u8]],
+    ) -> Result<Result<String, Failure>, Stale> {
+        let mut group = Vec::with_capacity(mail.len() + 64 * rcpt_to.len() + 32);
+        if reset {
+            group.extend_from_slice(b"RSET\r\n");
+        }
+        group.extend_from_slice(mail.as_bytes());
+        group.extend_from_slice(b"\r\n");
+        for rcpt in rcpt_to {
+            group.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+        }
+        let limit = conn.timeouts.command;
+        let sent = conn.write(&group, limit, "MAIL FROM").await;
+        if reset {
+            let rset = match &sent {
+                Ok(()) => conn.read_reply(limit, "RSET").await.ok(),
+                Err(_) => None,
+            };
+            if rset.is_none_or(|r| r.class() != 2) {
+                conn.usable = false;
+                return Err(Stale);
+            }
+        }
+        Ok(async {
+            sent?;
+            let mut replies = Vec::with_capacity(rcpt_to.len() + 2);
+            replies.push((
+                conn.read_reply(limit, "MAIL FROM").await?,
+                2,
+                format!("MAIL FROM:<{mail_from}>"),
+            ));
+            for rcpt in rcpt_to {
+                replies.push((
+                    conn.read_reply(limit, "RCPT TO").await?,
+                    2,
+                    format!("RCPT TO:<{rcpt}>"),
+                ));
+            }
+            for (reply, class, what) in &replies {
+                expect(reply, *class, what)?;
+            }
+            let reply = conn.command("DATA", "DATA").await?;
+            expect(&reply, 3, "DATA")?;
+            conn.data(message).await
+        }
+        .await)
     }
 }
 
@@ -393,6 +472,7 @@ impl Reply {
 struct Capabilities {
     size: bool,
     eight_bit_mime: bool,
+    pipelining: bool,
 }
 
 impl Capabilities {
@@ -408,6 +488,7 @@ impl Capabilities {
             match keyword.as_str() {
                 "SIZE" => caps.size = true,
                 "8BITMIME" => caps.eight_bit_mime = true,
+                "PIPELINING" => caps.pipelining = true,
                 _ => {}
             }
         }
@@ -424,7 +505,19 @@ struct Conn {
     usable: bool,
 }
 
+/// A kept connection that did not answer `RSET` with 2xx.
+struct Stale;
+
 impl Conn {
+    /// The message and the reply to its end.
+    async fn data(&mut self, message: &[&[u8]]) -> Result<String, Failure> {
+        let limit = self.timeouts.data_end;
+        self.write_stuffed(message, limit).await?;
+        let reply = self.read_reply(limit, "end of data").await?;
+        expect(&reply, 2, "end of data")?;
+        Ok(reply.text())
+    }
+
     /// Writes `bytes` within `limit`.
     async fn write(&mut self, bytes: &[u8], limit: Duration, what: &str) -> Result<(), Failure> {
         let sent = tokio::time::timeout(limit, async {

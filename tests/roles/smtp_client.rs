@@ -191,6 +191,133 @@ async fn a_kept_connection_is_reused_after_rset() {
     );
 }
 
+/// A listener that advertises PIPELINING and reads `n` command lines before it answers
+/// any of them (their replies then go out together), as RFC 2920 lets it: a client that
+/// waited for each reply would wait forever. Serves `transactions` transactions on one
+/// connection, then hangs up; returns the command lines it read.
+async fn batching_server(n: usize, transactions: usize) -> (String, JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut r = BufReader::new(r);
+        let mut seen = Vec::new();
+        w.write_all(b"220 fake\r\n").await.unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        seen.push(line.trim_end().to_string());
+        w.write_all(b"250-fake\r\n250 PIPELINING\r\n")
+            .await
+            .unwrap();
+        for t in 0..transactions {
+            // The first group has no RSET; each later one starts with it.
+            let group = if t == 0 { n } else { n + 1 };
+            let mut replies = String::new();
+            for _ in 0..group {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return seen;
+                }
+                seen.push(line.trim_end().to_string());
+                replies.push_str("250 Ok\r\n");
+            }
+            w.write_all(replies.as_bytes()).await.unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            seen.push(line.trim_end().to_string());
+            w.write_all(b"354 go\r\n").await.unwrap();
+            loop {
+                let mut buf = Vec::new();
+                r.read_until(b'\n', &mut buf).await.unwrap();
+                if buf == b".\r\n" {
+                    break;
+                }
+            }
+            w.write_all(b"250 queued\r\n").await.unwrap();
+        }
+        seen
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn with_pipelining_mail_and_rcpts_go_out_before_any_reply() {
+    // MAIL and two RCPTs: the server answers only once it has read all three.
+    let (addr, server) = batching_server(3, 2).await;
+    let inj = injector(addr);
+    let to = rcpts(&["b@example.it", "c@example.it"]);
+    inj.send("a@example.it", &to, MESSAGE).await.unwrap();
+    // The kept connection: RSET goes out with the next group, not alone.
+    inj.send("a@example.it", &to, MESSAGE).await.unwrap();
+    drop(inj);
+    let seen = server.await.unwrap();
+    let mail = "MAIL FROM:<a@example.it>".to_string();
+    let group = vec![
+        mail,
+        "RCPT TO:<b@example.it>".into(),
+        "RCPT TO:<c@example.it>".into(),
+    ];
+    let mut expected = vec!["EHLO filter.example".to_string()];
+    expected.extend(group.clone());
+    expected.push("DATA".into());
+    expected.push("RSET".into());
+    expected.extend(group);
+    expected.push("DATA".into());
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn a_kept_pipelining_connection_closed_by_the_listener_is_replaced() {
+    // Each connection serves one transaction and hangs up; the second message finds the
+    // kept connection dead at its RSET and goes out on a new one, once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let mut delivered = 0;
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 fake\r\n").await.unwrap();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-fake\r\n250 PIPELINING\r\n",
+                    "DATA" => b"354 go\r\n",
+                    _ => b"250 Ok\r\n",
+                };
+                w.write_all(reply).await.unwrap();
+                if verb == "DATA" {
+                    loop {
+                        let mut buf = Vec::new();
+                        r.read_until(b'\n', &mut buf).await.unwrap();
+                        if buf == b".\r\n" {
+                            break;
+                        }
+                    }
+                    w.write_all(b"250 queued\r\n").await.unwrap();
+                    delivered += 1;
+                    break; // hang up after the transaction
+                }
+            }
+        }
+        delivered
+    });
+    let inj = injector(addr);
+    inj.send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    inj.send("a@example.it", &rcpts(&["b@example.it"]), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(server.await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn a_kept_connection_closed_by_the_listener_is_replaced() {
     // The listener serves one transaction per connection and then hangs up.
