@@ -15,10 +15,12 @@
 //!
 //! **Client.** [`LmtpClient`] connects (TCP or Unix socket), reads the greeting, `LHLO`,
 //! `MAIL FROM` (`BODY=8BITMIME` when the server advertises it), one `RCPT TO` per recipient,
-//! `DATA` when at least one was accepted, the message dot-stuffed byte for byte (no line-end
-//! conversion), then one reply per accepted recipient. A recipient refused at `RCPT` keeps
-//! that reply. Every step has a timeout; any connection failure gives a 4xx for every
-//! recipient without a reply yet, so Postfix retries.
+//! `MAIL` and the `RCPT`s in one write when the server advertises `PIPELINING` (RFC 2033
+//! requires it of every LMTP server), `DATA` when at least one was accepted, the message
+//! dot-stuffed byte for byte (no line-end conversion), then one reply per accepted
+//! recipient. A recipient refused at `RCPT` keeps that reply. Every step has a timeout;
+//! any connection failure gives a 4xx for every recipient without a reply yet, so Postfix
+//! retries.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -325,13 +327,42 @@ pub trait LocalDelivery: Send + Sync {
     ) -> BoxFuture<'a, Vec<Reply>>;
 }
 
-/// LMTP client to Dovecot: one connection per transaction.
-#[derive(Debug, Clone)]
+/// LMTP client to Dovecot. A connection that served a transaction with a server that
+/// advertises `PIPELINING` is kept for the next one (at most [`MAX_IDLE`], each for at
+/// most [`MAX_IDLE_TIME`]), reset with `RSET` pipelined with its `MAIL`; one that does not
+/// answer that `RSET` with 2xx is dropped before any data and a new one takes over. Clones
+/// share the kept connections.
+#[derive(Clone)]
 pub struct LmtpClient {
     addr: LmtpAddr,
     lhlo: String,
     timeouts: LmtpTimeouts,
+    idle: Arc<std::sync::Mutex<Vec<Kept>>>,
 }
+
+impl std::fmt::Debug for LmtpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmtpClient")
+            .field("addr", &self.addr)
+            .field("lhlo", &self.lhlo)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open session past `LHLO`, between transactions.
+struct Kept {
+    r: Reader,
+    w: Writer,
+    caps: Vec<String>,
+    since: std::time::Instant,
+}
+
+/// Most idle connections kept to the server (each holds one of Dovecot's lmtp processes).
+const MAX_IDLE: usize = 4;
+/// A kept connection idle longer than this is closed instead of reused (Dovecot's own
+/// idle limit is minutes).
+const MAX_IDLE_TIME: Duration = Duration::from_secs(30);
 
 /// Longest reply line we read.
 const MAX_REPLY_LINE: usize = 4096;
@@ -347,6 +378,7 @@ impl LmtpClient {
             addr,
             lhlo,
             timeouts: LmtpTimeouts::default(),
+            idle: Arc::default(),
         }
     }
 
@@ -436,20 +468,120 @@ impl LmtpClient {
         eight_bit: bool,
         replies: &mut [Option<Reply>],
     ) -> Result<(), String> {
+        loop {
+            let session = match self.kept() {
+                Some(k) => (k.r, k.w, k.caps, true),
+                None => {
+                    let (r, w, caps) = self.greeted().await?;
+                    (r, w, caps, false)
+                }
+            };
+            match self
+                .transaction(session, mail_from, rcpt_to, data, eight_bit, replies)
+                .await
+            {
+                // A kept connection that no longer answers RSET: only commands were sent
+                // on it, dropped with it; the next (or a new) one takes over.
+                Err(None) => continue,
+                Err(Some(e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// A kept connection not idle for too long, if any.
+    fn kept(&self) -> Option<Kept> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(k) = idle.pop() {
+            if k.since.elapsed() <= MAX_IDLE_TIME {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// One transaction on `session` (after `RSET` when it is a kept one): `Err(None)`
+    /// when that `RSET` is not answered 2xx, nothing else having been decided.
+    async fn transaction(
+        &self,
+        (mut r, mut w, caps, reset): (Reader, Writer, Vec<String>, bool),
+        mail_from: &str,
+        rcpt_to: &[String],
+        data: &[u8],
+        eight_bit: bool,
+        replies: &mut [Option<Reply>],
+    ) -> Result<(), Option<String>> {
         let cmd = self.timeouts.command;
-        let (mut r, mut w, caps) = self.greeted().await?;
         let body = if eight_bit && caps.iter().any(|c| c.eq_ignore_ascii_case("8BITMIME")) {
             " BODY=8BITMIME"
         } else {
             ""
         };
-        let (mail, _) = command(
-            &mut r,
-            &mut w,
-            &format!("MAIL FROM:<{mail_from}>{body}"),
-            cmd,
-        )
-        .await?;
+        let mail_line = format!("MAIL FROM:<{mail_from}>{body}");
+        // RFC 2033 requires PIPELINING of every LMTP server: MAIL and every RCPT go out in
+        // one write and their replies are read in order (RFC 2920), one round trip instead
+        // of one per command; DATA waits for them (only when a recipient was accepted). A
+        // server that does not advertise it gets them one at a time.
+        let pipelining = caps.iter().any(|c| c.eq_ignore_ascii_case("PIPELINING"));
+        let (mail, rcpt_replies) = if pipelining {
+            let mut group = Vec::with_capacity(mail_line.len() + 64 * rcpt_to.len() + 16);
+            if reset {
+                group.extend_from_slice(b"RSET\r\n");
+            }
+            group.extend_from_slice(mail_line.as_bytes());
+            group.extend_from_slice(b"\r\n");
+            for rcpt in rcpt_to {
+                group.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+            }
+            let sent = write_group(&mut w, &group, "MAIL", cmd).await;
+            if reset {
+                let rset = match &sent {
+                    Ok(()) => read_reply(&mut r, cmd).await.ok(),
+                    Err(_) => None,
+                };
+                if rset.is_none_or(|x| x.class() != 2) {
+                    return Err(None);
+                }
+            }
+            sent?;
+            let mail = read_reply(&mut r, cmd)
+                .await
+                .map_err(|e| format!("MAIL: {e}"))?;
+            if mail.class() != 2 {
+                // A refused sender concerns every recipient alike; the replies to the rest
+                // of the group (if the server still sends them) say nothing more.
+                for slot in replies.iter_mut() {
+                    *slot = Some(mail.clone());
+                }
+                for _ in rcpt_to {
+                    if read_reply(&mut r, cmd).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let _ = command(&mut r, &mut w, "QUIT", cmd).await;
+                return Ok(());
+            }
+            let mut rcpt_replies = Vec::with_capacity(rcpt_to.len());
+            for _ in rcpt_to {
+                rcpt_replies.push(
+                    read_reply(&mut r, cmd)
+                        .await
+                        .map_err(|e| format!("RCPT: {e}"))?,
+                );
+            }
+            (mail, rcpt_replies)
+        } else {
+            let (mail, _) = command(&mut r, &mut w, &mail_line, cmd).await?;
+            let mut rcpt_replies = Vec::with_capacity(rcpt_to.len());
+            if mail.class() == 2 {
+                for rcpt in rcpt_to {
+                    let (reply, _) =
+                        command(&mut r, &mut w, &format!("RCPT TO:<{rcpt}>"), cmd).await?;
+                    rcpt_replies.push(reply);
+                }
+            }
+            (mail, rcpt_replies)
+        };
         if mail.class() != 2 {
             // A refused sender concerns every recipient alike.
             let _ = command(&mut r, &mut w, "QUIT", cmd).await;
@@ -459,8 +591,7 @@ impl LmtpClient {
             return Ok(());
         }
         let mut accepted = Vec::new();
-        for (i, rcpt) in rcpt_to.iter().enumerate() {
-            let (reply, _) = command(&mut r, &mut w, &format!("RCPT TO:<{rcpt}>"), cmd).await?;
+        for (i, reply) in rcpt_replies.into_iter().enumerate() {
             if reply.class() == 2 {
                 accepted.push(i);
             } else {
@@ -495,6 +626,18 @@ impl LmtpClient {
                 .map_err(|e| format!("reply for <{}> after DATA: {e}", rcpt_to[i]))?;
             replies[i] = Some(reply);
         }
+        if pipelining {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(Kept {
+                    r,
+                    w,
+                    caps,
+                    since: std::time::Instant::now(),
+                });
+                return Ok(());
+            }
+        }
         let _ = command(&mut r, &mut w, "QUIT", Duration::from_secs(5)).await;
         Ok(())
     }
@@ -520,18 +663,27 @@ async fn command(
     line: &str,
     t: Duration,
 ) -> Result<(Reply, Vec<String>), String> {
-    let verb = line.split(' ').next().unwrap_or(line).to_string();
+    let verb = line.split(' ').next().unwrap_or(line);
+    // The line and its CRLF in one write: the socket has no Nagle delay, so two writes
+    // would be two segments.
+    let mut out = Vec::with_capacity(line.len() + 2);
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_group(w, &out, verb, t).await?;
+    read_reply_lines(r, t)
+        .await
+        .map_err(|e| format!("{verb}: {e}"))
+}
+
+/// Writes `bytes` (one or more command lines) in one write, within `t`.
+async fn write_group(w: &mut Writer, bytes: &[u8], verb: &str, t: Duration) -> Result<(), String> {
     tokio::time::timeout(t, async {
-        w.write_all(line.as_bytes()).await?;
-        w.write_all(b"\r\n").await?;
+        w.write_all(bytes).await?;
         w.flush().await
     })
     .await
     .map_err(|_| format!("{verb}: timed out"))?
-    .map_err(|e| format!("{verb}: {e}"))?;
-    read_reply_lines(r, t)
-        .await
-        .map_err(|e| format!("{verb}: {e}"))
+    .map_err(|e| format!("{verb}: {e}"))
 }
 
 async fn read_reply(r: &mut Reader, t: Duration) -> Result<Reply, String> {

@@ -706,6 +706,108 @@ async fn dovecot_over_a_unix_socket() {
 }
 
 #[tokio::test]
+async fn the_lmtp_client_pipelines_mail_and_rcpts() {
+    // An LMTP server that reads MAIL and both RCPTs before it answers any (RFC 2033 makes
+    // PIPELINING mandatory): a client that waited for each reply would wait forever. Dave
+    // is refused at RCPT; bob's delivery goes on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (r, mut w) = stream.into_split();
+        let mut r = BufReader::new(r);
+        let mut seen = Vec::new();
+        let mut line = String::new();
+        w.write_all(b"220 fake\r\n").await.unwrap();
+        r.read_line(&mut line).await.unwrap();
+        w.write_all(b"250-fake\r\n250 PIPELINING\r\n")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let mut line = String::new();
+            r.read_line(&mut line).await.unwrap();
+            seen.push(line.trim_end().to_string());
+        }
+        w.write_all(b"250 2.1.0 OK\r\n250 2.1.5 OK\r\n550 5.1.1 <dave> unknown\r\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        seen.push(line.trim_end().to_string());
+        w.write_all(b"354 go\r\n").await.unwrap();
+        loop {
+            let mut buf = Vec::new();
+            r.read_until(b'\n', &mut buf).await.unwrap();
+            if buf == b".\r\n" {
+                break;
+            }
+        }
+        w.write_all(b"250 2.0.0 <bob> Saved\r\n").await.unwrap();
+        seen
+    });
+    let client = LmtpClient::new(LmtpAddr::Tcp(addr.to_string()), "test".into()).with_timeouts(
+        LmtpTimeouts {
+            connect: Duration::from_secs(2),
+            command: Duration::from_secs(5),
+            data_end: Duration::from_secs(10),
+        },
+    );
+    let replies = client
+        .send(
+            SENDER,
+            &[BOB.to_string(), DAVE.to_string()],
+            b"Subject: x\r\n\r\nx\r\n",
+            false,
+        )
+        .await;
+    assert_eq!(replies[0].code, 250, "{replies:?}");
+    assert_eq!(replies[1].code, 550, "{replies:?}");
+    assert_eq!(
+        server.await.unwrap(),
+        vec![
+            format!("MAIL FROM:<{SENDER}>"),
+            format!("RCPT TO:<{BOB}>"),
+            format!("RCPT TO:<{DAVE}>"),
+            "DATA".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_lmtp_client_keeps_its_connection_and_replaces_a_closed_one() {
+    let dovecot = Arc::new(FakeDovecot::default());
+    let dl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daddr = dl.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (d, n) = (dovecot.clone(), accepted.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = dl.accept().await {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(d.clone().session(s));
+        }
+    });
+    let client = LmtpClient::new(LmtpAddr::Tcp(daddr), "test".into());
+    let data = b"Subject: x\r\n\r\nx\r\n".to_vec();
+    for _ in 0..3 {
+        let replies = client.send(SENDER, &[BOB.to_string()], &data, false).await;
+        assert_eq!(replies[0].code, 250, "{replies:?}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(dovecot.got.lock().unwrap().len(), 3);
+    // The server drops the session after the next data: that delivery fails (4xx, Postfix
+    // retries) and the one after it finds no kept connection, or a dead one, and opens a
+    // new one.
+    dovecot.script.lock().unwrap().drop_after_data = true;
+    let replies = client.send(SENDER, &[BOB.to_string()], &data, false).await;
+    assert_eq!(replies[0].class(), 4, "{replies:?}");
+    dovecot.script.lock().unwrap().drop_after_data = false;
+    let replies = client.send(SENDER, &[BOB.to_string()], &data, false).await;
+    assert_eq!(replies[0].code, 250, "{replies:?}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(dovecot.got.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
 async fn a_mailbox_that_does_not_receive_gets_a_casella_disattivata_notice() {
     use pec::store::{MailboxSettings, MailboxState, Retired};
     let c = chain().await;
