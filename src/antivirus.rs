@@ -201,7 +201,10 @@ async fn instream_on<S: AsyncRead + AsyncWrite + Unpin>(
     s: S,
     data: &[u8],
 ) -> Result<ScanVerdict, AvError> {
-    let (mut rd, mut wr) = tokio::io::split(s);
+    let (mut rd, wr) = tokio::io::split(s);
+    // The command, the lengths and the data go out in as few writes as fit the buffer (one
+    // for a message up to a chunk): without it, four writes and segments for every scan.
+    let mut wr = tokio::io::BufWriter::with_capacity(CHUNK_SIZE + 16, wr);
     let send = async {
         wr.write_all(b"zINSTREAM\0").await?;
         for chunk in data.chunks(CHUNK_SIZE) {
