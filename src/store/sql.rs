@@ -177,8 +177,10 @@ impl Row {
     /// Column `i` as a `T`; a missing column or another type is a corrupt row.
     pub fn get<T: FromCell>(&self, i: usize) -> Result<T, StoreError> {
         let cell = self.0.get(i).cloned().unwrap_or(Cell::Null);
-        let shown = format!("{cell:.40?}");
+        // The cell is shown only in the error (formatting every column read was a
+        // measurable share of the store's CPU).
         T::from_cell(cell).ok_or_else(|| {
+            let shown = format!("{:.40?}", self.0.get(i).unwrap_or(&Cell::Null));
             StoreError::Corrupt(format!(
                 "column {i}: unexpected {shown} (want {})",
                 std::any::type_name::<T>()

@@ -215,11 +215,12 @@ impl Conn for Lite<'_> {
             message: "too large".into(),
             conflict: false,
         })?;
+        // Cached like every other statement (a few tables only).
         self.0
-            .execute(
-                &format!("INSERT INTO {table} (key, data) VALUES (?1, zeroblob(?2))"),
-                params![key, len],
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO {table} (key, data) VALUES (?1, zeroblob(?2))"
+            ))
+            .and_then(|mut stmt| stmt.execute(params![key, len]))
             .map_err(lite_error)?;
         let mut blob = self
             .0
