@@ -260,6 +260,10 @@ for name in ["one", "two"]:
     print(f"  all: {total:.2f}")
     for (state, wait, query), c in sorted(rows[name].items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {c / s:5.2f}  {state:<20} {wait:<28} {query}")
+    waits = {}
+    for (state, wait, query), c in rows[name].items():
+        waits[wait] = waits.get(wait, 0) + c
+    print("  by wait event: " + ", ".join(f"{w} {c / s:.2f}" for w, c in sorted(waits.items(), key=lambda kv: -kv[1])))
 
 for i, name in [(1, "one"), (2, "two")]:
     ports = [l.strip() for l in open(f"{work}/balance-{i}.out")]
