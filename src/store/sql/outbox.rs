@@ -75,7 +75,7 @@ pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, St
     Ok(staged)
 }
 
-/// [`stage`] with the chain head held by the caller (who writes it back).
+/// [`stage`] with the chain head held by the caller ([`append`] moves it).
 fn stage_locked(
     c: &dyn Conn,
     head: &mut Head,
