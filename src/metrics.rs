@@ -25,6 +25,7 @@
 //! | `pec_config_reloads_total` | counter | `outcome` (ok, failed) |
 //! | `pec_revocation_unknown_accepted_total` | counter | |
 //! | `pec_up` | gauge | |
+//! | `pec_store_pool_wait_seconds` | histogram | | (PostgreSQL store: the wait for a pooled connection, recorded by [`crate::store::postgres`])
 //!
 //! Roles (`role` label): `access` (milter end of message), `filter` (after-queue content
 //! filter, the reception point), `delivery` (LMTP proxy), `timers`.
@@ -66,6 +67,12 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 /// Latency buckets, seconds: from a fast milter decision to a slow Dovecot.
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Buckets of the store's pool wait, seconds: from no wait at all to a pool exhausted for
+/// its whole 30 s wait timeout.
+const POOL_WAIT_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
 ];
 
 /// The PEC role of a measurement (`role` label).
@@ -181,7 +188,12 @@ pub fn install(
 
 /// The exporter's settings (the latency buckets), without the endpoint.
 fn builder() -> Result<PrometheusBuilder, BuildError> {
-    PrometheusBuilder::new().set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), BUCKETS)
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(LATENCY.to_string()), BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::store::postgres::POOL_WAIT.to_string()),
+            POOL_WAIT_BUCKETS,
+        )
 }
 
 /// A recorder with the endpoint's settings that is installed nowhere and serves nothing:
@@ -241,6 +253,11 @@ fn describe() {
     );
     describe_counter!(RELOADS, "Configuration reloads (SIGHUP), by outcome");
     describe_gauge!(UP, "1 while pec serve runs");
+    describe_histogram!(
+        crate::store::postgres::POOL_WAIT,
+        Unit::Seconds,
+        "Time a store call waited for a pooled PostgreSQL connection"
+    );
 }
 
 /// Sets the store gauges once.

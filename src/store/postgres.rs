@@ -39,6 +39,12 @@ mod tls;
 
 pub use tls::PgTls;
 
+/// Prometheus histogram (seconds) of the time a store call waited for a pooled connection
+/// (`store.pool_size` of them per process): its sum over its count is the mean wait, and a
+/// sum that grows with the load says the pool, not the database, is what the calls queue on.
+/// Described on the endpoint by [`crate::metrics`].
+pub const POOL_WAIT: &str = "pec_store_pool_wait_seconds";
+
 /// Advisory-lock key of the migrations (one migrator at a time across nodes).
 const MIGRATION_LOCK: i64 = 0x0070_6563_5f6d_6967; // "pec_mig"
 
@@ -240,7 +246,10 @@ impl PgStore {
 }
 
 pub(super) async fn connect(pool: &Pool) -> Result<Object, StoreError> {
-    pool.get().await.map_err(|e| {
+    let start = std::time::Instant::now();
+    let got = pool.get().await;
+    metrics::histogram!(POOL_WAIT).record(start.elapsed().as_secs_f64());
+    got.map_err(|e| {
         let m = match &e {
             deadpool_postgres::PoolError::Backend(e) => pg_message(e),
             other => with_causes(other),

@@ -22,7 +22,7 @@ mod outbox;
 mod rem;
 mod store;
 
-pub use legal::{append_event, chain_row, lock_head, set_head, Head};
+pub use legal::{append_event, chain_row, lock_head, Head};
 
 /// Which SQL dialect a [`Conn`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

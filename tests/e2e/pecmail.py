@@ -33,6 +33,12 @@
       Sends FILE to clamd with zINSTREAM and prints the reply ("stream: OK",
       "stream: NAME FOUND", "... ERROR"). Exit 0 when clamd answered at all.
 
+  pecmail.py balance --listen N --to N [--to N ...] [--host H]
+      A TCP load balancer on H:N (default 127.0.0.1) for the nodes of one provider, as
+      equal-preference MX hosts would spread them: each connection goes to the next --to port
+      of H in turn, bytes passed through unchanged (TLS included). Runs until killed; prints
+      "PORT" for each connection it forwarded (flushed), so that the caller can count them.
+
 Every SMTP session (send, load) and IMAP session (fetch) starts TLS with STARTTLS when the
 server offers it, and
 verifies the server's certificate (host name: --host) against the CA file named by the
@@ -309,6 +315,47 @@ def cmd_instream(a):
     return 0
 
 
+def cmd_balance(a):
+    import asyncio
+
+    async def pipe(reader, writer):
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            try:
+                writer.close()
+            except OSError:
+                pass
+
+    turn = [0]
+
+    async def serve(reader, writer):
+        port = a.to[turn[0] % len(a.to)]
+        turn[0] += 1
+        try:
+            up_reader, up_writer = await asyncio.open_connection(a.host, port)
+        except OSError:
+            writer.close()
+            return
+        print(port, flush=True)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def run():
+        server = await asyncio.start_server(serve, a.host, a.listen)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(run())
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description="mail client for pec's end-to-end tests")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -357,6 +404,11 @@ def main():
     l.add_argument("--accepted", help="write each accepted message's subject and submission times here")
     l.add_argument("--tag", help="marks the subjects and Message-IDs (default: the process id)")
     l.set_defaults(func=cmd_load)
+    b = sub.add_parser("balance", help="spread TCP connections over several ports in turn")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--listen", type=int, required=True)
+    b.add_argument("--to", type=int, action="append", required=True)
+    b.set_defaults(func=cmd_balance)
     c = sub.add_parser("instream", help="scan a file with clamd INSTREAM")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, required=True)

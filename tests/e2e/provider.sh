@@ -27,7 +27,8 @@
 #                        PROVIDER_LMTP_PROXY=1 points its virtual_transport at the proxy.
 #                        PROVIDER_STORE=pg keeps the store in PostgreSQL: in the database
 #                        PROVIDER_PG_URL when set (several nodes of one provider share it;
-#                        PROVIDER_NODE gives each its node number), else in a private
+#                        PROVIDER_NODE gives each its node number; PROVIDER_PG_POOL its
+#                        [store] pool_size, default 8), else in a private
 #                        PostgreSQL 15 started in WORK/pg (or PROVIDER_PG_DIR;
 #                        tests/e2e/lib_pg.sh) and stopped by provider_down. PROVIDER_STORE
 #                        defaults to PEC_E2E_STORE (sqlite or pg: the switch of the whole
@@ -225,7 +226,7 @@ provider_up() {
     fi
     store_conf="backend = \"postgres\"
 url = \"$pg_url\"
-pool_size = 8"
+pool_size = ${PROVIDER_PG_POOL:-8}"
   fi
 
   cat > "$work/pec.toml" <<EOF

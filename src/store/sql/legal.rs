@@ -4,7 +4,7 @@
 //! operations of [`LogStore`]. The seal's signing and time-stamping, and the CLI, live in
 //! [`crate::log`].
 
-use super::{all, args, exec, exec_unique, one, opt, to_i64, Backend, Conn, Dialect, Row};
+use super::{all, args, exec, exec_unique, one, opt, to_i64, Arg, Backend, Conn, Dialect, Row};
 use crate::message::time::Instant;
 use crate::store::chain::{self, ChainRecord, Verifier, COLUMNS};
 use crate::store::ledger::LogStore;
@@ -78,19 +78,6 @@ pub fn lock_head(c: &dyn Conn) -> Result<Head, StoreError> {
     }
 }
 
-/// Moves the chain head to `head` (PostgreSQL's row; SQLite's head is the last record).
-pub fn set_head(c: &dyn Conn, (id, hash): &Head) -> Result<(), StoreError> {
-    if c.dialect() == Dialect::Postgres {
-        exec(
-            c,
-            "move the chain head",
-            "UPDATE chain_head SET last_id = $1, last_hash = $2 WHERE \"only\" = 1",
-            args![*id, hash],
-        )?;
-    }
-    Ok(())
-}
-
 /// The purge anchor: id and hash of the last purged record.
 fn anchor(c: &dyn Conn) -> Result<Option<Head>, StoreError> {
     opt(
@@ -107,42 +94,75 @@ fn anchor(c: &dyn Conn) -> Result<Option<Head>, StoreError> {
 /// to it: the next id, the previous record's hash, this record's hash, and its recipients
 /// in the search side table, all in the caller's transaction. This is the only way events
 /// enter the log: every insert path (present and future) must call it.
+///
+/// On PostgreSQL the record, its recipients and the chain-head row go in one statement
+/// (data-modifying `WITH`): the head row is locked by every other appender meanwhile, on
+/// every node, so each round trip between `pec` and the database while it is held costs
+/// all of them (issue 22: measured by `benches/scale_out.sh`). On SQLite the head is the
+/// last record.
 pub fn append(c: &dyn Conn, head: &mut Head, event: &LogEvent) -> Result<(), StoreError> {
     let record = ChainRecord::next(event, std::mem::take(head))?;
     let hash = record.hash().to_vec();
     let what = format!("log {} event for \"{}\"", record.kind, event.pec_id);
-    exec(
-        c,
-        &what,
+    const INSERT: &str =
         "INSERT INTO events (id, pec_id, at, kind, receipt_type, sender, recipients, subject,
                              related_ids, provider, queue_id, outcome, reason, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        args![
-            record.id,
-            &record.pec_id,
-            record.at,
-            &record.kind,
-            &record.receipt_type,
-            &record.sender,
-            &record.recipients,
-            &record.subject,
-            &record.related_ids,
-            &record.provider,
-            &record.queue_id,
-            &record.outcome,
-            &record.reason,
-            &record.prev_hash,
-            &hash,
-        ],
-    )?;
-    for (address, _) in &event.recipients {
-        exec(
-            c,
-            &what,
-            "INSERT INTO event_recipients (address, at, event_id) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            args![&address.to_lowercase(), record.at, record.id],
-        )?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+    // Addresses hold no line break: one parameter carries them all (PostgreSQL).
+    let addresses = event
+        .recipients
+        .iter()
+        .map(|(address, _)| address.to_lowercase())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut args = args![
+        record.id,
+        &record.pec_id,
+        record.at,
+        &record.kind,
+        &record.receipt_type,
+        &record.sender,
+        &record.recipients,
+        &record.subject,
+        &record.related_ids,
+        &record.provider,
+        &record.queue_id,
+        &record.outcome,
+        &record.reason,
+        &record.prev_hash,
+        &hash,
+    ]
+    .to_vec();
+    match c.dialect() {
+        Dialect::Postgres => {
+            args.push(Arg::from(addresses.as_str()));
+            exec(
+                c,
+                &what,
+                &format!(
+                    "WITH event AS ({INSERT}),
+                          recipient AS (
+                              INSERT INTO event_recipients (address, at, event_id)
+                              SELECT DISTINCT a, $3::BIGINT, $1::BIGINT
+                              FROM unnest(string_to_array($16, E'\\n')) AS a WHERE a <> ''
+                              ON CONFLICT DO NOTHING)
+                     UPDATE chain_head SET last_id = $1, last_hash = $15 WHERE \"only\" = 1"
+                ),
+                &args,
+            )?;
+        }
+        Dialect::Sqlite => {
+            exec(c, &what, INSERT, &args)?;
+            for (address, _) in &event.recipients {
+                exec(
+                    c,
+                    &what,
+                    "INSERT INTO event_recipients (address, at, event_id) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                    args![&address.to_lowercase(), record.at, record.id],
+                )?;
+            }
+        }
     }
     *head = (record.id, hash);
     Ok(())
@@ -152,7 +172,7 @@ pub fn append(c: &dyn Conn, head: &mut Head, event: &LogEvent) -> Result<(), Sto
 pub fn append_event(c: &dyn Conn, event: &LogEvent) -> Result<(), StoreError> {
     let mut head = lock_head(c)?;
     append(c, &mut head, event)?;
-    set_head(c, &head)
+    Ok(())
 }
 
 /// `pec log search`: the mailbox, sender and recipient criteria go through the indexes
@@ -449,7 +469,7 @@ impl<B: Backend> LogStore for B {
             for e in events {
                 append(c, &mut head, e)?;
             }
-            set_head(c, &head)
+            Ok(())
         })
     }
 
@@ -561,7 +581,6 @@ impl<B: Backend> LogStore for B {
                 chain::purge_event(&report, boundary, quarantine_cutoff, now, provider)
             {
                 append(c, &mut head, &event)?;
-                set_head(c, &head)?;
             }
             Ok(report)
         })

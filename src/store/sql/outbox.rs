@@ -6,7 +6,7 @@
 //! chain head first ([`lock_head`]): on PostgreSQL this serialises the writers of all
 //! nodes (one lock order), so a lookup that follows sees every row committed before.
 
-use super::legal::{append, lock_head, set_head, Head};
+use super::legal::{append, lock_head, Head};
 use super::{all, args, exec, exec_unique, one, opt, to_i64, Conn, Dialect, Row};
 use crate::message::kind::RecipientType;
 use crate::message::time::Instant;
@@ -72,13 +72,10 @@ pub fn get(c: &dyn Conn, key: &str) -> Result<Option<Outbound>, StoreError> {
 pub fn stage(c: &dyn Conn, out: &Outbound, effect: &Effect) -> Result<Staged, StoreError> {
     let mut head = lock_head(c)?;
     let staged = stage_locked(c, &mut head, out, effect)?;
-    if staged == Staged::New {
-        set_head(c, &head)?;
-    }
     Ok(staged)
 }
 
-/// [`stage`] with the chain head held by the caller (who writes it back).
+/// [`stage`] with the chain head held by the caller ([`append`] moves it).
 fn stage_locked(
     c: &dyn Conn,
     head: &mut Head,
@@ -764,7 +761,7 @@ pub fn claim_log_request(
     let mut head = lock_head(c)?;
     if recent >= i64::from(limit) {
         append(c, &mut head, &rate_limited(event, recent, limit, since))?;
-        return set_head(c, &head).map(|()| false);
+        return Ok(false);
     }
     let (from_at, to_at, problem) = period_columns(&request.period);
     exec(
@@ -788,7 +785,7 @@ pub fn claim_log_request(
     let mut accepted = event.clone();
     accepted.outcome = "accepted".into();
     append(c, &mut head, &accepted)?;
-    set_head(c, &head).map(|()| true)
+    Ok(true)
 }
 
 /// See [`crate::store::Store::log_request`].

@@ -3,7 +3,7 @@
 //! their legal-log records, and the sender identities of the mailboxes with their audit
 //! rows; the REM waits of the timers (version 18). Called by the [`crate::store::Store`] implementation in [`super::store`].
 
-use super::legal::{append, lock_head, set_head, Head};
+use super::legal::{append, lock_head, Head};
 use super::{all, args, exec, exec_unique, opt, to_i64, Conn, Row};
 use crate::message::time::Instant;
 use crate::store::rem::{attributes_json, decode_attributes};
@@ -55,9 +55,6 @@ fn evidence_row(r: &Row) -> Result<StoredEvidence, StoreError> {
 pub fn record(c: &dyn Conn, evidence: &Evidence, event: &LogEvent) -> Result<bool, StoreError> {
     let mut head = lock_head(c)?;
     let recorded = record_in(c, &mut head, evidence, event)?;
-    if recorded {
-        set_head(c, &head)?;
-    }
     Ok(recorded)
 }
 

@@ -2,7 +2,7 @@
 //! [`Store`] on both backends: each method is one read, or one write transaction of the
 //! backend ([`Backend::write`]).
 
-use super::legal::{append, append_event, chain_row, lock_head, search, set_head};
+use super::legal::{append, append_event, chain_row, lock_head, search};
 use super::outbox::{self as ops, tracking_forward};
 use super::{all, args, exec, one, opt, to_i64, Arg, Backend, Conn};
 use crate::message::build::Certification;
@@ -248,9 +248,6 @@ impl<B: Backend> Store for B {
             // The chain head first, as every appending transaction (one lock order).
             let mut head = lock_head(c)?;
             let closed = ops::close_acceptance(c, &mut head, pec_id, receipt_id, at)?;
-            if closed {
-                set_head(c, &head)?;
-            }
             Ok(closed)
         })
     }
@@ -265,7 +262,7 @@ impl<B: Backend> Store for B {
         self.write("record refused", |c| {
             let mut head = lock_head(c)?;
             ops::refused(c, &mut head, refused)?;
-            set_head(c, &head)
+            Ok(())
         })
     }
 
@@ -343,7 +340,7 @@ impl<B: Backend> Store for B {
         self.write("record verified", |c| {
             let mut head = lock_head(c)?;
             ops::verified(c, &mut head, pec_id, recipients, event)?;
-            set_head(c, &head)
+            Ok(())
         })
     }
 
@@ -388,7 +385,7 @@ impl<B: Backend> Store for B {
             let reason = event.reason.as_deref().unwrap_or_default();
             ops::quarantine(c, pec_id, event.at, reason, message)?;
             append(c, &mut head, event)?;
-            set_head(c, &head)
+            Ok(())
         })
     }
 
@@ -455,9 +452,6 @@ impl<B: Backend> Store for B {
         self.write("claim delivery notice", |c| {
             let mut head = lock_head(c)?;
             let claimed = ops::claim_notice(c, &mut head, recipient, event)?;
-            if claimed {
-                set_head(c, &head)?;
-            }
             Ok(claimed)
         })
     }
@@ -660,7 +654,6 @@ impl<B: Backend> Store for B {
                 args![outage.kind.label(), &outage.reason, outage.start.unix()],
             )?;
             append(c, &mut head, event)?;
-            set_head(c, &head)?;
             Ok(true)
         })
     }
@@ -681,7 +674,6 @@ impl<B: Backend> Store for B {
                 return Ok(None);
             };
             append(c, &mut head, event)?;
-            set_head(c, &head)?;
             outage_row(&row).map(Some)
         })
     }
@@ -904,11 +896,14 @@ impl<B: Backend> Store for B {
         kept: Option<&[u8]>,
     ) -> Result<usize, StoreError> {
         self.write("record a received receipt", |c| {
+            // The chain head first, as every appending transaction (one lock order: a
+            // tracking row locked before the head could deadlock with a writer that holds
+            // the head and moves the same row).
+            let mut head = lock_head(c)?;
             let mut moved = 0;
             for (recipient, state) in updates {
                 moved += usize::from(tracking_forward(c, &event.pec_id, recipient, *state)?);
             }
-            let mut head = lock_head(c)?;
             append(c, &mut head, &received_record(event, updates, moved))?;
             if let Some(message) = kept {
                 // Beside its record: the head is the record just appended.
@@ -931,7 +926,6 @@ impl<B: Backend> Store for B {
                     ],
                 )?;
             }
-            set_head(c, &head)?;
             Ok(moved)
         })
     }
@@ -956,9 +950,6 @@ impl<B: Backend> Store for B {
         self.write("close a log request", |c| {
             let mut head = lock_head(c)?;
             let closed = ops::request_answered(c, &mut head, event)?;
-            if closed {
-                set_head(c, &head)?;
-            }
             Ok(closed)
         })
     }
