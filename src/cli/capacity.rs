@@ -94,6 +94,14 @@ enum Subject {
     Acceptance,
     TakeCharge,
     Delivery,
+    /// REM: an evidence signed XAdES-B-T (the TSA round trip and the self-check included).
+    Evidence,
+    /// REM: our own evidence read back and verified (signer = our certificate).
+    OwnEvidence,
+    /// REM: a dispatch (the original and an evidence), S/MIME in the REM layout.
+    Dispatch,
+    /// REM: a receipt (an evidence), S/MIME in the REM layout.
+    RemReceipt,
 }
 
 /// One cryptographic operation of a PEC transaction.
@@ -187,6 +195,46 @@ pub const PEC_OPERATIONS: [Operation; 8] = [
     },
 ];
 
+const fn rem_op(
+    name: &'static str,
+    role: &'static str,
+    side: Side,
+    kind: Kind,
+    subject: Subject,
+) -> Operation {
+    Operation {
+        name,
+        role,
+        side,
+        kind,
+        per_transaction: 1,
+        subject,
+        with_chain: true,
+    }
+}
+
+/// Every signature and verification of one REM transaction (one recipient at a REM peer,
+/// `[rem] enabled`): three evidences issued (SubmissionAcceptance at the sender,
+/// RelayAcceptance and ContentConsignment at the recipient), each signed XAdES-B-T and
+/// carried in a signed REM message, and each judged by the other side (S/MIME with the
+/// chain to `[rem] anchors`, XAdES with its time stamp to `[rem] tsa_anchors`).
+pub const REM_OPERATIONS: [Operation; 14] = [
+    rem_op("sign the SubmissionAcceptance (XAdES-B-T)", "access point (milter)", Side::Sender, Kind::Sign, Subject::Evidence),
+    rem_op("sign the dispatch (S/MIME)", "access point (milter)", Side::Sender, Kind::Sign, Subject::Dispatch),
+    rem_op("verify the SubmissionAcceptance read back", "after-queue filter", Side::Sender, Kind::Verify, Subject::OwnEvidence),
+    rem_op("sign the SubmissionAcceptance receipt", "after-queue filter", Side::Sender, Kind::Sign, Subject::RemReceipt),
+    rem_op("verify the dispatch (S/MIME, chain)", "reception point", Side::Recipient, Kind::Verify, Subject::Dispatch),
+    rem_op("verify its SubmissionAcceptance (XAdES)", "reception point", Side::Recipient, Kind::Verify, Subject::Evidence),
+    rem_op("sign the RelayAcceptance (XAdES-B-T)", "reception point", Side::Recipient, Kind::Sign, Subject::Evidence),
+    rem_op("sign the RelayAcceptance receipt", "reception point", Side::Recipient, Kind::Sign, Subject::RemReceipt),
+    rem_op("sign the ContentConsignment (XAdES-B-T)", "delivery point", Side::Recipient, Kind::Sign, Subject::Evidence),
+    rem_op("sign the ContentConsignment receipt", "delivery point", Side::Recipient, Kind::Sign, Subject::RemReceipt),
+    rem_op("verify the RelayAcceptance receipt", "reception point", Side::Sender, Kind::Verify, Subject::RemReceipt),
+    rem_op("verify the RelayAcceptance (XAdES)", "reception point", Side::Sender, Kind::Verify, Subject::Evidence),
+    rem_op("verify the ContentConsignment receipt", "reception point", Side::Sender, Kind::Verify, Subject::RemReceipt),
+    rem_op("verify the ContentConsignment (XAdES)", "reception point", Side::Sender, Kind::Verify, Subject::Evidence),
+];
+
 /// An operation as measured: bytes signed (the entity) or verified (the whole message),
 /// CPU and wall milliseconds per operation.
 #[derive(Debug)]
@@ -208,19 +256,13 @@ pub struct Setup<'a> {
     pub domain: &'a str,
 }
 
-/// The measured floor of a PEC transaction.
+/// The measured operations of one kind of transaction.
 #[derive(Debug)]
-pub struct Floor {
-    pub key: String,
-    pub digest: String,
-    pub backend: String,
-    pub verification: String,
-    pub count: u32,
-    pub size: usize,
+pub struct Transaction {
     pub operations: Vec<Measured>,
 }
 
-impl Floor {
+impl Transaction {
     /// CPU milliseconds per transaction of one side.
     pub fn side_cpu_ms(&self, side: Side) -> f64 {
         self.operations
@@ -239,7 +281,7 @@ impl Floor {
             .sum()
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         let (s, r) = (
             self.side_cpu_ms(Side::Sender),
             self.side_cpu_ms(Side::Recipient),
@@ -253,30 +295,105 @@ impl Floor {
             })
         };
         serde_json::json!({
+            "operations": self.operations.iter().map(|m| serde_json::json!({
+                "name": m.op.name,
+                "role": m.op.role,
+                "side": m.op.side.as_str(),
+                "kind": m.op.kind.as_str(),
+                "per_transaction": m.op.per_transaction,
+                "bytes": m.bytes,
+                "cpu_ms": m.cpu_ms,
+                "wall_ms": m.wall_ms,
+            })).collect::<Vec<_>>(),
+            "sender": side(Side::Sender, s),
+            "recipient": side(Side::Recipient, r),
+            "transaction": {
+                "cpu_ms": s + r,
+                "transactions_per_second_per_core": per_second(s + r),
+            },
+        })
+    }
+
+    fn write_text(&self, out: &mut String, what: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "\n{what}, one recipient at another provider: what each side signs and verifies"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<9} {:<22} {:<42} {:>6} {:>7} {:>8} {:>8}",
+            "side", "role", "operation", "per tx", "bytes", "cpu ms", "wall ms"
+        );
+        for m in &self.operations {
+            let _ = writeln!(
+                out,
+                "  {:<9} {:<22} {:<42} {:>6} {:>7} {:>8.3} {:>8.3}",
+                m.op.side.as_str(),
+                m.op.role,
+                m.op.name,
+                m.op.per_transaction,
+                m.bytes,
+                m.cpu_ms,
+                m.wall_ms
+            );
+        }
+        let (s, r) = (
+            self.side_cpu_ms(Side::Sender),
+            self.side_cpu_ms(Side::Recipient),
+        );
+        let _ = writeln!(out, "floor per {what} (CPU):");
+        for (side, ms) in [(Side::Sender, s), (Side::Recipient, r)] {
+            let _ = writeln!(
+                out,
+                "  {} side: {:.3} ms ({} signatures, {} verifications)",
+                side.as_str(),
+                ms,
+                self.side_count(side, Kind::Sign),
+                self.side_count(side, Kind::Verify)
+            );
+        }
+        let _ = writeln!(out, "  whole transaction: {:.3} ms", s + r);
+        let _ = writeln!(
+            out,
+            "ceiling, {what}s per second per core (the cryptography alone): sender side {:.0}, recipient side {:.0}, a node that is both sides {:.0}",
+            per_second(s),
+            per_second(r),
+            per_second(s + r)
+        );
+    }
+}
+
+/// The floor of this node: PEC always, REM when `[rem]` is enabled.
+#[derive(Debug)]
+pub struct Floor {
+    pub key: String,
+    pub digest: String,
+    pub backend: String,
+    pub verification: String,
+    pub count: u32,
+    pub size: usize,
+    pub pec: Transaction,
+    /// The REM operations, and the time stamp request alone (CPU ms, wall ms: part of
+    /// each XAdES-B-T signature, shown on its own).
+    pub rem: Option<(Transaction, f64, f64)>,
+}
+
+impl Floor {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
             "key": self.key,
             "digest": self.digest,
             "backend": self.backend,
             "verification": self.verification,
             "count": self.count,
             "size": self.size,
-            "pec": {
-                "operations": self.operations.iter().map(|m| serde_json::json!({
-                    "name": m.op.name,
-                    "role": m.op.role,
-                    "side": m.op.side.as_str(),
-                    "kind": m.op.kind.as_str(),
-                    "per_transaction": m.op.per_transaction,
-                    "bytes": m.bytes,
-                    "cpu_ms": m.cpu_ms,
-                    "wall_ms": m.wall_ms,
-                })).collect::<Vec<_>>(),
-                "sender": side(Side::Sender, s),
-                "recipient": side(Side::Recipient, r),
-                "transaction": {
-                    "cpu_ms": s + r,
-                    "transactions_per_second_per_core": per_second(s + r),
-                },
-            },
+            "pec": self.pec.to_json(),
+            "rem": self.rem.as_ref().map(|(t, cpu, wall)| {
+                let mut v = t.to_json();
+                v["time_stamp"] = serde_json::json!({"cpu_ms": cpu, "wall_ms": wall});
+                v
+            }),
         })
     }
 
@@ -293,51 +410,19 @@ impl Floor {
             "each operation timed {} times, a {}-byte original; CPU = user + system time of this process (a PKCS#11 module such as SoftHSM2 runs in it), from the kernel's per-thread count",
             self.count, self.size
         );
-        let _ = writeln!(
-            out,
-            "\nPEC transaction, one recipient at another provider: what each side signs and verifies"
-        );
-        let _ = writeln!(
-            out,
-            "  {:<9} {:<22} {:<37} {:>6} {:>7} {:>8} {:>8}",
-            "side", "role", "operation", "per tx", "bytes", "cpu ms", "wall ms"
-        );
-        for m in &self.operations {
-            let _ = writeln!(
-                out,
-                "  {:<9} {:<22} {:<37} {:>6} {:>7} {:>8.3} {:>8.3}",
-                m.op.side.as_str(),
-                m.op.role,
-                m.op.name,
-                m.op.per_transaction,
-                m.bytes,
-                m.cpu_ms,
-                m.wall_ms
-            );
+        self.pec.write_text(&mut out, "PEC transaction");
+        match &self.rem {
+            None => {
+                let _ = writeln!(out, "\nREM: not enabled ([rem] enabled = false)");
+            }
+            Some((t, cpu, wall)) => {
+                t.write_text(&mut out, "REM transaction");
+                let _ = writeln!(
+                    out,
+                    "  of each XAdES-B-T signature, the time stamp request alone: {cpu:.3} ms CPU here, {wall:.3} ms wall (the TSA's own CPU is not this process's)"
+                );
+            }
         }
-        let (s, r) = (
-            self.side_cpu_ms(Side::Sender),
-            self.side_cpu_ms(Side::Recipient),
-        );
-        let _ = writeln!(out, "\nfloor per PEC transaction (CPU):");
-        for (side, ms) in [(Side::Sender, s), (Side::Recipient, r)] {
-            let _ = writeln!(
-                out,
-                "  {} side: {:.3} ms ({} signatures, {} verifications)",
-                side.as_str(),
-                ms,
-                self.side_count(side, Kind::Sign),
-                self.side_count(side, Kind::Verify)
-            );
-        }
-        let _ = writeln!(out, "  whole transaction: {:.3} ms", s + r);
-        let _ = writeln!(
-            out,
-            "ceiling, PEC transactions per second per core (the cryptography alone): sender side {:.0}, recipient side {:.0}, a node that is both sides {:.0}",
-            per_second(s),
-            per_second(r),
-            per_second(s + r)
-        );
         out
     }
 }
@@ -460,10 +545,10 @@ pub fn measure_pec(setup: &Setup<'_>, count: u32, size: usize) -> Result<Vec<Mea
         b.delivery(&delivered, at, &rcpt, &postacert),
     )?;
     let message = |s: Subject| match s {
-        Subject::Envelope => &envelope,
         Subject::Acceptance => &acceptance,
         Subject::TakeCharge => &take_charge,
         Subject::Delivery => &delivery,
+        _ => &envelope,
     };
     // The signed entity of each: what the builder hands to the signer.
     let mut entities = Vec::new();
@@ -525,6 +610,167 @@ pub fn measure_pec(setup: &Setup<'_>, count: u32, size: usize) -> Result<Vec<Mea
     Ok(out)
 }
 
+/// What the REM floor is measured with (`[rem]`).
+pub struct RemSetup<'a> {
+    pub signer: &'a dyn Signer,
+    pub tsa: &'a crate::crypto::tsa::TsaSettings,
+    pub anchors: &'a [std::path::PathBuf],
+    pub tsa_anchors: &'a [std::path::PathBuf],
+}
+
+/// An unsigned ERDS evidence of about the size of ours (4 KB), as `benches/signing.rs`.
+fn unsigned_evidence() -> String {
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><tns:Evidence \
+         xmlns:tns=\"http://uri.etsi.org/19522/v1#\" version=\"EN319522v1.1.1\">\n",
+    );
+    for i in 0..40 {
+        xml.push_str(&format!(
+            "  <tns:Detail n=\"{i}\">recipient-{i}@pec.example.net accepted</tns:Detail>\n"
+        ));
+    }
+    xml.push_str("</tns:Evidence>");
+    xml
+}
+
+/// A `multipart/mixed` entity: a text part, then each attachment.
+fn mixed_entity(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let b = "capacity-boundary";
+    let mut e = format!(
+        "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\npec capacity\r\n"
+    )
+    .into_bytes();
+    for (ct, body) in parts {
+        e.extend_from_slice(format!("--{b}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+        e.extend_from_slice(body);
+        e.extend_from_slice(b"\r\n");
+    }
+    e.extend_from_slice(format!("--{b}--\r\n").as_bytes());
+    e
+}
+
+/// Times each operation of [`REM_OPERATIONS`] `count` times (each XAdES-B-T signature asks
+/// the configured TSA for a stamp), and the time stamp request alone.
+pub fn measure_rem(
+    setup: &RemSetup<'_>,
+    count: u32,
+    size: usize,
+) -> Result<(Transaction, f64, f64), CliError> {
+    let at: Instant = SystemClock.now();
+    let unsigned = unsigned_evidence();
+    let signed = crate::rem::xades::sign(&unsigned, setup.signer, at, setup.tsa)
+        .map_err(|e| failed("signing an evidence")(e.to_string()))?;
+    let tsa_anchor = setup.tsa_anchors.first().ok_or_else(|| {
+        CliError::usage("[rem] tsa_anchors is empty: a peer's evidence cannot be verified")
+    })?;
+    let mut chain = ChainPolicy {
+        enforce: true,
+        ..ChainPolicy::default()
+    };
+    for path in setup.anchors {
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::usage(format!("rem.anchors: \"{}\": {e}", path.display())))?;
+        let more = ChainPolicy::from_pem(&pem, true)
+            .map_err(|e| CliError::usage(format!("rem.anchors: \"{}\": {e}", path.display())))?;
+        chain.anchors.extend(more.anchors);
+    }
+    let original = sample_original(size, "capacity-sender@rem.invalid", "capacity@rem.invalid");
+    let dispatch_entity = mixed_entity(&[
+        ("message/rfc822", &original),
+        ("application/xml", signed.as_bytes()),
+    ]);
+    let receipt_entity = mixed_entity(&[("application/xml", signed.as_bytes())]);
+    let sealed = |entity: &[u8]| -> Result<Bytes, CliError> {
+        let s = smime::seal_owned_as(setup.signer, entity.to_vec(), at, smime::Layout::Rem)
+            .map_err(|e| failed("signing a rem message")(e.to_string()))?;
+        let mut raw = Vec::new();
+        for (name, value) in &s.headers {
+            raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(&s.body);
+        Ok(Bytes::from(raw))
+    };
+    let dispatch = sealed(&dispatch_entity)?;
+    let receipt = sealed(&receipt_entity)?;
+    let opts = VerifyOptions::without_index(at).with_chain(&chain);
+    let cert = setup.signer.certificate_der();
+
+    let mut out = Vec::new();
+    for op in &REM_OPERATIONS {
+        let (bytes, t) = match (op.kind, op.subject) {
+            (Kind::Sign, Subject::Evidence) => (
+                unsigned.len(),
+                time(count, || {
+                    crate::rem::xades::sign(&unsigned, setup.signer, at, setup.tsa)
+                        .map(|_| ())
+                        .map_err(|e| failed(op.name)(e.to_string()))
+                })?,
+            ),
+            (Kind::Sign, s) => {
+                let e = if s == Subject::Dispatch {
+                    &dispatch_entity
+                } else {
+                    &receipt_entity
+                };
+                (
+                    e.len(),
+                    time(count, || {
+                        smime::seal_owned_as(setup.signer, e.to_vec(), at, smime::Layout::Rem)
+                            .map(|_| ())
+                            .map_err(|e| failed(op.name)(e.to_string()))
+                    })?,
+                )
+            }
+            (Kind::Verify, Subject::OwnEvidence) => (
+                signed.len(),
+                time(count, || {
+                    crate::rem::xades::verify_own(signed.as_bytes(), cert, None)
+                        .map(|_| ())
+                        .map_err(|e| failed(op.name)(e.to_string()))
+                })?,
+            ),
+            (Kind::Verify, Subject::Evidence) => (
+                signed.len(),
+                time(count, || {
+                    crate::rem::xades::verify(signed.as_bytes(), tsa_anchor)
+                        .map(|_| ())
+                        .map_err(|e| failed(op.name)(e.to_string()))
+                })?,
+            ),
+            (Kind::Verify, s) => {
+                let raw = if s == Subject::Dispatch {
+                    &dispatch
+                } else {
+                    &receipt
+                };
+                (
+                    raw.len(),
+                    time(count, || {
+                        verify_smime_with(raw, &opts)
+                            .map(|_| ())
+                            .map_err(|e| failed(op.name)(e.to_string()))
+                    })?,
+                )
+            }
+        };
+        out.push(Measured {
+            op,
+            bytes,
+            cpu_ms: t.0,
+            wall_ms: t.1,
+        });
+    }
+    let digest = [0x5au8; 32];
+    let (stamp_cpu, stamp_wall) = time(count, || {
+        crate::crypto::tsa::timestamp(setup.tsa, &digest)
+            .map(|_| ())
+            .map_err(|e| failed("time stamp")(e.to_string()))
+    })?;
+    Ok((Transaction { operations: out }, stamp_cpu, stamp_wall))
+}
+
 /// Measures the floor with the configuration's key, index and `[verify]` policy.
 pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliError> {
     let signer: Arc<dyn Signer> =
@@ -555,6 +801,24 @@ pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliErr
         domain: &identity.domain,
     };
     let operations = measure_pec(&setup, count, size)?;
+    let settings = config.settings().map_err(CliError::usage)?;
+    let rem = match (settings.rem.enabled, &settings.rem.evidence_tsa) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(CliError::usage(
+                "[rem] is enabled without a time-stamp authority (rem.evidence_tsa_url or log.tsa_url)",
+            ))
+        }
+        (true, Some(tsa)) => {
+            let rem_setup = RemSetup {
+                signer: &*signer,
+                tsa,
+                anchors: &config.rem.anchors,
+                tsa_anchors: &config.rem.tsa_anchors,
+            };
+            Some(measure_rem(&rem_setup, count, size)?)
+        }
+    };
     let verification = match &chain {
         None => "provider index".to_string(),
         Some(c) => format!(
@@ -572,7 +836,8 @@ pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliErr
         verification,
         count,
         size,
-        operations,
+        pec: Transaction { operations },
+        rem,
     })
 }
 
@@ -620,5 +885,32 @@ mod tests {
             envelope,
             [("reception point", true), ("delivery point", false)]
         );
+    }
+
+    #[test]
+    fn a_rem_transaction_issues_three_evidences_and_judges_each_once() {
+        let count = |side: Side, kind: Kind, subject: Option<Subject>| {
+            REM_OPERATIONS
+                .iter()
+                .filter(|o| o.side == side && o.kind == kind)
+                .filter(|o| subject.is_none_or(|s| o.subject == s))
+                .map(|o| o.per_transaction)
+                .sum::<u32>()
+        };
+        let evidence = Some(Subject::Evidence);
+        // XAdES-B-T: the SubmissionAcceptance at the sender, the RelayAcceptance and the
+        // ContentConsignment at the recipient.
+        assert_eq!(count(Side::Sender, Kind::Sign, evidence), 1);
+        assert_eq!(count(Side::Recipient, Kind::Sign, evidence), 2);
+        // Each in its signed REM message: the dispatch and three receipts.
+        assert_eq!(count(Side::Sender, Kind::Sign, None), 3);
+        assert_eq!(count(Side::Recipient, Kind::Sign, None), 4);
+        // Each evidence judged by the other side, S/MIME and XAdES; the sender reads its own
+        // back once.
+        assert_eq!(count(Side::Recipient, Kind::Verify, evidence), 1);
+        assert_eq!(count(Side::Sender, Kind::Verify, evidence), 2);
+        assert_eq!(count(Side::Sender, Kind::Verify, Some(Subject::OwnEvidence)), 1);
+        assert_eq!(count(Side::Sender, Kind::Verify, None), 5);
+        assert_eq!(count(Side::Recipient, Kind::Verify, None), 2);
     }
 }

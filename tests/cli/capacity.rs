@@ -82,6 +82,8 @@ fn capacity_times_four_signatures_and_four_verifications_per_transaction() {
     assert_eq!(v["count"], 3);
     assert_eq!(v["size"], 2048);
     assert_eq!(v["verification"], "provider index");
+    // No [rem]: no REM floor.
+    assert!(v["rem"].is_null(), "{out}");
     let ops = v["pec"]["operations"].as_array().unwrap();
     let names: Vec<(&str, &str, &str)> = ops
         .iter()
@@ -129,7 +131,8 @@ fn capacity_times_four_signatures_and_four_verifications_per_transaction() {
     assert!(text.contains("key RSA-3072"), "{text}");
     assert!(text.contains("sender side: "), "{text}");
     assert!(text.contains("(2 signatures, 2 verifications)"), "{text}");
-    assert!(text.contains("transactions per second per core"), "{text}");
+    assert!(text.contains("PEC transactions per second per core"), "{text}");
+    assert!(text.contains("REM: not enabled"), "{text}");
     assert_eq!(text.lines().filter(|l| l.contains(" sign the ")).count(), 4, "{text}");
     assert_eq!(text.lines().filter(|l| l.contains(" verify the ")).count(), 4, "{text}");
 }
