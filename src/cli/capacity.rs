@@ -407,7 +407,7 @@ impl Floor {
         );
         let _ = writeln!(
             out,
-            "each operation timed {} times, a {}-byte original; CPU = user + system time of this process (a PKCS#11 module such as SoftHSM2 runs in it), from the kernel's per-thread count",
+            "each operation timed {} times, a {}-byte original; CPU = user + system time of this process (a PKCS#11 module such as SoftHSM2 runs in it)",
             self.count, self.size
         );
         self.pec.write_text(&mut out, "PEC transaction");
@@ -435,33 +435,12 @@ fn per_second(ms: f64) -> f64 {
     }
 }
 
-/// CPU seconds (user + system) of this thread so far: the kernel's nanosecond count in
-/// `/proc/thread-self/schedstat` (the command signs and verifies on one thread, a PKCS#11
-/// module included), else the clock ticks of `/proc/self/stat`. (The crate allows no
-/// `unsafe`, so no getrusage(2).)
+/// CPU seconds (user + system) of this process so far, every thread (a PKCS#11 module
+/// such as SoftHSM2 runs in it): `clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, what getrusage
+/// reports, to the nanosecond.
 fn cpu_seconds() -> f64 {
-    if let Some(ns) = std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-    {
-        return ns as f64 / 1e9;
-    }
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let f: Vec<u64> = s
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .map(|v| v.parse().unwrap_or(0))
-                .collect();
-            Some(f.iter().sum::<u64>())
-        })
-        .unwrap_or(0);
-    // USER_HZ is 100 on Linux.
-    ticks as f64 / 100.0
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// CPU and wall milliseconds per call of `f`, over `count` calls after two untimed ones.

@@ -46,18 +46,22 @@
 # proof_maillog_mark WORK OUT
 #                        the line counts of both Postfix logs now, in OUT (the start of a
 #                        window for proof_queue_passes).
-# proof_queue_passes WORK MARK N
+# proof_queue_passes WORK MARK N [pec|rem]
 #                        Postfix queue passes per transaction since MARK, from both logs:
 #                        distinct queue ids with a qmgr `from=` line, per instance, each by
 #                        the way it entered (submission, port 25 from the other provider,
 #                        pec's reinjection listener, pickup), divided by N.
 # proof_floor WORK CPU0 CPU1 N OUT
+#                        proof_floor_measure WORK OUT, then proof_floor_report ... pec.
+# proof_floor_measure WORK OUT
 #                        `pec capacity --json` on A's and B's configurations (their tokens
-#                        and keys; BENCH_FLOOR_COUNT operations each, default 200), then
+#                        and keys; BENCH_FLOOR_COUNT runs of each operation, default 200)
+#                        into OUT.a.json and OUT.b.json.
+# proof_floor_report CPU0 CPU1 N OUT pec|rem
 #                        prints pec's CPU per transaction (pec-a + pec-b between the two
 #                        proof_cpu_snapshot files), the floor per transaction (A's sender
-#                        side + B's recipient side) and their ratio (target <= 1.5);
-#                        OUT.a.json, OUT.b.json hold the two measurements.
+#                        side + B's recipient side, from OUT.*.json) and their ratio
+#                        (target <= 1.5).
 # proof_perf_start WORK RUN / proof_perf_stop / proof_perf_show WORK RUN
 #                        with BENCH_PERF=1: `perf record` (499 Hz) on both pec serve, then
 #                        the top shared objects and symbols of each (perf report).
@@ -367,10 +371,10 @@ proof_maillog_mark() {
 }
 
 proof_queue_passes() {
-  local work=$1 mark=$2 n=$3
-  "$E2E_PYTHON" - "$work" "$mark" "$n" <<'PY'
+  local work=$1 mark=$2 n=$3 kind=${4:-pec}
+  "$E2E_PYTHON" - "$work" "$mark" "$n" "$kind" <<'PY'
 import re, sys
-work, mark, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+work, mark, n, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 start = dict(l.split() for l in open(mark))
 line = re.compile(r" postfix-[^/\s]+(?:/([^/\s\[]+))?/(smtpd|qmgr|pickup)\[\d+\]: ([0-9A-Za-z]+): (.*)$")
 names = {"submission": "submission (alice's client)", "smtpd": "port 25 (from the other provider)",
@@ -383,6 +387,15 @@ explain = {
     "b": "B: the envelope arriving on port 25; the envelope reinjected by B's filter (reception "
          "point) towards the delivery point; the presa in carico and the delivery receipt to A",
 }
+if kind == "rem":
+    explain = {
+        "a": "A: carla's submission (the milter makes the dispatch); the dispatch reinjected by A's "
+             "filter towards B; the SubmissionAcceptance receipt to carla; B's RelayAcceptance and "
+             "ContentConsignment arriving on port 25; the ContentConsignment reinjected by A's filter "
+             "towards carla's mailbox (the RelayAcceptance is consumed by the filter)",
+        "b": "B: the dispatch arriving on port 25; the dispatch reinjected by B's filter towards the "
+             "delivery point; the RelayAcceptance and the ContentConsignment to A",
+    }
 total = 0.0
 for p in ("a", "b"):
     entered, queued = {}, set()
@@ -414,36 +427,53 @@ PY
 }
 
 proof_floor() {
-  local work=$1 cpu0=$2 cpu1=$3 n=$4 out=$5 p
+  proof_floor_measure "$1" "$5" && proof_floor_report "$2" "$3" "$4" "$5" pec
+}
+
+proof_floor_measure() {
+  local work=$1 out=$2 p
   for p in a b; do
     SOFTHSM2_CONF=$work/$p/hsm/softhsm2.conf PEC_E2E_PIN=1234 "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
       capacity -c "$work/$p/pec.toml" --count "${BENCH_FLOOR_COUNT:-200}" --json > "$out.$p.json" ||
       { e2e_fail "pec capacity on $p"; return 1; }
   done
-  "$E2E_PYTHON" - "$cpu0" "$cpu1" "$n" "$out.a.json" "$out.b.json" <<'PY'
+}
+
+proof_floor_report() {
+  "$E2E_PYTHON" - "$@" <<'PY'
 import json, sys
 c0, c1 = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-n = int(sys.argv[3])
-fa, fb = json.load(open(sys.argv[4])), json.load(open(sys.argv[5]))
+n, out, kind = int(sys.argv[3]), sys.argv[4], sys.argv[5]
+fa, fb = json.load(open(out + ".a.json")), json.load(open(out + ".b.json"))
+what = {"pec": "PEC", "rem": "REM"}[kind]
+if fa[kind] is None or fb[kind] is None:
+    print(f"{what} floor: not measured ([rem] not enabled on both providers)")
+    sys.exit(0)
 pec = {p: 1000 * (c1[f"pec-{p}"] - c0[f"pec-{p}"]) / n for p in ("a", "b")}
-print(f"pec's CPU against its cryptographic floor (pec capacity, {fa['count']} runs of each operation, same keys and tokens, after the run):")
+print(f"pec's CPU per {what} transaction against its cryptographic floor (pec capacity, {fa['count']} runs of each operation, same keys and tokens, after the run):")
 for name, f, side in (("A", fa, "sender"), ("B", fb, "recipient")):
     print(f"  {name}: key {f['key']} ({f['backend']}, {f['digest']}), verification: {f['verification']}")
-    for o in f["pec"]["operations"]:
+    for o in f[kind]["operations"]:
         if o["side"] == side:
-            print(f"    {o['role']:<22} {o['name']:<37} {o['bytes']:>7} bytes {o['cpu_ms']:8.3f} ms cpu {o['wall_ms']:8.3f} ms wall")
-sa, rb = fa["pec"]["sender"]["cpu_ms"], fb["pec"]["recipient"]["cpu_ms"]
+            print(f"    {o['role']:<22} {o['name']:<42} {o['bytes']:>7} bytes {o['cpu_ms']:8.3f} ms cpu {o['wall_ms']:8.3f} ms wall")
+    if kind == "rem":
+        ts = f["rem"]["time_stamp"]
+        print(f"    (of each XAdES-B-T signature, the time stamp request: {ts['cpu_ms']:.3f} ms cpu here, {ts['wall_ms']:.3f} ms wall)")
+sa, rb = fa[kind]["sender"]["cpu_ms"], fb[kind]["recipient"]["cpu_ms"]
 floor = sa + rb
 tot = pec["a"] + pec["b"]
 print(f"  floor per transaction: A's sender side {sa:.2f} ms + B's recipient side {rb:.2f} ms = {floor:.2f} ms "
-      f"({fa['pec']['sender']['signatures'] + fb['pec']['recipient']['signatures']} signatures, "
-      f"{fa['pec']['sender']['verifications'] + fb['pec']['recipient']['verifications']} verifications)")
+      f"({fa[kind]['sender']['signatures'] + fb[kind]['recipient']['signatures']} signatures, "
+      f"{fa[kind]['sender']['verifications'] + fb[kind]['recipient']['verifications']} verifications)")
 print(f"  pec CPU per transaction: pec-a {pec['a']:.2f} ms + pec-b {pec['b']:.2f} ms = {tot:.2f} ms")
 print(f"  ratio pec CPU / floor: {tot / floor if floor else float('nan'):.2f}  (target <= 1.5)")
 print(f"  pec beyond the floor: {tot - floor:.2f} ms per transaction")
+if kind == "rem" and "tsa-a" in c0:
+    tsa = sum(1000 * (c1[k] - c0[k]) / n for k in ("tsa-a", "tsa-b"))
+    print(f"  the test TSAs (their own processes, not in pec's CPU nor in the floor): {tsa:.2f} ms per transaction")
 for name, f in (("A", fa), ("B", fb)):
-    p = f["pec"]
-    print(f"  {name}'s own ceiling, the cryptography alone, per core: {p['sender']['transactions_per_second_per_core']:.0f} tx/s as sender, "
+    p = f[kind]
+    print(f"  {name}'s own ceiling, the cryptography alone, per core: {p['sender']['transactions_per_second_per_core']:.0f} {what} tx/s as sender, "
           f"{p['recipient']['transactions_per_second_per_core']:.0f} as recipient, {p['transaction']['transactions_per_second_per_core']:.0f} as both")
 PY
 }
