@@ -612,7 +612,8 @@ fn unsigned_evidence() -> String {
     xml
 }
 
-/// A `multipart/mixed` entity: a text part, then each attachment.
+/// A `multipart/mixed` entity: a text part, then each attachment (`message/rfc822` as is,
+/// anything else base64, as the REM composer writes the evidences).
 fn mixed_entity(parts: &[(&str, &[u8])]) -> Vec<u8> {
     let b = "capacity-boundary";
     let mut e = format!(
@@ -621,8 +622,16 @@ fn mixed_entity(parts: &[(&str, &[u8])]) -> Vec<u8> {
     )
     .into_bytes();
     for (ct, body) in parts {
-        e.extend_from_slice(format!("--{b}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
-        e.extend_from_slice(body);
+        if *ct == "message/rfc822" {
+            e.extend_from_slice(format!("--{b}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+            e.extend_from_slice(body);
+        } else {
+            e.extend_from_slice(
+                format!("--{b}\r\nContent-Type: {ct}\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+                    .as_bytes(),
+            );
+            e.extend_from_slice(&crate::message::mime::base64_lines(body));
+        }
         e.extend_from_slice(b"\r\n");
     }
     e.extend_from_slice(format!("--{b}--\r\n").as_bytes());
