@@ -219,20 +219,104 @@ const fn rem_op(
 /// carried in a signed REM message, and each judged by the other side (S/MIME with the
 /// chain to `[rem] anchors`, XAdES with its time stamp to `[rem] tsa_anchors`).
 pub const REM_OPERATIONS: [Operation; 14] = [
-    rem_op("sign the SubmissionAcceptance (XAdES-B-T)", "access point (milter)", Side::Sender, Kind::Sign, Subject::Evidence),
-    rem_op("sign the dispatch (S/MIME)", "access point (milter)", Side::Sender, Kind::Sign, Subject::Dispatch),
-    rem_op("verify the SubmissionAcceptance read back", "after-queue filter", Side::Sender, Kind::Verify, Subject::OwnEvidence),
-    rem_op("sign the SubmissionAcceptance receipt", "after-queue filter", Side::Sender, Kind::Sign, Subject::RemReceipt),
-    rem_op("verify the dispatch (S/MIME, chain)", "reception point", Side::Recipient, Kind::Verify, Subject::Dispatch),
-    rem_op("verify its SubmissionAcceptance (XAdES)", "reception point", Side::Recipient, Kind::Verify, Subject::Evidence),
-    rem_op("sign the RelayAcceptance (XAdES-B-T)", "reception point", Side::Recipient, Kind::Sign, Subject::Evidence),
-    rem_op("sign the RelayAcceptance receipt", "reception point", Side::Recipient, Kind::Sign, Subject::RemReceipt),
-    rem_op("sign the ContentConsignment (XAdES-B-T)", "delivery point", Side::Recipient, Kind::Sign, Subject::Evidence),
-    rem_op("sign the ContentConsignment receipt", "delivery point", Side::Recipient, Kind::Sign, Subject::RemReceipt),
-    rem_op("verify the RelayAcceptance receipt", "reception point", Side::Sender, Kind::Verify, Subject::RemReceipt),
-    rem_op("verify the RelayAcceptance (XAdES)", "reception point", Side::Sender, Kind::Verify, Subject::Evidence),
-    rem_op("verify the ContentConsignment receipt", "reception point", Side::Sender, Kind::Verify, Subject::RemReceipt),
-    rem_op("verify the ContentConsignment (XAdES)", "reception point", Side::Sender, Kind::Verify, Subject::Evidence),
+    rem_op(
+        "sign the SubmissionAcceptance (XAdES-B-T)",
+        "access point (milter)",
+        Side::Sender,
+        Kind::Sign,
+        Subject::Evidence,
+    ),
+    rem_op(
+        "sign the dispatch (S/MIME)",
+        "access point (milter)",
+        Side::Sender,
+        Kind::Sign,
+        Subject::Dispatch,
+    ),
+    rem_op(
+        "verify the SubmissionAcceptance read back",
+        "after-queue filter",
+        Side::Sender,
+        Kind::Verify,
+        Subject::OwnEvidence,
+    ),
+    rem_op(
+        "sign the SubmissionAcceptance receipt",
+        "after-queue filter",
+        Side::Sender,
+        Kind::Sign,
+        Subject::RemReceipt,
+    ),
+    rem_op(
+        "verify the dispatch (S/MIME, chain)",
+        "reception point",
+        Side::Recipient,
+        Kind::Verify,
+        Subject::Dispatch,
+    ),
+    rem_op(
+        "verify its SubmissionAcceptance (XAdES)",
+        "reception point",
+        Side::Recipient,
+        Kind::Verify,
+        Subject::Evidence,
+    ),
+    rem_op(
+        "sign the RelayAcceptance (XAdES-B-T)",
+        "reception point",
+        Side::Recipient,
+        Kind::Sign,
+        Subject::Evidence,
+    ),
+    rem_op(
+        "sign the RelayAcceptance receipt",
+        "reception point",
+        Side::Recipient,
+        Kind::Sign,
+        Subject::RemReceipt,
+    ),
+    rem_op(
+        "sign the ContentConsignment (XAdES-B-T)",
+        "delivery point",
+        Side::Recipient,
+        Kind::Sign,
+        Subject::Evidence,
+    ),
+    rem_op(
+        "sign the ContentConsignment receipt",
+        "delivery point",
+        Side::Recipient,
+        Kind::Sign,
+        Subject::RemReceipt,
+    ),
+    rem_op(
+        "verify the RelayAcceptance receipt",
+        "reception point",
+        Side::Sender,
+        Kind::Verify,
+        Subject::RemReceipt,
+    ),
+    rem_op(
+        "verify the RelayAcceptance (XAdES)",
+        "reception point",
+        Side::Sender,
+        Kind::Verify,
+        Subject::Evidence,
+    ),
+    rem_op(
+        "verify the ContentConsignment receipt",
+        "reception point",
+        Side::Sender,
+        Kind::Verify,
+        Subject::RemReceipt,
+    ),
+    rem_op(
+        "verify the ContentConsignment (XAdES)",
+        "reception point",
+        Side::Sender,
+        Kind::Verify,
+        Subject::Evidence,
+    ),
 ];
 
 /// An operation as measured: bytes signed (the entity) or verified (the whole message),
@@ -568,8 +652,8 @@ pub fn measure_pec(setup: &Setup<'_>, count: u32, size: usize) -> Result<Vec<Mea
                     opts = opts.with_chain(chain);
                 }
                 let t = time(count, || {
-                    let v =
-                        verify_smime_shared(raw, &opts).map_err(|e| failed(op.name)(e.to_string()))?;
+                    let v = verify_smime_shared(raw, &opts)
+                        .map_err(|e| failed(op.name)(e.to_string()))?;
                     if v.trusted {
                         Ok(())
                     } else {
@@ -761,15 +845,15 @@ pub fn measure_rem(
 
 /// Measures the floor with the configuration's key, index and `[verify]` policy.
 pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliError> {
-    let signer: Arc<dyn Signer> =
-        crate::wiring::open_signer(config).map_err(CliError::usage)?;
+    let signer: Arc<dyn Signer> = crate::wiring::open_signer(config).map_err(CliError::usage)?;
     let identity = crate::wiring::Identity::of(config);
     let loaded = match crate::wiring::open_store(config) {
         Ok(store) => crate::index::sync::load_current(&*store, &config.index.ldif)
             .map(|(i, _)| i)
             .map_err(|e| e.to_string()),
-        Err(_) => crate::index::ProviderIndex::load_ldif(&config.index.ldif)
-            .map_err(|e| e.to_string()),
+        Err(_) => {
+            crate::index::ProviderIndex::load_ldif(&config.index.ldif).map_err(|e| e.to_string())
+        }
     };
     let index = loaded.map_err(|e| CliError::usage(format!("provider index: {e}")))?;
     if index.trust().find(signer.certificate_der()).is_none() {
@@ -792,11 +876,9 @@ pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliErr
     let settings = config.settings().map_err(CliError::usage)?;
     let rem = match (settings.rem.enabled, &settings.rem.evidence_tsa) {
         (false, _) => None,
-        (true, None) => {
-            return Err(CliError::usage(
-                "[rem] is enabled without a time-stamp authority (rem.evidence_tsa_url or log.tsa_url)",
-            ))
-        }
+        (true, None) => return Err(CliError::usage(
+            "[rem] is enabled without a time-stamp authority (rem.evidence_tsa_url or log.tsa_url)",
+        )),
         (true, Some(tsa)) => {
             let rem_setup = RemSetup {
                 signer: &*signer,
@@ -897,7 +979,10 @@ mod tests {
         // back once.
         assert_eq!(count(Side::Recipient, Kind::Verify, evidence), 1);
         assert_eq!(count(Side::Sender, Kind::Verify, evidence), 2);
-        assert_eq!(count(Side::Sender, Kind::Verify, Some(Subject::OwnEvidence)), 1);
+        assert_eq!(
+            count(Side::Sender, Kind::Verify, Some(Subject::OwnEvidence)),
+            1
+        );
         assert_eq!(count(Side::Sender, Kind::Verify, None), 5);
         assert_eq!(count(Side::Recipient, Kind::Verify, None), 2);
     }

@@ -12,7 +12,10 @@ use pec::crypto::testing::make_test_pki;
 fn config(dir: &Path) -> std::path::PathBuf {
     let pki = make_test_pki(&dir.join("pki")).unwrap();
     let pem = std::fs::read(&pki.it_cert).unwrap();
-    let der = openssl::x509::X509::from_pem(&pem).unwrap().to_der().unwrap();
+    let der = openssl::x509::X509::from_pem(&pem)
+        .unwrap()
+        .to_der()
+        .unwrap();
     let ldif = format!(
         "version: 1\n\ndn: providerName=PEC Example IT S.p.A.,o=postacert\nobjectclass: top\n\
          objectclass: provider\nproviderName: PEC Example IT S.p.A.\nproviderCertificateHash: {}\n\
@@ -98,12 +101,32 @@ fn capacity_times_four_signatures_and_four_verifications_per_transaction() {
     assert_eq!(
         names,
         [
-            ("sender", "access point (milter)", "sign the transport envelope"),
-            ("sender", "after-queue filter", "sign the acceptance receipt"),
-            ("recipient", "reception point", "verify the transport envelope"),
+            (
+                "sender",
+                "access point (milter)",
+                "sign the transport envelope"
+            ),
+            (
+                "sender",
+                "after-queue filter",
+                "sign the acceptance receipt"
+            ),
+            (
+                "recipient",
+                "reception point",
+                "verify the transport envelope"
+            ),
             ("recipient", "reception point", "sign the presa in carico"),
-            ("recipient", "delivery point", "verify the transport envelope again"),
-            ("recipient", "delivery point", "sign the delivery receipt (completa)"),
+            (
+                "recipient",
+                "delivery point",
+                "verify the transport envelope again"
+            ),
+            (
+                "recipient",
+                "delivery point",
+                "sign the delivery receipt (completa)"
+            ),
             ("sender", "reception point", "verify the presa in carico"),
             ("sender", "reception point", "verify the delivery receipt"),
         ]
@@ -131,10 +154,21 @@ fn capacity_times_four_signatures_and_four_verifications_per_transaction() {
     assert!(text.contains("key RSA-3072"), "{text}");
     assert!(text.contains("sender side: "), "{text}");
     assert!(text.contains("(2 signatures, 2 verifications)"), "{text}");
-    assert!(text.contains("PEC transactions per second per core"), "{text}");
+    assert!(
+        text.contains("PEC transactions per second per core"),
+        "{text}"
+    );
     assert!(text.contains("REM: not enabled"), "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" sign the ")).count(), 4, "{text}");
-    assert_eq!(text.lines().filter(|l| l.contains(" verify the ")).count(), 4, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" sign the ")).count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" verify the ")).count(),
+        4,
+        "{text}"
+    );
 }
 
 #[test]
