@@ -500,7 +500,7 @@ proof_perf_show() {
   local p
   for p in a b; do
     echo "perf, $2 run, pec serve $p: shared objects, then symbols (self)"
-    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 10
-    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30
+    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 10 || true
+    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30 || true
   done
 }
