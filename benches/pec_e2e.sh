@@ -21,12 +21,25 @@
 # (BENCH_LAT_RATE overrides it): submission → acceptance in alice's Maildir and submission
 # → delivery receipt in alice's Maildir, p50 / p90 / p99.
 #
-# REM against PEC in one run: benches/rem_e2e.sh.
+# pec against its cryptographic floor (issue 22), in the same run, after the pec part:
+# `pec capacity` on A's and B's configurations (the same tokens and keys pec serve used)
+# times the four signatures and four verifications of a transaction; printed: pec's CPU per
+# transaction (pec-a + pec-b), the floor (A's sender side + B's recipient side) and the
+# ratio (target <= 1.5); then the Postfix queue passes per transaction counted from both
+# Postfix logs over the pec run (tests/e2e/proof_lib.sh proof_queue_passes).
 #
-# BENCH_BASELINE=0 skips the plain run (no ratio then); BENCH_LAT_N=0 skips the latency part;
-# BENCH_PERF=1 runs `perf record -g` (499 Hz) on both pec serve during the pec run and prints
-# their top shared objects and symbols (the rates of such a run are perf's too); BENCH_KEEP=1
-# keeps the work directory (perf data, logs, stores) after a good run.
+# Environment:
+#   BENCH_KEY=rsa2048|rsa3072|p256  both providers' PEC message keys (default: the test PKI's,
+#                    A RSA-3072 and B RSA-2048);
+#   BENCH_BASELINE=0 skip the plain-mail baseline (no pec / baseline ratio);
+#   BENCH_LATENCY=0  skip the latency part (BENCH_LAT_N=0 too);
+#   BENCH_KEEP=1     keep the work directory (perf data, logs, stores) after a good run;
+#   BENCH_PERF=1     `perf record` on both pec serve during the pec run, then the top shared
+#                    objects and symbols of each (the rates of such a run are perf's too);
+#   BENCH_FLOOR_COUNT  operations timed by pec capacity (default 200);
+#   BENCH_LAT_N, BENCH_LAT_RATE  the latency part's count and rate.
+#
+# REM against PEC in one run: benches/rem_e2e.sh.
 #
 # Usage: benches/pec_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
@@ -44,10 +57,12 @@ concurrency=${2:-20}
 export PEC_BIN=${PEC_BIN:-$root/target/release/pec}
 [ -x "$PEC_BIN" ] || { echo "pec_e2e bench: build first: cargo build --release" >&2; exit 2; }
 mail=("$E2E_PYTHON" "$root/tests/e2e/pecmail.py")
+export PROOF_KEY=${BENCH_KEY:-}
 
 work=$(e2e_tmpdir)
 cleanup() {
   status=$?
+  proof_perf_stop
   proof_pair_down "$work/pec"
   for b in a b; do
     postfix_stop "$work/base/$b/postfix" >/dev/null 2>&1 || true
@@ -59,7 +74,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Baseline: the same topology without pec.
-base=""
+base=
 if [ "${BENCH_BASELINE:-1}" != 0 ]; then
 mkdir -p "$work/base/a" "$work/base/b"
 mapfile -t p < <(e2e_free_ports 7)
@@ -82,15 +97,10 @@ fi
 # PEC.
 PEC_LOG=${PEC_LOG:-info} proof_pair_up "$work/pec"
 w=$work/pec
+proof_maillog_mark "$w" "$w/maillog.mark"
 proof_cpu_snapshot "$w" "$w/cpu0.json"
-e2e_log "pec: $n transactions, concurrency $concurrency"
-perf_pids=()
-if [ "${BENCH_PERF:-0}" = 1 ]; then
-  for p in a b; do
-    perf record -F 499 -g -o "$w/perf-$p.data" -p "$(cat "$w/$p/pec.pid")" >/dev/null 2>&1 &
-    perf_pids+=($!)
-  done
-fi
+proof_perf_start "$w" pec
+e2e_log "pec: $n transactions, concurrency $concurrency (keys: ${BENCH_KEY:-A RSA-3072, B RSA-2048})"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
   --to bob@pec.example.net --count "$n" --concurrency "$concurrency" --size 4096 \
@@ -100,33 +110,34 @@ e2e_poll 120 proof_consumed_at_least "$w" "$n" || e2e_fail "A consumed only $(pr
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$w" "$w/cpu1.json"
-for p in "${perf_pids[@]}"; do kill -INT "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+proof_perf_stop
 proof_wait_settled "$w" "$n" 120
+proof_queue_passes "$w" "$w/maillog.mark" "$n" > "$w/passes.out"
 proof_audit "$w" "$w/accepted" 20 > "$w/audit.out" || { cat "$w/audit.out" >&2; e2e_fail "audit failed"; }
 
 python3 - "$n" "${base:-0}" "$pec_t" <<'PY'
 import sys
 n, base, pec = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-if base:
+if base > 0:
     print(f"baseline (plain, Postfix A -> Postfix B -> Dovecot): {n} messages in {base:.2f} s = {n / base:.1f} msg/s")
+else:
+    print("baseline: skipped (BENCH_BASELINE=0)")
 print(f"pec (envelope, acceptance, presa in carico, delivery receipt): {n} transactions in {pec:.2f} s = {n / pec:.1f} transactions/s")
-if base:
+if base > 0:
     print(f"ratio pec / baseline: {base / pec:.3f}  (ceiling 0.25: four deliveries per transaction; target 0.2)")
 PY
 
 echo "where the time goes during the pec run (CPU of each daemon and its processes):"
 proof_cpu_report "$w/cpu0.json" "$w/cpu1.json" "$pec_t" "$n"
-if [ "${BENCH_PERF:-0}" = 1 ]; then
-  for p in a b; do
-    echo "perf, pec serve $p: shared objects, then symbols (self)"
-    perf report -i "$w/perf-$p.data" -g none --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 8 || true
-    perf report -i "$w/perf-$p.data" -g none --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30 || true
-  done
-fi
+proof_floor "$w" "$w/cpu0.json" "$w/cpu1.json" "$n" "$w/floor"
+echo "Postfix queue passes during the pec run (both logs, queue files with a qmgr from= line):"
+cat "$w/passes.out"
+proof_perf_show "$w" pec
+
+[ "${BENCH_LATENCY:-1}" != 0 ] && [ "${BENCH_LAT_N:-1}" != 0 ] || exit 0
 
 # Latency at half the measured rate.
 n_lat=${BENCH_LAT_N:-$((n / 2))}
-[ "$n_lat" -gt 0 ] || exit 0
 rate=${BENCH_LAT_RATE:-$(awk -v n="$n" -v t="$pec_t" 'BEGIN { printf "%.2f", n / t / 2 }')}
 e2e_log "latency: $n_lat transactions paced at $rate/s"
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \

@@ -33,6 +33,14 @@
 #
 # BENCH_KEEP=1 keeps the work directory (logs, Maildirs, stores) after a good run.
 #
+# pec against its cryptographic floor (issue 22), after both runs: `pec capacity` on A's and
+# B's configurations (their tokens, keys and TSAs) times what a PEC and a REM transaction
+# sign and verify; printed for each run: pec's CPU per transaction (pec-a + pec-b), the
+# floor (A's sender side + B's recipient side), their ratio (target <= 1.5), and the Postfix
+# queue passes per transaction from both logs. BENCH_KEY=rsa2048|rsa3072|p256: both
+# providers' PEC message keys (default: A RSA-3072, B RSA-2048); BENCH_FLOOR_COUNT: runs of
+# each operation (default 100 here: every XAdES-B-T signature asks the test TSA).
+#
 # Usage: benches/rem_e2e.sh [N] [CONCURRENCY]   (as root; PEC_BIN: a release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,6 +61,7 @@ export PEC_BIN=${PEC_BIN:-$root/target/release/pec}
 command -v dnsmasq >/dev/null || { echo "rem_e2e bench: dnsmasq missing (scripts/install-deps.sh)" >&2; exit 2; }
 command -v xmlsec1 >/dev/null || { echo "rem_e2e bench: xmlsec1 missing (scripts/install-deps.sh)" >&2; exit 2; }
 mail=("$E2E_PYTHON" "$root/tests/e2e/pecmail.py")
+export PROOF_KEY=${BENCH_KEY:-}
 consignment=1 per_sender=2
 if [ "${REM_NO_CONSIGNMENT:-0}" = 1 ]; then
   consignment=0 per_sender=1
@@ -158,6 +167,7 @@ evidences_issued() { # P: EvidenzaREMEmessa records in P's legal log so far
 }
 
 # PEC.
+proof_maillog_mark "$work" "$work/maillog-pec.mark"
 proof_cpu_snapshot "$work" "$work/cpu-pec0.json"
 perf_start pec
 sampler_start "$work/tsa-busy-pec"
@@ -174,6 +184,7 @@ proof_cpu_snapshot "$work" "$work/cpu-pec1.json"
 perf_stop
 sampler_stop
 proof_wait_settled "$work" "$n" 120
+proof_queue_passes "$work" "$work/maillog-pec.mark" "$n" > "$work/passes-pec.out"
 # Audited before any REM transaction: its checks of the legal logs know PEC only.
 proof_audit "$work" "$work/accepted" 20 > "$work/audit.out" || { cat "$work/audit.out" >&2; e2e_fail "pec audit failed"; }
 
@@ -196,6 +207,7 @@ grep -rqs "^REM-MessageType: http://uri.etsi.org/19522/v1#/ERDMessageType/dispat
 ev_a0=$(evidences_issued a) ev_b0=$(evidences_issued b)
 consumed0=$(proof_rem_consumed "$work")
 sender0=$(count "$carla_md") rcpt0=$(count "$dora_md")
+proof_maillog_mark "$work" "$work/maillog-rem.mark"
 proof_cpu_snapshot "$work" "$work/cpu-rem0.json"
 perf_start rem
 sampler_start "$work/tsa-busy-rem"
@@ -216,6 +228,7 @@ cat "$work/accepted-rem-load" >> "$work/accepted-rem"
 postfix_wait_queue_empty "$work/a/postfix" 120
 postfix_wait_queue_empty "$work/b/postfix" 120
 ev_a=$(($(evidences_issued a) - ev_a0)) ev_b=$(($(evidences_issued b) - ev_b0))
+proof_queue_passes "$work" "$work/maillog-rem.mark" "$n" rem > "$work/passes-rem.out"
 
 # Every transaction complete, exactly once.
 no_cc=()
@@ -240,5 +253,14 @@ echo "where the time goes, pec run:"
 proof_cpu_report "$work/cpu-pec0.json" "$work/cpu-pec1.json" "$pec_t" "$n"
 echo "where the time goes, rem run:"
 proof_cpu_report "$work/cpu-rem0.json" "$work/cpu-rem1.json" "$rem_t" "$n"
+BENCH_FLOOR_COUNT=${BENCH_FLOOR_COUNT:-100} proof_floor_measure "$work" "$work/floor"
+echo "pec run:"
+proof_floor_report "$work/cpu-pec0.json" "$work/cpu-pec1.json" "$n" "$work/floor" pec
+echo "Postfix queue passes during the pec run (both logs, queue files with a qmgr from= line):"
+cat "$work/passes-pec.out"
+echo "rem run:"
+proof_floor_report "$work/cpu-rem0.json" "$work/cpu-rem1.json" "$n" "$work/floor" rem
+echo "Postfix queue passes during the rem run (both logs, queue files with a qmgr from= line):"
+cat "$work/passes-rem.out"
 perf_show pec
 perf_show rem

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 pub mod args;
+pub mod capacity;
 pub mod error;
 mod evidence;
 mod index;
@@ -132,6 +133,12 @@ pub enum Command {
     /// (kept in the store). Prints the Postfix lines to apply.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Measure this node's cryptographic floor: the signatures and verifications of a PEC
+    /// transaction, each timed with the configured key, token and provider index (CPU time
+    /// of this process and wall time), the floor per transaction of the sender's and the
+    /// recipient's side, and the transactions per second per core they allow. For sizing a
+    /// node; it signs only test messages and keeps none.
+    Capacity(capacity::CapacityArgs),
     /// Installation helpers: the single-provider index file, the Postfix and Dovecot lines
     /// of this configuration (see /usr/share/doc/pec/install.md).
     #[command(subcommand)]
@@ -170,6 +177,7 @@ pub fn main() -> i32 {
         Command::Evidence { command } => evidence::evidence_command(&command),
         Command::Store { command } => store::run(&command),
         Command::Setup(command) => setup::run(&command),
+        Command::Capacity(args) => capacity::run(&args),
         Command::Rem(command) => rem::run(&command),
     }
 }

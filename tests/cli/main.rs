@@ -8,6 +8,7 @@
 mod samples;
 
 mod admin;
+mod capacity;
 mod config;
 mod grafana;
 mod man_pages;

@@ -34,11 +34,37 @@
 #                        tests/e2e/audit.py rem-check on carla's and dora's Maildirs and
 #                        `pec evidence list` on both providers: every accepted REM transaction
 #                        complete exactly once.
+# proof_keys PKI [KEY]    re-issues both providers' PEC message keys (it, net) in PKI with KEY:
+#                        rsa2048, rsa3072 or p256 (once per PKI); without KEY (PROOF_KEY
+#                        empty) the make-pki.sh keys stay: A RSA-3072, B RSA-2048.
+#                        proof_pair_up and proof_rem_up apply PROOF_KEY.
 # proof_cpu_snapshot WORK OUT
 #                        CPU seconds (user + system) of each daemon of the pair and all its
 #                        processes, live and reaped, by role, as JSON in OUT.
 # proof_cpu_report BEFORE AFTER SECONDS N
 #                        prints the CPU between two snapshots: per daemon, share, per transaction.
+# proof_maillog_mark WORK OUT
+#                        the line counts of both Postfix logs now, in OUT (the start of a
+#                        window for proof_queue_passes).
+# proof_queue_passes WORK MARK N [pec|rem]
+#                        Postfix queue passes per transaction since MARK, from both logs:
+#                        distinct queue ids with a qmgr `from=` line, per instance, each by
+#                        the way it entered (submission, port 25 from the other provider,
+#                        pec's reinjection listener, pickup), divided by N.
+# proof_floor WORK CPU0 CPU1 N OUT
+#                        proof_floor_measure WORK OUT, then proof_floor_report ... pec.
+# proof_floor_measure WORK OUT
+#                        `pec capacity --json` on A's and B's configurations (their tokens
+#                        and keys; BENCH_FLOOR_COUNT runs of each operation, default 200)
+#                        into OUT.a.json and OUT.b.json.
+# proof_floor_report CPU0 CPU1 N OUT pec|rem
+#                        prints pec's CPU per transaction (pec-a + pec-b between the two
+#                        proof_cpu_snapshot files), the floor per transaction (A's sender
+#                        side + B's recipient side, from OUT.*.json) and their ratio
+#                        (target <= 1.5).
+# proof_perf_start WORK RUN / proof_perf_stop / proof_perf_show WORK RUN
+#                        with BENCH_PERF=1: `perf record` (499 Hz) on both pec serve, then
+#                        the top shared objects and symbols of each (perf report).
 # proof_wait_settled WORK N DEADLINE [ACCEPTED]
 #                        until alice holds 2N messages (acceptance + delivery receipt each)
 #                        and bob N, and both Postfix queues are empty; with ACCEPTED (the
@@ -67,6 +93,7 @@ proof_pair_up() {
   export PROVIDER_PKI=$work/pki PROVIDER_LMTP_PROXY=1
   mkdir -p "$work"
   sh "$E2E_REPO/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+  proof_keys "$PROVIDER_PKI" "${PROOF_KEY:-}" || return 1
   PROVIDER_REM_IDENTITIES=carla@pec.example.it PROVIDER_REM_CSI_URL=${proof_rem_base:-}/csi-it.xml \
     provider_up "$work/a" pec.example.it it
   a_submission=$submission a_smtp=$smtp a_imap=$imap a_lmtp=$lmtp a_clamd=$clamd_port
@@ -102,6 +129,23 @@ proof_pair_up() {
   fi
 }
 
+proof_keys() {
+  local pki=$1 key=${2:-} spec
+  [ -n "$key" ] || return 0
+  case $key in
+    rsa2048) spec=rsa:2048 ;;
+    rsa3072) spec=rsa:3072 ;;
+    p256) spec=ec:P-256 ;;
+    *) e2e_fail "proof_keys: unknown key \"$key\" (rsa2048, rsa3072 or p256)"; return 2 ;;
+  esac
+  [ -f "$pki/.keys-$key" ] && return 0
+  sh "$E2E_REPO/tests/pki/issue-leaf.sh" "$pki" it "$spec" 20200101000000Z 20400101000000Z \
+    pec.example.it "PEC Example IT S.p.A." 2>/dev/null || { e2e_fail "proof_keys: issue-leaf.sh it $spec"; return 1; }
+  sh "$E2E_REPO/tests/pki/issue-leaf.sh" "$pki" net "$spec" 20200101000000Z 20400101000000Z \
+    pec.example.net "PEC Example NET S.p.A." 2>/dev/null || { e2e_fail "proof_keys: issue-leaf.sh net $spec"; return 1; }
+  touch "$pki/.keys-$key"
+}
+
 # Whether the last peers view pec serve logged in LOG holds both services with their CSI
 # saying REM baseline.
 _proof_rem_view_ready() {
@@ -129,6 +173,7 @@ proof_rem_up() {
   export PROVIDER_PKI=$work/pki
   mkdir -p "$work/rem/www"
   sh "$E2E_REPO/tests/pki/make-pki.sh" "$PROVIDER_PKI" >/dev/null 2>&1
+  proof_keys "$PROVIDER_PKI" "${PROOF_KEY:-}" || return 1
   mapfile -t p < <(e2e_free_ports 1)
   dns_addr=127.53.$((p[0] / 256 % 256)).$((p[0] % 256))
   DNS_ADDR=$dns_addr dns_start "$work/rem/dns" 53 \
@@ -316,4 +361,146 @@ proof_audit() {
     fi
   done
   return "$rc"
+}
+
+proof_maillog_mark() {
+  local p
+  for p in a b; do
+    printf '%s %s\n' "$p" "$(wc -l < "$1/$p/postfix/maillog" 2>/dev/null || echo 0)"
+  done > "$2"
+}
+
+proof_queue_passes() {
+  local work=$1 mark=$2 n=$3 kind=${4:-pec}
+  "$E2E_PYTHON" - "$work" "$mark" "$n" "$kind" <<'PY'
+import re, sys
+work, mark, n, kind = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+start = dict(l.split() for l in open(mark))
+line = re.compile(r" postfix-[^/\s]+(?:/([^/\s\[]+))?/(smtpd|qmgr|pickup)\[\d+\]: ([0-9A-Za-z]+): (.*)$")
+names = {"submission": "submission (alice's client)", "smtpd": "port 25 (from the other provider)",
+         "reinject": "pec's reinjection listener", "pickup": "pickup (local submission)"}
+explain = {
+    "a": "A: alice's submission (the milter wraps it in the envelope); the envelope reinjected by "
+         "A's after-queue filter towards B; the acceptance receipt to alice; B's presa in carico "
+         "and delivery receipt arriving on port 25; the delivery receipt reinjected by A's filter "
+         "towards alice's mailbox (the presa in carico is consumed by the filter: no further pass)",
+    "b": "B: the envelope arriving on port 25; the envelope reinjected by B's filter (reception "
+         "point) towards the delivery point; the presa in carico and the delivery receipt to A",
+}
+if kind == "rem":
+    explain = {
+        "a": "A: carla's submission (the milter makes the dispatch); the dispatch reinjected by A's "
+             "filter towards B; the SubmissionAcceptance receipt to carla; B's RelayAcceptance and "
+             "ContentConsignment arriving on port 25; the ContentConsignment reinjected by A's filter "
+             "towards carla's mailbox (the RelayAcceptance is consumed by the filter)",
+        "b": "B: the dispatch arriving on port 25; the dispatch reinjected by B's filter towards the "
+             "delivery point; the RelayAcceptance and the ContentConsignment to A",
+    }
+total = 0.0
+for p in ("a", "b"):
+    entered, queued = {}, set()
+    try:
+        lines = open(f"{work}/{p}/postfix/maillog", errors="replace").read().splitlines()[int(start.get(p, 0)):]
+    except OSError:
+        lines = []
+    for l in lines:
+        m = line.search(l)
+        if not m:
+            continue
+        svc, prog, qid, rest = m.groups()
+        if prog == "smtpd" and rest.startswith("client="):
+            entered[qid] = svc or "smtpd"
+        elif prog == "pickup" and "from=<" in rest:
+            entered[qid] = "pickup"
+        elif prog == "qmgr" and rest.startswith("from=<"):
+            queued.add(qid)
+    by = {}
+    for q in queued:
+        k = entered.get(q, "other")
+        by[k] = by.get(k, 0) + 1
+    total += len(queued) / n
+    parts = ", ".join(f"{names.get(k, k)} {v / n:.2f}" for k, v in sorted(by.items(), key=lambda x: -x[1]))
+    print(f"  postfix-{p}: {len(queued)} queue files, {len(queued) / n:.2f} per transaction ({parts})")
+    print(f"    {explain[p]}")
+print(f"  Postfix queue passes per transaction, A + B: {total:.2f}")
+PY
+}
+
+proof_floor() {
+  proof_floor_measure "$1" "$5" && proof_floor_report "$2" "$3" "$4" "$5" pec
+}
+
+proof_floor_measure() {
+  local work=$1 out=$2 p
+  for p in a b; do
+    SOFTHSM2_CONF=$work/$p/hsm/softhsm2.conf PEC_E2E_PIN=1234 "${PEC_BIN:-$E2E_REPO/target/debug/pec}" \
+      capacity -c "$work/$p/pec.toml" --count "${BENCH_FLOOR_COUNT:-200}" --json > "$out.$p.json" ||
+      { e2e_fail "pec capacity on $p"; return 1; }
+  done
+}
+
+proof_floor_report() {
+  "$E2E_PYTHON" - "$@" <<'PY'
+import json, sys
+c0, c1 = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+n, out, kind = int(sys.argv[3]), sys.argv[4], sys.argv[5]
+fa, fb = json.load(open(out + ".a.json")), json.load(open(out + ".b.json"))
+what = {"pec": "PEC", "rem": "REM"}[kind]
+if fa[kind] is None or fb[kind] is None:
+    print(f"{what} floor: not measured ([rem] not enabled on both providers)")
+    sys.exit(0)
+pec = {p: 1000 * (c1[f"pec-{p}"] - c0[f"pec-{p}"]) / n for p in ("a", "b")}
+print(f"pec's CPU per {what} transaction against its cryptographic floor (pec capacity, {fa['count']} runs of each operation, same keys and tokens, after the run):")
+for name, f, side in (("A", fa, "sender"), ("B", fb, "recipient")):
+    print(f"  {name}: key {f['key']} ({f['backend']}, {f['digest']}), verification: {f['verification']}")
+    for o in f[kind]["operations"]:
+        if o["side"] == side:
+            print(f"    {o['role']:<22} {o['name']:<42} {o['bytes']:>7} bytes {o['cpu_ms']:8.3f} ms cpu {o['wall_ms']:8.3f} ms wall")
+    if kind == "rem":
+        ts = f["rem"]["time_stamp"]
+        print(f"    (of each XAdES-B-T signature, the time stamp request: {ts['cpu_ms']:.3f} ms cpu here, {ts['wall_ms']:.3f} ms wall)")
+sa, rb = fa[kind]["sender"]["cpu_ms"], fb[kind]["recipient"]["cpu_ms"]
+floor = sa + rb
+tot = pec["a"] + pec["b"]
+print(f"  floor per transaction: A's sender side {sa:.2f} ms + B's recipient side {rb:.2f} ms = {floor:.2f} ms "
+      f"({fa[kind]['sender']['signatures'] + fb[kind]['recipient']['signatures']} signatures, "
+      f"{fa[kind]['sender']['verifications'] + fb[kind]['recipient']['verifications']} verifications)")
+print(f"  pec CPU per transaction: pec-a {pec['a']:.2f} ms + pec-b {pec['b']:.2f} ms = {tot:.2f} ms")
+print(f"  ratio pec CPU / floor: {tot / floor if floor else float('nan'):.2f}  (target <= 1.5)")
+print(f"  pec beyond the floor: {tot - floor:.2f} ms per transaction")
+if kind == "rem" and "tsa-a" in c0:
+    tsa = sum(1000 * (c1[k] - c0[k]) / n for k in ("tsa-a", "tsa-b"))
+    print(f"  the test TSAs (their own processes, not in pec's CPU nor in the floor): {tsa:.2f} ms per transaction")
+for name, f in (("A", fa), ("B", fb)):
+    p = f[kind]
+    print(f"  {name}'s own ceiling, the cryptography alone, per core: {p['sender']['transactions_per_second_per_core']:.0f} {what} tx/s as sender, "
+          f"{p['recipient']['transactions_per_second_per_core']:.0f} as recipient, {p['transaction']['transactions_per_second_per_core']:.0f} as both")
+PY
+}
+
+proof_perf_pids=()
+proof_perf_start() {
+  [ "${BENCH_PERF:-0}" = 1 ] || return 0
+  local p
+  proof_perf_pids=()
+  for p in a b; do
+    perf record -F 499 -g -o "$1/perf-$2-$p.data" -p "$(cat "$1/$p/pec.pid")" >/dev/null 2>&1 &
+    proof_perf_pids+=($!)
+  done
+}
+
+proof_perf_stop() {
+  local pid
+  for pid in "${proof_perf_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  proof_perf_pids=()
+}
+
+proof_perf_show() {
+  [ "${BENCH_PERF:-0}" = 1 ] || return 0
+  local p
+  for p in a b; do
+    echo "perf, $2 run, pec serve $p: shared objects, then symbols (self)"
+    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 10 || true
+    perf report -i "$1/perf-$2-$p.data" --no-children --sort dso,sym -g none --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30 || true
+  done
 }
