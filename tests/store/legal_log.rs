@@ -1159,6 +1159,70 @@ fn the_tsa_wants_its_credentials() {
     assert!(pec::crypto::tsa::timestamp(&s, &sha).is_err());
 }
 
+/// The HTTPS TSA's TLS context is built once for its settings and reused by every stamp;
+/// it is built again when one of its files changes, so a CA file rewritten in place applies
+/// at the next stamp without a restart.
+#[test]
+fn one_tls_context_serves_every_stamp_until_its_files_change() {
+    use pec::crypto::tsa::{timestamp, tls_context_builds};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server-ca.pem");
+    std::fs::copy(&tsa().pki.ca_cert, &ca).unwrap();
+    let mut s = tsa_settings();
+    s.tls_ca_file = Some(ca.clone());
+    assert_eq!(tls_context_builds(&s), 0);
+    for i in 0..4u8 {
+        timestamp(&s, &[i; 32]).unwrap();
+    }
+    assert_eq!(tls_context_builds(&s), 1);
+    // The same file now holds a certificate that did not issue the server's: refused.
+    std::fs::copy(&tsa().pki.it_cert, &ca).unwrap();
+    let err = timestamp(&s, &[9; 32]).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+    assert_eq!(tls_context_builds(&s), 2);
+    // And back to the server's CA (one more line, another length): stamped again.
+    let pem = std::fs::read_to_string(&tsa().pki.ca_cert).unwrap();
+    std::fs::write(&ca, format!("{pem}\n")).unwrap();
+    timestamp(&s, &[10; 32]).unwrap();
+    timestamp(&s, &[11; 32]).unwrap();
+    assert_eq!(tls_context_builds(&s), 3);
+}
+
+/// With `tls_ca_file` that file alone is trusted for the TSA's server: a system trust store
+/// that trusts the server (`SSL_CERT_FILE` naming its CA, set in a child process running
+/// this test alone) is not consulted. Without `tls_ca_file`, the same system store is.
+#[test]
+fn the_tls_ca_file_is_trusted_alone() {
+    use pec::crypto::tsa::timestamp;
+    const CHILD: &str = "PEC_TEST_TSA_SYSTEM_STORE_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "legal_log::the_tls_ca_file_is_trusted_alone",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // The child: the only test running in this process, before any TLS connection.
+    std::env::set_var("SSL_CERT_FILE", &tsa().pki.ca_cert);
+    let mut s = tsa_settings();
+    s.tls_ca_file = None;
+    timestamp(&s, &[1; 32]).unwrap();
+    s.tls_ca_file = Some(tsa().pki.it_cert.clone());
+    let err = timestamp(&s, &[2; 32]).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+}
+
 /// `pec serve`'s sealer with the TSA down: the seal is made at once without its stamp, and
 /// the stamp is retried (backoff from `stamp_retry`) until the TSA is back; then it is
 /// there, once.
