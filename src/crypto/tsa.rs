@@ -2,7 +2,8 @@
 //! RFC 3161 time stamps (*marca temporale*) for the daily seals of the legal log: the
 //! `TimeStampReq` built by hand in DER (with the TSA policy when configured), a minimal
 //! HTTP/1.1 client over `std::net::TcpStream`, plain or HTTPS (OpenSSL) with HTTP basic
-//! authentication and/or a client certificate, as accredited Italian TSAs require; the
+//! authentication and/or a client certificate, as accredited Italian TSAs require (the TLS
+//! context built once per CA file and client certificate and reused); the
 //! `TimeStampResp` status, and the token's `TSTInfo` (message imprint, time, nonce, policy).
 //! A fresh token is accepted only when everything holds: status granted, our imprint, our
 //! nonce, our policy, a time close to ours, a signature by a certificate that chains to the
