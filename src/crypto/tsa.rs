@@ -9,24 +9,17 @@
 //! nonce, our policy, a time close to ours, a signature by a certificate that chains to the
 //! configured CA at the token's time and whose extended key usage is timeStamping only.
 
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslOptions, SslStream,
-    SslVerifyMode,
-};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509CheckFlags;
 use openssl::x509::{X509ExtendedKeyUsage, X509};
 use thiserror::Error;
 
 use super::asn1::{self, tlv};
-use super::http::{exchange, Url};
+use super::http::{TlsTrust, Url};
 use crate::message::time::Instant;
 
 /// id-sha256.
@@ -355,161 +348,6 @@ pub fn check_url(url: &str) -> Result<(), TsaError> {
     parse_url(url).map(|_| ())
 }
 
-/// What the TLS context of a TSA is made of: the server's CA file and the client
-/// certificate and key (paths).
-type TlsKey = (Option<PathBuf>, Option<(PathBuf, PathBuf)>);
-
-/// A file as it was when a context was built from it: length, modification time, inode.
-type FileStamp = (u64, Option<std::time::SystemTime>, u64);
-
-/// One built TLS context, with the state of its files then and how many times a context
-/// was built for its key (the test hook [`tls_context_builds`]).
-struct BuiltContext {
-    key: TlsKey,
-    files: Vec<FileStamp>,
-    context: SslContext,
-    builds: u64,
-}
-
-/// The TLS contexts built so far, one per [`TlsKey`]: building one costs the parsing of
-/// its CA file (the whole system trust bundle without `tls_ca_file`, ~20 ms of CPU), so it
-/// is built once and reused by every request, and rebuilt only when one of its files
-/// changes (a configuration reload with other paths makes another key). A handful of
-/// entries at most: one per TSA configured over the process's life.
-static CONTEXTS: Mutex<Vec<BuiltContext>> = Mutex::new(Vec::new());
-
-fn tls_key(settings: &TsaSettings) -> TlsKey {
-    (settings.tls_ca_file.clone(), settings.client_cert.clone())
-}
-
-/// The [`FileStamp`]s of the files of `key` (`None` when one cannot be read: the build
-/// reports why).
-fn file_stamps(key: &TlsKey) -> Option<Vec<FileStamp>> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (ca, cert) = key;
-    let paths = ca
-        .iter()
-        .chain(cert.iter().flat_map(|(c, k)| [c, k]))
-        .collect::<Vec<_>>();
-    paths
-        .into_iter()
-        .map(|p| {
-            std::fs::metadata(p)
-                .ok()
-                .map(|m| (m.len(), m.modified().ok(), m.ino()))
-        })
-        .collect()
-}
-
-/// The TLS client context of `settings`: the server verified against `tls_ca_file` only
-/// when it is given (the system trust store is then not loaded at all), else against the
-/// system store; the client certificate presented when configured. Built once per
-/// [`TlsKey`] and files ([`CONTEXTS`]).
-fn tls_context(settings: &TsaSettings) -> Result<SslContext, String> {
-    let key = tls_key(settings);
-    let Some(files) = file_stamps(&key) else {
-        return build_context(settings);
-    };
-    let mut contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
-    let index = match contexts.iter().position(|c| c.key == key) {
-        Some(i) if contexts[i].files == files => return Ok(contexts[i].context.clone()),
-        Some(i) => i,
-        None => {
-            contexts.push(BuiltContext {
-                key,
-                files: Vec::new(),
-                context: build_context(settings)?,
-                builds: 0,
-            });
-            contexts.len() - 1
-        }
-    };
-    let entry = &mut contexts[index];
-    if entry.builds > 0 {
-        entry.context = build_context(settings)?;
-    }
-    entry.files = files;
-    entry.builds += 1;
-    Ok(entry.context.clone())
-}
-
-/// How many times the TLS context of `settings` (its `tls_ca_file` and `client_cert`) was
-/// built in this process: once, plus once per change of one of its files. For tests.
-#[doc(hidden)]
-pub fn tls_context_builds(settings: &TsaSettings) -> u64 {
-    let key = tls_key(settings);
-    let contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
-    contexts
-        .iter()
-        .find(|c| c.key == key)
-        .map_or(0, |c| c.builds)
-}
-
-/// Builds the TLS client context of `settings` ([`tls_context`]). The options, modes,
-/// cipher list and peer verification are those of `openssl::ssl::SslConnector::builder`,
-/// without its loading of the system trust store when `tls_ca_file` is given.
-fn build_context(settings: &TsaSettings) -> Result<SslContext, String> {
-    let mut b = SslContextBuilder::new(SslMethod::tls_client()).map_err(|e| e.to_string())?;
-    let mut opts = SslOptions::ALL
-        | SslOptions::NO_COMPRESSION
-        | SslOptions::NO_SSLV2
-        | SslOptions::NO_SSLV3
-        | SslOptions::SINGLE_DH_USE
-        | SslOptions::SINGLE_ECDH_USE;
-    opts &= !SslOptions::DONT_INSERT_EMPTY_FRAGMENTS;
-    b.set_options(opts);
-    b.set_mode(
-        SslMode::AUTO_RETRY
-            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
-            | SslMode::ENABLE_PARTIAL_WRITE
-            | SslMode::RELEASE_BUFFERS,
-    );
-    b.set_cipher_list("DEFAULT:!aNULL:!eNULL:!MD5:!3DES:!DES:!RC4:!IDEA:!SEED:!aDSS:!SRP:!PSK")
-        .map_err(|e| e.to_string())?;
-    b.set_verify(SslVerifyMode::PEER);
-    match &settings.tls_ca_file {
-        Some(ca) => b
-            .set_ca_file(ca)
-            .map_err(|e| format!("tls ca file \"{}\": {e}", ca.display()))?,
-        None => b
-            .set_default_verify_paths()
-            .map_err(|e| format!("system trust store: {e}"))?,
-    }
-    if let Some((cert, key)) = &settings.client_cert {
-        b.set_certificate_chain_file(cert)
-            .map_err(|e| format!("client certificate \"{}\": {e}", cert.display()))?;
-        b.set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|e| format!("client key \"{}\": {e}", key.display()))?;
-        b.check_private_key()
-            .map_err(|e| format!("client key does not match its certificate: {e}"))?;
-    }
-    Ok(b.build())
-}
-
-/// The TLS session of one request on `stream`: SNI for a host name, and the server
-/// certificate checked for `host` (name or IP address, no partial wildcards), as
-/// `SslConnector::connect` does.
-fn tls_connect(
-    context: &SslContext,
-    host: &str,
-    stream: TcpStream,
-) -> Result<SslStream<TcpStream>, String> {
-    let tls = |e: &dyn std::fmt::Display| format!("tls: {e}");
-    let mut ssl = Ssl::new(context).map_err(|e| tls(&e))?;
-    let ip = host.parse::<IpAddr>().ok();
-    if ip.is_none() {
-        ssl.set_hostname(host).map_err(|e| tls(&e))?;
-    }
-    let param = ssl.param_mut();
-    param.set_hostflags(X509CheckFlags::NO_PARTIAL_WILDCARDS);
-    match ip {
-        Some(ip) => param.set_ip(ip),
-        None => param.set_host(host),
-    }
-    .map_err(|e| tls(&e))?;
-    ssl.connect(stream).map_err(|e| tls(&e))
-}
-
 /// The `Authorization` header of `settings`, if any (the password file is read each time,
 /// so that a rotated password needs no restart).
 fn authorization(settings: &TsaSettings) -> Result<String, String> {
@@ -524,50 +362,50 @@ fn authorization(settings: &TsaSettings) -> Result<String, String> {
     Ok(format!("Authorization: Basic {token}\r\n"))
 }
 
-/// POSTs `body` as `application/timestamp-query` and returns the response body.
+/// What the TLS context of `settings` trusts and presents ([`super::http::tls_context`]).
+fn tls_trust(settings: &TsaSettings) -> TlsTrust {
+    TlsTrust {
+        ca_file: settings.tls_ca_file.clone(),
+        client_cert: settings.client_cert.clone(),
+    }
+}
+
+/// How many times the TLS context of `settings` (its `tls_ca_file` and `client_cert`) was
+/// built in this process: once, plus once per change of one of its files. For tests.
+#[doc(hidden)]
+pub fn tls_context_builds(settings: &TsaSettings) -> u64 {
+    super::http::tls_context_builds(&tls_trust(settings))
+}
+
+/// POSTs `body` as `application/timestamp-query` and returns the response body, over a
+/// connection to the TSA kept alive between stamps ([`super::http::request`]; a stamp
+/// request may be sent again: a lost one only costs the TSA a token).
 fn post(settings: &TsaSettings, body: &[u8]) -> Result<Vec<u8>, TsaError> {
     let url = &settings.url;
-    let timeout = settings.timeout;
-    let Url {
-        tls,
-        host,
-        port,
-        path,
-    } = parse_url(url)?;
+    let parsed = parse_url(url)?;
     let http = |reason: String| TsaError::Http {
         url: url.to_string(),
         reason,
     };
     let auth = authorization(settings).map_err(http)?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| http(format!("cannot resolve: {e}")))?
-        .next()
-        .ok_or_else(|| http("no address".into()))?;
-    let stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| http(format!("connect: {e}")))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| http(e.to_string()))?;
-    let host_header = match (tls, port) {
-        (false, 80) | (true, 443) => host.clone(),
-        _ => format!("{host}:{port}"),
-    };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pec/{}\r\n{auth}\
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pec/{}\r\n{auth}\
          Content-Type: application/timestamp-query\r\nAccept: application/timestamp-reply\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\n\r\n",
+        parsed.path,
+        super::http::host_header(&parsed),
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
-    let response = if tls {
-        let context = tls_context(settings).map_err(http)?;
-        let stream = tls_connect(&context, &host, stream).map_err(http)?;
-        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
-    } else {
-        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
-    }
+    let response = super::http::request(
+        &parsed,
+        &tls_trust(settings),
+        settings.timeout,
+        head.as_bytes(),
+        body,
+        MAX_RESPONSE,
+        true,
+    )
     .map_err(http)?;
     super::http::response_body(&response).map_err(http)
 }
