@@ -22,7 +22,7 @@
 # in both stores' evidences, `pec evidence list`). Then:
 #   ratio = (N / t_rem) / (N / t_pec)
 # and, for each run, the CPU seconds of every daemon and its processes (the TSAs with their
-# `openssl ts -reply` children) and the evidences (one time stamp each) per transaction.
+# `openssl ts -reply` children, before tsa.py signed in-process) and the evidences (one time stamp each) per transaction.
 # A single REM transaction (carla → dora, subject "load probe.0") runs between the two,
 # untimed, to check the route; it is counted in the REM checks.
 # REM_NO_CONSIGNMENT=1: the delivery point issues no ContentConsignment (a build without
@@ -93,9 +93,10 @@ perf_show() { # RUN
   done
 }
 
-# How busy each test TSA is: tsa.py runs one `openssl ts -reply` at a time (a lock around
+# How busy each test TSA is: tsa.py ran one `openssl ts -reply` at a time (a lock around
 # it), so the share of samples (every 20 ms) that find one running for a TSA is how much
-# of the run that TSA's lock was taken. Stops when OUT.stop exists, writing OUT.
+# of the run that TSA's lock was taken. Since issue 22 tsa.py signs in-process (no such
+# process): 0 % there says nothing, its CPU is in the per-daemon table. Stops when OUT.stop exists, writing OUT.
 sampler_on=""
 sampler_start() { # OUT
   rm -f "$1.stop"

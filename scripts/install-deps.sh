@@ -13,11 +13,11 @@ packages=(
   pkg-config libssl-dev
   # signing and verification in tests: SoftHSM2 token, PKCS#11 tools, the openssl CLI
   softhsm2 opensc gnutls-bin openssl ca-certificates
-  # time travel for certificate validity tests, and the test TSA's movable clock
-  # (tests/tsa/tsa.py --offset-file runs openssl under libfaketime, which it pulls in)
+  # time travel for certificate validity tests and for pec's clock in the e2e tests
   faketime
-  # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py)
-  python3-minimal
+  # the test RFC 3161 time-stamping authority of the legal-log tests (tests/tsa/tsa.py:
+  # its tokens built and signed in-process with the cryptography package)
+  python3-minimal python3-cryptography
   # REM evidences (XAdES) checked by an independent implementation: xmlsec1 verifies what
   # we sign and gives the canonical bytes we compare ours with (tests/model/xades.rs)
   xmlsec1

@@ -2,25 +2,24 @@
 //! RFC 3161 time stamps (*marca temporale*) for the daily seals of the legal log: the
 //! `TimeStampReq` built by hand in DER (with the TSA policy when configured), a minimal
 //! HTTP/1.1 client over `std::net::TcpStream`, plain or HTTPS (OpenSSL) with HTTP basic
-//! authentication and/or a client certificate, as accredited Italian TSAs require; the
+//! authentication and/or a client certificate, as accredited Italian TSAs require (the TLS
+//! context built once per CA file and client certificate and reused); the
 //! `TimeStampResp` status, and the token's `TSTInfo` (message imprint, time, nonce, policy).
 //! A fresh token is accepted only when everything holds: status granted, our imprint, our
 //! nonce, our policy, a time close to ours, a signature by a certificate that chains to the
 //! configured CA at the token's time and whose extended key usage is timeStamping only.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
 use openssl::stack::Stack;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::{X509ExtendedKeyUsage, X509};
 use thiserror::Error;
 
 use super::asn1::{self, tlv};
-use super::http::{exchange, Url};
+use super::http::{TlsTrust, Url};
 use crate::message::time::Instant;
 
 /// id-sha256.
@@ -61,7 +60,8 @@ pub struct TsaSettings {
     pub basic_auth: Option<(String, PathBuf)>,
     /// TLS client certificate and its key (PEM files).
     pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// PEM CA file for the HTTPS server certificate; `None`: the system trust store.
+    /// PEM CA file for the HTTPS server certificate, trusted alone (the system trust store
+    /// is then not loaded); `None`: the system trust store.
     pub tls_ca_file: Option<PathBuf>,
 }
 
@@ -348,25 +348,6 @@ pub fn check_url(url: &str) -> Result<(), TsaError> {
     parse_url(url).map(|_| ())
 }
 
-/// The TLS connector of `settings`: the server verified against `tls_ca_file` (or the
-/// system store), the client certificate presented when configured.
-fn connector(settings: &TsaSettings) -> Result<SslConnector, String> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
-    if let Some(ca) = &settings.tls_ca_file {
-        b.set_ca_file(ca)
-            .map_err(|e| format!("tls ca file \"{}\": {e}", ca.display()))?;
-    }
-    if let Some((cert, key)) = &settings.client_cert {
-        b.set_certificate_chain_file(cert)
-            .map_err(|e| format!("client certificate \"{}\": {e}", cert.display()))?;
-        b.set_private_key_file(key, SslFiletype::PEM)
-            .map_err(|e| format!("client key \"{}\": {e}", key.display()))?;
-        b.check_private_key()
-            .map_err(|e| format!("client key does not match its certificate: {e}"))?;
-    }
-    Ok(b.build())
-}
-
 /// The `Authorization` header of `settings`, if any (the password file is read each time,
 /// so that a rotated password needs no restart).
 fn authorization(settings: &TsaSettings) -> Result<String, String> {
@@ -381,52 +362,50 @@ fn authorization(settings: &TsaSettings) -> Result<String, String> {
     Ok(format!("Authorization: Basic {token}\r\n"))
 }
 
-/// POSTs `body` as `application/timestamp-query` and returns the response body.
+/// What the TLS context of `settings` trusts and presents ([`super::http::tls_context`]).
+fn tls_trust(settings: &TsaSettings) -> TlsTrust {
+    TlsTrust {
+        ca_file: settings.tls_ca_file.clone(),
+        client_cert: settings.client_cert.clone(),
+    }
+}
+
+/// How many times the TLS context of `settings` (its `tls_ca_file` and `client_cert`) was
+/// built in this process: once, plus once per change of one of its files. For tests.
+#[doc(hidden)]
+pub fn tls_context_builds(settings: &TsaSettings) -> u64 {
+    super::http::tls_context_builds(&tls_trust(settings))
+}
+
+/// POSTs `body` as `application/timestamp-query` and returns the response body, over a
+/// connection to the TSA kept alive between stamps ([`super::http::request`]; a stamp
+/// request may be sent again: a lost one only costs the TSA a token).
 fn post(settings: &TsaSettings, body: &[u8]) -> Result<Vec<u8>, TsaError> {
     let url = &settings.url;
-    let timeout = settings.timeout;
-    let Url {
-        tls,
-        host,
-        port,
-        path,
-    } = parse_url(url)?;
+    let parsed = parse_url(url)?;
     let http = |reason: String| TsaError::Http {
         url: url.to_string(),
         reason,
     };
     let auth = authorization(settings).map_err(http)?;
-    let addr = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| http(format!("cannot resolve: {e}")))?
-        .next()
-        .ok_or_else(|| http("no address".into()))?;
-    let stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| http(format!("connect: {e}")))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| http(e.to_string()))?;
-    let host_header = match (tls, port) {
-        (false, 80) | (true, 443) => host.clone(),
-        _ => format!("{host}:{port}"),
-    };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: pec/{}\r\n{auth}\
+        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: pec/{}\r\n{auth}\
          Content-Type: application/timestamp-query\r\nAccept: application/timestamp-reply\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\n\r\n",
+        parsed.path,
+        super::http::host_header(&parsed),
         env!("CARGO_PKG_VERSION"),
         body.len()
     );
-    let response = if tls {
-        let connector = connector(settings).map_err(http)?;
-        let stream = connector
-            .connect(&host, stream)
-            .map_err(|e| http(format!("tls: {e}")))?;
-        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
-    } else {
-        exchange(stream, head.as_bytes(), body, MAX_RESPONSE)
-    }
+    let response = super::http::request(
+        &parsed,
+        &tls_trust(settings),
+        settings.timeout,
+        head.as_bytes(),
+        body,
+        MAX_RESPONSE,
+        true,
+    )
     .map_err(http)?;
     super::http::response_body(&response).map_err(http)
 }

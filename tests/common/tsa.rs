@@ -28,6 +28,8 @@ pub struct Options<'a> {
     pub mode_file: Option<&'a Path>,
     /// HTTPS with make-tsa.sh's server certificate, instead of plain HTTP.
     pub https: bool,
+    /// With `https`: this server certificate and key (PEM) instead of make-tsa.sh's.
+    pub server_cert: Option<(&'a Path, &'a Path)>,
     /// Basic authentication required: this user, with make-tsa.sh's `password` file.
     pub basic_auth_user: Option<&'a str>,
     /// Client certificates required, issued by this CA.
@@ -60,9 +62,13 @@ pub fn spawn(files: &Path, opts: &Options) -> (TsaProcess, String) {
         None => cmd.arg(files.join("tsa.cnf")),
     };
     if opts.https {
-        cmd.arg("--tls")
-            .arg(files.join("server.pem"))
-            .arg(files.join("server.key"));
+        match opts.server_cert {
+            Some((cert, key)) => cmd.arg("--tls").arg(cert).arg(key),
+            None => cmd
+                .arg("--tls")
+                .arg(files.join("server.pem"))
+                .arg(files.join("server.key")),
+        };
     }
     if let Some(user) = opts.basic_auth_user {
         cmd.arg("--user").arg(user).arg(files.join("password"));

@@ -779,7 +779,7 @@ tsa_start() {
 
 # tsa_offset DIR SECONDS: the test TSA of tsa_start in DIR dates its tokens SECONDS (an
 # integer, negative for the past) away from the real clock from its next request on (tsa.py
-# runs openssl under libfaketime); 0 puts it back on the real clock. For the tests that move
+# adds it to its clock); 0 puts it back on the real clock. For the tests that move
 # pec's clock (`pec timers run --now`, under `faketime` too: pec's TSA client wants a token
 # within 10 min of its own clock, and XAdES one no earlier than the signing time).
 tsa_offset() {

@@ -62,6 +62,7 @@ fn spawn_tsa(files: &Path, cnf: Option<&Path>, mode_file: Option<&Path>) -> (Tsa
             https: true,
             basic_auth_user: Some("pec"),
             client_ca: Some(&files.join("../pki/ca.pem")),
+            ..Default::default()
         },
     )
 }
@@ -1157,6 +1158,274 @@ fn the_tsa_wants_its_credentials() {
     let mut s = good;
     s.ca_file = Some(tsa().pki.it_cert.clone());
     assert!(pec::crypto::tsa::timestamp(&s, &sha).is_err());
+}
+
+/// The HTTPS TSA's TLS context is built once for its settings and reused by every stamp;
+/// it is built again when one of its files changes, so a CA file rewritten in place applies
+/// at the next stamp without a restart.
+#[test]
+fn one_tls_context_serves_every_stamp_until_its_files_change() {
+    use pec::crypto::tsa::{timestamp, tls_context_builds};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("server-ca.pem");
+    std::fs::copy(&tsa().pki.ca_cert, &ca).unwrap();
+    let mut s = tsa_settings();
+    s.tls_ca_file = Some(ca.clone());
+    assert_eq!(tls_context_builds(&s), 0);
+    for i in 0..4u8 {
+        timestamp(&s, &[i; 32]).unwrap();
+    }
+    assert_eq!(tls_context_builds(&s), 1);
+    // The same file now holds a certificate that did not issue the server's: refused.
+    std::fs::copy(&tsa().pki.it_cert, &ca).unwrap();
+    let err = timestamp(&s, &[9; 32]).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+    assert_eq!(tls_context_builds(&s), 2);
+    // And back to the server's CA (one more line, another length): stamped again.
+    let pem = std::fs::read_to_string(&tsa().pki.ca_cert).unwrap();
+    std::fs::write(&ca, format!("{pem}\n")).unwrap();
+    timestamp(&s, &[10; 32]).unwrap();
+    timestamp(&s, &[11; 32]).unwrap();
+    assert_eq!(tls_context_builds(&s), 3);
+}
+
+/// With `tls_ca_file` that file alone is trusted for the TSA's server: a system trust store
+/// that trusts the server (`SSL_CERT_FILE` naming its CA, set in a child process running
+/// this test alone) is not consulted. Without `tls_ca_file`, the same system store is.
+#[test]
+fn the_tls_ca_file_is_trusted_alone() {
+    use pec::crypto::tsa::timestamp;
+    const CHILD: &str = "PEC_TEST_TSA_SYSTEM_STORE_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "legal_log::the_tls_ca_file_is_trusted_alone",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // The child: the only test running in this process, before any TLS connection.
+    std::env::set_var("SSL_CERT_FILE", &tsa().pki.ca_cert);
+    let mut s = tsa_settings();
+    s.tls_ca_file = None;
+    timestamp(&s, &[1; 32]).unwrap();
+    s.tls_ca_file = Some(tsa().pki.it_cert.clone());
+    let err = timestamp(&s, &[2; 32]).unwrap_err();
+    assert!(err.to_string().contains("tls"), "{err}");
+}
+
+/// Runs `openssl` with `args` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A TLS server certificate and key under `dir` named `name`: for `san`
+/// (subjectAltName), issued by the test CA, or by a CA of its own when `own_ca`.
+fn server_cert(dir: &Path, name: &str, san: &str, own_ca: bool) -> (PathBuf, PathBuf) {
+    let (ca_cert, ca_key) = if own_ca {
+        let (c, k) = (format!("{name}-ca.pem"), format!("{name}-ca.key"));
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &k,
+                "-out",
+                &c,
+                "-days",
+                "30",
+                "-subj",
+                "/CN=Another CA",
+            ],
+        );
+        (dir.join(c), dir.join(k))
+    } else {
+        let pki = &tsa().pki;
+        (pki.ca_cert.clone(), pki.dir.join("ca.key"))
+    };
+    let ext = dir.join(format!("{name}.ext"));
+    std::fs::write(
+        &ext,
+        format!(
+            "[ext]\nbasicConstraints = critical, CA:FALSE\nextendedKeyUsage = serverAuth\n\
+             subjectAltName = {san}\n"
+        ),
+    )
+    .unwrap();
+    let (key, csr, cert) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=tsa server",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            ca_cert.to_str().unwrap(),
+            "-CAkey",
+            ca_key.to_str().unwrap(),
+            "-set_serial",
+            "0x4001",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-extensions",
+            "ext",
+            "-out",
+            &cert,
+        ],
+    );
+    (dir.join(cert), dir.join(key))
+}
+
+/// A test TSA over HTTPS serving `cert`, with the suite's credentials.
+fn spawn_tsa_with_cert(cert: &(PathBuf, PathBuf)) -> (TsaProcess, String) {
+    let files = &tsa().files;
+    tsa::spawn(
+        files,
+        &tsa::Options {
+            https: true,
+            server_cert: Some((&cert.0, &cert.1)),
+            basic_auth_user: Some("pec"),
+            client_ca: Some(&files.join("../pki/ca.pem")),
+            ..Default::default()
+        },
+    )
+}
+
+/// The TSA's server certificate must name the host of the URL: a certificate of the
+/// trusted CA for another name is refused (hostname verification), at the IP address and
+/// at a host name alike; the same CA's certificate for the right names is accepted (the
+/// control: only the name differs).
+#[test]
+fn a_tsa_certificate_for_another_name_is_refused() {
+    use pec::crypto::tsa::timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let other = server_cert(dir.path(), "other", "DNS:tsa.other.example", false);
+    let (_child, url) = spawn_tsa_with_cert(&other);
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let s = settings_for(&format!("https://{host}:{port}/tsa"));
+        let err = timestamp(&s, &[1; 32]).unwrap_err();
+        assert!(
+            err.to_string().contains("certificate verify failed")
+                && err.to_string().contains("mismatch"),
+            "{host}: {err}"
+        );
+    }
+    let right = server_cert(dir.path(), "right", "IP:127.0.0.1, DNS:localhost", false);
+    let (_child, url) = spawn_tsa_with_cert(&right);
+    let port = url.rsplit(':').next().unwrap().split('/').next().unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        timestamp(
+            &settings_for(&format!("https://{host}:{port}/tsa")),
+            &[2; 32],
+        )
+        .unwrap();
+    }
+}
+
+/// The TSA's server certificate must chain to `tsa_tls_ca_file`: one for the right names
+/// from another CA is refused (chain verification), with or without a client certificate.
+#[test]
+fn a_tsa_certificate_from_another_ca_is_refused() {
+    use pec::crypto::tsa::timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = server_cert(dir.path(), "foreign", "IP:127.0.0.1, DNS:localhost", true);
+    let (_child, url) = spawn_tsa_with_cert(&foreign);
+    let mut s = settings_for(&url);
+    let err = timestamp(&s, &[1; 32]).unwrap_err();
+    assert!(
+        err.to_string().contains("certificate verify failed"),
+        "{err}"
+    );
+    s.client_cert = None;
+    let err = timestamp(&s, &[2; 32]).unwrap_err();
+    assert!(
+        err.to_string().contains("certificate verify failed"),
+        "{err}"
+    );
+    // The same server trusted through its own CA: accepted (only the CA differed).
+    s.client_cert = settings_for(&url).client_cert;
+    s.tls_ca_file = Some(dir.path().join("foreign-ca.pem"));
+    timestamp(&s, &[3; 32]).unwrap();
+}
+
+/// Stamps in a row share one HTTPS connection to the TSA (keep-alive): one connection
+/// opened for five stamps. A TSA that closes a kept connection under its client (it reads
+/// the request and closes unanswered: "close-reused") costs a new connection, and the
+/// stamp is sent again there once: each stamp still succeeds, one new connection each.
+#[test]
+fn stamps_share_a_kept_alive_connection_and_survive_its_closing() {
+    use pec::crypto::http::connections_opened;
+    use pec::crypto::tsa::timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = dir.path().join("mode");
+    let (_child, url) = spawn_tsa(&tsa().files, None, Some(&mode));
+    let s = settings_for(&url);
+    for i in 0..5u8 {
+        timestamp(&s, &[i; 32]).unwrap();
+    }
+    assert_eq!(connections_opened(&url), 1);
+    std::fs::write(&mode, "close-reused").unwrap();
+    for i in 0..3u8 {
+        timestamp(&s, &[10 + i; 32]).unwrap();
+        assert_eq!(connections_opened(&url), 2 + u64::from(i));
+    }
+    // A TSA that fails a request on a fresh connection too is not asked again.
+    std::fs::write(&mode, "down").unwrap();
+    let err = timestamp(&s, &[20; 32]).unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert_eq!(connections_opened(&url), 4);
 }
 
 /// `pec serve`'s sealer with the TSA down: the seal is made at once without its stamp, and
