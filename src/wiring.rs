@@ -437,17 +437,10 @@ fn rem_mx(without: &str) -> Option<Arc<dyn crate::rem::dns::MxLookup>> {
     }
 }
 
-/// The reception point's REM part when `[rem] enabled`: the settings, the REM PKI anchors
-/// (`[rem] anchors`), the time-stamp anchors (`[rem] tsa_anchors`) and the peers view.
-fn rem_reception(
-    config: &Config,
-    settings: &crate::config::RemSettings,
-    shared: &Shared,
-) -> Result<Option<Arc<crate::reception::rem::RemReception>>, WiringError> {
+/// The chain policy of peers' REM signatures: the certificates of every `[rem] anchors`
+/// file, enforced (the reception point's judgement, and `pec capacity`'s timing of it).
+pub fn rem_chain(config: &Config) -> Result<crate::crypto::ChainPolicy, WiringError> {
     use crate::crypto::ChainPolicy;
-    if !settings.enabled {
-        return Ok(None);
-    }
     let mut chain = ChainPolicy {
         enforce: true,
         ..ChainPolicy::default()
@@ -464,9 +457,22 @@ fn rem_reception(
         })?;
         chain.anchors.extend(more.anchors);
     }
+    Ok(chain)
+}
+
+/// The reception point's REM part when `[rem] enabled`: the settings, the REM PKI anchors
+/// (`[rem] anchors`), the time-stamp anchors (`[rem] tsa_anchors`) and the peers view.
+fn rem_reception(
+    config: &Config,
+    settings: &crate::config::RemSettings,
+    shared: &Shared,
+) -> Result<Option<Arc<crate::reception::rem::RemReception>>, WiringError> {
+    if !settings.enabled {
+        return Ok(None);
+    }
     Ok(Some(Arc::new(crate::reception::rem::RemReception {
         settings: settings.clone(),
-        chain,
+        chain: rem_chain(config)?,
         tsa_anchors: config.rem.tsa_anchors.clone(),
         peers: shared.rem_peers.clone(),
         mx: rem_mx("no peer's receipt is correlated"),

@@ -677,12 +677,14 @@ pub fn measure_pec(setup: &Setup<'_>, count: u32, size: usize) -> Result<Vec<Mea
 pub struct RemSetup<'a> {
     pub signer: &'a dyn Signer,
     pub tsa: &'a crate::crypto::tsa::TsaSettings,
-    pub anchors: &'a [std::path::PathBuf],
+    /// The chain to `[rem] anchors` ([`crate::wiring::rem_chain`]).
+    pub chain: &'a ChainPolicy,
     pub tsa_anchors: &'a [std::path::PathBuf],
 }
 
-/// An unsigned ERDS evidence of about the size of ours (4 KB), as `benches/signing.rs`.
-fn unsigned_evidence() -> String {
+/// An unsigned ERDS evidence of about the size of ours and the REM kit's (4 KB): what this
+/// command and `benches/signing.rs` sign, so that their figures are of the same work.
+pub fn unsigned_evidence() -> String {
     let mut xml = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><tns:Evidence \
          xmlns:tns=\"http://uri.etsi.org/19522/v1#\" version=\"EN319522v1.1.1\">\n",
@@ -736,17 +738,6 @@ pub fn measure_rem(
     let tsa_anchor = setup.tsa_anchors.first().ok_or_else(|| {
         CliError::usage("[rem] tsa_anchors is empty: a peer's evidence cannot be verified")
     })?;
-    let mut chain = ChainPolicy {
-        enforce: true,
-        ..ChainPolicy::default()
-    };
-    for path in setup.anchors {
-        let pem = std::fs::read(path)
-            .map_err(|e| CliError::usage(format!("rem.anchors: \"{}\": {e}", path.display())))?;
-        let more = ChainPolicy::from_pem(&pem, true)
-            .map_err(|e| CliError::usage(format!("rem.anchors: \"{}\": {e}", path.display())))?;
-        chain.anchors.extend(more.anchors);
-    }
     let original = sample_original(size, "capacity-sender@rem.invalid", "capacity@rem.invalid");
     let dispatch_entity = mixed_entity(&[
         ("message/rfc822", &original),
@@ -766,7 +757,7 @@ pub fn measure_rem(
     };
     let dispatch = sealed(&dispatch_entity)?;
     let receipt = sealed(&receipt_entity)?;
-    let opts = VerifyOptions::without_index(at).with_chain(&chain);
+    let opts = VerifyOptions::without_index(at).with_chain(setup.chain);
     let cert = setup.signer.certificate_der();
 
     let mut out = Vec::new();
@@ -880,10 +871,11 @@ pub fn measure(config: &Config, count: u32, size: usize) -> Result<Floor, CliErr
             "[rem] is enabled without a time-stamp authority (rem.evidence_tsa_url or log.tsa_url)",
         )),
         (true, Some(tsa)) => {
+            let rem_chain = crate::wiring::rem_chain(config).map_err(CliError::usage)?;
             let rem_setup = RemSetup {
                 signer: &*signer,
                 tsa,
-                anchors: &config.rem.anchors,
+                chain: &rem_chain,
                 tsa_anchors: &config.rem.tsa_anchors,
             };
             Some(measure_rem(&rem_setup, count, size)?)
