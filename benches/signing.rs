@@ -222,21 +222,6 @@ fn signing(c: &mut Criterion) {
     }
 }
 
-/// An unsigned ERDS evidence of the size of the REM kit's (about 4 KB).
-fn unsigned_evidence() -> String {
-    let mut xml = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><tns:Evidence \
-         xmlns:tns=\"http://uri.etsi.org/19522/v1#\" version=\"EN319522v1.1.1\">\n",
-    );
-    for i in 0..40 {
-        xml.push_str(&format!(
-            "  <tns:Detail n=\"{i}\">recipient-{i}@pec.example.net accepted</tns:Detail>\n"
-        ));
-    }
-    xml.push_str("</tns:Evidence>");
-    xml
-}
-
 /// A running tsa.py (plain HTTP), killed when dropped.
 struct TsaProcess(std::process::Child);
 
@@ -288,7 +273,7 @@ fn evidences(
             Duration::from_secs(20),
         )
     };
-    let xml = unsigned_evidence();
+    let xml = pec::cli::capacity::unsigned_evidence();
     let attrs_sized = vec![0x5au8; 200];
     println!("\nERDS evidence (XAdES) on SoftHSM2, medians of this run:");
     println!("  key | bare signature | B-B (ratio) | B-T with a local TSA (ratio)");

@@ -5,25 +5,20 @@
 use std::path::Path;
 use std::process::Command;
 
-use base64::Engine;
 use pec::crypto::testing::make_test_pki;
 
 /// A configuration with a PEM key (no HSM) and an index file listing that key's certificate.
 fn config(dir: &Path) -> std::path::PathBuf {
     let pki = make_test_pki(&dir.join("pki")).unwrap();
     let pem = std::fs::read(&pki.it_cert).unwrap();
-    let der = openssl::x509::X509::from_pem(&pem)
-        .unwrap()
-        .to_der()
-        .unwrap();
-    let ldif = format!(
-        "version: 1\n\ndn: providerName=PEC Example IT S.p.A.,o=postacert\nobjectclass: top\n\
-         objectclass: provider\nproviderName: PEC Example IT S.p.A.\nproviderCertificateHash: {}\n\
-         providerCertificate;binary:: {}\nmailReceipt: ricevute@pec.example.it\n\
-         managedDomains: pec.example.it\n\n",
-        pec::index::sha1_hex_upper(&der),
-        base64::engine::general_purpose::STANDARD.encode(&der)
-    );
+    // Our own record, as `pec setup index` writes it.
+    let ldif = pec::setup::own_index_ldif(
+        "PEC Example IT S.p.A.",
+        "ricevute@pec.example.it",
+        &["pec.example.it".to_string()],
+        &pem,
+    )
+    .unwrap();
     std::fs::write(dir.join("index.ldif"), ldif).unwrap();
     let path = dir.join("pec.toml");
     std::fs::write(
