@@ -649,6 +649,22 @@ fn read_response<S: Read>(conn: &mut S, max: u64) -> Result<(Vec<u8>, bool), (St
 /// The length of a whole chunked body at the start of `data` (its last chunk and trailers
 /// included), or `None` while it is incomplete or malformed.
 fn chunked_len(data: &[u8]) -> Option<usize> {
+    let mut at = walk_chunks(data, |_| {})?;
+    // Trailer fields, then the empty line.
+    loop {
+        let eol = at + memchr::memmem::find(data.get(at..)?, b"\r\n")?;
+        let empty = eol == at;
+        at = eol + 2;
+        if empty {
+            return Some(at);
+        }
+    }
+}
+
+/// Walks the chunks at the start of `data` (RFC 9112 §7.1; chunk extensions ignored),
+/// giving each chunk's data to `chunk`: the offset just past the last chunk's size line, or
+/// `None` while a chunk is incomplete or a size line malformed.
+fn walk_chunks(data: &[u8], mut chunk: impl FnMut(&[u8])) -> Option<usize> {
     let mut at = 0usize;
     loop {
         let eol = at + memchr::memmem::find(data.get(at..)?, b"\r\n")?;
@@ -656,16 +672,9 @@ fn chunked_len(data: &[u8]) -> Option<usize> {
         let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
         at = eol + 2;
         if size == 0 {
-            // Trailer fields, then the empty line.
-            loop {
-                let eol = at + memchr::memmem::find(data.get(at..)?, b"\r\n")?;
-                let empty = eol == at;
-                at = eol + 2;
-                if empty {
-                    return Some(at);
-                }
-            }
+            return Some(at);
         }
+        chunk(data.get(at..at.checked_add(size)?)?);
         at = at.checked_add(size)?.checked_add(2)?;
         if data.len() < at {
             return None;
@@ -734,20 +743,11 @@ pub fn content_length(head: &[u8]) -> Option<usize> {
         })
 }
 
-/// A chunked body decoded (RFC 9112 §7.1; chunk extensions ignored, trailers dropped).
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+/// A chunked body decoded ([`walk_chunks`]; trailers dropped).
+fn dechunk(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    loop {
-        let eol = memchr::memmem::find(data, b"\r\n")?;
-        let size = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size.checked_add(2)?..)?;
-    }
+    walk_chunks(data, |c| out.extend_from_slice(c))?;
+    Some(out)
 }
 
 #[cfg(test)]
