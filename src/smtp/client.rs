@@ -338,15 +338,7 @@ impl SmtpInjector {
         rcpt_to: &[String],
         message: &[&[u8]],
     ) -> Result<Result<String, Failure>, Stale> {
-        let mut group = Vec::with_capacity(mail.len() + 64 * rcpt_to.len() + 32);
-        if reset {
-            group.extend_from_slice(b"RSET\r\n");
-        }
-        group.extend_from_slice(mail.as_bytes());
-        group.extend_from_slice(b"\r\n");
-        for rcpt in rcpt_to {
-            group.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-        }
+        let group = super::pipelined_group(reset, mail, rcpt_to);
         let limit = conn.timeouts.command;
         let sent = conn.write(&group, limit, "MAIL FROM").await;
         if reset {

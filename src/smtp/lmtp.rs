@@ -524,15 +524,7 @@ impl LmtpClient {
         // server that does not advertise it gets them one at a time.
         let pipelining = caps.iter().any(|c| c.eq_ignore_ascii_case("PIPELINING"));
         let (mail, rcpt_replies) = if pipelining {
-            let mut group = Vec::with_capacity(mail_line.len() + 64 * rcpt_to.len() + 16);
-            if reset {
-                group.extend_from_slice(b"RSET\r\n");
-            }
-            group.extend_from_slice(mail_line.as_bytes());
-            group.extend_from_slice(b"\r\n");
-            for rcpt in rcpt_to {
-                group.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
-            }
+            let group = super::pipelined_group(reset, &mail_line, rcpt_to);
             let sent = write_group(&mut w, &group, "MAIL", cmd).await;
             if reset {
                 let rset = match &sent {

@@ -16,6 +16,23 @@ pub mod stuffing;
 pub use client::{ClientTimeouts, SmtpInjector};
 pub use server::{serve, FilterHandler, FilterReply, ServerOptions, Transaction};
 
+/// The commands of a pipelined transaction up to `DATA`, for one write (RFC 2920; RFC 2033
+/// for LMTP): `RSET` first when `reset` (a kept connection), the `MAIL FROM` line `mail`,
+/// one `RCPT TO` per recipient, each ended by CRLF. The reinjection client and the LMTP
+/// client both send it.
+pub(crate) fn pipelined_group(reset: bool, mail: &str, rcpt_to: &[String]) -> Vec<u8> {
+    let mut group = Vec::with_capacity(mail.len() + 64 * rcpt_to.len() + 32);
+    if reset {
+        group.extend_from_slice(b"RSET\r\n");
+    }
+    group.extend_from_slice(mail.as_bytes());
+    group.extend_from_slice(b"\r\n");
+    for rcpt in rcpt_to {
+        group.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+    }
+    group
+}
+
 #[derive(Debug, Error)]
 pub enum InjectError {
     /// Connection, timeout or 4xx: try again later (the caller tempfails).
