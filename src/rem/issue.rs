@@ -367,6 +367,63 @@ impl Issued {
     }
 }
 
+/// What a REM receipt says besides its evidence: the other provider it names, the
+/// recipient it is about, and the relay date (all `None` for the sender's own receipts).
+#[derive(Debug, Clone, Default)]
+pub struct Regarding {
+    pub other_provider: Option<String>,
+    pub recipient: Option<String>,
+    pub relay_date: Option<Instant>,
+}
+
+/// The REM receipt to the sender of `sub` carrying `issued` (its event, reason `code`),
+/// composed and signed by us as `provider_name` at `at`: the one composer of our receipts
+/// (access point, reception, delivery point, timers).
+pub async fn compose_receipt(
+    kit: &Issuing,
+    provider_name: &str,
+    sub: &super::compose::Submission,
+    issued: &Issued,
+    code: &'static str,
+    regarding: Regarding,
+    at: Instant,
+) -> Result<super::compose::Composed, String> {
+    use super::compose::{Composer, Provider, Receipt};
+    let provider = Provider {
+        name: provider_name.to_string(),
+        service_address: kit.issuer.service_address.clone(),
+    };
+    let message_id = rem_id(at, &kit.issuer.service_address);
+    let (signer, sub, xml, event, evidence_id) = (
+        kit.signer.clone(),
+        sub.clone(),
+        issued.xml.clone(),
+        issued.model.event,
+        issued.id().to_string(),
+    );
+    blocking(move || {
+        let r = Receipt {
+            event,
+            code,
+            message_id: &message_id,
+            evidence_id: &evidence_id,
+            to: &sub.from,
+            rcpt_to: &sub.sender,
+            other_provider: regarding.other_provider.as_deref(),
+            recipient: regarding.recipient.as_deref(),
+            relay_date: regarding.relay_date,
+        };
+        Composer {
+            provider: &provider,
+            signer: &*signer,
+        }
+        .receipt(&sub, &r, &xml, &[], at)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,61 +509,4 @@ mod tests {
             Some("alice@pec.example.it")
         );
     }
-}
-
-/// What a REM receipt says besides its evidence: the other provider it names, the
-/// recipient it is about, and the relay date (all `None` for the sender's own receipts).
-#[derive(Debug, Clone, Default)]
-pub struct Regarding {
-    pub other_provider: Option<String>,
-    pub recipient: Option<String>,
-    pub relay_date: Option<Instant>,
-}
-
-/// The REM receipt to the sender of `sub` carrying `issued` (its event, reason `code`),
-/// composed and signed by us as `provider_name` at `at`: the one composer of our receipts
-/// (access point, reception, delivery point, timers).
-pub async fn compose_receipt(
-    kit: &Issuing,
-    provider_name: &str,
-    sub: &super::compose::Submission,
-    issued: &Issued,
-    code: &'static str,
-    regarding: Regarding,
-    at: Instant,
-) -> Result<super::compose::Composed, String> {
-    use super::compose::{Composer, Provider, Receipt};
-    let provider = Provider {
-        name: provider_name.to_string(),
-        service_address: kit.issuer.service_address.clone(),
-    };
-    let message_id = rem_id(at, &kit.issuer.service_address);
-    let (signer, sub, xml, event, evidence_id) = (
-        kit.signer.clone(),
-        sub.clone(),
-        issued.xml.clone(),
-        issued.model.event,
-        issued.id().to_string(),
-    );
-    blocking(move || {
-        let r = Receipt {
-            event,
-            code,
-            message_id: &message_id,
-            evidence_id: &evidence_id,
-            to: &sub.from,
-            rcpt_to: &sub.sender,
-            other_provider: regarding.other_provider.as_deref(),
-            recipient: regarding.recipient.as_deref(),
-            relay_date: regarding.relay_date,
-        };
-        Composer {
-            provider: &provider,
-            signer: &*signer,
-        }
-        .receipt(&sub, &r, &xml, &[], at)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
 }
