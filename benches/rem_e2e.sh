@@ -21,15 +21,16 @@
 # checked afterwards (audit.py rem-check: every transaction complete exactly once in the mailboxes and
 # in both stores' evidences, `pec evidence list`). Then:
 #   ratio = (N / t_rem) / (N / t_pec)
-# and, for each run, the CPU seconds of every daemon and its processes (the TSAs with their
-# `openssl ts -reply` children, before tsa.py signed in-process) and the evidences (one time stamp each) per transaction.
+# and, for each run, the CPU seconds of every daemon and its processes (the test TSAs
+# included) and the evidences (one time stamp each) per transaction.
 # A single REM transaction (carla → dora, subject "load probe.0") runs between the two,
 # untimed, to check the route; it is counted in the REM checks.
 # REM_NO_CONSIGNMENT=1: the delivery point issues no ContentConsignment (a build without
 # it): the REM run then waits for one receipt per transaction at carla, and says so loudly.
 #
-# BENCH_PERF=1: `perf record` (499 Hz) on both pec serve during each run, then the top
-# shared objects and symbols of each (perf report); the rates of such a run are perf's too.
+# BENCH_PERF=1: `perf record -g` (499 Hz) on both pec serve during each run, then the top
+# shared objects and symbols of each (proof_lib.sh proof_perf_*, as benches/pec_e2e.sh);
+# the rates of such a run are perf's too.
 #
 # BENCH_KEEP=1 keeps the work directory (logs, Maildirs, stores) after a good run.
 #
@@ -68,76 +69,10 @@ if [ "${REM_NO_CONSIGNMENT:-0}" = 1 ]; then
   echo "rem_e2e bench: WITHOUT ContentConsignment (REM_NO_CONSIGNMENT=1): 3 deliveries per REM transaction" >&2
 fi
 
-perf_pids=()
-perf_start() { # RUN
-  [ "${BENCH_PERF:-0}" = 1 ] || return 0
-  local p
-  perf_pids=()
-  for p in a b; do
-    perf record -F 499 -o "$work/perf-$1-$p.data" -p "$(cat "$work/$p/pec.pid")" >/dev/null 2>&1 &
-    perf_pids+=($!)
-  done
-}
-perf_stop() {
-  local pid
-  for pid in "${perf_pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  perf_pids=()
-}
-perf_show() { # RUN
-  [ "${BENCH_PERF:-0}" = 1 ] || return 0
-  local p
-  for p in a b; do
-    echo "perf, $1 run, pec serve $p: shared objects, then symbols (self)"
-    perf report -i "$work/perf-$1-$p.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
-    perf report -i "$work/perf-$1-$p.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 25
-  done
-}
-
-# How busy each test TSA is: tsa.py ran one `openssl ts -reply` at a time (a lock around
-# it), so the share of samples (every 20 ms) that find one running for a TSA is how much
-# of the run that TSA's lock was taken. Since issue 22 tsa.py signs in-process (no such
-# process): 0 % there says nothing, its CPU is in the per-daemon table. Stops when OUT.stop exists, writing OUT.
-sampler_on=""
-sampler_start() { # OUT
-  rm -f "$1.stop"
-  "$E2E_PYTHON" - "$1" "$work/a/tsa/tsa.cnf" "$work/b/tsa/tsa.cnf" <<'PY' &
-import os, sys, time
-out, confs = sys.argv[1], sys.argv[2:]
-busy, n = [0] * len(confs), 0
-while not os.path.exists(out + ".stop"):
-    seen = [0] * len(confs)
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if len(cmd) > 4 and cmd[0].endswith(b"openssl") and cmd[1] == b"ts":
-                for i, c in enumerate(confs):
-                    if c.encode() in cmd:
-                        seen[i] = 1
-    for i in range(len(confs)):
-        busy[i] += seen[i]
-    n += 1
-    time.sleep(0.02)
-with open(out, "w") as f:
-    f.write(" ".join(f"{100 * b / max(n, 1):.0f}" for b in busy) + f" {n}\n")
-PY
-  sampler_on=$1
-}
-_sampler_done() { [ -s "$sampler_on" ]; }
-sampler_stop() {
-  [ -n "$sampler_on" ] || return 0
-  touch "$sampler_on.stop"
-  e2e_poll 30 _sampler_done || echo "rem_e2e bench: the TSA sampler did not stop" >&2
-  sampler_on=""
-}
-
 work=$(e2e_tmpdir)
 cleanup() {
   status=$?
-  perf_stop
-  sampler_stop
+  proof_perf_stop
   proof_pair_down "$work"
   if [ "$status" -eq 0 ] && [ "${BENCH_KEEP:-0}" != 1 ]; then rm -rf "$work"; else echo "work dir kept: $work" >&2; fi
   exit "$status"
@@ -170,8 +105,7 @@ evidences_issued() { # P: EvidenzaREMEmessa records in P's legal log so far
 # PEC.
 proof_maillog_mark "$work" "$work/maillog-pec.mark"
 proof_cpu_snapshot "$work" "$work/cpu-pec0.json"
-perf_start pec
-sampler_start "$work/tsa-busy-pec"
+proof_perf_start "$work" pec
 e2e_log "pec: $n transactions alice → bob, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user alice@pec.example.it --from alice@pec.example.it \
@@ -182,8 +116,7 @@ e2e_poll 120 proof_consumed_at_least "$work" "$n" || e2e_fail "A consumed only $
 t1=${EPOCHREALTIME}
 pec_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-pec1.json"
-perf_stop
-sampler_stop
+proof_perf_stop
 proof_wait_settled "$work" "$n" 120
 proof_queue_passes "$work" "$work/maillog-pec.mark" "$n" > "$work/passes-pec.out"
 # Audited before any REM transaction: its checks of the legal logs know PEC only.
@@ -210,8 +143,7 @@ consumed0=$(proof_rem_consumed "$work")
 sender0=$(count "$carla_md") rcpt0=$(count "$dora_md")
 proof_maillog_mark "$work" "$work/maillog-rem.mark"
 proof_cpu_snapshot "$work" "$work/cpu-rem0.json"
-perf_start rem
-sampler_start "$work/tsa-busy-rem"
+proof_perf_start "$work" rem
 e2e_log "rem: $n transactions carla → dora, concurrency $concurrency"
 t0=${EPOCHREALTIME}
 "${mail[@]}" load --port "$a_submission" --user carla@pec.example.it --from carla@pec.example.it \
@@ -223,8 +155,7 @@ e2e_poll 120 proof_rem_consumed_at_least "$work" $((consumed0 + n)) ||
 t1=${EPOCHREALTIME}
 rem_t=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 proof_cpu_snapshot "$work" "$work/cpu-rem1.json"
-perf_stop
-sampler_stop
+proof_perf_stop
 cat "$work/accepted-rem-load" >> "$work/accepted-rem"
 postfix_wait_queue_empty "$work/a/postfix" 120
 postfix_wait_queue_empty "$work/b/postfix" 120
@@ -246,10 +177,6 @@ print(f"rem (dispatch, SubmissionAcceptance, RelayAcceptance, ContentConsignment
 print(f"evidences issued during the rem run (one XAdES signature and one time stamp each): A {ev_a}, B {ev_b} = {(ev_a + ev_b) / n:.2f} per transaction")
 print(f"ratio rem_tps / pec_tps: {pec / rem:.3f}  (target >= 0.7)")
 PY
-for r in pec rem; do
-  read -r busy_a busy_b samples < "$work/tsa-busy-$r"
-  echo "test TSA lock taken ($r run, $samples samples): A $busy_a %, B $busy_b % of the time"
-done
 echo "where the time goes, pec run:"
 proof_cpu_report "$work/cpu-pec0.json" "$work/cpu-pec1.json" "$pec_t" "$n"
 echo "where the time goes, rem run:"
@@ -263,5 +190,5 @@ echo "rem run:"
 proof_floor_report "$work/cpu-rem0.json" "$work/cpu-rem1.json" "$n" "$work/floor" rem
 echo "Postfix queue passes during the rem run (both logs, queue files with a qmgr from= line):"
 cat "$work/passes-rem.out"
-perf_show pec
-perf_show rem
+proof_perf_show "$work" pec
+proof_perf_show "$work" rem
